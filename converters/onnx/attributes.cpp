@@ -1,0 +1,182 @@
+#include "converters/onnx/attributes.h"
+
+namespace sluice::converters::onnx {
+
+namespace op = ::ONNX_NAMESPACE;
+using namespace graph;
+
+AttributeReader::AttributeReader(const op::NodeProto& node, std::string where) : node_(node), where_(std::move(where)) {}
+
+const op::AttributeProto* AttributeReader::get(const char* name) const {
+  for (const auto& a : node_.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+bool AttributeReader::has(const char* name) const { return get(name) != nullptr; }
+
+void AttributeReader::fail(const std::string& what) const { throw Error(where_ + ": " + what); }
+
+const op::AttributeProto* AttributeReader::typed(const char* name, int type) const {
+  const auto* a = get(name);
+  if (a && a->type() != type)
+    fail(std::string("attribute '") + name + "' has type " + op::AttributeProto::AttributeType_Name(a->type()) +
+         ", expected " + op::AttributeProto::AttributeType_Name(static_cast<op::AttributeProto::AttributeType>(type)));
+  return a;
+}
+
+int64_t AttributeReader::i(const char* name, int64_t dflt) const {
+  const auto* a = typed(name, op::AttributeProto::INT);
+  return a ? a->i() : dflt;
+}
+float AttributeReader::f(const char* name, float dflt) const {
+  const auto* a = typed(name, op::AttributeProto::FLOAT);
+  return a ? a->f() : dflt;
+}
+std::string AttributeReader::s(const char* name, const std::string& dflt) const {
+  const auto* a = typed(name, op::AttributeProto::STRING);
+  return a ? a->s() : dflt;
+}
+std::vector<int64_t> AttributeReader::ints(const char* name) const {
+  const auto* a = typed(name, op::AttributeProto::INTS);
+  return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : std::vector<int64_t>{};
+}
+
+namespace {
+
+// ONNX pads are [x1_begin, x2_begin, x1_end, x2_end]; for 2-D that is [top, left, bottom, right].
+std::vector<int64_t> spatial(const AttributeReader& a, const char* name, size_t rank, int64_t dflt) {
+  std::vector<int64_t> v = a.ints(name);
+  if (v.empty()) return std::vector<int64_t>(rank, dflt);
+  if (v.size() != rank) a.fail(std::string("attribute '") + name + "' has " + std::to_string(v.size()) +
+                               " values, expected " + std::to_string(rank));
+  for (int64_t x : v)
+    if (x < (dflt == 0 ? 0 : 1)) a.fail(std::string("attribute '") + name + "' has invalid value " + std::to_string(x));
+  return v;
+}
+
+template <class P>
+void parse_window(const AttributeReader& a, P& p) {
+  p.kernel_shape = a.ints("kernel_shape");
+  size_t rank = p.kernel_shape.empty() ? 2 : p.kernel_shape.size();
+  for (int64_t k : p.kernel_shape)
+    if (k <= 0) a.fail("kernel_shape must be positive, got " + std::to_string(k));
+  p.strides = spatial(a, "strides", rank, 1);
+  p.dilations = spatial(a, "dilations", rank, 1);
+  p.pads = spatial(a, "pads", rank * 2, 0);
+  p.auto_pad = a.s("auto_pad", "NOTSET");
+  if (p.auto_pad != "NOTSET" && p.auto_pad != "VALID" && p.auto_pad != "SAME_UPPER" && p.auto_pad != "SAME_LOWER")
+    a.fail("unknown auto_pad '" + p.auto_pad + "'");
+}
+
+Tensor tensor_attr(const AttributeReader& a, const op::AttributeProto& attr, const std::string& base_dir) {
+  switch (attr.type()) {
+    case op::AttributeProto::TENSOR:
+      return tensor_from_proto(attr.t(), a.where() + ": attribute '" + attr.name() + "'", base_dir);
+    case op::AttributeProto::FLOAT: return Tensor::from_vector<float>({}, {attr.f()});
+    case op::AttributeProto::INT: return Tensor::from_vector<int64_t>({}, {attr.i()});
+    case op::AttributeProto::FLOATS: {
+      std::vector<float> v(attr.floats().begin(), attr.floats().end());
+      return Tensor::from_vector<float>({static_cast<int64_t>(v.size())}, v);
+    }
+    case op::AttributeProto::INTS: {
+      std::vector<int64_t> v(attr.ints().begin(), attr.ints().end());
+      return Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v);
+    }
+    default: a.fail("attribute '" + attr.name() + "' of this type is not supported");
+  }
+}
+
+}  // namespace
+
+Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std::string& base_dir) {
+  switch (t) {
+    case OpType::Conv: {
+      ConvParams p;
+      parse_window(a, p);
+      p.group = a.i("group", 1);
+      if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
+      return p;
+    }
+    case OpType::MaxPool:
+    case OpType::AveragePool: {
+      PoolParams p;
+      parse_window(a, p);
+      if (p.kernel_shape.empty()) a.fail("attribute 'kernel_shape' is required");
+      p.ceil_mode = a.i("ceil_mode", 0) != 0;
+      p.count_include_pad = a.i("count_include_pad", 0) != 0;
+      if (a.i("storage_order", 0) != 0) a.fail("storage_order=1 is not supported");
+      return p;
+    }
+    case OpType::Gemm: {
+      GemmParams p;
+      p.alpha = a.f("alpha", 1.f);
+      p.beta = a.f("beta", 1.f);
+      p.trans_a = a.i("transA", 0) != 0;
+      p.trans_b = a.i("transB", 0) != 0;
+      return p;
+    }
+    case OpType::BatchNormalization: {
+      if (a.i("training_mode", 0) != 0) a.fail("training_mode=1 is not supported (export the model in eval mode)");
+      return BatchNormParams{a.f("epsilon", 1e-5f)};
+    }
+    case OpType::Concat:
+      if (!a.has("axis")) a.fail("attribute 'axis' is required");
+      return AxisParams{a.i("axis", 0)};
+    case OpType::Flatten: return AxisParams{a.i("axis", 1)};
+    case OpType::Gather: return AxisParams{a.i("axis", 0)};
+    case OpType::Softmax:
+      return opset < 13 ? SoftmaxParams{a.i("axis", 1), true} : SoftmaxParams{a.i("axis", -1), false};
+    case OpType::Split: return SplitParams{a.i("axis", 0), a.ints("split")};
+    case OpType::Transpose: return TransposeParams{a.ints("perm")};
+    case OpType::Squeeze:
+    case OpType::Unsqueeze: return AxesParams{a.ints("axes"), a.has("axes")};
+    case OpType::ReduceMean:
+    case OpType::ReduceSum:
+    case OpType::ReduceMax:
+    case OpType::ReduceMin:
+      return ReduceParams{a.ints("axes"), a.has("axes"), a.i("keepdims", 1) != 0, a.i("noop_with_empty_axes", 0) != 0};
+    case OpType::Clip: {
+      ClipParams p;
+      p.min = a.f("min", p.min);
+      p.max = a.f("max", p.max);
+      return p;
+    }
+    case OpType::LeakyRelu: return AlphaBetaParams{a.f("alpha", 0.01f), 0.f};
+    case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
+    case OpType::Cast: {
+      if (!a.has("to")) a.fail("attribute 'to' is required");
+      op::TensorProto tp;
+      tp.set_data_type(static_cast<int32_t>(a.i("to", 1)));
+      Tensor probe = tensor_from_proto(tp, a.where() + ": Cast target type", "");
+      return CastParams{probe.dtype()};
+    }
+    case OpType::Constant: {
+      const op::AttributeProto* v = nullptr;
+      for (const char* n : {"value", "value_float", "value_floats", "value_int", "value_ints"})
+        if (const auto* x = a.get(n)) v = x;
+      if (!v) a.fail("needs a 'value' attribute (sparse and string constants are not supported)");
+      return ConstantParams{tensor_attr(a, *v, base_dir)};
+    }
+    case OpType::ConstantOfShape: {
+      const auto* v = a.get("value");
+      Tensor value = v ? tensor_attr(a, *v, base_dir) : Tensor::from_vector<float>({1}, {0.f});
+      if (value.numel() != 1) a.fail("attribute 'value' must hold exactly one element");
+      return ConstantParams{value};
+    }
+    case OpType::Pad: {
+      std::string mode = a.s("mode", "constant");
+      if (mode != "constant" && mode != "reflect" && mode != "edge") a.fail("unknown pad mode '" + mode + "'");
+      return PadParams{mode};
+    }
+    case OpType::Reshape: return ReshapeParams{a.i("allowzero", 0) != 0};
+    case OpType::Shape: return ShapeParams{a.i("start", 0), a.i("end", INT64_MAX)};
+    case OpType::TopK: return TopKParams{a.i("axis", -1), a.i("largest", 1) != 0, a.i("sorted", 1) != 0};
+    case OpType::ScatterElements:
+      if (a.s("reduction", "none") != "none") a.fail("only reduction='none' is supported");
+      return ScatterParams{a.i("axis", 0)};
+    default: return NoParams{};
+  }
+}
+
+}  // namespace sluice::converters::onnx

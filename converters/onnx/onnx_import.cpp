@@ -1,0 +1,319 @@
+#include "converters/onnx/onnx_import.h"
+
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <unordered_map>
+
+#include "converters/onnx/attributes.h"
+
+namespace sluice::converters::onnx {
+
+namespace op = ::ONNX_NAMESPACE;
+using graph::Graph;
+using graph::Node;
+using graph::OpType;
+using graph::Value;
+using graph::ValueId;
+
+namespace {
+
+constexpr size_t kMaxFileBytes = size_t{2} << 30;  // protobuf's own limit
+
+std::string read_whole_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw Error(path + ": file not found");
+  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": is a directory, expected an .onnx file");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open file for reading");
+  f.seekg(0, std::ios::end);
+  auto size = static_cast<size_t>(f.tellg());
+  if (size > kMaxFileBytes) throw Error(path + ": file is larger than 2 GiB; use ONNX external data for weights");
+  f.seekg(0);
+  std::string bytes(size, '\0');
+  f.read(bytes.data(), static_cast<std::streamsize>(size));
+  if (!f) throw Error(path + ": read error");
+  return bytes;
+}
+
+DType dtype_from_onnx(int32_t t, const std::string& where) {
+  switch (t) {
+    case op::TensorProto::FLOAT: return DType::Float32;
+    case op::TensorProto::DOUBLE: return DType::Float64;
+    case op::TensorProto::INT64: return DType::Int64;
+    case op::TensorProto::INT32: return DType::Int32;
+    case op::TensorProto::INT8: return DType::Int8;
+    case op::TensorProto::UINT8: return DType::UInt8;
+    case op::TensorProto::BOOL: return DType::Bool;
+    default: break;
+  }
+  const auto* desc = op::TensorProto::DataType_descriptor()->FindValueByNumber(t);
+  throw Error(where + ": element type " + (desc ? desc->name() : std::to_string(t)) +
+              " is not supported (Sluice supports float, double, int64, int32, int8, uint8, bool)");
+}
+
+}  // namespace
+
+// Converts a TensorProto (raw_data, typed fields, or external data relative to base_dir).
+Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, const std::string& base_dir) {
+  DType dt = dtype_from_onnx(tp.data_type(), where);
+  Shape shape(tp.dims().begin(), tp.dims().end());
+  for (int64_t d : shape)
+    if (d < 0) throw Error(where + ": has a negative dimension in its dims " + shape_str(shape));
+  Tensor t;
+  try {
+    t = Tensor(dt, shape);
+  } catch (const Error& e) {
+    throw Error(where + ": " + e.what());
+  }
+  const size_t need = t.nbytes();
+  const int64_t n = t.numel();
+  auto size_mismatch = [&](size_t have_elems) {
+    return Error(where + ": holds " + std::to_string(have_elems) + " elements of data but its dims " + shape_str(shape) +
+                 " need " + std::to_string(n));
+  };
+  if (tp.data_location() == op::TensorProto::EXTERNAL) {
+    std::string location;
+    int64_t offset = 0, length = -1;
+    for (const auto& kv : tp.external_data()) {
+      if (kv.key() == "location") location = kv.value();
+      if (kv.key() == "offset") offset = std::stoll(kv.value());
+      if (kv.key() == "length") length = std::stoll(kv.value());
+    }
+    if (base_dir.empty())
+      throw Error(where + ": uses external data ('" + location + "'), which needs the model loaded from a file path");
+    std::filesystem::path p = std::filesystem::path(location);
+    if (location.empty() || p.is_absolute() || location.find("..") != std::string::npos)
+      throw Error(where + ": external data location '" + location + "' must be a relative path inside the model's folder");
+    std::string full = (std::filesystem::path(base_dir) / p).string();
+    std::ifstream f(full, std::ios::binary);
+    if (!f) throw Error(where + ": external data file '" + full + "' cannot be opened");
+    if (length >= 0 && static_cast<size_t>(length) != need)
+      throw Error(where + ": external data length " + std::to_string(length) + " bytes does not match dims " +
+                  shape_str(shape) + " (" + std::to_string(need) + " bytes)");
+    f.seekg(offset);
+    f.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(need));
+    if (!f || static_cast<size_t>(f.gcount()) != need)
+      throw Error(where + ": external data file '" + full + "' is shorter than the tensor's " + std::to_string(need) + " bytes");
+    return t;
+  }
+  if (tp.has_raw_data()) {
+    if (tp.raw_data().size() != need) throw size_mismatch(tp.raw_data().size() / std::max<size_t>(1, dtype_size(dt)));
+    std::memcpy(t.raw(), tp.raw_data().data(), need);
+    return t;
+  }
+  auto copy_field = [&](const auto& field, auto cast_to) {
+    using Dst = decltype(cast_to);
+    if (static_cast<int64_t>(field.size()) != n) throw size_mismatch(static_cast<size_t>(field.size()));
+    Dst* dst = static_cast<Dst*>(t.raw());
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(field.Get(static_cast<int>(i)));
+  };
+  switch (dt) {
+    case DType::Float32: copy_field(tp.float_data(), float{}); break;
+    case DType::Float64: copy_field(tp.double_data(), double{}); break;
+    case DType::Int64: copy_field(tp.int64_data(), int64_t{}); break;
+    case DType::Int32: copy_field(tp.int32_data(), int32_t{}); break;
+    case DType::Int8: copy_field(tp.int32_data(), int8_t{}); break;
+    case DType::UInt8: copy_field(tp.int32_data(), uint8_t{}); break;
+    case DType::Bool: copy_field(tp.int32_data(), bool{}); break;
+    default: throw Error(where + ": unsupported element type");
+  }
+  return t;
+}
+
+namespace {
+
+class Importer {
+ public:
+  Importer(std::string name, std::string base_dir) : name_(std::move(name)), base_dir_(std::move(base_dir)) {}
+
+  std::unique_ptr<Graph> run(op::ModelProto& model) {
+    g_ = std::make_unique<Graph>();
+    g_->model_name = name_;
+    check_opset(model);
+    try {
+      op::checker::check_model(model);
+    } catch (const std::exception& e) {
+      throw Error(name_ + ": the ONNX checker rejects the model: " + first_line(e.what()));
+    }
+    try {
+      op::shape_inference::InferShapes(model);
+    } catch (const std::exception& e) {
+      throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
+    }
+    const op::GraphProto& gp = model.graph();
+    for (const auto& init : gp.initializer()) add_initializer(init);
+    for (const auto& in : gp.input()) {
+      if (by_name_.count(in.name())) continue;  // an initializer listed as input (IR < 4 style)
+      ValueId v = add_value_info(in);
+      g_->value(v).is_input = true;
+      g_->inputs.push_back(v);
+    }
+    for (const auto& vi : gp.value_info()) value_infos_[vi.name()] = &vi;
+    for (int i = 0; i < gp.node_size(); ++i) declare_outputs(gp.node(i), i);
+    for (int i = 0; i < gp.node_size(); ++i) add_node(gp.node(i), i);
+    for (const auto& out : gp.output()) {
+      auto it = by_name_.find(out.name());
+      if (it == by_name_.end())
+        throw Error(name_ + ": graph output '" + out.name() + "' is not produced by any node, input or initializer");
+      g_->value(it->second).is_output = true;
+      if (g_->value(it->second).dtype == DType::Undefined) set_type(g_->value(it->second), out);
+      g_->outputs.push_back(it->second);
+    }
+    if (g_->outputs.empty()) throw Error(name_ + ": the graph has no outputs");
+    g_->rebuild_links();
+    g_->topological_order();  // throws on a cycle, naming a node on it
+    return std::move(g_);
+  }
+
+ private:
+  static std::string first_line(const std::string& s) {
+    auto p = s.find('\n');
+    return p == std::string::npos ? s : s.substr(0, p);
+  }
+
+  void check_opset(const op::ModelProto& model) {
+    int64_t opset = -1;
+    for (const auto& imp : model.opset_import())
+      if (imp.domain().empty() || imp.domain() == "ai.onnx") opset = imp.version();
+    if (opset < 0) throw Error(name_ + ": the model imports no default-domain (ai.onnx) opset");
+    if (opset > kMaxOpset)
+      throw Error(name_ + ": opset " + std::to_string(opset) + " is newer than Sluice supports (" +
+                  std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset) +
+                  "); re-export with opset_version=" + std::to_string(kMaxOpset) + " or lower");
+    if (opset < kMinOpset)
+      throw Error(name_ + ": opset " + std::to_string(opset) + " is older than Sluice supports (" +
+                  std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset) + "); convert it with onnx.version_converter");
+    g_->opset = opset;
+  }
+
+  ValueId new_value(const std::string& name, const std::string& what) {
+    if (name.empty()) throw Error(name_ + ": " + what + " has an empty name");
+    if (by_name_.count(name)) throw Error(name_ + ": value '" + name + "' is defined twice (" + what + ")");
+    Value v;
+    v.name = name;
+    ValueId id = g_->add_value(std::move(v));
+    by_name_[name] = id;
+    return id;
+  }
+
+  void add_initializer(const op::TensorProto& tp) {
+    ValueId id = new_value(tp.name(), "an initializer");
+    Value& v = g_->value(id);
+    v.constant = tensor_from_proto(tp, name_ + ": initializer '" + tp.name() + "'", base_dir_);
+    v.dtype = v.constant.dtype();
+    v.shape = v.constant.shape();
+    v.shape_known = true;
+  }
+
+  void set_type(Value& v, const op::ValueInfoProto& vi) {
+    if (!vi.type().has_tensor_type()) throw Error(name_ + ": value '" + vi.name() + "' is not a tensor");
+    const auto& tt = vi.type().tensor_type();
+    v.dtype = dtype_from_onnx(tt.elem_type(), name_ + ": value '" + vi.name() + "'");
+    v.shape.clear();
+    v.shape_known = tt.has_shape();
+    if (tt.has_shape())
+      for (const auto& d : tt.shape().dim()) {
+        if (d.has_dim_value() && d.dim_value() < 0)
+          throw Error(name_ + ": value '" + vi.name() + "' has a negative dimension");
+        v.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+        if (!d.has_dim_value()) v.shape_known = false;
+      }
+  }
+
+  ValueId add_value_info(const op::ValueInfoProto& vi) {
+    ValueId id = new_value(vi.name(), "a graph input");
+    set_type(g_->value(id), vi);
+    return id;
+  }
+
+  void declare_outputs(const op::NodeProto& np, int index) {
+    for (const auto& out : np.output())
+      if (!out.empty()) new_value(out, "output of node " + std::to_string(index) + " (" + np.op_type() + ")");
+  }
+
+  void add_node(const op::NodeProto& np, int index) {
+    Node n;
+    n.name = np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+    const std::string where = name_ + ": node '" + n.name + "' (" + np.op_type() + ")";
+    if (!np.domain().empty() && np.domain() != "ai.onnx")
+      throw Error(where + ": operator domain '" + np.domain() + "' is not supported (only the default ONNX domain)");
+    auto type = graph::op_from_name(np.op_type());
+    if (!type)
+      throw Error(where + ": unsupported operator '" + np.op_type() +
+                  "'; run `sluice ops` for the list of supported operators");
+    n.op = *type;
+    for (const auto& in : np.input()) {
+      if (in.empty()) {
+        n.inputs.push_back(graph::kNoValue);
+        continue;
+      }
+      auto it = by_name_.find(in);
+      if (it == by_name_.end())
+        throw Error(where + ": input '" + in + "' is not a graph input, an initializer, or any node's output "
+                            "(missing initializer?)");
+      n.inputs.push_back(it->second);
+    }
+    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? graph::kNoValue : by_name_.at(out));
+    AttributeReader attrs(np, where);
+    n.params = parse_params(n.op, attrs, g_->opset, base_dir_);
+    if (n.op == OpType::Constant) {
+      // Constants become initializers: one less node and foldable at once.
+      if (n.outputs.size() != 1 || n.outputs[0] == graph::kNoValue) throw Error(where + ": needs exactly one output");
+      Value& v = g_->value(n.outputs[0]);
+      v.constant = std::get<graph::ConstantParams>(n.params).value;
+      v.dtype = v.constant.dtype();
+      v.shape = v.constant.shape();
+      v.shape_known = true;
+      return;
+    }
+    if (n.op == OpType::MaxPool && n.outputs.size() > 1 && n.outputs[1] != graph::kNoValue)
+      throw Error(where + ": the Indices output of MaxPool is not supported");
+    g_->add_node(std::move(n));
+  }
+
+  std::string name_, base_dir_;
+  std::unique_ptr<Graph> g_;
+  std::unordered_map<std::string, ValueId> by_name_;
+  std::unordered_map<std::string, const op::ValueInfoProto*> value_infos_;
+};
+
+std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const std::string& name,
+                                          const std::string& base_dir) {
+  if (size == 0) throw Error(name + ": file is empty, expected an ONNX model");
+  if (size > kMaxFileBytes) throw Error(name + ": larger than 2 GiB");
+  op::ModelProto model;
+  if (!model.ParseFromArray(data, static_cast<int>(size)))
+    throw Error(name + ": not a valid ONNX model (protobuf parsing failed; is the file truncated or not .onnx?)");
+  if (!model.has_graph() || model.ir_version() <= 0)
+    throw Error(name + ": not a valid ONNX model (no graph or no ir_version)");
+  return Importer(name, base_dir).run(model);
+}
+
+}  // namespace
+
+std::unique_ptr<Graph> import_file(const std::string& path) {
+  std::string bytes = read_whole_file(path);
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  return import_proto_bytes(bytes.data(), bytes.size(), path, dir.empty() ? "." : dir);
+}
+
+std::unique_ptr<Graph> import_bytes(const void* data, size_t size, const std::string& name) {
+  return import_proto_bytes(data, size, name, "");
+}
+
+Tensor read_tensor_file(const std::string& path) {
+  std::string bytes = read_whole_file(path);
+  op::TensorProto tp;
+  if (!tp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    throw Error(path + ": not a serialized onnx.TensorProto");
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  return tensor_from_proto(tp, path, dir.empty() ? "." : dir);
+}
+
+}  // namespace sluice::converters::onnx

@@ -1,0 +1,122 @@
+#include "graph/graph.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace sluice::graph {
+
+namespace {
+constexpr const char* kOpNames[] = {
+#define SLUICE_OP(name) #name,
+#include "graph/op_list.inc"
+#undef SLUICE_OP
+};
+}  // namespace
+
+const char* op_name(OpType t) { return kOpNames[static_cast<int>(t)]; }
+
+std::optional<OpType> op_from_name(const std::string& name) {
+  static const std::unordered_map<std::string, OpType> table = [] {
+    std::unordered_map<std::string, OpType> m;
+    for (int i = 0; i < kNumOpTypes; ++i) m.emplace(kOpNames[i], static_cast<OpType>(i));
+    return m;
+  }();
+  auto it = table.find(name);
+  if (it == table.end() || name.rfind("Sluice", 0) == 0) return std::nullopt;
+  return it->second;
+}
+
+ValueId Graph::add_value(Value v) {
+  values.push_back(std::move(v));
+  return static_cast<ValueId>(values.size() - 1);
+}
+
+NodeId Graph::add_node(Node n) {
+  nodes.push_back(std::move(n));
+  return static_cast<NodeId>(nodes.size() - 1);
+}
+
+std::optional<ValueId> Graph::find_value(const std::string& name) const {
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i].name == name) return static_cast<ValueId>(i);
+  return std::nullopt;
+}
+
+void Graph::rebuild_links() {
+  for (auto& v : values) {
+    v.producer = -1;
+    v.consumers.clear();
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    if (n.dead) continue;
+    for (ValueId o : n.outputs)
+      if (o != kNoValue) value(o).producer = static_cast<NodeId>(i);
+    for (ValueId in : n.inputs) {
+      if (in == kNoValue) continue;
+      auto& c = value(in).consumers;
+      if (std::find(c.begin(), c.end(), static_cast<NodeId>(i)) == c.end()) c.push_back(static_cast<NodeId>(i));
+    }
+  }
+}
+
+std::vector<NodeId> Graph::topological_order() const {
+  // Kahn's algorithm over live nodes; ties keep file order so plans are stable.
+  std::vector<int> pending(nodes.size(), 0);
+  std::vector<std::vector<NodeId>> users(nodes.size());
+  std::vector<NodeId> producer_of(values.size(), -1);
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (!nodes[i].dead)
+      for (ValueId o : nodes[i].outputs)
+        if (o != kNoValue) producer_of[static_cast<size_t>(o)] = static_cast<NodeId>(i);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].dead) continue;
+    for (ValueId in : nodes[i].inputs) {
+      if (in == kNoValue) continue;
+      NodeId p = producer_of[static_cast<size_t>(in)];
+      if (p >= 0) {
+        ++pending[i];
+        users[static_cast<size_t>(p)].push_back(static_cast<NodeId>(i));
+      }
+    }
+  }
+  std::vector<NodeId> order, ready;
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (!nodes[i].dead && pending[i] == 0) ready.push_back(static_cast<NodeId>(i));
+  std::reverse(ready.begin(), ready.end());
+  while (!ready.empty()) {
+    NodeId n = ready.back();
+    ready.pop_back();
+    order.push_back(n);
+    std::vector<NodeId> now_ready;
+    for (NodeId u : users[static_cast<size_t>(n)])
+      if (--pending[static_cast<size_t>(u)] == 0) now_ready.push_back(u);
+    std::sort(now_ready.rbegin(), now_ready.rend());
+    ready.insert(ready.end(), now_ready.begin(), now_ready.end());
+    std::sort(ready.rbegin(), ready.rend());
+  }
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (!nodes[i].dead && pending[i] > 0)
+      fail(static_cast<NodeId>(i), "the graph has a cycle through this node; an ONNX graph must be acyclic");
+  return order;
+}
+
+void Graph::remove_dead_nodes() {
+  // Node ids are indices: keep the vector, just drop dead entries' links.
+  rebuild_links();
+}
+
+int Graph::live_node_count() const {
+  return static_cast<int>(std::count_if(nodes.begin(), nodes.end(), [](const Node& n) { return !n.dead; }));
+}
+
+std::string Graph::where(NodeId n) const {
+  const Node& nd = node(n);
+  return model_name + ": node '" + nd.name + "' (" + op_name(nd.op) + ")";
+}
+
+std::string Graph::where_value(ValueId v) const { return model_name + ": value '" + value(v).name + "'"; }
+
+void Graph::fail(NodeId n, const std::string& what) const { throw Error(where(n) + ": " + what); }
+
+}  // namespace sluice::graph

@@ -1,0 +1,95 @@
+// The Sluice IR: values (typed, shaped, possibly constant), nodes (typed op + typed
+// params), producer/consumer links. Passes in graph/passes rewrite it in place.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "graph/params.h"
+#include "sluice/sluice.h"
+
+namespace sluice::graph {
+
+enum class OpType : uint16_t {
+#define SLUICE_OP(name) name,
+#include "graph/op_list.inc"
+#undef SLUICE_OP
+};
+constexpr int kNumOpTypes = 0
+#define SLUICE_OP(name) +1
+#include "graph/op_list.inc"
+#undef SLUICE_OP
+    ;
+
+const char* op_name(OpType t);
+std::optional<OpType> op_from_name(const std::string& name);
+
+using ValueId = int32_t;
+using NodeId = int32_t;
+constexpr ValueId kNoValue = -1;
+
+struct Value {
+  std::string name;
+  DType dtype = DType::Undefined;
+  Shape shape;               // logical (ONNX) shape, NCHW for images; -1 = unknown dim
+  bool shape_known = false;  // every dim known
+  Layout layout = Layout::NCHW;  // physical layout of 4-D activations
+  Tensor constant;           // non-empty: an initializer or a folded value
+  NodeId producer = -1;
+  std::vector<NodeId> consumers;  // maintained by Graph::rebuild_links()
+  bool is_input = false, is_output = false;
+
+  bool is_constant() const { return !constant.empty(); }
+};
+
+struct Node {
+  OpType op = OpType::Identity;
+  std::string name;  // ONNX node name, or "<op>_<index>" when the file has none
+  std::vector<ValueId> inputs;   // kNoValue for an omitted optional input
+  std::vector<ValueId> outputs;
+  Params params;
+  bool dead = false;
+  Layout layout = Layout::NCHW;  // memory layout the node's kernel runs in (layout pass)
+
+  template <class P>
+  const P& p() const { return std::get<P>(params); }
+  template <class P>
+  P& p() { return std::get<P>(params); }
+};
+
+class Graph {
+ public:
+  std::string model_name;  // file name, for error messages
+  int64_t opset = 0;
+  std::vector<Value> values;
+  std::vector<Node> nodes;
+  std::vector<ValueId> inputs;   // graph inputs that are not initializers
+  std::vector<ValueId> outputs;
+
+  ValueId add_value(Value v);
+  NodeId add_node(Node n);
+  std::optional<ValueId> find_value(const std::string& name) const;
+
+  // Recomputes producer/consumer links from the live nodes.
+  void rebuild_links();
+  // Live nodes in an order where every producer precedes its consumers.
+  // Throws Error naming a node on a cycle.
+  std::vector<NodeId> topological_order() const;
+  // Marks dead and compacts away nodes flagged dead, then rebuilds links.
+  void remove_dead_nodes();
+
+  // Error message helpers: "model.onnx: node 'conv1' (Conv): ..."
+  std::string where(NodeId n) const;
+  std::string where_value(ValueId v) const;
+  [[noreturn]] void fail(NodeId n, const std::string& what) const;
+
+  const Value& value(ValueId id) const { return values.at(static_cast<size_t>(id)); }
+  Value& value(ValueId id) { return values.at(static_cast<size_t>(id)); }
+  const Node& node(NodeId id) const { return nodes.at(static_cast<size_t>(id)); }
+  Node& node(NodeId id) { return nodes.at(static_cast<size_t>(id)); }
+  int live_node_count() const;
+};
+
+}  // namespace sluice::graph

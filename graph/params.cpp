@@ -1,0 +1,20 @@
+#include "graph/params.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sluice::graph {
+
+float apply_activation(const FusedActivation& a, float x) {
+  switch (a.kind) {
+    case Activation::None: return x;
+    case Activation::Relu: return x > 0.f ? x : 0.f;
+    case Activation::LeakyRelu: return x >= 0.f ? x : a.alpha * x;
+    case Activation::Clip: return std::min(std::max(x, a.alpha), a.beta);
+    case Activation::Sigmoid: return 1.f / (1.f + std::exp(-x));
+    case Activation::HardSwish: return x * std::min(std::max(x / 6.f + 0.5f, 0.f), 1.f);
+  }
+  return x;
+}
+
+}  // namespace sluice::graph

@@ -1,0 +1,137 @@
+// Typed per-op parameters. The ONNX converter parses attributes once into these
+// structs; kernels and passes never see attribute strings.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "sluice/sluice.h"
+
+namespace sluice::graph {
+
+struct NoParams {};
+
+// An activation fused into the epilogue of a conv or gemm.
+enum class Activation : uint8_t { None, Relu, LeakyRelu, Clip, Sigmoid, HardSwish };
+struct FusedActivation {
+  Activation kind = Activation::None;
+  float alpha = 0.f;  // LeakyRelu slope, Clip min
+  float beta = 0.f;   // Clip max
+};
+float apply_activation(const FusedActivation& a, float x);
+
+struct ConvParams {
+  std::vector<int64_t> kernel_shape;  // [kh, kw] (from the weight when absent)
+  std::vector<int64_t> strides;       // [sh, sw]
+  std::vector<int64_t> dilations;     // [dh, dw]
+  std::vector<int64_t> pads;          // [top, left, bottom, right]
+  std::string auto_pad = "NOTSET";    // resolved into pads by shape inference
+  int64_t group = 1;
+  FusedActivation activation;         // applied after the optional fused sum
+  bool fused_sum = false;             // input 3 (if present) is added before the activation
+};
+
+struct PoolParams {
+  std::vector<int64_t> kernel_shape;
+  std::vector<int64_t> strides;
+  std::vector<int64_t> dilations;
+  std::vector<int64_t> pads;  // [top, left, bottom, right]
+  std::string auto_pad = "NOTSET";
+  bool ceil_mode = false;
+  bool count_include_pad = false;
+};
+
+struct GemmParams {
+  float alpha = 1.f, beta = 1.f;
+  bool trans_a = false, trans_b = false;
+  FusedActivation activation;
+};
+
+struct BatchNormParams {
+  float epsilon = 1e-5f;
+};
+
+struct AxisParams {  // Concat, Flatten, Gather, Softmax, ScatterElements (reduction none)
+  int64_t axis = 0;
+};
+
+struct SoftmaxParams {
+  int64_t axis = -1;
+  bool legacy_2d = false;  // opset < 13: coerce to 2-D at axis
+};
+
+struct SplitParams {
+  int64_t axis = 0;
+  std::vector<int64_t> split;  // from the attribute (opset < 13); else input 1 or equal parts
+};
+
+struct TransposeParams {
+  std::vector<int64_t> perm;  // empty: reverse
+};
+
+struct AxesParams {  // Squeeze / Unsqueeze (opset < 13 attribute form)
+  std::vector<int64_t> axes;
+  bool has_axes = false;
+};
+
+struct ReduceParams {
+  std::vector<int64_t> axes;
+  bool has_axes = false;
+  bool keepdims = true;
+  bool noop_with_empty_axes = false;
+};
+
+struct ClipParams {  // opset < 11 attribute form; opset >= 11 uses inputs 1, 2
+  float min = -3.4028234663852886e38f, max = 3.4028234663852886e38f;
+};
+
+struct AlphaBetaParams {  // LeakyRelu (alpha), HardSigmoid (alpha, beta)
+  float alpha = 0.f, beta = 0.f;
+};
+
+struct CastParams {
+  DType to = DType::Float32;
+};
+
+struct ConstantParams {  // Constant, ConstantOfShape (value)
+  Tensor value;
+};
+
+struct PadParams {
+  std::string mode = "constant";
+};
+
+struct ReshapeParams {
+  bool allowzero = false;
+};
+
+struct ShapeParams {
+  int64_t start = 0;
+  int64_t end = INT64_MAX;
+};
+
+struct TopKParams {
+  int64_t axis = -1;
+  bool largest = true;
+  bool sorted = true;
+};
+
+struct ScatterParams {
+  int64_t axis = 0;
+};
+
+// Layout conversion inserted by the layout pass.
+enum class Layout : uint8_t { NCHW, NHWC };
+struct ReorderParams {
+  Layout from = Layout::NCHW, to = Layout::NHWC;
+};
+
+using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchNormParams, AxisParams,
+                            SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
+                            ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
+                            ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams>;
+
+}  // namespace sluice::graph

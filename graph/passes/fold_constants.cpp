@@ -1,0 +1,92 @@
+#include "graph/passes/passes.h"
+#include "ops/op_registry.h"
+
+namespace sluice::graph::passes {
+
+void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes) {
+  for (ValueId id : g.inputs) {
+    Value& v = g.value(id);
+    auto it = shapes.find(v.name);
+    if (it == shapes.end()) {
+      if (!v.shape_known)
+        throw Error(g.model_name + ": input '" + v.name + "' has dynamic shape " + shape_str(v.shape) +
+                    "; give its concrete shape");
+      continue;
+    }
+    const Shape& s = it->second;
+    if (s.size() != v.shape.size() && !v.shape.empty())
+      throw Error(g.model_name + ": input '" + v.name + "' must have rank " + std::to_string(v.shape.size()) + " " +
+                  shape_str(v.shape) + ", got shape " + shape_str(s));
+    for (size_t i = 0; i < s.size() && i < v.shape.size(); ++i)
+      if (v.shape[i] >= 0 && v.shape[i] != s[i])
+        throw Error(g.model_name + ": input '" + v.name + "' must have shape " + shape_str(v.shape) + ", got " +
+                    shape_str(s));
+    v.shape = s;
+    v.shape_known = true;
+  }
+}
+
+namespace {
+// Folding allocates the result: keep it to tensors that are plausibly shape
+// arithmetic or small constant subgraphs, not whole activations.
+constexpr int64_t kMaxFoldElements = int64_t{1} << 24;
+
+int64_t element_count(const Shape& s) {
+  int64_t c = 1;
+  for (int64_t d : s) c *= d;
+  return c;
+}
+
+bool foldable(const Graph& g, const Node& n) {
+  if (n.op == OpType::Shape) return true;
+  for (ValueId in : n.inputs)
+    if (in != kNoValue && !g.value(in).is_constant()) return false;
+  return true;
+}
+}  // namespace
+
+int fold_constants(Graph& g) {
+  int folded = 0;
+  for (NodeId id : g.topological_order()) {
+    Node& n = g.node(id);
+    for (ValueId in : n.inputs)
+      if (in != kNoValue && !g.value(in).shape_known)
+        g.fail(id, "the shape of input '" + g.value(in).name + "' is unknown");
+    const ops::OpSchema& s = ops::schema(n.op);
+    ops::InferContext ctx(g, id);
+    s.infer(ctx);
+    if (!foldable(g, n)) continue;
+    int64_t total = 0;
+    for (ValueId o : n.outputs)
+      if (o != kNoValue) total += element_count(g.value(o).shape);
+    if (total > kMaxFoldElements) continue;
+    std::vector<ops::TensorView> in_views, out_views;
+    for (ValueId in : n.inputs) {
+      if (in == kNoValue) {
+        in_views.push_back({});
+        continue;
+      }
+      const Value& v = g.value(in);
+      in_views.push_back({v.dtype, v.shape, const_cast<void*>(v.is_constant() ? v.constant.raw() : nullptr)});
+    }
+    std::vector<Tensor> results;
+    for (ValueId o : n.outputs) {
+      if (o == kNoValue) {
+        results.emplace_back();
+        out_views.push_back({});
+        continue;
+      }
+      results.emplace_back(g.value(o).dtype, g.value(o).shape);
+      out_views.push_back({results.back().dtype(), results.back().shape(), results.back().raw()});
+    }
+    s.reference(n, in_views, out_views);
+    for (size_t i = 0; i < n.outputs.size(); ++i)
+      if (n.outputs[i] != kNoValue) g.value(n.outputs[i]).constant = results[i];
+    n.dead = true;
+    ++folded;
+  }
+  g.rebuild_links();
+  return folded;
+}
+
+}  // namespace sluice::graph::passes

@@ -1,0 +1,90 @@
+#include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+// The activation `n` computes, if it can run as a conv/gemm epilogue.
+std::optional<FusedActivation> as_epilogue(const Graph& g, const Node& n) {
+  switch (n.op) {
+    case OpType::Relu: return FusedActivation{Activation::Relu};
+    case OpType::LeakyRelu: return FusedActivation{Activation::LeakyRelu, n.p<AlphaBetaParams>().alpha};
+    case OpType::HardSwish: return FusedActivation{Activation::HardSwish};
+    case OpType::Clip: {
+      ClipParams cp = n.p<ClipParams>();
+      for (size_t i = 1; i <= 2 && i < n.inputs.size(); ++i) {
+        if (n.inputs[i] == kNoValue) continue;
+        const Value& v = g.value(n.inputs[i]);
+        if (!v.is_constant() || v.dtype != DType::Float32 || v.constant.numel() != 1) return std::nullopt;
+        (i == 1 ? cp.min : cp.max) = v.constant.data<float>()[0];
+      }
+      return FusedActivation{Activation::Clip, cp.min, cp.max};
+    }
+    default: return std::nullopt;
+  }
+}
+
+FusedActivation* epilogue_slot(Node& n) {
+  if (n.op == OpType::Conv) return &n.p<ConvParams>().activation;
+  if (n.op == OpType::Gemm) return &n.p<GemmParams>().activation;
+  return nullptr;
+}
+
+}  // namespace
+
+int fuse_residual_add(Graph& g) {
+  g.rebuild_links();
+  int fused = 0;
+  for (NodeId id : g.topological_order()) {
+    Node& add = g.node(id);
+    if (add.op != OpType::Add) continue;
+    const Shape& out_shape = g.value(add.outputs[0]).shape;
+    for (int side = 0; side < 2; ++side) {
+      ValueId conv_out = add.inputs[side], other = add.inputs[1 - side];
+      NodeId cid = producer_of_type(g, conv_out, OpType::Conv);
+      if (cid < 0 || !single_use(g, conv_out) || conv_out == other) continue;
+      const Value& ov = g.value(other);
+      if (ov.shape != out_shape || g.value(conv_out).shape != out_shape || ov.dtype != DType::Float32) continue;
+      Node& conv = g.node(cid);
+      auto& cp = conv.p<ConvParams>();
+      if (cp.fused_sum || cp.activation.kind != Activation::None) continue;
+      // The other operand must be computed before the conv runs: it is if it is not
+      // downstream of the conv, which holds because the conv's output has one use.
+      conv.inputs.resize(4, kNoValue);
+      conv.inputs[3] = other;
+      cp.fused_sum = true;
+      conv.outputs[0] = add.outputs[0];
+      add.dead = true;
+      ++fused;
+      g.rebuild_links();
+      break;
+    }
+  }
+  g.rebuild_links();
+  return fused;
+}
+
+int fuse_activations(Graph& g) {
+  g.rebuild_links();
+  int fused = 0;
+  for (NodeId id : g.topological_order()) {
+    Node& act = g.node(id);
+    auto epi = as_epilogue(g, act);
+    if (!epi) continue;
+    NodeId pid = g.value(act.inputs[0]).producer;
+    if (pid < 0 || !single_use(g, act.inputs[0])) continue;
+    Node& prod = g.node(pid);
+    FusedActivation* slot = epilogue_slot(prod);
+    if (!slot || slot->kind != Activation::None) continue;
+    *slot = *epi;
+    prod.outputs[0] = act.outputs[0];
+    act.dead = true;
+    ++fused;
+    g.rebuild_links();
+  }
+  g.rebuild_links();
+  return fused;
+}
+
+}  // namespace sluice::graph::passes

@@ -1,0 +1,46 @@
+// Graph rewrites. Each pass is small, named, and tested on structure and numbers
+// (tests/unit/test_passes.cpp). They run in the order of runtime/plan.cpp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace sluice::graph::passes {
+
+// Gives every graph input its concrete shape for this plan. Fails naming the
+// input on a dtype or rank mismatch or a dim that contradicts the model.
+void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes);
+
+// Infers every value's dtype and shape in topological order and folds nodes
+// whose inputs are all constant (and Shape nodes, whose input shape is known)
+// into constants. PyTorch's Shape/Gather/Concat/ConstantOfShape chains vanish here.
+// Returns the number of nodes folded.
+int fold_constants(Graph& g);
+
+// Identity and inference-mode Dropout forward their input. Returns nodes removed.
+int eliminate_identities(Graph& g);
+
+// Folds an inference BatchNormalization into the Conv that feeds it (the conv's
+// only consumer), rewriting the conv's weight and bias. Returns BNs folded.
+int fold_batch_norm(Graph& g);
+
+// Conv + Add(same-shape operand) -> Conv with a fused sum (oneDNN sum post-op).
+int fuse_residual_add(Graph& g);
+
+// Conv/Gemm + Relu/LeakyRelu/Clip(constant bounds)/HardSwish -> fused epilogue.
+int fuse_activations(Graph& g);
+
+// Removes nodes none of whose outputs reach a graph output. Returns nodes removed.
+int remove_dead_nodes(Graph& g);
+
+// Chooses NHWC execution for convolutions and the layout-agnostic ops around them,
+// inserting SluiceReorder nodes only where a consumer needs the other layout, and
+// pre-transposing constants. Returns the number of reorders inserted.
+int assign_layouts(Graph& g);
+
+// Lifetimes and arena offsets for one plan (see memory_plan.h).
+}  // namespace sluice::graph::passes

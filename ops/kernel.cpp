@@ -1,0 +1,85 @@
+#include "ops/kernel.h"
+
+namespace sluice::ops {
+
+namespace {
+
+// The plain reference kernel of an op, on NCHW data. Unary elementwise kernels
+// read each element before writing it, so they may run in place.
+class ReferenceKernel final : public Kernel {
+ public:
+  ReferenceKernel(const graph::Node& n, bool in_place) : node_(n), in_place_(in_place) {}
+  void run(const KernelArgs& a) const override { schema(node_.op).reference(node_, a.in, a.out); }
+  std::string name() const override { return "reference"; }
+  int in_place_input() const override { return in_place_ ? 0 : -1; }
+
+ private:
+  graph::Node node_;
+  bool in_place_;
+};
+
+bool is_unary_elementwise(graph::OpType t) {
+  using graph::OpType;
+  switch (t) {
+    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
+    case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
+      return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, const KernelOptions& opts) {
+  const graph::Node& n = g.node(id);
+  using graph::OpType;
+  if (opts.optimize) {
+    std::unique_ptr<Kernel> k;
+    switch (n.op) {
+      case OpType::Conv: k = make_onednn_conv(g, n); break;
+      case OpType::Gemm: k = make_onednn_gemm(g, n); break;
+      case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
+      case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
+      case OpType::SluiceReorder: k = make_reorder(g, n); break;
+      default: break;
+    }
+    if (k) return k;
+    if (n.layout == graph::Layout::NHWC) {
+      if (auto a = make_nhwc_adapter(g, n)) return a;
+      g.fail(id, "internal error: no NHWC kernel for this op");
+    }
+  }
+  if (n.layout == graph::Layout::NHWC && n.op != OpType::SluiceReorder)
+    g.fail(id, "internal error: NHWC layout without an optimised kernel");
+  return std::make_unique<ReferenceKernel>(n, is_unary_elementwise(n.op));
+}
+
+int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
+  using graph::OpType;
+  auto shape = [&](graph::ValueId v) -> const Shape& { return g.value(v).shape; };
+  auto prod = [](const Shape& s, size_t from) {
+    int64_t p = 1;
+    for (size_t i = from; i < s.size(); ++i) p *= s[i];
+    return p;
+  };
+  switch (n.op) {
+    case OpType::Conv: {
+      const Shape& w = shape(n.inputs[1]);  // [M, C/g, kh, kw]
+      const Shape& y = shape(n.outputs[0]);  // [N, M, OH, OW]
+      return y[0] * y[1] * prod(w, 1) * prod(y, 2);
+    }
+    case OpType::Gemm: {
+      const auto& p = n.p<graph::GemmParams>();
+      const Shape& a = shape(n.inputs[0]);
+      const Shape& y = shape(n.outputs[0]);
+      return y[0] * y[1] * (p.trans_a ? a[0] : a[1]);
+    }
+    case OpType::MatMul: {
+      const Shape& a = shape(n.inputs[0]);
+      return prod(shape(n.outputs[0]), 0) * a.back();
+    }
+    default: return 0;
+  }
+}
+
+}  // namespace sluice::ops

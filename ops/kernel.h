@@ -1,0 +1,50 @@
+// Executable kernels. A Kernel is created once per plan step (weights packed,
+// primitives created), then run many times, possibly from several threads at once:
+// run() is const and keeps no per-call state outside its arguments.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "ops/op_registry.h"
+
+namespace sluice::ops {
+
+struct KernelArgs {
+  std::span<const TensorView> in;
+  std::span<TensorView> out;
+  void* scratch = nullptr;  // scratch_bytes() bytes, 64-byte aligned, private to this call
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void run(const KernelArgs& args) const = 0;
+  virtual std::string name() const = 0;
+  virtual size_t scratch_bytes() const { return 0; }
+  // Output i may be written over input `in_place_input()` (same bytes) when that input dies here.
+  virtual int in_place_input() const { return -1; }
+};
+
+struct KernelOptions {
+  bool optimize = true;  // false: reference kernels everywhere
+};
+
+// Chooses and creates the kernel for a node whose shapes and layouts are final.
+std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, const KernelOptions& opts);
+
+// MACs of one execution of the node (conv, gemm, matmul; 0 for other ops).
+int64_t dense_macs(const graph::Graph& g, const graph::Node& n);
+
+// Factories of the fast kernels (each in its op's folder). They return nullptr when
+// the node is outside what they handle, and the reference kernel runs instead.
+std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
+// Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
+std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);
+
+}  // namespace sluice::ops

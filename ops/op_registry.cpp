@@ -1,0 +1,62 @@
+#include "ops/op_registry.h"
+
+namespace sluice::ops {
+
+namespace {
+const OpSchema kSchemas[] = {
+#define SLUICE_OP(name) {graph::OpType::name, #name, &infer_##name, &reference_##name},
+#include "graph/op_list.inc"
+#undef SLUICE_OP
+};
+}  // namespace
+
+const OpSchema& schema(graph::OpType t) { return kSchemas[static_cast<int>(t)]; }
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+const graph::Value& InferContext::in(size_t i) const {
+  if (!has_input(i)) fail("input " + std::to_string(i) + " is required but missing");
+  return g_.value(g_.node(id_).inputs[i]);
+}
+
+const Tensor* InferContext::const_in(size_t i) const {
+  if (!has_input(i)) return nullptr;
+  const graph::Value& v = in(i);
+  return v.is_constant() ? &v.constant : nullptr;
+}
+
+const Tensor& InferContext::require_const(size_t i, const char* what) const {
+  const Tensor* t = const_in(i);
+  if (!t)
+    fail(std::string("input ") + std::to_string(i) + " ('" + (has_input(i) ? in(i).name : std::string("?")) +
+         "', the " + what + ") must be a constant (an initializer or computable from the input shapes); "
+         "Sluice does not support data-dependent output shapes");
+  return *t;
+}
+
+void InferContext::expect_input(size_t i, DType dtype, int rank) const {
+  const graph::Value& v = in(i);
+  if (dtype != DType::Undefined && v.dtype != dtype)
+    fail("input " + std::to_string(i) + " ('" + v.name + "') has dtype " + dtype_name(v.dtype) + ", expected " +
+         dtype_name(dtype));
+  if (rank >= 0 && static_cast<int>(v.shape.size()) != rank)
+    fail("input " + std::to_string(i) + " ('" + v.name + "') has shape " + shape_str(v.shape) + ", expected rank " +
+         std::to_string(rank));
+}
+
+void InferContext::set_output(size_t i, DType dtype, Shape shape) {
+  graph::Node& n = g_.node(id_);
+  if (i >= n.outputs.size() || n.outputs[i] == graph::kNoValue) return;  // optional output not used
+  graph::Value& v = g_.value(n.outputs[i]);
+  v.dtype = dtype;
+  v.shape = std::move(shape);
+  v.shape_known = true;
+  for (int64_t d : v.shape)
+    if (d < 0) fail("inferred a negative dimension for output '" + v.name + "': " + shape_str(v.shape));
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,88 @@
+// Pooling on NHWC data: the inner loop runs over contiguous channels.
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "ops/kernel.h"
+
+namespace sluice::ops {
+
+namespace {
+
+class NhwcPool final : public Kernel {
+ public:
+  explicit NhwcPool(const graph::Node& n) : op_(n.op) {
+    if (n.op != graph::OpType::GlobalAveragePool) p_ = n.p<graph::PoolParams>();
+  }
+
+  void run(const KernelArgs& a) const override {
+    if (op_ == graph::OpType::GlobalAveragePool)
+      global_average(a.in[0], a.out[0]);
+    else if (op_ == graph::OpType::MaxPool)
+      window<true>(a.in[0], a.out[0]);
+    else
+      window<false>(a.in[0], a.out[0]);
+  }
+  std::string name() const override { return "nhwc"; }
+
+ private:
+  static void global_average(const TensorView& x, const TensorView& y) {
+    const int64_t n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3];
+    const float* X = x.as<const float>();
+    float* Y = y.as<float>();
+    const float inv = 1.f / static_cast<float>(hw);
+#pragma omp parallel for if (n > 1)
+    for (int64_t b = 0; b < n; ++b) {
+      float* yb = Y + b * c;
+      std::fill(yb, yb + c, 0.f);
+      for (int64_t i = 0; i < hw; ++i) {
+        const float* xi = X + (b * hw + i) * c;
+        for (int64_t ch = 0; ch < c; ++ch) yb[ch] += xi[ch];
+      }
+      for (int64_t ch = 0; ch < c; ++ch) yb[ch] *= inv;
+    }
+  }
+
+  template <bool kMax>
+  void window(const TensorView& x, const TensorView& y) const {
+    const int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+    const int64_t oh = y.shape[2], ow = y.shape[3];
+    const float* X = x.as<const float>();
+    float* Y = y.as<float>();
+#pragma omp parallel for collapse(2)
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          float* yo = Y + ((b * oh + oy) * ow + ox) * c;
+          std::fill(yo, yo + c, kMax ? -std::numeric_limits<float>::infinity() : 0.f);
+          int64_t count = 0, padded = 0;
+          for (int64_t ky = 0; ky < p_.kernel_shape[0]; ++ky) {
+            const int64_t iy = oy * p_.strides[0] - p_.pads[0] + ky * p_.dilations[0];
+            for (int64_t kx = 0; kx < p_.kernel_shape[1]; ++kx) {
+              const int64_t ix = ox * p_.strides[1] - p_.pads[1] + kx * p_.dilations[1];
+              if (iy < h + p_.pads[2] && ix < w + p_.pads[3]) ++padded;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+              ++count;
+              const float* xi = X + ((b * h + iy) * w + ix) * c;
+              for (int64_t ch = 0; ch < c; ++ch) yo[ch] = kMax ? std::max(yo[ch], xi[ch]) : yo[ch] + xi[ch];
+            }
+          }
+          if (!kMax) {
+            const float inv = 1.f / static_cast<float>(p_.count_include_pad ? padded : std::max<int64_t>(count, 1));
+            for (int64_t ch = 0; ch < c; ++ch) yo[ch] *= inv;
+          }
+        }
+  }
+
+  graph::OpType op_;
+  graph::PoolParams p_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout != graph::Layout::NHWC || g.value(n.inputs[0]).shape.size() != 4) return nullptr;
+  return std::make_unique<NhwcPool>(n);
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,84 @@
+// MaxPool, AveragePool, GlobalAveragePool: shape inference and reference kernels (NCHW, 2-D).
+#include <algorithm>
+#include <limits>
+
+#include "ops/conv/window.h"
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+namespace {
+void infer_pool(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::PoolParams>();
+  const auto& x = ctx.in(0);
+  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.shape.size() != 4) ctx.fail("only 2-D pooling is supported: input must be [N, C, H, W], got " + shape_str(x.shape));
+  Shape out = {x.shape[0], x.shape[1]};
+  for (int64_t d : window_output_dims(ctx, {x.shape[2], x.shape[3]}, p.kernel_shape, p.strides, p.dilations, p.pads,
+                                      p.auto_pad, p.ceil_mode))
+    out.push_back(d);
+  p.auto_pad = "NOTSET";
+  ctx.set_output(0, DType::Float32, out);
+}
+
+template <bool kMax>
+void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) {
+  const int64_t planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3], oh = y.shape[2], ow = y.shape[3];
+  const float* X = x.as<const float>();
+  float* Y = y.as<float>();
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.f;
+        int64_t count = 0, padded_count = 0;
+        for (int64_t ky = 0; ky < p.kernel_shape[0]; ++ky) {
+          const int64_t iy = oy * p.strides[0] - p.pads[0] + ky * p.dilations[0];
+          for (int64_t kx = 0; kx < p.kernel_shape[1]; ++kx) {
+            const int64_t ix = ox * p.strides[1] - p.pads[1] + kx * p.dilations[1];
+            // Positions inside input + explicit pads count for count_include_pad;
+            // the ceil_mode overhang beyond the pads never does.
+            if (iy < h + p.pads[2] && ix < w + p.pads[3]) ++padded_count;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            const float v = X[(pl * h + iy) * w + ix];
+            acc = kMax ? std::max(acc, v) : acc + v;
+            ++count;
+          }
+        }
+        if (!kMax) acc = acc / static_cast<float>(p.count_include_pad ? padded_count : std::max<int64_t>(count, 1));
+        Y[(pl * oh + oy) * ow + ox] = acc;
+      }
+}
+}  // namespace
+
+void infer_MaxPool(InferContext& ctx) { infer_pool(ctx); }
+void infer_AveragePool(InferContext& ctx) { infer_pool(ctx); }
+
+void reference_MaxPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  pool<true>(node.p<graph::PoolParams>(), in[0], out[0]);
+}
+void reference_AveragePool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  pool<false>(node.p<graph::PoolParams>(), in[0], out[0]);
+}
+
+void infer_GlobalAveragePool(InferContext& ctx) {
+  const auto& x = ctx.in(0);
+  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.shape.size() < 3) ctx.fail("input must be [N, C, spatial...], got " + shape_str(x.shape));
+  Shape out = x.shape;
+  std::fill(out.begin() + 2, out.end(), 1);
+  ctx.set_output(0, DType::Float32, out);
+}
+
+void reference_GlobalAveragePool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t planes = in[0].shape[0] * in[0].shape[1];
+  const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
+  const float* X = in[0].as<const float>();
+  float* Y = out[0].as<float>();
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    double acc = 0;
+    for (int64_t i = 0; i < size; ++i) acc += X[pl * size + i];
+    Y[pl] = static_cast<float>(acc / static_cast<double>(size));
+  }
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,235 @@
+// The `sluice` command-line tool: run, bench, inspect, ops.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "graph/graph.h"
+#include "runtime/npy.h"
+#include "sluice/sluice.h"
+
+namespace {
+
+using nlohmann::json;
+using sluice::Error;
+
+// "NAME=FILE" or "FILE" (then matched to the model's inputs in order).
+std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, const std::vector<std::string>& specs) {
+  std::map<std::string, sluice::Tensor> inputs;
+  auto declared = model.inputs();
+  size_t positional = 0;
+  for (const std::string& spec : specs) {
+    std::string name, file = spec;
+    auto eq = spec.find('=');
+    if (eq != std::string::npos) {
+      name = spec.substr(0, eq);
+      file = spec.substr(eq + 1);
+    } else {
+      if (positional >= declared.size())
+        throw Error("more --input files than the model has inputs (" + std::to_string(declared.size()) +
+                    "); use NAME=FILE.npy to be explicit");
+      name = declared[positional++].name;
+    }
+    auto it = std::find_if(declared.begin(), declared.end(), [&](const auto& d) { return d.name == name; });
+    if (it == declared.end()) throw Error("--input " + spec + ": the model has no input named '" + name + "'");
+    sluice::Tensor t = sluice::npy::load(file);
+    if (t.dtype() != it->dtype)
+      throw Error(file + ": input '" + name + "' must be " + sluice::dtype_name(it->dtype) + ", the file holds " +
+                  sluice::dtype_name(t.dtype()) + " (convert with numpy's astype)");
+    bool fits = t.shape().size() == it->shape.size();
+    for (size_t i = 0; fits && i < t.shape().size(); ++i) fits = it->shape[i] < 0 || it->shape[i] == t.shape()[i];
+    if (!fits)
+      throw Error(file + ": input '" + name + "' must have shape " + sluice::shape_str(it->shape) + ", the file holds " +
+                  sluice::shape_str(t.shape()));
+    inputs[name] = std::move(t);
+  }
+  for (const auto& d : declared)
+    if (!inputs.count(d.name)) throw Error("missing --input for the model's input '" + d.name + "' " + sluice::shape_str(d.shape));
+  return inputs;
+}
+
+std::string sanitize(const std::string& name) {
+  std::string r = name;
+  for (char& c : r)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+  return r.empty() ? "output" : r;
+}
+
+json stats_json(const sluice::RunStats& s) {
+  json layers = json::array();
+  for (const auto& l : s.layers)
+    layers.push_back({{"name", l.name}, {"op", l.op}, {"kernel", l.kernel}, {"dense_macs", l.dense_macs},
+                      {"executed_macs", l.executed_macs}});
+  return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"layers", layers}};
+}
+
+// Random inputs of the declared shapes (dynamic dims become `batch` for dim 0, else 1).
+std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, int64_t batch) {
+  std::map<std::string, sluice::Tensor> inputs;
+  std::mt19937 rng(0);
+  std::normal_distribution<float> dist;
+  for (const auto& d : model.inputs()) {
+    sluice::Shape s = d.shape;
+    for (size_t i = 0; i < s.size(); ++i)
+      if (s[i] < 0) s[i] = i == 0 ? batch : 1;
+    if (d.dtype != sluice::DType::Float32)
+      throw Error("bench generates float32 inputs only; input '" + d.name + "' is " + sluice::dtype_name(d.dtype) +
+                  ": pass it with --input");
+    sluice::Tensor t(d.dtype, s);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+    inputs[d.name] = std::move(t);
+  }
+  return inputs;
+}
+
+std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>& specs) {
+  std::map<std::string, sluice::Shape> shapes;
+  for (const auto& spec : specs) {
+    auto eq = spec.find('=');
+    if (eq == std::string::npos) throw Error("--shape " + spec + ": expected NAME=DxDxD, e.g. input=1x3x224x224");
+    sluice::Shape s;
+    std::stringstream ss(spec.substr(eq + 1));
+    std::string part;
+    while (std::getline(ss, part, 'x')) {
+      try {
+        s.push_back(std::stoll(part));
+      } catch (...) {
+        throw Error("--shape " + spec + ": '" + part + "' is not a number");
+      }
+    }
+    shapes[spec.substr(0, eq)] = s;
+  }
+  return shapes;
+}
+
+int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
+            const std::string& stats_path, int threads, bool reference) {
+  sluice::Model model = sluice::Model::load(model_path);
+  auto inputs = load_inputs(model, input_specs);
+  sluice::Session session(model, {threads, !reference});
+  sluice::RunStats stats;
+  auto outputs = session.run(inputs, &stats);
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
+  for (const auto& [name, t] : outputs) {
+    std::string path = (std::filesystem::path(out_dir) / (sanitize(name) + ".npy")).string();
+    sluice::npy::save(path, t);
+    std::cout << name << " " << sluice::shape_str(t.shape()) << " -> " << path << "\n";
+  }
+  if (!stats_path.empty()) {
+    std::ofstream f(stats_path);
+    if (!f) throw Error(stats_path + ": cannot write the stats file");
+    f << stats_json(stats).dump(2) << "\n";
+  }
+  std::cout << "MACs: " << stats.executed_macs << " executed of " << stats.dense_macs << " dense\n";
+  return 0;
+}
+
+int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, int threads, int runs,
+              int warmup, int64_t batch, bool as_json, bool reference) {
+  if (runs < 1) throw Error("--runs must be at least 1");
+  sluice::Model model = sluice::Model::load(model_path);
+  auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
+  sluice::Session session(model, {threads, !reference});
+  sluice::RunStats stats;
+  for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    session.run(inputs, &stats);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (!as_json) std::fprintf(stderr, "\rrun %d/%d", i + 1, runs);
+  }
+  if (!as_json) std::fprintf(stderr, "\n");
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                           : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+  json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
+            {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
+            {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"times_ms", ms}};
+  if (as_json) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::printf("%s: median %.3f ms (min %.3f, max %.3f) over %d runs, %d threads, %.1f M MACs, %.1f GMAC/s\n",
+                model_path.c_str(), median, sorted.front(), sorted.back(), runs, threads, stats.executed_macs / 1e6,
+                stats.executed_macs / 1e6 / median);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sluice: an inference runtime for pruned and dynamically gated CNNs (ONNX)."};
+  app.set_version_flag("--version", "sluice 0.1.0");
+  app.require_subcommand(1);
+
+  std::string model, out_dir = ".", stats_path;
+  std::vector<std::string> input_specs, shape_specs;
+  int threads = 0, runs = 20, warmup = 3;
+  int64_t batch = 1;
+  bool as_json = false, reference = false;
+
+  auto* run = app.add_subcommand("run", "Run a model on .npy inputs and write one .npy per output.");
+  run->add_option("model", model, "ONNX model file")->required();
+  run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)")->required();
+  run->add_option("-o,--output-dir", out_dir, "Directory for <output name>.npy files")->capture_default_str();
+  run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
+  run->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  run->add_flag("--reference", reference, "Use the plain reference kernels (no graph optimisation)");
+
+  auto* bench = app.add_subcommand("bench", "Time a model: median, min and max latency over repeated runs.");
+  bench->add_option("model", model, "ONNX model file")->required();
+  bench->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (default: random data)");
+  bench->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  bench->add_option("-n,--runs", runs, "Timed runs")->check(CLI::PositiveNumber)->capture_default_str();
+  bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(CLI::NonNegativeNumber)->capture_default_str();
+  bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(CLI::PositiveNumber)->capture_default_str();
+  bench->add_flag("--json", as_json, "Print the result as JSON");
+  bench->add_flag("--reference", reference, "Use the plain reference kernels");
+
+  auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
+  inspect->add_option("model", model, "ONNX model file")->required();
+  inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)");
+  inspect->add_flag("--json", as_json, "Print JSON");
+  inspect->add_flag("--reference", reference, "Show the unoptimised plan");
+
+  auto* ops = app.add_subcommand("ops", "List the supported ONNX operators.");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "sluice: error: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  try {
+    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, threads, reference);
+    if (*bench) return cmd_bench(model, input_specs, threads, runs, warmup, batch, as_json, reference);
+    if (*inspect) {
+      sluice::Session session(sluice::Model::load(model), {threads, !reference});
+      std::cout << session.inspect(as_json, parse_shapes(shape_specs));
+      return 0;
+    }
+    if (*ops) {
+      for (int i = 0; i < sluice::graph::kNumOpTypes; ++i) {
+        std::string n = sluice::graph::op_name(static_cast<sluice::graph::OpType>(i));
+        if (n.rfind("Sluice", 0) != 0) std::cout << n << "\n";
+      }
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::cerr << "sluice: error: " << msg << "\n";
+    return 1;
+  }
+  return 0;
+}

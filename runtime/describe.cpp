@@ -1,0 +1,60 @@
+// Plan::describe: what `sluice inspect` prints.
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "runtime/plan.h"
+
+namespace sluice::runtime {
+
+std::string Plan::describe(bool as_json) const {
+  using nlohmann::json;
+  json j;
+  j["model"] = g_.model_name;
+  j["opset"] = g_.opset;
+  json passes = json::array();
+  for (const auto& [name, n] : pass_log_) passes.push_back({{"pass", name}, {"count", n}});
+  j["passes"] = passes;
+  int64_t total = 0;
+  json nodes = json::array();
+  for (const Step& st : steps_) {
+    const graph::Node& n = g_.node(st.node);
+    json in = json::array(), out = json::array();
+    for (int i : st.in)
+      if (i >= 0) in.push_back({{"name", g_.value(slots_[i].value).name}, {"shape", slots_[i].shape}});
+    for (int o : st.out)
+      if (o >= 0) out.push_back({{"name", g_.value(slots_[o].value).name}, {"shape", slots_[o].shape}});
+    nodes.push_back({{"name", n.name},
+                     {"op", graph::op_name(n.op)},
+                     {"kernel", st.kernel->name()},
+                     {"layout", n.layout == graph::Layout::NHWC ? "NHWC" : "NCHW"},
+                     {"inputs", in},
+                     {"outputs", out},
+                     {"dense_macs", st.dense_macs},
+                     {"executed_macs", st.executed_macs}});
+    total += st.dense_macs;
+  }
+  j["nodes"] = nodes;
+  j["dense_macs"] = total;
+  j["arena_bytes"] = arena_bytes_;
+  if (as_json) return j.dump(2);
+
+  std::ostringstream s;
+  s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, " << total / 1e6
+    << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\npasses:";
+  for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
+  s << "\n";
+  for (const auto& nd : nodes) {
+    s << "  " << nd["op"].get<std::string>() << " '" << nd["name"].get<std::string>() << "' ["
+      << nd["kernel"].get<std::string>() << ", " << nd["layout"].get<std::string>() << "] ";
+    bool first = true;
+    for (const auto& o : nd["outputs"]) {
+      s << (first ? "-> " : ", ") << shape_str(o["shape"].get<Shape>());
+      first = false;
+    }
+    if (nd["dense_macs"].get<int64_t>() > 0) s << "  " << nd["dense_macs"].get<int64_t>() / 1e6 << " M MACs";
+    s << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace sluice::runtime

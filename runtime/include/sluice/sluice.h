@@ -1,0 +1,160 @@
+// Sluice public C++ API.
+//
+//   sluice::Model model = sluice::Model::load("resnet18.onnx");
+//   sluice::Session session(model, {.threads = 2});
+//   sluice::RunStats stats;
+//   auto outputs = session.run({{"input", image}}, &stats);
+//
+// Every failure (malformed file, unsupported op, wrong input shape ...) is reported
+// by throwing sluice::Error whose message names the file, node or value at fault.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+namespace graph {
+class Graph;
+}
+namespace runtime {
+class SessionImpl;
+}
+
+// The one error type of the library.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType : uint8_t { Undefined, Float32, Float64, Int64, Int32, Int8, UInt8, Bool };
+
+const char* dtype_name(DType t);
+size_t dtype_size(DType t);
+
+template <class T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::Float32; }
+template <> constexpr DType dtype_of<double>() { return DType::Float64; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::Int64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::Int32; }
+template <> constexpr DType dtype_of<int8_t>() { return DType::Int8; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::UInt8; }
+template <> constexpr DType dtype_of<bool>() { return DType::Bool; }
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);
+
+// A dense, row-major (C order) tensor that owns (or shares) its buffer.
+class Tensor {
+ public:
+  Tensor() = default;
+  // Allocates a zero-filled tensor. Throws Error if the size overflows or is absurd.
+  Tensor(DType dtype, Shape shape);
+  // Copies `data` (numel * dtype_size bytes).
+  static Tensor copy_of(DType dtype, Shape shape, const void* data);
+  template <class T>
+  static Tensor from_vector(Shape shape, const std::vector<T>& v) {
+    return copy_of(dtype_of<T>(), std::move(shape), v.data());
+  }
+
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  bool empty() const { return dtype_ == DType::Undefined; }
+
+  void* raw() { return data_.get(); }
+  const void* raw() const { return data_.get(); }
+  template <class T>
+  T* data() {
+    check_type(dtype_of<T>());
+    return static_cast<T*>(raw());
+  }
+  template <class T>
+  const T* data() const {
+    check_type(dtype_of<T>());
+    return static_cast<const T*>(raw());
+  }
+  // Same buffer, new shape of equal element count.
+  Tensor reshaped(Shape shape) const;
+
+ private:
+  void check_type(DType t) const;
+  DType dtype_ = DType::Undefined;
+  Shape shape_;
+  std::shared_ptr<std::byte[]> data_;
+};
+
+// Name, element type and shape of a graph input or output. Unknown dims are -1.
+struct ValueInfo {
+  std::string name;
+  DType dtype = DType::Undefined;
+  Shape shape;
+};
+
+// A parsed, checked model. Cheap to copy (shared, immutable).
+class Model {
+ public:
+  static Model load(const std::string& path);
+  static Model load_from_memory(const void* data, size_t size, const std::string& name = "<memory>");
+
+  const std::string& name() const;
+  std::vector<ValueInfo> inputs() const;
+  std::vector<ValueInfo> outputs() const;
+  std::shared_ptr<const graph::Graph> graph() const { return graph_; }
+
+ private:
+  explicit Model(std::shared_ptr<const graph::Graph> g) : graph_(std::move(g)) {}
+  std::shared_ptr<const graph::Graph> graph_;
+};
+
+struct SessionOptions {
+  int threads = 0;        // 0: all cores
+  bool optimize = true;   // graph rewrites and fast kernels; false runs the reference kernels
+};
+
+// Per executed layer (one planned step). MACs are per run (whole batch).
+struct LayerStats {
+  std::string name;
+  std::string op;
+  std::string kernel;
+  int64_t dense_macs = 0;
+  int64_t executed_macs = 0;
+};
+
+struct RunStats {
+  int64_t dense_macs = 0;     // as if nothing were skipped
+  int64_t executed_macs = 0;  // what the kernels did
+  std::vector<LayerStats> layers;
+};
+
+// A model prepared for execution. run() may be called concurrently from several
+// threads: each call takes its own execution context (arena) from a pool.
+class Session {
+ public:
+  Session(const Model& model, SessionOptions options = {});
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  // Runs the model. Missing, unknown, or mis-shaped inputs throw Error.
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs,
+                                    RunStats* stats = nullptr);
+
+  const Model& model() const;
+  const SessionOptions& options() const;
+  // Human-readable (or JSON) description of the optimised graph for given input
+  // shapes (empty: the model's declared shapes).
+  std::string inspect(bool json = false, const std::map<std::string, Shape>& input_shapes = {});
+
+ private:
+  std::unique_ptr<runtime::SessionImpl> impl_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,192 @@
+#include "runtime/plan.h"
+
+#include <cstring>
+
+#include "graph/passes/memory_plan.h"
+#include "graph/passes/passes.h"
+
+namespace sluice::runtime {
+
+using graph::NodeId;
+using graph::OpType;
+using graph::ValueId;
+
+Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options)
+    : g_(model) {
+  graph::passes::bind_input_shapes(g_, input_shapes);
+  optimise(options);
+  build_steps(options);
+  plan_memory();
+}
+
+void Plan::optimise(const SessionOptions& options) {
+  namespace p = graph::passes;
+  auto log = [&](const char* name, int n) { pass_log_.emplace_back(name, n); };
+  log("fold_constants", p::fold_constants(g_));
+  if (options.optimize) {
+    log("eliminate_identities", p::eliminate_identities(g_));
+    log("fold_batch_norm", p::fold_batch_norm(g_));
+    log("fuse_residual_add", p::fuse_residual_add(g_));
+    log("fuse_activations", p::fuse_activations(g_));
+  }
+  log("remove_dead_nodes", p::remove_dead_nodes(g_));
+  if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
+}
+
+int Plan::slot_of(ValueId v) {
+  if (v == graph::kNoValue) return -1;
+  if (auto it = slot_index_.find(v); it != slot_index_.end()) return it->second;
+  const graph::Value& val = g_.value(v);
+  Slot s;
+  s.value = v;
+  s.dtype = val.dtype;
+  s.shape = val.shape;
+  s.bytes = dtype_size(val.dtype);
+  for (int64_t d : val.shape) s.bytes *= static_cast<size_t>(d);
+  if (val.is_constant()) {
+    s.kind = SlotKind::Constant;
+  } else if (val.is_input) {
+    s.kind = SlotKind::Input;
+    for (size_t i = 0; i < g_.inputs.size(); ++i)
+      if (g_.inputs[i] == v) s.offset = i;
+  } else if (val.is_output) {
+    s.kind = SlotKind::Output;
+    for (size_t i = 0; i < g_.outputs.size(); ++i)
+      if (g_.outputs[i] == v) s.offset = i;
+  }
+  slots_.push_back(std::move(s));
+  slot_index_[v] = static_cast<int>(slots_.size() - 1);
+  return static_cast<int>(slots_.size() - 1);
+}
+
+void Plan::build_steps(const SessionOptions& options) {
+  ops::KernelOptions ko{options.optimize};
+  for (NodeId id : g_.topological_order()) {
+    Step st;
+    st.node = id;
+    const graph::Node& n = g_.node(id);
+    for (ValueId v : n.inputs) st.in.push_back(slot_of(v));
+    for (ValueId v : n.outputs) st.out.push_back(slot_of(v));
+    st.kernel = ops::make_kernel(g_, id, ko);
+    st.dense_macs = st.executed_macs = ops::dense_macs(g_, n);
+    scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
+    steps_.push_back(std::move(st));
+  }
+  for (ValueId o : g_.outputs) slot_of(o);
+}
+
+namespace {
+bool is_view(OpType t) {
+  return t == OpType::Reshape || t == OpType::Flatten || t == OpType::Squeeze || t == OpType::Unsqueeze ||
+         t == OpType::Identity || t == OpType::Dropout;
+}
+}  // namespace
+
+void Plan::plan_memory() {
+  // Lifetimes in step indices, for arena slots only.
+  std::vector<int> first(slots_.size(), 0), last(slots_.size(), -1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    for (int o : steps_[s].out)
+      if (o >= 0) first[o] = static_cast<int>(s), last[o] = std::max(last[o], static_cast<int>(s));
+    for (int i : steps_[s].in)
+      if (i >= 0) last[i] = std::max(last[i], static_cast<int>(s));
+  }
+  std::vector<int> request_of(slots_.size(), -1);
+  std::vector<graph::BufferRequest> reqs;
+  std::vector<int> group(slots_.size(), -1);  // root request index of each arena slot's sharing group
+  std::vector<int> group_last;                // per root request: last step any member is used
+  auto arena = [&](int s) { return s >= 0 && slots_[s].kind == SlotKind::Arena; };
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
+    const graph::Node& n = g_.node(st.node);
+    for (size_t oi = 0; oi < st.out.size(); ++oi) {
+      int o = st.out[oi];
+      if (!arena(o)) continue;
+      graph::BufferRequest r{slots_[o].bytes, first[o], std::max(last[o], first[o]), -1};
+      int share = -1;
+      if (oi == 0 && is_view(n.op) && arena(st.in[0])) {
+        share = st.in[0];  // a view: same bytes, no copy
+      } else if (oi == 0 && st.kernel->in_place_input() >= 0) {
+        int k = st.kernel->in_place_input();
+        int cand = k < static_cast<int>(st.in.size()) ? st.in[k] : -1;
+        if (arena(cand) && slots_[cand].bytes == slots_[o].bytes && group_last[group[cand]] == static_cast<int>(si)) {
+          bool alone = true;  // no other input of this step may live in the same buffer
+          for (size_t j = 0; j < st.in.size(); ++j)
+            if (static_cast<int>(j) != k && arena(st.in[j]) && group[st.in[j]] == group[cand]) alone = false;
+          if (alone) share = cand;
+        }
+      }
+      const int idx = static_cast<int>(reqs.size());
+      request_of[o] = idx;
+      group_last.push_back(-1);
+      if (share >= 0) {
+        r.share_with = request_of[share];
+        group[o] = group[share];
+      } else {
+        group[o] = idx;
+      }
+      group_last[group[o]] = std::max(group_last[group[o]], r.last);
+      reqs.push_back(r);
+    }
+  }
+  graph::MemoryPlan mp = graph::plan_memory(reqs);
+  for (size_t s = 0; s < slots_.size(); ++s)
+    if (request_of[s] >= 0) slots_[s].offset = mp.offsets[static_cast<size_t>(request_of[s])];
+  arena_bytes_ = mp.arena_bytes;
+}
+
+std::unique_ptr<ExecContext> Plan::make_context() const {
+  auto ctx = std::make_unique<ExecContext>();
+  const size_t scratch_off = (arena_bytes_ + 63) / 64 * 64;
+  const size_t total = scratch_off + scratch_bytes_ + 64;
+  ctx->arena = std::shared_ptr<std::byte>(static_cast<std::byte*>(::operator new[](total, std::align_val_t(64))),
+                                          [](std::byte* p) { ::operator delete[](p, std::align_val_t(64)); });
+  ctx->scratch = ctx->arena.get() + scratch_off;
+  ctx->slot_data.resize(slots_.size());
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    const Slot& sl = slots_[s];
+    if (sl.kind == SlotKind::Arena) ctx->slot_data[s] = ctx->arena.get() + sl.offset;
+    if (sl.kind == SlotKind::Constant) ctx->slot_data[s] = const_cast<void*>(g_.value(sl.value).constant.raw());
+  }
+  return ctx;
+}
+
+void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, std::vector<Tensor>& outputs,
+                   RunStats* stats) const {
+  outputs.clear();
+  for (ValueId o : g_.outputs) outputs.emplace_back(g_.value(o).dtype, g_.value(o).shape);
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    const Slot& sl = slots_[s];
+    if (sl.kind == SlotKind::Input) ctx.slot_data[s] = const_cast<void*>(inputs[sl.offset]->raw());
+    if (sl.kind == SlotKind::Output) ctx.slot_data[s] = outputs[sl.offset].raw();
+  }
+  std::vector<ops::TensorView> in, out;
+  for (const Step& st : steps_) {
+    in.clear();
+    out.clear();
+    for (int i : st.in)
+      in.push_back(i < 0 ? ops::TensorView{} : ops::TensorView{slots_[i].dtype, slots_[i].shape, ctx.slot_data[i]});
+    for (int o : st.out)
+      out.push_back(o < 0 ? ops::TensorView{} : ops::TensorView{slots_[o].dtype, slots_[o].shape, ctx.slot_data[o]});
+    st.kernel->run({in, out, ctx.scratch});
+  }
+  // Outputs that no step writes: constants, or graph inputs passed straight through.
+  for (size_t i = 0; i < g_.outputs.size(); ++i) {
+    const graph::Value& v = g_.value(g_.outputs[i]);
+    if (v.is_constant()) std::memcpy(outputs[i].raw(), v.constant.raw(), outputs[i].nbytes());
+    if (v.is_input)
+      for (size_t j = 0; j < g_.inputs.size(); ++j)
+        if (g_.inputs[j] == g_.outputs[i]) std::memcpy(outputs[i].raw(), inputs[j]->raw(), outputs[i].nbytes());
+  }
+  if (stats) {
+    *stats = RunStats{};
+    for (const Step& st : steps_) {
+      const graph::Node& n = g_.node(st.node);
+      stats->dense_macs += st.dense_macs;
+      stats->executed_macs += st.executed_macs;
+      stats->layers.push_back({n.name, graph::op_name(n.op), st.kernel->name(), st.dense_macs, st.executed_macs});
+    }
+  }
+}
+
+}  // namespace sluice::runtime

@@ -1,0 +1,76 @@
+// A Plan is the model specialised for one set of input shapes: the optimised graph,
+// one kernel per step (weights packed once), and one memory plan. It is immutable
+// after construction; execution state lives in an ExecContext.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "graph/graph.h"
+#include "ops/kernel.h"
+#include "sluice/sluice.h"
+
+namespace sluice::runtime {
+
+enum class SlotKind : uint8_t { Constant, Input, Output, Arena };
+
+// Where a value's bytes live during a run.
+struct Slot {
+  SlotKind kind = SlotKind::Arena;
+  graph::ValueId value = graph::kNoValue;
+  DType dtype = DType::Undefined;
+  Shape shape;
+  size_t offset = 0;  // Arena: byte offset; Input/Output: index in the graph's inputs/outputs
+  size_t bytes = 0;
+};
+
+struct Step {
+  graph::NodeId node = -1;
+  std::unique_ptr<ops::Kernel> kernel;
+  std::vector<int> in, out;  // slot indices (-1: omitted optional)
+  int64_t dense_macs = 0;
+  int64_t executed_macs = 0;
+};
+
+// Per-run memory: the arena and scratch, reused across runs of one plan.
+struct ExecContext {
+  std::shared_ptr<std::byte> arena;  // 64-byte aligned
+  std::byte* scratch = nullptr;
+  std::vector<void*> slot_data;
+};
+
+class Plan {
+ public:
+  Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options);
+
+  std::unique_ptr<ExecContext> make_context() const;
+  // inputs/outputs in the order of graph.inputs / graph.outputs.
+  void execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, std::vector<Tensor>& outputs,
+               RunStats* stats) const;
+
+  const graph::Graph& graph() const { return g_; }
+  const std::vector<Step>& steps() const { return steps_; }
+  const std::vector<Slot>& slots() const { return slots_; }
+  size_t arena_bytes() const { return arena_bytes_; }
+  // (pass name, count) in the order the passes ran.
+  const std::vector<std::pair<std::string, int>>& pass_log() const { return pass_log_; }
+  std::string describe(bool json) const;
+
+ private:
+  void optimise(const SessionOptions& options);
+  void build_steps(const SessionOptions& options);
+  void plan_memory();
+  int slot_of(graph::ValueId v);
+
+  graph::Graph g_;
+  std::vector<Slot> slots_;
+  std::map<graph::ValueId, int> slot_index_;
+  std::vector<Step> steps_;
+  size_t arena_bytes_ = 0, scratch_bytes_ = 0;
+  std::vector<std::pair<std::string, int>> pass_log_;
+};
+
+}  // namespace sluice::runtime

@@ -1,0 +1,148 @@
+#include <omp.h>
+
+#include <mutex>
+
+#include "converters/onnx/onnx_import.h"
+#include "runtime/plan.h"
+
+namespace sluice {
+
+// ---- Model ----------------------------------------------------------------------
+
+Model Model::load(const std::string& path) { return Model(converters::onnx::import_file(path)); }
+
+Model Model::load_from_memory(const void* data, size_t size, const std::string& name) {
+  return Model(converters::onnx::import_bytes(data, size, name));
+}
+
+const std::string& Model::name() const { return graph_->model_name; }
+
+namespace {
+std::vector<ValueInfo> infos(const graph::Graph& g, const std::vector<graph::ValueId>& ids) {
+  std::vector<ValueInfo> r;
+  for (auto id : ids) r.push_back({g.value(id).name, g.value(id).dtype, g.value(id).shape});
+  return r;
+}
+}  // namespace
+
+std::vector<ValueInfo> Model::inputs() const { return infos(*graph_, graph_->inputs); }
+std::vector<ValueInfo> Model::outputs() const { return infos(*graph_, graph_->outputs); }
+
+// ---- Session ----------------------------------------------------------------------
+
+namespace runtime {
+
+class SessionImpl {
+ public:
+  SessionImpl(Model model, SessionOptions options) : model_(std::move(model)), options_(options) {
+    if (options_.threads < 0) throw Error("SessionOptions.threads must be >= 0 (0 means all cores)");
+    // Plan eagerly when the model's input shapes are fully known: load-time errors
+    // surface at load, and the first run() is not slower than the rest.
+    bool all_known = true;
+    for (const auto& in : model_.inputs())
+      for (int64_t d : in.shape) all_known = all_known && d >= 0;
+    if (all_known) plan_for({});
+  }
+
+  std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& shapes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string key;
+    for (const auto& [name, s] : shapes) key += name + shape_str(s) + ";";
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second.plan;
+    auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, options_);
+    plans_[key].plan = plan;
+    return plan;
+  }
+
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
+    const graph::Graph& g = *model_.graph();
+    std::map<std::string, Shape> shapes;
+    std::vector<const Tensor*> ordered;
+    for (graph::ValueId id : g.inputs) {
+      const graph::Value& v = g.value(id);
+      auto it = inputs.find(v.name);
+      if (it == inputs.end()) throw Error(g.model_name + ": input '" + v.name + "' was not given");
+      if (it->second.dtype() != v.dtype)
+        throw Error(g.model_name + ": input '" + v.name + "' must be " + dtype_name(v.dtype) + ", got " +
+                    dtype_name(it->second.dtype()));
+      shapes[v.name] = it->second.shape();
+      ordered.push_back(&it->second);
+    }
+    for (const auto& [name, t] : inputs) {
+      bool known = false;
+      for (graph::ValueId id : g.inputs) known = known || g.value(id).name == name;
+      if (!known) {
+        std::string names;
+        for (graph::ValueId id : g.inputs) names += (names.empty() ? "'" : ", '") + g.value(id).name + "'";
+        throw Error(g.model_name + ": the model has no input named '" + name + "' (inputs: " + names + ")");
+      }
+    }
+    std::shared_ptr<const Plan> plan = plan_for(shapes);
+    std::unique_ptr<ExecContext> ctx = acquire(plan);
+    omp_set_num_threads(options_.threads > 0 ? options_.threads : omp_get_num_procs());
+    std::vector<Tensor> outs;
+    try {
+      plan->execute(*ctx, ordered, outs, stats);
+    } catch (...) {
+      release(plan, std::move(ctx));
+      throw;
+    }
+    release(plan, std::move(ctx));
+    std::map<std::string, Tensor> result;
+    for (size_t i = 0; i < g.outputs.size(); ++i) result[g.value(g.outputs[i]).name] = std::move(outs[i]);
+    return result;
+  }
+
+  std::string inspect(bool json, const std::map<std::string, Shape>& shapes) { return plan_for(shapes)->describe(json); }
+
+  Model model_;
+  SessionOptions options_;
+
+ private:
+  struct Entry {
+    std::shared_ptr<const Plan> plan;
+    std::vector<std::unique_ptr<ExecContext>> free;  // idle contexts, reused across runs
+  };
+
+  std::unique_ptr<ExecContext> acquire(const std::shared_ptr<const Plan>& plan) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [k, e] : plans_)
+        if (e.plan == plan && !e.free.empty()) {
+          auto ctx = std::move(e.free.back());
+          e.free.pop_back();
+          return ctx;
+        }
+    }
+    return plan->make_context();
+  }
+
+  void release(const std::shared_ptr<const Plan>& plan, std::unique_ptr<ExecContext> ctx) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [k, e] : plans_)
+      if (e.plan == plan) e.free.push_back(std::move(ctx));
+  }
+
+  std::mutex mu_;
+  std::map<std::string, Entry> plans_;
+};
+
+}  // namespace runtime
+
+Session::Session(const Model& model, SessionOptions options)
+    : impl_(std::make_unique<runtime::SessionImpl>(model, options)) {}
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
+  return impl_->run(inputs, stats);
+}
+const Model& Session::model() const { return impl_->model_; }
+const SessionOptions& Session::options() const { return impl_->options_; }
+std::string Session::inspect(bool json, const std::map<std::string, Shape>& input_shapes) {
+  return impl_->inspect(json, input_shapes);
+}
+
+}  // namespace sluice

@@ -1,0 +1,92 @@
+#include <cstring>
+#include <limits>
+
+#include "sluice/sluice.h"
+
+namespace sluice {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::Float32: return "float32";
+    case DType::Float64: return "float64";
+    case DType::Int64: return "int64";
+    case DType::Int32: return "int32";
+    case DType::Int8: return "int8";
+    case DType::UInt8: return "uint8";
+    case DType::Bool: return "bool";
+    case DType::Undefined: break;
+  }
+  return "undefined";
+}
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::Float64:
+    case DType::Int64: return 8;
+    case DType::Float32:
+    case DType::Int32: return 4;
+    case DType::Int8:
+    case DType::UInt8:
+    case DType::Bool: return 1;
+    case DType::Undefined: break;
+  }
+  return 0;
+}
+
+std::string shape_str(const Shape& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ", ";
+    r += s[i] < 0 ? std::string("?") : std::to_string(s[i]);
+  }
+  return r + "]";
+}
+
+namespace {
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+int64_t checked_count(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("tensor shape " + shape_str(shape) + " has a negative or unknown dimension");
+    if (d != 0 && n > kMaxElements / d)
+      throw Error("tensor shape " + shape_str(shape) + " is too large (more than 2^40 elements)");
+    n *= d;
+  }
+  return n;
+}
+}  // namespace
+
+Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+  if (dtype == DType::Undefined) throw Error("cannot create a tensor of undefined dtype");
+  size_t bytes = static_cast<size_t>(checked_count(shape_)) * dtype_size(dtype);
+  // Always allocate at least one element so raw() is never null.
+  data_ = std::shared_ptr<std::byte[]>(new std::byte[bytes ? bytes : 8]());
+}
+
+Tensor Tensor::copy_of(DType dtype, Shape shape, const void* data) {
+  Tensor t(dtype, std::move(shape));
+  if (t.nbytes()) std::memcpy(t.raw(), data, t.nbytes());
+  return t;
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape_) n *= d;
+  return n;
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  if (checked_count(shape) != numel())
+    throw Error("cannot reshape a tensor of shape " + shape_str(shape_) + " to " + shape_str(shape));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+void Tensor::check_type(DType t) const {
+  if (t != dtype_)
+    throw Error(std::string("tensor holds ") + dtype_name(dtype_) + ", accessed as " + dtype_name(t));
+}
+
+}  // namespace sluice
