@@ -121,6 +121,7 @@ struct TopKParams {
 
 struct ScatterParams {
   int64_t axis = 0;
+  enum class Reduction : uint8_t { None, Add, Mul } reduction = Reduction::None;
 };
 
 // Layout conversion inserted by the layout pass.

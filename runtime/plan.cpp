@@ -11,9 +11,10 @@ using graph::NodeId;
 using graph::OpType;
 using graph::ValueId;
 
-Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options)
+Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options,
+           const std::map<std::string, Tensor>& specialised_inputs)
     : g_(model) {
-  graph::passes::bind_input_shapes(g_, input_shapes);
+  graph::passes::bind_input_shapes(g_, input_shapes, specialised_inputs);
   optimise(options);
   build_steps(options);
   plan_memory();

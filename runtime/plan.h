@@ -44,7 +44,8 @@ struct ExecContext {
 
 class Plan {
  public:
-  Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options);
+  Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options,
+       const std::map<std::string, Tensor>& specialised_inputs = {});
 
   std::unique_ptr<ExecContext> make_context() const;
   // inputs/outputs in the order of graph.inputs / graph.outputs.

@@ -39,18 +39,32 @@ class SessionImpl {
     // Plan eagerly when the model's input shapes are fully known: load-time errors
     // surface at load, and the first run() is not slower than the rest.
     bool all_known = true;
-    for (const auto& in : model_.inputs())
+    for (const auto& in : model_.inputs()) {
       for (int64_t d : in.shape) all_known = all_known && d >= 0;
+      all_known = all_known && !specialisable(in.dtype);  // their values are not known yet
+    }
     if (all_known) plan_for({});
   }
 
-  std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& shapes) {
+  // Small integer inputs usually determine shapes (a Reshape target, TopK's K, Slice
+  // bounds fed at run time): plans are specialised on their values, so they fold.
+  static bool specialisable(DType t) { return t == DType::Int64 || t == DType::Int32 || t == DType::Bool; }
+  static bool specialise_on_value(const Tensor& t) { return specialisable(t.dtype()) && t.numel() <= 64; }
+
+  std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& shapes,
+                                       const std::map<std::string, Tensor>& values = {}) {
     std::lock_guard<std::mutex> lock(mu_);
     std::string key;
     for (const auto& [name, s] : shapes) key += name + shape_str(s) + ";";
+    for (const auto& [name, t] : values) {
+      key += name + "=";
+      const auto* p = static_cast<const char*>(t.raw());
+      key.append(p, t.nbytes());
+      key += ";";
+    }
     auto it = plans_.find(key);
     if (it != plans_.end()) return it->second.plan;
-    auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, options_);
+    auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, options_, values);
     plans_[key].plan = plan;
     return plan;
   }
@@ -58,6 +72,7 @@ class SessionImpl {
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
     const graph::Graph& g = *model_.graph();
     std::map<std::string, Shape> shapes;
+    std::map<std::string, Tensor> values;
     std::vector<const Tensor*> ordered;
     for (graph::ValueId id : g.inputs) {
       const graph::Value& v = g.value(id);
@@ -67,6 +82,8 @@ class SessionImpl {
         throw Error(g.model_name + ": input '" + v.name + "' must be " + dtype_name(v.dtype) + ", got " +
                     dtype_name(it->second.dtype()));
       shapes[v.name] = it->second.shape();
+      if (specialise_on_value(it->second))  // a copy: the caller may reuse its buffer
+        values[v.name] = Tensor::copy_of(it->second.dtype(), it->second.shape(), it->second.raw());
       ordered.push_back(&it->second);
     }
     for (const auto& [name, t] : inputs) {
@@ -78,7 +95,7 @@ class SessionImpl {
         throw Error(g.model_name + ": the model has no input named '" + name + "' (inputs: " + names + ")");
       }
     }
-    std::shared_ptr<const Plan> plan = plan_for(shapes);
+    std::shared_ptr<const Plan> plan = plan_for(shapes, values);
     std::unique_ptr<ExecContext> ctx = acquire(plan);
     omp_set_num_threads(options_.threads > 0 ? options_.threads : omp_get_num_procs());
     std::vector<Tensor> outs;

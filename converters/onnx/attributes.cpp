@@ -146,10 +146,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
     case OpType::Cast: {
       if (!a.has("to")) a.fail("attribute 'to' is required");
-      op::TensorProto tp;
-      tp.set_data_type(static_cast<int32_t>(a.i("to", 1)));
-      Tensor probe = tensor_from_proto(tp, a.where() + ": Cast target type", "");
-      return CastParams{probe.dtype()};
+      return CastParams{dtype_from_onnx(static_cast<int32_t>(a.i("to", 1)), a.where() + ": Cast target type")};
     }
     case OpType::Constant: {
       const op::AttributeProto* v = nullptr;
@@ -172,9 +169,13 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Reshape: return ReshapeParams{a.i("allowzero", 0) != 0};
     case OpType::Shape: return ShapeParams{a.i("start", 0), a.i("end", INT64_MAX)};
     case OpType::TopK: return TopKParams{a.i("axis", -1), a.i("largest", 1) != 0, a.i("sorted", 1) != 0};
-    case OpType::ScatterElements:
-      if (a.s("reduction", "none") != "none") a.fail("only reduction='none' is supported");
-      return ScatterParams{a.i("axis", 0)};
+    case OpType::ScatterElements: {
+      const std::string r = a.s("reduction", "none");
+      if (r != "none" && r != "add" && r != "mul") a.fail("reduction '" + r + "' is not supported (none, add, mul)");
+      return ScatterParams{a.i("axis", 0), r == "add"   ? ScatterParams::Reduction::Add
+                                           : r == "mul" ? ScatterParams::Reduction::Mul
+                                                        : ScatterParams::Reduction::None};
+    }
     default: return NoParams{};
   }
 }

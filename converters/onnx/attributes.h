@@ -10,6 +10,8 @@
 
 namespace sluice::converters::onnx {
 
+// ONNX element type -> DType; fails naming `where` for types Sluice does not support.
+DType dtype_from_onnx(int32_t onnx_type, const std::string& where);
 Tensor tensor_from_proto(const ::ONNX_NAMESPACE::TensorProto& tp, const std::string& where, const std::string& base_dir);
 
 class AttributeReader {

@@ -41,6 +41,8 @@ std::string read_whole_file(const std::string& path) {
   return bytes;
 }
 
+}  // namespace
+
 DType dtype_from_onnx(int32_t t, const std::string& where) {
   switch (t) {
     case op::TensorProto::FLOAT: return DType::Float32;
@@ -57,7 +59,6 @@ DType dtype_from_onnx(int32_t t, const std::string& where) {
               " is not supported (Sluice supports float, double, int64, int32, int8, uint8, bool)");
 }
 
-}  // namespace
 
 // Converts a TensorProto (raw_data, typed fields, or external data relative to base_dir).
 Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, const std::string& base_dir) {
@@ -136,11 +137,8 @@ class Importer {
     g_ = std::make_unique<Graph>();
     g_->model_name = name_;
     check_opset(model);
-    try {
-      op::checker::check_model(model);
-    } catch (const std::exception& e) {
-      throw Error(name_ + ": the ONNX checker rejects the model: " + first_line(e.what()));
-    }
+    check_ops(model.graph());
+    check(model);
     try {
       op::shape_inference::InferShapes(model);
     } catch (const std::exception& e) {
@@ -177,6 +175,54 @@ class Importer {
     return p == std::string::npos ? s : s.substr(0, p);
   }
 
+  static std::string node_name(const op::NodeProto& np, int index) {
+    return np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+  }
+
+  // Unsupported operators are named with their node before the checker runs (its
+  // message for an unknown op does not say which node).
+  void check_ops(const op::GraphProto& gp) {
+    for (int i = 0; i < gp.node_size(); ++i) {
+      const op::NodeProto& np = gp.node(i);
+      const std::string node = node_name(np, i);
+      const std::string where = name_ + ": node '" + node + "' (" + np.op_type() + ")";
+      if (!np.domain().empty() && np.domain() != "ai.onnx")
+        throw Error(where + ": operator domain '" + np.domain() + "' is not supported (only the default ONNX domain)");
+      if (!graph::op_from_name(np.op_type()))
+        throw Error(where + ": unsupported operator '" + np.op_type() +
+                    "'; run `sluice ops` for the list of supported operators");
+    }
+  }
+
+  // The ONNX 1.12 checker insists on a `shape` for every graph input and output,
+  // which the IR does not (ONNX Runtime accepts shapeless outputs, and some exporters
+  // write them). Check with those set aside, then put them back in their order.
+  void check(op::ModelProto& model) {
+    op::GraphProto* g = model.mutable_graph();
+    auto saved_inputs = g->input();
+    auto saved_outputs = g->output();
+    auto has_shape = [](const op::ValueInfoProto& v) {
+      return !v.type().has_tensor_type() || v.type().tensor_type().has_shape();
+    };
+    auto drop_shapeless = [&](google::protobuf::RepeatedPtrField<op::ValueInfoProto>* list) {
+      google::protobuf::RepeatedPtrField<op::ValueInfoProto> kept;
+      for (const auto& v : *list)
+        if (has_shape(v)) *kept.Add() = v;
+      list->Swap(&kept);
+    };
+    drop_shapeless(g->mutable_input());
+    drop_shapeless(g->mutable_output());
+    std::string error;
+    try {
+      op::checker::check_model(model);
+    } catch (const std::exception& e) {
+      error = first_line(e.what());
+    }
+    *g->mutable_input() = saved_inputs;
+    *g->mutable_output() = saved_outputs;
+    if (!error.empty()) throw Error(name_ + ": the ONNX checker rejects the model: " + error);
+  }
+
   void check_opset(const op::ModelProto& model) {
     int64_t opset = -1;
     for (const auto& imp : model.opset_import())
@@ -211,7 +257,10 @@ class Importer {
     v.shape_known = true;
   }
 
-  void set_type(Value& v, const op::ValueInfoProto& vi) {
+  // Types of graph inputs and outputs. ONNX shape inference may write a negative
+  // dim into an output of a broken node: that dim is unknown, and our own inference
+  // then names the node at fault. A negative dim on an input is the file's own error.
+  void set_type(Value& v, const op::ValueInfoProto& vi, bool is_input = false) {
     if (!vi.type().has_tensor_type()) throw Error(name_ + ": value '" + vi.name() + "' is not a tensor");
     const auto& tt = vi.type().tensor_type();
     v.dtype = dtype_from_onnx(tt.elem_type(), name_ + ": value '" + vi.name() + "'");
@@ -219,16 +268,17 @@ class Importer {
     v.shape_known = tt.has_shape();
     if (tt.has_shape())
       for (const auto& d : tt.shape().dim()) {
-        if (d.has_dim_value() && d.dim_value() < 0)
-          throw Error(name_ + ": value '" + vi.name() + "' has a negative dimension");
-        v.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
-        if (!d.has_dim_value()) v.shape_known = false;
+        const bool known = d.has_dim_value() && d.dim_value() >= 0;
+        if (is_input && d.has_dim_value() && d.dim_value() < 0)
+          throw Error(name_ + ": input '" + vi.name() + "' has a negative dimension");
+        v.shape.push_back(known ? d.dim_value() : -1);
+        if (!known) v.shape_known = false;
       }
   }
 
   ValueId add_value_info(const op::ValueInfoProto& vi) {
     ValueId id = new_value(vi.name(), "a graph input");
-    set_type(g_->value(id), vi);
+    set_type(g_->value(id), vi, true);
     return id;
   }
 
@@ -239,15 +289,9 @@ class Importer {
 
   void add_node(const op::NodeProto& np, int index) {
     Node n;
-    n.name = np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+    n.name = node_name(np, index);
     const std::string where = name_ + ": node '" + n.name + "' (" + np.op_type() + ")";
-    if (!np.domain().empty() && np.domain() != "ai.onnx")
-      throw Error(where + ": operator domain '" + np.domain() + "' is not supported (only the default ONNX domain)");
-    auto type = graph::op_from_name(np.op_type());
-    if (!type)
-      throw Error(where + ": unsupported operator '" + np.op_type() +
-                  "'; run `sluice ops` for the list of supported operators");
-    n.op = *type;
+    n.op = *graph::op_from_name(np.op_type());  // check_ops has refused unknown ops
     for (const auto& in : np.input()) {
       if (in.empty()) {
         n.inputs.push_back(graph::kNoValue);

@@ -73,6 +73,8 @@ class LayoutAssigner {
       const Value& v = g_.value(in);
       if (k == Kind::Conv || k == Kind::ChannelAffine) {
         if (i == 0 && !is_activation(v)) return false;
+        // Weights, bias, BN statistics: the fast kernels pack them once, so they must be constants.
+        if ((k == Kind::Conv ? (i == 1 || i == 2) : i >= 1) && !v.is_constant()) return false;
         if (i == 3 && k == Kind::Conv && !is_activation(v)) return false;  // fused sum operand
         continue;
       }

@@ -3,7 +3,7 @@
 
 namespace sluice::graph::passes {
 
-void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes) {
+void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes, const std::map<std::string, Tensor>& values) {
   for (ValueId id : g.inputs) {
     Value& v = g.value(id);
     auto it = shapes.find(v.name);
@@ -23,6 +23,7 @@ void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes) {
                     shape_str(s));
     v.shape = s;
     v.shape_known = true;
+    if (auto vt = values.find(v.name); vt != values.end()) v.constant = vt->second;
   }
 }
 

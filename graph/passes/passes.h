@@ -13,7 +13,10 @@ namespace sluice::graph::passes {
 
 // Gives every graph input its concrete shape for this plan. Fails naming the
 // input on a dtype or rank mismatch or a dim that contradicts the model.
-void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes);
+// `values` gives the contents of inputs the plan is specialised on (small integer
+// inputs such as Reshape's shape or TopK's K fed at run time): they become constants.
+void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes,
+                       const std::map<std::string, Tensor>& values = {});
 
 // Infers every value's dtype and shape in topological order and folds nodes
 // whose inputs are all constant (and Shape nodes, whose input shape is known)

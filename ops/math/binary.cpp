@@ -1,0 +1,193 @@
+// Broadcasting binary ops (Add, Sub, Mul, Div, Equal, Greater, Less), variadic Max/Min,
+// Where, and Cast.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+namespace {
+
+bool is_arith(DType t) { return t != DType::Bool && t != DType::Undefined; }
+
+// All inputs share one dtype; the output shape is their broadcast.
+Shape infer_broadcast(InferContext& ctx, size_t first = 0) {
+  const DType t = ctx.in(first).dtype;
+  Shape out = ctx.in(first).shape;
+  for (size_t i = first + 1; i < ctx.num_inputs(); ++i) {
+    if (ctx.in(i).dtype != t)
+      ctx.fail("inputs must share one dtype: input " + std::to_string(first) + " is " + dtype_name(t) + ", input " +
+               std::to_string(i) + " is " + dtype_name(ctx.in(i).dtype));
+    out = broadcast_shapes(ctx, out, ctx.in(i).shape);
+  }
+  checked_numel(ctx, out);
+  return out;
+}
+
+template <class T, class R, class F>
+void broadcast_apply(const TensorView& a, const TensorView& b, const TensorView& y, F&& f) {
+  auto sa = broadcast_strides(a.shape, y.shape), sb = broadcast_strides(b.shape, y.shape);
+  const T *A = a.as<const T>(), *B = b.as<const T>();
+  R* Y = y.as<R>();
+  if (a.shape == y.shape && b.shape == y.shape) {  // common case: no broadcasting
+    for (int64_t i = 0; i < y.numel(); ++i) Y[i] = static_cast<R>(f(A[i], B[i]));
+    return;
+  }
+  if (y.shape.empty()) {
+    Y[0] = static_cast<R>(f(A[0], B[0]));
+    return;
+  }
+  for_each_broadcast(y.shape, sa, sb, [&](int64_t o, int64_t ia, int64_t ib) { Y[o] = static_cast<R>(f(A[ia], B[ib])); });
+}
+
+template <class F>
+void arith(const TensorView& a, const TensorView& b, const TensorView& y, F&& f) {
+  dispatch_numeric(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) broadcast_apply<T, T>(a, b, y, f);
+  });
+}
+
+template <class F>
+void compare(const TensorView& a, const TensorView& b, const TensorView& y, F&& f) {
+  dispatch_numeric(a.dtype, [&](auto tag) { broadcast_apply<decltype(tag), bool>(a, b, y, f); });
+}
+
+void infer_arith(InferContext& ctx) {
+  if (ctx.num_inputs() != 2) ctx.fail("needs exactly two inputs");
+  if (!is_arith(ctx.in(0).dtype)) ctx.fail(std::string("dtype ") + dtype_name(ctx.in(0).dtype) + " is not supported");
+  ctx.set_output(0, ctx.in(0).dtype, infer_broadcast(ctx));
+}
+
+void infer_compare(InferContext& ctx) {
+  if (ctx.num_inputs() != 2) ctx.fail("needs exactly two inputs");
+  ctx.set_output(0, DType::Bool, infer_broadcast(ctx));
+}
+
+}  // namespace
+
+void infer_Add(InferContext& ctx) { infer_arith(ctx); }
+void infer_Sub(InferContext& ctx) { infer_arith(ctx); }
+void infer_Mul(InferContext& ctx) { infer_arith(ctx); }
+void infer_Div(InferContext& ctx) { infer_arith(ctx); }
+void infer_Equal(InferContext& ctx) { infer_compare(ctx); }
+void infer_Greater(InferContext& ctx) { infer_compare(ctx); }
+void infer_Less(InferContext& ctx) { infer_compare(ctx); }
+
+void reference_Add(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  arith(in[0], in[1], out[0], [](auto a, auto b) { return a + b; });
+}
+void reference_Sub(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  arith(in[0], in[1], out[0], [](auto a, auto b) { return a - b; });
+}
+void reference_Mul(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  arith(in[0], in[1], out[0], [](auto a, auto b) { return a * b; });
+}
+void reference_Div(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  arith(in[0], in[1], out[0], [&](auto a, auto b) {
+    using T = decltype(a);
+    if constexpr (std::is_integral_v<T>) {
+      if (b == 0) throw Error("node '" + node.name + "' (Div): integer division by zero");
+    }
+    return static_cast<T>(a / b);  // integers truncate toward zero, as C and ONNX Runtime do
+  });
+}
+void reference_Equal(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  compare(in[0], in[1], out[0], [](auto a, auto b) { return a == b; });
+}
+void reference_Greater(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  compare(in[0], in[1], out[0], [](auto a, auto b) { return a > b; });
+}
+void reference_Less(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  compare(in[0], in[1], out[0], [](auto a, auto b) { return a < b; });
+}
+
+// Max / Min: 1..N inputs broadcast together; NaN propagates as in ONNX Runtime.
+namespace {
+template <bool kMax>
+void extremum(std::span<const TensorView> in, const TensorView& y) {
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      T* Y = y.as<T>();
+      auto s0 = broadcast_strides(in[0].shape, y.shape);
+      const T* A = in[0].as<const T>();
+      if (y.shape.empty()) Y[0] = A[0];
+      else for_each_broadcast(y.shape, s0, s0, [&](int64_t o, int64_t ia, int64_t) { Y[o] = A[ia]; });
+      for (size_t i = 1; i < in.size(); ++i) {
+        TensorView acc{y.dtype, y.shape, Y};
+        broadcast_apply<T, T>(acc, in[i], y, [](T a, T b) {
+          if constexpr (std::is_floating_point_v<T>)
+            if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<T>::quiet_NaN();
+          return kMax ? std::max(a, b) : std::min(a, b);
+        });
+      }
+    }
+  });
+}
+void infer_extremum(InferContext& ctx) {
+  if (ctx.num_inputs() < 1) ctx.fail("needs at least one input");
+  if (!is_arith(ctx.in(0).dtype)) ctx.fail(std::string("dtype ") + dtype_name(ctx.in(0).dtype) + " is not supported");
+  ctx.set_output(0, ctx.in(0).dtype, infer_broadcast(ctx));
+}
+}  // namespace
+
+void infer_Max(InferContext& ctx) { infer_extremum(ctx); }
+void infer_Min(InferContext& ctx) { infer_extremum(ctx); }
+void reference_Max(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { extremum<true>(in, out[0]); }
+void reference_Min(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { extremum<false>(in, out[0]); }
+
+void infer_Where(InferContext& ctx) {
+  if (ctx.num_inputs() != 3) ctx.fail("needs three inputs (condition, X, Y)");
+  ctx.expect_input(0, DType::Bool);
+  if (ctx.in(1).dtype != ctx.in(2).dtype) ctx.fail("X and Y must share one dtype");
+  Shape s = broadcast_shapes(ctx, broadcast_shapes(ctx, ctx.in(0).shape, ctx.in(1).shape), ctx.in(2).shape);
+  checked_numel(ctx, s);
+  ctx.set_output(0, ctx.in(1).dtype, s);
+}
+
+void reference_Where(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  const TensorView& y = out[0];
+  const size_t es = dtype_size(y.dtype);
+  auto sc = broadcast_strides(in[0].shape, y.shape), sx = broadcast_strides(in[1].shape, y.shape),
+       sy = broadcast_strides(in[2].shape, y.shape);
+  const bool* C = in[0].as<const bool>();
+  const auto* X = in[1].as<const std::byte>();
+  const auto* Yin = in[2].as<const std::byte>();
+  auto* Y = y.as<std::byte>();
+  // Walk condition+X together, and Y with a second walk: two passes keep the helper binary.
+  if (y.shape.empty()) {
+    std::copy_n(C[0] ? X : Yin, es, Y);
+    return;
+  }
+  for_each_broadcast(y.shape, sc, sx, [&](int64_t o, int64_t ic, int64_t ix) {
+    if (C[ic]) std::copy_n(X + ix * es, es, Y + o * es);
+  });
+  for_each_broadcast(y.shape, sc, sy, [&](int64_t o, int64_t ic, int64_t iy) {
+    if (!C[ic]) std::copy_n(Yin + iy * es, es, Y + o * es);
+  });
+}
+
+void infer_Cast(InferContext& ctx) { ctx.set_output(0, ctx.node().p<graph::CastParams>().to, ctx.in(0).shape); }
+
+void reference_Cast(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t n = in[0].numel();
+  dispatch_numeric(in[0].dtype, [&](auto src_tag) {
+    using S = decltype(src_tag);
+    dispatch_numeric(out[0].dtype, [&](auto dst_tag) {
+      using D = decltype(dst_tag);
+      const S* a = in[0].as<const S>();
+      D* b = out[0].as<D>();
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<D, bool>)
+          b[i] = a[i] != S{};
+        else
+          b[i] = static_cast<D>(a[i]);
+      }
+    });
+  });
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,160 @@
+// ReduceMean/Sum/Max/Min and Softmax.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+namespace {
+
+// Axes to reduce: from input 1 (ReduceSum at opset >= 13) or the attribute; sorted, unique.
+std::vector<int64_t> reduce_axes(InferContext& ctx, const graph::ReduceParams& p, int64_t rank, bool& noop) {
+  std::vector<int64_t> axes = p.axes;
+  bool given = p.has_axes;
+  if (ctx.has_input(1)) {
+    axes = to_int64_vector(ctx.require_const(1, "axes"));
+    given = true;
+  }
+  noop = false;
+  if (!given || axes.empty()) {
+    if (p.noop_with_empty_axes) {
+      noop = true;
+      return {};
+    }
+    axes.resize(static_cast<size_t>(rank));
+    for (int64_t i = 0; i < rank; ++i) axes[static_cast<size_t>(i)] = i;
+  }
+  for (auto& a : axes) a = normalize_axis(ctx, a, rank);
+  std::sort(axes.begin(), axes.end());
+  axes.erase(std::unique(axes.begin(), axes.end()), axes.end());
+  return axes;
+}
+
+void infer_reduce(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::ReduceParams>();
+  const auto& x = ctx.in(0);
+  if (x.dtype == DType::Bool) ctx.fail("bool input is not supported");
+  bool noop = false;
+  auto axes = reduce_axes(ctx, p, static_cast<int64_t>(x.shape.size()), noop);
+  p.axes = axes;  // resolved once; the kernel reads these
+  p.has_axes = true;
+  if (noop) {
+    p.noop_with_empty_axes = true;
+    ctx.set_output(0, x.dtype, x.shape);
+    return;
+  }
+  p.noop_with_empty_axes = false;
+  Shape out;
+  for (size_t i = 0; i < x.shape.size(); ++i) {
+    bool reduced = std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i));
+    if (reduced && x.shape[i] == 0 && ctx.node().op != graph::OpType::ReduceSum)
+      ctx.fail("cannot reduce over an empty dimension");
+    if (!reduced) out.push_back(x.shape[i]);
+    else if (p.keepdims) out.push_back(1);
+  }
+  ctx.set_output(0, x.dtype, out);
+}
+
+enum class Reduction { Mean, Sum, Max, Min };
+
+void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, Reduction r) {
+  const auto& p = node.p<graph::ReduceParams>();
+  const size_t rank = x.shape.size();
+  std::vector<bool> reduced(rank, false);
+  for (int64_t a : p.axes) reduced[static_cast<size_t>(a)] = true;
+  if (p.noop_with_empty_axes) reduced.assign(rank, false);
+  // Output strides over the input's dims (0 on reduced dims).
+  Shape kept(rank);
+  for (size_t i = 0; i < rank; ++i) kept[i] = reduced[i] ? 1 : x.shape[i];
+  auto so = broadcast_strides(kept, x.shape);
+  int64_t count = 1;
+  for (size_t i = 0; i < rank; ++i)
+    if (reduced[i]) count *= x.shape[i];
+  dispatch_numeric(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+      const int64_t outn = y.numel();
+      std::vector<Acc> acc(static_cast<size_t>(outn));
+      const Acc init = r == Reduction::Max   ? static_cast<Acc>(std::numeric_limits<T>::lowest())
+                       : r == Reduction::Min ? static_cast<Acc>(std::numeric_limits<T>::max())
+                                             : Acc{0};
+      std::fill(acc.begin(), acc.end(), init);
+      const T* X = x.as<const T>();
+      auto combine = [&](int64_t i, int64_t o) {
+        Acc v = static_cast<Acc>(X[i]);
+        Acc& a = acc[static_cast<size_t>(o)];
+        if (r == Reduction::Max) a = std::max(a, v);
+        else if (r == Reduction::Min) a = std::min(a, v);
+        else a += v;
+      };
+      if (rank == 0) combine(0, 0);
+      else for_each_broadcast(x.shape, strides_of(x.shape), so, [&](int64_t, int64_t i, int64_t o) { combine(i, o); });
+      T* Y = y.as<T>();
+      for (int64_t o = 0; o < outn; ++o) {
+        Acc v = acc[static_cast<size_t>(o)];
+        if (r == Reduction::Mean) v = count ? v / static_cast<Acc>(count) : v;
+        Y[o] = static_cast<T>(v);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void infer_ReduceMean(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceSum(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceMax(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceMin(InferContext& ctx) { infer_reduce(ctx); }
+void reference_ReduceMean(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::Mean);
+}
+void reference_ReduceSum(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::Sum);
+}
+void reference_ReduceMax(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::Max);
+}
+void reference_ReduceMin(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::Min);
+}
+
+void infer_Softmax(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::SoftmaxParams>();
+  const auto& x = ctx.in(0);
+  if (x.dtype != DType::Float32 && x.dtype != DType::Float64) ctx.fail("input must be float32 or float64");
+  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
+  ctx.set_output(0, x.dtype, x.shape);
+}
+
+void reference_Softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::SoftmaxParams>();
+  const Shape& s = in[0].shape;
+  // legacy (opset < 13): softmax over the flattened block [axis, rank); else over one axis.
+  int64_t outer = 1, len = 1, inner = 1;
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
+    if (i < p.axis) outer *= s[i];
+    else if (i == p.axis || p.legacy_2d) len *= s[i];
+    else inner *= s[i];
+  }
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_floating_point_v<T>) {
+      const T* X = in[0].as<const T>();
+      T* Y = out[0].as<T>();
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          auto at = [&](int64_t k) { return (o * len + k) * inner + j; };
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t k = 0; k < len; ++k) mx = std::max(mx, X[at(k)]);
+          T sum = 0;
+          for (int64_t k = 0; k < len; ++k) sum += (Y[at(k)] = std::exp(X[at(k)] - mx));
+          for (int64_t k = 0; k < len; ++k) Y[at(k)] /= sum;
+        }
+    }
+  });
+}
+
+}  // namespace sluice::ops

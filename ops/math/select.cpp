@@ -1,0 +1,118 @@
+// TopK and ScatterElements: the ops FBS gates export to.
+#include <algorithm>
+#include <numeric>
+
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+void infer_TopK(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::TopKParams>();
+  const auto& x = ctx.in(0);
+  if (x.dtype == DType::Bool) ctx.fail("bool input is not supported");
+  if (x.shape.empty()) ctx.fail("input must have rank >= 1");
+  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
+  const Tensor& kt = ctx.require_const(1, "K");
+  auto kv = to_int64_vector(kt);
+  if (kv.size() != 1) ctx.fail("K must hold exactly one value, got " + std::to_string(kv.size()));
+  const int64_t k = kv[0], len = x.shape[static_cast<size_t>(p.axis)];
+  if (k < 0 || k > len)
+    ctx.fail("K = " + std::to_string(k) + " is out of range: axis " + std::to_string(p.axis) + " has " +
+             std::to_string(len) + " elements (need 0 <= K <= " + std::to_string(len) + ")");
+  Shape out = x.shape;
+  out[static_cast<size_t>(p.axis)] = k;
+  ctx.set_output(0, x.dtype, out);
+  ctx.set_output(1, DType::Int64, out);
+}
+
+void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::TopKParams>();
+  const Shape& s = in[0].shape;
+  const int64_t axis = p.axis, len = s[static_cast<size_t>(axis)], k = out[0].shape[static_cast<size_t>(axis)];
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
+    if (i < axis) outer *= s[i];
+    if (i > axis) inner *= s[i];
+  }
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      const T* X = in[0].as<const T>();
+      T* V = out[0].as<T>();
+      int64_t* I = out.size() > 1 && out[1].data ? out[1].as<int64_t>() : nullptr;
+      std::vector<int64_t> idx(static_cast<size_t>(len));
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          auto val = [&](int64_t i) { return X[(o * len + i) * inner + j]; };
+          std::iota(idx.begin(), idx.end(), 0);
+          // Ties: the lower index first (stable order), as ONNX Runtime does.
+          auto before = [&](int64_t a, int64_t b) {
+            if (val(a) != val(b)) return p.largest ? val(a) > val(b) : val(a) < val(b);
+            return a < b;
+          };
+          std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
+          for (int64_t r = 0; r < k; ++r) {
+            const int64_t at = (o * k + r) * inner + j;
+            V[at] = val(idx[static_cast<size_t>(r)]);
+            if (I) I[at] = idx[static_cast<size_t>(r)];
+          }
+        }
+    }
+  });
+}
+
+void infer_ScatterElements(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::ScatterParams>();
+  const auto& data = ctx.in(0);
+  const auto& idx = ctx.in(1);
+  const auto& upd = ctx.in(2);
+  if (idx.dtype != DType::Int64 && idx.dtype != DType::Int32) ctx.fail("indices must be int64 or int32");
+  if (upd.dtype != data.dtype) ctx.fail("updates must have the data's dtype");
+  if (idx.shape != upd.shape) ctx.fail("indices " + shape_str(idx.shape) + " and updates " + shape_str(upd.shape) + " must have one shape");
+  if (idx.shape.size() != data.shape.size()) ctx.fail("indices must have the data's rank");
+  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(data.shape.size()));
+  for (size_t i = 0; i < idx.shape.size(); ++i)
+    if (static_cast<int64_t>(i) != p.axis && idx.shape[i] > data.shape[i])
+      ctx.fail("indices shape " + shape_str(idx.shape) + " exceeds data shape " + shape_str(data.shape));
+  ctx.set_output(0, data.dtype, data.shape);
+}
+
+void reference_ScatterElements(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::ScatterParams>();
+  const int64_t axis = p.axis;
+  const TensorView &data = in[0], &idx = in[1], &upd = in[2], &y = out[0];
+  const size_t es = dtype_size(data.dtype);
+  if (y.data != data.data) std::copy_n(data.as<const std::byte>(), static_cast<size_t>(data.numel()) * es, y.as<std::byte>());
+  const auto indices = to_int64_vector(idx);
+  const auto ds = strides_of(data.shape);
+  const int64_t dim = data.shape[static_cast<size_t>(axis)];
+  const size_t rank = idx.shape.size();
+  std::vector<int64_t> pos(rank, 0);
+  for (int64_t u = 0; u < idx.numel(); ++u) {
+    int64_t i = indices[static_cast<size_t>(u)];
+    if (i < -dim || i >= dim)
+      throw Error("node '" + node.name + "' (ScatterElements): index " + std::to_string(i) + " is out of range for axis size " +
+                  std::to_string(dim));
+    if (i < 0) i += dim;
+    int64_t off = 0;
+    for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
+    if (p.reduction == graph::ScatterParams::Reduction::None) {
+      std::copy_n(upd.as<const std::byte>() + u * static_cast<int64_t>(es), es, y.as<std::byte>() + off * static_cast<int64_t>(es));
+    } else {
+      dispatch_numeric(y.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (!std::is_same_v<T, bool>) {
+          T& dst = y.as<T>()[off];
+          const T v = upd.as<const T>()[u];
+          dst = p.reduction == graph::ScatterParams::Reduction::Add ? static_cast<T>(dst + v) : static_cast<T>(dst * v);
+        }
+      });
+    }
+    for (size_t d = rank; d-- > 0;) {
+      if (++pos[d] < idx.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,140 @@
+// Transpose, Concat, Split, Expand.
+#include <numeric>
+
+#include "ops/tensor/strided_copy.h"
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+void infer_Transpose(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::TransposeParams>();
+  const auto& x = ctx.in(0);
+  const size_t rank = x.shape.size();
+  if (p.perm.empty()) {
+    p.perm.resize(rank);
+    std::iota(p.perm.rbegin(), p.perm.rend(), 0);
+  }
+  if (p.perm.size() != rank) ctx.fail("perm " + shape_str(p.perm) + " does not match rank " + std::to_string(rank));
+  std::vector<bool> seen(rank, false);
+  Shape out;
+  for (int64_t a : p.perm) {
+    if (a < 0 || a >= static_cast<int64_t>(rank) || seen[static_cast<size_t>(a)])
+      ctx.fail("perm " + shape_str(p.perm) + " is not a permutation of 0.." + std::to_string(rank - 1));
+    seen[static_cast<size_t>(a)] = true;
+    out.push_back(x.shape[static_cast<size_t>(a)]);
+  }
+  ctx.set_output(0, x.dtype, out);
+}
+
+void reference_Transpose(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& perm = node.p<graph::TransposeParams>().perm;
+  auto s = strides_of(in[0].shape);
+  std::vector<int64_t> src_strides;
+  for (int64_t a : perm) src_strides.push_back(s[static_cast<size_t>(a)]);
+  strided_copy(in[0].as<const std::byte>(), 0, src_strides, out[0].as<std::byte>(), out[0].shape, dtype_size(in[0].dtype));
+}
+
+void infer_Concat(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::AxisParams>();
+  const auto& x0 = ctx.in(0);
+  const int64_t rank = static_cast<int64_t>(x0.shape.size());
+  if (rank == 0) ctx.fail("inputs must have rank >= 1");
+  p.axis = normalize_axis(ctx, p.axis, rank);
+  Shape out = x0.shape;
+  out[static_cast<size_t>(p.axis)] = 0;
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const auto& xi = ctx.in(i);
+    if (xi.dtype != x0.dtype) ctx.fail("inputs must share one dtype");
+    if (static_cast<int64_t>(xi.shape.size()) != rank) ctx.fail("inputs must share one rank");
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != p.axis && xi.shape[static_cast<size_t>(d)] != x0.shape[static_cast<size_t>(d)])
+        ctx.fail("input " + std::to_string(i) + " has shape " + shape_str(xi.shape) + ", which does not match " +
+                 shape_str(x0.shape) + " outside axis " + std::to_string(p.axis));
+    out[static_cast<size_t>(p.axis)] += xi.shape[static_cast<size_t>(p.axis)];
+  }
+  ctx.set_output(0, x0.dtype, out);
+}
+
+namespace {
+// Bytes of one "row" past `axis`, and the number of rows before it.
+std::pair<int64_t, int64_t> outer_inner(const Shape& s, int64_t axis, size_t elem) {
+  int64_t outer = 1, inner = static_cast<int64_t>(elem);
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
+    if (i < axis) outer *= s[static_cast<size_t>(i)];
+    if (i > axis) inner *= s[static_cast<size_t>(i)];
+  }
+  return {outer, inner};
+}
+}  // namespace
+
+void reference_Concat(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t axis = node.p<graph::AxisParams>().axis;
+  const size_t es = dtype_size(out[0].dtype);
+  auto [outer, inner] = outer_inner(out[0].shape, axis, es);
+  const int64_t out_row = out[0].shape[static_cast<size_t>(axis)] * inner;
+  int64_t at = 0;
+  for (const auto& x : in) {
+    const int64_t row = x.shape[static_cast<size_t>(axis)] * inner;
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(x.as<const std::byte>() + o * row, row, out[0].as<std::byte>() + o * out_row + at);
+    at += row;
+  }
+}
+
+void infer_Split(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::SplitParams>();
+  const auto& x = ctx.in(0);
+  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
+  const int64_t len = x.shape[static_cast<size_t>(p.axis)];
+  const int64_t parts = static_cast<int64_t>(ctx.num_outputs());
+  std::vector<int64_t> split = p.split;
+  if (ctx.has_input(1)) split = to_int64_vector(ctx.require_const(1, "split"));
+  if (split.empty()) {
+    // Equal parts; the last may be smaller (opset 18 semantics; earlier opsets require divisibility).
+    const int64_t chunk = (len + parts - 1) / parts;
+    for (int64_t i = 0; i < parts; ++i) split.push_back(std::max<int64_t>(0, std::min(chunk, len - i * chunk)));
+  }
+  if (static_cast<int64_t>(split.size()) != parts) ctx.fail("split has " + std::to_string(split.size()) + " sizes for " + std::to_string(parts) + " outputs");
+  int64_t sum = 0;
+  for (int64_t s : split) {
+    if (s < 0) ctx.fail("split sizes must be >= 0");
+    sum += s;
+  }
+  if (sum != len) ctx.fail("split sizes " + shape_str(split) + " do not add up to the axis size " + std::to_string(len));
+  p.split = split;
+  for (int64_t i = 0; i < parts; ++i) {
+    Shape s = x.shape;
+    s[static_cast<size_t>(p.axis)] = split[static_cast<size_t>(i)];
+    ctx.set_output(static_cast<size_t>(i), x.dtype, s);
+  }
+}
+
+void reference_Split(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::SplitParams>();
+  const size_t es = dtype_size(in[0].dtype);
+  auto [outer, inner] = outer_inner(in[0].shape, p.axis, es);
+  const int64_t in_row = in[0].shape[static_cast<size_t>(p.axis)] * inner;
+  int64_t at = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int64_t row = p.split[i] * inner;
+    if (out[i].data)
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(in[0].as<const std::byte>() + o * in_row + at, row, out[i].as<std::byte>() + o * row);
+    at += row;
+  }
+}
+
+void infer_Expand(InferContext& ctx) {
+  const auto& x = ctx.in(0);
+  auto target = to_int64_vector(ctx.require_const(1, "shape"));
+  Shape out = broadcast_shapes(ctx, x.shape, target);
+  checked_numel(ctx, out);
+  ctx.set_output(0, x.dtype, out);
+}
+
+void reference_Expand(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  strided_copy(in[0].as<const std::byte>(), 0, broadcast_strides(in[0].shape, out[0].shape), out[0].as<std::byte>(),
+               out[0].shape, dtype_size(in[0].dtype));
+}
+
+}  // namespace sluice::ops
