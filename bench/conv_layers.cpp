@@ -1,0 +1,135 @@
+// Conv kernels on the layer shapes of ResNet-18, VGG-16 and MobileNetV2 (batch 1):
+// Sluice's conv kernel (as a plan step runs it, NHWC in and out) next to oneDNN's own
+// primitive alone on the same shape, so the ratio shows what Sluice's wrapping costs.
+//   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
+//   (OMP_NUM_THREADS=1 or 2 sets the threads)
+#include <benchmark/benchmark.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <random>
+
+#include "graph/graph.h"
+#include "ops/kernel.h"
+
+namespace {
+
+struct Layer {
+  const char* model;
+  int64_t c, h, m, k, stride, group;
+};
+
+// Distinct conv shapes of each model (input C, H=W, output M, kernel, stride, groups).
+const Layer kLayers[] = {
+    {"resnet18", 3, 224, 64, 7, 2, 1},    {"resnet18", 64, 56, 64, 3, 1, 1},   {"resnet18", 64, 56, 128, 3, 2, 1},
+    {"resnet18", 128, 28, 128, 3, 1, 1},  {"resnet18", 128, 28, 256, 3, 2, 1}, {"resnet18", 256, 14, 256, 3, 1, 1},
+    {"resnet18", 256, 14, 512, 3, 2, 1},  {"resnet18", 512, 7, 512, 3, 1, 1},  {"resnet18", 64, 56, 128, 1, 2, 1},
+    {"vgg16", 3, 224, 64, 3, 1, 1},       {"vgg16", 64, 224, 64, 3, 1, 1},     {"vgg16", 64, 112, 128, 3, 1, 1},
+    {"vgg16", 128, 112, 128, 3, 1, 1},    {"vgg16", 128, 56, 256, 3, 1, 1},    {"vgg16", 256, 56, 256, 3, 1, 1},
+    {"vgg16", 256, 28, 512, 3, 1, 1},     {"vgg16", 512, 28, 512, 3, 1, 1},    {"vgg16", 512, 14, 512, 3, 1, 1},
+    {"mobilenetv2", 32, 112, 32, 3, 1, 32}, {"mobilenetv2", 96, 112, 96, 3, 2, 96},
+    {"mobilenetv2", 144, 56, 144, 3, 1, 144}, {"mobilenetv2", 192, 28, 192, 3, 1, 192},
+    {"mobilenetv2", 384, 14, 384, 3, 1, 384}, {"mobilenetv2", 960, 7, 960, 3, 1, 960},
+    {"mobilenetv2", 32, 112, 16, 1, 1, 1},  {"mobilenetv2", 16, 112, 96, 1, 1, 1},
+    {"mobilenetv2", 144, 56, 24, 1, 1, 1},  {"mobilenetv2", 24, 56, 144, 1, 1, 1},
+    {"mobilenetv2", 384, 14, 64, 1, 1, 1},  {"mobilenetv2", 960, 7, 320, 1, 1, 1}, {"mobilenetv2", 320, 7, 1280, 1, 1, 1},
+};
+
+std::vector<float> random_data(int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> d;
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+int64_t out_size(const Layer& l) { return (l.h + 2 * (l.k / 2) - l.k) / l.stride + 1; }
+
+void set_counters(benchmark::State& st, const Layer& l) {
+  const int64_t o = out_size(l);
+  const double flops = 2.0 * l.m * (l.c / l.group) * l.k * l.k * o * o;
+  st.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+// Sluice's kernel, created the way a plan creates it (Conv + ReLU epilogue, NHWC).
+void BM_SluiceConv(benchmark::State& st, Layer l) {
+  using namespace sluice;
+  graph::Graph g;
+  g.model_name = "bench";
+  const int64_t o = out_size(l);
+  graph::Value x, w, y;
+  x.name = "x", x.dtype = DType::Float32, x.shape = {1, l.c, l.h, l.h}, x.shape_known = true;
+  w.name = "w", w.dtype = DType::Float32, w.shape = {l.m, l.c / l.group, l.k, l.k}, w.shape_known = true;
+  w.constant = Tensor::from_vector<float>(w.shape, random_data(l.m * (l.c / l.group) * l.k * l.k));
+  y.name = "y", y.dtype = DType::Float32, y.shape = {1, l.m, o, o}, y.shape_known = true;
+  graph::Node n;
+  n.op = graph::OpType::Conv;
+  n.name = "conv";
+  n.inputs = {g.add_value(x), g.add_value(w)};
+  n.outputs = {g.add_value(y)};
+  graph::ConvParams p;
+  p.kernel_shape = {l.k, l.k};
+  p.strides = {l.stride, l.stride};
+  p.dilations = {1, 1};
+  p.pads = {l.k / 2, l.k / 2, l.k / 2, l.k / 2};
+  p.group = l.group;
+  p.activation.kind = graph::Activation::Relu;
+  n.params = p;
+  n.layout = graph::Layout::NHWC;
+  graph::NodeId id = g.add_node(n);
+  auto kernel = ops::make_kernel(g, id, {true});
+  std::vector<float> in = random_data(l.c * l.h * l.h), out(static_cast<size_t>(l.m * o * o));
+  std::vector<std::byte> scratch(kernel->scratch_bytes() + 64);
+  ops::TensorView iv{DType::Float32, x.shape, in.data()}, ov{DType::Float32, y.shape, out.data()};
+  ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
+  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, scratch.data()});
+  st.SetLabel(kernel->name());
+  set_counters(st, l);
+}
+
+// oneDNN alone: the same primitive configuration, executed directly.
+void BM_OneDnnAlone(benchmark::State& st, Layer l) {
+  using namespace dnnl;
+  using tag = memory::format_tag;
+  engine eng(engine::kind::cpu, 0);
+  stream s(eng);
+  const int64_t o = out_size(l);
+  memory::dims w_dims = l.group > 1 ? memory::dims{l.group, l.m / l.group, l.c / l.group, l.k, l.k}
+                                    : memory::dims{l.m, l.c, l.k, l.k};
+  memory::desc src({1, l.c, l.h, l.h}, memory::data_type::f32, tag::nhwc);
+  memory::desc dst({1, l.m, o, o}, memory::data_type::f32, tag::nhwc);
+  memory::desc wany(w_dims, memory::data_type::f32, tag::any);
+  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wany, dst,
+                              {l.stride, l.stride}, {l.k / 2, l.k / 2}, {l.k / 2, l.k / 2});
+  post_ops po;
+  po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+  primitive_attr attr;
+  attr.set_post_ops(po);
+  convolution_forward::primitive_desc pd(d, attr, eng);
+  auto in = random_data(l.c * l.h * l.h);
+  std::vector<float> out(static_cast<size_t>(l.m * o * o));
+  memory sm(src, eng, in.data()), dm(dst, eng, out.data()), wm(pd.weights_desc(), eng);
+  convolution_forward conv(pd);
+  for (auto _ : st) {
+    conv.execute(s, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dm}});
+    s.wait();
+  }
+  st.SetLabel(pd.impl_info_str());
+  set_counters(st, l);
+}
+
+int register_all() {
+  for (const Layer& l : kLayers) {
+    std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
+                       std::to_string(l.m) + "_k" + std::to_string(l.k) + "_s" + std::to_string(l.stride) +
+                       (l.group > 1 ? "_dw" : "");
+    benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l)->UseRealTime();
+    benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l)->UseRealTime();
+  }
+  return 0;
+}
+const int registered = register_all();
+
+}  // namespace
+
+BENCHMARK_MAIN();

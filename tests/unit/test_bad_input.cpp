@@ -1,0 +1,148 @@
+// Bad input is refused with a clear error (sluice::Error naming the file, node or
+// value and what is wrong), never a crash, a hang, or a wrong answer.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+// Expects `f` to throw sluice::Error whose message contains every fragment.
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "expected sluice::Error";
+  } catch (const Error& e) {
+    for (const auto& frag : fragments) EXPECT_NE(std::string(e.what()).find(frag), std::string::npos)
+        << "message: " << e.what() << "\nmissing: " << frag;
+  }
+}
+
+std::string write_temp(const std::string& name, const std::string& bytes) {
+  auto path = (std::filesystem::temp_directory_path() / name).string();
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+OnnxBuilder conv_model(const Shape& w_shape = {4, 3, 3, 3}) {
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8}).init_random("w", w_shape);
+  b.node("Conv", {"x", "w"}, {"y"}, "conv1");
+  b.output("y");
+  return b;
+}
+
+TEST(BadFile, Nonexistent) { expect_error([] { Model::load("/nonexistent/model.onnx"); }, {"/nonexistent/model.onnx", "not found"}); }
+
+TEST(BadFile, Empty) {
+  auto p = write_temp("sluice_empty.onnx", "");
+  expect_error([&] { Model::load(p); }, {p, "empty"});
+}
+
+TEST(BadFile, Truncated) {
+  std::string bytes = conv_model().bytes();
+  auto p = write_temp("sluice_truncated.onnx", bytes.substr(0, bytes.size() / 2));
+  expect_error([&] { Model::load(p); }, {p, "not a valid ONNX model"});
+}
+
+TEST(BadFile, RandomBytesAndText) {
+  std::string noise(4096, '\0');
+  std::mt19937 rng(7);
+  for (auto& c : noise) c = static_cast<char>(rng());
+  auto p = write_temp("sluice_noise.onnx", noise);
+  expect_error([&] { Model::load(p); }, {p});
+  auto t = write_temp("sluice_text.onnx", "this is not a model, just some text\n");
+  expect_error([&] { Model::load(t); }, {t, "not a valid ONNX model"});
+}
+
+TEST(BadGraph, UnknownOp) {
+  OnnxBuilder b;
+  b.input("x", {1, 4});
+  b.node("FancyOp", {"x"}, {"y"}, "mystery");
+  b.output("y");
+  expect_error([&] { b.load(); }, {"mystery", "FancyOp"});
+}
+
+TEST(BadGraph, MissingInitializer) {
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8});
+  b.node("Conv", {"x", "w_missing"}, {"y"}, "conv1");
+  b.output("y");
+  // The ONNX checker or our converter may catch it first; either way the value is named.
+  expect_error([&] { Session(b.load()); }, {"w_missing"});
+}
+
+TEST(BadGraph, WeightShapeDoesNotFit) {
+  expect_error([] { Session(conv_model({4, 5, 3, 3}).load()); }, {"conv1", "weight shape", "[4, 5, 3, 3]"});
+}
+
+TEST(BadGraph, InitializerShorterThanDims) {
+  OnnxBuilder b = conv_model();
+  b.proto().mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
+  expect_error([&] { b.load(); }, {"initializer 'w'", "107 elements", "need 108"});
+}
+
+TEST(BadGraph, Cycle) {
+  OnnxBuilder b;
+  b.input("x", {1, 4});
+  b.node("Add", {"x", "b"}, {"a"}, "n1");
+  b.node("Relu", {"a"}, {"b"}, "n2");
+  b.output("b");
+  expect_error([&] { Session(b.load()); }, {"test.onnx"});
+}
+
+TEST(BadGraph, ReshapeToHugeDims) {
+  OnnxBuilder b;
+  b.input("x", {1, 4}).init_i64("shape", {2}, {int64_t{1} << 31, int64_t{1} << 31});
+  b.node("Reshape", {"x", "shape"}, {"y"}, "huge");
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"huge"});
+}
+
+TEST(BadGraph, NegativePads) {
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+  auto& n = b.node("Conv", {"x", "w"}, {"y"}, "padded");
+  OnnxBuilder::attr_ints(n, "pads", {-1, 0, 0, 0});
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"padded", "pads"});
+}
+
+TEST(BadGraph, OpsetTooNew) {
+  OnnxBuilder b(19);
+  b.input("x", {1, 4});
+  b.node("Relu", {"x"}, {"y"});
+  b.output("y");
+  expect_error([&] { b.load(); }, {"opset 19", "newer than Sluice supports"});
+}
+
+TEST(BadGraph, KernelLargerThanInput) {
+  OnnxBuilder b;
+  b.input("x", {1, 3, 2, 2}).init_random("w", {4, 3, 5, 5});
+  b.node("Conv", {"x", "w"}, {"y"}, "bigk");
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"bigk", "larger than the padded input"});
+}
+
+TEST(BadRun, WrongInputShapeDtypeName) {
+  Session s(conv_model().load());
+  expect_error([&] { s.run({{"x", random_tensor({1, 3, 9, 8})}}); }, {"input 'x'", "[1, 3, 8, 8]", "[1, 3, 9, 8]"});
+  expect_error([&] { s.run({{"x", Tensor(DType::Int64, {1, 3, 8, 8})}}); }, {"input 'x'", "float32", "int64"});
+  expect_error([&] { s.run({}); }, {"input 'x'", "not given"});
+  expect_error([&] { s.run({{"x", random_tensor({1, 3, 8, 8})}, {"z", random_tensor({1})}}); }, {"no input named 'z'"});
+}
+
+TEST(BadRun, TopKLargerThanAxis) {
+  OnnxBuilder b;
+  b.input("g", {1, 8}).init_i64("k", {1}, {9});
+  b.node("TopK", {"g", "k"}, {"v", "i"}, "topk");
+  b.output("v").output("i", {}, onnx::TensorProto::INT64);
+  expect_error([&] { Session(b.load()); }, {"topk"});
+}
+
+}  // namespace
+}  // namespace sluice::testing

@@ -1,0 +1,145 @@
+// Optimised kernels (oneDNN conv/gemm, NHWC pooling, fused epilogues, layout
+// reorders) against the reference kernels, on seeded random data and odd shapes.
+#include <gtest/gtest.h>
+
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+// Runs the model optimised and with reference kernels; returns the normalised error.
+double optimised_vs_reference(const Model& m, const std::map<std::string, Tensor>& in, int threads = 2) {
+  Session fast(m, {threads, true}), ref(m, {1, false});
+  auto a = fast.run(in), b = ref.run(in);
+  double worst = 0;
+  for (const auto& [name, t] : b) {
+    EXPECT_EQ(a.at(name).shape(), t.shape()) << name;
+    worst = std::max(worst, normalized_error(a.at(name), t));
+  }
+  return worst;
+}
+
+struct ConvCase {
+  int64_t n, c, h, w, m, k, stride, pad, group, dilation;
+};
+
+class ConvVsReference : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(ConvVsReference, MatchesWithBiasAndRelu) {
+  const ConvCase p = GetParam();
+  OnnxBuilder b;
+  b.input("x", {p.n, p.c, p.h, p.w}).init_random("w", {p.m, p.c / p.group, p.k, p.k}, 0.3f).init_random("b", {p.m});
+  auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+  OnnxBuilder::attr_ints(conv, "strides", {p.stride, p.stride});
+  OnnxBuilder::attr_ints(conv, "pads", {p.pad, p.pad, p.pad + (p.k > 1 ? 1 : 0), p.pad});  // asymmetric
+  OnnxBuilder::attr_ints(conv, "dilations", {p.dilation, p.dilation});
+  OnnxBuilder::attr_int(conv, "group", p.group);
+  b.node("Relu", {"y"}, {"z"});
+  b.output("z");
+  Model m = b.load();
+  Session s(m);
+  std::string plan = s.inspect();
+  EXPECT_NE(plan.find("onednn:"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Relu"), std::string::npos) << "Relu should be fused into the conv:\n" << plan;
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({p.n, p.c, p.h, p.w})}}), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvVsReference,
+    ::testing::Values(ConvCase{1, 3, 17, 17, 8, 3, 2, 1, 1, 1},     // first layer, stride 2, odd size
+                      ConvCase{1, 1, 5, 7, 1, 1, 1, 0, 1, 1},       // single channel, 1x1
+                      ConvCase{2, 13, 11, 9, 7, 3, 1, 1, 1, 1},     // prime channels, batch 2
+                      ConvCase{1, 16, 14, 14, 16, 3, 1, 1, 16, 1},  // depthwise
+                      ConvCase{1, 12, 10, 10, 24, 3, 2, 1, 4, 1},   // grouped, stride 2
+                      ConvCase{1, 8, 15, 15, 8, 3, 1, 2, 1, 2},     // dilated
+                      ConvCase{1, 64, 28, 28, 64, 3, 1, 1, 1, 1},   // ResNet-like
+                      ConvCase{1, 32, 7, 7, 96, 1, 1, 0, 1, 1},     // pointwise expand
+                      ConvCase{3, 5, 8, 8, 4, 5, 3, 2, 1, 1}));     // 5x5 stride 3
+
+TEST(FusedResidual, ConvBnAddReluMatchesReference) {
+  // x -> conv -> BN -> (+ x) -> relu, with non-trivial BN statistics.
+  OnnxBuilder b;
+  b.input("x", {2, 16, 9, 9}).init_random("w", {16, 16, 3, 3}, 0.2f);
+  b.init_random("scale", {16}, 0.5f, 1.f).init_random("bias", {16}).init_random("mean", {16});
+  b.init_random("var", {16}, 0.2f, 1.5f);
+  auto& conv = b.node("Conv", {"x", "w"}, {"c"});
+  OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+  b.node("BatchNormalization", {"c", "scale", "bias", "mean", "var"}, {"bn"});
+  b.node("Add", {"bn", "x"}, {"sum"});
+  b.node("Relu", {"sum"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  Session s(m);
+  std::string plan = s.inspect();
+  EXPECT_EQ(plan.find("BatchNormalization"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Add"), std::string::npos) << plan;
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 16, 9, 9})}}), 1e-4);
+}
+
+struct PoolCase {
+  const char* op;
+  int64_t h, k, stride, pad;
+  bool ceil, include_pad;
+};
+
+class PoolVsReference : public ::testing::TestWithParam<PoolCase> {};
+
+TEST_P(PoolVsReference, NhwcMatchesReference) {
+  const PoolCase p = GetParam();
+  OnnxBuilder b;
+  // A conv first so the pool runs on NHWC data.
+  b.input("x", {2, 5, p.h, p.h}).init_random("w", {6, 5, 1, 1});
+  b.node("Conv", {"x", "w"}, {"c"});
+  auto& pool = b.node(p.op, {"c"}, {"y"});
+  OnnxBuilder::attr_ints(pool, "kernel_shape", {p.k, p.k});
+  OnnxBuilder::attr_ints(pool, "strides", {p.stride, p.stride});
+  OnnxBuilder::attr_ints(pool, "pads", {p.pad, p.pad, p.pad, p.pad});
+  OnnxBuilder::attr_int(pool, "ceil_mode", p.ceil);
+  if (std::string(p.op) == "AveragePool") OnnxBuilder::attr_int(pool, "count_include_pad", p.include_pad);
+  b.output("y");
+  Model m = b.load();
+  Session s(m);
+  EXPECT_NE(s.inspect().find("[nhwc,"), std::string::npos) << s.inspect();
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 5, p.h, p.h})}}), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PoolVsReference,
+                         ::testing::Values(PoolCase{"MaxPool", 112, 3, 2, 1, false, false},
+                                           PoolCase{"MaxPool", 13, 3, 2, 0, true, false},
+                                           PoolCase{"AveragePool", 9, 3, 2, 1, true, true},
+                                           PoolCase{"AveragePool", 9, 3, 2, 1, true, false},
+                                           PoolCase{"AveragePool", 8, 2, 2, 0, false, false}));
+
+TEST(GemmVsReference, TransBAndPlainB) {
+  for (int trans_b : {0, 1}) {
+    OnnxBuilder b;
+    b.input("x", {3, 37});
+    b.init_random("w", trans_b ? Shape{11, 37} : Shape{37, 11}).init_random("c", {11});
+    auto& g = b.node("Gemm", {"x", "w", "c"}, {"y"});
+    OnnxBuilder::attr_int(g, "transB", trans_b);
+    b.node("Relu", {"y"}, {"z"});
+    b.output("z");
+    Model m = b.load();
+    Session s(m);
+    EXPECT_NE(s.inspect().find("onednn:"), std::string::npos) << s.inspect();
+    EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({3, 37})}}), 1e-5) << "transB=" << trans_b;
+  }
+}
+
+TEST(Layout, SqueezeExcitationMulBroadcastsPerChannelOnNhwc) {
+  // conv -> GAP -> (scale) -> Mul(conv_out, scale): a [N,C,1,1] operand on NHWC data.
+  OnnxBuilder b;
+  b.input("x", {2, 6, 7, 7}).init_random("w", {8, 6, 3, 3}).init_random("w2", {8, 8, 1, 1});
+  auto& conv = b.node("Conv", {"x", "w"}, {"c"});
+  OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+  b.node("GlobalAveragePool", {"c"}, {"g"});
+  b.node("Conv", {"g", "w2"}, {"g2"});
+  b.node("Sigmoid", {"g2"}, {"s"});
+  b.node("Mul", {"c", "s"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 6, 7, 7})}}), 1e-5);
+}
+
+}  // namespace
+}  // namespace sluice::testing

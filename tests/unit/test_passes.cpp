@@ -1,0 +1,166 @@
+// Each graph pass: the rewritten structure, and the numbers before and after
+// (the optimised plan against the reference plan, which runs no rewrites but
+// constant folding).
+#include <gtest/gtest.h>
+
+#include "runtime/plan.h"
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+int pass_count(const runtime::Plan& p, const std::string& name) {
+  for (const auto& [n, c] : p.pass_log())
+    if (n == name) return c;
+  return -1;
+}
+
+int count_ops(const runtime::Plan& p, graph::OpType op) {
+  int c = 0;
+  for (const auto& st : p.steps()) c += p.graph().node(st.node).op == op;
+  return c;
+}
+
+runtime::Plan make_plan(const Model& m, bool optimize) { return runtime::Plan(*m.graph(), {}, {1, optimize}); }
+
+double fast_vs_reference(const Model& m, const Shape& in_shape) {
+  Session fast(m, {1, true}), ref(m, {1, false});
+  Tensor x = random_tensor(in_shape, 3);
+  auto a = fast.run({{"x", x}}), b = ref.run({{"x", x}});
+  return normalized_error(a.begin()->second, b.begin()->second);
+}
+
+TEST(FoldConstants, PyTorchFlattenShapeChainVanishes) {
+  // y = Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])): PyTorch's x.view(x.size(0), -1).
+  OnnxBuilder b;
+  b.input("x", {2, 3, 4, 5}).init_i64("zero", {}, {0}).init_i64("minus1", {1}, {-1}).init_i64("axes0", {1}, {0});
+  b.node("Shape", {"x"}, {"s"});
+  b.node("Gather", {"s", "zero"}, {"n"});
+  b.node("Unsqueeze", {"n", "axes0"}, {"n1"});
+  OnnxBuilder::attr_int(b.node("Concat", {"n1", "minus1"}, {"shape"}), "axis", 0);
+  b.node("Reshape", {"x", "shape"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "fold_constants"), 4);
+  ASSERT_EQ(p.steps().size(), 1u);
+  EXPECT_EQ(p.graph().node(p.steps()[0].node).op, graph::OpType::Reshape);
+  Tensor x = random_tensor({2, 3, 4, 5});
+  auto out = Session(m).run({{"x", x}});
+  ASSERT_EQ(out["y"].shape(), (Shape{2, 60}));
+  for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(out["y"].data<float>()[i], x.data<float>()[i]);
+}
+
+OnnxBuilder conv_bn_relu(bool with_identity) {
+  OnnxBuilder b;
+  b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f).init_random("cb", {8});
+  b.init_random("scale", {8}, 0.5f, 1.f).init_random("bias", {8}).init_random("mean", {8});
+  b.init_random("var", {8}, 0.2f, 1.5f);
+  b.node("Conv", {"x", "w", "cb"}, {"c"});
+  b.node("BatchNormalization", {"c", "scale", "bias", "mean", "var"}, {"bn"});
+  if (with_identity) {
+    b.node("Identity", {"bn"}, {"bn_id"});
+    b.node("Relu", {"bn_id"}, {"y"});
+  } else {
+    b.node("Relu", {"bn"}, {"y"});
+  }
+  b.node("Sigmoid", {"bn"}, {"dead_branch"});  // reaches no output
+  b.output("y");
+  return b;
+}
+
+TEST(FoldBatchNorm, ConvWithBiasFoldsAndKeepsNumbers) {
+  Model m = conv_bn_relu(false).load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "fold_batch_norm"), 1);
+  EXPECT_EQ(count_ops(p, graph::OpType::BatchNormalization), 0);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
+TEST(FoldBatchNorm, NotFoldedWhenConvOutputHasAnotherUser) {
+  OnnxBuilder b;
+  b.input("x", {1, 4, 6, 6}).init_random("w", {4, 4, 3, 3}, 0.3f);
+  b.init_random("scale", {4}, 0.5f, 1.f).init_random("bias", {4}).init_random("mean", {4});
+  b.init_random("var", {4}, 0.2f, 1.5f);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+  b.node("BatchNormalization", {"c", "scale", "bias", "mean", "var"}, {"bn"});
+  b.node("Add", {"bn", "c"}, {"y"});  // c is used twice: folding would change it
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "fold_batch_norm"), 0);
+  EXPECT_EQ(count_ops(p, graph::OpType::BatchNormalization), 1);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
+TEST(FoldBatchNorm, FoldsWhenConvOutputIsSingleUse) {
+  OnnxBuilder b;
+  b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f);
+  b.init_random("scale", {8}, 0.5f, 1.f).init_random("bias", {8}).init_random("mean", {8});
+  b.init_random("var", {8}, 0.2f, 1.5f);
+  b.node("Conv", {"x", "w"}, {"c"});
+  b.node("BatchNormalization", {"c", "scale", "bias", "mean", "var"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "fold_batch_norm"), 1);
+  EXPECT_EQ(count_ops(p, graph::OpType::BatchNormalization), 0);
+  EXPECT_EQ(count_ops(make_plan(m, false), graph::OpType::BatchNormalization), 1);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
+TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
+  Model m = conv_bn_relu(true).load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "eliminate_identities"), 1);
+  EXPECT_GE(pass_count(p, "remove_dead_nodes"), 1);
+  EXPECT_EQ(count_ops(p, graph::OpType::Identity), 0);
+  EXPECT_EQ(count_ops(p, graph::OpType::Sigmoid), 0);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
+TEST(FuseActivations, ClipWithConstantBoundsBecomesEpilogue) {
+  OnnxBuilder b(13);
+  b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 1, 1}).init("lo", {}, {0.f}).init("hi", {}, {6.f});
+  b.node("Conv", {"x", "w"}, {"c"});
+  b.node("Clip", {"c", "lo", "hi"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "fuse_activations"), 1);
+  EXPECT_EQ(count_ops(p, graph::OpType::Clip), 0);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
+TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
+  // x(NCHW) -> conv -> relu -> conv -> Flatten: one reorder in, one out (before Flatten).
+  OnnxBuilder b;
+  b.input("x", {1, 4, 7, 7}).init_random("w1", {6, 4, 3, 3}).init_random("w2", {6, 6, 3, 3});
+  b.node("Conv", {"x", "w1"}, {"c1"});
+  b.node("Relu", {"c1"}, {"r1"});
+  b.node("Conv", {"r1", "w2"}, {"c2"});
+  b.node("Flatten", {"c2"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "assign_layouts"), 2);
+  EXPECT_EQ(count_ops(p, graph::OpType::SluiceReorder), 2);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 7, 7}), 1e-5);
+}
+
+TEST(AssignLayouts, GlobalPoolOutputNeedsNoReorder) {
+  OnnxBuilder b;
+  b.input("x", {2, 4, 5, 5}).init_random("w1", {6, 4, 3, 3}).init_random("fc", {3, 6});
+  b.node("Conv", {"x", "w1"}, {"c1"});
+  b.node("GlobalAveragePool", {"c1"}, {"g"});
+  b.node("Flatten", {"g"}, {"f"});
+  OnnxBuilder::attr_int(b.node("Gemm", {"f", "fc"}, {"y"}), "transB", 1);
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(count_ops(p, graph::OpType::SluiceReorder), 1);  // only the image going in
+  EXPECT_LT(fast_vs_reference(m, {2, 4, 5, 5}), 1e-5);
+}
+
+}  // namespace
+}  // namespace sluice::testing
