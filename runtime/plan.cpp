@@ -1,5 +1,6 @@
 #include "runtime/plan.h"
 
+#include <chrono>
 #include <cstring>
 
 #include "graph/passes/memory_plan.h"
@@ -153,7 +154,7 @@ std::unique_ptr<ExecContext> Plan::make_context() const {
 }
 
 void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, std::vector<Tensor>& outputs,
-                   RunStats* stats) const {
+                   RunStats* stats, bool profile) const {
   outputs.clear();
   for (ValueId o : g_.outputs) outputs.emplace_back(g_.value(o).dtype, g_.value(o).shape);
   for (size_t s = 0; s < slots_.size(); ++s) {
@@ -162,14 +163,18 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
     if (sl.kind == SlotKind::Output) ctx.slot_data[s] = outputs[sl.offset].raw();
   }
   std::vector<ops::TensorView> in, out;
-  for (const Step& st : steps_) {
+  std::vector<double> times(profile ? steps_.size() : 0);
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
     in.clear();
     out.clear();
     for (int i : st.in)
       in.push_back(i < 0 ? ops::TensorView{} : ops::TensorView{slots_[i].dtype, slots_[i].shape, ctx.slot_data[i]});
     for (int o : st.out)
       out.push_back(o < 0 ? ops::TensorView{} : ops::TensorView{slots_[o].dtype, slots_[o].shape, ctx.slot_data[o]});
+    const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     st.kernel->run({in, out, ctx.scratch});
+    if (profile) times[si] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   // Outputs that no step writes: constants, or graph inputs passed straight through.
   for (size_t i = 0; i < g_.outputs.size(); ++i) {
@@ -181,11 +186,13 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
   }
   if (stats) {
     *stats = RunStats{};
-    for (const Step& st : steps_) {
+    for (size_t si = 0; si < steps_.size(); ++si) {
+      const Step& st = steps_[si];
       const graph::Node& n = g_.node(st.node);
       stats->dense_macs += st.dense_macs;
       stats->executed_macs += st.executed_macs;
-      stats->layers.push_back({n.name, graph::op_name(n.op), st.kernel->name(), st.dense_macs, st.executed_macs});
+      stats->layers.push_back({n.name, graph::op_name(n.op), st.kernel->name(), st.dense_macs, st.executed_macs,
+                               profile ? times[si] : 0.0});
     }
   }
 }

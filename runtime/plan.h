@@ -50,7 +50,7 @@ class Plan {
   std::unique_ptr<ExecContext> make_context() const;
   // inputs/outputs in the order of graph.inputs / graph.outputs.
   void execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, std::vector<Tensor>& outputs,
-               RunStats* stats) const;
+               RunStats* stats, bool profile = false) const;
 
   const graph::Graph& graph() const { return g_; }
   const std::vector<Step>& steps() const { return steps_; }

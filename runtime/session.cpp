@@ -100,7 +100,7 @@ class SessionImpl {
     omp_set_num_threads(options_.threads > 0 ? options_.threads : omp_get_num_procs());
     std::vector<Tensor> outs;
     try {
-      plan->execute(*ctx, ordered, outs, stats);
+      plan->execute(*ctx, ordered, outs, stats, options_.profile);
     } catch (...) {
       release(plan, std::move(ctx));
       throw;

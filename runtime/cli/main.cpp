@@ -131,18 +131,42 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
   return 0;
 }
 
+// Per-layer time summed over the timed runs, slowest first (the --profile table).
+void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
+  std::vector<std::pair<double, size_t>> order;
+  const auto& layers = runs.front().layers;
+  double total = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    double t = 0;
+    for (const auto& r : runs) t += r.layers[i].time_ms;
+    order.emplace_back(t / static_cast<double>(runs.size()), i);
+    total += order.back().first;
+  }
+  std::sort(order.rbegin(), order.rend());
+  std::printf("%-40s %-20s %-28s %9s %7s %9s\n", "layer", "op", "kernel", "ms", "%", "GMAC/s");
+  for (size_t j = 0; j < std::min(top, order.size()); ++j) {
+    const auto& l = layers[order[j].second];
+    const double ms = order[j].first;
+    std::printf("%-40.40s %-20.20s %-28.28s %9.3f %6.1f%% %9.1f\n", l.name.c_str(), l.op.c_str(), l.kernel.c_str(), ms,
+                100 * ms / total, ms > 0 ? l.executed_macs / 1e6 / ms : 0.0);
+  }
+  std::printf("(%zu layers, %.3f ms summed per run)\n", layers.size(), total);
+}
+
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, int threads, int runs,
-              int warmup, int64_t batch, bool as_json, bool reference) {
+              int warmup, int64_t batch, bool as_json, bool reference, bool profile) {
   if (runs < 1) throw Error("--runs must be at least 1");
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
-  sluice::Session session(model, {threads, !reference});
+  sluice::Session session(model, {threads, !reference, profile});
   sluice::RunStats stats;
   for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
   std::vector<double> ms;
+  std::vector<sluice::RunStats> profiles;
   for (int i = 0; i < runs; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     session.run(inputs, &stats);
+    if (profile) profiles.push_back(stats);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!as_json) std::fprintf(stderr, "\rrun %d/%d", i + 1, runs);
   }
@@ -161,6 +185,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
                 model_path.c_str(), median, sorted.front(), sorted.back(), runs, threads, stats.executed_macs / 1e6,
                 stats.executed_macs / 1e6 / median);
   }
+  if (profile && !as_json) print_profile(profiles, 25);
   return 0;
 }
 
@@ -194,6 +219,8 @@ int main(int argc, char** argv) {
   bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(CLI::PositiveNumber)->capture_default_str();
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--reference", reference, "Use the plain reference kernels");
+  bool profile = false;
+  bench->add_flag("--profile", profile, "Time every layer and print the slowest ones");
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
@@ -212,7 +239,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, threads, reference);
-    if (*bench) return cmd_bench(model, input_specs, threads, runs, warmup, batch, as_json, reference);
+    if (*bench) return cmd_bench(model, input_specs, threads, runs, warmup, batch, as_json, reference, profile);
     if (*inspect) {
       sluice::Session session(sluice::Model::load(model), {threads, !reference});
       std::cout << session.inspect(as_json, parse_shapes(shape_specs));

@@ -117,6 +117,7 @@ class Model {
 struct SessionOptions {
   int threads = 0;        // 0: all cores
   bool optimize = true;   // graph rewrites and fast kernels; false runs the reference kernels
+  bool profile = false;   // time every layer (RunStats::layers[i].time_ms); adds a little overhead
 };
 
 // Per executed layer (one planned step). MACs are per run (whole batch).
@@ -126,6 +127,7 @@ struct LayerStats {
   std::string kernel;
   int64_t dense_macs = 0;
   int64_t executed_macs = 0;
+  double time_ms = 0;  // wall time of this layer, with SessionOptions::profile
 };
 
 struct RunStats {
