@@ -7,6 +7,22 @@
 
 namespace sluice {
 
+namespace {
+// Sets the OpenMP thread count of the calling thread for one scope and restores the caller's.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int threads) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
+  }
+  ~ThreadScope() { omp_set_num_threads(saved_); }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int saved_;
+};
+}  // namespace
+
 // ---- Model ----------------------------------------------------------------------
 
 Model Model::load(const std::string& path) { return Model(converters::onnx::import_file(path)); }
@@ -64,6 +80,8 @@ class SessionImpl {
     }
     auto it = plans_.find(key);
     if (it != plans_.end()) return it->second.plan;
+    // oneDNN fixes a primitive's thread count when it is created: create under the session's count.
+    ThreadScope scope(options_.threads);
     auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, options_, values);
     plans_[key].plan = plan;
     return plan;
@@ -97,7 +115,7 @@ class SessionImpl {
     }
     std::shared_ptr<const Plan> plan = plan_for(shapes, values);
     std::unique_ptr<ExecContext> ctx = acquire(plan);
-    omp_set_num_threads(options_.threads > 0 ? options_.threads : omp_get_num_procs());
+    ThreadScope scope(options_.threads);
     std::vector<Tensor> outs;
     try {
       plan->execute(*ctx, ordered, outs, stats, options_.profile);
