@@ -59,8 +59,17 @@ struct Node {
   P& p() { return std::get<P>(params); }
 };
 
+// What gate recognition found at one candidate gated convolution (for inspect).
+struct GateReport {
+  std::string conv;     // the Conv node's name
+  bool recognised = false;
+  std::string reason;   // why not, when not
+  std::string form;     // e.g. "winners k=24/32, GlobalAveragePool, Gemm, masked beta"
+};
+
 class Graph {
  public:
+  std::vector<GateReport> gates;  // filled by passes::recognise_gates
   std::string model_name;  // file name, for error messages
   int64_t opset = 0;
   std::vector<Value> values;

@@ -18,3 +18,25 @@ float apply_activation(const FusedActivation& a, float x) {
 }
 
 }  // namespace sluice::graph
+
+namespace sluice::graph {
+
+const char* gate_form_name(GateForm f) {
+  switch (f) {
+    case GateForm::Winners: return "winners";
+    case GateForm::Losers: return "losers";
+    case GateForm::Threshold: return "threshold";
+  }
+  return "?";
+}
+
+const char* beta_mode_name(BetaMode b) {
+  switch (b) {
+    case BetaMode::None: return "no beta";
+    case BetaMode::Masked: return "masked beta";
+    case BetaMode::Unmasked: return "unmasked beta";
+  }
+  return "?";
+}
+
+}  // namespace sluice::graph

@@ -124,6 +124,29 @@ struct ScatterParams {
   enum class Reduction : uint8_t { None, Add, Mul } reduction = Reduction::None;
 };
 
+// A convolution with its FBS gate fused in (design.md §3), made by recognise_gates.
+// Inputs: x, W, B (or none), Wg [C_out, C_in], bg [C_out], beta [C_out] (or none).
+//   s = mean_hw(x) (or mean_hw |x|);  g = relu(Wg s + bg);  pi = select(g);
+//   y_c = act(pi_c * conv(x)_c + beta_c * m_c),  m_c = 1(pi_c > 0) (masked) or 1 (unmasked)
+enum class GateForm : uint8_t {
+  Winners,    // TopK(g, k) -> ScatterElements(zeros, idx, values): keep the k largest (ties: lower index)
+  Losers,     // TopK(-g, C-k) -> ScatterElements(g, idx, 0): zero the C-k smallest (ties: lower index)
+  Threshold,  // keep g_c > (the k-th largest g), k = K of the graph's TopK
+};
+enum class BetaMode : uint8_t { None, Masked, Unmasked };
+struct GatedConvParams {
+  ConvParams conv;
+  GateForm form = GateForm::Winners;
+  int64_t k = 0;         // the form's K (see GateForm); the kept count for Winners/Losers
+  int64_t k_exported = 0;  // k before a run-time density override
+  bool abs_saliency = false;
+  BetaMode beta = BetaMode::None;
+  FusedActivation activation;  // Relu or None
+  bool gating = true;          // false: compute every channel, then mask (the dense reference path)
+};
+const char* gate_form_name(GateForm f);
+const char* beta_mode_name(BetaMode b);
+
 // Layout conversion inserted by the layout pass.
 enum class Layout : uint8_t { NCHW, NHWC };
 struct ReorderParams {
@@ -133,6 +156,7 @@ struct ReorderParams {
 using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchNormParams, AxisParams,
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
-                            ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams>;
+                            ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
+                            GatedConvParams>;
 
 }  // namespace sluice::graph

@@ -38,6 +38,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
     switch (n.op) {
       case OpType::Conv: k = make_onednn_conv(g, n); break;
       case OpType::Gemm: k = make_onednn_gemm(g, n); break;
+      case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;
       case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
@@ -54,6 +55,20 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
   return std::make_unique<ReferenceKernel>(n, is_unary_elementwise(n.op));
 }
 
+bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n) {
+  using graph::OpType;
+  if (n.inputs.empty() || n.outputs.empty() || n.inputs[0] == graph::kNoValue) return false;
+  const Shape& a = g.value(n.inputs[0]).shape;
+  const Shape& b = g.value(n.outputs[0]).shape;
+  if (a.size() != 4 || b.size() != 4 || a[0] != b[0] || a[1] != b[1]) return false;
+  switch (n.op) {
+    case OpType::Relu: case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool:
+    case OpType::SluiceReorder: case OpType::Identity: case OpType::Dropout:
+      return true;
+    default: return false;
+  }
+}
+
 int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
   using graph::OpType;
   auto shape = [&](graph::ValueId v) -> const Shape& { return g.value(v).shape; };
@@ -63,7 +78,8 @@ int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
     return p;
   };
   switch (n.op) {
-    case OpType::Conv: {
+    case OpType::Conv:
+    case OpType::SluiceGatedConv: {
       const Shape& w = shape(n.inputs[1]);  // [M, C/g, kh, kw]
       const Shape& y = shape(n.outputs[0]);  // [N, M, OH, OW]
       return y[0] * y[1] * prod(w, 1) * prod(y, 2);

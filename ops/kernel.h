@@ -6,15 +6,35 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "ops/op_registry.h"
 
 namespace sluice::ops {
 
+// Which channels of a 4-D activation may be non-zero, per sample (design.md §4). A gated
+// conv writes it for its output; channel-wise ops that keep zeros at zero pass it on; a
+// gated conv reading it skips the other input channels. Unknown: every channel may be
+// non-zero.
+struct ChannelActivity {
+  std::vector<std::vector<int32_t>> samples;  // per sample: sorted channel indices
+  bool known() const { return !samples.empty(); }
+};
+
+// What a kernel that skips work really did in one call, per sample.
+struct StepRecord {
+  bool filled = false;
+  std::vector<int64_t> executed_macs, gate_macs;
+  std::vector<int32_t> active_in, active_out;
+};
+
 struct KernelArgs {
   std::span<const TensorView> in;
   std::span<TensorView> out;
   void* scratch = nullptr;  // scratch_bytes() bytes, 64-byte aligned, private to this call
+  const ChannelActivity* in_activity = nullptr;  // of input 0, when the kernel wants it
+  ChannelActivity* out_activity = nullptr;       // of output 0
+  StepRecord* record = nullptr;
 };
 
 class Kernel {
@@ -31,6 +51,9 @@ struct KernelOptions {
   bool optimize = true;  // false: reference kernels everywhere
 };
 
+// Channel-wise ops that map zero to zero per channel: channel activity passes through them.
+bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n);
+
 // Chooses and creates the kernel for a node whose shapes and layouts are final.
 std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, const KernelOptions& opts);
 
@@ -43,6 +66,7 @@ std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Nod
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);

@@ -34,6 +34,14 @@ std::string Plan::describe(bool as_json) const {
     total += st.dense_macs;
   }
   j["nodes"] = nodes;
+  json gates = json::array();
+  int recognised = 0;
+  for (const graph::GateReport& r : g_.gates) {
+    gates.push_back({{"node", r.conv}, {"recognised", r.recognised}, {"reason", r.reason}, {"form", r.form}});
+    recognised += r.recognised ? 1 : 0;
+  }
+  j["gates"] = gates;
+  j["gates_recognised"] = recognised;
   j["dense_macs"] = total;
   j["arena_bytes"] = arena_bytes_;
   if (as_json) return j.dump(2);
@@ -43,6 +51,12 @@ std::string Plan::describe(bool as_json) const {
     << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\npasses:";
   for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
   s << "\n";
+  if (!g_.gates.empty()) {
+    s << "gates: " << recognised << " of " << g_.gates.size() << " recognised\n";
+    for (const graph::GateReport& r : g_.gates)
+      s << "  " << (r.recognised ? "gated   " : "NOT     ") << "'" << r.conv << "': "
+        << (r.recognised ? r.form : r.reason) << "\n";
+  }
   for (const auto& nd : nodes) {
     s << "  " << nd["op"].get<std::string>() << " '" << nd["name"].get<std::string>() << "' ["
       << nd["kernel"].get<std::string>() << ", " << nd["layout"].get<std::string>() << "] ";

@@ -28,6 +28,7 @@ void Plan::optimise(const SessionOptions& options) {
   if (options.optimize) {
     log("eliminate_identities", p::eliminate_identities(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
+    log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
   }
@@ -71,6 +72,8 @@ void Plan::build_steps(const SessionOptions& options) {
     for (ValueId v : n.outputs) st.out.push_back(slot_of(v));
     st.kernel = ops::make_kernel(g_, id, ko);
     st.dense_macs = st.executed_macs = ops::dense_macs(g_, n);
+    st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;
+    st.propagates_activity = ops::keeps_zero_channels(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
     steps_.push_back(std::move(st));
   }
@@ -145,6 +148,8 @@ std::unique_ptr<ExecContext> Plan::make_context() const {
                                           [](std::byte* p) { ::operator delete[](p, std::align_val_t(64)); });
   ctx->scratch = ctx->arena.get() + scratch_off;
   ctx->slot_data.resize(slots_.size());
+  ctx->activity.resize(slots_.size());
+  ctx->records.resize(steps_.size());
   for (size_t s = 0; s < slots_.size(); ++s) {
     const Slot& sl = slots_[s];
     if (sl.kind == SlotKind::Arena) ctx->slot_data[s] = ctx->arena.get() + sl.offset;
@@ -162,6 +167,7 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
     if (sl.kind == SlotKind::Input) ctx.slot_data[s] = const_cast<void*>(inputs[sl.offset]->raw());
     if (sl.kind == SlotKind::Output) ctx.slot_data[s] = outputs[sl.offset].raw();
   }
+  for (auto& a : ctx.activity) a.samples.clear();
   std::vector<ops::TensorView> in, out;
   std::vector<double> times(profile ? steps_.size() : 0);
   for (size_t si = 0; si < steps_.size(); ++si) {
@@ -173,7 +179,28 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
     for (int o : st.out)
       out.push_back(o < 0 ? ops::TensorView{} : ops::TensorView{slots_[o].dtype, slots_[o].shape, ctx.slot_data[o]});
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    st.kernel->run({in, out, ctx.scratch});
+    ops::KernelArgs args{in, out, ctx.scratch};
+    ops::StepRecord& rec = ctx.records[si];
+    rec.filled = false;
+    if (st.out.empty() || st.out[0] < 0) {
+      st.kernel->run(args);
+    } else {
+      ops::ChannelActivity& out_act = ctx.activity[static_cast<size_t>(st.out[0])];
+      const ops::ChannelActivity* in_act =
+          !st.in.empty() && st.in[0] >= 0 ? &ctx.activity[static_cast<size_t>(st.in[0])] : nullptr;
+      if (st.wants_activity) {
+        args.in_activity = in_act;
+        args.out_activity = &out_act;
+        args.record = &rec;
+        st.kernel->run(args);
+      } else {
+        // In place (same slot group) or not, the output's activity is decided after the kernel ran.
+        ops::ChannelActivity passed;
+        if (st.propagates_activity && in_act && in_act->known()) passed = *in_act;
+        st.kernel->run(args);
+        out_act = std::move(passed);
+      }
+    }
     if (profile) times[si] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   // Outputs that no step writes: constants, or graph inputs passed straight through.
@@ -184,16 +211,55 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
       for (size_t j = 0; j < g_.inputs.size(); ++j)
         if (g_.inputs[j] == g_.outputs[i]) std::memcpy(outputs[i].raw(), inputs[j]->raw(), outputs[i].nbytes());
   }
-  if (stats) {
-    *stats = RunStats{};
-    for (size_t si = 0; si < steps_.size(); ++si) {
-      const Step& st = steps_[si];
-      const graph::Node& n = g_.node(st.node);
-      stats->dense_macs += st.dense_macs;
-      stats->executed_macs += st.executed_macs;
-      stats->layers.push_back({n.name, graph::op_name(n.op), st.kernel->name(), st.dense_macs, st.executed_macs,
-                               profile ? times[si] : 0.0});
+  if (stats) collect_stats(ctx, profile ? &times : nullptr, *stats);
+}
+
+void Plan::collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const {
+  stats = RunStats{};
+  int64_t batch = 1;
+  for (ValueId v : g_.inputs)
+    if (!g_.value(v).shape.empty()) batch = std::max<int64_t>(batch, g_.value(v).shape[0]);
+  stats.samples.resize(static_cast<size_t>(batch));
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
+    const graph::Node& n = g_.node(st.node);
+    LayerStats l;
+    l.name = n.name;
+    l.op = graph::op_name(n.op);
+    l.kernel = st.kernel->name();
+    l.dense_macs = st.dense_macs;
+    l.executed_macs = st.executed_macs;
+    l.time_ms = times ? (*times)[si] : 0.0;
+    const ops::StepRecord& rec = ctx.records[si];
+    const int64_t nb = n.outputs.empty() || g_.value(n.outputs[0]).shape.empty() ? 1 : g_.value(n.outputs[0]).shape[0];
+    const bool per_sample = nb == batch && batch > 0;
+    if (rec.filled && static_cast<int64_t>(rec.executed_macs.size()) == batch) {
+      l.gated = true;
+      l.in_channels = g_.value(n.inputs[0]).shape[1];
+      l.out_channels = g_.value(n.outputs[0]).shape[1];
+      l.executed_macs = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto i = static_cast<size_t>(b);
+        LayerSample s{st.dense_macs / batch, rec.executed_macs[i], rec.active_in[i], rec.active_out[i]};
+        l.executed_macs += s.executed_macs;
+        l.gate_macs += rec.gate_macs[i];
+        l.active_in_channels += static_cast<double>(s.active_in_channels) / static_cast<double>(batch);
+        l.active_out_channels += static_cast<double>(s.active_out_channels) / static_cast<double>(batch);
+        stats.samples[i].gate_macs += rec.gate_macs[i];
+        l.samples.push_back(s);
+      }
+    } else if (per_sample && l.dense_macs > 0) {
+      for (int64_t b = 0; b < batch; ++b)
+        l.samples.push_back({l.dense_macs / batch, l.executed_macs / batch, 0, 0});
     }
+    for (size_t b = 0; b < l.samples.size() && b < stats.samples.size(); ++b) {
+      stats.samples[b].dense_macs += l.samples[b].dense_macs;
+      stats.samples[b].executed_macs += l.samples[b].executed_macs;
+    }
+    stats.dense_macs += l.dense_macs;
+    stats.executed_macs += l.executed_macs;
+    stats.gate_macs += l.gate_macs;
+    stats.layers.push_back(std::move(l));
   }
 }
 

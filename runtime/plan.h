@@ -33,6 +33,8 @@ struct Step {
   std::vector<int> in, out;  // slot indices (-1: omitted optional)
   int64_t dense_macs = 0;
   int64_t executed_macs = 0;
+  bool propagates_activity = false;  // a channel-wise op that keeps zero channels at zero
+  bool wants_activity = false;       // a gated conv: reads its input's activity, writes its output's
 };
 
 // Per-run memory: the arena and scratch, reused across runs of one plan.
@@ -40,6 +42,8 @@ struct ExecContext {
   std::shared_ptr<std::byte> arena;  // 64-byte aligned
   std::byte* scratch = nullptr;
   std::vector<void*> slot_data;
+  std::vector<ops::ChannelActivity> activity;  // per slot, this run
+  std::vector<ops::StepRecord> records;        // per step, this run
 };
 
 class Plan {
@@ -64,6 +68,7 @@ class Plan {
   void optimise(const SessionOptions& options);
   void build_steps(const SessionOptions& options);
   void plan_memory();
+  void collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const;
   int slot_of(graph::ValueId v);
 
   graph::Graph g_;

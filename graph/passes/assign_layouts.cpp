@@ -18,7 +18,7 @@ enum class Kind { Conv, Elementwise, Pool, Axis, ChannelAffine, Other };
 
 Kind kind_of(OpType t) {
   switch (t) {
-    case OpType::Conv: return Kind::Conv;
+    case OpType::Conv: case OpType::SluiceGatedConv: return Kind::Conv;
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip:
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min:
@@ -74,8 +74,10 @@ class LayoutAssigner {
       if (k == Kind::Conv || k == Kind::ChannelAffine) {
         if (i == 0 && !is_activation(v)) return false;
         // Weights, bias, BN statistics: the fast kernels pack them once, so they must be constants.
-        if ((k == Kind::Conv ? (i == 1 || i == 2) : i >= 1) && !v.is_constant()) return false;
-        if (i == 3 && k == Kind::Conv && !is_activation(v)) return false;  // fused sum operand
+        const bool gated = n.op == OpType::SluiceGatedConv;
+        if (i == 0 && k == Kind::ChannelAffine && v.layout == Layout::NHWC && orders_differ(v.shape)) any_nhwc = true;
+        if ((k == Kind::Conv ? (i == 1 || i == 2 || (gated && i >= 3)) : i >= 1) && !v.is_constant()) return false;
+        if (i == 3 && k == Kind::Conv && !gated && !is_activation(v)) return false;  // fused sum operand
         continue;
       }
       if (k == Kind::Elementwise && n.op == OpType::Clip && i > 0) continue;  // scalar bounds
@@ -150,6 +152,7 @@ class LayoutAssigner {
       ValueId repl = in;
       if (nhwc) {
         if (k == Kind::Conv && (i == 1 || i == 2)) continue;        // weights/bias: the kernel packs them
+        if (g_.node(id).op == OpType::SluiceGatedConv && i >= 3) continue;  // gate weights, beta
         if (k == Kind::ChannelAffine && i > 0) continue;              // per-channel vectors
         if (k == Kind::Elementwise && g_.node(id).op == OpType::Clip && i > 0) continue;
         if (v.is_constant()) {

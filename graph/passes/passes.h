@@ -31,6 +31,11 @@ int eliminate_identities(Graph& g);
 // only consumer), rewriting the conv's weight and bias. Returns BNs folded.
 int fold_batch_norm(Graph& g);
 
+// FBS gates (design.md §3) -> SluiceGatedConv nodes; fills Graph::gates with what was
+// and was not recognised, and why. density > 0 lowers each gate's k to ceil(density * C_out)
+// (never raises it); gating = false makes the gated convs compute every channel.
+int recognise_gates(Graph& g, float density = 0.f, bool gating = true);
+
 // Conv + Add(same-shape operand) -> Conv with a fused sum (oneDNN sum post-op).
 int fuse_residual_add(Graph& g);
 

@@ -62,10 +62,29 @@ std::string sanitize(const std::string& name) {
 
 json stats_json(const sluice::RunStats& s) {
   json layers = json::array();
-  for (const auto& l : s.layers)
-    layers.push_back({{"name", l.name}, {"op", l.op}, {"kernel", l.kernel}, {"dense_macs", l.dense_macs},
-                      {"executed_macs", l.executed_macs}});
-  return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"layers", layers}};
+  for (const auto& l : s.layers) {
+    json j = {{"name", l.name}, {"op", l.op}, {"kernel", l.kernel}, {"dense_macs", l.dense_macs},
+              {"executed_macs", l.executed_macs}, {"skipped_macs", l.skipped_macs()}};
+    if (l.gated) {
+      j["gate_macs"] = l.gate_macs;
+      j["in_channels"] = l.in_channels;
+      j["active_in_channels"] = l.active_in_channels;
+      j["out_channels"] = l.out_channels;
+      j["active_out_channels"] = l.active_out_channels;
+      json samples = json::array();
+      for (const auto& x : l.samples)
+        samples.push_back({{"dense_macs", x.dense_macs}, {"executed_macs", x.executed_macs},
+                           {"active_in_channels", x.active_in_channels}, {"active_out_channels", x.active_out_channels}});
+      j["samples"] = samples;
+    }
+    layers.push_back(j);
+  }
+  json samples = json::array();
+  for (const auto& x : s.samples)
+    samples.push_back({{"dense_macs", x.dense_macs}, {"executed_macs", x.executed_macs},
+                       {"skipped_macs", x.skipped_macs()}, {"gate_macs", x.gate_macs}});
+  return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"skipped_macs", s.skipped_macs()},
+          {"gate_macs", s.gate_macs}, {"samples", samples}, {"layers", layers}};
 }
 
 // Random inputs of the declared shapes (dynamic dims become `batch` for dim 0, else 1).
@@ -108,10 +127,10 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
 }
 
 int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
-            const std::string& stats_path, int threads, bool reference) {
+            const std::string& stats_path, const sluice::SessionOptions& options) {
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
-  sluice::Session session(model, {threads, !reference});
+  sluice::Session session(model, options);
   sluice::RunStats stats;
   auto outputs = session.run(inputs, &stats);
   std::error_code ec;
@@ -127,7 +146,11 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     if (!f) throw Error(stats_path + ": cannot write the stats file");
     f << stats_json(stats).dump(2) << "\n";
   }
-  std::cout << "MACs: " << stats.executed_macs << " executed of " << stats.dense_macs << " dense\n";
+  std::cout << "MACs: " << stats.executed_macs << " executed of " << stats.dense_macs << " dense";
+  if (stats.dense_macs > 0)
+    std::printf(" (%.1f%% skipped)", 100.0 * static_cast<double>(stats.skipped_macs()) / static_cast<double>(stats.dense_macs));
+  std::cout << "\n";
+  if (stats.gate_macs > 0) std::cout << "gate MACs: " << stats.gate_macs << " (predictors, not included above)\n";
   return 0;
 }
 
@@ -153,12 +176,14 @@ void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
   std::printf("(%zu layers, %.3f ms summed per run)\n", layers.size(), total);
 }
 
-int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, int threads, int runs,
-              int warmup, int64_t batch, bool as_json, bool reference, bool profile) {
+int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, sluice::SessionOptions options,
+              int runs, int warmup, int64_t batch, bool as_json) {
   if (runs < 1) throw Error("--runs must be at least 1");
+  const int threads = options.threads;
+  const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
-  sluice::Session session(model, {threads, !reference, profile});
+  sluice::Session session(model, options);
   sluice::RunStats stats;
   for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
   std::vector<double> ms;
@@ -177,7 +202,8 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
                                            : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
-            {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"times_ms", ms}};
+            {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
+            {"gating", options.gating}, {"density", options.density}, {"times_ms", ms}};
   if (as_json) {
     std::cout << j.dump(2) << "\n";
   } else {
@@ -189,6 +215,35 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   return 0;
 }
 
+// The flags every command that builds a Session takes.
+struct SessionFlags {
+  int threads = 0;
+  bool reference = false;
+  std::string gating = "on";
+  float density = 0.f;
+  bool profile = false;
+
+  void add(CLI::App* cmd) {
+    cmd->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+    cmd->add_flag("--reference", reference, "Use the plain reference kernels (no graph optimisation, no gating)");
+    cmd->add_option("--gating", gating, "on: gated convs skip suppressed channels; off: compute densely and mask")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    cmd->add_option("--density", density,
+                    "Run-time density override in (0, 1]: each gate keeps min(k, ceil(D * C_out)) channels")
+        ->check(CLI::Range(1e-6, 1.0).description("a number in (0, 1]"));
+  }
+  sluice::SessionOptions options() const {
+    sluice::SessionOptions o;
+    o.threads = threads;
+    o.optimize = !reference;
+    o.profile = profile;
+    o.gating = gating == "on";
+    o.density = density;
+    return o;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,35 +253,33 @@ int main(int argc, char** argv) {
 
   std::string model, out_dir = ".", stats_path;
   std::vector<std::string> input_specs, shape_specs;
-  int threads = 0, runs = 20, warmup = 3;
+  int runs = 20, warmup = 3;
   int64_t batch = 1;
-  bool as_json = false, reference = false;
+  bool as_json = false;
+  SessionFlags run_flags, bench_flags, inspect_flags;
 
   auto* run = app.add_subcommand("run", "Run a model on .npy inputs and write one .npy per output.");
   run->add_option("model", model, "ONNX model file")->required();
   run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)")->required();
   run->add_option("-o,--output-dir", out_dir, "Directory for <output name>.npy files")->capture_default_str();
   run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
-  run->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  run->add_flag("--reference", reference, "Use the plain reference kernels (no graph optimisation)");
+  run_flags.add(run);
 
   auto* bench = app.add_subcommand("bench", "Time a model: median, min and max latency over repeated runs.");
   bench->add_option("model", model, "ONNX model file")->required();
   bench->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (default: random data)");
-  bench->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  bench_flags.add(bench);
   bench->add_option("-n,--runs", runs, "Timed runs")->check(CLI::PositiveNumber)->capture_default_str();
   bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(CLI::NonNegativeNumber)->capture_default_str();
   bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(CLI::PositiveNumber)->capture_default_str();
   bench->add_flag("--json", as_json, "Print the result as JSON");
-  bench->add_flag("--reference", reference, "Use the plain reference kernels");
-  bool profile = false;
-  bench->add_flag("--profile", profile, "Time every layer and print the slowest ones");
+  bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
   inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)");
   inspect->add_flag("--json", as_json, "Print JSON");
-  inspect->add_flag("--reference", reference, "Show the unoptimised plan");
+  inspect_flags.add(inspect);
 
   auto* ops = app.add_subcommand("ops", "List the supported ONNX operators.");
 
@@ -238,10 +291,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, threads, reference);
-    if (*bench) return cmd_bench(model, input_specs, threads, runs, warmup, batch, as_json, reference, profile);
+    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
+    if (*bench) return cmd_bench(model, input_specs, bench_flags.options(), runs, warmup, batch, as_json);
     if (*inspect) {
-      sluice::Session session(sluice::Model::load(model), {threads, !reference});
+      sluice::Session session(sluice::Model::load(model), inspect_flags.options());
       std::cout << session.inspect(as_json, parse_shapes(shape_specs));
       return 0;
     }

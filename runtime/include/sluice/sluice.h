@@ -118,6 +118,17 @@ struct SessionOptions {
   int threads = 0;        // 0: all cores
   bool optimize = true;   // graph rewrites and fast kernels; false runs the reference kernels
   bool profile = false;   // time every layer (RunStats::layers[i].time_ms); adds a little overhead
+  // FBS gated convolutions (recognised at load, see Session::inspect):
+  bool gating = true;     // false: compute every channel and mask, the dense reference for speed and numbers
+  float density = 0.f;    // 0: each gate's k as exported; in (0, 1]: k = min(k, ceil(density * C_out))
+};
+
+// One sample of one layer.
+struct LayerSample {
+  int64_t dense_macs = 0;
+  int64_t executed_macs = 0;
+  int64_t active_in_channels = 0;   // input channels the kernel read (gated layers)
+  int64_t active_out_channels = 0;  // output channels it computed (gated layers)
 };
 
 // Per executed layer (one planned step). MACs are per run (whole batch).
@@ -128,12 +139,33 @@ struct LayerStats {
   int64_t dense_macs = 0;
   int64_t executed_macs = 0;
   double time_ms = 0;  // wall time of this layer, with SessionOptions::profile
+  // Gated layers (op "SluiceGatedConv"): the gate's predictor MACs (not in dense/executed),
+  // channel counts (active: mean over the batch) and per-sample figures.
+  bool gated = false;
+  int64_t gate_macs = 0;
+  int64_t in_channels = 0, out_channels = 0;
+  double active_in_channels = 0, active_out_channels = 0;
+  std::vector<LayerSample> samples;  // per sample, for layers with MACs
+  int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
+// One sample of the whole run.
+struct SampleStats {
+  int64_t dense_macs = 0;
+  int64_t executed_macs = 0;
+  int64_t gate_macs = 0;
+  int64_t skipped_macs() const { return dense_macs - executed_macs; }
+};
+
+// MACs count convolutions and matrix products (design.md §5); the FBS gates' predictors
+// are counted apart, in gate_macs.
 struct RunStats {
   int64_t dense_macs = 0;     // as if nothing were skipped
   int64_t executed_macs = 0;  // what the kernels did
+  int64_t gate_macs = 0;      // the gate predictors
+  std::vector<SampleStats> samples;
   std::vector<LayerStats> layers;
+  int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
 // A model prepared for execution. run() may be called concurrently from several

@@ -1,0 +1,431 @@
+// FBS gate recognition (design.md §3). A gate is recognised by what it computes, not by
+// the node sequence one exporter emits: every producer is followed through views
+// (Unsqueeze, Reshape, Flatten, Squeeze, Identity) and commutative operand orders, and
+// each form is checked against the semantics it must have:
+//
+//   x -> GlobalAveragePool | ReduceMean(axes 2,3) [of Abs(x)] -> views
+//     -> Gemm | MatMul [+ Add] -> Relu = g
+//   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
+//   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
+//   threshold: Mul(g, Cast(Greater(g, ReduceMin(TopK(g, K).values))))
+//   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu]
+//
+// The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
+// the same values (a suppressed channel takes the constant act(beta_c * m_c) the graph
+// gives it). A candidate that fails a check keeps its generic ops, and the reason is
+// recorded in Graph::gates for `sluice inspect`.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <set>
+
+#include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+struct Reject {
+  std::string why;
+};
+
+class GateMatcher {
+ public:
+  explicit GateMatcher(Graph& g) : g_(g) {}
+
+  const Node* prod(ValueId v, OpType t) const {
+    if (v == kNoValue) return nullptr;
+    NodeId p = g_.value(v).producer;
+    return p >= 0 && !g_.node(p).dead && g_.node(p).op == t ? &g_.node(p) : nullptr;
+  }
+
+  // Follows views back to the value they re-shape.
+  ValueId through_views(ValueId v) const {
+    for (int guard = 0; guard < 16 && v != kNoValue; ++guard) {
+      NodeId p = g_.value(v).producer;
+      if (p < 0) break;
+      const Node& n = g_.node(p);
+      if (n.op != OpType::Unsqueeze && n.op != OpType::Reshape && n.op != OpType::Flatten &&
+          n.op != OpType::Squeeze && n.op != OpType::Identity)
+        break;
+      v = n.inputs[0];
+    }
+    return v;
+  }
+
+  int64_t numel(ValueId v) const {
+    int64_t n = 1;
+    for (int64_t d : g_.value(v).shape) n *= d;
+    return n;
+  }
+
+  bool is_zero(ValueId v) const {
+    if (v == kNoValue) return false;
+    const Value& val = g_.value(v);
+    if (val.is_constant()) {
+      if (val.dtype != DType::Float32) return false;
+      const float* p = val.constant.data<float>();
+      for (int64_t i = 0; i < val.constant.numel(); ++i)
+        if (p[i] != 0.f) return false;
+      return true;
+    }
+    if (const Node* c = prod(v, OpType::ConstantOfShape)) {
+      const Tensor& t = c->p<ConstantParams>().value;
+      if (t.empty()) return true;  // the default value is a float 0
+      return t.dtype() == DType::Float32 && t.numel() == 1 && t.data<float>()[0] == 0.f;
+    }
+    if (const Node* e = prod(v, OpType::Expand)) return is_zero(e->inputs[0]);
+    return false;
+  }
+
+  std::optional<int64_t> const_scalar_int(ValueId v) const {
+    if (v == kNoValue || !g_.value(v).is_constant()) return std::nullopt;
+    const Tensor& t = g_.value(v).constant;
+    if (t.numel() != 1) return std::nullopt;
+    if (t.dtype() == DType::Int64) return t.data<int64_t>()[0];
+    if (t.dtype() == DType::Int32) return t.data<int32_t>()[0];
+    return std::nullopt;
+  }
+
+  std::vector<float> floats(ValueId v) const {
+    const Tensor& t = g_.value(v).constant;
+    const float* p = t.data<float>();
+    return std::vector<float>(p, p + t.numel());
+  }
+
+  // A TopK over axis 1 of a rank-2 value: returns K.
+  int64_t topk_k(const Node& t) const {
+    const Shape& s = g_.value(t.inputs[0]).shape;
+    if (s.size() != 2 || t.p<TopKParams>().axis != 1) throw Reject{"TopK " + t.name + " is not over the channel axis"};
+    auto k = const_scalar_int(t.inputs[1]);
+    if (!k) throw Reject{"TopK " + t.name + " has a K computed at run time"};
+    return *k;
+  }
+
+  struct Selection {
+    ValueId g = kNoValue;
+    GateForm form = GateForm::Winners;
+    int64_t k = 0;
+  };
+
+  Selection selection(ValueId pi, int64_t m) const {
+    Selection s;
+    if (const Node* sc = prod(pi, OpType::ScatterElements)) {
+      if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
+        throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
+      const ValueId data = sc->inputs[0], idx = sc->inputs[1], upd = sc->inputs[2];
+      const Node* t = prod(idx, OpType::TopK);
+      if (!t || t->outputs.size() < 2 || t->outputs[1] != idx)
+        throw Reject{"the scattered indices do not come from a TopK"};
+      const int64_t kk = topk_k(*t);
+      const bool largest = t->p<TopKParams>().largest;
+      if (largest && is_zero(data) && t->outputs[0] == upd) {
+        s.g = t->inputs[0];
+        s.form = GateForm::Winners;
+        s.k = kk;
+        return s;
+      }
+      if (is_zero(upd)) {
+        ValueId src = t->inputs[0];
+        if (const Node* neg = prod(src, OpType::Neg); neg && largest && neg->inputs[0] == data) {
+          s.g = data;
+        } else if (!largest && src == data) {
+          s.g = data;
+        } else {
+          throw Reject{"ScatterElements " + sc->name + " zeroes channels that are not the smallest of its data"};
+        }
+        s.form = GateForm::Losers;
+        s.k = m - kk;
+        return s;
+      }
+      throw Reject{"ScatterElements " + sc->name + " is neither the winners form (zeros, indices, TopK values) nor "
+                   "the losers form (g, indices of the smallest, zeros)"};
+    }
+    if (const Node* mul = prod(pi, OpType::Mul)) {
+      for (int side = 0; side < 2; ++side) {
+        ValueId gv = mul->inputs[side], mv = mul->inputs[1 - side];
+        const Node* cast = prod(mv, OpType::Cast);
+        const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
+        if (!gt || gt->inputs[0] != gv) continue;
+        ValueId thr = gt->inputs[1];
+        const Node* rmin = prod(thr, OpType::ReduceMin);
+        const Node* t = rmin ? prod(rmin->inputs[0], OpType::TopK) : nullptr;
+        if (!t || t->outputs[0] != rmin->inputs[0] || t->inputs[0] != gv || !t->p<TopKParams>().largest)
+          throw Reject{"the threshold of " + gt->name + " is not the minimum of TopK(g) values"};
+        const auto& rp = rmin->p<ReduceParams>();
+        if (rp.axes != std::vector<int64_t>{1} || !rp.keepdims)
+          throw Reject{"ReduceMin " + rmin->name + " must reduce the channel axis with keepdims"};
+        s.g = gv;
+        s.form = GateForm::Threshold;
+        s.k = topk_k(*t);
+        return s;
+      }
+    }
+    throw Reject{"the channel multiplier is not a top-k selection (ScatterElements of TopK, or a threshold mask)"};
+  }
+
+  struct Predictor {
+    ValueId x = kNoValue;  // what the gate pools
+    bool abs = false;
+    std::vector<float> wg, bg;  // [M][C], [M]
+    std::string desc;
+  };
+
+  Predictor predictor(ValueId g, int64_t m) const {
+    const Node* relu = prod(g, OpType::Relu);
+    if (!relu) throw Reject{"the saliency g is not the output of a Relu"};
+    ValueId z = relu->inputs[0];
+    Predictor p;
+    ValueId f = kNoValue;
+    std::vector<float> w;  // as [C][M] or [M][C]
+    bool w_is_mc = false;
+    int64_t c = 0;
+    if (const Node* gemm = prod(z, OpType::Gemm)) {
+      const auto& gp = gemm->p<GemmParams>();
+      if (gp.trans_a || gp.activation.kind != Activation::None) throw Reject{"Gemm " + gemm->name + " has transA"};
+      const Value& wv = g_.value(gemm->inputs[1]);
+      if (!wv.is_constant() || wv.shape.size() != 2) throw Reject{"gate weights of " + gemm->name + " are not constant"};
+      w = floats(gemm->inputs[1]);
+      for (float& x : w) x *= gp.alpha;
+      w_is_mc = gp.trans_b;
+      c = gp.trans_b ? wv.shape[1] : wv.shape[0];
+      if ((gp.trans_b ? wv.shape[0] : wv.shape[1]) != m) throw Reject{"gate Gemm " + gemm->name + " does not give one g per output channel"};
+      p.bg.assign(static_cast<size_t>(m), 0.f);
+      if (gemm->inputs.size() > 2 && gemm->inputs[2] != kNoValue) {
+        if (!g_.value(gemm->inputs[2]).is_constant() || numel(gemm->inputs[2]) != m)
+          throw Reject{"gate bias of " + gemm->name + " is not a constant per-channel vector"};
+        p.bg = floats(gemm->inputs[2]);
+        for (float& x : p.bg) x *= gp.beta;
+      }
+      f = gemm->inputs[0];
+      p.desc = "Gemm";
+    } else {
+      const Node* add = prod(z, OpType::Add);
+      ValueId mm_out = z;
+      p.bg.assign(static_cast<size_t>(m), 0.f);
+      if (add) {
+        int bias_side = g_.value(add->inputs[1]).is_constant() ? 1 : g_.value(add->inputs[0]).is_constant() ? 0 : -1;
+        if (bias_side < 0 || numel(add->inputs[bias_side]) != m)
+          throw Reject{"the gate's Add " + add->name + " is not a per-channel bias"};
+        p.bg = floats(add->inputs[bias_side]);
+        mm_out = add->inputs[1 - bias_side];
+      }
+      const Node* mm = prod(mm_out, OpType::MatMul);
+      if (!mm) throw Reject{"g is not computed by a Gemm or a MatMul [+ Add]"};
+      const Value& wv = g_.value(mm->inputs[1]);
+      if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
+        throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};
+      w = floats(mm->inputs[1]);
+      c = wv.shape[0];
+      f = mm->inputs[0];
+      p.desc = add ? "MatMul+Add" : "MatMul";
+    }
+    // The pooled saliency.
+    ValueId pooled = through_views(f);
+    if (numel(f) != g_.value(f).shape[0] * c) throw Reject{"the gate's input does not have one value per channel"};
+    if (const Node* gap = prod(pooled, OpType::GlobalAveragePool)) {
+      p.x = gap->inputs[0];
+      p.desc = "GlobalAveragePool, " + p.desc;
+    } else if (const Node* rm = prod(pooled, OpType::ReduceMean)) {
+      const Value& xin = g_.value(rm->inputs[0]);
+      if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3})
+        throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
+      p.x = rm->inputs[0];
+      p.desc = "ReduceMean, " + p.desc;
+    } else {
+      throw Reject{"the gate's input is not a global average (GlobalAveragePool or ReduceMean over H, W)"};
+    }
+    if (const Node* a = prod(p.x, OpType::Abs)) {
+      p.x = a->inputs[0];
+      p.abs = true;
+      p.desc = "mean |x| via " + p.desc;
+    }
+    if (g_.value(p.x).shape.size() != 4 || g_.value(p.x).shape[1] != c)
+      throw Reject{"the gate pools a tensor with other than " + std::to_string(c) + " channels"};
+    p.wg.resize(static_cast<size_t>(m * c));
+    for (int64_t o = 0; o < m; ++o)
+      for (int64_t i = 0; i < c; ++i)
+        p.wg[static_cast<size_t>(o * c + i)] = w_is_mc ? w[static_cast<size_t>(o * c + i)] : w[static_cast<size_t>(i * m + o)];
+    return p;
+  }
+
+  // Whether v is a per-channel constant of M values broadcast over [N, M, H, W].
+  bool per_channel_constant(ValueId v, int64_t m) const {
+    const Value& val = g_.value(v);
+    if (!val.is_constant() || val.dtype != DType::Float32 || numel(v) != m) return false;
+    const Shape& s = val.shape;
+    return (s.size() == 4 && s[1] == m) || (s.size() == 3 && s[0] == m);
+  }
+
+  struct Match {
+    NodeId conv = -1;
+    std::vector<NodeId> fused;  // nodes whose work the gated conv takes over
+    ValueId out = kNoValue;
+    GatedConvParams params;
+    Predictor pred;
+    std::vector<float> beta;
+    std::string desc;
+  };
+
+  Match match(NodeId conv_id) {
+    Match mt;
+    mt.conv = conv_id;
+    const Node& conv = g_.node(conv_id);
+    const ValueId y = conv.outputs[0];
+    const Shape& ys = g_.value(y).shape;
+    const int64_t m = ys[1];
+    if (conv.p<ConvParams>().group != 1) throw Reject{"grouped convolutions are not gated by this runtime yet"};
+    if (conv.p<ConvParams>().fused_sum || conv.p<ConvParams>().activation.kind != Activation::None)
+      throw Reject{"the conv already has a fused epilogue"};
+    if (!g_.value(conv.inputs[1]).is_constant() ||
+        (conv.inputs.size() > 2 && conv.inputs[2] != kNoValue && !g_.value(conv.inputs[2]).is_constant()))
+      throw Reject{"the conv's weights are not constant"};
+    if (!single_use(g_, y)) throw Reject{"the conv's output is also used ungated elsewhere"};
+    const Node& mul = g_.node(g_.value(y).consumers[0]);
+    ValueId pi4 = mul.inputs[0] == y ? mul.inputs[1] : mul.inputs[0];
+    const Shape& ps = g_.value(pi4).shape;
+    if (ps.size() != 4 || ps[0] != ys[0] || ps[1] != m || ps[2] != 1 || ps[3] != 1)
+      throw Reject{"the multiplier of " + mul.name + " is not one value per (sample, channel)"};
+    const ValueId pi = through_views(pi4);
+    if (g_.value(pi).shape != Shape{ys[0], m}) throw Reject{"the channel multiplier is not an [N, C] tensor"};
+    Selection sel = selection(pi, m);
+    if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
+    Predictor pred = predictor(sel.g, m);
+    if (pred.x != conv.inputs[0]) throw Reject{"the gate reads a different tensor than the conv's input"};
+    mt.fused = {conv_id, g_.value(y).consumers[0]};
+    ValueId cur = mul.outputs[0];
+    GatedConvParams gp;
+    gp.conv = conv.p<ConvParams>();
+    gp.form = sel.form;
+    gp.k = gp.k_exported = sel.k;
+    gp.abs_saliency = pred.abs;
+    std::vector<float> beta;
+    // Optional beta, masked or not.
+    if (single_use(g_, cur)) {
+      const Node& add = g_.node(g_.value(cur).consumers[0]);
+      if (add.op == OpType::Add) {
+        ValueId other = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
+        if (per_channel_constant(other, m)) {
+          gp.beta = BetaMode::Unmasked;
+          beta = floats(other);
+        } else if (const Node* bm = prod(other, OpType::Mul)) {
+          for (int side = 0; side < 2 && gp.beta == BetaMode::None; ++side) {
+            if (!per_channel_constant(bm->inputs[side], m)) continue;
+            const Node* cast = prod(through_views(bm->inputs[1 - side]), OpType::Cast);
+            const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
+            if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1])) {
+              gp.beta = BetaMode::Masked;
+              beta = floats(bm->inputs[side]);
+            }
+          }
+        }
+        if (gp.beta != BetaMode::None) {
+          mt.fused.push_back(g_.value(cur).consumers[0]);
+          cur = add.outputs[0];
+        }
+      }
+    }
+    if (single_use(g_, cur) && g_.node(g_.value(cur).consumers[0]).op == OpType::Relu) {
+      gp.activation.kind = Activation::Relu;
+      mt.fused.push_back(g_.value(cur).consumers[0]);
+      cur = g_.node(g_.value(cur).consumers[0]).outputs[0];
+    }
+    mt.out = cur;
+    mt.params = gp;
+    mt.pred = std::move(pred);
+    mt.beta = std::move(beta);
+    mt.desc = std::string(gate_form_name(gp.form)) + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
+              (gp.abs_saliency ? "" : "mean x via ") + mt.pred.desc + ", " + beta_mode_name(gp.beta) +
+              (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
+    return mt;
+  }
+
+  // Whether the conv's output is multiplied by something a TopK decides.
+  bool is_candidate(NodeId conv_id) const {
+    const ValueId y = g_.node(conv_id).outputs[0];
+    if (g_.value(y).shape.size() != 4) return false;
+    for (NodeId c : g_.value(y).consumers) {
+      const Node& mul = g_.node(c);
+      if (mul.dead || mul.op != OpType::Mul) continue;
+      ValueId other = mul.inputs[0] == y ? mul.inputs[1] : mul.inputs[0];
+      std::vector<ValueId> stack{other};
+      std::set<ValueId> seen;
+      while (!stack.empty() && seen.size() < 24) {
+        ValueId v = stack.back();
+        stack.pop_back();
+        if (v == kNoValue || !seen.insert(v).second) continue;
+        NodeId p = g_.value(v).producer;
+        if (p < 0) continue;
+        if (g_.node(p).op == OpType::TopK) return true;
+        for (ValueId in : g_.node(p).inputs) stack.push_back(in);
+      }
+    }
+    return false;
+  }
+
+  ValueId add_constant(const std::string& name, Shape shape, const std::vector<float>& data) {
+    Value v;
+    v.name = name;
+    v.dtype = DType::Float32;
+    v.shape = shape;
+    v.shape_known = true;
+    v.constant = Tensor::copy_of(DType::Float32, std::move(shape), data.data());
+    return g_.add_value(std::move(v));
+  }
+
+  void rewrite(Match& mt, float density) {
+    const Node conv = g_.node(mt.conv);
+    const int64_t m = g_.value(conv.outputs[0]).shape[1], c = g_.value(conv.inputs[0]).shape[1];
+    if (density > 0.f) {
+      const int64_t target = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(density * static_cast<double>(m) - 1e-9)), 1, m);
+      if (mt.params.form == GateForm::Threshold) mt.params.k = std::min(mt.params.k, target + 1);
+      else mt.params.k = std::min(mt.params.k, target);
+    }
+    Node n;
+    n.op = OpType::SluiceGatedConv;
+    n.name = conv.name;
+    ValueId wg = add_constant(conv.name + "__gate_w", {m, c}, mt.pred.wg);
+    ValueId bg = add_constant(conv.name + "__gate_b", {m}, mt.pred.bg);
+    ValueId beta = mt.beta.empty() ? kNoValue : add_constant(conv.name + "__beta", {m}, mt.beta);
+    n.inputs = {conv.inputs[0], conv.inputs[1], conv.inputs.size() > 2 ? conv.inputs[2] : kNoValue, wg, bg, beta};
+    n.outputs = {mt.out};
+    n.params = mt.params;
+    for (NodeId f : mt.fused) g_.node(f).dead = true;
+    g_.add_node(std::move(n));
+  }
+
+ private:
+  Graph& g_;
+};
+
+}  // namespace
+
+int recognise_gates(Graph& g, float density, bool gating) {
+  g.rebuild_links();
+  g.gates.clear();
+  GateMatcher matcher(g);
+  int found = 0;
+  for (NodeId id : g.topological_order()) {
+    if (g.node(id).dead || g.node(id).op != OpType::Conv || !matcher.is_candidate(id)) continue;
+    GateReport r;
+    r.conv = g.node(id).name;
+    try {
+      auto mt = matcher.match(id);
+      mt.params.gating = gating;
+      r.recognised = true;
+      r.form = mt.desc;
+      matcher.rewrite(mt, density);
+      g.rebuild_links();
+      ++found;
+    } catch (const Reject& e) {
+      r.reason = e.why;
+    }
+    g.gates.push_back(std::move(r));
+  }
+  g.remove_dead_nodes();
+  return found;
+}
+
+}  // namespace sluice::graph::passes

@@ -1,0 +1,371 @@
+// SluiceGatedConv: a convolution with its FBS gate (design.md §3-§4).
+//
+// The fast kernel runs per sample: saliency -> predictor -> top-k, then computes only
+// the active output channels from only the active input channels (those the producer
+// reports as possibly non-zero). The compact problem (k_in -> k_out channels) runs on a
+// oneDNN primitive cached per (k_in, k_out); weights are gathered for the active channels
+// and packed per call (k_out * k_in * kh * kw values, small next to the conv). The output
+// is written dense NHWC: active channels from the compact result, suppressed channels
+// as the constant the graph gives them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "ops/common/onednn.h"
+#include "ops/conv/window.h"
+#include "ops/gated/gate.h"
+#include "ops/kernel.h"
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+void infer_SluiceGatedConv(InferContext& ctx) {
+  auto& gp = ctx.node().p<graph::GatedConvParams>();
+  const auto& x = ctx.in(0);
+  const auto& w = ctx.in(1);
+  if (x.shape.size() != 4 || w.shape.size() != 4) ctx.fail("gated conv needs 4-D input and weights");
+  const int64_t c = x.shape[1], m = w.shape[0];
+  if (gp.conv.group != 1 || w.shape[1] != c)
+    ctx.fail("weight shape " + shape_str(w.shape) + " does not fit " + std::to_string(c) + " input channels");
+  if (ctx.in(3).shape != Shape{m, c}) ctx.fail("gate weights must be [" + std::to_string(m) + ", " + std::to_string(c) + "]");
+  if (ctx.in(4).shape != Shape{m}) ctx.fail("gate bias must have " + std::to_string(m) + " values");
+  if (gp.k < 0 || gp.k > m)
+    ctx.fail("k = " + std::to_string(gp.k) + " exceeds the channel count " + std::to_string(m));
+  Shape out = {x.shape[0], m};
+  for (int64_t d : window_output_dims(ctx, {x.shape[2], x.shape[3]}, gp.conv.kernel_shape, gp.conv.strides,
+                                      gp.conv.dilations, gp.conv.pads, gp.conv.auto_pad, false))
+    out.push_back(d);
+  ctx.set_output(0, DType::Float32, out);
+}
+
+void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& gp = node.p<graph::GatedConvParams>();
+  graph::Node conv;
+  conv.op = graph::OpType::Conv;
+  conv.params = gp.conv;
+  conv.p<graph::ConvParams>().activation = {};
+  conv.p<graph::ConvParams>().fused_sum = false;
+  const TensorView& x = in[0];
+  TensorView& y = out[0];
+  std::vector<float> raw(static_cast<size_t>(y.numel()));
+  TensorView rv{DType::Float32, y.shape, raw.data()};
+  TensorView conv_in[3] = {in[0], in[1], in[2]};
+  reference_Conv(conv, conv_in, std::span<TensorView>(&rv, 1));
+  const int64_t n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3];
+  const int64_t m = y.shape[1], ohw = y.shape[2] * y.shape[3];
+  const float* beta = in.size() > 5 && in[5].data ? in[5].as<const float>() : nullptr;
+  gate::Spec spec{c, m, in[3].as<const float>(), in[4].as<const float>(), gp.form, gp.k};
+  std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
+  for (int64_t b = 0; b < n; ++b) {
+    const float* X = x.as<const float>() + b * c * hw;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double acc = 0;
+      for (int64_t i = 0; i < hw; ++i) acc += gp.abs_saliency ? std::fabs(X[ch * hw + i]) : X[ch * hw + i];
+      s[static_cast<size_t>(ch)] = static_cast<float>(acc / static_cast<double>(hw));
+    }
+    gate::predict(spec, s.data(), g.data());
+    gate::select(spec, g.data(), pi.data());
+    for (int64_t o = 0; o < m; ++o) {
+      float* Y = y.as<float>() + (b * m + o) * ohw;
+      const float* R = raw.data() + (b * m + o) * ohw;
+      const float p = pi[static_cast<size_t>(o)];
+      for (int64_t i = 0; i < ohw; ++i)
+        Y[i] = p > 0.f ? gate::active_value(gp, beta, o, p, R[i]) : gate::suppressed_value(gp, beta, o);
+    }
+  }
+}
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+class GatedConv final : public Kernel {
+ public:
+  GatedConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::GatedConvParams>()) {
+    const Shape& xs = g.value(n.inputs[0]).shape;
+    const graph::Value& wv = g.value(n.inputs[1]);
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    batch_ = xs[0];
+    c_ = xs[1];
+    h_ = xs[2];
+    w_ = xs[3];
+    m_ = ys[1];
+    oh_ = ys[2];
+    ow_ = ys[3];
+    kh_ = wv.shape[2];
+    kw_ = wv.shape[3];
+    const float* W = wv.constant.data<float>();
+    weights_.assign(W, W + wv.constant.numel());
+    bias_.assign(static_cast<size_t>(m_), 0.f);
+    if (n.inputs[2] != graph::kNoValue) {
+      const float* B = g.value(n.inputs[2]).constant.data<float>();
+      bias_.assign(B, B + m_);
+    }
+    const float* Wg = g.value(n.inputs[3]).constant.data<float>();
+    const float* Bg = g.value(n.inputs[4]).constant.data<float>();
+    wg_.assign(Wg, Wg + m_ * c_);
+    bg_.assign(Bg, Bg + m_);
+    if (n.inputs.size() > 5 && n.inputs[5] != graph::kNoValue) {
+      const float* Be = g.value(n.inputs[5]).constant.data<float>();
+      beta_.assign(Be, Be + m_);
+    }
+    suppressed_.resize(static_cast<size_t>(m_));
+    for (int64_t o = 0; o < m_; ++o) suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
+    dense_ = make_prim(c_, m_);
+    pack_dense_weights();
+    // Scratch: compact input, compact/dense conv output, gathered and packed weights, oneDNN scratchpad.
+    x_off_ = 0;
+    y_off_ = align(x_off_ + floats(h_ * w_ * c_));
+    wc_off_ = align(y_off_ + floats(oh_ * ow_ * m_));
+    wp_off_ = align(wc_off_ + floats(m_ * c_ * kh_ * kw_));
+    sp_off_ = align(wp_off_ + floats((m_ + 16) * (c_ + 16) * kh_ * kw_));
+    sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
+    scratch_ = sp_off_ + sp_reserve_;
+  }
+
+  std::string name() const override {
+    return std::string(p_.gating ? "gated" : "gated(off)") + ":onednn:" + dense_.pd.impl_info_str();
+  }
+  size_t scratch_bytes() const override { return scratch_; }
+
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    auto* scratch = static_cast<std::byte*>(a.scratch);
+    StepRecord* rec = a.record;
+    if (rec) {
+      rec->filled = true;
+      rec->executed_macs.assign(static_cast<size_t>(batch_), 0);
+      rec->gate_macs.assign(static_cast<size_t>(batch_), m_ * c_);
+      rec->active_in.assign(static_cast<size_t>(batch_), 0);
+      rec->active_out.assign(static_cast<size_t>(batch_), 0);
+    }
+    if (a.out_activity) a.out_activity->samples.assign(static_cast<size_t>(batch_), {});
+    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k};
+    std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
+    std::vector<int32_t> act_in, act_out;
+    const int64_t per_map = kh_ * kw_ * oh_ * ow_;
+    for (int64_t b = 0; b < batch_; ++b) {
+      const float* xb = X + b * h_ * w_ * c_;
+      float* yb = Y + b * oh_ * ow_ * m_;
+      act_in.clear();
+      if (a.in_activity && a.in_activity->known() && p_.gating) {
+        act_in = a.in_activity->samples[static_cast<size_t>(b)];
+      } else {
+        act_in.resize(static_cast<size_t>(c_));
+        for (int64_t i = 0; i < c_; ++i) act_in[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+      }
+      saliency(xb, act_in, s.data());
+      gate::predict(spec, s.data(), g.data());
+      gate::select(spec, g.data(), pi.data());
+      act_out.clear();
+      for (int64_t o = 0; o < m_; ++o)
+        if (pi[static_cast<size_t>(o)] > 0.f) act_out.push_back(static_cast<int32_t>(o));
+      const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
+      int64_t executed;
+      if (!p_.gating || (ki == c_ && ko == m_)) {
+        run_dense(xb, yb, pi.data(), scratch);
+        executed = m_ * c_ * per_map;
+      } else if (ko == 0 || ki == 0) {
+        fill_suppressed(yb, pi.data(), nullptr, act_out);
+        executed = 0;
+      } else {
+        run_compact(xb, yb, pi.data(), act_in, act_out, scratch);
+        executed = ko * ki * per_map;
+      }
+      if (rec) {
+        rec->executed_macs[static_cast<size_t>(b)] = executed;
+        rec->active_in[static_cast<size_t>(b)] = static_cast<int32_t>(p_.gating ? ki : c_);
+        rec->active_out[static_cast<size_t>(b)] = static_cast<int32_t>(p_.gating ? ko : m_);
+      }
+      if (a.out_activity) {
+        auto& nz = a.out_activity->samples[static_cast<size_t>(b)];
+        for (int64_t o = 0; o < m_; ++o)
+          if (pi[static_cast<size_t>(o)] > 0.f || suppressed_[static_cast<size_t>(o)] != 0.f)
+            nz.push_back(static_cast<int32_t>(o));
+      }
+    }
+  }
+
+ private:
+  struct Prim {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+    memory::desc src, dst, w_plain, bias;
+    dnnl::reorder w_reorder;
+  };
+
+  static size_t floats(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
+  static size_t align(size_t b) { return (b + 63) / 64 * 64; }
+  const float* beta() const { return beta_.empty() ? nullptr : beta_.data(); }
+
+  Prim make_prim(int64_t ki, int64_t ko) const {
+    Prim pr;
+    pr.src = memory::desc({1, ki, h_, w_}, memory::data_type::f32, tag::nhwc);
+    pr.dst = memory::desc({1, ko, oh_, ow_}, memory::data_type::f32, tag::nhwc);
+    pr.w_plain = memory::desc({ko, ki, kh_, kw_}, memory::data_type::f32, tag::oihw);
+    pr.bias = memory::desc({ko}, memory::data_type::f32, tag::a);
+    memory::desc w_any({ko, ki, kh_, kw_}, memory::data_type::f32, tag::any);
+    const auto& c = p_.conv;
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, pr.src,
+                                      w_any, pr.bias, pr.dst, {c.strides[0], c.strides[1]},
+                                      {c.dilations[0] - 1, c.dilations[1] - 1}, {c.pads[0], c.pads[1]},
+                                      {c.pads[2], c.pads[3]});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    pr.pd = dnnl::convolution_forward::primitive_desc(d, attr, onednn::engine());
+    pr.prim = dnnl::convolution_forward(pr.pd);
+    pr.w_reorder = dnnl::reorder(memory(pr.w_plain, onednn::engine(), nullptr), memory(pr.pd.weights_desc(), onednn::engine(), nullptr));
+    return pr;
+  }
+
+  void pack_dense_weights() {
+    dense_w_ = onednn::pack(dense_.w_plain, weights_.data(), dense_.pd.weights_desc());
+    dense_b_ = onednn::pack(dense_.bias, bias_.data(), dense_.bias);
+  }
+
+  const Prim& compact_prim(int64_t ki, int64_t ko) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto key = std::make_pair(ki, ko);
+    auto it = cache_.find(key);
+    if (it == cache_.end()) it = cache_.emplace(key, std::make_unique<Prim>(make_prim(ki, ko))).first;
+    return *it->second;
+  }
+
+  void exec_conv(const Prim& pr, const void* src, const memory& w, const memory& bias, float* dst,
+                 std::byte* scratch) const {
+    const size_t sp = pr.pd.scratchpad_desc().get_size();
+    std::vector<std::byte> heap;
+    void* sp_ptr = scratch + sp_off_;
+    if (sp > sp_reserve_) {
+      heap.resize(sp);
+      sp_ptr = heap.data();
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(pr.src, onednn::engine(), const_cast<void*>(src))},
+                                         {DNNL_ARG_WEIGHTS, w},
+                                         {DNNL_ARG_BIAS, bias},
+                                         {DNNL_ARG_DST, memory(pr.dst, onednn::engine(), dst)}};
+    onednn::execute(pr.prim, std::move(args), pr.pd.scratchpad_desc(), sp_ptr);
+  }
+
+  void saliency(const float* xb, const std::vector<int32_t>& act_in, float* s) const {
+    std::fill(s, s + c_, 0.f);
+    const int64_t hw = h_ * w_;
+    const bool all = static_cast<int64_t>(act_in.size()) == c_;
+    // Sum over pixels (NHWC rows), channels innermost; inactive channels stay 0.
+    std::vector<double> acc(static_cast<size_t>(c_), 0.0);
+    if (all) {
+      std::vector<float> row(static_cast<size_t>(c_), 0.f);
+      for (int64_t p0 = 0; p0 < hw; p0 += 64) {
+        std::fill(row.begin(), row.end(), 0.f);
+        const int64_t p1 = std::min(hw, p0 + 64);
+        for (int64_t p = p0; p < p1; ++p) {
+          const float* r = xb + p * c_;
+          if (p_.abs_saliency)
+            for (int64_t i = 0; i < c_; ++i) row[static_cast<size_t>(i)] += std::fabs(r[i]);
+          else
+            for (int64_t i = 0; i < c_; ++i) row[static_cast<size_t>(i)] += r[i];
+        }
+        for (int64_t i = 0; i < c_; ++i) acc[static_cast<size_t>(i)] += row[static_cast<size_t>(i)];
+      }
+    } else {
+      for (int64_t p = 0; p < hw; ++p) {
+        const float* r = xb + p * c_;
+        for (int32_t i : act_in) acc[static_cast<size_t>(i)] += p_.abs_saliency ? std::fabs(r[i]) : r[i];
+      }
+    }
+    for (int64_t i = 0; i < c_; ++i) s[i] = static_cast<float>(acc[static_cast<size_t>(i)] / static_cast<double>(hw));
+  }
+
+  void run_dense(const float* xb, float* yb, const float* pi, std::byte* scratch) const {
+    exec_conv(dense_, xb, dense_w_, dense_b_, yb, scratch);
+    const int64_t pixels = oh_ * ow_;
+    const float* be = beta();
+#pragma omp parallel for if (pixels * m_ > 65536)
+    for (int64_t p = 0; p < pixels; ++p) {
+      float* r = yb + p * m_;
+      for (int64_t o = 0; o < m_; ++o)
+        r[o] = pi[o] > 0.f ? gate::active_value(p_, be, o, pi[o], r[o]) : suppressed_[static_cast<size_t>(o)];
+    }
+  }
+
+  // Writes every pixel: suppressed constants, then (if given) the active channels from compact.
+  void fill_suppressed(float* yb, const float* pi, const float* compact, const std::vector<int32_t>& act_out) const {
+    const int64_t pixels = oh_ * ow_;
+    const auto ko = static_cast<int64_t>(act_out.size());
+    const float* be = beta();
+#pragma omp parallel for if (pixels * m_ > 65536)
+    for (int64_t p = 0; p < pixels; ++p) {
+      float* r = yb + p * m_;
+      std::memcpy(r, suppressed_.data(), floats(m_));
+      if (compact) {
+        const float* cr = compact + p * ko;
+        for (int64_t j = 0; j < ko; ++j) {
+          const int32_t o = act_out[static_cast<size_t>(j)];
+          r[o] = gate::active_value(p_, be, o, pi[o], cr[j]);
+        }
+      }
+    }
+  }
+
+  void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in,
+                   const std::vector<int32_t>& act_out, std::byte* scratch) const {
+    const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
+    const Prim& pr = compact_prim(ki, ko);
+    // Input: the active channels, or the tensor itself when all are active.
+    const float* src = xb;
+    if (ki != c_) {
+      auto* xc = reinterpret_cast<float*>(scratch + x_off_);
+      const int64_t hw = h_ * w_;
+#pragma omp parallel for if (hw * ki > 65536)
+      for (int64_t p = 0; p < hw; ++p) {
+        const float* r = xb + p * c_;
+        float* d = xc + p * ki;
+        for (int64_t j = 0; j < ki; ++j) d[j] = r[act_in[static_cast<size_t>(j)]];
+      }
+      src = xc;
+    }
+    // Weights of the active (out, in) pairs, packed into the primitive's layout.
+    auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
+    const int64_t taps = kh_ * kw_;
+#pragma omp parallel for if (ko * ki * taps > 65536)
+    for (int64_t jo = 0; jo < ko; ++jo) {
+      const float* wo = weights_.data() + static_cast<int64_t>(act_out[static_cast<size_t>(jo)]) * c_ * taps;
+      float* d = wc + jo * ki * taps;
+      for (int64_t ji = 0; ji < ki; ++ji)
+        std::memcpy(d + ji * taps, wo + static_cast<int64_t>(act_in[static_cast<size_t>(ji)]) * taps, floats(taps));
+    }
+    memory w_plain(pr.w_plain, onednn::engine(), wc);
+    memory w_packed(pr.pd.weights_desc(), onednn::engine(), scratch + wp_off_);
+    std::vector<float> bc(static_cast<size_t>(ko));
+    for (int64_t jo = 0; jo < ko; ++jo) bc[static_cast<size_t>(jo)] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(jo)])];
+    memory bias(pr.bias, onednn::engine(), bc.data());
+    dnnl::stream& s = onednn::thread_stream();
+    pr.w_reorder.execute(s, w_plain, w_packed);
+    s.wait();
+    auto* yc = reinterpret_cast<float*>(scratch + y_off_);
+    exec_conv(pr, src, w_packed, bias, yc, scratch);
+    fill_suppressed(yb, pi, yc, act_out);
+  }
+
+  graph::GatedConvParams p_;
+  int64_t batch_, c_, h_, w_, m_, oh_, ow_, kh_, kw_;
+  std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_;
+  Prim dense_;
+  memory dense_w_, dense_b_;
+  size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, scratch_;
+  mutable std::mutex mu_;
+  mutable std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Prim>> cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout != graph::Layout::NHWC) return nullptr;
+  return std::make_unique<GatedConv>(g, n);
+}
+
+}  // namespace sluice::ops
