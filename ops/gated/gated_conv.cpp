@@ -251,33 +251,40 @@ class GatedConv final : public Kernel {
     onednn::execute(pr.prim, std::move(args), pr.pd.scratchpad_desc(), sp_ptr);
   }
 
+  // Mean (or mean |x|) over pixels of every input channel; channels outside act_in are
+  // known to be zero and stay 0. Pixel blocks are summed in parallel, in a fixed order.
   void saliency(const float* xb, const std::vector<int32_t>& act_in, float* s) const {
-    std::fill(s, s + c_, 0.f);
     const int64_t hw = h_ * w_;
-    const bool all = static_cast<int64_t>(act_in.size()) == c_;
-    // Sum over pixels (NHWC rows), channels innermost; inactive channels stay 0.
-    std::vector<double> acc(static_cast<size_t>(c_), 0.0);
-    if (all) {
-      std::vector<float> row(static_cast<size_t>(c_), 0.f);
-      for (int64_t p0 = 0; p0 < hw; p0 += 64) {
-        std::fill(row.begin(), row.end(), 0.f);
-        const int64_t p1 = std::min(hw, p0 + 64);
-        for (int64_t p = p0; p < p1; ++p) {
-          const float* r = xb + p * c_;
-          if (p_.abs_saliency)
-            for (int64_t i = 0; i < c_; ++i) row[static_cast<size_t>(i)] += std::fabs(r[i]);
-          else
-            for (int64_t i = 0; i < c_; ++i) row[static_cast<size_t>(i)] += r[i];
-        }
-        for (int64_t i = 0; i < c_; ++i) acc[static_cast<size_t>(i)] += row[static_cast<size_t>(i)];
-      }
-    } else {
-      for (int64_t p = 0; p < hw; ++p) {
+    const auto ki = static_cast<int64_t>(act_in.size());
+    const bool all = ki == c_;
+    constexpr int64_t kBlock = 256;
+    const int64_t blocks = (hw + kBlock - 1) / kBlock;
+    std::vector<float> part(static_cast<size_t>(blocks * ki), 0.f);
+#pragma omp parallel for if (hw * ki > 32768)
+    for (int64_t bl = 0; bl < blocks; ++bl) {
+      float* acc = part.data() + bl * ki;
+      const int64_t p1 = std::min(hw, (bl + 1) * kBlock);
+      for (int64_t p = bl * kBlock; p < p1; ++p) {
         const float* r = xb + p * c_;
-        for (int32_t i : act_in) acc[static_cast<size_t>(i)] += p_.abs_saliency ? std::fabs(r[i]) : r[i];
+        if (all) {
+          if (p_.abs_saliency)
+            for (int64_t i = 0; i < c_; ++i) acc[i] += std::fabs(r[i]);
+          else
+            for (int64_t i = 0; i < c_; ++i) acc[i] += r[i];
+        } else {
+          for (int64_t j = 0; j < ki; ++j) {
+            const float v = r[act_in[static_cast<size_t>(j)]];
+            acc[j] += p_.abs_saliency ? std::fabs(v) : v;
+          }
+        }
       }
     }
-    for (int64_t i = 0; i < c_; ++i) s[i] = static_cast<float>(acc[static_cast<size_t>(i)] / static_cast<double>(hw));
+    std::fill(s, s + c_, 0.f);
+    for (int64_t j = 0; j < ki; ++j) {
+      double t = 0;
+      for (int64_t bl = 0; bl < blocks; ++bl) t += part[static_cast<size_t>(bl * ki + j)];
+      s[act_in[static_cast<size_t>(j)]] = static_cast<float>(t / static_cast<double>(hw));
+    }
   }
 
   void run_dense(const float* xb, float* yb, const float* pi, std::byte* scratch) const {

@@ -1,0 +1,398 @@
+// FBS gate recognition and the gated conv kernel: which patterns become one
+// SluiceGatedConv (and which must not), the numbers against the generic ops run by
+// the reference plan, and the executed MACs and active channels the stats report.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <thread>
+
+#include "runtime/plan.h"
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+enum class Form { Winners, Losers, Threshold };
+enum class Pool { Gap, ReduceMean, AbsReduceMean };
+enum class Fc { Gemm, MatMulAdd };
+enum class Bcast { Unsqueeze, Reshape };
+enum class Beta { None, Masked, Unmasked };
+
+struct GateCase {
+  Form form = Form::Winners;
+  Pool pool = Pool::Gap;
+  Fc fc = Fc::Gemm;
+  Bcast bcast = Bcast::Unsqueeze;
+  Beta beta = Beta::Masked;
+  bool relu = true;
+  int64_t n = 2, c = 6, m = 8, hw = 7, k = 4;
+  bool tied_gate = false;  // Wg = 0 and equal biases: every g ties
+};
+
+// Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
+// are prefixed with `p` so several gates fit in one graph.
+void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const std::string& x, const std::string& y,
+              int64_t c) {
+  const int64_t m = gc.m, n = gc.n;
+  b.init_random(p + "w", {m, c, 3, 3}, 0.3f).init_random(p + "cb", {m}, 0.1f);
+  auto& conv = b.node("Conv", {x, p + "w", p + "cb"}, {p + "conv"}, p + "Conv");
+  OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+  // Saliency.
+  std::string pooled;
+  std::string src = x;
+  if (gc.pool == Pool::AbsReduceMean) {
+    b.node("Abs", {x}, {p + "abs"});
+    src = p + "abs";
+  }
+  if (gc.pool == Pool::Gap) {
+    b.node("GlobalAveragePool", {src}, {p + "gap"});
+    OnnxBuilder::attr_int(b.node("Flatten", {p + "gap"}, {p + "s"}), "axis", 1);
+  } else {
+    auto& rm = b.node("ReduceMean", {src}, {p + "s"});
+    OnnxBuilder::attr_ints(rm, "axes", {2, 3});
+    OnnxBuilder::attr_int(rm, "keepdims", 0);
+  }
+  // Predictor; positive biases keep every g > 0 unless the case says otherwise.
+  if (gc.tied_gate) {
+    b.init(p + "wg", {m, c}, std::vector<float>(static_cast<size_t>(m * c), 0.f));
+    b.init(p + "bg", {m}, std::vector<float>(static_cast<size_t>(m), 0.5f));
+  } else {
+    b.init_random(p + "wg", {m, c}, 0.2f).init_random(p + "bg", {m}, 0.3f, 1.5f);
+  }
+  if (gc.fc == Fc::Gemm) {
+    OnnxBuilder::attr_int(b.node("Gemm", {p + "s", p + "wg", p + "bg"}, {p + "z"}), "transB", 1);
+  } else {
+    b.node("Transpose", {p + "wg"}, {p + "wgT"});
+    b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
+    b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
+  }
+  b.node("Relu", {p + "z"}, {p + "g"});
+  // Selection.
+  const std::string pi = p + "pi";
+  if (gc.form == Form::Winners) {
+    b.init_i64(p + "K", {1}, {gc.k});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
+    OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "tv"}, {pi}), "axis", 1);
+  } else if (gc.form == Form::Losers) {
+    b.init_i64(p + "K", {1}, {m - gc.k});
+    b.node("Neg", {p + "g"}, {p + "ng"});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "ng", p + "K"}, {p + "tv", p + "ti"}), "axis", -1);
+    b.init(p + "zeros", {n, m - gc.k}, std::vector<float>(static_cast<size_t>(n * (m - gc.k)), 0.f));
+    OnnxBuilder::attr_int(b.node("ScatterElements", {p + "g", p + "ti", p + "zeros"}, {pi}), "axis", 1);
+  } else {
+    b.init_i64(p + "K", {1}, {gc.k + 1});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    auto& rmin = b.node("ReduceMin", {p + "tv"}, {p + "thr"});
+    OnnxBuilder::attr_ints(rmin, "axes", {1});
+    b.node("Greater", {p + "g", p + "thr"}, {p + "gt"});
+    OnnxBuilder::attr_int(b.node("Cast", {p + "gt"}, {p + "mask"}), "to", 1);
+    b.node("Mul", {p + "g", p + "mask"}, {pi});
+  }
+  // Broadcast pi over H, W and apply it.
+  if (gc.bcast == Bcast::Unsqueeze) b.init_i64(p + "ax2", {1}, {2}).init_i64(p + "ax3", {1}, {3});
+  else b.init_i64(p + "shape4", {4}, {-1, m, 1, 1});
+  auto bcast = [&](const std::string& v, const std::string& out) {
+    if (gc.bcast == Bcast::Unsqueeze) {
+      b.node("Unsqueeze", {v, p + "ax2"}, {out + "_u"});
+      b.node("Unsqueeze", {out + "_u", p + "ax3"}, {out});
+    } else {
+      b.node("Reshape", {v, p + "shape4"}, {out});
+    }
+  };
+  bcast(pi, p + "pi4");
+  b.node("Mul", {p + "pi4", p + "conv"}, {p + "y0"});
+  std::string cur = p + "y0";
+  if (gc.beta != Beta::None) {
+    b.init_random(p + "beta", {1, m, 1, 1}, 0.5f, gc.beta == Beta::Unmasked ? 0.3f : 0.f);
+    std::string add_in = p + "beta";
+    if (gc.beta == Beta::Masked) {
+      b.init(p + "zero", {}, {0.f});
+      b.node("Greater", {pi, p + "zero"}, {p + "on"});
+      OnnxBuilder::attr_int(b.node("Cast", {p + "on"}, {p + "onf"}), "to", 1);
+      bcast(p + "onf", p + "on4");
+      b.node("Mul", {p + "beta", p + "on4"}, {p + "bm"});
+      add_in = p + "bm";
+    }
+    b.node("Add", {cur, add_in}, {p + "y1"});
+    cur = p + "y1";
+  }
+  if (gc.relu) {
+    b.node("Relu", {cur}, {y});
+  } else {
+    b.node("Identity", {cur}, {y});
+  }
+}
+
+Model gate_model(const GateCase& gc, int gates = 1) {
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  std::string cur = "x";
+  int64_t c = gc.c;
+  for (int i = 0; i < gates; ++i) {
+    const std::string out = i + 1 == gates ? "y" : "h" + std::to_string(i);
+    add_gate(b, gc, "g" + std::to_string(i) + "_", cur, out, c);
+    cur = out;
+    c = gc.m;
+  }
+  b.output("y");
+  return b.load("gate_test.onnx");
+}
+
+int count_gated(const runtime::Plan& p) {
+  int c = 0;
+  for (const auto& st : p.steps()) c += p.graph().node(st.node).op == graph::OpType::SluiceGatedConv;
+  return c;
+}
+
+struct Outcome {
+  double err = 0;        // fast vs the generic ops
+  double err_off = 0;    // --gating off vs the generic ops
+  RunStats stats;
+  Tensor y;
+};
+
+Outcome run_both(const Model& m, const Shape& in, SessionOptions gated_opts = {}) {
+  Tensor x = random_tensor(in, 7);
+  gated_opts.threads = 1;
+  SessionOptions off = gated_opts;
+  off.gating = false;
+  Session fast(m, gated_opts), dense(m, off), ref(m, {1, false});
+  Outcome o;
+  auto a = fast.run({{"x", x}}, &o.stats);
+  auto r = ref.run({{"x", x}});
+  auto d = dense.run({{"x", x}});
+  o.err = normalized_error(a["y"], r["y"]);
+  o.err_off = normalized_error(d["y"], r["y"]);
+  o.y = a["y"];
+  return o;
+}
+
+const LayerStats& gated_layer(const RunStats& s, size_t i = 0) {
+  size_t seen = 0;
+  for (const auto& l : s.layers)
+    if (l.gated && seen++ == i) return l;
+  throw std::runtime_error("no gated layer");
+}
+
+struct Variant {
+  const char* name;
+  GateCase gc;
+};
+
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
+class GateVariants : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(GateVariants, RecognisedAndExact) {
+  const GateCase& gc = GetParam().gc;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_TRUE(plan.graph().gates[0].recognised) << plan.graph().gates[0].reason;
+  EXPECT_EQ(count_gated(plan), 1);
+  int others = 0;  // besides the gated conv and the layout reorders around it
+  for (const auto& st : plan.steps()) {
+    auto op = plan.graph().node(st.node).op;
+    others += op != graph::OpType::SluiceGatedConv && op != graph::OpType::SluiceReorder && op != graph::OpType::Identity;
+  }
+  EXPECT_EQ(others, 0) << "the whole gate should be one step:\n" << plan.describe(false);
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  EXPECT_LT(o.err_off, 1e-5);
+  // Every g > 0 here, so exactly k channels run per sample (threshold: the k above the (k+1)-th).
+  const LayerStats& l = gated_layer(o.stats);
+  ASSERT_EQ(l.samples.size(), static_cast<size_t>(gc.n));
+  for (const auto& s : l.samples) {
+    EXPECT_EQ(s.active_out_channels, gc.k);
+    EXPECT_EQ(s.active_in_channels, gc.c);
+    EXPECT_EQ(s.executed_macs, gc.k * gc.c * 9 * gc.hw * gc.hw);
+    EXPECT_EQ(s.dense_macs, gc.m * gc.c * 9 * gc.hw * gc.hw);
+  }
+  EXPECT_EQ(l.gate_macs, gc.n * gc.m * gc.c);
+  EXPECT_EQ(o.stats.skipped_macs(), o.stats.dense_macs - o.stats.executed_macs);
+}
+
+GateCase with(std::function<void(GateCase&)> f) {
+  GateCase g;
+  f(g);
+  return g;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Forms, GateVariants,
+    ::testing::Values(Variant{"winners_gap_gemm_unsqueeze_masked", with([](GateCase&) {})},
+                      Variant{"losers", with([](GateCase& g) { g.form = Form::Losers; })},
+                      Variant{"threshold", with([](GateCase& g) { g.form = Form::Threshold; })},
+                      Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
+                      Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
+                      Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
+                      Variant{"reshape", with([](GateCase& g) { g.bcast = Bcast::Reshape; })},
+                      Variant{"unmasked_beta", with([](GateCase& g) { g.beta = Beta::Unmasked; })},
+                      Variant{"no_beta", with([](GateCase& g) { g.beta = Beta::None; })},
+                      Variant{"no_relu", with([](GateCase& g) { g.relu = false; })},
+                      Variant{"k1", with([](GateCase& g) { g.k = 1; })},
+                      Variant{"k_equals_c", with([](GateCase& g) { g.k = g.m; })},
+                      Variant{"batch1", with([](GateCase& g) { g.n = 1; })},
+                      Variant{"batch5_odd", with([](GateCase& g) { g.n = 5; g.c = 5; g.m = 11; g.k = 3; g.hw = 9; })}),
+    [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
+
+TEST(GatedConv, TiesKeepTheLowerIndexAsOnnxTopK) {
+  GateCase gc;
+  gc.tied_gate = true;
+  gc.beta = Beta::None;
+  gc.relu = false;
+  Model m = gate_model(gc);
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  // All g equal: channels 0..k-1 win, the rest are exactly zero.
+  const float* y = o.y.data<float>();
+  const int64_t plane = gc.hw * gc.hw;
+  for (int64_t ch = 0; ch < gc.m; ++ch) {
+    double mag = 0;
+    for (int64_t i = 0; i < plane; ++i) mag += std::fabs(y[ch * plane + i]);
+    if (ch < gc.k) EXPECT_GT(mag, 0) << "channel " << ch;
+    else EXPECT_EQ(mag, 0) << "channel " << ch;
+  }
+}
+
+TEST(GatedConv, ChainedGatesReadOnlyTheActiveInputChannels) {
+  GateCase gc;
+  gc.beta = Beta::Masked;
+  Model m = gate_model(gc, 2);
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  const LayerStats& second = gated_layer(o.stats, 1);
+  for (const auto& s : second.samples) {
+    EXPECT_EQ(s.active_in_channels, gc.k);
+    EXPECT_EQ(s.executed_macs, gc.k * gc.k * 9 * gc.hw * gc.hw);
+  }
+}
+
+TEST(GatedConv, UnmaskedBetaMakesSuppressedChannelsNonZeroDownstream) {
+  GateCase gc;
+  gc.beta = Beta::Unmasked;  // suppressed channels equal relu(beta) > 0 for most channels
+  Model m = gate_model(gc, 2);
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  const LayerStats& second = gated_layer(o.stats, 1);
+  for (const auto& s : second.samples) EXPECT_GT(s.active_in_channels, gc.k);
+}
+
+TEST(GatedConv, DensityOverrideLowersKAndMatchesTheModelExportedThere) {
+  GateCase full;
+  full.k = full.m;
+  GateCase half = full;
+  half.k = full.m / 2;
+  Model mf = gate_model(full), mh = gate_model(half);  // same seeds: same weights
+  SessionOptions o;
+  o.threads = 1;
+  o.density = 0.5f;
+  Session overridden(mf, o), ref(mh, {1, false});
+  Tensor x = random_tensor({full.n, full.c, full.hw, full.hw}, 7);
+  RunStats st;
+  auto a = overridden.run({{"x", x}}, &st);
+  auto r = ref.run({{"x", x}});
+  EXPECT_LT(normalized_error(a["y"], r["y"]), 1e-5);
+  for (const auto& s : gated_layer(st).samples) EXPECT_EQ(s.active_out_channels, half.k);
+  // An override never raises k.
+  o.density = 1.f;
+  Session raised(mh, o);
+  raised.run({{"x", x}}, &st);
+  for (const auto& s : gated_layer(st).samples) EXPECT_EQ(s.active_out_channels, half.k);
+}
+
+TEST(GatedConv, GatingOffExecutesEveryMac) {
+  GateCase gc;
+  Model m = gate_model(gc);
+  SessionOptions off;
+  off.threads = 1;
+  off.gating = false;
+  RunStats st;
+  Session(m, off).run({{"x", random_tensor({gc.n, gc.c, gc.hw, gc.hw})}}, &st);
+  EXPECT_EQ(st.executed_macs, st.dense_macs);
+  EXPECT_EQ(gated_layer(st).executed_macs, gc.n * gc.m * gc.c * 9 * gc.hw * gc.hw);
+}
+
+TEST(GateRecognition, SqueezeExcitationIsNotAGate) {
+  // GAP -> FC -> ReLU -> FC -> Sigmoid -> Mul: a look-alike with no top-k.
+  OnnxBuilder b;
+  b.input("x", {1, 6, 7, 7}).init_random("w", {8, 6, 3, 3}, 0.3f);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}, "conv"), "pads", {1, 1, 1, 1});
+  b.node("GlobalAveragePool", {"c"}, {"p"});
+  b.node("Flatten", {"p"}, {"f"});
+  b.init_random("w1", {4, 8}, 0.3f).init_random("w2", {8, 4}, 0.3f);
+  OnnxBuilder::attr_int(b.node("Gemm", {"f", "w1"}, {"z1"}), "transB", 1);
+  b.node("Relu", {"z1"}, {"r"});
+  OnnxBuilder::attr_int(b.node("Gemm", {"r", "w2"}, {"z2"}), "transB", 1);
+  b.node("Sigmoid", {"z2"}, {"s"});
+  b.init_i64("shape", {4}, {1, 8, 1, 1});
+  b.node("Reshape", {"s", "shape"}, {"s4"});
+  b.node("Mul", {"c", "s4"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  EXPECT_TRUE(plan.graph().gates.empty());
+  EXPECT_EQ(count_gated(plan), 0);
+  Tensor x = random_tensor({1, 6, 7, 7});
+  EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
+TEST(GateRecognition, GateOnAnotherTensorIsReportedNotFused) {
+  // The predictor pools the conv's input plus one: not the conv's input, so not exact to fuse.
+  GateCase gc;
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw}).init("one", {}, {1.f});
+  b.node("Add", {"x", "one"}, {"x1"});
+  add_gate(b, gc, "g_", "x", "y", gc.c);
+  // Point the gate's pooling at x1.
+  for (auto& n : *b.proto().mutable_graph()->mutable_node())
+    if (n.op_type() == "GlobalAveragePool") n.set_input(0, "x1");
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("different tensor"), std::string::npos) << plan.graph().gates[0].reason;
+  EXPECT_NE(plan.describe(false).find("NOT"), std::string::npos);
+  EXPECT_EQ(count_gated(plan), 0);
+  Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
+TEST(GateRecognition, TopKLargerThanTheChannelCountIsRefusedByName) {
+  GateCase gc;
+  gc.k = gc.m + 3;
+  try {
+    Model m = gate_model(gc);
+    Session(m).run({{"x", random_tensor({gc.n, gc.c, gc.hw, gc.hw})}});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("TopK"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("K = 11"), std::string::npos) << msg;
+  }
+}
+
+TEST(GatedConv, ConcurrentRunsGiveTheirOwnSelections) {
+  GateCase gc;
+  Model m = gate_model(gc, 2);
+  Session s(m, {2});
+  std::vector<Tensor> xs, expect;
+  for (uint32_t i = 0; i < 4; ++i) {
+    xs.push_back(random_tensor({gc.n, gc.c, gc.hw, gc.hw}, 100 + i));
+    expect.push_back(Session(m, {1, false}).run({{"x", xs.back()}})["y"]);
+  }
+  std::vector<double> err(4, 1.0);
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < 4; ++i)
+    th.emplace_back([&, i] {
+      for (int r = 0; r < 5; ++r) err[i] = std::max(r == 0 ? 0.0 : err[i], normalized_error(s.run({{"x", xs[i]}})["y"], expect[i]));
+    });
+  for (auto& t : th) t.join();
+  for (double e : err) EXPECT_LT(e, 1e-5);
+}
+
+}  // namespace
+}  // namespace sluice::testing
