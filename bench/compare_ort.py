@@ -46,8 +46,9 @@ def ensure_model(name, size, opset, model_dir, slim, fold_bn):
     return path
 
 
-def bench_sluice(sluice, path, threads, runs, warmup):
+def bench_sluice(sluice, path, threads, runs, warmup, extra=()):
     cmd = [sluice, "bench", path, "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--json"]
+    cmd += list(extra)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd), p.returncode, p.stderr.strip()))

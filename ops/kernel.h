@@ -18,6 +18,9 @@ namespace sluice::ops {
 // non-zero.
 struct ChannelActivity {
   std::vector<std::vector<int32_t>> samples;  // per sample: sorted channel indices
+  // The producer wrote only the listed channels, packed: sample b's pixel rows have
+  // samples[b].size() values (the rest are zero). Only gated convs consume such tensors.
+  bool compact = false;
   bool known() const { return !samples.empty(); }
 };
 

@@ -167,7 +167,10 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
     if (sl.kind == SlotKind::Input) ctx.slot_data[s] = const_cast<void*>(inputs[sl.offset]->raw());
     if (sl.kind == SlotKind::Output) ctx.slot_data[s] = outputs[sl.offset].raw();
   }
-  for (auto& a : ctx.activity) a.samples.clear();
+  for (auto& a : ctx.activity) {
+    a.samples.clear();
+    a.compact = false;
+  }
   std::vector<ops::TensorView> in, out;
   std::vector<double> times(profile ? steps_.size() : 0);
   for (size_t si = 0; si < steps_.size(); ++si) {
@@ -196,7 +199,7 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
       } else {
         // In place (same slot group) or not, the output's activity is decided after the kernel ran.
         ops::ChannelActivity passed;
-        if (st.propagates_activity && in_act && in_act->known()) passed = *in_act;
+        if (st.propagates_activity && in_act && in_act->known() && !in_act->compact) passed = *in_act;
         st.kernel->run(args);
         out_act = std::move(passed);
       }

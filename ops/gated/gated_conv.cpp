@@ -114,6 +114,16 @@ class GatedConv final : public Kernel {
     }
     suppressed_.resize(static_cast<size_t>(m_));
     for (int64_t o = 0; o < m_; ++o) suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
+    // Write the output compact (active channels only) when every reader is a gated conv that
+    // understands it and a suppressed channel is exactly zero.
+    compact_out_ = p_.gating && !g.value(n.outputs[0]).is_output && !g.value(n.outputs[0]).consumers.empty();
+    for (float v : suppressed_) compact_out_ = compact_out_ && v == 0.f;
+    for (graph::NodeId c : g.value(n.outputs[0]).consumers) {
+      const graph::Node& cn = g.node(c);
+      compact_out_ = compact_out_ && cn.op == graph::OpType::SluiceGatedConv && cn.layout == graph::Layout::NHWC &&
+                     cn.p<graph::GatedConvParams>().gating && cn.inputs[0] == n.outputs[0];
+      for (size_t i = 1; i < cn.inputs.size(); ++i) compact_out_ = compact_out_ && cn.inputs[i] != n.outputs[0];
+    }
     dense_ = make_prim(c_, m_);
     pack_dense_weights();
     // Scratch: compact input, compact/dense conv output, gathered and packed weights, oneDNN scratchpad.
@@ -127,7 +137,8 @@ class GatedConv final : public Kernel {
   }
 
   std::string name() const override {
-    return std::string(p_.gating ? "gated" : "gated(off)") + ":onednn:" + dense_.pd.impl_info_str();
+    return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") + ":onednn:" +
+           dense_.pd.impl_info_str();
   }
   size_t scratch_bytes() const override { return scratch_; }
 
@@ -143,7 +154,11 @@ class GatedConv final : public Kernel {
       rec->active_in.assign(static_cast<size_t>(batch_), 0);
       rec->active_out.assign(static_cast<size_t>(batch_), 0);
     }
-    if (a.out_activity) a.out_activity->samples.assign(static_cast<size_t>(batch_), {});
+    if (a.out_activity) {
+      a.out_activity->samples.assign(static_cast<size_t>(batch_), {});
+      a.out_activity->compact = compact_out_;
+    }
+    const bool in_compact = a.in_activity && a.in_activity->known() && a.in_activity->compact;
     const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
     std::vector<int32_t> act_in, act_out;
@@ -158,7 +173,7 @@ class GatedConv final : public Kernel {
         act_in.resize(static_cast<size_t>(c_));
         for (int64_t i = 0; i < c_; ++i) act_in[static_cast<size_t>(i)] = static_cast<int32_t>(i);
       }
-      saliency(xb, act_in, s.data());
+      saliency(xb, act_in, in_compact, s.data());
       gate::predict(spec, s.data(), g.data());
       gate::select(spec, g.data(), pi.data());
       act_out.clear();
@@ -167,13 +182,13 @@ class GatedConv final : public Kernel {
       const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
       int64_t executed;
       if (!p_.gating || (ki == c_ && ko == m_)) {
-        run_dense(xb, yb, pi.data(), scratch);
+        run_dense(xb, yb, pi.data(), scratch);  // compact input with every channel active is dense
         executed = m_ * c_ * per_map;
       } else if (ko == 0 || ki == 0) {
-        fill_suppressed(yb, pi.data(), nullptr, act_out);
+        if (!compact_out_) fill_suppressed(yb, pi.data(), nullptr, act_out);
         executed = 0;
       } else {
-        run_compact(xb, yb, pi.data(), act_in, act_out, scratch);
+        run_compact(xb, yb, pi.data(), act_in, in_compact, act_out, scratch);
         executed = ko * ki * per_map;
       }
       if (rec) {
@@ -253,24 +268,29 @@ class GatedConv final : public Kernel {
 
   // Mean (or mean |x|) over pixels of every input channel; channels outside act_in are
   // known to be zero and stay 0. Pixel blocks are summed in parallel, in a fixed order.
-  void saliency(const float* xb, const std::vector<int32_t>& act_in, float* s) const {
+  void saliency(const float* xb, const std::vector<int32_t>& act_in, bool compact, float* s) const {
     const int64_t hw = h_ * w_;
     const auto ki = static_cast<int64_t>(act_in.size());
-    const bool all = ki == c_;
+    const bool all = ki == c_ || compact;
+    const int64_t stride = compact ? ki : c_;
     constexpr int64_t kBlock = 256;
     const int64_t blocks = (hw + kBlock - 1) / kBlock;
     std::vector<float> part(static_cast<size_t>(blocks * ki), 0.f);
+    if (ki == 0) {
+      std::fill(s, s + c_, 0.f);
+      return;
+    }
 #pragma omp parallel for if (hw * ki > 32768)
     for (int64_t bl = 0; bl < blocks; ++bl) {
       float* acc = part.data() + bl * ki;
       const int64_t p1 = std::min(hw, (bl + 1) * kBlock);
       for (int64_t p = bl * kBlock; p < p1; ++p) {
-        const float* r = xb + p * c_;
-        if (all) {
+        const float* r = xb + p * stride;
+        if (all) {  // every stored channel, in order: act_in[j] is at j
           if (p_.abs_saliency)
-            for (int64_t i = 0; i < c_; ++i) acc[i] += std::fabs(r[i]);
+            for (int64_t i = 0; i < stride; ++i) acc[i] += std::fabs(r[i]);
           else
-            for (int64_t i = 0; i < c_; ++i) acc[i] += r[i];
+            for (int64_t i = 0; i < stride; ++i) acc[i] += r[i];
         } else {
           for (int64_t j = 0; j < ki; ++j) {
             const float v = r[act_in[static_cast<size_t>(j)]];
@@ -318,13 +338,33 @@ class GatedConv final : public Kernel {
     }
   }
 
-  void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in,
+  void scale_compact(float* yc, const float* pi, const std::vector<int32_t>& act_out) const {
+    const int64_t pixels = oh_ * ow_;
+    const auto ko = static_cast<int64_t>(act_out.size());
+    std::vector<float> scale(static_cast<size_t>(ko)), shift(static_cast<size_t>(ko), 0.f);
+    for (int64_t j = 0; j < ko; ++j) {
+      const int32_t o = act_out[static_cast<size_t>(j)];
+      scale[static_cast<size_t>(j)] = pi[o];
+      if (!beta_.empty() && p_.beta != graph::BetaMode::None) shift[static_cast<size_t>(j)] = beta_[static_cast<size_t>(o)];
+    }
+    const bool relu = p_.activation.kind == graph::Activation::Relu;
+#pragma omp parallel for if (pixels * ko > 65536)
+    for (int64_t p = 0; p < pixels; ++p) {
+      float* r = yc + p * ko;
+      for (int64_t j = 0; j < ko; ++j) {
+        const float v = scale[static_cast<size_t>(j)] * r[j] + shift[static_cast<size_t>(j)];
+        r[j] = relu ? (v > 0.f ? v : 0.f) : v;
+      }
+    }
+  }
+
+  void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in, bool in_compact,
                    const std::vector<int32_t>& act_out, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
     const Prim& pr = compact_prim(ki, ko);
     // Input: the active channels, or the tensor itself when all are active.
     const float* src = xb;
-    if (ki != c_) {
+    if (ki != c_ && !in_compact) {
       auto* xc = reinterpret_cast<float*>(scratch + x_off_);
       const int64_t hw = h_ * w_;
 #pragma omp parallel for if (hw * ki > 65536)
@@ -353,12 +393,18 @@ class GatedConv final : public Kernel {
     dnnl::stream& s = onednn::thread_stream();
     pr.w_reorder.execute(s, w_plain, w_packed);
     s.wait();
+    if (compact_out_) {  // straight into the output, then the gate's epilogue in place
+      exec_conv(pr, src, w_packed, bias, yb, scratch);
+      scale_compact(yb, pi, act_out);
+      return;
+    }
     auto* yc = reinterpret_cast<float*>(scratch + y_off_);
     exec_conv(pr, src, w_packed, bias, yc, scratch);
     fill_suppressed(yb, pi, yc, act_out);
   }
 
   graph::GatedConvParams p_;
+  bool compact_out_ = false;
   int64_t batch_, c_, h_, w_, m_, oh_, ow_, kh_, kw_;
   std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_;
   Prim dense_;
