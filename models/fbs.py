@@ -49,13 +49,13 @@ class GatedConv2d(nn.Module):
         return F.relu(self.gate(s))
 
     def select(self, g):
-        k = self.k()
-        if k >= self.cout:
-            return g
+        k = self.k()  # the top-k ops are exported even at k = C_out, so the gate stays recognisable
         if self.form == "winners":
             values, idx = torch.topk(g, k, dim=1)
             return torch.zeros_like(g).scatter(1, idx, values)
         # losers form: zero the C_out - k smallest (the largest of -g)
+        if k >= self.cout:
+            return g
         _, idx = torch.topk(-g, self.cout - k, dim=1)
         return g.scatter(1, idx, torch.zeros_like(g[:, : self.cout - k]))
 
