@@ -1,0 +1,111 @@
+"""Exports FBS-augmented VGG-16 and ResNet-18 at 224x224 (random, seeded weights; non-trivial
+BN statistics; positive gate biases so that exactly ceil(d * C) channels win) to ONNX.
+
+    .venv/bin/python models/export_fbs.py --models vgg16_fbs,resnet18_fbs --densities 1.0,0.75,0.5,0.25 \
+        --out-dir build/bench/fbs [--opset 13]
+
+vgg16_fbs: VGG-16's 13 convs, all but the first gated (models/fbs.py GatedConv2d), its max
+pools, then global average pool + Linear(512, 1000). resnet18_fbs: torchvision's ResNet-18
+layout where the first conv of every basic block is gated (the second conv and the dense
+shortcut meet in the residual add, as in the FBS paper's ResNet). Writes
+OUT_DIR/<model>_d<100d>.onnx and prints one path per line. Input "image" 1x3x224x224.
+"""
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fbs  # noqa: E402
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def gated(cin, cout, stride, d):
+    g = fbs.GatedConv2d(cin, cout, 3, stride, density=d)
+    nn.init.uniform_(g.gate.bias, 0.5, 1.5)
+    return g
+
+
+class VGG16FBS(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        layers, cin = [], 3
+        for v in VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()] if cin == 3 else [gated(cin, v, 1, d)]
+            cin = v
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride, d):
+        super().__init__()
+        self.conv1 = gated(cin, cout, stride, d)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.conv1(x)))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet18FBS(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [Block(cin, cout, stride, d), Block(cout, cout, 1, d)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+MODELS = {"vgg16_fbs": VGG16FBS, "resnet18_fbs": ResNet18FBS}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="vgg16_fbs,resnet18_fbs")
+    ap.add_argument("--densities", default="1.0,0.75,0.5,0.25")
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--opset", type=int, default=13)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(a.out_dir, exist_ok=True)
+    for name in a.models.split(","):
+        if name not in MODELS:
+            raise SystemExit("unknown model %r (choose from %s)" % (name, ", ".join(MODELS)))
+        for d in (float(v) for v in a.densities.split(",")):
+            torch.manual_seed(0)  # the same weights at every density
+            m = MODELS[name](d)
+            for mod in m.modules():
+                if isinstance(mod, nn.BatchNorm2d):
+                    mod.running_mean.uniform_(-0.2, 0.2)
+                    mod.running_var.uniform_(0.5, 2.0)
+            m.eval()
+            path = os.path.join(a.out_dir, "%s_d%d.onnx" % (name, round(d * 100)))
+            torch.onnx.export(m, torch.randn(1, 3, 224, 224), path, opset_version=a.opset, input_names=["image"],
+                              output_names=["logits"])
+            print(path, flush=True)
+
+
+if __name__ == "__main__":
+    main()
