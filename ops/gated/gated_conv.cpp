@@ -13,6 +13,8 @@
 #include <map>
 #include <mutex>
 
+#include <omp.h>
+
 #include "ops/common/onednn.h"
 #include "ops/conv/window.h"
 #include "ops/gated/gate.h"
@@ -133,18 +135,17 @@ class GatedConv final : public Kernel {
     wp_off_ = align(wc_off_ + floats(m_ * c_ * kh_ * kw_));
     sp_off_ = align(wp_off_ + floats((m_ + 16) * (c_ + 16) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
-    scratch_ = sp_off_ + sp_reserve_;
+    scratch_ = align(sp_off_ + sp_reserve_);
+    slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
   }
 
   std::string name() const override {
     return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") + ":onednn:" +
            dense_.pd.impl_info_str();
   }
-  size_t scratch_bytes() const override { return scratch_; }
+  size_t scratch_bytes() const override { return scratch_ * static_cast<size_t>(slots_); }
 
   void run(const KernelArgs& a) const override {
-    const float* X = a.in[0].as<const float>();
-    float* Y = a.out[0].as<float>();
     auto* scratch = static_cast<std::byte*>(a.scratch);
     StepRecord* rec = a.record;
     if (rec) {
@@ -159,11 +160,27 @@ class GatedConv final : public Kernel {
       a.out_activity->compact = compact_out_;
     }
     const bool in_compact = a.in_activity && a.in_activity->known() && a.in_activity->compact;
+    // Batch > 1: samples run in parallel, each on its own slot of the scratch, and the
+    // oneDNN calls inside run single-threaded. Per-sample parallel regions would put a
+    // barrier after every small step, which a busy shared machine makes very slow.
+    const int slots = slots_;
+#pragma omp parallel for num_threads(slots) schedule(dynamic, 1) if (slots > 1)
+    for (int64_t b = 0; b < batch_; ++b) {
+      const int slot = slots > 1 ? omp_get_thread_num() : 0;
+      run_sample(a, b, in_compact, scratch + static_cast<size_t>(slot) * scratch_);
+    }
+  }
+
+ private:
+  void run_sample(const KernelArgs& a, int64_t b, bool in_compact, std::byte* scratch) const {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    StepRecord* rec = a.record;
     const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
     std::vector<int32_t> act_in, act_out;
     const int64_t per_map = kh_ * kw_ * oh_ * ow_;
-    for (int64_t b = 0; b < batch_; ++b) {
+    {
       const float* xb = X + b * h_ * w_ * c_;
       float* yb = Y + b * oh_ * ow_ * m_;
       act_in.clear();
@@ -205,7 +222,6 @@ class GatedConv final : public Kernel {
     }
   }
 
- private:
   struct Prim {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
@@ -410,6 +426,7 @@ class GatedConv final : public Kernel {
   Prim dense_;
   memory dense_w_, dense_b_;
   size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, scratch_;
+  int slots_ = 1;  // samples run at once (batch > 1), each with scratch_ bytes
   mutable std::mutex mu_;
   mutable std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Prim>> cache_;
 };
