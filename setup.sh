@@ -12,7 +12,7 @@ PACKAGES=(
   libxnnpack-dev libpthreadpool-dev         # XNNPACK
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev
+  nlohmann-json3-dev libcli11-dev zlib1g-dev
   python3-venv python3-torch python3-torchvision python3-onnx python3-numpy python3-matplotlib
   libonnx-testdata dataset-fashion-mnist
 )

@@ -1,4 +1,4 @@
-// The `sluice` command-line tool: run, bench, inspect, ops.
+// The `sluice` command-line tool: run, bench, inspect, eval, ops.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -10,6 +10,7 @@
 #include <random>
 
 #include "graph/graph.h"
+#include "runtime/cli/eval.h"
 #include "runtime/npy.h"
 #include "sluice/sluice.h"
 
@@ -215,6 +216,27 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   return 0;
 }
 
+// Number checks with short messages (CLI11's own print the double range).
+CLI::Validator number_check(const char* desc, bool (*ok)(double), const char* why) {
+  return CLI::Validator(
+      [ok, why](std::string& v) -> std::string {
+        size_t used = 0;
+        double d = 0;
+        try {
+          d = std::stod(v, &used);
+        } catch (...) {
+          used = 0;
+        }
+        if (used != v.size() || v.empty()) return v + " is not a number";
+        return ok(d) ? std::string() : v + " " + why;
+      },
+      desc);
+}
+const CLI::Validator kNonNegative = number_check("N >= 0", [](double d) { return d >= 0; }, "is negative");
+const CLI::Validator kPositive = number_check("N > 0", [](double d) { return d > 0; }, "is not positive");
+const CLI::Validator kDensity = number_check("0 < D <= 1", [](double d) { return d > 0 && d <= 1; },
+                                             "is not a density in (0, 1]");
+
 // The flags every command that builds a Session takes.
 struct SessionFlags {
   int threads = 0;
@@ -224,14 +246,14 @@ struct SessionFlags {
   bool profile = false;
 
   void add(CLI::App* cmd) {
-    cmd->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+    cmd->add_option("-t,--threads", threads, "Threads (0: all cores)")->check(kNonNegative)->capture_default_str();
     cmd->add_flag("--reference", reference, "Use the plain reference kernels (no graph optimisation, no gating)");
     cmd->add_option("--gating", gating, "on: gated convs skip suppressed channels; off: compute densely and mask")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     cmd->add_option("--density", density,
                     "Run-time density override in (0, 1]: each gate keeps min(k, ceil(D * C_out)) channels")
-        ->check(CLI::Range(1e-6, 1.0).description("a number in (0, 1]"));
+        ->check(kDensity);
   }
   sluice::SessionOptions options() const {
     sluice::SessionOptions o;
@@ -256,7 +278,8 @@ int main(int argc, char** argv) {
   int runs = 20, warmup = 3;
   int64_t batch = 1;
   bool as_json = false;
-  SessionFlags run_flags, bench_flags, inspect_flags;
+  SessionFlags run_flags, bench_flags, inspect_flags, eval_flags;
+  sluice::cli::EvalOptions eval_opts;
 
   auto* run = app.add_subcommand("run", "Run a model on .npy inputs and write one .npy per output.");
   run->add_option("model", model, "ONNX model file")->required();
@@ -269,9 +292,9 @@ int main(int argc, char** argv) {
   bench->add_option("model", model, "ONNX model file")->required();
   bench->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (default: random data)");
   bench_flags.add(bench);
-  bench->add_option("-n,--runs", runs, "Timed runs")->check(CLI::PositiveNumber)->capture_default_str();
-  bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(CLI::NonNegativeNumber)->capture_default_str();
-  bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(CLI::PositiveNumber)->capture_default_str();
+  bench->add_option("-n,--runs", runs, "Timed runs")->check(kPositive)->capture_default_str();
+  bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(kNonNegative)->capture_default_str();
+  bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(kPositive)->capture_default_str();
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
 
@@ -280,6 +303,25 @@ int main(int argc, char** argv) {
   inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)");
   inspect->add_flag("--json", as_json, "Print JSON");
   inspect_flags.add(inspect);
+
+  auto* eval = app.add_subcommand("eval", "Classify a labelled test set: accuracy, executed MACs per image, and a plot of "
+                                            "per-layer active-channel density.");
+  eval->add_option("model", eval_opts.model, "ONNX classifier (input N x 1 x 28 x 28, output N x classes)")->required();
+  eval->add_option("--data", eval_opts.data, "Dataset")->check(CLI::IsMember({"fashion-mnist"}))->capture_default_str();
+  eval->add_option("--data-dir", eval_opts.data_dir, "Where the dataset's .gz files are (Debian: dataset-fashion-mnist)")
+      ->capture_default_str();
+  eval->add_option("--split", eval_opts.split, "test or train")->check(CLI::IsMember({"test", "train"}))->capture_default_str();
+  eval->add_option("-l,--limit", eval_opts.limit, "Evaluate only the first N images (0: all)")
+      ->check(kNonNegative)->capture_default_str();
+  eval->add_option("-b,--batch", eval_opts.batch, "Images per run")->check(kPositive)->capture_default_str();
+  eval->add_option("--mean", eval_opts.mean, "Input normalisation: (pixel/255 - mean) / std")->capture_default_str();
+  eval->add_option("--std", eval_opts.std, "Input normalisation: (pixel/255 - mean) / std")
+      ->check(kPositive)->capture_default_str();
+  eval->add_option("--plot", eval_opts.plot, "SVG plot of per-layer active-channel density (default: <model>_density.svg; - for none)");
+  eval->add_option("--json", eval_opts.json, "Also write the results as JSON to this file");
+  eval->add_option("--progress", eval_opts.progress, "Progress on stderr: auto (bar on a terminal), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
+  eval_flags.add(eval);
 
   auto* ops = app.add_subcommand("ops", "List the supported ONNX operators.");
 
@@ -298,6 +340,7 @@ int main(int argc, char** argv) {
       std::cout << session.inspect(as_json, parse_shapes(shape_specs));
       return 0;
     }
+    if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());
     if (*ops) {
       for (int i = 0; i < sluice::graph::kNumOpTypes; ++i) {
         std::string n = sluice::graph::op_name(static_cast<sluice::graph::OpType>(i));

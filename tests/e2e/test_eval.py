@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""`sluice eval` on the committed FBS models and real Fashion-MNIST test images, checked
+against ONNX Runtime and `sluice run` on the same images: the accuracy is what ORT's outputs
+give, the executed MACs per image (mean/min/max) and the per-layer densities are what the
+per-sample run stats say, the SVG plot has one pair of bars per recognised gate, the density
+override and `--gating off` do what they say, and bad input is refused with exit 1 or 2 and
+one clear line.
+
+    .venv/bin/python tests/e2e/test_eval.py --sluice build/sluice --work-dir build/e2e_eval
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "models"))
+import fashion_mnist  # noqa: E402
+
+LIMIT = 300
+FAILURES = []
+
+
+def check(cond, what):
+    print(("PASS " if cond else "FAIL ") + what)
+    if not cond:
+        FAILURES.append(what)
+
+
+def sluice(a, *args):
+    return subprocess.run([a.sluice] + list(args), capture_output=True, text=True, timeout=600)
+
+
+def eval_json(a, model, tag, *extra):
+    j = os.path.join(a.work_dir, tag + ".json")
+    svg = os.path.join(a.work_dir, tag + ".svg")
+    p = sluice(a, "eval", model, "--limit", str(LIMIT), "--batch", "64", "--json", j, "--plot", svg,
+               "--progress", "off", "--threads", "2", *extra)
+    if p.returncode != 0:
+        raise AssertionError("sluice eval %s %s -> exit %d: %s" % (model, " ".join(extra), p.returncode, p.stderr))
+    return json.load(open(j)), svg, p.stdout
+
+
+def run_stats(a, model, x, *extra):
+    xin = os.path.join(a.work_dir, "x.npy")
+    np.save(xin, x)
+    st = os.path.join(a.work_dir, "stats.json")
+    out = os.path.join(a.work_dir, "out")
+    p = sluice(a, "run", model, "--input", "image=" + xin, "--output-dir", out, "--stats-json", st, *extra)
+    assert p.returncode == 0, p.stderr
+    return np.load(os.path.join(out, "logits.npy")), json.load(open(st))
+
+
+def test_model(a, name, x, y, extra=()):
+    model = os.path.join(REPO, "models", "fbs", name)
+    res, svg, stdout = eval_json(a, model, name + "".join(extra).replace("-", "_"), *extra)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"image": x})[0]
+    pred = ref.argmax(1)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    near_ties = int((top2[:, 1] - top2[:, 0] < 1e-3).sum())
+    ort_correct = int((pred == y).sum())
+    tag = "%s %s" % (name, " ".join(extra))
+    if not extra:  # ORT runs the file as exported: no density override
+        check(abs(res["correct"] - ort_correct) <= near_ties,
+              "%s: eval counts %d correct, ORT's outputs give %d (near ties %d)" % (tag, res["correct"], ort_correct, near_ties))
+    check(res["images"] == LIMIT and abs(res["accuracy"] - res["correct"] / LIMIT) < 1e-12, tag + ": accuracy = correct / images")
+    check("accuracy: %.2f%%" % (100 * res["accuracy"]) in stdout, tag + ": accuracy printed")
+
+    logits, st = run_stats(a, model, x, *extra)
+    check(int((logits.argmax(1) == y).sum()) == res["correct"], tag + ": eval and run agree on the predictions")
+    ex = [s["executed_macs"] for s in st["samples"]]
+    m = res["executed_macs_per_image"]
+    check(math.isclose(m["mean"], float(np.mean(ex)), rel_tol=1e-9) and m["min"] == min(ex) and m["max"] == max(ex),
+          "%s: executed MACs per image mean/min/max %.0f/%d/%d = run stats %.0f/%d/%d" % (
+              tag, m["mean"], m["min"], m["max"], np.mean(ex), min(ex), max(ex)))
+    check(res["dense_macs_per_image"] == st["samples"][0]["dense_macs"], tag + ": dense MACs per image")
+    gated = [l for l in st["layers"] if "active_out_channels" in l]
+    eval_gated = [l for l in res["layers"] if l["gated"]]
+    ok = len(gated) == len(eval_gated) > 0
+    for g, e in zip(gated, eval_gated):
+        dens = [s["active_out_channels"] / g["out_channels"] for s in g["samples"]]
+        ok &= g["name"] == e["name"] and math.isclose(e["out_density"]["mean"], float(np.mean(dens)), rel_tol=1e-9)
+        ok &= e["out_density"]["min"] == min(dens) and e["out_density"]["max"] == max(dens)
+    check(ok, "%s: per-layer output density of %d gated layers = run stats" % (tag, len(gated)))
+
+    root = ET.parse(svg).getroot()
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    out_bars = [t for t in titles if "output density" in t]
+    check(len(out_bars) == len(gated) and all(g["name"] in t for g, t in zip(gated, out_bars)),
+          "%s: the plot has one output-density bar per gated layer (%d)" % (tag, len(out_bars)))
+    return res
+
+
+def make_model(path, shape):
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
+    g = helper.make_graph([helper.make_node("Flatten", ["image"], ["logits"])], "g", [x], [out])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_bad_input(a):
+    model = os.path.join(REPO, "models", "fbs", "mcifar_fbs_d50.onnx")
+    empty = os.path.join(a.work_dir, "empty_dir")
+    os.makedirs(empty, exist_ok=True)
+    corrupt = os.path.join(a.work_dir, "corrupt_dir")
+    os.makedirs(corrupt, exist_ok=True)
+    with open(os.path.join(corrupt, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(b"this is not gzip at all")
+    with gzip.open(os.path.join(corrupt, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2]))  # promises 5 labels, holds 2
+    truncated = os.path.join(a.work_dir, "truncated_dir")
+    os.makedirs(truncated, exist_ok=True)
+    src = fashion_mnist.DATA_DIR
+    for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        data = gzip.open(os.path.join(src, n)).read()
+        with gzip.open(os.path.join(truncated, n), "wb") as f:
+            f.write(data[:len(data) - (1000 if "images" in n else 0)])
+    wrong = os.path.join(a.work_dir, "rgb32.onnx")
+    make_model(wrong, ["N", 3, 32, 32])
+    cases = [
+        (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
+        (["eval", model, "--data-dir", empty], 1, "not found"),
+        (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),
+        (["eval", model, "--data-dir", truncated], 1, "truncated"),
+        (["eval", wrong, "--limit", "5"], 1, "images are [1, 28, 28]"),
+        (["eval", model, "--data", "imagenet"], 2, "imagenet"),
+        (["eval", model, "--limit", "-3"], 2, "--limit: -3 is negative"),
+        (["eval", model, "--batch", "0"], 2, "--batch: 0 is not positive"),
+        (["eval", model, "--density", "0"], 2, "--density: 0 is not a density in (0, 1]"),
+        (["eval", model, "--density", "1.5"], 2, "--density: 1.5 is not a density"),
+        (["run", model, "--input", "x.npy", "--density", "abc"], 2, "--density: abc is not a number"),
+        (["bench", model, "--density", "-0.5"], 2, "--density: -0.5 is not a density"),
+        (["bench", model, "--density", "0.5x"], 2, "--density: 0.5x is not a number"),
+        (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
+    ]
+    for args, code, needle in cases:
+        p = sluice(a, *args, "--progress", "off") if args[0] == "eval" else sluice(a, *args)
+        lines = [l for l in p.stderr.strip().splitlines() if l]
+        check(p.returncode == code and len(lines) >= 1 and needle in lines[-1] and "sluice: error" in lines[-1],
+              "refused with exit %d mentioning %r: sluice %s -> exit %d, %r" % (
+                  code, needle, " ".join(args[1:] if args[0] != "eval" else args), p.returncode, lines[-1:] ))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sluice", required=True)
+    ap.add_argument("--work-dir", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work_dir, exist_ok=True)
+    xte, yte = fashion_mnist.load("test")
+    x, y = xte[:LIMIT], yte[:LIMIT]
+    r50 = test_model(a, "mcifar_fbs_d50.onnx", x, y)
+    r100 = test_model(a, "mcifar_fbs_d100.onnx", x, y)
+    r25 = test_model(a, "mcifar_fbs_d100.onnx", x, y, ("--density", "0.25"))
+    check(r25["executed_macs_per_image"]["mean"] < 0.5 * r100["executed_macs_per_image"]["mean"],
+          "--density 0.25 on the d=1.0 model runs < half its MACs (%.0f vs %.0f)" % (
+              r25["executed_macs_per_image"]["mean"], r100["executed_macs_per_image"]["mean"]))
+    ok = all(l["out_density"]["max"] <= math.ceil(0.25 * l["out_channels"]) / l["out_channels"] + 1e-12
+             for l in r25["layers"] if l["gated"])
+    check(ok, "--density 0.25: no gated layer computes more than ceil(0.25 C) channels")
+    off, _, _ = eval_json(a, os.path.join(REPO, "models", "fbs", "mcifar_fbs_d50.onnx"), "off", "--gating", "off")
+    check(off["correct"] == r50["correct"], "--gating off: same predictions (%d vs %d correct)" % (off["correct"], r50["correct"]))
+    check(off["executed_macs_per_image"]["min"] == off["executed_macs_per_image"]["max"] == off["dense_macs_per_image"],
+          "--gating off: every image runs the dense MACs")
+    check(r50["executed_macs_per_image"]["max"] < r50["dense_macs_per_image"], "d=0.5: every image skips MACs")
+    test_bad_input(a)
+    print("%d failed" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
