@@ -6,8 +6,9 @@ BN statistics; positive gate biases so that exactly ceil(d * C) channels win) to
 
 vgg16_fbs: VGG-16's 13 convs, all but the first gated (models/fbs.py GatedConv2d), its max
 pools, then global average pool + Linear(512, 1000). resnet18_fbs: torchvision's ResNet-18
-layout where the first conv of every basic block is gated (the second conv and the dense
-shortcut meet in the residual add, as in the FBS paper's ResNet). Writes
+layout with both convs of every basic block gated (the second without ReLU: its gated
+output meets the dense shortcut in the residual add, then ReLU); the stem conv and the 1x1
+downsampling shortcuts stay dense, as in the FBS paper's ResNet-18. Writes
 OUT_DIR/<model>_d<100d>.onnx and prints one path per line. Input "image" 1x3x224x224.
 """
 import argparse
@@ -24,8 +25,8 @@ import fbs  # noqa: E402
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def gated(cin, cout, stride, d):
-    g = fbs.GatedConv2d(cin, cout, 3, stride, density=d)
+def gated(cin, cout, stride, d, act=True):
+    g = fbs.GatedConv2d(cin, cout, 3, stride, density=d, act=act)
     nn.init.uniform_(g.gate.bias, 0.5, 1.5)
     return g
 
@@ -51,14 +52,13 @@ class Block(nn.Module):
     def __init__(self, cin, cout, stride, d):
         super().__init__()
         self.conv1 = gated(cin, cout, stride, d)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = gated(cout, cout, 1, d, act=False)  # gated output meets the dense shortcut
         self.down = None
         if stride != 1 or cin != cout:
             self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
-        y = self.bn2(self.conv2(self.conv1(x)))
+        y = self.conv2(self.conv1(x))
         return F.relu(y + (x if self.down is None else self.down(x)))
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 class GatedConv2d(nn.Module):
     def __init__(self, cin, cout, kernel_size=3, stride=1, padding=None, density=1.0,
-                 beta="masked", saliency="mean", form="winners"):
+                 beta="masked", saliency="mean", form="winners", act=True):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2
@@ -38,6 +38,7 @@ class GatedConv2d(nn.Module):
         self.saliency = saliency
         self.form = form
         self.density = density
+        self.act = act  # False: no ReLU here (a residual block's second conv, before the add)
         self.cout = cout
         self.last_gate = None  # g of the last forward, for the L1 penalty
 
@@ -68,7 +69,7 @@ class GatedConv2d(nn.Module):
             y = y + self.beta[None, :, None, None] * (pi > 0).float()[:, :, None, None]
         elif self.beta_mode == "unmasked":
             y = y + self.beta[None, :, None, None]
-        return F.relu(y)
+        return F.relu(y) if self.act else y
 
 
 def gate_l1(model):

@@ -64,6 +64,57 @@ def check(sluice, path, x, work, extra=()):
     return np.load(os.path.join(out, "logits.npy")), json.load(open(stats_path))
 
 
+def residual_models(work):
+    """Small FBS ResNets (random weights, seeded) where gated outputs meet dense shortcuts:
+    both convs of each block gated (the second without ReLU, before the add), identity and
+    1x1-conv shortcuts, winners/losers forms, masked/none beta. Returns [(path, gates)]."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import fbs
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, d, **kw):
+            super().__init__()
+            self.c1 = fbs.GatedConv2d(cin, cout, 3, stride, density=d, **kw)
+            self.c2 = fbs.GatedConv2d(cout, cout, 3, 1, density=d, act=False, **kw)
+            self.down = None if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            return F.relu(self.c2(self.c1(x)) + (x if self.down is None else self.down(x)))
+
+    class Net(nn.Module):
+        def __init__(self, d, **kw):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU())
+            self.blocks = nn.Sequential(Block(16, 16, 1, d, **kw), Block(16, 24, 2, d, **kw))
+            self.fc = nn.Linear(24, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    torch.set_num_threads(1)
+    out = []
+    for d, kw in ((0.5, {}), (0.25, {"form": "losers", "beta": "none"}), (1.0, {"saliency": "absmean"})):
+        torch.manual_seed(1)
+        m = Net(d, **kw)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+            if isinstance(mod, fbs.GatedConv2d):
+                nn.init.uniform_(mod.gate.bias, 0.5, 1.5)
+                if mod.beta is not None:
+                    nn.init.uniform_(mod.beta, -0.5, 0.5)
+        m.eval()
+        path = os.path.join(work, "resnet_fbs_d%d_%s.onnx" % (round(100 * d), "_".join(kw.values()) or "default"))
+        torch.onnx.export(m, torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+        out.append(path)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -72,6 +123,7 @@ def main():
     os.makedirs(a.work_dir, exist_ok=True)
     models = sorted(glob.glob(os.path.join(REPO, "models", "fbs", "*.onnx")))
     assert models, "no models in models/fbs"
+    models += residual_models(a.work_dir)  # gated outputs meeting dense shortcuts
     xte, _ = fashion_mnist.load("test")
     failures = 0
     for path in models:
@@ -81,6 +133,8 @@ def main():
         insp = json.loads(run([a.sluice, "inspect", path, "--json", "--shape", "image=1x1x28x28"]))
         try:
             assert expected_gates > 0, "no gates found in the ONNX file"
+            if name.startswith("resnet_fbs"):
+                assert expected_gates == 4, "the residual test net has 4 gated convs, the file shows %d" % expected_gates
             assert insp["gates_recognised"] == expected_gates, "%d of %d gates recognised: %s" % (
                 insp["gates_recognised"], expected_gates, [gt["reason"] for gt in insp["gates"] if not gt["recognised"]])
             for batch, start in ((1, 0), (16, 100)):
