@@ -67,9 +67,20 @@ struct GateReport {
   std::string form;     // e.g. "winners k=24/32, GlobalAveragePool, Gemm, masked beta"
 };
 
+// What passes::prune_channels did to one conv's output channels.
+struct PruneReport {
+  std::string conv;
+  int64_t channels = 0;   // output channels in the model
+  int64_t dead = 0;       // all-zero filters (constant outputs)
+  int64_t removed = 0;    // of those, removed (with the readers' input channels)
+  int64_t folded = 0;     // of the removed, constants != 0 folded into the readers' biases
+  std::string kept_reason;  // why dead channels were kept, when some were
+};
+
 class Graph {
  public:
   std::vector<GateReport> gates;  // filled by passes::recognise_gates
+  std::vector<PruneReport> pruning;  // filled by passes::prune_channels
   std::string model_name;  // file name, for error messages
   int64_t opset = 0;
   std::vector<Value> values;

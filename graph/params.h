@@ -32,6 +32,9 @@ struct ConvParams {
   int64_t group = 1;
   FusedActivation activation;         // applied after the optional fused sum
   bool fused_sum = false;             // input 3 (if present) is added before the activation
+  // Channel counts before passes::prune_channels removed dead channels (0: not pruned);
+  // dense MACs count these, executed MACs what runs.
+  int64_t dense_in = 0, dense_out = 0;
 };
 
 struct PoolParams {
@@ -47,6 +50,7 @@ struct PoolParams {
 struct GemmParams {
   float alpha = 1.f, beta = 1.f;
   bool trans_a = false, trans_b = false;
+  int64_t dense_k = 0;  // K before passes::prune_channels (0: not pruned)
   FusedActivation activation;
 };
 

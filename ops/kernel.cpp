@@ -42,6 +42,10 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
+      case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Relu: case OpType::Sigmoid:
+      case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid:
+        k = make_fast_elementwise(g, n);
+        break;
       default: break;
     }
     if (k) return k;
@@ -69,7 +73,8 @@ bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n) {
   }
 }
 
-int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
+namespace {
+int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
   using graph::OpType;
   auto shape = [&](graph::ValueId v) -> const Shape& { return g.value(v).shape; };
   auto prod = [](const Shape& s, size_t from) {
@@ -82,13 +87,15 @@ int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
     case OpType::SluiceGatedConv: {
       const Shape& w = shape(n.inputs[1]);  // [M, C/g, kh, kw]
       const Shape& y = shape(n.outputs[0]);  // [N, M, OH, OW]
+      if (dense && n.op == OpType::Conv && n.p<graph::ConvParams>().dense_out > 0)  // statically pruned: count the model's channels
+        return y[0] * n.p<graph::ConvParams>().dense_out * n.p<graph::ConvParams>().dense_in * prod(w, 2) * prod(y, 2);
       return y[0] * y[1] * prod(w, 1) * prod(y, 2);
     }
     case OpType::Gemm: {
       const auto& p = n.p<graph::GemmParams>();
       const Shape& a = shape(n.inputs[0]);
       const Shape& y = shape(n.outputs[0]);
-      return y[0] * y[1] * (p.trans_a ? a[0] : a[1]);
+      return y[0] * y[1] * (dense && p.dense_k > 0 ? p.dense_k : p.trans_a ? a[0] : a[1]);
     }
     case OpType::MatMul: {
       const Shape& a = shape(n.inputs[0]);
@@ -97,5 +104,10 @@ int64_t dense_macs(const graph::Graph& g, const graph::Node& n) {
     default: return 0;
   }
 }
+
+}  // namespace
+
+int64_t dense_macs(const graph::Graph& g, const graph::Node& n) { return count_macs(g, n, true); }
+int64_t static_macs(const graph::Graph& g, const graph::Node& n) { return count_macs(g, n, false); }
 
 }  // namespace sluice::ops

@@ -60,8 +60,10 @@ bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n);
 // Chooses and creates the kernel for a node whose shapes and layouts are final.
 std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, const KernelOptions& opts);
 
-// MACs of one execution of the node (conv, gemm, matmul; 0 for other ops).
+// MACs of one execution of the node (conv, gemm, matmul; 0 for other ops): dense_macs
+// counts the channels of the model as given, static_macs those left after static pruning.
 int64_t dense_macs(const graph::Graph& g, const graph::Node& n);
+int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
@@ -71,6 +73,8 @@ std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node&
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
+// Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar) and the common activations.
+std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);
 

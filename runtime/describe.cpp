@@ -31,6 +31,12 @@ std::string Plan::describe(bool as_json) const {
                      {"outputs", out},
                      {"dense_macs", st.dense_macs},
                      {"executed_macs", st.executed_macs}});
+    if (n.op == graph::OpType::Conv && n.p<graph::ConvParams>().dense_out > 0) {
+      nodes.back()["dense_out_channels"] = n.p<graph::ConvParams>().dense_out;
+      nodes.back()["out_channels"] = g_.value(n.outputs[0]).shape[1];
+      nodes.back()["dense_in_channels"] = n.p<graph::ConvParams>().dense_in;
+      nodes.back()["in_channels"] = g_.value(n.inputs[0]).shape[1];
+    }
     total += st.dense_macs;
   }
   j["nodes"] = nodes;
@@ -42,6 +48,17 @@ std::string Plan::describe(bool as_json) const {
   }
   j["gates"] = gates;
   j["gates_recognised"] = recognised;
+  json pruning = json::array();
+  int64_t removed = 0, executed_total = 0;
+  for (const graph::PruneReport& r : g_.pruning) {
+    pruning.push_back({{"node", r.conv}, {"channels", r.channels}, {"dead", r.dead}, {"removed", r.removed},
+                       {"folded", r.folded}, {"kept_reason", r.kept_reason}});
+    removed += r.removed;
+  }
+  for (const auto& st : steps_) executed_total += st.executed_macs;
+  j["pruning"] = pruning;
+  j["channels_removed"] = removed;
+  j["static_macs"] = executed_total;
   j["dense_macs"] = total;
   j["arena_bytes"] = arena_bytes_;
   if (as_json) return j.dump(2);
@@ -56,6 +73,16 @@ std::string Plan::describe(bool as_json) const {
     for (const graph::GateReport& r : g_.gates)
       s << "  " << (r.recognised ? "gated   " : "NOT     ") << "'" << r.conv << "': "
         << (r.recognised ? r.form : r.reason) << "\n";
+  }
+  if (!g_.pruning.empty()) {
+    s << "pruning: " << removed << " dead channels removed; " << executed_total / 1e6 << " of " << total / 1e6
+      << " M MACs left\n";
+    for (const graph::PruneReport& r : g_.pruning) {
+      s << "  '" << r.conv << "': " << r.removed << " of " << r.channels << " channels removed";
+      if (r.folded) s << " (" << r.folded << " constants folded into readers' biases)";
+      if (r.dead > r.removed) s << "; " << r.dead - r.removed << " dead kept: " << r.kept_reason;
+      s << "\n";
+    }
   }
   for (const auto& nd : nodes) {
     s << "  " << nd["op"].get<std::string>() << " '" << nd["name"].get<std::string>() << "' ["

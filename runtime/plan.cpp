@@ -31,6 +31,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
+    log("prune_channels", p::prune_channels(g_));
   }
   log("remove_dead_nodes", p::remove_dead_nodes(g_));
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
@@ -71,7 +72,8 @@ void Plan::build_steps(const SessionOptions& options) {
     for (ValueId v : n.inputs) st.in.push_back(slot_of(v));
     for (ValueId v : n.outputs) st.out.push_back(slot_of(v));
     st.kernel = ops::make_kernel(g_, id, ko);
-    st.dense_macs = st.executed_macs = ops::dense_macs(g_, n);
+    st.dense_macs = ops::dense_macs(g_, n);
+    st.executed_macs = ops::static_macs(g_, n);
     st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;
     st.propagates_activity = ops::keeps_zero_channels(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());

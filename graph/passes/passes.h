@@ -42,6 +42,15 @@ int fuse_residual_add(Graph& g);
 // Conv/Gemm + Relu/LeakyRelu/Clip(constant bounds)/HardSwish -> fused epilogue.
 int fuse_activations(Graph& g);
 
+// Static channel pruning (design.md §6): an output channel of a Conv whose filter is all
+// zero is the constant act(bias). It is removed, with the matching input channel of every
+// reader, when every reader is a group-1 Conv (directly or through Relu/MaxPool) or a
+// GlobalAveragePool -> Flatten -> Gemm head; a constant != 0 is folded into the readers'
+// biases, only where a reader has no zero padding over it. Channels feeding anything else
+// (Add, Concat, gated convs, graph outputs) are kept. Fills Graph::pruning; returns the
+// number of channels removed.
+int prune_channels(Graph& g);
+
 // Removes nodes none of whose outputs reach a graph output. Returns nodes removed.
 int remove_dead_nodes(Graph& g);
 

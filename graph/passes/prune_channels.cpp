@@ -1,0 +1,299 @@
+// Static channel pruning (design.md §6): remove the output channels of a Conv whose
+// filters are all zero, and the matching input channels of its readers, exactly.
+//
+// A dead channel o of conv P (W[o] == 0) is the constant v = act(bias[o]) everywhere.
+// Through Relu it stays constant (relu(v)); through MaxPool too (ONNX pads MaxPool with
+// -inf). A reader conv C then gets v * sum_taps W_C[m, o] added at every output pixel whose
+// window lies inside the input: exactly a bias term when C has no zero padding, so v != 0
+// is folded only there. A Gemm head behind GlobalAveragePool -> Flatten reads the channel
+// as the column v, folded into its bias. Anything else reading the channel (Add, Concat,
+// gated convs, graph outputs, reshapes that mix channels) keeps it: removal across those
+// needs the channel dead in the whole dependency group, which this pass does not attempt.
+#include <cmath>
+#include <functional>
+
+#include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+struct Reader {
+  NodeId node;        // Conv or Gemm
+  bool through_relu;  // a Relu sits between P and this reader
+};
+
+// The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
+// GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
+// Returns a reason when some reader is something else.
+std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Reader>& readers,
+                            std::vector<ValueId>& path) {
+  const Value& val = g.value(v);
+  if (val.is_output) return "its output is a graph output";
+  if (val.shape.size() != 4) return "its output is not 4-D";
+  for (NodeId c : val.consumers) {
+    const Node& n = g.node(c);
+    for (size_t i = 1; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != v) continue;
+      if (n.op == OpType::Conv && i == 3) return "meets a residual Add (fused into " + n.name + "); dependency groups are not pruned";
+      return "read by " + n.name + " as a parameter";
+    }
+    switch (n.op) {
+      case OpType::Conv: {
+        const auto& cp = n.p<ConvParams>();
+        if (cp.group != 1) return "read by grouped conv " + n.name;
+        if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
+        if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
+          return "read by conv " + n.name + " with a run-time bias";
+        readers.push_back({c, relu});
+        break;
+      }
+      case OpType::Relu:
+      case OpType::MaxPool: {
+        path.push_back(n.outputs[0]);
+        if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
+        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path);
+        if (!r.empty()) return r;
+        break;
+      }
+      case OpType::GlobalAveragePool: {
+        const ValueId pooled = n.outputs[0];
+        const Value& pv = g.value(pooled);
+        if (pv.is_output || pv.consumers.size() != 1) return "pooled output of " + n.name + " has other readers";
+        const Node& flat = g.node(pv.consumers[0]);
+        if (flat.op != OpType::Flatten || flat.p<AxisParams>().axis != 1) return "pooled, then read by " + flat.name;
+        const Value& fv = g.value(flat.outputs[0]);
+        if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + flat.name + " has other readers";
+        const Node& gemm = g.node(fv.consumers[0]);
+        if (gemm.op != OpType::Gemm || gemm.inputs[0] != flat.outputs[0]) return "flattened, then read by " + gemm.name;
+        const auto& gp = gemm.p<GemmParams>();
+        if (gp.trans_a || gp.alpha != 1.f || !g.value(gemm.inputs[1]).is_constant())
+          return "read by Gemm " + gemm.name + " in a form this pass does not rewrite";
+        if (gemm.inputs.size() > 2 && gemm.inputs[2] != kNoValue &&
+            (!g.value(gemm.inputs[2]).is_constant() || gp.beta != 1.f || g.value(gemm.inputs[2]).shape.size() > 1))
+          return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
+        path.push_back(pooled);
+        path.push_back(flat.outputs[0]);
+        readers.push_back({fv.consumers[0], relu});
+        break;
+      }
+      case OpType::Add:
+      case OpType::Concat:
+        return "meets " + std::string(op_name(n.op)) + " " + n.name + "; dependency groups are not pruned";
+      default:
+        return "read by " + std::string(op_name(n.op)) + " " + n.name;
+    }
+  }
+  return "";
+}
+
+bool has_zero_padding(const Node& conv) {
+  for (int64_t p : conv.p<ConvParams>().pads)
+    if (p != 0) return true;
+  return false;
+}
+
+// A copy of the constant value `v` with a new tensor, so initializers shared with other
+// plans of the model stay untouched.
+ValueId new_constant(Graph& g, ValueId v, Tensor t, const std::string& suffix) {
+  Value nv = g.value(v);
+  nv.name += suffix;
+  nv.shape = t.shape();
+  nv.constant = std::move(t);
+  nv.consumers.clear();
+  nv.producer = -1;
+  return g.add_value(std::move(nv));
+}
+
+}  // namespace
+
+int prune_channels(Graph& g) {
+  g.rebuild_links();
+  int removed_total = 0;
+  for (NodeId pid : g.topological_order()) {
+    if (g.node(pid).op != OpType::Conv) continue;
+    const Node& p = g.node(pid);
+    const auto& pp = p.p<ConvParams>();
+    if (pp.group != 1 || !g.value(p.inputs[1]).is_constant()) continue;
+    if (p.inputs.size() > 2 && p.inputs[2] != kNoValue && !g.value(p.inputs[2]).is_constant()) continue;
+    const Tensor& w = g.value(p.inputs[1]).constant;
+    if (w.dtype() != DType::Float32) continue;
+    const int64_t m = w.shape()[0], per = w.numel() / m;
+    const float* W = w.data<float>();
+    std::vector<bool> dead(static_cast<size_t>(m));
+    int64_t n_dead = 0;
+    for (int64_t o = 0; o < m; ++o) {
+      bool zero = true;
+      for (int64_t i = 0; i < per && zero; ++i) zero = W[o * per + i] == 0.f;
+      dead[static_cast<size_t>(o)] = zero;
+      n_dead += zero;
+    }
+    if (n_dead == 0) continue;
+    PruneReport report{p.name, m, n_dead, 0, 0, ""};
+    if (pp.fused_sum) {  // its output is a residual sum: the channel is dead only if dead in the other operand too
+      report.kept_reason = "its output is a residual Add's sum; dependency groups are not pruned";
+      g.pruning.push_back(report);
+      continue;
+    }
+    std::vector<Reader> readers;
+    std::vector<ValueId> path;
+    std::string why = collect_readers(g, p.outputs[0], false, readers, path);
+    if (why.empty() && n_dead == m) why = "every channel is dead (the layer would vanish)";
+    if (!why.empty()) {
+      report.kept_reason = why;
+      g.pruning.push_back(report);
+      continue;
+    }
+    // Which dead channels can go: a constant 0 always; v != 0 only when no reader pads over it.
+    const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
+    bool any_padding = false;
+    for (const Reader& r : readers) any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
+    std::vector<float> value(static_cast<size_t>(m), 0.f);  // the constant each reader sees
+    std::vector<int32_t> keep;
+    std::vector<bool> remove(static_cast<size_t>(m), false);
+    int64_t kept_nonzero = 0;
+    for (int64_t o = 0; o < m; ++o) {
+      if (dead[static_cast<size_t>(o)]) {
+        float v = apply_activation(pp.activation, B ? B[o] : 0.f);
+        // Relu on the way: only readers behind it see relu(v); all readers must agree to fold.
+        bool agree = true, first = true;
+        float seen = 0.f;
+        for (const Reader& r : readers) {
+          const float rv = r.through_relu ? std::max(v, 0.f) : v;
+          if (!first && seen != rv) agree = false;
+          seen = rv;
+          first = false;
+        }
+        value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
+        if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
+          remove[static_cast<size_t>(o)] = true;
+          continue;
+        }
+        ++kept_nonzero;
+      }
+      keep.push_back(static_cast<int32_t>(o));
+    }
+    const auto k = static_cast<int64_t>(keep.size());
+    if (k == m) {
+      report.kept_reason = "constant non-zero channels read through zero padding";
+      g.pruning.push_back(report);
+      continue;
+    }
+    if (kept_nonzero > 0) report.kept_reason = std::to_string(kept_nonzero) + " constant non-zero channels read through zero padding";
+    report.removed = m - k;
+    for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
+
+    // The producer: kept filters and biases.
+    Tensor wn(DType::Float32, [&] { Shape s = w.shape(); s[0] = k; return s; }());
+    for (int64_t j = 0; j < k; ++j)
+      std::copy_n(W + keep[static_cast<size_t>(j)] * per, per, wn.data<float>() + j * per);
+    const ValueId w_old = p.inputs[1];
+    const ValueId b_old = p.inputs.size() > 2 ? p.inputs[2] : kNoValue;
+    ValueId w_id = new_constant(g, w_old, std::move(wn), "__pruned");
+    ValueId b_id = kNoValue;
+    if (b_old != kNoValue) {
+      Tensor bn(DType::Float32, {k});
+      for (int64_t j = 0; j < k; ++j) bn.data<float>()[j] = B[keep[static_cast<size_t>(j)]];
+      b_id = new_constant(g, b_old, std::move(bn), "__pruned");
+    }
+    {
+      Node& pn = g.node(pid);
+      auto& cp = pn.p<ConvParams>();
+      if (cp.dense_out == 0) cp.dense_out = m;
+      if (cp.dense_in == 0) cp.dense_in = g.value(pn.inputs[0]).shape[1];
+      pn.inputs[1] = w_id;
+      if (b_id != kNoValue) pn.inputs[2] = b_id;
+      g.value(pn.outputs[0]).shape[1] = k;
+    }
+    for (ValueId v : path) g.value(v).shape[1] = k;
+
+    // The readers: drop the removed input channels; fold constants into the bias.
+    for (const Reader& r : readers) {
+      Node& rn = g.node(r.node);
+      if (rn.op == OpType::Conv) {
+        const Tensor& cw = g.value(rn.inputs[1]).constant;
+        const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
+        const float* CW = cw.data<float>();
+        Tensor cwn(DType::Float32, {cm, k, cw.shape()[2], cw.shape()[3]});
+        Tensor cb(DType::Float32, {cm});
+        const bool had_bias = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+        const float* CB = had_bias ? g.value(rn.inputs[2]).constant.data<float>() : nullptr;
+        for (int64_t mo = 0; mo < cm; ++mo) {
+          double extra = 0;
+          for (int64_t o = 0; o < m; ++o) {
+            const float v = value[static_cast<size_t>(o)];
+            if (!remove[static_cast<size_t>(o)] || v == 0.f) continue;
+            for (int64_t t = 0; t < taps; ++t) extra += static_cast<double>(v) * CW[(mo * m + o) * taps + t];
+          }
+          cb.data<float>()[mo] = static_cast<float>((CB ? CB[mo] : 0.f) + extra);
+          for (int64_t j = 0; j < k; ++j)
+            std::copy_n(CW + (mo * m + keep[static_cast<size_t>(j)]) * taps, taps, cwn.data<float>() + (mo * k + j) * taps);
+        }
+        auto& rp = rn.p<ConvParams>();
+        if (rp.dense_in == 0) rp.dense_in = m;
+        if (rp.dense_out == 0) rp.dense_out = cm;
+        const ValueId rw = rn.inputs[1];
+        const ValueId new_w = new_constant(g, rw, std::move(cwn), "__pruned_in");
+        ValueId new_b;
+        if (had_bias) {
+          new_b = new_constant(g, g.node(r.node).inputs[2], std::move(cb), "__pruned_in");
+        } else {
+          Value bv;
+          bv.name = g.node(r.node).name + "__folded_bias";
+          bv.dtype = DType::Float32;
+          bv.shape = {cm};
+          bv.shape_known = true;
+          bv.constant = std::move(cb);
+          new_b = g.add_value(std::move(bv));
+        }
+        Node& rn2 = g.node(r.node);
+        rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
+        rn2.inputs[1] = new_w;
+        rn2.inputs[2] = new_b;
+      } else {  // Gemm head: rows (or columns) of B for the kept channels
+        const auto& gp = rn.p<GemmParams>();
+        const Tensor& bw = g.value(rn.inputs[1]).constant;
+        const int64_t nout = gp.trans_b ? bw.shape()[0] : bw.shape()[1];
+        const float* BW = bw.data<float>();
+        auto at = [&](int64_t kk, int64_t j) { return gp.trans_b ? BW[j * m + kk] : BW[kk * nout + j]; };
+        Tensor bwn(DType::Float32, gp.trans_b ? Shape{nout, k} : Shape{k, nout});
+        Tensor cb(DType::Float32, {nout});
+        const bool had_c = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+        const Tensor* c0 = had_c ? &g.value(rn.inputs[2]).constant : nullptr;
+        for (int64_t j = 0; j < nout; ++j) {
+          double extra = 0;
+          for (int64_t o = 0; o < m; ++o)
+            if (remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f) extra += static_cast<double>(value[static_cast<size_t>(o)]) * at(o, j);
+          const float cj = c0 ? c0->data<float>()[c0->numel() == 1 ? 0 : j] : 0.f;
+          cb.data<float>()[j] = static_cast<float>(cj + extra);
+          for (int64_t jj = 0; jj < k; ++jj) {
+            const float val = at(keep[static_cast<size_t>(jj)], j);
+            if (gp.trans_b) bwn.data<float>()[j * k + jj] = val; else bwn.data<float>()[jj * nout + j] = val;
+          }
+        }
+        if (rn.p<GemmParams>().dense_k == 0) rn.p<GemmParams>().dense_k = m;
+        const ValueId new_w = new_constant(g, rn.inputs[1], std::move(bwn), "__pruned_in");
+        Value bv;
+        bv.name = rn.name + "__pruned_bias";
+        bv.dtype = DType::Float32;
+        bv.shape = {nout};
+        bv.shape_known = true;
+        bv.constant = std::move(cb);
+        const ValueId new_b = g.add_value(std::move(bv));
+        Node& rn2 = g.node(r.node);
+        rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
+        rn2.inputs[1] = new_w;
+        rn2.inputs[2] = new_b;
+        rn2.p<GemmParams>().beta = 1.f;
+      }
+    }
+    g.pruning.push_back(report);
+    removed_total += static_cast<int>(m - k);
+    g.rebuild_links();
+  }
+  g.rebuild_links();
+  return removed_total;
+}
+
+}  // namespace sluice::graph::passes

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Static channel pruning (design.md §6) on models pruned the ways PyTorch users prune, checked
+live against ONNX Runtime on the same file:
+
+  slim        network slimming: BN scale and shift zeroed (exporter folds BN into the conv)
+  slim_bn     the same, exported with BatchNormalization kept (Sluice folds it)
+  slim_beta   BN scale zeroed, shift kept: dead channels are constants relu(beta) != 0; they
+              may be folded into a reader's bias only where the reader has no zero padding
+  ln          torch.nn.utils.prune.ln_structured on conv weights (zero filters, bias kept)
+  residual    dead channels inside and at the output of residual blocks: the block-internal
+              ones go, the ones meeting the residual Add stay (dependency group)
+
+For each: outputs equal ORT (batch 1 and 3), the channels removed per layer equal what the
+construction says may be removed, executed MACs equal the count of the compacted network,
+dense MACs the model's, and `inspect` says why the rest stayed.
+
+    .venv/bin/python tests/e2e/test_pruned_models.py --sluice build/sluice --work-dir build/e2e_pruned
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.utils.prune as tprune
+
+FAILURES = []
+
+
+def check(cond, what):
+    print(("PASS " if cond else "FAIL ") + what)
+    if not cond:
+        FAILURES.append(what)
+
+
+class Plain(nn.Module):
+    """conv-bn-relu x4 (3x3 pad 1, 3x3 pad 1 + maxpool, 1x1 pad 0, 3x3 pad 1), GAP, FC."""
+    SPEC = [(1, 16, 3, 1), (16, 32, 3, 1), (32, 32, 1, 0), (32, 24, 3, 1)]
+
+    def __init__(self, bias=False):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(i, o, k, padding=p, bias=bias) for i, o, k, p in self.SPEC])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(o) for _, o, _, _ in self.SPEC])
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+            x = F.relu(b(c(x)))
+            if i == 1:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def macs(self, keep, hw=28):
+        """MACs per image with keep[i] output channels of conv i (input channels follow)."""
+        total, cin, size = 0, 1, hw
+        for i, (_, _, k, _) in enumerate(self.SPEC):
+            total += keep[i] * cin * k * k * size * size
+            cin = keep[i]
+            if i == 1:
+                size //= 2
+        return total + cin * 10
+
+
+def randomise_bn(m):
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(mod.weight, 0.5, 1.5)
+            nn.init.uniform_(mod.bias, -0.2, 0.2)
+
+
+def plain_case(kind):
+    """Returns (model, expected removed per conv)."""
+    torch.manual_seed(3)
+    m = Plain(bias=(kind == "ln"))
+    randomise_bn(m)
+    removed = []
+    with torch.no_grad():
+        for i, (c, b) in enumerate(zip(m.convs, m.bns)):
+            n = c.out_channels
+            dead = torch.randperm(n)[: n // 2]
+            reader_pads = i + 1 < len(Plain.SPEC) and Plain.SPEC[i + 1][3] > 0  # the FC head has no padding
+            if kind in ("slim", "slim_bn"):
+                b.weight[dead] = 0
+                b.bias[dead] = 0
+                removed.append(len(dead))
+            elif kind == "slim_beta":
+                half = len(dead) // 2
+                b.weight[dead] = 0
+                b.bias[dead[:half]] = 0  # constant 0: always removable
+                b.bias[dead[half:]] = torch.rand(len(dead) - half) * 0.5 + 0.1  # relu(beta) > 0
+                removed.append(half if reader_pads else len(dead))
+            elif kind == "ln":
+                tprune.ln_structured(c, "weight", amount=0.5, n=1, dim=0)
+                tprune.remove(c, "weight")
+                # bias stays: a dead channel is relu(bn(bias)), zero or not
+                z = (c.weight.flatten(1).abs().sum(1) == 0).nonzero().flatten()
+                const = F.relu((c.bias[z] - b.running_mean[z]) / torch.sqrt(b.running_var[z] + b.eps) * b.weight[z] + b.bias[z])
+                removed.append(int((const == 0).sum()) if reader_pads else len(z))
+    m.eval()
+    return m, removed
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(x + self.b2(self.c2(F.relu(self.b1(self.c1(x))))))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.blocks = nn.Sequential(Block(16), Block(16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def residual_case():
+    torch.manual_seed(4)
+    m = Residual()
+    randomise_bn(m)
+    with torch.no_grad():
+        for bn in (m.bn, m.blocks[0].b1, m.blocks[0].b2, m.blocks[1].b1, m.blocks[1].b2):
+            dead = torch.randperm(16)[:6]
+            bn.weight[dead] = 0
+            bn.bias[dead] = 0
+    m.eval()
+    # block-internal convs (c1) lose their 6 dead channels; stem and c2 meet an Add: kept
+    return m, {"/blocks/blocks.0/c1/Conv": 6, "/blocks/blocks.1/c1/Conv": 6, "/stem/Conv": 0,
+               "/blocks/blocks.0/c2/Conv": 0, "/blocks/blocks.1/c2/Conv": 0}
+
+
+def sluice(a, *args):
+    p = subprocess.run([a.sluice] + list(args), capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise AssertionError("sluice %s -> exit %d: %s" % (" ".join(args), p.returncode, p.stderr.strip()))
+    return p.stdout
+
+
+def export(m, path, keep_bn):
+    kw = {"training": torch.onnx.TrainingMode.PRESERVE} if keep_bn else {}
+    torch.onnx.export(m, torch.randn(1, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, **kw)
+
+
+def run_case(a, name, m, keep_bn):
+    path = os.path.join(a.work_dir, name + ".onnx")
+    export(m, path, keep_bn)
+    insp = json.loads(sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28"))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+        ref = sess.run(None, {"image": x})[0]
+        xin = os.path.join(a.work_dir, name + "_x.npy")
+        np.save(xin, x)
+        out = os.path.join(a.work_dir, name + "_out")
+        st_path = os.path.join(a.work_dir, name + "_stats.json")
+        sluice(a, "run", path, "--input", xin, "--output-dir", out, "--stats-json", st_path)
+        y = np.load(os.path.join(out, "logits.npy"))
+        err, scale = float(np.abs(y - ref).max()), max(1.0, float(np.abs(ref).max()))
+        check(err <= 1e-4 * scale, "%s batch %d: max abs error vs ORT %.2g" % (name, batch, err))
+    st = json.load(open(st_path))
+    return insp, st
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sluice", required=True)
+    ap.add_argument("--work-dir", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work_dir, exist_ok=True)
+    torch.set_num_threads(1)
+    for kind in ("slim", "slim_bn", "slim_beta", "ln"):
+        m, removed = plain_case(kind)
+        insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
+        got = {r["node"]: r["removed"] for r in insp["pruning"]}
+        names = ["/convs.%d/Conv" % i for i in range(4)]
+        check([got.get(n, 0) for n in names] == removed,
+              "%s: channels removed per conv %s, expected %s" % (kind, [got.get(n, 0) for n in names], removed))
+        keep = [o - r for (_, o, _, _), r in zip(Plain.SPEC, removed)]
+        dense = Plain().macs([o for _, o, _, _ in Plain.SPEC])
+        check(st["dense_macs"] == 3 * dense and st["executed_macs"] == 3 * m.macs(keep),
+              "%s: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+                  kind, st["dense_macs"], 3 * dense, st["executed_macs"], 3 * m.macs(keep)))
+        if kind == "slim_beta":
+            kept = [r for r in insp["pruning"] if r["dead"] > r["removed"]]
+            check(kept and all("padding" in r["kept_reason"] for r in kept),
+                  "slim_beta: non-zero constants read through padding are kept, and inspect says why")
+            check(any(r["folded"] > 0 for r in insp["pruning"]),
+                  "slim_beta: non-zero constants read without padding are folded into the reader's bias")
+    m, expected = residual_case()
+    insp, st = run_case(a, "residual", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    check({n: got[n]["removed"] if n in got else -1 for n in expected} == expected,
+          "residual: removed %s, expected %s" % ({n: got[n]["removed"] if n in got else -1 for n in expected}, expected))
+    check(all("Add" in got[n]["kept_reason"] for n, v in expected.items() if v == 0 and n in got),
+          "residual: channels meeting the residual Add are kept, and inspect says so")
+    check(st["executed_macs"] < st["dense_macs"], "residual: fewer MACs run than dense")
+    print("%d failed" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
