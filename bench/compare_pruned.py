@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Static channel pruning speed: the slimmed model vs the same model unpruned, in Sluice, and
+ONNX Runtime on the slimmed file, all in one run.
+
+    .venv/bin/python bench/compare_pruned.py --models vgg16_bn,resnet18 --prune 0.5,0.7 --threads 1,2 \
+        --runs 10 --warmup 2 --rounds 2 [--work-dir build/bench] [--markdown] [--json-out F]
+
+Models (224x224, batch 1, random seeded weights, exported by PyTorch in eval mode so BN folds
+into the convs): vgg16_bn is VGG-16's 13 conv-BN-ReLU layers and max pools, then global average
+pool + Linear(512, 1000) (as the FBS benchmark's VGG); resnet18 is torchvision's. Network
+slimming is mimicked by zeroing gamma and beta of the --prune fraction of the channels (random,
+seeded) of every BN whose channels may go without a dependency group: every VGG BN, and the
+first BN of each ResNet basic block (the second meets the residual add). Columns:
+
+  MAC ratio = dense MACs / executed MACs (Sluice's stats: what the compacted model runs)
+  speedup   = unpruned time / slimmed time (both Sluice)
+  eff.      = speedup / MAC ratio   (target >= 0.9)
+  vs ORT    = ORT time on the slimmed file / Sluice slimmed time
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG16BN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 3
+        for v in VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def prunable_bns(name, m):
+    if name == "vgg16_bn":
+        return [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    return [blk.bn1 for layer in (m.layer1, m.layer2, m.layer3, m.layer4) for blk in layer]
+
+
+def export(name, prune, out_dir):
+    path = os.path.join(out_dir, "%s_slim_p%d.onnx" % (name, round(prune * 100)))
+    if os.path.exists(path):
+        return path
+    torch.manual_seed(0)  # same weights for every prune fraction
+    m = VGG16BN() if name == "vgg16_bn" else torchvision.models.resnet18()
+    for b in m.modules():
+        if isinstance(b, nn.BatchNorm2d):
+            b.running_mean.uniform_(-0.2, 0.2)
+            b.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(b.weight, 0.5, 1.5)
+            nn.init.uniform_(b.bias, -0.1, 0.1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for b in prunable_bns(name, m):
+            dead = torch.randperm(b.num_features, generator=g)[: int(prune * b.num_features)]
+            b.weight[dead] = 0
+            b.bias[dead] = 0
+    m.eval()
+    torch.onnx.export(m, torch.randn(1, 3, 224, 224), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"])
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sluice", default=os.path.join(REPO, "build", "sluice"))
+    ap.add_argument("--models", default="vgg16_bn,resnet18")
+    ap.add_argument("--prune", default="0.5,0.7", help="fractions of prunable channels zeroed")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--json-out")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out_dir = os.path.join(a.work_dir, "pruned")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for m in a.models.split(","):
+        log("exporting %s ..." % m)
+        base = export(m, 0.0, out_dir)
+        for p in (float(v) for v in a.prune.split(",")):
+            path = export(m, p, out_dir)
+            for t in (int(v) for v in a.threads.split(",")):
+                slim, full, ort_t, stats = [], [], [], None
+                sess = make_ort_session(path, t)
+                for r in range(a.rounds):
+                    log("%s prune=%.2f threads=%d round %d/%d" % (m, p, t, r + 1, a.rounds))
+                    s = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
+                    slim += s["times_ms"]
+                    stats = s
+                    full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
+                    ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
+                row = {"model": m, "prune": p, "threads": t, "slim_ms": statistics.median(slim),
+                       "unpruned_ms": statistics.median(full), "ort_ms": statistics.median(ort_t),
+                       "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"]}
+                row["mac_ratio"] = row["dense_macs"] / row["executed_macs"]
+                row["speedup"] = row["unpruned_ms"] / row["slim_ms"]
+                row["efficiency"] = row["speedup"] / row["mac_ratio"]
+                row["vs_ort"] = row["ort_ms"] / row["slim_ms"]
+                rows.append(row)
+                log("  slimmed %.2f ms, unpruned %.2f ms, ORT %.2f ms; MAC ratio %.2f, speedup %.2f (%.0f%%)" % (
+                    row["slim_ms"], row["unpruned_ms"], row["ort_ms"], row["mac_ratio"], row["speedup"],
+                    100 * row["efficiency"]))
+    if a.markdown:
+        print("| model | pruned | threads | slimmed (ms) | unpruned (ms) | ORT slimmed file (ms) | MAC ratio | speedup | speedup / MAC ratio | ORT / slimmed |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print("| %s | %.0f%% | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |" % (
+                r["model"], 100 * r["prune"], r["threads"], r["slim_ms"], r["unpruned_ms"], r["ort_ms"],
+                r["mac_ratio"], r["speedup"], r["efficiency"], r["vs_ort"]))
+        print()
+        print("224x224, batch 1, %d round(s) x %d timed runs after %d warm-up; medians; %s, %d CPUs." % (
+            a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
+    else:
+        print(json.dumps(rows, indent=2))
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
