@@ -17,6 +17,7 @@
 
 #include "ops/common/onednn.h"
 #include "ops/conv/window.h"
+#include "ops/gated/direct_conv.h"
 #include "ops/gated/gate.h"
 #include "ops/kernel.h"
 #include "ops/util.h"
@@ -135,13 +136,20 @@ class GatedConv final : public Kernel {
     wp_off_ = align(wc_off_ + floats(m_ * c_ * kh_ * kw_));
     sp_off_ = align(wp_off_ + floats((m_ + 16) * (c_ + 16) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
-    scratch_ = align(sp_off_ + sp_reserve_);
+    // Small maps (late layers): the direct kernel reads the weights in place; packing them
+    // for oneDNN per input would cost as much as the conv there.
+    const auto& cp = p_.conv;
+    ds_ = {c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0]};
+    direct_ = gated::direct_conv_supported(cp.strides.data(), cp.dilations.data()) && kh_ * kw_ <= 64 &&
+              oh_ * ow_ <= kDirectMaxPixels;
+    dc_off_ = align(sp_off_ + sp_reserve_);
+    scratch_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0));
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
   }
 
   std::string name() const override {
-    return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") + ":onednn:" +
-           dense_.pd.impl_info_str();
+    return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") +
+           (direct_ && p_.gating ? ":direct" : "") + ":onednn:" + dense_.pd.impl_info_str();
   }
   size_t scratch_bytes() const override { return scratch_ * static_cast<size_t>(slots_); }
 
@@ -377,6 +385,19 @@ class GatedConv final : public Kernel {
   void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in, bool in_compact,
                    const std::vector<int32_t>& act_out, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
+    if (direct_) {
+      std::vector<int32_t> pos(act_in);
+      if (in_compact)
+        for (int64_t j = 0; j < ki; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      float* out = compact_out_ ? yb : reinterpret_cast<float*>(scratch + y_off_);
+      gated::direct_conv(ds_, xb, in_compact ? ki : c_, pos.data(), act_in.data(), ki, weights_.data(), bias_.data(),
+                         act_out.data(), ko, out, scratch + dc_off_);
+      if (compact_out_)
+        scale_compact(yb, pi, act_out);
+      else
+        fill_suppressed(yb, pi, out, act_out);
+      return;
+    }
     const Prim& pr = compact_prim(ki, ko);
     // Input: the active channels, or the tensor itself when all are active.
     const float* src = xb;
@@ -425,7 +446,10 @@ class GatedConv final : public Kernel {
   std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_;
   Prim dense_;
   memory dense_w_, dense_b_;
-  size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, scratch_;
+  size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;
+  static constexpr int64_t kDirectMaxPixels = 14 * 14;
+  bool direct_ = false;
+  gated::DirectConvShape ds_{};
   int slots_ = 1;  // samples run at once (batch > 1), each with scratch_ bytes
   mutable std::mutex mu_;
   mutable std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Prim>> cache_;

@@ -1,0 +1,119 @@
+#include "ops/gated/direct_conv.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace sluice::ops::gated {
+
+namespace {
+
+// 16 floats; aligned(4) so loads and stores from any float address are allowed.
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+constexpr int64_t kVec = 16, kBlockVecs = 4, kBlock = kVec * kBlockVecs;  // 64 flat pixels per block
+constexpr int kRows = 6;                                                   // output channels per block
+
+// Stride s is handled by splitting the padded input into s x s phase planes
+// (phase (a, b) holds padded[s*y + a][s*x + b]); tap (i, j) then reads phase (i % s, j % s)
+// at offset (i / s, j / s), a stride-1 read. Row length of every phase plane: grid_w.
+int64_t padded_w(const DirectConvShape& s) { return (s.ow - 1) * s.stride + s.kw; }
+int64_t padded_h(const DirectConvShape& s) { return (s.oh - 1) * s.stride + s.kh; }
+int64_t grid_w(const DirectConvShape& s) { return (padded_w(s) + s.stride - 1) / s.stride; }
+int64_t grid_h(const DirectConvShape& s) { return (padded_h(s) + s.stride - 1) / s.stride; }
+int64_t flat_out(const DirectConvShape& s) { return (s.oh * grid_w(s) + kBlock - 1) / kBlock * kBlock; }
+// One channel's phase plane, with slack so the last block's reads stay inside it.
+int64_t plane(const DirectConvShape& s) { return (grid_h(s) * grid_w(s) + kBlock + grid_w(s) + s.kw + 15) / 16 * 16; }
+int64_t phases(const DirectConvShape& s) { return s.stride * s.stride; }
+
+// acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps.
+template <int R>
+void block(const float* planes, int64_t plane_size, const int64_t* tap_off, int64_t taps, int64_t ki,
+           const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t q0) {
+  v16 acc[R][kBlockVecs] = {};
+  for (int64_t j = 0; j < ki; ++j) {
+    const float* xp = planes + j * plane_size + q0;
+    const int64_t wo = static_cast<int64_t>(in_ch[j]) * taps;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float* xt = xp + tap_off[t];
+      v16 x[kBlockVecs];
+      for (int64_t v = 0; v < kBlockVecs; ++v) x[v] = *reinterpret_cast<const v16*>(xt + v * kVec);
+      for (int r = 0; r < R; ++r) {
+        const float w = wrow[r][wo + t];
+        for (int64_t v = 0; v < kBlockVecs; ++v) acc[r][v] += x[v] * w;
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int64_t v = 0; v < kBlockVecs; ++v) *reinterpret_cast<v16*>(out + r * out_stride + q0 + v * kVec) = acc[r][v];
+}
+
+}  // namespace
+
+bool direct_conv_supported(const int64_t* strides, const int64_t* dilations) {
+  return strides[0] == strides[1] && strides[0] >= 1 && strides[0] <= 2 && dilations[0] == 1 && dilations[1] == 1;
+}
+
+size_t direct_conv_scratch(const DirectConvShape& s) {
+  return static_cast<size_t>(phases(s) * s.c * plane(s) + s.m * flat_out(s)) * sizeof(float) + 128;
+}
+
+void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
+                 const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
+                 int64_t ko, float* y, void* scratch) {
+  const int64_t st = s.stride, gw = grid_w(s), ps = plane(s), q = flat_out(s), taps = s.kh * s.kw;
+  const int64_t phase_size = ki * ps;
+  auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
+  float* outp = planes + phases(s) * phase_size;
+  // Zero-padded planar copy of the active input channels (rows flattened with the padding),
+  // split into the stride's phases.
+  std::memset(planes, 0, static_cast<size_t>(phases(s) * phase_size) * sizeof(float));
+  const int64_t in_work = s.h * s.w * ki;
+#pragma omp parallel for if (in_work > 65536)
+  for (int64_t yy = 0; yy < s.h; ++yy) {
+    const int64_t py = yy + s.pad_top;
+    if (py < 0 || py >= padded_h(s)) continue;
+    for (int64_t xx = 0; xx < s.w; ++xx) {
+      const int64_t px = xx + s.pad_left;
+      if (px < 0 || px >= padded_w(s)) continue;
+      const float* src = x + (yy * s.w + xx) * x_stride;
+      float* dst = planes + ((py % st) * st + px % st) * phase_size + (py / st) * gw + px / st;
+      for (int64_t j = 0; j < ki; ++j) dst[j * ps] = src[in_pos[j]];
+    }
+  }
+  int64_t tap_off[64];
+  for (int64_t a = 0; a < s.kh; ++a)
+    for (int64_t b = 0; b < s.kw; ++b)
+      tap_off[a * s.kw + b] = ((a % st) * st + b % st) * phase_size + (a / st) * gw + b / st;
+  // Blocks of kRows output channels x 64 flat output pixels (the 2 pad columns per row are
+  // computed and dropped: they keep every tap a contiguous read).
+  const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock;
+  const int64_t work = ko * ki * taps * s.oh * s.ow;
+#pragma omp parallel for collapse(2) schedule(static) if (work > 200000)
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t qb = 0; qb < qblocks; ++qb) {
+      const int64_t j0 = g * kRows, rows = std::min<int64_t>(kRows, ko - j0);
+      const float* wrow[kRows];
+      for (int64_t r = 0; r < kRows; ++r)
+        wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
+      float* out = outp + j0 * q;
+      switch (rows) {
+        case 6: block<6>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+        case 5: block<5>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+        case 4: block<4>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+        case 3: block<3>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+        case 2: block<2>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+        default: block<1>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
+      }
+    }
+  }
+  // Planar -> compact NHWC, with the bias.
+  const int64_t out_work = s.oh * s.ow * ko;
+#pragma omp parallel for if (out_work > 65536)
+  for (int64_t oy = 0; oy < s.oh; ++oy)
+    for (int64_t ox = 0; ox < s.ow; ++ox) {
+      float* d = y + (oy * s.ow + ox) * ko;
+      const float* src = outp + oy * gw + ox;
+      for (int64_t j = 0; j < ko; ++j) d[j] = src[j * q] + bias[out_ch[j]];
+    }
+}
+
+}  // namespace sluice::ops::gated

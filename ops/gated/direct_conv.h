@@ -1,0 +1,33 @@
+// A direct convolution over selected channels that reads the model's own weights in place:
+// no per-input weight gathering or packing. For the gated conv's small late layers, where
+// packing the (k_out x k_in) weights for oneDNN per input costs as much as the conv.
+//
+// Input: one sample, NHWC with `x_stride` floats per pixel; the active input channels are
+// at positions in_pos[j] (the compact tensor's j, or the dense tensor's channel index) and
+// have model channel in_ch[j]. Weights: the model's OIHW [M, C, kh, kw]. Output: compact NHWC
+// [OH * OW, k_out], channel j = model channel out_ch[j], plus bias[out_ch[j]]; no activation.
+// Equal strides of 1 or 2, dilation 1 (direct_conv_supported says). Works on a zero-padded planar copy of the
+// input whose rows are flattened, so every tap is one contiguous 16-float vector read.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sluice::ops::gated {
+
+struct DirectConvShape {
+  int64_t c, m, h, w, kh, kw, oh, ow;
+  int64_t pad_top, pad_left;  // bottom/right follow from oh, ow
+  int64_t stride = 1;         // 1 or 2, both axes
+};
+
+bool direct_conv_supported(const int64_t* strides, const int64_t* dilations);
+
+// Scratch bytes for one call (planar input + planar output), for the largest k_in/k_out.
+size_t direct_conv_scratch(const DirectConvShape& s);
+
+void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
+                 const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
+                 int64_t ko, float* y, void* scratch);
+
+}  // namespace sluice::ops::gated
