@@ -206,8 +206,11 @@ class GatedConv final : public Kernel {
         if (pi[static_cast<size_t>(o)] > 0.f) act_out.push_back(static_cast<int32_t>(o));
       const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
       int64_t executed;
-      if (!p_.gating || (ki == c_ && ko == m_)) {
-        run_dense(xb, yb, pi.data(), scratch);  // compact input with every channel active is dense
+      // Nearly every channel active (d = 1 with a few g = 0): the dense conv is cheaper than
+      // the compact one. Compact input with every channel active is dense too.
+      const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * kDenseFromPercent);
+      if (dense) {
+        run_dense(xb, yb, pi.data(), scratch);
         executed = m_ * c_ * per_map;
       } else if (ko == 0 || ki == 0) {
         if (!compact_out_) fill_suppressed(yb, pi.data(), nullptr, act_out);
@@ -218,13 +221,13 @@ class GatedConv final : public Kernel {
       }
       if (rec) {
         rec->executed_macs[static_cast<size_t>(b)] = executed;
-        rec->active_in[static_cast<size_t>(b)] = static_cast<int32_t>(p_.gating ? ki : c_);
-        rec->active_out[static_cast<size_t>(b)] = static_cast<int32_t>(p_.gating ? ko : m_);
+        rec->active_in[static_cast<size_t>(b)] = static_cast<int32_t>(dense ? c_ : ki);
+        rec->active_out[static_cast<size_t>(b)] = static_cast<int32_t>(dense ? m_ : ko);
       }
       if (a.out_activity) {
         auto& nz = a.out_activity->samples[static_cast<size_t>(b)];
-        for (int64_t o = 0; o < m_; ++o)
-          if (pi[static_cast<size_t>(o)] > 0.f || suppressed_[static_cast<size_t>(o)] != 0.f)
+        for (int64_t o = 0; o < m_; ++o)  // a dense run stored every channel: all are listed
+          if ((dense && compact_out_) || pi[static_cast<size_t>(o)] > 0.f || suppressed_[static_cast<size_t>(o)] != 0.f)
             nz.push_back(static_cast<int32_t>(o));
       }
     }
@@ -448,6 +451,7 @@ class GatedConv final : public Kernel {
   memory dense_w_, dense_b_;
   size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;
   static constexpr int64_t kDirectMaxPixels = 14 * 14;
+  static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
   gated::DirectConvShape ds_{};
   int slots_ = 1;  // samples run at once (batch > 1), each with scratch_ bytes
