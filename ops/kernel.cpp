@@ -36,7 +36,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
   if (opts.optimize) {
     std::unique_ptr<Kernel> k;
     switch (n.op) {
-      case OpType::Conv: k = make_onednn_conv(g, n); break;
+      case OpType::Conv: k = make_conv(g, n, opts.sparse); break;
       case OpType::Gemm: k = make_onednn_gemm(g, n); break;
       case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;
       case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;

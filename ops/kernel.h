@@ -48,10 +48,14 @@ class Kernel {
   virtual size_t scratch_bytes() const { return 0; }
   // Output i may be written over input `in_place_input()` (same bytes) when that input dies here.
   virtual int in_place_input() const { return -1; }
+  // MACs one run executes when the kernel skips work statically (sparse weights); -1: the
+  // node's count (ops::static_macs).
+  virtual int64_t executed_macs() const { return -1; }
 };
 
 struct KernelOptions {
   bool optimize = true;  // false: reference kernels everywhere
+  SparseMode sparse = SparseMode::Measured;  // sparse weights: see SessionOptions::sparse
 };
 
 // Channel-wise ops that map zero to zero per channel: channel activity passes through them.
@@ -68,6 +72,8 @@ int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
+// oneDNN, or (sparse weights, opts.sparse) the sparse kernel when it measures faster here.
+std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);

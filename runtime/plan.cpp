@@ -64,7 +64,7 @@ int Plan::slot_of(ValueId v) {
 }
 
 void Plan::build_steps(const SessionOptions& options) {
-  ops::KernelOptions ko{options.optimize};
+  ops::KernelOptions ko{options.optimize, options.sparse};
   for (NodeId id : g_.topological_order()) {
     Step st;
     st.node = id;
@@ -73,7 +73,7 @@ void Plan::build_steps(const SessionOptions& options) {
     for (ValueId v : n.outputs) st.out.push_back(slot_of(v));
     st.kernel = ops::make_kernel(g_, id, ko);
     st.dense_macs = ops::dense_macs(g_, n);
-    st.executed_macs = ops::static_macs(g_, n);
+    st.executed_macs = st.kernel->executed_macs() >= 0 ? st.kernel->executed_macs() : ops::static_macs(g_, n);
     st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;
     st.propagates_activity = ops::keeps_zero_channels(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());

@@ -3,26 +3,16 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/conv/planar.h"
+
 namespace sluice::ops::gated {
 
 namespace {
 
 // 16 floats; aligned(4) so loads and stores from any float address are allowed.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
-constexpr int64_t kVec = 16, kBlockVecs = 4, kBlock = kVec * kBlockVecs;  // 64 flat pixels per block
+constexpr int64_t kVec = 16, kBlockVecs = 4, kBlock = planar::kBlock;  // 64 flat pixels per block
 constexpr int kRows = 6;                                                   // output channels per block
-
-// Stride s is handled by splitting the padded input into s x s phase planes
-// (phase (a, b) holds padded[s*y + a][s*x + b]); tap (i, j) then reads phase (i % s, j % s)
-// at offset (i / s, j / s), a stride-1 read. Row length of every phase plane: grid_w.
-int64_t padded_w(const DirectConvShape& s) { return (s.ow - 1) * s.stride + s.kw; }
-int64_t padded_h(const DirectConvShape& s) { return (s.oh - 1) * s.stride + s.kh; }
-int64_t grid_w(const DirectConvShape& s) { return (padded_w(s) + s.stride - 1) / s.stride; }
-int64_t grid_h(const DirectConvShape& s) { return (padded_h(s) + s.stride - 1) / s.stride; }
-int64_t flat_out(const DirectConvShape& s) { return (s.oh * grid_w(s) + kBlock - 1) / kBlock * kBlock; }
-// One channel's phase plane, with slack so the last block's reads stay inside it.
-int64_t plane(const DirectConvShape& s) { return (grid_h(s) * grid_w(s) + kBlock + grid_w(s) + s.kw + 15) / 16 * 16; }
-int64_t phases(const DirectConvShape& s) { return s.stride * s.stride; }
 
 // acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps.
 template <int R>
@@ -53,36 +43,20 @@ bool direct_conv_supported(const int64_t* strides, const int64_t* dilations) {
 }
 
 size_t direct_conv_scratch(const DirectConvShape& s) {
-  return static_cast<size_t>(phases(s) * s.c * plane(s) + s.m * flat_out(s)) * sizeof(float) + 128;
+  const planar::Geometry g = s.geometry();
+  return static_cast<size_t>(g.planes_size(s.c) + s.m * g.flat_out()) * sizeof(float) + 128;
 }
 
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
                  int64_t ko, float* y, void* scratch) {
-  const int64_t st = s.stride, gw = grid_w(s), ps = plane(s), q = flat_out(s), taps = s.kh * s.kw;
-  const int64_t phase_size = ki * ps;
+  const planar::Geometry geo = s.geometry();
+  const int64_t gw = geo.grid_w(), ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
   auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
-  float* outp = planes + phases(s) * phase_size;
-  // Zero-padded planar copy of the active input channels (rows flattened with the padding),
-  // split into the stride's phases.
-  std::memset(planes, 0, static_cast<size_t>(phases(s) * phase_size) * sizeof(float));
-  const int64_t in_work = s.h * s.w * ki;
-#pragma omp parallel for if (in_work > 65536)
-  for (int64_t yy = 0; yy < s.h; ++yy) {
-    const int64_t py = yy + s.pad_top;
-    if (py < 0 || py >= padded_h(s)) continue;
-    for (int64_t xx = 0; xx < s.w; ++xx) {
-      const int64_t px = xx + s.pad_left;
-      if (px < 0 || px >= padded_w(s)) continue;
-      const float* src = x + (yy * s.w + xx) * x_stride;
-      float* dst = planes + ((py % st) * st + px % st) * phase_size + (py / st) * gw + px / st;
-      for (int64_t j = 0; j < ki; ++j) dst[j * ps] = src[in_pos[j]];
-    }
-  }
+  float* outp = planes + geo.planes_size(ki);
+  planar::pack(geo, x, x_stride, in_pos, ki, planes);
   int64_t tap_off[64];
-  for (int64_t a = 0; a < s.kh; ++a)
-    for (int64_t b = 0; b < s.kw; ++b)
-      tap_off[a * s.kw + b] = ((a % st) * st + b % st) * phase_size + (a / st) * gw + b / st;
+  planar::tap_offsets(geo, ki, tap_off);
   // Blocks of kRows output channels x 64 flat output pixels (the 2 pad columns per row are
   // computed and dropped: they keep every tap a contiguous read).
   const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock;

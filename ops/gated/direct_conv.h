@@ -13,12 +13,15 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/conv/planar.h"
+
 namespace sluice::ops::gated {
 
 struct DirectConvShape {
   int64_t c, m, h, w, kh, kw, oh, ow;
   int64_t pad_top, pad_left;  // bottom/right follow from oh, ow
   int64_t stride = 1;         // 1 or 2, both axes
+  planar::Geometry geometry() const { return {h, w, kh, kw, oh, ow, pad_top, pad_left, stride}; }
 };
 
 bool direct_conv_supported(const int64_t* strides, const int64_t* dilations);

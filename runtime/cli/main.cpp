@@ -243,6 +243,7 @@ struct SessionFlags {
   bool reference = false;
   std::string gating = "on";
   float density = 0.f;
+  std::string sparse = "auto";
   bool profile = false;
 
   void add(CLI::App* cmd) {
@@ -254,6 +255,11 @@ struct SessionFlags {
     cmd->add_option("--density", density,
                     "Run-time density override in (0, 1]: each gate keeps min(k, ceil(D * C_out)) channels")
         ->check(kDensity);
+    cmd->add_option("--sparse", sparse,
+                    "Convs with >= 50% zero weights: auto (the sparse kernel where it measures faster), "
+                    "always, or off (dense)")
+        ->check(CLI::IsMember({"auto", "always", "off"}))
+        ->capture_default_str();
   }
   sluice::SessionOptions options() const {
     sluice::SessionOptions o;
@@ -262,6 +268,8 @@ struct SessionFlags {
     o.profile = profile;
     o.gating = gating == "on";
     o.density = density;
+    o.sparse = sparse == "off" ? sluice::SparseMode::Off
+               : sparse == "always" ? sluice::SparseMode::Always : sluice::SparseMode::Measured;
     return o;
   }
 };

@@ -8,12 +8,10 @@ one clear line.
 
     .venv/bin/python tests/e2e/test_eval.py --sluice build/sluice --work-dir build/e2e_eval
 """
-import argparse
 import gzip
 import json
 import math
 import os
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
@@ -26,25 +24,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "models"))
 import fashion_mnist  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import check, finish, parse_args, run_sluice  # noqa: E402
+
+
+def run_sluice_nocheck(a, *args):
+    return run_sluice(a, *args, check_ok=False)
+
 
 LIMIT = 300
-FAILURES = []
 
 
-def check(cond, what):
-    print(("PASS " if cond else "FAIL ") + what)
-    if not cond:
-        FAILURES.append(what)
-
-
-def sluice(a, *args):
-    return subprocess.run([a.sluice] + list(args), capture_output=True, text=True, timeout=600)
 
 
 def eval_json(a, model, tag, *extra):
     j = os.path.join(a.work_dir, tag + ".json")
     svg = os.path.join(a.work_dir, tag + ".svg")
-    p = sluice(a, "eval", model, "--limit", str(LIMIT), "--batch", "64", "--json", j, "--plot", svg,
+    p = run_sluice_nocheck(a, "eval", model, "--limit", str(LIMIT), "--batch", "64", "--json", j, "--plot", svg,
                "--progress", "off", "--threads", "2", *extra)
     if p.returncode != 0:
         raise AssertionError("sluice eval %s %s -> exit %d: %s" % (model, " ".join(extra), p.returncode, p.stderr))
@@ -56,7 +52,7 @@ def run_stats(a, model, x, *extra):
     np.save(xin, x)
     st = os.path.join(a.work_dir, "stats.json")
     out = os.path.join(a.work_dir, "out")
-    p = sluice(a, "run", model, "--input", "image=" + xin, "--output-dir", out, "--stats-json", st, *extra)
+    p = run_sluice_nocheck(a, "run", model, "--input", "image=" + xin, "--output-dir", out, "--stats-json", st, *extra)
     assert p.returncode == 0, p.stderr
     return np.load(os.path.join(out, "logits.npy")), json.load(open(st))
 
@@ -145,7 +141,7 @@ def test_bad_input(a):
         (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
     ]
     for args, code, needle in cases:
-        p = sluice(a, *args, "--progress", "off") if args[0] == "eval" else sluice(a, *args)
+        p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)
         lines = [l for l in p.stderr.strip().splitlines() if l]
         check(p.returncode == code and len(lines) >= 1 and needle in lines[-1] and "sluice: error" in lines[-1],
               "refused with exit %d mentioning %r: sluice %s -> exit %d, %r" % (
@@ -153,11 +149,7 @@ def test_bad_input(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sluice", required=True)
-    ap.add_argument("--work-dir", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work_dir, exist_ok=True)
+    a = parse_args(__doc__)
     xte, yte = fashion_mnist.load("test")
     x, y = xte[:LIMIT], yte[:LIMIT]
     r50 = test_model(a, "mcifar_fbs_d50.onnx", x, y)
@@ -175,8 +167,7 @@ def main():
           "--gating off: every image runs the dense MACs")
     check(r50["executed_macs_per_image"]["max"] < r50["dense_macs_per_image"], "d=0.5: every image skips MACs")
     test_bad_input(a)
-    print("%d failed" % len(FAILURES))
-    return 1 if FAILURES else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ dense MACs the model's, and `inspect` says why the rest stayed.
 
     .venv/bin/python tests/e2e/test_pruned_models.py --sluice build/sluice --work-dir build/e2e_pruned
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -29,13 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 
-FAILURES = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import check, finish, parse_args, run_sluice  # noqa: E402
 
 
-def check(cond, what):
-    print(("PASS " if cond else "FAIL ") + what)
-    if not cond:
-        FAILURES.append(what)
+
 
 
 class Plain(nn.Module):
@@ -144,12 +140,6 @@ def residual_case():
                "/blocks/blocks.0/c2/Conv": 0, "/blocks/blocks.1/c2/Conv": 0}
 
 
-def sluice(a, *args):
-    p = subprocess.run([a.sluice] + list(args), capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        raise AssertionError("sluice %s -> exit %d: %s" % (" ".join(args), p.returncode, p.stderr.strip()))
-    return p.stdout
-
 
 def export(m, path, keep_bn):
     kw = {"training": torch.onnx.TrainingMode.PRESERVE} if keep_bn else {}
@@ -160,7 +150,7 @@ def export(m, path, keep_bn):
 def run_case(a, name, m, keep_bn):
     path = os.path.join(a.work_dir, name + ".onnx")
     export(m, path, keep_bn)
-    insp = json.loads(sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28"))
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for batch in (1, 3):
@@ -170,7 +160,7 @@ def run_case(a, name, m, keep_bn):
         np.save(xin, x)
         out = os.path.join(a.work_dir, name + "_out")
         st_path = os.path.join(a.work_dir, name + "_stats.json")
-        sluice(a, "run", path, "--input", xin, "--output-dir", out, "--stats-json", st_path)
+        run_sluice(a, "run", path, "--input", xin, "--output-dir", out, "--stats-json", st_path)
         y = np.load(os.path.join(out, "logits.npy"))
         err, scale = float(np.abs(y - ref).max()), max(1.0, float(np.abs(ref).max()))
         check(err <= 1e-4 * scale, "%s batch %d: max abs error vs ORT %.2g" % (name, batch, err))
@@ -179,11 +169,7 @@ def run_case(a, name, m, keep_bn):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sluice", required=True)
-    ap.add_argument("--work-dir", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work_dir, exist_ok=True)
+    a = parse_args(__doc__)
     torch.set_num_threads(1)
     for kind in ("slim", "slim_bn", "slim_beta", "ln"):
         m, removed = plain_case(kind)
@@ -211,8 +197,7 @@ def main():
     check(all("Add" in got[n]["kept_reason"] for n, v in expected.items() if v == 0 and n in got),
           "residual: channels meeting the residual Add are kept, and inspect says so")
     check(st["executed_macs"] < st["dense_macs"], "residual: fewer MACs run than dense")
-    print("%d failed" % len(FAILURES))
-    return 1 if FAILURES else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -114,6 +114,13 @@ class Model {
   std::shared_ptr<const graph::Graph> graph_;
 };
 
+// How convs with sparse weights (>= 50% zeros) are run.
+enum class SparseMode : uint8_t {
+  Off,       // dense oneDNN kernels only
+  Measured,  // time the sparse kernel against the dense one at session creation; keep the faster
+  Always,    // the sparse kernel wherever it applies (for tests and benchmarks)
+};
+
 struct SessionOptions {
   int threads = 0;        // 0: all cores
   bool optimize = true;   // graph rewrites and fast kernels; false runs the reference kernels
@@ -121,6 +128,9 @@ struct SessionOptions {
   // FBS gated convolutions (recognised at load, see Session::inspect):
   bool gating = true;     // false: compute every channel and mask, the dense reference for speed and numbers
   float density = 0.f;    // 0: each gate's k as exported; in (0, 1]: k = min(k, ceil(density * C_out))
+  // Convs whose weights are >= 50% zero (Session::inspect shows the choice and, when measured,
+  // both times).
+  SparseMode sparse = SparseMode::Measured;
 };
 
 // One sample of one layer.

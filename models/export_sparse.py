@@ -1,0 +1,72 @@
+"""Exports magnitude-pruned (unstructured) torchvision CNNs to ONNX: the conv weights pruned
+together by torch.nn.utils.prune.global_unstructured with L1Unstructured (the smallest |w|
+over all convs go to zero), each linear layer by l1_unstructured at the same amount; random
+seeded weights, BatchNorm statistics measured on random images (so deep nets stay alive), BN
+folded by the exporter (zeros stay zeros).
+
+    .venv/bin/python models/export_sparse.py --models resnet18,mobilenet_v2,vgg16 \
+        --sparsity 0.5,0.7,0.8,0.9,0.95 --out-dir build/bench/sparse [--size 224] [--opset 13]
+
+Writes OUT_DIR/<model>_s<100s>.onnx (input "image" Nx3xSIZExSIZE, output "logits") and prints
+one path per line. Depthwise convs (MobileNetV2) are pruned with the rest but run dense.
+"""
+import argparse
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as prune
+import torchvision
+
+
+def build(name, sparsity, size):
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, name)()
+    if sparsity > 0:
+        convs = [(mod, "weight") for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+        prune.global_unstructured(convs, pruning_method=prune.L1Unstructured, amount=sparsity)
+        # The classifier on its own: torchvision initialises it far smaller than the convs
+        # (MobileNetV2: N(0, 0.01)), so a global threshold would zero it and kill the net.
+        fcs = [(mod, "weight") for mod in m.modules() if isinstance(mod, nn.Linear)]
+        for mod, n in fcs:
+            prune.l1_unstructured(mod, n, amount=sparsity)
+        for mod, n in convs + fcs:
+            prune.remove(mod, n)
+    # BN statistics measured on random images (cumulative average over a few batches), so
+    # that the signal neither dies nor explodes through the depth of the random network.
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.reset_running_stats()
+            mod.momentum = None
+            nn.init.uniform_(mod.weight, 0.5, 1.5)
+            nn.init.uniform_(mod.bias, -0.1, 0.1)
+    m.train()
+    with torch.no_grad():
+        for _ in range(4):
+            m(torch.randn(8, 3, size, size))
+    return m.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
+    ap.add_argument("--sparsity", default="0.5,0.7,0.8,0.9,0.95")
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--opset", type=int, default=13)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(a.out_dir, exist_ok=True)
+    for name in a.models.split(","):
+        for s in (float(v) for v in a.sparsity.split(",")):
+            path = os.path.join(a.out_dir, "%s_s%d.onnx" % (name, round(100 * s)))
+            if not os.path.exists(path):
+                m = build(name, s, a.size)
+                torch.onnx.export(m, torch.randn(1, 3, a.size, a.size), path, opset_version=a.opset,
+                                  input_names=["image"], output_names=["logits"],
+                                  dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+            print(path, flush=True)
+
+
+if __name__ == "__main__":
+    main()

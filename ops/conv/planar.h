@@ -1,0 +1,44 @@
+// Zero-padded, phase-split planar copies of NHWC activations, for the direct convolution
+// kernels that Sluice writes itself (the gated conv's small-map kernel, the sparse conv).
+//
+// Each channel becomes a plane of the padded input with its rows flattened; a stride s is
+// handled by splitting it into s x s phase planes (phase (a, b) holds padded[s*y + a][s*x + b]),
+// so that tap (i, j) reads phase (i % s, j % s) at offset (i / s) * grid_w + j / s: for every
+// tap, the output pixels q = oy * grid_w + ox of a row block read one contiguous run of floats.
+// The grid_w - ow extra columns per row are computed and dropped.
+#pragma once
+
+#include <cstdint>
+
+namespace sluice::ops::planar {
+
+constexpr int64_t kBlock = 64;  // flat output pixels per register block (4 vectors of 16)
+
+struct Geometry {
+  int64_t h, w, kh, kw, oh, ow;
+  int64_t pad_top, pad_left;  // bottom/right follow from oh, ow
+  int64_t stride = 1;         // equal on both axes
+  int64_t row_align = 1;      // grid_w rounded up to a multiple of this (16: aligned tap rows)
+
+  int64_t padded_w() const { return (ow - 1) * stride + kw; }
+  int64_t padded_h() const { return (oh - 1) * stride + kh; }
+  int64_t grid_w() const { return ((padded_w() + stride - 1) / stride + row_align - 1) / row_align * row_align; }
+  int64_t grid_h() const { return (padded_h() + stride - 1) / stride; }
+  // Output pixels on the flat grid, rounded up to whole blocks.
+  int64_t flat_out() const { return (oh * grid_w() + kBlock - 1) / kBlock * kBlock; }
+  // One channel's phase plane, with slack so the last block's reads stay inside it.
+  int64_t plane() const { return (grid_h() * grid_w() + kBlock + grid_w() + kw + 15) / 16 * 16; }
+  int64_t phases() const { return stride * stride; }
+  // Floats of a planar copy of k channels.
+  int64_t planes_size(int64_t k) const { return phases() * k * plane(); }
+};
+
+// Copies channels pos[0..k) of the NHWC sample x (x_stride floats per pixel) into `planes`
+// (planes_size(k) floats), zero padding included.
+void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes);
+
+// off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
+// planar copy of k channels (channel c adds c * plane()). kh * kw <= 64.
+void tap_offsets(const Geometry& g, int64_t k, int64_t* off);
+
+}  // namespace sluice::ops::planar

@@ -1,0 +1,107 @@
+// The sparse conv kernel (ops/sparse) against the reference conv: sparsities 0%, 50%, 90%,
+// 99% and 100% (an all-zero layer), odd shapes, strides 1 and 2, 1x1 to 5x5, asymmetric pads,
+// fused residual sum and ReLU; executed MACs = non-zero weights x output pixels; the
+// measured mode picks one of the two kernels and says so.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+struct SparseCase {
+  int64_t n, c, h, w, m, k, stride, pad;
+  double zeros;
+  bool residual;
+};
+
+// Conv (weights with the given fraction of zeros) [+ Add residual] + Relu.
+Model sparse_model(const SparseCase& p, int64_t* nonzero) {
+  std::mt19937 rng(static_cast<uint32_t>(p.c * 131 + p.m * 7 + p.k + static_cast<int>(p.zeros * 100)));
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  std::vector<float> w(static_cast<size_t>(p.m * p.c * p.k * p.k));
+  for (auto& v : w) v = nd(rng);
+  std::vector<size_t> idx(w.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::shuffle(idx.begin(), idx.end(), rng);
+  const auto nz = static_cast<size_t>(static_cast<double>(w.size()) * (1 - p.zeros) + 0.5);
+  for (size_t i = nz; i < idx.size(); ++i) w[idx[i]] = 0.f;
+  *nonzero = static_cast<int64_t>(nz);
+  OnnxBuilder b;
+  b.input("x", {p.n, p.c, p.h, p.w}).init("w", {p.m, p.c, p.k, p.k}, w).init_random("b", {p.m});
+  auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+  OnnxBuilder::attr_ints(conv, "strides", {p.stride, p.stride});
+  OnnxBuilder::attr_ints(conv, "pads", {p.pad, p.pad + 1, p.pad, p.pad});  // asymmetric
+  std::string last = "y";
+  if (p.residual) {
+    const int64_t oh = (p.h + 2 * p.pad - p.k) / p.stride + 1, ow = (p.w + 2 * p.pad + 1 - p.k) / p.stride + 1;
+    b.input("r", {p.n, p.m, oh, ow});
+    b.node("Add", {"y", "r"}, {"s"});
+    last = "s";
+  }
+  b.node("Relu", {last}, {"z"});
+  b.output("z");
+  return b.load();
+}
+
+class SparseVsReference : public ::testing::TestWithParam<SparseCase> {};
+
+TEST_P(SparseVsReference, MatchesAndCountsNonZeroMacs) {
+  const SparseCase p = GetParam();
+  int64_t nonzero = 0;
+  Model m = sparse_model(p, &nonzero);
+  SessionOptions always;
+  always.sparse = SparseMode::Always;
+  Session fast(m, always), ref(m, {1, false});
+  std::map<std::string, Tensor> in{{"x", random_tensor({p.n, p.c, p.h, p.w}, 11)}};
+  for (const auto& v : m.inputs())
+    if (v.name == "r") in["r"] = random_tensor(v.shape, 12);
+  RunStats st;
+  auto a = fast.run(in, &st), b = ref.run(in);
+  EXPECT_LT(normalized_error(a.at("z"), b.at("z")), 1e-5);
+  const std::string plan = fast.inspect();
+  EXPECT_NE(plan.find("sparse:direct"), std::string::npos) << plan;
+  const Shape& ys = a.at("z").shape();
+  int64_t conv_dense = 0, conv_exec = 0;
+  for (const auto& l : st.layers)
+    if (l.op == "Conv") conv_dense = l.dense_macs, conv_exec = l.executed_macs;
+  EXPECT_EQ(conv_dense, p.n * p.m * p.c * p.k * p.k * ys[2] * ys[3]);
+  EXPECT_EQ(conv_exec, p.n * nonzero * ys[2] * ys[3]);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sparsities, SparseVsReference,
+    ::testing::Values(SparseCase{1, 16, 14, 14, 24, 3, 1, 1, 0.0, false},   // 0%: every weight
+                      SparseCase{1, 13, 11, 9, 7, 3, 1, 1, 0.5, true},      // odd sizes, residual
+                      SparseCase{2, 32, 28, 28, 32, 3, 1, 1, 0.9, false},   // batch 2, several pixel blocks
+                      SparseCase{1, 24, 15, 17, 40, 3, 2, 1, 0.9, true},    // stride 2
+                      SparseCase{1, 64, 7, 7, 64, 3, 1, 1, 0.99, false},    // late layer, 99%
+                      SparseCase{1, 8, 9, 9, 5, 3, 1, 1, 1.0, false},       // all-zero layer: bias only
+                      SparseCase{1, 40, 12, 12, 48, 1, 1, 0, 0.8, true},    // 1x1
+                      SparseCase{1, 6, 13, 13, 9, 5, 2, 2, 0.7, false},     // 5x5 stride 2
+                      SparseCase{1, 48, 60, 60, 16, 3, 1, 1, 0.95, false}));  // wide rows: aligned variant
+
+TEST(SparseMeasured, ChoosesOneKernelAndShowsBothTimes) {
+  int64_t nonzero = 0;
+  Model m = sparse_model({1, 64, 14, 14, 64, 3, 1, 1, 0.95, false}, &nonzero);
+  Session s(m);  // SparseMode::Measured
+  const std::string plan = s.inspect();
+  EXPECT_NE(plan.find("[measured: sparse "), std::string::npos) << plan;
+  Session off(m, [] { SessionOptions o; o.sparse = SparseMode::Off; return o; }());
+  EXPECT_EQ(off.inspect().find("sparse"), std::string::npos);
+  Tensor x = random_tensor({1, 64, 14, 14}, 3);
+  EXPECT_LT(normalized_error(s.run({{"x", x}}).at("z"), off.run({{"x", x}}).at("z")), 1e-5);
+}
+
+TEST(SparseMeasured, DenseWeightsAreNotTimed) {
+  int64_t nonzero = 0;
+  Model m = sparse_model({1, 16, 10, 10, 16, 3, 1, 1, 0.3, false}, &nonzero);
+  Session s(m);
+  EXPECT_EQ(s.inspect().find("measured"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice::testing
