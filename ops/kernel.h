@@ -74,6 +74,7 @@ int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
 // oneDNN, or (sparse weights, opts.sparse) the sparse kernel when it measures faster here.
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
+std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);

@@ -17,4 +17,12 @@ double zero_fraction(const Tensor& w);
 // weights; nullptr outside that.
 std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n);
 
+// CSR Gemm for Y = A * B^T + C (or A * B) with constant sparse B; the forms oneDNN's gemm takes.
+std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Node& n);
+
+// Always: `sparse` (when not null). Measured: times both on the node's shapes and returns the
+// faster, its name noting both times. `zeros`: the weights' zero fraction, for that note.
+std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
+                                        double zeros, const graph::Graph& g, const graph::Node& n);
+
 }  // namespace sluice::ops

@@ -269,6 +269,19 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   return std::make_unique<SparseConv>(g, n);
 }
 
+std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
+                                        double zeros, const graph::Graph& g, const graph::Node& n) {
+  if (!sparse) return dense;
+  if (mode == SparseMode::Always) return sparse;
+  // Measured cost model: the faster of the two on this layer, here.
+  const double t_dense = time_kernel(*dense, g, n, 5), t_sparse = time_kernel(*sparse, g, n, 5);
+  char note[96];
+  std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
+  if (t_sparse < t_dense) return std::make_unique<Chosen>(std::move(sparse), note);
+  return std::make_unique<Chosen>(std::move(dense), std::string(note) + " (weights " +
+                                                       std::to_string(static_cast<int>(100 * zeros)) + "% zero)");
+}
+
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
   std::unique_ptr<Kernel> dense = make_onednn_conv(g, n);
   if (sparse == SparseMode::Off || !dense) return dense;
@@ -276,16 +289,7 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   if (!w.is_constant()) return dense;
   const double zeros = zero_fraction(w.constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
-  std::unique_ptr<Kernel> sp = make_sparse_conv(g, n);
-  if (!sp) return dense;
-  if (sparse == SparseMode::Always) return sp;
-  // Measured cost model: the faster of the two on this layer, here.
-  const double t_dense = time_kernel(*dense, g, n, 5), t_sparse = time_kernel(*sp, g, n, 5);
-  char note[96];
-  std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
-  if (t_sparse < t_dense) return std::make_unique<Chosen>(std::move(sp), note);
-  return std::make_unique<Chosen>(std::move(dense), std::string(note) + " (weights " +
-                                                       std::to_string(static_cast<int>(100 * zeros)) + "% zero)");
+  return choose_measured(std::move(dense), make_sparse_conv(g, n), sparse, zeros, g, n);
 }
 
 }  // namespace sluice::ops

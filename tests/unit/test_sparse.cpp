@@ -84,6 +84,51 @@ INSTANTIATE_TEST_SUITE_P(
                       SparseCase{1, 6, 13, 13, 9, 5, 2, 2, 0.7, false},     // 5x5 stride 2
                       SparseCase{1, 48, 60, 60, 16, 3, 1, 1, 0.95, false}));  // wide rows: aligned variant
 
+struct GemmCase {
+  int64_t rows, k, n;
+  bool trans_b;
+  double zeros;
+};
+
+class SparseGemmVsReference : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(SparseGemmVsReference, MatchesAndCountsNonZeroMacs) {
+  const GemmCase p = GetParam();
+  std::mt19937 rng(static_cast<uint32_t>(p.k + p.n));
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  std::vector<float> w(static_cast<size_t>(p.k * p.n));
+  int64_t nonzero = 0;
+  std::uniform_real_distribution<double> u(0, 1);
+  for (auto& v : w) {
+    v = u(rng) < p.zeros ? 0.f : nd(rng);
+    nonzero += v != 0.f;
+  }
+  OnnxBuilder b;
+  b.input("x", {p.rows, p.k}).init("w", p.trans_b ? Shape{p.n, p.k} : Shape{p.k, p.n}, w).init_random("c", {p.n});
+  auto& gemm = b.node("Gemm", {"x", "w", "c"}, {"y"});
+  OnnxBuilder::attr_int(gemm, "transB", p.trans_b ? 1 : 0);
+  b.node("Relu", {"y"}, {"z"});
+  b.output("z");
+  Model m = b.load();
+  SessionOptions always;
+  always.sparse = SparseMode::Always;
+  Session fast(m, always), ref(m, {1, false});
+  Tensor x = random_tensor({p.rows, p.k}, 5);
+  RunStats st;
+  auto a = fast.run({{"x", x}}, &st);
+  EXPECT_LT(normalized_error(a.at("z"), ref.run({{"x", x}}).at("z")), 1e-5);
+  EXPECT_NE(fast.inspect().find("sparse:csr"), std::string::npos);
+  EXPECT_EQ(st.dense_macs, p.rows * p.k * p.n);
+  EXPECT_EQ(st.executed_macs, p.rows * nonzero);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sparsities, SparseGemmVsReference,
+                         ::testing::Values(GemmCase{1, 512, 1000, true, 0.9},   // ResNet-18's FC at 90%
+                                           GemmCase{3, 67, 29, true, 0.5},      // batch 3, odd sizes
+                                           GemmCase{2, 40, 33, false, 0.95},    // B not transposed
+                                           GemmCase{1, 16, 8, true, 1.0},       // all zero: bias only
+                                           GemmCase{1, 5, 7, true, 0.0}));      // no zeros
+
 TEST(SparseMeasured, ChoosesOneKernelAndShowsBothTimes) {
   int64_t nonzero = 0;
   Model m = sparse_model({1, 64, 14, 14, 64, 3, 1, 1, 0.95, false}, &nonzero);

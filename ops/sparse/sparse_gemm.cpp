@@ -1,0 +1,99 @@
+// Unstructured-sparse Gemm (design.md §7): Y = act(A * W^T + bias) with W [N_out, K] held in
+// CSR (the non-zeros of each output row, with their column). At batch 1 a fully connected layer
+// is a matrix-vector product bound by reading W, so reading only the non-zeros and their
+// indices is where the time goes; rows are split over threads.
+#include <algorithm>
+
+#include "ops/kernel.h"
+#include "ops/sparse/sparse.h"
+
+namespace sluice::ops {
+
+namespace {
+
+class SparseGemm final : public Kernel {
+ public:
+  SparseGemm(const graph::Graph& g, const graph::Node& n) : act_(n.p<graph::GemmParams>().activation) {
+    const auto& p = n.p<graph::GemmParams>();
+    const Shape& a = g.value(n.inputs[0]).shape;
+    rows_ = a[0];
+    k_ = a[1];
+    nout_ = g.value(n.outputs[0]).shape[1];
+    const float* B = g.value(n.inputs[1]).constant.data<float>();
+    row_.assign(1, 0);
+    for (int64_t o = 0; o < nout_; ++o) {
+      for (int64_t kk = 0; kk < k_; ++kk) {
+        const float w = p.trans_b ? B[o * k_ + kk] : B[kk * nout_ + o];
+        if (w == 0.f) continue;
+        col_.push_back(static_cast<int32_t>(kk));
+        val_.push_back(w);
+      }
+      row_.push_back(static_cast<int64_t>(val_.size()));
+    }
+    bias_.assign(static_cast<size_t>(nout_), 0.f);
+    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
+      const float* C = g.value(n.inputs[2]).constant.data<float>();
+      bias_.assign(C, C + nout_);
+    }
+  }
+
+  void run(const KernelArgs& a) const override {
+    const float* A = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(val_.size()) * rows_ > 32768)
+    for (int64_t o = 0; o < nout_; ++o) {
+      const int64_t k0 = row_[static_cast<size_t>(o)], k1 = row_[static_cast<size_t>(o) + 1];
+      for (int64_t r = 0; r < rows_; ++r) {
+        const float* x = A + r * k_;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;  // four chains hide the add latency
+        int64_t k = k0;
+        for (; k + 3 < k1; k += 4) {
+          s0 += val_[static_cast<size_t>(k)] * x[col_[static_cast<size_t>(k)]];
+          s1 += val_[static_cast<size_t>(k) + 1] * x[col_[static_cast<size_t>(k) + 1]];
+          s2 += val_[static_cast<size_t>(k) + 2] * x[col_[static_cast<size_t>(k) + 2]];
+          s3 += val_[static_cast<size_t>(k) + 3] * x[col_[static_cast<size_t>(k) + 3]];
+        }
+        for (; k < k1; ++k) s0 += val_[static_cast<size_t>(k)] * x[col_[static_cast<size_t>(k)]];
+        Y[r * nout_ + o] = graph::apply_activation(act_, (s0 + s1) + (s2 + s3) + bias_[static_cast<size_t>(o)]);
+      }
+    }
+  }
+  std::string name() const override {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "sparse:csr(%.0f%% zeros)",
+                  100.0 * (1.0 - static_cast<double>(val_.size()) / static_cast<double>(nout_ * k_)));
+    return buf;
+  }
+  int64_t executed_macs() const override { return rows_ * static_cast<int64_t>(val_.size()); }
+
+ private:
+  graph::FusedActivation act_;
+  int64_t rows_, k_, nout_;
+  std::vector<int64_t> row_;
+  std::vector<int32_t> col_;
+  std::vector<float> val_, bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::GemmParams>();
+  const graph::Value& b = g.value(n.inputs[1]);
+  if (p.trans_a || p.alpha != 1.f || !b.is_constant() || b.dtype != DType::Float32 || b.shape.size() != 2) return nullptr;
+  if (g.value(n.inputs[0]).shape.size() != 2 || b.constant.numel() >= (int64_t{1} << 31)) return nullptr;
+  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
+    const auto& c = g.value(n.inputs[2]);
+    if (p.beta != 1.f || !c.is_constant() || c.constant.numel() != g.value(n.outputs[0]).shape[1]) return nullptr;
+  }
+  return std::make_unique<SparseGemm>(g, n);
+}
+
+std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
+  std::unique_ptr<Kernel> dense = make_onednn_gemm(g, n);
+  if (sparse == SparseMode::Off || !dense) return dense;
+  const double zeros = zero_fraction(g.value(n.inputs[1]).constant);
+  if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
+  return choose_measured(std::move(dense), make_sparse_gemm(g, n), sparse, zeros, g, n);
+}
+
+}  // namespace sluice::ops
