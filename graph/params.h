@@ -23,6 +23,15 @@ struct FusedActivation {
 };
 float apply_activation(const FusedActivation& a, float x);
 
+// A channel shift (design.md §8): output channel c is input channel src[c] moved so that
+// out[c][y][x] = in[src[c]][y + dy[c]][x + dx[c]], zero where that falls outside. Zero FLOPs.
+struct ShiftParams {
+  std::vector<int32_t> src, dy, dx;
+  int64_t dense_macs = 0;  // per sample, of the depthwise conv it replaced (0 for Pad/Slice forms)
+  std::string form;        // "depthwise one-hot conv" or "pad/slice/concat"
+  bool empty() const { return src.empty(); }
+};
+
 struct ConvParams {
   std::vector<int64_t> kernel_shape;  // [kh, kw] (from the weight when absent)
   std::vector<int64_t> strides;       // [sh, sw]
@@ -35,6 +44,8 @@ struct ConvParams {
   // Channel counts before passes::prune_channels removed dead channels (0: not pruned);
   // dense MACs count these, executed MACs what runs.
   int64_t dense_in = 0, dense_out = 0;
+  // A shift fused into a 1x1 conv by passes::recognise_shifts: the conv reads its input shifted.
+  ShiftParams pre_shift;
 };
 
 struct PoolParams {
@@ -161,6 +172,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
-                            GatedConvParams>;
+                            GatedConvParams, ShiftParams>;
 
 }  // namespace sluice::graph

@@ -42,6 +42,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
+      case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;
       case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Relu: case OpType::Sigmoid:
       case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid:
         k = make_fast_elementwise(g, n);
@@ -87,10 +88,14 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
     case OpType::SluiceGatedConv: {
       const Shape& w = shape(n.inputs[1]);  // [M, C/g, kh, kw]
       const Shape& y = shape(n.outputs[0]);  // [N, M, OH, OW]
+      // A fused shift's depthwise conv (if it was one) counts in the dense MACs, and runs none.
+      const int64_t shift = dense && n.op == OpType::Conv ? y[0] * n.p<graph::ConvParams>().pre_shift.dense_macs : 0;
       if (dense && n.op == OpType::Conv && n.p<graph::ConvParams>().dense_out > 0)  // statically pruned: count the model's channels
-        return y[0] * n.p<graph::ConvParams>().dense_out * n.p<graph::ConvParams>().dense_in * prod(w, 2) * prod(y, 2);
-      return y[0] * y[1] * prod(w, 1) * prod(y, 2);
+        return shift + y[0] * n.p<graph::ConvParams>().dense_out * n.p<graph::ConvParams>().dense_in * prod(w, 2) * prod(y, 2);
+      return shift + y[0] * y[1] * prod(w, 1) * prod(y, 2);
     }
+    case OpType::SluiceShift:
+      return dense ? shape(n.outputs[0])[0] * n.p<graph::ShiftParams>().dense_macs : 0;
     case OpType::Gemm: {
       const auto& p = n.p<graph::GemmParams>();
       const Shape& a = shape(n.inputs[0]);

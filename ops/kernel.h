@@ -80,6 +80,9 @@ std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node&
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
+// A 1x1 conv with a fused shift (ConvParams::pre_shift), on oneDNN over L2-sized row tiles.
+std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node& n);
 // Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar) and the common activations.
 std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).

@@ -14,7 +14,7 @@ std::string Plan::describe(bool as_json) const {
   json passes = json::array();
   for (const auto& [name, n] : pass_log_) passes.push_back({{"pass", name}, {"count", n}});
   j["passes"] = passes;
-  int64_t total = 0;
+  int64_t total = 0, shifts = 0;
   json nodes = json::array();
   for (const Step& st : steps_) {
     const graph::Node& n = g_.node(st.node);
@@ -31,6 +31,14 @@ std::string Plan::describe(bool as_json) const {
                      {"outputs", out},
                      {"dense_macs", st.dense_macs},
                      {"executed_macs", st.executed_macs}});
+    if (n.op == graph::OpType::Conv && !n.p<graph::ConvParams>().pre_shift.empty()) {
+      nodes.back()["fused_shift"] = n.p<graph::ConvParams>().pre_shift.form;
+      ++shifts;
+    }
+    if (n.op == graph::OpType::SluiceShift) {
+      nodes.back()["shift_form"] = n.p<graph::ShiftParams>().form;
+      ++shifts;
+    }
     if (n.op == graph::OpType::Conv && n.p<graph::ConvParams>().dense_out > 0) {
       nodes.back()["dense_out_channels"] = n.p<graph::ConvParams>().dense_out;
       nodes.back()["out_channels"] = g_.value(n.outputs[0]).shape[1];
@@ -57,6 +65,7 @@ std::string Plan::describe(bool as_json) const {
   }
   for (const auto& st : steps_) executed_total += st.executed_macs;
   j["pruning"] = pruning;
+  j["shifts_recognised"] = shifts;
   j["channels_removed"] = removed;
   j["static_macs"] = executed_total;
   j["dense_macs"] = total;

@@ -27,6 +27,7 @@ void Plan::optimise(const SessionOptions& options) {
   log("fold_constants", p::fold_constants(g_));
   if (options.optimize) {
     log("eliminate_identities", p::eliminate_identities(g_));
+    log("recognise_shifts", p::recognise_shifts(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     log("fuse_residual_add", p::fuse_residual_add(g_));

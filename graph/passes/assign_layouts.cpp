@@ -23,7 +23,8 @@ Kind kind_of(OpType t) {
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip:
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min:
       return Kind::Elementwise;
-    case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: return Kind::Pool;
+    case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: case OpType::SluiceShift:
+      return Kind::Pool;
     case OpType::Concat: case OpType::Split: return Kind::Axis;
     case OpType::BatchNormalization: return Kind::ChannelAffine;
     default: return Kind::Other;

@@ -27,6 +27,12 @@ int fold_constants(Graph& g);
 // Identity and inference-mode Dropout forward their input. Returns nodes removed.
 int eliminate_identities(Graph& g);
 
+// Shift layers (design.md §8) in either export form (one-hot depthwise conv; Concat of
+// Pad/Slice/Split translations of one tensor) -> SluiceShift; a shift read only by a 1x1 conv
+// is fused into it (ConvParams::pre_shift). Runs before BN folding, which would scale the
+// one-hot kernels. Returns the number of shifts found.
+int recognise_shifts(Graph& g);
+
 // Folds an inference BatchNormalization into the Conv that feeds it (the conv's
 // only consumer), rewriting the conv's weight and bias. Returns BNs folded.
 int fold_batch_norm(Graph& g);

@@ -43,6 +43,7 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
       case OpType::Conv: {
         const auto& cp = n.p<ConvParams>();
         if (cp.group != 1) return "read by grouped conv " + n.name;
+        if (!cp.pre_shift.empty()) return "read through a shift by " + n.name;
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";

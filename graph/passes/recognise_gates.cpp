@@ -277,6 +277,7 @@ class GateMatcher {
     const Shape& ys = g_.value(y).shape;
     const int64_t m = ys[1];
     if (conv.p<ConvParams>().group != 1) throw Reject{"grouped convolutions are not gated by this runtime yet"};
+    if (!conv.p<ConvParams>().pre_shift.empty()) throw Reject{"the conv reads a fused shift; gating it is not supported"};
     if (conv.p<ConvParams>().fused_sum || conv.p<ConvParams>().activation.kind != Activation::None)
       throw Reject{"the conv already has a fused epilogue"};
     if (!g_.value(conv.inputs[1]).is_constant() ||

@@ -39,6 +39,24 @@ void infer_Conv(InferContext& ctx) {
 
 void reference_Conv(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::ConvParams>();
+  if (!p.pre_shift.empty()) {  // a fused shift: shift the input, then the plain conv
+    graph::Node plain = node;
+    plain.p<graph::ConvParams>().pre_shift = {};
+    plain.op = graph::OpType::SluiceShift;
+    plain.params = p.pre_shift;
+    TensorView shifted = in[0];
+    shifted.shape[1] = static_cast<int64_t>(p.pre_shift.src.size());
+    std::vector<float> buf(static_cast<size_t>(shifted.numel()));
+    shifted.data = buf.data();
+    TensorView so[1] = {shifted};
+    reference_SluiceShift(plain, in.subspan(0, 1), so);
+    std::vector<TensorView> args(in.begin(), in.end());
+    args[0] = shifted;
+    graph::Node conv = node;
+    conv.p<graph::ConvParams>().pre_shift = {};
+    reference_Conv(conv, args, out);
+    return;
+  }
   const TensorView &x = in[0], &w = in[1], &y = out[0];
   const float* bias = in.size() > 2 && in[2].data ? in[2].as<const float>() : nullptr;
   const float* sum = p.fused_sum ? in[3].as<const float>() : nullptr;

@@ -34,3 +34,24 @@ def run_sluice(a, *args, check_ok=True, timeout=600):
     if check_ok and p.returncode != 0:
         raise AssertionError("sluice %s -> exit %d: %s" % (" ".join(args), p.returncode, p.stderr.strip()))
     return p
+
+
+def run_vs_ort(a, path, x, tag, *extra, input_name="image", output_name="logits", tol=1e-4):
+    """Runs the model on x with `sluice run` and with ONNX Runtime; checks the outputs agree
+    within tol x the output's scale. Returns (sluice output, ORT output, stats JSON)."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    xin = os.path.join(a.work_dir, tag + "_x.npy")
+    np.save(xin, x)
+    out = os.path.join(a.work_dir, tag + "_out")
+    st_path = os.path.join(a.work_dir, tag + "_stats.json")
+    run_sluice(a, "run", path, "--input", input_name + "=" + xin, "--output-dir", out, "--stats-json", st_path, *extra)
+    y = np.load(os.path.join(out, output_name + ".npy"))
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
+    err, scale = float(np.abs(y - ref).max()), max(1.0, float(np.abs(ref).max()))
+    check(err <= tol * scale, "%s: max abs error vs ORT %.2g (scale %.2g)" % (tag, err, scale))
+    with open(st_path) as f:
+        return y, ref, json.load(f)

@@ -16,22 +16,25 @@ dense MACs the model's, and `inspect` says why the rest stayed.
 
     .venv/bin/python tests/e2e/test_pruned_models.py --sluice build/sluice --work-dir build/e2e_pruned
 """
+import glob
 import json
 import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import check, finish, parse_args, run_sluice  # noqa: E402
+from e2e_util import check, finish, parse_args, run_sluice, run_vs_ort  # noqa: E402
 
 
 
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Plain(nn.Module):
@@ -151,21 +154,32 @@ def run_case(a, name, m, keep_bn):
     path = os.path.join(a.work_dir, name + ".onnx")
     export(m, path, keep_bn)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for batch in (1, 3):
-        x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
-        ref = sess.run(None, {"image": x})[0]
-        xin = os.path.join(a.work_dir, name + "_x.npy")
-        np.save(xin, x)
-        out = os.path.join(a.work_dir, name + "_out")
-        st_path = os.path.join(a.work_dir, name + "_stats.json")
-        run_sluice(a, "run", path, "--input", xin, "--output-dir", out, "--stats-json", st_path)
-        y = np.load(os.path.join(out, "logits.npy"))
-        err, scale = float(np.abs(y - ref).max()), max(1.0, float(np.abs(ref).max()))
-        check(err <= 1e-4 * scale, "%s batch %d: max abs error vs ORT %.2g" % (name, batch, err))
-    st = json.load(open(st_path))
+        _, _, st = run_vs_ort(a, path, rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
+                              "%s_batch%d" % (name, batch))
     return insp, st
+
+
+def committed_models(a):
+    """models/slim: trained network-slimming models (models/train_slimming.py) on real test
+    images; the MACs left after removing the pruned channels equal what the training script
+    computed from its own masks (models/slim/pruning.json)."""
+    sys.path.insert(0, os.path.join(REPO, "models"))
+    import fashion_mnist
+    x = fashion_mnist.load("test")[0][:16]
+    info = json.load(open(os.path.join(REPO, "models", "slim", "pruning.json")))
+    for path in sorted(glob.glob(os.path.join(REPO, "models", "slim", "*.onnx"))):
+        name = os.path.basename(path)
+        _, _, st = run_vs_ort(a, path, x, name)
+        insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
+        check(insp["channels_removed"] > 0 or insp["gates_recognised"] > 0,
+              "%s: %d channels removed, %d gates recognised" % (name, insp["channels_removed"], insp["gates_recognised"]))
+        for key in ("p50", "p70"):
+            if name in ("mcifar_slim_%s.onnx" % key, "mcifar_slim_%s_unfolded.onnx" % key):
+                want = info[key]["macs"]["pruned_channels_removed"]
+                check(insp["static_macs"] == want and st["executed_macs"] == 16 * want,
+                      "%s: MACs after pruning %d = the training script's count %d" % (name, insp["static_macs"], want))
 
 
 def main():
@@ -189,6 +203,7 @@ def main():
                   "slim_beta: non-zero constants read through padding are kept, and inspect says why")
             check(any(r["folded"] > 0 for r in insp["pruning"]),
                   "slim_beta: non-zero constants read without padding are folded into the reader's bias")
+    committed_models(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}

@@ -1,0 +1,236 @@
+// Shift layers (design.md §8), recognised by what they compute, in either export form:
+//
+//  - a depthwise Conv (group = C_in = C_out, no bias or zero bias, stride 1, dilation 1, same
+//    spatial size out as in) whose every kernel is one-hot with the value 1: channel c moves by
+//    (i - pad_top, j - pad_left), (i, j) the position of its 1;
+//  - a channel Concat whose every input is the same tensor x seen through any chain of channel
+//    Slice/Split, zero Pad and spatial Slice (Slice steps 1) that comes back to x's spatial size
+//    and is a pure translation: every in-bounds position of the result still holds x.
+//
+// Both become one SluiceShift node (zero FLOPs). A shift whose only reader is a 1x1 conv
+// (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift).
+#include <algorithm>
+#include <functional>
+
+#include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) {
+  if (i >= n.inputs.size() || n.inputs[i] == kNoValue) return {};
+  const Value& v = g.value(n.inputs[i]);
+  if (!v.is_constant()) return {};
+  std::vector<int64_t> r;
+  const Tensor& t = v.constant;
+  for (int64_t k = 0; k < t.numel(); ++k)
+    r.push_back(t.dtype() == DType::Int64 ? t.data<int64_t>()[k] : t.dtype() == DType::Int32 ? t.data<int32_t>()[k] : 0);
+  return r;
+}
+
+// Form A. Returns false (and leaves the node) unless it is a one-hot depthwise conv.
+bool depthwise_shift(const Graph& g, const Node& n, ShiftParams& sp) {
+  if (n.op != OpType::Conv) return false;
+  const auto& p = n.p<ConvParams>();
+  const Value& x = g.value(n.inputs[0]);
+  const Value& w = g.value(n.inputs[1]);
+  const Value& y = g.value(n.outputs[0]);
+  if (x.shape.size() != 4 || y.shape.size() != 4 || !w.is_constant() || w.dtype != DType::Float32) return false;
+  const int64_t c = x.shape[1];
+  if (p.group != c || y.shape[1] != c || w.shape[0] != c || w.shape[1] != 1 || p.fused_sum ||
+      p.activation.kind != Activation::None)
+    return false;
+  if (p.strides[0] != 1 || p.strides[1] != 1 || p.dilations[0] != 1 || p.dilations[1] != 1) return false;
+  if (y.shape[2] != x.shape[2] || y.shape[3] != x.shape[3]) return false;
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
+    const Value& b = g.value(n.inputs[2]);
+    if (!b.is_constant()) return false;
+    for (int64_t i = 0; i < b.constant.numel(); ++i)
+      if (b.constant.data<float>()[i] != 0.f) return false;
+  }
+  const int64_t kh = w.shape[2], kw = w.shape[3];
+  const float* W = w.constant.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch) {
+    int64_t hot = -1;
+    for (int64_t t = 0; t < kh * kw; ++t) {
+      const float v = W[ch * kh * kw + t];
+      if (v == 0.f) continue;
+      if (v != 1.f || hot >= 0) return false;
+      hot = t;
+    }
+    if (hot < 0) return false;  // an all-zero kernel: a dead channel, not a shift
+    sp.src.push_back(static_cast<int32_t>(ch));
+    sp.dy.push_back(static_cast<int32_t>(hot / kw - p.pads[0]));
+    sp.dx.push_back(static_cast<int32_t>(hot % kw - p.pads[1]));
+  }
+  sp.dense_macs = c * kh * kw * y.shape[2] * y.shape[3];
+  sp.form = "depthwise one-hot conv";
+  return true;
+}
+
+// What a chain of Slice/Split/Pad does to x, per axis: out index i reads x index i + off,
+// x indices outside [lo, hi) have been replaced by zeros, len is the current size.
+struct Axis {
+  int64_t off = 0, lo = 0, hi = 0, len = 0;
+};
+
+// Walks back from `v` to the source tensor through Slice/Split/Pad; fills axes (relative to
+// that source) and returns it, or kNoValue when the chain has anything else.
+ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0) {
+  const Value& val = g.value(v);
+  if (depth > 16 || val.shape.size() != 4) return kNoValue;
+  const NodeId pid = val.producer;
+  const auto fresh = [&](ValueId src) {
+    const Shape& s = g.value(src).shape;
+    for (size_t d = 0; d < 4; ++d) ax[d] = {0, 0, s[d], s[d]};
+    return src;
+  };
+  if (pid < 0) return fresh(v);
+  const Node& n = g.node(pid);
+  if (n.op != OpType::Slice && n.op != OpType::Split && n.op != OpType::Pad) return fresh(v);
+  ValueId src = trace(g, n.inputs[0], ax, depth + 1);
+  if (src == kNoValue) return kNoValue;
+  const Shape& in_shape = g.value(n.inputs[0]).shape;
+  auto window = [&](size_t d, int64_t start, int64_t len) {  // keep [start, start + len) of the current axis
+    Axis& a = ax[d];
+    a.off += start;
+    a.len = len;
+    a.lo = std::max(a.lo, a.off);
+    a.hi = std::min(a.hi, a.off + len);
+  };
+  if (n.op == OpType::Slice) {
+    auto starts = const_ints(g, n, 1), ends = const_ints(g, n, 2), axes = const_ints(g, n, 3), steps = const_ints(g, n, 4);
+    if (starts.empty() || starts.size() != ends.size()) return kNoValue;
+    if (axes.empty())
+      for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+    for (size_t i = 0; i < starts.size(); ++i) {
+      if (!steps.empty() && steps[i] != 1) return kNoValue;
+      const int64_t d = axes[i] < 0 ? axes[i] + 4 : axes[i];
+      if (d < 0 || d > 3) return kNoValue;
+      const int64_t dim = in_shape[static_cast<size_t>(d)];
+      int64_t s = starts[i] < 0 ? starts[i] + dim : starts[i], e = ends[i] < 0 ? ends[i] + dim : ends[i];
+      s = std::clamp<int64_t>(s, 0, dim);
+      e = std::clamp<int64_t>(e, s, dim);
+      window(static_cast<size_t>(d), s, e - s);
+    }
+    return src;
+  }
+  if (n.op == OpType::Split) {
+    const auto& sp = n.p<SplitParams>();
+    const int64_t d = sp.axis < 0 ? sp.axis + 4 : sp.axis;
+    const size_t k = static_cast<size_t>(std::find(n.outputs.begin(), n.outputs.end(), v) - n.outputs.begin());
+    if (d < 0 || d > 3 || k >= sp.split.size()) return kNoValue;
+    int64_t start = 0;
+    for (size_t i = 0; i < k; ++i) start += sp.split[i];
+    window(static_cast<size_t>(d), start, sp.split[k]);
+    return src;
+  }
+  // Pad: constant mode with a zero value only.
+  if (n.p<PadParams>().mode != "constant") return kNoValue;
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
+    const Value& cv = g.value(n.inputs[2]);
+    if (!cv.is_constant() || cv.constant.dtype() != DType::Float32 || cv.constant.data<float>()[0] != 0.f) return kNoValue;
+  }
+  auto pads = const_ints(g, n, 1);
+  if (pads.size() != 8) return kNoValue;
+  for (size_t d = 0; d < 4; ++d) {
+    const int64_t before = pads[d], after = pads[d + 4];
+    if (before >= 0 && after >= 0) {  // zero padding: indices move, content does not
+      ax[d].off -= before;
+      ax[d].len += before + after;
+    } else {
+      window(d, -before, ax[d].len + before + after);  // a crop
+      if (before > 0 || after > 0) return kNoValue;   // mixed pad and crop: keep it simple
+    }
+  }
+  return src;
+}
+
+// Form B: Concat on channels of translated slices of one tensor.
+bool concat_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source) {
+  if (n.op != OpType::Concat || n.inputs.size() < 2) return false;
+  const Value& y = g.value(n.outputs[0]);
+  if (y.shape.size() != 4 || y.dtype != DType::Float32) return false;
+  const int64_t axis = n.p<AxisParams>().axis;
+  if (axis != 1 && axis != -3) return false;
+  source = kNoValue;
+  bool moved = false;
+  for (ValueId in : n.inputs) {
+    std::array<Axis, 4> ax;
+    const ValueId src = trace(g, in, ax);
+    if (src == kNoValue || (source != kNoValue && src != source)) return false;
+    source = src;
+    const Shape& xs = g.value(src).shape;
+    if (xs != Shape{y.shape[0], xs[1], y.shape[2], y.shape[3]}) return false;
+    // Batch untouched; channels a plain window of x; spatial a translation back to x's size
+    // that kept every in-bounds position of x it reads.
+    if (ax[0].off != 0 || ax[0].len != xs[0] || ax[0].lo != 0 || ax[0].hi != xs[0]) return false;
+    if (ax[1].off < 0 || ax[1].off + ax[1].len > xs[1] || ax[1].lo != ax[1].off || ax[1].hi != ax[1].off + ax[1].len)
+      return false;
+    for (size_t d = 2; d < 4; ++d) {
+      const Axis& a = ax[d];
+      if (a.len != xs[d]) return false;
+      const int64_t need_lo = std::max<int64_t>(0, a.off), need_hi = std::min<int64_t>(xs[d], a.off + a.len);
+      if (need_lo < need_hi && (a.lo > need_lo || a.hi < need_hi)) return false;
+      if (a.lo < 0 || a.hi > xs[d]) return false;
+    }
+    moved |= ax[2].off != 0 || ax[3].off != 0;
+    for (int64_t c = 0; c < ax[1].len; ++c) {
+      sp.src.push_back(static_cast<int32_t>(ax[1].off + c));
+      sp.dy.push_back(static_cast<int32_t>(ax[2].off));
+      sp.dx.push_back(static_cast<int32_t>(ax[3].off));
+    }
+  }
+  if (!moved) return false;  // a plain channel concat/permutation, nothing shifted
+  sp.form = "pad/slice/concat";
+  return true;
+}
+
+}  // namespace
+
+int recognise_shifts(Graph& g) {
+  g.rebuild_links();
+  int found = 0;
+  for (NodeId id : g.topological_order()) {
+    ShiftParams sp;
+    ValueId src = kNoValue;
+    const Node& n = g.node(id);
+    if (depthwise_shift(g, n, sp)) {
+      src = n.inputs[0];
+    } else if (!concat_shift(g, n, sp, src)) {
+      continue;
+    }
+    Node& m = g.node(id);
+    m.op = OpType::SluiceShift;
+    m.params = sp;
+    m.inputs = {src};
+    ++found;
+  }
+  g.rebuild_links();
+  // Fuse into a 1x1 conv that is the shift's only reader.
+  for (NodeId id : g.topological_order()) {
+    Node& s = g.node(id);
+    if (s.op != OpType::SluiceShift || s.dead) continue;
+    const Value& out = g.value(s.outputs[0]);
+    if (out.is_output || out.consumers.size() != 1) continue;
+    Node& c = g.node(out.consumers[0]);
+    if (c.op != OpType::Conv || c.inputs[0] != s.outputs[0]) continue;
+    const auto& cp = c.p<ConvParams>();
+    const Value& w = g.value(c.inputs[1]);
+    bool ok = w.is_constant() && w.shape.size() == 4 && w.shape[2] == 1 && w.shape[3] == 1 && cp.group == 1 &&
+              cp.pre_shift.empty() && cp.strides[0] == 1 && cp.strides[1] == 1;
+    for (int64_t p : cp.pads) ok = ok && p == 0;
+    ok = ok && static_cast<int64_t>(s.p<ShiftParams>().src.size()) == g.value(s.inputs[0]).shape[1];
+    for (size_t i = 1; i < c.inputs.size(); ++i) ok = ok && c.inputs[i] != s.outputs[0];
+    if (!ok) continue;
+    c.p<ConvParams>().pre_shift = s.p<ShiftParams>();
+    c.inputs[0] = s.inputs[0];
+    s.dead = true;
+  }
+  g.rebuild_links();
+  return found;
+}
+
+}  // namespace sluice::graph::passes

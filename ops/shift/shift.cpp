@@ -1,0 +1,137 @@
+// SluiceShift (design.md §8): a zero-FLOP memory operation. out[c][y][x] = in[src[c]][y+dy[c]][x+dx[c]],
+// zero outside. The NHWC kernel copies, per output pixel, runs of output channels that share
+// a shift and read consecutive input channels (a shift net has ~9 such runs), and zero-fills
+// the runs that fall outside.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ops/kernel.h"
+#include "ops/shift/shift.h"
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+void infer_SluiceShift(InferContext& ctx) {
+  const auto& p = ctx.node().p<graph::ShiftParams>();
+  const auto& x = ctx.in(0);
+  if (x.shape.size() != 4 || x.dtype != DType::Float32) ctx.fail("shift needs a 4-D float32 input");
+  for (int32_t c : p.src)
+    if (c < 0 || c >= x.shape[1]) ctx.fail("shift reads channel " + std::to_string(c) + " of " + std::to_string(x.shape[1]));
+  ctx.set_output(0, x.dtype, {x.shape[0], static_cast<int64_t>(p.src.size()), x.shape[2], x.shape[3]});
+}
+
+void reference_SluiceShift(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::ShiftParams>();
+  const Shape& s = in[0].shape;
+  const int64_t n = s[0], c = s[1], h = s[2], w = s[3], m = static_cast<int64_t>(p.src.size());
+  const float* X = in[0].as<const float>();
+  float* Y = out[0].as<float>();
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t o = 0; o < m; ++o)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          const int64_t sy = y + p.dy[static_cast<size_t>(o)], sx = x + p.dx[static_cast<size_t>(o)];
+          Y[((b * m + o) * h + y) * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w
+                                                 ? X[((b * c + p.src[static_cast<size_t>(o)]) * h + sy) * w + sx]
+                                                 : 0.f;
+        }
+}
+
+namespace shift {
+
+std::vector<Run> runs_of(const graph::ShiftParams& p) {
+  std::vector<Run> runs;
+  for (size_t o = 0; o < p.src.size(); ++o) {
+    if (!runs.empty()) {
+      Run& r = runs.back();
+      if (r.dy == p.dy[o] && r.dx == p.dx[o] && r.src0 + r.len == p.src[o]) {
+        ++r.len;
+        continue;
+      }
+    }
+    runs.push_back({static_cast<int32_t>(o), p.src[o], 1, p.dy[o], p.dx[o]});
+  }
+  return runs;
+}
+
+// Rows [y0, y1) of one NHWC sample: x [h, w, c] -> y [rows, w, m].
+namespace {
+
+// n floats from s to d (n small: a run of channels), as masked 16-float vectors.
+inline void copy_run(float* d, const float* s, int64_t n) {
+#ifdef __AVX512F__
+  for (; n >= 16; n -= 16, d += 16, s += 16) _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+  if (n > 0) {
+    const __mmask16 k = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_mask_storeu_ps(d, k, _mm512_maskz_loadu_ps(k, s));
+  }
+#else
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+#endif
+}
+
+inline void zero_run(float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = 0.f;
+}
+
+}  // namespace
+
+void shift_rows(const std::vector<Run>& runs, const float* x, int64_t h, int64_t w, int64_t c, int64_t m, int64_t y0,
+                int64_t y1, float* y) {
+  // Run by run, row by row: the in-range pixels of a row are one strided copy, the rest zeros.
+  for (int64_t yy = y0; yy < y1; ++yy) {
+    float* row = y + (yy - y0) * w * m;
+    for (const Run& r : runs) {
+      const int64_t sy = yy + r.dy;
+      const int64_t x0 = std::clamp<int64_t>(-r.dx, 0, w), x1 = std::clamp<int64_t>(w - r.dx, 0, w);
+      if (sy < 0 || sy >= h || x0 >= x1) {
+        for (int64_t xx = 0; xx < w; ++xx) zero_run(row + xx * m + r.out0, r.len);
+        continue;
+      }
+      for (int64_t xx = 0; xx < x0; ++xx) zero_run(row + xx * m + r.out0, r.len);
+      const float* src = x + (sy * w + r.dx) * c + r.src0;
+      for (int64_t xx = x0; xx < x1; ++xx) copy_run(row + xx * m + r.out0, src + xx * c, r.len);
+      for (int64_t xx = x1; xx < w; ++xx) zero_run(row + xx * m + r.out0, r.len);
+    }
+  }
+}
+
+}  // namespace shift
+
+namespace {
+
+class NhwcShift final : public Kernel {
+ public:
+  explicit NhwcShift(const graph::Graph& g, const graph::Node& n) : runs_(shift::runs_of(n.p<graph::ShiftParams>())) {
+    const Shape& s = g.value(n.inputs[0]).shape;
+    n_ = s[0];
+    c_ = s[1];
+    h_ = s[2];
+    w_ = s[3];
+    m_ = g.value(n.outputs[0]).shape[1];
+  }
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+#pragma omp parallel for collapse(2) if (n_ * h_ * w_ * m_ > 65536)
+    for (int64_t b = 0; b < n_; ++b)
+      for (int64_t y = 0; y < h_; ++y)
+        shift::shift_rows(runs_, X + b * h_ * w_ * c_, h_, w_, c_, m_, y, y + 1, Y + (b * h_ + y) * w_ * m_);
+  }
+  std::string name() const override { return "shift:nhwc(" + std::to_string(runs_.size()) + " runs)"; }
+
+ private:
+  std::vector<shift::Run> runs_;
+  int64_t n_, c_, h_, w_, m_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout != graph::Layout::NHWC) return nullptr;
+  return std::make_unique<NhwcShift>(g, n);
+}
+
+}  // namespace sluice::ops

@@ -1,0 +1,20 @@
+// Shift runs shared by the shift kernel and the fused shift + 1x1 conv kernel.
+#pragma once
+
+#include <vector>
+
+#include "graph/params.h"
+
+namespace sluice::ops::shift {
+
+// Output channels [out0, out0 + len) read input channels [src0, src0 + len) moved by (dy, dx).
+struct Run {
+  int32_t out0, src0, len, dy, dx;
+};
+std::vector<Run> runs_of(const graph::ShiftParams& p);
+
+// Rows [y0, y1) of one NHWC sample x [h, w, c] shifted into y [(y1 - y0), w, m].
+void shift_rows(const std::vector<Run>& runs, const float* x, int64_t h, int64_t w, int64_t c, int64_t m, int64_t y0,
+                int64_t y1, float* y);
+
+}  // namespace sluice::ops::shift

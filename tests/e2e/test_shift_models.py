@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Shift layers (design.md §8) checked live against ONNX Runtime on the same files: a
+ShiftResNet (models/shift.py, random seeded weights) in both export forms (one-hot depthwise
+conv; Slice/Pad/Slice/Concat), and look-alikes that must not be taken for shifts. Asserts the
+outputs, the number of shifts recognised and fused into their 1x1 conv, the MACs (a shift runs
+none), and that look-alikes are left alone.
+
+    .venv/bin/python tests/e2e/test_shift_models.py --sluice build/sluice --work-dir build/e2e_shift
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "models"))
+from e2e_util import check, finish, parse_args, run_sluice, run_vs_ort  # noqa: E402
+import shift  # noqa: E402
+
+
+class OneHotDW(nn.Module):
+    """Depthwise 3x3 conv with fixed kernels; value/hot/bias make it a shift or a look-alike."""
+
+    def __init__(self, c, value=1.0, two_hot=False, bias=0.0):
+        super().__init__()
+        w = torch.zeros(c, 1, 3, 3)
+        for ch in range(c):
+            w[ch, 0, ch % 3, (ch // 3) % 3] = value
+            if two_hot:
+                w[ch, 0, 1, 1] += 1.0
+        self.register_buffer("w", w)
+        self.register_buffer("b", torch.full((c,), bias))
+
+    def forward(self, x):
+        return F.conv2d(x, self.w, self.b, padding=1, groups=x.shape[1])
+
+
+class SliceConcat(nn.Module):
+    """Channel groups through Slice/Pad; `kind` picks a true shift or a look-alike."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        a, b = x[:, :4], x[:, 4:]
+        h = x.shape[2]
+        if self.kind == "shift":  # b moved up one row: b[y + 1], zero at the bottom
+            b = F.pad(b[:, :, 1:], (0, 0, 0, 1))
+        elif self.kind == "crop_then_pad_top":  # row 0 zeroed, the rest unmoved: not a translation
+            b = F.pad(b[:, :, 1:], (0, 0, 1, 0))
+        elif self.kind == "permute":  # channels reordered, nothing moved
+            a, b = b, a
+        return torch.cat([a, b[:, :, :h]], 1)
+
+
+def wrap(m, c):
+    """1x1 conv -> m -> 1x1 conv, so the shift (if any) has a conv to fuse into."""
+    return nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), m, nn.Conv2d(c, 5, 1))
+
+
+def export(m, path, c=8, hw=12):
+    torch.onnx.export(m.eval(), torch.randn(1, c, hw, hw), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+
+
+def compare(a, path, shape, name):
+    _, ref, st = run_vs_ort(a, path, np.random.default_rng(0).standard_normal(shape).astype(np.float32), name)
+    check(float(np.abs(ref[0] - ref[1]).max()) > 1e-6, "%s: output depends on the input" % name)
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x%dx%dx%d" % shape[1:]).stdout)
+    return insp, st
+
+
+def main():
+    a = parse_args(__doc__)
+    torch.set_num_threads(1)
+    for form in ("conv", "slice"):
+        torch.manual_seed(0)
+        m = shift.ShiftResNet(form=form)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        path = os.path.join(a.work_dir, "shiftresnet_%s.onnx" % form)
+        torch.onnx.export(m.eval(), torch.randn(1, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+        insp, st = compare(a, path, (2, 1, 28, 28), "shiftresnet_" + form)
+        fused = [n for n in insp["nodes"] if "fused_shift" in n]
+        alone = [n for n in insp["nodes"] if n["op"] == "SluiceShift"]
+        # 6 shift blocks; the 2 whose 1x1 conv has stride 2 keep the shift as its own step
+        check(insp["shifts_recognised"] == 6 and len(fused) == 4 and len(alone) == 2,
+              "%s form: 6 shifts recognised (%d), 4 fused into their 1x1 conv (%d), 2 alone (%d)" % (
+                  form, insp["shifts_recognised"], len(fused), len(alone)))
+        shift_macs = sum(9 * c * hw * hw for c, hw in ((48, 28), (48, 28), (48, 28), (96, 14), (96, 14), (192, 7)))
+        if form == "conv":  # the one-hot depthwise convs count as dense MACs, and run none
+            check(st["dense_macs"] - st["executed_macs"] == 2 * shift_macs,
+                  "conv form: the shifts' depthwise MACs (%d per image) are skipped" % shift_macs)
+        else:
+            check(st["dense_macs"] == st["executed_macs"], "slice form: no MACs in Pad/Slice, none skipped")
+    cases = [("dw_onehot", OneHotDW(8), 1), ("dw_half", OneHotDW(8, value=0.5), 0), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
+             ("dw_bias", OneHotDW(8, bias=0.3), 0), ("slice_shift", SliceConcat("shift"), 1),
+             ("slice_crop_pad_top", SliceConcat("crop_then_pad_top"), 0), ("slice_permute", SliceConcat("permute"), 0)]
+    for name, mod, expected in cases:
+        torch.manual_seed(1)
+        path = os.path.join(a.work_dir, name + ".onnx")
+        export(wrap(mod, 8), path)
+        insp, _ = compare(a, path, (2, 8, 12, 12), name)
+        check(insp["shifts_recognised"] == expected,
+              "%s: %d shift(s) recognised, expected %d" % (name, insp["shifts_recognised"], expected))
+    return finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
