@@ -18,3 +18,6 @@ $SLUICE inspect "$MODEL" --shape image=1x1x28x28
 
 echo "==> sluice bench $MODEL (batch 1, 2 threads)"
 $SLUICE bench "$MODEL" --threads 2 --runs 200 --warmup 20
+
+echo "==> sluice eval models/fbs/mcifar_fbs_d50.onnx: FBS channel gating at density 0.5 on 2000 test images"
+$SLUICE eval models/fbs/mcifar_fbs_d50.onnx --limit 2000 --plot "$OUT/fbs_d50_density.svg" --json "$OUT/fbs_d50_eval.json"

@@ -1,5 +1,5 @@
 """Accuracy vs density vs MACs of the FBS models, measured by Sluice itself on the
-Fashion-MNIST test set (the FBS paper's trade-off curve, on real data).
+Fashion-MNIST test set (the FBS paper's trade-off curve, on real data), with `sluice eval`.
 
     .venv/bin/python models/fbs_tradeoff.py --sluice build/sluice [--limit 10000] [--batch 500] \
         [--out models/fbs/tradeoff.md]
@@ -14,31 +14,20 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fashion_mnist  # noqa: E402
 
 DENSITIES = [1.0, 0.75, 0.5, 0.35, 0.25]
 
 
-def evaluate(sluice, model, x, y, batch, extra, work):
-    correct, executed, dense, gate = 0, [], 0, 0
-    for i in range(0, len(x), batch):
-        np.save(os.path.join(work, "x.npy"), x[i:i + batch])
-        cmd = [sluice, "run", model, "--input", "image=" + os.path.join(work, "x.npy"), "--output-dir", work,
-               "--stats-json", os.path.join(work, "s.json")] + extra
-        subprocess.run(cmd, check=True, capture_output=True)
-        logits = np.load(os.path.join(work, "logits.npy"))
-        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
-        st = json.load(open(os.path.join(work, "s.json")))
-        executed += [s["executed_macs"] for s in st["samples"]]
-        dense = st["samples"][0]["dense_macs"]
-        gate = st["samples"][0]["gate_macs"]
-        print("\r  %s %s: %d/%d" % (os.path.basename(model), " ".join(extra), i + batch, len(x)), end="",
-              file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return correct / len(x), float(np.mean(executed)), min(executed), max(executed), dense, gate
+def evaluate(sluice, model, limit, batch, extra, work):
+    """`sluice eval` over the first `limit` test images; returns its figures."""
+    out = os.path.join(work, "eval.json")
+    cmd = [sluice, "eval", model, "--limit", str(limit), "--batch", str(batch), "--json", out,
+           "--plot", os.path.join(work, "density.svg")] + extra
+    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    r = json.load(open(out))
+    m = r["executed_macs_per_image"]
+    return r["accuracy"], m["mean"], m["min"], m["max"], r["dense_macs_per_image"], r["gate_macs_per_image"]
 
 
 def main():
@@ -49,18 +38,16 @@ def main():
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--out", default=os.path.join(here, "fbs", "tradeoff.md"))
     a = ap.parse_args()
-    x, y = fashion_mnist.load("test")
-    x, y = x[:a.limit], y[:a.limit]
     acc_pt = json.load(open(os.path.join(here, "fbs", "pytorch_accuracy.json")))
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for d in DENSITIES:
             m = os.path.join(here, "fbs", "mcifar_fbs_d%d.onnx" % round(d * 100))
-            rows.append(("trained at d=%.2f" % d, d, acc_pt.get(str(d))) + evaluate(a.sluice, m, x, y, a.batch, [], work))
+            rows.append(("trained at d=%.2f" % d, d, acc_pt.get(str(d))) + evaluate(a.sluice, m, a.limit, a.batch, [], work))
         full = os.path.join(here, "fbs", "mcifar_fbs_d100.onnx")
         for d in DENSITIES[1:]:
             rows.append(("d=1.0 model, --density %.2f" % d, d, None) +
-                        evaluate(a.sluice, full, x, y, a.batch, ["--density", str(d)], work))
+                        evaluate(a.sluice, full, a.limit, a.batch, ["--density", str(d)], work))
     lines = ["| model | density | accuracy (Sluice) | accuracy (PyTorch) | executed MMACs / image (mean, min–max) | dense MMACs | MAC reduction | gate MACs / image |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, d, pt, acc, mean, lo, hi, dense, gate in rows:
