@@ -103,6 +103,15 @@ def main():
                   "conv form: the shifts' depthwise MACs (%d per image) are skipped" % shift_macs)
         else:
             check(st["dense_macs"] == st["executed_macs"], "slice form: no MACs in Pad/Slice, none skipped")
+    # the trained ShiftResNet (models/train_shift.py), both export forms, on real test images
+    import fashion_mnist
+    x = fashion_mnist.load("test")[0][:16]
+    for form in ("conv", "slice"):
+        path = os.path.join(REPO, "models", "shift", "shiftresnet_%s.onnx" % form)
+        run_vs_ort(a, path, x, "trained_" + form)
+        insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
+        check(insp["shifts_recognised"] == 6 and sum("fused_shift" in n for n in insp["nodes"]) == 4,
+              "trained %s form: 6 shifts recognised, 4 fused" % form)
     cases = [("dw_onehot", OneHotDW(8), 1), ("dw_half", OneHotDW(8, value=0.5), 0), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
              ("dw_bias", OneHotDW(8, bias=0.3), 0), ("slice_shift", SliceConcat("shift"), 1),
              ("slice_crop_pad_top", SliceConcat("crop_then_pad_top"), 0), ("slice_permute", SliceConcat("permute"), 0)]
