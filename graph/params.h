@@ -156,9 +156,13 @@ struct GatedConvParams {
   int64_t k_exported = 0;  // k before a run-time density override
   bool abs_saliency = false;
   BetaMode beta = BetaMode::None;
-  FusedActivation activation;  // Relu or None
+  FusedActivation activation;  // applied last (after the fused sum, if any)
   bool gating = true;          // false: compute every channel, then mask (the dense reference path)
+  // A residual Add fused in (passes::fuse_residual_add): input kGatedSumInput is added to the
+  // gated output before the activation: y = act(sum + pi * conv + beta * m).
+  bool fused_sum = false;
 };
+constexpr size_t kGatedSumInput = 6;
 const char* gate_form_name(GateForm f);
 const char* beta_mode_name(BetaMode b);
 

@@ -77,7 +77,10 @@ class LayoutAssigner {
         // Weights, bias, BN statistics: the fast kernels pack them once, so they must be constants.
         const bool gated = n.op == OpType::SluiceGatedConv;
         if (i == 0 && k == Kind::ChannelAffine && v.layout == Layout::NHWC && orders_differ(v.shape)) any_nhwc = true;
-        if ((k == Kind::Conv ? (i == 1 || i == 2 || (gated && i >= 3)) : i >= 1) && !v.is_constant()) return false;
+        const bool gated_sum = gated && i == kGatedSumInput;  // a residual operand, like input 3 of a conv
+        if ((k == Kind::Conv ? (i == 1 || i == 2 || (gated && i >= 3 && !gated_sum)) : i >= 1) && !v.is_constant())
+          return false;
+        if (gated_sum && !is_activation(v)) return false;
         if (i == 3 && k == Kind::Conv && !gated && !is_activation(v)) return false;  // fused sum operand
         continue;
       }
@@ -153,7 +156,7 @@ class LayoutAssigner {
       ValueId repl = in;
       if (nhwc) {
         if (k == Kind::Conv && (i == 1 || i == 2)) continue;        // weights/bias: the kernel packs them
-        if (g_.node(id).op == OpType::SluiceGatedConv && i >= 3) continue;  // gate weights, beta
+        if (g_.node(id).op == OpType::SluiceGatedConv && i >= 3 && i != kGatedSumInput) continue;  // gate weights, beta
         if (k == Kind::ChannelAffine && i > 0) continue;              // per-channel vectors
         if (k == Kind::Elementwise && g_.node(id).op == OpType::Clip && i > 0) continue;
         if (v.is_constant()) {

@@ -27,6 +27,8 @@ std::optional<FusedActivation> as_epilogue(const Graph& g, const Node& n) {
 
 FusedActivation* epilogue_slot(Node& n) {
   if (n.op == OpType::Conv) return &n.p<ConvParams>().activation;
+  // A gated conv takes one only after a fused residual sum (its own ReLU is part of the gate).
+  if (n.op == OpType::SluiceGatedConv && n.p<GatedConvParams>().fused_sum) return &n.p<GatedConvParams>().activation;
   if (n.op == OpType::Gemm) return &n.p<GemmParams>().activation;
   return nullptr;
 }
@@ -43,10 +45,23 @@ int fuse_residual_add(Graph& g) {
     for (int side = 0; side < 2; ++side) {
       ValueId conv_out = add.inputs[side], other = add.inputs[1 - side];
       NodeId cid = producer_of_type(g, conv_out, OpType::Conv);
+      if (cid < 0) cid = producer_of_type(g, conv_out, OpType::SluiceGatedConv);
       if (cid < 0 || !single_use(g, conv_out) || conv_out == other) continue;
       const Value& ov = g.value(other);
       if (ov.shape != out_shape || g.value(conv_out).shape != out_shape || ov.dtype != DType::Float32) continue;
       Node& conv = g.node(cid);
+      if (conv.op == OpType::SluiceGatedConv) {  // gated output + dense shortcut (FBS ResNet)
+        auto& gp = conv.p<GatedConvParams>();
+        if (gp.fused_sum || gp.activation.kind != Activation::None) continue;
+        conv.inputs.resize(kGatedSumInput + 1, kNoValue);
+        conv.inputs[kGatedSumInput] = other;
+        gp.fused_sum = true;
+        conv.outputs[0] = add.outputs[0];
+        add.dead = true;
+        ++fused;
+        g.rebuild_links();
+        break;
+      }
       auto& cp = conv.p<ConvParams>();
       if (cp.fused_sum || cp.activation.kind != Activation::None) continue;
       // The other operand must be computed before the conv runs: it is if it is not

@@ -49,8 +49,7 @@ void select(const Spec& spec, const float* g, float* pi) {
 }
 
 float suppressed_value(const graph::GatedConvParams& p, const float* beta, int64_t c) {
-  const float b = beta && p.beta == graph::BetaMode::Unmasked ? beta[c] : 0.f;
-  return graph::apply_activation(p.activation, b);
+  return graph::apply_activation(p.activation, pre_suppressed(p, beta, c));
 }
 
 }  // namespace sluice::ops::gate

@@ -23,14 +23,26 @@ void predict(const Spec& spec, const float* s, float* g);
 // pi from g, exactly as the exported ops compute it (ONNX TopK: ties, lower index first).
 void select(const Spec& spec, const float* g, float* pi);
 
-// The value of a channel whose pi is 0: act(beta_c * m_c), m_c = 0 when masked.
-float suppressed_value(const graph::GatedConvParams& p, const float* beta, int64_t c);
-
-// y for an active channel: act(pi * v + beta_c).
-inline float active_value(const graph::GatedConvParams& p, const float* beta, int64_t c, float pi, float v) {
+// Before the activation (and before a fused residual sum is added): a suppressed channel is
+// beta_c * m_c (m_c = 0 when masked), an active one pi * v + beta_c.
+inline float pre_suppressed(const graph::GatedConvParams& p, const float* beta, int64_t c) {
+  return beta && p.beta == graph::BetaMode::Unmasked ? beta[c] : 0.f;
+}
+inline float pre_active(const graph::GatedConvParams& p, const float* beta, int64_t c, float pi, float v) {
   float y = pi * v;
   if (beta && p.beta != graph::BetaMode::None) y += beta[c];
+  return y;
+}
+inline float activate(const graph::GatedConvParams& p, float y) {
   return p.activation.kind == graph::Activation::Relu ? (y > 0.f ? y : 0.f) : graph::apply_activation(p.activation, y);
+}
+
+// The value of a channel whose pi is 0: act(beta_c * m_c), m_c = 0 when masked (no fused sum).
+float suppressed_value(const graph::GatedConvParams& p, const float* beta, int64_t c);
+
+// y for an active channel: act(pi * v + beta_c) (no fused sum).
+inline float active_value(const graph::GatedConvParams& p, const float* beta, int64_t c, float pi, float v) {
+  return activate(p, pre_active(p, beta, c, pi, v));
 }
 
 }  // namespace sluice::ops::gate

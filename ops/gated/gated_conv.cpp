@@ -40,6 +40,8 @@ void infer_SluiceGatedConv(InferContext& ctx) {
   for (int64_t d : window_output_dims(ctx, {x.shape[2], x.shape[3]}, gp.conv.kernel_shape, gp.conv.strides,
                                       gp.conv.dilations, gp.conv.pads, gp.conv.auto_pad, false))
     out.push_back(d);
+  if (gp.fused_sum && (ctx.num_inputs() <= graph::kGatedSumInput || ctx.in(graph::kGatedSumInput).shape != out))
+    ctx.fail("the fused residual operand must have the output's shape " + shape_str(out));
   ctx.set_output(0, DType::Float32, out);
 }
 
@@ -59,6 +61,7 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   const int64_t n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3];
   const int64_t m = y.shape[1], ohw = y.shape[2] * y.shape[3];
   const float* beta = in.size() > 5 && in[5].data ? in[5].as<const float>() : nullptr;
+  const float* sum = gp.fused_sum ? in[graph::kGatedSumInput].as<const float>() : nullptr;
   gate::Spec spec{c, m, in[3].as<const float>(), in[4].as<const float>(), gp.form, gp.k};
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
@@ -73,9 +76,12 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
     for (int64_t o = 0; o < m; ++o) {
       float* Y = y.as<float>() + (b * m + o) * ohw;
       const float* R = raw.data() + (b * m + o) * ohw;
+      const float* S = sum ? sum + (b * m + o) * ohw : nullptr;
       const float p = pi[static_cast<size_t>(o)];
-      for (int64_t i = 0; i < ohw; ++i)
-        Y[i] = p > 0.f ? gate::active_value(gp, beta, o, p, R[i]) : gate::suppressed_value(gp, beta, o);
+      for (int64_t i = 0; i < ohw; ++i) {
+        const float pre = p > 0.f ? gate::pre_active(gp, beta, o, p, R[i]) : gate::pre_suppressed(gp, beta, o);
+        Y[i] = gate::activate(gp, S ? S[i] + pre : pre);
+      }
     }
   }
 }
@@ -116,10 +122,15 @@ class GatedConv final : public Kernel {
       beta_.assign(Be, Be + m_);
     }
     suppressed_.resize(static_cast<size_t>(m_));
-    for (int64_t o = 0; o < m_; ++o) suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
+    pre_suppressed_.resize(static_cast<size_t>(m_));
+    for (int64_t o = 0; o < m_; ++o) {
+      suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
+      pre_suppressed_[static_cast<size_t>(o)] = gate::pre_suppressed(p_, beta(), o);
+    }
     // Write the output compact (active channels only) when every reader is a gated conv that
     // understands it and a suppressed channel is exactly zero.
-    compact_out_ = p_.gating && !g.value(n.outputs[0]).is_output && !g.value(n.outputs[0]).consumers.empty();
+    compact_out_ = p_.gating && !p_.fused_sum && !g.value(n.outputs[0]).is_output &&
+                   !g.value(n.outputs[0]).consumers.empty();
     for (float v : suppressed_) compact_out_ = compact_out_ && v == 0.f;
     for (graph::NodeId c : g.value(n.outputs[0]).consumers) {
       const graph::Node& cn = g.node(c);
@@ -171,11 +182,15 @@ class GatedConv final : public Kernel {
     // Batch > 1: samples run in parallel, each on its own slot of the scratch, and the
     // oneDNN calls inside run single-threaded. Per-sample parallel regions would put a
     // barrier after every small step, which a busy shared machine makes very slow.
+    // (Batch 1 must not enter even an inactive parallel region: the kernels' own parallel
+    // regions would then be nested ones, which get fresh threads every time.)
     const int slots = slots_;
-#pragma omp parallel for num_threads(slots) schedule(dynamic, 1) if (slots > 1)
-    for (int64_t b = 0; b < batch_; ++b) {
-      const int slot = slots > 1 ? omp_get_thread_num() : 0;
-      run_sample(a, b, in_compact, scratch + static_cast<size_t>(slot) * scratch_);
+    if (slots > 1) {
+#pragma omp parallel for num_threads(slots) schedule(dynamic, 1)
+      for (int64_t b = 0; b < batch_; ++b)
+        run_sample(a, b, in_compact, scratch + static_cast<size_t>(omp_get_thread_num()) * scratch_);
+    } else {
+      for (int64_t b = 0; b < batch_; ++b) run_sample(a, b, in_compact, scratch);
     }
   }
 
@@ -183,6 +198,7 @@ class GatedConv final : public Kernel {
   void run_sample(const KernelArgs& a, int64_t b, bool in_compact, std::byte* scratch) const {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
+    const float* sb = p_.fused_sum ? a.in[graph::kGatedSumInput].as<const float>() + b * oh_ * ow_ * m_ : nullptr;
     StepRecord* rec = a.record;
     const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
@@ -210,13 +226,13 @@ class GatedConv final : public Kernel {
       // the compact one. Compact input with every channel active is dense too.
       const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * kDenseFromPercent);
       if (dense) {
-        run_dense(xb, yb, pi.data(), scratch);
+        run_dense(xb, yb, pi.data(), sb, scratch);
         executed = m_ * c_ * per_map;
       } else if (ko == 0 || ki == 0) {
-        if (!compact_out_) fill_suppressed(yb, pi.data(), nullptr, act_out);
+        if (!compact_out_) fill_suppressed(yb, pi.data(), nullptr, act_out, sb);
         executed = 0;
       } else {
-        run_compact(xb, yb, pi.data(), act_in, in_compact, act_out, scratch);
+        run_compact(xb, yb, pi.data(), act_in, in_compact, act_out, sb, scratch);
         executed = ko * ki * per_map;
       }
       if (rec) {
@@ -227,7 +243,8 @@ class GatedConv final : public Kernel {
       if (a.out_activity) {
         auto& nz = a.out_activity->samples[static_cast<size_t>(b)];
         for (int64_t o = 0; o < m_; ++o)  // a dense run stored every channel: all are listed
-          if ((dense && compact_out_) || pi[static_cast<size_t>(o)] > 0.f || suppressed_[static_cast<size_t>(o)] != 0.f)
+          if ((dense && compact_out_) || p_.fused_sum || pi[static_cast<size_t>(o)] > 0.f ||
+              suppressed_[static_cast<size_t>(o)] != 0.f)
             nz.push_back(static_cast<int32_t>(o));
       }
     }
@@ -334,26 +351,48 @@ class GatedConv final : public Kernel {
     }
   }
 
-  void run_dense(const float* xb, float* yb, const float* pi, std::byte* scratch) const {
+  // sb: this sample's fused residual operand (NHWC, like the output), or null.
+  void run_dense(const float* xb, float* yb, const float* pi, const float* sb, std::byte* scratch) const {
     exec_conv(dense_, xb, dense_w_, dense_b_, yb, scratch);
     const int64_t pixels = oh_ * ow_;
     const float* be = beta();
 #pragma omp parallel for if (pixels * m_ > 65536)
     for (int64_t p = 0; p < pixels; ++p) {
       float* r = yb + p * m_;
+      if (sb) {
+        const float* sr = sb + p * m_;
+        for (int64_t o = 0; o < m_; ++o)
+          r[o] = gate::activate(p_, sr[o] + (pi[o] > 0.f ? gate::pre_active(p_, be, o, pi[o], r[o])
+                                                          : pre_suppressed_[static_cast<size_t>(o)]));
+        continue;
+      }
       for (int64_t o = 0; o < m_; ++o)
         r[o] = pi[o] > 0.f ? gate::active_value(p_, be, o, pi[o], r[o]) : suppressed_[static_cast<size_t>(o)];
     }
   }
 
   // Writes every pixel: suppressed constants, then (if given) the active channels from compact.
-  void fill_suppressed(float* yb, const float* pi, const float* compact, const std::vector<int32_t>& act_out) const {
+  // With a fused residual operand sb: y = act(sb + pre-activation value), every channel.
+  void fill_suppressed(float* yb, const float* pi, const float* compact, const std::vector<int32_t>& act_out,
+                       const float* sb) const {
     const int64_t pixels = oh_ * ow_;
     const auto ko = static_cast<int64_t>(act_out.size());
     const float* be = beta();
 #pragma omp parallel for if (pixels * m_ > 65536)
     for (int64_t p = 0; p < pixels; ++p) {
       float* r = yb + p * m_;
+      if (sb) {
+        const float* sr = sb + p * m_;
+        for (int64_t o = 0; o < m_; ++o) r[o] = gate::activate(p_, sr[o] + pre_suppressed_[static_cast<size_t>(o)]);
+        if (compact) {
+          const float* cr = compact + p * ko;
+          for (int64_t j = 0; j < ko; ++j) {
+            const int32_t o = act_out[static_cast<size_t>(j)];
+            r[o] = gate::activate(p_, sr[o] + gate::pre_active(p_, be, o, pi[o], cr[j]));
+          }
+        }
+        continue;
+      }
       std::memcpy(r, suppressed_.data(), floats(m_));
       if (compact) {
         const float* cr = compact + p * ko;
@@ -386,7 +425,7 @@ class GatedConv final : public Kernel {
   }
 
   void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in, bool in_compact,
-                   const std::vector<int32_t>& act_out, std::byte* scratch) const {
+                   const std::vector<int32_t>& act_out, const float* sb, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
     if (direct_) {
       std::vector<int32_t> pos(act_in);
@@ -398,7 +437,7 @@ class GatedConv final : public Kernel {
       if (compact_out_)
         scale_compact(yb, pi, act_out);
       else
-        fill_suppressed(yb, pi, out, act_out);
+        fill_suppressed(yb, pi, out, act_out, sb);
       return;
     }
     const Prim& pr = compact_prim(ki, ko);
@@ -440,13 +479,13 @@ class GatedConv final : public Kernel {
     }
     auto* yc = reinterpret_cast<float*>(scratch + y_off_);
     exec_conv(pr, src, w_packed, bias, yc, scratch);
-    fill_suppressed(yb, pi, yc, act_out);
+    fill_suppressed(yb, pi, yc, act_out, sb);
   }
 
   graph::GatedConvParams p_;
   bool compact_out_ = false;
   int64_t batch_, c_, h_, w_, m_, oh_, ow_, kh_, kw_;
-  std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_;
+  std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_, pre_suppressed_;
   Prim dense_;
   memory dense_w_, dense_b_;
   size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;

@@ -135,6 +135,8 @@ def main():
             assert expected_gates > 0, "no gates found in the ONNX file"
             if name.startswith("resnet_fbs"):
                 assert expected_gates == 4, "the residual test net has 4 gated convs, the file shows %d" % expected_gates
+                fused = [p["count"] for p in insp["passes"] if p["pass"] == "fuse_residual_add"]
+                assert fused == [2], "both residual adds fused into their gated conv: %s" % fused
             assert insp["gates_recognised"] == expected_gates, "%d of %d gates recognised: %s" % (
                 insp["gates_recognised"], expected_gates, [gt["reason"] for gt in insp["gates"] if not gt["recognised"]])
             for batch, start in ((1, 0), (16, 100)):

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Unstructured sparsity: Sluice with its sparse kernels (`--sparse auto`: per layer, the faster
+of sparse and dense as measured at session creation) vs Sluice dense (`--sparse off`) vs ONNX
+Runtime, on the same magnitude-pruned files, in one run; plus the per-layer sparse/dense times
+behind the choice.
+
+    .venv/bin/python bench/compare_sparse.py --models resnet18,mobilenet_v2,vgg16 \
+        --sparsity 0.5,0.7,0.8,0.9,0.95 --threads 1,2 --runs 10 --rounds 2 [--work-dir build/bench] \
+        [--layers-model resnet18 --layers-sparsity 0.9] [--markdown]
+
+Files: models/export_sparse.py (global L1 over the convs, l1_unstructured on the classifier;
+224x224, batch 1), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time;
+MAC ratio = dense MACs / executed MACs (non-zero weights only where the sparse kernel runs).
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+
+
+def export(models, sparsity, out_dir):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "models", "export_sparse.py"), "--models", models,
+                          "--sparsity", sparsity, "--out-dir", out_dir], check=True, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def layer_table(sluice, path, threads):
+    insp = json.loads(subprocess.run([sluice, "inspect", path, "--json", "--threads", str(threads), "--shape",
+                                      "image=1x3x224x224"], check=True, capture_output=True, text=True).stdout)
+    rows = []
+    for n in insp["nodes"]:
+        m = re.search(r"\[measured: sparse ([0-9.]+) ms, dense ([0-9.]+) ms\]", n["kernel"])
+        z = re.search(r"(\d+)% zero", n["kernel"])
+        if m:
+            rows.append((n["name"], n["op"], z.group(1) if z else "?", float(m.group(1)), float(m.group(2)),
+                         "sparse" if n["kernel"].startswith("sparse") else "dense"))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sluice", default=os.path.join(REPO, "build", "sluice"))
+    ap.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
+    ap.add_argument("--sparsity", default="0.5,0.7,0.8,0.9,0.95")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
+    ap.add_argument("--layers-model", default="resnet18")
+    ap.add_argument("--layers-sparsity", type=float, default=0.9)
+    ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
+    a = ap.parse_args()
+    out_dir = os.path.join(a.work_dir, "sparse")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for model in ([] if a.layers_only else a.models.split(",")):
+        log("exporting %s at %s ..." % (model, a.sparsity))
+        for path in export(model, a.sparsity, out_dir):
+            s = int(re.search(r"_s(\d+)\.onnx$", path).group(1))
+            for t in (int(v) for v in a.threads.split(",")):
+                sp, dn, ort_t, stats = [], [], [], None
+                sess = None if a.no_ort else make_ort_session(path, t)
+                for r in range(a.rounds):
+                    log("%s %d%% threads=%d round %d/%d" % (model, s, t, r + 1, a.rounds))
+                    b = bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--sparse", "auto"])
+                    sp += b["times_ms"]
+                    stats = b
+                    dn += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--sparse", "off"])["times_ms"]
+                    if sess is not None:
+                        ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
+                row = {"model": model, "sparsity": s, "threads": t, "sparse_ms": statistics.median(sp),
+                       "dense_ms": statistics.median(dn), "ort_ms": statistics.median(ort_t) if ort_t else None,
+                       "mac_ratio": stats["dense_macs"] / stats["executed_macs"]}
+                row["speedup"] = row["dense_ms"] / row["sparse_ms"]
+                rows.append(row)
+                log("  sparse %.2f ms, dense %.2f ms (x%.2f), ORT %s ms, MAC ratio %.2f" % (
+                    row["sparse_ms"], row["dense_ms"], row["speedup"],
+                    "%.2f" % row["ort_ms"] if row["ort_ms"] else "-", row["mac_ratio"]))
+    layers = []
+    lpath = os.path.join(out_dir, "%s_s%d.onnx" % (a.layers_model, round(100 * a.layers_sparsity)))
+    if os.path.exists(lpath):
+        layers = layer_table(a.sluice, lpath, 1)
+    if a.markdown:
+        print("| model | sparsity | threads | sparse auto (ms) | dense (ms) | speedup | MAC ratio | ORT (ms) | ORT / sparse |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            ort = "%.1f" % r["ort_ms"] if r["ort_ms"] else "-"
+            vs = "%.2f" % (r["ort_ms"] / r["sparse_ms"]) if r["ort_ms"] else "-"
+            print("| %s | %d%% | %d | %.1f | %.1f | %.2f | %.2f | %s | %s |" % (
+                r["model"], r["sparsity"], r["threads"], r["sparse_ms"], r["dense_ms"], r["speedup"], r["mac_ratio"],
+                ort, vs))
+        print()
+        print("224x224, batch 1, %d round(s) x %d runs after %d warm-up; medians; %s, %d CPUs." % (
+            a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
+        if layers:
+            print()
+            print("Per layer, %s at %d%% (1 thread; the times `--sparse auto` measured when the session was made):" % (
+                a.layers_model, round(100 * a.layers_sparsity)))
+            print()
+            print("| layer | op | weights zero | sparse (ms) | dense (ms) | dense / sparse | chosen |")
+            print("|---|---|---:|---:|---:|---:|---|")
+            for name, op, z, ts, td, ch in layers:
+                print("| %s | %s | %s%% | %.3f | %.3f | %.2f | %s |" % (name, op, z, ts, td, td / ts, ch))
+
+
+if __name__ == "__main__":
+    main()
