@@ -107,6 +107,118 @@ ValueId new_constant(Graph& g, ValueId v, Tensor t, const std::string& suffix) {
   return g.add_value(std::move(nv));
 }
 
+
+// Keeps output channels `keep` of conv `pid` (filters and biases), and its output's shape.
+void compact_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
+  const Node& p = g.node(pid);
+  const Tensor& w = g.value(p.inputs[1]).constant;
+  const int64_t m = w.shape()[0], per = w.numel() / m, k = static_cast<int64_t>(keep.size());
+  const float* W = w.data<float>();
+  Tensor wn(DType::Float32, [&] { Shape s = w.shape(); s[0] = k; return s; }());
+  for (int64_t j = 0; j < k; ++j) std::copy_n(W + keep[static_cast<size_t>(j)] * per, per, wn.data<float>() + j * per);
+  const ValueId w_old = p.inputs[1];
+  const ValueId b_old = p.inputs.size() > 2 ? p.inputs[2] : kNoValue;
+  ValueId w_id = new_constant(g, w_old, std::move(wn), "__pruned");
+  ValueId b_id = kNoValue;
+  if (b_old != kNoValue) {
+    const float* B = g.value(b_old).constant.data<float>();
+    Tensor bn(DType::Float32, {k});
+    for (int64_t j = 0; j < k; ++j) bn.data<float>()[j] = B[keep[static_cast<size_t>(j)]];
+    b_id = new_constant(g, b_old, std::move(bn), "__pruned");
+  }
+  Node& pn = g.node(pid);
+  auto& cp = pn.p<ConvParams>();
+  if (cp.dense_out == 0) cp.dense_out = m;
+  if (cp.dense_in == 0) cp.dense_in = g.value(pn.inputs[0]).shape[1];
+  pn.inputs[1] = w_id;
+  if (b_id != kNoValue) pn.inputs[2] = b_id;
+  g.value(pn.outputs[0]).shape[1] = k;
+}
+
+// Drops the input channels of reader `rid` (a conv, or a Gemm head) that are not in `keep`
+// (of m); removed channels whose constant value[o] is not 0 are folded into its bias.
+void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>& keep, const std::vector<bool>& remove,
+                    const std::vector<float>& value) {
+  const int64_t k = static_cast<int64_t>(keep.size());
+  Node& rn = g.node(rid);
+  if (rn.op == OpType::Conv) {
+    const Tensor& cw = g.value(rn.inputs[1]).constant;
+    const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
+    const float* CW = cw.data<float>();
+    Tensor cwn(DType::Float32, {cm, k, cw.shape()[2], cw.shape()[3]});
+    Tensor cb(DType::Float32, {cm});
+    const bool had_bias = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+    const float* CB = had_bias ? g.value(rn.inputs[2]).constant.data<float>() : nullptr;
+    for (int64_t mo = 0; mo < cm; ++mo) {
+      double extra = 0;
+      for (int64_t o = 0; o < m; ++o) {
+        const float v = value[static_cast<size_t>(o)];
+        if (!remove[static_cast<size_t>(o)] || v == 0.f) continue;
+        for (int64_t t = 0; t < taps; ++t) extra += static_cast<double>(v) * CW[(mo * m + o) * taps + t];
+      }
+      cb.data<float>()[mo] = static_cast<float>((CB ? CB[mo] : 0.f) + extra);
+      for (int64_t j = 0; j < k; ++j)
+        std::copy_n(CW + (mo * m + keep[static_cast<size_t>(j)]) * taps, taps, cwn.data<float>() + (mo * k + j) * taps);
+    }
+    auto& rp = rn.p<ConvParams>();
+    if (rp.dense_in == 0) rp.dense_in = m;
+    if (rp.dense_out == 0) rp.dense_out = cm;
+    const ValueId rw = rn.inputs[1];
+    const ValueId new_w = new_constant(g, rw, std::move(cwn), "__pruned_in");
+    ValueId new_b;
+    if (had_bias) {
+      new_b = new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in");
+    } else {
+      Value bv;
+      bv.name = g.node(rid).name + "__folded_bias";
+      bv.dtype = DType::Float32;
+      bv.shape = {cm};
+      bv.shape_known = true;
+      bv.constant = std::move(cb);
+      new_b = g.add_value(std::move(bv));
+    }
+    Node& rn2 = g.node(rid);
+    rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
+    rn2.inputs[1] = new_w;
+    rn2.inputs[2] = new_b;
+  } else {  // Gemm head: rows (or columns) of B for the kept channels
+    const auto& gp = rn.p<GemmParams>();
+    const Tensor& bw = g.value(rn.inputs[1]).constant;
+    const int64_t nout = gp.trans_b ? bw.shape()[0] : bw.shape()[1];
+    const float* BW = bw.data<float>();
+    auto at = [&](int64_t kk, int64_t j) { return gp.trans_b ? BW[j * m + kk] : BW[kk * nout + j]; };
+    Tensor bwn(DType::Float32, gp.trans_b ? Shape{nout, k} : Shape{k, nout});
+    Tensor cb(DType::Float32, {nout});
+    const bool had_c = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+    const Tensor* c0 = had_c ? &g.value(rn.inputs[2]).constant : nullptr;
+    for (int64_t j = 0; j < nout; ++j) {
+      double extra = 0;
+      for (int64_t o = 0; o < m; ++o)
+        if (remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f) extra += static_cast<double>(value[static_cast<size_t>(o)]) * at(o, j);
+      const float cj = c0 ? c0->data<float>()[c0->numel() == 1 ? 0 : j] : 0.f;
+      cb.data<float>()[j] = static_cast<float>(cj + extra);
+      for (int64_t jj = 0; jj < k; ++jj) {
+        const float val = at(keep[static_cast<size_t>(jj)], j);
+        if (gp.trans_b) bwn.data<float>()[j * k + jj] = val; else bwn.data<float>()[jj * nout + j] = val;
+      }
+    }
+    if (rn.p<GemmParams>().dense_k == 0) rn.p<GemmParams>().dense_k = m;
+    const ValueId new_w = new_constant(g, rn.inputs[1], std::move(bwn), "__pruned_in");
+    Value bv;
+    bv.name = rn.name + "__pruned_bias";
+    bv.dtype = DType::Float32;
+    bv.shape = {nout};
+    bv.shape_known = true;
+    bv.constant = std::move(cb);
+    const ValueId new_b = g.add_value(std::move(bv));
+    Node& rn2 = g.node(rid);
+    rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
+    rn2.inputs[1] = new_w;
+    rn2.inputs[2] = new_b;
+    rn2.p<GemmParams>().beta = 1.f;
+  }
+}
+
 }  // namespace
 
 int prune_channels(Graph& g) {
@@ -185,110 +297,9 @@ int prune_channels(Graph& g) {
     report.removed = m - k;
     for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
 
-    // The producer: kept filters and biases.
-    Tensor wn(DType::Float32, [&] { Shape s = w.shape(); s[0] = k; return s; }());
-    for (int64_t j = 0; j < k; ++j)
-      std::copy_n(W + keep[static_cast<size_t>(j)] * per, per, wn.data<float>() + j * per);
-    const ValueId w_old = p.inputs[1];
-    const ValueId b_old = p.inputs.size() > 2 ? p.inputs[2] : kNoValue;
-    ValueId w_id = new_constant(g, w_old, std::move(wn), "__pruned");
-    ValueId b_id = kNoValue;
-    if (b_old != kNoValue) {
-      Tensor bn(DType::Float32, {k});
-      for (int64_t j = 0; j < k; ++j) bn.data<float>()[j] = B[keep[static_cast<size_t>(j)]];
-      b_id = new_constant(g, b_old, std::move(bn), "__pruned");
-    }
-    {
-      Node& pn = g.node(pid);
-      auto& cp = pn.p<ConvParams>();
-      if (cp.dense_out == 0) cp.dense_out = m;
-      if (cp.dense_in == 0) cp.dense_in = g.value(pn.inputs[0]).shape[1];
-      pn.inputs[1] = w_id;
-      if (b_id != kNoValue) pn.inputs[2] = b_id;
-      g.value(pn.outputs[0]).shape[1] = k;
-    }
+    compact_producer(g, pid, keep);
     for (ValueId v : path) g.value(v).shape[1] = k;
-
-    // The readers: drop the removed input channels; fold constants into the bias.
-    for (const Reader& r : readers) {
-      Node& rn = g.node(r.node);
-      if (rn.op == OpType::Conv) {
-        const Tensor& cw = g.value(rn.inputs[1]).constant;
-        const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
-        const float* CW = cw.data<float>();
-        Tensor cwn(DType::Float32, {cm, k, cw.shape()[2], cw.shape()[3]});
-        Tensor cb(DType::Float32, {cm});
-        const bool had_bias = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
-        const float* CB = had_bias ? g.value(rn.inputs[2]).constant.data<float>() : nullptr;
-        for (int64_t mo = 0; mo < cm; ++mo) {
-          double extra = 0;
-          for (int64_t o = 0; o < m; ++o) {
-            const float v = value[static_cast<size_t>(o)];
-            if (!remove[static_cast<size_t>(o)] || v == 0.f) continue;
-            for (int64_t t = 0; t < taps; ++t) extra += static_cast<double>(v) * CW[(mo * m + o) * taps + t];
-          }
-          cb.data<float>()[mo] = static_cast<float>((CB ? CB[mo] : 0.f) + extra);
-          for (int64_t j = 0; j < k; ++j)
-            std::copy_n(CW + (mo * m + keep[static_cast<size_t>(j)]) * taps, taps, cwn.data<float>() + (mo * k + j) * taps);
-        }
-        auto& rp = rn.p<ConvParams>();
-        if (rp.dense_in == 0) rp.dense_in = m;
-        if (rp.dense_out == 0) rp.dense_out = cm;
-        const ValueId rw = rn.inputs[1];
-        const ValueId new_w = new_constant(g, rw, std::move(cwn), "__pruned_in");
-        ValueId new_b;
-        if (had_bias) {
-          new_b = new_constant(g, g.node(r.node).inputs[2], std::move(cb), "__pruned_in");
-        } else {
-          Value bv;
-          bv.name = g.node(r.node).name + "__folded_bias";
-          bv.dtype = DType::Float32;
-          bv.shape = {cm};
-          bv.shape_known = true;
-          bv.constant = std::move(cb);
-          new_b = g.add_value(std::move(bv));
-        }
-        Node& rn2 = g.node(r.node);
-        rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
-        rn2.inputs[1] = new_w;
-        rn2.inputs[2] = new_b;
-      } else {  // Gemm head: rows (or columns) of B for the kept channels
-        const auto& gp = rn.p<GemmParams>();
-        const Tensor& bw = g.value(rn.inputs[1]).constant;
-        const int64_t nout = gp.trans_b ? bw.shape()[0] : bw.shape()[1];
-        const float* BW = bw.data<float>();
-        auto at = [&](int64_t kk, int64_t j) { return gp.trans_b ? BW[j * m + kk] : BW[kk * nout + j]; };
-        Tensor bwn(DType::Float32, gp.trans_b ? Shape{nout, k} : Shape{k, nout});
-        Tensor cb(DType::Float32, {nout});
-        const bool had_c = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
-        const Tensor* c0 = had_c ? &g.value(rn.inputs[2]).constant : nullptr;
-        for (int64_t j = 0; j < nout; ++j) {
-          double extra = 0;
-          for (int64_t o = 0; o < m; ++o)
-            if (remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f) extra += static_cast<double>(value[static_cast<size_t>(o)]) * at(o, j);
-          const float cj = c0 ? c0->data<float>()[c0->numel() == 1 ? 0 : j] : 0.f;
-          cb.data<float>()[j] = static_cast<float>(cj + extra);
-          for (int64_t jj = 0; jj < k; ++jj) {
-            const float val = at(keep[static_cast<size_t>(jj)], j);
-            if (gp.trans_b) bwn.data<float>()[j * k + jj] = val; else bwn.data<float>()[jj * nout + j] = val;
-          }
-        }
-        if (rn.p<GemmParams>().dense_k == 0) rn.p<GemmParams>().dense_k = m;
-        const ValueId new_w = new_constant(g, rn.inputs[1], std::move(bwn), "__pruned_in");
-        Value bv;
-        bv.name = rn.name + "__pruned_bias";
-        bv.dtype = DType::Float32;
-        bv.shape = {nout};
-        bv.shape_known = true;
-        bv.constant = std::move(cb);
-        const ValueId new_b = g.add_value(std::move(bv));
-        Node& rn2 = g.node(r.node);
-        rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
-        rn2.inputs[1] = new_w;
-        rn2.inputs[2] = new_b;
-        rn2.p<GemmParams>().beta = 1.f;
-      }
-    }
+    for (const Reader& r : readers) compact_reader(g, r.node, m, keep, remove, value);
     g.pruning.push_back(report);
     removed_total += static_cast<int>(m - k);
     g.rebuild_links();
