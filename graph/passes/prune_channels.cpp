@@ -11,6 +11,8 @@
 // needs the channel dead in the whole dependency group, which this pass does not attempt.
 #include <cmath>
 #include <functional>
+#include <map>
+#include <set>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
@@ -36,7 +38,8 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
     const Node& n = g.node(c);
     for (size_t i = 1; i < n.inputs.size(); ++i) {
       if (n.inputs[i] != v) continue;
-      if (n.op == OpType::Conv && i == 3) return "meets a residual Add (fused into " + n.name + "); dependency groups are not pruned";
+      if (n.op == OpType::Conv && i == 3)
+        return "meets a residual Add (fused into " + n.name + "): not dead in every member of its residual group";
       return "read by " + n.name + " as a parameter";
     }
     switch (n.op) {
@@ -219,11 +222,153 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
   }
 }
 
+
+// Residual groups (design.md §6, the DepGraph idea): the values a residual stream passes
+// through, tied channel by channel by the fused residual sums (a conv with fused_sum adds
+// input 3 to its output, channel c to channel c) and by Relu/MaxPool. Channel c can go only if
+// it is exactly zero in every member: every conv writing into the group has filter c and
+// bias c zero (and its activation keeps 0 at 0). Then it is removed from those convs'
+// outputs and from every reader's input. Returns the channels removed.
+int prune_groups(Graph& g) {
+  g.rebuild_links();
+  std::vector<ValueId> parent(g.values.size());
+  for (size_t v = 0; v < parent.size(); ++v) parent[v] = static_cast<ValueId>(v);
+  std::function<ValueId(ValueId)> find = [&](ValueId v) {
+    while (parent[static_cast<size_t>(v)] != v) v = parent[static_cast<size_t>(v)] = parent[static_cast<size_t>(parent[static_cast<size_t>(v)])];
+    return v;
+  };
+  auto unite = [&](ValueId a, ValueId b) { parent[static_cast<size_t>(find(a))] = find(b); };
+  std::vector<NodeId> order = g.topological_order();
+  std::vector<NodeId> sum_convs;
+  for (NodeId id : order) {
+    const Node& n = g.node(id);
+    if (n.op == OpType::Conv && n.p<ConvParams>().fused_sum && n.inputs.size() > 3) {
+      unite(n.outputs[0], n.inputs[3]);
+      sum_convs.push_back(id);
+    }
+  }
+  if (sum_convs.empty()) return 0;
+  for (NodeId id : order) {  // pass-through ops join the group of their input, if it has one
+    const Node& n = g.node(id);
+    if ((n.op == OpType::Relu || n.op == OpType::MaxPool) && n.outputs.size() == 1 && g.value(n.inputs[0]).shape.size() == 4)
+      unite(n.outputs[0], n.inputs[0]);
+  }
+  std::map<ValueId, std::vector<ValueId>> groups;
+  for (NodeId id : sum_convs) groups[find(g.node(id).outputs[0])];
+  for (size_t v = 0; v < g.values.size(); ++v)
+    if (auto it = groups.find(find(static_cast<ValueId>(v))); it != groups.end()) it->second.push_back(static_cast<ValueId>(v));
+  int removed_total = 0;
+  for (auto& [root, members] : groups) {
+    std::set<ValueId> in_group(members.begin(), members.end());
+    std::vector<NodeId> writers;  // convs whose output is a member
+    std::vector<Reader> readers;
+    std::vector<ValueId> path;
+    std::string why;
+    int64_t c = -1;
+    for (ValueId v : members) {
+      const Value& val = g.value(v);
+      if (val.shape.size() != 4) { why = "a member is not 4-D"; break; }
+      if (c >= 0 && val.shape[1] != c) { why = "members differ in channels"; break; }
+      c = val.shape[1];
+      if (val.is_output || val.is_input || val.is_constant()) { why = "a member is a graph input or output"; break; }
+      const Node& pn = g.node(val.producer);
+      if (pn.op == OpType::Conv) {
+        const auto& cp = pn.p<ConvParams>();
+        if (cp.group != 1 || !g.value(pn.inputs[1]).is_constant() || !cp.pre_shift.empty() ||
+            (pn.inputs.size() > 2 && pn.inputs[2] != kNoValue && !g.value(pn.inputs[2]).is_constant()) ||
+            apply_activation(cp.activation, 0.f) != 0.f) {
+          why = "written by conv " + pn.name + " in a form this pass does not rewrite";
+          break;
+        }
+        writers.push_back(val.producer);
+      } else if (pn.op != OpType::Relu && pn.op != OpType::MaxPool) {
+        why = "written by " + std::string(op_name(pn.op)) + " " + pn.name;
+        break;
+      }
+      for (NodeId cid : val.consumers) {  // readers outside the group
+        const Node& cn = g.node(cid);
+        if (in_group.count(cn.outputs[0])) continue;  // a member's writer (fused sum or pass-through)
+        if (cn.op == OpType::Conv && cn.inputs[0] == v && cn.p<ConvParams>().group == 1 && cn.p<ConvParams>().pre_shift.empty() &&
+            g.value(cn.inputs[1]).is_constant() &&
+            !(cn.inputs.size() > 2 && cn.inputs[2] != kNoValue && !g.value(cn.inputs[2]).is_constant())) {
+          bool other_use = false;
+          for (size_t i = 1; i < cn.inputs.size(); ++i) other_use |= cn.inputs[i] == v;
+          if (other_use) { why = "read by " + cn.name + " as a parameter"; break; }
+          readers.push_back({cid, false});
+          continue;
+        }
+        if (cn.op == OpType::GlobalAveragePool) {
+          const Value& pv = g.value(cn.outputs[0]);
+          const Node* flat = pv.consumers.size() == 1 ? &g.node(pv.consumers[0]) : nullptr;
+          const Node* gemm = flat && flat->op == OpType::Flatten && g.value(flat->outputs[0]).consumers.size() == 1
+                                 ? &g.node(g.value(flat->outputs[0]).consumers[0]) : nullptr;
+          if (gemm && gemm->op == OpType::Gemm && !pv.is_output && !g.value(flat->outputs[0]).is_output &&
+              !gemm->p<GemmParams>().trans_a && gemm->p<GemmParams>().alpha == 1.f && g.value(gemm->inputs[1]).is_constant() &&
+              (gemm->inputs.size() < 3 || gemm->inputs[2] == kNoValue ||
+               (g.value(gemm->inputs[2]).is_constant() && gemm->p<GemmParams>().beta == 1.f &&
+                g.value(gemm->inputs[2]).shape.size() <= 1))) {
+            path.push_back(cn.outputs[0]);
+            path.push_back(flat->outputs[0]);
+            readers.push_back({g.value(flat->outputs[0]).consumers[0], false});
+            continue;
+          }
+        }
+        why = "read by " + std::string(op_name(cn.op)) + " " + cn.name;
+        break;
+      }
+      if (!why.empty()) break;
+    }
+    if (writers.empty()) continue;
+    // Channels zero in every writer.
+    std::vector<bool> dead(static_cast<size_t>(c), true);
+    for (NodeId wid : writers) {
+      const Node& wn = g.node(wid);
+      const Tensor& w = g.value(wn.inputs[1]).constant;
+      const int64_t per = w.numel() / c;
+      const float* W = w.data<float>();
+      const float* B = wn.inputs.size() > 2 && wn.inputs[2] != kNoValue ? g.value(wn.inputs[2]).constant.data<float>() : nullptr;
+      for (int64_t o = 0; o < c; ++o) {
+        bool zero = !B || B[o] == 0.f;
+        for (int64_t i = 0; i < per && zero; ++i) zero = W[o * per + i] == 0.f;
+        dead[static_cast<size_t>(o)] = dead[static_cast<size_t>(o)] && zero;
+      }
+    }
+    std::vector<int32_t> keep;
+    std::vector<bool> remove(static_cast<size_t>(c), false);
+    for (int64_t o = 0; o < c; ++o) {
+      if (dead[static_cast<size_t>(o)]) remove[static_cast<size_t>(o)] = true;
+      else keep.push_back(static_cast<int32_t>(o));
+    }
+    const int64_t k = static_cast<int64_t>(keep.size());
+    std::string names;
+    for (NodeId wid : writers) names += (names.empty() ? "" : ", ") + g.node(wid).name;
+    PruneReport report{"residual group {" + names + "}", c, c - k, 0, 0, ""};
+    if (k == c) continue;  // nothing dead in every member: the per-conv pass reports the rest
+    if (!why.empty() || k == 0) {
+      report.removed = 0;
+      report.kept_reason = k == 0 ? "every channel is dead (the stream would vanish)" : why;
+      g.pruning.push_back(report);
+      continue;
+    }
+    for (NodeId wid : writers) compact_producer(g, wid, keep);
+    for (ValueId v : members) g.value(v).shape[1] = k;
+    for (ValueId v : path) g.value(v).shape[1] = k;
+    const std::vector<float> zeros(static_cast<size_t>(c), 0.f);
+    for (const Reader& r : readers) compact_reader(g, r.node, c, keep, remove, zeros);
+    report.removed = c - k;
+    g.pruning.push_back(report);
+    removed_total += static_cast<int>(c - k);
+    g.rebuild_links();
+  }
+  g.rebuild_links();
+  return removed_total;
+}
+
 }  // namespace
 
 int prune_channels(Graph& g) {
+  int removed_total = prune_groups(g);
   g.rebuild_links();
-  int removed_total = 0;
   for (NodeId pid : g.topological_order()) {
     if (g.node(pid).op != OpType::Conv) continue;
     const Node& p = g.node(pid);
@@ -245,7 +390,7 @@ int prune_channels(Graph& g) {
     if (n_dead == 0) continue;
     PruneReport report{p.name, m, n_dead, 0, 0, ""};
     if (pp.fused_sum) {  // its output is a residual sum: the channel is dead only if dead in the other operand too
-      report.kept_reason = "its output is a residual Add's sum; dependency groups are not pruned";
+      report.kept_reason = "its output is a residual Add's sum: dead here but not in every member of its residual group";
       g.pruning.push_back(report);
       continue;
     }

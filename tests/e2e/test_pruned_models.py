@@ -212,6 +212,29 @@ def main():
     check(all("Add" in got[n]["kept_reason"] for n, v in expected.items() if v == 0 and n in got),
           "residual: channels meeting the residual Add are kept, and inspect says so")
     check(st["executed_macs"] < st["dense_macs"], "residual: fewer MACs run than dense")
+
+    # The same channels dead along the whole residual stream (stem and both blocks' second
+    # BN): the group loses them, and so do its readers (the blocks' first convs, the FC).
+    torch.manual_seed(5)
+    m = Residual()
+    randomise_bn(m)
+    stream = torch.tensor([1, 4, 7, 9, 12])
+    with torch.no_grad():
+        for bn in (m.bn, m.blocks[0].b2, m.blocks[1].b2):
+            bn.weight[stream] = 0
+            bn.bias[stream] = 0
+    m.eval()
+    insp, st = run_case(a, "residual_group", m, keep_bn=False)
+    groups = [r for r in insp["pruning"] if r["node"].startswith("residual group")]
+    check(len(groups) == 1 and groups[0]["removed"] == 5 and groups[0]["channels"] == 16,
+          "residual_group: one residual group, 5 of 16 channels removed: %s" % groups)
+    shapes = {n["name"]: n["outputs"][0]["shape"][1] for n in insp["nodes"] if n["op"] == "Conv"}
+    check(shapes.get("/stem/Conv") == 11 and shapes.get("/blocks/blocks.1/c2/Conv") == 11,
+          "residual_group: the stream is 11 channels wide after pruning (%s)" % shapes)
+    # executed MACs: stem 1->11 3x3, c1 11->16 3x3, c2 16->11 3x3 (x2 blocks), fc 11->10; 28x28
+    px = 28 * 28
+    want = 3 * (11 * 1 * 9 * px + 2 * (16 * 11 * 9 * px + 11 * 16 * 9 * px) + 11 * 10)
+    check(st["executed_macs"] == want, "residual_group: executed MACs %d = the compacted net's %d" % (st["executed_macs"], want))
     return finish()
 
 
