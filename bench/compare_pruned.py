@@ -9,8 +9,9 @@ Models (224x224, batch 1, random seeded weights, exported by PyTorch in eval mod
 into the convs): vgg16_bn is VGG-16's 13 conv-BN-ReLU layers and max pools, then global average
 pool + Linear(512, 1000) (as the FBS benchmark's VGG); resnet18 is torchvision's. Network
 slimming is mimicked by zeroing gamma and beta of the --prune fraction of the channels (random,
-seeded) of every BN whose channels may go without a dependency group: every VGG BN, and the
-first BN of each ResNet basic block (the second meets the residual add). Columns:
+seeded) of every BN; in ResNet-18 the BNs that write into one residual stream (the stem's or a
+stage's downsampling BN and every block's second BN) lose the same channels, so that the
+stream's dependency group can go as a whole. Columns:
 
   MAC ratio = dense MACs / executed MACs (Sluice's stats: what the compacted model runs)
   speedup   = unpruned time / slimmed time (both Sluice)
@@ -54,14 +55,21 @@ class VGG16BN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
-def prunable_bns(name, m):
+def prunable_groups(name, m):
+    """Lists of BNs that must lose the same channels: one BN alone, or a ResNet stage's
+    residual stream (the stem's or the downsampling BN and every block's second BN)."""
     if name == "vgg16_bn":
-        return [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
-    return [blk.bn1 for layer in (m.layer1, m.layer2, m.layer3, m.layer4) for blk in layer]
+        return [[b] for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    groups = []
+    for i, layer in enumerate((m.layer1, m.layer2, m.layer3, m.layer4)):
+        head = m.bn1 if i == 0 else layer[0].downsample[1]
+        groups.append([head] + [blk.bn2 for blk in layer])
+        groups += [[blk.bn1] for blk in layer]
+    return groups
 
 
 def export(name, prune, out_dir):
-    path = os.path.join(out_dir, "%s_slim_p%d.onnx" % (name, round(prune * 100)))
+    path = os.path.join(out_dir, "%s_slim_p%d_g.onnx" % (name, round(prune * 100)))
     if os.path.exists(path):
         return path
     torch.manual_seed(0)  # same weights for every prune fraction
@@ -74,10 +82,11 @@ def export(name, prune, out_dir):
             nn.init.uniform_(b.bias, -0.1, 0.1)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for b in prunable_bns(name, m):
-            dead = torch.randperm(b.num_features, generator=g)[: int(prune * b.num_features)]
-            b.weight[dead] = 0
-            b.bias[dead] = 0
+        for group in prunable_groups(name, m):
+            dead = torch.randperm(group[0].num_features, generator=g)[: int(prune * group[0].num_features)]
+            for b in group:
+                b.weight[dead] = 0
+                b.bias[dead] = 0
     m.eval()
     torch.onnx.export(m, torch.randn(1, 3, 224, 224), path, opset_version=13, input_names=["image"],
                       output_names=["logits"])
