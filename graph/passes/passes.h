@@ -50,11 +50,12 @@ int fuse_activations(Graph& g);
 
 // Static channel pruning (design.md §6): an output channel of a Conv whose filter is all
 // zero is the constant act(bias). It is removed, with the matching input channel of every
-// reader, when every reader is a group-1 Conv (directly or through Relu/MaxPool) or a
-// GlobalAveragePool -> Flatten -> Gemm head; a constant != 0 is folded into the readers'
-// biases, only where a reader has no zero padding over it. Channels feeding anything else
-// (Add, Concat, gated convs, graph outputs) are kept. Fills Graph::pruning; returns the
-// number of channels removed.
+// reader, when every reader is a group-1 Conv (directly, through Relu/MaxPool, or behind a
+// channel Concat) or a GlobalAveragePool -> Flatten -> Gemm head; a constant != 0 is folded
+// into the readers' biases, only where a reader has no zero padding over it. Residual streams
+// (values tied by fused residual sums) are pruned as one dependency group: a channel goes only
+// if it is zero in every conv writing into the stream. Anything else keeps the channel, with
+// the reason in Graph::pruning; returns the number of channels removed.
 int prune_channels(Graph& g);
 
 // Removes nodes none of whose outputs reach a graph output. Returns nodes removed.

@@ -22,21 +22,22 @@ namespace sluice::graph::passes {
 namespace {
 
 struct Reader {
-  NodeId node;        // Conv or Gemm
-  bool through_relu;  // a Relu sits between P and this reader
+  NodeId node;         // Conv or Gemm
+  bool through_relu;   // a Relu sits between P and this reader
+  int64_t offset = 0;  // where P's channels start in the reader's input (behind a Concat)
 };
 
 // The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
 // GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
 std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Reader>& readers,
-                            std::vector<ValueId>& path) {
+                            std::vector<ValueId>& path, int64_t offset = 0) {
   const Value& val = g.value(v);
   if (val.is_output) return "its output is a graph output";
   if (val.shape.size() != 4) return "its output is not 4-D";
   for (NodeId c : val.consumers) {
     const Node& n = g.node(c);
-    for (size_t i = 1; i < n.inputs.size(); ++i) {
+    for (size_t i = 1; i < n.inputs.size() && n.op != OpType::Concat; ++i) {
       if (n.inputs[i] != v) continue;
       if (n.op == OpType::Conv && i == 3)
         return "meets a residual Add (fused into " + n.name + "): not dead in every member of its residual group";
@@ -50,14 +51,14 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";
-        readers.push_back({c, relu});
+        readers.push_back({c, relu, offset});
         break;
       }
       case OpType::Relu:
       case OpType::MaxPool: {
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
-        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path);
+        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path, offset);
         if (!r.empty()) return r;
         break;
       }
@@ -79,12 +80,25 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
           return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
         path.push_back(pooled);
         path.push_back(flat.outputs[0]);
-        readers.push_back({fv.consumers[0], relu});
+        readers.push_back({fv.consumers[0], relu, offset});
+        break;
+      }
+      case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
+        const int64_t axis = n.p<AxisParams>().axis;
+        if (axis != 1 && axis != -3) return "concatenated on axis " + std::to_string(axis) + " by " + n.name;
+        int64_t at = 0, seen = 0;
+        for (ValueId in : n.inputs) {
+          if (in == v) ++seen;
+          if (seen == 0) at += g.value(in).shape[1];
+        }
+        if (seen != 1) return "concatenated with itself by " + n.name;
+        path.push_back(n.outputs[0]);
+        std::string r = collect_readers(g, n.outputs[0], relu, readers, path, offset + at);
+        if (!r.empty()) return r;
         break;
       }
       case OpType::Add:
-      case OpType::Concat:
-        return "meets " + std::string(op_name(n.op)) + " " + n.name + "; dependency groups are not pruned";
+        return "meets Add " + n.name + " (not fused into a conv, so not a residual group this pass handles)";
       default:
         return "read by " + std::string(op_name(n.op)) + " " + n.name;
     }
@@ -442,9 +456,35 @@ int prune_channels(Graph& g) {
     report.removed = m - k;
     for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
 
+    // Readers' input-channel counts before anything shrinks (more than m behind a Concat).
+    std::vector<int64_t> totals;
+    for (const Reader& r : readers) {
+      const Node& rn = g.node(r.node);
+      const Tensor& rw = g.value(rn.inputs[1]).constant;
+      totals.push_back(rn.op == OpType::Conv ? rw.shape()[1]
+                                             : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
+    }
     compact_producer(g, pid, keep);
-    for (ValueId v : path) g.value(v).shape[1] = k;
-    for (const Reader& r : readers) compact_reader(g, r.node, m, keep, remove, value);
+    std::set<ValueId> shrunk;
+    for (ValueId v : path)
+      if (shrunk.insert(v).second) g.value(v).shape[1] -= m - k;
+    for (size_t ri = 0; ri < readers.size(); ++ri) {
+      const Reader& r = readers[ri];
+      const int64_t total = totals[ri];
+      std::vector<int32_t> keep_r;
+      std::vector<bool> remove_r(static_cast<size_t>(total), false);
+      std::vector<float> value_r(static_cast<size_t>(total), 0.f);
+      for (int64_t i = 0; i < total; ++i) {
+        const int64_t o = i - r.offset;
+        if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
+          remove_r[static_cast<size_t>(i)] = true;
+          value_r[static_cast<size_t>(i)] = value[static_cast<size_t>(o)];
+        } else {
+          keep_r.push_back(static_cast<int32_t>(i));
+        }
+      }
+      compact_reader(g, r.node, total, keep_r, remove_r, value_r);
+    }
     g.pruning.push_back(report);
     removed_total += static_cast<int>(m - k);
     g.rebuild_links();

@@ -161,6 +161,41 @@ def run_case(a, name, m, keep_bn):
     return insp, st
 
 
+class ConcatNet(nn.Module):
+    """Two branches concatenated (Inception/DenseNet style): 3x3 -> 8 and 1x1 -> 6, Concat,
+    a padded 3x3 conv on the 14 channels, GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1, self.n1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b2, self.n2 = nn.Conv2d(1, 6, 1, bias=False), nn.BatchNorm2d(6)
+        self.c3, self.n3 = nn.Conv2d(14, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        y = torch.cat([F.relu(self.n1(self.b1(x))), F.relu(self.n2(self.b2(x)))], 1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.n3(self.c3(y))), 1), 1))
+
+
+def concat_case(a):
+    torch.manual_seed(6)
+    m = ConcatNet()
+    randomise_bn(m)
+    with torch.no_grad():
+        for bn, dead in ((m.n1, [0, 3, 5]), (m.n2, [1, 4])):
+            bn.weight[dead] = 0
+            bn.bias[dead] = 0
+    m.eval()
+    insp, st = run_case(a, "concat", m, keep_bn=False)
+    got = {r["node"]: r["removed"] for r in insp["pruning"]}
+    check(got.get("/b1/Conv") == 3 and got.get("/b2/Conv") == 2,
+          "concat: dead channels removed from both branches behind the Concat (%s)" % got)
+    px = 28 * 28
+    want = 3 * (5 * 9 * px + 4 * px + 12 * 9 * 9 * px + 12 * 10)
+    check(st["executed_macs"] == want, "concat: executed MACs %d = the compacted net's %d (the 3x3 conv reads 9 of 14)" % (
+        st["executed_macs"], want))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -204,6 +239,7 @@ def main():
             check(any(r["folded"] > 0 for r in insp["pruning"]),
                   "slim_beta: non-zero constants read without padding are folded into the reader's bias")
     committed_models(a)
+    concat_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}
