@@ -145,7 +145,8 @@ class GatedConv final : public Kernel {
     y_off_ = align(x_off_ + floats(h_ * w_ * c_));
     wc_off_ = align(y_off_ + floats(oh_ * ow_ * m_));
     wp_off_ = align(wc_off_ + floats(m_ * c_ * kh_ * kw_));
-    sp_off_ = align(wp_off_ + floats((m_ + 16) * (c_ + 16) * kh_ * kw_));
+    // packed compact weights: oneDNN pads the channel dims to its blocks (up to 64)
+    sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((c_ + 63) / 64 * 64) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
     // Small maps (late layers): the direct kernel reads the weights in place; packing them
     // for oneDNN per input would cost as much as the conv there.
