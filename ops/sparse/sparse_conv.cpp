@@ -76,6 +76,8 @@ class SparseConv final : public Kernel {
       bias_.assign(B, B + m_);
     }
     density_ = static_cast<double>(val_.size()) / static_cast<double>(m_ * c_ * taps);
+    all_channels_.resize(static_cast<size_t>(c_));
+    for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
   }
 
   void run(const KernelArgs& a) const override {
@@ -85,12 +87,10 @@ class SparseConv final : public Kernel {
     auto* planes = static_cast<float*>(a.scratch);
     const int64_t copy = geo_.planes_size(c_);
     float* outp = planes + shifts_ * copy;
-    std::vector<int32_t> pos(static_cast<size_t>(c_));
-    for (int64_t c = 0; c < c_; ++c) pos[static_cast<size_t>(c)] = static_cast<int32_t>(c);
     const int64_t q = geo_.flat_out(), qblocks = q / planar::kBlock, gw = geo_.grid_w();
     const int64_t in_px = geo_.h * geo_.w, out_px = geo_.oh * geo_.ow;
     for (int64_t b = 0; b < batch_; ++b) {
-      planar::pack(geo_, X + b * in_px * c_, c_, pos.data(), c_, planes);
+      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes);
       for (int64_t j = 1; j < shifts_; ++j) {  // copy j: the planes shifted left by j floats
         std::memcpy(planes + j * copy, planes + j, static_cast<size_t>(copy - j) * sizeof(float));
         std::fill(planes + j * copy + copy - j, planes + (j + 1) * copy, 0.f);
@@ -192,6 +192,7 @@ class SparseConv final : public Kernel {
   std::vector<int32_t> off_;
   std::vector<float> val_;
   std::vector<float> bias_;
+  std::vector<int32_t> all_channels_;  // 0..C-1: the planar copy takes every input channel
   double density_ = 1;
 };
 
