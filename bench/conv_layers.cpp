@@ -9,6 +9,7 @@
 #include <random>
 
 #include "graph/graph.h"
+#include "ops/gated/direct_conv.h"
 #include "ops/kernel.h"
 
 namespace {
@@ -121,6 +122,27 @@ void BM_OneDnnAlone(benchmark::State& st, Layer l, bool any_layout) {
   set_counters(st, l);
 }
 
+// The gated conv's direct kernel at density 1/2 (every other input and output channel
+// active, model weights read in place), next to oneDNN on the compact half-size layer: what a
+// gated layer would cost if oneDNN's packed weights came for free.
+void BM_DirectHalf(benchmark::State& st, Layer l) {
+  const int64_t o = out_size(l), ki = l.c / 2, ko = l.m / 2;
+  sluice::ops::gated::DirectConvShape s{l.c, l.m, l.h, l.h, l.k, l.k, o, o, l.k / 2, l.k / 2, l.stride};
+  auto x = random_data(l.h * l.h * ki);
+  auto w = random_data(l.m * l.c * l.k * l.k);
+  std::vector<float> bias(static_cast<size_t>(l.m), 0.5f), y(static_cast<size_t>(o * o * ko));
+  std::vector<int32_t> in_pos(static_cast<size_t>(ki)), in_ch(static_cast<size_t>(ki)), out_ch(static_cast<size_t>(ko));
+  for (int64_t j = 0; j < ki; ++j) in_pos[j] = static_cast<int32_t>(j), in_ch[j] = static_cast<int32_t>(2 * j);
+  for (int64_t j = 0; j < ko; ++j) out_ch[j] = static_cast<int32_t>(2 * j + 1);
+  std::vector<char> scratch(sluice::ops::gated::direct_conv_scratch(s));
+  for (auto _ : st)
+    sluice::ops::gated::direct_conv(s, x.data(), ki, in_pos.data(), in_ch.data(), ki, w.data(), bias.data(),
+                                    out_ch.data(), ko, y.data(), scratch.data());
+  Layer half = l;
+  half.c = ki, half.m = ko;
+  set_counters(st, half);
+}
+
 int register_all() {
   for (const Layer& l : kLayers) {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
@@ -130,6 +152,12 @@ int register_all() {
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l, false)->UseRealTime();
     // oneDNN's preferred activation layout (blocked nChw8c on AVX2), with the reorders to it left out.
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
+    if (l.group == 1 && l.k == 3 && l.c >= 64) {
+      Layer half = l;
+      half.c /= 2, half.m /= 2;
+      benchmark::RegisterBenchmark(("half_direct/" + name).c_str(), BM_DirectHalf, l)->UseRealTime();
+      benchmark::RegisterBenchmark(("half_onednn/" + name).c_str(), BM_OneDnnAlone, half, false)->UseRealTime();
+    }
   }
   return 0;
 }

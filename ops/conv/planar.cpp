@@ -1,6 +1,13 @@
 #include "ops/conv/planar.h"
 
+#include <algorithm>
 #include <cstring>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+// GCC 12 flags the _mm512_undefined_ps() inside its own shuffle intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace sluice::ops::planar {
 
@@ -26,6 +33,94 @@ void tap_offsets(const Geometry& g, int64_t k, int64_t* off) {
   const int64_t st = g.stride, gw = g.grid_w(), phase_size = k * g.plane();
   for (int64_t a = 0; a < g.kh; ++a)
     for (int64_t b = 0; b < g.kw; ++b) off[a * g.kw + b] = ((a % st) * st + b % st) * phase_size + (a / st) * gw + b / st;
+}
+
+namespace {
+
+// Scalar epilogue for pixels [x0, x1) of output row oy, channels [j0, j1).
+void unpack_scalar(const Geometry& g, const float* planes, int64_t q, int64_t oy, int64_t x0, int64_t x1, int64_t j0,
+                   int64_t j1, float* y, int64_t y_stride, const float* bias, const float* sum, int64_t sum_stride,
+                   const graph::FusedActivation& act) {
+  const int64_t gw = g.grid_w();
+  for (int64_t ox = x0; ox < x1; ++ox) {
+    const int64_t p = oy * g.ow + ox;
+    const float* src = planes + oy * gw + ox;
+    for (int64_t j = j0; j < j1; ++j) {
+      float v = src[j * q] + (bias ? bias[j] : 0.f);
+      if (sum) v += sum[p * sum_stride + j];
+      y[p * y_stride + j] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
+    }
+  }
+}
+
+#ifdef __AVX512F__
+// r[0..16): 16 rows of 16 floats -> in place, its transpose.
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // r[4 i + c], 128-bit lane l: column c + 4 l of rows 4 i .. 4 i + 3.
+  for (int c = 0; c < 4; ++c) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[c + 8] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[c + 4] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[c + 12] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#endif
+
+}  // namespace
+
+void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
+            const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {
+  const int64_t q = g.flat_out(), gw = g.grid_w();
+  const int64_t work = g.oh * g.ow * k;
+  const bool relu = act.kind == graph::Activation::Relu, vec_act = relu || act.kind == graph::Activation::None;
+#pragma omp parallel for schedule(static) if (work > 65536)
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+#ifdef __AVX512F__
+    if (vec_act) {
+      for (int64_t x0 = 0; x0 < g.ow; x0 += 16) {
+        const int64_t n = std::min<int64_t>(16, g.ow - x0);
+        const __mmask16 xm = static_cast<__mmask16>((1u << n) - 1);
+        for (int64_t j0 = 0; j0 < k; j0 += 16) {
+          const int64_t jn = std::min<int64_t>(16, k - j0);
+          const __mmask16 jm = static_cast<__mmask16>((1u << jn) - 1);
+          __m512 r[16];
+          for (int64_t jj = 0; jj < 16; ++jj)
+            r[jj] = jj < jn ? _mm512_maskz_loadu_ps(xm, planes + (j0 + jj) * q + oy * gw + x0) : _mm512_setzero_ps();
+          transpose16(r);
+          const __m512 b = bias ? _mm512_maskz_loadu_ps(jm, bias + j0) : _mm512_setzero_ps();
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t p = oy * g.ow + x0 + i;
+            __m512 v = _mm512_add_ps(r[i], b);
+            if (sum) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(jm, sum + p * sum_stride + j0));
+            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(y + p * y_stride + j0, jm, v);
+          }
+        }
+      }
+      continue;
+    }
+#endif
+    unpack_scalar(g, planes, q, oy, 0, g.ow, 0, k, y, y_stride, bias, sum, sum_stride, act);
+  }
+  (void)vec_act;
+  (void)relu;
 }
 
 }  // namespace sluice::ops::planar

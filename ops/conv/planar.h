@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "graph/params.h"
+
 namespace sluice::ops::planar {
 
 constexpr int64_t kBlock = 64;  // flat output pixels per register block (4 vectors of 16)
@@ -40,5 +42,13 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
 // off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
 // planar copy of k channels (channel c adds c * plane()). kh * kw <= 64.
 void tap_offsets(const Geometry& g, int64_t k, int64_t* off);
+
+// The planar results of k output channels (channel j at planes + j * flat_out(), flat grid
+// positions) back to NHWC, with the epilogue:
+//   y[p * y_stride + j] = act(planes[j][flat(p)] + bias[j] + sum[p * sum_stride + j])
+// for every output pixel p; bias and sum may be null. 16 x 16 tiles are transposed in
+// registers where the machine has AVX-512.
+void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
+            const float* sum, int64_t sum_stride, const graph::FusedActivation& act);
 
 }  // namespace sluice::ops::planar

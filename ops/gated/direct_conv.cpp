@@ -44,14 +44,14 @@ bool direct_conv_supported(const int64_t* strides, const int64_t* dilations) {
 
 size_t direct_conv_scratch(const DirectConvShape& s) {
   const planar::Geometry g = s.geometry();
-  return static_cast<size_t>(g.planes_size(s.c) + s.m * g.flat_out()) * sizeof(float) + 128;
+  return static_cast<size_t>(g.planes_size(s.c) + s.m * g.flat_out() + s.m) * sizeof(float) + 128;
 }
 
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
                  int64_t ko, float* y, void* scratch) {
   const planar::Geometry geo = s.geometry();
-  const int64_t gw = geo.grid_w(), ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
+  const int64_t ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
   auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
   float* outp = planes + geo.planes_size(ki);
   planar::pack(geo, x, x_stride, in_pos, ki, planes);
@@ -80,14 +80,9 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
     }
   }
   // Planar -> compact NHWC, with the bias.
-  const int64_t out_work = s.oh * s.ow * ko;
-#pragma omp parallel for if (out_work > 65536)
-  for (int64_t oy = 0; oy < s.oh; ++oy)
-    for (int64_t ox = 0; ox < s.ow; ++ox) {
-      float* d = y + (oy * s.ow + ox) * ko;
-      const float* src = outp + oy * gw + ox;
-      for (int64_t j = 0; j < ko; ++j) d[j] = src[j * q] + bias[out_ch[j]];
-    }
+  float* bias_c = outp + ko * q;
+  for (int64_t j = 0; j < ko; ++j) bias_c[j] = bias[out_ch[j]];
+  planar::unpack(geo, outp, ko, y, ko, bias_c, nullptr, 0, {});
 }
 
 }  // namespace sluice::ops::gated

@@ -1,6 +1,8 @@
 // The `sluice` command-line tool: run, bench, inspect, eval, ops.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -189,14 +191,16 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
   std::vector<double> ms;
   std::vector<sluice::RunStats> profiles;
+  // A live run counter on a terminal only: piped into a log it would be one long line.
+  const bool progress = !as_json && isatty(STDERR_FILENO);
   for (int i = 0; i < runs; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     session.run(inputs, &stats);
     if (profile) profiles.push_back(stats);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    if (!as_json) std::fprintf(stderr, "\rrun %d/%d", i + 1, runs);
+    if (progress) std::fprintf(stderr, "\rrun %d/%d", i + 1, runs);
   }
-  if (!as_json) std::fprintf(stderr, "\n");
+  if (progress) std::fprintf(stderr, "\r%*s\r", 24, "");
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]

@@ -92,3 +92,41 @@ TEST(DirectConv, Supported) {
 }
 
 }  // namespace
+
+// planar::unpack (the planar -> NHWC epilogue of the direct and sparse kernels) against a plain
+// loop: partial 16 x 16 tiles in both pixels and channels, bias, residual sum, and the vector
+// (None, Relu) and scalar (LeakyRelu) activation paths, into an output with a wider stride.
+TEST(PlanarUnpack, MatchesPlainLoop) {
+  namespace planar = sluice::ops::planar;
+  using sluice::graph::Activation;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (int64_t k : {1, 16, 37})
+    for (auto kind : {Activation::None, Activation::Relu, Activation::LeakyRelu})
+      for (bool with_sum : {false, true}) {
+        const planar::Geometry g{5, 19, 3, 3, 5, 19, 1, 1, 1};  // 5 x 19 output, grid rows of 21
+        const int64_t q = g.flat_out(), stride = k + 3;
+        std::vector<float> planes(static_cast<size_t>(k * q)), bias(static_cast<size_t>(k));
+        std::vector<float> sum(static_cast<size_t>(g.oh * g.ow * k));
+        for (auto* v : {&planes, &bias, &sum})
+          for (auto& x : *v) x = nd(rng);
+        std::vector<float> y(static_cast<size_t>(g.oh * g.ow * stride), 99.f);
+        const sluice::graph::FusedActivation act{kind, 0.1f, 0.f};
+        planar::unpack(g, planes.data(), k, y.data(), stride, bias.data(), with_sum ? sum.data() : nullptr, k, act);
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+          for (int64_t ox = 0; ox < g.ow; ++ox)
+            for (int64_t j = 0; j < stride; ++j) {
+              const int64_t p = oy * g.ow + ox;
+              const float got = y[static_cast<size_t>(p * stride + j)];
+              if (j >= k) {
+                ASSERT_EQ(got, 99.f) << "wrote past channel " << k;
+                continue;
+              }
+              float v = planes[static_cast<size_t>(j * q + oy * g.grid_w() + ox)] + bias[static_cast<size_t>(j)];
+              if (with_sum) v += sum[static_cast<size_t>(p * k + j)];
+              if (kind == Activation::Relu) v = std::max(v, 0.f);
+              if (kind == Activation::LeakyRelu && v < 0) v *= 0.1f;
+              ASSERT_FLOAT_EQ(got, v) << "k=" << k << " pixel " << p << " channel " << j;
+            }
+      }
+}
