@@ -11,24 +11,6 @@
 
 namespace sluice::ops::planar {
 
-void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes) {
-  const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps;
-  std::memset(planes, 0, static_cast<size_t>(g.planes_size(k)) * sizeof(float));
-  const int64_t work = g.h * g.w * k;
-#pragma omp parallel for if (work > 65536)
-  for (int64_t yy = 0; yy < g.h; ++yy) {
-    const int64_t py = yy + g.pad_top;
-    if (py < 0 || py >= g.padded_h()) continue;
-    for (int64_t xx = 0; xx < g.w; ++xx) {
-      const int64_t px = xx + g.pad_left;
-      if (px < 0 || px >= g.padded_w()) continue;
-      const float* src = x + (yy * g.w + xx) * x_stride;
-      float* dst = planes + ((py % st) * st + px % st) * phase_size + (py / st) * gw + px / st;
-      for (int64_t j = 0; j < k; ++j) dst[j * ps] = src[pos[j]];
-    }
-  }
-}
-
 void tap_offsets(const Geometry& g, int64_t k, int64_t* off) {
   const int64_t st = g.stride, gw = g.grid_w(), phase_size = k * g.plane();
   for (int64_t a = 0; a < g.kh; ++a)
@@ -84,6 +66,52 @@ inline void transpose16(__m512* r) {
 #endif
 
 }  // namespace
+
+void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
+          int64_t shifts) {
+  const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps, copy = g.planes_size(k);
+  std::memset(planes, 0, static_cast<size_t>(shifts * copy) * sizeof(float));
+  const int64_t work = g.h * g.w * k;
+  // Column range [x_lo, x_hi) of the input that lands inside the padded width.
+  const int64_t x_lo = std::max<int64_t>(0, -g.pad_left), x_hi = std::min<int64_t>(g.w, g.padded_w() - g.pad_left);
+#pragma omp parallel for if (work > 65536)
+  for (int64_t yy = 0; yy < g.h; ++yy) {
+    const int64_t py = yy + g.pad_top;
+    if (py < 0 || py >= g.padded_h()) continue;
+    int64_t j0 = 0;
+#ifdef __AVX512F__
+    // Runs of 16 consecutive channels (all of them for a compact or full input): transposed
+    // 16 pixels x 16 channels at a time.
+    // (A row whose first pixel a shifted copy would put before its start takes the scalar path.)
+    if (st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1)
+      for (; j0 + 16 <= k && pos[j0 + 15] - pos[j0] == 15; j0 += 16) {
+        bool run = true;
+        for (int64_t i = 1; i < 15; ++i) run = run && pos[j0 + i] == pos[j0] + i;
+        if (!run) break;
+        for (int64_t x0 = x_lo; x0 < x_hi; x0 += 16) {
+          const int64_t n = std::min<int64_t>(16, x_hi - x0);
+          const __mmask16 xm = static_cast<__mmask16>((1u << n) - 1);
+          __m512 r[16];
+          for (int64_t i = 0; i < 16; ++i)
+            r[i] = i < n ? _mm512_loadu_ps(x + (yy * g.w + x0 + i) * x_stride + pos[j0]) : _mm512_setzero_ps();
+          transpose16(r);
+          float* d = planes + j0 * ps + py * gw + x0 + g.pad_left;
+          for (int64_t jj = 0; jj < 16; ++jj)
+            for (int64_t c = 0; c < shifts; ++c) _mm512_mask_storeu_ps(d + jj * ps + c * copy - c, xm, r[jj]);
+        }
+      }
+#endif
+    for (int64_t xx = x_lo; xx < x_hi; ++xx) {
+      const int64_t px = xx + g.pad_left;
+      const float* src = x + (yy * g.w + xx) * x_stride;
+      float* dst = planes + ((py % st) * st + px % st) * phase_size + (py / st) * gw + px / st;
+      const int64_t at = dst - planes;
+      for (int64_t c = 0; c < shifts; ++c)
+        for (int64_t j = j0; j < k; ++j)
+          if (at + j * ps >= c) dst[j * ps + c * copy - c] = src[pos[j]];
+    }
+  }
+}
 
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {

@@ -36,8 +36,12 @@ struct Geometry {
 };
 
 // Copies channels pos[0..k) of the NHWC sample x (x_stride floats per pixel) into `planes`
-// (planes_size(k) floats), zero padding included.
-void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes);
+// (planes_size(k) floats), zero padding included. With shifts > 1 it writes that many
+// copies, planes_size(k) floats apart, copy j shifted left by j floats (copy_j[i] =
+// copy_0[i + j]: aligned reads for horizontal taps). Stride 1 with runs of 16 consecutive
+// channels goes through 16 x 16 register transposes on AVX-512.
+void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
+          int64_t shifts = 1);
 
 // off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
 // planar copy of k channels (channel c adds c * plane()). kh * kw <= 64.

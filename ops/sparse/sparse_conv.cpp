@@ -101,11 +101,8 @@ class SparseConv final : public Kernel {
     const int64_t q = geo_.flat_out(), qblocks = q / planar::kBlock;
     const int64_t in_px = geo_.h * geo_.w, out_px = geo_.oh * geo_.ow;
     for (int64_t b = 0; b < batch_; ++b) {
-      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes);
-      for (int64_t j = 1; j < shifts_; ++j) {  // copy j: the planes shifted left by j floats
-        std::memcpy(planes + j * copy, planes + j, static_cast<size_t>(copy - j) * sizeof(float));
-        std::fill(planes + j * copy + copy - j, planes + (j + 1) * copy, 0.f);
-      }
+      // Copy j: the planes shifted left by j floats.
+      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes, shifts_);
       // Pairs of 64-pixel blocks x output channels; consecutive tasks share the pixel block,
       // so the input window they read stays in cache. 8 accumulators per task hide the FMA
       // latency: two blocks, or (last, odd block) two interleaved halves of the non-zeros.

@@ -130,3 +130,41 @@ TEST(PlanarUnpack, MatchesPlainLoop) {
             }
       }
 }
+
+// planar::pack against a plain loop: strides 1 and 2, zero and non-zero pads, 1 and 3
+// shifted copies, and channel lists with runs of 16 consecutive channels (the transposed
+// path) next to scattered ones (the scalar path).
+TEST(PlanarPack, MatchesPlainLoop) {
+  namespace planar = sluice::ops::planar;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  const int64_t c = 40, h = 9, w = 21;
+  std::vector<float> x(static_cast<size_t>(h * w * c));
+  for (auto& v : x) v = nd(rng);
+  std::vector<int32_t> runs(35), scattered{3, 1, 4, 15, 9, 26};
+  std::iota(runs.begin(), runs.begin() + 32, 2);  // 2..33: two runs of 16
+  runs[32] = 0, runs[33] = 39, runs[34] = 5;
+  for (int64_t stride : {1, 2})
+    for (int64_t pad : {0, 1})
+      for (int64_t shifts : {1, 3})
+        for (const auto* pos : {&runs, &scattered}) {
+          const int64_t oh = (h + 2 * pad - 3) / stride + 1, ow = (w + 2 * pad - 3) / stride + 1;
+          const planar::Geometry g{h, w, 3, 3, oh, ow, pad, pad, stride};
+          const auto k = static_cast<int64_t>(pos->size());
+          const int64_t copy = g.planes_size(k), ps = g.plane(), gw = g.grid_w();
+          std::vector<float> got(static_cast<size_t>(shifts * copy), 7.f), want(got.size(), 0.f);
+          for (int64_t j = 0; j < k; ++j)
+            for (int64_t yy = 0; yy < h; ++yy)
+              for (int64_t xx = 0; xx < w; ++xx) {
+                const int64_t py = yy + pad, px = xx + pad;
+                if (py >= g.padded_h() || px >= g.padded_w()) continue;
+                const int64_t at = ((py % stride) * stride + px % stride) * k * ps + j * ps + (py / stride) * gw + px / stride;
+                for (int64_t s = 0; s < shifts; ++s)
+                  if (at >= s) want[static_cast<size_t>(s * copy + at - s)] = x[static_cast<size_t>((yy * w + xx) * c + (*pos)[static_cast<size_t>(j)])];
+              }
+          planar::pack(g, x.data(), c, pos->data(), k, got.data(), shifts);
+          for (size_t i = 0; i < got.size(); ++i)
+            ASSERT_EQ(got[i], want[i]) << "stride " << stride << " pad " << pad << " shifts " << shifts << " k " << k
+                                       << " at " << i;
+        }
+}
