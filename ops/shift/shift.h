@@ -1,9 +1,11 @@
 // Shift runs shared by the shift kernel and the fused shift + 1x1 conv kernel.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "graph/params.h"
+#include "ops/kernel.h"
 
 namespace sluice::ops::shift {
 
@@ -18,3 +20,13 @@ void shift_rows(const std::vector<Run>& runs, const float* x, int64_t h, int64_t
                 int64_t y1, float* y);
 
 }  // namespace sluice::ops::shift
+
+namespace sluice::ops {
+
+// The two kernels for a 1x1 conv with a fused pre_shift (nullptr where one does not apply:
+// the offset-read kernel needs AVX-512); make_shift_conv (ops/kernel.h) times both and keeps
+// the faster.
+std::unique_ptr<Kernel> make_shift_conv_offset(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_shift_conv_tiled(const graph::Graph& g, const graph::Node& n);
+
+}  // namespace sluice::ops

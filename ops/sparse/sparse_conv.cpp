@@ -10,11 +10,10 @@
 // is measured: make_conv times both kernels on the layer's real shape when the weights are
 // at least kMinSparsity zero, and keeps the faster one (inspect shows both times).
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <unistd.h>
-#include <random>
 
+#include "ops/common/measure.h"
 #include "ops/conv/planar.h"
 #include "ops/kernel.h"
 #include "ops/sparse/sparse.h"
@@ -192,55 +191,6 @@ class SparseConv final : public Kernel {
   double density_ = 1;
 };
 
-// Median wall time of `runs` calls of the kernel on random data of the node's shapes.
-double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
-  std::vector<std::vector<float>> bufs;
-  std::vector<TensorView> in, out;
-  std::mt19937 rng(0);
-  std::normal_distribution<float> nd;
-  for (graph::ValueId v : n.inputs) {
-    TensorView t;
-    if (v != graph::kNoValue) {
-      const graph::Value& val = g.value(v);
-      t.dtype = val.dtype;
-      t.shape = val.shape;
-      bufs.emplace_back(static_cast<size_t>(t.numel()));
-      for (auto& x : bufs.back()) x = nd(rng);
-      t.data = bufs.back().data();
-    }
-    in.push_back(t);
-  }
-  const graph::Value& ov = g.value(n.outputs[0]);
-  bufs.emplace_back(static_cast<size_t>(TensorView{ov.dtype, ov.shape, nullptr}.numel()));
-  out.push_back({ov.dtype, ov.shape, bufs.back().data()});
-  std::vector<std::byte> scratch(k.scratch_bytes() + 64);
-  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
-  KernelArgs args{in, out, sp};
-  std::vector<double> ms;
-  for (int i = 0; i <= runs; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    k.run(args);
-    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-// The dense kernel, with the measured comparison in its name.
-class Chosen final : public Kernel {
- public:
-  Chosen(std::unique_ptr<Kernel> k, std::string note) : k_(std::move(k)), note_(std::move(note)) {}
-  void run(const KernelArgs& a) const override { k_->run(a); }
-  std::string name() const override { return k_->name() + " " + note_; }
-  size_t scratch_bytes() const override { return k_->scratch_bytes(); }
-  int in_place_input() const override { return k_->in_place_input(); }
-  int64_t executed_macs() const override { return k_->executed_macs(); }
-
- private:
-  std::unique_ptr<Kernel> k_;
-  std::string note_;
-};
-
 }  // namespace
 
 double zero_fraction(const Tensor& w) {
@@ -276,8 +226,8 @@ std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::uniq
   const double t_dense = time_kernel(*dense, g, n, 7), t_sparse = time_kernel(*sparse, g, n, 7);
   char note[96];
   std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
-  if (t_sparse < 0.9 * t_dense) return std::make_unique<Chosen>(std::move(sparse), note);
-  return std::make_unique<Chosen>(std::move(dense), std::string(note) + " (weights " +
+  if (t_sparse < 0.9 * t_dense) return with_note(std::move(sparse), note);
+  return with_note(std::move(dense), std::string(note) + " (weights " +
                                                        std::to_string(static_cast<int>(100 * zeros)) + "% zero)");
 }
 

@@ -1,0 +1,73 @@
+#include "ops/common/measure.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <vector>
+
+namespace sluice::ops {
+
+RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  bufs_.reserve(n.inputs.size() + 1);  // the views point into them
+  for (graph::ValueId v : n.inputs) {
+    TensorView t;
+    if (v != graph::kNoValue) {
+      const graph::Value& val = g.value(v);
+      t.dtype = val.dtype;
+      t.shape = val.shape;
+      bufs_.emplace_back(static_cast<size_t>(t.numel()));
+      for (auto& x : bufs_.back()) x = nd(rng);
+      t.data = bufs_.back().data();
+    }
+    in_.push_back(t);
+  }
+  const graph::Value& ov = g.value(n.outputs[0]);
+  bufs_.emplace_back(static_cast<size_t>(TensorView{ov.dtype, ov.shape, nullptr}.numel()));
+  out_.push_back({ov.dtype, ov.shape, bufs_.back().data()});
+}
+
+KernelArgs RandomNodeData::args(const Kernel& k) {
+  scratch_.resize(k.scratch_bytes() + 64);
+  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch_.data()) + 63) / 64 * 64);
+  return KernelArgs{in_, out_, sp};
+}
+
+double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
+  RandomNodeData data(g, n);
+  const KernelArgs args = data.args(k);
+  std::vector<double> ms;
+  for (int i = 0; i <= runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    k.run(args);
+    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+namespace {
+
+// A kernel with a note (the measured comparison) in its name.
+class Chosen final : public Kernel {
+ public:
+  Chosen(std::unique_ptr<Kernel> k, std::string note) : k_(std::move(k)), note_(std::move(note)) {}
+  void run(const KernelArgs& a) const override { k_->run(a); }
+  std::string name() const override { return k_->name() + " " + note_; }
+  size_t scratch_bytes() const override { return k_->scratch_bytes(); }
+  int in_place_input() const override { return k_->in_place_input(); }
+  int64_t executed_macs() const override { return k_->executed_macs(); }
+
+ private:
+  std::unique_ptr<Kernel> k_;
+  std::string note_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> with_note(std::unique_ptr<Kernel> k, std::string note) {
+  return std::make_unique<Chosen>(std::move(k), std::move(note));
+}
+
+}  // namespace sluice::ops

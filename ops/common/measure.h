@@ -1,0 +1,36 @@
+// Measured kernel choice (design.md §7): where two kernels compute the same node and which is
+// faster depends on the layer and the machine, time both on the node's real shapes at session
+// creation and keep the faster; its name then notes both times (`sluice inspect` shows them).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ops/kernel.h"
+
+namespace sluice::ops {
+
+// Seeded random data for every input of node n and a buffer for its output 0, as kernel
+// arguments: what time_kernel times a kernel on, and what tests run two kernels on.
+class RandomNodeData {
+ public:
+  RandomNodeData(const graph::Graph& g, const graph::Node& n, uint32_t seed = 0);
+  // Arguments for one call of k (scratch sized for it).
+  KernelArgs args(const Kernel& k);
+  const std::vector<float>& output() const { return bufs_.back(); }
+
+ private:
+  std::vector<std::vector<float>> bufs_;  // inputs in order, then the output
+  std::vector<TensorView> in_, out_;
+  std::vector<std::byte> scratch_;
+};
+
+// Median wall time in ms of `runs` calls of k (after one warm-up) on seeded random data of the
+// node's input and output shapes.
+double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs);
+
+// k, with `note` appended to its name.
+std::unique_ptr<Kernel> with_note(std::unique_ptr<Kernel> k, std::string note);
+
+}  // namespace sluice::ops

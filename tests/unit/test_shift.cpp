@@ -1,0 +1,95 @@
+// The fused shift + 1x1 conv kernels (ops/shift): the offset-read kernel (the shift is only an
+// offset in the conv's input reads) and the tiled oneDNN kernel, run on the same node and the
+// same random data, must agree; and the session, whichever kernel it measured faster, must
+// match the reference kernels. Odd shapes: 23 channels in 9 shift groups, 7 x 11 maps (pixel
+// blocks of 6 cross rows, border pixels read zeros), 37 outputs (a partial 16-lane vector),
+// with a residual sum + Relu, or a LeakyRelu (the scalar epilogue).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ops/common/measure.h"
+#include "ops/shift/shift.h"
+#include "runtime/plan.h"
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+namespace {
+
+struct ShiftCase {
+  int64_t n, c, h, w, m;
+  bool residual;  // Add + Relu after the conv; otherwise a LeakyRelu
+};
+
+// x -> depthwise 3x3 one-hot conv (channel ch moved by (ch % 3 - 1, (ch / 3) % 3 - 1)) ->
+// 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.
+Model shift_model(const ShiftCase& p) {
+  std::vector<float> dw(static_cast<size_t>(p.c * 9), 0.f);
+  for (int64_t ch = 0; ch < p.c; ++ch) dw[static_cast<size_t>(ch * 9 + (ch % 3) * 3 + (ch / 3) % 3)] = 1.f;
+  OnnxBuilder b;
+  b.input("x", {p.n, p.c, p.h, p.w}).init("dw", {p.c, 1, 3, 3}, dw);
+  b.init_random("w", {p.m, p.c, 1, 1}, 0.3f).init_random("b", {p.m});
+  auto& sh = b.node("Conv", {"x", "dw"}, {"s"});
+  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(sh, "group", p.c);
+  b.node("Conv", {"s", "w", "b"}, {"y"});
+  if (p.residual) {
+    b.input("r", {p.n, p.m, p.h, p.w});
+    b.node("Add", {"y", "r"}, {"t"});
+    b.node("Relu", {"t"}, {"z"});
+  } else {
+    auto& lr = b.node("LeakyRelu", {"y"}, {"z"});
+    OnnxBuilder::attr_float(lr, "alpha", 0.1f);
+  }
+  b.output("z");
+  return b.load();
+}
+
+// Runs k on seeded random inputs of node n's shapes; returns output 0.
+std::vector<float> run_kernel(const ops::Kernel& k, const graph::Graph& g, const graph::Node& n) {
+  ops::RandomNodeData data(g, n, 3);
+  k.run(data.args(k));
+  return data.output();
+}
+
+class ShiftConvKernels : public ::testing::TestWithParam<ShiftCase> {};
+
+TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
+  const ShiftCase p = GetParam();
+  Model m = shift_model(p);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  const graph::Graph& g = plan.graph();
+  const graph::Node* fused = nullptr;
+  for (const auto& n : g.nodes)
+    if (n.op == graph::OpType::Conv && !n.p<graph::ConvParams>().pre_shift.empty()) fused = &n;
+  ASSERT_NE(fused, nullptr) << "the one-hot depthwise conv was not fused into the 1x1 conv as a shift";
+  const auto& cp = fused->p<graph::ConvParams>();
+  EXPECT_EQ(cp.fused_sum, p.residual) << "the residual Add should be fused into the conv";
+  EXPECT_EQ(cp.activation.kind, p.residual ? graph::Activation::Relu : graph::Activation::LeakyRelu);
+  auto tiled = ops::make_shift_conv_tiled(g, *fused);
+  ASSERT_NE(tiled, nullptr);
+  const std::vector<float> want = run_kernel(*tiled, g, *fused);
+  if (auto offset = ops::make_shift_conv_offset(g, *fused)) {
+    const std::vector<float> got = run_kernel(*offset, g, *fused);
+    ASSERT_EQ(got.size(), want.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
+    EXPECT_LT(worst, 1e-4) << "offset-read vs tiled";
+  } else {
+    GTEST_LOG_(INFO) << "no AVX-512 in this build: only the tiled kernel exists";
+  }
+  std::map<std::string, Tensor> in{{"x", random_tensor({p.n, p.c, p.h, p.w}, 21)}};
+  if (p.residual) in["r"] = random_tensor({p.n, p.m, p.h, p.w}, 22);
+  Session fast(m, {2, true}), ref(m, {1, false});
+  EXPECT_NE(fast.inspect().find("shift+conv1x1"), std::string::npos) << fast.inspect();
+  EXPECT_LT(normalized_error(fast.run(in).at("z"), ref.run(in).at("z")), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
+                         ::testing::Values(ShiftCase{1, 23, 7, 11, 37, true},    // odd everything, residual
+                                           ShiftCase{2, 18, 5, 6, 16, false},    // batch 2, LeakyRelu
+                                           ShiftCase{1, 36, 14, 14, 64, true},   // whole blocks
+                                           ShiftCase{1, 9, 1, 3, 5, false}));    // one row: every read a border
+
+}  // namespace
+}  // namespace sluice::testing
