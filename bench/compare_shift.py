@@ -8,7 +8,10 @@ in one run: the cost of the shift on top of the conv that follows it.
 Per layer shape (ShiftNet-like: C channels shifted in 9 groups, then a 1x1 conv C -> M at
 HxW, batch 1), two models are exported from PyTorch: `shift`: Shift(C) -> Conv1x1, `conv`:
 Conv1x1 alone with the same weights. `fused / conv` is the time of the first over the second
-(target <= 1.05); `ORT / fused` compares ONNX Runtime on the shift file.
+(target <= 1.05); `ORT / fused` compares ONNX Runtime on the shift file. Whole-model times
+include the NCHW<->NHWC reorders of these single-layer files, so the conv layer's own time
+(`sluice bench --profile`: the fused layer vs the 1x1 conv layer, medians) is shown too, with
+the kernel the fused layer measured faster at session creation.
 """
 import argparse
 import os
@@ -58,25 +61,38 @@ def main():
         export(ps, h, c, m, True, a.form)
         export(pc, h, c, m, False, a.form)
         for t in (int(v) for v in a.threads.split(",")):
-            fused, alone, ort_t = [], [], []
+            fused, alone, ort_t, fused_layer, conv_layer = [], [], [], [], []
+            kernel = ""
             sess = make_ort_session(ps, t)
             for r in range(a.rounds):
                 log("%dx%d %d->%d threads=%d round %d/%d" % (h, h, c, m, t, r + 1, a.rounds))
-                fused += bench_sluice(a.sluice, ps, t, a.runs, a.warmup)["times_ms"]
-                alone += bench_sluice(a.sluice, pc, t, a.runs, a.warmup)["times_ms"]
+                jf = bench_sluice(a.sluice, ps, t, a.runs, a.warmup, ("--profile",))
+                jc = bench_sluice(a.sluice, pc, t, a.runs, a.warmup, ("--profile",))
+                fused += jf["times_ms"]
+                alone += jc["times_ms"]
+                lf = [l for l in jf["layers"] if l["op"] == "Conv"]
+                lc = [l for l in jc["layers"] if l["op"] == "Conv"]
+                fused_layer.append(lf[0]["median_ms"])
+                conv_layer.append(lc[0]["median_ms"])
+                kernel = lf[0]["kernel"].split(" [")[0]
                 ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
             row = {"shape": "%dx%d, %d->%d" % (h, h, c, m), "threads": t, "fused_ms": statistics.median(fused),
-                   "conv_ms": statistics.median(alone), "ort_ms": statistics.median(ort_t)}
+                   "conv_ms": statistics.median(alone), "ort_ms": statistics.median(ort_t),
+                   "fused_layer_ms": statistics.median(fused_layer), "conv_layer_ms": statistics.median(conv_layer),
+                   "kernel": kernel}
             rows.append(row)
-            log("  fused %.3f ms, conv alone %.3f ms (x%.3f), ORT %.3f ms" % (
-                row["fused_ms"], row["conv_ms"], row["fused_ms"] / row["conv_ms"], row["ort_ms"]))
+            log("  fused %.3f ms, conv alone %.3f ms (x%.3f), ORT %.3f ms; layers %.3f vs %.3f ms (x%.3f, %s)" % (
+                row["fused_ms"], row["conv_ms"], row["fused_ms"] / row["conv_ms"], row["ort_ms"],
+                row["fused_layer_ms"], row["conv_layer_ms"], row["fused_layer_ms"] / row["conv_layer_ms"], kernel))
     if a.markdown:
-        print("| layer | threads | shift+1x1 fused (ms) | 1x1 alone (ms) | fused / alone | ORT shift file (ms) | ORT / fused |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| layer | threads | fused layer (ms) | 1x1 layer alone (ms) | layer fused / alone | kernel chosen "
+              "| model fused (ms) | model 1x1 (ms) | model fused / alone | ORT shift file (ms) | ORT / fused |")
+        print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
         for r in rows:
-            print("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.2f |" % (
-                r["shape"], r["threads"], r["fused_ms"], r["conv_ms"], r["fused_ms"] / r["conv_ms"], r["ort_ms"],
-                r["ort_ms"] / r["fused_ms"]))
+            print("| %s | %d | %.3f | %.3f | %.3f | %s | %.3f | %.3f | %.3f | %.3f | %.2f |" % (
+                r["shape"], r["threads"], r["fused_layer_ms"], r["conv_layer_ms"],
+                r["fused_layer_ms"] / r["conv_layer_ms"], r["kernel"], r["fused_ms"], r["conv_ms"],
+                r["fused_ms"] / r["conv_ms"], r["ort_ms"], r["ort_ms"] / r["fused_ms"]))
         print()
         print("Shift form: %s; batch 1; %d round(s) x %d runs after %d warm-up; medians; %s, %d CPUs." % (
             a.form, a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
