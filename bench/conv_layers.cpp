@@ -2,6 +2,7 @@
 // Sluice's conv kernel (as a plan step runs it, NHWC in and out) next to oneDNN's own
 // primitive alone on the same shape, so the ratio shows what Sluice's wrapping costs.
 //   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
+//   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+a?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the aligned variant)
 //   (OMP_NUM_THREADS=1 or 2 sets the threads)
 #include <benchmark/benchmark.h>
 
@@ -10,6 +11,7 @@
 
 #include "graph/graph.h"
 #include "ops/gated/direct_conv.h"
+#include "ops/sparse/sparse.h"
 #include "ops/kernel.h"
 
 namespace {
@@ -53,7 +55,10 @@ void set_counters(benchmark::State& st, const Layer& l) {
 }
 
 // Sluice's kernel, created the way a plan creates it (Conv + ReLU epilogue, NHWC).
-void BM_SluiceConv(benchmark::State& st, Layer l) {
+// zeros > 0: that fraction of the weights set to zero at random, and the sparse direct kernel
+// (ops/sparse; `aligned`: its variant with shifted copies for aligned reads) instead of the
+// kernel a plan would pick.
+void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   using namespace sluice;
   graph::Graph g;
   g.model_name = "bench";
@@ -61,7 +66,12 @@ void BM_SluiceConv(benchmark::State& st, Layer l) {
   graph::Value x, w, y;
   x.name = "x", x.dtype = DType::Float32, x.shape = {1, l.c, l.h, l.h}, x.shape_known = true;
   w.name = "w", w.dtype = DType::Float32, w.shape = {l.m, l.c / l.group, l.k, l.k}, w.shape_known = true;
-  w.constant = Tensor::from_vector<float>(w.shape, random_data(l.m * (l.c / l.group) * l.k * l.k));
+  std::vector<float> wd = random_data(l.m * (l.c / l.group) * l.k * l.k);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> u;
+  for (auto& v : wd)
+    if (u(rng) < zeros) v = 0.f;
+  w.constant = Tensor::from_vector<float>(w.shape, wd);
   y.name = "y", y.dtype = DType::Float32, y.shape = {1, l.m, o, o}, y.shape_known = true;
   graph::Node n;
   n.op = graph::OpType::Conv;
@@ -78,12 +88,17 @@ void BM_SluiceConv(benchmark::State& st, Layer l) {
   n.params = p;
   n.layout = graph::Layout::NHWC;
   graph::NodeId id = g.add_node(n);
-  auto kernel = ops::make_kernel(g, id, {true});
+  auto kernel = zeros > 0 ? ops::make_sparse_conv(g, g.nodes[id], aligned) : ops::make_kernel(g, id, {true});
+  if (!kernel) {
+    st.SkipWithError("the aligned variant does not apply to this shape");
+    return;
+  }
   std::vector<float> in = random_data(l.c * l.h * l.h), out(static_cast<size_t>(l.m * o * o));
   std::vector<std::byte> scratch(kernel->scratch_bytes() + 64);
   ops::TensorView iv{DType::Float32, x.shape, in.data()}, ov{DType::Float32, y.shape, out.data()};
   ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
-  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, scratch.data()});
+  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);  // as plans give it
+  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, sp});
   st.SetLabel(kernel->name());
   set_counters(st, l);
 }
@@ -148,10 +163,18 @@ int register_all() {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
                        std::to_string(l.m) + "_k" + std::to_string(l.k) + "_s" + std::to_string(l.stride) +
                        (l.group > 1 ? "_dw" : "");
-    benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l)->UseRealTime();
+    benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l, 0.0, false)->UseRealTime();
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l, false)->UseRealTime();
     // oneDNN's preferred activation layout (blocked nChw8c on AVX2), with the reorders to it left out.
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
+    // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
+    // rows compare directly with sluice/ on the same layer).
+    if (l.group == 1 && l.k == 3 && l.c >= 64 && l.stride == 1)
+      for (int z : {50, 60, 70, 80, 90})
+        for (bool aligned : {false, true})
+          benchmark::RegisterBenchmark(("sparse" + std::to_string(z) + (aligned ? "a/" : "/") + name).c_str(),
+                                       BM_SluiceConv, l, z / 100.0, aligned)
+              ->UseRealTime();
     if (l.group == 1 && l.k == 3 && l.c >= 64) {
       Layer half = l;
       half.c /= 2, half.m /= 2;

@@ -37,7 +37,7 @@ constexpr int64_t kVec = 16, kVecs = planar::kBlock / kVec;
 
 class SparseConv final : public Kernel {
  public:
-  SparseConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvParams>()) {
+  SparseConv(const graph::Graph& g, const graph::Node& n, bool aligned) : p_(n.p<graph::ConvParams>()) {
     const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
@@ -47,8 +47,10 @@ class SparseConv final : public Kernel {
     geo_ = {xs[2], xs[3], wv.shape[2], wv.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
     // Rows a multiple of 16 floats wide plus one copy of the planes per horizontal tap shift
     // make every vector read aligned (no cache-line splits), where the wider rows cost little.
+    // The copies cost memory traffic, though: on large planes, or at high sparsity (few reads
+    // per copied float), the unaligned reads of a single copy win. make_conv times both.
     const int64_t gw = geo_.grid_w(), gw16 = (gw + 15) / 16 * 16;
-    if (gw16 * 100 <= gw * 115) {
+    if (aligned && gw16 * 100 <= gw * 115) {
       geo_.row_align = 16;
       shifts_ = (geo_.kw - 1) / geo_.stride + 1;
     }
@@ -62,7 +64,11 @@ class SparseConv final : public Kernel {
       }
     // Input channels in blocks whose read window (all shifts and phases, two pixel blocks and
     // the taps' reach) fits in ~24 KiB of L1, so the outputs of a task re-read it from there.
-    const int64_t window = shifts_ * geo_.phases() * (2 * planar::kBlock + ((geo_.kh - 1) / st + 1) * geo_.grid_w() + geo_.kw);
+    // On wide maps a pixel pair covers part of a row, and the taps touch only that part of the
+    // rows above and below (plus one more row where the pair wraps): count what is touched,
+    // not the address span.
+    const int64_t tap_rows = (geo_.kh - 1) / st + 1, run = 2 * planar::kBlock + geo_.kw;
+    const int64_t window = shifts_ * geo_.phases() * std::min(run + tap_rows * geo_.grid_w(), (tap_rows + 1) * run);
     // Small maps (a block or two of pixels) keep all channels in one block: the partial-sum
     // round trips would cost more than the cache misses they save.
     cb_ = geo_.flat_out() < 4 * planar::kBlock ? c_ : std::clamp<int64_t>(l1_budget() / (4 * window), 1, c_);
@@ -172,6 +178,7 @@ class SparseConv final : public Kernel {
   size_t scratch_bytes() const override {
     return static_cast<size_t>(shifts_ * geo_.planes_size(c_) + m_ * geo_.flat_out()) * sizeof(float);
   }
+  bool aligned() const { return shifts_ > 1; }
   int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
   // Only the non-zero weights are multiplied.
   int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
@@ -201,7 +208,7 @@ double zero_fraction(const Tensor& w) {
   return static_cast<double>(z) / static_cast<double>(w.numel());
 }
 
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n) {
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned) {
   const auto& p = n.p<graph::ConvParams>();
   if (n.layout != graph::Layout::NHWC || p.group != 1 || p.strides.size() != 2 || p.strides[0] != p.strides[1] ||
       p.strides[0] > 2 || p.dilations[0] != 1 || p.dilations[1] != 1)
@@ -213,7 +220,9 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
                              g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
                              p.strides[0]};
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return nullptr;  // int32 offsets
-  return std::make_unique<SparseConv>(g, n);
+  auto k = std::make_unique<SparseConv>(g, n, aligned);
+  if (!aligned || k->aligned()) return k;
+  return nullptr;  // the aligned variant does not apply: it would be the unaligned one
 }
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
@@ -239,7 +248,16 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   if (!w.is_constant()) return dense;
   const double zeros = zero_fraction(w.constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
-  return choose_measured(std::move(dense), make_sparse_conv(g, n), sparse, zeros, g, n);
+  // Two sparse variants where aligned reads apply (see SparseConv): the faster one is the
+  // candidate against the dense kernel.
+  std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false);
+  if (!candidate) {
+    candidate = std::move(plain);
+  } else if (sparse != SparseMode::Always && plain) {
+    const double t_aligned = time_kernel(*candidate, g, n, 7), t_plain = time_kernel(*plain, g, n, 7);
+    if (t_plain < t_aligned) candidate = std::move(plain);
+  }
+  return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n);
 }
 
 }  // namespace sluice::ops

@@ -5,8 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
+#include "ops/common/measure.h"
+#include "ops/sparse/sparse.h"
+#include "runtime/plan.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -146,6 +150,32 @@ TEST(SparseMeasured, DenseWeightsAreNotTimed) {
   Model m = sparse_model({1, 16, 10, 10, 16, 3, 1, 1, 0.3, false}, &nonzero);
   Session s(m);
   EXPECT_EQ(s.inspect().find("measured"), std::string::npos);
+}
+
+// The two sparse conv variants (aligned reads over shifted copies, and plain unaligned reads)
+// on the same node and data, on a shape where both apply, at 70% and 95% zeros.
+TEST(SparseConvVariants, AlignedEqualsPlain) {
+  for (double zeros : {0.7, 0.95}) {
+    int64_t nonzero = 0;
+    Model m = sparse_model({1, 32, 28, 28, 40, 3, 1, 1, zeros, true}, &nonzero);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* conv = nullptr;
+    for (const auto& n : g.nodes)
+      if (n.op == graph::OpType::Conv) conv = &n;
+    ASSERT_NE(conv, nullptr);
+    auto aligned = ops::make_sparse_conv(g, *conv, true), plain = ops::make_sparse_conv(g, *conv, false);
+    ASSERT_NE(aligned, nullptr) << "28x28 rows pad to 32 floats: the aligned variant should apply";
+    ASSERT_NE(plain, nullptr);
+    EXPECT_NE(aligned->name(), plain->name());
+    ops::RandomNodeData da(g, *conv, 4), dp(g, *conv, 4);
+    aligned->run(da.args(*aligned));
+    plain->run(dp.args(*plain));
+    double worst = 0;
+    for (size_t i = 0; i < da.output().size(); ++i)
+      worst = std::max(worst, std::fabs(static_cast<double>(da.output()[i]) - dp.output()[i]));
+    EXPECT_LT(worst, 1e-4) << zeros;
+  }
 }
 
 }  // namespace
