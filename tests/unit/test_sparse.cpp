@@ -129,6 +129,7 @@ TEST_P(SparseGemmVsReference, MatchesAndCountsNonZeroMacs) {
 INSTANTIATE_TEST_SUITE_P(Sparsities, SparseGemmVsReference,
                          ::testing::Values(GemmCase{1, 512, 1000, true, 0.9},   // ResNet-18's FC at 90%
                                            GemmCase{3, 67, 29, true, 0.5},      // batch 3, odd sizes
+                                           GemmCase{2, 301, 19, true, 0.4},     // ~180 non-zeros a row: gathered 32 at a time
                                            GemmCase{2, 40, 33, false, 0.95},    // B not transposed
                                            GemmCase{1, 16, 8, true, 1.0},       // all zero: bias only
                                            GemmCase{1, 5, 7, true, 0.0}));      // no zeros
