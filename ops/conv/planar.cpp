@@ -115,7 +115,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
 
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {
-  const int64_t q = g.flat_out(), gw = g.grid_w();
+  const int64_t q = g.flat_out();
   const int64_t work = g.oh * g.ow * k;
   const bool relu = act.kind == graph::Activation::Relu, vec_act = relu || act.kind == graph::Activation::None;
 #pragma omp parallel for schedule(static) if (work > 65536)
@@ -130,7 +130,8 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
           const __mmask16 jm = static_cast<__mmask16>((1u << jn) - 1);
           __m512 r[16];
           for (int64_t jj = 0; jj < 16; ++jj)
-            r[jj] = jj < jn ? _mm512_maskz_loadu_ps(xm, planes + (j0 + jj) * q + oy * gw + x0) : _mm512_setzero_ps();
+            r[jj] = jj < jn ? _mm512_maskz_loadu_ps(xm, planes + (j0 + jj) * q + oy * g.grid_w() + x0)
+                            : _mm512_setzero_ps();
           transpose16(r);
           const __m512 b = bias ? _mm512_maskz_loadu_ps(jm, bias + j0) : _mm512_setzero_ps();
           for (int64_t i = 0; i < n; ++i) {

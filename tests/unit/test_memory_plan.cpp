@@ -22,9 +22,11 @@ TEST(MemoryPlan, OverlappingLifetimesNeverCollideAndOffsetsAreAligned) {
   for (size_t i = 0; i < reqs.size(); ++i) {
     EXPECT_EQ(p.offsets[i] % kArenaAlignment, 0u);
     EXPECT_LE(p.offsets[i] + reqs[i].bytes, p.arena_bytes);
-    for (size_t j = i + 1; j < reqs.size(); ++j)
-      if (reqs[i].first <= reqs[j].last && reqs[j].first <= reqs[i].last)
+    for (size_t j = i + 1; j < reqs.size(); ++j) {
+      if (reqs[i].first <= reqs[j].last && reqs[j].first <= reqs[i].last) {
         EXPECT_FALSE(overlap(p.offsets[i], reqs[i].bytes, p.offsets[j], reqs[j].bytes)) << i << " vs " << j;
+      }
+    }
   }
 }
 
