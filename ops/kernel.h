@@ -72,7 +72,12 @@ int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
-// oneDNN, or (sparse weights, opts.sparse) the sparse kernel when it measures faster here.
+// The direct planar kernel as a dense conv (NHWC, group 1, stride 1 or 2, kh * kw <= 64).
+std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n);
+// oneDNN, or for channel counts off its 16-channel blocks (pruned models) the direct kernel
+// where it measures faster on the node's shape.
+std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n);
+// The dense conv, or (sparse weights, opts.sparse) the sparse kernel when it measures faster here.
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
@@ -81,7 +86,8 @@ std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
-// A 1x1 conv with a fused shift (ConvParams::pre_shift), on oneDNN over L2-sized row tiles.
+// A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's
+// own 1x1 kernel, or oneDNN over row tiles shifted first, whichever measures faster.
 std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node& n);
 // Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar) and the common activations.
 std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n);

@@ -49,7 +49,7 @@ size_t direct_conv_scratch(const DirectConvShape& s) {
 
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch) {
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue) {
   const planar::Geometry geo = s.geometry();
   const int64_t ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
   auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
@@ -79,10 +79,10 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
       }
     }
   }
-  // Planar -> compact NHWC, with the bias.
+  // Planar -> compact NHWC, with the bias (and the epilogue).
   float* bias_c = outp + ko * q;
   for (int64_t j = 0; j < ko; ++j) bias_c[j] = bias[out_ch[j]];
-  planar::unpack(geo, outp, ko, y, ko, bias_c, nullptr, 0, {});
+  planar::unpack(geo, outp, ko, y, ko, bias_c, epilogue.sum, epilogue.sum_stride, epilogue.act);
 }
 
 }  // namespace sluice::ops::gated

@@ -29,8 +29,16 @@ bool direct_conv_supported(const int64_t* strides, const int64_t* dilations);
 // Scratch bytes for one call (planar input + planar output), for the largest k_in/k_out.
 size_t direct_conv_scratch(const DirectConvShape& s);
 
+// What the output gets besides the bias (a dense conv's fused epilogue): y = act(conv + bias +
+// sum), sum NHWC with sum_stride floats per pixel. The gated conv uses none of it.
+struct DirectEpilogue {
+  const float* sum = nullptr;
+  int64_t sum_stride = 0;
+  graph::FusedActivation act{};
+};
+
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch);
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {});
 
 }  // namespace sluice::ops::gated

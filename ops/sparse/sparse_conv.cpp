@@ -242,7 +242,7 @@ std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::uniq
 
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
   if (!n.p<graph::ConvParams>().pre_shift.empty()) return make_shift_conv(g, n);
-  std::unique_ptr<Kernel> dense = make_onednn_conv(g, n);
+  std::unique_ptr<Kernel> dense = make_dense_conv(g, n);
   if (sparse == SparseMode::Off || !dense) return dense;
   const graph::Value& w = g.value(n.inputs[1]);
   if (!w.is_constant()) return dense;

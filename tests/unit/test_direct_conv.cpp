@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "ops/gated/direct_conv.h"
+#include "runtime/plan.h"
+#include "tests/unit/kernel_compare.h"
 
 namespace {
 
@@ -168,3 +170,43 @@ TEST(PlanarPack, MatchesPlainLoop) {
                                        << " at " << i;
         }
 }
+
+// The direct kernel as a dense conv (ops/conv/direct.cpp, for channel counts off oneDNN's
+// 16-channel blocks) against oneDNN's conv on the same node and data: odd channel counts,
+// strides 1 and 2, a 7x7 stem, fused residual sum + Relu and a LeakyRelu epilogue.
+namespace sluice::testing {
+namespace {
+
+struct DenseCase {
+  int64_t c, m, h, k, stride;
+  bool residual;
+};
+
+TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
+  const DenseCase cases[] = {{19, 19, 23, 3, 1, true}, {3, 19, 40, 7, 2, false}, {13, 38, 17, 3, 2, false},
+                             {19, 7, 9, 1, 1, true}};
+  for (const DenseCase& t : cases) {
+    OnnxBuilder b;
+    const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
+    b.input("x", {1, t.c, t.h, t.h}).init_random("w", {t.m, t.c, t.k, t.k}, 0.3f).init_random("b", {t.m});
+    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+    OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
+    OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
+    add_epilogue(b, "y", {1, t.m, o, o}, t.residual, 0.2f);
+    Model m = b.load();
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* node = last_node(g, graph::OpType::Conv);
+    ASSERT_NE(node, nullptr);
+    EXPECT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
+    auto direct = ops::make_direct_conv(g, *node), onednn = ops::make_onednn_conv(g, *node);
+    ASSERT_NE(direct, nullptr);
+    ASSERT_NE(onednn, nullptr);
+    // Outputs are O(1) here (weights 0.3 x a few dozen inputs): an absolute bound.
+    const double worst = max_kernel_diff(*direct, *onednn, g, *node, 8);
+    EXPECT_LT(worst, 1e-3) << t.c << "->" << t.m << " k" << t.k << " s" << t.stride;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing

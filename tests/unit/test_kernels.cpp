@@ -39,7 +39,9 @@ TEST_P(ConvVsReference, MatchesWithBiasAndRelu) {
   Model m = b.load();
   Session s(m);
   std::string plan = s.inspect();
-  EXPECT_NE(plan.find("onednn:"), std::string::npos) << plan;
+  // oneDNN, or for channel counts off its 16-channel blocks possibly the direct kernel (measured).
+  const bool fast = plan.find("onednn:") != std::string::npos || plan.find("direct:planar") != std::string::npos;
+  EXPECT_TRUE(fast) << plan;
   EXPECT_EQ(plan.find("Relu"), std::string::npos) << "Relu should be fused into the conv:\n" << plan;
   EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({p.n, p.c, p.h, p.w})}}), 1e-4);
 }

@@ -8,10 +8,9 @@
 
 #include <cmath>
 
-#include "ops/common/measure.h"
 #include "ops/shift/shift.h"
 #include "runtime/plan.h"
-#include "tests/unit/onnx_builder.h"
+#include "tests/unit/kernel_compare.h"
 
 namespace sluice::testing {
 namespace {
@@ -33,23 +32,8 @@ Model shift_model(const ShiftCase& p) {
   OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
   OnnxBuilder::attr_int(sh, "group", p.c);
   b.node("Conv", {"s", "w", "b"}, {"y"});
-  if (p.residual) {
-    b.input("r", {p.n, p.m, p.h, p.w});
-    b.node("Add", {"y", "r"}, {"t"});
-    b.node("Relu", {"t"}, {"z"});
-  } else {
-    auto& lr = b.node("LeakyRelu", {"y"}, {"z"});
-    OnnxBuilder::attr_float(lr, "alpha", 0.1f);
-  }
-  b.output("z");
+  add_epilogue(b, "y", {p.n, p.m, p.h, p.w}, p.residual, 0.1f);
   return b.load();
-}
-
-// Runs k on seeded random inputs of node n's shapes; returns output 0.
-std::vector<float> run_kernel(const ops::Kernel& k, const graph::Graph& g, const graph::Node& n) {
-  ops::RandomNodeData data(g, n, 3);
-  k.run(data.args(k));
-  return data.output();
 }
 
 class ShiftConvKernels : public ::testing::TestWithParam<ShiftCase> {};
@@ -68,13 +52,8 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   EXPECT_EQ(cp.activation.kind, p.residual ? graph::Activation::Relu : graph::Activation::LeakyRelu);
   auto tiled = ops::make_shift_conv_tiled(g, *fused);
   ASSERT_NE(tiled, nullptr);
-  const std::vector<float> want = run_kernel(*tiled, g, *fused);
   if (auto offset = ops::make_shift_conv_offset(g, *fused)) {
-    const std::vector<float> got = run_kernel(*offset, g, *fused);
-    ASSERT_EQ(got.size(), want.size());
-    double worst = 0;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
-    EXPECT_LT(worst, 1e-4) << "offset-read vs tiled";
+    EXPECT_LT(max_kernel_diff(*offset, *tiled, g, *fused, 3), 1e-4) << "offset-read vs tiled";
   } else {
     GTEST_LOG_(INFO) << "no AVX-512 in this build: only the tiled kernel exists";
   }

@@ -8,10 +8,9 @@
 #include <cmath>
 #include <random>
 
-#include "ops/common/measure.h"
 #include "ops/sparse/sparse.h"
 #include "runtime/plan.h"
-#include "tests/unit/onnx_builder.h"
+#include "tests/unit/kernel_compare.h"
 
 namespace sluice::testing {
 namespace {
@@ -161,20 +160,13 @@ TEST(SparseConvVariants, AlignedEqualsPlain) {
     Model m = sparse_model({1, 32, 28, 28, 40, 3, 1, 1, zeros, true}, &nonzero);
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Graph& g = plan.graph();
-    const graph::Node* conv = nullptr;
-    for (const auto& n : g.nodes)
-      if (n.op == graph::OpType::Conv) conv = &n;
+    const graph::Node* conv = last_node(g, graph::OpType::Conv);
     ASSERT_NE(conv, nullptr);
     auto aligned = ops::make_sparse_conv(g, *conv, true), plain = ops::make_sparse_conv(g, *conv, false);
     ASSERT_NE(aligned, nullptr) << "28x28 rows pad to 32 floats: the aligned variant should apply";
     ASSERT_NE(plain, nullptr);
     EXPECT_NE(aligned->name(), plain->name());
-    ops::RandomNodeData da(g, *conv, 4), dp(g, *conv, 4);
-    aligned->run(da.args(*aligned));
-    plain->run(dp.args(*plain));
-    double worst = 0;
-    for (size_t i = 0; i < da.output().size(); ++i)
-      worst = std::max(worst, std::fabs(static_cast<double>(da.output()[i]) - dp.output()[i]));
+    const double worst = max_kernel_diff(*aligned, *plain, g, *conv, 4);
     EXPECT_LT(worst, 1e-4) << zeros;
   }
 }

@@ -1,0 +1,94 @@
+// A dense conv on the direct planar kernel (ops/gated/direct_conv.h: output pixels in vector
+// lanes, weights broadcast from the model's OIHW tensor), for the convs oneDNN runs poorly:
+// channel counts that are small or not a multiple of its 16-channel blocks, as statically
+// pruned models leave them (a ResNet-18 stem pruned to 19 channels ran at 47 GMAC/s on
+// oneDNN). make_conv times both on the node's shape and keeps the faster.
+#include <cstdio>
+#include <numeric>
+
+#include "ops/common/measure.h"
+#include "ops/gated/direct_conv.h"
+#include "ops/kernel.h"
+
+namespace sluice::ops {
+
+namespace {
+
+class PlanarDirectConv final : public Kernel {
+ public:
+  PlanarDirectConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvParams>()) {
+    const Shape& xs = g.value(n.inputs[0]).shape;
+    const graph::Value& w = g.value(n.inputs[1]);
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    batch_ = xs[0];
+    c_ = xs[1];
+    m_ = ys[1];
+    shape_ = {c_, m_, xs[2], xs[3], w.shape[2], w.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
+    const float* W = w.constant.data<float>();
+    weights_.assign(W, W + w.constant.numel());
+    bias_.assign(static_cast<size_t>(m_), 0.f);
+    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
+      const float* B = g.value(n.inputs[2]).constant.data<float>();
+      bias_.assign(B, B + m_);
+    }
+    in_.resize(static_cast<size_t>(c_));
+    out_.resize(static_cast<size_t>(m_));
+    std::iota(in_.begin(), in_.end(), 0);
+    std::iota(out_.begin(), out_.end(), 0);
+  }
+
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
+    const int64_t in_px = shape_.h * shape_.w, out_px = shape_.oh * shape_.ow;
+    for (int64_t b = 0; b < batch_; ++b)
+      gated::direct_conv(shape_, X + b * in_px * c_, c_, in_.data(), in_.data(), c_, weights_.data(), bias_.data(),
+                         out_.data(), m_, Y + b * out_px * m_, a.scratch,
+                         {S ? S + b * out_px * m_ : nullptr, m_, p_.activation});
+  }
+  std::string name() const override { return "direct:planar"; }
+  size_t scratch_bytes() const override { return gated::direct_conv_scratch(shape_); }
+  // The sum is read pixel by pixel before that pixel's output is written: in place is safe.
+  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
+
+ private:
+  graph::ConvParams p_;
+  gated::DirectConvShape shape_{};
+  int64_t batch_, c_, m_;
+  std::vector<float> weights_, bias_;
+  std::vector<int32_t> in_, out_;  // every channel: 0..C-1 and 0..M-1
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::ConvParams>();
+  if (n.layout != graph::Layout::NHWC || p.group != 1 || !p.pre_shift.empty() || p.strides.size() != 2 ||
+      p.dilations.size() != 2 || !gated::direct_conv_supported(p.strides.data(), p.dilations.data()))
+    return nullptr;
+  const graph::Value& w = g.value(n.inputs[1]);
+  if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[2] * w.shape[3] > 64) return nullptr;
+  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return nullptr;
+  if (g.value(n.inputs[0]).shape.size() != 4 || g.value(n.inputs[0]).shape[1] != w.shape[1]) return nullptr;
+  return std::make_unique<PlanarDirectConv>(g, n);
+}
+
+std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n) {
+  std::unique_ptr<Kernel> onednn = make_onednn_conv(g, n);
+  if (!onednn) return nullptr;
+  // Channel counts in oneDNN's 16-channel blocks run well there, and 1x1 convs are oneDNN's
+  // on every shape measured (the direct kernel ran 1.6-9x slower on MobileNetV2's); only the
+  // others are timed.
+  const Shape& ws = g.value(n.inputs[1]).shape;
+  const int64_t m = g.value(n.outputs[0]).shape.size() == 4 ? g.value(n.outputs[0]).shape[1] : 0;
+  if (ws.size() != 4 || (ws[1] % 16 == 0 && m % 16 == 0) || ws[2] * ws[3] == 1) return onednn;
+  std::unique_ptr<Kernel> direct = make_direct_conv(g, n);
+  if (!direct) return onednn;
+  const double t_onednn = time_kernel(*onednn, g, n, 7), t_direct = time_kernel(*direct, g, n, 7);
+  char note[80];
+  std::snprintf(note, sizeof note, "[measured: direct %.3f ms, onednn %.3f ms]", t_direct, t_onednn);
+  return with_note(t_direct < t_onednn ? std::move(direct) : std::move(onednn), note);
+}
+
+}  // namespace sluice::ops

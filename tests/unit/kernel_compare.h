@@ -1,0 +1,48 @@
+// Helpers for tests that run two kernels of one node of an optimised plan on the same data.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "ops/common/measure.h"
+#include "ops/kernel.h"
+#include "tests/unit/onnx_builder.h"
+
+namespace sluice::testing {
+
+// The graph's last node of op `op`, or nullptr.
+inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
+  const graph::Node* found = nullptr;
+  for (const auto& n : g.nodes)
+    if (n.op == op) found = &n;
+  return found;
+}
+
+// Max |a - b| over output 0 of kernels a and b, each run on the same seeded random inputs of
+// node n's shapes.
+inline double max_kernel_diff(const ops::Kernel& a, const ops::Kernel& b, const graph::Graph& g,
+                              const graph::Node& n, uint32_t seed) {
+  ops::RandomNodeData da(g, n, seed), db(g, n, seed);
+  a.run(da.args(a));
+  b.run(db.args(b));
+  double worst = 0;
+  for (size_t i = 0; i < da.output().size(); ++i)
+    worst = std::max(worst, std::fabs(static_cast<double>(da.output()[i]) - db.output()[i]));
+  return worst;
+}
+
+// y -> [Add input "r" of r_shape] -> Relu, or y -> LeakyRelu(alpha); the result is output "z".
+inline void add_epilogue(OnnxBuilder& b, const std::string& y, const Shape& r_shape, bool residual, float alpha) {
+  if (residual) {
+    b.input("r", r_shape);
+    b.node("Add", {y, "r"}, {"t"});
+    b.node("Relu", {"t"}, {"z"});
+  } else {
+    auto& lr = b.node("LeakyRelu", {y}, {"z"});
+    OnnxBuilder::attr_float(lr, "alpha", alpha);
+  }
+  b.output("z");
+}
+
+}  // namespace sluice::testing
