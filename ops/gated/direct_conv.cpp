@@ -1,40 +1,56 @@
 #include "ops/gated/direct_conv.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
+#include "ops/common/simd.h"
 #include "ops/conv/planar.h"
 
 namespace sluice::ops::gated {
 
 namespace {
 
-// 16 floats; aligned(4) so loads and stores from any float address are allowed.
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-constexpr int64_t kVec = 16, kBlockVecs = 4, kBlock = planar::kBlock;  // 64 flat pixels per block
-constexpr int kRows = 6;                                                   // output channels per block
+using simd::vf;
+constexpr int64_t kVec = simd::kLanes, kBlock = planar::kBlock;  // 64 flat pixels per block
+// A block runs in passes of kPassVecs vectors: 1 pass of 4 x 16 lanes with AVX-512, 2 of 4 x 8
+// with AVX2. Output channels per block: kRows x kPassVecs accumulators, kPassVecs loaded input
+// vectors and kRows broadcast weights must fit in the vector registers.
+constexpr int64_t kPassVecs = 4, kPasses = kBlock / (kVec * kPassVecs);
+constexpr int kRows = simd::kRegs == 32 ? 6 : 2;
 
 // acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps.
 template <int R>
 void block(const float* planes, int64_t plane_size, const int64_t* tap_off, int64_t taps, int64_t ki,
            const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t q0) {
-  v16 acc[R][kBlockVecs] = {};
-  for (int64_t j = 0; j < ki; ++j) {
-    const float* xp = planes + j * plane_size + q0;
-    const int64_t wo = static_cast<int64_t>(in_ch[j]) * taps;
-    for (int64_t t = 0; t < taps; ++t) {
-      const float* xt = xp + tap_off[t];
-      v16 x[kBlockVecs];
-      for (int64_t v = 0; v < kBlockVecs; ++v) x[v] = *reinterpret_cast<const v16*>(xt + v * kVec);
-      for (int r = 0; r < R; ++r) {
-        const float w = wrow[r][wo + t];
-        for (int64_t v = 0; v < kBlockVecs; ++v) acc[r][v] += x[v] * w;
+  for (int64_t pass = 0; pass < kPasses; ++pass) {
+    const int64_t qp = q0 + pass * kPassVecs * kVec;
+    vf acc[R][kPassVecs] = {};
+    for (int64_t j = 0; j < ki; ++j) {
+      const float* xp = planes + j * plane_size + qp;
+      const int64_t wo = static_cast<int64_t>(in_ch[j]) * taps;
+      for (int64_t t = 0; t < taps; ++t) {
+        const float* xt = xp + tap_off[t];
+        vf x[kPassVecs];
+        for (int64_t v = 0; v < kPassVecs; ++v) x[v] = *reinterpret_cast<const vf*>(xt + v * kVec);
+        for (int r = 0; r < R; ++r) {
+          const float w = wrow[r][wo + t];
+          for (int64_t v = 0; v < kPassVecs; ++v) acc[r][v] += x[v] * w;
+        }
       }
     }
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < kPassVecs; ++v) *reinterpret_cast<vf*>(out + r * out_stride + qp + v * kVec) = acc[r][v];
   }
-  for (int r = 0; r < R; ++r)
-    for (int64_t v = 0; v < kBlockVecs; ++v) *reinterpret_cast<v16*>(out + r * out_stride + q0 + v * kVec) = acc[r][v];
 }
+
+using BlockFn = void (*)(const float*, int64_t, const int64_t*, int64_t, int64_t, const int32_t*, const float* const*,
+                         float*, int64_t, int64_t);
+template <size_t... I>
+constexpr std::array<BlockFn, sizeof...(I)> block_table(std::index_sequence<I...>) {
+  return {&block<static_cast<int>(I) + 1>...};
+}
+constexpr auto kBlockFns = block_table(std::make_index_sequence<kRows>());  // [rows - 1]
 
 }  // namespace
 
@@ -69,14 +85,7 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
       for (int64_t r = 0; r < kRows; ++r)
         wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
       float* out = outp + j0 * q;
-      switch (rows) {
-        case 6: block<6>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-        case 5: block<5>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-        case 4: block<4>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-        case 3: block<3>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-        case 2: block<2>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-        default: block<1>(planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock); break;
-      }
+      kBlockFns[rows - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock);
     }
   }
   // Planar -> compact NHWC, with the bias (and the epilogue).

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ops/common/measure.h"
+#include "ops/common/simd.h"
 #include "ops/conv/planar.h"
 #include "ops/kernel.h"
 #include "ops/sparse/sparse.h"
@@ -32,8 +33,11 @@ int64_t l1_budget() {
   return bytes;
 }
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-constexpr int64_t kVec = 16, kVecs = planar::kBlock / kVec;
+using simd::vf;
+constexpr int64_t kVec = simd::kLanes, kVecs = planar::kBlock / kVec;  // vectors per 64-pixel block
+// Blocks a task accumulates at once: two with AVX-512 (8 accumulators of 16 lanes), one with
+// AVX2 (8 of 8 lanes already hide the FMA latency; 16 would not fit its 16 registers).
+constexpr int64_t kTaskBlocks = simd::kRegs == 32 ? 2 : 1;
 
 class SparseConv final : public Kernel {
  public:
@@ -108,24 +112,25 @@ class SparseConv final : public Kernel {
     for (int64_t b = 0; b < batch_; ++b) {
       // Copy j: the planes shifted left by j floats.
       planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes, shifts_);
-      // Pairs of 64-pixel blocks x output channels; consecutive tasks share the pixel block,
-      // so the input window they read stays in cache. 8 accumulators per task hide the FMA
-      // latency: two blocks, or (last, odd block) two interleaved halves of the non-zeros.
-      const int64_t pairs = (qblocks + 1) / 2, ogroups = (m_ + kOutGroup - 1) / kOutGroup;
+      // Tasks of kTaskBlocks 64-pixel blocks x output channels; consecutive tasks share the
+      // pixel blocks, so the input window they read stays in cache. 8 accumulators per task
+      // hide the FMA latency: two blocks (AVX-512; a last, odd block interleaves two halves of
+      // the non-zeros instead) or one (AVX2).
+      const int64_t tasks = (qblocks + kTaskBlocks - 1) / kTaskBlocks, ogroups = (m_ + kOutGroup - 1) / kOutGroup;
 #pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t pb = 0; pb < pairs; ++pb)
+      for (int64_t pb = 0; pb < tasks; ++pb)
         for (int64_t og = 0; og < ogroups; ++og) {
-          const int64_t q0 = pb * 2 * planar::kBlock;
+          const int64_t q0 = pb * kTaskBlocks * planar::kBlock;
           const float* base = planes + q0;
-          const bool two = 2 * pb + 1 < qblocks;
+          const bool full = (pb + 1) * kTaskBlocks <= qblocks;
           for (int64_t blk = 0; blk < ncb_; ++blk)
             for (int64_t o = og * kOutGroup; o < std::min(m_, (og + 1) * kOutGroup); ++o) {
               const size_t r = static_cast<size_t>(o * ncb_ + blk);
               const int64_t k0 = row_[r], k1 = row_[r + 1];
               if (k0 == k1 && blk > 0) continue;
               float* dst = outp + o * q + q0;
-              if (two)
-                accumulate<2 * kVecs>(base, k0, k1, dst, blk > 0);
+              if (full)
+                accumulate<kTaskBlocks * kVecs>(base, k0, k1, dst, blk > 0);
               else
                 accumulate_split(base, k0, k1, dst, blk > 0);
             }
@@ -138,36 +143,36 @@ class SparseConv final : public Kernel {
   // dst[0 .. 16 V) (+)= sum over non-zeros k0..k1 of w * x[off + 0 .. 16 V).
   template <int64_t V>
   void accumulate(const float* base, int64_t k0, int64_t k1, float* dst, bool add) const {
-    v16 acc[V] = {};
+    vf acc[V] = {};
     if (add)
-      for (int64_t v = 0; v < V; ++v) acc[v] = *reinterpret_cast<const v16*>(dst + v * kVec);
+      for (int64_t v = 0; v < V; ++v) acc[v] = *reinterpret_cast<const vf*>(dst + v * kVec);
     for (int64_t k = k0; k < k1; ++k) {
       const float* xp = base + off_[static_cast<size_t>(k)];
       const float w = val_[static_cast<size_t>(k)];
-      for (int64_t v = 0; v < V; ++v) acc[v] += *reinterpret_cast<const v16*>(xp + v * kVec) * w;
+      for (int64_t v = 0; v < V; ++v) acc[v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
     }
-    for (int64_t v = 0; v < V; ++v) *reinterpret_cast<v16*>(dst + v * kVec) = acc[v];
+    for (int64_t v = 0; v < V; ++v) *reinterpret_cast<vf*>(dst + v * kVec) = acc[v];
   }
   // One 64-pixel block: two interleaved halves of the non-zeros, for 8 independent sums.
   void accumulate_split(const float* base, int64_t k0, int64_t k1, float* dst, bool add) const {
-    v16 acc[2 * kVecs] = {};
+    vf acc[2 * kVecs] = {};
     if (add)
-      for (int64_t v = 0; v < kVecs; ++v) acc[v] = *reinterpret_cast<const v16*>(dst + v * kVec);
+      for (int64_t v = 0; v < kVecs; ++v) acc[v] = *reinterpret_cast<const vf*>(dst + v * kVec);
     int64_t k = k0;
     for (; k + 1 < k1; k += 2) {
       const float* xp = base + off_[static_cast<size_t>(k)];
       const float* xq = base + off_[static_cast<size_t>(k) + 1];
       const float w = val_[static_cast<size_t>(k)], u = val_[static_cast<size_t>(k) + 1];
       for (int64_t v = 0; v < kVecs; ++v) {
-        acc[v] += *reinterpret_cast<const v16*>(xp + v * kVec) * w;
-        acc[kVecs + v] += *reinterpret_cast<const v16*>(xq + v * kVec) * u;
+        acc[v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+        acc[kVecs + v] += *reinterpret_cast<const vf*>(xq + v * kVec) * u;
       }
     }
     if (k < k1) {
       const float* xp = base + off_[static_cast<size_t>(k)];
-      for (int64_t v = 0; v < kVecs; ++v) acc[v] += *reinterpret_cast<const v16*>(xp + v * kVec) * val_[static_cast<size_t>(k)];
+      for (int64_t v = 0; v < kVecs; ++v) acc[v] += *reinterpret_cast<const vf*>(xp + v * kVec) * val_[static_cast<size_t>(k)];
     }
-    for (int64_t v = 0; v < kVecs; ++v) *reinterpret_cast<v16*>(dst + v * kVec) = acc[v] + acc[kVecs + v];
+    for (int64_t v = 0; v < kVecs; ++v) *reinterpret_cast<vf*>(dst + v * kVec) = acc[v] + acc[kVecs + v];
   }
 
   std::string name() const override {
