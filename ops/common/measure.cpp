@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -24,18 +25,29 @@ RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint
     in_.push_back(t);
   }
   const graph::Value& ov = g.value(n.outputs[0]);
-  bufs_.emplace_back(static_cast<size_t>(TensorView{ov.dtype, ov.shape, nullptr}.numel()));
+  bufs_.emplace_back(static_cast<size_t>(TensorView{ov.dtype, ov.shape, nullptr}.numel()),
+                     std::numeric_limits<float>::quiet_NaN());
   out_.push_back({ov.dtype, ov.shape, bufs_.back().data()});
 }
 
+void RandomNodeData::share_in_place_input(const Kernel& k) {
+  const int i = k.in_place_input();
+  if (i < 0 || static_cast<size_t>(i) >= in_.size() || in_[static_cast<size_t>(i)].data == nullptr) return;
+  TensorView& t = in_[static_cast<size_t>(i)];
+  if (t.numel() != out_[0].numel()) return;
+  std::copy_n(static_cast<const float*>(t.data), t.numel(), bufs_.back().data());
+  t.data = bufs_.back().data();
+}
+
 KernelArgs RandomNodeData::args(const Kernel& k) {
-  scratch_.resize(k.scratch_bytes() + 64);
+  scratch_.assign(k.scratch_bytes() + 64, std::byte{0x7F});
   void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch_.data()) + 63) / 64 * 64);
   return KernelArgs{in_, out_, sp};
 }
 
 double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
   RandomNodeData data(g, n);
+  data.share_in_place_input(k);  // as the plan will run it (no copy of a fused sum)
   const KernelArgs args = data.args(k);
   std::vector<double> ms;
   for (int i = 0; i <= runs; ++i) {

@@ -16,12 +16,17 @@ namespace sluice::ops {
 class RandomNodeData {
  public:
   RandomNodeData(const graph::Graph& g, const graph::Node& n, uint32_t seed = 0);
-  // Arguments for one call of k (scratch sized for it).
+  // Arguments for one call of k (scratch sized for it, and filled with 0x7F bytes: a kernel
+  // that reads scratch it did not write sees huge values, not zeros).
   KernelArgs args(const Kernel& k);
+  // As plans may do: k's in-place input (Kernel::in_place_input, e.g. a fused residual sum)
+  // laid over the output, its values copied there. Call before args().
+  void share_in_place_input(const Kernel& k);
+  // Output 0; NaN until a kernel writes it.
   const std::vector<float>& output() const { return bufs_.back(); }
 
  private:
-  std::vector<std::vector<float>> bufs_;  // inputs in order, then the output
+  std::vector<std::vector<float>> bufs_;  // the inputs that exist, in order, then the output
   std::vector<TensorView> in_, out_;
   std::vector<std::byte> scratch_;
 };

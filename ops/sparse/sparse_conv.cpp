@@ -184,6 +184,8 @@ class SparseConv final : public Kernel {
     return static_cast<size_t>(shifts_ * geo_.planes_size(c_) + m_ * geo_.flat_out()) * sizeof(float);
   }
   bool aligned() const { return shifts_ > 1; }
+  // Floats that the non-zeros' int32 offsets span: every shifted copy of the planes.
+  int64_t offset_span() const { return shifts_ * geo_.planes_size(c_); }
   int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
   // Only the non-zero weights are multiplied.
   int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
@@ -224,8 +226,9 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   const planar::Geometry geo{g.value(n.inputs[0]).shape[2], g.value(n.inputs[0]).shape[3], w.shape[2], w.shape[3],
                              g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
                              p.strides[0]};
-  if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return nullptr;  // int32 offsets
+  if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return nullptr;  // int32 offsets (checked before the CSR is built)
   auto k = std::make_unique<SparseConv>(g, n, aligned);
+  if (k->offset_span() >= (int64_t{1} << 31)) return nullptr;  // with the aligned rows and shifted copies
   if (!aligned || k->aligned()) return k;
   return nullptr;  // the aligned variant does not apply: it would be the unaligned one
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "ops/common/measure.h"
@@ -20,15 +21,23 @@ inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
 }
 
 // Max |a - b| over output 0 of kernels a and b, each run on the same seeded random inputs of
-// node n's shapes.
+// node n's shapes: once with separate buffers, once with each kernel's in-place input (a fused
+// sum) laid over its output as plans may do. Infinity if either output has a NaN (outputs start
+// as NaN, so an output element a kernel never writes counts).
 inline double max_kernel_diff(const ops::Kernel& a, const ops::Kernel& b, const graph::Graph& g,
                               const graph::Node& n, uint32_t seed) {
-  ops::RandomNodeData da(g, n, seed), db(g, n, seed);
-  a.run(da.args(a));
-  b.run(db.args(b));
   double worst = 0;
-  for (size_t i = 0; i < da.output().size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(da.output()[i]) - db.output()[i]));
+  for (bool in_place : {false, true}) {
+    ops::RandomNodeData da(g, n, seed), db(g, n, seed);
+    if (in_place) da.share_in_place_input(a), db.share_in_place_input(b);
+    a.run(da.args(a));
+    b.run(db.args(b));
+    for (size_t i = 0; i < da.output().size(); ++i) {
+      const double d = std::fabs(static_cast<double>(da.output()[i]) - db.output()[i]);
+      if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+      worst = std::max(worst, d);
+    }
+  }
   return worst;
 }
 

@@ -173,26 +173,27 @@ TEST(PlanarPack, MatchesPlainLoop) {
 
 // The direct kernel as a dense conv (ops/conv/direct.cpp, for channel counts off oneDNN's
 // 16-channel blocks) against oneDNN's conv on the same node and data: odd channel counts,
-// strides 1 and 2, a 7x7 stem, fused residual sum + Relu and a LeakyRelu epilogue.
+// strides 1 and 2, a 7x7 stem, batch 3, fused residual sum + Relu (also laid over the output, as
+// plans do) and a LeakyRelu epilogue.
 namespace sluice::testing {
 namespace {
 
 struct DenseCase {
-  int64_t c, m, h, k, stride;
+  int64_t n, c, m, h, k, stride;
   bool residual;
 };
 
 TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
-  const DenseCase cases[] = {{19, 19, 23, 3, 1, true}, {3, 19, 40, 7, 2, false}, {13, 38, 17, 3, 2, false},
-                             {19, 7, 9, 1, 1, true}};
+  const DenseCase cases[] = {{1, 19, 19, 23, 3, 1, true}, {1, 3, 19, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, false},
+                             {1, 19, 7, 9, 1, 1, true}, {3, 5, 21, 11, 5, 1, true}};  // last: batch 3, 5x5
   for (const DenseCase& t : cases) {
     OnnxBuilder b;
     const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
-    b.input("x", {1, t.c, t.h, t.h}).init_random("w", {t.m, t.c, t.k, t.k}, 0.3f).init_random("b", {t.m});
+    b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c, t.k, t.k}, 0.3f).init_random("b", {t.m});
     auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
     OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
     OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
-    add_epilogue(b, "y", {1, t.m, o, o}, t.residual, 0.2f);
+    add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
     Model m = b.load();
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Graph& g = plan.graph();

@@ -1,9 +1,11 @@
 // The fused shift + 1x1 conv kernels (ops/shift): the offset-read kernel (the shift is only an
 // offset in the conv's input reads) and the tiled oneDNN kernel, run on the same node and the
 // same random data, must agree; and the session, whichever kernel it measured faster, must
-// match the reference kernels. Odd shapes: 23 channels in 9 shift groups, 7 x 11 maps (pixel
-// blocks of 6 cross rows, border pixels read zeros), 37 outputs (a partial 16-lane vector),
-// with a residual sum + Relu, or a LeakyRelu (the scalar epilogue).
+// match the reference kernels. Odd shapes: 23 channels, 7 x 11 maps (pixel blocks of 6 cross
+// rows, border pixels read zeros), 37 outputs (a partial 16-lane vector), with a residual
+// sum + Relu, or a LeakyRelu (the scalar epilogue); shifts in 9 contiguous channel groups
+// (ShiftNet's layout: runs of several channels) or changing from channel to channel (runs of
+// one).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,13 +20,14 @@ namespace {
 struct ShiftCase {
   int64_t n, c, h, w, m;
   bool residual;  // Add + Relu after the conv; otherwise a LeakyRelu
+  bool grouped;   // shift group ch * 9 / C (contiguous runs); otherwise ch % 9
 };
 
-// x -> depthwise 3x3 one-hot conv (channel ch moved by (ch % 3 - 1, (ch / 3) % 3 - 1)) ->
-// 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.
+// x -> depthwise 3x3 one-hot conv (channel ch of shift group s moved by one of the 9 offsets
+// in [-1, 1]^2) -> 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.
 Model shift_model(const ShiftCase& p) {
   std::vector<float> dw(static_cast<size_t>(p.c * 9), 0.f);
-  for (int64_t ch = 0; ch < p.c; ++ch) dw[static_cast<size_t>(ch * 9 + (ch % 3) * 3 + (ch / 3) % 3)] = 1.f;
+  for (int64_t ch = 0; ch < p.c; ++ch) dw[static_cast<size_t>(ch * 9 + (p.grouped ? ch * 9 / p.c : ch % 9))] = 1.f;
   OnnxBuilder b;
   b.input("x", {p.n, p.c, p.h, p.w}).init("dw", {p.c, 1, 3, 3}, dw);
   b.init_random("w", {p.m, p.c, 1, 1}, 0.3f).init_random("b", {p.m});
@@ -50,6 +53,10 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   const auto& cp = fused->p<graph::ConvParams>();
   EXPECT_EQ(cp.fused_sum, p.residual) << "the residual Add should be fused into the conv";
   EXPECT_EQ(cp.activation.kind, p.residual ? graph::Activation::Relu : graph::Activation::LeakyRelu);
+  const size_t runs = ops::shift::runs_of(cp.pre_shift).size();
+  if (p.grouped) {
+    EXPECT_EQ(runs, 9u) << "9 contiguous shift groups";
+  }
   auto tiled = ops::make_shift_conv_tiled(g, *fused);
   ASSERT_NE(tiled, nullptr);
   if (auto offset = ops::make_shift_conv_offset(g, *fused)) {
@@ -65,10 +72,11 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
-                         ::testing::Values(ShiftCase{1, 23, 7, 11, 37, true},    // odd everything, residual
-                                           ShiftCase{2, 18, 5, 6, 16, false},    // batch 2, LeakyRelu
-                                           ShiftCase{1, 36, 14, 14, 64, true},   // whole blocks
-                                           ShiftCase{1, 9, 1, 3, 5, false}));    // one row: every read a border
+                         ::testing::Values(ShiftCase{1, 23, 7, 11, 37, true, true},     // odd everything, residual
+                                           ShiftCase{1, 23, 7, 11, 37, true, false},    // runs of one channel
+                                           ShiftCase{2, 40, 5, 6, 16, false, true},     // batch 2, LeakyRelu
+                                           ShiftCase{1, 36, 14, 14, 64, true, true},    // whole blocks
+                                           ShiftCase{1, 9, 1, 3, 5, false, false}));    // one row: every read a border
 
 }  // namespace
 }  // namespace sluice::testing
