@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#define SLUICE_PLANAR_TILES 1
 // GCC 12 flags the _mm512_undefined_ps() inside its own shuffle intrinsics.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -35,9 +36,21 @@ void unpack_scalar(const Geometry& g, const float* planes, int64_t q, int64_t oy
   }
 }
 
+#ifdef SLUICE_PLANAR_TILES
+// Square tiles of T x T floats moved through registers: T = 16 (AVX-512) or 8 (AVX2). Loads and
+// stores take a count n <= T of leading lanes (masked).
 #ifdef __AVX512F__
+using Vec = __m512;
+constexpr int64_t T = 16;
+inline __mmask16 lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+inline Vec load_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
+inline void store_n(float* p, Vec v, int64_t n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec relu(Vec a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+
 // r[0..16): 16 rows of 16 floats -> in place, its transpose.
-inline void transpose16(__m512* r) {
+inline void transpose(Vec* r) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -63,6 +76,43 @@ inline void transpose16(__m512* r) {
   }
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
+#else
+using Vec = __m256;
+constexpr int64_t T = 8;
+inline __m256i lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline Vec load_n(const float* p, int64_t n) { return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n)); }
+inline void store_n(float* p, Vec v, int64_t n) {
+  if (n == 8)
+    _mm256_storeu_ps(p, v);
+  else
+    _mm256_maskstore_ps(p, lanes(n), v);
+}
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec relu(Vec a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+
+// r[0..8): 8 rows of 8 floats -> in place, its transpose.
+inline void transpose(Vec* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // u[c] (rows 0..3) and u[4 + c] (rows 4..7), 128-bit half h: column c + 4 h.
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[c + 4] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+#endif
 #endif
 
 }  // namespace
@@ -79,25 +129,23 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
     const int64_t py = yy + g.pad_top;
     if (py < 0 || py >= g.padded_h()) continue;
     int64_t j0 = 0;
-#ifdef __AVX512F__
-    // Runs of 16 consecutive channels (all of them for a compact or full input): transposed
-    // 16 pixels x 16 channels at a time.
-    // (A row whose first pixel a shifted copy would put before its start takes the scalar path.)
+#ifdef SLUICE_PLANAR_TILES
+    // Runs of T consecutive channels (all of them for a compact or full input): transposed T
+    // pixels x T channels at a time. (A row whose first pixel a shifted copy would put before
+    // its start takes the scalar path.)
     if (st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1)
-      for (; j0 + 16 <= k && pos[j0 + 15] - pos[j0] == 15; j0 += 16) {
+      for (; j0 + T <= k && pos[j0 + T - 1] - pos[j0] == T - 1; j0 += T) {
         bool run = true;
-        for (int64_t i = 1; i < 15; ++i) run = run && pos[j0 + i] == pos[j0] + i;
+        for (int64_t i = 1; i < T - 1; ++i) run = run && pos[j0 + i] == pos[j0] + i;
         if (!run) break;
-        for (int64_t x0 = x_lo; x0 < x_hi; x0 += 16) {
-          const int64_t n = std::min<int64_t>(16, x_hi - x0);
-          const __mmask16 xm = static_cast<__mmask16>((1u << n) - 1);
-          __m512 r[16];
-          for (int64_t i = 0; i < 16; ++i)
-            r[i] = i < n ? _mm512_loadu_ps(x + (yy * g.w + x0 + i) * x_stride + pos[j0]) : _mm512_setzero_ps();
-          transpose16(r);
+        for (int64_t x0 = x_lo; x0 < x_hi; x0 += T) {
+          const int64_t n = std::min<int64_t>(T, x_hi - x0);
+          Vec r[T];
+          for (int64_t i = 0; i < T; ++i) r[i] = i < n ? load_n(x + (yy * g.w + x0 + i) * x_stride + pos[j0], T) : zero();
+          transpose(r);
           float* d = planes + j0 * ps + py * gw + x0 + g.pad_left;
-          for (int64_t jj = 0; jj < 16; ++jj)
-            for (int64_t c = 0; c < shifts; ++c) _mm512_mask_storeu_ps(d + jj * ps + c * copy - c, xm, r[jj]);
+          for (int64_t jj = 0; jj < T; ++jj)
+            for (int64_t c = 0; c < shifts; ++c) store_n(d + jj * ps + c * copy - c, r[jj], n);
         }
       }
 #endif
@@ -117,29 +165,26 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {
   const int64_t q = g.flat_out();
   const int64_t work = g.oh * g.ow * k;
-  const bool relu = act.kind == graph::Activation::Relu, vec_act = relu || act.kind == graph::Activation::None;
+  const bool use_relu = act.kind == graph::Activation::Relu, vec_act = use_relu || act.kind == graph::Activation::None;
 #pragma omp parallel for schedule(static) if (work > 65536)
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-#ifdef __AVX512F__
+#ifdef SLUICE_PLANAR_TILES
     if (vec_act) {
-      for (int64_t x0 = 0; x0 < g.ow; x0 += 16) {
-        const int64_t n = std::min<int64_t>(16, g.ow - x0);
-        const __mmask16 xm = static_cast<__mmask16>((1u << n) - 1);
-        for (int64_t j0 = 0; j0 < k; j0 += 16) {
-          const int64_t jn = std::min<int64_t>(16, k - j0);
-          const __mmask16 jm = static_cast<__mmask16>((1u << jn) - 1);
-          __m512 r[16];
-          for (int64_t jj = 0; jj < 16; ++jj)
-            r[jj] = jj < jn ? _mm512_maskz_loadu_ps(xm, planes + (j0 + jj) * q + oy * g.grid_w() + x0)
-                            : _mm512_setzero_ps();
-          transpose16(r);
-          const __m512 b = bias ? _mm512_maskz_loadu_ps(jm, bias + j0) : _mm512_setzero_ps();
+      for (int64_t x0 = 0; x0 < g.ow; x0 += T) {
+        const int64_t n = std::min<int64_t>(T, g.ow - x0);
+        for (int64_t j0 = 0; j0 < k; j0 += T) {
+          const int64_t jn = std::min<int64_t>(T, k - j0);
+          Vec r[T];
+          for (int64_t jj = 0; jj < T; ++jj)
+            r[jj] = jj < jn ? load_n(planes + (j0 + jj) * q + oy * g.grid_w() + x0, n) : zero();
+          transpose(r);
+          const Vec b = bias ? load_n(bias + j0, jn) : zero();
           for (int64_t i = 0; i < n; ++i) {
             const int64_t p = oy * g.ow + x0 + i;
-            __m512 v = _mm512_add_ps(r[i], b);
-            if (sum) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(jm, sum + p * sum_stride + j0));
-            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-            _mm512_mask_storeu_ps(y + p * y_stride + j0, jm, v);
+            Vec v = add(r[i], b);
+            if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
+            if (use_relu) v = relu(v);
+            store_n(y + p * y_stride + j0, v, jn);
           }
         }
       }
@@ -149,7 +194,7 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
     unpack_scalar(g, planes, q, oy, 0, g.ow, 0, k, y, y_stride, bias, sum, sum_stride, act);
   }
   (void)vec_act;
-  (void)relu;
+  (void)use_relu;
 }
 
 }  // namespace sluice::ops::planar

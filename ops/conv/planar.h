@@ -39,7 +39,7 @@ struct Geometry {
 // (planes_size(k) floats), zero padding included. With shifts > 1 it writes that many
 // copies, planes_size(k) floats apart, copy j shifted left by j floats (copy_j[i] =
 // copy_0[i + j]: aligned reads for horizontal taps). Stride 1 with runs of 16 consecutive
-// channels goes through 16 x 16 register transposes on AVX-512.
+// channels goes through register transposes of 16 x 16 (AVX-512) or 8 x 8 (AVX2) tiles.
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
           int64_t shifts = 1);
 
@@ -50,8 +50,8 @@ void tap_offsets(const Geometry& g, int64_t k, int64_t* off);
 // The planar results of k output channels (channel j at planes + j * flat_out(), flat grid
 // positions) back to NHWC, with the epilogue:
 //   y[p * y_stride + j] = act(planes[j][flat(p)] + bias[j] + sum[p * sum_stride + j])
-// for every output pixel p; bias and sum may be null. 16 x 16 tiles are transposed in
-// registers where the machine has AVX-512.
+// for every output pixel p; bias and sum may be null. Tiles of 16 x 16 (AVX-512) or 8 x 8
+// (AVX2) are transposed in registers, with the bias, sum and Relu on the vectors.
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act);
 
