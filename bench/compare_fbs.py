@@ -15,9 +15,7 @@ reported latency is the median over all timed runs. Columns:
   vs ORT     = ORT time / gated time, and its share of the MAC ratio
 """
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 
 def ensure_models(models, densities, out_dir, python):
@@ -108,13 +106,8 @@ def main(argv=None):
                 r["model"], r["density"], r["threads"], r["gated_ms"], r["off_ms"], ort, r["mac_ratio"],
                 r["realised"], r["efficiency"], vs, vse))
         print()
-        print("224x224, batch 1, %d round(s) x %d timed runs after %d warm-up; medians; %s, %d CPUs." % (
-            a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
-    else:
-        print(json.dumps(rows, indent=2))
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
+        print(run_footer(a))
+    write_rows(rows, a)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,21 @@ def bench_sluice(sluice, path, threads, runs, warmup, extra=()):
     raise RuntimeError("cannot parse `sluice bench --json` output: %r" % out[-500:])
 
 
+def run_footer(a, setup="224x224, batch 1"):
+    """The line under a markdown table: what ran, how often, on what machine."""
+    return "%s; %d round(s) x %d timed runs after %d warm-up; medians; %s, %d CPUs." % (
+        setup, a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count())
+
+
+def write_rows(rows, a):
+    """Rows as JSON: to stdout without --markdown, and to --json-out when given."""
+    if not a.markdown:
+        print(json.dumps(rows, indent=2))
+    if getattr(a, "json_out", None):
+        with open(a.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def make_ort_session(path, threads):
     import onnxruntime as ort
     so = ort.SessionOptions()

@@ -19,9 +19,7 @@ stream's dependency group can go as a whole. Columns:
   vs ORT    = ORT time on the slimmed file / Sluice slimmed time
 """
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 
@@ -33,7 +31,7 @@ import torchvision
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -144,13 +142,8 @@ def main(argv=None):
                 r["model"], 100 * r["prune"], r["threads"], r["slim_ms"], r["unpruned_ms"], r["ort_ms"],
                 r["mac_ratio"], r["speedup"], r["efficiency"], r["vs_ort"]))
         print()
-        print("224x224, batch 1, %d round(s) x %d timed runs after %d warm-up; medians; %s, %d CPUs." % (
-            a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
-    else:
-        print(json.dumps(rows, indent=2))
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
+        print(run_footer(a))
+    write_rows(rows, a)
 
 
 if __name__ == "__main__":

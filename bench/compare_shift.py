@@ -15,7 +15,6 @@ the kernel the fused layer measured faster at session creation.
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 
@@ -26,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "models"))
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer  # noqa: E402
 import shift  # noqa: E402
 
 SHAPES = [(56, 96, 64), (28, 192, 128), (14, 384, 256)]  # (H = W, C, M)
@@ -94,8 +93,7 @@ def main():
                 r["fused_layer_ms"] / r["conv_layer_ms"], r["kernel"], r["fused_ms"], r["conv_ms"],
                 r["fused_ms"] / r["conv_ms"], r["ort_ms"], r["ort_ms"] / r["fused_ms"]))
         print()
-        print("Shift form: %s; batch 1; %d round(s) x %d runs after %d warm-up; medians; %s, %d CPUs." % (
-            a.form, a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
+        print(run_footer(a, "Shift form: %s; batch 1" % a.form))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ MAC ratio = dense MACs / executed MACs (non-zero weights only where the sparse k
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session  # noqa: E402
+from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer  # noqa: E402
 
 
 def export(models, sparsity, out_dir):
@@ -102,8 +101,7 @@ def main():
                 r["model"], r["sparsity"], r["threads"], r["sparse_ms"], r["dense_ms"], r["speedup"], r["mac_ratio"],
                 ort, vs))
         print()
-        print("224x224, batch 1, %d round(s) x %d runs after %d warm-up; medians; %s, %d CPUs." % (
-            a.rounds, a.runs, a.warmup, platform.processor() or platform.machine(), os.cpu_count()))
+        print(run_footer(a))
         if layers:
             print()
             print("Per layer, %s at %d%% (1 thread; the times `--sparse auto` measured when the session was made):" % (
