@@ -1,5 +1,7 @@
 #include "ops/kernel.h"
 
+#include <algorithm>
+
 namespace sluice::ops {
 
 namespace {
@@ -111,6 +113,16 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
 }
 
 }  // namespace
+
+std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n, size_t input, int64_t size,
+                                     int64_t padded) {
+  std::vector<float> v(static_cast<size_t>(std::max(size, padded)), 0.f);
+  if (n.inputs.size() > input && n.inputs[input] != graph::kNoValue) {
+    const float* p = g.value(n.inputs[input]).constant.data<float>();
+    std::copy(p, p + size, v.begin());
+  }
+  return v;
+}
 
 int64_t dense_macs(const graph::Graph& g, const graph::Node& n) { return count_macs(g, n, true); }
 int64_t static_macs(const graph::Graph& g, const graph::Node& n) { return count_macs(g, n, false); }

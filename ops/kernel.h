@@ -69,6 +69,11 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
 int64_t dense_macs(const graph::Graph& g, const graph::Node& n);
 int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 
+// The constant input `input` of n (a bias) as `size` floats, zero-padded to `padded` (>= size);
+// all zeros when the node has no such input.
+std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n, size_t input, int64_t size,
+                                     int64_t padded = -1);
+
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);

@@ -26,11 +26,7 @@ class PlanarDirectConv final : public Kernel {
     shape_ = {c_, m_, xs[2], xs[3], w.shape[2], w.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
     const float* W = w.constant.data<float>();
     weights_.assign(W, W + w.constant.numel());
-    bias_.assign(static_cast<size_t>(m_), 0.f);
-    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
-      const float* B = g.value(n.inputs[2]).constant.data<float>();
-      bias_.assign(B, B + m_);
-    }
+    bias_ = constant_or_zeros(g, n, 2, m_);
     in_.resize(static_cast<size_t>(c_));
     out_.resize(static_cast<size_t>(m_));
     std::iota(in_.begin(), in_.end(), 0);

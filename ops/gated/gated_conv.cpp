@@ -108,11 +108,7 @@ class GatedConv final : public Kernel {
     kw_ = wv.shape[3];
     const float* W = wv.constant.data<float>();
     weights_.assign(W, W + wv.constant.numel());
-    bias_.assign(static_cast<size_t>(m_), 0.f);
-    if (n.inputs[2] != graph::kNoValue) {
-      const float* B = g.value(n.inputs[2]).constant.data<float>();
-      bias_.assign(B, B + m_);
-    }
+    bias_ = constant_or_zeros(g, n, 2, m_);
     const float* Wg = g.value(n.inputs[3]).constant.data<float>();
     const float* Bg = g.value(n.inputs[4]).constant.data<float>();
     wg_.assign(Wg, Wg + m_ * c_);

@@ -142,11 +142,7 @@ class ShiftConvDirect final : public ShiftConvBase {
     wp_.assign(static_cast<size_t>(mb_ * cw_ * 16), 0.f);
     for (int64_t o = 0; o < m_; ++o)
       for (int64_t i = 0; i < cw_; ++i) wp_[static_cast<size_t>((i * mb_ + o / 16) * 16 + o % 16)] = W[o * cw_ + i];
-    bias_.assign(static_cast<size_t>(mb_ * 16), 0.f);
-    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
-      const float* B = g.value(n.inputs[2]).constant.data<float>();
-      std::copy(B, B + m_, bias_.begin());
-    }
+    bias_ = constant_or_zeros(g, n, 2, m_, mb_ * 16);  // whole 16-lane vectors
     zeros_.assign(static_cast<size_t>(c_ + 16), 0.f);
     for (const shift::Run& r : runs_) {
       run_off_.push_back((r.dy * w_ + r.dx) * c_ + r.src0);

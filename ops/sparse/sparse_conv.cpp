@@ -10,7 +10,6 @@
 // is measured: make_conv times both kernels on the layer's real shape when the weights are
 // at least kMinSparsity zero, and keeps the faster one (inspect shows both times).
 #include <algorithm>
-#include <cstring>
 #include <unistd.h>
 
 #include "ops/common/measure.h"
@@ -67,7 +66,7 @@ class SparseConv final : public Kernel {
                                    phase * c_ * geo_.plane() + (a / st) * geo_.grid_w();
       }
     // Input channels in blocks whose read window (all shifts and phases, two pixel blocks and
-    // the taps' reach) fits in ~24 KiB of L1, so the outputs of a task re-read it from there.
+    // the taps' reach) fits in l1_budget(), so the outputs of a task re-read it from L1.
     // On wide maps a pixel pair covers part of a row, and the taps touch only that part of the
     // rows above and below (plus one more row where the pair wraps): count what is touched,
     // not the address span.
@@ -90,11 +89,7 @@ class SparseConv final : public Kernel {
           }
         row_.push_back(static_cast<int64_t>(val_.size()));
       }
-    bias_.assign(static_cast<size_t>(m_), 0.f);
-    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
-      const float* B = g.value(n.inputs[2]).constant.data<float>();
-      bias_.assign(B, B + m_);
-    }
+    bias_ = constant_or_zeros(g, n, 2, m_);
     density_ = static_cast<double>(val_.size()) / static_cast<double>(m_ * c_ * taps);
     all_channels_.resize(static_cast<size_t>(c_));
     for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
@@ -234,13 +229,14 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
 }
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
-                                        double zeros, const graph::Graph& g, const graph::Node& n) {
+                                        double zeros, const graph::Graph& g, const graph::Node& n, double t_sparse) {
   if (!sparse) return dense;
   if (mode == SparseMode::Always) return sparse;
   // Measured cost model: the faster of the two on this layer, here.
   // Medians of 7 runs each, and a 10% margin for the sparse kernel: on a shared machine a
   // single lucky timing must not pick a kernel that is slower on most runs.
-  const double t_dense = time_kernel(*dense, g, n, 7), t_sparse = time_kernel(*sparse, g, n, 7);
+  const double t_dense = time_kernel(*dense, g, n, 7);
+  if (t_sparse < 0) t_sparse = time_kernel(*sparse, g, n, 7);
   char note[96];
   std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
   if (t_sparse < 0.9 * t_dense) return with_note(std::move(sparse), note);
@@ -259,13 +255,15 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   // Two sparse variants where aligned reads apply (see SparseConv): the faster one is the
   // candidate against the dense kernel.
   std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false);
+  double t_candidate = -1;  // its time, when already measured
   if (!candidate) {
     candidate = std::move(plain);
   } else if (sparse != SparseMode::Always && plain) {
     const double t_aligned = time_kernel(*candidate, g, n, 7), t_plain = time_kernel(*plain, g, n, 7);
+    t_candidate = std::min(t_aligned, t_plain);
     if (t_plain < t_aligned) candidate = std::move(plain);
   }
-  return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n);
+  return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n, t_candidate);
 }
 
 }  // namespace sluice::ops

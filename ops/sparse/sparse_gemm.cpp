@@ -37,11 +37,7 @@ class SparseGemm final : public Kernel {
       }
       row_.push_back(static_cast<int64_t>(val_.size()));
     }
-    bias_.assign(static_cast<size_t>(nout_), 0.f);
-    if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
-      const float* C = g.value(n.inputs[2]).constant.data<float>();
-      bias_.assign(C, C + nout_);
-    }
+    bias_ = constant_or_zeros(g, n, 2, nout_);
   }
 
   void run(const KernelArgs& a) const override {
