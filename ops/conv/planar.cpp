@@ -12,10 +12,14 @@
 
 namespace sluice::ops::planar {
 
-void tap_offsets(const Geometry& g, int64_t k, int64_t* off) {
+void tap_offsets(const Geometry& g, int64_t k, int64_t* off, int64_t shifts) {
   const int64_t st = g.stride, gw = g.grid_w(), phase_size = k * g.plane();
   for (int64_t a = 0; a < g.kh; ++a)
-    for (int64_t b = 0; b < g.kw; ++b) off[a * g.kw + b] = ((a % st) * st + b % st) * phase_size + (a / st) * gw + b / st;
+    for (int64_t b = 0; b < g.kw; ++b) {
+      const int64_t shift = b / st;
+      off[a * g.kw + b] = ((a % st) * st + b % st) * phase_size + (a / st) * gw +
+                          (shifts > 1 ? shift * g.planes_size(k) : shift);
+    }
 }
 
 namespace {

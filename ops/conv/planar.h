@@ -44,8 +44,13 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
           int64_t shifts = 1);
 
 // off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
-// planar copy of k channels (channel c adds c * plane()). kh * kw <= 64.
-void tap_offsets(const Geometry& g, int64_t k, int64_t* off);
+// planar copy of k channels (channel c adds c * plane()). kh * kw <= 64. With shifts > 1 (the
+// copies pack(..., shifts) writes), the tap's horizontal shift j / stride picks the copy
+// instead of moving the read: with row_align 16 every tap then reads aligned vectors.
+void tap_offsets(const Geometry& g, int64_t k, int64_t* off, int64_t shifts = 1);
+
+// The copies aligned reads need: one per horizontal tap shift.
+inline int64_t aligned_shifts(const Geometry& g) { return (g.kw - 1) / g.stride + 1; }
 
 // The planar results of k output channels (channel j at planes + j * flat_out(), flat grid
 // positions) back to NHWC, with the epilogue:

@@ -55,16 +55,11 @@ class SparseConv final : public Kernel {
     const int64_t gw = geo_.grid_w(), gw16 = (gw + 15) / 16 * 16;
     if (aligned && gw16 * 100 <= gw * 115) {
       geo_.row_align = 16;
-      shifts_ = (geo_.kw - 1) / geo_.stride + 1;
+      shifts_ = planar::aligned_shifts(geo_);
     }
     const int64_t taps = geo_.kh * geo_.kw, st = geo_.stride;
     int64_t tap_off[64];
-    for (int64_t a = 0; a < geo_.kh; ++a)
-      for (int64_t b = 0; b < geo_.kw; ++b) {
-        const int64_t phase = (a % st) * st + b % st, shift = b / st;
-        tap_off[a * geo_.kw + b] = (shifts_ > 1 ? shift * geo_.planes_size(c_) : shift) +
-                                   phase * c_ * geo_.plane() + (a / st) * geo_.grid_w();
-      }
+    planar::tap_offsets(geo_, c_, tap_off, shifts_);
     // Input channels in blocks whose read window (all shifts and phases, two pixel blocks and
     // the taps' reach) fits in l1_budget(), so the outputs of a task re-read it from L1.
     // On wide maps a pixel pair covers part of a row, and the taps touch only that part of the
