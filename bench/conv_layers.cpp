@@ -7,10 +7,13 @@
 #include <benchmark/benchmark.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <cstring>
 #include <random>
 
 #include "graph/graph.h"
+#include "ops/common/onednn.h"
 #include "ops/gated/direct_conv.h"
+#include "ops/gated/weight_gather.h"
 #include "ops/sparse/sparse.h"
 #include "ops/kernel.h"
 
@@ -158,6 +161,51 @@ void BM_DirectHalf(benchmark::State& st, Layer l) {
   set_counters(st, half);
 }
 
+// The gated conv's per-input weights at density 1/2 (every other input and output channel),
+// for the compact oneDNN primitive: gathered in one pass into its layout (ops/gated/
+// weight_gather.h), or gathered plain and then reordered by oneDNN (the old way). A fresh
+// copy of the model's weights per iteration would not fit the caches of a whole model
+// either: the weights here are spread over a buffer 8x the layer (a cold read every time).
+void BM_GatherWeights(benchmark::State& st, Layer l, bool one_pass) {
+  using namespace dnnl;
+  using tag = memory::format_tag;
+  const int64_t ki = l.c / 2, ko = l.m / 2, taps = l.k * l.k, copies = 8;
+  const int64_t wsize = l.m * l.c * taps;
+  auto w = random_data(wsize * copies);
+  std::vector<int32_t> in_ch(static_cast<size_t>(ki)), out_ch(static_cast<size_t>(ko));
+  for (int64_t j = 0; j < ki; ++j) in_ch[j] = static_cast<int32_t>(2 * j);
+  for (int64_t j = 0; j < ko; ++j) out_ch[j] = static_cast<int32_t>(2 * j + 1);
+  const int64_t o = out_size(l);
+  memory::desc src({1, ki, l.h, l.h}, memory::data_type::f32, tag::nhwc), dst({1, ko, o, o}, memory::data_type::f32, tag::nhwc);
+  memory::desc wany({ko, ki, l.k, l.k}, memory::data_type::f32, tag::any), wplain({ko, ki, l.k, l.k}, memory::data_type::f32, tag::oihw);
+  convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wany, dst,
+                              {l.stride, l.stride}, {l.k / 2, l.k / 2}, {l.k / 2, l.k / 2});
+  convolution_forward::primitive_desc pd(d, sluice::ops::onednn::engine());
+  const auto layout = sluice::ops::onednn::blocked_offsets(pd.weights_desc());
+  memory packed(pd.weights_desc(), sluice::ops::onednn::engine());
+  std::vector<float> plain(static_cast<size_t>(ko * ki * taps));
+  memory plain_m(wplain, sluice::ops::onednn::engine(), plain.data());
+  reorder ro(plain_m, packed);
+  stream& s = sluice::ops::onednn::thread_stream();
+  int64_t copy = 0;
+  for (auto _ : st) {
+    const float* W = w.data() + (copy++ % copies) * wsize;
+    if (one_pass) {
+      sluice::ops::gated::gather_weights(W, l.c, l.k, l.k, out_ch.data(), ko, in_ch.data(), ki, layout,
+                                         static_cast<float*>(packed.get_data_handle()));
+    } else {
+#pragma omp parallel for if (ko * ki * taps > 65536)
+      for (int64_t jo = 0; jo < ko; ++jo)
+        for (int64_t ji = 0; ji < ki; ++ji)
+          std::memcpy(plain.data() + (jo * ki + ji) * taps, W + (out_ch[jo] * l.c + in_ch[ji]) * taps, taps * sizeof(float));
+      ro.execute(s, plain_m, packed);
+      s.wait();
+    }
+    benchmark::ClobberMemory();
+  }
+  st.SetLabel(one_pass ? "one pass" : "plain + reorder");
+}
+
 int register_all() {
   for (const Layer& l : kLayers) {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
@@ -180,6 +228,8 @@ int register_all() {
       half.c /= 2, half.m /= 2;
       benchmark::RegisterBenchmark(("half_direct/" + name).c_str(), BM_DirectHalf, l)->UseRealTime();
       benchmark::RegisterBenchmark(("half_onednn/" + name).c_str(), BM_OneDnnAlone, half, false)->UseRealTime();
+      benchmark::RegisterBenchmark(("gather_packed/" + name).c_str(), BM_GatherWeights, l, true)->UseRealTime();
+      benchmark::RegisterBenchmark(("gather_reorder/" + name).c_str(), BM_GatherWeights, l, false)->UseRealTime();
     }
   }
   return 0;

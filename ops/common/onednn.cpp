@@ -36,6 +36,42 @@ dnnl::memory pack(const dnnl::memory::desc& from, const void* data, const dnnl::
   return dst;
 }
 
+BlockedOffsets blocked_offsets(const dnnl::memory::desc& md) {
+  BlockedOffsets r;
+  const dnnl_memory_desc_t& d = md.data;
+  if (d.format_kind != dnnl_blocked || d.extra.flags != dnnl_memory_extra_flag_none || d.ndims <= 0) return r;
+  for (int dim = 0; dim < d.ndims; ++dim)
+    if (d.padded_offsets[dim] != 0 || d.padded_dims[dim] < d.dims[dim]) return r;
+  const dnnl_blocking_desc_t& b = d.format_desc.blocking;
+  // Per dim: the product of its inner blocks (the outer index is i / that); per inner block:
+  // its stride (the product of the blocks inside it) and the divisor giving its digit of i.
+  std::vector<int64_t> block_of(static_cast<size_t>(d.ndims), 1), inner_stride(static_cast<size_t>(b.inner_nblks)),
+      digit_div(static_cast<size_t>(b.inner_nblks));
+  int64_t stride = 1;
+  for (int k = b.inner_nblks - 1; k >= 0; --k) {
+    const int dim = b.inner_idxs[k];
+    if (dim < 0 || dim >= d.ndims || b.inner_blks[k] <= 0) return r;
+    inner_stride[static_cast<size_t>(k)] = stride;
+    digit_div[static_cast<size_t>(k)] = block_of[static_cast<size_t>(dim)];
+    block_of[static_cast<size_t>(dim)] *= b.inner_blks[k];
+    stride *= b.inner_blks[k];
+  }
+  r.offset0 = d.offset0;
+  r.along.resize(static_cast<size_t>(d.ndims));
+  for (int dim = 0; dim < d.ndims; ++dim) {
+    auto& a = r.along[static_cast<size_t>(dim)];
+    a.resize(static_cast<size_t>(d.padded_dims[dim]));
+    for (int64_t i = 0; i < d.padded_dims[dim]; ++i) {
+      int64_t off = i / block_of[static_cast<size_t>(dim)] * b.strides[dim];
+      for (int k = 0; k < b.inner_nblks; ++k)
+        if (b.inner_idxs[k] == dim)
+          off += i / digit_div[static_cast<size_t>(k)] % b.inner_blks[k] * inner_stride[static_cast<size_t>(k)];
+      a[static_cast<size_t>(i)] = off;
+    }
+  }
+  return r;
+}
+
 void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> args,
              const dnnl::memory::desc& scratch_md, void* scratch) {
   if (scratch_md.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_md, engine(), scratch));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
 
 #include "graph/params.h"
 
@@ -15,6 +16,19 @@ dnnl::post_ops make_post_ops(const graph::FusedActivation& act, bool sum);
 
 // Packs a plain f32 buffer of descriptor `from` into a memory of descriptor `to`, once.
 dnnl::memory pack(const dnnl::memory::desc& from, const void* data, const dnnl::memory::desc& to);
+
+// Where a blocked memory format puts each element, one dimension at a time: the offset (in
+// elements) of logical index (i0, i1, ...) is offset0 + along[0][i0] + along[1][i1] + ...,
+// for every index up to the padded dims (a format's blocks pad a dim to their multiple; those
+// elements must hold zeros). Lets a kernel write straight into the layout a primitive chose,
+// instead of writing a plain tensor and running a reorder over it. Empty `along` when the
+// format is not a plain blocked one (Winograd, RNN-packed, extra compensation data).
+struct BlockedOffsets {
+  int64_t offset0 = 0;
+  std::vector<std::vector<int64_t>> along;
+  bool ok() const { return !along.empty(); }
+};
+BlockedOffsets blocked_offsets(const dnnl::memory::desc& md);
 
 // Executes `prim` with `args` plus a user scratchpad at `scratch`.
 void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> args,

@@ -3,8 +3,9 @@
 // The fast kernel runs per sample: saliency -> predictor -> top-k, then computes only
 // the active output channels from only the active input channels (those the producer
 // reports as possibly non-zero). The compact problem (k_in -> k_out channels) runs on a
-// oneDNN primitive cached per (k_in, k_out); weights are gathered for the active channels
-// and packed per call (k_out * k_in * kh * kw values, small next to the conv). The output
+// oneDNN primitive cached per (k_in, k_out); the active channels' weights are gathered per
+// call straight into that primitive's layout (k_out * k_in * kh * kw values, small next to
+// the conv; ops/gated/weight_gather.h). The output
 // is written dense NHWC: active channels from the compact result, suppressed channels
 // as the constant the graph gives them.
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "ops/conv/window.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/gated/gate.h"
+#include "ops/gated/weight_gather.h"
 #include "ops/kernel.h"
 #include "ops/util.h"
 
@@ -251,6 +253,7 @@ class GatedConv final : public Kernel {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
     memory::desc src, dst, w_plain, bias;
+    onednn::BlockedOffsets w_layout;  // where gather_weights writes; not ok(): gather plain + reorder
     dnnl::reorder w_reorder;
   };
 
@@ -274,7 +277,10 @@ class GatedConv final : public Kernel {
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     pr.pd = dnnl::convolution_forward::primitive_desc(d, attr, onednn::engine());
     pr.prim = dnnl::convolution_forward(pr.pd);
-    pr.w_reorder = dnnl::reorder(memory(pr.w_plain, onednn::engine(), nullptr), memory(pr.pd.weights_desc(), onednn::engine(), nullptr));
+    pr.w_layout = onednn::blocked_offsets(pr.pd.weights_desc());
+    if (!pr.w_layout.ok())
+      pr.w_reorder = dnnl::reorder(memory(pr.w_plain, onednn::engine(), nullptr),
+                                   memory(pr.pd.weights_desc(), onednn::engine(), nullptr));
     return pr;
   }
 
@@ -451,24 +457,32 @@ class GatedConv final : public Kernel {
       }
       src = xc;
     }
-    // Weights of the active (out, in) pairs, packed into the primitive's layout.
-    auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
-    const int64_t taps = kh_ * kw_;
-#pragma omp parallel for if (ko * ki * taps > 65536)
-    for (int64_t jo = 0; jo < ko; ++jo) {
-      const float* wo = weights_.data() + static_cast<int64_t>(act_out[static_cast<size_t>(jo)]) * c_ * taps;
-      float* d = wc + jo * ki * taps;
-      for (int64_t ji = 0; ji < ki; ++ji)
-        std::memcpy(d + ji * taps, wo + static_cast<int64_t>(act_in[static_cast<size_t>(ji)]) * taps, floats(taps));
-    }
-    memory w_plain(pr.w_plain, onednn::engine(), wc);
+    // Weights of the active (out, in) pairs, in the primitive's layout.
+    if (pr.pd.weights_desc().get_size() > sp_off_ - wp_off_)
+      throw std::runtime_error("gated conv: oneDNN's weight layout for " + std::to_string(ko) + "x" + std::to_string(ki) +
+                               " channels outgrows the space reserved for it");
     memory w_packed(pr.pd.weights_desc(), onednn::engine(), scratch + wp_off_);
+    if (pr.w_layout.ok()) {
+      gated::gather_weights(weights_.data(), c_, kh_, kw_, act_out.data(), ko, act_in.data(), ki, pr.w_layout,
+                            reinterpret_cast<float*>(scratch + wp_off_));
+    } else {  // a layout gather_weights cannot address: gather plain, then oneDNN's reorder
+      auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
+      const int64_t taps = kh_ * kw_;
+#pragma omp parallel for if (ko * ki * taps > 65536)
+      for (int64_t jo = 0; jo < ko; ++jo) {
+        const float* wo = weights_.data() + static_cast<int64_t>(act_out[static_cast<size_t>(jo)]) * c_ * taps;
+        float* d = wc + jo * ki * taps;
+        for (int64_t ji = 0; ji < ki; ++ji)
+          std::memcpy(d + ji * taps, wo + static_cast<int64_t>(act_in[static_cast<size_t>(ji)]) * taps, floats(taps));
+      }
+      memory w_plain(pr.w_plain, onednn::engine(), wc);
+      dnnl::stream& s = onednn::thread_stream();
+      pr.w_reorder.execute(s, w_plain, w_packed);
+      s.wait();
+    }
     std::vector<float> bc(static_cast<size_t>(ko));
     for (int64_t jo = 0; jo < ko; ++jo) bc[static_cast<size_t>(jo)] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(jo)])];
     memory bias(pr.bias, onednn::engine(), bc.data());
-    dnnl::stream& s = onednn::thread_stream();
-    pr.w_reorder.execute(s, w_plain, w_packed);
-    s.wait();
     if (compact_out_) {  // straight into the output, then the gate's epilogue in place
       exec_conv(pr, src, w_packed, bias, yb, scratch);
       scale_compact(yb, pi, act_out);
