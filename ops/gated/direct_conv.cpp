@@ -16,41 +16,43 @@ constexpr int64_t kVec = simd::kLanes, kBlock = planar::kBlock;  // 64 flat pixe
 // A block runs in passes of kPassVecs vectors: 1 pass of 4 x 16 lanes with AVX-512, 2 of 4 x 8
 // with AVX2. Output channels per block: kRows x kPassVecs accumulators, kPassVecs loaded input
 // vectors and kRows broadcast weights must fit in the vector registers.
-constexpr int64_t kPassVecs = 4, kPasses = kBlock / (kVec * kPassVecs);
+constexpr int64_t kPassVecs = 4;
 constexpr int kRows = simd::kRegs == 32 ? 6 : 2;
 
-// acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps.
-template <int R>
-void block(const float* planes, int64_t plane_size, const int64_t* tap_off, int64_t taps, int64_t ki,
-           const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t q0) {
-  for (int64_t pass = 0; pass < kPasses; ++pass) {
-    const int64_t qp = q0 + pass * kPassVecs * kVec;
-    vf acc[R][kPassVecs] = {};
-    for (int64_t j = 0; j < ki; ++j) {
-      const float* xp = planes + j * plane_size + qp;
-      const int64_t wo = static_cast<int64_t>(in_ch[j]) * taps;
-      for (int64_t t = 0; t < taps; ++t) {
-        const float* xt = xp + tap_off[t];
-        vf x[kPassVecs];
-        for (int64_t v = 0; v < kPassVecs; ++v) x[v] = *reinterpret_cast<const vf*>(xt + v * kVec);
-        for (int r = 0; r < R; ++r) {
-          const float w = wrow[r][wo + t];
-          for (int64_t v = 0; v < kPassVecs; ++v) acc[r][v] += x[v] * w;
-        }
+// acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps, for R output
+// channels x V vectors of flat output pixels starting at qp (one pass).
+template <int R, int V>
+void pass(const float* planes, int64_t plane_size, const int64_t* tap_off, int64_t taps, int64_t ki,
+          const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t qp) {
+  vf acc[R][V] = {};
+  for (int64_t j = 0; j < ki; ++j) {
+    const float* xp = planes + j * plane_size + qp;
+    const int64_t wo = static_cast<int64_t>(in_ch[j]) * taps;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float* xt = xp + tap_off[t];
+      vf x[V];
+      for (int v = 0; v < V; ++v) x[v] = *reinterpret_cast<const vf*>(xt + v * kVec);
+      for (int r = 0; r < R; ++r) {
+        const float w = wrow[r][wo + t];
+        for (int v = 0; v < V; ++v) acc[r][v] += x[v] * w;
       }
     }
-    for (int r = 0; r < R; ++r)
-      for (int64_t v = 0; v < kPassVecs; ++v) *reinterpret_cast<vf*>(out + r * out_stride + qp + v * kVec) = acc[r][v];
   }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) *reinterpret_cast<vf*>(out + r * out_stride + qp + v * kVec) = acc[r][v];
 }
 
-using BlockFn = void (*)(const float*, int64_t, const int64_t*, int64_t, int64_t, const int32_t*, const float* const*,
-                         float*, int64_t, int64_t);
-template <size_t... I>
-constexpr std::array<BlockFn, sizeof...(I)> block_table(std::index_sequence<I...>) {
-  return {&block<static_cast<int>(I) + 1>...};
+using PassFn = void (*)(const float*, int64_t, const int64_t*, int64_t, int64_t, const int32_t*, const float* const*,
+                        float*, int64_t, int64_t);
+template <int R, size_t... V>
+constexpr std::array<PassFn, kPassVecs> pass_row(std::index_sequence<V...>) {
+  return {&pass<R, static_cast<int>(V) + 1>...};
 }
-constexpr auto kBlockFns = block_table(std::make_index_sequence<kRows>());  // [rows - 1]
+template <size_t... R>
+constexpr std::array<std::array<PassFn, kPassVecs>, kRows> pass_table(std::index_sequence<R...>) {
+  return {pass_row<static_cast<int>(R) + 1>(std::make_index_sequence<kPassVecs>())...};
+}
+constexpr auto kPassFns = pass_table(std::make_index_sequence<kRows>());  // [rows - 1][vectors - 1]
 
 }  // namespace
 
@@ -75,7 +77,7 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   planar::tap_offsets(geo, ki, tap_off);
   // Blocks of kRows output channels x 64 flat output pixels (the 2 pad columns per row are
   // computed and dropped: they keep every tap a contiguous read).
-  const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock;
+  const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock, used = s.oh * geo.grid_w();
   const int64_t work = ko * ki * taps * s.oh * s.ow;
 #pragma omp parallel for collapse(2) schedule(static) if (work > 200000)
   for (int64_t g = 0; g < groups; ++g) {
@@ -85,7 +87,12 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
       for (int64_t r = 0; r < kRows; ++r)
         wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
       float* out = outp + j0 * q;
-      kBlockFns[rows - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q, qb * kBlock);
+      // The last block stops at the last vector that holds output pixels (on a 14x14 map the
+      // 224 grid pixels end half-way through the fourth block).
+      const int64_t vecs = std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
+      for (int64_t v0 = 0; v0 < vecs; v0 += kPassVecs)
+        kPassFns[rows - 1][std::min(kPassVecs, vecs - v0) - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q,
+                                                                qb * kBlock + v0 * kVec);
     }
   }
   // Planar -> compact NHWC, with the bias (and the epilogue).

@@ -3,13 +3,31 @@
 #include <algorithm>
 #include <numeric>
 
+#include "ops/common/simd.h"
+
 namespace sluice::ops::gate {
 
 void predict(const Spec& spec, const float* s, float* g) {
+  using simd::vf;
+  constexpr int64_t L = simd::kLanes;
+  const int64_t n = spec.c_in;
+  // Vector partial sums in a fixed order (the same result on every run and thread count).
+  // A plain float loop is a serial chain of dependent adds: 0.1-0.25 ms for a 512x512 gate,
+  // with the second thread waiting.
+#pragma omp parallel for schedule(static) if (spec.c_out * n >= (int64_t{1} << 17))
   for (int64_t o = 0; o < spec.c_out; ++o) {
-    const float* w = spec.wg + o * spec.c_in;
+    const float* w = spec.wg + o * n;
+    vf a0 = {}, a1 = {};
+    int64_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+      a0 += *reinterpret_cast<const vf*>(w + i) * *reinterpret_cast<const vf*>(s + i);
+      a1 += *reinterpret_cast<const vf*>(w + i + L) * *reinterpret_cast<const vf*>(s + i + L);
+    }
+    for (; i + L <= n; i += L) a0 += *reinterpret_cast<const vf*>(w + i) * *reinterpret_cast<const vf*>(s + i);
+    a0 += a1;
     float acc = 0.f;
-    for (int64_t i = 0; i < spec.c_in; ++i) acc += w[i] * s[i];
+    for (int64_t l = 0; l < L; ++l) acc += a0[l];
+    for (; i < n; ++i) acc += w[i] * s[i];
     acc += spec.bg[o];
     g[o] = acc > 0.f ? acc : 0.f;
   }
