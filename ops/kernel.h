@@ -88,7 +88,12 @@ std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, S
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
+// The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,
+// whichever measures faster for the layer (the _direct/_onednn makers force one; _direct
+// gives null where the direct kernel does not apply).
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's

@@ -45,10 +45,12 @@ KernelArgs RandomNodeData::args(const Kernel& k) {
   return KernelArgs{in_, out_, sp};
 }
 
-double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
+double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs,
+                   const ChannelActivity* in_activity) {
   RandomNodeData data(g, n);
   data.share_in_place_input(k);  // as the plan will run it (no copy of a fused sum)
-  const KernelArgs args = data.args(k);
+  KernelArgs args = data.args(k);
+  args.in_activity = in_activity;
   std::vector<double> ms;
   for (int i = 0; i <= runs; ++i) {
     auto t0 = std::chrono::steady_clock::now();

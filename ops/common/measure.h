@@ -32,8 +32,10 @@ class RandomNodeData {
 };
 
 // Median wall time in ms of `runs` calls of k (after one warm-up) on seeded random data of the
-// node's input and output shapes.
-double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs);
+// node's input and output shapes; in_activity: input 0's channel activity, as a gated
+// producer would report it.
+double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs,
+                   const ChannelActivity* in_activity = nullptr);
 
 // k, with `note` appended to its name.
 std::unique_ptr<Kernel> with_note(std::unique_ptr<Kernel> k, std::string note);

@@ -10,12 +10,14 @@
 // as the constant the graph gives them.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
 
 #include <omp.h>
 
+#include "ops/common/measure.h"
 #include "ops/common/onednn.h"
 #include "ops/conv/window.h"
 #include "ops/gated/direct_conv.h"
@@ -25,6 +27,9 @@
 #include "ops/util.h"
 
 namespace sluice::ops {
+
+// Output maps up to this size may run the compact conv on the direct kernel.
+constexpr int64_t kDirectMaxPixels = 14 * 14;
 
 void infer_SluiceGatedConv(InferContext& ctx) {
   auto& gp = ctx.node().p<graph::GatedConvParams>();
@@ -93,9 +98,36 @@ namespace {
 using dnnl::memory;
 using tag = memory::format_tag;
 
+// Whether gated conv n writes its output compact (active channels only): every reader is a
+// gated conv that understands it, and a suppressed channel is exactly zero.
+bool writes_compact(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::GatedConvParams>();
+  if (n.layout != graph::Layout::NHWC || !p.gating || p.fused_sum || g.value(n.outputs[0]).is_output ||
+      g.value(n.outputs[0]).consumers.empty())
+    return false;
+  const float* beta = n.inputs.size() > 5 && n.inputs[5] != graph::kNoValue
+                          ? g.value(n.inputs[5]).constant.data<float>()
+                          : nullptr;
+  for (int64_t o = 0; o < g.value(n.outputs[0]).shape[1]; ++o)
+    if (gate::suppressed_value(p, beta, o) != 0.f) return false;
+  for (graph::NodeId c : g.value(n.outputs[0]).consumers) {
+    const graph::Node& cn = g.node(c);
+    if (cn.op != graph::OpType::SluiceGatedConv || cn.layout != graph::Layout::NHWC ||
+        !cn.p<graph::GatedConvParams>().gating || cn.inputs[0] != n.outputs[0])
+      return false;
+    for (size_t i = 1; i < cn.inputs.size(); ++i)
+      if (cn.inputs[i] == n.outputs[0]) return false;
+  }
+  return true;
+}
+
+// Which kernel computes the compact problem on small maps (see make_gated_conv).
+enum class SmallMapPath { Direct, OneDnn };
+
 class GatedConv final : public Kernel {
  public:
-  GatedConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::GatedConvParams>()) {
+  GatedConv(const graph::Graph& g, const graph::Node& n, SmallMapPath path)
+      : p_(n.p<graph::GatedConvParams>()) {
     const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
@@ -125,17 +157,7 @@ class GatedConv final : public Kernel {
       suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
       pre_suppressed_[static_cast<size_t>(o)] = gate::pre_suppressed(p_, beta(), o);
     }
-    // Write the output compact (active channels only) when every reader is a gated conv that
-    // understands it and a suppressed channel is exactly zero.
-    compact_out_ = p_.gating && !p_.fused_sum && !g.value(n.outputs[0]).is_output &&
-                   !g.value(n.outputs[0]).consumers.empty();
-    for (float v : suppressed_) compact_out_ = compact_out_ && v == 0.f;
-    for (graph::NodeId c : g.value(n.outputs[0]).consumers) {
-      const graph::Node& cn = g.node(c);
-      compact_out_ = compact_out_ && cn.op == graph::OpType::SluiceGatedConv && cn.layout == graph::Layout::NHWC &&
-                     cn.p<graph::GatedConvParams>().gating && cn.inputs[0] == n.outputs[0];
-      for (size_t i = 1; i < cn.inputs.size(); ++i) compact_out_ = compact_out_ && cn.inputs[i] != n.outputs[0];
-    }
+    compact_out_ = writes_compact(g, n);
     dense_ = make_prim(c_, m_);
     pack_dense_weights();
     // Scratch: compact input, compact/dense conv output, gathered and packed weights, oneDNN scratchpad.
@@ -146,15 +168,22 @@ class GatedConv final : public Kernel {
     // packed compact weights: oneDNN pads the channel dims to its blocks (up to 64)
     sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((c_ + 63) / 64 * 64) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
-    // Small maps (late layers): the direct kernel reads the weights in place; packing them
-    // for oneDNN per input would cost as much as the conv there.
+    // Small maps (late layers): the direct kernel reads the weights in place, where gathering
+    // them for oneDNN per input can cost as much as the conv (make_gated_conv measures).
     const auto& cp = p_.conv;
     ds_ = {c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0]};
-    direct_ = gated::direct_conv_supported(cp.strides.data(), cp.dilations.data()) && kh_ * kw_ <= 64 &&
-              oh_ * ow_ <= kDirectMaxPixels;
+    direct_ = path == SmallMapPath::Direct && direct_applies(n);
     dc_off_ = align(sp_off_ + sp_reserve_);
     scratch_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0));
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
+  }
+
+  // The direct kernel can compute this node's compact problem (a small map, its strides).
+  static bool direct_applies(const graph::Node& n) {
+    const auto& p = n.p<graph::GatedConvParams>();
+    return p.gating && n.layout == graph::Layout::NHWC &&
+           gated::direct_conv_supported(p.conv.strides.data(), p.conv.dilations.data()) &&
+           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64;
   }
 
   std::string name() const override {
@@ -500,7 +529,6 @@ class GatedConv final : public Kernel {
   Prim dense_;
   memory dense_w_, dense_b_;
   size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;
-  static constexpr int64_t kDirectMaxPixels = 14 * 14;
   static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
   gated::DirectConvShape ds_{};
@@ -511,9 +539,56 @@ class GatedConv final : public Kernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n) {
+namespace {
+
+// The input activity a gated conv will typically see: the k channels of the gated conv that
+// feeds it (through ops that keep zero channels zero), spread over the channels; compact when
+// that producer writes compact. No gated producer: empty (every channel is read).
+ChannelActivity typical_input_activity(const graph::Graph& g, const graph::Node& n) {
+  ChannelActivity act;
+  const graph::Value& x = g.value(n.inputs[0]);
+  const graph::Node* prod = x.producer >= 0 ? &g.node(x.producer) : nullptr;
+  bool direct = true;
+  while (prod && prod->op != graph::OpType::SluiceGatedConv && keeps_zero_channels(g, *prod)) {
+    const graph::Value& v = g.value(prod->inputs[0]);
+    prod = v.producer >= 0 ? &g.node(v.producer) : nullptr;
+    direct = false;
+  }
+  if (!prod || prod->op != graph::OpType::SluiceGatedConv || !prod->p<graph::GatedConvParams>().gating) return act;
+  const int64_t c = x.shape[1], k = std::clamp<int64_t>(prod->p<graph::GatedConvParams>().k, 1, c);
+  std::vector<int32_t> spread(static_cast<size_t>(k));
+  for (int64_t j = 0; j < k; ++j) spread[static_cast<size_t>(j)] = static_cast<int32_t>(j * c / k);
+  act.samples.assign(static_cast<size_t>(x.shape[0]), spread);
+  act.compact = direct && writes_compact(g, *prod);
+  return act;
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const graph::Node& n) {
+  if (!GatedConv::direct_applies(n)) return nullptr;
+  return std::make_unique<GatedConv>(g, n, SmallMapPath::Direct);
+}
+
+std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const graph::Node& n) {
   if (n.layout != graph::Layout::NHWC) return nullptr;
-  return std::make_unique<GatedConv>(g, n);
+  return std::make_unique<GatedConv>(g, n, SmallMapPath::OneDnn);
+}
+
+std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n) {
+  auto onednn = make_gated_conv_onednn(g, n);
+  const Shape& y = g.value(n.outputs[0]).shape;
+  if (!onednn || y[2] * y[3] > kDirectMaxPixels) return onednn;
+  auto direct = make_gated_conv_direct(g, n);
+  if (!direct) return onednn;
+  // Small maps: which is faster depends on the layer (stride-2 layers and wide 14x14 maps
+  // can go to oneDNN; 7x7 maps to the direct kernel). Timed at the model's k, on the input
+  // activity the layer will see: medians of 5 runs each.
+  const ChannelActivity act = typical_input_activity(g, n);
+  const double t_direct = time_kernel(*direct, g, n, 5, &act), t_onednn = time_kernel(*onednn, g, n, 5, &act);
+  char note[80];
+  std::snprintf(note, sizeof note, "[measured: direct %.3f ms, onednn %.3f ms]", t_direct, t_onednn);
+  return with_note(t_direct <= t_onednn ? std::move(direct) : std::move(onednn), note);
 }
 
 }  // namespace sluice::ops

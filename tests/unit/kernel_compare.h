@@ -24,14 +24,17 @@ inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
 // node n's shapes: once with separate buffers, once with each kernel's in-place input (a fused
 // sum) laid over its output as plans may do. Infinity if either output has a NaN (outputs start
 // as NaN, so an output element a kernel never writes counts).
+// in_activity: input 0's channel activity (a gated conv's input), given to both.
 inline double max_kernel_diff(const ops::Kernel& a, const ops::Kernel& b, const graph::Graph& g,
-                              const graph::Node& n, uint32_t seed) {
+                              const graph::Node& n, uint32_t seed, const ops::ChannelActivity* in_activity = nullptr) {
   double worst = 0;
   for (bool in_place : {false, true}) {
     ops::RandomNodeData da(g, n, seed), db(g, n, seed);
     if (in_place) da.share_in_place_input(a), db.share_in_place_input(b);
-    a.run(da.args(a));
-    b.run(db.args(b));
+    ops::KernelArgs aa = da.args(a), ab = db.args(b);
+    aa.in_activity = ab.in_activity = in_activity;
+    a.run(aa);
+    b.run(ab);
     for (size_t i = 0; i < da.output().size(); ++i) {
       const double d = std::fabs(static_cast<double>(da.output()[i]) - db.output()[i]);
       if (std::isnan(d)) return std::numeric_limits<double>::infinity();

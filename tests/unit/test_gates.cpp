@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "runtime/plan.h"
+#include "tests/unit/kernel_compare.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -28,6 +29,7 @@ struct GateCase {
   bool relu = true;
   int64_t n = 2, c = 6, m = 8, hw = 7, k = 4;
   bool tied_gate = false;  // Wg = 0 and equal biases: every g ties
+  int64_t stride = 1;      // the conv's
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -38,6 +40,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   b.init_random(p + "w", {m, c, 3, 3}, 0.3f).init_random(p + "cb", {m}, 0.1f);
   auto& conv = b.node("Conv", {x, p + "w", p + "cb"}, {p + "conv"}, p + "Conv");
   OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+  if (gc.stride != 1) OnnxBuilder::attr_ints(conv, "strides", {gc.stride, gc.stride});
   // Saliency.
   std::string pooled;
   std::string src = x;
@@ -267,6 +270,41 @@ TEST(GatedConv, ChainedGatesReadOnlyTheActiveInputChannels) {
   for (const auto& s : second.samples) {
     EXPECT_EQ(s.active_in_channels, gc.k);
     EXPECT_EQ(s.executed_macs, gc.k * gc.k * 9 * gc.hw * gc.hw);
+  }
+}
+
+// On small maps the compact conv runs on the direct kernel or on oneDNN, whichever measures
+// faster: both must give the same output for the input activities a gated producer reports
+// (none, some channels of a dense tensor, a compact tensor), stride 1 and 2, batch 2.
+TEST(GatedConv, DirectAndOneDnnSmallMapPathsAgree) {
+  for (int64_t stride : {1, 2}) {
+    GateCase gc;
+    gc.c = 24, gc.m = 20, gc.hw = 11, gc.k = 9;
+    OnnxBuilder b;
+    b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+    add_gate(b, gc, "g0_", "x", "h", gc.c);
+    gc.c = gc.m;
+    gc.stride = stride;  // the second conv: phase-split planes when strided
+    add_gate(b, gc, "g1_", "h", "y", gc.c);
+    b.output("y");
+    Model m = b.load("gate_paths.onnx");
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* node = last_node(g, graph::OpType::SluiceGatedConv);
+    ASSERT_NE(node, nullptr);
+    auto direct = ops::make_gated_conv_direct(g, *node), onednn = ops::make_gated_conv_onednn(g, *node);
+    ASSERT_NE(direct, nullptr);
+    ASSERT_NE(onednn, nullptr);
+    EXPECT_NE(direct->name().find(":direct"), std::string::npos);
+    EXPECT_EQ(onednn->name().find(":direct"), std::string::npos);
+    ops::ChannelActivity some, compact;
+    const std::vector<int32_t> active = {0, 3, 4, 7, 11, 12, 15, 16, 19};
+    some.samples = compact.samples = {active, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
+    compact.compact = true;
+    const ops::ChannelActivity* acts[] = {nullptr, &some, &compact};
+    for (const ops::ChannelActivity* act : acts)
+      EXPECT_LT(max_kernel_diff(*direct, *onednn, g, *node, 4, act), 1e-4)
+          << "stride " << stride << (act ? act->compact ? ", compact input" : ", some channels" : ", dense input");
   }
 }
 
