@@ -3,6 +3,8 @@
 // primitive alone on the same shape, so the ratio shows what Sluice's wrapping costs.
 //   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
 //   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+a?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the aligned variant)
+//   build/bench/sluice_bench_conv --benchmark_filter='half_|gather_'  (gated layers at density 1/2; weight gathers)
+//   build/bench/sluice_bench_conv --benchmark_filter='shift_'  (shift + 1x1 kernels vs the 1x1 conv alone)
 //   (OMP_NUM_THREADS=1 or 2 sets the threads)
 #include <benchmark/benchmark.h>
 
@@ -14,6 +16,7 @@
 #include "ops/common/onednn.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/gated/weight_gather.h"
+#include "ops/shift/shift.h"
 #include "ops/sparse/sparse.h"
 #include "ops/kernel.h"
 
@@ -206,7 +209,61 @@ void BM_GatherWeights(benchmark::State& st, Layer l, bool one_pass) {
   st.SetLabel(one_pass ? "one pass" : "plain + reorder");
 }
 
+// Shift + 1x1 conv (ShiftNet-like: C channels in 9 shift groups, then C -> M), the two fused
+// kernels (ops/shift/shift.h; offset: the shift as a read offset, tiled: oneDNN on shifted row
+// tiles) next to oneDNN's 1x1 conv alone (sluice/ on the unshifted node): the fused / alone
+// ratio at kernel level. Shapes as bench/compare_shift.py.
+void BM_ShiftConv(benchmark::State& st, int64_t h, int64_t c, int64_t m, int variant) {
+  using namespace sluice;
+  graph::Graph g;
+  g.model_name = "bench";
+  graph::Value x, w, y;
+  x.name = "x", x.dtype = DType::Float32, x.shape = {1, c, h, h}, x.shape_known = true;
+  w.name = "w", w.dtype = DType::Float32, w.shape = {m, c, 1, 1}, w.shape_known = true;
+  w.constant = Tensor::from_vector<float>(w.shape, random_data(m * c));
+  y.name = "y", y.dtype = DType::Float32, y.shape = {1, m, h, h}, y.shape_known = true;
+  graph::Node n;
+  n.op = graph::OpType::Conv;
+  n.name = "conv";
+  n.inputs = {g.add_value(x), g.add_value(w)};
+  n.outputs = {g.add_value(y)};
+  graph::ConvParams p;
+  p.kernel_shape = {1, 1}, p.strides = {1, 1}, p.dilations = {1, 1}, p.pads = {0, 0, 0, 0};
+  if (variant > 0)  // channel groups of C/9 for the 9 shifts of a 3x3 neighbourhood
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const int64_t grp = std::min<int64_t>(8, ch * 9 / c);
+      p.pre_shift.src.push_back(static_cast<int32_t>(ch));
+      p.pre_shift.dy.push_back(static_cast<int32_t>(grp / 3 - 1));
+      p.pre_shift.dx.push_back(static_cast<int32_t>(grp % 3 - 1));
+    }
+  n.params = p;
+  n.layout = graph::Layout::NHWC;
+  graph::NodeId id = g.add_node(n);
+  std::unique_ptr<ops::Kernel> kernel = variant == 0   ? ops::make_kernel(g, id, {true})
+                                        : variant == 1 ? ops::make_shift_conv_offset(g, g.nodes[id])
+                                                       : ops::make_shift_conv_tiled(g, g.nodes[id]);
+  if (!kernel) {
+    st.SkipWithError("not available in this build");
+    return;
+  }
+  std::vector<float> in = random_data(c * h * h), out(static_cast<size_t>(m * h * h));
+  std::vector<std::byte> scratch(kernel->scratch_bytes() + 64);
+  ops::TensorView iv{DType::Float32, x.shape, in.data()}, ov{DType::Float32, y.shape, out.data()};
+  ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
+  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, sp});
+  st.SetLabel(kernel->name());
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * c * h * h, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
 int register_all() {
+  for (auto [h, c, m] : {std::array<int64_t, 3>{56, 96, 64}, {28, 192, 128}, {14, 384, 256}}) {
+    const std::string name = "/h" + std::to_string(h) + "_c" + std::to_string(c) + "_m" + std::to_string(m);
+    benchmark::RegisterBenchmark(("shift_alone" + name).c_str(), BM_ShiftConv, h, c, m, 0)->UseRealTime();
+    benchmark::RegisterBenchmark(("shift_offset" + name).c_str(), BM_ShiftConv, h, c, m, 1)->UseRealTime();
+    benchmark::RegisterBenchmark(("shift_tiled" + name).c_str(), BM_ShiftConv, h, c, m, 2)->UseRealTime();
+  }
   for (const Layer& l : kLayers) {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
                        std::to_string(l.m) + "_k" + std::to_string(l.k) + "_s" + std::to_string(l.stride) +
