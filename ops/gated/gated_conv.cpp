@@ -5,9 +5,11 @@
 // reports as possibly non-zero). The compact problem (k_in -> k_out channels) runs on a
 // oneDNN primitive cached per (k_in, k_out); the active channels' weights are gathered per
 // call straight into that primitive's layout (k_out * k_in * kh * kw values, small next to
-// the conv; ops/gated/weight_gather.h). The output
-// is written dense NHWC: active channels from the compact result, suppressed channels
-// as the constant the graph gives them.
+// the conv; ops/gated/weight_gather.h). On small maps the direct kernel, which reads the
+// model's weights in place (ops/gated/direct_conv.h), runs it instead where that measures
+// faster (make_gated_conv). The output is written dense NHWC (active channels from the compact
+// result, suppressed channels as the constant the graph gives them), or compact when every
+// reader is a gated conv.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
