@@ -4,7 +4,8 @@
 //   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
 //   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+a?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the aligned variant)
 //   build/bench/sluice_bench_conv --benchmark_filter='half_|gather_'  (gated layers at density 1/2; weight gathers)
-//   build/bench/sluice_bench_conv --benchmark_filter='shift_'  (shift + 1x1 kernels vs the 1x1 conv alone)
+//   build/bench/sluice_bench_conv --benchmark_filter='shift_'  (shift + 1x1 kernels vs the 1x1 conv alone;
+//   built with SLUICE_NATIVE's -march, like the kernels, for shift_plain's vectors)
 //   (OMP_NUM_THREADS=1 or 2 sets the threads)
 #include <benchmark/benchmark.h>
 
@@ -213,8 +214,36 @@ void BM_GatherWeights(benchmark::State& st, Layer l, bool one_pass) {
 // kernels (ops/shift/shift.h; offset: the shift as a read offset, tiled: oneDNN on shifted row
 // tiles) next to oneDNN's 1x1 conv alone (sluice/ on the unshifted node): the fused / alone
 // ratio at kernel level. Shapes as bench/compare_shift.py.
+// A plain NHWC 1x1 conv to 64 channels with the offset-read kernel's register block (6 pixels
+// x 4 vectors) and no shift, border or epilogue: what that block reaches when nothing else is
+// in the loop (shift_plain rows).
+typedef float v16x __attribute__((vector_size(64), aligned(4)));
+__attribute__((noinline)) void plain_layer(const float* w, const float* x, long HW, long K, float* y) {
+  for (long p0 = 0; p0 + 6 <= HW; p0 += 6) {
+    const float* xp[6];
+    for (int i = 0; i < 6; ++i) xp[i] = x + (p0 + i) * K;
+    v16x acc[6][4] = {};
+    for (long q = 0; q < K; ++q) {
+      v16x wv[4];
+      for (int v = 0; v < 4; ++v) wv[v] = *reinterpret_cast<const v16x*>(w + (q * 4 + v) * 16);
+      for (int i = 0; i < 6; ++i) {
+        const float xv = xp[i][q];
+        for (int v = 0; v < 4; ++v) acc[i][v] += wv[v] * xv;
+      }
+    }
+    for (int i = 0; i < 6; ++i)
+      for (int v = 0; v < 4; ++v) *reinterpret_cast<v16x*>(y + (p0 + i) * 64 + v * 16) = acc[i][v];
+  }
+}
 void BM_ShiftConv(benchmark::State& st, int64_t h, int64_t c, int64_t m, int variant) {
   using namespace sluice;
+  if (variant == 3) {
+    auto w = random_data(c * 64), x = random_data(c * h * h);
+    std::vector<float> y(static_cast<size_t>(64 * h * h) + 64);
+    for (auto _ : st) plain_layer(w.data(), x.data(), h * h, c, y.data());
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 64 * c * (h * h / 6 * 6), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+    return;
+  }
   graph::Graph g;
   g.model_name = "bench";
   graph::Value x, w, y;
@@ -263,6 +292,7 @@ int register_all() {
     benchmark::RegisterBenchmark(("shift_alone" + name).c_str(), BM_ShiftConv, h, c, m, 0)->UseRealTime();
     benchmark::RegisterBenchmark(("shift_offset" + name).c_str(), BM_ShiftConv, h, c, m, 1)->UseRealTime();
     benchmark::RegisterBenchmark(("shift_tiled" + name).c_str(), BM_ShiftConv, h, c, m, 2)->UseRealTime();
+    if (m == 64) benchmark::RegisterBenchmark(("shift_plain" + name).c_str(), BM_ShiftConv, h, c, m, 3)->UseRealTime();
   }
   for (const Layer& l : kLayers) {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
