@@ -131,9 +131,106 @@ class ShiftConvTiled final : public ShiftConvBase {
 #ifdef __AVX512F__
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
+// acc[6][4] (16 floats each) = sum over q < n of w_q[0..4) * x_i[off[q]], w_q = wr + q * wstep
+// floats, x_i = xp[i]: the offset-read kernel's full register block. Written in assembly:
+// GCC's register allocation of this loop moved accumulators between registers every
+// iteration (an FMA writing into the broadcast register, then a copy back), ~15% slower than
+// the same loop compiled cleanly.
+#define SLUICE_PIXEL(ptr, b, a0, a1, a2, a3)                 \
+  "vbroadcastss (" ptr ",%%rax,4), %%zmm" b "\n\t"          \
+  "vfmadd231ps %%zmm" b ", %%zmm0, %%zmm" a0 "\n\t"         \
+  "vfmadd231ps %%zmm" b ", %%zmm1, %%zmm" a1 "\n\t"         \
+  "vfmadd231ps %%zmm" b ", %%zmm2, %%zmm" a2 "\n\t"         \
+  "vfmadd231ps %%zmm" b ", %%zmm3, %%zmm" a3 "\n\t"
+void block_6x4(float* acc, const float* const* xp, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
+  if (n <= 0) {
+    std::fill(acc, acc + 6 * 4 * 16, 0.f);
+    return;
+  }
+  const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
+  asm volatile(
+      "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
+      "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
+      "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
+      "vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
+      "vpxord %%zmm12, %%zmm12, %%zmm12\n\t"
+      "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
+      "vpxord %%zmm14, %%zmm14, %%zmm14\n\t"
+      "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
+      "vpxord %%zmm16, %%zmm16, %%zmm16\n\t"
+      "vpxord %%zmm17, %%zmm17, %%zmm17\n\t"
+      "vpxord %%zmm18, %%zmm18, %%zmm18\n\t"
+      "vpxord %%zmm19, %%zmm19, %%zmm19\n\t"
+      "vpxord %%zmm20, %%zmm20, %%zmm20\n\t"
+      "vpxord %%zmm21, %%zmm21, %%zmm21\n\t"
+      "vpxord %%zmm22, %%zmm22, %%zmm22\n\t"
+      "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+      "vpxord %%zmm24, %%zmm24, %%zmm24\n\t"
+      "vpxord %%zmm25, %%zmm25, %%zmm25\n\t"
+      "vpxord %%zmm26, %%zmm26, %%zmm26\n\t"
+      "vpxord %%zmm27, %%zmm27, %%zmm27\n\t"
+      "vpxord %%zmm28, %%zmm28, %%zmm28\n\t"
+      "vpxord %%zmm29, %%zmm29, %%zmm29\n\t"
+      "vpxord %%zmm30, %%zmm30, %%zmm30\n\t"
+      "vpxord %%zmm31, %%zmm31, %%zmm31\n\t"
+      "mov 0(%[xp]), %%r8\n\t"
+      "mov 8(%[xp]), %%r9\n\t"
+      "mov 16(%[xp]), %%r10\n\t"
+      "mov 24(%[xp]), %%r11\n\t"
+      "mov 32(%[xp]), %%r12\n\t"
+      "mov 40(%[xp]), %%r13\n\t"
+      "1:\n\t"
+      "mov (%[off]), %%rax\n\t"
+      "vmovups 0(%[wr]), %%zmm0\n\t"
+      "vmovups 64(%[wr]), %%zmm1\n\t"
+      "vmovups 128(%[wr]), %%zmm2\n\t"
+      "vmovups 192(%[wr]), %%zmm3\n\t"
+      SLUICE_PIXEL("%%r8", "4", "8", "9", "10", "11")
+      SLUICE_PIXEL("%%r9", "5", "12", "13", "14", "15")
+      SLUICE_PIXEL("%%r10", "6", "16", "17", "18", "19")
+      SLUICE_PIXEL("%%r11", "7", "20", "21", "22", "23")
+      SLUICE_PIXEL("%%r12", "4", "24", "25", "26", "27")
+      SLUICE_PIXEL("%%r13", "5", "28", "29", "30", "31")
+      "add %[ws], %[wr]\n\t"
+      "add $8, %[off]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vmovups %%zmm8, 0*64(%[acc])\n\t"
+      "vmovups %%zmm9, 1*64(%[acc])\n\t"
+      "vmovups %%zmm10, 2*64(%[acc])\n\t"
+      "vmovups %%zmm11, 3*64(%[acc])\n\t"
+      "vmovups %%zmm12, 4*64(%[acc])\n\t"
+      "vmovups %%zmm13, 5*64(%[acc])\n\t"
+      "vmovups %%zmm14, 6*64(%[acc])\n\t"
+      "vmovups %%zmm15, 7*64(%[acc])\n\t"
+      "vmovups %%zmm16, 8*64(%[acc])\n\t"
+      "vmovups %%zmm17, 9*64(%[acc])\n\t"
+      "vmovups %%zmm18, 10*64(%[acc])\n\t"
+      "vmovups %%zmm19, 11*64(%[acc])\n\t"
+      "vmovups %%zmm20, 12*64(%[acc])\n\t"
+      "vmovups %%zmm21, 13*64(%[acc])\n\t"
+      "vmovups %%zmm22, 14*64(%[acc])\n\t"
+      "vmovups %%zmm23, 15*64(%[acc])\n\t"
+      "vmovups %%zmm24, 16*64(%[acc])\n\t"
+      "vmovups %%zmm25, 17*64(%[acc])\n\t"
+      "vmovups %%zmm26, 18*64(%[acc])\n\t"
+      "vmovups %%zmm27, 19*64(%[acc])\n\t"
+      "vmovups %%zmm28, 20*64(%[acc])\n\t"
+      "vmovups %%zmm29, 21*64(%[acc])\n\t"
+      "vmovups %%zmm30, 22*64(%[acc])\n\t"
+      "vmovups %%zmm31, 23*64(%[acc])\n\t"
+      : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
+      : [acc] "r"(acc), [xp] "r"(xp), [ws] "r"(wstep_bytes)
+      : "rax", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+        "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
+        "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
+        "xmm31", "memory", "cc");
+}
+#undef SLUICE_PIXEL
+
 class ShiftConvDirect final : public ShiftConvBase {
  public:
-  static constexpr int kPixels = 6, kVecs = 4;  // register block: 6 pixels x 64 output channels
+  static constexpr int kPixels = 6, kVecs = 4;  // register block: up to 6 pixels x 64 output channels
 
   ShiftConvDirect(const graph::Graph& g, const graph::Node& n) : ShiftConvBase(g, n) {
     const graph::Value& w = g.value(n.inputs[1]);
@@ -144,10 +241,25 @@ class ShiftConvDirect final : public ShiftConvBase {
       for (int64_t i = 0; i < cw_; ++i) wp_[static_cast<size_t>((i * mb_ + o / 16) * 16 + o % 16)] = W[o * cw_ + i];
     bias_ = constant_or_zeros(g, n, 2, m_, mb_ * 16);  // whole 16-lane vectors
     zeros_.assign(static_cast<size_t>(c_ + 16), 0.f);
+    // Per conv input channel: where it reads, relative to the output pixel (interior pixels).
+    ch_off_.assign(static_cast<size_t>(cw_), 0);
+    std::vector<bool> covered(static_cast<size_t>(cw_), false);
     for (const shift::Run& r : runs_) {
-      run_off_.push_back((r.dy * w_ + r.dx) * c_ + r.src0);
       reach_ = std::max<int64_t>({reach_, std::abs(r.dy), std::abs(r.dx)});
+      for (int64_t j = 0; j < r.len && r.out0 + j < cw_; ++j) {
+        ch_off_[static_cast<size_t>(r.out0 + j)] = (r.dy * w_ + r.dx) * c_ + r.src0 + j;
+        covered[static_cast<size_t>(r.out0 + j)] = true;
+      }
     }
+    bool all_covered = true;
+    for (bool c : covered) all_covered = all_covered && c;
+    // Interior pixels (every shifted read inside the image: one pass over the input channels
+    // at fixed offsets) and border pixels (read run by run, a zero pixel where a shift leaves
+    // the image), each in row-major order; blocks of kPixels of a list may span rows.
+    const int64_t r = all_covered ? reach_ : std::max(h_, w_);
+    for (int64_t y = 0; y < h_; ++y)
+      for (int64_t x = 0; x < w_; ++x)
+        (y >= r && y < h_ - r && x >= r && x < w_ - r ? interior_ : border_).push_back(static_cast<int32_t>(y * w_ + x));
   }
 
   void run(const KernelArgs& a) const override {
@@ -155,19 +267,22 @@ class ShiftConvDirect final : public ShiftConvBase {
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     const int64_t groups = (mb_ + kVecs - 1) / kVecs;
-    static const auto kBlocks = table(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
+    static const auto kInterior = table<true>(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
+    static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
+    const auto n_in = static_cast<int64_t>(interior_.size()), n_bd = static_cast<int64_t>(border_.size());
+    const int64_t b_in = (n_in + kPixels - 1) / kPixels, items = b_in + (n_bd + kPixels - 1) / kPixels;
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xb = X + b * h_ * w_ * c_;
       float* yb = Y + b * h_ * w_ * m_;
       const float* sb = S ? S + b * h_ * w_ * m_ : nullptr;
-      // Blocks of kPixels consecutive pixels in row-major order (a block may span two rows).
-      const int64_t pixels = h_ * w_, pblocks = (pixels + kPixels - 1) / kPixels;
-#pragma omp parallel for collapse(2) schedule(static) if (pixels * m_ * cw_ > 200000)
-      for (int64_t pb = 0; pb < pblocks; ++pb)
+#pragma omp parallel for collapse(2) schedule(static) if (h_ * w_ * m_ * cw_ > 200000)
+      for (int64_t it = 0; it < items; ++it)
         for (int64_t og = 0; og < groups; ++og) {
           const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
-          const int64_t p0 = pb * kPixels, np = std::min<int64_t>(kPixels, pixels - p0);
-          kBlocks[np - 1][nv - 1](this, xb, p0, v0, sb, yb);
+          const bool in = it < b_in;
+          const int64_t first = (in ? it : it - b_in) * kPixels;
+          const int64_t np = std::min<int64_t>(kPixels, (in ? n_in : n_bd) - first);
+          (in ? kInterior : kBorder)[np - 1][nv - 1](this, xb, (in ? interior_ : border_).data() + first, v0, sb, yb);
         }
     }
   }
@@ -176,76 +291,96 @@ class ShiftConvDirect final : public ShiftConvBase {
   size_t scratch_bytes() const override { return 0; }
 
  private:
-  using BlockFn = void (*)(const ShiftConvDirect*, const float*, int64_t, int64_t, const float*, float*);
+  using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*);
 
-  // Output pixels p0 .. p0 + P (row-major) x channels [16 v0, 16 (v0 + V)).
-  template <int P, int V>
-  static void block(const ShiftConvDirect* k, const float* xb, int64_t p0, int64_t v0, const float* sb, float* yb) {
-    v16 acc[P][V] = {};
-    int64_t py[P], px[P];
-    bool interior = true;  // every pixel's every shifted read inside the image
-    for (int i = 0; i < P; ++i) {
-      py[i] = (p0 + i) / k->w_, px[i] = (p0 + i) % k->w_;
-      interior = interior && py[i] >= k->reach_ && py[i] < k->h_ - k->reach_ && px[i] >= k->reach_ &&
-                 px[i] < k->w_ - k->reach_;
-    }
-    for (size_t ri = 0; ri < k->runs_.size(); ++ri) {
-      const shift::Run& r = k->runs_[ri];
-      // Each pixel's read moved by the run's shift, or a zero pixel outside the image.
+  // Output pixels px[0 .. P) x channels [16 v0, 16 (v0 + V)).
+  template <bool Interior, int P, int V>
+  static void block(const ShiftConvDirect* k, const float* xb, const int32_t* px, int64_t v0, const float* sb,
+                    float* yb) {
+    v16 acc[P][V];
+    if constexpr (!(Interior && P == 6 && V == 4))  // block_6x4 starts from zero itself
+      for (int i = 0; i < P; ++i)
+        for (int v = 0; v < V; ++v) acc[i][v] = v16{};
+    if constexpr (Interior) {
+      // One pass over the conv's input channels; each channel's shift is a fixed offset from
+      // the pixel, so there is no per-run setup or short loop.
       const float* xp[P];
-      if (interior) {
-        for (int i = 0; i < P; ++i) xp[i] = xb + (p0 + i) * k->c_ + k->run_off_[ri];
+      for (int i = 0; i < P; ++i) xp[i] = xb + static_cast<int64_t>(px[i]) * k->c_;
+      const int64_t wstep = k->mb_ * 16;
+      const float* wr = k->wp_.data() + v0 * 16;
+      const int64_t* off = k->ch_off_.data();
+      if constexpr (P == 6 && V == 4) {
+        block_6x4(reinterpret_cast<float*>(acc), xp, wr, wstep, off, k->cw_);
       } else {
+        for (int64_t q = 0; q < k->cw_; ++q, wr += wstep) {
+          v16 wv[V];
+          for (int v = 0; v < V; ++v) wv[v] = *reinterpret_cast<const v16*>(wr + v * 16);
+          const int64_t o = off[q];
+          for (int i = 0; i < P; ++i) {
+            const float xv = xp[i][o];
+            for (int v = 0; v < V; ++v) acc[i][v] += wv[v] * xv;
+          }
+        }
+      }
+    } else {
+      for (const shift::Run& r : k->runs_) {
+        // Each pixel's read moved by the run's shift, or a zero pixel outside the image.
+        const float* xp[P];
         for (int i = 0; i < P; ++i) {
-          const int64_t sy = py[i] + r.dy, sx = px[i] + r.dx;
+          const int64_t sy = px[i] / k->w_ + r.dy, sx = px[i] % k->w_ + r.dx;
           xp[i] = sy >= 0 && sy < k->h_ && sx >= 0 && sx < k->w_ ? xb + (sy * k->w_ + sx) * k->c_ + r.src0
                                                                  : k->zeros_.data();
         }
-      }
-      const float* wr = k->wp_.data() + (r.out0 * k->mb_ + v0) * 16;
-      for (int64_t j = 0; j < r.len; ++j) {
-        v16 wv[V];
-        for (int v = 0; v < V; ++v) wv[v] = *reinterpret_cast<const v16*>(wr + (j * k->mb_ + v) * 16);
-        for (int i = 0; i < P; ++i) {
-          const float xv = xp[i][j];
-          for (int v = 0; v < V; ++v) acc[i][v] += wv[v] * xv;
+        const float* wr = k->wp_.data() + (r.out0 * k->mb_ + v0) * 16;
+        for (int64_t j = 0; j < r.len; ++j) {
+          v16 wv[V];
+          for (int v = 0; v < V; ++v) wv[v] = *reinterpret_cast<const v16*>(wr + (j * k->mb_ + v) * 16);
+          for (int i = 0; i < P; ++i) {
+            const float xv = xp[i][j];
+            for (int v = 0; v < V; ++v) acc[i][v] += wv[v] * xv;
+          }
         }
       }
     }
-    // Epilogue: bias, residual sum, activation; the last block may be a partial vector.
+    // Epilogue: bias, residual sum, activation. Whole vectors with no activation or Relu go
+    // straight from the registers; a partial last vector or another activation lane by lane.
     const graph::FusedActivation act = k->p_.activation;
-    for (int i = 0; i < P; ++i) {
-      const int64_t p = p0 + i;
-      for (int v = 0; v < V; ++v) {
-        const int64_t oc = (v0 + v) * 16, lanes = std::min<int64_t>(16, k->m_ - oc);
-        v16 out = acc[i][v] + *reinterpret_cast<const v16*>(k->bias_.data() + oc);
-        float* dst = yb + p * k->m_ + oc;
-        if (lanes == 16 && (act.kind == graph::Activation::None || act.kind == graph::Activation::Relu)) {
-          if (sb) out += *reinterpret_cast<const v16*>(sb + p * k->m_ + oc);
-          if (act.kind == graph::Activation::Relu) out = out > 0.f ? out : 0.f;
-          *reinterpret_cast<v16*>(dst) = out;
-          continue;
+    const int64_t m = k->m_;
+    if ((v0 + V) * 16 <= m && (act.kind == graph::Activation::None || act.kind == graph::Activation::Relu)) {
+      const bool relu = act.kind == graph::Activation::Relu;
+      v16 bias[V];
+      for (int v = 0; v < V; ++v) bias[v] = *reinterpret_cast<const v16*>(k->bias_.data() + (v0 + v) * 16);
+      for (int i = 0; i < P; ++i)
+        for (int v = 0; v < V; ++v) {
+          const int64_t at = static_cast<int64_t>(px[i]) * m + (v0 + v) * 16;
+          v16 out = acc[i][v] + bias[v];
+          if (sb) out += *reinterpret_cast<const v16*>(sb + at);
+          if (relu) out = out > 0.f ? out : 0.f;
+          *reinterpret_cast<v16*>(yb + at) = out;
         }
-        for (int64_t l = 0; l < lanes; ++l) {
-          float val = out[l] + (sb ? sb[p * k->m_ + oc + l] : 0.f);
-          dst[l] = graph::apply_activation(act, val);
-        }
-      }
+      return;
     }
+    for (int i = 0; i < P; ++i)
+      for (int v = 0; v < V; ++v) {
+        const int64_t oc = (v0 + v) * 16, lanes = std::min<int64_t>(16, m - oc), at = static_cast<int64_t>(px[i]) * m + oc;
+        const v16 out = acc[i][v] + *reinterpret_cast<const v16*>(k->bias_.data() + oc);
+        for (int64_t l = 0; l < lanes; ++l) yb[at + l] = graph::apply_activation(act, out[l] + (sb ? sb[at + l] : 0.f));
+      }
   }
 
-  template <int P, size_t... V>
+  template <bool Interior, int P, size_t... V>
   static constexpr std::array<BlockFn, kVecs> row(std::index_sequence<V...>) {
-    return {&block<P, static_cast<int>(V) + 1>...};
+    return {&block<Interior, P, static_cast<int>(V) + 1>...};
   }
-  template <size_t... P>
+  template <bool Interior, size_t... P>
   static constexpr std::array<std::array<BlockFn, kVecs>, kPixels> table(std::index_sequence<P...>) {
-    return {row<static_cast<int>(P) + 1>(std::make_index_sequence<kVecs>())...};
+    return {row<Interior, static_cast<int>(P) + 1>(std::make_index_sequence<kVecs>())...};
   }
 
-  int64_t mb_;  // 16-channel output blocks
-  int64_t reach_ = 0;             // the largest |dy| or |dx|: pixels this far from the border read inside
-  std::vector<int64_t> run_off_;  // per run: its read offset from the output pixel, in floats
+  int64_t mb_;                   // 16-channel output blocks
+  int64_t reach_ = 0;            // the largest |dy| or |dx|: pixels this far from the border read inside
+  std::vector<int64_t> ch_off_;  // per conv input channel: its read offset from the output pixel, in floats
+  std::vector<int32_t> interior_, border_;  // pixel indices, row-major
   std::vector<float> wp_, bias_, zeros_;
 };
 #endif

@@ -76,6 +76,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 23, 7, 11, 37, true, false},    // runs of one channel
                                            ShiftCase{2, 40, 5, 6, 16, false, true},     // batch 2, LeakyRelu
                                            ShiftCase{1, 36, 14, 14, 64, true, true},    // whole blocks
+                                           ShiftCase{2, 50, 9, 10, 80, true, false},    // full and partial 64-channel groups
+                                           ShiftCase{1, 64, 12, 12, 128, false, true},  // two full groups
                                            ShiftCase{1, 9, 1, 3, 5, false, false}));    // one row: every read a border
 
 }  // namespace
