@@ -309,6 +309,7 @@ class GatedConv final : public Kernel {
     pr.pd = dnnl::convolution_forward::primitive_desc(d, attr, onednn::engine());
     pr.prim = dnnl::convolution_forward(pr.pd);
     pr.w_layout = onednn::blocked_offsets(pr.pd.weights_desc());
+    if (pr.w_layout.along.size() != 4) pr.w_layout = {};  // [k_out, k_in, kh, kw] only
     if (!pr.w_layout.ok())
       pr.w_reorder = dnnl::reorder(memory(pr.w_plain, onednn::engine(), nullptr),
                                    memory(pr.pd.weights_desc(), onednn::engine(), nullptr));
