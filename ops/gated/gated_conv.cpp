@@ -180,7 +180,8 @@ class GatedConv final : public Kernel {
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
   }
 
-  // The direct kernel can compute this node's compact problem (a small map, its strides).
+  // The direct kernel can compute this node's compact problem (its strides, dilations and
+  // kernel size; make_gated_conv decides by the map's size and by measurement).
   static bool direct_applies(const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
     return p.gating && n.layout == graph::Layout::NHWC &&
@@ -489,14 +490,18 @@ class GatedConv final : public Kernel {
       }
       src = xc;
     }
-    // Weights of the active (out, in) pairs, in the primitive's layout.
-    if (pr.pd.weights_desc().get_size() > sp_off_ - wp_off_)
-      throw std::runtime_error("gated conv: oneDNN's weight layout for " + std::to_string(ko) + "x" + std::to_string(ki) +
-                               " channels outgrows the space reserved for it");
-    memory w_packed(pr.pd.weights_desc(), onednn::engine(), scratch + wp_off_);
+    // Weights of the active (out, in) pairs, in the primitive's layout (on the heap if oneDNN
+    // ever pads them past the space reserved: channel blocks beyond 64).
+    std::vector<float> w_heap;
+    void* wp = scratch + wp_off_;
+    if (pr.pd.weights_desc().get_size() > sp_off_ - wp_off_) {
+      w_heap.resize(pr.pd.weights_desc().get_size() / sizeof(float) + 1);
+      wp = w_heap.data();
+    }
+    memory w_packed(pr.pd.weights_desc(), onednn::engine(), wp);
     if (pr.w_layout.ok()) {
       gated::gather_weights(weights_.data(), c_, kh_, kw_, act_out.data(), ko, act_in.data(), ki, pr.w_layout,
-                            reinterpret_cast<float*>(scratch + wp_off_));
+                            static_cast<float*>(wp));
     } else {  // a layout gather_weights cannot address: gather plain, then oneDNN's reorder
       auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
       const int64_t taps = kh_ * kw_;
