@@ -21,18 +21,21 @@ struct ShiftCase {
   int64_t n, c, h, w, m;
   bool residual;  // Add + Relu after the conv; otherwise a LeakyRelu
   bool grouped;   // shift group ch * 9 / C (contiguous runs); otherwise ch % 9
+  int64_t k = 3;  // the one-hot kernel's size: shifts reach k / 2 pixels
 };
 
-// x -> depthwise 3x3 one-hot conv (channel ch of shift group s moved by one of the 9 offsets
-// in [-1, 1]^2) -> 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.
+// x -> depthwise kxk one-hot conv (channel ch of shift group s moved by one of the k*k
+// offsets in [-k/2, k/2]^2) -> 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.
 Model shift_model(const ShiftCase& p) {
-  std::vector<float> dw(static_cast<size_t>(p.c * 9), 0.f);
-  for (int64_t ch = 0; ch < p.c; ++ch) dw[static_cast<size_t>(ch * 9 + (p.grouped ? ch * 9 / p.c : ch % 9))] = 1.f;
+  const int64_t taps = p.k * p.k, r = p.k / 2;
+  std::vector<float> dw(static_cast<size_t>(p.c * taps), 0.f);
+  for (int64_t ch = 0; ch < p.c; ++ch)
+    dw[static_cast<size_t>(ch * taps + (p.grouped ? ch * taps / p.c : ch % taps))] = 1.f;
   OnnxBuilder b;
-  b.input("x", {p.n, p.c, p.h, p.w}).init("dw", {p.c, 1, 3, 3}, dw);
+  b.input("x", {p.n, p.c, p.h, p.w}).init("dw", {p.c, 1, p.k, p.k}, dw);
   b.init_random("w", {p.m, p.c, 1, 1}, 0.3f).init_random("b", {p.m});
   auto& sh = b.node("Conv", {"x", "dw"}, {"s"});
-  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_ints(sh, "pads", {r, r, r, r});
   OnnxBuilder::attr_int(sh, "group", p.c);
   b.node("Conv", {"s", "w", "b"}, {"y"});
   add_epilogue(b, "y", {p.n, p.m, p.h, p.w}, p.residual, 0.1f);
@@ -54,8 +57,8 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   EXPECT_EQ(cp.fused_sum, p.residual) << "the residual Add should be fused into the conv";
   EXPECT_EQ(cp.activation.kind, p.residual ? graph::Activation::Relu : graph::Activation::LeakyRelu);
   const size_t runs = ops::shift::runs_of(cp.pre_shift).size();
-  if (p.grouped) {
-    EXPECT_EQ(runs, 9u) << "9 contiguous shift groups";
+  if (p.grouped && p.c >= p.k * p.k) {
+    EXPECT_EQ(runs, static_cast<size_t>(p.k * p.k)) << "k*k contiguous shift groups";
   }
   auto tiled = ops::make_shift_conv_tiled(g, *fused);
   ASSERT_NE(tiled, nullptr);
@@ -78,6 +81,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 36, 14, 14, 64, true, true},    // whole blocks
                                            ShiftCase{2, 50, 9, 10, 80, true, false},    // full and partial 64-channel groups
                                            ShiftCase{1, 64, 12, 12, 128, false, true},  // two full groups
+                                           ShiftCase{1, 50, 13, 15, 64, true, true, 5},  // shifts of 2 pixels
                                            ShiftCase{1, 9, 1, 3, 5, false, false}));    // one row: every read a border
 
 }  // namespace
