@@ -45,20 +45,29 @@ KernelArgs RandomNodeData::args(const Kernel& k) {
   return KernelArgs{in_, out_, sp};
 }
 
-double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs,
-                   const ChannelActivity* in_activity) {
-  RandomNodeData data(g, n);
-  data.share_in_place_input(k);  // as the plan will run it (no copy of a fused sum)
-  KernelArgs args = data.args(k);
-  args.in_activity = in_activity;
-  std::vector<double> ms;
-  for (int i = 0; i <= runs; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    k.run(args);
-    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const graph::Graph& g, const graph::Node& n,
+                                 int runs, const ChannelActivity* in_activity) {
+  std::vector<std::unique_ptr<RandomNodeData>> data;
+  std::vector<KernelArgs> args;
+  for (const Kernel* k : ks) {
+    data.push_back(std::make_unique<RandomNodeData>(g, n));
+    data.back()->share_in_place_input(*k);  // as the plan will run it (no copy of a fused sum)
+    args.push_back(data.back()->args(*k));
+    args.back().in_activity = in_activity;
   }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  std::vector<std::vector<double>> ms(ks.size());
+  for (int i = 0; i <= runs; ++i)
+    for (size_t j = 0; j < ks.size(); ++j) {
+      auto t0 = std::chrono::steady_clock::now();
+      ks[j]->run(args[j]);
+      if (i > 0) ms[j].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  std::vector<double> median;
+  for (auto& m : ms) {
+    std::sort(m.begin(), m.end());
+    median.push_back(m[m.size() / 2]);
+  }
+  return median;
 }
 
 namespace {

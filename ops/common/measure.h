@@ -31,11 +31,15 @@ class RandomNodeData {
   std::vector<std::byte> scratch_;
 };
 
-// Median wall time in ms of `runs` calls of k (after one warm-up) on seeded random data of the
-// node's input and output shapes; in_activity: input 0's channel activity, as a gated
-// producer would report it.
-double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs,
-                   const ChannelActivity* in_activity = nullptr);
+// Median wall times in ms of `runs` calls of each kernel (after one warm-up each) on seeded
+// random data of the node's input and output shapes, the kernels' calls taken in turn (a, b,
+// a, b, ...) so that a slow spell of a shared machine falls on all of them alike;
+// in_activity: input 0's channel activity, as a gated producer would report it.
+std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const graph::Graph& g, const graph::Node& n,
+                                 int runs, const ChannelActivity* in_activity = nullptr);
+inline double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
+  return time_kernels({&k}, g, n, runs)[0];
+}
 
 // k, with `note` appended to its name.
 std::unique_ptr<Kernel> with_note(std::unique_ptr<Kernel> k, std::string note);

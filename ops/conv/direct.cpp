@@ -81,7 +81,8 @@ std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node
   if (ws.size() != 4 || (ws[1] % 16 == 0 && m % 16 == 0) || ws[2] * ws[3] == 1) return onednn;
   std::unique_ptr<Kernel> direct = make_direct_conv(g, n);
   if (!direct) return onednn;
-  const double t_onednn = time_kernel(*onednn, g, n, 7), t_direct = time_kernel(*direct, g, n, 7);
+  const std::vector<double> t = time_kernels({onednn.get(), direct.get()}, g, n, 7);
+  const double t_onednn = t[0], t_direct = t[1];
   char note[80];
   std::snprintf(note, sizeof note, "[measured: direct %.3f ms, onednn %.3f ms]", t_direct, t_onednn);
   return with_note(t_direct < t_onednn ? std::move(direct) : std::move(onednn), note);

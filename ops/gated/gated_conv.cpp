@@ -593,7 +593,8 @@ std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node
   // can go to oneDNN; 7x7 maps to the direct kernel). Timed at the model's k, on the input
   // activity the layer will see: medians of 5 runs each.
   const ChannelActivity act = typical_input_activity(g, n);
-  const double t_direct = time_kernel(*direct, g, n, 5, &act), t_onednn = time_kernel(*onednn, g, n, 5, &act);
+  const std::vector<double> t = time_kernels({direct.get(), onednn.get()}, g, n, 5, &act);
+  const double t_direct = t[0], t_onednn = t[1];
   char note[80];
   std::snprintf(note, sizeof note, "[measured: direct %.3f ms, onednn %.3f ms]", t_direct, t_onednn);
   return with_note(t_direct <= t_onednn ? std::move(direct) : std::move(onednn), note);

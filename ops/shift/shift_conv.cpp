@@ -415,7 +415,8 @@ std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node
   if (!tiled || !offset) return tiled;
   // Which is faster depends on the shape (the offset kernel wins on large maps, oneDNN's 1x1
   // on small ones): medians of 7 runs each, here.
-  const double t_offset = time_kernel(*offset, g, n, 7), t_tiled = time_kernel(*tiled, g, n, 7);
+  const std::vector<double> t = time_kernels({offset.get(), tiled.get()}, g, n, 7);
+  const double t_offset = t[0], t_tiled = t[1];
   char note[96];
   std::snprintf(note, sizeof note, "[measured: offset-read %.3f ms, tiled %.3f ms]", t_offset, t_tiled);
   return with_note(t_offset <= t_tiled ? std::move(offset) : std::move(tiled), note);

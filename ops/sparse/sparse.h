@@ -23,9 +23,10 @@ std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Nod
 
 // Always: `sparse` (when not null). Measured: times both on the node's shapes and returns the
 // faster, its name noting both times. `zeros`: the weights' zero fraction, for that note;
-// t_sparse: the sparse kernel's time when the caller has measured it already (ms), else < 0.
+// t_sparse, t_dense: both kernels' times when the caller has measured them already, in turn
+// (ms; time_kernels), else < 0.
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
                                         double zeros, const graph::Graph& g, const graph::Node& n,
-                                        double t_sparse = -1);
+                                        double t_sparse = -1, double t_dense = -1);
 
 }  // namespace sluice::ops

@@ -224,14 +224,17 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
 }
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
-                                        double zeros, const graph::Graph& g, const graph::Node& n, double t_sparse) {
+                                        double zeros, const graph::Graph& g, const graph::Node& n, double t_sparse,
+                                        double t_dense) {
   if (!sparse) return dense;
   if (mode == SparseMode::Always) return sparse;
   // Measured cost model: the faster of the two on this layer, here.
   // Medians of 7 runs each, and a 10% margin for the sparse kernel: on a shared machine a
   // single lucky timing must not pick a kernel that is slower on most runs.
-  const double t_dense = time_kernel(*dense, g, n, 7);
-  if (t_sparse < 0) t_sparse = time_kernel(*sparse, g, n, 7);
+  if (t_sparse < 0 || t_dense < 0) {
+    const std::vector<double> t = time_kernels({dense.get(), sparse.get()}, g, n, 7);
+    t_dense = t[0], t_sparse = t[1];
+  }
   char note[96];
   std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
   if (t_sparse < 0.9 * t_dense) return with_note(std::move(sparse), note);
@@ -248,17 +251,17 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   const double zeros = zero_fraction(w.constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
   // Two sparse variants where aligned reads apply (see SparseConv): the faster one is the
-  // candidate against the dense kernel.
+  // candidate against the dense kernel (all three timed in turn).
   std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false);
-  double t_candidate = -1;  // its time, when already measured
+  double t_candidate = -1, t_dense = -1;  // when already measured
   if (!candidate) {
     candidate = std::move(plain);
   } else if (sparse != SparseMode::Always && plain) {
-    const double t_aligned = time_kernel(*candidate, g, n, 7), t_plain = time_kernel(*plain, g, n, 7);
-    t_candidate = std::min(t_aligned, t_plain);
-    if (t_plain < t_aligned) candidate = std::move(plain);
+    const std::vector<double> t = time_kernels({dense.get(), candidate.get(), plain.get()}, g, n, 7);
+    t_dense = t[0], t_candidate = std::min(t[1], t[2]);
+    if (t[2] < t[1]) candidate = std::move(plain);
   }
-  return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n, t_candidate);
+  return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n, t_candidate, t_dense);
 }
 
 }  // namespace sluice::ops

@@ -134,8 +134,12 @@ Model gate_model(const GateCase& gc, int gates = 1) {
   std::string cur = "x";
   int64_t c = gc.c;
   for (int i = 0; i < gates; ++i) {
-    const std::string out = i + 1 == gates ? "y" : "h" + std::to_string(i);
-    add_gate(b, gc, "g" + std::to_string(i) + "_", cur, out, c);
+    // Appended, not "h" + to_string(i): GCC 12 warns falsely (-Wrestrict) on that inlined.
+    std::string out = "h", prefix = "g";
+    out.append(std::to_string(i));
+    prefix.append(std::to_string(i)).append("_");
+    if (i + 1 == gates) out = "y";
+    add_gate(b, gc, prefix, cur, out, c);
     cur = out;
     c = gc.m;
   }
