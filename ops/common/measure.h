@@ -31,10 +31,13 @@ class RandomNodeData {
   std::vector<std::byte> scratch_;
 };
 
-// Median wall times in ms of `runs` calls of each kernel (after one warm-up each) on seeded
-// random data of the node's input and output shapes, the kernels' calls taken in turn (a, b,
-// a, b, ...) so that a slow spell of a shared machine falls on all of them alike;
-// in_activity: input 0's channel activity, as a gated producer would report it.
+// The fastest wall time in ms of about `runs` timed calls of each kernel on seeded random data
+// of the node's input and output shapes, the kernels taking turns (a warm-up call and two
+// timed ones of a, the same of b, again a, ...) so that a slow spell of a shared machine falls
+// on all of them alike. The fastest call, not the median: on this kind of machine the noise
+// only ever adds time, and medians of a few calls swung a choice both ways between runs (a
+// shift layer: offset-read 0.37-0.48 ms vs tiled 0.25-0.49 in medians, 0.19-0.20 vs 0.22-0.32
+// at best). in_activity: input 0's channel activity, as a gated producer would report it.
 std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const graph::Graph& g, const graph::Node& n,
                                  int runs, const ChannelActivity* in_activity = nullptr);
 inline double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {

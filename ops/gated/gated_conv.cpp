@@ -591,7 +591,7 @@ std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node
   if (!direct) return onednn;
   // Small maps: which is faster depends on the layer (stride-2 layers and wide 14x14 maps
   // can go to oneDNN; 7x7 maps to the direct kernel). Timed at the model's k, on the input
-  // activity the layer will see: medians of 5 runs each.
+  // activity the layer will see: the fastest of ~5 calls each, in turns.
   const ChannelActivity act = typical_input_activity(g, n);
   const std::vector<double> t = time_kernels({direct.get(), onednn.get()}, g, n, 5, &act);
   const double t_direct = t[0], t_onednn = t[1];

@@ -414,7 +414,7 @@ std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node
   auto offset = make_shift_conv_offset(g, n);
   if (!tiled || !offset) return tiled;
   // Which is faster depends on the shape (the offset kernel wins on large maps, oneDNN's 1x1
-  // on small ones): medians of 7 runs each, here.
+  // on small ones): the fastest of ~7 calls each, in turns, here.
   const std::vector<double> t = time_kernels({offset.get(), tiled.get()}, g, n, 7);
   const double t_offset = t[0], t_tiled = t[1];
   char note[96];

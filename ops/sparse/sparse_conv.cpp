@@ -229,8 +229,8 @@ std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::uniq
   if (!sparse) return dense;
   if (mode == SparseMode::Always) return sparse;
   // Measured cost model: the faster of the two on this layer, here.
-  // Medians of 7 runs each, and a 10% margin for the sparse kernel: on a shared machine a
-  // single lucky timing must not pick a kernel that is slower on most runs.
+  // The fastest of ~7 calls each, in turns (time_kernels), and a 10% margin for the sparse
+  // kernel: it must win clearly, not within the machine's noise.
   if (t_sparse < 0 || t_dense < 0) {
     const std::vector<double> t = time_kernels({dense.get(), sparse.get()}, g, n, 7);
     t_dense = t[0], t_sparse = t[1];
