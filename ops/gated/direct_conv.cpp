@@ -75,14 +75,16 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   planar::pack(geo, x, x_stride, in_pos, ki, planes);
   int64_t tap_off[64];
   planar::tap_offsets(geo, ki, tap_off);
-  // Blocks of kRows output channels x 64 flat output pixels (the 2 pad columns per row are
-  // computed and dropped: they keep every tap a contiguous read).
+  // Blocks of up to kRows output channels x 64 flat output pixels (the 2 pad columns per row
+  // are computed and dropped: they keep every tap a contiguous read). The channels split into
+  // groups as equal as possible: 19 as 5+5+5+4, not 6+6+6+1, whose 1-channel block would do 4
+  // FMAs per 5 loads.
   const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock, used = s.oh * geo.grid_w();
   const int64_t work = ko * ki * taps * s.oh * s.ow;
 #pragma omp parallel for collapse(2) schedule(static) if (work > 200000)
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t qb = 0; qb < qblocks; ++qb) {
-      const int64_t j0 = g * kRows, rows = std::min<int64_t>(kRows, ko - j0);
+      const int64_t j0 = ko * g / groups, rows = ko * (g + 1) / groups - j0;
       const float* wrow[kRows];
       for (int64_t r = 0; r < kRows; ++r)
         wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
