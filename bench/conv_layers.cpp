@@ -61,30 +61,59 @@ void set_counters(benchmark::State& st, const Layer& l) {
                                               benchmark::Counter::kIs1000);
 }
 
+// A graph holding one NHWC Conv node: x [1, c, h, h] -> y [1, m, o, o], weights w of
+// shape ws, params p; kernels are made from it as a plan would make them.
+struct OneConv {
+  sluice::graph::Graph g;
+  sluice::graph::NodeId id = -1;
+  sluice::Shape xs, ys;
+};
+OneConv one_conv(int64_t c, int64_t h, int64_t m, int64_t o, const sluice::Shape& ws, const std::vector<float>& w,
+                 const sluice::graph::ConvParams& p) {
+  using namespace sluice;
+  OneConv r;
+  r.g.model_name = "bench";
+  r.xs = {1, c, h, h}, r.ys = {1, m, o, o};
+  graph::Value x, wv, y;
+  x.name = "x", x.dtype = DType::Float32, x.shape = r.xs, x.shape_known = true;
+  wv.name = "w", wv.dtype = DType::Float32, wv.shape = ws, wv.shape_known = true;
+  wv.constant = Tensor::from_vector<float>(ws, w);
+  y.name = "y", y.dtype = DType::Float32, y.shape = r.ys, y.shape_known = true;
+  graph::Node n;
+  n.op = graph::OpType::Conv;
+  n.name = "conv";
+  n.inputs = {r.g.add_value(x), r.g.add_value(wv)};
+  n.outputs = {r.g.add_value(y)};
+  n.params = p;
+  n.layout = graph::Layout::NHWC;
+  r.id = r.g.add_node(n);
+  return r;
+}
+
+// Times kernel->run on random data of the node's shapes, with scratch 64-byte aligned as plans give it.
+void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const OneConv& cv) {
+  using namespace sluice;
+  auto numel = [](const Shape& s) { return s[0] * s[1] * s[2] * s[3]; };
+  std::vector<float> in = random_data(numel(cv.xs)), out(static_cast<size_t>(numel(cv.ys)));
+  std::vector<std::byte> scratch(kernel.scratch_bytes() + 64);
+  ops::TensorView iv{DType::Float32, cv.xs, in.data()}, ov{DType::Float32, cv.ys, out.data()};
+  ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
+  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+  for (auto _ : st) kernel.run({std::span<const ops::TensorView>(ins, 1), outs, sp});
+  st.SetLabel(kernel.name());
+}
+
 // Sluice's kernel, created the way a plan creates it (Conv + ReLU epilogue, NHWC).
 // zeros > 0: that fraction of the weights set to zero at random, and the sparse direct kernel
 // (ops/sparse; `aligned`: its variant with shifted copies for aligned reads) instead of the
 // kernel a plan would pick.
 void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   using namespace sluice;
-  graph::Graph g;
-  g.model_name = "bench";
-  const int64_t o = out_size(l);
-  graph::Value x, w, y;
-  x.name = "x", x.dtype = DType::Float32, x.shape = {1, l.c, l.h, l.h}, x.shape_known = true;
-  w.name = "w", w.dtype = DType::Float32, w.shape = {l.m, l.c / l.group, l.k, l.k}, w.shape_known = true;
   std::vector<float> wd = random_data(l.m * (l.c / l.group) * l.k * l.k);
   std::mt19937 rng(7);
   std::uniform_real_distribution<double> u;
   for (auto& v : wd)
     if (u(rng) < zeros) v = 0.f;
-  w.constant = Tensor::from_vector<float>(w.shape, wd);
-  y.name = "y", y.dtype = DType::Float32, y.shape = {1, l.m, o, o}, y.shape_known = true;
-  graph::Node n;
-  n.op = graph::OpType::Conv;
-  n.name = "conv";
-  n.inputs = {g.add_value(x), g.add_value(w)};
-  n.outputs = {g.add_value(y)};
   graph::ConvParams p;
   p.kernel_shape = {l.k, l.k};
   p.strides = {l.stride, l.stride};
@@ -92,21 +121,13 @@ void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   p.pads = {l.k / 2, l.k / 2, l.k / 2, l.k / 2};
   p.group = l.group;
   p.activation.kind = graph::Activation::Relu;
-  n.params = p;
-  n.layout = graph::Layout::NHWC;
-  graph::NodeId id = g.add_node(n);
-  auto kernel = zeros > 0 ? ops::make_sparse_conv(g, g.nodes[id], aligned) : ops::make_kernel(g, id, {true});
+  const OneConv cv = one_conv(l.c, l.h, l.m, out_size(l), {l.m, l.c / l.group, l.k, l.k}, wd, p);
+  auto kernel = zeros > 0 ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], aligned) : ops::make_kernel(cv.g, cv.id, {true});
   if (!kernel) {
     st.SkipWithError("the aligned variant does not apply to this shape");
     return;
   }
-  std::vector<float> in = random_data(l.c * l.h * l.h), out(static_cast<size_t>(l.m * o * o));
-  std::vector<std::byte> scratch(kernel->scratch_bytes() + 64);
-  ops::TensorView iv{DType::Float32, x.shape, in.data()}, ov{DType::Float32, y.shape, out.data()};
-  ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
-  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);  // as plans give it
-  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, sp});
-  st.SetLabel(kernel->name());
+  run_timed(st, *kernel, cv);
   set_counters(st, l);
 }
 
@@ -244,18 +265,6 @@ void BM_ShiftConv(benchmark::State& st, int64_t h, int64_t c, int64_t m, int var
     st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 64 * c * (h * h / 6 * 6), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
     return;
   }
-  graph::Graph g;
-  g.model_name = "bench";
-  graph::Value x, w, y;
-  x.name = "x", x.dtype = DType::Float32, x.shape = {1, c, h, h}, x.shape_known = true;
-  w.name = "w", w.dtype = DType::Float32, w.shape = {m, c, 1, 1}, w.shape_known = true;
-  w.constant = Tensor::from_vector<float>(w.shape, random_data(m * c));
-  y.name = "y", y.dtype = DType::Float32, y.shape = {1, m, h, h}, y.shape_known = true;
-  graph::Node n;
-  n.op = graph::OpType::Conv;
-  n.name = "conv";
-  n.inputs = {g.add_value(x), g.add_value(w)};
-  n.outputs = {g.add_value(y)};
   graph::ConvParams p;
   p.kernel_shape = {1, 1}, p.strides = {1, 1}, p.dilations = {1, 1}, p.pads = {0, 0, 0, 0};
   if (variant > 0)  // channel groups of C/9 for the 9 shifts of a 3x3 neighbourhood
@@ -265,23 +274,16 @@ void BM_ShiftConv(benchmark::State& st, int64_t h, int64_t c, int64_t m, int var
       p.pre_shift.dy.push_back(static_cast<int32_t>(grp / 3 - 1));
       p.pre_shift.dx.push_back(static_cast<int32_t>(grp % 3 - 1));
     }
-  n.params = p;
-  n.layout = graph::Layout::NHWC;
-  graph::NodeId id = g.add_node(n);
-  std::unique_ptr<ops::Kernel> kernel = variant == 0   ? ops::make_kernel(g, id, {true})
-                                        : variant == 1 ? ops::make_shift_conv_offset(g, g.nodes[id])
-                                                       : ops::make_shift_conv_tiled(g, g.nodes[id]);
+  const OneConv cv = one_conv(c, h, m, h, {m, c, 1, 1}, random_data(m * c), p);
+  const graph::Node& node = cv.g.nodes[cv.id];
+  std::unique_ptr<ops::Kernel> kernel = variant == 0   ? ops::make_kernel(cv.g, cv.id, {true})
+                                        : variant == 1 ? ops::make_shift_conv_offset(cv.g, node)
+                                                       : ops::make_shift_conv_tiled(cv.g, node);
   if (!kernel) {
     st.SkipWithError("not available in this build");
     return;
   }
-  std::vector<float> in = random_data(c * h * h), out(static_cast<size_t>(m * h * h));
-  std::vector<std::byte> scratch(kernel->scratch_bytes() + 64);
-  ops::TensorView iv{DType::Float32, x.shape, in.data()}, ov{DType::Float32, y.shape, out.data()};
-  ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
-  void* sp = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
-  for (auto _ : st) kernel->run({std::span<const ops::TensorView>(ins, 1), outs, sp});
-  st.SetLabel(kernel->name());
+  run_timed(st, *kernel, cv);
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * c * h * h, benchmark::Counter::kIsIterationInvariantRate,
                                               benchmark::Counter::kIs1000);
 }
