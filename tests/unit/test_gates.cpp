@@ -279,36 +279,72 @@ TEST(GatedConv, ChainedGatesReadOnlyTheActiveInputChannels) {
 
 // On small maps the compact conv runs on the direct kernel or on oneDNN, whichever measures
 // faster: both must give the same output for the input activities a gated producer reports
-// (none, some channels of a dense tensor, a compact tensor), stride 1 and 2, batch 2.
+// (none, some channels of a dense tensor, a compact tensor), stride 1 and 2, batch 2, writing
+// a compact output (read by the next gate) or a dense one (the graph's output).
 TEST(GatedConv, DirectAndOneDnnSmallMapPathsAgree) {
   for (int64_t stride : {1, 2}) {
     GateCase gc;
     gc.c = 24, gc.m = 20, gc.hw = 11, gc.k = 9;
     OnnxBuilder b;
     b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
-    add_gate(b, gc, "g0_", "x", "h", gc.c);
+    add_gate(b, gc, "g0_", "x", "h0", gc.c);
     gc.c = gc.m;
-    gc.stride = stride;  // the second conv: phase-split planes when strided
-    add_gate(b, gc, "g1_", "h", "y", gc.c);
+    gc.stride = stride;  // the middle conv: phase-split planes when strided
+    add_gate(b, gc, "g1_", "h0", "h1", gc.c);
+    gc.stride = 1;
+    add_gate(b, gc, "g2_", "h1", "y", gc.c);
     b.output("y");
     Model m = b.load("gate_paths.onnx");
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Graph& g = plan.graph();
-    const graph::Node* node = last_node(g, graph::OpType::SluiceGatedConv);
-    ASSERT_NE(node, nullptr);
-    auto direct = ops::make_gated_conv_direct(g, *node), onednn = ops::make_gated_conv_onednn(g, *node);
-    ASSERT_NE(direct, nullptr);
-    ASSERT_NE(onednn, nullptr);
-    EXPECT_NE(direct->name().find(":direct"), std::string::npos);
-    EXPECT_EQ(onednn->name().find(":direct"), std::string::npos);
-    ops::ChannelActivity some, compact;
-    const std::vector<int32_t> active = {0, 3, 4, 7, 11, 12, 15, 16, 19};
-    some.samples = compact.samples = {active, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
-    compact.compact = true;
-    const ops::ChannelActivity* acts[] = {nullptr, &some, &compact};
-    for (const ops::ChannelActivity* act : acts)
-      EXPECT_LT(max_kernel_diff(*direct, *onednn, g, *node, 4, act), 1e-4)
-          << "stride " << stride << (act ? act->compact ? ", compact input" : ", some channels" : ", dense input");
+    std::vector<const graph::Node*> gated;
+    for (const auto& n : g.nodes)
+      if (n.op == graph::OpType::SluiceGatedConv) gated.push_back(&n);
+    ASSERT_EQ(gated.size(), 3u);
+    for (const graph::Node* node : {gated[1], gated[2]}) {
+      auto direct = ops::make_gated_conv_direct(g, *node), onednn = ops::make_gated_conv_onednn(g, *node);
+      ASSERT_NE(direct, nullptr);
+      ASSERT_NE(onednn, nullptr);
+      EXPECT_NE(direct->name().find(":direct"), std::string::npos);
+      EXPECT_EQ(onednn->name().find(":direct"), std::string::npos);
+      const bool compact_out = direct->name().find("compact-out") != std::string::npos;
+      EXPECT_EQ(compact_out, node == gated[1]) << "the middle gate's output is read by a gate only";
+      ops::ChannelActivity some, compact;
+      const std::vector<int32_t> active = {0, 3, 4, 7, 11, 12, 15, 16, 19};
+      some.samples = compact.samples = {active, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
+      compact.compact = true;
+      const ops::ChannelActivity* acts[] = {nullptr, &some, &compact};
+      for (const ops::ChannelActivity* act : acts) {
+        const std::string what = "stride " + std::to_string(stride) +
+                                 (compact_out ? ", compact output" : ", dense output") +
+                                 (act ? act->compact ? ", compact input" : ", some channels" : ", dense input");
+        if (!compact_out) {
+          EXPECT_LT(max_kernel_diff(*direct, *onednn, g, *node, 4, act), 1e-4) << what;
+          continue;
+        }
+        // A compact output holds, per sample, the listed channels of each pixel, packed: the
+        // two kernels must list the same channels and agree on those values.
+        ops::RandomNodeData dd(g, *node, 4), dn(g, *node, 4);
+        ops::ChannelActivity out_d, out_n;
+        ops::KernelArgs ad = dd.args(*direct), an = dn.args(*onednn);
+        ad.in_activity = an.in_activity = act;
+        ad.out_activity = &out_d, an.out_activity = &out_n;
+        direct->run(ad);
+        onednn->run(an);
+        ASSERT_TRUE(out_d.compact && out_n.compact) << what;
+        ASSERT_EQ(out_d.samples, out_n.samples) << what;
+        const Shape& ys = g.value(node->outputs[0]).shape;
+        const int64_t pixels = ys[2] * ys[3];
+        double worst = 0;
+        for (int64_t s = 0; s < ys[0]; ++s)
+          for (int64_t i = 0; i < pixels * static_cast<int64_t>(out_d.samples[static_cast<size_t>(s)].size()); ++i) {
+            const size_t at = static_cast<size_t>(s * pixels * ys[1] + i);
+            const double d = std::fabs(static_cast<double>(dd.output()[at]) - dn.output()[at]);
+            worst = std::isnan(d) ? INFINITY : std::max(worst, d);  // NaN: a value never written
+          }
+        EXPECT_LT(worst, 1e-4) << what;
+      }
+    }
   }
 }
 

@@ -79,14 +79,14 @@ TEST(OneDnnLayout, OffsetsOfFormatsConvolutionsChoose) {
 }
 
 // The gated conv's one-pass gather equals gathering plain OIHW and reordering it, padding
-// included, on the layouts convolution primitives choose for odd channel counts.
-TEST(OneDnnLayout, GatherWeightsEqualsGatherThenReorder) {
-  const int64_t c = 40, m = 36, kh = 3, kw = 3, taps = kh * kw;
+// included, on the layouts convolution primitives choose for odd channel counts: a small
+// selection, and one large enough for the gather's parallel loop (> 65536 values).
+void check_gather(int64_t c, int64_t m, const std::vector<int32_t>& in_ch, const std::vector<int32_t>& out_ch) {
+  const int64_t kh = 3, kw = 3, taps = kh * kw;
   std::vector<float> w(static_cast<size_t>(m * c * taps));
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
   for (auto& v : w) v = u(rng);
-  const std::vector<int32_t> in_ch = {0, 3, 4, 9, 17, 18, 19, 25, 31, 38, 39}, out_ch = {1, 2, 7, 8, 20, 30, 35};
   const auto ki = static_cast<int64_t>(in_ch.size()), ko = static_cast<int64_t>(out_ch.size());
   std::vector<float> plain;
   for (int32_t o : out_ch)
@@ -107,8 +107,17 @@ TEST(OneDnnLayout, GatherWeightsEqualsGatherThenReorder) {
     sluice::ops::gated::gather_weights(w.data(), c, kh, kw, out_ch.data(), ko, in_ch.data(), ki,
                                        onednn::blocked_offsets(wd), got.data());
     const auto* wp = static_cast<const float*>(want.get_data_handle());
-    for (size_t k = 0; k < n; ++k) ASSERT_EQ(got[k], wp[k]) << "element " << k << " of format " << static_cast<int>(f);
+    for (size_t k = 0; k < n; ++k)
+      ASSERT_EQ(got[k], wp[k]) << "element " << k << " of format " << static_cast<int>(f) << ", " << ko << "x" << ki;
   }
+}
+
+TEST(OneDnnLayout, GatherWeightsEqualsGatherThenReorder) {
+  check_gather(40, 36, {0, 3, 4, 9, 17, 18, 19, 25, 31, 38, 39}, {1, 2, 7, 8, 20, 30, 35});
+  std::vector<int32_t> in_ch, out_ch;  // 100 of 160 inputs, 90 of 150 outputs: 81000 values
+  for (int32_t i = 0; i < 100; ++i) in_ch.push_back(i * 8 / 5);
+  for (int32_t o = 0; o < 90; ++o) out_ch.push_back(o * 5 / 3);
+  check_gather(160, 150, in_ch, out_ch);
 }
 
 TEST(OneDnnLayout, NonBlockedFormatsAreRefused) {
