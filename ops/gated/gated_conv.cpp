@@ -166,7 +166,11 @@ class GatedConv final : public Kernel {
     x_off_ = 0;
     y_off_ = align(x_off_ + floats(h_ * w_ * c_));
     wc_off_ = align(y_off_ + floats(oh_ * ow_ * m_));
-    wp_off_ = align(wc_off_ + floats(m_ * c_ * kh_ * kw_));
+    // A plain copy of the gathered weights is needed only where gather_weights cannot write
+    // oneDNN's layout; with the dense primitive's layout addressable, the compact ones are too
+    // (same formats, fewer channels), and the rare exception gathers into a heap buffer.
+    plain_reserved_ = onednn::blocked_offsets(dense_.pd.weights_desc()).along.size() != 4;
+    wp_off_ = align(wc_off_ + (plain_reserved_ ? floats(m_ * c_ * kh_ * kw_) : 0));
     // packed compact weights: oneDNN pads the channel dims to its blocks (up to 64)
     sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((c_ + 63) / 64 * 64) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
@@ -503,8 +507,9 @@ class GatedConv final : public Kernel {
       gated::gather_weights(weights_.data(), c_, kh_, kw_, act_out.data(), ko, act_in.data(), ki, pr.w_layout,
                             static_cast<float*>(wp));
     } else {  // a layout gather_weights cannot address: gather plain, then oneDNN's reorder
-      auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
       const int64_t taps = kh_ * kw_;
+      std::vector<float> wc_heap(plain_reserved_ ? 0 : static_cast<size_t>(ko * ki * taps));
+      float* wc = plain_reserved_ ? reinterpret_cast<float*>(scratch + wc_off_) : wc_heap.data();
 #pragma omp parallel for if (ko * ki * taps > 65536)
       for (int64_t jo = 0; jo < ko; ++jo) {
         const float* wo = weights_.data() + static_cast<int64_t>(act_out[static_cast<size_t>(jo)]) * c_ * taps;
@@ -537,6 +542,7 @@ class GatedConv final : public Kernel {
   Prim dense_;
   memory dense_w_, dense_b_;
   size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;
+  bool plain_reserved_ = true;  // scratch holds a plain gathered copy (wc_off_) for the reorder path
   static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
   gated::DirectConvShape ds_{};
