@@ -24,7 +24,7 @@ void shift_rows(const std::vector<Run>& runs, const float* x, int64_t h, int64_t
 namespace sluice::ops {
 
 // The two kernels for a 1x1 conv with a fused pre_shift (nullptr where one does not apply:
-// the offset-read kernel needs AVX-512); make_shift_conv (ops/kernel.h) times both and keeps
+// the offset-read kernel needs AVX-512 or AVX2); make_shift_conv (ops/kernel.h) times both and keeps
 // the faster.
 std::unique_ptr<Kernel> make_shift_conv_offset(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_shift_conv_tiled(const graph::Graph& g, const graph::Node& n);

@@ -65,7 +65,7 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   if (auto offset = ops::make_shift_conv_offset(g, *fused)) {
     EXPECT_LT(max_kernel_diff(*offset, *tiled, g, *fused, 3), 1e-4) << "offset-read vs tiled";
   } else {
-    GTEST_LOG_(INFO) << "no AVX-512 in this build: only the tiled kernel exists";
+    GTEST_LOG_(INFO) << "neither AVX-512 nor AVX2 in this build: only the tiled kernel exists";
   }
   std::map<std::string, Tensor> in{{"x", random_tensor({p.n, p.c, p.h, p.w}, 21)}};
   if (p.residual) in["r"] = random_tensor({p.n, p.m, p.h, p.w}, 22);
