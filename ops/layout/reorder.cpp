@@ -1,5 +1,6 @@
 // SluiceReorder: converts a 4-D tensor between NCHW and NHWC memory layouts.
 // The logical (ONNX) shape stays [N, C, H, W]; only the memory order changes.
+#include <algorithm>
 #include <cstring>
 
 #include "ops/layout/reorder.h"
@@ -14,16 +15,26 @@ void infer_SluiceReorder(InferContext& ctx) {
 }
 
 void reorder_nchw_nhwc(const float* src, float* dst, const Shape& s, bool to_nhwc) {
+  // Per sample a [c][hw] <-> [hw][c] transpose, in tiles of 16 channels x 64 pixels: each tile
+  // reads and writes whole cache lines on both sides (element by element, one side's stride of
+  // c or hw floats touched a new line per element: 3.4 GB/s on a 56x56x96 tensor).
+  constexpr int64_t kC = 16, kP = 64;
   const int64_t n = s[0], c = s[1], hw = s[2] * s[3];
-#pragma omp parallel for collapse(2) if (n * c * hw > 65536)
+  const int64_t ct = (c + kC - 1) / kC, pt = (hw + kP - 1) / kP;
+#pragma omp parallel for collapse(3) if (n * c * hw > 65536)
   for (int64_t b = 0; b < n; ++b)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t nchw = (b * c + ch) * hw + i, nhwc = (b * hw + i) * c + ch;
-        if (to_nhwc)
-          dst[nhwc] = src[nchw];
-        else
-          dst[nchw] = src[nhwc];
+    for (int64_t tc = 0; tc < ct; ++tc)
+      for (int64_t tp = 0; tp < pt; ++tp) {
+        const float* sb = src + b * c * hw;
+        float* db = dst + b * c * hw;
+        const int64_t c0 = tc * kC, c1 = std::min(c, c0 + kC), p0 = tp * kP, p1 = std::min(hw, p0 + kP);
+        if (to_nhwc) {
+          for (int64_t i = p0; i < p1; ++i)
+            for (int64_t ch = c0; ch < c1; ++ch) db[i * c + ch] = sb[ch * hw + i];
+        } else {
+          for (int64_t ch = c0; ch < c1; ++ch)
+            for (int64_t i = p0; i < p1; ++i) db[ch * hw + i] = sb[i * c + ch];
+        }
       }
 }
 

@@ -2,6 +2,7 @@
 // reorders) against the reference kernels, on seeded random data and odd shapes.
 #include <gtest/gtest.h>
 
+#include "ops/layout/reorder.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -141,6 +142,25 @@ TEST(Layout, SqueezeExcitationMulBroadcastsPerChannelOnNhwc) {
   b.output("y");
   Model m = b.load();
   EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 6, 7, 7})}}), 1e-5);
+}
+
+// The NCHW <-> NHWC transpose runs in tiles of 16 channels x 64 pixels: shapes on and off the
+// tile edges, batch > 1, both directions, every element against its index formula.
+TEST(Layout, ReorderNchwNhwcEveryElementOnAndOffTileEdges) {
+  for (const Shape& s : {Shape{1, 16, 8, 8}, Shape{2, 17, 9, 7}, Shape{3, 5, 1, 65}, Shape{1, 40, 56, 56}, Shape{2, 1, 3, 3}}) {
+    const int64_t n = s[0], c = s[1], hw = s[2] * s[3], total = n * c * hw;
+    std::vector<float> src(static_cast<size_t>(total)), to(static_cast<size_t>(total), -1.f), back(static_cast<size_t>(total), -1.f);
+    for (int64_t i = 0; i < total; ++i) src[static_cast<size_t>(i)] = static_cast<float>(i);
+    ops::reorder_nchw_nhwc(src.data(), to.data(), s, true);
+    int64_t wrong = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < hw; ++i)
+          wrong += to[static_cast<size_t>((b * hw + i) * c + ch)] != src[static_cast<size_t>((b * c + ch) * hw + i)];
+    EXPECT_EQ(wrong, 0) << shape_str(s) << " to NHWC";
+    ops::reorder_nchw_nhwc(to.data(), back.data(), s, false);
+    EXPECT_EQ(back, src) << shape_str(s) << " back to NCHW";
+  }
 }
 
 }  // namespace
