@@ -1,12 +1,14 @@
 // Unstructured-sparse Gemm (design.md §7): Y = act(A * W^T + bias) with W [N_out, K] held in
 // CSR (the non-zeros of each output row, with their column). At batch 1 a fully connected layer
 // is a matrix-vector product bound by reading W, so reading only the non-zeros and their
-// indices is where the time goes; rows are split over threads, and on AVX-512 the x values of
-// 16 non-zeros at a time are gathered into one vector.
+// indices is where the time goes; rows are split over threads, and the x values of 16
+// non-zeros (AVX-512) or 8 (AVX2) at a time are gathered into one vector.
 #include <algorithm>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#ifdef __AVX512F__
 // GCC 12 flags the _mm512_undefined_* inside its own gather and reduce intrinsics.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -60,6 +62,21 @@ class SparseGemm final : public Kernel {
             v1 = _mm512_fmadd_ps(_mm512_loadu_ps(val_.data() + k + 16), _mm512_i32gather_ps(c1, x, 4), v1);
           }
           s0 = _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+        }
+#elif defined(__AVX2__)
+        // 8 non-zeros at a time, two vectors in flight.
+        if (k1 - k0 >= 16) {
+          __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+          for (; k + 15 < k1; k += 16) {
+            const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col_.data() + k));
+            const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col_.data() + k + 8));
+            v0 = _mm256_fmadd_ps(_mm256_loadu_ps(val_.data() + k), _mm256_i32gather_ps(x, c0, 4), v0);
+            v1 = _mm256_fmadd_ps(_mm256_loadu_ps(val_.data() + k + 8), _mm256_i32gather_ps(x, c1, 4), v1);
+          }
+          const __m256 v = _mm256_add_ps(v0, v1);
+          __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+          h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+          s0 = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
         }
 #endif
         for (; k + 3 < k1; k += 4) {
