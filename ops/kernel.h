@@ -77,6 +77,9 @@ std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
+// The same conv in oneDNN's own blocked activation layout, with reorders in and out (NHWC
+// nodes; nullptr where oneDNN would keep NHWC anyway or runs a brgemm conv).
+std::unique_ptr<Kernel> make_onednn_conv_blocked(const graph::Graph& g, const graph::Node& n);
 // The direct planar kernel as a dense conv (NHWC, group 1, stride 1 or 2, kh * kw <= 64).
 std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n);
 // oneDNN, or for channel counts off its 16-channel blocks (pruned models) the direct kernel

@@ -70,9 +70,23 @@ std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Nod
   return std::make_unique<PlanarDirectConv>(g, n);
 }
 
+// Convs below this many MACs per inference keep oneDNN's NHWC form untimed.
+constexpr int64_t kBlockedMinMacs = int64_t{16} << 20;
+
 std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n) {
   std::unique_ptr<Kernel> onednn = make_onednn_conv(g, n);
   if (!onednn) return nullptr;
+  // oneDNN's NHWC conv against the same conv on its blocked layout with the reorders around
+  // it (ops/conv/onednn.cpp), where that can pay: not on brgemm convs (NHWC-native), not on
+  // layers so small that two reorders weigh as much as the conv, whose timing would only
+  // lengthen session creation.
+  if (onednn->name().find("brg") == std::string::npos && static_macs(g, n) >= kBlockedMinMacs)
+    if (std::unique_ptr<Kernel> blocked = make_onednn_conv_blocked(g, n)) {
+      const std::vector<double> t = time_kernels({onednn.get(), blocked.get()}, g, n, 3);
+      char note[80];
+      std::snprintf(note, sizeof note, "[measured: nhwc %.3f ms, blocked %.3f ms]", t[0], t[1]);
+      onednn = with_note(t[1] < t[0] ? std::move(blocked) : std::move(onednn), note);
+    }
   // Channel counts in oneDNN's 16-channel blocks run well there, and 1x1 convs are oneDNN's
   // on every shape measured (the direct kernel ran 1.6-9x slower on MobileNetV2's); only the
   // others are timed.
