@@ -181,20 +181,27 @@ namespace {
 struct DenseCase {
   int64_t n, c, m, h, k, stride;
   bool residual;
+  int64_t group = 1;
 };
+
+// x -> Conv (bias, "same" pads) -> add_epilogue: the conv of case t, loaded.
+Model single_conv(const DenseCase& t) {
+  OnnxBuilder b;
+  const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
+  b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c / t.group, t.k, t.k}, 0.3f).init_random("b", {t.m});
+  auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+  OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
+  OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
+  OnnxBuilder::attr_int(conv, "group", t.group);
+  add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
+  return b.load();
+}
 
 TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
   const DenseCase cases[] = {{1, 19, 19, 23, 3, 1, true}, {1, 3, 19, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, false},
                              {1, 19, 7, 9, 1, 1, true}, {3, 5, 21, 11, 5, 1, true}};  // last: batch 3, 5x5
   for (const DenseCase& t : cases) {
-    OnnxBuilder b;
-    const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
-    b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c, t.k, t.k}, 0.3f).init_random("b", {t.m});
-    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
-    OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
-    OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
-    add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
-    Model m = b.load();
+    Model m = single_conv(t);
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
@@ -214,23 +221,11 @@ TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
 // stride 2, 1x1, a channel count off the 8/16-channel blocks, batch 2, depthwise, the fused
 // residual sum (also laid over the output, as plans do) + Relu, and a LeakyRelu.
 TEST(OneDnnBlockedConv, MatchesNhwcFormOnTheSameNode) {
-  struct Case {
-    int64_t n, c, m, h, k, stride, group;
-    bool residual;
-  };
-  const Case cases[] = {{1, 16, 32, 14, 3, 1, 1, true}, {2, 24, 40, 15, 3, 2, 1, false}, {1, 32, 16, 9, 1, 1, 1, true},
-                        {1, 13, 19, 11, 3, 1, 1, true}, {1, 32, 32, 12, 3, 1, 32, false}};
+  const DenseCase cases[] = {{1, 16, 32, 14, 3, 1, true}, {2, 24, 40, 15, 3, 2, false}, {1, 32, 16, 9, 1, 1, true},
+                             {1, 13, 19, 11, 3, 1, true}, {1, 32, 32, 12, 3, 1, false, 32}};
   int built = 0;
-  for (const Case& t : cases) {
-    OnnxBuilder b;
-    const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
-    b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c / t.group, t.k, t.k}, 0.3f).init_random("b", {t.m});
-    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
-    OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
-    OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
-    OnnxBuilder::attr_int(conv, "group", t.group);
-    add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
-    Model m = b.load();
+  for (const DenseCase& t : cases) {
+    Model m = single_conv(t);
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
