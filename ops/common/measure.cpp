@@ -3,14 +3,19 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
-#include <random>
 #include <vector>
 
 namespace sluice::ops {
 
 RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd;
+  // Uniform in [-1, 1) from a xorshift generator: session creation times kernels on this data,
+  // and std::normal_distribution over mt19937 made the filling a visible part of it.
+  uint32_t state = seed * 2654435761u + 0x9E3779B9u;
+  if (state == 0) state = 1;
+  auto next = [&state] {
+    state ^= state << 13, state ^= state >> 17, state ^= state << 5;
+    return static_cast<float>(state >> 8) * (2.f / 16777216.f) - 1.f;
+  };
   bufs_.reserve(n.inputs.size() + 1);  // the views point into them
   for (graph::ValueId v : n.inputs) {
     TensorView t;
@@ -18,9 +23,14 @@ RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint
       const graph::Value& val = g.value(v);
       t.dtype = val.dtype;
       t.shape = val.shape;
-      bufs_.emplace_back(static_cast<size_t>(t.numel()));
-      for (auto& x : bufs_.back()) x = nd(rng);
-      t.data = bufs_.back().data();
+      if (val.is_constant()) {
+        // The model's own constant (weights, bias): what the kernel runs on, with no copy.
+        t.data = const_cast<void*>(val.constant.raw());
+      } else {
+        bufs_.emplace_back(static_cast<size_t>(t.numel()));
+        for (auto& x : bufs_.back()) x = next();
+        t.data = bufs_.back().data();
+      }
     }
     in_.push_back(t);
   }

@@ -11,7 +11,8 @@
 
 namespace sluice::ops {
 
-// Seeded random data for every input of node n and a buffer for its output 0, as kernel
+// Seeded random data (uniform in [-1, 1)) for every non-constant input of node n, the model's
+// own data for its constant inputs (weights, bias), and a buffer for its output 0, as kernel
 // arguments: what time_kernel times a kernel on, and what tests run two kernels on.
 class RandomNodeData {
  public:
@@ -26,7 +27,7 @@ class RandomNodeData {
   const std::vector<float>& output() const { return bufs_.back(); }
 
  private:
-  std::vector<std::vector<float>> bufs_;  // the inputs that exist, in order, then the output
+  std::vector<std::vector<float>> bufs_;  // the non-constant inputs that exist, in order, then the output
   std::vector<TensorView> in_, out_;
   std::vector<std::byte> scratch_;
 };
