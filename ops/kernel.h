@@ -97,6 +97,10 @@ std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const graph::Node& n);
+// The gated conv with its oneDNN convs on oneDNN's blocked activation layout, reordered in and
+// out (make_gated_conv_onednn measures that against NHWC on layers of >= 16M MACs); nullptr
+// where oneDNN keeps NHWC.
+std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's

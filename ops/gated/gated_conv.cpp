@@ -11,6 +11,7 @@
 // result, suppressed channels as the constant the graph gives them), or compact when every
 // reader is a gated conv.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -125,10 +126,13 @@ bool writes_compact(const graph::Graph& g, const graph::Node& n) {
 
 // Which kernel computes the compact problem on small maps (see make_gated_conv).
 enum class SmallMapPath { Direct, OneDnn };
+// The oneDNN convs' activation layout: NHWC or blocked as choose_blocked measures, or blocked
+// wherever oneDNN has a blocked form (tests).
+enum class ActLayout { Measured, Blocked };
 
 class GatedConv final : public Kernel {
  public:
-  GatedConv(const graph::Graph& g, const graph::Node& n, SmallMapPath path)
+  GatedConv(const graph::Graph& g, const graph::Node& n, SmallMapPath path, ActLayout layout = ActLayout::Measured)
       : p_(n.p<graph::GatedConvParams>()) {
     const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
@@ -160,7 +164,10 @@ class GatedConv final : public Kernel {
       pre_suppressed_[static_cast<size_t>(o)] = gate::pre_suppressed(p_, beta(), o);
     }
     compact_out_ = writes_compact(g, n);
-    dense_ = make_prim(c_, m_);
+    dense_ = make_prim(c_, m_, false);
+    blocked_ = layout == ActLayout::Blocked ? make_prim(c_, m_, true).blocked : choose_blocked(static_macs(g, n));
+    if (layout == ActLayout::Blocked && blocked_) layout_note_ = " (blocked activations, reordered)";
+    if (blocked_) dense_ = make_prim(c_, m_, true);
     pack_dense_weights();
     // Scratch: compact input, compact/dense conv output, gathered and packed weights, oneDNN scratchpad.
     x_off_ = 0;
@@ -180,7 +187,11 @@ class GatedConv final : public Kernel {
     ds_ = {c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0]};
     direct_ = path == SmallMapPath::Direct && direct_applies(n);
     dc_off_ = align(sp_off_ + sp_reserve_);
-    scratch_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0));
+    // The blocked form's input and output (the dense primitive's are the largest: compact
+    // problems have fewer channels in the same blocks).
+    bx_off_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0));
+    by_off_ = align(bx_off_ + (blocked_ ? dense_.pd.src_desc().get_size() : 0));
+    scratch_ = align(by_off_ + (blocked_ ? dense_.pd.dst_desc().get_size() : 0));
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
   }
 
@@ -195,7 +206,7 @@ class GatedConv final : public Kernel {
 
   std::string name() const override {
     return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") +
-           (direct_ && p_.gating ? ":direct" : "") + ":onednn:" + dense_.pd.impl_info_str();
+           (direct_ && p_.gating ? ":direct" : "") + ":onednn:" + dense_.pd.impl_info_str() + layout_note_;
   }
   size_t scratch_bytes() const override { return scratch_ * static_cast<size_t>(slots_); }
 
@@ -291,28 +302,43 @@ class GatedConv final : public Kernel {
     memory::desc src, dst, w_plain, bias;
     onednn::BlockedOffsets w_layout;  // where gather_weights writes; not ok(): gather plain + reorder
     dnnl::reorder w_reorder;
+    // Blocked form: src/dst in the primitive's own layout, NHWC reordered in and out.
+    bool blocked = false;
+    memory::desc bsrc, bdst;
+    dnnl::reorder to_src, from_dst;
   };
 
   static size_t floats(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
   static size_t align(size_t b) { return (b + 63) / 64 * 64; }
   const float* beta() const { return beta_.empty() ? nullptr : beta_.data(); }
 
-  Prim make_prim(int64_t ki, int64_t ko) const {
+  Prim make_prim(int64_t ki, int64_t ko, bool blocked) const {
     Prim pr;
     pr.src = memory::desc({1, ki, h_, w_}, memory::data_type::f32, tag::nhwc);
     pr.dst = memory::desc({1, ko, oh_, ow_}, memory::data_type::f32, tag::nhwc);
+    const memory::desc src_any({1, ki, h_, w_}, memory::data_type::f32, tag::any);
+    const memory::desc dst_any({1, ko, oh_, ow_}, memory::data_type::f32, tag::any);
     pr.w_plain = memory::desc({ko, ki, kh_, kw_}, memory::data_type::f32, tag::oihw);
     pr.bias = memory::desc({ko}, memory::data_type::f32, tag::a);
     memory::desc w_any({ko, ki, kh_, kw_}, memory::data_type::f32, tag::any);
     const auto& c = p_.conv;
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, pr.src,
-                                      w_any, pr.bias, pr.dst, {c.strides[0], c.strides[1]},
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                      blocked ? src_any : pr.src, w_any, pr.bias, blocked ? dst_any : pr.dst,
+                                      {c.strides[0], c.strides[1]},
                                       {c.dilations[0] - 1, c.dilations[1] - 1}, {c.pads[0], c.pads[1]},
                                       {c.pads[2], c.pads[3]});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     pr.pd = dnnl::convolution_forward::primitive_desc(d, attr, onednn::engine());
     pr.prim = dnnl::convolution_forward(pr.pd);
+    if (blocked && pr.pd.src_desc() != pr.src) {
+      pr.blocked = true;
+      pr.bsrc = pr.pd.src_desc(), pr.bdst = pr.pd.dst_desc();
+      pr.to_src = dnnl::reorder(dnnl::reorder::primitive_desc(onednn::engine(), pr.src, onednn::engine(), pr.bsrc));
+      pr.from_dst = dnnl::reorder(dnnl::reorder::primitive_desc(onednn::engine(), pr.bdst, onednn::engine(), pr.dst));
+    } else if (blocked) {  // oneDNN keeps NHWC here: the plain form
+      return make_prim(ki, ko, false);
+    }
     pr.w_layout = onednn::blocked_offsets(pr.pd.weights_desc());
     if (pr.w_layout.along.size() != 4) pr.w_layout = {};  // [k_out, k_in, kh, kw] only
     if (!pr.w_layout.ok())
@@ -330,7 +356,7 @@ class GatedConv final : public Kernel {
     std::lock_guard<std::mutex> lock(mu_);
     auto key = std::make_pair(ki, ko);
     auto it = cache_.find(key);
-    if (it == cache_.end()) it = cache_.emplace(key, std::make_unique<Prim>(make_prim(ki, ko))).first;
+    if (it == cache_.end()) it = cache_.emplace(key, std::make_unique<Prim>(make_prim(ki, ko, blocked_))).first;
     return *it->second;
   }
 
@@ -343,11 +369,51 @@ class GatedConv final : public Kernel {
       heap.resize(sp);
       sp_ptr = heap.data();
     }
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(pr.src, onednn::engine(), const_cast<void*>(src))},
-                                         {DNNL_ARG_WEIGHTS, w},
-                                         {DNNL_ARG_BIAS, bias},
-                                         {DNNL_ARG_DST, memory(pr.dst, onednn::engine(), dst)}};
-    onednn::execute(pr.prim, std::move(args), pr.pd.scratchpad_desc(), sp_ptr);
+    memory x(pr.src, onednn::engine(), const_cast<void*>(src)), y(pr.dst, onednn::engine(), dst);
+    if (!pr.blocked) {
+      onednn::execute(pr.prim, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, y}},
+                      pr.pd.scratchpad_desc(), sp_ptr);
+      return;
+    }
+    memory bx(pr.bsrc, onednn::engine(), scratch + bx_off_), by(pr.bdst, onednn::engine(), scratch + by_off_);
+    dnnl::stream& st = onednn::thread_stream();
+    pr.to_src.execute(st, x, bx);
+    onednn::execute(pr.prim, {{DNNL_ARG_SRC, bx}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, by}},
+                    pr.pd.scratchpad_desc(), sp_ptr);
+    pr.from_dst.execute(st, by, y);
+    st.wait();
+  }
+
+  // oneDNN's NHWC conv or the same on its blocked activation layout with reorders around it
+  // (the dense form, ops/conv/onednn.cpp, explains when that pays): the dense primitive timed
+  // both ways on random data here, the fastest of 3 calls each in turns; the compact
+  // primitives follow the layer's choice. Only layers of >= 16M MACs on non-brgemm convs.
+  bool choose_blocked(int64_t macs) {
+    if (macs < (int64_t{16} << 20) || std::string(dense_.pd.impl_info_str()).find("brg") != std::string::npos) return false;
+    Prim b = make_prim(c_, m_, true);
+    if (!b.blocked) return false;
+    const memory wn = onednn::pack(dense_.w_plain, weights_.data(), dense_.pd.weights_desc());
+    const memory wb = onednn::pack(b.w_plain, weights_.data(), b.pd.weights_desc());
+    const memory bias = onednn::pack(dense_.bias, bias_.data(), dense_.bias);
+    std::vector<float> x(static_cast<size_t>(h_ * w_ * c_)), y(static_cast<size_t>(oh_ * ow_ * m_));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 1000) * 1e-3f - 0.5f;
+    const size_t sp = std::max(dense_.pd.scratchpad_desc().get_size(), b.pd.scratchpad_desc().get_size());
+    std::vector<std::byte> scratch(align(sp) + align(b.bsrc.get_size()) + b.bdst.get_size() + 64);
+    auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+    const size_t saved[] = {sp_off_, sp_reserve_, bx_off_, by_off_};
+    sp_off_ = 0, sp_reserve_ = sp, bx_off_ = align(sp), by_off_ = bx_off_ + align(b.bsrc.get_size());
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < 3; ++r)
+      for (int f = 0; f < 2; ++f) {
+        const auto t0 = std::chrono::steady_clock::now();
+        exec_conv(f ? b : dense_, x.data(), f ? wb : wn, bias, y.data(), base);
+        best[f] = std::min(best[f], std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+    sp_off_ = saved[0], sp_reserve_ = saved[1], bx_off_ = saved[2], by_off_ = saved[3];
+    char note[80];
+    std::snprintf(note, sizeof note, " [measured: nhwc %.3f ms, blocked %.3f ms]", best[0], best[1]);
+    layout_note_ = (best[1] < best[0] ? " (blocked activations, reordered)" : "") + std::string(note);
+    return best[1] < best[0];
   }
 
   // Mean (or mean |x|) over pixels of every input channel; channels outside act_in are
@@ -541,7 +607,10 @@ class GatedConv final : public Kernel {
   std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_, pre_suppressed_;
   Prim dense_;
   memory dense_w_, dense_b_;
-  size_t x_off_, y_off_, wc_off_, wp_off_, sp_off_, sp_reserve_, dc_off_, scratch_;
+  size_t x_off_ = 0, y_off_ = 0, wc_off_ = 0, wp_off_ = 0, sp_off_ = 0, sp_reserve_ = 0, dc_off_ = 0, bx_off_ = 0,
+         by_off_ = 0, scratch_ = 0;
+  bool blocked_ = false;     // convs on oneDNN's blocked activation layout (choose_blocked)
+  std::string layout_note_;  // what choose_blocked measured
   bool plain_reserved_ = true;  // scratch holds a plain gathered copy (wc_off_) for the reorder path
   static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
@@ -587,6 +656,12 @@ std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const grap
 std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const graph::Node& n) {
   if (n.layout != graph::Layout::NHWC) return nullptr;
   return std::make_unique<GatedConv>(g, n, SmallMapPath::OneDnn);
+}
+
+std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout != graph::Layout::NHWC) return nullptr;
+  auto k = std::make_unique<GatedConv>(g, n, SmallMapPath::OneDnn, ActLayout::Blocked);
+  return k->name().find("blocked") == std::string::npos ? nullptr : std::move(k);
 }
 
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n) {

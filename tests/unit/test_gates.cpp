@@ -280,7 +280,8 @@ TEST(GatedConv, ChainedGatesReadOnlyTheActiveInputChannels) {
 // On small maps the compact conv runs on the direct kernel or on oneDNN, whichever measures
 // faster: both must give the same output for the input activities a gated producer reports
 // (none, some channels of a dense tensor, a compact tensor), stride 1 and 2, batch 2, writing
-// a compact output (read by the next gate) or a dense one (the graph's output).
+// a compact output (read by the next gate) or a dense one (the graph's output). The same for
+// the oneDNN convs on oneDNN's blocked activation layout (chosen by measurement on large layers).
 TEST(GatedConv, DirectAndOneDnnSmallMapPathsAgree) {
   for (int64_t stride : {1, 2}) {
     GateCase gc;
@@ -314,36 +315,42 @@ TEST(GatedConv, DirectAndOneDnnSmallMapPathsAgree) {
       some.samples = compact.samples = {active, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
       compact.compact = true;
       const ops::ChannelActivity* acts[] = {nullptr, &some, &compact};
-      for (const ops::ChannelActivity* act : acts) {
-        const std::string what = "stride " + std::to_string(stride) +
-                                 (compact_out ? ", compact output" : ", dense output") +
-                                 (act ? act->compact ? ", compact input" : ", some channels" : ", dense input");
-        if (!compact_out) {
-          EXPECT_LT(max_kernel_diff(*direct, *onednn, g, *node, 4, act), 1e-4) << what;
-          continue;
-        }
-        // A compact output holds, per sample, the listed channels of each pixel, packed: the
-        // two kernels must list the same channels and agree on those values.
-        ops::RandomNodeData dd(g, *node, 4), dn(g, *node, 4);
-        ops::ChannelActivity out_d, out_n;
-        ops::KernelArgs ad = dd.args(*direct), an = dn.args(*onednn);
-        ad.in_activity = an.in_activity = act;
-        ad.out_activity = &out_d, an.out_activity = &out_n;
-        direct->run(ad);
-        onednn->run(an);
-        ASSERT_TRUE(out_d.compact && out_n.compact) << what;
-        ASSERT_EQ(out_d.samples, out_n.samples) << what;
-        const Shape& ys = g.value(node->outputs[0]).shape;
-        const int64_t pixels = ys[2] * ys[3];
-        double worst = 0;
-        for (int64_t s = 0; s < ys[0]; ++s)
-          for (int64_t i = 0; i < pixels * static_cast<int64_t>(out_d.samples[static_cast<size_t>(s)].size()); ++i) {
-            const size_t at = static_cast<size_t>(s * pixels * ys[1] + i);
-            const double d = std::fabs(static_cast<double>(dd.output()[at]) - dn.output()[at]);
-            worst = std::isnan(d) ? INFINITY : std::max(worst, d);  // NaN: a value never written
+      // The direct kernel, and the oneDNN convs on the blocked activation layout where oneDNN
+      // has one, each against oneDNN on NHWC.
+      auto blocked = ops::make_gated_conv_blocked(g, *node);
+      std::vector<std::pair<std::string, const ops::Kernel*>> others{{"direct", direct.get()}};
+      if (blocked) others.emplace_back("blocked", blocked.get());
+      for (const auto& [name, other] : others)
+        for (const ops::ChannelActivity* act : acts) {
+          const std::string what = name + " vs onednn, stride " + std::to_string(stride) +
+                                   (compact_out ? ", compact output" : ", dense output") +
+                                   (act ? act->compact ? ", compact input" : ", some channels" : ", dense input");
+          if (!compact_out) {
+            EXPECT_LT(max_kernel_diff(*other, *onednn, g, *node, 4, act), 1e-4) << what;
+            continue;
           }
-        EXPECT_LT(worst, 1e-4) << what;
-      }
+          // A compact output holds, per sample, the listed channels of each pixel, packed: the
+          // two kernels must list the same channels and agree on those values.
+          ops::RandomNodeData dd(g, *node, 4), dn(g, *node, 4);
+          ops::ChannelActivity out_d, out_n;
+          ops::KernelArgs ad = dd.args(*other), an = dn.args(*onednn);
+          ad.in_activity = an.in_activity = act;
+          ad.out_activity = &out_d, an.out_activity = &out_n;
+          other->run(ad);
+          onednn->run(an);
+          ASSERT_TRUE(out_d.compact && out_n.compact) << what;
+          ASSERT_EQ(out_d.samples, out_n.samples) << what;
+          const Shape& ys = g.value(node->outputs[0]).shape;
+          const int64_t pixels = ys[2] * ys[3];
+          double worst = 0;
+          for (int64_t s = 0; s < ys[0]; ++s)
+            for (int64_t i = 0; i < pixels * static_cast<int64_t>(out_d.samples[static_cast<size_t>(s)].size()); ++i) {
+              const size_t at = static_cast<size_t>(s * pixels * ys[1] + i);
+              const double d = std::fabs(static_cast<double>(dd.output()[at]) - dn.output()[at]);
+              worst = std::isnan(d) ? INFINITY : std::max(worst, d);  // NaN: a value never written
+            }
+          EXPECT_LT(worst, 1e-4) << what;
+        }
     }
   }
 }
