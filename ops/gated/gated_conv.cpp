@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include <omp.h>
 
@@ -126,7 +127,7 @@ bool writes_compact(const graph::Graph& g, const graph::Node& n) {
 
 // Which kernel computes the compact problem on small maps (see make_gated_conv).
 enum class SmallMapPath { Direct, OneDnn };
-// The oneDNN convs' activation layout: NHWC or blocked as choose_blocked measures, or blocked
+// The oneDNN convs' activation layout: NHWC or blocked as blocked_form measures, or blocked
 // wherever oneDNN has a blocked form (tests).
 enum class ActLayout { Measured, Blocked };
 
@@ -165,9 +166,10 @@ class GatedConv final : public Kernel {
     }
     compact_out_ = writes_compact(g, n);
     dense_ = make_prim(c_, m_, false);
-    blocked_ = layout == ActLayout::Blocked ? make_prim(c_, m_, true).blocked : choose_blocked(static_macs(g, n));
-    if (layout == ActLayout::Blocked && blocked_) layout_note_ = " (blocked activations, reordered)";
-    if (blocked_) dense_ = make_prim(c_, m_, true);
+    if (std::optional<Prim> b = blocked_form(layout, static_macs(g, n))) {
+      dense_ = std::move(*b);
+      blocked_ = true;
+    }
     pack_dense_weights();
     // Scratch: compact input, compact/dense conv output, gathered and packed weights, oneDNN scratchpad.
     x_off_ = 0;
@@ -384,14 +386,21 @@ class GatedConv final : public Kernel {
     st.wait();
   }
 
-  // oneDNN's NHWC conv or the same on its blocked activation layout with reorders around it
-  // (the dense form, ops/conv/onednn.cpp, explains when that pays): the dense primitive timed
-  // both ways on random data here, the fastest of 3 calls each in turns; the compact
-  // primitives follow the layer's choice. Only layers of >= 16M MACs on non-brgemm convs.
-  bool choose_blocked(int64_t macs) {
-    if (macs < (int64_t{16} << 20) || std::string(dense_.pd.impl_info_str()).find("brg") != std::string::npos) return false;
+  // The dense primitive's blocked form (its activations in oneDNN's own layout, reorders
+  // around it; ops/conv/onednn.cpp explains when that pays) where the layer takes it: forced,
+  // or measured faster than NHWC on random data here, the fastest of 3 calls each in turns,
+  // on layers of >= 16M MACs whose conv is not a brgemm one. The compact primitives follow
+  // the layer's choice.
+  std::optional<Prim> blocked_form(ActLayout layout, int64_t macs) {
+    if (layout == ActLayout::Measured &&
+        (macs < (int64_t{16} << 20) || std::string(dense_.pd.impl_info_str()).find("brg") != std::string::npos))
+      return std::nullopt;
     Prim b = make_prim(c_, m_, true);
-    if (!b.blocked) return false;
+    if (!b.blocked) return std::nullopt;
+    if (layout == ActLayout::Blocked) {
+      layout_note_ = " (blocked activations, reordered)";
+      return b;
+    }
     const memory wn = onednn::pack(dense_.w_plain, weights_.data(), dense_.pd.weights_desc());
     const memory wb = onednn::pack(b.w_plain, weights_.data(), b.pd.weights_desc());
     const memory bias = onednn::pack(dense_.bias, bias_.data(), dense_.bias);
@@ -413,7 +422,8 @@ class GatedConv final : public Kernel {
     char note[80];
     std::snprintf(note, sizeof note, " [measured: nhwc %.3f ms, blocked %.3f ms]", best[0], best[1]);
     layout_note_ = (best[1] < best[0] ? " (blocked activations, reordered)" : "") + std::string(note);
-    return best[1] < best[0];
+    if (best[1] < best[0]) return b;
+    return std::nullopt;
   }
 
   // Mean (or mean |x|) over pixels of every input channel; channels outside act_in are
@@ -609,8 +619,8 @@ class GatedConv final : public Kernel {
   memory dense_w_, dense_b_;
   size_t x_off_ = 0, y_off_ = 0, wc_off_ = 0, wp_off_ = 0, sp_off_ = 0, sp_reserve_ = 0, dc_off_ = 0, bx_off_ = 0,
          by_off_ = 0, scratch_ = 0;
-  bool blocked_ = false;     // convs on oneDNN's blocked activation layout (choose_blocked)
-  std::string layout_note_;  // what choose_blocked measured
+  bool blocked_ = false;     // convs on oneDNN's blocked activation layout (blocked_form)
+  std::string layout_note_;  // what blocked_form measured
   bool plain_reserved_ = true;  // scratch holds a plain gathered copy (wc_off_) for the reorder path
   static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
