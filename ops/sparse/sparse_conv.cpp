@@ -200,9 +200,10 @@ class SparseConv final : public Kernel {
 double zero_fraction(const Tensor& w) {
   if (w.dtype() != DType::Float32 || w.numel() == 0) return 0;
   const float* p = w.data<float>();
+  const int64_t n = w.numel();  // once: numel() multiplies the dims on every call
   int64_t z = 0;
-  for (int64_t i = 0; i < w.numel(); ++i) z += p[i] == 0.f;
-  return static_cast<double>(z) / static_cast<double>(w.numel());
+  for (int64_t i = 0; i < n; ++i) z += p[i] == 0.f;
+  return static_cast<double>(z) / static_cast<double>(n);
 }
 
 std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned) {
