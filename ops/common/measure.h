@@ -32,7 +32,8 @@ class RandomNodeData {
   std::vector<std::byte> scratch_;
 };
 
-// The fastest wall time in ms of about `runs` timed calls of each kernel on seeded random data
+// The fastest wall time in ms of about `runs` timed calls of each kernel (fewer once the turns
+// have taken 200 ms, at least two) on seeded random data
 // of the node's input and output shapes, the kernels taking turns (a warm-up call and two
 // timed ones of a, the same of b, again a, ...) so that a slow spell of a shared machine falls
 // on all of them alike. The fastest call, not the median: on this kind of machine the noise
