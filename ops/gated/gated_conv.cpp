@@ -362,12 +362,19 @@ class GatedConv final : public Kernel {
     return *it->second;
   }
 
+  // Where exec_conv's buffers lie in a scratch slot: oneDNN's scratchpad [sp, sp + sp_size),
+  // the blocked form's input [bx, by) and output [by, end).
+  struct ConvScratch {
+    size_t sp, sp_size, bx, by, end;
+  };
+  ConvScratch conv_scratch() const { return {sp_off_, sp_reserve_, bx_off_, by_off_, scratch_}; }
+
   void exec_conv(const Prim& pr, const void* src, const memory& w, const memory& bias, float* dst,
-                 std::byte* scratch) const {
+                 std::byte* scratch, const ConvScratch& at) const {
     const size_t sp = pr.pd.scratchpad_desc().get_size();
     std::vector<std::byte> heap;
-    void* sp_ptr = scratch + sp_off_;
-    if (sp > sp_reserve_) {
+    void* sp_ptr = scratch + at.sp;
+    if (sp > at.sp_size) {
       heap.resize(sp);
       sp_ptr = heap.data();
     }
@@ -377,7 +384,17 @@ class GatedConv final : public Kernel {
                       pr.pd.scratchpad_desc(), sp_ptr);
       return;
     }
-    memory bx(pr.bsrc, onednn::engine(), scratch + bx_off_), by(pr.bdst, onednn::engine(), scratch + by_off_);
+    // The reserve is the dense primitive's blocked sizes; a compact primitive whose format
+    // pads more (not seen) gets heap buffers rather than overrunning it.
+    std::byte* bx_ptr = scratch + at.bx;
+    std::byte* by_ptr = scratch + at.by;
+    std::vector<std::byte> bheap;
+    if (pr.bsrc.get_size() > at.by - at.bx || pr.bdst.get_size() > at.end - at.by) {
+      bheap.resize(align(pr.bsrc.get_size()) + pr.bdst.get_size() + 64);
+      bx_ptr = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(bheap.data()) + 63) / 64 * 64);
+      by_ptr = bx_ptr + align(pr.bsrc.get_size());
+    }
+    memory bx(pr.bsrc, onednn::engine(), bx_ptr), by(pr.bdst, onednn::engine(), by_ptr);
     dnnl::stream& st = onednn::thread_stream();
     pr.to_src.execute(st, x, bx);
     onednn::execute(pr.prim, {{DNNL_ARG_SRC, bx}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, by}},
@@ -407,18 +424,17 @@ class GatedConv final : public Kernel {
     std::vector<float> x(static_cast<size_t>(h_ * w_ * c_)), y(static_cast<size_t>(oh_ * ow_ * m_));
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 1000) * 1e-3f - 0.5f;
     const size_t sp = std::max(dense_.pd.scratchpad_desc().get_size(), b.pd.scratchpad_desc().get_size());
-    std::vector<std::byte> scratch(align(sp) + align(b.bsrc.get_size()) + b.bdst.get_size() + 64);
+    const ConvScratch at{0, sp, align(sp), align(sp) + align(b.bsrc.get_size()),
+                         align(sp) + align(b.bsrc.get_size()) + b.bdst.get_size()};
+    std::vector<std::byte> scratch(at.end + 64);
     auto* base = reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
-    const size_t saved[] = {sp_off_, sp_reserve_, bx_off_, by_off_};
-    sp_off_ = 0, sp_reserve_ = sp, bx_off_ = align(sp), by_off_ = bx_off_ + align(b.bsrc.get_size());
     double best[2] = {1e30, 1e30};
     for (int r = 0; r < 3; ++r)
       for (int f = 0; f < 2; ++f) {
         const auto t0 = std::chrono::steady_clock::now();
-        exec_conv(f ? b : dense_, x.data(), f ? wb : wn, bias, y.data(), base);
+        exec_conv(f ? b : dense_, x.data(), f ? wb : wn, bias, y.data(), base, at);
         best[f] = std::min(best[f], std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
-    sp_off_ = saved[0], sp_reserve_ = saved[1], bx_off_ = saved[2], by_off_ = saved[3];
     char note[80];
     std::snprintf(note, sizeof note, " [measured: nhwc %.3f ms, blocked %.3f ms]", best[0], best[1]);
     layout_note_ = (best[1] < best[0] ? " (blocked activations, reordered)" : "") + std::string(note);
@@ -469,7 +485,7 @@ class GatedConv final : public Kernel {
 
   // sb: this sample's fused residual operand (NHWC, like the output), or null.
   void run_dense(const float* xb, float* yb, const float* pi, const float* sb, std::byte* scratch) const {
-    exec_conv(dense_, xb, dense_w_, dense_b_, yb, scratch);
+    exec_conv(dense_, xb, dense_w_, dense_b_, yb, scratch, conv_scratch());
     const int64_t pixels = oh_ * ow_;
     const float* be = beta();
 #pragma omp parallel for if (pixels * m_ > 65536)
@@ -602,12 +618,12 @@ class GatedConv final : public Kernel {
     for (int64_t jo = 0; jo < ko; ++jo) bc[static_cast<size_t>(jo)] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(jo)])];
     memory bias(pr.bias, onednn::engine(), bc.data());
     if (compact_out_) {  // straight into the output, then the gate's epilogue in place
-      exec_conv(pr, src, w_packed, bias, yb, scratch);
+      exec_conv(pr, src, w_packed, bias, yb, scratch, conv_scratch());
       scale_compact(yb, pi, act_out);
       return;
     }
     auto* yc = reinterpret_cast<float*>(scratch + y_off_);
-    exec_conv(pr, src, w_packed, bias, yc, scratch);
+    exec_conv(pr, src, w_packed, bias, yc, scratch, conv_scratch());
     fill_suppressed(yb, pi, yc, act_out, sb);
   }
 
