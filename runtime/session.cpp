@@ -1,5 +1,6 @@
 #include <omp.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "converters/onnx/onnx_import.h"
@@ -67,9 +68,16 @@ class SessionImpl {
   static bool specialisable(DType t) { return t == DType::Int64 || t == DType::Int32 || t == DType::Bool; }
   static bool specialise_on_value(const Tensor& t) { return specialisable(t.dtype()) && t.numel() <= 64; }
 
-  std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& shapes,
+  std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& given,
                                        const std::map<std::string, Tensor>& values = {}) {
     std::lock_guard<std::mutex> lock(mu_);
+    // Inputs not given take their declared shape where it is fully known, so that the plan
+    // made at load (no shapes given) is the one run() finds for inputs of those shapes (and
+    // inspect() without shapes too): keyed on "" it was made again at the first run.
+    std::map<std::string, Shape> shapes = given;
+    for (const auto& in : model_.inputs())
+      if (!shapes.count(in.name) && std::all_of(in.shape.begin(), in.shape.end(), [](int64_t d) { return d >= 0; }))
+        shapes[in.name] = in.shape;
     std::string key;
     for (const auto& [name, s] : shapes) key += name + shape_str(s) + ";";
     for (const auto& [name, t] : values) {
