@@ -243,5 +243,24 @@ TEST(OneDnnBlockedConv, MatchesNhwcFormOnTheSameNode) {
   if (built == 0) GTEST_SKIP() << "oneDNN chose NHWC activations for every case here";
 }
 
+// A session of a model with fully known input shapes plans once, at load, and its runs use
+// that plan: the measured choice's note (both kernels' times, to the microsecond) that run()
+// reports for the conv is the one inspect() showed before the run. (Keyed on no shapes, the
+// load-time plan was once made again inside the first run, with new timings.)
+TEST(Session, RunsThePlanMadeAtLoad) {
+  Model m = single_conv({1, 19, 21, 40, 3, 1, false});  // off oneDNN's channel blocks: a measured choice
+  Session s(m, {1, true});
+  const std::string before = s.inspect();
+  ASSERT_NE(before.find("[measured: direct"), std::string::npos) << before;
+  RunStats st;
+  s.run({{"x", random_tensor({1, 19, 40, 40}, 3)}}, &st);
+  std::string kernel;
+  for (const auto& l : st.layers)
+    if (l.op == "Conv") kernel = l.kernel;
+  ASSERT_NE(kernel.find("[measured: direct"), std::string::npos) << kernel;
+  EXPECT_NE(before.find(kernel), std::string::npos) << "run() used another plan: " << kernel << "\n" << before;
+  EXPECT_EQ(s.inspect(), before);
+}
+
 }  // namespace
 }  // namespace sluice::testing
