@@ -72,6 +72,10 @@ BlockedOffsets blocked_offsets(const dnnl::memory::desc& md) {
   return r;
 }
 
+bool blocked_form_may_pay(const std::string& impl, int64_t macs) {
+  return macs >= (int64_t{16} << 20) && impl.find("brg") == std::string::npos;
+}
+
 void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> args,
              const dnnl::memory::desc& scratch_md, void* scratch) {
   if (scratch_md.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_md, engine(), scratch));

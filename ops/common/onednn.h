@@ -2,6 +2,7 @@
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <vector>
 
 #include "graph/params.h"
@@ -29,6 +30,14 @@ struct BlockedOffsets {
   bool ok() const { return !along.empty(); }
 };
 BlockedOffsets blocked_offsets(const dnnl::memory::desc& md);
+
+// Whether a conv whose NHWC primitive is `impl` (impl_info_str) and that runs `macs` MACs per
+// inference is worth timing on oneDNN's blocked activation layout, with reorders in and out:
+// not brgemm convs (NHWC-native: AVX-512 machines), and not convs below 16M MACs, where two
+// reorders weigh as much as the conv and the timing would only lengthen session creation.
+// On AVX2, oneDNN's NHWC convs are jit:avx2, written for nChw8c: VGG-16's 3x3 layers ran at
+// 32-50 GFLOP/s NHWC against 55-62 blocked (sluice_bench_conv, 1 thread, Zen3).
+bool blocked_form_may_pay(const std::string& impl, int64_t macs);
 
 // Executes `prim` with `args` plus a user scratchpad at `scratch`.
 void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> args,

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "ops/common/measure.h"
+#include "ops/common/onednn.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/kernel.h"
 
@@ -70,17 +71,12 @@ std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Nod
   return std::make_unique<PlanarDirectConv>(g, n);
 }
 
-// Convs below this many MACs per inference keep oneDNN's NHWC form untimed.
-constexpr int64_t kBlockedMinMacs = int64_t{16} << 20;
-
 std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n) {
   std::unique_ptr<Kernel> onednn = make_onednn_conv(g, n);
   if (!onednn) return nullptr;
   // oneDNN's NHWC conv against the same conv on its blocked layout with the reorders around
-  // it (ops/conv/onednn.cpp), where that can pay: not on brgemm convs (NHWC-native), not on
-  // layers so small that two reorders weigh as much as the conv, whose timing would only
-  // lengthen session creation.
-  if (onednn->name().find("brg") == std::string::npos && static_macs(g, n) >= kBlockedMinMacs)
+  // it (ops/conv/onednn.cpp), where that can pay.
+  if (onednn::blocked_form_may_pay(onednn->name(), static_macs(g, n)))
     if (std::unique_ptr<Kernel> blocked = make_onednn_conv_blocked(g, n)) {
       const std::vector<double> t = time_kernels({onednn.get(), blocked.get()}, g, n, 3);
       char note[80];

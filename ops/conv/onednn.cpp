@@ -2,11 +2,8 @@
 // primitive chooses (format_tag::any), bias, fused sum and activation as post-ops.
 //
 // A second form runs the same conv with the activation layout oneDNN chooses too (blocked,
-// nChw8c on AVX2), reordering the input in and the output back around it. oneDNN's brgemm
-// convs (AVX-512 machines) run NHWC natively at full speed, but on an AVX2-only machine it
-// picks jit:avx2, written for blocked activations: on VGG-16's 3x3 layers its NHWC form ran
-// at 32-50 GFLOP/s against 55-62 blocked (sluice_bench_conv, 1 thread, Zen3). Whether the
-// two reorders cost less than that is measured per layer (make_dense_conv).
+// nChw8c on AVX2), reordering the input in and the output back around it. Where that can
+// pay is onednn::blocked_form_may_pay; whether it does is measured per layer (make_dense_conv).
 #include <cstring>
 
 #include "ops/common/onednn.h"

@@ -406,11 +406,9 @@ class GatedConv final : public Kernel {
   // The dense primitive's blocked form (its activations in oneDNN's own layout, reorders
   // around it; ops/conv/onednn.cpp explains when that pays) where the layer takes it: forced,
   // or measured faster than NHWC on random data here, the fastest of 3 calls each in turns,
-  // on layers of >= 16M MACs whose conv is not a brgemm one. The compact primitives follow
-  // the layer's choice.
+  // where onednn::blocked_form_may_pay. The compact primitives follow the layer's choice.
   std::optional<Prim> blocked_form(ActLayout layout, int64_t macs) {
-    if (layout == ActLayout::Measured &&
-        (macs < (int64_t{16} << 20) || std::string(dense_.pd.impl_info_str()).find("brg") != std::string::npos))
+    if (layout == ActLayout::Measured && !onednn::blocked_form_may_pay(dense_.pd.impl_info_str(), macs))
       return std::nullopt;
     Prim b = make_prim(c_, m_, true);
     if (!b.blocked) return std::nullopt;
