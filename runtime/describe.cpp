@@ -70,11 +70,14 @@ std::string Plan::describe(bool as_json) const {
   j["static_macs"] = executed_total;
   j["dense_macs"] = total;
   j["arena_bytes"] = arena_bytes_;
+  j["threads"] = threads_;
   if (as_json) return j.dump(2);
 
   std::ostringstream s;
   s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, " << total / 1e6
-    << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\npasses:";
+    << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\n"
+    << "kernels chosen for " << threads_ << (threads_ == 1 ? " thread" : " threads")
+    << " (measured times below are on them; -t/--threads sets it)\npasses:";
   for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
   s << "\n";
   if (!g_.gates.empty()) {

@@ -1,5 +1,7 @@
 #include "runtime/plan.h"
 
+#include <omp.h>
+
 #include <chrono>
 #include <cstring>
 
@@ -14,7 +16,7 @@ using graph::ValueId;
 
 Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options,
            const std::map<std::string, Tensor>& specialised_inputs)
-    : g_(model) {
+    : g_(model), threads_(omp_get_max_threads()) {
   graph::passes::bind_input_shapes(g_, input_shapes, specialised_inputs);
   optimise(options);
   build_steps(options);

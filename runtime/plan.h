@@ -76,6 +76,7 @@ class Plan {
   std::map<graph::ValueId, int> slot_index_;
   std::vector<Step> steps_;
   size_t arena_bytes_ = 0, scratch_bytes_ = 0;
+  int threads_ = 1;  // OpenMP threads when the plan was made: its kernels were chosen and timed on them
   std::vector<std::pair<std::string, int>> pass_log_;
 };
 

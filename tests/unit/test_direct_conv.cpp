@@ -262,5 +262,19 @@ TEST(Session, RunsThePlanMadeAtLoad) {
   EXPECT_EQ(s.inspect(), before);
 }
 
+// Measured kernel choices depend on the thread count, so inspect says which one they were made
+// for (a 2-thread `inspect` next to a 1-thread `bench` once read as "in-model layers run 2x
+// slower than measured").
+TEST(Session, InspectNamesTheThreadCountItsChoicesWereMadeFor) {
+  Model m = single_conv({1, 19, 21, 40, 3, 1, false});
+  for (int threads : {1, 2}) {
+    Session s(m, {threads, true});
+    const std::string text = s.inspect();
+    const std::string want = "kernels chosen for " + std::to_string(threads) + (threads == 1 ? " thread " : " threads ");
+    EXPECT_NE(text.find(want), std::string::npos) << text;
+    EXPECT_NE(s.inspect(true).find("\"threads\": " + std::to_string(threads)), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
