@@ -77,7 +77,7 @@ std::string Plan::describe(bool as_json) const {
   s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, " << total / 1e6
     << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\n"
     << "kernels chosen for " << threads_ << (threads_ == 1 ? " thread" : " threads")
-    << " (measured times below are on them; -t/--threads sets it)\npasses:";
+    << " (the times of measured choices below are on them; -t/--threads sets it)\npasses:";
   for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
   s << "\n";
   if (!g_.gates.empty()) {

@@ -149,7 +149,7 @@ TEST(SparseMeasured, DenseWeightsAreNotTimed) {
   int64_t nonzero = 0;
   Model m = sparse_model({1, 16, 10, 10, 16, 3, 1, 1, 0.3, false}, &nonzero);
   Session s(m);
-  EXPECT_EQ(s.inspect().find("measured"), std::string::npos);
+  EXPECT_EQ(s.inspect().find("[measured"), std::string::npos);
 }
 
 // The two sparse conv variants (aligned reads over shifted copies, and plain unaligned reads)
