@@ -1,11 +1,15 @@
 // Shift layers (design.md §8), recognised by what they compute, in either export form:
 //
-//  - a depthwise Conv (group = C_in = C_out, no bias or zero bias, stride 1, dilation 1, same
-//    spatial size out as in) whose every kernel is one-hot with the value 1: channel c moves by
-//    (i - pad_top, j - pad_left), (i, j) the position of its 1;
+//  - a Conv (no bias or zero bias, stride 1, same spatial size out as in) whose every output
+//    channel's kernel is one-hot with the value 1: output channel o copies the input channel c
+//    of its group where the 1 is, moved by (i * dilation_h - pad_top, j * dilation_w -
+//    pad_left), (i, j) the tap of the 1. Depthwise is the usual export; a dilated kernel
+//    reaches further, and a grouped or full (group 1) conv with one 1 per output channel is a
+//    shift that also picks channels;
 //  - a channel Concat whose every input is the same tensor x seen through any chain of channel
 //    Slice/Split, zero Pad and spatial Slice (Slice steps 1) that comes back to x's spatial size
-//    and is a pure translation: every in-bounds position of the result still holds x.
+//    and is a pure translation: every in-bounds position of the result still holds x. A Pad
+//    may crop (negative pads), also on one side while it pads the other.
 //
 // Both become one SluiceShift node (zero FLOPs). A shift whose only reader is a 1x1 conv
 // (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift).
@@ -30,19 +34,21 @@ std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) {
   return r;
 }
 
-// Form A. Returns false (and leaves the node) unless it is a one-hot depthwise conv.
-bool depthwise_shift(const Graph& g, const Node& n, ShiftParams& sp) {
+// Form A. Returns false (and leaves the node) unless every output channel is a one-hot copy.
+bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp) {
   if (n.op != OpType::Conv) return false;
   const auto& p = n.p<ConvParams>();
   const Value& x = g.value(n.inputs[0]);
   const Value& w = g.value(n.inputs[1]);
   const Value& y = g.value(n.outputs[0]);
-  if (x.shape.size() != 4 || y.shape.size() != 4 || !w.is_constant() || w.dtype != DType::Float32) return false;
-  const int64_t c = x.shape[1];
-  if (p.group != c || y.shape[1] != c || w.shape[0] != c || w.shape[1] != 1 || p.fused_sum ||
-      p.activation.kind != Activation::None)
+  if (x.shape.size() != 4 || y.shape.size() != 4 || !w.is_constant() || w.dtype != DType::Float32 ||
+      w.shape.size() != 4)
     return false;
-  if (p.strides[0] != 1 || p.strides[1] != 1 || p.dilations[0] != 1 || p.dilations[1] != 1) return false;
+  const int64_t c = x.shape[1], m = y.shape[1], groups = p.group;
+  if (groups < 1 || c % groups != 0 || m % groups != 0 || w.shape[0] != m || w.shape[1] != c / groups ||
+      p.fused_sum || p.activation.kind != Activation::None)
+    return false;
+  if (p.strides[0] != 1 || p.strides[1] != 1 || p.dilations[0] < 1 || p.dilations[1] < 1) return false;
   if (y.shape[2] != x.shape[2] || y.shape[3] != x.shape[3]) return false;
   if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
     const Value& b = g.value(n.inputs[2]);
@@ -50,23 +56,27 @@ bool depthwise_shift(const Graph& g, const Node& n, ShiftParams& sp) {
     for (int64_t i = 0; i < b.constant.numel(); ++i)
       if (b.constant.data<float>()[i] != 0.f) return false;
   }
-  const int64_t kh = w.shape[2], kw = w.shape[3];
+  const int64_t cg = c / groups, mg = m / groups, kh = w.shape[2], kw = w.shape[3], taps = cg * kh * kw;
   const float* W = w.constant.data<float>();
-  for (int64_t ch = 0; ch < c; ++ch) {
+  for (int64_t o = 0; o < m; ++o) {
     int64_t hot = -1;
-    for (int64_t t = 0; t < kh * kw; ++t) {
-      const float v = W[ch * kh * kw + t];
+    for (int64_t t = 0; t < taps; ++t) {
+      const float v = W[o * taps + t];
       if (v == 0.f) continue;
       if (v != 1.f || hot >= 0) return false;
       hot = t;
     }
     if (hot < 0) return false;  // an all-zero kernel: a dead channel, not a shift
-    sp.src.push_back(static_cast<int32_t>(ch));
-    sp.dy.push_back(static_cast<int32_t>(hot / kw - p.pads[0]));
-    sp.dx.push_back(static_cast<int32_t>(hot % kw - p.pads[1]));
+    const int64_t tap = hot % (kh * kw);
+    sp.src.push_back(static_cast<int32_t>((o / mg) * cg + hot / (kh * kw)));
+    sp.dy.push_back(static_cast<int32_t>(tap / kw * p.dilations[0] - p.pads[0]));
+    sp.dx.push_back(static_cast<int32_t>(tap % kw * p.dilations[1] - p.pads[1]));
   }
-  sp.dense_macs = c * kh * kw * y.shape[2] * y.shape[3];
-  sp.form = "depthwise one-hot conv";
+  bool moved = false;
+  for (size_t o = 0; o < sp.dy.size(); ++o) moved |= sp.dy[o] != 0 || sp.dx[o] != 0;
+  if (!moved) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
+  sp.dense_macs = m * taps * y.shape[2] * y.shape[3];
+  sp.form = groups == c && m == c ? "depthwise one-hot conv" : "one-hot conv";
   return true;
 }
 
@@ -135,15 +145,12 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
   }
   auto pads = const_ints(g, n, 1);
   if (pads.size() != 8) return kNoValue;
+  // Out index i reads in index i - before on every axis: zeros where that falls outside, and a
+  // negative pad crops. One rule covers padding, cropping and both at once.
   for (size_t d = 0; d < 4; ++d) {
     const int64_t before = pads[d], after = pads[d + 4];
-    if (before >= 0 && after >= 0) {  // zero padding: indices move, content does not
-      ax[d].off -= before;
-      ax[d].len += before + after;
-    } else {
-      window(d, -before, ax[d].len + before + after);  // a crop
-      if (before > 0 || after > 0) return kNoValue;   // mixed pad and crop: keep it simple
-    }
+    if (ax[d].len + before + after <= 0) return kNoValue;
+    window(d, -before, ax[d].len + before + after);
   }
   return src;
 }
@@ -197,7 +204,7 @@ int recognise_shifts(Graph& g) {
     ShiftParams sp;
     ValueId src = kNoValue;
     const Node& n = g.node(id);
-    if (depthwise_shift(g, n, sp)) {
+    if (one_hot_conv_shift(g, n, sp)) {
       src = n.inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       continue;

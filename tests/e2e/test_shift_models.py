@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Shift layers (design.md §8) checked live against ONNX Runtime on the same files: a
 ShiftResNet (models/shift.py, random seeded weights) in both export forms (one-hot depthwise
-conv; Slice/Pad/Slice/Concat), and look-alikes that must not be taken for shifts. Asserts the
-outputs, the number of shifts recognised and fused into their 1x1 conv, the MACs (a shift runs
-none), and that look-alikes are left alone.
+conv; Slice/Pad/Slice/Concat), the same idea in other op patterns (a full, grouped or dilated
+one-hot conv; a Pad that pads one side and crops the other), and look-alikes that must not be
+taken for shifts (torch.roll, a sum of two shifted channels, a pad/crop that zeroes a column,
+a one-hot conv that moves nothing).
+Asserts the outputs, the number of shifts recognised and fused into their 1x1 conv, the MACs (a
+shift runs none), and that look-alikes are left alone.
 
     .venv/bin/python tests/e2e/test_shift_models.py --sluice build/sluice --work-dir build/e2e_shift
 """
@@ -60,9 +63,52 @@ class SliceConcat(nn.Module):
         return torch.cat([a, b[:, :, :h]], 1)
 
 
-def wrap(m, c):
+class OneHotConv(nn.Module):
+    """A conv whose output channel o copies one input channel (pick(o)) at one tap: a shift that
+    other exporters write as a full, grouped or dilated conv rather than a depthwise one."""
+
+    def __init__(self, c, groups=1, mult=1, dilation=1, pick=None, two_inputs=False, centre=False):
+        super().__init__()
+        m, cg = c * mult, c // groups
+        w = torch.zeros(m, cg, 3, 3)
+        for o in range(m):
+            w[o, pick(o) if pick else o % cg, 1 if centre else o % 3, 1 if centre else (o // 3) % 3] = 1.0
+            if two_inputs:  # a second input channel added in: a sum of shifts, not a shift
+                w[o, (o + 1) % cg, 1, 1] = 1.0
+        self.register_buffer("w", w)
+        self.groups, self.dilation = groups, dilation
+
+    def forward(self, x):
+        return F.conv2d(x, self.w, None, padding=self.dilation, dilation=self.dilation, groups=self.groups)
+
+
+class PadCrop(nn.Module):
+    """Half the channels through one Pad that pads one side and crops the other (negative pad),
+    or through a Slice and such a Pad that together zero an in-bounds column (a look-alike)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        a, b = x[:, :4], x[:, 4:]
+        if self.kind == "shift":  # b moved right one column: pad 1 left, crop 1 right
+            b = F.pad(b, (1, -1, 0, 0))
+        else:  # column 0 dropped, then pad 2 left / crop 1 right: column 1 reads a dropped x column
+            b = F.pad(b[:, :, :, 1:], (2, -1, 0, 0))
+        return torch.cat([a, b], 1)
+
+
+class Roll(nn.Module):
+    """torch.roll wraps around: a translation, but not a zero-filled shift."""
+
+    def forward(self, x):
+        return torch.cat([x[:, :4], torch.roll(x[:, 4:], 1, 3)], 1)
+
+
+def wrap(m, c, out=None):
     """1x1 conv -> m -> 1x1 conv, so the shift (if any) has a conv to fuse into."""
-    return nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), m, nn.Conv2d(c, 5, 1))
+    return nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), m, nn.Conv2d(out or c, 5, 1))
 
 
 def export(m, path, c=8, hw=12):
@@ -114,14 +160,27 @@ def main():
               "trained %s form: 6 shifts recognised, 4 fused" % form)
     cases = [("dw_onehot", OneHotDW(8), 1), ("dw_half", OneHotDW(8, value=0.5), 0), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
              ("dw_bias", OneHotDW(8, bias=0.3), 0), ("slice_shift", SliceConcat("shift"), 1),
-             ("slice_crop_pad_top", SliceConcat("crop_then_pad_top"), 0), ("slice_permute", SliceConcat("permute"), 0)]
+             ("slice_crop_pad_top", SliceConcat("crop_then_pad_top"), 0), ("slice_permute", SliceConcat("permute"), 0),
+             # the same idea in other exporters' op patterns
+             ("onehot_full_permuted", OneHotConv(8, pick=lambda o: (o * 3 + 1) % 8), 1),
+             ("onehot_grouped", OneHotConv(8, groups=2), 1),
+             ("onehot_dilated", OneHotConv(8, groups=8, dilation=2), 1),
+             ("onehot_dw_mult2", OneHotConv(8, groups=8, mult=2), 1),
+             ("pad_crop_shift", PadCrop("shift"), 1),
+             # look-alikes
+             ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0),
+             ("onehot_two_inputs", OneHotConv(8, pick=lambda o: o, two_inputs=True), 0),
+             ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
     for name, mod, expected in cases:
         torch.manual_seed(1)
         path = os.path.join(a.work_dir, name + ".onnx")
-        export(wrap(mod, 8), path)
+        export(wrap(mod, 8, out=16 if name == "onehot_dw_mult2" else None), path)
         insp, _ = compare(a, path, (2, 8, 12, 12), name)
         check(insp["shifts_recognised"] == expected,
               "%s: %d shift(s) recognised, expected %d" % (name, insp["shifts_recognised"], expected))
+        if name.startswith("onehot_") and expected:  # the one-hot conv runs as a shift, fused or alone
+            convs = [n for n in insp["nodes"] if n["op"] == "Conv"]
+            check(len(convs) == 2, "%s: only the two 1x1 convs are left as convs (%d)" % (name, len(convs)))
     return finish()
 
 
