@@ -32,6 +32,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("recognise_shifts", p::recognise_shifts(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
+    log("fold_channel_scales", p::fold_channel_scales(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
     log("prune_channels", p::prune_channels(g_));

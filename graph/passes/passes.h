@@ -27,8 +27,9 @@ int fold_constants(Graph& g);
 // Identity and inference-mode Dropout forward their input. Returns nodes removed.
 int eliminate_identities(Graph& g);
 
-// Shift layers (design.md §8) in either export form (one-hot depthwise conv; Concat of
-// Pad/Slice/Split translations of one tensor) -> SluiceShift; a shift read only by a 1x1 conv
+// Shift layers (design.md §8) in either export form (a conv with one weight of 1 per output
+// channel, depthwise or not, dilated or not; Concat of Pad/Slice/Split translations of one
+// tensor) -> SluiceShift; a shift read only by a 1x1 conv
 // is fused into it (ConvParams::pre_shift). Runs before BN folding, which would scale the
 // one-hot kernels. Returns the number of shifts found.
 int recognise_shifts(Graph& g);
@@ -36,6 +37,9 @@ int recognise_shifts(Graph& g);
 // Folds an inference BatchNormalization into the Conv that feeds it (the conv's
 // only consumer), rewriting the conv's weight and bias. Returns BNs folded.
 int fold_batch_norm(Graph& g);
+// Constant per-channel Mul behind a Conv (through a Relu if no scale is negative) folded into
+// the conv's filters and bias: a multiplied-in pruning mask becomes zero filters.
+int fold_channel_scales(Graph& g);
 
 // FBS gates (design.md §3) -> SluiceGatedConv nodes; fills Graph::gates with what was
 // and was not recognised, and why. density > 0 lowers each gate's k to ceil(density * C_out)

@@ -7,6 +7,9 @@ live against ONNX Runtime on the same file:
   slim_beta   BN scale zeroed, shift kept: dead channels are constants relu(beta) != 0; they
               may be folded into a reader's bias only where the reader has no zero padding
   ln          torch.nn.utils.prune.ln_structured on conv weights (zero filters, bias kept)
+  mask        filters untouched, a constant 0/1 channel mask multiplied in after each ReLU
+              (how mask-based pruning tools keep shapes); a second mask scales some kept
+              channels by -1 after the ReLU, which cannot move into the conv and must stay
   residual    dead channels inside and at the output of residual blocks: the block-internal
               ones go, the ones meeting the residual Add stay (dependency group)
 
@@ -65,6 +68,22 @@ class Plain(nn.Module):
         return total + cin * 10
 
 
+class Masked(Plain):
+    """Plain with a constant per-channel mask multiplied in after each ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        for i, (_, o, _, _) in enumerate(self.SPEC):
+            self.register_buffer("mask%d" % i, torch.ones(1, o, 1, 1))
+
+    def forward(self, x):
+        for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+            x = F.relu(b(c(x))) * getattr(self, "mask%d" % i)
+            if i == 1:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def randomise_bn(m):
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -77,7 +96,7 @@ def randomise_bn(m):
 def plain_case(kind):
     """Returns (model, expected removed per conv)."""
     torch.manual_seed(3)
-    m = Plain(bias=(kind == "ln"))
+    m = Masked() if kind == "mask" else Plain(bias=(kind == "ln"))
     randomise_bn(m)
     removed = []
     with torch.no_grad():
@@ -95,6 +114,12 @@ def plain_case(kind):
                 b.bias[dead[:half]] = 0  # constant 0: always removable
                 b.bias[dead[half:]] = torch.rand(len(dead) - half) * 0.5 + 0.1  # relu(beta) > 0
                 removed.append(half if reader_pads else len(dead))
+            elif kind == "mask":
+                mask = getattr(m, "mask%d" % i)
+                mask[0, dead] = 0
+                if i == 2:  # a negative scale after the ReLU: this Mul stays, and so do its channels
+                    mask[0, dead[0]] = -1.0
+                removed.append(0 if i == 2 else len(dead))
             elif kind == "ln":
                 tprune.ln_structured(c, "weight", amount=0.5, n=1, dim=0)
                 tprune.remove(c, "weight")
@@ -220,7 +245,7 @@ def committed_models(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "mask"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
@@ -232,6 +257,9 @@ def main():
         check(st["dense_macs"] == 3 * dense and st["executed_macs"] == 3 * m.macs(keep),
               "%s: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
                   kind, st["dense_macs"], 3 * dense, st["executed_macs"], 3 * m.macs(keep)))
+        if kind == "mask":
+            muls = [n["name"] for n in insp["nodes"] if n["op"] == "Mul"]
+            check(len(muls) == 1, "mask: the three 0/1 masks fold into their convs, the one with a -1 stays (%s)" % muls)
         if kind == "slim_beta":
             kept = [r for r in insp["pruning"] if r["dead"] > r["removed"]]
             check(kept and all("padding" in r["kept_reason"] for r in kept),
