@@ -26,6 +26,7 @@ const char* gate_form_name(GateForm f) {
     case GateForm::Winners: return "winners";
     case GateForm::Losers: return "losers";
     case GateForm::Threshold: return "threshold";
+    case GateForm::ThresholdInclusive: return "threshold>=";
   }
   return "?";
 }

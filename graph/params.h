@@ -147,6 +147,7 @@ enum class GateForm : uint8_t {
   Winners,    // TopK(g, k) -> ScatterElements(zeros, idx, values): keep the k largest (ties: lower index)
   Losers,     // TopK(-g, C-k) -> ScatterElements(g, idx, 0): zero the C-k smallest (ties: lower index)
   Threshold,  // keep g_c > (the k-th largest g), k = K of the graph's TopK
+  ThresholdInclusive,  // keep g_c >= (the k-th largest g)
 };
 enum class BetaMode : uint8_t { None, Masked, Unmasked };
 struct GatedConvParams {

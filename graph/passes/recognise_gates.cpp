@@ -7,7 +7,9 @@
 //     -> Gemm | MatMul [+ Add] -> Relu = g
 //   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
-//   threshold: Mul(g, Cast(Greater(g, ReduceMin(TopK(g, K).values))))
+//   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones))
+//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g),
+//              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather)
 //   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu]
 //
 // The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
@@ -61,23 +63,35 @@ class GateMatcher {
     return n;
   }
 
-  bool is_zero(ValueId v) const {
+  // A float tensor filled with `value`: a constant, ConstantOfShape, or an Expand of one.
+  bool is_fill(ValueId v, float value) const {
     if (v == kNoValue) return false;
     const Value& val = g_.value(v);
     if (val.is_constant()) {
       if (val.dtype != DType::Float32) return false;
       const float* p = val.constant.data<float>();
       for (int64_t i = 0; i < val.constant.numel(); ++i)
-        if (p[i] != 0.f) return false;
+        if (p[i] != value) return false;
       return true;
     }
     if (const Node* c = prod(v, OpType::ConstantOfShape)) {
       const Tensor& t = c->p<ConstantParams>().value;
-      if (t.empty()) return true;  // the default value is a float 0
-      return t.dtype() == DType::Float32 && t.numel() == 1 && t.data<float>()[0] == 0.f;
+      if (t.empty()) return value == 0.f;  // the default value is a float 0
+      return t.dtype() == DType::Float32 && t.numel() == 1 && t.data<float>()[0] == value;
     }
-    if (const Node* e = prod(v, OpType::Expand)) return is_zero(e->inputs[0]);
+    if (const Node* e = prod(v, OpType::Expand)) return is_fill(e->inputs[0], value);
     return false;
+  }
+  bool is_zero(ValueId v) const { return is_fill(v, 0.f); }
+
+  // Input i of n as constant integers (empty when absent or not constant).
+  std::vector<int64_t> const_ints(const Node& n, size_t i) const {
+    if (i >= n.inputs.size() || n.inputs[i] == kNoValue || !g_.value(n.inputs[i]).is_constant()) return {};
+    const Tensor& t = g_.value(n.inputs[i]).constant;
+    std::vector<int64_t> r;
+    for (int64_t k = 0; k < t.numel(); ++k)
+      r.push_back(t.dtype() == DType::Int64 ? t.data<int64_t>()[k] : t.dtype() == DType::Int32 ? t.data<int32_t>()[k] : 0);
+    return r;
   }
 
   std::optional<int64_t> const_scalar_int(ValueId v) const {
@@ -102,6 +116,51 @@ class GateMatcher {
     auto k = const_scalar_int(t.inputs[1]);
     if (!k) throw Reject{"TopK " + t.name + " has a K computed at run time"};
     return *k;
+  }
+
+  // The K-th largest value of g per row, as the graph computes it from TopK(g, K).values:
+  // their ReduceMin over the channel axis (keepdims), or, TopK being sorted, their entry K-1
+  // (Slice K-1:K, or -1:, or Gather K-1 or -1 then a view). Returns K.
+  int64_t kth_largest(ValueId thr, ValueId gv, const std::string& cmp) const {
+    const Reject wrong{"the threshold of " + cmp + " is not the k-th largest of g (the minimum or last of TopK(g) values)"};
+    const Node* t = nullptr;
+    ValueId vals = kNoValue;
+    if (const Node* rmin = prod(thr, OpType::ReduceMin)) {
+      const auto& rp = rmin->p<ReduceParams>();
+      if (rp.axes != std::vector<int64_t>{1} || !rp.keepdims)
+        throw Reject{"ReduceMin " + rmin->name + " must reduce the channel axis with keepdims"};
+      vals = rmin->inputs[0];
+      t = prod(vals, OpType::TopK);
+      if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest) throw wrong;
+      return topk_k(*t);
+    }
+    int64_t pos = 0;  // the position taken from the values, -1 meaning the last
+    if (const Node* sl = prod(thr, OpType::Slice)) {
+      auto starts = const_ints(*sl, 1), ends = const_ints(*sl, 2), axes = const_ints(*sl, 3), steps = const_ints(*sl, 4);
+      if (starts.size() != 1 || ends.size() != 1 || (!axes.empty() && axes != std::vector<int64_t>{1}) ||
+          (axes.empty() && g_.value(sl->inputs[0]).shape.size() != 1) || (!steps.empty() && steps[0] != 1))
+        throw wrong;
+      vals = sl->inputs[0], pos = starts[0];
+      t = prod(vals, OpType::TopK);
+      if (!t) throw wrong;
+      const int64_t k = topk_k(*t);
+      if (!((pos == k - 1 || pos == -1) && (ends[0] >= k || ends[0] == pos + 1) && ends[0] != 0)) throw wrong;
+    } else if (const Node* ga = prod(through_views(thr), OpType::Gather)) {
+      auto idx = const_scalar_int(ga->inputs[1]);
+      if (!idx || ga->p<AxisParams>().axis != 1 || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
+      vals = ga->inputs[0], pos = *idx;
+      t = prod(vals, OpType::TopK);
+    } else {
+      throw wrong;
+    }
+    if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest || !t->p<TopKParams>().sorted)
+      throw wrong;
+    const int64_t k = topk_k(*t);
+    if (pos != k - 1 && pos != -1) throw wrong;
+    // The threshold must broadcast as one value per row: [N, 1].
+    const Shape& ts = g_.value(thr).shape;
+    if (ts.size() != 2 || ts[1] != 1) throw wrong;
+    return k;
   }
 
   struct Selection {
@@ -143,25 +202,47 @@ class GateMatcher {
       throw Reject{"ScatterElements " + sc->name + " is neither the winners form (zeros, indices, TopK values) nor "
                    "the losers form (g, indices of the smallest, zeros)"};
     }
-    if (const Node* mul = prod(pi, OpType::Mul)) {
-      for (int side = 0; side < 2; ++side) {
-        ValueId gv = mul->inputs[side], mv = mul->inputs[1 - side];
-        const Node* cast = prod(mv, OpType::Cast);
-        const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
-        if (!gt || gt->inputs[0] != gv) continue;
-        ValueId thr = gt->inputs[1];
-        const Node* rmin = prod(thr, OpType::ReduceMin);
-        const Node* t = rmin ? prod(rmin->inputs[0], OpType::TopK) : nullptr;
-        if (!t || t->outputs[0] != rmin->inputs[0] || t->inputs[0] != gv || !t->p<TopKParams>().largest)
-          throw Reject{"the threshold of " + gt->name + " is not the minimum of TopK(g) values"};
-        const auto& rp = rmin->p<ReduceParams>();
-        if (rp.axes != std::vector<int64_t>{1} || !rp.keepdims)
-          throw Reject{"ReduceMin " + rmin->name + " must reduce the channel axis with keepdims"};
+    // g times a 0/1 mask (either operand order, the mask possibly through a Cast), or
+    // Where(condition, g, 0): the mask either scatters ones at TopK(g, k).indices (winners),
+    // or compares g with its k-th largest value (threshold).
+    ValueId gv = kNoValue, mask = kNoValue;
+    bool where = false;
+    if (const Node* w = prod(pi, OpType::Where); w && is_zero(w->inputs[2])) {
+      gv = w->inputs[1], mask = w->inputs[0], where = true;
+    }
+    const Node* mul = where ? nullptr : prod(pi, OpType::Mul);
+    for (int side = 0; side < (where ? 1 : 2) && (mul || where); ++side) {
+      if (mul) gv = mul->inputs[static_cast<size_t>(side)], mask = mul->inputs[static_cast<size_t>(1 - side)];
+      ValueId mv = mask;
+      if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = cast->inputs[0];
+      if (const Node* sc = prod(mv, OpType::ScatterElements); sc && !where) {
+        const Node* t = prod(sc->inputs[1], OpType::TopK);
+        if (!t || t->outputs.size() < 2 || t->outputs[1] != sc->inputs[1] || t->inputs[0] != gv) continue;
+        if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None ||
+            !t->p<TopKParams>().largest || !is_zero(sc->inputs[0]) || !is_fill(sc->inputs[2], 1.f))
+          throw Reject{"mask " + sc->name + " is not ones scattered at TopK(g).indices into zeros"};
         s.g = gv;
-        s.form = GateForm::Threshold;
+        s.form = GateForm::Winners;
         s.k = topk_k(*t);
         return s;
       }
+      // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g.
+      const Node* cmp = nullptr;
+      ValueId thr = kNoValue;
+      bool inclusive = false;
+      for (OpType op : {OpType::Greater, OpType::GreaterOrEqual, OpType::Less, OpType::LessOrEqual}) {
+        const Node* c = prod(mv, op);
+        if (!c) continue;
+        const bool g_first = op == OpType::Greater || op == OpType::GreaterOrEqual;
+        if (c->inputs[g_first ? 0 : 1] != gv) continue;
+        cmp = c, thr = c->inputs[g_first ? 1 : 0];
+        inclusive = op == OpType::GreaterOrEqual || op == OpType::LessOrEqual;
+      }
+      if (!cmp) continue;
+      s.g = gv;
+      s.form = inclusive ? GateForm::ThresholdInclusive : GateForm::Threshold;
+      s.k = kth_largest(thr, gv, cmp->name);
+      return s;
     }
     throw Reject{"the channel multiplier is not a top-k selection (ScatterElements of TopK, or a threshold mask)"};
   }
@@ -381,7 +462,7 @@ class GateMatcher {
     const int64_t m = g_.value(conv.outputs[0]).shape[1], c = g_.value(conv.inputs[0]).shape[1];
     if (density > 0.f) {
       const int64_t target = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(density * static_cast<double>(m) - 1e-9)), 1, m);
-      if (mt.params.form == GateForm::Threshold) mt.params.k = std::min(mt.params.k, target + 1);
+      if (mt.params.form == GateForm::Threshold) mt.params.k = std::min(mt.params.k, target + 1);  // keeps K-1
       else mt.params.k = std::min(mt.params.k, target);
     }
     Node n;

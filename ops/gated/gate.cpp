@@ -55,12 +55,16 @@ void select(const Spec& spec, const float* g, float* pi) {
       for (int64_t r = 0; r < drop; ++r) pi[idx[static_cast<size_t>(r)]] = 0.f;
       break;
     }
-    case graph::GateForm::Threshold: {
+    case graph::GateForm::Threshold:
+    case graph::GateForm::ThresholdInclusive: {
       const int64_t k = std::clamp<int64_t>(spec.k, 1, m);
       std::vector<float> v(g, g + m);
       std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
       const float thr = v[static_cast<size_t>(k - 1)];
-      for (int64_t c = 0; c < m; ++c) pi[c] = g[c] > thr ? g[c] : 0.f;
+      if (spec.form == graph::GateForm::Threshold)
+        for (int64_t c = 0; c < m; ++c) pi[c] = g[c] > thr ? g[c] : 0.f;
+      else
+        for (int64_t c = 0; c < m; ++c) pi[c] = g[c] >= thr ? g[c] : 0.f;
       break;
     }
   }

@@ -1,4 +1,5 @@
-// Broadcasting binary ops (Add, Sub, Mul, Div, Equal, Greater, Less), variadic Max/Min,
+// Broadcasting binary ops (Add, Sub, Mul, Div, Equal, Greater[OrEqual], Less[OrEqual], And, Or,
+// Xor), Not, variadic Max/Min,
 // Where, and Cast.
 #include <algorithm>
 #include <cmath>
@@ -75,6 +76,8 @@ void infer_Div(InferContext& ctx) { infer_arith(ctx); }
 void infer_Equal(InferContext& ctx) { infer_compare(ctx); }
 void infer_Greater(InferContext& ctx) { infer_compare(ctx); }
 void infer_Less(InferContext& ctx) { infer_compare(ctx); }
+void infer_GreaterOrEqual(InferContext& ctx) { infer_compare(ctx); }
+void infer_LessOrEqual(InferContext& ctx) { infer_compare(ctx); }
 
 void reference_Add(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   arith(in[0], in[1], out[0], [](auto a, auto b) { return a + b; });
@@ -102,6 +105,51 @@ void reference_Greater(const graph::Node&, std::span<const TensorView> in, std::
 }
 void reference_Less(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   compare(in[0], in[1], out[0], [](auto a, auto b) { return a < b; });
+}
+void reference_GreaterOrEqual(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  compare(in[0], in[1], out[0], [](auto a, auto b) { return a >= b; });
+}
+void reference_LessOrEqual(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  compare(in[0], in[1], out[0], [](auto a, auto b) { return a <= b; });
+}
+
+// Logical ops on bool tensors (masks, e.g. a gate's selection combined with another).
+namespace {
+void infer_logical(InferContext& ctx) {
+  for (size_t i = 0; i < ctx.num_inputs(); ++i)
+    if (ctx.in(i).dtype != DType::Bool)
+      ctx.fail("input " + std::to_string(i) + " has dtype " + dtype_name(ctx.in(i).dtype) + ", expected bool");
+  ctx.set_output(0, DType::Bool, ctx.num_inputs() == 1 ? ctx.in(0).shape : infer_broadcast(ctx));
+}
+template <class F>
+void logical(std::span<const TensorView> in, const TensorView& y, F&& f) {
+  broadcast_apply<bool, bool>(in[0], in[1], y, f);
+}
+}  // namespace
+
+void infer_And(InferContext& ctx) {
+  if (ctx.num_inputs() != 2) ctx.fail("needs exactly two inputs");
+  infer_logical(ctx);
+}
+void infer_Or(InferContext& ctx) { infer_And(ctx); }
+void infer_Xor(InferContext& ctx) { infer_And(ctx); }
+void infer_Not(InferContext& ctx) {
+  if (ctx.num_inputs() != 1) ctx.fail("needs exactly one input");
+  infer_logical(ctx);
+}
+void reference_And(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  logical(in, out[0], [](bool a, bool b) { return a && b; });
+}
+void reference_Or(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  logical(in, out[0], [](bool a, bool b) { return a || b; });
+}
+void reference_Xor(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  logical(in, out[0], [](bool a, bool b) { return a != b; });
+}
+void reference_Not(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  const bool* x = in[0].as<const bool>();
+  bool* y = out[0].as<bool>();
+  for (int64_t i = 0; i < out[0].numel(); ++i) y[i] = !x[i];
 }
 
 // Max / Min: 1..N inputs broadcast together; NaN propagates as in ONNX Runtime.

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The committed FBS models (models/fbs/*.onnx, trained on Fashion-MNIST) run by Sluice and by
+"""The committed FBS models (models/fbs/*.onnx, trained on Fashion-MNIST), small FBS ResNets and
+one-gate nets whose top-k is written the ways other FBS code writes it, run by Sluice and by
 ONNX Runtime on the same file and the same real test images: outputs equal, every gate
 recognised, executed MACs equal the count derived from the active channels Sluice reports,
 and `--gating off` gives the same outputs with executed == dense.
@@ -115,6 +116,49 @@ def residual_models(work):
     return out
 
 
+def other_form_models(work):
+    """The same top-k gate written the ways other FBS code writes it (random weights, seeded):
+    g times ones scattered at the TopK indices; g compared with its k-th largest value (>=
+    or >, the value taken by Slice, Gather or ReduceMin of the TopK values) and applied with
+    Mul or Where. Returns the paths; each has one gated conv."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self, form, k=6):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU())
+            self.conv, self.gate = nn.Conv2d(8, 16, 3, padding=1), nn.Linear(8, 16)
+            nn.init.uniform_(self.gate.bias, 0.2, 1.0)
+            self.fc = nn.Linear(16, 10)
+            self.form, self.k = form, k
+
+        def forward(self, x):
+            x = self.stem(x)
+            g = F.relu(self.gate(x.mean((2, 3))))
+            k = self.k
+            if self.form == "scatter_ones":
+                pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
+            elif self.form == "slice_ge":
+                pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
+            elif self.form == "gather_where_le":
+                pi = torch.where(g.topk(k, 1).values[:, k - 1].unsqueeze(1) <= g, g, torch.zeros_like(g))
+            else:  # min_gt
+                pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
+            y = F.relu(self.conv(x) * pi[:, :, None, None])
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+    out = []
+    for form in ("scatter_ones", "slice_ge", "gather_where_le", "min_gt"):
+        torch.manual_seed(2)
+        path = os.path.join(work, "form_%s.onnx" % form)
+        torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+        out.append(path)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -124,6 +168,7 @@ def main():
     models = sorted(glob.glob(os.path.join(REPO, "models", "fbs", "*.onnx")))
     assert models, "no models in models/fbs"
     models += residual_models(a.work_dir)  # gated outputs meeting dense shortcuts
+    models += other_form_models(a.work_dir)  # the top-k written other ways
     xte, _ = fashion_mnist.load("test")
     failures = 0
     for path in models:

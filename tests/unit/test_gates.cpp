@@ -14,7 +14,13 @@
 namespace sluice::testing {
 namespace {
 
-enum class Form { Winners, Losers, Threshold };
+// Winners/Losers: ScatterElements of TopK; Threshold: Greater(g, ReduceMin(TopK values));
+// WinnersMask: g * ScatterElements(zeros, TopK indices, ones); ThresholdSliceGe: Cast(GreaterOrEqual(g,
+// TopK values[:, K-1:K])); ThresholdWhereGather: Where(LessOrEqual(values[:, -1] unsqueezed, g), g, 0);
+// ThresholdLess: Less(ReduceMin(values), g) times g; ThresholdWrongPosition: the (K-1)-th value (a
+// look-alike of ThresholdSliceGe that keeps one channel more).
+enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
+                  ThresholdWrongPosition };
 enum class Pool { Gap, ReduceMean, AbsReduceMean };
 enum class Fc { Gemm, MatMulAdd };
 enum class Bcast { Unsqueeze, Reshape };
@@ -84,14 +90,45 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_int(b.node("TopK", {p + "ng", p + "K"}, {p + "tv", p + "ti"}), "axis", -1);
     b.init(p + "zeros", {n, m - gc.k}, std::vector<float>(static_cast<size_t>(n * (m - gc.k)), 0.f));
     OnnxBuilder::attr_int(b.node("ScatterElements", {p + "g", p + "ti", p + "zeros"}, {pi}), "axis", 1);
-  } else {
+  } else if (gc.form == Form::Threshold || gc.form == Form::ThresholdLess) {
     b.init_i64(p + "K", {1}, {gc.k + 1});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
     auto& rmin = b.node("ReduceMin", {p + "tv"}, {p + "thr"});
     OnnxBuilder::attr_ints(rmin, "axes", {1});
-    b.node("Greater", {p + "g", p + "thr"}, {p + "gt"});
+    if (gc.form == Form::Threshold)
+      b.node("Greater", {p + "g", p + "thr"}, {p + "gt"});
+    else
+      b.node("Less", {p + "thr", p + "g"}, {p + "gt"});
     OnnxBuilder::attr_int(b.node("Cast", {p + "gt"}, {p + "mask"}), "to", 1);
+    if (gc.form == Form::Threshold)
+      b.node("Mul", {p + "g", p + "mask"}, {pi});
+    else
+      b.node("Mul", {p + "mask", p + "g"}, {pi});
+  } else if (gc.form == Form::WinnersMask) {
+    b.init_i64(p + "K", {1}, {gc.k});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
+    b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
+    OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "ones"}, {p + "mask"}), "axis", 1);
+    b.node("Mul", {p + "mask", p + "g"}, {pi});
+  } else if (gc.form == Form::ThresholdSliceGe || gc.form == Form::ThresholdWrongPosition) {
+    const int64_t at = gc.form == Form::ThresholdSliceGe ? gc.k - 1 : gc.k - 2;
+    b.init_i64(p + "K", {1}, {gc.k});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    b.init_i64(p + "st", {1}, {at}).init_i64(p + "en", {1}, {at + 1}).init_i64(p + "ax", {1}, {1});
+    b.node("Slice", {p + "tv", p + "st", p + "en", p + "ax"}, {p + "thr"});
+    b.node("GreaterOrEqual", {p + "g", p + "thr"}, {p + "ge"});
+    OnnxBuilder::attr_int(b.node("Cast", {p + "ge"}, {p + "mask"}), "to", 1);
     b.node("Mul", {p + "g", p + "mask"}, {pi});
+  } else {  // ThresholdWhereGather
+    b.init_i64(p + "K", {1}, {gc.k});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    b.init_i64(p + "last", {}, {-1}).init_i64(p + "ax1", {1}, {1});
+    OnnxBuilder::attr_int(b.node("Gather", {p + "tv", p + "last"}, {p + "kth"}), "axis", 1);
+    b.node("Unsqueeze", {p + "kth", p + "ax1"}, {p + "thr"});
+    b.node("LessOrEqual", {p + "thr", p + "g"}, {p + "le"});
+    b.init(p + "zeros", {}, {0.f});
+    b.node("Where", {p + "le", p + "g", p + "zeros"}, {pi});
   }
   // Broadcast pi over H, W and apply it.
   if (gc.bcast == Bcast::Unsqueeze) b.init_i64(p + "ax2", {1}, {2}).init_i64(p + "ax3", {1}, {3});
@@ -232,6 +269,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Variant{"winners_gap_gemm_unsqueeze_masked", with([](GateCase&) {})},
                       Variant{"losers", with([](GateCase& g) { g.form = Form::Losers; })},
                       Variant{"threshold", with([](GateCase& g) { g.form = Form::Threshold; })},
+                      Variant{"winners_mask", with([](GateCase& g) { g.form = Form::WinnersMask; })},
+                      Variant{"threshold_slice_ge", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; })},
+                      Variant{"threshold_where_gather", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; })},
+                      Variant{"threshold_less", with([](GateCase& g) { g.form = Form::ThresholdLess; })},
+                      Variant{"threshold_ge_k1", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; g.k = 1; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
@@ -441,6 +483,20 @@ TEST(GateRecognition, GateOnAnotherTensorIsReportedNotFused) {
   EXPECT_FALSE(plan.graph().gates[0].recognised);
   EXPECT_NE(plan.graph().gates[0].reason.find("different tensor"), std::string::npos) << plan.graph().gates[0].reason;
   EXPECT_NE(plan.describe(false).find("NOT"), std::string::npos);
+  EXPECT_EQ(count_gated(plan), 0);
+  Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
+TEST(GateRecognition, ThresholdAtAnotherPositionIsNotTheKthLargest) {
+  // g >= values[:, K-2]: a mask, but not the k-th largest; it stays generic ops, exactly.
+  GateCase gc;
+  gc.form = Form::ThresholdWrongPosition;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("k-th largest"), std::string::npos) << plan.graph().gates[0].reason;
   EXPECT_EQ(count_gated(plan), 0);
   Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
   EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
