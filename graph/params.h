@@ -69,6 +69,11 @@ struct BatchNormParams {
   float epsilon = 1e-5f;
 };
 
+struct LayerNormParams {  // LayerNormalization: normalise over axes [axis, rank)
+  int64_t axis = -1;
+  float epsilon = 1e-5f;
+};
+
 struct AxisParams {  // Concat, Flatten, Gather, Softmax, ScatterElements (reduction none)
   int64_t axis = 0;
 };
@@ -177,6 +182,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
-                            GatedConvParams, ShiftParams>;
+                            GatedConvParams, ShiftParams, LayerNormParams>;
 
 }  // namespace sluice::graph

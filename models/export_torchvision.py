@@ -54,6 +54,9 @@ MODELS = {
                   "inception blocks, ceil_mode max pools"),
     "densenet121": (torchvision.models.densenet121, {}, 32, "dense concatenations, pre-activation BN"),
     "regnet_x_400mf": (torchvision.models.regnet_x_400mf, {}, 32, "grouped convolutions"),
+    "convnext_tiny": (torchvision.models.convnext_tiny, {}, 32,
+                      "channel-last LayerNorm (LayerNormalization from opset 17, else Pow/Sqrt/Div), GELU (Erf), "
+                      "Linear as MatMul, 7x7 depthwise"),
     "alexnet": (torchvision.models.alexnet, {}, 224, "adaptive pool needs 6x6-divisible features"),
     "vgg11": (torchvision.models.vgg11, {}, 224, "adaptive pool needs 7x7-divisible features; ~500 MB"),
     "vgg11_bn": (torchvision.models.vgg11_bn, {}, 224, "adaptive pool needs 7x7-divisible features; ~500 MB"),

@@ -89,6 +89,8 @@ std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
+// MatMul with a constant 2-D float B (A of rank >= 2, NCHW-planned): oneDNN's inner product.
+std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 // The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,

@@ -1,5 +1,7 @@
 // Gemm on oneDNN's inner product: Y = A * B^T + C for constant B and per-column C,
-// weights packed once. Other Gemm forms run the reference kernel.
+// weights packed once. Other Gemm forms run the reference kernel. MatMul with a constant
+// 2-D B (a Linear layer exported as MatMul, e.g. ConvNeXt's channel-last MLPs over
+// [N, H, W, C]) runs the same primitive on A viewed as [prod(leading dims), K].
 #include "ops/common/onednn.h"
 #include "ops/kernel.h"
 
@@ -12,26 +14,23 @@ using tag = memory::format_tag;
 
 class OneDnnGemm final : public Kernel {
  public:
-  OneDnnGemm(const graph::Graph& g, const graph::Node& n) {
-    const auto& p = n.p<graph::GemmParams>();
-    const Shape& a = g.value(n.inputs[0]).shape;
-    const auto& b = g.value(n.inputs[1]);
-    const int64_t m = a[0], k = a[1], nn = g.value(n.outputs[0]).shape[1];
+  // Y[m, nn] = A[m, k] * W + bias: W is stored [nn, k] (trans_b) or [k, nn]; bias may be null.
+  OneDnnGemm(int64_t m, int64_t k, int64_t nn, const void* w, bool trans_b, const void* bias,
+             const graph::FusedActivation& act) {
     src_md_ = memory::desc({m, k}, memory::data_type::f32, tag::ab);
     dst_md_ = memory::desc({m, nn}, memory::data_type::f32, tag::ab);
     memory::desc w_any({nn, k}, memory::data_type::f32, tag::any);
-    const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;
-    memory::desc b_md = has_bias ? memory::desc({nn}, memory::data_type::f32, tag::a) : memory::desc();
+    memory::desc b_md = bias ? memory::desc({nn}, memory::data_type::f32, tag::a) : memory::desc();
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src_md_, w_any, b_md, dst_md_);
     dnnl::primitive_attr attr;
-    attr.set_post_ops(onednn::make_post_ops(p.activation, false));
+    attr.set_post_ops(onednn::make_post_ops(act, false));
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::inner_product_forward::primitive_desc pd(d, attr, onednn::engine());
     impl_ = pd.impl_info_str();
     scratch_md_ = pd.scratchpad_desc();
-    weights_ = onednn::pack(memory::desc({nn, k}, memory::data_type::f32, p.trans_b ? tag::ab : tag::ba),
-                            b.constant.raw(), pd.weights_desc());
-    if (has_bias) bias_ = onednn::pack(b_md, g.value(n.inputs[2]).constant.raw(), pd.bias_desc());
+    weights_ = onednn::pack(memory::desc({nn, k}, memory::data_type::f32, trans_b ? tag::ab : tag::ba), w,
+                            pd.weights_desc());
+    if (bias) bias_ = onednn::pack(b_md, bias, pd.bias_desc());
     prim_ = dnnl::inner_product_forward(pd);
   }
 
@@ -63,7 +62,24 @@ std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Nod
     if (p.beta != 1.f || !c.is_constant() || c.constant.numel() != cols) return nullptr;
     if (c.shape.size() == 2 && c.shape[0] != 1) return nullptr;
   }
-  return std::make_unique<OneDnnGemm>(g, n);
+  const Shape& a = g.value(n.inputs[0]).shape;
+  const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;
+  return std::make_unique<OneDnnGemm>(a[0], a[1], g.value(n.outputs[0]).shape[1], g.value(n.inputs[1]).constant.raw(),
+                                      p.trans_b, has_bias ? g.value(n.inputs[2]).constant.raw() : nullptr,
+                                      p.activation);
+}
+
+std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n) {
+  const graph::Value& a = g.value(n.inputs[0]);
+  const graph::Value& b = g.value(n.inputs[1]);
+  if (n.layout != graph::Layout::NCHW || a.dtype != DType::Float32 || !b.is_constant() || b.dtype != DType::Float32 ||
+      a.shape.size() < 2 || b.shape.size() != 2 || a.shape.back() != b.shape[0])
+    return nullptr;
+  int64_t m = 1;
+  for (size_t d = 0; d + 1 < a.shape.size(); ++d) m *= a.shape[d];
+  if (m == 0 || b.shape[1] == 0 || b.shape[0] == 0) return nullptr;
+  return std::make_unique<OneDnnGemm>(m, b.shape[0], b.shape[1], b.constant.raw(), false, nullptr,
+                                      graph::FusedActivation{});
 }
 
 }  // namespace sluice::ops

@@ -113,6 +113,43 @@ void reference_LessOrEqual(const graph::Node&, std::span<const TensorView> in, s
   compare(in[0], in[1], out[0], [](auto a, auto b) { return a <= b; });
 }
 
+// Pow: a float or int32/int64 base raised to a float or integer exponent (ConvNeXt's
+// decomposed LayerNorm squares with Pow(x, 2)); the output has the base's dtype.
+void infer_Pow(InferContext& ctx) {
+  if (ctx.num_inputs() != 2) ctx.fail("needs exactly two inputs");
+  const DType b = ctx.in(0).dtype, e = ctx.in(1).dtype;
+  if (b != DType::Float32 && b != DType::Float64 && b != DType::Int64 && b != DType::Int32)
+    ctx.fail(std::string("base has dtype ") + dtype_name(b) + ", expected a float or int32/int64");
+  if (e != DType::Float32 && e != DType::Float64 && e != DType::Int64 && e != DType::Int32)
+    ctx.fail(std::string("exponent has dtype ") + dtype_name(e) + ", expected a float or int32/int64");
+  const Shape out = broadcast_shapes(ctx, ctx.in(0).shape, ctx.in(1).shape);
+  checked_numel(ctx, out);
+  ctx.set_output(0, b, out);
+}
+void reference_Pow(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  dispatch_numeric(in[0].dtype, [&](auto btag) {
+    using B = decltype(btag);
+    if constexpr (std::is_floating_point_v<B> || std::is_same_v<B, int64_t> || std::is_same_v<B, int32_t>) {
+      dispatch_numeric(in[1].dtype, [&](auto etag) {
+        using E = decltype(etag);
+        if constexpr (!std::is_same_v<E, bool>) {
+          auto sa = broadcast_strides(in[0].shape, out[0].shape), sb = broadcast_strides(in[1].shape, out[0].shape);
+          const B* A = in[0].as<const B>();
+          const E* X = in[1].as<const E>();
+          B* Y = out[0].as<B>();
+          auto f = [](B a, E x) -> B {
+            if (x == E{2}) return static_cast<B>(a * a);  // the common case, exact
+            if constexpr (std::is_floating_point_v<B>) return static_cast<B>(std::pow(a, static_cast<B>(x)));
+            else return static_cast<B>(std::pow(static_cast<double>(a), static_cast<double>(x)));
+          };
+          if (out[0].shape.empty()) Y[0] = f(A[0], X[0]);
+          else for_each_broadcast(out[0].shape, sa, sb, [&](int64_t o, int64_t ia, int64_t ib) { Y[o] = f(A[ia], X[ib]); });
+        }
+      });
+    }
+  });
+}
+
 // Logical ops on bool tensors (masks, e.g. a gate's selection combined with another).
 namespace {
 void infer_logical(InferContext& ctx) {

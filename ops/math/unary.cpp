@@ -1,4 +1,4 @@
-// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sqrt, LeakyRelu, HardSigmoid,
+// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sqrt, Exp, Log, Erf, LeakyRelu, HardSigmoid,
 // HardSwish, Clip. Each kernel reads x[i] before writing y[i], so it may run in place.
 #include <algorithm>
 #include <cmath>
@@ -50,6 +50,9 @@ SLUICE_UNARY(Relu, false, x > 0 ? x : decltype(x){0})
 SLUICE_UNARY(Sigmoid, true, decltype(x){1} / (decltype(x){1} + std::exp(-x)))
 SLUICE_UNARY(Tanh, true, std::tanh(x))
 SLUICE_UNARY(Sqrt, true, std::sqrt(x))
+SLUICE_UNARY(Exp, true, std::exp(x))
+SLUICE_UNARY(Log, true, std::log(x))
+SLUICE_UNARY(Erf, true, std::erf(x))
 SLUICE_UNARY(LeakyRelu, true, x >= 0 ? x : static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x)
 SLUICE_UNARY(HardSigmoid, true,
              std::max(decltype(x){0}, std::min(decltype(x){1}, static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x +

@@ -51,6 +51,9 @@ CASES = [
     ("googlenet",             "googlenet",          17,  64, 1, {}),
     ("densenet121",           "densenet121",        13,  64, 1, {}),
     ("regnet_x_400mf",        "regnet_x_400mf",     12,  64, 1, {}),
+    # LayerNormalization (opset 17) over channels-last, GELU as Erf, Linear layers as MatMul
+    ("convnext_tiny",         "convnext_tiny",      17,  64, 1, {}),
+    ("convnext_tiny_op13",    "convnext_tiny",      13,  64, 1, {}),   # LayerNorm as Pow/Sqrt/Div
     ("vgg16_slimfc",          "vgg16",              11, 224, 1, {"slim_classifier": True}),
     # torch folds Conv+BN itself here: the folded weights carry the random BN statistics
     ("resnet18_bnfold",       "resnet18",           17,  64, 1, {"fold_bn": True}),
