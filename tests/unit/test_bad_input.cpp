@@ -144,5 +144,38 @@ TEST(BadRun, TopKLargerThanAxis) {
   expect_error([&] { Session(b.load()); }, {"topk"});
 }
 
+TEST(BadGraph, LayerNormScaleThatDoesNotBroadcast) {
+  OnnxBuilder b(17);
+  b.input("x", {1, 4, 4, 6}).init("scale", {5}, std::vector<float>(5, 1.f));
+  OnnxBuilder::attr_int(b.node("LayerNormalization", {"x", "scale"}, {"y"}, "ln"), "axis", -1);
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"ln", "'scale'", "[5]", "[6]"});
+}
+
+TEST(BadGraph, LayerNormAxisOutOfRange) {
+  OnnxBuilder b(17);
+  b.input("x", {1, 4}).init("scale", {4}, std::vector<float>(4, 1.f));
+  OnnxBuilder::attr_int(b.node("LayerNormalization", {"x", "scale"}, {"y"}, "ln"), "axis", 3);
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"ln", "axis 3", "out of range"});
+}
+
+TEST(BadGraph, LogicalOpOnFloats) {
+  OnnxBuilder b;
+  b.input("a", {2, 3}).input("c", {2, 3});
+  b.node("And", {"a", "c"}, {"y"}, "both");
+  b.output("y", {}, onnx::TensorProto::BOOL);
+  expect_error([&] { Session(b.load()); }, {"both", "float32", "expected bool"});
+}
+
+TEST(BadGraph, PowOfBools) {
+  OnnxBuilder b;
+  b.input("a", {2, 3}, onnx::TensorProto::BOOL).input("e", {1});
+  b.node("Pow", {"a", "e"}, {"y"}, "power");
+  b.output("y", {}, onnx::TensorProto::BOOL);
+  // A bool input is planned when its value is known (run), or for inspect.
+  expect_error([&] { Session(b.load()).inspect(); }, {"power", "base", "bool"});
+}
+
 }  // namespace
 }  // namespace sluice::testing
