@@ -365,6 +365,8 @@ class ShiftConvDirect final : public ShiftConvBase {
     }
     bool all_covered = true;
     for (bool c : covered) all_covered = all_covered && c;
+    ident_.resize(static_cast<size_t>(cw_));
+    for (int64_t q = 0; q < cw_; ++q) ident_[static_cast<size_t>(q)] = q;
     // Interior pixels (every shifted read inside the image: one pass over the input channels
     // at fixed offsets) and border pixels (read run by run, a zero pixel where a shift leaves
     // the image), each in row-major order; blocks of kPixels of a list may span rows.
@@ -382,20 +384,39 @@ class ShiftConvDirect final : public ShiftConvBase {
     static const auto kInterior = table<true>(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
     static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
     const auto n_in = static_cast<int64_t>(interior_.size()), n_bd = static_cast<int64_t>(border_.size());
-    const int64_t b_in = (n_in + kPixels - 1) / kPixels, items = b_in + (n_bd + kPixels - 1) / kPixels;
+    const int64_t b_in = (n_in + kPixels - 1) / kPixels, b_bd = (n_bd + kPixels - 1) / kPixels;
+    const bool parallel = h_ * w_ * m_ * cw_ > 200000;
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xb = X + b * h_ * w_ * c_;
       float* yb = Y + b * h_ * w_ * m_;
       const float* sb = S ? S + b * h_ * w_ * m_ : nullptr;
-#pragma omp parallel for collapse(2) schedule(static) if (h_ * w_ * m_ * cw_ > 200000)
-      for (int64_t it = 0; it < items; ++it)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+      for (int64_t it = 0; it < b_in; ++it)
         for (int64_t og = 0; og < groups; ++og) {
           const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
-          const bool in = it < b_in;
-          const int64_t first = (in ? it : it - b_in) * kPixels;
-          const int64_t np = std::min<int64_t>(kPixels, (in ? n_in : n_bd) - first);
-          (in ? kInterior : kBorder)[np - 1][nv - 1](this, xb, (in ? interior_ : border_).data() + first, v0, sb, yb);
+          const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_in - first);
+          kInterior[np - 1][nv - 1](this, xb, interior_.data() + first, v0, sb, yb, nullptr);
         }
+      // Border pixels: a full block's shifted reads (zero outside the image) are gathered
+      // once into a dense [pixel][channel] buffer, then every output-channel group runs the
+      // interior block on it (its offsets 0, 1, ...); run by run they took ~1.3x as long.
+#pragma omp parallel if (parallel)
+      {
+        simd::AlignedFloats gathered(static_cast<size_t>(kPixels * cw_));
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < b_bd; ++it) {
+          const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_bd - first);
+          const int32_t* px = border_.data() + first;
+          if (np == kPixels) gather(xb, px, gathered.data());
+          for (int64_t og = 0; og < groups; ++og) {
+            const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
+            if (np == kPixels && nv == kVecs)
+              kInterior[kPixels - 1][kVecs - 1](this, xb, px, v0, sb, yb, gathered.data());
+            else
+              kBorder[np - 1][nv - 1](this, xb, px, v0, sb, yb, nullptr);
+          }
+        }
+      }
     }
   }
 
@@ -403,7 +424,23 @@ class ShiftConvDirect final : public ShiftConvBase {
   size_t scratch_bytes() const override { return 0; }
 
  private:
-  using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*);
+  // g[i * cw + q] = what conv input channel q reads for border pixel px[i] (0 outside the image).
+  void gather(const float* xb, const int32_t* px, float* g) const {
+    for (int i = 0; i < kPixels; ++i) {
+      float* gi = g + static_cast<int64_t>(i) * cw_;
+      std::fill(gi, gi + cw_, 0.f);  // channels no run covers read nothing
+      for (const shift::Run& r : runs_) {
+        const int64_t sy = px[i] / w_ + r.dy, sx = px[i] % w_ + r.dx;
+        const int64_t len = std::min<int64_t>(r.len, cw_ - r.out0);
+        if (len > 0 && sy >= 0 && sy < h_ && sx >= 0 && sx < w_)
+          std::copy_n(xb + (sy * w_ + sx) * c_ + r.src0, len, gi + r.out0);
+      }
+    }
+  }
+
+  // gathered: null, or a gather() buffer that the pixels' reads come from instead of xb.
+  using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*,
+                           const float*);
   // The full interior block runs block_6x4 (AVX-512) or block_6x2 (AVX2), in assembly.
   template <bool Interior, int P, int V>
   static constexpr bool kAsmBlock = Interior && P == kPixels && V == kVecs;
@@ -411,7 +448,7 @@ class ShiftConvDirect final : public ShiftConvBase {
   // Output pixels px[0 .. P) x channels [kL v0, kL (v0 + V)).
   template <bool Interior, int P, int V>
   static void block(const ShiftConvDirect* k, const float* xb, const int32_t* px, int64_t v0, const float* sb,
-                    float* yb) {
+                    float* yb, const float* gathered) {
     vf acc[P][V];
     if constexpr (!kAsmBlock<Interior, P, V>)  // the assembly blocks start from zero themselves
       for (int i = 0; i < P; ++i)
@@ -420,10 +457,10 @@ class ShiftConvDirect final : public ShiftConvBase {
       // One pass over the conv's input channels; each channel's shift is a fixed offset from
       // the pixel, so there is no per-run setup or short loop.
       const float* xp[P];
-      for (int i = 0; i < P; ++i) xp[i] = xb + static_cast<int64_t>(px[i]) * k->c_;
+      for (int i = 0; i < P; ++i) xp[i] = gathered ? gathered + i * k->cw_ : xb + static_cast<int64_t>(px[i]) * k->c_;
       const int64_t wstep = kGroup;
       const float* wr = k->wp_.data() + (v0 / kVecs) * k->cw_ * kGroup;
-      const int64_t* off = k->ch_off_.data();
+      const int64_t* off = gathered ? k->ident_.data() : k->ch_off_.data();
       if constexpr (kAsmBlock<Interior, P, V>) {
 #ifdef __AVX512F__
         block_6x4(reinterpret_cast<float*>(acc), xp, wr, wstep, off, k->cw_);
@@ -512,6 +549,7 @@ class ShiftConvDirect final : public ShiftConvBase {
   int64_t mb_;                   // kL-channel output blocks
   int64_t reach_ = 0;            // the largest |dy| or |dx|: pixels this far from the border read inside
   std::vector<int64_t> ch_off_;  // per conv input channel: its read offset from the output pixel, in floats
+  std::vector<int64_t> ident_;   // 0, 1, ..., cw - 1: the offsets into a gathered border block
   std::vector<int32_t> interior_, border_;  // pixel indices, row-major
   simd::AlignedFloats wp_;
   std::vector<float> bias_, zeros_;
