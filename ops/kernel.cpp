@@ -25,10 +25,36 @@ bool is_unary_elementwise(graph::OpType t) {
   switch (t) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
+    case OpType::Exp: case OpType::Log: case OpType::Erf:
       return true;
     default: return false;
   }
 }
+
+// A unary elementwise op without a vectorised kernel (Erf, Exp, Log, Tanh, ...) on a large
+// float tensor: its reference kernel on chunks, in parallel (GELU's Erf ran single-threaded).
+class ChunkedUnary final : public Kernel {
+ public:
+  explicit ChunkedUnary(const graph::Node& n) : node_(n) {}
+  void run(const KernelArgs& a) const override {
+    const int64_t n = a.in[0].numel(), chunks = (n + kChunk - 1) / kChunk;
+    const auto* x = a.in[0].as<const float>();
+    auto* y = a.out[0].as<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t len = std::min(kChunk, n - c * kChunk);
+      const TensorView in{DType::Float32, {len}, const_cast<float*>(x + c * kChunk)};
+      TensorView out{DType::Float32, {len}, y + c * kChunk};
+      schema(node_.op).reference(node_, std::span<const TensorView>(&in, 1), std::span<TensorView>(&out, 1));
+    }
+  }
+  std::string name() const override { return "reference (parallel chunks)"; }
+  int in_place_input() const override { return 0; }
+
+ private:
+  static constexpr int64_t kChunk = 16384;
+  graph::Node node_;
+};
 
 }  // namespace
 
@@ -50,8 +76,12 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid:
         k = make_fast_elementwise(g, n);
         break;
+      case OpType::Transpose: k = make_layout_transpose(g, n); break;
       default: break;
     }
+    if (!k && is_unary_elementwise(n.op) && n.layout == graph::Layout::NCHW && g.value(n.inputs[0]).dtype == DType::Float32 &&
+        TensorView{DType::Float32, g.value(n.inputs[0]).shape, nullptr}.numel() >= 65536)
+      k = std::make_unique<ChunkedUnary>(n);
     if (k) return k;
     if (n.layout == graph::Layout::NHWC) {
       if (auto a = make_nhwc_adapter(g, n)) return a;

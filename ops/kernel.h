@@ -91,6 +91,8 @@ std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, S
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 // MatMul with a constant 2-D float B (A of rank >= 2, NCHW-planned): oneDNN's inner product.
 std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n);
+// The same MatMul as a 1x1 conv over [1, rows, 1, K] NHWC (one of the two make_onednn_matmul times).
+std::unique_ptr<Kernel> make_onednn_matmul_1x1(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 // The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,
@@ -104,6 +106,8 @@ std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const grap
 // where oneDNN keeps NHWC.
 std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
+// Transpose (0, 2, 3, 1) / (0, 3, 1, 2) of a 4-D float tensor: the tiled NCHW <-> NHWC copy.
+std::unique_ptr<Kernel> make_layout_transpose(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's
 // own 1x1 kernel, or oneDNN over row tiles shifted first, whichever measures faster.

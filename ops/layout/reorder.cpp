@@ -1,8 +1,11 @@
 // SluiceReorder: converts a 4-D tensor between NCHW and NHWC memory layouts.
 // The logical (ONNX) shape stays [N, C, H, W]; only the memory order changes.
+// The same tiled copy runs the model's own Transposes with perm (0, 2, 3, 1) or (0, 3, 1, 2)
+// (channels-last blocks such as ConvNeXt's permute around each LayerNorm and MLP).
 #include <algorithm>
 #include <cstring>
 
+#include "ops/kernel.h"
 #include "ops/layout/reorder.h"
 #include "ops/util.h"
 
@@ -46,6 +49,33 @@ void reference_SluiceReorder(const graph::Node& node, std::span<const TensorView
     return;
   }
   reorder_nchw_nhwc(in[0].as<const float>(), out[0].as<float>(), in[0].shape, p.to == graph::Layout::NHWC);
+}
+
+namespace {
+
+class LayoutTranspose final : public Kernel {
+ public:
+  LayoutTranspose(Shape nchw, bool to_nhwc) : nchw_(std::move(nchw)), to_nhwc_(to_nhwc) {}
+  void run(const KernelArgs& a) const override {
+    reorder_nchw_nhwc(a.in[0].as<const float>(), a.out[0].as<float>(), nchw_, to_nhwc_);
+  }
+  std::string name() const override { return to_nhwc_ ? "tiled:0231" : "tiled:0312"; }
+
+ private:
+  Shape nchw_;
+  bool to_nhwc_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_layout_transpose(const graph::Graph& g, const graph::Node& n) {
+  const graph::Value& x = g.value(n.inputs[0]);
+  const auto& perm = n.p<graph::TransposeParams>().perm;
+  if (n.layout != graph::Layout::NCHW || x.dtype != DType::Float32 || x.shape.size() != 4) return nullptr;
+  const Shape& s = x.shape;
+  if (perm == std::vector<int64_t>{0, 2, 3, 1}) return std::make_unique<LayoutTranspose>(s, true);
+  if (perm == std::vector<int64_t>{0, 3, 1, 2}) return std::make_unique<LayoutTranspose>(Shape{s[0], s[3], s[1], s[2]}, false);
+  return nullptr;
 }
 
 }  // namespace sluice::ops

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "ops/layout/reorder.h"
+#include "runtime/plan.h"
+#include "tests/unit/kernel_compare.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -127,6 +129,55 @@ TEST(GemmVsReference, TransBAndPlainB) {
     EXPECT_NE(s.inspect().find("onednn:"), std::string::npos) << s.inspect();
     EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({3, 37})}}), 1e-5) << "transB=" << trans_b;
   }
+}
+
+// MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
+// [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
+TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
+  for (const Shape& xs : {Shape{3, 37}, Shape{2, 5, 37}, Shape{1, 6, 7, 37}, Shape{2, 9, 1, 37}}) {
+    OnnxBuilder b;
+    b.input("x", xs).init_random("w", {37, 19});
+    b.node("MatMul", {"x", "w"}, {"y"});
+    b.output("y");
+    Model m = b.load();
+    Session s(m);
+    const std::string text = s.inspect();
+    EXPECT_NE(text.find("onednn:"), std::string::npos) << text;
+    int64_t rows = 1;
+    for (size_t d = 0; d + 1 < xs.size(); ++d) rows *= xs[d];
+    EXPECT_EQ(text.find("1x1 conv") != std::string::npos, rows >= 8) << text;  // both timed, note shown
+    EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(xs)}}), 1e-5) << shape_str(xs);
+    // Both forms, whichever the timing kept, against the reference kernel on one node.
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Node* mm = last_node(plan.graph(), graph::OpType::MatMul);
+    ASSERT_NE(mm, nullptr);
+    const auto id = static_cast<graph::NodeId>(mm - plan.graph().nodes.data());
+    auto ref = ops::make_kernel(plan.graph(), id, {false});
+    auto conv = ops::make_onednn_matmul_1x1(plan.graph(), *mm), best = ops::make_onednn_matmul(plan.graph(), *mm);
+    ASSERT_NE(conv, nullptr);
+    EXPECT_LT(max_kernel_diff(*conv, *ref, plan.graph(), *mm, 3), 1e-4) << shape_str(xs);
+    EXPECT_LT(max_kernel_diff(*best, *ref, plan.graph(), *mm, 3), 1e-4) << shape_str(xs);
+  }
+}
+
+// Channels-last permutes (ConvNeXt's) on the tiled layout copy, and unary ops without a
+// vectorised kernel on large tensors in parallel chunks, against the reference kernels.
+TEST(TransposeAndUnary, LayoutPermutesAndChunkedUnaryMatchReference) {
+  const Shape xs{2, 19, 41, 47};  // off every tile edge; > 65536 elements
+  OnnxBuilder b;
+  b.input("x", xs);
+  OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"t"}), "perm", {0, 2, 3, 1});
+  b.node("Erf", {"t"}, {"e"});
+  b.node("Exp", {"e"}, {"f"});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"f"}, {"y"}), "perm", {0, 3, 1, 2});
+  b.output("y");
+  Model m = b.load();
+  Session s(m);
+  const std::string text = s.inspect();
+  EXPECT_NE(text.find("tiled:0231"), std::string::npos) << text;
+  EXPECT_NE(text.find("tiled:0312"), std::string::npos) << text;
+  EXPECT_NE(text.find("parallel chunks"), std::string::npos) << text;
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(xs)}}), 1e-6);
 }
 
 TEST(Layout, SqueezeExcitationMulBroadcastsPerChannelOnNhwc) {
