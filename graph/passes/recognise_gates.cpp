@@ -137,6 +137,7 @@ class GateMatcher {
     int64_t pos = 0;  // the position taken from the values, -1 meaning the last
     if (const Node* sl = prod(thr, OpType::Slice)) {
       auto starts = const_ints(*sl, 1), ends = const_ints(*sl, 2), axes = const_ints(*sl, 3), steps = const_ints(*sl, 4);
+      if (!axes.empty() && axes[0] == -1) axes[0] = 1;  // the values are [N, K]: axis -1 is axis 1
       if (starts.size() != 1 || ends.size() != 1 || (!axes.empty() && axes != std::vector<int64_t>{1}) ||
           (axes.empty() && g_.value(sl->inputs[0]).shape.size() != 1) || (!steps.empty() && steps[0] != 1))
         throw wrong;
@@ -147,7 +148,8 @@ class GateMatcher {
       if (!((pos == k - 1 || pos == -1) && (ends[0] >= k || ends[0] == pos + 1) && ends[0] != 0)) throw wrong;
     } else if (const Node* ga = prod(through_views(thr), OpType::Gather)) {
       auto idx = const_scalar_int(ga->inputs[1]);
-      if (!idx || ga->p<AxisParams>().axis != 1 || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
+      const int64_t axis = ga->p<AxisParams>().axis;
+      if (!idx || (axis != 1 && axis != -1) || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
       vals = ga->inputs[0], pos = *idx;
       t = prod(vals, OpType::TopK);
     } else {
