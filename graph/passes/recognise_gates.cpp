@@ -3,8 +3,8 @@
 // (Unsqueeze, Reshape, Flatten, Squeeze, Identity) and commutative operand orders, and
 // each form is checked against the semantics it must have:
 //
-//   x -> GlobalAveragePool | ReduceMean(axes 2,3) [of Abs(x)] -> views
-//     -> Gemm | MatMul [+ Add] -> Relu = g
+//   x -> GlobalAveragePool | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW [of Abs(x)] -> views
+//     -> Gemm | MatMul [+ Add] | 1x1 Conv -> Relu [-> views] = g
 //   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones))
@@ -256,8 +256,27 @@ class GateMatcher {
     std::string desc;
   };
 
+  // v = ReduceSum(x, axes {2, 3}) / (H * W), or times 1 / (H * W): the mean written as a sum.
+  // Returns the ReduceSum, or null.
+  const Node* mean_as_sum(ValueId v) const {
+    const Node* op = prod(v, OpType::Div);
+    const bool div = op != nullptr;
+    if (!op) op = prod(v, OpType::Mul);
+    if (!op) return nullptr;
+    for (int side = 0; side < (div ? 1 : 2); ++side) {
+      const Node* rs = prod(op->inputs[static_cast<size_t>(side)], OpType::ReduceSum);
+      const ValueId cv = op->inputs[static_cast<size_t>(1 - side)];
+      if (!rs || !g_.value(cv).is_constant() || numel(cv) != 1 || g_.value(cv).dtype != DType::Float32) continue;
+      const Shape& xs = g_.value(rs->inputs[0]).shape;
+      if (xs.size() != 4 || rs->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) continue;
+      const double hw = static_cast<double>(xs[2] * xs[3]), k = floats(cv)[0];
+      if (div ? k == hw : std::fabs(k * hw - 1.0) < 1e-6) return rs;
+    }
+    return nullptr;
+  }
+
   Predictor predictor(ValueId g, int64_t m) const {
-    const Node* relu = prod(g, OpType::Relu);
+    const Node* relu = prod(through_views(g), OpType::Relu);  // g may be a view of it ([N, M, 1, 1] flattened)
     if (!relu) throw Reject{"the saliency g is not the output of a Relu"};
     ValueId z = relu->inputs[0];
     Predictor p;
@@ -284,6 +303,28 @@ class GateMatcher {
       }
       f = gemm->inputs[0];
       p.desc = "Gemm";
+    } else if (const Node* cv = prod(z, OpType::Conv)) {
+      // A 1x1 conv on the pooled [N, C, 1, 1] saliency (the squeeze-and-excitation way of
+      // writing the predictor): W [M, C, 1, 1] is the Gemm's [M, C].
+      const auto& cp = cv->p<ConvParams>();
+      const Value& wv = g_.value(cv->inputs[1]);
+      const Shape& xs = g_.value(cv->inputs[0]).shape;
+      bool plain = cp.group == 1 && !cp.fused_sum && cp.activation.kind == Activation::None && cp.pre_shift.empty();
+      for (int64_t pad : cp.pads) plain = plain && pad == 0;
+      if (!plain || !wv.is_constant() || wv.shape.size() != 4 || wv.shape[0] != m || wv.shape[2] != 1 ||
+          wv.shape[3] != 1 || xs.size() != 4 || xs[2] != 1 || xs[3] != 1)
+        throw Reject{"gate conv " + cv->name + " is not a plain 1x1 conv with constant weights on a pooled [N, C, 1, 1] input"};
+      w = floats(cv->inputs[1]);
+      w_is_mc = true;
+      c = wv.shape[1];
+      p.bg.assign(static_cast<size_t>(m), 0.f);
+      if (cv->inputs.size() > 2 && cv->inputs[2] != kNoValue) {
+        if (!g_.value(cv->inputs[2]).is_constant() || numel(cv->inputs[2]) != m)
+          throw Reject{"gate bias of " + cv->name + " is not a constant per-channel vector"};
+        p.bg = floats(cv->inputs[2]);
+      }
+      f = cv->inputs[0];
+      p.desc = "1x1 Conv";
     } else {
       const Node* add = prod(z, OpType::Add);
       ValueId mm_out = z;
@@ -317,8 +358,12 @@ class GateMatcher {
         throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
       p.x = rm->inputs[0];
       p.desc = "ReduceMean, " + p.desc;
+    } else if (const Node* sum = mean_as_sum(pooled)) {
+      p.x = sum->inputs[0];
+      p.desc = "ReduceSum / HW, " + p.desc;
     } else {
-      throw Reject{"the gate's input is not a global average (GlobalAveragePool or ReduceMean over H, W)"};
+      throw Reject{"the gate's input is not a global average (GlobalAveragePool, ReduceMean over H, W, or their "
+                   "ReduceSum divided by H * W)"};
     }
     if (const Node* a = prod(p.x, OpType::Abs)) {
       p.x = a->inputs[0];

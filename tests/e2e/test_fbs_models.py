@@ -120,7 +120,8 @@ def other_form_models(work):
     """The same top-k gate written the ways other FBS code writes it (random weights, seeded):
     g times ones scattered at the TopK indices; g compared with its k-th largest value (>=
     or >, the value taken by Slice, Gather or ReduceMin of the TopK values) and applied with
-    Mul or Where. Returns the paths; each has one gated conv."""
+    Mul or Where; the predictor as a 1x1 conv on the pooled [N, C, 1, 1]; the mean written as
+    a sum over H, W divided by H * W. Returns the paths; each has one gated conv."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -129,16 +130,22 @@ def other_form_models(work):
         def __init__(self, form, k=6):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU())
-            self.conv, self.gate = nn.Conv2d(8, 16, 3, padding=1), nn.Linear(8, 16)
+            self.conv = nn.Conv2d(8, 16, 3, padding=1)
+            self.gate = nn.Conv2d(8, 16, 1) if form == "conv1x1_predictor" else nn.Linear(8, 16)
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
             self.fc = nn.Linear(16, 10)
             self.form, self.k = form, k
 
         def forward(self, x):
             x = self.stem(x)
-            g = F.relu(self.gate(x.mean((2, 3))))
+            if self.form == "conv1x1_predictor":  # squeeze-and-excitation style: 1x1 conv on [N, C, 1, 1]
+                g = F.relu(self.gate(F.adaptive_avg_pool2d(x, 1))).flatten(1)
+            elif self.form == "sum_over_hw":
+                g = F.relu(self.gate(x.sum((2, 3)) / (x.shape[2] * x.shape[3])))
+            else:
+                g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
-            if self.form == "scatter_ones":
+            if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw"):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "slice_ge":
                 pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
@@ -150,7 +157,7 @@ def other_form_models(work):
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
     out = []
-    for form in ("scatter_ones", "slice_ge", "gather_where_le", "min_gt"):
+    for form in ("scatter_ones", "slice_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],

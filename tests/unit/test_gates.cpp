@@ -21,8 +21,8 @@ namespace {
 // look-alike of ThresholdSliceGe that keeps one channel more).
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
                   ThresholdWrongPosition };
-enum class Pool { Gap, ReduceMean, AbsReduceMean };
-enum class Fc { Gemm, MatMulAdd };
+enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv };  // SumDiv: ReduceSum over H, W / (H W)
+enum class Fc { Gemm, MatMulAdd, Conv1x1 };  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
 enum class Bcast { Unsqueeze, Reshape };
 enum class Beta { None, Masked, Unmasked };
 
@@ -54,9 +54,15 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Abs", {x}, {p + "abs"});
     src = p + "abs";
   }
-  if (gc.pool == Pool::Gap) {
+  if (gc.fc == Fc::Conv1x1) {
+    b.node("GlobalAveragePool", {src}, {p + "s4"});
+  } else if (gc.pool == Pool::Gap) {
     b.node("GlobalAveragePool", {src}, {p + "gap"});
     OnnxBuilder::attr_int(b.node("Flatten", {p + "gap"}, {p + "s"}), "axis", 1);
+  } else if (gc.pool == Pool::SumDiv) {
+    b.init_i64(p + "hw_axes", {2}, {2, 3}).init(p + "hw", {}, {static_cast<float>(gc.hw * gc.hw)});
+    OnnxBuilder::attr_int(b.node("ReduceSum", {src, p + "hw_axes"}, {p + "sum"}), "keepdims", 0);
+    b.node("Div", {p + "sum", p + "hw"}, {p + "s"});
   } else {
     auto& rm = b.node("ReduceMean", {src}, {p + "s"});
     OnnxBuilder::attr_ints(rm, "axes", {2, 3});
@@ -69,14 +75,22 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   } else {
     b.init_random(p + "wg", {m, c}, 0.2f).init_random(p + "bg", {m}, 0.3f, 1.5f);
   }
-  if (gc.fc == Fc::Gemm) {
+  if (gc.fc == Fc::Conv1x1) {
+    b.init_random(p + "wg4", {m, c, 1, 1}, 0.2f);
+    b.node("Conv", {p + "s4", p + "wg4", p + "bg"}, {p + "z"});
+  } else if (gc.fc == Fc::Gemm) {
     OnnxBuilder::attr_int(b.node("Gemm", {p + "s", p + "wg", p + "bg"}, {p + "z"}), "transB", 1);
   } else {
     b.node("Transpose", {p + "wg"}, {p + "wgT"});
     b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
     b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
   }
-  b.node("Relu", {p + "z"}, {p + "g"});
+  if (gc.fc == Fc::Conv1x1) {
+    b.node("Relu", {p + "z"}, {p + "g4"});
+    OnnxBuilder::attr_int(b.node("Flatten", {p + "g4"}, {p + "g"}), "axis", 1);
+  } else {
+    b.node("Relu", {p + "z"}, {p + "g"});
+  }
   // Selection.
   const std::string pi = p + "pi";
   if (gc.form == Form::Winners) {
@@ -277,6 +291,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
+                      Variant{"conv1x1_predictor", with([](GateCase& g) { g.fc = Fc::Conv1x1; })},
+                      Variant{"sum_div_hw", with([](GateCase& g) { g.pool = Pool::SumDiv; })},
                       Variant{"reshape", with([](GateCase& g) { g.bcast = Bcast::Reshape; })},
                       Variant{"unmasked_beta", with([](GateCase& g) { g.beta = Beta::Unmasked; })},
                       Variant{"no_beta", with([](GateCase& g) { g.beta = Beta::None; })},
