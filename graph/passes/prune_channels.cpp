@@ -236,6 +236,170 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
   }
 }
 
+// The readers of `out` (collect_readers), or false with the reason recorded in the report:
+// a reader this pass cannot rewrite, or every channel dead (the layer would vanish).
+bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report, std::vector<Reader>& readers,
+                       std::vector<ValueId>& path) {
+  std::string why = collect_readers(g, out, false, readers, path);
+  if (why.empty() && all_dead) why = "every channel is dead (the layer would vanish)";
+  if (why.empty()) return true;
+  report.kept_reason = why;
+  g.pruning.push_back(report);
+  return false;
+}
+
+// Which of the dead channels (constant(o) everywhere) can go: a constant 0 always, v != 0 only
+// when no reader pads over it, and only when every reader sees the same value (a Relu on the
+// way shows relu(v)). Fills keep / remove / value (the constant each reader sees) and the
+// report; false, with the report recorded, when none can.
+bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
+                  const std::function<float(int64_t)>& constant, PruneReport& report, std::vector<int32_t>& keep,
+                  std::vector<bool>& remove, std::vector<float>& value) {
+  const auto m = static_cast<int64_t>(dead.size());
+  bool any_padding = false;
+  for (const Reader& r : readers) any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
+  value.assign(static_cast<size_t>(m), 0.f);
+  remove.assign(static_cast<size_t>(m), false);
+  keep.clear();
+  int64_t kept_nonzero = 0;
+  for (int64_t o = 0; o < m; ++o) {
+    if (dead[static_cast<size_t>(o)]) {
+      const float v = constant(o);
+      bool agree = true, first = true;
+      float seen = 0.f;
+      for (const Reader& r : readers) {
+        const float rv = r.through_relu ? std::max(v, 0.f) : v;
+        if (!first && seen != rv) agree = false;
+        seen = rv;
+        first = false;
+      }
+      value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
+      if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
+        remove[static_cast<size_t>(o)] = true;
+        continue;
+      }
+      ++kept_nonzero;
+    }
+    keep.push_back(static_cast<int32_t>(o));
+  }
+  const auto k = static_cast<int64_t>(keep.size());
+  if (k == m) {
+    report.kept_reason = "constant non-zero channels read through zero padding";
+    g.pruning.push_back(report);
+    return false;
+  }
+  if (kept_nonzero > 0) report.kept_reason = std::to_string(kept_nonzero) + " constant non-zero channels read through zero padding";
+  report.removed = m - k;
+  for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
+  return true;
+}
+
+// Drops channels `remove` (of m, the producer's) from everything on `path` and from every
+// reader's input, folding the removed channels' constants `value` into the readers' biases.
+// Call after the producer's compaction.
+void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::vector<ValueId>& path, int64_t m,
+                     const std::vector<bool>& remove, const std::vector<float>& value) {
+  int64_t removed = 0;
+  for (bool r : remove) removed += r;
+  // Readers' input-channel counts before anything shrinks (more than m behind a Concat).
+  std::vector<int64_t> totals;
+  for (const Reader& r : readers) {
+    const Node& rn = g.node(r.node);
+    const Tensor& rw = g.value(rn.inputs[1]).constant;
+    totals.push_back(rn.op == OpType::Conv ? rw.shape()[1]
+                                           : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
+  }
+  std::set<ValueId> shrunk;
+  for (ValueId v : path)
+    if (shrunk.insert(v).second) g.value(v).shape[1] -= removed;
+  for (size_t ri = 0; ri < readers.size(); ++ri) {
+    const Reader& r = readers[ri];
+    const int64_t total = totals[ri];
+    std::vector<int32_t> keep_r;
+    std::vector<bool> remove_r(static_cast<size_t>(total), false);
+    std::vector<float> value_r(static_cast<size_t>(total), 0.f);
+    for (int64_t i = 0; i < total; ++i) {
+      const int64_t o = i - r.offset;
+      if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
+        remove_r[static_cast<size_t>(i)] = true;
+        value_r[static_cast<size_t>(i)] = value[static_cast<size_t>(o)];
+      } else {
+        keep_r.push_back(static_cast<int32_t>(i));
+      }
+    }
+    compact_reader(g, r.node, total, keep_r, remove_r, value_r);
+  }
+}
+
+// A depthwise conv D behind a conv P whose output only D reads (MobileNet's expansion conv
+// and its depthwise conv): a dead channel o of P that is the constant 0 makes D's input
+// channel o zero, so D's output channel o is the constant act_D(b_D[o]) whatever D's filter.
+// Both go: P's filter o, D's channel o (D stays depthwise with fewer groups), and D's
+// readers' input channel o, with that constant folded into their biases where no padding
+// reads it. Returns the channels removed.
+int prune_through_depthwise(Graph& g) {
+  g.rebuild_links();
+  int removed_total = 0;
+  for (NodeId did : g.topological_order()) {
+    const Node& d = g.node(did);
+    if (d.op != OpType::Conv || d.dead) continue;
+    const auto& dp = d.p<ConvParams>();
+    const Value& dw = g.value(d.inputs[1]);
+    const Value& dx = g.value(d.inputs[0]);
+    const int64_t c = dx.shape.size() == 4 ? dx.shape[1] : 0;
+    const bool d_bias = d.inputs.size() > 2 && d.inputs[2] != kNoValue;
+    if (c < 2 || dp.group != c || !dw.is_constant() || dw.shape.size() != 4 || dw.shape[0] != c || dw.shape[1] != 1 ||
+        dp.fused_sum || !dp.pre_shift.empty() || (d_bias && !g.value(d.inputs[2]).is_constant()) || dx.is_output ||
+        dx.consumers.size() != 1 || dx.producer < 0)
+      continue;
+    const NodeId pid = dx.producer;
+    const Node& p = g.node(pid);
+    if (p.op != OpType::Conv) continue;
+    const auto& pp = p.p<ConvParams>();
+    const bool p_bias = p.inputs.size() > 2 && p.inputs[2] != kNoValue;
+    if (pp.group != 1 || pp.fused_sum || !pp.pre_shift.empty() || !g.value(p.inputs[1]).is_constant() ||
+        (p_bias && !g.value(p.inputs[2]).is_constant()) || g.value(p.inputs[1]).constant.dtype() != DType::Float32)
+      continue;
+    const Tensor& pw = g.value(p.inputs[1]).constant;
+    const int64_t per = pw.numel() / c;
+    const float* PW = pw.data<float>();
+    const float* PB = p_bias ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
+    const float* DB = d_bias ? g.value(d.inputs[2]).constant.data<float>() : nullptr;
+    std::vector<bool> zero_in(static_cast<size_t>(c), false);
+    int64_t n_zero = 0;
+    for (int64_t o = 0; o < c; ++o) {
+      bool zero = apply_activation(pp.activation, PB ? PB[o] : 0.f) == 0.f;
+      for (int64_t i = 0; i < per && zero; ++i) zero = PW[o * per + i] == 0.f;
+      zero_in[static_cast<size_t>(o)] = zero;
+      n_zero += zero;
+    }
+    if (n_zero == 0) continue;
+    PruneReport report{p.name + " through depthwise " + d.name, c, n_zero, 0, 0, ""};
+    std::vector<Reader> readers;
+    std::vector<ValueId> path;
+    if (!readers_or_report(g, d.outputs[0], n_zero == c, report, readers, path)) continue;
+    std::vector<int32_t> keep;
+    std::vector<bool> remove;
+    std::vector<float> value;
+    if (!plan_removal(g, readers, zero_in, [&](int64_t o) { return apply_activation(dp.activation, DB ? DB[o] : 0.f); },
+                      report, keep, remove, value))
+      continue;
+    const auto k = static_cast<int64_t>(keep.size());
+    compact_producer(g, pid, keep);
+    // D: its own channels `keep` (filters, bias, groups), input and output.
+    compact_producer(g, did, keep);
+    Node& dn = g.node(did);
+    dn.p<ConvParams>().group = k;
+    dn.p<ConvParams>().dense_in = 1;  // a depthwise filter reads one channel: dense MACs stay the model's
+    compact_readers(g, readers, path, c, remove, value);
+    g.pruning.push_back(report);
+    removed_total += static_cast<int>(c - k);
+    g.rebuild_links();
+  }
+  g.rebuild_links();
+  return removed_total;
+}
+
 
 // Residual groups (design.md §6, the DepGraph idea): the values a residual stream passes
 // through, tied channel by channel by the fused residual sums (a conv with fused_sum adds
@@ -382,6 +546,7 @@ int prune_groups(Graph& g) {
 
 int prune_channels(Graph& g) {
   int removed_total = prune_groups(g);
+  removed_total += prune_through_depthwise(g);
   g.rebuild_links();
   for (NodeId pid : g.topological_order()) {
     if (g.node(pid).op != OpType::Conv) continue;
@@ -410,81 +575,17 @@ int prune_channels(Graph& g) {
     }
     std::vector<Reader> readers;
     std::vector<ValueId> path;
-    std::string why = collect_readers(g, p.outputs[0], false, readers, path);
-    if (why.empty() && n_dead == m) why = "every channel is dead (the layer would vanish)";
-    if (!why.empty()) {
-      report.kept_reason = why;
-      g.pruning.push_back(report);
-      continue;
-    }
-    // Which dead channels can go: a constant 0 always; v != 0 only when no reader pads over it.
+    if (!readers_or_report(g, p.outputs[0], n_dead == m, report, readers, path)) continue;
     const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
-    bool any_padding = false;
-    for (const Reader& r : readers) any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
-    std::vector<float> value(static_cast<size_t>(m), 0.f);  // the constant each reader sees
     std::vector<int32_t> keep;
-    std::vector<bool> remove(static_cast<size_t>(m), false);
-    int64_t kept_nonzero = 0;
-    for (int64_t o = 0; o < m; ++o) {
-      if (dead[static_cast<size_t>(o)]) {
-        float v = apply_activation(pp.activation, B ? B[o] : 0.f);
-        // Relu on the way: only readers behind it see relu(v); all readers must agree to fold.
-        bool agree = true, first = true;
-        float seen = 0.f;
-        for (const Reader& r : readers) {
-          const float rv = r.through_relu ? std::max(v, 0.f) : v;
-          if (!first && seen != rv) agree = false;
-          seen = rv;
-          first = false;
-        }
-        value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
-        if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
-          remove[static_cast<size_t>(o)] = true;
-          continue;
-        }
-        ++kept_nonzero;
-      }
-      keep.push_back(static_cast<int32_t>(o));
-    }
-    const auto k = static_cast<int64_t>(keep.size());
-    if (k == m) {
-      report.kept_reason = "constant non-zero channels read through zero padding";
-      g.pruning.push_back(report);
+    std::vector<bool> remove;
+    std::vector<float> value;
+    if (!plan_removal(g, readers, dead, [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); },
+                      report, keep, remove, value))
       continue;
-    }
-    if (kept_nonzero > 0) report.kept_reason = std::to_string(kept_nonzero) + " constant non-zero channels read through zero padding";
-    report.removed = m - k;
-    for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
-
-    // Readers' input-channel counts before anything shrinks (more than m behind a Concat).
-    std::vector<int64_t> totals;
-    for (const Reader& r : readers) {
-      const Node& rn = g.node(r.node);
-      const Tensor& rw = g.value(rn.inputs[1]).constant;
-      totals.push_back(rn.op == OpType::Conv ? rw.shape()[1]
-                                             : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
-    }
+    const auto k = static_cast<int64_t>(keep.size());
     compact_producer(g, pid, keep);
-    std::set<ValueId> shrunk;
-    for (ValueId v : path)
-      if (shrunk.insert(v).second) g.value(v).shape[1] -= m - k;
-    for (size_t ri = 0; ri < readers.size(); ++ri) {
-      const Reader& r = readers[ri];
-      const int64_t total = totals[ri];
-      std::vector<int32_t> keep_r;
-      std::vector<bool> remove_r(static_cast<size_t>(total), false);
-      std::vector<float> value_r(static_cast<size_t>(total), 0.f);
-      for (int64_t i = 0; i < total; ++i) {
-        const int64_t o = i - r.offset;
-        if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
-          remove_r[static_cast<size_t>(i)] = true;
-          value_r[static_cast<size_t>(i)] = value[static_cast<size_t>(o)];
-        } else {
-          keep_r.push_back(static_cast<int32_t>(i));
-        }
-      }
-      compact_reader(g, r.node, total, keep_r, remove_r, value_r);
-    }
+    compact_readers(g, readers, path, m, remove, value);
     g.pruning.push_back(report);
     removed_total += static_cast<int>(m - k);
     g.rebuild_links();

@@ -12,6 +12,9 @@ live against ONNX Runtime on the same file:
               channels by -1 after the ReLU, which cannot move into the conv and must stay
   residual    dead channels inside and at the output of residual blocks: the block-internal
               ones go, the ones meeting the residual Add stay (dependency group)
+  mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
+              depthwise, 1x1 project): they go through the depthwise conv, whose constant
+              outputs fold into the projection's bias
 
 For each: outputs equal ORT (batch 1 and 3), the channels removed per layer equal what the
 construction says may be removed, executed MACs equal the count of the compacted network,
@@ -169,6 +172,46 @@ def residual_case():
 
 
 
+class Inverted(nn.Module):
+    """stem 1->16 3x3, then 1x1 expand 16->64, depthwise 3x3, 1x1 project 64->24 (ReLU6, BN), GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.expand = nn.Sequential(nn.Conv2d(16, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(64, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.project(self.dw(self.expand(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @staticmethod
+    def macs(e, hw=28):
+        return 16 * 9 * hw * hw + e * 16 * hw * hw + e * 9 * hw * hw + 24 * e * hw * hw + 24 * 10
+
+
+def mobilenet_case(a):
+    torch.manual_seed(6)
+    m = Inverted()
+    randomise_bn(m)
+    dead = torch.randperm(64)[:22]
+    with torch.no_grad():
+        m.expand[1].weight[dead] = 0
+        m.expand[1].bias[dead] = 0
+    m.eval()
+    insp, st = run_case(a, "mobilenet", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    through = [r for n, r in got.items() if "through depthwise" in n]
+    check(len(through) == 1 and through[0]["removed"] == 22,
+          "mobilenet: the 22 dead expansion channels go through the depthwise conv (%s)" % list(got.values()))
+    check(through and through[0]["folded"] > 0, "mobilenet: the depthwise conv's constant outputs fold into the projection's bias")
+    check(st["dense_macs"] == 3 * Inverted.macs(64) and st["executed_macs"] == 3 * Inverted.macs(42),
+          "mobilenet: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              st["dense_macs"], 3 * Inverted.macs(64), st["executed_macs"], 3 * Inverted.macs(42)))
+
+
 def export(m, path, keep_bn):
     kw = {"training": torch.onnx.TrainingMode.PRESERVE} if keep_bn else {}
     torch.onnx.export(m, torch.randn(1, 1, 28, 28), path, opset_version=13, input_names=["image"],
@@ -268,6 +311,7 @@ def main():
                   "slim_beta: non-zero constants read without padding are folded into the reader's bias")
     committed_models(a)
     concat_case(a)
+    mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}
