@@ -270,7 +270,9 @@ class GateMatcher {
       const Shape& xs = g_.value(rs->inputs[0]).shape;
       if (xs.size() != 4 || rs->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) continue;
       const double hw = static_cast<double>(xs[2] * xs[3]), k = floats(cv)[0];
-      if (div ? k == hw : std::fabs(k * hw - 1.0) < 1e-6) return rs;
+      // Times 1 / (H W) only as the float nearest to it, as an exporter stores it: the gate
+      // divides by H W, and a looser match could shift g enough to flip a near-tie in the top-k.
+      if (div ? k == hw : static_cast<float>(k) == static_cast<float>(1.0 / hw)) return rs;
     }
     return nullptr;
   }
