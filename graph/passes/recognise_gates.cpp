@@ -84,16 +84,6 @@ class GateMatcher {
   }
   bool is_zero(ValueId v) const { return is_fill(v, 0.f); }
 
-  // Input i of n as constant integers (empty when absent or not constant).
-  std::vector<int64_t> const_ints(const Node& n, size_t i) const {
-    if (i >= n.inputs.size() || n.inputs[i] == kNoValue || !g_.value(n.inputs[i]).is_constant()) return {};
-    const Tensor& t = g_.value(n.inputs[i]).constant;
-    std::vector<int64_t> r;
-    for (int64_t k = 0; k < t.numel(); ++k)
-      r.push_back(t.dtype() == DType::Int64 ? t.data<int64_t>()[k] : t.dtype() == DType::Int32 ? t.data<int32_t>()[k] : 0);
-    return r;
-  }
-
   std::optional<int64_t> const_scalar_int(ValueId v) const {
     if (v == kNoValue || !g_.value(v).is_constant()) return std::nullopt;
     const Tensor& t = g_.value(v).constant;
@@ -123,42 +113,40 @@ class GateMatcher {
   // (Slice K-1:K, or -1:, or Gather K-1 or -1 then a view). Returns K.
   int64_t kth_largest(ValueId thr, ValueId gv, const std::string& cmp) const {
     const Reject wrong{"the threshold of " + cmp + " is not the k-th largest of g (the minimum or last of TopK(g) values)"};
-    const Node* t = nullptr;
     ValueId vals = kNoValue;
+    bool at_position = true;  // entry K-1 of the values (they must be sorted), not their minimum
+    int64_t pos = 0;          // that entry, -1 meaning the last
+    std::optional<int64_t> slice_end;
     if (const Node* rmin = prod(thr, OpType::ReduceMin)) {
       const auto& rp = rmin->p<ReduceParams>();
       if (rp.axes != std::vector<int64_t>{1} || !rp.keepdims)
         throw Reject{"ReduceMin " + rmin->name + " must reduce the channel axis with keepdims"};
       vals = rmin->inputs[0];
-      t = prod(vals, OpType::TopK);
-      if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest) throw wrong;
-      return topk_k(*t);
-    }
-    int64_t pos = 0;  // the position taken from the values, -1 meaning the last
-    if (const Node* sl = prod(thr, OpType::Slice)) {
-      auto starts = const_ints(*sl, 1), ends = const_ints(*sl, 2), axes = const_ints(*sl, 3), steps = const_ints(*sl, 4);
+      at_position = false;
+    } else if (const Node* sl = prod(thr, OpType::Slice)) {
+      auto starts = const_ints(g_, *sl, 1), ends = const_ints(g_, *sl, 2), axes = const_ints(g_, *sl, 3),
+           steps = const_ints(g_, *sl, 4);
       if (!axes.empty() && axes[0] == -1) axes[0] = 1;  // the values are [N, K]: axis -1 is axis 1
       if (starts.size() != 1 || ends.size() != 1 || (!axes.empty() && axes != std::vector<int64_t>{1}) ||
           (axes.empty() && g_.value(sl->inputs[0]).shape.size() != 1) || (!steps.empty() && steps[0] != 1))
         throw wrong;
-      vals = sl->inputs[0], pos = starts[0];
-      t = prod(vals, OpType::TopK);
-      if (!t) throw wrong;
-      const int64_t k = topk_k(*t);
-      if (!((pos == k - 1 || pos == -1) && (ends[0] >= k || ends[0] == pos + 1) && ends[0] != 0)) throw wrong;
+      vals = sl->inputs[0], pos = starts[0], slice_end = ends[0];
     } else if (const Node* ga = prod(through_views(thr), OpType::Gather)) {
       auto idx = const_scalar_int(ga->inputs[1]);
       const int64_t axis = ga->p<AxisParams>().axis;
       if (!idx || (axis != 1 && axis != -1) || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
       vals = ga->inputs[0], pos = *idx;
-      t = prod(vals, OpType::TopK);
     } else {
       throw wrong;
     }
-    if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest || !t->p<TopKParams>().sorted)
+    const Node* t = prod(vals, OpType::TopK);
+    if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest ||
+        (at_position && !t->p<TopKParams>().sorted))
       throw wrong;
     const int64_t k = topk_k(*t);
-    if (pos != k - 1 && pos != -1) throw wrong;
+    if (at_position && pos != k - 1 && pos != -1) throw wrong;
+    // A Slice keeps exactly that entry: [K-1:K] or [K-1:] / [-1:] (its end clamped to K), never empty.
+    if (slice_end && (*slice_end == 0 || (*slice_end < k && *slice_end != pos + 1))) throw wrong;
     // The threshold must broadcast as one value per row: [N, 1].
     const Shape& ts = g_.value(thr).shape;
     if (ts.size() != 2 || ts[1] != 1) throw wrong;

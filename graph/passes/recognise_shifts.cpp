@@ -23,17 +23,6 @@ namespace sluice::graph::passes {
 
 namespace {
 
-std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) {
-  if (i >= n.inputs.size() || n.inputs[i] == kNoValue) return {};
-  const Value& v = g.value(n.inputs[i]);
-  if (!v.is_constant()) return {};
-  std::vector<int64_t> r;
-  const Tensor& t = v.constant;
-  for (int64_t k = 0; k < t.numel(); ++k)
-    r.push_back(t.dtype() == DType::Int64 ? t.data<int64_t>()[k] : t.dtype() == DType::Int32 ? t.data<int32_t>()[k] : 0);
-  return r;
-}
-
 // Form A. Returns false (and leaves the node) unless every output channel is a one-hot copy.
 bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp) {
   if (n.op != OpType::Conv) return false;

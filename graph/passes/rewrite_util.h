@@ -19,6 +19,19 @@ inline void replace_uses(Graph& g, ValueId from, ValueId to) {
         if (in == from) in = to;
 }
 
+// Input i of node n as integers when it is a constant int64/int32 tensor (Slice bounds, Pad
+// pads), else empty.
+inline std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) {
+  if (i >= n.inputs.size() || n.inputs[i] == kNoValue) return {};
+  const Value& v = g.value(n.inputs[i]);
+  if (!v.is_constant()) return {};
+  std::vector<int64_t> r;
+  const Tensor& t = v.constant;
+  for (int64_t k = 0; k < t.numel(); ++k)
+    r.push_back(t.dtype() == DType::Int64 ? t.data<int64_t>()[k] : t.dtype() == DType::Int32 ? t.data<int32_t>()[k] : 0);
+  return r;
+}
+
 // The producer of v if it is a live node of type t, else -1.
 inline NodeId producer_of_type(const Graph& g, ValueId v, OpType t) {
   NodeId p = g.value(v).producer;
