@@ -1,9 +1,46 @@
 #include <cmath>
+#include <functional>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
 
 namespace sluice::graph::passes {
+
+namespace {
+
+// Rewrites conv `cid`'s filters and bias per output channel o: W[o] *= a[o], b[o] = bias(o, the
+// old b[o] or 0), in new tensors (initializers may be shared with other plans of the model).
+void scale_conv_channels(Graph& g, NodeId cid, const std::vector<float>& a, const std::function<float(int64_t, float)>& bias,
+                         const std::string& weight_suffix, const std::string& bias_name) {
+  const Node& conv = g.node(cid);
+  const Value& wv = g.value(conv.inputs[1]);
+  const int64_t m = wv.shape[0], per = wv.constant.numel() / m;
+  Tensor w(DType::Float32, wv.shape), b(DType::Float32, {m});
+  const float* w0 = wv.constant.data<float>();
+  const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
+  const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
+  for (int64_t oc = 0; oc < m; ++oc) {
+    for (int64_t i = 0; i < per; ++i) w.data<float>()[oc * per + i] = w0[oc * per + i] * a[static_cast<size_t>(oc)];
+    b.data<float>()[oc] = bias(oc, b0 ? b0[oc] : 0.f);
+  }
+  Value wn = wv;
+  wn.name = wv.name + weight_suffix;
+  wn.constant = w;
+  wn.consumers.clear();
+  Value bv;
+  bv.name = bias_name;
+  bv.dtype = DType::Float32;
+  bv.shape = {m};
+  bv.shape_known = true;
+  bv.constant = b;
+  const ValueId wid = g.add_value(std::move(wn)), bid = g.add_value(std::move(bv));
+  Node& c = g.node(cid);
+  c.inputs.resize(3);
+  c.inputs[1] = wid;
+  c.inputs[2] = bid;
+}
+
+}  // namespace
 
 int fold_batch_norm(Graph& g) {
   g.rebuild_links();
@@ -22,36 +59,16 @@ int fold_batch_norm(Graph& g) {
     if (!wv.is_constant() || (conv.inputs.size() > 2 && conv.inputs[2] != kNoValue && !g.value(conv.inputs[2]).is_constant()))
       continue;
     const float eps = bn.p<BatchNormParams>().epsilon;
-    const int64_t m = wv.shape[0], per = wv.constant.numel() / m;
+    const int64_t m = wv.shape[0];
     const float* scale = g.value(bn.inputs[1]).constant.data<float>();
     const float* beta = g.value(bn.inputs[2]).constant.data<float>();
     const float* mean = g.value(bn.inputs[3]).constant.data<float>();
     const float* var = g.value(bn.inputs[4]).constant.data<float>();
-    // New tensors: initializers may be shared with other plans of the model.
-    Tensor w(DType::Float32, wv.shape), b(DType::Float32, {m});
-    const float* w0 = wv.constant.data<float>();
-    const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
-    const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
-    for (int64_t oc = 0; oc < m; ++oc) {
-      const float a = scale[oc] / std::sqrt(var[oc] + eps);
-      for (int64_t i = 0; i < per; ++i) w.data<float>()[oc * per + i] = w0[oc * per + i] * a;
-      b.data<float>()[oc] = ((b0 ? b0[oc] : 0.f) - mean[oc]) * a + beta[oc];
-    }
-    Value wn = wv;
-    wn.name = wv.name + "__bnfolded";
-    wn.constant = w;
-    wn.consumers.clear();
-    Value bnv;
-    bnv.name = g.node(id).name + "__folded_bias";
-    bnv.dtype = DType::Float32;
-    bnv.shape = {m};
-    bnv.shape_known = true;
-    bnv.constant = b;
-    ValueId wid = g.add_value(std::move(wn)), bid = g.add_value(std::move(bnv));
-    Node& c = g.node(cid);  // re-fetch: add_value may not move nodes, but keep it obvious
-    c.inputs.resize(3);
-    c.inputs[1] = wid;
-    c.inputs[2] = bid;
+    std::vector<float> a(static_cast<size_t>(m));
+    for (int64_t oc = 0; oc < m; ++oc) a[static_cast<size_t>(oc)] = scale[oc] / std::sqrt(var[oc] + eps);
+    scale_conv_channels(g, cid, a, [&](int64_t oc, float b0) { return (b0 - mean[oc]) * a[static_cast<size_t>(oc)] + beta[oc]; },
+                        "__bnfolded", g.node(id).name + "__folded_bias");
+    Node& c = g.node(cid);
     ValueId bn_out = g.node(id).outputs[0];
     c.outputs[0] = bn_out;  // the conv now produces the BN's output directly
     g.node(id).dead = true;
@@ -101,30 +118,10 @@ int fold_channel_scales(Graph& g) {
     if (cp.activation.kind != Activation::None || cp.fused_sum || !cp.pre_shift.empty() || !wv.is_constant() ||
         wv.shape.empty() || wv.shape[0] != c || (has_bias && !g.value(conv.inputs[2]).is_constant()))
       continue;
-    const int64_t per = wv.constant.numel() / c;
-    Tensor w(DType::Float32, wv.shape), b(DType::Float32, {c});
-    const float* w0 = wv.constant.data<float>();
-    const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
-    for (int64_t o = 0; o < c; ++o) {
-      for (int64_t i = 0; i < per; ++i) w.data<float>()[o * per + i] = w0[o * per + i] * s[o];
-      b.data<float>()[o] = (b0 ? b0[o] : 0.f) * s[o];
-    }
-    Value wn = wv;
-    wn.name = wv.name + "__scaled";
-    wn.constant = w;
-    wn.consumers.clear();
-    Value bn;
-    bn.name = mul.name + "__folded_bias";
-    bn.dtype = DType::Float32;
-    bn.shape = {c};
-    bn.shape_known = true;
-    bn.constant = b;
-    const ValueId wid = g.add_value(std::move(wn)), bid = g.add_value(std::move(bn));
+    const std::vector<float> a(s, s + c);
     const ValueId out = g.node(id).outputs[0];
-    Node& cv = g.node(cid);
-    cv.inputs.resize(3);
-    cv.inputs[1] = wid;
-    cv.inputs[2] = bid;
+    scale_conv_channels(g, cid, a, [&](int64_t o, float b0) { return b0 * s[o]; }, "__scaled",
+                        g.node(id).name + "__folded_bias");
     g.node(relu >= 0 ? relu : cid).outputs[0] = out;  // the chain now produces the Mul's output
     g.node(id).dead = true;
     ++folded;
