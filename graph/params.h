@@ -86,6 +86,7 @@ struct SoftmaxParams {
 struct SplitParams {
   int64_t axis = 0;
   std::vector<int64_t> split;  // from the attribute (opset < 13); else input 1 or equal parts
+  int64_t num_outputs = 0;     // opset >= 18 attribute (0: not given); must equal the output count
 };
 
 struct TransposeParams {
@@ -112,6 +113,10 @@ struct AlphaBetaParams {  // LeakyRelu (alpha), HardSigmoid (alpha, beta)
   float alpha = 0.f, beta = 0.f;
 };
 
+struct GeluParams {  // opset 20
+  bool tanh = false;  // approximate="tanh"; else the exact erf form
+};
+
 struct CastParams {
   DType to = DType::Float32;
 };
@@ -122,6 +127,9 @@ struct ConstantParams {  // Constant, ConstantOfShape (value)
 
 struct PadParams {
   std::string mode = "constant";
+  // Resolved by shape inference: 2 * rank amounts ([begin..., end...] over every axis), from
+  // input 1 alone or, from opset 18, spread over the axes that input 3 names.
+  std::vector<int64_t> pads;
 };
 
 struct ReshapeParams {
@@ -182,6 +190,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
-                            GatedConvParams, ShiftParams, LayerNormParams>;
+                            GatedConvParams, ShiftParams, LayerNormParams, GeluParams>;
 
 }  // namespace sluice::graph

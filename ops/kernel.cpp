@@ -25,7 +25,7 @@ bool is_unary_elementwise(graph::OpType t) {
   switch (t) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
-    case OpType::Exp: case OpType::Log: case OpType::Erf:
+    case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu:
       return true;
     default: return false;
   }

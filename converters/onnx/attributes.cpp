@@ -130,7 +130,11 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Gather: return AxisParams{a.i("axis", 0)};
     case OpType::Softmax:
       return opset < 13 ? SoftmaxParams{a.i("axis", 1), true} : SoftmaxParams{a.i("axis", -1), false};
-    case OpType::Split: return SplitParams{a.i("axis", 0), a.ints("split")};
+    case OpType::Split: {
+      SplitParams p{a.i("axis", 0), a.ints("split"), a.i("num_outputs", 0)};
+      if (a.has("num_outputs") && p.num_outputs < 1) a.fail("num_outputs must be >= 1, got " + std::to_string(p.num_outputs));
+      return p;
+    }
     case OpType::Transpose: return TransposeParams{a.ints("perm")};
     case OpType::Squeeze:
     case OpType::Unsqueeze: return AxesParams{a.ints("axes"), a.has("axes")};
@@ -138,12 +142,20 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::ReduceSum:
     case OpType::ReduceMax:
     case OpType::ReduceMin:
+      // ReduceSum from opset 13, the others from 18, take the axes as input 1 instead.
+      if (a.has("axes") && (opset >= 18 || (t == OpType::ReduceSum && opset >= 13)))
+        a.fail("attribute 'axes' was replaced by input 'axes' at opset " + std::string(t == OpType::ReduceSum ? "13" : "18"));
       return ReduceParams{a.ints("axes"), a.has("axes"), a.i("keepdims", 1) != 0, a.i("noop_with_empty_axes", 0) != 0};
     case OpType::Clip: {
       ClipParams p;
       p.min = a.f("min", p.min);
       p.max = a.f("max", p.max);
       return p;
+    }
+    case OpType::Gelu: {
+      const std::string approx = a.s("approximate", "none");
+      if (approx != "none" && approx != "tanh") a.fail("approximate must be 'none' or 'tanh', got '" + approx + "'");
+      return GeluParams{approx == "tanh"};
     }
     case OpType::LeakyRelu: return AlphaBetaParams{a.f("alpha", 0.01f), 0.f};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
@@ -166,8 +178,9 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::Pad: {
       std::string mode = a.s("mode", "constant");
-      if (mode != "constant" && mode != "reflect" && mode != "edge") a.fail("unknown pad mode '" + mode + "'");
-      return PadParams{mode};
+      if (mode != "constant" && mode != "reflect" && mode != "edge")
+        a.fail("pad mode '" + mode + "' is not supported (constant, reflect, edge)");
+      return PadParams{mode, {}};
     }
     case OpType::Reshape: return ReshapeParams{a.i("allowzero", 0) != 0};
     case OpType::Shape: return ShapeParams{a.i("start", 0), a.i("end", INT64_MAX)};

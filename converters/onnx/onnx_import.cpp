@@ -4,6 +4,7 @@
 #include <onnx/onnx_pb.h>
 #include <onnx/shape_inference/implementation.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -138,11 +139,16 @@ class Importer {
     g_->model_name = name_;
     check_opset(model);
     check_ops(model.graph());
-    check(model);
-    try {
-      op::shape_inference::InferShapes(model);
-    } catch (const std::exception& e) {
-      throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
+    if (g_->opset <= kCheckerOpset) {
+      check(model);
+      try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
+        op::shape_inference::InferShapes(model);
+      } catch (const std::exception& e) {
+        throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
+      }
+    } else {
+      op::ModelProto restated = restate_for_checker(model);
+      check(restated);  // no ONNX shape inference: it would infer the restated nodes' older semantics
     }
     const op::GraphProto& gp = model.graph();
     for (const auto& init : gp.initializer()) add_initializer(init);
@@ -152,7 +158,6 @@ class Importer {
       g_->value(v).is_input = true;
       g_->inputs.push_back(v);
     }
-    for (const auto& vi : gp.value_info()) value_infos_[vi.name()] = &vi;
     for (int i = 0; i < gp.node_size(); ++i) declare_outputs(gp.node(i), i);
     for (int i = 0; i < gp.node_size(); ++i) add_node(gp.node(i), i);
     for (const auto& out : gp.output()) {
@@ -221,6 +226,47 @@ class Importer {
     *g->mutable_input() = saved_inputs;
     *g->mutable_output() = saved_outputs;
     if (!error.empty()) throw Error(name_ + ": the ONNX checker rejects the model: " + error);
+  }
+
+  // Debian's ONNX 1.12 knows operator schemas up to opset 17 and IR version 8. A newer model
+  // is checked as a copy restated at opset 17. Between opsets 18 and 21 most ops Sluice runs
+  // only gained types; the signatures that changed go back to their opset-17 form, for the
+  // check alone (the import reads the original, with the newer semantics):
+  //   ReduceMax/Min/Mean axes input and noop_with_empty_axes (18), Pad axes input (18): dropped
+  //   Split num_outputs (18), AveragePool dilations (19), Cast saturate (19): dropped
+  //   Gelu (new in 20): checked as an Identity, which has its signature
+  // Local functions are dropped: a node that calls one has a non-default domain, which
+  // check_ops has refused.
+  op::ModelProto restate_for_checker(const op::ModelProto& model) const {
+    op::ModelProto m = model;
+    m.set_ir_version(std::min<int64_t>(m.ir_version(), 8));
+    for (auto& imp : *m.mutable_opset_import())
+      if (imp.domain().empty() || imp.domain() == "ai.onnx") imp.set_version(kCheckerOpset);
+    m.clear_functions();
+    auto drop_attr = [](op::NodeProto& n, const char* name) {
+      auto* attrs = n.mutable_attribute();
+      for (int i = attrs->size() - 1; i >= 0; --i)
+        if (attrs->Get(i).name() == name) attrs->DeleteSubrange(i, 1);
+    };
+    auto keep_inputs = [](op::NodeProto& n, int count) {
+      while (n.input_size() > count) n.mutable_input()->RemoveLast();
+    };
+    for (auto& n : *m.mutable_graph()->mutable_node()) {
+      const std::string& t = n.op_type();
+      if (t == "ReduceMax" || t == "ReduceMin" || t == "ReduceMean") {
+        keep_inputs(n, 1);
+        drop_attr(n, "noop_with_empty_axes");
+      }
+      else if (t == "Pad") keep_inputs(n, 3);
+      else if (t == "Split") drop_attr(n, "num_outputs");
+      else if (t == "AveragePool") drop_attr(n, "dilations");
+      else if (t == "Cast") drop_attr(n, "saturate");
+      else if (t == "Gelu") {
+        drop_attr(n, "approximate");
+        n.set_op_type("Identity");
+      }
+    }
+    return m;
   }
 
   void check_opset(const op::ModelProto& model) {
@@ -324,7 +370,6 @@ class Importer {
   std::string name_, base_dir_;
   std::unique_ptr<Graph> g_;
   std::unordered_map<std::string, ValueId> by_name_;
-  std::unordered_map<std::string, const op::ValueInfoProto*> value_infos_;
 };
 
 std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const std::string& name,

@@ -9,7 +9,8 @@
 namespace sluice::converters::onnx {
 
 constexpr int64_t kMinOpset = 7;   // older default-domain opsets are refused
-constexpr int64_t kMaxOpset = 17;  // newest default-domain opset whose op semantics we implement
+constexpr int64_t kMaxOpset = 21;  // newest default-domain opset whose op semantics we implement (and ORT 1.20 runs)
+constexpr int64_t kCheckerOpset = 17;  // newest that Debian's ONNX (1.12) checker knows; see restate_for_checker
 
 // Parses, checks (onnx::checker), runs ONNX shape inference and converts.
 // `name` is used in error messages (usually the file path).

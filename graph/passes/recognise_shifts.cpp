@@ -132,7 +132,7 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     const Value& cv = g.value(n.inputs[2]);
     if (!cv.is_constant() || cv.constant.dtype() != DType::Float32 || cv.constant.data<float>()[0] != 0.f) return kNoValue;
   }
-  auto pads = const_ints(g, n, 1);
+  const auto& pads = n.p<PadParams>().pads;  // all 8, resolved by shape inference (also from opset 18's axes)
   if (pads.size() != 8) return kNoValue;
   // Out index i reads in index i - before on every axis: zeros where that falls outside, and a
   // negative pad crops. One rule covers padding, cropping and both at once.

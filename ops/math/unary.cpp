@@ -1,4 +1,4 @@
-// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sqrt, Exp, Log, Erf, LeakyRelu, HardSigmoid,
+// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sqrt, Exp, Log, Erf, Gelu, LeakyRelu, HardSigmoid,
 // HardSwish, Clip. Each kernel reads x[i] before writing y[i], so it may run in place.
 #include <algorithm>
 #include <cmath>
@@ -53,6 +53,12 @@ SLUICE_UNARY(Sqrt, true, std::sqrt(x))
 SLUICE_UNARY(Exp, true, std::exp(x))
 SLUICE_UNARY(Log, true, std::log(x))
 SLUICE_UNARY(Erf, true, std::erf(x))
+// Gelu: 0.5 x (1 + erf(x / sqrt 2)), or with approximate="tanh" 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+SLUICE_UNARY(Gelu, true,
+             n.p<graph::GeluParams>().tanh
+                 ? static_cast<decltype(x)>(0.5) * x *
+                       (1 + std::tanh(static_cast<decltype(x)>(0.7978845608028654) * (x + static_cast<decltype(x)>(0.044715) * x * x * x)))
+                 : static_cast<decltype(x)>(0.5) * x * (1 + std::erf(x * static_cast<decltype(x)>(0.7071067811865476))))
 SLUICE_UNARY(LeakyRelu, true, x >= 0 ? x : static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x)
 SLUICE_UNARY(HardSigmoid, true,
              std::max(decltype(x){0}, std::min(decltype(x){1}, static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x +

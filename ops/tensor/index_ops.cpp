@@ -133,9 +133,26 @@ void reference_Gather(const graph::Node& node, std::span<const TensorView> in, s
 
 void infer_Pad(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  auto pads = to_int64_vector(ctx.require_const(1, "pads"));
+  auto given = to_int64_vector(ctx.require_const(1, "pads"));
   const size_t rank = x.shape.size();
+  std::vector<int64_t> pads = given;
+  if (ctx.has_input(3)) {  // opset 18: the amounts apply to these axes only
+    auto axes = to_int64_vector(ctx.require_const(3, "axes"));
+    if (given.size() != 2 * axes.size())
+      ctx.fail("pads has " + std::to_string(given.size()) + " values for " + std::to_string(axes.size()) + " axes, expected " +
+               std::to_string(2 * axes.size()));
+    pads.assign(2 * rank, 0);
+    std::vector<bool> seen(rank, false);
+    for (size_t i = 0; i < axes.size(); ++i) {
+      const auto d = static_cast<size_t>(normalize_axis(ctx, axes[i], static_cast<int64_t>(rank)));
+      if (seen[d]) ctx.fail("axes names axis " + std::to_string(d) + " twice");
+      seen[d] = true;
+      pads[d] = given[i];
+      pads[d + rank] = given[i + axes.size()];
+    }
+  }
   if (pads.size() != 2 * rank) ctx.fail("pads has " + std::to_string(pads.size()) + " values, expected " + std::to_string(2 * rank));
+  ctx.node().p<graph::PadParams>().pads = pads;
   if (ctx.has_input(2) && ctx.in(2).dtype != x.dtype) ctx.fail("constant_value must have the data's dtype");
   const std::string& mode = ctx.node().p<graph::PadParams>().mode;
   Shape out = x.shape;
@@ -154,7 +171,7 @@ void reference_Pad(const graph::Node& node, std::span<const TensorView> in, std:
   const std::string& mode = node.p<graph::PadParams>().mode;
   const Shape& s = in[0].shape;
   const size_t rank = s.size(), es = dtype_size(in[0].dtype);
-  auto pads = to_int64_vector(in[1]);
+  const std::vector<int64_t>& pads = node.p<graph::PadParams>().pads;
   std::vector<std::byte> fill(es, std::byte{0});
   if (in.size() > 2 && in[2].data) std::memcpy(fill.data(), in[2].data, es);
   auto st = strides_of(s);

@@ -87,6 +87,9 @@ void infer_Split(InferContext& ctx) {
   p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
   const int64_t len = x.shape[static_cast<size_t>(p.axis)];
   const int64_t parts = static_cast<int64_t>(ctx.num_outputs());
+  if (p.num_outputs != 0 && p.num_outputs != parts)
+    ctx.fail("num_outputs is " + std::to_string(p.num_outputs) + " but the node has " + std::to_string(parts) + " outputs");
+  if (p.num_outputs != 0 && ctx.has_input(1)) ctx.fail("takes either input 'split' or attribute num_outputs, not both");
   std::vector<int64_t> split = p.split;
   if (ctx.has_input(1)) split = to_int64_vector(ctx.require_const(1, "split"));
   if (split.empty()) {
