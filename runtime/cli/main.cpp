@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <random>
 
 #include "graph/graph.h"
@@ -182,7 +183,7 @@ void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, sluice::SessionOptions options,
               int runs, int warmup, int64_t batch, bool as_json) {
   if (runs < 1) throw Error("--runs must be at least 1");
-  const int threads = options.threads;
+  const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
