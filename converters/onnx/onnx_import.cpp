@@ -10,8 +10,16 @@
 #include <fstream>
 #include <limits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "converters/onnx/attributes.h"
+#include "converters/onnx/inline_functions.h"
+
+namespace ONNX_NAMESPACE::checker {
+// Defined and exported by libonnx 1.12, not declared in its checker.h: the check with a context,
+// which carries the folder that external data is relative to.
+void check_model(const ModelProto& model, CheckerContext& ctx);
+}  // namespace ONNX_NAMESPACE::checker
 
 namespace sluice::converters::onnx {
 
@@ -138,6 +146,7 @@ class Importer {
     g_ = std::make_unique<Graph>();
     g_->model_name = name_;
     check_opset(model);
+    inline_local_functions(model, name_);
     check_ops(model.graph());
     if (g_->opset <= kCheckerOpset) {
       check(model);
@@ -158,6 +167,8 @@ class Importer {
       g_->value(v).is_input = true;
       g_->inputs.push_back(v);
     }
+    for (const auto& n : gp.node()) used_.insert(n.input().begin(), n.input().end());
+    for (const auto& out : gp.output()) used_.insert(out.name());
     for (int i = 0; i < gp.node_size(); ++i) declare_outputs(gp.node(i), i);
     for (int i = 0; i < gp.node_size(); ++i) add_node(gp.node(i), i);
     for (const auto& out : gp.output()) {
@@ -219,7 +230,9 @@ class Importer {
     drop_shapeless(g->mutable_output());
     std::string error;
     try {
-      op::checker::check_model(model);
+      op::checker::CheckerContext ctx;  // external data is looked for next to the model, not in the working directory
+      if (!base_dir_.empty()) ctx.set_model_dir(base_dir_ + "/");
+      op::checker::check_model(model, ctx);
     } catch (const std::exception& e) {
       error = first_line(e.what());
     }
@@ -362,14 +375,18 @@ class Importer {
       v.shape_known = true;
       return;
     }
-    if (n.op == OpType::MaxPool && n.outputs.size() > 1 && n.outputs[1] != graph::kNoValue)
-      throw Error(where + ": the Indices output of MaxPool is not supported");
+    if (n.op == OpType::MaxPool && n.outputs.size() > 1 && n.outputs[1] != graph::kNoValue) {
+      // PyTorch's dynamo exporter names the Indices output even when nothing reads it.
+      if (used_.count(np.output(1))) throw Error(where + ": the Indices output of MaxPool is not supported");
+      n.outputs.resize(1);
+    }
     g_->add_node(std::move(n));
   }
 
   std::string name_, base_dir_;
   std::unique_ptr<Graph> g_;
   std::unordered_map<std::string, ValueId> by_name_;
+  std::unordered_set<std::string> used_;  // names that a node reads or the graph outputs
 };
 
 std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const std::string& name,

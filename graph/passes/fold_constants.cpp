@@ -39,9 +39,12 @@ int64_t element_count(const Shape& s) {
 }
 
 bool foldable(const Graph& g, const Node& n) {
-  if (n.op == OpType::Shape) return true;
-  for (ValueId in : n.inputs)
-    if (in != kNoValue && !g.value(in).is_constant()) return false;
+  if (n.op == OpType::Shape || n.op == OpType::Size) return true;  // they read only the shape
+  // CastLike reads only the dtype of its second input (PyTorch's dynamo exporter casts every
+  // scalar constant "like" the activation it meets).
+  const size_t read = n.op == OpType::CastLike ? 1 : n.inputs.size();
+  for (size_t i = 0; i < read; ++i)
+    if (n.inputs[i] != kNoValue && !g.value(n.inputs[i]).is_constant()) return false;
   return true;
 }
 }  // namespace

@@ -1,6 +1,6 @@
 // Broadcasting binary ops (Add, Sub, Mul, Div, Equal, Greater[OrEqual], Less[OrEqual], And, Or,
 // Xor), Not, variadic Max/Min,
-// Where, and Cast.
+// Where, Cast and CastLike.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -256,6 +256,8 @@ void reference_Where(const graph::Node&, std::span<const TensorView> in, std::sp
 }
 
 void infer_Cast(InferContext& ctx) { ctx.set_output(0, ctx.node().p<graph::CastParams>().to, ctx.in(0).shape); }
+// CastLike (opset 15): Cast to input 1's dtype.
+void infer_CastLike(InferContext& ctx) { ctx.set_output(0, ctx.in(1).dtype, ctx.in(0).shape); }
 
 void reference_Cast(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const int64_t n = in[0].numel();
@@ -273,6 +275,11 @@ void reference_Cast(const graph::Node& node, std::span<const TensorView> in, std
       }
     });
   });
+}
+
+// The target dtype is the output's, set by inference for both.
+void reference_CastLike(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  reference_Cast(node, in.first(1), out);
 }
 
 }  // namespace sluice::ops

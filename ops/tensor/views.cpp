@@ -148,4 +148,15 @@ void reference_Shape(const graph::Node& node, std::span<const TensorView> in, st
   for (int64_t i = 0; i < out[0].numel(); ++i) out[0].as<int64_t>()[i] = in[0].shape[static_cast<size_t>(start + i)];
 }
 
+// Size: the element count, an int64 scalar. Like Shape it reads only the input's shape, so
+// constant folding computes it whenever that shape is known.
+void infer_Size(InferContext& ctx) {
+  (void)ctx.in(0);
+  ctx.set_output(0, DType::Int64, {});
+}
+
+void reference_Size(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  out[0].as<int64_t>()[0] = in[0].numel();
+}
+
 }  // namespace sluice::ops
