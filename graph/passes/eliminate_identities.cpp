@@ -1,14 +1,41 @@
+#include <algorithm>
+
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
 
 namespace sluice::graph::passes {
+
+namespace {
+
+// A node whose output is its input, element for element: Identity and Dropout, and the no-op
+// forms PyTorch's dynamo exporter writes (x[:, :] as Slices over the whole extent, a Reshape or
+// Expand to the same shape, a Cast to the same dtype). A Slice over the whole extent with a
+// step of -1 reverses, so every step must be 1.
+bool is_identity(const Graph& g, const Node& n) {
+  if (n.op == OpType::Identity || n.op == OpType::Dropout) return true;
+  if (n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.size() != 1) return false;
+  const Value& x = g.value(n.inputs[0]);
+  const Value& y = g.value(n.outputs[0]);
+  if (!x.shape_known || !y.shape_known || x.shape != y.shape || x.dtype != y.dtype) return false;
+  switch (n.op) {
+    case OpType::Cast: case OpType::CastLike: case OpType::Reshape: case OpType::Expand: return true;
+    case OpType::Slice: {
+      if (n.inputs.size() <= 4 || n.inputs[4] == kNoValue) return true;
+      const auto steps = const_ints(g, n, 4);
+      return !steps.empty() && std::all_of(steps.begin(), steps.end(), [](int64_t s) { return s == 1; });
+    }
+    default: return false;
+  }
+}
+
+}  // namespace
 
 int eliminate_identities(Graph& g) {
   g.rebuild_links();
   int removed = 0;
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
-    if (n.op != OpType::Identity && n.op != OpType::Dropout) continue;
+    if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.
     if (g.value(out).is_output) continue;

@@ -24,7 +24,8 @@ void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes,
 // Returns the number of nodes folded.
 int fold_constants(Graph& g);
 
-// Identity and inference-mode Dropout forward their input. Returns nodes removed.
+// Identity and inference-mode Dropout forward their input, and so do Slices over the whole
+// extent, Reshape/Expand to the same shape and Cast to the same dtype. Returns nodes removed.
 int eliminate_identities(Graph& g);
 
 // Shift layers (design.md §8) in either export form (a conv with one weight of 1 per output

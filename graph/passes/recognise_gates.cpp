@@ -136,6 +136,11 @@ class GateMatcher {
       const int64_t axis = ga->p<AxisParams>().axis;
       if (!idx || (axis != 1 && axis != -1) || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
       vals = ga->inputs[0], pos = *idx;
+    } else if (const Node* tk = prod(thr, OpType::TopK); tk && tk->outputs[0] == thr && topk_k(*tk) == 1) {
+      // TopK(g, 1)'s values themselves: for k = 1 the largest is the k-th largest. (A Slice
+      // [0:1] of them is a no-op that eliminate_identities has already removed.)
+      vals = thr;
+      at_position = false;
     } else {
       throw wrong;
     }
