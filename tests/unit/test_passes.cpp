@@ -119,6 +119,32 @@ TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
   EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
 }
 
+// The no-op forms PyTorch's dynamo exporter writes: a Slice over the whole extent, a Reshape to
+// the same shape, a Cast to the same dtype. A whole-extent Slice with step -1 reverses the
+// axis and a Slice that drops an element changes the data: both stay.
+TEST(EliminateIdentities, NoOpSliceReshapeCastGoReversingSliceStays) {
+  OnnxBuilder b;
+  b.input("x", {2, 3, 4, 5});
+  b.init_i64("s0", {2}, {0, 0}).init_i64("e_all", {2}, {INT64_MAX, INT64_MAX}).init_i64("axes", {2}, {0, 1});
+  b.init_i64("one", {2}, {1, 1}).init_i64("shape", {4}, {2, 3, 4, 5});
+  b.init_i64("rs", {1}, {-1}).init_i64("re", {1}, {INT64_MIN}).init_i64("ra", {1}, {3}).init_i64("rstep", {1}, {-1});
+  b.init_i64("ds", {1}, {1}).init_i64("de", {1}, {INT64_MAX});
+  b.node("Slice", {"x", "s0", "e_all", "axes", "one"}, {"a"});
+  b.node("Reshape", {"a", "shape"}, {"c"});
+  auto& cast = b.node("Cast", {"c"}, {"d"});
+  OnnxBuilder::attr_int(cast, "to", 1);
+  b.node("Slice", {"d", "rs", "re", "ra", "rstep"}, {"r"});  // reversed along W: same shape, other data
+  b.node("Slice", {"r", "ds", "de", "ra"}, {"e"});           // drops W = 0
+  b.node("Relu", {"e"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "eliminate_identities"), 3);
+  EXPECT_EQ(count_ops(p, graph::OpType::Slice), 2);
+  EXPECT_EQ(count_ops(p, graph::OpType::Reshape) + count_ops(p, graph::OpType::Cast), 0);
+  EXPECT_LT(fast_vs_reference(m, {2, 3, 4, 5}), 1e-6);
+}
+
 TEST(FuseActivations, ClipWithConstantBoundsBecomesEpilogue) {
   OnnxBuilder b(13);
   b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 1, 1}).init("lo", {}, {0.f}).init("hi", {}, {6.f});

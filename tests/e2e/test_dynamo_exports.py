@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Models from PyTorch's dynamo exporter (tests/e2e/dynamo/*.onnx, written by make_fixtures.py
+there with torch 2.5: local functions, CastLike, no-op Slices, MaxPool's unused Indices), and
+hand-written local functions, run by Sluice and by ONNX Runtime on the same file.
+
+Checked: outputs equal ORT's; every gate, shift and zeroed BN channel that the PyTorch net has
+(expected.json, counted from its modules) is found; gated runs execute fewer MACs than dense and
+`--gating off` gives the same outputs; function calls bind inputs, outputs and attributes
+(given, defaulted, absent) as ONNX says; bad calls get errors that name them.
+
+    .venv/bin/python tests/e2e/test_dynamo_exports.py --sluice build/sluice --work-dir build/e2e_dynamo
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from e2e_util import check, expect_refusal, run_parts, run_sluice, run_vs_ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "dynamo")
+
+
+def fixtures(a):
+    with open(os.path.join(FIXTURES, "expected.json")) as f:
+        expected = json.load(f)
+    for name, exp in sorted(expected.items()):
+        path = os.path.join(FIXTURES, name + ".onnx")
+        x = np.random.default_rng(5).standard_normal(exp["input_shape"]).astype(np.float32)
+        y, _, st = run_vs_ort(a, path, x, name)
+        shape = "image=" + "x".join(map(str, exp["input_shape"]))
+        insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", shape).stdout)
+        check(insp["gates_recognised"] == exp["gates"] and insp["shifts_recognised"] == exp["shifts"],
+              "%s: %d gates and %d shifts found, the net has %d and %d" % (
+                  name, insp["gates_recognised"], insp["shifts_recognised"], exp["gates"], exp["shifts"]))
+        if "zeroed_bn_channels" in exp:
+            check(insp["channels_removed"] == exp["zeroed_bn_channels"] and st["executed_macs"] < st["dense_macs"],
+                  "%s: %d channels removed, %d zeroed in the net; executed %d of %d MACs" % (
+                      name, insp["channels_removed"], exp["zeroed_bn_channels"], st["executed_macs"], st["dense_macs"]))
+        if exp["gates"]:
+            y_off, _, st_off = run_vs_ort(a, path, x, name + "_gating_off", "--gating", "off")
+            check(st["executed_macs"] < st_off["executed_macs"] == st_off["dense_macs"] and
+                  float(np.abs(y - y_off).max()) <= 1e-4 * max(1.0, float(np.abs(y_off).max())),
+                  "%s: gated run executes %d MACs, dense %d, same outputs" % (name, st["executed_macs"], st_off["executed_macs"]))
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def with_attribute_defaults(fn, defaults):
+    """FunctionProto.attribute_proto (field 11, IR 9) is newer than Debian's onnx 1.12 Python
+    package: append it to the serialized function, as a newer onnx would write it."""
+    raw = fn.SerializeToString()
+    for d in defaults:
+        b = d.SerializeToString()
+        raw += bytes([11 << 3 | 2]) + varint(len(b)) + b
+    out = onnx.FunctionProto()
+    out.ParseFromString(raw)
+    return out
+
+
+def function_model(nodes, functions, opset=18, inputs=("image",)):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [2, 3, 4, 5]) for i in inputs],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("local", 1)],
+                          functions=functions)
+    m.ir_version = 8
+    return m
+
+
+def fn(name, inputs, outputs, nodes, attributes=()):
+    return helper.make_function("local", name, list(inputs), list(outputs), nodes, [helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+                                list(attributes))
+
+
+def ref_attr(name, ref, kind=onnx.AttributeProto.FLOAT):
+    a = onnx.AttributeProto()
+    a.name, a.ref_attr_name, a.type = name, ref, kind
+    return a
+
+
+def leaky(name):
+    """y = LeakyRelu(x, alpha = the caller's `slope`), and an unused second output that an
+    operator Sluice does not have (ReduceL2) computes: dropped as dead, not refused."""
+    relu = helper.make_node("LeakyRelu", ["x"], ["y"])
+    relu.attribute.append(ref_attr("alpha", "slope"))
+    return fn(name, ["x"], ["y", "norm"], [relu, helper.make_node("ReduceL2", ["x"], ["norm"])], ["slope"])
+
+
+def functions(a):
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    clip = fn("ClipOrNot", ["x", "lo"], ["y"], [helper.make_node("Clip", ["x", "lo"], ["y"])])
+    outer = fn("Outer", ["x"], ["y"], [helper.make_node("Leaky", ["x"], ["t", ""], domain="local", slope=0.5),
+                                       helper.make_node("Neg", ["t"], ["y"])])
+    defaulted = with_attribute_defaults(leaky("LeakyDefault"), [helper.make_attribute("slope", 0.25)])
+    cases = {
+        # the caller gives the attribute; the second output is not bound (named ""; a call
+        # with fewer outputs than the function, which ONNX allows, crashes ORT 1.20)
+        "function_attribute_given": ([helper.make_node("Leaky", ["image"], ["logits", ""], domain="local", slope=0.3)], [leaky("Leaky")]),
+        # the attribute falls back to the function's default (attribute_proto)
+        "function_attribute_default": ([helper.make_node("LeakyDefault", ["image"], ["logits", ""], domain="local")], [defaulted]),
+        # neither given nor defaulted: LeakyRelu's own default alpha, 0.01
+        "function_attribute_absent": ([helper.make_node("Leaky", ["image"], ["logits", ""], domain="local")], [leaky("Leaky")]),
+        # a missing trailing input is absent: Clip without a lower bound
+        "function_input_missing": ([helper.make_node("ClipOrNot", ["image"], ["logits"], domain="local")], [clip]),
+        # a function that calls a function, each called twice
+        "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
+                             helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
+    }
+    for name, (nodes, fns) in cases.items():
+        path = os.path.join(a.work_dir, name + ".onnx")
+        onnx.save(function_model(nodes, fns), path)
+        try:
+            run_vs_ort(a, path, x, name, tol=1e-6)
+        except AssertionError as e:
+            check(False, "%s: %s" % (name, e))
+
+    selfcall = fn("Loopy", ["x"], ["y"], [helper.make_node("Loopy", ["x"], ["y"], domain="local")])
+    # L0 calls L1 eight times in a row, L1 calls L2 eight times, ...: 8^7 Relus, not a hang
+    chain = [fn("L7", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["y"])])]
+    for k in range(6, -1, -1):
+        names = ["x"] + ["t%d" % i for i in range(7)] + ["y"]
+        chain.append(fn("L%d" % k, ["x"], ["y"], [helper.make_node("L%d" % (k + 1), [names[i]], [names[i + 1]], domain="local")
+                                                   for i in range(8)]))
+    bad = {
+        "function_calls_itself": (function_model([helper.make_node("Loopy", ["image"], ["logits"], domain="local", name="c")], [selfcall]),
+                                  "node 'c' (call of function 'local.Loopy')"),
+        "function_too_many_inputs": (function_model([helper.make_node("ClipOrNot", ["image", "image", "image"], ["logits"], domain="local",
+                                                                      name="c")], [clip]),
+                                     "3 inputs and 1 outputs, but the function takes 2 and gives 1"),
+        "function_calls_explode": (function_model([helper.make_node("L0", ["image"], ["logits"], domain="local", name="c")], chain),
+                                   "node 'c' (call of function 'local.L0'): inlining function calls makes more than 1048576 nodes"),
+    }
+    for name, (m, expect) in bad.items():
+        path = os.path.join(a.work_dir, name + ".onnx")
+        onnx.save(m, path)
+        expect_refusal(a, path, expect, name)
+
+
+if __name__ == "__main__":
+    sys.exit(run_parts(__doc__, (fixtures, functions)))
