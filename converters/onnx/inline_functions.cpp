@@ -93,8 +93,17 @@ class Inliner {
     }
     std::unordered_map<std::string, std::string> bound;
     for (int i = 0; i < f.input_size(); ++i) bound[f.input(i)] = i < n.input_size() ? n.input(i) : std::string();
-    for (int i = 0; i < n.output_size(); ++i)
-      if (!n.output(i).empty()) bound[f.output(i)] = n.output(i);
+    // A function output that is one of its inputs passes it through: an Identity makes the
+    // call's output (binding the name to both would rename the body's reads of the input).
+    std::vector<std::pair<std::string, std::string>> passthrough;
+    for (int i = 0; i < n.output_size(); ++i) {
+      if (n.output(i).empty()) continue;
+      auto in = bound.find(f.output(i));
+      if (in != bound.end())
+        passthrough.emplace_back(in->second, n.output(i));
+      else
+        bound[f.output(i)] = n.output(i);
+    }
     AttrMap given;
     for (const auto& a : n.attribute()) given[a.name()] = a;
     auto rename = [&](const std::string& v) {
@@ -122,6 +131,15 @@ class Inliner {
         c->set_name(a.name());
       }
       emit(m, out, depth + 1, depth == 0 ? where : top);
+    }
+    for (const auto& [from, to] : passthrough) {
+      if (from.empty()) throw Error(where + ": output '" + to + "' passes through an input the call does not give");
+      op::NodeProto id;
+      id.set_op_type("Identity");
+      id.set_name(prefix + "passthrough_" + to);
+      id.add_input(from);
+      id.add_output(to);
+      emit(id, out, depth + 1, top);
     }
   }
 
