@@ -108,11 +108,11 @@ class GateMatcher {
     return *k;
   }
 
-  // The K-th largest value of g per row, as the graph computes it from TopK(g, K).values:
-  // their ReduceMin over the channel axis (keepdims), or, TopK being sorted, their entry K-1
-  // (Slice K-1:K, or -1:, or Gather K-1 or -1 then a view). Returns K.
+  // The k-th largest value of g per row, as the graph computes it from TopK(g, K).values:
+  // their ReduceMin over the channel axis (keepdims; k = K), or, TopK being sorted, their
+  // entry k-1 (Slice k-1:k, or -1: for k = K, or Gather k-1 or -1 then a view). Returns k.
   int64_t kth_largest(ValueId thr, ValueId gv, const std::string& cmp) const {
-    const Reject wrong{"the threshold of " + cmp + " is not the k-th largest of g (the minimum or last of TopK(g) values)"};
+    const Reject wrong{"the threshold of " + cmp + " is not the k-th largest of g (the minimum of TopK(g) values, or one entry of them)"};
     ValueId vals = kNoValue;
     bool at_position = true;  // entry K-1 of the values (they must be sorted), not their minimum
     int64_t pos = 0;          // that entry, -1 meaning the last
@@ -148,10 +148,18 @@ class GateMatcher {
     if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest ||
         (at_position && !t->p<TopKParams>().sorted))
       throw wrong;
-    const int64_t k = topk_k(*t);
-    if (at_position && pos != k - 1 && pos != -1) throw wrong;
-    // A Slice keeps exactly that entry: [K-1:K] or [K-1:] / [-1:] (its end clamped to K), never empty.
-    if (slice_end && (*slice_end == 0 || (*slice_end < k && *slice_end != pos + 1))) throw wrong;
+    // Entry pos of the values sorted largest first is the (pos + 1)-th largest: entry K-1 of
+    // TopK(g, K) (the last, also -1), or entry k-1 of all C sorted (torch.sort(g, descending)
+    // exports as TopK with K = C). Their minimum is the K-th largest.
+    const int64_t big_k = topk_k(*t);
+    int64_t k = big_k;
+    if (at_position) {
+      if (pos < 0) pos += big_k;
+      if (pos < 0 || pos >= big_k) throw wrong;
+      k = pos + 1;
+    }
+    // A Slice keeps exactly that entry: its end, clamped to [0, K], is pos + 1.
+    if (slice_end && std::clamp<int64_t>(*slice_end < 0 ? *slice_end + big_k : *slice_end, 0, big_k) != pos + 1) throw wrong;
     // The threshold must broadcast as one value per row: [N, 1].
     const Shape& ts = g_.value(thr).shape;
     if (ts.size() != 2 || ts[1] != 1) throw wrong;

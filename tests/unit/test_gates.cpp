@@ -17,10 +17,12 @@ namespace {
 // Winners/Losers: ScatterElements of TopK; Threshold: Greater(g, ReduceMin(TopK values));
 // WinnersMask: g * ScatterElements(zeros, TopK indices, ones); ThresholdSliceGe: Cast(GreaterOrEqual(g,
 // TopK values[:, K-1:K])); ThresholdWhereGather: Where(LessOrEqual(values[:, -1] unsqueezed, g), g, 0);
-// ThresholdLess: Less(ReduceMin(values), g) times g; ThresholdWrongPosition: the (K-1)-th value (a
-// look-alike of ThresholdSliceGe that keeps one channel more).
+// ThresholdLess: Less(ReduceMin(values), g) times g; ThresholdEarlierEntry: entry k-1 of TopK(g, k+1)
+// values (still the k-th largest); ThresholdSortedAll: entry k-1 of TopK(g, M) (torch.sort(g,
+// descending) exports so); ThresholdMeanOfTopK: g >= the mean of TopK(g, k) values (a look-alike:
+// no k-th largest anywhere).
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
-                  ThresholdWrongPosition };
+                  ThresholdEarlierEntry, ThresholdSortedAll, ThresholdMeanOfTopK };
 enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv };  // SumDiv: ReduceSum over H, W / (H W)
 enum class Fc { Gemm, MatMulAdd, Conv1x1 };  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
 enum class Bcast { Unsqueeze, Reshape };
@@ -125,12 +127,18 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
     OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "ones"}, {p + "mask"}), "axis", 1);
     b.node("Mul", {p + "mask", p + "g"}, {pi});
-  } else if (gc.form == Form::ThresholdSliceGe || gc.form == Form::ThresholdWrongPosition) {
-    const int64_t at = gc.form == Form::ThresholdSliceGe ? gc.k - 1 : gc.k - 2;
-    b.init_i64(p + "K", {1}, {gc.k});
+  } else if (gc.form == Form::ThresholdSliceGe || gc.form == Form::ThresholdEarlierEntry ||
+             gc.form == Form::ThresholdSortedAll || gc.form == Form::ThresholdMeanOfTopK) {
+    const int64_t big_k = gc.form == Form::ThresholdEarlierEntry ? gc.k + 1 : gc.form == Form::ThresholdSortedAll ? m : gc.k;
+    b.init_i64(p + "K", {1}, {big_k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
-    b.init_i64(p + "st", {1}, {at}).init_i64(p + "en", {1}, {at + 1}).init_i64(p + "ax", {1}, {1});
-    b.node("Slice", {p + "tv", p + "st", p + "en", p + "ax"}, {p + "thr"});
+    if (gc.form == Form::ThresholdMeanOfTopK) {
+      auto& rm = b.node("ReduceMean", {p + "tv"}, {p + "thr"});
+      OnnxBuilder::attr_ints(rm, "axes", {1});
+    } else {
+      b.init_i64(p + "st", {1}, {gc.k - 1}).init_i64(p + "en", {1}, {gc.k}).init_i64(p + "ax", {1}, {1});
+      b.node("Slice", {p + "tv", p + "st", p + "en", p + "ax"}, {p + "thr"});
+    }
     b.node("GreaterOrEqual", {p + "g", p + "thr"}, {p + "ge"});
     OnnxBuilder::attr_int(b.node("Cast", {p + "ge"}, {p + "mask"}), "to", 1);
     b.node("Mul", {p + "g", p + "mask"}, {pi});
@@ -288,6 +296,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"threshold_where_gather", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; })},
                       Variant{"threshold_less", with([](GateCase& g) { g.form = Form::ThresholdLess; })},
                       Variant{"threshold_ge_k1", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; g.k = 1; })},
+                      Variant{"threshold_earlier_entry", with([](GateCase& g) { g.form = Form::ThresholdEarlierEntry; })},
+                      Variant{"threshold_sorted_all", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; })},
+                      Variant{"threshold_sorted_all_k1", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; g.k = 1; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
@@ -504,10 +515,10 @@ TEST(GateRecognition, GateOnAnotherTensorIsReportedNotFused) {
   EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
 }
 
-TEST(GateRecognition, ThresholdAtAnotherPositionIsNotTheKthLargest) {
-  // g >= values[:, K-2]: a mask, but not the k-th largest; it stays generic ops, exactly.
+TEST(GateRecognition, ThresholdAtTheMeanOfTopKIsNotAGate) {
+  // g >= mean(TopK(g, k) values): a mask, but not the k-th largest; it stays generic ops, exactly.
   GateCase gc;
-  gc.form = Form::ThresholdWrongPosition;
+  gc.form = Form::ThresholdMeanOfTopK;
   Model m = gate_model(gc);
   runtime::Plan plan(*m.graph(), {}, {1, true});
   ASSERT_EQ(plan.graph().gates.size(), 1u);
