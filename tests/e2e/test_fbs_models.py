@@ -119,7 +119,8 @@ def residual_models(work):
 def other_form_models(work):
     """The same top-k gate written the ways other FBS code writes it (random weights, seeded):
     g times ones scattered at the TopK indices; g compared with its k-th largest value (>=
-    or >, the value taken by Slice, Gather or ReduceMin of the TopK values) and applied with
+    or >, the value taken by Slice, Gather or ReduceMin of the TopK values, or from all of g
+    sorted) and applied with
     Mul or Where; the predictor as a 1x1 conv on the pooled [N, C, 1, 1]; the mean written as
     a sum over H, W divided by H * W. Returns the paths; each has one gated conv."""
     import torch
@@ -149,6 +150,8 @@ def other_form_models(work):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "slice_ge":
                 pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
+            elif self.form == "sort_ge":  # the k-th of all C sorted (exports as TopK(g, C))
+                pi = g * (g >= torch.sort(g, 1, descending=True).values[:, k - 1:k]).float()
             elif self.form == "gather_where_le":
                 pi = torch.where(g.topk(k, 1).values[:, k - 1].unsqueeze(1) <= g, g, torch.zeros_like(g))
             else:  # min_gt
@@ -157,7 +160,7 @@ def other_form_models(work):
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
     out = []
-    for form in ("scatter_ones", "slice_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw"):
+    for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
