@@ -1,8 +1,10 @@
 #include "converters/onnx/inline_functions.h"
 
 #include <google/protobuf/unknown_field_set.h>
+#include <onnx/defs/schema.h>
 
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -17,7 +19,7 @@ namespace op = ::ONNX_NAMESPACE;
 namespace {
 
 constexpr int kMaxDepth = 16;
-constexpr int kMaxNodes = 1 << 20;  // calls that each call the next several times would grow without bound
+constexpr int64_t kMaxNodes = 1 << 20;  // calls that each call the next several times would grow without bound
 // FunctionProto.attribute_proto (IR 9): the defaults of the function's attributes. Debian's
 // ONNX 1.12 proto predates it, so it arrives as an unknown field; it is read from there.
 constexpr int kAttributeProtoField = 11;
@@ -52,12 +54,26 @@ class Inliner {
   Inliner(const op::ModelProto& model, std::string name) : name_(std::move(name)) {
     const int64_t model_opset = default_opset(model.opset_import());
     for (const auto& f : model.functions()) {
+      const std::string fname = f.domain() + "." + f.name();
       const int64_t fo = default_opset(f.opset_import());
       if (fo >= 0 && fo != model_opset)
-        throw Error(name_ + ": function '" + f.domain() + "." + f.name() + "' imports opset " + std::to_string(fo) +
-                    " but the model imports " + std::to_string(model_opset) +
-                    "; Sluice runs one opset per model (re-export, or inline with onnx.inliner)");
-      functions_[{f.domain(), f.name()}] = Function{&f, defaults_of(f)};
+        throw Error(name_ + ": function '" + fname + "' imports opset " + std::to_string(fo) + " but the model imports " +
+                    std::to_string(model_opset) + "; Sluice runs one opset per model (re-export, or inline with onnx.inliner)");
+      // A function in the default domain named like a standard operator does not replace it
+      // (ONNX Runtime runs the operator too).
+      if ((f.domain().empty() || f.domain() == "ai.onnx") && op::OpSchemaRegistry::Schema(f.name(), "") != nullptr) continue;
+      // IR 10's overloads (same domain and name) are told apart by a field Debian's ONNX 1.12
+      // proto does not have: refuse rather than call the wrong one.
+      if (!functions_.emplace(std::make_pair(f.domain(), f.name()), Function{&f, defaults_of(f)}).second)
+        throw Error(name_ + ": function '" + fname + "' is defined more than once (overloads are not supported)");
+    }
+    const op::GraphProto& g = model.graph();
+    for (const auto& v : g.input()) taken_.insert(v.name());
+    for (const auto& v : g.output()) taken_.insert(v.name());
+    for (const auto& t : g.initializer()) taken_.insert(t.name());
+    for (const auto& n : g.node()) {
+      taken_.insert(n.input().begin(), n.input().end());
+      taken_.insert(n.output().begin(), n.output().end());
     }
   }
 
@@ -69,13 +85,16 @@ class Inliner {
             const std::string& top = "") {
     auto it = functions_.find({n.domain(), n.op_type()});
     if (it == functions_.end()) {
-      if (out.size() >= kMaxNodes)
+      if (expansions_ + out.size() >= kMaxNodes)
         throw Error((top.empty() ? name_ : top) + ": inlining function calls makes more than " + std::to_string(kMaxNodes) +
-                    " nodes");
+                    " nodes and calls");
       *out.Add() = n;
       return;
     }
     const op::FunctionProto& f = *it->second.proto;
+    if (++expansions_ + out.size() > kMaxNodes)  // empty bodies emit nothing, so count the calls too
+      throw Error((top.empty() ? name_ + ": node '" + n.name() + "'" : top) + ": inlining function calls makes more than " +
+                  std::to_string(kMaxNodes) + " nodes and calls");
     const std::string call = n.name().empty() ? "call" + std::to_string(++calls_) : n.name();
     const std::string fname = f.domain() + "." + f.name();
     const std::string where = name_ + ": node '" + call + "' (call of function '" + fname + "')";
@@ -86,11 +105,7 @@ class Inliner {
       throw Error(where + ": " + std::to_string(n.input_size()) + " inputs and " + std::to_string(n.output_size()) +
                   " outputs, but the function takes " + std::to_string(f.input_size()) + " and gives " +
                   std::to_string(f.output_size()));
-    std::string prefix = call + "/";
-    if (!prefixes_.insert(prefix).second) {  // node names need not be unique; value names must
-      prefix = call + "#" + std::to_string(++calls_) + "/";
-      prefixes_.insert(prefix);
-    }
+    const std::string prefix = fresh_prefix(call);
     std::unordered_map<std::string, std::string> bound;
     for (int i = 0; i < f.input_size(); ++i) bound[f.input(i)] = i < n.input_size() ? n.input(i) : std::string();
     // A function output that is one of its inputs passes it through: an Identity makes the
@@ -111,9 +126,18 @@ class Inliner {
       auto b = bound.find(v);
       return b != bound.end() ? b->second : prefix + v;
     };
+    // The body renamed, and its new names taken, before any call in it picks its own prefix.
+    std::vector<op::NodeProto> renamed(static_cast<size_t>(f.node_size()));
+    std::unordered_set<std::string> made(f.input().begin(), f.input().end());
     for (int k = 0; k < f.node_size(); ++k) {
       const op::NodeProto& body = f.node(k);
-      op::NodeProto m = body;
+      for (const auto& v : body.input())
+        if (!v.empty() && !made.count(v))
+          throw Error(where + ": the function's body reads '" + v +
+                      "', which is neither an input of the function nor made earlier in its body");
+      made.insert(body.output().begin(), body.output().end());
+      op::NodeProto& m = renamed[static_cast<size_t>(k)];
+      m = body;
       m.set_name(prefix + (body.name().empty() ? body.op_type() + "_" + std::to_string(k) : body.name()));
       for (auto& v : *m.mutable_input()) v = rename(v);
       for (auto& v : *m.mutable_output()) v = rename(v);
@@ -130,8 +154,9 @@ class Inliner {
         *c = *src;
         c->set_name(a.name());
       }
-      emit(m, out, depth + 1, depth == 0 ? where : top);
+      taken_.insert(m.output().begin(), m.output().end());
     }
+    for (const op::NodeProto& m : renamed) emit(m, out, depth + 1, depth == 0 ? where : top);
     for (const auto& [from, to] : passthrough) {
       if (from.empty()) throw Error(where + ": output '" + to + "' passes through an input the call does not give");
       op::NodeProto id;
@@ -143,10 +168,27 @@ class Inliner {
     }
   }
 
+  // "<call>/", or "<call>#N/" when some name already starts with that: the body's values are
+  // named under it, so they can meet no other value (a main-graph "f/t" and call f's own t).
+  std::string fresh_prefix(const std::string& call) {
+    std::string p = call + "/";
+    for (int k = 1; !prefix_free(p); ++k) p = call + "#" + std::to_string(k) + "/";
+    prefixes_.insert(p);
+    return p;
+  }
+
+  bool prefix_free(const std::string& p) const {
+    if (prefixes_.count(p)) return false;
+    auto it = taken_.lower_bound(p);
+    return it == taken_.end() || it->compare(0, p.size(), p) != 0;
+  }
+
  private:
   std::string name_;
   std::map<std::pair<std::string, std::string>, Function> functions_;
   int calls_ = 0;
+  int64_t expansions_ = 0;
+  std::set<std::string> taken_;  // every value name so far, sorted so a prefix is one lookup
   std::unordered_set<std::string> prefixes_;
 };
 

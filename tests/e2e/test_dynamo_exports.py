@@ -112,6 +112,15 @@ def functions(a):
         "function_attribute_absent": ([helper.make_node("Leaky", ["image"], ["logits", ""], domain="local")], [leaky("Leaky")]),
         # a missing trailing input is absent: Clip without a lower bound
         "function_input_missing": ([helper.make_node("ClipOrNot", ["image"], ["logits"], domain="local")], [clip]),
+        # the main graph has a value "f/t" and calls f, whose body makes t: no clash
+        "function_names_clash": ([helper.make_node("Sigmoid", ["image"], ["f/t"]),
+                                  helper.make_node("F", ["image"], ["o"], domain="local", name="f"),
+                                  helper.make_node("Add", ["o", "f/t"], ["logits"])],
+                                 [fn("F", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])])]),
+        # a function in the default domain named like an operator does not replace it (as in ORT)
+        "function_named_like_an_op": ([helper.make_node("Relu", ["image"], ["logits"])],
+                                      [helper.make_function("", "Relu", ["x"], ["y"], [helper.make_node("Neg", ["x"], ["y"])],
+                                                            [helper.make_opsetid("", 18)])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
@@ -143,14 +152,24 @@ def functions(a):
         names = ["x"] + ["t%d" % i for i in range(7)] + ["y"]
         chain.append(fn("L%d" % k, ["x"], ["y"], [helper.make_node("L%d" % (k + 1), [names[i]], [names[i + 1]], domain="local")
                                                    for i in range(8)]))
+    # L0 calls L1 four times, ..., L15 does nothing: no node is made, but 4^15 calls would be
+    empty = [fn("L15", ["x"], [], [])]
+    for k in range(14, -1, -1):
+        empty.append(fn("L%d" % k, ["x"], [], [helper.make_node("L%d" % (k + 1), ["x"], [], domain="local") for _ in range(4)]))
     bad = {
+        "function_calls_nothing_explode": (function_model([helper.make_node("L0", ["image"], [], domain="local", name="c"),
+                                                          helper.make_node("Relu", ["image"], ["logits"])], empty),
+                                           "node 'c' (call of function 'local.L0'): inlining function calls makes more than"),
+        "function_reads_outer_scope": (function_model([helper.make_node("K", ["image"], ["logits"], domain="local", name="c")],
+                                                      [fn("K", ["x"], ["y"], [helper.make_node("Add", ["x", "image"], ["y"])])]),
+                                       "node 'c' (call of function 'local.K'): the function's body reads 'image', which is neither"),
         "function_calls_itself": (function_model([helper.make_node("Loopy", ["image"], ["logits"], domain="local", name="c")], [selfcall]),
                                   "node 'c' (call of function 'local.Loopy')"),
         "function_too_many_inputs": (function_model([helper.make_node("ClipOrNot", ["image", "image", "image"], ["logits"], domain="local",
                                                                       name="c")], [clip]),
                                      "3 inputs and 1 outputs, but the function takes 2 and gives 1"),
         "function_calls_explode": (function_model([helper.make_node("L0", ["image"], ["logits"], domain="local", name="c")], chain),
-                                   "node 'c' (call of function 'local.L0'): inlining function calls makes more than 1048576 nodes"),
+                                   "node 'c' (call of function 'local.L0'): inlining function calls makes more than 1048576 nodes and calls"),
     }
     for name, (m, expect) in bad.items():
         path = os.path.join(a.work_dir, name + ".onnx")
