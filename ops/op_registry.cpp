@@ -1,5 +1,7 @@
 #include "ops/op_registry.h"
 
+#include "ops/util.h"
+
 namespace sluice::ops {
 
 namespace {
@@ -36,6 +38,14 @@ const Tensor& InferContext::require_const(size_t i, const char* what) const {
          "', the " + what + ") must be a constant (an initializer or computable from the input shapes); "
          "Sluice does not support data-dependent output shapes");
   return *t;
+}
+
+std::vector<int64_t> InferContext::require_ints(size_t i, const char* what) const {
+  const Tensor& t = require_const(i, what);
+  if ((t.dtype() != DType::Int64 && t.dtype() != DType::Int32) || t.shape().size() > 1)
+    fail(std::string("input ") + std::to_string(i) + " ('" + in(i).name + "', the " + what + ") must be a 1-D int64 or int32 " +
+         "tensor, got " + dtype_name(t.dtype()) + " of shape " + shape_str(t.shape()));
+  return to_int64_vector(t);
 }
 
 void InferContext::expect_input(size_t i, DType dtype, int rank) const {

@@ -39,6 +39,9 @@ class InferContext {
   const Tensor* const_in(size_t i) const;
   // Like const_in, but fails with "input i (name) must be a constant" when it is not.
   const Tensor& require_const(size_t i, const char* what) const;
+  // require_const for a list of integers (axes, pads, shape, ...): an int64 or int32 tensor of
+  // rank 0 or 1, else a failure naming the input.
+  std::vector<int64_t> require_ints(size_t i, const char* what) const;
   // Fails unless input i is present, has the given dtype (Undefined: any) and rank (-1: any).
   void expect_input(size_t i, DType dtype, int rank = -1) const;
 

@@ -264,17 +264,27 @@ class Importer {
     auto keep_inputs = [](op::NodeProto& n, int count) {
       while (n.input_size() > count) n.mutable_input()->RemoveLast();
     };
-    for (auto& n : *m.mutable_graph()->mutable_node()) {
+    // Only what the model's opset has: AveragePool's dilations at 18 stay, for the checker to
+    // refuse, and Gelu before 20 is refused here.
+    const int64_t opset = g_->opset;
+    for (int i = 0; i < m.graph().node_size(); ++i) {
+      op::NodeProto& n = *m.mutable_graph()->mutable_node(i);
       const std::string& t = n.op_type();
       if (t == "ReduceMax" || t == "ReduceMin" || t == "ReduceMean") {
         keep_inputs(n, 1);
         drop_attr(n, "noop_with_empty_axes");
-      }
-      else if (t == "Pad") keep_inputs(n, 3);
-      else if (t == "Split") drop_attr(n, "num_outputs");
-      else if (t == "AveragePool") drop_attr(n, "dilations");
-      else if (t == "Cast") drop_attr(n, "saturate");
-      else if (t == "Gelu") {
+      } else if (t == "Pad") {
+        keep_inputs(n, 3);
+      } else if (t == "Split") {
+        drop_attr(n, "num_outputs");
+      } else if (t == "AveragePool" && opset >= 19) {
+        drop_attr(n, "dilations");
+      } else if (t == "Cast" && opset >= 19) {
+        drop_attr(n, "saturate");
+      } else if (t == "Gelu") {
+        if (opset < 20)
+          throw Error(name_ + ": node '" + node_name(model.graph().node(i), i) + "' (Gelu): Gelu is an operator from opset 20, " +
+                      "the model imports opset " + std::to_string(opset));
         drop_attr(n, "approximate");
         n.set_op_type("Identity");
       }
@@ -398,6 +408,10 @@ std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const s
     throw Error(name + ": not a valid ONNX model (protobuf parsing failed; is the file truncated or not .onnx?)");
   if (!model.has_graph() || model.ir_version() <= 0)
     throw Error(name + ": not a valid ONNX model (no graph or no ir_version)");
+  if (model.ir_version() > kMaxIrVersion)  // newer fields would be read as unknown, and ignored
+    throw Error(name + ": IR version " + std::to_string(model.ir_version()) + " is newer than Sluice reads (up to " +
+                std::to_string(kMaxIrVersion) + ", ONNX 1.16); save the model with onnx < 1.18 or set model.ir_version = " +
+                std::to_string(kMaxIrVersion));
   return Importer(name, base_dir).run(model);
 }
 

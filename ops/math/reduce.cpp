@@ -14,7 +14,7 @@ std::vector<int64_t> reduce_axes(InferContext& ctx, const graph::ReduceParams& p
   std::vector<int64_t> axes = p.axes;
   bool given = p.has_axes;
   if (ctx.has_input(1)) {
-    axes = to_int64_vector(ctx.require_const(1, "axes"));
+    axes = ctx.require_ints(1, "axes");
     given = true;
   }
   noop = false;

@@ -16,12 +16,12 @@ struct SliceDims {
 SliceDims resolve_slice(InferContext& ctx) {
   const Shape& s = ctx.in(0).shape;
   const int64_t rank = static_cast<int64_t>(s.size());
-  auto starts = to_int64_vector(ctx.require_const(1, "starts"));
-  auto ends = to_int64_vector(ctx.require_const(2, "ends"));
+  auto starts = ctx.require_ints(1, "starts");
+  auto ends = ctx.require_ints(2, "ends");
   std::vector<int64_t> axes, steps;
-  if (ctx.has_input(3)) axes = to_int64_vector(ctx.require_const(3, "axes"));
+  if (ctx.has_input(3)) axes = ctx.require_ints(3, "axes");
   else for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
-  if (ctx.has_input(4)) steps = to_int64_vector(ctx.require_const(4, "steps"));
+  if (ctx.has_input(4)) steps = ctx.require_ints(4, "steps");
   else steps.assign(starts.size(), 1);
   if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
     ctx.fail("starts, ends, axes and steps must have the same length");
@@ -133,11 +133,11 @@ void reference_Gather(const graph::Node& node, std::span<const TensorView> in, s
 
 void infer_Pad(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  auto given = to_int64_vector(ctx.require_const(1, "pads"));
+  auto given = ctx.require_ints(1, "pads");
   const size_t rank = x.shape.size();
   std::vector<int64_t> pads = given;
   if (ctx.has_input(3)) {  // opset 18: the amounts apply to these axes only
-    auto axes = to_int64_vector(ctx.require_const(3, "axes"));
+    auto axes = ctx.require_ints(3, "axes");
     if (given.size() != 2 * axes.size())
       ctx.fail("pads has " + std::to_string(given.size()) + " values for " + std::to_string(axes.size()) + " axes, expected " +
                std::to_string(2 * axes.size()));
@@ -213,7 +213,7 @@ void reference_Constant(const graph::Node& node, std::span<const TensorView>, st
 }
 
 void infer_ConstantOfShape(InferContext& ctx) {
-  auto shape = to_int64_vector(ctx.require_const(0, "shape"));
+  auto shape = ctx.require_ints(0, "shape");
   checked_numel(ctx, shape);
   ctx.set_output(0, ctx.node().p<graph::ConstantParams>().value.dtype(), shape);
 }

@@ -91,10 +91,17 @@ void infer_Split(InferContext& ctx) {
     ctx.fail("num_outputs is " + std::to_string(p.num_outputs) + " but the node has " + std::to_string(parts) + " outputs");
   if (p.num_outputs != 0 && ctx.has_input(1)) ctx.fail("takes either input 'split' or attribute num_outputs, not both");
   std::vector<int64_t> split = p.split;
-  if (ctx.has_input(1)) split = to_int64_vector(ctx.require_const(1, "split"));
+  if (ctx.has_input(1)) split = ctx.require_ints(1, "split");
   if (split.empty()) {
-    // Equal parts; the last may be smaller (opset 18 semantics; earlier opsets require divisibility).
+    // Equal parts. With opset 18's num_outputs the last may be smaller, but not empty; without
+    // it the axis must divide evenly.
     const int64_t chunk = (len + parts - 1) / parts;
+    if (p.num_outputs == 0 && len % parts != 0)
+      ctx.fail("axis size " + std::to_string(len) + " does not split into " + std::to_string(parts) +
+               " equal parts; give the sizes in input 'split'");
+    if (p.num_outputs != 0 && chunk * (parts - 1) >= len)
+      ctx.fail("num_outputs " + std::to_string(parts) + " in parts of " + std::to_string(chunk) + " leaves the last part of axis size " +
+               std::to_string(len) + " empty");
     for (int64_t i = 0; i < parts; ++i) split.push_back(std::max<int64_t>(0, std::min(chunk, len - i * chunk)));
   }
   if (static_cast<int64_t>(split.size()) != parts) ctx.fail("split has " + std::to_string(split.size()) + " sizes for " + std::to_string(parts) + " outputs");
@@ -129,7 +136,7 @@ void reference_Split(const graph::Node& node, std::span<const TensorView> in, st
 
 void infer_Expand(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  auto target = to_int64_vector(ctx.require_const(1, "shape"));
+  auto target = ctx.require_ints(1, "shape");
   Shape out = broadcast_shapes(ctx, x.shape, target);
   checked_numel(ctx, out);
   ctx.set_output(0, x.dtype, out);

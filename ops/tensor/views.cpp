@@ -20,7 +20,7 @@ std::vector<int64_t> axes_of(InferContext& ctx, const graph::AxesParams& p, bool
   given = p.has_axes;
   if (ctx.has_input(1)) {
     given = true;
-    return to_int64_vector(ctx.require_const(1, "axes"));
+    return ctx.require_ints(1, "axes");
   }
   return p.axes;
 }
@@ -30,7 +30,7 @@ std::vector<int64_t> axes_of(InferContext& ctx, const graph::AxesParams& p, bool
 void infer_Reshape(InferContext& ctx) {
   const auto& x = ctx.in(0);
   const bool allowzero = ctx.node().p<graph::ReshapeParams>().allowzero;
-  std::vector<int64_t> target = to_int64_vector(ctx.require_const(1, "shape"));
+  std::vector<int64_t> target = ctx.require_ints(1, "shape");
   int64_t known = 1, infer_at = -1;
   const int64_t total = checked_numel(ctx, x.shape);
   for (size_t i = 0; i < target.size(); ++i) {

@@ -183,6 +183,11 @@ def node_model(opset, nodes, inputs, outputs, inits=()):
     return m
 
 
+def ir(m, version):
+    m.ir_version = version
+    return m
+
+
 def vinfo(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
@@ -258,6 +263,17 @@ def bad_nodes(a):
                                       [i64("pads", [1, 1, 1]), i64("axes", [3])]), "'pd' (Pad): pads has 3 values for 1 axes"),
         ("pad_wrap", node_model(19, [helper.make_node("Pad", ["image", "pads"], ["logits"], mode="wrap", name="pd")], [X], [Y],
                                 [i64("pads", [0] * 8)]), "pad mode 'wrap' is not supported"),
+        ("gelu_before_opset_20", node_model(19, [helper.make_node("Gelu", ["image"], ["logits"], name="ge")], [X], [Y]),
+         "'ge' (Gelu): Gelu is an operator from opset 20, the model imports opset 19"),
+        ("ir_version_11", ir(node_model(21, [helper.make_node("Relu", ["image"], ["logits"])], [X], [Y]), 11), "IR version 11 is newer"),
+        ("split_num_outputs_empty_part", node_model(18, [helper.make_node("Split", ["image"], ["a", "b", "c", "logits"], axis=1,
+                                                                          num_outputs=4, name="sp")], [X], [Y]),
+         "'sp' (Split): num_outputs 4 in parts of 2 leaves the last part of axis size 5 empty"),
+        ("split_uneven_at_13", ir(node_model(13, [helper.make_node("Split", ["image"], ["a", "logits"], axis=1, name="sp")], [X], [Y]), 7),
+         "'sp' (Split): axis size 5 does not split into 2 equal parts"),
+        ("reduce_axes_float", node_model(18, [helper.make_node("ReduceMax", ["image", "ax"], ["logits"], name="rm")], [X], [Y],
+                                         [numpy_helper.from_array(np.array([1.0], np.float32), "ax")]),
+         "'rm' (ReduceMax): input 1 ('ax', the axes) must be a 1-D int64 or int32 tensor, got float32"),
         ("gelu_bad_approximate", node_model(20, [helper.make_node("Gelu", ["image"], ["logits"], approximate="fast", name="ge")], [X], [Y]),
          "'ge' (Gelu): approximate must be 'none' or 'tanh'"),
     ]
