@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -83,6 +84,8 @@ class Graph {
   std::vector<PruneReport> pruning;  // filled by passes::prune_channels
   std::string model_name;  // file name, for error messages
   int64_t opset = 0;
+  // Model-local function calls inlined at import, per "domain.name" (inspect shows them).
+  std::map<std::string, int64_t> inlined_calls;
   std::vector<Value> values;
   std::vector<Node> nodes;
   std::vector<ValueId> inputs;   // graph inputs that are not initializers

@@ -71,6 +71,7 @@ std::string Plan::describe(bool as_json) const {
   j["dense_macs"] = total;
   j["arena_bytes"] = arena_bytes_;
   j["threads"] = threads_;
+  j["inlined_calls"] = g_.inlined_calls;
   if (as_json) return j.dump(2);
 
   std::ostringstream s;
@@ -80,6 +81,11 @@ std::string Plan::describe(bool as_json) const {
     << " (the times of measured choices below are on them; -t/--threads sets it)\npasses:";
   for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
   s << "\n";
+  if (!g_.inlined_calls.empty()) {
+    s << "function calls inlined at import:";
+    for (const auto& [fname, n] : g_.inlined_calls) s << " " << fname << " x" << n;
+    s << "\n";
+  }
   if (!g_.gates.empty()) {
     s << "gates: " << recognised << " of " << g_.gates.size() << " recognised\n";
     for (const graph::GateReport& r : g_.gates)

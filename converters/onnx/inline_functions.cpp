@@ -51,7 +51,8 @@ int64_t default_opset(const google::protobuf::RepeatedPtrField<op::OperatorSetId
 
 class Inliner {
  public:
-  Inliner(const op::ModelProto& model, std::string name) : name_(std::move(name)) {
+  Inliner(const op::ModelProto& model, std::string name, std::map<std::string, int64_t>& calls)
+      : name_(std::move(name)), calls_per_function_(calls) {
     const int64_t model_opset = default_opset(model.opset_import());
     for (const auto& f : model.functions()) {
       const std::string fname = f.domain() + "." + f.name();
@@ -97,6 +98,7 @@ class Inliner {
                   std::to_string(kMaxNodes) + " nodes and calls");
     const std::string call = n.name().empty() ? "call" + std::to_string(++calls_) : n.name();
     const std::string fname = f.domain() + "." + f.name();
+    ++calls_per_function_[fname];
     const std::string where = name_ + ": node '" + call + "' (call of function '" + fname + "')";
     if (depth >= kMaxDepth)
       throw Error(top + ": function calls nest deeper than " + std::to_string(kMaxDepth) + " (does '" + fname +
@@ -188,6 +190,7 @@ class Inliner {
   std::map<std::pair<std::string, std::string>, Function> functions_;
   int calls_ = 0;
   int64_t expansions_ = 0;
+  std::map<std::string, int64_t>& calls_per_function_;
   std::set<std::string> taken_;  // every value name so far, sorted so a prefix is one lookup
   std::unordered_set<std::string> prefixes_;
 };
@@ -218,9 +221,9 @@ void drop_dead_nodes(op::GraphProto& g) {
 
 }  // namespace
 
-bool inline_local_functions(op::ModelProto& model, const std::string& model_name) {
+bool inline_local_functions(op::ModelProto& model, const std::string& model_name, std::map<std::string, int64_t>& calls) {
   if (model.functions_size() == 0) return false;
-  Inliner inliner(model, model_name);
+  Inliner inliner(model, model_name, calls);
   google::protobuf::RepeatedPtrField<op::NodeProto> nodes;
   for (const auto& n : model.graph().node()) inliner.emit(n, nodes, 0);
   model.mutable_graph()->mutable_node()->Swap(&nodes);

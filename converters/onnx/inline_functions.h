@@ -3,6 +3,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
 
 namespace sluice::converters::onnx {
@@ -17,6 +19,8 @@ namespace sluice::converters::onnx {
 //
 // PyTorch's dynamo exporter (torch 2.5) writes BatchNorm, GELU, hardswish and hardtanh as such
 // calls, in domain "pkg.onnxscript.torch_lib".
-bool inline_local_functions(::ONNX_NAMESPACE::ModelProto& model, const std::string& model_name);
+// `calls` counts the inlined calls per "domain.name" (nested ones too).
+bool inline_local_functions(::ONNX_NAMESPACE::ModelProto& model, const std::string& model_name,
+                            std::map<std::string, int64_t>& calls);
 
 }  // namespace sluice::converters::onnx

@@ -146,7 +146,7 @@ class Importer {
     g_ = std::make_unique<Graph>();
     g_->model_name = name_;
     check_opset(model);
-    inline_local_functions(model, name_);
+    inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
     if (g_->opset <= kCheckerOpset) {
       check(model);

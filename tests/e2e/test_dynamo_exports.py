@@ -33,6 +33,8 @@ def fixtures(a):
         y, _, st = run_vs_ort(a, path, x, name)
         shape = "image=" + "x".join(map(str, exp["input_shape"]))
         insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", shape).stdout)
+        bn = insp["inlined_calls"].get("pkg.onnxscript.torch_lib._aten_native_batch_norm_inference_onnx", 0)
+        check(bn > 0, "%s: its BatchNorm function calls inlined (%d; inspect lists %s)" % (name, bn, insp["inlined_calls"]))
         check(insp["gates_recognised"] == exp["gates"] and insp["shifts_recognised"] == exp["shifts"],
               "%s: %d gates and %d shifts found, the net has %d and %d" % (
                   name, insp["gates_recognised"], insp["shifts_recognised"], exp["gates"], exp["shifts"]))
