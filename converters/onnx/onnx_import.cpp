@@ -248,14 +248,12 @@ class Importer {
   //   ReduceMax/Min/Mean axes input and noop_with_empty_axes (18), Pad axes input (18): dropped
   //   Split num_outputs (18), AveragePool dilations (19), Cast saturate (19): dropped
   //   Gelu (new in 20): checked as an Identity, which has its signature
-  // Local functions are dropped: a node that calls one has a non-default domain, which
-  // check_ops has refused.
+  // (Local functions are inlined, and gone from the model, before this.)
   op::ModelProto restate_for_checker(const op::ModelProto& model) const {
     op::ModelProto m = model;
     m.set_ir_version(std::min<int64_t>(m.ir_version(), 8));
     for (auto& imp : *m.mutable_opset_import())
       if (imp.domain().empty() || imp.domain() == "ai.onnx") imp.set_version(kCheckerOpset);
-    m.clear_functions();
     auto drop_attr = [](op::NodeProto& n, const char* name) {
       auto* attrs = n.mutable_attribute();
       for (int i = attrs->size() - 1; i >= 0; --i)
