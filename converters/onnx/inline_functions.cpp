@@ -43,6 +43,15 @@ AttrMap defaults_of(const op::FunctionProto& f) {
   return d;
 }
 
+// An ONNX operator of any opset up to 21: ONNX 1.12's registry knows those to 17; the ones
+// that opsets 18 to 21 added are listed.
+bool is_standard_op(const std::string& name) {
+  static const std::unordered_set<std::string> kNewer = {
+      "AffineGrid", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "CenterCropPad", "Col2Im", "DeformConv", "Gelu",
+      "GroupNormalization", "ImageDecoder", "Mish", "RegexFullMatch", "StringConcat", "StringSplit"};
+  return op::OpSchemaRegistry::Schema(name, "") != nullptr || kNewer.count(name) > 0;
+}
+
 int64_t default_opset(const google::protobuf::RepeatedPtrField<op::OperatorSetIdProto>& imports) {
   for (const auto& imp : imports)
     if (imp.domain().empty() || imp.domain() == "ai.onnx") return imp.version();
@@ -62,7 +71,7 @@ class Inliner {
                     std::to_string(model_opset) + "; Sluice runs one opset per model (re-export, or inline with onnx.inliner)");
       // A function in the default domain named like a standard operator does not replace it
       // (ONNX Runtime runs the operator too).
-      if ((f.domain().empty() || f.domain() == "ai.onnx") && op::OpSchemaRegistry::Schema(f.name(), "") != nullptr) continue;
+      if ((f.domain().empty() || f.domain() == "ai.onnx") && is_standard_op(f.name())) continue;
       // IR 10's overloads (same domain and name) are told apart by a field Debian's ONNX 1.12
       // proto does not have: refuse rather than call the wrong one.
       if (!functions_.emplace(std::make_pair(f.domain(), f.name()), Function{&f, defaults_of(f)}).second)
@@ -174,7 +183,8 @@ class Inliner {
   // named under it, so they can meet no other value (a main-graph "f/t" and call f's own t).
   std::string fresh_prefix(const std::string& call) {
     std::string p = call + "/";
-    for (int k = 1; !prefix_free(p); ++k) p = call + "#" + std::to_string(k) + "/";
+    int& k = next_suffix_[call];  // calls that share a name resume the count, not start over
+    while (!prefix_free(p)) p = call + "#" + std::to_string(++k) + "/";
     prefixes_.insert(p);
     return p;
   }
@@ -193,6 +203,7 @@ class Inliner {
   std::map<std::string, int64_t>& calls_per_function_;
   std::set<std::string> taken_;  // every value name so far, sorted so a prefix is one lookup
   std::unordered_set<std::string> prefixes_;
+  std::unordered_map<std::string, int> next_suffix_;
 };
 
 // Keeps the nodes that a graph output depends on, in their order.
