@@ -148,17 +148,14 @@ class Importer {
     check_opset(model);
     inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
+    check(model);
     if (g_->opset <= kCheckerOpset) {
-      check(model);
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);
       } catch (const std::exception& e) {
         throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
       }
-    } else {
-      op::ModelProto restated = restate_for_checker(model);
-      check(restated);  // no ONNX shape inference: it would infer the restated nodes' older semantics
-    }
+    }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics
     const op::GraphProto& gp = model.graph();
     for (const auto& init : gp.initializer()) add_initializer(init);
     for (const auto& in : gp.input()) {
@@ -210,13 +207,26 @@ class Importer {
     }
   }
 
-  // The ONNX 1.12 checker insists on a `shape` for every graph input and output,
-  // which the IR does not (ONNX Runtime accepts shapeless outputs, and some exporters
-  // write them). Check with those set aside, then put them back in their order.
+  // The ONNX 1.12 checker, on the model as it would be written for it, then put back (in
+  // place: a copy would double the weights in memory):
+  // - it insists on a `shape` for every graph input and output, which the IR does not (ONNX
+  //   Runtime accepts shapeless outputs, and some exporters write them): those are set aside;
+  // - it knows IR versions up to 8: IR 9 and 10 (newer onnx writes 10 whatever the opset) add
+  //   nothing the import reads once functions are inlined, so it sees 8;
+  // - it knows opsets up to 17: a newer model's nodes are restated (restate_for_checker).
   void check(op::ModelProto& model) {
     op::GraphProto* g = model.mutable_graph();
     auto saved_inputs = g->input();
     auto saved_outputs = g->output();
+    const int64_t saved_ir = model.ir_version();
+    auto saved_imports = model.opset_import();
+    google::protobuf::RepeatedPtrField<op::NodeProto> saved_nodes;
+    const bool restate = g_->opset > kCheckerOpset;
+    if (restate) {
+      saved_nodes = g->node();
+      restate_for_checker(model);
+    }
+    model.set_ir_version(std::min<int64_t>(saved_ir, 8));
     auto has_shape = [](const op::ValueInfoProto& v) {
       return !v.type().has_tensor_type() || v.type().tensor_type().has_shape();
     };
@@ -238,20 +248,23 @@ class Importer {
     }
     *g->mutable_input() = saved_inputs;
     *g->mutable_output() = saved_outputs;
+    model.set_ir_version(saved_ir);
+    if (restate) {
+      g->mutable_node()->Swap(&saved_nodes);
+      *model.mutable_opset_import() = saved_imports;
+    }
     if (!error.empty()) throw Error(name_ + ": the ONNX checker rejects the model: " + error);
   }
 
-  // Debian's ONNX 1.12 knows operator schemas up to opset 17 and IR version 8. A newer model
-  // is checked as a copy restated at opset 17. Between opsets 18 and 21 most ops Sluice runs
-  // only gained types; the signatures that changed go back to their opset-17 form, for the
-  // check alone (the import reads the original, with the newer semantics):
+  // Debian's ONNX 1.12 knows operator schemas up to opset 17. A newer model is checked
+  // restated at opset 17 (check puts the original back). Between opsets 18 and 21 most ops
+  // Sluice runs only gained types; the signatures that changed go back to their opset-17
+  // form, for the check alone (the import reads the original, with the newer semantics):
   //   ReduceMax/Min/Mean axes input and noop_with_empty_axes (18), Pad axes input (18): dropped
   //   Split num_outputs (18), AveragePool dilations (19), Cast saturate (19): dropped
   //   Gelu (new in 20): checked as an Identity, which has its signature
   // (Local functions are inlined, and gone from the model, before this.)
-  op::ModelProto restate_for_checker(const op::ModelProto& model) const {
-    op::ModelProto m = model;
-    m.set_ir_version(std::min<int64_t>(m.ir_version(), 8));
+  void restate_for_checker(op::ModelProto& m) const {
     for (auto& imp : *m.mutable_opset_import())
       if (imp.domain().empty() || imp.domain() == "ai.onnx") imp.set_version(kCheckerOpset);
     auto drop_attr = [](op::NodeProto& n, const char* name) {
@@ -281,13 +294,12 @@ class Importer {
         drop_attr(n, "saturate");
       } else if (t == "Gelu") {
         if (opset < 20)
-          throw Error(name_ + ": node '" + node_name(model.graph().node(i), i) + "' (Gelu): Gelu is an operator from opset 20, " +
+          throw Error(name_ + ": node '" + node_name(n, i) + "' (Gelu): Gelu is an operator from opset 20, " +
                       "the model imports opset " + std::to_string(opset));
         drop_attr(n, "approximate");
         n.set_op_type("Identity");
       }
     }
-    return m;
   }
 
   void check_opset(const op::ModelProto& model) {
@@ -372,6 +384,7 @@ class Importer {
     }
     for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? graph::kNoValue : by_name_.at(out));
     AttributeReader attrs(np, where);
+    attributes_to_inputs(attrs, n);
     n.params = parse_params(n.op, attrs, g_->opset, base_dir_);
     if (n.op == OpType::Constant) {
       // Constants become initializers: one less node and foldable at once.
@@ -389,6 +402,37 @@ class Importer {
       n.outputs.resize(1);
     }
     g_->add_node(std::move(n));
+  }
+
+  // Opsets before 10 and 11 gave some inputs as attributes: Slice-1's starts, ends and axes,
+  // TopK-1's k, Pad-2's pads and value. They become constant inputs, the form of every later
+  // opset, which is what the kernels read.
+  void attributes_to_inputs(const AttributeReader& a, Node& n) {
+    auto add = [&](size_t index, Tensor t, const char* what) {
+      if (n.inputs.size() <= index) n.inputs.resize(index + 1, graph::kNoValue);
+      std::string name = n.name + ":" + what;
+      for (int k = 1; by_name_.count(name); ++k) name = n.name + ":" + what + "#" + std::to_string(k);  // names need not be unique
+      Value& v = g_->value(n.inputs[index] = new_value(name, std::string("attribute ") + what + " of " + n.name));
+      v.dtype = t.dtype();
+      v.shape = t.shape();
+      v.shape_known = true;
+      v.constant = std::move(t);
+    };
+    auto ints = [](const std::vector<int64_t>& v) { return Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v); };
+    const int64_t opset = g_->opset;
+    if (n.op == OpType::Slice && opset < 10) {
+      if (!a.has("starts") || !a.has("ends")) a.fail("attributes 'starts' and 'ends' are required before opset 10");
+      add(1, ints(a.ints("starts")), "starts");
+      add(2, ints(a.ints("ends")), "ends");
+      if (a.has("axes")) add(3, ints(a.ints("axes")), "axes");
+    } else if (n.op == OpType::TopK && opset < 10) {
+      if (!a.has("k")) a.fail("attribute 'k' is required before opset 10");
+      add(1, ints({a.i("k", 0)}), "k");
+    } else if (n.op == OpType::Pad && opset < 11) {
+      if (!a.has("pads")) a.fail("attribute 'pads' is required before opset 11");
+      add(1, ints(a.ints("pads")), "pads");
+      if (const float value = a.f("value", 0.f); value != 0.f) add(2, Tensor::from_vector<float>({}, {value}), "value");
+    }
   }
 
   std::string name_, base_dir_;

@@ -123,13 +123,17 @@ def functions(a):
         "function_named_like_an_op": ([helper.make_node("Relu", ["image"], ["logits"])],
                                       [helper.make_function("", "Relu", ["x"], ["y"], [helper.make_node("Neg", ["x"], ["y"])],
                                                             [helper.make_opsetid("", 18)])]),
+        # the same for an operator newer than ONNX 1.12 knows (Gelu, opset 20)
+        "function_named_like_a_newer_op": ([helper.make_node("Gelu", ["image"], ["logits"])],
+                                           [helper.make_function("", "Gelu", ["x"], ["y"], [helper.make_node("Neg", ["x"], ["y"])],
+                                                                 [helper.make_opsetid("", 20)])], 20),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
     }
-    for name, (nodes, fns) in cases.items():
+    for name, (nodes, fns, *opset) in cases.items():
         path = os.path.join(a.work_dir, name + ".onnx")
-        onnx.save(function_model(nodes, fns), path)
+        onnx.save(function_model(nodes, fns, *opset), path)
         try:
             run_vs_ort(a, path, x, name, tol=1e-6)
         except AssertionError as e:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Models at opsets 18 to 21, as newer exporters write them (PyTorch's dynamo exporter defaults
-to 18), run by Sluice and by ONNX Runtime on the same file.
+to 18), run by Sluice and by ONNX Runtime on the same file; and the attribute forms of opsets
+before 10 that later became inputs.
 
 Debian's PyTorch exports up to opset 17, so the files are made here: committed models and a
 torchvision ConvNeXt are restated in the newer opset's forms by `restate` below, and single
@@ -246,6 +247,27 @@ def shift_pad_axes(a):
           "shift_pad_axes: the Pad + Split + Concat is run as a shift (ops %s)" % ops)
 
 
+def older_forms(a):
+    """Opsets before 10 and 11 gave Slice's bounds, TopK's k and Pad's amounts as attributes; and
+    newer onnx writes IR 10 whatever the opset. Both run, against ORT."""
+    X = vinfo("image", [2, 5, 9, 7])
+    x = np.random.default_rng(8).standard_normal((2, 5, 9, 7)).astype(np.float32)
+    cases = {
+        "slice_attributes_opset9": (9, [helper.make_node("Slice", ["image"], ["logits"], starts=[1, -4], ends=[4, 100], axes=[1, 3])]),
+        "pad_attributes_opset9": (9, [helper.make_node("Pad", ["image"], ["logits"], pads=[0, 1, 2, 0, 0, 2, 1, 3], value=1.5)]),
+        "topk_attribute_opset9": (9, [helper.make_node("TopK", ["image"], ["logits", "idx"], k=3)]),
+        "ir10_opset13": (13, [helper.make_node("Relu", ["image"], ["logits"])]),
+    }
+    for name, (opset, nodes) in cases.items():
+        m = node_model(opset, nodes, [X], [vinfo("logits", None)])
+        m.ir_version = 10 if name == "ir10_opset13" else 4
+        path = save(m, os.path.join(a.work_dir, name + ".onnx"))
+        try:
+            run_vs_ort(a, path, x, name, tol=1e-6)
+        except AssertionError as e:
+            check(False, "%s: %s" % (name, e))
+
+
 def bad_nodes(a):
     """Newer-opset nodes that are wrong, and an opset Sluice does not know: a clear error naming
     the node or the opset, never a crash or an answer."""
@@ -283,4 +305,4 @@ def bad_nodes(a):
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts(__doc__, (single_nodes, bad_nodes, shift_pad_axes, committed_models, convnext)))
+    sys.exit(run_parts(__doc__, (single_nodes, older_forms, bad_nodes, shift_pad_axes, committed_models, convnext)))
