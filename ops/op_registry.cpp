@@ -62,6 +62,11 @@ void InferContext::set_output(size_t i, DType dtype, Shape shape) {
   graph::Node& n = g_.node(id_);
   if (i >= n.outputs.size() || n.outputs[i] == graph::kNoValue) return;  // optional output not used
   graph::Value& v = g_.value(n.outputs[i]);
+  // A graph output comes in with the type the file declares (ONNX's own shape inference,
+  // which compares them, does not run above opset 17).
+  if (v.is_output && v.dtype != DType::Undefined && v.dtype != dtype)
+    fail("graph output '" + v.name + "' is declared " + dtype_name(v.dtype) + " in the model, but this node computes " +
+         dtype_name(dtype));
   v.dtype = dtype;
   v.shape = std::move(shape);
   v.shape_known = true;

@@ -296,6 +296,9 @@ def bad_nodes(a):
         ("reduce_axes_float", node_model(18, [helper.make_node("ReduceMax", ["image", "ax"], ["logits"], name="rm")], [X], [Y],
                                          [numpy_helper.from_array(np.array([1.0], np.float32), "ax")]),
          "'rm' (ReduceMax): input 1 ('ax', the axes) must be a 1-D int64 or int32 tensor, got float32"),
+        ("output_dtype_mismatch", node_model(19, [helper.make_node("Cast", ["image"], ["logits"], to=TensorProto.INT64, name="c")],
+                                             [X], [vinfo("logits", [2, 5, 9, 7])]),
+         "'c' (Cast): graph output 'logits' is declared float32 in the model, but this node computes int64"),
         ("gelu_bad_approximate", node_model(20, [helper.make_node("Gelu", ["image"], ["logits"], approximate="fast", name="ge")], [X], [Y]),
          "'ge' (Gelu): approximate must be 'none' or 'tanh'"),
     ]
