@@ -67,6 +67,9 @@ struct GemmParams {
 
 struct BatchNormParams {
   float epsilon = 1e-5f;
+  // Set by static pruning: the input channels whose outputs are kept, in order (output channel
+  // j is input channel channels[j]); empty: all.
+  std::vector<int32_t> channels;
 };
 
 struct LayerNormParams {  // LayerNormalization: normalise over axes [axis, rank)

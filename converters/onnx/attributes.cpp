@@ -118,7 +118,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::BatchNormalization: {
       if (a.i("training_mode", 0) != 0) a.fail("training_mode=1 is not supported (export the model in eval mode)");
-      return BatchNormParams{a.f("epsilon", 1e-5f)};
+      return BatchNormParams{a.f("epsilon", 1e-5f), {}};
     }
     case OpType::LayerNormalization:
       if (a.i("stash_type", 1) != 1) a.fail("stash_type other than 1 (float32) is not supported");

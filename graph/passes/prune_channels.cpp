@@ -294,6 +294,23 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   return true;
 }
 
+// What removing the dead channels of the value `out` takes: its readers and the values on
+// the way (collect_readers), and which channels go (plan_removal).
+struct Removal {
+  std::vector<Reader> readers;
+  std::vector<ValueId> path;
+  std::vector<int32_t> keep;
+  std::vector<bool> remove;
+  std::vector<float> value;
+};
+
+// readers_or_report, then plan_removal: false, with the report recorded, when nothing can go.
+bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, int64_t n_dead,
+                        const std::function<float(int64_t)>& constant, PruneReport& report, Removal& r) {
+  return readers_or_report(g, out, n_dead == static_cast<int64_t>(dead.size()), report, r.readers, r.path) &&
+         plan_removal(g, r.readers, dead, constant, report, r.keep, r.remove, r.value);
+}
+
 // Drops channels `remove` (of m, the producer's) from everything on `path` and from every
 // reader's input, folding the removed channels' constants `value` into the readers' biases.
 // Call after the producer's compaction.
@@ -375,15 +392,11 @@ int prune_through_depthwise(Graph& g) {
     }
     if (n_zero == 0) continue;
     PruneReport report{p.name + " through depthwise " + d.name, c, n_zero, 0, 0, ""};
-    std::vector<Reader> readers;
-    std::vector<ValueId> path;
-    if (!readers_or_report(g, d.outputs[0], n_zero == c, report, readers, path)) continue;
-    std::vector<int32_t> keep;
-    std::vector<bool> remove;
-    std::vector<float> value;
-    if (!plan_removal(g, readers, zero_in, [&](int64_t o) { return apply_activation(dp.activation, DB ? DB[o] : 0.f); },
-                      report, keep, remove, value))
+    Removal r;
+    if (!plan_dead_channels(g, d.outputs[0], zero_in, n_zero,
+                            [&](int64_t o) { return apply_activation(dp.activation, DB ? DB[o] : 0.f); }, report, r))
       continue;
+    const auto& keep = r.keep;
     const auto k = static_cast<int64_t>(keep.size());
     compact_producer(g, pid, keep);
     // D: its own channels `keep` (filters, bias, groups), input and output.
@@ -391,7 +404,7 @@ int prune_through_depthwise(Graph& g) {
     Node& dn = g.node(did);
     dn.p<ConvParams>().group = k;
     dn.p<ConvParams>().dense_in = 1;  // a depthwise filter reads one channel: dense MACs stay the model's
-    compact_readers(g, readers, path, c, remove, value);
+    compact_readers(g, r.readers, r.path, c, r.remove, r.value);
     g.pruning.push_back(report);
     removed_total += static_cast<int>(c - k);
     g.rebuild_links();
@@ -542,11 +555,56 @@ int prune_groups(Graph& g) {
   return removed_total;
 }
 
+// A BatchNormalization left standing because its input has other readers (pre-activation
+// ResNets and DenseNets, the network-slimming paper's own architectures, put BN -> ReLU before
+// each conv, reading the residual stream or the concatenation): a channel whose BN scale is 0
+// outputs its shift everywhere, which is a dead channel like a zero filter's. The BN keeps
+// computing only the other channels (BatchNormParams::channels) and its readers lose it, the
+// constant folded into their biases where no padding reads it.
+int prune_after_batch_norm(Graph& g) {
+  g.rebuild_links();
+  int removed_total = 0;
+  for (NodeId bid : g.topological_order()) {
+    const Node& b = g.node(bid);
+    if (b.op != OpType::BatchNormalization || b.dead || !b.p<BatchNormParams>().channels.empty()) continue;
+    bool params_const = true;
+    for (size_t i = 1; i <= 4; ++i) params_const = params_const && g.value(b.inputs[i]).is_constant();
+    if (!params_const || g.value(b.inputs[0]).shape.size() != 4) continue;
+    const float eps = b.p<BatchNormParams>().epsilon;
+    const float *S = g.value(b.inputs[1]).constant.data<float>(), *B = g.value(b.inputs[2]).constant.data<float>();
+    const float *M = g.value(b.inputs[3]).constant.data<float>(), *V = g.value(b.inputs[4]).constant.data<float>();
+    const int64_t m = g.value(b.inputs[1]).shape[0];
+    std::vector<bool> dead(static_cast<size_t>(m));
+    std::vector<float> shift(static_cast<size_t>(m));
+    int64_t n_dead = 0;
+    for (int64_t o = 0; o < m; ++o) {  // the arithmetic of the kernel: y = a x + (B - a M), a = S / sqrt(V + eps)
+      const float a = S[o] / std::sqrt(V[o] + eps);
+      dead[static_cast<size_t>(o)] = a == 0.f;
+      shift[static_cast<size_t>(o)] = B[o] - a * M[o];
+      n_dead += a == 0.f;
+    }
+    if (n_dead == 0) continue;
+    PruneReport report{b.name, m, n_dead, 0, 0, ""};
+    Removal r;
+    if (!plan_dead_channels(g, b.outputs[0], dead, n_dead, [&](int64_t o) { return shift[static_cast<size_t>(o)]; }, report,
+                            r))
+      continue;
+    g.node(bid).p<BatchNormParams>().channels = r.keep;
+    g.value(g.node(bid).outputs[0]).shape[1] = static_cast<int64_t>(r.keep.size());
+    compact_readers(g, r.readers, r.path, m, r.remove, r.value);
+    g.pruning.push_back(report);
+    removed_total += static_cast<int>(m - static_cast<int64_t>(r.keep.size()));
+    g.rebuild_links();
+  }
+  return removed_total;
+}
+
 }  // namespace
 
 int prune_channels(Graph& g) {
   int removed_total = prune_groups(g);
   removed_total += prune_through_depthwise(g);
+  removed_total += prune_after_batch_norm(g);
   g.rebuild_links();
   for (NodeId pid : g.topological_order()) {
     if (g.node(pid).op != OpType::Conv) continue;
@@ -573,19 +631,14 @@ int prune_channels(Graph& g) {
       g.pruning.push_back(report);
       continue;
     }
-    std::vector<Reader> readers;
-    std::vector<ValueId> path;
-    if (!readers_or_report(g, p.outputs[0], n_dead == m, report, readers, path)) continue;
     const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
-    std::vector<int32_t> keep;
-    std::vector<bool> remove;
-    std::vector<float> value;
-    if (!plan_removal(g, readers, dead, [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); },
-                      report, keep, remove, value))
+    Removal r;
+    if (!plan_dead_channels(g, p.outputs[0], dead, n_dead,
+                            [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r))
       continue;
-    const auto k = static_cast<int64_t>(keep.size());
-    compact_producer(g, pid, keep);
-    compact_readers(g, readers, path, m, remove, value);
+    const auto k = static_cast<int64_t>(r.keep.size());
+    compact_producer(g, pid, r.keep);
+    compact_readers(g, r.readers, r.path, m, r.remove, r.value);
     g.pruning.push_back(report);
     removed_total += static_cast<int>(m - k);
     g.rebuild_links();

@@ -11,7 +11,8 @@ namespace {
 
 class ChannelAffine final : public Kernel {
  public:
-  ChannelAffine(const graph::Graph& g, const graph::Node& n) : nhwc_(n.layout == graph::Layout::NHWC) {
+  ChannelAffine(const graph::Graph& g, const graph::Node& n)
+      : nhwc_(n.layout == graph::Layout::NHWC), select_(n.p<graph::BatchNormParams>().channels) {
     const float eps = n.p<graph::BatchNormParams>().epsilon;
     const float* s = g.value(n.inputs[1]).constant.data<float>();
     const float* b = g.value(n.inputs[2]).constant.data<float>();
@@ -31,6 +32,20 @@ class ChannelAffine final : public Kernel {
     const int64_t total = a.in[0].numel();
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
+    if (!select_.empty()) {  // pruned: output channel j is input channel select_[j]
+      const int64_t co = static_cast<int64_t>(select_.size());
+      const int64_t plane = nhwc_ ? 1 : total / (a.in[0].shape[0] * c);
+      const int64_t outer = nhwc_ ? total / c : a.in[0].shape[0];
+#pragma omp parallel for if (total > 65536)
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < co; ++j) {
+          const int64_t ch = select_[static_cast<size_t>(j)];
+          const float *x = X + (o * c + ch) * plane;
+          float* y = Y + (o * co + j) * plane;
+          for (int64_t k = 0; k < plane; ++k) y[k] = scale_[ch] * x[k] + shift_[ch];
+        }
+      return;
+    }
     if (nhwc_) {
 #pragma omp parallel for if (total > 65536)
       for (int64_t pix = 0; pix < total / c; ++pix)
@@ -45,10 +60,11 @@ class ChannelAffine final : public Kernel {
     }
   }
   std::string name() const override { return nhwc_ ? "channel_affine:nhwc" : "channel_affine"; }
-  int in_place_input() const override { return 0; }
+  int in_place_input() const override { return select_.empty() ? 0 : -1; }
 
  private:
   bool nhwc_;
+  std::vector<int32_t> select_;
   std::vector<float> scale_, shift_;
 };
 

@@ -12,6 +12,8 @@ live against ONNX Runtime on the same file:
               channels by -1 after the ReLU, which cannot move into the conv and must stay
   residual    dead channels inside and at the output of residual blocks: the block-internal
               ones go, the ones meeting the residual Add stay (dependency group)
+  preact      BN -> ReLU -> conv with the BN reading a shared tensor (pre-activation ResNet,
+              DenseNet): BN channels with scale 0 go from the BN and its readers
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
               outputs fold into the projection's bias
@@ -264,6 +266,59 @@ def concat_case(a):
         st["executed_macs"], want))
 
 
+class PreAct(nn.Module):
+    """Pre-activation blocks, as in the network-slimming paper's ResNet-164 and DenseNet-40:
+    BN -> ReLU before each conv, the BN reading a tensor that others read too (the residual
+    stream; a DenseNet concatenation), so it cannot fold into a conv. stem 3x3 -> 16; block:
+    BN, ReLU, 3x3 (padded) -> 16, added to the stream; dense: concat [stream, 1x1 -> 8], BN,
+    ReLU, 1x1 -> 12 (no padding); GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.bn1, self.c1 = nn.BatchNorm2d(16), nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.grow = nn.Conv2d(16, 8, 1)
+        self.bn2, self.c2 = nn.BatchNorm2d(24), nn.Conv2d(24, 12, 1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.c1(F.relu(self.bn1(x)))
+        y = torch.cat([x, self.grow(x)], 1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c2(F.relu(self.bn2(y))), 1), 1))
+
+    @staticmethod
+    def macs(k1, k2, hw=28):
+        return (9 * 16 + 16 * k1 * 9 + 16 * 8 + k2 * 12) * hw * hw + 12 * 10
+
+
+def preact_case(a):
+    """bn1: 4 channels with scale and shift 0 (constant 0: they go, though the 3x3 reader
+    pads) and 2 with scale 0, shift 0.3 (constant relu(0.3), read through padding: they stay);
+    bn2: 5 channels with scale 0 and shifts +-0.4 (constants relu(shift) read by a 1x1 conv:
+    they go, folded into its bias)."""
+    torch.manual_seed(7)
+    m = PreAct()
+    randomise_bn(m)
+    with torch.no_grad():
+        m.bn1.weight[[0, 3, 5, 9, 11, 12]] = 0
+        m.bn1.bias[[0, 3, 5, 9]] = 0
+        m.bn1.bias[[11, 12]] = 0.3
+        m.bn2.weight[[1, 2, 7, 17, 20]] = 0
+        m.bn2.bias[[1, 2, 7, 17, 20]] = torch.tensor([0.4, -0.4, 0.4, -0.4, 0.4])
+    m.eval()
+    insp, st = run_case(a, "preact", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    b1, b2 = got.get("/bn1/BatchNormalization"), got.get("/bn2/BatchNormalization")
+    check(b1 is not None and b1["removed"] == 4 and b1["dead"] == 6 and "padding" in b1["kept_reason"],
+          "preact: bn1 loses its 4 zero channels and keeps the 2 constant 0.3 ones a padded conv reads (%s)" % b1)
+    check(b2 is not None and b2["removed"] == 5 and b2["folded"] == 3,
+          "preact: bn2 loses 5 channels behind the concat, the 3 relu(0.4) ones folded into the 1x1 conv's bias (%s)" % b2)
+    check(st["dense_macs"] == 3 * PreAct.macs(16, 24) and st["executed_macs"] == 3 * PreAct.macs(12, 19),
+          "preact: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              st["dense_macs"], 3 * PreAct.macs(16, 24), st["executed_macs"], 3 * PreAct.macs(12, 19)))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -311,6 +366,7 @@ def main():
                   "slim_beta: non-zero constants read without padding are folded into the reader's bias")
     committed_models(a)
     concat_case(a)
+    preact_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
