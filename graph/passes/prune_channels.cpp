@@ -30,13 +30,16 @@ struct Reader {
 // The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
 // GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
+// A node reached twice (a Concat of y and maxpool(y), or of y and relu(y)) refuses too: each
+// reader is rewritten once, for channels at one offset.
 std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Reader>& readers,
-                            std::vector<ValueId>& path, int64_t offset = 0) {
+                            std::vector<ValueId>& path, std::set<NodeId>& seen, int64_t offset = 0) {
   const Value& val = g.value(v);
   if (val.is_output) return "its output is a graph output";
   if (val.shape.size() != 4) return "its output is not 4-D";
   for (NodeId c : val.consumers) {
     const Node& n = g.node(c);
+    if (!seen.insert(c).second) return "reaches " + n.name + " along two paths";
     for (size_t i = 1; i < n.inputs.size() && n.op != OpType::Concat; ++i) {
       if (n.inputs[i] != v) continue;
       if (n.op == OpType::Conv && i == 3)
@@ -58,7 +61,7 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
       case OpType::MaxPool: {
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
-        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path, offset);
+        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path, seen, offset);
         if (!r.empty()) return r;
         break;
       }
@@ -86,14 +89,14 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
       case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
         const int64_t axis = n.p<AxisParams>().axis;
         if (axis != 1 && axis != -3) return "concatenated on axis " + std::to_string(axis) + " by " + n.name;
-        int64_t at = 0, seen = 0;
+        int64_t at = 0, times = 0;
         for (ValueId in : n.inputs) {
-          if (in == v) ++seen;
-          if (seen == 0) at += g.value(in).shape[1];
+          if (in == v) ++times;
+          if (times == 0) at += g.value(in).shape[1];
         }
-        if (seen != 1) return "concatenated with itself by " + n.name;
+        if (times != 1) return "concatenated with itself by " + n.name;
         path.push_back(n.outputs[0]);
-        std::string r = collect_readers(g, n.outputs[0], relu, readers, path, offset + at);
+        std::string r = collect_readers(g, n.outputs[0], relu, readers, path, seen, offset + at);
         if (!r.empty()) return r;
         break;
       }
@@ -240,7 +243,8 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
 // a reader this pass cannot rewrite, or every channel dead (the layer would vanish).
 bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report, std::vector<Reader>& readers,
                        std::vector<ValueId>& path) {
-  std::string why = collect_readers(g, out, false, readers, path);
+  std::set<NodeId> seen;
+  std::string why = collect_readers(g, out, false, readers, path, seen);
   if (why.empty() && all_dead) why = "every channel is dead (the layer would vanish)";
   if (why.empty()) return true;
   report.kept_reason = why;
@@ -261,7 +265,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_nonzero = 0;
+  int64_t kept_padded = 0, kept_differ = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (dead[static_cast<size_t>(o)]) {
       const float v = constant(o);
@@ -278,17 +282,21 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
         remove[static_cast<size_t>(o)] = true;
         continue;
       }
-      ++kept_nonzero;
+      ++(agree ? kept_padded : kept_differ);
     }
     keep.push_back(static_cast<int32_t>(o));
   }
+  std::string why;
+  if (kept_padded > 0) why = std::to_string(kept_padded) + " constant non-zero channels read through zero padding";
+  if (kept_differ > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_differ) + " constant channels that readers see as different values (one through a Relu)";
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
-    report.kept_reason = "constant non-zero channels read through zero padding";
+    report.kept_reason = why;
     g.pruning.push_back(report);
     return false;
   }
-  if (kept_nonzero > 0) report.kept_reason = std::to_string(kept_nonzero) + " constant non-zero channels read through zero padding";
+  report.kept_reason = why;
   report.removed = m - k;
   for (int64_t o = 0; o < m; ++o) report.folded += remove[static_cast<size_t>(o)] && value[static_cast<size_t>(o)] != 0.f;
   return true;

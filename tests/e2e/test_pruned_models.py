@@ -319,6 +319,40 @@ def preact_case(a):
               st["dense_macs"], 3 * PreAct.macs(16, 24), st["executed_macs"], 3 * PreAct.macs(12, 19)))
 
 
+class SPP(nn.Module):
+    """y = relu(bn(stem)) reaches one Concat three times (y, maxpool5(y), maxpool9(y), as in
+    YOLO's spatial pyramid pooling), then a 1x1 conv; the stem is also a shortcut. Each reader
+    is rewritten for channels at one offset, so the dead BN channels must stay (a reviewer's
+    wrong answer: the 1x1 conv was shrunk three times)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c = nn.Conv2d(24, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = F.relu(self.bn(x))
+        y = self.c(torch.cat([y, F.max_pool2d(y, 5, 1, 2), F.max_pool2d(y, 9, 1, 4)], 1))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x + y, 1), 1))
+
+
+def spp_case(a):
+    torch.manual_seed(8)
+    m = SPP()
+    randomise_bn(m)
+    with torch.no_grad():
+        m.bn.weight[[1, 4, 6]] = 0
+        m.bn.bias[[1, 4, 6]] = 0
+    m.eval()
+    insp, _ = run_case(a, "spp", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    b = got.get("/bn/BatchNormalization")
+    check(b is not None and b["removed"] == 0 and "two paths" in b["kept_reason"],
+          "spp: the BN's dead channels reach one Concat three times and stay, with the reason (%s)" % b)
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -367,6 +401,7 @@ def main():
     committed_models(a)
     concat_case(a)
     preact_case(a)
+    spp_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
