@@ -7,7 +7,9 @@ ONNX Runtime on the slimmed file, all in one run.
 
 Models (224x224, batch 1, random seeded weights, exported by PyTorch in eval mode so BN folds
 into the convs): vgg16_bn is VGG-16's 13 conv-BN-ReLU layers and max pools, then global average
-pool + Linear(512, 1000) (as the FBS benchmark's VGG); resnet18 is torchvision's. Network
+pool + Linear(512, 1000) (as the FBS benchmark's VGG); resnet18 is torchvision's;
+preact_resnet18 is ResNet-18 with pre-activation blocks (BN -> ReLU before each conv, the
+network-slimming paper's ResNet form), whose stream-reading BNs cannot fold into a conv. Network
 slimming is mimicked by zeroing gamma and beta of the --prune fraction of the channels (random,
 seeded) of every BN; in ResNet-18 the BNs that write into one residual stream (the stem's or a
 stage's downsampling BN and every block's second BN) lose the same channels, so that the
@@ -53,10 +55,44 @@ class VGG16BN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016), as the network-slimming paper's ResNets:
+    BN -> ReLU -> 3x3 -> BN -> ReLU -> 3x3, plus the stream (or a 1x1 projection of the first
+    BN-ReLU's output). The first BN reads the residual stream, so it cannot fold into a conv."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.short = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        o = F.relu(self.bn1(x))
+        sc = self.short(o) if self.short is not None else x
+        return self.conv2(F.relu(self.bn2(self.conv1(o)))) + sc
+
+
+class PreActResNet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1))
+        blocks, cin = [], 64
+        for i, c in enumerate((64, 128, 256, 512)):
+            blocks += [PreActBlock(cin, c, 1 if i == 0 else 2), PreActBlock(c, c, 1)]
+            cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(512)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        y = F.relu(self.bn(self.blocks(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
 def prunable_groups(name, m):
     """Lists of BNs that must lose the same channels: one BN alone, or a ResNet stage's
     residual stream (the stem's or the downsampling BN and every block's second BN)."""
-    if name == "vgg16_bn":
+    if name in ("vgg16_bn", "preact_resnet18"):  # every BN alone (a pre-activation BN only reads the stream)
         return [[b] for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
     groups = []
     for i, layer in enumerate((m.layer1, m.layer2, m.layer3, m.layer4)):
@@ -71,7 +107,7 @@ def export(name, prune, out_dir):
     if os.path.exists(path):
         return path
     torch.manual_seed(0)  # same weights for every prune fraction
-    m = VGG16BN() if name == "vgg16_bn" else torchvision.models.resnet18()
+    m = {"vgg16_bn": VGG16BN, "preact_resnet18": PreActResNet18}.get(name, torchvision.models.resnet18)()
     for b in m.modules():
         if isinstance(b, nn.BatchNorm2d):
             b.running_mean.uniform_(-0.2, 0.2)
