@@ -87,8 +87,6 @@ class Inliner {
     }
   }
 
-  bool empty() const { return functions_.empty(); }
-
   // Appends `n` to `out`, or the body of the function it calls, expanded. `top` names the
   // main graph's call that this expansion started from, for errors deep inside it.
   void emit(const op::NodeProto& n, google::protobuf::RepeatedPtrField<op::NodeProto>& out, int depth,

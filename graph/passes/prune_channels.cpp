@@ -356,6 +356,15 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   }
 }
 
+// The readers' side of a planned removal (after the producer's own compaction), then the
+// report. Returns the channels removed.
+int finish_removal(Graph& g, const Removal& r, int64_t m, const PruneReport& report) {
+  compact_readers(g, r.readers, r.path, m, r.remove, r.value);
+  g.pruning.push_back(report);
+  g.rebuild_links();
+  return static_cast<int>(m - static_cast<int64_t>(r.keep.size()));
+}
+
 // A depthwise conv D behind a conv P whose output only D reads (MobileNet's expansion conv
 // and its depthwise conv): a dead channel o of P that is the constant 0 makes D's input
 // channel o zero, so D's output channel o is the constant act_D(b_D[o]) whatever D's filter.
@@ -412,10 +421,7 @@ int prune_through_depthwise(Graph& g) {
     Node& dn = g.node(did);
     dn.p<ConvParams>().group = k;
     dn.p<ConvParams>().dense_in = 1;  // a depthwise filter reads one channel: dense MACs stay the model's
-    compact_readers(g, r.readers, r.path, c, r.remove, r.value);
-    g.pruning.push_back(report);
-    removed_total += static_cast<int>(c - k);
-    g.rebuild_links();
+    removed_total += finish_removal(g, r, c, report);
   }
   g.rebuild_links();
   return removed_total;
@@ -599,10 +605,7 @@ int prune_after_batch_norm(Graph& g) {
       continue;
     g.node(bid).p<BatchNormParams>().channels = r.keep;
     g.value(g.node(bid).outputs[0]).shape[1] = static_cast<int64_t>(r.keep.size());
-    compact_readers(g, r.readers, r.path, m, r.remove, r.value);
-    g.pruning.push_back(report);
-    removed_total += static_cast<int>(m - static_cast<int64_t>(r.keep.size()));
-    g.rebuild_links();
+    removed_total += finish_removal(g, r, m, report);
   }
   return removed_total;
 }
@@ -644,12 +647,8 @@ int prune_channels(Graph& g) {
     if (!plan_dead_channels(g, p.outputs[0], dead, n_dead,
                             [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r))
       continue;
-    const auto k = static_cast<int64_t>(r.keep.size());
     compact_producer(g, pid, r.keep);
-    compact_readers(g, r.readers, r.path, m, r.remove, r.value);
-    g.pruning.push_back(report);
-    removed_total += static_cast<int>(m - k);
-    g.rebuild_links();
+    removed_total += finish_removal(g, r, m, report);
   }
   g.rebuild_links();
   return removed_total;
