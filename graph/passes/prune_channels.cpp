@@ -2,13 +2,17 @@
 // filters are all zero, and the matching input channels of its readers, exactly.
 //
 // A dead channel o of conv P (W[o] == 0) is the constant v = act(bias[o]) everywhere.
-// Through Relu it stays constant (relu(v)); through MaxPool too (ONNX pads MaxPool with
-// -inf). A reader conv C then gets v * sum_taps W_C[m, o] added at every output pixel whose
-// window lies inside the input: exactly a bias term when C has no zero padding, so v != 0
-// is folded only there. A Gemm head behind GlobalAveragePool -> Flatten reads the channel
-// as the column v, folded into its bias. Anything else reading the channel (Add, Concat,
-// gated convs, graph outputs, reshapes that mix channels) keeps it: removal across those
-// needs the channel dead in the whole dependency group, which this pass does not attempt.
+// Through any elementwise op it stays a constant, f(v): unary ops (Relu, Tanh, Gelu, Clip,
+// ...), arithmetic with a scalar constant (x * 0.5, x + 3), and self-gating forms that
+// combine the value with a function of itself (SiLU's x * sigmoid(x), hardswish written as
+// x * clip(x + 3, 0, 6) / 6). Through MaxPool too (ONNX pads MaxPool with -inf), and through
+// an unpadded AveragePool. A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
+// every output pixel whose window lies inside the input: exactly a bias term when C has no
+// zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
+// Flatten reads the channel as the column f(v), folded into its bias. Anything else reading
+// the channel (Add of two activations, gated convs, graph outputs, reshapes that mix
+// channels) keeps it: removal across those needs the channel dead in the whole dependency
+// group, which this pass does not attempt.
 #include <cmath>
 #include <functional>
 #include <map>
@@ -16,30 +20,181 @@
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
+#include "ops/op_registry.h"
 
 namespace sluice::graph::passes {
 
 namespace {
 
-struct Reader {
-  NodeId node;         // Conv or Gemm
-  bool through_relu;   // a Relu sits between P and this reader
-  int64_t offset = 0;  // where P's channels start in the reader's input (behind a Concat)
+// One elementwise node between the producer and a reader: `node` reads the dead channel's
+// value at input `pos`; other inputs are constants. A self-gating step (`inner` not empty)
+// is node(x, inner(x)): `node` reads x at `pos` and the end of the chain `inner` at 1 - pos.
+struct Step {
+  NodeId node;
+  int pos;
+  std::vector<Step> inner;
 };
+
+struct Reader {
+  NodeId node;              // Conv or Gemm
+  std::vector<Step> chain;  // elementwise nodes between P and this reader, in order
+  int64_t offset = 0;       // where P's channels start in the reader's input (behind a Concat)
+};
+
+bool is_unary_elementwise(OpType t) {
+  switch (t) {
+    case OpType::Relu: case OpType::LeakyRelu: case OpType::Sigmoid: case OpType::Tanh: case OpType::HardSigmoid:
+    case OpType::HardSwish: case OpType::Gelu: case OpType::Erf: case OpType::Abs: case OpType::Neg:
+    case OpType::Exp: case OpType::Log: case OpType::Sqrt: case OpType::Clip:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_binary_elementwise(OpType t) {
+  switch (t) {
+    case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Pow: case OpType::Max:
+    case OpType::Min:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Where node n reads `v` when n is an elementwise op that maps a constant channel of `v` to a
+// constant channel of its (same-shaped, float) output: a unary op whose other inputs are
+// constants, or a binary op with a one-element constant. -1 otherwise.
+int elementwise_pos(const Graph& g, const Node& n, ValueId v) {
+  if (n.outputs.size() != 1 || n.outputs[0] == kNoValue) return -1;
+  if (g.value(n.outputs[0]).dtype != DType::Float32 || g.value(n.outputs[0]).shape != g.value(v).shape) return -1;
+  if (is_unary_elementwise(n.op)) {
+    if (n.inputs.empty() || n.inputs[0] != v) return -1;
+    for (size_t i = 1; i < n.inputs.size(); ++i)
+      if (n.inputs[i] != kNoValue && (n.inputs[i] == v || !g.value(n.inputs[i]).is_constant())) return -1;
+    return 0;
+  }
+  if (!is_binary_elementwise(n.op) || n.inputs.size() != 2) return -1;
+  for (int pos = 0; pos < 2; ++pos) {
+    const ValueId other = n.inputs[static_cast<size_t>(1 - pos)];
+    if (n.inputs[static_cast<size_t>(pos)] == v && other != kNoValue && other != v) {
+      const Value& ov = g.value(other);
+      if (ov.is_constant() && ov.constant.numel() == 1 && ov.dtype == DType::Float32 && ov.shape.size() <= 4) return pos;
+    }
+  }
+  return -1;
+}
+
+// A self-gating form that starts at consumer `c` of `v`: a chain of elementwise nodes, each
+// output read only by the next, ending in a binary elementwise node that reads `v` and the
+// chain's end (x * sigmoid(x); x * clip(x + 3, 0, 6) / 6). Returns that node, with the chain
+// in `inner` and its values in `vals`, or -1.
+NodeId self_gate(const Graph& g, ValueId v, NodeId c, std::vector<Step>& inner, std::vector<ValueId>& vals) {
+  inner.clear();
+  vals.clear();
+  ValueId in = v;
+  for (NodeId cur = c; inner.size() < 8;) {
+    const Node& n = g.node(cur);
+    const int pos = elementwise_pos(g, n, in);
+    if (pos < 0) return -1;
+    inner.push_back({cur, pos, {}});
+    const ValueId out = n.outputs[0];
+    const Value& ov = g.value(out);
+    if (ov.is_output || ov.consumers.size() != 1) return -1;
+    vals.push_back(out);
+    const NodeId nid = ov.consumers[0];
+    const Node& next = g.node(nid);
+    if (is_binary_elementwise(next.op) && next.inputs.size() == 2 && next.outputs.size() == 1 &&
+        ((next.inputs[0] == v && next.inputs[1] == out) || (next.inputs[1] == v && next.inputs[0] == out)) &&
+        g.value(next.outputs[0]).shape == g.value(v).shape && g.value(next.outputs[0]).dtype == DType::Float32)
+      return nid;
+    cur = nid;
+    in = out;
+  }
+  return -1;
+}
+
+// What node n computes from the one-element values `x` at the inputs `at` (other inputs: its
+// constants), by its reference kernel.
+float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<int, float>> x) {
+  std::vector<float> vals(n.inputs.size(), 0.f);
+  std::vector<ops::TensorView> in(n.inputs.size());
+  for (size_t i = 0; i < n.inputs.size(); ++i)
+    if (n.inputs[i] != kNoValue) {
+      const Value& v = g.value(n.inputs[i]);
+      if (v.is_constant()) in[i] = {v.dtype, v.shape, const_cast<void*>(v.constant.raw())};
+    }
+  for (auto [pos, val] : x) {
+    vals[static_cast<size_t>(pos)] = val;
+    in[static_cast<size_t>(pos)] = {DType::Float32, {1, 1, 1, 1}, &vals[static_cast<size_t>(pos)]};
+  }
+  float y = 0.f;
+  ops::TensorView out{DType::Float32, {1, 1, 1, 1}, &y};
+  ops::schema(n.op).reference(n, in, std::span<ops::TensorView>(&out, 1));
+  return y;
+}
+
+// The constant a reader sees for a dead channel of constant value v, through `chain`.
+float through(const Graph& g, const std::vector<Step>& chain, float v) {
+  for (const Step& s : chain) {
+    const Node& n = g.node(s.node);
+    if (s.inner.empty())
+      v = eval_node(g, n, {{s.pos, v}});
+    else
+      v = eval_node(g, n, {{s.pos, v}, {1 - s.pos, through(g, s.inner, v)}});
+  }
+  return v;
+}
 
 // The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
 // GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
 // A node reached twice (a Concat of y and maxpool(y), or of y and relu(y)) refuses too: each
-// reader is rewritten once, for channels at one offset.
-std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Reader>& readers,
+// reader is rewritten once, for channels at one offset. Self-gating forms are the exception:
+// they read the value twice by design, and are one step.
+std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& chain, std::vector<Reader>& readers,
                             std::vector<ValueId>& path, std::set<NodeId>& seen, int64_t offset = 0) {
   const Value& val = g.value(v);
   if (val.is_output) return "its output is a graph output";
   if (val.shape.size() != 4) return "its output is not 4-D";
+  // The self-gating forms that start here, and the nodes that close them (met once, as a step).
+  std::map<NodeId, std::pair<NodeId, std::vector<Step>>> gates;  // first node -> (closing node, chain)
+  std::map<NodeId, std::vector<ValueId>> gate_vals;
+  std::set<NodeId> closing;
+  for (NodeId c : val.consumers) {
+    std::vector<Step> inner;
+    std::vector<ValueId> vals;
+    const NodeId b = self_gate(g, v, c, inner, vals);
+    if (b < 0 || closing.count(b)) continue;
+    closing.insert(b);
+    gates[c] = {b, std::move(inner)};
+    gate_vals[c] = std::move(vals);
+  }
   for (NodeId c : val.consumers) {
     const Node& n = g.node(c);
+    if (closing.count(c) && !gates.count(c)) continue;  // reached through its gate's chain
     if (!seen.insert(c).second) return "reaches " + n.name + " along two paths";
+    if (auto it = gates.find(c); it != gates.end()) {
+      const NodeId b = it->second.first;
+      const Node& bn = g.node(b);
+      for (const Step& s : it->second.second) seen.insert(s.node);
+      if (!seen.insert(b).second) return "reaches " + bn.name + " along two paths";
+      for (ValueId pv : gate_vals[c]) path.push_back(pv);
+      path.push_back(bn.outputs[0]);
+      std::vector<Step> next = chain;
+      next.push_back({b, bn.inputs[0] == v ? 0 : 1, it->second.second});
+      std::string r = collect_readers(g, bn.outputs[0], next, readers, path, seen, offset);
+      if (!r.empty()) return r;
+      continue;
+    }
+    if (const int pos = elementwise_pos(g, n, v); pos >= 0) {
+      path.push_back(n.outputs[0]);
+      std::vector<Step> next = chain;
+      next.push_back({c, pos, {}});
+      std::string r = collect_readers(g, n.outputs[0], next, readers, path, seen, offset);
+      if (!r.empty()) return r;
+      continue;
+    }
     for (size_t i = 1; i < n.inputs.size() && n.op != OpType::Concat; ++i) {
       if (n.inputs[i] != v) continue;
       if (n.op == OpType::Conv && i == 3)
@@ -54,14 +209,20 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";
-        readers.push_back({c, relu, offset});
+        readers.push_back({c, chain, offset});
         break;
       }
-      case OpType::Relu:
+      case OpType::AveragePool:
       case OpType::MaxPool: {
+        if (n.op == OpType::AveragePool) {  // a constant stays itself only when no window reads padding
+          const auto& pp = n.p<PoolParams>();
+          bool padded = pp.ceil_mode;
+          for (int64_t pad : pp.pads) padded |= pad != 0;
+          if (padded) return "read by " + n.name + ", an AveragePool with padding";
+        }
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
-        std::string r = collect_readers(g, n.outputs[0], relu || n.op == OpType::Relu, readers, path, seen, offset);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset);
         if (!r.empty()) return r;
         break;
       }
@@ -83,7 +244,7 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
           return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
         path.push_back(pooled);
         path.push_back(flat.outputs[0]);
-        readers.push_back({fv.consumers[0], relu, offset});
+        readers.push_back({fv.consumers[0], chain, offset});
         break;
       }
       case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
@@ -96,12 +257,12 @@ std::string collect_readers(const Graph& g, ValueId v, bool relu, std::vector<Re
         }
         if (times != 1) return "concatenated with itself by " + n.name;
         path.push_back(n.outputs[0]);
-        std::string r = collect_readers(g, n.outputs[0], relu, readers, path, seen, offset + at);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset + at);
         if (!r.empty()) return r;
         break;
       }
       case OpType::Add:
-        return "meets Add " + n.name + " (not fused into a conv, so not a residual group this pass handles)";
+        return "meets Add " + n.name + " of two activations (not fused into a conv, so not a residual group this pass handles)";
       default:
         return "read by " + std::string(op_name(n.op)) + " " + n.name;
     }
@@ -244,7 +405,7 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
 bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report, std::vector<Reader>& readers,
                        std::vector<ValueId>& path) {
   std::set<NodeId> seen;
-  std::string why = collect_readers(g, out, false, readers, path, seen);
+  std::string why = collect_readers(g, out, {}, readers, path, seen);
   if (why.empty() && all_dead) why = "every channel is dead (the layer would vanish)";
   if (why.empty()) return true;
   report.kept_reason = why;
@@ -253,8 +414,8 @@ bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report
 }
 
 // Which of the dead channels (constant(o) everywhere) can go: a constant 0 always, v != 0 only
-// when no reader pads over it, and only when every reader sees the same value (a Relu on the
-// way shows relu(v)). Fills keep / remove / value (the constant each reader sees) and the
+// when no reader pads over it, and only when every reader sees the same finite value (the ops
+// on the way to a reader show it f(v)). Fills keep / remove / value (the constant each reader sees) and the
 // report; false, with the report recorded, when none can.
 bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
                   const std::function<float(int64_t)>& constant, PruneReport& report, std::vector<int32_t>& keep,
@@ -265,31 +426,38 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_padded = 0, kept_differ = 0;
+  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (dead[static_cast<size_t>(o)]) {
       const float v = constant(o);
-      bool agree = true, first = true;
+      bool agree = true, first = true, finite = true;
       float seen = 0.f;
       for (const Reader& r : readers) {
-        const float rv = r.through_relu ? std::max(v, 0.f) : v;
+        const float rv = through(g, r.chain, v);
+        finite = finite && std::isfinite(rv);
         if (!first && seen != rv) agree = false;
         seen = rv;
         first = false;
       }
       value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
-      if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
+      if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
+        ++kept_nonfinite;
+      } else if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
         remove[static_cast<size_t>(o)] = true;
         continue;
+      } else {
+        ++(agree ? kept_padded : kept_differ);
       }
-      ++(agree ? kept_padded : kept_differ);
     }
     keep.push_back(static_cast<int32_t>(o));
   }
   std::string why;
   if (kept_padded > 0) why = std::to_string(kept_padded) + " constant non-zero channels read through zero padding";
   if (kept_differ > 0)
-    why += (why.empty() ? "" : "; ") + std::to_string(kept_differ) + " constant channels that readers see as different values (one through a Relu)";
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_differ) +
+           " constant channels that readers see as different values (through different ops on the way)";
+  if (kept_nonfinite > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
     report.kept_reason = why;
@@ -499,7 +667,7 @@ int prune_groups(Graph& g) {
           bool other_use = false;
           for (size_t i = 1; i < cn.inputs.size(); ++i) other_use |= cn.inputs[i] == v;
           if (other_use) { why = "read by " + cn.name + " as a parameter"; break; }
-          readers.push_back({cid, false});
+          readers.push_back({cid, {}});
           continue;
         }
         if (cn.op == OpType::GlobalAveragePool) {
@@ -514,7 +682,7 @@ int prune_groups(Graph& g) {
                 g.value(gemm->inputs[2]).shape.size() <= 1))) {
             path.push_back(cn.outputs[0]);
             path.push_back(flat->outputs[0]);
-            readers.push_back({g.value(flat->outputs[0]).consumers[0], false});
+            readers.push_back({g.value(flat->outputs[0]).consumers[0], {}});
             continue;
           }
         }

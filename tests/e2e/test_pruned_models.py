@@ -14,6 +14,10 @@ live against ONNX Runtime on the same file:
               ones go, the ones meeting the residual Add stay (dependency group)
   preact      BN -> ReLU -> conv with the BN reading a shared tensor (pre-activation ResNet,
               DenseNet): BN channels with scale 0 go from the BN and its readers
+  act         dead filters behind activations that do not fuse into the conv, written the
+              ways PyTorch exports them: Tanh, SiLU (x * sigmoid(x)), GELU (x * (1 + erf)
+              / 2), hardswish (x * hardsigmoid(x)) and x * 0.5 + 1: each dead channel is the
+              constant f(bias), removed where it is 0 or no padding reads it
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
               outputs fold into the projection's bias
@@ -353,6 +357,58 @@ def spp_case(a):
           "spp: the BN's dead channels reach one Concat three times and stay, with the reason (%s)" % b)
 
 
+class Acts(nn.Module):
+    """Five convs, each followed by an activation that stays a separate node (or several):
+    c1 3x3 -> tanh -> c2 1x1 -> silu -> c3 3x3 -> gelu -> c4 3x3 -> hardswish -> c5 1x1 ->
+    x * 0.5 + 1 -> GAP -> FC. All convs 8 channels; 3x3 ones padded."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.ModuleList([nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1),
+                                nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)])
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.tanh(self.c[0](x))
+        x = F.silu(self.c[1](x))
+        x = F.gelu(self.c[2](x))
+        x = F.hardswish(self.c[3](x))
+        x = self.c[4](x) * 0.5 + 1
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @staticmethod
+    def macs(k, hw=28):
+        return (9 * k[0] + k[0] * k[1] + 9 * k[1] * k[2] + 9 * k[2] * k[3] + k[3] * k[4]) * hw * hw + k[4] * 10
+
+
+def activations_case(a):
+    """Dead filters (zero weights) with these biases, and what may go:
+    c1 [1, 4]: tanh(0) = 0, go; [6]: tanh(0.7), read by the unpadded c2, goes, folded;
+    c2 [0, 3]: silu(0) = 0, go though c3 pads; [5]: silu(0.5), read through c3's padding, stays;
+    c3 [2, 7]: gelu(0) = 0, go;
+    c4 [1]: hardswish(0) = 0, goes; [4]: hardswish(1), read by the unpadded c5, goes, folded;
+    c5 [3]: 0 * 0.5 + 1 = 1, read by the FC head through GAP, goes, folded."""
+    torch.manual_seed(9)
+    m = Acts()
+    dead = [([1, 4, 6], [0, 0, 0.7]), ([0, 3, 5], [0, 0, 0.5]), ([2, 7], [0, 0]), ([1, 4], [0, 1.0]), ([3], [0])]
+    with torch.no_grad():
+        for conv, (chs, biases) in zip(m.c, dead):
+            conv.weight[chs] = 0
+            conv.bias[chs] = torch.tensor(biases, dtype=torch.float32)
+    m.eval()
+    insp, st = run_case(a, "act", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    want = [(3, 1), (2, 0), (2, 0), (2, 1), (1, 1)]  # (removed, folded) per conv
+    have = [(got[n]["removed"], got[n]["folded"]) if n in got else None for n in ["/c.%d/Conv" % i for i in range(5)]]
+    check(have == want, "act: (removed, folded) per conv %s, expected %s" % (have, want))
+    check("padding" in got["/c.1/Conv"]["kept_reason"],
+          "act: silu(0.5), read through padding, stays, and inspect says why (%s)" % got["/c.1/Conv"])
+    k = [5, 6, 6, 6, 7]
+    check(st["dense_macs"] == 3 * Acts.macs([8] * 5) and st["executed_macs"] == 3 * Acts.macs(k),
+          "act: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              st["dense_macs"], 3 * Acts.macs([8] * 5), st["executed_macs"], 3 * Acts.macs(k)))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -402,6 +458,7 @@ def main():
     concat_case(a)
     preact_case(a)
     spp_case(a)
+    activations_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
