@@ -75,7 +75,14 @@ void Plan::build_steps(const SessionOptions& options) {
     const graph::Node& n = g_.node(id);
     for (ValueId v : n.inputs) st.in.push_back(slot_of(v));
     for (ValueId v : n.outputs) st.out.push_back(slot_of(v));
-    st.kernel = ops::make_kernel(g_, id, ko);
+    try {
+      st.kernel = ops::make_kernel(g_, id, ko);
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // a library's refusal (oneDNN, XNNPACK): say which node
+      g_.fail(id, std::string("could not build its kernel: ") + e.what() +
+                      " (a Sluice bug if the model is valid; `--reference` runs it without optimised kernels)");
+    }
     st.dense_macs = ops::dense_macs(g_, n);
     st.executed_macs = st.kernel->executed_macs() >= 0 ? st.kernel->executed_macs() : ops::static_macs(g_, n);
     st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;

@@ -660,7 +660,12 @@ int prune_groups(Graph& g) {
       }
       for (NodeId cid : val.consumers) {  // readers outside the group
         const Node& cn = g.node(cid);
-        if (in_group.count(cn.outputs[0])) continue;  // a member's writer (fused sum or pass-through)
+        if (in_group.count(cn.outputs[0])) {  // a member's writer (fused sum or pass-through)
+          // A conv writing into the group that also reads a member as its data input
+          // (y + conv(y)) loses those input channels too.
+          if (cn.op == OpType::Conv && cn.inputs[0] == v) readers.push_back({cid, {}});
+          continue;
+        }
         if (cn.op == OpType::Conv && cn.inputs[0] == v && cn.p<ConvParams>().group == 1 && cn.p<ConvParams>().pre_shift.empty() &&
             g.value(cn.inputs[1]).is_constant() &&
             !(cn.inputs.size() > 2 && cn.inputs[2] != kNoValue && !g.value(cn.inputs[2]).is_constant())) {

@@ -177,6 +177,21 @@ def residual_case():
                "/blocks/blocks.0/c2/Conv": 0, "/blocks/blocks.1/c2/Conv": 0}
 
 
+class SelfResidual(nn.Module):
+    """y = relu(stem(x)); z = relu(y + bn(c1(y))): c1 reads the stream and writes into it;
+    a 1x1 conv to 8, GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.c1, self.bn = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c, self.fc = nn.Conv2d(16, 8, 1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = F.relu(self.stem(x))
+        z = F.relu(y + self.bn(self.c1(y)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c(z), 1), 1))
+
 
 class Inverted(nn.Module):
     """stem 1->16 3x3, then 1x1 expand 16->64, depthwise 3x3, 1x1 project 64->24 (ReLU6, BN), GAP, FC."""
@@ -491,6 +506,25 @@ def main():
     px = 28 * 28
     want = 3 * (11 * 1 * 9 * px + 2 * (16 * 11 * 9 * px + 11 * 16 * 9 * px) + 11 * 10)
     check(st["executed_macs"] == want, "residual_group: executed MACs %d = the compacted net's %d" % (st["executed_macs"], want))
+
+    # A residual whose branch conv reads the stream itself, y + bn(c1(y)) (a reviewer's model:
+    # c1 was both a writer into the group and a reader of it, its input channels were never
+    # compacted, and loading failed in oneDNN). Channels 2 and 3 dead in the stem and c1.
+    torch.manual_seed(6)
+    m = SelfResidual()
+    randomise_bn(m)
+    with torch.no_grad():
+        for conv in (m.stem, m.c1):
+            conv.weight[[2, 3]] = 0
+        m.stem.bias[[2, 3]] = 0
+        m.bn.weight[[2, 3]] = 0
+        m.bn.bias[[2, 3]] = 0
+    m.eval()
+    insp, st = run_case(a, "self_residual", m, keep_bn=False)
+    groups = [r for r in insp["pruning"] if r["node"].startswith("residual group")]
+    check(len(groups) == 1 and groups[0]["removed"] == 2, "self_residual: the group loses channels 2 and 3: %s" % groups)
+    want = 3 * ((1 * 14 * 9 + 14 * 14 * 9 + 14 * 8) * px + 8 * 10)
+    check(st["executed_macs"] == want, "self_residual: executed MACs %d = the compacted net's %d" % (st["executed_macs"], want))
     return finish()
 
 
