@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
 
@@ -31,6 +33,19 @@ FusedActivation* epilogue_slot(Node& n) {
   if (n.op == OpType::SluiceGatedConv && n.p<GatedConvParams>().fused_sum) return &n.p<GatedConvParams>().activation;
   if (n.op == OpType::Gemm) return &n.p<GemmParams>().activation;
   return nullptr;
+}
+
+// The one activation that computes `second(first(x))`, where there is one: a Relu followed by
+// a Clip that stays above 0 (how torch exports F.relu6 at some versions: Relu, then Clip(0, 6)),
+// a Relu twice, a Clip followed by a Relu.
+std::optional<FusedActivation> compose(const FusedActivation& first, const FusedActivation& second) {
+  if (first.kind == Activation::None) return second;
+  if (first.kind == Activation::Relu && second.kind == Activation::Relu) return first;
+  if (first.kind == Activation::Relu && second.kind == Activation::Clip && second.alpha >= 0.f && second.alpha <= second.beta)
+    return second;
+  if (first.kind == Activation::Clip && second.kind == Activation::Relu && first.alpha <= first.beta)
+    return FusedActivation{Activation::Clip, std::max(first.alpha, 0.f), std::max(first.beta, 0.f)};
+  return std::nullopt;
 }
 
 }  // namespace
@@ -91,8 +106,10 @@ int fuse_activations(Graph& g) {
     if (pid < 0 || !single_use(g, act.inputs[0])) continue;
     Node& prod = g.node(pid);
     FusedActivation* slot = epilogue_slot(prod);
-    if (!slot || slot->kind != Activation::None) continue;
-    *slot = *epi;
+    if (!slot) continue;
+    const auto both = compose(*slot, *epi);
+    if (!both) continue;
+    *slot = *both;
     prod.outputs[0] = act.outputs[0];
     act.dead = true;
     ++fused;

@@ -158,6 +158,24 @@ TEST(FuseActivations, ClipWithConstantBoundsBecomesEpilogue) {
   EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
 }
 
+TEST(FuseActivations, ReluThenClipComposeOnlyWhenExact) {
+  // torch's F.relu6 at opset 13: Relu, then Clip(0, 6): one epilogue. A Clip whose lower
+  // bound is below 0 after a Relu is not a Clip alone, and stays.
+  for (float lo : {0.f, -1.f}) {
+    OnnxBuilder b(13);
+    b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}).init("lo", {}, {lo}).init("hi", {}, {0.5f});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"r"});
+    b.node("Clip", {"r", "lo", "hi"}, {"y"});
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::Clip), lo == 0.f ? 0 : 1) << "lo " << lo;
+    EXPECT_EQ(count_ops(p, graph::OpType::Relu), 0);
+    EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+  }
+}
+
 TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
   // x(NCHW) -> conv -> relu -> conv -> Flatten: one reorder in, one out (before Flatten).
   OnnxBuilder b;
