@@ -418,8 +418,8 @@ bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report
 // on the way to a reader show it f(v)). Fills keep / remove / value (the constant each reader sees) and the
 // report; false, with the report recorded, when none can.
 bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
-                  const std::function<float(int64_t)>& constant, PruneReport& report, std::vector<int32_t>& keep,
-                  std::vector<bool>& remove, std::vector<float>& value) {
+                  const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
+                  std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value) {
   const auto m = static_cast<int64_t>(dead.size());
   bool any_padding = false;
   for (const Reader& r : readers) any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
@@ -428,6 +428,10 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   keep.clear();
   int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0;
   for (int64_t o = 0; o < m; ++o) {
+    if (!unread.empty() && unread[static_cast<size_t>(o)]) {  // whatever it holds, nothing reads it
+      remove[static_cast<size_t>(o)] = true;
+      continue;
+    }
     if (dead[static_cast<size_t>(o)]) {
       const float v = constant(o);
       bool agree = true, first = true, finite = true;
@@ -481,10 +485,47 @@ struct Removal {
 };
 
 // readers_or_report, then plan_removal: false, with the report recorded, when nothing can go.
+// `unread` (empty, or per channel): channels that every reader multiplies by zero weights
+// only; they go whatever they hold, and count in `dead` here.
 bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, int64_t n_dead,
-                        const std::function<float(int64_t)>& constant, PruneReport& report, Removal& r) {
+                        const std::function<float(int64_t)>& constant, PruneReport& report, Removal& r,
+                        const std::vector<bool>& unread = {}) {
   return readers_or_report(g, out, n_dead == static_cast<int64_t>(dead.size()), report, r.readers, r.path) &&
-         plan_removal(g, r.readers, dead, constant, report, r.keep, r.remove, r.value);
+         plan_removal(g, r.readers, dead, unread, constant, report, r.keep, r.remove, r.value);
+}
+
+// Per channel of a value m channels wide: whether every reader (there is at least one) has
+// only zero weights for it (torch.nn.utils.prune.ln_structured on dim 1 zeroes input channels
+// of a conv; the channel its producer computes for them is then never used).
+std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& readers, int64_t m) {
+  std::vector<bool> un(static_cast<size_t>(m), !readers.empty());
+  for (const Reader& r : readers) {
+    const Node& rn = g.node(r.node);
+    const Tensor& w = g.value(rn.inputs[1]).constant;
+    if (w.dtype() != DType::Float32) return std::vector<bool>(static_cast<size_t>(m), false);
+    const float* W = w.data<float>();
+    if (rn.op == OpType::Conv) {
+      const int64_t cm = w.shape()[0], ci = w.shape()[1], taps = w.numel() / std::max<int64_t>(cm * ci, 1);
+      for (int64_t o = 0; o < m; ++o) {
+        const int64_t i = r.offset + o;
+        for (int64_t mo = 0; mo < cm && un[static_cast<size_t>(o)]; ++mo)
+          for (int64_t t = 0; t < taps; ++t)
+            if (W[(mo * ci + i) * taps + t] != 0.f) {
+              un[static_cast<size_t>(o)] = false;
+              break;
+            }
+      }
+    } else {  // Gemm head: row (or column) i of B
+      const bool tb = rn.p<GemmParams>().trans_b;
+      const int64_t k = tb ? w.shape()[1] : w.shape()[0], nout = tb ? w.shape()[0] : w.shape()[1];
+      for (int64_t o = 0; o < m; ++o) {
+        const int64_t i = r.offset + o;
+        for (int64_t j = 0; j < nout && un[static_cast<size_t>(o)]; ++j)
+          if ((tb ? W[j * k + i] : W[i * nout + j]) != 0.f) un[static_cast<size_t>(o)] = false;
+      }
+    }
+  }
+  return un;
 }
 
 // Drops channels `remove` (of m, the producer's) from everything on `path` and from every
@@ -808,17 +849,33 @@ int prune_channels(Graph& g) {
       dead[static_cast<size_t>(o)] = zero;
       n_dead += zero;
     }
-    if (n_dead == 0) continue;
+    // Live channels that no reader uses also go (when the readers can be rewritten at all).
+    std::vector<bool> unread;
+    int64_t n_unread = 0;
+    if (!pp.fused_sum) {
+      std::vector<Reader> rd;
+      std::vector<ValueId> path;
+      std::set<NodeId> seen;
+      if (collect_readers(g, p.outputs[0], {}, rd, path, seen).empty()) unread = unread_channels(g, rd, m);
+      for (size_t o = 0; o < unread.size(); ++o) {
+        unread[o] = unread[o] && !dead[o];
+        n_unread += unread[o];
+      }
+    }
+    if (n_dead + n_unread == 0) continue;
     PruneReport report{p.name, m, n_dead, 0, 0, ""};
+    report.unread = n_unread;
     if (pp.fused_sum) {  // its output is a residual sum: the channel is dead only if dead in the other operand too
       report.kept_reason = "its output is a residual Add's sum: dead here but not in every member of its residual group";
       g.pruning.push_back(report);
       continue;
     }
+    std::vector<bool> gone = dead;
+    for (size_t o = 0; o < unread.size(); ++o) gone[o] = gone[o] || unread[o];
     const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
     Removal r;
-    if (!plan_dead_channels(g, p.outputs[0], dead, n_dead,
-                            [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r))
+    if (!plan_dead_channels(g, p.outputs[0], gone, n_dead + n_unread,
+                            [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r, unread))
       continue;
     compact_producer(g, pid, r.keep);
     removed_total += finish_removal(g, r, m, report);

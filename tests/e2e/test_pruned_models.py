@@ -7,6 +7,8 @@ live against ONNX Runtime on the same file:
   slim_beta   BN scale zeroed, shift kept: dead channels are constants relu(beta) != 0; they
               may be folded into a reader's bias only where the reader has no zero padding
   ln          torch.nn.utils.prune.ln_structured on conv weights (zero filters, bias kept)
+  ln_in       ln_structured on dim 1 (input channels of the convs and the FC): the producer's
+              channels that no reader uses go, whatever they hold
   mask        filters untouched, a constant 0/1 channel mask multiplied in after each ReLU
               (how mask-based pruning tools keep shapes); a second mask scales some kept
               channels by -1 after the ReLU, which cannot move into the conv and must stay
@@ -136,6 +138,11 @@ def plain_case(kind):
                 z = (c.weight.flatten(1).abs().sum(1) == 0).nonzero().flatten()
                 const = F.relu((c.bias[z] - b.running_mean[z]) / torch.sqrt(b.running_var[z] + b.eps) * b.weight[z] + b.bias[z])
                 removed.append(int((const == 0).sum()) if reader_pads else len(z))
+            elif kind == "ln_in":  # the reader's input channels zeroed: this conv's matching channels go
+                reader = m.convs[i + 1] if i + 1 < len(m.convs) else m.fc
+                tprune.ln_structured(reader, "weight", amount=0.5, n=1, dim=1)
+                tprune.remove(reader, "weight")
+                removed.append(int((reader.weight.transpose(0, 1).flatten(1).abs().sum(1) == 0).sum()))
     m.eval()
     return m, removed
 
@@ -448,7 +455,7 @@ def committed_models(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln", "mask"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
