@@ -113,7 +113,10 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
     return t;
   }
   if (tp.has_raw_data()) {
-    if (tp.raw_data().size() != need) throw size_mismatch(tp.raw_data().size() / std::max<size_t>(1, dtype_size(dt)));
+    if (tp.raw_data().size() != need)
+      throw Error(where + ": raw_data has " + std::to_string(tp.raw_data().size()) + " bytes but its dims " +
+                  shape_str(shape) + " need " + std::to_string(need) + " (" + std::to_string(n) + " elements of " +
+                  std::to_string(dtype_size(dt)) + " bytes)");
     std::memcpy(t.raw(), tp.raw_data().data(), need);
     return t;
   }
@@ -149,6 +152,11 @@ class Importer {
     inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
     check(model);
+    const op::GraphProto& gp = model.graph();
+    // Tensors and window attributes are checked before ONNX's shape inference sees them: it
+    // reads raw_data without checking its size, and divides by strides (ONNX 1.12 crashes).
+    for (const auto& init : gp.initializer()) add_initializer(init);
+    precheck_nodes(gp);
     if (g_->opset <= kCheckerOpset) {
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);
@@ -156,8 +164,6 @@ class Importer {
         throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
       }
     }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics
-    const op::GraphProto& gp = model.graph();
-    for (const auto& init : gp.initializer()) add_initializer(init);
     for (const auto& in : gp.input()) {
       if (by_name_.count(in.name())) continue;  // an initializer listed as input (IR < 4 style)
       ValueId v = add_value_info(in);
@@ -190,6 +196,25 @@ class Importer {
 
   static std::string node_name(const op::NodeProto& np, int index) {
     return np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+  }
+
+  // What ONNX's shape inference would crash on rather than refuse: Constant tensors whose data
+  // does not match their dims, and windows with zero or negative strides, dilations or sizes.
+  void precheck_nodes(const op::GraphProto& gp) const {
+    for (int i = 0; i < gp.node_size(); ++i) {
+      const op::NodeProto& np = gp.node(i);
+      const std::string where = name_ + ": node '" + node_name(np, i) + "' (" + np.op_type() + ")";
+      for (const auto& a : np.attribute()) {
+        if (np.op_type() == "Constant" && a.type() == op::AttributeProto::TENSOR)
+          (void)tensor_from_proto(a.t(), where + " attribute '" + a.name() + "'", base_dir_);
+        const bool window = np.op_type() == "Conv" || np.op_type() == "ConvTranspose" || np.op_type() == "MaxPool" ||
+                            np.op_type() == "AveragePool" || np.op_type() == "LpPool";
+        if (window && (a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape"))
+          for (int64_t v : a.ints())
+            if (v <= 0)
+              throw Error(where + ": attribute '" + a.name() + "' has " + std::to_string(v) + "; every entry must be >= 1");
+      }
+    }
   }
 
   // Unsupported operators are named with their node before the checker runs (its

@@ -86,6 +86,37 @@ TEST(BadGraph, InitializerShorterThanDims) {
   expect_error([&] { b.load(); }, {"initializer 'w'", "107 elements", "need 108"});
 }
 
+// ONNX 1.12's shape inference reads a Constant's raw_data without checking its size, and
+// divides by strides: both crashed Sluice before it checked them first (a fuzzer's finds).
+TEST(BadGraph, ConstantRawDataShorterThanDims) {
+  OnnxBuilder b;
+  b.input("x", {1, 4});
+  auto& c = b.node("Constant", {}, {"k"}, "short_const");
+  auto* a = c.add_attribute();
+  a->set_name("value");
+  a->set_type(onnx::AttributeProto::TENSOR);
+  a->mutable_t()->set_data_type(onnx::TensorProto::INT64);
+  a->mutable_t()->add_dims(1);
+  a->mutable_t()->set_raw_data(std::string(7, '\0'));
+  b.node("Add", {"x", "k"}, {"y"}, "add");
+  b.output("y");
+  expect_error([&] { b.load(); }, {"short_const", "raw_data has 7 bytes", "need 8"});
+}
+
+TEST(BadGraph, ZeroStrideOrDilation) {
+  for (const char* attr : {"strides", "dilations"}) {
+    OnnxBuilder b = conv_model();
+    OnnxBuilder::attr_ints(*b.proto().mutable_graph()->mutable_node(0), attr, {1, 0});
+    expect_error([&] { b.load(); }, {"conv1", attr, ">= 1"});
+  }
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8});
+  OnnxBuilder::attr_ints(b.node("MaxPool", {"x"}, {"y"}, "pool"), "kernel_shape", {2, 2});
+  OnnxBuilder::attr_ints(*b.proto().mutable_graph()->mutable_node(0), "strides", {0, 2});
+  b.output("y");
+  expect_error([&] { b.load(); }, {"pool", "strides", ">= 1"});
+}
+
 TEST(BadGraph, Cycle) {
   OnnxBuilder b;
   b.input("x", {1, 4});
