@@ -3,10 +3,13 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <new>
 
 #include "graph/passes/memory_plan.h"
 #include "graph/passes/passes.h"
+#include "runtime/memory_limit.h"
 
 namespace sluice::runtime {
 
@@ -17,10 +20,55 @@ using graph::ValueId;
 Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options,
            const std::map<std::string, Tensor>& specialised_inputs)
     : g_(model), threads_(omp_get_max_threads()) {
-  graph::passes::bind_input_shapes(g_, input_shapes, specialised_inputs);
-  optimise(options);
-  build_steps(options);
-  plan_memory();
+  try {
+    graph::passes::bind_input_shapes(g_, input_shapes, specialised_inputs);
+    optimise(options);
+    check_memory();
+    build_steps(options);
+    plan_memory();
+    check_memory();
+  } catch (const std::bad_alloc&) {
+    throw Error(g_.model_name + ": out of memory while preparing to run it" + largest_value_note() +
+                "; check the model's and the inputs' shapes (`sluice inspect` shows them)");
+  }
+}
+
+namespace {
+double value_bytes(const graph::Value& v) {
+  double b = static_cast<double>(dtype_size(v.dtype));
+  for (int64_t d : v.shape) b *= d < 0 ? 0.0 : static_cast<double>(d);
+  return b;
+}
+
+}  // namespace
+
+std::string Plan::largest_value_note() const {
+  const graph::Value* big = nullptr;
+  for (const graph::Value& v : g_.values)
+    if (v.dtype != DType::Undefined && (!big || value_bytes(v) > value_bytes(*big))) big = &v;
+  if (!big) return "";
+  return " (its largest value, '" + big->name + "' " + shape_str(big->shape) + ", needs " + gib(value_bytes(*big)) +
+         "; this machine has " + gib(machine_bytes()) + ")";
+}
+
+void Plan::check_memory() const {
+  const double have = machine_bytes();
+  if (have <= 0) return;
+  for (const graph::Node& n : g_.nodes) {
+    if (n.dead) continue;
+    for (ValueId o : n.outputs) {
+      if (o == graph::kNoValue) continue;
+      const graph::Value& v = g_.value(o);
+      if (value_bytes(v) > have)
+        throw Error(g_.model_name + ": node '" + n.name + "' (" + graph::op_name(n.op) + ") would write '" + v.name +
+                    "' " + shape_str(v.shape) + ", " + gib(value_bytes(v)) + ", more than this machine's " + gib(have) +
+                    " of memory; check the model's and the inputs' shapes");
+    }
+  }
+  const double need = static_cast<double>(arena_bytes_) + static_cast<double>(scratch_bytes_);
+  if (need > have)
+    throw Error(g_.model_name + ": running it needs " + gib(need) + " of working memory, more than this machine's " +
+                gib(have) + largest_value_note());
 }
 
 void Plan::optimise(const SessionOptions& options) {
@@ -78,6 +126,8 @@ void Plan::build_steps(const SessionOptions& options) {
     try {
       st.kernel = ops::make_kernel(g_, id, ko);
     } catch (const Error&) {
+      throw;
+    } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {  // a library's refusal (oneDNN, XNNPACK): say which node
       g_.fail(id, std::string("could not build its kernel: ") + e.what() +

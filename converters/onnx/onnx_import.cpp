@@ -75,37 +75,80 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
   Shape shape(tp.dims().begin(), tp.dims().end());
   for (int64_t d : shape)
     if (d < 0) throw Error(where + ": has a negative dimension in its dims " + shape_str(shape));
-  Tensor t;
-  try {
-    t = Tensor(dt, shape);
-  } catch (const Error& e) {
-    throw Error(where + ": " + e.what());
+  // The element count, and whether the data holds that many, before anything is allocated:
+  // dims that do not match the data must not turn into a huge allocation.
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d != 0 && n > (int64_t{1} << 40) / d)
+      throw Error(where + ": dims " + shape_str(shape) + " are too large (more than 2^40 elements)");
+    n *= d;
   }
-  const size_t need = t.nbytes();
-  const int64_t n = t.numel();
-  auto size_mismatch = [&](size_t have_elems) {
-    return Error(where + ": holds " + std::to_string(have_elems) + " elements of data but its dims " + shape_str(shape) +
-                 " need " + std::to_string(n));
+  const size_t need = static_cast<size_t>(n) * dtype_size(dt);
+  auto field_size = [&]() -> int64_t {
+    switch (dt) {
+      case DType::Float32: return tp.float_data_size();
+      case DType::Float64: return tp.double_data_size();
+      case DType::Int64: return tp.int64_data_size();
+      default: return tp.int32_data_size();
+    }
   };
+  // External data: where it is, and whether the file holds it, also before allocating.
+  std::string full;
+  int64_t offset = 0;
   if (tp.data_location() == op::TensorProto::EXTERNAL) {
     std::string location;
-    int64_t offset = 0, length = -1;
+    int64_t length = -1;
+    auto number = [&](const std::string& key, const std::string& text) {
+      try {
+        size_t used = 0;
+        const long long v = std::stoll(text, &used);
+        if (used == text.size() && v >= 0) return static_cast<int64_t>(v);
+      } catch (const std::exception&) {
+      }
+      throw Error(where + ": external data " + key + " '" + text + "' is not a non-negative integer");
+    };
     for (const auto& kv : tp.external_data()) {
       if (kv.key() == "location") location = kv.value();
-      if (kv.key() == "offset") offset = std::stoll(kv.value());
-      if (kv.key() == "length") length = std::stoll(kv.value());
+      if (kv.key() == "offset") offset = number("offset", kv.value());
+      if (kv.key() == "length") length = number("length", kv.value());
     }
     if (base_dir.empty())
       throw Error(where + ": uses external data ('" + location + "'), which needs the model loaded from a file path");
     std::filesystem::path p = std::filesystem::path(location);
     if (location.empty() || p.is_absolute() || location.find("..") != std::string::npos)
       throw Error(where + ": external data location '" + location + "' must be a relative path inside the model's folder");
-    std::string full = (std::filesystem::path(base_dir) / p).string();
-    std::ifstream f(full, std::ios::binary);
-    if (!f) throw Error(where + ": external data file '" + full + "' cannot be opened");
+    full = (std::filesystem::path(base_dir) / p).string();
+    std::error_code ec;
+    const auto file_bytes = std::filesystem::file_size(full, ec);
+    if (ec || !std::filesystem::is_regular_file(full, ec))
+      throw Error(where + ": external data file '" + full + "' cannot be opened");
     if (length >= 0 && static_cast<size_t>(length) != need)
       throw Error(where + ": external data length " + std::to_string(length) + " bytes does not match dims " +
                   shape_str(shape) + " (" + std::to_string(need) + " bytes)");
+    if (static_cast<uintmax_t>(offset) > file_bytes || file_bytes - static_cast<uintmax_t>(offset) < need)
+      throw Error(where + ": external data file '" + full + "' (" + std::to_string(file_bytes) +
+                  " bytes) is shorter than offset " + std::to_string(offset) + " + the tensor's " + std::to_string(need) +
+                  " bytes");
+  } else if (tp.has_raw_data() && tp.raw_data().size() != need) {
+    throw Error(where + ": raw_data has " + std::to_string(tp.raw_data().size()) + " bytes but its dims " +
+                shape_str(shape) + " need " + std::to_string(need) + " (" + std::to_string(n) + " elements of " +
+                std::to_string(dtype_size(dt)) + " bytes)");
+  } else if (!tp.has_raw_data() && field_size() != n) {
+    throw Error(where + ": holds " + std::to_string(field_size()) + " elements of data but its dims " +
+                shape_str(shape) + " need " + std::to_string(n));
+  }
+  Tensor t;
+  try {
+    t = Tensor(dt, shape);
+  } catch (const Error& e) {
+    throw Error(where + ": " + e.what());
+  }
+  auto size_mismatch = [&](size_t have_elems) {
+    return Error(where + ": holds " + std::to_string(have_elems) + " elements of data but its dims " + shape_str(shape) +
+                 " need " + std::to_string(n));
+  };
+  if (!full.empty()) {
+    std::ifstream f(full, std::ios::binary);
     f.seekg(offset);
     f.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(need));
     if (!f || static_cast<size_t>(f.gcount()) != need)
@@ -113,10 +156,6 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
     return t;
   }
   if (tp.has_raw_data()) {
-    if (tp.raw_data().size() != need)
-      throw Error(where + ": raw_data has " + std::to_string(tp.raw_data().size()) + " bytes but its dims " +
-                  shape_str(shape) + " need " + std::to_string(need) + " (" + std::to_string(n) + " elements of " +
-                  std::to_string(dtype_size(dt)) + " bytes)");
     std::memcpy(t.raw(), tp.raw_data().data(), need);
     return t;
   }

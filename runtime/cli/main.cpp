@@ -14,6 +14,7 @@
 
 #include "graph/graph.h"
 #include "runtime/cli/eval.h"
+#include "runtime/memory_limit.h"
 #include "runtime/npy.h"
 #include "sluice/sluice.h"
 
@@ -103,6 +104,13 @@ std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, 
     if (d.dtype != sluice::DType::Float32)
       throw Error("bench generates float32 inputs only; input '" + d.name + "' is " + sluice::dtype_name(d.dtype) +
                   ": pass it with --input");
+    double bytes = sizeof(float);
+    for (int64_t v : s) bytes *= static_cast<double>(v);
+    if (const double have = sluice::runtime::machine_bytes(); have > 0 && bytes > have / 2)
+      throw Error("bench: input '" + d.name + "' of shape " + sluice::shape_str(s) + " would take " +
+                  sluice::runtime::gib(bytes) + " (this machine has " + sluice::runtime::gib(have) +
+                  "): is that dimension in the model meant? An input of another shape can be given with --input " + d.name +
+                  "=FILE.npy");
     sluice::Tensor t(d.dtype, s);
     for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
     inputs[d.name] = std::move(t);

@@ -117,6 +117,24 @@ TEST(BadGraph, ZeroStrideOrDilation) {
   expect_error([&] { b.load(); }, {"pool", "strides", ">= 1"});
 }
 
+// Dims that do not match the data are refused before anything is allocated, and a value
+// larger than the machine's memory is refused by name (a fuzzer found both as std::bad_alloc).
+TEST(BadGraph, InitializerDimsHugeDataSmall) {
+  OnnxBuilder b = conv_model();
+  b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, int64_t{1} << 31);
+  expect_error([&] { b.load(); }, {"initializer 'w'", "108 elements", "need 57982058496"});
+}
+
+TEST(BadGraph, ValueLargerThanMemory) {
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8});
+  auto& n = b.node("MaxPool", {"x"}, {"y"}, "pool");
+  OnnxBuilder::attr_ints(n, "kernel_shape", {1, 1});
+  OnnxBuilder::attr_ints(n, "pads", {int64_t{1} << 31, 0, 0, 0});
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"pool", "GiB", "more than this machine's"});
+}
+
 TEST(BadGraph, Cycle) {
   OnnxBuilder b;
   b.input("x", {1, 4});
