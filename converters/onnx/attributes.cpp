@@ -29,6 +29,11 @@ int64_t AttributeReader::i(const char* name, int64_t dflt) const {
   const auto* a = typed(name, op::AttributeProto::INT);
   return a ? a->i() : dflt;
 }
+bool AttributeReader::flag(const char* name, bool dflt) const {
+  const int64_t v = i(name, dflt ? 1 : 0);
+  if (v != 0 && v != 1) fail(std::string("attribute '") + name + "' is " + std::to_string(v) + "; it must be 0 or 1");
+  return v == 1;
+}
 float AttributeReader::f(const char* name, float dflt) const {
   const auto* a = typed(name, op::AttributeProto::FLOAT);
   return a ? a->f() : dflt;
@@ -103,8 +108,8 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       PoolParams p;
       parse_window(a, p);
       if (p.kernel_shape.empty()) a.fail("attribute 'kernel_shape' is required");
-      p.ceil_mode = a.i("ceil_mode", 0) != 0;
-      p.count_include_pad = a.i("count_include_pad", 0) != 0;
+      p.ceil_mode = a.flag("ceil_mode", false);
+      p.count_include_pad = a.flag("count_include_pad", false);
       if (a.i("storage_order", 0) != 0) a.fail("storage_order=1 is not supported");
       return p;
     }
@@ -112,8 +117,8 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       GemmParams p;
       p.alpha = a.f("alpha", 1.f);
       p.beta = a.f("beta", 1.f);
-      p.trans_a = a.i("transA", 0) != 0;
-      p.trans_b = a.i("transB", 0) != 0;
+      p.trans_a = a.flag("transA", false);
+      p.trans_b = a.flag("transB", false);
       return p;
     }
     case OpType::BatchNormalization: {
@@ -145,7 +150,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       // ReduceSum from opset 13, the others from 18, take the axes as input 1 instead.
       if (a.has("axes") && (opset >= 18 || (t == OpType::ReduceSum && opset >= 13)))
         a.fail("attribute 'axes' was replaced by input 'axes' at opset " + std::string(t == OpType::ReduceSum ? "13" : "18"));
-      return ReduceParams{a.ints("axes"), a.has("axes"), a.i("keepdims", 1) != 0, a.i("noop_with_empty_axes", 0) != 0};
+      return ReduceParams{a.ints("axes"), a.has("axes"), a.flag("keepdims", true), a.flag("noop_with_empty_axes", false)};
     case OpType::Clip: {
       ClipParams p;
       p.min = a.f("min", p.min);
@@ -182,9 +187,9 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
         a.fail("pad mode '" + mode + "' is not supported (constant, reflect, edge)");
       return PadParams{mode, {}};
     }
-    case OpType::Reshape: return ReshapeParams{a.i("allowzero", 0) != 0};
+    case OpType::Reshape: return ReshapeParams{a.flag("allowzero", false)};
     case OpType::Shape: return ShapeParams{a.i("start", 0), a.i("end", INT64_MAX)};
-    case OpType::TopK: return TopKParams{a.i("axis", -1), a.i("largest", 1) != 0, a.i("sorted", 1) != 0};
+    case OpType::TopK: return TopKParams{a.i("axis", -1), a.flag("largest", true), a.flag("sorted", true)};
     case OpType::ScatterElements: {
       const std::string r = a.s("reduction", "none");
       if (r != "none" && r != "add" && r != "mul") a.fail("reduction '" + r + "' is not supported (none, add, mul)");

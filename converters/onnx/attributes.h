@@ -19,6 +19,8 @@ class AttributeReader {
   AttributeReader(const ::ONNX_NAMESPACE::NodeProto& node, std::string where);
   bool has(const char* name) const;
   int64_t i(const char* name, int64_t dflt) const;
+  // A 0/1 attribute (largest, keepdims, transA, ...): any other value is refused, naming it.
+  bool flag(const char* name, bool dflt) const;
   float f(const char* name, float dflt) const;
   std::string s(const char* name, const std::string& dflt) const;
   std::vector<int64_t> ints(const char* name) const;  // empty when absent

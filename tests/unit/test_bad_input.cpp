@@ -135,6 +135,20 @@ TEST(BadGraph, ValueLargerThanMemory) {
   expect_error([&] { Session(b.load()); }, {"pool", "GiB", "more than this machine's"});
 }
 
+// A 0/1 attribute with another value: ONNX Runtime reads largest=-1 as "smallest", a
+// `!= 0` reading as "largest"; neither is the file's meaning, so it is refused.
+TEST(BadGraph, FlagAttributeNotZeroOrOne) {
+  OnnxBuilder b;
+  b.input("x", {1, 8}).init_i64("k", {1}, {3});
+  auto& n = b.node("TopK", {"x", "k"}, {"v", "i"}, "topk");
+  auto* a = n.add_attribute();
+  a->set_name("largest");
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(-1);
+  b.output("v");
+  expect_error([&] { Session(b.load()); }, {"topk", "'largest' is -1", "0 or 1"});
+}
+
 TEST(BadGraph, Cycle) {
   OnnxBuilder b;
   b.input("x", {1, 4});
