@@ -277,7 +277,20 @@ class GatedConv final : public Kernel {
         run_dense(xb, yb, pi.data(), sb, scratch);
         executed = m_ * c_ * per_map;
       } else if (ko == 0 || ki == 0) {
-        if (!compact_out_) fill_suppressed(yb, pi.data(), nullptr, act_out, sb);
+        // No active output: every channel is its suppressed constant. No active input (the
+        // layer before suppressed everything): each active output is its conv bias at every
+        // pixel, padding included, then gated like any computed value.
+        if (ko > 0) {
+          float* yc = compact_out_ ? yb : reinterpret_cast<float*>(scratch + y_off_);
+          for (int64_t p = 0; p < oh_ * ow_; ++p)
+            for (int64_t j = 0; j < ko; ++j) yc[p * ko + j] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(j)])];
+          if (compact_out_)
+            scale_compact(yb, pi.data(), act_out);
+          else
+            fill_suppressed(yb, pi.data(), yc, act_out, sb);
+        } else if (!compact_out_) {
+          fill_suppressed(yb, pi.data(), nullptr, act_out, sb);
+        }
         executed = 0;
       } else {
         run_compact(xb, yb, pi.data(), act_in, in_compact, act_out, sb, scratch);

@@ -169,6 +169,30 @@ def other_form_models(work):
     return out
 
 
+def silenced_models(work):
+    """mcifar_fbs_d50 with every gate of gated.3 at 0 (gate weight 0, bias -1e4), and again
+    with gated.3's k = 0: gated.4 then has no active input channel but active outputs, each
+    its conv bias everywhere, gated (a fuzzer's wrong answer: they came out 0)."""
+    from onnx import numpy_helper
+    paths = []
+    for kind in ("zero_gate", "k0"):
+        m = onnx.load(os.path.join(REPO, "models", "fbs", "mcifar_fbs_d50.onnx"))
+        for init in m.graph.initializer:
+            if kind == "zero_gate" and init.name in ("gated.3.gate.weight", "gated.3.gate.bias"):
+                v = numpy_helper.to_array(init)
+                v = np.zeros_like(v) if init.name.endswith("weight") else np.full_like(v, -1e4)
+                init.CopyFrom(numpy_helper.from_array(v, init.name))
+        if kind == "k0":
+            for n in m.graph.node:
+                if n.name == "/gated.3/Constant":  # TopK's k
+                    t = numpy_helper.to_array(n.attribute[0].t)
+                    n.attribute[0].t.CopyFrom(numpy_helper.from_array(np.zeros_like(t), n.attribute[0].t.name))
+        path = os.path.join(work, "silenced_%s.onnx" % kind)
+        onnx.save(m, path)
+        paths.append(path)
+    return paths
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -179,6 +203,7 @@ def main():
     assert models, "no models in models/fbs"
     models += residual_models(a.work_dir)  # gated outputs meeting dense shortcuts
     models += other_form_models(a.work_dir)  # the top-k written other ways
+    models += silenced_models(a.work_dir)  # a gated layer whose input is all suppressed
     xte, _ = fashion_mnist.load("test")
     failures = 0
     for path in models:
