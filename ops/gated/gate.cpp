@@ -29,7 +29,7 @@ void predict(const Spec& spec, const float* s, float* g) {
     for (int64_t l = 0; l < L; ++l) acc += a0[l];
     for (; i < n; ++i) acc += w[i] * s[i];
     acc += spec.bg[o];
-    g[o] = acc > 0.f ? acc : 0.f;
+    g[o] = acc < 0.f ? 0.f : acc;
   }
 }
 

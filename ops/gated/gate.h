@@ -34,7 +34,7 @@ inline float pre_active(const graph::GatedConvParams& p, const float* beta, int6
   return y;
 }
 inline float activate(const graph::GatedConvParams& p, float y) {
-  return p.activation.kind == graph::Activation::Relu ? (y > 0.f ? y : 0.f) : graph::apply_activation(p.activation, y);
+  return p.activation.kind == graph::Activation::Relu ? (y < 0.f ? 0.f : y) : graph::apply_activation(p.activation, y);
 }
 
 // The value of a channel whose pi is 0: act(beta_c * m_c), m_c = 0 when masked (no fused sum).

@@ -562,7 +562,7 @@ class GatedConv final : public Kernel {
       float* r = yc + p * ko;
       for (int64_t j = 0; j < ko; ++j) {
         const float v = scale[static_cast<size_t>(j)] * r[j] + shift[static_cast<size_t>(j)];
-        r[j] = relu ? (v > 0.f ? v : 0.f) : v;
+        r[j] = relu ? (v < 0.f ? 0.f : v) : v;
       }
     }
   }

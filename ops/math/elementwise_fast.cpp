@@ -113,7 +113,7 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
       return std::make_unique<Binary>(op, b != y, a != y);  // the other side is a scalar
     }
     case OpType::Relu:
-      return unary("relu", [](float x) { return x > 0.f ? x : 0.f; });
+      return unary("relu", [](float x) { return x < 0.f ? 0.f : x; });  // NaN stays NaN
     case OpType::Sigmoid:
       return unary("sigmoid", [](float x) { return 1.f / (1.f + std::exp(-x)); });
     case OpType::HardSwish:
@@ -124,7 +124,7 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
     }
     case OpType::HardSigmoid: {
       const float alpha = n.p<graph::AlphaBetaParams>().alpha, beta = n.p<graph::AlphaBetaParams>().beta;
-      return unary("hardsigmoid", [alpha, beta](float x) { return std::max(0.f, std::min(1.f, alpha * x + beta)); });
+      return unary("hardsigmoid", [alpha, beta](float x) { const float v = alpha * x + beta; return v < 0.f ? 0.f : v > 1.f ? 1.f : v; });
     }
     default:
       return nullptr;

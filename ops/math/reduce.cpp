@@ -78,14 +78,23 @@ void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, R
       using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
       const int64_t outn = y.numel();
       std::vector<Acc> acc(static_cast<size_t>(outn));
-      const Acc init = r == Reduction::Max   ? static_cast<Acc>(std::numeric_limits<T>::lowest())
-                       : r == Reduction::Min ? static_cast<Acc>(std::numeric_limits<T>::max())
+      // Max / Min start from -inf / +inf for floats (all -inf reduces to -inf), and a NaN wins.
+      constexpr bool inf = std::numeric_limits<T>::has_infinity;
+      const Acc init = r == Reduction::Max   ? static_cast<Acc>(inf ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest())
+                       : r == Reduction::Min ? static_cast<Acc>(inf ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max())
                                              : Acc{0};
       std::fill(acc.begin(), acc.end(), init);
       const T* X = x.as<const T>();
       auto combine = [&](int64_t i, int64_t o) {
         Acc v = static_cast<Acc>(X[i]);
         Acc& a = acc[static_cast<size_t>(o)];
+        if constexpr (std::is_floating_point_v<Acc>) {
+          if (v != v) {  // NaN
+            a = v;
+            return;
+          }
+          if (a != a) return;
+        }
         if (r == Reduction::Max) a = std::max(a, v);
         else if (r == Reduction::Min) a = std::min(a, v);
         else a += v;

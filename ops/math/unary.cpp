@@ -46,7 +46,7 @@ void map_unary(const TensorView& x, const TensorView& y, F&& f) {
 
 SLUICE_UNARY(Abs, false, x < 0 ? -x : x)
 SLUICE_UNARY(Neg, false, -x)
-SLUICE_UNARY(Relu, false, x > 0 ? x : decltype(x){0})
+SLUICE_UNARY(Relu, false, x < 0 ? decltype(x){0} : x)  // NaN stays NaN
 SLUICE_UNARY(Sigmoid, true, decltype(x){1} / (decltype(x){1} + std::exp(-x)))
 SLUICE_UNARY(Tanh, true, std::tanh(x))
 SLUICE_UNARY(Sqrt, true, std::sqrt(x))
@@ -60,9 +60,11 @@ SLUICE_UNARY(Gelu, true,
                        (1 + std::tanh(static_cast<decltype(x)>(0.7978845608028654) * (x + static_cast<decltype(x)>(0.044715) * x * x * x)))
                  : static_cast<decltype(x)>(0.5) * x * (1 + std::erf(x * static_cast<decltype(x)>(0.7071067811865476))))
 SLUICE_UNARY(LeakyRelu, true, x >= 0 ? x : static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x)
-SLUICE_UNARY(HardSigmoid, true,
-             std::max(decltype(x){0}, std::min(decltype(x){1}, static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x +
-                                                                 static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().beta))))
+SLUICE_UNARY(HardSigmoid, true,  // max first, then min: a NaN passes both
+             std::min(std::max(static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * x +
+                                   static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().beta),
+                               decltype(x){0}),
+                      decltype(x){1}))
 SLUICE_UNARY(HardSwish, true, x * std::max(decltype(x){0}, std::min(decltype(x){1}, x / decltype(x){6} + decltype(x){0.5})))
 #undef SLUICE_UNARY
 

@@ -216,3 +216,52 @@ TEST(Layout, ReorderNchwNhwcEveryElementOnAndOffTileEdges) {
 
 }  // namespace
 }  // namespace sluice::testing
+
+namespace sluice::testing {
+namespace {
+
+// NaN in, NaN out, as in ONNX Runtime's Relu and Reduce kernels: a standalone Relu must not
+// turn it into 0, and ReduceMax/Min must not drop it or turn an all -inf row into -FLT_MAX (a
+// fuzzer found all three). (A Relu fused into a conv follows the conv library, as ORT's own
+// fused Conv+Relu does: oneDNN and ORT's MLAS both give 0 there.)
+TEST(NonFinite, StandaloneReluKeepsNaN) {
+  OnnxBuilder b;
+  b.input("x", {1, 8, 6, 6});
+  b.node("Relu", {"x"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  Tensor x(DType::Float32, {1, 8, 6, 6});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = i % 3 == 0 ? std::nanf("") : 0.1f * static_cast<float>(i % 7) - 0.3f;
+  for (bool optimize : {true, false}) {
+    SessionOptions o;
+    o.threads = 1, o.optimize = optimize;
+    const Tensor y = Session(m, o).run({{"x", x}})["y"];
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float v = x.data<float>()[i];
+      if (std::isnan(v))
+        EXPECT_TRUE(std::isnan(y.data<float>()[i])) << i << " optimize " << optimize;
+      else
+        EXPECT_EQ(y.data<float>()[i], v < 0.f ? 0.f : v) << i;
+    }
+  }
+}
+
+TEST(NonFinite, ReduceMaxMinKeepNaNAndInfinity) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  for (const char* op : {"ReduceMax", "ReduceMin"}) {
+    OnnxBuilder b;
+    b.input("x", {3, 4});
+    auto& n = b.node(op, {"x"}, {"y"});
+    OnnxBuilder::attr_ints(n, "axes", {1});
+    OnnxBuilder::attr_int(n, "keepdims", 0);
+    b.output("y");
+    const Tensor x = Tensor::from_vector<float>({3, 4}, {nan, 1, -1, inf, -inf, -inf, -inf, -inf, inf, inf, inf, inf});
+    const Tensor y = Session(b.load()).run({{"x", x}})["y"];
+    EXPECT_TRUE(std::isnan(y.data<float>()[0])) << op;
+    EXPECT_EQ(y.data<float>()[1], -inf) << op;
+    EXPECT_EQ(y.data<float>()[2], inf) << op;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing
