@@ -122,6 +122,12 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
     const auto file_bytes = std::filesystem::file_size(full, ec);
     if (ec || !std::filesystem::is_regular_file(full, ec))
       throw Error(where + ": external data file '" + full + "' cannot be opened");
+    // Symlinks resolved: the data must really lie inside the model's folder.
+    const std::string dir = std::filesystem::canonical(base_dir.empty() ? "." : base_dir, ec).string() + "/";
+    const std::string real = std::filesystem::canonical(full, ec).string();
+    if (ec || real.compare(0, dir.size(), dir) != 0)
+      throw Error(where + ": external data file '" + full + "' resolves to '" + real +
+                  "', outside the model's folder; copy the data next to the model");
     if (length >= 0 && static_cast<size_t>(length) != need)
       throw Error(where + ": external data length " + std::to_string(length) + " bytes does not match dims " +
                   shape_str(shape) + " (" + std::to_string(need) + " bytes)");

@@ -149,6 +149,37 @@ TEST(BadGraph, FlagAttributeNotZeroOrOne) {
   expect_error([&] { Session(b.load()); }, {"topk", "'largest' is -1", "0 or 1"});
 }
 
+// External data must lie inside the model's folder: a location with "..", or a symlink that
+// resolves elsewhere (a fuzzer's find: the weights were read from a system library), is
+// refused; the same data really inside the folder loads.
+TEST(BadFile, ExternalDataOutsideTheModelFolder) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "sluice_ext_test", outside = fs::temp_directory_path() / "sluice_ext_w.bin";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::vector<float> w(4 * 3 * 3 * 3, 0.5f);
+  std::ofstream(outside, std::ios::binary).write(reinterpret_cast<const char*>(w.data()), static_cast<std::streamsize>(w.size() * 4));
+  auto model_with = [&](const std::string& location) {
+    OnnxBuilder b = conv_model();
+    auto* init = b.proto().mutable_graph()->mutable_initializer(0);
+    init->clear_float_data();
+    init->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* kv = init->add_external_data();
+    kv->set_key("location");
+    kv->set_value(location);
+    const std::string path = (dir / ("m_" + std::to_string(location.size()) + ".onnx")).string();
+    std::ofstream(path, std::ios::binary) << b.bytes();
+    return path;
+  };
+  fs::create_symlink(outside, dir / "link.bin");
+  expect_error([&] { Model::load(model_with("link.bin")); }, {"link.bin", "outside the model's folder"});
+  expect_error([&] { Model::load(model_with("../sluice_ext_w.bin")); }, {"relative path inside the model's folder"});
+  fs::copy_file(outside, dir / "w.bin");
+  EXPECT_NO_THROW(Model::load(model_with("w.bin")));
+  fs::remove_all(dir);
+  fs::remove(outside);
+}
+
 TEST(BadGraph, Cycle) {
   OnnxBuilder b;
   b.input("x", {1, 4});
