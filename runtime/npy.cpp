@@ -6,10 +6,13 @@
 //   padded with spaces and terminated by '\n'; then the raw C-order data.
 #include "runtime/npy.h"
 
+#include "runtime/memory_limit.h"
+
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -324,10 +327,23 @@ Tensor parse(const void* data, size_t size, const std::string& name) {
 }
 
 Tensor load(const std::string& path) {
+  // A regular file of a size this machine can hold: not a directory, a device (/dev/zero
+  // never ends) or a FIFO (which may never be written), read whole.
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st)) fail(path, "cannot open file: no such file");
+  if (!std::filesystem::is_regular_file(st))
+    fail(path, std::filesystem::is_directory(st) ? "is a directory, not a .npy file" : "is not a regular file (a device or a pipe?); save the array to a .npy file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) fail(path, "cannot read its size: " + ec.message());
+  if (const double have = runtime::machine_bytes(); have > 0 && static_cast<double>(size) > have / 2)
+    fail(path, "is " + runtime::gib(static_cast<double>(size)) + ", more than half of this machine's " + runtime::gib(have) +
+                   " of memory");
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, std::string("cannot open file: ") + std::strerror(errno));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) fail(path, "read error");
+  std::vector<char> bytes(static_cast<size_t>(size));
+  f.read(bytes.data(), static_cast<std::streamsize>(size));
+  if (f.bad() || static_cast<size_t>(f.gcount()) != size) fail(path, "read error");
   return parse(bytes.data(), bytes.size(), path);
 }
 

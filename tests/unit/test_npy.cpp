@@ -313,3 +313,13 @@ TEST(NpyErrors, SaveUndefinedTensor) {
   std::string path = (scratch_dir() / "out.npy").string();
   expect_error([&] { sluice::npy::save(path, Tensor()); }, {path, "undefined dtype"});
 }
+
+namespace {
+// Only regular files are read, whole: a device never ends (/dev/zero filled memory until
+// std::bad_alloc), a FIFO may never be written, a directory is a mistake to name.
+TEST(Npy, LoadRefusesWhatIsNotARegularFile) {
+  expect_error([] { sluice::npy::load("/dev/zero"); }, {"/dev/zero", "not a regular file"});
+  expect_error([] { sluice::npy::load(scratch_dir().string()); }, {"is a directory"});
+  expect_error([] { sluice::npy::load((scratch_dir() / "missing.npy").string()); }, {"missing.npy", "no such file"});
+}
+}  // namespace
