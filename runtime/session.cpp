@@ -37,7 +37,10 @@ const std::string& Model::name() const { return graph_->model_name; }
 namespace {
 std::vector<ValueInfo> infos(const graph::Graph& g, const std::vector<graph::ValueId>& ids) {
   std::vector<ValueInfo> r;
-  for (auto id : ids) r.push_back({g.value(id).name, g.value(id).dtype, g.value(id).shape});
+  for (auto id : ids) {
+    const graph::Value& v = g.value(id);
+    r.push_back({v.name, v.dtype, v.shape, v.shape_known || !v.shape.empty()});
+  }
   return r;
 }
 }  // namespace
@@ -58,6 +61,7 @@ class SessionImpl {
     bool all_known = true;
     for (const auto& in : model_.inputs()) {
       for (int64_t d : in.shape) all_known = all_known && d >= 0;
+      all_known = all_known && in.rank_known;
       all_known = all_known && !specialisable(in.dtype);  // their values are not known yet
     }
     if (all_known) plan_for({});

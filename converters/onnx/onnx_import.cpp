@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <queue>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -196,6 +199,7 @@ class Importer {
     check_opset(model);
     inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
+    sort_nodes(*model.mutable_graph());
     check(model);
     const op::GraphProto& gp = model.graph();
     // Tensors and window attributes are checked before ONNX's shape inference sees them: it
@@ -241,6 +245,62 @@ class Importer {
 
   static std::string node_name(const op::NodeProto& np, int index) {
     return np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+  }
+
+  // Nodes in an order where each reads only what is already there (ONNX Runtime accepts a
+  // file whose nodes are out of order; ONNX's checker does not), or an error naming the node
+  // that reads a value nothing provides (a missing initializer?) or the nodes of a cycle.
+  void sort_nodes(op::GraphProto& gp) const {
+    std::set<std::string> have{""};
+    for (const auto& v : gp.input()) have.insert(v.name());
+    for (const auto& v : gp.initializer()) have.insert(v.name());
+    std::map<std::string, int> producer;
+    for (int i = 0; i < gp.node_size(); ++i)
+      for (const auto& o : gp.node(i).output()) producer.emplace(o, i);
+    for (int i = 0; i < gp.node_size(); ++i)
+      for (const auto& in : gp.node(i).input())
+        if (!have.count(in) && !producer.count(in))
+          throw Error(name_ + ": node '" + node_name(gp.node(i), i) + "' (" + gp.node(i).op_type() + ") reads '" + in +
+                      "', which no node, graph input or initializer provides (a missing initializer?)");
+    // Kahn's algorithm, the ready node of lowest index first: file order wherever it works.
+    std::vector<int> waiting(static_cast<size_t>(gp.node_size()), 0);
+    std::map<std::string, std::vector<int>> readers;
+    std::priority_queue<int, std::vector<int>, std::greater<int>> ready;
+    for (int i = 0; i < gp.node_size(); ++i) {
+      for (const auto& in : gp.node(i).input())
+        if (!have.count(in)) {
+          ++waiting[static_cast<size_t>(i)];
+          readers[in].push_back(i);
+        }
+      if (waiting[static_cast<size_t>(i)] == 0) ready.push(i);
+    }
+    std::vector<int> order;
+    std::vector<bool> placed(static_cast<size_t>(gp.node_size()), false);
+    while (!ready.empty()) {
+      const int i = ready.top();
+      ready.pop();
+      placed[static_cast<size_t>(i)] = true;
+      order.push_back(i);
+      for (const auto& o : gp.node(i).output()) {
+        auto it = readers.find(o);
+        if (it == readers.end()) continue;
+        for (int r : it->second)
+          if (--waiting[static_cast<size_t>(r)] == 0) ready.push(r);
+        readers.erase(it);  // a value produced twice is the checker's to refuse
+      }
+    }
+    if (static_cast<int>(order.size()) < gp.node_size()) {
+      std::string names;
+      for (int i = 0, n = 0; i < gp.node_size() && n < 5; ++i)
+        if (!placed[static_cast<size_t>(i)]) names += std::string(n++ ? ", " : "") + "'" + node_name(gp.node(i), i) + "'";
+      throw Error(name_ + ": nodes " + names + " wait on each other's outputs (a cycle); a graph must be acyclic");
+    }
+    bool sorted = true;
+    for (size_t i = 0; i < order.size(); ++i) sorted = sorted && order[i] == static_cast<int>(i);
+    if (sorted) return;
+    google::protobuf::RepeatedPtrField<op::NodeProto> nodes;
+    for (int i : order) *nodes.Add() = gp.node(i);
+    gp.mutable_node()->Swap(&nodes);
   }
 
   // What ONNX's shape inference would crash on rather than refuse: Constant tensors whose data
@@ -300,14 +360,14 @@ class Importer {
     auto has_shape = [](const op::ValueInfoProto& v) {
       return !v.type().has_tensor_type() || v.type().tensor_type().has_shape();
     };
-    auto drop_shapeless = [&](google::protobuf::RepeatedPtrField<op::ValueInfoProto>* list) {
-      google::protobuf::RepeatedPtrField<op::ValueInfoProto> kept;
-      for (const auto& v : *list)
-        if (has_shape(v)) *kept.Add() = v;
-      list->Swap(&kept);
+    // A tensor without a shape is legal ONNX (Sluice asks for it at run time); the checker of
+    // ONNX 1.12 wants one, so it sees an empty one.
+    auto give_shapes = [&](google::protobuf::RepeatedPtrField<op::ValueInfoProto>* list) {
+      for (auto& v : *list)
+        if (!has_shape(v)) v.mutable_type()->mutable_tensor_type()->mutable_shape();
     };
-    drop_shapeless(g->mutable_input());
-    drop_shapeless(g->mutable_output());
+    give_shapes(g->mutable_input());
+    give_shapes(g->mutable_output());
     std::string error;
     try {
       op::checker::CheckerContext ctx;  // external data is looked for next to the model, not in the working directory

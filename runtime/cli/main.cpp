@@ -48,6 +48,7 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
                   sluice::dtype_name(t.dtype()) + " (convert with numpy's astype)");
     bool fits = t.shape().size() == it->shape.size();
     for (size_t i = 0; fits && i < t.shape().size(); ++i) fits = it->shape[i] < 0 || it->shape[i] == t.shape()[i];
+    fits = fits || !it->rank_known;
     if (!fits)
       throw Error(file + ": input '" + name + "' must have shape " + sluice::shape_str(it->shape) + ", the file holds " +
                   sluice::shape_str(t.shape()));
@@ -98,6 +99,9 @@ std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, 
   std::mt19937 rng(0);
   std::normal_distribution<float> dist;
   for (const auto& d : model.inputs()) {
+    if (!d.rank_known)
+      throw Error("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: pass it with --input " +
+                  d.name + "=FILE.npy");
     sluice::Shape s = d.shape;
     for (size_t i = 0; i < s.size(); ++i)
       if (s[i] < 0) s[i] = i == 0 ? batch : 1;

@@ -95,7 +95,8 @@ class Tensor {
 struct ValueInfo {
   std::string name;
   DType dtype = DType::Undefined;
-  Shape shape;
+  Shape shape;             // -1 where a dimension is not fixed
+  bool rank_known = true;  // false: the model gives no shape at all, so any rank is accepted
 };
 
 // A parsed, checked model. Cheap to copy (shared, immutable).
