@@ -61,6 +61,8 @@ class HeaderParser {
     std::string shown = s_;
     while (!shown.empty() && (shown.back() == ' ' || shown.back() == '\n')) shown.pop_back();
     if (shown.size() > 200) shown = shown.substr(0, 200) + "...";
+    for (char& c : shown)  // binary bytes (a wrong header length reads into the data) would garble the terminal
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
     fail(name_, "malformed .npy header (" + what + " at offset " + std::to_string(pos_) +
                     "): " + shown);
   }

@@ -54,8 +54,13 @@ namespace runtime {
 
 class SessionImpl {
  public:
+  static constexpr int kMaxThreads = 1024;
   SessionImpl(Model model, SessionOptions options) : model_(std::move(model)), options_(options) {
     if (options_.threads < 0) throw Error("SessionOptions.threads must be >= 0 (0 means all cores)");
+    if (options_.threads > kMaxThreads)  // OpenMP would fail to create them, or run out of memory for their stacks
+      throw Error("threads (--threads, SessionOptions.threads) = " + std::to_string(options_.threads) + " is more than " +
+                  std::to_string(kMaxThreads) + "; this machine has " + std::to_string(omp_get_num_procs()) +
+                  " cores (0 means all of them)");
     // Plan eagerly when the model's input shapes are fully known: load-time errors
     // surface at load, and the first run() is not slower than the rest.
     bool all_known = true;

@@ -12,8 +12,7 @@ void infer_TopK(InferContext& ctx) {
   if (x.dtype == DType::Bool) ctx.fail("bool input is not supported");
   if (x.shape.empty()) ctx.fail("input must have rank >= 1");
   p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
-  const Tensor& kt = ctx.require_const(1, "K");
-  auto kv = to_int64_vector(kt);
+  const auto kv = ctx.require_ints(1, "K");
   if (kv.size() != 1) ctx.fail("K must hold exactly one value, got " + std::to_string(kv.size()));
   const int64_t k = kv[0], len = x.shape[static_cast<size_t>(p.axis)];
   if (k < 0 || k > len)
