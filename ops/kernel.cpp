@@ -25,7 +25,8 @@ bool is_unary_elementwise(graph::OpType t) {
   switch (t) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
-    case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu:
+    case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu: case OpType::Elu: case OpType::Softplus:
+    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
       return true;
     default: return false;
   }

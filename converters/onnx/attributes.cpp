@@ -163,6 +163,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       return GeluParams{approx == "tanh"};
     }
     case OpType::LeakyRelu: return AlphaBetaParams{a.f("alpha", 0.01f), 0.f};
+    case OpType::Elu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
     case OpType::Cast: {
       if (!a.has("to")) a.fail("attribute 'to' is required");

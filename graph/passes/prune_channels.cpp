@@ -45,7 +45,8 @@ bool is_unary_elementwise(OpType t) {
   switch (t) {
     case OpType::Relu: case OpType::LeakyRelu: case OpType::Sigmoid: case OpType::Tanh: case OpType::HardSigmoid:
     case OpType::HardSwish: case OpType::Gelu: case OpType::Erf: case OpType::Abs: case OpType::Neg:
-    case OpType::Exp: case OpType::Log: case OpType::Sqrt: case OpType::Clip:
+    case OpType::Exp: case OpType::Log: case OpType::Sqrt: case OpType::Clip: case OpType::Elu: case OpType::Softplus:
+    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
       return true;
     default:
       return false;

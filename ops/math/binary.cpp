@@ -70,6 +70,20 @@ void infer_compare(InferContext& ctx) {
 }  // namespace
 
 void infer_Add(InferContext& ctx) { infer_arith(ctx); }
+// PRelu: the slope broadcasts to X (one way: the output has X's shape).
+void infer_PRelu(InferContext& ctx) {
+  if (ctx.num_inputs() != 2) ctx.fail("needs exactly two inputs (X, slope)");
+  const DType dt = ctx.in(0).dtype;
+  if (dt != DType::Float32 && dt != DType::Float64) ctx.fail(std::string("dtype ") + dtype_name(dt) + " is not supported");
+  if (ctx.in(1).dtype != dt) ctx.fail("slope must have X's dtype");
+  const Shape out = infer_broadcast(ctx);
+  if (out != ctx.in(0).shape)
+    ctx.fail("slope " + shape_str(ctx.in(1).shape) + " does not broadcast to X " + shape_str(ctx.in(0).shape));
+  ctx.set_output(0, dt, out);
+}
+void reference_PRelu(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  arith(in[0], in[1], out[0], [](auto x, auto s) { return x < decltype(x){0} ? x * s : x; });
+}
 void infer_Sub(InferContext& ctx) { infer_arith(ctx); }
 void infer_Mul(InferContext& ctx) { infer_arith(ctx); }
 void infer_Div(InferContext& ctx) { infer_arith(ctx); }

@@ -1,4 +1,5 @@
-// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sqrt, Exp, Log, Erf, Gelu, LeakyRelu, HardSigmoid,
+// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sin, Cos, Softsign, Softplus, Elu, Sqrt, Exp, Log,
+// Erf, Gelu, LeakyRelu, HardSigmoid,
 // HardSwish, Clip. Each kernel reads x[i] before writing y[i], so it may run in place.
 #include <algorithm>
 #include <cmath>
@@ -49,6 +50,13 @@ SLUICE_UNARY(Neg, false, -x)
 SLUICE_UNARY(Relu, false, x < 0 ? decltype(x){0} : x)  // NaN stays NaN
 SLUICE_UNARY(Sigmoid, true, decltype(x){1} / (decltype(x){1} + std::exp(-x)))
 SLUICE_UNARY(Tanh, true, std::tanh(x))
+SLUICE_UNARY(Sin, true, std::sin(x))
+SLUICE_UNARY(Cos, true, std::cos(x))
+SLUICE_UNARY(Softsign, true, x / (decltype(x){1} + std::abs(x)))
+// log(1 + e^x) without overflow for large x (e^x alone is inf past ~88).
+SLUICE_UNARY(Softplus, true, x > decltype(x){0} ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)))
+SLUICE_UNARY(Elu, true,
+             x < decltype(x){0} ? static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * std::expm1(x) : x)
 SLUICE_UNARY(Sqrt, true, std::sqrt(x))
 SLUICE_UNARY(Exp, true, std::exp(x))
 SLUICE_UNARY(Log, true, std::log(x))

@@ -216,6 +216,14 @@ def single_nodes(a):
                                                          dilations=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0)], []),
         "gelu_erf": (20, [helper.make_node("Gelu", ["image"], ["logits"])], []),
         "gelu_tanh": (21, [helper.make_node("Gelu", ["image"], ["logits"], approximate="tanh")], []),
+        # ops added after a reviewer's models used them (the backend test files for Elu,
+        # Softplus and Softsign are opset 1/6, below Sluice's 7)
+        "elu": (13, [helper.make_node("Elu", ["image"], ["logits"], alpha=0.7)], []),
+        "softplus_softsign": (13, [helper.make_node("Softplus", ["image"], ["sp"]),
+                                   helper.make_node("Softsign", ["sp"], ["logits"])], []),
+        "prelu_per_channel": (13, [helper.make_node("PRelu", ["image", "slope"], ["logits"])],
+                              [numpy_helper.from_array(np.linspace(-0.5, 0.5, 5, dtype=np.float32).reshape(5, 1, 1), "slope")]),
+        "sin_cos": (13, [helper.make_node("Sin", ["image"], ["s"]), helper.make_node("Cos", ["s"], ["logits"])], []),
     }
     x = (3 * np.random.default_rng(3).standard_normal((2, 5, 9, 7))).astype(np.float32)
     for name, (opset, nodes, inits) in cases.items():
