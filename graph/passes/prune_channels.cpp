@@ -39,6 +39,8 @@ struct Reader {
   NodeId node;              // Conv or Gemm
   std::vector<Step> chain;  // elementwise nodes between P and this reader, in order
   int64_t offset = 0;       // where P's channels start in the reader's input (behind a Concat)
+  int64_t spread = 1;       // reader inputs per channel: H*W for a Gemm on a flattened map
+  ValueId flat = kNoValue;  // that flattened value (its width shrinks by spread per channel)
 };
 
 bool is_unary_elementwise(OpType t) {
@@ -147,6 +149,30 @@ float through(const Graph& g, const std::vector<Step>& chain, float v) {
   return v;
 }
 
+// A ReduceMean over H and W of a 4-D value (what torch's x.mean((2, 3)) exports).
+bool spatial_mean(const Node& n) {
+  const auto& p = n.p<ReduceParams>();
+  if (p.axes.size() != 2 || p.noop_with_empty_axes) return false;
+  std::set<int64_t> axes;
+  for (int64_t a : p.axes) axes.insert((a + 4) % 4);
+  return axes == std::set<int64_t>{2, 3};
+}
+
+// Why Gemm `gid`, reading `features` as A, is not a classifier head this pass can rewrite
+// (constant B, no transposed A, alpha 1, a constant bias vector), or "".
+std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
+  const Node& gemm = g.node(gid);
+  if (gemm.op != OpType::Gemm || gemm.inputs[0] != features) return "flattened, then read by " + gemm.name;
+  const auto& gp = gemm.p<GemmParams>();
+  if (gp.trans_a || gp.alpha != 1.f || !g.value(gemm.inputs[1]).is_constant() ||
+      g.value(gemm.inputs[1]).dtype != DType::Float32)
+    return "read by Gemm " + gemm.name + " in a form this pass does not rewrite";
+  if (gemm.inputs.size() > 2 && gemm.inputs[2] != kNoValue &&
+      (!g.value(gemm.inputs[2]).is_constant() || gp.beta != 1.f || g.value(gemm.inputs[2]).shape.size() > 1))
+    return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
+  return "";
+}
+
 // The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
 // GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
@@ -227,25 +253,34 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (!r.empty()) return r;
         break;
       }
-      case OpType::GlobalAveragePool: {
+      case OpType::ReduceMean:
+      case OpType::GlobalAveragePool: {  // a classifier head: mean over H, W, (Flatten,) Gemm
+        if (n.op == OpType::ReduceMean && !spatial_mean(n)) return "read by " + n.name + ", a ReduceMean over other axes";
         const ValueId pooled = n.outputs[0];
         const Value& pv = g.value(pooled);
         if (pv.is_output || pv.consumers.size() != 1) return "pooled output of " + n.name + " has other readers";
-        const Node& flat = g.node(pv.consumers[0]);
-        if (flat.op != OpType::Flatten || flat.p<AxisParams>().axis != 1) return "pooled, then read by " + flat.name;
-        const Value& fv = g.value(flat.outputs[0]);
-        if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + flat.name + " has other readers";
-        const Node& gemm = g.node(fv.consumers[0]);
-        if (gemm.op != OpType::Gemm || gemm.inputs[0] != flat.outputs[0]) return "flattened, then read by " + gemm.name;
-        const auto& gp = gemm.p<GemmParams>();
-        if (gp.trans_a || gp.alpha != 1.f || !g.value(gemm.inputs[1]).is_constant())
-          return "read by Gemm " + gemm.name + " in a form this pass does not rewrite";
-        if (gemm.inputs.size() > 2 && gemm.inputs[2] != kNoValue &&
-            (!g.value(gemm.inputs[2]).is_constant() || gp.beta != 1.f || g.value(gemm.inputs[2]).shape.size() > 1))
-          return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
         path.push_back(pooled);
-        path.push_back(flat.outputs[0]);
-        readers.push_back({fv.consumers[0], chain, offset});
+        ValueId features = pooled;
+        if (pv.shape.size() == 4) {  // [N, C, 1, 1]: flattened first
+          const Node& flat = g.node(pv.consumers[0]);
+          if (flat.op != OpType::Flatten || flat.p<AxisParams>().axis != 1) return "pooled, then read by " + flat.name;
+          const Value& fv = g.value(flat.outputs[0]);
+          if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + flat.name + " has other readers";
+          features = flat.outputs[0];
+          path.push_back(features);
+        }
+        const NodeId gid = g.value(features).consumers[0];
+        if (std::string why = gemm_head_problem(g, gid, features); !why.empty()) return why;
+        readers.push_back({gid, chain, offset});
+        break;
+      }
+      case OpType::Flatten: {  // [N, C, H, W] -> [N, C*H*W] read by a Gemm: channel c is H*W columns
+        if (n.p<AxisParams>().axis != 1) return "flattened from axis " + std::to_string(n.p<AxisParams>().axis) + " by " + n.name;
+        const Value& fv = g.value(n.outputs[0]);
+        if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + n.name + " has other readers";
+        const NodeId gid = fv.consumers[0];
+        if (std::string why = gemm_head_problem(g, gid, n.outputs[0]); !why.empty()) return why;
+        readers.push_back({gid, chain, offset, val.shape[2] * val.shape[3], n.outputs[0]});
         break;
       }
       case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
@@ -519,11 +554,10 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
     } else {  // Gemm head: row (or column) i of B
       const bool tb = rn.p<GemmParams>().trans_b;
       const int64_t k = tb ? w.shape()[1] : w.shape()[0], nout = tb ? w.shape()[0] : w.shape()[1];
-      for (int64_t o = 0; o < m; ++o) {
-        const int64_t i = r.offset + o;
-        for (int64_t j = 0; j < nout && un[static_cast<size_t>(o)]; ++j)
-          if ((tb ? W[j * k + i] : W[i * nout + j]) != 0.f) un[static_cast<size_t>(o)] = false;
-      }
+      for (int64_t o = 0; o < m; ++o)
+        for (int64_t i = (r.offset + o) * r.spread; i < (r.offset + o + 1) * r.spread && un[static_cast<size_t>(o)]; ++i)
+          for (int64_t j = 0; j < nout && un[static_cast<size_t>(o)]; ++j)
+            if ((tb ? W[j * k + i] : W[i * nout + j]) != 0.f) un[static_cast<size_t>(o)] = false;
     }
   }
   return un;
@@ -550,11 +584,12 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (size_t ri = 0; ri < readers.size(); ++ri) {
     const Reader& r = readers[ri];
     const int64_t total = totals[ri];
+    if (r.flat != kNoValue && shrunk.insert(r.flat).second) g.value(r.flat).shape[1] -= removed * r.spread;
     std::vector<int32_t> keep_r;
     std::vector<bool> remove_r(static_cast<size_t>(total), false);
     std::vector<float> value_r(static_cast<size_t>(total), 0.f);
     for (int64_t i = 0; i < total; ++i) {
-      const int64_t o = i - r.offset;
+      const int64_t o = i / r.spread - r.offset;
       if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
         remove_r[static_cast<size_t>(i)] = true;
         value_r[static_cast<size_t>(i)] = value[static_cast<size_t>(o)];

@@ -20,6 +20,8 @@ live against ONNX Runtime on the same file:
               ways PyTorch exports them: Tanh, SiLU (x * sigmoid(x)), GELU (x * (1 + erf)
               / 2), hardswish (x * hardsigmoid(x)) and x * 0.5 + 1: each dead channel is the
               constant f(bias), removed where it is 0 or no padding reads it
+  heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
+              is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
               outputs fold into the projection's bias
@@ -431,6 +433,63 @@ def activations_case(a):
               st["dense_macs"], 3 * Acts.macs([8] * 5), st["executed_macs"], 3 * Acts.macs(k)))
 
 
+class FlatHead(nn.Module):
+    """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten, Linear(12*14*14, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1)
+        self.fc = nn.Linear(12 * 14 * 14, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        return self.fc(torch.flatten(F.relu(self.c2(x)), 1))
+
+    @staticmethod
+    def macs(k1, k2):
+        return 9 * k1 * 28 * 28 + 9 * k1 * k2 * 14 * 14 + k2 * 196 * 10
+
+
+class MeanHead(nn.Module):
+    """conv 1->8 3x3 pad 1, ReLU, x.mean((2, 3)), Linear(8, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.c(x)).mean((2, 3)))
+
+
+def heads_case(a):
+    """FlatHead: c1 [2] (bias 0) goes though c2 pads; c2 [1, 5] (bias 0) go, [7] (bias 0.3,
+    relu 0.3 in 196 columns of the Linear) goes, folded. MeanHead: c [0] bias 0 and [3] bias
+    0.5 go, the 0.5 folded."""
+    torch.manual_seed(10)
+    m = FlatHead()
+    with torch.no_grad():
+        m.c1.weight[[2]] = 0
+        m.c1.bias[[2]] = 0
+        m.c2.weight[[1, 5, 7]] = 0
+        m.c2.bias[[1, 5, 7]] = torch.tensor([0.0, 0.0, 0.3])
+    m.eval()
+    insp, st = run_case(a, "flat_head", m, keep_bn=False)
+    got = {r["node"]: (r["removed"], r["folded"]) for r in insp["pruning"]}
+    check(got.get("/c1/Conv") == (1, 0) and got.get("/c2/Conv") == (3, 1),
+          "flat_head: (removed, folded) c1 %s, c2 %s; expected (1, 0), (3, 1)" % (got.get("/c1/Conv"), got.get("/c2/Conv")))
+    check(st["executed_macs"] == 3 * FlatHead.macs(7, 9),
+          "flat_head: executed MACs %d = the compacted net's %d" % (st["executed_macs"], 3 * FlatHead.macs(7, 9)))
+    torch.manual_seed(11)
+    m = MeanHead()
+    with torch.no_grad():
+        m.c.weight[[0, 3]] = 0
+        m.c.bias[[0, 3]] = torch.tensor([0.0, 0.5])
+    m.eval()
+    insp, st = run_case(a, "mean_head", m, keep_bn=False)
+    got = {r["node"]: (r["removed"], r["folded"]) for r in insp["pruning"]}
+    check(got.get("/c/Conv") == (2, 1), "mean_head: (removed, folded) %s, expected (2, 1)" % (got.get("/c/Conv"),))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -481,6 +540,7 @@ def main():
     preact_case(a)
     spp_case(a)
     activations_case(a)
+    heads_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
