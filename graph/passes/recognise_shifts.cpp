@@ -7,7 +7,8 @@
 //    reaches further, and a grouped or full (group 1) conv with one 1 per output channel is a
 //    shift that also picks channels;
 //  - a channel Concat whose every input is the same tensor x seen through any chain of channel
-//    Slice/Split, zero Pad and spatial Slice (Slice steps 1) that comes back to x's spatial size
+//    Slice/Split, zero Pad (or a Concat on H or W with constant zero blocks, as
+//    torch.cat([zeros, x[..., :-1]], 3) writes it) and spatial Slice (Slice steps 1) that comes back to x's spatial size
 //    and is a pure translation: every in-bounds position of the result still holds x. A Pad
 //    may crop (negative pads), also on one side while it pads the other.
 //
@@ -88,10 +89,6 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
   };
   if (pid < 0) return fresh(v);
   const Node& n = g.node(pid);
-  if (n.op != OpType::Slice && n.op != OpType::Split && n.op != OpType::Pad) return fresh(v);
-  ValueId src = trace(g, n.inputs[0], ax, depth + 1);
-  if (src == kNoValue) return kNoValue;
-  const Shape& in_shape = g.value(n.inputs[0]).shape;
   auto window = [&](size_t d, int64_t start, int64_t len) {  // keep [start, start + len) of the current axis
     Axis& a = ax[d];
     a.off += start;
@@ -99,6 +96,30 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     a.lo = std::max(a.lo, a.off);
     a.hi = std::min(a.hi, a.off + len);
   };
+  if (n.op == OpType::Concat) {  // on H or W, one tensor between blocks of constant zeros: a zero Pad
+    const int64_t d = n.p<AxisParams>().axis < 0 ? n.p<AxisParams>().axis + 4 : n.p<AxisParams>().axis;
+    int64_t k = -1, before = 0, after = 0;
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      const Value& iv = g.value(n.inputs[i]);
+      bool zeros = iv.is_constant() && iv.constant.dtype() == DType::Float32 && iv.shape.size() == 4;
+      for (int64_t j = 0; zeros && j < iv.constant.numel(); ++j) zeros = iv.constant.data<float>()[j] == 0.f;
+      if (!zeros) {
+        if (k >= 0) return fresh(v);
+        k = static_cast<int64_t>(i);
+      } else {
+        (k < 0 ? before : after) += iv.shape[static_cast<size_t>(std::clamp<int64_t>(d, 0, 3))];
+      }
+    }
+    if ((d != 2 && d != 3) || k < 0 || before + after == 0) return fresh(v);
+    const ValueId src = trace(g, n.inputs[static_cast<size_t>(k)], ax, depth + 1);
+    if (src == kNoValue) return kNoValue;
+    window(static_cast<size_t>(d), -before, ax[static_cast<size_t>(d)].len + before + after);
+    return src;
+  }
+  if (n.op != OpType::Slice && n.op != OpType::Split && n.op != OpType::Pad) return fresh(v);
+  ValueId src = trace(g, n.inputs[0], ax, depth + 1);
+  if (src == kNoValue) return kNoValue;
+  const Shape& in_shape = g.value(n.inputs[0]).shape;
   if (n.op == OpType::Slice) {
     auto starts = const_ints(g, n, 1), ends = const_ints(g, n, 2), axes = const_ints(g, n, 3), steps = const_ints(g, n, 4);
     if (starts.empty() || starts.size() != ends.size()) return kNoValue;

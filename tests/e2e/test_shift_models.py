@@ -63,6 +63,23 @@ class SliceConcat(nn.Module):
         return torch.cat([a, b[:, :, :h]], 1)
 
 
+class CatZeros(nn.Module):
+    """Channel groups moved by concatenating zero blocks on H or W, as torch.cat([zeros,
+    x[..., :-1]], 3) writes a shift; `kind` "ones" pads with ones instead (a look-alike)."""
+
+    def __init__(self, kind="shift"):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        fill = torch.ones if self.kind == "ones" else torch.zeros
+        a, b, c = x[:, :3], x[:, 3:6], x[:, 6:]
+        b = torch.cat([fill(n, 3, h, 1), b[:, :, :, :-1]], 3)  # right by one column
+        c = torch.cat([c[:, :, 1:], fill(n, 2, 1, w)], 2)      # up by one row
+        return torch.cat([a, b, c], 1)
+
+
 class OneHotConv(nn.Module):
     """A conv whose output channel o copies one input channel (pick(o)) at one tap: a shift that
     other exporters write as a full, grouped or dilated conv rather than a depthwise one."""
@@ -167,8 +184,9 @@ def main():
              ("onehot_dilated", OneHotConv(8, groups=8, dilation=2), 1),
              ("onehot_dw_mult2", OneHotConv(8, groups=8, mult=2), 1),
              ("pad_crop_shift", PadCrop("shift"), 1),
+             ("cat_zeros_shift", CatZeros(), 1),
              # look-alikes
-             ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0),
+             ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0), ("cat_ones", CatZeros("ones"), 0),
              ("onehot_two_inputs", OneHotConv(8, pick=lambda o: o, two_inputs=True), 0),
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
     for name, mod, expected in cases:
