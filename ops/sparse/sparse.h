@@ -16,7 +16,9 @@ double zero_fraction(const Tensor& w);
 // The direct sparse conv for an NHWC, group-1, stride 1 or 2, dilation 1 conv with constant
 // weights; nullptr outside that. aligned: the variant with 16-float rows and one shifted copy
 // of the input per horizontal tap (aligned vector reads); nullptr where that does not apply.
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned = false);
+// nullptr where it does not apply; then `why` (if given) says what is in the way.
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned = false,
+                                         std::string* why = nullptr);
 
 // CSR Gemm for Y = A * B^T + C (or A * B) with constant sparse B; the forms oneDNN's gemm takes.
 std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Node& n);

@@ -222,20 +222,26 @@ double zero_fraction(const Tensor& w) {
   return static_cast<double>(z) / static_cast<double>(n);
 }
 
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned) {
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned, std::string* why) {
   const auto& p = n.p<graph::ConvParams>();
-  if (n.layout != graph::Layout::NHWC || p.group != 1 || p.strides.size() != 2 || p.strides[0] != p.strides[1] ||
-      p.strides[0] > 2 || p.dilations[0] != 1 || p.dilations[1] != 1)
+  auto no = [&](const char* reason) -> std::unique_ptr<Kernel> {
+    if (why) *why = reason;
     return nullptr;
+  };
+  if (n.layout != graph::Layout::NHWC) return no("not in NHWC layout");
+  if (p.group != 1) return no("grouped conv");
+  if (p.strides.size() != 2 || p.strides[0] != p.strides[1] || p.strides[0] > 2) return no("stride other than 1 or 2");
+  if (p.dilations[0] != 1 || p.dilations[1] != 1) return no("dilated conv");
   const graph::Value& w = g.value(n.inputs[1]);
-  if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[2] * w.shape[3] > 64) return nullptr;
-  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return nullptr;
+  if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4) return no("run-time or non-float weights");
+  if (w.shape[2] * w.shape[3] > 64) return no("kernel larger than 64 taps");
+  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return no("run-time bias");
   const planar::Geometry geo{g.value(n.inputs[0]).shape[2], g.value(n.inputs[0]).shape[3], w.shape[2], w.shape[3],
                              g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
                              p.strides[0]};
-  if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return nullptr;  // int32 offsets (checked before the CSR is built)
+  if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
   auto k = std::make_unique<SparseConv>(g, n, aligned);
-  if (k->offset_span() >= (int64_t{1} << 31)) return nullptr;  // with the aligned rows and shifted copies
+  if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
   if (!aligned || k->aligned()) return k;
   return nullptr;  // the aligned variant does not apply: it would be the unaligned one
 }
@@ -269,7 +275,11 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
   // Two sparse variants where aligned reads apply (see SparseConv): the faster one is the
   // candidate against the dense kernel (all three timed in turn).
-  std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false);
+  std::string why;
+  std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false, &why);
+  if (!candidate && !plain)  // say why the sparse kernel was not tried, on a layer that is sparse enough
+    return with_note(std::move(dense), "[sparse kernel not applicable: " + why + ", " +
+                                           std::to_string(static_cast<int>(100 * zeros)) + "% zero weights]");
   double t_candidate = -1, t_dense = -1;  // when already measured
   if (!candidate) {
     candidate = std::move(plain);
