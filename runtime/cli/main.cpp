@@ -131,11 +131,15 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
     std::stringstream ss(spec.substr(eq + 1));
     std::string part;
     while (std::getline(ss, part, 'x')) {
+      size_t used = 0;
+      long long d = -1;
       try {
-        s.push_back(std::stoll(part));
+        d = std::stoll(part, &used);
       } catch (...) {
-        throw Error("--shape " + spec + ": '" + part + "' is not a number");
       }
+      if (used != part.size() || part.empty() || d < 0)
+        throw Error("--shape " + spec + ": '" + part + "' is not a dimension (a non-negative integer)");
+      s.push_back(d);
     }
     shapes[spec.substr(0, eq)] = s;
   }
@@ -373,8 +377,18 @@ int main(int argc, char** argv) {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
     if (*bench) return cmd_bench(model, input_specs, bench_flags.options(), runs, warmup, batch, as_json);
     if (*inspect) {
-      sluice::Session session(sluice::Model::load(model), inspect_flags.options());
-      std::cout << session.inspect(as_json, parse_shapes(shape_specs));
+      const sluice::Model m = sluice::Model::load(model);
+      sluice::Session session(m, inspect_flags.options());
+      const auto shapes = parse_shapes(shape_specs);
+      const auto ins = m.inputs();
+      for (const auto& [name, shape] : shapes) {
+        if (std::none_of(ins.begin(), ins.end(), [&](const auto& d) { return d.name == name; })) {
+          std::string names;
+          for (const auto& d : ins) names += (names.empty() ? "" : ", ") + d.name;
+          throw Error("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
+        }
+      }
+      std::cout << session.inspect(as_json, shapes);
       return 0;
     }
     if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());

@@ -139,6 +139,10 @@ def test_bad_input(a):
         (["bench", model, "--density", "-0.5"], 2, "--density: -0.5 is not a density"),
         (["bench", model, "--density", "0.5x"], 2, "--density: 0.5x is not a number"),
         (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
+        (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
+        (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
+        (["bench", model, "--threads", "100000"], 1, "more than 1024"),
+        (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
     ]
     for args, code, needle in cases:
         p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)
