@@ -39,6 +39,9 @@ FusedActivation* epilogue_slot(Node& n) {
 // a Clip that stays above 0 (how torch exports F.relu6 at some versions: Relu, then Clip(0, 6)),
 // a Relu twice, a Clip followed by a Relu.
 std::optional<FusedActivation> compose(const FusedActivation& first, const FusedActivation& second) {
+  // A Clip with min > max is legal ONNX (every value becomes max), but not an epilogue oneDNN
+  // takes: it stays a node.
+  if (second.kind == Activation::Clip && second.alpha > second.beta) return std::nullopt;
   if (first.kind == Activation::None) return second;
   if (first.kind == Activation::Relu && second.kind == Activation::Relu) return first;
   if (first.kind == Activation::Relu && second.kind == Activation::Clip && second.alpha >= 0.f && second.alpha <= second.beta)

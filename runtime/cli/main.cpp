@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -267,6 +268,10 @@ CLI::Validator number_check(const char* desc, bool (*ok)(double), const char* wh
 }
 const CLI::Validator kNonNegative = number_check("N >= 0", [](double d) { return d >= 0; }, "is negative");
 const CLI::Validator kPositive = number_check("N > 0", [](double d) { return d > 0; }, "is not positive");
+const CLI::Validator kFinite = number_check("finite", [](double d) { return std::isfinite(d); }, "is not a finite number");
+// A normalisation divisor: dividing by less than this turns pixels into inf.
+const CLI::Validator kStd = number_check("S >= 1e-6", [](double d) { return std::isfinite(d) && d >= 1e-6; },
+                                         "is not a standard deviation (finite, >= 1e-6)");
 const CLI::Validator kDensity = number_check("0 < D <= 1", [](double d) { return d > 0 && d <= 1; },
                                              "is not a density in (0, 1]");
 
@@ -355,9 +360,10 @@ int main(int argc, char** argv) {
   eval->add_option("-l,--limit", eval_opts.limit, "Evaluate only the first N images (0: all)")
       ->check(kNonNegative)->capture_default_str();
   eval->add_option("-b,--batch", eval_opts.batch, "Images per run")->check(kPositive)->capture_default_str();
-  eval->add_option("--mean", eval_opts.mean, "Input normalisation: (pixel/255 - mean) / std")->capture_default_str();
+  eval->add_option("--mean", eval_opts.mean, "Input normalisation: (pixel/255 - mean) / std")
+      ->check(kFinite)->capture_default_str();
   eval->add_option("--std", eval_opts.std, "Input normalisation: (pixel/255 - mean) / std")
-      ->check(kPositive)->capture_default_str();
+      ->check(kStd)->capture_default_str();
   eval->add_option("--plot", eval_opts.plot, "SVG plot of per-layer active-channel density (default: <model>_density.svg; - for none)");
   eval->add_option("--json", eval_opts.json, "Also write the results as JSON to this file");
   eval->add_option("--progress", eval_opts.progress, "Progress on stderr: auto (bar on a terminal), on, off")

@@ -176,6 +176,19 @@ TEST(FuseActivations, ReluThenClipComposeOnlyWhenExact) {
   }
 }
 
+TEST(FuseActivations, ClipWithMinAboveMaxStaysANode) {
+  // Legal ONNX (every value becomes max); oneDNN refused it as a post-op and loading failed.
+  OnnxBuilder b(13);
+  b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 1, 1}).init("lo", {}, {2.f}).init("hi", {}, {1.f});
+  b.node("Conv", {"x", "w"}, {"c"});
+  b.node("Clip", {"c", "lo", "hi"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(count_ops(p, graph::OpType::Clip), 1);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-6);
+}
+
 TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
   // x(NCHW) -> conv -> relu -> conv -> Flatten: one reorder in, one out (before Flatten).
   OnnxBuilder b;
