@@ -8,7 +8,7 @@ namespace sluice::graph {
 float apply_activation(const FusedActivation& a, float x) {
   switch (a.kind) {
     case Activation::None: return x;
-    case Activation::Relu: return x < 0.f ? 0.f : x;  // NaN stays NaN, as in ONNX Runtime
+    case Activation::Relu: return x > 0.f ? x : 0.f;  // a fused epilogue: NaN -> 0, as oneDNN's post-op
     case Activation::LeakyRelu: return x >= 0.f ? x : a.alpha * x;
     case Activation::Clip: return std::min(std::max(x, a.alpha), a.beta);
     case Activation::Sigmoid: return 1.f / (1.f + std::exp(-x));

@@ -253,8 +253,8 @@ struct Block6x2 {
   op("%%r12", "12", "13") op("%%r13", "14", "15")
 #define SLUICE_SUM(ptr, a0, a1) "vaddps (" ptr ",%%rdx), %%ymm" a0 ", %%ymm" a0 "\n\t" \
   "vaddps 32(" ptr ",%%rdx), %%ymm" a1 ", %%ymm" a1 "\n\t"
-// max(0, acc) with acc as the second operand: vmaxps returns it when it is NaN, as Relu must.
-#define SLUICE_RELU(ptr, a0, a1) "vmaxps %%ymm" a0 ", %%ymm0, %%ymm" a0 "\n\t" "vmaxps %%ymm" a1 ", %%ymm0, %%ymm" a1 "\n\t"
+// max(acc, 0): NaN -> 0, as oneDNN's relu post-op does in the other kernel for this layer.
+#define SLUICE_RELU(ptr, a0, a1) "vmaxps %%ymm0, %%ymm" a0 ", %%ymm" a0 "\n\t" "vmaxps %%ymm0, %%ymm" a1 ", %%ymm" a1 "\n\t"
 #define SLUICE_STORE(ptr, a0, a1) "vmovups %%ymm" a0 ", (" ptr ")\n\t" "vmovups %%ymm" a1 ", 32(" ptr ")\n\t"
 // r8..r13 = the 6 pointers of the array at rax
 #define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
@@ -525,7 +525,7 @@ class ShiftConvDirect final : public ShiftConvBase {
           const int64_t at = static_cast<int64_t>(px[i]) * m + (v0 + v) * kL;
           vf out = acc[i][v] + bias[v];
           if (sb) out += *reinterpret_cast<const vf*>(sb + at);
-          if (relu) out = out < 0.f ? 0.f : out;
+          if (relu) out = out > 0.f ? out : 0.f;  // NaN -> 0, as the assembly block
           *reinterpret_cast<vf*>(yb + at) = out;
         }
       return;
