@@ -533,9 +533,22 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
 // Per channel of a value m channels wide: whether every reader (there is at least one) has
 // only zero weights for it (torch.nn.utils.prune.ln_structured on dim 1 zeroes input channels
 // of a conv; the channel its producer computes for them is then never used).
+// Whether an op on the way can turn finite values into inf or NaN (then a reader's zero
+// weight does not make the channel irrelevant: 0 * inf is NaN).
+bool may_make_nonfinite(const Graph& g, const std::vector<Step>& chain) {
+  for (const Step& s : chain) {
+    const OpType t = g.node(s.node).op;
+    if (t == OpType::Exp || t == OpType::Log || t == OpType::Sqrt || t == OpType::Div || t == OpType::Pow ||
+        may_make_nonfinite(g, s.inner))
+      return true;
+  }
+  return false;
+}
+
 std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& readers, int64_t m) {
   std::vector<bool> un(static_cast<size_t>(m), !readers.empty());
   for (const Reader& r : readers) {
+    if (may_make_nonfinite(g, r.chain)) return std::vector<bool>(static_cast<size_t>(m), false);
     const Node& rn = g.node(r.node);
     const Tensor& w = g.value(rn.inputs[1]).constant;
     if (w.dtype() != DType::Float32) return std::vector<bool>(static_cast<size_t>(m), false);

@@ -490,6 +490,34 @@ def heads_case(a):
     check(got.get("/c/Conv") == (2, 1), "mean_head: (removed, folded) %s, expected (2, 1)" % (got.get("/c/Conv"),))
 
 
+class UnreadAfter(nn.Module):
+    """conv 1->6 3x3 pad 1, then `act`, then conv 6->4 1x1 whose weights for channel 2 are 0."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.c1, self.c2, self.act = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 4, 1), act
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c2(self.act(self.c1(x))), 1), 1))
+
+
+def unread_case(a):
+    """Channel 2 of c1 is read by nobody (zero weights in c2): it goes after a Relu, but not
+    after an Exp, which could make it inf, and 0 * inf is NaN in the dense model (a reviewer's
+    find: the NaN became a finite answer)."""
+    for name, act, want in (("unread_relu", nn.ReLU(), 1), ("unread_exp", torch.exp, 0)):
+        torch.manual_seed(12)
+        m = UnreadAfter(act)
+        with torch.no_grad():
+            m.c2.weight[:, 2] = 0
+        m.eval()
+        insp, _ = run_case(a, name, m, keep_bn=False)
+        got = {r["node"]: r for r in insp["pruning"]}.get("/c1/Conv", {})
+        check(got.get("unread", 0) == want and got.get("removed", 0) == want,
+              "%s: %d unread channel removed, expected %d (%s)" % (name, got.get("unread", 0), want, got))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -541,6 +569,7 @@ def main():
     spp_case(a)
     activations_case(a)
     heads_case(a)
+    unread_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
