@@ -149,6 +149,9 @@ float through(const Graph& g, const std::vector<Step>& chain, float v) {
   return v;
 }
 
+// A Flatten of a 4-D value into [N, C*H*W]: axis 1, or -3.
+bool flattens_channels(const Node& n) { return n.p<AxisParams>().axis == 1 || n.p<AxisParams>().axis == -3; }
+
 // A ReduceMean over H and W of a 4-D value (what torch's x.mean((2, 3)) exports).
 bool spatial_mean(const Node& n) {
   const auto& p = n.p<ReduceParams>();
@@ -263,7 +266,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         ValueId features = pooled;
         if (pv.shape.size() == 4) {  // [N, C, 1, 1]: flattened first
           const Node& flat = g.node(pv.consumers[0]);
-          if (flat.op != OpType::Flatten || flat.p<AxisParams>().axis != 1) return "pooled, then read by " + flat.name;
+          if (flat.op != OpType::Flatten || !flattens_channels(flat)) return "pooled, then read by " + flat.name;
           const Value& fv = g.value(flat.outputs[0]);
           if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + flat.name + " has other readers";
           features = flat.outputs[0];
@@ -275,7 +278,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         break;
       }
       case OpType::Flatten: {  // [N, C, H, W] -> [N, C*H*W] read by a Gemm: channel c is H*W columns
-        if (n.p<AxisParams>().axis != 1) return "flattened from axis " + std::to_string(n.p<AxisParams>().axis) + " by " + n.name;
+        if (!flattens_channels(n)) return "flattened from axis " + std::to_string(n.p<AxisParams>().axis) + " by " + n.name;
         const Value& fv = g.value(n.outputs[0]);
         if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + n.name + " has other readers";
         const NodeId gid = fv.consumers[0];
@@ -768,7 +771,7 @@ int prune_groups(Graph& g) {
         if (cn.op == OpType::GlobalAveragePool) {
           const Value& pv = g.value(cn.outputs[0]);
           const Node* flat = pv.consumers.size() == 1 ? &g.node(pv.consumers[0]) : nullptr;
-          const Node* gemm = flat && flat->op == OpType::Flatten && g.value(flat->outputs[0]).consumers.size() == 1
+          const Node* gemm = flat && flat->op == OpType::Flatten && flattens_channels(*flat) && g.value(flat->outputs[0]).consumers.size() == 1
                                  ? &g.node(g.value(flat->outputs[0]).consumers[0]) : nullptr;
           if (gemm && gemm->op == OpType::Gemm && !pv.is_output && !g.value(flat->outputs[0]).is_output &&
               !gemm->p<GemmParams>().trans_a && gemm->p<GemmParams>().alpha == 1.f && g.value(gemm->inputs[1]).is_constant() &&
