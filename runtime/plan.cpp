@@ -83,6 +83,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("fold_channel_scales", p::fold_channel_scales(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
+    p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
     log("prune_channels", p::prune_channels(g_));
   }
   log("remove_dead_nodes", p::remove_dead_nodes(g_));

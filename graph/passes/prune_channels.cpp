@@ -771,13 +771,10 @@ int prune_groups(Graph& g) {
         if (cn.op == OpType::GlobalAveragePool) {
           const Value& pv = g.value(cn.outputs[0]);
           const Node* flat = pv.consumers.size() == 1 ? &g.node(pv.consumers[0]) : nullptr;
-          const Node* gemm = flat && flat->op == OpType::Flatten && flattens_channels(*flat) && g.value(flat->outputs[0]).consumers.size() == 1
-                                 ? &g.node(g.value(flat->outputs[0]).consumers[0]) : nullptr;
-          if (gemm && gemm->op == OpType::Gemm && !pv.is_output && !g.value(flat->outputs[0]).is_output &&
-              !gemm->p<GemmParams>().trans_a && gemm->p<GemmParams>().alpha == 1.f && g.value(gemm->inputs[1]).is_constant() &&
-              (gemm->inputs.size() < 3 || gemm->inputs[2] == kNoValue ||
-               (g.value(gemm->inputs[2]).is_constant() && gemm->p<GemmParams>().beta == 1.f &&
-                g.value(gemm->inputs[2]).shape.size() <= 1))) {
+          const bool head = flat && !pv.is_output && flat->op == OpType::Flatten && flattens_channels(*flat) &&
+                            !g.value(flat->outputs[0]).is_output && g.value(flat->outputs[0]).consumers.size() == 1 &&
+                            gemm_head_problem(g, g.value(flat->outputs[0]).consumers[0], flat->outputs[0]).empty();
+          if (head) {
             path.push_back(cn.outputs[0]);
             path.push_back(flat->outputs[0]);
             readers.push_back({g.value(flat->outputs[0]).consumers[0], {}});
