@@ -74,6 +74,7 @@ void Plan::check_memory() const {
 void Plan::optimise(const SessionOptions& options) {
   namespace p = graph::passes;
   auto log = [&](const char* name, int n) { pass_log_.emplace_back(name, n); };
+  int dead = 0;
   log("fold_constants", p::fold_constants(g_));
   if (options.optimize) {
     log("eliminate_identities", p::eliminate_identities(g_));
@@ -83,10 +84,10 @@ void Plan::optimise(const SessionOptions& options) {
     log("fold_channel_scales", p::fold_channel_scales(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
-    p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
+    dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
     log("prune_channels", p::prune_channels(g_));
   }
-  log("remove_dead_nodes", p::remove_dead_nodes(g_));
+  log("remove_dead_nodes", dead + p::remove_dead_nodes(g_));
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
 }
 
