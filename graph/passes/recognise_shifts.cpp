@@ -1,6 +1,7 @@
 // Shift layers (design.md §8), recognised by what they compute, in either export form:
 //
-//  - a Conv (no bias or zero bias, stride 1, same spatial size out as in) whose every output
+//  - a Conv (stride 1, same spatial size out as in; a bias only where it folds into the readers,
+//    see fold_shift_bias) whose every output
 //    channel's kernel is one-hot with the value 1: output channel o copies the input channel c
 //    of its group where the 1 is, moved by (i * dilation_h - pad_top, j * dilation_w -
 //    pad_left), (i, j) the tap of the 1. Depthwise is the usual export; a dilated kernel
@@ -25,7 +26,7 @@ namespace sluice::graph::passes {
 namespace {
 
 // Form A. Returns false (and leaves the node) unless every output channel is a one-hot copy.
-bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp) {
+bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vector<float>& bias) {
   if (n.op != OpType::Conv) return false;
   const auto& p = n.p<ConvParams>();
   const Value& x = g.value(n.inputs[0]);
@@ -40,11 +41,13 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp) {
     return false;
   if (p.strides[0] != 1 || p.strides[1] != 1 || p.dilations[0] < 1 || p.dilations[1] < 1) return false;
   if (y.shape[2] != x.shape[2] || y.shape[3] != x.shape[3]) return false;
-  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
+  bias.clear();
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {  // a shift plus a per-channel constant
     const Value& b = g.value(n.inputs[2]);
-    if (!b.is_constant()) return false;
-    for (int64_t i = 0; i < b.constant.numel(); ++i)
-      if (b.constant.data<float>()[i] != 0.f) return false;
+    if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != m) return false;
+    bool zero = true;
+    for (int64_t i = 0; i < m; ++i) zero = zero && b.constant.data<float>()[i] == 0.f;
+    if (!zero) bias.assign(b.constant.data<float>(), b.constant.data<float>() + m);
   }
   const int64_t cg = c / groups, mg = m / groups, kh = w.shape[2], kw = w.shape[3], taps = cg * kh * kw;
   const float* W = w.constant.data<float>();
@@ -207,6 +210,51 @@ bool concat_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& sourc
 
 }  // namespace
 
+// A one-hot conv with a bias b is a shift plus b. Where every reader is a conv without zero
+// padding (group 1, constant weights), b adds sum_taps W_r[m, c] * b[c] to reader output m
+// everywhere: it goes into their biases and the shift stays a pure shift. False (nothing
+// changed) when some reader is anything else.
+bool fold_shift_bias(Graph& g, ValueId out, const std::vector<float>& b) {
+  const Value& ov = g.value(out);
+  if (ov.is_output || ov.consumers.empty()) return false;
+  for (NodeId r : ov.consumers) {
+    const Node& rn = g.node(r);
+    if (rn.op != OpType::Conv || rn.inputs[0] != out) return false;
+    const auto& rp = rn.p<ConvParams>();
+    if (rp.group != 1 || !rp.pre_shift.empty() || rp.fused_sum) return false;
+    for (int64_t pad : rp.pads)
+      if (pad != 0) return false;
+    for (size_t i = 1; i < rn.inputs.size(); ++i)
+      if (rn.inputs[i] == out || (rn.inputs[i] != kNoValue && i <= 2 && !g.value(rn.inputs[i]).is_constant())) return false;
+    const Value& w = g.value(rn.inputs[1]);
+    if (w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[1] != static_cast<int64_t>(b.size())) return false;
+  }
+  for (NodeId r : std::vector<NodeId>(ov.consumers)) {
+    const Node& rn = g.node(r);
+    const Tensor& w = g.value(rn.inputs[1]).constant;
+    const int64_t cm = w.shape()[0], c = w.shape()[1], taps = w.shape()[2] * w.shape()[3];
+    const bool had = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+    Tensor nb(DType::Float32, {cm});
+    for (int64_t mo = 0; mo < cm; ++mo) {
+      double acc = had ? g.value(rn.inputs[2]).constant.data<float>()[mo] : 0.0;
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t t = 0; t < taps; ++t) acc += static_cast<double>(w.data<float>()[(mo * c + ci) * taps + t]) * b[static_cast<size_t>(ci)];
+      nb.data<float>()[mo] = static_cast<float>(acc);
+    }
+    Value bv;
+    bv.name = rn.name + "__shift_bias";
+    bv.dtype = DType::Float32;
+    bv.shape = {cm};
+    bv.shape_known = true;
+    bv.constant = std::move(nb);
+    const ValueId bid = g.add_value(std::move(bv));
+    Node& rw = g.node(r);
+    rw.inputs.resize(std::max<size_t>(rw.inputs.size(), 3), kNoValue);
+    rw.inputs[2] = bid;
+  }
+  return true;
+}
+
 int recognise_shifts(Graph& g) {
   g.rebuild_links();
   int found = 0;
@@ -214,8 +262,10 @@ int recognise_shifts(Graph& g) {
     ShiftParams sp;
     ValueId src = kNoValue;
     const Node& n = g.node(id);
-    if (one_hot_conv_shift(g, n, sp)) {
-      src = n.inputs[0];
+    std::vector<float> bias;
+    if (one_hot_conv_shift(g, n, sp, bias)) {
+      if (!bias.empty() && !fold_shift_bias(g, n.outputs[0], bias)) continue;
+      src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       continue;
     }

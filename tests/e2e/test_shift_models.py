@@ -176,7 +176,9 @@ def main():
         check(insp["shifts_recognised"] == 6 and sum("fused_shift" in n for n in insp["nodes"]) == 4,
               "trained %s form: 6 shifts recognised, 4 fused" % form)
     cases = [("dw_onehot", OneHotDW(8), 1), ("dw_half", OneHotDW(8, value=0.5), 0), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
-             ("dw_bias", OneHotDW(8, bias=0.3), 0), ("slice_shift", SliceConcat("shift"), 1),
+             # a one-hot conv with a bias is a shift plus a constant, folded into the 1x1 reader's
+             # bias; before a padded reader (below) it stays a conv
+             ("dw_bias", OneHotDW(8, bias=0.3), 1), ("slice_shift", SliceConcat("shift"), 1),
              ("slice_crop_pad_top", SliceConcat("crop_then_pad_top"), 0), ("slice_permute", SliceConcat("permute"), 0),
              # the same idea in other exporters' op patterns
              ("onehot_full_permuted", OneHotConv(8, pick=lambda o: (o * 3 + 1) % 8), 1),
@@ -189,10 +191,12 @@ def main():
              ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0), ("cat_ones", CatZeros("ones"), 0),
              ("onehot_two_inputs", OneHotConv(8, pick=lambda o: o, two_inputs=True), 0),
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
+    padded = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, bias=0.3), nn.Conv2d(8, 5, 3, padding=1))
+    cases.append(("dw_bias_padded_reader", padded, 0))
     for name, mod, expected in cases:
         torch.manual_seed(1)
         path = os.path.join(a.work_dir, name + ".onnx")
-        export(wrap(mod, 8, out=16 if name == "onehot_dw_mult2" else None), path)
+        export(mod if name == "dw_bias_padded_reader" else wrap(mod, 8, out=16 if name == "onehot_dw_mult2" else None), path)
         insp, _ = compare(a, path, (2, 8, 12, 12), name)
         check(insp["shifts_recognised"] == expected,
               "%s: %d shift(s) recognised, expected %d" % (name, insp["shifts_recognised"], expected))
