@@ -90,20 +90,41 @@ int fold_channel_scales(Graph& g) {
   int folded = 0;
   for (NodeId id : g.topological_order()) {
     const Node& mul = g.node(id);
-    if (mul.dead || mul.op != OpType::Mul || mul.inputs.size() != 2) continue;
-    const int ci = g.value(mul.inputs[1]).is_constant() ? 1 : g.value(mul.inputs[0]).is_constant() ? 0 : -1;
-    if (ci < 0) continue;
-    const Value& sv = g.value(mul.inputs[static_cast<size_t>(ci)]);
-    const ValueId x = mul.inputs[static_cast<size_t>(1 - ci)];
-    const Value& xv = g.value(x);
-    if (xv.shape.size() != 4 || xv.dtype != DType::Float32 || sv.dtype != DType::Float32 ||
-        g.value(mul.outputs[0]).shape != xv.shape)
+    if (mul.dead) continue;
+    // The per-channel scale s and the activation x it multiplies: Mul(x, s), or a constant
+    // channel mask applied with Where: Where(mask, x, 0) is x * mask, Where(mask, 0, x) is
+    // x * !mask (torch.where(mask, x, 0)).
+    std::vector<float> s;
+    ValueId x = kNoValue;
+    int64_t c = 0;
+    auto per_channel = [&](const Value& v, const Value& of) {
+      if (of.shape.size() != 4 || !v.is_constant()) return false;
+      c = of.shape[1];
+      return v.shape == Shape{c, 1, 1} || v.shape == Shape{1, c, 1, 1};
+    };
+    if (mul.op == OpType::Mul && mul.inputs.size() == 2) {
+      const int ci = g.value(mul.inputs[1]).is_constant() ? 1 : g.value(mul.inputs[0]).is_constant() ? 0 : -1;
+      if (ci < 0) continue;
+      const Value& sv = g.value(mul.inputs[static_cast<size_t>(ci)]);
+      x = mul.inputs[static_cast<size_t>(1 - ci)];
+      if (sv.dtype != DType::Float32 || !per_channel(sv, g.value(x))) continue;
+      s.assign(sv.constant.data<float>(), sv.constant.data<float>() + c);
+    } else if (mul.op == OpType::Where && mul.inputs.size() == 3) {
+      const Value& mv = g.value(mul.inputs[0]);
+      auto zero = [&](ValueId v) {
+        const Value& z = g.value(v);
+        return z.is_constant() && z.dtype == DType::Float32 && z.constant.numel() == 1 && z.constant.data<float>()[0] == 0.f;
+      };
+      const int xi = zero(mul.inputs[2]) ? 1 : zero(mul.inputs[1]) ? 2 : -1;
+      if (xi < 0 || mv.dtype != DType::Bool) continue;
+      x = mul.inputs[static_cast<size_t>(xi)];
+      if (g.value(x).is_constant() || !per_channel(mv, g.value(x))) continue;
+      for (int64_t o = 0; o < c; ++o) s.push_back(mv.constant.data<bool>()[o] == (xi == 1) ? 1.f : 0.f);
+    } else {
       continue;
-    const int64_t c = xv.shape[1];
-    const Shape& ss = sv.shape;
-    const bool per_channel = (ss == Shape{c, 1, 1}) || (ss == Shape{1, c, 1, 1});
-    if (!per_channel) continue;
-    const float* s = sv.constant.data<float>();
+    }
+    const Value& xv = g.value(x);
+    if (xv.dtype != DType::Float32 || g.value(mul.outputs[0]).shape != xv.shape) continue;
     const NodeId relu = producer_of_type(g, x, OpType::Relu);
     const ValueId y = relu >= 0 ? g.node(relu).inputs[0] : x;
     if (!single_use(g, x) || (relu >= 0 && !single_use(g, y))) continue;
@@ -118,7 +139,7 @@ int fold_channel_scales(Graph& g) {
     if (cp.activation.kind != Activation::None || cp.fused_sum || !cp.pre_shift.empty() || !wv.is_constant() ||
         wv.shape.empty() || wv.shape[0] != c || (has_bias && !g.value(conv.inputs[2]).is_constant()))
       continue;
-    const std::vector<float> a(s, s + c);
+    const std::vector<float> a = s;
     const ValueId out = g.node(id).outputs[0];
     scale_conv_channels(g, cid, a, [&](int64_t o, float b0) { return b0 * s[o]; }, "__scaled",
                         g.node(id).name + "__folded_bias");

@@ -12,6 +12,7 @@ live against ONNX Runtime on the same file:
   mask        filters untouched, a constant 0/1 channel mask multiplied in after each ReLU
               (how mask-based pruning tools keep shapes); a second mask scales some kept
               channels by -1 after the ReLU, which cannot move into the conv and must stay
+  where       the same 0/1 mask applied with torch.where(mask, x, 0)
   residual    dead channels inside and at the output of residual blocks: the block-internal
               ones go, the ones meeting the residual Add stay (dependency group)
   preact      BN -> ReLU -> conv with the BN reading a shared tensor (pre-activation ResNet,
@@ -97,6 +98,22 @@ class Masked(Plain):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class WhereMasked(Plain):
+    """Plain with a constant boolean channel mask applied with torch.where(mask, x, 0)."""
+
+    def __init__(self):
+        super().__init__()
+        for i, (_, o, _, _) in enumerate(self.SPEC):
+            self.register_buffer("keep%d" % i, torch.ones(1, o, 1, 1, dtype=torch.bool))
+
+    def forward(self, x):
+        for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+            x = torch.where(getattr(self, "keep%d" % i), F.relu(b(c(x))), x.new_zeros(()))
+            if i == 1:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def randomise_bn(m):
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -109,7 +126,7 @@ def randomise_bn(m):
 def plain_case(kind):
     """Returns (model, expected removed per conv)."""
     torch.manual_seed(3)
-    m = Masked() if kind == "mask" else Plain(bias=(kind == "ln"))
+    m = Masked() if kind == "mask" else WhereMasked() if kind == "where" else Plain(bias=(kind == "ln"))
     randomise_bn(m)
     removed = []
     with torch.no_grad():
@@ -140,6 +157,9 @@ def plain_case(kind):
                 z = (c.weight.flatten(1).abs().sum(1) == 0).nonzero().flatten()
                 const = F.relu((c.bias[z] - b.running_mean[z]) / torch.sqrt(b.running_var[z] + b.eps) * b.weight[z] + b.bias[z])
                 removed.append(int((const == 0).sum()) if reader_pads else len(z))
+            elif kind == "where":  # torch.where(mask, x, 0): the same mask, folded the same way
+                getattr(m, "keep%d" % i)[0, dead] = False
+                removed.append(len(dead))
             elif kind == "ln_in":  # the reader's input channels zeroed: this conv's matching channels go
                 reader = m.convs[i + 1] if i + 1 < len(m.convs) else m.fc
                 tprune.ln_structured(reader, "weight", amount=0.5, n=1, dim=1)
@@ -542,7 +562,7 @@ def committed_models(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
