@@ -176,8 +176,10 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
   return "";
 }
 
-// The readers of `v` when every path is a pass-through chain ending in a Conv (input 0) or a
-// GAP -> Flatten -> Gemm head; the values on the way (whose channel dim shrinks) go to `path`.
+// The readers of `v` when every path is a chain of elementwise ops, max / unpadded average
+// pooling and channel Concats ending in a Conv (input 0) or a classifier head (GAP or a mean
+// over H, W, then Flatten, then Gemm; or Flatten of the map, then Gemm); the values on the way
+// (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
 // A node reached twice (a Concat of y and maxpool(y), or of y and relu(y)) refuses too: each
 // reader is rewritten once, for channels at one offset. Self-gating forms are the exception:
