@@ -27,17 +27,10 @@ void scale_conv_channels(Graph& g, NodeId cid, const std::vector<float>& a, cons
   wn.name = wv.name + weight_suffix;
   wn.constant = w;
   wn.consumers.clear();
-  Value bv;
-  bv.name = bias_name;
-  bv.dtype = DType::Float32;
-  bv.shape = {m};
-  bv.shape_known = true;
-  bv.constant = b;
-  const ValueId wid = g.add_value(std::move(wn)), bid = g.add_value(std::move(bv));
+  const ValueId wid = g.add_value(std::move(wn)), bid = add_constant(g, bias_name, b);
   Node& c = g.node(cid);
-  c.inputs.resize(3);
-  c.inputs[1] = wid;
-  c.inputs[2] = bid;
+  set_input(c, 1, wid);
+  set_input(c, 2, bid);
 }
 
 }  // namespace

@@ -391,18 +391,11 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     if (had_bias) {
       new_b = new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in");
     } else {
-      Value bv;
-      bv.name = g.node(rid).name + "__folded_bias";
-      bv.dtype = DType::Float32;
-      bv.shape = {cm};
-      bv.shape_known = true;
-      bv.constant = std::move(cb);
-      new_b = g.add_value(std::move(bv));
+      new_b = add_constant(g, g.node(rid).name + "__folded_bias", std::move(cb));
     }
     Node& rn2 = g.node(rid);
-    rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
-    rn2.inputs[1] = new_w;
-    rn2.inputs[2] = new_b;
+    set_input(rn2, 1, new_w);
+    set_input(rn2, 2, new_b);
   } else {  // Gemm head: rows (or columns) of B for the kept channels
     const auto& gp = rn.p<GemmParams>();
     const Tensor& bw = g.value(rn.inputs[1]).constant;
@@ -426,17 +419,10 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     }
     if (rn.p<GemmParams>().dense_k == 0) rn.p<GemmParams>().dense_k = m;
     const ValueId new_w = new_constant(g, rn.inputs[1], std::move(bwn), "__pruned_in");
-    Value bv;
-    bv.name = rn.name + "__pruned_bias";
-    bv.dtype = DType::Float32;
-    bv.shape = {nout};
-    bv.shape_known = true;
-    bv.constant = std::move(cb);
-    const ValueId new_b = g.add_value(std::move(bv));
+    const ValueId new_b = add_constant(g, rn.name + "__pruned_bias", std::move(cb));
     Node& rn2 = g.node(rid);
-    rn2.inputs.resize(std::max<size_t>(rn2.inputs.size(), 3), kNoValue);
-    rn2.inputs[1] = new_w;
-    rn2.inputs[2] = new_b;
+    set_input(rn2, 1, new_w);
+    set_input(rn2, 2, new_b);
     rn2.p<GemmParams>().beta = 1.f;
   }
 }

@@ -241,16 +241,8 @@ bool fold_shift_bias(Graph& g, ValueId out, const std::vector<float>& b) {
         for (int64_t t = 0; t < taps; ++t) acc += static_cast<double>(w.data<float>()[(mo * c + ci) * taps + t]) * b[static_cast<size_t>(ci)];
       nb.data<float>()[mo] = static_cast<float>(acc);
     }
-    Value bv;
-    bv.name = rn.name + "__shift_bias";
-    bv.dtype = DType::Float32;
-    bv.shape = {cm};
-    bv.shape_known = true;
-    bv.constant = std::move(nb);
-    const ValueId bid = g.add_value(std::move(bv));
-    Node& rw = g.node(r);
-    rw.inputs.resize(std::max<size_t>(rw.inputs.size(), 3), kNoValue);
-    rw.inputs[2] = bid;
+    const ValueId bid = add_constant(g, rn.name + "__shift_bias", std::move(nb));
+    set_input(g.node(r), 2, bid);
   }
   return true;
 }

@@ -32,6 +32,23 @@ inline std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) 
   return r;
 }
 
+// A new constant value holding `t` (its dtype and shape), named `name`.
+inline ValueId add_constant(Graph& g, std::string name, Tensor t) {
+  Value v;
+  v.name = std::move(name);
+  v.dtype = t.dtype();
+  v.shape = t.shape();
+  v.shape_known = true;
+  v.constant = std::move(t);
+  return g.add_value(std::move(v));
+}
+
+// Sets input i of node n to v, growing its input list (absent inputs between) as needed.
+inline void set_input(Node& n, size_t i, ValueId v) {
+  if (n.inputs.size() <= i) n.inputs.resize(i + 1, kNoValue);
+  n.inputs[i] = v;
+}
+
 // The producer of v if it is a live node of type t, else -1.
 inline NodeId producer_of_type(const Graph& g, ValueId v, OpType t) {
   NodeId p = g.value(v).producer;
