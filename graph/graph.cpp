@@ -15,6 +15,17 @@ constexpr const char* kOpNames[] = {
 
 const char* op_name(OpType t) { return kOpNames[static_cast<int>(t)]; }
 
+bool is_unary_elementwise(OpType t) {
+  switch (t) {
+    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
+    case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
+    case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu: case OpType::Elu: case OpType::Softplus:
+    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
+      return true;
+    default: return false;
+  }
+}
+
 std::optional<OpType> op_from_name(const std::string& name) {
   static const std::unordered_map<std::string, OpType> table = [] {
     std::unordered_map<std::string, OpType> m;

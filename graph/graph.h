@@ -26,6 +26,10 @@ constexpr int kNumOpTypes = 0
 
 const char* op_name(OpType t);
 std::optional<OpType> op_from_name(const std::string& name);
+// Ops with one (float) input computed element by element into an output of its shape, with
+// no other inputs (Relu, Tanh, Gelu, ...): they run in place, in chunks, and keep a constant
+// channel constant.
+bool is_unary_elementwise(OpType t);
 
 using ValueId = int32_t;
 using NodeId = int32_t;

@@ -20,17 +20,7 @@ class ReferenceKernel final : public Kernel {
   bool in_place_;
 };
 
-bool is_unary_elementwise(graph::OpType t) {
-  using graph::OpType;
-  switch (t) {
-    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
-    case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
-    case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu: case OpType::Elu: case OpType::Softplus:
-    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
-      return true;
-    default: return false;
-  }
-}
+using graph::is_unary_elementwise;
 
 // A unary elementwise op without a vectorised kernel (Erf, Exp, Log, Tanh, ...) on a large
 // float tensor: its reference kernel on chunks, in parallel (GELU's Erf ran single-threaded).

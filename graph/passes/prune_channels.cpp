@@ -43,18 +43,6 @@ struct Reader {
   ValueId flat = kNoValue;  // that flattened value (its width shrinks by spread per channel)
 };
 
-bool is_unary_elementwise(OpType t) {
-  switch (t) {
-    case OpType::Relu: case OpType::LeakyRelu: case OpType::Sigmoid: case OpType::Tanh: case OpType::HardSigmoid:
-    case OpType::HardSwish: case OpType::Gelu: case OpType::Erf: case OpType::Abs: case OpType::Neg:
-    case OpType::Exp: case OpType::Log: case OpType::Sqrt: case OpType::Clip: case OpType::Elu: case OpType::Softplus:
-    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool is_binary_elementwise(OpType t) {
   switch (t) {
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Pow: case OpType::Max:
@@ -71,7 +59,7 @@ bool is_binary_elementwise(OpType t) {
 int elementwise_pos(const Graph& g, const Node& n, ValueId v) {
   if (n.outputs.size() != 1 || n.outputs[0] == kNoValue) return -1;
   if (g.value(n.outputs[0]).dtype != DType::Float32 || g.value(n.outputs[0]).shape != g.value(v).shape) return -1;
-  if (is_unary_elementwise(n.op)) {
+  if (is_unary_elementwise(n.op) || n.op == OpType::Clip) {  // Clip: its bounds are constants (checked below)
     if (n.inputs.empty() || n.inputs[0] != v) return -1;
     for (size_t i = 1; i < n.inputs.size(); ++i)
       if (n.inputs[i] != kNoValue && (n.inputs[i] == v || !g.value(n.inputs[i]).is_constant())) return -1;
