@@ -56,7 +56,9 @@ std::vector<int64_t> spatial(const AttributeReader& a, const char* name, size_t 
   if (v.size() != rank) a.fail(std::string("attribute '") + name + "' has " + std::to_string(v.size()) +
                                " values, expected " + std::to_string(rank));
   for (int64_t x : v)
-    if (x < (dflt == 0 ? 0 : 1)) a.fail(std::string("attribute '") + name + "' has invalid value " + std::to_string(x));
+    if (x < (dflt == 0 ? 0 : 1))
+      a.fail(std::string("attribute '") + name + "' has " + std::to_string(x) + "; every entry must be >= " +
+             (dflt == 0 ? "0" : "1"));
   return v;
 }
 
@@ -65,7 +67,7 @@ void parse_window(const AttributeReader& a, P& p) {
   p.kernel_shape = a.ints("kernel_shape");
   size_t rank = p.kernel_shape.empty() ? 2 : p.kernel_shape.size();
   for (int64_t k : p.kernel_shape)
-    if (k <= 0) a.fail("kernel_shape must be positive, got " + std::to_string(k));
+    if (k <= 0) a.fail("attribute 'kernel_shape' has " + std::to_string(k) + "; every entry must be >= 1");
   p.strides = spatial(a, "strides", rank, 1);
   p.dilations = spatial(a, "dilations", rank, 1);
   p.pads = spatial(a, "pads", rank * 2, 0);

@@ -126,7 +126,7 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
     if (ec || !std::filesystem::is_regular_file(full, ec))
       throw Error(where + ": external data file '" + full + "' cannot be opened");
     // Symlinks resolved: the data must really lie inside the model's folder.
-    const std::string dir = std::filesystem::canonical(base_dir.empty() ? "." : base_dir, ec).string() + "/";
+    const std::string dir = std::filesystem::canonical(base_dir, ec).string() + "/";
     const std::string real = std::filesystem::canonical(full, ec).string();
     if (ec || real.compare(0, dir.size(), dir) != 0)
       throw Error(where + ": external data file '" + full + "' resolves to '" + real +
@@ -152,10 +152,6 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
   } catch (const Error& e) {
     throw Error(where + ": " + e.what());
   }
-  auto size_mismatch = [&](size_t have_elems) {
-    return Error(where + ": holds " + std::to_string(have_elems) + " elements of data but its dims " + shape_str(shape) +
-                 " need " + std::to_string(n));
-  };
   if (!full.empty()) {
     std::ifstream f(full, std::ios::binary);
     f.seekg(offset);
@@ -168,9 +164,8 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
     std::memcpy(t.raw(), tp.raw_data().data(), need);
     return t;
   }
-  auto copy_field = [&](const auto& field, auto cast_to) {
+  auto copy_field = [&](const auto& field, auto cast_to) {  // its size was checked above (field_size)
     using Dst = decltype(cast_to);
-    if (static_cast<int64_t>(field.size()) != n) throw size_mismatch(static_cast<size_t>(field.size()));
     Dst* dst = static_cast<Dst*>(t.raw());
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(field.Get(static_cast<int>(i)));
   };
@@ -202,17 +197,7 @@ class Importer {
     sort_nodes(*model.mutable_graph());
     check(model);
     const op::GraphProto& gp = model.graph();
-    // Tensors and window attributes are checked before ONNX's shape inference sees them: it
-    // reads raw_data without checking its size, and divides by strides (ONNX 1.12 crashes).
     for (const auto& init : gp.initializer()) add_initializer(init);
-    precheck_nodes(gp);
-    if (g_->opset <= kCheckerOpset) {
-      try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
-        op::shape_inference::InferShapes(model);
-      } catch (const std::exception& e) {
-        throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
-      }
-    }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics
     for (const auto& in : gp.input()) {
       if (by_name_.count(in.name())) continue;  // an initializer listed as input (IR < 4 style)
       ValueId v = add_value_info(in);
@@ -223,6 +208,16 @@ class Importer {
     for (const auto& out : gp.output()) used_.insert(out.name());
     for (int i = 0; i < gp.node_size(); ++i) declare_outputs(gp.node(i), i);
     for (int i = 0; i < gp.node_size(); ++i) add_node(gp.node(i), i);
+    // ONNX's shape inference runs after Sluice's own import has checked every tensor and
+    // attribute: it reads raw_data without checking its size and divides by strides (ONNX 1.12
+    // crashes on both).
+    if (g_->opset <= kCheckerOpset) {
+      try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
+        op::shape_inference::InferShapes(model);
+      } catch (const std::exception& e) {
+        throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
+      }
+    }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics
     for (const auto& out : gp.output()) {
       auto it = by_name_.find(out.name());
       if (it == by_name_.end())
@@ -301,25 +296,6 @@ class Importer {
     google::protobuf::RepeatedPtrField<op::NodeProto> nodes;
     for (int i : order) *nodes.Add() = gp.node(i);
     gp.mutable_node()->Swap(&nodes);
-  }
-
-  // What ONNX's shape inference would crash on rather than refuse: Constant tensors whose data
-  // does not match their dims, and windows with zero or negative strides, dilations or sizes.
-  void precheck_nodes(const op::GraphProto& gp) const {
-    for (int i = 0; i < gp.node_size(); ++i) {
-      const op::NodeProto& np = gp.node(i);
-      const std::string where = name_ + ": node '" + node_name(np, i) + "' (" + np.op_type() + ")";
-      for (const auto& a : np.attribute()) {
-        if (np.op_type() == "Constant" && a.type() == op::AttributeProto::TENSOR)
-          (void)tensor_from_proto(a.t(), where + " attribute '" + a.name() + "'", base_dir_);
-        const bool window = np.op_type() == "Conv" || np.op_type() == "ConvTranspose" || np.op_type() == "MaxPool" ||
-                            np.op_type() == "AveragePool" || np.op_type() == "LpPool";
-        if (window && (a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape"))
-          for (int64_t v : a.ints())
-            if (v <= 0)
-              throw Error(where + ": attribute '" + a.name() + "' has " + std::to_string(v) + "; every entry must be >= 1");
-      }
-    }
   }
 
   // Unsupported operators are named with their node before the checker runs (its
