@@ -6,16 +6,15 @@
 //   padded with spaces and terminated by '\n'; then the raw C-order data.
 #include "runtime/npy.h"
 
-#include "runtime/memory_limit.h"
-
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <vector>
+
+#include "runtime/memory_limit.h"
 
 namespace sluice::npy {
 

@@ -23,10 +23,9 @@ Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_
   try {
     graph::passes::bind_input_shapes(g_, input_shapes, specialised_inputs);
     optimise(options);
-    check_memory();
+    check_value_sizes();
     build_steps(options);
     plan_memory();
-    check_memory();
   } catch (const std::bad_alloc&) {
     throw Error(g_.model_name + ": out of memory while preparing to run it" + largest_value_note() +
                 "; check the model's and the inputs' shapes (`sluice inspect` shows them)");
@@ -51,7 +50,7 @@ std::string Plan::largest_value_note() const {
          "; this machine has " + gib(machine_bytes()) + ")";
 }
 
-void Plan::check_memory() const {
+void Plan::check_value_sizes() const {
   const double have = machine_bytes();
   if (have <= 0) return;
   for (const graph::Node& n : g_.nodes) {
@@ -65,10 +64,6 @@ void Plan::check_memory() const {
                     " of memory; check the model's and the inputs' shapes");
     }
   }
-  const double need = static_cast<double>(arena_bytes_) + static_cast<double>(scratch_bytes_);
-  if (need > have)
-    throw Error(g_.model_name + ": running it needs " + gib(need) + " of working memory, more than this machine's " +
-                gib(have) + largest_value_note());
 }
 
 void Plan::optimise(const SessionOptions& options) {
@@ -203,6 +198,10 @@ void Plan::plan_memory() {
   for (size_t s = 0; s < slots_.size(); ++s)
     if (request_of[s] >= 0) slots_[s].offset = mp.offsets[static_cast<size_t>(request_of[s])];
   arena_bytes_ = mp.arena_bytes;
+  const double need = static_cast<double>(arena_bytes_) + static_cast<double>(scratch_bytes_), have = machine_bytes();
+  if (have > 0 && need > have)
+    throw Error(g_.model_name + ": running it needs " + gib(need) + " of working memory, more than this machine's " +
+                gib(have) + largest_value_note());
 }
 
 std::unique_ptr<ExecContext> Plan::make_context() const {

@@ -68,8 +68,9 @@ class Plan {
   void optimise(const SessionOptions& options);
   void build_steps(const SessionOptions& options);
   void plan_memory();
-  // Refuses a value, or the arena, larger than this machine's memory, naming it.
-  void check_memory() const;
+  // Refuses a value larger than this machine's memory, naming it and its node (plan_memory
+  // does the same for the arena).
+  void check_value_sizes() const;
   // " (its largest value, 'v' [shape], needs N GiB; ...)" for an out-of-memory message.
   std::string largest_value_note() const;
   void collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const;
