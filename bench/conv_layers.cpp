@@ -308,8 +308,9 @@ int register_all() {
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
     // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
     // rows compare directly with sluice/ on the same layer).
-    if (l.group == 1 && l.k == 3 && l.c >= 64 && l.stride == 1)
-      for (int z : {50, 60, 70, 80, 90})
+    // Also the 7x7 stride-2 stem, which global magnitude pruning leaves sparse too.
+    if (l.group == 1 && ((l.k == 3 && l.c >= 64 && l.stride == 1) || l.k == 7))
+      for (int z : {50, 60, 70, 80, 90, 95})
         for (bool aligned : {false, true})
           benchmark::RegisterBenchmark(("sparse" + std::to_string(z) + (aligned ? "a/" : "/") + name).c_str(),
                                        BM_SluiceConv, l, z / 100.0, aligned)

@@ -24,22 +24,6 @@ void tap_offsets(const Geometry& g, int64_t k, int64_t* off, int64_t shifts) {
 
 namespace {
 
-// Scalar epilogue for pixels [x0, x1) of output row oy, channels [j0, j1).
-void unpack_scalar(const Geometry& g, const float* planes, int64_t q, int64_t oy, int64_t x0, int64_t x1, int64_t j0,
-                   int64_t j1, float* y, int64_t y_stride, const float* bias, const float* sum, int64_t sum_stride,
-                   const graph::FusedActivation& act) {
-  const int64_t gw = g.grid_w();
-  for (int64_t ox = x0; ox < x1; ++ox) {
-    const int64_t p = oy * g.ow + ox;
-    const float* src = planes + oy * gw + ox;
-    for (int64_t j = j0; j < j1; ++j) {
-      float v = src[j * q] + (bias ? bias[j] : 0.f);
-      if (sum) v += sum[p * sum_stride + j];
-      y[p * y_stride + j] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
-    }
-  }
-}
-
 #ifdef SLUICE_PLANAR_TILES
 // Square tiles of T x T floats moved through registers: T = 16 (AVX-512) or 8 (AVX2). Loads and
 // stores take a count n <= T of leading lanes (masked).
@@ -155,52 +139,75 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
         }
       }
 #endif
+    // Padded column px = xx + pad_left lands in phase px % st at column px / st; both kept
+    // incrementally (a division per pixel cost more than the copy on a 3-channel stem).
+    float* row = planes + (py % st) * st * phase_size + (py / st) * gw;
+    int64_t phase = (x_lo + g.pad_left) % st, col = (x_lo + g.pad_left) / st;
     for (int64_t xx = x_lo; xx < x_hi; ++xx) {
-      const int64_t px = xx + g.pad_left;
       const float* src = x + (yy * g.w + xx) * x_stride;
-      float* dst = planes + ((py % st) * st + px % st) * phase_size + (py / st) * gw + px / st;
+      float* dst = row + phase * phase_size + col;
       const int64_t at = dst - planes;
       for (int64_t c = 0; c < shifts; ++c)
         for (int64_t j = j0; j < k; ++j)
           if (at + j * ps >= c) dst[j * ps + c * copy - c] = src[pos[j]];
+      if (++phase == st) phase = 0, ++col;
+    }
+  }
+}
+
+void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k, float* y,
+                 int64_t y_stride, const float* bias, const float* sum, int64_t sum_stride,
+                 const graph::FusedActivation& act) {
+  const int64_t gw = g.grid_w();
+  // Flat position q0 + i is output pixel (oy, ox); ox >= ow (the grid's extra columns) and
+  // oy >= oh (the last block's slack) are dropped. Kept incrementally across the block.
+  int64_t oy = q0 / gw, ox = q0 - oy * gw;
+  auto next = [&] {
+    if (++ox == gw) ox = 0, ++oy;
+  };
+#ifdef SLUICE_PLANAR_TILES
+  const bool use_relu = act.kind == graph::Activation::Relu;
+  if (use_relu || act.kind == graph::Activation::None) {
+    for (int64_t i0 = 0; i0 < npx; i0 += T) {
+      const int64_t n = std::min<int64_t>(T, npx - i0);
+      const int64_t ty = oy, tx = ox;
+      for (int64_t j0 = 0; j0 < k; j0 += T) {
+        const int64_t jn = std::min<int64_t>(T, k - j0);
+        Vec r[T];
+        for (int64_t jj = 0; jj < T; ++jj) r[jj] = jj < jn ? load_n(src + (j0 + jj) * src_stride + i0, n) : zero();
+        transpose(r);
+        const Vec b = bias ? load_n(bias + j0, jn) : zero();
+        oy = ty, ox = tx;
+        for (int64_t i = 0; i < n; ++i, next()) {
+          if (ox >= g.ow || oy >= g.oh) continue;
+          const int64_t p = oy * g.ow + ox;
+          Vec v = add(r[i], b);
+          if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
+          if (use_relu) v = relu(v);
+          store_n(y + p * y_stride + j0, v, jn);
+        }
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < npx; ++i, next()) {
+    if (ox >= g.ow || oy >= g.oh) continue;
+    const int64_t p = oy * g.ow + ox;
+    for (int64_t j = 0; j < k; ++j) {
+      float v = src[j * src_stride + i] + (bias ? bias[j] : 0.f);
+      if (sum) v += sum[p * sum_stride + j];
+      y[p * y_stride + j] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
     }
   }
 }
 
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {
-  const int64_t q = g.flat_out();
-  const int64_t work = g.oh * g.ow * k;
-  const bool use_relu = act.kind == graph::Activation::Relu, vec_act = use_relu || act.kind == graph::Activation::None;
-#pragma omp parallel for schedule(static) if (work > 65536)
-  for (int64_t oy = 0; oy < g.oh; ++oy) {
-#ifdef SLUICE_PLANAR_TILES
-    if (vec_act) {
-      for (int64_t x0 = 0; x0 < g.ow; x0 += T) {
-        const int64_t n = std::min<int64_t>(T, g.ow - x0);
-        for (int64_t j0 = 0; j0 < k; j0 += T) {
-          const int64_t jn = std::min<int64_t>(T, k - j0);
-          Vec r[T];
-          for (int64_t jj = 0; jj < T; ++jj)
-            r[jj] = jj < jn ? load_n(planes + (j0 + jj) * q + oy * g.grid_w() + x0, n) : zero();
-          transpose(r);
-          const Vec b = bias ? load_n(bias + j0, jn) : zero();
-          for (int64_t i = 0; i < n; ++i) {
-            const int64_t p = oy * g.ow + x0 + i;
-            Vec v = add(r[i], b);
-            if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
-            if (use_relu) v = relu(v);
-            store_n(y + p * y_stride + j0, v, jn);
-          }
-        }
-      }
-      continue;
-    }
-#endif
-    unpack_scalar(g, planes, q, oy, 0, g.ow, 0, k, y, y_stride, bias, sum, sum_stride, act);
-  }
-  (void)vec_act;
-  (void)use_relu;
+  const int64_t q = g.flat_out(), gw = g.grid_w();
+#pragma omp parallel for schedule(static) if (g.oh * g.ow * k > 65536)
+  for (int64_t oy = 0; oy < g.oh; ++oy)
+    store_block(g, planes + oy * gw, q, oy * gw, g.ow, k, y, y_stride, bias, sum, sum_stride, act);
 }
 
 }  // namespace sluice::ops::planar

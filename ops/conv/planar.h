@@ -60,4 +60,12 @@ inline int64_t aligned_shifts(const Geometry& g) { return (g.kw - 1) / g.stride 
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act);
 
+// The same epilogue for flat positions q0 .. q0 + npx only, read from src[j * src_stride + i]
+// (flat position q0 + i of channel j): a kernel that holds a block of results in cache writes
+// it out directly. Flat positions outside the output (the grid's extra columns, the last
+// block's slack) are skipped.
+void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k, float* y,
+                 int64_t y_stride, const float* bias, const float* sum, int64_t sum_stride,
+                 const graph::FusedActivation& act);
+
 }  // namespace sluice::ops::planar
