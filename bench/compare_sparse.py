@@ -9,7 +9,7 @@ behind the choice.
         [--layers-model resnet18 --layers-sparsity 0.9] [--markdown]
 
 Files: models/export_sparse.py (global L1 over the convs, l1_unstructured on the classifier;
-224x224, batch 1), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time;
+224x224, batch 1; `--scope layer`: every conv at the same sparsity), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time;
 MAC ratio = dense MACs / executed MACs (non-zero weights only where the sparse kernel runs).
 """
 import argparse
@@ -26,9 +26,10 @@ sys.path.insert(0, HERE)
 from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer  # noqa: E402
 
 
-def export(models, sparsity, out_dir):
+def export(models, sparsity, out_dir, scope):
     out = subprocess.run([sys.executable, os.path.join(REPO, "models", "export_sparse.py"), "--models", models,
-                          "--sparsity", sparsity, "--out-dir", out_dir], check=True, capture_output=True, text=True)
+                          "--sparsity", sparsity, "--out-dir", out_dir, "--scope", scope], check=True,
+                         capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -60,14 +61,17 @@ def main():
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
+    ap.add_argument("--scope", choices=["global", "layer"], default="global",
+                    help="pruning: one threshold over all convs (global) or each conv at the same sparsity (layer)")
     a = ap.parse_args()
+    tag = "u" if a.scope == "layer" else "s"
     out_dir = os.path.join(a.work_dir, "sparse")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for model in ([] if a.layers_only else a.models.split(",")):
         log("exporting %s at %s ..." % (model, a.sparsity))
-        for path in export(model, a.sparsity, out_dir):
-            s = int(re.search(r"_s(\d+)\.onnx$", path).group(1))
+        for path in export(model, a.sparsity, out_dir, a.scope):
+            s = int(re.search(r"_[su](\d+)\.onnx$", path).group(1))
             for t in (int(v) for v in a.threads.split(",")):
                 sp, dn, ort_t, stats = [], [], [], None
                 sess = None if a.no_ort else make_ort_session(path, t)
@@ -79,7 +83,8 @@ def main():
                     dn += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--sparse", "off"])["times_ms"]
                     if sess is not None:
                         ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
-                row = {"model": model, "sparsity": s, "threads": t, "sparse_ms": statistics.median(sp),
+                row = {"model": model + (" (per layer)" if a.scope == "layer" else ""), "sparsity": s, "threads": t,
+                       "sparse_ms": statistics.median(sp),
                        "dense_ms": statistics.median(dn), "ort_ms": statistics.median(ort_t) if ort_t else None,
                        "mac_ratio": stats["dense_macs"] / stats["executed_macs"]}
                 row["speedup"] = row["dense_ms"] / row["sparse_ms"]
@@ -88,7 +93,7 @@ def main():
                     row["sparse_ms"], row["dense_ms"], row["speedup"],
                     "%.2f" % row["ort_ms"] if row["ort_ms"] else "-", row["mac_ratio"]))
     layers = []
-    lpath = os.path.join(out_dir, "%s_s%d.onnx" % (a.layers_model, round(100 * a.layers_sparsity)))
+    lpath = os.path.join(out_dir, "%s_%s%d.onnx" % (a.layers_model, tag, round(100 * a.layers_sparsity)))
     if os.path.exists(lpath):
         layers = layer_table(a.sluice, lpath, 1)
     if a.markdown:
