@@ -95,6 +95,46 @@ TEST(DirectConv, Supported) {
 
 }  // namespace
 
+// planar::store_block (the sparse kernel's per-task epilogue) on flat blocks that wrap rows
+// and run past the last row: grid columns beyond ow and rows beyond oh are skipped, every
+// output pixel is written exactly once across the blocks, for the vector and scalar paths.
+TEST(PlanarStoreBlock, BlocksCoverTheOutputOnce) {
+  namespace planar = sluice::ops::planar;
+  using sluice::graph::Activation;
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  const planar::Geometry g{7, 7, 3, 3, 7, 7, 1, 1, 1};  // 7 x 7 output, grid rows of 9, one 64-block
+  const planar::Geometry g2{13, 11, 3, 3, 13, 11, 1, 1, 1};  // rows of 13: blocks end mid-row
+  for (const planar::Geometry& geo : {g, g2})
+    for (int64_t k : {5, 16, 21})
+      for (auto kind : {Activation::Relu, Activation::LeakyRelu}) {
+        const int64_t q = geo.flat_out(), npx = 24;  // blocks of 24: not a multiple of the tile
+        std::vector<float> planes(static_cast<size_t>(k * q)), bias(static_cast<size_t>(k));
+        for (auto* v : {&planes, &bias})
+          for (auto& x : *v) x = nd(rng);
+        // Slack of two grid rows after the output: a stray write past it is caught, not a crash.
+        std::vector<float> y(static_cast<size_t>((geo.oh * geo.ow + 2 * geo.grid_w()) * k), 99.f);
+        const sluice::graph::FusedActivation act{kind, 0.1f, 0.f};
+        for (int64_t q0 = 0; q0 < q; q0 += npx) {
+          std::vector<float> block(static_cast<size_t>(k * npx));  // channel j at j * npx
+          for (int64_t j = 0; j < k; ++j)
+            for (int64_t i = 0; i < std::min(npx, q - q0); ++i)
+              block[static_cast<size_t>(j * npx + i)] = planes[static_cast<size_t>(j * q + q0 + i)];
+          planar::store_block(geo, block.data(), npx, q0, std::min(npx, q - q0), k, y.data(), k, bias.data(), nullptr,
+                              k, act);
+        }
+        for (int64_t p = 0; p < geo.oh * geo.ow; ++p)
+          for (int64_t j = 0; j < k; ++j) {
+            const int64_t oy = p / geo.ow, ox = p % geo.ow;
+            float v = planes[static_cast<size_t>(j * q + oy * geo.grid_w() + ox)] + bias[static_cast<size_t>(j)];
+            v = kind == Activation::Relu ? std::max(v, 0.f) : (v < 0 ? 0.1f * v : v);
+            ASSERT_FLOAT_EQ(y[static_cast<size_t>(p * k + j)], v) << "k=" << k << " pixel " << p << " channel " << j;
+          }
+        for (size_t i = static_cast<size_t>(geo.oh * geo.ow * k); i < y.size(); ++i)
+          ASSERT_EQ(y[i], 99.f) << "wrote past the output";
+      }
+}
+
 // planar::unpack (the planar -> NHWC epilogue of the direct and sparse kernels) against a plain
 // loop: partial 16 x 16 tiles in both pixels and channels, bias, residual sum, and the vector
 // (None, Relu) and scalar (LeakyRelu) activation paths, into an output with a wider stride.
