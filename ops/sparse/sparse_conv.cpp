@@ -159,11 +159,7 @@ class SparseConv final : public Kernel {
     for (int64_t v = 0; v < V; ++v) acc[v] = add ? *reinterpret_cast<const vf*>(dst + v * kVec) : vf{};
     const int32_t* off = off_.data();
     const float* val = val_.data();
-    if (prefetch_)  // the lines from 64 non-zeros ahead to 64 past this call's end
-      for (int64_t k = k0 + kPrefetch; k < k1 + kPrefetch; k += 16) {
-        __builtin_prefetch(off + k);
-        __builtin_prefetch(val + k);
-      }
+    prefetch_ahead(k0, k1);
     for (int64_t k = k0; k < k1; ++k) {
       const float* xp = base + off[k];
       const float w = val[k];
@@ -173,8 +169,19 @@ class SparseConv final : public Kernel {
 #pragma GCC unroll 16
     for (int64_t v = 0; v < V; ++v) *reinterpret_cast<vf*>(dst + v * kVec) = acc[v];
   }
+  // On maps of one or two tasks: the lines of the non-zeros from kPrefetch ahead of k0 to
+  // kPrefetch past k1 (clamped to the arrays).
+  void prefetch_ahead(int64_t k0, int64_t k1) const {
+    if (!prefetch_) return;
+    const int64_t end = std::min<int64_t>(k1 + kPrefetch, static_cast<int64_t>(val_.size()));
+    for (int64_t k = k0 + kPrefetch; k < end; k += 16) {
+      __builtin_prefetch(off_.data() + k);
+      __builtin_prefetch(val_.data() + k);
+    }
+  }
   // One 64-pixel block: two interleaved halves of the non-zeros, for 8 independent sums.
   void accumulate_split(const float* base, int64_t k0, int64_t k1, float* dst, bool add) const {
+    prefetch_ahead(k0, k1);  // (AVX-512: a 7x7 map is one odd block and always comes here)
     vf acc[kVecs], acc2[kVecs];
 #pragma GCC unroll 16
     for (int64_t v = 0; v < kVecs; ++v) {

@@ -155,6 +155,27 @@ TEST(SparseMeasured, DenseWeightsAreNotTimed) {
 
 // The two sparse conv variants (aligned reads over shifted copies, and plain unaligned reads)
 // on the same node and data, on a shape where both apply, at 70% and 95% zeros.
+// The sparse kernel against oneDNN's dense conv on the same node and data, the fused residual
+// also laid over the output (as plans do; max_kernel_diff runs both): output groups not a
+// multiple of 16, batch 2, stride 2, several input-channel blocks, a 7x7 map (prefetch).
+TEST(SparseConvVariants, InPlaceResidualMatchesOneDnn) {
+  for (const SparseCase& c : {SparseCase{2, 40, 20, 20, 21, 3, 1, 1, 0.8, true},
+                              SparseCase{1, 96, 15, 15, 19, 3, 2, 1, 0.6, true},
+                              SparseCase{2, 160, 7, 7, 37, 3, 1, 1, 0.9, true}}) {
+    int64_t nonzero = 0;
+    Model m = sparse_model(c, &nonzero);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* conv = last_node(g, graph::OpType::Conv);
+    ASSERT_NE(conv, nullptr);
+    ASSERT_TRUE(conv->p<graph::ConvParams>().fused_sum) << "the residual Add should fuse into the conv";
+    auto sparse = ops::make_sparse_conv(g, *conv, false), dense = ops::make_onednn_conv(g, *conv);
+    ASSERT_NE(sparse, nullptr);
+    ASSERT_NE(dense, nullptr);
+    EXPECT_LT(max_kernel_diff(*sparse, *dense, g, *conv, 5), 1e-3) << c.c << "->" << c.m << " h" << c.h;
+  }
+}
+
 TEST(SparseConvVariants, AlignedEqualsPlain) {
   for (double zeros : {0.7, 0.95}) {
     int64_t nonzero = 0;
