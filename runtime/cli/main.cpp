@@ -94,6 +94,23 @@ json stats_json(const sluice::RunStats& s) {
           {"gate_macs", s.gate_macs}, {"samples", samples}, {"layers", layers}};
 }
 
+// `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
+// take it, say so rather than time batch 1 under a batch-N label.
+void check_batch_applies(const sluice::Model& model, const std::string& path, int64_t batch, bool given_inputs) {
+  const std::string b = std::to_string(batch);
+  if (given_inputs)
+    throw Error("bench: --batch " + b + " applies to generated inputs only; with --input the batch is the .npy file's "
+                "first dimension");
+  std::string fixed;
+  for (const auto& d : model.inputs()) {
+    if (d.rank_known && !d.shape.empty() && d.shape[0] < 0) return;
+    if (fixed.empty() && d.rank_known) fixed = "'" + d.name + "' is " + sluice::shape_str(d.shape);
+  }
+  throw Error("bench: --batch " + b + ", but no input of " + path + " has a dynamic first dimension (" + fixed +
+              "): export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={NAME: {0: 'N'}})) or pass "
+              "a batch-" + b + " input with --input NAME=FILE.npy");
+}
+
 // Random inputs of the declared shapes (dynamic dims become `batch` for dim 0, else 1).
 std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, int64_t batch) {
   std::map<std::string, sluice::Tensor> inputs;
@@ -203,6 +220,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
+  if (batch != 1) check_batch_applies(model, model_path, batch, !input_specs.empty());
   auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
   sluice::Session session(model, options);
   sluice::RunStats stats;

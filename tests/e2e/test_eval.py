@@ -124,6 +124,8 @@ def test_bad_input(a):
             f.write(data[:len(data) - (1000 if "images" in n else 0)])
     wrong = os.path.join(a.work_dir, "rgb32.onnx")
     make_model(wrong, ["N", 3, 32, 32])
+    static = os.path.join(a.work_dir, "batch1.onnx")
+    make_model(static, [1, 1, 28, 28])
     cases = [
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
@@ -142,6 +144,8 @@ def test_bad_input(a):
         (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
         (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
+        (["bench", static, "--batch", "4"], 1, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
+        (["bench", model, "--batch", "4", "--input", "image=x.npy"], 1, "with --input the batch is the .npy file's"),
         (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
     ]
     for args, code, needle in cases:
