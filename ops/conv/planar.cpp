@@ -130,7 +130,8 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
 #pragma omp parallel for if (work > 65536)
   for (int64_t yy = 0; yy < g.h; ++yy) {
     const int64_t py = yy + g.pad_top;
-    if (py < 0 || py >= g.padded_h()) continue;
+    // A phase no tap reads (a 1x1 stride-2 conv reads only phase (0, 0)) is not written.
+    if (py < 0 || py >= g.padded_h() || py % st >= g.kh) continue;
     int64_t j0 = 0;
 #ifdef SLUICE_PLANAR_TILES
     // Runs of T consecutive channels (all of them for a compact or full input): transposed T
@@ -154,9 +155,10 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
             float* row = planes + (py & 1) * 2 * phase_size + (py >> 1) * gw + j0 * ps;
             float* de = row + p0 * phase_size + (px0 >> 1);
             float* dd = row + (1 - p0) * phase_size + ((px0 + 1) >> 1);
+            const bool even = p0 < g.kw, odd = n > 1 && 1 - p0 < g.kw;  // phases a tap reads
             for (int64_t jj = 0; jj < T; ++jj) {
-              store_n(de + jj * ps, even_lanes(r[jj]), (n + 1) / 2);
-              if (n > 1) store_n(dd + jj * ps, odd_lanes(r[jj]), n / 2);
+              if (even) store_n(de + jj * ps, even_lanes(r[jj]), (n + 1) / 2);
+              if (odd) store_n(dd + jj * ps, odd_lanes(r[jj]), n / 2);
             }
             continue;
           }
@@ -172,6 +174,10 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
     int64_t phase = (x_lo + g.pad_left) % st, col = (x_lo + g.pad_left) / st;
     for (int64_t xx = x_lo; xx < x_hi; ++xx) {
       const float* src = x + (yy * g.w + xx) * x_stride;
+      if (phase >= g.kw) {  // a column phase no tap reads
+        if (++phase == st) phase = 0, ++col;
+        continue;
+      }
       float* dst = row + phase * phase_size + col;
       const int64_t at = dst - planes;
       for (int64_t c = 0; c < shifts; ++c)

@@ -84,6 +84,7 @@ INSTANTIATE_TEST_SUITE_P(
                       SparseCase{1, 64, 7, 7, 64, 3, 1, 1, 0.99, false},    // late layer, 99%
                       SparseCase{1, 8, 9, 9, 5, 3, 1, 1, 1.0, false},       // all-zero layer: bias only
                       SparseCase{1, 40, 12, 12, 48, 1, 1, 0, 0.8, true},    // 1x1
+                      SparseCase{2, 24, 14, 13, 20, 1, 2, 0, 0.8, true},    // 1x1 stride 2: one phase read
                       SparseCase{1, 6, 13, 13, 9, 5, 2, 2, 0.7, false},     // 5x5 stride 2
                       SparseCase{1, 48, 60, 60, 16, 3, 1, 1, 0.95, false},  // wide rows: aligned variant
                       SparseCase{1, 3, 38, 38, 20, 7, 2, 3, 0.9, true}));     // 7x7 stem, several tasks
