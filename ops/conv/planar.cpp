@@ -204,22 +204,30 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
     for (int64_t i0 = 0; i0 < npx; i0 += T) {
       const int64_t n = std::min<int64_t>(T, npx - i0);
       const int64_t ty = oy, tx = ox;
+      // The tile's pixels in one output row (the common case): consecutive, no per-pixel checks.
+      const bool in_row = tx + n <= g.ow && ty < g.oh;
       for (int64_t j0 = 0; j0 < k; j0 += T) {
         const int64_t jn = std::min<int64_t>(T, k - j0);
         Vec r[T];
         for (int64_t jj = 0; jj < T; ++jj) r[jj] = jj < jn ? load_n(src + (j0 + jj) * src_stride + i0, n) : zero();
         transpose(r);
         const Vec b = bias ? load_n(bias + j0, jn) : zero();
-        oy = ty, ox = tx;
-        for (int64_t i = 0; i < n; ++i, next()) {
-          if (ox >= g.ow || oy >= g.oh) continue;
-          const int64_t p = oy * g.ow + ox;
+        auto put = [&](int64_t i, int64_t p) {
           Vec v = add(r[i], b);
           if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
           if (use_relu) v = relu(v);
           store_n(y + p * y_stride + j0, v, jn);
+        };
+        if (in_row) {
+          for (int64_t i = 0, p = ty * g.ow + tx; i < n; ++i, ++p) put(i, p);
+          continue;
         }
+        oy = ty, ox = tx;
+        for (int64_t i = 0; i < n; ++i, next())
+          if (ox < g.ow && oy < g.oh) put(i, oy * g.ow + ox);
       }
+      oy = ty, ox = tx + n;  // past the tile
+      for (; ox >= gw; ox -= gw) ++oy;
     }
     return;
   }
