@@ -21,6 +21,9 @@ struct FusedActivation {
   float alpha = 0.f;  // LeakyRelu slope, Clip min
   float beta = 0.f;   // Clip max
 };
+// The epilogue's activation, as oneDNN's post-ops compute it, so that a layer's answer does not
+// depend on which kernel the measured choice picked: a fused Relu maps NaN to 0 and a fused Clip
+// maps it to its min (a standalone Relu or Clip node keeps NaN, as ONNX Runtime does).
 float apply_activation(const FusedActivation& a, float x);
 
 // A channel shift (design.md §8): output channel c is input channel src[c] moved so that

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/gated/direct_conv.h"
+#include "ops/sparse/sparse.h"
 #include "runtime/plan.h"
 #include "tests/unit/kernel_compare.h"
 
@@ -235,6 +236,64 @@ Model single_conv(const DenseCase& t) {
   OnnxBuilder::attr_int(conv, "group", t.group);
   add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
   return b.load();
+}
+
+// NaN in the input through a conv with a fused Relu or Clip (ReLU6): Sluice's own kernels (the
+// direct dense conv and the sparse conv, whose epilogue is planar::store_block) give what oneDNN's
+// post-ops give (Relu: 0, Clip: its min), so the answer does not depend on the measured choice.
+TEST(FusedEpilogue, NaNAsOneDnnInEveryConvKernel) {
+  for (const char* act : {"Relu", "Clip"}) {
+    OnnxBuilder b(13);
+    b.input("x", {1, 13, 9, 9}).init_random("w", {19, 13, 3, 3}, 0.3f).init_random("b", {19});
+    b.init("lo", {}, {0.f}).init("hi", {}, {6.f});
+    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+    OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+    if (std::string(act) == "Relu")
+      b.node("Relu", {"y"}, {"z"});
+    else
+      b.node("Clip", {"y", "lo", "hi"}, {"z"});
+    b.output("z");
+    Model m = b.load();
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* node = last_node(g, graph::OpType::Conv);
+    ASSERT_NE(node, nullptr);
+    ASSERT_NE(node->p<graph::ConvParams>().activation.kind, graph::Activation::None) << act << " should fuse";
+    const Shape& xs = g.value(node->inputs[0]).shape;
+    const Shape& ys = g.value(node->outputs[0]).shape;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd;
+    std::vector<float> x(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = i % 97 == 5 ? std::nanf("") : 3.f * nd(rng);  // a few NaN pixels
+    auto run = [&](const ops::Kernel& k) {
+      std::vector<float> y(static_cast<size_t>(ys[0] * ys[1] * ys[2] * ys[3]), -1.f);
+      std::vector<std::byte> scratch(k.scratch_bytes() + 64);
+      ops::TensorView in[] = {{DType::Float32, xs, x.data()}}, out[] = {{DType::Float32, ys, y.data()}};
+      k.run({in, out, reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64)});
+      return y;
+    };
+    auto onednn = ops::make_onednn_conv(g, *node), direct = ops::make_direct_conv(g, *node);
+    auto sparse = ops::make_sparse_conv(g, *node);  // dense weights: every tap is a "non-zero"
+    ASSERT_NE(onednn, nullptr);
+    ASSERT_NE(direct, nullptr);
+    ASSERT_NE(sparse, nullptr);
+    const std::vector<float> want = run(*onednn);
+    int nan_in = 0;
+    for (size_t i = 0; i < x.size(); ++i) nan_in += std::isnan(x[i]);
+    ASSERT_GT(nan_in, 0);
+    for (const ops::Kernel* k : {direct.get(), sparse.get()}) {
+      const std::vector<float> got = run(*k);
+      int zeros = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(std::isnan(got[i]), std::isnan(want[i])) << act << " " << k->name() << " at " << i;
+        if (!std::isnan(want[i])) {
+          ASSERT_NEAR(got[i], want[i], 1e-4) << act << " " << k->name() << " at " << i;
+        }
+        zeros += got[i] == 0.f;
+      }
+      EXPECT_GT(zeros, 0) << "NaN sums should have become the activation's floor";
+    }
+  }
 }
 
 TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
