@@ -43,6 +43,7 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
     }
     auto it = std::find_if(declared.begin(), declared.end(), [&](const auto& d) { return d.name == name; });
     if (it == declared.end()) throw Error("--input " + spec + ": the model has no input named '" + name + "'");
+    if (inputs.count(name)) throw Error("--input " + spec + ": input '" + name + "' is given twice");
     sluice::Tensor t = sluice::npy::load(file);
     if (t.dtype() != it->dtype)
       throw Error(file + ": input '" + name + "' must be " + sluice::dtype_name(it->dtype) + ", the file holds " +
@@ -111,18 +112,36 @@ void check_batch_applies(const sluice::Model& model, const std::string& path, in
               "a batch-" + b + " input with --input NAME=FILE.npy");
 }
 
-// Random inputs of the declared shapes (dynamic dims become `batch` for dim 0, else 1).
-std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, int64_t batch) {
+// Random inputs of the declared shapes: `shapes` (--shape) where given, else a dynamic first
+// dimension becomes `batch`; any other dynamic dimension must come from --shape (set to 1, a
+// CNN's image would shrink to a pixel and the timing mean nothing).
+std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, int64_t batch,
+                                                    const std::map<std::string, sluice::Shape>& shapes) {
   std::map<std::string, sluice::Tensor> inputs;
   std::mt19937 rng(0);
   std::normal_distribution<float> dist;
   for (const auto& d : model.inputs()) {
-    if (!d.rank_known)
-      throw Error("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: pass it with --input " +
-                  d.name + "=FILE.npy");
     sluice::Shape s = d.shape;
-    for (size_t i = 0; i < s.size(); ++i)
-      if (s[i] < 0) s[i] = i == 0 ? batch : 1;
+    if (auto it = shapes.find(d.name); it != shapes.end()) {
+      bool fits = !d.rank_known || it->second.size() == d.shape.size();
+      for (size_t i = 0; fits && d.rank_known && i < s.size(); ++i) fits = s[i] < 0 || s[i] == it->second[i];
+      if (!fits)
+        throw Error("--shape " + d.name + "=...: " + sluice::shape_str(it->second) + " does not fit the model's input '" +
+                    d.name + "' " + sluice::shape_str(d.shape));
+      s = it->second;
+    } else {
+      if (!d.rank_known)
+        throw Error("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: give it with --shape " +
+                    d.name + "=DxDx... or --input " + d.name + "=FILE.npy");
+      for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] >= 0) continue;
+        if (i > 0)
+          throw Error("bench: input '" + d.name + "' has dynamic dimensions " + sluice::shape_str(d.shape) +
+                      " beyond the batch: give them with --shape " + d.name + "=DxDx... (e.g. 1x3x224x224) or --input " +
+                      d.name + "=FILE.npy");
+        s[i] = batch;
+      }
+    }
     if (d.dtype != sluice::DType::Float32)
       throw Error("bench generates float32 inputs only; input '" + d.name + "' is " + sluice::dtype_name(d.dtype) +
                   ": pass it with --input");
@@ -162,6 +181,18 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
     shapes[spec.substr(0, eq)] = s;
   }
   return shapes;
+}
+
+// --shape NAME=...: every NAME must be one of the model's inputs.
+void check_shape_names(const sluice::Model& model, const std::map<std::string, sluice::Shape>& shapes) {
+  const auto ins = model.inputs();
+  for (const auto& [name, shape] : shapes) {
+    if (std::none_of(ins.begin(), ins.end(), [&](const auto& d) { return d.name == name; })) {
+      std::string names;
+      for (const auto& d : ins) names += (names.empty() ? "" : ", ") + d.name;
+      throw Error("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
+    }
+  }
 }
 
 int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
@@ -214,14 +245,20 @@ void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
   std::printf("(%zu layers, %.3f ms summed per run)\n", layers.size(), total);
 }
 
-int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs, sluice::SessionOptions options,
-              int runs, int warmup, int64_t batch, bool as_json) {
+int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
+              const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
+              int64_t batch, bool as_json) {
   if (runs < 1) throw Error("--runs must be at least 1");
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
+  const auto shapes = parse_shapes(shape_specs);
+  check_shape_names(model, shapes);
+  if (!shapes.empty() && !input_specs.empty())
+    throw Error("bench: --shape applies to generated inputs only; with --input the shape is the .npy file's");
+  if (!shapes.empty() && batch != 1) throw Error("bench: give the batch in --shape, not also with --batch");
   if (batch != 1) check_batch_applies(model, model_path, batch, !input_specs.empty());
-  auto inputs = input_specs.empty() ? random_inputs(model, batch) : load_inputs(model, input_specs);
+  auto inputs = input_specs.empty() ? random_inputs(model, batch, shapes) : load_inputs(model, input_specs);
   sluice::Session session(model, options);
   sluice::RunStats stats;
   for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
@@ -359,6 +396,7 @@ int main(int argc, char** argv) {
   bench->add_option("-n,--runs", runs, "Timed runs")->check(kPositive)->capture_default_str();
   bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(kNonNegative)->capture_default_str();
   bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(kPositive)->capture_default_str();
+  bench->add_option("-s,--shape", shape_specs, "Shape of a generated input, NAME=1x3x224x224 (for dynamic dimensions)");
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
 
@@ -399,19 +437,12 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
-    if (*bench) return cmd_bench(model, input_specs, bench_flags.options(), runs, warmup, batch, as_json);
+    if (*bench) return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json);
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());
       const auto shapes = parse_shapes(shape_specs);
-      const auto ins = m.inputs();
-      for (const auto& [name, shape] : shapes) {
-        if (std::none_of(ins.begin(), ins.end(), [&](const auto& d) { return d.name == name; })) {
-          std::string names;
-          for (const auto& d : ins) names += (names.empty() ? "" : ", ") + d.name;
-          throw Error("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
-        }
-      }
+      check_shape_names(m, shapes);
       std::cout << session.inspect(as_json, shapes);
       return 0;
     }

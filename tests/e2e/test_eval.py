@@ -126,6 +126,14 @@ def test_bad_input(a):
     make_model(wrong, ["N", 3, 32, 32])
     static = os.path.join(a.work_dir, "batch1.onnx")
     make_model(static, [1, 1, 28, 28])
+    dynhw = os.path.join(a.work_dir, "dynamic_hw.onnx")
+    make_model(dynhw, ["N", 1, "H", "W"])
+    image = os.path.join(a.work_dir, "image_1x1x28x28.npy")
+    np.save(image, np.zeros((1, 1, 28, 28), np.float32))
+    # --shape gives bench what the model leaves open; the run is timed at that shape.
+    p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json")
+    check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,
+          "bench --shape image=2x1x8x8 runs a model with dynamic H and W (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
     cases = [
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
@@ -146,6 +154,10 @@ def test_bad_input(a):
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
         (["bench", static, "--batch", "4"], 1, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
         (["bench", model, "--batch", "4", "--input", "image=x.npy"], 1, "with --input the batch is the .npy file's"),
+        (["bench", dynhw, "-n", "1"], 1, "input 'image' has dynamic dimensions [?, 1, ?, ?] beyond the batch: give them with --shape"),
+        (["bench", dynhw, "--shape", "image=1x2x8x8"], 1, "[1, 2, 8, 8] does not fit the model's input 'image' [?, 1, ?, ?]"),
+        (["bench", dynhw, "--shape", "img=1x1x8x8"], 1, "no input named 'img'"),
+        (["run", model, "-i", "image=" + image, "-i", "image=" + image], 1, "input 'image' is given twice"),
         (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
     ]
     for args, code, needle in cases:
