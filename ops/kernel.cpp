@@ -57,7 +57,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
     switch (n.op) {
       case OpType::Conv: k = make_conv(g, n, opts.sparse); break;
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
-      case OpType::MatMul: k = make_onednn_matmul(g, n); break;
+      case OpType::MatMul: k = make_matmul(g, n, opts.sparse); break;
       case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;
       case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;

@@ -88,6 +88,8 @@ std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node
 // The dense conv, or (sparse weights, opts.sparse) the sparse kernel when it measures faster here.
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
+// MatMul with a constant 2-D B: oneDNN, or the sparse kernel where it measures faster.
+std::unique_ptr<Kernel> make_matmul(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
 // MatMul with a constant 2-D float B (A of rank >= 2, NCHW-planned): oneDNN's inner product.
 std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n);

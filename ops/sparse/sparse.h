@@ -22,6 +22,9 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
 
 // CSR Gemm for Y = A * B^T + C (or A * B) with constant sparse B; the forms oneDNN's gemm takes.
 std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Node& n);
+// The same kernel for MatMul A [..., K] x constant B [K, N] (a Linear layer exported as MatMul;
+// A's leading dims are its rows).
+std::unique_ptr<Kernel> make_sparse_matmul(const graph::Graph& g, const graph::Node& n);
 
 // Always: `sparse` (when not null). Measured: times both on the node's shapes and returns the
 // faster, its name noting both times. `zeros`: the weights' zero fraction, for that note;

@@ -22,24 +22,20 @@ namespace {
 
 class SparseGemm final : public Kernel {
  public:
-  SparseGemm(const graph::Graph& g, const graph::Node& n) : act_(n.p<graph::GemmParams>().activation) {
-    const auto& p = n.p<graph::GemmParams>();
-    const Shape& a = g.value(n.inputs[0]).shape;
-    rows_ = a[0];
-    k_ = a[1];
-    nout_ = g.value(n.outputs[0]).shape[1];
-    const float* B = g.value(n.inputs[1]).constant.data<float>();
+  // Y[rows, nout] = act(A[rows, k] * W + bias), W stored [nout, k] (trans_b) or [k, nout].
+  SparseGemm(int64_t rows, int64_t k, int64_t nout, const float* B, bool trans_b, std::vector<float> bias,
+             const graph::FusedActivation& act)
+      : act_(act), rows_(rows), k_(k), nout_(nout), bias_(std::move(bias)) {
     row_.assign(1, 0);
     for (int64_t o = 0; o < nout_; ++o) {
       for (int64_t kk = 0; kk < k_; ++kk) {
-        const float w = p.trans_b ? B[o * k_ + kk] : B[kk * nout_ + o];
+        const float w = trans_b ? B[o * k_ + kk] : B[kk * nout_ + o];
         if (w == 0.f) continue;
         col_.push_back(static_cast<int32_t>(kk));
         val_.push_back(w);
       }
       row_.push_back(static_cast<int64_t>(val_.size()));
     }
-    bias_ = constant_or_zeros(g, n, 2, nout_);
   }
 
   void run(const KernelArgs& a) const override {
@@ -101,9 +97,10 @@ class SparseGemm final : public Kernel {
  private:
   graph::FusedActivation act_;
   int64_t rows_, k_, nout_;
+  std::vector<float> bias_;
   std::vector<int64_t> row_;
   std::vector<int32_t> col_;
-  std::vector<float> val_, bias_;
+  std::vector<float> val_;
 };
 
 }  // namespace
@@ -117,15 +114,43 @@ std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Nod
     const auto& c = g.value(n.inputs[2]);
     if (p.beta != 1.f || !c.is_constant() || c.constant.numel() != g.value(n.outputs[0]).shape[1]) return nullptr;
   }
-  return std::make_unique<SparseGemm>(g, n);
+  const Shape& a = g.value(n.inputs[0]).shape;
+  return std::make_unique<SparseGemm>(a[0], a[1], g.value(n.outputs[0]).shape[1], b.constant.data<float>(), p.trans_b,
+                                      constant_or_zeros(g, n, 2, g.value(n.outputs[0]).shape[1]), p.activation);
 }
 
-std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
-  std::unique_ptr<Kernel> dense = make_onednn_gemm(g, n);
+std::unique_ptr<Kernel> make_sparse_matmul(const graph::Graph& g, const graph::Node& n) {
+  const graph::Value& a = g.value(n.inputs[0]);
+  const graph::Value& b = g.value(n.inputs[1]);
+  if (n.layout != graph::Layout::NCHW || a.dtype != DType::Float32 || !b.is_constant() || b.dtype != DType::Float32 ||
+      a.shape.size() < 2 || b.shape.size() != 2 || a.shape.back() != b.shape[0] || b.constant.numel() >= (int64_t{1} << 31))
+    return nullptr;
+  int64_t rows = 1;  // A [..., K] as [rows, K]: a Linear layer exported as MatMul
+  for (size_t d = 0; d + 1 < a.shape.size(); ++d) rows *= a.shape[d];
+  return std::make_unique<SparseGemm>(rows, b.shape[0], b.shape[1], b.constant.data<float>(), false,
+                                      std::vector<float>(static_cast<size_t>(b.shape[1]), 0.f), graph::FusedActivation{});
+}
+
+namespace {
+
+// The dense kernel, or the measured faster of it and the sparse one (weights >= kMinSparsity zero).
+std::unique_ptr<Kernel> dense_or_sparse(std::unique_ptr<Kernel> dense, const graph::Graph& g, const graph::Node& n,
+                                        SparseMode sparse,
+                                        std::unique_ptr<Kernel> (*make_sparse)(const graph::Graph&, const graph::Node&)) {
   if (sparse == SparseMode::Off || !dense) return dense;
   const double zeros = zero_fraction(g.value(n.inputs[1]).constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
-  return choose_measured(std::move(dense), make_sparse_gemm(g, n), sparse, zeros, g, n);
+  return choose_measured(std::move(dense), make_sparse(g, n), sparse, zeros, g, n);
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
+  return dense_or_sparse(make_onednn_gemm(g, n), g, n, sparse, make_sparse_gemm);
+}
+
+std::unique_ptr<Kernel> make_matmul(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
+  return dense_or_sparse(make_onednn_matmul(g, n), g, n, sparse, make_sparse_matmul);
 }
 
 }  // namespace sluice::ops

@@ -135,6 +135,44 @@ INSTANTIATE_TEST_SUITE_P(Sparsities, SparseGemmVsReference,
                                            GemmCase{1, 16, 8, true, 1.0},       // all zero: bias only
                                            GemmCase{1, 5, 7, true, 0.0}));      // no zeros
 
+// A Linear layer exported as MatMul (A [..., K] x constant B [K, N], + Add bias): the same CSR
+// kernel, A's leading dims as its rows; the non-zero MACs counted.
+TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
+  for (const Shape& as : {Shape{2, 3, 40}, Shape{1, 512}, Shape{5, 7}}) {
+    const int64_t k = as.back(), n = k == 512 ? 100 : 24;
+    std::mt19937 rng(static_cast<uint32_t>(k));
+    std::normal_distribution<float> nd(0.f, 0.3f);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::vector<float> w(static_cast<size_t>(k * n));
+    int64_t nonzero = 0;
+    for (auto& v : w) {
+      v = u(rng) < 0.85 ? 0.f : nd(rng);
+      nonzero += v != 0.f;
+    }
+    OnnxBuilder b;
+    b.input("x", as).init("w", {k, n}, w).init_random("c", {n});
+    b.node("MatMul", {"x", "w"}, {"y"});
+    b.node("Add", {"y", "c"}, {"t"});
+    b.node("Relu", {"t"}, {"z"});
+    b.output("z");
+    Model m = b.load();
+    SessionOptions always;
+    always.sparse = SparseMode::Always;
+    Session fast(m, always), ref(m, {1, false});
+    Tensor x = random_tensor(as, 6);
+    RunStats st;
+    auto a = fast.run({{"x", x}}, &st);
+    EXPECT_LT(normalized_error(a.at("z"), ref.run({{"x", x}}).at("z")), 1e-5) << shape_str(as);
+    EXPECT_NE(fast.inspect().find("sparse:csr"), std::string::npos) << fast.inspect();
+    int64_t rows = 1;
+    for (size_t d = 0; d + 1 < as.size(); ++d) rows *= as[d];
+    int64_t mm_exec = -1;
+    for (const auto& l : st.layers)
+      if (l.op == "MatMul") mm_exec = l.executed_macs;
+    EXPECT_EQ(mm_exec, rows * nonzero) << shape_str(as);
+  }
+}
+
 TEST(SparseMeasured, ChoosesOneKernelAndShowsBothTimes) {
   int64_t nonzero = 0;
   Model m = sparse_model({1, 64, 14, 14, 64, 3, 1, 1, 0.95, false}, &nonzero);
