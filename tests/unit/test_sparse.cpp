@@ -89,6 +89,20 @@ INSTANTIATE_TEST_SUITE_P(
                       SparseCase{1, 48, 60, 60, 16, 3, 1, 1, 0.95, false},  // wide rows: aligned variant
                       SparseCase{1, 3, 38, 38, 20, 7, 2, 3, 0.9, true}));     // 7x7 stem, several tasks
 
+// `size` weights N(0, 0.3), each zero with probability `zeros`; *nonzero: how many are not.
+std::vector<float> sparse_matrix(int64_t size, double zeros, uint32_t seed, int64_t* nonzero) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<float> w(static_cast<size_t>(size));
+  *nonzero = 0;
+  for (auto& v : w) {
+    v = u(rng) < zeros ? 0.f : nd(rng);
+    *nonzero += v != 0.f;
+  }
+  return w;
+}
+
 struct GemmCase {
   int64_t rows, k, n;
   bool trans_b;
@@ -99,15 +113,8 @@ class SparseGemmVsReference : public ::testing::TestWithParam<GemmCase> {};
 
 TEST_P(SparseGemmVsReference, MatchesAndCountsNonZeroMacs) {
   const GemmCase p = GetParam();
-  std::mt19937 rng(static_cast<uint32_t>(p.k + p.n));
-  std::normal_distribution<float> nd(0.f, 0.3f);
-  std::vector<float> w(static_cast<size_t>(p.k * p.n));
   int64_t nonzero = 0;
-  std::uniform_real_distribution<double> u(0, 1);
-  for (auto& v : w) {
-    v = u(rng) < p.zeros ? 0.f : nd(rng);
-    nonzero += v != 0.f;
-  }
+  const std::vector<float> w = sparse_matrix(p.k * p.n, p.zeros, static_cast<uint32_t>(p.k + p.n), &nonzero);
   OnnxBuilder b;
   b.input("x", {p.rows, p.k}).init("w", p.trans_b ? Shape{p.n, p.k} : Shape{p.k, p.n}, w).init_random("c", {p.n});
   auto& gemm = b.node("Gemm", {"x", "w", "c"}, {"y"});
@@ -140,15 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Sparsities, SparseGemmVsReference,
 TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
   for (const Shape& as : {Shape{2, 3, 40}, Shape{1, 512}, Shape{5, 7}}) {
     const int64_t k = as.back(), n = k == 512 ? 100 : 24;
-    std::mt19937 rng(static_cast<uint32_t>(k));
-    std::normal_distribution<float> nd(0.f, 0.3f);
-    std::uniform_real_distribution<double> u(0, 1);
-    std::vector<float> w(static_cast<size_t>(k * n));
     int64_t nonzero = 0;
-    for (auto& v : w) {
-      v = u(rng) < 0.85 ? 0.f : nd(rng);
-      nonzero += v != 0.f;
-    }
+    const std::vector<float> w = sparse_matrix(k * n, 0.85, static_cast<uint32_t>(k), &nonzero);
     OnnxBuilder b;
     b.input("x", as).init("w", {k, n}, w).init_random("c", {n});
     b.node("MatMul", {"x", "w"}, {"y"});
