@@ -176,6 +176,7 @@ class LayoutAssigner {
   }
 
   void fix_outputs() {
+    bool removed = false;
     for (ValueId& out : g_.outputs) {
       Value& v = g_.value(out);
       if (v.layout != Layout::NHWC || !orders_differ(v.shape) || v.is_constant()) {
@@ -201,7 +202,18 @@ class LayoutAssigner {
       r.params = ReorderParams{Layout::NHWC, Layout::NCHW};
       g_.add_node(std::move(r));
       ++reorders_;
+      // An NCHW copy made earlier for the output's NCHW readers is the same data: they read
+      // the output itself instead, and that reorder goes.
+      if (auto it = to_nchw_.find(out); it != to_nchw_.end()) {
+        g_.rebuild_links();
+        replace_uses(g_, it->second, out);
+        g_.node(g_.value(it->second).producer).dead = true;
+        to_nchw_.erase(it);
+        --reorders_;
+        removed = true;
+      }
     }
+    if (removed) g_.remove_dead_nodes();
   }
 
   Graph& g_;

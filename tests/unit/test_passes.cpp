@@ -197,6 +197,26 @@ TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
   EXPECT_LT(fast_vs_reference(m, {1, 4, 7, 7}), 1e-5);
 }
 
+TEST(AssignLayouts, OutputAlsoReadInsideIsReorderedOnce) {
+  // c2 is a graph output and Flatten's input: one NHWC -> NCHW reorder serves both (there were
+  // two, one for the output and one for Flatten, doing the same work).
+  OnnxBuilder b;
+  b.input("x", {2, 4, 7, 7}).init_random("w1", {6, 4, 3, 3}).init_random("w2", {6, 6, 3, 3});
+  b.node("Conv", {"x", "w1"}, {"c1"});
+  b.node("Conv", {"c1", "w2"}, {"c2"});
+  b.node("Flatten", {"c2"}, {"y"});
+  b.output("y");
+  b.output("c2");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(count_ops(p, graph::OpType::SluiceReorder), 2);  // x in, c2 out
+  Session fast(m, {1, true}), ref(m, {1, false});
+  Tensor x = random_tensor({2, 4, 7, 7}, 3);
+  auto a = fast.run({{"x", x}}), r = ref.run({{"x", x}});
+  EXPECT_LT(normalized_error(a.at("y"), r.at("y")), 1e-5);
+  EXPECT_LT(normalized_error(a.at("c2"), r.at("c2")), 1e-5);
+}
+
 TEST(AssignLayouts, GlobalPoolOutputNeedsNoReorder) {
   OnnxBuilder b;
   b.input("x", {2, 4, 5, 5}).init_random("w1", {6, 4, 3, 3}).init_random("fc", {3, 6});
