@@ -2,6 +2,8 @@
 // structs; kernels and passes never see attribute strings.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,7 +26,17 @@ struct FusedActivation {
 // The epilogue's activation, as oneDNN's post-ops compute it, so that a layer's answer does not
 // depend on which kernel the measured choice picked: a fused Relu maps NaN to 0 and a fused Clip
 // maps it to its min (a standalone Relu or Clip node keeps NaN, as ONNX Runtime does).
-float apply_activation(const FusedActivation& a, float x);
+inline float apply_activation(const FusedActivation& a, float x) {
+  switch (a.kind) {
+    case Activation::None: return x;
+    case Activation::Relu: return x > 0.f ? x : 0.f;  // a fused epilogue: NaN -> 0, as oneDNN's post-op
+    case Activation::LeakyRelu: return x >= 0.f ? x : a.alpha * x;
+    case Activation::Clip: return x > a.alpha ? std::min(x, a.beta) : a.alpha;  // NaN -> min, as oneDNN's post-op
+    case Activation::Sigmoid: return 1.f / (1.f + std::exp(-x));
+    case Activation::HardSwish: return x * std::min(std::max(x / 6.f + 0.5f, 0.f), 1.f);
+  }
+  return x;
+}
 
 // A channel shift (design.md §8): output channel c is input channel src[c] moved so that
 // out[c][y][x] = in[src[c]][y + dy[c]][x + dx[c]], zero where that falls outside. Zero FLOPs.

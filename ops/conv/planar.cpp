@@ -38,6 +38,15 @@ inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 // A Relu fused into a conv maps NaN to 0, as oneDNN's relu post-op (and ORT's fused Conv+Relu) do, so
 // the answer does not depend on which kernel the timing picked.
 inline Vec relu(Vec a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+inline Vec set1(float x) { return _mm512_set1_ps(x); }
+inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }  // b where either is NaN
+inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+// a >= 0 ? a : b (NaN: b)
+inline Vec select_nonneg(Vec a, Vec b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
+}
 // v's even lanes (0, 2, ...) and odd lanes (1, 3, ...), moved to the leading lanes.
 inline Vec even_lanes(Vec v) {
   return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0), v);
@@ -93,6 +102,13 @@ inline void store_n(float* p, Vec v, int64_t n) {
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec relu(Vec a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }  // NaN -> 0, as oneDNN's post-op
+inline Vec set1(float x) { return _mm256_set1_ps(x); }
+inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }  // b where either is NaN
+inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+// a >= 0 ? a : b (NaN: b)
+inline Vec select_nonneg(Vec a, Vec b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GE_OQ)); }
 inline Vec even_lanes(Vec v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)); }
 inline Vec odd_lanes(Vec v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 3, 5, 7, 0, 0, 0, 0)); }
 
@@ -116,6 +132,28 @@ inline void transpose(Vec* r) {
   }
 }
 #endif
+#endif
+
+#ifdef SLUICE_PLANAR_TILES
+// graph::apply_activation on a vector, for the kinds it has a vector form of (false: the
+// caller takes the scalar path). Same results, NaN included: Relu and Clip map NaN to 0 and to
+// their min (max returns its second operand on NaN), LeakyRelu and HardSwish keep it.
+inline bool vector_activation(const graph::FusedActivation& a) {
+  using graph::Activation;
+  return a.kind == Activation::None || a.kind == Activation::Relu || a.kind == Activation::Clip ||
+         a.kind == Activation::LeakyRelu || a.kind == Activation::HardSwish;
+}
+inline Vec activate(Vec v, const graph::FusedActivation& a) {
+  using graph::Activation;
+  switch (a.kind) {
+    case Activation::Relu: return relu(v);
+    case Activation::Clip: return vmin(vmax(v, set1(a.alpha)), set1(a.beta));
+    case Activation::LeakyRelu: return select_nonneg(v, vmul(v, set1(a.alpha)));
+    case Activation::HardSwish:
+      return vmul(v, vmin(vmax(vfma(v, set1(1.f / 6.f), set1(0.5f)), zero()), set1(1.f)));
+    default: return v;
+  }
+}
 #endif
 
 }  // namespace
@@ -199,8 +237,7 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
     if (++ox == gw) ox = 0, ++oy;
   };
 #ifdef SLUICE_PLANAR_TILES
-  const bool use_relu = act.kind == graph::Activation::Relu;
-  if (use_relu || act.kind == graph::Activation::None) {
+  if (vector_activation(act)) {
     for (int64_t i0 = 0; i0 < npx; i0 += T) {
       const int64_t n = std::min<int64_t>(T, npx - i0);
       const int64_t ty = oy, tx = ox;
@@ -215,8 +252,7 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
         auto put = [&](int64_t i, int64_t p) {
           Vec v = add(r[i], b);
           if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
-          if (use_relu) v = relu(v);
-          store_n(y + p * y_stride + j0, v, jn);
+          store_n(y + p * y_stride + j0, activate(v, act), jn);
         };
         if (in_row) {
           for (int64_t i = 0, p = ty * g.ow + tx; i < n; ++i, ++p) put(i, p);

@@ -138,14 +138,16 @@ TEST(PlanarStoreBlock, BlocksCoverTheOutputOnce) {
 
 // planar::unpack (the planar -> NHWC epilogue of the direct and sparse kernels) against a plain
 // loop: partial 16 x 16 tiles in both pixels and channels, bias, residual sum, and the vector
-// (None, Relu) and scalar (LeakyRelu) activation paths, into an output with a wider stride.
+// (None, Relu, LeakyRelu, Clip, HardSwish) and scalar (Sigmoid) activation paths against
+// graph::apply_activation, into an output with a wider stride.
 TEST(PlanarUnpack, MatchesPlainLoop) {
   namespace planar = sluice::ops::planar;
   using sluice::graph::Activation;
   std::mt19937 rng(5);
   std::normal_distribution<float> nd;
   for (int64_t k : {1, 16, 37})
-    for (auto kind : {Activation::None, Activation::Relu, Activation::LeakyRelu})
+    for (auto kind : {Activation::None, Activation::Relu, Activation::LeakyRelu, Activation::Clip, Activation::HardSwish,
+                      Activation::Sigmoid})
       for (bool with_sum : {false, true}) {
         const planar::Geometry g{5, 19, 3, 3, 5, 19, 1, 1, 1};  // 5 x 19 output, grid rows of 21
         const int64_t q = g.flat_out(), stride = k + 3;
@@ -154,7 +156,7 @@ TEST(PlanarUnpack, MatchesPlainLoop) {
         for (auto* v : {&planes, &bias, &sum})
           for (auto& x : *v) x = nd(rng);
         std::vector<float> y(static_cast<size_t>(g.oh * g.ow * stride), 99.f);
-        const sluice::graph::FusedActivation act{kind, 0.1f, 0.f};
+        const sluice::graph::FusedActivation act{kind, kind == Activation::Clip ? -0.5f : 0.1f, 0.7f};
         planar::unpack(g, planes.data(), k, y.data(), stride, bias.data(), with_sum ? sum.data() : nullptr, k, act);
         for (int64_t oy = 0; oy < g.oh; ++oy)
           for (int64_t ox = 0; ox < g.ow; ++ox)
@@ -167,9 +169,9 @@ TEST(PlanarUnpack, MatchesPlainLoop) {
               }
               float v = planes[static_cast<size_t>(j * q + oy * g.grid_w() + ox)] + bias[static_cast<size_t>(j)];
               if (with_sum) v += sum[static_cast<size_t>(p * k + j)];
-              if (kind == Activation::Relu) v = std::max(v, 0.f);
-              if (kind == Activation::LeakyRelu && v < 0) v *= 0.1f;
-              ASSERT_FLOAT_EQ(got, v) << "k=" << k << " pixel " << p << " channel " << j;
+              v = sluice::graph::apply_activation(act, v);  // the scalar epilogue; the tiles use vectors
+              ASSERT_NEAR(got, v, 1e-6f) << "k=" << k << " pixel " << p << " channel " << j << " act "
+                                         << static_cast<int>(kind);
             }
       }
 }
