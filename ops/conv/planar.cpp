@@ -42,7 +42,7 @@ inline Vec set1(float x) { return _mm512_set1_ps(x); }
 inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }  // b where either is NaN
 inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
 // a >= 0 ? a : b (NaN: b)
 inline Vec select_nonneg(Vec a, Vec b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
@@ -106,7 +106,7 @@ inline Vec set1(float x) { return _mm256_set1_ps(x); }
 inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }  // b where either is NaN
 inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec vdiv(Vec a, Vec b) { return _mm256_div_ps(a, b); }
 // a >= 0 ? a : b (NaN: b)
 inline Vec select_nonneg(Vec a, Vec b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GE_OQ)); }
 inline Vec even_lanes(Vec v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)); }
@@ -150,7 +150,8 @@ inline Vec activate(Vec v, const graph::FusedActivation& a) {
     case Activation::Clip: return vmin(vmax(v, set1(a.alpha)), set1(a.beta));
     case Activation::LeakyRelu: return select_nonneg(v, vmul(v, set1(a.alpha)));
     case Activation::HardSwish:
-      return vmul(v, vmin(vmax(vfma(v, set1(1.f / 6.f), set1(0.5f)), zero()), set1(1.f)));
+      // x / 6 + 0.5 as the scalar form computes it (a multiply by 1/6 in an FMA differs in the last bit)
+      return vmul(v, vmin(vmax(add(vdiv(v, set1(6.f)), set1(0.5f)), zero()), set1(1.f)));
     default: return v;
   }
 }

@@ -36,6 +36,8 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
       name = spec.substr(0, eq);
       file = spec.substr(eq + 1);
     } else {
+      // The next input not given yet (by name or position).
+      while (positional < declared.size() && inputs.count(declared[positional].name)) ++positional;
       if (positional >= declared.size())
         throw Error("more --input files than the model has inputs (" + std::to_string(declared.size()) +
                     "); use NAME=FILE.npy to be explicit");
@@ -107,8 +109,8 @@ void check_batch_applies(const sluice::Model& model, const std::string& path, in
     if (d.rank_known && !d.shape.empty() && d.shape[0] < 0) return;
     if (fixed.empty() && d.rank_known) fixed = "'" + d.name + "' is " + sluice::shape_str(d.shape);
   }
-  throw Error("bench: --batch " + b + ", but no input of " + path + " has a dynamic first dimension (" + fixed +
-              "): export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={NAME: {0: 'N'}})) or pass "
+  throw Error("bench: --batch " + b + ", but no input of " + path + " has a dynamic first dimension" +
+              (fixed.empty() ? "" : " (" + fixed + ")") + ": export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={NAME: {0: 'N'}})) or pass "
               "a batch-" + b + " input with --input NAME=FILE.npy");
 }
 
@@ -129,6 +131,8 @@ std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, 
         throw Error("--shape " + d.name + "=...: " + sluice::shape_str(it->second) + " does not fit the model's input '" +
                     d.name + "' " + sluice::shape_str(d.shape));
       s = it->second;
+      if (std::find(s.begin(), s.end(), 0) != s.end())
+        throw Error("--shape " + d.name + "=...: " + sluice::shape_str(s) + " is empty (a dimension of 0): nothing to time");
     } else {
       if (!d.rank_known)
         throw Error("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: give it with --shape " +
@@ -178,7 +182,8 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
         throw Error("--shape " + spec + ": '" + part + "' is not a dimension (a non-negative integer)");
       s.push_back(d);
     }
-    shapes[spec.substr(0, eq)] = s;
+    if (!shapes.emplace(spec.substr(0, eq), s).second)
+      throw Error("--shape " + spec + ": input '" + spec.substr(0, eq) + "' is given twice");
   }
   return shapes;
 }

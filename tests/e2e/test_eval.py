@@ -134,6 +134,19 @@ def test_bad_input(a):
     p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json")
     check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,
           "bench --shape image=2x1x8x8 runs a model with dynamic H and W (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
+    # A positional --input after a named one goes to the next input not given yet.
+    two = os.path.join(a.work_dir, "two_inputs.onnx")
+    g = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["y"])], "g",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("a", "b")],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), two)
+    fa, fb, out = (os.path.join(a.work_dir, n) for n in ("a.npy", "b.npy", "two_out"))
+    np.save(fa, np.ones((2, 3), np.float32))
+    np.save(fb, np.full((2, 3), 3, np.float32))
+    p = run_sluice_nocheck(a, "run", two, "-i", "a=" + fa, "-i", fb, "-o", out)
+    check(p.returncode == 0 and np.array_equal(np.load(os.path.join(out, "y.npy")), np.full((2, 3), -2, np.float32)),
+          "run -i a=A -i B: the positional file goes to input b, not again to a (exit %d: %r)" % (
+              p.returncode, p.stderr[-200:]))
     cases = [
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
@@ -158,6 +171,8 @@ def test_bad_input(a):
         (["bench", dynhw, "--shape", "image=1x2x8x8"], 1, "[1, 2, 8, 8] does not fit the model's input 'image' [?, 1, ?, ?]"),
         (["bench", dynhw, "--shape", "img=1x1x8x8"], 1, "no input named 'img'"),
         (["run", model, "-i", "image=" + image, "-i", "image=" + image], 1, "input 'image' is given twice"),
+        (["bench", dynhw, "-s", "image=1x1x8x8", "-s", "image=1x1x9x9"], 1, "input 'image' is given twice"),
+        (["bench", dynhw, "-s", "image=0x1x8x8"], 1, "is empty (a dimension of 0): nothing to time"),
         (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
     ]
     for args, code, needle in cases:

@@ -170,8 +170,8 @@ TEST(PlanarUnpack, MatchesPlainLoop) {
               float v = planes[static_cast<size_t>(j * q + oy * g.grid_w() + ox)] + bias[static_cast<size_t>(j)];
               if (with_sum) v += sum[static_cast<size_t>(p * k + j)];
               v = sluice::graph::apply_activation(act, v);  // the scalar epilogue; the tiles use vectors
-              ASSERT_NEAR(got, v, 1e-6f) << "k=" << k << " pixel " << p << " channel " << j << " act "
-                                         << static_cast<int>(kind);
+              ASSERT_FLOAT_EQ(got, v) << "k=" << k << " pixel " << p << " channel " << j << " act "
+                                      << static_cast<int>(kind);
             }
       }
 }
