@@ -217,6 +217,25 @@ TEST(AssignLayouts, OutputAlsoReadInsideIsReorderedOnce) {
   EXPECT_LT(normalized_error(a.at("c2"), r.at("c2")), 1e-5);
 }
 
+TEST(AssignLayouts, OutputsListedTwiceOrFeedingOtherOutputsMatchReference) {
+  // c1 is an output and feeds the output c2; c2 is listed twice and also read by Flatten.
+  OnnxBuilder b;
+  b.input("x", {1, 4, 6, 6}).init_random("w1", {6, 4, 3, 3}).init_random("w2", {5, 6, 1, 1});
+  b.node("Conv", {"x", "w1"}, {"c1"});
+  b.node("Conv", {"c1", "w2"}, {"c2"});
+  b.node("Flatten", {"c2"}, {"y"});
+  b.output("c1");
+  b.output("c2");
+  b.output("y");
+  b.output("c2");
+  Model m = b.load();
+  Session fast(m, {1, true}), ref(m, {1, false});
+  Tensor x = random_tensor({1, 4, 6, 6}, 4);
+  auto a = fast.run({{"x", x}}), r = ref.run({{"x", x}});
+  for (const char* name : {"c1", "c2", "y"}) EXPECT_LT(normalized_error(a.at(name), r.at(name)), 1e-5) << name;
+  EXPECT_EQ(count_ops(make_plan(m, true), graph::OpType::SluiceReorder), 3);  // x in, c1 and c2 out
+}
+
 TEST(AssignLayouts, GlobalPoolOutputNeedsNoReorder) {
   OnnxBuilder b;
   b.input("x", {2, 4, 5, 5}).init_random("w1", {6, 4, 3, 3}).init_random("fc", {3, 6});

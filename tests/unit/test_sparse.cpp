@@ -145,7 +145,7 @@ INSTANTIATE_TEST_SUITE_P(Sparsities, SparseGemmVsReference,
 // A Linear layer exported as MatMul (A [..., K] x constant B [K, N], + Add bias): the same CSR
 // kernel, A's leading dims as its rows; the non-zero MACs counted.
 TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
-  for (const Shape& as : {Shape{2, 3, 40}, Shape{1, 512}, Shape{5, 7}}) {
+  for (const Shape& as : {Shape{2, 3, 40}, Shape{1, 512}, Shape{5, 7}, Shape{16, 64}}) {
     const int64_t k = as.back(), n = k == 512 ? 100 : 24;
     int64_t nonzero = 0;
     const std::vector<float> w = sparse_matrix(k * n, 0.85, static_cast<uint32_t>(k), &nonzero);
@@ -170,6 +170,11 @@ TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
     for (const auto& l : st.layers)
       if (l.op == "MatMul") mm_exec = l.executed_macs;
     EXPECT_EQ(mm_exec, rows * nonzero) << shape_str(as);
+    // The measured choice (oneDNN's MatMul itself times two forms from 8 rows on): either
+    // kernel, the same answer, and both times shown.
+    Session measured(m, {1, true});
+    EXPECT_LT(normalized_error(measured.run({{"x", x}}).at("z"), ref.run({{"x", x}}).at("z")), 1e-5) << shape_str(as);
+    EXPECT_NE(measured.inspect().find("[measured: sparse"), std::string::npos) << measured.inspect();
   }
 }
 
