@@ -103,6 +103,17 @@ std::vector<float> sparse_matrix(int64_t size, double zeros, uint32_t seed, int6
   return w;
 }
 
+// Model m (input "x", output "z") with the sparse kernels forced, against the reference kernels,
+// on x: the normalised error of z; *st: the forced run's stats, *plan: its inspect().
+double forced_sparse_vs_reference(const Model& m, const Tensor& x, RunStats* st, std::string* plan) {
+  SessionOptions always;
+  always.sparse = SparseMode::Always;
+  Session fast(m, always), ref(m, {1, false});
+  auto a = fast.run({{"x", x}}, st);
+  *plan = fast.inspect();
+  return normalized_error(a.at("z"), ref.run({{"x", x}}).at("z"));
+}
+
 struct GemmCase {
   int64_t rows, k, n;
   bool trans_b;
@@ -122,14 +133,10 @@ TEST_P(SparseGemmVsReference, MatchesAndCountsNonZeroMacs) {
   b.node("Relu", {"y"}, {"z"});
   b.output("z");
   Model m = b.load();
-  SessionOptions always;
-  always.sparse = SparseMode::Always;
-  Session fast(m, always), ref(m, {1, false});
-  Tensor x = random_tensor({p.rows, p.k}, 5);
   RunStats st;
-  auto a = fast.run({{"x", x}}, &st);
-  EXPECT_LT(normalized_error(a.at("z"), ref.run({{"x", x}}).at("z")), 1e-5);
-  EXPECT_NE(fast.inspect().find("sparse:csr"), std::string::npos);
+  std::string plan;
+  EXPECT_LT(forced_sparse_vs_reference(m, random_tensor({p.rows, p.k}, 5), &st, &plan), 1e-5);
+  EXPECT_NE(plan.find("sparse:csr"), std::string::npos);
   EXPECT_EQ(st.dense_macs, p.rows * p.k * p.n);
   EXPECT_EQ(st.executed_macs, p.rows * nonzero);
 }
@@ -156,14 +163,11 @@ TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
     b.node("Relu", {"t"}, {"z"});
     b.output("z");
     Model m = b.load();
-    SessionOptions always;
-    always.sparse = SparseMode::Always;
-    Session fast(m, always), ref(m, {1, false});
-    Tensor x = random_tensor(as, 6);
+    const Tensor x = random_tensor(as, 6);
     RunStats st;
-    auto a = fast.run({{"x", x}}, &st);
-    EXPECT_LT(normalized_error(a.at("z"), ref.run({{"x", x}}).at("z")), 1e-5) << shape_str(as);
-    EXPECT_NE(fast.inspect().find("sparse:csr"), std::string::npos) << fast.inspect();
+    std::string plan;
+    EXPECT_LT(forced_sparse_vs_reference(m, x, &st, &plan), 1e-5) << shape_str(as);
+    EXPECT_NE(plan.find("sparse:csr"), std::string::npos) << plan;
     int64_t rows = 1;
     for (size_t d = 0; d + 1 < as.size(); ++d) rows *= as[d];
     int64_t mm_exec = -1;
@@ -172,7 +176,7 @@ TEST(SparseMatMul, MatchesReferenceAndCountsNonZeroMacs) {
     EXPECT_EQ(mm_exec, rows * nonzero) << shape_str(as);
     // The measured choice (oneDNN's MatMul itself times two forms from 8 rows on): either
     // kernel, the same answer, and both times shown.
-    Session measured(m, {1, true});
+    Session measured(m, {1, true}), ref(m, {1, false});
     EXPECT_LT(normalized_error(measured.run({{"x", x}}).at("z"), ref.run({{"x", x}}).at("z")), 1e-5) << shape_str(as);
     EXPECT_NE(measured.inspect().find("[measured: sparse"), std::string::npos) << measured.inspect();
   }
