@@ -165,9 +165,9 @@ struct TopKParams {
   bool sorted = true;
 };
 
-struct ScatterParams {
+struct ScatterParams {  // ScatterElements (axis), ScatterND (axis unused)
   int64_t axis = 0;
-  enum class Reduction : uint8_t { None, Add, Mul } reduction = Reduction::None;
+  enum class Reduction : uint8_t { None, Add, Mul, Max, Min } reduction = Reduction::None;
 };
 
 // A convolution with its FBS gate fused in (design.md §3), made by recognise_gates.

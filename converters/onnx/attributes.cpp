@@ -193,12 +193,17 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Reshape: return ReshapeParams{a.flag("allowzero", false)};
     case OpType::Shape: return ShapeParams{a.i("start", 0), a.i("end", INT64_MAX)};
     case OpType::TopK: return TopKParams{a.i("axis", -1), a.flag("largest", true), a.flag("sorted", true)};
-    case OpType::ScatterElements: {
+    case OpType::ScatterElements:
+    case OpType::ScatterND: {
+      using R = ScatterParams::Reduction;
       const std::string r = a.s("reduction", "none");
-      if (r != "none" && r != "add" && r != "mul") a.fail("reduction '" + r + "' is not supported (none, add, mul)");
-      return ScatterParams{a.i("axis", 0), r == "add"   ? ScatterParams::Reduction::Add
-                                           : r == "mul" ? ScatterParams::Reduction::Mul
-                                                        : ScatterParams::Reduction::None};
+      R red = R::None;
+      if (r == "add") red = R::Add;
+      else if (r == "mul") red = R::Mul;
+      else if (r == "max") red = R::Max;
+      else if (r == "min") red = R::Min;
+      else if (r != "none") a.fail("reduction '" + r + "' is not one of none, add, mul, max, min");
+      return ScatterParams{t == OpType::ScatterElements ? a.i("axis", 0) : 0, red};
     }
     default: return NoParams{};
   }

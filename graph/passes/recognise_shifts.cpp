@@ -11,15 +11,25 @@
 //    Slice/Split, zero Pad (or a Concat on H or W with constant zero blocks, as
 //    torch.cat([zeros, x[..., :-1]], 3) writes it) and spatial Slice (Slice steps 1) that comes back to x's spatial size
 //    and is a pure translation: every in-bounds position of the result still holds x. A Pad
-//    may crop (negative pads), also on one side while it pads the other.
+//    may crop (negative pads), also on one side while it pads the other;
+//  - any other subgraph of value-moving ops from one tensor x to a tensor of x's spatial size:
+//    PyTorch's slice assignment (out = zeros; out[:, c, 1:] = x[:, c, :-1]: ScatterND chains),
+//    torch.roll times a 0/1 mask or under a Where that zeroes the wrapped edge, Expand. It is
+//    run on x labelled with its own element indices (twice, +i+1 and -(i+1), so no constant
+//    in the subgraph can pass for a label), and taken for a shift when every output channel is
+//    one input channel translated, zero outside.
 //
 // Both become one SluiceShift node (zero FLOPs). A shift whose only reader is a 1x1 conv
 // (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift).
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <optional>
+#include <set>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
+#include "ops/op_registry.h"
 
 namespace sluice::graph::passes {
 
@@ -208,6 +218,158 @@ bool concat_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& sourc
   return true;
 }
 
+// Form C. Ops that only copy, move or zero values, whatever the values are (up to the
+// non-finite caveat of a 0/1 Mul mask: inf * 0 is NaN where the shift gives 0).
+bool all_values_in(const Value& v, std::initializer_list<float> allowed) {
+  if (!v.is_constant() || v.constant.dtype() != DType::Float32) return false;
+  const float* d = v.constant.data<float>();
+  for (int64_t i = 0; i < v.constant.numel(); ++i)
+    if (std::find(allowed.begin(), allowed.end(), d[i]) == allowed.end()) return false;
+  return true;
+}
+
+bool moves_values(const Graph& g, const Node& n) {
+  switch (n.op) {
+    case OpType::Slice:
+    case OpType::Split:
+    case OpType::Concat:
+    case OpType::Expand:
+    case OpType::Identity: return true;
+    case OpType::ScatterND: return n.p<ScatterParams>().reduction == ScatterParams::Reduction::None;
+    case OpType::Pad:
+      return n.p<PadParams>().mode == "constant" &&
+             (n.inputs.size() < 3 || n.inputs[2] == kNoValue || all_values_in(g.value(n.inputs[2]), {0.f}));
+    case OpType::Mul:  // by a constant 0/1 mask
+      return n.inputs.size() == 2 && (all_values_in(g.value(n.inputs[0]), {0.f, 1.f}) || all_values_in(g.value(n.inputs[1]), {0.f, 1.f}));
+    case OpType::Where:  // constant condition, one branch constant zeros
+      return n.inputs.size() == 3 && g.value(n.inputs[0]).is_constant() &&
+             (all_values_in(g.value(n.inputs[1]), {0.f}) || all_values_in(g.value(n.inputs[2]), {0.f}));
+    default: return false;
+  }
+}
+
+// Runs `region` (in topological order) on x = `xv` with the reference kernels; y's value.
+std::optional<Tensor> evaluate(const Graph& g, const std::vector<NodeId>& region, ValueId x, const Tensor& xv, ValueId y) {
+  std::map<ValueId, Tensor> vals{{x, xv}};
+  try {
+    for (NodeId id : region) {
+      const Node& n = g.node(id);
+      std::vector<ops::TensorView> in_views, out_views;
+      for (ValueId in : n.inputs) {
+        if (in == kNoValue) {
+          in_views.push_back({});
+          continue;
+        }
+        const Value& v = g.value(in);
+        const auto it = vals.find(in);
+        const Tensor* t = it != vals.end() ? &it->second : v.is_constant() ? &v.constant : nullptr;
+        if (!t) return std::nullopt;
+        in_views.push_back({t->dtype(), t->shape(), const_cast<void*>(t->raw())});
+      }
+      std::vector<Tensor> results;
+      for (ValueId o : n.outputs) {
+        results.emplace_back(o == kNoValue ? Tensor() : Tensor(g.value(o).dtype, g.value(o).shape));
+        out_views.push_back(o == kNoValue ? ops::TensorView{} : ops::TensorView{results.back().dtype(), results.back().shape(), results.back().raw()});
+      }
+      ops::schema(n.op).reference(n, in_views, out_views);
+      for (size_t i = 0; i < n.outputs.size(); ++i)
+        if (n.outputs[i] != kNoValue) vals[n.outputs[i]] = std::move(results[i]);
+    }
+  } catch (const Error&) {  // e.g. an index out of range: not a shift; the run reports it
+    return std::nullopt;
+  }
+  const auto it = vals.find(y);
+  return it == vals.end() ? std::nullopt : std::optional<Tensor>(std::move(it->second));
+}
+
+// y (from labels sign * (i + 1) of x's elements) as a shift of x: every output channel one input
+// channel translated, zero outside. Appends to sp; false if y is anything else.
+bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams& sp) {
+  const int64_t n = xs[0], cx = xs[1], h = xs[2], w = xs[3], cy = y.shape()[1];
+  const float* Y = y.data<float>();
+  const auto label = [&](int64_t b, int64_t c, int64_t i, int64_t j) { return sign * static_cast<float>(((b * cx + c) * h + i) * w + j + 1); };
+  for (int64_t o = 0; o < cy; ++o) {
+    const float* ch = Y + o * h * w;  // batch 0
+    int64_t at = 0;
+    while (at < h * w && ch[at] == 0.f) ++at;
+    if (at == h * w) return false;  // a channel of zeros (or one that reads nothing of x)
+    const float v = ch[at] * sign;
+    if (!(v >= 1.f) || v > static_cast<float>(cx * h * w) || v != std::floor(v)) return false;
+    const int64_t src = static_cast<int64_t>(v) - 1, c = src / (h * w), dy = src % (h * w) / w - at / w, dx = src % w - at % w;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t i = 0; i < h; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t si = i + dy, sj = j + dx;
+          const float want = si >= 0 && si < h && sj >= 0 && sj < w ? label(b, c, si, sj) : 0.f;
+          if (Y[((b * cy + o) * h + i) * w + j] != want) return false;
+        }
+    if (sign > 0) {
+      sp.src.push_back(static_cast<int32_t>(c));
+      sp.dy.push_back(static_cast<int32_t>(dy));
+      sp.dx.push_back(static_cast<int32_t>(dx));
+    } else if (sp.src[static_cast<size_t>(o)] != c || sp.dy[static_cast<size_t>(o)] != dy || sp.dx[static_cast<size_t>(o)] != dx) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source) {
+  if (!moves_values(g, n) || n.outputs.size() != 1) return false;
+  const Value& y = g.value(n.outputs[0]);
+  if (y.shape.size() != 4 || y.dtype != DType::Float32 || y.is_constant()) return false;
+  bool sink = y.is_output;
+  for (NodeId c : y.consumers) sink = sink || !moves_values(g, g.node(c));
+  if (!sink) return false;  // the region goes on: its last node is the one to replace
+  // The region: value-moving producers back from y; exactly one non-constant value enters it.
+  std::set<NodeId> region;
+  std::vector<NodeId> todo{y.producer};
+  source = kNoValue;
+  while (!todo.empty()) {
+    const NodeId id = todo.back();
+    todo.pop_back();
+    if (!region.insert(id).second) continue;
+    if (region.size() > 4096) return false;
+    for (ValueId in : g.node(id).inputs) {
+      if (in == kNoValue || g.value(in).is_constant()) continue;
+      const NodeId p = g.value(in).producer;
+      if (p >= 0 && moves_values(g, g.node(p))) {
+        todo.push_back(p);
+      } else if (source == kNoValue || source == in) {
+        source = in;
+      } else {
+        return false;  // two tensors meet: not a shift of one
+      }
+    }
+  }
+  if (source == kNoValue) return false;
+  const Value& x = g.value(source);
+  if (x.dtype != DType::Float32 || x.shape.size() != 4 || x.shape[0] != y.shape[0] || x.shape[2] != y.shape[2] ||
+      x.shape[3] != y.shape[3])
+    return false;
+  const int64_t numel = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3];
+  if (numel <= 0 || numel >= (int64_t{1} << 24)) return false;  // labels must stay exact in float
+  std::vector<NodeId> order;
+  bool scatter = false, mask = false;
+  for (NodeId id : g.topological_order())
+    if (region.count(id)) {
+      order.push_back(id);
+      scatter |= g.node(id).op == OpType::ScatterND;
+      mask |= g.node(id).op == OpType::Mul || g.node(id).op == OpType::Where;
+    }
+  for (const float sign : {1.f, -1.f}) {
+    Tensor labels(DType::Float32, x.shape);
+    for (int64_t i = 0; i < numel; ++i) labels.data<float>()[i] = sign * static_cast<float>(i + 1);
+    const auto out = evaluate(g, order, source, labels, n.outputs[0]);
+    if (!out || !read_translation(*out, x.shape, sign, sp)) return false;
+  }
+  bool moved = false;
+  for (size_t o = 0; o < sp.dy.size(); ++o) moved |= sp.dy[o] != 0 || sp.dx[o] != 0;
+  if (!moved) return false;
+  sp.form = scatter ? "slice assignment (ScatterND)" : mask ? "masked roll/translation" : "value-moving subgraph";
+  return true;
+}
+
 }  // namespace
 
 // A one-hot conv with a bias b is a shift plus b. Where every reader is a conv without zero
@@ -259,7 +421,8 @@ int recognise_shifts(Graph& g) {
       if (!bias.empty() && !fold_shift_bias(g, n.outputs[0], bias)) continue;
       src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
-      continue;
+      sp = ShiftParams{};
+      if (!evaluated_shift(g, n, sp, src)) continue;
     }
     Node& m = g.node(id);
     m.op = OpType::SluiceShift;

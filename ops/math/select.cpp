@@ -1,4 +1,5 @@
-// TopK and ScatterElements: the ops FBS gates export to.
+// TopK and ScatterElements: the ops FBS gates export to. ScatterND: PyTorch's export of slice
+// assignment (out[:, c, 1:] = x[:, c, :-1], a way to write a shift).
 #include <algorithm>
 #include <numeric>
 
@@ -60,13 +61,44 @@ void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std
   });
 }
 
+namespace {
+// y[off] = upd[u], or combined with y[off] by the reduction.
+void scatter_one(graph::ScatterParams::Reduction r, const TensorView& y, const TensorView& upd, int64_t off, int64_t u, size_t es) {
+  using R = graph::ScatterParams::Reduction;
+  if (r == R::None) {
+    std::copy_n(upd.as<const std::byte>() + u * static_cast<int64_t>(es), es, y.as<std::byte>() + off * static_cast<int64_t>(es));
+    return;
+  }
+  dispatch_numeric(y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      T& dst = y.as<T>()[off];
+      const T v = upd.as<const T>()[u];
+      switch (r) {
+        case R::Add: dst = static_cast<T>(dst + v); break;
+        case R::Mul: dst = static_cast<T>(dst * v); break;
+        case R::Max: dst = std::max(dst, v); break;
+        case R::Min: dst = std::min(dst, v); break;
+        case R::None: break;
+      }
+    }
+  });
+}
+
+void check_scatter_types(InferContext& ctx, const graph::ScatterParams& p) {
+  if (ctx.in(1).dtype != DType::Int64 && ctx.in(1).dtype != DType::Int32) ctx.fail("indices must be int64 or int32");
+  if (ctx.in(2).dtype != ctx.in(0).dtype) ctx.fail("updates must have the data's dtype");
+  if (p.reduction != graph::ScatterParams::Reduction::None && ctx.in(0).dtype == DType::Bool)
+    ctx.fail("a reduction on bool data is not supported");
+}
+}  // namespace
+
 void infer_ScatterElements(InferContext& ctx) {
   auto& p = ctx.node().p<graph::ScatterParams>();
   const auto& data = ctx.in(0);
   const auto& idx = ctx.in(1);
   const auto& upd = ctx.in(2);
-  if (idx.dtype != DType::Int64 && idx.dtype != DType::Int32) ctx.fail("indices must be int64 or int32");
-  if (upd.dtype != data.dtype) ctx.fail("updates must have the data's dtype");
+  check_scatter_types(ctx, p);
   if (idx.shape != upd.shape) ctx.fail("indices " + shape_str(idx.shape) + " and updates " + shape_str(upd.shape) + " must have one shape");
   if (idx.shape.size() != data.shape.size()) ctx.fail("indices must have the data's rank");
   p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(data.shape.size()));
@@ -95,22 +127,56 @@ void reference_ScatterElements(const graph::Node& node, std::span<const TensorVi
     if (i < 0) i += dim;
     int64_t off = 0;
     for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
-    if (p.reduction == graph::ScatterParams::Reduction::None) {
-      std::copy_n(upd.as<const std::byte>() + u * static_cast<int64_t>(es), es, y.as<std::byte>() + off * static_cast<int64_t>(es));
-    } else {
-      dispatch_numeric(y.dtype, [&](auto tag) {
-        using T = decltype(tag);
-        if constexpr (!std::is_same_v<T, bool>) {
-          T& dst = y.as<T>()[off];
-          const T v = upd.as<const T>()[u];
-          dst = p.reduction == graph::ScatterParams::Reduction::Add ? static_cast<T>(dst + v) : static_cast<T>(dst * v);
-        }
-      });
-    }
+    scatter_one(p.reduction, y, upd, off, u, es);
     for (size_t d = rank; d-- > 0;) {
       if (++pos[d] < idx.shape[d]) break;
       pos[d] = 0;
     }
+  }
+}
+
+// ScatterND: indices [..., k] address slices of data's last r - k axes; updates hold one such
+// slice per index tuple: shape indices.shape[:-1] + data.shape[k:].
+void infer_ScatterND(InferContext& ctx) {
+  const auto& p = ctx.node().p<graph::ScatterParams>();
+  const auto& data = ctx.in(0);
+  const auto& idx = ctx.in(1);
+  const auto& upd = ctx.in(2);
+  check_scatter_types(ctx, p);
+  if (data.shape.empty()) ctx.fail("data must have rank >= 1");
+  if (idx.shape.empty()) ctx.fail("indices must have rank >= 1");
+  const int64_t k = idx.shape.back();
+  if (k < 1 || k > static_cast<int64_t>(data.shape.size()))
+    ctx.fail("the last dimension of indices " + shape_str(idx.shape) + " must be between 1 and the data's rank " +
+             std::to_string(data.shape.size()));
+  Shape want(idx.shape.begin(), idx.shape.end() - 1);
+  want.insert(want.end(), data.shape.begin() + k, data.shape.end());
+  if (upd.shape != want)
+    ctx.fail("updates have shape " + shape_str(upd.shape) + "; indices " + shape_str(idx.shape) + " into data " +
+             shape_str(data.shape) + " need " + shape_str(want));
+  ctx.set_output(0, data.dtype, data.shape);
+}
+
+void reference_ScatterND(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::ScatterParams>();
+  const TensorView &data = in[0], &idx = in[1], &upd = in[2], &y = out[0];
+  const size_t es = dtype_size(data.dtype);
+  if (y.data != data.data) std::copy_n(data.as<const std::byte>(), static_cast<size_t>(data.numel()) * es, y.as<std::byte>());
+  const auto indices = to_int64_vector(idx);
+  const auto ds = strides_of(data.shape);
+  const size_t k = static_cast<size_t>(idx.shape.back());
+  const int64_t tuples = static_cast<int64_t>(indices.size() / k), slice = ds[k - 1];  // k >= 1 (infer)
+  for (int64_t t = 0; t < tuples; ++t) {
+    int64_t off = 0;
+    for (size_t d = 0; d < k; ++d) {
+      const int64_t dim = data.shape[d];
+      int64_t i = indices[static_cast<size_t>(t) * k + d];
+      if (i < -dim || i >= dim)
+        throw Error("node '" + node.name + "' (ScatterND): index " + std::to_string(i) + " is out of range for axis " +
+                    std::to_string(d) + " of size " + std::to_string(dim) + " (data " + shape_str(data.shape) + ")");
+      off += (i < 0 ? i + dim : i) * ds[d];
+    }
+    for (int64_t j = 0; j < slice; ++j) scatter_one(p.reduction, y, upd, off + j, t * slice + j, es);
   }
 }
 

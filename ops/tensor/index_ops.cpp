@@ -1,5 +1,6 @@
-// Slice, Gather, Pad, Constant, ConstantOfShape.
+// Slice, Gather, Pad, Constant, ConstantOfShape, Range.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "ops/tensor/strided_copy.h"
@@ -221,6 +222,38 @@ void reference_ConstantOfShape(const graph::Node& node, std::span<const TensorVi
   const Tensor& v = node.p<graph::ConstantParams>().value;
   const size_t es = dtype_size(v.dtype());
   for (int64_t i = 0; i < out[0].numel(); ++i) std::memcpy(out[0].as<std::byte>() + i * static_cast<int64_t>(es), v.raw(), es);
+}
+
+// Range(start, limit, delta): its length depends on the values, so they must be constants (an
+// exporter's Range over a shape folds away once the input shapes are known).
+void infer_Range(InferContext& ctx) {
+  const DType t = ctx.in(0).dtype;
+  if (t == DType::Bool || t == DType::Undefined) ctx.fail("start must be a number, got " + std::string(dtype_name(t)));
+  double v[3];
+  const char* what[3] = {"start", "limit", "delta"};
+  for (size_t i = 0; i < 3; ++i) {
+    const Tensor& c = ctx.require_const(i, what[i]);
+    if (c.dtype() != t) ctx.fail(std::string(what[i]) + " has dtype " + dtype_name(c.dtype()) + ", start has " + dtype_name(t));
+    if (c.numel() != 1) ctx.fail(std::string(what[i]) + " must be a scalar, got shape " + shape_str(c.shape()));
+    dispatch_numeric(t, [&](auto tag) { v[i] = static_cast<double>(c.data<decltype(tag)>()[0]); });
+  }
+  if (v[2] == 0 || !std::isfinite(v[0]) || !std::isfinite(v[1]) || !std::isfinite(v[2]))
+    ctx.fail("start, limit and delta must be finite and delta non-zero (got " + std::to_string(v[0]) + ", " +
+             std::to_string(v[1]) + ", " + std::to_string(v[2]) + ")");
+  const double n = std::max(std::ceil((v[1] - v[0]) / v[2]), 0.0);
+  if (n > 1e12) ctx.fail("the range has " + std::to_string(n) + " elements; check start, limit and delta");
+  const Shape out{static_cast<int64_t>(n)};
+  checked_numel(ctx, out);
+  ctx.set_output(0, t, out);
+}
+void reference_Range(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      const T start = in[0].as<const T>()[0], delta = in[2].as<const T>()[0];
+      for (int64_t i = 0; i < out[0].numel(); ++i) out[0].as<T>()[i] = static_cast<T>(start + static_cast<T>(i) * delta);
+    }
+  });
 }
 
 }  // namespace sluice::ops

@@ -123,6 +123,73 @@ class Roll(nn.Module):
         return torch.cat([x[:, :4], torch.roll(x[:, 4:], 1, 3)], 1)
 
 
+OFFSETS = ((0, 0), (0, 1), (1, 0), (-1, -1))  # (dy, dx) of 4 channel pairs: out[y, x] = in[y + dy, x + dx]
+
+
+def _rows(d, n):
+    """Destination and source slices of a move by d along an axis of length n."""
+    return slice(max(-d, 0), n + min(-d, 0)), slice(max(d, 0), n + min(d, 0))
+
+
+class SliceAssign(nn.Module):
+    """A shift as slice assignment into a fresh tensor (PyTorch exports ScatterND chains whose
+    indices come from Shape/Expand/Where arithmetic). base "zeros" is the shift; "clone" (x
+    itself underneath: the edge keeps x unmoved) and "ones" are look-alikes."""
+
+    def __init__(self, base="zeros"):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        out = {"zeros": torch.zeros_like, "ones": torch.ones_like, "clone": torch.clone}[self.base](x)
+        h, w = x.shape[2], x.shape[3]
+        for i, (dy, dx) in enumerate(OFFSETS):
+            (yd, ys), (xd, xs) = _rows(dy, h), _rows(dx, w)
+            out[:, 2 * i:2 * i + 2, yd, xd] = x[:, 2 * i:2 * i + 2, ys, xs]
+        return out
+
+
+def _wrapped(d, n):
+    """The rows that torch.roll by -d (out[y] = in[y + d], wrapping) fills from the other end."""
+    return slice(n - d, n) if d > 0 else slice(0, -d)
+
+
+class RollMasked(nn.Module):
+    """torch.roll per channel pair, then the wrapped edge zeroed: by a 0/1 mask ("mul"), by
+    Where ("where") or by in-place assignment ("assign"). "wrong_edge" zeroes the edge opposite
+    the wrapped one: a look-alike."""
+
+    def __init__(self, how, c=8, hw=12):
+        super().__init__()
+        self.how = how
+        m = torch.ones(1, c, hw, hw)
+        for i, (dy, dx) in enumerate(OFFSETS):
+            sign = -1 if how == "wrong_edge" else 1
+            ch = slice(2 * i, 2 * i + 2)
+            if dy:
+                m[:, ch, _wrapped(sign * dy, hw)] = 0
+            if dx:
+                m[:, ch, :, _wrapped(sign * dx, hw)] = 0
+        self.register_buffer("mask", m)
+
+    def forward(self, x):
+        parts = []
+        h, w = x.shape[2], x.shape[3]
+        for i, (dy, dx) in enumerate(OFFSETS):
+            p = torch.roll(x[:, 2 * i:2 * i + 2], shifts=(-dy, -dx), dims=(2, 3))
+            if self.how == "assign":
+                p = p.clone()
+                if dy:
+                    p[:, :, _wrapped(dy, h)] = 0
+                if dx:
+                    p[:, :, :, _wrapped(dx, w)] = 0
+            parts.append(p)
+        y = torch.cat(parts, 1)
+        if self.how == "where":
+            return torch.where(self.mask > 0, y, torch.zeros(()))
+        return y if self.how == "assign" else y * self.mask
+
+
 def wrap(m, c, out=None):
     """1x1 conv -> m -> 1x1 conv, so the shift (if any) has a conv to fuse into."""
     return nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), m, nn.Conv2d(out or c, 5, 1))
@@ -187,9 +254,13 @@ def main():
              ("onehot_dw_mult2", OneHotConv(8, groups=8, mult=2), 1),
              ("pad_crop_shift", PadCrop("shift"), 1),
              ("cat_zeros_shift", CatZeros(), 1),
+             ("slice_assign", SliceAssign(), 1), ("roll_mul_mask", RollMasked("mul"), 1),
+             ("roll_where_mask", RollMasked("where"), 1), ("roll_assign_zero", RollMasked("assign"), 1),
              # look-alikes
              ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0), ("cat_ones", CatZeros("ones"), 0),
              ("onehot_two_inputs", OneHotConv(8, pick=lambda o: o, two_inputs=True), 0),
+             ("slice_assign_onto_x", SliceAssign("clone"), 0), ("slice_assign_onto_ones", SliceAssign("ones"), 0),
+             ("roll_mask_wrong_edge", RollMasked("wrong_edge"), 0),
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
     padded = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, bias=0.3), nn.Conv2d(8, 5, 3, padding=1))
     cases.append(("dw_bias_padded_reader", padded, 0))
@@ -203,6 +274,10 @@ def main():
         if name.startswith("onehot_") and expected:  # the one-hot conv runs as a shift, fused or alone
             convs = [n for n in insp["nodes"] if n["op"] == "Conv"]
             check(len(convs) == 2, "%s: only the two 1x1 convs are left as convs (%d)" % (name, len(convs)))
+        if name.startswith(("slice_assign", "roll_")) and expected:  # the whole subgraph is now the fused shift
+            ops = sorted({n["op"] for n in insp["nodes"]} - {"SluiceReorder"})
+            check(ops == ["Conv", "Relu"] or ops == ["Conv"], "%s: only convs are left, the shift fused (%s)" % (name, ops))
+            check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
     return finish()
 
 

@@ -263,6 +263,31 @@ TEST(BadRun, TopKLargerThanAxis) {
   expect_error([&] { Session(b.load()); }, {"topk"});
 }
 
+// ScatterND (PyTorch's slice assignment): indices past the axis, updates of the wrong shape, an
+// unknown reduction.
+TEST(BadRun, ScatterNDIndexOutOfRange) {
+  OnnxBuilder b(16);
+  b.input("x", {2, 3}).input("u", {1, 3}).init_i64("idx", {1, 1}, {2});
+  b.node("ScatterND", {"x", "idx", "u"}, {"y"}, "assign");
+  b.output("y");
+  Session s(b.load());
+  expect_error([&] { s.run({{"x", random_tensor({2, 3})}, {"u", random_tensor({1, 3})}}); },
+               {"assign", "index 2", "axis 0 of size 2"});
+}
+
+TEST(BadGraph, ScatterNDUpdatesShapeOrReduction) {
+  OnnxBuilder b(16);
+  b.input("x", {2, 3}).input("u", {1, 2}).init_i64("idx", {1, 1}, {0});
+  b.node("ScatterND", {"x", "idx", "u"}, {"y"}, "assign");
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"assign", "updates have shape [1, 2]", "need [1, 3]"});
+  OnnxBuilder c(18);
+  c.input("x", {2, 3}).input("u", {1, 3}).init_i64("idx", {1, 1}, {0});
+  OnnxBuilder::attr_str(c.node("ScatterND", {"x", "idx", "u"}, {"y"}, "assign"), "reduction", "avg");
+  c.output("y");
+  expect_error([&] { c.load(); }, {"assign", "reduction 'avg'"});
+}
+
 TEST(BadGraph, LayerNormScaleThatDoesNotBroadcast) {
   OnnxBuilder b(17);
   b.input("x", {1, 4, 4, 6}).init("scale", {5}, std::vector<float>(5, 1.f));

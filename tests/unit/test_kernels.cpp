@@ -263,5 +263,30 @@ TEST(NonFinite, ReduceMaxMinKeepNaNAndInfinity) {
   }
 }
 
+// ScatterND on rows (indices [..., 1]) with every reduction, and on elements (indices [..., 2]).
+// Expected values worked out by hand: row 1 is written twice, row 3 once.
+TEST(ScatterND, RowsWithEachReductionAndElements) {
+  const Tensor data = Tensor::from_vector<float>({4, 2}, {1, 5, 2, -1, 0, 0, 7, 3});
+  const std::map<std::string, std::vector<float>> expected = {
+      {"add", {1, 5, 6, 2, 0, 0, 12, 12}}, {"mul", {1, 5, 0, 18, 0, 0, 35, 27}},
+      {"max", {1, 5, 4, 6, 0, 0, 7, 9}},   {"min", {1, 5, 0, -3, 0, 0, 5, 3}}};
+  for (const auto& [reduction, want] : expected) {
+    OnnxBuilder b(18);
+    b.input("x", {4, 2}).init_i64("idx", {3, 1}, {1, -3, 3}).init("u", {3, 2}, {4, -3, 0, 6, 5, 9});
+    OnnxBuilder::attr_str(b.node("ScatterND", {"x", "idx", "u"}, {"y"}), "reduction", reduction);
+    b.output("y");
+    for (bool optimise : {true, false}) {
+      const Tensor y = Session(b.load(), {1, optimise}).run({{"x", data}})["y"];
+      EXPECT_EQ(std::vector<float>(y.data<float>(), y.data<float>() + 8), want) << reduction;
+    }
+  }
+  OnnxBuilder b(13);
+  b.input("x", {4, 2}).init_i64("idx", {2, 2}, {0, 1, 2, 0}).init("u", {2}, {10, 20});
+  b.node("ScatterND", {"x", "idx", "u"}, {"y"});
+  b.output("y");
+  const Tensor y = Session(b.load()).run({{"x", data}})["y"];
+  EXPECT_EQ(std::vector<float>(y.data<float>(), y.data<float>() + 8), (std::vector<float>{1, 10, 2, -1, 20, 0, 7, 3}));
+}
+
 }  // namespace
 }  // namespace sluice::testing

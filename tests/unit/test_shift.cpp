@@ -84,5 +84,33 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 50, 13, 15, 64, true, true, 5},  // shifts of 2 pixels
                                            ShiftCase{1, 9, 1, 3, 5, false, false}));    // one row: every read a border
 
+// A shift found by running a subgraph on labelled input (recognise_shifts, form C) must not be
+// fooled by a constant that equals the labels: channel 0 is x with its last column replaced by
+// a constant holding exactly the first labelling's values there (4h + 4), channel 1 is x moved
+// right by one. The first labelling reads a shift; the second (negated labels) must refuse it.
+TEST(EvaluatedShift, ConstantThatEqualsTheLabelsIsNotTakenForX) {
+  for (bool label_like : {true, false}) {
+    OnnxBuilder b;
+    b.input("x", {1, 2, 3, 4}).init("k", {1, 1, 3, 1}, {4, 8, 12}).init("z", {1, 1, 3, 1}, {0, 0, 0});
+    b.init_i64("s0", {2}, {0, 0}).init_i64("e0", {2}, {1, 3}).init_i64("s1", {2}, {1, 0}).init_i64("e1", {2}, {2, 3});
+    b.init_i64("ax", {2}, {1, 3}).init_random("w", {3, 2, 1, 1});
+    b.node("Slice", {"x", "s0", "e0", "ax"}, {"a"});
+    b.node("Slice", {"x", "s1", "e1", "ax"}, {"c"});
+    OnnxBuilder::attr_int(b.node("Concat", {"a", label_like ? "k" : "z"}, {"y0"}), "axis", 3);
+    OnnxBuilder::attr_int(b.node("Concat", {"z", "c"}, {"y1"}), "axis", 3);
+    OnnxBuilder::attr_int(b.node("Concat", {"y0", "y1"}, {"s"}), "axis", 1);
+    b.node("Conv", {"s", "w"}, {"out"});
+    b.output("out");
+    Model m = b.load();
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    bool shift = false;
+    for (const auto& n : plan.graph().nodes)
+      if (!n.dead) shift |= n.op == graph::OpType::SluiceShift || (n.op == graph::OpType::Conv && !n.p<graph::ConvParams>().pre_shift.empty());
+    EXPECT_FALSE(shift) << (label_like ? "the label-like constant" : "a zero last column") << " was taken for a shift";
+    const Tensor x = random_tensor({1, 2, 3, 4});
+    EXPECT_LT(normalized_error(Session(m, {1, true}).run({{"x", x}})["out"], Session(m, {1, false}).run({{"x", x}})["out"]), 1e-6);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
