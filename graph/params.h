@@ -77,6 +77,7 @@ struct GemmParams {
   float alpha = 1.f, beta = 1.f;
   bool trans_a = false, trans_b = false;
   int64_t dense_k = 0;  // K before passes::prune_channels (0: not pruned)
+  int64_t dense_n = 0;  // N (output features) before passes::prune_channels (0: not pruned)
   FusedActivation activation;
 };
 

@@ -124,7 +124,7 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
       const auto& p = n.p<graph::GemmParams>();
       const Shape& a = shape(n.inputs[0]);
       const Shape& y = shape(n.outputs[0]);
-      return y[0] * y[1] * (dense && p.dense_k > 0 ? p.dense_k : p.trans_a ? a[0] : a[1]);
+      return y[0] * (dense && p.dense_n > 0 ? p.dense_n : y[1]) * (dense && p.dense_k > 0 ? p.dense_k : p.trans_a ? a[0] : a[1]);
     }
     case OpType::MatMul: {
       const Shape& a = shape(n.inputs[0]);

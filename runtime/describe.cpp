@@ -45,6 +45,14 @@ std::string Plan::describe(bool as_json) const {
       nodes.back()["dense_in_channels"] = n.p<graph::ConvParams>().dense_in;
       nodes.back()["in_channels"] = g_.value(n.inputs[0]).shape[1];
     }
+    if (n.op == graph::OpType::Gemm && (n.p<graph::GemmParams>().dense_n > 0 || n.p<graph::GemmParams>().dense_k > 0)) {
+      const auto& gp = n.p<graph::GemmParams>();
+      const int64_t k = g_.value(n.inputs[0]).shape[gp.trans_a ? 0 : 1], out = g_.value(n.outputs[0]).shape[1];
+      nodes.back()["dense_out_features"] = gp.dense_n > 0 ? gp.dense_n : out;
+      nodes.back()["out_features"] = out;
+      nodes.back()["dense_in_features"] = gp.dense_k > 0 ? gp.dense_k : k;
+      nodes.back()["in_features"] = k;
+    }
     total += st.dense_macs;
   }
   j["nodes"] = nodes;

@@ -9,7 +9,10 @@
 // an unpadded AveragePool. A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
 // every output pixel whose window lies inside the input: exactly a bias term when C has no
 // zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
-// Flatten reads the channel as the column f(v), folded into its bias. Anything else reading
+// Flatten reads the channel as the column f(v), folded into its bias. A Gemm (Linear) with an
+// all-zero weight column o (ln_structured on a Linear's dim 0) is the same on [N, F] features:
+// output feature o is act(beta * C[o]) for every row, and the Gemms reading it (through
+// elementwise ops and Concats) lose that input, the constant folded into their biases. Anything else reading
 // the channel (Add of two activations, gated convs, graph outputs, reshapes that mix
 // channels) keeps it: removal across those needs the channel dead in the whole dependency
 // group, which this pass does not attempt.
@@ -176,7 +179,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
                             std::vector<ValueId>& path, std::set<NodeId>& seen, int64_t offset = 0) {
   const Value& val = g.value(v);
   if (val.is_output) return "its output is a graph output";
-  if (val.shape.size() != 4) return "its output is not 4-D";
+  if (val.shape.size() != 4 && val.shape.size() != 2) return "its output is neither a 4-D map nor 2-D features";
   // The self-gating forms that start here, and the nodes that close them (met once, as a step).
   std::map<NodeId, std::pair<NodeId, std::vector<Step>>> gates;  // first node -> (closing node, chain)
   std::map<NodeId, std::vector<ValueId>> gate_vals;
@@ -221,7 +224,15 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         return "meets a residual Add (fused into " + n.name + "): not dead in every member of its residual group";
       return "read by " + n.name + " as a parameter";
     }
+    if (val.shape.size() == 2 && n.op != OpType::Gemm && n.op != OpType::Concat)  // features [N, F]
+      return "read by " + std::string(op_name(n.op)) + " " + n.name;
     switch (n.op) {
+      case OpType::Gemm: {  // a Linear reading the features [N, F]
+        if (val.shape.size() != 2) return "read by " + n.name;
+        if (std::string why = gemm_head_problem(g, c, v); !why.empty()) return why;
+        readers.push_back({c, chain, offset});
+        break;
+      }
       case OpType::Conv: {
         const auto& cp = n.p<ConvParams>();
         if (cp.group != 1) return "read by grouped conv " + n.name;
@@ -278,7 +289,8 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       }
       case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
         const int64_t axis = n.p<AxisParams>().axis;
-        if (axis != 1 && axis != -3) return "concatenated on axis " + std::to_string(axis) + " by " + n.name;
+        if (axis != 1 && axis != 1 - static_cast<int64_t>(val.shape.size()))
+          return "concatenated on axis " + std::to_string(axis) + " by " + n.name;
         int64_t at = 0, times = 0;
         for (ValueId in : n.inputs) {
           if (in == v) ++times;
@@ -343,6 +355,59 @@ void compact_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
   pn.inputs[1] = w_id;
   if (b_id != kNoValue) pn.inputs[2] = b_id;
   g.value(pn.outputs[0]).shape[1] = k;
+}
+
+// Keeps output features `keep` of Gemm `pid` (columns of B, or rows when transposed, and of
+// a bias vector C; a one-element C stays), and its output's shape.
+void compact_gemm_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
+  const Node& p = g.node(pid);
+  const auto& gp = p.p<GemmParams>();
+  const Tensor& w = g.value(p.inputs[1]).constant;
+  const int64_t m = gp.trans_b ? w.shape()[0] : w.shape()[1], kin = gp.trans_b ? w.shape()[1] : w.shape()[0];
+  const int64_t k = static_cast<int64_t>(keep.size());
+  const float* W = w.data<float>();
+  Tensor wn(DType::Float32, gp.trans_b ? Shape{k, kin} : Shape{kin, k});
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t o = keep[static_cast<size_t>(j)];
+    for (int64_t i = 0; i < kin; ++i)
+      if (gp.trans_b) wn.data<float>()[j * kin + i] = W[o * kin + i];
+      else wn.data<float>()[i * k + j] = W[i * m + o];
+  }
+  const ValueId w_id = new_constant(g, p.inputs[1], std::move(wn), "__pruned");
+  ValueId c_id = kNoValue;
+  if (p.inputs.size() > 2 && p.inputs[2] != kNoValue && g.value(p.inputs[2]).constant.numel() == m && m > 1) {
+    const Tensor& c = g.value(p.inputs[2]).constant;
+    Shape cs = c.shape();
+    cs.back() = k;
+    Tensor cn(DType::Float32, cs);
+    for (int64_t j = 0; j < k; ++j) cn.data<float>()[j] = c.data<float>()[keep[static_cast<size_t>(j)]];
+    c_id = new_constant(g, p.inputs[2], std::move(cn), "__pruned");
+  }
+  Node& pn = g.node(pid);
+  auto& np = pn.p<GemmParams>();
+  if (np.dense_n == 0) np.dense_n = m;
+  pn.inputs[1] = w_id;
+  if (c_id != kNoValue) pn.inputs[2] = c_id;
+  g.value(pn.outputs[0]).shape[1] = k;
+}
+
+// A Gemm this pass can take output features from: A not transposed, constant float B, a
+// constant bias that is one value or one per output feature (the same for every row).
+bool prunable_gemm(const Graph& g, const Node& n) {
+  if (n.op != OpType::Gemm) return false;
+  const auto& gp = n.p<GemmParams>();
+  const Value& w = g.value(n.inputs[1]);
+  if (gp.trans_a || !w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 2 || !std::isfinite(gp.alpha) ||
+      g.value(n.outputs[0]).shape.size() != 2)
+    return false;
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
+    const Value& c = g.value(n.inputs[2]);
+    const int64_t m = gp.trans_b ? w.shape[0] : w.shape[1];
+    if (!c.is_constant() || c.dtype != DType::Float32 || (c.constant.numel() != 1 && c.constant.numel() != m) ||
+        (c.constant.numel() == m && m > 1 && !(c.shape.size() == 1 || (c.shape.size() == 2 && c.shape[0] == 1))))
+      return false;
+  }
+  return true;
 }
 
 // Drops the input channels of reader `rid` (a conv, or a Gemm head) that are not in `keep`
@@ -903,6 +968,49 @@ int prune_channels(Graph& g) {
                             [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r, unread))
       continue;
     compact_producer(g, pid, r.keep);
+    removed_total += finish_removal(g, r, m, report);
+  }
+  // Linear layers: output features whose weight column is all zero.
+  for (NodeId pid : g.topological_order()) {
+    const Node& p = g.node(pid);
+    if (p.dead || !prunable_gemm(g, p)) continue;
+    const auto& gp = p.p<GemmParams>();
+    const Tensor& w = g.value(p.inputs[1]).constant;
+    const int64_t m = gp.trans_b ? w.shape()[0] : w.shape()[1], kin = gp.trans_b ? w.shape()[1] : w.shape()[0];
+    const float* W = w.data<float>();
+    std::vector<bool> dead(static_cast<size_t>(m));
+    int64_t n_dead = 0;
+    for (int64_t o = 0; o < m; ++o) {
+      bool zero = true;
+      for (int64_t i = 0; i < kin && zero; ++i) zero = (gp.trans_b ? W[o * kin + i] : W[i * m + o]) == 0.f;
+      dead[static_cast<size_t>(o)] = zero;
+      n_dead += zero;
+    }
+    std::vector<bool> unread;
+    int64_t n_unread = 0;
+    {
+      std::vector<Reader> rd;
+      std::vector<ValueId> path;
+      std::set<NodeId> seen;
+      if (collect_readers(g, p.outputs[0], {}, rd, path, seen).empty()) unread = unread_channels(g, rd, m);
+      for (size_t o = 0; o < unread.size(); ++o) {
+        unread[o] = unread[o] && !dead[o];
+        n_unread += unread[o];
+      }
+    }
+    if (n_dead + n_unread == 0) continue;
+    PruneReport report{p.name, m, n_dead, 0, 0, ""};
+    report.unread = n_unread;
+    std::vector<bool> gone = dead;
+    for (size_t o = 0; o < unread.size(); ++o) gone[o] = gone[o] || unread[o];
+    const Tensor* c = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? &g.value(p.inputs[2]).constant : nullptr;
+    const auto constant = [&](int64_t o) {
+      const float b = c ? c->data<float>()[c->numel() == 1 ? 0 : o] : 0.f;
+      return apply_activation(gp.activation, gp.beta * b);
+    };
+    Removal r;
+    if (!plan_dead_channels(g, p.outputs[0], gone, n_dead + n_unread, constant, report, r, unread)) continue;
+    compact_gemm_producer(g, pid, r.keep);
     removed_total += finish_removal(g, r, m, report);
   }
   g.rebuild_links();

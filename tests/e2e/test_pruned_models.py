@@ -23,6 +23,9 @@ live against ONNX Runtime on the same file:
               constant f(bias), removed where it is 0 or no padding reads it
   heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
               is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
+  mlp         ln_structured on Linear layers (dim 0: zero weight rows): a Linear's dead output
+              features go, their constants (through ReLU, Tanh) folded into the next Linear's
+              bias, with one Gemm stored untransposed (transB = 0, as other exporters write it)
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
               outputs fold into the projection's bias
@@ -538,6 +541,70 @@ def unread_case(a):
               "%s: %d unread channel removed, expected %d (%s)" % (name, got.get("unread", 0), want, got))
 
 
+class Mlp(nn.Module):
+    """conv 1->4 3x3 stride 2, ReLU, flatten (784), fc1 784->64, ReLU, fc2 64->32, Tanh, fc3 32->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 64), nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.flatten(F.relu(self.c(x)), 1)
+        return self.fc3(torch.tanh(self.fc2(F.relu(self.fc1(x)))))
+
+    @staticmethod
+    def macs(f1, f2):
+        return 4 * 9 * 14 * 14 + 784 * f1 + f1 * f2 + f2 * 10
+
+
+def mlp_case(a):
+    """fc1: 13 rows zeroed by ln_structured; 5 of them get bias 0 (removed), 8 bias 0.3
+    (relu(0.3) folded into fc2's bias). fc2: rows 3, 7 zeroed, bias -0.2 (tanh(-0.2) folded into
+    fc3), and input 11 of fc3 zeroed, so fc2's feature 11 is unread. fc2's Gemm is rewritten
+    to transB = 0 in the file."""
+    import onnx
+    from onnx import numpy_helper
+    torch.manual_seed(14)
+    m = Mlp()
+    tprune.ln_structured(m.fc1, "weight", amount=13, n=1, dim=0)
+    tprune.remove(m.fc1, "weight")
+    with torch.no_grad():
+        dead = (m.fc1.weight.abs().sum(1) == 0).nonzero().flatten()
+        m.fc1.bias[dead[:5]] = 0
+        m.fc1.bias[dead[5:]] = 0.3
+        m.fc2.weight[[3, 7]] = 0
+        m.fc2.bias[[3, 7]] = -0.2
+        m.fc3.weight[:, 11] = 0
+    m.eval()
+    path = os.path.join(a.work_dir, "mlp.onnx")
+    export(m, path, keep_bn=False)
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    check(len(gemms) == 3, "mlp: the three Linears export as Gemm (%d)" % len(gemms))
+    fc2 = gemms[1]
+    w = inits[fc2.input[1]]
+    w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(w).T), w.name))
+    for at in fc2.attribute:
+        if at.name == "transB":
+            at.i = 0
+    onnx.save(model, path)
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
+    for batch in (1, 3):
+        _, _, st = run_vs_ort(a, path, np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32),
+                              "mlp_batch%d" % batch)
+    got = {r["node"]: (r["removed"], r["folded"], r.get("unread", 0)) for r in insp["pruning"]}
+    check(got.get(gemms[0].name) == (13, 8, 0) and got.get(fc2.name) == (3, 2, 1),
+          "mlp: (removed, folded, unread) fc1 %s, fc2 %s; expected (13, 8, 0), (3, 2, 1)" % (
+              got.get(gemms[0].name), got.get(fc2.name)))
+    check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
+          "mlp: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              st["dense_macs"], 3 * Mlp.macs(64, 32), st["executed_macs"], 3 * Mlp.macs(51, 29)))
+    feats = {n["name"]: (n.get("dense_out_features"), n.get("out_features")) for n in insp["nodes"] if n["op"] == "Gemm"}
+    check(feats.get(gemms[0].name) == (64, 51), "mlp: inspect shows fc1's features 64 -> 51 (%s)" % (feats.get(gemms[0].name),))
+
+
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
     images; the MACs left after removing the pruned channels equal what the training script
@@ -590,6 +657,7 @@ def main():
     activations_case(a)
     heads_case(a)
     unread_case(a)
+    mlp_case(a)
     mobilenet_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
