@@ -3,7 +3,7 @@
 namespace sluice::ops {
 
 std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spatial, const std::vector<int64_t>& kernel,
-                                        const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
+                                        std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
                                         std::vector<int64_t>& pads, const std::string& auto_pad, bool ceil_mode) {
   const size_t r = in_spatial.size();
   if (kernel.size() != r || strides.size() != r || dilations.size() != r || pads.size() != 2 * r)
@@ -30,6 +30,9 @@ std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spati
     int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
     // With ceil_mode the last window must start inside the input or its begin padding.
     if (ceil_mode && (o - 1) * s >= in + pads[i]) --o;
+    // One window: the stride is never applied. A huge one (2^31) would overflow oneDNN's int
+    // descriptors; the smallest stride that still gives one window (floor and ceil mode) is exact.
+    if (o == 1) strides[i] = std::min(s, std::max(span + 1, in + pads[i]));
     out[i] = o;
   }
   return out;

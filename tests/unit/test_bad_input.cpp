@@ -151,6 +151,30 @@ TEST(BadGraph, ZeroStrideOrDilation) {
   expect_error([&] { b.load(); }, {"pool", "strides", ">= 1"});
 }
 
+// A stride far past the input (2^31) is valid ONNX: one window. It overflowed oneDNN's int
+// descriptors ("could not create a descriptor ... a Sluice bug"); it now runs, with the
+// reference's answer, in a conv and in a ceil-mode MaxPool.
+TEST(BadGraph, HugeStrideRunsAsOneWindow) {
+  const int64_t huge = int64_t{1} << 31;
+  OnnxBuilder b = conv_model();
+  OnnxBuilder::attr_ints(*b.proto().mutable_graph()->mutable_node(0), "strides", {huge, 1});
+  OnnxBuilder p;
+  p.input("x", {1, 3, 8, 8});
+  auto& pool = p.node("MaxPool", {"x"}, {"y"}, "pool");
+  OnnxBuilder::attr_ints(pool, "kernel_shape", {3, 3});
+  OnnxBuilder::attr_ints(pool, "strides", {huge, 2});
+  OnnxBuilder::attr_int(pool, "ceil_mode", 1);
+  p.output("y");
+  const Tensor x = random_tensor({1, 3, 8, 8});
+  for (const OnnxBuilder* m : {&b, &p}) {
+    const Tensor fast = Session(m->load(), {1, true}).run({{"x", x}})["y"];
+    const Tensor ref = Session(m->load(), {1, false}).run({{"x", x}})["y"];
+    EXPECT_EQ(fast.shape()[2], 1);
+    EXPECT_EQ(fast.shape(), ref.shape());
+    EXPECT_LT(normalized_error(fast, ref), 1e-6);
+  }
+}
+
 // Dims that do not match the data are refused before anything is allocated, and a value
 // larger than the machine's memory is refused by name (a fuzzer found both as std::bad_alloc).
 TEST(BadGraph, InitializerDimsHugeDataSmall) {
