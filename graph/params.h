@@ -39,9 +39,14 @@ inline float apply_activation(const FusedActivation& a, float x) {
 }
 
 // A channel shift (design.md §8): output channel c is input channel src[c] moved so that
-// out[c][y][x] = in[src[c]][y + dy[c]][x + dx[c]], zero where that falls outside. Zero FLOPs.
+// out[c][y][x] = in[src[c]][y * sy + dy[c]][x * sx + dx[c]], zero where that falls outside. Zero
+// FLOPs. Strides and an output size other than the input's come from one-hot convs with a stride
+// (or without padding); such a shift runs alone, never fused into a 1x1 conv.
 struct ShiftParams {
   std::vector<int32_t> src, dy, dx;
+  int32_t sy = 1, sx = 1;
+  int64_t out_h = 0, out_w = 0;  // 0: the input's
+  bool same_size() const { return sy == 1 && sx == 1 && out_h == 0 && out_w == 0; }
   int64_t dense_macs = 0;  // per sample, of the depthwise conv it replaced (0 for Pad/Slice forms)
   std::string form;        // "depthwise one-hot conv" or "pad/slice/concat"
   bool empty() const { return src.empty(); }

@@ -1,6 +1,6 @@
 // Shift layers (design.md §8), recognised by what they compute, in either export form:
 //
-//  - a Conv (stride 1, same spatial size out as in; a bias only where it folds into the readers,
+//  - a Conv (any stride and padding: a strided one also subsamples; a bias only where it folds into the readers,
 //    see fold_shift_bias) whose every output
 //    channel's kernel is one-hot with the value 1: output channel o copies the input channel c
 //    of its group where the 1 is, moved by (i * dilation_h - pad_top, j * dilation_w -
@@ -14,7 +14,8 @@
 //    may crop (negative pads), also on one side while it pads the other;
 //  - any other subgraph of value-moving ops from one tensor x to a tensor of x's spatial size:
 //    PyTorch's slice assignment (out = zeros; out[:, c, 1:] = x[:, c, :-1]: ScatterND chains),
-//    torch.roll times a 0/1 mask or under a Where that zeroes the wrapped edge, Expand. It is
+//    torch.roll times a 0/1 mask or under a Where that zeroes the wrapped edge, Expand, and the
+//    Gather/Reshape/Squeeze/Unsqueeze/Transpose of integer indexing. It is
 //    run on x labelled with its own element indices (twice, +i+1 and -(i+1), so no constant
 //    in the subgraph can pass for a label), and taken for a shift when every output channel is
 //    one input channel translated, zero outside.
@@ -49,8 +50,8 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
   if (groups < 1 || c % groups != 0 || m % groups != 0 || w.shape[0] != m || w.shape[1] != c / groups ||
       p.fused_sum || p.activation.kind != Activation::None)
     return false;
-  if (p.strides[0] != 1 || p.strides[1] != 1 || p.dilations[0] < 1 || p.dilations[1] < 1) return false;
-  if (y.shape[2] != x.shape[2] || y.shape[3] != x.shape[3]) return false;
+  if (p.strides[0] < 1 || p.strides[1] < 1 || p.dilations[0] < 1 || p.dilations[1] < 1) return false;
+  if (p.strides[0] > INT32_MAX || p.strides[1] > INT32_MAX) return false;
   bias.clear();
   if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {  // a shift plus a per-channel constant
     const Value& b = g.value(n.inputs[2]);
@@ -75,7 +76,13 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
     sp.dy.push_back(static_cast<int32_t>(tap / kw * p.dilations[0] - p.pads[0]));
     sp.dx.push_back(static_cast<int32_t>(tap % kw * p.dilations[1] - p.pads[1]));
   }
-  bool moved = false;
+  sp.sy = static_cast<int32_t>(p.strides[0]);
+  sp.sx = static_cast<int32_t>(p.strides[1]);
+  if (sp.sy != 1 || sp.sx != 1 || y.shape[2] != x.shape[2] || y.shape[3] != x.shape[3]) {  // strided or cropped
+    sp.out_h = y.shape[2];
+    sp.out_w = y.shape[3];
+  }
+  bool moved = !sp.same_size();
   for (size_t o = 0; o < sp.dy.size(); ++o) moved |= sp.dy[o] != 0 || sp.dx[o] != 0;
   if (!moved) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
   sp.dense_macs = m * taps * y.shape[2] * y.shape[3];
@@ -234,7 +241,13 @@ bool moves_values(const Graph& g, const Node& n) {
     case OpType::Split:
     case OpType::Concat:
     case OpType::Expand:
-    case OpType::Identity: return true;
+    case OpType::Identity:
+    case OpType::Transpose:
+    case OpType::Squeeze:    // these and Reshape/Gather: x[:, c] with an integer c exports as
+    case OpType::Unsqueeze:  // Gather, and its assignment reshapes the updates
+    case OpType::Flatten: return true;
+    case OpType::Reshape:
+    case OpType::Gather: return n.inputs.size() > 1 && g.value(n.inputs[1]).is_constant();
     case OpType::ScatterND: return n.p<ScatterParams>().reduction == ScatterParams::Reduction::None;
     case OpType::Pad:
       return n.p<PadParams>().mode == "constant" &&
@@ -438,7 +451,7 @@ int recognise_shifts(Graph& g) {
     const Value& out = g.value(s.outputs[0]);
     if (out.is_output || out.consumers.size() != 1) continue;
     Node& c = g.node(out.consumers[0]);
-    if (c.op != OpType::Conv || c.inputs[0] != s.outputs[0]) continue;
+    if (c.op != OpType::Conv || c.inputs[0] != s.outputs[0] || !s.p<ShiftParams>().same_size()) continue;
     const auto& cp = c.p<ConvParams>();
     const Value& w = g.value(c.inputs[1]);
     bool ok = w.is_constant() && w.shape.size() == 4 && w.shape[2] == 1 && w.shape[3] == 1 && cp.group == 1 &&

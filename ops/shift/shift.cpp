@@ -19,21 +19,23 @@ void infer_SluiceShift(InferContext& ctx) {
   if (x.shape.size() != 4 || x.dtype != DType::Float32) ctx.fail("shift needs a 4-D float32 input");
   for (int32_t c : p.src)
     if (c < 0 || c >= x.shape[1]) ctx.fail("shift reads channel " + std::to_string(c) + " of " + std::to_string(x.shape[1]));
-  ctx.set_output(0, x.dtype, {x.shape[0], static_cast<int64_t>(p.src.size()), x.shape[2], x.shape[3]});
+  if (p.sy < 1 || p.sx < 1 || p.out_h < 0 || p.out_w < 0) ctx.fail("shift strides must be >= 1");
+  ctx.set_output(0, x.dtype, {x.shape[0], static_cast<int64_t>(p.src.size()), p.out_h ? p.out_h : x.shape[2], p.out_w ? p.out_w : x.shape[3]});
 }
 
 void reference_SluiceShift(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::ShiftParams>();
   const Shape& s = in[0].shape;
   const int64_t n = s[0], c = s[1], h = s[2], w = s[3], m = static_cast<int64_t>(p.src.size());
+  const int64_t oh = out[0].shape[2], ow = out[0].shape[3];
   const float* X = in[0].as<const float>();
   float* Y = out[0].as<float>();
   for (int64_t b = 0; b < n; ++b)
     for (int64_t o = 0; o < m; ++o)
-      for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) {
-          const int64_t sy = y + p.dy[static_cast<size_t>(o)], sx = x + p.dx[static_cast<size_t>(o)];
-          Y[((b * m + o) * h + y) * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w
+      for (int64_t y = 0; y < oh; ++y)
+        for (int64_t x = 0; x < ow; ++x) {
+          const int64_t sy = y * p.sy + p.dy[static_cast<size_t>(o)], sx = x * p.sx + p.dx[static_cast<size_t>(o)];
+          Y[((b * m + o) * oh + y) * ow + x] = sy >= 0 && sy < h && sx >= 0 && sx < w
                                                  ? X[((b * c + p.src[static_cast<size_t>(o)]) * h + sy) * w + sx]
                                                  : 0.f;
         }
@@ -105,26 +107,50 @@ namespace {
 class NhwcShift final : public Kernel {
  public:
   explicit NhwcShift(const graph::Graph& g, const graph::Node& n) : runs_(shift::runs_of(n.p<graph::ShiftParams>())) {
+    const auto& p = n.p<graph::ShiftParams>();
     const Shape& s = g.value(n.inputs[0]).shape;
     n_ = s[0];
     c_ = s[1];
     h_ = s[2];
     w_ = s[3];
     m_ = g.value(n.outputs[0]).shape[1];
+    oh_ = g.value(n.outputs[0]).shape[2];
+    ow_ = g.value(n.outputs[0]).shape[3];
+    sy_ = p.sy;
+    sx_ = p.sx;
+    same_ = p.same_size();
   }
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
+    if (!same_) {  // strided or cropped: pixel by pixel, each run a copy or zeros
+#pragma omp parallel for collapse(2) if (n_ * oh_ * ow_ * m_ > 65536)
+      for (int64_t b = 0; b < n_; ++b)
+        for (int64_t y = 0; y < oh_; ++y)
+          for (int64_t x = 0; x < ow_; ++x) {
+            float* dst = Y + ((b * oh_ + y) * ow_ + x) * m_;
+            for (const shift::Run& r : runs_) {
+              const int64_t sy = y * sy_ + r.dy, sx = x * sx_ + r.dx;
+              if (sy < 0 || sy >= h_ || sx < 0 || sx >= w_) std::fill_n(dst + r.out0, r.len, 0.f);
+              else std::copy_n(X + ((b * h_ + sy) * w_ + sx) * c_ + r.src0, r.len, dst + r.out0);
+            }
+          }
+      return;
+    }
 #pragma omp parallel for collapse(2) if (n_ * h_ * w_ * m_ > 65536)
     for (int64_t b = 0; b < n_; ++b)
       for (int64_t y = 0; y < h_; ++y)
         shift::shift_rows(runs_, X + b * h_ * w_ * c_, h_, w_, c_, m_, y, y + 1, Y + (b * h_ + y) * w_ * m_);
   }
-  std::string name() const override { return "shift:nhwc(" + std::to_string(runs_.size()) + " runs)"; }
+  std::string name() const override {
+    return "shift:nhwc(" + std::to_string(runs_.size()) + " runs" +
+           (same_ ? "" : ", stride " + std::to_string(sy_) + "x" + std::to_string(sx_)) + ")";
+  }
 
  private:
   std::vector<shift::Run> runs_;
-  int64_t n_, c_, h_, w_, m_;
+  int64_t n_, c_, h_, w_, m_, oh_, ow_, sy_, sx_;
+  bool same_;
 };
 
 }  // namespace

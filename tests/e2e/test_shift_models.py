@@ -84,7 +84,7 @@ class OneHotConv(nn.Module):
     """A conv whose output channel o copies one input channel (pick(o)) at one tap: a shift that
     other exporters write as a full, grouped or dilated conv rather than a depthwise one."""
 
-    def __init__(self, c, groups=1, mult=1, dilation=1, pick=None, two_inputs=False, centre=False):
+    def __init__(self, c, groups=1, mult=1, dilation=1, pick=None, two_inputs=False, centre=False, stride=1, pad=None):
         super().__init__()
         m, cg = c * mult, c // groups
         w = torch.zeros(m, cg, 3, 3)
@@ -93,10 +93,11 @@ class OneHotConv(nn.Module):
             if two_inputs:  # a second input channel added in: a sum of shifts, not a shift
                 w[o, (o + 1) % cg, 1, 1] = 1.0
         self.register_buffer("w", w)
-        self.groups, self.dilation = groups, dilation
+        self.groups, self.dilation, self.stride = groups, dilation, stride
+        self.pad = dilation if pad is None else pad
 
     def forward(self, x):
-        return F.conv2d(x, self.w, None, padding=self.dilation, dilation=self.dilation, groups=self.groups)
+        return F.conv2d(x, self.w, None, stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
 
 
 class PadCrop(nn.Module):
@@ -134,18 +135,24 @@ def _rows(d, n):
 class SliceAssign(nn.Module):
     """A shift as slice assignment into a fresh tensor (PyTorch exports ScatterND chains whose
     indices come from Shape/Expand/Where arithmetic). base "zeros" is the shift; "clone" (x
-    itself underneath: the edge keeps x unmoved) and "ones" are look-alikes."""
+    itself underneath: the edge keeps x unmoved) and "ones" are look-alikes. per_channel
+    assigns channel by channel with an integer index (out[:, c, ...] = x[:, c, ...]: Gather
+    and Reshape around the ScatterND)."""
 
-    def __init__(self, base="zeros"):
+    def __init__(self, base="zeros", per_channel=False):
         super().__init__()
-        self.base = base
+        self.base, self.per_channel = base, per_channel
 
     def forward(self, x):
         out = {"zeros": torch.zeros_like, "ones": torch.ones_like, "clone": torch.clone}[self.base](x)
         h, w = x.shape[2], x.shape[3]
         for i, (dy, dx) in enumerate(OFFSETS):
             (yd, ys), (xd, xs) = _rows(dy, h), _rows(dx, w)
-            out[:, 2 * i:2 * i + 2, yd, xd] = x[:, 2 * i:2 * i + 2, ys, xs]
+            if self.per_channel:
+                for c in (2 * i, 2 * i + 1):
+                    out[:, c, yd, xd] = x[:, c, ys, xs]
+            else:
+                out[:, 2 * i:2 * i + 2, yd, xd] = x[:, 2 * i:2 * i + 2, ys, xs]
         return out
 
 
@@ -252,9 +259,14 @@ def main():
              ("onehot_grouped", OneHotConv(8, groups=2), 1),
              ("onehot_dilated", OneHotConv(8, groups=8, dilation=2), 1),
              ("onehot_dw_mult2", OneHotConv(8, groups=8, mult=2), 1),
+             # a strided one-hot conv shifts and subsamples; an unpadded one shifts and crops: a
+             # shift step of its own (zero MACs), not fused
+             ("onehot_dw_stride2", OneHotConv(8, groups=8, stride=2), 1),
+             ("onehot_dw_unpadded", OneHotConv(8, groups=8, pad=0), 1),
              ("pad_crop_shift", PadCrop("shift"), 1),
              ("cat_zeros_shift", CatZeros(), 1),
-             ("slice_assign", SliceAssign(), 1), ("roll_mul_mask", RollMasked("mul"), 1),
+             ("slice_assign", SliceAssign(), 1), ("slice_assign_per_channel", SliceAssign(per_channel=True), 1),
+             ("roll_mul_mask", RollMasked("mul"), 1),
              ("roll_where_mask", RollMasked("where"), 1), ("roll_assign_zero", RollMasked("assign"), 1),
              # look-alikes
              ("pad_crop_drops_column", PadCrop("drop"), 0), ("roll", Roll(), 0), ("cat_ones", CatZeros("ones"), 0),
