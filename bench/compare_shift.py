@@ -2,7 +2,7 @@
 """Shift + 1x1 conv, fused, against the 1x1 conv alone (and ONNX Runtime on the shift file),
 in one run: the cost of the shift on top of the conv that follows it.
 
-    .venv/bin/python bench/compare_shift.py [--form conv|slice] [--threads 1,2] [--runs 20] [--rounds 3] \
+    .venv/bin/python bench/compare_shift.py [--form conv|slice|assign] [--threads 1,2] [--runs 20] [--rounds 3] \
         [--work-dir build/bench] [--markdown]
 
 Per layer shape (ShiftNet-like: C channels shifted in 9 groups, then a 1x1 conv C -> M at
@@ -42,7 +42,7 @@ def export(path, h, c, m, with_shift, form):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sluice", default=os.path.join(REPO, "build", "sluice"))
-    ap.add_argument("--form", default="conv", choices=["conv", "slice"])
+    ap.add_argument("--form", default="conv", choices=["conv", "slice", "assign"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)

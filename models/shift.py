@@ -5,7 +5,9 @@ A shift moves each channel group by one of the kh x kw offsets (dy, dx), zero-fi
 out[c][y][x] = in[c][y + dy][x + dx]. Two export forms, both plain ONNX:
   form="conv":  a depthwise Conv with fixed one-hot kernels (groups = C);
   form="slice": per channel group, Slice channels -> Pad with zeros -> Slice back to H x W,
-                then Concat on channels (what an indexing implementation exports).
+                then Concat on channels (what an indexing implementation exports);
+  form="assign": slice assignment into zeros, out[:, c0:c1, yd, xd] = x[:, c0:c1, ys, xs]
+                (PyTorch exports ScatterND chains with their index arithmetic).
 The shift block (ShiftResNet's "CSC" module): 1x1 conv -> BN -> ReLU -> shift -> 1x1 conv -> BN,
 plus the residual.
 """
@@ -34,7 +36,7 @@ def groups(channels, kernel=3):
 class Shift(nn.Module):
     def __init__(self, channels, kernel=3, form="conv"):
         super().__init__()
-        assert form in ("conv", "slice")
+        assert form in ("conv", "slice", "assign")
         self.channels, self.kernel, self.form = channels, kernel, form
         w = torch.zeros(channels, 1, kernel, kernel)
         r = kernel // 2
@@ -47,6 +49,12 @@ class Shift(nn.Module):
             return F.conv2d(x, self.weight, padding=self.kernel // 2, groups=self.channels)
         r = self.kernel // 2
         h, w = x.shape[2], x.shape[3]
+        if self.form == "assign":
+            out = torch.zeros_like(x)
+            for c0, c1, (dy, dx) in groups(self.channels, self.kernel):
+                out[:, c0:c1, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)] = \
+                    x[:, c0:c1, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+            return out
         parts = []
         for c0, c1, (dy, dx) in groups(self.channels, self.kernel):
             p = F.pad(x[:, c0:c1], (r, r, r, r))

@@ -49,6 +49,21 @@ bool foldable(const Graph& g, const Node& n) {
 }
 }  // namespace
 
+std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vector<const Tensor*>& inputs) {
+  std::vector<ops::TensorView> in_views, out_views;
+  for (const Tensor* t : inputs)  // Shape and Size read only the shape: a value without data is fine
+    in_views.push_back(t ? ops::TensorView{t->dtype(), t->shape(), const_cast<void*>(t->raw())} : ops::TensorView{});
+  for (size_t i = 0; i < n.inputs.size() && i < inputs.size(); ++i)
+    if (!inputs[i] && n.inputs[i] != kNoValue) in_views[i] = {g.value(n.inputs[i]).dtype, g.value(n.inputs[i]).shape, nullptr};
+  std::vector<Tensor> results;
+  for (ValueId o : n.outputs) {
+    results.emplace_back(o == kNoValue ? Tensor() : Tensor(g.value(o).dtype, g.value(o).shape));
+    out_views.push_back(o == kNoValue ? ops::TensorView{} : ops::TensorView{results.back().dtype(), results.back().shape(), results.back().raw()});
+  }
+  ops::schema(n.op).reference(n, in_views, out_views);
+  return results;
+}
+
 int fold_constants(Graph& g) {
   int folded = 0;
   for (NodeId id : g.topological_order()) {
@@ -64,26 +79,9 @@ int fold_constants(Graph& g) {
     for (ValueId o : n.outputs)
       if (o != kNoValue) total += element_count(g.value(o).shape);
     if (total > kMaxFoldElements) continue;
-    std::vector<ops::TensorView> in_views, out_views;
-    for (ValueId in : n.inputs) {
-      if (in == kNoValue) {
-        in_views.push_back({});
-        continue;
-      }
-      const Value& v = g.value(in);
-      in_views.push_back({v.dtype, v.shape, const_cast<void*>(v.is_constant() ? v.constant.raw() : nullptr)});
-    }
-    std::vector<Tensor> results;
-    for (ValueId o : n.outputs) {
-      if (o == kNoValue) {
-        results.emplace_back();
-        out_views.push_back({});
-        continue;
-      }
-      results.emplace_back(g.value(o).dtype, g.value(o).shape);
-      out_views.push_back({results.back().dtype(), results.back().shape(), results.back().raw()});
-    }
-    s.reference(n, in_views, out_views);
+    std::vector<const Tensor*> inputs;
+    for (ValueId in : n.inputs) inputs.push_back(in == kNoValue || !g.value(in).is_constant() ? nullptr : &g.value(in).constant);
+    std::vector<Tensor> results = run_reference(g, n, inputs);
     for (size_t i = 0; i < n.outputs.size(); ++i)
       if (n.outputs[i] != kNoValue) g.value(n.outputs[i]).constant = results[i];
     n.dead = true;

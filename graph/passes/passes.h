@@ -18,6 +18,10 @@ namespace sluice::graph::passes {
 void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes,
                        const std::map<std::string, Tensor>& values = {});
 
+// Runs node n's reference kernel on `inputs` (one per node input, nullptr where absent) and
+// returns its outputs (an empty Tensor where an output is absent), shaped as the graph says.
+std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vector<const Tensor*>& inputs);
+
 // Infers every value's dtype and shape in topological order and folds nodes
 // whose inputs are all constant (and Shape nodes, whose input shape is known)
 // into constants. PyTorch's Shape/Gather/Concat/ConstantOfShape chains vanish here.

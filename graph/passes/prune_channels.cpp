@@ -620,6 +620,22 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
   return un;
 }
 
+// The channels of `out` that are not dead but that no reader uses (unread_channels), when its
+// readers can be rewritten at all (else empty); their count in n_unread.
+std::vector<bool> live_unread_channels(const Graph& g, ValueId out, const std::vector<bool>& dead, int64_t& n_unread) {
+  std::vector<Reader> rd;
+  std::vector<ValueId> path;
+  std::set<NodeId> seen;
+  std::vector<bool> unread;
+  if (collect_readers(g, out, {}, rd, path, seen).empty()) unread = unread_channels(g, rd, static_cast<int64_t>(dead.size()));
+  n_unread = 0;
+  for (size_t o = 0; o < unread.size(); ++o) {
+    unread[o] = unread[o] && !dead[o];
+    n_unread += unread[o];
+  }
+  return unread;
+}
+
 // Drops channels `remove` (of m, the producer's) from everything on `path` and from every
 // reader's input, folding the removed channels' constants `value` into the readers' biases.
 // Call after the producer's compaction.
@@ -940,18 +956,8 @@ int prune_channels(Graph& g) {
       n_dead += zero;
     }
     // Live channels that no reader uses also go (when the readers can be rewritten at all).
-    std::vector<bool> unread;
     int64_t n_unread = 0;
-    if (!pp.fused_sum) {
-      std::vector<Reader> rd;
-      std::vector<ValueId> path;
-      std::set<NodeId> seen;
-      if (collect_readers(g, p.outputs[0], {}, rd, path, seen).empty()) unread = unread_channels(g, rd, m);
-      for (size_t o = 0; o < unread.size(); ++o) {
-        unread[o] = unread[o] && !dead[o];
-        n_unread += unread[o];
-      }
-    }
+    const std::vector<bool> unread = pp.fused_sum ? std::vector<bool>{} : live_unread_channels(g, p.outputs[0], dead, n_unread);
     if (n_dead + n_unread == 0) continue;
     PruneReport report{p.name, m, n_dead, 0, 0, ""};
     report.unread = n_unread;
@@ -986,18 +992,8 @@ int prune_channels(Graph& g) {
       dead[static_cast<size_t>(o)] = zero;
       n_dead += zero;
     }
-    std::vector<bool> unread;
     int64_t n_unread = 0;
-    {
-      std::vector<Reader> rd;
-      std::vector<ValueId> path;
-      std::set<NodeId> seen;
-      if (collect_readers(g, p.outputs[0], {}, rd, path, seen).empty()) unread = unread_channels(g, rd, m);
-      for (size_t o = 0; o < unread.size(); ++o) {
-        unread[o] = unread[o] && !dead[o];
-        n_unread += unread[o];
-      }
-    }
+    const std::vector<bool> unread = live_unread_channels(g, p.outputs[0], dead, n_unread);
     if (n_dead + n_unread == 0) continue;
     PruneReport report{p.name, m, n_dead, 0, 0, ""};
     report.unread = n_unread;

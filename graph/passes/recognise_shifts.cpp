@@ -267,24 +267,17 @@ std::optional<Tensor> evaluate(const Graph& g, const std::vector<NodeId>& region
   try {
     for (NodeId id : region) {
       const Node& n = g.node(id);
-      std::vector<ops::TensorView> in_views, out_views;
+      std::vector<const Tensor*> inputs;
       for (ValueId in : n.inputs) {
         if (in == kNoValue) {
-          in_views.push_back({});
+          inputs.push_back(nullptr);
           continue;
         }
-        const Value& v = g.value(in);
         const auto it = vals.find(in);
-        const Tensor* t = it != vals.end() ? &it->second : v.is_constant() ? &v.constant : nullptr;
-        if (!t) return std::nullopt;
-        in_views.push_back({t->dtype(), t->shape(), const_cast<void*>(t->raw())});
+        inputs.push_back(it != vals.end() ? &it->second : g.value(in).is_constant() ? &g.value(in).constant : nullptr);
+        if (!inputs.back()) return std::nullopt;
       }
-      std::vector<Tensor> results;
-      for (ValueId o : n.outputs) {
-        results.emplace_back(o == kNoValue ? Tensor() : Tensor(g.value(o).dtype, g.value(o).shape));
-        out_views.push_back(o == kNoValue ? ops::TensorView{} : ops::TensorView{results.back().dtype(), results.back().shape(), results.back().raw()});
-      }
-      ops::schema(n.op).reference(n, in_views, out_views);
+      std::vector<Tensor> results = run_reference(g, n, inputs);
       for (size_t i = 0; i < n.outputs.size(); ++i)
         if (n.outputs[i] != kNoValue) vals[n.outputs[i]] = std::move(results[i]);
     }
