@@ -5,6 +5,8 @@
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+
+#include "ops/common/transpose.h"
 #define SLUICE_PLANAR_TILES 1
 // GCC 12 flags the _mm512_undefined_ps() inside its own shuffle intrinsics.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -112,25 +114,7 @@ inline Vec select_nonneg(Vec a, Vec b) { return _mm256_blendv_ps(b, a, _mm256_cm
 inline Vec even_lanes(Vec v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)); }
 inline Vec odd_lanes(Vec v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 3, 5, 7, 0, 0, 0, 0)); }
 
-// r[0..8): 8 rows of 8 floats -> in place, its transpose.
-inline void transpose(Vec* r) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  // u[c] (rows 0..3) and u[4 + c] (rows 4..7), 128-bit half h: column c + 4 h.
-  for (int c = 0; c < 4; ++c) {
-    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
-    r[c + 4] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
-  }
-}
+inline void transpose(Vec* r) { simd::transpose8(r); }
 #endif
 #endif
 

@@ -85,6 +85,7 @@ struct PoolCase {
   const char* op;
   int64_t h, k, stride, pad;
   bool ceil, include_pad;
+  int64_t c = 6;  // channels: below a vector, and (13, 20, 37) a partial last vector, 4-vector groups
 };
 
 class PoolVsReference : public ::testing::TestWithParam<PoolCase> {};
@@ -93,7 +94,7 @@ TEST_P(PoolVsReference, NhwcMatchesReference) {
   const PoolCase p = GetParam();
   OnnxBuilder b;
   // A conv first so the pool runs on NHWC data.
-  b.input("x", {2, 5, p.h, p.h}).init_random("w", {6, 5, 1, 1});
+  b.input("x", {2, 5, p.h, p.h}).init_random("w", {p.c, 5, 1, 1});
   b.node("Conv", {"x", "w"}, {"c"});
   auto& pool = b.node(p.op, {"c"}, {"y"});
   OnnxBuilder::attr_ints(pool, "kernel_shape", {p.k, p.k});
@@ -113,7 +114,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PoolVsReference,
                                            PoolCase{"MaxPool", 13, 3, 2, 0, true, false},
                                            PoolCase{"AveragePool", 9, 3, 2, 1, true, true},
                                            PoolCase{"AveragePool", 9, 3, 2, 1, true, false},
-                                           PoolCase{"AveragePool", 8, 2, 2, 0, false, false}));
+                                           PoolCase{"AveragePool", 8, 2, 2, 0, false, false},
+                                           PoolCase{"MaxPool", 15, 3, 2, 1, false, false, 13},
+                                           PoolCase{"MaxPool", 15, 3, 2, 1, false, false, 37},
+                                           PoolCase{"MaxPool", 9, 3, 1, 1, true, false, 20},
+                                           PoolCase{"AveragePool", 9, 3, 2, 1, true, true, 37},
+                                           PoolCase{"AveragePool", 9, 3, 2, 1, false, false, 13}));
 
 TEST(GemmVsReference, TransBAndPlainB) {
   for (int trans_b : {0, 1}) {
@@ -198,7 +204,10 @@ TEST(Layout, SqueezeExcitationMulBroadcastsPerChannelOnNhwc) {
 // The NCHW <-> NHWC transpose runs in tiles of 16 channels x 64 pixels: shapes on and off the
 // tile edges, batch > 1, both directions, every element against its index formula.
 TEST(Layout, ReorderNchwNhwcEveryElementOnAndOffTileEdges) {
-  for (const Shape& s : {Shape{1, 16, 8, 8}, Shape{2, 17, 9, 7}, Shape{3, 5, 1, 65}, Shape{1, 40, 56, 56}, Shape{2, 1, 3, 3}}) {
+  // 8 x 8 register transposes with partial channel blocks (5, 17, 13) whose 8-float stores and
+  // loads reach into the next pixels, tile ends at 64 pixels, the 3-plane interleave (RGB)
+  for (const Shape& s : {Shape{1, 16, 8, 8}, Shape{2, 17, 9, 7}, Shape{3, 5, 1, 65}, Shape{1, 40, 56, 56}, Shape{2, 1, 3, 3},
+                         Shape{2, 3, 9, 15}, Shape{1, 3, 224, 224}, Shape{2, 13, 11, 13}, Shape{1, 3, 1, 7}}) {
     const int64_t n = s[0], c = s[1], hw = s[2] * s[3], total = n * c * hw;
     std::vector<float> src(static_cast<size_t>(total)), to(static_cast<size_t>(total), -1.f), back(static_cast<size_t>(total), -1.f);
     for (int64_t i = 0; i < total; ++i) src[static_cast<size_t>(i)] = static_cast<float>(i);
