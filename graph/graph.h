@@ -81,6 +81,7 @@ struct PruneReport {
   int64_t folded = 0;     // of the removed, constants != 0 folded into the readers' biases
   std::string kept_reason;  // why dead channels were kept, when some were
   int64_t unread = 0;       // live channels removed because every reader's weights for them are 0
+  bool features = false;    // a Linear's (Gemm's) output features rather than conv channels
 };
 
 class Graph {

@@ -68,7 +68,8 @@ std::string Plan::describe(bool as_json) const {
   int64_t removed = 0, executed_total = 0;
   for (const graph::PruneReport& r : g_.pruning) {
     pruning.push_back({{"node", r.conv}, {"channels", r.channels}, {"dead", r.dead}, {"removed", r.removed},
-                       {"folded", r.folded}, {"unread", r.unread}, {"kept_reason", r.kept_reason}});
+                       {"folded", r.folded}, {"unread", r.unread}, {"kept_reason", r.kept_reason},
+                       {"unit", r.features ? "features" : "channels"}});
     removed += r.removed;
   }
   for (const auto& st : steps_) executed_total += st.executed_macs;
@@ -101,10 +102,12 @@ std::string Plan::describe(bool as_json) const {
         << (r.recognised ? r.form : r.reason) << "\n";
   }
   if (!g_.pruning.empty()) {
-    s << "pruning: " << removed << " channels removed (dead or unread); " << executed_total / 1e6 << " of " << total / 1e6
+    bool features = false;
+    for (const graph::PruneReport& r : g_.pruning) features |= r.features;
+    s << "pruning: " << removed << (features ? " channels and features" : " channels") << " removed (dead or unread); " << executed_total / 1e6 << " of " << total / 1e6
       << " M MACs left\n";
     for (const graph::PruneReport& r : g_.pruning) {
-      s << "  '" << r.conv << "': " << r.removed << " of " << r.channels << " channels removed";
+      s << "  '" << r.conv << "': " << r.removed << " of " << r.channels << (r.features ? " features" : " channels") << " removed";
       if (r.folded) s << " (" << r.folded << " constants folded into readers' biases)";
       if (r.unread) s << " (" << r.unread << " of them live but read by no one: zero weights in every reader)";
       if (r.dead + r.unread > r.removed) s << "; " << r.dead + r.unread - r.removed << " dead kept: " << r.kept_reason;

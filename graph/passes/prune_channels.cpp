@@ -997,6 +997,7 @@ int prune_channels(Graph& g) {
     if (n_dead + n_unread == 0) continue;
     PruneReport report{p.name, m, n_dead, 0, 0, ""};
     report.unread = n_unread;
+    report.features = true;
     std::vector<bool> gone = dead;
     for (size_t o = 0; o < unread.size(); ++o) gone[o] = gone[o] || unread[o];
     const Tensor* c = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? &g.value(p.inputs[2]).constant : nullptr;

@@ -601,6 +601,8 @@ def mlp_case(a):
     check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
           "mlp: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
               st["dense_macs"], 3 * Mlp.macs(64, 32), st["executed_macs"], 3 * Mlp.macs(51, 29)))
+    check({r["node"]: r["unit"] for r in insp["pruning"]}.get(gemms[0].name) == "features",
+          "mlp: inspect reports a Linear's pruning in features")
     feats = {n["name"]: (n.get("dense_out_features"), n.get("out_features")) for n in insp["nodes"] if n["op"] == "Gemm"}
     check(feats.get(gemms[0].name) == (64, 51), "mlp: inspect shows fc1's features 64 -> 51 (%s)" % (feats.get(gemms[0].name),))
 
