@@ -391,23 +391,24 @@ void compact_gemm_producer(Graph& g, NodeId pid, const std::vector<int32_t>& kee
   g.value(pn.outputs[0]).shape[1] = k;
 }
 
-// A Gemm this pass can take output features from: A not transposed, constant float B, a
-// constant bias that is one value or one per output feature (the same for every row).
-bool prunable_gemm(const Graph& g, const Node& n) {
-  if (n.op != OpType::Gemm) return false;
+// A Gemm with constant float weights [K, N] (or [N, K]): "" when this pass can take output
+// features from it (A not transposed, a finite alpha, a constant bias that is one value or one
+// per output feature, the same for every row), else why not.
+std::string gemm_producer_problem(const Graph& g, const Node& n) {
   const auto& gp = n.p<GemmParams>();
   const Value& w = g.value(n.inputs[1]);
-  if (gp.trans_a || !w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 2 || !std::isfinite(gp.alpha) ||
-      g.value(n.outputs[0]).shape.size() != 2)
-    return false;
+  if (gp.trans_a) return "A is transposed";
+  if (!std::isfinite(gp.alpha)) return "alpha is not finite";
+  if (g.value(n.outputs[0]).shape.size() != 2) return "its output is not 2-D";
   if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
     const Value& c = g.value(n.inputs[2]);
     const int64_t m = gp.trans_b ? w.shape[0] : w.shape[1];
-    if (!c.is_constant() || c.dtype != DType::Float32 || (c.constant.numel() != 1 && c.constant.numel() != m) ||
+    if (!c.is_constant() || c.dtype != DType::Float32) return "its bias is not a float constant";
+    if ((c.constant.numel() != 1 && c.constant.numel() != m) ||
         (c.constant.numel() == m && m > 1 && !(c.shape.size() == 1 || (c.shape.size() == 2 && c.shape[0] == 1))))
-      return false;
+      return "its bias " + shape_str(c.shape) + " is not one value per output feature (the same for every row)";
   }
-  return true;
+  return "";
 }
 
 // Drops the input channels of reader `rid` (a conv, or a Gemm head) that are not in `keep`
@@ -979,7 +980,9 @@ int prune_channels(Graph& g) {
   // Linear layers: output features whose weight column is all zero.
   for (NodeId pid : g.topological_order()) {
     const Node& p = g.node(pid);
-    if (p.dead || !prunable_gemm(g, p)) continue;
+    if (p.dead || p.op != OpType::Gemm) continue;
+    const Value& wv = g.value(p.inputs[1]);
+    if (!wv.is_constant() || wv.dtype != DType::Float32 || wv.shape.size() != 2) continue;
     const auto& gp = p.p<GemmParams>();
     const Tensor& w = g.value(p.inputs[1]).constant;
     const int64_t m = gp.trans_b ? w.shape()[0] : w.shape()[1], kin = gp.trans_b ? w.shape()[1] : w.shape()[0];
@@ -991,6 +994,14 @@ int prune_channels(Graph& g) {
       for (int64_t i = 0; i < kin && zero; ++i) zero = (gp.trans_b ? W[o * kin + i] : W[i * m + o]) == 0.f;
       dead[static_cast<size_t>(o)] = zero;
       n_dead += zero;
+    }
+    if (const std::string why = gemm_producer_problem(g, p); !why.empty()) {
+      if (n_dead > 0) {
+        PruneReport report{p.name, m, n_dead, 0, 0, why};
+        report.features = true;
+        g.pruning.push_back(report);
+      }
+      continue;
     }
     int64_t n_unread = 0;
     const std::vector<bool> unread = live_unread_channels(g, p.outputs[0], dead, n_unread);

@@ -246,5 +246,31 @@ TEST(AssignLayouts, GlobalPoolOutputNeedsNoReorder) {
   EXPECT_LT(fast_vs_reference(m, {2, 4, 5, 5}), 1e-5);
 }
 
+// A Linear whose weight column 1 is zero: with a bias per output feature it goes (exactly); with
+// a bias per row and feature ([N, M], a different constant in each row) it stays, and inspect
+// says why. Numbers against the reference either way.
+TEST(PruneChannels, LinearFeatureGoesUnlessItsBiasDiffersByRow) {
+  for (bool per_row : {false, true}) {
+    OnnxBuilder b;
+    std::vector<float> w1 = {0.5f, 0, -1, 2, 0, 0.25f, -0.5f, 0, 1, 1, 0, -2};  // [4, 3], column 1 zero
+    b.input("x", {2, 4}).init("w1", {4, 3}, w1).init_random("w2", {3, 2});
+    if (per_row) b.init("c1", {2, 3}, {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f});
+    else b.init("c1", {3}, {0.1f, 0.2f, 0.3f});
+    b.node("Gemm", {"x", "w1", "c1"}, {"h"}, "fc1");
+    b.node("Relu", {"h"}, {"r"});
+    b.node("Gemm", {"r", "w2"}, {"y"}, "fc2");
+    b.output("y");
+    Model m = b.load();
+    const std::string insp = Session(m).inspect();
+    if (per_row) {
+      EXPECT_NE(insp.find("'fc1': 0 of 3 features removed; 1 dead kept: its bias [2, 3] is not one value per output feature"),
+                std::string::npos) << insp;
+    } else {
+      EXPECT_NE(insp.find("'fc1': 1 of 3 features removed (1 constants folded"), std::string::npos) << insp;
+    }
+    EXPECT_LT(fast_vs_reference(m, {2, 4}), 1e-6);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
