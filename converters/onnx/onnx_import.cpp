@@ -212,6 +212,7 @@ class Importer {
     // attribute: it reads raw_data without checking its size and divides by strides (ONNX 1.12
     // crashes on both).
     if (g_->opset <= kCheckerOpset) {
+      check_window_input_ranks(model);
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);
       } catch (const std::exception& e) {
@@ -233,6 +234,54 @@ class Importer {
   }
 
  private:
+  // ONNX 1.12's shape inference for Conv and the pools reads past its arrays when the data
+  // input has fewer dims than the kernel (a fuzzer's Conv fed a 2-D tensor: SIGSEGV). Before it
+  // runs, the ranks it would see are found by running it on a copy in which those nodes have no
+  // schema (ONNX skips them), and a mismatch is refused by name.
+  void check_window_input_ranks(const op::ModelProto& model) {
+    auto windowed = [](const std::string& t) { return t == "Conv" || t == "MaxPool" || t == "AveragePool"; };
+    bool any = false;
+    for (const auto& n : model.graph().node()) any = any || windowed(n.op_type());
+    if (!any) return;
+    op::ModelProto copy = model;
+    for (auto& n : *copy.mutable_graph()->mutable_node())
+      if (windowed(n.op_type())) n.set_op_type("SluiceRankCheck" + n.op_type());
+    try {
+      op::shape_inference::InferShapes(copy);
+    } catch (const std::exception&) {
+      return;  // the real run reports it
+    }
+    std::map<std::string, int> rank;
+    auto note = [&](const op::ValueInfoProto& vi) {
+      if (vi.type().has_tensor_type() && vi.type().tensor_type().has_shape())
+        rank[vi.name()] = vi.type().tensor_type().shape().dim_size();
+    };
+    for (const auto& vi : copy.graph().value_info()) note(vi);
+    for (const auto& vi : copy.graph().input()) note(vi);
+    for (const auto& t : copy.graph().initializer()) rank[t.name()] = t.dims_size();
+    const auto& nodes = model.graph().node();
+    for (int i = 0; i < nodes.size(); ++i) {
+      const op::NodeProto& n = nodes.Get(i);
+      if (!windowed(n.op_type()) || n.input_size() < 1) continue;
+      const auto in = rank.find(n.input(0));
+      if (in == rank.end()) continue;
+      int want = -1;
+      std::string why;
+      if (n.op_type() == "Conv" && n.input_size() > 1 && rank.count(n.input(1))) {
+        want = rank[n.input(1)];
+        why = "its weight '" + n.input(1) + "' has rank " + std::to_string(want);
+      }
+      for (const auto& a : n.attribute())
+        if (a.name() == "kernel_shape") {
+          want = a.ints_size() + 2;
+          why = "its kernel_shape has " + std::to_string(a.ints_size()) + " dims";
+        }
+      if (want >= 0 && in->second != want)
+        throw Error(name_ + ": node '" + node_name(n, i) + "' (" + n.op_type() + "): its input '" + n.input(0) + "' has rank " +
+                    std::to_string(in->second) + " and " + why + "; they must match (N, C and the spatial dims)");
+    }
+  }
+
   static std::string first_line(const std::string& s) {
     auto p = s.find('\n');
     return p == std::string::npos ? s : s.substr(0, p);

@@ -175,6 +175,20 @@ TEST(BadGraph, HugeStrideRunsAsOneWindow) {
   }
 }
 
+// A conv or pool fed a tensor of the wrong rank (here 2-D from a Flatten) crashed inside ONNX's
+// shape inference (SIGSEGV, a fuzzer's find); it is refused by name before that runs.
+TEST(BadGraph, ConvOrPoolInputOfTheWrongRank) {
+  for (const char* op : {"Conv", "MaxPool"}) {
+    OnnxBuilder b;
+    b.input("x", {1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+    OnnxBuilder::attr_int(b.node("Flatten", {"x"}, {"f"}), "axis", 1);
+    auto& n = std::string(op) == "Conv" ? b.node("Conv", {"f", "w"}, {"y"}, "late") : b.node("MaxPool", {"f"}, {"y"}, "late");
+    if (std::string(op) == "MaxPool") OnnxBuilder::attr_ints(n, "kernel_shape", {2, 2});
+    b.output("y");
+    expect_error([&] { b.load(); }, {"late", "'f' has rank 2", std::string(op) == "Conv" ? "weight 'w' has rank 4" : "kernel_shape has 2 dims"});
+  }
+}
+
 // Dims that do not match the data are refused before anything is allocated, and a value
 // larger than the machine's memory is refused by name (a fuzzer found both as std::bad_alloc).
 TEST(BadGraph, InitializerDimsHugeDataSmall) {
