@@ -143,6 +143,7 @@ void infer_ScatterND(InferContext& ctx) {
   const auto& idx = ctx.in(1);
   const auto& upd = ctx.in(2);
   check_scatter_types(ctx, p);
+  if (idx.dtype != DType::Int64) ctx.fail("indices must be int64 (ONNX's ScatterND), got " + std::string(dtype_name(idx.dtype)));
   if (data.shape.empty()) ctx.fail("data must have rank >= 1");
   if (idx.shape.empty()) ctx.fail("indices must have rank >= 1");
   const int64_t k = idx.shape.back();

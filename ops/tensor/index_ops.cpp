@@ -47,7 +47,9 @@ SliceDims resolve_slice(InferContext& ctx) {
       b = std::clamp(b, int64_t{0}, dim - 1);
       e = std::clamp(e, int64_t{-1}, dim - 1);
     }
-    const int64_t n = step > 0 ? (e - b + step - 1) / step : (b - e + (-step) - 1) / (-step);
+    // ceil((e - b) / step) without forming e - b + step - 1, which overflows for steps near
+    // +-2^63 (a fuzzer's step of -(2^63 - 1) gave 0 elements instead of 1)
+    const int64_t n = step > 0 ? (e > b ? (e - b - 1) / step + 1 : 0) : (b > e ? (b - e - 1) / -step + 1 : 0);
     r.start[static_cast<size_t>(a)] = b;
     r.step[static_cast<size_t>(a)] = step;
     r.count[static_cast<size_t>(a)] = std::max<int64_t>(0, n);
@@ -234,14 +236,14 @@ void infer_Range(InferContext& ctx) {
   for (size_t i = 0; i < 3; ++i) {
     const Tensor& c = ctx.require_const(i, what[i]);
     if (c.dtype() != t) ctx.fail(std::string(what[i]) + " has dtype " + dtype_name(c.dtype()) + ", start has " + dtype_name(t));
-    if (c.numel() != 1) ctx.fail(std::string(what[i]) + " must be a scalar, got shape " + shape_str(c.shape()));
+    if (c.numel() != 1 || !c.shape().empty()) ctx.fail(std::string(what[i]) + " must be a scalar, got shape " + shape_str(c.shape()));
     dispatch_numeric(t, [&](auto tag) { v[i] = static_cast<double>(c.data<decltype(tag)>()[0]); });
   }
   if (v[2] == 0 || !std::isfinite(v[0]) || !std::isfinite(v[1]) || !std::isfinite(v[2]))
     ctx.fail("start, limit and delta must be finite and delta non-zero (got " + std::to_string(v[0]) + ", " +
              std::to_string(v[1]) + ", " + std::to_string(v[2]) + ")");
   const double n = std::max(std::ceil((v[1] - v[0]) / v[2]), 0.0);
-  if (n > 1e12) ctx.fail("the range has " + std::to_string(n) + " elements; check start, limit and delta");
+  if (n > 1e12) ctx.fail("the range has more than 10^12 elements; check start, limit and delta");
   const Shape out{static_cast<int64_t>(n)};
   checked_numel(ctx, out);
   ctx.set_output(0, t, out);

@@ -313,6 +313,25 @@ TEST(BadRun, ScatterNDIndexOutOfRange) {
                {"assign", "index 2", "axis 0 of size 2"});
 }
 
+TEST(BadGraph, ScatterNDInt32IndicesAndRangeOfVectors) {
+  OnnxBuilder b(13);
+  b.input("x", {2, 3}).input("u", {1, 3});
+  auto* t = b.proto().mutable_graph()->add_initializer();  // int32 indices: ONNX's ScatterND takes int64 only
+  t->set_name("idx");
+  t->set_data_type(onnx::TensorProto::INT32);
+  t->add_dims(1);
+  t->add_dims(1);
+  t->add_int32_data(0);
+  b.node("ScatterND", {"x", "idx", "u"}, {"y"}, "assign");
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"assign", "indices must be int64"});
+  OnnxBuilder r(13);
+  r.init_i64("s", {1}, {0}).init_i64("l", {1}, {4}).init_i64("d", {1}, {1});  // [1], not scalars
+  r.node("Range", {"s", "l", "d"}, {"y"}, "range");
+  r.output("y", {}, onnx::TensorProto::INT64);
+  expect_error([&] { Session(r.load()).inspect(); }, {"range", "must be a scalar", "[1]"});
+}
+
 TEST(BadGraph, ScatterNDUpdatesShapeOrReduction) {
   OnnxBuilder b(16);
   b.input("x", {2, 3}).input("u", {1, 2}).init_i64("idx", {1, 1}, {0});

@@ -272,6 +272,20 @@ TEST(NonFinite, ReduceMaxMinKeepNaNAndInfinity) {
   }
 }
 
+// Slice steps near -2^63: ceil((end - start) / step) overflowed and gave 0 elements (fuzzer).
+TEST(Slice, StepNearInt64Min) {
+  for (int64_t step : {int64_t{-1000}, -(int64_t{1} << 62), INT64_MIN + 1}) {
+    OnnxBuilder b;
+    b.input("x", {1, 28}).init_i64("s", {1}, {27}).init_i64("e", {1}, {0}).init_i64("a", {1}, {1}).init_i64("st", {1}, {step});
+    b.node("Slice", {"x", "s", "e", "a", "st"}, {"y"});
+    b.output("y");
+    const Tensor x = random_tensor({1, 28});
+    const Tensor y = Session(b.load()).run({{"x", x}})["y"];
+    ASSERT_EQ(y.shape(), (Shape{1, 1})) << step;
+    EXPECT_EQ(y.data<float>()[0], x.data<float>()[27]) << step;
+  }
+}
+
 // ScatterND on rows (indices [..., 1]) with every reduction, and on elements (indices [..., 2]).
 // Expected values worked out by hand: row 1 is written twice, row 3 once.
 TEST(ScatterND, RowsWithEachReductionAndElements) {
