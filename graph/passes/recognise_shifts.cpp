@@ -21,7 +21,8 @@
 //    one input channel translated, zero outside.
 //
 // Both become one SluiceShift node (zero FLOPs). A shift whose only reader is a 1x1 conv
-// (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift).
+// (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift); before a
+// strided 1x1 conv the shift takes the stride (it subsamples) and the conv runs at stride 1.
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -445,14 +446,28 @@ int recognise_shifts(Graph& g) {
     if (out.is_output || out.consumers.size() != 1) continue;
     Node& c = g.node(out.consumers[0]);
     if (c.op != OpType::Conv || c.inputs[0] != s.outputs[0] || !s.p<ShiftParams>().same_size()) continue;
-    const auto& cp = c.p<ConvParams>();
+    auto& cp = c.p<ConvParams>();
     const Value& w = g.value(c.inputs[1]);
-    bool ok = w.is_constant() && w.shape.size() == 4 && w.shape[2] == 1 && w.shape[3] == 1 && cp.group == 1 &&
-              cp.pre_shift.empty() && cp.strides[0] == 1 && cp.strides[1] == 1;
+    bool ok = w.is_constant() && w.shape.size() == 4 && w.shape[2] == 1 && w.shape[3] == 1 && cp.pre_shift.empty();
     for (int64_t p : cp.pads) ok = ok && p == 0;
-    ok = ok && static_cast<int64_t>(s.p<ShiftParams>().src.size()) == g.value(s.inputs[0]).shape[1];
     for (size_t i = 1; i < c.inputs.size(); ++i) ok = ok && c.inputs[i] != s.outputs[0];
     if (!ok) continue;
+    if (cp.strides[0] != 1 || cp.strides[1] != 1) {
+      // A strided 1x1 conv reads every s-th pixel of the shift's output: the shift itself can
+      // subsample (a quarter of the copy at stride 2), and the conv runs at stride 1 on what it
+      // reads (ShiftResNet's downsampling blocks).
+      if (cp.strides[0] > INT32_MAX || cp.strides[1] > INT32_MAX) continue;
+      auto& sp = s.p<ShiftParams>();
+      const Shape& cy = g.value(c.outputs[0]).shape;
+      sp.sy = static_cast<int32_t>(cp.strides[0]);
+      sp.sx = static_cast<int32_t>(cp.strides[1]);
+      sp.out_h = cy[2];
+      sp.out_w = cy[3];
+      cp.strides = {1, 1};
+      g.value(s.outputs[0]).shape = {cy[0], static_cast<int64_t>(sp.src.size()), cy[2], cy[3]};
+      continue;
+    }
+    if (cp.group != 1 || static_cast<int64_t>(s.p<ShiftParams>().src.size()) != g.value(s.inputs[0]).shape[1]) continue;
     c.p<ConvParams>().pre_shift = s.p<ShiftParams>();
     c.inputs[0] = s.inputs[0];
     s.dead = true;

@@ -234,6 +234,8 @@ def main():
         check(insp["shifts_recognised"] == 6 and len(fused) == 4 and len(alone) == 2,
               "%s form: 6 shifts recognised (%d), 4 fused into their 1x1 conv (%d), 2 alone (%d)" % (
                   form, insp["shifts_recognised"], len(fused), len(alone)))
+        check(all("stride 2x2" in n["kernel"] for n in alone),
+              "%s form: the 2 shifts before a stride-2 1x1 conv subsample themselves (%s)" % (form, [n["kernel"] for n in alone]))
         shift_macs = sum(9 * c * hw * hw for c, hw in ((48, 28), (48, 28), (48, 28), (96, 14), (96, 14), (192, 7)))
         if form == "conv":  # the one-hot depthwise convs count as dense MACs, and run none
             check(st["dense_macs"] - st["executed_macs"] == 2 * shift_macs,
