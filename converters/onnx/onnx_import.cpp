@@ -237,13 +237,37 @@ class Importer {
   // ONNX 1.12's shape inference for Conv and the pools reads past its arrays when the data
   // input has fewer dims than the kernel (a fuzzer's Conv fed a 2-D tensor: SIGSEGV). Before it
   // runs, the ranks it would see are found by running it on a copy in which those nodes have no
-  // schema (ONNX skips them), and a mismatch is refused by name.
-  void check_window_input_ranks(const op::ModelProto& model) {
+  // schema (ONNX skips them), and a mismatch is refused by name. The copy's initializers keep
+  // their data only when small (shape arguments such as a Reshape's target): the weights' dims
+  // are all the ranks need, and copying them would double a large model's memory at load.
+  void check_window_input_ranks(op::ModelProto& model) {
     auto windowed = [](const std::string& t) { return t == "Conv" || t == "MaxPool" || t == "AveragePool"; };
     bool any = false;
     for (const auto& n : model.graph().node()) any = any || windowed(n.op_type());
     if (!any) return;
+    constexpr int64_t kKeepData = 1024;  // elements
+    google::protobuf::RepeatedPtrField<op::TensorProto> inits;
+    inits.Swap(model.mutable_graph()->mutable_initializer());
+    for (const op::TensorProto& t : inits) {
+      bool small = true;  // at most kKeepData elements (dims were checked at import: none negative)
+      int64_t numel = 1;
+      for (int64_t d : t.dims()) {
+        if (d == 0) numel = 0;
+        else if (numel > kKeepData / d) small = false;
+        else numel *= d;
+      }
+      small = small || numel == 0;
+      op::TensorProto* light = model.mutable_graph()->add_initializer();
+      if (small) {
+        *light = t;
+      } else {
+        light->set_name(t.name());
+        light->set_data_type(t.data_type());
+        *light->mutable_dims() = t.dims();
+      }
+    }
     op::ModelProto copy = model;
+    model.mutable_graph()->mutable_initializer()->Swap(&inits);  // the model's own initializers back
     for (auto& n : *copy.mutable_graph()->mutable_node())
       if (windowed(n.op_type())) n.set_op_type("SluiceRankCheck" + n.op_type());
     try {
