@@ -369,21 +369,30 @@ class ShiftConvDirect final : public ShiftConvBase {
     ident_.resize(static_cast<size_t>(cw_));
     for (int64_t q = 0; q < cw_; ++q) ident_[static_cast<size_t>(q)] = q;
     // Interior pixels (every shifted read inside the image: one pass over the input channels
-    // at fixed offsets) and border pixels (read run by run, a zero pixel where a shift leaves
-    // the image), each in row-major order; blocks of kPixels of a list may span rows.
+    // at fixed offsets) and border pixels (gathered, or read run by run, a zero pixel where a
+    // shift leaves the image; row-major, so a block of kPixels of them may span rows).
     const int64_t r = all_covered ? reach_ : std::max(h_, w_);
     for (int64_t y = 0; y < h_; ++y)
       for (int64_t x = 0; x < w_; ++x)
-        (y >= r && y < h_ - r && x >= r && x < w_ - r ? interior_ : border_).push_back(static_cast<int32_t>(y * w_ + x));
+        if (!(y >= r && y < h_ - r && x >= r && x < w_ - r)) border_.push_back(static_cast<int32_t>(y * w_ + x));
+    // Interior blocks of 2 rows x 3 columns where they fit: a block's shifted reads overlap
+    // more (one row's dy = +1 is the next row's dy = 0), and a sweep along a pair of rows
+    // reads 4 input rows for 2 output rows where a sweep along one row reads 3 for 1.
+    const int64_t y0 = r, y1 = h_ - r, x0 = r, x1 = w_ - r;
+    const int64_t yp = y1 > y0 ? y0 + (y1 - y0) / 2 * 2 : y0, xt = x1 > x0 ? x0 + (x1 - x0) / 3 * 3 : x0;
+    for (int64_t y = y0; y < yp; y += 2)
+      for (int64_t x = x0; x < xt; x += 3)
+        for (int64_t dy = 0; dy < 2; ++dy)
+          for (int64_t dx = 0; dx < 3; ++dx) interior_.push_back(static_cast<int32_t>((y + dy) * w_ + x + dx));
+    for (int64_t y = y0; y < y1; ++y)  // the rest, row-major: a last odd row, the columns left
+      for (int64_t x = y < yp ? xt : x0; x < x1; ++x) interior_.push_back(static_cast<int32_t>(y * w_ + x));
+    plan_gathers();
   }
 
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
-    const int64_t groups = (mb_ + kVecs - 1) / kVecs;
-    static const auto kInterior = table<true>(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
-    static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
     const auto n_in = static_cast<int64_t>(interior_.size()), n_bd = static_cast<int64_t>(border_.size());
     const int64_t b_in = (n_in + kPixels - 1) / kPixels, b_bd = (n_bd + kPixels - 1) / kPixels;
     const bool parallel = h_ * w_ * m_ * cw_ > 200000;
@@ -391,31 +400,23 @@ class ShiftConvDirect final : public ShiftConvBase {
       const float* xb = X + b * h_ * w_ * c_;
       float* yb = Y + b * h_ * w_ * m_;
       const float* sb = S ? S + b * h_ * w_ * m_ : nullptr;
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
-      for (int64_t it = 0; it < b_in; ++it)
-        for (int64_t og = 0; og < groups; ++og) {
-          const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
-          const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_in - first);
-          kInterior[np - 1][nv - 1](this, xb, interior_.data() + first, v0, sb, yb, nullptr);
-        }
-      // Border pixels: a full block's shifted reads (zero outside the image) are gathered
-      // once into a dense [pixel][channel] buffer, then every output-channel group runs the
-      // interior block on it (its offsets 0, 1, ...); run by run they took ~1.3x as long.
+      // Interior blocks, then border blocks, in one parallel region (they write different
+      // pixels). A border block's shifted reads (zero outside the image) are gathered once
+      // into a dense [pixel][channel] buffer, which the interior block then reads at offsets
+      // 0, 1, ...; run by run they took ~1.3x as long.
 #pragma omp parallel if (parallel)
       {
+#pragma omp for schedule(static) nowait
+        for (int64_t it = 0; it < b_in; ++it) {
+          const int64_t first = it * kPixels;
+          pixel_block(xb, interior_.data() + first, std::min<int64_t>(kPixels, n_in - first), true, sb, yb, nullptr);
+        }
         simd::AlignedFloats gathered(static_cast<size_t>(kPixels * cw_));
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < b_bd; ++it) {
           const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_bd - first);
-          const int32_t* px = border_.data() + first;
-          if (np == kPixels) gather(xb, px, gathered.data());
-          for (int64_t og = 0; og < groups; ++og) {
-            const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
-            if (np == kPixels && nv == kVecs)
-              kInterior[kPixels - 1][kVecs - 1](this, xb, px, v0, sb, yb, gathered.data());
-            else
-              kBorder[np - 1][nv - 1](this, xb, px, v0, sb, yb, nullptr);
-          }
+          if (np == kPixels) gather(xb, it, gathered.data());
+          pixel_block(xb, border_.data() + first, np, np == kPixels, sb, yb, np == kPixels ? gathered.data() : nullptr);
         }
       }
     }
@@ -424,17 +425,90 @@ class ShiftConvDirect final : public ShiftConvBase {
   std::string name() const override { return "shift+conv1x1:offset-read"; }
   size_t scratch_bytes() const override { return 0; }
 
+  // Output pixels px[0 .. np), every output-channel group: interior pixels, or a full border
+  // block read from gathered (both `interior`), or other border pixels, run by run.
+  // A full block's pointers are worked out once for all the groups, and each group goes
+  // straight to the assembly block: at 56x56 x 96 channels a block is ~600 cycles of FMAs,
+  // and the per-group set-up and call through the table cost ~8% of that.
+  void pixel_block(const float* xb, const int32_t* px, int64_t np, bool interior, const float* sb, float* yb,
+                   const float* gathered) const {
+    static const auto kInterior = table<true>(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
+    static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
+    const int64_t groups = (mb_ + kVecs - 1) / kVecs;
+    int64_t og = 0;
+#if !defined(__AVX512F__)
+    const graph::Activation kind = p_.activation.kind;
+    if (interior && np == kPixels && (kind == graph::Activation::None || kind == graph::Activation::Relu)) {
+      const float* xp[kPixels];
+      float* out[kPixels];
+      for (int i = 0; i < kPixels; ++i) {
+        xp[i] = gathered ? gathered + i * cw_ : xb + static_cast<int64_t>(px[i]) * c_;
+        out[i] = yb + static_cast<int64_t>(px[i]) * m_;
+      }
+      const int64_t* off = gathered ? ident_.data() : ch_off_.data();
+      Block6x2 blk{xp, nullptr, out, nullptr, sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
+                   (sb ? 1 : 0) | (kind == graph::Activation::Relu ? 2 : 0)};
+      for (; (og + 1) * kGroup <= m_; ++og) {  // whole groups
+        blk.bias = bias_.data() + og * kGroup;
+        block_6x2(blk, wp_.data() + og * cw_ * kGroup, kGroup, off, cw_);
+        for (float*& o : out) o += kGroup;
+      }
+    }
+#endif
+    for (; og < groups; ++og) {
+      const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
+      (interior ? kInterior : kBorder)[np - 1][nv - 1](this, xb, px, v0, sb, yb, gathered);
+    }
+  }
+
  private:
-  // g[i * cw + q] = what conv input channel q reads for border pixel px[i] (0 outside the image).
-  void gather(const float* xb, const int32_t* px, float* g) const {
-    for (int i = 0; i < kPixels; ++i) {
-      float* gi = g + static_cast<int64_t>(i) * cw_;
-      std::fill(gi, gi + cw_, 0.f);  // channels no run covers read nothing
-      for (const shift::Run& r : runs_) {
-        const int64_t sy = px[i] / w_ + r.dy, sx = px[i] % w_ + r.dx;
-        const int64_t len = std::min<int64_t>(r.len, cw_ - r.out0);
-        if (len > 0 && sy >= 0 && sy < h_ && sx >= 0 && sx < w_)
-          std::copy_n(xb + (sy * w_ + sx) * c_ + r.src0, len, gi + r.out0);
+  // What gather() copies for each full block of border pixels, worked out once here: per
+  // pixel, the conv input channels in segments that read consecutive input floats (a run of
+  // a shift inside the image) or zeros (outside, or no run). Working it out per call (a
+  // division per pixel and run, a library copy per run) made a border pixel cost about twice
+  // an interior one, ~10% of the layer at 56x56.
+  struct Segment {
+    int64_t src;       // first input float, from the sample's start; -1: zeros
+    int32_t dst, len;  // in the gathered block, g[dst .. dst + len)
+  };
+  void plan_gathers() {
+    const auto full = static_cast<int64_t>(border_.size()) / kPixels;
+    std::vector<int64_t> src(static_cast<size_t>(cw_));
+    seg_begin_.push_back(0);
+    for (int64_t blk = 0; blk < full; ++blk) {
+      for (int i = 0; i < kPixels; ++i) {
+        const int64_t p = border_[static_cast<size_t>(blk * kPixels + i)], y = p / w_, x = p % w_;
+        std::fill(src.begin(), src.end(), -1);  // channels no run covers read nothing
+        for (const shift::Run& r : runs_) {
+          const int64_t sy = y + r.dy, sx = x + r.dx;
+          if (sy < 0 || sy >= h_ || sx < 0 || sx >= w_) continue;
+          for (int64_t j = 0; j < r.len && r.out0 + j < cw_; ++j)
+            src[static_cast<size_t>(r.out0 + j)] = (sy * w_ + sx) * c_ + r.src0 + j;
+        }
+        for (int64_t q = 0; q < cw_;) {
+          const int64_t s0 = src[static_cast<size_t>(q)];
+          int64_t e = q + 1;
+          while (e < cw_ && (s0 < 0 ? src[static_cast<size_t>(e)] < 0 : src[static_cast<size_t>(e)] == s0 + (e - q))) ++e;
+          segs_.push_back({s0, static_cast<int32_t>(i * cw_ + q), static_cast<int32_t>(e - q)});
+          q = e;
+        }
+      }
+      seg_begin_.push_back(static_cast<int32_t>(segs_.size()));
+    }
+  }
+  // g[i * cw + q] = what conv input channel q reads for the pixels of full border block blk.
+  void gather(const float* xb, int64_t blk, float* g) const {
+    for (int32_t k = seg_begin_[static_cast<size_t>(blk)]; k < seg_begin_[static_cast<size_t>(blk + 1)]; ++k) {
+      const Segment& sg = segs_[static_cast<size_t>(k)];
+      float* d = g + sg.dst;
+      int32_t j = 0;
+      if (sg.src < 0) {
+        for (; j + kL <= sg.len; j += kL) *reinterpret_cast<vf*>(d + j) = vf{};
+        for (; j < sg.len; ++j) d[j] = 0.f;
+      } else {
+        const float* s = xb + sg.src;
+        for (; j + kL <= sg.len; j += kL) *reinterpret_cast<vf*>(d + j) = *reinterpret_cast<const vf*>(s + j);
+        for (; j < sg.len; ++j) d[j] = s[j];
       }
     }
   }
@@ -552,6 +626,8 @@ class ShiftConvDirect final : public ShiftConvBase {
   std::vector<int64_t> ch_off_;  // per conv input channel: its read offset from the output pixel, in floats
   std::vector<int64_t> ident_;   // 0, 1, ..., cw - 1: the offsets into a gathered border block
   std::vector<int32_t> interior_, border_;  // pixel indices, row-major
+  std::vector<Segment> segs_;                // gather() of each full border block ...
+  std::vector<int32_t> seg_begin_;           // ... is segs_[seg_begin_[blk] .. seg_begin_[blk + 1])
   simd::AlignedFloats wp_;
   std::vector<float> bias_, zeros_;
 };

@@ -22,6 +22,9 @@ struct ShiftCase {
   bool residual;  // Add + Relu after the conv; otherwise a LeakyRelu
   bool grouped;   // shift group ch * 9 / C (contiguous runs); otherwise ch % 9
   int64_t k = 3;  // the one-hot kernel's size: shifts reach k / 2 pixels
+  // Instead of the epilogue above: 0 none, 1 Relu alone, 2 Add alone (the other paths of
+  // the AVX2 block's own epilogue).
+  int other_epilogue = -1;
 };
 
 // x -> depthwise kxk one-hot conv (channel ch of shift group s moved by one of the k*k
@@ -37,8 +40,22 @@ Model shift_model(const ShiftCase& p) {
   auto& sh = b.node("Conv", {"x", "dw"}, {"s"});
   OnnxBuilder::attr_ints(sh, "pads", {r, r, r, r});
   OnnxBuilder::attr_int(sh, "group", p.c);
-  b.node("Conv", {"s", "w", "b"}, {"y"});
-  add_epilogue(b, "y", {p.n, p.m, p.h, p.w}, p.residual, 0.1f);
+  if (p.other_epilogue < 0) {
+    b.node("Conv", {"s", "w", "b"}, {"y"});
+    add_epilogue(b, "y", {p.n, p.m, p.h, p.w}, p.residual, 0.1f);
+  } else if (p.other_epilogue == 0) {
+    b.node("Conv", {"s", "w", "b"}, {"z"});
+    b.output("z");
+  } else if (p.other_epilogue == 1) {
+    b.node("Conv", {"s", "w", "b"}, {"y"});
+    b.node("Relu", {"y"}, {"z"});
+    b.output("z");
+  } else {
+    b.node("Conv", {"s", "w", "b"}, {"y"});
+    b.input("r", {p.n, p.m, p.h, p.w});
+    b.node("Add", {"y", "r"}, {"z"});
+    b.output("z");
+  }
   return b.load();
 }
 
@@ -55,7 +72,10 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   ASSERT_NE(fused, nullptr) << "the one-hot depthwise conv was not fused into the 1x1 conv as a shift";
   const auto& cp = fused->p<graph::ConvParams>();
   EXPECT_EQ(cp.fused_sum, p.residual) << "the residual Add should be fused into the conv";
-  EXPECT_EQ(cp.activation.kind, p.residual ? graph::Activation::Relu : graph::Activation::LeakyRelu);
+  const graph::Activation want = p.other_epilogue == 1 || (p.other_epilogue < 0 && p.residual) ? graph::Activation::Relu
+                                 : p.other_epilogue < 0                                      ? graph::Activation::LeakyRelu
+                                                                                             : graph::Activation::None;
+  EXPECT_EQ(cp.activation.kind, want);
   const size_t runs = ops::shift::runs_of(cp.pre_shift).size();
   if (p.grouped && p.c >= p.k * p.k) {
     EXPECT_EQ(runs, static_cast<size_t>(p.k * p.k)) << "k*k contiguous shift groups";
@@ -82,7 +102,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{2, 50, 9, 10, 80, true, false},    // full and partial 64-channel groups
                                            ShiftCase{1, 64, 12, 12, 128, false, true},  // two full groups
                                            ShiftCase{1, 50, 13, 15, 64, true, true, 5},  // shifts of 2 pixels
-                                           ShiftCase{1, 9, 1, 3, 5, false, false}));    // one row: every read a border
+                                           ShiftCase{1, 9, 1, 3, 5, false, false},     // one row: every read a border
+                                           ShiftCase{1, 30, 9, 13, 48, false, true, 3, 0},  // no epilogue
+                                           ShiftCase{1, 30, 9, 13, 48, false, true, 3, 1},  // Relu alone
+                                           ShiftCase{2, 30, 9, 13, 40, true, true, 3, 2}));  // Add alone
 
 // A shift found by running a subgraph on labelled input (recognise_shifts, form C) must not be
 // fooled by a constant that equals the labels: channel 0 is x with its last column replaced by
