@@ -20,7 +20,10 @@ bool is_unary_elementwise(OpType t) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish:
     case OpType::Exp: case OpType::Log: case OpType::Erf: case OpType::Gelu: case OpType::Elu: case OpType::Softplus:
-    case OpType::Softsign: case OpType::Sin: case OpType::Cos:
+    case OpType::Softsign: case OpType::Sin: case OpType::Cos: case OpType::Tan: case OpType::Asin: case OpType::Acos:
+    case OpType::Atan: case OpType::Sinh: case OpType::Cosh: case OpType::Asinh: case OpType::Acosh: case OpType::Atanh:
+    case OpType::Reciprocal: case OpType::Floor: case OpType::Ceil: case OpType::Round: case OpType::Selu:
+    case OpType::Celu: case OpType::ThresholdedRelu: case OpType::Sign:
       return true;
     default: return false;
   }

@@ -122,6 +122,12 @@ struct AxesParams {  // Squeeze / Unsqueeze (opset < 13 attribute form)
   bool has_axes = false;
 };
 
+struct ArgParams {  // ArgMax / ArgMin
+  int64_t axis = 0;
+  bool keepdims = true;
+  bool select_last_index = false;
+};
+
 struct ReduceParams {
   std::vector<int64_t> axes;
   bool has_axes = false;
@@ -214,6 +220,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
-                            GatedConvParams, ShiftParams, LayerNormParams, GeluParams>;
+                            GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams>;
 
 }  // namespace sluice::graph

@@ -136,6 +136,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Flatten: return AxisParams{a.i("axis", 1)};
     case OpType::Gather: return AxisParams{a.i("axis", 0)};
     case OpType::Softmax:
+    case OpType::LogSoftmax:
       return opset < 13 ? SoftmaxParams{a.i("axis", 1), true} : SoftmaxParams{a.i("axis", -1), false};
     case OpType::Split: {
       SplitParams p{a.i("axis", 0), a.ints("split"), a.i("num_outputs", 0)};
@@ -149,6 +150,12 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::ReduceSum:
     case OpType::ReduceMax:
     case OpType::ReduceMin:
+    case OpType::ReduceProd:
+    case OpType::ReduceL1:
+    case OpType::ReduceL2:
+    case OpType::ReduceSumSquare:
+    case OpType::ReduceLogSum:
+    case OpType::ReduceLogSumExp:
       // ReduceSum from opset 13, the others from 18, take the axes as input 1 instead.
       if (a.has("axes") && (opset >= 18 || (t == OpType::ReduceSum && opset >= 13)))
         a.fail("attribute 'axes' was replaced by input 'axes' at opset " + std::string(t == OpType::ReduceSum ? "13" : "18"));
@@ -166,6 +173,11 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::LeakyRelu: return AlphaBetaParams{a.f("alpha", 0.01f), 0.f};
     case OpType::Elu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
+    case OpType::Celu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
+    case OpType::ThresholdedRelu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
+    case OpType::Selu: return AlphaBetaParams{a.f("alpha", 1.67326319217681884765625f), a.f("gamma", 1.05070102214813232421875f)};
+    case OpType::ArgMax:
+    case OpType::ArgMin: return ArgParams{a.i("axis", 0), a.flag("keepdims", true), a.flag("select_last_index", false)};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
     case OpType::Cast: {
       if (!a.has("to")) a.fail("attribute 'to' is required");

@@ -439,7 +439,8 @@ class Importer {
   // restated at opset 17 (check puts the original back). Between opsets 18 and 21 most ops
   // Sluice runs only gained types; the signatures that changed go back to their opset-17
   // form, for the check alone (the import reads the original, with the newer semantics):
-  //   ReduceMax/Min/Mean axes input and noop_with_empty_axes (18), Pad axes input (18): dropped
+  //   the axes input and noop_with_empty_axes of every Reduce op but ReduceSum (18), Pad axes
+  //   input (18): dropped
   //   Split num_outputs (18), AveragePool dilations (19), Cast saturate (19): dropped
   //   Gelu (new in 20): checked as an Identity, which has its signature
   // (Local functions are inlined, and gone from the model, before this.)
@@ -460,7 +461,7 @@ class Importer {
     for (int i = 0; i < m.graph().node_size(); ++i) {
       op::NodeProto& n = *m.mutable_graph()->mutable_node(i);
       const std::string& t = n.op_type();
-      if (t == "ReduceMax" || t == "ReduceMin" || t == "ReduceMean") {
+      if (t.rfind("Reduce", 0) == 0 && t != "ReduceSum") {  // ReduceSum took its axes as an input at 13
         keep_inputs(n, 1);
         drop_attr(n, "noop_with_empty_axes");
       } else if (t == "Pad") {

@@ -238,6 +238,41 @@ void infer_Min(InferContext& ctx) { infer_extremum(ctx); }
 void reference_Max(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { extremum<true>(in, out[0]); }
 void reference_Min(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { extremum<false>(in, out[0]); }
 
+// Sum / Mean: 1..N float inputs broadcast together, added in input order.
+namespace {
+void sum_inputs(std::span<const TensorView> in, const TensorView& y, bool mean) {
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_floating_point_v<T>) {
+      T* Y = y.as<T>();
+      auto s0 = broadcast_strides(in[0].shape, y.shape);
+      const T* A = in[0].as<const T>();
+      if (y.shape.empty()) Y[0] = A[0];
+      else for_each_broadcast(y.shape, s0, s0, [&](int64_t o, int64_t ia, int64_t) { Y[o] = A[ia]; });
+      for (size_t i = 1; i < in.size(); ++i) {
+        TensorView acc{y.dtype, y.shape, Y};
+        broadcast_apply<T, T>(acc, in[i], y, [](T a, T b) { return a + b; });
+      }
+      if (mean)
+        for (int64_t o = 0; o < y.numel(); ++o) Y[o] /= static_cast<T>(in.size());
+    }
+  });
+}
+void infer_sum(InferContext& ctx) {
+  if (ctx.num_inputs() < 1) ctx.fail("needs at least one input");
+  const DType t = ctx.in(0).dtype;
+  if (t != DType::Float32 && t != DType::Float64) ctx.fail(std::string("dtype ") + dtype_name(t) + " is not supported (float32, float64)");
+  for (size_t i = 1; i < ctx.num_inputs(); ++i)
+    if (ctx.in(i).dtype != t) ctx.fail("input " + std::to_string(i) + " has dtype " + dtype_name(ctx.in(i).dtype) + ", input 0 " + dtype_name(t));
+  ctx.set_output(0, t, infer_broadcast(ctx));
+}
+}  // namespace
+
+void infer_Sum(InferContext& ctx) { infer_sum(ctx); }
+void infer_Mean(InferContext& ctx) { infer_sum(ctx); }
+void reference_Sum(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { sum_inputs(in, out[0], false); }
+void reference_Mean(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { sum_inputs(in, out[0], true); }
+
 void infer_Where(InferContext& ctx) {
   if (ctx.num_inputs() != 3) ctx.fail("needs three inputs (condition, X, Y)");
   ctx.expect_input(0, DType::Bool);

@@ -1,4 +1,5 @@
-// ReduceMean/Sum/Max/Min and Softmax.
+// ReduceMean/Sum/Max/Min/Prod/L1/L2/SumSquare/LogSum/LogSumExp, ArgMax/ArgMin, Softmax and
+// LogSoftmax.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -49,7 +50,9 @@ void infer_reduce(InferContext& ctx) {
   Shape out;
   for (size_t i = 0; i < x.shape.size(); ++i) {
     bool reduced = std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i));
-    if (reduced && x.shape[i] == 0 && ctx.node().op != graph::OpType::ReduceSum)
+    const graph::OpType op = ctx.node().op;
+    if (reduced && x.shape[i] == 0 &&
+        (op == graph::OpType::ReduceMean || op == graph::OpType::ReduceMax || op == graph::OpType::ReduceMin))
       ctx.fail("cannot reduce over an empty dimension");
     if (!reduced) out.push_back(x.shape[i]);
     else if (p.keepdims) out.push_back(1);
@@ -57,7 +60,7 @@ void infer_reduce(InferContext& ctx) {
   ctx.set_output(0, x.dtype, out);
 }
 
-enum class Reduction { Mean, Sum, Max, Min };
+enum class Reduction { Mean, Sum, Max, Min, Prod, L1, L2, SumSquare, LogSum, LogSumExp };
 
 void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, Reduction r) {
   const auto& p = node.p<graph::ReduceParams>();
@@ -82,6 +85,7 @@ void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, R
       constexpr bool inf = std::numeric_limits<T>::has_infinity;
       const Acc init = r == Reduction::Max   ? static_cast<Acc>(inf ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest())
                        : r == Reduction::Min ? static_cast<Acc>(inf ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max())
+                       : r == Reduction::Prod ? Acc{1}
                                              : Acc{0};
       std::fill(acc.begin(), acc.end(), init);
       const T* X = x.as<const T>();
@@ -97,6 +101,10 @@ void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, R
         }
         if (r == Reduction::Max) a = std::max(a, v);
         else if (r == Reduction::Min) a = std::min(a, v);
+        else if (r == Reduction::Prod) a *= v;
+        else if (r == Reduction::L1) a += v < 0 ? -v : v;
+        else if (r == Reduction::L2 || r == Reduction::SumSquare) a += v * v;
+        else if (r == Reduction::LogSumExp) a += static_cast<Acc>(std::exp(static_cast<double>(v)));
         else a += v;
       };
       if (rank == 0) combine(0, 0);
@@ -105,6 +113,8 @@ void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, R
       for (int64_t o = 0; o < outn; ++o) {
         Acc v = acc[static_cast<size_t>(o)];
         if (r == Reduction::Mean) v = count ? v / static_cast<Acc>(count) : v;
+        if (r == Reduction::L2) v = static_cast<Acc>(std::sqrt(static_cast<double>(v)));
+        if (r == Reduction::LogSum || r == Reduction::LogSumExp) v = static_cast<Acc>(std::log(static_cast<double>(v)));
         Y[o] = static_cast<T>(v);
       }
     }
@@ -130,6 +140,87 @@ void reference_ReduceMin(const graph::Node& n, std::span<const TensorView> in, s
   reduce(n, in[0], out[0], Reduction::Min);
 }
 
+void infer_ReduceProd(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceL1(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceL2(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceSumSquare(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceLogSum(InferContext& ctx) { infer_reduce(ctx); }
+void infer_ReduceLogSumExp(InferContext& ctx) { infer_reduce(ctx); }
+void reference_ReduceProd(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::Prod);
+}
+void reference_ReduceL1(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::L1);
+}
+void reference_ReduceL2(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::L2);
+}
+void reference_ReduceSumSquare(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::SumSquare);
+}
+void reference_ReduceLogSum(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::LogSum);
+}
+void reference_ReduceLogSumExp(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  reduce(n, in[0], out[0], Reduction::LogSumExp);
+}
+
+// ArgMax / ArgMin: int64 indices along one axis; the first extreme, or the last with
+// select_last_index. A NaN counts as the extreme (the first NaN, or the last), as NumPy's
+// argmax does.
+void infer_arg(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::ArgParams>();
+  const auto& x = ctx.in(0);
+  if (x.dtype == DType::Bool) ctx.fail("bool input is not supported");
+  const auto rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0) ctx.fail("input must have rank >= 1");
+  p.axis = normalize_axis(ctx, p.axis, rank);
+  if (x.shape[static_cast<size_t>(p.axis)] == 0) ctx.fail("cannot take the index of an extreme over an empty axis");
+  Shape out = x.shape;
+  if (p.keepdims) out[static_cast<size_t>(p.axis)] = 1;
+  else out.erase(out.begin() + p.axis);
+  ctx.set_output(0, DType::Int64, out);
+}
+template <bool kMax>
+void arg(const graph::Node& node, const TensorView& x, const TensorView& y) {
+  const auto& p = node.p<graph::ArgParams>();
+  int64_t outer = 1, len = x.shape[static_cast<size_t>(p.axis)], inner = 1;
+  for (int64_t i = 0; i < static_cast<int64_t>(x.shape.size()); ++i)
+    if (i < p.axis) outer *= x.shape[static_cast<size_t>(i)];
+    else if (i > p.axis) inner *= x.shape[static_cast<size_t>(i)];
+  dispatch_numeric(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      const T* X = x.as<const T>();
+      int64_t* Y = y.as<int64_t>();
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          int64_t best = 0;
+          T bv = X[o * len * inner + j];
+          for (int64_t k = 1; k < len; ++k) {
+            const T v = X[(o * len + k) * inner + j];
+            bool better = kMax ? v > bv : v < bv;
+            if (p.select_last_index) better = better || v == bv;
+            if constexpr (std::is_floating_point_v<T>) {
+              if (bv != bv) better = p.select_last_index && v != v;  // a NaN holds, up to a later NaN
+              else if (v != v) better = true;
+            }
+            if (better) best = k, bv = v;
+          }
+          Y[o * inner + j] = best;
+        }
+    }
+  });
+}
+void infer_ArgMax(InferContext& ctx) { infer_arg(ctx); }
+void infer_ArgMin(InferContext& ctx) { infer_arg(ctx); }
+void reference_ArgMax(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  arg<true>(n, in[0], out[0]);
+}
+void reference_ArgMin(const graph::Node& n, std::span<const TensorView> in, std::span<TensorView> out) {
+  arg<false>(n, in[0], out[0]);
+}
+
 void infer_Softmax(InferContext& ctx) {
   auto& p = ctx.node().p<graph::SoftmaxParams>();
   const auto& x = ctx.in(0);
@@ -138,7 +229,11 @@ void infer_Softmax(InferContext& ctx) {
   ctx.set_output(0, x.dtype, x.shape);
 }
 
-void reference_Softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+void infer_LogSoftmax(InferContext& ctx) { infer_Softmax(ctx); }
+
+namespace {
+template <bool kLog>
+void softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::SoftmaxParams>();
   const Shape& s = in[0].shape;
   // legacy (opset < 13): softmax over the flattened block [axis, rank); else over one axis.
@@ -159,11 +254,25 @@ void reference_Softmax(const graph::Node& node, std::span<const TensorView> in, 
           T mx = -std::numeric_limits<T>::infinity();
           for (int64_t k = 0; k < len; ++k) mx = std::max(mx, X[at(k)]);
           T sum = 0;
-          for (int64_t k = 0; k < len; ++k) sum += (Y[at(k)] = std::exp(X[at(k)] - mx));
-          for (int64_t k = 0; k < len; ++k) Y[at(k)] /= sum;
+          if constexpr (kLog) {  // x - max - log(sum e^(x - max)): no overflow, no log(0)
+            for (int64_t k = 0; k < len; ++k) sum += std::exp(X[at(k)] - mx);
+            const T lse = std::log(sum);
+            for (int64_t k = 0; k < len; ++k) Y[at(k)] = X[at(k)] - mx - lse;
+          } else {
+            for (int64_t k = 0; k < len; ++k) sum += (Y[at(k)] = std::exp(X[at(k)] - mx));
+            for (int64_t k = 0; k < len; ++k) Y[at(k)] /= sum;
+          }
         }
     }
   });
+}
+}  // namespace
+
+void reference_Softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  softmax<false>(node, in, out);
+}
+void reference_LogSoftmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  softmax<true>(node, in, out);
 }
 
 }  // namespace sluice::ops

@@ -1,6 +1,6 @@
-// Unary elementwise ops: Abs, Neg, Relu, Sigmoid, Tanh, Sin, Cos, Softsign, Softplus, Elu, Sqrt, Exp, Log,
-// Erf, Gelu, LeakyRelu, HardSigmoid,
-// HardSwish, Clip. Each kernel reads x[i] before writing y[i], so it may run in place.
+// Unary elementwise ops: Abs, Neg, Sign, Relu, Sigmoid, Tanh, the other trigonometric and
+// hyperbolic functions, Softsign, Softplus, Elu, Celu, Selu, ThresholdedRelu, Sqrt, Exp, Log,
+// Reciprocal, Floor, Ceil, Round, Erf, Gelu, LeakyRelu, HardSigmoid, HardSwish, Clip. Each kernel reads x[i] before writing y[i], so it may run in place.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -73,6 +73,30 @@ SLUICE_UNARY(HardSigmoid, true,  // max first, then min: a NaN passes both
                                    static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().beta),
                                decltype(x){0}),
                       decltype(x){1}))
+SLUICE_UNARY(Sign, false, x > 0 ? decltype(x){1} : x < 0 ? static_cast<decltype(x)>(-1) : x)  // 0 -> 0, NaN -> NaN
+SLUICE_UNARY(Tan, true, std::tan(x))
+SLUICE_UNARY(Asin, true, std::asin(x))
+SLUICE_UNARY(Acos, true, std::acos(x))
+SLUICE_UNARY(Atan, true, std::atan(x))
+SLUICE_UNARY(Sinh, true, std::sinh(x))
+SLUICE_UNARY(Cosh, true, std::cosh(x))
+SLUICE_UNARY(Asinh, true, std::asinh(x))
+SLUICE_UNARY(Acosh, true, std::acosh(x))
+SLUICE_UNARY(Atanh, true, std::atanh(x))
+SLUICE_UNARY(Reciprocal, true, decltype(x){1} / x)
+SLUICE_UNARY(Floor, true, std::floor(x))
+SLUICE_UNARY(Ceil, true, std::ceil(x))
+SLUICE_UNARY(Round, true, std::nearbyint(x))  // halves to even (the default rounding mode), as the spec says
+// Selu: gamma x for x > 0, gamma (alpha e^x - alpha) otherwise (alpha, gamma in AlphaBetaParams' alpha, beta).
+SLUICE_UNARY(Selu, true,
+             static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().beta) *
+                 (x > decltype(x){0} ? x : static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) * std::expm1(x)))
+// Celu: max(0, x) + min(0, alpha (e^(x / alpha) - 1)); a NaN stays NaN.
+SLUICE_UNARY(Celu, true,
+             x > decltype(x){0} ? x
+                                : static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) *
+                                      std::expm1(x / static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha)))
+SLUICE_UNARY(ThresholdedRelu, true, x > static_cast<decltype(x)>(n.p<graph::AlphaBetaParams>().alpha) ? x : decltype(x){0})
 SLUICE_UNARY(HardSwish, true, x * std::max(decltype(x){0}, std::min(decltype(x){1}, x / decltype(x){6} + decltype(x){0.5})))
 #undef SLUICE_UNARY
 

@@ -1,4 +1,4 @@
-// MaxPool, AveragePool, GlobalAveragePool: shape inference and reference kernels (NCHW, 2-D).
+// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool: shape inference and reference kernels (NCHW, 2-D).
 #include <algorithm>
 #include <limits>
 
@@ -67,6 +67,28 @@ void infer_GlobalAveragePool(InferContext& ctx) {
   Shape out = x.shape;
   std::fill(out.begin() + 2, out.end(), 1);
   ctx.set_output(0, DType::Float32, out);
+}
+
+void infer_GlobalMaxPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
+
+// The largest value of each plane; a NaN anywhere in the plane gives NaN.
+void reference_GlobalMaxPool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t planes = in[0].shape[0] * in[0].shape[1];
+  const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
+  const float* X = in[0].as<const float>();
+  float* Y = out[0].as<float>();
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < size; ++i) {
+      const float v = X[pl * size + i];
+      if (v != v) {
+        m = v;
+        break;
+      }
+      m = std::max(m, v);
+    }
+    Y[pl] = m;
+  }
 }
 
 void reference_GlobalAveragePool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Operators that classifiers from other sources end in or use on the way, run by Sluice and by
+ONNX Runtime on the same file: LogSoftmax (the classic PyTorch MNIST net's last step), ArgMax /
+ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, the inverse
+and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, and the
+reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod.
+
+Each check first asserts that the exported file really contains the operator (so a change in
+PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
+Bad attributes (an ArgMax axis past the rank, a ReduceL2 axis past the rank) get errors that
+name the node.
+
+    .venv/bin/python tests/e2e/test_more_ops.py --sluice build/sluice --work-dir build/e2e_more_ops
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from e2e_util import check, expect_refusal, run_parts, run_vs_ort
+
+
+def export(a, net, name, shape, opset=13):
+    import torch
+
+    torch.manual_seed(0)
+    path = os.path.join(a.work_dir, name + ".onnx")
+    torch.onnx.export(net.eval(), torch.randn(*shape), path, opset_version=opset, input_names=["image"],
+                      output_names=["logits"])
+    return path
+
+
+def ops_in(path):
+    return {n.op_type for n in onnx.load(path).graph.node}
+
+
+def expect_ops(path, want):
+    have = ops_in(path)
+    missing = sorted(set(want) - have)
+    check(not missing, "%s contains %s (missing: %s)" % (os.path.basename(path), ", ".join(sorted(want)), missing))
+
+
+def mnist_net(a):
+    """The PyTorch MNIST example's shape: conv, conv, max pool, two Linears, log_softmax; and
+    the same net's predicted class (argmax)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self, argmax=False):
+            super().__init__()
+            self.argmax = argmax
+            self.c1, self.c2 = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 16, 3)
+            self.f1, self.f2 = nn.Linear(16 * 12 * 12, 32), nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)
+            x = F.log_softmax(self.f2(F.relu(self.f1(torch.flatten(x, 1)))), dim=1)
+            return torch.argmax(x, dim=1) if self.argmax else x
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    torch.manual_seed(0)
+    net = Net()
+    path = export(a, net, "mnist_log_softmax", (4, 1, 28, 28))
+    expect_ops(path, {"LogSoftmax"})
+    y, ref, _ = run_vs_ort(a, path, x, "mnist_log_softmax")
+    check(np.allclose(np.exp(y).sum(1), 1, atol=1e-4), "log_softmax rows are log-probabilities (exp sums to 1)")
+    net.argmax = True
+    path = export(a, net, "mnist_argmax", (4, 1, 28, 28))
+    expect_ops(path, {"ArgMax"})
+    y, ref, _ = run_vs_ort(a, path, x, "mnist_argmax", tol=0)
+    check(y.dtype == np.int64 and y.shape == (4,), "argmax gives int64 class indices, shape %s" % (y.shape,))
+
+
+def elementwise(a):
+    """Activations and rounding on the input itself (no conv before them, so both runtimes round
+    the very same values), then a conv so the layout passes see them in a network."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(11, 4, 3, padding=1)  # 11 parts
+
+        def forward(self, x):
+            t = torch.tanh(x) * 0.9
+            parts = [nn.functional.selu(x), nn.functional.celu(x, 0.7), torch.reciprocal(x.abs() + 1),
+                     torch.floor(x * 4), torch.ceil(x * 4), torch.round(x * 4 + 0.25), torch.sign(x),
+                     torch.tan(x * 0.5), torch.atan(x), torch.asin(t), torch.acos(t)]
+            return self.conv(torch.cat(parts, 1))
+
+    x = np.random.default_rng(2).standard_normal((2, 1, 9, 11)).astype(np.float32)
+    path = export(a, Net(), "elementwise", (2, 1, 9, 11))
+    expect_ops(path, {"Selu", "Celu", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Tan", "Atan", "Asin", "Acos"})
+    run_vs_ort(a, path, x, "elementwise")
+
+
+def reductions(a):
+    """Norms, logsumexp and prod, as PyTorch exports them."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            feats = [torch.norm(y, p=2, dim=(2, 3)), torch.norm(y, p=1, dim=(2, 3)), torch.logsumexp(y, dim=(2, 3)),
+                     torch.prod(torch.sigmoid(y[:, :, :3, :3]) + 0.5, dim=3).sum(2)]
+            return torch.cat(feats, 1)
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    path = export(a, Net(), "reductions", (2, 3, 8, 8))
+    expect_ops(path, {"ReduceL2", "ReduceL1", "ReduceLogSumExp", "ReduceProd"})
+    run_vs_ort(a, path, x, "reductions")
+
+
+def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOAT, tol=1e-4):
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info("logits", out_type, out_shape)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, name + ".onnx")
+    onnx.save(m, path)
+    return run_vs_ort(a, path, x, name, tol=tol), path
+
+
+def single_nodes(a):
+    """Forms PyTorch does not write: variadic Sum / Mean with broadcasting, ThresholdedRelu,
+    GlobalMaxPool (PyTorch writes a MaxPool over the whole map), the hyperbolic functions,
+    ReduceSumSquare / ReduceLogSum (attribute axes at 13, input axes at 18), ArgMin with
+    select_last_index on ties, LogSoftmax's opset-11 form (softmax over the flattened tail)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    b1 = rng.standard_normal((3, 1, 5)).astype(np.float32)
+    b2 = rng.standard_normal((1, 1, 1, 5)).astype(np.float32)
+    for op in ("Sum", "Mean"):
+        single(a, "variadic_" + op.lower(), [helper.make_node(op, ["image", "b1", "b2"], ["logits"])],
+               {"b1": b1, "b2": b2}, [2, 3, 4, 5], 13, x)
+    single(a, "global_max_pool", [helper.make_node("GlobalMaxPool", ["image"], ["logits"])], {}, [2, 3, 1, 1], 13, x)
+    # PyTorch 2.x does not export these at opset 13.
+    for op, xin in (("Sinh", x), ("Cosh", x), ("Asinh", x), ("Acosh", np.abs(x) + 1.5), ("Atanh", np.tanh(x) * 0.9)):
+        single(a, op.lower(), [helper.make_node(op, ["image"], ["logits"])], {}, [2, 3, 4, 5], 13, xin)
+    single(a, "thresholded_relu", [helper.make_node("ThresholdedRelu", ["image"], ["logits"], alpha=0.4)], {},
+           [2, 3, 4, 5], 13, x)
+    for op in ("ReduceSumSquare", "ReduceLogSum"):
+        xin = np.abs(x) + 0.1 if op == "ReduceLogSum" else x
+        single(a, op.lower() + "_13", [helper.make_node(op, ["image"], ["logits"], axes=[1, 3], keepdims=0)], {},
+               [2, 4], 13, xin)
+        single(a, op.lower() + "_18", [helper.make_node(op, ["image", "axes"], ["logits"], keepdims=1)],
+               {"axes": np.array([-1], np.int64)}, [2, 3, 4, 1], 18, xin)
+    ties = np.round(x * 2) / 2  # many equal values per row
+    for last in (0, 1):
+        (y, ref, _), _ = single(a, "argmin_last%d" % last,
+                                [helper.make_node("ArgMin", ["image"], ["logits"], axis=2, keepdims=0, select_last_index=last)],
+                                {}, [2, 3, 5], 13, ties, out_type=TensorProto.INT64, tol=0)
+        check(y.dtype == np.int64 and y.shape == (2, 3, 5), "ArgMin select_last_index=%d: int64 [2, 3, 5]" % last)
+    single(a, "log_softmax_11", [helper.make_node("LogSoftmax", ["image"], ["logits"], axis=1)], {}, [2, 3, 4, 5], 11, x)
+
+
+def bad_attributes(a):
+    x = np.zeros((2, 3), np.float32)
+    for name, node, out_type in (("argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), TensorProto.INT64),
+                                 ("reduce_l2_axis", helper.make_node("ReduceL2", ["image"], ["logits"], axes=[5], name="rl2"), TensorProto.FLOAT)):
+        g = helper.make_graph([node], name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("logits", out_type, None)])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
+        onnx.save(m, path)
+        expect_refusal(a, path, node.name, name + " (the error names the node)")
+
+
+if __name__ == "__main__":
+    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, single_nodes, bad_attributes]))
