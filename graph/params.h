@@ -122,6 +122,15 @@ struct AxesParams {  // Squeeze / Unsqueeze (opset < 13 attribute form)
   bool has_axes = false;
 };
 
+struct BlockParams {  // DepthToSpace / SpaceToDepth
+  int64_t blocksize = 0;
+  bool crd = false;  // DepthToSpace mode CRD (else DCR)
+};
+
+struct IsInfParams {
+  bool negative = true, positive = true;
+};
+
 struct ArgParams {  // ArgMax / ArgMin
   int64_t axis = 0;
   bool keepdims = true;
@@ -220,6 +229,7 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
-                            GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams>;
+                            GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
+                            IsInfParams>;
 
 }  // namespace sluice::graph

@@ -137,6 +137,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Gather: return AxisParams{a.i("axis", 0)};
     case OpType::Softmax:
     case OpType::LogSoftmax:
+    case OpType::Hardmax:
       return opset < 13 ? SoftmaxParams{a.i("axis", 1), true} : SoftmaxParams{a.i("axis", -1), false};
     case OpType::Split: {
       SplitParams p{a.i("axis", 0), a.ints("split"), a.i("num_outputs", 0)};
@@ -176,6 +177,20 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Celu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
     case OpType::ThresholdedRelu: return AlphaBetaParams{a.f("alpha", 1.f), 0.f};
     case OpType::Selu: return AlphaBetaParams{a.f("alpha", 1.67326319217681884765625f), a.f("gamma", 1.05070102214813232421875f)};
+    case OpType::DepthToSpace:
+    case OpType::SpaceToDepth: {
+      if (!a.has("blocksize")) a.fail("attribute 'blocksize' is required");
+      BlockParams p{a.i("blocksize", 0), false};
+      if (p.blocksize < 1) a.fail("blocksize must be >= 1, got " + std::to_string(p.blocksize));
+      if (t == OpType::DepthToSpace) {
+        const std::string mode = a.s("mode", "DCR");
+        if (mode != "DCR" && mode != "CRD") a.fail("mode must be 'DCR' or 'CRD', got '" + mode + "'");
+        p.crd = mode == "CRD";
+      }
+      return p;
+    }
+    case OpType::IsInf: return IsInfParams{a.flag("detect_negative", true), a.flag("detect_positive", true)};
+    case OpType::InstanceNormalization: return BatchNormParams{a.f("epsilon", 1e-5f), {}};
     case OpType::ArgMax:
     case OpType::ArgMin: return ArgParams{a.i("axis", 0), a.flag("keepdims", true), a.flag("select_last_index", false)};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};

@@ -230,9 +230,11 @@ void infer_Softmax(InferContext& ctx) {
 }
 
 void infer_LogSoftmax(InferContext& ctx) { infer_Softmax(ctx); }
+void infer_Hardmax(InferContext& ctx) { infer_Softmax(ctx); }
 
 namespace {
-template <bool kLog>
+// kLog: LogSoftmax; kHard: Hardmax (1 at the first largest entry, 0 elsewhere).
+template <bool kLog, bool kHard = false>
 void softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::SoftmaxParams>();
   const Shape& s = in[0].shape;
@@ -254,7 +256,15 @@ void softmax(const graph::Node& node, std::span<const TensorView> in, std::span<
           T mx = -std::numeric_limits<T>::infinity();
           for (int64_t k = 0; k < len; ++k) mx = std::max(mx, X[at(k)]);
           T sum = 0;
-          if constexpr (kLog) {  // x - max - log(sum e^(x - max)): no overflow, no log(0)
+          if constexpr (kHard) {
+            int64_t first = 0;
+            for (int64_t k = 0; k < len; ++k)
+              if (X[at(k)] == mx) {
+                first = k;
+                break;
+              }
+            for (int64_t k = 0; k < len; ++k) Y[at(k)] = k == first ? T{1} : T{0};
+          } else if constexpr (kLog) {  // x - max - log(sum e^(x - max)): no overflow, no log(0)
             for (int64_t k = 0; k < len; ++k) sum += std::exp(X[at(k)] - mx);
             const T lse = std::log(sum);
             for (int64_t k = 0; k < len; ++k) Y[at(k)] = X[at(k)] - mx - lse;
@@ -273,6 +283,9 @@ void reference_Softmax(const graph::Node& node, std::span<const TensorView> in, 
 }
 void reference_LogSoftmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   softmax<true>(node, in, out);
+}
+void reference_Hardmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  softmax<false, true>(node, in, out);
 }
 
 }  // namespace sluice::ops

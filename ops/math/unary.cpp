@@ -131,4 +131,33 @@ void reference_Clip(const graph::Node& node, std::span<const TensorView> in, std
   });
 }
 
+// IsNaN / IsInf: a bool per element (IsInf: +inf and/or -inf, as detect_positive / detect_negative say).
+namespace {
+void infer_float_test(InferContext& ctx) {
+  if (!is_float(ctx.in(0).dtype)) ctx.fail(std::string("input has dtype ") + dtype_name(ctx.in(0).dtype) + ", expected float32 or float64");
+  ctx.set_output(0, DType::Bool, ctx.in(0).shape);
+}
+template <class F>
+void float_test(const TensorView& x, const TensorView& y, F&& f) {
+  dispatch_numeric(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_floating_point_v<T>) {
+      const T* a = x.as<const T>();
+      bool* b = y.as<bool>();
+      for (int64_t i = 0; i < x.numel(); ++i) b[i] = f(a[i]);
+    }
+  });
+}
+}  // namespace
+
+void infer_IsNaN(InferContext& ctx) { infer_float_test(ctx); }
+void infer_IsInf(InferContext& ctx) { infer_float_test(ctx); }
+void reference_IsNaN(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  float_test(in[0], out[0], [](auto v) { return v != v; });
+}
+void reference_IsInf(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::IsInfParams>();
+  float_test(in[0], out[0], [&](auto v) { return std::isinf(v) && (v > 0 ? p.positive : p.negative); });
+}
+
 }  // namespace sluice::ops

@@ -1,4 +1,4 @@
-// Transpose, Concat, Split, Expand.
+// Transpose, Concat, Split, Expand, Tile, DepthToSpace, SpaceToDepth.
 #include <numeric>
 
 #include "ops/tensor/strided_copy.h"
@@ -145,6 +145,82 @@ void infer_Expand(InferContext& ctx) {
 void reference_Expand(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   strided_copy(in[0].as<const std::byte>(), 0, broadcast_strides(in[0].shape, out[0].shape), out[0].as<std::byte>(),
                out[0].shape, dtype_size(in[0].dtype));
+}
+
+// Tile: the output viewed as [r0, d0, r1, d1, ...] reads the input with stride 0 on each ri.
+void infer_Tile(InferContext& ctx) {
+  const auto& x = ctx.in(0);
+  const auto reps = ctx.require_ints(1, "repeats");
+  if (reps.size() != x.shape.size())
+    ctx.fail("repeats " + shape_str(reps) + " must have one entry per input dimension (input shape " + shape_str(x.shape) + ")");
+  Shape out = x.shape;
+  for (size_t d = 0; d < out.size(); ++d) {
+    if (reps[d] < 0) ctx.fail("repeats " + shape_str(reps) + " has a negative entry");
+    if (out[d] > 0 && reps[d] > INT64_MAX / out[d]) ctx.fail("repeats " + shape_str(reps) + " overflow the output size");
+    out[d] *= reps[d];
+  }
+  checked_numel(ctx, out);
+  ctx.set_output(0, x.dtype, out);
+}
+
+void reference_Tile(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  const Shape& xs = in[0].shape;
+  const auto s = strides_of(xs);
+  Shape view;
+  std::vector<int64_t> src;
+  for (size_t d = 0; d < xs.size(); ++d) {
+    view.push_back(xs[d] ? out[0].shape[d] / xs[d] : 0);
+    view.push_back(xs[d]);
+    src.push_back(0);
+    src.push_back(s[d]);
+  }
+  strided_copy(in[0].as<const std::byte>(), 0, src, out[0].as<std::byte>(), view, dtype_size(in[0].dtype));
+}
+
+// DepthToSpace / SpaceToDepth on [N, C, H, W]: a reshape, transpose and reshape, done as one
+// strided copy from the input into the output viewed 6-D.
+namespace {
+void infer_block(InferContext& ctx, bool to_space) {
+  const auto& x = ctx.in(0);
+  const int64_t b = ctx.node().p<graph::BlockParams>().blocksize;
+  if (x.shape.size() != 4) ctx.fail("input must be 4-D [N, C, H, W], got " + shape_str(x.shape));
+  Shape out = x.shape;
+  if (to_space) {
+    if (b > 1 << 20 || x.shape[1] % (b * b))
+      ctx.fail("channels (" + std::to_string(x.shape[1]) + ") must be a multiple of blocksize^2 (blocksize " + std::to_string(b) + ")");
+    out[1] /= b * b, out[2] *= b, out[3] *= b;
+  } else {
+    if (x.shape[2] % b || x.shape[3] % b)
+      ctx.fail("height and width (" + std::to_string(x.shape[2]) + ", " + std::to_string(x.shape[3]) +
+               ") must be multiples of blocksize " + std::to_string(b));
+    out[1] *= b * b, out[2] /= b, out[3] /= b;
+  }
+  checked_numel(ctx, out);
+  ctx.set_output(0, x.dtype, out);
+}
+}  // namespace
+
+void infer_DepthToSpace(InferContext& ctx) { infer_block(ctx, true); }
+void infer_SpaceToDepth(InferContext& ctx) { infer_block(ctx, false); }
+
+void reference_DepthToSpace(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::BlockParams>();
+  const Shape& xs = in[0].shape;
+  const int64_t b = p.blocksize, c = xs[1] / (b * b), h = xs[2], w = xs[3], hw = h * w;
+  // Output [n, c, h, bi, w, bj] reads input channel (bi * b + bj) * c + ch (DCR) or ch * b * b + bi * b + bj (CRD).
+  const Shape view{xs[0], c, h, b, w, b};
+  const std::vector<int64_t> src = p.crd ? std::vector<int64_t>{xs[1] * hw, b * b * hw, w, b * hw, 1, hw}
+                                         : std::vector<int64_t>{xs[1] * hw, hw, w, b * c * hw, 1, c * hw};
+  strided_copy(in[0].as<const std::byte>(), 0, src, out[0].as<std::byte>(), view, dtype_size(in[0].dtype));
+}
+
+void reference_SpaceToDepth(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const Shape& xs = in[0].shape;
+  const int64_t b = node.p<graph::BlockParams>().blocksize, c = xs[1], w = xs[3];
+  // Output [n, bi, bj, c, h', w'] (channel (bi * b + bj) * c + ch) reads x[n, ch, h' b + bi, w' b + bj].
+  const Shape view{xs[0], b, b, c, xs[2] / b, w / b};
+  const std::vector<int64_t> src{c * xs[2] * w, w, 1, xs[2] * w, b * w, b};
+  strided_copy(in[0].as<const std::byte>(), 0, src, out[0].as<std::byte>(), view, dtype_size(in[0].dtype));
 }
 
 }  // namespace sluice::ops

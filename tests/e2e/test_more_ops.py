@@ -2,8 +2,9 @@
 """Operators that classifiers from other sources end in or use on the way, run by Sluice and by
 ONNX Runtime on the same file: LogSoftmax (the classic PyTorch MNIST net's last step), ArgMax /
 ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, the inverse
-and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, and the
-reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod.
+and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
+reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, and the image ops
+InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax.
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -122,6 +123,35 @@ def reductions(a):
     run_vs_ort(a, path, x, "reductions")
 
 
+def image_ops(a):
+    """A super-resolution-style tail: InstanceNorm, pixel_shuffle (DepthToSpace CRD), repeat
+    (Tile), and an isnan/isinf clean-up (IsNaN, IsInf), as PyTorch exports them; with a second
+    output so both reach ORT's comparison."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = nn.InstanceNorm2d(8, affine=True)
+            with torch.no_grad():
+                self.norm.weight.uniform_(0.5, 1.5)
+                self.norm.bias.uniform_(-0.5, 0.5)
+
+        def forward(self, x):
+            x = torch.where(torch.isnan(x) | torch.isinf(x), torch.zeros_like(x), x)
+            y = nn.functional.pixel_shuffle(self.norm(self.conv(x)), 2)
+            return y.repeat(1, 2, 1, 3)
+
+    x = np.random.default_rng(5).standard_normal((2, 3, 6, 7)).astype(np.float32)
+    x[0, 1, 2, 3], x[1, 2, 0, 0], x[1, 0, 5, 6] = np.nan, np.inf, -np.inf
+    path = export(a, Net(), "image_ops", (2, 3, 6, 7))
+    expect_ops(path, {"InstanceNormalization", "DepthToSpace", "Tile", "IsNaN", "IsInf"})
+    y, _, _ = run_vs_ort(a, path, x, "image_ops")
+    check(y.shape == (2, 4, 12, 42) and np.isfinite(y).all(), "image_ops: shape %s, NaN/inf cleaned" % (y.shape,))
+
+
 def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOAT, tol=1e-4):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
                           [helper.make_tensor_value_info("logits", out_type, out_shape)],
@@ -135,11 +165,13 @@ def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOA
 
 def single_nodes(a):
     """Forms PyTorch does not write: variadic Sum / Mean with broadcasting, ThresholdedRelu,
+    DepthToSpace DCR, SpaceToDepth, Hardmax on ties,
     GlobalMaxPool (PyTorch writes a MaxPool over the whole map), the hyperbolic functions,
     ReduceSumSquare / ReduceLogSum (attribute axes at 13, input axes at 18), ArgMin with
     select_last_index on ties, LogSoftmax's opset-11 form (softmax over the flattened tail)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    ties = np.round(x * 2) / 2  # many equal values per row
     b1 = rng.standard_normal((3, 1, 5)).astype(np.float32)
     b2 = rng.standard_normal((1, 1, 1, 5)).astype(np.float32)
     for op in ("Sum", "Mean"):
@@ -157,12 +189,18 @@ def single_nodes(a):
                [2, 4], 13, xin)
         single(a, op.lower() + "_18", [helper.make_node(op, ["image", "axes"], ["logits"], keepdims=1)],
                {"axes": np.array([-1], np.int64)}, [2, 3, 4, 1], 18, xin)
-    ties = np.round(x * 2) / 2  # many equal values per row
     for last in (0, 1):
         (y, ref, _), _ = single(a, "argmin_last%d" % last,
                                 [helper.make_node("ArgMin", ["image"], ["logits"], axis=2, keepdims=0, select_last_index=last)],
                                 {}, [2, 3, 5], 13, ties, out_type=TensorProto.INT64, tol=0)
         check(y.dtype == np.int64 and y.shape == (2, 3, 5), "ArgMin select_last_index=%d: int64 [2, 3, 5]" % last)
+    for mode in ("DCR", "CRD"):
+        single(a, "depth_to_space_" + mode.lower(), [helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2, mode=mode)],
+               {}, [2, 1, 8, 10], 13, rng.standard_normal((2, 4, 4, 5)).astype(np.float32))
+    single(a, "space_to_depth", [helper.make_node("SpaceToDepth", ["image"], ["logits"], blocksize=2)], {}, [2, 12, 2, 3],
+           13, rng.standard_normal((2, 3, 4, 6)).astype(np.float32))
+    for axis in (1, -1):
+        single(a, "hardmax_%d" % axis, [helper.make_node("Hardmax", ["image"], ["logits"], axis=axis)], {}, [2, 3, 4, 5], 13, ties)
     single(a, "log_softmax_11", [helper.make_node("LogSoftmax", ["image"], ["logits"], axis=1)], {}, [2, 3, 4, 5], 11, x)
 
 
@@ -180,4 +218,4 @@ def bad_attributes(a):
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, single_nodes, bad_attributes]))
+    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, single_nodes, bad_attributes]))
