@@ -625,7 +625,7 @@ class ShiftConvDirect final : public ShiftConvBase {
   int64_t reach_ = 0;            // the largest |dy| or |dx|: pixels this far from the border read inside
   std::vector<int64_t> ch_off_;  // per conv input channel: its read offset from the output pixel, in floats
   std::vector<int64_t> ident_;   // 0, 1, ..., cw - 1: the offsets into a gathered border block
-  std::vector<int32_t> interior_, border_;  // pixel indices, row-major
+  std::vector<int32_t> interior_, border_;  // pixel indices: interior in 2x3 blocks, border row-major
   std::vector<Segment> segs_;                // gather() of each full border block ...
   std::vector<int32_t> seg_begin_;           // ... is segs_[seg_begin_[blk] .. seg_begin_[blk + 1])
   simd::AlignedFloats wp_;

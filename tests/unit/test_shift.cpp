@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <omp.h>
 
 #include "ops/shift/shift.h"
 #include "runtime/plan.h"
@@ -23,7 +24,7 @@ struct ShiftCase {
   bool grouped;   // shift group ch * 9 / C (contiguous runs); otherwise ch % 9
   int64_t k = 3;  // the one-hot kernel's size: shifts reach k / 2 pixels
   // Instead of the epilogue above: 0 none, 1 Relu alone, 2 Add alone (the other paths of
-  // the AVX2 block's own epilogue).
+  // the AVX2 block's own epilogue), 3 Clip(0, 6) (not in the assembly: the table's path).
   int other_epilogue = -1;
 };
 
@@ -50,10 +51,15 @@ Model shift_model(const ShiftCase& p) {
     b.node("Conv", {"s", "w", "b"}, {"y"});
     b.node("Relu", {"y"}, {"z"});
     b.output("z");
-  } else {
+  } else if (p.other_epilogue == 2) {
     b.node("Conv", {"s", "w", "b"}, {"y"});
     b.input("r", {p.n, p.m, p.h, p.w});
     b.node("Add", {"y", "r"}, {"z"});
+    b.output("z");
+  } else {
+    b.node("Conv", {"s", "w", "b"}, {"y"});
+    b.init("lo", {}, {0.f}).init("hi", {}, {6.f});
+    b.node("Clip", {"y", "lo", "hi"}, {"z"});
     b.output("z");
   }
   return b.load();
@@ -74,6 +80,7 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   EXPECT_EQ(cp.fused_sum, p.residual) << "the residual Add should be fused into the conv";
   const graph::Activation want = p.other_epilogue == 1 || (p.other_epilogue < 0 && p.residual) ? graph::Activation::Relu
                                  : p.other_epilogue < 0                                      ? graph::Activation::LeakyRelu
+                                 : p.other_epilogue == 3                                     ? graph::Activation::Clip
                                                                                              : graph::Activation::None;
   EXPECT_EQ(cp.activation.kind, want);
   const size_t runs = ops::shift::runs_of(cp.pre_shift).size();
@@ -83,7 +90,12 @@ TEST_P(ShiftConvKernels, OffsetReadEqualsTiledAndSessionMatchesReference) {
   auto tiled = ops::make_shift_conv_tiled(g, *fused);
   ASSERT_NE(tiled, nullptr);
   if (auto offset = ops::make_shift_conv_offset(g, *fused)) {
+    // Two threads whatever the machine: the kernel's interior and border loops share one
+    // parallel region, the first without a barrier.
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
     EXPECT_LT(max_kernel_diff(*offset, *tiled, g, *fused, 3), 1e-4) << "offset-read vs tiled";
+    omp_set_num_threads(saved);
   } else {
     GTEST_LOG_(INFO) << "neither AVX-512 nor AVX2 in this build: only the tiled kernel exists";
   }
@@ -105,7 +117,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 9, 1, 3, 5, false, false},     // one row: every read a border
                                            ShiftCase{1, 30, 9, 13, 48, false, true, 3, 0},  // no epilogue
                                            ShiftCase{1, 30, 9, 13, 48, false, true, 3, 1},  // Relu alone
-                                           ShiftCase{2, 30, 9, 13, 40, true, true, 3, 2}));  // Add alone
+                                           ShiftCase{2, 30, 9, 13, 40, true, true, 3, 2},   // Add alone
+                                           ShiftCase{1, 30, 9, 13, 40, false, true, 3, 3},  // Clip(0, 6)
+                                           ShiftCase{1, 18, 2, 5, 24, true, true},          // no interior: border blocks only
+                                           ShiftCase{1, 18, 4, 4, 24, true, true, 5},       // the same with 2-pixel shifts
+                                           ShiftCase{2, 18, 7, 4, 20, true, true},          // interior 2 columns wide
+                                           ShiftCase{1, 18, 6, 7, 8, true, true},           // m < 16: no whole group
+                                           ShiftCase{1, 18, 6, 7, 8, false, true, 3, 0}));  // the same, no epilogue
 
 // A shift found by running a subgraph on labelled input (recognise_shifts, form C) must not be
 // fooled by a constant that equals the labels: channel 0 is x with its last column replaced by
