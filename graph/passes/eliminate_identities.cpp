@@ -9,8 +9,10 @@ namespace {
 
 // A node whose output is its input, element for element: Identity and Dropout, and the no-op
 // forms PyTorch's dynamo exporter writes (x[:, :] as Slices over the whole extent, a Reshape or
-// Expand to the same shape, a Cast to the same dtype). A Slice over the whole extent with a
-// step of -1 reverses, so every step must be 1.
+// Expand to the same shape, a Cast to the same dtype; TorchScript's zero Pad before an
+// avg_pool2d). A Slice over the whole extent with a step of -1 reverses, so every step must be
+// 1; a Pad that keeps the shape may still move the data (-1 before, +1 after), so every amount
+// must be 0.
 bool is_identity(const Graph& g, const Node& n) {
   if (n.op == OpType::Identity || n.op == OpType::Dropout) return true;
   if (n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.size() != 1) return false;
@@ -23,6 +25,10 @@ bool is_identity(const Graph& g, const Node& n) {
       if (n.inputs.size() <= 4 || n.inputs[4] == kNoValue) return true;
       const auto steps = const_ints(g, n, 4);
       return !steps.empty() && std::all_of(steps.begin(), steps.end(), [](int64_t s) { return s == 1; });
+    }
+    case OpType::Pad: {
+      const auto& pads = n.p<PadParams>().pads;  // resolved by shape inference
+      return !pads.empty() && std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; });
     }
     default: return false;
   }

@@ -3,7 +3,8 @@
 // (Unsqueeze, Reshape, Flatten, Squeeze, Identity) and commutative operand orders, and
 // each form is checked against the semantics it must have:
 //
-//   x -> GlobalAveragePool | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW [of Abs(x)] -> views
+//   x -> GlobalAveragePool | AveragePool(whole map) | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW
+//        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views
 //     -> Gemm | MatMul [+ Add] | 1x1 Conv -> Relu [-> views] = g
 //   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -257,15 +258,17 @@ class GateMatcher {
     std::string desc;
   };
 
-  // v = ReduceSum(x, axes {2, 3}) / (H * W), or times 1 / (H * W): the mean written as a sum.
-  // Returns the ReduceSum, or null.
-  const Node* mean_as_sum(ValueId v) const {
+  // v = ReduceSum(x, axes {2, 3}) / (H * W), or times 1 / (H * W): the mean written as a sum;
+  // or the same of ReduceL1 (sets l1): the mean of |x|. Returns the reduction, or null.
+  const Node* mean_as_sum(ValueId v, bool& l1) const {
     const Node* op = prod(v, OpType::Div);
     const bool div = op != nullptr;
     if (!op) op = prod(v, OpType::Mul);
     if (!op) return nullptr;
     for (int side = 0; side < (div ? 1 : 2); ++side) {
       const Node* rs = prod(op->inputs[static_cast<size_t>(side)], OpType::ReduceSum);
+      l1 = !rs;
+      if (!rs) rs = prod(op->inputs[static_cast<size_t>(side)], OpType::ReduceL1);
       const ValueId cv = op->inputs[static_cast<size_t>(1 - side)];
       if (!rs || !g_.value(cv).is_constant() || numel(cv) != 1 || g_.value(cv).dtype != DType::Float32) continue;
       const Shape& xs = g_.value(rs->inputs[0]).shape;
@@ -276,6 +279,24 @@ class GateMatcher {
       if (div ? k == hw : static_cast<float>(k) == static_cast<float>(1.0 / hw)) return rs;
     }
     return nullptr;
+  }
+
+  // v = AveragePool(x) with one window over the whole H x W map (F.avg_pool2d(x, x.shape[2:])):
+  // the global average. Returns the AveragePool, or null.
+  const Node* whole_map_average(ValueId v) const {
+    const Node* ap = prod(v, OpType::AveragePool);
+    if (!ap) return nullptr;
+    const auto& pp = ap->p<PoolParams>();
+    const Shape& xs = g_.value(ap->inputs[0]).shape;
+    const Shape& ys = g_.value(ap->outputs[0]).shape;
+    if (xs.size() != 4 || ys.size() != 4 || ys[2] != 1 || ys[3] != 1 || pp.kernel_shape != Shape{xs[2], xs[3]})
+      return nullptr;
+    if (pp.auto_pad != "NOTSET" && pp.auto_pad != "VALID") return nullptr;
+    for (int64_t d : pp.pads)
+      if (d != 0) return nullptr;
+    for (int64_t d : pp.dilations)
+      if (d != 1) return nullptr;
+    return ap;
   }
 
   Predictor predictor(ValueId g, int64_t m) const {
@@ -352,23 +373,30 @@ class GateMatcher {
     // The pooled saliency.
     ValueId pooled = through_views(f);
     if (numel(f) != g_.value(f).shape[0] * c) throw Reject{"the gate's input does not have one value per channel"};
+    bool l1 = false;
     if (const Node* gap = prod(pooled, OpType::GlobalAveragePool)) {
       p.x = gap->inputs[0];
       p.desc = "GlobalAveragePool, " + p.desc;
+    } else if (const Node* ap = whole_map_average(pooled)) {
+      p.x = ap->inputs[0];
+      p.desc = "AveragePool over the whole map, " + p.desc;
     } else if (const Node* rm = prod(pooled, OpType::ReduceMean)) {
       const Value& xin = g_.value(rm->inputs[0]);
       if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3})
         throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
       p.x = rm->inputs[0];
       p.desc = "ReduceMean, " + p.desc;
-    } else if (const Node* sum = mean_as_sum(pooled)) {
+    } else if (const Node* sum = mean_as_sum(pooled, l1)) {
       p.x = sum->inputs[0];
-      p.desc = "ReduceSum / HW, " + p.desc;
+      p.desc = std::string(l1 ? "ReduceL1" : "ReduceSum") + " / HW, " + p.desc;
     } else {
-      throw Reject{"the gate's input is not a global average (GlobalAveragePool, ReduceMean over H, W, or their "
-                   "ReduceSum divided by H * W)"};
+      throw Reject{"the gate's input is not a global average (GlobalAveragePool, an AveragePool over the whole map, "
+                   "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W)"};
     }
-    if (const Node* a = prod(p.x, OpType::Abs)) {
+    if (l1) {
+      p.abs = true;
+      p.desc = "mean |x| via " + p.desc;
+    } else if (const Node* a = prod(p.x, OpType::Abs)) {
       p.x = a->inputs[0];
       p.abs = true;
       p.desc = "mean |x| via " + p.desc;

@@ -122,7 +122,8 @@ def other_form_models(work):
     or >, the value taken by Slice, Gather or ReduceMin of the TopK values, or from all of g
     sorted) and applied with
     Mul or Where; the predictor as a 1x1 conv on the pooled [N, C, 1, 1]; the mean written as
-    a sum over H, W divided by H * W. Returns the paths; each has one gated conv."""
+    a sum over H, W divided by H * W; the mean |x| as an L1 norm over H * W, or as avg_pool2d
+    with a kernel the size of the map. Returns the paths; each has one gated conv."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -143,10 +144,14 @@ def other_form_models(work):
                 g = F.relu(self.gate(F.adaptive_avg_pool2d(x, 1))).flatten(1)
             elif self.form == "sum_over_hw":
                 g = F.relu(self.gate(x.sum((2, 3)) / (x.shape[2] * x.shape[3])))
+            elif self.form == "l1_norm_over_hw":  # mean |x| as an L1 norm (ReduceL1) over H * W
+                g = F.relu(self.gate(torch.norm(x, p=1, dim=(2, 3)) / (x.shape[2] * x.shape[3])))
+            elif self.form == "avg_pool_whole_map":  # AveragePool with a kernel the size of the map
+                g = F.relu(self.gate(F.avg_pool2d(x.abs(), 28).flatten(1)))  # the 28 x 28 map
             else:
                 g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
-            if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw"):
+            if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map"):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "slice_ge":
                 pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
@@ -160,7 +165,8 @@ def other_form_models(work):
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
     out = []
-    for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw"):
+    for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
+                 "l1_norm_over_hw", "avg_pool_whole_map"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],

@@ -23,7 +23,9 @@ namespace {
 // no k-th largest anywhere).
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
                   ThresholdEarlierEntry, ThresholdSortedAll, ThresholdMeanOfTopK };
-enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv };  // SumDiv: ReduceSum over H, W / (H W)
+// SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
+// WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
+enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool };
 enum class Fc { Gemm, MatMulAdd, Conv1x1 };  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
 enum class Bcast { Unsqueeze, Reshape };
 enum class Beta { None, Masked, Unmasked };
@@ -61,6 +63,15 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   } else if (gc.pool == Pool::Gap) {
     b.node("GlobalAveragePool", {src}, {p + "gap"});
     OnnxBuilder::attr_int(b.node("Flatten", {p + "gap"}, {p + "s"}), "axis", 1);
+  } else if (gc.pool == Pool::L1Div) {
+    b.init(p + "hw", {}, {static_cast<float>(gc.hw * gc.hw)});
+    auto& l1 = b.node("ReduceL1", {src}, {p + "sum"});
+    OnnxBuilder::attr_ints(l1, "axes", {2, 3});
+    OnnxBuilder::attr_int(l1, "keepdims", 0);
+    b.node("Div", {p + "sum", p + "hw"}, {p + "s"});
+  } else if (gc.pool == Pool::WholeMapAvgPool) {
+    OnnxBuilder::attr_ints(b.node("AveragePool", {src}, {p + "ap"}), "kernel_shape", {gc.hw, gc.hw});
+    OnnxBuilder::attr_int(b.node("Flatten", {p + "ap"}, {p + "s"}), "axis", 1);
   } else if (gc.pool == Pool::SumDiv) {
     b.init_i64(p + "hw_axes", {2}, {2, 3}).init(p + "hw", {}, {static_cast<float>(gc.hw * gc.hw)});
     OnnxBuilder::attr_int(b.node("ReduceSum", {src, p + "hw_axes"}, {p + "sum"}), "keepdims", 0);
@@ -304,6 +315,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
                       Variant{"conv1x1_predictor", with([](GateCase& g) { g.fc = Fc::Conv1x1; })},
                       Variant{"sum_div_hw", with([](GateCase& g) { g.pool = Pool::SumDiv; })},
+                      Variant{"l1_div_hw", with([](GateCase& g) { g.pool = Pool::L1Div; })},
+                      Variant{"whole_map_avgpool", with([](GateCase& g) { g.pool = Pool::WholeMapAvgPool; })},
                       Variant{"reshape", with([](GateCase& g) { g.bcast = Bcast::Reshape; })},
                       Variant{"unmasked_beta", with([](GateCase& g) { g.beta = Beta::Unmasked; })},
                       Variant{"no_beta", with([](GateCase& g) { g.beta = Beta::None; })},

@@ -145,6 +145,23 @@ TEST(EliminateIdentities, NoOpSliceReshapeCastGoReversingSliceStays) {
   EXPECT_LT(fast_vs_reference(m, {2, 3, 4, 5}), 1e-6);
 }
 
+// TorchScript writes a Pad of zeros before avg_pool2d: it goes. A Pad that keeps the shape
+// but moves the data (-1 before, +1 after along W) stays (as a Pad, or as the shift it is).
+TEST(EliminateIdentities, ZeroPadGoesShapeKeepingShiftStays) {
+  OnnxBuilder b(13);
+  b.input("x", {2, 3, 4, 5});
+  b.init_i64("zero", {8}, {0, 0, 0, 0, 0, 0, 0, 0}).init_i64("shift", {8}, {0, 0, 0, -1, 0, 0, 0, 1});
+  b.node("Pad", {"x", "zero"}, {"a"});
+  b.node("Pad", {"a", "shift"}, {"c"});
+  b.node("Relu", {"c"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(pass_count(p, "eliminate_identities"), 1);
+  EXPECT_EQ(count_ops(p, graph::OpType::Pad) + count_ops(p, graph::OpType::SluiceShift), 1);
+  EXPECT_LT(fast_vs_reference(m, {2, 3, 4, 5}), 1e-6);
+}
+
 TEST(FuseActivations, ClipWithConstantBoundsBecomesEpilogue) {
   // A Clip with min > max is legal ONNX (every value becomes max) but not an epilogue oneDNN
   // takes: it stays a node (loading failed before).
