@@ -68,6 +68,15 @@ struct ConvParams {
   ShiftParams pre_shift;
 };
 
+struct ConvTransposeParams {
+  std::vector<int64_t> kernel_shape, strides, dilations;
+  std::vector<int64_t> pads;            // [begin..., end...]; resolved by shape inference
+  std::string auto_pad = "NOTSET";
+  std::vector<int64_t> output_padding;  // per spatial axis
+  std::vector<int64_t> output_shape;    // spatial (or full) output shape; empty: from the pads
+  int64_t group = 1;
+};
+
 struct PoolParams {
   std::vector<int64_t> kernel_shape;
   std::vector<int64_t> strides;
@@ -230,6 +239,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
-                            IsInfParams>;
+                            IsInfParams, ConvTransposeParams>;
 
 }  // namespace sluice::graph

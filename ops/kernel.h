@@ -91,6 +91,8 @@ std::unique_ptr<Kernel> make_gemm(const graph::Graph& g, const graph::Node& n, S
 // MatMul with a constant 2-D B: oneDNN, or the sparse kernel where it measures faster.
 std::unique_ptr<Kernel> make_matmul(const graph::Graph& g, const graph::Node& n, SparseMode sparse);
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n);
+// ConvTranspose with constant weights on oneDNN's deconvolution (ops/conv/transpose.cpp), or null.
+std::unique_ptr<Kernel> make_onednn_deconv(const graph::Graph& g, const graph::Node& n);
 // MatMul with a constant 2-D float B (A of rank >= 2, NCHW-planned): oneDNN's inner product.
 std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n);
 // The same MatMul as a 1x1 conv over [1, rows, 1, K] NHWC (one of the two make_onednn_matmul times).

@@ -105,6 +105,15 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
       return p;
     }
+    case OpType::ConvTranspose: {
+      ConvTransposeParams p;
+      parse_window(a, p);
+      p.group = a.i("group", 1);
+      if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
+      p.output_padding = a.ints("output_padding");
+      p.output_shape = a.ints("output_shape");
+      return p;
+    }
     case OpType::MaxPool:
     case OpType::AveragePool: {
       PoolParams p;

@@ -3,8 +3,9 @@
 ONNX Runtime on the same file: LogSoftmax (the classic PyTorch MNIST net's last step), ArgMax /
 ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, the inverse
 and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
-reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, and the image ops
-InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax.
+reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
+InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax, and
+ConvTranspose (1-D and 2-D).
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -152,6 +153,38 @@ def image_ops(a):
     check(y.shape == (2, 4, 12, 42) and np.isfinite(y).all(), "image_ops: shape %s, NaN/inf cleaned" % (y.shape,))
 
 
+def conv_transpose(a):
+    """ConvTranspose as PyTorch exports it (constant weights: oneDNN's deconvolution), in the
+    configurations decoders use: stride 2 with padding and output_padding, groups, dilation,
+    no bias, 1-D; and an output_shape past the kernel's reach (negative end padding: the
+    reference kernel)."""
+    import torch
+    import torch.nn as nn
+
+    from e2e_util import run_sluice
+
+    cases = [("s2_p1_op1", nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1), (2, 6, 5, 7)),
+             ("groups2_dil2", nn.ConvTranspose2d(6, 4, 3, stride=1, padding=2, dilation=2, groups=2), (1, 6, 6, 5)),
+             ("k4_s2_nobias", nn.ConvTranspose2d(3, 5, 4, stride=2, padding=1, bias=False), (1, 3, 8, 8)),
+             ("1d_s3", nn.ConvTranspose1d(4, 3, 5, stride=3, padding=1, output_padding=2), (2, 4, 9))]
+    for name, layer, shape in cases:
+        torch.manual_seed(0)
+        net = nn.Sequential(layer, nn.ReLU())
+        x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+        path = export(a, net, "convtranspose_" + name, shape)
+        expect_ops(path, {"ConvTranspose"})
+        run_vs_ort(a, path, x, "convtranspose_" + name)
+        kernel = run_sluice(a, "inspect", path).stdout
+        check("onednn:deconv" in kernel, "convtranspose_%s runs on oneDNN's deconvolution" % name)
+    x = np.random.default_rng(7).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    w = np.random.default_rng(8).standard_normal((2, 3, 3, 3)).astype(np.float32)
+    (y, _, _), path = single(a, "convtranspose_output_shape",
+                             [helper.make_node("ConvTranspose", ["image", "w"], ["logits"], strides=[3, 2], output_shape=[10, 8])],
+                             {"w": w}, [1, 3, 10, 8], 13, x)
+    check(y.shape == (1, 3, 10, 8) and "ConvTranspose" in run_sluice(a, "inspect", path).stdout,
+          "ConvTranspose with an output_shape past the kernel's reach: [1, 3, 10, 8]")
+
+
 def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOAT, tol=1e-4):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
                           [helper.make_tensor_value_info("logits", out_type, out_shape)],
@@ -215,7 +248,18 @@ def bad_attributes(a):
         path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
         onnx.save(m, path)
         expect_refusal(a, path, node.name, name + " (the error names the node)")
+    x4 = np.zeros((1, 2, 3, 3), np.float32)
+    node = helper.make_node("ConvTranspose", ["image", "w"], ["logits"], strides=[2, 2], output_padding=[3, 3], name="ct")
+    g = helper.make_graph([node], "bad_ct", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x4.shape))],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, "bad_convtranspose_output_padding.onnx")
+    onnx.save(m, path)
+    expect_refusal(a, path, "output_padding", "ConvTranspose output_padding >= stride")
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, single_nodes, bad_attributes]))
+    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, single_nodes,
+                                 bad_attributes]))

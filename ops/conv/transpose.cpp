@@ -1,0 +1,198 @@
+// ConvTranspose (1-D and 2-D): shape inference with the spec's output_shape / auto_pad rules,
+// a reference kernel that scatters each input pixel through the kernel:
+//   y[n, g Mg + m, i s + k d - pad] += x[n, g Cg + c, i] * w[g Cg + c, m, k]  (+ bias[m]),
+// and oneDNN's deconvolution for constant weights and non-negative pads (NCHW).
+#include <algorithm>
+
+#include "ops/common/onednn.h"
+#include "ops/kernel.h"
+#include "ops/util.h"
+
+namespace sluice::ops {
+
+void infer_ConvTranspose(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::ConvTransposeParams>();
+  const auto& x = ctx.in(0);
+  const auto& w = ctx.in(1);
+  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.shape.size() != 3 && x.shape.size() != 4)
+    ctx.fail("input X must be [N, C, W] or [N, C, H, W] (1-D or 2-D), got " + shape_str(x.shape));
+  const size_t sr = x.shape.size() - 2;
+  ctx.expect_input(1, DType::Float32, static_cast<int>(x.shape.size()));
+  const int64_t c = x.shape[1];
+  if (c % p.group) ctx.fail("input channels (" + std::to_string(c) + ") are not divisible by group " + std::to_string(p.group));
+  if (w.shape[0] != c)
+    ctx.fail("weight W of shape " + shape_str(w.shape) + " must have " + std::to_string(c) + " (the input channels) as its first dimension");
+  const int64_t m = w.shape[1] * p.group;
+  if (p.kernel_shape.empty()) p.kernel_shape.assign(w.shape.begin() + 2, w.shape.end());
+  if (p.kernel_shape != Shape(w.shape.begin() + 2, w.shape.end()))
+    ctx.fail("kernel_shape " + shape_str(p.kernel_shape) + " does not match the weight's " + shape_str(w.shape));
+  // Attributes left at their defaults were parsed for 2 spatial axes: size them to this input.
+  auto fit = [&](std::vector<int64_t>& v, size_t n, int64_t dflt, const char* name) {
+    if (v.empty() || (v.size() != n && std::all_of(v.begin(), v.end(), [&](int64_t e) { return e == dflt; })))
+      v.assign(n, dflt);
+    if (v.size() != n)
+      ctx.fail(std::string("attribute '") + name + "' " + shape_str(v) + " must have " + std::to_string(n) + " entries");
+  };
+  fit(p.strides, sr, 1, "strides");
+  fit(p.dilations, sr, 1, "dilations");
+  fit(p.pads, 2 * sr, 0, "pads");
+  fit(p.output_padding, sr, 0, "output_padding");
+  for (size_t i = 0; i < sr; ++i) {
+    if (p.strides[i] < 1 || p.dilations[i] < 1) ctx.fail("strides and dilations must be >= 1");
+    if (p.output_padding[i] < 0 || p.output_padding[i] >= std::max(p.strides[i], p.dilations[i]))
+      ctx.fail("output_padding " + shape_str(p.output_padding) + " must be >= 0 and less than the stride or the dilation");
+  }
+  if (ctx.has_input(2)) {
+    ctx.expect_input(2, DType::Float32, 1);
+    if (ctx.in(2).shape[0] != m)
+      ctx.fail("bias B has " + std::to_string(ctx.in(2).shape[0]) + " entries for " + std::to_string(m) + " output channels");
+  }
+  Shape out{x.shape[0], m};
+  std::vector<int64_t> target = p.output_shape;
+  if (target.size() == sr + 2) target.erase(target.begin(), target.begin() + 2);  // given with N and C
+  if (!target.empty() && target.size() != sr)
+    ctx.fail("output_shape " + shape_str(p.output_shape) + " must have " + std::to_string(sr) + " spatial entries");
+  const bool same = p.auto_pad == "SAME_UPPER" || p.auto_pad == "SAME_LOWER";
+  for (size_t i = 0; i < sr; ++i) {
+    const int64_t in = x.shape[2 + i], k = (p.kernel_shape[i] - 1) * p.dilations[i] + 1;
+    const int64_t full = p.strides[i] * (in - 1) + p.output_padding[i] + k;  // the output with no padding
+    if (p.auto_pad == "VALID") p.pads[i] = p.pads[i + sr] = 0;
+    int64_t o = full - p.pads[i] - p.pads[i + sr];
+    if (!target.empty() || same) {
+      o = !target.empty() ? target[i] : in * p.strides[i];
+      const int64_t total = full - o;
+      if (total < 0 && target.empty()) ctx.fail("auto_pad gives a negative padding");
+      // The spec's total / 2 floors (a larger output_shape than the kernel reaches gives a
+      // negative total: the extra entries go at the end, bias only).
+      const int64_t half = total >= 0 ? total / 2 : -((1 - total) / 2);
+      const bool upper = p.auto_pad == "SAME_UPPER";
+      p.pads[i] = upper ? half : total - half;
+      p.pads[i + sr] = upper ? total - half : half;
+    }
+    if (o <= 0) ctx.fail("the output would have " + std::to_string(o) + " entries along spatial axis " + std::to_string(i));
+    out.push_back(o);
+  }
+  p.auto_pad = "NOTSET";  // resolved into pads
+  checked_numel(ctx, out);
+  ctx.set_output(0, DType::Float32, out);
+}
+
+void reference_ConvTranspose(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::ConvTransposeParams>();
+  const Shape& xs = in[0].shape;
+  const Shape& ys = out[0].shape;
+  const bool one_d = xs.size() == 3;  // run as 2-D with H = 1
+  const int64_t n = xs[0], c = xs[1], h = one_d ? 1 : xs[2], w = xs.back();
+  const int64_t m = ys[1], oh = one_d ? 1 : ys[2], ow = ys.back();
+  const int64_t kh = one_d ? 1 : p.kernel_shape[0], kw = p.kernel_shape.back();
+  const int64_t sh = one_d ? 1 : p.strides[0], sw = p.strides.back(), dh = one_d ? 1 : p.dilations[0], dw = p.dilations.back();
+  const int64_t ph = one_d ? 0 : p.pads[0], pw = one_d ? p.pads[0] : p.pads[1];
+  const int64_t cg = c / p.group, mg = m / p.group;
+  const float* X = in[0].as<const float>();
+  const float* W = in[1].as<const float>();
+  const float* B = in.size() > 2 && in[2].data ? in[2].as<const float>() : nullptr;
+  std::vector<double> acc(static_cast<size_t>(oh * ow));
+  float* Y = out[0].as<float>();
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t g = 0; g < p.group; ++g)
+      for (int64_t mo = 0; mo < mg; ++mo) {
+        const int64_t oc = g * mg + mo;
+        std::fill(acc.begin(), acc.end(), B ? B[oc] : 0.0);
+        for (int64_t ci = 0; ci < cg; ++ci) {
+          const int64_t ic = g * cg + ci;
+          const float* xp = X + (b * c + ic) * h * w;
+          const float* wp = W + (ic * mg + mo) * kh * kw;
+          for (int64_t iy = 0; iy < h; ++iy)
+            for (int64_t ix = 0; ix < w; ++ix) {
+              const double xv = xp[iy * w + ix];
+              for (int64_t ky = 0; ky < kh; ++ky) {
+                const int64_t y = iy * sh + ky * dh - ph;
+                if (y < 0 || y >= oh) continue;
+                for (int64_t kx = 0; kx < kw; ++kx) {
+                  const int64_t xo = ix * sw + kx * dw - pw;
+                  if (xo >= 0 && xo < ow) acc[static_cast<size_t>(y * ow + xo)] += xv * wp[ky * kw + kx];
+                }
+              }
+            }
+        }
+        float* yp = Y + (b * m + oc) * oh * ow;
+        for (int64_t i = 0; i < oh * ow; ++i) yp[i] = static_cast<float>(acc[static_cast<size_t>(i)]);
+      }
+}
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+class OneDnnDeconv final : public Kernel {
+ public:
+  OneDnnDeconv(const graph::Graph& g, const graph::Node& n) {
+    const auto& p = n.p<graph::ConvTransposeParams>();
+    const Shape& xs = g.value(n.inputs[0]).shape;
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    const Shape& ws = g.value(n.inputs[1]).shape;
+    const bool one_d = xs.size() == 3;
+    auto dims2 = [&](const Shape& s) { return one_d ? memory::dims{s[0], s[1], 1, s[2]} : memory::dims(s.begin(), s.end()); };
+    auto pair = [&](const std::vector<int64_t>& v, size_t at, int64_t one_d_value) {
+      return one_d ? memory::dims{one_d_value, v[at]} : memory::dims{v[at], v[at + 1]};
+    };
+    src_md_ = memory::desc(dims2(xs), memory::data_type::f32, tag::nchw);
+    dst_md_ = memory::desc(dims2(ys), memory::data_type::f32, tag::nchw);
+    const int64_t groups = p.group, cg = xs[1] / groups, mg = ws[1];
+    const int64_t kh = one_d ? 1 : ws[2], kw = ws.back();
+    // ONNX W [C, M/g, kh, kw] is oneDNN's (g)oihw with i and o swapped: (g)iohw.
+    const memory::dims wd = groups == 1 ? memory::dims{mg, cg, kh, kw} : memory::dims{groups, mg, cg, kh, kw};
+    const memory::desc w_plain(wd, memory::data_type::f32, groups == 1 ? tag::iohw : tag::giohw);
+    const memory::desc w_any(wd, memory::data_type::f32, tag::any);
+    const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;
+    const memory::desc b_md = has_bias ? memory::desc({ys[1]}, memory::data_type::f32, tag::a) : memory::desc();
+    memory::dims dil = pair(p.dilations, 0, 1);
+    for (auto& d : dil) d -= 1;  // oneDNN counts the gaps
+    const size_t sr = xs.size() - 2;
+    dnnl::deconvolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                                        src_md_, w_any, b_md, dst_md_, pair(p.strides, 0, 1), dil, pair(p.pads, 0, 0),
+                                        pair(p.pads, sr, 0));
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::deconvolution_forward::primitive_desc pd(d, attr, onednn::engine());
+    impl_ = pd.impl_info_str();
+    scratch_md_ = pd.scratchpad_desc();
+    weights_ = onednn::pack(w_plain, g.value(n.inputs[1]).constant.raw(), pd.weights_desc());
+    if (has_bias) bias_ = onednn::pack(b_md, g.value(n.inputs[2]).constant.raw(), pd.bias_desc());
+    prim_ = dnnl::deconvolution_forward(pd);
+  }
+  void run(const KernelArgs& a) const override {
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md_, onednn::engine(), a.in[0].data)},
+                                         {DNNL_ARG_WEIGHTS, weights_},
+                                         {DNNL_ARG_DST, memory(dst_md_, onednn::engine(), a.out[0].data)}};
+    if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);
+    onednn::execute(prim_, std::move(args), scratch_md_, a.scratch);
+  }
+  std::string name() const override { return "onednn:deconv:" + impl_; }
+  size_t scratch_bytes() const override { return scratch_md_.get_size(); }
+
+ private:
+  memory::desc src_md_, dst_md_, scratch_md_;
+  memory weights_, bias_;
+  dnnl::deconvolution_forward prim_;
+  std::string impl_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_onednn_deconv(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::ConvTransposeParams>();
+  if (n.layout != graph::Layout::NCHW || !g.value(n.inputs[1]).is_constant()) return nullptr;
+  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return nullptr;
+  for (int64_t pad : p.pads)
+    if (pad < 0) return nullptr;  // an output_shape past the kernel's reach: the reference kernel
+  try {
+    return std::make_unique<OneDnnDeconv>(g, n);
+  } catch (const dnnl::error&) {
+    return nullptr;  // a shape oneDNN has no implementation for: the reference kernel
+  }
+}
+
+}  // namespace sluice::ops
