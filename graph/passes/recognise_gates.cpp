@@ -9,9 +9,11 @@
 //   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones))
-//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g),
+//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g, or
+//              Not of the opposite test: Not(g < t) for g >= t, as opset 11 exports),
 //              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather)
-//   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu]
+//   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu],
+//              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0)
 //
 // The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
 // the same values (a suppressed channel takes the constant act(beta_c * m_c) the graph
@@ -230,17 +232,21 @@ class GateMatcher {
         s.k = topk_k(*t);
         return s;
       }
-      // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g.
+      // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g; or
+      // the negation of the opposite test, as opset 11 (no GreaterOrEqual) has PyTorch write
+      // g >= t: Not(g < t), and likewise Not(g <= t), Not(t > g), Not(t >= g).
       const Node* cmp = nullptr;
       ValueId thr = kNoValue;
       bool inclusive = false;
+      const Node* negation = prod(mv, OpType::Not);
+      const ValueId tested = negation ? negation->inputs[0] : mv;
       for (OpType op : {OpType::Greater, OpType::GreaterOrEqual, OpType::Less, OpType::LessOrEqual}) {
-        const Node* c = prod(mv, op);
+        const Node* c = prod(tested, op);
         if (!c) continue;
-        const bool g_first = op == OpType::Greater || op == OpType::GreaterOrEqual;
+        const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != (negation != nullptr);
         if (c->inputs[g_first ? 0 : 1] != gv) continue;
         cmp = c, thr = c->inputs[g_first ? 1 : 0];
-        inclusive = op == OpType::GreaterOrEqual || op == OpType::LessOrEqual;
+        inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != (negation != nullptr);
       }
       if (!cmp) continue;
       s.g = gv;
@@ -443,8 +449,17 @@ class GateMatcher {
         (conv.inputs.size() > 2 && conv.inputs[2] != kNoValue && !g_.value(conv.inputs[2]).is_constant()))
       throw Reject{"the conv's weights are not constant"};
     if (!single_use(g_, y)) throw Reject{"the conv's output is also used ungated elsewhere"};
-    const Node& mul = g_.node(g_.value(y).consumers[0]);
-    ValueId pi4 = mul.inputs[0] == y ? mul.inputs[1] : mul.inputs[0];
+    // The gate after the conv's Relu, relu(conv) * pi: with pi >= 0 (every form gives 0 or
+    // g = relu(...)) it is relu(conv * pi), the gated conv with a Relu epilogue and no beta.
+    const NodeId first = g_.value(y).consumers[0];
+    const bool relu_first = g_.node(first).op == OpType::Relu;
+    if (relu_first && !single_use(g_, g_.node(first).outputs[0]))
+      throw Reject{"the Relu after the conv is also used ungated elsewhere"};
+    const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y;
+    const NodeId mul_id = g_.value(gated_in).consumers[0];
+    const Node& mul = g_.node(mul_id);
+    if (mul.op != OpType::Mul) throw Reject{"the conv's output is not multiplied by the channel selection"};
+    ValueId pi4 = mul.inputs[0] == gated_in ? mul.inputs[1] : mul.inputs[0];
     const Shape& ps = g_.value(pi4).shape;
     if (ps.size() != 4 || ps[0] != ys[0] || ps[1] != m || ps[2] != 1 || ps[3] != 1)
       throw Reject{"the multiplier of " + mul.name + " is not one value per (sample, channel)"};
@@ -454,7 +469,8 @@ class GateMatcher {
     if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
     Predictor pred = predictor(sel.g, m);
     if (pred.x != conv.inputs[0]) throw Reject{"the gate reads a different tensor than the conv's input"};
-    mt.fused = {conv_id, g_.value(y).consumers[0]};
+    mt.fused = {conv_id, mul_id};
+    if (relu_first) mt.fused.insert(mt.fused.begin() + 1, first);
     ValueId cur = mul.outputs[0];
     GatedConvParams gp;
     gp.conv = conv.p<ConvParams>();
@@ -462,8 +478,8 @@ class GateMatcher {
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
     std::vector<float> beta;
-    // Optional beta, masked or not.
-    if (single_use(g_, cur)) {
+    // Optional beta, masked or not (not after a Relu: relu(conv) * pi + beta is no gated conv).
+    if (!relu_first && single_use(g_, cur)) {
       const Node& add = g_.node(g_.value(cur).consumers[0]);
       if (add.op == OpType::Add) {
         ValueId other = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
@@ -492,6 +508,7 @@ class GateMatcher {
       mt.fused.push_back(g_.value(cur).consumers[0]);
       cur = g_.node(g_.value(cur).consumers[0]).outputs[0];
     }
+    if (relu_first) gp.activation.kind = Activation::Relu;
     mt.out = cur;
     mt.params = gp;
     mt.pred = std::move(pred);
@@ -506,10 +523,18 @@ class GateMatcher {
   bool is_candidate(NodeId conv_id) const {
     const ValueId y = g_.node(conv_id).outputs[0];
     if (g_.value(y).shape.size() != 4) return false;
+    std::vector<std::pair<NodeId, ValueId>> muls;  // Mul nodes reading y, or the Relu of y
     for (NodeId c : g_.value(y).consumers) {
+      const Node& n = g_.node(c);
+      if (n.dead) continue;
+      if (n.op == OpType::Mul) muls.emplace_back(c, y);
+      if (n.op == OpType::Relu)
+        for (NodeId c2 : g_.value(n.outputs[0]).consumers)
+          if (!g_.node(c2).dead && g_.node(c2).op == OpType::Mul) muls.emplace_back(c2, n.outputs[0]);
+    }
+    for (const auto& [c, in] : muls) {
       const Node& mul = g_.node(c);
-      if (mul.dead || mul.op != OpType::Mul) continue;
-      ValueId other = mul.inputs[0] == y ? mul.inputs[1] : mul.inputs[0];
+      ValueId other = mul.inputs[0] == in ? mul.inputs[1] : mul.inputs[0];
       std::vector<ValueId> stack{other};
       std::set<ValueId> seen;
       while (!stack.empty() && seen.size() < 24) {

@@ -32,7 +32,7 @@ def run(cmd):
 
 
 def gated_convs_in(path):
-    """Convs of the ONNX file whose output is multiplied by something a TopK decides."""
+    """Convs of the ONNX file whose output (or its Relu) is multiplied by something a TopK decides."""
     g = onnx.load(path).graph
     producer = {o: n for n in g.node for o in n.output}
 
@@ -47,11 +47,13 @@ def gated_convs_in(path):
     for n in g.node:
         if n.op_type != "Conv":
             continue
+        outs = [n.output[0]] + [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] == n.output[0]]
         for m in g.node:
-            if m.op_type == "Mul" and n.output[0] in m.input:
-                other = [i for i in m.input if i != n.output[0]]
-                if other and has_topk(other[0], set()):
-                    count += 1
+            for out in outs:
+                if m.op_type == "Mul" and out in m.input:
+                    other = [i for i in m.input if i != out]
+                    if other and has_topk(other[0], set()):
+                        count += 1
     return count
 
 
@@ -123,7 +125,8 @@ def other_form_models(work):
     sorted) and applied with
     Mul or Where; the predictor as a 1x1 conv on the pooled [N, C, 1, 1]; the mean written as
     a sum over H, W divided by H * W; the mean |x| as an L1 norm over H * W, or as avg_pool2d
-    with a kernel the size of the map. Returns the paths; each has one gated conv."""
+    with a kernel the size of the map; the gate after the conv's Relu; g >= t at opset 11
+    (Not(Less)). Returns the paths; each has one gated conv."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -151,9 +154,10 @@ def other_form_models(work):
             else:
                 g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
-            if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map"):
+            if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
+                             "relu_then_gate"):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
-            elif self.form == "slice_ge":
+            elif self.form in ("slice_ge", "slice_ge_opset11"):  # opset 11 writes >= as Not(Less)
                 pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
             elif self.form == "sort_ge":  # the k-th of all C sorted (exports as TopK(g, C))
                 pi = g * (g >= torch.sort(g, 1, descending=True).values[:, k - 1:k]).float()
@@ -161,15 +165,19 @@ def other_form_models(work):
                 pi = torch.where(g.topk(k, 1).values[:, k - 1].unsqueeze(1) <= g, g, torch.zeros_like(g))
             else:  # min_gt
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
-            y = F.relu(self.conv(x) * pi[:, :, None, None])
+            if self.form == "relu_then_gate":  # the gate after the conv's Relu
+                y = F.relu(self.conv(x)) * pi[:, :, None, None]
+            else:
+                y = F.relu(self.conv(x) * pi[:, :, None, None])
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
     out = []
     for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
-                 "l1_norm_over_hw", "avg_pool_whole_map"):
+                 "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
-        torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+        torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
+                          input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
         out.append(path)
     return out

@@ -40,6 +40,8 @@ struct GateCase {
   int64_t n = 2, c = 6, m = 8, hw = 7, k = 4;
   bool tied_gate = false;  // Wg = 0 and equal biases: every g ties
   int64_t stride = 1;      // the conv's
+  bool relu_first = false;  // relu(conv) * pi (no beta, no Relu after): as relu(conv * pi), pi >= 0
+  bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -150,7 +152,12 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
       b.init_i64(p + "st", {1}, {gc.k - 1}).init_i64(p + "en", {1}, {gc.k}).init_i64(p + "ax", {1}, {1});
       b.node("Slice", {p + "tv", p + "st", p + "en", p + "ax"}, {p + "thr"});
     }
-    b.node("GreaterOrEqual", {p + "g", p + "thr"}, {p + "ge"});
+    if (gc.not_less) {
+      b.node("Less", {p + "g", p + "thr"}, {p + "lt"});
+      b.node("Not", {p + "lt"}, {p + "ge"});
+    } else {
+      b.node("GreaterOrEqual", {p + "g", p + "thr"}, {p + "ge"});
+    }
     OnnxBuilder::attr_int(b.node("Cast", {p + "ge"}, {p + "mask"}), "to", 1);
     b.node("Mul", {p + "g", p + "mask"}, {pi});
   } else {  // ThresholdWhereGather
@@ -175,6 +182,11 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     }
   };
   bcast(pi, p + "pi4");
+  if (gc.relu_first) {
+    b.node("Relu", {p + "conv"}, {p + "rconv"});
+    b.node("Mul", {p + "pi4", p + "rconv"}, {y});
+    return;
+  }
   b.node("Mul", {p + "pi4", p + "conv"}, {p + "y0"});
   std::string cur = p + "y0";
   if (gc.beta != Beta::None) {
@@ -307,6 +319,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"threshold_where_gather", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; })},
                       Variant{"threshold_less", with([](GateCase& g) { g.form = Form::ThresholdLess; })},
                       Variant{"threshold_ge_k1", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; g.k = 1; })},
+                      Variant{"threshold_not_less", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; g.not_less = true; })},
+                      Variant{"relu_then_gate", with([](GateCase& g) { g.relu_first = true; g.beta = Beta::None; })},
+                      Variant{"relu_then_gate_losers", with([](GateCase& g) {
+                        g.relu_first = true;
+                        g.beta = Beta::None;
+                        g.form = Form::Losers;
+                      })},
                       Variant{"threshold_earlier_entry", with([](GateCase& g) { g.form = Form::ThresholdEarlierEntry; })},
                       Variant{"threshold_sorted_all", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; })},
                       Variant{"threshold_sorted_all_k1", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; g.k = 1; })},
