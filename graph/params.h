@@ -107,7 +107,7 @@ struct LayerNormParams {  // LayerNormalization: normalise over axes [axis, rank
   float epsilon = 1e-5f;
 };
 
-struct AxisParams {  // Concat, Flatten, Gather, Softmax, ScatterElements (reduction none)
+struct AxisParams {  // Concat, Flatten, Gather, GatherElements, OneHot, ScatterElements (reduction none)
   int64_t axis = 0;
 };
 
@@ -134,6 +134,14 @@ struct AxesParams {  // Squeeze / Unsqueeze (opset < 13 attribute form)
 struct BlockParams {  // DepthToSpace / SpaceToDepth
   int64_t blocksize = 0;
   bool crd = false;  // DepthToSpace mode CRD (else DCR)
+};
+
+struct ModParams {
+  bool fmod = false;  // C fmod (the dividend's sign); else the divisor's sign, as Python's %
+};
+
+struct CumSumParams {
+  bool exclusive = false, reverse = false;
 };
 
 struct IsInfParams {
@@ -239,6 +247,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
-                            IsInfParams, ConvTransposeParams>;
+                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams>;
 
 }  // namespace sluice::graph

@@ -143,7 +143,11 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       if (!a.has("axis")) a.fail("attribute 'axis' is required");
       return AxisParams{a.i("axis", 0)};
     case OpType::Flatten: return AxisParams{a.i("axis", 1)};
-    case OpType::Gather: return AxisParams{a.i("axis", 0)};
+    case OpType::Gather:
+    case OpType::GatherElements: return AxisParams{a.i("axis", 0)};
+    case OpType::OneHot: return AxisParams{a.i("axis", -1)};
+    case OpType::Mod: return ModParams{a.flag("fmod", false)};
+    case OpType::CumSum: return CumSumParams{a.flag("exclusive", false), a.flag("reverse", false)};
     case OpType::Softmax:
     case OpType::LogSoftmax:
     case OpType::Hardmax:

@@ -6,12 +6,15 @@
 //   x -> GlobalAveragePool | AveragePool(whole map) | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW
 //        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views
 //     -> Gemm | MatMul [+ Add] | 1x1 Conv -> Relu [-> views] = g
-//   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values)
+//   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
+//              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
-//   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones))
+//   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
+//              ReduceSum(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
 //   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g, or
 //              Not of the opposite test: Not(g < t) for g >= t, as opset 11 exports),
-//              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather)
+//              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather,
+//              GatherElements with one constant index)
 //   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu],
 //              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0)
 //
@@ -139,6 +142,18 @@ class GateMatcher {
       const int64_t axis = ga->p<AxisParams>().axis;
       if (!idx || (axis != 1 && axis != -1) || g_.value(ga->inputs[1]).shape.size() > 1) throw wrong;
       vals = ga->inputs[0], pos = *idx;
+    } else if (const Node* ge = prod(thr, OpType::GatherElements)) {
+      // torch.gather(values, 1, full((N, 1), p)): entry p of every row; constant indices, all one value.
+      const Value& iv = g_.value(ge->inputs[1]);
+      const int64_t axis = ge->p<AxisParams>().axis;
+      if ((axis != 1 && axis != -1) || !iv.is_constant() || iv.shape.size() != 2 || iv.shape[1] != 1) throw wrong;
+      std::vector<int64_t> idx;
+      for (int64_t i = 0; i < iv.constant.numel(); ++i)
+        idx.push_back(iv.constant.dtype() == DType::Int64 ? iv.constant.data<int64_t>()[i]
+                      : iv.constant.dtype() == DType::Int32 ? iv.constant.data<int32_t>()[i]
+                                                            : -1);
+      if (idx.empty() || std::any_of(idx.begin(), idx.end(), [&](int64_t i) { return i != idx[0]; })) throw wrong;
+      vals = ge->inputs[0], pos = idx[0];
     } else if (const Node* tk = prod(thr, OpType::TopK); tk && tk->outputs[0] == thr && topk_k(*tk) == 1) {
       // TopK(g, 1)'s values themselves: for k = 1 the largest is the k-th largest. (A Slice
       // [0:1] of them is a no-op that eliminate_identities has already removed.)
@@ -182,11 +197,32 @@ class GateMatcher {
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
       const ValueId data = sc->inputs[0], idx = sc->inputs[1], upd = sc->inputs[2];
       const Node* t = prod(idx, OpType::TopK);
-      if (!t || t->outputs.size() < 2 || t->outputs[1] != idx)
+      int64_t kk = t ? topk_k(*t) : 0;
+      // Or the first k of a sorted TopK's indices (torch.argsort(g, descending=True)[:, :k]).
+      const Node* first_k = nullptr;
+      if (!t) {
+        if (const Node* sl = prod(idx, OpType::Slice)) {
+          const Node* st = prod(sl->inputs[0], OpType::TopK);
+          auto starts = const_ints(g_, *sl, 1), ends = const_ints(g_, *sl, 2), axes = const_ints(g_, *sl, 3),
+               steps = const_ints(g_, *sl, 4);
+          if (st && st->outputs.size() > 1 && st->outputs[1] == sl->inputs[0] && st->p<TopKParams>().sorted &&
+              starts == std::vector<int64_t>{0} && ends.size() == 1 && ends[0] > 0 &&
+              (axes == std::vector<int64_t>{1} || axes == std::vector<int64_t>{-1}) &&
+              (steps.empty() || steps == std::vector<int64_t>{1})) {
+            t = st, first_k = sl;
+            kk = std::min(ends[0], topk_k(*st));
+          }
+        }
+      }
+      if (!t || t->outputs.size() < 2 || (!first_k && t->outputs[1] != idx))
         throw Reject{"the scattered indices do not come from a TopK"};
-      const int64_t kk = topk_k(*t);
       const bool largest = t->p<TopKParams>().largest;
-      if (largest && is_zero(data) && t->outputs[0] == upd) {
+      // The scattered values: the TopK's own (not sliced), or g read at those indices (torch.gather).
+      bool values_of_g = !first_k && t->outputs[0] == upd;
+      if (const Node* ge = prod(upd, OpType::GatherElements))
+        values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
+                                      (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
+      if (largest && is_zero(data) && values_of_g) {
         s.g = t->inputs[0];
         s.form = GateForm::Winners;
         s.k = kk;
@@ -231,6 +267,31 @@ class GateMatcher {
         s.form = GateForm::Winners;
         s.k = topk_k(*t);
         return s;
+      }
+      // Ones at the TopK indices written with one_hot: ReduceSum(OneHot(TopK(g, k).indices, C,
+      // [0, 1]), over the k axis).
+      if (const Node* rs = prod(mv, OpType::ReduceSum); rs && !where) {
+        const Node* oh = prod(rs->inputs[0], OpType::OneHot);
+        const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
+        const Value& ohv = oh ? g_.value(oh->outputs[0]) : g_.value(rs->inputs[0]);
+        if (t && t->outputs.size() > 1 && t->outputs[1] == oh->inputs[0] && t->inputs[0] == gv &&
+            t->p<TopKParams>().largest && rs->p<ReduceParams>().axes == std::vector<int64_t>{1} &&
+            !rs->p<ReduceParams>().keepdims && oh->p<AxisParams>().axis == 2 && ohv.shape.size() == 3 &&
+            ohv.shape[2] == m && g_.value(oh->inputs[2]).is_constant()) {
+          const Tensor& v = g_.value(oh->inputs[2]).constant;
+          std::vector<double> vals;
+          for (int64_t i = 0; i < v.numel(); ++i)
+            vals.push_back(v.dtype() == DType::Float32 ? v.data<float>()[i]
+                           : v.dtype() == DType::Int64 ? static_cast<double>(v.data<int64_t>()[i])
+                           : v.dtype() == DType::Int32 ? v.data<int32_t>()[i]
+                                                       : -1.0);
+          if (vals == std::vector<double>{0.0, 1.0}) {
+            s.g = gv;
+            s.form = GateForm::Winners;
+            s.k = topk_k(*t);
+            return s;
+          }
+        }
       }
       // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g; or
       // the negation of the opposite test, as opset 11 (no GreaterOrEqual) has PyTorch write

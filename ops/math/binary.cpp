@@ -273,6 +273,29 @@ void infer_Mean(InferContext& ctx) { infer_sum(ctx); }
 void reference_Sum(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { sum_inputs(in, out[0], false); }
 void reference_Mean(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { sum_inputs(in, out[0], true); }
 
+// Mod: fmod = 1, C's fmod (floats must use it); fmod = 0, integers only, the remainder with the
+// divisor's sign (Python's %). An integer zero divisor is an error, not a crash.
+void infer_Mod(InferContext& ctx) {
+  infer_arith(ctx);
+  const DType t = ctx.in(0).dtype;
+  if ((t == DType::Float32 || t == DType::Float64) && !ctx.node().p<graph::ModParams>().fmod)
+    ctx.fail("float inputs need fmod = 1 (the spec's rule)");
+}
+void reference_Mod(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const bool fmod = node.p<graph::ModParams>().fmod;
+  arith(in[0], in[1], out[0], [&](auto a, auto b) {
+    using T = decltype(a);
+    if constexpr (std::is_integral_v<T>) {
+      if (b == 0) throw Error("node '" + node.name + "' (Mod): integer division by zero");
+      T r = static_cast<T>(a % b);
+      if (!fmod && r != 0 && ((r < 0) != (b < 0))) r = static_cast<T>(r + b);
+      return r;
+    } else {
+      return static_cast<T>(std::fmod(a, b));
+    }
+  });
+}
+
 void infer_Where(InferContext& ctx) {
   if (ctx.num_inputs() != 3) ctx.fail("needs three inputs (condition, X, Y)");
   ctx.expect_input(0, DType::Bool);

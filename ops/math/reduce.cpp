@@ -221,6 +221,50 @@ void reference_ArgMin(const graph::Node& n, std::span<const TensorView> in, std:
   arg<false>(n, in[0], out[0]);
 }
 
+// CumSum(x, axis): running sums along one axis; exclusive starts from 0, reverse runs from the end.
+void infer_CumSum(InferContext& ctx) {
+  const auto& x = ctx.in(0);
+  if (x.dtype == DType::Bool || x.dtype == DType::UInt8 || x.dtype == DType::Int8)
+    ctx.fail(std::string("dtype ") + dtype_name(x.dtype) + " is not supported (float32/64, int32/64)");
+  const auto axis = ctx.require_ints(1, "axis");
+  if (axis.size() != 1) ctx.fail("axis must hold one value");
+  if (x.shape.empty()) ctx.fail("input must have rank >= 1");
+  normalize_axis(ctx, axis[0], static_cast<int64_t>(x.shape.size()));
+  ctx.set_output(0, x.dtype, x.shape);
+}
+void reference_CumSum(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const auto& p = node.p<graph::CumSumParams>();
+  const Shape& s = in[0].shape;
+  int64_t axis = to_int64_vector(in[1])[0];
+  if (axis < 0) axis += static_cast<int64_t>(s.size());
+  int64_t outer = 1, len = s[static_cast<size_t>(axis)], inner = 1;
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i)
+    if (i < axis) outer *= s[static_cast<size_t>(i)];
+    else if (i > axis) inner *= s[static_cast<size_t>(i)];
+  dispatch_numeric(in[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      const T* X = in[0].as<const T>();
+      T* Y = out[0].as<T>();
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          T acc = 0;
+          for (int64_t t = 0; t < len; ++t) {
+            const int64_t k = p.reverse ? len - 1 - t : t, at = (o * len + k) * inner + j;
+            const T v = X[at];
+            if (p.exclusive) {
+              Y[at] = acc;
+              acc = static_cast<T>(acc + v);
+            } else {
+              acc = static_cast<T>(acc + v);
+              Y[at] = acc;
+            }
+          }
+        }
+    }
+  });
+}
+
 void infer_Softmax(InferContext& ctx) {
   auto& p = ctx.node().p<graph::SoftmaxParams>();
   const auto& x = ctx.in(0);

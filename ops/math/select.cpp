@@ -1,6 +1,8 @@
-// TopK and ScatterElements: the ops FBS gates export to. ScatterND: PyTorch's export of slice
+// TopK, ScatterElements, GatherElements and OneHot: the ops FBS gates export to (the last two
+// when written with torch.gather / one_hot). ScatterND: PyTorch's export of slice
 // assignment (out[:, c, 1:] = x[:, c, :-1], a way to write a shift).
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "ops/util.h"
@@ -179,6 +181,100 @@ void reference_ScatterND(const graph::Node& node, std::span<const TensorView> in
     }
     for (int64_t j = 0; j < slice; ++j) scatter_one(p.reduction, y, upd, off + j, t * slice + j, es);
   }
+}
+
+// GatherElements: y[i...] = data[i... with axis entry indices[i...]]; y has the indices' shape.
+void infer_GatherElements(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::AxisParams>();
+  const auto& data = ctx.in(0);
+  const auto& idx = ctx.in(1);
+  if (idx.dtype != DType::Int64 && idx.dtype != DType::Int32) ctx.fail("indices must be int64 or int32");
+  if (data.shape.empty()) ctx.fail("data must have rank >= 1");
+  if (idx.shape.size() != data.shape.size())
+    ctx.fail("indices " + shape_str(idx.shape) + " must have the data's rank (data " + shape_str(data.shape) + ")");
+  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(data.shape.size()));
+  for (size_t d = 0; d < idx.shape.size(); ++d)
+    if (static_cast<int64_t>(d) != p.axis && idx.shape[d] > data.shape[d])
+      ctx.fail("indices shape " + shape_str(idx.shape) + " exceeds data shape " + shape_str(data.shape) + " outside the axis");
+  ctx.set_output(0, data.dtype, idx.shape);
+}
+
+void reference_GatherElements(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t axis = node.p<graph::AxisParams>().axis;
+  const TensorView &data = in[0], &idx = in[1], &y = out[0];
+  const size_t es = dtype_size(data.dtype), rank = idx.shape.size();
+  const auto indices = to_int64_vector(idx);
+  const auto ds = strides_of(data.shape);
+  const int64_t dim = data.shape[static_cast<size_t>(axis)];
+  const auto* X = data.as<const std::byte>();
+  auto* Y = y.as<std::byte>();
+  std::vector<int64_t> pos(rank, 0);
+  for (int64_t u = 0; u < idx.numel(); ++u) {
+    int64_t i = indices[static_cast<size_t>(u)];
+    if (i < -dim || i >= dim)
+      throw Error("node '" + node.name + "' (GatherElements): index " + std::to_string(i) + " is out of range for axis size " +
+                  std::to_string(dim));
+    if (i < 0) i += dim;
+    int64_t off = 0;
+    for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
+    std::copy_n(X + off * static_cast<int64_t>(es), es, Y + u * static_cast<int64_t>(es));
+    for (size_t d = rank; d-- > 0;) {
+      if (++pos[d] < idx.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+}
+
+// OneHot(indices, depth, values = [off, on]): a new axis of size depth, `on` at each index
+// (negative indices count from the end), `off` elsewhere; an index outside [-depth, depth)
+// gives a row of `off`, as the spec says.
+void infer_OneHot(InferContext& ctx) {
+  auto& p = ctx.node().p<graph::AxisParams>();
+  const auto& idx = ctx.in(0);
+  if (idx.dtype == DType::Bool) ctx.fail("indices must be numbers");
+  const Tensor& dt = ctx.require_const(1, "depth");
+  if (dt.numel() != 1) ctx.fail("depth must hold one value, got " + std::to_string(dt.numel()));
+  const double depth = dt.dtype() == DType::Int64 ? static_cast<double>(dt.data<int64_t>()[0])
+                       : dt.dtype() == DType::Int32 ? dt.data<int32_t>()[0]
+                       : dt.dtype() == DType::Float32 ? dt.data<float>()[0]
+                       : dt.dtype() == DType::Float64 ? dt.data<double>()[0]
+                                                      : -1.0;
+  if (!(depth >= 1) || depth > 1e9) ctx.fail("depth must be a number between 1 and 1e9");
+  const auto& vals = ctx.in(2);
+  int64_t nv = 1;
+  for (int64_t d : vals.shape) nv *= d;
+  if (nv != 2) ctx.fail("values must hold two entries [off, on], got shape " + shape_str(vals.shape));
+  const auto rank = static_cast<int64_t>(idx.shape.size()) + 1;
+  p.axis = normalize_axis(ctx, p.axis, rank);
+  Shape out = idx.shape;
+  out.insert(out.begin() + p.axis, static_cast<int64_t>(depth));
+  checked_numel(ctx, out);
+  ctx.set_output(0, vals.dtype, out);
+}
+
+void reference_OneHot(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const int64_t axis = node.p<graph::AxisParams>().axis;
+  const TensorView &idx = in[0], &vals = in[2], &y = out[0];
+  const int64_t depth = y.shape[static_cast<size_t>(axis)];
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < static_cast<int64_t>(idx.shape.size()); ++d)
+    (d < axis ? outer : inner) *= idx.shape[static_cast<size_t>(d)];
+  std::vector<double> ids(static_cast<size_t>(idx.numel()));
+  dispatch_numeric(idx.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>)
+      for (int64_t i = 0; i < idx.numel(); ++i) ids[static_cast<size_t>(i)] = static_cast<double>(idx.as<const T>()[i]);
+  });
+  const size_t es = dtype_size(vals.dtype);
+  const auto* V = vals.as<const std::byte>();  // V[0] off, V[es] on
+  auto* Y = y.as<std::byte>();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t d = 0; d < depth; ++d)
+      for (int64_t j = 0; j < inner; ++j) {
+        double id = std::trunc(ids[static_cast<size_t>(o * inner + j)]);
+        if (id < 0) id += static_cast<double>(depth);
+        std::copy_n(V + (id == static_cast<double>(d) ? es : 0), es, Y + ((o * depth + d) * inner + j) * static_cast<int64_t>(es));
+      }
 }
 
 }  // namespace sluice::ops

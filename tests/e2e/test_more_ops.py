@@ -4,8 +4,8 @@ ONNX Runtime on the same file: LogSoftmax (the classic PyTorch MNIST net's last 
 ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, the inverse
 and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
 reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
-InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax, and
-ConvTranspose (1-D and 2-D).
+InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
+GatherElements, OneHot, Mod, CumSum, and ConvTranspose (1-D and 2-D).
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -198,7 +198,8 @@ def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOA
 
 def single_nodes(a):
     """Forms PyTorch does not write: variadic Sum / Mean with broadcasting, ThresholdedRelu,
-    DepthToSpace DCR, SpaceToDepth, Hardmax on ties,
+    DepthToSpace DCR, SpaceToDepth, Hardmax on ties, GatherElements with negative indices,
+    OneHot of an ArgMax, Mod (fmod), CumSum (exclusive, reverse),
     GlobalMaxPool (PyTorch writes a MaxPool over the whole map), the hyperbolic functions,
     ReduceSumSquare / ReduceLogSum (attribute axes at 13, input axes at 18), ArgMin with
     select_last_index on ties, LogSoftmax's opset-11 form (softmax over the flattened tail)."""
@@ -234,6 +235,17 @@ def single_nodes(a):
            13, rng.standard_normal((2, 3, 4, 6)).astype(np.float32))
     for axis in (1, -1):
         single(a, "hardmax_%d" % axis, [helper.make_node("Hardmax", ["image"], ["logits"], axis=axis)], {}, [2, 3, 4, 5], 13, ties)
+    idx = rng.integers(-4, 4, (2, 3, 4, 5)).astype(np.int64)
+    single(a, "gather_elements", [helper.make_node("GatherElements", ["image", "idx"], ["logits"], axis=2)], {"idx": idx},
+           [2, 3, 4, 5], 13, x)
+    (y, _, _), _ = single(a, "one_hot", [helper.make_node("ArgMax", ["image"], ["am"], axis=1, keepdims=0),
+                                          helper.make_node("OneHot", ["am", "depth", "vals"], ["logits"], axis=1)],
+                          {"depth": np.array([3], np.int64), "vals": np.array([-1.0, 2.5], np.float32)}, [2, 3, 4, 5], 13, x)
+    check(set(np.unique(y)) <= {-1.0, 2.5}, "OneHot writes only its off/on values")
+    single(a, "mod_fmod", [helper.make_node("Mod", ["image", "d"], ["logits"], fmod=1)],
+           {"d": np.array([0.7, -0.3, 1.1, -2.0, 0.5], np.float32)}, [2, 3, 4, 5], 13, x * 3)
+    single(a, "cumsum_exclusive_reverse", [helper.make_node("CumSum", ["image", "ax"], ["logits"], exclusive=1, reverse=1)],
+           {"ax": np.array(-1, np.int64)}, [2, 3, 4, 5], 13, x)
     single(a, "log_softmax_11", [helper.make_node("LogSoftmax", ["image"], ["logits"], axis=1)], {}, [2, 3, 4, 5], 11, x)
 
 
