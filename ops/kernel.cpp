@@ -117,6 +117,8 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
       const int64_t shift = dense && n.op == OpType::Conv ? y[0] * n.p<graph::ConvParams>().pre_shift.dense_macs : 0;
       if (dense && n.op == OpType::Conv && n.p<graph::ConvParams>().dense_out > 0)  // statically pruned: count the model's channels
         return shift + y[0] * n.p<graph::ConvParams>().dense_out * n.p<graph::ConvParams>().dense_in * prod(w, 2) * prod(y, 2);
+      if (dense && n.op == OpType::SluiceGatedConv && n.p<graph::GatedConvParams>().conv.dense_in > 0)  // dead inputs removed
+        return y[0] * y[1] * n.p<graph::GatedConvParams>().conv.dense_in * prod(w, 2) * prod(y, 2);
       return shift + y[0] * y[1] * prod(w, 1) * prod(y, 2);
     }
     case OpType::SluiceShift:

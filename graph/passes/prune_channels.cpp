@@ -9,7 +9,8 @@
 // an unpadded AveragePool. A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
 // every output pixel whose window lies inside the input: exactly a bias term when C has no
 // zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
-// Flatten reads the channel as the column f(v), folded into its bias. A Gemm (Linear) with an
+// Flatten reads the channel as the column f(v), folded into its bias. An FBS gated conv loses
+// a channel that is 0 (its conv and its saliency read nothing from it). A Gemm (Linear) with an
 // all-zero weight column o (ln_structured on a Linear's dim 0) is the same on [N, F] features:
 // output feature o is act(beta * C[o]) for every row, and the Gemms reading it (through
 // elementwise ops and Concats) lose that input, the constant folded into their biases. Anything else reading
@@ -39,7 +40,7 @@ struct Step {
 };
 
 struct Reader {
-  NodeId node;              // Conv or Gemm
+  NodeId node;              // Conv, SluiceGatedConv or Gemm
   std::vector<Step> chain;  // elementwise nodes between P and this reader, in order
   int64_t offset = 0;       // where P's channels start in the reader's input (behind a Concat)
   int64_t spread = 1;       // reader inputs per channel: H*W for a Gemm on a flattened map
@@ -243,6 +244,17 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         readers.push_back({c, chain, offset});
         break;
       }
+      case OpType::SluiceGatedConv: {  // an FBS gated conv: its conv and its saliency read the channel
+        const auto& gp = n.p<GatedConvParams>();
+        if (gp.conv.group != 1 || !gp.conv.pre_shift.empty()) return "read by gated conv " + n.name + " in a form this pass does not rewrite";
+        if (!g.value(n.inputs[1]).is_constant() || !g.value(n.inputs[3]).is_constant() ||
+            g.value(n.inputs[1]).constant.dtype() != DType::Float32 || g.value(n.inputs[3]).constant.dtype() != DType::Float32)
+          return "read by gated conv " + n.name + " with run-time weights";
+        if (n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
+          return "read by gated conv " + n.name + " with a run-time bias";
+        readers.push_back({c, chain, offset});
+        break;
+      }
       case OpType::AveragePool:
       case OpType::MaxPool: {
         if (n.op == OpType::AveragePool) {  // a constant stays itself only when no window reads padding
@@ -417,6 +429,29 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
                     const std::vector<float>& value) {
   const int64_t k = static_cast<int64_t>(keep.size());
   Node& rn = g.node(rid);
+  if (rn.op == OpType::SluiceGatedConv) {
+    // Only channels that are 0 (or that no weight reads) reach here: nothing to fold. The
+    // conv's weights and the predictor's [M, C] lose the same input channels.
+    const Tensor& cw = g.value(rn.inputs[1]).constant;
+    const Tensor& wg = g.value(rn.inputs[3]).constant;
+    const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
+    Tensor cwn(DType::Float32, {cm, k, cw.shape()[2], cw.shape()[3]});
+    Tensor wgn(DType::Float32, {cm, k});
+    for (int64_t mo = 0; mo < cm; ++mo)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t i = keep[static_cast<size_t>(j)];
+        std::copy_n(cw.data<float>() + (mo * m + i) * taps, taps, cwn.data<float>() + (mo * k + j) * taps);
+        wgn.data<float>()[mo * k + j] = wg.data<float>()[mo * m + i];
+      }
+    auto& gp = rn.p<GatedConvParams>();
+    if (gp.conv.dense_in == 0) gp.conv.dense_in = m;
+    const ValueId new_w = new_constant(g, rn.inputs[1], std::move(cwn), "__pruned_in");
+    const ValueId new_wg = new_constant(g, g.node(rid).inputs[3], std::move(wgn), "__pruned_in");
+    Node& rn2 = g.node(rid);
+    set_input(rn2, 1, new_w);
+    set_input(rn2, 3, new_wg);
+    return;
+  }
   if (rn.op == OpType::Conv) {
     const Tensor& cw = g.value(rn.inputs[1]).constant;
     const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
@@ -502,12 +537,15 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
                   const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
                   std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value) {
   const auto m = static_cast<int64_t>(dead.size());
-  bool any_padding = false;
-  for (const Reader& r : readers) any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
+  bool any_padding = false, any_gated = false;
+  for (const Reader& r : readers) {
+    any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
+    any_gated |= g.node(r.node).op == OpType::SluiceGatedConv;
+  }
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0;
+  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (!unread.empty() && unread[static_cast<size_t>(o)]) {  // whatever it holds, nothing reads it
       remove[static_cast<size_t>(o)] = true;
@@ -527,9 +565,14 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
       value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
       if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
         ++kept_nonfinite;
-      } else if (agree && (value[static_cast<size_t>(o)] == 0.f || !any_padding)) {
+      } else if (agree && (value[static_cast<size_t>(o)] == 0.f || (!any_padding && !any_gated))) {
         remove[static_cast<size_t>(o)] = true;
         continue;
+      } else if (agree && any_gated) {
+        // A gated conv's saliency averages the channel: a non-zero constant would have to go
+        // into the predictor's bias, rounded otherwise than the mean the gate computes, and a
+        // near tie in its top-k could turn.
+        ++kept_gated;
       } else {
         ++(agree ? kept_padded : kept_differ);
       }
@@ -543,6 +586,8 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
            " constant channels that readers see as different values (through different ops on the way)";
   if (kept_nonfinite > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
+  if (kept_gated > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
     report.kept_reason = why;
@@ -598,16 +643,20 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
     const Tensor& w = g.value(rn.inputs[1]).constant;
     if (w.dtype() != DType::Float32) return std::vector<bool>(static_cast<size_t>(m), false);
     const float* W = w.data<float>();
-    if (rn.op == OpType::Conv) {
+    if (rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv) {
       const int64_t cm = w.shape()[0], ci = w.shape()[1], taps = w.numel() / std::max<int64_t>(cm * ci, 1);
+      // A gated conv's saliency reads the channel too: its predictor column [M, C] must be zero as well.
+      const float* WG = rn.op == OpType::SluiceGatedConv ? g.value(rn.inputs[3]).constant.data<float>() : nullptr;
       for (int64_t o = 0; o < m; ++o) {
         const int64_t i = r.offset + o;
-        for (int64_t mo = 0; mo < cm && un[static_cast<size_t>(o)]; ++mo)
+        for (int64_t mo = 0; mo < cm && un[static_cast<size_t>(o)]; ++mo) {
+          if (WG && WG[mo * ci + i] != 0.f) un[static_cast<size_t>(o)] = false;
           for (int64_t t = 0; t < taps; ++t)
             if (W[(mo * ci + i) * taps + t] != 0.f) {
               un[static_cast<size_t>(o)] = false;
               break;
             }
+        }
       }
     } else {  // Gemm head: row (or column) i of B
       const bool tb = rn.p<GemmParams>().trans_b;
@@ -649,8 +698,9 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (const Reader& r : readers) {
     const Node& rn = g.node(r.node);
     const Tensor& rw = g.value(rn.inputs[1]).constant;
-    totals.push_back(rn.op == OpType::Conv ? rw.shape()[1]
-                                           : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
+    totals.push_back(rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv
+                         ? rw.shape()[1]
+                         : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
   }
   std::set<ValueId> shrunk;
   for (ValueId v : path)

@@ -621,6 +621,22 @@ def committed_models(a):
         insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
         check(insp["channels_removed"] > 0 or insp["gates_recognised"] > 0,
               "%s: %d channels removed, %d gates recognised" % (name, insp["channels_removed"], insp["gates_recognised"]))
+        if name == "mcifar_fbs_slim_d50.onnx":
+            # FBS + slimming: the stem's zeroed filters (bias 0) feed the first gated conv; they go
+            # from the stem and from that gated conv's conv and saliency inputs.
+            import onnx
+            from onnx import numpy_helper
+            model = onnx.load(path)
+            inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+            stem = next(n for n in model.graph.node if n.op_type == "Conv")
+            w, b = inits[stem.input[1]], inits[stem.input[2]]
+            zeroed = int(sum(1 for o in range(w.shape[0]) if not w[o].any() and b[o] == 0))
+            got = {r["node"]: r["removed"] for r in insp["pruning"]}
+            check(zeroed > 0 and got.get(stem.name) == zeroed and insp["gates_recognised"] == 7,
+                  "%s: the stem's %d zeroed filters removed (%s) with all 7 gates still taken" % (name, zeroed, got.get(stem.name)))
+            check(st["dense_macs"] == 16 * info["p50"]["macs"]["dense"] and st["executed_macs"] < st["dense_macs"],
+                  "%s: dense MACs %d are the model's (%d); executed %d" % (name, st["dense_macs"], 16 * info["p50"]["macs"]["dense"],
+                                                                          st["executed_macs"]))
         for key in ("p50", "p70"):
             if name in ("mcifar_slim_%s.onnx" % key, "mcifar_slim_%s_unfolded.onnx" % key):
                 want = info[key]["macs"]["pruned_channels_removed"]

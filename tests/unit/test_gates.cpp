@@ -346,6 +346,44 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"batch5_odd", with([](GateCase& g) { g.n = 5; g.c = 5; g.m = 11; g.k = 3; g.hw = 9; })}),
     [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
 
+// FBS + network slimming: a stem conv with zeroed filters feeding a gated conv. Filter 1
+// (bias 0: relu gives 0) goes, from the stem and from the gated conv's conv and saliency
+// inputs; filter 4 (bias 0.5: the constant relu(0.5), which the gate's mean would see) stays,
+// and inspect says why. Outputs equal the generic ops; dense MACs stay the model's.
+TEST(GatedConv, ZeroChannelsFeedingItArePrunedNonZeroConstantsKept) {
+  GateCase gc;
+  gc.c = 6;
+  OnnxBuilder b;
+  b.input("x", {gc.n, 4, gc.hw, gc.hw});
+  std::vector<float> w(6 * 4 * 9), bias(6, 0.1f);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 37 % 17) / 17.0 - 0.45);
+  for (int64_t o : {1, 4}) std::fill_n(w.begin() + o * 36, 36, 0.f);
+  bias[1] = 0.f, bias[4] = 0.5f;
+  b.init("sw", {6, 4, 3, 3}, w).init("sb", {6}, bias);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "sw", "sb"}, {"sc"}, "stem"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"sc"}, {"s"});
+  add_gate(b, gc, "g_", "s", "y", 6);
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  const graph::Graph& g = plan.graph();
+  ASSERT_EQ(g.pruning.size(), 1u);
+  EXPECT_EQ(g.pruning[0].dead, 2);
+  EXPECT_EQ(g.pruning[0].removed, 1);
+  EXPECT_NE(g.pruning[0].kept_reason.find("read by a gated conv"), std::string::npos) << g.pruning[0].kept_reason;
+  for (const auto& n : g.nodes)
+    if (!n.dead && n.op == graph::OpType::SluiceGatedConv) {
+      EXPECT_EQ(g.value(n.inputs[1]).shape[1], 5) << "the gated conv reads 5 of the stem's 6 channels";
+      EXPECT_EQ(g.value(n.inputs[3]).shape, (Shape{gc.m, 5})) << "and its predictor too";
+    }
+  Outcome o = run_both(m, {gc.n, 4, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  EXPECT_LT(o.err_off, 1e-5);
+  const LayerStats& l = gated_layer(o.stats);
+  EXPECT_EQ(l.dense_macs, gc.n * gc.m * 6 * 9 * gc.hw * gc.hw) << "dense MACs count the model's 6 input channels";
+  for (const auto& smp : l.samples) EXPECT_EQ(smp.executed_macs, gc.k * 5 * 9 * gc.hw * gc.hw);
+}
+
 TEST(GatedConv, TiesKeepTheLowerIndexAsOnnxTopK) {
   GateCase gc;
   gc.tied_gate = true;
