@@ -6,7 +6,7 @@
 //   x -> GlobalAveragePool | AveragePool(whole map) | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW
 //        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views
 //     -> Gemm | MatMul [+ Add] | 1x1 Conv -> Relu [-> views] = g
-//   winners:   ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
+//   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
@@ -192,6 +192,17 @@ class GateMatcher {
 
   Selection selection(ValueId pi, int64_t m) const {
     Selection s;
+    // zeros.scatter_add(...) exports as zeros + ScatterElements(zeros, ...): an added constant 0
+    // of pi's shape changes no value (a -0 becomes +0, which a product does not tell apart).
+    for (int guard = 0; guard < 4; ++guard) {
+      const Node* add = prod(pi, OpType::Add);
+      if (!add || add->inputs.size() != 2) break;
+      const int zero_side = is_zero(add->inputs[0]) ? 0 : is_zero(add->inputs[1]) ? 1 : -1;
+      if (zero_side < 0) break;
+      const ValueId other = add->inputs[static_cast<size_t>(1 - zero_side)];
+      if (g_.value(other).shape != g_.value(pi).shape) break;
+      pi = other;
+    }
     if (const Node* sc = prod(pi, OpType::ScatterElements)) {
       if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};

@@ -127,7 +127,8 @@ def other_form_models(work):
     a sum over H, W divided by H * W; the mean |x| as an L1 norm over H * W, or as avg_pool2d
     with a kernel the size of the map; the gate after the conv's Relu; g >= t at opset 11
     (Not(Less)); the k-th largest read with torch.gather; the winners as the first k of
-    argsort with their g gathered; the winners' ones written with one_hot. Returns the paths;
+    argsort with their g gathered; the winners' ones written with one_hot; scatter_add into
+    zeros. Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
@@ -165,6 +166,9 @@ def other_form_models(work):
             elif self.form == "argsort_scatter":  # the first k of argsort, values gathered from g
                 i = torch.argsort(g, 1, descending=True)[:, :k]
                 pi = torch.zeros_like(g).scatter(1, i, torch.gather(g, 1, i))
+            elif self.form == "scatter_add":  # exports as zeros + ScatterElements
+                v, i = g.topk(k, 1)
+                pi = torch.zeros_like(g).scatter_add(1, i, v)
             elif self.form == "one_hot_mask":  # ones at the winners written with one_hot
                 pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).to(g.dtype)
             elif self.form in ("slice_ge", "slice_ge_opset11"):  # opset 11 writes >= as Not(Less)
@@ -184,7 +188,7 @@ def other_form_models(work):
     out = []
     for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
-                 "argsort_scatter", "one_hot_mask"):
+                 "argsort_scatter", "one_hot_mask", "scatter_add"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
