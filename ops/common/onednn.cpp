@@ -84,4 +84,14 @@ void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> 
   s.wait();
 }
 
+void execute_forward(const dnnl::primitive& prim, const dnnl::memory::desc& src_md, const void* src,
+                     const dnnl::memory& weights, const dnnl::memory& bias, const dnnl::memory::desc& dst_md, void* dst,
+                     const dnnl::memory::desc& scratch_md, void* scratch) {
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(src_md, engine(), const_cast<void*>(src))},
+                                             {DNNL_ARG_WEIGHTS, weights},
+                                             {DNNL_ARG_DST, dnnl::memory(dst_md, engine(), dst)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, bias);
+  execute(prim, std::move(args), scratch_md, scratch);
+}
+
 }  // namespace sluice::ops::onednn

@@ -43,4 +43,10 @@ bool blocked_form_may_pay(const std::string& impl, int64_t macs);
 void execute(const dnnl::primitive& prim, std::unordered_map<int, dnnl::memory> args,
              const dnnl::memory::desc& scratch_md, void* scratch);
 
+// The common forward call: src and dst at the given pointers, packed weights, and the bias
+// when it is a non-empty memory.
+void execute_forward(const dnnl::primitive& prim, const dnnl::memory::desc& src_md, const void* src,
+                     const dnnl::memory& weights, const dnnl::memory& bias, const dnnl::memory::desc& dst_md, void* dst,
+                     const dnnl::memory::desc& scratch_md, void* scratch);
+
 }  // namespace sluice::ops::onednn

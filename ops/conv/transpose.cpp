@@ -164,11 +164,7 @@ class OneDnnDeconv final : public Kernel {
     prim_ = dnnl::deconvolution_forward(pd);
   }
   void run(const KernelArgs& a) const override {
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md_, onednn::engine(), a.in[0].data)},
-                                         {DNNL_ARG_WEIGHTS, weights_},
-                                         {DNNL_ARG_DST, memory(dst_md_, onednn::engine(), a.out[0].data)}};
-    if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);
-    onednn::execute(prim_, std::move(args), scratch_md_, a.scratch);
+    onednn::execute_forward(prim_, src_md_, a.in[0].data, weights_, bias_, dst_md_, a.out[0].data, scratch_md_, a.scratch);
   }
   std::string name() const override { return "onednn:deconv:" + impl_; }
   size_t scratch_bytes() const override { return scratch_md_.get_size(); }

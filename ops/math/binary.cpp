@@ -203,27 +203,34 @@ void reference_Not(const graph::Node&, std::span<const TensorView> in, std::span
   for (int64_t i = 0; i < out[0].numel(); ++i) y[i] = !x[i];
 }
 
+// Variadic ops: y = f(...f(f(in0, in1), in2)...), every input broadcast to y.
+namespace {
+template <class T, class F>
+void fold_inputs(std::span<const TensorView> in, const TensorView& y, F&& f) {
+  T* Y = y.as<T>();
+  auto s0 = broadcast_strides(in[0].shape, y.shape);
+  const T* A = in[0].as<const T>();
+  if (y.shape.empty()) Y[0] = A[0];
+  else for_each_broadcast(y.shape, s0, s0, [&](int64_t o, int64_t ia, int64_t) { Y[o] = A[ia]; });
+  for (size_t i = 1; i < in.size(); ++i) {
+    TensorView acc{y.dtype, y.shape, Y};
+    broadcast_apply<T, T>(acc, in[i], y, f);
+  }
+}
+}  // namespace
+
 // Max / Min: 1..N inputs broadcast together; NaN propagates as in ONNX Runtime.
 namespace {
 template <bool kMax>
 void extremum(std::span<const TensorView> in, const TensorView& y) {
   dispatch_numeric(in[0].dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (!std::is_same_v<T, bool>) {
-      T* Y = y.as<T>();
-      auto s0 = broadcast_strides(in[0].shape, y.shape);
-      const T* A = in[0].as<const T>();
-      if (y.shape.empty()) Y[0] = A[0];
-      else for_each_broadcast(y.shape, s0, s0, [&](int64_t o, int64_t ia, int64_t) { Y[o] = A[ia]; });
-      for (size_t i = 1; i < in.size(); ++i) {
-        TensorView acc{y.dtype, y.shape, Y};
-        broadcast_apply<T, T>(acc, in[i], y, [](T a, T b) {
-          if constexpr (std::is_floating_point_v<T>)
-            if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<T>::quiet_NaN();
-          return kMax ? std::max(a, b) : std::min(a, b);
-        });
-      }
-    }
+    if constexpr (!std::is_same_v<T, bool>)
+      fold_inputs<T>(in, y, [](T a, T b) {
+        if constexpr (std::is_floating_point_v<T>)
+          if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<T>::quiet_NaN();
+        return kMax ? std::max(a, b) : std::min(a, b);
+      });
   });
 }
 void infer_extremum(InferContext& ctx) {
@@ -244,15 +251,8 @@ void sum_inputs(std::span<const TensorView> in, const TensorView& y, bool mean) 
   dispatch_numeric(in[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_floating_point_v<T>) {
+      fold_inputs<T>(in, y, [](T a, T b) { return a + b; });
       T* Y = y.as<T>();
-      auto s0 = broadcast_strides(in[0].shape, y.shape);
-      const T* A = in[0].as<const T>();
-      if (y.shape.empty()) Y[0] = A[0];
-      else for_each_broadcast(y.shape, s0, s0, [&](int64_t o, int64_t ia, int64_t) { Y[o] = A[ia]; });
-      for (size_t i = 1; i < in.size(); ++i) {
-        TensorView acc{y.dtype, y.shape, Y};
-        broadcast_apply<T, T>(acc, in[i], y, [](T a, T b) { return a + b; });
-      }
       if (mean)
         for (int64_t o = 0; o < y.numel(); ++o) Y[o] /= static_cast<T>(in.size());
     }
