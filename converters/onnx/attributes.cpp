@@ -106,8 +106,18 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       return p;
     }
     case OpType::ConvTranspose: {
+      // The window attributes as given: their rank is the input's, which inference knows (a
+      // 1-D ConvTranspose may give strides without kernel_shape).
       ConvTransposeParams p;
-      parse_window(a, p);
+      p.kernel_shape = a.ints("kernel_shape");
+      for (int64_t k : p.kernel_shape)
+        if (k <= 0) a.fail("attribute 'kernel_shape' has " + std::to_string(k) + "; every entry must be >= 1");
+      p.strides = a.ints("strides");
+      p.dilations = a.ints("dilations");
+      p.pads = a.ints("pads");
+      p.auto_pad = a.s("auto_pad", "NOTSET");
+      if (p.auto_pad != "NOTSET" && p.auto_pad != "VALID" && p.auto_pad != "SAME_UPPER" && p.auto_pad != "SAME_LOWER")
+        a.fail("unknown auto_pad '" + p.auto_pad + "'");
       p.group = a.i("group", 1);
       if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
       p.output_padding = a.ints("output_padding");
@@ -194,7 +204,8 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::SpaceToDepth: {
       if (!a.has("blocksize")) a.fail("attribute 'blocksize' is required");
       BlockParams p{a.i("blocksize", 0), false};
-      if (p.blocksize < 1) a.fail("blocksize must be >= 1, got " + std::to_string(p.blocksize));
+      if (p.blocksize < 1 || p.blocksize > 65536)
+        a.fail("blocksize must be between 1 and 65536, got " + std::to_string(p.blocksize));
       if (t == OpType::DepthToSpace) {
         const std::string mode = a.s("mode", "DCR");
         if (mode != "DCR" && mode != "CRD") a.fail("mode must be 'DCR' or 'CRD', got '" + mode + "'");

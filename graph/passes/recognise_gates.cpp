@@ -146,7 +146,11 @@ class GateMatcher {
       // torch.gather(values, 1, full((N, 1), p)): entry p of every row; constant indices, all one value.
       const Value& iv = g_.value(ge->inputs[1]);
       const int64_t axis = ge->p<AxisParams>().axis;
-      if ((axis != 1 && axis != -1) || !iv.is_constant() || iv.shape.size() != 2 || iv.shape[1] != 1) throw wrong;
+      // One index row per sample: fewer rows (torch.gather(v, 1, full((1, 1), p))) give the
+      // first sample's threshold to every sample, which no per-sample gate computes.
+      if ((axis != 1 && axis != -1) || !iv.is_constant() || iv.shape.size() != 2 || iv.shape[1] != 1 ||
+          iv.shape[0] != g_.value(thr).shape[0] || g_.value(thr).shape[0] != g_.value(gv).shape[0])
+        throw wrong;
       std::vector<int64_t> idx;
       for (int64_t i = 0; i < iv.constant.numel(); ++i)
         idx.push_back(iv.constant.dtype() == DType::Int64 ? iv.constant.data<int64_t>()[i]

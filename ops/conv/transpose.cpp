@@ -55,20 +55,27 @@ void infer_ConvTranspose(InferContext& ctx) {
     ctx.fail("output_shape " + shape_str(p.output_shape) + " must have " + std::to_string(sr) + " spatial entries");
   const bool same = p.auto_pad == "SAME_UPPER" || p.auto_pad == "SAME_LOWER";
   for (size_t i = 0; i < sr; ++i) {
-    const int64_t in = x.shape[2 + i], k = (p.kernel_shape[i] - 1) * p.dilations[i] + 1;
-    const int64_t full = p.strides[i] * (in - 1) + p.output_padding[i] + k;  // the output with no padding
+    const int64_t in = x.shape[2 + i];
+    int64_t k = 0, step = 0, full = 0;  // the output with no padding: strides (in - 1) + output_padding + k
+    if (__builtin_mul_overflow(p.kernel_shape[i] - 1, p.dilations[i], &k) || __builtin_add_overflow(k, 1, &k) ||
+        __builtin_mul_overflow(p.strides[i], std::max<int64_t>(in - 1, 0), &step) ||
+        __builtin_add_overflow(step, p.output_padding[i] + k, &full) || full > (int64_t{1} << 40))
+      ctx.fail("the output along spatial axis " + std::to_string(i) + " (strides " + shape_str(p.strides) + ", dilations " +
+               shape_str(p.dilations) + ", kernel " + shape_str(p.kernel_shape) + ") is too large");
     if (p.auto_pad == "VALID") p.pads[i] = p.pads[i + sr] = 0;
     int64_t o = full - p.pads[i] - p.pads[i + sr];
     if (!target.empty() || same) {
       o = !target.empty() ? target[i] : in * p.strides[i];
       const int64_t total = full - o;
       if (total < 0 && target.empty()) ctx.fail("auto_pad gives a negative padding");
-      // The spec's total / 2 floors (a larger output_shape than the kernel reaches gives a
-      // negative total: the extra entries go at the end, bias only).
-      const int64_t half = total >= 0 ? total / 2 : -((1 - total) / 2);
       const bool upper = p.auto_pad == "SAME_UPPER";
-      p.pads[i] = upper ? half : total - half;
-      p.pads[i + sr] = upper ? total - half : half;
+      if (total >= 0) {
+        p.pads[i] = upper ? total / 2 : total - total / 2;
+        p.pads[i + sr] = upper ? total - total / 2 : total / 2;
+      } else {  // an output_shape past the kernel's reach: the extra entries at the end, bias only (as ONNX Runtime)
+        p.pads[i] = 0;
+        p.pads[i + sr] = total;
+      }
     }
     if (o <= 0) ctx.fail("the output would have " + std::to_string(o) + " entries along spatial axis " + std::to_string(i));
     out.push_back(o);

@@ -287,6 +287,8 @@ void reference_Mod(const graph::Node& node, std::span<const TensorView> in, std:
     using T = decltype(a);
     if constexpr (std::is_integral_v<T>) {
       if (b == 0) throw Error("node '" + node.name + "' (Mod): integer division by zero");
+      if constexpr (std::is_signed_v<T>)
+        if (b == -1) return T{0};  // every remainder by -1 is 0 (and INT_MIN % -1 traps)
       T r = static_cast<T>(a % b);
       if (!fmod && r != 0 && ((r < 0) != (b < 0))) r = static_cast<T>(r + b);
       return r;

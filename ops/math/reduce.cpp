@@ -62,8 +62,52 @@ void infer_reduce(InferContext& ctx) {
 
 enum class Reduction { Mean, Sum, Max, Min, Prod, L1, L2, SumSquare, LogSum, LogSumExp };
 
+// ReduceLogSumExp as max + log(sum(e^(x - max))) in double: no overflow for large x, and
+// integer inputs are not truncated before the sum; for integers the log part is truncated on
+// its own and added to the max, as ONNX Runtime computes it.
+void log_sum_exp(const graph::ReduceParams& p, const TensorView& x, const TensorView& y) {
+  const size_t rank = x.shape.size();
+  Shape kept(rank);
+  for (size_t i = 0; i < rank; ++i)
+    kept[i] = std::binary_search(p.axes.begin(), p.axes.end(), static_cast<int64_t>(i)) ? 1 : x.shape[i];
+  auto so = broadcast_strides(kept, x.shape);
+  const int64_t outn = y.numel();
+  std::vector<double> mx(static_cast<size_t>(outn), -std::numeric_limits<double>::infinity()), sum(static_cast<size_t>(outn), 0);
+  dispatch_numeric(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, bool>) {
+      const T* X = x.as<const T>();
+      auto each = [&](auto&& f) {
+        if (rank == 0) f(0, 0);
+        else for_each_broadcast(x.shape, strides_of(x.shape), so, [&](int64_t, int64_t i, int64_t o) { f(i, o); });
+      };
+      each([&](int64_t i, int64_t o) { mx[static_cast<size_t>(o)] = std::max(mx[static_cast<size_t>(o)], static_cast<double>(X[i])); });
+      each([&](int64_t i, int64_t o) {
+        const double m = mx[static_cast<size_t>(o)];
+        sum[static_cast<size_t>(o)] += std::isinf(m) ? std::exp(static_cast<double>(X[i])) : std::exp(static_cast<double>(X[i]) - m);
+      });
+      T* Y = y.as<T>();
+      for (int64_t o = 0; o < outn; ++o) {
+        const double m = mx[static_cast<size_t>(o)], s = sum[static_cast<size_t>(o)];
+        if constexpr (std::is_integral_v<T>)  // max + (T) log(sum), as ONNX Runtime rounds it
+          Y[o] = static_cast<T>(static_cast<T>(m) + static_cast<T>(std::log(s)));
+        else
+          Y[o] = static_cast<T>(std::isinf(m) ? std::log(s) : m + std::log(s));
+      }
+    }
+  });
+}
+
 void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, Reduction r) {
   const auto& p = node.p<graph::ReduceParams>();
+  if (p.noop_with_empty_axes) {  // no axes and noop_with_empty_axes: the input as it is (no |x|, x^2 or log)
+    std::copy_n(x.as<const std::byte>(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype), y.as<std::byte>());
+    return;
+  }
+  if (r == Reduction::LogSumExp) {
+    log_sum_exp(p, x, y);
+    return;
+  }
   const size_t rank = x.shape.size();
   std::vector<bool> reduced(rank, false);
   for (int64_t a : p.axes) reduced[static_cast<size_t>(a)] = true;
@@ -166,8 +210,8 @@ void reference_ReduceLogSumExp(const graph::Node& n, std::span<const TensorView>
 }
 
 // ArgMax / ArgMin: int64 indices along one axis; the first extreme, or the last with
-// select_last_index. A NaN counts as the extreme (the first NaN, or the last), as NumPy's
-// argmax does.
+// select_last_index. NaNs compare false, as in ONNX Runtime: a NaN after the first entry is
+// passed over (NumPy would return it).
 void infer_arg(InferContext& ctx) {
   auto& p = ctx.node().p<graph::ArgParams>();
   const auto& x = ctx.in(0);
@@ -201,10 +245,6 @@ void arg(const graph::Node& node, const TensorView& x, const TensorView& y) {
             const T v = X[(o * len + k) * inner + j];
             bool better = kMax ? v > bv : v < bv;
             if (p.select_last_index) better = better || v == bv;
-            if constexpr (std::is_floating_point_v<T>) {
-              if (bv != bv) better = p.select_last_index && v != v;  // a NaN holds, up to a later NaN
-              else if (v != v) better = true;
-            }
             if (better) best = k, bv = v;
           }
           Y[o * inner + j] = best;
@@ -301,9 +341,14 @@ void softmax(const graph::Node& node, std::span<const TensorView> in, std::span<
           for (int64_t k = 0; k < len; ++k) mx = std::max(mx, X[at(k)]);
           T sum = 0;
           if constexpr (kHard) {
-            int64_t first = 0;
+            // The maximum as ONNX Runtime scans for it, from the first entry with <: a NaN first
+            // stays the maximum (and no entry equals it: all 0), a NaN later is passed over.
+            T hm = X[at(0)];
+            for (int64_t k = 1; k < len; ++k)
+              if (hm < X[at(k)]) hm = X[at(k)];
+            int64_t first = -1;
             for (int64_t k = 0; k < len; ++k)
-              if (X[at(k)] == mx) {
+              if (X[at(k)] == hm) {
                 first = k;
                 break;
               }

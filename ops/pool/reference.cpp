@@ -71,7 +71,7 @@ void infer_GlobalAveragePool(InferContext& ctx) {
 
 void infer_GlobalMaxPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
 
-// The largest value of each plane; a NaN anywhere in the plane gives NaN.
+// The largest value of each plane; NaNs are passed over, as in ONNX Runtime.
 void reference_GlobalMaxPool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   const int64_t planes = in[0].shape[0] * in[0].shape[1];
   const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
@@ -79,14 +79,7 @@ void reference_GlobalMaxPool(const graph::Node&, std::span<const TensorView> in,
   float* Y = out[0].as<float>();
   for (int64_t pl = 0; pl < planes; ++pl) {
     float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < size; ++i) {
-      const float v = X[pl * size + i];
-      if (v != v) {
-        m = v;
-        break;
-      }
-      m = std::max(m, v);
-    }
+    for (int64_t i = 0; i < size; ++i) m = std::max(m, X[pl * size + i]);  // max(m, NaN) is m
     Y[pl] = m;
   }
 }

@@ -184,15 +184,17 @@ void infer_block(InferContext& ctx, bool to_space) {
   const auto& x = ctx.in(0);
   const int64_t b = ctx.node().p<graph::BlockParams>().blocksize;
   if (x.shape.size() != 4) ctx.fail("input must be 4-D [N, C, H, W], got " + shape_str(x.shape));
+  if (b > 65536) ctx.fail("blocksize " + std::to_string(b) + " is larger than 65536");
   Shape out = x.shape;
   if (to_space) {
-    if (b > 1 << 20 || x.shape[1] % (b * b))
+    if (x.shape[1] % (b * b))
       ctx.fail("channels (" + std::to_string(x.shape[1]) + ") must be a multiple of blocksize^2 (blocksize " + std::to_string(b) + ")");
     out[1] /= b * b, out[2] *= b, out[3] *= b;
   } else {
     if (x.shape[2] % b || x.shape[3] % b)
       ctx.fail("height and width (" + std::to_string(x.shape[2]) + ", " + std::to_string(x.shape[3]) +
                ") must be multiples of blocksize " + std::to_string(b));
+    if (out[1] > INT64_MAX / (b * b)) ctx.fail("channels x blocksize^2 overflow");
     out[1] *= b * b, out[2] /= b, out[3] /= b;
   }
   checked_numel(ctx, out);

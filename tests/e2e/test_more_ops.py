@@ -249,6 +249,60 @@ def single_nodes(a):
     single(a, "log_softmax_11", [helper.make_node("LogSoftmax", ["image"], ["logits"], axis=1)], {}, [2, 3, 4, 5], 11, x)
 
 
+def edge_values(a):
+    """Values at the edges of the new ops: LogSumExp of large magnitudes (max subtracted) and of
+    integers, noop_with_empty_axes on the new reductions, INT64_MIN % -1, ConvTranspose output
+    shapes two or three past the kernel's reach (the extra entries at the end, as ORT), and NaN
+    in ArgMax, Hardmax and GlobalMaxPool (as ORT: a NaN after the first entry is passed over)."""
+    big = np.array([[1000., 1000.], [-1000., -1000.], [1., 2.]], np.float32)
+    single(a, "logsumexp_big", [helper.make_node("ReduceLogSumExp", ["image"], ["logits"], axes=[1], keepdims=0)], {},
+           [3], 13, big)
+    for op in ("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"):
+        x = np.abs(np.random.default_rng(9).standard_normal((2, 3)).astype(np.float32)) + 0.5
+        x[0, 1] = -x[0, 1] if op != "ReduceLogSum" else x[0, 1]
+        single(a, "noop_" + op.lower(), [helper.make_node(op, ["image", "axes"], ["logits"], noop_with_empty_axes=1)],
+               {"axes": np.array([], np.int64)}, [2, 3], 18, x)
+    for name, auto_pad, out_shape, width in (("notset_3", "NOTSET", [3], 1), ("same_upper_2", "SAME_UPPER", [2], 1)):
+        node = helper.make_node("ConvTranspose", ["image", "w", "b"], ["logits"], output_shape=out_shape, auto_pad=auto_pad)
+        single(a, "convtranspose_oshape_" + name, [node], {"w": np.ones((1, 1, 1), np.float32), "b": np.array([0.5], np.float32)},
+               [1, 1, out_shape[0]], 13, np.full((1, 1, width), 10., np.float32))
+    x = np.array([[1, np.nan, 3, 2], [np.nan, 5, 1, 0]], np.float32)
+    single(a, "argmax_nan", [helper.make_node("ArgMax", ["image"], ["logits"], axis=1, keepdims=0)], {}, [2], 13, x,
+           out_type=TensorProto.INT64, tol=0)
+    single(a, "hardmax_nan", [helper.make_node("Hardmax", ["image"], ["logits"], axis=1)], {}, [2, 4], 13, x)
+    single(a, "global_max_pool_nan", [helper.make_node("GlobalMaxPool", ["image"], ["logits"])], {}, [1, 2, 1, 1], 13,
+           x.reshape(1, 2, 2, 2))
+
+
+def int_edges(a):
+    """Integer inputs, which the float image input cannot carry: Mod of INT64_MIN by -1 (0, not
+    a trap) and an integer ReduceLogSumExp (summed as exp in double, not truncated first)."""
+    import onnxruntime as ort
+
+    from e2e_util import run_sluice
+    cases = [("mod_min", [helper.make_node("Mod", ["v", "d"], ["y"])], {"d": np.array([-1, 3], np.int64)},
+              np.array([np.iinfo(np.int64).min, -7], np.int64), [2]),
+             ("logsumexp_int", [helper.make_node("ReduceLogSumExp", ["v"], ["y"], axes=[0], keepdims=0)], {},
+              np.array([-3, -4, -5], np.int64), [])]
+    for name, nodes, inits, v, out_shape in cases:
+        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("v", TensorProto.INT64, list(v.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, out_shape)],
+                              [numpy_helper.from_array(t, k) for k, t in inits.items()])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, name + ".onnx")
+        onnx.save(m, path)
+        np.save(os.path.join(a.work_dir, name + "_v.npy"), v)
+        run_sluice(a, "run", path, "--input", "v=" + os.path.join(a.work_dir, name + "_v.npy"), "--output-dir",
+                   os.path.join(a.work_dir, name + "_out"))
+        y = np.load(os.path.join(a.work_dir, name + "_out", "y.npy"))
+        want = {"mod_min": np.array([0, 2], np.int64), "logsumexp_int": np.array(-3, np.int64)}[name]
+        check(np.array_equal(y, want), "%s: %s (expected %s)" % (name, y.tolist(), want.tolist()))
+        if name == "logsumexp_int":  # ORT agrees; its Mod of INT64_MIN by -1 traps like C's %
+            ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"v": v})[0]
+            check(np.array_equal(y, ref), "%s: equals ORT's %s" % (name, ref.tolist()))
+
+
 def bad_attributes(a):
     x = np.zeros((2, 3), np.float32)
     for name, node, out_type in (("argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), TensorProto.INT64),
@@ -270,8 +324,22 @@ def bad_attributes(a):
     path = os.path.join(a.work_dir, "bad_convtranspose_output_padding.onnx")
     onnx.save(m, path)
     expect_refusal(a, path, "output_padding", "ConvTranspose output_padding >= stride")
+    # Sizes that overflow 64 bits: refused by name, not computed wrapped (or crashing ONNX's inference).
+    for name, node, inits, xs in (
+            ("depth_to_space_blocksize", helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2 ** 32, name="d2s"),
+             {}, [1, 4, 2, 2]),
+            ("convtranspose_dilation", helper.make_node("ConvTranspose", ["image", "w"], ["logits"], dilations=[2 ** 62 + 1, 1],
+                                                        name="ctd"), {"w": np.ones((1, 1, 5, 1), np.float32)}, [1, 1, 3, 3])):
+        g = helper.make_graph([node], name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, xs)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
+        onnx.save(m, path)
+        expect_refusal(a, path, node.name, name + " overflowing 64 bits")
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, single_nodes,
-                                 bad_attributes]))
+    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, single_nodes, edge_values,
+                                 int_edges, bad_attributes]))
