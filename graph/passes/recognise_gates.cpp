@@ -151,11 +151,7 @@ class GateMatcher {
       if ((axis != 1 && axis != -1) || !iv.is_constant() || iv.shape.size() != 2 || iv.shape[1] != 1 ||
           iv.shape[0] != g_.value(thr).shape[0] || g_.value(thr).shape[0] != g_.value(gv).shape[0])
         throw wrong;
-      std::vector<int64_t> idx;
-      for (int64_t i = 0; i < iv.constant.numel(); ++i)
-        idx.push_back(iv.constant.dtype() == DType::Int64 ? iv.constant.data<int64_t>()[i]
-                      : iv.constant.dtype() == DType::Int32 ? iv.constant.data<int32_t>()[i]
-                                                            : -1);
+      const std::vector<int64_t> idx = const_ints(g_, *ge, 1);  // int64 or int32 (shape inference checked)
       if (idx.empty() || std::any_of(idx.begin(), idx.end(), [&](int64_t i) { return i != idx[0]; })) throw wrong;
       vals = ge->inputs[0], pos = idx[0];
     } else if (const Node* tk = prod(thr, OpType::TopK); tk && tk->outputs[0] == thr && topk_k(*tk) == 1) {
