@@ -136,6 +136,17 @@ struct BlockParams {  // DepthToSpace / SpaceToDepth
   bool crd = false;  // DepthToSpace mode CRD (else DCR)
 };
 
+struct ResizeParams {  // Resize (and Upsample, as Resize with asymmetric coordinates)
+  std::string mode = "nearest";         // nearest, linear or cubic
+  float cubic_a = -0.75f;
+  bool exclude_outside = false;         // cubic: taps outside the input get weight 0 (the rest renormalised)
+  std::string coordinates = "half_pixel";  // coordinate_transformation_mode
+  std::string nearest_mode = "round_prefer_floor";
+  std::vector<int64_t> axes;            // opset 18; empty: all
+  std::vector<float> scales;            // Upsample opset 7's attribute; else from the inputs
+  std::vector<double> resolved;         // per input dim, output / input scale (set by inference)
+};
+
 struct ModParams {
   bool fmod = false;  // C fmod (the dividend's sign); else the divisor's sign, as Python's %
 };
@@ -247,6 +258,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
-                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams>;
+                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams>;
 
 }  // namespace sluice::graph

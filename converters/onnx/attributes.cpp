@@ -157,6 +157,38 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::GatherElements: return AxisParams{a.i("axis", 0)};
     case OpType::OneHot: return AxisParams{a.i("axis", -1)};
     case OpType::Mod: return ModParams{a.flag("fmod", false)};
+    case OpType::Resize:
+    case OpType::Upsample: {
+      ResizeParams p;
+      const std::string mode = a.s("mode", "nearest");
+      if (mode != "nearest" && mode != "linear" && !(t == OpType::Upsample && mode == "bilinear") &&
+          !(t == OpType::Resize && mode == "cubic"))
+        a.fail("mode '" + mode + "' is not supported (nearest, linear, cubic)");
+      p.mode = mode == "bilinear" ? "linear" : mode;
+      p.cubic_a = a.f("cubic_coeff_a", -0.75f);
+      p.exclude_outside = a.flag("exclude_outside", false);
+      if (t == OpType::Upsample) {  // opset 7-9: asymmetric coordinates, nearest by floor
+        p.coordinates = "asymmetric";
+        p.nearest_mode = "floor";
+        if (a.has("scales")) {
+          for (int64_t i = 0; i < a.get("scales")->floats_size(); ++i) p.scales.push_back(a.get("scales")->floats(static_cast<int>(i)));
+        }
+        return p;
+      }
+      p.coordinates = a.s("coordinate_transformation_mode", opset < 11 ? "asymmetric" : "half_pixel");
+      if (p.coordinates != "half_pixel" && p.coordinates != "pytorch_half_pixel" && p.coordinates != "align_corners" &&
+          p.coordinates != "asymmetric" && p.coordinates != "tf_half_pixel_for_nn" && p.coordinates != "half_pixel_symmetric")
+        a.fail("coordinate_transformation_mode '" + p.coordinates + "' is not supported");
+      p.nearest_mode = a.s("nearest_mode", opset < 11 ? "round_prefer_floor" : "round_prefer_floor");
+      if (p.nearest_mode != "round_prefer_floor" && p.nearest_mode != "round_prefer_ceil" && p.nearest_mode != "floor" &&
+          p.nearest_mode != "ceil")
+        a.fail("nearest_mode '" + p.nearest_mode + "' is not supported");
+      if (a.i("antialias", 0) != 0) a.fail("antialias = 1 is not supported");
+      const std::string policy = a.s("keep_aspect_ratio_policy", "stretch");
+      if (policy != "stretch") a.fail("keep_aspect_ratio_policy '" + policy + "' is not supported (stretch)");
+      p.axes = a.ints("axes");
+      return p;
+    }
     case OpType::CumSum: return CumSumParams{a.flag("exclusive", false), a.flag("reverse", false)};
     case OpType::Softmax:
     case OpType::LogSoftmax:

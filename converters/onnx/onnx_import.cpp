@@ -441,7 +441,8 @@ class Importer {
   // form, for the check alone (the import reads the original, with the newer semantics):
   //   the axes input and noop_with_empty_axes of every Reduce op but ReduceSum (18), Pad axes
   //   input (18): dropped
-  //   Split num_outputs (18), AveragePool dilations (19), Cast saturate (19): dropped
+  //   Split num_outputs (18), Resize axes/antialias/keep_aspect_ratio_policy (18), AveragePool
+  //   dilations (19), Cast saturate (19): dropped
   //   Gelu (new in 20): checked as an Identity, which has its signature
   // (Local functions are inlined, and gone from the model, before this.)
   void restate_for_checker(op::ModelProto& m) const {
@@ -466,6 +467,8 @@ class Importer {
         drop_attr(n, "noop_with_empty_axes");
       } else if (t == "Pad") {
         keep_inputs(n, 3);
+      } else if (t == "Resize") {  // 18: axes, antialias, keep_aspect_ratio_policy
+        for (const char* a : {"axes", "antialias", "keep_aspect_ratio_policy"}) drop_attr(n, a);
       } else if (t == "Split") {
         drop_attr(n, "num_outputs");
       } else if (t == "AveragePool" && opset >= 19) {

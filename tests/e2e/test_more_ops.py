@@ -5,7 +5,7 @@ ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, 
 and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
 reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
 InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
-GatherElements, OneHot, Mod, CumSum, and ConvTranspose (1-D and 2-D).
+GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), and Resize / Upsample.
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -185,6 +185,61 @@ def conv_transpose(a):
           "ConvTranspose with an output_shape past the kernel's reach: [1, 3, 10, 8]")
 
 
+def resize(a):
+    """Resize as PyTorch's F.interpolate exports it (constant scales or sizes): nearest, bilinear
+    with and without align_corners, bicubic, downsampling, and an FPN-style top-down add; and
+    single nodes for every coordinate mode and nearest rounding with constant scales, cubic with
+    exclude_outside, axes (opset 18), and Upsample at opset 9."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            top = self.c1(x)  # 7 x 9 from 13 x 17
+            if self.kind == "nearest":
+                return F.interpolate(top, scale_factor=2, mode="nearest")
+            if self.kind == "bilinear":
+                return F.interpolate(top, scale_factor=2, mode="bilinear", align_corners=False)
+            if self.kind == "bilinear_corners":
+                return F.interpolate(top, size=(13, 17), mode="bilinear", align_corners=True)
+            if self.kind == "bicubic":
+                return F.interpolate(top, scale_factor=3, mode="bicubic", align_corners=False)
+            if self.kind == "down":
+                return F.interpolate(top, scale_factor=0.5, mode="bilinear", align_corners=False)
+            return self.c2(x) + F.interpolate(top, size=x.shape[2:], mode="nearest")  # fpn
+
+    x = np.random.default_rng(10).standard_normal((2, 3, 13, 17)).astype(np.float32)
+    for kind in ("nearest", "bilinear", "bilinear_corners", "bicubic", "down", "fpn"):
+        torch.manual_seed(0)
+        path = export(a, Net(kind), "resize_" + kind, (2, 3, 13, 17))
+        expect_ops(path, {"Resize"})
+        run_vs_ort(a, path, x, "resize_" + kind)
+    x = np.random.default_rng(11).standard_normal((1, 2, 5, 7)).astype(np.float32)
+    roi = np.array([], np.float32)
+    for coords in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn"):
+        for mode, nearest in (("nearest", "round_prefer_floor"), ("nearest", "round_prefer_ceil"), ("nearest", "floor"),
+                              ("nearest", "ceil"), ("linear", "floor"), ("cubic", "floor")):
+            for sc in ((1, 1, 2.5, 1.6), (1, 1, 0.6, 0.45)):
+                node = helper.make_node("Resize", ["image", "roi", "scales"], ["logits"], mode=mode, nearest_mode=nearest,
+                                        coordinate_transformation_mode=coords)
+                out = [1, 2, int(5 * sc[2]), int(7 * sc[3])]
+                single(a, "resize_%s_%s_%s_%s" % (coords, mode, nearest, "up" if sc[2] > 1 else "down"), [node],
+                       {"roi": roi, "scales": np.array(sc, np.float32)}, out, 13, x)
+    node = helper.make_node("Resize", ["image", "roi", "scales"], ["logits"], mode="cubic", cubic_coeff_a=-0.5, exclude_outside=1)
+    single(a, "resize_cubic_exclude_outside", [node], {"roi": roi, "scales": np.array([1, 1, 2.0, 0.5], np.float32)},
+           [1, 2, 10, 3], 13, x)
+    node = helper.make_node("Resize", ["image", "", "", "sizes"], ["logits"], mode="linear", axes=[3, 2])
+    single(a, "resize_axes_18", [node], {"sizes": np.array([11, 4], np.int64)}, [1, 2, 4, 11], 18, x)
+    node = helper.make_node("Upsample", ["image", "scales"], ["logits"], mode="nearest")
+    single(a, "upsample_9", [node], {"scales": np.array([1, 1, 2, 3], np.float32)}, [1, 2, 10, 21], 9, x)
+
+
 def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOAT, tol=1e-4):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
                           [helper.make_tensor_value_info("logits", out_type, out_shape)],
@@ -341,5 +396,5 @@ def bad_attributes(a):
 
 
 if __name__ == "__main__":
-    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, single_nodes, edge_values,
-                                 int_edges, bad_attributes]))
+    sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
+                                 edge_values, int_edges, bad_attributes]))
