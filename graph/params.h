@@ -141,7 +141,7 @@ struct ResizeParams {  // Resize (and Upsample, as Resize with asymmetric coordi
   float cubic_a = -0.75f;
   bool exclude_outside = false;         // cubic: taps outside the input get weight 0 (the rest renormalised)
   std::string coordinates = "half_pixel";  // coordinate_transformation_mode
-  std::string nearest_mode = "round_prefer_floor";
+  std::string nearest_mode = "round_prefer_floor";  // or "simple" (opset < 11): floor up, ceil down
   std::vector<int64_t> axes;            // opset 18; empty: all
   std::vector<float> scales;            // Upsample opset 7's attribute; else from the inputs
   std::vector<double> resolved;         // per input dim, output / input scale (set by inference)

@@ -167,9 +167,9 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       p.mode = mode == "bilinear" ? "linear" : mode;
       p.cubic_a = a.f("cubic_coeff_a", -0.75f);
       p.exclude_outside = a.flag("exclude_outside", false);
-      if (t == OpType::Upsample) {  // opset 7-9: asymmetric coordinates, nearest by floor
+      if (t == OpType::Upsample) {  // opset 7-9: asymmetric coordinates, nearest as ORT's "simple"
         p.coordinates = "asymmetric";
-        p.nearest_mode = "floor";
+        p.nearest_mode = "simple";
         if (a.has("scales")) {
           for (int64_t i = 0; i < a.get("scales")->floats_size(); ++i) p.scales.push_back(a.get("scales")->floats(static_cast<int>(i)));
         }
@@ -179,9 +179,11 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       if (p.coordinates != "half_pixel" && p.coordinates != "pytorch_half_pixel" && p.coordinates != "align_corners" &&
           p.coordinates != "asymmetric" && p.coordinates != "tf_half_pixel_for_nn" && p.coordinates != "half_pixel_symmetric")
         a.fail("coordinate_transformation_mode '" + p.coordinates + "' is not supported");
-      p.nearest_mode = a.s("nearest_mode", opset < 11 ? "round_prefer_floor" : "round_prefer_floor");
+      // Opset 10 has no nearest_mode: ONNX Runtime keeps Upsample's rule ("simple": floor when
+      // upsampling, ceil when downsampling).
+      p.nearest_mode = opset < 11 ? "simple" : a.s("nearest_mode", "round_prefer_floor");
       if (p.nearest_mode != "round_prefer_floor" && p.nearest_mode != "round_prefer_ceil" && p.nearest_mode != "floor" &&
-          p.nearest_mode != "ceil")
+          p.nearest_mode != "ceil" && p.nearest_mode != "simple")
         a.fail("nearest_mode '" + p.nearest_mode + "' is not supported");
       if (a.i("antialias", 0) != 0) a.fail("antialias = 1 is not supported");
       const std::string policy = a.s("keep_aspect_ratio_policy", "stretch");

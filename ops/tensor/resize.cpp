@@ -58,6 +58,9 @@ void infer_resize(InferContext& ctx) {
     if (!scales.empty() && !sizes.empty()) ctx.fail("give scales or sizes, not both");
   }
   if (scales.empty() && sizes.empty()) ctx.fail("needs scales or sizes");
+  if (upsample)
+    for (double sc : scales)
+      if (sc < 1) ctx.fail("Upsample scales must be >= 1 (the spec's rule), got " + std::to_string(sc) + "; downsampling is Resize's");
   // Axes (opset 18): scales / sizes name only those axes; the others keep their size.
   std::vector<int64_t> axes = p.axes;
   if (axes.empty())
@@ -104,9 +107,10 @@ float source_coordinate(const std::string& mode, float o, float scale, int64_t i
   return (o + 0.5f) / scale - 0.5f;  // half_pixel
 }
 
-int64_t nearest_index(const std::string& mode, double c, int64_t in) {
+int64_t nearest_index(const std::string& mode, double c, int64_t in, bool down) {
   double r;
-  if (mode == "floor") r = std::floor(c);
+  if (mode == "simple") r = down ? std::ceil(c) : std::trunc(c);
+  else if (mode == "floor") r = std::floor(c);
   else if (mode == "ceil") r = std::ceil(c);
   else if (mode == "round_prefer_ceil") r = std::round(c);  // halves away from zero: up for c >= 0
   else r = (c - std::floor(c) == 0.5) ? std::floor(c) : std::round(c);  // round_prefer_floor
@@ -138,7 +142,7 @@ void resize(const graph::Node& node, std::span<const TensorView> in, std::span<T
       }
       const double c = source_coordinate(p.coordinates, static_cast<float>(o), static_cast<float>(p.resolved[d]), n_in, n_out);
       if (p.mode == "nearest") {
-        k.i[0] = nearest_index(p.nearest_mode, c, n_in);
+        k.i[0] = nearest_index(p.nearest_mode, c, n_in, p.resolved[d] < 1.0);
       } else if (p.mode == "linear") {
         const double cc = std::clamp(c, 0.0, static_cast<double>(n_in - 1));
         const auto i0 = static_cast<int64_t>(std::floor(cc));

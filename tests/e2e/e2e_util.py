@@ -69,6 +69,7 @@ def run_vs_ort(a, path, x, tag, *extra, input_name="image", output_name="logits"
     st_path = os.path.join(a.work_dir, tag + "_stats.json")
     run_sluice(a, "run", path, "--input", input_name + "=" + xin, "--output-dir", out, "--stats-json", st_path, *extra)
     y = np.load(os.path.join(out, output_name + ".npy"))
+    ort.set_default_logger_severity(3)  # errors only (kernels warn through the default logger)
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only: ORT warns about every unused initializer of an export
     ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]

@@ -238,6 +238,11 @@ def resize(a):
     single(a, "resize_axes_18", [node], {"sizes": np.array([11, 4], np.int64)}, [1, 2, 4, 11], 18, x)
     node = helper.make_node("Upsample", ["image", "scales"], ["logits"], mode="nearest")
     single(a, "upsample_9", [node], {"scales": np.array([1, 1, 2, 3], np.float32)}, [1, 2, 10, 21], 9, x)
+    for sc in ((1, 1, 2.5, 1.6), (1, 1, 0.6, 0.45)):  # opset 10: nearest floors up and ceils down, as ORT
+        for mode in ("nearest", "linear"):
+            single(a, "resize_10_%s_%s" % (mode, "up" if sc[2] > 1 else "down"),
+                   [helper.make_node("Resize", ["image", "scales"], ["logits"], mode=mode)],
+                   {"scales": np.array(sc, np.float32)}, [1, 2, int(5 * sc[2]), int(7 * sc[3])], 10, x)
 
 
 def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOAT, tol=1e-4):
@@ -379,6 +384,15 @@ def bad_attributes(a):
     path = os.path.join(a.work_dir, "bad_convtranspose_output_padding.onnx")
     onnx.save(m, path)
     expect_refusal(a, path, "output_padding", "ConvTranspose output_padding >= stride")
+    node = helper.make_node("Upsample", ["image", "s"], ["logits"], name="up")
+    g = helper.make_graph([node], "bad_up", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x4.shape))],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([1, 1, 0.5, 2], np.float32), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
+    m.ir_version = 7
+    path = os.path.join(a.work_dir, "bad_upsample_scale.onnx")
+    onnx.save(m, path)
+    expect_refusal(a, path, "must be >= 1", "Upsample with a scale below 1 (ORT refuses it too)")
     # Sizes that overflow 64 bits: refused by name, not computed wrapped (or crashing ONNX's inference).
     for name, node, inits, xs in (
             ("depth_to_space_blocksize", helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2 ** 32, name="d2s"),
