@@ -161,10 +161,9 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Upsample: {
       ResizeParams p;
       const std::string mode = a.s("mode", "nearest");
-      if (mode != "nearest" && mode != "linear" && !(t == OpType::Upsample && mode == "bilinear") &&
-          !(t == OpType::Resize && mode == "cubic"))
-        a.fail("mode '" + mode + "' is not supported (nearest, linear, cubic)");
-      p.mode = mode == "bilinear" ? "linear" : mode;
+      if (mode != "nearest" && mode != "linear" && !(t == OpType::Resize && mode == "cubic"))
+        a.fail("mode '" + mode + "' is not supported (nearest, linear" + (t == OpType::Resize ? ", cubic)" : ")"));
+      p.mode = mode;
       p.cubic_a = a.f("cubic_coeff_a", -0.75f);
       p.exclude_outside = a.flag("exclude_outside", false);
       if (t == OpType::Upsample) {  // opset 7-9: asymmetric coordinates, nearest as ORT's "simple"

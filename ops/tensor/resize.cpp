@@ -66,6 +66,9 @@ void infer_resize(InferContext& ctx) {
   if (axes.empty())
     for (int64_t d = 0; d < rank; ++d) axes.push_back(d);
   for (auto& a : axes) a = normalize_axis(ctx, a, rank);
+  for (size_t i = 0; i < axes.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (axes[i] == axes[j]) ctx.fail("axes " + shape_str(p.axes) + " name axis " + std::to_string(axes[i]) + " twice");
   const size_t n = scales.empty() ? sizes.size() : scales.size();
   if (n != axes.size())
     ctx.fail(std::string(scales.empty() ? "sizes" : "scales") + " has " + std::to_string(n) + " entries for " +
@@ -87,6 +90,10 @@ void infer_resize(InferContext& ctx) {
       p.resolved[d] = x.shape[d] ? static_cast<float>(sizes[i]) / static_cast<float>(x.shape[d]) : 1.f;
     }
   }
+  for (size_t d = 0; d < static_cast<size_t>(rank); ++d)
+    if (x.shape[d] == 0 && out[d] > 0)
+      ctx.fail("axis " + std::to_string(d) + " is empty in the input and would have " + std::to_string(out[d]) +
+               " entries in the output: nothing to interpolate from");
   checked_numel(ctx, out);
   ctx.set_output(0, DType::Float32, out);
 }

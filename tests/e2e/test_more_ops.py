@@ -393,6 +393,16 @@ def bad_attributes(a):
     path = os.path.join(a.work_dir, "bad_upsample_scale.onnx")
     onnx.save(m, path)
     expect_refusal(a, path, "must be >= 1", "Upsample with a scale below 1 (ORT refuses it too)")
+    # Resize of an empty axis to a non-empty one: nothing to read (it read outside the input).
+    node = helper.make_node("Resize", ["image", "", "", "sz"], ["logits"], name="rz")
+    g = helper.make_graph([node], "bad_rz", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 0, 4])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([1, 1, 3, 4], np.int64), "sz")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, "bad_resize_empty_axis.onnx")
+    onnx.save(m, path)
+    expect_refusal(a, path, "nothing to interpolate from", "Resize of an empty axis to 3 entries")
     # Sizes that overflow 64 bits: refused by name, not computed wrapped (or crashing ONNX's inference).
     for name, node, inits, xs in (
             ("depth_to_space_blocksize", helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2 ** 32, name="d2s"),
