@@ -363,61 +363,38 @@ def int_edges(a):
             check(np.array_equal(y, ref), "%s: equals ORT's %s" % (name, ref.tolist()))
 
 
-def bad_attributes(a):
-    x = np.zeros((2, 3), np.float32)
-    for name, node, out_type in (("argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), TensorProto.INT64),
-                                 ("reduce_l2_axis", helper.make_node("ReduceL2", ["image"], ["logits"], axes=[5], name="rl2"), TensorProto.FLOAT)):
-        g = helper.make_graph([node], name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
-                              [helper.make_tensor_value_info("logits", out_type, None)])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-        m.ir_version = 8
-        path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
-        onnx.save(m, path)
-        expect_refusal(a, path, node.name, name + " (the error names the node)")
-    x4 = np.zeros((1, 2, 3, 3), np.float32)
-    node = helper.make_node("ConvTranspose", ["image", "w"], ["logits"], strides=[2, 2], output_padding=[3, 3], name="ct")
-    g = helper.make_graph([node], "bad_ct", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x4.shape))],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    path = os.path.join(a.work_dir, "bad_convtranspose_output_padding.onnx")
+def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=TensorProto.FLOAT):
+    """Writes a one-node model and checks that `sluice bench` refuses it, naming the file and `expect`."""
+    g = helper.make_graph([node], name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("logits", out_type, None)],
+                          [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7 if opset < 13 else 8
+    path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
     onnx.save(m, path)
-    expect_refusal(a, path, "output_padding", "ConvTranspose output_padding >= stride")
-    node = helper.make_node("Upsample", ["image", "s"], ["logits"], name="up")
-    g = helper.make_graph([node], "bad_up", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x4.shape))],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(np.array([1, 1, 0.5, 2], np.float32), "s")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
-    m.ir_version = 7
-    path = os.path.join(a.work_dir, "bad_upsample_scale.onnx")
-    onnx.save(m, path)
-    expect_refusal(a, path, "must be >= 1", "Upsample with a scale below 1 (ORT refuses it too)")
-    # Resize of an empty axis to a non-empty one: nothing to read (it read outside the input).
-    node = helper.make_node("Resize", ["image", "", "", "sz"], ["logits"], name="rz")
-    g = helper.make_graph([node], "bad_rz", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 0, 4])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(np.array([1, 1, 3, 4], np.int64), "sz")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    path = os.path.join(a.work_dir, "bad_resize_empty_axis.onnx")
-    onnx.save(m, path)
-    expect_refusal(a, path, "nothing to interpolate from", "Resize of an empty axis to 3 entries")
-    # Sizes that overflow 64 bits: refused by name, not computed wrapped (or crashing ONNX's inference).
-    for name, node, inits, xs in (
-            ("depth_to_space_blocksize", helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2 ** 32, name="d2s"),
-             {}, [1, 4, 2, 2]),
-            ("convtranspose_dilation", helper.make_node("ConvTranspose", ["image", "w"], ["logits"], dilations=[2 ** 62 + 1, 1],
-                                                        name="ctd"), {"w": np.ones((1, 1, 5, 1), np.float32)}, [1, 1, 3, 3])):
-        g = helper.make_graph([node], name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, xs)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-        m.ir_version = 8
-        path = os.path.join(a.work_dir, "bad_" + name + ".onnx")
-        onnx.save(m, path)
-        expect_refusal(a, path, node.name, name + " overflowing 64 bits")
+    expect_refusal(a, path, expect, what)
 
+
+def bad_attributes(a):
+    refuse(a, "argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), [2, 3], 13, "am",
+           "argmax_axis (the error names the node)", out_type=TensorProto.INT64)
+    refuse(a, "reduce_l2_axis", helper.make_node("ReduceL2", ["image"], ["logits"], axes=[5], name="rl2"), [2, 3], 13, "rl2",
+           "reduce_l2_axis (the error names the node)")
+    refuse(a, "convtranspose_output_padding",
+           helper.make_node("ConvTranspose", ["image", "w"], ["logits"], strides=[2, 2], output_padding=[3, 3], name="ct"),
+           [1, 2, 3, 3], 13, "output_padding", "ConvTranspose output_padding >= stride",
+           {"w": np.ones((2, 2, 3, 3), np.float32)})
+    refuse(a, "upsample_scale", helper.make_node("Upsample", ["image", "s"], ["logits"], name="up"), [1, 2, 3, 3], 9,
+           "must be >= 1", "Upsample with a scale below 1 (ORT refuses it too)", {"s": np.array([1, 1, 0.5, 2], np.float32)})
+    # Resize of an empty axis to a non-empty one: nothing to read (it read outside the input).
+    refuse(a, "resize_empty_axis", helper.make_node("Resize", ["image", "", "", "sz"], ["logits"], name="rz"), [1, 1, 0, 4],
+           13, "nothing to interpolate from", "Resize of an empty axis to 3 entries", {"sz": np.array([1, 1, 3, 4], np.int64)})
+    # Sizes that overflow 64 bits: refused by name, not computed wrapped (or crashing ONNX's inference).
+    refuse(a, "depth_to_space_blocksize", helper.make_node("DepthToSpace", ["image"], ["logits"], blocksize=2 ** 32, name="d2s"),
+           [1, 4, 2, 2], 13, "d2s", "depth_to_space_blocksize overflowing 64 bits")
+    refuse(a, "convtranspose_dilation",
+           helper.make_node("ConvTranspose", ["image", "w"], ["logits"], dilations=[2 ** 62 + 1, 1], name="ctd"), [1, 1, 3, 3],
+           13, "ctd", "convtranspose_dilation overflowing 64 bits", {"w": np.ones((1, 1, 5, 1), np.float32)})
 
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
