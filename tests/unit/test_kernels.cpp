@@ -2,6 +2,8 @@
 // reorders) against the reference kernels, on seeded random data and odd shapes.
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include "ops/layout/reorder.h"
 #include "runtime/plan.h"
 #include "tests/unit/kernel_compare.h"
@@ -25,6 +27,11 @@ double optimised_vs_reference(const Model& m, const std::map<std::string, Tensor
 struct ConvCase {
   int64_t n, c, h, w, m, k, stride, pad, group, dilation;
 };
+// Readable, stable test names (gtest otherwise prints the struct's bytes, padding included).
+void PrintTo(const ConvCase& p, std::ostream* os) {
+  *os << "n" << p.n << "_c" << p.c << "_" << p.h << "x" << p.w << "_m" << p.m << "_k" << p.k << "_s" << p.stride << "_p"
+      << p.pad << "_g" << p.group << "_d" << p.dilation;
+}
 
 class ConvVsReference : public ::testing::TestWithParam<ConvCase> {};
 
@@ -87,6 +94,10 @@ struct PoolCase {
   bool ceil, include_pad;
   int64_t c = 6;  // channels: below a vector, and (13, 20, 37) a partial last vector, 4-vector groups
 };
+void PrintTo(const PoolCase& p, std::ostream* os) {
+  *os << p.op << "_h" << p.h << "_k" << p.k << "_s" << p.stride << "_p" << p.pad << (p.ceil ? "_ceil" : "")
+      << (p.include_pad ? "_incl" : "") << "_c" << p.c;
+}
 
 class PoolVsReference : public ::testing::TestWithParam<PoolCase> {};
 

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <omp.h>
+#include <ostream>
 
 #include "ops/shift/shift.h"
 #include "runtime/plan.h"
@@ -27,6 +28,10 @@ struct ShiftCase {
   // the AVX2 block's own epilogue), 3 Clip(0, 6) (not in the assembly: the table's path).
   int other_epilogue = -1;
 };
+void PrintTo(const ShiftCase& p, std::ostream* os) {
+  *os << "n" << p.n << "_c" << p.c << "_" << p.h << "x" << p.w << "_m" << p.m << (p.residual ? "_residual" : "")
+      << (p.grouped ? "_grouped" : "_interleaved") << "_k" << p.k << "_epilogue" << p.other_epilogue;
+}
 
 // x -> depthwise kxk one-hot conv (channel ch of shift group s moved by one of the k*k
 // offsets in [-k/2, k/2]^2) -> 1x1 conv (+ bias) -> [Add r] -> Relu or LeakyRelu.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <random>
 
 #include "ops/sparse/sparse.h"
@@ -20,6 +21,11 @@ struct SparseCase {
   double zeros;
   bool residual;
 };
+// Readable, stable test names (gtest otherwise prints the struct's bytes, padding included).
+void PrintTo(const SparseCase& p, std::ostream* os) {
+  *os << "n" << p.n << "_c" << p.c << "_" << p.h << "x" << p.w << "_m" << p.m << "_k" << p.k << "_s" << p.stride << "_p"
+      << p.pad << "_zeros" << p.zeros << (p.residual ? "_residual" : "");
+}
 
 // Conv (weights with the given fraction of zeros) [+ Add residual] + Relu.
 Model sparse_model(const SparseCase& p, int64_t* nonzero) {
@@ -119,6 +125,9 @@ struct GemmCase {
   bool trans_b;
   double zeros;
 };
+void PrintTo(const GemmCase& p, std::ostream* os) {
+  *os << "rows" << p.rows << "_k" << p.k << "_n" << p.n << (p.trans_b ? "_transB" : "") << "_zeros" << p.zeros;
+}
 
 class SparseGemmVsReference : public ::testing::TestWithParam<GemmCase> {};
 
