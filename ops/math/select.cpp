@@ -93,6 +93,45 @@ void check_scatter_types(InferContext& ctx, const graph::ScatterParams& p) {
   if (p.reduction != graph::ScatterParams::Reduction::None && ctx.in(0).dtype == DType::Bool)
     ctx.fail("a reduction on bool data is not supported");
 }
+
+// The indices of ScatterElements and GatherElements: the data's rank, and no larger than the
+// data outside the axis. Returns the axis, normalised.
+int64_t check_element_indices(InferContext& ctx, const Shape& data, const Shape& idx, int64_t axis) {
+  if (data.empty()) ctx.fail("data must have rank >= 1");
+  if (idx.size() != data.size())
+    ctx.fail("indices " + shape_str(idx) + " must have the data's rank (data " + shape_str(data) + ")");
+  axis = normalize_axis(ctx, axis, static_cast<int64_t>(data.size()));
+  for (size_t d = 0; d < idx.size(); ++d)
+    if (static_cast<int64_t>(d) != axis && idx[d] > data[d])
+      ctx.fail("indices shape " + shape_str(idx) + " exceeds data shape " + shape_str(data) + " outside the axis");
+  return axis;
+}
+
+// f(u, off) for every entry u of the indices: off is the data element it addresses (its own
+// position, with the axis entry replaced by the index). An index outside the axis is an error
+// naming the node.
+template <class F>
+void for_each_indexed(const graph::Node& node, const Shape& data_shape, const TensorView& idx, int64_t axis, F&& f) {
+  const auto indices = to_int64_vector(idx);
+  const auto ds = strides_of(data_shape);
+  const int64_t dim = data_shape[static_cast<size_t>(axis)];
+  const size_t rank = idx.shape.size();
+  std::vector<int64_t> pos(rank, 0);
+  for (int64_t u = 0; u < idx.numel(); ++u) {
+    int64_t i = indices[static_cast<size_t>(u)];
+    if (i < -dim || i >= dim)
+      throw Error("node '" + node.name + "' (" + graph::op_name(node.op) + "): index " + std::to_string(i) +
+                  " is out of range for axis size " + std::to_string(dim));
+    if (i < 0) i += dim;
+    int64_t off = 0;
+    for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
+    f(u, off);
+    for (size_t d = rank; d-- > 0;) {
+      if (++pos[d] < idx.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+}
 }  // namespace
 
 void infer_ScatterElements(InferContext& ctx) {
@@ -102,39 +141,16 @@ void infer_ScatterElements(InferContext& ctx) {
   const auto& upd = ctx.in(2);
   check_scatter_types(ctx, p);
   if (idx.shape != upd.shape) ctx.fail("indices " + shape_str(idx.shape) + " and updates " + shape_str(upd.shape) + " must have one shape");
-  if (idx.shape.size() != data.shape.size()) ctx.fail("indices must have the data's rank");
-  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(data.shape.size()));
-  for (size_t i = 0; i < idx.shape.size(); ++i)
-    if (static_cast<int64_t>(i) != p.axis && idx.shape[i] > data.shape[i])
-      ctx.fail("indices shape " + shape_str(idx.shape) + " exceeds data shape " + shape_str(data.shape));
+  p.axis = check_element_indices(ctx, data.shape, idx.shape, p.axis);
   ctx.set_output(0, data.dtype, data.shape);
 }
 
 void reference_ScatterElements(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::ScatterParams>();
-  const int64_t axis = p.axis;
   const TensorView &data = in[0], &idx = in[1], &upd = in[2], &y = out[0];
   const size_t es = dtype_size(data.dtype);
   if (y.data != data.data) std::copy_n(data.as<const std::byte>(), static_cast<size_t>(data.numel()) * es, y.as<std::byte>());
-  const auto indices = to_int64_vector(idx);
-  const auto ds = strides_of(data.shape);
-  const int64_t dim = data.shape[static_cast<size_t>(axis)];
-  const size_t rank = idx.shape.size();
-  std::vector<int64_t> pos(rank, 0);
-  for (int64_t u = 0; u < idx.numel(); ++u) {
-    int64_t i = indices[static_cast<size_t>(u)];
-    if (i < -dim || i >= dim)
-      throw Error("node '" + node.name + "' (ScatterElements): index " + std::to_string(i) + " is out of range for axis size " +
-                  std::to_string(dim));
-    if (i < 0) i += dim;
-    int64_t off = 0;
-    for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
-    scatter_one(p.reduction, y, upd, off, u, es);
-    for (size_t d = rank; d-- > 0;) {
-      if (++pos[d] < idx.shape[d]) break;
-      pos[d] = 0;
-    }
-  }
+  for_each_indexed(node, data.shape, idx, p.axis, [&](int64_t u, int64_t off) { scatter_one(p.reduction, y, upd, off, u, es); });
 }
 
 // ScatterND: indices [..., k] address slices of data's last r - k axes; updates hold one such
@@ -189,40 +205,17 @@ void infer_GatherElements(InferContext& ctx) {
   const auto& data = ctx.in(0);
   const auto& idx = ctx.in(1);
   if (idx.dtype != DType::Int64 && idx.dtype != DType::Int32) ctx.fail("indices must be int64 or int32");
-  if (data.shape.empty()) ctx.fail("data must have rank >= 1");
-  if (idx.shape.size() != data.shape.size())
-    ctx.fail("indices " + shape_str(idx.shape) + " must have the data's rank (data " + shape_str(data.shape) + ")");
-  p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(data.shape.size()));
-  for (size_t d = 0; d < idx.shape.size(); ++d)
-    if (static_cast<int64_t>(d) != p.axis && idx.shape[d] > data.shape[d])
-      ctx.fail("indices shape " + shape_str(idx.shape) + " exceeds data shape " + shape_str(data.shape) + " outside the axis");
+  p.axis = check_element_indices(ctx, data.shape, idx.shape, p.axis);
   ctx.set_output(0, data.dtype, idx.shape);
 }
 
 void reference_GatherElements(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  const int64_t axis = node.p<graph::AxisParams>().axis;
   const TensorView &data = in[0], &idx = in[1], &y = out[0];
-  const size_t es = dtype_size(data.dtype), rank = idx.shape.size();
-  const auto indices = to_int64_vector(idx);
-  const auto ds = strides_of(data.shape);
-  const int64_t dim = data.shape[static_cast<size_t>(axis)];
+  const auto es = static_cast<int64_t>(dtype_size(data.dtype));
   const auto* X = data.as<const std::byte>();
   auto* Y = y.as<std::byte>();
-  std::vector<int64_t> pos(rank, 0);
-  for (int64_t u = 0; u < idx.numel(); ++u) {
-    int64_t i = indices[static_cast<size_t>(u)];
-    if (i < -dim || i >= dim)
-      throw Error("node '" + node.name + "' (GatherElements): index " + std::to_string(i) + " is out of range for axis size " +
-                  std::to_string(dim));
-    if (i < 0) i += dim;
-    int64_t off = 0;
-    for (size_t d = 0; d < rank; ++d) off += (static_cast<int64_t>(d) == axis ? i : pos[d]) * ds[d];
-    std::copy_n(X + off * static_cast<int64_t>(es), es, Y + u * static_cast<int64_t>(es));
-    for (size_t d = rank; d-- > 0;) {
-      if (++pos[d] < idx.shape[d]) break;
-      pos[d] = 0;
-    }
-  }
+  for_each_indexed(node, data.shape, idx, node.p<graph::AxisParams>().axis,
+                   [&](int64_t u, int64_t off) { std::copy_n(X + off * es, es, Y + u * es); });
 }
 
 // OneHot(indices, depth, values = [off, on]): a new axis of size depth, `on` at each index
