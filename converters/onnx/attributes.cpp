@@ -62,18 +62,24 @@ std::vector<int64_t> spatial(const AttributeReader& a, const char* name, size_t 
   return v;
 }
 
+// kernel_shape (every entry >= 1) and auto_pad (one of the four modes), as given.
 template <class P>
-void parse_window(const AttributeReader& a, P& p) {
+void parse_kernel_and_auto_pad(const AttributeReader& a, P& p) {
   p.kernel_shape = a.ints("kernel_shape");
-  size_t rank = p.kernel_shape.empty() ? 2 : p.kernel_shape.size();
   for (int64_t k : p.kernel_shape)
     if (k <= 0) a.fail("attribute 'kernel_shape' has " + std::to_string(k) + "; every entry must be >= 1");
-  p.strides = spatial(a, "strides", rank, 1);
-  p.dilations = spatial(a, "dilations", rank, 1);
-  p.pads = spatial(a, "pads", rank * 2, 0);
   p.auto_pad = a.s("auto_pad", "NOTSET");
   if (p.auto_pad != "NOTSET" && p.auto_pad != "VALID" && p.auto_pad != "SAME_UPPER" && p.auto_pad != "SAME_LOWER")
     a.fail("unknown auto_pad '" + p.auto_pad + "'");
+}
+
+template <class P>
+void parse_window(const AttributeReader& a, P& p) {
+  parse_kernel_and_auto_pad(a, p);
+  size_t rank = p.kernel_shape.empty() ? 2 : p.kernel_shape.size();
+  p.strides = spatial(a, "strides", rank, 1);
+  p.dilations = spatial(a, "dilations", rank, 1);
+  p.pads = spatial(a, "pads", rank * 2, 0);
 }
 
 Tensor tensor_attr(const AttributeReader& a, const op::AttributeProto& attr, const std::string& base_dir) {
@@ -109,15 +115,10 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       // The window attributes as given: their rank is the input's, which inference knows (a
       // 1-D ConvTranspose may give strides without kernel_shape).
       ConvTransposeParams p;
-      p.kernel_shape = a.ints("kernel_shape");
-      for (int64_t k : p.kernel_shape)
-        if (k <= 0) a.fail("attribute 'kernel_shape' has " + std::to_string(k) + "; every entry must be >= 1");
+      parse_kernel_and_auto_pad(a, p);
       p.strides = a.ints("strides");
       p.dilations = a.ints("dilations");
       p.pads = a.ints("pads");
-      p.auto_pad = a.s("auto_pad", "NOTSET");
-      if (p.auto_pad != "NOTSET" && p.auto_pad != "VALID" && p.auto_pad != "SAME_UPPER" && p.auto_pad != "SAME_LOWER")
-        a.fail("unknown auto_pad '" + p.auto_pad + "'");
       p.group = a.i("group", 1);
       if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
       p.output_padding = a.ints("output_padding");
