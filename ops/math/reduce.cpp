@@ -65,12 +65,9 @@ enum class Reduction { Mean, Sum, Max, Min, Prod, L1, L2, SumSquare, LogSum, Log
 // ReduceLogSumExp as max + log(sum(e^(x - max))) in double: no overflow for large x, and
 // integer inputs are not truncated before the sum; for integers the log part is truncated on
 // its own and added to the max, as ONNX Runtime computes it.
-void log_sum_exp(const graph::ReduceParams& p, const TensorView& x, const TensorView& y) {
+// so: the output's strides over the input's dims (0 on reduced dims), as reduce() has them.
+void log_sum_exp(const TensorView& x, const TensorView& y, const std::vector<int64_t>& so) {
   const size_t rank = x.shape.size();
-  Shape kept(rank);
-  for (size_t i = 0; i < rank; ++i)
-    kept[i] = std::binary_search(p.axes.begin(), p.axes.end(), static_cast<int64_t>(i)) ? 1 : x.shape[i];
-  auto so = broadcast_strides(kept, x.shape);
   const int64_t outn = y.numel();
   std::vector<double> mx(static_cast<size_t>(outn), -std::numeric_limits<double>::infinity()), sum(static_cast<size_t>(outn), 0);
   dispatch_numeric(x.dtype, [&](auto tag) {
@@ -104,18 +101,17 @@ void reduce(const graph::Node& node, const TensorView& x, const TensorView& y, R
     std::copy_n(x.as<const std::byte>(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype), y.as<std::byte>());
     return;
   }
-  if (r == Reduction::LogSumExp) {
-    log_sum_exp(p, x, y);
-    return;
-  }
   const size_t rank = x.shape.size();
   std::vector<bool> reduced(rank, false);
   for (int64_t a : p.axes) reduced[static_cast<size_t>(a)] = true;
-  if (p.noop_with_empty_axes) reduced.assign(rank, false);
   // Output strides over the input's dims (0 on reduced dims).
   Shape kept(rank);
   for (size_t i = 0; i < rank; ++i) kept[i] = reduced[i] ? 1 : x.shape[i];
   auto so = broadcast_strides(kept, x.shape);
+  if (r == Reduction::LogSumExp) {
+    log_sum_exp(x, y, so);
+    return;
+  }
   int64_t count = 1;
   for (size_t i = 0; i < rank; ++i)
     if (reduced[i]) count *= x.shape[i];
