@@ -11,6 +11,8 @@
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
 //              ReduceSum(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
+//   (each ScatterElements also as index_put's ScatterND: pi[arange(N)[:, None], i] = v writes
+//    at the pairs Concat(constant rows n, Unsqueeze(i)))
 //   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g, or
 //              Not of the opposite test: Not(g < t) for g >= t, as opset 11 exports),
 //              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather,
@@ -190,6 +192,68 @@ class GateMatcher {
     int64_t k = 0;
   };
 
+  // index_put's indices for pi[arange(N)[:, None], i]: ScatterND's [N, k, 2] pairs (n, i[n, j]),
+  // a Concat on the last axis of the constant rows n and of i (unsqueezed), i = TopK(g).indices.
+  // That TopK, or null.
+  const Node* index_put_topk(const Node& sc) const {
+    if (sc.op != OpType::ScatterND || sc.p<ScatterParams>().reduction != ScatterParams::Reduction::None) return nullptr;
+    const Shape& ds = g_.value(sc.inputs[0]).shape;
+    const Shape& is = g_.value(sc.inputs[1]).shape;
+    const Node* c = prod(sc.inputs[1], OpType::Concat);
+    if (!c || c->inputs.size() != 2 || ds.size() != 2 || is.size() != 3 || is[0] != ds[0] || is[2] != 2) return nullptr;
+    if (const int64_t axis = c->p<AxisParams>().axis; axis != 2 && axis != -1) return nullptr;
+    const Shape half{is[0], is[1], 1};
+    const Value& rows = g_.value(c->inputs[0]);
+    if (!rows.is_constant() || rows.shape != half || (rows.dtype != DType::Int64 && rows.dtype != DType::Int32))
+      return nullptr;
+    const std::vector<int64_t> r = const_ints(g_, *c, 0);
+    for (int64_t n = 0; n < is[0]; ++n)
+      for (int64_t j = 0; j < is[1]; ++j)
+        if (r[static_cast<size_t>(n * is[1] + j)] != n) return nullptr;
+    if (g_.value(c->inputs[1]).shape != half) return nullptr;
+    const ValueId src = through_views(c->inputs[1]);  // [N, k] -> [N, k, 1]: keeps every entry's place
+    const Node* t = prod(src, OpType::TopK);
+    if (!t || t->outputs.size() < 2 || t->outputs[1] != src || g_.value(src).shape != Shape{is[0], is[1]}) return nullptr;
+    return t;
+  }
+
+  // The gate that scatter `sc` over the channels (ScatterElements on axis 1, or index_put's
+  // ScatterND) writes at the indices `idx` of TopK t (kk of them): the winners (into zeros,
+  // their TopK values or g gathered at them; `own`: idx is t's own output, so its values line
+  // up) or the losers (the smallest of g, or of -g's largest, zeroed in g).
+  Selection scattered(const Node& sc, const Node* t, int64_t kk, ValueId idx, bool own, int64_t m) const {
+    Selection s;
+    const ValueId data = sc.inputs[0], upd = sc.inputs[2];
+    const std::string what = (sc.op == OpType::ScatterND ? "ScatterND " : "ScatterElements ") + sc.name;
+    const bool largest = t->p<TopKParams>().largest;
+    // Views that keep the values' [N, k] shape keep every value's place.
+    bool values_of_g = own && through_views(upd) == t->outputs[0] && g_.value(upd).shape == g_.value(t->outputs[0]).shape;
+    if (const Node* ge = prod(upd, OpType::GatherElements))
+      values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
+                                    (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
+    if (largest && is_zero(data) && values_of_g) {
+      s.g = t->inputs[0];
+      s.form = GateForm::Winners;
+      s.k = kk;
+      return s;
+    }
+    if (is_zero(upd)) {
+      ValueId src = t->inputs[0];
+      if (const Node* neg = prod(src, OpType::Neg); neg && largest && neg->inputs[0] == data) {
+        s.g = data;
+      } else if (!largest && src == data) {
+        s.g = data;
+      } else {
+        throw Reject{what + " zeroes channels that are not the smallest of its data"};
+      }
+      s.form = GateForm::Losers;
+      s.k = m - kk;
+      return s;
+    }
+    throw Reject{what + " is neither the winners form (zeros, indices, TopK values) nor the losers form (g, indices "
+                 "of the smallest, zeros)"};
+  }
+
   Selection selection(ValueId pi, int64_t m) const {
     Selection s;
     // zeros.scatter_add(...) exports as zeros + ScatterElements(zeros, ...): an added constant 0
@@ -206,7 +270,7 @@ class GateMatcher {
     if (const Node* sc = prod(pi, OpType::ScatterElements)) {
       if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
-      const ValueId data = sc->inputs[0], idx = sc->inputs[1], upd = sc->inputs[2];
+      const ValueId idx = sc->inputs[1];
       const Node* t = prod(idx, OpType::TopK);
       int64_t kk = t ? topk_k(*t) : 0;
       // Or the first k of a sorted TopK's indices (torch.argsort(g, descending=True)[:, :k]).
@@ -227,33 +291,13 @@ class GateMatcher {
       }
       if (!t || t->outputs.size() < 2 || (!first_k && t->outputs[1] != idx))
         throw Reject{"the scattered indices do not come from a TopK"};
-      const bool largest = t->p<TopKParams>().largest;
-      // The scattered values: the TopK's own (not sliced), or g read at those indices (torch.gather).
-      bool values_of_g = !first_k && t->outputs[0] == upd;
-      if (const Node* ge = prod(upd, OpType::GatherElements))
-        values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
-                                      (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
-      if (largest && is_zero(data) && values_of_g) {
-        s.g = t->inputs[0];
-        s.form = GateForm::Winners;
-        s.k = kk;
-        return s;
-      }
-      if (is_zero(upd)) {
-        ValueId src = t->inputs[0];
-        if (const Node* neg = prod(src, OpType::Neg); neg && largest && neg->inputs[0] == data) {
-          s.g = data;
-        } else if (!largest && src == data) {
-          s.g = data;
-        } else {
-          throw Reject{"ScatterElements " + sc->name + " zeroes channels that are not the smallest of its data"};
-        }
-        s.form = GateForm::Losers;
-        s.k = m - kk;
-        return s;
-      }
-      throw Reject{"ScatterElements " + sc->name + " is neither the winners form (zeros, indices, TopK values) nor "
-                   "the losers form (g, indices of the smallest, zeros)"};
+      return scattered(*sc, t, kk, idx, !first_k, m);
+    }
+    // pi[arange(N)[:, None], i] = v (index_put: ScatterND at (n, i[n, j]) pairs), i from a TopK.
+    if (const Node* sc = prod(pi, OpType::ScatterND)) {
+      const Node* t = index_put_topk(*sc);
+      if (!t) throw Reject{"ScatterND " + sc->name + " does not write row n at TopK(g).indices[n]"};
+      return scattered(*sc, t, topk_k(*t), t->outputs[1], true, m);
     }
     // g times a 0/1 mask (either operand order, the mask possibly through a Cast), or
     // Where(condition, g, 0): the mask either scatters ones at TopK(g, k).indices (winners),
@@ -268,11 +312,16 @@ class GateMatcher {
       if (mul) gv = mul->inputs[static_cast<size_t>(side)], mask = mul->inputs[static_cast<size_t>(1 - side)];
       ValueId mv = mask;
       if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = cast->inputs[0];
-      if (const Node* sc = prod(mv, OpType::ScatterElements); sc && !where) {
-        const Node* t = prod(sc->inputs[1], OpType::TopK);
-        if (!t || t->outputs.size() < 2 || t->outputs[1] != sc->inputs[1] || t->inputs[0] != gv) continue;
-        if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None ||
-            !t->p<TopKParams>().largest || !is_zero(sc->inputs[0]) || !is_fill(sc->inputs[2], 1.f))
+      // Ones scattered at the TopK indices: ScatterElements over axis 1, or index_put's ScatterND.
+      const Node* sc = where ? nullptr : prod(mv, OpType::ScatterElements);
+      const Node* t = sc ? prod(sc->inputs[1], OpType::TopK) : nullptr;
+      if (t && (t->outputs.size() < 2 || t->outputs[1] != sc->inputs[1])) t = nullptr;
+      if (!sc && !where && (sc = prod(mv, OpType::ScatterND))) t = index_put_topk(*sc);
+      if (sc) {
+        if (!t || t->inputs[0] != gv) continue;
+        if ((sc->op == OpType::ScatterElements && sc->p<ScatterParams>().axis != 1) ||
+            sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None || !t->p<TopKParams>().largest ||
+            !is_zero(sc->inputs[0]) || !is_fill(sc->inputs[2], 1.f))
           throw Reject{"mask " + sc->name + " is not ones scattered at TopK(g).indices into zeros"};
         s.g = gv;
         s.form = GateForm::Winners;

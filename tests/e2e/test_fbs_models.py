@@ -128,7 +128,8 @@ def other_form_models(work):
     with a kernel the size of the map; the gate after the conv's Relu; g >= t at opset 11
     (Not(Less)); the k-th largest read with torch.gather; the winners as the first k of
     argsort with their g gathered; the winners' ones written with one_hot; scatter_add into
-    zeros. Returns the paths;
+    zeros; index_put (pi[arange(N)[:, None], i] = v, exported as ScatterND at (n, i) pairs) of
+    the values, of ones for a mask, or of zeros at the losers. Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
@@ -169,6 +170,19 @@ def other_form_models(work):
             elif self.form == "scatter_add":  # exports as zeros + ScatterElements
                 v, i = g.topk(k, 1)
                 pi = torch.zeros_like(g).scatter_add(1, i, v)
+            elif self.form in ("index_put_values", "index_put_mask", "index_put_losers"):  # ScatterND at (n, i)
+                rows = torch.arange(g.shape[0]).unsqueeze(1)
+                if self.form == "index_put_values":
+                    v, i = g.topk(k, 1)
+                    pi = torch.zeros_like(g)
+                    pi[rows, i] = v
+                elif self.form == "index_put_mask":
+                    mask = torch.zeros_like(g)
+                    mask[rows, g.topk(k, 1).indices] = 1.0
+                    pi = g * mask
+                else:  # the C - k smallest zeroed in a copy of g
+                    pi = g.clone()
+                    pi[rows, (-g).topk(g.shape[1] - k, 1).indices] = 0.0
             elif self.form == "one_hot_mask":  # ones at the winners written with one_hot
                 pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).to(g.dtype)
             elif self.form in ("slice_ge", "slice_ge_opset11"):  # opset 11 writes >= as Not(Less)
@@ -188,7 +202,8 @@ def other_form_models(work):
     out = []
     for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
-                 "argsort_scatter", "one_hot_mask", "scatter_add"):
+                 "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
+                 "index_put_losers"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
@@ -225,32 +240,42 @@ def silenced_models(work):
 def lookalike_models(work):
     """Top-k look-alikes that must stay generic ops (exported at a fixed batch of 2): the
     threshold read with torch.gather from one index row, which gives sample 0's k-th largest to
-    both samples (a review found it taken as a per-sample gate)."""
+    both samples (a review found it taken as a per-sample gate); and sample n's winners put
+    (index_put) into row N-1-n."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     class Net(nn.Module):
-        def __init__(self, k=6):
+        def __init__(self, form, k=6):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU())
             self.conv = nn.Conv2d(8, 16, 3, padding=1)
             self.gate = nn.Linear(8, 16)
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
-            self.k = k
+            self.form, self.k = form, k
 
         def forward(self, x):
             x = self.stem(x)
             g = F.relu(self.gate(x.mean((2, 3))))
-            thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
-            y = F.relu(self.conv(x) * (g * (g >= thr).float())[:, :, None, None])
+            if self.form == "gather_one_row":
+                thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
+                pi = g * (g >= thr).float()
+            else:  # index_put_rows_flipped
+                v, i = g.topk(self.k, 1)
+                pi = torch.zeros_like(g)
+                pi[torch.arange(g.shape[0]).flip(0).unsqueeze(1), i] = v
+            y = F.relu(self.conv(x) * pi[:, :, None, None])
             return F.adaptive_avg_pool2d(y, 1).flatten(1)
 
-    torch.manual_seed(3)
-    path = os.path.join(work, "lookalike_gather_one_row.onnx")
-    torch.onnx.export(Net().eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
-                      output_names=["logits"])
-    return [path]
+    paths = []
+    for form in ("gather_one_row", "index_put_rows_flipped"):
+        torch.manual_seed(3)
+        path = os.path.join(work, "lookalike_%s.onnx" % form)
+        torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                          output_names=["logits"])
+        paths.append(path)
+    return paths
 
 
 def main():

@@ -19,10 +19,13 @@ namespace {
 // TopK values[:, K-1:K])); ThresholdWhereGather: Where(LessOrEqual(values[:, -1] unsqueezed, g), g, 0);
 // ThresholdLess: Less(ReduceMin(values), g) times g; ThresholdEarlierEntry: entry k-1 of TopK(g, k+1)
 // values (still the k-th largest); ThresholdSortedAll: entry k-1 of TopK(g, M) (torch.sort(g,
-// descending) exports so); ThresholdMeanOfTopK: g >= the mean of TopK(g, k) values (a look-alike:
+// descending) exports so); IndexPutValues / IndexPutMask: pi[arange(N)[:, None], i] = v, or
+// g * (ones put there), as ScatterND at (n, i[n, j]) pairs; IndexPutRowsReversed: the values put
+// in row N-1-n (a look-alike: sample n's winners land in another sample); ThresholdMeanOfTopK: g >= the mean of TopK(g, k) values (a look-alike:
 // no k-th largest anywhere).
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
-                  ThresholdEarlierEntry, ThresholdSortedAll, ThresholdMeanOfTopK };
+                  ThresholdEarlierEntry, ThresholdSortedAll, ThresholdMeanOfTopK, IndexPutValues, IndexPutMask,
+                  IndexPutRowsReversed };
 // SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
 enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool };
@@ -113,6 +116,22 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
     b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
     OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "tv"}, {pi}), "axis", 1);
+  } else if (gc.form == Form::IndexPutValues || gc.form == Form::IndexPutMask || gc.form == Form::IndexPutRowsReversed) {
+    b.init_i64(p + "K", {1}, {gc.k});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    std::vector<int64_t> rows;
+    for (int64_t r = 0; r < n; ++r) rows.insert(rows.end(), static_cast<size_t>(gc.k), gc.form == Form::IndexPutRowsReversed ? n - 1 - r : r);
+    b.init_i64(p + "rows", {n, gc.k, 1}, rows).init_i64(p + "ax_last", {1}, {2});
+    b.node("Unsqueeze", {p + "ti", p + "ax_last"}, {p + "ti3"});
+    OnnxBuilder::attr_int(b.node("Concat", {p + "rows", p + "ti3"}, {p + "pairs"}), "axis", -1);
+    b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
+    if (gc.form == Form::IndexPutMask) {
+      b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
+      b.node("ScatterND", {p + "zeros", p + "pairs", p + "ones"}, {p + "mask"});
+      b.node("Mul", {p + "mask", p + "g"}, {pi});
+    } else {
+      b.node("ScatterND", {p + "zeros", p + "pairs", p + "tv"}, {pi});
+    }
   } else if (gc.form == Form::Losers) {
     b.init_i64(p + "K", {1}, {m - gc.k});
     b.node("Neg", {p + "g"}, {p + "ng"});
@@ -329,6 +348,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"threshold_earlier_entry", with([](GateCase& g) { g.form = Form::ThresholdEarlierEntry; })},
                       Variant{"threshold_sorted_all", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; })},
                       Variant{"threshold_sorted_all_k1", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; g.k = 1; })},
+                      Variant{"index_put_values", with([](GateCase& g) { g.form = Form::IndexPutValues; })},
+                      Variant{"index_put_mask", with([](GateCase& g) { g.form = Form::IndexPutMask; })},
+                      Variant{"index_put_batch5", with([](GateCase& g) { g.form = Form::IndexPutValues; g.n = 5; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
@@ -594,6 +616,21 @@ TEST(GateRecognition, ThresholdAtTheMeanOfTopKIsNotAGate) {
   ASSERT_EQ(plan.graph().gates.size(), 1u);
   EXPECT_FALSE(plan.graph().gates[0].recognised);
   EXPECT_NE(plan.graph().gates[0].reason.find("k-th largest"), std::string::npos) << plan.graph().gates[0].reason;
+  EXPECT_EQ(count_gated(plan), 0);
+  Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
+TEST(GateRecognition, IndexPutIntoOtherRowsIsNotAGate) {
+  // Sample n's winners written into row N-1-n: no per-sample gate computes it; generic, exact.
+  GateCase gc;
+  gc.form = Form::IndexPutRowsReversed;
+  gc.n = 3;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("ScatterND"), std::string::npos) << plan.graph().gates[0].reason;
   EXPECT_EQ(count_gated(plan), 0);
   Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
   EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
