@@ -236,6 +236,7 @@ struct GatedConvParams {
   int64_t k = 0;         // the form's K (see GateForm); the kept count for Winners/Losers
   int64_t k_exported = 0;  // k before a run-time density override
   bool abs_saliency = false;
+  bool sigmoid_saliency = false;  // g = sigmoid(Wg s + bg) instead of relu(...): also > 0 where it selects
   BetaMode beta = BetaMode::None;
   FusedActivation activation;  // applied last (after the fused sum, if any)
   bool gating = true;          // false: compute every channel, then mask (the dense reference path)

@@ -5,7 +5,8 @@
 //
 //   x -> GlobalAveragePool | AveragePool(whole map) | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW
 //        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views
-//     -> Gemm | MatMul [+ Add] | 1x1 Conv -> Relu [-> views] = g
+//        (or ReduceMean over W, then over H)
+//     -> Gemm | MatMul [+ Add] | 1x1 Conv [-> views] -> Relu | Sigmoid [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -13,11 +14,12 @@
 //              ReduceSum(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
 //   (each ScatterElements also as index_put's ScatterND: pi[arange(N)[:, None], i] = v writes
 //    at the pairs Concat(constant rows n, Unsqueeze(i)))
-//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0), cmp = g > t | g >= t (or t < g, t <= g, or
+//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0) | Where(Not-cmp, 0, g) (masked_fill), cmp = g > t | g >= t (or t < g, t <= g, or
 //              Not of the opposite test: Not(g < t) for g >= t, as opset 11 exports),
 //              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather,
 //              GatherElements with one constant index)
-//   then       Mul(conv(x), views(pi)) [+ beta | + beta * Cast(Greater(pi, 0))] [-> Relu],
+//   then       Mul(conv(x), views(pi) [-> Expand | Tile to conv(x)'s shape]) [+ beta | + beta * Cast(Greater(pi, 0)),
+//              the product before or after the views] [-> Relu],
 //              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0)
 //
 // The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
@@ -303,9 +305,11 @@ class GateMatcher {
     // Where(condition, g, 0): the mask either scatters ones at TopK(g, k).indices (winners),
     // or compares g with its k-th largest value (threshold).
     ValueId gv = kNoValue, mask = kNoValue;
-    bool where = false;
+    bool where = false, flip = false;  // flip: the mask says which channels are zeroed
     if (const Node* w = prod(pi, OpType::Where); w && is_zero(w->inputs[2])) {
       gv = w->inputs[1], mask = w->inputs[0], where = true;
+    } else if (w && is_zero(w->inputs[1])) {  // g.masked_fill(cond, 0): Where(cond, 0, g)
+      gv = w->inputs[2], mask = w->inputs[0], where = flip = true;
     }
     const Node* mul = where ? nullptr : prod(pi, OpType::Mul);
     for (int side = 0; side < (where ? 1 : 2) && (mul || where); ++side) {
@@ -361,13 +365,14 @@ class GateMatcher {
       bool inclusive = false;
       const Node* negation = prod(mv, OpType::Not);
       const ValueId tested = negation ? negation->inputs[0] : mv;
+      const bool negated = (negation != nullptr) != flip;  // the test says which channels stay when not negated
       for (OpType op : {OpType::Greater, OpType::GreaterOrEqual, OpType::Less, OpType::LessOrEqual}) {
         const Node* c = prod(tested, op);
         if (!c) continue;
-        const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != (negation != nullptr);
+        const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != negated;
         if (c->inputs[g_first ? 0 : 1] != gv) continue;
         cmp = c, thr = c->inputs[g_first ? 1 : 0];
-        inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != (negation != nullptr);
+        inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != negated;
       }
       if (!cmp) continue;
       s.g = gv;
@@ -381,6 +386,7 @@ class GateMatcher {
   struct Predictor {
     ValueId x = kNoValue;  // what the gate pools
     bool abs = false;
+    bool sigmoid = false;  // g = sigmoid(...), not relu(...)
     std::vector<float> wg, bg;  // [M][C], [M]
     std::string desc;
   };
@@ -427,10 +433,14 @@ class GateMatcher {
   }
 
   Predictor predictor(ValueId g, int64_t m) const {
-    const Node* relu = prod(through_views(g), OpType::Relu);  // g may be a view of it ([N, M, 1, 1] flattened)
-    if (!relu) throw Reject{"the saliency g is not the output of a Relu"};
-    ValueId z = relu->inputs[0];
+    // g = relu(z) or sigmoid(z): both >= 0, and > 0 wherever a winner's pi matters (a sigmoid
+    // that underflows to 0 gives a winner the suppressed channel's value, as the graph does).
+    const Node* act = prod(through_views(g), OpType::Relu);  // g may be a view of it ([N, M, 1, 1] flattened)
+    if (!act) act = prod(through_views(g), OpType::Sigmoid);
+    if (!act) throw Reject{"the saliency g is not the output of a Relu or a Sigmoid"};
+    ValueId z = act->inputs[0];
     Predictor p;
+    p.sigmoid = act->op == OpType::Sigmoid;
     ValueId f = kNoValue;
     std::vector<float> w;  // as [C][M] or [M][C]
     bool w_is_mc = false;
@@ -454,9 +464,10 @@ class GateMatcher {
       }
       f = gemm->inputs[0];
       p.desc = "Gemm";
-    } else if (const Node* cv = prod(z, OpType::Conv)) {
+    } else if (const Node* cv = prod(through_views(z), OpType::Conv)) {
       // A 1x1 conv on the pooled [N, C, 1, 1] saliency (the squeeze-and-excitation way of
-      // writing the predictor): W [M, C, 1, 1] is the Gemm's [M, C].
+      // writing the predictor): W [M, C, 1, 1] is the Gemm's [M, C]. Its [N, M, 1, 1] output may
+      // be flattened before the Relu (elementwise: the same values either way).
       const auto& cp = cv->p<ConvParams>();
       const Value& wv = g_.value(cv->inputs[1]);
       const Shape& xs = g_.value(cv->inputs[0]).shape;
@@ -509,10 +520,20 @@ class GateMatcher {
       p.desc = "AveragePool over the whole map, " + p.desc;
     } else if (const Node* rm = prod(pooled, OpType::ReduceMean)) {
       const Value& xin = g_.value(rm->inputs[0]);
-      if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3})
+      // x.mean(3).mean(2) (or mean(-1) twice): the mean over W, then over H, is the mean over
+      // both (up to float rounding, as any summation order).
+      const Node* inner = prod(rm->inputs[0], OpType::ReduceMean);
+      if (inner && xin.shape.size() == 3 && rm->p<ReduceParams>().axes == std::vector<int64_t>{2} &&
+          !rm->p<ReduceParams>().keepdims && inner->p<ReduceParams>().axes == std::vector<int64_t>{3} &&
+          !inner->p<ReduceParams>().keepdims && g_.value(inner->inputs[0]).shape.size() == 4) {
+        p.x = inner->inputs[0];
+        p.desc = "ReduceMean over W then H, " + p.desc;
+      } else if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) {
         throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
-      p.x = rm->inputs[0];
-      p.desc = "ReduceMean, " + p.desc;
+      } else {
+        p.x = rm->inputs[0];
+        p.desc = "ReduceMean, " + p.desc;
+      }
     } else if (const Node* sum = mean_as_sum(pooled, l1)) {
       p.x = sum->inputs[0];
       p.desc = std::string(l1 ? "ReduceL1" : "ReduceSum") + " / HW, " + p.desc;
@@ -574,13 +595,24 @@ class GateMatcher {
     // g = relu(...)) it is relu(conv * pi), the gated conv with a Relu epilogue and no beta.
     const NodeId first = g_.value(y).consumers[0];
     const bool relu_first = g_.node(first).op == OpType::Relu;
-    if (relu_first && !single_use(g_, g_.node(first).outputs[0]))
-      throw Reject{"the Relu after the conv is also used ungated elsewhere"};
+    if (relu_first && !single_use(g_, g_.node(first).outputs[0])) {
+      // E.g. a gate whose saliency pools this Relu's output (not the conv's input, as FBS does):
+      // the conv must then run in full.
+      std::string readers;
+      for (NodeId r : g_.value(g_.node(first).outputs[0]).consumers)
+        readers += (readers.empty() ? "" : ", ") + g_.node(r).name;
+      throw Reject{"the Relu after the conv is also read ungated (by " + readers + "), so no channel of the conv can be skipped"};
+    }
     const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y;
     const NodeId mul_id = g_.value(gated_in).consumers[0];
     const Node& mul = g_.node(mul_id);
     if (mul.op != OpType::Mul) throw Reject{"the conv's output is not multiplied by the channel selection"};
     ValueId pi4 = mul.inputs[0] == gated_in ? mul.inputs[1] : mul.inputs[0];
+    // pi4.expand_as(y) or pi4.repeat(1, 1, H, W): the same value at every pixel, as broadcasting.
+    if (const Node* e = prod(pi4, OpType::Expand); e && g_.value(pi4).shape == ys) pi4 = e->inputs[0];
+    if (const Node* t = prod(pi4, OpType::Tile); t && g_.value(pi4).shape == ys &&
+                                                  const_ints(g_, *t, 1) == std::vector<int64_t>{1, 1, ys[2], ys[3]})
+      pi4 = t->inputs[0];
     const Shape& ps = g_.value(pi4).shape;
     if (ps.size() != 4 || ps[0] != ys[0] || ps[1] != m || ps[2] != 1 || ps[3] != 1)
       throw Reject{"the multiplier of " + mul.name + " is not one value per (sample, channel)"};
@@ -598,6 +630,7 @@ class GateMatcher {
     gp.form = sel.form;
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
+    gp.sigmoid_saliency = pred.sigmoid;
     std::vector<float> beta;
     // Optional beta, masked or not (not after a Relu: relu(conv) * pi + beta is no gated conv).
     if (!relu_first && single_use(g_, cur)) {
@@ -607,9 +640,17 @@ class GateMatcher {
         if (per_channel_constant(other, m)) {
           gp.beta = BetaMode::Unmasked;
           beta = floats(other);
-        } else if (const Node* bm = prod(other, OpType::Mul)) {
+        } else if (const Node* bm = prod(through_views(other), OpType::Mul)) {
+          // beta[None, :, None, None] * mask[:, :, None, None], or (beta * mask)[:, :, None, None]
+          // (the product on [N, M], beta then [M] or [1, M]).
+          const bool flat = g_.value(bm->outputs[0]).shape == Shape{ys[0], m};
           for (int side = 0; side < 2 && gp.beta == BetaMode::None; ++side) {
-            if (!per_channel_constant(bm->inputs[side], m)) continue;
+            const ValueId bv = bm->inputs[side];
+            const Shape& bs = g_.value(bv).shape;
+            const bool beta_like = flat ? g_.value(bv).is_constant() && g_.value(bv).dtype == DType::Float32 &&
+                                              (bs == Shape{m} || bs == Shape{1, m})
+                                        : per_channel_constant(bv, m);
+            if (!beta_like) continue;
             const Node* cast = prod(through_views(bm->inputs[1 - side]), OpType::Cast);
             const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
             if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1])) {
@@ -635,7 +676,8 @@ class GateMatcher {
     mt.pred = std::move(pred);
     mt.beta = std::move(beta);
     mt.desc = std::string(gate_form_name(gp.form)) + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
-              (gp.abs_saliency ? "" : "mean x via ") + mt.pred.desc + ", " + beta_mode_name(gp.beta) +
+              (gp.abs_saliency ? "" : "mean x via ") + mt.pred.desc + (gp.sigmoid_saliency ? ", sigmoid g" : "") + ", " +
+              beta_mode_name(gp.beta) +
               (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
     return mt;
   }

@@ -1,6 +1,7 @@
 #include "ops/gated/gate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "ops/common/simd.h"
@@ -29,7 +30,7 @@ void predict(const Spec& spec, const float* s, float* g) {
     for (int64_t l = 0; l < L; ++l) acc += a0[l];
     for (; i < n; ++i) acc += w[i] * s[i];
     acc += spec.bg[o];
-    g[o] = acc < 0.f ? 0.f : acc;
+    g[o] = spec.sigmoid ? 1.f / (1.f + std::exp(-acc)) : acc < 0.f ? 0.f : acc;
   }
 }
 

@@ -15,9 +15,10 @@ struct Spec {
   const float* bg = nullptr;  // [c_out]
   graph::GateForm form = graph::GateForm::Winners;
   int64_t k = 0;
+  bool sigmoid = false;  // g = sigmoid(...) instead of relu(...)
 };
 
-// g = relu(Wg s + bg), s of c_in values.
+// g = relu(Wg s + bg) (or sigmoid), s of c_in values.
 void predict(const Spec& spec, const float* s, float* g);
 
 // pi from g, exactly as the exported ops compute it (ONNX TopK: ties, lower index first).

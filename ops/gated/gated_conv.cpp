@@ -73,7 +73,7 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   const int64_t m = y.shape[1], ohw = y.shape[2] * y.shape[3];
   const float* beta = in.size() > 5 && in[5].data ? in[5].as<const float>() : nullptr;
   const float* sum = gp.fused_sum ? in[graph::kGatedSumInput].as<const float>() : nullptr;
-  gate::Spec spec{c, m, in[3].as<const float>(), in[4].as<const float>(), gp.form, gp.k};
+  gate::Spec spec{c, m, in[3].as<const float>(), in[4].as<const float>(), gp.form, gp.k, gp.sigmoid_saliency};
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
     const float* X = x.as<const float>() + b * c * hw;
@@ -248,7 +248,7 @@ class GatedConv final : public Kernel {
     float* Y = a.out[0].as<float>();
     const float* sb = p_.fused_sum ? a.in[graph::kGatedSumInput].as<const float>() + b * oh_ * ow_ * m_ : nullptr;
     StepRecord* rec = a.record;
-    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k};
+    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k, p_.sigmoid_saliency};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
     std::vector<int32_t> act_in, act_out;
     const int64_t per_map = kh_ * kw_ * oh_ * ow_;

@@ -129,7 +129,9 @@ def other_form_models(work):
     (Not(Less)); the k-th largest read with torch.gather; the winners as the first k of
     argsort with their g gathered; the winners' ones written with one_hot; scatter_add into
     zeros; index_put (pi[arange(N)[:, None], i] = v, exported as ScatterND at (n, i) pairs) of
-    the values, of ones for a mask, or of zeros at the losers. Returns the paths;
+    the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
+    conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
+    expanded or repeated to the conv's shape by hand. Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
@@ -140,7 +142,7 @@ def other_form_models(work):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU())
             self.conv = nn.Conv2d(8, 16, 3, padding=1)
-            self.gate = nn.Conv2d(8, 16, 1) if form == "conv1x1_predictor" else nn.Linear(8, 16)
+            self.gate = nn.Conv2d(8, 16, 1) if form in ("conv1x1_predictor", "conv1x1_flatten_relu") else nn.Linear(8, 16)
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
             self.fc = nn.Linear(16, 10)
             self.form, self.k = form, k
@@ -155,11 +157,18 @@ def other_form_models(work):
                 g = F.relu(self.gate(torch.norm(x, p=1, dim=(2, 3)) / (x.shape[2] * x.shape[3])))
             elif self.form == "avg_pool_whole_map":  # AveragePool with a kernel the size of the map
                 g = F.relu(self.gate(F.avg_pool2d(x.abs(), 28).flatten(1)))  # the 28 x 28 map
+            elif self.form == "conv1x1_flatten_relu":  # the 1x1 conv's [N, M, 1, 1] flattened before the Relu
+                g = F.relu(self.gate(x.mean((2, 3))[:, :, None, None]).flatten(1))
+            elif self.form == "mean_w_then_h":
+                g = F.relu(self.gate(x.mean(3).mean(2)))
+            elif self.form == "sigmoid_g":
+                g = torch.sigmoid(self.gate(x.mean((2, 3))))
             else:
                 g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
-                             "relu_then_gate"):
+                             "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
+                             "repeat"):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "gather_kth_ge":  # the k-th largest read with torch.gather
                 thr = torch.gather(g.topk(k, 1).values, 1, torch.full((g.shape[0], 1), k - 1, dtype=torch.long))
@@ -183,6 +192,8 @@ def other_form_models(work):
                 else:  # the C - k smallest zeroed in a copy of g
                     pi = g.clone()
                     pi[rows, (-g).topk(g.shape[1] - k, 1).indices] = 0.0
+            elif self.form == "masked_fill":  # the losers below the k-th largest filled with 0
+                pi = g.masked_fill(g < g.topk(k, 1).values[:, -1:], 0.0)
             elif self.form == "one_hot_mask":  # ones at the winners written with one_hot
                 pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).to(g.dtype)
             elif self.form in ("slice_ge", "slice_ge_opset11"):  # opset 11 writes >= as Not(Less)
@@ -195,6 +206,10 @@ def other_form_models(work):
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
             if self.form == "relu_then_gate":  # the gate after the conv's Relu
                 y = F.relu(self.conv(x)) * pi[:, :, None, None]
+            elif self.form in ("expand_as", "repeat"):  # pi broadcast by hand to the conv's shape
+                c = self.conv(x)
+                p4 = pi[:, :, None, None]
+                y = F.relu(c * (p4.expand_as(c) if self.form == "expand_as" else p4.repeat(1, 1, c.shape[2], c.shape[3])))
             else:
                 y = F.relu(self.conv(x) * pi[:, :, None, None])
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
@@ -203,7 +218,8 @@ def other_form_models(work):
     for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
-                 "index_put_losers"):
+                 "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
+                 "repeat"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,

@@ -45,6 +45,9 @@ struct GateCase {
   int64_t stride = 1;      // the conv's
   bool relu_first = false;  // relu(conv) * pi (no beta, no Relu after): as relu(conv * pi), pi >= 0
   bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
+  bool sigmoid = false;     // g = sigmoid(...) instead of relu(...)
+  bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
+  bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -103,11 +106,12 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
     b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
   }
+  const char* act = gc.sigmoid ? "Sigmoid" : "Relu";
   if (gc.fc == Fc::Conv1x1) {
-    b.node("Relu", {p + "z"}, {p + "g4"});
+    b.node(act, {p + "z"}, {p + "g4"});
     OnnxBuilder::attr_int(b.node("Flatten", {p + "g4"}, {p + "g"}), "axis", 1);
   } else {
-    b.node("Relu", {p + "z"}, {p + "g"});
+    b.node(act, {p + "z"}, {p + "g"});
   }
   // Selection.
   const std::string pi = p + "pi";
@@ -185,9 +189,14 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init_i64(p + "last", {}, {-1}).init_i64(p + "ax1", {1}, {1});
     OnnxBuilder::attr_int(b.node("Gather", {p + "tv", p + "last"}, {p + "kth"}), "axis", 1);
     b.node("Unsqueeze", {p + "kth", p + "ax1"}, {p + "thr"});
-    b.node("LessOrEqual", {p + "thr", p + "g"}, {p + "le"});
     b.init(p + "zeros", {}, {0.f});
-    b.node("Where", {p + "le", p + "g", p + "zeros"}, {pi});
+    if (gc.masked_fill) {
+      b.node("Greater", {p + "thr", p + "g"}, {p + "below"});
+      b.node("Where", {p + "below", p + "zeros", p + "g"}, {pi});
+    } else {
+      b.node("LessOrEqual", {p + "thr", p + "g"}, {p + "le"});
+      b.node("Where", {p + "le", p + "g", p + "zeros"}, {pi});
+    }
   }
   // Broadcast pi over H, W and apply it.
   if (gc.bcast == Bcast::Unsqueeze) b.init_i64(p + "ax2", {1}, {2}).init_i64(p + "ax3", {1}, {3});
@@ -209,9 +218,16 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   b.node("Mul", {p + "pi4", p + "conv"}, {p + "y0"});
   std::string cur = p + "y0";
   if (gc.beta != Beta::None) {
-    b.init_random(p + "beta", {1, m, 1, 1}, 0.5f, gc.beta == Beta::Unmasked ? 0.3f : 0.f);
+    b.init_random(p + "beta", gc.beta_flat ? Shape{m} : Shape{1, m, 1, 1}, 0.5f, gc.beta == Beta::Unmasked ? 0.3f : 0.f);
     std::string add_in = p + "beta";
-    if (gc.beta == Beta::Masked) {
+    if (gc.beta == Beta::Masked && gc.beta_flat) {
+      b.init(p + "zero", {}, {0.f});
+      b.node("Greater", {pi, p + "zero"}, {p + "on"});
+      OnnxBuilder::attr_int(b.node("Cast", {p + "on"}, {p + "onf"}), "to", 1);
+      b.node("Mul", {p + "onf", p + "beta"}, {p + "bm2"});
+      bcast(p + "bm2", p + "bm");
+      add_in = p + "bm";
+    } else if (gc.beta == Beta::Masked) {
       b.init(p + "zero", {}, {0.f});
       b.node("Greater", {pi, p + "zero"}, {p + "on"});
       OnnxBuilder::attr_int(b.node("Cast", {p + "on"}, {p + "onf"}), "to", 1);
@@ -351,6 +367,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"index_put_values", with([](GateCase& g) { g.form = Form::IndexPutValues; })},
                       Variant{"index_put_mask", with([](GateCase& g) { g.form = Form::IndexPutMask; })},
                       Variant{"index_put_batch5", with([](GateCase& g) { g.form = Form::IndexPutValues; g.n = 5; })},
+                      Variant{"masked_fill", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; g.masked_fill = true; })},
+                      Variant{"sigmoid_g", with([](GateCase& g) { g.sigmoid = true; })},
+                      Variant{"masked_beta_flat", with([](GateCase& g) { g.beta_flat = true; })},
+                      Variant{"sigmoid_g_threshold", with([](GateCase& g) { g.sigmoid = true; g.form = Form::ThresholdSliceGe; })},
+                      Variant{"sigmoid_g_conv1x1", with([](GateCase& g) { g.sigmoid = true; g.fc = Fc::Conv1x1; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
