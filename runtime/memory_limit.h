@@ -17,8 +17,9 @@ inline double machine_bytes() {
 }
 
 inline std::string gib(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  char buf[48];
+  const double g = bytes / (1024.0 * 1024.0 * 1024.0);
+  std::snprintf(buf, sizeof buf, g < 1e6 ? "%.1f GiB" : "%.3g GiB", g);  // 2^124 bytes: "2.2e+28 GiB", not 29 digits
   return buf;
 }
 

@@ -77,7 +77,11 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
   DType dt = dtype_from_onnx(tp.data_type(), where);
   Shape shape(tp.dims().begin(), tp.dims().end());
   for (int64_t d : shape)
-    if (d < 0) throw Error(where + ": has a negative dimension in its dims " + shape_str(shape));
+    if (d < 0) {
+      std::string dims;  // as written (shape_str would show a negative dimension as a dynamic '?')
+      for (int64_t e : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(e);
+      throw Error(where + ": has a negative dimension in its dims [" + dims + "]");
+    }
   // The element count, and whether the data holds that many, before anything is allocated:
   // dims that do not match the data must not turn into a huge allocation.
   int64_t n = 1;

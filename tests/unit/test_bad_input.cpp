@@ -2,9 +2,11 @@
 // value and what is wrong), never a crash, a hang, or a wrong answer.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/memory_limit.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -118,6 +120,17 @@ TEST(BadGraph, InitializerShorterThanDims) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
   expect_error([&] { b.load(); }, {"initializer 'w'", "107 elements", "need 108"});
+}
+
+TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
+  OnnxBuilder b = conv_model();
+  b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);
+  expect_error([&] { b.load(); }, {"initializer 'w'", "negative dimension", "[-3, 3, 3, 3]"});
+}
+
+TEST(MemoryLimit, HugeSizesReadInGiBWithoutBeingCutOff) {
+  EXPECT_EQ(runtime::gib(1.5 * 1024 * 1024 * 1024), "1.5 GiB");
+  EXPECT_EQ(runtime::gib(std::ldexp(1.0, 127)), "1.58e+29 GiB");
 }
 
 // ONNX 1.12's shape inference reads a Constant's raw_data without checking its size, and
