@@ -27,6 +27,62 @@ void infer_TopK(InferContext& ctx) {
   ctx.set_output(1, DType::Int64, out);
 }
 
+namespace {
+
+// A heap of k indices whose root is the weakest (the next to be pushed out): `beats(a, b)` says
+// a ranks above b. Moves entry i down to its place in h[0 .. k).
+template <class Beats>
+void sift_weakest_up(int64_t* h, int64_t i, int64_t k, const Beats& beats) {
+  for (;;) {
+    const int64_t l = 2 * i + 1, r = l + 1;
+    int64_t to = -1;
+    if (r < k) {
+      const bool over_l = beats(h[i], h[l]);
+      if (over_l && beats(h[r], h[l])) to = l;  // l is the weakest of the three: it goes up
+      else if (over_l || beats(h[i], h[r])) to = r;
+    } else if (l < k && beats(h[i], h[l])) {
+      to = l;
+    }
+    if (to < 0) return;
+    std::swap(h[i], h[to]);
+    i = to;
+  }
+}
+
+// The k best of row positions 0 .. len-1 into sel[0 .. k) in ONNX Runtime's unsorted order
+// (sorted = 0 leaves the order to the runtime; a graph that reads the values by position then
+// gives ORT's answer): for k = 1 the best; for small k (k < 4, or log2(k) < 0.725 log2(len)) a
+// heap of the k best in heap order; otherwise std::nth_element's arrangement, as ORT's CPU
+// kernel (onnxruntime/core/providers/cpu/math/top_k.cc) leaves them.
+template <class Beats>
+void select_unsorted(int64_t len, int64_t k, const Beats& beats, std::vector<int64_t>& sel) {
+  sel.resize(static_cast<size_t>(len));
+  if (k == 1) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < len; ++i)
+      if (beats(i, best)) best = i;
+    sel[0] = best;
+    return;
+  }
+  if (k < 4 || std::log2(static_cast<double>(k)) / std::log2(static_cast<double>(len)) < 0.725) {
+    int64_t* h = sel.data();
+    for (int64_t l = 0; l < k; ++l) {  // the first k, added from the bottom up
+      h[k - l - 1] = l;
+      sift_weakest_up(h, k - l - 1, k, beats);
+    }
+    for (int64_t l = k; l < len; ++l)
+      if (beats(l, h[0])) {  // a later equal value never replaces an earlier one
+        h[0] = l;
+        sift_weakest_up(h, 0, k, beats);
+      }
+    return;
+  }
+  std::iota(sel.begin(), sel.end(), 0);
+  std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end(), beats);
+}
+
+}  // namespace
+
 void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::TopKParams>();
   const Shape& s = in[0].shape;
@@ -36,6 +92,7 @@ void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std
     if (i < axis) outer *= s[i];
     if (i > axis) inner *= s[i];
   }
+  if (k == 0) return;
   dispatch_numeric(in[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, bool>) {
@@ -46,13 +103,17 @@ void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t j = 0; j < inner; ++j) {
           auto val = [&](int64_t i) { return X[(o * len + i) * inner + j]; };
-          std::iota(idx.begin(), idx.end(), 0);
           // Ties: the lower index first (stable order), as ONNX Runtime does.
           auto before = [&](int64_t a, int64_t b) {
             if (val(a) != val(b)) return p.largest ? val(a) > val(b) : val(a) < val(b);
             return a < b;
           };
-          std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
+          if (p.sorted) {
+            std::iota(idx.begin(), idx.end(), 0);
+            std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), before);
+          } else {
+            select_unsorted(len, k, before, idx);
+          }
           for (int64_t r = 0; r < k; ++r) {
             const int64_t at = (o * k + r) * inner + j;
             V[at] = val(idx[static_cast<size_t>(r)]);

@@ -262,7 +262,8 @@ def single_nodes(a):
     OneHot of an ArgMax, Mod (fmod), CumSum (exclusive, reverse),
     GlobalMaxPool (PyTorch writes a MaxPool over the whole map), the hyperbolic functions,
     ReduceSumSquare / ReduceLogSum (attribute axes at 13, input axes at 18), ArgMin with
-    select_last_index on ties, LogSoftmax's opset-11 form (softmax over the flattened tail)."""
+    select_last_index on ties, LogSoftmax's opset-11 form (softmax over the flattened tail),
+    TopK with sorted = 0 (in ORT's order)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     ties = np.round(x * 2) / 2  # many equal values per row
@@ -307,6 +308,20 @@ def single_nodes(a):
     single(a, "cumsum_exclusive_reverse", [helper.make_node("CumSum", ["image", "ax"], ["logits"], exclusive=1, reverse=1)],
            {"ax": np.array(-1, np.int64)}, [2, 3, 4, 5], 13, x)
     single(a, "log_softmax_11", [helper.make_node("LogSoftmax", ["image"], ["logits"], axis=1)], {}, [2, 3, 4, 5], 11, x)
+    # TopK with sorted = 0: the spec leaves the order open; a graph reading the values by
+    # position must still give ORT's answer. ORT's order depends on k and the axis length (the
+    # best for k = 1, a heap for small k, nth_element's arrangement otherwise): cases of each,
+    # with ties, smallest and largest, over the last axis and over axis 0 of [len, 3].
+    for n, k, largest, axis in ((6, 3, 1, 1), (10, 1, 1, 1), (10, 8, 1, 1), (20, 7, 0, 1), (200, 50, 1, 1),
+                                (200, 150, 1, 1), (37, 30, 0, 1), (33, 5, 1, 0), (33, 31, 0, 0)):
+        xin = np.round(rng.standard_normal((2, n) if axis == 1 else (n, 3)) * 3).astype(np.float32)  # ties
+        out_shape = [2, k] if axis == 1 else [k, 3]
+        for what, pick in (("values", lambda v, i: [v]), ("indices", lambda v, i: [i])):
+            node = helper.make_node("TopK", ["image", "k"], ["v", "i"], axis=axis, largest=largest, sorted=0)
+            ident = helper.make_node("Identity", pick("v", "i"), ["logits"])
+            single(a, "topk_unsorted_%d_%d_%d_%d_%s" % (n, k, largest, axis, what), [node, ident],
+                   {"k": np.array([k], np.int64)}, out_shape, 13, xin,
+                   out_type=TensorProto.FLOAT if what == "values" else TensorProto.INT64, tol=0)
 
 
 def edge_values(a):
