@@ -640,7 +640,8 @@ class GateMatcher {
         if (per_channel_constant(other, m)) {
           gp.beta = BetaMode::Unmasked;
           beta = floats(other);
-        } else if (const Node* bm = prod(through_views(other), OpType::Mul)) {
+        } else if (const Node* bm = prod(through_views(other), OpType::Mul);
+                   bm && g_.value(other).shape == Shape{ys[0], m, 1, 1}) {
           // beta[None, :, None, None] * mask[:, :, None, None], or (beta * mask)[:, :, None, None]
           // (the product on [N, M], beta then [M] or [1, M]).
           const bool flat = g_.value(bm->outputs[0]).shape == Shape{ys[0], m};
