@@ -5,8 +5,9 @@
 // Through any elementwise op it stays a constant, f(v): unary ops (Relu, Tanh, Gelu, Clip,
 // ...), arithmetic with a scalar constant (x * 0.5, x + 3), and self-gating forms that
 // combine the value with a function of itself (SiLU's x * sigmoid(x), hardswish written as
-// x * clip(x + 3, 0, 6) / 6). Through MaxPool too (ONNX pads MaxPool with -inf), and through
-// an unpadded AveragePool. A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
+// x * clip(x + 3, 0, 6) / 6). Through MaxPool too (ONNX pads MaxPool with -inf), through
+// an unpadded AveragePool, and through ops that only copy a channel's values (reflect, edge
+// and wrap Pads, nearest Resize). A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
 // every output pixel whose window lies inside the input: exactly a bias term when C has no
 // zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
 // Flatten reads the channel as the column f(v), folded into its bias. An FBS gated conv loses
@@ -169,7 +170,8 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
 }
 
 // The readers of `v` when every path is a chain of elementwise ops, max / unpadded average
-// pooling and channel Concats ending in a Conv (input 0) or a classifier head (GAP or a mean
+// pooling, reflect / edge / wrap Pads, nearest Resizes and channel Concats ending in a Conv
+// (input 0) or a classifier head (GAP or a mean
 // over H, W, then Flatten, then Gemm; or Flatten of the map, then Gemm); the values on the way
 // (whose channel dim shrinks) go to `path`.
 // Returns a reason when some reader is something else.
@@ -265,6 +267,31 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         }
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset);
+        if (!r.empty()) return r;
+        break;
+      }
+      case OpType::Pad:       // reflect / edge / wrap: every output value is one of the channel's own
+      case OpType::Resize: {  // nearest (scales, not sizes, which name the channel count): copies
+        const Shape& os = g.value(n.outputs[0]).shape;
+        if (os.size() != 4 || os[0] != val.shape[0] || os[1] != val.shape[1])
+          return "read by " + n.name + ", which changes the batch or channel count";
+        if (n.op == OpType::Pad) {
+          const auto& pp = n.p<PadParams>();
+          if (pp.mode == "constant") return "read by " + n.name + ", a Pad with a constant (a constant channel's border would differ)";
+          if (pp.pads.size() != 8 || pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5])
+            return "read by " + n.name + ", a Pad of the batch or channel axis";
+        } else {
+          // Axes 0 and 1 at scale 1 map index i to i exactly only in these coordinate modes
+          // (tf_half_pixel_for_nn reads i + 0.5, which nearest_mode ceil rounds up).
+          const auto& rp = n.p<ResizeParams>();
+          const bool identity_nc = rp.resolved.size() == 4 && rp.resolved[0] == 1.0 && rp.resolved[1] == 1.0 &&
+                                   (rp.coordinates == "asymmetric" || rp.coordinates == "half_pixel" ||
+                                    rp.coordinates == "pytorch_half_pixel");
+          if (rp.mode != "nearest" || !identity_nc || (n.inputs.size() > 3 && n.inputs[3] != kNoValue))
+            return "read by " + n.name + ", a Resize that interpolates, is given sizes, or may move channels";
+        }
+        path.push_back(n.outputs[0]);
         std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset);
         if (!r.empty()) return r;
         break;

@@ -404,6 +404,51 @@ def spp_case(a):
           "spp: the BN's dead channels reach one Concat three times and stay, with the reason (%s)" % b)
 
 
+class CopyPath(nn.Module):
+    """Dead channels reaching their reader through ops that only copy values: reflect Pad,
+    nearest upsampling, replicate Pad (as decoders and TF-style explicit padding write them),
+    then an unpadded 3x3 conv, GAP, FC; or (zero_pad) through a zero Pad, where a non-zero
+    constant channel would get a border of zeros."""
+
+    def __init__(self, zero_pad):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 6, 3)
+        self.fc = nn.Linear(6, 10)
+        self.zero_pad = zero_pad
+
+    def forward(self, x):
+        y = F.relu(self.stem(x))
+        if self.zero_pad:
+            y = F.pad(y, (1, 1, 1, 1))
+        else:
+            y = F.pad(F.interpolate(F.pad(y, (1, 1, 1, 1), mode="reflect"), scale_factor=2, mode="nearest"),
+                      (0, 1, 2, 0), mode="replicate")
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.c(y)), 1), 1))
+
+
+def copy_path_case(a):
+    for zero_pad in (False, True):
+        torch.manual_seed(9)
+        m = CopyPath(zero_pad)
+        with torch.no_grad():
+            m.stem.weight[[1, 4, 6]] = 0
+            m.stem.bias[[1, 6]] = 0
+            m.stem.bias[4] = 0.7  # relu(0.7): a non-zero constant, folded into the conv's bias
+        m.eval()
+        name = "copy_path_zero_pad" if zero_pad else "copy_path"
+        insp, _ = run_case(a, name, m, keep_bn=False)
+        got = {r["node"]: r for r in insp["pruning"]}
+        r = got.get("/stem/Conv", {})
+        if zero_pad:
+            check(r.get("removed") == 0 and "constant" in r.get("kept_reason", ""),
+                  "%s: a zero Pad's border keeps the channels, and inspect says why (%s)" % (name, r))
+        else:
+            check(r.get("removed") == 3 and r.get("folded") == 1,
+                  "%s: the 3 dead channels go through reflect Pad, nearest Resize and replicate Pad, the "
+                  "constant 0.7 folded (%s)" % (name, r))
+
+
 class Acts(nn.Module):
     """Five convs, each followed by an activation that stays a separate node (or several):
     c1 3x3 -> tanh -> c2 1x1 -> silu -> c3 3x3 -> gelu -> c4 3x3 -> hardswish -> c5 1x1 ->
@@ -672,6 +717,7 @@ def main():
     concat_case(a)
     preact_case(a)
     spp_case(a)
+    copy_path_case(a)
     activations_case(a)
     heads_case(a)
     unread_case(a)
