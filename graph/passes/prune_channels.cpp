@@ -46,6 +46,9 @@ struct Reader {
   int64_t offset = 0;       // where P's channels start in the reader's input (behind a Concat)
   int64_t spread = 1;       // reader inputs per channel: H*W for a Gemm on a flattened map
   ValueId flat = kNoValue;  // that flattened value (its width shrinks by spread per channel)
+  // Constant Pads on the way: (steps of `chain` before the Pad, its fill). A constant channel
+  // stays one through a Pad only when it already holds the fill (a zero channel, zero padding).
+  std::vector<std::pair<size_t, float>> fills;
 };
 
 bool is_binary_elementwise(OpType t) {
@@ -170,7 +173,7 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
 }
 
 // The readers of `v` when every path is a chain of elementwise ops, max / unpadded average
-// pooling, reflect / edge / wrap Pads, nearest Resizes and channel Concats ending in a Conv
+// pooling, Pads (a constant one noted in `fills`), nearest Resizes and channel Concats ending in a Conv
 // (input 0) or a classifier head (GAP or a mean
 // over H, W, then Flatten, then Gemm; or Flatten of the map, then Gemm); the values on the way
 // (whose channel dim shrinks) go to `path`.
@@ -179,7 +182,8 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
 // reader is rewritten once, for channels at one offset. Self-gating forms are the exception:
 // they read the value twice by design, and are one step.
 std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& chain, std::vector<Reader>& readers,
-                            std::vector<ValueId>& path, std::set<NodeId>& seen, int64_t offset = 0) {
+                            std::vector<ValueId>& path, std::set<NodeId>& seen, int64_t offset = 0,
+                            const std::vector<std::pair<size_t, float>>& fills = {}) {
   const Value& val = g.value(v);
   if (val.is_output) return "its output is a graph output";
   if (val.shape.size() != 4 && val.shape.size() != 2) return "its output is neither a 4-D map nor 2-D features";
@@ -209,7 +213,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       path.push_back(bn.outputs[0]);
       std::vector<Step> next = chain;
       next.push_back({b, bn.inputs[0] == v ? 0 : 1, it->second.second});
-      std::string r = collect_readers(g, bn.outputs[0], next, readers, path, seen, offset);
+      std::string r = collect_readers(g, bn.outputs[0], next, readers, path, seen, offset, fills);
       if (!r.empty()) return r;
       continue;
     }
@@ -217,7 +221,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       path.push_back(n.outputs[0]);
       std::vector<Step> next = chain;
       next.push_back({c, pos, {}});
-      std::string r = collect_readers(g, n.outputs[0], next, readers, path, seen, offset);
+      std::string r = collect_readers(g, n.outputs[0], next, readers, path, seen, offset, fills);
       if (!r.empty()) return r;
       continue;
     }
@@ -233,7 +237,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       case OpType::Gemm: {  // a Linear reading the features [N, F]
         if (val.shape.size() != 2) return "read by " + n.name;
         if (std::string why = gemm_head_problem(g, c, v); !why.empty()) return why;
-        readers.push_back({c, chain, offset});
+        readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
       case OpType::Conv: {
@@ -243,7 +247,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";
-        readers.push_back({c, chain, offset});
+        readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
       case OpType::SluiceGatedConv: {  // an FBS gated conv: its conv and its saliency read the channel
@@ -254,7 +258,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
           return "read by gated conv " + n.name + " with run-time weights";
         if (n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by gated conv " + n.name + " with a run-time bias";
-        readers.push_back({c, chain, offset});
+        readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
       case OpType::AveragePool:
@@ -267,20 +271,31 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         }
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
-        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, fills);
         if (!r.empty()) return r;
         break;
       }
-      case OpType::Pad:       // reflect / edge / wrap: every output value is one of the channel's own
+      case OpType::Pad:       // reflect / edge / wrap: every output value is one of the channel's own;
+                              // constant: the channel's value must be the fill (checked per channel)
       case OpType::Resize: {  // nearest (scales, not sizes, which name the channel count): copies
         const Shape& os = g.value(n.outputs[0]).shape;
         if (os.size() != 4 || os[0] != val.shape[0] || os[1] != val.shape[1])
           return "read by " + n.name + ", which changes the batch or channel count";
+        std::vector<std::pair<size_t, float>> more = fills;
         if (n.op == OpType::Pad) {
           const auto& pp = n.p<PadParams>();
-          if (pp.mode == "constant") return "read by " + n.name + ", a Pad with a constant (a constant channel's border would differ)";
           if (pp.pads.size() != 8 || pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5])
             return "read by " + n.name + ", a Pad of the batch or channel axis";
+          if (pp.mode == "constant") {  // the border holds the fill (input 2, or 0)
+            float fill = 0.f;
+            if (n.inputs.size() > 2 && n.inputs[2] != kNoValue) {
+              const Value& fv = g.value(n.inputs[2]);
+              if (!fv.is_constant() || fv.dtype != DType::Float32 || fv.constant.numel() != 1)
+                return "read by " + n.name + ", a Pad with a run-time fill";
+              fill = fv.constant.data<float>()[0];
+            }
+            more.emplace_back(chain.size(), fill);
+          }
         } else {
           // Axes 0 and 1 at scale 1 map index i to i exactly only in these coordinate modes
           // (tf_half_pixel_for_nn reads i + 0.5, which nearest_mode ceil rounds up).
@@ -292,7 +307,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
             return "read by " + n.name + ", a Resize that interpolates, is given sizes, or may move channels";
         }
         path.push_back(n.outputs[0]);
-        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, more);
         if (!r.empty()) return r;
         break;
       }
@@ -314,7 +329,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         }
         const NodeId gid = g.value(features).consumers[0];
         if (std::string why = gemm_head_problem(g, gid, features); !why.empty()) return why;
-        readers.push_back({gid, chain, offset});
+        readers.push_back({gid, chain, offset, 1, kNoValue, fills});
         break;
       }
       case OpType::Flatten: {  // [N, C, H, W] -> [N, C*H*W] read by a Gemm: channel c is H*W columns
@@ -323,7 +338,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (fv.is_output || fv.consumers.size() != 1) return "flattened output of " + n.name + " has other readers";
         const NodeId gid = fv.consumers[0];
         if (std::string why = gemm_head_problem(g, gid, n.outputs[0]); !why.empty()) return why;
-        readers.push_back({gid, chain, offset, val.shape[2] * val.shape[3], n.outputs[0]});
+        readers.push_back({gid, chain, offset, val.shape[2] * val.shape[3], n.outputs[0], fills});
         break;
       }
       case OpType::Concat: {  // P's channels are a slice of the concat: its readers lose them there
@@ -337,7 +352,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         }
         if (times != 1) return "concatenated with itself by " + n.name;
         path.push_back(n.outputs[0]);
-        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset + at);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset + at, fills);
         if (!r.empty()) return r;
         break;
       }
@@ -572,7 +587,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0;
+  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0, kept_pad_fill = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (!unread.empty() && unread[static_cast<size_t>(o)]) {  // whatever it holds, nothing reads it
       remove[static_cast<size_t>(o)] = true;
@@ -580,9 +595,11 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     }
     if (dead[static_cast<size_t>(o)]) {
       const float v = constant(o);
-      bool agree = true, first = true, finite = true;
+      bool agree = true, first = true, finite = true, filled = true;
       float seen = 0.f;
       for (const Reader& r : readers) {
+        for (const auto& [steps, fill] : r.fills)
+          filled = filled && through(g, std::vector<Step>(r.chain.begin(), r.chain.begin() + static_cast<std::ptrdiff_t>(steps)), v) == fill;
         const float rv = through(g, r.chain, v);
         finite = finite && std::isfinite(rv);
         if (!first && seen != rv) agree = false;
@@ -592,6 +609,8 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
       value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
       if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
         ++kept_nonfinite;
+      } else if (!filled) {  // a constant Pad's border differs from the channel's value
+        ++kept_pad_fill;
       } else if (agree && (value[static_cast<size_t>(o)] == 0.f || (!any_padding && !any_gated))) {
         remove[static_cast<size_t>(o)] = true;
         continue;
@@ -613,6 +632,9 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
            " constant channels that readers see as different values (through different ops on the way)";
   if (kept_nonfinite > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
+  if (kept_pad_fill > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
+           " constant channels padded by a Pad with another value (its border would differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
   const auto k = static_cast<int64_t>(keep.size());
@@ -891,7 +913,7 @@ int prune_groups(Graph& g) {
         if (in_group.count(cn.outputs[0])) {  // a member's writer (fused sum or pass-through)
           // A conv writing into the group that also reads a member as its data input
           // (y + conv(y)) loses those input channels too.
-          if (cn.op == OpType::Conv && cn.inputs[0] == v) readers.push_back({cid, {}});
+          if (cn.op == OpType::Conv && cn.inputs[0] == v) readers.push_back({cid, {}, 0, 1, kNoValue, {}});
           continue;
         }
         if (cn.op == OpType::Conv && cn.inputs[0] == v && cn.p<ConvParams>().group == 1 && cn.p<ConvParams>().pre_shift.empty() &&
@@ -900,7 +922,7 @@ int prune_groups(Graph& g) {
           bool other_use = false;
           for (size_t i = 1; i < cn.inputs.size(); ++i) other_use |= cn.inputs[i] == v;
           if (other_use) { why = "read by " + cn.name + " as a parameter"; break; }
-          readers.push_back({cid, {}});
+          readers.push_back({cid, {}, 0, 1, kNoValue, {}});
           continue;
         }
         if (cn.op == OpType::GlobalAveragePool) {
@@ -912,7 +934,7 @@ int prune_groups(Graph& g) {
           if (head) {
             path.push_back(cn.outputs[0]);
             path.push_back(flat->outputs[0]);
-            readers.push_back({g.value(flat->outputs[0]).consumers[0], {}});
+            readers.push_back({g.value(flat->outputs[0]).consumers[0], {}, 0, 1, kNoValue, {}});
             continue;
           }
         }

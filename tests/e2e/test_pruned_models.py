@@ -407,8 +407,8 @@ def spp_case(a):
 class CopyPath(nn.Module):
     """Dead channels reaching their reader through ops that only copy values: reflect Pad,
     nearest upsampling, replicate Pad (as decoders and TF-style explicit padding write them),
-    then an unpadded 3x3 conv, GAP, FC; or (zero_pad) through a zero Pad, where a non-zero
-    constant channel would get a border of zeros."""
+    then an unpadded 3x3 conv, GAP, FC; or (zero_pad) through a zero Pad, where the zero
+    channels stay zero but a non-zero constant one would get a border of zeros."""
 
     def __init__(self, zero_pad):
         super().__init__()
@@ -441,8 +441,9 @@ def copy_path_case(a):
         got = {r["node"]: r for r in insp["pruning"]}
         r = got.get("/stem/Conv", {})
         if zero_pad:
-            check(r.get("removed") == 0 and "constant" in r.get("kept_reason", ""),
-                  "%s: a zero Pad's border keeps the channels, and inspect says why (%s)" % (name, r))
+            check(r.get("removed") == 2 and "Pad" in r.get("kept_reason", ""),
+                  "%s: the zero channels go through a zero Pad, the constant 0.7 (its border 0) stays, and "
+                  "inspect says why (%s)" % (name, r))
         else:
             check(r.get("removed") == 3 and r.get("folded") == 1,
                   "%s: the 3 dead channels go through reflect Pad, nearest Resize and replicate Pad, the "
