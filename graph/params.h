@@ -237,6 +237,9 @@ struct GatedConvParams {
   int64_t k_exported = 0;  // k before a run-time density override
   bool abs_saliency = false;
   bool sigmoid_saliency = false;  // g = sigmoid(Wg s + bg) instead of relu(...): also > 0 where it selects
+  // How s pools each input channel over H x W (of x, or of |x| with abs_saliency): the mean
+  // (FBS), the maximum (adaptive_max_pool2d), or the L2 norm (x.norm(2, (2, 3))).
+  enum class Pool : uint8_t { Mean, Max, L2 } saliency_pool = Pool::Mean;
   BetaMode beta = BetaMode::None;
   FusedActivation activation;  // applied last (after the fused sum, if any)
   bool gating = true;          // false: compute every channel, then mask (the dense reference path)

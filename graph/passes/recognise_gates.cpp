@@ -4,7 +4,8 @@
 // each form is checked against the semantics it must have:
 //
 //   x -> GlobalAveragePool | AveragePool(whole map) | ReduceMean(axes 2,3) | ReduceSum(axes 2,3) / HW
-//        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views
+//        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views (the mean, as FBS), or the maximum
+//        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add] | 1x1 Conv [-> views] -> Relu | Sigmoid [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
@@ -387,6 +388,7 @@ class GateMatcher {
     ValueId x = kNoValue;  // what the gate pools
     bool abs = false;
     bool sigmoid = false;  // g = sigmoid(...), not relu(...)
+    GatedConvParams::Pool pool = GatedConvParams::Pool::Mean;
     std::vector<float> wg, bg;  // [M][C], [M]
     std::string desc;
   };
@@ -430,6 +432,37 @@ class GateMatcher {
     for (int64_t d : pp.dilations)
       if (d != 1) return nullptr;
     return ap;
+  }
+
+  // v = the maximum over H x W of a 4-D x (GlobalMaxPool, ReduceMax over axes 2 and 3, or an
+  // unpadded MaxPool with one window over the whole map), or its L2 norm (ReduceL2 over 2 and
+  // 3): the node, with `pool` set; or null.
+  const Node* spatial_max_or_l2(ValueId v, GatedConvParams::Pool& pool) const {
+    using Pool = GatedConvParams::Pool;
+    if (const Node* n = prod(v, OpType::GlobalMaxPool)) {
+      pool = Pool::Max;
+      return n;
+    }
+    for (OpType t : {OpType::ReduceMax, OpType::ReduceL2})
+      if (const Node* n = prod(v, t); n && g_.value(n->inputs[0]).shape.size() == 4 &&
+                                      n->p<ReduceParams>().axes == std::vector<int64_t>{2, 3}) {
+        pool = t == OpType::ReduceMax ? Pool::Max : Pool::L2;
+        return n;
+      }
+    if (const Node* mp = prod(v, OpType::MaxPool); mp && (mp->outputs.size() < 2 || mp->outputs[1] == kNoValue)) {
+      const auto& pp = mp->p<PoolParams>();
+      const Shape& xs = g_.value(mp->inputs[0]).shape;
+      const Shape& ys = g_.value(mp->outputs[0]).shape;
+      bool whole = xs.size() == 4 && ys.size() == 4 && ys[2] == 1 && ys[3] == 1 && pp.kernel_shape == Shape{xs[2], xs[3]} &&
+                   (pp.auto_pad == "NOTSET" || pp.auto_pad == "VALID");
+      for (int64_t d : pp.pads) whole = whole && d == 0;
+      for (int64_t d : pp.dilations) whole = whole && d == 1;
+      if (whole) {
+        pool = Pool::Max;
+        return mp;
+      }
+    }
+    return nullptr;
   }
 
   Predictor predictor(ValueId g, int64_t m) const {
@@ -537,18 +570,23 @@ class GateMatcher {
     } else if (const Node* sum = mean_as_sum(pooled, l1)) {
       p.x = sum->inputs[0];
       p.desc = std::string(l1 ? "ReduceL1" : "ReduceSum") + " / HW, " + p.desc;
+    } else if (const Node* mx = spatial_max_or_l2(pooled, p.pool)) {  // other channel-gating papers' pools
+      p.x = mx->inputs[0];
+      p.desc = std::string(op_name(mx->op)) + ", " + p.desc;
     } else {
       throw Reject{"the gate's input is not a global average (GlobalAveragePool, an AveragePool over the whole map, "
-                   "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W)"};
+                   "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W), maximum (GlobalMaxPool, "
+                   "ReduceMax over H, W, a MaxPool over the whole map) or L2 norm (ReduceL2 over H, W)"};
     }
     if (l1) {
       p.abs = true;
-      p.desc = "mean |x| via " + p.desc;
     } else if (const Node* a = prod(p.x, OpType::Abs)) {
       p.x = a->inputs[0];
       p.abs = true;
-      p.desc = "mean |x| via " + p.desc;
     }
+    using Pool = GatedConvParams::Pool;
+    p.desc = std::string(p.pool == Pool::Max ? "max" : p.pool == Pool::L2 ? "L2 norm of" : "mean") + (p.abs ? " |x|" : " x") +
+             " via " + p.desc;
     if (g_.value(p.x).shape.size() != 4 || g_.value(p.x).shape[1] != c)
       throw Reject{"the gate pools a tensor with other than " + std::to_string(c) + " channels"};
     p.wg.resize(static_cast<size_t>(m * c));
@@ -631,6 +669,7 @@ class GateMatcher {
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
     gp.sigmoid_saliency = pred.sigmoid;
+    gp.saliency_pool = pred.pool;
     std::vector<float> beta;
     // Optional beta, masked or not (not after a Relu: relu(conv) * pi + beta is no gated conv).
     if (!relu_first && single_use(g_, cur)) {
@@ -677,7 +716,7 @@ class GateMatcher {
     mt.pred = std::move(pred);
     mt.beta = std::move(beta);
     mt.desc = std::string(gate_form_name(gp.form)) + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
-              (gp.abs_saliency ? "" : "mean x via ") + mt.pred.desc + (gp.sigmoid_saliency ? ", sigmoid g" : "") + ", " +
+              mt.pred.desc + (gp.sigmoid_saliency ? ", sigmoid g" : "") + ", " +
               beta_mode_name(gp.beta) +
               (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
     return mt;

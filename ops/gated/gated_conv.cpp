@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -77,10 +78,18 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
     const float* X = x.as<const float>() + b * c * hw;
+    using Pool = graph::GatedConvParams::Pool;
     for (int64_t ch = 0; ch < c; ++ch) {
       double acc = 0;
-      for (int64_t i = 0; i < hw; ++i) acc += gp.abs_saliency ? std::fabs(X[ch * hw + i]) : X[ch * hw + i];
-      s[static_cast<size_t>(ch)] = static_cast<float>(acc / static_cast<double>(hw));
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < hw; ++i) {
+        const float v = gp.abs_saliency ? std::fabs(X[ch * hw + i]) : X[ch * hw + i];
+        if (gp.saliency_pool == Pool::Max) mx = std::isnan(v) || v > mx ? v : mx;
+        else acc += gp.saliency_pool == Pool::L2 ? static_cast<double>(v) * v : v;
+      }
+      s[static_cast<size_t>(ch)] = gp.saliency_pool == Pool::Max ? mx
+                                   : gp.saliency_pool == Pool::L2 ? static_cast<float>(std::sqrt(acc))
+                                                                  : static_cast<float>(acc / static_cast<double>(hw));
     }
     gate::predict(spec, s.data(), g.data());
     gate::select(spec, g.data(), pi.data());
@@ -453,9 +462,11 @@ class GatedConv final : public Kernel {
     return std::nullopt;
   }
 
-  // Mean (or mean |x|) over pixels of every input channel; channels outside act_in are
-  // known to be zero and stay 0. Pixel blocks are summed in parallel, in a fixed order.
+  // Mean (or mean |x|) over pixels of every input channel, or their maximum or L2 norm
+  // (GatedConvParams::Pool); channels outside act_in are known to be zero and stay 0. Pixel
+  // blocks are reduced in parallel, in a fixed order.
   void saliency(const float* xb, const std::vector<int32_t>& act_in, bool compact, float* s) const {
+    if (p_.saliency_pool != graph::GatedConvParams::Pool::Mean) return saliency_max_l2(xb, act_in, compact, s);
     const int64_t hw = h_ * w_;
     const auto ki = static_cast<int64_t>(act_in.size());
     const bool all = ki == c_ || compact;
@@ -491,6 +502,28 @@ class GatedConv final : public Kernel {
       double t = 0;
       for (int64_t bl = 0; bl < blocks; ++bl) t += part[static_cast<size_t>(bl * ki + j)];
       s[act_in[static_cast<size_t>(j)]] = static_cast<float>(t / static_cast<double>(hw));
+    }
+  }
+
+  // The maximum or the L2 norm of each active input channel (one pass, per channel in pixel
+  // order; a NaN is kept, as the graph's max pool or norm gives NaN).
+  void saliency_max_l2(const float* xb, const std::vector<int32_t>& act_in, bool compact, float* s) const {
+    const int64_t hw = h_ * w_;
+    const auto ki = static_cast<int64_t>(act_in.size());
+    const int64_t stride = compact ? ki : c_;
+    const bool max = p_.saliency_pool == graph::GatedConvParams::Pool::Max;
+    std::fill(s, s + c_, 0.f);
+#pragma omp parallel for if (hw * ki > 32768)
+    for (int64_t j = 0; j < ki; ++j) {
+      const int64_t at = compact ? j : act_in[static_cast<size_t>(j)];
+      float mx = -std::numeric_limits<float>::infinity();
+      double sq = 0;
+      for (int64_t p = 0; p < hw; ++p) {
+        const float v = p_.abs_saliency ? std::fabs(xb[p * stride + at]) : xb[p * stride + at];
+        if (max) mx = std::isnan(v) || v > mx ? v : mx;
+        else sq += static_cast<double>(v) * v;
+      }
+      s[act_in[static_cast<size_t>(j)]] = max ? mx : static_cast<float>(std::sqrt(sq));
     }
   }
 

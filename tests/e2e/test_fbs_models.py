@@ -131,7 +131,8 @@ def other_form_models(work):
     zeros; index_put (pi[arange(N)[:, None], i] = v, exported as ScatterND at (n, i) pairs) of
     the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
-    expanded or repeated to the conv's shape by hand. Returns the paths;
+    expanded or repeated to the conv's shape by hand; the saliency pooled by the maximum or the
+    L2 norm instead of the mean. Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
@@ -163,12 +164,16 @@ def other_form_models(work):
                 g = F.relu(self.gate(x.mean(3).mean(2)))
             elif self.form == "sigmoid_g":
                 g = torch.sigmoid(self.gate(x.mean((2, 3))))
+            elif self.form == "max_saliency":  # other channel-gating papers pool by the maximum
+                g = F.relu(self.gate(F.adaptive_max_pool2d(x, 1).flatten(1)))
+            elif self.form == "l2_saliency":  # or by the L2 norm
+                g = F.relu(self.gate(x.norm(p=2, dim=(2, 3))))
             else:
                 g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
                              "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                             "repeat"):
+                             "repeat", "max_saliency", "l2_saliency"):
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "gather_kth_ge":  # the k-th largest read with torch.gather
                 thr = torch.gather(g.topk(k, 1).values, 1, torch.full((g.shape[0], 1), k - 1, dtype=torch.long))
@@ -219,7 +224,7 @@ def other_form_models(work):
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                 "repeat"):
+                 "repeat", "max_saliency", "l2_saliency"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,

@@ -28,7 +28,9 @@ enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, Thr
                   IndexPutRowsReversed };
 // SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
-enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool };
+// GlobalMax / ReduceMax / WholeMapMaxPool / ReduceL2: the maximum or L2 norm over H, W instead of the mean.
+enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool, GlobalMax, ReduceMax, WholeMapMaxPool,
+                  ReduceL2 };
 enum class Fc { Gemm, MatMulAdd, Conv1x1 };  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
 enum class Bcast { Unsqueeze, Reshape };
 enum class Beta { None, Masked, Unmasked };
@@ -48,6 +50,7 @@ struct GateCase {
   bool sigmoid = false;     // g = sigmoid(...) instead of relu(...)
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
+  bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -62,7 +65,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   // Saliency.
   std::string pooled;
   std::string src = x;
-  if (gc.pool == Pool::AbsReduceMean) {
+  if (gc.pool == Pool::AbsReduceMean || gc.abs_first) {
     b.node("Abs", {x}, {p + "abs"});
     src = p + "abs";
   }
@@ -77,6 +80,16 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_ints(l1, "axes", {2, 3});
     OnnxBuilder::attr_int(l1, "keepdims", 0);
     b.node("Div", {p + "sum", p + "hw"}, {p + "s"});
+  } else if (gc.pool == Pool::GlobalMax) {
+    b.node("GlobalMaxPool", {src}, {p + "gmp"});
+    OnnxBuilder::attr_int(b.node("Flatten", {p + "gmp"}, {p + "s"}), "axis", 1);
+  } else if (gc.pool == Pool::WholeMapMaxPool) {
+    OnnxBuilder::attr_ints(b.node("MaxPool", {src}, {p + "mp"}), "kernel_shape", {gc.hw, gc.hw});
+    OnnxBuilder::attr_int(b.node("Flatten", {p + "mp"}, {p + "s"}), "axis", 1);
+  } else if (gc.pool == Pool::ReduceMax || gc.pool == Pool::ReduceL2) {
+    auto& r = b.node(gc.pool == Pool::ReduceMax ? "ReduceMax" : "ReduceL2", {src}, {p + "s"});
+    OnnxBuilder::attr_ints(r, "axes", {2, 3});
+    OnnxBuilder::attr_int(r, "keepdims", 0);
   } else if (gc.pool == Pool::WholeMapAvgPool) {
     OnnxBuilder::attr_ints(b.node("AveragePool", {src}, {p + "ap"}), "kernel_shape", {gc.hw, gc.hw});
     OnnxBuilder::attr_int(b.node("Flatten", {p + "ap"}, {p + "s"}), "axis", 1);
@@ -372,6 +385,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"masked_beta_flat", with([](GateCase& g) { g.beta_flat = true; })},
                       Variant{"sigmoid_g_threshold", with([](GateCase& g) { g.sigmoid = true; g.form = Form::ThresholdSliceGe; })},
                       Variant{"sigmoid_g_conv1x1", with([](GateCase& g) { g.sigmoid = true; g.fc = Fc::Conv1x1; })},
+                      Variant{"global_max_pool", with([](GateCase& g) { g.pool = Pool::GlobalMax; })},
+                      Variant{"reduce_max_abs", with([](GateCase& g) { g.pool = Pool::ReduceMax; g.abs_first = true; })},
+                      Variant{"whole_map_max_pool", with([](GateCase& g) { g.pool = Pool::WholeMapMaxPool; })},
+                      Variant{"reduce_l2", with([](GateCase& g) { g.pool = Pool::ReduceL2; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
@@ -443,6 +460,22 @@ TEST(GatedConv, TiesKeepTheLowerIndexAsOnnxTopK) {
     for (int64_t i = 0; i < plane; ++i) mag += std::fabs(y[ch * plane + i]);
     if (ch < gc.k) EXPECT_GT(mag, 0) << "channel " << ch;
     else EXPECT_EQ(mag, 0) << "channel " << ch;
+  }
+}
+
+// The second gate's max or L2 pool reads the first gate's suppressed channels as the zeros
+// they are (the fast kernel skips them), and equals the generic ops.
+TEST(GatedConv, ChainedGatesWithMaxAndL2Pools) {
+  for (Pool pool : {Pool::GlobalMax, Pool::ReduceL2}) {
+    GateCase gc;
+    gc.pool = pool;
+    gc.beta = Beta::None;
+    gc.relu = false;  // negative outputs: a max over a channel can be below the suppressed channels' 0
+    Model m = gate_model(gc, 2);
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5);
+    EXPECT_LT(o.err_off, 1e-5);
+    EXPECT_EQ(gated_layer(o.stats, 1).samples[0].active_in_channels, gc.k);
   }
 }
 
