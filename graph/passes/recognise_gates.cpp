@@ -298,6 +298,8 @@ class GateMatcher {
     }
     // pi[arange(N)[:, None], i] = v (index_put: ScatterND at (n, i[n, j]) pairs), i from a TopK.
     if (const Node* sc = prod(pi, OpType::ScatterND)) {
+      if (sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
+        throw Reject{"ScatterND " + sc->name + " combines with what is there (a reduction), not a plain write"};
       const Node* t = index_put_topk(*sc);
       if (!t) throw Reject{"ScatterND " + sc->name + " does not write row n at TopK(g).indices[n]"};
       return scattered(*sc, t, topk_k(*t), t->outputs[1], true, m);
@@ -683,8 +685,12 @@ class GateMatcher {
                    bm && g_.value(other).shape == Shape{ys[0], m, 1, 1}) {
           // beta[None, :, None, None] * mask[:, :, None, None], or (beta * mask)[:, :, None, None]
           // (the product on [N, M], beta then [M] or [1, M]).
-          const bool flat = g_.value(bm->outputs[0]).shape == Shape{ys[0], m};
-          for (int side = 0; side < 2 && gp.beta == BetaMode::None; ++side) {
+          // The product must be [N, M] or [N, M, 1, 1] itself, its mask operand too, so that the views
+          // keep every (sample, channel) in place (one computed as [M, N, 1] and reshaped would not).
+          const Shape& ps = g_.value(bm->outputs[0]).shape;
+          const bool flat = ps == Shape{ys[0], m};
+          for (int side = 0; side < 2 && gp.beta == BetaMode::None && (flat || ps == Shape{ys[0], m, 1, 1}); ++side) {
+            if (g_.value(bm->inputs[1 - side]).shape != ps) continue;
             const ValueId bv = bm->inputs[side];
             const Shape& bs = g_.value(bv).shape;
             const bool beta_like = flat ? g_.value(bv).is_constant() && g_.value(bv).dtype == DType::Float32 &&

@@ -51,6 +51,7 @@ struct GateCase {
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
   bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
+  bool beta_scrambled = false;  // a look-alike: beta [M, 1, 1] times the mask reshaped [M, N, 1], then [N, M, 1, 1]
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -233,7 +234,17 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   if (gc.beta != Beta::None) {
     b.init_random(p + "beta", gc.beta_flat ? Shape{m} : Shape{1, m, 1, 1}, 0.5f, gc.beta == Beta::Unmasked ? 0.3f : 0.f);
     std::string add_in = p + "beta";
-    if (gc.beta == Beta::Masked && gc.beta_flat) {
+    if (gc.beta == Beta::Masked && gc.beta_scrambled) {
+      b.init_random(p + "beta3", {m, 1, 1}, 0.5f);
+      b.init(p + "zero", {}, {0.f});
+      b.node("Greater", {pi, p + "zero"}, {p + "on"});
+      OnnxBuilder::attr_int(b.node("Cast", {p + "on"}, {p + "onf"}), "to", 1);
+      b.init_i64(p + "mn1", {3}, {m, n, 1}).init_i64(p + "nm11", {4}, {n, m, 1, 1});
+      b.node("Reshape", {p + "onf", p + "mn1"}, {p + "on_mn"});
+      b.node("Mul", {p + "beta3", p + "on_mn"}, {p + "bm_mn"});
+      b.node("Reshape", {p + "bm_mn", p + "nm11"}, {p + "bm"});
+      add_in = p + "bm";
+    } else if (gc.beta == Beta::Masked && gc.beta_flat) {
       b.init(p + "zero", {}, {0.f});
       b.node("Greater", {pi, p + "zero"}, {p + "on"});
       OnnxBuilder::attr_int(b.node("Cast", {p + "on"}, {p + "onf"}), "to", 1);
@@ -442,6 +453,23 @@ TEST(GatedConv, ZeroChannelsFeedingItArePrunedNonZeroConstantsKept) {
   const LayerStats& l = gated_layer(o.stats);
   EXPECT_EQ(l.dense_macs, gc.n * gc.m * 6 * 9 * gc.hw * gc.hw) << "dense MACs count the model's 6 input channels";
   for (const auto& smp : l.samples) EXPECT_EQ(smp.executed_macs, gc.k * 5 * 9 * gc.hw * gc.hw);
+}
+
+// beta * mask computed as [M, N, 1] and reshaped to [N, M, 1, 1] adds beta[(n M + c) / N] to
+// channel c of sample n, not beta[c]: the gate is taken without it, and the sum stays a
+// generic op (a review's wrong answer: it was fused as a masked beta).
+TEST(GatedConv, MaskedBetaLookAlikeOnAnotherLayoutStaysGeneric) {
+  GateCase gc;
+  gc.beta_scrambled = true;
+  gc.n = 3;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_TRUE(plan.graph().gates[0].recognised) << plan.graph().gates[0].reason;
+  EXPECT_NE(plan.graph().gates[0].form.find("no beta"), std::string::npos) << plan.graph().gates[0].form;
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  EXPECT_LT(o.err_off, 1e-5);
 }
 
 TEST(GatedConv, TiesKeepTheLowerIndexAsOnnxTopK) {
