@@ -50,6 +50,11 @@ struct ShiftParams {
   int64_t dense_macs = 0;  // per sample, of the depthwise conv it replaced (0 for Pad/Slice forms)
   std::string form;        // "depthwise one-hot conv" or "pad/slice/concat"
   bool empty() const { return src.empty(); }
+  bool moves() const {  // some channel is translated (else only channels are selected)
+    for (size_t o = 0; o < dy.size(); ++o)
+      if (dy[o] != 0 || dx[o] != 0) return true;
+    return false;
+  }
 };
 
 struct ConvParams {

@@ -113,6 +113,10 @@ std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n
 // Transpose (0, 2, 3, 1) / (0, 3, 1, 2) of a 4-D float tensor: the tiled NCHW <-> NHWC copy.
 std::unique_ptr<Kernel> make_layout_transpose(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
+// Gather on axis 1 of a 4-D float tensor with constant 1-D indices (a channel selection), on
+// NCHW or NHWC data; is_channel_gather says whether a node is one (the layout pass asks).
+bool is_channel_gather(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's
 // own 1x1 kernel, or oneDNN over row tiles shifted first, whichever measures faster.
 std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node& n);

@@ -9,6 +9,7 @@
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
+#include "ops/kernel.h"
 
 namespace sluice::graph::passes {
 
@@ -59,8 +60,13 @@ class LayoutAssigner {
   }
 
  private:
+  // A Gather of channels (constant indices on axis 1) is an axis op like Concat.
+  Kind kind_of_node(const Node& n) const {
+    return n.op == OpType::Gather && ops::is_channel_gather(g_, n) ? Kind::Axis : kind_of(n.op);
+  }
+
   bool wants_nhwc(const Node& n) {
-    Kind k = kind_of(n.op);
+    Kind k = kind_of_node(n);
     if (k == Kind::Other) return false;
     if (n.inputs.empty() || n.inputs[0] == kNoValue || !is_activation(g_.value(n.inputs[0]))) {
       if (k != Kind::Elementwise) return false;
@@ -148,7 +154,7 @@ class LayoutAssigner {
 
   void assign(NodeId id) {
     const bool nhwc = wants_nhwc(g_.node(id));
-    Kind k = kind_of(g_.node(id).op);
+    Kind k = kind_of_node(g_.node(id));
     for (size_t i = 0; i < g_.node(id).inputs.size(); ++i) {
       ValueId in = g_.node(id).inputs[i];
       if (in == kNoValue) continue;

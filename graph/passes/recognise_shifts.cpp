@@ -18,7 +18,9 @@
 //    Gather/Reshape/Squeeze/Unsqueeze/Transpose of integer indexing. It is
 //    run on x labelled with its own element indices (twice, +i+1 and -(i+1), so no constant
 //    in the subgraph can pass for a label), and taken for a shift when every output channel is
-//    one input channel translated, zero outside.
+//    one input channel translated, zero outside. A region that moves nothing but selects
+//    channels (ShuffleNet's channel shuffle, torch.chunk, a flip of the channels) becomes one
+//    Gather on axis 1 instead (make_channel_gather).
 //
 // Both become one SluiceShift node (zero FLOPs). A shift whose only reader is a 1x1 conv
 // (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift); before a
@@ -321,35 +323,42 @@ bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams&
   return true;
 }
 
-bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source) {
-  if (!moves_values(g, n) || n.outputs.size() != 1) return false;
+// concat_bounds: Concats bound regions (read as sources, and a value a Concat reads ends one),
+// for channel selections that feed a Concat with other tensors, as ShuffleNet's do.
+bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source, bool concat_bounds = false) {
+  if (!moves_values(g, n) || n.outputs.size() != 1 || (concat_bounds && n.op == OpType::Concat)) return false;
   const Value& y = g.value(n.outputs[0]);
   if (y.shape.size() != 4 || y.dtype != DType::Float32 || y.is_constant()) return false;
   bool sink = y.is_output;
-  for (NodeId c : y.consumers) sink = sink || !moves_values(g, g.node(c));
+  for (NodeId c : y.consumers)
+    sink = sink || !moves_values(g, g.node(c)) || (concat_bounds && g.node(c).op == OpType::Concat);
   if (!sink) return false;  // the region goes on: its last node is the one to replace
   // The region: value-moving producers back from y; exactly one non-constant value enters it.
   std::set<NodeId> region;
-  std::vector<NodeId> todo{y.producer};
-  source = kNoValue;
-  while (!todo.empty()) {
-    const NodeId id = todo.back();
-    todo.pop_back();
-    if (!region.insert(id).second) continue;
-    if (region.size() > 4096) return false;
-    for (ValueId in : g.node(id).inputs) {
-      if (in == kNoValue || g.value(in).is_constant()) continue;
-      const NodeId p = g.value(in).producer;
-      if (p >= 0 && moves_values(g, g.node(p))) {
-        todo.push_back(p);
-      } else if (source == kNoValue || source == in) {
-        source = in;
-      } else {
-        return false;  // two tensors meet: not a shift of one
+  const auto build = [&](bool concat_is_source) {
+    region.clear();
+    std::vector<NodeId> todo{y.producer};
+    source = kNoValue;
+    while (!todo.empty()) {
+      const NodeId id = todo.back();
+      todo.pop_back();
+      if (!region.insert(id).second) continue;
+      if (region.size() > 4096) return false;
+      for (ValueId in : g.node(id).inputs) {
+        if (in == kNoValue || g.value(in).is_constant()) continue;
+        const NodeId p = g.value(in).producer;
+        if (p >= 0 && moves_values(g, g.node(p)) && !(concat_is_source && g.node(p).op == OpType::Concat)) {
+          todo.push_back(p);
+        } else if (source == kNoValue || source == in) {
+          source = in;
+        } else {
+          return false;  // two tensors meet: not a shift of one
+        }
       }
     }
-  }
-  if (source == kNoValue) return false;
+    return source != kNoValue;
+  };
+  if (concat_bounds ? !build(true) : !build(false)) return false;
   const Value& x = g.value(source);
   if (x.dtype != DType::Float32 || x.shape.size() != 4 || x.shape[0] != y.shape[0] || x.shape[2] != y.shape[2] ||
       x.shape[3] != y.shape[3])
@@ -370,9 +379,7 @@ bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& so
     const auto out = evaluate(g, order, source, labels, n.outputs[0]);
     if (!out || !read_translation(*out, x.shape, sign, sp)) return false;
   }
-  bool moved = false;
-  for (size_t o = 0; o < sp.dy.size(); ++o) moved |= sp.dy[o] != 0 || sp.dx[o] != 0;
-  if (!moved) return false;
+  // Nothing moved: the region only selects channels (sp.src; recognise_shifts makes it a Gather).
   sp.form = scatter ? "slice assignment (ScatterND)" : mask ? "masked roll/translation" : "value-moving subgraph";
   return true;
 }
@@ -416,6 +423,20 @@ bool fold_shift_bias(Graph& g, ValueId out, const std::vector<float>& b) {
   return true;
 }
 
+// A value-moving region that only selects channels of x (ShuffleNet's channel shuffle as
+// Reshape -> Transpose -> Reshape, torch.chunk's Slices, a flip, a Concat of slices of one
+// tensor): node `id` becomes Gather(x, idx, axis 1), one op that also runs on NHWC data (the
+// shuffle's 5-D Transpose ran on NCHW with reorders around it).
+void make_channel_gather(Graph& g, NodeId id, ValueId x, const std::vector<int32_t>& src) {
+  Tensor idx(DType::Int64, {static_cast<int64_t>(src.size())});
+  for (size_t i = 0; i < src.size(); ++i) idx.data<int64_t>()[i] = src[i];
+  const ValueId iv = add_constant(g, g.node(id).name + "__channels", std::move(idx));
+  Node& n = g.node(id);
+  n.op = OpType::Gather;
+  n.params = AxisParams{1};
+  n.inputs = {x, iv};
+}
+
 int recognise_shifts(Graph& g) {
   g.rebuild_links();
   int found = 0;
@@ -430,12 +451,26 @@ int recognise_shifts(Graph& g) {
     } else if (!concat_shift(g, n, sp, src)) {
       sp = ShiftParams{};
       if (!evaluated_shift(g, n, sp, src)) continue;
+      if (!sp.moves()) continue;  // a channel selection: the second pass below
     }
     Node& m = g.node(id);
     m.op = OpType::SluiceShift;
     m.params = sp;
     m.inputs = {src};
     ++found;
+  }
+  g.rebuild_links();
+  // Regions that only select channels, now with Concats as their bounds (ShuffleNet's shuffle
+  // reads a Concat of two branches, and its chunks feed the next Concat): Gathers. After the
+  // shifts, so that no shift written as a Concat of slices loses a part to a Gather first.
+  for (NodeId id : g.topological_order()) {
+    ShiftParams sp;
+    ValueId src = kNoValue;
+    const Node& n = g.node(id);
+    if (n.op == OpType::Gather || n.dead || !evaluated_shift(g, n, sp, src, true) || sp.moves()) continue;
+    bool identity = static_cast<int64_t>(sp.src.size()) == g.value(src).shape[1];
+    for (size_t o = 0; o < sp.src.size() && identity; ++o) identity = sp.src[o] == static_cast<int32_t>(o);
+    if (!identity) make_channel_gather(g, id, src, sp.src);  // an identity (an output's Identity node) stays
   }
   g.rebuild_links();
   // Fuse into a 1x1 conv that is the shift's only reader.

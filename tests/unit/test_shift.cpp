@@ -158,5 +158,79 @@ TEST(EvaluatedShift, ConstantThatEqualsTheLabelsIsNotTakenForX) {
   }
 }
 
+// ShuffleNetV2's unit: Concat(x, conv(x)), the channel shuffle (Reshape [N, 2, C, H, W] ->
+// Transpose (0, 2, 1, 3, 4) -> Reshape), then two channel Slices (torch.chunk): each chunk is a
+// channel selection of the Concat, and becomes one Gather that runs on NHWC data (the 5-D
+// Transpose ran on NCHW with reorders around it). An Identity output stays.
+TEST(ChannelGather, ShuffleAndChunksBecomeGathersOnNhwc) {
+  OnnxBuilder b;
+  b.input("x", {2, 8, 5, 6}).init_random("w1", {8, 8, 1, 1}).init_random("w2", {8, 8, 1, 1});
+  b.init_i64("s5", {5}, {2, 2, 8, 5, 6}).init_i64("s4", {4}, {2, 16, 5, 6});
+  b.init_i64("a", {1}, {0}).init_i64("mid", {1}, {8}).init_i64("end", {1}, {16}).init_i64("ax", {1}, {1});
+  b.node("Conv", {"x", "w1"}, {"bx"});
+  OnnxBuilder::attr_int(b.node("Concat", {"x", "bx"}, {"cat"}), "axis", 1);
+  b.node("Reshape", {"cat", "s5"}, {"r5"});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"r5"}, {"t5"}), "perm", {0, 2, 1, 3, 4});
+  b.node("Reshape", {"t5", "s4"}, {"shuf"});
+  b.node("Slice", {"shuf", "a", "mid", "ax"}, {"c1"});
+  b.node("Slice", {"shuf", "mid", "end", "ax"}, {"c2"});
+  b.node("Conv", {"c2", "w2"}, {"bc2"});
+  OnnxBuilder::attr_int(b.node("Concat", {"c1", "bc2"}, {"cat2"}), "axis", 1);
+  b.node("Identity", {"cat2"}, {"out"});
+  b.output("out");
+  Model m = b.load();
+  for (int threads : {1, 2}) {
+    runtime::Plan plan(*m.graph(), {}, {threads, true});
+    int gathers = 0, moves = 0, identities = 0;
+    for (const auto& st : plan.steps()) {
+      const graph::Node& n = plan.graph().node(st.node);
+      if (n.op == graph::OpType::Gather) {
+        ++gathers;
+        EXPECT_EQ(n.layout, graph::Layout::NHWC) << n.name;
+      }
+      moves += n.op == graph::OpType::Transpose || n.op == graph::OpType::Slice || n.op == graph::OpType::Reshape;
+      identities += n.op == graph::OpType::Identity;
+    }
+    EXPECT_EQ(gathers, 2) << plan.describe(false);
+    EXPECT_EQ(moves, 0) << plan.describe(false);
+    EXPECT_LE(identities, 1);
+    const Tensor x = random_tensor({2, 8, 5, 6});
+    EXPECT_LT(normalized_error(Session(m, {threads, true}).run({{"x", x}})["out"], Session(m, {1, false}).run({{"x", x}})["out"]), 1e-6);
+  }
+}
+
+// The Gather kernel itself, on NCHW data (behind no conv) and on NHWC (behind one), against the
+// reference: indices with repeats, negatives, long runs (copied as runs) and short ones.
+TEST(ChannelGather, KernelMatchesReferenceOnBothLayouts) {
+  const std::vector<std::vector<int64_t>> cases = {{0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7}, {11, 0, -1, 3, 3, 5, -12}, {6}};
+  for (const auto& idx : cases)
+    for (bool nhwc : {false, true}) {
+      OnnxBuilder b;
+      b.input("x", {2, 12, 4, 5}).init_random("w", {12, 12, 1, 1});
+      b.init_i64("idx", {static_cast<int64_t>(idx.size())}, idx);
+      if (nhwc) b.node("Conv", {"x", "w"}, {"xc"});
+      OnnxBuilder::attr_int(b.node("Gather", {nhwc ? "xc" : "x", "idx"}, {"g"}), "axis", 1);
+      if (nhwc) {
+        b.node("Relu", {"g"}, {"out"});
+      } else {
+        b.node("Identity", {"g"}, {"out"});
+      }
+      b.output("out");
+      Model m = b.load();
+      runtime::Plan plan(*m.graph(), {}, {2, true});
+      for (const auto& st : plan.steps()) {
+        const graph::Node& n = plan.graph().node(st.node);
+        if (n.op == graph::OpType::Gather) {
+          EXPECT_EQ(n.layout, nhwc ? graph::Layout::NHWC : graph::Layout::NCHW);
+        }
+      }
+      const Tensor x = random_tensor({2, 12, 4, 5});
+      // A copy: exact, but for the conv in front (oneDNN's sums round otherwise than the reference's).
+      EXPECT_LE(normalized_error(Session(m, {2, true}).run({{"x", x}})["out"], Session(m, {1, false}).run({{"x", x}})["out"]),
+                nhwc ? 1e-6 : 0.0)
+          << "case of " << idx.size() << " indices, " << (nhwc ? "NHWC" : "NCHW");
+    }
+}
+
 }  // namespace
 }  // namespace sluice::testing
