@@ -263,6 +263,26 @@ TEST(AssignLayouts, GlobalPoolOutputNeedsNoReorder) {
   EXPECT_LT(fast_vs_reference(m, {2, 4, 5, 5}), 1e-5);
 }
 
+// x.mean((2, 3)) after a conv (ShuffleNetV2's head) runs as the NHWC global average pool, with a
+// Flatten when the axes go: no reorder besides the image's, no generic ReduceMean.
+TEST(AssignLayouts, SpatialReduceMeanBecomesGlobalPool) {
+  for (int keepdims : {0, 1}) {
+    OnnxBuilder b;
+    b.input("x", {2, 4, 5, 5}).init_random("w1", {6, 4, 3, 3});
+    b.node("Conv", {"x", "w1"}, {"c1"});
+    auto& rm = b.node("ReduceMean", {"c1"}, {"y"});
+    OnnxBuilder::attr_ints(rm, "axes", {-2, -1});
+    OnnxBuilder::attr_int(rm, "keepdims", keepdims);
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::ReduceMean), 0);
+    EXPECT_EQ(count_ops(p, graph::OpType::GlobalAveragePool), 1);
+    EXPECT_EQ(count_ops(p, graph::OpType::SluiceReorder), 1);  // only the image going in
+    EXPECT_LT(fast_vs_reference(m, {2, 4, 5, 5}), 1e-5) << "keepdims " << keepdims;
+  }
+}
+
 // A Linear whose weight column 1 is zero: with a bias per output feature it goes (exactly); with
 // a bias per row and feature ([N, M], a different constant in each row) it stays, and inspect
 // says why. Numbers against the reference either way.
