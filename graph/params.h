@@ -17,7 +17,7 @@ namespace sluice::graph {
 struct NoParams {};
 
 // An activation fused into the epilogue of a conv or gemm.
-enum class Activation : uint8_t { None, Relu, LeakyRelu, Clip, Sigmoid, HardSwish };
+enum class Activation : uint8_t { None, Relu, LeakyRelu, Clip, Sigmoid, HardSwish, Swish };  // Swish: x * sigmoid(x) (SiLU)
 struct FusedActivation {
   Activation kind = Activation::None;
   float alpha = 0.f;  // LeakyRelu slope, Clip min
@@ -34,6 +34,7 @@ inline float apply_activation(const FusedActivation& a, float x) {
     case Activation::Clip: return x > a.alpha ? std::min(x, a.beta) : a.alpha;  // NaN -> min, as oneDNN's post-op
     case Activation::Sigmoid: return 1.f / (1.f + std::exp(-x));
     case Activation::HardSwish: return x * std::min(std::max(x / 6.f + 0.5f, 0.f), 1.f);
+    case Activation::Swish: return x * (1.f / (1.f + std::exp(-x)));
   }
   return x;
 }

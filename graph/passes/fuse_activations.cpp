@@ -101,6 +101,31 @@ int fuse_residual_add(Graph& g) {
 int fuse_activations(Graph& g) {
   g.rebuild_links();
   int fused = 0;
+  // SiLU written as y * sigmoid(y) (EfficientNet's every conv): the conv's Swish epilogue, where
+  // y and sigmoid(y) have no other readers. Three passes over the map become none.
+  for (NodeId id : g.topological_order()) {
+    Node& mul = g.node(id);
+    if (mul.dead || mul.op != OpType::Mul || mul.inputs.size() != 2 || mul.inputs[0] == mul.inputs[1]) continue;
+    for (int side = 0; side < 2; ++side) {
+      const ValueId y = mul.inputs[side], s = mul.inputs[1 - side];
+      const NodeId sid = g.value(s).producer;
+      if (sid < 0 || g.node(sid).op != OpType::Sigmoid || g.node(sid).inputs[0] != y || !single_use(g, s)) continue;
+      const Value& yv = g.value(y);
+      if (yv.is_output || yv.consumers.size() != 2 || g.value(mul.outputs[0]).shape != yv.shape) continue;
+      const NodeId pid = yv.producer;
+      if (pid < 0) continue;
+      Node& prod = g.node(pid);
+      FusedActivation* slot = epilogue_slot(prod);
+      if (!slot || slot->kind != Activation::None) continue;
+      slot->kind = Activation::Swish;
+      prod.outputs[0] = mul.outputs[0];
+      g.node(sid).dead = true;
+      mul.dead = true;
+      ++fused;
+      g.rebuild_links();
+      break;
+    }
+  }
   for (NodeId id : g.topological_order()) {
     Node& act = g.node(id);
     auto epi = as_epilogue(g, act);

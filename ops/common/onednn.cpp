@@ -23,6 +23,7 @@ dnnl::post_ops make_post_ops(const graph::FusedActivation& act, bool sum) {
     case graph::Activation::Clip: po.append_eltwise(1.f, algorithm::eltwise_clip_v2, act.alpha, act.beta); break;
     case graph::Activation::Sigmoid: po.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f); break;
     case graph::Activation::HardSwish: po.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f); break;
+    case graph::Activation::Swish: po.append_eltwise(1.f, algorithm::eltwise_swish, 1.f, 0.f); break;
   }
   return po;
 }

@@ -64,6 +64,65 @@ class Binary final : public Kernel {
   bool scalar_b_, scalar_a_;
 };
 
+// x [N, C, H, W] op s, s one value per (sample, channel) ([N, C, 1, 1], [1, C, 1, 1] or
+// [C, 1, 1]): a squeeze-and-excitation scale, a per-channel bias. On NHWC data each pixel's C
+// values meet s's row; on NCHW each plane meets one value. x may be either operand.
+class ChannelBroadcast final : public Kernel {
+ public:
+  ChannelBroadcast(Bin op, bool s_first, bool per_sample, bool nhwc) : op_(op), s_first_(s_first), per_sample_(per_sample), nhwc_(nhwc) {}
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[s_first_ ? 1 : 0].as<const float>();
+    const float* S = a.in[s_first_ ? 0 : 1].as<const float>();
+    float* Y = a.out[0].as<float>();
+    const Shape& ys = a.out[0].shape;
+    const int64_t n = ys[0], c = ys[1], hw = ys[2] * ys[3];
+    switch (op_) {
+      case Bin::Add: apply(X, S, Y, n, c, hw, [](float x, float v) { return x + v; }); break;
+      case Bin::Sub: apply(X, S, Y, n, c, hw, [](float x, float v) { return x - v; }); break;
+      case Bin::Mul: apply(X, S, Y, n, c, hw, [](float x, float v) { return x * v; }); break;
+      case Bin::Div: apply(X, S, Y, n, c, hw, [](float x, float v) { return x / v; }); break;
+    }
+  }
+  std::string name() const override { return nhwc_ ? "elementwise:per-channel:nhwc" : "elementwise:per-channel"; }
+  int in_place_input() const override { return s_first_ ? 1 : 0; }
+
+ private:
+  template <class F>
+  void apply(const float* X, const float* S, float* Y, int64_t n, int64_t c, int64_t hw, F f) const {
+    const bool swap = s_first_;  // s op x, not x op s (Sub, Div)
+    const auto g = [&](float x, float v) { return swap ? f(v, x) : f(x, v); };
+#pragma omp parallel for collapse(2) schedule(static) if (n * c * hw >= 65536)
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t r = 0; r < (nhwc_ ? hw : c); ++r) {
+        const float* s = S + (per_sample_ ? b * c : 0);
+        if (nhwc_) {  // pixel r: its C values
+          const float* x = X + (b * hw + r) * c;
+          float* y = Y + (b * hw + r) * c;
+          for (int64_t ch = 0; ch < c; ++ch) y[ch] = g(x[ch], s[ch]);
+        } else {  // channel r: one plane
+          const float* x = X + (b * c + r) * hw;
+          float* y = Y + (b * c + r) * hw;
+          const float v = s[r];
+          for (int64_t i = 0; i < hw; ++i) y[i] = g(x[i], v);
+        }
+      }
+  }
+  Bin op_;
+  bool s_first_, per_sample_, nhwc_;
+};
+
+// Whether s is one value per (sample, channel) of the 4-D y: [N, C, 1, 1] (per_sample), or
+// [1, C, 1, 1] / [C, 1, 1] (the same for every sample).
+bool per_channel_operand(const Shape& s, const Shape& y, bool& per_sample) {
+  if (y.size() != 4) return false;
+  if (s.size() == 4 && s[1] == y[1] && s[2] == 1 && s[3] == 1 && (s[0] == y[0] || s[0] == 1)) {
+    per_sample = s[0] == y[0] && y[0] != 1;
+    return true;
+  }
+  per_sample = false;
+  return s.size() == 3 && s[0] == y[1] && s[1] == 1 && s[2] == 1;
+}
+
 template <class F>
 class Unary final : public Kernel {
  public:
@@ -108,8 +167,14 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
       const Shape& a = g.value(n.inputs[0]).shape;
       const Shape& b = g.value(n.inputs[1]).shape;
       const bool sa = numel_of(a) == 1 && a.size() <= y.size(), sb = numel_of(b) == 1 && b.size() <= y.size();
-      if (!((a == y || sa) && (b == y || sb)) || (sa && sb)) return nullptr;
       const Bin op = n.op == OpType::Add ? Bin::Add : n.op == OpType::Sub ? Bin::Sub : n.op == OpType::Mul ? Bin::Mul : Bin::Div;
+      bool per_sample = false;
+      const bool nhwc = n.layout == graph::Layout::NHWC;
+      if (!sa && !sb && a == y && per_channel_operand(b, y, per_sample))
+        return std::make_unique<ChannelBroadcast>(op, false, per_sample, nhwc);
+      if (!sa && !sb && b == y && per_channel_operand(a, y, per_sample))
+        return std::make_unique<ChannelBroadcast>(op, true, per_sample, nhwc);
+      if (!((a == y || sa) && (b == y || sb)) || (sa && sb)) return nullptr;
       return std::make_unique<Binary>(op, b != y, a != y);  // the other side is a scalar
     }
     case OpType::Relu:

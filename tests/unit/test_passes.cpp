@@ -198,6 +198,60 @@ TEST(FuseActivations, ReluThenClipComposeOnlyWhenExact) {
   }
 }
 
+// SiLU as y * sigmoid(y) after a conv (EfficientNet's): the conv's Swish epilogue, either operand
+// order; when y has another reader it stays three ops.
+TEST(FuseActivations, SiluBecomesTheConvsSwishEpilogue) {
+  for (int variant = 0; variant < 3; ++variant) {
+    OnnxBuilder b(13);
+    b.input("x", {2, 4, 6, 6}).init_random("w", {8, 4, 3, 3});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+    b.node("Sigmoid", {"c"}, {"s"});
+    if (variant == 1) {
+      b.node("Mul", {"s", "c"}, {"y"});
+    } else {
+      b.node("Mul", {"c", "s"}, {"y"});
+    }
+    b.output("y");
+    if (variant == 2) b.output("c");  // y also read elsewhere
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::Sigmoid), variant == 2 ? 1 : 0) << "variant " << variant;
+    EXPECT_EQ(count_ops(p, graph::OpType::Mul), variant == 2 ? 1 : 0) << "variant " << variant;
+    const Tensor x = random_tensor({2, 4, 6, 6});
+    EXPECT_LT(normalized_error(Session(m, {1, true}).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+  }
+}
+
+// x op s with s one value per (sample, channel) (a squeeze-and-excitation scale) or per channel,
+// either operand first, on NHWC (behind a conv) and NCHW data: the per-channel kernel, against
+// the reference.
+TEST(FastElementwise, PerChannelOperandOnBothLayouts) {
+  for (const char* op : {"Mul", "Sub", "Div"})
+    for (bool nhwc : {false, true})
+      for (bool s_first : {false, true})
+        for (const Shape& ss : {Shape{2, 5, 1, 1}, Shape{1, 5, 1, 1}, Shape{5, 1, 1}}) {
+          OnnxBuilder b(13);
+          b.input("x", {2, 5, 4, 3}).input("s", ss).init_random("w", {5, 5, 1, 1});
+          if (nhwc) b.node("Conv", {"x", "w"}, {"xc"});
+          b.node("Relu", {"s"}, {"sp"});
+          b.init("eps", {}, {0.5f});
+          b.node("Add", {"sp", "eps"}, {"sv"});  // Div by a value >= 0.5
+          b.node(op, {s_first ? "sv" : (nhwc ? "xc" : "x"), s_first ? (nhwc ? "xc" : "x") : "sv"}, {"y"});
+          b.output("y");
+          Model m = b.load();
+          runtime::Plan p = make_plan(m, true);
+          bool per_channel = false;
+          for (const auto& st : p.steps())
+            per_channel |= st.kernel->name().find("per-channel") != std::string::npos;
+          EXPECT_TRUE(per_channel) << op << (nhwc ? " NHWC" : " NCHW") << (s_first ? " s first" : "") << "\n" << p.describe(false);
+          const Tensor x = random_tensor({2, 5, 4, 3}), sv = random_tensor(ss, 3);
+          EXPECT_LT(normalized_error(Session(m, {2, true}).run({{"x", x}, {"s", sv}})["y"],
+                                     Session(m, {1, false}).run({{"x", x}, {"s", sv}})["y"]),
+                    1e-5)
+              << op << (nhwc ? " NHWC" : " NCHW") << (s_first ? " s first" : "");
+        }
+}
+
 TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
   // x(NCHW) -> conv -> relu -> conv -> Flatten: one reorder in, one out (before Flatten).
   OnnxBuilder b;
