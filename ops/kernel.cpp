@@ -65,9 +65,10 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
       case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;
       case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Relu: case OpType::Sigmoid:
-      case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid:
+      case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::Pow: case OpType::Erf:
         k = make_fast_elementwise(g, n);
         break;
+      case OpType::ReduceMean: k = make_fast_reduce_mean(g, n); break;
       case OpType::Transpose: k = make_layout_transpose(g, n); break;
       case OpType::Gather: k = make_channel_gather(g, n); break;
       default: break;

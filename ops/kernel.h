@@ -120,8 +120,11 @@ std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's
 // own 1x1 kernel, or oneDNN over row tiles shifted first, whichever measures faster.
 std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node& n);
-// Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar) and the common activations.
+// Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar, a per-channel or a row-broadcast
+// operand), x ** 2, and the common activations.
 std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n);
+// ReduceMean over a suffix of the axes of a float tensor (NCHW-ordered): row means.
+std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/common/vmath.h"
 #include "ops/kernel.h"
 #include "ops/util.h"
 
@@ -123,6 +124,80 @@ bool per_channel_operand(const Shape& s, const Shape& y, bool& per_sample) {
   return s.size() == 3 && s[0] == y[1] && s[1] == 1 && s[2] == 1;
 }
 
+// x op s where s broadcasts along whole rows of the (NCHW-ordered) output: y's shape is
+// [outer, inner] for some split, and s is either [inner] (a row vector every row shares: a
+// channel-last bias or LayerNorm's gamma) or [outer] (one value per row: LayerNorm's mean or
+// std over the last axis), padded with 1s as ONNX broadcasting pads it. x may be either operand.
+class RowBroadcast final : public Kernel {
+ public:
+  RowBroadcast(Bin op, bool s_first, bool row_vector, int64_t outer, int64_t inner)
+      : op_(op), s_first_(s_first), row_vector_(row_vector), outer_(outer), inner_(inner) {}
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[s_first_ ? 1 : 0].as<const float>();
+    const float* S = a.in[s_first_ ? 0 : 1].as<const float>();
+    float* Y = a.out[0].as<float>();
+    switch (op_) {
+      case Bin::Add: apply(X, S, Y, [](float x, float v) { return x + v; }); break;
+      case Bin::Sub: apply(X, S, Y, [](float x, float v) { return x - v; }); break;
+      case Bin::Mul: apply(X, S, Y, [](float x, float v) { return x * v; }); break;
+      case Bin::Div: apply(X, S, Y, [](float x, float v) { return x / v; }); break;
+    }
+  }
+  std::string name() const override { return row_vector_ ? "elementwise:row-vector" : "elementwise:per-row"; }
+  int in_place_input() const override { return s_first_ ? 1 : 0; }
+
+ private:
+  template <class F>
+  void apply(const float* X, const float* S, float* Y, F f) const {
+    const bool swap = s_first_;
+    const int64_t inner = inner_;
+#pragma omp parallel for schedule(static) if (outer_ * inner_ >= 65536)
+    for (int64_t r = 0; r < outer_; ++r) {
+      const float* x = X + r * inner;
+      float* y = Y + r * inner;
+      if (row_vector_) {
+        if (swap) {
+          for (int64_t i = 0; i < inner; ++i) y[i] = f(S[i], x[i]);
+        } else {
+          for (int64_t i = 0; i < inner; ++i) y[i] = f(x[i], S[i]);
+        }
+      } else {
+        const float v = S[r];
+        if (swap) {
+          for (int64_t i = 0; i < inner; ++i) y[i] = f(v, x[i]);
+        } else {
+          for (int64_t i = 0; i < inner; ++i) y[i] = f(x[i], v);
+        }
+      }
+    }
+  }
+  Bin op_;
+  bool s_first_, row_vector_;
+  int64_t outer_, inner_;
+};
+
+// Whether s (right-aligned against y, as ONNX broadcasts) is y's trailing dims from some axis
+// on with 1s before (row_vector), or y's leading dims up to some axis with 1s after: then
+// outer x inner is y's split there. Needs more than one row and a row longer than one.
+bool row_broadcast(const Shape& s, const Shape& y, bool& row_vector, int64_t& outer, int64_t& inner) {
+  if (s.size() > y.size() || y.size() < 2) return false;
+  Shape p(y.size() - s.size(), 1);
+  p.insert(p.end(), s.begin(), s.end());
+  for (size_t k = 1; k < y.size(); ++k) {
+    bool suffix = true, prefix = true;
+    for (size_t d = 0; d < y.size(); ++d) {
+      suffix = suffix && (d < k ? p[d] == 1 : p[d] == y[d]);
+      prefix = prefix && (d < k ? p[d] == y[d] : p[d] == 1);
+    }
+    if (!suffix && !prefix) continue;
+    outer = 1, inner = 1;
+    for (size_t d = 0; d < y.size(); ++d) (d < k ? outer : inner) *= y[d];
+    row_vector = suffix;
+    return outer > 1 && inner > 1;
+  }
+  return false;
+}
+
 template <class F>
 class Unary final : public Kernel {
  public:
@@ -142,6 +217,40 @@ class Unary final : public Kernel {
   F f_;
 };
 
+// A unary op computed a vector at a time (ops/common/vmath.h); the tail through a padded vector.
+template <class F>
+class VecUnary final : public Kernel {
+ public:
+  VecUnary(const char* name, F f) : name_(name), f_(f) {}
+  void run(const KernelArgs& a) const override {
+    using simd::vf;
+    constexpr int64_t L = simd::kLanes;
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    parallel_chunks(a.out[0].numel(), [&](int64_t lo, int64_t hi) {
+      int64_t i = lo;
+      for (; i + L <= hi; i += L) *reinterpret_cast<vf*>(Y + i) = f_(*reinterpret_cast<const vf*>(X + i));
+      if (i < hi) {
+        vf t{};
+        __builtin_memcpy(&t, X + i, static_cast<size_t>(hi - i) * sizeof(float));
+        t = f_(t);
+        __builtin_memcpy(Y + i, &t, static_cast<size_t>(hi - i) * sizeof(float));
+      }
+    });
+  }
+  std::string name() const override { return std::string("elementwise:") + name_; }
+  int in_place_input() const override { return 0; }
+
+ private:
+  const char* name_;
+  F f_;
+};
+
+template <class F>
+std::unique_ptr<Kernel> vec_unary(const char* name, F f) {
+  return std::make_unique<VecUnary<F>>(name, f);
+}
+
 template <class F>
 std::unique_ptr<Kernel> unary(const char* name, F f) {
   return std::make_unique<Unary<F>>(name, f);
@@ -153,7 +262,53 @@ int64_t numel_of(const Shape& s) {
   return n;
 }
 
+// ReduceMean of a float tensor over a suffix of its axes (the last: LayerNorm's mean over the
+// channels of channel-last data), on NCHW-ordered data: the mean of each contiguous row, summed
+// in double in four interleaved partial sums (a fixed order: the same on every run).
+class RowMean final : public Kernel {
+ public:
+  RowMean(int64_t rows, int64_t len) : rows_(rows), len_(len) {}
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    const int64_t len = len_;
+#pragma omp parallel for schedule(static) if (rows_ * len_ >= 65536)
+    for (int64_t r = 0; r < rows_; ++r) {
+      const float* x = X + r * len;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = 0;
+      for (; i + 4 <= len; i += 4) {
+        s0 += x[i];
+        s1 += x[i + 1];
+        s2 += x[i + 2];
+        s3 += x[i + 3];
+      }
+      for (; i < len; ++i) s0 += x[i];
+      Y[r] = static_cast<float>(((s0 + s1) + (s2 + s3)) / static_cast<double>(len));
+    }
+  }
+  std::string name() const override { return "reduce-mean:rows"; }
+
+ private:
+  int64_t rows_, len_;
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout != graph::Layout::NCHW || n.inputs.empty() || n.outputs.size() != 1) return nullptr;
+  const graph::Value& x = g.value(n.inputs[0]);
+  if (x.dtype != DType::Float32 || x.shape.empty()) return nullptr;
+  const auto& rp = n.p<graph::ReduceParams>();  // axes sorted and unique (shape inference)
+  if (rp.axes.empty()) return nullptr;
+  const auto rank = static_cast<int64_t>(x.shape.size());
+  for (size_t i = 0; i < rp.axes.size(); ++i)
+    if (rp.axes[i] != rank - static_cast<int64_t>(rp.axes.size()) + static_cast<int64_t>(i)) return nullptr;  // not a suffix
+  int64_t rows = 1, len = 1;
+  for (int64_t d = 0; d < rank; ++d) (d < rank - static_cast<int64_t>(rp.axes.size()) ? rows : len) *= x.shape[d];
+  if (len <= 0 || rows <= 0) return nullptr;
+  return std::make_unique<RowMean>(rows, len);
+}
 
 std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n) {
   using graph::OpType;
@@ -174,13 +329,27 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
         return std::make_unique<ChannelBroadcast>(op, false, per_sample, nhwc);
       if (!sa && !sb && b == y && per_channel_operand(a, y, per_sample))
         return std::make_unique<ChannelBroadcast>(op, true, per_sample, nhwc);
+      int64_t outer = 0, inner = 0;
+      bool row_vector = false;
+      if (!nhwc && !sa && !sb && a == y && row_broadcast(b, y, row_vector, outer, inner))
+        return std::make_unique<RowBroadcast>(op, false, row_vector, outer, inner);
+      if (!nhwc && !sa && !sb && b == y && row_broadcast(a, y, row_vector, outer, inner))
+        return std::make_unique<RowBroadcast>(op, true, row_vector, outer, inner);
       if (!((a == y || sa) && (b == y || sb)) || (sa && sb)) return nullptr;
       return std::make_unique<Binary>(op, b != y, a != y);  // the other side is a scalar
+    }
+    case OpType::Pow: {  // x ** 2 (LayerNorm's variance written out): x * x, as the reference's pow gives it
+      const graph::Value& e = g.value(n.inputs[1]);
+      if (g.value(n.inputs[0]).shape != y || !e.is_constant() || e.constant.numel() != 1 || e.constant.data<float>()[0] != 2.f)
+        return nullptr;
+      return unary("square", [](float x) { return x * x; });
     }
     case OpType::Relu:
       return unary("relu", [](float x) { return x < 0.f ? 0.f : x; });  // NaN stays NaN
     case OpType::Sigmoid:
-      return unary("sigmoid", [](float x) { return 1.f / (1.f + std::exp(-x)); });
+      return vec_unary("sigmoid", [](simd::vf x) { return simd::sigmoid(x); });
+    case OpType::Erf:
+      return vec_unary("erf", [](simd::vf x) { return simd::erf(x); });
     case OpType::HardSwish:
       return unary("hardswish", [](float x) { return x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); });
     case OpType::LeakyRelu: {
