@@ -60,7 +60,10 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
       case OpType::MatMul: k = make_matmul(g, n, opts.sparse); break;
       case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;
-      case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: k = make_nhwc_pool(g, n); break;
+      case OpType::MaxPool: case OpType::AveragePool: k = make_nhwc_pool(g, n); break;
+      case OpType::GlobalAveragePool:
+        k = n.layout == graph::Layout::NHWC ? make_nhwc_pool(g, n) : make_fast_reduce_mean(g, n);
+        break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
       case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;

@@ -123,7 +123,8 @@ std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node
 // Float32 Add/Sub/Mul/Div of equal shapes (or with a scalar, a per-channel or a row-broadcast
 // operand), x ** 2, and the common activations.
 std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph::Node& n);
-// ReduceMean over a suffix of the axes of a float tensor (NCHW-ordered): row means.
+// ReduceMean over a suffix of the axes of a float tensor, or GlobalAveragePool, on NCHW-ordered
+// data: row means.
 std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);

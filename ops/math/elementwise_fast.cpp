@@ -299,6 +299,8 @@ std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph
   if (n.layout != graph::Layout::NCHW || n.inputs.empty() || n.outputs.size() != 1) return nullptr;
   const graph::Value& x = g.value(n.inputs[0]);
   if (x.dtype != DType::Float32 || x.shape.empty()) return nullptr;
+  if (n.op == graph::OpType::GlobalAveragePool)  // on NCHW: the mean of each H x W plane
+    return x.shape.size() == 4 ? std::make_unique<RowMean>(x.shape[0] * x.shape[1], x.shape[2] * x.shape[3]) : nullptr;
   const auto& rp = n.p<graph::ReduceParams>();  // axes sorted and unique (shape inference)
   if (rp.axes.empty()) return nullptr;
   const auto rank = static_cast<int64_t>(x.shape.size());

@@ -252,6 +252,56 @@ TEST(FastElementwise, PerChannelOperandOnBothLayouts) {
         }
 }
 
+// Channel-last data (no conv: NCHW-ordered): an operand broadcast along rows, either a row vector
+// (a bias over the last axis) or one value per row (LayerNorm's mean), either side; ReduceMean over
+// the last axes; x ** 2. Against the reference.
+TEST(FastElementwise, RowBroadcastsReduceMeanAndSquare) {
+  struct Case {
+    Shape s;
+    const char* kernel;
+  };
+  for (const Case& c : {Case{{7}, "row-vector"}, Case{{1, 1, 7}, "row-vector"}, Case{{5, 7}, "row-vector"},
+                        Case{{2, 3, 5, 1}, "per-row"}, Case{{2, 1, 1, 1}, "per-row"}})
+    for (const char* op : {"Add", "Sub", "Div"})
+      for (bool s_first : {false, true}) {
+        OnnxBuilder b(13);
+        b.input("x", {2, 3, 5, 7}).input("s", c.s).init("half", {}, {0.5f});
+        b.node("Abs", {"s"}, {"sa"});
+        b.node("Add", {"sa", "half"}, {"sv"});  // Div by a value >= 0.5
+        b.node(op, {s_first ? "sv" : "x", s_first ? "x" : "sv"}, {"y"});
+        b.output("y");
+        Model m = b.load();
+        runtime::Plan p = make_plan(m, true);
+        bool found = false;
+        for (const auto& st : p.steps()) found |= st.kernel->name().find(c.kernel) != std::string::npos;
+        EXPECT_TRUE(found) << op << " " << shape_str(c.s) << "\n" << p.describe(false);
+        const Tensor x = random_tensor({2, 3, 5, 7}), sv = random_tensor(c.s, 5);
+        EXPECT_LT(normalized_error(Session(m, {2, true}).run({{"x", x}, {"s", sv}})["y"],
+                                   Session(m, {1, false}).run({{"x", x}, {"s", sv}})["y"]),
+                  1e-6)
+            << op << " " << shape_str(c.s) << (s_first ? " s first" : "");
+      }
+  for (const std::vector<int64_t>& axes : {std::vector<int64_t>{-1}, std::vector<int64_t>{2, 3}, std::vector<int64_t>{1, 2, 3}})
+    for (int keepdims : {0, 1}) {
+      OnnxBuilder b(13);
+      b.input("x", {2, 3, 5, 7}).init("two", {}, {2.f});
+      b.node("Pow", {"x", "two"}, {"sq"});
+      auto& rm = b.node("ReduceMean", {"sq"}, {"y"});
+      OnnxBuilder::attr_ints(rm, "axes", axes);
+      OnnxBuilder::attr_int(rm, "keepdims", keepdims);
+      b.output("y");
+      Model m = b.load();
+      runtime::Plan p = make_plan(m, true);
+      int fast = 0;
+      for (const auto& st : p.steps())
+        fast += st.kernel->name() == "reduce-mean:rows" || st.kernel->name() == "elementwise:square" ||
+                st.kernel->name() == "nhwc";
+      EXPECT_GE(fast, 2) << p.describe(false);
+      const Tensor x = random_tensor({2, 3, 5, 7});
+      EXPECT_LT(normalized_error(Session(m, {2, true}).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-6);
+    }
+}
+
 TEST(AssignLayouts, ReordersOnlyAtTheBoundaries) {
   // x(NCHW) -> conv -> relu -> conv -> Flatten: one reorder in, one out (before Flatten).
   OnnxBuilder b;
