@@ -117,6 +117,8 @@ std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node
 // NCHW or NHWC data; is_channel_gather says whether a node is one (the layout pass asks).
 bool is_channel_gather(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::Node& n);
+// Concat of float tensors as contiguous block copies, on NCHW or NHWC data.
+std::unique_ptr<Kernel> make_block_concat(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's
 // own 1x1 kernel, or oneDNN over row tiles shifted first, whichever measures faster.
 std::unique_ptr<Kernel> make_shift_conv(const graph::Graph& g, const graph::Node& n);

@@ -1,6 +1,7 @@
-// Gather on the channel axis of a 4-D float tensor with constant indices: what recognise_shifts
-// makes of channel shuffles, chunks and flips. On NHWC data every pixel copies the same runs of
-// consecutive channels; on NCHW every output channel is one input plane.
+// Channel data movement: Gather on the channel axis of a 4-D float tensor with constant indices
+// (what recognise_shifts makes of channel shuffles, chunks and flips: on NHWC data every pixel
+// copies the same runs of consecutive channels; on NCHW every output channel is one input
+// plane), and Concat as block copies (DenseNet concatenates at every layer).
 #include <cstring>
 
 #include "ops/kernel.h"
@@ -68,7 +69,61 @@ class ChannelGather final : public Kernel {
   std::vector<int32_t> src_;  // per output channel, its source channel
 };
 
+// Concat of float tensors as block copies: per index before the axis (in memory order: on NHWC
+// data the channel axis is the last), each input's contiguous block in turn.
+class BlockConcat final : public Kernel {
+ public:
+  BlockConcat(const graph::Graph& g, const graph::Node& n) {
+    const bool nhwc = n.layout == graph::Layout::NHWC;
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    const auto rank = static_cast<int64_t>(ys.size());
+    int64_t axis = n.p<graph::AxisParams>().axis;
+    if (axis < 0) axis += rank;
+    // In memory order: NHWC holds [N, H, W, C]; logical axis 1 is the last.
+    static constexpr int64_t kPos[] = {0, 3, 1, 2};
+    const int64_t pa = nhwc ? kPos[axis] : axis;
+    Shape phys = nhwc ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys;
+    outer_ = 1;
+    for (int64_t d = 0; d < pa; ++d) outer_ *= phys[static_cast<size_t>(d)];
+    for (graph::ValueId in : n.inputs) {
+      const Shape& s = g.value(in).shape;
+      const Shape ps = nhwc ? Shape{s[0], s[2], s[3], s[1]} : s;
+      int64_t inner = 1;
+      for (int64_t d = pa; d < rank; ++d) inner *= ps[static_cast<size_t>(d)];
+      inner_.push_back(inner);
+      total_ += inner;
+    }
+  }
+  void run(const KernelArgs& a) const override {
+    float* y = a.out[0].as<float>();
+    const auto k = static_cast<int64_t>(inner_.size());
+#pragma omp parallel for schedule(static) if (outer_ * total_ >= 65536 && outer_ > 1)
+    for (int64_t o = 0; o < outer_; ++o) {
+      float* dst = y + o * total_;
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t len = inner_[static_cast<size_t>(i)];
+        if (len) std::memcpy(dst, a.in[static_cast<size_t>(i)].as<const float>() + o * len, static_cast<size_t>(len) * sizeof(float));
+        dst += len;
+      }
+    }
+  }
+  std::string name() const override { return "concat:blocks"; }
+
+ private:
+  int64_t outer_ = 1, total_ = 0;
+  std::vector<int64_t> inner_;
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_block_concat(const graph::Graph& g, const graph::Node& n) {
+  if (n.outputs.size() != 1 || n.inputs.empty()) return nullptr;
+  const graph::Value& y = g.value(n.outputs[0]);
+  if (y.dtype != DType::Float32 || y.shape.empty() || (n.layout == graph::Layout::NHWC && y.shape.size() != 4)) return nullptr;
+  for (graph::ValueId in : n.inputs)
+    if (in == graph::kNoValue || g.value(in).dtype != DType::Float32 || g.value(in).shape.size() != y.shape.size()) return nullptr;
+  return std::make_unique<BlockConcat>(g, n);
+}
 
 bool is_channel_gather(const graph::Graph& g, const graph::Node& n) {
   if (n.op != graph::OpType::Gather || n.inputs.size() != 2 || n.outputs.size() != 1) return false;

@@ -232,5 +232,39 @@ TEST(ChannelGather, KernelMatchesReferenceOnBothLayouts) {
     }
 }
 
+// Concat as block copies: on NCHW data along every axis (ranks 2-4, an empty input), and on
+// NHWC data along the channels (behind convs, as DenseNet's), against the reference.
+TEST(BlockConcat, EveryAxisOnNchwAndChannelsOnNhwc) {
+  for (int64_t axis = -4; axis < 4; ++axis) {
+    const int64_t a = axis < 0 ? axis + 4 : axis;
+    Shape s1{2, 3, 4, 5}, s2{2, 3, 4, 5};
+    s2[static_cast<size_t>(a)] = a == 1 ? 0 : 2;  // an empty input on the channel axis
+    OnnxBuilder b;
+    b.input("x", s1).input("z", s2);
+    OnnxBuilder::attr_int(b.node("Concat", {"x", "z", "x"}, {"y"}), "axis", axis);
+    b.output("y");
+    Model m = b.load();
+    const Tensor x = random_tensor(s1), z = random_tensor(s2, 4);
+    EXPECT_EQ(normalized_error(Session(m, {2, true}).run({{"x", x}, {"z", z}})["y"], Session(m, {1, false}).run({{"x", x}, {"z", z}})["y"]), 0.0)
+        << "axis " << axis;
+  }
+  OnnxBuilder b;
+  b.input("x", {2, 4, 5, 6}).init_random("w1", {3, 4, 1, 1}).init_random("w2", {5, 4, 3, 3}).init_random("w3", {4, 12, 1, 1});
+  b.node("Conv", {"x", "w1"}, {"a"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w2"}, {"c"}), "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(b.node("Concat", {"a", "x", "c"}, {"cat"}), "axis", 1);
+  b.node("Conv", {"cat", "w3"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {2, true});
+  for (const auto& st : plan.steps())
+    if (plan.graph().node(st.node).op == graph::OpType::Concat) {
+      EXPECT_EQ(plan.graph().node(st.node).layout, graph::Layout::NHWC);
+      EXPECT_EQ(st.kernel->name(), "concat:blocks");
+    }
+  const Tensor x = random_tensor({2, 4, 5, 6});
+  EXPECT_LT(normalized_error(Session(m, {2, true}).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
 }  // namespace
 }  // namespace sluice::testing
