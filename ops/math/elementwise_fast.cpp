@@ -198,7 +198,9 @@ bool row_broadcast(const Shape& s, const Shape& y, bool& row_vector, int64_t& ou
   return false;
 }
 
-template <class F>
+// A unary op, element by element, or (Vec) a vector at a time (ops/common/vmath.h) with the
+// tail through a padded vector.
+template <class F, bool Vec>
 class Unary final : public Kernel {
  public:
   Unary(const char* name, F f) : name_(name), f_(f) {}
@@ -206,35 +208,19 @@ class Unary final : public Kernel {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
     parallel_chunks(a.out[0].numel(), [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) Y[i] = f_(X[i]);
-    });
-  }
-  std::string name() const override { return std::string("elementwise:") + name_; }
-  int in_place_input() const override { return 0; }
-
- private:
-  const char* name_;
-  F f_;
-};
-
-// A unary op computed a vector at a time (ops/common/vmath.h); the tail through a padded vector.
-template <class F>
-class VecUnary final : public Kernel {
- public:
-  VecUnary(const char* name, F f) : name_(name), f_(f) {}
-  void run(const KernelArgs& a) const override {
-    using simd::vf;
-    constexpr int64_t L = simd::kLanes;
-    const float* X = a.in[0].as<const float>();
-    float* Y = a.out[0].as<float>();
-    parallel_chunks(a.out[0].numel(), [&](int64_t lo, int64_t hi) {
       int64_t i = lo;
-      for (; i + L <= hi; i += L) *reinterpret_cast<vf*>(Y + i) = f_(*reinterpret_cast<const vf*>(X + i));
-      if (i < hi) {
-        vf t{};
-        __builtin_memcpy(&t, X + i, static_cast<size_t>(hi - i) * sizeof(float));
-        t = f_(t);
-        __builtin_memcpy(Y + i, &t, static_cast<size_t>(hi - i) * sizeof(float));
+      if constexpr (Vec) {
+        using simd::vf;
+        constexpr int64_t L = simd::kLanes;
+        for (; i + L <= hi; i += L) *reinterpret_cast<vf*>(Y + i) = f_(*reinterpret_cast<const vf*>(X + i));
+        if (i < hi) {
+          vf t{};
+          __builtin_memcpy(&t, X + i, static_cast<size_t>(hi - i) * sizeof(float));
+          t = f_(t);
+          __builtin_memcpy(Y + i, &t, static_cast<size_t>(hi - i) * sizeof(float));
+        }
+      } else {
+        for (; i < hi; ++i) Y[i] = f_(X[i]);
       }
     });
   }
@@ -248,12 +234,12 @@ class VecUnary final : public Kernel {
 
 template <class F>
 std::unique_ptr<Kernel> vec_unary(const char* name, F f) {
-  return std::make_unique<VecUnary<F>>(name, f);
+  return std::make_unique<Unary<F, true>>(name, f);
 }
 
 template <class F>
 std::unique_ptr<Kernel> unary(const char* name, F f) {
-  return std::make_unique<Unary<F>>(name, f);
+  return std::make_unique<Unary<F, false>>(name, f);
 }
 
 int64_t numel_of(const Shape& s) {
