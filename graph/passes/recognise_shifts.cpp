@@ -85,9 +85,7 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
     sp.out_h = y.shape[2];
     sp.out_w = y.shape[3];
   }
-  bool moved = !sp.same_size();
-  for (size_t o = 0; o < sp.dy.size(); ++o) moved |= sp.dy[o] != 0 || sp.dx[o] != 0;
-  if (!moved) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
+  if (sp.same_size() && !sp.moves()) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
   sp.dense_macs = m * taps * y.shape[2] * y.shape[3];
   sp.form = groups == c && m == c ? "depthwise one-hot conv" : "one-hot conv";
   return true;
@@ -335,30 +333,26 @@ bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& so
   if (!sink) return false;  // the region goes on: its last node is the one to replace
   // The region: value-moving producers back from y; exactly one non-constant value enters it.
   std::set<NodeId> region;
-  const auto build = [&](bool concat_is_source) {
-    region.clear();
-    std::vector<NodeId> todo{y.producer};
-    source = kNoValue;
-    while (!todo.empty()) {
-      const NodeId id = todo.back();
-      todo.pop_back();
-      if (!region.insert(id).second) continue;
-      if (region.size() > 4096) return false;
-      for (ValueId in : g.node(id).inputs) {
-        if (in == kNoValue || g.value(in).is_constant()) continue;
-        const NodeId p = g.value(in).producer;
-        if (p >= 0 && moves_values(g, g.node(p)) && !(concat_is_source && g.node(p).op == OpType::Concat)) {
-          todo.push_back(p);
-        } else if (source == kNoValue || source == in) {
-          source = in;
-        } else {
-          return false;  // two tensors meet: not a shift of one
-        }
+  std::vector<NodeId> todo{y.producer};
+  source = kNoValue;
+  while (!todo.empty()) {
+    const NodeId id = todo.back();
+    todo.pop_back();
+    if (!region.insert(id).second) continue;
+    if (region.size() > 4096) return false;
+    for (ValueId in : g.node(id).inputs) {
+      if (in == kNoValue || g.value(in).is_constant()) continue;
+      const NodeId p = g.value(in).producer;
+      if (p >= 0 && moves_values(g, g.node(p)) && !(concat_bounds && g.node(p).op == OpType::Concat)) {
+        todo.push_back(p);
+      } else if (source == kNoValue || source == in) {
+        source = in;
+      } else {
+        return false;  // two tensors meet: not a shift of one
       }
     }
-    return source != kNoValue;
-  };
-  if (concat_bounds ? !build(true) : !build(false)) return false;
+  }
+  if (source == kNoValue) return false;
   const Value& x = g.value(source);
   if (x.dtype != DType::Float32 || x.shape.size() != 4 || x.shape[0] != y.shape[0] || x.shape[2] != y.shape[2] ||
       x.shape[3] != y.shape[3])
@@ -379,7 +373,7 @@ bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& so
     const auto out = evaluate(g, order, source, labels, n.outputs[0]);
     if (!out || !read_translation(*out, x.shape, sign, sp)) return false;
   }
-  // Nothing moved: the region only selects channels (sp.src; recognise_shifts makes it a Gather).
+  // (If nothing moved, the region only selects channels: sp.src; recognise_shifts makes it a Gather.)
   sp.form = scatter ? "slice assignment (ScatterND)" : mask ? "masked roll/translation" : "value-moving subgraph";
   return true;
 }

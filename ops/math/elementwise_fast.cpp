@@ -24,6 +24,17 @@ void parallel_chunks(int64_t n, F&& f) {
 
 enum class Bin { Add, Sub, Mul, Div };
 
+// Calls g with op's function of two floats (one instantiation per op, so the loops inline it).
+template <class G>
+void with_op(Bin op, G&& g) {
+  switch (op) {
+    case Bin::Add: g([](float x, float y) { return x + y; }); break;
+    case Bin::Sub: g([](float x, float y) { return x - y; }); break;
+    case Bin::Mul: g([](float x, float y) { return x * y; }); break;
+    case Bin::Div: g([](float x, float y) { return x / y; }); break;
+  }
+}
+
 class Binary final : public Kernel {
  public:
   Binary(Bin op, bool scalar_b, bool scalar_a) : op_(op), scalar_b_(scalar_b), scalar_a_(scalar_a) {}
@@ -32,12 +43,7 @@ class Binary final : public Kernel {
     const float* B = a.in[1].as<const float>();
     float* Y = a.out[0].as<float>();
     const int64_t n = a.out[0].numel();
-    switch (op_) {
-      case Bin::Add: apply(A, B, Y, n, [](float x, float y) { return x + y; }); break;
-      case Bin::Sub: apply(A, B, Y, n, [](float x, float y) { return x - y; }); break;
-      case Bin::Mul: apply(A, B, Y, n, [](float x, float y) { return x * y; }); break;
-      case Bin::Div: apply(A, B, Y, n, [](float x, float y) { return x / y; }); break;
-    }
+    with_op(op_, [&](auto f) { apply(A, B, Y, n, f); });
   }
   std::string name() const override { return scalar_a_ || scalar_b_ ? "elementwise:scalar" : "elementwise"; }
   int in_place_input() const override { return scalar_a_ ? 1 : 0; }
@@ -77,12 +83,7 @@ class ChannelBroadcast final : public Kernel {
     float* Y = a.out[0].as<float>();
     const Shape& ys = a.out[0].shape;
     const int64_t n = ys[0], c = ys[1], hw = ys[2] * ys[3];
-    switch (op_) {
-      case Bin::Add: apply(X, S, Y, n, c, hw, [](float x, float v) { return x + v; }); break;
-      case Bin::Sub: apply(X, S, Y, n, c, hw, [](float x, float v) { return x - v; }); break;
-      case Bin::Mul: apply(X, S, Y, n, c, hw, [](float x, float v) { return x * v; }); break;
-      case Bin::Div: apply(X, S, Y, n, c, hw, [](float x, float v) { return x / v; }); break;
-    }
+    with_op(op_, [&](auto f) { apply(X, S, Y, n, c, hw, f); });
   }
   std::string name() const override { return nhwc_ ? "elementwise:per-channel:nhwc" : "elementwise:per-channel"; }
   int in_place_input() const override { return s_first_ ? 1 : 0; }
@@ -136,12 +137,7 @@ class RowBroadcast final : public Kernel {
     const float* X = a.in[s_first_ ? 1 : 0].as<const float>();
     const float* S = a.in[s_first_ ? 0 : 1].as<const float>();
     float* Y = a.out[0].as<float>();
-    switch (op_) {
-      case Bin::Add: apply(X, S, Y, [](float x, float v) { return x + v; }); break;
-      case Bin::Sub: apply(X, S, Y, [](float x, float v) { return x - v; }); break;
-      case Bin::Mul: apply(X, S, Y, [](float x, float v) { return x * v; }); break;
-      case Bin::Div: apply(X, S, Y, [](float x, float v) { return x / v; }); break;
-    }
+    with_op(op_, [&](auto f) { apply(X, S, Y, f); });
   }
   std::string name() const override { return row_vector_ ? "elementwise:row-vector" : "elementwise:per-row"; }
   int in_place_input() const override { return s_first_ ? 1 : 0; }

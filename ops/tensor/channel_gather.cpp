@@ -16,17 +16,16 @@ class ChannelGather final : public Kernel {
   ChannelGather(const graph::Graph& g, const graph::Node& n) : nhwc_(n.layout == graph::Layout::NHWC) {
     const Shape& xs = g.value(n.inputs[0]).shape;
     c_ = xs[1];
-    const std::vector<int64_t> idx = to_int64_vector(g.value(n.inputs[1]).constant);
+    for (int64_t v : to_int64_vector(g.value(n.inputs[1]).constant)) src_.push_back(static_cast<int32_t>(v < 0 ? v + c_ : v));
+    m_ = static_cast<int64_t>(src_.size());
     // Runs of consecutive source channels: (first output channel, first source channel, length).
-    for (size_t j = 0; j < idx.size(); ++j) {
-      const int64_t s = idx[j] < 0 ? idx[j] + c_ : idx[j];
-      if (!runs_.empty() && runs_.back().src + runs_.back().len == s && runs_.back().dst + runs_.back().len == static_cast<int64_t>(j))
+    for (int64_t j = 0; j < m_; ++j) {
+      const int64_t s = src_[static_cast<size_t>(j)];
+      if (!runs_.empty() && runs_.back().src + runs_.back().len == s && runs_.back().dst + runs_.back().len == j)
         ++runs_.back().len;
       else
-        runs_.push_back({static_cast<int64_t>(j), s, 1});
+        runs_.push_back({j, s, 1});
     }
-    m_ = static_cast<int64_t>(idx.size());
-    for (int64_t v : idx) src_.push_back(static_cast<int32_t>(v < 0 ? v + c_ : v));
     by_element_ = static_cast<int64_t>(runs_.size()) * 4 > m_;  // short runs (a shuffle's are 1): no memcpy calls
   }
 
