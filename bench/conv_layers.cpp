@@ -42,6 +42,9 @@ const Layer kLayers[] = {
     {"mobilenetv2", 32, 112, 16, 1, 1, 1},  {"mobilenetv2", 16, 112, 96, 1, 1, 1},
     {"mobilenetv2", 144, 56, 24, 1, 1, 1},  {"mobilenetv2", 24, 56, 144, 1, 1, 1},
     {"mobilenetv2", 384, 14, 64, 1, 1, 1},  {"mobilenetv2", 960, 7, 320, 1, 1, 1}, {"mobilenetv2", 320, 7, 1280, 1, 1, 1},
+    // ResNet-18 slimmed at 70% (bench/compare_pruned.py): the thin convs static pruning leaves.
+    {"resnet18_p70", 3, 224, 20, 7, 2, 1}, {"resnet18_p70", 20, 56, 20, 3, 1, 1}, {"resnet18_p70", 20, 56, 39, 3, 2, 1},
+    {"resnet18_p70", 39, 28, 39, 3, 1, 1}, {"resnet18_p70", 77, 14, 77, 3, 1, 1}, {"resnet18_p70", 154, 7, 154, 3, 1, 1},
 };
 
 std::vector<float> random_data(int64_t n) {
@@ -107,6 +110,7 @@ void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const On
 // zeros > 0: that fraction of the weights set to zero at random, and the sparse direct kernel
 // (ops/sparse; `aligned`: its variant with shifted copies for aligned reads) instead of the
 // kernel a plan would pick.
+// zeros < 0: the dense direct planar kernel (ops/conv/direct.cpp), which a plan times against oneDNN.
 void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   using namespace sluice;
   std::vector<float> wd = random_data(l.m * (l.c / l.group) * l.k * l.k);
@@ -122,9 +126,11 @@ void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   p.group = l.group;
   p.activation.kind = graph::Activation::Relu;
   const OneConv cv = one_conv(l.c, l.h, l.m, out_size(l), {l.m, l.c / l.group, l.k, l.k}, wd, p);
-  auto kernel = zeros > 0 ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], aligned) : ops::make_kernel(cv.g, cv.id, {true});
+  auto kernel = zeros > 0   ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], aligned)
+                : zeros < 0 ? ops::make_direct_conv(cv.g, cv.g.nodes[cv.id])
+                            : ops::make_kernel(cv.g, cv.id, {true});
   if (!kernel) {
-    st.SkipWithError("the aligned variant does not apply to this shape");
+    st.SkipWithError("this kernel does not apply to this shape");
     return;
   }
   run_timed(st, *kernel, cv);
@@ -304,6 +310,8 @@ int register_all() {
                        (l.group > 1 ? "_dw" : "");
     benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l, 0.0, false)->UseRealTime();
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l, false)->UseRealTime();
+    if (l.group == 1 && l.k > 1)
+      benchmark::RegisterBenchmark(("direct/" + name).c_str(), BM_SluiceConv, l, -1.0, false)->UseRealTime();
     // oneDNN's preferred activation layout (blocked nChw8c on AVX2), with the reorders to it left out.
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
     // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
