@@ -130,55 +130,66 @@ class ShiftConvTiled final : public ShiftConvBase {
 };
 
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// One full register block of the offset-read kernel, for the assembly below: 6 output pixels
+// x kGroup output channels, acc[i] = bias + sum over q < n of w_q * x_i[off[q]] (w_q = wr +
+// q * wstep floats, x_i = xp[i]), and the epilogue in the same assembly when the caller can
+// take it: accumulators start at the bias, and go to the 6 output pixels with the residual
+// sum and Relu applied, without the round trip through memory that a C++ epilogue costs
+// (~5% of a block at 56x56 x 96 channels on Zen 5, ~8% on Zen 3's AVX2).
+struct AsmBlock {
+  const float* const* xp;  // 6 pixels' input rows
+  const float* bias;       // kGroup floats the accumulators start from
+  float* const* out;       // 6 pixels' outputs, or nullptr: the accumulators go to acc
+  float* acc;
+  int64_t sum_delta;       // bytes from an output to its residual addend
+  int64_t flags;           // 1: add the residual, 2: Relu
+};
+#endif
+
 #ifdef __AVX512F__
-// acc[6][4] (16 floats each) = sum over q < n of w_q[0..4) * x_i[off[q]], w_q = wr + q * wstep
-// floats, x_i = xp[i]: the offset-read kernel's full register block. Written in assembly:
-// GCC's register allocation of this loop moved accumulators between registers every
-// iteration (an FMA writing into the broadcast register, then a copy back), ~15% slower than
-// the same loop compiled cleanly.
+// AVX-512: acc[6][4] (16 floats each) in zmm8..zmm31, four weight vectors, two broadcast
+// registers in turn. Written in assembly: GCC's register allocation of this loop moved
+// accumulators between registers every iteration (an FMA writing into the broadcast
+// register, then a copy back), ~15% slower than the same loop compiled cleanly.
 #define SLUICE_PIXEL(ptr, b, a0, a1, a2, a3)                 \
   "vbroadcastss (" ptr ",%%rax,4), %%zmm" b "\n\t"          \
   "vfmadd231ps %%zmm" b ", %%zmm0, %%zmm" a0 "\n\t"         \
   "vfmadd231ps %%zmm" b ", %%zmm1, %%zmm" a1 "\n\t"         \
   "vfmadd231ps %%zmm" b ", %%zmm2, %%zmm" a2 "\n\t"         \
   "vfmadd231ps %%zmm" b ", %%zmm3, %%zmm" a3 "\n\t"
-void block_6x4(float* acc, const float* const* xp, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
-  if (n <= 0) {
-    std::fill(acc, acc + 6 * 4 * 16, 0.f);
-    return;
-  }
+#define SLUICE_PIXELS(op) op("%%r8", "8", "9", "10", "11") op("%%r9", "12", "13", "14", "15") \
+  op("%%r10", "16", "17", "18", "19") op("%%r11", "20", "21", "22", "23") op("%%r12", "24", "25", "26", "27") \
+  op("%%r13", "28", "29", "30", "31")
+#define SLUICE_FROM_BIAS(ptr, a0, a1, a2, a3) "vmovaps %%zmm0, %%zmm" a0 "\n\t" "vmovaps %%zmm1, %%zmm" a1 "\n\t" \
+  "vmovaps %%zmm2, %%zmm" a2 "\n\t" "vmovaps %%zmm3, %%zmm" a3 "\n\t"
+#define SLUICE_SUM(ptr, a0, a1, a2, a3) "vaddps (" ptr ",%%rdx), %%zmm" a0 ", %%zmm" a0 "\n\t" \
+  "vaddps 64(" ptr ",%%rdx), %%zmm" a1 ", %%zmm" a1 "\n\t" "vaddps 128(" ptr ",%%rdx), %%zmm" a2 ", %%zmm" a2 "\n\t" \
+  "vaddps 192(" ptr ",%%rdx), %%zmm" a3 ", %%zmm" a3 "\n\t"
+// max(acc, 0): NaN -> 0, as oneDNN's relu post-op does in the other kernel for this layer.
+#define SLUICE_RELU(ptr, a0, a1, a2, a3) "vmaxps %%zmm0, %%zmm" a0 ", %%zmm" a0 "\n\t" \
+  "vmaxps %%zmm0, %%zmm" a1 ", %%zmm" a1 "\n\t" "vmaxps %%zmm0, %%zmm" a2 ", %%zmm" a2 "\n\t" \
+  "vmaxps %%zmm0, %%zmm" a3 ", %%zmm" a3 "\n\t"
+#define SLUICE_STORE(ptr, a0, a1, a2, a3) "vmovups %%zmm" a0 ", (" ptr ")\n\t" "vmovups %%zmm" a1 ", 64(" ptr ")\n\t" \
+  "vmovups %%zmm" a2 ", 128(" ptr ")\n\t" "vmovups %%zmm" a3 ", 192(" ptr ")\n\t"
+#define SLUICE_TO_ACC(ptr, a0, a1, a2, a3) "vmovups %%zmm" a0 ", (%%rdx)\n\t" "vmovups %%zmm" a1 ", 64(%%rdx)\n\t" \
+  "vmovups %%zmm" a2 ", 128(%%rdx)\n\t" "vmovups %%zmm" a3 ", 192(%%rdx)\n\t" "add $256, %%rdx\n\t"
+// r8..r13 = the 6 pointers of the array at rax
+#define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
+  "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
+void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
   const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
   asm volatile(
-      "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
-      "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
-      "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
-      "vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
-      "vpxord %%zmm12, %%zmm12, %%zmm12\n\t"
-      "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
-      "vpxord %%zmm14, %%zmm14, %%zmm14\n\t"
-      "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
-      "vpxord %%zmm16, %%zmm16, %%zmm16\n\t"
-      "vpxord %%zmm17, %%zmm17, %%zmm17\n\t"
-      "vpxord %%zmm18, %%zmm18, %%zmm18\n\t"
-      "vpxord %%zmm19, %%zmm19, %%zmm19\n\t"
-      "vpxord %%zmm20, %%zmm20, %%zmm20\n\t"
-      "vpxord %%zmm21, %%zmm21, %%zmm21\n\t"
-      "vpxord %%zmm22, %%zmm22, %%zmm22\n\t"
-      "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
-      "vpxord %%zmm24, %%zmm24, %%zmm24\n\t"
-      "vpxord %%zmm25, %%zmm25, %%zmm25\n\t"
-      "vpxord %%zmm26, %%zmm26, %%zmm26\n\t"
-      "vpxord %%zmm27, %%zmm27, %%zmm27\n\t"
-      "vpxord %%zmm28, %%zmm28, %%zmm28\n\t"
-      "vpxord %%zmm29, %%zmm29, %%zmm29\n\t"
-      "vpxord %%zmm30, %%zmm30, %%zmm30\n\t"
-      "vpxord %%zmm31, %%zmm31, %%zmm31\n\t"
-      "mov 0(%[xp]), %%r8\n\t"
-      "mov 8(%[xp]), %%r9\n\t"
-      "mov 16(%[xp]), %%r10\n\t"
-      "mov 24(%[xp]), %%r11\n\t"
-      "mov 32(%[xp]), %%r12\n\t"
-      "mov 40(%[xp]), %%r13\n\t"
+      "mov 8(%[b]), %%rax\n\t"
+      "vmovups (%%rax), %%zmm0\n\t"
+      "vmovups 64(%%rax), %%zmm1\n\t"
+      "vmovups 128(%%rax), %%zmm2\n\t"
+      "vmovups 192(%%rax), %%zmm3\n\t"
+      SLUICE_PIXELS(SLUICE_FROM_BIAS)
+      "test %[n], %[n]\n\t"
+      "jle 2f\n\t"
+      "mov 0(%[b]), %%rax\n\t"
+      SLUICE_SIX_POINTERS
       "1:\n\t"
       "mov (%[off]), %%rax\n\t"
       "vmovups 0(%[wr]), %%zmm0\n\t"
@@ -195,54 +206,48 @@ void block_6x4(float* acc, const float* const* xp, const float* wr, int64_t wste
       "add $8, %[off]\n\t"
       "dec %[n]\n\t"
       "jnz 1b\n\t"
-      "vmovups %%zmm8, 0*64(%[acc])\n\t"
-      "vmovups %%zmm9, 1*64(%[acc])\n\t"
-      "vmovups %%zmm10, 2*64(%[acc])\n\t"
-      "vmovups %%zmm11, 3*64(%[acc])\n\t"
-      "vmovups %%zmm12, 4*64(%[acc])\n\t"
-      "vmovups %%zmm13, 5*64(%[acc])\n\t"
-      "vmovups %%zmm14, 6*64(%[acc])\n\t"
-      "vmovups %%zmm15, 7*64(%[acc])\n\t"
-      "vmovups %%zmm16, 8*64(%[acc])\n\t"
-      "vmovups %%zmm17, 9*64(%[acc])\n\t"
-      "vmovups %%zmm18, 10*64(%[acc])\n\t"
-      "vmovups %%zmm19, 11*64(%[acc])\n\t"
-      "vmovups %%zmm20, 12*64(%[acc])\n\t"
-      "vmovups %%zmm21, 13*64(%[acc])\n\t"
-      "vmovups %%zmm22, 14*64(%[acc])\n\t"
-      "vmovups %%zmm23, 15*64(%[acc])\n\t"
-      "vmovups %%zmm24, 16*64(%[acc])\n\t"
-      "vmovups %%zmm25, 17*64(%[acc])\n\t"
-      "vmovups %%zmm26, 18*64(%[acc])\n\t"
-      "vmovups %%zmm27, 19*64(%[acc])\n\t"
-      "vmovups %%zmm28, 20*64(%[acc])\n\t"
-      "vmovups %%zmm29, 21*64(%[acc])\n\t"
-      "vmovups %%zmm30, 22*64(%[acc])\n\t"
-      "vmovups %%zmm31, 23*64(%[acc])\n\t"
+      "2:\n\t"
+      "mov 16(%[b]), %%rax\n\t"
+      "test %%rax, %%rax\n\t"
+      "jz 5f\n\t"
+      SLUICE_SIX_POINTERS
+      "mov 32(%[b]), %%rdx\n\t"
+      "testq $1, 40(%[b])\n\t"
+      "jz 3f\n\t"
+      SLUICE_PIXELS(SLUICE_SUM)
+      "3:\n\t"
+      "testq $2, 40(%[b])\n\t"
+      "jz 4f\n\t"
+      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+      SLUICE_PIXELS(SLUICE_RELU)
+      "4:\n\t"
+      SLUICE_PIXELS(SLUICE_STORE)
+      "jmp 6f\n\t"
+      "5:\n\t"
+      "mov 24(%[b]), %%rdx\n\t"
+      SLUICE_PIXELS(SLUICE_TO_ACC)
+      "6:\n\t"
       : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
-      : [acc] "r"(acc), [xp] "r"(xp), [ws] "r"(wstep_bytes)
-      : "rax", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+      : [b] "r"(&b), [ws] "r"(wstep_bytes)
+      : "rax", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
         "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
         "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
         "xmm31", "memory", "cc");
 }
+#undef SLUICE_PIXELS
+#undef SLUICE_FROM_BIAS
+#undef SLUICE_SUM
+#undef SLUICE_RELU
+#undef SLUICE_STORE
+#undef SLUICE_TO_ACC
+#undef SLUICE_SIX_POINTERS
 #undef SLUICE_PIXEL
 #elif defined(__AVX2__)
 // The same block for AVX2's 16 registers: acc[6][2] (8 floats each), 12 accumulators, two
-// weight vectors and two broadcast registers in turn, and the epilogue in the same assembly
-// when the caller can take it: accumulators start at the bias, and go to the 6 output
-// pixels with the residual sum and Relu applied, without the round trip through memory that
-// a C++ epilogue costs (an AVX2 block is a quarter of an AVX-512 one, so that per-block cost
-// weighs four times as much). GCC's code for the loop alone also had the copies described
-// above; in a microbenchmark with its data in L1 it ran at 70-76 GFLOP/s, this one at 80.
-struct Block6x2 {
-  const float* const* xp;  // 6 pixels' input rows
-  const float* bias;       // 16 floats the accumulators start from
-  float* const* out;       // 6 pixels' outputs, or nullptr: the accumulators go to acc
-  float* acc;
-  int64_t sum_delta;       // bytes from an output to its residual addend
-  int64_t flags;           // 1: add the residual, 2: Relu
-};
+// weight vectors and two broadcast registers in turn. (An AVX2 block is a quarter of an
+// AVX-512 one, so the per-block cost of a C++ epilogue weighed four times as much.) GCC's
+// code for the loop alone also had the copies described above; in a microbenchmark with its
+// data in L1 it ran at 70-76 GFLOP/s, this one at 80.
 #define SLUICE_PIXEL(ptr, b, a0, a1)                 \
   "vbroadcastss (" ptr ",%%rax,4), %%ymm" b "\n\t"  \
   "vfmadd231ps %%ymm" b ", %%ymm0, %%ymm" a0 "\n\t" \
@@ -260,7 +265,7 @@ struct Block6x2 {
 #define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
   "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
 #define SLUICE_TO_ACC(a, at) "vmovups %%ymm" a ", " at "(%%rdx)\n\t"
-void block_6x2(const Block6x2& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
+void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
   const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
   asm volatile(
       "mov 8(%[b]), %%rax\n\t"
@@ -436,7 +441,6 @@ class ShiftConvDirect final : public ShiftConvBase {
     static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
     const int64_t groups = (mb_ + kVecs - 1) / kVecs;
     int64_t og = 0;
-#if !defined(__AVX512F__)
     const graph::Activation kind = p_.activation.kind;
     if (interior && np == kPixels && (kind == graph::Activation::None || kind == graph::Activation::Relu)) {
       const float* xp[kPixels];
@@ -446,15 +450,14 @@ class ShiftConvDirect final : public ShiftConvBase {
         out[i] = yb + static_cast<int64_t>(px[i]) * m_;
       }
       const int64_t* off = gathered ? ident_.data() : ch_off_.data();
-      Block6x2 blk{xp, nullptr, out, nullptr, sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
+      AsmBlock blk{xp, nullptr, out, nullptr, sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
                    (sb ? 1 : 0) | (kind == graph::Activation::Relu ? 2 : 0)};
       for (; (og + 1) * kGroup <= m_; ++og) {  // whole groups
         blk.bias = bias_.data() + og * kGroup;
-        block_6x2(blk, wp_.data() + og * cw_ * kGroup, kGroup, off, cw_);
+        asm_block(blk, wp_.data() + og * cw_ * kGroup, kGroup, off, cw_);
         for (float*& o : out) o += kGroup;
       }
     }
-#endif
     for (; og < groups; ++og) {
       const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
       (interior ? kInterior : kBorder)[np - 1][nv - 1](this, xb, px, v0, sb, yb, gathered);
@@ -516,7 +519,7 @@ class ShiftConvDirect final : public ShiftConvBase {
   // gathered: null, or a gather() buffer that the pixels' reads come from instead of xb.
   using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*,
                            const float*);
-  // The full interior block runs block_6x4 (AVX-512) or block_6x2 (AVX2), in assembly.
+  // The full interior block runs asm_block (AVX-512 or AVX2), in assembly.
   template <bool Interior, int P, int V>
   static constexpr bool kAsmBlock = Interior && P == kPixels && V == kVecs;
 
@@ -537,24 +540,20 @@ class ShiftConvDirect final : public ShiftConvBase {
       const float* wr = k->wp_.data() + (v0 / kVecs) * k->cw_ * kGroup;
       const int64_t* off = gathered ? k->ident_.data() : k->ch_off_.data();
       if constexpr (kAsmBlock<Interior, P, V>) {
-#ifdef __AVX512F__
-        block_6x4(reinterpret_cast<float*>(acc), xp, wr, wstep, off, k->cw_);
-#else
         // The epilogue in the assembly where it is bias, residual sum and Relu on whole
         // vectors; otherwise the accumulators come back (from zero) for the one below.
         const graph::Activation kind = k->p_.activation.kind;
         const bool fast = (v0 + V) * kL <= k->m_ && (kind == graph::Activation::None || kind == graph::Activation::Relu);
         float* out[P];
         for (int i = 0; i < P; ++i) out[i] = yb + static_cast<int64_t>(px[i]) * k->m_ + v0 * kL;
-        const Block6x2 b{xp,
+        const AsmBlock b{xp,
                          fast ? k->bias_.data() + v0 * kL : k->zeros_.data(),
                          fast ? out : nullptr,
                          reinterpret_cast<float*>(acc),
                          sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
                          (sb ? 1 : 0) | (kind == graph::Activation::Relu ? 2 : 0)};
-        block_6x2(b, wr, wstep, off, k->cw_);
+        asm_block(b, wr, wstep, off, k->cw_);
         if (fast) return;
-#endif
       } else {
         for (int64_t q = 0; q < k->cw_; ++q, wr += wstep) {
           vf wv[V];
