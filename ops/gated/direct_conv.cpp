@@ -81,25 +81,43 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   // FMAs per 5 loads.
   const int64_t groups = (ko + kRows - 1) / kRows, qblocks = q / kBlock, used = s.oh * geo.grid_w();
   const int64_t work = ko * ki * taps * s.oh * s.ow;
-#pragma omp parallel for collapse(2) schedule(static) if (work > 200000)
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t qb = 0; qb < qblocks; ++qb) {
-      const int64_t j0 = ko * g / groups, rows = ko * (g + 1) / groups - j0;
-      const float* wrow[kRows];
-      for (int64_t r = 0; r < kRows; ++r)
-        wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
-      float* out = outp + j0 * q;
-      // The last block stops at the last vector that holds output pixels (on a 14x14 map the
-      // 224 grid pixels end half-way through the fourth block).
-      const int64_t vecs = std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
-      for (int64_t v0 = 0; v0 < vecs; v0 += kPassVecs)
-        kPassFns[rows - 1][std::min(kPassVecs, vecs - v0) - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q,
-                                                                qb * kBlock + v0 * kVec);
-    }
-  }
-  // Planar -> compact NHWC, with the bias (and the epilogue).
   float* bias_c = outp + ko * q;
   for (int64_t j = 0; j < ko; ++j) bias_c[j] = bias[out_ch[j]];
+  auto block = [&](int64_t g, int64_t qb) {
+    const int64_t j0 = ko * g / groups, rows = ko * (g + 1) / groups - j0;
+    const float* wrow[kRows];
+    for (int64_t r = 0; r < kRows; ++r)
+      wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
+    float* out = outp + j0 * q;
+    // The last block stops at the last vector that holds output pixels (on a 14x14 map the
+    // 224 grid pixels end half-way through the fourth block).
+    const int64_t vecs = std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
+    for (int64_t v0 = 0; v0 < vecs; v0 += kPassVecs)
+      kPassFns[rows - 1][std::min(kPassVecs, vecs - v0) - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q,
+                                                              qb * kBlock + v0 * kVec);
+  };
+  // Large maps: tiles of blocks, every group of a tile, then the tile straight back to NHWC
+  // while its results are in cache. A tile's input window stays in cache across the groups,
+  // and each group's weights across the tile's blocks; group by group over the whole map
+  // read a 20-channel 224x224 input (4 MB of planes) from L3 once per group, and wrote a
+  // planar result of the same size that a second pass read back.
+  const int64_t tile = std::clamp<int64_t>(16384 / (ko * kBlock), 1, 16), tiles = (qblocks + tile - 1) / tile;
+  if (tiles >= 8) {
+#pragma omp parallel for schedule(static) if (work > 200000)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t qb0 = t * tile, qb1 = std::min(qblocks, qb0 + tile);
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t qb = qb0; qb < qb1; ++qb) block(g, qb);
+      planar::store_block(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, ko, bias_c,
+                          epilogue.sum, epilogue.sum_stride, epilogue.act);
+    }
+    return;
+  }
+  // Small maps: every (group, block) pair a task of its own, so that both threads have work,
+  // then planar -> compact NHWC, with the bias (and the epilogue).
+#pragma omp parallel for collapse(2) schedule(static) if (work > 200000)
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t qb = 0; qb < qblocks; ++qb) block(g, qb);
   planar::unpack(geo, outp, ko, y, ko, bias_c, epilogue.sum, epilogue.sum_stride, epilogue.act);
 }
 

@@ -80,6 +80,8 @@ TEST(DirectConv, MatchesPlainLoop) {
       {6, 6, 13, 17, 1, 1, 0, 0, 0, 0, 1, 1, true},       // 1x1, one channel each
       {8, 12, 15, 15, 1, 2, 0, 0, 0, 0, 5, 11, false},    // 1x1 stride 2
       {33, 40, 12, 10, 3, 1, 0, 0, 0, 0, 17, 29, true},   // no padding; several 64-pixel blocks
+      {6, 10, 100, 97, 3, 1, 1, 1, 1, 1, 6, 9, false},     // a large map: tiles of blocks, stored tile by tile
+      {4, 7, 250, 243, 3, 2, 1, 0, 2, 1, 3, 7, true},      // the same at stride 2, asymmetric pads
   };
   uint32_t seed = 1;
   for (const Case& t : cases) run_case(t, seed++);
@@ -300,7 +302,8 @@ TEST(FusedEpilogue, NaNAsOneDnnInEveryConvKernel) {
 
 TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
   const DenseCase cases[] = {{1, 19, 19, 23, 3, 1, true}, {1, 3, 19, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, false},
-                             {1, 19, 7, 9, 1, 1, true}, {3, 5, 21, 11, 5, 1, true}};  // last: batch 3, 5x5
+                             {1, 19, 7, 9, 1, 1, true}, {3, 5, 21, 11, 5, 1, true},
+                             {2, 5, 20, 100, 3, 1, true}, {1, 3, 20, 224, 7, 2, true}};  // batch 3, 5x5; then large maps (tiles)
   for (const DenseCase& t : cases) {
     Model m = single_conv(t);
     runtime::Plan plan(*m.graph(), {}, {1, true});
