@@ -145,6 +145,22 @@ struct AsmBlock {
   int64_t sum_delta;       // bytes from an output to its residual addend
   int64_t flags;           // 1: add the residual, 2: Relu
 };
+// What both ISAs' assembly shares. Each defines SLUICE_EACH_PIXEL(op), op(the pixel's pointer
+// register, its accumulators...) for its 6 pixels, the per-pixel SLUICE_SUM, SLUICE_RELU,
+// SLUICE_STORE and SLUICE_TO_ACC, and SLUICE_ZERO0 (register 0 = zeros).
+// r8..r13 = the 6 pointers of the array at rax
+#define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
+  "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
+// The loop's step to the next input channel.
+#define SLUICE_NEXT_CHANNEL "add %[ws], %[wr]\n\t" "add $8, %[off]\n\t" "dec %[n]\n\t" "jnz 1b\n\t"
+// After the loop (label 2): with b.out, the residual sum and Relu as b.flags say, then the
+// stores to the 6 pixels; without, the accumulators to b.acc.
+#define SLUICE_EPILOGUE                                                                         \
+  "2:\n\t" "mov 16(%[b]), %%rax\n\t" "test %%rax, %%rax\n\t" "jz 5f\n\t" SLUICE_SIX_POINTERS        \
+  "mov 32(%[b]), %%rdx\n\t" "testq $1, 40(%[b])\n\t" "jz 3f\n\t" SLUICE_EACH_PIXEL(SLUICE_SUM)      \
+  "3:\n\t" "testq $2, 40(%[b])\n\t" "jz 4f\n\t" SLUICE_ZERO0 SLUICE_EACH_PIXEL(SLUICE_RELU)        \
+  "4:\n\t" SLUICE_EACH_PIXEL(SLUICE_STORE) "jmp 6f\n\t"                                             \
+  "5:\n\t" "mov 24(%[b]), %%rdx\n\t" SLUICE_EACH_PIXEL(SLUICE_TO_ACC) "6:\n\t"
 #endif
 
 #ifdef __AVX512F__
@@ -158,7 +174,7 @@ struct AsmBlock {
   "vfmadd231ps %%zmm" b ", %%zmm1, %%zmm" a1 "\n\t"         \
   "vfmadd231ps %%zmm" b ", %%zmm2, %%zmm" a2 "\n\t"         \
   "vfmadd231ps %%zmm" b ", %%zmm3, %%zmm" a3 "\n\t"
-#define SLUICE_PIXELS(op) op("%%r8", "8", "9", "10", "11") op("%%r9", "12", "13", "14", "15") \
+#define SLUICE_EACH_PIXEL(op) op("%%r8", "8", "9", "10", "11") op("%%r9", "12", "13", "14", "15") \
   op("%%r10", "16", "17", "18", "19") op("%%r11", "20", "21", "22", "23") op("%%r12", "24", "25", "26", "27") \
   op("%%r13", "28", "29", "30", "31")
 #define SLUICE_FROM_BIAS(ptr, a0, a1, a2, a3) "vmovaps %%zmm0, %%zmm" a0 "\n\t" "vmovaps %%zmm1, %%zmm" a1 "\n\t" \
@@ -170,13 +186,11 @@ struct AsmBlock {
 #define SLUICE_RELU(ptr, a0, a1, a2, a3) "vmaxps %%zmm0, %%zmm" a0 ", %%zmm" a0 "\n\t" \
   "vmaxps %%zmm0, %%zmm" a1 ", %%zmm" a1 "\n\t" "vmaxps %%zmm0, %%zmm" a2 ", %%zmm" a2 "\n\t" \
   "vmaxps %%zmm0, %%zmm" a3 ", %%zmm" a3 "\n\t"
+#define SLUICE_ZERO0 "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
 #define SLUICE_STORE(ptr, a0, a1, a2, a3) "vmovups %%zmm" a0 ", (" ptr ")\n\t" "vmovups %%zmm" a1 ", 64(" ptr ")\n\t" \
   "vmovups %%zmm" a2 ", 128(" ptr ")\n\t" "vmovups %%zmm" a3 ", 192(" ptr ")\n\t"
 #define SLUICE_TO_ACC(ptr, a0, a1, a2, a3) "vmovups %%zmm" a0 ", (%%rdx)\n\t" "vmovups %%zmm" a1 ", 64(%%rdx)\n\t" \
   "vmovups %%zmm" a2 ", 128(%%rdx)\n\t" "vmovups %%zmm" a3 ", 192(%%rdx)\n\t" "add $256, %%rdx\n\t"
-// r8..r13 = the 6 pointers of the array at rax
-#define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
-  "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
 void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
   const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
   asm volatile(
@@ -185,7 +199,7 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       "vmovups 64(%%rax), %%zmm1\n\t"
       "vmovups 128(%%rax), %%zmm2\n\t"
       "vmovups 192(%%rax), %%zmm3\n\t"
-      SLUICE_PIXELS(SLUICE_FROM_BIAS)
+      SLUICE_EACH_PIXEL(SLUICE_FROM_BIAS)
       "test %[n], %[n]\n\t"
       "jle 2f\n\t"
       "mov 0(%[b]), %%rax\n\t"
@@ -202,31 +216,8 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_PIXEL("%%r11", "7", "20", "21", "22", "23")
       SLUICE_PIXEL("%%r12", "4", "24", "25", "26", "27")
       SLUICE_PIXEL("%%r13", "5", "28", "29", "30", "31")
-      "add %[ws], %[wr]\n\t"
-      "add $8, %[off]\n\t"
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      "2:\n\t"
-      "mov 16(%[b]), %%rax\n\t"
-      "test %%rax, %%rax\n\t"
-      "jz 5f\n\t"
-      SLUICE_SIX_POINTERS
-      "mov 32(%[b]), %%rdx\n\t"
-      "testq $1, 40(%[b])\n\t"
-      "jz 3f\n\t"
-      SLUICE_PIXELS(SLUICE_SUM)
-      "3:\n\t"
-      "testq $2, 40(%[b])\n\t"
-      "jz 4f\n\t"
-      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
-      SLUICE_PIXELS(SLUICE_RELU)
-      "4:\n\t"
-      SLUICE_PIXELS(SLUICE_STORE)
-      "jmp 6f\n\t"
-      "5:\n\t"
-      "mov 24(%[b]), %%rdx\n\t"
-      SLUICE_PIXELS(SLUICE_TO_ACC)
-      "6:\n\t"
+      SLUICE_NEXT_CHANNEL
+      SLUICE_EPILOGUE
       : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
       : [b] "r"(&b), [ws] "r"(wstep_bytes)
       : "rax", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
@@ -234,14 +225,7 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
         "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
         "xmm31", "memory", "cc");
 }
-#undef SLUICE_PIXELS
 #undef SLUICE_FROM_BIAS
-#undef SLUICE_SUM
-#undef SLUICE_RELU
-#undef SLUICE_STORE
-#undef SLUICE_TO_ACC
-#undef SLUICE_SIX_POINTERS
-#undef SLUICE_PIXEL
 #elif defined(__AVX2__)
 // The same block for AVX2's 16 registers: acc[6][2] (8 floats each), 12 accumulators, two
 // weight vectors and two broadcast registers in turn. (An AVX2 block is a quarter of an
@@ -252,19 +236,16 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
   "vbroadcastss (" ptr ",%%rax,4), %%ymm" b "\n\t"  \
   "vfmadd231ps %%ymm" b ", %%ymm0, %%ymm" a0 "\n\t" \
   "vfmadd231ps %%ymm" b ", %%ymm1, %%ymm" a1 "\n\t"
-#define SLUICE_EACH_ACC(op) op("4", "0") op("5", "32") op("6", "64") op("7", "96") op("8", "128") op("9", "160") \
-  op("10", "192") op("11", "224") op("12", "256") op("13", "288") op("14", "320") op("15", "352")
-#define SLUICE_PAIRS(op) op("%%r8", "4", "5") op("%%r9", "6", "7") op("%%r10", "8", "9") op("%%r11", "10", "11") \
+#define SLUICE_EACH_PIXEL(op) op("%%r8", "4", "5") op("%%r9", "6", "7") op("%%r10", "8", "9") op("%%r11", "10", "11") \
   op("%%r12", "12", "13") op("%%r13", "14", "15")
 #define SLUICE_SUM(ptr, a0, a1) "vaddps (" ptr ",%%rdx), %%ymm" a0 ", %%ymm" a0 "\n\t" \
   "vaddps 32(" ptr ",%%rdx), %%ymm" a1 ", %%ymm" a1 "\n\t"
 // max(acc, 0): NaN -> 0, as oneDNN's relu post-op does in the other kernel for this layer.
 #define SLUICE_RELU(ptr, a0, a1) "vmaxps %%ymm0, %%ymm" a0 ", %%ymm" a0 "\n\t" "vmaxps %%ymm0, %%ymm" a1 ", %%ymm" a1 "\n\t"
 #define SLUICE_STORE(ptr, a0, a1) "vmovups %%ymm" a0 ", (" ptr ")\n\t" "vmovups %%ymm" a1 ", 32(" ptr ")\n\t"
-// r8..r13 = the 6 pointers of the array at rax
-#define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
-  "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
-#define SLUICE_TO_ACC(a, at) "vmovups %%ymm" a ", " at "(%%rdx)\n\t"
+#define SLUICE_TO_ACC(ptr, a0, a1) "vmovups %%ymm" a0 ", (%%rdx)\n\t" "vmovups %%ymm" a1 ", 32(%%rdx)\n\t" \
+  "add $64, %%rdx\n\t"
+#define SLUICE_ZERO0 "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
 void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
   const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
   asm volatile(
@@ -295,45 +276,24 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_PIXEL("%%r11", "3", "10", "11")
       SLUICE_PIXEL("%%r12", "2", "12", "13")
       SLUICE_PIXEL("%%r13", "3", "14", "15")
-      "add %[ws], %[wr]\n\t"
-      "add $8, %[off]\n\t"
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      "2:\n\t"
-      "mov 16(%[b]), %%rax\n\t"
-      "test %%rax, %%rax\n\t"
-      "jz 5f\n\t"
-      SLUICE_SIX_POINTERS
-      "mov 32(%[b]), %%rdx\n\t"
-      "testq $1, 40(%[b])\n\t"
-      "jz 3f\n\t"
-      SLUICE_PAIRS(SLUICE_SUM)
-      "3:\n\t"
-      "testq $2, 40(%[b])\n\t"
-      "jz 4f\n\t"
-      "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
-      SLUICE_PAIRS(SLUICE_RELU)
-      "4:\n\t"
-      SLUICE_PAIRS(SLUICE_STORE)
-      "jmp 6f\n\t"
-      "5:\n\t"
-      "mov 24(%[b]), %%rdx\n\t"
-      SLUICE_EACH_ACC(SLUICE_TO_ACC)
-      "6:\n\t"
+      SLUICE_NEXT_CHANNEL
+      SLUICE_EPILOGUE
       : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
       : [b] "r"(&b), [ws] "r"(wstep_bytes)
       : "rax", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
         "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 }
-#undef SLUICE_EACH_ACC
-#undef SLUICE_PAIRS
+#endif
+#undef SLUICE_EACH_PIXEL
 #undef SLUICE_SUM
 #undef SLUICE_RELU
 #undef SLUICE_STORE
 #undef SLUICE_TO_ACC
-#undef SLUICE_SIX_POINTERS
+#undef SLUICE_ZERO0
 #undef SLUICE_PIXEL
-#endif
+#undef SLUICE_SIX_POINTERS
+#undef SLUICE_NEXT_CHANNEL
+#undef SLUICE_EPILOGUE
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 using simd::vf;
