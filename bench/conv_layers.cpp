@@ -2,7 +2,7 @@
 // Sluice's conv kernel (as a plan step runs it, NHWC in and out) next to oneDNN's own
 // primitive alone on the same shape, so the ratio shows what Sluice's wrapping costs.
 //   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
-//   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+a?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the aligned variant)
+//   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+[as]?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the variant with aligned copies, sparseNNs: the split variant)
 //   build/bench/sluice_bench_conv --benchmark_filter='half_|gather_'  (gated layers at density 1/2; weight gathers)
 //   build/bench/sluice_bench_conv --benchmark_filter='shift_'  (shift + 1x1 kernels vs the 1x1 conv alone;
 //   built with SLUICE_NATIVE's -march, like the kernels, for shift_plain's vectors)
@@ -108,10 +108,10 @@ void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const On
 
 // Sluice's kernel, created the way a plan creates it (Conv + ReLU epilogue, NHWC).
 // zeros > 0: that fraction of the weights set to zero at random, and the sparse direct kernel
-// (ops/sparse; `aligned`: its variant with shifted copies for aligned reads) instead of the
+// (ops/sparse, read as `variant` says) instead of the
 // kernel a plan would pick.
 // zeros < 0: the dense direct planar kernel (ops/conv/direct.cpp), which a plan times against oneDNN.
-void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
+void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, sluice::ops::SparseVariant variant) {
   using namespace sluice;
   std::vector<float> wd = random_data(l.m * (l.c / l.group) * l.k * l.k);
   std::mt19937 rng(7);
@@ -126,7 +126,7 @@ void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, bool aligned) {
   p.group = l.group;
   p.activation.kind = graph::Activation::Relu;
   const OneConv cv = one_conv(l.c, l.h, l.m, out_size(l), {l.m, l.c / l.group, l.k, l.k}, wd, p);
-  auto kernel = zeros > 0   ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], aligned)
+  auto kernel = zeros > 0   ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], variant)
                 : zeros < 0 ? ops::make_direct_conv(cv.g, cv.g.nodes[cv.id])
                             : ops::make_kernel(cv.g, cv.id, {true});
   if (!kernel) {
@@ -295,6 +295,7 @@ void BM_ShiftConv(benchmark::State& st, int64_t h, int64_t c, int64_t m, int var
 }
 
 int register_all() {
+  using Variant = sluice::ops::SparseVariant;
   for (auto [h, c, m] : {std::array<int64_t, 3>{56, 96, 64}, {28, 192, 128}, {14, 384, 256}}) {
     const std::string name = "/h" + std::to_string(h) + "_c" + std::to_string(c) + "_m" + std::to_string(m);
     benchmark::RegisterBenchmark(("shift_alone" + name).c_str(), BM_ShiftConv, h, c, m, 0)->UseRealTime();
@@ -308,10 +309,10 @@ int register_all() {
     std::string name = std::string(l.model) + "/c" + std::to_string(l.c) + "_h" + std::to_string(l.h) + "_m" +
                        std::to_string(l.m) + "_k" + std::to_string(l.k) + "_s" + std::to_string(l.stride) +
                        (l.group > 1 ? "_dw" : "");
-    benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l, 0.0, false)->UseRealTime();
+    benchmark::RegisterBenchmark(("sluice/" + name).c_str(), BM_SluiceConv, l, 0.0, Variant::Plain)->UseRealTime();
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l, false)->UseRealTime();
     if (l.group == 1 && l.k > 1)
-      benchmark::RegisterBenchmark(("direct/" + name).c_str(), BM_SluiceConv, l, -1.0, false)->UseRealTime();
+      benchmark::RegisterBenchmark(("direct/" + name).c_str(), BM_SluiceConv, l, -1.0, Variant::Plain)->UseRealTime();
     // oneDNN's preferred activation layout (blocked nChw8c on AVX2), with the reorders to it left out.
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
     // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
@@ -319,9 +320,10 @@ int register_all() {
     // Also the 7x7 stride-2 stem, which global magnitude pruning leaves sparse too.
     if (l.group == 1 && ((l.k == 3 && l.c >= 64 && l.stride == 1) || l.k == 7))
       for (int z : {50, 60, 70, 80, 90, 95})
-        for (bool aligned : {false, true})
-          benchmark::RegisterBenchmark(("sparse" + std::to_string(z) + (aligned ? "a/" : "/") + name).c_str(),
-                                       BM_SluiceConv, l, z / 100.0, aligned)
+        for (auto [variant, tag] : {std::pair{Variant::Plain, "/"}, std::pair{Variant::Copies, "a/"},
+                                    std::pair{Variant::Split, "s/"}})
+          benchmark::RegisterBenchmark(("sparse" + std::to_string(z) + tag + name).c_str(), BM_SluiceConv, l,
+                                       z / 100.0, variant)
               ->UseRealTime();
     if (l.group == 1 && l.k == 3 && l.c >= 64) {
       Layer half = l;

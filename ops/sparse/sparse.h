@@ -13,12 +13,20 @@ constexpr double kMinSparsity = 0.5;
 
 double zero_fraction(const Tensor& w);
 
+// How the direct sparse conv reads its input. Plain: unaligned vector reads of one planar
+// copy. Copies: 16-float rows and one shifted copy of the input per horizontal tap shift, every
+// read aligned. Split (AVX-512, up to 3 horizontal shifts): 16-float rows, one copy, and the
+// taps of each shift summed apart at aligned reads, the sums added once per output block.
+enum class SparseVariant { Plain, Copies, Split };
+
 // The direct sparse conv for an NHWC, group-1, stride 1 or 2, dilation 1 conv with constant
-// weights; nullptr outside that. aligned: the variant with 16-float rows and one shifted copy
-// of the input per horizontal tap (aligned vector reads); nullptr where that does not apply.
-// nullptr where it does not apply; then `why` (if given) says what is in the way.
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned = false,
-                                         std::string* why = nullptr);
+// weights, reading as `variant` says; nullptr where it does not apply (the aligned variants
+// also need rows that 16-float alignment widens by at most 15%), and then `why` (if given)
+// says what is in the way.
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n,
+                                         SparseVariant variant = SparseVariant::Plain, std::string* why = nullptr);
+// Whether this build has the Split variant (its kernels were compiled for AVX-512).
+bool sparse_split_available();
 
 // CSR Gemm for Y = A * B^T + C (or A * B) with constant sparse B; the forms oneDNN's gemm takes.
 std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Node& n);

@@ -11,6 +11,7 @@
 // is measured: make_conv times both kernels on the layer's real shape when the weights are
 // at least kMinSparsity zero, and keeps the faster one (inspect shows both times).
 #include <algorithm>
+#include <cstring>
 #include <unistd.h>
 
 #include "ops/common/measure.h"
@@ -38,10 +39,14 @@ constexpr int64_t kVec = simd::kLanes, kVecs = planar::kBlock / kVec;  // vector
 // Blocks a task accumulates at once: two with AVX-512 (8 accumulators of 16 lanes), one with
 // AVX2 (8 of 8 lanes already hide the FMA latency; 16 would not fit its 16 registers).
 constexpr int64_t kTaskBlocks = simd::kRegs == 32 ? 2 : 1;
+// Split needs (classes x 9 + 8) accumulators of a two-block task in registers: AVX-512's 32
+// hold up to 3 classes (3x3 stride 1; 3x3 stride 2 and 5x5 stride 2 have 2); AVX2 has no Split.
+constexpr bool kSplitTask = simd::kRegs == 32;
+constexpr int kMaxClasses = 3;
 
 class SparseConv final : public Kernel {
  public:
-  SparseConv(const graph::Graph& g, const graph::Node& n, bool aligned) : p_(n.p<graph::ConvParams>()) {
+  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : p_(n.p<graph::ConvParams>()) {
     const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
@@ -49,14 +54,20 @@ class SparseConv final : public Kernel {
     c_ = xs[1];
     m_ = ys[1];
     geo_ = {xs[2], xs[3], wv.shape[2], wv.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
-    // Rows a multiple of 16 floats wide plus one copy of the planes per horizontal tap shift
-    // make every vector read aligned (no cache-line splits), where the wider rows cost little.
-    // The copies cost memory traffic, though: on large planes, or at high sparsity (few reads
-    // per copied float), the unaligned reads of a single copy win. make_conv times both.
+    // Rows a multiple of 16 floats wide make every read of a tap without a horizontal shift
+    // aligned (a read that splits two cache lines costs two: on Zen 5, FMAs on unaligned reads
+    // from L1 ran at 50 GMAC/s, on aligned ones at 83), where the wider rows cost little. The
+    // taps with a shift b > 0 then read aligned either from one copy of the planes per shift
+    // (Copies), or into sums of their own that sit b floats off, added together once per
+    // output block (Split). The copies cost memory traffic: on large planes, or at high
+    // sparsity (few reads per copied float), unaligned reads of a single copy win. make_conv
+    // times the variants.
     const int64_t gw = geo_.grid_w(), gw16 = (gw + 15) / 16 * 16;
-    if (aligned && gw16 * 100 <= gw * 115) {
+    if (variant != SparseVariant::Plain && gw16 * 100 <= gw * 115) {
       geo_.row_align = 16;
-      shifts_ = planar::aligned_shifts(geo_);
+      const int64_t shifts = planar::aligned_shifts(geo_);
+      if (variant == SparseVariant::Copies) shifts_ = shifts;
+      if (variant == SparseVariant::Split && kSplitTask && shifts <= kMaxClasses) classes_ = shifts;
     }
     const int64_t taps = geo_.kh * geo_.kw, st = geo_.stride;
     int64_t tap_off[64];
@@ -78,19 +89,23 @@ class SparseConv final : public Kernel {
     // segment(o, blk) below), so that the non-zeros stream from memory in one pass, which the
     // hardware prefetcher follows; in output-channel order a task read 16 interleaved runs,
     // and a 7x7 layer, whose 1.9 MB of non-zeros are read once per call, waited on memory.
+    // Split: each segment in classes_ runs, by the tap's horizontal shift b (tap column / stride),
+    // whose offsets leave b out (aligned reads); the class boundaries are row_'s entries.
     row_.assign(1, 0);
     for (int64_t o0 = 0; o0 < m_; o0 += kOutGroup)
       for (int64_t blk = 0; blk < ncb_; ++blk)
-        for (int64_t o = o0; o < std::min(m_, o0 + kOutGroup); ++o) {
-          for (int64_t c = blk * cb_; c < std::min(c_, (blk + 1) * cb_); ++c)
-            for (int64_t t = 0; t < taps; ++t) {
-              const float w = W[(o * c_ + c) * taps + t];
-              if (w == 0.f) continue;
-              off_.push_back(static_cast<int32_t>(c * geo_.plane() + tap_off[t]));
-              val_.push_back(w);
-            }
-          row_.push_back(static_cast<int64_t>(val_.size()));
-        }
+        for (int64_t o = o0; o < std::min(m_, o0 + kOutGroup); ++o)
+          for (int64_t b = 0; b < classes_; ++b) {
+            for (int64_t c = blk * cb_; c < std::min(c_, (blk + 1) * cb_); ++c)
+              for (int64_t t = 0; t < taps; ++t) {
+                const float w = W[(o * c_ + c) * taps + t];
+                const int64_t shift = classes_ > 1 ? (t % geo_.kw) / st : 0;
+                if (w == 0.f || shift != b) continue;
+                off_.push_back(static_cast<int32_t>(c * geo_.plane() + tap_off[t] - shift));
+                val_.push_back(w);
+              }
+            row_.push_back(static_cast<int64_t>(val_.size()));
+          }
     // A map of one or two tasks' pixels reads every non-zero once per call, from memory
     // (ResNet-18's 7x7 layers: 1.9 MB at 90% zeros), and the hardware prefetcher, which
     // starts over on every short run, left the FMAs waiting: with a cold cache the 512-channel
@@ -133,11 +148,13 @@ class SparseConv final : public Kernel {
           const bool full = (pb + 1) * kTaskBlocks <= qblocks;
           for (int64_t blk = 0; blk < ncb_; ++blk)
             for (int64_t o = o0; o < o0 + no; ++o) {
-              const size_t r = segment(o, blk);
-              const int64_t k0 = row_[r], k1 = row_[r + 1];
+              const size_t r = segment(o, blk) * static_cast<size_t>(classes_);
+              const int64_t k0 = row_[r], k1 = row_[r + static_cast<size_t>(classes_)];
               if (k0 == k1 && blk > 0) continue;
               float* dst = acc + (o - o0) * kTaskPx;
-              if (full)
+              if (classes_ > 1)
+                accumulate_classes(base, row_.data() + r, dst, blk > 0);
+              else if (full)
                 accumulate<kTaskBlocks * kVecs>(base, k0, k1, dst, blk > 0);
               else
                 accumulate_split(base, k0, k1, dst, blk > 0);
@@ -210,15 +227,76 @@ class SparseConv final : public Kernel {
     for (int64_t v = 0; v < kVecs; ++v) *reinterpret_cast<vf*>(dst + v * kVec) = acc[v] + acc2[v];
   }
 
+  // Split: dst[0 .. kTaskPx) (+)= the segment's sums, from the class runs bounds[0 .. classes_]
+  // (2 or 3). Class b sums x at offset off (aligned) into acc[b], whose lane j then holds the
+  // sum for output pixel j - b: acc[b] takes one vector more than the block, and the classes
+  // are added once at the end, through unaligned reads of a small buffer. A whole task (two
+  // 64-pixel blocks) always: a map's last, odd block computes a block past it, in the planes'
+  // slack (scratch_bytes), and store_block drops it.
+  void accumulate_classes(const float* base, const int64_t* bounds, float* dst, bool add) const {
+#ifdef __AVX512F__
+    constexpr int V = kTaskBlocks * kVecs;  // vectors of a task
+    vf acc[kMaxClasses][V + 1];
+#pragma GCC unroll 32
+    for (int b = 0; b < kMaxClasses; ++b)
+#pragma GCC unroll 32
+      for (int v = 0; v <= V; ++v) acc[b][v] = vf{};
+    prefetch_ahead(bounds[0], bounds[classes_]);
+    const int32_t* off = off_.data();
+    const float* val = val_.data();
+    for (int64_t k = bounds[0]; k < bounds[1]; ++k) {  // b = 0: the block itself
+      const float* xp = base + off[k];
+      const float w = val[k];
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[0][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+    }
+#pragma GCC unroll 4
+    for (int b = 1; b < kMaxClasses; ++b) {
+      if (b >= classes_) break;
+      for (int64_t k = bounds[b]; k < bounds[b + 1]; ++k) {
+        const float* xp = base + off[k];
+        const float w = val[k];
+#pragma GCC unroll 16
+        for (int v = 0; v <= V; ++v) acc[b][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+      }
+    }
+    alignas(64) float shifted[kMaxClasses - 1][(V + 1) * kVec];
+#pragma GCC unroll 4
+    for (int b = 1; b < kMaxClasses; ++b)
+#pragma GCC unroll 16
+      for (int v = 0; v <= V; ++v) *reinterpret_cast<vf*>(shifted[b - 1] + v * kVec) = acc[b][v];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      vf sum = acc[0][v];
+#pragma GCC unroll 4
+      for (int b = 1; b < kMaxClasses; ++b) {
+        vf part;
+        std::memcpy(&part, shifted[b - 1] + v * kVec + b, sizeof part);  // lanes b .. b + 15: unaligned
+        sum += part;
+      }
+      vf* d = reinterpret_cast<vf*>(dst + v * kVec);
+      *d = add ? *d + sum : sum;
+    }
+#else
+    (void)base, (void)bounds, (void)dst, (void)add;
+#endif
+  }
+
   std::string name() const override {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "sparse:direct%s(%.0f%% zeros)", shifts_ > 1 ? "-aligned" : "", 100 * (1 - density_));
+    std::snprintf(buf, sizeof buf, "sparse:direct%s(%.0f%% zeros)",
+                  shifts_ > 1 ? "-aligned" : classes_ > 1 ? "-split" : "", 100 * (1 - density_));
     return buf;
   }
   size_t scratch_bytes() const override {
-    return static_cast<size_t>(shifts_ * geo_.planes_size(c_)) * sizeof(float);
+    // Split: a task past the last block reads up to a task and a vector further.
+    const int64_t slack = classes_ > 1 ? kTaskBlocks * planar::kBlock + kVec : 0;
+    return static_cast<size_t>(shifts_ * geo_.planes_size(c_) + slack) * sizeof(float);
   }
-  bool aligned() const { return shifts_ > 1; }
+  // The variant asked for applies (Plain always does).
+  bool applies(SparseVariant v) const {
+    return v == SparseVariant::Plain || (v == SparseVariant::Copies ? shifts_ > 1 : classes_ > 1);
+  }
   // Floats that the non-zeros' int32 offsets span: every shifted copy of the planes.
   int64_t offset_span() const { return shifts_ * geo_.planes_size(c_); }
   int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
@@ -230,6 +308,7 @@ class SparseConv final : public Kernel {
   planar::Geometry geo_{};
   int64_t batch_, c_, m_;
   int64_t shifts_ = 1;  // copies of the planes, shifted by 0, 1, ... floats (aligned rows)
+  int64_t classes_ = 1;  // Split: runs of non-zeros per segment, one per horizontal tap shift
   int64_t cb_ = 1, ncb_ = 1;  // input channels per block, blocks
   static constexpr int64_t kOutGroup = 16;  // output channels per task
   static constexpr int64_t kPrefetch = 64;  // non-zeros ahead (256 bytes of each array)
@@ -259,7 +338,10 @@ double zero_fraction(const Tensor& w) {
   return static_cast<double>(z) / static_cast<double>(n);
 }
 
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, bool aligned, std::string* why) {
+bool sparse_split_available() { return kSplitTask; }
+
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, SparseVariant variant,
+                                         std::string* why) {
   const auto& p = n.p<graph::ConvParams>();
   auto no = [&](const char* reason) -> std::unique_ptr<Kernel> {
     if (why) *why = reason;
@@ -277,10 +359,10 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
                              g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
                              p.strides[0]};
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
-  auto k = std::make_unique<SparseConv>(g, n, aligned);
+  auto k = std::make_unique<SparseConv>(g, n, variant);
   if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
-  if (!aligned || k->aligned()) return k;
-  return nullptr;  // the aligned variant does not apply: it would be the unaligned one
+  if (k->applies(variant)) return k;
+  return no("the variant does not apply to this shape");  // it would be the plain one
 }
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
@@ -310,21 +392,27 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   if (!w.is_constant()) return dense;
   const double zeros = zero_fraction(w.constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
-  // Two sparse variants where aligned reads apply (see SparseConv): the faster one is the
-  // candidate against the dense kernel (all three timed in turn).
+  // Up to three sparse variants where aligned reads apply (see SparseConv): the fastest is the
+  // candidate against the dense kernel (all timed in turn).
   std::string why;
-  std::unique_ptr<Kernel> candidate = make_sparse_conv(g, n, true), plain = make_sparse_conv(g, n, false, &why);
-  if (!candidate && !plain)  // say why the sparse kernel was not tried, on a layer that is sparse enough
+  std::vector<std::unique_ptr<Kernel>> variants;
+  for (SparseVariant v : {SparseVariant::Copies, SparseVariant::Split, SparseVariant::Plain})
+    if (auto k = make_sparse_conv(g, n, v, v == SparseVariant::Plain ? &why : nullptr)) variants.push_back(std::move(k));
+  if (variants.empty())  // say why the sparse kernel was not tried, on a layer that is sparse enough
     return with_note(std::move(dense), "[sparse kernel not applicable: " + why + ", " +
                                            std::to_string(static_cast<int>(100 * zeros)) + "% zero weights]");
   double t_candidate = -1, t_dense = -1;  // when already measured
-  if (!candidate) {
-    candidate = std::move(plain);
-  } else if (sparse != SparseMode::Always && plain) {
-    const std::vector<double> t = time_kernels({dense.get(), candidate.get(), plain.get()}, g, n, 7);
-    t_dense = t[0], t_candidate = std::min(t[1], t[2]);
-    if (t[2] < t[1]) candidate = std::move(plain);
+  size_t best = 0;
+  if (variants.size() > 1 && sparse != SparseMode::Always) {
+    std::vector<const Kernel*> timed{dense.get()};
+    for (const auto& k : variants) timed.push_back(k.get());
+    const std::vector<double> t = time_kernels(timed, g, n, 7);
+    t_dense = t[0];
+    for (size_t i = 1; i < variants.size(); ++i)
+      if (t[i + 1] < t[best + 1]) best = i;
+    t_candidate = t[best + 1];
   }
+  std::unique_ptr<Kernel> candidate = std::move(variants[best]);
   return choose_measured(std::move(dense), std::move(candidate), sparse, zeros, g, n, t_candidate, t_dense);
 }
 

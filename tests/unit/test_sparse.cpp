@@ -226,7 +226,7 @@ TEST(SparseConvVariants, InPlaceResidualMatchesOneDnn) {
     const graph::Node* conv = last_node(g, graph::OpType::Conv);
     ASSERT_NE(conv, nullptr);
     ASSERT_TRUE(conv->p<graph::ConvParams>().fused_sum) << "the residual Add should fuse into the conv";
-    auto sparse = ops::make_sparse_conv(g, *conv, false), dense = ops::make_onednn_conv(g, *conv);
+    auto sparse = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain), dense = ops::make_onednn_conv(g, *conv);
     ASSERT_NE(sparse, nullptr);
     ASSERT_NE(dense, nullptr);
     EXPECT_LT(max_kernel_diff(*sparse, *dense, g, *conv, 5), 1e-3) << c.c << "->" << c.m << " h" << c.h;
@@ -241,12 +241,43 @@ TEST(SparseConvVariants, AlignedEqualsPlain) {
     const graph::Graph& g = plan.graph();
     const graph::Node* conv = last_node(g, graph::OpType::Conv);
     ASSERT_NE(conv, nullptr);
-    auto aligned = ops::make_sparse_conv(g, *conv, true), plain = ops::make_sparse_conv(g, *conv, false);
+    auto aligned = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Copies), plain = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain);
     ASSERT_NE(aligned, nullptr) << "28x28 rows pad to 32 floats: the aligned variant should apply";
     ASSERT_NE(plain, nullptr);
     EXPECT_NE(aligned->name(), plain->name());
     const double worst = max_kernel_diff(*aligned, *plain, g, *conv, 4);
     EXPECT_LT(worst, 1e-4) << zeros;
+  }
+}
+
+// The split variant (taps summed apart by horizontal shift, at aligned reads) against the plain
+// one on the same node and data: stride 1 (three shifts), stride 2 with batch 2 and the fused
+// residual (two shifts), at 70% and 95% zeros; a 5x5 kernel (five shifts) does not take it.
+TEST(SparseConvVariants, SplitEqualsPlain) {
+  for (const SparseCase& c : {SparseCase{1, 32, 28, 28, 40, 3, 1, 1, 0.7, true},
+                              SparseCase{1, 40, 28, 28, 19, 3, 1, 1, 0.95, false},
+                              SparseCase{2, 24, 60, 60, 21, 3, 2, 1, 0.8, true},
+                              SparseCase{1, 16, 28, 28, 16, 5, 1, 2, 0.7, false}}) {
+    int64_t nonzero = 0;
+    Model m = sparse_model(c, &nonzero);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Graph& g = plan.graph();
+    const graph::Node* conv = last_node(g, graph::OpType::Conv);
+    ASSERT_NE(conv, nullptr);
+    auto split = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Split);
+    auto plain = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain);
+    ASSERT_NE(plain, nullptr);
+    if (c.k == 5) {
+      EXPECT_EQ(split, nullptr) << "five horizontal shifts: more sums than registers";
+      continue;
+    }
+    if (!ops::sparse_split_available()) {
+      ASSERT_EQ(split, nullptr) << "the split variant is AVX-512 only";
+      continue;
+    }
+    ASSERT_NE(split, nullptr) << "rows pad to 32 floats: the split variant should apply";
+    EXPECT_NE(split->name().find("split"), std::string::npos) << split->name();
+    EXPECT_LT(max_kernel_diff(*split, *plain, g, *conv, 4), 1e-4) << c.c << "->" << c.m << " s" << c.stride;
   }
 }
 
