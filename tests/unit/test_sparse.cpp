@@ -212,42 +212,44 @@ TEST(SparseMeasured, DenseWeightsAreNotTimed) {
 
 // The two sparse conv variants (aligned reads over shifted copies, and plain unaligned reads)
 // on the same node and data, on a shape where both apply, at 70% and 95% zeros.
+// The last Conv of case c's model, planned as a session plans it (NHWC, the residual fused),
+// handed to check(graph, conv).
+template <typename Check>
+void on_planned_conv(const SparseCase& c, Check&& check) {
+  int64_t nonzero = 0;
+  Model m = sparse_model(c, &nonzero);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  const graph::Node* conv = last_node(plan.graph(), graph::OpType::Conv);
+  ASSERT_NE(conv, nullptr);
+  check(plan.graph(), *conv);
+}
+
 // The sparse kernel against oneDNN's dense conv on the same node and data, the fused residual
 // also laid over the output (as plans do; max_kernel_diff runs both): output groups not a
 // multiple of 16, batch 2, stride 2, several input-channel blocks, a 7x7 map (prefetch).
 TEST(SparseConvVariants, InPlaceResidualMatchesOneDnn) {
   for (const SparseCase& c : {SparseCase{2, 40, 20, 20, 21, 3, 1, 1, 0.8, true},
                               SparseCase{1, 96, 15, 15, 19, 3, 2, 1, 0.6, true},
-                              SparseCase{2, 160, 7, 7, 37, 3, 1, 1, 0.9, true}}) {
-    int64_t nonzero = 0;
-    Model m = sparse_model(c, &nonzero);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
-    const graph::Graph& g = plan.graph();
-    const graph::Node* conv = last_node(g, graph::OpType::Conv);
-    ASSERT_NE(conv, nullptr);
-    ASSERT_TRUE(conv->p<graph::ConvParams>().fused_sum) << "the residual Add should fuse into the conv";
-    auto sparse = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain), dense = ops::make_onednn_conv(g, *conv);
-    ASSERT_NE(sparse, nullptr);
-    ASSERT_NE(dense, nullptr);
-    EXPECT_LT(max_kernel_diff(*sparse, *dense, g, *conv, 5), 1e-3) << c.c << "->" << c.m << " h" << c.h;
-  }
+                              SparseCase{2, 160, 7, 7, 37, 3, 1, 1, 0.9, true}})
+    on_planned_conv(c, [&](const graph::Graph& g, const graph::Node& conv) {
+      ASSERT_TRUE(conv.p<graph::ConvParams>().fused_sum) << "the residual Add should fuse into the conv";
+      auto sparse = ops::make_sparse_conv(g, conv, ops::SparseVariant::Plain), dense = ops::make_onednn_conv(g, conv);
+      ASSERT_NE(sparse, nullptr);
+      ASSERT_NE(dense, nullptr);
+      EXPECT_LT(max_kernel_diff(*sparse, *dense, g, conv, 5), 1e-3) << c.c << "->" << c.m << " h" << c.h;
+    });
 }
 
 TEST(SparseConvVariants, AlignedEqualsPlain) {
-  for (double zeros : {0.7, 0.95}) {
-    int64_t nonzero = 0;
-    Model m = sparse_model({1, 32, 28, 28, 40, 3, 1, 1, zeros, true}, &nonzero);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
-    const graph::Graph& g = plan.graph();
-    const graph::Node* conv = last_node(g, graph::OpType::Conv);
-    ASSERT_NE(conv, nullptr);
-    auto aligned = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Copies), plain = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain);
-    ASSERT_NE(aligned, nullptr) << "28x28 rows pad to 32 floats: the aligned variant should apply";
-    ASSERT_NE(plain, nullptr);
-    EXPECT_NE(aligned->name(), plain->name());
-    const double worst = max_kernel_diff(*aligned, *plain, g, *conv, 4);
-    EXPECT_LT(worst, 1e-4) << zeros;
-  }
+  for (double zeros : {0.7, 0.95})
+    on_planned_conv({1, 32, 28, 28, 40, 3, 1, 1, zeros, true}, [&](const graph::Graph& g, const graph::Node& conv) {
+      auto aligned = ops::make_sparse_conv(g, conv, ops::SparseVariant::Copies);
+      auto plain = ops::make_sparse_conv(g, conv, ops::SparseVariant::Plain);
+      ASSERT_NE(aligned, nullptr) << "28x28 rows pad to 32 floats: the aligned variant should apply";
+      ASSERT_NE(plain, nullptr);
+      EXPECT_NE(aligned->name(), plain->name());
+      EXPECT_LT(max_kernel_diff(*aligned, *plain, g, conv, 4), 1e-4) << zeros;
+    });
 }
 
 // The split variant (taps summed apart by horizontal shift, at aligned reads) against the plain
@@ -257,28 +259,23 @@ TEST(SparseConvVariants, SplitEqualsPlain) {
   for (const SparseCase& c : {SparseCase{1, 32, 28, 28, 40, 3, 1, 1, 0.7, true},
                               SparseCase{1, 40, 28, 28, 19, 3, 1, 1, 0.95, false},
                               SparseCase{2, 24, 60, 60, 21, 3, 2, 1, 0.8, true},
-                              SparseCase{1, 16, 28, 28, 16, 5, 1, 2, 0.7, false}}) {
-    int64_t nonzero = 0;
-    Model m = sparse_model(c, &nonzero);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
-    const graph::Graph& g = plan.graph();
-    const graph::Node* conv = last_node(g, graph::OpType::Conv);
-    ASSERT_NE(conv, nullptr);
-    auto split = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Split);
-    auto plain = ops::make_sparse_conv(g, *conv, ops::SparseVariant::Plain);
-    ASSERT_NE(plain, nullptr);
-    if (c.k == 5) {
-      EXPECT_EQ(split, nullptr) << "five horizontal shifts: more sums than registers";
-      continue;
-    }
-    if (!ops::sparse_split_available()) {
-      ASSERT_EQ(split, nullptr) << "the split variant is AVX-512 only";
-      continue;
-    }
-    ASSERT_NE(split, nullptr) << "rows pad to 32 floats: the split variant should apply";
-    EXPECT_NE(split->name().find("split"), std::string::npos) << split->name();
-    EXPECT_LT(max_kernel_diff(*split, *plain, g, *conv, 4), 1e-4) << c.c << "->" << c.m << " s" << c.stride;
-  }
+                              SparseCase{1, 16, 28, 28, 16, 5, 1, 2, 0.7, false}})
+    on_planned_conv(c, [&](const graph::Graph& g, const graph::Node& conv) {
+      auto split = ops::make_sparse_conv(g, conv, ops::SparseVariant::Split);
+      auto plain = ops::make_sparse_conv(g, conv, ops::SparseVariant::Plain);
+      ASSERT_NE(plain, nullptr);
+      if (c.k == 5) {
+        EXPECT_EQ(split, nullptr) << "five horizontal shifts: more sums than registers";
+        return;
+      }
+      if (!ops::sparse_split_available()) {
+        EXPECT_EQ(split, nullptr) << "the split variant is AVX-512 only";
+        return;
+      }
+      ASSERT_NE(split, nullptr) << "rows pad to 32 floats: the split variant should apply";
+      EXPECT_NE(split->name().find("split"), std::string::npos) << split->name();
+      EXPECT_LT(max_kernel_diff(*split, *plain, g, conv, 4), 1e-4) << c.c << "->" << c.m << " s" << c.stride;
+    });
 }
 
 }  // namespace
