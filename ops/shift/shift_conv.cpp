@@ -380,8 +380,9 @@ class ShiftConvDirect final : public ShiftConvBase {
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < b_bd; ++it) {
           const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_bd - first);
-          if (np == kPixels) gather(xb, it, gathered.data());
-          pixel_block(xb, border_.data() + first, np, np == kPixels, sb, yb, np == kPixels ? gathered.data() : nullptr);
+          const bool planned = it < planned_blocks();  // a gather plan: read as an interior block
+          if (planned) gather(xb, it, gathered.data());
+          pixel_block(xb, border_.data() + first, np, planned, sb, yb, planned ? gathered.data() : nullptr);
         }
       }
     }
@@ -434,11 +435,14 @@ class ShiftConvDirect final : public ShiftConvBase {
     int64_t src;       // first input float, from the sample's start; -1: zeros
     int32_t dst, len;  // in the gathered block, g[dst .. dst + len)
   };
+  // The plan stops at kMaxSegments (1 MiB): a map that is all border with a shift per channel
+  // (56x56 x 256 channels) would otherwise take ~13 MB; the blocks past it are read run by run.
+  static constexpr size_t kMaxSegments = size_t{1} << 16;
   void plan_gathers() {
     const auto full = static_cast<int64_t>(border_.size()) / kPixels;
     std::vector<int64_t> src(static_cast<size_t>(cw_));
     seg_begin_.push_back(0);
-    for (int64_t blk = 0; blk < full; ++blk) {
+    for (int64_t blk = 0; blk < full && segs_.size() + static_cast<size_t>(kPixels * cw_) <= kMaxSegments; ++blk) {
       for (int i = 0; i < kPixels; ++i) {
         const int64_t p = border_[static_cast<size_t>(blk * kPixels + i)], y = p / w_, x = p % w_;
         std::fill(src.begin(), src.end(), -1);  // channels no run covers read nothing
@@ -459,6 +463,7 @@ class ShiftConvDirect final : public ShiftConvBase {
       seg_begin_.push_back(static_cast<int32_t>(segs_.size()));
     }
   }
+  int64_t planned_blocks() const { return static_cast<int64_t>(seg_begin_.size()) - 1; }
   // g[i * cw + q] = what conv input channel q reads for the pixels of full border block blk.
   void gather(const float* xb, int64_t blk, float* g) const {
     for (int32_t k = seg_begin_[static_cast<size_t>(blk)]; k < seg_begin_[static_cast<size_t>(blk + 1)]; ++k) {
