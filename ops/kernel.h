@@ -95,8 +95,9 @@ std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Nod
 std::unique_ptr<Kernel> make_onednn_deconv(const graph::Graph& g, const graph::Node& n);
 // MatMul with a constant 2-D float B (A of rank >= 2, NCHW-planned): oneDNN's inner product.
 std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::Node& n);
-// The same MatMul as a 1x1 conv over [1, rows, 1, K] NHWC (one of the two make_onednn_matmul times).
-std::unique_ptr<Kernel> make_onednn_matmul_1x1(const graph::Graph& g, const graph::Node& n);
+// The same MatMul, or Gemm in a form make_onednn_gemm takes, as a 1x1 conv over [1, rows, 1, K]
+// NHWC (one of the two forms make_onednn_matmul and make_onednn_gemm time from 8 rows).
+std::unique_ptr<Kernel> make_onednn_1x1(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 // The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,

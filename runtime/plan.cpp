@@ -77,6 +77,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("fold_batch_norm", p::fold_batch_norm(g_));
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     log("fold_channel_scales", p::fold_channel_scales(g_));
+    log("linear_as_gemm", p::linear_as_gemm(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
     dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels

@@ -54,6 +54,11 @@ int recognise_gates(Graph& g, float density = 0.f, bool gating = true);
 // Conv + Add(same-shape operand) -> Conv with a fused sum (oneDNN sum post-op).
 int fuse_residual_add(Graph& g);
 
+// A Linear layer written as MatMul(A [M, K], constant B [K, N]) [+ Add(constant bias [N] or
+// [1, N])] -> Gemm(A, B[, bias]): the same sums, and the form the Gemm kernels, the epilogue
+// fusion and static pruning take. Returns the number rewritten.
+int linear_as_gemm(Graph& g);
+
 // Conv/Gemm + Relu/LeakyRelu/Clip(constant bounds)/HardSwish -> fused epilogue.
 int fuse_activations(Graph& g);
 

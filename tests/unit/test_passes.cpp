@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/plan.h"
+#include "tests/unit/kernel_compare.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
@@ -411,6 +412,50 @@ TEST(PruneChannels, LinearFeatureGoesUnlessItsBiasDiffersByRow) {
     }
     EXPECT_LT(fast_vs_reference(m, {2, 4}), 1e-6);
   }
+}
+
+// A Linear written as MatMul [+ Add] becomes a Gemm (passes::linear_as_gemm), and then prunes
+// as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
+// not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
+// MatMul. Every form equals the reference kernels.
+TEST(LinearAsGemm, MatMulAddIsAGemmAndPrunes) {
+  for (int form = 0; form < 3; ++form) {  // bias [3], bias [1, 3], bias [2, 3]
+    OnnxBuilder b;
+    std::vector<float> w1 = {0.5f, 0, -1, 2, 0, 0.25f, -0.5f, 0, 1, 1, 0, -2};  // [4, 3], column 1 zero
+    b.input("x", {2, 4}).init("w1", {4, 3}, w1).init_random("w2", {3, 2});
+    const Shape bias_shape = form == 0 ? Shape{3} : form == 1 ? Shape{1, 3} : Shape{2, 3};
+    b.init("c1", bias_shape, form == 2 ? std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}
+                                       : std::vector<float>{0.1f, 0.2f, 0.3f});
+    b.node("MatMul", {"x", "w1"}, {"h0"}, "fc1");
+    b.node("Add", {"h0", "c1"}, {"h"});
+    b.node("Relu", {"h"}, {"r"});
+    b.node("MatMul", {"r", "w2"}, {"y"}, "fc2");
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    int gemms = 0, matmuls = 0, adds = 0;
+    for (const graph::Node& n : plan.graph().nodes) {
+      if (n.dead) continue;
+      gemms += n.op == graph::OpType::Gemm, matmuls += n.op == graph::OpType::MatMul, adds += n.op == graph::OpType::Add;
+    }
+    EXPECT_EQ(gemms, 2) << form;
+    EXPECT_EQ(matmuls, 0) << form;
+    EXPECT_EQ(adds, form == 2 ? 1 : 0) << form;
+    const std::string insp = Session(m).inspect();
+    if (form < 2) {
+      EXPECT_NE(insp.find("'fc1': 1 of 3 features removed (1 constants folded"), std::string::npos) << insp;
+    }
+    EXPECT_LT(fast_vs_reference(m, {2, 4}), 1e-6) << form;
+  }
+  OnnxBuilder b;
+  b.input("x", {2, 5, 4}).init_random("w", {4, 3}).init_random("c", {3});
+  b.node("MatMul", {"x", "w"}, {"h"});
+  b.node("Add", {"h", "c"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  EXPECT_NE(last_node(plan.graph(), graph::OpType::MatMul), nullptr) << "a 3-D input is not a Gemm's";
+  EXPECT_EQ(last_node(plan.graph(), graph::OpType::Gemm), nullptr);
 }
 
 }  // namespace
