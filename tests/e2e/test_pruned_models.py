@@ -651,6 +651,36 @@ def mlp_case(a):
           "mlp: inspect reports a Linear's pruning in features")
     feats = {n["name"]: (n.get("dense_out_features"), n.get("out_features")) for n in insp["nodes"] if n["op"] == "Gemm"}
     check(feats.get(gemms[0].name) == (64, 51), "mlp: inspect shows fc1's features 64 -> 51 (%s)" % (feats.get(gemms[0].name),))
+    # The same file with every Linear written as MatMul + Add, as other exporters write one (B
+    # stored [K, N]): Sluice takes them as Gemms, and the pruning and MACs are the same.
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type != "Gemm":
+            nodes.append(n)
+            continue
+        if any(at.name == "transB" and at.i for at in n.attribute):
+            w = inits[n.input[1]]
+            w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(w).T), w.name))
+        nodes.append(onnx.helper.make_node("MatMul", [n.input[0], n.input[1]], [n.output[0] + "_mm"], name=n.name))
+        nodes.append(onnx.helper.make_node("Add", [n.output[0] + "_mm", n.input[2]], [n.output[0]], name=n.name + "_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    mpath = os.path.join(a.work_dir, "mlp_matmul.onnx")
+    onnx.save(model, mpath)
+    check(sum(n.op_type == "MatMul" for n in model.graph.node) == 3 and not any(n.op_type == "Gemm" for n in model.graph.node),
+          "mlp_matmul: three MatMul + Add Linears in the file")
+    insp = json.loads(run_sluice(a, "inspect", mpath, "--json", "--shape", "image=1x1x28x28").stdout)
+    for batch in (1, 3):
+        _, _, st = run_vs_ort(a, mpath, np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32),
+                              "mlp_matmul_batch%d" % batch)
+    got = {r["node"]: (r["removed"], r["folded"], r.get("unread", 0)) for r in insp["pruning"]}
+    check(got.get(gemms[0].name) == (13, 8, 0) and got.get(fc2.name) == (3, 2, 1),
+          "mlp_matmul: (removed, folded, unread) fc1 %s, fc2 %s; expected (13, 8, 0), (3, 2, 1)" % (
+              got.get(gemms[0].name), got.get(fc2.name)))
+    check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
+          "mlp_matmul: dense MACs %d, executed %d, as the Gemm file's" % (st["dense_macs"], st["executed_macs"]))
 
 
 def committed_models(a):
