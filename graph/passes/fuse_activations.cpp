@@ -51,6 +51,18 @@ std::optional<FusedActivation> compose(const FusedActivation& first, const Fused
   return std::nullopt;
 }
 
+// A pad of at least the (dilated) kernel's extent on some side: oneDNN 2.6's brgconv with a
+// sum post-op crashed on such a conv (3x3, pads [4, 1, 2, 1]) or, without a later Relu, gave
+// sums off by ~2.6 (oneDNN issue 5942), so the residual Add stays a node there.
+bool pads_reach_kernel(const ConvParams& p) {
+  const size_t rank = p.kernel_shape.size();
+  for (size_t i = 0; i < rank && i < p.pads.size() / 2; ++i) {
+    const int64_t d = i < p.dilations.size() ? p.dilations[i] : 1, extent = (p.kernel_shape[i] - 1) * d + 1;
+    if (p.pads[i] >= extent || p.pads[i + rank] >= extent) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int fuse_residual_add(Graph& g) {
@@ -81,7 +93,7 @@ int fuse_residual_add(Graph& g) {
         break;
       }
       auto& cp = conv.p<ConvParams>();
-      if (cp.fused_sum || cp.activation.kind != Activation::None) continue;
+      if (cp.fused_sum || cp.activation.kind != Activation::None || pads_reach_kernel(cp)) continue;
       // The other operand must be computed before the conv runs: it is if it is not
       // downstream of the conv, which holds because the conv's output has one use.
       conv.inputs.resize(4, kNoValue);

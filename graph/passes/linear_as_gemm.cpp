@@ -20,7 +20,7 @@ int linear_as_gemm(Graph& g) {
   for (NodeId id : g.topological_order()) {
     Node& mm = g.node(id);
     if (mm.dead || mm.op != OpType::MatMul || mm.inputs.size() != 2) continue;
-    const Value& a = g.value(mm.inputs[0]);
+    const Value& a = g.value(mm.inputs[0]);  // (references into g.values: not used past add_constant)
     const Value& b = g.value(mm.inputs[1]);
     if (a.dtype != DType::Float32 || !a.shape_known || a.shape.size() != 2 || a.is_constant()) continue;
     if (!b.is_constant() || b.dtype != DType::Float32 || b.shape.size() != 2 || b.shape[0] != a.shape[1]) continue;
@@ -40,6 +40,9 @@ int linear_as_gemm(Graph& g) {
     mm.op = OpType::Gemm;
     mm.params = GemmParams{};
     if (add_id >= 0) {
+      // As [N]: the form static pruning's Gemm readers rewrite ([1, N] is the same row).
+      if (g.value(bias).shape.size() == 2)
+        bias = add_constant(g, g.value(bias).name + "_row", g.value(bias).constant.reshaped({n}));
       Node& add = g.node(add_id);
       mm.inputs.push_back(bias);
       mm.outputs[0] = add.outputs[0];

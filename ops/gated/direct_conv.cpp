@@ -68,6 +68,7 @@ size_t direct_conv_scratch(const DirectConvShape& s) {
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
                  int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue) {
+  if (ko <= 0) return;  // no output channel (the gated conv handles that case before calling)
   const planar::Geometry geo = s.geometry();
   const int64_t ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
   auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);

@@ -99,6 +99,20 @@ class OneDnnMatMul1x1 final : public Kernel {
 
 namespace {
 
+// Whether Gemm n is a form oneDNN's kernels here take: constant B, A not transposed, alpha 1,
+// no C or a constant per-column one with beta 1.
+bool onednn_gemm_form(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::GemmParams>();
+  if (p.trans_a || p.alpha != 1.f || !g.value(n.inputs[1]).is_constant()) return false;
+  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
+    const auto& c = g.value(n.inputs[2]);
+    const int64_t cols = g.value(n.outputs[0]).shape[1];
+    if (p.beta != 1.f || !c.is_constant() || c.constant.numel() != cols) return false;
+    if (c.shape.size() == 2 && c.shape[0] != 1) return false;
+  }
+  return true;
+}
+
 // Y[m, nn] = A[m, k] * W + bias on oneDNN's inner product; from 8 rows also as a 1x1 conv, and
 // the faster of the two measured on node n.
 std::unique_ptr<Kernel> faster_form(const graph::Graph& g, const graph::Node& n, int64_t m, int64_t k, int64_t nn,
@@ -116,14 +130,8 @@ std::unique_ptr<Kernel> faster_form(const graph::Graph& g, const graph::Node& n,
 }  // namespace
 
 std::unique_ptr<Kernel> make_onednn_gemm(const graph::Graph& g, const graph::Node& n) {
+  if (!onednn_gemm_form(g, n)) return nullptr;
   const auto& p = n.p<graph::GemmParams>();
-  if (p.trans_a || p.alpha != 1.f || !g.value(n.inputs[1]).is_constant()) return nullptr;
-  if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
-    const auto& c = g.value(n.inputs[2]);
-    const int64_t cols = g.value(n.outputs[0]).shape[1];
-    if (p.beta != 1.f || !c.is_constant() || c.constant.numel() != cols) return nullptr;
-    if (c.shape.size() == 2 && c.shape[0] != 1) return nullptr;
-  }
   const Shape& a = g.value(n.inputs[0]).shape;
   const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;
   return faster_form(g, n, a[0], a[1], g.value(n.outputs[0]).shape[1], g.value(n.inputs[1]).constant.raw(), p.trans_b,
@@ -148,7 +156,7 @@ int64_t matmul_rows(const graph::Graph& g, const graph::Node& n) {
 
 std::unique_ptr<Kernel> make_onednn_1x1(const graph::Graph& g, const graph::Node& n) {
   if (n.op == graph::OpType::Gemm) {
-    if (!make_onednn_gemm(g, n)) return nullptr;  // a form oneDNN does not take
+    if (!onednn_gemm_form(g, n)) return nullptr;
     const auto& p = n.p<graph::GemmParams>();
     const Shape& a = g.value(n.inputs[0]).shape;
     const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;

@@ -40,7 +40,7 @@ constexpr int64_t kVec = simd::kLanes, kVecs = planar::kBlock / kVec;  // vector
 // AVX2 (8 of 8 lanes already hide the FMA latency; 16 would not fit its 16 registers).
 constexpr int64_t kTaskBlocks = simd::kRegs == 32 ? 2 : 1;
 // Split needs (classes x 9 + 8) accumulators of a two-block task in registers: AVX-512's 32
-// hold up to 3 classes (3x3 stride 1; 3x3 stride 2 and 5x5 stride 2 have 2); AVX2 has no Split.
+// hold up to 3 classes (3x3 stride 1 and 5x5 stride 2 have 3, 3x3 stride 2 has 2); AVX2 has no Split.
 constexpr bool kSplitTask = simd::kRegs == 32;
 constexpr int kMaxClasses = 3;
 

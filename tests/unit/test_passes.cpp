@@ -163,6 +163,31 @@ TEST(EliminateIdentities, ZeroPadGoesShapeKeepingShiftStays) {
   EXPECT_LT(fast_vs_reference(m, {2, 3, 4, 5}), 1e-6);
 }
 
+// A conv padded by its kernel's size or more on a side, then a residual Add and a Relu: oneDNN
+// 2.6's brgconv with the sum post-op crashed on it (pads [4, 1, 2, 1] on a 3x3 kernel) or, without
+// the Relu, was off by ~2.6; the Add stays a node there. Pads below the kernel still fuse.
+TEST(FuseResidualAdd, NotFusedWherePaddingReachesTheKernelSize) {
+  for (int64_t top : {4, 3, 2})
+    for (bool relu : {true, false}) {
+      OnnxBuilder b;
+      const int64_t oh = (14 + top + 2 - 3) + 1, ow = 9;
+      b.input("x", {2, 23, 14, 9}).input("r", {2, 29, oh, ow});
+      b.init_random("w", {29, 23, 3, 3}, 0.3f).init_random("b", {29});
+      OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "b"}, {"y"}, "conv"), "pads", {top, 1, 2, 1});
+      b.node("Add", {"y", "r"}, {relu ? "s" : "z"});
+      if (relu) b.node("Relu", {"s"}, {"z"});
+      b.output("z");
+      Model m = b.load();
+      runtime::Plan plan(*m.graph(), {}, {1, true});
+      const graph::Node* conv = last_node(plan.graph(), graph::OpType::Conv);
+      ASSERT_NE(conv, nullptr);
+      EXPECT_EQ(conv->p<graph::ConvParams>().fused_sum, top < 3) << "top pad " << top;
+      Session fast(m, [] { SessionOptions o; o.sparse = SparseMode::Off; return o; }()), ref(m, {1, false});
+      const std::map<std::string, Tensor> in{{"x", random_tensor({2, 23, 14, 9}, 5)}, {"r", random_tensor({2, 29, oh, ow}, 6)}};
+      EXPECT_LT(normalized_error(fast.run(in).at("z"), ref.run(in).at("z")), 1e-5) << "top pad " << top << " relu " << relu;
+    }
+}
+
 TEST(FuseActivations, ClipWithConstantBoundsBecomesEpilogue) {
   // A Clip with min > max is legal ONNX (every value becomes max) but not an epilogue oneDNN
   // takes: it stays a node (loading failed before).
@@ -429,7 +454,10 @@ TEST(LinearAsGemm, MatMulAddIsAGemmAndPrunes) {
     b.node("MatMul", {"x", "w1"}, {"h0"}, "fc1");
     b.node("Add", {"h0", "c1"}, {"h"});
     b.node("Relu", {"h"}, {"r"});
-    b.node("MatMul", {"r", "w2"}, {"y"}, "fc2");
+    // fc2's own bias as a row ([1, 2]) in form 1: a Gemm reader with it still takes fc1's pruning.
+    b.init("c2", form == 1 ? Shape{1, 2} : Shape{2}, {0.7f, -0.4f});
+    b.node("MatMul", {"r", "w2"}, {"y0"}, "fc2");
+    b.node("Add", {"y0", "c2"}, {"y"});
     b.output("y");
     Model m = b.load();
     runtime::Plan plan(*m.graph(), {}, {1, true});
