@@ -636,17 +636,7 @@ def mlp_case(a):
         if at.name == "transB":
             at.i = 0
     onnx.save(model, path)
-    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
-    for batch in (1, 3):
-        _, _, st = run_vs_ort(a, path, np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32),
-                              "mlp_batch%d" % batch)
-    got = {r["node"]: (r["removed"], r["folded"], r.get("unread", 0)) for r in insp["pruning"]}
-    check(got.get(gemms[0].name) == (13, 8, 0) and got.get(fc2.name) == (3, 2, 1),
-          "mlp: (removed, folded, unread) fc1 %s, fc2 %s; expected (13, 8, 0), (3, 2, 1)" % (
-              got.get(gemms[0].name), got.get(fc2.name)))
-    check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
-          "mlp: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
-              st["dense_macs"], 3 * Mlp.macs(64, 32), st["executed_macs"], 3 * Mlp.macs(51, 29)))
+    insp = check_mlp(a, path, "mlp", gemms[0].name, fc2.name)
     check({r["node"]: r["unit"] for r in insp["pruning"]}.get(gemms[0].name) == "features",
           "mlp: inspect reports a Linear's pruning in features")
     feats = {n["name"]: (n.get("dense_out_features"), n.get("out_features")) for n in insp["nodes"] if n["op"] == "Gemm"}
@@ -671,17 +661,23 @@ def mlp_case(a):
     onnx.save(model, mpath)
     check(sum(n.op_type == "MatMul" for n in model.graph.node) == 3 and not any(n.op_type == "Gemm" for n in model.graph.node),
           "mlp_matmul: three MatMul + Add Linears in the file")
-    insp = json.loads(run_sluice(a, "inspect", mpath, "--json", "--shape", "image=1x1x28x28").stdout)
-    for batch in (1, 3):
-        _, _, st = run_vs_ort(a, mpath, np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32),
-                              "mlp_matmul_batch%d" % batch)
-    got = {r["node"]: (r["removed"], r["folded"], r.get("unread", 0)) for r in insp["pruning"]}
-    check(got.get(gemms[0].name) == (13, 8, 0) and got.get(fc2.name) == (3, 2, 1),
-          "mlp_matmul: (removed, folded, unread) fc1 %s, fc2 %s; expected (13, 8, 0), (3, 2, 1)" % (
-              got.get(gemms[0].name), got.get(fc2.name)))
-    check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
-          "mlp_matmul: dense MACs %d, executed %d, as the Gemm file's" % (st["dense_macs"], st["executed_macs"]))
+    check_mlp(a, mpath, "mlp_matmul", gemms[0].name, fc2.name)
 
+
+def check_mlp(a, path, tag, fc1, fc2):
+    """mlp_case's file at `path` against ORT at batch 1 and 3; fc1 and fc2 (node names) pruned as
+    built, and the MACs of the model and of the compacted network. Returns `inspect --json`."""
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
+    for batch in (1, 3):
+        _, _, st = run_vs_ort(a, path, np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32),
+                              "%s_batch%d" % (tag, batch))
+    got = {r["node"]: (r["removed"], r["folded"], r.get("unread", 0)) for r in insp["pruning"]}
+    check(got.get(fc1) == (13, 8, 0) and got.get(fc2) == (3, 2, 1),
+          "%s: (removed, folded, unread) fc1 %s, fc2 %s; expected (13, 8, 0), (3, 2, 1)" % (tag, got.get(fc1), got.get(fc2)))
+    check(st["dense_macs"] == 3 * Mlp.macs(64, 32) and st["executed_macs"] == 3 * Mlp.macs(51, 29),
+          "%s: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              tag, st["dense_macs"], 3 * Mlp.macs(64, 32), st["executed_macs"], 3 * Mlp.macs(51, 29)))
+    return insp
 
 def committed_models(a):
     """models/slim: trained network-slimming models (models/train_slimming.py) on real test
