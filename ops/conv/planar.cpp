@@ -148,10 +148,16 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
   const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps, copy = g.planes_size(k);
   // Zeroed in parallel chunks: serially, the 1.7 MB of a 128-channel 28x28 input's aligned
   // copies kept the other thread waiting (libgomp's spin was 20% of a 2-thread sparse ResNet-18).
-  const int64_t total = shifts * copy, chunk = 16384;
-#pragma omp parallel for schedule(static) if (total > 4 * chunk)
-  for (int64_t c0 = 0; c0 < total; c0 += chunk)
-    std::memset(planes + c0, 0, static_cast<size_t>(std::min(chunk, total - c0)) * sizeof(float));
+  // Only the phases a tap reads (a 1x1 stride-2 conv reads 1 of 4), which pack writes.
+  const int64_t chunk = 16384, per_phase = (phase_size + chunk - 1) / chunk, regions = shifts * st * st;
+#pragma omp parallel for collapse(2) schedule(static) if (shifts * copy > 4 * chunk)
+  for (int64_t r = 0; r < regions; ++r)
+    for (int64_t j = 0; j < per_phase; ++j) {
+      const int64_t phase = r % (st * st);
+      if (phase / st >= g.kh || phase % st >= g.kw) continue;
+      std::memset(planes + (r / (st * st)) * copy + phase * phase_size + j * chunk, 0,
+                  static_cast<size_t>(std::min(chunk, phase_size - j * chunk)) * sizeof(float));
+    }
   const int64_t work = g.h * g.w * k;
   // Column range [x_lo, x_hi) of the input that lands inside the padded width.
   const int64_t x_lo = std::max<int64_t>(0, -g.pad_left), x_hi = std::min<int64_t>(g.w, g.padded_w() - g.pad_left);

@@ -26,7 +26,9 @@ struct Guarded {
   std::byte* base = nullptr;
   size_t total = 0;
   void* p = nullptr;
-  Guarded(size_t bytes, size_t align) {
+  // fill: every byte's value (0xFF: every float a NaN, so stale scratch that reached an output
+  // would show).
+  Guarded(size_t bytes, size_t align, int fill = 0x7F) {
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     const size_t body = (bytes + page - 1) / page * page + page;
     total = body + 2 * page;
@@ -37,7 +39,7 @@ struct Guarded {
     std::byte* end = base + page + body;
     const size_t rb = (bytes + align - 1) / align * align;
     p = end - rb;
-    std::memset(p, 0x7F, rb);
+    std::memset(p, fill, rb);
   }
   ~Guarded() { munmap(base, total); }
   Guarded(const Guarded&) = delete;
@@ -86,7 +88,7 @@ std::vector<float> run_guarded(const ops::Kernel& k, const graph::Graph& g, cons
     }
     in.push_back(t);
   }
-  Guarded scratch(std::max<size_t>(k.scratch_bytes(), 4), 64);
+  Guarded scratch(std::max<size_t>(k.scratch_bytes(), 4), 64, 0xFF);
   ops::KernelArgs a{in, std::span<ops::TensorView>(&out, 1), scratch.p};
   k.run(a);
   const float* o = static_cast<const float*>(obuf->p);
