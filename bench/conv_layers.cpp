@@ -2,7 +2,7 @@
 // Sluice's conv kernel (as a plan step runs it, NHWC in and out) next to oneDNN's own
 // primitive alone on the same shape, so the ratio shows what Sluice's wrapping costs.
 //   build/bench/sluice_bench_conv --benchmark_filter=resnet18 --benchmark_repetitions=5
-//   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+[as]?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the variant with aligned copies, sparseNNs: the split variant)
+//   build/bench/sluice_bench_conv --benchmark_filter='(sluice|sparse[0-9]+[as]?)/resnet18/.*k3_s1'  (sparse crossover; sparseNNa: the variant with aligned copies, sparseNNs: the split variant, sparseNNg: the gathered one for small maps)
 //   build/bench/sluice_bench_conv --benchmark_filter='half_|gather_'  (gated layers at density 1/2; weight gathers)
 //   build/bench/sluice_bench_conv --benchmark_filter='shift_'  (shift + 1x1 kernels vs the 1x1 conv alone;
 //   built with SLUICE_NATIVE's -march, like the kernels, for shift_plain's vectors)
@@ -318,10 +318,10 @@ int register_all() {
     // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
     // rows compare directly with sluice/ on the same layer).
     // Also the 7x7 stride-2 stem, which global magnitude pruning leaves sparse too.
-    if (l.group == 1 && ((l.k == 3 && l.c >= 64 && l.stride == 1) || l.k == 7))
+    if (l.group == 1 && ((l.k == 3 && l.c >= 64 && (l.stride == 1 || l.h <= 14)) || l.k == 7))
       for (int z : {50, 60, 70, 80, 90, 95})
         for (auto [variant, tag] : {std::pair{Variant::Plain, "/"}, std::pair{Variant::Copies, "a/"},
-                                    std::pair{Variant::Split, "s/"}})
+                                    std::pair{Variant::Split, "s/"}, std::pair{Variant::Gather, "g/"}})
           benchmark::RegisterBenchmark(("sparse" + std::to_string(z) + tag + name).c_str(), BM_SluiceConv, l,
                                        z / 100.0, variant)
               ->UseRealTime();

@@ -17,7 +17,10 @@ double zero_fraction(const Tensor& w);
 // copy. Copies: 16-float rows and one shifted copy of the input per horizontal tap shift, every
 // read aligned. Split (AVX-512, up to 3 horizontal shifts): 16-float rows, one copy, and the
 // taps of each shift summed apart at aligned reads, the sums added once per output block.
-enum class SparseVariant { Plain, Copies, Split };
+// Gather (maps of at most 64 output pixels, kernels of more than one tap): each tap's input
+// pixels gathered into a row of their own (im2col, one channel block at a time, in L1), so
+// that every read is aligned and only real output pixels are computed.
+enum class SparseVariant { Plain, Copies, Split, Gather };
 
 // The direct sparse conv for an NHWC, group-1, stride 1 or 2, dilation 1 conv with constant
 // weights, reading as `variant` says; nullptr where it does not apply (the aligned variants

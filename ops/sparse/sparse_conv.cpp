@@ -12,7 +12,12 @@
 // at least kMinSparsity zero, and keeps the faster one (inspect shows both times).
 #include <algorithm>
 #include <cstring>
+#include <omp.h>
 #include <unistd.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "ops/common/measure.h"
 #include "ops/common/simd.h"
@@ -327,6 +332,233 @@ class SparseConv final : public Kernel {
   double density_ = 1;
 };
 
+// The Gather variant, for maps of at most 64 output pixels (ResNet-18's and MobileNetV2's
+// 7x7 layers). There the planar grid of SparseConv computes rows of grid_w floats of which
+// ow are output (a 3x3 conv at 7x7: 49 of 64 lanes, read unaligned), and every task of 16
+// output channels re-reads the whole input from L2. Here the input channels go in blocks:
+// each tap's input pixels of a block are gathered into a row of their own (im2col of the
+// block, in L1), and every output channel's non-zeros in the block run over those rows at
+// aligned reads of the output pixels only (rounded up to 16 floats), into sums for all output
+// channels (in L2). Threads take ranges of blocks (balanced by non-zeros), each with sums of
+// its own, so the gathering is not repeated per thread; after a barrier each adds up and
+// writes a range of output channels. (Ranges of output channels per thread instead gathered
+// every block on every thread: at 2 threads slower than the plain variant.)
+class SparseGatherConv final : public Kernel {
+ public:
+  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvParams>()) {
+    const Shape& xs = g.value(n.inputs[0]).shape;
+    const graph::Value& wv = g.value(n.inputs[1]);
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    batch_ = xs[0];
+    c_ = xs[1];
+    m_ = ys[1];
+    geo_ = {xs[2], xs[3], wv.shape[2], wv.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
+    out_geo_ = {ys[2], ys[3], 1, 1, ys[2], ys[3], 0, 0, 1};  // flat position = oy * ow + ox
+    taps_ = geo_.kh * geo_.kw;
+    npx_ = geo_.oh * geo_.ow;
+    row_ = (npx_ + 15) / 16 * 16;
+    planar::tap_offsets(geo_, c_, tap_off_);
+    const float* W = wv.constant.data<float>();
+    density_ = 1 - zero_fraction(wv.constant);
+    // A block's rows fill l1_budget(); at 90% zeros and more, twice that (a segment of an output
+    // channel in a block then had ~15 non-zeros, and the cost per segment, its sums' loads and
+    // stores and the loop's exit, outweighed L1 misses: ResNet-18's 512-channel 7x7 layer at
+    // 90% and 95%, 0.38 -> 0.355 and 0.27 -> 0.21 ms; at 80% it was slower, 0.60 -> 0.65).
+    cb_ = l1_budget() / (taps_ * row_ * static_cast<int64_t>(sizeof(float)));
+    cb_ = std::clamp<int64_t>(density_ <= 0.15 ? 2 * cb_ : cb_, 1, c_);
+    ncb_ = (c_ + cb_ - 1) / cb_;
+    // By block, then output channel.
+    seg_.assign(1, 0);
+    cum_.assign(static_cast<size_t>(ncb_) + 1, 0);
+    for (int64_t blk = 0; blk < ncb_; ++blk) {
+      for (int64_t o = 0; o < m_; ++o) {
+        for (int64_t c = blk * cb_; c < std::min(c_, (blk + 1) * cb_); ++c)
+          for (int64_t t = 0; t < taps_; ++t) {
+            const float w = W[(o * c_ + c) * taps_ + t];
+            if (w == 0.f) continue;
+            off_.push_back(static_cast<int32_t>(((c - blk * cb_) * taps_ + t) * row_));
+            val_.push_back(w);
+          }
+        seg_.push_back(static_cast<int64_t>(val_.size()));
+      }
+      // Work per block for the threads' ranges: its non-zeros, and its gathering and segments
+      // at a non-zero's cost each (roughly).
+      const int64_t rows = (std::min(c_, (blk + 1) * cb_) - blk * cb_) * taps_;
+      cum_[static_cast<size_t>(blk) + 1] = cum_[static_cast<size_t>(blk)] + (seg_.back() - seg_[blk * m_]) + rows + m_;
+    }
+    bias_ = constant_or_zeros(g, n, 2, m_);
+    all_channels_.resize(static_cast<size_t>(c_));
+    for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
+    slots_ = std::max(1, omp_get_max_threads());  // the session's thread count
+    planes_floats_ = (geo_.planes_size(c_) + 15) / 16 * 16;
+    slot_floats_ = cb_ * taps_ * row_ + m_ * row_;
+    switch (row_ / kVec) {  // V vectors per row, C chains of sums (8 or 9 accumulators in all)
+      case 1: sum_fn_ = &SparseGatherConv::segment_sum<1, 8>; break;
+      case 2: sum_fn_ = &SparseGatherConv::segment_sum<2, 4>; break;
+      case 3: sum_fn_ = &SparseGatherConv::segment_sum<3, 3>; break;
+      case 4: sum_fn_ = &SparseGatherConv::segment_sum<4, 2>; break;
+      case 6: sum_fn_ = &SparseGatherConv::segment_sum<6, 1>; break;
+      case 8: sum_fn_ = &SparseGatherConv::segment_sum<8, 1>; break;
+      case 12: sum_fn_ = &SparseGatherConv::segment_sum<12, 1>; break;
+      default: sum_fn_ = &SparseGatherConv::segment_sum<16, 1>; break;  // 4-lane vectors, 64 pixels
+    }
+  }
+
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+    const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
+    auto* planes = static_cast<float*>(a.scratch);
+    const int64_t in_px = geo_.h * geo_.w;
+    for (int64_t b = 0; b < batch_; ++b) {
+      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes);
+      float* y = Y + b * npx_ * m_;
+      const float* sum = S ? S + b * npx_ * m_ : nullptr;
+      if (slots_ > 1) {
+#pragma omp parallel num_threads(slots_)
+        {
+          const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+          accumulate_blocks(planes, t, nt);
+#pragma omp barrier
+          store_outputs(planes, y, sum, t, nt);
+        }
+      } else {
+        accumulate_blocks(planes, 0, 1);
+        store_outputs(planes, y, sum, 0, 1);
+      }
+    }
+  }
+
+  std::string name() const override {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "sparse:direct-gather(%.0f%% zeros)", 100 * (1 - density_));
+    return buf;
+  }
+  size_t scratch_bytes() const override {
+    return static_cast<size_t>(planes_floats_ + slots_ * slot_floats_) * sizeof(float);
+  }
+  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
+  int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * npx_; }
+
+ private:
+  // Thread t of nt: the blocks [lo, hi) that hold about 1/nt of the work, into its sums
+  // (all output channels; zeros when it has no block).
+  void accumulate_blocks(const float* planes, int t, int nt) const {
+    const int64_t total = cum_.back();
+    auto bound = [&](int i) {
+      if (i >= nt) return ncb_;
+      return static_cast<int64_t>(std::lower_bound(cum_.begin(), cum_.end(), total * i / nt) - cum_.begin());
+    };
+    const int64_t lo = bound(t), hi = bound(t + 1);
+    float* col = slot(planes, t);
+    float* acc = col + col_floats();
+    if (lo >= hi) {
+      std::fill(acc, acc + m_ * row_, 0.f);
+      return;
+    }
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      gather(planes, blk, col);
+      const int64_t* seg = seg_.data() + blk * m_;
+      for (int64_t o = 0; o < m_; ++o) {
+        if (seg[o] == seg[o + 1] && blk > lo) continue;
+        (this->*sum_fn_)(col, seg[o], seg[o + 1], acc + o * row_, blk > lo);
+      }
+    }
+  }
+  // Thread t of nt: output channels [lo, hi), every thread's sums added into thread 0's, then
+  // written to NHWC with the epilogue.
+  void store_outputs(const float* planes, float* y, const float* sum, int t, int nt) const {
+    const int64_t lo = m_ * t / nt, hi = m_ * (t + 1) / nt;
+    if (lo >= hi) return;
+    float* acc = slot(planes, 0) + col_floats();
+    for (int u = 1; u < nt; ++u) {
+      const float* part = slot(planes, u) + col_floats();
+      for (int64_t i = lo * row_; i < hi * row_; i += kVec)
+        *reinterpret_cast<vf*>(acc + i) += *reinterpret_cast<const vf*>(part + i);
+    }
+    planar::store_block(out_geo_, acc + lo * row_, row_, 0, npx_, hi - lo, y + lo, m_, bias_.data() + lo,
+                        sum ? sum + lo : nullptr, m_, p_.activation);
+  }
+  int64_t col_floats() const { return cb_ * taps_ * row_; }
+  float* slot(const float* planes, int t) const {
+    return const_cast<float*>(planes) + planes_floats_ + t * slot_floats_;
+  }
+
+  // col's rows: for each channel of block blk and each tap, the input pixels the tap reads for
+  // output pixels 0 .. npx_ (oy * ow + ox), then zeros to row_.
+  void gather(const float* planes, int64_t blk, float* col) const {
+    const int64_t c0 = blk * cb_, c1 = std::min(c_, c0 + cb_), gw = geo_.grid_w(), ow = geo_.ow, ps = geo_.plane();
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t t = 0; t < taps_; ++t) {
+        const float* src = planes + c * ps + tap_off_[t];
+        float* dst = col + ((c - c0) * taps_ + t) * row_;
+        for (int64_t oy = 0; oy < geo_.oh; ++oy) copy_floats(dst + oy * ow, src + oy * gw, ow);
+        std::fill(dst + npx_, dst + row_, 0.f);
+      }
+  }
+  static void copy_floats(float* dst, const float* src, int64_t n) {
+#ifdef __AVX512F__
+    for (; n >= 16; n -= 16, src += 16, dst += 16) _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
+#else
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+#endif
+  }
+
+  // dst[0 .. V vectors) (+)= the sum over non-zeros k0 .. k1 of w * col[off ..], in C
+  // interleaved chains (C x V accumulators hide the FMA latency).
+  template <int V, int C>
+  void segment_sum(const float* col, int64_t k0, int64_t k1, float* dst, bool add) const {
+    vf acc[C][V];
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[c][v] = vf{};
+    const int32_t* off = off_.data();
+    const float* val = val_.data();
+    int64_t k = k0;
+    for (; k + C <= k1; k += C)
+#pragma GCC unroll 16
+      for (int c = 0; c < C; ++c) {
+        const float* xp = col + off[k + c];
+        const float w = val[k + c];
+#pragma GCC unroll 16
+        for (int v = 0; v < V; ++v) acc[c][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+      }
+    for (; k < k1; ++k) {
+      const float* xp = col + off[k];
+      const float w = val[k];
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[0][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      vf s = acc[0][v];
+#pragma GCC unroll 16
+      for (int c = 1; c < C; ++c) s += acc[c][v];
+      vf* d = reinterpret_cast<vf*>(dst + v * kVec);
+      *d = add ? *d + s : s;
+    }
+  }
+
+  graph::ConvParams p_;
+  planar::Geometry geo_{}, out_geo_{};
+  int64_t batch_, c_, m_, taps_, npx_, row_;  // row_: floats per gathered row (npx_ rounded up to 16)
+  int64_t cb_ = 1, ncb_ = 1;  // input channels per block, blocks
+  int64_t tap_off_[64];
+  std::vector<int64_t> seg_;  // non-zeros of output o in block blk: seg_[blk * m_ + o] .. seg_[blk * m_ + o + 1]
+  std::vector<int64_t> cum_;  // work of blocks 0 .. blk - 1 (cum_[ncb_]: all)
+  std::vector<int32_t> off_;  // row * row_ within the block's gathered rows
+  std::vector<float> val_;
+  std::vector<float> bias_;
+  std::vector<int32_t> all_channels_;
+  double density_ = 1;
+  int slots_ = 1;
+  int64_t planes_floats_ = 0, slot_floats_ = 0;  // scratch: the planes, then per thread its rows and sums
+  void (SparseGatherConv::*sum_fn_)(const float*, int64_t, int64_t, float*, bool) const = nullptr;
+};
+
 }  // namespace
 
 double zero_fraction(const Tensor& w) {
@@ -359,6 +591,10 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
                              g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
                              p.strides[0]};
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
+  if (variant == SparseVariant::Gather) {
+    if (geo.oh * geo.ow > planar::kBlock) return no("the gathered variant takes maps of at most 64 output pixels");
+    return std::make_unique<SparseGatherConv>(g, n);
+  }
   auto k = std::make_unique<SparseConv>(g, n, variant);
   if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
   if (k->applies(variant)) return k;
@@ -392,11 +628,11 @@ std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, S
   if (!w.is_constant()) return dense;
   const double zeros = zero_fraction(w.constant);
   if (zeros < kMinSparsity && sparse != SparseMode::Always) return dense;
-  // Up to three sparse variants where aligned reads apply (see SparseConv): the fastest is the
-  // candidate against the dense kernel (all timed in turn).
+  // Up to four sparse variants (aligned reads, see SparseConv; small maps, SparseGatherConv): the
+  // fastest is the candidate against the dense kernel (all timed in turn).
   std::string why;
   std::vector<std::unique_ptr<Kernel>> variants;
-  for (SparseVariant v : {SparseVariant::Copies, SparseVariant::Split, SparseVariant::Plain})
+  for (SparseVariant v : {SparseVariant::Copies, SparseVariant::Split, SparseVariant::Gather, SparseVariant::Plain})
     if (auto k = make_sparse_conv(g, n, v, v == SparseVariant::Plain ? &why : nullptr)) variants.push_back(std::move(k));
   if (variants.empty())  // say why the sparse kernel was not tried, on a layer that is sparse enough
     return with_note(std::move(dense), "[sparse kernel not applicable: " + why + ", " +

@@ -160,7 +160,7 @@ Model conv_model(const ConvCase& p, uint32_t seed) {
 TEST(GuardedKernels, SparseAndDirectConvs) {
   std::mt19937 rng(12345);
   auto ri = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
-  int checked = 0, split_checked = 0, copies_checked = 0, direct_checked = 0;
+  int checked = 0, split_checked = 0, copies_checked = 0, gather_checked = 0, direct_checked = 0;
   for (int it = 0; it < cases(); ++it) {
     ConvCase p{};
     p.n = ri(1, 2);
@@ -196,7 +196,8 @@ TEST(GuardedKernels, SparseAndDirectConvs) {
     ASSERT_NE(dense, nullptr) << str(p);
     for (bool in_place : {false, true}) {
       const std::vector<float> want = run_guarded(*dense, g, *conv, 7 + it, in_place);
-      for (ops::SparseVariant v : {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split}) {
+      for (ops::SparseVariant v : {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split,
+                                    ops::SparseVariant::Gather}) {
         auto k = ops::make_sparse_conv(g, *conv, v);
         if (!k) continue;
         const double d = diff(run_guarded(*k, g, *conv, 7 + it, in_place), want);
@@ -204,6 +205,7 @@ TEST(GuardedKernels, SparseAndDirectConvs) {
         ++checked;
         split_checked += v == ops::SparseVariant::Split;
         copies_checked += v == ops::SparseVariant::Copies;
+        gather_checked += v == ops::SparseVariant::Gather;
       }
       if (auto k = ops::make_direct_conv(g, *conv)) {
         const double d = diff(run_guarded(*k, g, *conv, 7 + it, in_place), want);
@@ -212,13 +214,15 @@ TEST(GuardedKernels, SparseAndDirectConvs) {
       }
     }
   }
-  // Every kernel met: the Split and Copies variants need rows near a multiple of 16 floats.
+  // Every kernel met: the Split and Copies variants need rows near a multiple of 16 floats,
+  // Gather maps of at most 64 output pixels.
   if (ops::sparse_split_available()) {
     EXPECT_GT(split_checked, 0);
   } else {
     EXPECT_EQ(split_checked, 0);
   }
   EXPECT_GT(copies_checked, 0);
+  EXPECT_GT(gather_checked, 0);
   EXPECT_GT(direct_checked, 0);
   EXPECT_GT(checked, 2 * cases());
 }

@@ -278,5 +278,37 @@ TEST(SparseConvVariants, SplitEqualsPlain) {
     });
 }
 
+// The gathered variant (each tap's input pixels gathered into aligned rows; maps of at most 64
+// output pixels) against oneDNN's dense conv on the same node and data, the fused residual also
+// laid over the output: 7x8 maps (3x3, 5x5 and 1x1 kernels; the pads are asymmetric), stride 2 onto 7x8, exactly 64
+// pixels (8x8), a 3x5 map (one vector per row on AVX-512), batch 2, several input-channel
+// blocks, 0%, 70%, 99% and 100% zeros; a 9x9 map (81 pixels) does not take it.
+TEST(SparseConvVariants, GatherMatchesOneDnn) {
+  int checked = 0;
+  for (const SparseCase& c : {SparseCase{1, 40, 7, 7, 37, 3, 1, 1, 0.7, true},
+                              SparseCase{2, 300, 7, 7, 21, 3, 1, 1, 0.99, true},
+                              SparseCase{1, 24, 7, 7, 19, 5, 1, 2, 0.0, false},
+                              SparseCase{1, 64, 7, 7, 40, 1, 1, 0, 0.7, true},
+                              SparseCase{2, 48, 14, 14, 33, 3, 2, 1, 0.8, true},
+                              SparseCase{1, 32, 8, 7, 17, 3, 1, 1, 0.7, false},
+                              SparseCase{1, 70, 3, 4, 16, 3, 1, 1, 1.0, true},
+                              SparseCase{1, 16, 9, 8, 16, 3, 1, 1, 0.7, false}})
+    on_planned_conv(c, [&](const graph::Graph& g, const graph::Node& conv) {
+      auto gather = ops::make_sparse_conv(g, conv, ops::SparseVariant::Gather);
+      const Shape& ys = g.value(conv.outputs[0]).shape;
+      if (ys[2] * ys[3] > 64) {
+        EXPECT_EQ(gather, nullptr) << ys[2] << "x" << ys[3] << ": more output pixels than a gathered row holds";
+        return;
+      }
+      ASSERT_NE(gather, nullptr) << ys[2] << "x" << ys[3];
+      EXPECT_NE(gather->name().find("gather"), std::string::npos) << gather->name();
+      auto dense = ops::make_onednn_conv(g, conv);
+      ASSERT_NE(dense, nullptr);
+      EXPECT_LT(max_kernel_diff(*gather, *dense, g, conv, 6), 1e-3) << c.c << "->" << c.m << " h" << c.h << " k" << c.k;
+      ++checked;
+    });
+  EXPECT_EQ(checked, 7);
+}
+
 }  // namespace
 }  // namespace sluice::testing
