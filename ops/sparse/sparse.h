@@ -17,7 +17,7 @@ double zero_fraction(const Tensor& w);
 // copy. Copies: 16-float rows and one shifted copy of the input per horizontal tap shift, every
 // read aligned. Split (AVX-512, up to 3 horizontal shifts): 16-float rows, one copy, and the
 // taps of each shift summed apart at aligned reads, the sums added once per output block.
-// Gather (maps of at most 64 output pixels, kernels of more than one tap): each tap's input
+// Gather (maps of at most 64 output pixels): each tap's input
 // pixels gathered into a row of their own (im2col, one channel block at a time, in L1), so
 // that every read is aligned and only real output pixels are computed.
 enum class SparseVariant { Plain, Copies, Split, Gather };

@@ -414,8 +414,10 @@ class SparseGatherConv final : public Kernel {
       planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes);
       float* y = Y + b * npx_ * m_;
       const float* sum = S ? S + b * npx_ * m_ : nullptr;
-      if (slots_ > 1) {
-#pragma omp parallel num_threads(slots_)
+      // At most the threads the scratch has slots for, and no more than the caller runs now.
+      const int threads = std::min(slots_, omp_get_max_threads());
+      if (threads > 1) {
+#pragma omp parallel num_threads(threads)
         {
           const int t = omp_get_thread_num(), nt = omp_get_num_threads();
           accumulate_blocks(planes, t, nt);
