@@ -78,7 +78,62 @@ int fold_batch_norm(Graph& g) {
 // instead: W[o] *= s[o], b[o] *= s[o]. A pruning mask multiplied into the activations (the
 // way mask-based pruning tools keep shapes) thus leaves all-zero filters with a zero bias,
 // which prune_channels removes like any other dead channel.
-int fold_channel_scales(Graph& g) {
+namespace {
+
+// A constant Add (or a Sub of a constant) behind a Conv with no epilogue yet, per channel
+// ([C, 1, 1] or [1, C, 1, 1]) or one value, added to the conv's bias instead. With the Mul
+// above, a BatchNorm lowered to x * scale + shift after a conv without bias (torchvision's
+// FrozenBatchNorm2d, other exporters' BN lowerings) folds whole, so its dead channels are
+// zero filters with a zero bias, which prune_channels removes.
+int fold_channel_shifts(Graph& g) {
+  g.rebuild_links();
+  int folded = 0;
+  for (NodeId id : g.topological_order()) {
+    const Node& add = g.node(id);
+    if (add.dead || (add.op != OpType::Add && add.op != OpType::Sub) || add.inputs.size() != 2) continue;
+    const int ci = g.value(add.inputs[1]).is_constant()                                 ? 1
+                   : add.op == OpType::Add && g.value(add.inputs[0]).is_constant() ? 0
+                                                                                     : -1;
+    if (ci < 0) continue;
+    const ValueId y = add.inputs[static_cast<size_t>(1 - ci)];
+    const Value &yv = g.value(y), &bv = g.value(add.inputs[static_cast<size_t>(ci)]);
+    if (yv.is_constant() || yv.dtype != DType::Float32 || bv.dtype != DType::Float32 || yv.shape.size() != 4) continue;
+    const int64_t c = yv.shape[1];
+    const bool one = bv.constant.numel() == 1 && bv.shape.size() <= 4;
+    if (!one && bv.shape != Shape{c, 1, 1} && bv.shape != Shape{1, c, 1, 1}) continue;
+    if (g.value(add.outputs[0]).shape != yv.shape || !single_use(g, y)) continue;
+    const NodeId cid = producer_of_type(g, y, OpType::Conv);
+    if (cid < 0) continue;
+    const Node& conv = g.node(cid);
+    const auto& cp = conv.p<ConvParams>();
+    const Value& wv = g.value(conv.inputs[1]);
+    const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
+    if (cp.activation.kind != Activation::None || cp.fused_sum || !cp.pre_shift.empty() || !wv.is_constant() ||
+        wv.shape.empty() || wv.shape[0] != c || (has_bias && !g.value(conv.inputs[2]).is_constant()))
+      continue;
+    const float* add_c = bv.constant.data<float>();
+    const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
+    const float sign = add.op == OpType::Sub ? -1.f : 1.f;
+    Tensor b(DType::Float32, {c});
+    bool finite = true;
+    for (int64_t o = 0; o < c; ++o) {
+      b.data<float>()[o] = (b0 ? b0[o] : 0.f) + sign * add_c[one ? 0 : o];
+      finite = finite && std::isfinite(b.data<float>()[o]);
+    }
+    if (!finite) continue;
+    const ValueId out = add.outputs[0], bid = add_constant(g, add.name + "__folded_bias", b);
+    Node& cn = g.node(cid);
+    set_input(cn, 2, bid);
+    cn.outputs[0] = out;  // the conv now produces the Add's output
+    g.node(id).dead = true;
+    ++folded;
+    g.rebuild_links();
+  }
+  g.rebuild_links();
+  return folded;
+}
+
+int fold_channel_muls(Graph& g) {
   g.rebuild_links();
   int folded = 0;
   for (NodeId id : g.topological_order()) {
@@ -143,6 +198,18 @@ int fold_channel_scales(Graph& g) {
   }
   g.rebuild_links();
   return folded;
+}
+
+}  // namespace
+
+int fold_channel_scales(Graph& g) {
+  // In turns until neither folds: x * s + b folds the Mul, then the Add; (x + b) * s the other way.
+  int folded = 0;
+  for (;;) {
+    const int n = fold_channel_muls(g) + fold_channel_shifts(g);
+    if (n == 0) return folded;
+    folded += n;
+  }
 }
 
 }  // namespace sluice::graph::passes

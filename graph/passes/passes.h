@@ -43,7 +43,8 @@ int recognise_shifts(Graph& g);
 // only consumer), rewriting the conv's weight and bias. Returns BNs folded.
 int fold_batch_norm(Graph& g);
 // Constant per-channel Mul behind a Conv (through a Relu if no scale is negative) folded into
-// the conv's filters and bias: a multiplied-in pruning mask becomes zero filters.
+// the conv's filters and bias: a multiplied-in pruning mask becomes zero filters. Also a
+// constant per-channel Add or Sub right behind a Conv, into its bias (BN lowered to Mul + Add).
 int fold_channel_scales(Graph& g);
 
 // FBS gates (design.md §3) -> SluiceGatedConv nodes; fills Graph::gates with what was

@@ -44,7 +44,15 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
       name = declared[positional++].name;
     }
     auto it = std::find_if(declared.begin(), declared.end(), [&](const auto& d) { return d.name == name; });
-    if (it == declared.end()) throw Error("--input " + spec + ": the model has no input named '" + name + "'");
+    if (it == declared.end()) {
+      for (const sluice::graph::Value& v : model.graph()->values)
+        if (v.name == name && v.is_constant())
+          throw Error("--input " + spec + ": '" + name +
+                      "' is one of the model's weights (an initializer; the file also lists it among the graph's "
+                      "inputs, as torch.onnx.export(keep_initializers_as_inputs=True) writes), and Sluice runs "
+                      "weights as constants: change it in the file instead");
+      throw Error("--input " + spec + ": the model has no input named '" + name + "'");
+    }
     if (inputs.count(name)) throw Error("--input " + spec + ": input '" + name + "' is given twice");
     sluice::Tensor t = sluice::npy::load(file);
     if (t.dtype() != it->dtype)

@@ -147,7 +147,15 @@ def test_bad_input(a):
     check(p.returncode == 0 and np.array_equal(np.load(os.path.join(out, "y.npy")), np.full((2, 3), -2, np.float32)),
           "run -i a=A -i B: the positional file goes to input b, not again to a (exit %d: %r)" % (
               p.returncode, p.stderr[-200:]))
+    # A weight the file also lists among the graph's inputs (keep_initializers_as_inputs=True).
+    kiai = os.path.join(a.work_dir, "initializer_as_input.onnx")
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [1.0] * 6)
+    g = helper.make_graph([helper.make_node("Add", ["a", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("a", "w")],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), kiai)
     cases = [
+        (["run", kiai, "-i", "a=" + fa, "-i", "w=" + fb], 1, "'w' is one of the model's weights"),
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
         (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),

@@ -13,6 +13,9 @@ live against ONNX Runtime on the same file:
               (how mask-based pruning tools keep shapes); a second mask scales some kept
               channels by -1 after the ReLU, which cannot move into the conv and must stay
   where       the same 0/1 mask applied with torch.where(mask, x, 0)
+  frozen      slim, with torchvision's FrozenBatchNorm2d (x * scale + shift: Mul + Add after a
+              conv without bias), which Sluice folds into the conv before pruning
+  lowered     slim, with BN written out as (x - mean) * scale + beta (Sub, Mul, Add)
   residual    dead channels inside and at the output of residual blocks: the block-internal
               ones go, the ones meeting the residual Add stay (dependency group)
   preact      BN -> ReLU -> conv with the BN reading a shared tensor (pre-activation ResNet,
@@ -117,6 +120,19 @@ class WhereMasked(Plain):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class LoweredBN(nn.Module):
+    """BatchNorm2d's inference arithmetic written out: (x - mean) * scale + beta."""
+
+    def __init__(self, bn):
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x):
+        bn = self.bn
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(1, -1, 1, 1)
+        return (x - bn.running_mean.reshape(1, -1, 1, 1)) * scale + bn.bias.reshape(1, -1, 1, 1)
+
+
 def randomise_bn(m):
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -137,7 +153,7 @@ def plain_case(kind):
             n = c.out_channels
             dead = torch.randperm(n)[: n // 2]
             reader_pads = i + 1 < len(Plain.SPEC) and Plain.SPEC[i + 1][3] > 0  # the FC head has no padding
-            if kind in ("slim", "slim_bn"):
+            if kind in ("slim", "slim_bn", "frozen", "lowered"):
                 b.weight[dead] = 0
                 b.bias[dead] = 0
                 removed.append(len(dead))
@@ -168,6 +184,17 @@ def plain_case(kind):
                 tprune.ln_structured(reader, "weight", amount=0.5, n=1, dim=1)
                 tprune.remove(reader, "weight")
                 removed.append(int((reader.weight.transpose(0, 1).flatten(1).abs().sum(1) == 0).sum()))
+    if kind == "frozen":  # the same slimmed statistics in torchvision's FrozenBatchNorm2d
+        from torchvision.ops.misc import FrozenBatchNorm2d
+        frozen = []
+        for b in m.bns:
+            f = FrozenBatchNorm2d(b.num_features, eps=b.eps)
+            for k in ("weight", "bias", "running_mean", "running_var"):
+                getattr(f, k).copy_(getattr(b, k).detach())
+            frozen.append(f)
+        m.bns = nn.ModuleList(frozen)
+    elif kind == "lowered":
+        m.bns = nn.ModuleList([LoweredBN(b) for b in m.bns])
     m.eval()
     return m, removed
 
@@ -719,7 +746,7 @@ def committed_models(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where", "frozen", "lowered"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
@@ -734,6 +761,9 @@ def main():
         if kind == "mask":
             muls = [n["name"] for n in insp["nodes"] if n["op"] == "Mul"]
             check(len(muls) == 1, "mask: the three 0/1 masks fold into their convs, the one with a -1 stays (%s)" % muls)
+        if kind in ("frozen", "lowered"):
+            left = [n["op"] for n in insp["nodes"] if n["op"] in ("Mul", "Add", "Sub")]
+            check(not left, "%s: the lowered BN's Mul, Add (and Sub) fold into the convs (left: %s)" % (kind, left))
         if kind == "slim_beta":
             kept = [r for r in insp["pruning"] if r["dead"] > r["removed"]]
             check(kept and all("padding" in r["kept_reason"] for r in kept),
