@@ -390,6 +390,25 @@ def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=Te
     expect_refusal(a, path, expect, what)
 
 
+def padded_average_pool(a):
+    """avg_pool2d(count_include_pad=True) with padding, which torch exports as Pad + AveragePool:
+    Sluice against torch itself, and against ORT with its graph optimisations off (ORT 1.20's
+    PadFusion drops count_include_pad: run_vs_ort turns them off for such files)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True)
+
+    path = export(a, Net(), "avg_pool_pad", (1, 2, 6, 5))
+    expect_ops(path, {"Pad", "AveragePool"})
+    x = np.random.default_rng(12).standard_normal((1, 2, 6, 5)).astype(np.float32)
+    y, _, _ = run_vs_ort(a, path, x, "avg_pool_pad")
+    want = Net()(torch.from_numpy(x)).numpy()
+    check(np.abs(y - want).max() < 1e-5, "avg_pool_pad: equals torch's avg_pool2d (max |diff| %.2g)" % np.abs(y - want).max())
+
+
 def bad_attributes(a):
     refuse(a, "argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), [2, 3], 13, "am",
            "argmax_axis (the error names the node)", out_type=TensorProto.INT64)
@@ -413,4 +432,4 @@ def bad_attributes(a):
 
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
-                                 edge_values, int_edges, bad_attributes]))
+                                 edge_values, int_edges, padded_average_pool, bad_attributes]))
