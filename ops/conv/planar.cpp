@@ -293,7 +293,7 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
 void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t y_stride, const float* bias,
             const float* sum, int64_t sum_stride, const graph::FusedActivation& act) {
   const int64_t q = g.flat_out(), gw = g.grid_w();
-#pragma omp parallel for schedule(static) if (g.oh * g.ow * k > 65536)
+#pragma omp parallel for schedule(static) if (g.oh * g.ow * k > 16384)
   for (int64_t oy = 0; oy < g.oh; ++oy)
     store_block(g, planes + oy * gw, q, oy * gw, g.ow, k, y, y_stride, bias, sum, sum_stride, act);
 }
