@@ -45,6 +45,9 @@ const Layer kLayers[] = {
     // ResNet-18 slimmed at 70% (bench/compare_pruned.py): the thin convs static pruning leaves.
     {"resnet18_p70", 3, 224, 20, 7, 2, 1}, {"resnet18_p70", 20, 56, 20, 3, 1, 1}, {"resnet18_p70", 20, 56, 39, 3, 2, 1},
     {"resnet18_p70", 39, 28, 39, 3, 1, 1}, {"resnet18_p70", 77, 14, 77, 3, 1, 1}, {"resnet18_p70", 154, 7, 154, 3, 1, 1},
+    // VGG-16 slimmed at 70%: its first convs, thin channels on large maps.
+    {"vgg16_p70", 3, 224, 19, 3, 1, 1}, {"vgg16_p70", 19, 224, 19, 3, 1, 1}, {"vgg16_p70", 19, 112, 38, 3, 1, 1},
+    {"vgg16_p70", 38, 112, 38, 3, 1, 1},
 };
 
 std::vector<float> random_data(int64_t n) {
