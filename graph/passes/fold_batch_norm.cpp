@@ -80,6 +80,17 @@ int fold_batch_norm(Graph& g) {
 // which prune_channels removes like any other dead channel.
 namespace {
 
+// Conv cid's c output channels can take a per-channel rewrite of its filters and bias: no
+// epilogue or pre-shift yet, constant weights with c filters, a constant bias if any.
+bool rewritable_per_channel(const Graph& g, NodeId cid, int64_t c) {
+  const Node& conv = g.node(cid);
+  const auto& cp = conv.p<ConvParams>();
+  const Value& wv = g.value(conv.inputs[1]);
+  const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
+  return cp.activation.kind == Activation::None && !cp.fused_sum && cp.pre_shift.empty() && wv.is_constant() &&
+         !wv.shape.empty() && wv.shape[0] == c && (!has_bias || g.value(conv.inputs[2]).is_constant());
+}
+
 // A constant Add (or a Sub of a constant) behind a Conv with no epilogue yet, per channel
 // ([C, 1, 1] or [1, C, 1, 1]) or one value, added to the conv's bias instead. With the Mul
 // above, a BatchNorm lowered to x * scale + shift after a conv without bias (torchvision's
@@ -103,14 +114,9 @@ int fold_channel_shifts(Graph& g) {
     if (!one && bv.shape != Shape{c, 1, 1} && bv.shape != Shape{1, c, 1, 1}) continue;
     if (g.value(add.outputs[0]).shape != yv.shape || !single_use(g, y)) continue;
     const NodeId cid = producer_of_type(g, y, OpType::Conv);
-    if (cid < 0) continue;
+    if (cid < 0 || !rewritable_per_channel(g, cid, c)) continue;
     const Node& conv = g.node(cid);
-    const auto& cp = conv.p<ConvParams>();
-    const Value& wv = g.value(conv.inputs[1]);
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
-    if (cp.activation.kind != Activation::None || cp.fused_sum || !cp.pre_shift.empty() || !wv.is_constant() ||
-        wv.shape.empty() || wv.shape[0] != c || (has_bias && !g.value(conv.inputs[2]).is_constant()))
-      continue;
     const float* add_c = bv.constant.data<float>();
     const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
     const float sign = add.op == OpType::Sub ? -1.f : 1.f;
@@ -179,14 +185,7 @@ int fold_channel_muls(Graph& g) {
     bool ok = true;
     for (int64_t o = 0; o < c; ++o) ok = ok && std::isfinite(s[o]) && (relu < 0 || s[o] >= 0.f);
     const NodeId cid = producer_of_type(g, y, OpType::Conv);
-    if (!ok || cid < 0) continue;
-    const Node& conv = g.node(cid);
-    const auto& cp = conv.p<ConvParams>();
-    const Value& wv = g.value(conv.inputs[1]);
-    const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
-    if (cp.activation.kind != Activation::None || cp.fused_sum || !cp.pre_shift.empty() || !wv.is_constant() ||
-        wv.shape.empty() || wv.shape[0] != c || (has_bias && !g.value(conv.inputs[2]).is_constant()))
-      continue;
+    if (!ok || cid < 0 || !rewritable_per_channel(g, cid, c)) continue;
     const std::vector<float> a = s;
     const ValueId out = g.node(id).outputs[0];
     scale_conv_channels(g, cid, a, [&](int64_t o, float b0) { return b0 * s[o]; }, "__scaled",

@@ -41,6 +41,12 @@ int64_t l1_budget() {
 
 using simd::vf;
 constexpr int64_t kVec = simd::kLanes, kVecs = planar::kBlock / kVec;  // vectors per 64-pixel block
+// acc[0 .. N) += w * the N vectors at xp: one non-zero's FMAs.
+template <int64_t N>
+__attribute__((always_inline)) inline void fma_run(vf* acc, const float* xp, float w) {
+#pragma GCC unroll 16
+  for (int64_t v = 0; v < N; ++v) acc[v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+}
 // Blocks a task accumulates at once: two with AVX-512 (8 accumulators of 16 lanes), one with
 // AVX2 (8 of 8 lanes already hide the FMA latency; 16 would not fit its 16 registers).
 constexpr int64_t kTaskBlocks = simd::kRegs == 32 ? 2 : 1;
@@ -185,8 +191,7 @@ class SparseConv final : public Kernel {
     for (int64_t k = k0; k < k1; ++k) {
       const float* xp = base + off[k];
       const float w = val[k];
-#pragma GCC unroll 16
-      for (int64_t v = 0; v < V; ++v) acc[v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+      fma_run<V>(acc, xp, w);
     }
 #pragma GCC unroll 16
     for (int64_t v = 0; v < V; ++v) *reinterpret_cast<vf*>(dst + v * kVec) = acc[v];
@@ -252,8 +257,7 @@ class SparseConv final : public Kernel {
     for (int64_t k = bounds[0]; k < bounds[1]; ++k) {  // b = 0: the block itself
       const float* xp = base + off[k];
       const float w = val[k];
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) acc[0][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+      fma_run<V>(acc[0], xp, w);
     }
 #pragma GCC unroll 4
     for (int b = 1; b < kMaxClasses; ++b) {
@@ -261,8 +265,7 @@ class SparseConv final : public Kernel {
       for (int64_t k = bounds[b]; k < bounds[b + 1]; ++k) {
         const float* xp = base + off[k];
         const float w = val[k];
-#pragma GCC unroll 16
-        for (int v = 0; v <= V; ++v) acc[b][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+        fma_run<V + 1>(acc[b], xp, w);
       }
     }
     alignas(64) float shifted[kMaxClasses - 1][(V + 1) * kVec];
@@ -525,14 +528,12 @@ class SparseGatherConv final : public Kernel {
       for (int c = 0; c < C; ++c) {
         const float* xp = col + off[k + c];
         const float w = val[k + c];
-#pragma GCC unroll 16
-        for (int v = 0; v < V; ++v) acc[c][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+        fma_run<V>(acc[c], xp, w);
       }
     for (; k < k1; ++k) {
       const float* xp = col + off[k];
       const float w = val[k];
-#pragma GCC unroll 16
-      for (int v = 0; v < V; ++v) acc[0][v] += *reinterpret_cast<const vf*>(xp + v * kVec) * w;
+      fma_run<V>(acc[0], xp, w);
     }
 #pragma GCC unroll 16
     for (int v = 0; v < V; ++v) {
