@@ -55,16 +55,22 @@ constexpr int64_t kTaskBlocks = simd::kRegs == 32 ? 2 : 1;
 constexpr bool kSplitTask = simd::kRegs == 32;
 constexpr int kMaxClasses = 3;
 
+// The planar geometry of an NHWC conv node (group 1, equal strides).
+planar::Geometry conv_geometry(const graph::Graph& g, const graph::Node& n) {
+  const auto& p = n.p<graph::ConvParams>();
+  const Shape &xs = g.value(n.inputs[0]).shape, &ws = g.value(n.inputs[1]).shape, &ys = g.value(n.outputs[0]).shape;
+  return {xs[2], xs[3], ws[2], ws[3], ys[2], ys[3], p.pads[0], p.pads[1], p.strides[0]};
+}
+
 class SparseConv final : public Kernel {
  public:
   SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : p_(n.p<graph::ConvParams>()) {
-    const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
-    batch_ = xs[0];
-    c_ = xs[1];
+    batch_ = ys[0];
+    c_ = wv.shape[1];
     m_ = ys[1];
-    geo_ = {xs[2], xs[3], wv.shape[2], wv.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
+    geo_ = conv_geometry(g, n);
     // Rows a multiple of 16 floats wide make every read of a tap without a horizontal shift
     // aligned (a read that splits two cache lines costs two: on Zen 5, FMAs on unaligned reads
     // from L1 ran at 50 GMAC/s, on aligned ones at 83), where the wider rows cost little. The
@@ -349,13 +355,12 @@ class SparseConv final : public Kernel {
 class SparseGatherConv final : public Kernel {
  public:
   SparseGatherConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvParams>()) {
-    const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
-    batch_ = xs[0];
-    c_ = xs[1];
+    batch_ = ys[0];
+    c_ = wv.shape[1];
     m_ = ys[1];
-    geo_ = {xs[2], xs[3], wv.shape[2], wv.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
+    geo_ = conv_geometry(g, n);
     out_geo_ = {ys[2], ys[3], 1, 1, ys[2], ys[3], 0, 0, 1};  // flat position = oy * ow + ox
     taps_ = geo_.kh * geo_.kw;
     npx_ = geo_.oh * geo_.ow;
@@ -590,9 +595,7 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4) return no("run-time or non-float weights");
   if (w.shape[2] * w.shape[3] > 64) return no("kernel larger than 64 taps");
   if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return no("run-time bias");
-  const planar::Geometry geo{g.value(n.inputs[0]).shape[2], g.value(n.inputs[0]).shape[3], w.shape[2], w.shape[3],
-                             g.value(n.outputs[0]).shape[2], g.value(n.outputs[0]).shape[3], p.pads[0], p.pads[1],
-                             p.strides[0]};
+  const planar::Geometry geo = conv_geometry(g, n);
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
   if (variant == SparseVariant::Gather) {
     if (geo.oh * geo.ow > planar::kBlock) return no("the gathered variant takes maps of at most 64 output pixels");
