@@ -62,15 +62,39 @@ planar::Geometry conv_geometry(const graph::Graph& g, const graph::Node& n) {
   return {xs[2], xs[3], ws[2], ws[3], ys[2], ys[3], p.pads[0], p.pads[1], p.strides[0]};
 }
 
-class SparseConv final : public Kernel {
+// What both sparse convs hold: the node's shapes, bias, density and non-zeros (as each lists them).
+class SparseConvBase : public Kernel {
  public:
-  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : p_(n.p<graph::ConvParams>()) {
+  SparseConvBase(const graph::Graph& g, const graph::Node& n)
+      : p_(n.p<graph::ConvParams>()),
+        geo_(conv_geometry(g, n)),
+        batch_(g.value(n.outputs[0]).shape[0]),
+        c_(g.value(n.inputs[1]).shape[1]),
+        m_(g.value(n.outputs[0]).shape[1]),
+        bias_(constant_or_zeros(g, n, 2, m_)),
+        density_(1 - zero_fraction(g.value(n.inputs[1]).constant)) {
+    all_channels_.resize(static_cast<size_t>(c_));
+    for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
+  }
+  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
+  // Only the non-zero weights are multiplied.
+  int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
+
+ protected:
+  graph::ConvParams p_;
+  planar::Geometry geo_{};
+  int64_t batch_, c_, m_;
+  std::vector<float> bias_;
+  double density_;  // non-zero weights / all weights
+  std::vector<int32_t> all_channels_;  // 0..C-1: the planar copy takes every input channel
+  std::vector<int32_t> off_;  // the non-zeros: where each reads, and its weight
+  std::vector<float> val_;
+};
+
+class SparseConv final : public SparseConvBase {
+ public:
+  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : SparseConvBase(g, n) {
     const graph::Value& wv = g.value(n.inputs[1]);
-    const Shape& ys = g.value(n.outputs[0]).shape;
-    batch_ = ys[0];
-    c_ = wv.shape[1];
-    m_ = ys[1];
-    geo_ = conv_geometry(g, n);
     // Rows a multiple of 16 floats wide make every read of a tap without a horizontal shift
     // aligned (a read that splits two cache lines costs two: on Zen 5, FMAs on unaligned reads
     // from L1 ran at 50 GMAC/s, on aligned ones at 83), where the wider rows cost little. The
@@ -129,10 +153,6 @@ class SparseConv final : public Kernel {
     // layer at 90% took 2.4-2.7 ms without software prefetch and 1.3-1.6 with it. Larger maps
     // re-read the non-zeros for every pixel block, from L2.
     prefetch_ = (geo_.flat_out() / planar::kBlock + kTaskBlocks - 1) / kTaskBlocks <= 2;
-    bias_ = constant_or_zeros(g, n, 2, m_);
-    density_ = static_cast<double>(val_.size()) / static_cast<double>(m_ * c_ * taps);
-    all_channels_.resize(static_cast<size_t>(c_));
-    for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
   }
 
   void run(const KernelArgs& a) const override {
@@ -313,14 +333,7 @@ class SparseConv final : public Kernel {
   }
   // Floats that the non-zeros' int32 offsets span: every shifted copy of the planes.
   int64_t offset_span() const { return shifts_ * geo_.planes_size(c_); }
-  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
-  // Only the non-zero weights are multiplied.
-  int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
-
  private:
-  graph::ConvParams p_;
-  planar::Geometry geo_{};
-  int64_t batch_, c_, m_;
   int64_t shifts_ = 1;  // copies of the planes, shifted by 0, 1, ... floats (aligned rows)
   int64_t classes_ = 1;  // Split: runs of non-zeros per segment, one per horizontal tap shift
   int64_t cb_ = 1, ncb_ = 1;  // input channels per block, blocks
@@ -334,11 +347,6 @@ class SparseConv final : public Kernel {
     const int64_t o0 = o / kOutGroup * kOutGroup;
     return static_cast<size_t>(o0 * ncb_ + blk * std::min(kOutGroup, m_ - o0) + (o - o0));
   }
-  std::vector<int32_t> off_;
-  std::vector<float> val_;
-  std::vector<float> bias_;
-  std::vector<int32_t> all_channels_;  // 0..C-1: the planar copy takes every input channel
-  double density_ = 1;
 };
 
 // The Gather variant, for maps of at most 64 output pixels (ResNet-18's and MobileNetV2's
@@ -352,22 +360,17 @@ class SparseConv final : public Kernel {
 // its own, so the gathering is not repeated per thread; after a barrier each adds up and
 // writes a range of output channels. (Ranges of output channels per thread instead gathered
 // every block on every thread: at 2 threads slower than the plain variant.)
-class SparseGatherConv final : public Kernel {
+class SparseGatherConv final : public SparseConvBase {
  public:
-  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvParams>()) {
+  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : SparseConvBase(g, n) {
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
-    batch_ = ys[0];
-    c_ = wv.shape[1];
-    m_ = ys[1];
-    geo_ = conv_geometry(g, n);
     out_geo_ = {ys[2], ys[3], 1, 1, ys[2], ys[3], 0, 0, 1};  // flat position = oy * ow + ox
     taps_ = geo_.kh * geo_.kw;
     npx_ = geo_.oh * geo_.ow;
     row_ = (npx_ + 15) / 16 * 16;
     planar::tap_offsets(geo_, c_, tap_off_);
     const float* W = wv.constant.data<float>();
-    density_ = 1 - zero_fraction(wv.constant);
     // A block's rows fill l1_budget(); at 90% zeros and more, twice that (a segment of an output
     // channel in a block then had ~15 non-zeros, and the cost per segment, its sums' loads and
     // stores and the loop's exit, outweighed L1 misses: ResNet-18's 512-channel 7x7 layer at
@@ -394,9 +397,6 @@ class SparseGatherConv final : public Kernel {
       const int64_t rows = (std::min(c_, (blk + 1) * cb_) - blk * cb_) * taps_;
       cum_[static_cast<size_t>(blk) + 1] = cum_[static_cast<size_t>(blk)] + (seg_.back() - seg_[blk * m_]) + rows + m_;
     }
-    bias_ = constant_or_zeros(g, n, 2, m_);
-    all_channels_.resize(static_cast<size_t>(c_));
-    for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
     slots_ = std::max(1, omp_get_max_threads());  // the session's thread count
     planes_floats_ = (geo_.planes_size(c_) + 15) / 16 * 16;
     slot_floats_ = cb_ * taps_ * row_ + m_ * row_;
@@ -447,8 +447,6 @@ class SparseGatherConv final : public Kernel {
   size_t scratch_bytes() const override {
     return static_cast<size_t>(planes_floats_ + slots_ * slot_floats_) * sizeof(float);
   }
-  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
-  int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * npx_; }
 
  private:
   // Thread t of nt: the blocks [lo, hi) that hold about 1/nt of the work, into its sums
@@ -550,18 +548,13 @@ class SparseGatherConv final : public Kernel {
     }
   }
 
-  graph::ConvParams p_;
-  planar::Geometry geo_{}, out_geo_{};
-  int64_t batch_, c_, m_, taps_, npx_, row_;  // row_: floats per gathered row (npx_ rounded up to 16)
+  planar::Geometry out_geo_{};
+  int64_t taps_, npx_, row_;  // row_: floats per gathered row (npx_ rounded up to 16)
   int64_t cb_ = 1, ncb_ = 1;  // input channels per block, blocks
   int64_t tap_off_[64];
   std::vector<int64_t> seg_;  // non-zeros of output o in block blk: seg_[blk * m_ + o] .. seg_[blk * m_ + o + 1]
   std::vector<int64_t> cum_;  // work of blocks 0 .. blk - 1 (cum_[ncb_]: all)
-  std::vector<int32_t> off_;  // row * row_ within the block's gathered rows
-  std::vector<float> val_;
-  std::vector<float> bias_;
-  std::vector<int32_t> all_channels_;
-  double density_ = 1;
+  // (off_: row * row_ within the block's gathered rows)
   int slots_ = 1;
   int64_t planes_floats_ = 0, slot_floats_ = 0;  // scratch: the planes, then per thread its rows and sums
   void (SparseGatherConv::*sum_fn_)(const float*, int64_t, int64_t, float*, bool) const = nullptr;
