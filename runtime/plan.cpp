@@ -76,7 +76,14 @@ void Plan::optimise(const SessionOptions& options) {
     log("recognise_shifts", p::recognise_shifts(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
-    log("fold_channel_scales", p::fold_channel_scales(g_));
+    // A BatchNorm behind a constant Add that only now folded into a conv (Conv -> Add -> BN)
+    // folds in turn, and so on.
+    for (int scaled = p::fold_channel_scales(g_); log("fold_channel_scales", scaled), scaled > 0;) {
+      const int bn = p::fold_batch_norm(g_);
+      if (bn == 0) break;
+      log("fold_batch_norm", bn);
+      scaled = p::fold_channel_scales(g_);
+    }
     log("linear_as_gemm", p::linear_as_gemm(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));

@@ -359,7 +359,8 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       case OpType::Add:
         for (ValueId in : n.inputs)
           if (in != kNoValue && g.value(in).is_constant())
-            return "meets Add " + n.name + " of a constant that did not fold into a conv's bias (it is not right behind one)";
+            return "meets Add " + n.name + " of a constant that did not fold into a conv's bias (it does only right behind a "
+                   "conv with no other reader, and where the sum stays finite)";
         return "meets Add " + n.name + " of two activations (not fused into a conv, so not a residual group this pass handles)";
       default:
         return "read by " + std::string(op_name(n.op)) + " " + n.name;

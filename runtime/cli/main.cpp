@@ -48,9 +48,10 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
       for (const sluice::graph::Value& v : model.graph()->values)
         if (v.name == name && v.is_constant())
           throw Error("--input " + spec + ": '" + name +
-                      "' is one of the model's weights (an initializer; the file also lists it among the graph's "
-                      "inputs, as torch.onnx.export(keep_initializers_as_inputs=True) writes), and Sluice runs "
-                      "weights as constants: change it in the file instead");
+                      "' is a constant of the model (a weight: an initializer or a Constant node's output), not "
+                      "one of its inputs, and Sluice runs it as a constant even where the file also lists it "
+                      "among the graph's inputs (torch.onnx.export(keep_initializers_as_inputs=True)): change it "
+                      "in the file instead");
       throw Error("--input " + spec + ": the model has no input named '" + name + "'");
     }
     if (inputs.count(name)) throw Error("--input " + spec + ": input '" + name + "' is given twice");

@@ -155,7 +155,7 @@ def test_bad_input(a):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), kiai)
     cases = [
-        (["run", kiai, "-i", "a=" + fa, "-i", "w=" + fb], 1, "'w' is one of the model's weights"),
+        (["run", kiai, "-i", "a=" + fa, "-i", "w=" + fb], 1, "'w' is a constant of the model"),
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
         (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),

@@ -110,6 +110,25 @@ TEST(FoldBatchNorm, FoldsWhenConvOutputIsSingleUse) {
   EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
 }
 
+// Conv (no bias) -> Add of a per-channel constant -> BatchNormalization: the Add folds into the
+// conv's bias, and then the BN, which met an Add before, folds too.
+TEST(FoldBatchNorm, FoldsBehindAConstantAddThatFolded) {
+  OnnxBuilder b;
+  b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f).init_random("shift", {1, 8, 1, 1});
+  b.init_random("scale", {8}, 0.5f, 1.f).init_random("bias", {8}).init_random("mean", {8});
+  b.init_random("var", {8}, 0.2f, 1.5f);
+  b.node("Conv", {"x", "w"}, {"c"});
+  b.node("Add", {"c", "shift"}, {"a"});
+  b.node("BatchNormalization", {"a", "scale", "bias", "mean", "var"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(count_ops(p, graph::OpType::BatchNormalization), 0);
+  EXPECT_EQ(count_ops(p, graph::OpType::Add), 0);
+  EXPECT_EQ(count_ops(p, graph::OpType::Conv), 1);
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
+}
+
 TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
   Model m = conv_bn_relu(true).load();
   runtime::Plan p = make_plan(m, true);
