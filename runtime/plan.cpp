@@ -78,11 +78,14 @@ void Plan::optimise(const SessionOptions& options) {
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     // A BatchNorm behind a constant Add that only now folded into a conv (Conv -> Add -> BN)
     // folds in turn, and so on.
-    for (int scaled = p::fold_channel_scales(g_); log("fold_channel_scales", scaled), scaled > 0;) {
+    int scaled = p::fold_channel_scales(g_);
+    log("fold_channel_scales", scaled);
+    while (scaled > 0) {
       const int bn = p::fold_batch_norm(g_);
       if (bn == 0) break;
       log("fold_batch_norm", bn);
       scaled = p::fold_channel_scales(g_);
+      log("fold_channel_scales", scaled);
     }
     log("linear_as_gemm", p::linear_as_gemm(g_));
     log("fuse_residual_add", p::fuse_residual_add(g_));

@@ -8,28 +8,33 @@ namespace sluice::graph::passes {
 
 namespace {
 
-// Rewrites conv `cid`'s filters and bias per output channel o: W[o] *= a[o], b[o] = bias(o, the
-// old b[o] or 0), in new tensors (initializers may be shared with other plans of the model).
+// Rewrites conv `cid`'s filters and bias per output channel o: W[o] *= a[o] (filters kept as
+// they are when a is empty), b[o] = bias(o, the old b[o] or 0), in new tensors (initializers
+// may be shared with other plans of the model).
 void scale_conv_channels(Graph& g, NodeId cid, const std::vector<float>& a, const std::function<float(int64_t, float)>& bias,
                          const std::string& weight_suffix, const std::string& bias_name) {
   const Node& conv = g.node(cid);
   const Value& wv = g.value(conv.inputs[1]);
   const int64_t m = wv.shape[0], per = wv.constant.numel() / m;
-  Tensor w(DType::Float32, wv.shape), b(DType::Float32, {m});
-  const float* w0 = wv.constant.data<float>();
+  Tensor b(DType::Float32, {m});
   const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
   const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
-  for (int64_t oc = 0; oc < m; ++oc) {
-    for (int64_t i = 0; i < per; ++i) w.data<float>()[oc * per + i] = w0[oc * per + i] * a[static_cast<size_t>(oc)];
-    b.data<float>()[oc] = bias(oc, b0 ? b0[oc] : 0.f);
+  for (int64_t oc = 0; oc < m; ++oc) b.data<float>()[oc] = bias(oc, b0 ? b0[oc] : 0.f);
+  ValueId wid = kNoValue;
+  if (!a.empty()) {
+    Tensor w(DType::Float32, wv.shape);
+    const float* w0 = wv.constant.data<float>();
+    for (int64_t oc = 0; oc < m; ++oc)
+      for (int64_t i = 0; i < per; ++i) w.data<float>()[oc * per + i] = w0[oc * per + i] * a[static_cast<size_t>(oc)];
+    Value wn = wv;
+    wn.name = wv.name + weight_suffix;
+    wn.constant = w;
+    wn.consumers.clear();
+    wid = g.add_value(std::move(wn));
   }
-  Value wn = wv;
-  wn.name = wv.name + weight_suffix;
-  wn.constant = w;
-  wn.consumers.clear();
-  const ValueId wid = g.add_value(std::move(wn)), bid = add_constant(g, bias_name, b);
+  const ValueId bid = add_constant(g, bias_name, b);
   Node& c = g.node(cid);
-  set_input(c, 1, wid);
+  if (wid != kNoValue) set_input(c, 1, wid);
   set_input(c, 2, bid);
 }
 
@@ -117,20 +122,19 @@ int fold_channel_shifts(Graph& g) {
     if (cid < 0 || !rewritable_per_channel(g, cid, c)) continue;
     const Node& conv = g.node(cid);
     const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
-    const float* add_c = bv.constant.data<float>();
     const float* b0 = has_bias ? g.value(conv.inputs[2]).constant.data<float>() : nullptr;
     const float sign = add.op == OpType::Sub ? -1.f : 1.f;
-    Tensor b(DType::Float32, {c});
+    std::vector<float> shift(static_cast<size_t>(c));
     bool finite = true;
     for (int64_t o = 0; o < c; ++o) {
-      b.data<float>()[o] = (b0 ? b0[o] : 0.f) + sign * add_c[one ? 0 : o];
-      finite = finite && std::isfinite(b.data<float>()[o]);
+      shift[static_cast<size_t>(o)] = sign * bv.constant.data<float>()[one ? 0 : o];
+      finite = finite && std::isfinite((b0 ? b0[o] : 0.f) + shift[static_cast<size_t>(o)]);
     }
     if (!finite) continue;
-    const ValueId out = add.outputs[0], bid = add_constant(g, add.name + "__folded_bias", b);
-    Node& cn = g.node(cid);
-    set_input(cn, 2, bid);
-    cn.outputs[0] = out;  // the conv now produces the Add's output
+    const ValueId out = add.outputs[0];
+    scale_conv_channels(g, cid, {}, [&](int64_t o, float b) { return b + shift[static_cast<size_t>(o)]; }, "",
+                        add.name + "__folded_bias");
+    g.node(cid).outputs[0] = out;  // the conv now produces the Add's output
     g.node(id).dead = true;
     ++folded;
     g.rebuild_links();

@@ -399,7 +399,7 @@ class SparseGatherConv final : public SparseConvBase {
     }
     slots_ = std::max(1, omp_get_max_threads());  // the session's thread count
     planes_floats_ = (geo_.planes_size(c_) + 15) / 16 * 16;
-    slot_floats_ = cb_ * taps_ * row_ + m_ * row_;
+    slot_floats_ = col_floats() + m_ * row_;
     switch (row_ / kVec) {  // V vectors per row, C chains of sums (8 or 9 accumulators in all)
       case 1: sum_fn_ = &SparseGatherConv::segment_sum<1, 8>; break;
       case 2: sum_fn_ = &SparseGatherConv::segment_sum<2, 4>; break;
