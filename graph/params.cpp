@@ -2,6 +2,15 @@
 
 namespace sluice::graph {
 
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::NCHW: return "NCHW";
+    case Layout::NHWC: return "NHWC";
+    case Layout::Planar: return "planar";
+  }
+  return "?";
+}
+
 const char* gate_form_name(GateForm f) {
   switch (f) {
     case GateForm::Winners: return "winners";

@@ -257,8 +257,12 @@ constexpr size_t kGatedSumInput = 6;
 const char* gate_form_name(GateForm f);
 const char* beta_mode_name(BetaMode b);
 
-// Layout conversion inserted by the layout pass.
-enum class Layout : uint8_t { NCHW, NHWC };
+// Layout conversion inserted by the layout pass. Planar (values only, and the pools that read
+// and write them): per sample, each channel a zero-bordered plane that thin convs on the
+// direct kernel read and write as it is (passes::keep_planes_resident, ops/conv/planar.h's
+// resident planes); no reorder ever takes or makes it.
+enum class Layout : uint8_t { NCHW, NHWC, Planar };
+const char* layout_name(Layout l);  // "NCHW", "NHWC", "planar"
 struct ReorderParams {
   Layout from = Layout::NCHW, to = Layout::NHWC;
 };

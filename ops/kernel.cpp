@@ -60,7 +60,9 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
       case OpType::MatMul: k = make_matmul(g, n, opts.sparse); break;
       case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;
-      case OpType::MaxPool: case OpType::AveragePool: k = make_nhwc_pool(g, n); break;
+      case OpType::MaxPool: case OpType::AveragePool:
+        k = n.layout == graph::Layout::Planar ? make_resident_pool(g, n) : make_nhwc_pool(g, n);
+        break;
       case OpType::GlobalAveragePool:
         k = n.layout == graph::Layout::NHWC ? make_nhwc_pool(g, n) : make_fast_reduce_mean(g, n);
         break;
@@ -81,12 +83,13 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
         TensorView{DType::Float32, g.value(n.inputs[0]).shape, nullptr}.numel() >= 65536)
       k = std::make_unique<ChunkedUnary>(n);
     if (k) return k;
+    if (n.layout == graph::Layout::Planar) g.fail(id, "internal error: no kernel for resident planes");
     if (n.layout == graph::Layout::NHWC) {
       if (auto a = make_nhwc_adapter(g, n)) return a;
       g.fail(id, "internal error: no NHWC kernel for this op");
     }
   }
-  if (n.layout == graph::Layout::NHWC && n.op != OpType::SluiceReorder)
+  if (n.layout != graph::Layout::NCHW && n.op != OpType::SluiceReorder)
     g.fail(id, "internal error: NHWC layout without an optimised kernel");
   return std::make_unique<ReferenceKernel>(n, is_unary_elementwise(n.op));
 }

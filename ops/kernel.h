@@ -51,6 +51,11 @@ class Kernel {
   // MACs one run executes when the kernel skips work statically (sparse weights); -1: the
   // node's count (ops::static_macs).
   virtual int64_t executed_macs() const { return -1; }
+  // The direct planar conv, which can also read and write resident planes (Layout::Planar):
+  // passes::keep_planes_resident keeps planar the values between such convs.
+  virtual bool keeps_planes() const { return false; }
+  // What a measured choice noted in the name (with_note), "" if none.
+  virtual std::string choice_note() const { return {}; }
 };
 
 struct KernelOptions {
@@ -81,7 +86,20 @@ std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Nod
 // nodes; nullptr where oneDNN would keep NHWC anyway or runs a brgemm conv).
 std::unique_ptr<Kernel> make_onednn_conv_blocked(const graph::Graph& g, const graph::Node& n);
 // The direct planar kernel as a dense conv (NHWC, group 1, stride 1 or 2, kh * kw <= 64).
+// Its input, its output and fused residual may be resident planes (Layout::Planar).
 std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n);
+bool make_direct_conv_applies(const graph::Graph& g, const graph::Node& n);
+// For passes::keep_planes_resident: whether a conv can run on the direct kernel with resident
+// planes (what make_direct_conv takes, with known shapes); whether a pool reads and writes them
+// (MaxPool, no dilation, no Indices output).
+bool resident_conv(const graph::Graph& g, const graph::Node& n);
+// Whether a conv's input, output or fused residual is in resident planes.
+bool touches_resident(const graph::Graph& g, const graph::Node& n);
+// Whether make_dense_conv times the direct kernel against oneDNN on this conv (channel counts
+// off oneDNN's 16-channel blocks, kernels larger than 1x1).
+bool direct_timed(const graph::Graph& g, const graph::Node& n);
+bool resident_pool(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_resident_pool(const graph::Graph& g, const graph::Node& n);
 // oneDNN, or for channel counts off its 16-channel blocks (pruned models) the direct kernel
 // where it measures faster on the node's shape.
 std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n);

@@ -20,13 +20,19 @@ std::string Plan::describe(bool as_json) const {
     const graph::Node& n = g_.node(st.node);
     json in = json::array(), out = json::array();
     for (int i : st.in)
-      if (i >= 0) in.push_back({{"name", g_.value(slots_[i].value).name}, {"shape", slots_[i].shape}});
+      if (i >= 0)
+        in.push_back({{"name", g_.value(slots_[i].value).name},
+                      {"shape", slots_[i].shape},
+                      {"layout", graph::layout_name(g_.value(slots_[i].value).layout)}});
     for (int o : st.out)
-      if (o >= 0) out.push_back({{"name", g_.value(slots_[o].value).name}, {"shape", slots_[o].shape}});
+      if (o >= 0)
+        out.push_back({{"name", g_.value(slots_[o].value).name},
+                       {"shape", slots_[o].shape},
+                       {"layout", graph::layout_name(g_.value(slots_[o].value).layout)}});
     nodes.push_back({{"name", n.name},
                      {"op", graph::op_name(n.op)},
                      {"kernel", st.kernel->name()},
-                     {"layout", n.layout == graph::Layout::NHWC ? "NHWC" : "NCHW"},
+                     {"layout", graph::layout_name(n.layout)},
                      {"inputs", in},
                      {"outputs", out},
                      {"dense_macs", st.dense_macs},
@@ -120,6 +126,7 @@ std::string Plan::describe(bool as_json) const {
     bool first = true;
     for (const auto& o : nd["outputs"]) {
       s << (first ? "-> " : ", ") << shape_str(o["shape"].get<Shape>());
+      if (o["layout"] == "planar") s << " in resident planes";
       first = false;
     }
     if (nd["dense_macs"].get<int64_t>() > 0) s << "  " << nd["dense_macs"].get<int64_t>() / 1e6 << " M MACs";

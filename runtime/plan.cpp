@@ -9,6 +9,8 @@
 
 #include "graph/passes/memory_plan.h"
 #include "graph/passes/passes.h"
+#include "ops/common/measure.h"
+#include "ops/conv/planar.h"
 #include "runtime/memory_limit.h"
 
 namespace sluice::runtime {
@@ -97,6 +99,14 @@ void Plan::optimise(const SessionOptions& options) {
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
 }
 
+size_t Plan::slot_bytes(const graph::Value& v) {
+  size_t bytes = dtype_size(v.dtype);
+  if (v.layout == graph::Layout::Planar)  // resident planes: N x C planes with their borders
+    return bytes * static_cast<size_t>(v.shape[0] * v.shape[1] * ops::planar::resident(v.shape[2], v.shape[3]).plane());
+  for (int64_t d : v.shape) bytes *= static_cast<size_t>(d);
+  return bytes;
+}
+
 int Plan::slot_of(ValueId v) {
   if (v == graph::kNoValue) return -1;
   if (auto it = slot_index_.find(v); it != slot_index_.end()) return it->second;
@@ -105,8 +115,7 @@ int Plan::slot_of(ValueId v) {
   s.value = v;
   s.dtype = val.dtype;
   s.shape = val.shape;
-  s.bytes = dtype_size(val.dtype);
-  for (int64_t d : val.shape) s.bytes *= static_cast<size_t>(d);
+  s.bytes = slot_bytes(val);
   if (val.is_constant()) {
     s.kind = SlotKind::Constant;
   } else if (val.is_input) {
@@ -149,6 +158,67 @@ void Plan::build_steps(const SessionOptions& options) {
     steps_.push_back(std::move(st));
   }
   for (ValueId o : g_.outputs) slot_of(o);
+  if (options.optimize && options.resident_planes) keep_planes_resident(ko);
+}
+
+void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
+  // Candidates: the convs that chose the direct kernel, and those where it was timed against
+  // oneDNN and lost. Without the NHWC copies that resident planes save, a loser may win: it is
+  // timed again that way, on the planes it would read and write, and if it still loses it
+  // drops out and the values are chosen again without it, until no candidate loses.
+  std::vector<Step*> step_of(g_.nodes.size(), nullptr);
+  for (Step& st : steps_) step_of[st.node] = &st;
+  std::vector<char> dropped(g_.nodes.size(), 0);
+  struct Timing {
+    std::string layouts;  // of input, output and residual when timed
+    bool direct_wins = false;
+    std::string note;
+  };
+  std::map<NodeId, Timing> timed;
+  auto planar = [&](ValueId v) { return v != graph::kNoValue && g_.value(v).layout == graph::Layout::Planar; };
+  auto layouts = [&](const graph::Node& n) {
+    std::string r;
+    for (ValueId v : {n.inputs[0], n.outputs[0], n.inputs.size() > 3 ? n.inputs[3] : graph::kNoValue})
+      r += planar(v) ? 'P' : '-';
+    return r;
+  };
+  int kept = 0;
+  for (bool again = true; again;) {
+    kept = graph::passes::keep_planes_resident(g_, [&](NodeId id) {
+      const Step* st = step_of[id];
+      return st && !dropped[id] && (st->kernel->keeps_planes() || ops::direct_timed(g_, g_.node(id)));
+    });
+    again = false;
+    for (Step& st : steps_) {
+      const graph::Node& n = g_.node(st.node);
+      if (n.op != OpType::Conv || st.kernel->keeps_planes() || !ops::touches_resident(g_, n)) continue;
+      Timing& t = timed[st.node];
+      if (t.layouts != layouts(n)) {
+        std::unique_ptr<ops::Kernel> direct = ops::make_direct_conv(g_, n);
+        const std::vector<double> ms = ops::time_kernels({st.kernel.get(), direct.get()}, g_, n, 7);
+        char note[96];
+        std::snprintf(note, sizeof note, "[measured: direct on resident planes %.3f ms, %s %.3f ms]", ms[1],
+                      st.kernel->name().substr(0, st.kernel->name().find(' ')).c_str(), ms[0]);
+        t = {layouts(n), ms[1] < ms[0], note};
+      }
+      if (!t.direct_wins) dropped[st.node] = 1, again = true;
+    }
+  }
+  pass_log_.emplace_back("keep_planes_resident", kept);
+  if (kept == 0) return;
+  for (Slot& s : slots_)
+    if (planar(s.value)) s.bytes = slot_bytes(g_.value(s.value));
+  // The kernels around planar values again, keeping the note of the measured choice that put
+  // them on the direct kernel.
+  for (Step& st : steps_) {
+    const graph::Node& n = g_.node(st.node);
+    if (std::none_of(n.inputs.begin(), n.inputs.end(), planar) && std::none_of(n.outputs.begin(), n.outputs.end(), planar))
+      continue;
+    const std::string note = timed.count(st.node) ? timed[st.node].note : st.kernel->choice_note();
+    st.kernel = ops::make_kernel(g_, st.node, ko);
+    if (!note.empty()) st.kernel = ops::with_note(std::move(st.kernel), note);
+    scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
+  }
 }
 
 namespace {

@@ -75,6 +75,9 @@ class Plan {
   std::string largest_value_note() const;
   void collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const;
   int slot_of(graph::ValueId v);
+  static size_t slot_bytes(const graph::Value& v);
+  // passes::keep_planes_resident on the chosen kernels, then those around planar values made again.
+  void keep_planes_resident(const ops::KernelOptions& ko);
 
   graph::Graph g_;
   std::vector<Slot> slots_;

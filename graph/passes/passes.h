@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,6 +81,14 @@ int remove_dead_nodes(Graph& g);
 // inserting SluiceReorder nodes only where a consumer needs the other layout, and
 // pre-transposing constants. Returns the number of reorders inserted.
 int assign_layouts(Graph& g);
+
+// Once kernels are chosen: an NHWC value that a conv on the direct planar kernel writes and that
+// only such convs (as their input, or as their fused residual) and max pools between them read
+// stays in resident planes (Layout::Planar): no NHWC copy is written and packed again (for
+// channel counts like 20 or 39 those copies were 20-25% of each conv). `direct` says which
+// convs may run on that kernel. Starts afresh each call (the plan calls it again with fewer
+// convs). Returns the number of values kept planar; their nodes' kernels must be made again.
+int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct);
 
 // Lifetimes and arena offsets for one plan (see memory_plan.h).
 }  // namespace sluice::graph::passes

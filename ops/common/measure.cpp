@@ -5,7 +5,18 @@
 #include <limits>
 #include <vector>
 
+#include "ops/conv/planar.h"
+
 namespace sluice::ops {
+
+namespace {
+// Floats of a value's buffer: its elements, or its resident planes (Layout::Planar).
+size_t buffer_floats(const graph::Value& v) {
+  if (v.layout == graph::Layout::Planar)
+    return static_cast<size_t>(v.shape[0] * v.shape[1] * planar::resident(v.shape[2], v.shape[3]).plane());
+  return static_cast<size_t>(TensorView{v.dtype, v.shape, nullptr}.numel());
+}
+}  // namespace
 
 RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint32_t seed) {
   // Uniform in [-1, 1) from a xorshift generator: session creation times kernels on this data,
@@ -27,7 +38,7 @@ RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint
         // The model's own constant (weights, bias): what the kernel runs on, with no copy.
         t.data = const_cast<void*>(val.constant.raw());
       } else {
-        bufs_.emplace_back(static_cast<size_t>(t.numel()));
+        bufs_.emplace_back(buffer_floats(val));
         for (auto& x : bufs_.back()) x = next();
         t.data = bufs_.back().data();
       }
@@ -35,8 +46,7 @@ RandomNodeData::RandomNodeData(const graph::Graph& g, const graph::Node& n, uint
     in_.push_back(t);
   }
   const graph::Value& ov = g.value(n.outputs[0]);
-  bufs_.emplace_back(static_cast<size_t>(TensorView{ov.dtype, ov.shape, nullptr}.numel()),
-                     std::numeric_limits<float>::quiet_NaN());
+  bufs_.emplace_back(buffer_floats(ov), std::numeric_limits<float>::quiet_NaN());
   out_.push_back({ov.dtype, ov.shape, bufs_.back().data()});
 }
 
@@ -44,8 +54,10 @@ void RandomNodeData::share_in_place_input(const Kernel& k) {
   const int i = k.in_place_input();
   if (i < 0 || static_cast<size_t>(i) >= in_.size() || in_[static_cast<size_t>(i)].data == nullptr) return;
   TensorView& t = in_[static_cast<size_t>(i)];
-  if (t.numel() != out_[0].numel()) return;
-  std::copy_n(static_cast<const float*>(t.data), t.numel(), bufs_.back().data());
+  // Only over an output buffer of the same size (both NHWC, or both resident planes).
+  const auto buf = std::find_if(bufs_.begin(), bufs_.end(), [&](const auto& b) { return b.data() == t.data; });
+  if (buf == bufs_.end() || buf->size() != bufs_.back().size()) return;
+  std::copy(buf->begin(), buf->end(), bufs_.back().begin());
   t.data = bufs_.back().data();
 }
 
@@ -102,6 +114,8 @@ class Chosen final : public Kernel {
   size_t scratch_bytes() const override { return k_->scratch_bytes(); }
   int in_place_input() const override { return k_->in_place_input(); }
   int64_t executed_macs() const override { return k_->executed_macs(); }
+  bool keeps_planes() const override { return k_->keeps_planes(); }
+  std::string choice_note() const override { return note_; }
 
  private:
   std::unique_ptr<Kernel> k_;

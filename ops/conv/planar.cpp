@@ -151,7 +151,8 @@ inline Vec activate(Vec v, const graph::FusedActivation& a) {
 }  // namespace
 
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
-          int64_t shifts) {
+          int64_t shifts, bool x_resident) {
+  const int64_t x_plane = x_resident ? resident(g.h, g.w).plane() : 0;
   const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps, copy = g.planes_size(k);
   // Zeroed in parallel chunks: serially, the 1.7 MB of a 128-channel 28x28 input's aligned
   // copies kept the other thread waiting (libgomp's spin was 20% of a 2-thread sparse ResNet-18).
@@ -179,7 +180,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
     // pixels x T channels at a time. (A row whose first pixel a shifted copy would put before
     // its start takes the scalar path.) Stride 2 (one copy): the pixels' even and odd lanes go
     // to their two column phases (the scalar path took 2.5x as long on a 56x56x64 input).
-    if ((st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1) || (st == 2 && shifts == 1))
+    if (!x_resident && ((st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1) || (st == 2 && shifts == 1)))
       for (; j0 + T <= k && pos[j0 + T - 1] - pos[j0] == T - 1; j0 += T) {
         bool run = true;
         for (int64_t i = 1; i < T - 1; ++i) run = run && pos[j0 + i] == pos[j0] + i;
@@ -218,9 +219,11 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
         for (int64_t a = 0; a < st && a < g.kw; ++a) {
           const int64_t px0 = x_lo + g.pad_left, px = px0 + ((a - px0 % st) % st + st) % st;
           const int64_t n = px < x_hi + g.pad_left ? (x_hi + g.pad_left - px + st - 1) / st : 0;
-          const float* s = x + (yy * g.w + px - g.pad_left) * x_stride + pos[j];
+          // From resident planes: the channel's row, pixels consecutive.
+          const float* s = x_resident ? x + pos[j] * x_plane + resident_index(g.w, yy, px - g.pad_left)
+                                      : x + (yy * g.w + px - g.pad_left) * x_stride + pos[j];
           float* d = row + a * phase_size + j * ps + px / st;
-          const int64_t step = st * x_stride;
+          const int64_t step = x_resident ? st : st * x_stride;
           for (int64_t i = 0; i < n; ++i) d[i] = s[i * step];
         }
       continue;
@@ -308,6 +311,71 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
 #pragma omp parallel for schedule(static) if (g.oh * g.ow * k > 16384)
   for (int64_t oy = 0; oy < g.oh; ++oy)
     store_block(g, planes + oy * gw, q, oy * gw, g.ow, k, y, y_stride, bias, sum, sum_stride, act);
+}
+
+void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes) {
+  const int64_t ps = resident(h, w).plane(), bottom = (h + 1) * (w + 2);
+  for (int64_t j = 0; j < k; ++j) {
+    float* p = planes + j * ps;
+    std::memset(p, 0, static_cast<size_t>(w + 2) * sizeof(float));
+    std::memset(p + bottom, 0, static_cast<size_t>(ps - bottom) * sizeof(float));
+  }
+}
+
+void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
+                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act) {
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane(), q1 = q0 + npx;
+  for (int64_t oy = q0 / gw; oy < g.oh && oy * gw < q1; ++oy) {
+    // The output pixels of row oy in [q0, q1): columns [x0, x1).
+    const int64_t x0 = std::max<int64_t>(0, q0 - oy * gw), x1 = std::min(g.ow, q1 - oy * gw);
+    if (x0 >= x1) continue;
+    const int64_t at = resident_index(g.ow, oy, x0);
+    for (int64_t j = 0; j < k; ++j) {
+      const float* s = src + j * src_stride + (oy * gw + x0 - q0);
+      float* d = y + j * ps + at;
+      const float* r = sum ? sum + j * ps + at : nullptr;
+      const float b = bias ? bias[j] : 0.f;
+      const int64_t n = x1 - x0;
+      int64_t i = 0;
+#ifdef SLUICE_PLANAR_TILES
+      if (vector_activation(act))
+        for (; i < n; i += T) {
+          const int64_t m = std::min<int64_t>(T, n - i);
+          Vec v = add(load_n(s + i, m), set1(b));
+          if (r) v = add(v, load_n(r + i, m));
+          store_n(d + i, activate(v, act), m);
+        }
+#endif
+      for (; i < n; ++i) {
+        const float v = s[i] + b + (r ? r[i] : 0.f);
+        d[i] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
+      }
+      if (x0 == 0) d[-1] = 0.f;  // the row's left border
+      if (x1 == g.ow) d[n] = 0.f;  // and its right one
+    }
+  }
+}
+
+void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
+                      const float* sum) {
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane(), q1 = q0 + npx;
+  for (int64_t oy = q0 / gw; oy < g.oh && oy * gw < q1; ++oy) {
+    const int64_t x0 = std::max<int64_t>(0, q0 - oy * gw), x1 = std::min(g.ow, q1 - oy * gw);
+    if (x0 >= x1) continue;
+    for (int64_t j = 0; j < k; ++j) {
+      float* d = dst + j * dst_stride + (oy * gw + x0 - q0);
+      const float* r = sum + j * ps + resident_index(g.ow, oy, x0);
+      for (int64_t i = 0; i < x1 - x0; ++i) d[i] += r[i];
+    }
+  }
+}
+
+void unpack_resident(const Geometry& g, const float* planes, int64_t k, float* y, const float* bias, const float* sum,
+                     const graph::FusedActivation& act) {
+  const int64_t q = g.flat_out(), gw = g.grid_w();
+#pragma omp parallel for schedule(static) if (g.oh * g.ow * k > 16384)
+  for (int64_t oy = 0; oy < g.oh; ++oy)
+    store_block_resident(g, planes + oy * gw, q, oy * gw, g.ow, k, y, bias, sum, act);
 }
 
 }  // namespace sluice::ops::planar

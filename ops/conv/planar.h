@@ -40,8 +40,9 @@ struct Geometry {
 // copies, planes_size(k) floats apart, copy j shifted left by j floats (copy_j[i] =
 // copy_0[i + j]: aligned reads for horizontal taps). Stride 1 with runs of 16 consecutive
 // channels goes through register transposes of 16 x 16 (AVX-512) or 8 x 8 (AVX2) tiles.
+// x_resident: x is resident planes of the input map (below), not NHWC (shifts must be 1).
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
-          int64_t shifts = 1);
+          int64_t shifts = 1, bool x_resident = false);
 
 // off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
 // planar copy of k channels (channel c adds c * plane()). kh * kw <= 64. With shifts > 1 (the
@@ -67,5 +68,31 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
 void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k, float* y,
                  int64_t y_stride, const float* bias, const float* sum, int64_t sum_stride,
                  const graph::FusedActivation& act);
+
+// Resident planes: an activation kept in planar form between the convs that read it
+// (graph::Layout::Planar), so that it is never written as NHWC and packed again. Per sample,
+// channel c is plane c of resident(h, w).plane() floats: exactly what pack writes for a 3x3,
+// stride-1, pad-1 conv on the same map (rows of w + 2 floats with a zero border of one pixel,
+// zero slack after the bottom border row). Such a conv reads it as it is.
+inline Geometry resident(int64_t h, int64_t w) { return {h, w, 3, 3, h, w, 1, 1}; }
+// Where pixel (y, x) of a w-wide map sits in its resident plane.
+inline int64_t resident_index(int64_t w, int64_t y, int64_t x) { return (y + 1) * (w + 2) + x + 1; }
+// Zeroes the part of k resident h x w planes that no output row covers: the top border row, and
+// from the bottom border row to the end of the plane. (store_block_resident writes each row's
+// left and right border.)
+void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes);
+// store_block, writing resident planes of the output map (channel j at y + j *
+// resident(oh, ow).plane()) instead of NHWC; `sum`, if any, is in the same form. Each row's
+// border zeros are written with the row's first and last pixel.
+void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
+                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act);
+// Adds a residual in resident planes of the output map to flat positions q0 .. q0 + npx of k
+// planar results (dst[j * dst_stride + i] is flat position q0 + i of channel j), for an NHWC
+// output that store_block then writes without a sum.
+void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
+                      const float* sum);
+// unpack's counterpart: the whole output, borders included, into resident planes.
+void unpack_resident(const Geometry& g, const float* planes, int64_t k, float* y, const float* bias, const float* sum,
+                     const graph::FusedActivation& act);
 
 }  // namespace sluice::ops::planar

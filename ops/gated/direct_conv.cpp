@@ -21,11 +21,33 @@ constexpr int64_t kVec = simd::kLanes, kBlock = planar::kBlock;  // 64 flat pixe
 constexpr int64_t kPassVecs = 4;
 constexpr int kRows = simd::kRegs == 32 ? 6 : 2;
 
+typedef int32_t vi __attribute__((vector_size(kVec * sizeof(int32_t)), aligned(4)));
+
+// Where a pass puts its results when they go straight into resident planes of the output
+// (a 3x3, stride-1 conv: flat position q is output pixel (q / gw, q % gw), which sits at q + gw +
+// 1 in the output's plane, and the grid's extra columns fall on the plane's border, which must
+// stay zero). Per output channel r of the pass: y = act(acc + bias[r] + sum[r]), zero where
+// col_mask[q % gw] is 0 or q >= used. Only the activations written here: none, Relu, Clip.
+struct ResidentStore {
+  const float* bias;     // of the pass's first channel
+  const float* sum;      // resident residual at the pass's first channel, or null
+  const int32_t* col_mask;  // [gw + kVec]: -1 for real columns, 0 for extra ones, period gw
+  int64_t gw, used;
+  graph::Activation act;
+  float lo, hi;          // Clip's bounds
+};
+
+inline bool resident_store_activation(const graph::FusedActivation& a) {
+  return a.kind == graph::Activation::None || a.kind == graph::Activation::Relu || a.kind == graph::Activation::Clip;
+}
+
 // acc[r][v] += x[tap] * w[r][tap] over the active input channels and the taps, for R output
-// channels x V vectors of flat output pixels starting at qp (one pass).
+// channels x V vectors of flat output pixels starting at qp (one pass). The results go to
+// out + r * out_stride + qp as they are, or (rs) into resident planes as ResidentStore says.
 template <int R, int V>
 void pass(const float* planes, int64_t plane_size, const int64_t* tap_off, int64_t taps, int64_t ki,
-          const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t qp) {
+          const int32_t* in_ch, const float* const* wrow, float* out, int64_t out_stride, int64_t qp,
+          const ResidentStore* rs) {
   vf acc[R][V] = {};
   for (int64_t j = 0; j < ki; ++j) {
     const float* xp = planes + j * plane_size + qp;
@@ -40,12 +62,34 @@ void pass(const float* planes, int64_t plane_size, const int64_t* tap_off, int64
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) *reinterpret_cast<vf*>(out + r * out_stride + qp + v * kVec) = acc[r][v];
+  if (!rs) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < V; ++v) *reinterpret_cast<vf*>(out + r * out_stride + qp + v * kVec) = acc[r][v];
+    return;
+  }
+  vi lane;
+  for (int i = 0; i < kVec; ++i) lane[i] = i;
+  const int64_t shift = rs->gw + 1;
+  for (int v = 0; v < V; ++v) {
+    const int64_t q = qp + v * kVec;
+    const vi keep = *reinterpret_cast<const vi*>(rs->col_mask + q % rs->gw) & (lane + static_cast<int32_t>(q) <
+                                                                              static_cast<int32_t>(rs->used));
+    for (int r = 0; r < R; ++r) {
+      vf y = acc[r][v] + rs->bias[r];
+      if (rs->sum) y += *reinterpret_cast<const vf*>(rs->sum + r * out_stride + q + shift);
+      if (rs->act == graph::Activation::Relu) {
+        y = y > 0 ? y : 0;  // NaN -> 0, as the other kernels' Relu
+      } else if (rs->act == graph::Activation::Clip) {
+        y = y >= rs->lo ? y : rs->lo;  // NaN -> lo, as max(NaN, lo) in the other kernels
+        y = y <= rs->hi ? y : rs->hi;
+      }
+      *reinterpret_cast<vf*>(out + r * out_stride + q + shift) = reinterpret_cast<vf>(reinterpret_cast<vi>(y) & keep);
+    }
+  }
 }
 
 using PassFn = void (*)(const float*, int64_t, const int64_t*, int64_t, int64_t, const int32_t*, const float* const*,
-                        float*, int64_t, int64_t);
+                        float*, int64_t, int64_t, const ResidentStore*);
 template <int R, size_t... V>
 constexpr std::array<PassFn, kPassVecs> pass_row(std::index_sequence<V...>) {
   return {&pass<R, static_cast<int>(V) + 1>...};
@@ -64,18 +108,26 @@ bool direct_conv_supported(const int64_t* strides, const int64_t* dilations) {
 
 size_t direct_conv_scratch(const DirectConvShape& s) {
   const planar::Geometry g = s.geometry();
-  return static_cast<size_t>(g.planes_size(s.c) + s.m * g.flat_out() + s.m) * sizeof(float) + 128;
+  // planar input, planar output, the biases, ResidentStore::col_mask
+  return static_cast<size_t>(g.planes_size(s.c) + s.m * g.flat_out() + s.m + g.grid_w() + kVec) * sizeof(float) + 128;
 }
 
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue) {
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue, bool x_resident) {
   if (ko <= 0) return;  // no output channel (the gated conv handles that case before calling)
   const planar::Geometry geo = s.geometry();
   const int64_t ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
-  auto* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
-  float* outp = planes + geo.planes_size(ki);
-  planar::pack(geo, x, x_stride, in_pos, ki, planes);
+  auto* scratch_planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
+  float* outp = scratch_planes + geo.planes_size(ki);
+  const float* planes = scratch_planes;
+  const planar::Geometry same = planar::resident(s.h, s.w);
+  if (x_resident && s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad_top == 1 && s.pad_left == 1 && s.oh == s.h &&
+      s.ow == s.w && geo.plane() == same.plane() && geo.grid_w() == same.grid_w())
+    planes = x;  // already this conv's padded input
+  else
+    planar::pack(geo, x, x_stride, in_pos, ki, scratch_planes, 1, x_resident);
+
   int64_t tap_off[64];
   planar::tap_offsets(geo, ki, tap_off);
   // Blocks of up to kRows output channels x 64 flat output pixels (the 2 pad columns per row
@@ -86,18 +138,40 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   const int64_t work = ko * ki * taps * s.oh * s.ow;
   float* bias_c = outp + ko * q;
   for (int64_t j = 0; j < ko; ++j) bias_c[j] = bias[out_ch[j]];
+  // Resident output of a 3x3 stride-1 conv: each pass writes its results into the planes
+  // itself (no planar results to copy out afterwards).
+  const int64_t gw = geo.grid_w(), ps_out = planar::resident(s.oh, s.ow).plane();
+  const bool direct_store = epilogue.resident_out && s.stride == 1 && s.kw == 3 && gw == s.ow + 2 &&
+                            resident_store_activation(epilogue.act);
+  int32_t* col_mask = reinterpret_cast<int32_t*>(bias_c + ko);
+  if (direct_store) {
+    for (int64_t c = 0; c < gw + kVec; ++c) col_mask[c] = c % gw < s.ow ? -1 : 0;
+    // The border before the first output pixel's place (the top row and the next row's left
+    // border) and after the last block's (bottom rows and slack): the passes write the rest.
+    for (int64_t j = 0; j < ko; ++j) {
+      float* p = y + j * ps_out;
+      std::memset(p, 0, static_cast<size_t>(gw + 1) * sizeof(float));
+      std::memset(p + q + gw + 1, 0, static_cast<size_t>(ps_out - (q + gw + 1)) * sizeof(float));
+    }
+  } else if (epilogue.resident_out) {
+    planar::clear_resident_borders(s.oh, s.ow, ko, y);
+  }
   auto block = [&](int64_t g, int64_t qb) {
     const int64_t j0 = ko * g / groups, rows = ko * (g + 1) / groups - j0;
     const float* wrow[kRows];
     for (int64_t r = 0; r < kRows; ++r)
       wrow[r] = weights + static_cast<int64_t>(out_ch[std::min(j0 + r, ko - 1)]) * s.c * taps;
-    float* out = outp + j0 * q;
+    float* out = direct_store ? y + j0 * ps_out : outp + j0 * q;
+    const ResidentStore rs{bias_c + j0, epilogue.sum ? epilogue.sum + j0 * ps_out : nullptr, col_mask, gw, used,
+                           epilogue.act.kind, epilogue.act.alpha, epilogue.act.beta};
     // The last block stops at the last vector that holds output pixels (on a 14x14 map the
-    // 224 grid pixels end half-way through the fourth block).
-    const int64_t vecs = std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
+    // 224 grid pixels end half-way through the fourth block). (Written straight into resident
+    // planes, the rest of the block is written too: zeros, the bottom border.)
+    const int64_t vecs = direct_store ? kBlock / kVec : std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
     for (int64_t v0 = 0; v0 < vecs; v0 += kPassVecs)
-      kPassFns[rows - 1][std::min(kPassVecs, vecs - v0) - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out, q,
-                                                              qb * kBlock + v0 * kVec);
+      kPassFns[rows - 1][std::min(kPassVecs, vecs - v0) - 1](planes, ps, tap_off, taps, ki, in_ch, wrow, out,
+                                                              direct_store ? ps_out : q, qb * kBlock + v0 * kVec,
+                                                              direct_store ? &rs : nullptr);
   };
   // Large maps: tiles of blocks, every group of a tile, then the tile straight back to NHWC
   // while its results are in cache. A tile's input window stays in cache across the groups,
@@ -111,8 +185,15 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
       const int64_t qb0 = t * tile, qb1 = std::min(qblocks, qb0 + tile);
       for (int64_t g = 0; g < groups; ++g)
         for (int64_t qb = qb0; qb < qb1; ++qb) block(g, qb);
-      planar::store_block(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, ko, bias_c,
-                          epilogue.sum, epilogue.sum_stride, epilogue.act);
+      if (direct_store) continue;
+      if (epilogue.resident_sum && !epilogue.resident_out)
+        planar::add_resident_sum(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, epilogue.sum);
+      if (epilogue.resident_out)
+        planar::store_block_resident(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, bias_c,
+                                     epilogue.sum, epilogue.act);
+      else
+        planar::store_block(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, ko, bias_c,
+                            epilogue.resident_sum ? nullptr : epilogue.sum, epilogue.sum_stride, epilogue.act);
     }
     return;
   }
@@ -134,7 +215,17 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t qb = 0; qb < qblocks; ++qb) block(g, qb);
   }
-  planar::unpack(geo, outp, ko, y, ko, bias_c, epilogue.sum, epilogue.sum_stride, epilogue.act);
+  if (direct_store) return;
+  if (epilogue.resident_out) {
+    planar::unpack_resident(geo, outp, ko, y, bias_c, epilogue.sum, epilogue.act);
+    return;
+  }
+  if (epilogue.resident_sum)
+#pragma omp parallel for schedule(static) if (s.oh * s.ow * ko > 16384)
+    for (int64_t oy = 0; oy < s.oh; ++oy)
+      planar::add_resident_sum(geo, outp + oy * geo.grid_w(), q, oy * geo.grid_w(), s.ow, ko, epilogue.sum);
+  planar::unpack(geo, outp, ko, y, ko, bias_c, epilogue.resident_sum ? nullptr : epilogue.sum, epilogue.sum_stride,
+                 epilogue.act);
 }
 
 }  // namespace sluice::ops::gated

@@ -35,10 +35,16 @@ struct DirectEpilogue {
   const float* sum = nullptr;
   int64_t sum_stride = 0;
   graph::FusedActivation act{};
+  // y, and sum, are resident planes of the output map (planar::resident), not NHWC (their
+  // strides are then unused). A resident sum may go with an NHWC y, not the other way round.
+  bool resident_out = false, resident_sum = false;
 };
 
+// x_resident: x is resident planes of all s.c input channels (in_pos must be 0..c-1): read as
+// they are by a 3x3, stride-1, pad-1 conv on an unchanged map (planar::resident), else packed
+// from them (row copies, no transposes).
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {});
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {}, bool x_resident = false);
 
 }  // namespace sluice::ops::gated

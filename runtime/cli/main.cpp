@@ -351,6 +351,7 @@ struct SessionFlags {
   std::string gating = "on";
   float density = 0.f;
   std::string sparse = "auto";
+  std::string planes = "resident";
   bool profile = false;
 
   void add(CLI::App* cmd) {
@@ -367,6 +368,11 @@ struct SessionFlags {
                     "always, or off (dense)")
         ->check(CLI::IsMember({"auto", "always", "off"}))
         ->capture_default_str();
+    cmd->add_option("--planes", planes,
+                    "resident: activations between convs on the direct planar kernel stay planar; nhwc: every "
+                    "conv reads and writes NHWC (what resident planes gain)")
+        ->check(CLI::IsMember({"resident", "nhwc"}))
+        ->capture_default_str();
   }
   sluice::SessionOptions options() const {
     sluice::SessionOptions o;
@@ -377,6 +383,7 @@ struct SessionFlags {
     o.density = density;
     o.sparse = sparse == "off" ? sluice::SparseMode::Off
                : sparse == "always" ? sluice::SparseMode::Always : sluice::SparseMode::Measured;
+    o.resident_planes = planes == "resident";
     return o;
   }
 };

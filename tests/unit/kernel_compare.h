@@ -57,4 +57,24 @@ inline void add_epilogue(OnnxBuilder& b, const std::string& y, const Shape& r_sh
   b.output("z");
 }
 
+// A conv case: batch, channels in and out, square map, square kernel ("same" pads), stride.
+struct DenseCase {
+  int64_t n, c, m, h, k, stride;
+  bool residual;
+  int64_t group = 1;
+};
+
+// x -> Conv (bias, "same" pads) -> add_epilogue: the conv of case t, loaded.
+inline Model single_conv(const DenseCase& t) {
+  OnnxBuilder b;
+  const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
+  b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c / t.group, t.k, t.k}, 0.3f).init_random("b", {t.m});
+  auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+  OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
+  OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
+  OnnxBuilder::attr_int(conv, "group", t.group);
+  add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
+  return b.load();
+}
+
 }  // namespace sluice::testing

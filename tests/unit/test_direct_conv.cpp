@@ -223,25 +223,6 @@ TEST(PlanarPack, MatchesPlainLoop) {
 namespace sluice::testing {
 namespace {
 
-struct DenseCase {
-  int64_t n, c, m, h, k, stride;
-  bool residual;
-  int64_t group = 1;
-};
-
-// x -> Conv (bias, "same" pads) -> add_epilogue: the conv of case t, loaded.
-Model single_conv(const DenseCase& t) {
-  OnnxBuilder b;
-  const int64_t o = (t.h + 2 * (t.k / 2) - t.k) / t.stride + 1;
-  b.input("x", {t.n, t.c, t.h, t.h}).init_random("w", {t.m, t.c / t.group, t.k, t.k}, 0.3f).init_random("b", {t.m});
-  auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
-  OnnxBuilder::attr_ints(conv, "strides", {t.stride, t.stride});
-  OnnxBuilder::attr_ints(conv, "pads", {t.k / 2, t.k / 2, t.k / 2, t.k / 2});
-  OnnxBuilder::attr_int(conv, "group", t.group);
-  add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
-  return b.load();
-}
-
 // NaN in the input through a conv with a fused Relu or Clip (ReLU6): Sluice's own kernels (the
 // direct dense conv and the sparse conv, whose epilogue is planar::store_block) give what oneDNN's
 // post-ops give (Relu: 0, Clip: its min), so the answer does not depend on the measured choice.

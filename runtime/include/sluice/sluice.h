@@ -132,6 +132,10 @@ struct SessionOptions {
   // Convs whose weights are >= 50% zero (Session::inspect shows the choice and, when measured,
   // both times).
   SparseMode sparse = SparseMode::Measured;
+  // Activations between convs on Sluice's direct planar kernel stay in its planar form instead
+  // of NHWC (Session::inspect: "in resident planes"); false keeps every conv on NHWC, to
+  // measure what that gains.
+  bool resident_planes = true;
 };
 
 // One sample of one layer.

@@ -1,0 +1,78 @@
+// Resident planes (passes.h: keep_planes_resident). The direct conv kernel works on planar,
+// zero-bordered copies of its input and output; between two thin convs that both run on it, the
+// NHWC tensor in the middle is only a detour (the producer transposes its planar results into
+// it, the reader packs it back). Such values stay planar instead.
+//
+// A value is kept planar only if everything around it can do without NHWC:
+//   - its producer is a conv that may run on the direct kernel (the caller says which) or a max
+//     pool whose input is kept planar;
+//   - each reader is such a conv reading it as its input (a 3x3, stride-1, pad-1
+//     conv on the same map reads the planes as they are, others copy rows out of them) or as
+//     its fused residual, or a max pool whose output is kept planar;
+//   - a conv with a fused residual writes planar output only if the residual is planar (an
+//     NHWC residual is not added into planes; a planar one is into NHWC output);
+//   - it is not a graph output.
+// The largest set with these properties: start from every candidate and drop values that break
+// a rule until none does.
+#include <vector>
+
+#include "graph/passes/passes.h"
+#include "ops/kernel.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+bool fused_sum(const Node& n) {
+  return n.op == OpType::Conv && n.p<ConvParams>().fused_sum && n.inputs.size() > 3 && n.inputs[3] != kNoValue;
+}
+
+}  // namespace
+
+int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct) {
+  g.rebuild_links();
+  // From scratch: what an earlier run kept planar is NHWC again.
+  for (Value& v : g.values)
+    if (v.layout == Layout::Planar) v.layout = Layout::NHWC;
+  for (Node& n : g.nodes)
+    if (n.layout == Layout::Planar) n.layout = Layout::NHWC;
+  const size_t nv = g.values.size();
+  std::vector<char> conv(g.nodes.size(), 0), pool(g.nodes.size(), 0), planar(nv, 0);
+  for (NodeId id = 0; id < static_cast<NodeId>(g.nodes.size()); ++id) {
+    const Node& n = g.node(id);
+    if (n.dead || n.layout != Layout::NHWC) continue;
+    conv[id] = n.op == OpType::Conv && direct(id) && ops::resident_conv(g, n);
+    pool[id] = ops::resident_pool(g, n);
+    if (!conv[id] && !pool[id]) continue;
+    const Value& y = g.value(n.outputs[0]);
+    if (!y.is_output && !y.is_constant() && y.layout == Layout::NHWC) planar[n.outputs[0]] = 1;
+  }
+  auto reads_ok = [&](NodeId c, size_t i) {
+    const Node& n = g.node(c);
+    if (conv[c]) return i == 0 || (i == 3 && fused_sum(n));
+    return pool[c] && i == 0 && planar[n.outputs[0]] != 0;
+  };
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+      if (!planar[v]) continue;
+      const Node& p = g.node(g.value(v).producer);
+      bool ok = !(pool[g.value(v).producer] && !planar[p.inputs[0]]) && !(fused_sum(p) && !planar[p.inputs[3]]);
+      for (NodeId c : g.value(v).consumers)
+        for (size_t i = 0; ok && i < g.node(c).inputs.size(); ++i)
+          if (g.node(c).inputs[i] == v) ok = reads_ok(c, i);
+      if (!ok) planar[v] = 0, changed = true;
+    }
+  }
+  int kept = 0;
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    if (!planar[v]) continue;
+    g.value(v).layout = Layout::Planar;
+    ++kept;
+    Node& p = g.node(g.value(v).producer);
+    if (pool[g.value(v).producer]) p.layout = Layout::Planar;
+  }
+  return kept;
+}
+
+}  // namespace sluice::graph::passes
