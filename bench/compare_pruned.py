@@ -15,6 +15,8 @@ seeded) of every BN; in ResNet-18 the BNs that write into one residual stream (t
 stage's downsampling BN and every block's second BN) lose the same channels, so that the
 stream's dependency group can go as a whole. Columns:
 
+  nhwc      = the slimmed model with `--planes nhwc`: every conv reads and writes NHWC, no
+              resident planes between the direct kernel's convs (what those gain)
   MAC ratio = dense MACs / executed MACs (Sluice's stats: what the compacted model runs)
   speedup   = unpruned time / slimmed time (both Sluice)
   eff.      = speedup / MAC ratio   (target >= 0.9)
@@ -150,16 +152,19 @@ def main(argv=None):
         for p in (float(v) for v in a.prune.split(",")):
             path = export(m, p, out_dir)
             for t in (int(v) for v in a.threads.split(",")):
-                slim, full, ort_t, stats = [], [], [], None
+                slim, nhwc, full, ort_t, stats = [], [], [], [], None
                 sess = make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s prune=%.2f threads=%d round %d/%d" % (m, p, t, r + 1, a.rounds))
                     s = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
                     slim += s["times_ms"]
                     stats = s
+                    # The same slimmed file with every conv on NHWC (no resident planes).
+                    nhwc += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--planes", "nhwc"])["times_ms"]
                     full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
                     ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
                 row = {"model": m, "prune": p, "threads": t, "slim_ms": statistics.median(slim),
+                       "slim_nhwc_ms": statistics.median(nhwc),
                        "unpruned_ms": statistics.median(full), "ort_ms": statistics.median(ort_t),
                        "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"]}
                 row["mac_ratio"] = row["dense_macs"] / row["executed_macs"]
@@ -167,16 +172,16 @@ def main(argv=None):
                 row["efficiency"] = row["speedup"] / row["mac_ratio"]
                 row["vs_ort"] = row["ort_ms"] / row["slim_ms"]
                 rows.append(row)
-                log("  slimmed %.2f ms, unpruned %.2f ms, ORT %.2f ms; MAC ratio %.2f, speedup %.2f (%.0f%%)" % (
-                    row["slim_ms"], row["unpruned_ms"], row["ort_ms"], row["mac_ratio"], row["speedup"],
-                    100 * row["efficiency"]))
+                log("  slimmed %.2f ms (NHWC planes %.2f), unpruned %.2f ms, ORT %.2f ms; MAC ratio %.2f, speedup %.2f (%.0f%%)" % (
+                    row["slim_ms"], row["slim_nhwc_ms"], row["unpruned_ms"], row["ort_ms"], row["mac_ratio"],
+                    row["speedup"], 100 * row["efficiency"]))
     if a.markdown:
-        print("| model | pruned | threads | slimmed (ms) | unpruned (ms) | ORT slimmed file (ms) | MAC ratio | speedup | speedup / MAC ratio | ORT / slimmed |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| model | pruned | threads | slimmed (ms) | slimmed, `--planes nhwc` (ms) | unpruned (ms) | ORT slimmed file (ms) | MAC ratio | speedup | speedup / MAC ratio | ORT / slimmed |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print("| %s | %.0f%% | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |" % (
-                r["model"], 100 * r["prune"], r["threads"], r["slim_ms"], r["unpruned_ms"], r["ort_ms"],
-                r["mac_ratio"], r["speedup"], r["efficiency"], r["vs_ort"]))
+            print("| %s | %.0f%% | %d | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f |" % (
+                r["model"], 100 * r["prune"], r["threads"], r["slim_ms"], r["slim_nhwc_ms"], r["unpruned_ms"],
+                r["ort_ms"], r["mac_ratio"], r["speedup"], r["efficiency"], r["vs_ort"]))
         print()
         print(run_footer(a))
     write_rows(rows, a)

@@ -165,7 +165,8 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
   // Candidates: the convs that chose the direct kernel, and those where it was timed against
   // oneDNN and lost. Without the NHWC copies that resident planes save, a loser may win: it is
   // timed again that way, on the planes it would read and write, and if it still loses it
-  // drops out and the values are chosen again without it, until no candidate loses.
+  // drops out and the values are chosen again without it, until no candidate loses. A conv on
+  // a sparse kernel (which skips zero weights: measured faster, or --sparse always) keeps it.
   std::vector<Step*> step_of(g_.nodes.size(), nullptr);
   for (Step& st : steps_) step_of[st.node] = &st;
   std::vector<char> dropped(g_.nodes.size(), 0);
@@ -186,7 +187,8 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
   for (bool again = true; again;) {
     kept = graph::passes::keep_planes_resident(g_, [&](NodeId id) {
       const Step* st = step_of[id];
-      return st && !dropped[id] && (st->kernel->keeps_planes() || ops::direct_timed(g_, g_.node(id)));
+      return st && !dropped[id] && st->kernel->executed_macs() < 0 &&
+             (st->kernel->keeps_planes() || ops::direct_timed(g_, g_.node(id)));
     });
     again = false;
     for (Step& st : steps_) {
@@ -196,10 +198,15 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
       if (t.layouts != layouts(n)) {
         std::unique_ptr<ops::Kernel> direct = ops::make_direct_conv(g_, n);
         const std::vector<double> ms = ops::time_kernels({st.kernel.get(), direct.get()}, g_, n, 7);
-        char note[96];
-        std::snprintf(note, sizeof note, "[measured: direct on resident planes %.3f ms, %s %.3f ms]", ms[1],
-                      st.kernel->name().substr(0, st.kernel->name().find(' ')).c_str(), ms[0]);
-        t = {layouts(n), ms[1] < ms[0], note};
+        // The other kernel's name without the note of its own earlier choice.
+        std::string other = st.kernel->name();
+        if (const std::string own = st.kernel->choice_note(); !own.empty() && other.size() > own.size())
+          other.resize(other.size() - own.size() - 1);
+        char times[64];
+        std::snprintf(times, sizeof times, " %.3f ms, ", ms[1]);
+        std::string note = "[measured: direct on resident planes" + std::string(times) + other;
+        std::snprintf(times, sizeof times, " %.3f ms]", ms[0]);
+        t = {layouts(n), ms[1] < ms[0], note + times};
       }
       if (!t.direct_wins) dropped[st.node] = 1, again = true;
     }
@@ -217,6 +224,7 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
     const std::string note = timed.count(st.node) ? timed[st.node].note : st.kernel->choice_note();
     st.kernel = ops::make_kernel(g_, st.node, ko);
     if (!note.empty()) st.kernel = ops::with_note(std::move(st.kernel), note);
+    st.executed_macs = st.kernel->executed_macs() >= 0 ? st.kernel->executed_macs() : ops::static_macs(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
   }
 }
