@@ -32,6 +32,11 @@ live against ONNX Runtime on the same file:
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
               outputs fold into the projection's bias
+  resident    a ResNet-style net (7x7/2 stem, 3x3/2 max pool, basic blocks, a stride-2 block
+              with a 1x1 downsample) slimmed from 32/64 to 20/39 channels on a 96x96 input:
+              its thin convs may run on the direct kernel with the activations between them
+              in resident planes; checked with `--planes resident` and `--planes nhwc`, on 1 and
+              2 threads (inspect says whether planes were kept: the kernel choice is measured)
 
 For each: outputs equal ORT (batch 1 and 3), the channels removed per layer equal what the
 construction says may be removed, executed MACs equal the count of the compacted network,
@@ -743,6 +748,68 @@ def committed_models(a):
                       "%s: MACs after pruning %d = the training script's count %d" % (name, insp["static_macs"], want))
 
 
+class ThinResNet(nn.Module):
+    """torchvision's ResNet stem and basic blocks at 32 and 64 channels, one block per stage."""
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+            return F.relu(y + (self.down(x) if self.down is not None else x))
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 32, 7, 2, 3, bias=False), nn.BatchNorm2d(32)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.l1 = nn.Sequential(self.Basic(32, 32, 1), self.Basic(32, 32, 1))
+        self.l2 = nn.Sequential(self.Basic(32, 64, 2), self.Basic(64, 64, 1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.l2(self.l1(x)), 1), 1))
+
+
+def resident_case(a):
+    torch.manual_seed(8)
+    m = ThinResNet()
+    randomise_bn(m)
+    with torch.no_grad():
+        # Network slimming per dependency group: the stem's stream (stem, every l1 block's second
+        # BN), l2's stream (downsample and second BNs), and each block's inner BN.
+        for bns, c, keep in (([m.bn] + [b.b2 for b in m.l1], 32, 20),
+                             ([m.l2[0].down[1]] + [b.b2 for b in m.l2], 64, 39),
+                             ([m.l1[0].b1], 32, 20), ([m.l1[1].b1], 32, 20), ([m.l2[0].b1], 64, 39), ([m.l2[1].b1], 64, 39)):
+            dead = torch.randperm(c)[:c - keep]
+            for bn in bns:
+                bn.weight[dead] = 0
+                bn.bias[dead] = 0
+    m.eval()
+    path = os.path.join(a.work_dir, "resident.onnx")
+    torch.onnx.export(m, torch.randn(1, 3, 96, 96), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    x = np.random.default_rng(3).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    kept = []
+    for planes in ("resident", "nhwc"):
+        for t in ("1", "2"):
+            insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=2x3x96x96", "--planes", planes,
+                                         "-t", t).stdout)
+            n = sum(1 for nd in insp["nodes"] for o in nd["outputs"] if o.get("layout") == "planar")
+            if planes == "nhwc":
+                check(n == 0, "resident: --planes nhwc keeps no value planar (%d on %s threads)" % (n, t))
+            else:
+                kept.append(n)
+            run_vs_ort(a, path, x, "resident_%s_t%s" % (planes, t), "--planes", planes, "-t", t)
+    print("resident: values kept in resident planes on 1 and 2 threads: %s (the kernel choice is measured)" % kept)
+
+
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
@@ -780,6 +847,7 @@ def main():
     unread_case(a)
     mlp_case(a)
     mobilenet_case(a)
+    resident_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}
