@@ -15,6 +15,7 @@
 
 #include "graph/graph.h"
 #include "ops/common/onednn.h"
+#include "ops/conv/planar.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/gated/weight_gather.h"
 #include "ops/shift/shift.h"
@@ -97,10 +98,15 @@ OneConv one_conv(int64_t c, int64_t h, int64_t m, int64_t o, const sluice::Shape
 }
 
 // Times kernel->run on random data of the node's shapes, with scratch 64-byte aligned as plans give it.
+// With resident planes (graph::Layout::Planar) the buffers hold the planes.
 void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const OneConv& cv) {
   using namespace sluice;
-  auto numel = [](const Shape& s) { return s[0] * s[1] * s[2] * s[3]; };
-  std::vector<float> in = random_data(numel(cv.xs)), out(static_cast<size_t>(numel(cv.ys)));
+  auto numel = [&](const Shape& s, graph::ValueId v) {
+    return cv.g.value(v).layout == graph::Layout::Planar ? s[0] * s[1] * ops::planar::resident(s[2], s[3]).plane()
+                                                          : s[0] * s[1] * s[2] * s[3];
+  };
+  const graph::Node& n = cv.g.nodes[cv.id];
+  std::vector<float> in = random_data(numel(cv.xs, n.inputs[0])), out(static_cast<size_t>(numel(cv.ys, n.outputs[0])));
   std::vector<std::byte> scratch(kernel.scratch_bytes() + 64);
   ops::TensorView iv{DType::Float32, cv.xs, in.data()}, ov{DType::Float32, cv.ys, out.data()};
   ops::TensorView ins[] = {iv, {}}, outs[] = {ov};
@@ -113,7 +119,8 @@ void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const On
 // zeros > 0: that fraction of the weights set to zero at random, and the sparse direct kernel
 // (ops/sparse, read as `variant` says) instead of the
 // kernel a plan would pick.
-// zeros < 0: the dense direct planar kernel (ops/conv/direct.cpp), which a plan times against oneDNN.
+// zeros < 0: the dense direct planar kernel (ops/conv/direct.cpp), which a plan times against oneDNN;
+// -2: the same with its input and output in resident planes (as between two convs on it).
 void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, sluice::ops::SparseVariant variant) {
   using namespace sluice;
   std::vector<float> wd = random_data(l.m * (l.c / l.group) * l.k * l.k);
@@ -128,7 +135,10 @@ void BM_SluiceConv(benchmark::State& st, Layer l, double zeros, sluice::ops::Spa
   p.pads = {l.k / 2, l.k / 2, l.k / 2, l.k / 2};
   p.group = l.group;
   p.activation.kind = graph::Activation::Relu;
-  const OneConv cv = one_conv(l.c, l.h, l.m, out_size(l), {l.m, l.c / l.group, l.k, l.k}, wd, p);
+  OneConv cv = one_conv(l.c, l.h, l.m, out_size(l), {l.m, l.c / l.group, l.k, l.k}, wd, p);
+  if (zeros == -2)  // the direct conv between two others on it: input and output in resident planes
+    for (graph::ValueId v : {cv.g.nodes[cv.id].inputs[0], cv.g.nodes[cv.id].outputs[0]})
+      cv.g.value(v).layout = graph::Layout::Planar;
   auto kernel = zeros > 0   ? ops::make_sparse_conv(cv.g, cv.g.nodes[cv.id], variant)
                 : zeros < 0 ? ops::make_direct_conv(cv.g, cv.g.nodes[cv.id])
                             : ops::make_kernel(cv.g, cv.id, {true});
@@ -316,6 +326,8 @@ int register_all() {
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_OneDnnAlone, l, false)->UseRealTime();
     if (l.group == 1 && l.k > 1)
       benchmark::RegisterBenchmark(("direct/" + name).c_str(), BM_SluiceConv, l, -1.0, Variant::Plain)->UseRealTime();
+    if (l.group == 1 && l.k > 1 && std::string(l.model).find("_p70") != std::string::npos)
+      benchmark::RegisterBenchmark(("resident/" + name).c_str(), BM_SluiceConv, l, -2.0, Variant::Plain)->UseRealTime();
     // oneDNN's preferred activation layout (blocked nChw8c on AVX2), with the reorders to it left out.
     benchmark::RegisterBenchmark(("onednn_any/" + name).c_str(), BM_OneDnnAlone, l, true)->UseRealTime();
     // The sparse kernel at uniform random sparsities (GFLOP/s counts the dense FLOPs, so the
