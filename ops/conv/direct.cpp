@@ -27,6 +27,9 @@ class PlanarDirectConv final : public Kernel {
         x_resident_(is_resident(g, n.inputs[0])),
         y_resident_(is_resident(g, n.outputs[0])),
         sum_resident_(p_.fused_sum && is_resident(g, n.inputs[3])) {
+    // An NHWC residual is not added into planes (keep_planes_resident never asks for it).
+    if (y_resident_ && p_.fused_sum && !sum_resident_)
+      throw Error("internal error: '" + n.name + "' writes resident planes with an NHWC residual");
     const Shape& xs = g.value(n.inputs[0]).shape;
     const graph::Value& w = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
