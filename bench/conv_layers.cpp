@@ -102,8 +102,7 @@ OneConv one_conv(int64_t c, int64_t h, int64_t m, int64_t o, const sluice::Shape
 void run_timed(benchmark::State& st, const sluice::ops::Kernel& kernel, const OneConv& cv) {
   using namespace sluice;
   auto numel = [&](const Shape& s, graph::ValueId v) {
-    return cv.g.value(v).layout == graph::Layout::Planar ? s[0] * s[1] * ops::planar::resident(s[2], s[3]).plane()
-                                                          : s[0] * s[1] * s[2] * s[3];
+    return cv.g.value(v).layout == graph::Layout::Planar ? ops::planar::resident_floats(s) : s[0] * s[1] * s[2] * s[3];
   };
   const graph::Node& n = cv.g.nodes[cv.id];
   std::vector<float> in = random_data(numel(cv.xs, n.inputs[0])), out(static_cast<size_t>(numel(cv.ys, n.outputs[0])));

@@ -99,10 +99,18 @@ void Plan::optimise(const SessionOptions& options) {
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
 }
 
+namespace {
+// What one run of node n on kernel k executes: the kernel's own count where it skips work
+// statically (sparse weights), else the node's.
+int64_t executed_macs(const ops::Kernel& k, const graph::Graph& g, const graph::Node& n) {
+  return k.executed_macs() >= 0 ? k.executed_macs() : ops::static_macs(g, n);
+}
+}  // namespace
+
 size_t Plan::slot_bytes(const graph::Value& v) {
   size_t bytes = dtype_size(v.dtype);
   if (v.layout == graph::Layout::Planar)  // resident planes: N x C planes with their borders
-    return bytes * static_cast<size_t>(v.shape[0] * v.shape[1] * ops::planar::resident(v.shape[2], v.shape[3]).plane());
+    return bytes * static_cast<size_t>(ops::planar::resident_floats(v.shape));
   for (int64_t d : v.shape) bytes *= static_cast<size_t>(d);
   return bytes;
 }
@@ -151,7 +159,7 @@ void Plan::build_steps(const SessionOptions& options) {
                       " (a Sluice bug if the model is valid; `--reference` runs it without optimised kernels)");
     }
     st.dense_macs = ops::dense_macs(g_, n);
-    st.executed_macs = st.kernel->executed_macs() >= 0 ? st.kernel->executed_macs() : ops::static_macs(g_, n);
+    st.executed_macs = executed_macs(*st.kernel, g_, n);
     st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;
     st.propagates_activity = ops::keeps_zero_channels(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
@@ -224,7 +232,7 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
     const std::string note = timed.count(st.node) ? timed[st.node].note : st.kernel->choice_note();
     st.kernel = ops::make_kernel(g_, st.node, ko);
     if (!note.empty()) st.kernel = ops::with_note(std::move(st.kernel), note);
-    st.executed_macs = st.kernel->executed_macs() >= 0 ? st.kernel->executed_macs() : ops::static_macs(g_, n);
+    st.executed_macs = executed_macs(*st.kernel, g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
   }
 }

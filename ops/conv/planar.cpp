@@ -327,6 +327,20 @@ void unpack(const Geometry& g, const float* planes, int64_t k, float* y, int64_t
     store_block(g, planes + oy * gw, q, oy * gw, g.ow, k, y, y_stride, bias, sum, sum_stride, act);
 }
 
+namespace {
+// Calls f(oy, x0, x1) for each output row oy that flat positions [q0, q0 + npx) reach, with
+// the row's output columns [x0, x1) among them (the grid's extra columns and the slack after
+// the last row are left out).
+template <class F>
+void for_row_segments(const Geometry& g, int64_t q0, int64_t npx, F&& f) {
+  const int64_t gw = g.grid_w(), q1 = q0 + npx;
+  for (int64_t oy = q0 / gw; oy < g.oh && oy * gw < q1; ++oy) {
+    const int64_t x0 = std::max<int64_t>(0, q0 - oy * gw), x1 = std::min(g.ow, q1 - oy * gw);
+    if (x0 < x1) f(oy, x0, x1);
+  }
+}
+}  // namespace
+
 void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes) {
   const int64_t ps = resident(h, w).plane(), bottom = (h + 1) * (w + 2);
   for (int64_t j = 0; j < k; ++j) {
@@ -338,11 +352,8 @@ void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes) {
 
 void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
                           float* y, const float* bias, const float* sum, const graph::FusedActivation& act) {
-  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane(), q1 = q0 + npx;
-  for (int64_t oy = q0 / gw; oy < g.oh && oy * gw < q1; ++oy) {
-    // The output pixels of row oy in [q0, q1): columns [x0, x1).
-    const int64_t x0 = std::max<int64_t>(0, q0 - oy * gw), x1 = std::min(g.ow, q1 - oy * gw);
-    if (x0 >= x1) continue;
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane();
+  for_row_segments(g, q0, npx, [&](int64_t oy, int64_t x0, int64_t x1) {
     const int64_t at = resident_index(g.ow, oy, x0);
     for (int64_t j = 0; j < k; ++j) {
       const float* s = src + j * src_stride + (oy * gw + x0 - q0);
@@ -367,21 +378,19 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
       if (x0 == 0) d[-1] = 0.f;  // the row's left border
       if (x1 == g.ow) d[n] = 0.f;  // and its right one
     }
-  }
+  });
 }
 
 void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
                       const float* sum) {
-  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane(), q1 = q0 + npx;
-  for (int64_t oy = q0 / gw; oy < g.oh && oy * gw < q1; ++oy) {
-    const int64_t x0 = std::max<int64_t>(0, q0 - oy * gw), x1 = std::min(g.ow, q1 - oy * gw);
-    if (x0 >= x1) continue;
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane();
+  for_row_segments(g, q0, npx, [&](int64_t oy, int64_t x0, int64_t x1) {
     for (int64_t j = 0; j < k; ++j) {
       float* d = dst + j * dst_stride + (oy * gw + x0 - q0);
       const float* r = sum + j * ps + resident_index(g.ow, oy, x0);
       for (int64_t i = 0; i < x1 - x0; ++i) d[i] += r[i];
     }
-  }
+  });
 }
 
 void unpack_resident(const Geometry& g, const float* planes, int64_t k, float* y, const float* bias, const float* sum,

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "graph/params.h"
 
@@ -75,6 +76,10 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
 // stride-1, pad-1 conv on the same map (rows of w + 2 floats with a zero border of one pixel,
 // zero slack after the bottom border row). Such a conv reads it as it is.
 inline Geometry resident(int64_t h, int64_t w) { return {h, w, 3, 3, h, w, 1, 1}; }
+// Floats of a 4-D [N, C, H, W] activation in resident planes.
+inline int64_t resident_floats(const std::vector<int64_t>& nchw) {
+  return nchw[0] * nchw[1] * resident(nchw[2], nchw[3]).plane();
+}
 // Where pixel (y, x) of a w-wide map sits in its resident plane.
 inline int64_t resident_index(int64_t w, int64_t y, int64_t x) { return (y + 1) * (w + 2) + x + 1; }
 // Zeroes the part of k resident h x w planes that no output row covers: the top border row, and
