@@ -5,7 +5,6 @@
 // (acc < x ? x : acc) like the NHWC kernel, so NaN taps are skipped the same way.
 #include <algorithm>
 #include <limits>
-#include <type_traits>
 
 #include "ops/conv/planar.h"
 #include "ops/kernel.h"
@@ -36,34 +35,66 @@ class ResidentMaxPool final : public Kernel {
   std::string name() const override { return "planar (resident planes)"; }
 
  private:
-  // Row oy of the output into out[0 .. ow), with its border zeros at out[-1] and out[ow].
+  // Row oy of the output into out[0 .. ow), with its border zeros at out[-1] and out[ow]. In two
+  // steps, over chunks of the row: the max down the window's rows inside the map, column by column
+  // (whole vectors), then across each window's columns. Nine strided passes over the output row
+  // (3x3 windows) took 2.5x as long. Columns and rows in the padding stay -inf: never a maximum.
   void pool_row(const float* x, int64_t oy, float* out) const {
-    const int64_t sy = p_.strides[0], sx = p_.strides[1];
-    std::fill(out, out + ow_, -std::numeric_limits<float>::infinity());
+    const int64_t sy = p_.strides[0], sx = p_.strides[1], kh = p_.kernel_shape[0], kw = p_.kernel_shape[1];
+    const int64_t pl = p_.pads[1], iy0 = std::max<int64_t>(0, oy * sy - p_.pads[0]),
+                  iy1 = std::min(h_, oy * sy - p_.pads[0] + kh);
     out[-1] = out[ow_] = 0.f;
-    for (int64_t ky = 0; ky < p_.kernel_shape[0]; ++ky) {
-      const int64_t iy = oy * sy - p_.pads[0] + ky;
-      if (iy < 0 || iy >= h_) continue;
-      const float* row = x + planar::resident_index(w_, iy, 0);
-      for (int64_t kx = 0; kx < p_.kernel_shape[1]; ++kx) {
-        // Output columns whose tap kx is inside the row: 0 <= ox * sx - pad + kx < w.
-        const int64_t d = kx - p_.pads[1];
-        const int64_t lo = d >= 0 ? 0 : (-d + sx - 1) / sx, hi = std::min(ow_, w_ - d > 0 ? (w_ - d - 1) / sx + 1 : 0);
-        if (sx == 1)
-          max_into(out, row + d, lo, hi, std::integral_constant<int64_t, 1>{});
-        else if (sx == 2)
-          max_into(out, row + d, lo, hi, std::integral_constant<int64_t, 2>{});
-        else
-          for (int64_t ox = lo; ox < hi; ++ox) out[ox] = out[ox] < row[ox * sx + d] ? row[ox * sx + d] : out[ox];
+    constexpr int64_t kChunk = 1024;
+    constexpr float kLow = -std::numeric_limits<float>::infinity();
+    if (iy0 >= iy1 || kw > kChunk) {  // no row inside the map; absurdly wide windows
+      std::fill(out, out + ow_, kLow);
+      if (iy0 < iy1) wide_row(x, iy0, iy1, out);
+      return;
+    }
+    const int64_t per = (kChunk - kw) / sx + 1;  // output columns per chunk
+    float col[kChunk];
+    for (int64_t ox0 = 0; ox0 < ow_; ox0 += per) {
+      const int64_t ox1 = std::min(ow_, ox0 + per), c0 = ox0 * sx - pl, c1 = (ox1 - 1) * sx - pl + kw;
+      const int64_t a = std::max<int64_t>(c0, 0), b = std::min(c1, w_);
+      std::fill(col, col + (c1 - c0), kLow);
+      for (int64_t iy = iy0; iy < iy1; ++iy) {
+        const float* row = x + planar::resident_index(w_, iy, 0);
+        float* cm = col - c0;
+        for (int64_t c = a; c < b; ++c) cm[c] = cm[c] < row[c] ? row[c] : cm[c];
       }
+      if (kw == 3 && sx == 2)
+        across<3, 2>(col, ox1 - ox0, out + ox0);
+      else if (kw == 3 && sx == 1)
+        across<3, 1>(col, ox1 - ox0, out + ox0);
+      else if (kw == 2 && sx == 2)
+        across<2, 2>(col, ox1 - ox0, out + ox0);
+      else
+        for (int64_t i = 0; i < ox1 - ox0; ++i) {
+          float m = kLow;
+          for (int64_t kx = 0; kx < kw; ++kx) m = m < col[i * sx + kx] ? col[i * sx + kx] : m;
+          out[ox0 + i] = m;
+        }
     }
   }
-  // A constant stride, so that the compiler vectorises the strided reads.
-  template <class S>
-  static void max_into(float* out, const float* row, int64_t lo, int64_t hi, S) {
-    for (int64_t ox = lo; ox < hi; ++ox) {
-      const float v = row[ox * S::value];
-      out[ox] = out[ox] < v ? v : out[ox];
+  // Window width and stride as constants, so that the compiler vectorises the strided reads.
+  template <int KW, int SX>
+  static void across(const float* col, int64_t n, float* out) {
+    for (int64_t i = 0; i < n; ++i) {
+      float m = -std::numeric_limits<float>::infinity();  // not col[i * SX]: that may be NaN
+      for (int kx = 0; kx < KW; ++kx) m = m < col[i * SX + kx] ? col[i * SX + kx] : m;
+      out[i] = m;
+    }
+  }
+  // Windows wider than a chunk: tap by tap.
+  void wide_row(const float* x, int64_t iy0, int64_t iy1, float* out) const {
+    const int64_t sx = p_.strides[1];
+    for (int64_t iy = iy0; iy < iy1; ++iy) {
+      const float* row = x + planar::resident_index(w_, iy, 0);
+      for (int64_t ox = 0; ox < ow_; ++ox)
+        for (int64_t kx = 0; kx < p_.kernel_shape[1]; ++kx) {
+          const int64_t ix = ox * sx - p_.pads[1] + kx;
+          if (ix >= 0 && ix < w_) out[ox] = out[ox] < row[ix] ? row[ix] : out[ox];
+        }
     }
   }
 

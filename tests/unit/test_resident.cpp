@@ -157,14 +157,20 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
   struct PoolCase {
     int64_t k, s, pt, pl, pb, pr;
     bool ceil;
+    int64_t h = 13, w = 11, kw = 0;  // kw 0: k
   };
-  const PoolCase cases[] = {{2, 2, 0, 0, 0, 0, false}, {3, 2, 1, 1, 1, 1, false}, {3, 1, 1, 1, 1, 1, false},
-                            {3, 2, 0, 1, 2, 0, false}, {3, 2, 0, 0, 0, 0, true},  {2, 1, 0, 0, 1, 1, false}};
+  // The last three: rows longer than the kernel's 1024-column chunks (at stride 2 and 1), and a
+  // window wider than a chunk.
+  const PoolCase cases[] = {{2, 2, 0, 0, 0, 0, false},          {3, 2, 1, 1, 1, 1, false},
+                            {3, 1, 1, 1, 1, 1, false},          {3, 2, 0, 1, 2, 0, false},
+                            {3, 2, 0, 0, 0, 0, true},           {2, 1, 0, 0, 1, 1, false},
+                            {3, 2, 1, 1, 1, 1, true, 4, 2501},  {2, 1, 0, 1, 0, 1, false, 3, 2100},
+                            {1, 3, 0, 2, 0, 1, false, 2, 1200, 1100}};
   for (const PoolCase& t : cases) {
     OnnxBuilder b;
-    b.input("x", {2, 5, 13, 11});
+    b.input("x", {2, 5, t.h, t.w});
     auto& pool = b.node("MaxPool", {"x"}, {"y"});
-    OnnxBuilder::attr_ints(pool, "kernel_shape", {t.k, t.k});
+    OnnxBuilder::attr_ints(pool, "kernel_shape", {t.k, t.kw ? t.kw : t.k});
     OnnxBuilder::attr_ints(pool, "strides", {t.s, t.s});
     OnnxBuilder::attr_ints(pool, "pads", {t.pt, t.pl, t.pb, t.pr});
     OnnxBuilder::attr_int(pool, "ceil_mode", t.ceil);
