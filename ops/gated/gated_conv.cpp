@@ -173,6 +173,18 @@ class GatedConv final : public Kernel {
       suppressed_[static_cast<size_t>(o)] = gate::suppressed_value(p_, beta(), o);
       pre_suppressed_[static_cast<size_t>(o)] = gate::pre_suppressed(p_, beta(), o);
     }
+    // Channels pruned inside the gated conv (network slimming on an FBS net: an all-zero filter
+    // and bias): the gate still ranks them, so they stay in its top-k, but when one is selected
+    // its value is act(pi * 0 + beta_c [+ sum]), which is what it gives suppressed unless beta
+    // is masked and non-zero. Such a channel is selected, then run as suppressed: no MACs.
+    const int64_t per_filter = m_ > 0 ? static_cast<int64_t>(weights_.size()) / m_ : 0;
+    for (int64_t o = 0; o < m_; ++o) {
+      const float* f = weights_.data() + o * per_filter;
+      const bool masked_beta = beta() && p_.beta == graph::BetaMode::Masked && beta_[static_cast<size_t>(o)] != 0.f;
+      if (bias_[static_cast<size_t>(o)] == 0.f && !masked_beta &&
+          std::all_of(f, f + per_filter, [](float v) { return v == 0.f; }))
+        dead_.push_back(static_cast<int32_t>(o));
+    }
     compact_out_ = writes_compact(g, n);
     dense_ = make_prim(c_, m_, false);
     if (std::optional<Prim> b = blocked_form(layout, static_macs(g, n))) {
@@ -274,6 +286,8 @@ class GatedConv final : public Kernel {
       saliency(xb, act_in, in_compact, s.data());
       gate::predict(spec, s.data(), g.data());
       gate::select(spec, g.data(), pi.data());
+      if (p_.gating)
+        for (int32_t o : dead_) pi[static_cast<size_t>(o)] = 0.f;  // selected or not: its suppressed value
       act_out.clear();
       for (int64_t o = 0; o < m_; ++o)
         if (pi[static_cast<size_t>(o)] > 0.f) act_out.push_back(static_cast<int32_t>(o));
@@ -675,6 +689,7 @@ class GatedConv final : public Kernel {
   bool compact_out_ = false;
   int64_t batch_, c_, h_, w_, m_, oh_, ow_, kh_, kw_;
   std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_, pre_suppressed_;
+  std::vector<int32_t> dead_;  // pruned channels (all-zero filter and bias), run as suppressed
   Prim dense_;
   memory dense_w_, dense_b_;
   size_t x_off_ = 0, y_off_ = 0, wc_off_ = 0, wp_off_ = 0, sp_off_ = 0, sp_reserve_ = 0, dc_off_ = 0, bx_off_ = 0,

@@ -631,6 +631,48 @@ TEST(GatedConv, DensityOverrideLowersKAndMatchesTheModelExportedThere) {
   for (const auto& s : gated_layer(st).samples) EXPECT_EQ(s.active_out_channels, half.k);
 }
 
+// Network slimming inside a gated conv, with the predictor rows left as they are (another
+// training recipe than models/train_slimming.py's, which zeroes them too): channels 1 and 5 have
+// an all-zero filter and bias, and a predictor bias that puts them in every top-k. A selected
+// pruned channel then gives act(pi * 0 + beta), its suppressed value, so it runs no MACs. With a
+// masked beta that is non-zero (channel 1 in the second model) it gives act(beta) selected and
+// act(0) suppressed: that channel is computed.
+TEST(GatedConv, SelectedPrunedChannelsRunNoMacs) {
+  for (Beta beta : {Beta::None, Beta::Masked}) {
+    GateCase gc;
+    gc.beta = beta;
+    OnnxBuilder b;
+    b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+    add_gate(b, gc, "g_", "x", "y", gc.c);
+    b.output("y");
+    auto tensor = [&](const std::string& name) -> onnx::TensorProto& {
+      for (auto& t : *b.proto().mutable_graph()->mutable_initializer())
+        if (t.name() == name) return t;
+      throw std::runtime_error("no initializer " + name);
+    };
+    for (int64_t o : {1, 5}) {
+      for (int64_t i = 0; i < gc.c * 9; ++i) tensor("g_w").set_float_data(static_cast<int>(o * gc.c * 9 + i), 0.f);
+      tensor("g_cb").set_float_data(static_cast<int>(o), 0.f);
+      tensor("g_bg").set_float_data(static_cast<int>(o), 100.f);  // always among the winners
+    }
+    if (beta == Beta::Masked) {
+      tensor("g_beta").set_float_data(1, 0.7f);
+      tensor("g_beta").set_float_data(5, 0.f);
+    }
+    Model m = b.load("slimmed_gate.onnx");
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5);
+    EXPECT_LT(o.err_off, 1e-5);
+    const int64_t computed = beta == Beta::Masked ? gc.k - 1 : gc.k - 2;
+    const LayerStats& l = gated_layer(o.stats);
+    ASSERT_EQ(l.samples.size(), static_cast<size_t>(gc.n));
+    for (const auto& smp : l.samples) {
+      EXPECT_EQ(smp.active_out_channels, computed);
+      EXPECT_EQ(smp.executed_macs, computed * gc.c * 9 * gc.hw * gc.hw);
+    }
+  }
+}
+
 TEST(GatedConv, GatingOffExecutesEveryMac) {
   GateCase gc;
   Model m = gate_model(gc);
