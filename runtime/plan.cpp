@@ -72,9 +72,11 @@ void Plan::optimise(const SessionOptions& options) {
   namespace p = graph::passes;
   auto log = [&](const char* name, int n) { pass_log_.emplace_back(name, n); };
   int dead = 0;
+  log("lift_1d", p::lift_1d(g_));
   log("fold_constants", p::fold_constants(g_));
   if (options.optimize) {
     log("eliminate_identities", p::eliminate_identities(g_));
+    log("sink_squeezes", p::sink_squeezes(g_));
     log("recognise_shifts", p::recognise_shifts(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
     log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));

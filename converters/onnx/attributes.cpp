@@ -76,7 +76,13 @@ void parse_kernel_and_auto_pad(const AttributeReader& a, P& p) {
 template <class P>
 void parse_window(const AttributeReader& a, P& p) {
   parse_kernel_and_auto_pad(a, p);
-  size_t rank = p.kernel_shape.empty() ? 2 : p.kernel_shape.size();
+  // Without kernel_shape (a Conv may leave it to the weight) the other attributes give the
+  // rank: a 1-D conv's strides [s] or pads [b, e] (graph/passes/lift_1d.cpp); none: 2-D.
+  size_t rank = p.kernel_shape.size();
+  if (rank == 0) {
+    const std::vector<int64_t> st = a.ints("strides"), di = a.ints("dilations"), pa = a.ints("pads");
+    rank = !st.empty() ? st.size() : !di.empty() ? di.size() : !pa.empty() ? std::max<size_t>(pa.size() / 2, 1) : 2;
+  }
   p.strides = spatial(a, "strides", rank, 1);
   p.dilations = spatial(a, "dilations", rank, 1);
   p.pads = spatial(a, "pads", rank * 2, 0);

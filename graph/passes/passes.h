@@ -23,6 +23,16 @@ void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes,
 // returns its outputs (an empty Tensor where an output is absent), shaped as the graph says.
 std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vector<const Tensor*>& inputs);
 
+// 1-D Conv, MaxPool and AveragePool ([N, C, L] activations) -> their 2-D form on [N, C, 1, L]
+// between an Unsqueeze and a Squeeze of axis 2. Runs before shape inference (it reads only the
+// nodes' own attributes and weights). Returns the number of nodes lifted.
+int lift_1d(Graph& g);
+// Moves each Squeeze of axis 2 (4-D -> 3-D) down past the ops that compute the same on the 4-D
+// value (elementwise ops with constant operands of rank <= 3, BatchNormalization, global pools,
+// channel Concat, Flatten), and drops it where it meets an Unsqueeze of axis 2: lifted 1-D
+// layers then chain in 2-D and fold, fuse and prune as such. Returns the number of moves.
+int sink_squeezes(Graph& g);
+
 // Infers every value's dtype and shape in topological order and folds nodes
 // whose inputs are all constant (and Shape nodes, whose input shape is known)
 // into constants. PyTorch's Shape/Gather/Concat/ConstantOfShape chains vanish here.

@@ -505,5 +505,63 @@ TEST(LinearAsGemm, MatMulAddIsAGemmAndPrunes) {
   EXPECT_EQ(last_node(plan.graph(), graph::OpType::Gemm), nullptr);
 }
 
+// lift_1d + sink_squeezes: a Conv1d whose output is also a graph output, read by a constant Add
+// ([C, 1]: per channel) and Relu (which run in 2-D), a ReduceSum over the channels without
+// keepdims (in 2-D it also reduces the inserted axis, or it would keep a rank too many) and a
+// Concat with a 3-D graph input (not a lifted value: it reads the 3-D conv output). Every output
+// against the same model written with an explicit Unsqueeze, a 2-D conv over [N, C, 1, L] and a
+// Squeeze, on the reference kernels.
+TEST(Lift1d, SqueezesSinkOnlyWhereThe2dFormComputesTheSame) {
+  std::vector<float> w(6 * 3 * 3), bias(6), shift(6);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 29 % 13) / 13.0 - 0.4);
+  for (size_t i = 0; i < 6; ++i) bias[i] = 0.1f * static_cast<float>(i) - 0.2f, shift[i] = 0.3f - 0.1f * static_cast<float>(i);
+  auto model = [&](bool two_d) {
+    OnnxBuilder b;
+    b.input("x", {2, 3, 20}).input("x2", {2, 6, 20});
+    b.init("b", {6}, bias).init("shift", {6, 1}, shift).init_i64("ax1", {1}, {1}).init_i64("ax2", {1}, {2});
+    if (two_d) {
+      b.init("w", {6, 3, 1, 3}, w);
+      b.node("Unsqueeze", {"x", "ax2"}, {"x4"});
+      OnnxBuilder::attr_ints(b.node("Conv", {"x4", "w", "b"}, {"c4"}), "pads", {0, 1, 0, 1});
+      b.node("Squeeze", {"c4", "ax2"}, {"c"});
+    } else {
+      b.init("w", {6, 3, 3}, w);
+      OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "b"}, {"c"}), "pads", {1, 1});
+    }
+    b.node("Add", {"c", "shift"}, {"s"});
+    b.node("Relu", {"s"}, {"r"});
+    OnnxBuilder::attr_int(b.node("ReduceSum", {"r", "ax1"}, {"red"}), "keepdims", 0);
+    OnnxBuilder::attr_int(b.node("Concat", {"c", "x2"}, {"cat"}), "axis", 1);
+    b.output("c").output("red").output("cat");
+    return b.load();
+  };
+  Model one = model(false), two = model(true);
+  runtime::Plan p = make_plan(one, true);
+  EXPECT_EQ(pass_count(p, "lift_1d"), 1);
+  int squeezes = 0, in_4d = 0;
+  for (const auto& st : p.steps()) {
+    const graph::Node& n = p.graph().node(st.node);
+    squeezes += n.op == graph::OpType::Squeeze;
+    if (n.op == graph::OpType::ReduceSum || n.op == graph::OpType::Conv)
+      in_4d += p.graph().value(n.inputs[0]).shape.size() == 4;
+    if (n.op == graph::OpType::Concat) {
+      EXPECT_EQ(p.graph().value(n.outputs[0]).shape.size(), 3u);
+    }
+  }
+  EXPECT_EQ(squeezes, 1) << "only for the conv's own output (a graph output, read by the Concat)";
+  EXPECT_EQ(in_4d, 2) << "the conv and the ReduceSum (behind the Add and Relu) read [N, C, 1, L]";
+  const Tensor x = random_tensor({2, 3, 20}, 3), x2 = random_tensor({2, 6, 20}, 4);
+  for (int threads : {1, 2}) {
+    SessionOptions o;
+    o.threads = threads;
+    auto got = Session(one, o).run({{"x", x}, {"x2", x2}});
+    auto want = Session(two, {1, false}).run({{"x", x}, {"x2", x2}});
+    for (const char* name : {"c", "red", "cat"}) {
+      ASSERT_EQ(got[name].shape(), want[name].shape()) << name;
+      EXPECT_LT(normalized_error(got[name], want[name]), 1e-6) << name;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing

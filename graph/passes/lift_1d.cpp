@@ -1,0 +1,270 @@
+// 1-D convolutions and pools (Conv1d, MaxPool1d, AvgPool1d: [N, C, L] activations) run as 2-D
+// ones on [N, C, 1, L], so that every kernel and pass written for images takes them.
+//
+// lift_1d (before shape inference) rewrites each such node to its 2-D form between an Unsqueeze
+// and a Squeeze of axis 2. sink_squeezes (once shapes are known) then moves each Squeeze down
+// past the ops that work the same on [N, C, 1, L] (elementwise ops, BatchNormalization, global
+// pools, channel Concat, Pad, reductions, Flatten) until it meets the next Unsqueeze and both vanish: a
+// Conv1d -> BN -> ReLU -> MaxPool1d -> Conv1d stack becomes the 2-D stack, which then folds,
+// fuses and prunes like one exported from Conv2d.
+#include <algorithm>
+
+#include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
+
+namespace sluice::graph::passes {
+
+namespace {
+
+constexpr int64_t kAxis = 2;  // the inserted height axis
+
+ValueId add_like(Graph& g, const Value& like, const std::string& suffix, Shape shape) {
+  Value v;
+  v.name = like.name + suffix;
+  v.dtype = like.dtype;
+  v.shape = std::move(shape);
+  v.shape_known = like.shape_known;
+  return g.add_value(std::move(v));
+}
+
+// A node Unsqueeze or Squeeze of axis 2 (axes as an attribute), from `in` to `out`.
+void add_axis_node(Graph& g, OpType op, const std::string& name, ValueId in, ValueId out) {
+  Node n;
+  n.op = op;
+  n.name = name;
+  n.inputs = {in};
+  n.outputs = {out};
+  n.params = AxesParams{{kAxis}, true};
+  g.add_node(std::move(n));
+}
+
+// The window attributes of a 1-D node as 2-D ones over [1, L].
+template <class P>
+void lift_window(P& p) {
+  p.kernel_shape.insert(p.kernel_shape.begin(), 1);
+  if (p.strides.size() == 1) p.strides.insert(p.strides.begin(), 1);
+  if (p.dilations.size() == 1) p.dilations.insert(p.dilations.begin(), 1);
+  if (p.pads.size() == 2) p.pads = {0, p.pads[0], 0, p.pads[1]};
+}
+
+// Whether node n is a Squeeze or Unsqueeze of exactly axis 2 between ranks 4 and 3.
+bool axis2_node(const Graph& g, const Node& n, OpType op) {
+  if (n.dead || n.op != op || n.inputs.empty() || n.outputs.size() != 1) return false;
+  std::vector<int64_t> axes;
+  if (n.inputs.size() > 1 && n.inputs[1] != kNoValue) {
+    axes = const_ints(g, n, 1);
+    if (axes.empty()) return false;
+  } else {
+    const auto& p = n.p<AxesParams>();
+    if (!p.has_axes) return false;
+    axes = p.axes;
+  }
+  const Value& in = g.value(n.inputs[0]);
+  const int64_t rank4 = op == OpType::Squeeze ? static_cast<int64_t>(in.shape.size()) : static_cast<int64_t>(in.shape.size()) + 1;
+  if (axes.size() != 1 || rank4 != 4 || !in.shape_known) return false;
+  const int64_t a = axes[0] < 0 ? axes[0] + 4 : axes[0];
+  return a == kAxis && (op == OpType::Unsqueeze || in.shape[kAxis] == 1);
+}
+
+// Where a value of [N, C, L] shape-rank 3 sits in 4-D: a constant operand of rank r <= 3
+// broadcast against it gets the 1 before its last dim (its dims align from the right).
+Shape lifted(Shape s) {
+  if (!s.empty()) s.insert(s.end() - 1, 1);
+  return s;
+}
+
+bool sinkable(const Node& n) {
+  switch (n.op) {
+    case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::PRelu:
+    case OpType::Clip: case OpType::BatchNormalization: case OpType::GlobalAveragePool:
+    case OpType::GlobalMaxPool: case OpType::Concat: case OpType::Identity: case OpType::Dropout:
+      return true;
+    default: return is_unary_elementwise(n.op);
+  }
+}
+
+bool is_reduce(OpType t) {
+  switch (t) {
+    case OpType::ReduceMean: case OpType::ReduceMax: case OpType::ReduceMin: case OpType::ReduceSum:
+    case OpType::ReduceL1: case OpType::ReduceL2: case OpType::ReduceProd: case OpType::ReduceSumSquare:
+    case OpType::ReduceLogSum: case OpType::ReduceLogSumExp:
+      return true;
+    default: return false;
+  }
+}
+
+// Node r reads x4 (if given) instead of its input 0, and `pads` (if given) as its input 1; its
+// 3-D output becomes a 4-D value that a new Squeeze of axis 2 turns back into it.
+void sink_through(Graph& g, NodeId r, ValueId x4, ValueId pads) {
+  const ValueId o3 = g.node(r).outputs[0];
+  const ValueId o4 = add_like(g, g.value(o3), ":2d", lifted(g.value(o3).shape));
+  Node& n = g.node(r);
+  if (x4 != kNoValue) n.inputs[0] = x4;
+  if (pads != kNoValue) {
+    n.inputs[1] = pads;
+    if (n.inputs.size() > 3) n.inputs.resize(3);  // opset 18's axes: the amounts cover every axis now
+    n.p<PadParams>().pads = const_ints(g, n, 1);
+  }
+  n.outputs[0] = o4;
+  add_axis_node(g, OpType::Squeeze, n.name + ":to_1d", o4, o3);
+}
+
+}  // namespace
+
+int lift_1d(Graph& g) {
+  int lifted_nodes = 0;
+  const size_t count = g.nodes.size();
+  for (size_t i = 0; i < count; ++i) {
+    Node& n = g.nodes[i];
+    if (n.dead || n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.empty() || n.outputs[0] == kNoValue) continue;
+    bool conv = false;
+    if (n.op == OpType::Conv) {
+      const auto& p = n.p<ConvParams>();
+      const bool weight_1d = n.inputs.size() > 1 && n.inputs[1] != kNoValue && g.value(n.inputs[1]).is_constant() &&
+                             g.value(n.inputs[1]).shape.size() == 3;
+      if (p.kernel_shape.size() != 1 && !(p.kernel_shape.empty() && weight_1d)) continue;
+      if (p.kernel_shape.empty()) {  // from the weight; the attributes parsed as 1-D or (none given) 2-D defaults
+        ConvParams& cp = n.p<ConvParams>();
+        const bool defaults = cp.strides == std::vector<int64_t>{1, 1} && cp.dilations == std::vector<int64_t>{1, 1} &&
+                              cp.pads == std::vector<int64_t>{0, 0, 0, 0};
+        if (defaults) cp.strides = {1}, cp.dilations = {1}, cp.pads = {0, 0};
+        if (cp.strides.size() != 1 || cp.dilations.size() != 1 || cp.pads.size() != 2) continue;
+        cp.kernel_shape = {g.value(n.inputs[1]).shape[2]};
+      }
+      conv = true;
+    } else if (n.op == OpType::MaxPool || n.op == OpType::AveragePool) {
+      if (n.p<PoolParams>().kernel_shape.size() != 1) continue;
+    } else {
+      continue;
+    }
+    const std::string name = n.name;
+    const ValueId x = n.inputs[0], y = n.outputs[0];
+    const ValueId x4 = add_like(g, g.value(x), ":2d", {});
+    const ValueId y4 = add_like(g, g.value(y), ":2d", {});
+    Node& node = g.nodes[i];  // add_value does not move nodes, add_node does: re-taken below
+    if (conv) {
+      lift_window(node.p<ConvParams>());
+      const ValueId w = node.inputs[1];
+      const ValueId w4 = add_like(g, g.value(w), ":2d", {});
+      g.nodes[i].inputs[1] = w4;
+      add_axis_node(g, OpType::Unsqueeze, name + ":weight_2d", w, w4);
+    } else {
+      lift_window(node.p<PoolParams>());
+    }
+    g.nodes[i].inputs[0] = x4;
+    g.nodes[i].outputs[0] = y4;
+    add_axis_node(g, OpType::Unsqueeze, name + ":to_2d", x, x4);
+    add_axis_node(g, OpType::Squeeze, name + ":to_1d", y4, y);
+    ++lifted_nodes;
+  }
+  if (lifted_nodes > 0) g.rebuild_links();
+  return lifted_nodes;
+}
+
+int sink_squeezes(Graph& g) {
+  int moved = 0;
+  for (bool again = true; again;) {
+    again = false;
+    g.rebuild_links();
+    for (NodeId id : g.topological_order()) {
+      if (!axis2_node(g, g.node(id), OpType::Squeeze)) continue;
+      const ValueId x4 = g.node(id).inputs[0], y3 = g.node(id).outputs[0];
+      const std::vector<NodeId> readers = g.value(y3).consumers;
+      for (NodeId r : readers) {
+        Node& n = g.node(r);
+        if (n.dead) continue;
+        if (axis2_node(g, n, OpType::Unsqueeze) && n.inputs[0] == y3) {  // Squeeze then Unsqueeze: x4 itself
+          if (g.value(n.outputs[0]).is_output) continue;
+          replace_uses(g, n.outputs[0], x4);
+          n.dead = true;
+          ++moved, again = true;
+          continue;
+        }
+        if (n.op == OpType::Flatten && n.inputs[0] == y3) {  // the products left and right of the axis are the same
+          int64_t& axis = n.p<AxisParams>().axis;
+          if (axis < -3 || axis > 3) continue;
+          if (axis < 0) axis += 3;
+          if (axis == 3) axis = 4;
+          n.inputs[0] = x4;
+          ++moved, again = true;
+          continue;
+        }
+        if (n.op == OpType::Pad && n.inputs[0] == y3 && n.outputs.size() == 1) {
+          // The amounts, resolved by inference over the 3 axes, get 0 for the inserted one.
+          const std::vector<int64_t> p3 = n.p<PadParams>().pads;
+          if (p3.size() != 6 || (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant()))
+            continue;
+          const std::vector<int64_t> p4 = {p3[0], p3[1], 0, p3[2], p3[3], p3[4], 0, p3[5]};
+          const ValueId pads = add_constant(g, n.name + ":pads_2d", Tensor::from_vector<int64_t>({8}, p4));
+          sink_through(g, r, x4, pads);
+          ++moved, again = true;
+          continue;
+        }
+        if (is_reduce(n.op) && n.inputs[0] == y3 && n.outputs.size() == 1 && !n.p<ReduceParams>().noop_with_empty_axes) {
+          // Axes resolved by inference. Without keepdims the 4-D form also reduces the inserted
+          // axis (size 1: the same values) and gives the 3-D result itself.
+          ReduceParams& rp = g.node(r).p<ReduceParams>();
+          std::vector<int64_t> axes;
+          for (int64_t a : rp.axes) axes.push_back(a < 2 ? a : 3);
+          if (!rp.keepdims) axes.insert(std::lower_bound(axes.begin(), axes.end(), kAxis), kAxis);
+          rp.axes = axes;
+          rp.has_axes = true;
+          Node& red = g.node(r);
+          red.inputs.resize(1);  // the axes input, if any: params hold them
+          red.inputs[0] = x4;
+          if (rp.keepdims) sink_through(g, r, kNoValue, kNoValue);
+          ++moved, again = true;
+          continue;
+        }
+        if (!sinkable(n) || n.outputs.empty() || n.outputs[0] == kNoValue) continue;
+        if (std::any_of(n.outputs.begin() + 1, n.outputs.end(), [&](ValueId o) {
+              return o != kNoValue && (g.value(o).is_output || !g.value(o).consumers.empty());
+            }))
+          continue;  // BN's training outputs, Dropout's mask
+        const Value& out = g.value(n.outputs[0]);
+        if (out.shape.size() != 3 || !out.shape_known) continue;
+        // Its inputs in 4-D: other Squeezes' inputs, and (the operands of elementwise ops only)
+        // constants of rank <= 3. Per-channel parameters (BN's, Clip's bounds) stay as they are.
+        const bool elementwise = n.op == OpType::Add || n.op == OpType::Sub || n.op == OpType::Mul ||
+                                 n.op == OpType::Div || n.op == OpType::PRelu;
+        std::vector<ValueId> ins = n.inputs;
+        bool ok = true;
+        const size_t data_inputs = n.op == OpType::Concat || elementwise ? ins.size() : 1;
+        for (size_t k = 0; k < data_inputs && ok; ++k) {
+          const ValueId v = ins[k];
+          if (v == kNoValue) continue;
+          const NodeId p = g.value(v).producer;
+          if (p >= 0 && axis2_node(g, g.node(p), OpType::Squeeze)) {
+            ins[k] = g.node(p).inputs[0];
+          } else if (elementwise && g.value(v).is_constant() && g.value(v).shape.size() <= 3) {
+            const Value& c = g.value(v);
+            ins[k] = c.shape.empty() ? v : add_constant(g, c.name + ":2d", c.constant.reshaped(lifted(c.shape)));
+          } else {
+            ok = false;
+          }
+        }
+        if (!ok) continue;
+        if (n.op == OpType::Concat) {
+          int64_t& axis = g.node(r).p<AxisParams>().axis;
+          if (axis < -3 || axis > 2) continue;
+          if (axis < 0) axis += 3;
+          if (axis == 2) axis = 3;
+        }
+        g.node(r).inputs = ins;
+        sink_through(g, r, kNoValue, kNoValue);
+        ++moved, again = true;
+      }
+      if (again) break;  // links changed: start over
+    }
+  }
+  // Squeezes and Unsqueezes left with no reader (their readers now read the 4-D values).
+  g.rebuild_links();
+  for (Node& n : g.nodes)
+    if (!n.dead && (n.op == OpType::Squeeze || n.op == OpType::Unsqueeze) && n.outputs.size() == 1 &&
+        !g.value(n.outputs[0]).is_output && g.value(n.outputs[0]).consumers.empty())
+      n.dead = true;
+  g.rebuild_links();
+  return moved;
+}
+
+}  // namespace sluice::graph::passes
