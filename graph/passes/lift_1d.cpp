@@ -60,7 +60,8 @@ bool axis2_node(const Graph& g, const Node& n, OpType op) {
     axes = p.axes;
   }
   const Value& in = g.value(n.inputs[0]);
-  const int64_t rank4 = op == OpType::Squeeze ? static_cast<int64_t>(in.shape.size()) : static_cast<int64_t>(in.shape.size()) + 1;
+  const auto rank = static_cast<int64_t>(in.shape.size());
+  const int64_t rank4 = op == OpType::Squeeze ? rank : rank + 1;
   if (axes.size() != 1 || rank4 != 4 || !in.shape_known) return false;
   const int64_t a = axes[0] < 0 ? axes[0] + 4 : axes[0];
   return a == kAxis && (op == OpType::Unsqueeze || in.shape[kAxis] == 1);
@@ -76,8 +77,9 @@ Shape lifted(Shape s) {
 bool sinkable(const Node& n) {
   switch (n.op) {
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::PRelu:
-    case OpType::Clip: case OpType::BatchNormalization: case OpType::GlobalAveragePool:
-    case OpType::GlobalMaxPool: case OpType::Concat: case OpType::Identity: case OpType::Dropout:
+    case OpType::Clip: case OpType::BatchNormalization: case OpType::InstanceNormalization:
+    case OpType::GlobalAveragePool: case OpType::GlobalMaxPool: case OpType::Concat: case OpType::Identity:
+    case OpType::Dropout:
       return true;
     default: return is_unary_elementwise(n.op);
   }
@@ -116,7 +118,8 @@ int lift_1d(Graph& g) {
   const size_t count = g.nodes.size();
   for (size_t i = 0; i < count; ++i) {
     Node& n = g.nodes[i];
-    if (n.dead || n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.empty() || n.outputs[0] == kNoValue) continue;
+    if (n.dead || n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.empty() || n.outputs[0] == kNoValue)
+      continue;
     bool conv = false;
     if (n.op == OpType::Conv) {
       const auto& p = n.p<ConvParams>();
@@ -200,7 +203,8 @@ int sink_squeezes(Graph& g) {
           ++moved, again = true;
           continue;
         }
-        if (is_reduce(n.op) && n.inputs[0] == y3 && n.outputs.size() == 1 && !n.p<ReduceParams>().noop_with_empty_axes) {
+        if (is_reduce(n.op) && n.inputs[0] == y3 && n.outputs.size() == 1 &&
+            !n.p<ReduceParams>().noop_with_empty_axes) {
           // Axes resolved by inference. Without keepdims the 4-D form also reduces the inserted
           // axis (size 1: the same values) and gives the 3-D result itself.
           ReduceParams& rp = g.node(r).p<ReduceParams>();

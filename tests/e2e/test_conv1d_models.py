@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """1-D CNNs (Conv1d, BatchNorm1d, MaxPool1d, padded AvgPool1d (Pad + AveragePool), PReLU,
-depthwise and dilated Conv1d, residual Add, Concat over channels and over the length, mean over
+depthwise and dilated Conv1d, InstanceNorm1d, residual Add, Concat over channels and over the length, mean over
 the length, Linear) exported by PyTorch, run by Sluice and
 by ONNX Runtime on the same file. Sluice runs them as 2-D layers on [N, C, 1, L]
 (graph/passes/lift_1d.cpp): the checks are that the outputs agree, that no Squeeze/Unsqueeze
@@ -49,7 +49,8 @@ def make_net(two_d, prune):
             self.down = nn.Sequential(conv(16, 24, 3, stride=2, dilation=2, padding=2), bn(24), nn.PReLU(24),
                                       pool("avg", 3, 2, 1))
             self.dw = nn.Sequential(conv(24, 24, 3, padding=1, groups=24), nn.Sigmoid())
-            self.side = nn.Sequential(conv(24, 8, 1), nn.LeakyReLU(0.1))
+            inorm = nn.InstanceNorm2d if two_d else nn.InstanceNorm1d
+            self.side = nn.Sequential(conv(24, 8, 1), inorm(8, affine=True), nn.LeakyReLU(0.1))
             self.post_bn = bn(32)  # after the Concat: not foldable into a conv
             self.fc = nn.Linear(32, 5)
 

@@ -514,7 +514,10 @@ TEST(LinearAsGemm, MatMulAddIsAGemmAndPrunes) {
 TEST(Lift1d, SqueezesSinkOnlyWhereThe2dFormComputesTheSame) {
   std::vector<float> w(6 * 3 * 3), bias(6), shift(6);
   for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 29 % 13) / 13.0 - 0.4);
-  for (size_t i = 0; i < 6; ++i) bias[i] = 0.1f * static_cast<float>(i) - 0.2f, shift[i] = 0.3f - 0.1f * static_cast<float>(i);
+  for (size_t i = 0; i < 6; ++i) {
+    bias[i] = 0.1f * static_cast<float>(i) - 0.2f;
+    shift[i] = 0.3f - 0.1f * static_cast<float>(i);
+  }
   auto model = [&](bool two_d) {
     OnnxBuilder b;
     b.input("x", {2, 3, 20}).input("x2", {2, 6, 20});
