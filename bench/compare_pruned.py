@@ -3,9 +3,9 @@
 ONNX Runtime on the slimmed file, all in one run.
 
     .venv/bin/python bench/compare_pruned.py --models vgg16_bn,resnet18 --prune 0.5,0.7 --threads 1,2 \
-        --runs 10 --warmup 2 --rounds 2 [--work-dir build/bench] [--markdown] [--json-out F]
+        --runs 10 --warmup 2 --rounds 2 [--batch N] [--work-dir build/bench] [--markdown] [--json-out F]
 
-Models (224x224, batch 1, random seeded weights, exported by PyTorch in eval mode so BN folds
+Models (224x224, batch 1 or --batch, random seeded weights, exported by PyTorch in eval mode so BN folds
 into the convs): vgg16_bn is VGG-16's 13 conv-BN-ReLU layers and max pools, then global average
 pool + Linear(512, 1000) (as the FBS benchmark's VGG); resnet18 is torchvision's;
 preact_resnet18 is ResNet-18 with pre-activation blocks (BN -> ReLU before each conv, the
@@ -104,8 +104,8 @@ def prunable_groups(name, m):
     return groups
 
 
-def export(name, prune, out_dir):
-    path = os.path.join(out_dir, "%s_slim_p%d_g.onnx" % (name, round(prune * 100)))
+def export(name, prune, out_dir, batch=1):
+    path = os.path.join(out_dir, "%s_slim_p%d_g%s.onnx" % (name, round(prune * 100), "_b%d" % batch if batch > 1 else ""))
     if os.path.exists(path):
         return path
     torch.manual_seed(0)  # same weights for every prune fraction
@@ -124,7 +124,7 @@ def export(name, prune, out_dir):
                 b.weight[dead] = 0
                 b.bias[dead] = 0
     m.eval()
-    torch.onnx.export(m, torch.randn(1, 3, 224, 224), path, opset_version=13, input_names=["image"],
+    torch.onnx.export(m, torch.randn(batch, 3, 224, 224), path, opset_version=13, input_names=["image"],
                       output_names=["logits"])
     return path
 
@@ -138,6 +138,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1, help="images per run (the files are exported for it)")
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
@@ -148,9 +149,9 @@ def main(argv=None):
     rows = []
     for m in a.models.split(","):
         log("exporting %s ..." % m)
-        base = export(m, 0.0, out_dir)
+        base = export(m, 0.0, out_dir, a.batch)
         for p in (float(v) for v in a.prune.split(",")):
-            path = export(m, p, out_dir)
+            path = export(m, p, out_dir, a.batch)
             for t in (int(v) for v in a.threads.split(",")):
                 slim, nhwc, full, ort_t, stats = [], [], [], [], None
                 sess = make_ort_session(path, t)
@@ -163,7 +164,7 @@ def main(argv=None):
                     nhwc += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--planes", "nhwc"])["times_ms"]
                     full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
                     ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
-                row = {"model": m, "prune": p, "threads": t, "slim_ms": statistics.median(slim),
+                row = {"model": m, "prune": p, "threads": t, "batch": a.batch, "slim_ms": statistics.median(slim),
                        "slim_nhwc_ms": statistics.median(nhwc),
                        "unpruned_ms": statistics.median(full), "ort_ms": statistics.median(ort_t),
                        "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"]}
@@ -183,7 +184,7 @@ def main(argv=None):
                 r["model"], 100 * r["prune"], r["threads"], r["slim_ms"], r["slim_nhwc_ms"], r["unpruned_ms"],
                 r["ort_ms"], r["mac_ratio"], r["speedup"], r["efficiency"], r["vs_ort"]))
         print()
-        print(run_footer(a))
+        print(run_footer(a, "224x224, batch %d" % a.batch))
     write_rows(rows, a)
 
 
