@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <set>
 
@@ -744,16 +745,19 @@ class GateMatcher {
     for (const auto& [c, in] : muls) {
       const Node& mul = g_.node(c);
       ValueId other = mul.inputs[0] == in ? mul.inputs[1] : mul.inputs[0];
-      std::vector<ValueId> stack{other};
+      // Breadth first, nearest producers first: depth first, Where(cond, g, 0) went up g's
+      // branch (the predictor, the conv input and everything before it) and spent the budget
+      // before reaching the TopK behind cond, so every gate but the first was missed.
+      std::deque<ValueId> queue{other};
       std::set<ValueId> seen;
-      while (!stack.empty() && seen.size() < 24) {
-        ValueId v = stack.back();
-        stack.pop_back();
+      while (!queue.empty() && seen.size() < 64) {
+        ValueId v = queue.front();
+        queue.pop_front();
         if (v == kNoValue || !seen.insert(v).second) continue;
         NodeId p = g_.value(v).producer;
         if (p < 0) continue;
         if (g_.node(p).op == OpType::TopK) return true;
-        for (ValueId in : g_.node(p).inputs) stack.push_back(in);
+        for (ValueId in : g_.node(p).inputs) queue.push_back(in);
       }
     }
     return false;

@@ -507,6 +507,25 @@ TEST(GatedConv, ChainedGatesWithMaxAndL2Pools) {
   }
 }
 
+// Four chained gates of every form that applies its mask with Where: each must be found (a
+// probe found only the first of a chain: the search for the TopK behind a Mul went depth first up
+// g's branch, through the gates before it, and gave up before the TopK behind the condition).
+TEST(GateRecognition, EveryGateOfAChainIsFound) {
+  for (bool masked_fill : {false, true}) {
+    GateCase gc;
+    gc.form = Form::ThresholdWhereGather;
+    gc.masked_fill = masked_fill;
+    gc.m = gc.c;
+    Model m = gate_model(gc, 4);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    ASSERT_EQ(plan.graph().gates.size(), 4u) << "masked_fill " << masked_fill;
+    for (const auto& r : plan.graph().gates) EXPECT_TRUE(r.recognised) << r.conv << ": " << r.reason;
+    EXPECT_EQ(count_gated(plan), 4);
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5);
+  }
+}
+
 TEST(GatedConv, ChainedGatesReadOnlyTheActiveInputChannels) {
   GateCase gc;
   gc.beta = Beta::Masked;
