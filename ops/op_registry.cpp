@@ -33,10 +33,16 @@ const Tensor* InferContext::const_in(size_t i) const {
 
 const Tensor& InferContext::require_const(size_t i, const char* what) const {
   const Tensor* t = const_in(i);
-  if (!t)
-    fail(std::string("input ") + std::to_string(i) + " ('" + (has_input(i) ? in(i).name : std::string("?")) +
-         "', the " + what + ") must be a constant (an initializer or computable from the input shapes); "
-         "Sluice does not support data-dependent output shapes");
+  if (t) return *t;
+  const bool small_int = has_input(i) && (in(i).dtype == DType::Int64 || in(i).dtype == DType::Int32 ||
+                                          in(i).dtype == DType::Bool);
+  if (has_input(i) && in(i).is_input && small_int)
+    fail(std::string("input ") + std::to_string(i) + " ('" + in(i).name + "', the " + what + ") is the model input '" +
+         in(i).name + "': its value sets this node's output shape, so a plan is made for the value given (run() "
+         "takes it from its inputs; `sluice inspect` needs it as --input " + in(i).name + "=FILE.npy)");
+  fail(std::string("input ") + std::to_string(i) + " ('" + (has_input(i) ? in(i).name : std::string("?")) + "', the " +
+       what + ") must be a constant (an initializer, or computable from the input shapes and the values of integer "
+       "model inputs); Sluice does not support output shapes that depend on other data");
   return *t;
 }
 

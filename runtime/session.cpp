@@ -146,7 +146,15 @@ class SessionImpl {
     return result;
   }
 
-  std::string inspect(bool json, const std::map<std::string, Shape>& shapes) { return plan_for(shapes)->describe(json); }
+  std::string inspect(bool json, const std::map<std::string, Shape>& shapes, const std::map<std::string, Tensor>& values) {
+    std::map<std::string, Shape> all = shapes;
+    std::map<std::string, Tensor> kept;
+    for (const auto& [name, t] : values) {
+      all[name] = t.shape();
+      if (specialise_on_value(t)) kept[name] = Tensor::copy_of(t.dtype(), t.shape(), t.raw());
+    }
+    return plan_for(all, kept)->describe(json);
+  }
 
   Model model_;
   SessionOptions options_;
@@ -193,8 +201,9 @@ std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& 
 }
 const Model& Session::model() const { return impl_->model_; }
 const SessionOptions& Session::options() const { return impl_->options_; }
-std::string Session::inspect(bool json, const std::map<std::string, Shape>& input_shapes) {
-  return impl_->inspect(json, input_shapes);
+std::string Session::inspect(bool json, const std::map<std::string, Shape>& input_shapes,
+                             const std::map<std::string, Tensor>& input_values) {
+  return impl_->inspect(json, input_shapes, input_values);
 }
 
 }  // namespace sluice

@@ -24,8 +24,10 @@ namespace {
 using nlohmann::json;
 using sluice::Error;
 
-// "NAME=FILE" or "FILE" (then matched to the model's inputs in order).
-std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, const std::vector<std::string>& specs) {
+// "NAME=FILE" or "FILE" (then matched to the model's inputs in order). every: each of the
+// model's inputs must be given (run, bench), else only some may be (inspect).
+std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, const std::vector<std::string>& specs,
+                                                  bool every = true) {
   std::map<std::string, sluice::Tensor> inputs;
   auto declared = model.inputs();
   size_t positional = 0;
@@ -68,7 +70,8 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
     inputs[name] = std::move(t);
   }
   for (const auto& d : declared)
-    if (!inputs.count(d.name)) throw Error("missing --input for the model's input '" + d.name + "' " + sluice::shape_str(d.shape));
+    if (every && !inputs.count(d.name))
+      throw Error("missing --input for the model's input '" + d.name + "' " + sluice::shape_str(d.shape));
   return inputs;
 }
 
@@ -209,6 +212,15 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
   }
 }
 
+// --density or --gating off on a model without a recognised gate changes nothing: say so (stderr).
+void note_gate_options(const std::string& model_path, const sluice::SessionOptions& options, const sluice::RunStats& s) {
+  if ((options.density <= 0.f && options.gating) ||
+      std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
+    return;
+  std::cerr << "note: " << (options.density > 0.f ? "--density" : "--gating off") << " has no effect: " << model_path
+            << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
+}
+
 int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
             const std::string& stats_path, const sluice::SessionOptions& options) {
   sluice::Model model = sluice::Model::load(model_path);
@@ -216,6 +228,7 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
   sluice::Session session(model, options);
   sluice::RunStats stats;
   auto outputs = session.run(inputs, &stats);
+  note_gate_options(model_path, options, stats);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
@@ -276,6 +289,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   sluice::Session session(model, options);
   sluice::RunStats stats;
   for (int i = 0; i < warmup; ++i) session.run(inputs, &stats);
+  if (warmup > 0) note_gate_options(model_path, options, stats);
   std::vector<double> ms;
   std::vector<sluice::RunStats> profiles;
   // A live run counter on a terminal only: piped into a log it would be one long line.
@@ -424,6 +438,9 @@ int main(int argc, char** argv) {
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
   inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)");
+  inspect->add_option("-i,--input", input_specs,
+                      "Input as NAME=FILE.npy: its shape, and the value of a small integer input that sets a shape "
+                      "(TopK's K, a Reshape target)");
   inspect->add_flag("--json", as_json, "Print JSON");
   inspect_flags.add(inspect);
 
@@ -464,7 +481,7 @@ int main(int argc, char** argv) {
       sluice::Session session(m, inspect_flags.options());
       const auto shapes = parse_shapes(shape_specs);
       check_shape_names(m, shapes);
-      std::cout << session.inspect(as_json, shapes);
+      std::cout << session.inspect(as_json, shapes, load_inputs(m, input_specs, false));
       return 0;
     }
     if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());

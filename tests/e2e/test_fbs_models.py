@@ -299,6 +299,84 @@ def lookalike_models(work):
     return paths
 
 
+def k_from_input(sluice, work):
+    """TopK's K fed as a model input: plans are made for its value. `inspect` needs it (--input),
+    and says so when it is missing; `run` follows it. Returns the number of failed checks."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from onnx import TensorProto, helper
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(1, 8, 3, 1, 1), nn.Conv2d(8, 16, 3, 1, 1)
+            self.fc, self.head = nn.Linear(8, 16), nn.Linear(16, 10)
+            nn.init.uniform_(self.fc.bias, 0.2, 1.0)
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            g = F.relu(self.fc(x.mean((2, 3))))
+            v, i = g.topk(5, 1)
+            pi = torch.zeros_like(g).scatter(1, i, v)
+            return self.head(F.relu(self.conv(x) * pi[:, :, None, None]).mean((2, 3)))
+
+    torch.manual_seed(0)
+    path = os.path.join(work, "k_input.onnx")
+    torch.onnx.export(Net().eval(), torch.randn(1, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}})
+    m = onnx.load(path)
+    m.graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    for n in m.graph.node:
+        if n.op_type == "TopK":
+            n.input[1] = "k"
+    onnx.save(m, path)
+    failures = 0
+    p = subprocess.run([sluice, "inspect", path, "-s", "image=1x1x28x28"], capture_output=True, text=True)
+    ok = p.returncode == 1 and "model input 'k'" in p.stderr and "--input k=" in p.stderr
+    failures += not ok
+    print("%s k_input.onnx: inspect without k names it and says how to give it: %s" % (
+        "PASS" if ok else "FAIL", p.stderr.strip()[-160:]))
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.save(os.path.join(work, "k_x.npy"), x)
+    macs = {}
+    for k in (3, 6):
+        kf = os.path.join(work, "k%d.npy" % k)
+        np.save(kf, np.array([k], np.int64))
+        insp = json.loads(run([sluice, "inspect", path, "--json", "-s", "image=1x1x28x28", "--input", "k=" + kf]))
+        out, st_path = os.path.join(work, "k_out"), os.path.join(work, "k_stats.json")
+        run([sluice, "run", path, "-i", "image=" + os.path.join(work, "k_x.npy"), "-i", "k=" + kf, "-o", out,
+             "--stats-json", st_path])
+        y = np.load(os.path.join(out, "logits.npy"))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # the export's Constant that the TopK no longer reads: ORT warns
+        ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(
+            None, {"image": x, "k": np.array([k], np.int64)})[0]
+        macs[k] = json.load(open(st_path))["executed_macs"]
+        err = float(np.abs(y - ref).max())
+        ok = insp["gates_recognised"] == 1 and ("k=%d/16" % k) in insp["gates"][0]["form"] and err <= 1e-4
+        failures += not ok
+        print("%s k_input.onnx, k=%d: gate %s; max abs err vs ORT %.3g" % ("PASS" if ok else "FAIL", k,
+                                                                          insp["gates"][0].get("form"), err))
+    ok = macs[6] > macs[3]
+    failures += not ok
+    print("%s k_input.onnx: executed MACs follow k (%d at k=3, %d at k=6)" % ("PASS" if ok else "FAIL", macs[3], macs[6]))
+    return failures
+
+
+def density_note(sluice, work):
+    """--density on a model with no recognised gate says it has no effect; on a gated one it does not."""
+    failures = 0
+    x = os.path.join(REPO, "models", "samples", "test_batch8.npy")
+    for model, want in (("fashion_cnn.onnx", True), (os.path.join("fbs", "mcifar_fbs_d50.onnx"), False)):
+        p = subprocess.run([sluice, "run", os.path.join(REPO, "models", model), "-i", "image=" + x, "-o",
+                            os.path.join(work, "note_out"), "--density", "0.5"], capture_output=True, text=True)
+        ok = p.returncode == 0 and (("--density has no effect" in p.stderr) == want)
+        failures += not ok
+        print("%s %s --density: note %s" % ("PASS" if ok else "FAIL", model, "given" if want else "not given"))
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -366,6 +444,8 @@ def main():
         print("%s %s: %d gates taken (0 wanted), max abs err vs ORT %.3g" % ("PASS" if ok else "FAIL", name,
                                                                            insp["gates_recognised"], err))
         models.append(path)
+    failures += k_from_input(a.sluice, a.work_dir)
+    failures += density_note(a.sluice, a.work_dir)
     print("%d models, %d failed" % (len(models), failures))
     return 1 if failures else 0
 

@@ -199,8 +199,11 @@ class Session {
   const Model& model() const;
   const SessionOptions& options() const;
   // Human-readable (or JSON) description of the optimised graph for given input
-  // shapes (empty: the model's declared shapes).
-  std::string inspect(bool json = false, const std::map<std::string, Shape>& input_shapes = {});
+  // shapes (empty: the model's declared shapes). input_values: the values of small integer
+  // inputs that set shapes (TopK's K, a Reshape target fed at run time), which run() takes from
+  // its inputs; a plan is made for those values.
+  std::string inspect(bool json = false, const std::map<std::string, Shape>& input_shapes = {},
+                      const std::map<std::string, Tensor>& input_values = {});
 
  private:
   std::unique_ptr<runtime::SessionImpl> impl_;
