@@ -12,6 +12,66 @@ bool bias_vector(const Value& v, int64_t n) {
   return (v.shape.size() == 1 && v.shape[0] == n) || (v.shape.size() == 2 && v.shape[0] == 1 && v.shape[1] == n);
 }
 
+// A copy of constant float tensor v times `by`, as a new constant.
+ValueId scaled(Graph& g, ValueId v, float by, const std::string& suffix) {
+  const Value& c = g.value(v);
+  Tensor t(DType::Float32, c.shape);
+  const float* src = c.constant.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = src[i] * by;
+  return add_constant(g, c.name + suffix, std::move(t));
+}
+
+// Gemm with alpha != 1, beta != 1 or transA (hand-written files, other exporters) -> the form
+// the fast kernels and static pruning take: alpha into the constant B, beta into the constant
+// C (or C dropped when beta is 0), A transposed by a Transpose node.
+int normalise_gemms(Graph& g) {
+  int changed = 0;
+  const size_t count = g.nodes.size();
+  for (size_t i = 0; i < count; ++i) {
+    if (g.nodes[i].dead || g.nodes[i].op != OpType::Gemm || g.nodes[i].inputs.size() < 2) continue;
+    const ValueId a = g.nodes[i].inputs[0], b = g.nodes[i].inputs[1];
+    const ValueId c = g.nodes[i].inputs.size() > 2 ? g.nodes[i].inputs[2] : kNoValue;
+    if (g.value(a).dtype != DType::Float32 || !g.value(b).is_constant() || g.value(b).dtype != DType::Float32 ||
+        g.value(a).shape.size() != 2 || !g.value(a).shape_known)
+      continue;
+    const GemmParams p = g.nodes[i].p<GemmParams>();
+    if (p.alpha == 1.f && (p.beta == 1.f || c == kNoValue) && !p.trans_a) continue;
+    if (c != kNoValue && p.beta != 1.f && (!g.value(c).is_constant() || g.value(c).dtype != DType::Float32)) continue;
+    const ValueId b2 = p.alpha != 1.f ? scaled(g, b, p.alpha, "_alpha") : b;
+    const ValueId c2 = c == kNoValue || p.beta == 1.f ? c : p.beta == 0.f ? kNoValue : scaled(g, c, p.beta, "_beta");
+    ValueId a2 = a;
+    const NodeId pt = producer_of_type(g, a, OpType::Transpose);
+    const bool undo = pt >= 0 && g.value(g.node(pt).inputs[0]).shape.size() == 2 &&
+                      (g.node(pt).p<TransposeParams>().perm.empty() ||
+                       g.node(pt).p<TransposeParams>().perm == std::vector<int64_t>{1, 0});
+    if (p.trans_a && undo) {
+      a2 = g.node(pt).inputs[0];  // A = X^T read transposed: X itself
+    } else if (p.trans_a) {
+      Value t;
+      t.name = g.value(a).name + "_T";
+      t.dtype = DType::Float32;
+      t.shape = {g.value(a).shape[1], g.value(a).shape[0]};
+      t.shape_known = true;
+      a2 = g.add_value(std::move(t));
+      Node tr;
+      tr.op = OpType::Transpose;
+      tr.name = g.nodes[i].name + "_transpose_a";
+      tr.inputs = {a};
+      tr.outputs = {a2};
+      tr.params = TransposeParams{{1, 0}};
+      g.add_node(std::move(tr));
+    }
+    Node& n = g.nodes[i];
+    n.inputs = {a2, b2};
+    if (c2 != kNoValue) n.inputs.push_back(c2);
+    GemmParams& q = n.p<GemmParams>();
+    q.alpha = 1.f, q.beta = 1.f, q.trans_a = false;
+    ++changed;
+  }
+  if (changed) g.rebuild_links();
+  return changed;
+}
+
 }  // namespace
 
 int linear_as_gemm(Graph& g) {
@@ -51,7 +111,7 @@ int linear_as_gemm(Graph& g) {
     ++rewritten;
     g.rebuild_links();
   }
-  return rewritten;
+  return rewritten + normalise_gemms(g);
 }
 
 }  // namespace sluice::graph::passes

@@ -462,6 +462,46 @@ TEST(PruneChannels, LinearFeatureGoesUnlessItsBiasDiffersByRow) {
 // as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
 // not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
 // MatMul. Every form equals the reference kernels.
+// Gemm with alpha, beta and transA in every combination (C a bias row; A given as x, or as a
+// transposed x: the two transposes cancel) runs on a fast kernel in the form alpha 1, beta 1, no
+// transA, with the reference's results.
+TEST(LinearAsGemm, AlphaBetaAndTransAAreFoldedAway) {
+  int combos = 0;
+  for (float alpha : {1.f, 0.5f})
+    for (float beta : {1.f, 0.f, -2.f})
+      for (int trans_a = 0; trans_a < 3; ++trans_a) {  // 0: x, 1: transA on x^T (a Transpose node), 2: transA on x^T given
+        OnnxBuilder b;
+        b.input("x", trans_a == 2 ? Shape{6, 3} : Shape{3, 6}).init_random("w", {4, 6}).init_random("c", {4});
+        std::string a = "x";
+        if (trans_a == 1) {
+          OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"xt"}), "perm", {1, 0});
+          a = "xt";
+        }
+        auto& gemm = b.node("Gemm", {a, "w", "c"}, {"y"});
+        OnnxBuilder::attr_int(gemm, "transB", 1);
+        OnnxBuilder::attr_int(gemm, "transA", trans_a > 0);
+        OnnxBuilder::attr_float(gemm, "alpha", alpha);
+        OnnxBuilder::attr_float(gemm, "beta", beta);
+        b.output("y");
+        Model m = b.load();
+        runtime::Plan plan(*m.graph(), {}, {1, true});
+        int transposes = 0;
+        for (const auto& st : plan.steps()) {
+          const graph::Node& n = plan.graph().node(st.node);
+          transposes += n.op == graph::OpType::Transpose;
+          if (n.op != graph::OpType::Gemm) continue;
+          const auto& p = n.p<graph::GemmParams>();
+          EXPECT_TRUE(p.alpha == 1.f && p.beta == 1.f && !p.trans_a) << alpha << " " << beta << " " << trans_a;
+          EXPECT_EQ(st.kernel->name().find("reference"), std::string::npos) << st.kernel->name();
+        }
+        EXPECT_EQ(transposes, trans_a == 2 ? 1 : 0) << "the model's Transpose and transA cancel";
+        EXPECT_LT(fast_vs_reference(m, trans_a == 2 ? Shape{6, 3} : Shape{3, 6}), 1e-6)
+            << alpha << " " << beta << " " << trans_a;
+        ++combos;
+      }
+  EXPECT_EQ(combos, 18);
+}
+
 TEST(LinearAsGemm, MatMulAddIsAGemmAndPrunes) {
   for (int form = 0; form < 3; ++form) {  // bias [3], bias [1, 3], bias [2, 3]
     OnnxBuilder b;
