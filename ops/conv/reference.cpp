@@ -12,8 +12,9 @@ void infer_Conv(InferContext& ctx) {
   const auto& w = ctx.in(1);
   if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
   if (x.shape.size() != 4)
-    ctx.fail("only 1-D and 2-D convolutions are supported: input X must be [N, C, H, W] (or [N, C, L] with a "
-             "3-D constant weight), got " + shape_str(x.shape));
+    ctx.fail("only 1-D and 2-D convolutions are supported: input X must be [N, C, H, W], or [N, C, L] for a conv "
+             "that says it is 1-D (a 1-D kernel_shape, strides, dilations or pads, or a 3-D initializer weight), got " +
+             shape_str(x.shape));
   ctx.expect_input(1, DType::Float32, 4);
   const int64_t c = x.shape[1], m = w.shape[0];
   if (p.kernel_shape.empty()) p.kernel_shape = {w.shape[2], w.shape[3]};

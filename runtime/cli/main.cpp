@@ -217,8 +217,13 @@ void note_gate_options(const std::string& model_path, const sluice::SessionOptio
   if ((options.density <= 0.f && options.gating) ||
       std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
     return;
-  std::cerr << "note: " << (options.density > 0.f ? "--density" : "--gating off") << " has no effect: " << model_path
-            << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
+  const char* option = options.density > 0.f ? "--density" : "--gating off";
+  if (!options.optimize)
+    std::cerr << "note: " << option << " has no effect with --reference: the reference kernels run the model's own "
+              << "ops, every channel computed\n";
+  else
+    std::cerr << "note: " << option << " has no effect: " << model_path
+              << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
 }
 
 int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
@@ -481,7 +486,12 @@ int main(int argc, char** argv) {
       sluice::Session session(m, inspect_flags.options());
       const auto shapes = parse_shapes(shape_specs);
       check_shape_names(m, shapes);
-      std::cout << session.inspect(as_json, shapes, load_inputs(m, input_specs, false));
+      const auto given = load_inputs(m, input_specs, false);
+      for (const auto& [name, t] : given)
+        if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
+          throw Error("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +
+                      sluice::shape_str(t.shape()) + "; give one of them");
+      std::cout << session.inspect(as_json, shapes, given);
       return 0;
     }
     if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());

@@ -339,6 +339,14 @@ def k_from_input(sluice, work):
         "PASS" if ok else "FAIL", p.stderr.strip()[-160:]))
     x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
     np.save(os.path.join(work, "k_x.npy"), x)
+    # --shape and an --input file that disagree: an error naming both, not one silently taken.
+    np.save(os.path.join(work, "k3.npy"), np.array([3], np.int64))
+    p = subprocess.run([sluice, "inspect", path, "-s", "image=1x1x28x28", "-i", "image=" + os.path.join(work, "k_x.npy"),
+                        "-i", "k=" + os.path.join(work, "k3.npy")], capture_output=True, text=True)
+    ok = p.returncode == 1 and "[1, 1, 28, 28]" in p.stderr and "[2, 1, 28, 28]" in p.stderr
+    failures += not ok
+    print("%s k_input.onnx: inspect with --shape and --input disagreeing: %s" % ("PASS" if ok else "FAIL",
+                                                                               p.stderr.strip()[-120:]))
     macs = {}
     for k in (3, 6):
         kf = os.path.join(work, "k%d.npy" % k)
@@ -368,12 +376,15 @@ def density_note(sluice, work):
     """--density on a model with no recognised gate says it has no effect; on a gated one it does not."""
     failures = 0
     x = os.path.join(REPO, "models", "samples", "test_batch8.npy")
-    for model, want in (("fashion_cnn.onnx", True), (os.path.join("fbs", "mcifar_fbs_d50.onnx"), False)):
+    fbs = os.path.join("fbs", "mcifar_fbs_d50.onnx")
+    for model, extra, want in (("fashion_cnn.onnx", [], "no recognised FBS gate"), (fbs, [], None),
+                               (fbs, ["--reference"], "no effect with --reference")):
         p = subprocess.run([sluice, "run", os.path.join(REPO, "models", model), "-i", "image=" + x, "-o",
-                            os.path.join(work, "note_out"), "--density", "0.5"], capture_output=True, text=True)
-        ok = p.returncode == 0 and (("--density has no effect" in p.stderr) == want)
+                            os.path.join(work, "note_out"), "--density", "0.5"] + extra, capture_output=True, text=True)
+        ok = p.returncode == 0 and (("--density has no effect" in p.stderr) == (want is not None)) and \
+            (want is None or want in p.stderr)
         failures += not ok
-        print("%s %s --density: note %s" % ("PASS" if ok else "FAIL", model, "given" if want else "not given"))
+        print("%s %s --density %s: note %s" % ("PASS" if ok else "FAIL", model, " ".join(extra), want or "not given"))
     return failures
 
 
