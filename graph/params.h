@@ -267,11 +267,16 @@ struct ReorderParams {
   Layout from = Layout::NCHW, to = Layout::NHWC;
 };
 
+struct LrnParams {  // LRN: local response normalisation across channels
+  float alpha = 1e-4f, beta = 0.75f, bias = 1.f;
+  int64_t size = 1;
+};
+
 using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchNormParams, AxisParams,
                             SoftmaxParams, SplitParams, TransposeParams, AxesParams, ReduceParams,
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
-                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams>;
+                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams, LrnParams>;
 
 }  // namespace sluice::graph

@@ -255,6 +255,12 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::IsInf: return IsInfParams{a.flag("detect_negative", true), a.flag("detect_positive", true)};
     case OpType::InstanceNormalization: return BatchNormParams{a.f("epsilon", 1e-5f), {}};
+    case OpType::LRN: {
+      if (!a.has("size")) a.fail("attribute 'size' is required");
+      LrnParams p{a.f("alpha", 1e-4f), a.f("beta", 0.75f), a.f("bias", 1.f), a.i("size", 1)};
+      if (p.size < 1) a.fail("attribute 'size' must be >= 1, got " + std::to_string(p.size));
+      return p;
+    }
     case OpType::ArgMax:
     case OpType::ArgMin: return ArgParams{a.i("axis", 0), a.flag("keepdims", true), a.flag("select_last_index", false)};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};

@@ -5,7 +5,8 @@ ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, 
 and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
 reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
 InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
-GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), and Resize / Upsample.
+GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), Resize / Upsample, and LRN in
+an AlexNet-shaped net as converted from Caffe.
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -21,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from e2e_util import check, expect_refusal, run_parts, run_vs_ort
+from e2e_util import check, expect_refusal, run_parts, run_sluice, run_vs_ort
 
 
 def export(a, net, name, shape, opset=13):
@@ -324,6 +325,62 @@ def single_nodes(a):
                    out_type=TensorProto.FLOAT if what == "values" else TensorProto.INT64, tol=0)
 
 
+def caffe_alexnet(a):
+    """LRN (local response normalisation), as AlexNet and GoogLeNet converted from Caffe have it
+    (the ONNX model zoo's bvlc_* files): single LRNs with odd sizes and other alpha, beta, bias
+    against ORT, an even size (which ORT refuses) against the ONNX formula; then a small AlexNet-shaped net at opset 9 (Conv with group 2,
+    Relu, LRN, MaxPool, Gemm with transB, Dropout, Softmax) against ORT."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 7, 5, 6)).astype(np.float32) * 3
+    for size, alpha, beta, bias in ((5, 1e-4, 0.75, 1.0), (3, 2e-2, 0.5, 2.0), (1, 0.5, 0.75, 1.0), (9, 1e-3, 1.0, 0.5)):
+        single(a, "lrn_%d" % size, [helper.make_node("LRN", ["image"], ["logits"], size=size, alpha=alpha, beta=beta,
+                                                     bias=bias)], {}, [2, 7, 5, 6], 13, x)
+    # An even size, which ONNX defines (one more channel after than before) and ORT refuses:
+    # against the spec's formula in numpy.
+    g = helper.make_graph([helper.make_node("LRN", ["image"], ["logits"], size=4, alpha=2e-2, beta=0.5, bias=2.0)], "lrn4",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(x.shape))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, "lrn_4.onnx")
+    onnx.save(m, path)
+    np.save(os.path.join(a.work_dir, "lrn_4_x.npy"), x)
+    run_sluice(a, "run", path, "-i", "image=" + os.path.join(a.work_dir, "lrn_4_x.npy"), "-o", os.path.join(a.work_dir, "lrn_4"))
+    y = np.load(os.path.join(a.work_dir, "lrn_4", "logits.npy"))
+    sq = np.zeros_like(x, dtype=np.float64)
+    for c in range(x.shape[1]):
+        lo, hi = max(0, c - 1), min(x.shape[1] - 1, c + 2)  # floor(3/2) before, ceil(3/2) after
+        sq[:, c] = (x[:, lo:hi + 1].astype(np.float64) ** 2).sum(axis=1)
+    want = x / (2.0 + 2e-2 / 4 * sq) ** 0.5
+    check(np.abs(y - want).max() <= 1e-5 * np.abs(want).max(), "LRN size 4 (even) against the ONNX formula: %.2g" %
+          np.abs(y - want).max())
+    w1 = (rng.standard_normal((16, 3, 5, 5)) * 0.2).astype(np.float32)
+    w2 = (rng.standard_normal((24, 8, 3, 3)) * 0.2).astype(np.float32)
+    fc = (rng.standard_normal((10, 24 * 3 * 3)) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], kernel_shape=[5, 5], strides=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("LRN", ["r1"], ["n1"], size=5, alpha=1e-4, beta=0.75),
+        helper.make_node("MaxPool", ["n1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("LRN", ["r2"], ["n2"], size=5, alpha=1e-4, beta=0.75),
+        helper.make_node("MaxPool", ["n2"], ["p2"], kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Flatten", ["p2"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc", "fb"], ["g"], transB=1),
+        helper.make_node("Dropout", ["g"], ["d"], ratio=0.5),
+        helper.make_node("Softmax", ["d"], ["logits"], axis=1),
+    ]
+    inits = {"w1": w1, "b1": rng.standard_normal(16).astype(np.float32) * 0.1, "w2": w2,
+             "b2": rng.standard_normal(24).astype(np.float32) * 0.1, "fc": fc,
+             "fb": rng.standard_normal(10).astype(np.float32) * 0.1}
+    (y, _, _), path = single(a, "caffe_alexnet_op9", nodes, inits, [2, 10], 9,
+                             rng.standard_normal((2, 3, 31, 31)).astype(np.float32))
+    check(np.allclose(y.sum(axis=1), 1, atol=1e-5), "the AlexNet-shaped net's softmax rows sum to 1")
+    text = run_sluice(a, "inspect", path).stdout
+    check(text.count("LRN '") == 2, "both LRNs in the plan")
+
+
 def edge_values(a):
     """Values at the edges of the new ops: LogSumExp of large magnitudes (max subtracted) and of
     integers, noop_with_empty_axes on the new reductions, INT64_MIN % -1, ConvTranspose output
@@ -432,4 +489,5 @@ def bad_attributes(a):
 
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
+                                 caffe_alexnet,
                                  edge_values, int_edges, padded_average_pool, bad_attributes]))
