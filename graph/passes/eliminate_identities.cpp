@@ -7,12 +7,26 @@ namespace sluice::graph::passes {
 
 namespace {
 
+// A Transpose's permutation over `rank` axes (none given: reversed).
+std::vector<int64_t> perm_of(const Node& n, size_t rank) {
+  std::vector<int64_t> p = n.p<TransposeParams>().perm;
+  if (p.empty())
+    for (size_t i = 0; i < rank; ++i) p.push_back(static_cast<int64_t>(rank - 1 - i));
+  return p;
+}
+
+bool is_identity_perm(const std::vector<int64_t>& p) {
+  for (size_t i = 0; i < p.size(); ++i)
+    if (p[i] != static_cast<int64_t>(i)) return false;
+  return true;
+}
+
 // A node whose output is its input, element for element: Identity and Dropout, and the no-op
 // forms PyTorch's dynamo exporter writes (x[:, :] as Slices over the whole extent, a Reshape or
 // Expand to the same shape, a Cast to the same dtype; TorchScript's zero Pad before an
 // avg_pool2d). A Slice over the whole extent with a step of -1 reverses, so every step must be
 // 1; a Pad that keeps the shape may still move the data (-1 before, +1 after), so every amount
-// must be 0.
+// must be 0. A Transpose by the identity permutation.
 bool is_identity(const Graph& g, const Node& n) {
   if (n.op == OpType::Identity || n.op == OpType::Dropout) return true;
   if (n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.size() != 1) return false;
@@ -21,6 +35,7 @@ bool is_identity(const Graph& g, const Node& n) {
   if (!x.shape_known || !y.shape_known || x.shape != y.shape || x.dtype != y.dtype) return false;
   switch (n.op) {
     case OpType::Cast: case OpType::CastLike: case OpType::Reshape: case OpType::Expand: return true;
+    case OpType::Transpose: return is_identity_perm(perm_of(n, x.shape.size()));
     case OpType::Slice: {
       if (n.inputs.size() <= 4 || n.inputs[4] == kNoValue) return true;
       const auto steps = const_ints(g, n, 4);
@@ -34,6 +49,25 @@ bool is_identity(const Graph& g, const Node& n) {
   }
 }
 
+// Transpose of a Transpose (channel-last graphs, as tf2onnx writes them, transpose back and
+// forth around every conv): one Transpose of the first one's input by the composed
+// permutation, or none where that is the identity. Returns whether n changed.
+bool fold_transpose_pair(Graph& g, Node& n) {
+  if (n.op != OpType::Transpose || n.inputs.empty() || n.outputs.size() != 1) return false;
+  const NodeId first = producer_of_type(g, n.inputs[0], OpType::Transpose);
+  if (first < 0) return false;
+  const ValueId x = g.node(first).inputs[0];
+  const size_t rank = g.value(x).shape.size();
+  if (!g.value(x).shape_known || g.value(n.inputs[0]).shape.size() != rank) return false;
+  const std::vector<int64_t> p1 = perm_of(g.node(first), rank), p2 = perm_of(n, rank);
+  if (p1.size() != rank || p2.size() != rank) return false;
+  std::vector<int64_t> composed(rank);
+  for (size_t i = 0; i < rank; ++i) composed[i] = p1[static_cast<size_t>(p2[i])];  // y[.. i ..] = x[.. p1[p2[i]] ..]
+  n.inputs[0] = x;
+  n.p<TransposeParams>().perm = composed;
+  return true;
+}
+
 }  // namespace
 
 int eliminate_identities(Graph& g) {
@@ -41,6 +75,7 @@ int eliminate_identities(Graph& g) {
   int removed = 0;
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
+    if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
     if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.

@@ -167,6 +167,45 @@ TEST(EliminateIdentities, NoOpSliceReshapeCastGoReversingSliceStays) {
 
 // TorchScript writes a Pad of zeros before avg_pool2d: it goes. A Pad that keeps the shape
 // but moves the data (-1 before, +1 after along W) stays (as a Pad, or as the shift it is).
+// Transposes back and forth (channel-last graphs from tf2onnx): NCHW -> NHWC -> NCHW vanishes;
+// NCHW -> NHWC -> another order becomes one Transpose; a first Transpose with another reader
+// stays for it; a Transpose by the identity permutation goes. Against the reference kernels.
+TEST(EliminateIdentities, TransposePairsFold) {
+  struct Case {
+    std::vector<int64_t> second;
+    bool other_reader;
+    int transposes_left;
+  };
+  for (const Case& c : {Case{{0, 3, 1, 2}, false, 0}, Case{{0, 2, 1, 3}, false, 1}, Case{{0, 3, 1, 2}, true, 1},
+                        Case{{}, false, 1}}) {
+    OnnxBuilder b;
+    b.input("x", {2, 3, 4, 5});
+    OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"t1"}), "perm", {0, 2, 3, 1});
+    auto& t2 = b.node("Transpose", {"t1"}, {"t2"});
+    if (!c.second.empty()) OnnxBuilder::attr_ints(t2, "perm", c.second);
+    b.node("Relu", {"t2"}, {"y"});
+    b.output("y");
+    if (c.other_reader) {
+      b.node("Neg", {"t1"}, {"z"});
+      b.output("z");
+    }
+    OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"same"}), "perm", {0, 1, 2, 3});
+    b.node("Abs", {"same"}, {"w"});
+    b.output("w");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    int transposes = 0;
+    for (const auto& st : p.steps()) transposes += p.graph().node(st.node).op == graph::OpType::Transpose;
+    EXPECT_EQ(transposes, c.transposes_left);
+    const Tensor x = random_tensor({2, 3, 4, 5}, 5);
+    auto got = Session(m, {1, true}).run({{"x", x}}), want = Session(m, {1, false}).run({{"x", x}});
+    for (const auto& [name, t] : want) {
+      ASSERT_EQ(got[name].shape(), t.shape()) << name;
+      EXPECT_EQ(normalized_error(got[name], t), 0.0) << name;
+    }
+  }
+}
+
 TEST(EliminateIdentities, ZeroPadGoesShapeKeepingShiftStays) {
   OnnxBuilder b(13);
   b.input("x", {2, 3, 4, 5});
