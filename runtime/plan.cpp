@@ -75,6 +75,7 @@ void Plan::optimise(const SessionOptions& options) {
   log("lift_1d", p::lift_1d(g_));
   log("fold_constants", p::fold_constants(g_));
   if (options.optimize) {
+    log("normalise_gemms", p::normalise_gemms(g_));
     log("eliminate_identities", p::eliminate_identities(g_));
     log("sink_squeezes", p::sink_squeezes(g_));
     log("recognise_shifts", p::recognise_shifts(g_));

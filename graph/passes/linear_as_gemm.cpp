@@ -21,9 +21,8 @@ ValueId scaled(Graph& g, ValueId v, float by, const std::string& suffix) {
   return add_constant(g, c.name + suffix, std::move(t));
 }
 
-// Gemm with alpha != 1, beta != 1 or transA (hand-written files, other exporters) -> the form
-// the fast kernels and static pruning take: alpha into the constant B, beta into the constant
-// C (or C dropped when beta is 0), A transposed by a Transpose node.
+}  // namespace
+
 int normalise_gemms(Graph& g) {
   int changed = 0;
   const size_t count = g.nodes.size();
@@ -40,13 +39,7 @@ int normalise_gemms(Graph& g) {
     const ValueId b2 = p.alpha != 1.f ? scaled(g, b, p.alpha, "_alpha") : b;
     const ValueId c2 = c == kNoValue || p.beta == 1.f ? c : p.beta == 0.f ? kNoValue : scaled(g, c, p.beta, "_beta");
     ValueId a2 = a;
-    const NodeId pt = producer_of_type(g, a, OpType::Transpose);
-    const bool undo = pt >= 0 && g.value(g.node(pt).inputs[0]).shape.size() == 2 &&
-                      (g.node(pt).p<TransposeParams>().perm.empty() ||
-                       g.node(pt).p<TransposeParams>().perm == std::vector<int64_t>{1, 0});
-    if (p.trans_a && undo) {
-      a2 = g.node(pt).inputs[0];  // A = X^T read transposed: X itself
-    } else if (p.trans_a) {
+    if (p.trans_a) {  // (a Transpose of A in the model and this one fold in eliminate_identities)
       Value t;
       t.name = g.value(a).name + "_T";
       t.dtype = DType::Float32;
@@ -71,8 +64,6 @@ int normalise_gemms(Graph& g) {
   if (changed) g.rebuild_links();
   return changed;
 }
-
-}  // namespace
 
 int linear_as_gemm(Graph& g) {
   g.rebuild_links();
@@ -111,7 +102,7 @@ int linear_as_gemm(Graph& g) {
     ++rewritten;
     g.rebuild_links();
   }
-  return rewritten + normalise_gemms(g);
+  return rewritten;
 }
 
 }  // namespace sluice::graph::passes

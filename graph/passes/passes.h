@@ -68,10 +68,13 @@ int fuse_residual_add(Graph& g);
 
 // A Linear layer written as MatMul(A [M, K], constant B [K, N]) [+ Add(constant bias [N] or
 // [1, N])] -> Gemm(A, B[, bias]): the same sums, and the form the Gemm kernels, the epilogue
-// fusion and static pruning take. Also a Gemm with alpha != 1, beta != 1 (constant B, C) or
-// transA becomes alpha 1, beta 1 and no transA (alpha in B, beta in C, a Transpose of A).
-// Returns the number rewritten.
+// fusion and static pruning take. Returns the number rewritten.
 int linear_as_gemm(Graph& g);
+// Gemm with alpha != 1, beta != 1 or transA (hand-written files, other exporters) -> the form
+// the fast kernels and static pruning take: alpha into the constant B, beta into the constant
+// C (or C dropped when beta is 0), A through a Transpose node (which folds with a Transpose of
+// A already in the model: run before eliminate_identities). Returns the number rewritten.
+int normalise_gemms(Graph& g);
 
 // Conv/Gemm + Relu/LeakyRelu/Clip(constant bounds)/HardSwish -> fused epilogue.
 int fuse_activations(Graph& g);
