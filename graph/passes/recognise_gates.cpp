@@ -161,26 +161,31 @@ class GateMatcher {
       if (idx.empty() || std::any_of(idx.begin(), idx.end(), [&](int64_t i) { return i != idx[0]; })) throw wrong;
       vals = ge->inputs[0], pos = idx[0];
     } else if (const Node* tk = prod(thr, OpType::TopK); tk && tk->outputs[0] == thr && topk_k(*tk) == 1) {
-      // TopK(g, 1)'s values themselves: for k = 1 the largest is the k-th largest. (A Slice
-      // [0:1] of them is a no-op that eliminate_identities has already removed.)
+      // TopK(g, 1)'s values themselves: for k = 1 the largest is the k-th largest, and the
+      // smallest the C-th (torch.kthvalue(g, 1)). (A Slice [0:1] of them is a no-op that
+      // eliminate_identities has already removed.)
       vals = thr;
-      at_position = false;
+      at_position = !tk->p<TopKParams>().largest;  // entry 0
     } else {
       throw wrong;
     }
     const Node* t = prod(vals, OpType::TopK);
-    if (!t || t->outputs[0] != vals || t->inputs[0] != gv || !t->p<TopKParams>().largest ||
-        (at_position && !t->p<TopKParams>().sorted))
+    const int64_t channels = g_.value(gv).shape.size() == 2 ? g_.value(gv).shape[1] : -1;
+    if (!t || t->outputs[0] != vals || t->inputs[0] != gv || (at_position && !t->p<TopKParams>().sorted && topk_k(*t) > 1) ||
+        (!t->p<TopKParams>().largest && (!at_position || channels < 1)))
       throw wrong;
     // Entry pos of the values sorted largest first is the (pos + 1)-th largest: entry K-1 of
     // TopK(g, K) (the last, also -1), or entry k-1 of all C sorted (torch.sort(g, descending)
-    // exports as TopK with K = C). Their minimum is the K-th largest.
+    // exports as TopK with K = C). Their minimum is the K-th largest. Sorted smallest first,
+    // entry pos is the (pos + 1)-th smallest, the (C - pos)-th largest: torch.sort(g) (K = C)
+    // at C - k, or torch.kthvalue(g, C - k + 1) (K = C - k + 1, the last entry).
     const int64_t big_k = topk_k(*t);
     int64_t k = big_k;
     if (at_position) {
       if (pos < 0) pos += big_k;
       if (pos < 0 || pos >= big_k) throw wrong;
-      k = pos + 1;
+      k = t->p<TopKParams>().largest ? pos + 1 : channels - pos;
+      if (k < 1) throw wrong;
     }
     // A Slice keeps exactly that entry: its end, clamped to [0, K], is pos + 1.
     if (slice_end && std::clamp<int64_t>(*slice_end < 0 ? *slice_end + big_k : *slice_end, 0, big_k) != pos + 1) throw wrong;

@@ -24,7 +24,8 @@ namespace {
 // in row N-1-n (a look-alike: sample n's winners land in another sample); ThresholdMeanOfTopK: g >= the mean of TopK(g, k) values (a look-alike:
 // no k-th largest anywhere).
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
-                  ThresholdEarlierEntry, ThresholdSortedAll, ThresholdMeanOfTopK, IndexPutValues, IndexPutMask,
+                  ThresholdEarlierEntry, ThresholdSortedAll, ThresholdSortedAscending, ThresholdKthValue,
+                  ThresholdMeanOfTopK, IndexPutValues, IndexPutMask,
                   IndexPutRowsReversed };
 // SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
@@ -178,11 +179,23 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "ones"}, {p + "mask"}), "axis", 1);
     b.node("Mul", {p + "mask", p + "g"}, {pi});
   } else if (gc.form == Form::ThresholdSliceGe || gc.form == Form::ThresholdEarlierEntry ||
-             gc.form == Form::ThresholdSortedAll || gc.form == Form::ThresholdMeanOfTopK) {
-    const int64_t big_k = gc.form == Form::ThresholdEarlierEntry ? gc.k + 1 : gc.form == Form::ThresholdSortedAll ? m : gc.k;
+             gc.form == Form::ThresholdSortedAll || gc.form == Form::ThresholdMeanOfTopK ||
+             gc.form == Form::ThresholdSortedAscending || gc.form == Form::ThresholdKthValue) {
+    // Ascending: torch.sort(g) (all M smallest first) entry M-k; torch.kthvalue(g, M-k+1): the
+    // last of the M-k+1 smallest.
+    const bool ascending = gc.form == Form::ThresholdSortedAscending || gc.form == Form::ThresholdKthValue;
+    const int64_t big_k = gc.form == Form::ThresholdEarlierEntry                                ? gc.k + 1
+                          : gc.form == Form::ThresholdSortedAll || gc.form == Form::ThresholdSortedAscending ? m
+                          : gc.form == Form::ThresholdKthValue                                   ? m - gc.k + 1
+                                                                                                  : gc.k;
     b.init_i64(p + "K", {1}, {big_k});
-    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
-    if (gc.form == Form::ThresholdMeanOfTopK) {
+    auto& topk = b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"});
+    OnnxBuilder::attr_int(topk, "axis", 1);
+    if (ascending) OnnxBuilder::attr_int(topk, "largest", 0);
+    if (ascending) {
+      b.init_i64(p + "st", {1}, {m - gc.k}).init_i64(p + "en", {1}, {m - gc.k + 1}).init_i64(p + "ax", {1}, {1});
+      b.node("Slice", {p + "tv", p + "st", p + "en", p + "ax"}, {p + "thr"});
+    } else if (gc.form == Form::ThresholdMeanOfTopK) {
       auto& rm = b.node("ReduceMean", {p + "tv"}, {p + "thr"});
       OnnxBuilder::attr_ints(rm, "axes", {1});
     } else {
@@ -388,6 +401,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"threshold_earlier_entry", with([](GateCase& g) { g.form = Form::ThresholdEarlierEntry; })},
                       Variant{"threshold_sorted_all", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; })},
                       Variant{"threshold_sorted_all_k1", with([](GateCase& g) { g.form = Form::ThresholdSortedAll; g.k = 1; })},
+                      Variant{"threshold_sorted_ascending", with([](GateCase& g) { g.form = Form::ThresholdSortedAscending; })},
+                      Variant{"threshold_sorted_ascending_k1",
+                              with([](GateCase& g) { g.form = Form::ThresholdSortedAscending; g.k = 1; })},
+                      Variant{"threshold_kthvalue", with([](GateCase& g) { g.form = Form::ThresholdKthValue; })},
+                      Variant{"threshold_kthvalue_kM", with([](GateCase& g) { g.form = Form::ThresholdKthValue; g.k = g.m; })},
                       Variant{"index_put_values", with([](GateCase& g) { g.form = Form::IndexPutValues; })},
                       Variant{"index_put_mask", with([](GateCase& g) { g.form = Form::IndexPutMask; })},
                       Variant{"index_put_batch5", with([](GateCase& g) { g.form = Form::IndexPutValues; g.n = 5; })},
