@@ -91,6 +91,7 @@ struct PoolParams {
   std::string auto_pad = "NOTSET";
   bool ceil_mode = false;
   bool count_include_pad = false;
+  int64_t p = 2;  // LpPool, GlobalLpPool: the norm's order
 };
 
 struct GemmParams {

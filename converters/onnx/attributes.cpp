@@ -131,11 +131,20 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       p.output_shape = a.ints("output_shape");
       return p;
     }
+    case OpType::GlobalLpPool: {
+      PoolParams p;
+      p.p = a.i("p", 2);
+      if (p.p < 1) a.fail("attribute 'p' must be >= 1, got " + std::to_string(p.p));
+      return p;
+    }
     case OpType::MaxPool:
-    case OpType::AveragePool: {
+    case OpType::AveragePool:
+    case OpType::LpPool: {
       PoolParams p;
       parse_window(a, p);
       if (p.kernel_shape.empty()) a.fail("attribute 'kernel_shape' is required");
+      p.p = a.i("p", 2);
+      if (p.p < 1) a.fail("attribute 'p' must be >= 1, got " + std::to_string(p.p));
       p.ceil_mode = a.flag("ceil_mode", false);
       p.count_include_pad = a.flag("count_include_pad", false);
       if (a.i("storage_order", 0) != 0) a.fail("storage_order=1 is not supported");

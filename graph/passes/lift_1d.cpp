@@ -137,7 +137,7 @@ int lift_1d(Graph& g) {
         continue;
       }
       conv = true;
-    } else if (n.op == OpType::MaxPool || n.op == OpType::AveragePool) {
+    } else if (n.op == OpType::MaxPool || n.op == OpType::AveragePool || n.op == OpType::LpPool) {
       if (n.p<PoolParams>().kernel_shape.size() != 1) continue;
     } else {
       continue;

@@ -1,5 +1,7 @@
-// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool: shape inference and reference kernels (NCHW, 2-D).
+// MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool: shape inference and
+// reference kernels (NCHW; windowed pools 2-D, 1-D ones lifted to 2-D by graph/passes/lift_1d.cpp).
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "ops/conv/window.h"
@@ -21,8 +23,13 @@ void infer_pool(InferContext& ctx) {
   ctx.set_output(0, DType::Float32, out);
 }
 
-template <bool kMax>
+enum class Kind { Max, Average, Lp };
+
+// Lp: (sum over the window's taps inside the map of |x|^p)^(1/p); padding adds nothing.
+template <Kind kKind>
 void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) {
+  constexpr bool kMax = kKind == Kind::Max;
+  const double order = static_cast<double>(p.p);
   const int64_t planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3], oh = y.shape[2], ow = y.shape[3];
   const float* X = x.as<const float>();
   float* Y = y.as<float>();
@@ -30,6 +37,7 @@ void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) 
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox) {
         float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.f;
+        double lp = 0;
         int64_t count = 0, padded_count = 0;
         for (int64_t ky = 0; ky < p.kernel_shape[0]; ++ky) {
           const int64_t iy = oy * p.strides[0] - p.pads[0] + ky * p.dilations[0];
@@ -40,11 +48,16 @@ void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) 
             if (iy < h + p.pads[2] && ix < w + p.pads[3]) ++padded_count;
             if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
             const float v = X[(pl * h + iy) * w + ix];
-            acc = kMax ? std::max(acc, v) : acc + v;
+            if constexpr (kKind == Kind::Lp)
+              lp += std::pow(std::fabs(static_cast<double>(v)), order);
+            else
+              acc = kMax ? std::max(acc, v) : acc + v;
             ++count;
           }
         }
-        if (!kMax) acc = acc / static_cast<float>(p.count_include_pad ? padded_count : std::max<int64_t>(count, 1));
+        if (kKind == Kind::Average)
+          acc = acc / static_cast<float>(p.count_include_pad ? padded_count : std::max<int64_t>(count, 1));
+        if (kKind == Kind::Lp) acc = static_cast<float>(std::pow(lp, 1.0 / order));
         Y[(pl * oh + oy) * ow + ox] = acc;
       }
 }
@@ -52,12 +65,16 @@ void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) 
 
 void infer_MaxPool(InferContext& ctx) { infer_pool(ctx); }
 void infer_AveragePool(InferContext& ctx) { infer_pool(ctx); }
+void infer_LpPool(InferContext& ctx) { infer_pool(ctx); }
 
 void reference_MaxPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  pool<true>(node.p<graph::PoolParams>(), in[0], out[0]);
+  pool<Kind::Max>(node.p<graph::PoolParams>(), in[0], out[0]);
 }
 void reference_AveragePool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  pool<false>(node.p<graph::PoolParams>(), in[0], out[0]);
+  pool<Kind::Average>(node.p<graph::PoolParams>(), in[0], out[0]);
+}
+void reference_LpPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  pool<Kind::Lp>(node.p<graph::PoolParams>(), in[0], out[0]);
 }
 
 void infer_GlobalAveragePool(InferContext& ctx) {
@@ -70,6 +87,21 @@ void infer_GlobalAveragePool(InferContext& ctx) {
 }
 
 void infer_GlobalMaxPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
+void infer_GlobalLpPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
+
+// (sum of |x|^p over each plane)^(1/p).
+void reference_GlobalLpPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const double order = static_cast<double>(node.p<graph::PoolParams>().p);
+  const int64_t planes = in[0].shape[0] * in[0].shape[1];
+  const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
+  const float* X = in[0].as<const float>();
+  float* Y = out[0].as<float>();
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    double acc = 0;
+    for (int64_t i = 0; i < size; ++i) acc += std::pow(std::fabs(static_cast<double>(X[pl * size + i])), order);
+    Y[pl] = static_cast<float>(std::pow(acc, 1.0 / order));
+  }
+}
 
 // The largest value of each plane; NaNs are passed over, as in ONNX Runtime.
 void reference_GlobalMaxPool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {

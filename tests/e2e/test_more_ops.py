@@ -5,8 +5,8 @@ ArgMin, Selu, Celu, ThresholdedRelu, Reciprocal, Floor, Ceil, Round, Sign, Tan, 
 and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMaxPool, the
 reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
 InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
-GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), Resize / Upsample, and LRN in
-an AlexNet-shaped net as converted from Caffe.
+GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), Resize / Upsample, LRN in
+an AlexNet-shaped net as converted from Caffe, and LpPool / GlobalLpPool.
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -381,6 +381,22 @@ def caffe_alexnet(a):
     check(text.count("LRN '") == 2, "both LRNs in the plan")
 
 
+def lp_pools(a):
+    """LpPool and GlobalLpPool (p = 1, 2, 3): windows with strides and pads (padding adds
+    nothing), a 1-D LpPool (run as 2-D), against ORT, at opset 11 (the ONNX checker of Debian's onnx
+    does not know opset 18's ceil_mode and dilations for LpPool yet, and says so)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    for order in (1, 2, 3):
+        single(a, "lp_pool_p%d" % order, [helper.make_node("LpPool", ["image"], ["logits"], kernel_shape=[3, 2],
+                                                           strides=[2, 2], pads=[1, 0, 1, 1], p=order)],
+               {}, [2, 3, 5, 5], 11, x)
+        single(a, "global_lp_pool_p%d" % order, [helper.make_node("GlobalLpPool", ["image"], ["logits"], p=order)], {},
+               [2, 3, 1, 1], 11, x)
+    single(a, "lp_pool_1d", [helper.make_node("LpPool", ["image"], ["logits"], kernel_shape=[3], strides=[2], pads=[1, 1],
+                                              p=2)], {}, [2, 3, 5], 11, rng.standard_normal((2, 3, 9)).astype(np.float32))
+
+
 def edge_values(a):
     """Values at the edges of the new ops: LogSumExp of large magnitudes (max subtracted) and of
     integers, noop_with_empty_axes on the new reductions, INT64_MIN % -1, ConvTranspose output
@@ -489,5 +505,5 @@ def bad_attributes(a):
 
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
-                                 caffe_alexnet,
+                                 caffe_alexnet, lp_pools,
                                  edge_values, int_edges, padded_average_pool, bad_attributes]))
