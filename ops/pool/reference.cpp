@@ -89,43 +89,43 @@ void infer_GlobalAveragePool(InferContext& ctx) {
 void infer_GlobalMaxPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
 void infer_GlobalLpPool(InferContext& ctx) { infer_GlobalAveragePool(ctx); }
 
-// (sum of |x|^p over each plane)^(1/p).
-void reference_GlobalLpPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  const double order = static_cast<double>(node.p<graph::PoolParams>().p);
+namespace {
+// Y[plane] = reduce(the plane's values, their count), for each (sample, channel) plane of X.
+template <class Reduce>
+void per_plane(std::span<const TensorView> in, std::span<TensorView> out, Reduce reduce) {
   const int64_t planes = in[0].shape[0] * in[0].shape[1];
   const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
   const float* X = in[0].as<const float>();
   float* Y = out[0].as<float>();
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  for (int64_t pl = 0; pl < planes; ++pl) Y[pl] = reduce(X + pl * size, size);
+}
+}  // namespace
+
+// (sum of |x|^p over each plane)^(1/p).
+void reference_GlobalLpPool(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  const double order = static_cast<double>(node.p<graph::PoolParams>().p);
+  per_plane(in, out, [&](const float* x, int64_t size) {
     double acc = 0;
-    for (int64_t i = 0; i < size; ++i) acc += std::pow(std::fabs(static_cast<double>(X[pl * size + i])), order);
-    Y[pl] = static_cast<float>(std::pow(acc, 1.0 / order));
-  }
+    for (int64_t i = 0; i < size; ++i) acc += std::pow(std::fabs(static_cast<double>(x[i])), order);
+    return static_cast<float>(std::pow(acc, 1.0 / order));
+  });
 }
 
 // The largest value of each plane; NaNs are passed over, as in ONNX Runtime.
 void reference_GlobalMaxPool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
-  const int64_t planes = in[0].shape[0] * in[0].shape[1];
-  const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
-  const float* X = in[0].as<const float>();
-  float* Y = out[0].as<float>();
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  per_plane(in, out, [](const float* x, int64_t size) {
     float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < size; ++i) m = std::max(m, X[pl * size + i]);  // max(m, NaN) is m
-    Y[pl] = m;
-  }
+    for (int64_t i = 0; i < size; ++i) m = std::max(m, x[i]);  // max(m, NaN) is m
+    return m;
+  });
 }
 
 void reference_GlobalAveragePool(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
-  const int64_t planes = in[0].shape[0] * in[0].shape[1];
-  const int64_t size = in[0].numel() / std::max<int64_t>(planes, 1);
-  const float* X = in[0].as<const float>();
-  float* Y = out[0].as<float>();
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  per_plane(in, out, [](const float* x, int64_t size) {
     double acc = 0;
-    for (int64_t i = 0; i < size; ++i) acc += X[pl * size + i];
-    Y[pl] = static_cast<float>(acc / static_cast<double>(size));
-  }
+    for (int64_t i = 0; i < size; ++i) acc += x[i];
+    return static_cast<float>(acc / static_cast<double>(size));
+  });
 }
 
 }  // namespace sluice::ops
