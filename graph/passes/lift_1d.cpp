@@ -74,6 +74,11 @@ Shape lifted(Shape s) {
   return s;
 }
 
+// Axis a (0..2, or Flatten's split point 0..3) of a 3-D value, on its 4-D form: the inserted
+// axis comes before L. (A split right before or after the inserted axis of size 1 gives the
+// same two products.)
+int64_t axis_in_4d(int64_t a) { return a < kAxis ? a : a + 1; }
+
 bool sinkable(const Node& n) {
   switch (n.op) {
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::PRelu:
@@ -193,7 +198,7 @@ int sink_squeezes(Graph& g) {
           int64_t& axis = n.p<AxisParams>().axis;
           if (axis < -3 || axis > 3) continue;
           if (axis < 0) axis += 3;
-          if (axis == 3) axis = 4;
+          axis = axis_in_4d(axis);
           n.inputs[0] = x4;
           ++moved, again = true;
           continue;
@@ -215,7 +220,7 @@ int sink_squeezes(Graph& g) {
           // axis (size 1: the same values) and gives the 3-D result itself.
           ReduceParams& rp = g.node(r).p<ReduceParams>();
           std::vector<int64_t> axes;
-          for (int64_t a : rp.axes) axes.push_back(a < 2 ? a : 3);
+          for (int64_t a : rp.axes) axes.push_back(axis_in_4d(a));
           if (!rp.keepdims) axes.insert(std::lower_bound(axes.begin(), axes.end(), kAxis), kAxis);
           rp.axes = axes;
           rp.has_axes = true;
@@ -258,7 +263,7 @@ int sink_squeezes(Graph& g) {
           int64_t& axis = g.node(r).p<AxisParams>().axis;
           if (axis < -3 || axis > 2) continue;
           if (axis < 0) axis += 3;
-          if (axis == 2) axis = 3;
+          axis = axis_in_4d(axis);
         }
         g.node(r).inputs = ins;
         sink_through(g, r, kNoValue, kNoValue);
