@@ -133,4 +133,21 @@ std::string Graph::where_value(ValueId v) const { return model_name + ": value '
 
 void Graph::fail(NodeId n, const std::string& what) const { throw Error(where(n) + ": " + what); }
 
+bool keeps_zero_channels(const Graph& g, const Node& n) {
+  if (n.inputs.empty() || n.outputs.empty() || n.inputs[0] == kNoValue) return false;
+  const Shape& a = g.value(n.inputs[0]).shape;
+  const Shape& b = g.value(n.outputs[0]).shape;
+  if (a.size() != 4 || b.size() != 4 || a[0] != b[0] || a[1] != b[1]) return false;
+  switch (n.op) {
+    case OpType::Relu: case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool:
+    case OpType::SluiceReorder: case OpType::Identity: case OpType::Dropout:
+      return true;
+    default: return false;
+  }
+}
+
+const ConvParams& conv_params(const Node& n) {
+  return n.op == OpType::SluiceGatedConv ? n.p<GatedConvParams>().conv : n.p<ConvParams>();
+}
+
 }  // namespace sluice::graph

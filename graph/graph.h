@@ -121,4 +121,9 @@ class Graph {
   int live_node_count() const;
 };
 
+// Channel-wise ops that map a zero channel to a zero channel (Relu, the pools, reorders,
+// Identity, Dropout), same batch and channels in and out: a gated conv's channel activity
+// passes through them.
+bool keeps_zero_channels(const Graph& g, const Node& n);
+
 }  // namespace sluice::graph

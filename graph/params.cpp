@@ -17,6 +17,7 @@ const char* gate_form_name(GateForm f) {
     case GateForm::Losers: return "losers";
     case GateForm::Threshold: return "threshold";
     case GateForm::ThresholdInclusive: return "threshold>=";
+    case GateForm::All: return "every output (reads a gated input)";
   }
   return "?";
 }

@@ -235,6 +235,10 @@ enum class GateForm : uint8_t {
   Losers,     // TopK(-g, C-k) -> ScatterElements(g, idx, 0): zero the C-k smallest (ties: lower index)
   Threshold,  // keep g_c > (the k-th largest g), k = K of the graph's TopK
   ThresholdInclusive,  // keep g_c >= (the k-th largest g)
+  // No gate of its own: every output channel, pi = 1 (inputs Wg and bg absent, k unused). A
+  // plain conv that reads a gated conv's output (passes::read_gated_inputs): it computes
+  // from only the input channels the gate left active, y = act(conv(x) [+ sum]).
+  All,
 };
 enum class BetaMode : uint8_t { None, Masked, Unmasked };
 struct GatedConvParams {
@@ -255,6 +259,9 @@ struct GatedConvParams {
   bool fused_sum = false;
 };
 constexpr size_t kGatedSumInput = 6;
+struct Node;
+// The convolution parameters of a Conv or a SluiceGatedConv node.
+const ConvParams& conv_params(const Node& n);
 const char* gate_form_name(GateForm f);
 const char* beta_mode_name(BetaMode b);
 

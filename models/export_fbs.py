@@ -8,7 +8,10 @@ vgg16_fbs: VGG-16's 13 convs, all but the first gated (models/fbs.py GatedConv2d
 pools, then global average pool + Linear(512, 1000). resnet18_fbs: torchvision's ResNet-18
 layout with both convs of every basic block gated (the second without ReLU: its gated
 output meets the dense shortcut in the residual add, then ReLU); the stem conv and the 1x1
-downsampling shortcuts stay dense, as in the FBS paper's ResNet-18. Writes
+downsampling shortcuts stay dense, as in the FBS paper's ResNet-18. resnet18_fbs_inner: the
+same with only the first conv of every block gated and the second plain (Conv + BN), as
+channel-gating work that gates inside residual blocks only does: the plain conv reads the
+gated channels (Sluice runs it on the active ones only). Writes
 OUT_DIR/<model>_d<100d>.onnx and prints one path per line. Input "image" 1x3x224x224.
 """
 import argparse
@@ -49,10 +52,13 @@ class VGG16FBS(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cin, cout, stride, d):
+    def __init__(self, cin, cout, stride, d, gate_second=True):
         super().__init__()
         self.conv1 = gated(cin, cout, stride, d)
-        self.conv2 = gated(cout, cout, 1, d, act=False)  # gated output meets the dense shortcut
+        if gate_second:
+            self.conv2 = gated(cout, cout, 1, d, act=False)  # gated output meets the dense shortcut
+        else:
+            self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
         self.down = None
         if stride != 1 or cin != cout:
             self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
@@ -63,13 +69,13 @@ class Block(nn.Module):
 
 
 class ResNet18FBS(nn.Module):
-    def __init__(self, d):
+    def __init__(self, d, gate_second=True):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                                   nn.MaxPool2d(3, 2, 1))
         blocks, cin = [], 64
         for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [Block(cin, cout, stride, d), Block(cout, cout, 1, d)]
+            blocks += [Block(cin, cout, stride, d, gate_second), Block(cout, cout, 1, d, gate_second)]
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(512, 1000)
@@ -78,7 +84,8 @@ class ResNet18FBS(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
-MODELS = {"vgg16_fbs": VGG16FBS, "resnet18_fbs": ResNet18FBS}
+MODELS = {"vgg16_fbs": VGG16FBS, "resnet18_fbs": ResNet18FBS,
+          "resnet18_fbs_inner": lambda d: ResNet18FBS(d, gate_second=False)}
 
 
 def main():

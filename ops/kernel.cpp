@@ -94,20 +94,6 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
   return std::make_unique<ReferenceKernel>(n, is_unary_elementwise(n.op));
 }
 
-bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n) {
-  using graph::OpType;
-  if (n.inputs.empty() || n.outputs.empty() || n.inputs[0] == graph::kNoValue) return false;
-  const Shape& a = g.value(n.inputs[0]).shape;
-  const Shape& b = g.value(n.outputs[0]).shape;
-  if (a.size() != 4 || b.size() != 4 || a[0] != b[0] || a[1] != b[1]) return false;
-  switch (n.op) {
-    case OpType::Relu: case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool:
-    case OpType::SluiceReorder: case OpType::Identity: case OpType::Dropout:
-      return true;
-    default: return false;
-  }
-}
-
 namespace {
 int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
   using graph::OpType;
@@ -122,12 +108,13 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
     case OpType::SluiceGatedConv: {
       const Shape& w = shape(n.inputs[1]);  // [M, C/g, kh, kw]
       const Shape& y = shape(n.outputs[0]);  // [N, M, OH, OW]
+      const graph::ConvParams& cp = graph::conv_params(n);
       // A fused shift's depthwise conv (if it was one) counts in the dense MACs, and runs none.
-      const int64_t shift = dense && n.op == OpType::Conv ? y[0] * n.p<graph::ConvParams>().pre_shift.dense_macs : 0;
-      if (dense && n.op == OpType::Conv && n.p<graph::ConvParams>().dense_out > 0)  // statically pruned: count the model's channels
-        return shift + y[0] * n.p<graph::ConvParams>().dense_out * n.p<graph::ConvParams>().dense_in * prod(w, 2) * prod(y, 2);
-      if (dense && n.op == OpType::SluiceGatedConv && n.p<graph::GatedConvParams>().conv.dense_in > 0)  // dead inputs removed
-        return y[0] * y[1] * n.p<graph::GatedConvParams>().conv.dense_in * prod(w, 2) * prod(y, 2);
+      const int64_t shift = dense ? y[0] * cp.pre_shift.dense_macs : 0;
+      if (dense && cp.dense_out > 0)  // statically pruned: count the model's channels
+        return shift + y[0] * cp.dense_out * cp.dense_in * prod(w, 2) * prod(y, 2);
+      if (dense && cp.dense_in > 0)  // dead inputs removed (a gated conv's outputs stay)
+        return shift + y[0] * y[1] * cp.dense_in * prod(w, 2) * prod(y, 2);
       return shift + y[0] * y[1] * prod(w, 1) * prod(y, 2);
     }
     case OpType::SluiceShift:

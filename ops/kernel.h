@@ -63,9 +63,6 @@ struct KernelOptions {
   SparseMode sparse = SparseMode::Measured;  // sparse weights: see SessionOptions::sparse
 };
 
-// Channel-wise ops that map zero to zero per channel: channel activity passes through them.
-bool keeps_zero_channels(const graph::Graph& g, const graph::Node& n);
-
 // Chooses and creates the kernel for a node whose shapes and layouts are final.
 std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, const KernelOptions& opts);
 

@@ -45,10 +45,10 @@ std::string Plan::describe(bool as_json) const {
       nodes.back()["shift_form"] = n.p<graph::ShiftParams>().form;
       ++shifts;
     }
-    if (n.op == graph::OpType::Conv && n.p<graph::ConvParams>().dense_out > 0) {
-      nodes.back()["dense_out_channels"] = n.p<graph::ConvParams>().dense_out;
+    if ((n.op == graph::OpType::Conv || n.op == graph::OpType::SluiceGatedConv) && graph::conv_params(n).dense_out > 0) {
+      nodes.back()["dense_out_channels"] = graph::conv_params(n).dense_out;
       nodes.back()["out_channels"] = g_.value(n.outputs[0]).shape[1];
-      nodes.back()["dense_in_channels"] = n.p<graph::ConvParams>().dense_in;
+      nodes.back()["dense_in_channels"] = graph::conv_params(n).dense_in;
       nodes.back()["in_channels"] = g_.value(n.inputs[0]).shape[1];
     }
     if (n.op == graph::OpType::Gemm && (n.p<graph::GemmParams>().dense_n > 0 || n.p<graph::GemmParams>().dense_k > 0)) {

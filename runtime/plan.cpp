@@ -97,6 +97,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("fuse_activations", p::fuse_activations(g_));
     dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
     log("prune_channels", p::prune_channels(g_));
+    log("read_gated_inputs", p::read_gated_inputs(g_));
   }
   log("remove_dead_nodes", dead + p::remove_dead_nodes(g_));
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));
@@ -164,7 +165,7 @@ void Plan::build_steps(const SessionOptions& options) {
     st.dense_macs = ops::dense_macs(g_, n);
     st.executed_macs = executed_macs(*st.kernel, g_, n);
     st.wants_activity = n.op == OpType::SluiceGatedConv && n.layout == graph::Layout::NHWC;
-    st.propagates_activity = ops::keeps_zero_channels(g_, n);
+    st.propagates_activity = graph::keeps_zero_channels(g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
     steps_.push_back(std::move(st));
   }

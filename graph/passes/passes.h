@@ -89,6 +89,14 @@ int fuse_activations(Graph& g);
 // the reason in Graph::pruning; returns the number of channels removed.
 int prune_channels(Graph& g);
 
+// A group-1 Conv whose input comes from a gated conv (directly or through ops that keep a zero
+// channel zero) -> SluiceGatedConv with GateForm::All: it reads the gate's per-sample channel
+// activity and computes from the active input channels only (design.md §4). Not where every
+// channel stays active (density 1, an unmasked beta whose suppressed values are all non-zero),
+// nor on weights sparse enough for the sparse kernel. Runs after prune_channels. Returns the
+// number rewritten.
+int read_gated_inputs(Graph& g);
+
 // Removes nodes none of whose outputs reach a graph output. Returns nodes removed.
 int remove_dead_nodes(Graph& g);
 

@@ -9,6 +9,10 @@
 namespace sluice::ops::gate {
 
 void predict(const Spec& spec, const float* s, float* g) {
+  if (spec.form == graph::GateForm::All) {  // no predictor
+    std::fill(g, g + spec.c_out, 1.f);
+    return;
+  }
   using simd::vf;
   constexpr int64_t L = simd::kLanes;
   const int64_t n = spec.c_in;
@@ -39,6 +43,9 @@ void select(const Spec& spec, const float* g, float* pi) {
   std::vector<int64_t> idx(static_cast<size_t>(m));
   std::iota(idx.begin(), idx.end(), 0);
   switch (spec.form) {
+    case graph::GateForm::All:
+      std::fill(pi, pi + m, 1.f);
+      break;
     case graph::GateForm::Winners: {
       const int64_t k = std::clamp<int64_t>(spec.k, 0, m);
       std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),

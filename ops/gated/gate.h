@@ -11,17 +11,18 @@ namespace sluice::ops::gate {
 
 struct Spec {
   int64_t c_in = 0, c_out = 0;
-  const float* wg = nullptr;  // [c_out][c_in]
-  const float* bg = nullptr;  // [c_out]
+  const float* wg = nullptr;  // [c_out][c_in] (null for GateForm::All)
+  const float* bg = nullptr;  // [c_out] (null for GateForm::All)
   graph::GateForm form = graph::GateForm::Winners;
   int64_t k = 0;
   bool sigmoid = false;  // g = sigmoid(...) instead of relu(...)
 };
 
-// g = relu(Wg s + bg) (or sigmoid), s of c_in values.
+// g = relu(Wg s + bg) (or sigmoid), s of c_in values. GateForm::All: g = 1.
 void predict(const Spec& spec, const float* s, float* g);
 
 // pi from g, exactly as the exported ops compute it (ONNX TopK: ties, lower index first).
+// GateForm::All: pi = 1 for every channel.
 void select(const Spec& spec, const float* g, float* pi);
 
 // Before the activation (and before a fused residual sum is added): a suppressed channel is

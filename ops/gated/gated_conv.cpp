@@ -9,7 +9,8 @@
 // model's weights in place (ops/gated/direct_conv.h), runs it instead where that measures
 // faster (make_gated_conv). The output is written dense NHWC (active channels from the compact
 // result, suppressed channels as the constant the graph gives them), or compact when every
-// reader is a gated conv.
+// reader is a gated conv. GateForm::All (passes::read_gated_inputs: a plain conv behind a
+// gate) has no gate of its own: every output is computed, from the active inputs only.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -44,9 +45,13 @@ void infer_SluiceGatedConv(InferContext& ctx) {
   const int64_t c = x.shape[1], m = w.shape[0];
   if (gp.conv.group != 1 || w.shape[1] != c)
     ctx.fail("weight shape " + shape_str(w.shape) + " does not fit " + std::to_string(c) + " input channels");
-  if (ctx.in(3).shape != Shape{m, c}) ctx.fail("gate weights must be [" + std::to_string(m) + ", " + std::to_string(c) + "]");
-  if (ctx.in(4).shape != Shape{m}) ctx.fail("gate bias must have " + std::to_string(m) + " values");
-  if (gp.k < 0 || gp.k > m)
+  const bool has_gate = gp.form != graph::GateForm::All;
+  if (has_gate != ctx.has_input(3) || has_gate != ctx.has_input(4))
+    ctx.fail(has_gate ? "gate weights and bias are missing" : "a conv with every output kept takes no gate weights");
+  if (has_gate && ctx.in(3).shape != Shape{m, c})
+    ctx.fail("gate weights must be [" + std::to_string(m) + ", " + std::to_string(c) + "]");
+  if (has_gate && ctx.in(4).shape != Shape{m}) ctx.fail("gate bias must have " + std::to_string(m) + " values");
+  if (has_gate && (gp.k < 0 || gp.k > m))
     ctx.fail("k = " + std::to_string(gp.k) + " exceeds the channel count " + std::to_string(m));
   Shape out = {x.shape[0], m};
   for (int64_t d : window_output_dims(ctx, {x.shape[2], x.shape[3]}, gp.conv.kernel_shape, gp.conv.strides,
@@ -74,12 +79,14 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   const int64_t m = y.shape[1], ohw = y.shape[2] * y.shape[3];
   const float* beta = in.size() > 5 && in[5].data ? in[5].as<const float>() : nullptr;
   const float* sum = gp.fused_sum ? in[graph::kGatedSumInput].as<const float>() : nullptr;
-  gate::Spec spec{c, m, in[3].as<const float>(), in[4].as<const float>(), gp.form, gp.k, gp.sigmoid_saliency};
+  const bool has_gate = gp.form != graph::GateForm::All;
+  gate::Spec spec{c, m, has_gate ? in[3].as<const float>() : nullptr, has_gate ? in[4].as<const float>() : nullptr,
+                  gp.form, gp.k, gp.sigmoid_saliency};
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
     const float* X = x.as<const float>() + b * c * hw;
     using Pool = graph::GatedConvParams::Pool;
-    for (int64_t ch = 0; ch < c; ++ch) {
+    for (int64_t ch = 0; ch < c && has_gate; ++ch) {
       double acc = 0;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t i = 0; i < hw; ++i) {
@@ -159,10 +166,12 @@ class GatedConv final : public Kernel {
     const float* W = wv.constant.data<float>();
     weights_.assign(W, W + wv.constant.numel());
     bias_ = constant_or_zeros(g, n, 2, m_);
-    const float* Wg = g.value(n.inputs[3]).constant.data<float>();
-    const float* Bg = g.value(n.inputs[4]).constant.data<float>();
-    wg_.assign(Wg, Wg + m_ * c_);
-    bg_.assign(Bg, Bg + m_);
+    if (p_.form != graph::GateForm::All) {
+      const float* Wg = g.value(n.inputs[3]).constant.data<float>();
+      const float* Bg = g.value(n.inputs[4]).constant.data<float>();
+      wg_.assign(Wg, Wg + m_ * c_);
+      bg_.assign(Bg, Bg + m_);
+    }
     if (n.inputs.size() > 5 && n.inputs[5] != graph::kNoValue) {
       const float* Be = g.value(n.inputs[5]).constant.data<float>();
       beta_.assign(Be, Be + m_);
@@ -228,7 +237,7 @@ class GatedConv final : public Kernel {
   }
 
   std::string name() const override {
-    return std::string(p_.gating ? "gated" : "gated(off)") + (compact_out_ ? "+compact-out" : "") +
+    return std::string(has_gate() ? "gated" : "gated-input") + (p_.gating ? "" : "(off)") + (compact_out_ ? "+compact-out" : "") +
            (direct_ && p_.gating ? ":direct" : "") + ":onednn:" + dense_.pd.impl_info_str() + layout_note_;
   }
   size_t scratch_bytes() const override { return scratch_ * static_cast<size_t>(slots_); }
@@ -239,7 +248,7 @@ class GatedConv final : public Kernel {
     if (rec) {
       rec->filled = true;
       rec->executed_macs.assign(static_cast<size_t>(batch_), 0);
-      rec->gate_macs.assign(static_cast<size_t>(batch_), m_ * c_);
+      rec->gate_macs.assign(static_cast<size_t>(batch_), has_gate() ? m_ * c_ : 0);
       rec->active_in.assign(static_cast<size_t>(batch_), 0);
       rec->active_out.assign(static_cast<size_t>(batch_), 0);
     }
@@ -283,7 +292,7 @@ class GatedConv final : public Kernel {
         act_in.resize(static_cast<size_t>(c_));
         for (int64_t i = 0; i < c_; ++i) act_in[static_cast<size_t>(i)] = static_cast<int32_t>(i);
       }
-      saliency(xb, act_in, in_compact, s.data());
+      if (has_gate()) saliency(xb, act_in, in_compact, s.data());
       gate::predict(spec, s.data(), g.data());
       gate::select(spec, g.data(), pi.data());
       if (p_.gating)
@@ -294,8 +303,10 @@ class GatedConv final : public Kernel {
       const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
       int64_t executed;
       // Nearly every channel active (d = 1 with a few g = 0): the dense conv is cheaper than
-      // the compact one. Compact input with every channel active is dense too.
-      const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * kDenseFromPercent);
+      // the compact one. Compact input with every channel active is dense too. Without a
+      // gate of its own (every output kept), nearly every input active is dense too.
+      const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * kDenseFromPercent) ||
+                         (!has_gate() && !in_compact && ki * 100 >= c_ * kDenseFromPercent);
       if (dense) {
         run_dense(xb, yb, pi.data(), sb, scratch);
         executed = m_ * c_ * per_map;
@@ -349,6 +360,7 @@ class GatedConv final : public Kernel {
   static size_t floats(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
   static size_t align(size_t b) { return (b + 63) / 64 * 64; }
   const float* beta() const { return beta_.empty() ? nullptr : beta_.data(); }
+  bool has_gate() const { return p_.form != graph::GateForm::All; }
 
   Prim make_prim(int64_t ki, int64_t ko, bool blocked) const {
     Prim pr;
@@ -544,6 +556,7 @@ class GatedConv final : public Kernel {
   // sb: this sample's fused residual operand (NHWC, like the output), or null.
   void run_dense(const float* xb, float* yb, const float* pi, const float* sb, std::byte* scratch) const {
     exec_conv(dense_, xb, dense_w_, dense_b_, yb, scratch, conv_scratch());
+    if (!has_gate()) return finish_every_output(yb, sb);  // pi = 1 (a pruned channel's 0 is act(0 + sum) too)
     const int64_t pixels = oh_ * ow_;
     const float* be = beta();
 #pragma omp parallel for if (pixels * m_ > 65536)
@@ -614,16 +627,32 @@ class GatedConv final : public Kernel {
     }
   }
 
+  // No gate of its own and every output channel computed (GateForm::All): the compact result
+  // is the output itself, channel for channel. y = act(conv + sum), in place over it.
+  void finish_every_output(float* yb, const float* sb) const {
+    const int64_t n = oh_ * ow_ * m_;
+    const bool relu = p_.activation.kind == graph::Activation::Relu;
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = sb ? sb[i] + yb[i] : yb[i];
+      yb[i] = relu ? (v > 0.f ? v : 0.f) : graph::apply_activation(p_.activation, v);
+    }
+  }
+
   void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in, bool in_compact,
                    const std::vector<int32_t>& act_out, const float* sb, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
+    const bool every_output = !has_gate() && ko == m_;
     if (direct_) {
       std::vector<int32_t> pos(act_in);
       if (in_compact)
         for (int64_t j = 0; j < ki; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j);
-      float* out = compact_out_ ? yb : reinterpret_cast<float*>(scratch + y_off_);
+      float* out = compact_out_ || every_output ? yb : reinterpret_cast<float*>(scratch + y_off_);
+      gated::DirectEpilogue ep;
+      if (every_output) ep = {sb, m_, p_.activation};
       gated::direct_conv(ds_, xb, in_compact ? ki : c_, pos.data(), act_in.data(), ki, weights_.data(), bias_.data(),
-                         act_out.data(), ko, out, scratch + dc_off_);
+                         act_out.data(), ko, out, scratch + dc_off_, ep);
+      if (every_output) return;
       if (compact_out_)
         scale_compact(yb, pi, act_out);
       else
@@ -675,9 +704,12 @@ class GatedConv final : public Kernel {
     std::vector<float> bc(static_cast<size_t>(ko));
     for (int64_t jo = 0; jo < ko; ++jo) bc[static_cast<size_t>(jo)] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(jo)])];
     memory bias(pr.bias, onednn::engine(), bc.data());
-    if (compact_out_) {  // straight into the output, then the gate's epilogue in place
+    if (compact_out_ || every_output) {  // straight into the output, then the epilogue in place
       exec_conv(pr, src, w_packed, bias, yb, scratch, conv_scratch());
-      scale_compact(yb, pi, act_out);
+      if (every_output)
+        finish_every_output(yb, sb);
+      else
+        scale_compact(yb, pi, act_out);
       return;
     }
     auto* yc = reinterpret_cast<float*>(scratch + y_off_);
@@ -717,7 +749,7 @@ ChannelActivity typical_input_activity(const graph::Graph& g, const graph::Node&
   const graph::Value& x = g.value(n.inputs[0]);
   const graph::Node* prod = x.producer >= 0 ? &g.node(x.producer) : nullptr;
   bool direct = true;
-  while (prod && prod->op != graph::OpType::SluiceGatedConv && keeps_zero_channels(g, *prod)) {
+  while (prod && prod->op != graph::OpType::SluiceGatedConv && graph::keeps_zero_channels(g, *prod)) {
     const graph::Value& v = g.value(prod->inputs[0]);
     prod = v.producer >= 0 ? &g.node(v.producer) : nullptr;
     direct = false;

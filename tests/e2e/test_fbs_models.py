@@ -67,6 +67,29 @@ def check(sluice, path, x, work, extra=()):
     return np.load(os.path.join(out, "logits.npy")), json.load(open(stats_path))
 
 
+def randomise_and_freeze(m):
+    """Seeded random BN statistics, gate biases that keep most g > 0, betas of both signs; eval mode."""
+    import torch.nn as nn
+    import fbs
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+        if isinstance(mod, fbs.GatedConv2d):
+            nn.init.uniform_(mod.gate.bias, 0.5, 1.5)
+            if mod.beta is not None:
+                nn.init.uniform_(mod.beta, -0.5, 0.5)
+    m.eval()
+
+
+def export_28x28(m, path):
+    """m exported at opset 13 for [N, 1, 28, 28] images (N dynamic); returns path."""
+    import torch
+    torch.onnx.export(m, torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    return path
+
+
 def residual_models(work):
     """Small FBS ResNets (random weights, seeded) where gated outputs meet dense shortcuts:
     both convs of each block gated (the second without ReLU, before the add), identity and
@@ -102,19 +125,63 @@ def residual_models(work):
     for d, kw in ((0.5, {}), (0.25, {"form": "losers", "beta": "none"}), (1.0, {"saliency": "absmean"})):
         torch.manual_seed(1)
         m = Net(d, **kw)
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-            if isinstance(mod, fbs.GatedConv2d):
-                nn.init.uniform_(mod.gate.bias, 0.5, 1.5)
-                if mod.beta is not None:
-                    nn.init.uniform_(mod.beta, -0.5, 0.5)
-        m.eval()
-        path = os.path.join(work, "resnet_fbs_d%d_%s.onnx" % (round(100 * d), "_".join(kw.values()) or "default"))
-        torch.onnx.export(m, torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
-        out.append(path)
+        randomise_and_freeze(m)
+        out.append(export_28x28(m, os.path.join(
+            work, "resnet_fbs_d%d_%s.onnx" % (round(100 * d), "_".join(kw.values()) or "default"))))
+    return out
+
+
+def partly_gated_models(work):
+    """FBS nets that gate some convs only (random weights, seeded): a ResNet whose blocks gate
+    their first conv and keep the second plain (Conv + BN, then the shortcut), and a VGG-style
+    net with a plain conv behind each gate (one through a max pool, one a 1x1 head). The plain
+    convs must read only the channels the gate kept. Returns [(path, plain convs behind a gate)]."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import fbs
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, d):
+            super().__init__()
+            self.c1 = fbs.GatedConv2d(cin, cout, 3, stride, density=d)
+            self.c2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            self.down = None if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            return F.relu(self.c2(self.c1(x)) + (x if self.down is None else self.down(x)))
+
+    class ResNet(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU())
+            self.blocks = nn.Sequential(Block(16, 16, 1, d), Block(16, 32, 2, d))
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    class Vgg(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU())
+            self.g1 = fbs.GatedConv2d(16, 32, 3, 1, density=d)
+            self.p1 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU())
+            self.g2 = fbs.GatedConv2d(32, 48, 3, 1, density=d, beta="none")
+            self.head = nn.Conv2d(48, 10, 1)
+
+        def forward(self, x):
+            x = self.head(self.g2(self.p1(self.g1(self.stem(x)))))
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    torch.set_num_threads(1)
+    out = []
+    for name, cls, d in (("resnet", ResNet, 0.5), ("vgg", Vgg, 0.25)):
+        torch.manual_seed(2)
+        m = cls(d)
+        randomise_and_freeze(m)
+        out.append((export_28x28(m, os.path.join(work, "partly_gated_%s_d%d.onnx" % (name, round(100 * d)))), 2))
     return out
 
 
@@ -399,6 +466,8 @@ def main():
     models += residual_models(a.work_dir)  # gated outputs meeting dense shortcuts
     models += other_form_models(a.work_dir)  # the top-k written other ways
     models += silenced_models(a.work_dir)  # a gated layer whose input is all suppressed
+    plain_behind_gates = dict(partly_gated_models(a.work_dir))  # plain convs reading gated outputs
+    models += sorted(plain_behind_gates)
     xte, _ = fashion_mnist.load("test")
     failures = 0
     for path in models:
@@ -414,6 +483,8 @@ def main():
                 assert fused == [2], "both residual adds fused into their gated conv: %s" % fused
             assert insp["gates_recognised"] == expected_gates, "%d of %d gates recognised: %s" % (
                 insp["gates_recognised"], expected_gates, [gt["reason"] for gt in insp["gates"] if not gt["recognised"]])
+            readers = [n["name"] for n in insp["nodes"] if n["kernel"].startswith("gated-input")]
+            assert len(readers) == plain_behind_gates.get(path, 0), "plain convs reading a gate's channels: %s" % readers
             for batch, start in ((1, 0), (16, 100)):
                 x = xte[start:start + batch]
                 ref = sess.run(None, {"image": x})[0]

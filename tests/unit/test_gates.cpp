@@ -722,6 +722,154 @@ TEST(GatedConv, GatingOffExecutesEveryMac) {
   EXPECT_EQ(gated_layer(st).executed_macs, gc.n * gc.m * gc.c * 9 * gc.hw * gc.hw);
 }
 
+// A plain conv behind a gate (FBS code that gates some convs only) reads the gate's channel
+// activity: passes::read_gated_inputs makes it a SluiceGatedConv with no gate of its own.
+// `via`: what stands between them ("" directly, "MaxPool", "Relu"); `residual`: the conv's
+// output plus x, then Relu (fused into it); `zero_weights`: that share of its weights zeroed.
+struct PlainAfterGate {
+  std::string via;
+  bool residual = false;
+  double zero_weights = 0;
+  int64_t k = 4;
+  int64_t m2 = 5;  // the plain conv's outputs (residual: x's channel count)
+};
+
+Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
+                             const std::function<void(OnnxBuilder&)>& edit = {}) {
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  add_gate(b, gc, "g_", "x", "h", gc.c);
+  std::string in = "h";
+  if (pa.via == "MaxPool") {
+    auto& mp = b.node("MaxPool", {"h"}, {"hp"});
+    OnnxBuilder::attr_ints(mp, "kernel_shape", {3, 3});
+    OnnxBuilder::attr_ints(mp, "pads", {1, 1, 1, 1});
+    in = "hp";
+  } else if (pa.via == "Relu") {
+    b.node("Relu", {"h"}, {"hr"});
+    in = "hr";
+  }
+  const int64_t m2 = pa.residual ? gc.c : pa.m2;
+  b.init_random("pw", {m2, gc.m, 3, 3}, 0.3f).init_random("pb", {m2}, 0.1f);
+  if (pa.zero_weights > 0)
+    for (auto& t : *b.proto().mutable_graph()->mutable_initializer())
+      if (t.name() == "pw")
+        for (int i = 0; i < t.float_data_size(); ++i)
+          if ((i * 7919 % 100) < pa.zero_weights * 100) t.set_float_data(i, 0.f);
+  OnnxBuilder::attr_ints(b.node("Conv", {in, "pw", "pb"}, {pa.residual ? "p" : "y"}, "plain"), "pads", {1, 1, 1, 1});
+  if (pa.residual) {
+    b.node("Add", {"p", "x"}, {"s"});
+    b.node("Relu", {"s"}, {"y"});
+  }
+  b.output("y");
+  if (edit) edit(b);
+  return b.load("plain_after_gate.onnx");
+}
+
+const graph::Node* plain_node(const runtime::Plan& plan) {
+  for (const auto& st : plan.steps())
+    if (plan.graph().node(st.node).name == "plain") return &plan.graph().node(st.node);
+  return nullptr;
+}
+
+TEST(GatedInput, PlainConvBehindAGateReadsOnlyTheActiveChannels) {
+  for (const PlainAfterGate& pa : {PlainAfterGate{""}, PlainAfterGate{"MaxPool"}, PlainAfterGate{"Relu"},
+                                   PlainAfterGate{"", true}, PlainAfterGate{"MaxPool", true}}) {
+    GateCase gc;
+    gc.k = pa.k;
+    const std::string what = "via '" + pa.via + "'" + (pa.residual ? ", residual" : "");
+    Model m = plain_after_gate_model(gc, pa);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Node* n = plain_node(plan);
+    ASSERT_NE(n, nullptr) << what;
+    ASSERT_EQ(n->op, graph::OpType::SluiceGatedConv) << what;
+    EXPECT_EQ(n->p<graph::GatedConvParams>().form, graph::GateForm::All) << what;
+    EXPECT_EQ(n->p<graph::GatedConvParams>().fused_sum, pa.residual) << what;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5) << what;
+    EXPECT_LT(o.err_off, 1e-5) << what;
+    const LayerStats& l = gated_layer(o.stats, 1);
+    EXPECT_EQ(l.name, "plain") << what;
+    EXPECT_EQ(l.gate_macs, 0) << what;
+    const int64_t m2 = pa.residual ? gc.c : pa.m2;
+    ASSERT_EQ(l.samples.size(), static_cast<size_t>(gc.n)) << what;
+    for (const auto& smp : l.samples) {
+      EXPECT_EQ(smp.active_in_channels, gc.k) << what;
+      EXPECT_EQ(smp.active_out_channels, m2) << what;
+      EXPECT_EQ(smp.executed_macs, m2 * gc.k * 9 * gc.hw * gc.hw) << what;
+    }
+  }
+}
+
+// Both small-map paths of such a conv (direct, oneDNN, and oneDNN's blocked form where it has
+// one) agree on every input activity, with and without a fused residual sum; one of them also
+// ran against the generic ops above.
+TEST(GatedInput, DirectAndOneDnnPathsAgree) {
+  for (bool residual : {false, true}) {
+    GateCase gc;
+    gc.c = 20, gc.m = 24, gc.hw = 11, gc.k = 9;
+    PlainAfterGate pa{"", residual};
+    Model m = plain_after_gate_model(gc, pa);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Node* node = plain_node(plan);
+    ASSERT_NE(node, nullptr);
+    ASSERT_EQ(node->op, graph::OpType::SluiceGatedConv);
+    const graph::Graph& g = plan.graph();
+    auto direct = ops::make_gated_conv_direct(g, *node), onednn = ops::make_gated_conv_onednn(g, *node);
+    ASSERT_NE(direct, nullptr);
+    ASSERT_NE(onednn, nullptr);
+    EXPECT_EQ(onednn->name().rfind("gated-input:onednn", 0), 0u) << onednn->name();
+    auto blocked = ops::make_gated_conv_blocked(g, *node);
+    std::vector<std::pair<std::string, const ops::Kernel*>> others{{"direct", direct.get()}};
+    if (blocked) others.emplace_back("blocked", blocked.get());
+    ops::ChannelActivity some, compact, all_but_one;
+    some.samples = compact.samples = {{0, 3, 4, 7, 11, 12, 15, 16, 23}, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
+    compact.compact = true;
+    std::vector<int32_t> most;
+    for (int32_t i = 1; i < gc.m; ++i) most.push_back(i);  // 23 of 24: dense from 85%
+    all_but_one.samples = {most, most};
+    for (const auto& [name, other] : others)
+      for (const ops::ChannelActivity* act : std::vector<const ops::ChannelActivity*>{nullptr, &some, &compact, &all_but_one})
+        EXPECT_LT(max_kernel_diff(*other, *onednn, g, *node, 4, act), 1e-4)
+            << name << (residual ? ", residual" : "") << ", activity "
+            << (act == nullptr ? "none" : act == &some ? "some" : act == &compact ? "compact" : "all but one");
+  }
+}
+
+TEST(GatedInput, StaysPlainWhereEveryChannelIsActiveOrTheWeightsAreSparse) {
+  GateCase gc;
+  struct Case {
+    const char* what;
+    PlainAfterGate pa;
+    std::function<void(GateCase&)> gate;
+    bool gating = true;
+  };
+  const Case cases[] = {
+      {"k = C_out", {"", false, 0, gc.m}, [](GateCase&) {}},
+      {"sparse weights", {"", false, 0.7}, [](GateCase&) {}},
+      {"gating off", {""}, [](GateCase&) {}, false},
+      // An unmasked beta: every suppressed channel is relu(beta) > 0.
+      {"unmasked positive beta", {""}, [](GateCase& g) { g.beta = Beta::Unmasked; }},
+  };
+  for (const Case& c : cases) {
+    GateCase g = gc;
+    g.k = c.pa.k;
+    c.gate(g);
+    Model m = plain_after_gate_model(g, c.pa, [](OnnxBuilder& b) {
+      for (auto& t : *b.proto().mutable_graph()->mutable_initializer())
+        if (t.name() == "g_beta")
+          for (int i = 0; i < t.float_data_size(); ++i) t.set_float_data(i, 0.25f + 0.1f * static_cast<float>(i));
+    });
+    SessionOptions so;
+    so.threads = 1;
+    so.gating = c.gating;
+    runtime::Plan plan(*m.graph(), {}, so);
+    const graph::Node* n = plain_node(plan);
+    ASSERT_NE(n, nullptr) << c.what;
+    EXPECT_EQ(n->op, graph::OpType::Conv) << c.what;
+  }
+}
+
 TEST(GateRecognition, SqueezeExcitationIsNotAGate) {
   // GAP -> FC -> ReLU -> FC -> Sigmoid -> Mul: a look-alike with no top-k.
   OnnxBuilder b;

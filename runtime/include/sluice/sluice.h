@@ -154,8 +154,10 @@ struct LayerStats {
   int64_t dense_macs = 0;
   int64_t executed_macs = 0;
   double time_ms = 0;  // wall time of this layer, with SessionOptions::profile
-  // Gated layers (op "SluiceGatedConv"): the gate's predictor MACs (not in dense/executed),
-  // channel counts (active: mean over the batch) and per-sample figures.
+  // Gated layers (op "SluiceGatedConv": a conv with its FBS gate, or a plain conv that reads
+  // a gated conv's output, kernel "gated-input..."): the gate's predictor MACs (not in
+  // dense/executed; 0 without a gate of its own), channel counts (active: mean over the
+  // batch) and per-sample figures.
   bool gated = false;
   int64_t gate_macs = 0;
   int64_t in_channels = 0, out_channels = 0;
