@@ -121,6 +121,8 @@ std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_gated_conv_onednn(const graph::Graph& g, const graph::Node& n);
+// A conv with no gate of its own (GateForm::All) on gated::InputListConv; null for others.
+std::unique_ptr<Kernel> make_gated_conv_input_list(const graph::Graph& g, const graph::Node& n);
 // The gated conv with its oneDNN convs on oneDNN's blocked activation layout, reordered in and
 // out (make_gated_conv_onednn measures that against NHWC on layers of >= 16M MACs); nullptr
 // where oneDNN keeps NHWC.

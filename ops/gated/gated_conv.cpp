@@ -28,6 +28,7 @@
 #include "ops/conv/window.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/gated/gate.h"
+#include "ops/gated/input_list_conv.h"
 #include "ops/gated/weight_gather.h"
 #include "ops/kernel.h"
 #include "ops/util.h"
@@ -142,7 +143,8 @@ bool writes_compact(const graph::Graph& g, const graph::Node& n) {
 }
 
 // Which kernel computes the compact problem on small maps (see make_gated_conv).
-enum class SmallMapPath { Direct, OneDnn };
+// InputList: a conv with no gate of its own (GateForm::All) on gated::InputListConv.
+enum class SmallMapPath { Direct, OneDnn, InputList };
 // The oneDNN convs' activation layout: NHWC or blocked as blocked_form measures, or blocked
 // wherever oneDNN has a blocked form (tests).
 enum class ActLayout { Measured, Blocked };
@@ -218,13 +220,27 @@ class GatedConv final : public Kernel {
     const auto& cp = p_.conv;
     ds_ = {c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0]};
     direct_ = path == SmallMapPath::Direct && direct_applies(n);
+    if (path == SmallMapPath::InputList && input_list_applies(n))
+      input_list_ = std::make_unique<gated::InputListConv>(
+          gated::InputListShape{c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0],
+                                cp.strides[1], cp.dilations[0], cp.dilations[1]},
+          weights_.data(), bias_.data());
     dc_off_ = align(sp_off_ + sp_reserve_);
     // The blocked form's input and output (the dense primitive's are the largest: compact
     // problems have fewer channels in the same blocks).
-    bx_off_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0));
+    bx_off_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0) +
+                    (input_list_ ? input_list_->scratch_bytes() : 0));
     by_off_ = align(bx_off_ + (blocked_ ? dense_.pd.src_desc().get_size() : 0));
     scratch_ = align(by_off_ + (blocked_ ? dense_.pd.dst_desc().get_size() : 0));
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
+  }
+
+  // gated::InputListConv can compute this node: no gate of its own (every output computed),
+  // gating on, at most 64 taps.
+  static bool input_list_applies(const graph::Node& n) {
+    const auto& p = n.p<graph::GatedConvParams>();
+    return p.form == graph::GateForm::All && p.gating && n.layout == graph::Layout::NHWC &&
+           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64;
   }
 
   // The direct kernel can compute this node's compact problem (its strides, dilations and
@@ -238,7 +254,8 @@ class GatedConv final : public Kernel {
 
   std::string name() const override {
     return std::string(has_gate() ? "gated" : "gated-input") + (p_.gating ? "" : "(off)") + (compact_out_ ? "+compact-out" : "") +
-           (direct_ && p_.gating ? ":direct" : "") + ":onednn:" + dense_.pd.impl_info_str() + layout_note_;
+           (direct_ && p_.gating ? ":direct" : "") + (input_list_ ? ":input-list" : "") + ":onednn:" +
+           dense_.pd.impl_info_str() + layout_note_;
   }
   size_t scratch_bytes() const override { return scratch_ * static_cast<size_t>(slots_); }
 
@@ -643,6 +660,13 @@ class GatedConv final : public Kernel {
                    const std::vector<int32_t>& act_out, const float* sb, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
     const bool every_output = !has_gate() && ko == m_;
+    if (input_list_ && every_output) {
+      std::vector<int32_t> pos(act_in);
+      if (in_compact)
+        for (int64_t j = 0; j < ki; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      input_list_->run(xb, in_compact ? ki : c_, pos.data(), act_in.data(), ki, yb, sb, p_.activation, scratch + dc_off_);
+      return;
+    }
     if (direct_) {
       std::vector<int32_t> pos(act_in);
       if (in_compact)
@@ -731,6 +755,7 @@ class GatedConv final : public Kernel {
   bool plain_reserved_ = true;  // scratch holds a plain gathered copy (wc_off_) for the reorder path
   static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
+  std::unique_ptr<gated::InputListConv> input_list_;
   gated::DirectConvShape ds_{};
   int slots_ = 1;  // samples run at once (batch > 1), each with scratch_ bytes
   mutable std::mutex mu_;
@@ -781,21 +806,39 @@ std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const gra
   return k->name().find("blocked") == std::string::npos ? nullptr : std::move(k);
 }
 
+std::unique_ptr<Kernel> make_gated_conv_input_list(const graph::Graph& g, const graph::Node& n) {
+  if (!GatedConv::input_list_applies(n)) return nullptr;
+  return std::make_unique<GatedConv>(g, n, SmallMapPath::InputList);
+}
+
 std::unique_ptr<Kernel> make_gated_conv(const graph::Graph& g, const graph::Node& n) {
   auto onednn = make_gated_conv_onednn(g, n);
+  if (!onednn) return onednn;
+  // Candidates besides oneDNN on the active weights gathered per input: on small maps the
+  // direct kernel (stride-2 layers and wide 14x14 maps can go to oneDNN; 7x7 maps to the
+  // direct kernel); without a gate of its own, the input-list kernel on any map.
+  std::vector<std::pair<const char*, std::unique_ptr<Kernel>>> cand;
   const Shape& y = g.value(n.outputs[0]).shape;
-  if (!onednn || y[2] * y[3] > kDirectMaxPixels) return onednn;
-  auto direct = make_gated_conv_direct(g, n);
-  if (!direct) return onednn;
-  // Small maps: which is faster depends on the layer (stride-2 layers and wide 14x14 maps
-  // can go to oneDNN; 7x7 maps to the direct kernel). Timed at the model's k, on the input
-  // activity the layer will see: the fastest of ~5 calls each, in turns.
+  if (y[2] * y[3] <= kDirectMaxPixels)
+    if (auto direct = make_gated_conv_direct(g, n)) cand.emplace_back("direct", std::move(direct));
+  if (auto list = make_gated_conv_input_list(g, n)) cand.emplace_back("input-list", std::move(list));
+  if (cand.empty()) return onednn;
+  cand.emplace_back("onednn", std::move(onednn));
+  // Timed at the model's k, on the input activity the layer will see: the fastest of ~5
+  // calls each, in turns.
   const ChannelActivity act = typical_input_activity(g, n);
-  const std::vector<double> t = time_kernels({direct.get(), onednn.get()}, g, n, 5, &act);
-  const double t_direct = t[0], t_onednn = t[1];
-  char note[80];
-  std::snprintf(note, sizeof note, "[measured: direct %.3f ms, onednn %.3f ms]", t_direct, t_onednn);
-  return with_note(t_direct <= t_onednn ? std::move(direct) : std::move(onednn), note);
+  std::vector<const Kernel*> ks;
+  for (const auto& c : cand) ks.push_back(c.second.get());
+  const std::vector<double> t = time_kernels(ks, g, n, 5, &act);
+  std::string note = "[measured:";
+  size_t best = 0;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    char one[48];
+    std::snprintf(one, sizeof one, "%s %s %.3f ms", i ? "," : "", cand[i].first, t[i]);
+    note += one;
+    if (t[i] < t[best]) best = i;
+  }
+  return with_note(std::move(cand[best].second), note + "]");
 }
 
 }  // namespace sluice::ops

@@ -732,6 +732,7 @@ struct PlainAfterGate {
   double zero_weights = 0;
   int64_t k = 4;
   int64_t m2 = 5;  // the plain conv's outputs (residual: x's channel count)
+  int64_t kernel = 3, stride = 1, dilation = 1;  // the plain conv's (padded to keep the map when stride 1)
 };
 
 Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
@@ -750,13 +751,17 @@ Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
     in = "hr";
   }
   const int64_t m2 = pa.residual ? gc.c : pa.m2;
-  b.init_random("pw", {m2, gc.m, 3, 3}, 0.3f).init_random("pb", {m2}, 0.1f);
+  b.init_random("pw", {m2, gc.m, pa.kernel, pa.kernel}, 0.3f).init_random("pb", {m2}, 0.1f);
   if (pa.zero_weights > 0)
     for (auto& t : *b.proto().mutable_graph()->mutable_initializer())
       if (t.name() == "pw")
         for (int i = 0; i < t.float_data_size(); ++i)
           if ((i * 7919 % 100) < pa.zero_weights * 100) t.set_float_data(i, 0.f);
-  OnnxBuilder::attr_ints(b.node("Conv", {in, "pw", "pb"}, {pa.residual ? "p" : "y"}, "plain"), "pads", {1, 1, 1, 1});
+  auto& plain = b.node("Conv", {in, "pw", "pb"}, {pa.residual ? "p" : "y"}, "plain");
+  const int64_t pad = (pa.kernel - 1) * pa.dilation / 2;
+  OnnxBuilder::attr_ints(plain, "pads", {pad, pad, pad, pad});
+  if (pa.stride != 1) OnnxBuilder::attr_ints(plain, "strides", {pa.stride, pa.stride});
+  if (pa.dilation != 1) OnnxBuilder::attr_ints(plain, "dilations", {pa.dilation, pa.dilation});
   if (pa.residual) {
     b.node("Add", {"p", "x"}, {"s"});
     b.node("Relu", {"s"}, {"y"});
@@ -801,38 +806,48 @@ TEST(GatedInput, PlainConvBehindAGateReadsOnlyTheActiveChannels) {
   }
 }
 
-// Both small-map paths of such a conv (direct, oneDNN, and oneDNN's blocked form where it has
-// one) agree on every input activity, with and without a fused residual sum; one of them also
-// ran against the generic ops above.
-TEST(GatedInput, DirectAndOneDnnPathsAgree) {
-  for (bool residual : {false, true}) {
-    GateCase gc;
-    gc.c = 20, gc.m = 24, gc.hw = 11, gc.k = 9;
-    PlainAfterGate pa{"", residual};
+// Every path of such a conv (the input-list kernel, the direct kernel on small maps, oneDNN on
+// gathered weights, and on oneDNN's blocked form where it has one) agrees with oneDNN on NHWC for
+// every input activity: strides, dilations, 1x1 and 5x5 kernels, output counts that fill no
+// vector or chunk, a fused residual sum. One of them also ran against the generic ops above.
+TEST(GatedInput, EveryPathAgrees) {
+  GateCase gc;
+  gc.c = 20, gc.m = 24, gc.hw = 11, gc.k = 9;
+  PlainAfterGate cases[] = {{"", false}, {"", true}, {"MaxPool", false, 0, 9, 70}, {"", false, 0, 9, 7, 1},
+                            {"", false, 0, 9, 33, 5}, {"", false, 0, 9, 16, 3, 2}, {"", false, 0, 9, 40, 3, 1, 2}};
+  for (const PlainAfterGate& pa : cases) {
+    const std::string what = "via '" + pa.via + "'" + (pa.residual ? ", residual" : "") + ", m " +
+                             std::to_string(pa.m2) + ", " + std::to_string(pa.kernel) + "x" + std::to_string(pa.kernel) +
+                             " stride " + std::to_string(pa.stride) + " dilation " + std::to_string(pa.dilation);
     Model m = plain_after_gate_model(gc, pa);
     runtime::Plan plan(*m.graph(), {}, {1, true});
     const graph::Node* node = plain_node(plan);
-    ASSERT_NE(node, nullptr);
-    ASSERT_EQ(node->op, graph::OpType::SluiceGatedConv);
+    ASSERT_NE(node, nullptr) << what;
+    ASSERT_EQ(node->op, graph::OpType::SluiceGatedConv) << what;
     const graph::Graph& g = plan.graph();
-    auto direct = ops::make_gated_conv_direct(g, *node), onednn = ops::make_gated_conv_onednn(g, *node);
-    ASSERT_NE(direct, nullptr);
-    ASSERT_NE(onednn, nullptr);
+    auto onednn = ops::make_gated_conv_onednn(g, *node);
+    ASSERT_NE(onednn, nullptr) << what;
     EXPECT_EQ(onednn->name().rfind("gated-input:onednn", 0), 0u) << onednn->name();
-    auto blocked = ops::make_gated_conv_blocked(g, *node);
-    std::vector<std::pair<std::string, const ops::Kernel*>> others{{"direct", direct.get()}};
-    if (blocked) others.emplace_back("blocked", blocked.get());
-    ops::ChannelActivity some, compact, all_but_one;
+    std::vector<std::pair<std::string, std::unique_ptr<ops::Kernel>>> others;
+    others.emplace_back("input-list", ops::make_gated_conv_input_list(g, *node));
+    ASSERT_NE(others.back().second, nullptr) << what;
+    EXPECT_NE(others.back().second->name().find(":input-list"), std::string::npos);
+    if (auto direct = ops::make_gated_conv_direct(g, *node)) others.emplace_back("direct", std::move(direct));
+    if (auto blocked = ops::make_gated_conv_blocked(g, *node)) others.emplace_back("blocked", std::move(blocked));
+    ops::ChannelActivity some, compact, all_but_one, none;
     some.samples = compact.samples = {{0, 3, 4, 7, 11, 12, 15, 16, 23}, {1, 2, 5, 6, 8, 9, 10, 13, 18}};
     compact.compact = true;
     std::vector<int32_t> most;
     for (int32_t i = 1; i < gc.m; ++i) most.push_back(i);  // 23 of 24: dense from 85%
     all_but_one.samples = {most, most};
+    none.samples = {{}, {2}};
     for (const auto& [name, other] : others)
-      for (const ops::ChannelActivity* act : std::vector<const ops::ChannelActivity*>{nullptr, &some, &compact, &all_but_one})
+      for (const ops::ChannelActivity* act :
+           std::vector<const ops::ChannelActivity*>{nullptr, &some, &compact, &all_but_one, &none})
         EXPECT_LT(max_kernel_diff(*other, *onednn, g, *node, 4, act), 1e-4)
-            << name << (residual ? ", residual" : "") << ", activity "
-            << (act == nullptr ? "none" : act == &some ? "some" : act == &compact ? "compact" : "all but one");
+            << name << ", " << what << ", activity "
+            << (act == nullptr ? "none given" : act == &some ? "some" : act == &compact ? "compact"
+                                              : act == &none ? "(none, one)" : "all but one");
   }
 }
 
