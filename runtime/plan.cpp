@@ -405,6 +405,12 @@ void Plan::collect_stats(const ExecContext& ctx, const std::vector<double>* time
       l.gated = true;
       l.in_channels = g_.value(n.inputs[0]).shape[1];
       l.out_channels = g_.value(n.outputs[0]).shape[1];
+      l.dense_in_channels = l.in_channels, l.dense_out_channels = l.out_channels;
+      if (n.op == OpType::SluiceGatedConv || n.op == OpType::Conv) {
+        const graph::ConvParams& cp = graph::conv_params(n);
+        if (cp.dense_in > 0) l.dense_in_channels = cp.dense_in;
+        if (cp.dense_out > 0) l.dense_out_channels = cp.dense_out;
+      }
       l.executed_macs = 0;
       for (int64_t b = 0; b < batch; ++b) {
         const auto i = static_cast<size_t>(b);

@@ -24,9 +24,10 @@ const Node* gating_producer(const Graph& g, ValueId v) {
   if (!prod || prod->op != OpType::SluiceGatedConv) return nullptr;
   const auto& gp = prod->p<GatedConvParams>();
   // Every channel active: no gate of its own, the gate off, a residual sum over every
-  // channel, or k = C_out (density 1).
+  // channel, or k = C_out (density 1; but g > its C-th largest drops the smallest g).
   const int64_t m = g.value(prod->outputs[0]).shape[1];
-  if (gp.form == GateForm::All || !gp.gating || gp.fused_sum || gp.k >= m) return nullptr;
+  if (gp.form == GateForm::All || !gp.gating || gp.fused_sum || (gp.k >= m && gp.form != GateForm::Threshold))
+    return nullptr;
   // A suppressed channel is act(beta_c) with an unmasked beta, else act(0): some must be 0.
   const float* beta = prod->inputs.size() > 5 && prod->inputs[5] != kNoValue
                           ? g.value(prod->inputs[5]).constant.data<float>()

@@ -633,14 +633,11 @@ class GatedConv final : public Kernel {
       scale[static_cast<size_t>(j)] = pi[o];
       if (!beta_.empty() && p_.beta != graph::BetaMode::None) shift[static_cast<size_t>(j)] = beta_[static_cast<size_t>(o)];
     }
-    const bool relu = p_.activation.kind == graph::Activation::Relu;
 #pragma omp parallel for if (pixels * ko > 65536)
     for (int64_t p = 0; p < pixels; ++p) {
       float* r = yc + p * ko;
-      for (int64_t j = 0; j < ko; ++j) {
-        const float v = scale[static_cast<size_t>(j)] * r[j] + shift[static_cast<size_t>(j)];
-        r[j] = relu ? (v < 0.f ? 0.f : v) : v;
-      }
+      for (int64_t j = 0; j < ko; ++j)
+        r[j] = gate::activate(p_, scale[static_cast<size_t>(j)] * r[j] + shift[static_cast<size_t>(j)]);
     }
   }
 

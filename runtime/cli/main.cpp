@@ -93,6 +93,8 @@ json stats_json(const sluice::RunStats& s) {
       j["active_in_channels"] = l.active_in_channels;
       j["out_channels"] = l.out_channels;
       j["active_out_channels"] = l.active_out_channels;
+      j["dense_in_channels"] = l.dense_in_channels;
+      j["dense_out_channels"] = l.dense_out_channels;
       json samples = json::array();
       for (const auto& x : l.samples)
         samples.push_back({{"dense_macs", x.dense_macs}, {"executed_macs", x.executed_macs},

@@ -55,13 +55,13 @@ def run_sluice(a, *args, check_ok=True, timeout=600):
     return p
 
 
-def pad_feeds_average_pool(path):
+def pad_feeds_pool(path):
     """Whether the file has a Pad whose output an AveragePool reads."""
     import onnx
 
     nodes = onnx.load(path, load_external_data=False).graph.node
     pads = {o for n in nodes if n.op_type == "Pad" for o in n.output}
-    return any(n.op_type == "AveragePool" and n.input and n.input[0] in pads for n in nodes)
+    return any(n.op_type in ("AveragePool", "MaxPool") and n.input and n.input[0] in pads for n in nodes)
 
 
 def run_vs_ort(a, path, x, tag, *extra, input_name="image", output_name="logits", tol=1e-4):
@@ -81,10 +81,11 @@ def run_vs_ort(a, path, x, tag, *extra, input_name="image", output_name="logits"
     ort.set_default_logger_severity(3)  # errors only (kernels warn through the default logger)
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only: ORT warns about every unused initializer of an export
-    if pad_feeds_average_pool(path):
-        # ORT 1.20's PadFusion folds a Pad into the AveragePool after it and drops
+    if pad_feeds_pool(path):
+        # ORT 1.20's PadFusion folds a Pad into the AveragePool or MaxPool after it: it drops
         # count_include_pad (torch's avg_pool2d(count_include_pad=True, padding > 0) exports as
-        # Pad + AveragePool): its optimised result is wrong there, its plain one right.
+        # Pad + AveragePool), and the max pool's own padding is -inf, not the Pad's 0: its
+        # optimised result is wrong there, its plain one right.
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
     if y.shape != ref.shape:

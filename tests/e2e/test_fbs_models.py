@@ -134,7 +134,8 @@ def residual_models(work):
 def partly_gated_models(work):
     """FBS nets that gate some convs only (random weights, seeded): a ResNet whose blocks gate
     their first conv and keep the second plain (Conv + BN, then the shortcut), and a VGG-style
-    net with a plain conv behind each gate (one through a max pool, one a 1x1 head). The plain
+    net with a plain conv behind each gate (one through a max pool, one a 1x1 head), also with a
+    third of the first plain conv's channels slimmed away (zero BN scale and shift). The plain
     convs must read only the channels the gate kept. Returns [(path, plain convs behind a gate)]."""
     import torch
     import torch.nn as nn
@@ -177,10 +178,15 @@ def partly_gated_models(work):
 
     torch.set_num_threads(1)
     out = []
-    for name, cls, d in (("resnet", ResNet, 0.5), ("vgg", Vgg, 0.25)):
+    for name, cls, d in (("resnet", ResNet, 0.5), ("vgg", Vgg, 0.25), ("vgg_slimmed", Vgg, 0.5)):
         torch.manual_seed(2)
         m = cls(d)
         randomise_and_freeze(m)
+        if name == "vgg_slimmed":  # network slimming on the plain convs: zero BN scales and shifts
+            for bn in (m.p1[2],):
+                with torch.no_grad():
+                    bn.weight[::3] = 0
+                    bn.bias[::3] = 0
         out.append((export_28x28(m, os.path.join(work, "partly_gated_%s_d%d.onnx" % (name, round(100 * d)))), 2))
     return out
 
@@ -498,7 +504,11 @@ def main():
                     for layer in st["layers"]:
                         if "active_out_channels" in layer:
                             s = layer["samples"][b]
-                            per_pair = layer["dense_macs"] // batch // (layer["in_channels"] * layer["out_channels"])
+                            # dense MACs count the model's channels (static pruning may run fewer)
+                            per_pair = layer["dense_macs"] // batch // (
+                                layer["dense_in_channels"] * layer["dense_out_channels"])
+                            assert per_pair * batch * layer["dense_in_channels"] * layer["dense_out_channels"] == \
+                                layer["dense_macs"], "%s: dense MACs not a multiple of the channel pairs" % layer["name"]
                             assert s["executed_macs"] == s["active_in_channels"] * s["active_out_channels"] * per_pair
                             total += s["executed_macs"]
                         else:
@@ -508,7 +518,10 @@ def main():
                 assert st["dense_macs"] - st["executed_macs"] == st["skipped_macs"]
                 y_off, st_off = check(a.sluice, path, x, a.work_dir, ["--gating", "off"])
                 assert float(np.abs(y_off - ref).max()) <= 1e-4 * scale, "--gating off differs from ORT"
-                assert st_off["executed_macs"] == st_off["dense_macs"] == st["dense_macs"]
+                # gating off: every MAC but those of statically removed channels (static_macs)
+                assert st_off["dense_macs"] == st["dense_macs"] == batch * insp["dense_macs"]
+                assert st_off["executed_macs"] == batch * insp["static_macs"], "--gating off: %d executed, %d static" % (
+                    st_off["executed_macs"], batch * insp["static_macs"])
             print("PASS %s: %d gates, outputs match ORT (batch 1, 16), MACs consistent; %.1f%% skipped" % (
                 name, expected_gates, 100.0 * st["skipped_macs"] / st["dense_macs"]))
         except AssertionError as e:

@@ -464,9 +464,10 @@ def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=Te
 
 
 def padded_average_pool(a):
-    """avg_pool2d(count_include_pad=True) with padding, which torch exports as Pad + AveragePool:
-    Sluice against torch itself, and against ORT with its graph optimisations off (ORT 1.20's
-    PadFusion drops count_include_pad: run_vs_ort turns them off for such files)."""
+    """avg_pool2d(count_include_pad=True) with padding, which torch exports as Pad + AveragePool,
+    and a zero Pad before a max pool: Sluice against torch itself, and against ORT with its graph
+    optimisations off (ORT 1.20's PadFusion drops count_include_pad and pads the max pool with
+    -inf: run_vs_ort turns them off for such files)."""
     import torch
     import torch.nn.functional as F
 
@@ -480,6 +481,17 @@ def padded_average_pool(a):
     y, _, _ = run_vs_ort(a, path, x, "avg_pool_pad")
     want = Net()(torch.from_numpy(x)).numpy()
     check(np.abs(y - want).max() < 1e-5, "avg_pool_pad: equals torch's avg_pool2d (max |diff| %.2g)" % np.abs(y - want).max())
+
+    class ZeroPadMax(torch.nn.Module):  # zero padding, then a max pool: a window of negatives sees the 0
+        def forward(self, x):
+            return F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 1)
+
+    path = export(a, ZeroPadMax(), "max_pool_zero_pad", (1, 2, 6, 5))
+    expect_ops(path, {"Pad", "MaxPool"})
+    x = -np.abs(x)  # every window's max is then the padding's 0 at the border
+    y, _, _ = run_vs_ort(a, path, x, "max_pool_zero_pad")
+    want = ZeroPadMax()(torch.from_numpy(x)).numpy()
+    check(np.abs(y - want).max() < 1e-5, "max_pool_zero_pad: equals torch's (max |diff| %.2g)" % np.abs(y - want).max())
 
 
 def bad_attributes(a):

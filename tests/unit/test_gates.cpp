@@ -733,6 +733,8 @@ struct PlainAfterGate {
   int64_t k = 4;
   int64_t m2 = 5;  // the plain conv's outputs (residual: x's channel count)
   int64_t kernel = 3, stride = 1, dilation = 1;  // the plain conv's (padded to keep the map when stride 1)
+  std::string act;          // after the plain conv: "", "LeakyRelu" (0.1) or "Clip" (-0.5, 0.5)
+  bool gate_after = false;  // the plain conv's only reader is another gate (it then writes compact)
 };
 
 Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
@@ -757,14 +759,31 @@ Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
       if (t.name() == "pw")
         for (int i = 0; i < t.float_data_size(); ++i)
           if ((i * 7919 % 100) < pa.zero_weights * 100) t.set_float_data(i, 0.f);
-  auto& plain = b.node("Conv", {in, "pw", "pb"}, {pa.residual ? "p" : "y"}, "plain");
+  const std::string plain_out = pa.residual || !pa.act.empty() || pa.gate_after ? "p" : "y";
+  auto& plain = b.node("Conv", {in, "pw", "pb"}, {plain_out}, "plain");
   const int64_t pad = (pa.kernel - 1) * pa.dilation / 2;
   OnnxBuilder::attr_ints(plain, "pads", {pad, pad, pad, pad});
   if (pa.stride != 1) OnnxBuilder::attr_ints(plain, "strides", {pa.stride, pa.stride});
   if (pa.dilation != 1) OnnxBuilder::attr_ints(plain, "dilations", {pa.dilation, pa.dilation});
+  std::string cur = plain_out;
   if (pa.residual) {
     b.node("Add", {"p", "x"}, {"s"});
-    b.node("Relu", {"s"}, {"y"});
+    b.node("Relu", {"s"}, {"r"});
+    cur = "r";
+  }
+  if (pa.act == "LeakyRelu") {
+    OnnxBuilder::attr_float(b.node("LeakyRelu", {cur}, {"a"}), "alpha", 0.1f);
+    cur = "a";
+  } else if (pa.act == "Clip") {
+    b.init("lo", {}, {-0.5f}).init("hi", {}, {0.5f});
+    b.node("Clip", {cur, "lo", "hi"}, {"a"});
+    cur = "a";
+  }
+  if (pa.gate_after) {
+    GateCase g2 = gc;
+    add_gate(b, g2, "g2_", cur, "y", m2);
+  } else if (cur != "y") {
+    b.node("Identity", {cur}, {"y"});
   }
   b.output("y");
   if (edit) edit(b);
@@ -849,6 +868,38 @@ TEST(GatedInput, EveryPathAgrees) {
             << (act == nullptr ? "none given" : act == &some ? "some" : act == &compact ? "compact"
                                               : act == &none ? "(none, one)" : "all but one");
   }
+}
+
+// Its fused activation, whatever it is, on every path, also where it writes a compact output
+// for the next gate: inputs where the gate before keeps some channels, and where it suppresses
+// them all (no active input: every output is act(bias)).
+TEST(GatedInput, AnyFusedActivationOnACompactOutput) {
+  for (const char* act : {"LeakyRelu", "Clip"})
+    for (bool silenced : {false, true}) {
+      GateCase gc;
+      PlainAfterGate pa;
+      pa.act = act;
+      pa.gate_after = true;
+      pa.m2 = 7;
+      const std::string what = std::string(act) + (silenced ? ", every g = 0" : "");
+      Model m = plain_after_gate_model(gc, pa, [&](OnnxBuilder& b) {
+        for (auto& t : *b.proto().mutable_graph()->mutable_initializer()) {
+          if (t.name() == "pb")  // biases of both signs, beyond the Clip: act(bias) != bias
+            for (int i = 0; i < t.float_data_size(); ++i) t.set_float_data(i, i % 2 ? 1.5f : -1.5f);
+          if (t.name() == "g_bg" && silenced)
+            for (int i = 0; i < t.float_data_size(); ++i) t.set_float_data(i, -100.f);
+        }
+      });
+      runtime::Plan plan(*m.graph(), {}, {1, true});
+      bool compact = false;
+      for (const auto& st : plan.steps())
+        if (plan.graph().node(st.node).name == "plain") compact = st.kernel->name().find("compact-out") != std::string::npos;
+      EXPECT_TRUE(compact) << what;
+      Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+
+      EXPECT_LT(o.err, 1e-5) << what;
+      EXPECT_LT(o.err_off, 1e-5) << what;
+    }
 }
 
 TEST(GatedInput, StaysPlainWhereEveryChannelIsActiveOrTheWeightsAreSparse) {

@@ -160,7 +160,8 @@ struct LayerStats {
   // batch) and per-sample figures.
   bool gated = false;
   int64_t gate_macs = 0;
-  int64_t in_channels = 0, out_channels = 0;
+  int64_t in_channels = 0, out_channels = 0;  // as it runs (static pruning may have removed some)
+  int64_t dense_in_channels = 0, dense_out_channels = 0;  // the model's, which dense_macs counts
   double active_in_channels = 0, active_out_channels = 0;
   std::vector<LayerSample> samples;  // per sample, for layers with MACs
   int64_t skipped_macs() const { return dense_macs - executed_macs; }
