@@ -97,7 +97,7 @@ void Plan::optimise(const SessionOptions& options) {
     log("fuse_activations", p::fuse_activations(g_));
     dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
     log("prune_channels", p::prune_channels(g_));
-    log("read_gated_inputs", p::read_gated_inputs(g_));
+    log("read_gated_inputs", p::read_gated_inputs(g_, options.sparse != SparseMode::Off));
   }
   log("remove_dead_nodes", dead + p::remove_dead_nodes(g_));
   if (options.optimize) log("assign_layouts", p::assign_layouts(g_));

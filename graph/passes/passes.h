@@ -93,9 +93,9 @@ int prune_channels(Graph& g);
 // channel zero) -> SluiceGatedConv with GateForm::All: it reads the gate's per-sample channel
 // activity and computes from the active input channels only (design.md §4). Not where every
 // channel stays active (density 1, an unmasked beta whose suppressed values are all non-zero),
-// nor on weights sparse enough for the sparse kernel. Runs after prune_channels. Returns the
-// number rewritten.
-int read_gated_inputs(Graph& g);
+// nor on weights sparse enough for the sparse kernel where that may run (sparse_kernel: not
+// `--sparse off`). Runs after prune_channels. Returns the number rewritten.
+int read_gated_inputs(Graph& g, bool sparse_kernel = true);
 
 // Removes nodes none of whose outputs reach a graph output. Returns nodes removed.
 int remove_dead_nodes(Graph& g);

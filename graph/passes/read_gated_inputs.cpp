@@ -39,7 +39,7 @@ const Node* gating_producer(const Graph& g, ValueId v) {
   return nullptr;
 }
 
-bool rewritable(const Graph& g, const Node& n) {
+bool rewritable(const Graph& g, const Node& n, bool sparse_kernel) {
   if (n.dead || n.op != OpType::Conv || n.inputs.size() < 2 || n.outputs.size() != 1) return false;
   const auto& cp = n.p<ConvParams>();
   if (cp.group != 1 || !cp.pre_shift.empty() || cp.kernel_shape.size() != 2) return false;
@@ -51,18 +51,19 @@ bool rewritable(const Graph& g, const Node& n) {
   if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant()) return false;
   for (size_t i = 1; i < n.inputs.size(); ++i)
     if (n.inputs[i] == n.inputs[0]) return false;
-  // Weights sparse enough for the sparse kernel keep it: it skips their zeros instead.
-  return ops::zero_fraction(w.constant) < ops::kMinSparsity;
+  // Weights sparse enough for the sparse kernel keep it (where it may run): it skips their
+  // zeros instead.
+  return !sparse_kernel || ops::zero_fraction(w.constant) < ops::kMinSparsity;
 }
 
 }  // namespace
 
-int read_gated_inputs(Graph& g) {
+int read_gated_inputs(Graph& g, bool sparse_kernel) {
   g.rebuild_links();
   int rewritten = 0;
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
-    if (!rewritable(g, n) || !gating_producer(g, n.inputs[0])) continue;
+    if (!rewritable(g, n, sparse_kernel) || !gating_producer(g, n.inputs[0])) continue;
     const ConvParams cp = n.p<ConvParams>();
     GatedConvParams gp;
     gp.conv = cp;

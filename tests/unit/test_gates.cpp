@@ -934,6 +934,15 @@ TEST(GatedInput, StaysPlainWhereEveryChannelIsActiveOrTheWeightsAreSparse) {
     ASSERT_NE(n, nullptr) << c.what;
     EXPECT_EQ(n->op, graph::OpType::Conv) << c.what;
   }
+  // Sparse weights where the sparse kernel may not run (--sparse off) read the gate's channels.
+  GateCase g = gc;
+  Model m = plain_after_gate_model(g, {"", false, 0.7});
+  SessionOptions off;
+  off.threads = 1;
+  off.sparse = SparseMode::Off;
+  runtime::Plan plan(*m.graph(), {}, off);
+  ASSERT_NE(plain_node(plan), nullptr);
+  EXPECT_EQ(plain_node(plan)->op, graph::OpType::SluiceGatedConv);
 }
 
 TEST(GateRecognition, SqueezeExcitationIsNotAGate) {
