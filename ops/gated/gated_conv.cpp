@@ -598,25 +598,39 @@ class GatedConv final : public Kernel {
     const int64_t pixels = oh_ * ow_;
     const auto ko = static_cast<int64_t>(act_out.size());
     const float* be = beta();
-#pragma omp parallel for if (pixels * m_ > 65536)
-    for (int64_t p = 0; p < pixels; ++p) {
-      float* r = yb + p * m_;
-      if (sb) {
-        const float* sr = sb + p * m_;
-        for (int64_t o = 0; o < m_; ++o) r[o] = gate::activate(p_, sr[o] + pre_suppressed_[static_cast<size_t>(o)]);
-        if (compact) {
-          const float* cr = compact + p * ko;
-          for (int64_t j = 0; j < ko; ++j) {
+    const auto kind = p_.activation.kind;
+    // With a residual operand: per pixel, the pre-activation row (suppressed constants, the
+    // active channels' values scattered in), then act(sum + row) in one loop over the channels
+    // that the compiler vectorises for ReLU or no activation (a scalar pass per channel, and a
+    // second one per active channel, took 8% of a gated ResNet-18 at d = 0.25).
+#pragma omp parallel if (pixels * m_ > 65536)
+    {
+      std::vector<float> row(sb ? static_cast<size_t>(m_) : 0);
+#pragma omp for
+      for (int64_t p = 0; p < pixels; ++p) {
+        float* r = yb + p * m_;
+        const float* cr = compact ? compact + p * ko : nullptr;
+        if (sb) {
+          const float* sr = sb + p * m_;
+          std::memcpy(row.data(), pre_suppressed_.data(), floats(m_));
+          for (int64_t j = 0; cr && j < ko; ++j) {
             const int32_t o = act_out[static_cast<size_t>(j)];
-            r[o] = gate::activate(p_, sr[o] + gate::pre_active(p_, be, o, pi[o], cr[j]));
+            row[static_cast<size_t>(o)] = gate::pre_active(p_, be, o, pi[o], cr[j]);
           }
+          if (kind == graph::Activation::Relu) {
+            for (int64_t o = 0; o < m_; ++o) {
+              const float v = sr[o] + row[static_cast<size_t>(o)];
+              r[o] = v < 0.f ? 0.f : v;  // as gate::activate
+            }
+          } else if (kind == graph::Activation::None) {
+            for (int64_t o = 0; o < m_; ++o) r[o] = sr[o] + row[static_cast<size_t>(o)];
+          } else {
+            for (int64_t o = 0; o < m_; ++o) r[o] = gate::activate(p_, sr[o] + row[static_cast<size_t>(o)]);
+          }
+          continue;
         }
-        continue;
-      }
-      std::memcpy(r, suppressed_.data(), floats(m_));
-      if (compact) {
-        const float* cr = compact + p * ko;
-        for (int64_t j = 0; j < ko; ++j) {
+        std::memcpy(r, suppressed_.data(), floats(m_));
+        for (int64_t j = 0; cr && j < ko; ++j) {
           const int32_t o = act_out[static_cast<size_t>(j)];
           r[o] = gate::active_value(p_, be, o, pi[o], cr[j]);
         }
