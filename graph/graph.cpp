@@ -142,6 +142,14 @@ bool keeps_zero_channels(const Graph& g, const Node& n) {
     case OpType::Relu: case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool:
     case OpType::SluiceReorder: case OpType::Identity: case OpType::Dropout:
       return true;
+    case OpType::Pad: {  // spatial only, and zero (or copies of the channel's own values) where it pads
+      const auto& p = n.p<PadParams>();
+      if (p.pads.size() != 8 || p.pads[0] != 0 || p.pads[1] != 0 || p.pads[4] != 0 || p.pads[5] != 0) return false;
+      if (p.mode != "constant" || n.inputs.size() < 3 || n.inputs[2] == kNoValue) return true;
+      const Value& fill = g.value(n.inputs[2]);
+      return fill.is_constant() && fill.dtype == DType::Float32 && fill.constant.numel() == 1 &&
+             fill.constant.data<float>()[0] == 0.f;
+    }
     default: return false;
   }
 }

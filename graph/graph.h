@@ -122,8 +122,8 @@ class Graph {
 };
 
 // Channel-wise ops that map a zero channel to a zero channel (Relu, the pools, reorders,
-// Identity, Dropout), same batch and channels in and out: a gated conv's channel activity
-// passes through them.
+// Identity, Dropout, a spatial Pad with zeros or in edge/reflect mode), same batch and channels
+// in and out: a gated conv's channel activity passes through them.
 bool keeps_zero_channels(const Graph& g, const Node& n);
 
 }  // namespace sluice::graph

@@ -23,11 +23,13 @@ std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spati
       pads[i] = pads[i + r] = 0;
     }
     const int64_t span = in + pads[i] + pads[i + r] - k;
-    if (span < 0)
+    // ceil_mode: one window that hangs over the end of a smaller padded input is still an
+    // output (ONNX's ceil((in + pads - k) / s + 1) = 1, as ONNX Runtime and PyTorch compute it).
+    if (span < 0 && !(ceil_mode && span > -s))
       ctx.fail("the window (kernel " + std::to_string(kernel[i]) + ", dilation " + std::to_string(dilations[i]) +
                ") is larger than the padded input (" + std::to_string(in + pads[i] + pads[i + r]) + ") in spatial dim " +
                std::to_string(i));
-    int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    int64_t o = span < 0 ? 1 : (ceil_mode ? (span + s - 1) / s : span / s) + 1;
     // With ceil_mode the last window must start inside the input or its begin padding.
     if (ceil_mode && (o - 1) * s >= in + pads[i]) --o;
     // One window: the stride is never applied. A huge one (2^31) would overflow oneDNN's int

@@ -240,7 +240,7 @@ class GatedConv final : public Kernel {
   static bool input_list_applies(const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
     return p.form == graph::GateForm::All && p.gating && n.layout == graph::Layout::NHWC &&
-           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64;
+           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= gated::InputListConv::kMaxTaps;
   }
 
   // The direct kernel can compute this node's compact problem (its strides, dilations and

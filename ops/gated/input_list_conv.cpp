@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <string>
 #include <utility>
+
+#include "sluice/sluice.h"
 
 namespace sluice::ops::gated {
 
@@ -50,6 +53,9 @@ constexpr auto kBlocks = block_table(std::make_index_sequence<kP>());
 }  // namespace
 
 InputListConv::InputListConv(const InputListShape& s, const float* weights, const float* bias) : s_(s) {
+  if (s.kh * s.kw > kMaxTaps || s.kh < 1 || s.kw < 1)
+    throw Error("internal error: the input-list conv takes 1 to " + std::to_string(kMaxTaps) + " taps, not " +
+                std::to_string(s.kh * s.kw));
   hp_ = (s.oh - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
   wp_ = (s.ow - 1) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
   chunks_ = (s.m + kChunk - 1) / kChunk;
@@ -83,7 +89,7 @@ void InputListConv::run(const float* x, int64_t x_stride, const int32_t* pos, co
     }
   }
   const int64_t taps = s.kh * s.kw;
-  int64_t toff[64 * 64];
+  int64_t toff[kMaxTaps];
   for (int64_t dy = 0; dy < s.kh; ++dy)
     for (int64_t dx = 0; dx < s.kw; ++dx) toff[dy * s.kw + dx] = (dy * s.dil_h * wp_ + dx * s.dil_w) * k;
   const int64_t q = s.oh * s.ow, blocks = (q + kP - 1) / kP;

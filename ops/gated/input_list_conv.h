@@ -27,6 +27,7 @@ struct InputListShape {
 
 class InputListConv {
  public:
+  static constexpr int64_t kMaxTaps = 64;  // kh * kw
   // weights: the model's OIHW [M, C, kh, kw]; bias: [M] or null.
   InputListConv(const InputListShape& s, const float* weights, const float* bias);
   // Scratch floats for one call (the zero-padded copy of the active input channels).

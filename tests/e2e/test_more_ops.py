@@ -494,6 +494,40 @@ def padded_average_pool(a):
     check(np.abs(y - want).max() < 1e-5, "max_pool_zero_pad: equals torch's (max |diff| %.2g)" % np.abs(y - want).max())
 
 
+def ceil_mode_small_maps(a):
+    """ceil_mode pools whose one window hangs over the end of a padded input smaller than it
+    (a 1-pixel map under a 2x2 stride-2 pool): one output, as ONNX's formula, ORT and PyTorch
+    give (it was refused as a window larger than the input). Against ORT, and against PyTorch
+    for count_include_pad=1, where ORT divides an overhanging window differently."""
+    import torch
+    import torch.nn.functional as F
+
+    for i, (h, w, k, s, p) in enumerate(((1, 1, 2, 2, 0), (1, 3, 2, 2, 0), (3, 2, 4, 3, 0), (2, 5, 5, 4, 1))):
+        x = np.random.default_rng(30 + i).standard_normal((2, 3, h, w)).astype(np.float32)
+        shape = "%dx%d_k%d_s%d_p%d" % (h, w, k, s, p)
+        for op, cip in (("MaxPool", None), ("AveragePool", 0), ("AveragePool", 1)):
+            attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, ceil_mode=1)
+            if cip is not None:
+                attrs["count_include_pad"] = cip
+            name = "ceil_%s%s_%s" % (op.lower(), "" if cip is None else "_cip%d" % cip, shape)
+            nodes = [helper.make_node(op, ["image"], ["logits"], **attrs)]
+            if cip == 1:  # against PyTorch
+                g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(x.shape))],
+                                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)])
+                m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+                m.ir_version = 8
+                path = os.path.join(a.work_dir, name + ".onnx")
+                onnx.save(m, path)
+                xin, out = os.path.join(a.work_dir, name + "_x.npy"), os.path.join(a.work_dir, name + "_out")
+                np.save(xin, x)
+                run_sluice(a, "run", path, "--input", "image=" + xin, "--output-dir", out)
+                y = np.load(os.path.join(out, "logits.npy"))
+                want = F.avg_pool2d(torch.from_numpy(x), k, s, p, ceil_mode=True, count_include_pad=True).numpy()
+                check(y.shape == want.shape and np.abs(y - want).max() < 1e-5, "%s: equals PyTorch's" % name)
+            else:
+                single(a, name, nodes, {}, None, 13, x)
+
+
 def bad_attributes(a):
     refuse(a, "argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), [2, 3], 13, "am",
            "argmax_axis (the error names the node)", out_type=TensorProto.INT64)
@@ -518,4 +552,4 @@ def bad_attributes(a):
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
-                                 edge_values, int_edges, padded_average_pool, bad_attributes]))
+                                 edge_values, int_edges, padded_average_pool, ceil_mode_small_maps, bad_attributes]))

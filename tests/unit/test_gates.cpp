@@ -724,7 +724,7 @@ TEST(GatedConv, GatingOffExecutesEveryMac) {
 
 // A plain conv behind a gate (FBS code that gates some convs only) reads the gate's channel
 // activity: passes::read_gated_inputs makes it a SluiceGatedConv with no gate of its own.
-// `via`: what stands between them ("" directly, "MaxPool", "Relu"); `residual`: the conv's
+// `via`: what stands between them ("" directly, "MaxPool", "Relu", a zero "Pad"); `residual`: the conv's
 // output plus x, then Relu (fused into it); `zero_weights`: that share of its weights zeroed.
 struct PlainAfterGate {
   std::string via;
@@ -751,6 +751,15 @@ Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
   } else if (pa.via == "Relu") {
     b.node("Relu", {"h"}, {"hr"});
     in = "hr";
+  } else if (pa.via == "Pad" || pa.via == "PadOnes") {  // on top and on the right (the conv's pads keep the map)
+    b.init_i64("padding", {8}, {0, 0, 1, 0, 0, 0, 0, 1});
+    if (pa.via == "PadOnes") {
+      b.init("one", {}, {1.f});
+      b.node("Pad", {"h", "padding", "one"}, {"hpad"});
+    } else {
+      b.node("Pad", {"h", "padding"}, {"hpad"});
+    }
+    in = "hpad";
   }
   const int64_t m2 = pa.residual ? gc.c : pa.m2;
   b.init_random("pw", {m2, gc.m, pa.kernel, pa.kernel}, 0.3f).init_random("pb", {m2}, 0.1f);
@@ -762,7 +771,10 @@ Model plain_after_gate_model(const GateCase& gc, const PlainAfterGate& pa,
   const std::string plain_out = pa.residual || !pa.act.empty() || pa.gate_after ? "p" : "y";
   auto& plain = b.node("Conv", {in, "pw", "pb"}, {plain_out}, "plain");
   const int64_t pad = (pa.kernel - 1) * pa.dilation / 2;
-  OnnxBuilder::attr_ints(plain, "pads", {pad, pad, pad, pad});
+  if (pa.via == "Pad" || pa.via == "PadOnes")
+    OnnxBuilder::attr_ints(plain, "pads", {0, pad, pad, 0});
+  else
+    OnnxBuilder::attr_ints(plain, "pads", {pad, pad, pad, pad});
   if (pa.stride != 1) OnnxBuilder::attr_ints(plain, "strides", {pa.stride, pa.stride});
   if (pa.dilation != 1) OnnxBuilder::attr_ints(plain, "dilations", {pa.dilation, pa.dilation});
   std::string cur = plain_out;
@@ -797,7 +809,7 @@ const graph::Node* plain_node(const runtime::Plan& plan) {
 }
 
 TEST(GatedInput, PlainConvBehindAGateReadsOnlyTheActiveChannels) {
-  for (const PlainAfterGate& pa : {PlainAfterGate{""}, PlainAfterGate{"MaxPool"}, PlainAfterGate{"Relu"},
+  for (const PlainAfterGate& pa : {PlainAfterGate{""}, PlainAfterGate{"MaxPool"}, PlainAfterGate{"Relu"}, PlainAfterGate{"Pad"},
                                    PlainAfterGate{"", true}, PlainAfterGate{"MaxPool", true}}) {
     GateCase gc;
     gc.k = pa.k;
@@ -913,6 +925,7 @@ TEST(GatedInput, StaysPlainWhereEveryChannelIsActiveOrTheWeightsAreSparse) {
   const Case cases[] = {
       {"k = C_out", {"", false, 0, gc.m}, [](GateCase&) {}},
       {"sparse weights", {"", false, 0.7}, [](GateCase&) {}},
+      {"padded with ones", {"PadOnes"}, [](GateCase&) {}},  // a suppressed channel is 1 at the border
       {"gating off", {""}, [](GateCase&) {}, false},
       // An unmasked beta: every suppressed channel is relu(beta) > 0.
       {"unmasked positive beta", {""}, [](GateCase& g) { g.beta = Beta::Unmasked; }},
