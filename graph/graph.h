@@ -125,5 +125,10 @@ class Graph {
 // Identity, Dropout, a spatial Pad with zeros or in edge/reflect mode), same batch and channels
 // in and out: a gated conv's channel activity passes through them.
 bool keeps_zero_channels(const Graph& g, const Node& n);
+// The gated conv whose per-sample channel activity reaches value v (directly or through ops
+// that keep a zero channel zero), if its gate can leave some channel exactly zero; else null
+// (no gate, a conv with no gate of its own, the gate off, a fused residual sum, k = C_out, or
+// every suppressed value non-zero).
+const Node* gated_activity_source(const Graph& g, ValueId v);
 
 }  // namespace sluice::graph

@@ -15,30 +15,6 @@ namespace sluice::graph::passes {
 
 namespace {
 
-// The gated conv whose channel activity reaches value v (through ops that keep a zero channel
-// zero), if any, and if its gate can leave some channel exactly zero.
-const Node* gating_producer(const Graph& g, ValueId v) {
-  const Node* prod = g.value(v).producer >= 0 ? &g.node(g.value(v).producer) : nullptr;
-  while (prod && prod->op != OpType::SluiceGatedConv && keeps_zero_channels(g, *prod))
-    prod = g.value(prod->inputs[0]).producer >= 0 ? &g.node(g.value(prod->inputs[0]).producer) : nullptr;
-  if (!prod || prod->op != OpType::SluiceGatedConv) return nullptr;
-  const auto& gp = prod->p<GatedConvParams>();
-  // Every channel active: no gate of its own, the gate off, a residual sum over every
-  // channel, or k = C_out (density 1; but g > its C-th largest drops the smallest g).
-  const int64_t m = g.value(prod->outputs[0]).shape[1];
-  if (gp.form == GateForm::All || !gp.gating || gp.fused_sum || (gp.k >= m && gp.form != GateForm::Threshold))
-    return nullptr;
-  // A suppressed channel is act(beta_c) with an unmasked beta, else act(0): some must be 0.
-  const float* beta = prod->inputs.size() > 5 && prod->inputs[5] != kNoValue
-                          ? g.value(prod->inputs[5]).constant.data<float>()
-                          : nullptr;
-  for (int64_t o = 0; o < m; ++o) {
-    const float pre = gp.beta == BetaMode::Unmasked && beta ? beta[o] : 0.f;
-    if (apply_activation(gp.activation, pre) == 0.f) return prod;
-  }
-  return nullptr;
-}
-
 bool rewritable(const Graph& g, const Node& n, bool sparse_kernel) {
   if (n.dead || n.op != OpType::Conv || n.inputs.size() < 2 || n.outputs.size() != 1) return false;
   const auto& cp = n.p<ConvParams>();
@@ -63,7 +39,7 @@ int read_gated_inputs(Graph& g, bool sparse_kernel) {
   int rewritten = 0;
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
-    if (!rewritable(g, n, sparse_kernel) || !gating_producer(g, n.inputs[0])) continue;
+    if (!rewritable(g, n, sparse_kernel) || !gated_activity_source(g, n.inputs[0])) continue;
     const ConvParams cp = n.p<ConvParams>();
     GatedConvParams gp;
     gp.conv = cp;

@@ -779,18 +779,16 @@ namespace {
 
 // The input activity a gated conv will typically see: the k channels of the gated conv that
 // feeds it (through ops that keep zero channels zero), spread over the channels; compact when
-// that producer writes compact. No gated producer: empty (every channel is read).
+// that producer writes compact. No such producer (none, or one whose every channel is active,
+// as a gated conv with a fused residual sum): empty (every channel is read). Timing the layers
+// behind a residual block's gated sum on k channels made ResNet-18's 7x7 layers look 3x cheaper
+// on the direct kernel than they are.
 ChannelActivity typical_input_activity(const graph::Graph& g, const graph::Node& n) {
   ChannelActivity act;
   const graph::Value& x = g.value(n.inputs[0]);
-  const graph::Node* prod = x.producer >= 0 ? &g.node(x.producer) : nullptr;
-  bool direct = true;
-  while (prod && prod->op != graph::OpType::SluiceGatedConv && graph::keeps_zero_channels(g, *prod)) {
-    const graph::Value& v = g.value(prod->inputs[0]);
-    prod = v.producer >= 0 ? &g.node(v.producer) : nullptr;
-    direct = false;
-  }
-  if (!prod || prod->op != graph::OpType::SluiceGatedConv || !prod->p<graph::GatedConvParams>().gating) return act;
+  const graph::Node* prod = graph::gated_activity_source(g, n.inputs[0]);
+  if (!prod) return act;
+  const bool direct = x.producer >= 0 && &g.node(x.producer) == prod;
   const int64_t c = x.shape[1], k = std::clamp<int64_t>(prod->p<graph::GatedConvParams>().k, 1, c);
   std::vector<int32_t> spread(static_cast<size_t>(k));
   for (int64_t j = 0; j < k; ++j) spread[static_cast<size_t>(j)] = static_cast<int32_t>(j * c / k);

@@ -947,6 +947,33 @@ TEST(GatedInput, StaysPlainWhereEveryChannelIsActiveOrTheWeightsAreSparse) {
     ASSERT_NE(n, nullptr) << c.what;
     EXPECT_EQ(n->op, graph::OpType::Conv) << c.what;
   }
+  // Behind a gated conv with a fused residual sum (an FBS ResNet block's second conv, then the
+  // shortcut and Relu): every channel of the sum is active.
+  {
+    GateCase r = gc;
+    r.relu = false;
+    r.m = r.c;
+    OnnxBuilder b;
+    b.input("x", {r.n, r.c, r.hw, r.hw});
+    add_gate(b, r, "g_", "x", "h", r.c);
+    b.node("Add", {"h", "x"}, {"s"});
+    b.node("Relu", {"s"}, {"sr"});
+    b.init_random("pw", {5, r.c, 3, 3}, 0.3f);
+    OnnxBuilder::attr_ints(b.node("Conv", {"sr", "pw"}, {"y"}, "plain"), "pads", {1, 1, 1, 1});
+    b.output("y");
+    Model m = b.load("residual_then_plain.onnx");
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Node* n = plain_node(plan);
+    ASSERT_NE(n, nullptr);
+    EXPECT_EQ(n->op, graph::OpType::Conv) << "behind a gated residual sum";
+    EXPECT_EQ(graph::gated_activity_source(plan.graph(), n->inputs[0]), nullptr);
+    int fused = 0;
+    for (const auto& st : plan.steps()) {
+      const graph::Node& gn = plan.graph().node(st.node);
+      fused += gn.op == graph::OpType::SluiceGatedConv && gn.p<graph::GatedConvParams>().fused_sum;
+    }
+    EXPECT_EQ(fused, 1);
+  }
   // Sparse weights where the sparse kernel may not run (--sparse off) read the gate's channels.
   GateCase g = gc;
   Model m = plain_after_gate_model(g, {"", false, 0.7});
