@@ -527,6 +527,30 @@ def ceil_mode_small_maps(a):
             else:
                 single(a, name, nodes, {}, None, 13, x)
 
+    # Behind a conv, where the pools run on the NHWC kernel: against PyTorch.
+    class ConvPool(torch.nn.Module):
+        def __init__(self, avg, cip):
+            super().__init__()
+            self.conv, self.avg, self.cip = torch.nn.Conv2d(3, 16, 3, 1, 1), avg, cip
+
+        def forward(self, x):
+            y = F.relu(self.conv(x))
+            return F.avg_pool2d(y, 3, 2, 0, ceil_mode=True, count_include_pad=self.cip) if self.avg else \
+                F.max_pool2d(y, 3, 2, 0, ceil_mode=True)
+
+    for avg, cip in ((False, False), (True, False), (True, True)):
+        torch.manual_seed(3)
+        net = ConvPool(avg, cip).eval()
+        name = "ceil_after_conv_%s%s" % ("avg" if avg else "max", "_cip" if cip else "")
+        path = export(a, net, name, (2, 3, 2, 5))
+        x = np.random.default_rng(40).standard_normal((2, 3, 2, 5)).astype(np.float32)
+        xin, out = os.path.join(a.work_dir, name + "_x.npy"), os.path.join(a.work_dir, name + "_out")
+        np.save(xin, x)
+        run_sluice(a, "run", path, "--input", "image=" + xin, "--output-dir", out)
+        y = np.load(os.path.join(out, "logits.npy"))
+        want = net(torch.from_numpy(x)).detach().numpy()
+        check(y.shape == want.shape and np.abs(y - want).max() < 1e-5, "%s: equals PyTorch's" % name)
+
 
 def bad_attributes(a):
     refuse(a, "argmax_axis", helper.make_node("ArgMax", ["image"], ["logits"], axis=2, name="am"), [2, 3], 13, "am",
