@@ -15,6 +15,7 @@ std::string Plan::describe(bool as_json) const {
   for (const auto& [name, n] : pass_log_) passes.push_back({{"pass", name}, {"count", n}});
   j["passes"] = passes;
   int64_t total = 0, shifts = 0;
+  std::vector<std::pair<std::string, std::string>> readers;  // (plain conv behind a gate, the gate)
   json nodes = json::array();
   for (const Step& st : steps_) {
     const graph::Node& n = g_.node(st.node);
@@ -45,6 +46,12 @@ std::string Plan::describe(bool as_json) const {
       nodes.back()["shift_form"] = n.p<graph::ShiftParams>().form;
       ++shifts;
     }
+    // A plain conv behind a gate (passes::read_gated_inputs): which gate's channels it reads.
+    if (n.op == graph::OpType::SluiceGatedConv && n.p<graph::GatedConvParams>().form == graph::GateForm::All)
+      if (const graph::Node* src = graph::gated_activity_source(g_, n.inputs[0])) {
+        nodes.back()["reads_gate"] = src->name;
+        readers.emplace_back(n.name, src->name);
+      }
     if ((n.op == graph::OpType::Conv || n.op == graph::OpType::SluiceGatedConv) && graph::conv_params(n).dense_out > 0) {
       nodes.back()["dense_out_channels"] = graph::conv_params(n).dense_out;
       nodes.back()["out_channels"] = g_.value(n.outputs[0]).shape[1];
@@ -106,6 +113,8 @@ std::string Plan::describe(bool as_json) const {
     for (const graph::GateReport& r : g_.gates)
       s << "  " << (r.recognised ? "gated   " : "NOT     ") << "'" << r.conv << "': "
         << (r.recognised ? r.form : r.reason) << "\n";
+    for (const auto& [conv, gate] : readers)
+      s << "  reads   '" << conv << "': no gate of its own; only the input channels '" << gate << "' keeps\n";
   }
   if (!g_.pruning.empty()) {
     bool features = false;

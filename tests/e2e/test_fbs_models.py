@@ -489,8 +489,12 @@ def main():
                 assert fused == [2], "both residual adds fused into their gated conv: %s" % fused
             assert insp["gates_recognised"] == expected_gates, "%d of %d gates recognised: %s" % (
                 insp["gates_recognised"], expected_gates, [gt["reason"] for gt in insp["gates"] if not gt["recognised"]])
-            readers = [n["name"] for n in insp["nodes"] if n["kernel"].startswith("gated-input")]
-            assert len(readers) == plain_behind_gates.get(path, 0), "plain convs reading a gate's channels: %s" % readers
+            readers = [n for n in insp["nodes"] if n["kernel"].startswith("gated-input")]
+            assert len(readers) == plain_behind_gates.get(path, 0), "plain convs reading a gate's channels: %s" % [
+                n["name"] for n in readers]
+            gated = {gt["node"] for gt in insp["gates"] if gt["recognised"]}
+            assert all(n.get("reads_gate") in gated for n in readers), "inspect names the gate each reader reads: %s" % [
+                (n["name"], n.get("reads_gate")) for n in readers]
             for batch, start in ((1, 0), (16, 100)):
                 x = xte[start:start + batch]
                 ref = sess.run(None, {"image": x})[0]
