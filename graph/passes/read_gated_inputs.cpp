@@ -6,8 +6,6 @@
 // SluiceGatedConv with GateForm::All (no gate of its own, every output kept), it reads the
 // producer's per-sample channel activity at run time and computes from the active input
 // channels only: exactly the same sums, fewer of them.
-#include <algorithm>
-
 #include "graph/passes/passes.h"
 #include "ops/sparse/sparse.h"
 

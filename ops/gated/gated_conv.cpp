@@ -671,21 +671,26 @@ class GatedConv final : public Kernel {
                    const std::vector<int32_t>& act_out, const float* sb, std::byte* scratch) const {
     const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
     const bool every_output = !has_gate() && ko == m_;
-    if (input_list_ && every_output) {
+    // The hand-written kernels' input: active channel j at position pos[j] of each pixel's
+    // x_stride floats (compact input: j of ki; else its channel of c_).
+    auto positions = [&] {
       std::vector<int32_t> pos(act_in);
       if (in_compact)
         for (int64_t j = 0; j < ki; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j);
-      input_list_->run(xb, in_compact ? ki : c_, pos.data(), act_in.data(), ki, yb, sb, p_.activation, scratch + dc_off_);
+      return pos;
+    };
+    const int64_t x_stride = in_compact ? ki : c_;
+    if (input_list_ && every_output) {
+      const std::vector<int32_t> pos = positions();
+      input_list_->run(xb, x_stride, pos.data(), act_in.data(), ki, yb, sb, p_.activation, scratch + dc_off_);
       return;
     }
     if (direct_) {
-      std::vector<int32_t> pos(act_in);
-      if (in_compact)
-        for (int64_t j = 0; j < ki; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      const std::vector<int32_t> pos = positions();
       float* out = compact_out_ || every_output ? yb : reinterpret_cast<float*>(scratch + y_off_);
       gated::DirectEpilogue ep;
       if (every_output) ep = {sb, m_, p_.activation};
-      gated::direct_conv(ds_, xb, in_compact ? ki : c_, pos.data(), act_in.data(), ki, weights_.data(), bias_.data(),
+      gated::direct_conv(ds_, xb, x_stride, pos.data(), act_in.data(), ki, weights_.data(), bias_.data(),
                          act_out.data(), ko, out, scratch + dc_off_, ep);
       if (every_output) return;
       if (compact_out_)
