@@ -170,7 +170,44 @@ void Plan::build_steps(const SessionOptions& options) {
     steps_.push_back(std::move(st));
   }
   for (ValueId o : g_.outputs) slot_of(o);
-  if (options.optimize && options.resident_planes) keep_planes_resident(ko);
+  if (options.optimize && options.resident_planes) {
+    keep_planes_resident(ko);
+    read_nchw_inputs(ko);
+  }
+}
+
+void Plan::read_nchw_inputs(const ops::KernelOptions& ko) {
+  int dropped = 0;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    Step& st = steps_[i];
+    graph::Node& n = g_.node(st.node);
+    if (n.op != OpType::Conv || !st.kernel->keeps_planes() || g_.value(n.inputs[0]).layout != graph::Layout::NHWC)
+      continue;
+    const ValueId x = n.inputs[0];
+    const graph::Value& xv = g_.value(x);
+    if (xv.producer < 0 || xv.is_output || xv.consumers.size() != 1 ||
+        std::count(n.inputs.begin(), n.inputs.end(), x) != 1)
+      continue;
+    graph::Node& r = g_.node(xv.producer);
+    if (r.op != OpType::SluiceReorder || r.p<graph::ReorderParams>().from != graph::Layout::NCHW ||
+        g_.value(r.inputs[0]).layout != graph::Layout::NCHW)
+      continue;
+    const auto at = std::find_if(steps_.begin(), steps_.end(), [&](const Step& s) { return s.node == xv.producer; });
+    if (at == steps_.end() || at > steps_.begin() + static_cast<std::ptrdiff_t>(i)) continue;
+    n.inputs[0] = r.inputs[0];
+    r.dead = true;
+    g_.rebuild_links();
+    std::unique_ptr<ops::Kernel> k = ops::make_kernel(g_, st.node, ko);
+    if (!k->keeps_planes()) throw Error("internal error: '" + n.name + "' reads NCHW but is not on the direct kernel");
+    if (const std::string note = st.kernel->choice_note(); !note.empty()) k = ops::with_note(std::move(k), note);
+    st.kernel = std::move(k);
+    st.in[0] = slot_of(n.inputs[0]);
+    scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
+    steps_.erase(at);
+    --i;  // the reorder's step came before this one
+    ++dropped;
+  }
+  pass_log_.emplace_back("read_nchw_inputs", dropped);
 }
 
 void Plan::keep_planes_resident(const ops::KernelOptions& ko) {

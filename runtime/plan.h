@@ -78,6 +78,9 @@ class Plan {
   static size_t slot_bytes(const graph::Value& v);
   // passes::keep_planes_resident on the chosen kernels, then those around planar values made again.
   void keep_planes_resident(const ops::KernelOptions& ko);
+  // A conv on the direct kernel whose input is an NCHW value reordered to NHWC for it alone
+  // reads the NCHW value itself (its planar copy is NCHW rows): the reorder step goes.
+  void read_nchw_inputs(const ops::KernelOptions& ko);
 
   graph::Graph g_;
   std::vector<Slot> slots_;

@@ -20,11 +20,14 @@ bool is_resident(const graph::Graph& g, graph::ValueId v) {
   return v != graph::kNoValue && g.value(v).layout == graph::Layout::Planar;
 }
 
+
 class PlanarDirectConv final : public Kernel {
  public:
   PlanarDirectConv(const graph::Graph& g, const graph::Node& n)
       : p_(n.p<graph::ConvParams>()),
-        x_resident_(is_resident(g, n.inputs[0])),
+        x_form_(is_resident(g, n.inputs[0]) ? planar::Source::Resident
+                : reads_nchw_input(g, n)    ? planar::Source::Nchw
+                                            : planar::Source::Nhwc),
         y_resident_(is_resident(g, n.outputs[0])),
         sum_resident_(p_.fused_sum && is_resident(g, n.inputs[3])) {
     // An NHWC residual is not added into planes (keep_planes_resident never asks for it).
@@ -51,20 +54,21 @@ class PlanarDirectConv final : public Kernel {
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     // Floats per sample: NHWC pixels, or resident planes.
-    const int64_t in_size = c_ * (x_resident_ ? planar::resident(shape_.h, shape_.w).plane() : shape_.h * shape_.w);
+    const int64_t in_size = c_ * (x_form_ == planar::Source::Resident ? planar::resident(shape_.h, shape_.w).plane() : shape_.h * shape_.w);
     const int64_t out_nhwc = m_ * shape_.oh * shape_.ow, out_res = m_ * planar::resident(shape_.oh, shape_.ow).plane();
     const int64_t out_size = y_resident_ ? out_res : out_nhwc, sum_size = sum_resident_ ? out_res : out_nhwc;
     for (int64_t b = 0; b < batch_; ++b)
       gated::direct_conv(shape_, X + b * in_size, c_, in_.data(), in_.data(), c_, weights_.data(), bias_.data(),
                          out_.data(), m_, Y + b * out_size, a.scratch,
-                         {S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_}, x_resident_);
+                         {S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_}, x_form_);
   }
   std::string name() const override {
     std::string r = "direct:planar";
     const char* sep = ", resident planes ";
-    for (auto [on, what] : {std::pair{x_resident_, "in"}, {y_resident_, "out"}, {sum_resident_, "residual"}})
+    for (auto [on, what] :
+         {std::pair{x_form_ == planar::Source::Resident, "in"}, {y_resident_, "out"}, {sum_resident_, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
-    return r;
+    return x_form_ == planar::Source::Nchw ? r + ", reads NCHW" : r;
   }
   bool keeps_planes() const override { return true; }
   size_t scratch_bytes() const override { return gated::direct_conv_scratch(shape_); }
@@ -74,7 +78,8 @@ class PlanarDirectConv final : public Kernel {
 
  private:
   graph::ConvParams p_;
-  bool x_resident_, y_resident_, sum_resident_;  // input 0, output, fused sum in resident planes (Layout::Planar)
+  planar::Source x_form_;                        // input 0: NHWC, resident planes or NCHW
+  bool y_resident_, sum_resident_;               // output, fused sum in resident planes (Layout::Planar)
   gated::DirectConvShape shape_{};
   int64_t batch_, c_, m_;
   std::vector<float> weights_, bias_;
@@ -107,6 +112,11 @@ bool resident_conv(const graph::Graph& g, const graph::Node& n) {
          make_direct_conv_applies(g, n);
 }
 
+bool reads_nchw_input(const graph::Graph& g, const graph::Node& n) {
+  return n.op == graph::OpType::Conv && n.layout == graph::Layout::NHWC &&
+         g.value(n.inputs[0]).layout == graph::Layout::NCHW;
+}
+
 bool touches_resident(const graph::Graph& g, const graph::Node& n) {
   const auto& p = n.p<graph::ConvParams>();
   return is_resident(g, n.inputs[0]) || is_resident(g, n.outputs[0]) || (p.fused_sum && is_resident(g, n.inputs[3]));
@@ -123,11 +133,12 @@ bool direct_timed(const graph::Graph& g, const graph::Node& n) {
 }
 
 std::unique_ptr<Kernel> make_dense_conv(const graph::Graph& g, const graph::Node& n) {
-  // A conv that reads or writes resident planes runs on the direct kernel: it is the only one
-  // that can (keep_planes_resident chose them among the convs that measured faster on it).
-  if (touches_resident(g, n)) {
+  // A conv that reads or writes resident planes, or reads NCHW, runs on the direct kernel: it
+  // is the only one that can (keep_planes_resident and read_nchw_inputs chose them among the
+  // convs that measured faster on it).
+  if (touches_resident(g, n) || reads_nchw_input(g, n)) {
     if (std::unique_ptr<Kernel> direct = make_direct_conv(g, n)) return direct;
-    throw Error("internal error: '" + n.name + "' has resident planes but no direct kernel");
+    throw Error("internal error: '" + n.name + "' has resident planes or an NCHW input but no direct kernel");
   }
   std::unique_ptr<Kernel> onednn = make_onednn_conv(g, n);
   if (!onednn) return nullptr;

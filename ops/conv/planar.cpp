@@ -151,8 +151,11 @@ inline Vec activate(Vec v, const graph::FusedActivation& a) {
 }  // namespace
 
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
-          int64_t shifts, bool x_resident) {
-  const int64_t x_plane = x_resident ? resident(g.h, g.w).plane() : 0;
+          int64_t shifts, Source from) {
+  const bool x_resident = from == Source::Resident;
+  // Where channel c of pixel p is, NHWC or NCHW: x[c * ch_step + p * px_step].
+  const int64_t ch_step = from == Source::Nchw ? g.h * g.w : 1, px_step = from == Source::Nchw ? 1 : x_stride;
+  const int64_t x_plane = x_resident ? resident(g.h, g.w).plane() : ch_step;
   const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps, copy = g.planes_size(k);
   // Zeroed in parallel chunks: serially, the 1.7 MB of a 128-channel 28x28 input's aligned
   // copies kept the other thread waiting (libgomp's spin was 20% of a 2-thread sparse ResNet-18).
@@ -180,7 +183,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
     // pixels x T channels at a time. (A row whose first pixel a shifted copy would put before
     // its start takes the scalar path.) Stride 2 (one copy): the pixels' even and odd lanes go
     // to their two column phases (the scalar path took 2.5x as long on a 56x56x64 input).
-    if (!x_resident && ((st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1) || (st == 2 && shifts == 1)))
+    if (from == Source::Nhwc && ((st == 1 && py * gw + x_lo + g.pad_left >= shifts - 1) || (st == 2 && shifts == 1)))
       for (; j0 + T <= k && pos[j0 + T - 1] - pos[j0] == T - 1; j0 += T) {
         bool run = true;
         for (int64_t i = 1; i < T - 1; ++i) run = run && pos[j0 + i] == pos[j0] + i;
@@ -223,13 +226,13 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
         first[a] = px0 + ((a - px0 % st) % st + st) % st;
         count[a] = first[a] < x_hi + g.pad_left ? (x_hi + g.pad_left - first[a] + st - 1) / st : 0;
       }
-      const int64_t step = x_resident ? st : st * x_stride;
+      const int64_t step = x_resident ? st : st * px_step;
       for (int64_t j = j0; j < k; ++j)
         for (int64_t a = 0; a < phases; ++a) {
           const int64_t px = first[a], n = count[a];
-          // From resident planes: the channel's row, pixels consecutive.
+          // From resident planes or NCHW: the channel's row, pixels consecutive.
           const float* s = x_resident ? x + pos[j] * x_plane + resident_index(g.w, yy, px - g.pad_left)
-                                      : x + (yy * g.w + px - g.pad_left) * x_stride + pos[j];
+                                      : x + (yy * g.w + px - g.pad_left) * px_step + pos[j] * ch_step;
           float* d = row + a * phase_size + j * ps + px / st;
           // Constant steps, which the compiler vectorises (from resident planes at stride 2, a
           // run-time step made the pack slower than from NHWC).
@@ -246,7 +249,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
     // incrementally (a division per pixel cost more than the copy on a 3-channel stem).
     int64_t phase = (x_lo + g.pad_left) % st, col = (x_lo + g.pad_left) / st;
     for (int64_t xx = x_lo; xx < x_hi; ++xx) {
-      const float* src = x + (yy * g.w + xx) * x_stride;
+      const float* src = x + (yy * g.w + xx) * px_step;
       if (phase >= g.kw) {  // a column phase no tap reads
         if (++phase == st) phase = 0, ++col;
         continue;
@@ -255,7 +258,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
       const int64_t at = dst - planes;
       for (int64_t c = 0; c < shifts; ++c)
         for (int64_t j = j0; j < k; ++j)
-          if (at + j * ps >= c) dst[j * ps + c * copy - c] = src[pos[j]];
+          if (at + j * ps >= c) dst[j * ps + c * copy - c] = src[pos[j] * ch_step];
       if (++phase == st) phase = 0, ++col;
     }
   }

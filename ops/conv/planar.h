@@ -41,9 +41,11 @@ struct Geometry {
 // copies, planes_size(k) floats apart, copy j shifted left by j floats (copy_j[i] =
 // copy_0[i + j]: aligned reads for horizontal taps). Stride 1 with runs of 16 consecutive
 // channels goes through register transposes of 16 x 16 (AVX-512) or 8 x 8 (AVX2) tiles.
-// x_resident: x is resident planes of the input map (below), not NHWC (shifts must be 1).
+// What pack reads: an NHWC sample (x_stride floats per pixel), resident planes of the input
+// map (below; shifts must be 1), or an NCHW sample (channel planes of h x w; x_stride unused).
+enum class Source { Nhwc, Resident, Nchw };
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
-          int64_t shifts = 1, bool x_resident = false);
+          int64_t shifts = 1, Source from = Source::Nhwc);
 
 // off[i * kw + j]: where tap (i, j) of channel 0 starts, relative to the output pixel, in a
 // planar copy of k channels (channel c adds c * plane()). kh * kw <= 64. With shifts > 1 (the

@@ -114,7 +114,7 @@ size_t direct_conv_scratch(const DirectConvShape& s) {
 
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue, bool x_resident) {
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue, planar::Source x_form) {
   if (ko <= 0) return;  // no output channel (the gated conv handles that case before calling)
   const planar::Geometry geo = s.geometry();
   const int64_t ps = geo.plane(), q = geo.flat_out(), taps = s.kh * s.kw;
@@ -122,11 +122,11 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   float* outp = scratch_planes + geo.planes_size(ki);
   const float* planes = scratch_planes;
   const planar::Geometry same = planar::resident(s.h, s.w);
-  if (x_resident && s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad_top == 1 && s.pad_left == 1 && s.oh == s.h &&
+  if (x_form == planar::Source::Resident && s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad_top == 1 && s.pad_left == 1 && s.oh == s.h &&
       s.ow == s.w && geo.plane() == same.plane() && geo.grid_w() == same.grid_w())
     planes = x;  // already this conv's padded input
   else
-    planar::pack(geo, x, x_stride, in_pos, ki, scratch_planes, 1, x_resident);
+    planar::pack(geo, x, x_stride, in_pos, ki, scratch_planes, 1, x_form);
 
   int64_t tap_off[64];
   planar::tap_offsets(geo, ki, tap_off);

@@ -40,11 +40,12 @@ struct DirectEpilogue {
   bool resident_out = false, resident_sum = false;
 };
 
-// x_resident: x is resident planes of all s.c input channels (in_pos must be 0..c-1): read as
-// they are by a 3x3, stride-1, pad-1 conv on an unchanged map (planar::resident), else packed
-// from them (row copies, no transposes).
+// x_form: x is NHWC; or resident planes of all s.c input channels (in_pos must be 0..c-1), read
+// as they are by a 3x3, stride-1, pad-1 conv on an unchanged map (planar::resident), else
+// packed from them (row copies, no transposes); or NCHW (packed by row copies too).
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
-                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {}, bool x_resident = false);
+                 int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {},
+                 planar::Source x_form = planar::Source::Nhwc);
 
 }  // namespace sluice::ops::gated

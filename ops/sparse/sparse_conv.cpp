@@ -621,7 +621,8 @@ std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::uniq
 
 std::unique_ptr<Kernel> make_conv(const graph::Graph& g, const graph::Node& n, SparseMode sparse) {
   if (!n.p<graph::ConvParams>().pre_shift.empty()) return make_shift_conv(g, n);
-  if (touches_resident(g, n)) return make_dense_conv(g, n);  // the direct kernel, chosen already
+  // The direct kernel, chosen already:
+  if (touches_resident(g, n) || reads_nchw_input(g, n)) return make_dense_conv(g, n);
   std::unique_ptr<Kernel> dense = make_dense_conv(g, n);
   if (sparse == SparseMode::Off || !dense) return dense;
   const graph::Value& w = g.value(n.inputs[1]);

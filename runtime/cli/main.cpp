@@ -390,8 +390,9 @@ struct SessionFlags {
         ->check(CLI::IsMember({"auto", "always", "off"}))
         ->capture_default_str();
     cmd->add_option("--planes", planes,
-                    "resident: activations between convs on the direct planar kernel stay planar; nhwc: every "
-                    "conv reads and writes NHWC (what resident planes gain)")
+                    "resident: activations between convs on the direct planar kernel stay planar, and such a conv "
+                    "reads an NCHW model input as it is; nhwc: every conv reads and writes NHWC (what resident "
+                    "planes gain)")
         ->check(CLI::IsMember({"resident", "nhwc"}))
         ->capture_default_str();
   }

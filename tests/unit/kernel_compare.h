@@ -13,6 +13,14 @@
 namespace sluice::testing {
 
 // The graph's last node of op `op`, or nullptr.
+// Options for a plan whose graph a test takes nodes from to run kernels on NHWC data: no
+// resident planes and no conv reading an NCHW input in place (Plan::read_nchw_inputs).
+inline SessionOptions nhwc_plan_options(bool optimize = true) {
+  SessionOptions o{1, optimize};
+  o.resident_planes = false;
+  return o;
+}
+
 inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
   const graph::Node* found = nullptr;
   for (const auto& n : g.nodes)

@@ -179,8 +179,8 @@ TEST(PlanarUnpack, MatchesPlainLoop) {
 }
 
 // planar::pack against a plain loop: strides 1 and 2, zero and non-zero pads, 1 and 3
-// shifted copies, and channel lists with runs of 16 consecutive channels (the transposed
-// path) next to scattered ones (the scalar path).
+// shifted copies, channel lists with runs of 16 consecutive channels (the transposed path)
+// next to scattered ones (the scalar path), from NHWC and from NCHW.
 TEST(PlanarPack, MatchesPlainLoop) {
   namespace planar = sluice::ops::planar;
   std::mt19937 rng(9);
@@ -191,6 +191,10 @@ TEST(PlanarPack, MatchesPlainLoop) {
   std::vector<int32_t> runs(35), scattered{3, 1, 4, 15, 9, 26};
   std::iota(runs.begin(), runs.begin() + 32, 2);  // 2..33: two runs of 16
   runs[32] = 0, runs[33] = 39, runs[34] = 5;
+  std::vector<float> x_nchw(x.size());  // the same tensor, NCHW
+  for (int64_t p = 0; p < h * w; ++p)
+    for (int64_t j = 0; j < c; ++j) x_nchw[static_cast<size_t>(j * h * w + p)] = x[static_cast<size_t>(p * c + j)];
+  for (const bool nchw : {false, true})
   for (int64_t stride : {1, 2})
     for (int64_t pad : {0, 1})
       for (int64_t shifts : {1, 3})
@@ -209,9 +213,12 @@ TEST(PlanarPack, MatchesPlainLoop) {
                 for (int64_t s = 0; s < shifts; ++s)
                   if (at >= s) want[static_cast<size_t>(s * copy + at - s)] = x[static_cast<size_t>((yy * w + xx) * c + (*pos)[static_cast<size_t>(j)])];
               }
-          planar::pack(g, x.data(), c, pos->data(), k, got.data(), shifts);
+          if (nchw)
+            planar::pack(g, x_nchw.data(), c, pos->data(), k, got.data(), shifts, planar::Source::Nchw);
+          else
+            planar::pack(g, x.data(), c, pos->data(), k, got.data(), shifts);
           for (size_t i = 0; i < got.size(); ++i)
-            ASSERT_EQ(got[i], want[i]) << "stride " << stride << " pad " << pad << " shifts " << shifts << " k " << k
+            ASSERT_EQ(got[i], want[i]) << (nchw ? "NCHW" : "NHWC") << " stride " << stride << " pad " << pad << " shifts " << shifts << " k " << k
                                        << " at " << i;
         }
 }
@@ -239,7 +246,7 @@ TEST(FusedEpilogue, NaNAsOneDnnInEveryConvKernel) {
       b.node("Clip", {"y", "lo", "hi"}, {"z"});
     b.output("z");
     Model m = b.load();
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
     ASSERT_NE(node, nullptr);
@@ -287,7 +294,7 @@ TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
                              {2, 5, 20, 100, 3, 1, true}, {1, 3, 20, 224, 7, 2, true}};  // batch 3, 5x5; then large maps (tiles)
   for (const DenseCase& t : cases) {
     Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
     ASSERT_NE(node, nullptr);
@@ -311,7 +318,7 @@ TEST(OneDnnBlockedConv, MatchesNhwcFormOnTheSameNode) {
   int built = 0;
   for (const DenseCase& t : cases) {
     Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
     ASSERT_NE(node, nullptr);

@@ -188,7 +188,7 @@ TEST(GuardedKernels, SparseAndDirectConvs) {
     p.zeros = std::uniform_real_distribution<double>(0.5, 0.97)(rng);
     p.act = static_cast<int>(ri(0, 4));
     Model m = conv_model(p, static_cast<uint32_t>(it));
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* conv = last_node(g, graph::OpType::Conv);
     ASSERT_NE(conv, nullptr) << str(p);
@@ -266,7 +266,7 @@ TEST(GuardedKernels, ShiftConv) {
     const bool grouped = ri(0, 1);
     const int epi = static_cast<int>(ri(0, 9));
     Model md = shift_model2(n, c, h, w, m, k, grouped, epi, static_cast<uint32_t>(it));
-    runtime::Plan plan(*md.graph(), {}, {1, true});
+    runtime::Plan plan(*md.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* fused = nullptr;
     for (const auto& nd : g.nodes)

@@ -39,6 +39,16 @@ std::vector<float> to_resident(const std::vector<float>& x, int64_t n, int64_t c
   return r;
 }
 
+// NHWC [n, h, w, c] as NCHW.
+std::vector<float> to_nchw(const std::vector<float>& x, int64_t n, int64_t c, int64_t h, int64_t w) {
+  std::vector<float> r(x.size());
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t p = 0; p < h * w; ++p)
+      for (int64_t j = 0; j < c; ++j)
+        r[static_cast<size_t>((b * c + j) * h * w + p)] = x[static_cast<size_t>((b * h * w + p) * c + j)];
+  return r;
+}
+
 // Resident planes back to NHWC; `dirty` counts border and slack floats that are not exactly 0
 // (a conv reading the planes takes them as its zero padding).
 std::vector<float> from_resident(const std::vector<float>& r, int64_t n, int64_t c, int64_t h, int64_t w, int* dirty) {
@@ -82,8 +92,8 @@ void run_kernel(const ops::Kernel& k, const graph::Graph& g, const graph::Node& 
 
 graph::NodeId node_id(const graph::Graph& g, const graph::Node* n) { return static_cast<graph::NodeId>(n - g.nodes.data()); }
 
-// The direct conv with its input, output and residual each NHWC or resident, against the same
-// conv all on NHWC: 3x3 stride 1 (planes read as they are; results stored straight into the
+// The direct conv with its input NHWC, resident or NCHW (Plan::read_nchw_inputs), and its output
+// and residual each NHWC or resident, against the same conv all on NHWC: 3x3 stride 1 (planes read as they are; results stored straight into the
 // output planes, or through the planar results for LeakyRelu), stride 2 and 7x7 (input packed
 // from the planes), 1x1 and 5x5, batch 2 and 3, a large map (tiles), the residual laid over the
 // output as plans do. Every border and slack float of a resident output must be 0.
@@ -91,10 +101,10 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
   const DenseCase cases[] = {{1, 19, 20, 23, 3, 1, true},  {2, 20, 39, 17, 3, 1, true}, {1, 20, 20, 15, 3, 1, false},
                              {1, 3, 20, 40, 7, 2, false},  {1, 13, 38, 17, 3, 2, true}, {1, 19, 7, 9, 1, 1, true},
                              {3, 5, 21, 11, 5, 1, true},   {1, 5, 20, 100, 3, 1, true}, {2, 6, 9, 130, 3, 1, false}};
-  int resident_runs = 0;
+  int resident_runs = 0, nchw_runs = 0;
   for (const DenseCase& t : cases) {
     Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     const graph::Graph& g = plan.graph();
     const graph::Node* node = last_node(g, graph::OpType::Conv);
     ASSERT_NE(node, nullptr);
@@ -109,20 +119,23 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
     ASSERT_NE(nhwc, nullptr);
     std::vector<float> want(static_cast<size_t>(n * oh * ow * mo), NAN);
     run_kernel(*nhwc, g, *node, x.data(), res ? sum.data() : nullptr, want.data());
-    for (bool xr : {false, true})
+    for (int xf : {0, 1, 2})  // input NHWC, resident, NCHW
       for (bool yr : {false, true})
         for (bool sr : {false, true}) {
+          const bool xr = xf == 1, xc = xf == 2;
           if (sr && !res) continue;
           if (yr && res && !sr) continue;  // keep_planes_resident never asks for it
           graph::Graph gg = g;
           graph::Node& nn = gg.node(node_id(g, node));
           if (xr) gg.value(nn.inputs[0]).layout = graph::Layout::Planar;
+          if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW;
           if (yr) gg.value(nn.outputs[0]).layout = graph::Layout::Planar;
           if (sr) gg.value(nn.inputs[3]).layout = graph::Layout::Planar;
           auto k = ops::make_direct_conv(gg, nn);
           ASSERT_NE(k, nullptr);
           EXPECT_EQ(k->name().find("resident") != std::string::npos, xr || yr || sr) << k->name();
-          const std::vector<float> xin = xr ? to_resident(x, n, c, h, w) : x;
+          EXPECT_EQ(k->name().find("reads NCHW") != std::string::npos, xc) << k->name();
+          const std::vector<float> xin = xr ? to_resident(x, n, c, h, w) : xc ? to_nchw(x, n, c, h, w) : x;
           const std::vector<float> sin = sr ? to_resident(sum, n, mo, oh, ow) : sum;
           const size_t ysize = static_cast<size_t>(yr ? n * mo * plane(oh, ow) : n * oh * ow * mo);
           for (bool in_place : {false, true}) {
@@ -143,10 +156,12 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
             EXPECT_LT(worst, 1e-5) << t.c << "->" << t.m << " " << t.h << "x" << t.h << " k" << t.k << " s" << t.stride
                                    << " batch " << t.n << ": " << k->name() << (in_place ? " (in place)" : "");
             resident_runs += xr || yr || sr;
+            nchw_runs += xc;
           }
         }
   }
   EXPECT_GT(resident_runs, 40);
+  EXPECT_GT(nchw_runs, 20);
 }
 
 // MaxPool from resident planes to resident planes against the NHWC pool on the same values:
@@ -176,7 +191,7 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
     OnnxBuilder::attr_int(pool, "ceil_mode", t.ceil);
     b.output("y");
     Model m = b.load();
-    runtime::Plan plan(*m.graph(), {}, {1, true});
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
     graph::Graph g = plan.graph();
     const graph::Node* pn = last_node(g, graph::OpType::MaxPool);
     ASSERT_NE(pn, nullptr);
@@ -378,6 +393,36 @@ TEST(ResidentPlanes, SparseKernelsKeepTheirChoice) {
       EXPECT_EQ(count, 0);
     }
   }
+}
+
+// A conv on the direct kernel reads an NCHW model input as it is (Plan::read_nchw_inputs): no
+// reorder to NHWC in front of it, and the reference kernels' output, at batch 2 on 1 and 2
+// threads. Whether the stem runs there is the measured choice: up to 4 sessions each, and the
+// test says so when none did. With --planes nhwc the reorder stays.
+TEST(ReadNchwInputs, DirectStemReadsTheModelInput) {
+  const Model m = thin_stage();
+  const Tensor x = random_tensor({2, 3, 96, 96}, 12);
+  auto ref = Session(m, {1, false}).run({{"x", x}});
+  int read_sessions = 0;
+  for (int threads : {1, 2}) {
+    bool read = false;
+    for (int tries = 0; tries < 4 && !read; ++tries) {
+      Session sess(m, {threads, true});
+      const std::string plan = sess.inspect(false);
+      read = plan.find("reads NCHW") != std::string::npos;
+      EXPECT_EQ(read, plan.find("x__to_nhwc") == std::string::npos) << plan;
+      auto got = sess.run({{"x", x}});
+      EXPECT_LT(normalized_error(got.begin()->second, ref.begin()->second), 1e-5)
+          << threads << " threads, " << (read ? "reading NCHW" : "through the reorder");
+    }
+    read_sessions += read;
+  }
+  SessionOptions nhwc{1, true};
+  nhwc.resident_planes = false;
+  const std::string plan = Session(m, nhwc).inspect(false);
+  EXPECT_NE(plan.find("x__to_nhwc"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("reads NCHW"), std::string::npos) << plan;
+  if (read_sessions == 0) GTEST_SKIP() << "the stem never measured faster on the direct kernel here";
 }
 
 }  // namespace
