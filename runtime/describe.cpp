@@ -138,7 +138,13 @@ std::string Plan::describe(bool as_json) const {
       if (o["layout"] == "planar") s << " in resident planes";
       first = false;
     }
-    if (nd["dense_macs"].get<int64_t>() > 0) s << "  " << nd["dense_macs"].get<int64_t>() / 1e6 << " M MACs";
+    // What runs, and of how many when it skips work statically (removed channels, zero weights).
+    const int64_t dense = nd["dense_macs"].get<int64_t>(), executed = nd["executed_macs"].get<int64_t>();
+    if (dense > 0) {
+      s << "  ";
+      if (executed != dense) s << executed / 1e6 << " of ";
+      s << dense / 1e6 << " M MACs";
+    }
     s << "\n";
   }
   return s.str();

@@ -47,6 +47,7 @@ dense MACs the model's, and `inspect` says why the rest stayed.
 import glob
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -303,10 +304,29 @@ def export(m, path, keep_bn):
                       output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, **kw)
 
 
+def check_inspect_macs(a, path, insp, name):
+    """inspect's text gives each compacted layer's MACs as "executed of dense M MACs", the
+    numbers of its --json."""
+    text = run_sluice(a, "inspect", path, "--shape", "image=1x1x28x28").stdout
+    compacted = 0
+    for nd in insp["nodes"]:
+        if not 0 < nd["executed_macs"] < nd["dense_macs"]:
+            continue
+        compacted += 1
+        lines = [ln for ln in text.splitlines() if ln.lstrip().startswith("%s '%s' [" % (nd["op"], nd["name"]))]
+        m = re.search(r"  ([0-9.e+-]+) of ([0-9.e+-]+) M MACs$", lines[0]) if len(lines) == 1 else None
+        check(m is not None and abs(float(m.group(1)) * 1e6 - nd["executed_macs"]) <= 1e-5 * nd["executed_macs"] + 1
+              and abs(float(m.group(2)) * 1e6 - nd["dense_macs"]) <= 1e-5 * nd["dense_macs"] + 1,
+              "%s: inspect gives '%s' %s MACs as executed of dense: %s" % (name, nd["name"],
+                                                                      (nd["executed_macs"], nd["dense_macs"]), lines))
+    check(compacted > 0 or insp["channels_removed"] == 0, "%s: no layer runs fewer MACs than dense" % name)
+
+
 def run_case(a, name, m, keep_bn):
     path = os.path.join(a.work_dir, name + ".onnx")
     export(m, path, keep_bn)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
+    check_inspect_macs(a, path, insp, name)
     rng = np.random.default_rng(0)
     for batch in (1, 3):
         _, _, st = run_vs_ort(a, path, rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
