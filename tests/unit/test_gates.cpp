@@ -727,12 +727,17 @@ TEST(GatedConv, GatingOffExecutesEveryMac) {
 // `via`: what stands between them ("" directly, "MaxPool", "Relu", a zero "Pad"); `residual`: the conv's
 // output plus x, then Relu (fused into it); `zero_weights`: that share of its weights zeroed.
 struct PlainAfterGate {
+  // The leading fields in order, as the cases list them (act and gate_after are set by name).
+  PlainAfterGate(std::string via_ = "", bool residual_ = false, double zero_weights_ = 0, int64_t k_ = 4,
+                 int64_t m2_ = 5, int64_t kernel_ = 3, int64_t stride_ = 1, int64_t dilation_ = 1)
+      : via(std::move(via_)), residual(residual_), zero_weights(zero_weights_), k(k_), m2(m2_), kernel(kernel_),
+        stride(stride_), dilation(dilation_) {}
   std::string via;
-  bool residual = false;
-  double zero_weights = 0;
-  int64_t k = 4;
-  int64_t m2 = 5;  // the plain conv's outputs (residual: x's channel count)
-  int64_t kernel = 3, stride = 1, dilation = 1;  // the plain conv's (padded to keep the map when stride 1)
+  bool residual;
+  double zero_weights;
+  int64_t k;
+  int64_t m2;  // the plain conv's outputs (residual: x's channel count)
+  int64_t kernel, stride, dilation;  // the plain conv's (padded to keep the map when stride 1)
   std::string act;          // after the plain conv: "", "LeakyRelu" (0.1) or "Clip" (-0.5, 0.5)
   bool gate_after = false;  // the plain conv's only reader is another gate (it then writes compact)
 };
