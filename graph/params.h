@@ -72,6 +72,10 @@ struct ConvParams {
   int64_t dense_in = 0, dense_out = 0;
   // A shift fused into a 1x1 conv by passes::recognise_shifts: the conv reads its input shifted.
   ShiftParams pre_shift;
+  // An NHWC conv on the direct kernel reading its NCHW input as it is, the reorder in between
+  // dropped (Plan::read_nchw_inputs). (An NCHW value of 1 channel or a 1x1 map, which
+  // assign_layouts gives no reorder, has NHWC's bytes: a conv reading it does not set this.)
+  bool reads_nchw = false;
 };
 
 struct ConvTransposeParams {

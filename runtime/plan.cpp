@@ -195,6 +195,7 @@ void Plan::read_nchw_inputs(const ops::KernelOptions& ko) {
     const auto at = std::find_if(steps_.begin(), steps_.end(), [&](const Step& s) { return s.node == xv.producer; });
     if (at == steps_.end() || at > steps_.begin() + static_cast<std::ptrdiff_t>(i)) continue;
     n.inputs[0] = r.inputs[0];
+    n.p<graph::ConvParams>().reads_nchw = true;
     r.dead = true;
     g_.rebuild_links();
     std::unique_ptr<ops::Kernel> k = ops::make_kernel(g_, st.node, ko);

@@ -113,8 +113,10 @@ bool resident_conv(const graph::Graph& g, const graph::Node& n) {
 }
 
 bool reads_nchw_input(const graph::Graph& g, const graph::Node& n) {
-  return n.op == graph::OpType::Conv && n.layout == graph::Layout::NHWC &&
-         g.value(n.inputs[0]).layout == graph::Layout::NCHW;
+  if (n.op != graph::OpType::Conv || !n.p<graph::ConvParams>().reads_nchw) return false;
+  if (n.layout != graph::Layout::NHWC || g.value(n.inputs[0]).layout != graph::Layout::NCHW)
+    throw Error("internal error: '" + n.name + "' is marked to read NCHW but its input is not NCHW or it is not NHWC");
+  return true;
 }
 
 bool touches_resident(const graph::Graph& g, const graph::Node& n) {

@@ -128,7 +128,7 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
           graph::Graph gg = g;
           graph::Node& nn = gg.node(node_id(g, node));
           if (xr) gg.value(nn.inputs[0]).layout = graph::Layout::Planar;
-          if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW;
+          if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW, nn.p<graph::ConvParams>().reads_nchw = true;
           if (yr) gg.value(nn.outputs[0]).layout = graph::Layout::Planar;
           if (sr) gg.value(nn.inputs[3]).layout = graph::Layout::Planar;
           auto k = ops::make_direct_conv(gg, nn);
@@ -423,6 +423,38 @@ TEST(ReadNchwInputs, DirectStemReadsTheModelInput) {
   EXPECT_NE(plan.find("x__to_nhwc"), std::string::npos) << plan;
   EXPECT_EQ(plan.find("reads NCHW"), std::string::npos) << plan;
   if (read_sessions == 0) GTEST_SKIP() << "the stem never measured faster on the direct kernel here";
+}
+
+// A 1-channel NCHW input has NHWC's bytes: assign_layouts puts no reorder before it, so there is
+// none to drop, and its convs keep whichever kernel they choose. (Such convs were taken for
+// NCHW readers and forced onto the direct kernel, which refused a dilated, stride-3, unequal
+// stride or 9x9 one with an internal error.)
+TEST(ReadNchwInputs, OneChannelInputsKeepTheirKernels) {
+  struct Case {
+    int64_t k, sh, sw, dil;
+  };
+  for (const Case& c : {Case{3, 1, 1, 2}, Case{3, 3, 3, 1}, Case{3, 2, 1, 1}, Case{9, 1, 1, 1}, Case{3, 1, 1, 1}}) {
+    OnnxBuilder b;
+    b.input("x", {2, 1, 40, 36}).init_random("w", {20, 1, c.k, c.k}, 0.3f).init_random("b", {20});
+    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+    OnnxBuilder::attr_ints(conv, "strides", {c.sh, c.sw});
+    OnnxBuilder::attr_ints(conv, "dilations", {c.dil, c.dil});
+    b.node("Relu", {"y"}, {"z"});
+    b.output("z");
+    const Model m = b.load();
+    const Tensor x = random_tensor({2, 1, 40, 36}, 4);
+    const std::string what = "k " + std::to_string(c.k) + " strides " + std::to_string(c.sh) + "x" +
+                             std::to_string(c.sw) + " dilation " + std::to_string(c.dil);
+    for (int threads : {1, 2}) {
+      Session sess(m, {threads, true});
+      const std::string plan = sess.inspect(false);
+      EXPECT_EQ(plan.find("reads NCHW"), std::string::npos) << what << "\n" << plan;
+      EXPECT_EQ(plan.find("x__to_nhwc"), std::string::npos) << what << "\n" << plan;
+      EXPECT_NE(plan.find("read_nchw_inputs=0"), std::string::npos) << what << "\n" << plan;
+      EXPECT_LT(normalized_error(sess.run({{"x", x}})["z"], Session(m, {1, false}).run({{"x", x}})["z"]), 1e-5)
+          << what << ", " << threads << " threads";
+    }
+  }
 }
 
 }  // namespace
