@@ -23,6 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import svg_plot  # noqa: E402
 from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 
@@ -58,6 +59,7 @@ def main(argv=None):
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
+    ap.add_argument("--plot", metavar="FILE.svg", help="also draw realised speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
     densities = [float(d) for d in a.densities.split(",") if d]
@@ -108,6 +110,10 @@ def main(argv=None):
         print()
         print(run_footer(a))
     write_rows(rows, a)
+    if a.plot and rows:
+        log("plot: " + svg_plot.speedup_vs_mac_ratio(
+            a.plot, rows, "realised", "FBS gating in Sluice: gated vs gating off (a point per density)",
+            run_footer(a)))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torchvision
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import svg_plot  # noqa: E402
 from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -142,6 +143,7 @@ def main(argv=None):
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
+    ap.add_argument("--plot", metavar="FILE.svg", help="also draw speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out_dir = os.path.join(a.work_dir, "pruned")
@@ -186,6 +188,10 @@ def main(argv=None):
         print()
         print(run_footer(a, "224x224, batch %d" % a.batch))
     write_rows(rows, a)
+    if a.plot and rows:
+        log("plot: " + svg_plot.speedup_vs_mac_ratio(
+            a.plot, rows, "speedup", "Slimmed vs unpruned in Sluice (a point per pruning level)",
+            run_footer(a, "224x224, batch %d" % a.batch)))
 
 
 if __name__ == "__main__":

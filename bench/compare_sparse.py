@@ -23,6 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import svg_plot  # noqa: E402
 from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer  # noqa: E402
 
 
@@ -63,6 +64,8 @@ def main():
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
     ap.add_argument("--scope", choices=["global", "layer"], default="global",
                     help="pruning: one threshold over all convs (global) or each conv at the same sparsity (layer)")
+    ap.add_argument("--plot", metavar="FILE.svg",
+                    help="also draw speedup over dense against sparsity as an SVG chart, with each model's MAC ratio")
     a = ap.parse_args()
     tag = "u" if a.scope == "layer" else "s"
     out_dir = os.path.join(a.work_dir, "sparse")
@@ -116,6 +119,21 @@ def main():
             print("|---|---|---:|---:|---:|---:|---|")
             for name, op, z, ts, td, ch in layers:
                 print("| %s | %s | %s%% | %.3f | %.3f | %.2f | %s |" % (name, op, z, ts, td, td / ts, ch))
+    if a.plot and rows:
+        log("plot: " + sparsity_plot(a.plot, rows, run_footer(a)))
+
+
+def sparsity_plot(path, rows, subtitle):
+    """Speedup over dense against sparsity, a line per (model, threads), and each model's MAC
+    ratio (what skipping every zero weight would give) as a dashed guide."""
+    series, ratio = {}, {}
+    for r in rows:
+        series.setdefault((r["model"], r["threads"]), []).append((r["sparsity"], r["speedup"]))
+        ratio.setdefault(r["model"], {}).setdefault(r["sparsity"], r["mac_ratio"])
+    return svg_plot.chart(
+        path, "Sparse kernels vs dense in Sluice", subtitle, "weights zero (%)", "speedup over dense (measured)",
+        [{"label": "%s, %d thread%s" % (m, t, "" if t == 1 else "s"), "points": p} for (m, t), p in series.items()],
+        [{"label": "%s: MAC ratio" % m, "points": sorted(v.items())} for m, v in ratio.items()])
 
 
 if __name__ == "__main__":
