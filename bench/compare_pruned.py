@@ -18,7 +18,12 @@ stream's dependency group can go as a whole. Columns:
   nhwc      = the slimmed model with `--planes nhwc`: every conv reads and writes NHWC, no
               resident planes between the direct kernel's convs (what those gain)
   MAC ratio = dense MACs / executed MACs (Sluice's stats: what the compacted model runs)
-  speedup   = unpruned time / slimmed time (both Sluice)
+  speedup   = unpruned time / slimmed time (both Sluice), timed in one process in alternating
+              blocks of --block runs (`sluice bench SLIM --against UNPRUNED`): the median over
+              adjacent block pairs of median(unpruned block) / median(slimmed block), so both
+              sides of each ratio see the same spell of a shared machine. (--unpaired: separate
+              `sluice bench` processes one after the other, the ratio of their medians, as
+              before stop 23.)
   eff.      = speedup / MAC ratio   (target >= 0.9)
   vs ORT    = ORT time on the slimmed file / Sluice slimmed time
 """
@@ -143,6 +148,9 @@ def main(argv=None):
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
+    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
+    ap.add_argument("--unpaired", action="store_true",
+                    help="time slimmed and unpruned in separate processes (the ratio of their medians)")
     ap.add_argument("--plot", metavar="FILE.svg", help="also draw speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -155,23 +163,29 @@ def main(argv=None):
         for p in (float(v) for v in a.prune.split(",")):
             path = export(m, p, out_dir, a.batch)
             for t in (int(v) for v in a.threads.split(",")):
-                slim, nhwc, full, ort_t, stats = [], [], [], [], None
+                slim, nhwc, full, ort_t, ratios, stats = [], [], [], [], [], None
                 sess = make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s prune=%.2f threads=%d round %d/%d" % (m, p, t, r + 1, a.rounds))
-                    s = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
+                    if a.unpaired:
+                        s = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
+                        full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
+                    else:
+                        s = bench_sluice(a.sluice, path, t, a.runs, a.warmup,
+                                         ["--against", base, "--block", str(a.block)])
+                        full += s["against"]["times_ms"]
+                        ratios += s["ratio_blocks"]
                     slim += s["times_ms"]
                     stats = s
                     # The same slimmed file with every conv on NHWC (no resident planes).
                     nhwc += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--planes", "nhwc"])["times_ms"]
-                    full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
                     ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
                 row = {"model": m, "prune": p, "threads": t, "batch": a.batch, "slim_ms": statistics.median(slim),
                        "slim_nhwc_ms": statistics.median(nhwc),
                        "unpruned_ms": statistics.median(full), "ort_ms": statistics.median(ort_t),
                        "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"]}
                 row["mac_ratio"] = row["dense_macs"] / row["executed_macs"]
-                row["speedup"] = row["unpruned_ms"] / row["slim_ms"]
+                row["speedup"] = statistics.median(ratios) if ratios else row["unpruned_ms"] / row["slim_ms"]
                 row["efficiency"] = row["speedup"] / row["mac_ratio"]
                 row["vs_ort"] = row["ort_ms"] / row["slim_ms"]
                 rows.append(row)

@@ -279,10 +279,90 @@ void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
   std::printf("(%zu layers, %.3f ms summed per run)\n", layers.size(), total);
 }
 
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// `bench A --against B`: both sessions built with the same options, then timed in alternating
+// blocks of `block` runs (A B B A A B ...: the order in a pair alternates, so that a steady drift
+// of the machine favours neither), so that both see the same spells of a shared machine. The
+// speedup is the median over adjacent block pairs of median(B block) / median(A block).
+int bench_against(const std::string& a_path, const std::string& b_path, const std::vector<std::string>& input_specs,
+                  const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options, int runs,
+                  int warmup, int64_t batch, int block, bool as_json) {
+  if (!input_specs.empty()) throw Error("bench --against: generated inputs only (each model gets its own); drop --input");
+  if (options.profile) throw Error("bench --against: --profile times one model; run it without --against");
+  const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();
+  struct Side {
+    std::string path;
+    std::unique_ptr<sluice::Model> model;
+    std::unique_ptr<sluice::Session> session;
+    std::map<std::string, sluice::Tensor> inputs;
+    sluice::RunStats stats;
+    std::vector<double> ms, block_medians;
+  };
+  std::vector<Side> side(2);
+  for (int k = 0; k < 2; ++k) {
+    Side& sd = side[static_cast<size_t>(k)];
+    sd.path = k == 0 ? a_path : b_path;
+    sd.model = std::make_unique<sluice::Model>(sluice::Model::load(sd.path));
+    check_shape_names(*sd.model, shapes);
+    if (batch != 1) check_batch_applies(*sd.model, sd.path, batch, false);
+    sd.inputs = random_inputs(*sd.model, batch, shapes);
+    sd.session = std::make_unique<sluice::Session>(*sd.model, options);
+    for (int i = 0; i < warmup; ++i) sd.session->run(sd.inputs, &sd.stats);
+  }
+  const int blocks = (runs + block - 1) / block;
+  const bool progress = !as_json && isatty(STDERR_FILENO);
+  for (int p = 0; p < blocks; ++p) {
+    for (int turn = 0; turn < 2; ++turn) {
+      Side& sd = side[static_cast<size_t>(p % 2 == 0 ? turn : 1 - turn)];
+      std::vector<double> t;
+      for (int i = 0; i < block; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        sd.session->run(sd.inputs, &sd.stats);
+        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      sd.ms.insert(sd.ms.end(), t.begin(), t.end());
+      sd.block_medians.push_back(median_of(t));
+    }
+    if (progress) std::fprintf(stderr, "\rblock pair %d/%d", p + 1, blocks);
+  }
+  if (progress) std::fprintf(stderr, "\r%*s\r", 32, "");
+  std::vector<double> ratios;
+  for (int p = 0; p < blocks; ++p)
+    ratios.push_back(side[1].block_medians[static_cast<size_t>(p)] / side[0].block_medians[static_cast<size_t>(p)]);
+  std::vector<double> sorted = ratios;
+  std::sort(sorted.begin(), sorted.end());
+  const double ratio = median_of(ratios), lo = sorted[sorted.size() / 4], hi = sorted[(3 * sorted.size()) / 4];
+  auto side_json = [&](const Side& sd) {
+    return json{{"model", sd.path}, {"median_ms", median_of(sd.ms)}, {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
+                {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
+                {"executed_macs", sd.stats.executed_macs}, {"times_ms", sd.ms}, {"block_medians_ms", sd.block_medians}};
+  };
+  if (as_json) {
+    json j = side_json(side[0]);
+    j.update({{"threads", threads}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block},
+              {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_blocks", ratios}});
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  for (const Side& sd : side)
+    std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", sd.path.c_str(), median_of(sd.ms), sd.ms.size(),
+                sd.stats.executed_macs / 1e6);
+  std::printf("%s / %s: %.3f (median of %d block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
+              b_path.c_str(), a_path.c_str(), ratio, blocks, block, lo, hi, threads);
+  return 0;
+}
+
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
               const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
-              int64_t batch, bool as_json) {
+              int64_t batch, bool as_json, const std::string& against = "", int block = 5) {
   if (runs < 1) throw Error("--runs must be at least 1");
+  if (!against.empty())
+    return bench_against(model_path, against, input_specs, parse_shapes(shape_specs), options, runs, warmup, batch,
+                         block, as_json);
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
@@ -419,7 +499,8 @@ int main(int argc, char** argv) {
 
   std::string model, out_dir = ".", stats_path;
   std::vector<std::string> input_specs, shape_specs;
-  int runs = 20, warmup = 3;
+  int runs = 20, warmup = 3, block = 5;
+  std::string against;
   int64_t batch = 1;
   bool as_json = false;
   SessionFlags run_flags, bench_flags, inspect_flags, eval_flags;
@@ -442,6 +523,10 @@ int main(int argc, char** argv) {
   bench->add_option("-s,--shape", shape_specs, "Shape of a generated input, NAME=1x3x224x224 (for dynamic dimensions)");
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
+  bench->add_option("--against", against,
+                    "A second model to time alongside, in alternating blocks of runs, and give the ratio of its time "
+                    "to this one's (e.g. the unpruned model against its slimmed copy)");
+  bench->add_option("--block", block, "Runs per block with --against")->check(kPositive)->capture_default_str();
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
@@ -483,7 +568,9 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
-    if (*bench) return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json);
+    if (*bench)
+      return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, against,
+                       block);
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());

@@ -134,6 +134,16 @@ def test_bad_input(a):
     p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json")
     check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,
           "bench --shape image=2x1x8x8 runs a model with dynamic H and W (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
+    # bench --against: both models timed in alternating blocks, the ratio per block pair.
+    p = run_sluice_nocheck(a, "bench", model, "--against", static, "-n", "4", "--block", "2", "-w", "1", "--json")
+    j = json.loads(p.stdout) if p.returncode == 0 else {}
+    b = j.get("against", {})
+    ratios = [tb / ta for ta, tb in zip(j.get("block_medians_ms", []), b.get("block_medians_ms", []))]
+    check(p.returncode == 0 and len(j["times_ms"]) == 4 and len(b.get("times_ms", [])) == 4 and b["model"] == static
+          and len(j["ratio_blocks"]) == 2 and all(abs(r - q) <= 1e-9 * q for r, q in zip(j["ratio_blocks"], ratios))
+          and min(ratios) <= j["ratio_median"] <= max(ratios) and j["executed_macs"] > 0 and "executed_macs" in b,
+          "bench --against: 2 block pairs of 2 runs, each ratio the B block's median over A's (exit %d: %r)" % (
+              p.returncode, (p.stderr[-200:], {k: j.get(k) for k in ("ratio_blocks", "ratio_median")})))
     # A positional --input after a named one goes to the next input not given yet.
     two = os.path.join(a.work_dir, "two_inputs.onnx")
     g = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["y"])], "g",
@@ -182,6 +192,10 @@ def test_bad_input(a):
         (["bench", dynhw, "-s", "image=1x1x8x8", "-s", "image=1x1x9x9"], 1, "input 'image' is given twice"),
         (["bench", dynhw, "-s", "image=0x1x8x8"], 1, "is empty (a dimension of 0): nothing to time"),
         (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
+        (["bench", model, "--against", static, "--input", "image=" + image], 1, "generated inputs only"),
+        (["bench", model, "--against", static, "--profile"], 1, "--profile times one model"),
+        (["bench", model, "--against", "/nonexistent/other.onnx"], 1, "/nonexistent/other.onnx"),
+        (["bench", model, "--against", static, "--block", "0"], 2, "--block: 0 is not positive"),
     ]
     for args, code, needle in cases:
         p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)
