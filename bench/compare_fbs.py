@@ -10,7 +10,10 @@ made one right after the other, and with --rounds K that alternation repeats K t
 reported latency is the median over all timed runs. Columns:
 
   MAC ratio  = dense MACs / executed MACs (Sluice's stats for this input)
-  realised   = gating-off time / gated time
+  realised   = gating-off time / gated time, timed in one process in alternating blocks of
+               --block runs (`sluice bench FILE --against-option gating=off`): the median over
+               block pairs of the blocks' median ratio (--unpaired: two processes, the ratio of
+               their medians, as before stop 23)
   eff.       = realised / MAC ratio (the share of the MAC saving turned into time)
   vs ORT     = ORT time / gated time, and its share of the MAC ratio
 """
@@ -24,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
+from compare_ort import bench_ort, bench_pair, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 
 def ensure_models(models, densities, out_dir, python):
@@ -59,6 +62,9 @@ def main(argv=None):
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
+    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
+    ap.add_argument("--unpaired", action="store_true",
+                    help="time gated and gating off in separate processes (the ratio of their medians)")
     ap.add_argument("--plot", metavar="FILE.svg", help="also draw realised speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -70,16 +76,16 @@ def main(argv=None):
         for d in densities:
             path = paths[(m, d)]
             for t in threads:
-                gated, off, ort_t = [], [], []
+                gated, off, ort_t, ratios = [], [], [], []
                 stats = None
                 sess = None if a.no_ort else make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s d=%.2f threads=%d round %d/%d" % (m, d, t, r + 1, a.rounds))
-                    g = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
-                    o = bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--gating", "off"])
-                    gated += g["times_ms"]
-                    off += o["times_ms"]
-                    stats = g
+                    stats, tg, to, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup,
+                                                   ["--against-option", "gating=off"], a.block, a.unpaired)
+                    gated += tg
+                    off += to
+                    ratios += rs
                     if sess is not None:
                         ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
                 row = {"model": m, "density": d, "threads": t,
@@ -88,7 +94,7 @@ def main(argv=None):
                        "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"],
                        "gate_macs": stats.get("gate_macs", 0)}
                 row["mac_ratio"] = row["dense_macs"] / max(1, row["executed_macs"])
-                row["realised"] = row["off_ms"] / row["gated_ms"]
+                row["realised"] = statistics.median(ratios)
                 row["efficiency"] = row["realised"] / row["mac_ratio"]
                 if row["ort_ms"]:
                     row["vs_ort"] = row["ort_ms"] / row["gated_ms"]

@@ -68,6 +68,28 @@ def bench_sluice(sluice, path, threads, runs, warmup, extra=()):
     raise RuntimeError("cannot parse `sluice bench --json` output: %r" % out[-500:])
 
 
+def bench_pair(sluice, path, threads, runs, warmup, against, block=5, unpaired=False):
+    """Times path and a second side: against is `["--against", OTHER]` and/or
+    `["--against-option", "KEY=VALUE", ...]` (the same file with an option changed). Paired (the
+    default): one `sluice bench ... --against` process, alternating blocks of `block` runs,
+    ratios = per block pair, second side's median / first's. Unpaired: two processes one after
+    the other, ratios = [ratio of their medians]. Returns (first's stats JSON, its times, the
+    second's times, ratios)."""
+    if not unpaired:
+        s = bench_sluice(sluice, path, threads, runs, warmup, list(against) + ["--block", str(block)])
+        return s, s["times_ms"], s["against"]["times_ms"], s["ratio_blocks"]
+    other, extra = path, []
+    for flag, value in zip(against[::2], against[1::2]):
+        if flag == "--against":
+            other = value
+        else:  # --against-option KEY=VALUE -> --KEY VALUE
+            k, v = value.split("=", 1)
+            extra += ["--reference"] if (k, v) == ("reference", "on") else ["--" + k, v]
+    s = bench_sluice(sluice, path, threads, runs, warmup)
+    o = bench_sluice(sluice, other, threads, runs, warmup, extra)
+    return s, s["times_ms"], o["times_ms"], [o["median_ms"] / s["median_ms"]]
+
+
 def run_footer(a, setup="224x224, batch 1"):
     """The line under a markdown table: what ran, how often, on what machine."""
     return "%s; %d round(s) x %d timed runs after %d warm-up; medians; %s, %d CPUs." % (

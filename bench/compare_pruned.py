@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
+from compare_ort import bench_ort, bench_pair, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -167,16 +167,11 @@ def main(argv=None):
                 sess = make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s prune=%.2f threads=%d round %d/%d" % (m, p, t, r + 1, a.rounds))
-                    if a.unpaired:
-                        s = bench_sluice(a.sluice, path, t, a.runs, a.warmup)
-                        full += bench_sluice(a.sluice, base, t, a.runs, a.warmup)["times_ms"]
-                    else:
-                        s = bench_sluice(a.sluice, path, t, a.runs, a.warmup,
-                                         ["--against", base, "--block", str(a.block)])
-                        full += s["against"]["times_ms"]
-                        ratios += s["ratio_blocks"]
-                    slim += s["times_ms"]
-                    stats = s
+                    stats, ts, tf, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup, ["--against", base], a.block,
+                                                   a.unpaired)
+                    slim += ts
+                    full += tf
+                    ratios += rs
                     # The same slimmed file with every conv on NHWC (no resident planes).
                     nhwc += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--planes", "nhwc"])["times_ms"]
                     ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
@@ -185,7 +180,7 @@ def main(argv=None):
                        "unpruned_ms": statistics.median(full), "ort_ms": statistics.median(ort_t),
                        "dense_macs": stats["dense_macs"], "executed_macs": stats["executed_macs"]}
                 row["mac_ratio"] = row["dense_macs"] / row["executed_macs"]
-                row["speedup"] = statistics.median(ratios) if ratios else row["unpruned_ms"] / row["slim_ms"]
+                row["speedup"] = statistics.median(ratios)
                 row["efficiency"] = row["speedup"] / row["mac_ratio"]
                 row["vs_ort"] = row["ort_ms"] / row["slim_ms"]
                 rows.append(row)

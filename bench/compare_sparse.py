@@ -9,7 +9,9 @@ behind the choice.
         [--layers-model resnet18 --layers-sparsity 0.9] [--markdown]
 
 Files: models/export_sparse.py (global L1 over the convs, l1_unstructured on the classifier;
-224x224, batch 1; `--scope layer`: every conv at the same sparsity), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time;
+224x224, batch 1; `--scope layer`: every conv at the same sparsity), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time,
+timed in one process in alternating blocks of --block runs (`sluice bench FILE --against-option sparse=off`),
+the median over block pairs of the blocks' median ratio (--unpaired: two processes, the ratio of their medians);
 MAC ratio = dense MACs / executed MACs (non-zero weights only where the sparse kernel runs).
 """
 import argparse
@@ -24,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_sluice, log, make_ort_session, run_footer  # noqa: E402
+from compare_ort import bench_ort, bench_pair, log, make_ort_session, run_footer  # noqa: E402
 
 
 def export(models, sparsity, out_dir, scope):
@@ -64,6 +66,9 @@ def main():
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
     ap.add_argument("--scope", choices=["global", "layer"], default="global",
                     help="pruning: one threshold over all convs (global) or each conv at the same sparsity (layer)")
+    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
+    ap.add_argument("--unpaired", action="store_true",
+                    help="time sparse and dense in separate processes (the ratio of their medians)")
     ap.add_argument("--plot", metavar="FILE.svg",
                     help="also draw speedup over dense against sparsity as an SVG chart, with each model's MAC ratio")
     a = ap.parse_args()
@@ -76,21 +81,22 @@ def main():
         for path in export(model, a.sparsity, out_dir, a.scope):
             s = int(re.search(r"_[su](\d+)\.onnx$", path).group(1))
             for t in (int(v) for v in a.threads.split(",")):
-                sp, dn, ort_t, stats = [], [], [], None
+                sp, dn, ort_t, ratios, stats = [], [], [], [], None
                 sess = None if a.no_ort else make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s %d%% threads=%d round %d/%d" % (model, s, t, r + 1, a.rounds))
-                    b = bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--sparse", "auto"])
-                    sp += b["times_ms"]
-                    stats = b
-                    dn += bench_sluice(a.sluice, path, t, a.runs, a.warmup, ["--sparse", "off"])["times_ms"]
+                    stats, tsp, tdn, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup,
+                                                     ["--against-option", "sparse=off"], a.block, a.unpaired)
+                    sp += tsp
+                    dn += tdn
+                    ratios += rs
                     if sess is not None:
                         ort_t += bench_ort(sess, a.runs, a.warmup)["times_ms"]
                 row = {"model": model + (" (per layer)" if a.scope == "layer" else ""), "sparsity": s, "threads": t,
                        "sparse_ms": statistics.median(sp),
                        "dense_ms": statistics.median(dn), "ort_ms": statistics.median(ort_t) if ort_t else None,
                        "mac_ratio": stats["dense_macs"] / stats["executed_macs"]}
-                row["speedup"] = row["dense_ms"] / row["sparse_ms"]
+                row["speedup"] = statistics.median(ratios)
                 rows.append(row)
                 log("  sparse %.2f ms, dense %.2f ms (x%.2f), ORT %s ms, MAC ratio %.2f" % (
                     row["sparse_ms"], row["dense_ms"], row["speedup"],

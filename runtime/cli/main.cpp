@@ -288,9 +288,41 @@ double median_of(std::vector<double> v) {
 // blocks of `block` runs (A B B A A B ...: the order in a pair alternates, so that a steady drift
 // of the machine favours neither), so that both see the same spells of a shared machine. The
 // speedup is the median over adjacent block pairs of median(B block) / median(A block).
+// `--against-option KEY=VALUE`: the second session's options differ from the first's by these.
+void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
+  const size_t eq = spec.find('=');
+  const std::string key = spec.substr(0, eq), value = eq == std::string::npos ? "" : spec.substr(eq + 1);
+  auto bad = [&](const char* allowed) {
+    return Error("--against-option " + spec + ": " + key + " takes " + allowed);
+  };
+  if (key == "gating") {
+    if (value != "on" && value != "off") throw bad("on or off");
+    o.gating = value == "on";
+  } else if (key == "sparse") {
+    if (value != "auto" && value != "always" && value != "off") throw bad("auto, always or off");
+    o.sparse = value == "off" ? sluice::SparseMode::Off
+               : value == "always" ? sluice::SparseMode::Always : sluice::SparseMode::Measured;
+  } else if (key == "planes") {
+    if (value != "resident" && value != "nhwc") throw bad("resident or nhwc");
+    o.resident_planes = value == "resident";
+  } else if (key == "density") {
+    char* end = nullptr;
+    const double d = std::strtod(value.c_str(), &end);
+    if (value.empty() || *end != '\0' || !(d > 0 && d <= 1)) throw bad("a density in (0, 1]");
+    o.density = static_cast<float>(d);
+  } else if (key == "reference") {
+    if (value != "on" && value != "off") throw bad("on or off");
+    o.optimize = value == "off";
+  } else {
+    throw Error("--against-option " + spec + ": no option '" + key +
+                "' (KEY=VALUE with KEY one of gating, sparse, planes, density, reference)");
+  }
+}
+
 int bench_against(const std::string& a_path, const std::string& b_path, const std::vector<std::string>& input_specs,
-                  const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options, int runs,
-                  int warmup, int64_t batch, int block, bool as_json) {
+                  const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options,
+                  const sluice::SessionOptions& options_b, const std::string& b_label, int runs, int warmup,
+                  int64_t batch, int block, bool as_json) {
   if (!input_specs.empty()) throw Error("bench --against: generated inputs only (each model gets its own); drop --input");
   if (options.profile) throw Error("bench --against: --profile times one model; run it without --against");
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();
@@ -310,7 +342,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     check_shape_names(*sd.model, shapes);
     if (batch != 1) check_batch_applies(*sd.model, sd.path, batch, false);
     sd.inputs = random_inputs(*sd.model, batch, shapes);
-    sd.session = std::make_unique<sluice::Session>(*sd.model, options);
+    sd.session = std::make_unique<sluice::Session>(*sd.model, k == 0 ? options : options_b);
     for (int i = 0; i < warmup; ++i) sd.session->run(sd.inputs, &sd.stats);
   }
   const int blocks = (runs + block - 1) / block;
@@ -337,7 +369,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
   std::sort(sorted.begin(), sorted.end());
   const double ratio = median_of(ratios), lo = sorted[sorted.size() / 4], hi = sorted[(3 * sorted.size()) / 4];
   auto side_json = [&](const Side& sd) {
-    return json{{"model", sd.path}, {"median_ms", median_of(sd.ms)}, {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
+    return json{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)}, {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"times_ms", sd.ms}, {"block_medians_ms", sd.block_medians}};
   };
@@ -348,21 +380,30 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  for (const Side& sd : side)
-    std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", sd.path.c_str(), median_of(sd.ms), sd.ms.size(),
-                sd.stats.executed_macs / 1e6);
-  std::printf("%s / %s: %.3f (median of %d block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
-              b_path.c_str(), a_path.c_str(), ratio, blocks, block, lo, hi, threads);
+  for (int k = 0; k < 2; ++k)
+    std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", (k == 0 ? a_path : b_label).c_str(),
+                median_of(side[static_cast<size_t>(k)].ms), side[static_cast<size_t>(k)].ms.size(),
+                side[static_cast<size_t>(k)].stats.executed_macs / 1e6);
+  std::printf("time of %s / time of %s: %.3f (median of %d block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
+              b_label.c_str(), a_path.c_str(), ratio, blocks, block, lo, hi, threads);
   return 0;
 }
 
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
               const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
-              int64_t batch, bool as_json, const std::string& against = "", int block = 5) {
+              int64_t batch, bool as_json, const std::string& against = "",
+              const std::vector<std::string>& against_options = {}, int block = 5) {
   if (runs < 1) throw Error("--runs must be at least 1");
-  if (!against.empty())
-    return bench_against(model_path, against, input_specs, parse_shapes(shape_specs), options, runs, warmup, batch,
-                         block, as_json);
+  if (!against.empty() || !against_options.empty()) {
+    sluice::SessionOptions options_b = options;
+    std::string label = against.empty() ? model_path : against;
+    for (const std::string& spec : against_options) {
+      apply_against_option(options_b, spec);
+      label += (&spec == &against_options.front() ? " with " : ", ") + spec;
+    }
+    return bench_against(model_path, against.empty() ? model_path : against, input_specs, parse_shapes(shape_specs),
+                         options, options_b, label, runs, warmup, batch, block, as_json);
+  }
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
   sluice::Model model = sluice::Model::load(model_path);
@@ -501,6 +542,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> input_specs, shape_specs;
   int runs = 20, warmup = 3, block = 5;
   std::string against;
+  std::vector<std::string> against_options;
   int64_t batch = 1;
   bool as_json = false;
   SessionFlags run_flags, bench_flags, inspect_flags, eval_flags;
@@ -526,6 +568,9 @@ int main(int argc, char** argv) {
   bench->add_option("--against", against,
                     "A second model to time alongside, in alternating blocks of runs, and give the ratio of its time "
                     "to this one's (e.g. the unpruned model against its slimmed copy)");
+  bench->add_option("--against-option", against_options,
+                    "KEY=VALUE: time the model (or --against's) also with this option changed, alongside, and give "
+                    "the ratio (gating=off, sparse=off|always|auto, planes=nhwc|resident, density=D, reference=on)");
   bench->add_option("--block", block, "Runs per block with --against")->check(kPositive)->capture_default_str();
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
@@ -570,7 +615,7 @@ int main(int argc, char** argv) {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
     if (*bench)
       return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, against,
-                       block);
+                       against_options, block);
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());
