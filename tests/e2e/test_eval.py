@@ -144,6 +144,15 @@ def test_bad_input(a):
           and min(ratios) <= j["ratio_median"] <= max(ratios) and j["executed_macs"] > 0 and "executed_macs" in b,
           "bench --against: 2 block pairs of 2 runs, each ratio the B block's median over A's (exit %d: %r)" % (
               p.returncode, (p.stderr[-200:], {k: j.get(k) for k in ("ratio_blocks", "ratio_median")})))
+    # --against-option: the same file alongside with gating off, which runs every MAC.
+    p = run_sluice_nocheck(a, "bench", model, "--against-option", "gating=off", "-n", "2", "--block", "1", "-w", "0",
+                           "--json")
+    j = json.loads(p.stdout) if p.returncode == 0 else {}
+    b = j.get("against", {})
+    check(p.returncode == 0 and b.get("model") == model and b.get("label", "").endswith("with gating=off")
+          and b["executed_macs"] == j["dense_macs"] > j["executed_macs"] > 0,
+          "bench --against-option gating=off: the same file, all %s MACs against the gated %s (exit %d: %r)" % (
+              j.get("dense_macs"), j.get("executed_macs"), p.returncode, p.stderr[-200:]))
     # A positional --input after a named one goes to the next input not given yet.
     two = os.path.join(a.work_dir, "two_inputs.onnx")
     g = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["y"])], "g",
@@ -196,6 +205,9 @@ def test_bad_input(a):
         (["bench", model, "--against", static, "--profile"], 1, "--profile times one model"),
         (["bench", model, "--against", "/nonexistent/other.onnx"], 1, "/nonexistent/other.onnx"),
         (["bench", model, "--against", static, "--block", "0"], 2, "--block: 0 is not positive"),
+        (["bench", model, "--against-option", "gating=maybe"], 1, "--against-option gating=maybe: gating takes on or off"),
+        (["bench", model, "--against-option", "threads=2"], 1, "no option 'threads' (KEY=VALUE with KEY one of"),
+        (["bench", model, "--against-option", "density=1.5"], 1, "density takes a density in (0, 1]"),
     ]
     for args, code, needle in cases:
         p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)
