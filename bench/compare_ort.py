@@ -84,7 +84,10 @@ def bench_pair(sluice, path, threads, runs, warmup, against, block=5, unpaired=F
             other = value
         else:  # --against-option KEY=VALUE -> --KEY VALUE
             k, v = value.split("=", 1)
-            extra += ["--reference"] if (k, v) == ("reference", "on") else ["--" + k, v]
+            if k == "reference":
+                extra += ["--reference"] if v == "on" else []
+            else:
+                extra += ["--" + k, v]
     s = bench_sluice(sluice, path, threads, runs, warmup)
     o = bench_sluice(sluice, other, threads, runs, warmup, extra)
     return s, s["times_ms"], o["times_ms"], [o["median_ms"] / s["median_ms"]]

@@ -25,11 +25,20 @@ def nice_max(v):
 
 
 def tick_label(v):
-    return ("%.2f" % v).rstrip("0").rstrip(".") if v != int(v) else "%d" % v
+    return "%d" % v if v == int(v) else "%.3g" % v
+
+
+def finite(points):
+    """The points with both coordinates finite numbers (a failed measurement, NaN or None, is
+    left out of the drawing rather than written into the SVG)."""
+    return [(x, y) for x, y in points
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)]
 
 
 def chart(path, title, subtitle, x_label, y_label, series, guides=()):
-    pts = [p for s in list(series) + list(guides) for p in s["points"] if all(map(math.isfinite, p))]
+    series = [dict(s, points=finite(s["points"])) for s in series]
+    guides = [dict(g, points=finite(g["points"])) for g in guides]
+    pts = [p for s in series + guides for p in s["points"]]
     if not pts:
         raise ValueError("%s: nothing to plot" % path)
     x_max = nice_max(max(x for x, _ in pts))
@@ -98,7 +107,10 @@ def speedup_vs_mac_ratio(path, rows, speedup_key, title, subtitle, target=0.9):
     series = {}
     for r in rows:
         series.setdefault((r["model"], r["threads"]), []).append((r["mac_ratio"], r[speedup_key]))
-    top = max(r["mac_ratio"] for r in rows)
+    ratios = [x for p in series.values() for x, _ in finite(p)]
+    if not ratios:
+        raise ValueError("%s: no row with a finite MAC ratio and speedup to plot" % path)
+    top = max(ratios)
     guides = [{"label": "speedup = MAC ratio", "points": [(1, 1), (top, top)]},
               {"label": "%.1f x MAC ratio (target)" % target, "points": [(1, target), (top, target * top)]}]
     return chart(path, title, subtitle, "MAC ratio (dense MACs / executed MACs)", "speedup (measured)",

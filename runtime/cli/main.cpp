@@ -334,20 +334,36 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     sluice::RunStats stats;
     std::vector<double> ms, block_medians;
   };
+  if (block > runs)
+    throw Error("bench --against: --block " + std::to_string(block) + " is more than --runs " + std::to_string(runs) +
+                ": give at least one block of runs per side (--runs a multiple of --block)");
+  if (!shapes.empty() && batch != 1) throw Error("bench: give the batch in --shape, not also with --batch");
   std::vector<Side> side(2);
   for (int k = 0; k < 2; ++k) {
     Side& sd = side[static_cast<size_t>(k)];
     sd.path = k == 0 ? a_path : b_path;
     sd.model = std::make_unique<sluice::Model>(sluice::Model::load(sd.path));
-    check_shape_names(*sd.model, shapes);
+  }
+  // A --shape names an input of either model (their inputs may differ): each gets its own.
+  for (const auto& [name, shape] : shapes) {
+    bool known = false;
+    for (const Side& sd : side)
+      for (const auto& d : sd.model->inputs()) known |= d.name == name;
+    if (!known) throw Error("--shape " + name + "=...: neither " + a_path + " nor " + b_path + " has an input named '" + name + "'");
+  }
+  for (int k = 0; k < 2; ++k) {
+    Side& sd = side[static_cast<size_t>(k)];
+    std::map<std::string, sluice::Shape> own;
+    for (const auto& d : sd.model->inputs())
+      if (auto it = shapes.find(d.name); it != shapes.end()) own.insert(*it);
     if (batch != 1) check_batch_applies(*sd.model, sd.path, batch, false);
-    sd.inputs = random_inputs(*sd.model, batch, shapes);
+    sd.inputs = random_inputs(*sd.model, batch, own);
     sd.session = std::make_unique<sluice::Session>(*sd.model, k == 0 ? options : options_b);
     for (int i = 0; i < warmup; ++i) sd.session->run(sd.inputs, &sd.stats);
   }
-  const int blocks = (runs + block - 1) / block;
+  const int64_t blocks = (static_cast<int64_t>(runs) + block - 1) / block;
   const bool progress = !as_json && isatty(STDERR_FILENO);
-  for (int p = 0; p < blocks; ++p) {
+  for (int64_t p = 0; p < blocks; ++p) {
     for (int turn = 0; turn < 2; ++turn) {
       Side& sd = side[static_cast<size_t>(p % 2 == 0 ? turn : 1 - turn)];
       std::vector<double> t;
@@ -359,24 +375,36 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
       sd.ms.insert(sd.ms.end(), t.begin(), t.end());
       sd.block_medians.push_back(median_of(t));
     }
-    if (progress) std::fprintf(stderr, "\rblock pair %d/%d", p + 1, blocks);
+    if (progress) std::fprintf(stderr, "\rblock pair %lld/%lld", static_cast<long long>(p + 1), static_cast<long long>(blocks));
   }
   if (progress) std::fprintf(stderr, "\r%*s\r", 32, "");
+  for (int k = 0; k < 2; ++k) note_gate_options(side[static_cast<size_t>(k)].path, k == 0 ? options : options_b,
+                                                side[static_cast<size_t>(k)].stats);
   std::vector<double> ratios;
-  for (int p = 0; p < blocks; ++p)
-    ratios.push_back(side[1].block_medians[static_cast<size_t>(p)] / side[0].block_medians[static_cast<size_t>(p)]);
+  for (size_t p = 0; p < side[0].block_medians.size(); ++p)
+    ratios.push_back(side[1].block_medians[p] / side[0].block_medians[p]);
   std::vector<double> sorted = ratios;
   std::sort(sorted.begin(), sorted.end());
-  const double ratio = median_of(ratios), lo = sorted[sorted.size() / 4], hi = sorted[(3 * sorted.size()) / 4];
+  // Quartiles by linear interpolation between order statistics (as numpy's default).
+  auto quantile = [&](double q) {
+    const double at = q * static_cast<double>(sorted.size() - 1);
+    const size_t i = static_cast<size_t>(at);
+    return i + 1 < sorted.size() ? sorted[i] + (at - static_cast<double>(i)) * (sorted[i + 1] - sorted[i]) : sorted[i];
+  };
+  const double ratio = median_of(ratios), lo = quantile(0.25), hi = quantile(0.75);
   auto side_json = [&](const Side& sd) {
     return json{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)}, {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
-                {"executed_macs", sd.stats.executed_macs}, {"times_ms", sd.ms}, {"block_medians_ms", sd.block_medians}};
+                {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
+                {"gating", (&sd == &side[0] ? options : options_b).gating},
+                {"density", (&sd == &side[0] ? options : options_b).density}, {"times_ms", sd.ms},
+                {"block_medians_ms", sd.block_medians}};
   };
   if (as_json) {
     json j = side_json(side[0]);
     j.update({{"threads", threads}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block},
-              {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_blocks", ratios}});
+              {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_iqr", {lo, hi}},
+              {"ratio_blocks", ratios}});
     std::cout << j.dump(2) << "\n";
     return 0;
   }
@@ -384,21 +412,31 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", (k == 0 ? a_path : b_label).c_str(),
                 median_of(side[static_cast<size_t>(k)].ms), side[static_cast<size_t>(k)].ms.size(),
                 side[static_cast<size_t>(k)].stats.executed_macs / 1e6);
-  std::printf("time of %s / time of %s: %.3f (median of %d block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
-              b_label.c_str(), a_path.c_str(), ratio, blocks, block, lo, hi, threads);
+  std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
+              b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, lo, hi, threads);
   return 0;
 }
 
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
               const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
               int64_t batch, bool as_json, const std::string& against = "",
-              const std::vector<std::string>& against_options = {}, int block = 5) {
+              const std::vector<std::string>& against_options = {}, int block = 5, bool block_given = false) {
   if (runs < 1) throw Error("--runs must be at least 1");
+  if (block_given && against.empty() && against_options.empty())
+    throw Error("bench: --block applies with --against or --against-option only");
   if (!against.empty() || !against_options.empty()) {
+    if (!block_given) block = std::min(block, runs);  // the default block of 5 fits any --runs
     sluice::SessionOptions options_b = options;
     std::string label = against.empty() ? model_path : against;
     for (const std::string& spec : against_options) {
+      const sluice::SessionOptions before = options_b;
       apply_against_option(options_b, spec);
+      if (before.gating == options_b.gating && before.sparse == options_b.sparse &&
+          before.resident_planes == options_b.resident_planes && before.density == options_b.density &&
+          before.optimize == options_b.optimize)
+        throw Error("--against-option " + spec + ": already so" +
+                    (&spec == &against_options.front() ? std::string(" for the first side") : " (given twice?)") +
+                    "; it would time the same thing twice");
       label += (&spec == &against_options.front() ? " with " : ", ") + spec;
     }
     return bench_against(model_path, against.empty() ? model_path : against, input_specs, parse_shapes(shape_specs),
@@ -615,7 +653,7 @@ int main(int argc, char** argv) {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
     if (*bench)
       return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, against,
-                       against_options, block);
+                       against_options, block, bench->count("--block") > 0);
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());

@@ -62,6 +62,22 @@ def main():
     pts = [tuple(map(float, p.split(","))) for p in guides[0].get("points").split()]
     check(len(pts) == 2 and pts[1][0] > pts[0][0] and pts[1][1] < pts[0][1], "speedup chart: the ideal rises: %s" % pts)
 
+    # A failed measurement (NaN, inf, None) is left out of the drawing, not written into the SVG.
+    path = svg_plot.chart(os.path.join(a.work_dir, "gaps.svg"), "t", "s", "x", "y",
+                          [{"label": "a", "points": [(1, 0.002), (2, float("nan")), (3, 0.004), (4, None),
+                                                     (5, float("inf"))]}])
+    root, circles, lines = parse(path)
+    text = open(path).read()
+    check(len(circles) == 2 and "nan" not in text and "inf" not in text,
+          "non-finite points left out: %d markers, no nan/inf in the file" % len(circles))
+    labels = [t.text for t in root.iter(NS + "text")]
+    y_ticks = labels[3:14:2]  # after title and subtitle, x and y tick labels alternate
+    check(len(set(y_ticks)) == 6 and y_ticks[-1] == "0.004", "small values get distinct tick labels: %s" % y_ticks)
+    try:
+        svg_plot.speedup_vs_mac_ratio(os.path.join(a.work_dir, "none.svg"), [], "speedup", "t", "s")
+        check(False, "a speedup chart of no rows is refused")
+    except ValueError as e:
+        check("no row" in str(e), "a speedup chart of no rows is refused: %s" % e)
     try:
         svg_plot.chart(os.path.join(a.work_dir, "empty.svg"), "t", "s", "x", "y", [])
         check(False, "an empty chart is refused")

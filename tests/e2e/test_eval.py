@@ -98,10 +98,10 @@ def test_model(a, name, x, y, extra=()):
     return res
 
 
-def make_model(path, shape):
-    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+def make_model(path, shape, name="image"):
+    x = helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
-    g = helper.make_graph([helper.make_node("Flatten", ["image"], ["logits"])], "g", [x], [out])
+    g = helper.make_graph([helper.make_node("Flatten", [name], ["logits"])], "g", [x], [out])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
@@ -144,6 +144,15 @@ def test_bad_input(a):
           and min(ratios) <= j["ratio_median"] <= max(ratios) and j["executed_macs"] > 0 and "executed_macs" in b,
           "bench --against: 2 block pairs of 2 runs, each ratio the B block's median over A's (exit %d: %r)" % (
               p.returncode, (p.stderr[-200:], {k: j.get(k) for k in ("ratio_blocks", "ratio_median")})))
+    # Models whose dynamic inputs have other names: each --shape goes to the model that has it.
+    other = os.path.join(a.work_dir, "dynamic_hw_other_name.onnx")
+    make_model(other, ["N", 1, "H", "W"], name="data")
+    p = run_sluice_nocheck(a, "bench", dynhw, "--against", other, "-s", "image=1x1x8x8", "-s", "data=2x1x4x4",
+                           "-n", "2", "--json")
+    j = json.loads(p.stdout) if p.returncode == 0 else {}
+    check(p.returncode == 0 and j["runs"] == 2 and j["against"]["model"] == other,
+          "bench --against: --shape image=... and data=... each given to the model that has the input (exit %d: %r)" % (
+              p.returncode, p.stderr[-300:]))
     # --against-option: the same file alongside with gating off, which runs every MAC.
     p = run_sluice_nocheck(a, "bench", model, "--against-option", "gating=off", "-n", "2", "--block", "1", "-w", "0",
                            "--json")
@@ -208,6 +217,11 @@ def test_bad_input(a):
         (["bench", model, "--against-option", "gating=maybe"], 1, "--against-option gating=maybe: gating takes on or off"),
         (["bench", model, "--against-option", "threads=2"], 1, "no option 'threads' (KEY=VALUE with KEY one of"),
         (["bench", model, "--against-option", "density=1.5"], 1, "density takes a density in (0, 1]"),
+        (["bench", model, "--against-option", "gating=on"], 1, "gating=on: already so for the first side"),
+        (["bench", model, "--against-option", "sparse=off", "--against-option", "sparse=off"], 1, "(given twice?)"),
+        (["bench", model, "--block", "2"], 1, "--block applies with --against or --against-option only"),
+        (["bench", model, "--against", static, "-n", "3", "--block", "4"], 1, "--block 4 is more than --runs 3"),
+        (["bench", dynhw, "--against", static, "-s", "img=1x1x8x8"], 1, "neither %s nor %s has an input named 'img'" % (dynhw, static)),
     ]
     for args, code, needle in cases:
         p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)
