@@ -20,7 +20,6 @@ bool is_resident(const graph::Graph& g, graph::ValueId v) {
   return v != graph::kNoValue && g.value(v).layout == graph::Layout::Planar;
 }
 
-
 class PlanarDirectConv final : public Kernel {
  public:
   PlanarDirectConv(const graph::Graph& g, const graph::Node& n)
@@ -54,7 +53,8 @@ class PlanarDirectConv final : public Kernel {
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     // Floats per sample: NHWC pixels, or resident planes.
-    const int64_t in_size = c_ * (x_form_ == planar::Source::Resident ? planar::resident(shape_.h, shape_.w).plane() : shape_.h * shape_.w);
+    const int64_t in_size =
+        c_ * (x_form_ == planar::Source::Resident ? planar::resident(shape_.h, shape_.w).plane() : shape_.h * shape_.w);
     const int64_t out_nhwc = m_ * shape_.oh * shape_.ow, out_res = m_ * planar::resident(shape_.oh, shape_.ow).plane();
     const int64_t out_size = y_resident_ ? out_res : out_nhwc, sum_size = sum_resident_ ? out_res : out_nhwc;
     for (int64_t b = 0; b < batch_; ++b)

@@ -284,10 +284,6 @@ double median_of(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-// `bench A --against B`: both sessions built with the same options, then timed in alternating
-// blocks of `block` runs (A B B A A B ...: the order in a pair alternates, so that a steady drift
-// of the machine favours neither), so that both see the same spells of a shared machine. The
-// speedup is the median over adjacent block pairs of median(B block) / median(A block).
 // `--against-option KEY=VALUE`: the second session's options differ from the first's by these.
 void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
   const size_t eq = spec.find('=');
@@ -319,6 +315,10 @@ void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
   }
 }
 
+// `bench A --against B` (or A with --against-option): both sessions built, then timed in
+// alternating blocks of `block` runs (A B B A A B ...: the order in a pair alternates, so that a
+// steady drift of the machine favours neither), so that both see the same spells of a shared
+// machine. The ratio is the median over adjacent block pairs of median(B block) / median(A block).
 int bench_against(const std::string& a_path, const std::string& b_path, const std::vector<std::string>& input_specs,
                   const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options,
                   const sluice::SessionOptions& options_b, const std::string& b_label, int runs, int warmup,
@@ -349,7 +349,8 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     bool known = false;
     for (const Side& sd : side)
       for (const auto& d : sd.model->inputs()) known |= d.name == name;
-    if (!known) throw Error("--shape " + name + "=...: neither " + a_path + " nor " + b_path + " has an input named '" + name + "'");
+    if (!known)
+      throw Error("--shape " + name + "=...: neither " + a_path + " nor " + b_path + " has an input named '" + name + "'");
   }
   for (int k = 0; k < 2; ++k) {
     Side& sd = side[static_cast<size_t>(k)];
@@ -375,7 +376,8 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
       sd.ms.insert(sd.ms.end(), t.begin(), t.end());
       sd.block_medians.push_back(median_of(t));
     }
-    if (progress) std::fprintf(stderr, "\rblock pair %lld/%lld", static_cast<long long>(p + 1), static_cast<long long>(blocks));
+    if (progress)
+      std::fprintf(stderr, "\rblock pair %lld/%lld", static_cast<long long>(p + 1), static_cast<long long>(blocks));
   }
   if (progress) std::fprintf(stderr, "\r%*s\r", 32, "");
   for (int k = 0; k < 2; ++k) note_gate_options(side[static_cast<size_t>(k)].path, k == 0 ? options : options_b,
@@ -393,7 +395,8 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
   };
   const double ratio = median_of(ratios), lo = quantile(0.25), hi = quantile(0.75);
   auto side_json = [&](const Side& sd) {
-    return json{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)}, {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
+    return json{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)},
+                {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
                 {"gating", (&sd == &side[0] ? options : options_b).gating},
