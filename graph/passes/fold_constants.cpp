@@ -3,6 +3,15 @@
 
 namespace sluice::graph::passes {
 
+namespace {
+// The shape with its dynamic dimensions as 1, "1x3x224x224" style: an example for an error message.
+std::string concrete_example(const Shape& s) {
+  std::string r;
+  for (int64_t d : s) r += (r.empty() ? "" : "x") + std::to_string(d > 0 ? d : 1);
+  return r;
+}
+}  // namespace
+
 void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes, const std::map<std::string, Tensor>& values) {
   for (ValueId id : g.inputs) {
     Value& v = g.value(id);
@@ -10,7 +19,8 @@ void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes, con
     if (it == shapes.end()) {
       if (!v.shape_known)
         throw Error(g.model_name + ": input '" + v.name + "' has dynamic shape " + shape_str(v.shape) +
-                    "; give its concrete shape");
+                    "; give its concrete shape (on the command line: --shape " + v.name + "=" +
+                    concrete_example(v.shape) + ")");
       continue;
     }
     const Shape& s = it->second;

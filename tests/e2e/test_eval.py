@@ -200,6 +200,7 @@ def test_bad_input(a):
         (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
         (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
         (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
+        (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (on the command line: --shape image=1x1x1x1)"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
         (["bench", static, "--batch", "4"], 1, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
         (["bench", model, "--batch", "4", "--input", "image=x.npy"], 1, "with --input the batch is the .npy file's"),
