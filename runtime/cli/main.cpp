@@ -473,8 +473,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   if (progress) std::fprintf(stderr, "\r%*s\r", 24, "");
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
-  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
-                                           : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+  const double median = median_of(ms);
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
