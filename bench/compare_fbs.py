@@ -11,7 +11,8 @@ reported latency is the median over all timed runs. Columns:
 
   MAC ratio  = dense MACs / executed MACs (Sluice's stats for this input)
   realised   = gating-off time / gated time, timed in one process in alternating blocks of
-               --block runs (`sluice bench FILE --against-option gating=off`): the median over
+               --block runs after --block-warmup untimed ones (`sluice bench FILE --against-option
+               gating=off`): the median over
                block pairs of the blocks' median ratio (--unpaired: two processes, the ratio of
                their medians, as before stop 23)
   eff.       = realised / MAC ratio (the share of the MAC saving turned into time)
@@ -27,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_pair, log, make_ort_session, run_footer, write_rows  # noqa: E402
+from compare_ort import (add_pairing_args, bench_ort, bench_pair, log, make_ort_session, run_footer,  # noqa: E402
+                         write_rows)
 
 
 def ensure_models(models, densities, out_dir, python):
@@ -62,9 +64,7 @@ def main(argv=None):
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
-    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
-    ap.add_argument("--unpaired", action="store_true",
-                    help="time gated and gating off in separate processes (the ratio of their medians)")
+    add_pairing_args(ap, "gated and gating off")
     ap.add_argument("--plot", metavar="FILE.svg", help="also draw realised speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -82,7 +82,7 @@ def main(argv=None):
                 for r in range(a.rounds):
                     log("%s d=%.2f threads=%d round %d/%d" % (m, d, t, r + 1, a.rounds))
                     stats, tg, to, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup,
-                                                   ["--against-option", "gating=off"], a.block, a.unpaired)
+                                                   ["--against-option", "gating=off"], a)
                     gated += tg
                     off += to
                     ratios += rs

@@ -68,15 +68,26 @@ def bench_sluice(sluice, path, threads, runs, warmup, extra=()):
     raise RuntimeError("cannot parse `sluice bench --json` output: %r" % out[-500:])
 
 
-def bench_pair(sluice, path, threads, runs, warmup, against, block=5, unpaired=False):
+def add_pairing_args(ap, what):
+    """The paired-timing flags of the compare scripts; `what` names the two sides."""
+    ap.add_argument("--block", type=int, default=5, help="timed runs per block in the paired timing (default 5)")
+    ap.add_argument("--block-warmup", type=int, default=5,
+                    help="untimed runs at the start of each block (default 5): the first runs after the "
+                         "other side are slower, its data having taken the caches")
+    ap.add_argument("--unpaired", action="store_true",
+                    help="time %s in separate processes (the ratio of their medians)" % what)
+
+
+def bench_pair(sluice, path, threads, runs, warmup, against, a):
     """Times path and a second side: against is `["--against", OTHER]` and/or
     `["--against-option", "KEY=VALUE", ...]` (the same file with an option changed). Paired (the
-    default): one `sluice bench ... --against` process, alternating blocks of `block` runs,
-    ratios = per block pair, second side's median / first's. Unpaired: two processes one after
-    the other, ratios = [ratio of their medians]. Returns (first's stats JSON, its times, the
-    second's times, ratios)."""
-    if not unpaired:
-        s = bench_sluice(sluice, path, threads, runs, warmup, list(against) + ["--block", str(block)])
+    default): one `sluice bench ... --against` process, alternating blocks of a.block runs, each
+    after a.block_warmup untimed ones, ratios = per block pair, second side's median / first's.
+    Unpaired (a.unpaired): two processes one after the other, ratios = [ratio of their medians].
+    Returns (first's stats JSON, its times, the second's times, ratios)."""
+    if not a.unpaired:
+        s = bench_sluice(sluice, path, threads, runs, warmup,
+                         list(against) + ["--block", str(a.block), "--block-warmup", str(a.block_warmup)])
         return s, s["times_ms"], s["against"]["times_ms"], s["ratio_blocks"]
     other, extra = path, []
     for flag, value in zip(against[::2], against[1::2]):

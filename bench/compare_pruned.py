@@ -19,7 +19,8 @@ stream's dependency group can go as a whole. Columns:
               resident planes between the direct kernel's convs (what those gain)
   MAC ratio = dense MACs / executed MACs (Sluice's stats: what the compacted model runs)
   speedup   = unpruned time / slimmed time (both Sluice), timed in one process in alternating
-              blocks of --block runs (`sluice bench SLIM --against UNPRUNED`): the median over
+              blocks of --block runs, each after --block-warmup untimed ones (`sluice bench SLIM
+              --against UNPRUNED`): the median over
               adjacent block pairs of median(unpruned block) / median(slimmed block), so both
               sides of each ratio see the same spell of a shared machine. (--unpaired: separate
               `sluice bench` processes one after the other, the ratio of their medians, as
@@ -41,7 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_pair, bench_sluice, log, make_ort_session, run_footer, write_rows  # noqa: E402
+from compare_ort import (add_pairing_args, bench_ort, bench_pair, bench_sluice, log, make_ort_session,  # noqa: E402
+                         run_footer, write_rows)
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -148,9 +150,7 @@ def main(argv=None):
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json-out")
-    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
-    ap.add_argument("--unpaired", action="store_true",
-                    help="time slimmed and unpruned in separate processes (the ratio of their medians)")
+    add_pairing_args(ap, "slimmed and unpruned")
     ap.add_argument("--plot", metavar="FILE.svg", help="also draw speedup against MAC ratio as an SVG chart")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -167,8 +167,7 @@ def main(argv=None):
                 sess = make_ort_session(path, t)
                 for r in range(a.rounds):
                     log("%s prune=%.2f threads=%d round %d/%d" % (m, p, t, r + 1, a.rounds))
-                    stats, ts, tf, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup, ["--against", base], a.block,
-                                                   a.unpaired)
+                    stats, ts, tf, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup, ["--against", base], a)
                     slim += ts
                     full += tf
                     ratios += rs

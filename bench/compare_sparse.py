@@ -10,7 +10,8 @@ behind the choice.
 
 Files: models/export_sparse.py (global L1 over the convs, l1_unstructured on the classifier;
 224x224, batch 1; `--scope layer`: every conv at the same sparsity), cached in WORK_DIR/sparse. Columns: speedup = dense time / sparse time,
-timed in one process in alternating blocks of --block runs (`sluice bench FILE --against-option sparse=off`),
+timed in one process in alternating blocks of --block runs after --block-warmup untimed ones
+(`sluice bench FILE --against-option sparse=off`),
 the median over block pairs of the blocks' median ratio (--unpaired: two processes, the ratio of their medians);
 MAC ratio = dense MACs / executed MACs (non-zero weights only where the sparse kernel runs).
 """
@@ -26,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
-from compare_ort import bench_ort, bench_pair, log, make_ort_session, run_footer  # noqa: E402
+from compare_ort import add_pairing_args, bench_ort, bench_pair, log, make_ort_session, run_footer  # noqa: E402
 
 
 def export(models, sparsity, out_dir, scope):
@@ -66,9 +67,7 @@ def main():
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")
     ap.add_argument("--scope", choices=["global", "layer"], default="global",
                     help="pruning: one threshold over all convs (global) or each conv at the same sparsity (layer)")
-    ap.add_argument("--block", type=int, default=5, help="runs per block in the paired timing (default 5)")
-    ap.add_argument("--unpaired", action="store_true",
-                    help="time sparse and dense in separate processes (the ratio of their medians)")
+    add_pairing_args(ap, "sparse and dense")
     ap.add_argument("--plot", metavar="FILE.svg",
                     help="also draw speedup over dense against sparsity as an SVG chart, with each model's MAC ratio")
     a = ap.parse_args()
@@ -86,7 +85,7 @@ def main():
                 for r in range(a.rounds):
                     log("%s %d%% threads=%d round %d/%d" % (model, s, t, r + 1, a.rounds))
                     stats, tsp, tdn, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup,
-                                                     ["--against-option", "sparse=off"], a.block, a.unpaired)
+                                                     ["--against-option", "sparse=off"], a)
                     sp += tsp
                     dn += tdn
                     ratios += rs

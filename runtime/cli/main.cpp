@@ -319,10 +319,13 @@ void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
 // alternating blocks of `block` runs (A B B A A B ...: the order in a pair alternates, so that a
 // steady drift of the machine favours neither), so that both see the same spells of a shared
 // machine. The ratio is the median over adjacent block pairs of median(B block) / median(A block).
+// Each block starts with `block_warmup` untimed runs: after the unpruned ResNet-18, its slimmed
+// copy's first runs took 2.4-2.6 ms against a steady 2.2 (the big model's weights had taken the
+// caches), which cost the 20%-sized side ~5% of its speedup at blocks of 5 (bench/README.md).
 int bench_against(const std::string& a_path, const std::string& b_path, const std::vector<std::string>& input_specs,
                   const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options,
                   const sluice::SessionOptions& options_b, const std::string& b_label, int runs, int warmup,
-                  int64_t batch, int block, bool as_json) {
+                  int64_t batch, int block, int block_warmup, bool as_json) {
   if (!input_specs.empty()) throw Error("bench --against: generated inputs only (each model gets its own); drop --input");
   if (options.profile) throw Error("bench --against: --profile times one model; run it without --against");
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();
@@ -368,6 +371,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     for (int turn = 0; turn < 2; ++turn) {
       Side& sd = side[static_cast<size_t>(p % 2 == 0 ? turn : 1 - turn)];
       std::vector<double> t;
+      for (int i = 0; i < block_warmup; ++i) sd.session->run(sd.inputs, &sd.stats);
       for (int i = 0; i < block; ++i) {
         auto t0 = std::chrono::steady_clock::now();
         sd.session->run(sd.inputs, &sd.stats);
@@ -405,7 +409,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
   };
   if (as_json) {
     json j = side_json(side[0]);
-    j.update({{"threads", threads}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block},
+    j.update({{"threads", threads}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block}, {"block_warmup", block_warmup},
               {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_iqr", {lo, hi}},
               {"ratio_blocks", ratios}});
     std::cout << j.dump(2) << "\n";
@@ -415,20 +419,30 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", (k == 0 ? a_path : b_label).c_str(),
                 median_of(side[static_cast<size_t>(k)].ms), side[static_cast<size_t>(k)].ms.size(),
                 side[static_cast<size_t>(k)].stats.executed_macs / 1e6);
-  std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs, interquartile %.3f-%.3f), %d threads\n",
-              b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, lo, hi, threads);
+  std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs after %d untimed, interquartile %.3f-%.3f), %d threads\n",
+              b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, block_warmup, lo, hi, threads);
   return 0;
 }
 
+// bench's pairing flags: --against, --against-option, --block, --block-warmup.
+struct Pairing {
+  std::string against;
+  std::vector<std::string> options;
+  int block = 5, block_warmup = 5;
+  bool block_given = false, block_warmup_given = false;
+};
+
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
               const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
-              int64_t batch, bool as_json, const std::string& against = "",
-              const std::vector<std::string>& against_options = {}, int block = 5, bool block_given = false) {
+              int64_t batch, bool as_json, const Pairing& pairing = {}) {
   if (runs < 1) throw Error("--runs must be at least 1");
-  if (block_given && against.empty() && against_options.empty())
-    throw Error("bench: --block applies with --against or --against-option only");
+  const std::string& against = pairing.against;
+  const std::vector<std::string>& against_options = pairing.options;
+  if ((pairing.block_given || pairing.block_warmup_given) && against.empty() && against_options.empty())
+    throw Error(std::string("bench: ") + (pairing.block_given ? "--block" : "--block-warmup") +
+                " applies with --against or --against-option only");
   if (!against.empty() || !against_options.empty()) {
-    if (!block_given) block = std::min(block, runs);  // the default block of 5 fits any --runs
+    const int block = pairing.block_given ? pairing.block : std::min(pairing.block, runs);  // the default fits any --runs
     sluice::SessionOptions options_b = options;
     std::string label = against.empty() ? model_path : against;
     for (const std::string& spec : against_options) {
@@ -443,7 +457,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
       label += (&spec == &against_options.front() ? " with " : ", ") + spec;
     }
     return bench_against(model_path, against.empty() ? model_path : against, input_specs, parse_shapes(shape_specs),
-                         options, options_b, label, runs, warmup, batch, block, as_json);
+                         options, options_b, label, runs, warmup, batch, block, pairing.block_warmup, as_json);
   }
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();  // what the session uses for 0
   const bool profile = options.profile;
@@ -580,9 +594,8 @@ int main(int argc, char** argv) {
 
   std::string model, out_dir = ".", stats_path;
   std::vector<std::string> input_specs, shape_specs;
-  int runs = 20, warmup = 3, block = 5;
-  std::string against;
-  std::vector<std::string> against_options;
+  int runs = 20, warmup = 3;
+  Pairing pairing;
   int64_t batch = 1;
   bool as_json = false;
   SessionFlags run_flags, bench_flags, inspect_flags, eval_flags;
@@ -605,13 +618,18 @@ int main(int argc, char** argv) {
   bench->add_option("-s,--shape", shape_specs, "Shape of a generated input, NAME=1x3x224x224 (for dynamic dimensions)");
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
-  bench->add_option("--against", against,
+  bench->add_option("--against", pairing.against,
                     "A second model to time alongside, in alternating blocks of runs, and give the ratio of its time "
                     "to this one's (e.g. the unpruned model against its slimmed copy)");
-  bench->add_option("--against-option", against_options,
+  bench->add_option("--against-option", pairing.options,
                     "KEY=VALUE: time the model (or --against's) also with this option changed, alongside, and give "
                     "the ratio (gating=off, sparse=off|always|auto, planes=nhwc|resident, density=D, reference=on)");
-  bench->add_option("--block", block, "Runs per block with --against")->check(kPositive)->capture_default_str();
+  bench->add_option("--block", pairing.block, "Timed runs per block with --against")->check(kPositive)->capture_default_str();
+  bench->add_option("--block-warmup", pairing.block_warmup,
+                    "Untimed runs at the start of each block with --against (the first runs after the other model "
+                    "are slower: its data has taken the caches)")
+      ->check(kNonNegative)
+      ->capture_default_str();
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
@@ -653,9 +671,11 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
-    if (*bench)
-      return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, against,
-                       against_options, block, bench->count("--block") > 0);
+    if (*bench) {
+      pairing.block_given = bench->count("--block") > 0;
+      pairing.block_warmup_given = bench->count("--block-warmup") > 0;
+      return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, pairing);
+    }
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());

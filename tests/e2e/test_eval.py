@@ -135,14 +135,17 @@ def test_bad_input(a):
     check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,
           "bench --shape image=2x1x8x8 runs a model with dynamic H and W (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
     # bench --against: both models timed in alternating blocks, the ratio per block pair.
-    p = run_sluice_nocheck(a, "bench", model, "--against", static, "-n", "4", "--block", "2", "-w", "1", "--json")
+    p = run_sluice_nocheck(a, "bench", model, "--against", static, "-n", "4", "--block", "2", "--block-warmup", "1", "-w",
+                           "1", "--json")
     j = json.loads(p.stdout) if p.returncode == 0 else {}
     b = j.get("against", {})
     ratios = [tb / ta for ta, tb in zip(j.get("block_medians_ms", []), b.get("block_medians_ms", []))]
     check(p.returncode == 0 and len(j["times_ms"]) == 4 and len(b.get("times_ms", [])) == 4 and b["model"] == static
           and len(j["ratio_blocks"]) == 2 and all(abs(r - q) <= 1e-9 * q for r, q in zip(j["ratio_blocks"], ratios))
-          and min(ratios) <= j["ratio_median"] <= max(ratios) and j["executed_macs"] > 0 and "executed_macs" in b,
-          "bench --against: 2 block pairs of 2 runs, each ratio the B block's median over A's (exit %d: %r)" % (
+          and min(ratios) <= j["ratio_median"] <= max(ratios) and j["executed_macs"] > 0 and "executed_macs" in b
+          and j["block_warmup"] == 1,
+          "bench --against: 2 block pairs of 2 runs after 1 untimed, each ratio the B block's median over A's "
+          "(exit %d: %r)" % (
               p.returncode, (p.stderr[-200:], {k: j.get(k) for k in ("ratio_blocks", "ratio_median")})))
     # Models whose dynamic inputs have other names: each --shape goes to the model that has it.
     other = os.path.join(a.work_dir, "dynamic_hw_other_name.onnx")
@@ -150,7 +153,7 @@ def test_bad_input(a):
     p = run_sluice_nocheck(a, "bench", dynhw, "--against", other, "-s", "image=1x1x8x8", "-s", "data=2x1x4x4",
                            "-n", "2", "--json")
     j = json.loads(p.stdout) if p.returncode == 0 else {}
-    check(p.returncode == 0 and j["runs"] == 2 and j["against"]["model"] == other,
+    check(p.returncode == 0 and j["runs"] == 2 and j["against"]["model"] == other and j["block_warmup"] == 5,
           "bench --against: --shape image=... and data=... each given to the model that has the input (exit %d: %r)" % (
               p.returncode, p.stderr[-300:]))
     # --against-option: the same file alongside with gating off, which runs every MAC.
@@ -221,6 +224,8 @@ def test_bad_input(a):
         (["bench", model, "--against-option", "gating=on"], 1, "gating=on: already so for the first side"),
         (["bench", model, "--against-option", "sparse=off", "--against-option", "sparse=off"], 1, "(given twice?)"),
         (["bench", model, "--block", "2"], 1, "--block applies with --against or --against-option only"),
+        (["bench", model, "--block-warmup", "2"], 1, "--block-warmup applies with --against or --against-option only"),
+        (["bench", model, "--against", static, "--block-warmup", "-1"], 2, "--block-warmup"),
         (["bench", model, "--against", static, "-n", "3", "--block", "4"], 1, "--block 4 is more than --runs 3"),
         (["bench", dynhw, "--against", static, "-s", "img=1x1x8x8"], 1, "neither %s nor %s has an input named 'img'" % (dynhw, static)),
     ]
