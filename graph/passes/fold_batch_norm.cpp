@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -143,6 +144,34 @@ int fold_channel_shifts(Graph& g) {
   return folded;
 }
 
+// The per-channel values of a constant v that broadcasts onto [N, c, H, W] (a float scale or a
+// bool mask, as floats): v's shape right-aligned against 4 dimensions, 1 or c on the channel
+// axis, anything on the others as long as each channel holds one value (a mask expanded to the
+// activation's shape, batch included, once the session's shapes are known). Empty when v is not
+// such a constant.
+std::vector<float> channel_values(const Value& v, int64_t c) {
+  const Shape& sh = v.shape;
+  if (sh.size() > 4 || (v.dtype != DType::Float32 && v.dtype != DType::Bool)) return {};
+  Shape d(4 - sh.size(), 1);
+  d.insert(d.end(), sh.begin(), sh.end());
+  if (c <= 0 || (d[1] != 1 && d[1] != c)) return {};
+  const int64_t per = d[2] * d[3];
+  auto at = [&](int64_t i) {
+    return v.dtype == DType::Bool ? (v.constant.data<bool>()[i] ? 1.f : 0.f) : v.constant.data<float>()[i];
+  };
+  auto same = [](float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+  std::vector<float> s(static_cast<size_t>(d[1]));
+  for (int64_t o = 0; o < d[1]; ++o) {
+    const float first = at(o * per);
+    for (int64_t n = 0; n < d[0]; ++n)
+      for (int64_t i = 0; i < per; ++i)
+        if (!same(at((n * d[1] + o) * per + i), first)) return {};
+    s[static_cast<size_t>(o)] = first;
+  }
+  s.resize(static_cast<size_t>(c), s[0]);  // one value for every channel when d[1] is 1
+  return s;
+}
+
 int fold_channel_muls(Graph& g) {
   g.rebuild_links();
   int folded = 0;
@@ -152,13 +181,17 @@ int fold_channel_muls(Graph& g) {
     // The per-channel scale s and the activation x it multiplies: Mul(x, s), or a constant
     // channel mask applied with Where: Where(mask, x, 0) is x * mask, Where(mask, 0, x) is
     // x * !mask (torch.where(mask, x, 0)).
+    // The operands may also be full-size: a mask expanded over the map, zeros_like(x) (as
+    // torch.where(mask > 0, x, torch.zeros_like(x)) exports), as long as each channel's values
+    // are one value.
     std::vector<float> s;
     ValueId x = kNoValue;
     int64_t c = 0;
     auto per_channel = [&](const Value& v, const Value& of) {
       if (of.shape.size() != 4 || !v.is_constant()) return false;
       c = of.shape[1];
-      return v.shape == Shape{c, 1, 1} || v.shape == Shape{1, c, 1, 1};
+      s = channel_values(v, c);
+      return !s.empty();
     };
     if (mul.op == OpType::Mul && mul.inputs.size() == 2) {
       const int ci = g.value(mul.inputs[1]).is_constant() ? 1 : g.value(mul.inputs[0]).is_constant() ? 0 : -1;
@@ -166,18 +199,19 @@ int fold_channel_muls(Graph& g) {
       const Value& sv = g.value(mul.inputs[static_cast<size_t>(ci)]);
       x = mul.inputs[static_cast<size_t>(1 - ci)];
       if (sv.dtype != DType::Float32 || !per_channel(sv, g.value(x))) continue;
-      s.assign(sv.constant.data<float>(), sv.constant.data<float>() + c);
     } else if (mul.op == OpType::Where && mul.inputs.size() == 3) {
       const Value& mv = g.value(mul.inputs[0]);
       auto zero = [&](ValueId v) {
         const Value& z = g.value(v);
-        return z.is_constant() && z.dtype == DType::Float32 && z.constant.numel() == 1 && z.constant.data<float>()[0] == 0.f;
+        if (!z.is_constant() || z.dtype != DType::Float32) return false;
+        const float* d = z.constant.data<float>();
+        return std::all_of(d, d + z.constant.numel(), [](float e) { return e == 0.f; });
       };
       const int xi = zero(mul.inputs[2]) ? 1 : zero(mul.inputs[1]) ? 2 : -1;
       if (xi < 0 || mv.dtype != DType::Bool) continue;
       x = mul.inputs[static_cast<size_t>(xi)];
       if (g.value(x).is_constant() || !per_channel(mv, g.value(x))) continue;
-      for (int64_t o = 0; o < c; ++o) s.push_back(mv.constant.data<bool>()[o] == (xi == 1) ? 1.f : 0.f);
+      for (float& e : s) e = (e != 0.f) == (xi == 1) ? 1.f : 0.f;
     } else {
       continue;
     }

@@ -13,6 +13,8 @@ live against ONNX Runtime on the same file:
               (how mask-based pruning tools keep shapes); a second mask scales some kept
               channels by -1 after the ReLU, which cannot move into the conv and must stay
   where       the same 0/1 mask applied with torch.where(mask, x, 0)
+  where_full  full-size masks: torch.where(mask > 0, x, torch.zeros_like(x)) (the zeros a
+              [1, C, H, W] constant) and x * mask.expand_as(x)
   frozen      slim, with torchvision's FrozenBatchNorm2d (x * scale + shift: Mul + Add after a
               conv without bias), which Sluice folds into the conv before pruning
   lowered     slim, with BN written out as (x - mean) * scale + beta (Sub, Mul, Add)
@@ -126,6 +128,25 @@ class WhereMasked(Plain):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class WhereFull(Plain):
+    """Plain with full-size masks, as other pruning code writes them: torch.where(mask > 0, x,
+    torch.zeros_like(x)) with a float mask (the export's zeros are a [1, C, H, W] constant) on
+    even layers, x * mask.expand_as(x) (a [1, C, H, W] constant) on odd ones."""
+
+    def __init__(self):
+        super().__init__()
+        for i, (_, o, _, _) in enumerate(self.SPEC):
+            self.register_buffer("keep%d" % i, torch.ones(1, o, 1, 1))
+
+    def forward(self, x):
+        for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+            y, keep = F.relu(b(c(x))), getattr(self, "keep%d" % i)
+            x = torch.where(keep > 0, y, torch.zeros_like(y)) if i % 2 == 0 else y * keep.expand_as(y)
+            if i == 1:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 class LoweredBN(nn.Module):
     """BatchNorm2d's inference arithmetic written out: (x - mean) * scale + beta."""
 
@@ -151,7 +172,8 @@ def randomise_bn(m):
 def plain_case(kind):
     """Returns (model, expected removed per conv)."""
     torch.manual_seed(3)
-    m = Masked() if kind == "mask" else WhereMasked() if kind == "where" else Plain(bias=(kind == "ln"))
+    m = (Masked() if kind == "mask" else WhereMasked() if kind == "where" else WhereFull() if kind == "where_full"
+         else Plain(bias=(kind == "ln")))
     randomise_bn(m)
     removed = []
     with torch.no_grad():
@@ -184,6 +206,9 @@ def plain_case(kind):
                 removed.append(int((const == 0).sum()) if reader_pads else len(z))
             elif kind == "where":  # torch.where(mask, x, 0): the same mask, folded the same way
                 getattr(m, "keep%d" % i)[0, dead] = False
+                removed.append(len(dead))
+            elif kind == "where_full":  # full-size zeros and masks: folded as the [1, C, 1, 1] ones
+                getattr(m, "keep%d" % i)[0, dead] = 0
                 removed.append(len(dead))
             elif kind == "ln_in":  # the reader's input channels zeroed: this conv's matching channels go
                 reader = m.convs[i + 1] if i + 1 < len(m.convs) else m.fc
@@ -833,7 +858,7 @@ def resident_case(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where", "frozen", "lowered"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where", "where_full", "frozen", "lowered"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
@@ -848,6 +873,9 @@ def main():
         if kind == "mask":
             muls = [n["name"] for n in insp["nodes"] if n["op"] == "Mul"]
             check(len(muls) == 1, "mask: the three 0/1 masks fold into their convs, the one with a -1 stays (%s)" % muls)
+        if kind == "where_full":
+            left = [n["op"] for n in insp["nodes"] if n["op"] in ("Mul", "Where")]
+            check(not left, "where_full: the full-size masks fold into their convs (left: %s)" % left)
         if kind in ("frozen", "lowered"):
             left = [n["op"] for n in insp["nodes"] if n["op"] in ("Mul", "Add", "Sub")]
             check(not left, "%s: the lowered BN's Mul, Add (and Sub) fold into the convs (left: %s)" % (kind, left))

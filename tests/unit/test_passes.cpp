@@ -132,6 +132,41 @@ TEST(FoldBatchNorm, FoldsBehindAConstantAddThatFolded) {
   EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5);
 }
 
+// A channel mask or scale as a full-size constant ([1, C, H, W]: torch.where(mask > 0, x,
+// torch.zeros_like(x)), x * mask.expand_as(x)) folds into the conv as the [1, C, 1, 1] form
+// does, and only when each channel holds one value and the other branch is all zeros.
+TEST(FoldChannelScales, FullSizeMasksFoldOnlyWhenEachChannelIsOneValue) {
+  struct Case {
+    bool where, channel_varies, zeros_not_zero;
+  };
+  for (const Case& k : {Case{false, false, false}, Case{false, true, false}, Case{true, false, false},
+                        Case{true, true, false}, Case{true, false, true}}) {
+    std::vector<float> mask(8 * 6 * 6), zeros(8 * 6 * 6, 0.f);
+    for (size_t i = 0; i < mask.size(); ++i) mask[i] = (i / 36) % 3 == 1 ? 0.f : 1.5f;  // channels 1, 4, 7 off
+    if (k.channel_varies) mask[2 * 36 + 7] = 0.f;  // one pixel of channel 2 masked: not a channel mask
+    if (k.zeros_not_zero) zeros[5] = 0.25f;
+    OnnxBuilder b;
+    b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f).init_random("bias", {8});
+    b.init("mask", {1, 8, 6, 6}, mask).init("zeros", {1, 8, 6, 6}, zeros).init("zero", {}, {0.f});
+    auto& conv = b.node("Conv", {"x", "w", "bias"}, {"c"});
+    OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"r"});
+    if (k.where) {
+      b.node("Greater", {"mask", "zero"}, {"keep"});
+      b.node("Where", {"keep", "r", "zeros"}, {"y"});
+    } else {
+      b.node("Mul", {"r", "mask"}, {"y"});
+    }
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    const bool folds = !k.channel_varies && !k.zeros_not_zero;
+    const int left = count_ops(p, graph::OpType::Where) + count_ops(p, graph::OpType::Mul);
+    EXPECT_EQ(left, folds ? 0 : 1) << k.where << k.channel_varies << k.zeros_not_zero;
+    EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 6}), 1e-5) << k.where << k.channel_varies << k.zeros_not_zero;
+  }
+}
+
 TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
   Model m = conv_bn_relu(true).load();
   runtime::Plan p = make_plan(m, true);
