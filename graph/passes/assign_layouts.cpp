@@ -24,6 +24,7 @@ Kind kind_of(OpType t) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip:
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min:
+    case OpType::PRelu:
       return Kind::Elementwise;
     case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: case OpType::SluiceShift:
       return Kind::Pool;

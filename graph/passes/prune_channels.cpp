@@ -38,6 +38,10 @@ struct Step {
   NodeId node;
   int pos;
   std::vector<Step> inner;
+  // Which input is a per-channel constant (PRelu's slopes, a Mul by [1, C, 1, 1]; -1: none),
+  // and where P's channels start in the node's input (behind a Concat).
+  int per_channel = -1;
+  int64_t offset = 0;
 };
 
 struct Reader {
@@ -61,10 +65,23 @@ bool is_binary_elementwise(OpType t) {
   }
 }
 
+// Whether constant c holds one value per channel of v (a 4-D map [N, C, H, W] or 2-D features
+// [N, C]) and broadcasts onto v along the channel axis only: [C, 1, 1] or [1, C, 1, 1] (or
+// [C], [1, C] for features).
+bool per_channel_constant(const Value& c, const Value& v) {
+  if (!c.is_constant() || c.dtype != DType::Float32 || v.shape.size() < 2 || c.constant.numel() != v.shape[1])
+    return false;
+  const int64_t ch = v.shape[1];
+  if (v.shape.size() == 4) return c.shape == Shape{ch, 1, 1} || c.shape == Shape{1, ch, 1, 1};
+  return v.shape.size() == 2 && (c.shape == Shape{ch} || c.shape == Shape{1, ch});
+}
+
 // Where node n reads `v` when n is an elementwise op that maps a constant channel of `v` to a
 // constant channel of its (same-shaped, float) output: a unary op whose other inputs are
-// constants, or a binary op with a one-element constant. -1 otherwise.
-int elementwise_pos(const Graph& g, const Node& n, ValueId v) {
+// constants, PRelu, or a binary op with a one-element constant; with a per-channel constant
+// (PRelu's slopes, a Mul by [1, C, 1, 1]) too, whose input `per_channel` then names. -1 otherwise.
+int elementwise_pos(const Graph& g, const Node& n, ValueId v, int* per_channel = nullptr) {
+  if (per_channel) *per_channel = -1;
   if (n.outputs.size() != 1 || n.outputs[0] == kNoValue) return -1;
   if (g.value(n.outputs[0]).dtype != DType::Float32 || g.value(n.outputs[0]).shape != g.value(v).shape) return -1;
   if (is_unary_elementwise(n.op) || n.op == OpType::Clip) {  // Clip: its bounds are constants (checked below)
@@ -73,12 +90,17 @@ int elementwise_pos(const Graph& g, const Node& n, ValueId v) {
       if (n.inputs[i] != kNoValue && (n.inputs[i] == v || !g.value(n.inputs[i]).is_constant())) return -1;
     return 0;
   }
-  if (!is_binary_elementwise(n.op) || n.inputs.size() != 2) return -1;
-  for (int pos = 0; pos < 2; ++pos) {
+  const bool prelu = n.op == OpType::PRelu;
+  if ((!is_binary_elementwise(n.op) && !prelu) || n.inputs.size() != 2) return -1;
+  for (int pos = 0; pos < (prelu ? 1 : 2); ++pos) {
     const ValueId other = n.inputs[static_cast<size_t>(1 - pos)];
     if (n.inputs[static_cast<size_t>(pos)] == v && other != kNoValue && other != v) {
       const Value& ov = g.value(other);
       if (ov.is_constant() && ov.constant.numel() == 1 && ov.dtype == DType::Float32 && ov.shape.size() <= 4) return pos;
+      if (per_channel && per_channel_constant(ov, g.value(v))) {
+        *per_channel = 1 - pos;
+        return pos;
+      }
     }
   }
   return -1;
@@ -94,9 +116,10 @@ NodeId self_gate(const Graph& g, ValueId v, NodeId c, std::vector<Step>& inner, 
   ValueId in = v;
   for (NodeId cur = c; inner.size() < 8;) {
     const Node& n = g.node(cur);
-    const int pos = elementwise_pos(g, n, in);
+    int pc = -1;
+    const int pos = elementwise_pos(g, n, in, &pc);
     if (pos < 0) return -1;
-    inner.push_back({cur, pos, {}});
+    inner.push_back({cur, pos, {}, pc});
     const ValueId out = n.outputs[0];
     const Value& ov = g.value(out);
     if (ov.is_output || ov.consumers.size() != 1) return -1;
@@ -114,14 +137,19 @@ NodeId self_gate(const Graph& g, ValueId v, NodeId c, std::vector<Step>& inner, 
 }
 
 // What node n computes from the one-element values `x` at the inputs `at` (other inputs: its
-// constants), by its reference kernel.
-float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<int, float>> x) {
+// constants; of a per-channel one, input `per_channel`, element `channel`), by its reference
+// kernel.
+float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<int, float>> x, int per_channel = -1,
+                int64_t channel = 0) {
   std::vector<float> vals(n.inputs.size(), 0.f);
   std::vector<ops::TensorView> in(n.inputs.size());
   for (size_t i = 0; i < n.inputs.size(); ++i)
     if (n.inputs[i] != kNoValue) {
       const Value& v = g.value(n.inputs[i]);
-      if (v.is_constant()) in[i] = {v.dtype, v.shape, const_cast<void*>(v.constant.raw())};
+      if (static_cast<int>(i) == per_channel)
+        in[i] = {v.dtype, {1, 1, 1, 1}, const_cast<float*>(v.constant.data<float>() + channel)};
+      else if (v.is_constant())
+        in[i] = {v.dtype, v.shape, const_cast<void*>(v.constant.raw())};
     }
   for (auto [pos, val] : x) {
     vals[static_cast<size_t>(pos)] = val;
@@ -133,14 +161,14 @@ float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<i
   return y;
 }
 
-// The constant a reader sees for a dead channel of constant value v, through `chain`.
-float through(const Graph& g, const std::vector<Step>& chain, float v) {
+// The constant a reader sees for dead channel o of constant value v, through `chain`.
+float through(const Graph& g, const std::vector<Step>& chain, float v, int64_t o) {
   for (const Step& s : chain) {
     const Node& n = g.node(s.node);
     if (s.inner.empty())
-      v = eval_node(g, n, {{s.pos, v}});
+      v = eval_node(g, n, {{s.pos, v}}, s.per_channel, s.offset + o);
     else
-      v = eval_node(g, n, {{s.pos, v}, {1 - s.pos, through(g, s.inner, v)}});
+      v = eval_node(g, n, {{s.pos, v}, {1 - s.pos, through(g, s.inner, v, o)}}, s.per_channel, s.offset + o);
   }
   return v;
 }
@@ -212,15 +240,18 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       for (ValueId pv : gate_vals[c]) path.push_back(pv);
       path.push_back(bn.outputs[0]);
       std::vector<Step> next = chain;
-      next.push_back({b, bn.inputs[0] == v ? 0 : 1, it->second.second});
+      std::vector<Step> inner = it->second.second;
+      for (Step& s : inner) s.offset = offset;
+      next.push_back({b, bn.inputs[0] == v ? 0 : 1, std::move(inner), -1, offset});
       std::string r = collect_readers(g, bn.outputs[0], next, readers, path, seen, offset, fills);
       if (!r.empty()) return r;
       continue;
     }
-    if (const int pos = elementwise_pos(g, n, v); pos >= 0) {
+    int pc = -1;
+    if (const int pos = elementwise_pos(g, n, v, &pc); pos >= 0) {
       path.push_back(n.outputs[0]);
       std::vector<Step> next = chain;
-      next.push_back({c, pos, {}});
+      next.push_back({c, pos, {}, pc, offset});
       std::string r = collect_readers(g, n.outputs[0], next, readers, path, seen, offset, fills);
       if (!r.empty()) return r;
       continue;
@@ -603,8 +634,10 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
       float seen = 0.f;
       for (const Reader& r : readers) {
         for (const auto& [steps, fill] : r.fills)
-          filled = filled && through(g, std::vector<Step>(r.chain.begin(), r.chain.begin() + static_cast<std::ptrdiff_t>(steps)), v) == fill;
-        const float rv = through(g, r.chain, v);
+          filled = filled &&
+                   through(g, std::vector<Step>(r.chain.begin(), r.chain.begin() + static_cast<std::ptrdiff_t>(steps)),
+                           v, o) == fill;
+        const float rv = through(g, r.chain, v, o);
         finite = finite && std::isfinite(rv);
         if (!first && seen != rv) agree = false;
         seen = rv;
@@ -755,6 +788,29 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
                          ? rw.shape()[1]
                          : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
   }
+  // The per-channel constants of the ops on the way lose the removed channels too (each node
+  // once: readers behind a branch share the steps before it).
+  std::set<NodeId> compacted;
+  std::function<void(const std::vector<Step>&)> compact_steps = [&](const std::vector<Step>& steps) {
+    for (const Step& s : steps) {
+      compact_steps(s.inner);
+      if (s.per_channel < 0 || !compacted.insert(s.node).second) continue;
+      const ValueId cv = g.node(s.node).inputs[static_cast<size_t>(s.per_channel)];
+      const Tensor& ct = g.value(cv).constant;
+      const int64_t total = ct.numel();
+      std::vector<float> kept;
+      for (int64_t i = 0; i < total; ++i) {
+        const int64_t o = i - s.offset;
+        if (o < 0 || o >= m || !remove[static_cast<size_t>(o)]) kept.push_back(ct.data<float>()[i]);
+      }
+      Shape shape = ct.shape();
+      shape[shape.size() == 3 || shape.size() == 1 ? 0 : 1] = static_cast<int64_t>(kept.size());
+      Tensor t(DType::Float32, shape);
+      std::copy(kept.begin(), kept.end(), t.data<float>());
+      g.node(s.node).inputs[static_cast<size_t>(s.per_channel)] = new_constant(g, cv, std::move(t), "__pruned");
+    }
+  };
+  for (const Reader& r : readers) compact_steps(r.chain);
   std::set<ValueId> shrunk;
   for (ValueId v : path)
     if (shrunk.insert(v).second) g.value(v).shape[1] -= removed;

@@ -1,4 +1,4 @@
-// Fast float32 elementwise kernels: Add/Sub/Mul/Div of equal shapes (or with a scalar) and
+// Fast float32 elementwise kernels: Add/Sub/Mul/Div/PRelu of equal shapes (or with a scalar) and
 // the common activations, split over threads in cache-sized chunks and vectorised by the
 // compiler. Elementwise work does not care about the memory layout, so they serve NCHW and
 // NHWC steps alike. Other shapes and dtypes fall back to the reference kernels.
@@ -22,7 +22,7 @@ void parallel_chunks(int64_t n, F&& f) {
   for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-enum class Bin { Add, Sub, Mul, Div };
+enum class Bin { Add, Sub, Mul, Div, PRelu };
 
 // Calls g with op's function of two floats (one instantiation per op, so the loops inline it).
 template <class G>
@@ -32,6 +32,7 @@ void with_op(Bin op, G&& g) {
     case Bin::Sub: g([](float x, float y) { return x - y; }); break;
     case Bin::Mul: g([](float x, float y) { return x * y; }); break;
     case Bin::Div: g([](float x, float y) { return x / y; }); break;
+    case Bin::PRelu: g([](float x, float y) { return x < 0.f ? y * x : x; }); break;  // NaN stays NaN
   }
 }
 
@@ -301,12 +302,17 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
   if (n.outputs.size() != 1 || g.value(n.outputs[0]).dtype != DType::Float32) return nullptr;
   const Shape& y = g.value(n.outputs[0]).shape;
   switch (n.op) {
-    case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: {
+    case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::PRelu: {
       if (n.inputs.size() != 2) return nullptr;
       const Shape& a = g.value(n.inputs[0]).shape;
       const Shape& b = g.value(n.inputs[1]).shape;
       const bool sa = numel_of(a) == 1 && a.size() <= y.size(), sb = numel_of(b) == 1 && b.size() <= y.size();
-      const Bin op = n.op == OpType::Add ? Bin::Add : n.op == OpType::Sub ? Bin::Sub : n.op == OpType::Mul ? Bin::Mul : Bin::Div;
+      if (n.op == OpType::PRelu && a != y) return nullptr;  // PRelu(x, slope): the slopes broadcast onto x only
+      const Bin op = n.op == OpType::Add   ? Bin::Add
+                     : n.op == OpType::Sub ? Bin::Sub
+                     : n.op == OpType::Mul ? Bin::Mul
+                     : n.op == OpType::Div ? Bin::Div
+                                           : Bin::PRelu;
       bool per_sample = false;
       const bool nhwc = n.layout == graph::Layout::NHWC;
       if (!sa && !sb && a == y && per_channel_operand(b, y, per_sample))

@@ -26,6 +26,8 @@ live against ONNX Runtime on the same file:
               ways PyTorch exports them: Tanh, SiLU (x * sigmoid(x)), GELU (x * (1 + erf)
               / 2), hardswish (x * hardsigmoid(x)) and x * 0.5 + 1: each dead channel is the
               constant f(bias), removed where it is 0 or no padding reads it
+  prelu       dead channels through PReLU (per-channel and single slope, on maps and on Linear
+              features) and a per-channel scale after it, whose constants are compacted too
   heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
               is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
   mlp         ln_structured on Linear layers (dim 0: zero weight rows): a Linear's dead output
@@ -579,6 +581,98 @@ def activations_case(a):
               st["dense_macs"], 3 * Acts.macs([8] * 5), st["executed_macs"], 3 * Acts.macs(k)))
 
 
+class PReLUNet(nn.Module):
+    """PReLU networks (face-recognition style) with per-channel constants on the way:
+    c1 3x3 pad 1 (1 -> 8) -> PReLU(8) -> c2 3x3 pad 1 (8 -> 8) -> PReLU() -> x * s (a constant
+    [1, 8, 1, 1] scale that cannot move into c2: it comes after the PReLU) -> c3 1x1 (8 -> 6)
+    -> PReLU(6) -> GAP -> fc1 (6 -> 16) -> PReLU(16) on the features -> fc2 (16 -> 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 6, 1)
+        self.a1, self.a2, self.a3, self.a4 = nn.PReLU(8), nn.PReLU(), nn.PReLU(6), nn.PReLU(16)
+        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 10)
+        self.register_buffer("s", torch.linspace(-1.5, 2.0, 8).view(1, 8, 1, 1))
+
+    def forward(self, x):
+        x = self.a2(self.c2(self.a1(self.c1(x)))) * self.s
+        x = torch.flatten(F.adaptive_avg_pool2d(self.a3(self.c3(x)), 1), 1)
+        return self.fc2(self.a4(self.fc1(x)))
+
+    @staticmethod
+    def macs(k1, k2, f1, hw=28):
+        return (9 * k1 + 9 * k1 * k2 + k2 * 6) * hw * hw + 6 * f1 + f1 * 10
+
+
+def prelu_case(a):
+    """Dead filters through PReLUs and a per-channel scale, whose constants lose the removed
+    channels: c1 [1, 4] (bias 0: prelu 0) go though c2 pads; [6] (bias -0.5: slope * -0.5,
+    read through c2's padding) stays. c2 [0, 3] (bias 0) go; [5] (bias 0.4: 0.4 * s[5], read
+    by the unpadded c3) goes, folded. fc1 features [2, 9] (zero rows, bias 0) go from fc2."""
+    torch.manual_seed(12)
+    m = PReLUNet()
+    with torch.no_grad():
+        for p in (m.a1, m.a3, m.a4):
+            p.weight.uniform_(0.05, 0.6)
+        m.c1.weight[[1, 4, 6]] = 0
+        m.c1.bias[[1, 4, 6]] = torch.tensor([0, 0, -0.5])
+        m.c2.weight[[0, 3, 5]] = 0
+        m.c2.bias[[0, 3, 5]] = torch.tensor([0, 0, 0.4])
+        m.fc1.weight[[2, 9]] = 0
+        m.fc1.bias[[2, 9]] = 0
+    m.eval()
+    insp, st = run_case(a, "prelu", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    have = [(got[n]["removed"], got[n]["folded"]) if n in got else None for n in ("/c1/Conv", "/c2/Conv", "/fc1/Gemm")]
+    check(have == [(2, 0), (3, 1), (2, 0)], "prelu: (removed, folded) for c1, c2, fc1 %s, expected %s" % (
+        have, [(2, 0), (3, 1), (2, 0)]))
+    check("padding" in got["/c1/Conv"]["kept_reason"],
+          "prelu: slope * -0.5, read through padding, stays, and inspect says why (%s)" % got["/c1/Conv"])
+    check(st["executed_macs"] == 3 * PReLUNet.macs(6, 5, 14) and st["dense_macs"] == 3 * PReLUNet.macs(8, 8, 16),
+          "prelu: executed MACs %d = compacted network's %d (dense %d = %d)" % (
+              st["executed_macs"], 3 * PReLUNet.macs(6, 5, 14), st["dense_macs"], 3 * PReLUNet.macs(8, 8, 16)))
+    kernels = {n["name"]: n.get("kernel", "") for n in insp["nodes"]
+               if n["op"] in ("PRelu", "Mul") and len(n["outputs"][0]["shape"]) == 4}
+    check(len(kernels) == 4 and all(k.startswith("elementwise") for k in kernels.values()),
+          "prelu: the PReLUs and the per-channel Mul on the maps run on the fast elementwise kernels, between NHWC "
+          "convs (%s)" % kernels)
+
+
+class PReLUConcat(nn.Module):
+    """Two branches (3x3 pad 1 -> 8, 1x1 -> 6) concatenated, then PReLU(14), x * s + 0.25 (s a
+    [1, 14, 1, 1] constant), then an unpadded 1x1 conv: each branch's channels sit at their own
+    offset in the per-channel constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.p = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(1, 6, 1), nn.PReLU(14)
+        self.c, self.fc = nn.Conv2d(14, 5, 1), nn.Linear(5, 10)
+        self.register_buffer("s", torch.linspace(-1, 2, 14).view(1, 14, 1, 1))
+
+    def forward(self, x):
+        y = self.c(self.p(torch.cat([self.a(x), self.b(x)], 1)) * self.s + 0.25)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def prelu_concat_case(a):
+    """a [2, 5] and b [1, 4] dead (constants 0, -0.3; 0.7, -0.2): all go, folded into c's bias
+    as p(v) * s + 0.25 (non-zero for all four: the constants differ per channel through the
+    PReLU slopes and s, each read at its offset). Against ORT checks the folded values."""
+    torch.manual_seed(13)
+    m = PReLUConcat()
+    with torch.no_grad():
+        m.p.weight.uniform_(0.1, 0.9)
+        m.a.weight[[2, 5]] = 0
+        m.a.bias[[2, 5]] = torch.tensor([0.0, -0.3])
+        m.b.weight[[1, 4]] = 0
+        m.b.bias[[1, 4]] = torch.tensor([0.7, -0.2])
+    m.eval()
+    insp, _ = run_case(a, "prelu_concat", m, keep_bn=False)
+    got = {r["node"]: (r["removed"], r["folded"]) for r in insp["pruning"]}
+    check(got.get("/a/Conv") == (2, 2) and got.get("/b/Conv") == (2, 2),
+          "prelu_concat: (removed, folded) a (2, 2), b (2, 2) behind the Concat (%s)" % got)
+
+
 class FlatHead(nn.Module):
     """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten, Linear(12*14*14, 10)."""
 
@@ -891,6 +985,8 @@ def main():
     spp_case(a)
     copy_path_case(a)
     activations_case(a)
+    prelu_case(a)
+    prelu_concat_case(a)
     heads_case(a)
     unread_case(a)
     mlp_case(a)

@@ -348,10 +348,11 @@ TEST(FuseActivations, SiluBecomesTheConvsSwishEpilogue) {
 // either operand first, on NHWC (behind a conv) and NCHW data: the per-channel kernel, against
 // the reference.
 TEST(FastElementwise, PerChannelOperandOnBothLayouts) {
-  for (const char* op : {"Mul", "Sub", "Div"})
+  for (const std::string op : {"Mul", "Sub", "Div", "PRelu"})
     for (bool nhwc : {false, true})
       for (bool s_first : {false, true})
         for (const Shape& ss : {Shape{2, 5, 1, 1}, Shape{1, 5, 1, 1}, Shape{5, 1, 1}}) {
+          if (op == "PRelu" && s_first) continue;  // PRelu(x, slope): the slopes are its second input
           OnnxBuilder b(13);
           b.input("x", {2, 5, 4, 3}).input("s", ss).init_random("w", {5, 5, 1, 1});
           if (nhwc) b.node("Conv", {"x", "w"}, {"xc"});
