@@ -22,10 +22,15 @@ struct Geometry {
   int64_t pad_top, pad_left;  // bottom/right follow from oh, ow
   int64_t stride = 1;         // equal on both axes
   int64_t row_align = 1;      // grid_w rounded up to a multiple of this (16: aligned tap rows)
+  // A grid narrower than the padded width (narrow_grid says when that is exact), or 0.
+  int64_t narrow_w = 0;
 
   int64_t padded_w() const { return (ow - 1) * stride + kw; }
   int64_t padded_h() const { return (oh - 1) * stride + kh; }
-  int64_t grid_w() const { return ((padded_w() + stride - 1) / stride + row_align - 1) / row_align * row_align; }
+  int64_t grid_w() const {
+    return narrow_w > 0 ? narrow_w
+                        : ((padded_w() + stride - 1) / stride + row_align - 1) / row_align * row_align;
+  }
   int64_t grid_h() const { return (padded_h() + stride - 1) / stride; }
   // Output pixels on the flat grid, rounded up to whole blocks.
   int64_t flat_out() const { return (oh * grid_w() + kBlock - 1) / kBlock * kBlock; }
@@ -35,6 +40,19 @@ struct Geometry {
   // Floats of a planar copy of k channels.
   int64_t planes_size(int64_t k) const { return phases() * k * plane(); }
 };
+
+// Whether g's grid may be `to` columns wide instead of grid_w() (fewer), with row_align 1: the
+// input's columns still all fit, and a tap that runs past a row's end for a real output pixel
+// reads the next row's first columns, which are left padding (zeros), as the columns it
+// should have read (right padding) are. Outputs at grid columns >= ow read anything. A 7x7
+// stride-2 pad-3 stem (grid 115, ow + 2 = 114) and 5x5 stride-1 pad-2 convs qualify.
+inline bool narrow_grid(const Geometry& g, int64_t to) {
+  if (g.row_align != 1 || g.narrow_w != 0 || to <= 0 || to > g.grid_w()) return false;
+  const int64_t st = g.stride;
+  if (g.pad_left + g.w > to * st) return false;  // a real column would not fit
+  const int64_t wrap = g.ow - 1 + (g.kw - 1) / st - to;  // the last wrapped column, if >= 0
+  return wrap < 0 || wrap * st + st - 1 < g.pad_left;
+}
 
 // Copies channels pos[0..k) of the NHWC sample x (x_stride floats per pixel) into `planes`
 // (planes_size(k) floats), zero padding included. With shifts > 1 it writes that many

@@ -101,6 +101,45 @@ TEST(DirectConv, Supported) {
 // planar::store_block (the sparse kernel's per-task epilogue) on flat blocks that wrap rows
 // and run past the last row: grid columns beyond ow and rows beyond oh are skipped, every
 // output pixel is written exactly once across the blocks, for the vector and scalar paths.
+// planar::narrow_grid against a brute-force reading of a row: on the narrowed grid, every tap
+// of every real output pixel must read what the full grid gives it (the input's value, or the
+// zero of padding), and every input column must have its place in the row. Over kernel widths
+// 1-7, strides 1 and 2, left pads 0-3, widths 1-40; it must also say yes for the 7x7 stride-2
+// stem and the 5x5 stride-1 pad-2 conv it is there for.
+TEST(PlanarGeometry, NarrowGridOnlyWhereEveryTapReadsTheSame) {
+  int narrowed = 0;
+  for (int64_t kw = 1; kw <= 7; ++kw)
+    for (int64_t st = 1; st <= 2; ++st)
+      for (int64_t pl = 0; pl <= 3; ++pl)
+        for (int64_t w = 1; w <= 40; ++w)
+          for (int64_t pr = 0; pr <= 3; ++pr) {
+            if (w + pl + pr < kw) continue;
+            const int64_t ow = (w + pl + pr - kw) / st + 1;
+            const sluice::ops::planar::Geometry g{5, w, 3, kw, 5, ow, 1, pl, st};
+            for (int64_t to = 1; to < g.grid_w(); ++to) {
+              // Input column x sits at grid column (x + pl) / st of phase (x + pl) % st.
+              bool exact = (pl + w - 1) / st < to;
+              for (int64_t ox = 0; ox < ow && exact; ++ox)
+                for (int64_t kx = 0; kx < kw && exact; ++kx) {
+                  const int64_t col = ox + kx / st, phase = kx % st;  // on the full grid
+                  const int64_t want = col * st + phase - pl;         // input column, or padding
+                  const bool want_pad = want < 0 || want >= w;
+                  // On the narrowed grid: this row, or past its end the next row's first columns.
+                  const int64_t got = (col < to ? col : col - to) * st + phase - pl;
+                  const bool got_pad = got < 0 || got >= w;
+                  exact = col < to ? true : (want_pad && got_pad);
+                }
+              const bool said = sluice::ops::planar::narrow_grid(g, to);
+              EXPECT_TRUE(!said || exact) << "k" << kw << " s" << st << " pl" << pl << " w" << w << " to " << to;
+              narrowed += said;
+            }
+          }
+  EXPECT_GT(narrowed, 100);
+  const sluice::ops::planar::Geometry stem{224, 224, 7, 7, 112, 112, 3, 3, 2}, five{56, 56, 5, 5, 56, 56, 2, 2, 1};
+  EXPECT_TRUE(sluice::ops::planar::narrow_grid(stem, 114));
+  EXPECT_TRUE(sluice::ops::planar::narrow_grid(five, 58));
+}
+
 TEST(PlanarStoreBlock, BlocksCoverTheOutputOnce) {
   namespace planar = sluice::ops::planar;
   using sluice::graph::Activation;
