@@ -1,10 +1,26 @@
 // Plan::describe: what `sluice inspect` prints.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "runtime/plan.h"
 
 namespace sluice::runtime {
+
+namespace {
+// The most output channels a gate keeps per input, by its form: k for the winners and losers
+// forms, k - 1 for a strict threshold at the k-th largest value; 0 when ties can keep more (an
+// inclusive threshold) or the node has no gate of its own.
+int64_t kept_at_most(const graph::GatedConvParams& p, int64_t m) {
+  if (!p.gating) return 0;
+  switch (p.form) {
+    case graph::GateForm::Winners: case graph::GateForm::Losers: return std::min(p.k, m);
+    case graph::GateForm::Threshold: return std::max<int64_t>(0, std::min(p.k - 1, m));
+    default: return 0;
+  }
+}
+}  // namespace
 
 std::string Plan::describe(bool as_json) const {
   using nlohmann::json;
@@ -45,6 +61,22 @@ std::string Plan::describe(bool as_json) const {
     if (n.op == graph::OpType::SluiceShift) {
       nodes.back()["shift_form"] = n.p<graph::ShiftParams>().form;
       ++shifts;
+    }
+    // A gated conv's executed MACs depend on the input; their bound at the model's k: its own
+    // gate's kept outputs, and the inputs the gate before it leaves active.
+    if (n.op == graph::OpType::SluiceGatedConv) {
+      const auto& gp = n.p<graph::GatedConvParams>();
+      const int64_t m = g_.value(n.outputs[0]).shape[1], c = g_.value(n.inputs[0]).shape[1];
+      int64_t ko = gp.form == graph::GateForm::All ? m : kept_at_most(gp, m), ki = c;
+      if (const graph::Node* src = graph::gated_activity_source(g_, n.inputs[0]))
+        if (const int64_t k = kept_at_most(src->p<graph::GatedConvParams>(), c); k > 0) ki = k;
+      if (ko > 0 && (ko < m || ki < c)) {
+        nodes.back()["macs_at_k"] = static_cast<int64_t>(static_cast<double>(st.executed_macs) * static_cast<double>(ko) /
+                                                         static_cast<double>(m) * static_cast<double>(ki) /
+                                                         static_cast<double>(c));
+        nodes.back()["active_out_at_most"] = ko;
+        nodes.back()["active_in_at_most"] = ki;
+      }
     }
     // A plain conv behind a gate (passes::read_gated_inputs): which gate's channels it reads.
     if (n.op == graph::OpType::SluiceGatedConv && n.p<graph::GatedConvParams>().form == graph::GateForm::All)
@@ -144,6 +176,13 @@ std::string Plan::describe(bool as_json) const {
       s << "  ";
       if (executed != dense) s << executed / 1e6 << " of ";
       s << dense / 1e6 << " M MACs";
+      if (nd.contains("macs_at_k")) {
+        const auto& out = nd["outputs"][0]["shape"];
+        const auto& in = nd["inputs"][0]["shape"];
+        s << ", at most " << nd["macs_at_k"].get<int64_t>() / 1e6 << " M at k (outputs "
+          << nd["active_out_at_most"].get<int64_t>() << "/" << out[1].get<int64_t>() << ", inputs "
+          << nd["active_in_at_most"].get<int64_t>() << "/" << in[1].get<int64_t>() << ")";
+      }
     }
     s << "\n";
   }

@@ -475,7 +475,7 @@ def main():
     plain_behind_gates = dict(partly_gated_models(a.work_dir))  # plain convs reading gated outputs
     models += sorted(plain_behind_gates)
     xte, _ = fashion_mnist.load("test")
-    failures = 0
+    failures = bounded = 0
     for path in models:
         name = os.path.basename(path)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -502,7 +502,9 @@ def main():
                 err = float(np.abs(y - ref).max())
                 scale = max(1.0, float(np.abs(ref).max()))
                 assert err <= 1e-4 * scale, "batch %d: max abs err %.3g (scale %.3g)" % (batch, err, scale)
-                # executed MACs: dense layers in full, gated layers from their active channels
+                # executed MACs: dense layers in full, gated layers from their active channels,
+                # within inspect's bound at k (inspect ran at batch 1)
+                bounds = {n["name"]: n for n in insp["nodes"] if "macs_at_k" in n}
                 for b in range(batch):
                     total = 0
                     for layer in st["layers"]:
@@ -514,6 +516,13 @@ def main():
                             assert per_pair * batch * layer["dense_in_channels"] * layer["dense_out_channels"] == \
                                 layer["dense_macs"], "%s: dense MACs not a multiple of the channel pairs" % layer["name"]
                             assert s["executed_macs"] == s["active_in_channels"] * s["active_out_channels"] * per_pair
+                            if layer["name"] in bounds:
+                                bd = bounds[layer["name"]]
+                                assert s["active_out_channels"] <= bd["active_out_at_most"] and \
+                                    s["active_in_channels"] <= bd["active_in_at_most"] and \
+                                    s["executed_macs"] <= bd["macs_at_k"], "%s: %s beyond inspect's bound at k %s" % (
+                                        layer["name"], s, {k: bd[k] for k in ("active_out_at_most", "active_in_at_most",
+                                                                             "macs_at_k")})
                             total += s["executed_macs"]
                         else:
                             total += layer["executed_macs"] // batch
@@ -526,8 +535,10 @@ def main():
                 assert st_off["dense_macs"] == st["dense_macs"] == batch * insp["dense_macs"]
                 assert st_off["executed_macs"] == batch * insp["static_macs"], "--gating off: %d executed, %d static" % (
                     st_off["executed_macs"], batch * insp["static_macs"])
-            print("PASS %s: %d gates, outputs match ORT (batch 1, 16), MACs consistent; %.1f%% skipped" % (
-                name, expected_gates, 100.0 * st["skipped_macs"] / st["dense_macs"]))
+            bounded += len(bounds)
+            print("PASS %s: %d gates, outputs match ORT (batch 1, 16), MACs consistent and within inspect's bound at "
+                  "k for %d layers; %.1f%% skipped" % (
+                      name, expected_gates, len(bounds), 100.0 * st["skipped_macs"] / st["dense_macs"]))
         except AssertionError as e:
             failures += 1
             print("FAIL %s: %s" % (name, e))
@@ -543,6 +554,9 @@ def main():
         print("%s %s: %d gates taken (0 wanted), max abs err vs ORT %.3g" % ("PASS" if ok else "FAIL", name,
                                                                            insp["gates_recognised"], err))
         models.append(path)
+    ok = bounded > 20
+    failures += not ok
+    print("%s inspect gives a bound at k for %d gated layers over the models" % ("PASS" if ok else "FAIL", bounded))
     failures += k_from_input(a.sluice, a.work_dir)
     failures += density_note(a.sluice, a.work_dir)
     print("%d models, %d failed" % (len(models), failures))
