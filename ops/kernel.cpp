@@ -118,6 +118,11 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
         return shift + y[0] * y[1] * cp.dense_in * prod(w, 2) * prod(y, 2);
       return shift + y[0] * y[1] * prod(w, 1) * prod(y, 2);
     }
+    case OpType::ConvTranspose: {  // each input pixel meets every tap of its group's filters:
+      // N * C_in * (C_out / groups) * kh * kw * H_in * W_in (the conv it is the gradient of)
+      const Shape& x = shape(n.inputs[0]);
+      return x.size() < 3 ? 0 : x[0] * prod(shape(n.inputs[1]), 0) * prod(x, 2);
+    }
     case OpType::SluiceShift:
       return dense ? shape(n.outputs[0])[0] * n.p<graph::ShiftParams>().dense_macs : 0;
     case OpType::Gemm: {

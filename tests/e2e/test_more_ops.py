@@ -174,9 +174,14 @@ def conv_transpose(a):
         x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
         path = export(a, net, "convtranspose_" + name, shape)
         expect_ops(path, {"ConvTranspose"})
-        run_vs_ort(a, path, x, "convtranspose_" + name)
+        _, _, st = run_vs_ort(a, path, x, "convtranspose_" + name)
         kernel = run_sluice(a, "inspect", path).stdout
         check("onednn:deconv" in kernel, "convtranspose_%s runs on oneDNN's deconvolution" % name)
+        # N * C_in * (C_out / groups) * k... * input pixels: every input pixel meets every tap
+        want = shape[0] * layer.weight.numel() * int(np.prod(shape[2:]))
+        check(st["dense_macs"] == st["executed_macs"] == want,
+              "convtranspose_%s: MACs %d dense, %d executed, %d = N * weights * input pixels" % (
+                  name, st["dense_macs"], st["executed_macs"], want))
     x = np.random.default_rng(7).standard_normal((1, 2, 3, 3)).astype(np.float32)
     w = np.random.default_rng(8).standard_normal((2, 3, 3, 3)).astype(np.float32)
     (y, _, _), path = single(a, "convtranspose_output_shape",
