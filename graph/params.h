@@ -85,6 +85,7 @@ struct ConvTransposeParams {
   std::vector<int64_t> output_padding;  // per spatial axis
   std::vector<int64_t> output_shape;    // spatial (or full) output shape; empty: from the pads
   int64_t group = 1;
+  int64_t dense_in = 0;  // the model's input channels when static pruning removed some (0: none)
 };
 
 struct PoolParams {

@@ -121,7 +121,9 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
     case OpType::ConvTranspose: {  // each input pixel meets every tap of its group's filters:
       // N * C_in * (C_out / groups) * kh * kw * H_in * W_in (the conv it is the gradient of)
       const Shape& x = shape(n.inputs[0]);
-      return x.size() < 3 ? 0 : x[0] * prod(shape(n.inputs[1]), 0) * prod(x, 2);
+      const int64_t in = shape(n.inputs[1])[0], dense_in = n.p<graph::ConvTransposeParams>().dense_in;
+      const int64_t macs = x.size() < 3 ? 0 : x[0] * prod(shape(n.inputs[1]), 0) * prod(x, 2);
+      return dense && dense_in > 0 && in > 0 ? macs / in * dense_in : macs;  // statically pruned inputs
     }
     case OpType::SluiceShift:
       return dense ? shape(n.outputs[0])[0] * n.p<graph::ShiftParams>().dense_macs : 0;

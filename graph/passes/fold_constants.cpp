@@ -7,7 +7,10 @@ namespace {
 // The shape with its dynamic dimensions as 1, "1x3x224x224" style: an example for an error message.
 std::string concrete_example(const Shape& s) {
   std::string r;
-  for (int64_t d : s) r += (r.empty() ? "" : "x") + std::to_string(d > 0 ? d : 1);
+  for (int64_t d : s) {  // (not "x" + to_string(d): GCC 12 warns of an overlapping memcpy there)
+    if (!r.empty()) r += 'x';
+    r += std::to_string(d > 0 ? d : 1);
+  }
   return r;
 }
 }  // namespace

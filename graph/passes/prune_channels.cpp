@@ -281,6 +281,14 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
+      case OpType::ConvTranspose: {  // a decoder's upsampling conv: weights [C_in, C_out / group, kh, kw]
+        const auto& tp = n.p<ConvTransposeParams>();
+        if (tp.group != 1) return "read by grouped ConvTranspose " + n.name;
+        if (!g.value(n.inputs[1]).is_constant() || g.value(n.inputs[1]).dtype != DType::Float32)
+          return "read by ConvTranspose " + n.name + " with run-time weights";
+        readers.push_back({c, chain, offset, 1, kNoValue, fills});
+        break;
+      }
       case OpType::SluiceGatedConv: {  // an FBS gated conv: its conv and its saliency read the channel
         const auto& gp = n.p<GatedConvParams>();
         if (gp.conv.group != 1 || !gp.conv.pre_shift.empty()) return "read by gated conv " + n.name + " in a form this pass does not rewrite";
@@ -529,6 +537,21 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     set_input(rn2, 3, new_wg);
     return;
   }
+  if (rn.op == OpType::ConvTranspose) {
+    // Only channels that are 0 (or that no weight reads) reach here: the kept slabs of W.
+    const Tensor& tw = g.value(rn.inputs[1]).constant;
+    const int64_t per = tw.numel() / std::max<int64_t>(tw.shape()[0], 1);
+    Shape ns = tw.shape();
+    ns[0] = k;
+    Tensor twn(DType::Float32, ns);
+    for (int64_t j = 0; j < k; ++j)
+      std::copy_n(tw.data<float>() + keep[static_cast<size_t>(j)] * per, per, twn.data<float>() + j * per);
+    auto& tp = rn.p<ConvTransposeParams>();
+    if (tp.dense_in == 0) tp.dense_in = m;
+    const ValueId new_w = new_constant(g, rn.inputs[1], std::move(twn), "__pruned_in");
+    set_input(g.node(rid), 1, new_w);
+    return;
+  }
   if (rn.op == OpType::Conv) {
     const Tensor& cw = g.value(rn.inputs[1]).constant;
     const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
@@ -614,15 +637,18 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
                   const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
                   std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value) {
   const auto m = static_cast<int64_t>(dead.size());
-  bool any_padding = false, any_gated = false;
+  bool any_padding = false, any_gated = false, any_transposed = false;
   for (const Reader& r : readers) {
     any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
     any_gated |= g.node(r.node).op == OpType::SluiceGatedConv;
+    // A ConvTranspose spreads a constant input unevenly (windows overlap by the stride, fewer
+    // reach the border): only a 0 can go.
+    any_transposed |= g.node(r.node).op == OpType::ConvTranspose;
   }
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0, kept_pad_fill = 0;
+  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0, kept_pad_fill = 0, kept_transposed = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (!unread.empty() && unread[static_cast<size_t>(o)]) {  // whatever it holds, nothing reads it
       remove[static_cast<size_t>(o)] = true;
@@ -648,9 +674,11 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
         ++kept_nonfinite;
       } else if (!filled) {  // a constant Pad's border differs from the channel's value
         ++kept_pad_fill;
-      } else if (agree && (value[static_cast<size_t>(o)] == 0.f || (!any_padding && !any_gated))) {
+      } else if (agree && (value[static_cast<size_t>(o)] == 0.f || (!any_padding && !any_gated && !any_transposed))) {
         remove[static_cast<size_t>(o)] = true;
         continue;
+      } else if (agree && any_transposed) {
+        ++kept_transposed;
       } else if (agree && any_gated) {
         // A gated conv's saliency averages the channel: a non-zero constant would have to go
         // into the predictor's bias, rounded otherwise than the mean the gate computes, and a
@@ -674,6 +702,9 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
            " constant channels padded by a Pad with another value (its border would differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
+  if (kept_transposed > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_transposed) +
+           " constant non-zero channels read by a ConvTranspose (it spreads them unevenly)";
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
     report.kept_reason = why;
@@ -729,7 +760,13 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
     const Tensor& w = g.value(rn.inputs[1]).constant;
     if (w.dtype() != DType::Float32) return std::vector<bool>(static_cast<size_t>(m), false);
     const float* W = w.data<float>();
-    if (rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv) {
+    if (rn.op == OpType::ConvTranspose) {  // input channel i: weight slab [i, ...]
+      const int64_t per = w.numel() / std::max<int64_t>(w.shape()[0], 1);
+      for (int64_t o = 0; o < m; ++o) {
+        const float* slab = W + (r.offset + o) * per;
+        if (std::any_of(slab, slab + per, [](float e) { return e != 0.f; })) un[static_cast<size_t>(o)] = false;
+      }
+    } else if (rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv) {
       const int64_t cm = w.shape()[0], ci = w.shape()[1], taps = w.numel() / std::max<int64_t>(cm * ci, 1);
       // A gated conv's saliency reads the channel too: its predictor column [M, C] must be zero as well.
       const float* WG = rn.op == OpType::SluiceGatedConv ? g.value(rn.inputs[3]).constant.data<float>() : nullptr;
@@ -784,9 +821,9 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (const Reader& r : readers) {
     const Node& rn = g.node(r.node);
     const Tensor& rw = g.value(rn.inputs[1]).constant;
-    totals.push_back(rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv
-                         ? rw.shape()[1]
-                         : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
+    totals.push_back(rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv ? rw.shape()[1]
+                     : rn.op == OpType::ConvTranspose                          ? rw.shape()[0]
+                     : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
   }
   // The per-channel constants of the ops on the way lose the removed channels too (each node
   // once: readers behind a branch share the steps before it).

@@ -28,6 +28,8 @@ live against ONNX Runtime on the same file:
               constant f(bias), removed where it is 0 or no padding reads it
   prelu       dead channels through PReLU (per-channel and single slope, on maps and on Linear
               features) and a per-channel scale after it, whose constants are compacted too
+  decoder     dead channels read by a ConvTranspose (a U-Net decoder step): zeros go, a
+              non-zero constant stays (the transposed conv spreads it unevenly)
   heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
               is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
   mlp         ln_structured on Linear layers (dim 0: zero weight rows): a Linear's dead output
@@ -673,6 +675,47 @@ def prelu_concat_case(a):
           "prelu_concat: (removed, folded) a (2, 2), b (2, 2) behind the Concat (%s)" % got)
 
 
+class Decoder(nn.Module):
+    """A U-Net-style decoder step: conv 3x3 (1 -> 8) and ReLU, max pool, conv 3x3 (8 -> 12) and
+    ReLU, ConvTranspose 2x2 stride 2 (12 -> 6) back up, concatenated with the first conv's
+    output, conv 1x1 (14 -> 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1)
+        self.up, self.out = nn.ConvTranspose2d(12, 6, 2, stride=2), nn.Conv2d(14, 10, 1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        b = F.relu(self.c2(F.max_pool2d(a, 2)))
+        return self.out(torch.cat([self.up(b), a], 1))
+
+
+def decoder_case(a):
+    """c2's dead filters [1, 4, 9] (bias 0: relu 0) go from the ConvTranspose's input; [6]
+    (bias 0.5: relu 0.5, spread unevenly by the transposed conv) stays, and inspect says why.
+    c2's live channel 2, whose ConvTranspose weights are all zero, goes as unread. Dense MACs
+    still count the ConvTranspose's 12 inputs."""
+    torch.manual_seed(14)
+    m = Decoder()
+    with torch.no_grad():
+        m.c2.weight[[1, 4, 6, 9]] = 0
+        m.c2.bias[[1, 4, 6, 9]] = torch.tensor([0, 0, 0.5, 0])
+        m.up.weight[2] = 0
+    m.eval()
+    insp, st = run_case(a, "decoder", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    r = got.get("/c2/Conv", {})
+    check(r.get("removed") == 4 and r.get("unread") == 1 and "ConvTranspose" in r.get("kept_reason", ""),
+          "decoder: 3 of c2's 4 dead channels and 1 unread go from the ConvTranspose's input, the 0.5 stays (%s)" % r)
+    up = [n for n in insp["nodes"] if n["op"] == "ConvTranspose"]
+    hw = 14 * 14  # the ConvTranspose's input map
+    check(len(up) == 1 and up[0]["dense_macs"] == 12 * 6 * 4 * hw and up[0]["executed_macs"] == 8 * 6 * 4 * hw,
+          "decoder: ConvTranspose MACs %s executed of %s dense, expected %d of %d" % (
+              up[0]["executed_macs"] if up else None, up[0]["dense_macs"] if up else None, 8 * 6 * 4 * hw,
+              12 * 6 * 4 * hw))
+
+
 class FlatHead(nn.Module):
     """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten, Linear(12*14*14, 10)."""
 
@@ -987,6 +1030,7 @@ def main():
     activations_case(a)
     prelu_case(a)
     prelu_concat_case(a)
+    decoder_case(a)
     heads_case(a)
     unread_case(a)
     mlp_case(a)
