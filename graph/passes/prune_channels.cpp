@@ -18,6 +18,7 @@
 // the channel (Add of two activations, gated convs, graph outputs, reshapes that mix
 // channels) keeps it: removal across those needs the channel dead in the whole dependency
 // group, which this pass does not attempt.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -742,12 +743,22 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
 // of a conv; the channel its producer computes for them is then never used).
 // Whether an op on the way can turn finite values into inf or NaN (then a reader's zero
 // weight does not make the channel irrelevant: 0 * inf is NaN).
+// So can a constant operand that is inf or NaN (a per-channel scale of inf at one channel: that
+// channel is inf, and the dense model's 0 x inf in the reader is NaN).
 bool may_make_nonfinite(const Graph& g, const std::vector<Step>& chain) {
   for (const Step& s : chain) {
-    const OpType t = g.node(s.node).op;
+    const Node& n = g.node(s.node);
+    const OpType t = n.op;
     if (t == OpType::Exp || t == OpType::Log || t == OpType::Sqrt || t == OpType::Div || t == OpType::Pow ||
         may_make_nonfinite(g, s.inner))
       return true;
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (static_cast<int>(i) == s.pos || n.inputs[i] == kNoValue) continue;
+      const Value& c = g.value(n.inputs[i]);
+      if (!c.is_constant() || c.dtype != DType::Float32) continue;
+      const float* d = c.constant.data<float>();
+      if (!std::all_of(d, d + c.constant.numel(), [](float e) { return std::isfinite(e); })) return true;
+    }
   }
   return false;
 }

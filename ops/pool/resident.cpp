@@ -46,7 +46,9 @@ class ResidentMaxPool final : public Kernel {
     const int64_t pl = p_.pads[1], iy0 = std::max<int64_t>(0, oy * sy - p_.pads[0]),
                   iy1 = std::min(h_, oy * sy - p_.pads[0] + kh);
     out[-1] = out[ow_] = 0.f;
-    if (sx == 2 && (kw == 2 || kw == 3) && pl <= 1 && iy1 - iy0 >= 1 && iy1 - iy0 <= 3) {
+    // (A right pad of kw or more leaves windows wholly in the padding, whose vector reads
+    // would run past the plane: the general path takes those maps.)
+    if (sx == 2 && (kw == 2 || kw == 3) && pl <= 1 && p_.pads[3] < kw && iy1 - iy0 >= 1 && iy1 - iy0 <= 3) {
       if (kw == 3)
         row_s2<3>(x, iy0, iy1, pl, out);
       else
