@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -43,6 +44,12 @@ struct Step {
   // and where P's channels start in the node's input (behind a Concat).
   int per_channel = -1;
   int64_t offset = 0;
+  // A squeeze-and-excitation scale: Mul(x, s), s [N, C, 1, 1] computed at run time, ending in a
+  // bounded activation, from the conv `scale_conv` (whose output channels go with x's) through
+  // the values `scale_vals` (their channel dims shrink too). 0 x s is 0; any other constant x
+  // varies with s.
+  NodeId scale_conv = -1;
+  std::vector<ValueId> scale_vals = {};
 };
 
 struct Reader {
@@ -137,6 +144,50 @@ NodeId self_gate(const Graph& g, ValueId v, NodeId c, std::vector<Step>& inner, 
   return -1;
 }
 
+// Whether node n is Mul(v, s) (either order) with s a squeeze-and-excitation scale of v's
+// channels: s is [N, C, 1, 1] (C = v's channels), read only by n, and made by a Sigmoid,
+// HardSigmoid or Clip (bounded: 0 x s stays 0) from a group-1 conv with constant weights
+// through elementwise ops, each value read by the next only. Fills the step's fields.
+bool se_scale(const Graph& g, const Node& n, ValueId v, Step& step) {
+  if (n.op != OpType::Mul || n.inputs.size() != 2 || n.outputs.size() != 1 || n.inputs[0] == n.inputs[1]) return false;
+  const Value& vv = g.value(v);
+  if (vv.shape.size() != 4 || g.value(n.outputs[0]).shape != vv.shape || vv.dtype != DType::Float32) return false;
+  const int pos = n.inputs[0] == v ? 0 : 1;
+  ValueId cur = n.inputs[static_cast<size_t>(1 - pos)];
+  const Value& sv = g.value(cur);
+  if (sv.is_constant() || sv.dtype != DType::Float32 || sv.shape != Shape{vv.shape[0], vv.shape[1], 1, 1}) return false;
+  std::vector<ValueId> vals;
+  bool bounded = false;
+  for (int depth = 0; depth < 8; ++depth) {
+    const Value& cv = g.value(cur);
+    if (cv.is_output || cv.is_input || cv.consumers.size() != 1 || cv.producer < 0) return false;
+    const Node& p = g.node(cv.producer);
+    if (p.dead || p.outputs.size() != 1 || p.outputs[0] != cur) return false;
+    vals.push_back(cur);
+    if (depth == 0)
+      bounded = p.op == OpType::Sigmoid || p.op == OpType::HardSigmoid ||
+                (p.op == OpType::Clip && p.inputs.size() >= 3 && p.inputs[1] != kNoValue && p.inputs[2] != kNoValue);
+    if (!bounded) return false;
+    if (p.op == OpType::Conv) {
+      const auto& cp = p.p<ConvParams>();
+      if (cp.group != 1 || !cp.pre_shift.empty() || !g.value(p.inputs[1]).is_constant() ||
+          g.value(p.inputs[1]).dtype != DType::Float32 || cp.fused_sum ||
+          (p.inputs.size() > 2 && p.inputs[2] != kNoValue && !g.value(p.inputs[2]).is_constant()))
+        return false;
+      vals.pop_back();  // the conv's own output: compact_producer shrinks it
+      step.node = g.value(n.outputs[0]).producer;
+      step.pos = pos;
+      step.scale_conv = cv.producer;
+      step.scale_vals = std::move(vals);
+      return true;
+    }
+    const ValueId in = p.inputs.empty() ? kNoValue : p.inputs[0];
+    if (in == kNoValue || elementwise_pos(g, p, in) != 0) return false;
+    cur = in;
+  }
+  return false;
+}
+
 // What node n computes from the one-element values `x` at the inputs `at` (other inputs: its
 // constants; of a per-channel one, input `per_channel`, element `channel`), by its reference
 // kernel.
@@ -166,6 +217,10 @@ float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<i
 float through(const Graph& g, const std::vector<Step>& chain, float v, int64_t o) {
   for (const Step& s : chain) {
     const Node& n = g.node(s.node);
+    if (s.scale_conv >= 0) {  // times a run-time scale: 0 stays 0, anything else is no constant
+      v = v == 0.f ? 0.f : std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
     if (s.inner.empty())
       v = eval_node(g, n, {{s.pos, v}}, s.per_channel, s.offset + o);
     else
@@ -245,6 +300,15 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       for (Step& s : inner) s.offset = offset;
       next.push_back({b, bn.inputs[0] == v ? 0 : 1, std::move(inner), -1, offset});
       std::string r = collect_readers(g, bn.outputs[0], next, readers, path, seen, offset, fills);
+      if (!r.empty()) return r;
+      continue;
+    }
+    if (Step se; se_scale(g, n, v, se)) {  // x * excite(squeeze(x)): the scale loses the channels too
+      path.push_back(n.outputs[0]);
+      se.offset = offset;
+      std::vector<Step> next = chain;
+      next.push_back(std::move(se));
+      std::string r = collect_readers(g, n.outputs[0], next, readers, path, seen, offset, fills);
       if (!r.empty()) return r;
       continue;
     }
@@ -359,6 +423,13 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (pv.is_output || pv.consumers.size() != 1) return "pooled output of " + n.name + " has other readers";
         path.push_back(pooled);
         ValueId features = pooled;
+        if (pv.shape.size() == 4 && g.node(pv.consumers[0]).op != OpType::Flatten) {
+          // [N, C, 1, 1] read as a map (a squeeze-and-excitation's 1x1 conv): the mean of a
+          // constant channel is that constant.
+          std::string r = collect_readers(g, pooled, chain, readers, path, seen, offset, fills);
+          if (!r.empty()) return r;
+          break;
+        }
         if (pv.shape.size() == 4) {  // [N, C, 1, 1]: flattened first
           const Node& flat = g.node(pv.consumers[0]);
           if (flat.op != OpType::Flatten || !flattens_channels(flat)) return "pooled, then read by " + flat.name;
@@ -649,7 +720,8 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
   keep.clear();
-  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0, kept_pad_fill = 0, kept_transposed = 0;
+  int64_t kept_padded = 0, kept_differ = 0, kept_nonfinite = 0, kept_gated = 0, kept_pad_fill = 0, kept_transposed = 0,
+          kept_scaled = 0;
   for (int64_t o = 0; o < m; ++o) {
     if (!unread.empty() && unread[static_cast<size_t>(o)]) {  // whatever it holds, nothing reads it
       remove[static_cast<size_t>(o)] = true;
@@ -671,7 +743,12 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
         first = false;
       }
       value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
-      if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
+      bool scaled = false;  // behind a squeeze-and-excitation scale: only a 0 stays a constant
+      for (const Reader& r : readers)
+        for (const Step& st : r.chain) scaled |= st.scale_conv >= 0;
+      if (!finite && scaled && std::isfinite(v)) {
+        ++kept_scaled;
+      } else if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
         ++kept_nonfinite;
       } else if (!filled) {  // a constant Pad's border differs from the channel's value
         ++kept_pad_fill;
@@ -703,6 +780,9 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
            " constant channels padded by a Pad with another value (its border would differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
+  if (kept_scaled > 0)
+    why += (why.empty() ? "" : "; ") + std::to_string(kept_scaled) +
+           " constant non-zero channels scaled at run time (squeeze-and-excitation)";
   if (kept_transposed > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_transposed) +
            " constant non-zero channels read by a ConvTranspose (it spreads them unevenly)";
@@ -842,6 +922,17 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   std::function<void(const std::vector<Step>&)> compact_steps = [&](const std::vector<Step>& steps) {
     for (const Step& s : steps) {
       compact_steps(s.inner);
+      if (s.scale_conv >= 0 && compacted.insert(s.node).second) {  // the scale's conv and values
+        const int64_t total = g.value(g.node(s.scale_conv).outputs[0]).shape[1];
+        std::vector<int32_t> keep_s;
+        for (int64_t i = 0; i < total; ++i) {
+          const int64_t o = i - s.offset;
+          if (o < 0 || o >= m || !remove[static_cast<size_t>(o)]) keep_s.push_back(static_cast<int32_t>(i));
+        }
+        compact_producer(g, s.scale_conv, keep_s);
+        for (ValueId sv : s.scale_vals) g.value(sv).shape[1] = static_cast<int64_t>(keep_s.size());
+        continue;
+      }
       if (s.per_channel < 0 || !compacted.insert(s.node).second) continue;
       const ValueId cv = g.node(s.node).inputs[static_cast<size_t>(s.per_channel)];
       const Tensor& ct = g.value(cv).constant;

@@ -30,6 +30,8 @@ live against ONNX Runtime on the same file:
               features) and a per-channel scale after it, whose constants are compacted too
   decoder     dead channels read by a ConvTranspose (a U-Net decoder step): zeros go, a
               non-zero constant stays (the transposed conv spreads it unevenly)
+  se          squeeze-and-excitation blocks (Sigmoid and Hardsigmoid): a dead 0 channel goes with
+              its SE convs' channels; a non-zero constant, scaled per input, stays
   heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
               is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
   mlp         ln_structured on Linear layers (dim 0: zero weight rows): a Linear's dead output
@@ -716,6 +718,56 @@ def decoder_case(a):
               12 * 6 * 4 * hw))
 
 
+class SENet(nn.Module):
+    """Squeeze-and-excitation blocks as torchvision writes them (SqueezeExcitation: GAP, 1x1
+    conv, ReLU, 1x1 conv, Sigmoid, x * s) and as MobileNetV3 does (Hardsigmoid), each after a
+    conv + BN + ReLU: c1 (1 -> 8) -> SE -> c2 3x3 pad 1 (8 -> 12) -> SE (hardsigmoid) -> c3 1x1
+    (12 -> 6) -> GAP -> FC."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import SqueezeExcitation
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.se1 = SqueezeExcitation(8, 4)
+        self.se2 = SqueezeExcitation(12, 4, scale_activation=nn.Hardsigmoid)
+        self.c3, self.fc = nn.Conv2d(12, 6, 1), nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.se1(F.relu(self.b1(self.c1(x))))
+        x = self.se2(F.relu(self.b2(self.c2(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c3(x), 1), 1))
+
+    @staticmethod
+    def macs(k1, k2, hw=28):
+        # convs on the map, the SE blocks' 1x1 convs on [N, C, 1, 1], the head
+        return (9 * k1 + 9 * k1 * k2 + k2 * 6) * hw * hw + 2 * 4 * (k1 + k2) + 60
+
+
+def se_case(a):
+    """b1's channels [1, 5] (scale and shift 0: relu 0) go, with se1's fc1 inputs and fc2
+    outputs; [3] (shift 0.4: relu 0.4, then times a scale that varies per input) stays, and
+    inspect says why. b2's [0, 7, 11] (0) go through the Hardsigmoid SE into the 1x1 c3."""
+    torch.manual_seed(15)
+    m = SENet()
+    randomise_bn(m)
+    with torch.no_grad():
+        m.b1.weight[[1, 3, 5]] = 0
+        m.b1.bias[[1, 3, 5]] = torch.tensor([0, 0.4, 0])
+        m.b2.weight[[0, 7, 11]] = 0
+        m.b2.bias[[0, 7, 11]] = 0
+    m.eval()
+    insp, st = run_case(a, "se", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    have = [(got[n]["removed"], got[n]["dead"]) if n in got else None for n in ("/c1/Conv", "/c2/Conv")]
+    check(have == [(2, 3), (3, 3)], "se: (removed, dead) for c1, c2 %s, expected [(2, 3), (3, 3)]" % have)
+    check("squeeze-and-excitation" in got.get("/c1/Conv", {}).get("kept_reason", ""),
+          "se: the 0.4 channel, scaled at run time, stays, and inspect says why (%s)" % got.get("/c1/Conv"))
+    check(st["dense_macs"] == 3 * SENet.macs(8, 12) and st["executed_macs"] == 3 * SENet.macs(6, 9),
+          "se: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              st["dense_macs"], 3 * SENet.macs(8, 12), st["executed_macs"], 3 * SENet.macs(6, 9)))
+
+
 class FlatHead(nn.Module):
     """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten, Linear(12*14*14, 10)."""
 
@@ -1049,6 +1101,7 @@ def main():
     prelu_case(a)
     prelu_concat_case(a)
     decoder_case(a)
+    se_case(a)
     heads_case(a)
     unread_case(a)
     mlp_case(a)
