@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "ops/gated/gate.h"
 #include "runtime/plan.h"
 
 namespace sluice::runtime {
@@ -19,6 +20,44 @@ int64_t kept_at_most(const graph::GatedConvParams& p, int64_t m) {
     case graph::GateForm::Threshold: return std::max<int64_t>(0, std::min(p.k - 1, m));
     default: return 0;
   }
+}
+
+// The most (output, input) channels gated conv n computes per input at the model's k, as the
+// kernel decides (ops/gated/gated_conv.cpp): its gate's kept outputs (all of them without a
+// gate), times the inputs the gate before it leaves active; all of both where the kernel may
+// run its dense conv instead (a whole input and >= kDenseFromPercent of the outputs, or with
+// no gate, that share of the inputs).
+struct Bound {
+  int64_t out, in;
+};
+Bound bound_at_k(const graph::Graph& g, const graph::Node& n);
+
+// The most output channels of gated conv n that its readers can see active per input: the kept
+// ones, plus those whose suppressed value act(beta) is not 0 (an unmasked beta); all where the
+// conv may run dense or adds a residual over every channel.
+int64_t listed_at_most(const graph::Graph& g, const graph::Node& n) {
+  const auto& gp = n.p<graph::GatedConvParams>();
+  const int64_t m = g.value(n.outputs[0]).shape[1];
+  const Bound b = bound_at_k(g, n);
+  if (gp.fused_sum || b.out >= m) return m;
+  const float* beta = n.inputs.size() > 5 && n.inputs[5] != graph::kNoValue
+                          ? g.value(n.inputs[5]).constant.data<float>()
+                          : nullptr;
+  int64_t listed = b.out;
+  for (int64_t o = 0; o < m; ++o) listed += ops::gate::suppressed_value(gp, beta, o) != 0.f;
+  return std::min(listed, m);
+}
+
+Bound bound_at_k(const graph::Graph& g, const graph::Node& n) {
+  const auto& gp = n.p<graph::GatedConvParams>();
+  const int64_t m = g.value(n.outputs[0]).shape[1], c = g.value(n.inputs[0]).shape[1];
+  const bool own = gp.form != graph::GateForm::All;
+  int64_t ko = own ? kept_at_most(gp, m) : m, ki = c;
+  if (own && ko == 0) return {m, c};  // no bound from the gate (off, or an inclusive threshold)
+  if (const graph::Node* src = graph::gated_activity_source(g, n.inputs[0])) ki = std::min(c, listed_at_most(g, *src));
+  const int64_t pct = ops::gate::kDenseFromPercent;
+  if ((ki == c && ko * 100 >= m * pct) || (!own && ki * 100 >= c * pct)) return {m, c};
+  return {ko, ki};
 }
 }  // namespace
 
@@ -65,12 +104,9 @@ std::string Plan::describe(bool as_json) const {
     // A gated conv's executed MACs depend on the input; their bound at the model's k: its own
     // gate's kept outputs, and the inputs the gate before it leaves active.
     if (n.op == graph::OpType::SluiceGatedConv) {
-      const auto& gp = n.p<graph::GatedConvParams>();
       const int64_t m = g_.value(n.outputs[0]).shape[1], c = g_.value(n.inputs[0]).shape[1];
-      int64_t ko = gp.form == graph::GateForm::All ? m : kept_at_most(gp, m), ki = c;
-      if (const graph::Node* src = graph::gated_activity_source(g_, n.inputs[0]))
-        if (const int64_t k = kept_at_most(src->p<graph::GatedConvParams>(), c); k > 0) ki = k;
-      if (ko > 0 && (ko < m || ki < c)) {
+      const auto [ko, ki] = bound_at_k(g_, n);
+      if (ko < m || ki < c) {
         nodes.back()["macs_at_k"] = static_cast<int64_t>(static_cast<double>(st.executed_macs) * static_cast<double>(ko) /
                                                          static_cast<double>(m) * static_cast<double>(ki) /
                                                          static_cast<double>(c));

@@ -823,15 +823,28 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
 // of a conv; the channel its producer computes for them is then never used).
 // Whether an op on the way can turn finite values into inf or NaN (then a reader's zero
 // weight does not make the channel irrelevant: 0 * inf is NaN).
-// So can a constant operand that is inf or NaN (a per-channel scale of inf at one channel: that
-// channel is inf, and the dense model's 0 x inf in the reader is NaN).
+// Only the ops listed in keeps_finite are taken to keep a finite value finite (Reciprocal, the
+// inverse trigonometric and hyperbolic ones, Exp, Log, Sqrt, Div, Pow can make inf or NaN from
+// finite values: a reviewer's find was Reciprocal). So can a constant operand that is inf or NaN
+// (a per-channel scale of inf at one channel: that channel is inf, and the dense model's 0 x inf
+// in the reader is NaN).
+bool keeps_finite(OpType t) {
+  switch (t) {
+    case OpType::Relu: case OpType::LeakyRelu: case OpType::PRelu: case OpType::Sigmoid: case OpType::Tanh:
+    case OpType::Clip: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Abs: case OpType::Neg:
+    case OpType::Erf: case OpType::Softsign: case OpType::Sin: case OpType::Cos: case OpType::Atan:
+    case OpType::Floor: case OpType::Ceil: case OpType::Round: case OpType::Sign: case OpType::Add:
+    case OpType::Sub: case OpType::Mul: case OpType::Max: case OpType::Min:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool may_make_nonfinite(const Graph& g, const std::vector<Step>& chain) {
   for (const Step& s : chain) {
     const Node& n = g.node(s.node);
-    const OpType t = n.op;
-    if (t == OpType::Exp || t == OpType::Log || t == OpType::Sqrt || t == OpType::Div || t == OpType::Pow ||
-        may_make_nonfinite(g, s.inner))
-      return true;
+    if (!keeps_finite(n.op) || may_make_nonfinite(g, s.inner)) return true;
     for (size_t i = 0; i < n.inputs.size(); ++i) {
       if (static_cast<int>(i) == s.pos || n.inputs[i] == kNoValue) continue;
       const Value& c = g.value(n.inputs[i]);

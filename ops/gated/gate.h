@@ -39,6 +39,11 @@ inline float activate(const graph::GatedConvParams& p, float y) {
   return p.activation.kind == graph::Activation::Relu ? (y < 0.f ? 0.f : y) : graph::apply_activation(p.activation, y);
 }
 
+// The gated conv runs its dense conv when its input is whole and at least this share (in %) of
+// its outputs is active (or, with no gate of its own, of its inputs): cheaper than the compact
+// one there. Its readers then see every channel as active.
+inline constexpr int64_t kDenseFromPercent = 85;
+
 // The value of a channel whose pi is 0: act(beta_c * m_c), m_c = 0 when masked (no fused sum).
 float suppressed_value(const graph::GatedConvParams& p, const float* beta, int64_t c);
 

@@ -322,8 +322,8 @@ class GatedConv final : public Kernel {
       // Nearly every channel active (d = 1 with a few g = 0): the dense conv is cheaper than
       // the compact one. Compact input with every channel active is dense too. Without a
       // gate of its own (every output kept), nearly every input active is dense too.
-      const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * kDenseFromPercent) ||
-                         (!has_gate() && !in_compact && ki * 100 >= c_ * kDenseFromPercent);
+      const bool dense = !p_.gating || (ki == c_ && ko * 100 >= m_ * gate::kDenseFromPercent) ||
+                         (!has_gate() && !in_compact && ki * 100 >= c_ * gate::kDenseFromPercent);
       if (dense) {
         run_dense(xb, yb, pi.data(), sb, scratch);
         executed = m_ * c_ * per_map;
@@ -769,7 +769,6 @@ class GatedConv final : public Kernel {
   bool blocked_ = false;     // convs on oneDNN's blocked activation layout (blocked_form)
   std::string layout_note_;  // what blocked_form measured
   bool plain_reserved_ = true;  // scratch holds a plain gathered copy (wc_off_) for the reorder path
-  static constexpr int64_t kDenseFromPercent = 85;  // run dense when >= 85% of the outputs are active
   bool direct_ = false;
   std::unique_ptr<gated::InputListConv> input_list_;
   gated::DirectConvShape ds_{};

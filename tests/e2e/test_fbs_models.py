@@ -131,6 +131,39 @@ def residual_models(work):
     return out
 
 
+def bound_models(work):
+    """Nets where inspect's bound at k must allow for what the kernel does beyond k (a review's
+    finds): a gate at d = 0.9 (>= 85% of its outputs active: the layer may run its dense conv,
+    and then lists every channel to the next gate or plain conv), and a gate with an unmasked
+    beta (its suppressed channels act(beta) are non-zero: active for the next layer). Returns
+    [(path, plain convs behind a gate)]."""
+    import torch
+    import torch.nn as nn
+    import fbs
+
+    class Two(nn.Module):
+        def __init__(self, d1, d2, kw1=None, plain=False):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU())
+            self.g1 = fbs.GatedConv2d(16, 20, 3, 1, density=d1, **(kw1 or {}))
+            self.g2 = nn.Sequential(nn.Conv2d(20, 24, 3, 1, 1), nn.ReLU()) if plain else fbs.GatedConv2d(
+                20, 24, 3, 1, density=d2)
+            self.fc = nn.Linear(24, 10)
+
+        def forward(self, x):
+            return self.fc(self.g2(self.g1(self.stem(x))).mean((2, 3)))
+
+    torch.set_num_threads(1)
+    out = []
+    for name, args in (("bound_d90_d50", (0.9, 0.5)), ("bound_d90_plain", (0.9, 0.5, None, True)),
+                       ("bound_unmasked_beta", (0.5, 0.5, {"beta": "unmasked"}))):
+        torch.manual_seed(2)
+        m = Two(*args)
+        randomise_and_freeze(m)
+        out.append((export_28x28(m, os.path.join(work, name + ".onnx")), 1 if len(args) > 3 else 0))
+    return out
+
+
 def partly_gated_models(work):
     """FBS nets that gate some convs only (random weights, seeded): a ResNet whose blocks gate
     their first conv and keep the second plain (Conv + BN, then the shortcut), and a VGG-style
@@ -473,6 +506,11 @@ def main():
     models += other_form_models(a.work_dir)  # the top-k written other ways
     models += silenced_models(a.work_dir)  # a gated layer whose input is all suppressed
     plain_behind_gates = dict(partly_gated_models(a.work_dir))  # plain convs reading gated outputs
+    for path, plain in bound_models(a.work_dir):  # layers that may run dense; suppressed channels that are not 0
+        if plain:
+            plain_behind_gates[path] = plain
+        else:
+            models.append(path)
     models += sorted(plain_behind_gates)
     xte, _ = fashion_mnist.load("test")
     failures = bounded = 0
