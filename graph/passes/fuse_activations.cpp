@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
@@ -114,14 +115,24 @@ int fuse_activations(Graph& g) {
   g.rebuild_links();
   int fused = 0;
   // SiLU written as y * sigmoid(y) (EfficientNet's every conv): the conv's Swish epilogue, where
-  // y and sigmoid(y) have no other readers. Three passes over the map become none.
+  // y and sigmoid(y) have no other readers. Three passes over the map become none. Likewise
+  // hardswish written as y * HardSigmoid(y; 1/6, 0.5) (torch's export below opset 14, every
+  // MobileNetV3 block): the HardSwish epilogue (and static pruning then goes through the
+  // depthwise conv after it, as with opset 14's HardSwish op).
   for (NodeId id : g.topological_order()) {
     Node& mul = g.node(id);
     if (mul.dead || mul.op != OpType::Mul || mul.inputs.size() != 2 || mul.inputs[0] == mul.inputs[1]) continue;
     for (int side = 0; side < 2; ++side) {
       const ValueId y = mul.inputs[side], s = mul.inputs[1 - side];
       const NodeId sid = g.value(s).producer;
-      if (sid < 0 || g.node(sid).op != OpType::Sigmoid || g.node(sid).inputs[0] != y || !single_use(g, s)) continue;
+      if (sid < 0 || g.node(sid).inputs.empty() || g.node(sid).inputs[0] != y || !single_use(g, s)) continue;
+      Activation kind = Activation::None;
+      if (g.node(sid).op == OpType::Sigmoid) kind = Activation::Swish;
+      if (g.node(sid).op == OpType::HardSigmoid) {
+        const auto& hp = g.node(sid).p<AlphaBetaParams>();
+        if (std::abs(hp.alpha - 1.f / 6.f) <= 1e-7f && hp.beta == 0.5f) kind = Activation::HardSwish;
+      }
+      if (kind == Activation::None) continue;
       const Value& yv = g.value(y);
       if (yv.is_output || yv.consumers.size() != 2 || g.value(mul.outputs[0]).shape != yv.shape) continue;
       const NodeId pid = yv.producer;
@@ -129,7 +140,7 @@ int fuse_activations(Graph& g) {
       Node& prod = g.node(pid);
       FusedActivation* slot = epilogue_slot(prod);
       if (!slot || slot->kind != Activation::None) continue;
-      slot->kind = Activation::Swish;
+      slot->kind = kind;
       prod.outputs[0] = mul.outputs[0];
       g.node(sid).dead = true;
       mul.dead = true;

@@ -39,7 +39,8 @@ live against ONNX Runtime on the same file:
               bias, with one Gemm stored untransposed (transB = 0, as other exporters write it)
   mobilenet   slimmed expansion channels of an inverted residual (1x1 expand, ReLU6, 3x3
               depthwise, 1x1 project): they go through the depthwise conv, whose constant
-              outputs fold into the projection's bias
+              outputs fold into the projection's bias; again with MobileNetV3's hardswish,
+              which opset 13 writes as x * HardSigmoid(x)
   resident    a ResNet-style net (7x7/2 stem, 3x3/2 max pool, basic blocks, a stride-2 block
               with a 1x1 downsample) slimmed from 32/64 to 20/39 channels on a 96x96 input:
               its thin convs may run on the direct kernel with the activations between them
@@ -290,13 +291,15 @@ class SelfResidual(nn.Module):
 
 
 class Inverted(nn.Module):
-    """stem 1->16 3x3, then 1x1 expand 16->64, depthwise 3x3, 1x1 project 64->24 (ReLU6, BN), GAP, FC."""
+    """stem 1->16 3x3, then 1x1 expand 16->64, depthwise 3x3, 1x1 project 64->24 (ReLU6, BN), GAP, FC.
+    act=nn.Hardswish: MobileNetV3's activation, which the opset-13 export writes as
+    x * HardSigmoid(x)."""
 
-    def __init__(self):
+    def __init__(self, act=nn.ReLU6):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
-        self.expand = nn.Sequential(nn.Conv2d(16, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
-        self.dw = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), nn.BatchNorm2d(64), nn.ReLU6())
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), act())
+        self.expand = nn.Sequential(nn.Conv2d(16, 64, 1, bias=False), nn.BatchNorm2d(64), act())
+        self.dw = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), nn.BatchNorm2d(64), act())
         self.project = nn.Sequential(nn.Conv2d(64, 24, 1, bias=False), nn.BatchNorm2d(24))
         self.fc = nn.Linear(24, 10)
 
@@ -309,24 +312,25 @@ class Inverted(nn.Module):
         return 16 * 9 * hw * hw + e * 16 * hw * hw + e * 9 * hw * hw + 24 * e * hw * hw + 24 * 10
 
 
-def mobilenet_case(a):
+def mobilenet_case(a, act=nn.ReLU6, name="mobilenet"):
     torch.manual_seed(6)
-    m = Inverted()
+    m = Inverted(act)
     randomise_bn(m)
     dead = torch.randperm(64)[:22]
     with torch.no_grad():
         m.expand[1].weight[dead] = 0
         m.expand[1].bias[dead] = 0
     m.eval()
-    insp, st = run_case(a, "mobilenet", m, keep_bn=False)
+    insp, st = run_case(a, name, m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}
     through = [r for n, r in got.items() if "through depthwise" in n]
     check(len(through) == 1 and through[0]["removed"] == 22,
-          "mobilenet: the 22 dead expansion channels go through the depthwise conv (%s)" % list(got.values()))
-    check(through and through[0]["folded"] > 0, "mobilenet: the depthwise conv's constant outputs fold into the projection's bias")
+          "%s: the 22 dead expansion channels go through the depthwise conv (%s)" % (name, list(got.values())))
+    check(through and through[0]["folded"] > 0,
+          "%s: the depthwise conv's constant outputs fold into the projection's bias" % name)
     check(st["dense_macs"] == 3 * Inverted.macs(64) and st["executed_macs"] == 3 * Inverted.macs(42),
-          "mobilenet: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
-              st["dense_macs"], 3 * Inverted.macs(64), st["executed_macs"], 3 * Inverted.macs(42)))
+          "%s: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              name, st["dense_macs"], 3 * Inverted.macs(64), st["executed_macs"], 3 * Inverted.macs(42)))
 
 
 def export(m, path, keep_bn):
@@ -1107,6 +1111,7 @@ def main():
     unread_case(a)
     mlp_case(a)
     mobilenet_case(a)
+    mobilenet_case(a, nn.Hardswish, "mobilenet_hardswish")  # x * HardSigmoid(x) at opset 13
     resident_case(a)
     m, expected = residual_case()
     insp, st = run_case(a, "residual", m, keep_bn=False)

@@ -344,6 +344,29 @@ TEST(FuseActivations, SiluBecomesTheConvsSwishEpilogue) {
   }
 }
 
+// hardswish as torch exports it below opset 14: y * HardSigmoid(y; alpha 1/6, beta 0.5), either
+// operand order: the conv's HardSwish epilogue. Another HardSigmoid (a squeeze-and-excitation's
+// gate, alpha 0.2) stays.
+TEST(FuseActivations, HardswishWrittenOutBecomesTheConvsEpilogue) {
+  for (int variant = 0; variant < 3; ++variant) {
+    OnnxBuilder b(13);
+    b.input("x", {2, 4, 6, 6}).init_random("w", {8, 4, 3, 3});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+    auto& hs = b.node("HardSigmoid", {"c"}, {"s"});
+    OnnxBuilder::attr_float(hs, "alpha", variant == 2 ? 0.2f : 1.f / 6.f);
+    OnnxBuilder::attr_float(hs, "beta", 0.5f);
+    b.node("Mul", {variant == 1 ? "s" : "c", variant == 1 ? "c" : "s"}, {"y"});
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::HardSigmoid), variant == 2 ? 1 : 0) << "variant " << variant;
+    EXPECT_EQ(count_ops(p, graph::OpType::Mul), variant == 2 ? 1 : 0) << "variant " << variant;
+    const Tensor x = random_tensor({2, 4, 6, 6});
+    EXPECT_LT(normalized_error(Session(m, {1, true}).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5)
+        << "variant " << variant;
+  }
+}
+
 // x op s with s one value per (sample, channel) (a squeeze-and-excitation scale) or per channel,
 // either operand first, on NHWC (behind a conv) and NCHW data: the per-channel kernel, against
 // the reference.
