@@ -688,13 +688,12 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
   }
 }
 
-// The readers of `out` (collect_readers), or false with the reason recorded in the report:
-// a reader this pass cannot rewrite, or every channel dead (the layer would vanish).
-bool readers_or_report(Graph& g, ValueId out, bool all_dead, PruneReport& report, std::vector<Reader>& readers,
+// The readers of `out` (collect_readers), or false with the reason recorded in the report: a
+// reader this pass cannot rewrite.
+bool readers_or_report(Graph& g, ValueId out, PruneReport& report, std::vector<Reader>& readers,
                        std::vector<ValueId>& path) {
   std::set<NodeId> seen;
   std::string why = collect_readers(g, out, {}, readers, path, seen);
-  if (why.empty() && all_dead) why = "every channel is dead (the layer would vanish)";
   if (why.empty()) return true;
   report.kept_reason = why;
   g.pruning.push_back(report);
@@ -811,11 +810,23 @@ struct Removal {
 // readers_or_report, then plan_removal: false, with the report recorded, when nothing can go.
 // `unread` (empty, or per channel): channels that every reader multiplies by zero weights
 // only; they go whatever they hold, and count in `dead` here.
+// When every channel is dead or unread, channel 0 stays (computed as before, its readers
+// unchanged for it), so that the layer keeps a channel; the rest go.
 bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, int64_t n_dead,
                         const std::function<float(int64_t)>& constant, PruneReport& report, Removal& r,
                         const std::vector<bool>& unread = {}) {
-  return readers_or_report(g, out, n_dead == static_cast<int64_t>(dead.size()), report, r.readers, r.path) &&
-         plan_removal(g, r.readers, dead, unread, constant, report, r.keep, r.remove, r.value);
+  if (!readers_or_report(g, out, report, r.readers, r.path)) return false;
+  const bool all = n_dead == static_cast<int64_t>(dead.size()) && !dead.empty();
+  std::vector<bool> d = dead, u = unread;
+  if (all) {
+    d[0] = false;
+    if (!u.empty()) u[0] = false;
+  }
+  if (!plan_removal(g, r.readers, d, u, constant, report, r.keep, r.remove, r.value)) return false;
+  if (all)
+    report.kept_reason += (report.kept_reason.empty() ? "" : "; ") +
+                          std::string("every channel is dead or unread: 1 stays, so that the layer keeps one");
+  return true;
 }
 
 // Per channel of a value m channels wide: whether every reader (there is at least one) has

@@ -13,6 +13,8 @@ live against ONNX Runtime on the same file:
               (how mask-based pruning tools keep shapes); a second mask scales some kept
               channels by -1 after the ReLU, which cannot move into the conv and must stay
   where       the same 0/1 mask applied with torch.where(mask, x, 0)
+  alldead     every channel of one conv slimmed away: all but one go (the layer keeps a channel),
+              and all but one of the conv before it, which it no longer reads
   where_full  full-size masks: torch.where(mask > 0, x, torch.zeros_like(x)) (the zeros a
               [1, C, H, W] constant) and x * mask.expand_as(x)
   frozen      slim, with torchvision's FrozenBatchNorm2d (x * scale + shift: Mul + Add after a
@@ -188,7 +190,12 @@ def plain_case(kind):
             n = c.out_channels
             dead = torch.randperm(n)[: n // 2]
             reader_pads = i + 1 < len(Plain.SPEC) and Plain.SPEC[i + 1][3] > 0  # the FC head has no padding
-            if kind in ("slim", "slim_bn", "frozen", "lowered"):
+            if kind == "alldead":  # conv 1 entirely slimmed away: all but one of its channels go, and
+                if i == 1:           # conv 0's too, which conv 1 (its BN folded in) no longer reads
+                    b.weight.zero_()
+                    b.bias.zero_()
+                removed.append(n - 1 if i <= 1 else 0)
+            elif kind in ("slim", "slim_bn", "frozen", "lowered"):
                 b.weight[dead] = 0
                 b.bias[dead] = 0
                 removed.append(len(dead))
@@ -1070,7 +1077,8 @@ def resident_case(a):
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
-    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where", "where_full", "frozen", "lowered"):
+    for kind in ("slim", "slim_bn", "slim_beta", "ln", "ln_in", "mask", "where", "where_full", "frozen", "lowered",
+                 "alldead"):
         m, removed = plain_case(kind)
         insp, st = run_case(a, kind, m, keep_bn=(kind == "slim_bn"))
         got = {r["node"]: r["removed"] for r in insp["pruning"]}
@@ -1085,6 +1093,9 @@ def main():
         if kind == "mask":
             muls = [n["name"] for n in insp["nodes"] if n["op"] == "Mul"]
             check(len(muls) == 1, "mask: the three 0/1 masks fold into their convs, the one with a -1 stays (%s)" % muls)
+        if kind == "alldead":
+            r = [r for r in insp["pruning"] if r["node"] == "/convs.1/Conv"]
+            check(r and "1 stays" in r[0]["kept_reason"], "alldead: inspect says why one channel stays (%s)" % r)
         if kind == "where_full":
             left = [n["op"] for n in insp["nodes"] if n["op"] in ("Mul", "Where")]
             check(not left, "where_full: the full-size masks fold into their convs (left: %s)" % left)
