@@ -829,16 +829,13 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
   return true;
 }
 
-// Per channel of a value m channels wide: whether every reader (there is at least one) has
-// only zero weights for it (torch.nn.utils.prune.ln_structured on dim 1 zeroes input channels
-// of a conv; the channel its producer computes for them is then never used).
 // Whether an op on the way can turn finite values into inf or NaN (then a reader's zero
-// weight does not make the channel irrelevant: 0 * inf is NaN).
-// Only the ops listed in keeps_finite are taken to keep a finite value finite (Reciprocal, the
-// inverse trigonometric and hyperbolic ones, Exp, Log, Sqrt, Div, Pow can make inf or NaN from
-// finite values: a reviewer's find was Reciprocal). So can a constant operand that is inf or NaN
-// (a per-channel scale of inf at one channel: that channel is inf, and the dense model's 0 x inf
-// in the reader is NaN).
+// weight does not make the channel irrelevant: 0 * inf is NaN). Only the ops listed in
+// keeps_finite are taken to keep a finite value finite (Reciprocal, the inverse trigonometric
+// and hyperbolic ones, Exp, Log, Sqrt, Div, Pow can make inf or NaN from finite values: a
+// reviewer's find was Reciprocal). So can a constant operand that is inf or NaN (a per-channel
+// scale of inf at one channel: that channel is inf, and the dense model's 0 x inf in the
+// reader is NaN).
 bool keeps_finite(OpType t) {
   switch (t) {
     case OpType::Relu: case OpType::LeakyRelu: case OpType::PRelu: case OpType::Sigmoid: case OpType::Tanh:
@@ -867,6 +864,9 @@ bool may_make_nonfinite(const Graph& g, const std::vector<Step>& chain) {
   return false;
 }
 
+// Per channel of a value m channels wide: whether every reader (there is at least one) has
+// only zero weights for it (torch.nn.utils.prune.ln_structured on dim 1 zeroes input channels
+// of a conv; the channel its producer computes for them is then never used).
 std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& readers, int64_t m) {
   std::vector<bool> un(static_cast<size_t>(m), !readers.empty());
   for (const Reader& r : readers) {
