@@ -164,9 +164,19 @@ bool se_scale(const Graph& g, const Node& n, ValueId v, Step& step) {
     const Node& p = g.node(cv.producer);
     if (p.dead || p.outputs.size() != 1 || p.outputs[0] != cur) return false;
     vals.push_back(cur);
-    if (depth == 0)
+    if (depth == 0) {
+      // (A Clip right after the scale conv is its epilogue by now, fuse_activations having run.)
+      const FusedActivation* epi = p.op == OpType::Conv ? &p.p<ConvParams>().activation : nullptr;
+      auto finite_bound = [&](size_t i) {
+        if (p.inputs.size() <= i || p.inputs[i] == kNoValue) return false;
+        const Value& b = g.value(p.inputs[i]);
+        return b.is_constant() && b.dtype == DType::Float32 && b.constant.numel() == 1 &&
+               std::isfinite(b.constant.data<float>()[0]);
+      };
       bounded = p.op == OpType::Sigmoid || p.op == OpType::HardSigmoid ||
-                (p.op == OpType::Clip && p.inputs.size() >= 3 && p.inputs[1] != kNoValue && p.inputs[2] != kNoValue);
+                (p.op == OpType::Clip && finite_bound(1) && finite_bound(2)) ||
+                (epi && epi->kind == Activation::Clip && std::isfinite(epi->alpha) && std::isfinite(epi->beta));
+    }
     if (!bounded) return false;
     if (p.op == OpType::Conv) {
       const auto& cp = p.p<ConvParams>();
@@ -706,7 +716,8 @@ bool readers_or_report(Graph& g, ValueId out, PruneReport& report, std::vector<R
 // report; false, with the report recorded, when none can.
 bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
                   const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
-                  std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value) {
+                  std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value,
+                  const std::string& also_kept = "") {
   const auto m = static_cast<int64_t>(dead.size());
   bool any_padding = false, any_gated = false, any_transposed = false;
   for (const Reader& r : readers) {
@@ -785,6 +796,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   if (kept_transposed > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_transposed) +
            " constant non-zero channels read by a ConvTranspose (it spreads them unevenly)";
+  if (!also_kept.empty()) why += (why.empty() ? "" : "; ") + also_kept;
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
     report.kept_reason = why;
@@ -822,11 +834,8 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
     d[0] = false;
     if (!u.empty()) u[0] = false;
   }
-  if (!plan_removal(g, r.readers, d, u, constant, report, r.keep, r.remove, r.value)) return false;
-  if (all)
-    report.kept_reason += (report.kept_reason.empty() ? "" : "; ") +
-                          std::string("every channel is dead or unread: 1 stays, so that the layer keeps one");
-  return true;
+  return plan_removal(g, r.readers, d, u, constant, report, r.keep, r.remove, r.value,
+                      all ? "every channel is dead or unread: 1 stays, so that the layer keeps one" : "");
 }
 
 // Whether an op on the way can turn finite values into inf or NaN (then a reader's zero

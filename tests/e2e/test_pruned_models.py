@@ -55,6 +55,7 @@ dense MACs the model's, and `inspect` says why the rest stayed.
 
     .venv/bin/python tests/e2e/test_pruned_models.py --sluice build/sluice --work-dir build/e2e_pruned
 """
+import functools
 import glob
 import json
 import os
@@ -369,6 +370,8 @@ def run_case(a, name, m, keep_bn, extra=()):
     export(m, path, keep_bn)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28", *extra).stdout)
     check_inspect_macs(a, path, insp, name, extra)
+    unexplained = [r for r in insp["pruning"] if r["dead"] + r.get("unread", 0) > r["removed"] and not r["kept_reason"]]
+    check(not unexplained, "%s: inspect gives a reason wherever dead channels stay (%s)" % (name, unexplained))
     rng = np.random.default_rng(0)
     for batch in (1, 3):
         _, _, st = run_vs_ort(a, path, rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
@@ -669,6 +672,30 @@ class PReLUConcat(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
 
+class OneChannel(nn.Module):
+    """conv 1 -> 1 (its one channel dead: weights and bias 0), read by a padded conv 1 -> 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.b(F.relu(self.a(x))), 1), 1))
+
+
+def one_channel_case(a):
+    """A layer whose only channel is dead keeps it, and inspect says why (it said nothing)."""
+    m = OneChannel()
+    with torch.no_grad():
+        m.a.weight.zero_()
+        m.a.bias.zero_()
+    m.eval()
+    insp, _ = run_case(a, "one_channel", m, keep_bn=False)
+    r = [r for r in insp["pruning"] if r["node"] == "/a/Conv"]
+    check(len(r) == 1 and r[0]["removed"] == 0 and "1 stays" in r[0]["kept_reason"],
+          "one_channel: the one dead channel stays, with its reason (%s)" % r)
+
+
 def prelu_concat_case(a):
     """a [2, 5] and b [1, 4] dead (constants 0, -0.3; 0.7, -0.2): all go, folded into c's bias
     as p(v) * s + 0.25 (non-zero for all four: the constants differ per channel through the
@@ -735,13 +762,13 @@ class SENet(nn.Module):
     conv + BN + ReLU: c1 (1 -> 8) -> SE -> c2 3x3 pad 1 (8 -> 12) -> SE (hardsigmoid) -> c3 1x1
     (12 -> 6) -> GAP -> FC."""
 
-    def __init__(self):
+    def __init__(self, gate2=nn.Hardsigmoid):
         super().__init__()
         from torchvision.ops import SqueezeExcitation
         self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
         self.c2, self.b2 = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
         self.se1 = SqueezeExcitation(8, 4)
-        self.se2 = SqueezeExcitation(12, 4, scale_activation=nn.Hardsigmoid)
+        self.se2 = SqueezeExcitation(12, 4, scale_activation=gate2)
         self.c3, self.fc = nn.Conv2d(12, 6, 1), nn.Linear(6, 10)
 
     def forward(self, x):
@@ -755,12 +782,13 @@ class SENet(nn.Module):
         return (9 * k1 + 9 * k1 * k2 + k2 * 6) * hw * hw + 2 * 4 * (k1 + k2) + 60
 
 
-def se_case(a):
+def se_case(a, gate2=nn.Hardsigmoid, name="se"):
     """b1's channels [1, 5] (scale and shift 0: relu 0) go, with se1's fc1 inputs and fc2
     outputs; [3] (shift 0.4: relu 0.4, then times a scale that varies per input) stays, and
-    inspect says why. b2's [0, 7, 11] (0) go through the Hardsigmoid SE into the 1x1 c3."""
+    inspect says why. b2's [0, 7, 11] (0) go through the second SE (a Hardsigmoid gate, or a
+    Clip(0, 1) that becomes its fc2's epilogue) into the 1x1 c3."""
     torch.manual_seed(15)
-    m = SENet()
+    m = SENet(gate2)
     randomise_bn(m)
     with torch.no_grad():
         m.b1.weight[[1, 3, 5]] = 0
@@ -768,15 +796,15 @@ def se_case(a):
         m.b2.weight[[0, 7, 11]] = 0
         m.b2.bias[[0, 7, 11]] = 0
     m.eval()
-    insp, st = run_case(a, "se", m, keep_bn=False)
+    insp, st = run_case(a, name, m, keep_bn=False)
     got = {r["node"]: r for r in insp["pruning"]}
     have = [(got[n]["removed"], got[n]["dead"]) if n in got else None for n in ("/c1/Conv", "/c2/Conv")]
-    check(have == [(2, 3), (3, 3)], "se: (removed, dead) for c1, c2 %s, expected [(2, 3), (3, 3)]" % have)
+    check(have == [(2, 3), (3, 3)], "%s: (removed, dead) for c1, c2 %s, expected [(2, 3), (3, 3)]" % (name, have))
     check("squeeze-and-excitation" in got.get("/c1/Conv", {}).get("kept_reason", ""),
-          "se: the 0.4 channel, scaled at run time, stays, and inspect says why (%s)" % got.get("/c1/Conv"))
+          "%s: the 0.4 channel, scaled at run time, stays, and inspect says why (%s)" % (name, got.get("/c1/Conv")))
     check(st["dense_macs"] == 3 * SENet.macs(8, 12) and st["executed_macs"] == 3 * SENet.macs(6, 9),
-          "se: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
-              st["dense_macs"], 3 * SENet.macs(8, 12), st["executed_macs"], 3 * SENet.macs(6, 9)))
+          "%s: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
+              name, st["dense_macs"], 3 * SENet.macs(8, 12), st["executed_macs"], 3 * SENet.macs(6, 9)))
 
 
 class FlatHead(nn.Module):
@@ -1119,8 +1147,10 @@ def main():
     activations_case(a)
     prelu_case(a)
     prelu_concat_case(a)
+    one_channel_case(a)
     decoder_case(a)
     se_case(a)
+    se_case(a, functools.partial(nn.Hardtanh, 0.0, 1.0), "se_clip")  # Clip(0, 1): fc2's epilogue
     heads_case(a)
     unread_case(a)
     mlp_case(a)
