@@ -40,8 +40,9 @@ struct Step {
   NodeId node;
   int pos;
   std::vector<Step> inner;
-  // Which input is a per-channel constant (PRelu's slopes, a Mul by [1, C, 1, 1]; -1: none),
-  // and where P's channels start in the node's input (behind a Concat).
+  // Which input is a per-channel constant (PRelu's slopes, a Mul by [1, C, 1, 1]; -1: none;
+  // kBatchNormParams: a BatchNormalization's four [C] parameters), and where P's channels start
+  // in the node's input (behind a Concat).
   int per_channel = -1;
   int64_t offset = 0;
   // A squeeze-and-excitation scale: Mul(x, s), s [N, C, 1, 1] computed at run time, ending in a
@@ -62,6 +63,8 @@ struct Reader {
   // stays one through a Pad only when it already holds the fill (a zero channel, zero padding).
   std::vector<std::pair<size_t, float>> fills;
 };
+
+constexpr int kBatchNormParams = -2;  // Step::per_channel: inputs 1-4 of a BatchNormalization
 
 bool is_binary_elementwise(OpType t) {
   switch (t) {
@@ -96,6 +99,18 @@ int elementwise_pos(const Graph& g, const Node& n, ValueId v, int* per_channel =
     if (n.inputs.empty() || n.inputs[0] != v) return -1;
     for (size_t i = 1; i < n.inputs.size(); ++i)
       if (n.inputs[i] != kNoValue && (n.inputs[i] == v || !g.value(n.inputs[i]).is_constant())) return -1;
+    return 0;
+  }
+  // A BatchNormalization on its own (after a ReLU, or a Concat: it did not fold into a conv) is
+  // a per-channel affine map: a constant channel stays one.
+  if (n.op == OpType::BatchNormalization && per_channel && n.inputs.size() == 5 && n.inputs[0] == v &&
+      n.p<BatchNormParams>().channels.empty() && g.value(v).shape.size() == 4) {
+    for (size_t i = 1; i <= 4; ++i) {
+      const Value& pv = g.value(n.inputs[i]);
+      if (n.inputs[i] == v || !pv.is_constant() || pv.dtype != DType::Float32 || pv.shape != Shape{g.value(v).shape[1]})
+        return -1;
+    }
+    *per_channel = kBatchNormParams;
     return 0;
   }
   const bool prelu = n.op == OpType::PRelu;
@@ -208,8 +223,9 @@ float eval_node(const Graph& g, const Node& n, std::initializer_list<std::pair<i
   for (size_t i = 0; i < n.inputs.size(); ++i)
     if (n.inputs[i] != kNoValue) {
       const Value& v = g.value(n.inputs[i]);
-      if (static_cast<int>(i) == per_channel)
-        in[i] = {v.dtype, {1, 1, 1, 1}, const_cast<float*>(v.constant.data<float>() + channel)};
+      if (static_cast<int>(i) == per_channel || (per_channel == kBatchNormParams && i >= 1))
+        in[i] = {v.dtype, i >= 1 && per_channel == kBatchNormParams ? Shape{1} : Shape{1, 1, 1, 1},
+                 const_cast<float*>(v.constant.data<float>() + channel)};
       else if (v.is_constant())
         in[i] = {v.dtype, v.shape, const_cast<void*>(v.constant.raw())};
     }
@@ -966,20 +982,24 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
         for (ValueId sv : s.scale_vals) g.value(sv).shape[1] = static_cast<int64_t>(keep_s.size());
         continue;
       }
-      if (s.per_channel < 0 || !compacted.insert(s.node).second) continue;
-      const ValueId cv = g.node(s.node).inputs[static_cast<size_t>(s.per_channel)];
-      const Tensor& ct = g.value(cv).constant;
-      const int64_t total = ct.numel();
-      std::vector<float> kept;
-      for (int64_t i = 0; i < total; ++i) {
-        const int64_t o = i - s.offset;
-        if (o < 0 || o >= m || !remove[static_cast<size_t>(o)]) kept.push_back(ct.data<float>()[i]);
+      if (s.per_channel == -1 || !compacted.insert(s.node).second) continue;
+      std::vector<size_t> inputs{static_cast<size_t>(s.per_channel)};
+      if (s.per_channel == kBatchNormParams) inputs = {1, 2, 3, 4};
+      for (size_t in : inputs) {
+        const ValueId cv = g.node(s.node).inputs[in];
+        const Tensor& ct = g.value(cv).constant;
+        const int64_t total = ct.numel();
+        std::vector<float> kept;
+        for (int64_t i = 0; i < total; ++i) {
+          const int64_t o = i - s.offset;
+          if (o < 0 || o >= m || !remove[static_cast<size_t>(o)]) kept.push_back(ct.data<float>()[i]);
+        }
+        Shape shape = ct.shape();
+        shape[shape.size() == 3 || shape.size() == 1 ? 0 : 1] = static_cast<int64_t>(kept.size());
+        Tensor t(DType::Float32, shape);
+        std::copy(kept.begin(), kept.end(), t.data<float>());
+        g.node(s.node).inputs[in] = new_constant(g, cv, std::move(t), "__pruned");
       }
-      Shape shape = ct.shape();
-      shape[shape.size() == 3 || shape.size() == 1 ? 0 : 1] = static_cast<int64_t>(kept.size());
-      Tensor t(DType::Float32, shape);
-      std::copy(kept.begin(), kept.end(), t.data<float>());
-      g.node(s.node).inputs[static_cast<size_t>(s.per_channel)] = new_constant(g, cv, std::move(t), "__pruned");
     }
   };
   for (const Reader& r : readers) compact_steps(r.chain);

@@ -34,6 +34,8 @@ live against ONNX Runtime on the same file:
               non-zero constant stays (the transposed conv spreads it unevenly)
   se          squeeze-and-excitation blocks (Sigmoid and Hardsigmoid): a dead 0 channel goes with
               its SE convs' channels; a non-zero constant, scaled per input, stays
+  relu_bn     conv -> ReLU -> BatchNorm (a BN that cannot fold): the BN maps a dead channel to a
+              constant, folded where no padding reads it, its parameters compacted
   heads       dead channels read by a Linear on the flattened map (LeNet-style: each channel
               is H*W columns) and by a Linear after x.mean((2, 3)) (ReduceMean, not GAP)
   mlp         ln_structured on Linear layers (dim 0: zero weight rows): a Linear's dead output
@@ -672,6 +674,39 @@ class PReLUConcat(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
 
+class ReluThenBN(nn.Module):
+    """conv -> ReLU -> BatchNorm (the order some code uses: the BN cannot fold into the conv):
+    c1 3x3 pad 1 (1 -> 8), then c2 3x3 pad 1 (8 -> 12), then c3 1x1 (12 -> 6), GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.n2 = nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.c3, self.fc = nn.Conv2d(12, 6, 1), nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.n2(F.relu(self.c2(self.n1(F.relu(self.c1(x))))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c3(x), 1), 1))
+
+
+def relu_bn_case(a):
+    """Dead filters (weights and bias 0: relu 0) become BN's constant shift - scale * mean: c1's
+    [1, 4] are read through c2's padding and stay; c2's [0, 5, 9] reach the unpadded c3 and go,
+    folded into its bias, with n2's parameters compacted."""
+    torch.manual_seed(16)
+    m = ReluThenBN()
+    randomise_bn(m)
+    with torch.no_grad():
+        for c, dead in ((m.c1, [1, 4]), (m.c2, [0, 5, 9])):
+            c.weight[dead] = 0
+            c.bias[dead] = 0
+    m.eval()
+    insp, _ = run_case(a, "relu_bn", m, keep_bn=False)
+    got = {r["node"]: (r["dead"], r["removed"], r["folded"]) for r in insp["pruning"]}
+    check(got.get("/c1/Conv") == (2, 0, 0) and got.get("/c2/Conv") == (3, 3, 3),
+          "relu_bn: (dead, removed, folded) c1 (2, 0, 0), c2 (3, 3, 3) through the BatchNorms (%s)" % got)
+
+
 class OneChannel(nn.Module):
     """conv 1 -> 1 (its one channel dead: weights and bias 0), read by a padded conv 1 -> 8."""
 
@@ -1148,6 +1183,7 @@ def main():
     prelu_case(a)
     prelu_concat_case(a)
     one_channel_case(a)
+    relu_bn_case(a)
     decoder_case(a)
     se_case(a)
     se_case(a, functools.partial(nn.Hardtanh, 0.0, 1.0), "se_clip")  # Clip(0, 1): fc2's epilogue
