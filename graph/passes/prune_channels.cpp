@@ -101,10 +101,10 @@ int elementwise_pos(const Graph& g, const Node& n, ValueId v, int* per_channel =
       if (n.inputs[i] != kNoValue && (n.inputs[i] == v || !g.value(n.inputs[i]).is_constant())) return -1;
     return 0;
   }
-  // A BatchNormalization on its own (after a ReLU, or a Concat: it did not fold into a conv) is
-  // a per-channel affine map: a constant channel stays one.
+  // A BatchNormalization on its own (after a ReLU, or a Concat: it did not fold into a conv; or
+  // a BatchNorm1d on Linear features) is a per-channel affine map: a constant channel stays one.
   if (n.op == OpType::BatchNormalization && per_channel && n.inputs.size() == 5 && n.inputs[0] == v &&
-      n.p<BatchNormParams>().channels.empty() && g.value(v).shape.size() == 4) {
+      n.p<BatchNormParams>().channels.empty() && (g.value(v).shape.size() == 4 || g.value(v).shape.size() == 2)) {
     for (size_t i = 1; i <= 4; ++i) {
       const Value& pv = g.value(n.inputs[i]);
       if (n.inputs[i] == v || !pv.is_constant() || pv.dtype != DType::Float32 || pv.shape != Shape{g.value(v).shape[1]})
@@ -877,7 +877,15 @@ bool keeps_finite(OpType t) {
 bool may_make_nonfinite(const Graph& g, const std::vector<Step>& chain) {
   for (const Step& s : chain) {
     const Node& n = g.node(s.node);
-    if (!keeps_finite(n.op) || may_make_nonfinite(g, s.inner)) return true;
+    if (may_make_nonfinite(g, s.inner)) return true;
+    if (n.op == OpType::BatchNormalization) {  // finite where every var + eps > 0 (its constants finite: below)
+      const Tensor& var = g.value(n.inputs[4]).constant;
+      const float eps = n.p<BatchNormParams>().epsilon;
+      if (!std::all_of(var.data<float>(), var.data<float>() + var.numel(), [&](float e) { return e + eps > 0.f; }))
+        return true;
+    } else if (!keeps_finite(n.op)) {
+      return true;
+    }
     for (size_t i = 0; i < n.inputs.size(); ++i) {
       if (static_cast<int>(i) == s.pos || n.inputs[i] == kNoValue) continue;
       const Value& c = g.value(n.inputs[i]);

@@ -689,10 +689,25 @@ class ReluThenBN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c3(x), 1), 1))
 
 
+class MlpBN(nn.Module):
+    """Linear features with BatchNorm1d after the ReLU: conv 1 -> 4 3x3 stride 2, flatten (784),
+    fc1 784 -> 32, ReLU, BatchNorm1d(32), fc2 32 -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.fc1, self.bn, self.fc2 = nn.Linear(784, 32), nn.BatchNorm1d(32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(self.bn(F.relu(self.fc1(torch.flatten(F.relu(self.c(x)), 1)))))
+
+
 def relu_bn_case(a):
     """Dead filters (weights and bias 0: relu 0) become BN's constant shift - scale * mean: c1's
     [1, 4] are read through c2's padding and stay; c2's [0, 5, 9] reach the unpadded c3 and go,
-    folded into its bias, with n2's parameters compacted."""
+    folded into its bias, with n2's parameters compacted; c2's live channel 2, which c3 does not
+    read (zero weights), goes as unread (every variance + eps > 0: the BN keeps it finite).
+    BatchNorm1d on Linear features: fc1's zero rows [3, 17, 30] go, folded into fc2's bias."""
     torch.manual_seed(16)
     m = ReluThenBN()
     randomise_bn(m)
@@ -700,11 +715,30 @@ def relu_bn_case(a):
         for c, dead in ((m.c1, [1, 4]), (m.c2, [0, 5, 9])):
             c.weight[dead] = 0
             c.bias[dead] = 0
+        m.c3.weight[:, 2] = 0
     m.eval()
     insp, _ = run_case(a, "relu_bn", m, keep_bn=False)
+    got = {r["node"]: (r["dead"], r["removed"], r["unread"], r["folded"]) for r in insp["pruning"]}
+    check(got.get("/c1/Conv") == (2, 0, 0, 0) and got.get("/c2/Conv") == (3, 4, 1, 3),
+          "relu_bn: (dead, removed, unread, folded) c1 (2, 0, 0, 0), c2 (3, 4, 1, 3) through the BatchNorms (%s)" % got)
+    with torch.no_grad():  # var + eps = 0 at channel 2: the BN makes it inf, and 0 x inf is NaN in c3
+        m.n2.running_var[2] = -m.n2.eps
+    insp, _ = run_case(a, "relu_bn_zero_var", m, keep_bn=False)
+    got = {r["node"]: (r["removed"], r["unread"]) for r in insp["pruning"]}
+    check(got.get("/c2/Conv") == (3, 0), "relu_bn_zero_var: the unread channel stays (%s)" % got)
+    m = MlpBN()
+    randomise_bn(m)
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 1.5)
+        m.bn.bias.uniform_(-0.3, 0.3)
+        m.fc1.weight[[3, 17, 30]] = 0
+        m.fc1.bias[[3, 17, 30]] = 0
+    m.eval()
+    insp, _ = run_case(a, "relu_bn1d", m, keep_bn=False)
     got = {r["node"]: (r["dead"], r["removed"], r["folded"]) for r in insp["pruning"]}
-    check(got.get("/c1/Conv") == (2, 0, 0) and got.get("/c2/Conv") == (3, 3, 3),
-          "relu_bn: (dead, removed, folded) c1 (2, 0, 0), c2 (3, 3, 3) through the BatchNorms (%s)" % got)
+    check(got.get("/fc1/Gemm") == (3, 3, 3),
+          "relu_bn1d: fc1's 3 dead features go through BatchNorm1d, folded into fc2 (%s)" % got)
 
 
 class OneChannel(nn.Module):
