@@ -735,13 +735,14 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
                   std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value,
                   const std::string& also_kept = "") {
   const auto m = static_cast<int64_t>(dead.size());
-  bool any_padding = false, any_gated = false, any_transposed = false;
+  bool any_padding = false, any_gated = false, any_transposed = false, any_scaled = false;
   for (const Reader& r : readers) {
     any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
     any_gated |= g.node(r.node).op == OpType::SluiceGatedConv;
     // A ConvTranspose spreads a constant input unevenly (windows overlap by the stride, fewer
     // reach the border): only a 0 can go.
     any_transposed |= g.node(r.node).op == OpType::ConvTranspose;
+    for (const Step& st : r.chain) any_scaled |= st.scale_conv >= 0;  // behind an SE: only a 0 stays constant
   }
   value.assign(static_cast<size_t>(m), 0.f);
   remove.assign(static_cast<size_t>(m), false);
@@ -769,10 +770,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
         first = false;
       }
       value[static_cast<size_t>(o)] = readers.empty() ? 0.f : seen;
-      bool scaled = false;  // behind a squeeze-and-excitation scale: only a 0 stays a constant
-      for (const Reader& r : readers)
-        for (const Step& st : r.chain) scaled |= st.scale_conv >= 0;
-      if (!finite && scaled && std::isfinite(v)) {
+      if (!finite && any_scaled && std::isfinite(v)) {
         ++kept_scaled;
       } else if (!finite) {  // inf or NaN everywhere: folding it into a bias would not be exact
         ++kept_nonfinite;
