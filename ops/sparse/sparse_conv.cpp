@@ -266,7 +266,7 @@ class SparseConv final : public SparseConvBase {
   // Split: dst[0 .. kTaskPx) (+)= the segment's sums, from the class runs bounds[0 .. classes_]
   // (2 or 3). Class b sums x at offset off (aligned) into acc[b], whose lane j then holds the
   // sum for output pixel j - b: acc[b] takes one vector more than the block, and the classes
-  // are added once at the end, through unaligned reads of a small buffer. A whole task (two
+  // are added once at the end, each shifted by b lanes in registers. A whole task (two
   // 64-pixel blocks) always: a map's last, odd block computes a block past it, in the planes'
   // slack (scratch_bytes), and store_block drops it.
   void accumulate_classes(const float* base, const int64_t* bounds, float* dst, bool add) const {
@@ -294,20 +294,21 @@ class SparseConv final : public SparseConvBase {
         fma_run<V + 1>(acc[b], xp, w);
       }
     }
-    alignas(64) float shifted[kMaxClasses - 1][(V + 1) * kVec];
-#pragma GCC unroll 4
-    for (int b = 1; b < kMaxClasses; ++b)
-#pragma GCC unroll 16
-      for (int v = 0; v <= V; ++v) *reinterpret_cast<vf*>(shifted[b - 1] + v * kVec) = acc[b][v];
+    // Class b's sums, b lanes on: lanes b .. 15 of one vector and 0 .. b - 1 of the next, put
+    // together in registers (through a buffer, each unaligned read of two stored vectors could
+    // not be forwarded from the stores: a fifth of the split variant's time went there).
+    static_assert(kMaxClasses == 3 && kVec == 16, "lanes_on: shifts of 1 or 2 lanes of 16");
+    auto lanes_on = [](vf lo, vf hi, int b) __attribute__((always_inline)) {
+      const __m512i l = reinterpret_cast<__m512i>(lo), h = reinterpret_cast<__m512i>(hi);
+      // (the masked form with every lane set: the plain one has GCC 12 warn of an undefined source)
+      return reinterpret_cast<vf>(b == 1 ? _mm512_mask_alignr_epi32(l, 0xffff, h, l, 1)
+                                         : _mm512_mask_alignr_epi32(l, 0xffff, h, l, 2));
+    };
 #pragma GCC unroll 16
     for (int v = 0; v < V; ++v) {
       vf sum = acc[0][v];
 #pragma GCC unroll 4
-      for (int b = 1; b < kMaxClasses; ++b) {
-        vf part;
-        std::memcpy(&part, shifted[b - 1] + v * kVec + b, sizeof part);  // lanes b .. b + 15: unaligned
-        sum += part;
-      }
+      for (int b = 1; b < kMaxClasses; ++b) sum += lanes_on(acc[b][v], acc[b][v + 1], b);
       vf* d = reinterpret_cast<vf*>(dst + v * kVec);
       *d = add ? *d + sum : sum;
     }
