@@ -1,6 +1,7 @@
 #include "ops/kernel.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace sluice::ops {
 
@@ -142,6 +143,15 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
 }
 
 }  // namespace
+
+bool all_finite(const Tensor& t) {
+  if (t.dtype() != DType::Float32) return true;
+  const float* p = t.data<float>();
+  const int64_t n = t.numel();
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);  // no early exit: vectorised
+  return ok;
+}
 
 std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n, size_t input, int64_t size,
                                      int64_t padded) {

@@ -76,6 +76,13 @@ int64_t static_macs(const graph::Graph& g, const graph::Node& n);
 std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n, size_t input, int64_t size,
                                      int64_t padded = -1);
 
+// Whether every value of a float constant is finite. The kernels that pad a copy of their
+// input with zeros (the direct planar conv, the sparse convs, the gated conv's direct and
+// input-list kernels) multiply every weight by that padding: an inf or NaN weight would give
+// NaN at the borders, where oneDNN and ONNX Runtime skip the padded taps. They leave such
+// weights to oneDNN.
+bool all_finite(const Tensor& t);
+
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);

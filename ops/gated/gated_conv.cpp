@@ -219,8 +219,8 @@ class GatedConv final : public Kernel {
     // them for oneDNN per input can cost as much as the conv (make_gated_conv measures).
     const auto& cp = p_.conv;
     ds_ = {c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0]};
-    direct_ = path == SmallMapPath::Direct && direct_applies(n);
-    if (path == SmallMapPath::InputList && input_list_applies(n))
+    direct_ = path == SmallMapPath::Direct && direct_applies(g, n);
+    if (path == SmallMapPath::InputList && input_list_applies(g, n))
       input_list_ = std::make_unique<gated::InputListConv>(
           gated::InputListShape{c_, m_, h_, w_, kh_, kw_, oh_, ow_, cp.pads[0], cp.pads[1], cp.strides[0],
                                 cp.strides[1], cp.dilations[0], cp.dilations[1]},
@@ -236,20 +236,21 @@ class GatedConv final : public Kernel {
   }
 
   // gated::InputListConv can compute this node: no gate of its own (every output computed),
-  // gating on, at most 64 taps.
-  static bool input_list_applies(const graph::Node& n) {
+  // gating on, at most 64 taps, finite weights (it pads with zeros: ops::all_finite).
+  static bool input_list_applies(const graph::Graph& g, const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
     return p.form == graph::GateForm::All && p.gating && n.layout == graph::Layout::NHWC &&
-           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= gated::InputListConv::kMaxTaps;
+           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= gated::InputListConv::kMaxTaps &&
+           all_finite(g.value(n.inputs[1]).constant);
   }
 
   // The direct kernel can compute this node's compact problem (its strides, dilations and
-  // kernel size; make_gated_conv decides by the map's size and by measurement).
-  static bool direct_applies(const graph::Node& n) {
+  // kernel size, finite weights; make_gated_conv decides by the map's size and by measurement).
+  static bool direct_applies(const graph::Graph& g, const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
     return p.gating && n.layout == graph::Layout::NHWC &&
            gated::direct_conv_supported(p.conv.strides.data(), p.conv.dilations.data()) &&
-           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64;
+           p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64 && all_finite(g.value(n.inputs[1]).constant);
   }
 
   std::string name() const override {
@@ -804,7 +805,7 @@ ChannelActivity typical_input_activity(const graph::Graph& g, const graph::Node&
 }  // namespace
 
 std::unique_ptr<Kernel> make_gated_conv_direct(const graph::Graph& g, const graph::Node& n) {
-  if (!GatedConv::direct_applies(n)) return nullptr;
+  if (!GatedConv::direct_applies(g, n)) return nullptr;
   return std::make_unique<GatedConv>(g, n, SmallMapPath::Direct);
 }
 
@@ -820,7 +821,7 @@ std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const gra
 }
 
 std::unique_ptr<Kernel> make_gated_conv_input_list(const graph::Graph& g, const graph::Node& n) {
-  if (!GatedConv::input_list_applies(n)) return nullptr;
+  if (!GatedConv::input_list_applies(g, n)) return nullptr;
   return std::make_unique<GatedConv>(g, n, SmallMapPath::InputList);
 }
 

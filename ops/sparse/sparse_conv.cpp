@@ -589,6 +589,8 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4) return no("run-time or non-float weights");
   if (w.shape[2] * w.shape[3] > 64) return no("kernel larger than 64 taps");
   if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue && !g.value(n.inputs[2]).is_constant()) return no("run-time bias");
+  // The planar copy's zero padding times an inf weight is NaN, where the dense kernels skip it.
+  if (!all_finite(w.constant)) return no("inf or NaN weights");
   const planar::Geometry geo = conv_geometry(g, n);
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
   if (variant == SparseVariant::Gather) {

@@ -4,6 +4,9 @@ and by ONNX Runtime on the same file: outputs equal, with the sparse kernel forc
 eligible conv (`--sparse always`) and with the measured choice (`--sparse auto`); executed MACs
 equal the count from the file itself (non-zero weights x output pixels for every group-1 conv and
 the non-zeros of the Gemm, dense MACs for the depthwise convs); `inspect` names the kernel chosen per conv.
+A weight of inf or NaN in a padded conv (sparse, and thin where the direct kernel would run): the
+kernels that pad a copy of the input with zeros are not used there (inf x 0 = NaN at the borders,
+where ORT skips the padded taps), so the answer is ORT's whatever the options.
 
     .venv/bin/python tests/e2e/test_sparse_models.py --sluice build/sluice --work-dir build/e2e_sparse
 """
@@ -18,7 +21,7 @@ import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_util import check, finish, parse_args, run_sluice  # noqa: E402
+from e2e_util import check, finish, parse_args, run_sluice, run_vs_ort  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,8 +61,56 @@ def expected_macs(path):
     return dense, executed, dead_filters
 
 
+def nonfinite_weights_case(a):
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+
+    def conv_model(name, convs, size):
+        """x -> Conv (pads 1, 3x3) -> ... with the given weights; returns the file's path."""
+        nodes, inits, prev = [], [], "image"
+        for i, w in enumerate(convs):
+            out = "logits" if i == len(convs) - 1 else "h%d" % i
+            nodes.append(helper.make_node("Conv", [prev, "w%d" % i], [out], pads=[1, 1, 1, 1]))
+            inits.append(numpy_helper.from_array(w, "w%d" % i))
+            prev = out
+        c = convs[0].shape[1]
+        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, c, size, size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, name + ".onnx")
+        onnx.save(m, path)
+        return path
+
+    def weights(m, c, zeros):
+        w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+        w[rng.random(w.shape) < zeros] = 0
+        return w
+
+    cases = []
+    for bad in (np.inf, np.nan):
+        w = weights(16, 16, 0.9)
+        w[2, 3, 0, 0] = bad  # a corner tap: on the border rows it meets the padding
+        cases.append(("sparse_" + str(bad), conv_model("nonfinite_sparse_%s" % bad, [w], 6), 16, 6))
+        w2 = weights(20, 20, 0.0)
+        w2[5, 7, 2, 2] = bad
+        cases.append(("thin_" + str(bad), conv_model("nonfinite_thin_%s" % bad, [weights(20, 3, 0.0), w2], 24), 3, 24))
+    for tag, path, c, size in cases:
+        x = rng.standard_normal((1, c, size, size)).astype(np.float32)
+        for opts in (("--sparse", "always"), ("--sparse", "auto"), ("--sparse", "off"), ("--planes", "nhwc")):
+            for t in ("1", "2"):
+                run_vs_ort(a, path, x, "nonfinite_%s_%s_t%s" % (tag, opts[1], t), *opts, "-t", t)
+        if tag.startswith("sparse"):
+            insp = json.loads(run_sluice(a, "inspect", path, "--json", "--sparse", "always").stdout)
+            kernel = [n for n in insp["nodes"] if n["op"] == "Conv"][0]["kernel"]
+            check("inf or NaN weights" in kernel, "%s: inspect says why the sparse kernel is not used: %s" % (tag, kernel))
+    print("non-finite weights: %d models, each with 4 option sets on 1 and 2 threads, equal to ORT" % len(cases))
+
+
 def main():
     a = parse_args(__doc__)
+    nonfinite_weights_case(a)
     paths = []
     # random-weight MobileNetV2 loses its signal when pruned harder (a constant output)
     for models, sparsity in (("resnet18", "0.5,0.9"), ("mobilenet_v2", "0.5")):

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include "runtime/plan.h"
@@ -839,6 +840,30 @@ TEST(GatedInput, PlainConvBehindAGateReadsOnlyTheActiveChannels) {
       EXPECT_EQ(smp.active_out_channels, m2) << what;
       EXPECT_EQ(smp.executed_macs, m2 * gc.k * 9 * gc.hw * gc.hw) << what;
     }
+  }
+}
+
+// A weight of inf or NaN: the gated conv's direct and input-list kernels, which pad a copy of
+// the input with zeros (inf x 0 = NaN at the borders, where oneDNN skips the padded taps), do
+// not take the node; oneDNN on the gathered weights still does. Finite weights: both apply.
+TEST(GatedInput, NonFiniteWeightsStayOnOneDnn) {
+  GateCase gc;
+  gc.c = 20, gc.m = 24, gc.hw = 11, gc.k = 9;
+  Model m = plain_after_gate_model(gc, PlainAfterGate{});
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  const graph::Node* node = plain_node(plan);
+  ASSERT_NE(node, nullptr);
+  ASSERT_EQ(node->op, graph::OpType::SluiceGatedConv);
+  const graph::Graph& g = plan.graph();
+  ASSERT_NE(ops::make_gated_conv_input_list(g, *node), nullptr);
+  ASSERT_NE(ops::make_gated_conv_direct(g, *node), nullptr);
+  for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    graph::Graph gg = g;
+    const graph::Node& nn = gg.node(static_cast<graph::NodeId>(node - g.nodes.data()));
+    gg.value(nn.inputs[1]).constant.data<float>()[7] = bad;
+    EXPECT_EQ(ops::make_gated_conv_input_list(gg, nn), nullptr) << bad;
+    EXPECT_EQ(ops::make_gated_conv_direct(gg, nn), nullptr) << bad;
+    EXPECT_NE(ops::make_gated_conv_onednn(gg, nn), nullptr) << bad;
   }
 }
 

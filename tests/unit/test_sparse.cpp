@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <ostream>
 #include <random>
 
@@ -238,6 +239,29 @@ TEST(SparseConvVariants, InPlaceResidualMatchesOneDnn) {
       ASSERT_NE(dense, nullptr);
       EXPECT_LT(max_kernel_diff(*sparse, *dense, g, conv, 5), 1e-3) << c.c << "->" << c.m << " h" << c.h;
     });
+}
+
+// A weight of inf or NaN: the kernels that pad a copy of the input with zeros (every sparse
+// variant, the direct planar conv) do not take the conv, and say why; finite: they do.
+TEST(SparseConvVariants, NonFiniteWeightsAreNotTaken) {
+  on_planned_conv({1, 20, 14, 14, 20, 3, 1, 1, 0.9, false}, [&](const graph::Graph& g, const graph::Node& conv) {
+    ASSERT_NE(ops::make_sparse_conv(g, conv, ops::SparseVariant::Plain), nullptr);
+    ASSERT_NE(ops::make_direct_conv(g, conv), nullptr);
+    for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN()}) {
+      graph::Graph gg = g;
+      const graph::Node& nn = gg.node(static_cast<graph::NodeId>(&conv - g.nodes.data()));
+      gg.value(nn.inputs[1]).constant.data<float>()[0] = bad;
+      for (ops::SparseVariant v : {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split,
+                                   ops::SparseVariant::Gather}) {
+        std::string why;
+        EXPECT_EQ(ops::make_sparse_conv(gg, nn, v, &why), nullptr) << bad;
+        EXPECT_EQ(why, "inf or NaN weights") << bad;
+      }
+      EXPECT_EQ(ops::make_direct_conv(gg, nn), nullptr) << bad;
+      EXPECT_FALSE(ops::all_finite(gg.value(nn.inputs[1]).constant));
+    }
+  });
 }
 
 TEST(SparseConvVariants, AlignedEqualsPlain) {
