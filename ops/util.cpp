@@ -72,6 +72,12 @@ std::vector<int64_t> ints_of(DType dt, const void* data, int64_t n) {
 }
 }  // namespace
 
+std::string ints_str(const std::vector<int64_t>& v) {
+  std::string r = "[";
+  for (size_t i = 0; i < v.size(); ++i) r += (i ? ", " : "") + std::to_string(v[i]);
+  return r + "]";
+}
+
 std::vector<int64_t> to_int64_vector(const Tensor& t) { return ints_of<Tensor>(t.dtype(), t.raw(), t.numel()); }
 std::vector<int64_t> to_int64_vector(const TensorView& t) { return ints_of<TensorView>(t.dtype, t.data, t.numel()); }
 

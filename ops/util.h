@@ -24,6 +24,11 @@ int64_t checked_numel(InferContext& ctx, const Shape& s);
 std::vector<int64_t> strides_of(const Shape& shape);
 std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
+// An attribute's or an input's integer values as "[a, b, c]", negatives as they are (shape_str
+// prints a negative dimension as "?", the notation of a dynamic one: wrong for pads, axes,
+// perms or a Reshape target's -1).
+std::string ints_str(const std::vector<int64_t>& v);
+
 // Reads an integer tensor (int64 or int32) into int64 values.
 std::vector<int64_t> to_int64_vector(const Tensor& t);
 std::vector<int64_t> to_int64_vector(const TensorView& t);

@@ -19,7 +19,7 @@ void infer_Conv(InferContext& ctx) {
   const int64_t c = x.shape[1], m = w.shape[0];
   if (p.kernel_shape.empty()) p.kernel_shape = {w.shape[2], w.shape[3]};
   if (p.kernel_shape[0] != w.shape[2] || p.kernel_shape[1] != w.shape[3])
-    ctx.fail("kernel_shape " + shape_str(p.kernel_shape) + " does not match weight shape " + shape_str(w.shape));
+    ctx.fail("kernel_shape " + ints_str(p.kernel_shape) + " does not match weight shape " + shape_str(w.shape));
   if (c % p.group != 0 || m % p.group != 0 || w.shape[1] * p.group != c)
     ctx.fail("weight shape " + shape_str(w.shape) + " does not fit input channels " + std::to_string(c) +
              " with group " + std::to_string(p.group) + " (expected [M, C/group, kh, kw] with M divisible by group)");

@@ -26,13 +26,13 @@ void infer_ConvTranspose(InferContext& ctx) {
   const int64_t m = w.shape[1] * p.group;
   if (p.kernel_shape.empty()) p.kernel_shape.assign(w.shape.begin() + 2, w.shape.end());
   if (p.kernel_shape != Shape(w.shape.begin() + 2, w.shape.end()))
-    ctx.fail("kernel_shape " + shape_str(p.kernel_shape) + " does not match the weight's " + shape_str(w.shape));
+    ctx.fail("kernel_shape " + ints_str(p.kernel_shape) + " does not match the weight's " + shape_str(w.shape));
   // Attributes left at their defaults were parsed for 2 spatial axes: size them to this input.
   auto fit = [&](std::vector<int64_t>& v, size_t n, int64_t dflt, const char* name) {
     if (v.empty() || (v.size() != n && std::all_of(v.begin(), v.end(), [&](int64_t e) { return e == dflt; })))
       v.assign(n, dflt);
     if (v.size() != n)
-      ctx.fail(std::string("attribute '") + name + "' " + shape_str(v) + " must have " + std::to_string(n) + " entries");
+      ctx.fail(std::string("attribute '") + name + "' " + ints_str(v) + " must have " + std::to_string(n) + " entries");
   };
   fit(p.strides, sr, 1, "strides");
   fit(p.dilations, sr, 1, "dilations");
@@ -41,7 +41,7 @@ void infer_ConvTranspose(InferContext& ctx) {
   for (size_t i = 0; i < sr; ++i) {
     if (p.strides[i] < 1 || p.dilations[i] < 1) ctx.fail("strides and dilations must be >= 1");
     if (p.output_padding[i] < 0 || p.output_padding[i] >= std::max(p.strides[i], p.dilations[i]))
-      ctx.fail("output_padding " + shape_str(p.output_padding) + " must be >= 0 and less than the stride or the dilation");
+      ctx.fail("output_padding " + ints_str(p.output_padding) + " must be >= 0 and less than the stride or the dilation");
   }
   if (ctx.has_input(2)) {
     ctx.expect_input(2, DType::Float32, 1);
@@ -60,8 +60,8 @@ void infer_ConvTranspose(InferContext& ctx) {
     if (__builtin_mul_overflow(p.kernel_shape[i] - 1, p.dilations[i], &k) || __builtin_add_overflow(k, 1, &k) ||
         __builtin_mul_overflow(p.strides[i], std::max<int64_t>(in - 1, 0), &step) ||
         __builtin_add_overflow(step, p.output_padding[i] + k, &full) || full > (int64_t{1} << 40))
-      ctx.fail("the output along spatial axis " + std::to_string(i) + " (strides " + shape_str(p.strides) + ", dilations " +
-               shape_str(p.dilations) + ", kernel " + shape_str(p.kernel_shape) + ") is too large");
+      ctx.fail("the output along spatial axis " + std::to_string(i) + " (strides " + ints_str(p.strides) + ", dilations " +
+               ints_str(p.dilations) + ", kernel " + ints_str(p.kernel_shape) + ") is too large");
     if (p.auto_pad == "VALID") p.pads[i] = p.pads[i + sr] = 0;
     int64_t o = full - p.pads[i] - p.pads[i + sr];
     if (!target.empty() || same) {

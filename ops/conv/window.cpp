@@ -1,5 +1,7 @@
 #include "ops/conv/window.h"
 
+#include "ops/util.h"
+
 namespace sluice::ops {
 
 std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spatial, const std::vector<int64_t>& kernel,
@@ -12,7 +14,7 @@ std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spati
   for (size_t i = 0; i < r; ++i) {
     const int64_t in = in_spatial[i], k = (kernel[i] - 1) * dilations[i] + 1, s = strides[i];
     if (s <= 0 || dilations[i] <= 0) ctx.fail("strides and dilations must be positive");
-    if (pads[i] < 0 || pads[i + r] < 0) ctx.fail("negative pads are not allowed: " + shape_str(pads));
+    if (pads[i] < 0 || pads[i + r] < 0) ctx.fail("negative pads are not allowed: " + ints_str(pads));
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       int64_t o = (in + s - 1) / s;
       int64_t total = std::max<int64_t>(0, (o - 1) * s + k - in);

@@ -161,7 +161,7 @@ void infer_Pad(InferContext& ctx) {
   Shape out = x.shape;
   for (size_t i = 0; i < rank; ++i) {
     out[i] = x.shape[i] + pads[i] + pads[i + rank];
-    if (out[i] < 0) ctx.fail("pads " + shape_str(pads) + " crop more than the input " + shape_str(x.shape) + " has");
+    if (out[i] < 0) ctx.fail("pads " + ints_str(pads) + " crop more than the input " + shape_str(x.shape) + " has");
     if (mode != "constant" && x.shape[i] == 0 && out[i] > 0) ctx.fail("cannot " + mode + "-pad an empty dimension");
     if (mode == "reflect" && (pads[i] >= x.shape[i] || pads[i + rank] >= x.shape[i]) && (pads[i] > 0 || pads[i + rank] > 0))
       ctx.fail("reflect pads must be smaller than the dimension they pad");

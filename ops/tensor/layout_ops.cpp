@@ -14,12 +14,12 @@ void infer_Transpose(InferContext& ctx) {
     p.perm.resize(rank);
     std::iota(p.perm.rbegin(), p.perm.rend(), 0);
   }
-  if (p.perm.size() != rank) ctx.fail("perm " + shape_str(p.perm) + " does not match rank " + std::to_string(rank));
+  if (p.perm.size() != rank) ctx.fail("perm " + ints_str(p.perm) + " does not match rank " + std::to_string(rank));
   std::vector<bool> seen(rank, false);
   Shape out;
   for (int64_t a : p.perm) {
     if (a < 0 || a >= static_cast<int64_t>(rank) || seen[static_cast<size_t>(a)])
-      ctx.fail("perm " + shape_str(p.perm) + " is not a permutation of 0.." + std::to_string(rank - 1));
+      ctx.fail("perm " + ints_str(p.perm) + " is not a permutation of 0.." + std::to_string(rank - 1));
     seen[static_cast<size_t>(a)] = true;
     out.push_back(x.shape[static_cast<size_t>(a)]);
   }
@@ -110,7 +110,7 @@ void infer_Split(InferContext& ctx) {
     if (s < 0) ctx.fail("split sizes must be >= 0");
     sum += s;
   }
-  if (sum != len) ctx.fail("split sizes " + shape_str(split) + " do not add up to the axis size " + std::to_string(len));
+  if (sum != len) ctx.fail("split sizes " + ints_str(split) + " do not add up to the axis size " + std::to_string(len));
   p.split = split;
   for (int64_t i = 0; i < parts; ++i) {
     Shape s = x.shape;
@@ -152,11 +152,11 @@ void infer_Tile(InferContext& ctx) {
   const auto& x = ctx.in(0);
   const auto reps = ctx.require_ints(1, "repeats");
   if (reps.size() != x.shape.size())
-    ctx.fail("repeats " + shape_str(reps) + " must have one entry per input dimension (input shape " + shape_str(x.shape) + ")");
+    ctx.fail("repeats " + ints_str(reps) + " must have one entry per input dimension (input shape " + shape_str(x.shape) + ")");
   Shape out = x.shape;
   for (size_t d = 0; d < out.size(); ++d) {
-    if (reps[d] < 0) ctx.fail("repeats " + shape_str(reps) + " has a negative entry");
-    if (out[d] > 0 && reps[d] > INT64_MAX / out[d]) ctx.fail("repeats " + shape_str(reps) + " overflow the output size");
+    if (reps[d] < 0) ctx.fail("repeats " + ints_str(reps) + " has a negative entry");
+    if (out[d] > 0 && reps[d] > INT64_MAX / out[d]) ctx.fail("repeats " + ints_str(reps) + " overflow the output size");
     out[d] *= reps[d];
   }
   checked_numel(ctx, out);

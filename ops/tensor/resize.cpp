@@ -68,7 +68,7 @@ void infer_resize(InferContext& ctx) {
   for (auto& a : axes) a = normalize_axis(ctx, a, rank);
   for (size_t i = 0; i < axes.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (axes[i] == axes[j]) ctx.fail("axes " + shape_str(p.axes) + " name axis " + std::to_string(axes[i]) + " twice");
+      if (axes[i] == axes[j]) ctx.fail("axes " + ints_str(p.axes) + " name axis " + std::to_string(axes[i]) + " twice");
   const size_t n = scales.empty() ? sizes.size() : scales.size();
   if (n != axes.size())
     ctx.fail(std::string(scales.empty() ? "sizes" : "scales") + " has " + std::to_string(n) + " entries for " +

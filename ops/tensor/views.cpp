@@ -36,15 +36,15 @@ void infer_Reshape(InferContext& ctx) {
   for (size_t i = 0; i < target.size(); ++i) {
     int64_t& d = target[i];
     if (d == 0 && !allowzero) {
-      if (i >= x.shape.size()) ctx.fail("shape " + shape_str(target) + ": 0 at position " + std::to_string(i) + " has no input dim to copy");
+      if (i >= x.shape.size()) ctx.fail("shape " + ints_str(target) + ": 0 at position " + std::to_string(i) + " has no input dim to copy");
       d = x.shape[i];
     }
     if (d == -1) {
-      if (infer_at >= 0) ctx.fail("shape " + shape_str(target) + " has more than one -1");
+      if (infer_at >= 0) ctx.fail("shape " + ints_str(target) + " has more than one -1");
       infer_at = static_cast<int64_t>(i);
       continue;
     }
-    if (d < 0) ctx.fail("shape " + shape_str(target) + " has a negative dimension");
+    if (d < 0) ctx.fail("shape " + ints_str(target) + " has a negative dimension");
     checked_numel(ctx, {known, d});
     known *= d;
   }

@@ -282,6 +282,21 @@ TEST(BadGraph, NegativePads) {
   expect_error([&] { Session(b.load()); }, {"padded", "pads"});
 }
 
+// Lists of values print negatives as they are ("?" is the notation of a dynamic dimension):
+// a Pad that crops more than the input has, a Reshape target with two -1.
+TEST(BadGraph, NegativeValuesInMessagesAsWritten) {
+  OnnxBuilder b;
+  b.input("x", {1, 2, 3, 3}).init_i64("pads", {8}, {0, 0, 0, -4, 0, 0, 0, 0});
+  b.node("Pad", {"x", "pads"}, {"y"}, "overcrop");
+  b.output("y");
+  expect_error([&] { Session(b.load()); }, {"overcrop", "pads [0, 0, 0, -4, 0, 0, 0, 0] crop more than the input [1, 2, 3, 3]"});
+  OnnxBuilder r;
+  r.input("x", {2, 6}).init_i64("shape", {2}, {-1, -1});
+  r.node("Reshape", {"x", "shape"}, {"y"}, "twice");
+  r.output("y");
+  expect_error([&] { Session(r.load()); }, {"twice", "shape [-1, -1] has more than one -1"});
+}
+
 TEST(BadGraph, OpsetTooNew) {
   OnnxBuilder b(22);
   b.input("x", {1, 4});
