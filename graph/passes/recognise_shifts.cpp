@@ -290,19 +290,27 @@ std::optional<Tensor> evaluate(const Graph& g, const std::vector<NodeId>& region
 }
 
 // y (from labels sign * (i + 1) of x's elements) as a shift of x: every output channel one input
-// channel translated, zero outside. Appends to sp; false if y is anything else.
+// channel translated, zero outside. A channel of zeros (a slice assignment that leaves it as
+// the zeros it started from) is channel 0 translated by the map's height: every read falls
+// outside, which every shift kernel and the fused 1x1 conv give as 0. Appends to sp; false if
+// y is anything else, or every channel is zero (nothing of x is read).
 bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams& sp) {
   const int64_t n = xs[0], cx = xs[1], h = xs[2], w = xs[3], cy = y.shape()[1];
   const float* Y = y.data<float>();
   const auto label = [&](int64_t b, int64_t c, int64_t i, int64_t j) { return sign * static_cast<float>(((b * cx + c) * h + i) * w + j + 1); };
+  bool reads_x = false;
   for (int64_t o = 0; o < cy; ++o) {
     const float* ch = Y + o * h * w;  // batch 0
     int64_t at = 0;
     while (at < h * w && ch[at] == 0.f) ++at;
-    if (at == h * w) return false;  // a channel of zeros (or one that reads nothing of x)
-    const float v = ch[at] * sign;
-    if (!(v >= 1.f) || v > static_cast<float>(cx * h * w) || v != std::floor(v)) return false;
-    const int64_t src = static_cast<int64_t>(v) - 1, c = src / (h * w), dy = src % (h * w) / w - at / w, dx = src % w - at % w;
+    int64_t c = 0, dy = h, dx = 0;  // a channel of zeros (checked on every sample below)
+    if (at < h * w) {
+      const float v = ch[at] * sign;
+      if (!(v >= 1.f) || v > static_cast<float>(cx * h * w) || v != std::floor(v)) return false;
+      const int64_t src = static_cast<int64_t>(v) - 1;
+      c = src / (h * w), dy = src % (h * w) / w - at / w, dx = src % w - at % w;
+      reads_x = true;
+    }
     for (int64_t b = 0; b < n; ++b)
       for (int64_t i = 0; i < h; ++i)
         for (int64_t j = 0; j < w; ++j) {
@@ -318,7 +326,7 @@ bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams&
       return false;
     }
   }
-  return true;
+  return reads_x;
 }
 
 // concat_bounds: Concats bound regions (read as sources, and a value a Concat reads ends one),

@@ -137,16 +137,19 @@ class SliceAssign(nn.Module):
     indices come from Shape/Expand/Where arithmetic). base "zeros" is the shift; "clone" (x
     itself underneath: the edge keeps x unmoved) and "ones" are look-alikes. per_channel
     assigns channel by channel with an integer index (out[:, c, ...] = x[:, c, ...]: Gather
-    and Reshape around the ScatterND)."""
+    and Reshape around the ScatterND). skip: a channel pair left unassigned (zeros: still a
+    shift, those channels read nothing)."""
 
-    def __init__(self, base="zeros", per_channel=False):
+    def __init__(self, base="zeros", per_channel=False, skip=None):
         super().__init__()
-        self.base, self.per_channel = base, per_channel
+        self.base, self.per_channel, self.skip = base, per_channel, skip
 
     def forward(self, x):
         out = {"zeros": torch.zeros_like, "ones": torch.ones_like, "clone": torch.clone}[self.base](x)
         h, w = x.shape[2], x.shape[3]
         for i, (dy, dx) in enumerate(OFFSETS):
+            if i == self.skip:
+                continue
             (yd, ys), (xd, xs) = _rows(dy, h), _rows(dx, w)
             if self.per_channel:
                 for c in (2 * i, 2 * i + 1):
@@ -268,6 +271,7 @@ def main():
              ("pad_crop_shift", PadCrop("shift"), 1),
              ("cat_zeros_shift", CatZeros(), 1),
              ("slice_assign", SliceAssign(), 1), ("slice_assign_per_channel", SliceAssign(per_channel=True), 1),
+             ("slice_assign_zero_pair", SliceAssign(skip=2), 1), ("slice_assign_zero_centre", SliceAssign(skip=0), 1),
              ("roll_mul_mask", RollMasked("mul"), 1),
              ("roll_where_mask", RollMasked("where"), 1), ("roll_assign_zero", RollMasked("assign"), 1),
              # look-alikes
