@@ -79,8 +79,9 @@ std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n
 // Whether every value of a float constant is finite. The kernels that pad a copy of their
 // input with zeros (the direct planar conv, the sparse convs, the gated conv's direct and
 // input-list kernels) multiply every weight by that padding: an inf or NaN weight would give
-// NaN at the borders, where oneDNN and ONNX Runtime skip the padded taps. They leave such
-// weights to oneDNN.
+// NaN at the borders, where oneDNN (and ONNX Runtime's default optimised convs) skip the
+// padded taps. They leave such weights to oneDNN, so one file gives one answer whichever kernel
+// the timing would have picked.
 bool all_finite(const Tensor& t);
 
 // Factories of the fast kernels (each in its op's folder). They return nullptr when

@@ -29,7 +29,7 @@ int64_t checked_numel(InferContext& ctx, const Shape& s) {
   constexpr int64_t kMax = int64_t{1} << 40;
   int64_t n = 1;
   for (int64_t d : s) {
-    if (d < 0) ctx.fail("shape " + shape_str(s) + " has a negative dimension");
+    if (d < 0) ctx.fail("shape " + ints_str(s) + " has a negative dimension");
     if (d != 0 && n > kMax / d)
       ctx.fail("shape " + shape_str(s) + " is too large (more than 2^40 elements); check the model's shape constants");
     n *= d;

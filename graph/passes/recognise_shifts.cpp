@@ -293,12 +293,14 @@ std::optional<Tensor> evaluate(const Graph& g, const std::vector<NodeId>& region
 // channel translated, zero outside. A channel of zeros (a slice assignment that leaves it as
 // the zeros it started from) is channel 0 translated by the map's height: every read falls
 // outside, which every shift kernel and the fused 1x1 conv give as 0. Appends to sp; false if
-// y is anything else, or every channel is zero (nothing of x is read).
+// y is anything else, if every channel is zero (nothing of x is read), or if it has zero
+// channels and moves none of the others: that is a channel mask (x * mask, torch.where(mask,
+// x, 0)), which static pruning reads as dead channels and removes.
 bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams& sp) {
   const int64_t n = xs[0], cx = xs[1], h = xs[2], w = xs[3], cy = y.shape()[1];
   const float* Y = y.data<float>();
   const auto label = [&](int64_t b, int64_t c, int64_t i, int64_t j) { return sign * static_cast<float>(((b * cx + c) * h + i) * w + j + 1); };
-  bool reads_x = false;
+  bool reads_x = false, zeros = false, moves = false;
   for (int64_t o = 0; o < cy; ++o) {
     const float* ch = Y + o * h * w;  // batch 0
     int64_t at = 0;
@@ -310,6 +312,9 @@ bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams&
       const int64_t src = static_cast<int64_t>(v) - 1;
       c = src / (h * w), dy = src % (h * w) / w - at / w, dx = src % w - at % w;
       reads_x = true;
+      moves = moves || dy != 0 || dx != 0;
+    } else {
+      zeros = true;
     }
     for (int64_t b = 0; b < n; ++b)
       for (int64_t i = 0; i < h; ++i)
@@ -326,7 +331,7 @@ bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams&
       return false;
     }
   }
-  return reads_x;
+  return reads_x && (moves || !zeros);
 }
 
 // concat_bounds: Concats bound regions (read as sources, and a value a Concat reads ends one),

@@ -52,7 +52,7 @@ void infer_ConvTranspose(InferContext& ctx) {
   std::vector<int64_t> target = p.output_shape;
   if (target.size() == sr + 2) target.erase(target.begin(), target.begin() + 2);  // given with N and C
   if (!target.empty() && target.size() != sr)
-    ctx.fail("output_shape " + shape_str(p.output_shape) + " must have " + std::to_string(sr) + " spatial entries");
+    ctx.fail("output_shape " + ints_str(p.output_shape) + " must have " + std::to_string(sr) + " spatial entries");
   const bool same = p.auto_pad == "SAME_UPPER" || p.auto_pad == "SAME_LOWER";
   for (size_t i = 0; i < sr; ++i) {
     const int64_t in = x.shape[2 + i];
