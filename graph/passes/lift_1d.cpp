@@ -239,10 +239,14 @@ int sink_squeezes(Graph& g) {
         const Value& out = g.value(n.outputs[0]);
         if (out.shape.size() != 3 || !out.shape_known) continue;
         // Its inputs in 4-D: other Squeezes' inputs, and (the operands of elementwise ops only)
-        // constants of rank <= 3. Per-channel parameters (BN's, Clip's bounds) stay as they are.
+        // constants of rank <= 3 and run-time values of rank 3 (a gate's [N, C, 1] on a Conv1d's
+        // output: an Unsqueeze of axis 2 of their own, so that recognise_gates sees the conv's
+        // output multiplied as a Conv2d's is). Per-channel parameters (BN's, Clip's bounds) stay
+        // as they are.
         const bool elementwise = n.op == OpType::Add || n.op == OpType::Sub || n.op == OpType::Mul ||
                                  n.op == OpType::Div || n.op == OpType::PRelu;
         std::vector<ValueId> ins = n.inputs;
+        std::vector<size_t> unsqueeze;  // operands that get an Unsqueeze
         bool ok = true;
         const size_t data_inputs = n.op == OpType::Concat || elementwise ? ins.size() : 1;
         for (size_t k = 0; k < data_inputs && ok; ++k) {
@@ -254,12 +258,19 @@ int sink_squeezes(Graph& g) {
           } else if (elementwise && g.value(v).is_constant() && g.value(v).shape.size() <= 3) {
             const Value& c = g.value(v);
             ins[k] = c.shape.empty() ? v : add_constant(g, c.name + ":2d", c.constant.reshaped(lifted(c.shape)));
+          } else if (elementwise && g.value(v).shape_known && g.value(v).shape.size() == 3) {
+            unsqueeze.push_back(k);
           } else {
             ok = false;
           }
         }
         if (!ok) continue;
-        if (n.op == OpType::Concat) {
+        for (size_t k : unsqueeze) {  // add_node moves the nodes: `n` is not used below
+          const ValueId v4 = add_like(g, g.value(ins[k]), ":2d", lifted(g.value(ins[k]).shape));
+          add_axis_node(g, OpType::Unsqueeze, g.value(ins[k]).name + ":to_2d", ins[k], v4);
+          ins[k] = v4;
+        }
+        if (g.node(r).op == OpType::Concat) {
           int64_t& axis = g.node(r).p<AxisParams>().axis;
           if (axis < -3 || axis > 2) continue;
           if (axis < 0) axis += 3;
