@@ -75,21 +75,22 @@ class GateMatcher {
     return n;
   }
 
-  // A float tensor filled with `value`: a constant, ConstantOfShape, or an Expand of one.
+  // A float (or double: a gate computed in double) tensor filled with `value`: a constant,
+  // ConstantOfShape, or an Expand of one.
+  static bool all_equal(const Tensor& t, float value) {
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (t.dtype() == DType::Float32 ? t.data<float>()[i] != value : t.data<double>()[i] != value) return false;
+    return true;
+  }
   bool is_fill(ValueId v, float value) const {
     if (v == kNoValue) return false;
     const Value& val = g_.value(v);
-    if (val.is_constant()) {
-      if (val.dtype != DType::Float32) return false;
-      const float* p = val.constant.data<float>();
-      for (int64_t i = 0; i < val.constant.numel(); ++i)
-        if (p[i] != value) return false;
-      return true;
-    }
+    if (val.is_constant())
+      return (val.dtype == DType::Float32 || val.dtype == DType::Float64) && all_equal(val.constant, value);
     if (const Node* c = prod(v, OpType::ConstantOfShape)) {
       const Tensor& t = c->p<ConstantParams>().value;
       if (t.empty()) return value == 0.f;  // the default value is a float 0
-      return t.dtype() == DType::Float32 && t.numel() == 1 && t.data<float>()[0] == value;
+      return (t.dtype() == DType::Float32 || t.dtype() == DType::Float64) && t.numel() == 1 && all_equal(t, value);
     }
     if (const Node* e = prod(v, OpType::Expand)) return is_fill(e->inputs[0], value);
     return false;
@@ -263,7 +264,22 @@ class GateMatcher {
                  "of the smallest, zeros)"};
   }
 
+  // The selection, also computed in double (g.double().topk(k), scattered into zeros, then
+  // .float()): float -> double -> float is exact, and TopK and the comparisons order the
+  // widened values as they order the floats.
   Selection selection(ValueId pi, int64_t m) const {
+    const Node* narrow = prod(pi, OpType::Cast);
+    if (!narrow || narrow->p<CastParams>().to != DType::Float32 || g_.value(narrow->inputs[0]).dtype != DType::Float64)
+      return selection_of(pi, m);
+    Selection s = selection_of(narrow->inputs[0], m);
+    const Node* widen = prod(s.g, OpType::Cast);
+    if (!widen || widen->p<CastParams>().to != DType::Float64 || g_.value(widen->inputs[0]).dtype != DType::Float32)
+      throw Reject{"the selection is computed in double on something that is not a float tensor widened"};
+    s.g = widen->inputs[0];
+    return s;
+  }
+
+  Selection selection_of(ValueId pi, int64_t m) const {
     Selection s;
     // zeros.scatter_add(...) exports as zeros + ScatterElements(zeros, ...): an added constant 0
     // of pi's shape changes no value (a -0 becomes +0, which a product does not tell apart).

@@ -313,6 +313,13 @@ def other_form_models(work):
                 pi = g * (g >= torch.sort(g, 1, descending=True).values[:, k - 1:k]).float()
             elif self.form == "gather_where_le":
                 pi = torch.where(g.topk(k, 1).values[:, k - 1].unsqueeze(1) <= g, g, torch.zeros_like(g))
+            elif self.form == "double_scatter":  # the top-k taken in double, cast back
+                gd = g.double()
+                v, i = gd.topk(k, 1)
+                pi = torch.zeros_like(gd).scatter(1, i, v).float()
+            elif self.form == "double_ge":
+                gd = g.double()
+                pi = (gd * (gd >= gd.topk(k, 1).values[:, -1:]).double()).float()
             else:  # min_gt
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
             if self.form == "relu_then_gate":  # the gate after the conv's Relu
@@ -330,7 +337,7 @@ def other_form_models(work):
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                 "repeat", "max_saliency", "l2_saliency"):
+                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
