@@ -112,10 +112,12 @@ class GateMatcher {
     return std::vector<float>(p, p + t.numel());
   }
 
-  // A TopK over axis 1 of a rank-2 value: returns K.
+  // A TopK over axis 1 of a rank-2 value, or of an [N, C, 1, 1] one (a 1x1-conv predictor's
+  // output, ranked as it is): returns K.
   int64_t topk_k(const Node& t) const {
     const Shape& s = g_.value(t.inputs[0]).shape;
-    if (s.size() != 2 || t.p<TopKParams>().axis != 1) throw Reject{"TopK " + t.name + " is not over the channel axis"};
+    const bool nc = s.size() == 2 || (s.size() == 4 && s[2] == 1 && s[3] == 1);
+    if (!nc || t.p<TopKParams>().axis != 1) throw Reject{"TopK " + t.name + " is not over the channel axis"};
     auto k = const_scalar_int(t.inputs[1]);
     if (!k) throw Reject{"TopK " + t.name + " has a K computed at run time"};
     return *k;
@@ -679,7 +681,8 @@ class GateMatcher {
     if (ps.size() != 4 || ps[0] != ys[0] || ps[1] != m || ps[2] != 1 || ps[3] != 1)
       throw Reject{"the multiplier of " + mul.name + " is not one value per (sample, channel)"};
     const ValueId pi = through_views(pi4);
-    if (g_.value(pi).shape != Shape{ys[0], m}) throw Reject{"the channel multiplier is not an [N, C] tensor"};
+    if (g_.value(pi).shape != Shape{ys[0], m} && g_.value(pi).shape != Shape{ys[0], m, 1, 1})
+      throw Reject{"the channel multiplier is not an [N, C] (or [N, C, 1, 1]) tensor"};
     Selection sel = selection(pi, m);
     if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
     Predictor pred = predictor(sel.g, m);

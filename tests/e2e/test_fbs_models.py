@@ -238,7 +238,8 @@ def other_form_models(work):
     the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
     expanded or repeated to the conv's shape by hand; the saliency pooled by the maximum or the
-    L2 norm instead of the mean. Returns the paths;
+    L2 norm instead of the mean; the top-k taken in double and cast back; the 1x1-conv
+    predictor's [N, C, 1, 1] ranked and scattered as it is. Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
@@ -249,7 +250,8 @@ def other_form_models(work):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU())
             self.conv = nn.Conv2d(8, 16, 3, padding=1)
-            self.gate = nn.Conv2d(8, 16, 1) if form in ("conv1x1_predictor", "conv1x1_flatten_relu") else nn.Linear(8, 16)
+            self.gate = (nn.Conv2d(8, 16, 1) if form in ("conv1x1_predictor", "conv1x1_flatten_relu", "conv1x1_topk_nc11")
+                         else nn.Linear(8, 16))
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
             self.fc = nn.Linear(16, 10)
             self.form, self.k = form, k
@@ -258,6 +260,11 @@ def other_form_models(work):
             x = self.stem(x)
             if self.form == "conv1x1_predictor":  # squeeze-and-excitation style: 1x1 conv on [N, C, 1, 1]
                 g = F.relu(self.gate(F.adaptive_avg_pool2d(x, 1))).flatten(1)
+            elif self.form == "conv1x1_topk_nc11":  # the same, ranked and scattered as [N, C, 1, 1]
+                g4 = F.relu(self.gate(F.adaptive_avg_pool2d(x, 1)))
+                v4, i4 = g4.topk(self.k, 1)
+                y = F.relu(self.conv(x) * torch.zeros_like(g4).scatter(1, i4, v4))
+                return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
             elif self.form == "sum_over_hw":
                 g = F.relu(self.gate(x.sum((2, 3)) / (x.shape[2] * x.shape[3])))
             elif self.form == "l1_norm_over_hw":  # mean |x| as an L1 norm (ReduceL1) over H * W
@@ -337,7 +344,7 @@ def other_form_models(work):
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge"):
+                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge", "conv1x1_topk_nc11"):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
