@@ -33,6 +33,17 @@ inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
 // sum) laid over its output as plans may do. Infinity if either output has a NaN (outputs start
 // as NaN, so an output element a kernel never writes counts).
 // in_activity: input 0's channel activity (a gated conv's input), given to both.
+// A copy of g in which input `input` of node n (a constant) has element i set to v. The constant
+// gets a buffer of its own: Tensor copies share their data, and writing through a copied graph
+// would change g's (and the model's) weights too.
+inline graph::Graph with_constant_element(const graph::Graph& g, const graph::Node& n, size_t input, int64_t i, float v) {
+  graph::Graph gg = g;
+  Tensor& t = gg.value(n.inputs[input]).constant;
+  t = Tensor::copy_of(t.dtype(), t.shape(), t.raw());
+  t.data<float>()[i] = v;
+  return gg;
+}
+
 inline double max_kernel_diff(const ops::Kernel& a, const ops::Kernel& b, const graph::Graph& g,
                               const graph::Node& n, uint32_t seed, const ops::ChannelActivity* in_activity = nullptr) {
   double worst = 0;
