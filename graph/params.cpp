@@ -31,4 +31,18 @@ const char* beta_mode_name(BetaMode b) {
   return "?";
 }
 
+const char* saliency_act_name(Saliency::Act a) {
+  switch (a) {
+    case Saliency::Act::Relu: return "relu";
+    case Saliency::Act::Sigmoid: return "sigmoid";
+    case Saliency::Act::LeakyRelu: return "leaky relu";
+    case Saliency::Act::Clip: return "clip";
+    case Saliency::Act::HardSigmoid: return "hard sigmoid";
+    case Saliency::Act::Softplus: return "softplus";
+    case Saliency::Act::Elu: return "elu";
+    case Saliency::Act::Identity: return "no activation";
+  }
+  return "?";
+}
+
 }  // namespace sluice::graph

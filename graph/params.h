@@ -246,13 +246,27 @@ enum class GateForm : uint8_t {
   All,
 };
 enum class BetaMode : uint8_t { None, Masked, Unmasked };
+// The activation of an FBS gate's predictor, g = act(Wg s + bg). Not all are >= 0: a channel is
+// active wherever its pi is not 0, whatever its sign.
+struct Saliency {
+  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Identity } act = Act::Relu;
+  float alpha = 0.f, beta = 0.f;
+  // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
+  bool nonnegative() const {
+    return act == Act::Relu || act == Act::Sigmoid || act == Act::HardSigmoid || act == Act::Softplus ||
+           (act == Act::Clip && alpha >= 0.f);
+  }
+};
+const char* saliency_act_name(Saliency::Act a);
 struct GatedConvParams {
   ConvParams conv;
   GateForm form = GateForm::Winners;
   int64_t k = 0;         // the form's K (see GateForm); the kept count for Winners/Losers
   int64_t k_exported = 0;  // k before a run-time density override
   bool abs_saliency = false;
-  bool sigmoid_saliency = false;  // g = sigmoid(Wg s + bg) instead of relu(...): also > 0 where it selects
+  // g = act(Wg s + bg): the op that computes the saliency from the predictor's output, with its
+  // attributes (LeakyRelu and Elu: alpha; HardSigmoid: alpha, beta; Clip: min, max).
+  Saliency saliency;
   // How s pools each input channel over H x W (of x, or of |x| with abs_saliency): the mean
   // (FBS), the maximum (adaptive_max_pool2d), or the L2 norm (x.norm(2, (2, 3))).
   enum class Pool : uint8_t { Mean, Max, L2 } saliency_pool = Pool::Mean;

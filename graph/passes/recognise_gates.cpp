@@ -413,7 +413,7 @@ class GateMatcher {
   struct Predictor {
     ValueId x = kNoValue;  // what the gate pools
     bool abs = false;
-    bool sigmoid = false;  // g = sigmoid(...), not relu(...)
+    Saliency saliency;  // g = act(...)
     GatedConvParams::Pool pool = GatedConvParams::Pool::Mean;
     std::vector<float> wg, bg;  // [M][C], [M]
     std::string desc;
@@ -491,15 +491,49 @@ class GateMatcher {
     return nullptr;
   }
 
+  // The saliency activation producing v, with its attributes in `a`; null when v is not one.
+  const Node* saliency_act(ValueId v, Saliency& a) const {
+    using Act = Saliency::Act;
+    a = {Saliency::Act::Identity};
+    const NodeId id = g_.value(v).producer;
+    if (id < 0 || g_.node(id).dead) return nullptr;
+    const Node& n = g_.node(id);
+    switch (n.op) {
+      case OpType::Relu: a = {Act::Relu}; return &n;
+      case OpType::Sigmoid: a = {Act::Sigmoid}; return &n;
+      case OpType::LeakyRelu: a = {Act::LeakyRelu, n.p<AlphaBetaParams>().alpha}; return &n;
+      case OpType::HardSigmoid: a = {Act::HardSigmoid, n.p<AlphaBetaParams>().alpha, n.p<AlphaBetaParams>().beta}; return &n;
+      case OpType::Softplus: a = {Act::Softplus}; return &n;
+      case OpType::Elu: a = {Act::Elu, n.p<AlphaBetaParams>().alpha}; return &n;
+      case OpType::Clip: {
+        ClipParams cp = n.p<ClipParams>();
+        for (size_t i = 1; i <= 2 && i < n.inputs.size(); ++i) {
+          if (n.inputs[i] == kNoValue) continue;
+          const Value& b = g_.value(n.inputs[i]);
+          if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != 1)
+            throw Reject{"the saliency's Clip " + n.name + " has bounds that are not constant scalars"};
+          (i == 1 ? cp.min : cp.max) = b.constant.data<float>()[0];
+        }
+        a = {Act::Clip, cp.min, cp.max};
+        return &n;
+      }
+      default: return nullptr;
+    }
+  }
+
   Predictor predictor(ValueId g, int64_t m) const {
-    // g = relu(z) or sigmoid(z): both >= 0, and > 0 wherever a winner's pi matters (a sigmoid
-    // that underflows to 0 gives a winner the suppressed channel's value, as the graph does).
-    const Node* act = prod(through_views(g), OpType::Relu);  // g may be a view of it ([N, M, 1, 1] flattened)
-    if (!act) act = prod(through_views(g), OpType::Sigmoid);
-    if (!act) throw Reject{"the saliency g is not the output of a Relu or a Sigmoid"};
-    ValueId z = act->inputs[0];
+    // g = act(z): FBS's relu, or the sigmoid, leaky relu, relu6 (Clip), hard sigmoid, softplus
+    // or elu of other gating papers, or z itself. g may be a view of it ([N, M, 1, 1] flattened).
+    // A winner whose g is 0 (a dead relu, an underflowed sigmoid) gets the suppressed channel's
+    // value, as the graph gives it; one whose g is negative is active like any other.
     Predictor p;
-    p.sigmoid = act->op == OpType::Sigmoid;
+    ValueId z = through_views(g);
+    if (const Node* act = saliency_act(z, p.saliency)) {
+      z = act->inputs[0];
+      // relu6 as torch exports it at some versions: Clip(Relu(z), 0, 6), which is Clip(z, 0, 6).
+      const Node* relu = prod(z, OpType::Relu);
+      if (relu && p.saliency.act == Saliency::Act::Clip && p.saliency.alpha >= 0.f) z = relu->inputs[0];
+    }
     ValueId f = kNoValue;
     std::vector<float> w;  // as [C][M] or [M][C]
     bool w_is_mc = false;
@@ -558,7 +592,9 @@ class GateMatcher {
         mm_out = add->inputs[1 - bias_side];
       }
       const Node* mm = prod(mm_out, OpType::MatMul);
-      if (!mm) throw Reject{"g is not computed by a Gemm or a MatMul [+ Add]"};
+      if (!mm)
+        throw Reject{"g is not computed by a Gemm, a MatMul [+ Add] or a 1x1 Conv, through one of Relu, Sigmoid, "
+                     "LeakyRelu, Clip, HardSigmoid, Softplus or Elu"};
       const Value& wv = g_.value(mm->inputs[1]);
       if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
         throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};
@@ -686,6 +722,9 @@ class GateMatcher {
     Selection sel = selection(pi, m);
     if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
     Predictor pred = predictor(sel.g, m);
+    if (relu_first && !pred.saliency.nonnegative())
+      throw Reject{std::string("relu(conv) * pi is relu(conv * pi) only where pi >= 0, and this gate's g (") +
+                   saliency_act_name(pred.saliency.act) + ") can be negative"};
     if (pred.x != conv.inputs[0]) throw Reject{"the gate reads a different tensor than the conv's input"};
     mt.fused = {conv_id, mul_id};
     if (relu_first) mt.fused.insert(mt.fused.begin() + 1, first);
@@ -695,7 +734,7 @@ class GateMatcher {
     gp.form = sel.form;
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
-    gp.sigmoid_saliency = pred.sigmoid;
+    gp.saliency = pred.saliency;
     gp.saliency_pool = pred.pool;
     std::vector<float> beta;
     // Optional beta, masked or not (not after a Relu: relu(conv) * pi + beta is no gated conv).
@@ -724,7 +763,8 @@ class GateMatcher {
             if (!beta_like) continue;
             const Node* cast = prod(through_views(bm->inputs[1 - side]), OpType::Cast);
             const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
-            if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1])) {
+            // (pi > 0 is "active" only where pi cannot be negative.)
+            if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1]) && gp.saliency.nonnegative()) {
               gp.beta = BetaMode::Masked;
               beta = floats(bm->inputs[side]);
             }
@@ -747,7 +787,7 @@ class GateMatcher {
     mt.pred = std::move(pred);
     mt.beta = std::move(beta);
     mt.desc = std::string(gate_form_name(gp.form)) + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
-              mt.pred.desc + (gp.sigmoid_saliency ? ", sigmoid g" : "") + ", " +
+              mt.pred.desc + (gp.saliency.act != Saliency::Act::Relu ? std::string(", ") + saliency_act_name(gp.saliency.act) + " g" : "") + ", " +
               beta_mode_name(gp.beta) +
               (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
     return mt;

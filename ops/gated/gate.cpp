@@ -34,8 +34,26 @@ void predict(const Spec& spec, const float* s, float* g) {
     for (int64_t l = 0; l < L; ++l) acc += a0[l];
     for (; i < n; ++i) acc += w[i] * s[i];
     acc += spec.bg[o];
-    g[o] = spec.sigmoid ? 1.f / (1.f + std::exp(-acc)) : acc < 0.f ? 0.f : acc;
+    g[o] = saliency(spec.saliency, acc);
   }
+}
+
+float saliency(const graph::Saliency& a, float x) {
+  using Act = graph::Saliency::Act;
+  switch (a.act) {
+    case Act::Relu: return x < 0.f ? 0.f : x;
+    case Act::Sigmoid: return 1.f / (1.f + std::exp(-x));
+    case Act::LeakyRelu: return x >= 0.f ? x : a.alpha * x;
+    case Act::Clip: return x < a.alpha ? a.alpha : x > a.beta ? a.beta : x;
+    case Act::HardSigmoid: {
+      const float v = a.alpha * x + a.beta;
+      return v < 0.f ? 0.f : v > 1.f ? 1.f : v;
+    }
+    case Act::Softplus: return x > 0.f ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+    case Act::Elu: return x < 0.f ? a.alpha * std::expm1(x) : x;
+    case Act::Identity: return x;
+  }
+  return x;
 }
 
 void select(const Spec& spec, const float* g, float* pi) {

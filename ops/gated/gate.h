@@ -15,10 +15,13 @@ struct Spec {
   const float* bg = nullptr;  // [c_out] (null for GateForm::All)
   graph::GateForm form = graph::GateForm::Winners;
   int64_t k = 0;
-  bool sigmoid = false;  // g = sigmoid(...) instead of relu(...)
+  graph::Saliency saliency;  // g = act(...)
 };
 
-// g = relu(Wg s + bg) (or sigmoid), s of c_in values. GateForm::All: g = 1.
+// The saliency's activation, as the graph's standalone op computes it (a Relu keeps NaN).
+float saliency(const graph::Saliency& a, float x);
+
+// g = act(Wg s + bg), s of c_in values. GateForm::All: g = 1.
 void predict(const Spec& spec, const float* s, float* g);
 
 // pi from g, exactly as the exported ops compute it (ONNX TopK: ties, lower index first).

@@ -82,7 +82,7 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   const float* sum = gp.fused_sum ? in[graph::kGatedSumInput].as<const float>() : nullptr;
   const bool has_gate = gp.form != graph::GateForm::All;
   gate::Spec spec{c, m, has_gate ? in[3].as<const float>() : nullptr, has_gate ? in[4].as<const float>() : nullptr,
-                  gp.form, gp.k, gp.sigmoid_saliency};
+                  gp.form, gp.k, gp.saliency};
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
     const float* X = x.as<const float>() + b * c * hw;
@@ -107,7 +107,7 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
       const float* S = sum ? sum + (b * m + o) * ohw : nullptr;
       const float p = pi[static_cast<size_t>(o)];
       for (int64_t i = 0; i < ohw; ++i) {
-        const float pre = p > 0.f ? gate::pre_active(gp, beta, o, p, R[i]) : gate::pre_suppressed(gp, beta, o);
+        const float pre = p != 0.f ? gate::pre_active(gp, beta, o, p, R[i]) : gate::pre_suppressed(gp, beta, o);
         Y[i] = gate::activate(gp, S ? S[i] + pre : pre);
       }
     }
@@ -296,7 +296,7 @@ class GatedConv final : public Kernel {
     float* Y = a.out[0].as<float>();
     const float* sb = p_.fused_sum ? a.in[graph::kGatedSumInput].as<const float>() + b * oh_ * ow_ * m_ : nullptr;
     StepRecord* rec = a.record;
-    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k, p_.sigmoid_saliency};
+    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k, p_.saliency};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
     std::vector<int32_t> act_in, act_out;
     const int64_t per_map = kh_ * kw_ * oh_ * ow_;
@@ -317,7 +317,7 @@ class GatedConv final : public Kernel {
         for (int32_t o : dead_) pi[static_cast<size_t>(o)] = 0.f;  // selected or not: its suppressed value
       act_out.clear();
       for (int64_t o = 0; o < m_; ++o)
-        if (pi[static_cast<size_t>(o)] > 0.f) act_out.push_back(static_cast<int32_t>(o));
+        if (pi[static_cast<size_t>(o)] != 0.f) act_out.push_back(static_cast<int32_t>(o));
       const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
       int64_t executed;
       // Nearly every channel active (d = 1 with a few g = 0): the dense conv is cheaper than
@@ -356,7 +356,7 @@ class GatedConv final : public Kernel {
       if (a.out_activity) {
         auto& nz = a.out_activity->samples[static_cast<size_t>(b)];
         for (int64_t o = 0; o < m_; ++o)  // a dense run stored every channel: all are listed
-          if ((dense && compact_out_) || p_.fused_sum || pi[static_cast<size_t>(o)] > 0.f ||
+          if ((dense && compact_out_) || p_.fused_sum || pi[static_cast<size_t>(o)] != 0.f ||
               suppressed_[static_cast<size_t>(o)] != 0.f)
             nz.push_back(static_cast<int32_t>(o));
       }
@@ -583,12 +583,12 @@ class GatedConv final : public Kernel {
       if (sb) {
         const float* sr = sb + p * m_;
         for (int64_t o = 0; o < m_; ++o)
-          r[o] = gate::activate(p_, sr[o] + (pi[o] > 0.f ? gate::pre_active(p_, be, o, pi[o], r[o])
+          r[o] = gate::activate(p_, sr[o] + (pi[o] != 0.f ? gate::pre_active(p_, be, o, pi[o], r[o])
                                                           : pre_suppressed_[static_cast<size_t>(o)]));
         continue;
       }
       for (int64_t o = 0; o < m_; ++o)
-        r[o] = pi[o] > 0.f ? gate::active_value(p_, be, o, pi[o], r[o]) : suppressed_[static_cast<size_t>(o)];
+        r[o] = pi[o] != 0.f ? gate::active_value(p_, be, o, pi[o], r[o]) : suppressed_[static_cast<size_t>(o)];
     }
   }
 

@@ -224,6 +224,10 @@ def partly_gated_models(work):
     return out
 
 
+# Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
+SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg")
+
+
 def other_form_models(work):
     """The same top-k gate written the ways other FBS code writes it (random weights, seeded):
     g times ones scattered at the TopK indices; g compared with its k-th largest value (>=
@@ -239,11 +243,15 @@ def other_form_models(work):
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
     expanded or repeated to the conv's shape by hand; the saliency pooled by the maximum or the
     L2 norm instead of the mean; the top-k taken in double and cast back; the 1x1-conv
-    predictor's [N, C, 1, 1] ranked and scattered as it is. Returns the paths;
+    predictor's [N, C, 1, 1] ranked and scattered as it is; g = relu6, hardsigmoid or softplus
+    of the predictor, or its leaky relu, elu or no activation at all with winners below 0.
+    Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+    saliency_acts = dict(zip(SALIENCY_FORMS, (F.relu6, F.hardsigmoid, F.softplus, lambda z: F.leaky_relu(z, 0.1),
+                                              F.elu, lambda z: z)))
 
     class Net(nn.Module):
         def __init__(self, form, k=6):
@@ -253,6 +261,8 @@ def other_form_models(work):
             self.gate = (nn.Conv2d(8, 16, 1) if form in ("conv1x1_predictor", "conv1x1_flatten_relu", "conv1x1_topk_nc11")
                          else nn.Linear(8, 16))
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
+            if form.endswith("_neg"):  # g below 0 for some winners too: they are active all the same
+                nn.init.uniform_(self.gate.bias, -0.6, 0.2)
             self.fc = nn.Linear(16, 10)
             self.form, self.k = form, k
 
@@ -277,6 +287,8 @@ def other_form_models(work):
                 g = F.relu(self.gate(x.mean(3).mean(2)))
             elif self.form == "sigmoid_g":
                 g = torch.sigmoid(self.gate(x.mean((2, 3))))
+            elif self.form in saliency_acts:  # other papers' activations of the predictor, or none
+                g = saliency_acts[self.form](self.gate(x.mean((2, 3))))
             elif self.form == "max_saliency":  # other channel-gating papers pool by the maximum
                 g = F.relu(self.gate(F.adaptive_max_pool2d(x, 1).flatten(1)))
             elif self.form == "l2_saliency":  # or by the L2 norm
@@ -286,7 +298,7 @@ def other_form_models(work):
             k = self.k
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
                              "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                             "repeat", "max_saliency", "l2_saliency"):
+                             "repeat", "max_saliency", "l2_saliency") or self.form in saliency_acts:
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "gather_kth_ge":  # the k-th largest read with torch.gather
                 thr = torch.gather(g.topk(k, 1).values, 1, torch.full((g.shape[0], 1), k - 1, dtype=torch.long))
@@ -344,7 +356,8 @@ def other_form_models(work):
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge", "conv1x1_topk_nc11"):
+                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge", "conv1x1_topk_nc11",
+                 *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=11 if "opset11" in form else 13,
@@ -381,8 +394,8 @@ def silenced_models(work):
 def lookalike_models(work):
     """Top-k look-alikes that must stay generic ops (exported at a fixed batch of 2): the
     threshold read with torch.gather from one index row, which gives sample 0's k-th largest to
-    both samples (a review found it taken as a per-sample gate); and sample n's winners put
-    (index_put) into row N-1-n."""
+    both samples (a review found it taken as a per-sample gate); sample n's winners put
+    (index_put) into row N-1-n; and relu(conv) * pi where g (a leaky relu) can be negative."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -399,6 +412,10 @@ def lookalike_models(work):
         def forward(self, x):
             x = self.stem(x)
             g = F.relu(self.gate(x.mean((2, 3))))
+            if self.form == "relu_then_gate_leaky_g":  # relu(conv) * pi is no relu(conv * pi) where pi < 0
+                g = F.leaky_relu(self.gate(x.mean((2, 3))) - 0.5, 0.1)
+                pi = g * torch.zeros_like(g).scatter(1, g.topk(self.k, 1).indices, 1.0)
+                return F.adaptive_avg_pool2d(F.relu(self.conv(x)) * pi[:, :, None, None], 1).flatten(1)
             if self.form == "gather_one_row":
                 thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
                 pi = g * (g >= thr).float()
@@ -410,7 +427,7 @@ def lookalike_models(work):
             return F.adaptive_avg_pool2d(y, 1).flatten(1)
 
     paths = []
-    for form in ("gather_one_row", "index_put_rows_flipped"):
+    for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g"):
         torch.manual_seed(3)
         path = os.path.join(work, "lookalike_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],

@@ -49,7 +49,8 @@ struct GateCase {
   int64_t stride = 1;      // the conv's
   bool relu_first = false;  // relu(conv) * pi (no beta, no Relu after): as relu(conv * pi), pi >= 0
   bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
-  bool sigmoid = false;     // g = sigmoid(...) instead of relu(...)
+  const char* act = "Relu";  // g = act(...): Relu, Sigmoid, LeakyRelu, Clip (relu6), HardSigmoid, Softplus, Elu, or "" (none)
+  float bg_offset = 1.5f;    // the predictor's biases are N(offset, 0.3): every g > 0 at the default
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
   bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
@@ -110,7 +111,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init(p + "wg", {m, c}, std::vector<float>(static_cast<size_t>(m * c), 0.f));
     b.init(p + "bg", {m}, std::vector<float>(static_cast<size_t>(m), 0.5f));
   } else {
-    b.init_random(p + "wg", {m, c}, 0.2f).init_random(p + "bg", {m}, 0.3f, 1.5f);
+    b.init_random(p + "wg", {m, c}, 0.2f).init_random(p + "bg", {m}, 0.3f, gc.bg_offset);
   }
   if (gc.fc == Fc::Conv1x1) {
     b.init_random(p + "wg4", {m, c, 1, 1}, 0.2f);
@@ -122,13 +123,19 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
     b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
   }
-  const char* act = gc.sigmoid ? "Sigmoid" : "Relu";
-  if (gc.fc == Fc::Conv1x1) {
-    b.node(act, {p + "z"}, {p + "g4"});
-    OnnxBuilder::attr_int(b.node("Flatten", {p + "g4"}, {p + "g"}), "axis", 1);
+  const std::string act = gc.act, g_act = p + (gc.fc == Fc::Conv1x1 ? "g4" : "g");
+  if (act.empty()) {
+    b.node("Identity", {p + "z"}, {g_act});
+  } else if (act == "Clip") {  // relu6, as opset 11+ exports it
+    b.init(p + "lo", {}, {0.f}).init(p + "hi", {}, {6.f});
+    b.node("Clip", {p + "z", p + "lo", p + "hi"}, {g_act});
   } else {
-    b.node(act, {p + "z"}, {p + "g"});
+    auto& an = b.node(act, {p + "z"}, {g_act});
+    if (act == "LeakyRelu") OnnxBuilder::attr_float(an, "alpha", 0.1f);
+    if (act == "Elu") OnnxBuilder::attr_float(an, "alpha", 0.7f);
+    if (act == "HardSigmoid") OnnxBuilder::attr_float(an, "alpha", 1.f / 6), OnnxBuilder::attr_float(an, "beta", 0.5f);
   }
+  if (gc.fc == Fc::Conv1x1) OnnxBuilder::attr_int(b.node("Flatten", {p + "g4"}, {p + "g"}), "axis", 1);
   // Selection.
   const std::string pi = p + "pi";
   if (gc.form == Form::Winners) {
@@ -411,10 +418,18 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"index_put_mask", with([](GateCase& g) { g.form = Form::IndexPutMask; })},
                       Variant{"index_put_batch5", with([](GateCase& g) { g.form = Form::IndexPutValues; g.n = 5; })},
                       Variant{"masked_fill", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; g.masked_fill = true; })},
-                      Variant{"sigmoid_g", with([](GateCase& g) { g.sigmoid = true; })},
+                      Variant{"sigmoid_g", with([](GateCase& g) { g.act = "Sigmoid"; })},
+                      Variant{"relu6_g", with([](GateCase& g) { g.act = "Clip"; })},
+                      Variant{"hardsigmoid_g", with([](GateCase& g) { g.act = "HardSigmoid"; })},
+                      Variant{"softplus_g_negative_z", with([](GateCase& g) { g.act = "Softplus"; g.bg_offset = -1.f; })},
+                      // Winners whose g is negative: active like any other (pi = g != 0).
+                      Variant{"leaky_relu_g_negative", with([](GateCase& g) { g.act = "LeakyRelu"; g.bg_offset = -1.f; g.beta = Beta::Unmasked; })},
+                      Variant{"elu_g_negative", with([](GateCase& g) { g.act = "Elu"; g.bg_offset = -1.f; g.beta = Beta::None; })},
+                      Variant{"no_activation_g_negative", with([](GateCase& g) { g.act = ""; g.bg_offset = -1.f; g.beta = Beta::None; g.form = Form::Losers; })},
+                      Variant{"leaky_relu_g_threshold", with([](GateCase& g) { g.act = "LeakyRelu"; g.bg_offset = -1.f; g.beta = Beta::None; g.form = Form::ThresholdSliceGe; })},
                       Variant{"masked_beta_flat", with([](GateCase& g) { g.beta_flat = true; })},
-                      Variant{"sigmoid_g_threshold", with([](GateCase& g) { g.sigmoid = true; g.form = Form::ThresholdSliceGe; })},
-                      Variant{"sigmoid_g_conv1x1", with([](GateCase& g) { g.sigmoid = true; g.fc = Fc::Conv1x1; })},
+                      Variant{"sigmoid_g_threshold", with([](GateCase& g) { g.act = "Sigmoid"; g.form = Form::ThresholdSliceGe; })},
+                      Variant{"sigmoid_g_conv1x1", with([](GateCase& g) { g.act = "Sigmoid"; g.fc = Fc::Conv1x1; })},
                       Variant{"global_max_pool", with([](GateCase& g) { g.pool = Pool::GlobalMax; })},
                       Variant{"reduce_max_abs", with([](GateCase& g) { g.pool = Pool::ReduceMax; g.abs_first = true; })},
                       Variant{"whole_map_max_pool", with([](GateCase& g) { g.pool = Pool::WholeMapMaxPool; })},
@@ -489,6 +504,47 @@ TEST(GatedConv, MaskedBetaLookAlikeOnAnotherLayoutStaysGeneric) {
   Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
   EXPECT_LT(o.err, 1e-5);
   EXPECT_LT(o.err_off, 1e-5);
+}
+
+// A gate whose g can be negative (leaky relu): a winner with g < 0 is active, but the graph's
+// masked beta, beta * (pi > 0), leaves it out; so that beta stays a generic op. And
+// relu(conv) * pi is no relu(conv * pi) there: that gate is not taken (a wrong answer otherwise).
+TEST(GatedConv, NegativeSaliencyKeepsPiGreaterThanZeroMaskGeneric) {
+  GateCase gc;
+  gc.act = "LeakyRelu";
+  gc.bg_offset = -0.2f;  // about a quarter of the winners negative
+  gc.n = 3;
+  gc.m = 16;
+  gc.k = 8;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_TRUE(plan.graph().gates[0].recognised) << plan.graph().gates[0].reason;
+  EXPECT_NE(plan.graph().gates[0].form.find("no beta"), std::string::npos) << plan.graph().gates[0].form;
+  EXPECT_NE(plan.graph().gates[0].form.find("leaky relu g"), std::string::npos) << plan.graph().gates[0].form;
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  EXPECT_LT(o.err_off, 1e-5);
+  for (const auto& s : gated_layer(o.stats).samples) EXPECT_EQ(s.active_out_channels, gc.k);
+}
+
+TEST(GatedConv, ReluBeforeGateWithNegativeSaliencyIsNotTaken) {
+  for (const char* act : {"LeakyRelu", "Elu", ""}) {
+    GateCase gc;
+    gc.act = act;
+    gc.bg_offset = -0.2f;
+    gc.relu_first = true;
+    gc.beta = Beta::None;
+    gc.m = 16;
+    gc.k = 8;
+    Model m = gate_model(gc);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    ASSERT_EQ(plan.graph().gates.size(), 1u) << act;
+    EXPECT_FALSE(plan.graph().gates[0].recognised) << act;
+    EXPECT_NE(plan.graph().gates[0].reason.find("can be negative"), std::string::npos) << plan.graph().gates[0].reason;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5) << act;
+  }
 }
 
 TEST(GatedConv, TiesKeepTheLowerIndexAsOnnxTopK) {
