@@ -70,12 +70,33 @@ bool fold_transpose_pair(Graph& g, Node& n) {
 
 }  // namespace
 
+namespace {
+// A Reshape of [d0, d1, ...] into [d0, d1 * d2 * ...] with a constant target (x.view(x.size(0),
+// -1), x.reshape(-1, C*H*W), [0, -1]): a Flatten at axis 1, the form the passes that follow
+// know (a classifier head behind pruned channels).
+bool reshape_as_flatten(Graph& g, Node& n) {
+  if (n.op != OpType::Reshape || n.inputs.size() != 2 || !g.value(n.inputs[1]).is_constant()) return false;
+  const Value& in = g.value(n.inputs[0]);
+  const Value& out = g.value(n.outputs[0]);
+  if (!in.shape_known || !out.shape_known || in.shape.size() < 3 || out.shape.size() != 2 || out.shape[0] != in.shape[0])
+    return false;
+  int64_t rest = 1;
+  for (size_t i = 1; i < in.shape.size(); ++i) rest *= in.shape[i];
+  if (out.shape[1] != rest) return false;
+  n.op = OpType::Flatten;
+  n.inputs.resize(1);
+  n.params = AxisParams{1};
+  return true;
+}
+}  // namespace
+
 int eliminate_identities(Graph& g) {
   g.rebuild_links();
   int removed = 0;
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
     if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
+    if (reshape_as_flatten(g, n)) g.rebuild_links();
     if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.

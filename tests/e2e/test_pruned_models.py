@@ -895,16 +895,19 @@ def se_case(a, gate2=nn.Hardsigmoid, name="se"):
 
 
 class FlatHead(nn.Module):
-    """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten, Linear(12*14*14, 10)."""
+    """conv 1->8 3x3 pad 1, ReLU, maxpool 2, conv 8->12 3x3 pad 1, ReLU, flatten (or, with
+    view, x.view(x.size(0), -1): Shape, Gather, Concat and a Reshape), Linear(12*14*14, 10)."""
 
-    def __init__(self):
+    def __init__(self, view=False):
         super().__init__()
         self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1)
         self.fc = nn.Linear(12 * 14 * 14, 10)
+        self.view = view
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.c1(x)), 2)
-        return self.fc(torch.flatten(F.relu(self.c2(x)), 1))
+        x = F.relu(self.c2(x))
+        return self.fc(x.view(x.size(0), -1) if self.view else torch.flatten(x, 1))
 
     @staticmethod
     def macs(k1, k2):
@@ -926,20 +929,21 @@ def heads_case(a):
     """FlatHead: c1 [2] (bias 0) goes though c2 pads; c2 [1, 5] (bias 0) go, [7] (bias 0.3,
     relu 0.3 in 196 columns of the Linear) goes, folded. MeanHead: c [0] bias 0 and [3] bias
     0.5 go, the 0.5 folded."""
-    torch.manual_seed(10)
-    m = FlatHead()
-    with torch.no_grad():
-        m.c1.weight[[2]] = 0
-        m.c1.bias[[2]] = 0
-        m.c2.weight[[1, 5, 7]] = 0
-        m.c2.bias[[1, 5, 7]] = torch.tensor([0.0, 0.0, 0.3])
-    m.eval()
-    insp, st = run_case(a, "flat_head", m, keep_bn=False)
-    got = {r["node"]: (r["removed"], r["folded"]) for r in insp["pruning"]}
-    check(got.get("/c1/Conv") == (1, 0) and got.get("/c2/Conv") == (3, 1),
-          "flat_head: (removed, folded) c1 %s, c2 %s; expected (1, 0), (3, 1)" % (got.get("/c1/Conv"), got.get("/c2/Conv")))
-    check(st["executed_macs"] == 3 * FlatHead.macs(7, 9),
-          "flat_head: executed MACs %d = the compacted net's %d" % (st["executed_macs"], 3 * FlatHead.macs(7, 9)))
+    for name, view in (("flat_head", False), ("flat_head_view", True)):
+        torch.manual_seed(10)
+        m = FlatHead(view)
+        with torch.no_grad():
+            m.c1.weight[[2]] = 0
+            m.c1.bias[[2]] = 0
+            m.c2.weight[[1, 5, 7]] = 0
+            m.c2.bias[[1, 5, 7]] = torch.tensor([0.0, 0.0, 0.3])
+        m.eval()
+        insp, st = run_case(a, name, m, keep_bn=False)
+        got = {r["node"]: (r["removed"], r["folded"]) for r in insp["pruning"]}
+        check(got.get("/c1/Conv") == (1, 0) and got.get("/c2/Conv") == (3, 1),
+              "%s: (removed, folded) c1 %s, c2 %s; expected (1, 0), (3, 1)" % (name, got.get("/c1/Conv"), got.get("/c2/Conv")))
+        check(st["executed_macs"] == 3 * FlatHead.macs(7, 9),
+              "%s: executed MACs %d = the compacted net's %d" % (name, st["executed_macs"], 3 * FlatHead.macs(7, 9)))
     torch.manual_seed(11)
     m = MeanHead()
     with torch.no_grad():
