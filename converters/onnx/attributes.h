@@ -12,7 +12,10 @@ namespace sluice::converters::onnx {
 
 // ONNX element type -> DType; fails naming `where` for types Sluice does not support.
 DType dtype_from_onnx(int32_t onnx_type, const std::string& where);
-Tensor tensor_from_proto(const ::ONNX_NAMESPACE::TensorProto& tp, const std::string& where, const std::string& base_dir);
+// widen_half: a FLOAT16 or BFLOAT16 tensor comes back as float32 (exactly: every half value is a
+// float), for constants that the graph only casts to float.
+Tensor tensor_from_proto(const ::ONNX_NAMESPACE::TensorProto& tp, const std::string& where, const std::string& base_dir,
+                         bool widen_half = false);
 
 class AttributeReader {
  public:

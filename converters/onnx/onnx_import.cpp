@@ -68,12 +68,69 @@ DType dtype_from_onnx(int32_t t, const std::string& where) {
   }
   const auto* desc = op::TensorProto::DataType_descriptor()->FindValueByNumber(t);
   throw Error(where + ": element type " + (desc ? desc->name() : std::to_string(t)) +
-              " is not supported (Sluice supports float, double, int64, int32, int8, uint8, bool)");
+              " is not supported (Sluice supports float, double, int64, int32, int8, uint8, bool, and float16 or "
+              "bfloat16 constants that are only cast to float)");
 }
 
 
+namespace {
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+  uint32_t bits;
+  if (e == 0x1F) {
+    bits = sign | 0x7F800000u | (m << 13);  // inf, NaN
+  } else if (e != 0) {
+    bits = sign | ((e + 112) << 23) | (m << 13);
+  } else {  // zero or subnormal: m * 2^-24
+    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// A FLOAT16 / BFLOAT16 tensor as float32 (raw_data, or the int32_data that holds each value's bits).
+Tensor widened_half(const op::TensorProto& tp, const std::string& where) {
+  const bool bf16 = tp.data_type() == op::TensorProto::BFLOAT16;
+  Shape shape(tp.dims().begin(), tp.dims().end());
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(where + ": has a negative dimension in its dims");
+    if (d != 0 && n > (int64_t{1} << 40) / d) throw Error(where + ": dims " + shape_str(shape) + " are too large");
+    n *= d;
+  }
+  if (tp.data_location() == op::TensorProto::EXTERNAL)
+    throw Error(where + ": a 16-bit float tensor in external data is not supported; save the model with its data inside");
+  const bool raw = tp.has_raw_data();
+  if (raw ? tp.raw_data().size() != static_cast<size_t>(n) * 2 : tp.int32_data_size() != n)
+    throw Error(where + ": holds " + std::to_string(raw ? tp.raw_data().size() / 2 : static_cast<size_t>(tp.int32_data_size())) +
+                " 16-bit values but its dims " + shape_str(shape) + " need " + std::to_string(n));
+  Tensor t(DType::Float32, shape);
+  float* dst = t.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    if (raw)
+      std::memcpy(&h, tp.raw_data().data() + 2 * i, 2);
+    else
+      h = static_cast<uint16_t>(tp.int32_data(static_cast<int>(i)));
+    if (bf16) {
+      const uint32_t bits = static_cast<uint32_t>(h) << 16;
+      std::memcpy(dst + i, &bits, 4);
+    } else {
+      dst[i] = half_to_float(h);
+    }
+  }
+  return t;
+}
+}  // namespace
+
 // Converts a TensorProto (raw_data, typed fields, or external data relative to base_dir).
-Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, const std::string& base_dir) {
+Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, const std::string& base_dir,
+                         bool widen_half) {
+  if (widen_half && (tp.data_type() == op::TensorProto::FLOAT16 || tp.data_type() == op::TensorProto::BFLOAT16))
+    return widened_half(tp, where);
   DType dt = dtype_from_onnx(tp.data_type(), where);
   Shape shape(tp.dims().begin(), tp.dims().end());
   for (int64_t d : shape)
@@ -201,7 +258,24 @@ class Importer {
     sort_nodes(*model.mutable_graph());
     check(model);
     const op::GraphProto& gp = model.graph();
-    for (const auto& init : gp.initializer()) add_initializer(init);
+    // 16-bit float weights that the graph casts to float (a half-precision export run in
+    // float): widened at load, the Casts then float to float.
+    std::map<std::string, bool> only_cast_to_float;
+    for (const auto& n : gp.node())
+      for (const auto& in : n.input()) {
+        bool cast = n.op_type() == "Cast" && n.domain().empty();
+        if (cast) {
+          cast = false;
+          for (const auto& at : n.attribute()) cast |= at.name() == "to" && at.i() == op::TensorProto::FLOAT;
+        }
+        auto [it, fresh] = only_cast_to_float.emplace(in, cast);
+        if (!fresh) it->second = it->second && cast;
+      }
+    for (const auto& out : gp.output()) only_cast_to_float[out.name()] = false;
+    for (const auto& init : gp.initializer()) {
+      auto it = only_cast_to_float.find(init.name());
+      add_initializer(init, it != only_cast_to_float.end() && it->second);
+    }
     for (const auto& in : gp.input()) {
       if (by_name_.count(in.name())) continue;  // an initializer listed as input (IR < 4 style)
       ValueId v = add_value_info(in);
@@ -514,10 +588,10 @@ class Importer {
     return id;
   }
 
-  void add_initializer(const op::TensorProto& tp) {
+  void add_initializer(const op::TensorProto& tp, bool widen_half) {
     ValueId id = new_value(tp.name(), "an initializer");
     Value& v = g_->value(id);
-    v.constant = tensor_from_proto(tp, name_ + ": initializer '" + tp.name() + "'", base_dir_);
+    v.constant = tensor_from_proto(tp, name_ + ": initializer '" + tp.name() + "'", base_dir_, widen_half);
     v.dtype = v.constant.dtype();
     v.shape = v.constant.shape();
     v.shape_known = true;

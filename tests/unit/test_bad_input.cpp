@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -120,6 +121,53 @@ TEST(BadGraph, InitializerShorterThanDims) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
   expect_error([&] { b.load(); }, {"initializer 'w'", "107 elements", "need 108"});
+}
+
+// Half-precision weights cast to float (a float16 export run in float) load widened: the answer
+// is the float model's with the same (exactly representable) weights. Read as they are, the
+// refusal names the value and the type.
+TEST(HalfWeights, CastToFloatLoadsWidenedElseARefusalNamesThem) {
+  const std::vector<uint16_t> halves = {0x3C00, 0xB800, 0x0001, 0x8000, 0x4248, 0x3600};  // 1, -0.5, 2^-24, -0, 3.140625, 0.375
+  const std::vector<float> floats = {1.f, -0.5f, 5.9604644775390625e-8f, -0.f, 3.140625f, 0.375f};
+  for (int type : {int{onnx::TensorProto::FLOAT16}, int{onnx::TensorProto::BFLOAT16}}) {
+    for (bool raw : {true, false}) {
+      OnnxBuilder half, ref;
+      for (OnnxBuilder* b : {&half, &ref}) b->input("x", {1, 6, 2, 2});
+      auto* t = half.proto().mutable_graph()->add_initializer();
+      t->set_name("w16");
+      t->set_data_type(type);
+      for (int64_t d : {1, 6, 1, 1}) t->add_dims(d);
+      std::string bytes;
+      for (size_t i = 0; i < halves.size(); ++i) {
+        // bfloat16: the float's top 16 bits (the values above are exact in both formats).
+        uint32_t fb;
+        std::memcpy(&fb, &floats[i], 4);
+        const uint16_t h = type == onnx::TensorProto::FLOAT16 ? halves[i] : static_cast<uint16_t>(fb >> 16);
+        if (raw)
+          bytes.append(reinterpret_cast<const char*>(&h), 2);
+        else
+          t->add_int32_data(h);
+      }
+      if (raw) t->set_raw_data(bytes);
+      OnnxBuilder::attr_int(half.node("Cast", {"w16"}, {"w"}), "to", onnx::TensorProto::FLOAT);
+      half.node("Conv", {"x", "w"}, {"y"});
+      ref.init("w", {1, 6, 1, 1}, floats).node("Conv", {"x", "w"}, {"y"});
+      for (OnnxBuilder* b : {&half, &ref}) b->output("y");
+      Tensor x = random_tensor({1, 6, 2, 2}, 3);
+      const Tensor a = Session(half.load()).run({{"x", x}})["y"], e = Session(ref.load()).run({{"x", x}})["y"];
+      for (int64_t i = 0; i < e.numel(); ++i) EXPECT_EQ(a.data<float>()[i], e.data<float>()[i]) << type << " " << raw;
+    }
+  }
+  OnnxBuilder direct;
+  direct.input("x", {1, 6, 2, 2});
+  auto* t = direct.proto().mutable_graph()->add_initializer();
+  t->set_name("w16");
+  t->set_data_type(onnx::TensorProto::FLOAT16);
+  for (int64_t d : {1, 6, 1, 1}) t->add_dims(d);
+  for (uint16_t h : halves) t->add_int32_data(h);
+  direct.node("Conv", {"x", "w16"}, {"y"});
+  direct.output("y");
+  expect_error([&] { direct.load(); }, {"initializer 'w16'", "FLOAT16", "not supported", "only cast to float"});
 }
 
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
