@@ -88,6 +88,34 @@ bool reshape_as_flatten(Graph& g, Node& n) {
   n.params = AxisParams{1};
   return true;
 }
+// Conv(Pad(x, zeros around H and W)) as a Conv of x with those pads added to its own (the
+// "SAME" padding of tf2onnx and Keras exports, or an explicit F.pad): the conv kernels skip
+// the border instead of reading a padded copy, and a shift's depthwise conv after the Pad is
+// one again. Returns whether n changed.
+bool fold_zero_pad_into_conv(Graph& g, Node& n) {
+  if (n.op != OpType::Conv || n.inputs.empty()) return false;
+  const NodeId pid = producer_of_type(g, n.inputs[0], OpType::Pad);
+  if (pid < 0) return false;
+  const Node& pad = g.node(pid);
+  const auto& pp = pad.p<PadParams>();
+  const Value& x = g.value(pad.inputs[0]);
+  if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return false;
+  if (pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5]) return false;
+  for (int64_t d : pp.pads)
+    if (d < 0) return false;
+  if (pad.inputs.size() > 2 && pad.inputs[2] != kNoValue) {
+    const Value& fv = g.value(pad.inputs[2]);
+    if (!fv.is_constant() || fv.dtype != DType::Float32 || fv.constant.numel() != 1 || fv.constant.data<float>()[0] != 0.f)
+      return false;
+  }
+  ConvParams& cp = n.p<ConvParams>();
+  if (cp.pads.size() != 4) return false;
+  cp.pads = {cp.pads[0] + pp.pads[2], cp.pads[1] + pp.pads[3], cp.pads[2] + pp.pads[6], cp.pads[3] + pp.pads[7]};
+  cp.auto_pad = "NOTSET";  // (already resolved into pads)
+  n.inputs[0] = pad.inputs[0];
+  return true;
+}
+
 }  // namespace
 
 int eliminate_identities(Graph& g) {
@@ -96,7 +124,7 @@ int eliminate_identities(Graph& g) {
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
     if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
-    if (reshape_as_flatten(g, n)) g.rebuild_links();
+    if (reshape_as_flatten(g, n) || fold_zero_pad_into_conv(g, n)) g.rebuild_links();
     if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.

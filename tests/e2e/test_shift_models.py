@@ -268,6 +268,8 @@ def main():
              # shift step of its own (zero MACs), not fused
              ("onehot_dw_stride2", OneHotConv(8, groups=8, stride=2), 1),
              ("onehot_dw_unpadded", OneHotConv(8, groups=8, pad=0), 1),
+             # tf2onnx / Keras "SAME": an explicit zero Pad, then the unpadded one-hot conv
+             ("onehot_dw_explicit_pad", nn.Sequential(nn.ZeroPad2d(1), OneHotConv(8, groups=8, pad=0)), 1),
              ("pad_crop_shift", PadCrop("shift"), 1),
              ("cat_zeros_shift", CatZeros(), 1),
              ("slice_assign", SliceAssign(), 1), ("slice_assign_per_channel", SliceAssign(per_channel=True), 1),
