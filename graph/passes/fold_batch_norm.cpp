@@ -172,6 +172,49 @@ std::vector<float> channel_values(const Value& v, int64_t c) {
   return s;
 }
 
+// The elementwise activation producing x, when A(0) = 0 and its only run-time input is the
+// value it activates: Relu, LeakyRelu, PRelu, Clip with min <= 0 <= max (ReLU6, Hardtanh),
+// HardSwish, Elu, Tanh, Softsign, Gelu, or SiLU / hardswish written as y * sigmoid(y) / y *
+// hardsigmoid(y). -1 otherwise.
+// y: the value it activates.
+NodeId zero_preserving_activation(const Graph& g, ValueId x, ValueId& y) {
+  const NodeId id = g.value(x).producer;
+  if (id < 0 || g.node(id).dead) return -1;
+  const Node& n = g.node(id);
+  if (n.inputs.empty() || n.inputs[0] == kNoValue || g.value(n.inputs[0]).shape != g.value(x).shape) return -1;
+  y = n.inputs[0];
+  switch (n.op) {
+    case OpType::Relu: case OpType::LeakyRelu: case OpType::HardSwish: case OpType::Elu: case OpType::Tanh:
+    case OpType::Softsign: case OpType::Gelu:
+      return n.inputs.size() == 1 ? id : -1;
+    case OpType::PRelu:
+      return n.inputs.size() == 2 && g.value(n.inputs[1]).is_constant() ? id : -1;
+    case OpType::Clip: {
+      ClipParams cp = n.p<ClipParams>();
+      for (size_t i = 1; i < n.inputs.size(); ++i) {
+        if (n.inputs[i] == kNoValue) continue;
+        const Value& b = g.value(n.inputs[i]);
+        if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != 1) return -1;
+        (i == 1 ? cp.min : cp.max) = b.constant.data<float>()[0];
+      }
+      return cp.min <= 0.f && cp.max >= 0.f ? id : -1;
+    }
+    case OpType::Mul: {  // y * sigmoid(y) or y * hardsigmoid(y) (hardswish below opset 14), either order
+      if (n.inputs.size() != 2) return -1;
+      for (size_t side = 0; side < 2; ++side) {
+        NodeId sig = producer_of_type(g, n.inputs[side], OpType::Sigmoid);
+        if (sig < 0) sig = producer_of_type(g, n.inputs[side], OpType::HardSigmoid);
+        if (sig >= 0 && g.node(sig).inputs[0] == n.inputs[1 - side] && single_use(g, n.inputs[side])) {
+          y = n.inputs[1 - side];
+          return id;
+        }
+      }
+      return -1;
+    }
+    default: return -1;
+  }
+}
+
 int fold_channel_muls(Graph& g) {
   g.rebuild_links();
   int folded = 0;
@@ -216,19 +259,39 @@ int fold_channel_muls(Graph& g) {
       continue;
     }
     const Value& xv = g.value(x);
-    if (xv.dtype != DType::Float32 || g.value(mul.outputs[0]).shape != xv.shape) continue;
-    const NodeId relu = producer_of_type(g, x, OpType::Relu);
-    const ValueId y = relu >= 0 ? g.node(relu).inputs[0] : x;
-    if (!single_use(g, x) || (relu >= 0 && !single_use(g, y))) continue;
+    if (xv.dtype != DType::Float32 || g.value(mul.outputs[0]).shape != xv.shape || !single_use(g, x)) continue;
+    // Between the conv and the Mul: nothing, a Relu (relu(y) * s = relu(y * s) for s >= 0), or,
+    // for a 0/1 mask (MobileNet's masks after ReLU6, hardswish, SiLU...), an activation A with
+    // A(0) = 0: A(y) * m = A(y * m).
+    // A chain of them (relu6 exported as Relu, then Clip): the last one (making x) is `act`.
+    ValueId y = x;
+    NodeId act = -1;
+    int acts = 0;
+    bool relu = false, chain_ok = true;
+    for (ValueId in = kNoValue; acts < 8; ++acts) {
+      const NodeId a = zero_preserving_activation(g, y, in);
+      if (a < 0) break;
+      if (acts > 0 && !single_use(g, y)) break;
+      if (g.value(in).consumers.size() != (g.node(a).op == OpType::Mul ? 2u : 1u)) {
+        chain_ok = false;
+        break;
+      }
+      if (act < 0) act = a;
+      relu = acts == 0 && g.node(a).op == OpType::Relu;
+      y = in;
+    }
+    relu = relu && acts == 1;
+    if (!chain_ok) continue;
     bool ok = true;
-    for (int64_t o = 0; o < c; ++o) ok = ok && std::isfinite(s[o]) && (relu < 0 || s[o] >= 0.f);
+    for (int64_t o = 0; o < c; ++o)
+      ok = ok && std::isfinite(s[o]) && (act < 0 || (relu ? s[o] >= 0.f : s[o] == 0.f || s[o] == 1.f));
     const NodeId cid = producer_of_type(g, y, OpType::Conv);
-    if (!ok || cid < 0 || !rewritable_per_channel(g, cid, c)) continue;
+    if (!ok || cid < 0 || g.value(y).is_output || !rewritable_per_channel(g, cid, c)) continue;
     const std::vector<float> a = s;
     const ValueId out = g.node(id).outputs[0];
     scale_conv_channels(g, cid, a, [&](int64_t o, float b0) { return b0 * s[o]; }, "__scaled",
                         g.node(id).name + "__folded_bias");
-    g.node(relu >= 0 ? relu : cid).outputs[0] = out;  // the chain now produces the Mul's output
+    g.node(act >= 0 ? act : cid).outputs[0] = out;  // the chain now produces the Mul's output
     g.node(id).dead = true;
     ++folded;
     g.rebuild_links();

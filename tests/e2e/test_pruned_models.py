@@ -558,7 +558,8 @@ def copy_path_case(a):
         got = {r["node"]: r for r in insp["pruning"]}
         r = got.get("/stem/Conv", {})
         if zero_pad:
-            check(r.get("removed") == 2 and "Pad" in r.get("kept_reason", ""),
+            # (the zero Pad joins the unpadded conv's pads: the same border of zeros)
+            check(r.get("removed") == 2 and "padding" in r.get("kept_reason", ""),
                   "%s: the zero channels go through a zero Pad, the constant 0.7 (its border 0) stays, and "
                   "inspect says why (%s)" % (name, r))
         else:
@@ -617,6 +618,34 @@ def activations_case(a):
     check(st["dense_macs"] == 3 * Acts.macs([8] * 5) and st["executed_macs"] == 3 * Acts.macs(k),
           "act: dense MACs %d = model's %d, executed %d = compacted network's %d" % (
               st["dense_macs"], 3 * Acts.macs([8] * 5), st["executed_macs"], 3 * Acts.macs(k)))
+
+
+class MaskAfter(nn.Module):
+    """conv 1->8 3x3 pad 1, `act`, times a constant 0/1 channel mask [1, 8, 1, 1] (masks applied
+    after the activation, MobileNet style), conv 8->6 3x3 pad 1, GAP, Linear(6, 10)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.act, self.c1, self.c2, self.fc = act, nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1), nn.Linear(6, 10)
+        m = torch.ones(1, 8, 1, 1)
+        m[:, [1, 4, 6]] = 0
+        self.register_buffer("mask", m)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c2(self.act(self.c1(x)) * self.mask), 1), 1))
+
+
+def mask_after_activation_case(a):
+    """A 0/1 mask after an activation A with A(0) = 0 zeroes its channels whatever A is: the 3
+    masked channels go after relu6 (Relu then Clip), hardtanh, leaky relu, SiLU and hardswish.
+    After a sigmoid (sigmoid(0) = 0.5) the mask stays a Mul: nothing removed, same answer."""
+    acts = [("relu6", F.relu6, 3), ("hardtanh", F.hardtanh, 3), ("leaky", lambda t: F.leaky_relu(t, 0.1), 3),
+            ("silu", F.silu, 3), ("hardswish", F.hardswish, 3), ("sigmoid", torch.sigmoid, 0)]
+    for name, act, want in acts:
+        torch.manual_seed(13)
+        insp, _ = run_case(a, "mask_after_" + name, MaskAfter(act).eval(), keep_bn=False)
+        got = {r["node"]: r["removed"] for r in insp["pruning"]}.get("/c1/Conv", 0)
+        check(got == want, "mask_after_%s: %d channels of c1 removed, expected %d" % (name, got, want))
 
 
 class PReLUNet(nn.Module):
@@ -1246,6 +1275,7 @@ def main():
     se_case(a)
     se_case(a, functools.partial(nn.Hardtanh, 0.0, 1.0), "se_clip")  # Clip(0, 1): fc2's epilogue
     heads_case(a)
+    mask_after_activation_case(a)
     unread_case(a)
     mlp_case(a)
     mobilenet_case(a)
