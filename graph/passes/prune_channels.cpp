@@ -1075,13 +1075,19 @@ int prune_through_depthwise(Graph& g) {
     const float* PW = pw.data<float>();
     const float* PB = p_bias ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
     const float* DB = d_bias ? g.value(d.inputs[2]).constant.data<float>() : nullptr;
+    // Channel o of D is its bias (after D's activation) when P's channel o is zero, or when D's
+    // own filter o is (then P's channel o, read by D alone, is unread).
+    const float* DW = dw.constant.data<float>();
+    const int64_t taps = dw.shape[2] * dw.shape[3];
     std::vector<bool> zero_in(static_cast<size_t>(c), false);
     int64_t n_zero = 0;
     for (int64_t o = 0; o < c; ++o) {
       bool zero = apply_activation(pp.activation, PB ? PB[o] : 0.f) == 0.f;
       for (int64_t i = 0; i < per && zero; ++i) zero = PW[o * per + i] == 0.f;
-      zero_in[static_cast<size_t>(o)] = zero;
-      n_zero += zero;
+      bool d_zero = dw.dtype == DType::Float32;
+      for (int64_t t = 0; t < taps && d_zero; ++t) d_zero = DW[o * taps + t] == 0.f;
+      zero_in[static_cast<size_t>(o)] = zero || d_zero;
+      n_zero += zero || d_zero;
     }
     if (n_zero == 0) continue;
     PruneReport report{p.name + " through depthwise " + d.name, c, n_zero, 0, 0, ""};

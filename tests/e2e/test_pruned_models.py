@@ -648,6 +648,35 @@ def mask_after_activation_case(a):
         check(got == want, "mask_after_%s: %d channels of c1 removed, expected %d" % (name, got, want))
 
 
+class DepthwiseOwnZeros(nn.Module):
+    """conv 1->8 1x1, ReLU, depthwise 3x3 pad 1 (bias or not), ReLU, conv 8->6 1x1, GAP, Linear(6, 10)."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.c1, self.dw = nn.Conv2d(1, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=bias)
+        self.c2, self.fc = nn.Conv2d(8, 6, 1), nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c2(F.relu(self.dw(F.relu(self.c1(x))))), 1), 1))
+
+
+def depthwise_own_zeros_case(a):
+    """A depthwise conv's own zero filters (channels 2 and 5; bias 0, or none): its output there
+    is 0, so they go from it and, unread, from the conv before it too. With bias 0.4 on channel
+    5 (relu(0.4), read by the unpadded 1x1 conv), it goes as well, folded into that conv's bias."""
+    for name, bias, b5 in (("dw_own_zeros", True, 0.0), ("dw_own_zeros_nobias", False, 0.0), ("dw_own_zero_bias", True, 0.4)):
+        torch.manual_seed(14)
+        m = DepthwiseOwnZeros(bias)
+        with torch.no_grad():
+            m.dw.weight[[2, 5]] = 0
+            if bias:
+                m.dw.bias[[2, 5]] = torch.tensor([0.0, b5])
+        insp, _ = run_case(a, name, m.eval(), keep_bn=False)
+        got = [(r["node"], r["removed"], r["folded"]) for r in insp["pruning"] if r["removed"]]
+        want = [("/c1/Conv through depthwise /dw/Conv", 2, 1 if b5 else 0)]
+        check(got == want, "%s: (layer, removed, folded) %s, expected %s" % (name, got, want))
+
+
 class PReLUNet(nn.Module):
     """PReLU networks (face-recognition style) with per-channel constants on the way:
     c1 3x3 pad 1 (1 -> 8) -> PReLU(8) -> c2 3x3 pad 1 (8 -> 8) -> PReLU() -> x * s (a constant
@@ -1276,6 +1305,7 @@ def main():
     se_case(a, functools.partial(nn.Hardtanh, 0.0, 1.0), "se_clip")  # Clip(0, 1): fc2's epilogue
     heads_case(a)
     mask_after_activation_case(a)
+    depthwise_own_zeros_case(a)
     unread_case(a)
     mlp_case(a)
     mobilenet_case(a)
