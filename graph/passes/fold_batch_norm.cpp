@@ -242,6 +242,15 @@ int fold_channel_muls(Graph& g) {
       const Value& sv = g.value(mul.inputs[static_cast<size_t>(ci)]);
       x = mul.inputs[static_cast<size_t>(1 - ci)];
       if (sv.dtype != DType::Float32 || !per_channel(sv, g.value(x))) continue;
+    } else if (mul.op == OpType::Div && mul.inputs.size() == 2 && g.value(mul.inputs[1]).is_constant()) {
+      // x / d (a BatchNorm lowered as (x - mean) / sqrt(var + eps) * gamma + beta): x * (1 / d),
+      // within a rounding of the division, as folding any BatchNorm is.
+      const Value& dv = g.value(mul.inputs[1]);
+      x = mul.inputs[0];
+      if (dv.dtype != DType::Float32 || !per_channel(dv, g.value(x))) continue;
+      bool nonzero = true;
+      for (float& e : s) nonzero = nonzero && e != 0.f, e = 1.f / e;
+      if (!nonzero) continue;
     } else if (mul.op == OpType::Where && mul.inputs.size() == 3) {
       const Value& mv = g.value(mul.inputs[0]);
       auto zero = [&](ValueId v) {

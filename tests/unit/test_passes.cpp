@@ -197,6 +197,31 @@ TEST(FoldChannelScales, FullSizeMasksFoldOnlyWhenEachChannelIsOneValue) {
   }
 }
 
+// A BatchNorm lowered as (x - mean) / sd * gamma + beta folds whole, the Div too (by 1 / sd):
+// its zero-gamma channels (beta 0) are then zero filters, which pruning removes.
+TEST(FoldChannelScales, BatchNormLoweredWithDivFolds) {
+  std::vector<float> gamma = {1.2f, 0.f, 0.7f, 0.9f, 0.f, 1.1f}, beta = {0.1f, 0.f, -0.2f, 0.3f, 0.f, 0.05f};
+  OnnxBuilder b;
+  b.input("x", {1, 3, 6, 6}).init_random("w", {6, 3, 3, 3}, 0.3f).init_random("mean", {6, 1, 1}, 0.2f);
+  b.init_random("sd", {6, 1, 1}, 0.1f, 1.f).init("g", {6, 1, 1}, gamma).init("be", {6, 1, 1}, beta);
+  b.init_random("w2", {4, 6, 1, 1}, 0.3f);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+  b.node("Sub", {"c", "mean"}, {"d"});
+  b.node("Div", {"d", "sd"}, {"n"});
+  b.node("Mul", {"n", "g"}, {"s"});
+  b.node("Add", {"s", "be"}, {"a"});
+  b.node("Relu", {"a"}, {"r"});
+  b.node("Conv", {"r", "w2"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  EXPECT_EQ(count_ops(p, graph::OpType::Div) + count_ops(p, graph::OpType::Mul) + count_ops(p, graph::OpType::Sub) +
+                count_ops(p, graph::OpType::Add),
+            0);
+  EXPECT_EQ(pass_count(p, "prune_channels"), 2);
+  EXPECT_LT(fast_vs_reference(m, {1, 3, 6, 6}), 1e-5);
+}
+
 TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
   Model m = conv_bn_relu(true).load();
   runtime::Plan p = make_plan(m, true);
