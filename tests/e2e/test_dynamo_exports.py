@@ -175,7 +175,7 @@ def functions(a):
                                                                       name="c")], [clip]),
                                      "3 inputs and 1 outputs, but the function takes 2 and gives 1"),
         "function_calls_explode": (function_model([helper.make_node("L0", ["image"], ["logits"], domain="local", name="c")], chain),
-                                   "node 'c' (call of function 'local.L0'): inlining function calls makes more than 1048576 nodes and calls"),
+                                   "node 'c' (call of function 'local.L0'): inlining function calls makes more than 262144 nodes and calls"),
     }
     for name, (m, expect) in bad.items():
         path = os.path.join(a.work_dir, name + ".onnx")

@@ -37,5 +37,55 @@ TEST(MemoryPlan, SharedBufferExtendsRootLifetime) {
   EXPECT_FALSE(overlap(p.offsets[0], 512, p.offsets[2], 512));
 }
 
+// Many buffers over thousands of steps (lifetimes across the planner's blocks of steps, from
+// before the first step, long in-place chains pointing either way): every pair of buffers
+// whose merged lifetimes overlap sits apart, and a shared buffer gets its root's offset.
+TEST(MemoryPlan, LargeRandomPlansKeepEveryOverlappingPairApart) {
+  uint32_t state = 12345;
+  auto rnd = [&](uint32_t m) {
+    state ^= state << 13, state ^= state >> 17, state ^= state << 5;
+    return state % m;
+  };
+  std::vector<BufferRequest> reqs;
+  const int n = 3000;
+  for (int i = 0; i < n; ++i) {
+    const int first = static_cast<int>(rnd(2000)) - 1;
+    const int len = rnd(10) == 0 ? static_cast<int>(rnd(600)) : static_cast<int>(rnd(4));
+    reqs.push_back({static_cast<size_t>(1 + rnd(5000)), first, first + len, -1});
+  }
+  for (int i = 0; i < n; ++i)  // chains: to an earlier buffer, or to a later one that shares no further
+    if (rnd(3) == 0) reqs[static_cast<size_t>(i)].share_with = rnd(2) == 0 && i > 0 ? static_cast<int>(rnd(static_cast<uint32_t>(i))) : -1;
+  for (int i = n - 200; i < n; ++i) reqs[static_cast<size_t>(i)].share_with = i - 1;  // one long chain
+  MemoryPlan p = plan_memory(reqs);
+  // Roots and their merged lifetimes and sizes, by brute force.
+  std::vector<size_t> root(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    size_t r = i;
+    while (reqs[r].share_with >= 0) r = static_cast<size_t>(reqs[r].share_with);
+    root[i] = r;
+  }
+  std::vector<BufferRequest> merged = reqs;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    BufferRequest& m = merged[root[i]];
+    m.first = std::min(m.first, reqs[i].first), m.last = std::max(m.last, reqs[i].last), m.bytes = std::max(m.bytes, reqs[i].bytes);
+  }
+  std::vector<size_t> roots;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(p.offsets[i], p.offsets[root[i]]) << i;
+    EXPECT_EQ(p.offsets[i] % kArenaAlignment, 0u);
+    if (root[i] == i) roots.push_back(i);
+  }
+  int collisions = 0;
+  for (size_t a = 0; a < roots.size(); ++a)
+    for (size_t b = a + 1; b < roots.size(); ++b) {
+      const BufferRequest &x = merged[roots[a]], &y = merged[roots[b]];
+      if (x.first <= y.last && y.first <= x.last &&
+          overlap(p.offsets[roots[a]], x.bytes, p.offsets[roots[b]], y.bytes))
+        ++collisions;
+    }
+  EXPECT_EQ(collisions, 0);
+  for (size_t r : roots) EXPECT_LE(p.offsets[r] + merged[r].bytes, p.arena_bytes);
+}
+
 }  // namespace
 }  // namespace sluice::graph
