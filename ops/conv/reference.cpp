@@ -17,6 +17,9 @@ void infer_Conv(InferContext& ctx) {
              shape_str(x.shape));
   ctx.expect_input(1, DType::Float32, 4);
   const int64_t c = x.shape[1], m = w.shape[0];
+  if (m == 0 || w.shape[2] == 0 || w.shape[3] == 0)
+    ctx.fail("weight shape " + shape_str(w.shape) + " has no " + (m == 0 ? "output channels" : "kernel taps") +
+             ": nothing to compute");
   if (p.kernel_shape.empty()) p.kernel_shape = {w.shape[2], w.shape[3]};
   if (p.kernel_shape[0] != w.shape[2] || p.kernel_shape[1] != w.shape[3])
     ctx.fail("kernel_shape " + ints_str(p.kernel_shape) + " does not match weight shape " + shape_str(w.shape));

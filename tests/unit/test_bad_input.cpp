@@ -170,6 +170,20 @@ TEST(HalfWeights, CastToFloatLoadsWidenedElseARefusalNamesThem) {
   expect_error([&] { direct.load(); }, {"initializer 'w16'", "FLOAT16", "not supported", "only cast to float"});
 }
 
+// A conv with nothing to compute, or a dilation / padding past any memory, is named as such
+// (it was "could not build its kernel ... a Sluice bug"), on the optimised and reference paths.
+TEST(BadGraph, DegenerateConvWeightsAndHugeDilationAreNamed) {
+  expect_error([] { Session(conv_model({0, 3, 3, 3}).load()); }, {"conv1", "[0, 3, 3, 3]", "no output channels"});
+  expect_error([] { Session(conv_model({4, 3, 0, 3}).load()); }, {"conv1", "[4, 3, 0, 3]", "no kernel taps"});
+  for (bool optimize : {true, false}) {
+    OnnxBuilder b = conv_model({4, 3, 2, 1});
+    auto* conv = b.proto().mutable_graph()->mutable_node(0);
+    OnnxBuilder::attr_ints(*conv, "dilations", {int64_t{1} << 62, 1});
+    OnnxBuilder::attr_ints(*conv, "pads", {int64_t{1} << 62, 0, int64_t{1} << 62, 0});
+    expect_error([&] { Session(b.load(), {1, optimize}); }, {"conv1", "dilations [4611686018427387904, 1]", "too large"});
+  }
+}
+
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);
