@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <random>
+#include <set>
 
 #include "graph/graph.h"
 #include "runtime/cli/eval.h"
@@ -239,8 +240,12 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
+  std::set<std::string> used;  // outputs 'a/b' and 'a_b' both sanitise to a_b: the second gets a_b_2
   for (const auto& [name, t] : outputs) {
-    std::string path = (std::filesystem::path(out_dir) / (sanitize(name) + ".npy")).string();
+    std::string file = sanitize(name);
+    for (int i = 2; used.count(file); ++i) file = sanitize(name) + "_" + std::to_string(i);
+    used.insert(file);
+    std::string path = (std::filesystem::path(out_dir) / (file + ".npy")).string();
     sluice::npy::save(path, t);
     std::cout << name << " " << sluice::shape_str(t.shape()) << " -> " << path << "\n";
   }

@@ -578,7 +578,30 @@ def bad_attributes(a):
            helper.make_node("ConvTranspose", ["image", "w"], ["logits"], dilations=[2 ** 62 + 1, 1], name="ctd"), [1, 1, 3, 3],
            13, "ctd", "convtranspose_dilation overflowing 64 bits", {"w": np.ones((1, 1, 5, 1), np.float32)})
 
+def output_file_names(a):
+    """Outputs 'a/b' and 'a_b' both give the file name a_b: each gets a file of its own (the
+    second was written over the first), and run says which."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["a/b"]), helper.make_node("Neg", ["x"], ["a_b"])], "names",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("a/b", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("a_b", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path, xin, out = (os.path.join(a.work_dir, f) for f in ("names.onnx", "names_x.npy", "names_out"))
+    onnx.save(m, path)
+    x = np.random.RandomState(0).randn(1, 2, 4, 4).astype(np.float32)
+    np.save(xin, x)
+    said = run_sluice(a, "run", path, "--input", "x=" + xin, "--output-dir", out).stdout
+    files = sorted(f for f in os.listdir(out) if f.endswith(".npy"))
+    check(files == ["a_b.npy", "a_b_2.npy"], "output_file_names: one file per output (%s)" % files)
+    written = [(line.split(" ")[0], os.path.basename(line.split(" -> ")[1])) for line in said.splitlines() if " -> " in line]
+    got = {name: np.load(os.path.join(out, f)) for name, f in written}
+    check(np.array_equal(got.get("a/b"), np.maximum(x, 0)) and np.array_equal(got.get("a_b"), -x),
+          "output_file_names: each file holds its output, as run printed (%s)" % said.strip())
+
+
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
-                                 edge_values, int_edges, padded_average_pool, ceil_mode_small_maps, bad_attributes]))
+                                 edge_values, int_edges, padded_average_pool, ceil_mode_small_maps, bad_attributes,
+                                 output_file_names]))
