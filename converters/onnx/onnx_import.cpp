@@ -17,6 +17,7 @@
 
 #include "converters/onnx/attributes.h"
 #include "converters/onnx/inline_functions.h"
+#include "runtime/memory_limit.h"
 
 namespace ONNX_NAMESPACE::checker {
 // Defined and exported by libonnx 1.12, not declared in its checker.h: the check with a context,
@@ -272,6 +273,7 @@ class Importer {
         if (!fresh) it->second = it->second && cast;
       }
     for (const auto& out : gp.output()) only_cast_to_float[out.name()] = false;
+    check_initializer_bytes(gp);
     for (const auto& init : gp.initializer()) {
       auto it = only_cast_to_float.find(init.name());
       add_initializer(init, it != only_cast_to_float.end() && it->second);
@@ -586,6 +588,31 @@ class Importer {
     ValueId id = g_->add_value(std::move(v));
     by_name_[name] = id;
     return id;
+  }
+
+  // The initializers' total size against the machine's memory, from their dims alone, before
+  // any is read: external data files can hold more than fits (each one alone is checked as it
+  // is read).
+  void check_initializer_bytes(const op::GraphProto& gp) const {
+    const double have = runtime::machine_bytes();
+    if (have <= 0) return;
+    double total = 0, largest = 0;
+    std::string largest_name;
+    for (const auto& tp : gp.initializer()) {
+      double bytes = 4;
+      switch (tp.data_type()) {
+        case op::TensorProto::DOUBLE: case op::TensorProto::INT64: bytes = 8; break;
+        case op::TensorProto::INT8: case op::TensorProto::UINT8: case op::TensorProto::BOOL: bytes = 1; break;
+        default: break;  // float, int32, and 16-bit floats widened to float
+      }
+      for (int64_t d : tp.dims()) bytes *= static_cast<double>(std::max<int64_t>(d, 0));
+      total += bytes;
+      if (bytes > largest) largest = bytes, largest_name = tp.name();
+    }
+    if (total > have)
+      throw Error(name_ + ": its initializers hold " + runtime::gib(total) + ", more than this machine's " +
+                  runtime::gib(have) + " of memory (the largest, '" + largest_name + "', " + runtime::gib(largest) +
+                  "); check the model's dims");
   }
 
   void add_initializer(const op::TensorProto& tp, bool widen_half) {

@@ -184,6 +184,20 @@ TEST(BadGraph, DegenerateConvWeightsAndHugeDilationAreNamed) {
   }
 }
 
+// Initializers whose dims add up past the machine's memory are refused from their dims, before
+// any data is read (external files could hold it all).
+TEST(BadGraph, InitializersLargerThanMemoryInAllAreRefusedBeforeReading) {
+  OnnxBuilder b = conv_model();
+  for (const char* name : {"big_a", "big_b"}) {
+    auto* t = b.proto().mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : {int64_t{1} << 38, int64_t{4}}) t->add_dims(d);  // 4 TiB each
+    t->set_raw_data(std::string(8, '\0'));
+  }
+  expect_error([&] { b.load(); }, {"initializers hold", "8192.0 GiB", "more than this machine's", "big_a"});
+}
+
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);
