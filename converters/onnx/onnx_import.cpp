@@ -257,6 +257,7 @@ class Importer {
     inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
     sort_nodes(*model.mutable_graph());
+    check_initializer_bytes(model.graph());
     check(model);
     const op::GraphProto& gp = model.graph();
     // 16-bit float weights that the graph casts to float (a half-precision export run in
@@ -273,7 +274,6 @@ class Importer {
         if (!fresh) it->second = it->second && cast;
       }
     for (const auto& out : gp.output()) only_cast_to_float[out.name()] = false;
-    check_initializer_bytes(gp);
     for (const auto& init : gp.initializer()) {
       auto it = only_cast_to_float.find(init.name());
       add_initializer(init, it != only_cast_to_float.end() && it->second);
@@ -590,15 +590,16 @@ class Importer {
     return id;
   }
 
-  // The initializers' total size against the machine's memory, from their dims alone, before
-  // any is read: external data files can hold more than fits (each one alone is checked as it
-  // is read).
+  // The external initializers' total size against the machine's memory, from their dims alone,
+  // before any is read: their files can hold more than fits (each one alone is checked as it
+  // is read; the others' data is in the model file already).
   void check_initializer_bytes(const op::GraphProto& gp) const {
     const double have = runtime::machine_bytes();
     if (have <= 0) return;
     double total = 0, largest = 0;
     std::string largest_name;
     for (const auto& tp : gp.initializer()) {
+      if (tp.data_location() != op::TensorProto::EXTERNAL) continue;  // in the file already: checked as it is read
       double bytes = 4;
       switch (tp.data_type()) {
         case op::TensorProto::DOUBLE: case op::TensorProto::INT64: bytes = 8; break;
@@ -610,7 +611,7 @@ class Importer {
       if (bytes > largest) largest = bytes, largest_name = tp.name();
     }
     if (total > have)
-      throw Error(name_ + ": its initializers hold " + runtime::gib(total) + ", more than this machine's " +
+      throw Error(name_ + ": its initializers in external data hold " + runtime::gib(total) + ", more than this machine's " +
                   runtime::gib(have) + " of memory (the largest, '" + largest_name + "', " + runtime::gib(largest) +
                   "); check the model's dims");
   }

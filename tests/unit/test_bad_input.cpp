@@ -184,8 +184,8 @@ TEST(BadGraph, DegenerateConvWeightsAndHugeDilationAreNamed) {
   }
 }
 
-// Initializers whose dims add up past the machine's memory are refused from their dims, before
-// any data is read (external files could hold it all).
+// External initializers whose dims add up past the machine's memory are refused from their
+// dims, before any file is read.
 TEST(BadGraph, InitializersLargerThanMemoryInAllAreRefusedBeforeReading) {
   OnnxBuilder b = conv_model();
   for (const char* name : {"big_a", "big_b"}) {
@@ -193,9 +193,12 @@ TEST(BadGraph, InitializersLargerThanMemoryInAllAreRefusedBeforeReading) {
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::FLOAT);
     for (int64_t d : {int64_t{1} << 38, int64_t{4}}) t->add_dims(d);  // 4 TiB each
-    t->set_raw_data(std::string(8, '\0'));
+    t->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* kv = t->add_external_data();
+    kv->set_key("location");
+    kv->set_value("no_such_file.bin");  // refused before any file is opened
   }
-  expect_error([&] { b.load(); }, {"initializers hold", "8192.0 GiB", "more than this machine's", "big_a"});
+  expect_error([&] { b.load(); }, {"initializers in external data hold", "8192.0 GiB", "more than this machine's", "big_a"});
 }
 
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
