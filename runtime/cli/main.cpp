@@ -58,6 +58,7 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
       throw Error("--input " + spec + ": the model has no input named '" + name + "'");
     }
     if (inputs.count(name)) throw Error("--input " + spec + ": input '" + name + "' is given twice");
+    if (file.empty()) throw Error("--input " + spec + ": no file after '=' (expected NAME=FILE.npy)");
     sluice::Tensor t = sluice::npy::load(file);
     if (t.dtype() != it->dtype)
       throw Error(file + ": input '" + name + "' must be " + sluice::dtype_name(it->dtype) + ", the file holds " +
@@ -184,7 +185,10 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
     auto eq = spec.find('=');
     if (eq == std::string::npos) throw Error("--shape " + spec + ": expected NAME=DxDxD, e.g. input=1x3x224x224");
     sluice::Shape s;
-    std::stringstream ss(spec.substr(eq + 1));
+    const std::string dims = spec.substr(eq + 1);
+    if (!dims.empty() && dims.back() == 'x')  // getline drops an empty last part: "1x3x" read as [1, 3]
+      throw Error("--shape " + spec + ": ends in 'x' with no dimension after it");
+    std::stringstream ss(dims);
     std::string part;
     while (std::getline(ss, part, 'x')) {
       size_t used = 0;

@@ -202,6 +202,8 @@ def test_bad_input(a):
         (["bench", model, "--density", "0.5x"], 2, "--density: 0.5x is not a number"),
         (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
         (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
+        (["inspect", model, "--shape", "image=1x1x28x28x"], 1, "ends in 'x' with no dimension after it"),
+        (["run", model, "--input", "image="], 1, "--input image=: no file after '='"),
         (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
         (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (on the command line: --shape image=1x1x1x1)"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
