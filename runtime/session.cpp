@@ -78,7 +78,7 @@ class SessionImpl {
   static bool specialise_on_value(const Tensor& t) { return specialisable(t.dtype()) && t.numel() <= 64; }
 
   std::shared_ptr<const Plan> plan_for(const std::map<std::string, Shape>& given,
-                                       const std::map<std::string, Tensor>& values = {}) {
+                                       const std::map<std::string, Tensor>& values = {}, bool reference = false) {
     std::lock_guard<std::mutex> lock(mu_);
     // Inputs not given take their declared shape where it is fully known, so that the plan
     // made at load (no shapes given) is the one run() finds for inputs of those shapes (and
@@ -87,7 +87,7 @@ class SessionImpl {
     for (const auto& in : model_.inputs())
       if (!shapes.count(in.name) && std::all_of(in.shape.begin(), in.shape.end(), [](int64_t d) { return d >= 0; }))
         shapes[in.name] = in.shape;
-    std::string key;
+    std::string key = reference ? "reference:" : "";
     for (const auto& [name, s] : shapes) key += name + shape_str(s) + ";";
     for (const auto& [name, t] : values) {
       key += name + "=";
@@ -99,7 +99,9 @@ class SessionImpl {
     if (it != plans_.end()) return it->second.plan;
     // oneDNN fixes a primitive's thread count when it is created: create under the session's count.
     ThreadScope scope(options_.threads);
-    auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, options_, values);
+    SessionOptions opts = options_;
+    if (reference) opts.optimize = false;
+    auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, opts, values);
     plans_[key].plan = plan;
     return plan;
   }
@@ -130,7 +132,12 @@ class SessionImpl {
         throw Error(g.model_name + ": the model has no input named '" + name + "' (inputs: " + names + ")");
       }
     }
-    std::shared_ptr<const Plan> plan = plan_for(shapes, values);
+    // An inf or NaN in a float input: the reference plan, which multiplies what the fast kernels
+    // skip (zero weights, removed and suppressed channels, a shift's zero border), so that
+    // 0 * inf gives ONNX Runtime's NaN. One pass over the inputs (an image: ~20 us).
+    bool nonfinite = false;
+    for (const Tensor* t : ordered) nonfinite = nonfinite || (options_.optimize && !all_finite(*t));
+    std::shared_ptr<const Plan> plan = plan_for(shapes, values, nonfinite);
     std::unique_ptr<ExecContext> ctx = acquire(plan);
     ThreadScope scope(options_.threads);
     std::vector<Tensor> outs;
@@ -141,6 +148,7 @@ class SessionImpl {
       throw;
     }
     release(plan, std::move(ctx));
+    if (stats) stats->nonfinite_inputs = nonfinite;
     std::map<std::string, Tensor> result;
     for (size_t i = 0; i < g.outputs.size(); ++i) result[g.value(g.outputs[i]).name] = std::move(outs[i]);
     return result;
@@ -160,6 +168,24 @@ class SessionImpl {
   SessionOptions options_;
 
  private:
+  // Exponent bits all ones (inf, NaN), or-ed over the tensor: integer ops, which vectorise.
+  static bool all_finite(const Tensor& t) {
+    if (t.dtype() == DType::Float32) {
+      const auto* p = static_cast<const uint32_t*>(t.raw());
+      uint32_t bad = 0;
+      for (int64_t i = 0; i < t.numel(); ++i) bad |= static_cast<uint32_t>((p[i] & 0x7F800000u) == 0x7F800000u);
+      return bad == 0;
+    }
+    if (t.dtype() == DType::Float64) {
+      const auto* p = static_cast<const uint64_t*>(t.raw());
+      uint64_t bad = 0;
+      const uint64_t e = 0x7FF0000000000000ull;
+      for (int64_t i = 0; i < t.numel(); ++i) bad |= static_cast<uint64_t>((p[i] & e) == e);
+      return bad == 0;
+    }
+    return true;
+  }
+
   struct Entry {
     std::shared_ptr<const Plan> plan;
     std::vector<std::unique_ptr<ExecContext>> free;  // idle contexts, reused across runs

@@ -110,7 +110,7 @@ json stats_json(const sluice::RunStats& s) {
     samples.push_back({{"dense_macs", x.dense_macs}, {"executed_macs", x.executed_macs},
                        {"skipped_macs", x.skipped_macs()}, {"gate_macs", x.gate_macs}});
   return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"skipped_macs", s.skipped_macs()},
-          {"gate_macs", s.gate_macs}, {"samples", samples}, {"layers", layers}};
+          {"gate_macs", s.gate_macs}, {"nonfinite_inputs", s.nonfinite_inputs}, {"samples", samples}, {"layers", layers}};
 }
 
 // `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
@@ -258,6 +258,9 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     if (!f) throw Error(stats_path + ": cannot write the stats file");
     f << stats_json(stats).dump(2) << "\n";
   }
+  if (stats.nonfinite_inputs)
+    std::cerr << "note: the inputs hold inf or NaN: the run used the reference kernels, which multiply what the fast "
+                 "ones skip (0 * inf is NaN there, as in ONNX Runtime)\n";
   std::cout << "MACs: " << stats.executed_macs << " executed of " << stats.dense_macs << " dense";
   if (stats.dense_macs > 0)
     std::printf(" (%.1f%% skipped)", 100.0 * static_cast<double>(stats.skipped_macs()) / static_cast<double>(stats.dense_macs));

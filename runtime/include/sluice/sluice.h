@@ -183,6 +183,10 @@ struct RunStats {
   int64_t gate_macs = 0;      // the gate predictors
   std::vector<SampleStats> samples;
   std::vector<LayerStats> layers;
+  // The inputs held an inf or a NaN: the run used the reference kernels, which compute every
+  // product as ONNX Runtime does (the fast kernels skip zero weights, pruned channels and
+  // suppressed ones, so 0 * inf never makes their NaN).
+  bool nonfinite_inputs = false;
   int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
