@@ -26,6 +26,7 @@
 // (stride 1, no padding, group 1) is then fused into it (ConvParams::pre_shift); before a
 // strided 1x1 conv the shift takes the stride (it subsamples) and the conv runs at stride 1.
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -40,7 +41,11 @@ namespace sluice::graph::passes {
 namespace {
 
 // Form A. Returns false (and leaves the node) unless every output channel is a one-hot copy.
-bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vector<float>& bias) {
+// A kernel whose one tap is some v other than 1 (a BatchNorm after the shift, folded into the
+// conv by the exporter) is the shift scaled by v: `scale` gets v per output channel (empty when
+// every v is 1), for the readers' weights (fold_shift_scale).
+bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vector<float>& bias,
+                        std::vector<float>& scale) {
   if (n.op != OpType::Conv) return false;
   const auto& p = n.p<ConvParams>();
   const Value& x = g.value(n.inputs[0]);
@@ -65,13 +70,15 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
   }
   const int64_t cg = c / groups, mg = m / groups, kh = w.shape[2], kw = w.shape[3], taps = cg * kh * kw;
   const float* W = w.constant.data<float>();
+  scale.assign(static_cast<size_t>(m), 1.f);
   for (int64_t o = 0; o < m; ++o) {
     int64_t hot = -1;
     for (int64_t t = 0; t < taps; ++t) {
       const float v = W[o * taps + t];
       if (v == 0.f) continue;
-      if (v != 1.f || hot >= 0) return false;
+      if (!std::isfinite(v) || hot >= 0) return false;
       hot = t;
+      scale[static_cast<size_t>(o)] = v;
     }
     if (hot < 0) return false;  // an all-zero kernel: a dead channel, not a shift
     const int64_t tap = hot % (kh * kw);
@@ -86,6 +93,7 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
     sp.out_w = y.shape[3];
   }
   if (sp.same_size() && !sp.moves()) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
+  if (std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.f; })) scale.clear();
   sp.dense_macs = m * taps * y.shape[2] * y.shape[3];
   sp.form = groups == c && m == c ? "depthwise one-hot conv" : "one-hot conv";
   return true;
@@ -430,6 +438,36 @@ bool fold_shift_bias(Graph& g, ValueId out, const std::vector<float>& b) {
   return true;
 }
 
+// A one-hot conv whose taps are v_c (not 1) is the shift scaled per channel. Where every
+// reader is a group-1 conv with constant weights reading it as its input (zero padding or
+// not: v * 0 is 0), the scales go into the readers' weights, W[:, c] * v_c. `apply` false:
+// only whether they can.
+bool fold_shift_scale(Graph& g, ValueId out, const std::vector<float>& v, bool apply) {
+  const Value& ov = g.value(out);
+  if (ov.is_output || ov.consumers.empty()) return false;
+  for (NodeId r : ov.consumers) {
+    const Node& rn = g.node(r);
+    if (rn.op != OpType::Conv || rn.inputs[0] != out || rn.p<ConvParams>().group != 1 ||
+        !rn.p<ConvParams>().pre_shift.empty())
+      return false;
+    for (size_t i = 1; i < rn.inputs.size(); ++i)
+      if (rn.inputs[i] == out) return false;
+    const Value& w = g.value(rn.inputs[1]);
+    if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[1] != static_cast<int64_t>(v.size()))
+      return false;
+  }
+  if (!apply) return true;
+  for (NodeId r : std::vector<NodeId>(ov.consumers)) {
+    const Tensor& w = g.value(g.node(r).inputs[1]).constant;
+    const int64_t c = w.shape()[1], taps = w.shape()[2] * w.shape()[3];
+    Tensor nw(DType::Float32, w.shape());
+    for (int64_t i = 0; i < w.numel(); ++i) nw.data<float>()[i] = w.data<float>()[i] * v[static_cast<size_t>(i / taps % c)];
+    const ValueId wid = add_constant(g, g.node(r).name + "__shift_scaled", std::move(nw));
+    set_input(g.node(r), 1, wid);
+  }
+  return true;
+}
+
 // A value-moving region that only selects channels of x (ShuffleNet's channel shuffle as
 // Reshape -> Transpose -> Reshape, torch.chunk's Slices, a flip, a Concat of slices of one
 // tensor): node `id` becomes Gather(x, idx, axis 1), one op that also runs on NHWC data (the
@@ -451,9 +489,13 @@ int recognise_shifts(Graph& g) {
     ShiftParams sp;
     ValueId src = kNoValue;
     const Node& n = g.node(id);
-    std::vector<float> bias;
-    if (one_hot_conv_shift(g, n, sp, bias)) {
-      if (!bias.empty() && !fold_shift_bias(g, n.outputs[0], bias)) continue;
+    std::vector<float> bias, scale;
+    if (one_hot_conv_shift(g, n, sp, bias, scale)) {
+      const ValueId out = n.outputs[0];
+      // The bias first (it meets the readers' weights unscaled: W (v shift + b) = (W v) shift + W b).
+      if (!scale.empty() && !fold_shift_scale(g, out, scale, false)) continue;
+      if (!bias.empty() && !fold_shift_bias(g, out, bias)) continue;
+      if (!scale.empty()) fold_shift_scale(g, out, scale, true);
       src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       sp = ShiftParams{};

@@ -28,13 +28,14 @@ import shift  # noqa: E402
 
 
 class OneHotDW(nn.Module):
-    """Depthwise 3x3 conv with fixed kernels; value/hot/bias make it a shift or a look-alike."""
+    """Depthwise 3x3 conv with fixed kernels; value/hot/bias make it a shift or a look-alike.
+    value: the hot tap's value, one for all channels or a list (a BatchNorm folded into it)."""
 
     def __init__(self, c, value=1.0, two_hot=False, bias=0.0):
         super().__init__()
         w = torch.zeros(c, 1, 3, 3)
         for ch in range(c):
-            w[ch, 0, ch % 3, (ch // 3) % 3] = value
+            w[ch, 0, ch % 3, (ch // 3) % 3] = value[ch] if isinstance(value, list) else value
             if two_hot:
                 w[ch, 0, 1, 1] += 1.0
         self.register_buffer("w", w)
@@ -254,7 +255,10 @@ def main():
         insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x1x28x28").stdout)
         check(insp["shifts_recognised"] == 6 and sum("fused_shift" in n for n in insp["nodes"]) == 4,
               "trained %s form: 6 shifts recognised, 4 fused" % form)
-    cases = [("dw_onehot", OneHotDW(8), 1), ("dw_half", OneHotDW(8, value=0.5), 0), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
+    bn = [0.5, -1.5, 2.0, 0.25, 1.0, 3.0, -0.75, 1.25]  # a BatchNorm's scales, folded into the one-hot taps
+    cases = [("dw_onehot", OneHotDW(8), 1), ("dw_two_hot", OneHotDW(8, two_hot=True), 0),
+             # taps of another value: the shift scaled, the scales folded into the reader's weights
+             ("dw_half", OneHotDW(8, value=0.5), 1), ("dw_bn_folded", OneHotDW(8, value=bn, bias=0.3), 1),
              # a one-hot conv with a bias is a shift plus a constant, folded into the 1x1 reader's
              # bias; before a padded reader (below) it stays a conv
              ("dw_bias", OneHotDW(8, bias=0.3), 1), ("slice_shift", SliceConcat("shift"), 1),
@@ -284,10 +288,13 @@ def main():
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
     padded = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, bias=0.3), nn.Conv2d(8, 5, 3, padding=1))
     cases.append(("dw_bias_padded_reader", padded, 0))
+    # scales alone go into a padded reader too (v * 0 is 0): a shift step of its own before the 3x3 conv
+    cases.append(("dw_scaled_padded_reader", nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, value=bn),
+                                                           nn.Conv2d(8, 5, 3, padding=1)), 1))
     for name, mod, expected in cases:
         torch.manual_seed(1)
         path = os.path.join(a.work_dir, name + ".onnx")
-        export(mod if name == "dw_bias_padded_reader" else wrap(mod, 8, out=16 if name == "onehot_dw_mult2" else None), path)
+        export(mod if name.endswith("_padded_reader") else wrap(mod, 8, out=16 if name == "onehot_dw_mult2" else None), path)
         insp, _ = compare(a, path, (2, 8, 12, 12), name)
         check(insp["shifts_recognised"] == expected,
               "%s: %d shift(s) recognised, expected %d" % (name, insp["shifts_recognised"], expected))
