@@ -365,7 +365,21 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       case OpType::Conv: {
         const auto& cp = n.p<ConvParams>();
         if (cp.group != 1) return "read by grouped conv " + n.name;
-        if (!cp.pre_shift.empty()) return "read through a shift by " + n.name;
+        // A fused shift that moves each input channel to one place (a permutation of them: the
+        // fused conv's weights have one column per input channel): only zero channels can go,
+        // as through zero padding (plan_removal), with their columns.
+        if (!cp.pre_shift.empty()) {
+          const auto& src = cp.pre_shift.src;
+          const int64_t cin = g.value(n.inputs[0]).shape[1];
+          std::vector<bool> hit(static_cast<size_t>(std::max<int64_t>(cin, 0)), false);
+          bool perm = static_cast<int64_t>(src.size()) == cin && g.value(n.inputs[1]).shape[1] == cin &&
+                      cp.pre_shift.dy.size() == src.size() && cp.pre_shift.dx.size() == src.size();
+          for (size_t j = 0; perm && j < src.size(); ++j) {
+            perm = src[j] >= 0 && src[j] < cin && !hit[static_cast<size_t>(src[j])];
+            if (perm) hit[static_cast<size_t>(src[j])] = true;
+          }
+          if (!perm) return "read through a shift by " + n.name + " that does not move each channel to one place";
+        }
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";
@@ -737,7 +751,9 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
   const auto m = static_cast<int64_t>(dead.size());
   bool any_padding = false, any_gated = false, any_transposed = false, any_scaled = false;
   for (const Reader& r : readers) {
-    any_padding |= g.node(r.node).op == OpType::Conv && has_zero_padding(g.node(r.node));
+    // A fused shift reads zeros at its border: only a zero channel stays one through it.
+    any_padding |= g.node(r.node).op == OpType::Conv &&
+                   (has_zero_padding(g.node(r.node)) || !g.node(r.node).p<ConvParams>().pre_shift.empty());
     any_gated |= g.node(r.node).op == OpType::SluiceGatedConv;
     // A ConvTranspose spreads a constant input unevenly (windows overlap by the stride, fewer
     // reach the border): only a 0 can go.
@@ -912,6 +928,20 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
         const float* slab = W + (r.offset + o) * per;
         if (std::any_of(slab, slab + per, [](float e) { return e != 0.f; })) un[static_cast<size_t>(o)] = false;
       }
+    } else if (rn.op == OpType::Conv && !rn.p<ConvParams>().pre_shift.empty()) {
+      // A fused shift: source channel i feeds the weight columns j with src[j] = i.
+      const auto& src = rn.p<ConvParams>().pre_shift.src;
+      const int64_t cm = w.shape()[0], ci = w.shape()[1], taps = w.numel() / std::max<int64_t>(cm * ci, 1);
+      for (int64_t j = 0; j < ci; ++j) {
+        const int64_t o = src[static_cast<size_t>(j)] - r.offset;
+        if (o < 0 || o >= m || !un[static_cast<size_t>(o)]) continue;
+        for (int64_t mo = 0; mo < cm && un[static_cast<size_t>(o)]; ++mo)
+          for (int64_t t = 0; t < taps; ++t)
+            if (W[(mo * ci + j) * taps + t] != 0.f) {
+              un[static_cast<size_t>(o)] = false;
+              break;
+            }
+      }
     } else if (rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv) {
       const int64_t cm = w.shape()[0], ci = w.shape()[1], taps = w.numel() / std::max<int64_t>(cm * ci, 1);
       // A gated conv's saliency reads the channel too: its predictor column [M, C] must be zero as well.
@@ -1015,6 +1045,33 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (size_t ri = 0; ri < readers.size(); ++ri) {
     const Reader& r = readers[ri];
     const int64_t total = totals[ri];
+    if (g.node(r.node).op == OpType::Conv && !g.node(r.node).p<ConvParams>().pre_shift.empty()) {
+      // A fused shift (a permutation of the channels, collect_readers): the weight column j that
+      // reads a removed source channel goes (it is 0, and so is all the shift reads of it); the
+      // others read their source at its new index. (At least one channel stays: so does its column.)
+      ShiftParams sp = g.node(r.node).p<ConvParams>().pre_shift;
+      std::vector<int32_t> before(static_cast<size_t>(m + 1), 0);  // removed channels below o
+      for (int64_t o = 0; o < m; ++o) before[static_cast<size_t>(o + 1)] = before[static_cast<size_t>(o)] + remove[static_cast<size_t>(o)];
+      std::vector<int32_t> keep_r;
+      std::vector<bool> remove_r(static_cast<size_t>(total), false);
+      ShiftParams kept = sp;
+      kept.src.clear(), kept.dy.clear(), kept.dx.clear();
+      for (int64_t j = 0; j < total; ++j) {
+        const int64_t src = sp.src[static_cast<size_t>(j)], o = src - r.offset;
+        if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
+          remove_r[static_cast<size_t>(j)] = true;
+          continue;
+        }
+        keep_r.push_back(static_cast<int32_t>(j));
+        const int64_t shift_down = o < 0 ? 0 : before[static_cast<size_t>(std::min(o, m))];
+        kept.src.push_back(static_cast<int32_t>(src - shift_down));
+        kept.dy.push_back(sp.dy[static_cast<size_t>(j)]);
+        kept.dx.push_back(sp.dx[static_cast<size_t>(j)]);
+      }
+      compact_reader(g, r.node, total, keep_r, remove_r, std::vector<float>(static_cast<size_t>(total), 0.f));
+      g.node(r.node).p<ConvParams>().pre_shift = kept;
+      continue;
+    }
     if (r.flat != kNoValue && shrunk.insert(r.flat).second) g.value(r.flat).shape[1] -= removed * r.spread;
     std::vector<int32_t> keep_r;
     std::vector<bool> remove_r(static_cast<size_t>(total), false);

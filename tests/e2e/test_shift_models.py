@@ -218,6 +218,43 @@ def compare(a, path, shape, name):
     return insp, st
 
 
+class DeadBeforeShift(nn.Module):
+    """1x1 conv 8->8 with filters 1, 3, 5 zero and bias `const` there, ReLU, a shift (one-hot
+    depthwise conv, or slices), 1x1 conv 8->5."""
+
+    def __init__(self, const, shift_mod):
+        super().__init__()
+        self.c0, self.sh, self.c1 = nn.Conv2d(8, 8, 1), shift_mod, nn.Conv2d(8, 5, 1)
+        with torch.no_grad():
+            self.c0.weight[[1, 3, 5]] = 0
+            self.c0.bias[[1, 3, 5]] = const
+
+    def forward(self, x):
+        return self.c1(self.sh(F.relu(self.c0(x))))
+
+
+def dead_channels_through_shifts(a):
+    """Zero channels stay zero through a shift (its border is zero too): they go from the conv
+    before it and from the 1x1 conv the shift is fused into. A non-zero constant channel gets a
+    zero border from the shift: it stays, and inspect says why."""
+    for name, const, mod, want in (("dead_zero_dw", 0.0, OneHotDW(8), 3), ("dead_zero_slices", 0.0, SliceConcat("shift"), 3),
+                                   ("dead_const_dw", 0.7, OneHotDW(8), 0)):
+        torch.manual_seed(5)
+        path = os.path.join(a.work_dir, name + ".onnx")
+        export(DeadBeforeShift(const, mod), path)
+        insp, _ = compare(a, path, (2, 8, 12, 12), name)
+        x = np.random.default_rng(1).standard_normal((3, 8, 12, 12)).astype(np.float32)
+        for t in ("1", "2"):  # (the fused kernel, offset-read or tiled, is picked by timing)
+            run_vs_ort(a, path, x, "%s_t%s" % (name, t), "-t", t)
+        got = {r["node"]: r for r in insp["pruning"]}.get("/c0/Conv", {})
+        check(got.get("removed", 0) == want and insp["shifts_recognised"] == 1 and
+              sum("fused_shift" in n for n in insp["nodes"]) == 1,
+              "%s: %d of c0's 3 dead channels removed (expected %d), the shift recognised and fused (%s)" % (
+                  name, got.get("removed", 0), want, got))
+        if not want:
+            check("padding" in got.get("kept_reason", ""), "%s: inspect says why they stay (%s)" % (name, got))
+
+
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
@@ -305,6 +342,7 @@ def main():
             ops = sorted({n["op"] for n in insp["nodes"]} - {"SluiceReorder"})
             check(ops == ["Conv", "Relu"] or ops == ["Conv"], "%s: only convs are left, the shift fused (%s)" % (name, ops))
             check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
+    dead_channels_through_shifts(a)
     return finish()
 
 
