@@ -10,15 +10,18 @@ namespace sluice::cli {
 
 namespace {
 
-// Everything gzread gives (zlib reads plain files through the same call).
-std::vector<uint8_t> read_all(const std::string& path) {
+// What gzread gives (zlib reads plain files through the same call), up to `limit` + 1 bytes:
+// a file that inflates past what its header declares stops there (a gzip bomb of a few MB
+// inflated to GBs before it was refused).
+std::vector<uint8_t> read_upto(const std::string& path, size_t limit) {
   if (!std::filesystem::exists(path)) throw Error(path + ": not found");
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw Error(path + ": cannot open");
   std::vector<uint8_t> out;
   uint8_t buf[1 << 16];
-  for (;;) {
-    int n = gzread(f, buf, sizeof buf);
+  while (out.size() <= limit) {
+    const size_t want = std::min(sizeof buf, limit + 1 - out.size());
+    int n = gzread(f, buf, static_cast<unsigned>(want));
     if (n < 0) {
       int err = 0;
       std::string msg = gzerror(f, &err);
@@ -27,10 +30,6 @@ std::vector<uint8_t> read_all(const std::string& path) {
     }
     if (n == 0) break;
     out.insert(out.end(), buf, buf + n);
-    if (out.size() > (size_t{1} << 31)) {
-      gzclose(f);
-      throw Error(path + ": larger than 2 GiB uncompressed; not an image dataset Sluice can evaluate");
-    }
   }
   gzclose(f);
   return out;
@@ -39,8 +38,8 @@ std::vector<uint8_t> read_all(const std::string& path) {
 }  // namespace
 
 IdxFile read_idx_gz(const std::string& path) {
-  std::vector<uint8_t> raw = read_all(path);
   // IDX: 0 0 <type 0x08 = ubyte> <ndim>, then ndim big-endian uint32 dims, then the data.
+  std::vector<uint8_t> raw = read_upto(path, 4 + 4 * 4);
   if (raw.size() < 4 || raw[0] != 0 || raw[1] != 0)
     throw Error(path + ": not an IDX file (bad magic number)");
   if (raw[2] != 0x08) throw Error(path + ": IDX element type " + std::to_string(raw[2]) + " is not unsigned byte (8)");
@@ -48,18 +47,21 @@ IdxFile read_idx_gz(const std::string& path) {
   if (ndim == 0 || ndim > 4) throw Error(path + ": IDX rank " + std::to_string(ndim) + " (expected 1 to 4)");
   if (raw.size() < 4 + 4 * ndim) throw Error(path + ": truncated IDX header");
   IdxFile idx;
-  size_t numel = 1;
+  uint64_t numel = 1;
+  constexpr uint64_t kMax = uint64_t{1} << 31;
   for (size_t i = 0; i < ndim; ++i) {
     const uint8_t* p = raw.data() + 4 + 4 * i;
     int64_t d = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]};
     idx.dims.push_back(d);
-    numel *= static_cast<size_t>(d);
-    if (numel > raw.size()) break;  // the size check below reports it
+    numel = std::min(numel * static_cast<uint64_t>(d), kMax + 1);  // (d < 2^32: no overflow below 2^63)
   }
+  if (numel > kMax)
+    throw Error(path + ": IDX header declares more than 2 GiB of data; not an image dataset Sluice can evaluate");
   const size_t header = 4 + 4 * ndim;
-  if (raw.size() - header != numel)
-    throw Error(path + ": IDX header promises " + std::to_string(numel) + " bytes of data, the file holds " +
-                std::to_string(raw.size() - header) + " (truncated or corrupt)");
+  raw = read_upto(path, header + static_cast<size_t>(numel));
+  if (raw.size() != header + numel)
+    throw Error(path + ": IDX header declares " + std::to_string(numel) + " bytes of data, the file holds " +
+                (raw.size() > header + numel ? "more" : std::to_string(raw.size() - header)) + " (truncated or corrupt)");
   idx.data.assign(raw.begin() + static_cast<std::ptrdiff_t>(header), raw.end());
   return idx;
 }

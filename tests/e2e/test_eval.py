@@ -122,6 +122,14 @@ def test_bad_input(a):
         data = gzip.open(os.path.join(src, n)).read()
         with gzip.open(os.path.join(truncated, n), "wb") as f:
             f.write(data[:len(data) - (1000 if "images" in n else 0)])
+    bomb = os.path.join(a.work_dir, "bomb_dir")  # 10 images declared, 64 MB of zeros behind them (a ~64 KB file)
+    os.makedirs(bomb, exist_ok=True)
+    with gzip.open(os.path.join(bomb, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28]))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    with gzip.open(os.path.join(bomb, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
     wrong = os.path.join(a.work_dir, "rgb32.onnx")
     make_model(wrong, ["N", 3, 32, 32])
     static = os.path.join(a.work_dir, "batch1.onnx")
@@ -191,6 +199,7 @@ def test_bad_input(a):
         (["eval", model, "--data-dir", empty], 1, "not found"),
         (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),
         (["eval", model, "--data-dir", truncated], 1, "truncated"),
+        (["eval", model, "--data-dir", bomb], 1, "IDX header declares 7840 bytes of data, the file holds more"),
         (["eval", wrong, "--limit", "5"], 1, "images are [1, 28, 28]"),
         (["eval", model, "--data", "imagenet"], 2, "imagenet"),
         (["eval", model, "--limit", "-3"], 2, "--limit: -3 is negative"),
