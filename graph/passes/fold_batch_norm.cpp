@@ -190,14 +190,8 @@ NodeId zero_preserving_activation(const Graph& g, ValueId x, ValueId& y) {
     case OpType::PRelu:
       return n.inputs.size() == 2 && g.value(n.inputs[1]).is_constant() ? id : -1;
     case OpType::Clip: {
-      ClipParams cp = n.p<ClipParams>();
-      for (size_t i = 1; i < n.inputs.size(); ++i) {
-        if (n.inputs[i] == kNoValue) continue;
-        const Value& b = g.value(n.inputs[i]);
-        if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != 1) return -1;
-        (i == 1 ? cp.min : cp.max) = b.constant.data<float>()[0];
-      }
-      return cp.min <= 0.f && cp.max >= 0.f ? id : -1;
+      float lo = 0.f, hi = 0.f;
+      return clip_bounds(g, n, lo, hi) && lo <= 0.f && hi >= 0.f ? id : -1;
     }
     case OpType::Mul: {  // y * sigmoid(y) or y * hardsigmoid(y) (hardswish below opset 14), either order
       if (n.inputs.size() != 2) return -1;

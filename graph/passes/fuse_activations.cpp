@@ -15,14 +15,9 @@ std::optional<FusedActivation> as_epilogue(const Graph& g, const Node& n) {
     case OpType::LeakyRelu: return FusedActivation{Activation::LeakyRelu, n.p<AlphaBetaParams>().alpha};
     case OpType::HardSwish: return FusedActivation{Activation::HardSwish};
     case OpType::Clip: {
-      ClipParams cp = n.p<ClipParams>();
-      for (size_t i = 1; i <= 2 && i < n.inputs.size(); ++i) {
-        if (n.inputs[i] == kNoValue) continue;
-        const Value& v = g.value(n.inputs[i]);
-        if (!v.is_constant() || v.dtype != DType::Float32 || v.constant.numel() != 1) return std::nullopt;
-        (i == 1 ? cp.min : cp.max) = v.constant.data<float>()[0];
-      }
-      return FusedActivation{Activation::Clip, cp.min, cp.max};
+      float lo = 0.f, hi = 0.f;
+      if (!clip_bounds(g, n, lo, hi)) return std::nullopt;
+      return FusedActivation{Activation::Clip, lo, hi};
     }
     default: return std::nullopt;
   }

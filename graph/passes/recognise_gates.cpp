@@ -506,15 +506,9 @@ class GateMatcher {
       case OpType::Softplus: a = {Act::Softplus}; return &n;
       case OpType::Elu: a = {Act::Elu, n.p<AlphaBetaParams>().alpha}; return &n;
       case OpType::Clip: {
-        ClipParams cp = n.p<ClipParams>();
-        for (size_t i = 1; i <= 2 && i < n.inputs.size(); ++i) {
-          if (n.inputs[i] == kNoValue) continue;
-          const Value& b = g_.value(n.inputs[i]);
-          if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != 1)
-            throw Reject{"the saliency's Clip " + n.name + " has bounds that are not constant scalars"};
-          (i == 1 ? cp.min : cp.max) = b.constant.data<float>()[0];
-        }
-        a = {Act::Clip, cp.min, cp.max};
+        float lo = 0.f, hi = 0.f;
+        if (!clip_bounds(g_, n, lo, hi)) throw Reject{"the saliency's Clip " + n.name + " has bounds that are not constant scalars"};
+        a = {Act::Clip, lo, hi};
         return &n;
       }
       default: return nullptr;

@@ -19,6 +19,20 @@ inline void replace_uses(Graph& g, ValueId from, ValueId to) {
         if (in == from) in = to;
 }
 
+// The bounds of Clip node n: its attributes (opset < 11) or its constant scalar inputs 1, 2
+// (opset >= 11). False when a bound is given at run time (or is not a float scalar).
+inline bool clip_bounds(const Graph& g, const Node& n, float& lo, float& hi) {
+  ClipParams cp = n.p<ClipParams>();
+  for (size_t i = 1; i <= 2 && i < n.inputs.size(); ++i) {
+    if (n.inputs[i] == kNoValue) continue;
+    const Value& b = g.value(n.inputs[i]);
+    if (!b.is_constant() || b.dtype != DType::Float32 || b.constant.numel() != 1) return false;
+    (i == 1 ? cp.min : cp.max) = b.constant.data<float>()[0];
+  }
+  lo = cp.min, hi = cp.max;
+  return true;
+}
+
 // Input i of node n as integers when it is a constant int64/int32 tensor (Slice bounds, Pad
 // pads), else empty.
 inline std::vector<int64_t> const_ints(const Graph& g, const Node& n, size_t i) {
