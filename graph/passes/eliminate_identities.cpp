@@ -97,6 +97,8 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
   const NodeId pid = producer_of_type(g, n.inputs[0], OpType::Pad);
   if (pid < 0) return false;
   const Node& pad = g.node(pid);
+  // Only the conv reads the padded value (an FBS gate pooling it would see another tensor).
+  if (!single_use(g, n.inputs[0])) return false;
   const auto& pp = pad.p<PadParams>();
   const Value& x = g.value(pad.inputs[0]);
   if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return false;

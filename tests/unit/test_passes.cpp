@@ -58,29 +58,34 @@ TEST(FoldConstants, PyTorchFlattenShapeChainVanishes) {
 }
 
 // An explicit zero Pad of H and W before a conv joins the conv's own pads (tf2onnx's "SAME"):
-// no Pad step, the same answer as the generic ops. A non-zero fill, or a Pad of the channels,
-// stays a Pad.
+// no Pad step, the same answer as the generic ops. A non-zero fill, a Pad of the channels, or
+// a padded value that something else reads too (an FBS gate's pool), stays a Pad.
 TEST(EliminateIdentities, ZeroPadBeforeConvJoinsItsPads) {
   for (float fill : {0.f, 0.5f}) {
-    for (bool channel_pad : {false, true}) {
+    for (int variant : {0, 1, 2}) {
+      const bool channel_pad = variant == 1, shared = variant == 2;
       OnnxBuilder b;
       b.input("x", {2, 4, 7, 9}).init_random("w", {6, channel_pad ? 5 : 4, 3, 3}, 0.3f).init_random("bias", {6});
       b.init_i64("pads", {8}, {0, channel_pad ? 1 : 0, 2, 0, 0, 0, 1, 3}).init("fill", {}, {fill});
       b.node("Pad", {"x", "pads", "fill"}, {"xp"});
       OnnxBuilder::attr_ints(b.node("Conv", {"xp", "w", "bias"}, {"y"}), "pads", {1, 1, 1, 1});
       b.output("y");
+      if (shared) {
+        b.node("GlobalAveragePool", {"xp"}, {"pooled"});
+        b.output("pooled");
+      }
       Model m = b.load();
       runtime::Plan p = make_plan(m, true);
       bool has_pad = false;
       for (const auto& st : p.steps()) has_pad |= p.graph().node(st.node).op == graph::OpType::Pad;
-      EXPECT_EQ(has_pad, fill != 0.f || channel_pad) << fill << " " << channel_pad;
+      EXPECT_EQ(has_pad, fill != 0.f || channel_pad || shared) << fill << " " << variant;
       Tensor x = random_tensor({2, 4, 7, 9}, 5);
       const Tensor got = Session(m).run({{"x", x}})["y"], want = Session(m, {1, false}).run({{"x", x}})["y"];
       ASSERT_EQ(got.shape(), want.shape());
       double err = 0;
       for (int64_t i = 0; i < want.numel(); ++i)
         err = std::max(err, static_cast<double>(std::abs(got.data<float>()[i] - want.data<float>()[i])));
-      EXPECT_LT(err, 1e-5) << fill << " " << channel_pad;
+      EXPECT_LT(err, 1e-5) << fill << " " << variant;
     }
   }
 }
