@@ -254,7 +254,7 @@ struct Saliency {
   // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
   bool nonnegative() const {
     return act == Act::Relu || act == Act::Sigmoid || act == Act::HardSigmoid || act == Act::Softplus ||
-           (act == Act::Clip && alpha >= 0.f);
+           (act == Act::Clip && alpha >= 0.f && beta >= 0.f);  // min(max(x, lo), hi): hi alone when lo > hi
   }
 };
 const char* saliency_act_name(Saliency::Act a);

@@ -44,7 +44,10 @@ float saliency(const graph::Saliency& a, float x) {
     case Act::Relu: return x < 0.f ? 0.f : x;
     case Act::Sigmoid: return 1.f / (1.f + std::exp(-x));
     case Act::LeakyRelu: return x >= 0.f ? x : a.alpha * x;
-    case Act::Clip: return x < a.alpha ? a.alpha : x > a.beta ? a.beta : x;
+    case Act::Clip: {  // min(max(x, lo), hi), as ONNX's Clip: hi everywhere when lo > hi
+      const float lo = x < a.alpha ? a.alpha : x;
+      return lo > a.beta ? a.beta : lo;
+    }
     case Act::HardSigmoid: {
       const float v = a.alpha * x + a.beta;
       return v < 0.f ? 0.f : v > 1.f ? 1.f : v;

@@ -221,7 +221,8 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
 
 // --density or --gating off on a model without a recognised gate changes nothing: say so (stderr).
 void note_gate_options(const std::string& model_path, const sluice::SessionOptions& options, const sluice::RunStats& s) {
-  if ((options.density <= 0.f && options.gating) ||
+  // (inputs with inf or NaN ran on the reference kernels, every channel computed: its own note)
+  if ((options.density <= 0.f && options.gating) || s.nonfinite_inputs ||
       std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
     return;
   const char* option = options.density > 0.f ? "--density" : "--gating off";

@@ -525,6 +525,40 @@ def density_note(sluice, work):
     return failures
 
 
+def nonfinite_input(sluice, work):
+    """A NaN in one sample of a batch: without --density the run takes the reference kernels
+    (and says so), equal to ORT where ORT is finite; with --density it keeps the gated kernels,
+    and the other samples' outputs are those of the all-finite batch."""
+    failures = 0
+    model = os.path.join(REPO, "models", "fbs", "mcifar_fbs_d50.onnx")
+    x = np.load(os.path.join(REPO, "models", "samples", "test_batch8.npy"))[:3].copy()
+    bad = x.copy()
+    bad[2, 0, 5, 5] = np.nan
+    outs = {}
+    for tag, data in (("finite", x), ("nan", bad)):
+        path = os.path.join(work, "nonfinite_%s.npy" % tag)
+        np.save(path, data)
+        for extra in ([], ["--density", "0.25"]):
+            out = os.path.join(work, "nonfinite_out_%s_%d" % (tag, len(extra)))
+            p = subprocess.run([sluice, "run", model, "-i", "image=" + path, "-o", out] + extra, capture_output=True, text=True)
+            if p.returncode != 0:
+                print("FAIL nonfinite input %s %s: exit %d %s" % (tag, extra, p.returncode, p.stderr.strip()))
+                return failures + 1
+            outs[(tag, len(extra))] = (np.load(os.path.join(out, "logits.npy")), p.stderr)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"image": bad})[0]
+    y, err = outs[("nan", 0)]
+    checks = [("without --density the run says it used the reference kernels", "reference kernels" in err),
+              ("without --density, equal to ORT on the finite samples",
+               np.abs(y[:2] - ref[:2]).max() <= 1e-4 * max(1.0, float(np.abs(ref[:2]).max()))),
+              ("with --density, samples 0 and 1 as in the all-finite batch",
+               np.array_equal(outs[("nan", 2)][0][:2], outs[("finite", 2)][0][:2])),
+              ("with --density, no note that the model has no gate", "no recognised FBS gate" not in outs[("nan", 2)][1])]
+    for what, ok in checks:
+        failures += not ok
+        print("%s nonfinite input: %s" % ("PASS" if ok else "FAIL", what))
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -628,6 +662,7 @@ def main():
     print("%s inspect gives a bound at k for %d gated layers over the models" % ("PASS" if ok else "FAIL", bounded))
     failures += k_from_input(a.sluice, a.work_dir)
     failures += density_note(a.sluice, a.work_dir)
+    failures += nonfinite_input(a.sluice, a.work_dir)
     print("%d models, %d failed" % (len(models), failures))
     return 1 if failures else 0
 

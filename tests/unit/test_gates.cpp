@@ -126,8 +126,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   const std::string act = gc.act, g_act = p + (gc.fc == Fc::Conv1x1 ? "g4" : "g");
   if (act.empty()) {
     b.node("Identity", {p + "z"}, {g_act});
-  } else if (act == "Clip") {  // relu6, as opset 11+ exports it
-    b.init(p + "lo", {}, {0.f}).init(p + "hi", {}, {6.f});
+  } else if (act == "Clip" || act == "ClipInverted") {  // relu6, as opset 11+ exports it; or min > max: max everywhere
+    b.init(p + "lo", {}, {act == "Clip" ? 0.f : 0.5f}).init(p + "hi", {}, {act == "Clip" ? 6.f : 0.25f});
     b.node("Clip", {p + "z", p + "lo", p + "hi"}, {g_act});
   } else {
     auto& an = b.node(act, {p + "z"}, {g_act});
@@ -420,6 +420,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"masked_fill", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; g.masked_fill = true; })},
                       Variant{"sigmoid_g", with([](GateCase& g) { g.act = "Sigmoid"; })},
                       Variant{"relu6_g", with([](GateCase& g) { g.act = "Clip"; })},
+                      Variant{"clip_min_above_max_g", with([](GateCase& g) { g.act = "ClipInverted"; g.bg_offset = 0.f; })},
                       Variant{"hardsigmoid_g", with([](GateCase& g) { g.act = "HardSigmoid"; })},
                       Variant{"softplus_g_negative_z", with([](GateCase& g) { g.act = "Softplus"; g.bg_offset = -1.f; })},
                       // Winners whose g is negative: active like any other (pi = g != 0).
