@@ -550,8 +550,10 @@ def nonfinite_input(sluice, work):
     checks = [("without --density the run says it used the reference kernels", "reference kernels" in err),
               ("without --density, equal to ORT on the finite samples",
                np.abs(y[:2] - ref[:2]).max() <= 1e-4 * max(1.0, float(np.abs(ref[:2]).max()))),
+              # (each run times its kernels anew: equal up to the summation order of the one picked)
               ("with --density, samples 0 and 1 as in the all-finite batch",
-               np.array_equal(outs[("nan", 2)][0][:2], outs[("finite", 2)][0][:2])),
+               np.abs(outs[("nan", 2)][0][:2] - outs[("finite", 2)][0][:2]).max() <=
+               1e-4 * max(1.0, float(np.abs(outs[("finite", 2)][0][:2]).max()))),
               ("with --density, no note that the model has no gate", "no recognised FBS gate" not in outs[("nan", 2)][1])]
     for what, ok in checks:
         failures += not ok
