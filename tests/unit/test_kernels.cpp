@@ -38,6 +38,26 @@ void PrintTo(const ConvCase& p, std::ostream* os) {
 
 class ConvVsReference : public ::testing::TestWithParam<ConvCase> {};
 
+// The reference MaxPool (the plan inputs with inf or NaN run on) starts from the lowest float,
+// as ONNX Runtime: a window of NaN only (skipped) or of -inf only gives -FLT_MAX, one with a
+// NaN and a number gives the number.
+TEST(ReferenceMaxPool, NanOrMinusInfWindowsGiveLowestAsOnnxRuntime) {
+  OnnxBuilder b;
+  b.input("x", {1, 1, 2, 6});
+  auto& pool = b.node("MaxPool", {"x"}, {"y"});
+  OnnxBuilder::attr_ints(pool, "kernel_shape", {2, 2});
+  OnnxBuilder::attr_ints(pool, "strides", {2, 2});
+  b.output("y");
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  Tensor x(DType::Float32, {1, 1, 2, 6});
+  const float v[] = {nan, nan, -inf, -inf, nan, 2.f, nan, nan, -inf, -inf, -3.f, nan};
+  std::copy(std::begin(v), std::end(v), x.data<float>());
+  const Tensor y = Session(b.load(), {1, false}).run({{"x", x}})["y"];
+  EXPECT_EQ(y.data<float>()[0], std::numeric_limits<float>::lowest());
+  EXPECT_EQ(y.data<float>()[1], std::numeric_limits<float>::lowest());
+  EXPECT_EQ(y.data<float>()[2], 2.f);
+}
+
 TEST_P(ConvVsReference, MatchesWithBiasAndRelu) {
   const ConvCase p = GetParam();
   OnnxBuilder b;
