@@ -145,12 +145,23 @@ int64_t count_macs(const graph::Graph& g, const graph::Node& n, bool dense) {
 }  // namespace
 
 bool all_finite(const Tensor& t) {
-  if (t.dtype() != DType::Float32) return true;
-  const float* p = t.data<float>();
+  // Exponent bits all ones (inf, NaN), or-ed over the tensor with no early exit: integer ops
+  // that vectorise (std::isfinite took 5x as long: 2.5% of the slimmed ResNet-18's run).
   const int64_t n = t.numel();
-  bool ok = true;
-  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);  // no early exit: vectorised
-  return ok;
+  if (t.dtype() == DType::Float32) {
+    const auto* p = static_cast<const uint32_t*>(t.raw());
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((p[i] & 0x7F800000u) == 0x7F800000u);
+    return bad == 0;
+  }
+  if (t.dtype() == DType::Float64) {
+    const auto* p = static_cast<const uint64_t*>(t.raw());
+    constexpr uint64_t kExp = 0x7FF0000000000000ull;
+    uint64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint64_t>((p[i] & kExp) == kExp);
+    return bad == 0;
+  }
+  return true;
 }
 
 std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n, size_t input, int64_t size,

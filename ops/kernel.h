@@ -81,7 +81,7 @@ std::vector<float> constant_or_zeros(const graph::Graph& g, const graph::Node& n
 // input-list kernels) multiply every weight by that padding: an inf or NaN weight would give
 // NaN at the borders, where oneDNN (and ONNX Runtime's default optimised convs) skip the
 // padded taps. They leave such weights to oneDNN, so one file gives one answer whichever kernel
-// the timing would have picked.
+// the timing would have picked. (Also the session's check of its inputs: float and double.)
 bool all_finite(const Tensor& t);
 
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
