@@ -58,6 +58,9 @@ class SessionImpl {
   static constexpr int kMaxThreads = 1024;
   SessionImpl(Model model, SessionOptions options) : model_(std::move(model)), options_(options) {
     if (options_.threads < 0) throw Error("SessionOptions.threads must be >= 0 (0 means all cores)");
+    if (!(options_.density == 0.f || (options_.density > 0.f && options_.density <= 1.f)))
+      throw Error("SessionOptions.density = " + std::to_string(options_.density) +
+                  " is not a density in (0, 1] (0 keeps each gate's own k)");
     if (options_.threads > kMaxThreads)  // OpenMP would fail to create them, or run out of memory for their stacks
       throw Error("threads (--threads, SessionOptions.threads) = " + std::to_string(options_.threads) + " is more than " +
                   std::to_string(kMaxThreads) + "; this machine has " + std::to_string(omp_get_num_procs()) +
@@ -159,6 +162,16 @@ class SessionImpl {
   }
 
   std::string inspect(bool json, const std::map<std::string, Shape>& shapes, const std::map<std::string, Tensor>& values) {
+    const auto ins = model_.inputs();
+    auto check_name = [&](const std::string& name, const char* what) {
+      if (std::any_of(ins.begin(), ins.end(), [&](const ValueInfo& v) { return v.name == name; })) return;
+      std::string names;
+      for (const auto& v : ins) names += (names.empty() ? "'" : ", '") + v.name + "'";
+      throw Error(model_.graph()->model_name + ": inspect " + what + " names '" + name +
+                  "', which is not an input of the model (inputs: " + names + ")");
+    };
+    for (const auto& [name, s] : shapes) check_name(name, "input_shapes");
+    for (const auto& [name, t] : values) check_name(name, "input_values");
     std::map<std::string, Shape> all = shapes;
     std::map<std::string, Tensor> kept;
     for (const auto& [name, t] : values) {
@@ -209,14 +222,23 @@ Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
 
-std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
-  return impl_->run(inputs, stats);
+namespace {
+// A Session moved from has no state: calls on it are an error of the caller, said as such.
+template <class T>
+T& live(const std::unique_ptr<T>& impl) {
+  if (!impl) throw Error("this sluice::Session was moved from; use the Session it was moved into");
+  return *impl;
 }
-const Model& Session::model() const { return impl_->model_; }
-const SessionOptions& Session::options() const { return impl_->options_; }
+}  // namespace
+
+std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
+  return live(impl_).run(inputs, stats);
+}
+const Model& Session::model() const { return live(impl_).model_; }
+const SessionOptions& Session::options() const { return live(impl_).options_; }
 std::string Session::inspect(bool json, const std::map<std::string, Shape>& input_shapes,
                              const std::map<std::string, Tensor>& input_values) {
-  return impl_->inspect(json, input_shapes, input_values);
+  return live(impl_).inspect(json, input_shapes, input_values);
 }
 
 }  // namespace sluice

@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -76,10 +78,27 @@ std::string mmacs(double v) {
 
 }  // namespace
 
+void check_writable(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(path, ec);
+  errno = 0;
+  {
+    std::ofstream f(path, std::ios::app);  // (append: an existing file keeps its contents until written)
+    if (!f)
+      throw Error(path + ": cannot write " + what + ": " + (errno ? std::strerror(errno) : "unknown reason") +
+                  " (check that its directory exists and the name is not too long)");
+  }
+  if (!existed) std::filesystem::remove(path, ec);  // no empty file left behind if the work then fails
+}
+
 int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
   if (ev.data != "fashion-mnist") throw Error("--data " + ev.data + ": the only dataset is fashion-mnist");
   if (ev.batch < 1) throw Error("--batch must be at least 1");
   if (ev.limit < 0) throw Error("--limit must be at least 0 (0: the whole split)");
+  const std::string plot_path =
+      ev.plot.empty() ? std::filesystem::path(ev.model).stem().string() + "_density.svg" : ev.plot;
+  if (ev.plot != "-") check_writable(plot_path, "the plot (use --plot FILE.svg, or --plot - for none)");
+  if (!ev.json.empty()) check_writable(ev.json, "the JSON results");
   Model model = Model::load(ev.model);
   auto inputs = model.inputs();
   auto outputs = model.outputs();
@@ -183,7 +202,7 @@ int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
   std::vector<LayerDensity> densities;
   for (const auto& l : layers) densities.push_back({l.name, l.gated, l.in.range(), l.out.range(), l.macs.range()});
   if (ev.plot != "-") {
-    std::string path = ev.plot.empty() ? std::filesystem::path(ev.model).stem().string() + "_density.svg" : ev.plot;
+    const std::string& path = plot_path;
     char sub[256];
     std::snprintf(sub, sizeof sub, "%s, %lld images: accuracy %.2f%%, %.2fx fewer MACs than dense%s%s", data.name.c_str(),
                   static_cast<long long>(total), 100 * accuracy,

@@ -22,4 +22,9 @@ struct EvalOptions {
 
 int cmd_eval(const EvalOptions& eval, const SessionOptions& options);
 
+// Whether `path` can be opened for writing, tried before the work whose result goes there (a
+// file it had to create is removed again), so that a missing directory or a name too long
+// fails at once: "PATH: cannot write WHAT: <reason>".
+void check_writable(const std::string& path, const std::string& what);
+
 }  // namespace sluice::cli

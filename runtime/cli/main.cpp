@@ -238,6 +238,7 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
             const std::string& stats_path, const sluice::SessionOptions& options) {
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
+  if (!stats_path.empty()) sluice::cli::check_writable(stats_path, "the stats file");
   sluice::Session session(model, options);
   sluice::RunStats stats;
   auto outputs = session.run(inputs, &stats);
@@ -504,7 +505,8 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
-            {"gating", options.gating}, {"density", options.density}, {"times_ms", ms}};
+            {"gating", options.gating}, {"density", options.density}, {"nonfinite_inputs", stats.nonfinite_inputs},
+            {"times_ms", ms}};
   if (profile && !profiles.empty()) {  // per layer: median and minimum over the timed runs
     json layers = json::array();
     for (size_t i = 0; i < profiles.front().layers.size(); ++i) {
@@ -525,6 +527,9 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
                 stats.executed_macs / 1e6 / median);
   }
   if (profile && !as_json) print_profile(profiles, 25);
+  if (stats.nonfinite_inputs)
+    std::cerr << "note: the inputs hold inf or NaN: these times are the reference kernels', which every run with such "
+                 "inputs takes (see `sluice run`'s note); time finite inputs for the fast kernels\n";
   return 0;
 }
 

@@ -213,6 +213,11 @@ def test_bad_input(a):
         (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
         (["inspect", model, "--shape", "image=1x1x28x28x"], 1, "ends in 'x' with no dimension after it"),
         (["run", model, "--input", "image="], 1, "--input image=: no file after '='"),
+        # Output paths that cannot be written are refused before the work, with the reason.
+        (["run", model, "-i", "image=" + image, "--stats-json", "/nonexistent_dir/s.json"], 1,
+         "/nonexistent_dir/s.json: cannot write the stats file: No such file or directory"),
+        (["eval", model, "--limit", "5", "--plot", "/nonexistent_dir/x.svg"], 1,
+         "/nonexistent_dir/x.svg: cannot write the plot"),
         (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
         (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (on the command line: --shape image=1x1x1x1)"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),

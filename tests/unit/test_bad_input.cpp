@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "runtime/memory_limit.h"
 #include "tests/unit/onnx_builder.h"
@@ -199,6 +200,25 @@ TEST(BadGraph, InitializersLargerThanMemoryInAllAreRefusedBeforeReading) {
     kv->set_value("no_such_file.bin");  // refused before any file is opened
   }
   expect_error([&] { b.load(); }, {"initializers in external data hold", "8192.0 GiB", "more than this machine's", "big_a"});
+}
+
+// API misuse is an Error that says what is wrong: a Session moved from (it crashed), a density
+// outside (0, 1] (taken as the default), inspect with a shape for no input (ignored, then the
+// real input was blamed for its dynamic shape).
+TEST(ApiMisuse, MovedFromSessionBadDensityAndUnknownInspectNameAreNamed) {
+  OnnxBuilder b = conv_model();
+  Model m = b.load();
+  Session a(m);
+  Session moved(std::move(a));
+  Tensor x = random_tensor({1, 3, 8, 8});
+  expect_error([&] { a.run({{"x", x}}); }, {"moved from"});  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(moved.run({{"x", x}}).count("y"), 1u);
+  for (float d : {-0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
+    SessionOptions o;
+    o.density = d;
+    expect_error([&] { Session s(m, o); }, {"SessionOptions.density", "not a density in (0, 1]"});
+  }
+  expect_error([&] { moved.inspect(false, {{"foo", {1, 3, 8, 8}}}); }, {"'foo'", "not an input of the model", "'x'"});
 }
 
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
