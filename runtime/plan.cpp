@@ -422,9 +422,10 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
 
 void Plan::collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const {
   stats = RunStats{};
-  int64_t batch = 1;
+  int64_t batch = -1;  // the inputs' first dimension (0 for an empty batch: no samples); 1 without one
   for (ValueId v : g_.inputs)
     if (!g_.value(v).shape.empty()) batch = std::max<int64_t>(batch, g_.value(v).shape[0]);
+  if (batch < 0) batch = 1;
   stats.samples.resize(static_cast<size_t>(batch));
   for (size_t si = 0; si < steps_.size(); ++si) {
     const Step& st = steps_[si];

@@ -221,6 +221,22 @@ TEST(ApiMisuse, MovedFromSessionBadDensityAndUnknownInspectNameAreNamed) {
   expect_error([&] { moved.inspect(false, {{"foo", {1, 3, 8, 8}}}); }, {"'foo'", "not an input of the model", "'x'"});
 }
 
+// An empty batch runs (output [0, ...]) and has no per-sample stats (it had one).
+TEST(ApiMisuse, EmptyBatchHasNoSamples) {
+  OnnxBuilder b;
+  b.input("x", {-1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+  b.node("Conv", {"x", "w"}, {"y"}, "conv1");
+  b.output("y");
+  Session s(b.load());
+  RunStats st;
+  const Tensor y = s.run({{"x", Tensor(DType::Float32, {0, 3, 8, 8})}}, &st)["y"];
+  EXPECT_EQ(y.shape(), (Shape{0, 4, 6, 6}));
+  EXPECT_TRUE(st.samples.empty());
+  EXPECT_EQ(st.executed_macs, 0);
+  s.run({{"x", random_tensor({2, 3, 8, 8})}}, &st);
+  EXPECT_EQ(st.samples.size(), 2u);
+}
+
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);
