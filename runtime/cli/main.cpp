@@ -35,6 +35,12 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
   for (const std::string& spec : specs) {
     std::string name, file = spec;
     auto eq = spec.find('=');
+    // A '=' inside a file's path ("eq=dir/x.npy", no input named "eq"): the whole spec is the file.
+    std::error_code ec;
+    if (eq != std::string::npos &&
+        std::none_of(declared.begin(), declared.end(), [&](const auto& d) { return d.name == spec.substr(0, eq); }) &&
+        std::filesystem::is_regular_file(spec, ec))
+      eq = std::string::npos;
     if (eq != std::string::npos) {
       name = spec.substr(0, eq);
       file = spec.substr(eq + 1);
@@ -590,6 +596,9 @@ struct SessionFlags {
         ->capture_default_str();
   }
   sluice::SessionOptions options() const {
+    if (reference && (sparse != "auto" || planes != "resident"))
+      std::cerr << "note: " << (sparse != "auto" ? "--sparse " + sparse : "--planes " + planes)
+                << " has no effect with --reference: the reference kernels run the model's own ops\n";
     sluice::SessionOptions o;
     o.threads = threads;
     o.optimize = !reference;

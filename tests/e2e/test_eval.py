@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
@@ -138,6 +139,18 @@ def test_bad_input(a):
     make_model(dynhw, ["N", 1, "H", "W"])
     image = os.path.join(a.work_dir, "image_1x1x28x28.npy")
     np.save(image, np.zeros((1, 1, 28, 28), np.float32))
+    # A '=' in the input file's path, with no input of that name: the whole spec is the file.
+    eqdir = os.path.join(a.work_dir, "eq=dir")
+    os.makedirs(eqdir, exist_ok=True)
+    np.save(os.path.join(eqdir, "x.npy"), np.zeros((1, 1, 28, 28), np.float32))
+    p = subprocess.run([os.path.abspath(a.sluice), "run", model, "-i", "eq=dir/x.npy", "-o", os.path.join(a.work_dir, "eq_out")],
+                       capture_output=True, text=True, cwd=a.work_dir)
+    check(p.returncode == 0, "run -i eq=dir/x.npy reads that file (%s)" % p.stderr.strip())
+    # Options --reference does not use are said to have no effect.
+    p = run_sluice_nocheck(a, "run", model, "-i", image, "-o", os.path.join(a.work_dir, "ref_out"), "--reference",
+                           "--sparse", "always")
+    check(p.returncode == 0 and "--sparse always has no effect with --reference" in p.stderr,
+          "run --reference --sparse always notes that --sparse has no effect (%s)" % p.stderr.strip())
     # --shape gives bench what the model leaves open; the run is timed at that shape.
     p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json")
     check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,

@@ -128,7 +128,7 @@ struct SessionOptions {
   bool profile = false;   // time every layer (RunStats::layers[i].time_ms); adds a little overhead
   // FBS gated convolutions (recognised at load, see Session::inspect):
   bool gating = true;     // false: compute every channel and mask, the dense reference for speed and numbers
-  float density = 0.f;    // 0: each gate's k as exported; in (0, 1]: k = min(k, ceil(density * C_out))
+  float density = 0.f;    // 0: each gate's k as exported; in (0, 1]: k = min(k, ceil(density * C_out)); else an Error
   // Convs whose weights are >= 50% zero (Session::inspect shows the choice and, when measured,
   // both times).
   SparseMode sparse = SparseMode::Measured;
