@@ -267,24 +267,21 @@ int fold_channel_muls(Graph& g) {
     // for a 0/1 mask (MobileNet's masks after ReLU6, hardswish, SiLU...), an activation A with
     // A(0) = 0: A(y) * m = A(y * m).
     // A chain of them (relu6 exported as Relu, then Clip): the last one (making x) is `act`.
+    // Every value on the chain is read by the next step alone (twice by y * sigmoid(y)) and is
+    // no graph output: the conv's rescaled channels reach nothing else.
     ValueId y = x;
     NodeId act = -1;
     int acts = 0;
-    bool relu = false, chain_ok = true;
-    for (ValueId in = kNoValue; acts < 8; ++acts) {
+    bool chain_ok = true;
+    for (ValueId in = kNoValue; acts < 8 && chain_ok; ++acts) {
       const NodeId a = zero_preserving_activation(g, y, in);
       if (a < 0) break;
-      if (acts > 0 && !single_use(g, y)) break;
-      if (g.value(in).consumers.size() != (g.node(a).op == OpType::Mul ? 2u : 1u)) {
-        chain_ok = false;
-        break;
-      }
+      chain_ok = !g.value(in).is_output && g.value(in).consumers.size() == (g.node(a).op == OpType::Mul ? 2u : 1u);
       if (act < 0) act = a;
-      relu = acts == 0 && g.node(a).op == OpType::Relu;
       y = in;
     }
-    relu = relu && acts == 1;
     if (!chain_ok) continue;
+    const bool relu = acts == 1 && g.node(act).op == OpType::Relu;
     bool ok = true;
     for (int64_t o = 0; o < c; ++o)
       ok = ok && std::isfinite(s[o]) && (act < 0 || (relu ? s[o] >= 0.f : s[o] == 0.f || s[o] == 1.f));

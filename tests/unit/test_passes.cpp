@@ -227,6 +227,28 @@ TEST(FoldChannelScales, BatchNormLoweredWithDivFolds) {
   EXPECT_LT(fast_vs_reference(m, {1, 3, 6, 6}), 1e-5);
 }
 
+// A 0/1 mask after relu6 written as Relu then Clip folds into the conv's filters; not when a
+// value on the way is also a graph output (it would lose the masked channels too).
+TEST(FoldChannelScales, MaskAfterActivationChainOnlyWhenNothingElseReadsTheChain) {
+  for (bool relu_is_output : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", {1, 3, 6, 6}).init_random("w", {4, 3, 3, 3}, 0.3f).init_random("bias", {4}, 0.1f, 0.2f);
+    b.init("lo", {}, {0.f}).init("hi", {}, {6.f}).init("mask", {1, 4, 1, 1}, {1.f, 0.f, 1.f, 0.f});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "bias"}, {"c"}), "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"r"});
+    b.node("Clip", {"r", "lo", "hi"}, {"k"});
+    b.node("Mul", {"k", "mask"}, {"y"});
+    b.output("y");
+    if (relu_is_output) b.output("r");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::Mul), relu_is_output ? 1 : 0) << relu_is_output;
+    Tensor x = random_tensor({1, 3, 6, 6}, 4);
+    auto got = Session(m).run({{"x", x}}), want = Session(m, {1, false}).run({{"x", x}});
+    for (const auto& [name, t] : want) EXPECT_LT(normalized_error(got.at(name), t), 1e-5) << name << " " << relu_is_output;
+  }
+}
+
 TEST(EliminateIdentitiesAndDeadNodes, RemovesThem) {
   Model m = conv_bn_relu(true).load();
   runtime::Plan p = make_plan(m, true);
