@@ -1141,7 +1141,7 @@ int prune_through_depthwise(Graph& g) {
     for (int64_t o = 0; o < c; ++o) {
       bool zero = apply_activation(pp.activation, PB ? PB[o] : 0.f) == 0.f;
       for (int64_t i = 0; i < per && zero; ++i) zero = PW[o * per + i] == 0.f;
-      bool d_zero = dw.dtype == DType::Float32;
+      bool d_zero = true;  // (a conv's weights are float32: shape inference checks)
       for (int64_t t = 0; t < taps && d_zero; ++t) d_zero = DW[o * taps + t] == 0.f;
       zero_in[static_cast<size_t>(o)] = zero || d_zero;
       n_zero += zero || d_zero;
