@@ -8,7 +8,7 @@
 //     pool whose input is kept planar;
 //   - each reader is such a conv reading it as its input (a 3x3, stride-1, pad-1
 //     conv on the same map reads the planes as they are, others copy rows out of them) or as
-//     its fused residual, or a max pool whose output is kept planar;
+//     its fused residual, or a max pool (which writes planes or NHWC);
 //   - a conv with a fused residual writes planar output only if the residual is planar (an
 //     NHWC residual is not added into planes; a planar one is into NHWC output);
 //   - it is not a graph output.
@@ -50,7 +50,7 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct) {
   auto reads_ok = [&](NodeId c, size_t i) {
     const Node& n = g.node(c);
     if (conv[c]) return i == 0 || (i == 3 && fused_sum(n));
-    return pool[c] && i == 0 && planar[n.outputs[0]] != 0;
+    return pool[c] && i == 0;
   };
   for (bool changed = true; changed;) {
     changed = false;
@@ -69,8 +69,10 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct) {
     if (!planar[v]) continue;
     g.value(v).layout = Layout::Planar;
     ++kept;
-    Node& p = g.node(g.value(v).producer);
-    if (pool[g.value(v).producer]) p.layout = Layout::Planar;
+    // A pool runs on the planes it reads (its output planar or not; a planar output needs a
+    // planar input, above).
+    for (NodeId c : g.value(v).consumers)
+      if (pool[c]) g.node(c).layout = Layout::Planar;
   }
   return kept;
 }

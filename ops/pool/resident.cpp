@@ -1,11 +1,15 @@
-// MaxPool from resident planes to resident planes (ops/conv/planar.h): the pool between two
-// thin convs that keep their activations planar (a VGG stage's end, a ResNet stem's pool). Per
+// MaxPool from resident planes (ops/conv/planar.h) to resident planes, or to NHWC: the pool
+// between two thin convs that keep their activations planar (a ResNet stem's pool), or after
+// one whose reader runs on NHWC (a VGG stage's end before a oneDNN conv: the conv then writes
+// its planes in place and the pool transposes a map a quarter the size). Per
 // channel plane, each output row is the max over the window's rows and columns that are inside
 // the map (the zero border is never read: it would be a wrong maximum for negative inputs), as
 // (acc < x ? x : acc) like the NHWC kernel, so NaN taps are skipped the same way.
 #include <algorithm>
 #include <limits>
 #include <utility>
+
+#include <omp.h>
 
 #include "ops/common/simd.h"
 #include "ops/conv/planar.h"
@@ -21,12 +25,37 @@ class ResidentMaxPool final : public Kernel {
     const Shape& x = g.value(n.inputs[0]).shape;
     const Shape& y = g.value(n.outputs[0]).shape;
     planes_ = x[0] * x[1], h_ = x[2], w_ = x[3], oh_ = y[2], ow_ = y[3];
+    n_ = x[0], c_ = x[1];
+    nhwc_out_ = g.value(n.outputs[0]).layout != graph::Layout::Planar;
+    threads_ = std::max(1, omp_get_max_threads());
+  }
+
+  // NHWC output: per thread, one output row of every channel ([c][ow + 2], with the border
+  // places pool_row writes), then transposed into the row's pixels.
+  size_t scratch_bytes() const override {
+    return nhwc_out_ ? static_cast<size_t>(threads_ * c_ * (ow_ + 2)) * sizeof(float) : 0;
   }
 
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
     const int64_t ps_in = planar::resident(h_, w_).plane(), ps_out = planar::resident(oh_, ow_).plane();
+    if (nhwc_out_) {
+      // One output row as a 1-row map, for store_block's transpose.
+      const planar::Geometry row{1, ow_, 1, 1, 1, ow_, 0, 0};
+      const int64_t rows = n_ * oh_, stride = ow_ + 2;
+#pragma omp parallel num_threads(threads_) if (planes_ * oh_ * ow_ > 16384)
+      {
+        float* tmp = static_cast<float*>(a.scratch) + omp_get_thread_num() * c_ * stride;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = r / oh_, oy = r % oh_;
+          for (int64_t c = 0; c < c_; ++c) pool_row(X + (b * c_ + c) * ps_in, oy, tmp + c * stride + 1);
+          planar::store_block(row, tmp + 1, stride, 0, ow_, c_, Y + r * ow_ * c_, c_, nullptr, nullptr, 0, {});
+        }
+      }
+      return;
+    }
 #pragma omp parallel for schedule(static) if (planes_ * oh_ * ow_ > 16384)
     for (int64_t c = 0; c < planes_; ++c) {
       float* y = Y + c * ps_out;
@@ -34,7 +63,9 @@ class ResidentMaxPool final : public Kernel {
       for (int64_t oy = 0; oy < oh_; ++oy) pool_row(X + c * ps_in, oy, y + planar::resident_index(ow_, oy, 0));
     }
   }
-  std::string name() const override { return "planar (resident planes)"; }
+  std::string name() const override {
+    return nhwc_out_ ? "planar (resident planes in, NHWC out)" : "planar (resident planes)";
+  }
 
  private:
   // Row oy of the output into out[0 .. ow), with its border zeros at out[-1] and out[ow]. In two
@@ -157,7 +188,9 @@ class ResidentMaxPool final : public Kernel {
   }
 
   graph::PoolParams p_;
-  int64_t planes_, h_, w_, oh_, ow_;
+  int64_t planes_, h_, w_, oh_, ow_, n_, c_;
+  bool nhwc_out_;
+  int threads_;
 };
 
 }  // namespace

@@ -164,7 +164,8 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
   EXPECT_GT(nchw_runs, 20);
 }
 
-// MaxPool from resident planes to resident planes against the NHWC pool on the same values:
+// MaxPool from resident planes to resident planes, and to NHWC, against the NHWC pool on the
+// same values (20 channels: a whole 16-channel transpose tile and a partial one):
 // 2x2 stride 2, 3x3 stride 2 pad 1 (ResNet's), 3x3 stride 1, asymmetric pads, ceil mode, on
 // all-negative inputs (a pool that took the zero border for a pixel would return 0) with NaN
 // pixels (skipped, as the NHWC kernel skips them).
@@ -173,17 +174,18 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
     int64_t k, s, pt, pl, pb, pr;
     bool ceil;
     int64_t h = 13, w = 11, kw = 0;  // kw 0: k
+    int64_t c = 20;
   };
   // The last three: rows longer than the kernel's 1024-column chunks (at stride 2 and 1), and a
   // window wider than a chunk.
   const PoolCase cases[] = {{2, 2, 0, 0, 0, 0, false},          {3, 2, 1, 1, 1, 1, false},
                             {3, 1, 1, 1, 1, 1, false},          {3, 2, 0, 1, 2, 0, false},
                             {3, 2, 0, 0, 0, 0, true},           {2, 1, 0, 0, 1, 1, false},
-                            {3, 2, 1, 1, 1, 1, true, 4, 2501},  {2, 1, 0, 1, 0, 1, false, 3, 2100},
-                            {1, 3, 0, 2, 0, 1, false, 2, 1200, 1100}};
+                            {3, 2, 1, 1, 1, 1, true, 4, 2501, 0, 5},  {2, 1, 0, 1, 0, 1, false, 3, 2100, 0, 5},
+                            {1, 3, 0, 2, 0, 1, false, 2, 1200, 1100, 5}};
   for (const PoolCase& t : cases) {
     OnnxBuilder b;
-    b.input("x", {2, 5, t.h, t.w});
+    b.input("x", {2, t.c, t.h, t.w});
     auto& pool = b.node("MaxPool", {"x"}, {"y"});
     OnnxBuilder::attr_ints(pool, "kernel_shape", {t.k, t.kw ? t.kw : t.k});
     OnnxBuilder::attr_ints(pool, "strides", {t.s, t.s});
@@ -215,10 +217,19 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
     int dirty = 0;
     const std::vector<float> got = from_resident(y, ys[0], ys[1], ys[2], ys[3], &dirty);
     EXPECT_EQ(dirty, 0);
+    // Planes in, NHWC out (the pool before a conv that runs on NHWC).
+    g.value(node.outputs[0]).layout = graph::Layout::NHWC;
+    auto to_nhwc = ops::make_resident_pool(g, node);
+    ASSERT_NE(to_nhwc, nullptr);
+    EXPECT_NE(to_nhwc->name().find("NHWC out"), std::string::npos);
+    std::vector<float> got_nhwc(want.size(), NAN);
+    run_kernel(*to_nhwc, g, node, xin.data(), nullptr, got_nhwc.data());
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_EQ(std::isnan(got[i]), std::isnan(want[i])) << "k" << t.k << " s" << t.s << " at " << i;
+      ASSERT_EQ(std::isnan(got_nhwc[i]), std::isnan(want[i])) << "NHWC out, k" << t.k << " s" << t.s << " at " << i;
       if (!std::isnan(want[i])) {
         ASSERT_EQ(got[i], want[i]) << "k" << t.k << " s" << t.s << " at " << i;
+        ASSERT_EQ(got_nhwc[i], want[i]) << "NHWC out, k" << t.k << " s" << t.s << " at " << i;
       }
     }
   }
@@ -269,7 +280,12 @@ std::string planar_outputs(const Model& m, const std::set<std::string>& direct) 
     r += (n.op == graph::OpType::MaxPool ? std::string("pool") : weight(id).substr(0, 2)) + "=" +
          (g.value(n.outputs[0]).layout == graph::Layout::Planar ? "P" : "-") + " ";
     if (n.op == graph::OpType::MaxPool) {
-      EXPECT_EQ(n.layout == graph::Layout::Planar, g.value(n.outputs[0]).layout == graph::Layout::Planar);
+      // A pool runs on planes when it reads them, whatever it writes; planes out need planes in.
+      const bool in = g.value(n.inputs[0]).layout == graph::Layout::Planar;
+      EXPECT_EQ(n.layout == graph::Layout::Planar, in);
+      if (g.value(n.outputs[0]).layout == graph::Layout::Planar) {
+        EXPECT_TRUE(in);
+      }
     }
   }
   return r;
@@ -280,9 +296,10 @@ TEST(KeepPlanesResident, KeepsPlanarOnlyBetweenDirectConvsAndPools) {
   // All on the direct kernel: everything planar but c5's output (read by the reorder to the
   // graph output's NCHW).
   EXPECT_EQ(planar_outputs(m, {"c1", "c2", "c3", "c4", "c5"}), "c1=P pool=P c2=P c3=P c4=P c5=- ");
-  // c2 on oneDNN: the pool output it reads is NHWC, so is the pool's input; c3 reads that
-  // residual as NHWC and then cannot write planes (an NHWC residual is not added into planes).
-  EXPECT_EQ(planar_outputs(m, {"c1", "c3", "c4", "c5"}), "c1=- pool=- c2=- c3=- c4=P c5=- ");
+  // c2 on oneDNN: the pool output it reads is NHWC, but the pool still reads c1's planes (and
+  // writes NHWC); c3 reads that residual as NHWC and then cannot write planes (an NHWC
+  // residual is not added into planes).
+  EXPECT_EQ(planar_outputs(m, {"c1", "c3", "c4", "c5"}), "c1=P pool=- c2=- c3=- c4=P c5=- ");
   // c1 on oneDNN: the pool reads NHWC; c3's residual is NHWC, so c3 writes NHWC; c2 -> c3 planar.
   EXPECT_EQ(planar_outputs(m, {"c2", "c3", "c4", "c5"}), "c1=- pool=- c2=P c3=- c4=P c5=- ");
   // c4 on oneDNN: c3 (whose output only c4 reads) writes NHWC, with its residual still planar.
