@@ -106,8 +106,9 @@ int remove_dead_nodes(Graph& g);
 int assign_layouts(Graph& g);
 
 // Once kernels are chosen: an NHWC value that a conv on the direct planar kernel writes and that
-// only such convs (as their input, or as their fused residual) and max pools between them read
-// stays in resident planes (Layout::Planar): no NHWC copy is written and packed again (for
+// only such convs (as their input, or as their fused residual) and max pools read stays in
+// resident planes (Layout::Planar; a max pool then runs on them, writing planes or NHWC as its
+// output is kept or not): no NHWC copy is written and packed again (for
 // channel counts like 20 or 39 those copies were 20-25% of each conv). `direct` says which
 // convs may run on that kernel. Starts afresh each call (the plan calls it again with fewer
 // convs). Returns the number of values kept planar; their nodes' kernels must be made again.
