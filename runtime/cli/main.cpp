@@ -304,6 +304,17 @@ double median_of(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
+// The session options a bench JSON records, in the CLI's own words (what --against-option sets).
+json options_json(const sluice::SessionOptions& o) {
+  return {{"gating", o.gating},
+          {"density", o.density},
+          {"sparse", o.sparse == sluice::SparseMode::Off      ? "off"
+                     : o.sparse == sluice::SparseMode::Always ? "always"
+                                                              : "auto"},
+          {"planes", o.resident_planes ? "resident" : "nhwc"},
+          {"reference", !o.optimize}};
+}
+
 // `--against-option KEY=VALUE`: the second session's options differ from the first's by these.
 void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
   const size_t eq = spec.find('=');
@@ -419,17 +430,18 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
   };
   const double ratio = median_of(ratios), lo = quantile(0.25), hi = quantile(0.75);
   auto side_json = [&](const Side& sd) {
-    return json{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)},
+    json r{{"model", sd.path}, {"label", &sd == &side[0] ? a_path : b_label}, {"median_ms", median_of(sd.ms)},
                 {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
-                {"gating", (&sd == &side[0] ? options : options_b).gating},
-                {"density", (&sd == &side[0] ? options : options_b).density}, {"times_ms", sd.ms},
+                {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"times_ms", sd.ms},
                 {"block_medians_ms", sd.block_medians}};
+    r.update(options_json(&sd == &side[0] ? options : options_b));
+    return r;
   };
   if (as_json) {
     json j = side_json(side[0]);
-    j.update({{"threads", threads}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block}, {"block_warmup", block_warmup},
+    j.update({{"threads", threads}, {"batch", batch}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block}, {"block_warmup", block_warmup},
               {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_iqr", {lo, hi}},
               {"ratio_blocks", ratios}});
     std::cout << j.dump(2) << "\n";
@@ -508,11 +520,13 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const double median = median_of(ms);
+  json shapes_j = json::object();  // what was timed: the inputs' shapes (generated, or the files')
+  for (const auto& [name, t] : inputs) shapes_j[name] = t.shape();
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
-            {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
+            {"input_shapes", shapes_j}, {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
-            {"gating", options.gating}, {"density", options.density}, {"nonfinite_inputs", stats.nonfinite_inputs},
-            {"times_ms", ms}};
+            {"nonfinite_inputs", stats.nonfinite_inputs}, {"times_ms", ms}};
+  j.update(options_json(options));
   if (profile && !profiles.empty()) {  // per layer: median and minimum over the timed runs
     json layers = json::array();
     for (size_t i = 0; i < profiles.front().layers.size(); ++i) {

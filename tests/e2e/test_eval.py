@@ -152,9 +152,13 @@ def test_bad_input(a):
     check(p.returncode == 0 and "--sparse always has no effect with --reference" in p.stderr,
           "run --reference --sparse always notes that --sparse has no effect (%s)" % p.stderr.strip())
     # --shape gives bench what the model leaves open; the run is timed at that shape.
-    p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json")
-    check(p.returncode == 0 and json.loads(p.stdout)["runs"] == 1,
-          "bench --shape image=2x1x8x8 runs a model with dynamic H and W (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
+    p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json", "--sparse", "off",
+                           "--planes", "nhwc")
+    j = json.loads(p.stdout) if p.returncode == 0 else {}
+    check(p.returncode == 0 and j["runs"] == 1 and j.get("input_shapes") == {"image": [2, 1, 8, 8]}
+          and (j.get("sparse"), j.get("planes"), j.get("reference")) == ("off", "nhwc", False),
+          "bench --shape image=2x1x8x8 runs a model with dynamic H and W; --json records the shape timed and the "
+          "options (exit %d: %r)" % (p.returncode, (p.stderr[-200:], {k: j.get(k) for k in ("input_shapes", "sparse", "planes")})))
     # bench --against: both models timed in alternating blocks, the ratio per block pair.
     p = run_sluice_nocheck(a, "bench", model, "--against", static, "-n", "4", "--block", "2", "--block-warmup", "1", "-w",
                            "1", "--json")
@@ -183,7 +187,8 @@ def test_bad_input(a):
     j = json.loads(p.stdout) if p.returncode == 0 else {}
     b = j.get("against", {})
     check(p.returncode == 0 and b.get("model") == model and b.get("label", "").endswith("with gating=off")
-          and b["executed_macs"] == j["dense_macs"] > j["executed_macs"] > 0,
+          and b["executed_macs"] == j["dense_macs"] > j["executed_macs"] > 0
+          and (j.get("gating"), b.get("gating"), j.get("batch"), b.get("sparse")) == (True, False, 1, "auto"),
           "bench --against-option gating=off: the same file, all %s MACs against the gated %s (exit %d: %r)" % (
               j.get("dense_macs"), j.get("executed_macs"), p.returncode, p.stderr[-200:]))
     # A positional --input after a named one goes to the next input not given yet.
