@@ -27,6 +27,7 @@
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
+#include "ops/kernel.h"
 #include "ops/op_registry.h"
 
 namespace sluice::graph::passes {
@@ -267,6 +268,19 @@ bool spatial_mean(const Node& n) {
   return axes == std::set<int64_t>{2, 3};
 }
 
+// Why reader n (a Conv, ConvTranspose, gated conv or Gemm) cannot lose input channels: its
+// weights hold an inf or a NaN, which times a removed zero channel is NaN (ONNX Runtime's
+// answer); or "".
+std::string nonfinite_weights(const Graph& g, const Node& n) {
+  for (size_t i : {size_t{1}, size_t{3}}) {
+    if (i == 3 && n.op != OpType::SluiceGatedConv) continue;
+    const Value& w = g.value(n.inputs[i]);
+    if (w.is_constant() && !ops::all_finite(w.constant))
+      return "read by " + n.name + ", whose weights hold inf or NaN (0 x inf is NaN: a removed zero channel would change its output)";
+  }
+  return "";
+}
+
 // Why Gemm `gid`, reading `features` as A, is not a classifier head this pass can rewrite
 // (constant B, no transposed A, alpha 1, a constant bias vector), or "".
 std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
@@ -279,7 +293,7 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
   if (gemm.inputs.size() > 2 && gemm.inputs[2] != kNoValue &&
       (!g.value(gemm.inputs[2]).is_constant() || gp.beta != 1.f || g.value(gemm.inputs[2]).shape.size() > 1))
     return "read by Gemm " + gemm.name + " whose bias is not a constant vector";
-  return "";
+  return nonfinite_weights(g, gemm);
 }
 
 // The readers of `v` when every path is a chain of elementwise ops, max / unpadded average
@@ -383,6 +397,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (!g.value(n.inputs[1]).is_constant()) return "read by conv " + n.name + " with run-time weights";
         if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by conv " + n.name + " with a run-time bias";
+        if (std::string why = nonfinite_weights(g, n); !why.empty()) return why;
         readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
@@ -391,6 +406,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (tp.group != 1) return "read by grouped ConvTranspose " + n.name;
         if (!g.value(n.inputs[1]).is_constant() || g.value(n.inputs[1]).dtype != DType::Float32)
           return "read by ConvTranspose " + n.name + " with run-time weights";
+        if (std::string why = nonfinite_weights(g, n); !why.empty()) return why;
         readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
@@ -402,6 +418,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
           return "read by gated conv " + n.name + " with run-time weights";
         if (n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant())
           return "read by gated conv " + n.name + " with a run-time bias";
+        if (std::string why = nonfinite_weights(g, n); !why.empty()) return why;
         readers.push_back({c, chain, offset, 1, kNoValue, fills});
         break;
       }
@@ -1141,8 +1158,15 @@ int prune_through_depthwise(Graph& g) {
     for (int64_t o = 0; o < c; ++o) {
       bool zero = apply_activation(pp.activation, PB ? PB[o] : 0.f) == 0.f;
       for (int64_t i = 0; i < per && zero; ++i) zero = PW[o * per + i] == 0.f;
-      bool d_zero = true;  // (a conv's weights are float32: shape inference checks)
+      bool d_zero = true, d_finite = true;  // (a conv's weights are float32: shape inference checks)
       for (int64_t t = 0; t < taps && d_zero; ++t) d_zero = DW[o * taps + t] == 0.f;
+      for (int64_t t = 0; t < taps; ++t) d_finite = d_finite && std::isfinite(DW[o * taps + t]);
+      // 0 x inf is NaN (ONNX Runtime's answer) both ways: a zero channel into an inf tap, and an
+      // inf or NaN filter of P (or its bias) into a zero filter of D.
+      bool p_finite = !PB || std::isfinite(PB[o]);
+      for (int64_t i = 0; i < per; ++i) p_finite = p_finite && std::isfinite(PW[o * per + i]);
+      zero = zero && d_finite;
+      d_zero = d_zero && p_finite;
       zero_in[static_cast<size_t>(o)] = zero || d_zero;
       n_zero += zero || d_zero;
     }
@@ -1234,7 +1258,11 @@ int prune_groups(Graph& g) {
         if (in_group.count(cn.outputs[0])) {  // a member's writer (fused sum or pass-through)
           // A conv writing into the group that also reads a member as its data input
           // (y + conv(y)) loses those input channels too.
-          if (cn.op == OpType::Conv && cn.inputs[0] == v) readers.push_back({cid, {}, 0, 1, kNoValue, {}});
+          if (cn.op == OpType::Conv && cn.inputs[0] == v) {
+            why = nonfinite_weights(g, cn);
+            if (!why.empty()) break;
+            readers.push_back({cid, {}, 0, 1, kNoValue, {}});
+          }
           continue;
         }
         if (cn.op == OpType::Conv && cn.inputs[0] == v && cn.p<ConvParams>().group == 1 && cn.p<ConvParams>().pre_shift.empty() &&
@@ -1243,6 +1271,8 @@ int prune_groups(Graph& g) {
           bool other_use = false;
           for (size_t i = 1; i < cn.inputs.size(); ++i) other_use |= cn.inputs[i] == v;
           if (other_use) { why = "read by " + cn.name + " as a parameter"; break; }
+          why = nonfinite_weights(g, cn);
+          if (!why.empty()) break;
           readers.push_back({cid, {}, 0, 1, kNoValue, {}});
           continue;
         }

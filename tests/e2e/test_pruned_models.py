@@ -1060,6 +1060,57 @@ def unread_case(a):
               "%s: %d unread channel removed, expected %d (%s)" % (name, got.get("unread", 0), want, got))
 
 
+class InfReader(nn.Module):
+    """conv 1->6 3x3 pad 1 (channel 2 dead: zero filter and bias), ReLU, then a reader whose
+    weights for channel 2 hold an inf: a 1x1 conv (`conv`), a depthwise 3x3 (inf centre tap;
+    no ReLU after it, which fused would map the NaN to 0), or the FC after GAP (`gemm`)."""
+
+    def __init__(self, reader):
+        super().__init__()
+        self.reader = reader
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.c2 = nn.Conv2d(6, 4, 1)
+        self.fc = nn.Linear(6 if reader == "gemm" else 4, 10)
+        with torch.no_grad():
+            self.c1.weight[2] = 0
+            self.c1.bias[2] = 0
+            if reader == "conv":
+                self.c2.weight[1, 2] = float("inf")
+            elif reader == "depthwise":
+                self.dw.weight[2, 0, 1, 1] = float("inf")
+            else:
+                self.fc.weight[3, 2] = float("inf")
+
+    def forward(self, x):
+        y = F.relu(self.c1(x))
+        if self.reader == "depthwise":
+            y = self.c2(self.dw(y))
+        elif self.reader == "conv":
+            y = self.c2(y)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def inf_reader_case(a):
+    """A dead channel whose reader has an inf weight for it is kept: 0 * inf is NaN in ONNX
+    Runtime's answer, and removing the channel with its weights made it finite (probe's find)."""
+    for reader in ("conv", "depthwise", "gemm"):
+        m = InfReader(reader).eval()
+        name = "inf_reader_" + reader
+        insp, _ = run_case(a, name, m, keep_bn=False)
+        r = {r["node"]: r for r in insp["pruning"]}.get("/c1/Conv", {})
+        # (The depthwise reader stops the per-conv pass as a grouped conv; the pass through
+        # depthwise convs keeps the channel without a report.)
+        check(r.get("dead") == 1 and all(q["removed"] == 0 for q in insp["pruning"])
+              and (reader == "depthwise" or "inf or NaN" in r.get("kept_reason", "")),
+              "%s: the dead channel stays, and inspect says it is for the inf weight (%s)" % (name, insp["pruning"]))
+        for t in ("1", "2"):
+            y, ref, _ = run_vs_ort(a, os.path.join(a.work_dir, name + ".onnx"), np.ones((1, 1, 28, 28), np.float32),
+                                   "%s_t%s" % (name, t), "-t", t)
+            check(bool(np.isnan(ref).any()) and bool(np.isnan(y).any()),
+                  "%s -t %s: ONNX Runtime's NaN is Sluice's too" % (name, t))
+
+
 class Mlp(nn.Module):
     """conv 1->4 3x3 stride 2, ReLU, flatten (784), fc1 784->64, ReLU, fc2 64->32, Tanh, fc3 32->10."""
 
@@ -1291,6 +1342,7 @@ def main():
             check(any(r["folded"] > 0 for r in insp["pruning"]),
                   "slim_beta: non-zero constants read without padding are folded into the reader's bias")
     committed_models(a)
+    inf_reader_case(a)
     concat_case(a)
     preact_case(a)
     spp_case(a)
