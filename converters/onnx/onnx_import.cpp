@@ -256,6 +256,7 @@ class Importer {
     check_opset(model);
     inline_local_functions(model, name_, g_->inlined_calls);
     check_ops(model.graph());
+    densify_sparse_initializers(*model.mutable_graph());
     sort_nodes(*model.mutable_graph());
     check_initializer_bytes(model.graph());
     check(model);
@@ -588,6 +589,67 @@ class Importer {
     ValueId id = g_->add_value(std::move(v));
     by_name_[name] = id;
     return id;
+  }
+
+  // Sparse initializers (ONNX's SparseTensorProto: the non-zero values and their indices, flat
+  // or one coordinate per axis) become dense float initializers of their dims, which the
+  // pruning and sparse kernels then find as any other. Float only; the dense size is checked
+  // against the machine's memory before anything is allocated.
+  void densify_sparse_initializers(op::GraphProto& gp) const {
+    for (const auto& sp : gp.sparse_initializer()) {
+      const std::string name = sp.values().name();
+      const std::string where = name_ + ": sparse initializer '" + name + "'";
+      std::string dims = "[";
+      for (int64_t d : sp.dims()) dims += (dims.size() > 1 ? ", " : "") + std::to_string(d);
+      dims += "]";
+      if (sp.values().data_type() != op::TensorProto::FLOAT)
+        throw Error(where + ": only float32 sparse initializers are supported (store it dense, or as float32)");
+      double numel = 1;
+      for (int64_t d : sp.dims()) {
+        if (d < 0) throw Error(where + ": dims " + dims + " has a negative size");
+        numel *= static_cast<double>(d);
+      }
+      const double have = runtime::machine_bytes();
+      if (numel > static_cast<double>(int64_t{1} << 40) || (have > 0 && numel * 4 > have))
+        throw Error(where + ": dense, its dims " + dims + " would take " +
+                    runtime::gib(numel * 4) + ", more than this machine's memory; check the model's dims");
+      const Tensor values = tensor_from_proto(sp.values(), where + " values", base_dir_);
+      const Tensor indices = tensor_from_proto(sp.indices(), where + " indices", base_dir_);
+      const int64_t nnz = values.numel(), rank = sp.dims_size();
+      if (values.shape().size() != 1 || indices.dtype() != DType::Int64 ||
+          !(indices.shape() == Shape{nnz} || indices.shape() == Shape{nnz, rank}))
+        throw Error(where + ": expected values [NNZ] and int64 indices [NNZ] or [NNZ, " + std::to_string(rank) +
+                    "], got values " + shape_str(values.shape()) + " and indices " + shape_str(indices.shape()) + " (" +
+                    dtype_name(indices.dtype()) + ")");
+      const auto n = static_cast<int64_t>(numel);
+      std::string dense(static_cast<size_t>(n) * sizeof(float), '\0');
+      auto* out = reinterpret_cast<float*>(dense.data());
+      const int64_t* idx = indices.data<int64_t>();
+      const bool flat = indices.shape().size() == 1;
+      for (int64_t i = 0; i < nnz; ++i) {
+        int64_t at = 0;
+        bool inside = true;
+        if (flat) {
+          at = idx[i];
+          inside = at >= 0 && at < n;
+        } else {
+          for (int64_t a = 0; a < rank; ++a) {
+            const int64_t c = idx[i * rank + a];
+            inside = inside && c >= 0 && c < sp.dims(static_cast<int>(a));
+            at = at * sp.dims(static_cast<int>(a)) + c;
+          }
+        }
+        if (!inside) throw Error(where + ": index " + std::to_string(i) + " of its values lies outside its dims " +
+                                 dims);
+        out[at] = values.data<float>()[i];
+      }
+      op::TensorProto* tp = gp.add_initializer();
+      tp->set_name(name);
+      tp->set_data_type(op::TensorProto::FLOAT);
+      for (int64_t d : sp.dims()) tp->add_dims(d);
+      tp->set_raw_data(std::move(dense));
+    }
+    gp.clear_sparse_initializer();
   }
 
   // The external initializers' total size against the machine's memory, from their dims alone,

@@ -123,9 +123,46 @@ def nonfinite_weights_case(a):
           r.stderr.strip())
 
 
+def sparse_initializer_case(a):
+    """Weights stored in graph.sparse_initializer (ONNX's SparseTensorProto), with flat indices
+    and with one coordinate per axis, run as ONNX Runtime runs them (they were refused as "a
+    missing initializer"); an index outside the dims is refused by name."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(3)
+    w = rng.uniform(-1, 1, (6, 4, 3, 3)).astype(np.float32)
+    w[rng.random(w.shape) < 0.9] = 0
+    flat = w.reshape(-1)
+    nz = np.nonzero(flat)[0].astype(np.int64)
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    for form, idx in (("flat", nz), ("coo", np.stack(np.unravel_index(nz, w.shape), 1).astype(np.int64)),
+                      ("outside", np.concatenate([nz[:-1], [w.size]]))):
+        sp = helper.make_sparse_tensor(numpy_helper.from_array(flat[nz], "w"), numpy_helper.from_array(idx, "w_idx"),
+                                       list(w.shape))
+        g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        g.sparse_initializer.append(sp)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, "sparse_initializer_%s.onnx" % form)
+        onnx.save(m, path)
+        if form == "outside":
+            p = run_sluice(a, "run", path, "--input", "x=" + os.path.join(a.work_dir, "sparse_init_x.npy"), "--output-dir",
+                           os.path.join(a.work_dir, "sparse_init_bad"), check_ok=False)
+            check(p.returncode == 1 and "sparse initializer 'w'" in p.stderr and "outside its dims" in p.stderr,
+                  "sparse initializer with an index past its dims: refused by name (exit %d: %s)" % (
+                      p.returncode, p.stderr.strip()[:200]))
+            continue
+        np.save(os.path.join(a.work_dir, "sparse_init_x.npy"), x)
+        for t in ("1", "2"):
+            run_vs_ort(a, path, x, "sparse_initializer_%s_t%s" % (form, t), "-t", t, "--sparse", "always",
+                       input_name="x", output_name="y")
+
+
 def main():
     a = parse_args(__doc__)
     nonfinite_weights_case(a)
+    sparse_initializer_case(a)
     paths = []
     # random-weight MobileNetV2 loses its signal when pruned harder (a constant output)
     for models, sparsity in (("resnet18", "0.5,0.9"), ("mobilenet_v2", "0.5")):
