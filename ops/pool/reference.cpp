@@ -16,9 +16,17 @@ void infer_pool(InferContext& ctx) {
   if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
   if (x.shape.size() != 4) ctx.fail("only 2-D pooling is supported: input must be [N, C, H, W], got " + shape_str(x.shape));
   Shape out = {x.shape[0], x.shape[1]};
+  const bool explicit_pads = p.auto_pad.empty() || p.auto_pad == "NOTSET";
   for (int64_t d : window_output_dims(ctx, {x.shape[2], x.shape[3]}, p.kernel_shape, p.strides, p.dilations, p.pads,
                                       p.auto_pad, p.ceil_mode))
     out.push_back(d);
+  // A pad as large as the kernel puts whole windows in the padding, whose pool has no answer
+  // (ONNX Runtime and PyTorch refuse it too).
+  const size_t r = p.kernel_shape.size();
+  for (size_t i = 0; explicit_pads && i < r && p.pads.size() == 2 * r; ++i)
+    if (p.pads[i] >= p.kernel_shape[i] || p.pads[i + r] >= p.kernel_shape[i])
+      ctx.fail("pads " + ints_str(p.pads) + " are not all smaller than kernel_shape " + ints_str(p.kernel_shape) +
+               ": some windows would lie wholly in the padding (pad each side by less than the kernel)");
   p.auto_pad = "NOTSET";
   ctx.set_output(0, DType::Float32, out);
 }
