@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -65,6 +66,21 @@ void Plan::check_value_sizes() const {
                     "' " + shape_str(v.shape) + ", " + gib(value_bytes(v)) + ", more than this machine's " + gib(have) +
                     " of memory; check the model's and the inputs' shapes");
     }
+    // What the step holds at once, its inputs and outputs, must fit too: the arena can be no
+    // smaller, and the kernels' timing at load allocates it (a batch of 200,000 images passed
+    // the check above and was killed for memory while its kernels were timed).
+    double step = 0;
+    std::vector<ValueId> seen;
+    for (const std::vector<ValueId>* vs : {&n.inputs, &n.outputs})
+      for (ValueId v : *vs)
+        if (v != graph::kNoValue && !g_.value(v).is_constant() && std::find(seen.begin(), seen.end(), v) == seen.end()) {
+          seen.push_back(v);
+          step += value_bytes(g_.value(v));
+        }
+    if (step > have)
+      throw Error(g_.model_name + ": node '" + n.name + "' (" + graph::op_name(n.op) + ") reads and writes " + gib(step) +
+                  " at once (its output " + shape_str(g_.value(n.outputs[0]).shape) + "), more than this machine's " +
+                  gib(have) + " of memory; check the model's and the inputs' shapes (a smaller batch?)");
   }
 }
 
@@ -422,9 +438,15 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
 
 void Plan::collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const {
   stats = RunStats{};
-  int64_t batch = -1;  // the inputs' first dimension (0 for an empty batch: no samples); 1 without one
-  for (ValueId v : g_.inputs)
-    if (!g_.value(v).shape.empty()) batch = std::max<int64_t>(batch, g_.value(v).shape[0]);
+  // The batch: the samples the gated kernels recorded, where any ran; else the first dimension
+  // of the first input that has one (0 for an empty batch: no samples); 1 without one. (The
+  // largest first dimension over the inputs took a second input's [16] for the batch: every
+  // gated layer then looked ungated at batch 2.)
+  int64_t batch = -1;
+  for (size_t si = 0; si < steps_.size() && batch < 0; ++si)
+    if (ctx.records[si].filled) batch = static_cast<int64_t>(ctx.records[si].executed_macs.size());
+  for (size_t i = 0; i < g_.inputs.size() && batch < 0; ++i)
+    if (!g_.value(g_.inputs[i]).shape.empty()) batch = g_.value(g_.inputs[i]).shape[0];
   if (batch < 0) batch = 1;
   stats.samples.resize(static_cast<size_t>(batch));
   for (size_t si = 0; si < steps_.size(); ++si) {

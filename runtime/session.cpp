@@ -100,18 +100,32 @@ class SessionImpl {
       key += ";";
     }
     auto it = plans_.find(key);
-    if (it != plans_.end()) return it->second.plan;
+    if (it != plans_.end()) {
+      it->second.last_used = ++clock_;
+      return it->second.plan;
+    }
+    // At most kMaxPlans shapes (and input values) keep their plan and its idle arenas: the
+    // least recently used goes (a run still on it keeps it alive until it ends). Kept without
+    // a bound, a session fed 120 image sizes grew from 22 MB to 1.9 GB.
+    while (plans_.size() >= kMaxPlans) {
+      auto oldest = plans_.begin();
+      for (auto e = plans_.begin(); e != plans_.end(); ++e)
+        if (e->second.last_used < oldest->second.last_used) oldest = e;
+      plans_.erase(oldest);
+    }
     // oneDNN fixes a primitive's thread count when it is created: create under the session's count.
     ThreadScope scope(options_.threads);
     SessionOptions opts = options_;
     if (reference) opts.optimize = false;
     auto plan = std::make_shared<const Plan>(*model_.graph(), shapes, opts, values);
     plans_[key].plan = plan;
+    plans_[key].last_used = ++clock_;
     return plan;
   }
 
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
     const graph::Graph& g = *model_.graph();
+    if (stats) *stats = RunStats{};  // a failed run leaves no earlier run's stats behind
     std::map<std::string, Shape> shapes;
     std::map<std::string, Tensor> values;
     std::vector<const Tensor*> ordered;
@@ -189,7 +203,9 @@ class SessionImpl {
   struct Entry {
     std::shared_ptr<const Plan> plan;
     std::vector<std::unique_ptr<ExecContext>> free;  // idle contexts, reused across runs
+    uint64_t last_used = 0;                          // clock_ at its last plan_for
   };
+  static constexpr size_t kMaxPlans = 8;
 
   std::unique_ptr<ExecContext> acquire(const std::shared_ptr<const Plan>& plan) {
     {
@@ -212,6 +228,7 @@ class SessionImpl {
 
   std::mutex mu_;
   std::map<std::string, Entry> plans_;
+  uint64_t clock_ = 0;
 };
 
 }  // namespace runtime

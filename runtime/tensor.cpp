@@ -1,6 +1,8 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/memory_limit.h"
+
 #include "sluice/sluice.h"
 
 namespace sluice {
@@ -60,6 +62,12 @@ int64_t checked_count(const Shape& shape) {
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
   if (dtype == DType::Undefined) throw Error("cannot create a tensor of undefined dtype");
   size_t bytes = static_cast<size_t>(checked_count(shape_)) * dtype_size(dtype);
+  // More than the machine has is refused here, not left to new[] (std::bad_alloc) or to the
+  // kernel's out-of-memory killer once the zero fill touches it.
+  if (const double have = runtime::machine_bytes(); have > 0 && static_cast<double>(bytes) > have)
+    throw Error("tensor shape " + shape_str(shape_) + " of " + dtype_name(dtype) + " would take " +
+                runtime::gib(static_cast<double>(bytes)) + ", more than this machine's " + runtime::gib(have) +
+                " of memory");
   // Always allocate at least one element so raw() is never null.
   data_ = std::shared_ptr<std::byte[]>(new std::byte[bytes ? bytes : 8]());
 }

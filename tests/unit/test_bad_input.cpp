@@ -238,6 +238,43 @@ TEST(ApiMisuse, EmptyBatchHasNoSamples) {
   EXPECT_EQ(st.samples.size(), 2u);
 }
 
+// A tensor larger than the machine is an Error, not std::bad_alloc (or the out-of-memory
+// killer once its zero fill touches it); 7.8e11 floats pass the 2^40-element bound.
+TEST(ApiMisuse, TensorLargerThanMemoryIsAnError) {
+  if (runtime::machine_bytes() <= 0) GTEST_SKIP() << "the system does not say how much memory it has";
+  expect_error([] { Tensor(DType::Float32, {1000000000, 1, 28, 28}); }, {"[1000000000, 1, 28, 28]", "more than this machine's"});
+}
+
+// A step whose inputs and outputs together exceed the machine (each alone fits) is refused by
+// name before the kernels are timed: a batch of 200,000 images was killed for memory there.
+TEST(ApiMisuse, StepLargerThanMemoryIsRefusedBeforeTiming) {
+  const double have = runtime::machine_bytes();
+  if (have <= 0) GTEST_SKIP() << "the system does not say how much memory it has";
+  OnnxBuilder b;
+  b.input("x", {-1, 1024});
+  b.node("Sigmoid", {"x"}, {"y"}, "squash");
+  b.output("y");
+  Session s(b.load());
+  const auto n = static_cast<int64_t>(0.6 * have / 4096) + 1;  // x and y each 0.6 of the machine
+  expect_error([&] { s.inspect(false, {{"x", {n, 1024}}}); }, {"squash", "reads and writes", "more than this machine's"});
+}
+
+// One Session fed many shapes keeps a bounded number of plans (each holds its arenas: 120
+// image sizes grew one from 22 MB to 1.9 GB); a shape whose plan was dropped runs again, the same.
+TEST(ApiMisuse, ManyShapesKeepRunningAfterOldPlansGo) {
+  OnnxBuilder b;
+  b.input("x", {-1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+  b.node("Conv", {"x", "w"}, {"y"}, "conv1");
+  b.output("y");
+  Model m = b.load();
+  Session s(m), fresh(m);
+  const Tensor x1 = random_tensor({1, 3, 8, 8}, 5);
+  const Tensor first = s.run({{"x", x1}})["y"];
+  for (int64_t n = 2; n < 14; ++n) EXPECT_EQ(s.run({{"x", random_tensor({n, 3, 8, 8}, 6)}})["y"].shape()[0], n);
+  EXPECT_EQ(normalized_error(s.run({{"x", x1}})["y"], first), 0.0);
+  EXPECT_EQ(normalized_error(fresh.run({{"x", x1}})["y"], first), 0.0);
+}
+
 TEST(BadGraph, InitializerWithANegativeDimensionShowsItAsWritten) {
   OnnxBuilder b = conv_model();
   b.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);

@@ -345,6 +345,32 @@ const LayerStats& gated_layer(const RunStats& s, size_t i = 0) {
   throw std::runtime_error("no gated layer");
 }
 
+// A model with a second input that has no batch axis ([16], larger than the batch): the stats'
+// batch is the gated layers' (it was the largest first dimension over the inputs, 16, and the
+// gated layer then looked ungated at batch 2). A failed run leaves no earlier run's stats.
+TEST(GateStats, BatchIsTheGatedLayersNotAnotherInputs) {
+  GateCase gc;
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  b.input("aux", {16});
+  add_gate(b, gc, "g_", "x", "y", gc.c);
+  b.node("Relu", {"aux"}, {"aux_out"});
+  b.output("y");
+  b.output("aux_out");
+  Session s(b.load("gate_aux.onnx"), {1, true});
+  RunStats st;
+  s.run({{"x", random_tensor({gc.n, gc.c, gc.hw, gc.hw}, 3)}, {"aux", random_tensor({16}, 4)}}, &st);
+  ASSERT_EQ(st.samples.size(), static_cast<size_t>(gc.n));
+  const LayerStats& l = gated_layer(st);
+  EXPECT_EQ(l.samples.size(), static_cast<size_t>(gc.n));
+  EXPECT_LT(st.executed_macs, st.dense_macs);
+  EXPECT_THROW(s.run({{"x", random_tensor({gc.n, gc.c + 1, gc.hw, gc.hw}, 3)}, {"aux", random_tensor({16}, 4)}}, &st),
+               Error);
+  EXPECT_TRUE(st.samples.empty());
+  EXPECT_TRUE(st.layers.empty());
+  EXPECT_EQ(st.dense_macs, 0);
+}
+
 struct Variant {
   const char* name;
   GateCase gc;

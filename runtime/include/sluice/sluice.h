@@ -199,7 +199,10 @@ class Session {
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
 
-  // Runs the model. Missing, unknown, or mis-shaped inputs throw Error.
+  // Runs the model. Missing, unknown, or mis-shaped inputs throw Error (stats, if given, is
+  // then left empty). Each new input shape (and value of a small integer input) gets a plan
+  // of its own, made at its first run (kernels timed: that run is slower); the 8 most recently
+  // used are kept with their arenas, older ones are dropped and made again when needed.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs,
                                     RunStats* stats = nullptr);
 
