@@ -994,6 +994,26 @@ std::vector<bool> live_unread_channels(const Graph& g, ValueId out, const std::v
   std::set<NodeId> seen;
   std::vector<bool> unread;
   if (collect_readers(g, out, {}, rd, path, seen).empty()) unread = unread_channels(g, rd, static_cast<int64_t>(dead.size()));
+  // A channel whose filter or bias holds an inf or a NaN stays, zero weights in every reader or
+  // not: it is inf or NaN at run time, and 0 x inf is NaN in the readers (ONNX Runtime's answer).
+  const Node& p = g.node(g.value(out).producer);
+  const auto m = static_cast<int64_t>(unread.size());
+  auto finite = [](const float* a, int64_t n, int64_t step) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(a[i * step])) return false;
+    return true;
+  };
+  const Tensor& w = g.value(p.inputs[1]).constant;
+  const Tensor* b = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? &g.value(p.inputs[2]).constant : nullptr;
+  const bool trans_b = p.op == OpType::Gemm && p.p<GemmParams>().trans_b;
+  for (int64_t o = 0; o < m && w.numel() > 0; ++o) {
+    if (!unread[static_cast<size_t>(o)]) continue;
+    const int64_t per = w.numel() / m;  // a conv's filter, a Gemm's column of B (or row, transposed)
+    bool ok = p.op == OpType::Gemm && !trans_b ? finite(w.data<float>() + o, per, m) : finite(w.data<float>() + o * per, per, 1);
+    if (b && b->numel() == m) ok = ok && std::isfinite(b->data<float>()[o]);
+    if (b && b->numel() == 1) ok = ok && std::isfinite(b->data<float>()[0]);
+    unread[static_cast<size_t>(o)] = ok;
+  }
   n_unread = 0;
   for (size_t o = 0; o < unread.size(); ++o) {
     unread[o] = unread[o] && !dead[o];

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ops/conv/planar.h"
+#include "runtime/memory_limit.h"
 
 namespace sluice::ops {
 
@@ -69,6 +70,18 @@ KernelArgs RandomNodeData::args(const Kernel& k) {
 
 std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const graph::Graph& g, const graph::Node& n,
                                  int runs, const ChannelActivity* in_activity) {
+  // Each kernel is timed on data of its own: the node's inputs and output, once per kernel.
+  // More than the machine has is refused here by name (a batch of 200,000 images was killed
+  // for memory while its kernels were timed, before the arena's own check).
+  double bytes = 0;
+  for (graph::ValueId v : n.inputs)
+    if (v != graph::kNoValue && !g.value(v).is_constant()) bytes += 4.0 * static_cast<double>(buffer_floats(g.value(v)));
+  bytes = (bytes + 4.0 * static_cast<double>(buffer_floats(g.value(n.outputs[0])))) * static_cast<double>(ks.size());
+  if (const double have = runtime::machine_bytes(); have > 0 && bytes > have)
+    throw Error(g.model_name + ": node '" + n.name + "' (" + graph::op_name(n.op) + "), output " +
+                shape_str(g.value(n.outputs[0]).shape) + ": timing its " + std::to_string(ks.size()) + " candidate kernels needs " +
+                runtime::gib(bytes) + ", more than this machine's " + runtime::gib(have) +
+                " of memory; check the model's and the inputs' shapes (a smaller batch?)");
   std::vector<std::unique_ptr<RandomNodeData>> data;
   std::vector<KernelArgs> args;
   for (const Kernel* k : ks) {

@@ -1040,19 +1040,23 @@ class ScaleBy(nn.Module):
 def unread_case(a):
     """Channel 2 of c1 is read by nobody (zero weights in c2): it goes after a Relu, or a
     per-channel scale or PReLU with finite values, but not after an Exp or a Reciprocal, which
-    could make it inf, nor after a scale of inf or a PReLU slope of NaN at that channel: 0 * inf
-    is NaN in the dense model (reviewers' finds: the NaN became a finite answer)."""
+    could make it inf, nor after a scale of inf or a PReLU slope of NaN at that channel, nor
+    when c1's own filter for it holds an inf: 0 * inf is NaN in the dense model (reviewers'
+    finds: the NaN became a finite answer)."""
     finite = torch.linspace(0.5, 2.0, 6)
     inf, nan = finite.clone(), finite.clone()
     inf[2], nan[2] = float("inf"), float("nan")
     for name, act, want in (("unread_relu", nn.ReLU(), 1), ("unread_exp", torch.exp, 0),
                             ("unread_reciprocal", lambda x: torch.reciprocal(F.relu(x)), 0),
                             ("unread_scale", ScaleBy(finite), 1), ("unread_scale_inf", ScaleBy(inf), 0),
-                            ("unread_prelu", ScaleBy(finite, True), 1), ("unread_prelu_nan", ScaleBy(nan, True), 0)):
+                            ("unread_prelu", ScaleBy(finite, True), 1), ("unread_prelu_nan", ScaleBy(nan, True), 0),
+                            ("unread_inf_filter", nn.ReLU(), 0)):
         torch.manual_seed(12)
         m = UnreadAfter(act)
         with torch.no_grad():
             m.c2.weight[:, 2] = 0
+            if name == "unread_inf_filter":  # c1's channel 2 is inf at run time: 0 * inf is NaN (a reviewer's find)
+                m.c1.weight[2, 0, 1, 1] = float("inf")
         m.eval()
         insp, _ = run_case(a, name, m, keep_bn=False)
         got = {r["node"]: r for r in insp["pruning"]}.get("/c1/Conv", {})
