@@ -77,11 +77,11 @@ std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const gra
   for (graph::ValueId v : n.inputs)
     if (v != graph::kNoValue && !g.value(v).is_constant()) bytes += 4.0 * static_cast<double>(buffer_floats(g.value(v)));
   bytes = (bytes + 4.0 * static_cast<double>(buffer_floats(g.value(n.outputs[0])))) * static_cast<double>(ks.size());
-  if (const double have = runtime::machine_bytes(); have > 0 && bytes > have)
+  if (const double have = runtime::available_bytes(); have > 0 && bytes > have)
     throw Error(g.model_name + ": node '" + n.name + "' (" + graph::op_name(n.op) + "), output " +
                 shape_str(g.value(n.outputs[0]).shape) + ": timing its " + std::to_string(ks.size()) + " candidate kernels needs " +
-                runtime::gib(bytes) + ", more than this machine's " + runtime::gib(have) +
-                " of memory; check the model's and the inputs' shapes (a smaller batch?)");
+                runtime::gib(bytes) + ", more than the " + runtime::gib(have) +
+                " of memory available now; check the model's and the inputs' shapes (a smaller batch?)");
   std::vector<std::unique_ptr<RandomNodeData>> data;
   std::vector<KernelArgs> args;
   for (const Kernel* k : ks) {
