@@ -11,9 +11,14 @@
 namespace sluice::runtime {
 
 // Physical memory in bytes (0 when the system does not say).
+// Read once: it does not change while the process runs, and Tensor's constructor asks on
+// every output of every run.
 inline double machine_bytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+  static const double bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+  }();
+  return bytes;
 }
 
 // Memory available now without swapping (Linux's MemAvailable: free memory plus what the page

@@ -281,6 +281,24 @@ std::string nonfinite_weights(const Graph& g, const Node& n) {
   return "";
 }
 
+// Whether output channel o (of m) of producer p, a Conv or a Gemm with constant float weights,
+// has a finite filter (a Gemm's column of B, or row when transposed) and bias: an inf or NaN
+// there makes the channel inf or NaN at run time, and 0 x inf is NaN in its readers.
+bool channel_finite(const Graph& g, const Node& p, int64_t m, int64_t o) {
+  const Tensor& w = g.value(p.inputs[1]).constant;
+  const int64_t per = w.numel() / std::max<int64_t>(m, 1);
+  const int64_t step = p.op == OpType::Gemm && !p.p<GemmParams>().trans_b ? m : 1;
+  const float* W = w.data<float>() + (step == 1 ? o * per : o);
+  for (int64_t i = 0; i < per; ++i)
+    if (!std::isfinite(W[i * step])) return false;
+  if (p.inputs.size() > 2 && p.inputs[2] != kNoValue) {
+    const Tensor& b = g.value(p.inputs[2]).constant;
+    if (b.numel() == m && !std::isfinite(b.data<float>()[o])) return false;
+    if (b.numel() == 1 && !std::isfinite(b.data<float>()[0])) return false;
+  }
+  return true;
+}
+
 // Why Gemm `gid`, reading `features` as A, is not a classifier head this pass can rewrite
 // (constant B, no transposed A, alpha 1, a constant bias vector), or "".
 std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
@@ -998,22 +1016,8 @@ std::vector<bool> live_unread_channels(const Graph& g, ValueId out, const std::v
   // not: it is inf or NaN at run time, and 0 x inf is NaN in the readers (ONNX Runtime's answer).
   const Node& p = g.node(g.value(out).producer);
   const auto m = static_cast<int64_t>(unread.size());
-  auto finite = [](const float* a, int64_t n, int64_t step) {
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(a[i * step])) return false;
-    return true;
-  };
-  const Tensor& w = g.value(p.inputs[1]).constant;
-  const Tensor* b = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? &g.value(p.inputs[2]).constant : nullptr;
-  const bool trans_b = p.op == OpType::Gemm && p.p<GemmParams>().trans_b;
-  for (int64_t o = 0; o < m && w.numel() > 0; ++o) {
-    if (!unread[static_cast<size_t>(o)]) continue;
-    const int64_t per = w.numel() / m;  // a conv's filter, a Gemm's column of B (or row, transposed)
-    bool ok = p.op == OpType::Gemm && !trans_b ? finite(w.data<float>() + o, per, m) : finite(w.data<float>() + o * per, per, 1);
-    if (b && b->numel() == m) ok = ok && std::isfinite(b->data<float>()[o]);
-    if (b && b->numel() == 1) ok = ok && std::isfinite(b->data<float>()[0]);
-    unread[static_cast<size_t>(o)] = ok;
-  }
+  for (int64_t o = 0; o < m; ++o)
+    if (unread[static_cast<size_t>(o)]) unread[static_cast<size_t>(o)] = channel_finite(g, p, m, o);
   n_unread = 0;
   for (size_t o = 0; o < unread.size(); ++o) {
     unread[o] = unread[o] && !dead[o];
@@ -1183,10 +1187,8 @@ int prune_through_depthwise(Graph& g) {
       for (int64_t t = 0; t < taps; ++t) d_finite = d_finite && std::isfinite(DW[o * taps + t]);
       // 0 x inf is NaN (ONNX Runtime's answer) both ways: a zero channel into an inf tap, and an
       // inf or NaN filter of P (or its bias) into a zero filter of D.
-      bool p_finite = !PB || std::isfinite(PB[o]);
-      for (int64_t i = 0; i < per; ++i) p_finite = p_finite && std::isfinite(PW[o * per + i]);
       zero = zero && d_finite;
-      d_zero = d_zero && p_finite;
+      d_zero = d_zero && channel_finite(g, p, c, o);
       zero_in[static_cast<size_t>(o)] = zero || d_zero;
       n_zero += zero || d_zero;
     }
