@@ -644,7 +644,9 @@ int main(int argc, char** argv) {
 
   auto* run = app.add_subcommand("run", "Run a model on .npy inputs and write one .npy per output.");
   run->add_option("model", model, "ONNX model file")->required();
-  run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)")->required();
+  // Not required: a model without graph inputs (all constants) runs with none, and a missing
+  // one is named by load_inputs with the shape it needs.
+  run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)");
   run->add_option("-o,--output-dir", out_dir, "Directory for <output name>.npy files")->capture_default_str();
   run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
   run_flags.add(run);

@@ -600,8 +600,31 @@ def output_file_names(a):
           "output_file_names: each file holds its output, as run printed (%s)" % said.strip())
 
 
+def no_inputs(a):
+    """A model whose graph has no inputs (its values all come from constants) runs without
+    --input and gives ORT's answer; a model with an input, run without --input, is refused with
+    the input's name and shape."""
+    c = numpy_helper.from_array(np.arange(-6, 6, dtype=np.float32).reshape(3, 4), "c")
+    g = helper.make_graph([helper.make_node("Relu", ["c"], ["r"]), helper.make_node("ReduceSum", ["r"], ["y"], keepdims=1)],
+                          "no_inputs", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [c])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 7
+    path, out = os.path.join(a.work_dir, "no_inputs.onnx"), os.path.join(a.work_dir, "no_inputs_out")
+    onnx.save(m, path)
+    run_sluice(a, "run", path, "--output-dir", out)
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {})[0]
+    got = np.load(os.path.join(out, "y.npy"))
+    check(got.shape == want.shape and np.array_equal(got, want), "no_inputs: runs without --input (%s, ORT %s)" % (got, want))
+    one = os.path.join(a.work_dir, "names.onnx")  # output_file_names' model: one input x [1, 2, 4, 4]
+    r = run_sluice(a, "run", one, "--output-dir", out, check_ok=False)
+    check(r.returncode != 0 and "missing --input" in r.stderr and "'x'" in r.stderr and "[1, 2, 4, 4]" in r.stderr,
+          "no_inputs: a model with an input, run without one, is refused by name (%s)" % r.stderr.strip())
+
+
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
                                  edge_values, int_edges, padded_average_pool, ceil_mode_small_maps, bad_attributes,
-                                 output_file_names]))
+                                 output_file_names, no_inputs]))
