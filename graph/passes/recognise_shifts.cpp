@@ -455,6 +455,13 @@ bool fold_shift_scale(Graph& g, ValueId out, const std::vector<float>& v, bool a
     const Value& w = g.value(rn.inputs[1]);
     if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[1] != static_cast<int64_t>(v.size()))
       return false;
+    // A finite weight times its scale past float's range (1e20 x 1e20) would be inf in the
+    // reader, and 0 x inf NaN where the model computes (x v) W, finite for small x: not folded
+    // (the one-hot conv then runs as the model wrote it).
+    const int64_t c = w.shape[1], taps = w.shape[2] * w.shape[3];
+    const float* wd = w.constant.data<float>();
+    for (int64_t i = 0; i < w.constant.numel(); ++i)
+      if (std::isfinite(wd[i]) && !std::isfinite(wd[i] * v[static_cast<size_t>(i / taps % c)])) return false;
   }
   if (!apply) return true;
   for (NodeId r : std::vector<NodeId>(ov.consumers)) {

@@ -255,6 +255,30 @@ def dead_channels_through_shifts(a):
             check("padding" in got.get("kept_reason", ""), "%s: inspect says why they stay (%s)" % (name, got))
 
 
+def fold_overflow(a):
+    """A one-hot conv scaled by 1e20 before a 1x1 conv with a weight of 1e20: the model computes
+    (x 1e20) 1e20, finite for activations of ~1e-3; folded into the reader, 1e40 is inf in float
+    and 0 x inf NaN. The scale is not folded then (the one-hot conv runs as written), and the
+    output is ORT's. (A probe's case: before the fix 288 of 2016 outputs were inf or NaN.)"""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(4, 18, 1), nn.ReLU(), OneHotDW(18, value=1e20), nn.Conv2d(18, 7, 1))
+    with torch.no_grad():
+        m[0].weight.mul_(1e-3)
+        m[0].bias.mul_(1e-3)
+        m[3].weight.zero_()
+        m[3].weight[0, 4] = 1e20
+        m[3].weight[1, 2] = 1.0
+    path = os.path.join(a.work_dir, "fold_overflow.onnx")
+    export(m, path, c=4)
+    x = np.random.default_rng(1).standard_normal((2, 4, 12, 12)).astype(np.float32)
+    for t in ("1", "2"):
+        y, ref, _ = run_vs_ort(a, path, x, "fold_overflow_t" + t, "-t", t)
+        check(np.isfinite(ref).all() and np.isfinite(y).all() and float(np.abs(ref).max()) > 1e30,
+              "fold_overflow -t %s: finite, as ORT (largest %.3g), where the folded weight is inf" % (t, float(np.abs(ref).max())))
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
+    check(insp["shifts_recognised"] == 0, "fold_overflow: the scale is not folded (%d shifts)" % insp["shifts_recognised"])
+
+
 def main():
     a = parse_args(__doc__)
     torch.set_num_threads(1)
@@ -343,6 +367,7 @@ def main():
             check(ops == ["Conv", "Relu"] or ops == ["Conv"], "%s: only convs are left, the shift fused (%s)" % (name, ops))
             check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
     dead_channels_through_shifts(a)
+    fold_overflow(a)
     return finish()
 
 
