@@ -41,6 +41,7 @@ class PlanarDirectConv final : public Kernel {
     shape_ = {c_, m_, xs[2], xs[3], w.shape[2], w.shape[3], ys[2], ys[3], p_.pads[0], p_.pads[1], p_.strides[0]};
     const float* W = w.constant.data<float>();
     weights_.assign(W, W + w.constant.numel());
+    packed_ = gated::pack_direct_weights(shape_, W);
     bias_ = constant_or_zeros(g, n, 2, m_);
     in_.resize(static_cast<size_t>(c_));
     out_.resize(static_cast<size_t>(m_));
@@ -60,7 +61,8 @@ class PlanarDirectConv final : public Kernel {
     for (int64_t b = 0; b < batch_; ++b)
       gated::direct_conv(shape_, X + b * in_size, c_, in_.data(), in_.data(), c_, weights_.data(), bias_.data(),
                          out_.data(), m_, Y + b * out_size, a.scratch,
-                         {S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_}, x_form_);
+                         {S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_}, x_form_,
+                         packed_.empty() ? nullptr : packed_.data());
   }
   std::string name() const override {
     std::string r = "direct:planar";
@@ -83,6 +85,7 @@ class PlanarDirectConv final : public Kernel {
   gated::DirectConvShape shape_{};
   int64_t batch_, c_, m_;
   std::vector<float> weights_, bias_;
+  std::vector<float> packed_;      // the weights for direct_conv's wide blocks (AVX-512), or empty
   std::vector<int32_t> in_, out_;  // every channel: 0..C-1 and 0..M-1
 };
 

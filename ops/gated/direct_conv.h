@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "ops/conv/planar.h"
 
@@ -43,9 +44,15 @@ struct DirectEpilogue {
 // x_form: x is NHWC; or resident planes of all s.c input channels (in_pos must be 0..c-1), read
 // as they are by a 3x3, stride-1, pad-1 conv on an unchanged map (planar::resident), else
 // packed from them (row copies, no transposes); or NCHW (packed by row copies too).
+// packed: null, or pack_direct_weights(s, weights) for a dense conv (every channel in order:
+// in_ch and out_ch 0, 1, ...), which then runs in wider blocks.
 void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, const int32_t* in_pos,
                  const int32_t* in_ch, int64_t ki, const float* weights, const float* bias, const int32_t* out_ch,
                  int64_t ko, float* y, void* scratch, const DirectEpilogue& epilogue = {},
-                 planar::Source x_form = planar::Source::Nhwc);
+                 planar::Source x_form = planar::Source::Nhwc, const float* packed = nullptr);
+
+// A dense conv's OIHW weights packed for direct_conv's wide blocks (AVX-512 builds; empty
+// elsewhere, where there are none).
+std::vector<float> pack_direct_weights(const DirectConvShape& s, const float* weights);
 
 }  // namespace sluice::ops::gated
