@@ -475,6 +475,37 @@ bool fold_shift_scale(Graph& g, ValueId out, const std::vector<float>& v, bool a
   return true;
 }
 
+// A one-hot conv whose scales v (a BatchNorm after the shift, folded in by the exporter) or
+// bias b cannot go into its readers (a Relu or a padded conv reads it, or it is an output, or
+// a folded weight would overflow): the shift step `id` (its output moved to a new value) and a
+// BatchNormalization after it, y = v shift(x) + b (mean 0, variance 1, epsilon 0: the scale is v
+// exactly). Where the shift reads outside the image it gives 0, so y = b there, as the conv's.
+void shift_then_affine(Graph& g, NodeId id, const std::vector<float>& scale, const std::vector<float>& bias) {
+  const ValueId out = g.node(id).outputs[0];
+  const int64_t c = g.value(out).shape[1];
+  Value mid = g.value(out);
+  mid.name = g.value(out).name + "__shifted";
+  mid.is_output = false;
+  mid.producer = -1;
+  mid.consumers.clear();
+  const ValueId mid_id = g.add_value(std::move(mid));
+  auto filled = [&](const std::vector<float>& v, float dflt) {
+    Tensor t(DType::Float32, {c});
+    for (int64_t i = 0; i < c; ++i) t.data<float>()[i] = v.empty() ? dflt : v[static_cast<size_t>(i)];
+    return t;
+  };
+  const std::string name = g.node(id).name;
+  Node bn;
+  bn.op = OpType::BatchNormalization;
+  bn.name = name + "__scale_bias";
+  bn.inputs = {mid_id, add_constant(g, name + "__scale", filled(scale, 1.f)), add_constant(g, name + "__bias", filled(bias, 0.f)),
+               add_constant(g, name + "__mean", filled({}, 0.f)), add_constant(g, name + "__var", filled({}, 1.f))};
+  bn.outputs = {out};
+  bn.params = BatchNormParams{0.f, {}};
+  g.node(id).outputs[0] = mid_id;
+  g.add_node(std::move(bn));
+}
+
 // A value-moving region that only selects channels of x (ShuffleNet's channel shuffle as
 // Reshape -> Transpose -> Reshape, torch.chunk's Slices, a flip, a Concat of slices of one
 // tensor): node `id` becomes Gather(x, idx, axis 1), one op that also runs on NHWC data (the
@@ -497,12 +528,14 @@ int recognise_shifts(Graph& g) {
     ValueId src = kNoValue;
     const Node& n = g.node(id);
     std::vector<float> bias, scale;
+    bool affine = false;  // the one-hot conv's scales and bias stay, as a per-channel affine after the shift
     if (one_hot_conv_shift(g, n, sp, bias, scale)) {
       const ValueId out = n.outputs[0];
       // The bias first (it meets the readers' weights unscaled: W (v shift + b) = (W v) shift + W b).
-      if (!scale.empty() && !fold_shift_scale(g, out, scale, false)) continue;
-      if (!bias.empty() && !fold_shift_bias(g, out, bias)) continue;
-      if (!scale.empty()) fold_shift_scale(g, out, scale, true);
+      bool folds = scale.empty() || fold_shift_scale(g, out, scale, false);
+      if (folds && !bias.empty()) folds = fold_shift_bias(g, out, bias);  // (changes nothing when it cannot)
+      if (folds && !scale.empty()) fold_shift_scale(g, out, scale, true);
+      affine = !folds;
       src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       sp = ShiftParams{};
@@ -513,6 +546,10 @@ int recognise_shifts(Graph& g) {
     m.op = OpType::SluiceShift;
     m.params = sp;
     m.inputs = {src};
+    if (affine) {
+      shift_then_affine(g, id, scale, bias);
+      g.rebuild_links();  // the readers of the old output now read the affine's
+    }
     ++found;
   }
   g.rebuild_links();

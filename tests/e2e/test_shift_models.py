@@ -15,6 +15,7 @@ import os
 import sys
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -276,7 +277,47 @@ def fold_overflow(a):
         check(np.isfinite(ref).all() and np.isfinite(y).all() and float(np.abs(ref).max()) > 1e30,
               "fold_overflow -t %s: finite, as ORT (largest %.3g), where the folded weight is inf" % (t, float(np.abs(ref).max())))
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
-    check(insp["shifts_recognised"] == 0, "fold_overflow: the scale is not folded (%d shifts)" % insp["shifts_recognised"])
+    ops = [n["op"] for n in insp["nodes"]]
+    check(insp["shifts_recognised"] == 1 and "BatchNormalization" in ops and not any("fused_shift" in n for n in insp["nodes"]),
+          "fold_overflow: the scale is not folded: a shift, then its scale as a step of its own (%s)" % ops)
+
+
+class ShiftBnRelu(nn.Module):
+    """1x1 conv, ReLU, a one-hot shift conv, BatchNorm, ReLU, 1x1 conv: torch folds the BN into
+    the one-hot conv (taps v, bias b), and the ReLU keeps both from the 1x1 conv's weights."""
+
+    def __init__(self, c=18):
+        super().__init__()
+        self.c0, self.sh, self.bn, self.c1 = nn.Conv2d(4, c, 1), OneHotDW(c), nn.BatchNorm2d(c), nn.Conv2d(c, 7, 1)
+        with torch.no_grad():  # a trained BN: scales of both signs, a bias that Relu cuts
+            self.bn.weight.uniform_(-1.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+            self.bn.running_mean.uniform_(-0.3, 0.3)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.c1(F.relu(self.bn(self.sh(F.relu(self.c0(x))))))
+
+
+def shift_and_affine(a):
+    """A one-hot conv whose scales and bias cannot go into its readers (here a ReLU reads it)
+    is the shift and then a per-channel affine step (a BatchNormalization: y = v shift(x) + b,
+    b where the shift reads outside the image, as the conv); it was left a depthwise conv, with
+    nothing said. Against ORT at -t 1 and -t 2, batch 3, and what inspect shows."""
+    torch.manual_seed(3)
+    m = ShiftBnRelu()
+    path = os.path.join(a.work_dir, "shift_bn_relu.onnx")
+    export(m, path, c=4)
+    folded = [n for n in onnx.load(path).graph.node if n.op_type == "BatchNormalization"]
+    check(not folded, "shift_bn_relu: torch folded the BN into the one-hot conv (%d BN nodes left)" % len(folded))
+    x = np.random.default_rng(2).standard_normal((3, 4, 12, 12)).astype(np.float32)
+    for t in ("1", "2"):
+        run_vs_ort(a, path, x, "shift_bn_relu_t" + t, "-t", t)
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
+    ops = [n["op"] for n in insp["nodes"]]
+    check(insp["shifts_recognised"] == 1 and "SluiceShift" in ops and "BatchNormalization" in ops and
+          sum(op == "Conv" for op in ops) == 2,
+          "shift_bn_relu: the shift recognised, its scales and bias a step after it, the 1x1 convs left (%s)" % ops)
 
 
 def main():
@@ -347,8 +388,10 @@ def main():
              ("slice_assign_onto_x", SliceAssign("clone"), 0), ("slice_assign_onto_ones", SliceAssign("ones"), 0),
              ("roll_mask_wrong_edge", RollMasked("wrong_edge"), 0),
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
+    # a bias before a padded reader cannot go into its bias (the padding reads zeros, not the
+    # bias): the shift, then a per-channel affine step (shift_and_affine below checks the step)
     padded = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, bias=0.3), nn.Conv2d(8, 5, 3, padding=1))
-    cases.append(("dw_bias_padded_reader", padded, 0))
+    cases.append(("dw_bias_padded_reader", padded, 1))
     # scales alone go into a padded reader too (v * 0 is 0): a shift step of its own before the 3x3 conv
     cases.append(("dw_scaled_padded_reader", nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, value=bn),
                                                            nn.Conv2d(8, 5, 3, padding=1)), 1))
@@ -368,6 +411,7 @@ def main():
             check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
     dead_channels_through_shifts(a)
     fold_overflow(a)
+    shift_and_affine(a)
     return finish()
 
 
