@@ -15,6 +15,10 @@ void infer_TopK(InferContext& ctx) {
   if (x.dtype == DType::Bool) ctx.fail("bool input is not supported");
   if (x.shape.empty()) ctx.fail("input must have rank >= 1");
   p.axis = normalize_axis(ctx, p.axis, static_cast<int64_t>(x.shape.size()));
+  // The spec's K is 1-D of one value; ONNX Runtime refuses a scalar one too.
+  if (const Tensor& kt = ctx.require_const(1, "K"); kt.shape().size() != 1)
+    ctx.fail("K ('" + ctx.in(1).name + "') must be a 1-D tensor of one value (shape [1]), got shape " +
+             shape_str(kt.shape()) + ": reshape it to [1] in the model (ONNX Runtime refuses it too)");
   const auto kv = ctx.require_ints(1, "K");
   if (kv.size() != 1) ctx.fail("K must hold exactly one value, got " + std::to_string(kv.size()));
   const int64_t k = kv[0], len = x.shape[static_cast<size_t>(p.axis)];

@@ -515,6 +515,16 @@ TEST(BadRun, TopKLargerThanAxis) {
   expect_error([&] { Session(b.load()); }, {"topk"});
 }
 
+// K as a scalar: the spec's K is 1-D of one value, and ONNX Runtime refuses the file (a probe
+// found Sluice ran it).
+TEST(BadGraph, TopKScalarK) {
+  OnnxBuilder b;
+  b.input("g", {1, 8}).init_i64("k", {}, {3});
+  b.node("TopK", {"g", "k"}, {"v", "i"}, "topk");
+  b.output("v").output("i", {}, onnx::TensorProto::INT64);
+  expect_error([&] { Session(b.load()); }, {"topk", "'k'", "1-D", "shape []"});
+}
+
 // ScatterND (PyTorch's slice assignment): indices past the axis, updates of the wrong shape, an
 // unknown reduction.
 TEST(BadRun, ScatterNDIndexOutOfRange) {
