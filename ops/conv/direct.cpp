@@ -1,5 +1,6 @@
 // A dense conv on the direct planar kernel (ops/gated/direct_conv.h: output pixels in vector
-// lanes, weights broadcast from the model's OIHW tensor), for the convs oneDNN runs poorly:
+// lanes, weights broadcast; packed at load on AVX-512, else read from the model's OIHW
+// tensor), for the convs oneDNN runs poorly:
 // channel counts that are small or not a multiple of its 16-channel blocks, as statically
 // pruned models leave them (a ResNet-18 stem pruned to 19 channels ran at 47 GMAC/s on
 // oneDNN). make_conv times both on the node's shape and keeps the faster.

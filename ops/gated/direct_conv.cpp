@@ -203,6 +203,16 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   // groups as equal as possible: 19 as 5+5+5+4, not 6+6+6+1, whose 1-channel block would do 4
   // FMAs per 5 loads.
   // Packed weights (a dense conv, AVX-512): blocks of up to kWideRows channels, as packed.
+#ifndef __AVX512F__
+  packed = nullptr;  // (pack_direct_weights gives none here)
+#endif
+  if (packed && (ki != s.c || ko != s.m))
+    throw Error("internal error: direct_conv's packed weights are for every channel, in order");
+  // On a map of few blocks, the wide blocks' fewer groups must not leave a thread idle (a
+  // 10-channel 7x7 conv: one group of one block); the in-place weights then.
+  if (const int64_t nt = omp_get_max_threads(), qb = q / kBlock;
+      packed && (ko + kWideRows - 1) / kWideRows * qb < nt && (ko + kRows - 1) / kRows * qb > (ko + kWideRows - 1) / kWideRows * qb)
+    packed = nullptr;
   const int64_t rows_max = packed ? kWideRows : kRows;
   const int64_t groups = (ko + rows_max - 1) / rows_max, qblocks = q / kBlock, used = s.oh * geo.grid_w();
   const int64_t work = ko * ki * taps * s.oh * s.ow;

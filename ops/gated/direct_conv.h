@@ -1,6 +1,8 @@
 // A direct convolution over selected channels that reads the model's own weights in place:
 // no per-input weight gathering or packing. For the gated conv's small late layers, where
-// packing the (k_out x k_in) weights for oneDNN per input costs as much as the conv.
+// packing the (k_out x k_in) weights for oneDNN per input costs as much as the conv. A dense
+// conv (every channel) may instead pass weights packed once at load (pack_direct_weights),
+// which run in wider blocks.
 //
 // Input: one sample, NHWC with `x_stride` floats per pixel; the active input channels are
 // at positions in_pos[j] (the compact tensor's j, or the dense tensor's channel index) and

@@ -617,7 +617,13 @@ def no_inputs(a):
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {})[0]
     got = np.load(os.path.join(out, "y.npy"))
     check(got.shape == want.shape and np.array_equal(got, want), "no_inputs: runs without --input (%s, ORT %s)" % (got, want))
-    one = os.path.join(a.work_dir, "names.onnx")  # output_file_names' model: one input x [1, 2, 4, 4]
+    g1 = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "one_input",
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m1 = helper.make_model(g1, opset_imports=[helper.make_opsetid("", 13)])
+    m1.ir_version = 8
+    one = os.path.join(a.work_dir, "one_input.onnx")
+    onnx.save(m1, one)
     r = run_sluice(a, "run", one, "--output-dir", out, check_ok=False)
     check(r.returncode != 0 and "missing --input" in r.stderr and "'x'" in r.stderr and "[1, 2, 4, 4]" in r.stderr,
           "no_inputs: a model with an input, run without one, is refused by name (%s)" % r.stderr.strip())
