@@ -318,6 +318,23 @@ def shift_and_affine(a):
     check(insp["shifts_recognised"] == 1 and "SluiceShift" in ops and "BatchNormalization" in ops and
           sum(op == "Conv" for op in ops) == 2,
           "shift_bn_relu: the shift recognised, its scales and bias a step after it, the 1x1 convs left (%s)" % ops)
+    # The same with 6 of the first conv's 18 filters zero (a slimmed layer): pruning removes them
+    # through the one-hot conv, kept as a depthwise conv for it (a shift step would stop it;
+    # a probe found the removal lost).
+    torch.manual_seed(3)
+    m = ShiftBnRelu()
+    with torch.no_grad():
+        m.c0.weight[::3] = 0
+        m.c0.bias[::3] = 0
+    path = os.path.join(a.work_dir, "shift_bn_relu_dead.onnx")
+    export(m, path, c=4)
+    for t in ("1", "2"):
+        run_vs_ort(a, path, x, "shift_bn_relu_dead_t" + t, "-t", t)
+    insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
+    removed = sum(r["removed"] for r in insp["pruning"])
+    check(removed == 6 and insp["shifts_recognised"] == 0,
+          "shift_bn_relu_dead: the 6 dead channels removed through the one-hot conv (%d removed, %d shifts)" % (
+              removed, insp["shifts_recognised"]))
 
 
 def main():
