@@ -10,6 +10,16 @@
 namespace sluice::runtime {
 
 namespace {
+// The layout a node runs in; a max pool that reads resident planes and writes NHWC (its node
+// is marked planar) shows both.
+std::string node_layout(const graph::Graph& g, const graph::Node& n) {
+  std::string l = graph::layout_name(n.layout);
+  if (n.layout == graph::Layout::Planar && !n.outputs.empty() && n.outputs[0] != graph::kNoValue &&
+      g.value(n.outputs[0]).layout != graph::Layout::Planar)
+    l += " -> " + std::string(graph::layout_name(g.value(n.outputs[0]).layout));
+  return l;
+}
+
 // The most output channels a gate keeps per input, by its form: k for the winners and losers
 // forms, k - 1 for a strict threshold at the k-th largest value; 0 when ties can keep more (an
 // inclusive threshold) or the node has no gate of its own.
@@ -88,7 +98,7 @@ std::string Plan::describe(bool as_json) const {
     nodes.push_back({{"name", n.name},
                      {"op", graph::op_name(n.op)},
                      {"kernel", st.kernel->name()},
-                     {"layout", graph::layout_name(n.layout)},
+                     {"layout", node_layout(g_, n)},
                      {"inputs", in},
                      {"outputs", out},
                      {"dense_macs", st.dense_macs},
