@@ -454,6 +454,24 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         if (!r.empty()) return r;
         break;
       }
+      case OpType::SluiceShift: {  // each channel translated in place, zero where it reads outside
+        // Only a shift that keeps every channel where it is (a depthwise one-hot conv's, or one
+        // whose strided 1x1 reader kept it a step of its own), of a value that starts at the
+        // producer's first channel: its entries for the removed channels go (prune below).
+        // Its border is zero: a dead channel passes only if it is zero (the fill, as a Pad's).
+        const auto& sp = n.p<ShiftParams>();
+        bool in_place = offset == 0 && static_cast<int64_t>(sp.src.size()) == val.shape[1] &&
+                        sp.dy.size() == sp.src.size() && sp.dx.size() == sp.src.size() &&
+                        g.value(n.outputs[0]).shape.size() == 4 && g.value(n.outputs[0]).shape[1] == val.shape[1];
+        for (size_t j = 0; in_place && j < sp.src.size(); ++j) in_place = sp.src[j] == static_cast<int32_t>(j);
+        if (!in_place) return "read by " + n.name + ", a shift that moves channels to other places";
+        std::vector<std::pair<size_t, float>> more = fills;
+        more.emplace_back(chain.size(), 0.f);
+        path.push_back(n.outputs[0]);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, more);
+        if (!r.empty()) return r;
+        break;
+      }
       case OpType::Pad:       // reflect / edge / wrap: every output value is one of the channel's own;
                               // constant: the channel's value must be the fill (checked per channel)
       case OpType::Resize: {  // nearest (scales, not sizes, which name the channel count): copies
@@ -852,7 +870,8 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   if (kept_pad_fill > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
-           " constant channels padded by a Pad with another value (its border would differ)";
+           " constant channels padded by a Pad, or moved by a shift step, whose border holds another value (it would "
+           "differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
   if (kept_scaled > 0)
@@ -1082,7 +1101,23 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (const Reader& r : readers) compact_steps(r.chain);
   std::set<ValueId> shrunk;
   for (ValueId v : path)
-    if (shrunk.insert(v).second) g.value(v).shape[1] -= removed;
+    if (shrunk.insert(v).second) {
+      g.value(v).shape[1] -= removed;
+      // A shift on the way (in place, from channel 0: collect_readers) loses the removed
+      // channels' entries; the others keep theirs, in place again.
+      if (const NodeId pid = g.value(v).producer; pid >= 0 && g.node(pid).op == OpType::SluiceShift) {
+        ShiftParams& sp = g.node(pid).p<ShiftParams>();
+        ShiftParams kept = sp;
+        kept.src.clear(), kept.dy.clear(), kept.dx.clear();
+        for (size_t j = 0; j < sp.src.size(); ++j) {
+          if (static_cast<int64_t>(j) < m && remove[j]) continue;
+          kept.src.push_back(static_cast<int32_t>(kept.src.size()));
+          kept.dy.push_back(sp.dy[j]);
+          kept.dx.push_back(sp.dx[j]);
+        }
+        sp = std::move(kept);
+      }
+    }
   for (size_t ri = 0; ri < readers.size(); ++ri) {
     const Reader& r = readers[ri];
     const int64_t total = totals[ri];

@@ -475,37 +475,6 @@ bool fold_shift_scale(Graph& g, ValueId out, const std::vector<float>& v, bool a
   return true;
 }
 
-// Whether x comes, through per-channel ops (Relu, Clip, BatchNormalization), from a conv with
-// an all-zero filter or a BatchNormalization with a zero scale: channels that prune_channels
-// would remove (a slimmed model's), which a one-hot conv kept as a conv lets it.
-bool reads_dead_channels(const Graph& g, ValueId x) {
-  for (int hops = 0; hops < 8 && x != kNoValue; ++hops) {
-    const NodeId pid = g.value(x).producer;
-    if (pid < 0) return false;
-    const Node& p = g.node(pid);
-    if (p.op == OpType::BatchNormalization && p.inputs.size() == 5 && g.value(p.inputs[1]).is_constant() &&
-        g.value(p.inputs[1]).dtype == DType::Float32) {
-      const Tensor& sc = g.value(p.inputs[1]).constant;
-      for (int64_t i = 0; i < sc.numel(); ++i)
-        if (sc.data<float>()[i] == 0.f) return true;
-    } else if (p.op == OpType::Conv && p.inputs.size() > 1 && g.value(p.inputs[1]).is_constant() &&
-               g.value(p.inputs[1]).dtype == DType::Float32 && !g.value(p.inputs[1]).shape.empty()) {
-      const Tensor& w = g.value(p.inputs[1]).constant;
-      const int64_t m = w.shape()[0], per = m > 0 ? w.numel() / m : 0;
-      for (int64_t o = 0; o < m; ++o) {
-        bool zero = true;
-        for (int64_t i = 0; i < per && zero; ++i) zero = w.data<float>()[o * per + i] == 0.f;
-        if (zero) return true;
-      }
-      return false;
-    } else if (p.op != OpType::Relu && p.op != OpType::Clip && p.op != OpType::BatchNormalization) {
-      return false;
-    }
-    x = p.inputs.empty() ? kNoValue : p.inputs[0];
-  }
-  return false;
-}
-
 // A one-hot conv whose scales v (a BatchNorm after the shift, folded in by the exporter) or
 // bias b cannot go into its readers (a Relu or a padded conv reads it, or it is an output, or
 // a folded weight would overflow): the shift step `id` (its output moved to a new value) and a
@@ -567,9 +536,6 @@ int recognise_shifts(Graph& g) {
       if (folds && !bias.empty()) folds = fold_shift_bias(g, out, bias);  // (changes nothing when it cannot)
       if (folds && !scale.empty()) fold_shift_scale(g, out, scale, true);
       affine = !folds;
-      // Dead channels coming in: prune_channels removes them through a depthwise conv, not
-      // through a shift step, and for a slimmed layer that saves more than the shift does.
-      if (affine && reads_dead_channels(g, g.node(id).inputs[0])) continue;
       src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       sp = ShiftParams{};

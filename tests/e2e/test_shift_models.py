@@ -319,8 +319,8 @@ def shift_and_affine(a):
           sum(op == "Conv" for op in ops) == 2,
           "shift_bn_relu: the shift recognised, its scales and bias a step after it, the 1x1 convs left (%s)" % ops)
     # The same with 6 of the first conv's 18 filters zero (a slimmed layer): pruning removes them
-    # through the one-hot conv, kept as a depthwise conv for it (a shift step would stop it;
-    # a probe found the removal lost).
+    # through the shift step and its affine (their constant, relu(b), goes into the 1x1 conv's
+    # bias); a probe found them kept ("read by SluiceShift").
     torch.manual_seed(3)
     m = ShiftBnRelu()
     with torch.no_grad():
@@ -332,9 +332,30 @@ def shift_and_affine(a):
         run_vs_ort(a, path, x, "shift_bn_relu_dead_t" + t, "-t", t)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
     removed = sum(r["removed"] for r in insp["pruning"])
-    check(removed == 6 and insp["shifts_recognised"] == 0,
-          "shift_bn_relu_dead: the 6 dead channels removed through the one-hot conv (%d removed, %d shifts)" % (
-              removed, insp["shifts_recognised"]))
+    shift_node = [n for n in insp["nodes"] if n["op"] == "SluiceShift"]
+    check(removed == 6 and insp["shifts_recognised"] == 1 and shift_node and shift_node[0]["outputs"][0]["shape"][1] == 12,
+          "shift_bn_relu_dead: the 6 dead channels removed through the shift step (%d removed, %d shifts, %s)" % (
+              removed, insp["shifts_recognised"], [n["outputs"][0]["shape"] for n in shift_node]))
+    # A plain shift step (a ReLU reads it, so it is not fused): zero channels go through it; a
+    # dead channel of constant 0.7 does not (the shift's border is 0, not 0.7), and inspect says so.
+    for name, const, want in (("shift_step_dead_zero", 0.0, 6), ("shift_step_dead_const", 0.7, 0)):
+        torch.manual_seed(4)
+        m = nn.Sequential(nn.Conv2d(4, 18, 1), nn.ReLU(), OneHotDW(18), nn.ReLU(), nn.Conv2d(18, 7, 1))
+        with torch.no_grad():
+            m[0].weight[::3] = 0
+            m[0].bias[::3] = const
+        path = os.path.join(a.work_dir, name + ".onnx")
+        export(m, path, c=4)
+        for t in ("1", "2"):
+            run_vs_ort(a, path, x, "%s_t%s" % (name, t), "-t", t)
+        insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
+        rep = {r["node"]: r for r in insp["pruning"]}.get("/0/Conv", {})
+        check(rep.get("removed", -1) == want and insp["shifts_recognised"] == 1,
+              "%s: %d of 6 dead channels removed through the shift step (expected %d; %s)" % (
+                  name, rep.get("removed", -1), want, rep))
+        if not want:
+            check("shift" in rep.get("kept_reason", "") or "padding" in rep.get("kept_reason", "") or
+                  "constant" in rep.get("kept_reason", ""), "%s: inspect says why they stay (%s)" % (name, rep))
 
 
 def main():
