@@ -460,7 +460,9 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         // producer's first channel: its entries for the removed channels go (prune below).
         // Its border is zero: a dead channel passes only if it is zero (the fill, as a Pad's).
         const auto& sp = n.p<ShiftParams>();
-        bool in_place = offset == 0 && static_cast<int64_t>(sp.src.size()) == val.shape[1] &&
+        if (offset != 0)
+          return "read by " + n.name + ", a shift step behind a Concat (its channels start at another producer's)";
+        bool in_place = static_cast<int64_t>(sp.src.size()) == val.shape[1] &&
                         sp.dy.size() == sp.src.size() && sp.dx.size() == sp.src.size() &&
                         g.value(n.outputs[0]).shape.size() == 4 && g.value(n.outputs[0]).shape[1] == val.shape[1];
         for (size_t j = 0; in_place && j < sp.src.size(); ++j) in_place = sp.src[j] == static_cast<int32_t>(j);
@@ -870,7 +872,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   if (kept_pad_fill > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
-           " constant channels padded by a Pad, or moved by a shift step, whose border holds another value (it would "
+           " constant channels padded by a Pad, or read by a shift step, whose border holds another value (it would "
            "differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
