@@ -457,7 +457,7 @@ bool fold_shift_scale(Graph& g, ValueId out, const std::vector<float>& v, bool a
       return false;
     // A finite weight times its scale past float's range (1e20 x 1e20) would be inf in the
     // reader, and 0 x inf NaN where the model computes (x v) W, finite for small x: not folded
-    // (the one-hot conv then runs as the model wrote it).
+    // (the scales then stay as an affine step after the shift, shift_then_affine).
     const int64_t c = w.shape[1], taps = w.shape[2] * w.shape[3];
     const float* wd = w.constant.data<float>();
     for (int64_t i = 0; i < w.constant.numel(); ++i)

@@ -210,11 +210,10 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
     throw Error("internal error: direct_conv's packed weights are for every channel, in order");
   // On a map of few blocks, the wide blocks' fewer groups must not leave a thread idle (a
   // 10-channel 7x7 conv: one group of one block); the in-place weights then.
-  if (const int64_t nt = omp_get_max_threads(), qb = q / kBlock;
-      packed && (ko + kWideRows - 1) / kWideRows * qb < nt && (ko + kRows - 1) / kRows * qb > (ko + kWideRows - 1) / kWideRows * qb)
-    packed = nullptr;
+  const int64_t qblocks = q / kBlock, wide_tasks = (ko + kWideRows - 1) / kWideRows * qblocks;
+  if (packed && wide_tasks < omp_get_max_threads() && (ko + kRows - 1) / kRows * qblocks > wide_tasks) packed = nullptr;
   const int64_t rows_max = packed ? kWideRows : kRows;
-  const int64_t groups = (ko + rows_max - 1) / rows_max, qblocks = q / kBlock, used = s.oh * geo.grid_w();
+  const int64_t groups = (ko + rows_max - 1) / rows_max, used = s.oh * geo.grid_w();
   const int64_t work = ko * ki * taps * s.oh * s.ow;
   float* bias_c = outp + ko * q;
   for (int64_t j = 0; j < ko; ++j) bias_c[j] = bias[out_ch[j]];

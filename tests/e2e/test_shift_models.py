@@ -259,8 +259,8 @@ def dead_channels_through_shifts(a):
 def fold_overflow(a):
     """A one-hot conv scaled by 1e20 before a 1x1 conv with a weight of 1e20: the model computes
     (x 1e20) 1e20, finite for activations of ~1e-3; folded into the reader, 1e40 is inf in float
-    and 0 x inf NaN. The scale is not folded then (the one-hot conv runs as written), and the
-    output is ORT's. (A probe's case: before the fix 288 of 2016 outputs were inf or NaN.)"""
+    and 0 x inf NaN. The scale is not folded then (it stays as an affine step after the shift),
+    and the output is ORT's. (A probe's case: before the fix 288 of 2016 outputs were inf or NaN.)"""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(4, 18, 1), nn.ReLU(), OneHotDW(18, value=1e20), nn.Conv2d(18, 7, 1))
     with torch.no_grad():
