@@ -259,8 +259,8 @@ def dead_channels_through_shifts(a):
 def fold_overflow(a):
     """A one-hot conv scaled by 1e20 before a 1x1 conv with a weight of 1e20: the model computes
     (x 1e20) 1e20, finite for activations of ~1e-3; folded into the reader, 1e40 is inf in float
-    and 0 x inf NaN. The scale is not folded then (it stays as an affine step after the shift),
-    and the output is ORT's. (A probe's case: before the fix 288 of 2016 outputs were inf or NaN.)"""
+    and 0 x inf NaN. The scale is not folded then (the one-hot conv runs as written), and the
+    output is ORT's. (A probe's case: before the fix 288 of 2016 outputs were inf or NaN.)"""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(4, 18, 1), nn.ReLU(), OneHotDW(18, value=1e20), nn.Conv2d(18, 7, 1))
     with torch.no_grad():
@@ -277,9 +277,7 @@ def fold_overflow(a):
         check(np.isfinite(ref).all() and np.isfinite(y).all() and float(np.abs(ref).max()) > 1e30,
               "fold_overflow -t %s: finite, as ORT (largest %.3g), where the folded weight is inf" % (t, float(np.abs(ref).max())))
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
-    ops = [n["op"] for n in insp["nodes"]]
-    check(insp["shifts_recognised"] == 1 and "BatchNormalization" in ops and not any("fused_shift" in n for n in insp["nodes"]),
-          "fold_overflow: the scale is not folded: a shift, then its scale as a step of its own (%s)" % ops)
+    check(insp["shifts_recognised"] == 0, "fold_overflow: the scale is not folded (%d shifts)" % insp["shifts_recognised"])
 
 
 class ShiftBnRelu(nn.Module):
@@ -301,9 +299,9 @@ class ShiftBnRelu(nn.Module):
 
 def shift_and_affine(a):
     """A one-hot conv whose scales and bias cannot go into its readers (here a ReLU reads it)
-    is the shift and then a per-channel affine step (a BatchNormalization: y = v shift(x) + b,
-    b where the shift reads outside the image, as the conv); it was left a depthwise conv, with
-    nothing said. Against ORT at -t 1 and -t 2, batch 3, and what inspect shows."""
+    stays the depthwise conv it is exported as: oneDNN runs it with the ReLU fused, 4x faster
+    than a shift step, a per-channel affine step and a ReLU (tried: 0.60 against 0.13 ms at
+    56x56 x 96 channels). Against ORT at -t 1 and -t 2, batch 3, and what inspect shows."""
     torch.manual_seed(3)
     m = ShiftBnRelu()
     path = os.path.join(a.work_dir, "shift_bn_relu.onnx")
@@ -315,12 +313,10 @@ def shift_and_affine(a):
         run_vs_ort(a, path, x, "shift_bn_relu_t" + t, "-t", t)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
     ops = [n["op"] for n in insp["nodes"]]
-    check(insp["shifts_recognised"] == 1 and "SluiceShift" in ops and "BatchNormalization" in ops and
-          sum(op == "Conv" for op in ops) == 2,
-          "shift_bn_relu: the shift recognised, its scales and bias a step after it, the 1x1 convs left (%s)" % ops)
+    check(insp["shifts_recognised"] == 0 and sum(op == "Conv" for op in ops) == 3,
+          "shift_bn_relu: the one-hot conv stays a conv (%s)" % ops)
     # The same with 6 of the first conv's 18 filters zero (a slimmed layer): pruning removes them
-    # through the shift step and its affine (their constant, relu(b), goes into the 1x1 conv's
-    # bias); a probe found them kept ("read by SluiceShift").
+    # through the depthwise conv.
     torch.manual_seed(3)
     m = ShiftBnRelu()
     with torch.no_grad():
@@ -332,10 +328,7 @@ def shift_and_affine(a):
         run_vs_ort(a, path, x, "shift_bn_relu_dead_t" + t, "-t", t)
     insp = json.loads(run_sluice(a, "inspect", path, "--json", "--shape", "image=1x4x12x12").stdout)
     removed = sum(r["removed"] for r in insp["pruning"])
-    shift_node = [n for n in insp["nodes"] if n["op"] == "SluiceShift"]
-    check(removed == 6 and insp["shifts_recognised"] == 1 and shift_node and shift_node[0]["outputs"][0]["shape"][1] == 12,
-          "shift_bn_relu_dead: the 6 dead channels removed through the shift step (%d removed, %d shifts, %s)" % (
-              removed, insp["shifts_recognised"], [n["outputs"][0]["shape"] for n in shift_node]))
+    check(removed == 6, "shift_bn_relu_dead: the 6 dead channels removed through the depthwise conv (%d removed)" % removed)
     # A plain shift step (a ReLU reads it, so it is not fused): zero channels go through it; a
     # dead channel of constant 0.7 does not (the shift's border is 0, not 0.7), and inspect says so.
     for name, const, want in (("shift_step_dead_zero", 0.0, 6), ("shift_step_dead_const", 0.7, 0)):
@@ -426,10 +419,8 @@ def main():
              ("slice_assign_onto_x", SliceAssign("clone"), 0), ("slice_assign_onto_ones", SliceAssign("ones"), 0),
              ("roll_mask_wrong_edge", RollMasked("wrong_edge"), 0),
              ("onehot_centre_only", OneHotConv(8, groups=8, centre=True), 0)]
-    # a bias before a padded reader cannot go into its bias (the padding reads zeros, not the
-    # bias): the shift, then a per-channel affine step (shift_and_affine below checks the step)
     padded = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, bias=0.3), nn.Conv2d(8, 5, 3, padding=1))
-    cases.append(("dw_bias_padded_reader", padded, 1))
+    cases.append(("dw_bias_padded_reader", padded, 0))
     # scales alone go into a padded reader too (v * 0 is 0): a shift step of its own before the 3x3 conv
     cases.append(("dw_scaled_padded_reader", nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), OneHotDW(8, value=bn),
                                                            nn.Conv2d(8, 5, 3, padding=1)), 1))
