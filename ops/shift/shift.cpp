@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "ops/kernel.h"
@@ -119,10 +120,38 @@ class NhwcShift final : public Kernel {
     sy_ = p.sy;
     sx_ = p.sx;
     same_ = p.same_size();
+#ifdef __AVX512F__
+    // Runs of 4 channels or fewer on average (shifts that change channel by channel): per
+    // pixel, the channels 16 at a time gathered at their offsets from the pixel, where every
+    // shift reads inside the map. Run by run, 96 runs of one channel at 56x56 took 0.53 ms,
+    // 4x oneDNN's depthwise conv that the shift replaced.
+    if (static_cast<int64_t>(runs_.size()) * 4 > m_ && m_ > 0) {
+      dy_lo_ = *std::min_element(p.dy.begin(), p.dy.end()), dy_hi_ = *std::max_element(p.dy.begin(), p.dy.end());
+      dx_lo_ = *std::min_element(p.dx.begin(), p.dx.end()), dx_hi_ = *std::max_element(p.dx.begin(), p.dx.end());
+      bool fits = true;
+      off_.assign(static_cast<size_t>((m_ + 15) / 16 * 16), 0);
+      for (int64_t o = 0; o < m_; ++o) {
+        const int64_t v = (static_cast<int64_t>(p.dy[o]) * w_ + p.dx[o]) * c_ + p.src[o];
+        fits = fits && v >= INT32_MIN / 2 && v <= INT32_MAX / 2;
+        off_[static_cast<size_t>(o)] = static_cast<int32_t>(v);
+      }
+      if (!fits) off_.clear();
+      dy_ = p.dy, dx_ = p.dx, src_ = p.src;
+    }
+#endif
   }
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
+#ifdef __AVX512F__
+    if (!off_.empty()) {
+#pragma omp parallel for collapse(2) if (n_ * oh_ * ow_ * m_ > 65536)
+      for (int64_t b = 0; b < n_; ++b)
+        for (int64_t y = 0; y < oh_; ++y)
+          for (int64_t x = 0; x < ow_; ++x) gather_pixel(X + b * h_ * w_ * c_, b, y, x, Y + ((b * oh_ + y) * ow_ + x) * m_);
+      return;
+    }
+#endif
     if (!same_) {  // strided or cropped: pixel by pixel, each run a copy or zeros
 #pragma omp parallel for collapse(2) if (n_ * oh_ * ow_ * m_ > 65536)
       for (int64_t b = 0; b < n_; ++b)
@@ -143,11 +172,41 @@ class NhwcShift final : public Kernel {
         shift::shift_rows(runs_, X + b * h_ * w_ * c_, h_, w_, c_, m_, y, y + 1, Y + (b * h_ + y) * w_ * m_);
   }
   std::string name() const override {
-    return "shift:nhwc(" + std::to_string(runs_.size()) + " runs" +
+    return "shift:nhwc(" + std::to_string(runs_.size()) + " runs" + (off_.empty() ? "" : ", gathered") +
            (same_ ? "" : ", stride " + std::to_string(sy_) + "x" + std::to_string(sx_)) + ")";
   }
 
  private:
+#ifdef __AVX512F__
+  // Output pixel (y, x) of sample b (xb its input): gathered where every shift reads inside the
+  // map, else channel by channel (zero outside).
+  void gather_pixel(const float* xb, int64_t b, int64_t y, int64_t x, float* dst) const {
+    (void)b;
+    const int64_t by = y * sy_, bx = x * sx_;
+    if (by + dy_lo_ >= 0 && by + dy_hi_ < h_ && bx + dx_lo_ >= 0 && bx + dx_hi_ < w_) {
+      const float* base = xb + (by * w_ + bx) * c_;
+      int64_t o = 0;
+      for (; o + 16 <= m_; o += 16) {
+        const __m512i idx = _mm512_loadu_si512(off_.data() + o);
+        // (the masked form with every lane set: the plain one has GCC 12 warn of an undefined source)
+        _mm512_storeu_ps(dst + o, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xffff, idx, base, 4));
+      }
+      if (o < m_) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (m_ - o)) - 1);
+        const __m512i idx = _mm512_loadu_si512(off_.data() + o);  // (padded to whole vectors)
+        _mm512_mask_storeu_ps(dst + o, k, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, base, 4));
+      }
+      return;
+    }
+    for (int64_t o = 0; o < m_; ++o) {
+      const int64_t sy = by + dy_[static_cast<size_t>(o)], sx = bx + dx_[static_cast<size_t>(o)];
+      dst[o] = sy >= 0 && sy < h_ && sx >= 0 && sx < w_ ? xb[(sy * w_ + sx) * c_ + src_[static_cast<size_t>(o)]] : 0.f;
+    }
+  }
+  std::vector<int32_t> off_;  // per output channel: its read's offset from the pixel, in floats; empty: run by run
+  std::vector<int32_t> dy_, dx_, src_;
+  int64_t dy_lo_ = 0, dy_hi_ = 0, dx_lo_ = 0, dx_hi_ = 0;
+#endif
   std::vector<shift::Run> runs_;
   int64_t n_, c_, h_, w_, m_, oh_, ow_, sy_, sx_;
   bool same_;

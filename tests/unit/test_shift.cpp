@@ -133,6 +133,46 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 256, 28, 28, 32, true, false, 29},
                                            ShiftCase{1, 18, 6, 7, 8, false, true, 3, 0}));  // the same, no epilogue
 
+// A shift step of its own (a Relu reads the one-hot conv, so it is not fused) against the
+// reference kernels: shifts in contiguous groups (copied run by run) or changing channel by
+// channel (AVX-512: gathered per pixel, 16 channels at a time, where every shift reads inside
+// the map), strided or cropping, 2-pixel shifts, channel counts off 16, maps with no interior.
+TEST(ShiftStep, RunsAndGatherMatchReference) {
+  struct Case {
+    int64_t n, c, h, w, k, stride, pad;
+    bool grouped;
+  };
+  const Case cases[] = {{2, 37, 9, 11, 3, 1, 1, false}, {1, 96, 12, 12, 3, 1, 1, false}, {1, 27, 8, 7, 3, 1, 1, true},
+                        {2, 21, 13, 10, 3, 2, 1, false}, {1, 50, 9, 9, 5, 1, 2, false}, {1, 18, 7, 9, 3, 1, 0, false},
+                        {1, 19, 2, 3, 5, 1, 2, false}};
+  for (const Case& t : cases) {
+    const int64_t taps = t.k * t.k;
+    std::vector<float> dw(static_cast<size_t>(t.c * taps), 0.f);
+    for (int64_t ch = 0; ch < t.c; ++ch)
+      dw[static_cast<size_t>(ch * taps + (t.grouped ? ch * taps / t.c : ch % taps))] = 1.f;
+    // 1x1 conv -> shift -> Relu -> 1x1 conv: the convs put the shift on NHWC.
+    OnnxBuilder b;
+    b.input("x", {t.n, t.c, t.h, t.w}).init("dw", {t.c, 1, t.k, t.k}, dw);
+    b.init_random("w0", {t.c, t.c, 1, 1}, 0.3f).init_random("w1", {8, t.c, 1, 1}, 0.3f);
+    b.node("Conv", {"x", "w0"}, {"a"});
+    auto& sh = b.node("Conv", {"a", "dw"}, {"s"});
+    OnnxBuilder::attr_ints(sh, "pads", {t.pad, t.pad, t.pad, t.pad});
+    OnnxBuilder::attr_ints(sh, "strides", {t.stride, t.stride});
+    OnnxBuilder::attr_int(sh, "group", t.c);
+    b.node("Relu", {"s"}, {"r"});
+    b.node("Conv", {"r", "w1"}, {"z"});
+    b.output("z");
+    Model m = b.load();
+    Session fast(m, {2, true}), ref(m, {1, false});
+    const std::string plan = fast.inspect();
+    EXPECT_NE(plan.find("SluiceShift"), std::string::npos) << plan;
+    EXPECT_NE(plan.find("shift:nhwc"), std::string::npos) << plan;
+    std::map<std::string, Tensor> in{{"x", random_tensor({t.n, t.c, t.h, t.w}, 31)}};
+    EXPECT_LT(normalized_error(fast.run(in).at("z"), ref.run(in).at("z")), 1e-5)
+        << "c" << t.c << " " << t.h << "x" << t.w << " k" << t.k << " s" << t.stride << "\n" << plan;
+  }
+}
+
 // A shift found by running a subgraph on labelled input (recognise_shifts, form C) must not be
 // fooled by a constant that equals the labels: channel 0 is x with its last column replaced by
 // a constant holding exactly the first labelling's values there (4h + 4), channel 1 is x moved
