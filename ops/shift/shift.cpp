@@ -203,10 +203,10 @@ class NhwcShift final : public Kernel {
       dst[o] = sy >= 0 && sy < h_ && sx >= 0 && sx < w_ ? xb[(sy * w_ + sx) * c_ + src_[static_cast<size_t>(o)]] : 0.f;
     }
   }
+#endif
   std::vector<int32_t> off_;  // per output channel: its read's offset from the pixel, in floats; empty: run by run
   std::vector<int32_t> dy_, dx_, src_;
   int64_t dy_lo_ = 0, dy_hi_ = 0, dx_lo_ = 0, dx_hi_ = 0;
-#endif
   std::vector<shift::Run> runs_;
   int64_t n_, c_, h_, w_, m_, oh_, ow_, sy_, sx_;
   bool same_;
