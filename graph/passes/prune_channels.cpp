@@ -1047,6 +1047,30 @@ std::vector<bool> live_unread_channels(const Graph& g, ValueId out, const std::v
   return unread;
 }
 
+// A shift's entries without those that read a removed channel (source src - offset is channel
+// o of the producer's, remove[o]); the others read their source at its new index. dropped
+// (if given): per entry, whether it went.
+ShiftParams without_removed_sources(const ShiftParams& sp, int64_t offset, const std::vector<bool>& remove,
+                                    std::vector<bool>* dropped) {
+  const auto m = static_cast<int64_t>(remove.size());
+  std::vector<int32_t> before(static_cast<size_t>(m + 1), 0);  // removed channels below o
+  for (int64_t o = 0; o < m; ++o) before[static_cast<size_t>(o + 1)] = before[static_cast<size_t>(o)] + remove[static_cast<size_t>(o)];
+  if (dropped) dropped->assign(sp.src.size(), false);
+  ShiftParams kept = sp;
+  kept.src.clear(), kept.dy.clear(), kept.dx.clear();
+  for (size_t j = 0; j < sp.src.size(); ++j) {
+    const int64_t src = sp.src[j], o = src - offset;
+    if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
+      if (dropped) (*dropped)[j] = true;
+      continue;
+    }
+    kept.src.push_back(static_cast<int32_t>(src - (o < 0 ? 0 : before[static_cast<size_t>(std::min(o, m))])));
+    kept.dy.push_back(sp.dy[j]);
+    kept.dx.push_back(sp.dx[j]);
+  }
+  return kept;
+}
+
 // Drops channels `remove` (of m, the producer's) from everything on `path` and from every
 // reader's input, folding the removed channels' constants `value` into the readers' biases.
 // Call after the producer's compaction.
@@ -1109,15 +1133,7 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
       // channels' entries; the others keep theirs, in place again.
       if (const NodeId pid = g.value(v).producer; pid >= 0 && g.node(pid).op == OpType::SluiceShift) {
         ShiftParams& sp = g.node(pid).p<ShiftParams>();
-        ShiftParams kept = sp;
-        kept.src.clear(), kept.dy.clear(), kept.dx.clear();
-        for (size_t j = 0; j < sp.src.size(); ++j) {
-          if (static_cast<int64_t>(j) < m && remove[j]) continue;
-          kept.src.push_back(static_cast<int32_t>(kept.src.size()));
-          kept.dy.push_back(sp.dy[j]);
-          kept.dx.push_back(sp.dx[j]);
-        }
-        sp = std::move(kept);
+        sp = without_removed_sources(sp, 0, remove, nullptr);
       }
     }
   for (size_t ri = 0; ri < readers.size(); ++ri) {
@@ -1127,25 +1143,11 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
       // A fused shift (a permutation of the channels, collect_readers): the weight column j that
       // reads a removed source channel goes (it is 0, and so is all the shift reads of it); the
       // others read their source at its new index. (At least one channel stays: so does its column.)
-      ShiftParams sp = g.node(r.node).p<ConvParams>().pre_shift;
-      std::vector<int32_t> before(static_cast<size_t>(m + 1), 0);  // removed channels below o
-      for (int64_t o = 0; o < m; ++o) before[static_cast<size_t>(o + 1)] = before[static_cast<size_t>(o)] + remove[static_cast<size_t>(o)];
+      std::vector<bool> remove_r;
+      const ShiftParams kept = without_removed_sources(g.node(r.node).p<ConvParams>().pre_shift, r.offset, remove, &remove_r);
       std::vector<int32_t> keep_r;
-      std::vector<bool> remove_r(static_cast<size_t>(total), false);
-      ShiftParams kept = sp;
-      kept.src.clear(), kept.dy.clear(), kept.dx.clear();
-      for (int64_t j = 0; j < total; ++j) {
-        const int64_t src = sp.src[static_cast<size_t>(j)], o = src - r.offset;
-        if (o >= 0 && o < m && remove[static_cast<size_t>(o)]) {
-          remove_r[static_cast<size_t>(j)] = true;
-          continue;
-        }
-        keep_r.push_back(static_cast<int32_t>(j));
-        const int64_t shift_down = o < 0 ? 0 : before[static_cast<size_t>(std::min(o, m))];
-        kept.src.push_back(static_cast<int32_t>(src - shift_down));
-        kept.dy.push_back(sp.dy[static_cast<size_t>(j)]);
-        kept.dx.push_back(sp.dx[static_cast<size_t>(j)]);
-      }
+      for (int64_t j = 0; j < total; ++j)
+        if (!remove_r[static_cast<size_t>(j)]) keep_r.push_back(static_cast<int32_t>(j));
       compact_reader(g, r.node, total, keep_r, remove_r, std::vector<float>(static_cast<size_t>(total), 0.f));
       g.node(r.node).p<ConvParams>().pre_shift = kept;
       continue;

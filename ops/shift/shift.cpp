@@ -148,7 +148,7 @@ class NhwcShift final : public Kernel {
 #pragma omp parallel for collapse(2) if (n_ * oh_ * ow_ * m_ > 65536)
       for (int64_t b = 0; b < n_; ++b)
         for (int64_t y = 0; y < oh_; ++y)
-          for (int64_t x = 0; x < ow_; ++x) gather_pixel(X + b * h_ * w_ * c_, b, y, x, Y + ((b * oh_ + y) * ow_ + x) * m_);
+          for (int64_t x = 0; x < ow_; ++x) gather_pixel(X + b * h_ * w_ * c_, y, x, Y + ((b * oh_ + y) * ow_ + x) * m_);
       return;
     }
 #endif
@@ -178,10 +178,9 @@ class NhwcShift final : public Kernel {
 
  private:
 #ifdef __AVX512F__
-  // Output pixel (y, x) of sample b (xb its input): gathered where every shift reads inside the
-  // map, else channel by channel (zero outside).
-  void gather_pixel(const float* xb, int64_t b, int64_t y, int64_t x, float* dst) const {
-    (void)b;
+  // Output pixel (y, x) of the sample whose input is xb: gathered where every shift reads
+  // inside the map, else channel by channel (zero outside).
+  void gather_pixel(const float* xb, int64_t y, int64_t x, float* dst) const {
     const int64_t by = y * sy_, bx = x * sx_;
     if (by + dy_lo_ >= 0 && by + dy_hi_ < h_ && bx + dx_lo_ >= 0 && bx + dx_hi_ < w_) {
       const float* base = xb + (by * w_ + bx) * c_;

@@ -169,9 +169,10 @@ struct AsmBlock {
 // input channels a group's weights (48 KB and up) do not stay in a 48 KB L1 from one block to
 // the next, and on the Intel Xeon of stop 28 the loop waited on them (compare_shift.py,
 // medians of 10 runs, fused / 1x1 alone: 28x28 1.085 -> 1.030 on 1 thread, 1.120 -> 1.027 on
-// 2; 14x14 1.062 -> 1.020 and 1.058 -> 0.986; 56x56, whose 24 KB stay, 0.965 -> 0.986). Written in assembly: GCC's register allocation of this loop moved
-// accumulators between registers every iteration (an FMA writing into the broadcast
-// register, then a copy back), ~15% slower than the same loop compiled cleanly.
+// 2; 14x14 1.062 -> 1.020 and 1.058 -> 0.986; 56x56, whose 24 KB stay, 0.965 -> 0.986).
+// Written in assembly: GCC's register allocation of this loop moved accumulators between
+// registers every iteration (an FMA writing into the broadcast register, then a copy back),
+// ~15% slower than the same loop compiled cleanly.
 #define SLUICE_PIXEL(ptr, b, a0, a1, a2, a3)                 \
   "vbroadcastss (" ptr ",%%rax,4), %%zmm" b "\n\t"          \
   "vfmadd231ps %%zmm" b ", %%zmm0, %%zmm" a0 "\n\t"         \
