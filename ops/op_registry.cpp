@@ -58,7 +58,11 @@ void InferContext::expect_input(size_t i, DType dtype, int rank) const {
   const graph::Value& v = in(i);
   if (dtype != DType::Undefined && v.dtype != dtype)
     fail("input " + std::to_string(i) + " ('" + v.name + "') has dtype " + dtype_name(v.dtype) + ", expected " +
-         dtype_name(dtype));
+         dtype_name(dtype) +
+         (dtype == DType::Float32 && v.dtype == DType::Float64
+              ? " (this op runs in float32: export the model in float32, e.g. model.float() before "
+                "torch.onnx.export, or Cast the value to float32 in the graph)"
+              : ""));
   if (rank >= 0 && static_cast<int>(v.shape.size()) != rank)
     fail("input " + std::to_string(i) + " ('" + v.name + "') has shape " + shape_str(v.shape) + ", expected rank " +
          std::to_string(rank));

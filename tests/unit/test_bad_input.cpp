@@ -593,6 +593,17 @@ TEST(BadGraph, LogicalOpOnFloats) {
   expect_error([&] { Session(b.load()); }, {"both", "float32", "expected bool"});
 }
 
+// A float64 input where an op runs float32 says how to get a float32 model (the sparse probe:
+// a float64 Gemm was refused without a way out).
+TEST(BadGraph, Float64WhereFloat32IsNeededSaysHowToFix) {
+  OnnxBuilder b;
+  b.input("a", {2, 3}, onnx::TensorProto::DOUBLE).init_random("w", {4, 3});
+  auto& gemm = b.node("Gemm", {"a", "w"}, {"y"}, "head");
+  OnnxBuilder::attr_int(gemm, "transB", 1);
+  b.output("y", {}, onnx::TensorProto::DOUBLE);
+  expect_error([&] { Session(b.load()); }, {"head", "'a'", "float64", "expected float32", "model.float()", "Cast"});
+}
+
 TEST(BadGraph, PowOfBools) {
   OnnxBuilder b;
   b.input("a", {2, 3}, onnx::TensorProto::BOOL).input("e", {1});

@@ -241,6 +241,22 @@ TEST(SparseConvVariants, InPlaceResidualMatchesOneDnn) {
     });
 }
 
+// Strides the sparse kernels do not take are named as they are: (1, 2) differ (a Conv1d of
+// stride 2 runs as a 2-D conv of strides (1, 2)); it once read "stride other than 1 or 2".
+TEST(SparseConvVariants, SaysWhichStridesItDoesNotTake) {
+  on_planned_conv({1, 20, 14, 14, 20, 3, 1, 1, 0.9, false}, [&](const graph::Graph& g, const graph::Node& conv) {
+    const auto id = static_cast<graph::NodeId>(&conv - g.nodes.data());
+    for (const auto& [strides, want] : {std::pair{std::vector<int64_t>{1, 2}, "strides differ between height and width"},
+                                        std::pair{std::vector<int64_t>{3, 3}, "stride other than 1 or 2"}}) {
+      graph::Graph gg = g;
+      gg.node(id).p<graph::ConvParams>().strides = strides;
+      std::string why;
+      EXPECT_EQ(ops::make_sparse_conv(gg, gg.node(id), ops::SparseVariant::Plain, &why), nullptr);
+      EXPECT_EQ(why, want);
+    }
+  });
+}
+
 // A weight of inf or NaN: the kernels that pad a copy of the input with zeros (every sparse
 // variant, the direct planar conv) do not take the conv, and say why; finite: they do.
 TEST(SparseConvVariants, NonFiniteWeightsAreNotTaken) {
