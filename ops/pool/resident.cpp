@@ -119,37 +119,47 @@ class ResidentMaxPool final : public Kernel {
     }
   }
   // Stride-2 windows KW (2 or 3) wide, left padding 0 or 1, up to 3 rows (ResNet's stem pool,
-  // VGG's pools), a vector of output columns at a time from the input rows in place: lane i of
-  // tap kx reads column c0 + 2i + kx, the even lanes of two loads at c0 + kx; columns outside
-  // the map count as -inf, as in the general path. The general path's max down the rows into a
-  // buffer, then across it, read each vector back across two just-stored ones (offsets 1 and
-  // 2): the 3x3 stem pool of a 20-channel 112x112 map took 61 us, 1 thread.
+  // VGG's pools), a vector of output columns at a time from the input rows in place. Output
+  // lane i's window starts at column c0 + 2i: the max down the rows of the 2L columns from c0
+  // (two vectors a, b) gives tap 0 as their even lanes and tap 1 as their odd lanes; tap 2 is
+  // tap 0 moved down a lane, with column c0 + 2L (one more float per row) in the last lane.
+  // Columns outside the map count as -inf, as in the general path. (Reading each tap's columns
+  // anew, 6 vectors per row for 3x3 windows, the stem pool of a 20-channel 112x112 map took
+  // 64 us on 1 thread; the general path's two passes through a buffer took 61.)
   template <int KW>
   void row_s2(const float* x, int64_t iy0, int64_t iy1, int64_t pl, float* out) const {
     using simd::vf;
     constexpr int64_t L = simd::kLanes;
     typedef int32_t vi __attribute__((vector_size(L * sizeof(int32_t)), aligned(4)));
-    const vf low = vf{} - std::numeric_limits<float>::infinity();
+    constexpr float kLow = -std::numeric_limits<float>::infinity();
+    const vf low = vf{} + kLow;
     const float* rows[3];
     const int nr = static_cast<int>(iy1 - iy0);
     for (int r = 0; r < nr; ++r) rows[r] = x + planar::resident_index(w_, iy0 + r, 0);
-    vi two_i;
-    for (int64_t i = 0; i < L; ++i) two_i[i] = static_cast<int32_t>(2 * i);
+    vi lane;
+    for (int64_t i = 0; i < L; ++i) lane[i] = static_cast<int32_t>(i);
+    const auto w = static_cast<int32_t>(w_);
     for (int64_t ox0 = 0; ox0 < ow_; ox0 += L) {
-      const int64_t c0 = 2 * ox0 - pl;
+      const int64_t c0 = 2 * ox0 - pl;  // reads columns c0 .. c0 + 2L: the border, slack or the next rows
+      vf a = low, b = low;  // from -inf, so that a NaN is skipped, as in the general path
+      float c = kLow;
+      for (int r = 0; r < nr; ++r) {
+        const vf ra = *reinterpret_cast<const vf*>(rows[r] + c0), rb = *reinterpret_cast<const vf*>(rows[r] + c0 + L);
+        a = a < ra ? ra : a;
+        b = b < rb ? rb : b;
+        if constexpr (KW == 3) c = c < rows[r][c0 + 2 * L] ? rows[r][c0 + 2 * L] : c;
+      }
+      const vi ca = lane + static_cast<int32_t>(c0), cb = ca + static_cast<int32_t>(L);
+      a = ca >= 0 && ca < w ? a : low;
+      b = cb >= 0 && cb < w ? b : low;
+      const vf t0 = even(a, b), t1 = odd(a, b);
       vf m = low;
-      for (int kx = 0; kx < KW; ++kx) {
-        const int64_t c = c0 + kx;  // reads columns c .. c + 2L - 1: the border, slack or the next rows
-        vf a = low, b = low;  // from -inf, so that a NaN is skipped, as in the general path
-        for (int r = 0; r < nr; ++r) {
-          const vf ra = *reinterpret_cast<const vf*>(rows[r] + c), rb = *reinterpret_cast<const vf*>(rows[r] + c + L);
-          a = a < ra ? ra : a;
-          b = b < rb ? rb : b;
-        }
-        vf e = even(a, b);
-        const vi col = two_i + static_cast<int32_t>(c);
-        e = col >= 0 && col < static_cast<int32_t>(w_) ? e : low;
-        m = m < e ? e : m;
+      m = m < t0 ? t0 : m;
+      m = m < t1 ? t1 : m;
+      if constexpr (KW == 3) {
+        if (c0 + 2 * L >= w_) c = kLow;  // (c0 + 2L >= 0 always)
+        const vf t2 = down_one(t0, vf{} + c);
+        m = m < t2 ? t2 : m;
       }
       const int64_t n = std::min(L, ow_ - ox0);
       if (n == L)
@@ -158,12 +168,22 @@ class ResidentMaxPool final : public Kernel {
         for (int64_t i = 0; i < n; ++i) out[ox0 + i] = m[i];
     }
   }
-  // Lanes 0, 2, 4, ... of a then b.
+  // Lanes 0, 2, 4, ... (odd_of: 1, 3, 5, ...) of a then b; down_one: lanes 1 .. L-1 of a, then b's lane 0.
   template <size_t... I>
   static simd::vf even_of(simd::vf a, simd::vf b, std::index_sequence<I...>) {
     return __builtin_shufflevector(a, b, (2 * I)...);
   }
+  template <size_t... I>
+  static simd::vf odd_of(simd::vf a, simd::vf b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(a, b, (2 * I + 1)...);
+  }
+  template <size_t... I>
+  static simd::vf down_one_of(simd::vf a, simd::vf b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(a, b, (I + 1)...);
+  }
   static simd::vf even(simd::vf a, simd::vf b) { return even_of(a, b, std::make_index_sequence<simd::kLanes>()); }
+  static simd::vf odd(simd::vf a, simd::vf b) { return odd_of(a, b, std::make_index_sequence<simd::kLanes>()); }
+  static simd::vf down_one(simd::vf a, simd::vf b) { return down_one_of(a, b, std::make_index_sequence<simd::kLanes>()); }
 
   // Window width and stride as constants, so that the compiler vectorises the strided reads.
   template <int KW, int SX>
