@@ -1453,10 +1453,10 @@ int prune_channels(Graph& g) {
     if (g.node(pid).op != OpType::Conv) continue;
     const Node& p = g.node(pid);
     const auto& pp = p.p<ConvParams>();
-    if (pp.group != 1 || !g.value(p.inputs[1]).is_constant()) continue;
+    if (!g.value(p.inputs[1]).is_constant()) continue;
     if (p.inputs.size() > 2 && p.inputs[2] != kNoValue && !g.value(p.inputs[2]).is_constant()) continue;
     const Tensor& w = g.value(p.inputs[1]).constant;
-    if (w.dtype() != DType::Float32) continue;
+    if (w.dtype() != DType::Float32 || w.numel() == 0) continue;
     const int64_t m = w.shape()[0], per = w.numel() / m;
     const float* W = w.data<float>();
     std::vector<bool> dead(static_cast<size_t>(m));
@@ -1466,6 +1466,14 @@ int prune_channels(Graph& g) {
       for (int64_t i = 0; i < per && zero; ++i) zero = W[o * per + i] == 0.f;
       dead[static_cast<size_t>(o)] = zero;
       n_dead += zero;
+    }
+    if (pp.group != 1) {  // (a depthwise conv's zero filters go with the conv before it, above, where they can)
+      if (n_dead > 0)
+        g.pruning.push_back({p.name, m, n_dead, 0, 0,
+                             "a grouped conv (group " + std::to_string(pp.group) +
+                                 "): its own zero filters stay (this pass removes the filters of group-1 convs, and a "
+                                 "depthwise conv's together with the conv before it)"});
+      continue;
     }
     // Live channels that no reader uses also go (when the readers can be rewritten at all).
     int64_t n_unread = 0;

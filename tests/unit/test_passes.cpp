@@ -641,6 +641,40 @@ TEST(PruneChannels, LinearFeatureGoesUnlessItsBiasDiffersByRow) {
   }
 }
 
+// A grouped conv's own zero filter stays, and inspect says why (it said nothing: the prune probe
+// found dead channels kept without a reason for groups 2 and 4 and a depthwise conv of channel
+// multiplier 2). A depthwise conv of multiplier 1 after a conv loses its zero filter together
+// with the conv's filter for it. Numbers against the reference either way.
+TEST(PruneChannels, GroupedConvsOwnZeroFiltersStayWithAReason) {
+  struct G {
+    int64_t group, mult;
+    bool removed;
+  };
+  for (const G& t : {G{2, 1, false}, G{8, 2, false}, G{8, 1, true}}) {
+    OnnxBuilder b;
+    std::vector<float> wd(static_cast<size_t>(8 * t.mult * (8 / t.group) * 9), 0.f);
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd;
+    for (size_t i = 9 * static_cast<size_t>(8 / t.group); i < wd.size(); ++i) wd[i] = nd(rng);  // filter 0 all zero
+    b.input("x", {1, 8, 6, 6}).init_random("w1", {8, 8, 1, 1}).init("wd", {8 * t.mult, 8 / t.group, 3, 3}, wd);
+    b.init_random("w2", {4, 8 * t.mult, 1, 1});
+    b.node("Conv", {"x", "w1"}, {"a"}, "pw1");
+    b.node("Relu", {"a"}, {"r"});
+    auto& dw = b.node("Conv", {"r", "wd"}, {"d"}, "grouped");
+    OnnxBuilder::attr_int(dw, "group", t.group);
+    OnnxBuilder::attr_ints(dw, "pads", {1, 1, 1, 1});
+    b.node("Conv", {"d", "w2"}, {"y"}, "pw2");
+    b.output("y");
+    Model m = b.load();
+    const std::string insp = Session(m).inspect();
+    const std::string kept = "'grouped': 0 of " + std::to_string(8 * t.mult) + " channels removed; 1 dead kept: a grouped conv (group " +
+                             std::to_string(t.group) + "): its own zero filters stay";
+    EXPECT_EQ(insp.find(kept) != std::string::npos, !t.removed) << insp;
+    EXPECT_EQ(insp.find("'pw1 through depthwise grouped': 1 of 8 channels removed") != std::string::npos, t.removed) << insp;
+    EXPECT_LT(fast_vs_reference(m, {1, 8, 6, 6}), 1e-5) << "group " << t.group << " x" << t.mult;
+  }
+}
+
 // A Linear written as MatMul [+ Add] becomes a Gemm (passes::linear_as_gemm), and then prunes
 // as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
 // not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
