@@ -6,7 +6,8 @@
 // ...), arithmetic with a scalar constant (x * 0.5, x + 3), and self-gating forms that
 // combine the value with a function of itself (SiLU's x * sigmoid(x), hardswish written as
 // x * clip(x + 3, 0, 6) / 6). Through MaxPool too (ONNX pads MaxPool with -inf), through
-// an unpadded AveragePool, and through ops that only copy a channel's values (reflect, edge
+// an AveragePool (whose zero padding, with count_include_pad, passes only a channel that is 0),
+// and through ops that only copy a channel's values (reflect, edge
 // and wrap Pads, nearest Resize). A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
 // every output pixel whose window lies inside the input: exactly a bias term when C has no
 // zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
@@ -442,15 +443,20 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       }
       case OpType::AveragePool:
       case OpType::MaxPool: {
-        if (n.op == OpType::AveragePool) {  // a constant stays itself only when no window reads padding
+        std::vector<std::pair<size_t, float>> more = fills;
+        if (n.op == OpType::AveragePool) {
+          // Windows that reach into the padding (pads, or ceil mode's last windows): with
+          // count_include_pad they average zeros in, so a channel passes as itself only if it
+          // is 0 (the fill, as a Pad's); without it they average the map's values only, and a
+          // constant stays itself.
           const auto& pp = n.p<PoolParams>();
           bool padded = pp.ceil_mode;
           for (int64_t pad : pp.pads) padded |= pad != 0;
-          if (padded) return "read by " + n.name + ", an AveragePool with padding";
+          if (padded && pp.count_include_pad) more.emplace_back(chain.size(), 0.f);
         }
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
-        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, fills);
+        std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, more);
         if (!r.empty()) return r;
         break;
       }
@@ -872,8 +878,8 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   if (kept_pad_fill > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
-           " constant channels padded by a Pad, or read by a shift step, whose border holds another value (it would "
-           "differ)";
+           " constant channels padded by a Pad, averaged with an AveragePool's zero padding (count_include_pad), or "
+           "read by a shift step, whose border holds another value (it would differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
   if (kept_scaled > 0)

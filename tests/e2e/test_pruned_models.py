@@ -568,6 +568,46 @@ def copy_path_case(a):
                   "constant 0.7 folded (%s)" % (name, r))
 
 
+class AvgPoolPath(nn.Module):
+    """Dead channels through a padded AveragePool (3x3, pad 1), then an unpadded 3x3 conv, GAP,
+    FC. With count_include_pad the border windows average zeros in: a zero channel stays zero,
+    a non-zero constant does not stay itself. Without it (also in ceil mode) the windows
+    average the map's values only, and a constant stays itself."""
+
+    def __init__(self, include_pad, stride, ceil):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(3, stride=stride, padding=1, ceil_mode=ceil, count_include_pad=include_pad)
+        self.c = nn.Conv2d(8, 6, 3)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        y = self.pool(F.relu(self.stem(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.c(y)), 1), 1))
+
+
+def avg_pool_case(a):
+    for include_pad, stride, ceil in ((True, 1, False), (False, 1, False), (False, 2, True), (True, 2, True)):
+        torch.manual_seed(10)
+        m = AvgPoolPath(include_pad, stride, ceil)
+        with torch.no_grad():
+            m.stem.weight[[1, 4, 6]] = 0
+            m.stem.bias[[1, 6]] = 0
+            m.stem.bias[4] = 0.7  # relu(0.7): a non-zero constant channel
+        m.eval()
+        name = "avg_pool_%s_s%d%s" % ("include_pad" if include_pad else "exclude_pad", stride, "_ceil" if ceil else "")
+        insp, _ = run_case(a, name, m, keep_bn=False)
+        r = {r["node"]: r for r in insp["pruning"]}.get("/stem/Conv", {})
+        if include_pad:
+            check(r.get("removed") == 2 and "padd" in r.get("kept_reason", ""),
+                  "%s: the zero channels go through the zero-padded average, the constant 0.7 stays, and inspect "
+                  "says why (%s)" % (name, r))
+        else:
+            check(r.get("removed") == 3 and r.get("folded") == 1,
+                  "%s: the 3 dead channels go through an average of the map's values only, the constant 0.7 "
+                  "folded (%s)" % (name, r))
+
+
 class Acts(nn.Module):
     """Five convs, each followed by an activation that stays a separate node (or several):
     c1 3x3 -> tanh -> c2 1x1 -> silu -> c3 3x3 -> gelu -> c4 3x3 -> hardswish -> c5 1x1 ->
@@ -1351,6 +1391,7 @@ def main():
     preact_case(a)
     spp_case(a)
     copy_path_case(a)
+    avg_pool_case(a)
     activations_case(a)
     prelu_case(a)
     prelu_concat_case(a)
