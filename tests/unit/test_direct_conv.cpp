@@ -262,6 +262,73 @@ TEST(PlanarPack, MatchesPlainLoop) {
         }
 }
 
+// pack against a plain loop over every element of the buffer (it starts at 7, not 0: padding
+// must be written as zeros) for kernels, strides and pads where rows or columns of padding
+// differ by phase: 7x7 stride 2 pad 3 (the stem), 5x5 pad 2, 3x3 with top pad 0 and left pad 1
+// or 2 (right/bottom follow from the output size), stride 2 on even and odd maps, a map smaller
+// than the kernel, a 1x1 stride-2 conv (the phases no tap reads are left as they were), a
+// narrowed grid (planar::narrow_grid), and NHWC, NCHW and resident-plane sources.
+TEST(PlanarPack, EveryGeometryAndSource) {
+  namespace planar = sluice::ops::planar;
+  struct G {
+    int64_t h, w, kh, kw, stride, pt, pl, pb, pr;
+  };
+  const G cases[] = {{14, 14, 7, 7, 2, 3, 3, 3, 3}, {13, 11, 7, 7, 2, 3, 3, 3, 3}, {9, 10, 5, 5, 1, 2, 2, 2, 2},
+                     {8, 9, 3, 3, 1, 0, 1, 2, 1},   {7, 12, 3, 3, 2, 0, 2, 1, 0},  {2, 3, 5, 5, 1, 2, 2, 2, 2},
+                     {10, 10, 3, 3, 2, 1, 1, 0, 0}, {6, 5, 2, 2, 1, 1, 1, 0, 0}, {9, 9, 1, 1, 2, 0, 0, 0, 0}};
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  for (const G& t : cases)
+    for (const planar::Source from : {planar::Source::Nhwc, planar::Source::Nchw, planar::Source::Resident})
+      for (const bool narrow : {false, true}) {
+        const int64_t oh = (t.h + t.pt + t.pb - t.kh) / t.stride + 1, ow = (t.w + t.pl + t.pr - t.kw) / t.stride + 1;
+        planar::Geometry g{t.h, t.w, t.kh, t.kw, oh, ow, t.pt, t.pl, t.stride};
+        if (narrow && !planar::narrow_grid(g, ow + 2)) continue;
+        if (narrow) g.narrow_w = ow + 2;
+        const int64_t c = 18, ps = g.plane(), gw = g.grid_w(), phase_size = c * ps;
+        std::vector<int32_t> pos(static_cast<size_t>(c));
+        std::iota(pos.begin(), pos.end(), 0);  // a run of 16 (the NHWC tile path) and 2 more
+        std::vector<float> x(static_cast<size_t>(c * t.h * t.w));
+        for (auto& v : x) v = nd(rng);
+        auto at_nhwc = [&](int64_t j, int64_t yy, int64_t xx) { return x[static_cast<size_t>((yy * t.w + xx) * c + j)]; };
+        std::vector<float> src;
+        if (from == planar::Source::Nhwc) src = x;
+        if (from == planar::Source::Nchw) {
+          src.resize(x.size());
+          for (int64_t j = 0; j < c; ++j)
+            for (int64_t p = 0; p < t.h * t.w; ++p) src[static_cast<size_t>(j * t.h * t.w + p)] = x[static_cast<size_t>(p * c + j)];
+        }
+        if (from == planar::Source::Resident) {
+          const int64_t rp = planar::resident(t.h, t.w).plane();
+          src.assign(static_cast<size_t>(c * rp), 0.f);
+          for (int64_t j = 0; j < c; ++j)
+            for (int64_t yy = 0; yy < t.h; ++yy)
+              for (int64_t xx = 0; xx < t.w; ++xx)
+                src[static_cast<size_t>(j * rp + planar::resident_index(t.w, yy, xx))] = at_nhwc(j, yy, xx);
+        }
+        std::vector<float> got(static_cast<size_t>(g.planes_size(c)), 7.f), want(got.size(), 0.f);
+        for (int64_t j = 0; j < c; ++j)
+          for (int64_t yy = 0; yy < t.h; ++yy)
+            for (int64_t xx = 0; xx < t.w; ++xx) {
+              const int64_t py = yy + t.pt, px = xx + t.pl;
+              if (py >= g.padded_h() || px >= g.padded_w()) continue;
+              const int64_t phase = (py % t.stride) * t.stride + px % t.stride;
+              want[static_cast<size_t>(phase * phase_size + j * ps + (py / t.stride) * gw + px / t.stride)] = at_nhwc(j, yy, xx);
+            }
+        // Phases no tap reads (kernel smaller than the stride) stay as they were.
+        for (int64_t phase = 0; phase < t.stride * t.stride; ++phase)
+          if (phase / t.stride >= t.kh || phase % t.stride >= t.kw)
+            std::fill_n(want.begin() + phase * phase_size, phase_size, 7.f);
+        planar::pack(g, src.data(), c, pos.data(), c, got.data(), 1, from);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << "source " << static_cast<int>(from) << (narrow ? " narrow" : "") << " " << t.h
+                                     << "x" << t.w << " k" << t.kh << "x" << t.kw << " s" << t.stride << " pads " << t.pt
+                                     << "," << t.pl << " at " << i << " (phase " << static_cast<int64_t>(i) / phase_size
+                                     << ", channel " << static_cast<int64_t>(i) % phase_size / ps << ", offset "
+                                     << static_cast<int64_t>(i) % ps << " of grid " << gw << " wide)";
+      }
+}
+
 // The direct kernel as a dense conv (ops/conv/direct.cpp, for channel counts off oneDNN's
 // 16-channel blocks) against oneDNN's conv on the same node and data: odd channel counts,
 // strides 1 and 2, a 7x7 stem, batch 3, fused residual sum + Relu (also laid over the output, as
