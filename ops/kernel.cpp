@@ -151,6 +151,9 @@ bool all_finite(const Tensor& t) {
   if (t.dtype() == DType::Float32) {
     const auto* p = static_cast<const uint32_t*>(t.raw());
     uint32_t bad = 0;
+    // (On every thread for an image-sized input: Session::run checks its inputs before each
+    // run while the other threads wait; a 192 x 28 x 28 input took ~8% of a 0.19 ms model.)
+#pragma omp parallel for reduction(| : bad) schedule(static) if (n >= (int64_t{1} << 16))
     for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((p[i] & 0x7F800000u) == 0x7F800000u);
     return bad == 0;
   }

@@ -155,12 +155,12 @@ class SessionImpl {
     // 0 * inf gives ONNX Runtime's NaN. One pass over the inputs (an image: ~20 us). Not with a
     // density override: that asks for other k than the file's, which only the gated kernels run
     // (and the reference plan would change every sample's answer, not only the non-finite one's).
+    ThreadScope scope(options_.threads);  // (the check below runs on the session's threads too)
     bool nonfinite = false;
     if (options_.optimize && options_.density <= 0.f)
       for (const Tensor* t : ordered) nonfinite = nonfinite || !ops::all_finite(*t);
     std::shared_ptr<const Plan> plan = plan_for(shapes, values, nonfinite);
     std::unique_ptr<ExecContext> ctx = acquire(plan);
-    ThreadScope scope(options_.threads);
     std::vector<Tensor> outs;
     try {
       plan->execute(*ctx, ordered, outs, stats, options_.profile);
