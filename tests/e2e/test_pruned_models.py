@@ -544,28 +544,32 @@ class CopyPath(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.c(y)), 1), 1))
 
 
+def dead_stem_case(a, name, m, constant_stays, path):
+    """m.stem loses filters 1, 4 and 6: channels 1 and 6 are 0, channel 4 the constant
+    relu(0.7). Either the zero channels go and the constant stays (a zero border on the way),
+    and inspect says why, or all three go, the constant folded into the reader's bias."""
+    with torch.no_grad():
+        m.stem.weight[[1, 4, 6]] = 0
+        m.stem.bias[[1, 6]] = 0
+        m.stem.bias[4] = 0.7
+    m.eval()
+    insp, _ = run_case(a, name, m, keep_bn=False)
+    r = {r["node"]: r for r in insp["pruning"]}.get("/stem/Conv", {})
+    if constant_stays:
+        check(r.get("removed") == 2 and "padd" in r.get("kept_reason", ""),
+              "%s: the zero channels go through %s, the constant 0.7 (a zero border) stays, and inspect says "
+              "why (%s)" % (name, path, r))
+    else:
+        check(r.get("removed") == 3 and r.get("folded") == 1,
+              "%s: the 3 dead channels go through %s, the constant 0.7 folded (%s)" % (name, path, r))
+
+
 def copy_path_case(a):
     for zero_pad in (False, True):
         torch.manual_seed(9)
-        m = CopyPath(zero_pad)
-        with torch.no_grad():
-            m.stem.weight[[1, 4, 6]] = 0
-            m.stem.bias[[1, 6]] = 0
-            m.stem.bias[4] = 0.7  # relu(0.7): a non-zero constant, folded into the conv's bias
-        m.eval()
-        name = "copy_path_zero_pad" if zero_pad else "copy_path"
-        insp, _ = run_case(a, name, m, keep_bn=False)
-        got = {r["node"]: r for r in insp["pruning"]}
-        r = got.get("/stem/Conv", {})
-        if zero_pad:
-            # (the zero Pad joins the unpadded conv's pads: the same border of zeros)
-            check(r.get("removed") == 2 and "padding" in r.get("kept_reason", ""),
-                  "%s: the zero channels go through a zero Pad, the constant 0.7 (its border 0) stays, and "
-                  "inspect says why (%s)" % (name, r))
-        else:
-            check(r.get("removed") == 3 and r.get("folded") == 1,
-                  "%s: the 3 dead channels go through reflect Pad, nearest Resize and replicate Pad, the "
-                  "constant 0.7 folded (%s)" % (name, r))
+        # (the zero Pad joins the unpadded conv's pads: the same border of zeros)
+        dead_stem_case(a, "copy_path_zero_pad" if zero_pad else "copy_path", CopyPath(zero_pad), zero_pad,
+                       "a zero Pad" if zero_pad else "reflect Pad, nearest Resize and replicate Pad")
 
 
 class AvgPoolPath(nn.Module):
@@ -589,23 +593,9 @@ class AvgPoolPath(nn.Module):
 def avg_pool_case(a):
     for include_pad, stride, ceil in ((True, 1, False), (False, 1, False), (False, 2, True), (True, 2, True)):
         torch.manual_seed(10)
-        m = AvgPoolPath(include_pad, stride, ceil)
-        with torch.no_grad():
-            m.stem.weight[[1, 4, 6]] = 0
-            m.stem.bias[[1, 6]] = 0
-            m.stem.bias[4] = 0.7  # relu(0.7): a non-zero constant channel
-        m.eval()
         name = "avg_pool_%s_s%d%s" % ("include_pad" if include_pad else "exclude_pad", stride, "_ceil" if ceil else "")
-        insp, _ = run_case(a, name, m, keep_bn=False)
-        r = {r["node"]: r for r in insp["pruning"]}.get("/stem/Conv", {})
-        if include_pad:
-            check(r.get("removed") == 2 and "padd" in r.get("kept_reason", ""),
-                  "%s: the zero channels go through the zero-padded average, the constant 0.7 stays, and inspect "
-                  "says why (%s)" % (name, r))
-        else:
-            check(r.get("removed") == 3 and r.get("folded") == 1,
-                  "%s: the 3 dead channels go through an average of the map's values only, the constant 0.7 "
-                  "folded (%s)" % (name, r))
+        dead_stem_case(a, name, AvgPoolPath(include_pad, stride, ceil), include_pad,
+                       "the zero-padded average" if include_pad else "an average of the map's values only")
 
 
 class Acts(nn.Module):
