@@ -315,8 +315,8 @@ std::string gemm_head_problem(const Graph& g, NodeId gid, ValueId features) {
   return nonfinite_weights(g, gemm);
 }
 
-// The readers of `v` when every path is a chain of elementwise ops, max / unpadded average
-// pooling, Pads (a constant one noted in `fills`), nearest Resizes and channel Concats ending in a Conv
+// The readers of `v` when every path is a chain of elementwise ops, max / average pooling
+// (a zero border noted in `fills`), Pads (a constant one noted in `fills`), nearest Resizes and channel Concats ending in a Conv
 // (input 0) or a classifier head (GAP or a mean
 // over H, W, then Flatten, then Gemm; or Flatten of the map, then Gemm); the values on the way
 // (whose channel dim shrinks) go to `path`.
@@ -448,11 +448,13 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
           // Windows that reach into the padding (pads, or ceil mode's last windows): with
           // count_include_pad they average zeros in, so a channel passes as itself only if it
           // is 0 (the fill, as a Pad's); without it they average the map's values only, and a
-          // constant stays itself.
+          // constant stays itself, unless a dilated window has no tap inside the map at all
+          // (its output is 0): then too only a channel that is 0 passes.
           const auto& pp = n.p<PoolParams>();
-          bool padded = pp.ceil_mode;
+          bool padded = pp.ceil_mode, dilated = false;
           for (int64_t pad : pp.pads) padded |= pad != 0;
-          if (padded && pp.count_include_pad) more.emplace_back(chain.size(), 0.f);
+          for (int64_t d : pp.dilations) dilated |= d != 1;
+          if (padded && (pp.count_include_pad || dilated)) more.emplace_back(chain.size(), 0.f);
         }
         path.push_back(n.outputs[0]);
         if (n.outputs.size() > 1 && n.outputs[1] != kNoValue) return "read by " + n.name + " with indices output";
@@ -878,7 +880,7 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   if (kept_pad_fill > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
-           " constant channels padded by a Pad, averaged with an AveragePool's zero padding (count_include_pad), or "
+           " constant channels padded by a Pad, averaged with an AveragePool's zero padding (count_include_pad, or dilated windows wholly in it), or "
            "read by a shift step, whose border holds another value (it would differ)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
@@ -1474,7 +1476,11 @@ int prune_channels(Graph& g) {
       n_dead += zero;
     }
     if (pp.group != 1) {  // (a depthwise conv's zero filters go with the conv before it, above, where they can)
-      if (n_dead > 0)
+      const std::string through = " through depthwise " + p.name;
+      const bool reported = std::any_of(g.pruning.begin(), g.pruning.end(), [&](const PruneReport& r) {
+        return r.conv.size() >= through.size() && r.conv.compare(r.conv.size() - through.size(), through.size(), through) == 0;
+      });
+      if (n_dead > 0 && !reported)  // (tried with the conv before it: that entry says why it stayed)
         g.pruning.push_back({p.name, m, n_dead, 0, 0,
                              "a grouped conv (group " + std::to_string(pp.group) +
                                  "): its own zero filters stay (this pass removes the filters of group-1 convs, and a "

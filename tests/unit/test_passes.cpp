@@ -675,6 +675,62 @@ TEST(PruneChannels, GroupedConvsOwnZeroFiltersStayWithAReason) {
   }
 }
 
+// A constant channel through a padded AveragePool without count_include_pad stays itself, and
+// goes (folded), unless the pool is dilated: a window can then have no tap inside the map, and
+// its output is 0, not the constant (found by the review: x 2 rows high, kernel 2 dilated 3,
+// pads 1: the one window reads rows -1 and 2). Numbers against the reference either way.
+TEST(PruneChannels, AveragePoolPassesAConstantUnlessAWindowCanMissTheMap) {
+  for (int64_t dil : {1, 3}) {
+    OnnxBuilder b(19);  // (AveragePool's dilations: opset 19)
+    std::vector<float> w(4 * 9);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    for (size_t i = 0; i < w.size(); ++i) w[i] = i / 9 == 2 ? 0.f : nd(rng);  // filter 2 all zero
+    b.input("x", {1, 1, 2, 5}).init("w", {4, 1, 3, 3}, w).init("b", {4}, {0.1f, -0.2f, 0.7f, 0.3f}).init_random("w2", {3, 4, 1, 1});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "b"}, {"c"}, "stem"), "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"r"});
+    auto& pool = b.node("AveragePool", {"r"}, {"p"});
+    OnnxBuilder::attr_ints(pool, "kernel_shape", {2, 1});
+    OnnxBuilder::attr_ints(pool, "dilations", {dil, 1});
+    OnnxBuilder::attr_ints(pool, "pads", {1, 0, 1, 0});
+    b.node("Conv", {"p", "w2"}, {"y"}, "head");
+    b.output("y");
+    Model m = b.load();
+    const std::string insp = Session(m).inspect();
+    const bool removed = insp.find("'stem': 1 of 4 channels removed (1 constants folded") != std::string::npos;
+    EXPECT_EQ(removed, dil == 1) << insp;
+    if (dil != 1) EXPECT_NE(insp.find("dilated windows wholly in it"), std::string::npos) << insp;
+    EXPECT_LT(fast_vs_reference(m, {1, 1, 2, 5}), 1e-5) << "dilation " << dil;
+  }
+}
+
+// A depthwise conv's zero filter that its producer tried and kept (a non-zero constant read
+// through the next conv's padding) has one entry in inspect, with that reason, not a second one
+// saying a grouped conv keeps its own zero filters (found by the review).
+TEST(PruneChannels, DepthwiseZeroFilterKeptWithOneReason) {
+  OnnxBuilder b;
+  std::vector<float> wd(8 * 9);
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  for (size_t i = 9; i < wd.size(); ++i) wd[i] = nd(rng);  // filter 0 all zero
+  std::vector<float> bd(8, 0.f);
+  bd[0] = 0.5f;
+  b.input("x", {1, 8, 6, 6}).init_random("w1", {8, 8, 1, 1}).init("wd", {8, 1, 3, 3}, wd).init("bd", {8}, bd);
+  b.init_random("w2", {4, 8, 3, 3});
+  b.node("Conv", {"x", "w1"}, {"a"}, "pw1");
+  b.node("Relu", {"a"}, {"r"});
+  auto& dw = b.node("Conv", {"r", "wd", "bd"}, {"d"}, "dw");
+  OnnxBuilder::attr_int(dw, "group", 8);
+  OnnxBuilder::attr_ints(dw, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_ints(b.node("Conv", {"d", "w2"}, {"y"}, "c3"), "pads", {1, 1, 1, 1});
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("'pw1 through depthwise dw'"), std::string::npos) << insp;
+  EXPECT_EQ(insp.find("'dw': "), std::string::npos) << insp;
+  EXPECT_LT(fast_vs_reference(m, {1, 8, 6, 6}), 1e-5);
+}
+
 // A Linear written as MatMul [+ Add] becomes a Gemm (passes::linear_as_gemm), and then prunes
 // as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
 // not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
