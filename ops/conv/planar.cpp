@@ -291,7 +291,7 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
         Vec r[T];
         for (int64_t jj = 0; jj < T; ++jj) r[jj] = jj < jn ? load_n(src + (j0 + jj) * src_stride + i0, n) : zero();
         transpose(r);
-        const Vec b = bias ? load_n(bias + j0, jn) : zero();
+        const Vec b = bias ? load_n(bias + j0, jn) : set1(-0.f);  // (-0: x + -0 is x, also for x = -0)
         auto put = [&](int64_t i, int64_t p) {
           Vec v = add(r[i], b);
           if (sum) v = add(v, load_n(sum + p * sum_stride + j0, jn));
@@ -315,7 +315,7 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
     if (ox >= g.ow || oy >= g.oh) continue;
     const int64_t p = oy * g.ow + ox;
     for (int64_t j = 0; j < k; ++j) {
-      float v = src[j * src_stride + i] + (bias ? bias[j] : 0.f);
+      float v = src[j * src_stride + i] + (bias ? bias[j] : -0.f);
       if (sum) v += sum[p * sum_stride + j];
       y[p * y_stride + j] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
     }
@@ -362,7 +362,7 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
       const float* s = src + j * src_stride + (oy * gw + x0 - q0);
       float* d = y + j * ps + at;
       const float* r = sum ? sum + j * ps + at : nullptr;
-      const float b = bias ? bias[j] : 0.f;
+      const float b = bias ? bias[j] : -0.f;
       const int64_t n = x1 - x0;
       int64_t i = 0;
 #ifdef SLUICE_PLANAR_TILES

@@ -158,7 +158,7 @@ class ResidentMaxPool final : public Kernel {
       m = m < t1 ? t1 : m;
       if constexpr (KW == 3) {
         if (c0 + 2 * L >= w_) c = kLow;  // (c0 + 2L >= 0 always)
-        const vf t2 = down_one(t0, vf{} + c);
+        const vf t2 = down_one(t0, c - vf{});  // (c - 0 keeps -0; 0 + c would make it +0)
         m = m < t2 ? t2 : m;
       }
       const int64_t n = std::min(L, ow_ - ox0);

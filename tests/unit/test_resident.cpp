@@ -201,6 +201,7 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
     const Shape xs = g.value(node.inputs[0]).shape, ys = g.value(node.outputs[0]).shape;
     std::vector<float> x = normal(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]), 4, -5.f);
     for (size_t i = 0; i < x.size(); i += 37) x[i] = NAN;
+    for (size_t i = 5; i < x.size(); i += 11) x[i] = -0.f;  // a -0 maximum stays -0 (signs compared below)
     node.layout = graph::Layout::NHWC;
     auto nhwc = ops::make_nhwc_pool(g, node);
     ASSERT_NE(nhwc, nullptr);
@@ -230,6 +231,8 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
       if (!std::isnan(want[i])) {
         ASSERT_EQ(got[i], want[i]) << "k" << t.k << " s" << t.s << " at " << i;
         ASSERT_EQ(got_nhwc[i], want[i]) << "NHWC out, k" << t.k << " s" << t.s << " at " << i;
+        ASSERT_EQ(std::signbit(got[i]), std::signbit(want[i])) << "sign of zero, k" << t.k << " s" << t.s << " at " << i;
+        ASSERT_EQ(std::signbit(got_nhwc[i]), std::signbit(want[i])) << "NHWC out, sign, k" << t.k << " s" << t.s << " at " << i;
       }
     }
   }
