@@ -54,15 +54,23 @@ std::vector<int64_t> InferContext::require_ints(size_t i, const char* what) cons
   return to_int64_vector(t);
 }
 
+namespace {
+std::string float32_hint(DType got) {
+  return got == DType::Float64 ? " (this op runs in float32: export the model in float32, e.g. model.float() before "
+                                 "torch.onnx.export, or Cast the value to float32 in the graph)"
+                               : "";
+}
+}  // namespace
+
+std::string need_float32(const std::string& what, DType got) {
+  return what + " must be float32, got " + dtype_name(got) + float32_hint(got);
+}
+
 void InferContext::expect_input(size_t i, DType dtype, int rank) const {
   const graph::Value& v = in(i);
   if (dtype != DType::Undefined && v.dtype != dtype)
     fail("input " + std::to_string(i) + " ('" + v.name + "') has dtype " + dtype_name(v.dtype) + ", expected " +
-         dtype_name(dtype) +
-         (dtype == DType::Float32 && v.dtype == DType::Float64
-              ? " (this op runs in float32: export the model in float32, e.g. model.float() before "
-                "torch.onnx.export, or Cast the value to float32 in the graph)"
-              : ""));
+         dtype_name(dtype) + (dtype == DType::Float32 ? float32_hint(v.dtype) : ""));
   if (rank >= 0 && static_cast<int>(v.shape.size()) != rank)
     fail("input " + std::to_string(i) + " ('" + v.name + "') has shape " + shape_str(v.shape) + ", expected rank " +
          std::to_string(rank));

@@ -22,6 +22,9 @@ struct TensorView {
   T* as() const { return static_cast<T*>(data); }
 };
 
+// "<what> must be float32, got <dtype>", and for float64 how to get a float32 model.
+std::string need_float32(const std::string& what, DType got);
+
 class InferContext {
  public:
   InferContext(graph::Graph& g, graph::NodeId id) : g_(g), id_(id) {}

@@ -10,7 +10,7 @@ void infer_Conv(InferContext& ctx) {
   auto& p = ctx.node().p<graph::ConvParams>();
   const auto& x = ctx.in(0);
   const auto& w = ctx.in(1);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input X", x.dtype));
   if (x.shape.size() != 4)
     ctx.fail("only 1-D and 2-D convolutions are supported: input X must be [N, C, H, W], or [N, C, L] for a conv "
              "that says it is 1-D (a 1-D kernel_shape, strides, dilations or pads, or a 3-D initializer weight), got " +

@@ -14,7 +14,7 @@ void infer_ConvTranspose(InferContext& ctx) {
   auto& p = ctx.node().p<graph::ConvTransposeParams>();
   const auto& x = ctx.in(0);
   const auto& w = ctx.in(1);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input X", x.dtype));
   if (x.shape.size() != 3 && x.shape.size() != 4)
     ctx.fail("input X must be [N, C, W] or [N, C, H, W] (1-D or 2-D), got " + shape_str(x.shape));
   const size_t sr = x.shape.size() - 2;

@@ -7,7 +7,7 @@ namespace sluice::ops {
 
 void infer_BatchNormalization(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input X", x.dtype));
   if (x.shape.size() < 2) ctx.fail("input X must be [N, C, ...], got " + shape_str(x.shape));
   for (size_t i = 1; i <= 4; ++i) {
     ctx.expect_input(i, DType::Float32, 1);

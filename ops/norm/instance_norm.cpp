@@ -8,7 +8,7 @@ namespace sluice::ops {
 
 void infer_InstanceNormalization(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input", x.dtype));
   if (x.shape.size() < 3) ctx.fail("input must be [N, C, spatial...], got " + shape_str(x.shape));
   for (size_t i = 1; i <= 2; ++i) {
     ctx.expect_input(i, DType::Float32, 1);

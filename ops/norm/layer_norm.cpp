@@ -19,7 +19,7 @@ int64_t norm_axis(const graph::Node& n, size_t rank) {
 
 void infer_LayerNormalization(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input X", x.dtype));
   const int64_t axis = norm_axis(ctx.node(), x.shape.size());
   if (axis < 0 || axis >= static_cast<int64_t>(x.shape.size()))
     ctx.fail("axis " + std::to_string(ctx.node().p<graph::LayerNormParams>().axis) + " is out of range for X of shape " +

@@ -11,7 +11,7 @@ namespace sluice::ops {
 
 void infer_LRN(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input", x.dtype));
   if (x.shape.size() < 2) ctx.fail("input must be [N, C, spatial...], got " + shape_str(x.shape));
   ctx.set_output(0, DType::Float32, x.shape);
 }

@@ -13,7 +13,7 @@ namespace {
 void infer_pool(InferContext& ctx) {
   auto& p = ctx.node().p<graph::PoolParams>();
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input", x.dtype));
   if (x.shape.size() != 4) ctx.fail("only 2-D pooling is supported: input must be [N, C, H, W], got " + shape_str(x.shape));
   Shape out = {x.shape[0], x.shape[1]};
   const bool explicit_pads = p.auto_pad.empty() || p.auto_pad == "NOTSET";
@@ -88,7 +88,7 @@ void reference_LpPool(const graph::Node& node, std::span<const TensorView> in, s
 
 void infer_GlobalAveragePool(InferContext& ctx) {
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input", x.dtype));
   if (x.shape.size() < 3) ctx.fail("input must be [N, C, spatial...], got " + shape_str(x.shape));
   Shape out = x.shape;
   std::fill(out.begin() + 2, out.end(), 1);

@@ -23,7 +23,7 @@ const Tensor* float_input(InferContext& ctx, size_t i) {
 void infer_resize(InferContext& ctx) {
   auto& p = ctx.node().p<graph::ResizeParams>();
   const auto& x = ctx.in(0);
-  if (x.dtype != DType::Float32) ctx.fail(std::string("input X must be float32, got ") + dtype_name(x.dtype));
+  if (x.dtype != DType::Float32) ctx.fail(need_float32("input X", x.dtype));
   const auto rank = static_cast<int64_t>(x.shape.size());
   if (rank == 0) ctx.fail("input X must have rank >= 1");
   const bool upsample = ctx.node().op == graph::OpType::Upsample;

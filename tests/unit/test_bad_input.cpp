@@ -602,6 +602,12 @@ TEST(BadGraph, Float64WhereFloat32IsNeededSaysHowToFix) {
   OnnxBuilder::attr_int(gemm, "transB", 1);
   b.output("y", {}, onnx::TensorProto::DOUBLE);
   expect_error([&] { Session(b.load()); }, {"head", "'a'", "float64", "expected float32", "model.float()", "Cast"});
+  // Ops that check their own input (a conv, the first op a float64 image meets) say it too.
+  OnnxBuilder c;
+  c.input("x", {1, 3, 8, 8}, onnx::TensorProto::DOUBLE).init_random("w", {4, 3, 3, 3});
+  c.node("Conv", {"x", "w"}, {"y"}, "stem");
+  c.output("y", {}, onnx::TensorProto::DOUBLE);
+  expect_error([&] { Session(c.load()); }, {"stem", "float64", "must be float32", "model.float()", "Cast"});
 }
 
 TEST(BadGraph, PowOfBools) {
