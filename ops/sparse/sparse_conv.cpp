@@ -586,7 +586,8 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   };
   if (n.layout != graph::Layout::NHWC) return no("not in NHWC layout");
   if (p.group != 1) return no("grouped conv");
-  if (p.strides.size() != 2 || p.strides[0] != p.strides[1]) return no("strides differ between height and width");
+  if (p.strides.size() != 2) return no("not a 2-D conv");
+  if (p.strides[0] != p.strides[1]) return no("strides differ between height and width");
   if (p.strides[0] > 2) return no("stride other than 1 or 2");
   if (p.dilations[0] != 1 || p.dilations[1] != 1) return no("dilated conv");
   const graph::Value& w = g.value(n.inputs[1]);
