@@ -1191,8 +1191,9 @@ int finish_removal(Graph& g, const Removal& r, int64_t m, const PruneReport& rep
 // channel o zero, so D's output channel o is the constant act_D(b_D[o]) whatever D's filter.
 // Both go: P's filter o, D's channel o (D stays depthwise with fewer groups), and D's
 // readers' input channel o, with that constant folded into their biases where no padding
-// reads it. Returns the channels removed.
-int prune_through_depthwise(Graph& g) {
+// reads it. Returns the channels removed; `tried` gets every D with such channels (inspect has
+// an entry for them, removed or kept).
+int prune_through_depthwise(Graph& g, std::set<NodeId>& tried) {
   g.rebuild_links();
   int removed_total = 0;
   for (NodeId did : g.topological_order()) {
@@ -1240,6 +1241,7 @@ int prune_through_depthwise(Graph& g) {
       n_zero += zero || d_zero;
     }
     if (n_zero == 0) continue;
+    tried.insert(did);
     PruneReport report{p.name + " through depthwise " + d.name, c, n_zero, 0, 0, ""};
     Removal r;
     if (!plan_dead_channels(g, d.outputs[0], zero_in, n_zero,
@@ -1454,7 +1456,8 @@ int prune_after_batch_norm(Graph& g) {
 
 int prune_channels(Graph& g) {
   int removed_total = prune_groups(g);
-  removed_total += prune_through_depthwise(g);
+  std::set<NodeId> through_depthwise;
+  removed_total += prune_through_depthwise(g, through_depthwise);
   removed_total += prune_after_batch_norm(g);
   g.rebuild_links();
   for (NodeId pid : g.topological_order()) {
@@ -1476,11 +1479,7 @@ int prune_channels(Graph& g) {
       n_dead += zero;
     }
     if (pp.group != 1) {  // (a depthwise conv's zero filters go with the conv before it, above, where they can)
-      const std::string through = " through depthwise " + p.name;
-      const bool reported = std::any_of(g.pruning.begin(), g.pruning.end(), [&](const PruneReport& r) {
-        return r.conv.size() >= through.size() && r.conv.compare(r.conv.size() - through.size(), through.size(), through) == 0;
-      });
-      if (n_dead > 0 && !reported)  // (tried with the conv before it: that entry says why it stayed)
+      if (n_dead > 0 && !through_depthwise.count(pid))  // (tried with the conv before it: that entry says why it stayed)
         g.pruning.push_back({p.name, m, n_dead, 0, 0,
                              "a grouped conv (group " + std::to_string(pp.group) +
                                  "): its own zero filters stay (this pass removes the filters of group-1 convs, and a "
