@@ -161,6 +161,7 @@ bool all_finite(const Tensor& t) {
     const auto* p = static_cast<const uint64_t*>(t.raw());
     constexpr uint64_t kExp = 0x7FF0000000000000ull;
     uint64_t bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static) if (n >= (int64_t{1} << 15))
     for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint64_t>((p[i] & kExp) == kExp);
     return bad == 0;
   }
