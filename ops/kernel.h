@@ -94,6 +94,12 @@ std::unique_ptr<Kernel> make_onednn_conv_blocked(const graph::Graph& g, const gr
 // Its input, its output and fused residual may be resident planes (Layout::Planar).
 std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n);
 bool make_direct_conv_applies(const graph::Graph& g, const graph::Node& n);
+// The same conv writing resident planes (output 0), with the resident max pool that alone
+// reads them fused in (output 1: the pool's output), or null. The pool runs on each band of
+// rows as the conv finishes it, while it is in cache: a VGG stage's last conv and its pool.
+std::unique_ptr<Kernel> make_pooled_direct_conv(const graph::Graph& g, const graph::Node& n, const graph::Node& pool);
+// The kernel of a step whose work another step's kernel does ("fused into 'node'"): nothing.
+std::unique_ptr<Kernel> make_done_by(const std::string& node);
 // For passes::keep_planes_resident: whether a conv can run on the direct kernel with resident
 // planes (what make_direct_conv takes, with known shapes); whether a pool reads and writes them
 // (MaxPool, no dilation, no Indices output).

@@ -174,7 +174,33 @@ void Plan::build_steps(const SessionOptions& options) {
   if (options.optimize && options.resident_planes) {
     keep_planes_resident(ko);
     read_nchw_inputs(ko);
+    fuse_pools();
   }
+}
+
+void Plan::fuse_pools() {
+  int fused = 0;
+  for (size_t i = 0; i + 1 < steps_.size(); ++i) {
+    Step& st = steps_[i];
+    Step& next = steps_[i + 1];
+    const graph::Node& n = g_.node(st.node);
+    const graph::Node& pool = g_.node(next.node);
+    if (n.op != OpType::Conv || pool.op != OpType::MaxPool || !st.kernel->keeps_planes() || n.outputs.size() != 1)
+      continue;
+    const graph::Value& y = g_.value(n.outputs[0]);
+    if (y.layout != graph::Layout::Planar || y.consumers.size() != 1 || y.consumers[0] != next.node ||
+        pool.inputs.size() != 1)
+      continue;
+    std::unique_ptr<ops::Kernel> k = ops::make_pooled_direct_conv(g_, n, pool);
+    if (!k) continue;
+    if (const std::string note = st.kernel->choice_note(); !note.empty()) k = ops::with_note(std::move(k), note);
+    st.kernel = std::move(k);
+    st.out.push_back(next.out[0]);
+    next.kernel = ops::make_done_by(n.name);
+    scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
+    ++fused;
+  }
+  pass_log_.emplace_back("fuse_pools", fused);
 }
 
 void Plan::read_nchw_inputs(const ops::KernelOptions& ko) {
@@ -289,10 +315,15 @@ bool is_view(OpType t) {
 
 void Plan::plan_memory() {
   // Lifetimes in step indices, for arena slots only.
-  std::vector<int> first(slots_.size(), 0), last(slots_.size(), -1);
+  // A value lives from the first step that writes it: a step whose kernel does the next one's
+  // work too (Plan::fuse_pools) writes that step's output before it.
+  std::vector<int> first(slots_.size(), -1), last(slots_.size(), -1);
   for (size_t s = 0; s < steps_.size(); ++s) {
     for (int o : steps_[s].out)
-      if (o >= 0) first[o] = static_cast<int>(s), last[o] = std::max(last[o], static_cast<int>(s));
+      if (o >= 0) {
+        if (first[o] < 0) first[o] = static_cast<int>(s);
+        last[o] = std::max(last[o], static_cast<int>(s));
+      }
     for (int i : steps_[s].in)
       if (i >= 0) last[i] = std::max(last[i], static_cast<int>(s));
   }
@@ -306,7 +337,7 @@ void Plan::plan_memory() {
     const graph::Node& n = g_.node(st.node);
     for (size_t oi = 0; oi < st.out.size(); ++oi) {
       int o = st.out[oi];
-      if (!arena(o)) continue;
+      if (!arena(o) || request_of[o] >= 0) continue;  // (already placed: written by a step before)
       graph::BufferRequest r{slots_[o].bytes, first[o], std::max(last[o], first[o]), -1};
       int share = -1;
       if (oi == 0 && is_view(n.op) && arena(st.in[0])) {

@@ -81,6 +81,9 @@ class Plan {
   // A conv on the direct kernel whose input is an NCHW value reordered to NHWC for it alone
   // reads the NCHW value itself (its planar copy is NCHW rows): the reorder step goes.
   void read_nchw_inputs(const ops::KernelOptions& ko);
+  // A conv on the direct kernel whose resident output only a resident max pool reads, in the
+  // next step, pools it as it goes (ops::make_pooled_direct_conv): the pool's step does nothing.
+  void fuse_pools();
 
   graph::Graph g_;
   std::vector<Slot> slots_;

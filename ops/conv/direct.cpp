@@ -7,11 +7,16 @@
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
+#include <optional>
+
+#include <omp.h>
 
 #include "ops/common/measure.h"
 #include "ops/common/onednn.h"
+#include "ops/common/simd.h"
 #include "ops/gated/direct_conv.h"
 #include "ops/kernel.h"
+#include "ops/pool/resident.h"
 
 namespace sluice::ops {
 
@@ -23,7 +28,9 @@ bool is_resident(const graph::Graph& g, graph::ValueId v) {
 
 class PlanarDirectConv final : public Kernel {
  public:
-  PlanarDirectConv(const graph::Graph& g, const graph::Node& n)
+  // pool: the resident max pool that reads this conv's output alone (Plan::fuse_pools), run on
+  // the rows as they are finished; it writes the step's second output.
+  PlanarDirectConv(const graph::Graph& g, const graph::Node& n, const graph::Node* pool = nullptr)
       : p_(n.p<graph::ConvParams>()),
         x_form_(is_resident(g, n.inputs[0]) ? planar::Source::Resident
                 : reads_nchw_input(g, n)    ? planar::Source::Nchw
@@ -48,6 +55,13 @@ class PlanarDirectConv final : public Kernel {
     out_.resize(static_cast<size_t>(m_));
     std::iota(in_.begin(), in_.end(), 0);
     std::iota(out_.begin(), out_.end(), 0);
+    if (pool) {
+      if (!y_resident_ || pool->inputs[0] != n.outputs[0])
+        throw Error("internal error: '" + pool->name + "' cannot be fused into '" + n.name + "'");
+      pool_.emplace(pool->p<graph::PoolParams>(), ys, g.value(pool->outputs[0]).shape,
+                    g.value(pool->outputs[0]).layout != graph::Layout::Planar);
+      threads_ = std::max(1, omp_get_max_threads());
+    }
   }
 
   void run(const KernelArgs& a) const override {
@@ -59,11 +73,19 @@ class PlanarDirectConv final : public Kernel {
         c_ * (x_form_ == planar::Source::Resident ? planar::resident(shape_.h, shape_.w).plane() : shape_.h * shape_.w);
     const int64_t out_nhwc = m_ * shape_.oh * shape_.ow, out_res = m_ * planar::resident(shape_.oh, shape_.ow).plane();
     const int64_t out_size = y_resident_ ? out_res : out_nhwc, sum_size = sum_resident_ ? out_res : out_nhwc;
-    for (int64_t b = 0; b < batch_; ++b)
+    for (int64_t b = 0; b < batch_; ++b) {
+      gated::DirectEpilogue e{S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_};
+      std::function<void(int64_t, int64_t, int64_t)> pool_rows;
+      if (pool_) {
+        pool_rows = [&](int64_t first, int64_t prev_end, int64_t end) { pool_finished(a, b, first, prev_end, end); };
+        e.rows_done = &pool_rows;
+        std::fill(pool_done(a), pool_done(a) + pool_->out_h(), 0);
+      }
       gated::direct_conv(shape_, X + b * in_size, c_, in_.data(), in_.data(), c_, weights_.data(), bias_.data(),
-                         out_.data(), m_, Y + b * out_size, a.scratch,
-                         {S ? S + b * sum_size : nullptr, m_, p_.activation, y_resident_, sum_resident_}, x_form_,
+                         out_.data(), m_, Y + b * out_size, a.scratch, e, x_form_,
                          packed_.empty() ? nullptr : packed_.data());
+      if (pool_) pool_rest(a, b);
+    }
   }
   std::string name() const override {
     std::string r = "direct:planar";
@@ -71,15 +93,59 @@ class PlanarDirectConv final : public Kernel {
     for (auto [on, what] :
          {std::pair{x_form_ == planar::Source::Resident, "in"}, {y_resident_, "out"}, {sum_resident_, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
-    return x_form_ == planar::Source::Nchw ? r + ", reads NCHW" : r;
+    if (x_form_ == planar::Source::Nchw) r += ", reads NCHW";
+    return pool_ ? r + ", then its max pool" : r;
   }
   bool keeps_planes() const override { return true; }
-  size_t scratch_bytes() const override { return gated::direct_conv_scratch(shape_); }
+  size_t scratch_bytes() const override {
+    return conv_scratch() + (pool_ ? static_cast<size_t>(threads_ * pool_->tmp_floats()) * sizeof(float) +
+                                         static_cast<size_t>(pool_->out_h())
+                                   : 0);
+  }
   // The sum is read pixel by pixel before that pixel's output is written: in place is safe,
   // in the same layout.
   int in_place_input() const override { return p_.fused_sum && sum_resident_ == y_resident_ ? 3 : -1; }
 
  private:
+  size_t conv_scratch() const { return (gated::direct_conv_scratch(shape_) + 63) / 64 * 64; }
+  // After the conv's scratch: each thread's pool rows (an NHWC pool output), then a flag per
+  // output row of the pool, set when it has been pooled.
+  float* pool_tmp(const KernelArgs& a) const {
+    return reinterpret_cast<float*>(static_cast<char*>(a.scratch) + conv_scratch()) +
+           omp_get_thread_num() * pool_->tmp_floats();
+  }
+  char* pool_done(const KernelArgs& a) const {
+    return static_cast<char*>(a.scratch) + conv_scratch() +
+           static_cast<size_t>(threads_ * pool_->tmp_floats()) * sizeof(float);
+  }
+  // direct_conv's rows_done: the pool's output rows whose window, and the rows either side of
+  // it that its vector reads touch, this thread has just finished.
+  void pool_finished(const KernelArgs& a, int64_t b, int64_t first, int64_t prev_end, int64_t end) const {
+    const int64_t margin = 1 + (2 * simd::kLanes + 2) / (shape_.ow + 2);  // rows a read may run into below
+    char* done = pool_done(a);
+    for (int64_t oy = 0; oy < pool_->out_h(); ++oy) {
+      const auto [r0, r1] = pool_->window(oy);
+      const int64_t need0 = std::max<int64_t>(0, r0 - 1), need1 = std::min(shape_.oh, r1 + margin);
+      if (r0 >= r1 || need0 < first || need1 <= prev_end || need1 > end) continue;
+      pool_->rows(pooled_input(a, b), oy, oy + 1, pooled_output(a, b), pool_tmp(a));
+      done[oy] = 1;
+    }
+  }
+  // The pool's rows that no thread could take as it went (those that straddle the threads'
+  // shares; every row on small maps).
+  void pool_rest(const KernelArgs& a, int64_t b) const {
+    const char* done = pool_done(a);
+    const int64_t oh = pool_->out_h();
+    const int64_t left = oh - std::count(done, done + oh, 1);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (left * pool_->channels() * pool_->out_w() > 16384)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      if (!done[oy]) pool_->rows(pooled_input(a, b), oy, oy + 1, pooled_output(a, b), pool_tmp(a));
+  }
+  const float* pooled_input(const KernelArgs& a, int64_t b) const {
+    return a.out[0].as<const float>() + b * pool_->in_floats();
+  }
+  float* pooled_output(const KernelArgs& a, int64_t b) const { return a.out[1].as<float>() + b * pool_->out_floats(); }
+
   graph::ConvParams p_;
   planar::Source x_form_;                        // input 0: NHWC, resident planes or NCHW
   bool y_resident_, sum_resident_;               // output, fused sum in resident planes (Layout::Planar)
@@ -88,6 +154,8 @@ class PlanarDirectConv final : public Kernel {
   std::vector<float> weights_, bias_;
   std::vector<float> packed_;      // the weights for direct_conv's wide blocks (AVX-512), or empty
   std::vector<int32_t> in_, out_;  // every channel: 0..C-1 and 0..M-1
+  std::optional<ResidentPoolRows> pool_;
+  int threads_ = 1;
 };
 
 }  // namespace
@@ -108,6 +176,27 @@ std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Nod
   if (!make_direct_conv_applies(g, n)) return nullptr;
   return std::make_unique<PlanarDirectConv>(g, n);
 }
+
+std::unique_ptr<Kernel> make_pooled_direct_conv(const graph::Graph& g, const graph::Node& n, const graph::Node& pool) {
+  if (!make_direct_conv_applies(g, n) || !is_resident(g, n.outputs[0]) || pool.layout != graph::Layout::Planar ||
+      !resident_pool(g, pool) || pool.inputs[0] != n.outputs[0])
+    return nullptr;
+  return std::make_unique<PlanarDirectConv>(g, n, &pool);
+}
+
+namespace {
+class DoneBy final : public Kernel {
+ public:
+  explicit DoneBy(std::string by) : by_(std::move(by)) {}
+  void run(const KernelArgs&) const override {}
+  std::string name() const override { return "fused into '" + by_ + "'"; }
+
+ private:
+  std::string by_;
+};
+}  // namespace
+
+std::unique_ptr<Kernel> make_done_by(const std::string& node) { return std::make_unique<DoneBy>(node); }
 
 bool resident_conv(const graph::Graph& g, const graph::Node& n) {
   if (n.op != graph::OpType::Conv || n.inputs.size() < 2 || n.outputs.size() != 1) return false;

@@ -275,21 +275,32 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   if (tiles >= 8) {
     const int64_t nt = omp_get_max_threads();
 #pragma omp parallel for schedule(static) if (work > 200000)
-    for (int64_t t = 0; t < nt; ++t)
-      for (int64_t qb0 = qblocks * t / nt, end = qblocks * (t + 1) / nt; qb0 < end; qb0 += tile) {
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t start = qblocks * t / nt, end = qblocks * (t + 1) / nt;
+      // Rows whole in this thread's flat positions [start, end) x kBlock, so far.
+      const int64_t first_row = std::min(s.oh, (start * kBlock + gw - 1) / gw);
+      int64_t rows_end = first_row;
+      for (int64_t qb0 = start; qb0 < end; qb0 += tile) {
         const int64_t qb1 = std::min(end, qb0 + tile);
         for (int64_t g = 0; g < groups; ++g)
           for (int64_t qb = qb0; qb < qb1; ++qb) block(g, qb);
-        if (direct_store) continue;
-        if (epilogue.resident_sum && !epilogue.resident_out)
-          planar::add_resident_sum(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, epilogue.sum);
-        if (epilogue.resident_out)
-          planar::store_block_resident(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, bias_c,
-                                       epilogue.sum, epilogue.act);
-        else
-          planar::store_block(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, ko, bias_c,
-                              epilogue.resident_sum ? nullptr : epilogue.sum, epilogue.sum_stride, epilogue.act);
+        if (!direct_store) {
+          if (epilogue.resident_sum && !epilogue.resident_out)
+            planar::add_resident_sum(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, epilogue.sum);
+          if (epilogue.resident_out)
+            planar::store_block_resident(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y,
+                                         bias_c, epilogue.sum, epilogue.act);
+          else
+            planar::store_block(geo, outp + qb0 * kBlock, q, qb0 * kBlock, (qb1 - qb0) * kBlock, ko, y, ko, bias_c,
+                                epilogue.resident_sum ? nullptr : epilogue.sum, epilogue.sum_stride, epilogue.act);
+        }
+        const int64_t now = std::min(s.oh, qb1 * kBlock / gw);
+        if (epilogue.rows_done && now > rows_end) {
+          (*epilogue.rows_done)(first_row, rows_end, now);
+          rows_end = now;
+        }
       }
+    }
     return;
   }
   // Small maps: then planar -> compact NHWC, with the bias (and the epilogue). With at least

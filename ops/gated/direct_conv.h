@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "ops/conv/planar.h"
@@ -41,6 +42,11 @@ struct DirectEpilogue {
   // y, and sum, are resident planes of the output map (planar::resident), not NHWC (their
   // strides are then unused). A resident sum may go with an NHWC y, not the other way round.
   bool resident_out = false, resident_sum = false;
+  // Called on each thread after each tile of a large map (none on small maps) with the output
+  // rows that this thread has finished whole: [first, end), end growing tile by tile, prev_end
+  // its value at the call before (first at the first call). A row that straddles the threads'
+  // shares is never reported. (A fused pool pools the rows they complete while in cache.)
+  const std::function<void(int64_t first, int64_t prev_end, int64_t end)>* rows_done = nullptr;
 };
 
 // x_form: x is NHWC; or resident planes of all s.c input channels (in_pos must be 0..c-1), read

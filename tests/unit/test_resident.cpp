@@ -238,6 +238,85 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
   }
 }
 
+// The direct conv with the max pool that reads its resident output fused in
+// (ops::make_pooled_direct_conv: pooled by bands of rows as the conv finishes them) against the
+// two kernels one after the other: both outputs bit for bit, the pool's in resident planes and
+// in NHWC. Large maps run the conv's tiles (rows pooled as they go, the rows across the threads'
+// shares after), one case a 12-column map whose vector reads run three rows on; a small map
+// pools everything after. The conv's output starts at 1e30 everywhere: a row pooled before
+// the conv wrote it would show that maximum.
+TEST(ResidentPlanes, PoolFusedIntoDirectConvMatchesTheTwoKernels) {
+  struct FuseCase {
+    int64_t n, c, m, h, w, k, s, pad;
+    bool ceil;
+  };
+  const FuseCase cases[] = {{1, 5, 19, 100, 98, 2, 2, 0, false}, {2, 6, 20, 101, 97, 3, 2, 1, false},
+                            {1, 4, 10, 130, 60, 3, 1, 1, false}, {1, 8, 24, 23, 17, 2, 2, 0, true},
+                            {1, 3, 7, 600, 12, 3, 2, 0, true}};
+  for (const FuseCase& t : cases) {
+    OnnxBuilder b;
+    b.input("x", {t.n, t.c, t.h, t.w}).init_random("w", {t.m, t.c, 3, 3}, 0.3f).init_random("b", {t.m});
+    auto& conv = b.node("Conv", {"x", "w", "b"}, {"y"});
+    OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+    b.node("Relu", {"y"}, {"r"});
+    auto& pool = b.node("MaxPool", {"r"}, {"p"});
+    OnnxBuilder::attr_ints(pool, "kernel_shape", {t.k, t.k});
+    OnnxBuilder::attr_ints(pool, "strides", {t.s, t.s});
+    OnnxBuilder::attr_ints(pool, "pads", {t.pad, t.pad, t.pad, t.pad});
+    OnnxBuilder::attr_int(pool, "ceil_mode", t.ceil);
+    b.output("p");
+    Model model = b.load();
+    runtime::Plan plan(*model.graph(), {}, nhwc_plan_options());
+    const std::string what = std::to_string(t.c) + "->" + std::to_string(t.m) + " " + std::to_string(t.h) + "x" +
+                             std::to_string(t.w) + " pool " + std::to_string(t.k) + "/" + std::to_string(t.s);
+    for (bool planes_out : {true, false}) {
+      graph::Graph g = plan.graph();
+      graph::Node& cn = g.node(node_id(g, last_node(g, graph::OpType::Conv)));
+      graph::Node& pn = g.node(node_id(g, last_node(g, graph::OpType::MaxPool)));
+      ASSERT_EQ(pn.inputs[0], cn.outputs[0]) << "the Relu was not fused into the conv";
+      g.value(cn.outputs[0]).layout = graph::Layout::Planar;
+      pn.layout = graph::Layout::Planar;
+      if (planes_out) g.value(pn.outputs[0]).layout = graph::Layout::Planar;
+      const Shape xs = g.value(cn.inputs[0]).shape, ys = g.value(cn.outputs[0]).shape, ps = g.value(pn.outputs[0]).shape;
+      const std::vector<float> x = normal(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]), 3);
+      const size_t ysize = static_cast<size_t>(ys[0] * ys[1] * plane(ys[2], ys[3]));
+      const size_t psize = static_cast<size_t>(planes_out ? ps[0] * ps[1] * plane(ps[2], ps[3]) : ps[0] * ps[1] * ps[2] * ps[3]);
+      // Unfused.
+      auto direct = ops::make_direct_conv(g, cn);
+      auto pooled = ops::make_resident_pool(g, pn);
+      ASSERT_NE(direct, nullptr);
+      ASSERT_NE(pooled, nullptr);
+      std::vector<float> want_y(ysize, 1e30f), want_p(psize, NAN);
+      run_kernel(*direct, g, cn, x.data(), nullptr, want_y.data());
+      run_kernel(*pooled, g, pn, want_y.data(), nullptr, want_p.data());
+      // Fused: output 0 the conv's planes, output 1 the pool's; 1024 sentinels after each.
+      auto fused = ops::make_pooled_direct_conv(g, cn, pn);
+      ASSERT_NE(fused, nullptr) << what;
+      EXPECT_NE(fused->name().find("then its max pool"), std::string::npos) << fused->name();
+      std::vector<float> y(ysize + 1024, 1e30f), p(psize + 1024, NAN);
+      std::fill(y.begin() + static_cast<std::ptrdiff_t>(ysize), y.end(), 1234.5f);
+      std::fill(p.begin() + static_cast<std::ptrdiff_t>(psize), p.end(), 1234.5f);
+      ops::TensorView in[] = {{DType::Float32, xs, const_cast<float*>(x.data())}, {}, {}};
+      ops::TensorView out[] = {{DType::Float32, ys, y.data()}, {DType::Float32, ps, p.data()}};
+      std::vector<std::byte> scratch(fused->scratch_bytes() + 64);
+      fused->run({in, out, reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64)});
+      for (const auto* v : {&y, &p})
+        EXPECT_TRUE(std::all_of(v->end() - 1024, v->end(), [](float f) { return f == 1234.5f; }))
+            << "wrote past an output: " << what;
+      y.resize(ysize);
+      p.resize(psize);
+      for (size_t i = 0; i < ysize; ++i) ASSERT_EQ(y[i], want_y[i]) << "conv output at " << i << ": " << what;
+      for (size_t i = 0; i < psize; ++i)
+        ASSERT_EQ(p[i], want_p[i]) << "pool output at " << i << (planes_out ? " (planes): " : " (NHWC): ") << what;
+      if (planes_out) {
+        int dirty = 0;
+        from_resident(p, ps[0], ps[1], ps[2], ps[3], &dirty);
+        EXPECT_EQ(dirty, 0) << what;
+      }
+    }
+  }
+}
+
 // x -> conv1 (3 -> 20, Relu) -> MaxPool 3x3/2 -> conv2 (Relu) -> conv3 + pool output (residual,
 // Relu) -> conv4 (stride 2, 20 -> 24) -> conv5 (1x1, 24 -> 10) -> y.
 Model stem_and_block() {
@@ -340,6 +419,28 @@ Model thin_stage() {
 // threads; the sessions' own plans are checked for planar values (inspect). Where the measured
 // choice put no conv on the direct kernel on this machine in any of them, nothing was resident:
 // the test then says so rather than pass on the NHWC path alone.
+// No step writes over bytes it reads, but for its kernel's in-place input. (A conv with its pool
+// fused in writes the pool's output at its own step: that value once lived from the pool's step
+// only, and shared the conv's input bytes.) Returns the pools fused.
+int expect_outputs_apart_from_inputs(const runtime::Plan& plan) {
+  const auto& slots = plan.slots();
+  auto arena = [&](int s) { return s >= 0 && slots[s].kind == runtime::SlotKind::Arena; };
+  for (const runtime::Step& st : plan.steps())
+    for (size_t oi = 0; oi < st.out.size(); ++oi)
+      for (size_t ii = 0; ii < st.in.size(); ++ii) {
+        const int o = st.out[oi], i = st.in[ii];
+        if (!arena(o) || !arena(i) || (oi == 0 && static_cast<int>(ii) == st.kernel->in_place_input())) continue;
+        const bool apart = slots[o].offset + slots[o].bytes <= slots[i].offset ||
+                           slots[i].offset + slots[i].bytes <= slots[o].offset;
+        EXPECT_TRUE(apart) << plan.graph().node(st.node).name << " (" << st.kernel->name() << "): output " << oi
+                           << " shares bytes with input " << ii;
+      }
+  int fused = 0;
+  for (const auto& [name, count] : plan.pass_log())
+    if (name == "fuse_pools") fused += count;
+  return fused;
+}
+
 TEST(ResidentPlanes, ModelsMatchReferenceWithAndWithout) {
   int resident_sessions = 0;
   for (const auto& [m, shape] : {std::pair{stem_and_block(), Shape{1, 3, 32, 32}}, {thin_stage(), Shape{2, 3, 96, 96}}}) {
@@ -354,6 +455,7 @@ TEST(ResidentPlanes, ModelsMatchReferenceWithAndWithout) {
         for (const auto& [name, count] : plan.pass_log())
           if (name == "keep_planes_resident") kept = count;
         EXPECT_EQ(kept >= 0, resident) << "the pass runs only with resident planes on";
+        expect_outputs_apart_from_inputs(plan);
         for (const runtime::Step& st : plan.steps()) {  // MACs of the kernels made again, not of the first choice
           const int64_t own = st.kernel->executed_macs();
           EXPECT_EQ(st.executed_macs, own >= 0 ? own : ops::static_macs(plan.graph(), plan.graph().node(st.node)))
