@@ -80,7 +80,9 @@ void infer_resize(InferContext& ctx) {
     if (!scales.empty()) {
       const double sc = scales[i];
       if (!(sc > 0) || !std::isfinite(sc)) ctx.fail("scale " + std::to_string(sc) + " must be a positive number");
-      const double o = std::floor(static_cast<double>(x.shape[d]) * sc);
+      // In float32, as ONNX Runtime and ONNX's shape inference do: 10 x 0.7f is 7 there, and
+      // 6.99999988 (so 6) in double. (PyTorch's own 0.7, a double, also gives 7.)
+      const double o = std::floor(static_cast<double>(static_cast<float>(x.shape[d]) * static_cast<float>(sc)));
       if (o > 1e12) ctx.fail("the output along axis " + std::to_string(d) + " would be too large");
       out[d] = static_cast<int64_t>(o);
       p.resolved[d] = sc;

@@ -244,6 +244,16 @@ def resize(a):
     single(a, "resize_axes_18", [node], {"sizes": np.array([11, 4], np.int64)}, [1, 2, 4, 11], 18, x)
     node = helper.make_node("Upsample", ["image", "scales"], ["logits"], mode="nearest")
     single(a, "upsample_9", [node], {"scales": np.array([1, 1, 2, 3], np.float32)}, [1, 2, 10, 21], 9, x)
+    # Output sizes in float32, as ORT: 10 x 0.7f and 10 x 1.4f are 7 and 14 there, 6.99999988 and
+    # 13.9999998 in double (a probe found Sluice one pixel short; F.interpolate(scale_factor=0.7)
+    # exports such scales).
+    x10 = np.random.default_rng(12).standard_normal((1, 2, 10, 10)).astype(np.float32)
+    for sc, out in (((1, 1, 1.4, 0.7), [1, 2, 14, 7]), ((1, 1, 0.7, 2.3), [1, 2, 7, 23])):
+        single(a, "resize_float32_sizes_%g" % sc[2], [helper.make_node("Resize", ["image", "roi", "scales"], ["logits"],
+                                                                      mode="linear")],
+               {"roi": roi, "scales": np.array(sc, np.float32)}, out, 13, x10)
+    single(a, "upsample_9_float32_size", [helper.make_node("Upsample", ["image", "scales"], ["logits"], mode="nearest")],
+           {"scales": np.array([1, 1, 1.4, 2.6], np.float32)}, [1, 2, 14, 26], 9, x10)
     for sc in ((1, 1, 2.5, 1.6), (1, 1, 0.6, 0.45)):  # opset 10: nearest floors up and ceils down, as ORT
         for mode in ("nearest", "linear"):
             single(a, "resize_10_%s_%s" % (mode, "up" if sc[2] > 1 else "down"),
