@@ -3,6 +3,7 @@
 // Where, Cast and CastLike.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "ops/util.h"
@@ -107,6 +108,10 @@ void reference_Div(const graph::Node& node, std::span<const TensorView> in, std:
     using T = decltype(a);
     if constexpr (std::is_integral_v<T>) {
       if (b == 0) throw Error("node '" + node.name + "' (Div): integer division by zero");
+      if constexpr (std::is_signed_v<T>)
+        if (b == -1 && a == std::numeric_limits<T>::min())  // (the CPU traps on it: SIGFPE)
+          throw Error("node '" + node.name + "' (Div): integer overflow, " + std::to_string(a) +
+                      " / -1 does not fit in its type");
     }
     return static_cast<T>(a / b);  // integers truncate toward zero, as C and ONNX Runtime do
   });

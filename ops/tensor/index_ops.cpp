@@ -160,7 +160,15 @@ void infer_Pad(InferContext& ctx) {
   const std::string& mode = ctx.node().p<graph::PadParams>().mode;
   Shape out = x.shape;
   for (size_t i = 0; i < rank; ++i) {
-    out[i] = x.shape[i] + pads[i] + pads[i + rank];
+    // Each side on its own, and the sum without overflow: pads of INT64_MIN on both sides wrapped
+    // to the input's size (a reflect pad of them then never ended).
+    const int64_t lo = pads[i], hi = pads[i + rank];
+    int64_t t = 0;
+    if (lo < -x.shape[i] || hi < -x.shape[i])
+      ctx.fail("pads " + ints_str(pads) + " crop more than the input " + shape_str(x.shape) + " has");
+    if (__builtin_add_overflow(x.shape[i], lo, &t) || __builtin_add_overflow(t, hi, &out[i]))
+      ctx.fail("pads " + ints_str(pads) + " are too large: axis " + std::to_string(i) + " of " + shape_str(x.shape) +
+               " would have more than 2^63 entries");
     if (out[i] < 0) ctx.fail("pads " + ints_str(pads) + " crop more than the input " + shape_str(x.shape) + " has");
     if (mode != "constant" && x.shape[i] == 0 && out[i] > 0) ctx.fail("cannot " + mode + "-pad an empty dimension");
     if (mode == "reflect" && (pads[i] >= x.shape[i] || pads[i + rank] >= x.shape[i]) && (pads[i] > 0 || pads[i + rank] > 0))

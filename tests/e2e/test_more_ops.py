@@ -464,6 +464,28 @@ def int_edges(a):
         if name == "logsumexp_int":  # ORT agrees; its Mod of INT64_MIN by -1 traps like C's %
             ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"v": v})[0]
             check(np.array_equal(y, ref), "%s: equals ORT's %s" % (name, ref.tolist()))
+    # Div of INT_MIN by -1 overflows; the CPU traps on it (SIGFPE: the process died with no
+    # message, at load when both are constants, found by a probe). A clear error instead, at run
+    # time and when folded at load; int32 and int64.
+    for dt, np_t in ((TensorProto.INT64, np.int64), (TensorProto.INT32, np.int32)):
+        low = np.array([np.iinfo(np_t).min], np_t)
+        for folded in (False, True):
+            name = "div_min_%s%s" % (np_t.__name__, "_folded" if folded else "")
+            inits = [numpy_helper.from_array(np.array([-1], np_t), "d")] + (
+                [numpy_helper.from_array(low, "v")] if folded else [])
+            g = helper.make_graph([helper.make_node("Div", ["v", "d"], ["y"], name="divide")], name,
+                                  [] if folded else [helper.make_tensor_value_info("v", dt, [1])],
+                                  [helper.make_tensor_value_info("y", dt, [1])], inits)
+            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+            m.ir_version = 8
+            path = os.path.join(a.work_dir, name + ".onnx")
+            onnx.save(m, path)
+            np.save(os.path.join(a.work_dir, name + "_v.npy"), low)
+            args = [] if folded else ["--input", "v=" + os.path.join(a.work_dir, name + "_v.npy")]
+            r = run_sluice(a, "run", path, *args, "--output-dir", os.path.join(a.work_dir, name + "_out"),
+                           check_ok=False, timeout=60)
+            check(r.returncode == 1 and "'divide'" in r.stderr and "integer overflow" in r.stderr,
+                  "%s: refused with a clear error, no crash (exit %d: %s)" % (name, r.returncode, r.stderr.strip()[:200]))
 
 
 def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=TensorProto.FLOAT):

@@ -476,6 +476,21 @@ TEST(BadGraph, NegativeValuesInMessagesAsWritten) {
   b.node("Pad", {"x", "pads"}, {"y"}, "overcrop");
   b.output("y");
   expect_error([&] { Session(b.load()); }, {"overcrop", "pads [0, 0, 0, -4, 0, 0, 0, 0] crop more than the input [1, 2, 3, 3]"});
+  // Pads whose sum overflows int64 (INT64_MIN on both sides wrapped to 0: a reflect pad never
+  // ended, constant and edge pads gave zeros or copies), and pads past 2^63 (found by a probe).
+  const int64_t kMin = std::numeric_limits<int64_t>::min();
+  for (const char* mode : {"reflect", "constant", "edge"}) {
+    OnnxBuilder o;
+    o.input("x", {1, 3, 4, 4}).init_i64("pads", {8}, {0, 0, 0, kMin, 0, 0, 0, kMin});
+    OnnxBuilder::attr_str(o.node("Pad", {"x", "pads"}, {"y"}, "wraps"), "mode", mode);
+    o.output("y");
+    expect_error([&] { Session(o.load()); }, {"wraps", "crop more than the input [1, 3, 4, 4]"});
+  }
+  OnnxBuilder h;
+  h.input("x", {1, 3, 4, 4}).init_i64("pads", {8}, {0, 0, 0, int64_t{1} << 62, 0, 0, 0, int64_t{1} << 62});
+  h.node("Pad", {"x", "pads"}, {"y"}, "huge");
+  h.output("y");
+  expect_error([&] { Session(h.load()); }, {"huge", "are too large: axis 3", "more than 2^63 entries"});
   OnnxBuilder r;
   r.input("x", {2, 6}).init_i64("shape", {2}, {-1, -1});
   r.node("Reshape", {"x", "shape"}, {"y"}, "twice");
