@@ -55,7 +55,9 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
   using graph::OpType;
   if (opts.optimize) {
     std::unique_ptr<Kernel> k;
-    switch (n.op) {
+    if (sums_over_nothing(g, n)) {
+      if (n.op == OpType::Conv && n.layout == graph::Layout::NHWC) return make_empty_conv(g, n);
+    } else switch (n.op) {
       case OpType::Conv: k = make_conv(g, n, opts.sparse); break;
       case OpType::ConvTranspose: k = make_onednn_deconv(g, n); break;
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
@@ -94,6 +96,21 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
   if (n.layout != graph::Layout::NCHW && n.op != OpType::SluiceReorder)
     g.fail(id, "internal error: NHWC layout without an optimised kernel");
   return std::make_unique<ReferenceKernel>(n, is_unary_elementwise(n.op));
+}
+
+bool sums_over_nothing(const graph::Graph& g, const graph::Node& n) {
+  using graph::OpType;
+  if (n.op != OpType::Conv && n.op != OpType::ConvTranspose && n.op != OpType::Gemm && n.op != OpType::MatMul)
+    return false;
+  auto numel = [&](graph::ValueId v) {
+    int64_t e = 1;
+    for (int64_t d : g.value(v).shape) e *= d;
+    return e;
+  };
+  if (n.outputs.empty() || !g.value(n.outputs[0]).shape_known || numel(n.outputs[0]) == 0) return false;
+  for (graph::ValueId v : n.inputs)
+    if (v != graph::kNoValue && g.value(v).shape_known && numel(v) == 0) return true;
+  return false;
 }
 
 namespace {

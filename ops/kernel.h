@@ -87,6 +87,12 @@ bool all_finite(const Tensor& t);
 // Factories of the fast kernels (each in its op's folder). They return nullptr when
 // the node is outside what they handle, and the reference kernel runs instead.
 std::unique_ptr<Kernel> make_onednn_conv(const graph::Graph& g, const graph::Node& n);
+// An NHWC conv with no input channels (its weights have no element): the bias, the fused sum
+// and activation, at every pixel. (oneDNN refuses such shapes.)
+std::unique_ptr<Kernel> make_empty_conv(const graph::Graph& g, const graph::Node& n);
+// Whether the node sums over nothing: an input has no element while the output has some (a
+// Conv, Gemm or MatMul with K = 0). The fast kernels leave those to the reference kernels.
+bool sums_over_nothing(const graph::Graph& g, const graph::Node& n);
 // The same conv in oneDNN's own blocked activation layout, with reorders in and out (NHWC
 // nodes; nullptr where oneDNN would keep NHWC anyway or runs a brgemm conv).
 std::unique_ptr<Kernel> make_onednn_conv_blocked(const graph::Graph& g, const graph::Node& n);

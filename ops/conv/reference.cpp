@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "ops/conv/window.h"
+#include "ops/kernel.h"
 #include "ops/util.h"
 
 namespace sluice::ops {
@@ -94,6 +95,35 @@ void reference_Conv(const graph::Node& node, std::span<const TensorView> in, std
           Y[o] = graph::apply_activation(p.activation, v);
         }
     }
+}
+
+namespace {
+
+// A conv with no input channels on NHWC data: every output pixel is act(bias + sum).
+class EmptyConvNhwc final : public Kernel {
+ public:
+  EmptyConvNhwc(const graph::Graph& g, const graph::Node& n)
+      : p_(n.p<graph::ConvParams>()), bias_(constant_or_zeros(g, n, 2, g.value(n.outputs[0]).shape[1])) {}
+  void run(const KernelArgs& a) const override {
+    float* y = a.out[0].as<float>();
+    const float* sum = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
+    const auto m = static_cast<int64_t>(bias_.size()), pixels = a.out[0].numel() / m;
+    for (int64_t q = 0; q < pixels; ++q)
+      for (int64_t j = 0; j < m; ++j)
+        y[q * m + j] = graph::apply_activation(p_.activation, bias_[j] + (sum ? sum[q * m + j] : 0.f));
+  }
+  std::string name() const override { return "bias only (no input channels)"; }
+  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
+
+ private:
+  graph::ConvParams p_;
+  std::vector<float> bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_empty_conv(const graph::Graph& g, const graph::Node& n) {
+  return std::make_unique<EmptyConvNhwc>(g, n);
 }
 
 }  // namespace sluice::ops

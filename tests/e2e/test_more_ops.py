@@ -272,6 +272,45 @@ def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOA
     return run_vs_ort(a, path, x, name, tol=tol), path
 
 
+def sums_over_nothing(a):
+    """Convs, Gemm and MatMul over zero input channels (K = 0). oneDNN refuses the shapes; Sluice
+    called that its own bug until a probe found it. Without a bias the output is 0, as ORT gives.
+    With one, the spec's sum over nothing plus the bias: ORT 1.20 drops a conv's bias and Gemm's
+    beta there (torch.addmm applies beta), so those two are checked against the spec's values."""
+    rng = np.random.default_rng(13)
+    b = rng.standard_normal(5).astype(np.float32)
+    x = np.zeros((2, 0, 6, 7), np.float32)
+    w = np.zeros((5, 0, 3, 3), np.float32)
+    res = rng.standard_normal((2, 5, 6, 7)).astype(np.float32)
+    single(a, "conv_zero_cin_no_bias", [helper.make_node("Conv", ["image", "w"], ["logits"])], {"w": w}, [2, 5, 4, 5], 13, x)
+    x2 = np.zeros((3, 0), np.float32)
+    single(a, "matmul_zero_k", [helper.make_node("MatMul", ["image", "wg"], ["logits"])],
+           {"wg": np.zeros((0, 5), np.float32)}, [3, 5], 13, x2)
+    cases = [("conv_zero_cin_bias", [helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                                     helper.make_node("Add", ["c", "res"], ["s"]),
+                                     helper.make_node("Relu", ["s"], ["logits"])],
+              {"w": w, "b": b, "res": res}, x, np.maximum(b.reshape(1, 5, 1, 1) + res, 0)),
+             ("conv_zero_cin_bias_relu", [helper.make_node("Conv", ["image", "w", "b"], ["c"]),
+                                          helper.make_node("Relu", ["c"], ["logits"])],
+              {"w": w, "b": b}, x, np.broadcast_to(np.maximum(b, 0).reshape(1, 5, 1, 1), (2, 5, 4, 5))),
+             ("gemm_zero_k_beta", [helper.make_node("Gemm", ["image", "wg", "b"], ["logits"], beta=0.5)],
+              {"wg": np.zeros((0, 5), np.float32), "b": b}, x2, np.broadcast_to(0.5 * b, (3, 5)))]
+    for name, nodes, inits, xin, want in cases:
+        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(xin.shape))],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(want.shape))],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = os.path.join(a.work_dir, name + ".onnx")
+        onnx.save(m, path)
+        np.save(os.path.join(a.work_dir, name + "_x.npy"), xin)
+        run_sluice(a, "run", path, "--input", "image=" + os.path.join(a.work_dir, name + "_x.npy"), "--output-dir",
+                   os.path.join(a.work_dir, name + "_out"))
+        y = np.load(os.path.join(a.work_dir, name + "_out", "logits.npy"))
+        err = np.abs(y - want).max() if y.shape == want.shape else float("inf")
+        check(err < 1e-6, "%s: the bias through the epilogue, as the spec says (max |diff| %.2g)" % (name, err))
+
+
 def single_nodes(a):
     """Forms PyTorch does not write: variadic Sum / Mean with broadcasting, ThresholdedRelu,
     DepthToSpace DCR, SpaceToDepth, Hardmax on ties, GatherElements with negative indices,
@@ -664,5 +703,5 @@ def no_inputs(a):
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
-                                 edge_values, int_edges, padded_average_pool, ceil_mode_small_maps, bad_attributes,
+                                 edge_values, int_edges, sums_over_nothing, padded_average_pool, ceil_mode_small_maps, bad_attributes,
                                  output_file_names, no_inputs]))
