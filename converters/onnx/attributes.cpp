@@ -160,6 +160,11 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::BatchNormalization: {
       if (a.i("training_mode", 0) != 0) a.fail("training_mode=1 is not supported (export the model in eval mode)");
+      // (Opsets 7-8: spatial=0 normalises each value by its own statistics, [C, H, W] of them;
+      // with [C] ones it was run as spatial=1, where ORT refuses it.)
+      if (a.i("spatial", 1) != 1)
+        a.fail("spatial=0 (statistics per value, opsets 7-8) is not supported; export with spatial=1, the only form "
+               "from opset 9 on");
       return BatchNormParams{a.f("epsilon", 1e-5f), {}};
     }
     case OpType::LayerNormalization:

@@ -11,6 +11,7 @@
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
+#include "ops/util.h"
 
 namespace sluice::graph::passes {
 
@@ -146,6 +147,23 @@ int lift_1d(Graph& g) {
       if (n.p<PoolParams>().kernel_shape.size() != 1) continue;
     } else {
       continue;
+    }
+    // The attributes say 1-D; an input of known rank other than 3 says otherwise (lifted, a
+    // 4-D input became a 5-D one that the message then showed).
+    if (const Value& xv = g.value(n.inputs[0]); xv.shape_known && xv.shape.size() != 3) {
+      std::string attrs;
+      if (conv) {
+        const ConvParams& cp = n.p<ConvParams>();
+        attrs = "kernel_shape " + ops::ints_str(cp.kernel_shape) + ", strides " + ops::ints_str(cp.strides) + ", dilations " +
+                ops::ints_str(cp.dilations) + ", pads " + ops::ints_str(cp.pads);
+      } else {
+        const PoolParams& pp = n.p<PoolParams>();
+        attrs = "kernel_shape " + ops::ints_str(pp.kernel_shape) + ", strides " + ops::ints_str(pp.strides) + ", pads " +
+                ops::ints_str(pp.pads);
+      }
+      g.fail(static_cast<NodeId>(i), "its attributes (" + attrs + ") are those of a 1-D window, but its input is " +
+                                         std::to_string(xv.shape.size()) + "-D " + shape_str(xv.shape) +
+                                         ": a 2-D window takes 2 kernel sizes, strides and dilations and 4 pads");
     }
     const std::string name = n.name;
     const ValueId x = n.inputs[0], y = n.outputs[0];

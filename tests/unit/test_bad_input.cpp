@@ -468,6 +468,32 @@ TEST(BadGraph, NegativePads) {
   expect_error([&] { Session(b.load()); }, {"padded", "pads"});
 }
 
+// 1-D window attributes on a 4-D input: said as such (the conv was lifted to 2-D first, and the
+// message then showed a 5-D input the model never had; found by a probe).
+TEST(BadGraph, OneDimensionalAttributesOnAFourDimensionalInput) {
+  for (const std::string attr : {"pads", "strides"}) {
+    OnnxBuilder b;
+    b.input("x", {1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"y"}, "mixed"), attr, attr == "pads" ? Shape{1, 1} : Shape{2});
+    b.output("y");
+    expect_error([&] { Session(b.load()); },
+                 {"mixed", "are those of a 1-D window, but its input is 4-D [1, 3, 8, 8]", "4 pads"});
+  }
+}
+
+// BatchNormalization spatial=0 (opsets 7-8): refused by name, whichever shape its statistics
+// have (with [C] ones it used to run as spatial=1).
+TEST(BadGraph, BatchNormSpatialZero) {
+  for (const Shape& stats : {Shape{3}, Shape{3, 5, 7}}) {
+    OnnxBuilder b(8);
+    b.input("x", {2, 3, 5, 7});
+    for (const char* n : {"s", "b", "m", "v"}) b.init_random(n, stats);
+    OnnxBuilder::attr_int(b.node("BatchNormalization", {"x", "s", "b", "m", "v"}, {"y"}, "bn"), "spatial", 0);
+    b.output("y");
+    expect_error([&] { Session(b.load()); }, {"bn", "spatial=0", "not supported"});
+  }
+}
+
 // Lists of values print negatives as they are ("?" is the notation of a dynamic dimension):
 // a Pad that crops more than the input has, a Reshape target with two -1.
 TEST(BadGraph, NegativeValuesInMessagesAsWritten) {
