@@ -59,7 +59,11 @@ int64_t checked_count(const Shape& shape) {
 }
 }  // namespace
 
-Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+Tensor::Tensor(DType dtype, Shape shape) : Tensor(dtype, std::move(shape), true) {}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) { return Tensor(dtype, std::move(shape), false); }
+
+Tensor::Tensor(DType dtype, Shape shape, bool zero) : dtype_(dtype), shape_(std::move(shape)) {
   if (dtype == DType::Undefined) throw Error("cannot create a tensor of undefined dtype");
   size_t bytes = static_cast<size_t>(checked_count(shape_)) * dtype_size(dtype);
   // More than the machine has is refused here, not left to new[] (std::bad_alloc) or to the
@@ -69,11 +73,11 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
                 runtime::gib(static_cast<double>(bytes)) + ", more than this machine's " + runtime::gib(have) +
                 " of memory");
   // Always allocate at least one element so raw() is never null.
-  data_ = std::shared_ptr<std::byte[]>(new std::byte[bytes ? bytes : 8]());
+  data_ = std::shared_ptr<std::byte[]>(zero ? new std::byte[bytes ? bytes : 8]() : new std::byte[bytes ? bytes : 8]);
 }
 
 Tensor Tensor::copy_of(DType dtype, Shape shape, const void* data) {
-  Tensor t(dtype, std::move(shape));
+  Tensor t = uninitialized(dtype, std::move(shape));
   if (t.nbytes()) std::memcpy(t.raw(), data, t.nbytes());
   return t;
 }

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include <malloc.h>
 #include <omp.h>
 
 #include "graph/passes/passes.h"
@@ -509,6 +510,35 @@ TEST(ResidentPlanes, ModelsMatchReferenceWithAndWithout) {
   }
   if (resident_sessions == 0) GTEST_SKIP() << "no conv measured faster on the direct kernel here: nothing was resident";
   if (fused_plans == 0) GTEST_SKIP() << "no plan fused a pool into its conv here: the memory plan check saw none";
+}
+
+// A run's output tensors are not zero-filled (Plan::execute): every element must come from the
+// step that computes it, or from the copy of a constant or input output. With glibc's
+// M_PERTURB, fresh allocations hold 0x5a bytes (1.5e16 as floats): an element left unwritten
+// shows against the reference kernels. Models: thin convs with a fused pool and a residual
+// block (resident planes), and outputs that are a graph input, a constant and a Relu of the input.
+TEST(RunOutputs, EveryElementIsWritten) {
+  mallopt(M_PERTURB, 0xa5);
+  OnnxBuilder b;
+  b.input("x", {2, 3, 96, 96}).init_random("c", {4});
+  b.node("Relu", {"x"}, {"r"});
+  b.output("r").output("x").output("c");
+  const Model passthrough = b.load();
+  for (const auto& [m, shape] : {std::pair{stem_and_block(), Shape{1, 3, 32, 32}}, {thin_stage(), Shape{2, 3, 96, 96}},
+                                 {passthrough, Shape{2, 3, 96, 96}}}) {
+    const Tensor x = random_tensor(shape, 5);
+    const auto ref = Session(m, {1, false}).run({{"x", x}});
+    for (int threads : {1, 2}) {
+      Session sess(m, {threads, true});
+      for (int run = 0; run < 2; ++run) {
+        const auto got = sess.run({{"x", x}});
+        ASSERT_EQ(got.size(), ref.size());
+        for (const auto& [name, t] : ref)
+          EXPECT_LT(normalized_error(got.at(name), t), 1e-5) << "output '" << name << "', " << threads << " threads";
+      }
+    }
+  }
+  mallopt(M_PERTURB, 0);
 }
 
 // A conv on a sparse kernel keeps it: with --sparse always (SparseMode::Always) every conv of a

@@ -56,6 +56,9 @@ class Tensor {
   Tensor() = default;
   // Allocates a zero-filled tensor. Throws Error if the size overflows or is absurd.
   Tensor(DType dtype, Shape shape);
+  // Allocates without filling, for a buffer the caller then writes whole (a run's outputs:
+  // zero-filling them first cost more than the step that writes them, see Plan::execute).
+  static Tensor uninitialized(DType dtype, Shape shape);
   // Copies `data` (numel * dtype_size bytes).
   static Tensor copy_of(DType dtype, Shape shape, const void* data);
   template <class T>
@@ -85,6 +88,7 @@ class Tensor {
   Tensor reshaped(Shape shape) const;
 
  private:
+  Tensor(DType dtype, Shape shape, bool zero);
   void check_type(DType t) const;
   DType dtype_ = DType::Undefined;
   Shape shape_;
