@@ -272,6 +272,26 @@ def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOA
     return run_vs_ort(a, path, x, name, tol=tol), path
 
 
+def run_model(a, name, nodes, inits, x, in_name="image", out_name="logits", elem=TensorProto.FLOAT, out_shape=None,
+              check_ok=True):
+    """Saves a graph of `nodes` with one input (x, or none if x is None) and one output, runs
+    `sluice run` on it; returns (the output or None, the finished process)."""
+    ins = [] if x is None else [helper.make_tensor_value_info(in_name, elem, list(x.shape))]
+    g = helper.make_graph(nodes, name, ins, [helper.make_tensor_value_info(out_name, elem, out_shape)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, name + ".onnx")
+    onnx.save(m, path)
+    args = []
+    if x is not None:
+        np.save(os.path.join(a.work_dir, name + "_x.npy"), x)
+        args = ["--input", in_name + "=" + os.path.join(a.work_dir, name + "_x.npy")]
+    out = os.path.join(a.work_dir, name + "_out")
+    r = run_sluice(a, "run", path, *args, "--output-dir", out, check_ok=check_ok, timeout=120)
+    return (np.load(os.path.join(out, out_name + ".npy")) if r.returncode == 0 else None), r
+
+
 def sums_over_nothing(a):
     """Convs, Gemm and MatMul over zero input channels (K = 0). oneDNN refuses the shapes; Sluice
     called that its own bug until a probe found it. Checked against the spec's values (the sum
@@ -298,17 +318,7 @@ def sums_over_nothing(a):
              ("gemm_zero_k_beta", [helper.make_node("Gemm", ["image", "wg", "b"], ["logits"], beta=0.5)],
               {"wg": np.zeros((0, 5), np.float32), "b": b}, x2, np.broadcast_to(0.5 * b, (3, 5)))]
     for name, nodes, inits, xin, want in cases:
-        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(xin.shape))],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(want.shape))],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-        m.ir_version = 8
-        path = os.path.join(a.work_dir, name + ".onnx")
-        onnx.save(m, path)
-        np.save(os.path.join(a.work_dir, name + "_x.npy"), xin)
-        run_sluice(a, "run", path, "--input", "image=" + os.path.join(a.work_dir, name + "_x.npy"), "--output-dir",
-                   os.path.join(a.work_dir, name + "_out"))
-        y = np.load(os.path.join(a.work_dir, name + "_out", "logits.npy"))
+        y, _ = run_model(a, name, nodes, inits, xin, out_shape=list(want.shape))
         err = np.abs(y - want).max() if y.shape == want.shape else float("inf")
         check(err < 1e-6, "%s: the spec's value, bias and epilogue over a sum of nothing (max |diff| %.2g)" % (name, err))
 
@@ -489,17 +499,8 @@ def int_edges(a):
              ("logsumexp_int", [helper.make_node("ReduceLogSumExp", ["v"], ["y"], axes=[0], keepdims=0)], {},
               np.array([-3, -4, -5], np.int64), [])]
     for name, nodes, inits, v, out_shape in cases:
-        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("v", TensorProto.INT64, list(v.shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, out_shape)],
-                              [numpy_helper.from_array(t, k) for k, t in inits.items()])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-        m.ir_version = 8
+        y, _ = run_model(a, name, nodes, inits, v, "v", "y", TensorProto.INT64, out_shape)
         path = os.path.join(a.work_dir, name + ".onnx")
-        onnx.save(m, path)
-        np.save(os.path.join(a.work_dir, name + "_v.npy"), v)
-        run_sluice(a, "run", path, "--input", "v=" + os.path.join(a.work_dir, name + "_v.npy"), "--output-dir",
-                   os.path.join(a.work_dir, name + "_out"))
-        y = np.load(os.path.join(a.work_dir, name + "_out", "y.npy"))
         want = {"mod_min": np.array([0, 2], np.int64), "logsumexp_int": np.array(-3, np.int64)}[name]
         check(np.array_equal(y, want), "%s: %s (expected %s)" % (name, y.tolist(), want.tolist()))
         if name == "logsumexp_int":  # ORT agrees; its Mod of INT64_MIN by -1 traps like C's %
@@ -512,19 +513,9 @@ def int_edges(a):
         low = np.array([np.iinfo(np_t).min], np_t)
         for folded in (False, True):
             name = "div_min_%s%s" % (np_t.__name__, "_folded" if folded else "")
-            inits = [numpy_helper.from_array(np.array([-1], np_t), "d")] + (
-                [numpy_helper.from_array(low, "v")] if folded else [])
-            g = helper.make_graph([helper.make_node("Div", ["v", "d"], ["y"], name="divide")], name,
-                                  [] if folded else [helper.make_tensor_value_info("v", dt, [1])],
-                                  [helper.make_tensor_value_info("y", dt, [1])], inits)
-            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-            m.ir_version = 8
-            path = os.path.join(a.work_dir, name + ".onnx")
-            onnx.save(m, path)
-            np.save(os.path.join(a.work_dir, name + "_v.npy"), low)
-            args = [] if folded else ["--input", "v=" + os.path.join(a.work_dir, name + "_v.npy")]
-            r = run_sluice(a, "run", path, *args, "--output-dir", os.path.join(a.work_dir, name + "_out"),
-                           check_ok=False, timeout=60)
+            inits = {"d": np.array([-1], np_t), **({"v": low} if folded else {})}
+            _, r = run_model(a, name, [helper.make_node("Div", ["v", "d"], ["y"], name="divide")], inits,
+                             None if folded else low, "v", "y", dt, [1], check_ok=False)
             check(r.returncode == 1 and "'divide'" in r.stderr and "integer overflow" in r.stderr,
                   "%s: refused with a clear error, no crash (exit %d: %s)" % (name, r.returncode, r.stderr.strip()[:200]))
 
