@@ -84,6 +84,9 @@ class Plan {
   // A conv on the direct kernel whose resident output only a resident max pool reads, in the
   // next step, pools it as it goes (ops::make_pooled_direct_conv): the pool's step does nothing.
   void fuse_pools();
+  // Graph outputs that no step writes and that are no constant or input (none is expected):
+  // execute zero-fills them, as it once did every output.
+  void find_unwritten_outputs();
 
   graph::Graph g_;
   std::vector<Slot> slots_;
@@ -92,6 +95,7 @@ class Plan {
   size_t arena_bytes_ = 0, scratch_bytes_ = 0;
   int threads_ = 1;  // OpenMP threads when the plan was made: its kernels were chosen and timed on them
   std::vector<std::pair<std::string, int>> pass_log_;
+  std::vector<size_t> unwritten_outputs_;
 };
 
 }  // namespace sluice::runtime

@@ -132,8 +132,8 @@ int eliminate_identities(Graph& g) {
     // A graph output must keep its name: only rewire when the output is internal.
     if (g.value(out).is_output) continue;
     if (n.op == OpType::Dropout && n.outputs.size() > 1 && n.outputs[1] != kNoValue &&
-        !g.value(n.outputs[1]).consumers.empty())
-      continue;  // the mask is used: keep the node, its kernel produces it
+        (!g.value(n.outputs[1]).consumers.empty() || g.value(n.outputs[1]).is_output))
+      continue;  // the mask is used (a graph output too): keep the node, its kernel produces it
     replace_uses(g, out, in);
     n.dead = true;
     ++removed;

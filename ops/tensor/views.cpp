@@ -119,7 +119,9 @@ void infer_Dropout(InferContext& ctx) {
     if (training.data<bool>()[0]) ctx.fail("training_mode=true is not supported: Sluice runs inference only");
   }
   ctx.set_output(0, ctx.in(0).dtype, ctx.in(0).shape);
-  ctx.set_output(1, DType::Bool, ctx.in(0).shape);
+  // The mask: bool from opset 10, the data's type before (a float mask at opsets 7-9).
+  const int64_t opset = ctx.graph().opset;
+  ctx.set_output(1, opset > 0 && opset < 10 ? ctx.in(0).dtype : DType::Bool, ctx.in(0).shape);
 }
 
 void reference_Reshape(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { copy_bytes(in, out); }
@@ -129,7 +131,15 @@ void reference_Unsqueeze(const graph::Node&, std::span<const TensorView> in, std
 void reference_Identity(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { copy_bytes(in, out); }
 void reference_Dropout(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   copy_bytes(in, out);
-  if (out.size() > 1 && out[1].data) std::fill_n(out[1].as<bool>(), out[1].numel(), true);
+  // Every element kept at inference: true, or 1 in the data's type (opsets 7-9), as ONNX's
+  // reference implementation gives. (ONNX Runtime 1.20 gives false and 0.)
+  if (out.size() < 2 || !out[1].data) return;
+  switch (out[1].dtype) {
+    case DType::Bool: std::fill_n(out[1].as<bool>(), out[1].numel(), true); break;
+    case DType::Float32: std::fill_n(out[1].as<float>(), out[1].numel(), 1.f); break;
+    case DType::Float64: std::fill_n(out[1].as<double>(), out[1].numel(), 1.0); break;
+    default: throw Error(std::string("Dropout: a mask of type ") + dtype_name(out[1].dtype) + " is not supported");
+  }
 }
 
 void infer_Shape(InferContext& ctx) {

@@ -273,14 +273,14 @@ def single(a, name, nodes, inits, out_shape, opset, x, out_type=TensorProto.FLOA
 
 
 def run_model(a, name, nodes, inits, x, in_name="image", out_name="logits", elem=TensorProto.FLOAT, out_shape=None,
-              check_ok=True):
+              check_ok=True, opset=13, out_elem=None):
     """Saves a graph of `nodes` with one input (x, or none if x is None) and one output, runs
     `sluice run` on it; returns (the output or None, the finished process)."""
     ins = [] if x is None else [helper.make_tensor_value_info(in_name, elem, list(x.shape))]
-    g = helper.make_graph(nodes, name, ins, [helper.make_tensor_value_info(out_name, elem, out_shape)],
+    g = helper.make_graph(nodes, name, ins, [helper.make_tensor_value_info(out_name, out_elem or elem, out_shape)],
                           [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8 if opset >= 13 else 7 if opset >= 12 else 5
     path = os.path.join(a.work_dir, name + ".onnx")
     onnx.save(m, path)
     args = []
@@ -321,6 +321,20 @@ def sums_over_nothing(a):
         y, _ = run_model(a, name, nodes, inits, xin, out_shape=list(want.shape))
         err = np.abs(y - want).max() if y.shape == want.shape else float("inf")
         check(err < 1e-6, "%s: the spec's value, bias and epilogue over a sum of nothing (max |diff| %.2g)" % (name, err))
+
+
+def dropout_masks(a):
+    """Dropout's mask output at inference: every element kept, as ONNX's reference implementation
+    gives: 1 in the data's type at opsets 7-9 (refused before: Sluice made it bool), true from
+    opset 10. (ONNX Runtime 1.20 gives 0 and false.)"""
+    x = np.random.default_rng(14).standard_normal((1, 3, 5, 7)).astype(np.float32)
+    for opset, elem, want in ((7, TensorProto.FLOAT, np.ones(x.shape, np.float32)),
+                              (9, TensorProto.FLOAT, np.ones(x.shape, np.float32)),
+                              (10, TensorProto.BOOL, np.ones(x.shape, bool))):
+        name = "dropout_mask_%d" % opset
+        y, _ = run_model(a, name, [helper.make_node("Dropout", ["image"], ["y", "logits"], ratio=0.3)], {}, x,
+                         out_shape=list(x.shape), opset=opset, out_elem=elem)
+        check(y.dtype == want.dtype and np.array_equal(y, want), "%s: mask %s, all kept" % (name, y.dtype))
 
 
 def single_nodes(a):
@@ -696,5 +710,5 @@ def no_inputs(a):
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
-                                 edge_values, int_edges, sums_over_nothing, padded_average_pool, ceil_mode_small_maps, bad_attributes,
+                                 edge_values, int_edges, sums_over_nothing, dropout_masks, padded_average_pool, ceil_mode_small_maps, bad_attributes,
                                  output_file_names, no_inputs]))

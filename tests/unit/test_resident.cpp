@@ -516,7 +516,8 @@ TEST(ResidentPlanes, ModelsMatchReferenceWithAndWithout) {
 // step that computes it, or from the copy of a constant or input output. With glibc's
 // M_PERTURB, fresh allocations hold 0x5a bytes (1.5e16 as floats): an element left unwritten
 // shows against the reference kernels. Models: thin convs with a fused pool and a residual
-// block (resident planes), and outputs that are a graph input, a constant and a Relu of the input.
+// block (resident planes); outputs that are a graph input, a constant and a Relu of the input;
+// a Dropout's mask.
 TEST(RunOutputs, EveryElementIsWritten) {
   mallopt(M_PERTURB, 0xa5);
   OnnxBuilder b;
@@ -524,8 +525,16 @@ TEST(RunOutputs, EveryElementIsWritten) {
   b.node("Relu", {"x"}, {"r"});
   b.output("r").output("x").output("c");
   const Model passthrough = b.load();
+  // A Dropout's mask as a graph output: identity elimination dropped the node, and no step wrote
+  // the mask (found with this test's first form, after a probe).
+  OnnxBuilder d(7);
+  d.input("x", {2, 3, 96, 96});
+  d.node("Dropout", {"x"}, {"y", "mask"});
+  d.node("Relu", {"y"}, {"r"});
+  d.output("r").output("mask");
+  const Model dropout = d.load();
   for (const auto& [m, shape] : {std::pair{stem_and_block(), Shape{1, 3, 32, 32}}, {thin_stage(), Shape{2, 3, 96, 96}},
-                                 {passthrough, Shape{2, 3, 96, 96}}}) {
+                                 {passthrough, Shape{2, 3, 96, 96}}, {dropout, Shape{2, 3, 96, 96}}}) {
     const Tensor x = random_tensor(shape, 5);
     const auto ref = Session(m, {1, false}).run({{"x", x}});
     for (int threads : {1, 2}) {
