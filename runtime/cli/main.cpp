@@ -266,6 +266,19 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     if (!f) throw Error(stats_path + ": cannot write the stats file");
     f << stats_json(stats).dump(2) << "\n";
   }
+  // An output whose shape differs from the one the model declares is said, as ONNX Runtime
+  // warns of it (a Resize rounding once made an output one pixel short, silently).
+  for (const sluice::ValueInfo& vi : model.outputs()) {
+    const auto it = outputs.find(vi.name);
+    if (it == outputs.end() || !vi.rank_known) continue;
+    const sluice::Shape& got = it->second.shape();
+    bool differs = got.size() != vi.shape.size();
+    for (size_t d = 0; !differs && d < got.size(); ++d) differs = vi.shape[d] >= 0 && vi.shape[d] != got[d];
+    if (differs)
+      std::cerr << "note: output '" << vi.name << "' has shape " << sluice::shape_str(got)
+                << ", where the model declares " << sluice::shape_str(vi.shape)
+                << " (if the model is right, this is a Sluice bug: please report it with the file)\n";
+  }
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: the run used the reference kernels, which multiply what the fast "
                  "ones skip (0 * inf is NaN there, as in ONNX Runtime)\n";

@@ -337,6 +337,20 @@ def dropout_masks(a):
         check(y.dtype == want.dtype and np.array_equal(y, want), "%s: mask %s, all kept" % (name, y.dtype))
 
 
+def declared_output_shapes(a):
+    """`sluice run` says when an output's shape differs from the one the model declares (ORT
+    warns too): the Resize rounding bug gave one pixel less than the file declared, silently.
+    A declared unknown dimension, or a shape that agrees, gives no note. (Opset 18: up to 17,
+    ONNX's shape inference, which Sluice runs at load, already refuses such a file.)"""
+    x = np.random.default_rng(15).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    for name, declared, noted in (("declared_lie", [1, 2, 3, 3], True), ("declared_right", [1, 2, 4, 4], False),
+                                  ("declared_dynamic", ["n", 2, 4, 4], False)):
+        _, r = run_model(a, name, [helper.make_node("Relu", ["image"], ["logits"])], {}, x, out_shape=declared, opset=18)
+        note = "note: output 'logits' has shape [1, 2, 4, 4], where the model declares"
+        check((note in r.stderr) == noted, "%s: %s (stderr: %s)" % (name, "noted" if noted else "no note",
+                                                                     r.stderr.strip()[:200]))
+
+
 def single_nodes(a):
     """Forms PyTorch does not write: variadic Sum / Mean with broadcasting, ThresholdedRelu,
     DepthToSpace DCR, SpaceToDepth, Hardmax on ties, GatherElements with negative indices,
@@ -710,5 +724,6 @@ def no_inputs(a):
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools,
-                                 edge_values, int_edges, sums_over_nothing, dropout_masks, padded_average_pool, ceil_mode_small_maps, bad_attributes,
+                                 edge_values, int_edges, sums_over_nothing, dropout_masks, declared_output_shapes,
+                                 padded_average_pool, ceil_mode_small_maps, bad_attributes,
                                  output_file_names, no_inputs]))
