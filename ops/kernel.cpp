@@ -102,11 +102,7 @@ bool sums_over_nothing(const graph::Graph& g, const graph::Node& n) {
   using graph::OpType;
   if (n.op != OpType::Conv && n.op != OpType::ConvTranspose && n.op != OpType::Gemm && n.op != OpType::MatMul)
     return false;
-  auto numel = [&](graph::ValueId v) {
-    int64_t e = 1;
-    for (int64_t d : g.value(v).shape) e *= d;
-    return e;
-  };
+  auto numel = [&](graph::ValueId v) { return TensorView{g.value(v).dtype, g.value(v).shape, nullptr}.numel(); };
   if (n.outputs.empty() || !g.value(n.outputs[0]).shape_known || numel(n.outputs[0]) == 0) return false;
   for (graph::ValueId v : n.inputs)
     if (v != graph::kNoValue && g.value(v).shape_known && numel(v) == 0) return true;
