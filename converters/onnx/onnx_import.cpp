@@ -392,6 +392,21 @@ class Importer {
     return p == std::string::npos ? s : s.substr(0, p);
   }
 
+  // The checker's first line, with the node its context names ("==> Context: Bad node spec for
+  // node. Name: c1 OpType: Conv"): the first line alone ("Unrecognized attribute: padc for
+  // operator Conv") did not say which of a model's convs.
+  static std::string checker_message(const std::string& s) {
+    std::string r = first_line(s);
+    const std::string tag = "Bad node spec for node. Name: ";
+    const auto at = s.find(tag);
+    if (at == std::string::npos) return r;
+    const auto name0 = at + tag.size(), op = s.find(" OpType: ", name0);
+    if (op == std::string::npos) return r;
+    const std::string name = s.substr(name0, op - name0);
+    const std::string type = first_line(s.substr(op + 9));
+    return r + (name.empty() ? " (a " + type + " node without a name)" : " (node '" + name + "', " + type + ")");
+  }
+
   static std::string node_name(const op::NodeProto& np, int index) {
     return np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
   }
@@ -504,7 +519,7 @@ class Importer {
       if (!base_dir_.empty()) ctx.set_model_dir(base_dir_ + "/");
       op::checker::check_model(model, ctx);
     } catch (const std::exception& e) {
-      error = first_line(e.what());
+      error = checker_message(e.what());
     }
     *g->mutable_input() = saved_inputs;
     *g->mutable_output() = saved_outputs;

@@ -481,6 +481,22 @@ TEST(BadGraph, OneDimensionalAttributesOnAFourDimensionalInput) {
   }
 }
 
+// The ONNX checker's refusals name the node its context gives (its first line alone, "Unrecognized
+// attribute: padc for operator Conv", did not say which conv; found by a probe).
+TEST(BadGraph, CheckerRefusalNamesTheNode) {
+  for (const std::string name : {"myconv", ""}) {
+    OnnxBuilder b;
+    b.input("x", {1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+    auto& conv = b.node("Conv", {"x", "w"}, {"y"}, name);
+    if (name.empty()) conv.clear_name();  // (the builder names every node)
+    OnnxBuilder::attr_ints(conv, "padc", {1, 1, 1, 1});
+    b.output("y", {1, 4, 6, 6});
+    expect_error([&] { Session(b.load()); },
+                 {"the ONNX checker rejects the model: Unrecognized attribute: padc for operator Conv",
+                  name.empty() ? "(a Conv node without a name)" : "(node 'myconv', Conv)"});
+  }
+}
+
 // BatchNormalization spatial=0 (opsets 7-8): refused by name, whichever shape its statistics
 // have (with [C] ones it used to run as spatial=1).
 TEST(BadGraph, BatchNormSpatialZero) {
