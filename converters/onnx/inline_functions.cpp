@@ -153,6 +153,7 @@ class Inliner {
       for (auto& v : *m.mutable_input()) v = rename(v);
       for (auto& v : *m.mutable_output()) v = rename(v);
       m.clear_attribute();
+      std::string missing;  // a reference to an attribute the call does not give (the last one)
       for (const auto& a : body.attribute()) {
         if (a.ref_attr_name().empty()) {
           *m.add_attribute() = a;
@@ -160,11 +161,19 @@ class Inliner {
         }
         const auto* src = given.count(a.ref_attr_name()) ? &given.at(a.ref_attr_name()) : nullptr;
         if (!src && it->second.defaults.count(a.ref_attr_name())) src = &it->second.defaults.at(a.ref_attr_name());
-        if (!src) continue;  // neither given nor defaulted: the attribute is absent, as in ONNX
+        if (!src) {  // neither given nor defaulted: the attribute is absent, as in ONNX
+          missing = "its attribute '" + a.name() + "' refers to the call's attribute '" + a.ref_attr_name() +
+                    "', which the call does not give and the function gives no default for";
+          continue;
+        }
         op::AttributeProto* c = m.add_attribute();
         *c = *src;
         c->set_name(a.name());
       }
+      // A Constant left without any value then failed as "needs a 'value' attribute", with no
+      // word of the call's missing attribute (a probe).
+      if (body.op_type() == "Constant" && m.attribute_size() == 0 && !missing.empty())
+        throw Error(where + ": the body's Constant '" + m.name() + "' has no value: " + missing);
       taken_.insert(m.output().begin(), m.output().end());
     }
     for (const op::NodeProto& m : renamed) emit(m, out, depth + 1, depth == 0 ? where : top);

@@ -90,6 +90,13 @@ def ref_attr(name, ref, kind=onnx.AttributeProto.FLOAT):
     return a
 
 
+def const_of(ref):
+    """A body's Constant k whose value_float is the caller's attribute `ref`."""
+    k = helper.make_node("Constant", [], ["k"], name="k_const")
+    k.attribute.append(ref_attr("value_float", ref))
+    return k
+
+
 def leaky(name):
     """y = LeakyRelu(x, alpha = the caller's `slope`), and an unused second output that an
     operator Sluice does not have (ReduceL2) computes: dropped as dead, not refused."""
@@ -176,6 +183,14 @@ def functions(a):
                                      "3 inputs and 1 outputs, but the function takes 2 and gives 1"),
         "function_calls_explode": (function_model([helper.make_node("L0", ["image"], ["logits"], domain="local", name="c")], chain),
                                    "node 'c' (call of function 'local.L0'): inlining function calls makes more than 262144 nodes and calls"),
+        # A Constant whose value is the call's attribute, which the call does not give: said so
+        # (it was "needs a 'value' attribute", with no word of the attribute; found by a probe).
+        "function_constant_attribute_missing": (
+            function_model([helper.make_node("Scale", ["image"], ["logits"], domain="local", name="c")],
+                           [fn("Scale", ["x"], ["y"], [const_of("alpha"), helper.make_node("Mul", ["x", "k"], ["y"])],
+                               ["alpha"])]),
+            "the body's Constant 'c/k_const' has no value: its attribute 'value_float' refers to the call's attribute 'alpha', "
+            "which the call does not give"),
     }
     for name, (m, expect) in bad.items():
         path = os.path.join(a.work_dir, name + ".onnx")
