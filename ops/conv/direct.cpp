@@ -92,14 +92,14 @@ class PlanarDirectConv final : public Kernel {
     }
   }
   std::string name() const override {
-    std::string r = "direct:planar";
+    // (With a pool, "+pool" in front: `bench --profile` shows the start of kernel names.)
+    std::string r = pool_ ? "direct:planar+pool" : "direct:planar";
     const char* sep = ", resident planes ";
     for (auto [on, what] :
          {std::pair{x_form_ == planar::Source::Resident, "in"}, {y_resident_, "out"}, {sum_resident_, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
     if (x_form_ == planar::Source::Nchw) r += ", reads NCHW";
-    // (The pool first: `bench --profile` shows the start of kernel names.)
-    return pool_ ? "direct:planar+pool" + r.substr(13) + ", then its max pool" : r;
+    return pool_ ? r + ", then its max pool" : r;
   }
   bool keeps_planes() const override { return true; }
   size_t scratch_bytes() const override {
