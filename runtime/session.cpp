@@ -129,6 +129,17 @@ class SessionImpl {
     std::map<std::string, Shape> shapes;
     std::map<std::string, Tensor> values;
     std::vector<const Tensor*> ordered;
+    // An unknown name first: given 'input' for a model's 'image', "no input named 'input'" says
+    // what is wrong, where "'image' was not given" does not.
+    for (const auto& [name, t] : inputs) {
+      bool known = false;
+      for (graph::ValueId id : g.inputs) known = known || g.value(id).name == name;
+      if (!known) {
+        std::string names;
+        for (graph::ValueId id : g.inputs) names += (names.empty() ? "'" : ", '") + g.value(id).name + "'";
+        throw Error(g.model_name + ": the model has no input named '" + name + "' (inputs: " + names + ")");
+      }
+    }
     for (graph::ValueId id : g.inputs) {
       const graph::Value& v = g.value(id);
       auto it = inputs.find(v.name);
@@ -140,15 +151,6 @@ class SessionImpl {
       if (specialise_on_value(it->second))  // a copy: the caller may reuse its buffer
         values[v.name] = Tensor::copy_of(it->second.dtype(), it->second.shape(), it->second.raw());
       ordered.push_back(&it->second);
-    }
-    for (const auto& [name, t] : inputs) {
-      bool known = false;
-      for (graph::ValueId id : g.inputs) known = known || g.value(id).name == name;
-      if (!known) {
-        std::string names;
-        for (graph::ValueId id : g.inputs) names += (names.empty() ? "'" : ", '") + g.value(id).name + "'";
-        throw Error(g.model_name + ": the model has no input named '" + name + "' (inputs: " + names + ")");
-      }
     }
     // An inf or NaN in a float input: the reference plan, which multiplies what the fast kernels
     // skip (zero weights, removed and suppressed channels, a shift's zero border), so that

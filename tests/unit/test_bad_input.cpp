@@ -562,6 +562,8 @@ TEST(BadRun, WrongInputShapeDtypeName) {
   expect_error([&] { s.run({{"x", Tensor(DType::Int64, {1, 3, 8, 8})}}); }, {"input 'x'", "float32", "int64"});
   expect_error([&] { s.run({}); }, {"input 'x'", "not given"});
   expect_error([&] { s.run({{"x", random_tensor({1, 3, 8, 8})}, {"z", random_tensor({1})}}); }, {"no input named 'z'"});
+  // A wrong name alone: the unknown name is what is said, with the model's inputs.
+  expect_error([&] { s.run({{"input", random_tensor({1, 3, 8, 8})}}); }, {"no input named 'input'", "(inputs: 'x')"});
 }
 
 TEST(BadRun, TopKLargerThanAxis) {
