@@ -22,8 +22,8 @@ void bind_input_shapes(Graph& g, const std::map<std::string, Shape>& shapes, con
     if (it == shapes.end()) {
       if (!v.shape_known)
         throw Error(g.model_name + ": input '" + v.name + "' has dynamic shape " + shape_str(v.shape) +
-                    "; give its concrete shape (on the command line: --shape " + v.name + "=" +
-                    concrete_example(v.shape) + ")");
+                    "; give its concrete shape (Session::inspect's input_shapes; on the command line: --shape " +
+                    v.name + "=" + concrete_example(v.shape) + ")");
       continue;
     }
     const Shape& s = it->second;

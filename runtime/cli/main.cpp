@@ -24,6 +24,11 @@ namespace {
 
 using nlohmann::json;
 using sluice::Error;
+// A mistake in the command line: options that conflict, or a name, shape or batch that the
+// model does not take. Exit code 2, as the argument parser's own errors (README: Errors).
+struct UsageError : Error {
+  using Error::Error;
+};
 
 // "NAME=FILE" or "FILE" (then matched to the model's inputs in order). every: each of the
 // model's inputs must be given (run, bench), else only some may be (inspect).
@@ -48,7 +53,7 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
       // The next input not given yet (by name or position).
       while (positional < declared.size() && inputs.count(declared[positional].name)) ++positional;
       if (positional >= declared.size())
-        throw Error("more --input files than the model has inputs (" + std::to_string(declared.size()) +
+        throw UsageError("more --input files than the model has inputs (" + std::to_string(declared.size()) +
                     "); use NAME=FILE.npy to be explicit");
       name = declared[positional++].name;
     }
@@ -56,15 +61,15 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
     if (it == declared.end()) {
       for (const sluice::graph::Value& v : model.graph()->values)
         if (v.name == name && v.is_constant())
-          throw Error("--input " + spec + ": '" + name +
+          throw UsageError("--input " + spec + ": '" + name +
                       "' is a constant of the model (a weight: an initializer or a Constant node's output), not "
                       "one of its inputs, and Sluice runs it as a constant even where the file also lists it "
                       "among the graph's inputs (torch.onnx.export(keep_initializers_as_inputs=True)): change it "
                       "in the file instead");
-      throw Error("--input " + spec + ": the model has no input named '" + name + "'");
+      throw UsageError("--input " + spec + ": the model has no input named '" + name + "'");
     }
-    if (inputs.count(name)) throw Error("--input " + spec + ": input '" + name + "' is given twice");
-    if (file.empty()) throw Error("--input " + spec + ": no file after '=' (expected NAME=FILE.npy)");
+    if (inputs.count(name)) throw UsageError("--input " + spec + ": input '" + name + "' is given twice");
+    if (file.empty()) throw UsageError("--input " + spec + ": no file after '=' (expected NAME=FILE.npy)");
     sluice::Tensor t = sluice::npy::load(file);
     if (t.dtype() != it->dtype)
       throw Error(file + ": input '" + name + "' must be " + sluice::dtype_name(it->dtype) + ", the file holds " +
@@ -79,7 +84,7 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
   }
   for (const auto& d : declared)
     if (every && !inputs.count(d.name))
-      throw Error("missing --input for the model's input '" + d.name + "' " + sluice::shape_str(d.shape));
+      throw UsageError("missing --input for the model's input '" + d.name + "' " + sluice::shape_str(d.shape));
   return inputs;
 }
 
@@ -121,17 +126,18 @@ json stats_json(const sluice::RunStats& s) {
 
 // `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
 // take it, say so rather than time batch 1 under a batch-N label.
-void check_batch_applies(const sluice::Model& model, const std::string& path, int64_t batch, bool given_inputs) {
+void check_batch_applies(const sluice::Model& model, const std::string& path, int64_t batch, bool given_inputs,
+                         const std::string& cmd = "bench") {
   const std::string b = std::to_string(batch);
   if (given_inputs)
-    throw Error("bench: --batch " + b + " applies to generated inputs only; with --input the batch is the .npy file's "
+    throw UsageError(cmd + ": --batch " + b + " applies to generated inputs only; with --input the batch is the .npy file's "
                 "first dimension");
   std::string fixed;
   for (const auto& d : model.inputs()) {
     if (d.rank_known && !d.shape.empty() && d.shape[0] < 0) return;
     if (fixed.empty() && d.rank_known) fixed = "'" + d.name + "' is " + sluice::shape_str(d.shape);
   }
-  throw Error("bench: --batch " + b + ", but no input of " + path + " has a dynamic first dimension" +
+  throw UsageError(cmd + ": --batch " + b + ", but no input of " + path + " has a dynamic first dimension" +
               (fixed.empty() ? "" : " (" + fixed + ")") + ": export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={NAME: {0: 'N'}})) or pass "
               "a batch-" + b + " input with --input NAME=FILE.npy");
 }
@@ -150,26 +156,26 @@ std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, 
       bool fits = !d.rank_known || it->second.size() == d.shape.size();
       for (size_t i = 0; fits && d.rank_known && i < s.size(); ++i) fits = s[i] < 0 || s[i] == it->second[i];
       if (!fits)
-        throw Error("--shape " + d.name + "=...: " + sluice::shape_str(it->second) + " does not fit the model's input '" +
+        throw UsageError("--shape " + d.name + "=...: " + sluice::shape_str(it->second) + " does not fit the model's input '" +
                     d.name + "' " + sluice::shape_str(d.shape));
       s = it->second;
       if (std::find(s.begin(), s.end(), 0) != s.end())
-        throw Error("--shape " + d.name + "=...: " + sluice::shape_str(s) + " is empty (a dimension of 0): nothing to time");
+        throw UsageError("--shape " + d.name + "=...: " + sluice::shape_str(s) + " is empty (a dimension of 0): nothing to time");
     } else {
       if (!d.rank_known)
-        throw Error("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: give it with --shape " +
+        throw UsageError("bench: the model gives input '" + d.name + "' no shape, so bench cannot make one up: give it with --shape " +
                     d.name + "=DxDx... or --input " + d.name + "=FILE.npy");
       for (size_t i = 0; i < s.size(); ++i) {
         if (s[i] >= 0) continue;
         if (i > 0)
-          throw Error("bench: input '" + d.name + "' has dynamic dimensions " + sluice::shape_str(d.shape) +
+          throw UsageError("bench: input '" + d.name + "' has dynamic dimensions " + sluice::shape_str(d.shape) +
                       " beyond the batch: give them with --shape " + d.name + "=DxDx... (e.g. 1x3x224x224) or --input " +
                       d.name + "=FILE.npy");
         s[i] = batch;
       }
     }
     if (d.dtype != sluice::DType::Float32)
-      throw Error("bench generates float32 inputs only; input '" + d.name + "' is " + sluice::dtype_name(d.dtype) +
+      throw UsageError("bench generates float32 inputs only; input '" + d.name + "' is " + sluice::dtype_name(d.dtype) +
                   ": pass it with --input");
     double bytes = sizeof(float);
     for (int64_t v : s) bytes *= static_cast<double>(v);
@@ -189,11 +195,11 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
   std::map<std::string, sluice::Shape> shapes;
   for (const auto& spec : specs) {
     auto eq = spec.find('=');
-    if (eq == std::string::npos) throw Error("--shape " + spec + ": expected NAME=DxDxD, e.g. input=1x3x224x224");
+    if (eq == std::string::npos) throw UsageError("--shape " + spec + ": expected NAME=DxDxD, e.g. input=1x3x224x224");
     sluice::Shape s;
     const std::string dims = spec.substr(eq + 1);
     if (!dims.empty() && dims.back() == 'x')  // getline drops an empty last part: "1x3x" read as [1, 3]
-      throw Error("--shape " + spec + ": ends in 'x' with no dimension after it");
+      throw UsageError("--shape " + spec + ": ends in 'x' with no dimension after it");
     std::stringstream ss(dims);
     std::string part;
     while (std::getline(ss, part, 'x')) {
@@ -204,11 +210,11 @@ std::map<std::string, sluice::Shape> parse_shapes(const std::vector<std::string>
       } catch (...) {
       }
       if (used != part.size() || part.empty() || d < 0)
-        throw Error("--shape " + spec + ": '" + part + "' is not a dimension (a non-negative integer)");
+        throw UsageError("--shape " + spec + ": '" + part + "' is not a dimension (a non-negative integer)");
       s.push_back(d);
     }
     if (!shapes.emplace(spec.substr(0, eq), s).second)
-      throw Error("--shape " + spec + ": input '" + spec.substr(0, eq) + "' is given twice");
+      throw UsageError("--shape " + spec + ": input '" + spec.substr(0, eq) + "' is given twice");
   }
   return shapes;
 }
@@ -220,7 +226,7 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
     if (std::none_of(ins.begin(), ins.end(), [&](const auto& d) { return d.name == name; })) {
       std::string names;
       for (const auto& d : ins) names += (names.empty() ? "" : ", ") + d.name;
-      throw Error("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
+      throw UsageError("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
     }
   }
 }
@@ -244,14 +250,15 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
             const std::string& stats_path, const sluice::SessionOptions& options) {
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
+  // The output directory first: `-o out --stats-json out/stats.json` in a fresh directory.
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
   if (!stats_path.empty()) sluice::cli::check_writable(stats_path, "the stats file");
   sluice::Session session(model, options);
   sluice::RunStats stats;
   auto outputs = session.run(inputs, &stats);
   note_gate_options(model_path, options, stats);
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
   std::set<std::string> used;  // outputs 'a/b' and 'a_b' both sanitise to a_b: the second gets a_b_2
   for (const auto& [name, t] : outputs) {
     std::string file = sanitize(name);
@@ -333,7 +340,7 @@ void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
   const size_t eq = spec.find('=');
   const std::string key = spec.substr(0, eq), value = eq == std::string::npos ? "" : spec.substr(eq + 1);
   auto bad = [&](const char* allowed) {
-    return Error("--against-option " + spec + ": " + key + " takes " + allowed);
+    return UsageError("--against-option " + spec + ": " + key + " takes " + allowed);
   };
   if (key == "gating") {
     if (value != "on" && value != "off") throw bad("on or off");
@@ -354,7 +361,7 @@ void apply_against_option(sluice::SessionOptions& o, const std::string& spec) {
     if (value != "on" && value != "off") throw bad("on or off");
     o.optimize = value == "off";
   } else {
-    throw Error("--against-option " + spec + ": no option '" + key +
+    throw UsageError("--against-option " + spec + ": no option '" + key +
                 "' (KEY=VALUE with KEY one of gating, sparse, planes, density, reference)");
   }
 }
@@ -370,8 +377,8 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
                   const std::map<std::string, sluice::Shape>& shapes, const sluice::SessionOptions& options,
                   const sluice::SessionOptions& options_b, const std::string& b_label, int runs, int warmup,
                   int64_t batch, int block, int block_warmup, bool as_json) {
-  if (!input_specs.empty()) throw Error("bench --against: generated inputs only (each model gets its own); drop --input");
-  if (options.profile) throw Error("bench --against: --profile times one model; run it without --against");
+  if (!input_specs.empty()) throw UsageError("bench --against: generated inputs only (each model gets its own); drop --input");
+  if (options.profile) throw UsageError("bench --against: --profile times one model; run it without --against");
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();
   struct Side {
     std::string path;
@@ -382,9 +389,9 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     std::vector<double> ms, block_medians;
   };
   if (block > runs)
-    throw Error("bench --against: --block " + std::to_string(block) + " is more than --runs " + std::to_string(runs) +
+    throw UsageError("bench --against: --block " + std::to_string(block) + " is more than --runs " + std::to_string(runs) +
                 ": give at least one block of runs per side (--runs a multiple of --block)");
-  if (!shapes.empty() && batch != 1) throw Error("bench: give the batch in --shape, not also with --batch");
+  if (!shapes.empty() && batch != 1) throw UsageError("bench: give the batch in --shape, not also with --batch");
   std::vector<Side> side(2);
   for (int k = 0; k < 2; ++k) {
     Side& sd = side[static_cast<size_t>(k)];
@@ -397,7 +404,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     for (const Side& sd : side)
       for (const auto& d : sd.model->inputs()) known |= d.name == name;
     if (!known)
-      throw Error("--shape " + name + "=...: neither " + a_path + " nor " + b_path + " has an input named '" + name + "'");
+      throw UsageError("--shape " + name + "=...: neither " + a_path + " nor " + b_path + " has an input named '" + name + "'");
   }
   for (int k = 0; k < 2; ++k) {
     Side& sd = side[static_cast<size_t>(k)];
@@ -464,8 +471,9 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     std::printf("%s: median %.3f ms over %zu runs, %.1f M MACs\n", (k == 0 ? a_path : b_label).c_str(),
                 median_of(side[static_cast<size_t>(k)].ms), side[static_cast<size_t>(k)].ms.size(),
                 side[static_cast<size_t>(k)].stats.executed_macs / 1e6);
-  std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs after %d untimed, interquartile %.3f-%.3f), %d threads\n",
-              b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, block_warmup, lo, hi, threads);
+  std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs after %d untimed, interquartile %.3f-%.3f), %d thread%s\n",
+              b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, block_warmup, lo, hi, threads,
+              threads == 1 ? "" : "s");
   return 0;
 }
 
@@ -480,11 +488,11 @@ struct Pairing {
 int cmd_bench(const std::string& model_path, const std::vector<std::string>& input_specs,
               const std::vector<std::string>& shape_specs, sluice::SessionOptions options, int runs, int warmup,
               int64_t batch, bool as_json, const Pairing& pairing = {}) {
-  if (runs < 1) throw Error("--runs must be at least 1");
+  if (runs < 1) throw UsageError("--runs must be at least 1");
   const std::string& against = pairing.against;
   const std::vector<std::string>& against_options = pairing.options;
   if ((pairing.block_given || pairing.block_warmup_given) && against.empty() && against_options.empty())
-    throw Error(std::string("bench: ") + (pairing.block_given ? "--block" : "--block-warmup") +
+    throw UsageError(std::string("bench: ") + (pairing.block_given ? "--block" : "--block-warmup") +
                 " applies with --against or --against-option only");
   if (!against.empty() || !against_options.empty()) {
     const int block = pairing.block_given ? pairing.block : std::min(pairing.block, runs);  // the default fits any --runs
@@ -496,7 +504,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
       if (before.gating == options_b.gating && before.sparse == options_b.sparse &&
           before.resident_planes == options_b.resident_planes && before.density == options_b.density &&
           before.optimize == options_b.optimize)
-        throw Error("--against-option " + spec + ": already so" +
+        throw UsageError("--against-option " + spec + ": already so" +
                     (&spec == &against_options.front() ? std::string(" for the first side") : " (given twice?)") +
                     "; it would time the same thing twice");
       label += (&spec == &against_options.front() ? " with " : ", ") + spec;
@@ -510,8 +518,8 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   const auto shapes = parse_shapes(shape_specs);
   check_shape_names(model, shapes);
   if (!shapes.empty() && !input_specs.empty())
-    throw Error("bench: --shape applies to generated inputs only; with --input the shape is the .npy file's");
-  if (!shapes.empty() && batch != 1) throw Error("bench: give the batch in --shape, not also with --batch");
+    throw UsageError("bench: --shape applies to generated inputs only; with --input the shape is the .npy file's");
+  if (!shapes.empty() && batch != 1) throw UsageError("bench: give the batch in --shape, not also with --batch");
   if (batch != 1) check_batch_applies(model, model_path, batch, !input_specs.empty());
   auto inputs = input_specs.empty() ? random_inputs(model, batch, shapes) : load_inputs(model, input_specs);
   sluice::Session session(model, options);
@@ -555,8 +563,8 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   if (as_json) {
     std::cout << j.dump(2) << "\n";
   } else {
-    std::printf("%s: median %.3f ms (min %.3f, max %.3f) over %d runs, %d threads, %.1f M MACs, %.1f GMAC/s\n",
-                model_path.c_str(), median, sorted.front(), sorted.back(), runs, threads, stats.executed_macs / 1e6,
+    std::printf("%s: median %.3f ms (min %.3f, max %.3f) over %d runs, %d thread%s, %.1f M MACs, %.1f GMAC/s\n",
+                model_path.c_str(), median, sorted.front(), sorted.back(), runs, threads, threads == 1 ? "" : "s", stats.executed_macs / 1e6,
                 stats.executed_macs / 1e6 / median);
   }
   if (profile && !as_json) print_profile(profiles, 25);
@@ -693,6 +701,8 @@ int main(int argc, char** argv) {
   inspect->add_option("-i,--input", input_specs,
                       "Input as NAME=FILE.npy: its shape, and the value of a small integer input that sets a shape "
                       "(TopK's K, a Reshape target)");
+  inspect->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension (as bench)")
+      ->check(kPositive)->capture_default_str();
   inspect->add_flag("--json", as_json, "Print JSON");
   inspect_flags.add(inspect);
 
@@ -735,12 +745,26 @@ int main(int argc, char** argv) {
     if (*inspect) {
       const sluice::Model m = sluice::Model::load(model);
       sluice::Session session(m, inspect_flags.options());
-      const auto shapes = parse_shapes(shape_specs);
+      auto shapes = parse_shapes(shape_specs);
       check_shape_names(m, shapes);
       const auto given = load_inputs(m, input_specs, false);
+      if (batch != 1) {
+        if (!shapes.empty()) throw UsageError("inspect: give the batch in --shape, not also with --batch");
+        check_batch_applies(m, model, batch, !input_specs.empty(), "inspect");
+      }
+      // A dynamic first dimension alone (a dynamic batch) becomes --batch, as in bench; other
+      // dynamic dimensions still need --shape (their error says so).
+      for (const sluice::ValueInfo& d : m.inputs()) {
+        if (shapes.count(d.name) || given.count(d.name) || !d.rank_known || d.shape.empty() || d.shape[0] >= 0) continue;
+        if (std::all_of(d.shape.begin() + 1, d.shape.end(), [](int64_t v) { return v >= 0; })) {
+          sluice::Shape s = d.shape;
+          s[0] = batch;
+          shapes[d.name] = s;
+        }
+      }
       for (const auto& [name, t] : given)
         if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
-          throw Error("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +
+          throw UsageError("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +
                       sluice::shape_str(t.shape()) + "; give one of them");
       std::cout << session.inspect(as_json, shapes, given);
       return 0;
@@ -757,7 +781,7 @@ int main(int argc, char** argv) {
     std::string msg = e.what();
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     std::cerr << "sluice: error: " << msg << "\n";
-    return 1;
+    return dynamic_cast<const UsageError*>(&e) ? 2 : 1;
   }
   return 0;
 }

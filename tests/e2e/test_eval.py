@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -151,6 +152,20 @@ def test_bad_input(a):
                            "--sparse", "always")
     check(p.returncode == 0 and "--sparse always has no effect with --reference" in p.stderr,
           "run --reference --sparse always notes that --sparse has no effect (%s)" % p.stderr.strip())
+    # README's first commands in a fresh directory: run -o out --stats-json out/stats.json creates
+    # out before the stats file is checked; inspect takes a dynamic batch as 1, or --batch.
+    fresh = os.path.join(a.work_dir, "fresh_out")
+    shutil.rmtree(fresh, ignore_errors=True)
+    p = run_sluice_nocheck(a, "run", model, "-i", "image=" + image, "-o", fresh, "--stats-json", os.path.join(fresh, "stats.json"))
+    check(p.returncode == 0 and sorted(os.listdir(fresh)) == ["logits.npy", "stats.json"],
+          "run -o DIR --stats-json DIR/stats.json in a new DIR writes both (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
+    for extra, shape in (((), [1, 10]), (("-b", "4"), [4, 10])):
+        p = run_sluice_nocheck(a, "inspect", model, "--json", *extra)
+        j = json.loads(p.stdout) if p.returncode == 0 else {}
+        outs = [o for n in j.get("nodes", []) for o in n.get("outputs", []) if o.get("name") == "logits"]
+        check(p.returncode == 0 and len(outs) == 1 and outs[0].get("shape") == shape,
+              "inspect %s on a dynamic-batch model plans batch %d (exit %d: %r)" % (
+                  " ".join(extra), shape[0], p.returncode, (p.stderr[-200:], outs[:1])))
     # --shape gives bench what the model leaves open; the run is timed at that shape.
     p = run_sluice_nocheck(a, "bench", dynhw, "-n", "1", "-w", "0", "--shape", "image=2x1x8x8", "--json", "--sparse", "off",
                            "--planes", "nhwc")
@@ -212,7 +227,7 @@ def test_bad_input(a):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), kiai)
     cases = [
-        (["run", kiai, "-i", "a=" + fa, "-i", "w=" + fb], 1, "'w' is a constant of the model"),
+        (["run", kiai, "-i", "a=" + fa, "-i", "w=" + fb], 2, "'w' is a constant of the model"),
         (["eval", model, "--data-dir", "/nonexistent/fmnist"], 1, "dataset-fashion-mnist"),
         (["eval", model, "--data-dir", empty], 1, "not found"),
         (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),
@@ -228,40 +243,43 @@ def test_bad_input(a):
         (["bench", model, "--density", "-0.5"], 2, "--density: -0.5 is not a density"),
         (["bench", model, "--density", "0.5x"], 2, "--density: 0.5x is not a number"),
         (["eval", "/nonexistent/model.onnx"], 1, "/nonexistent/model.onnx"),
-        (["inspect", model, "--shape", "image=1x1x28x28abc"], 1, "'28abc' is not a dimension"),
-        (["inspect", model, "--shape", "image=1x1x28x28x"], 1, "ends in 'x' with no dimension after it"),
-        (["run", model, "--input", "image="], 1, "--input image=: no file after '='"),
+        (["inspect", model, "--shape", "image=1x1x28x28abc"], 2, "'28abc' is not a dimension"),
+        (["inspect", model, "--shape", "image=1x1x28x28x"], 2, "ends in 'x' with no dimension after it"),
+        (["run", model, "--input", "image="], 2, "--input image=: no file after '='"),
         # Output paths that cannot be written are refused before the work, with the reason.
         (["run", model, "-i", "image=" + image, "--stats-json", "/nonexistent_dir/s.json"], 1,
          "/nonexistent_dir/s.json: cannot write the stats file: No such file or directory"),
         (["eval", model, "--limit", "5", "--plot", "/nonexistent_dir/x.svg"], 1,
          "/nonexistent_dir/x.svg: cannot write the plot"),
-        (["inspect", model, "--shape", "foo=1"], 1, "no input named 'foo'"),
-        (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (on the command line: --shape image=1x1x1x1)"),
+        (["inspect", model, "--shape", "foo=1"], 2, "no input named 'foo'"),
+        (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (Session::inspect's input_shapes; on the command line: --shape image=1x1x1x1)"),
+        # inspect takes --batch as bench does; where no input has a dynamic batch it is refused.
+        (["inspect", static, "--batch", "4"], 2, "inspect: --batch 4, but no input of %s has a dynamic first dimension" % static),
+        (["inspect", model, "--batch", "4", "--shape", "image=2x1x28x28"], 2, "give the batch in --shape, not also with --batch"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
-        (["bench", static, "--batch", "4"], 1, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
-        (["bench", model, "--batch", "4", "--input", "image=x.npy"], 1, "with --input the batch is the .npy file's"),
-        (["bench", dynhw, "-n", "1"], 1, "input 'image' has dynamic dimensions [?, 1, ?, ?] beyond the batch: give them with --shape"),
-        (["bench", dynhw, "--shape", "image=1x2x8x8"], 1, "[1, 2, 8, 8] does not fit the model's input 'image' [?, 1, ?, ?]"),
-        (["bench", dynhw, "--shape", "img=1x1x8x8"], 1, "no input named 'img'"),
-        (["run", model, "-i", "image=" + image, "-i", "image=" + image], 1, "input 'image' is given twice"),
-        (["bench", dynhw, "-s", "image=1x1x8x8", "-s", "image=1x1x9x9"], 1, "input 'image' is given twice"),
-        (["bench", dynhw, "-s", "image=0x1x8x8"], 1, "is empty (a dimension of 0): nothing to time"),
+        (["bench", static, "--batch", "4"], 2, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
+        (["bench", model, "--batch", "4", "--input", "image=x.npy"], 2, "with --input the batch is the .npy file's"),
+        (["bench", dynhw, "-n", "1"], 2, "input 'image' has dynamic dimensions [?, 1, ?, ?] beyond the batch: give them with --shape"),
+        (["bench", dynhw, "--shape", "image=1x2x8x8"], 2, "[1, 2, 8, 8] does not fit the model's input 'image' [?, 1, ?, ?]"),
+        (["bench", dynhw, "--shape", "img=1x1x8x8"], 2, "no input named 'img'"),
+        (["run", model, "-i", "image=" + image, "-i", "image=" + image], 2, "input 'image' is given twice"),
+        (["bench", dynhw, "-s", "image=1x1x8x8", "-s", "image=1x1x9x9"], 2, "input 'image' is given twice"),
+        (["bench", dynhw, "-s", "image=0x1x8x8"], 2, "is empty (a dimension of 0): nothing to time"),
         (["run", model, "--input", "image=/dev/zero"], 1, "not a regular file"),
-        (["bench", model, "--against", static, "--input", "image=" + image], 1, "generated inputs only"),
-        (["bench", model, "--against", static, "--profile"], 1, "--profile times one model"),
+        (["bench", model, "--against", static, "--input", "image=" + image], 2, "generated inputs only"),
+        (["bench", model, "--against", static, "--profile"], 2, "--profile times one model"),
         (["bench", model, "--against", "/nonexistent/other.onnx"], 1, "/nonexistent/other.onnx"),
         (["bench", model, "--against", static, "--block", "0"], 2, "--block: 0 is not positive"),
-        (["bench", model, "--against-option", "gating=maybe"], 1, "--against-option gating=maybe: gating takes on or off"),
-        (["bench", model, "--against-option", "threads=2"], 1, "no option 'threads' (KEY=VALUE with KEY one of"),
-        (["bench", model, "--against-option", "density=1.5"], 1, "density takes a density in (0, 1]"),
-        (["bench", model, "--against-option", "gating=on"], 1, "gating=on: already so for the first side"),
-        (["bench", model, "--against-option", "sparse=off", "--against-option", "sparse=off"], 1, "(given twice?)"),
-        (["bench", model, "--block", "2"], 1, "--block applies with --against or --against-option only"),
-        (["bench", model, "--block-warmup", "2"], 1, "--block-warmup applies with --against or --against-option only"),
+        (["bench", model, "--against-option", "gating=maybe"], 2, "--against-option gating=maybe: gating takes on or off"),
+        (["bench", model, "--against-option", "threads=2"], 2, "no option 'threads' (KEY=VALUE with KEY one of"),
+        (["bench", model, "--against-option", "density=1.5"], 2, "density takes a density in (0, 1]"),
+        (["bench", model, "--against-option", "gating=on"], 2, "gating=on: already so for the first side"),
+        (["bench", model, "--against-option", "sparse=off", "--against-option", "sparse=off"], 2, "(given twice?)"),
+        (["bench", model, "--block", "2"], 2, "--block applies with --against or --against-option only"),
+        (["bench", model, "--block-warmup", "2"], 2, "--block-warmup applies with --against or --against-option only"),
         (["bench", model, "--against", static, "--block-warmup", "-1"], 2, "--block-warmup"),
-        (["bench", model, "--against", static, "-n", "3", "--block", "4"], 1, "--block 4 is more than --runs 3"),
-        (["bench", dynhw, "--against", static, "-s", "img=1x1x8x8"], 1, "neither %s nor %s has an input named 'img'" % (dynhw, static)),
+        (["bench", model, "--against", static, "-n", "3", "--block", "4"], 2, "--block 4 is more than --runs 3"),
+        (["bench", dynhw, "--against", static, "-s", "img=1x1x8x8"], 2, "neither %s nor %s has an input named 'img'" % (dynhw, static)),
     ]
     for args, code, needle in cases:
         p = run_sluice_nocheck(a, *args, "--progress", "off") if args[0] == "eval" else run_sluice_nocheck(a, *args)

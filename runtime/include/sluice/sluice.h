@@ -213,7 +213,8 @@ class Session {
   const Model& model() const;
   const SessionOptions& options() const;
   // Human-readable (or JSON) description of the optimised graph for given input
-  // shapes (empty: the model's declared shapes). input_values: the values of small integer
+  // shapes (empty: the model's declared shapes, which must then be concrete: an input with a
+  // dynamic dimension, such as a dynamic batch, needs its shape here). input_values: the values of small integer
   // inputs that set shapes (TopK's K, a Reshape target fed at run time), which run() takes from
   // its inputs; a plan is made for those values.
   std::string inspect(bool json = false, const std::map<std::string, Shape>& input_shapes = {},
