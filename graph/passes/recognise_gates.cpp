@@ -831,6 +831,38 @@ class GateMatcher {
     return g_.add_value(std::move(v));
   }
 
+  // The TopK nodes whose choice multiplies the conv's output (as is_candidate finds them).
+  std::vector<NodeId> topks_of(NodeId conv_id) const {
+    std::vector<NodeId> found;
+    const ValueId y = g_.node(conv_id).outputs[0];
+    std::vector<ValueId> starts;
+    for (NodeId c : g_.value(y).consumers) {
+      const Node& n = g_.node(c);
+      if (n.dead) continue;
+      if (n.op == OpType::Mul) starts.push_back(n.inputs[0] == y ? n.inputs[1] : n.inputs[0]);
+      if (n.op == OpType::Relu)
+        for (NodeId c2 : g_.value(n.outputs[0]).consumers) {
+          const Node& mul = g_.node(c2);
+          if (!mul.dead && mul.op == OpType::Mul) starts.push_back(mul.inputs[0] == n.outputs[0] ? mul.inputs[1] : mul.inputs[0]);
+        }
+    }
+    std::deque<ValueId> queue(starts.begin(), starts.end());
+    std::set<ValueId> seen;
+    while (!queue.empty() && seen.size() < 64) {
+      ValueId v = queue.front();
+      queue.pop_front();
+      if (v == kNoValue || !seen.insert(v).second) continue;
+      NodeId p = g_.value(v).producer;
+      if (p < 0) continue;
+      if (g_.node(p).op == OpType::TopK) {
+        found.push_back(p);
+        continue;
+      }
+      for (ValueId in : g_.node(p).inputs) queue.push_back(in);
+    }
+    return found;
+  }
+
   void rewrite(Match& mt, float density) {
     const Node conv = g_.node(mt.conv);
     const int64_t m = g_.value(conv.outputs[0]).shape[1], c = g_.value(conv.inputs[0]).shape[1];
@@ -863,6 +895,13 @@ int recognise_gates(Graph& g, float density, bool gating) {
   g.gates.clear();
   GateMatcher matcher(g);
   int found = 0;
+  // Gates whose k a density override lowered, with the TopK nodes that chose at the file's k.
+  struct Lowered {
+    std::string conv;
+    int64_t file_k, k;
+    std::vector<NodeId> topks;
+  };
+  std::vector<Lowered> lowered;
   for (NodeId id : g.topological_order()) {
     if (g.node(id).dead || g.node(id).op != OpType::Conv || !matcher.is_candidate(id)) continue;
     GateReport r;
@@ -872,7 +911,10 @@ int recognise_gates(Graph& g, float density, bool gating) {
       mt.params.gating = gating;
       r.recognised = true;
       r.form = mt.desc;
+      const int64_t file_k = mt.params.k;
+      std::vector<NodeId> topks = density > 0.f ? matcher.topks_of(id) : std::vector<NodeId>{};
       matcher.rewrite(mt, density);
+      if (mt.params.k < file_k) lowered.push_back({r.conv, file_k, mt.params.k, std::move(topks)});
       g.rebuild_links();
       ++found;
     } catch (const Reject& e) {
@@ -881,6 +923,32 @@ int recognise_gates(Graph& g, float density, bool gating) {
     g.gates.push_back(std::move(r));
   }
   g.remove_dead_nodes();
+  // A lowered gate whose TopK the model still needs elsewhere (its mask added to the output
+  // outside the gate, the saliency or mask a graph output): that part would keep the file's k
+  // while the gated conv keeps fewer, and the outputs would mix the two. Refused.
+  if (!lowered.empty()) {
+    std::vector<bool> needed(g.nodes.size(), false);
+    std::vector<ValueId> stack(g.outputs.begin(), g.outputs.end());
+    std::set<ValueId> seen;
+    while (!stack.empty()) {
+      const ValueId v = stack.back();
+      stack.pop_back();
+      if (v == kNoValue || !seen.insert(v).second) continue;
+      const NodeId p = g.value(v).producer;
+      if (p < 0 || g.node(p).dead) continue;
+      needed[static_cast<size_t>(p)] = true;
+      for (ValueId in : g.node(p).inputs) stack.push_back(in);
+    }
+    for (const Lowered& l : lowered)
+      for (NodeId t : l.topks)
+        if (needed[static_cast<size_t>(t)])
+          throw Error(g.model_name + ": --density lowers the gate of conv '" + l.conv + "' from k=" +
+                      std::to_string(l.file_k) + " to k=" + std::to_string(l.k) + ", but its top-k '" + g.node(t).name +
+                      "' is also used outside the gated conv (a graph output, or a mask added or multiplied "
+                      "elsewhere), which would still take k=" + std::to_string(l.file_k) +
+                      " and mix the two in the outputs; run without a density override, or export the model with "
+                      "the smaller k");
+  }
   return found;
 }
 

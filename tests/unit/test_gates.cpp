@@ -752,6 +752,40 @@ TEST(GatedConv, DensityOverrideLowersKAndMatchesTheModelExportedThere) {
   for (const auto& s : gated_layer(st).samples) EXPECT_EQ(s.active_out_channels, half.k);
 }
 
+// A density override on a gate whose top-k the model also uses elsewhere (here the saliency
+// pi is a graph output; a probe also had its mask added to the output outside the gate): that
+// part would keep the file's k while the gated conv keeps fewer. Refused, naming the gate;
+// without an override, or one that does not lower k, the model runs.
+TEST(GatedConv, DensityOverrideRefusedWhereTheTopKIsUsedOutsideTheGate) {
+  GateCase gc;
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  add_gate(b, gc, "g_", "x", "y", gc.c);
+  b.output("y");
+  b.output("g_pi");
+  Model m = b.load("gate_pi_out.onnx");
+  SessionOptions o;
+  o.threads = 1;
+  o.density = 0.25f;
+  try {
+    Session s(m, o);
+    ADD_FAILURE() << "a density override that would mix two k was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (const std::string& part : {std::string("--density lowers the gate of conv 'g_Conv'"),
+                                    std::string("also used outside the gated conv"), "k=" + std::to_string(gc.k)})
+      EXPECT_NE(what.find(part), std::string::npos) << what;
+  }
+  Session plain(m, {1, true});
+  Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw}, 7);
+  auto out = plain.run({{"x", x}});
+  EXPECT_EQ(out.count("g_pi"), 1u);
+  o.density = 1.f;  // does not lower k
+  Session same(m, o);
+  Session ref(m, {1, false});
+  EXPECT_LT(normalized_error(same.run({{"x", x}})["y"], ref.run({{"x", x}})["y"]), 1e-5);
+}
+
 // Network slimming inside a gated conv, with the predictor rows left as they are (another
 // training recipe than models/train_slimming.py's, which zeroes them too): channels 1 and 5 have
 // an all-zero filter and bias, and a predictor bias that puts them in every top-k. A selected
