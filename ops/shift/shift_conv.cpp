@@ -13,6 +13,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include "ops/common/measure.h"
@@ -132,8 +133,8 @@ class ShiftConvTiled final : public ShiftConvBase {
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 // One full register block of the offset-read kernel, for the assembly below: 6 output pixels
-// x kGroup output channels, acc[i] = bias + sum over q < n of w_q * x_i[off[q]] (w_q = wr +
-// q * wstep floats, x_i = xp[i]), and the epilogue in the same assembly when the caller can
+// x kGroup output channels, acc[i] = bias + sum over q < n of w_q * x_i[off[2q]] (w_q at wr +
+// off[2q + 1] bytes, x_i = xp[i]), and the epilogue in the same assembly when the caller can
 // take it: accumulators start at the bias, and go to the 6 output pixels with the residual
 // sum and Relu applied, without the round trip through memory that a C++ epilogue costs
 // (~5% of a block at 56x56 x 96 channels on Zen 5, ~8% on Zen 3's AVX2).
@@ -152,7 +153,7 @@ struct AsmBlock {
 #define SLUICE_SIX_POINTERS "mov 0(%%rax), %%r8\n\t" "mov 8(%%rax), %%r9\n\t" "mov 16(%%rax), %%r10\n\t" \
   "mov 24(%%rax), %%r11\n\t" "mov 32(%%rax), %%r12\n\t" "mov 40(%%rax), %%r13\n\t"
 // The loop's step to the next input channel.
-#define SLUICE_NEXT_CHANNEL "add %[ws], %[wr]\n\t" "add $8, %[off]\n\t" "dec %[n]\n\t" "jnz 1b\n\t"
+#define SLUICE_NEXT_CHANNEL "add $16, %[off]\n\t" "dec %[n]\n\t" "jnz 1b\n\t"
 // After the loop (label 2): with b.out, the residual sum and Relu as b.flags say, then the
 // stores to the 6 pixels; without, the accumulators to b.acc.
 #define SLUICE_EPILOGUE                                                                         \
@@ -196,8 +197,7 @@ struct AsmBlock {
   "vmovups %%zmm" a2 ", 128(" ptr ")\n\t" "vmovups %%zmm" a3 ", 192(" ptr ")\n\t"
 #define SLUICE_TO_ACC(ptr, a0, a1, a2, a3) "vmovups %%zmm" a0 ", (%%rdx)\n\t" "vmovups %%zmm" a1 ", 64(%%rdx)\n\t" \
   "vmovups %%zmm" a2 ", 128(%%rdx)\n\t" "vmovups %%zmm" a3 ", 192(%%rdx)\n\t" "add $256, %%rdx\n\t"
-void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
-  const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
+void asm_block(const AsmBlock& b, const float* wr, const int64_t* off, int64_t n) {
   asm volatile(
       "mov 8(%[b]), %%rax\n\t"
       "vmovups (%%rax), %%zmm0\n\t"
@@ -211,14 +211,15 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_SIX_POINTERS
       "1:\n\t"
       "mov (%[off]), %%rax\n\t"
-      "prefetcht0 1024(%[wr])\n\t"
-      "prefetcht0 1088(%[wr])\n\t"
-      "prefetcht0 1152(%[wr])\n\t"
-      "prefetcht0 1216(%[wr])\n\t"
-      "vmovups 0(%[wr]), %%zmm0\n\t"
-      "vmovups 64(%[wr]), %%zmm1\n\t"
-      "vmovups 128(%[wr]), %%zmm2\n\t"
-      "vmovups 192(%[wr]), %%zmm3\n\t"
+      "mov 8(%[off]), %%rdx\n\t"
+      "prefetcht0 1024(%[wr],%%rdx)\n\t"
+      "prefetcht0 1088(%[wr],%%rdx)\n\t"
+      "prefetcht0 1152(%[wr],%%rdx)\n\t"
+      "prefetcht0 1216(%[wr],%%rdx)\n\t"
+      "vmovups 0(%[wr],%%rdx), %%zmm0\n\t"
+      "vmovups 64(%[wr],%%rdx), %%zmm1\n\t"
+      "vmovups 128(%[wr],%%rdx), %%zmm2\n\t"
+      "vmovups 192(%[wr],%%rdx), %%zmm3\n\t"
       SLUICE_PIXEL("%%r8", "4", "8", "9", "10", "11")
       SLUICE_PIXEL("%%r9", "5", "12", "13", "14", "15")
       SLUICE_PIXEL("%%r10", "6", "16", "17", "18", "19")
@@ -227,8 +228,8 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_PIXEL("%%r13", "5", "28", "29", "30", "31")
       SLUICE_NEXT_CHANNEL
       SLUICE_EPILOGUE
-      : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
-      : [b] "r"(&b), [ws] "r"(wstep_bytes)
+      : [off] "+r"(off), [n] "+r"(n)
+      : [b] "r"(&b), [wr] "r"(wr)
       : "rax", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
         "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
         "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",
@@ -255,8 +256,7 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
 #define SLUICE_TO_ACC(ptr, a0, a1) "vmovups %%ymm" a0 ", (%%rdx)\n\t" "vmovups %%ymm" a1 ", 32(%%rdx)\n\t" \
   "add $64, %%rdx\n\t"
 #define SLUICE_ZERO0 "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
-void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t* off, int64_t n) {
-  const int64_t wstep_bytes = wstep * static_cast<int64_t>(sizeof(float));
+void asm_block(const AsmBlock& b, const float* wr, const int64_t* off, int64_t n) {
   asm volatile(
       "mov 8(%[b]), %%rax\n\t"
       "vmovups (%%rax), %%ymm4\n\t"
@@ -277,8 +277,9 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_SIX_POINTERS
       "1:\n\t"
       "mov (%[off]), %%rax\n\t"
-      "vmovups 0(%[wr]), %%ymm0\n\t"
-      "vmovups 32(%[wr]), %%ymm1\n\t"
+      "mov 8(%[off]), %%rdx\n\t"
+      "vmovups 0(%[wr],%%rdx), %%ymm0\n\t"
+      "vmovups 32(%[wr],%%rdx), %%ymm1\n\t"
       SLUICE_PIXEL("%%r8", "2", "4", "5")
       SLUICE_PIXEL("%%r9", "3", "6", "7")
       SLUICE_PIXEL("%%r10", "2", "8", "9")
@@ -287,8 +288,8 @@ void asm_block(const AsmBlock& b, const float* wr, int64_t wstep, const int64_t*
       SLUICE_PIXEL("%%r13", "3", "14", "15")
       SLUICE_NEXT_CHANNEL
       SLUICE_EPILOGUE
-      : [wr] "+r"(wr), [off] "+r"(off), [n] "+r"(n)
-      : [b] "r"(&b), [ws] "r"(wstep_bytes)
+      : [off] "+r"(off), [n] "+r"(n)
+      : [b] "r"(&b), [wr] "r"(wr)
       : "rax", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
         "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 }
@@ -340,15 +341,15 @@ class ShiftConvDirect final : public ShiftConvBase {
     }
     bool all_covered = true;
     for (bool c : covered) all_covered = all_covered && c;
-    ident_.resize(static_cast<size_t>(cw_));
-    for (int64_t q = 0; q < cw_; ++q) ident_[static_cast<size_t>(q)] = q;
+    // The assembly block's reads: per channel, its input offset and its weights' byte offset.
+    for (int64_t q = 0; q < cw_; ++q) {
+      itab_.push_back(ch_off_[static_cast<size_t>(q)]);
+      itab_.push_back(q * kGroup * static_cast<int64_t>(sizeof(float)));
+    }
     // Interior pixels (every shifted read inside the image: one pass over the input channels
-    // at fixed offsets) and border pixels (gathered, or read run by run, a zero pixel where a
-    // shift leaves the image; row-major, so a block of kPixels of them may span rows).
+    // at fixed offsets) and border pixels.
     const int64_t r = all_covered ? reach_ : std::max(h_, w_);
-    for (int64_t y = 0; y < h_; ++y)
-      for (int64_t x = 0; x < w_; ++x)
-        if (!(y >= r && y < h_ - r && x >= r && x < w_ - r)) border_.push_back(static_cast<int32_t>(y * w_ + x));
+    plan_edges(r);
     // Interior blocks of 2 rows x 3 columns where they fit: a block's shifted reads overlap
     // more (one row's dy = +1 is the next row's dy = 0), and a sweep along a pair of rows
     // reads 4 input rows for 2 output rows where a sweep along one row reads 3 for 1.
@@ -360,7 +361,6 @@ class ShiftConvDirect final : public ShiftConvBase {
           for (int64_t dx = 0; dx < 3; ++dx) interior_.push_back(static_cast<int32_t>((y + dy) * w_ + x + dx));
     for (int64_t y = y0; y < y1; ++y)  // the rest, row-major: a last odd row, the columns left
       for (int64_t x = y < yp ? xt : x0; x < x1; ++x) interior_.push_back(static_cast<int32_t>(y * w_ + x));
-    plan_gathers();
   }
 
   void run(const KernelArgs& a) const override {
@@ -369,29 +369,31 @@ class ShiftConvDirect final : public ShiftConvBase {
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     const auto n_in = static_cast<int64_t>(interior_.size()), n_bd = static_cast<int64_t>(border_.size());
     const int64_t b_in = (n_in + kPixels - 1) / kPixels, b_bd = (n_bd + kPixels - 1) / kPixels;
+    const auto b_edge = static_cast<int64_t>(edge_of_.size());
     const bool parallel = h_ * w_ * m_ * cw_ > 200000;
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xb = X + b * h_ * w_ * c_;
       float* yb = Y + b * h_ * w_ * m_;
       const float* sb = S ? S + b * h_ * w_ * m_ : nullptr;
       // Interior blocks, then border blocks, in one parallel region (they write different
-      // pixels). A border block's shifted reads (zero outside the image) are gathered once
-      // into a dense [pixel][channel] buffer, which the interior block then reads at offsets
-      // 0, 1, ...; run by run they took ~1.3x as long.
+      // pixels): the edges' blocks, then the other border pixels run by run.
 #pragma omp parallel if (parallel)
       {
 #pragma omp for schedule(static) nowait
         for (int64_t it = 0; it < b_in; ++it) {
           const int64_t first = it * kPixels;
-          pixel_block(xb, interior_.data() + first, std::min<int64_t>(kPixels, n_in - first), true, sb, yb, nullptr);
+          pixel_block(xb, interior_.data() + first, std::min<int64_t>(kPixels, n_in - first), true, itab_.data(), cw_,
+                      sb, yb);
         }
-        simd::AlignedFloats gathered(static_cast<size_t>(kPixels * cw_));
 #pragma omp for schedule(static)
-        for (int64_t it = 0; it < b_bd; ++it) {
-          const int64_t first = it * kPixels, np = std::min<int64_t>(kPixels, n_bd - first);
-          const bool planned = it < planned_blocks();  // a gather plan: read as an interior block
-          if (planned) gather(xb, it, gathered.data());
-          pixel_block(xb, border_.data() + first, np, planned, sb, yb, planned ? gathered.data() : nullptr);
+        for (int64_t it = 0; it < b_edge + b_bd; ++it) {
+          if (it < b_edge) {
+            const Edge& e = edges_[static_cast<size_t>(edge_of_[static_cast<size_t>(it)])];
+            pixel_block(xb, edge_px_.data() + it * kPixels, kPixels, false, e.tab.data(), e.n, sb, yb);
+          } else {
+            const int64_t first = (it - b_edge) * kPixels;
+            pixel_block(xb, border_.data() + first, std::min<int64_t>(kPixels, n_bd - first), false, nullptr, 0, sb, yb);
+          }
         }
       }
     }
@@ -400,99 +402,98 @@ class ShiftConvDirect final : public ShiftConvBase {
   std::string name() const override { return "shift+conv1x1:offset-read"; }
   size_t scratch_bytes() const override { return 0; }
 
-  // Output pixels px[0 .. np), every output-channel group: interior pixels, or a full border
-  // block read from gathered (both `interior`), or other border pixels, run by run.
+  // Output pixels px[0 .. np), every output-channel group. A full block with a table of n
+  // reads (interior pixels, or pixels of one edge) goes to the assembly block for the whole
+  // groups; the rest through the C++ blocks: interior pixels at ch_off_, others run by run.
   // A full block's pointers are worked out once for all the groups, and each group goes
   // straight to the assembly block: at 56x56 x 96 channels a block is ~600 cycles of FMAs,
   // and the per-group set-up and call through the table cost ~8% of that.
-  void pixel_block(const float* xb, const int32_t* px, int64_t np, bool interior, const float* sb, float* yb,
-                   const float* gathered) const {
+  void pixel_block(const float* xb, const int32_t* px, int64_t np, bool interior, const int64_t* tab, int64_t n,
+                   const float* sb, float* yb) const {
     static const auto kInterior = table<true>(std::make_index_sequence<kPixels>());  // [pixels - 1][vectors - 1]
     static const auto kBorder = table<false>(std::make_index_sequence<kPixels>());
     const int64_t groups = (mb_ + kVecs - 1) / kVecs;
     int64_t og = 0;
     const graph::Activation kind = p_.activation.kind;
-    if (interior && np == kPixels && (kind == graph::Activation::None || kind == graph::Activation::Relu)) {
+    if (tab && np == kPixels && (kind == graph::Activation::None || kind == graph::Activation::Relu)) {
       const float* xp[kPixels];
       float* out[kPixels];
       for (int i = 0; i < kPixels; ++i) {
-        xp[i] = gathered ? gathered + i * cw_ : xb + static_cast<int64_t>(px[i]) * c_;
+        xp[i] = xb + static_cast<int64_t>(px[i]) * c_;
         out[i] = yb + static_cast<int64_t>(px[i]) * m_;
       }
-      const int64_t* off = gathered ? ident_.data() : ch_off_.data();
       AsmBlock blk{xp, nullptr, out, nullptr, sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
                    (sb ? 1 : 0) | (kind == graph::Activation::Relu ? 2 : 0)};
       for (; (og + 1) * kGroup <= m_; ++og) {  // whole groups
         blk.bias = bias_.data() + og * kGroup;
-        asm_block(blk, wp_.data() + og * cw_ * kGroup, kGroup, off, cw_);
+        asm_block(blk, wp_.data() + og * cw_ * kGroup, tab, n);
         for (float*& o : out) o += kGroup;
       }
     }
     for (; og < groups; ++og) {
       const int64_t v0 = og * kVecs, nv = std::min<int64_t>(kVecs, mb_ - v0);
-      (interior ? kInterior : kBorder)[np - 1][nv - 1](this, xb, px, v0, sb, yb, gathered);
+      (interior ? kInterior : kBorder)[np - 1][nv - 1](this, xb, px, v0, sb, yb);
     }
   }
 
  private:
-  // What gather() copies for each full block of border pixels, worked out once here: per
-  // pixel, the conv input channels in segments that read consecutive input floats (a run of
-  // a shift inside the image) or zeros (outside, or no run). Working it out per call (a
-  // division per pixel and run, a library copy per run) made a border pixel cost about twice
-  // an interior one, ~10% of the layer at 56x56.
-  struct Segment {
-    int64_t src;       // first input float, from the sample's start; -1: zeros
-    int32_t dst, len;  // in the gathered block, g[dst .. dst + len)
+  // Border pixels grouped by which of the runs' shifted reads fall inside the image: the
+  // pixels of one edge (the top row's, the left column's, a corner's) share that, so a block
+  // of kPixels of them reads only the channels whose shift stays inside (at the interior
+  // offsets) and skips the others, whose reads are zeros. Those blocks run in the assembly
+  // like interior ones, with their edge's table (gathering each block's reads into a dense
+  // buffer first cost ~17% more per block than an interior block at 28x28 x 192 channels,
+  // and 14% of that map's pixels are border). The pixels left over (fewer than a block of
+  // an edge) go run by run.
+  struct Edge {
+    std::vector<int64_t> tab;  // (input offset, weight byte offset) per channel read
+    int64_t n = 0;             // channels read
   };
-  // The plan stops at kMaxSegments (1 MiB): a map that is all border with a shift per channel
-  // (56x56 x 256 channels) would otherwise take ~13 MB; the blocks past it are read run by run.
-  static constexpr size_t kMaxSegments = size_t{1} << 16;
-  void plan_gathers() {
-    const auto full = static_cast<int64_t>(border_.size()) / kPixels;
-    std::vector<int64_t> src(static_cast<size_t>(cw_));
-    seg_begin_.push_back(0);
-    for (int64_t blk = 0; blk < full && segs_.size() + static_cast<size_t>(kPixels * cw_) <= kMaxSegments; ++blk) {
-      for (int i = 0; i < kPixels; ++i) {
-        const int64_t p = border_[static_cast<size_t>(blk * kPixels + i)], y = p / w_, x = p % w_;
-        std::fill(src.begin(), src.end(), -1);  // channels no run covers read nothing
-        for (const shift::Run& r : runs_) {
-          const int64_t sy = y + r.dy, sx = x + r.dx;
-          if (sy < 0 || sy >= h_ || sx < 0 || sx >= w_) continue;
-          for (int64_t j = 0; j < r.len && r.out0 + j < cw_; ++j)
-            src[static_cast<size_t>(r.out0 + j)] = (sy * w_ + sx) * c_ + r.src0 + j;
+  // Shifts that reach far make many edges ((2 reach + 1)^2 - 1 at most), each a table of up to
+  // cw reads: past 8 MiB of tables, the pixels of further edges go run by run.
+  static constexpr size_t kMaxTableEntries = size_t{1} << 20;
+  void plan_edges(int64_t r) {
+    std::map<std::vector<bool>, size_t> index;
+    size_t table_entries = 0;
+    std::vector<std::vector<int32_t>> pixels;
+    for (int64_t y = 0; y < h_; ++y)
+      for (int64_t x = 0; x < w_; ++x) {
+        if (y >= r && y < h_ - r && x >= r && x < w_ - r) continue;
+        std::vector<bool> inside(runs_.size());
+        for (size_t i = 0; i < runs_.size(); ++i) {
+          const int64_t sy = y + runs_[i].dy, sx = x + runs_[i].dx;
+          inside[i] = sy >= 0 && sy < h_ && sx >= 0 && sx < w_;
         }
-        for (int64_t q = 0; q < cw_;) {
-          const int64_t s0 = src[static_cast<size_t>(q)];
-          int64_t e = q + 1;
-          while (e < cw_ && (s0 < 0 ? src[static_cast<size_t>(e)] < 0 : src[static_cast<size_t>(e)] == s0 + (e - q))) ++e;
-          segs_.push_back({s0, static_cast<int32_t>(i * cw_ + q), static_cast<int32_t>(e - q)});
-          q = e;
+        auto it = index.find(inside);
+        if (it == index.end() && table_entries > kMaxTableEntries) {  // too many edges: run by run
+          border_.push_back(static_cast<int32_t>(y * w_ + x));
+          continue;
         }
+        if (it == index.end()) {
+          it = index.emplace(inside, edges_.size()).first;
+          Edge e;
+          for (size_t i = 0; i < runs_.size(); ++i)
+            for (int64_t j = 0; inside[i] && j < runs_[i].len && runs_[i].out0 + j < cw_; ++j) {
+              const int64_t q = runs_[i].out0 + j;
+              e.tab.push_back(ch_off_[static_cast<size_t>(q)]);
+              e.tab.push_back(q * kGroup * static_cast<int64_t>(sizeof(float)));
+            }
+          e.n = static_cast<int64_t>(e.tab.size() / 2);
+          table_entries += e.tab.size();
+          edges_.push_back(std::move(e));
+          pixels.emplace_back();
+        }
+        pixels[it->second].push_back(static_cast<int32_t>(y * w_ + x));
       }
-      seg_begin_.push_back(static_cast<int32_t>(segs_.size()));
-    }
-  }
-  int64_t planned_blocks() const { return static_cast<int64_t>(seg_begin_.size()) - 1; }
-  // g[i * cw + q] = what conv input channel q reads for the pixels of full border block blk.
-  void gather(const float* xb, int64_t blk, float* g) const {
-    for (int32_t k = seg_begin_[static_cast<size_t>(blk)]; k < seg_begin_[static_cast<size_t>(blk + 1)]; ++k) {
-      const Segment& sg = segs_[static_cast<size_t>(k)];
-      float* d = g + sg.dst;
-      int32_t j = 0;
-      if (sg.src < 0) {
-        for (; j + kL <= sg.len; j += kL) *reinterpret_cast<vf*>(d + j) = vf{};
-        for (; j < sg.len; ++j) d[j] = 0.f;
-      } else {
-        const float* s = xb + sg.src;
-        for (; j + kL <= sg.len; j += kL) *reinterpret_cast<vf*>(d + j) = *reinterpret_cast<const vf*>(s + j);
-        for (; j < sg.len; ++j) d[j] = s[j];
-      }
+    for (size_t e = 0; e < pixels.size(); ++e) {
+      const size_t full = pixels[e].size() / kPixels * kPixels;
+      edge_px_.insert(edge_px_.end(), pixels[e].begin(), pixels[e].begin() + static_cast<std::ptrdiff_t>(full));
+      edge_of_.insert(edge_of_.end(), full / kPixels, static_cast<int32_t>(e));
+      border_.insert(border_.end(), pixels[e].begin() + static_cast<std::ptrdiff_t>(full), pixels[e].end());
     }
   }
 
-  // gathered: null, or a gather() buffer that the pixels' reads come from instead of xb.
-  using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*,
-                           const float*);
+  using BlockFn = void (*)(const ShiftConvDirect*, const float*, const int32_t*, int64_t, const float*, float*);
   // The full interior block runs asm_block (AVX-512 or AVX2), in assembly.
   template <bool Interior, int P, int V>
   static constexpr bool kAsmBlock = Interior && P == kPixels && V == kVecs;
@@ -500,7 +501,7 @@ class ShiftConvDirect final : public ShiftConvBase {
   // Output pixels px[0 .. P) x channels [kL v0, kL (v0 + V)).
   template <bool Interior, int P, int V>
   static void block(const ShiftConvDirect* k, const float* xb, const int32_t* px, int64_t v0, const float* sb,
-                    float* yb, const float* gathered) {
+                    float* yb) {
     vf acc[P][V];
     if constexpr (!kAsmBlock<Interior, P, V>)  // the assembly blocks start from zero themselves
       for (int i = 0; i < P; ++i)
@@ -509,10 +510,10 @@ class ShiftConvDirect final : public ShiftConvBase {
       // One pass over the conv's input channels; each channel's shift is a fixed offset from
       // the pixel, so there is no per-run setup or short loop.
       const float* xp[P];
-      for (int i = 0; i < P; ++i) xp[i] = gathered ? gathered + i * k->cw_ : xb + static_cast<int64_t>(px[i]) * k->c_;
+      for (int i = 0; i < P; ++i) xp[i] = xb + static_cast<int64_t>(px[i]) * k->c_;
       const int64_t wstep = kGroup;
       const float* wr = k->wp_.data() + (v0 / kVecs) * k->cw_ * kGroup;
-      const int64_t* off = gathered ? k->ident_.data() : k->ch_off_.data();
+      const int64_t* off = k->ch_off_.data();
       if constexpr (kAsmBlock<Interior, P, V>) {
         // The epilogue in the assembly where it is bias, residual sum and Relu on whole
         // vectors; otherwise the accumulators come back (from zero) for the one below.
@@ -526,7 +527,7 @@ class ShiftConvDirect final : public ShiftConvBase {
                          reinterpret_cast<float*>(acc),
                          sb ? reinterpret_cast<intptr_t>(sb) - reinterpret_cast<intptr_t>(yb) : 0,
                          (sb ? 1 : 0) | (kind == graph::Activation::Relu ? 2 : 0)};
-        asm_block(b, wr, wstep, off, k->cw_);
+        asm_block(b, wr, k->itab_.data(), k->cw_);
         if (fast) return;
       } else {
         for (int64_t q = 0; q < k->cw_; ++q, wr += wstep) {
@@ -597,10 +598,10 @@ class ShiftConvDirect final : public ShiftConvBase {
   int64_t mb_;                   // kL-channel output blocks
   int64_t reach_ = 0;            // the largest |dy| or |dx|: pixels this far from the border read inside
   std::vector<int64_t> ch_off_;  // per conv input channel: its read offset from the output pixel, in floats
-  std::vector<int64_t> ident_;   // 0, 1, ..., cw - 1: the offsets into a gathered border block
-  std::vector<int32_t> interior_, border_;  // pixel indices: interior in 2x3 blocks, border row-major
-  std::vector<Segment> segs_;                // gather() of each full border block ...
-  std::vector<int32_t> seg_begin_;           // ... is segs_[seg_begin_[blk] .. seg_begin_[blk + 1])
+  std::vector<int64_t> itab_;    // the interior blocks' reads for the assembly: ch_off_ and weight offsets
+  std::vector<int32_t> interior_, border_;  // pixel indices: interior in 2x3 blocks, other border pixels
+  std::vector<Edge> edges_;                 // the edges' tables ...
+  std::vector<int32_t> edge_px_, edge_of_;  // ... and their full blocks: kPixels pixels each, and its edge
   simd::AlignedFloats wp_;
   std::vector<float> bias_, zeros_;
 };

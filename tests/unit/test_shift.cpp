@@ -128,8 +128,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 18, 4, 4, 24, true, true, 5},       // the same with 2-pixel shifts
                                            ShiftCase{2, 18, 7, 4, 20, true, true},          // interior 2 columns wide
                                            ShiftCase{1, 18, 6, 7, 8, true, true},           // m < 16: no whole group
-                                           // all border, a shift per channel: past its budget the
-                                           // gather plan stops, and the rest go run by run
+                                           // all border, a shift per channel: edges of every
+                                           // reach, and past the tables' budget run by run
                                            ShiftCase{1, 256, 28, 28, 32, true, false, 29},
                                            ShiftCase{1, 18, 6, 7, 8, false, true, 3, 0}));  // the same, no epilogue
 
