@@ -191,6 +191,29 @@ int lift_1d(Graph& g) {
 
 int sink_squeezes(Graph& g) {
   int moved = 0;
+  // A 3-D value that no Squeeze makes (the model's input) and that a lifted node reads through
+  // an Unsqueeze of its own: its other readers that the loop below moves Squeezes past read it
+  // as a Squeeze of that 4-D form, so that they go 4-D too. A gate's pool over the length of the
+  // input a gated Conv1d reads (ReduceMean over axis 2 of x, or of |x|) then averages over H and
+  // W of the conv's own input, as recognise_gates requires; it was not recognised there.
+  g.rebuild_links();
+  for (NodeId id : g.topological_order()) {
+    if (!axis2_node(g, g.node(id), OpType::Unsqueeze)) continue;
+    const ValueId x3 = g.node(id).inputs[0], x4 = g.node(id).outputs[0];
+    if (const NodeId p = g.value(x3).producer; p >= 0 && axis2_node(g, g.node(p), OpType::Squeeze)) continue;
+    std::vector<NodeId> readers;
+    for (NodeId r : g.value(x3).consumers) {
+      const Node& n = g.node(r);
+      if (r != id && !n.dead && !n.inputs.empty() && n.inputs[0] == x3 && (is_reduce(n.op) || sinkable(n)))
+        readers.push_back(r);
+    }
+    if (readers.empty()) continue;
+    const ValueId x3b = add_like(g, g.value(x3), ":from_2d", g.value(x3).shape);
+    for (NodeId r : readers)
+      for (ValueId& in : g.node(r).inputs)
+        if (in == x3) in = x3b;
+    add_axis_node(g, OpType::Squeeze, g.value(x3).name + ":to_1d", x4, x3b);
+  }
   // In rounds: each round moves every Squeeze of the round's start one step down, on the links
   // of the round's start (a move only rewires the node it moves past, and a Squeeze made in a
   // round waits for the next). Starting over after every move made deep nets plan in cubic

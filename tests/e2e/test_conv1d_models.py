@@ -158,38 +158,45 @@ def conv_output(a):
 def gated(a):
     """An FBS gate on a Conv1d (mean |x| over the length -> Linear -> ReLU -> top-k -> scatter,
     the conv's output times g[:, :, None]): recognised as on a Conv2d, at batch 1 and 3 on 1 and
-    2 threads, and with gating off. (The gate's [N, C, 1] operand once kept the conv's Squeeze
-    above the Mul, and the gate was not even listed.)"""
+    2 threads, and with gating off; also on a gated conv that reads the model's input itself.
+    (The gate's [N, C, 1] operand once kept the conv's Squeeze above the Mul, and the gate was
+    not even listed; on the model's input, its pool over the length was not taken for one
+    over the conv's input.)"""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     class GatedConv1d(nn.Module):
-        def __init__(self, k=5):
+        def __init__(self, stem, k=5):
             super().__init__()
-            self.stem, self.conv = nn.Conv1d(3, 8, 3, padding=1), nn.Conv1d(8, 16, 5, padding=2)
-            self.gate, self.k = nn.Linear(8, 16), k
+            c = 8 if stem else 3
+            self.stem = nn.Conv1d(3, 8, 3, padding=1) if stem else None
+            self.conv = nn.Conv1d(c, 16, 5, padding=2)
+            self.gate, self.k = nn.Linear(c, 16), k
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
 
         def forward(self, x):
-            x = F.relu(self.stem(x))
+            if self.stem is not None:
+                x = F.relu(self.stem(x))
             g = F.relu(self.gate(x.abs().mean(2)))
             v, i = g.topk(self.k, 1)
             pi = torch.zeros_like(g).scatter(1, i, v)
             return F.relu(self.conv(x) * pi[:, :, None])
 
-    torch.manual_seed(1)
-    path = os.path.join(a.work_dir, "conv1d_gated.onnx")
-    torch.onnx.export(GatedConv1d().eval(), torch.randn(1, 3, 20), path, opset_version=13, input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-    text = inspect(a, path, "--shape", "x=1x3x20")
-    summary = [ln for ln in text.splitlines() if ln.startswith("gates:")]
-    check(summary == ["gates: 1 of 1 recognised"] and "SluiceGatedConv" in text,
-          "conv1d gated: the gate is recognised (%s)" % summary)
-    for n in (1, 3):
-        x = np.random.default_rng(n).standard_normal((n, 3, 20)).astype(np.float32)
-        for extra in (("--threads", "1"), ("--threads", "2"), ("--gating", "off")):
-            run_vs_ort(a, path, x, "conv1d_gated_b%d_%s" % (n, extra[1]), *extra, input_name="x", output_name="y")
+    for stem in (True, False):
+        torch.manual_seed(1)
+        name = "conv1d_gated" + ("" if stem else "_on_input")
+        path = os.path.join(a.work_dir, name + ".onnx")
+        torch.onnx.export(GatedConv1d(stem).eval(), torch.randn(1, 3, 20), path, opset_version=13, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+        text = inspect(a, path, "--shape", "x=1x3x20")
+        summary = [ln for ln in text.splitlines() if ln.startswith("gates:")]
+        check(summary == ["gates: 1 of 1 recognised"] and "SluiceGatedConv" in text,
+              "%s: the gate is recognised (%s)" % (name, summary))
+        for n in (1, 3):
+            x = np.random.default_rng(n).standard_normal((n, 3, 20)).astype(np.float32)
+            for extra in (("--threads", "1"), ("--threads", "2"), ("--gating", "off")):
+                run_vs_ort(a, path, x, "%s_b%d_%s" % (name, n, extra[1]), *extra, input_name="x", output_name="y")
 
 
 if __name__ == "__main__":
