@@ -3,9 +3,10 @@
 // - ShiftConvDirect (AVX-512 and AVX2 builds): Sluice's own NHWC 1x1 conv in which the shift is
 //   only an address offset. Output pixels in blocks of 6, output channels in blocks of 4
 //   vectors (AVX-512: 64 channels) or 2 (AVX2: 16; its 16 registers hold 12 accumulators), with
-//   weights packed once at load as [group][ic][group's channels]; for each run of input channels
-//   that share a shift (dy, dx), each pixel's read pointer is moved by it, or points at a zero
-//   pixel where the shifted position falls outside the image. No copy of the input is made.
+//   weights packed once at load as [group][ic][group's channels]; each input channel is read at
+//   its shift (dy, dx) from the output pixel. Blocks of pixels on one edge of the map skip the
+//   channels whose shift leaves the image; the few border pixels left over are read run by run,
+//   a zero pixel outside the image. No copy of the input is made.
 // - ShiftConvTiled (fallback): the conv runs on tiles of output rows, and each tile's input is
 //   produced by the shift right before, into a buffer sized to stay in L2. The conv itself is
 //   oneDNN's 1x1 primitive, the same one the unfused conv uses.
