@@ -831,7 +831,10 @@ class GateMatcher {
     return g_.add_value(std::move(v));
   }
 
-  // The TopK nodes whose choice multiplies the conv's output (as is_candidate finds them).
+  // The TopK whose choice multiplies the conv's output: the nearest one up the mask's producers
+  // (as is_candidate finds it). Not every TopK the walk could reach: up the saliency g it goes
+  // through the predictor to the conv's input and the layers before, and another gate's TopK
+  // there is not this gate's.
   std::vector<NodeId> topks_of(NodeId conv_id) const {
     std::vector<NodeId> found;
     const ValueId y = g_.node(conv_id).outputs[0];
@@ -856,7 +859,7 @@ class GateMatcher {
       if (p < 0) continue;
       if (g_.node(p).op == OpType::TopK) {
         found.push_back(p);
-        continue;
+        break;
       }
       for (ValueId in : g_.node(p).inputs) queue.push_back(in);
     }

@@ -786,6 +786,31 @@ TEST(GatedConv, DensityOverrideRefusedWhereTheTopKIsUsedOutsideTheGate) {
   EXPECT_LT(normalized_error(same.run({{"x", x}})["y"], ref.run({{"x", x}})["y"]), 1e-5);
 }
 
+// The refusal above is for this gate's own TopK only: a look-alike gate upstream, whose TopK
+// stays a generic op that the model needs, is not taken for the recognised gate's (the search
+// went up the saliency into the layers before and refused these models, naming the wrong gate).
+TEST(GatedConv, DensityOverrideNotRefusedForAnotherGatesTopKUpstream) {
+  for (Form form : {Form::WinnersMask, Form::Threshold, Form::ThresholdLess, Form::ThresholdWhereGather, Form::Winners}) {
+    GateCase up, down;
+    up.form = Form::ThresholdMeanOfTopK;  // not a gate (the mean of the top k is no k-th value)
+    down.form = form;
+    OnnxBuilder b;
+    b.input("x", {up.n, up.c, up.hw, up.hw});
+    add_gate(b, up, "a_", "x", "h", up.c);
+    add_gate(b, down, "b_", "h", "y", up.m);
+    b.output("y");
+    Model m = b.load("gate_after_lookalike.onnx");
+    SessionOptions o;
+    o.threads = 1;
+    o.density = 0.25f;
+    Session s(m, o);
+    RunStats st;
+    s.run({{"x", random_tensor({up.n, up.c, up.hw, up.hw}, 5)}}, &st);
+    // ceil(0.25 x 8) = 2 channels kept (the threshold forms' K becomes 3, which keeps 2).
+    for (const auto& x : gated_layer(st).samples) EXPECT_EQ(x.active_out_channels, 2);
+  }
+}
+
 // Network slimming inside a gated conv, with the predictor rows left as they are (another
 // training recipe than models/train_slimming.py's, which zeroes them too): channels 1 and 5 have
 // an all-zero filter and bias, and a predictor bias that puts them in every top-k. A selected
