@@ -126,18 +126,17 @@ json stats_json(const sluice::RunStats& s) {
 
 // `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
 // take it, say so rather than time batch 1 under a batch-N label.
-void check_batch_applies(const sluice::Model& model, const std::string& path, int64_t batch, bool given_inputs,
-                         const std::string& cmd = "bench") {
+void check_batch_applies(const sluice::Model& model, const std::string& path, int64_t batch, bool given_inputs) {
   const std::string b = std::to_string(batch);
   if (given_inputs)
-    throw UsageError(cmd + ": --batch " + b + " applies to generated inputs only; with --input the batch is the .npy file's "
+    throw UsageError("bench: --batch " + b + " applies to generated inputs only; with --input the batch is the .npy file's "
                 "first dimension");
   std::string fixed;
   for (const auto& d : model.inputs()) {
     if (d.rank_known && !d.shape.empty() && d.shape[0] < 0) return;
     if (fixed.empty() && d.rank_known) fixed = "'" + d.name + "' is " + sluice::shape_str(d.shape);
   }
-  throw UsageError(cmd + ": --batch " + b + ", but no input of " + path + " has a dynamic first dimension" +
+  throw UsageError("bench: --batch " + b + ", but no input of " + path + " has a dynamic first dimension" +
               (fixed.empty() ? "" : " (" + fixed + ")") + ": export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={NAME: {0: 'N'}})) or pass "
               "a batch-" + b + " input with --input NAME=FILE.npy");
 }
@@ -250,14 +249,22 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
             const std::string& stats_path, const sluice::SessionOptions& options) {
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
-  // The output directory first: `-o out --stats-json out/stats.json` in a fresh directory.
+  // The output directory first: `-o out --stats-json out/stats.json` in a fresh directory. If
+  // the run then fails, a directory made here is removed again (if still empty).
   std::error_code ec;
+  const bool made = !std::filesystem::exists(out_dir, ec);
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
-  if (!stats_path.empty()) sluice::cli::check_writable(stats_path, "the stats file");
-  sluice::Session session(model, options);
   sluice::RunStats stats;
-  auto outputs = session.run(inputs, &stats);
+  std::map<std::string, sluice::Tensor> outputs;
+  try {
+    if (!stats_path.empty()) sluice::cli::check_writable(stats_path, "the stats file");
+    sluice::Session session(model, options);
+    outputs = session.run(inputs, &stats);
+  } catch (...) {
+    if (made && std::filesystem::is_empty(out_dir, ec)) std::filesystem::remove(out_dir, ec);
+    throw;
+  }
   note_gate_options(model_path, options, stats);
   std::set<std::string> used;  // outputs 'a/b' and 'a_b' both sanitise to a_b: the second gets a_b_2
   for (const auto& [name, t] : outputs) {
@@ -748,20 +755,25 @@ int main(int argc, char** argv) {
       auto shapes = parse_shapes(shape_specs);
       check_shape_names(m, shapes);
       const auto given = load_inputs(m, input_specs, false);
-      if (batch != 1) {
-        if (!shapes.empty()) throw UsageError("inspect: give the batch in --shape, not also with --batch");
-        check_batch_applies(m, model, batch, !input_specs.empty(), "inspect");
-      }
-      // A dynamic first dimension alone (a dynamic batch) becomes --batch, as in bench; other
-      // dynamic dimensions still need --shape (their error says so).
+      if (batch != 1 && !shapes.empty()) throw UsageError("inspect: give the batch in --shape, not also with --batch");
+      // A dynamic first dimension alone (a dynamic batch) of an input that neither --shape nor
+      // --input gives becomes --batch, as in bench; other dynamic dimensions still need --shape
+      // (their error says so), and so does a rank-1 input (a length, not a batch).
+      bool batched = false;
       for (const sluice::ValueInfo& d : m.inputs()) {
-        if (shapes.count(d.name) || given.count(d.name) || !d.rank_known || d.shape.empty() || d.shape[0] >= 0) continue;
+        if (shapes.count(d.name) || given.count(d.name) || !d.rank_known || d.shape.size() < 2 || d.shape[0] >= 0)
+          continue;
         if (std::all_of(d.shape.begin() + 1, d.shape.end(), [](int64_t v) { return v >= 0; })) {
           sluice::Shape s = d.shape;
           s[0] = batch;
           shapes[d.name] = s;
+          batched = true;
         }
       }
+      if (batch != 1 && !batched)
+        throw UsageError("inspect: --batch " + std::to_string(batch) + ", but no input of " + model +
+                         " that --input does not give has a dynamic batch alone (its other dimensions fixed): give "
+                         "the shapes with --shape NAME=DxDx...");
       for (const auto& [name, t] : given)
         if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
           throw UsageError("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +

@@ -484,6 +484,13 @@ def k_from_input(sluice, work):
     failures += not ok
     print("%s k_input.onnx: inspect with --shape and --input disagreeing: %s" % ("PASS" if ok else "FAIL",
                                                                                p.stderr.strip()[-120:]))
+    # -b sets the image's dynamic batch while --input gives K (a file for another input).
+    p = subprocess.run([sluice, "inspect", path, "--json", "-b", "2", "-i", "k=" + os.path.join(work, "k3.npy")],
+                       capture_output=True, text=True)
+    ok = p.returncode == 0 and json.loads(p.stdout)["nodes"][-1]["outputs"][0]["shape"][0] == 2
+    failures += not ok
+    print("%s k_input.onnx: inspect -b 2 with K given by --input plans batch 2: %s" % ("PASS" if ok else "FAIL",
+                                                                                         p.stderr.strip()[-120:]))
     macs = {}
     for k in (3, 6):
         kf = os.path.join(work, "k%d.npy" % k)
