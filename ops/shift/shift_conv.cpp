@@ -451,11 +451,13 @@ class ShiftConvDirect final : public ShiftConvBase {
     int64_t n = 0;             // channels read
   };
   // Shifts that reach far make many edges ((2 reach + 1)^2 - 1 at most), each a table of up to
-  // cw reads: past 8 MiB of tables, the pixels of further edges go run by run.
+  // cw reads; only edges with a full block get one, and past 8 MiB of tables the pixels of
+  // further edges go run by run. (ResNet-like maps have 8 edges: 28x28 x 192 channels, 24 KiB.)
   static constexpr size_t kMaxTableEntries = size_t{1} << 20;
   void plan_edges(int64_t r) {
+    // The border pixels by edge, in the order the edges are first met (row-major).
     std::map<std::vector<bool>, size_t> index;
-    size_t table_entries = 0;
+    std::vector<std::vector<bool>> keys;
     std::vector<std::vector<int32_t>> pixels;
     for (int64_t y = 0; y < h_; ++y)
       for (int64_t x = 0; x < w_; ++x) {
@@ -465,31 +467,35 @@ class ShiftConvDirect final : public ShiftConvBase {
           const int64_t sy = y + runs_[i].dy, sx = x + runs_[i].dx;
           inside[i] = sy >= 0 && sy < h_ && sx >= 0 && sx < w_;
         }
-        auto it = index.find(inside);
-        if (it == index.end() && table_entries > kMaxTableEntries) {  // too many edges: run by run
-          border_.push_back(static_cast<int32_t>(y * w_ + x));
-          continue;
-        }
-        if (it == index.end()) {
-          it = index.emplace(inside, edges_.size()).first;
-          Edge e;
-          for (size_t i = 0; i < runs_.size(); ++i)
-            for (int64_t j = 0; inside[i] && j < runs_[i].len && runs_[i].out0 + j < cw_; ++j) {
-              const int64_t q = runs_[i].out0 + j;
-              e.tab.push_back(ch_off_[static_cast<size_t>(q)]);
-              e.tab.push_back(q * kGroup * static_cast<int64_t>(sizeof(float)));
-            }
-          e.n = static_cast<int64_t>(e.tab.size() / 2);
-          table_entries += e.tab.size();
-          edges_.push_back(std::move(e));
+        const auto [it, added] = index.emplace(inside, keys.size());
+        if (added) {
+          keys.push_back(std::move(inside));
           pixels.emplace_back();
         }
         pixels[it->second].push_back(static_cast<int32_t>(y * w_ + x));
       }
+    // A table for each edge with a full block of pixels, within the budget; the rest run by run.
+    size_t table_entries = 0;
     for (size_t e = 0; e < pixels.size(); ++e) {
-      const size_t full = pixels[e].size() / kPixels * kPixels;
+      size_t full = pixels[e].size() / kPixels * kPixels;
+      if (full > 0) {
+        Edge edge;
+        for (size_t i = 0; i < runs_.size(); ++i)
+          for (int64_t j = 0; keys[e][i] && j < runs_[i].len && runs_[i].out0 + j < cw_; ++j) {
+            const int64_t q = runs_[i].out0 + j;
+            edge.tab.push_back(ch_off_[static_cast<size_t>(q)]);
+            edge.tab.push_back(q * kGroup * static_cast<int64_t>(sizeof(float)));
+          }
+        edge.n = static_cast<int64_t>(edge.tab.size() / 2);
+        if (table_entries + edge.tab.size() > kMaxTableEntries) {
+          full = 0;
+        } else {
+          table_entries += edge.tab.size();
+          edge_of_.insert(edge_of_.end(), full / kPixels, static_cast<int32_t>(edges_.size()));
+          edges_.push_back(std::move(edge));
+        }
+      }
       edge_px_.insert(edge_px_.end(), pixels[e].begin(), pixels[e].begin() + static_cast<std::ptrdiff_t>(full));
-      edge_of_.insert(edge_of_.end(), full / kPixels, static_cast<int32_t>(e));
       border_.insert(border_.end(), pixels[e].begin() + static_cast<std::ptrdiff_t>(full), pixels[e].end());
     }
   }

@@ -128,10 +128,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ShiftConvKernels,
                                            ShiftCase{1, 18, 4, 4, 24, true, true, 5},       // the same with 2-pixel shifts
                                            ShiftCase{2, 18, 7, 4, 20, true, true},          // interior 2 columns wide
                                            ShiftCase{1, 18, 6, 7, 8, true, true},           // m < 16: no whole group
-                                           // all border, a shift per channel: edges of every
-                                           // reach, and past the tables' budget run by run
+                                           // all border, a shift per channel: 249 edges, 29 of
+                                           // them with a full block (the tables' budget is not
+                                           // reached: 8 MiB would take ~1024 channels at 112x112)
                                            ShiftCase{1, 256, 28, 28, 32, true, false, 29},
-                                           ShiftCase{1, 18, 6, 7, 8, false, true, 3, 0}));  // the same, no epilogue
+                                           ShiftCase{1, 18, 6, 7, 8, false, true, 3, 0},  // the same, no epilogue
+                                           // all border with 2-pixel shifts, a whole 64-channel
+                                           // group: each row's edge in full blocks, in the assembly
+                                           ShiftCase{1, 40, 4, 16, 64, true, true, 5}));
 
 // A shift step of its own (a Relu reads the one-hot conv, so it is not fused) against the
 // reference kernels: shifts in contiguous groups (copied run by run) or changing channel by
