@@ -787,38 +787,58 @@ class GateMatcher {
     return mt;
   }
 
-  // Whether the conv's output is multiplied by something a TopK decides.
-  bool is_candidate(NodeId conv_id) const {
+  // The other operands of the Muls that read the conv's output (or its Relu).
+  std::vector<ValueId> mul_operands(NodeId conv_id) const {
     const ValueId y = g_.node(conv_id).outputs[0];
-    if (g_.value(y).shape.size() != 4) return false;
-    std::vector<std::pair<NodeId, ValueId>> muls;  // Mul nodes reading y, or the Relu of y
+    std::vector<ValueId> others;
     for (NodeId c : g_.value(y).consumers) {
       const Node& n = g_.node(c);
       if (n.dead) continue;
-      if (n.op == OpType::Mul) muls.emplace_back(c, y);
+      if (n.op == OpType::Mul) others.push_back(n.inputs[0] == y ? n.inputs[1] : n.inputs[0]);
       if (n.op == OpType::Relu)
-        for (NodeId c2 : g_.value(n.outputs[0]).consumers)
-          if (!g_.node(c2).dead && g_.node(c2).op == OpType::Mul) muls.emplace_back(c2, n.outputs[0]);
+        for (NodeId c2 : g_.value(n.outputs[0]).consumers) {
+          const Node& mul = g_.node(c2);
+          if (!mul.dead && mul.op == OpType::Mul) others.push_back(mul.inputs[0] == n.outputs[0] ? mul.inputs[1] : mul.inputs[0]);
+        }
     }
-    for (const auto& [c, in] : muls) {
-      const Node& mul = g_.node(c);
-      ValueId other = mul.inputs[0] == in ? mul.inputs[1] : mul.inputs[0];
-      // Breadth first, nearest producers first: depth first, Where(cond, g, 0) went up g's
-      // branch (the predictor, the conv input and everything before it) and spent the budget
-      // before reaching the TopK behind cond, so every gate but the first was missed.
-      std::deque<ValueId> queue{other};
-      std::set<ValueId> seen;
-      while (!queue.empty() && seen.size() < 64) {
-        ValueId v = queue.front();
-        queue.pop_front();
-        if (v == kNoValue || !seen.insert(v).second) continue;
-        NodeId p = g_.value(v).producer;
-        if (p < 0) continue;
-        if (g_.node(p).op == OpType::TopK) return true;
-        for (ValueId in : g_.node(p).inputs) queue.push_back(in);
-      }
+    return others;
+  }
+
+  // The nearest TopK up v's producers (within 64 values), or -1. Breadth first, nearest
+  // producers first: depth first, Where(cond, g, 0) went up g's branch (the predictor, the conv
+  // input and everything before it) and spent the budget before reaching the TopK behind cond,
+  // so every gate but the first was missed.
+  NodeId nearest_topk(ValueId start) const {
+    std::deque<ValueId> queue{start};
+    std::set<ValueId> seen;
+    while (!queue.empty() && seen.size() < 64) {
+      ValueId v = queue.front();
+      queue.pop_front();
+      if (v == kNoValue || !seen.insert(v).second) continue;
+      NodeId p = g_.value(v).producer;
+      if (p < 0) continue;
+      if (g_.node(p).op == OpType::TopK) return p;
+      for (ValueId in : g_.node(p).inputs) queue.push_back(in);
     }
+    return -1;
+  }
+
+  // Whether the conv's output is multiplied by something a TopK decides.
+  bool is_candidate(NodeId conv_id) const {
+    if (g_.value(g_.node(conv_id).outputs[0]).shape.size() != 4) return false;
+    for (ValueId v : mul_operands(conv_id))
+      if (nearest_topk(v) >= 0) return true;
     return false;
+  }
+
+  // The TopK whose choice multiplies the conv's output: the nearest one up the mask's producers,
+  // not every TopK a walk could reach: up the saliency g it goes through the predictor to the
+  // conv's input and the layers before, and another gate's TopK there is not this gate's.
+  std::vector<NodeId> topks_of(NodeId conv_id) const {
+    std::vector<NodeId> found;
+    for (ValueId v : mul_operands(conv_id))
+      if (const NodeId t = nearest_topk(v); t >= 0) found.push_back(t);
+    return found;
   }
 
   ValueId add_constant(const std::string& name, Shape shape, const std::vector<float>& data) {
@@ -829,41 +849,6 @@ class GateMatcher {
     v.shape_known = true;
     v.constant = Tensor::copy_of(DType::Float32, std::move(shape), data.data());
     return g_.add_value(std::move(v));
-  }
-
-  // The TopK whose choice multiplies the conv's output: the nearest one up the mask's producers
-  // (as is_candidate finds it). Not every TopK the walk could reach: up the saliency g it goes
-  // through the predictor to the conv's input and the layers before, and another gate's TopK
-  // there is not this gate's.
-  std::vector<NodeId> topks_of(NodeId conv_id) const {
-    std::vector<NodeId> found;
-    const ValueId y = g_.node(conv_id).outputs[0];
-    std::vector<ValueId> starts;
-    for (NodeId c : g_.value(y).consumers) {
-      const Node& n = g_.node(c);
-      if (n.dead) continue;
-      if (n.op == OpType::Mul) starts.push_back(n.inputs[0] == y ? n.inputs[1] : n.inputs[0]);
-      if (n.op == OpType::Relu)
-        for (NodeId c2 : g_.value(n.outputs[0]).consumers) {
-          const Node& mul = g_.node(c2);
-          if (!mul.dead && mul.op == OpType::Mul) starts.push_back(mul.inputs[0] == n.outputs[0] ? mul.inputs[1] : mul.inputs[0]);
-        }
-    }
-    std::deque<ValueId> queue(starts.begin(), starts.end());
-    std::set<ValueId> seen;
-    while (!queue.empty() && seen.size() < 64) {
-      ValueId v = queue.front();
-      queue.pop_front();
-      if (v == kNoValue || !seen.insert(v).second) continue;
-      NodeId p = g_.value(v).producer;
-      if (p < 0) continue;
-      if (g_.node(p).op == OpType::TopK) {
-        found.push_back(p);
-        break;
-      }
-      for (ValueId in : g_.node(p).inputs) queue.push_back(in);
-    }
-    return found;
   }
 
   void rewrite(Match& mt, float density) {
