@@ -233,6 +233,14 @@ class GateMatcher {
   // ScatterND) writes at the indices `idx` of TopK t (kk of them): the winners (into zeros,
   // their TopK values or g gathered at them; `own`: idx is t's own output, so its values line
   // up) or the losers (the smallest of g, or of -g's largest, zeroed in g).
+  // Whether scatter node sc writes its updates as they are: no reduction, or an addition into
+  // zeros (scatter_add, exported at opset 16+ as reduction="add"), which writes each update
+  // once where the indices are distinct, as a TopK's (and index_put's rows of them) are.
+  bool plain_write(const Node& sc) const {
+    const auto r = sc.p<ScatterParams>().reduction;
+    return r == ScatterParams::Reduction::None || (r == ScatterParams::Reduction::Add && is_zero(sc.inputs[0]));
+  }
+
   Selection scattered(const Node& sc, const Node* t, int64_t kk, ValueId idx, bool own, int64_t m) const {
     Selection s;
     const ValueId data = sc.inputs[0], upd = sc.inputs[2];
@@ -249,7 +257,7 @@ class GateMatcher {
       s.k = kk;
       return s;
     }
-    if (is_zero(upd)) {
+    if (is_zero(upd) && sc.p<ScatterParams>().reduction == ScatterParams::Reduction::None) {  // (g + 0 is no gate)
       ValueId src = t->inputs[0];
       if (const Node* neg = prod(src, OpType::Neg); neg && largest && neg->inputs[0] == data) {
         s.g = data;
@@ -295,7 +303,7 @@ class GateMatcher {
       pi = other;
     }
     if (const Node* sc = prod(pi, OpType::ScatterElements)) {
-      if (sc->p<ScatterParams>().axis != 1 || sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
+      if (sc->p<ScatterParams>().axis != 1 || !plain_write(*sc))
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
       const ValueId idx = sc->inputs[1];
       const Node* t = prod(idx, OpType::TopK);
@@ -322,7 +330,7 @@ class GateMatcher {
     }
     // pi[arange(N)[:, None], i] = v (index_put: ScatterND at (n, i[n, j]) pairs), i from a TopK.
     if (const Node* sc = prod(pi, OpType::ScatterND)) {
-      if (sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None)
+      if (!plain_write(*sc))
         throw Reject{"ScatterND " + sc->name + " combines with what is there (a reduction), not a plain write"};
       const Node* t = index_put_topk(*sc);
       if (!t) throw Reject{"ScatterND " + sc->name + " does not write row n at TopK(g).indices[n]"};
@@ -351,7 +359,7 @@ class GateMatcher {
       if (sc) {
         if (!t || t->inputs[0] != gv) continue;
         if ((sc->op == OpType::ScatterElements && sc->p<ScatterParams>().axis != 1) ||
-            sc->p<ScatterParams>().reduction != ScatterParams::Reduction::None || !t->p<TopKParams>().largest ||
+            !plain_write(*sc) || !t->p<TopKParams>().largest ||
             !is_zero(sc->inputs[0]) || !is_fill(sc->inputs[2], 1.f))
           throw Reject{"mask " + sc->name + " is not ones scattered at TopK(g).indices into zeros"};
         s.g = gv;

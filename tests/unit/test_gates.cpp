@@ -55,6 +55,7 @@ struct GateCase {
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
   bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
   bool beta_scrambled = false;  // a look-alike: beta [M, 1, 1] times the mask reshaped [M, N, 1], then [N, M, 1, 1]
+  const char* reduction = nullptr;  // Winners' and Losers' ScatterElements with this reduction (opset 16)
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -142,7 +143,9 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
     b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
-    OnnxBuilder::attr_int(b.node("ScatterElements", {p + "zeros", p + "ti", p + "tv"}, {pi}), "axis", 1);
+    auto& sc = b.node("ScatterElements", {p + "zeros", p + "ti", p + "tv"}, {pi});
+    OnnxBuilder::attr_int(sc, "axis", 1);
+    if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
   } else if (gc.form == Form::IndexPutValues || gc.form == Form::IndexPutMask || gc.form == Form::IndexPutRowsReversed) {
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
@@ -164,7 +167,9 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Neg", {p + "g"}, {p + "ng"});
     OnnxBuilder::attr_int(b.node("TopK", {p + "ng", p + "K"}, {p + "tv", p + "ti"}), "axis", -1);
     b.init(p + "zeros", {n, m - gc.k}, std::vector<float>(static_cast<size_t>(n * (m - gc.k)), 0.f));
-    OnnxBuilder::attr_int(b.node("ScatterElements", {p + "g", p + "ti", p + "zeros"}, {pi}), "axis", 1);
+    auto& sc = b.node("ScatterElements", {p + "g", p + "ti", p + "zeros"}, {pi});
+    OnnxBuilder::attr_int(sc, "axis", 1);
+    if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
   } else if (gc.form == Form::Threshold || gc.form == Form::ThresholdLess) {
     b.init_i64(p + "K", {1}, {gc.k + 1});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
@@ -808,6 +813,33 @@ TEST(GatedConv, DensityOverrideNotRefusedForAnotherGatesTopKUpstream) {
     s.run({{"x", random_tensor({up.n, up.c, up.hw, up.hw}, 5)}}, &st);
     // ceil(0.25 x 8) = 2 channels kept (the threshold forms' K becomes 3, which keeps 2).
     for (const auto& x : gated_layer(st).samples) EXPECT_EQ(x.active_out_channels, 2);
+  }
+}
+
+// zeros.scatter_add(1, topk.indices, topk.values), exported at opset 16+ as ScatterElements with
+// reduction "add": TopK's indices are distinct, so it writes the winners as the plain scatter
+// does, and is the same gate. Other reductions, and an addition into g (the losers form with
+// "add" leaves g as it is), are not gates and run as the model's ops.
+TEST(GatedConv, ScatterAddIntoZerosIsTheWinnersGate) {
+  struct Case {
+    Form form;
+    const char* reduction;
+    bool gate;
+  };
+  for (const Case& c : {Case{Form::Winners, "add", true}, Case{Form::Winners, "mul", false},
+                        Case{Form::Winners, "max", false}, Case{Form::Losers, "add", false}}) {
+    GateCase gc;
+    gc.form = c.form;
+    gc.reduction = c.reduction;
+    OnnxBuilder b(16);
+    b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+    add_gate(b, gc, "g_", "x", "y", gc.c);
+    b.output("y");
+    Model m = b.load("gate_scatter_reduction.onnx");
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    EXPECT_EQ(count_gated(plan), c.gate ? 1 : 0) << c.reduction;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5) << c.reduction;
   }
 }
 
