@@ -8,6 +8,7 @@
 // Conv1d -> BN -> ReLU -> MaxPool1d -> Conv1d stack becomes the 2-D stack, which then folds,
 // fuses and prunes like one exported from Conv2d.
 #include <algorithm>
+#include <map>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
@@ -196,6 +197,21 @@ int sink_squeezes(Graph& g) {
   // as a Squeeze of that 4-D form, so that they go 4-D too. A gate's pool over the length of the
   // input a gated Conv1d reads (ReduceMean over axis 2 of x, or of |x|) then averages over H and
   // W of the conv's own input, as recognise_gates requires; it was not recognised there.
+  // Several lifted nodes reading the same value each have an Unsqueeze of it: they read the
+  // first one's output, so that a gate's pool and its conv read one value whatever the order
+  // of the nodes (with a plain Conv1d on the input first, the gate's pool went to that conv's
+  // copy and the gate was said to read "a different tensor").
+  g.rebuild_links();
+  std::map<ValueId, ValueId> first_4d;
+  for (NodeId id : g.topological_order()) {
+    if (!axis2_node(g, g.node(id), OpType::Unsqueeze)) continue;
+    const ValueId x3 = g.node(id).inputs[0], x4 = g.node(id).outputs[0];
+    const auto [it, added] = first_4d.emplace(x3, x4);
+    if (!added && !g.value(x4).is_output) {
+      replace_uses(g, x4, it->second);
+      g.node(id).dead = true;
+    }
+  }
   g.rebuild_links();
   for (NodeId id : g.topological_order()) {
     if (!axis2_node(g, g.node(id), OpType::Unsqueeze)) continue;

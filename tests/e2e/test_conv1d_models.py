@@ -158,7 +158,8 @@ def conv_output(a):
 def gated(a):
     """An FBS gate on a Conv1d (mean |x| over the length -> Linear -> ReLU -> top-k -> scatter,
     the conv's output times g[:, :, None]): recognised as on a Conv2d, at batch 1 and 3 on 1 and
-    2 threads, and with gating off; also on a gated conv that reads the model's input itself.
+    2 threads, and with gating off; also on a gated conv that reads the model's input itself,
+    with or without a plain Conv1d on that input before it.
     (The gate's [N, C, 1] operand once kept the conv's Squeeze above the Mul, and the gate was
     not even listed; on the model's input, its pool over the length was not taken for one
     over the conv's input.)"""
@@ -167,10 +168,12 @@ def gated(a):
     import torch.nn.functional as F
 
     class GatedConv1d(nn.Module):
-        def __init__(self, stem, k=5):
+        def __init__(self, stem, k=5, side=False):
             super().__init__()
             c = 8 if stem else 3
             self.stem = nn.Conv1d(3, 8, 3, padding=1) if stem else None
+            # side: a plain Conv1d on the same input, traced before the gated one
+            self.side = nn.Conv1d(c, 16, 3, padding=1) if side else None
             self.conv = nn.Conv1d(c, 16, 5, padding=2)
             self.gate, self.k = nn.Linear(c, 16), k
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
@@ -178,16 +181,17 @@ def gated(a):
         def forward(self, x):
             if self.stem is not None:
                 x = F.relu(self.stem(x))
+            s = self.side(x) if self.side is not None else 0
             g = F.relu(self.gate(x.abs().mean(2)))
             v, i = g.topk(self.k, 1)
             pi = torch.zeros_like(g).scatter(1, i, v)
-            return F.relu(self.conv(x) * pi[:, :, None])
+            return F.relu(self.conv(x) * pi[:, :, None]) + s
 
-    for stem in (True, False):
+    for stem, side in ((True, False), (False, False), (False, True)):
         torch.manual_seed(1)
-        name = "conv1d_gated" + ("" if stem else "_on_input")
+        name = "conv1d_gated" + ("" if stem else "_on_input") + ("_after_a_plain_conv" if side else "")
         path = os.path.join(a.work_dir, name + ".onnx")
-        torch.onnx.export(GatedConv1d(stem).eval(), torch.randn(1, 3, 20), path, opset_version=13, input_names=["x"],
+        torch.onnx.export(GatedConv1d(stem, side=side).eval(), torch.randn(1, 3, 20), path, opset_version=13, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
         text = inspect(a, path, "--shape", "x=1x3x20")
         summary = [ln for ln in text.splitlines() if ln.startswith("gates:")]
