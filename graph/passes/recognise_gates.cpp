@@ -208,7 +208,7 @@ class GateMatcher {
   // a Concat on the last axis of the constant rows n and of i (unsqueezed), i = TopK(g).indices.
   // That TopK, or null.
   const Node* index_put_topk(const Node& sc) const {
-    if (sc.op != OpType::ScatterND || sc.p<ScatterParams>().reduction != ScatterParams::Reduction::None) return nullptr;
+    if (sc.op != OpType::ScatterND || !plain_write(sc)) return nullptr;
     const Shape& ds = g_.value(sc.inputs[0]).shape;
     const Shape& is = g_.value(sc.inputs[1]).shape;
     const Node* c = prod(sc.inputs[1], OpType::Concat);

@@ -55,7 +55,7 @@ struct GateCase {
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
   bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
   bool beta_scrambled = false;  // a look-alike: beta [M, 1, 1] times the mask reshaped [M, N, 1], then [N, M, 1, 1]
-  const char* reduction = nullptr;  // Winners' and Losers' ScatterElements with this reduction (opset 16)
+  const char* reduction = nullptr;  // the scatter (Winners, Losers, IndexPut*) with this reduction (opset 16)
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -157,10 +157,12 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
     if (gc.form == Form::IndexPutMask) {
       b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
-      b.node("ScatterND", {p + "zeros", p + "pairs", p + "ones"}, {p + "mask"});
+      auto& sc = b.node("ScatterND", {p + "zeros", p + "pairs", p + "ones"}, {p + "mask"});
+      if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
       b.node("Mul", {p + "mask", p + "g"}, {pi});
     } else {
-      b.node("ScatterND", {p + "zeros", p + "pairs", p + "tv"}, {pi});
+      auto& sc = b.node("ScatterND", {p + "zeros", p + "pairs", p + "tv"}, {pi});
+      if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
     }
   } else if (gc.form == Form::Losers) {
     b.init_i64(p + "K", {1}, {m - gc.k});
@@ -818,7 +820,7 @@ TEST(GatedConv, DensityOverrideNotRefusedForAnotherGatesTopKUpstream) {
 
 // zeros.scatter_add(1, topk.indices, topk.values), exported at opset 16+ as ScatterElements with
 // reduction "add": TopK's indices are distinct, so it writes the winners as the plain scatter
-// does, and is the same gate. Other reductions, and an addition into g (the losers form with
+// does, and is the same gate; so is index_put's ScatterND with "add" into zeros (values or ones). Other reductions, and an addition into g (the losers form with
 // "add" leaves g as it is), are not gates and run as the model's ops.
 TEST(GatedConv, ScatterAddIntoZerosIsTheWinnersGate) {
   struct Case {
@@ -827,7 +829,9 @@ TEST(GatedConv, ScatterAddIntoZerosIsTheWinnersGate) {
     bool gate;
   };
   for (const Case& c : {Case{Form::Winners, "add", true}, Case{Form::Winners, "mul", false},
-                        Case{Form::Winners, "max", false}, Case{Form::Losers, "add", false}}) {
+                        Case{Form::Winners, "max", false}, Case{Form::Losers, "add", false},
+                        Case{Form::IndexPutValues, "add", true}, Case{Form::IndexPutMask, "add", true},
+                        Case{Form::IndexPutValues, "mul", false}}) {
     GateCase gc;
     gc.form = c.form;
     gc.reduction = c.reduction;
