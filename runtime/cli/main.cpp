@@ -250,9 +250,14 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
   // The output directory first: `-o out --stats-json out/stats.json` in a fresh directory. If
-  // the run then fails, a directory made here is removed again (if still empty).
+  // the run then fails, the directories made here (out_dir and any missing parents) are removed
+  // again, deepest first, as long as they are empty.
   std::error_code ec;
-  const bool made = !std::filesystem::exists(out_dir, ec);
+  std::vector<std::filesystem::path> made;
+  for (std::filesystem::path d = out_dir; !d.empty() && !std::filesystem::exists(d, ec); d = d.parent_path()) {
+    made.push_back(d);
+    if (d == d.parent_path()) break;
+  }
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir + ": cannot create the output directory: " + ec.message());
   sluice::RunStats stats;
@@ -262,7 +267,8 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     sluice::Session session(model, options);
     outputs = session.run(inputs, &stats);
   } catch (...) {
-    if (made && std::filesystem::is_empty(out_dir, ec)) std::filesystem::remove(out_dir, ec);
+    for (const auto& d : made)
+      if (!std::filesystem::is_empty(d, ec) || !std::filesystem::remove(d, ec)) break;
     throw;
   }
   note_gate_options(model_path, options, stats);
@@ -770,10 +776,14 @@ int main(int argc, char** argv) {
           batched = true;
         }
       }
-      if (batch != 1 && !batched)
+      if (batch != 1 && !batched) {
+        std::string ins;
+        for (const sluice::ValueInfo& d : m.inputs())
+          ins += (ins.empty() ? "'" : ", '") + d.name + "' " + (d.rank_known ? sluice::shape_str(d.shape) : "(no shape)");
         throw UsageError("inspect: --batch " + std::to_string(batch) + ", but no input of " + model +
-                         " that --input does not give has a dynamic batch alone (its other dimensions fixed): give "
-                         "the shapes with --shape NAME=DxDx...");
+                         " has a dynamic batch with its other dimensions fixed, other than those --input gives (" +
+                         ins + "): give shapes with --shape NAME=DxDx...");
+      }
       for (const auto& [name, t] : given)
         if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
           throw UsageError("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +

@@ -161,9 +161,10 @@ def test_bad_input(a):
           "run -o DIR --stats-json DIR/stats.json in a new DIR writes both (exit %d: %r)" % (p.returncode, p.stderr[-200:]))
     gone = os.path.join(a.work_dir, "fresh_out_failed")
     shutil.rmtree(gone, ignore_errors=True)
-    p = run_sluice_nocheck(a, "run", model, "-i", "image=" + image, "-o", gone, "--stats-json", "/nonexistent_dir/s.json")
+    p = run_sluice_nocheck(a, "run", model, "-i", "image=" + image, "-o", os.path.join(gone, "a", "b"), "--stats-json",
+                           "/nonexistent_dir/s.json")
     check(p.returncode == 1 and not os.path.exists(gone),
-          "a run that fails leaves no output directory it made behind (exit %d, exists: %s)" % (
+          "a run that fails leaves no output directory it made behind, parents included (exit %d, exists: %s)" % (
               p.returncode, os.path.exists(gone)))
     for extra, shape in (((), [1, 10]), (("-b", "4"), [4, 10])):
         p = run_sluice_nocheck(a, "inspect", model, "--json", *extra)
@@ -260,7 +261,7 @@ def test_bad_input(a):
         (["inspect", model, "--shape", "foo=1"], 2, "no input named 'foo'"),
         (["inspect", dynhw], 1, "has dynamic shape [?, 1, ?, ?]; give its concrete shape (Session::inspect's input_shapes; on the command line: --shape image=1x1x1x1)"),
         # inspect takes --batch as bench does; where no input has a dynamic batch it is refused.
-        (["inspect", static, "--batch", "4"], 2, "inspect: --batch 4, but no input of %s that --input does not give has a dynamic batch" % static),
+        (["inspect", static, "--batch", "4"], 2, "inspect: --batch 4, but no input of %s has a dynamic batch with its other dimensions fixed, other than those --input gives ('image' [1, 1, 28, 28])" % static),
         (["inspect", model, "--batch", "4", "--shape", "image=2x1x28x28"], 2, "give the batch in --shape, not also with --batch"),
         (["bench", model, "--threads", "100000"], 1, "more than 1024"),
         (["bench", static, "--batch", "4"], 2, "no input of %s has a dynamic first dimension ('image' is [1, 1, 28, 28])" % static),
