@@ -229,10 +229,6 @@ class GateMatcher {
     return t;
   }
 
-  // The gate that scatter `sc` over the channels (ScatterElements on axis 1, or index_put's
-  // ScatterND) writes at the indices `idx` of TopK t (kk of them): the winners (into zeros,
-  // their TopK values or g gathered at them; `own`: idx is t's own output, so its values line
-  // up) or the losers (the smallest of g, or of -g's largest, zeroed in g).
   // Whether scatter node sc writes its updates as they are: no reduction, or an addition into
   // zeros (scatter_add, exported at opset 16+ as reduction="add"), which writes each update
   // once where the indices are distinct, as a TopK's (and index_put's rows of them) are.
@@ -241,6 +237,10 @@ class GateMatcher {
     return r == ScatterParams::Reduction::None || (r == ScatterParams::Reduction::Add && is_zero(sc.inputs[0]));
   }
 
+  // The gate that scatter `sc` over the channels (ScatterElements on axis 1, or index_put's
+  // ScatterND) writes at the indices `idx` of TopK t (kk of them): the winners (into zeros,
+  // their TopK values or g gathered at them; `own`: idx is t's own output, so its values line
+  // up) or the losers (the smallest of g, or of -g's largest, zeroed in g).
   Selection scattered(const Node& sc, const Node* t, int64_t kk, ValueId idx, bool own, int64_t m) const {
     Selection s;
     const ValueId data = sc.inputs[0], upd = sc.inputs[2];
