@@ -192,11 +192,6 @@ int lift_1d(Graph& g) {
 
 int sink_squeezes(Graph& g) {
   int moved = 0;
-  // A 3-D value that no Squeeze makes (the model's input) and that a lifted node reads through
-  // an Unsqueeze of its own: its other readers that the loop below moves Squeezes past read it
-  // as a Squeeze of that 4-D form, so that they go 4-D too. A gate's pool over the length of the
-  // input a gated Conv1d reads (ReduceMean over axis 2 of x, or of |x|) then averages over H and
-  // W of the conv's own input, as recognise_gates requires; it was not recognised there.
   // Several lifted nodes reading the same value each have an Unsqueeze of it: they read the
   // first one's output, so that a gate's pool and its conv read one value whatever the order
   // of the nodes (with a plain Conv1d on the input first, the gate's pool went to that conv's
@@ -212,6 +207,11 @@ int sink_squeezes(Graph& g) {
       g.node(id).dead = true;
     }
   }
+  // A 3-D value that no Squeeze makes (the model's input) and that a lifted node reads through
+  // that Unsqueeze: its other readers that the loop below moves Squeezes past read it as a
+  // Squeeze of the 4-D form, so that they go 4-D too. A gate's pool over the length of the
+  // input a gated Conv1d reads (ReduceMean over axis 2 of x, or of |x|) then averages over H and
+  // W of the conv's own input, as recognise_gates requires; it was not recognised there.
   g.rebuild_links();
   for (NodeId id : g.topological_order()) {
     if (!axis2_node(g, g.node(id), OpType::Unsqueeze)) continue;
