@@ -114,6 +114,9 @@ int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
       throw Error(ev.model + ": input '" + in.name + "' has shape " + shape_str(in.shape) + " but " + data.name +
                   " images are " + shape_str({data.channels, data.height, data.width}));
   const int64_t total = ev.limit > 0 ? std::min(ev.limit, data.count) : data.count;
+  if (ev.limit > data.count)
+    std::fprintf(stderr, "note: --limit %lld, but the %s split has %lld images: evaluating all of them\n",
+                 static_cast<long long>(ev.limit), ev.split.c_str(), static_cast<long long>(data.count));
   const int64_t batch = in.shape[0] > 0 ? in.shape[0] : std::min(ev.batch, total);  // a fixed batch wins
   const int64_t image_size = data.channels * data.height * data.width;
 

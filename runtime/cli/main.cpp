@@ -740,6 +740,8 @@ int main(int argc, char** argv) {
   eval_flags.add(eval);
 
   auto* ops = app.add_subcommand("ops", "List the supported ONNX operators.");
+  bool ops_json = false;
+  ops->add_flag("--json", ops_json, "Print a JSON list");
 
   try {
     app.parse(argc, argv);
@@ -793,10 +795,14 @@ int main(int argc, char** argv) {
     }
     if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());
     if (*ops) {
+      json names = json::array();
       for (int i = 0; i < sluice::graph::kNumOpTypes; ++i) {
         std::string n = sluice::graph::op_name(static_cast<sluice::graph::OpType>(i));
-        if (n.rfind("Sluice", 0) != 0) std::cout << n << "\n";
+        if (n.rfind("Sluice", 0) == 0) continue;  // internal ops
+        if (ops_json) names.push_back(n);
+        else std::cout << n << "\n";
       }
+      if (ops_json) std::cout << names.dump() << "\n";
       return 0;
     }
   } catch (const std::exception& e) {

@@ -132,6 +132,21 @@ def test_bad_input(a):
             f.write(bytes(1 << 20))
     with gzip.open(os.path.join(bomb, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
         f.write(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
+    # A split smaller than --limit: all of it is evaluated, and a note says so.
+    small = os.path.join(a.work_dir, "small_dir")
+    os.makedirs(small, exist_ok=True)
+    with gzip.open(os.path.join(small, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(range(256)) * 15 + bytes(5 * 784 - 3840))
+    with gzip.open(os.path.join(small, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 1, 0, 0, 0, 5, 3, 1, 4, 1, 5]))
+    p = run_sluice_nocheck(a, "eval", model, "--data-dir", small, "--limit", "20", "--plot", "-", "--progress", "off")
+    check(p.returncode == 0 and "--limit 20, but the test split has 5 images" in p.stderr and "5 images" in p.stderr,
+          "eval --limit past the split's size evaluates all of it and says so (exit %d: %r)" % (p.returncode, p.stderr[-300:]))
+    # ops --json: the same list as plain `ops`.
+    plain = run_sluice_nocheck(a, "ops").stdout.split()
+    listed = json.loads(run_sluice_nocheck(a, "ops", "--json").stdout)
+    check(listed == plain and "Conv" in listed and not any(n.startswith("Sluice") for n in listed),
+          "ops --json lists the %d operators of plain ops" % len(plain))
     wrong = os.path.join(a.work_dir, "rgb32.onnx")
     make_model(wrong, ["N", 3, 32, 32])
     static = os.path.join(a.work_dir, "batch1.onnx")
