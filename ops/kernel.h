@@ -96,6 +96,9 @@ bool sums_over_nothing(const graph::Graph& g, const graph::Node& n);
 // The same conv in oneDNN's own blocked activation layout, with reorders in and out (NHWC
 // nodes; nullptr where oneDNN would keep NHWC anyway or runs a brgemm conv).
 std::unique_ptr<Kernel> make_onednn_conv_blocked(const graph::Graph& g, const graph::Node& n);
+// The NHWC conv in bands of output rows, one single-threaded oneDNN primitive per thread
+// (batch 1, group 1, at least 2 rows per thread; nullptr otherwise or on 1 thread).
+std::unique_ptr<Kernel> make_onednn_conv_rows(const graph::Graph& g, const graph::Node& n);
 // The direct planar kernel as a dense conv (NHWC, group 1, stride 1 or 2, kh * kw <= 64).
 // Its input, its output and fused residual may be resident planes (Layout::Planar).
 std::unique_ptr<Kernel> make_direct_conv(const graph::Graph& g, const graph::Node& n);

@@ -2,6 +2,7 @@
 // shapes, strides 1 and 2, asymmetric pads, 1x1 to 5x5 kernels, channel subsets read from a
 // compact or a dense input, and every remainder of the 6-channel and 64-pixel blocking.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -444,6 +445,48 @@ TEST(OneDnnBlockedConv, MatchesNhwcFormOnTheSameNode) {
                                                                    << " g" << t.group;
   }
   if (built == 0) GTEST_SKIP() << "oneDNN chose NHWC activations for every case here";
+}
+
+// oneDNN's conv in bands of output rows, one single-threaded primitive per thread (the form
+// make_dense_conv times on several threads), against the plain conv on the same node and data:
+// 2 and 3 bands (a middle band has no padding rows), 3x3, 5x5, 7x7 stride 2 (bands whose input
+// rows overlap), 1x1, odd row counts, the fused residual sum (also laid over the output, as
+// plans do) + Relu, and a LeakyRelu. Batch 2 and groups are not its shapes: it refuses them.
+TEST(OneDnnRowsConv, MatchesThePlainConvOnTheSameNode) {
+  const DenseCase cases[] = {{1, 77, 77, 14, 3, 1, true}, {1, 19, 24, 15, 5, 1, false}, {1, 3, 20, 29, 7, 2, true},
+                             {1, 32, 40, 9, 1, 1, false}, {1, 13, 19, 11, 3, 2, true}, {1, 8, 8, 7, 3, 1, true}};
+  const int saved = omp_get_max_threads();
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    for (const DenseCase& t : cases) {
+      Model m = single_conv(t);
+      runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
+      const graph::Graph& g = plan.graph();
+      const graph::Node* node = last_node(g, graph::OpType::Conv);
+      ASSERT_NE(node, nullptr);
+      EXPECT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
+      auto plain = ops::make_onednn_conv(g, *node), rows = ops::make_onednn_conv_rows(g, *node);
+      ASSERT_NE(plain, nullptr);
+      const int64_t oh = g.value(node->outputs[0]).shape[2];
+      if (oh < 2 * threads) {
+        EXPECT_EQ(rows, nullptr) << "fewer than 2 output rows per thread";
+        continue;
+      }
+      ASSERT_NE(rows, nullptr) << t.c << "->" << t.m << " k" << t.k << " s" << t.stride;
+      EXPECT_NE(rows->name().find(std::to_string(threads) + " bands of rows"), std::string::npos) << rows->name();
+      EXPECT_LT(max_kernel_diff(*plain, *rows, g, *node, 9), 1e-4)
+          << threads << " threads, " << t.c << "->" << t.m << " k" << t.k << " s" << t.stride;
+    }
+  }
+  omp_set_num_threads(1);  // one thread: nothing to split
+  Model m = single_conv({1, 77, 77, 14, 3, 1, true});
+  runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
+  EXPECT_EQ(ops::make_onednn_conv_rows(plan.graph(), *last_node(plan.graph(), graph::OpType::Conv)), nullptr);
+  Model batch2 = single_conv({2, 16, 16, 14, 3, 1, false});
+  runtime::Plan plan2(*batch2.graph(), {}, nhwc_plan_options());
+  omp_set_num_threads(2);
+  EXPECT_EQ(ops::make_onednn_conv_rows(plan2.graph(), *last_node(plan2.graph(), graph::OpType::Conv)), nullptr);
+  omp_set_num_threads(saved);
 }
 
 // A session of a model with fully known input shapes plans once, at load, and its runs use
