@@ -8,11 +8,11 @@
 
 #include "ops/common/measure.h"
 #include "ops/kernel.h"
+#include "runtime/plan.h"
 #include "tests/unit/onnx_builder.h"
 
 namespace sluice::testing {
 
-// The graph's last node of op `op`, or nullptr.
 // Options for a plan whose graph a test takes nodes from to run kernels on NHWC data: no
 // resident planes and no conv reading an NCHW input in place (Plan::read_nchw_inputs).
 inline SessionOptions nhwc_plan_options(bool optimize = true) {
@@ -21,6 +21,7 @@ inline SessionOptions nhwc_plan_options(bool optimize = true) {
   return o;
 }
 
+// The graph's last node of op `op`, or nullptr.
 inline const graph::Node* last_node(const graph::Graph& g, graph::OpType op) {
   const graph::Node* found = nullptr;
   for (const auto& n : g.nodes)
@@ -95,5 +96,18 @@ inline Model single_conv(const DenseCase& t) {
   add_epilogue(b, "y", {t.n, t.m, o, o}, t.residual, 0.2f);
   return b.load();
 }
+
+// Case t's conv (single_conv) planned for NHWC kernels (nhwc_plan_options): the plan's graph
+// and its conv node (null if the plan has none), for tests that build kernels of that node.
+struct PlannedConv {
+  explicit PlannedConv(const DenseCase& t)
+      : model(single_conv(t)),
+        plan(*model.graph(), {}, nhwc_plan_options()),
+        node(last_node(plan.graph(), graph::OpType::Conv)) {}
+  const graph::Graph& graph() const { return plan.graph(); }
+  Model model;
+  runtime::Plan plan;
+  const graph::Node* node;
+};
 
 }  // namespace sluice::testing

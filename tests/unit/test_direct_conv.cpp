@@ -405,10 +405,9 @@ TEST(DirectDenseConv, MatchesOneDnnOnTheSameNode) {
                              {1, 4, 4, 11, 5, 1, false}, {1, 7, 6, 13, 7, 2, false},
                              {1, 8, 11, 12, 3, 2, false}, {2, 5, 26, 15, 3, 1, true}};
   for (const DenseCase& t : cases) {
-    Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
-    const graph::Graph& g = plan.graph();
-    const graph::Node* node = last_node(g, graph::OpType::Conv);
+    const PlannedConv pc(t);
+    const graph::Graph& g = pc.graph();
+    const graph::Node* node = pc.node;
     ASSERT_NE(node, nullptr);
     EXPECT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
     auto direct = ops::make_direct_conv(g, *node), onednn = ops::make_onednn_conv(g, *node);
@@ -429,10 +428,9 @@ TEST(OneDnnBlockedConv, MatchesNhwcFormOnTheSameNode) {
                              {1, 13, 19, 11, 3, 1, true}, {1, 32, 32, 12, 3, 1, false, 32}};
   int built = 0;
   for (const DenseCase& t : cases) {
-    Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
-    const graph::Graph& g = plan.graph();
-    const graph::Node* node = last_node(g, graph::OpType::Conv);
+    const PlannedConv pc(t);
+    const graph::Graph& g = pc.graph();
+    const graph::Node* node = pc.node;
     ASSERT_NE(node, nullptr);
     ASSERT_EQ(node->layout, graph::Layout::NHWC);
     EXPECT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
@@ -459,10 +457,9 @@ TEST(OneDnnRowsConv, MatchesThePlainConvOnTheSameNode) {
   for (int threads : {2, 3}) {
     omp_set_num_threads(threads);
     for (const DenseCase& t : cases) {
-      Model m = single_conv(t);
-      runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
-      const graph::Graph& g = plan.graph();
-      const graph::Node* node = last_node(g, graph::OpType::Conv);
+      const PlannedConv pc(t);
+      const graph::Graph& g = pc.graph();
+      const graph::Node* node = pc.node;
       ASSERT_NE(node, nullptr);
       EXPECT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
       auto plain = ops::make_onednn_conv(g, *node), rows = ops::make_onednn_conv_rows(g, *node);
@@ -479,13 +476,11 @@ TEST(OneDnnRowsConv, MatchesThePlainConvOnTheSameNode) {
     }
   }
   omp_set_num_threads(1);  // one thread: nothing to split
-  Model m = single_conv({1, 77, 77, 14, 3, 1, true});
-  runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
-  EXPECT_EQ(ops::make_onednn_conv_rows(plan.graph(), *last_node(plan.graph(), graph::OpType::Conv)), nullptr);
-  Model batch2 = single_conv({2, 16, 16, 14, 3, 1, false});
-  runtime::Plan plan2(*batch2.graph(), {}, nhwc_plan_options());
+  const PlannedConv one({1, 77, 77, 14, 3, 1, true});
+  EXPECT_EQ(ops::make_onednn_conv_rows(one.graph(), *one.node), nullptr);
+  const PlannedConv batch2({2, 16, 16, 14, 3, 1, false});
   omp_set_num_threads(2);
-  EXPECT_EQ(ops::make_onednn_conv_rows(plan2.graph(), *last_node(plan2.graph(), graph::OpType::Conv)), nullptr);
+  EXPECT_EQ(ops::make_onednn_conv_rows(batch2.graph(), *batch2.node), nullptr);
   omp_set_num_threads(saved);
 }
 

@@ -106,10 +106,9 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
                              {3, 5, 21, 11, 5, 1, true},   {1, 5, 20, 100, 3, 1, true}, {2, 6, 9, 130, 3, 1, false}};
   int resident_runs = 0, nchw_runs = 0;
   for (const DenseCase& t : cases) {
-    Model m = single_conv(t);
-    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
-    const graph::Graph& g = plan.graph();
-    const graph::Node* node = last_node(g, graph::OpType::Conv);
+    const PlannedConv pc(t);
+    const graph::Graph& g = pc.graph();
+    const graph::Node* node = pc.node;
     ASSERT_NE(node, nullptr);
     const bool res = node->p<graph::ConvParams>().fused_sum;
     ASSERT_EQ(res, t.residual);
