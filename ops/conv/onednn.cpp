@@ -6,6 +6,7 @@
 // pay is onednn::blocked_form_may_pay; whether it does is measured per layer (make_dense_conv).
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <omp.h>
@@ -21,13 +22,14 @@ using dnnl::memory;
 using tag = memory::format_tag;
 
 // The primitive for node n with activations src_md -> dst_md (concrete, or tag::any), its
-// packed weights and bias.
+// packed weights and bias. With `packed`, its weights and bias where its primitive takes the
+// same layouts (another primitive of the same node: they are not packed again).
 struct ConvSetup {
   dnnl::convolution_forward::primitive_desc pd;
   memory weights, bias;
 };
 ConvSetup setup_conv(const graph::Graph& g, const graph::Node& n, const memory::desc& src_md,
-                     const memory::desc& dst_md) {
+                     const memory::desc& dst_md, const ConvSetup* packed = nullptr) {
   const auto& p = n.p<graph::ConvParams>();
   const graph::Value& w = g.value(n.inputs[1]);
   const Shape& ys = g.value(n.outputs[0]).shape;
@@ -48,6 +50,10 @@ ConvSetup setup_conv(const graph::Graph& g, const graph::Node& n, const memory::
   attr.set_post_ops(onednn::make_post_ops(p.activation, p.fused_sum));
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   ConvSetup s{dnnl::convolution_forward::primitive_desc(d, attr, onednn::engine()), {}, {}};
+  if (packed && packed->pd.weights_desc() == s.pd.weights_desc() && packed->pd.bias_desc() == s.pd.bias_desc()) {
+    s.weights = packed->weights, s.bias = packed->bias;
+    return s;
+  }
   s.weights = onednn::pack(memory::desc(w_dims, memory::data_type::f32, w_tag), w.constant.raw(), s.pd.weights_desc());
   if (has_bias) {
     const graph::Value& b = g.value(n.inputs[2]);
@@ -165,6 +171,7 @@ class OneDnnConvRows final : public Kernel {
     const int64_t c = xs[1], h = xs[2], w = xs[3], m = ys[1], oh = ys[2], ow = ys[3];
     const int64_t kh = g.value(n.inputs[1]).shape[2], st = p.strides[0], ext = (kh - 1) * p.dilations[0] + 1;
     in_row_ = w * c, out_row_ = ow * m;
+    std::optional<ConvSetup> first;
     for (int b = 0; b < threads; ++b) {
       Band band;
       band.o0 = oh * b / threads;
@@ -178,8 +185,9 @@ class OneDnnConvRows final : public Kernel {
       pb.pads = {band.i0 - i_start, p.pads[1], i_end - i1, p.pads[3]};
       band.src_md = activation_md({1, c, i1 - band.i0, w}, tag::nhwc);
       band.dst_md = activation_md({1, m, band.out_rows, ow}, tag::nhwc);
-      ConvSetup s = setup_conv(g, nb, band.src_md, band.dst_md);
-      if (b == 0) impl_ = s.pd.impl_info_str();
+      // The bands' primitives take the same packed weights where their layouts agree.
+      ConvSetup s = setup_conv(g, nb, band.src_md, band.dst_md, first ? &*first : nullptr);
+      if (!first) first = s, impl_ = s.pd.impl_info_str();
       band.scratch_md = s.pd.scratchpad_desc();
       band.weights = s.weights, band.bias = s.bias;
       band.prim = dnnl::convolution_forward(s.pd);
