@@ -54,6 +54,12 @@ class Kernel {
   // The direct planar conv, which can also read and write resident planes (Layout::Planar):
   // passes::keep_planes_resident keeps planar the values between such convs.
   virtual bool keeps_planes() const { return false; }
+  // A kernel (the sparse convs) that reads its input and fused residual as, and writes its
+  // output to, NHWC or resident planes in any mix, as the values' layouts say when it is made:
+  // passes::keep_planes_resident may put any of them in planes, and relayout() then makes the
+  // same kernel (the same measured choice) again for the layouts it set.
+  virtual bool takes_planes() const { return false; }
+  virtual std::unique_ptr<Kernel> relayout(const graph::Graph&, const graph::Node&) const { return nullptr; }
   // What a measured choice noted in the name (with_note), "" if none.
   virtual std::string choice_note() const { return {}; }
 };

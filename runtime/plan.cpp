@@ -257,7 +257,8 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
   // oneDNN and lost. Without the NHWC copies that resident planes save, a loser may win: it is
   // timed again that way, on the planes it would read and write, and if it still loses it
   // drops out and the values are chosen again without it, until no candidate loses. A conv on
-  // a sparse kernel (which skips zero weights: measured faster, or --sparse always) keeps it.
+  // a sparse kernel (which skips zero weights: measured faster, or --sparse always) keeps it,
+  // and reads and writes planes as they are put (Kernel::takes_planes).
   std::vector<Step*> step_of(g_.nodes.size(), nullptr);
   for (Step& st : steps_) step_of[st.node] = &st;
   std::vector<char> dropped(g_.nodes.size(), 0);
@@ -276,15 +277,20 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
   };
   int kept = 0;
   for (bool again = true; again;) {
-    kept = graph::passes::keep_planes_resident(g_, [&](NodeId id) {
-      const Step* st = step_of[id];
-      return st && !dropped[id] && st->kernel->executed_macs() < 0 &&
-             (st->kernel->keeps_planes() || ops::direct_timed(g_, g_.node(id)));
-    });
+    kept = graph::passes::keep_planes_resident(
+        g_,
+        [&](NodeId id) {
+          const Step* st = step_of[id];
+          return st && !dropped[id] && st->kernel->executed_macs() < 0 &&
+                 (st->kernel->keeps_planes() || ops::direct_timed(g_, g_.node(id)));
+        },
+        [&](NodeId id) { return step_of[id] && step_of[id]->kernel->takes_planes(); });
     again = false;
     for (Step& st : steps_) {
       const graph::Node& n = g_.node(st.node);
-      if (n.op != OpType::Conv || st.kernel->keeps_planes() || !ops::touches_resident(g_, n)) continue;
+      if (n.op != OpType::Conv || st.kernel->keeps_planes() || st.kernel->takes_planes() ||
+          !ops::touches_resident(g_, n))
+        continue;
       Timing& t = timed[st.node];
       if (t.layouts != layouts(n)) {
         std::unique_ptr<ops::Kernel> direct = ops::make_direct_conv(g_, n);
@@ -312,9 +318,15 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
     const graph::Node& n = g_.node(st.node);
     if (std::none_of(n.inputs.begin(), n.inputs.end(), planar) && std::none_of(n.outputs.begin(), n.outputs.end(), planar))
       continue;
-    const std::string note = timed.count(st.node) ? timed[st.node].note : st.kernel->choice_note();
-    st.kernel = ops::make_kernel(g_, st.node, ko);
-    if (!note.empty()) st.kernel = ops::with_note(std::move(st.kernel), note);
+    if (st.kernel->takes_planes()) {  // the same choice (its note kept), for the new layouts
+      std::unique_ptr<ops::Kernel> k = st.kernel->relayout(g_, n);
+      if (!k) throw Error("internal error: '" + n.name + "' cannot be made again on resident planes");
+      st.kernel = std::move(k);
+    } else {
+      const std::string note = timed.count(st.node) ? timed[st.node].note : st.kernel->choice_note();
+      st.kernel = ops::make_kernel(g_, st.node, ko);
+      if (!note.empty()) st.kernel = ops::with_note(std::move(st.kernel), note);
+    }
     st.executed_macs = executed_macs(*st.kernel, g_, n);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
   }

@@ -110,9 +110,12 @@ int assign_layouts(Graph& g);
 // resident planes (Layout::Planar; a max pool then runs on them, writing planes or NHWC as its
 // output is kept or not): no NHWC copy is written and packed again (for
 // channel counts like 20 or 39 those copies were 20-25% of each conv). `direct` says which
-// convs may run on that kernel. Starts afresh each call (the plan calls it again with fewer
-// convs). Returns the number of values kept planar; their nodes' kernels must be made again.
-int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct);
+// convs may run on that kernel. `takes_planes` (if given) names other convs whose kernels
+// (the sparse ones) read and write planes as the direct kernel does, with no shape condition.
+// Starts afresh each call (the plan calls it again with fewer convs). Returns the number of
+// values kept planar; their nodes' kernels must be made again.
+int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
+                         const std::function<bool(NodeId)>& takes_planes = {});
 
 // Lifetimes and arena offsets for one plan (see memory_plan.h).
 }  // namespace sluice::graph::passes

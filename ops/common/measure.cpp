@@ -128,6 +128,11 @@ class Chosen final : public Kernel {
   int in_place_input() const override { return k_->in_place_input(); }
   int64_t executed_macs() const override { return k_->executed_macs(); }
   bool keeps_planes() const override { return k_->keeps_planes(); }
+  bool takes_planes() const override { return k_->takes_planes(); }
+  std::unique_ptr<Kernel> relayout(const graph::Graph& g, const graph::Node& n) const override {
+    std::unique_ptr<Kernel> k = k_->relayout(g, n);
+    return k ? with_note(std::move(k), note_) : nullptr;
+  }
   std::string choice_note() const override { return note_; }
 
  private:

@@ -96,9 +96,13 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
 // stride-1, pad-1 conv on the same map (rows of w + 2 floats with a zero border of one pixel,
 // zero slack after the bottom border row). Such a conv reads it as it is.
 inline Geometry resident(int64_t h, int64_t w) { return {h, w, 3, 3, h, w, 1, 1}; }
+// Floats after the last plane of a resident activation: a sparse conv that reads the planes
+// as they are (ops/sparse) may read up to two blocks and a vector past them, into results
+// it drops.
+constexpr int64_t kResidentSlack = 2 * kBlock + 16;
 // Floats of a 4-D [N, C, H, W] activation in resident planes.
 inline int64_t resident_floats(const std::vector<int64_t>& nchw) {
-  return nchw[0] * nchw[1] * resident(nchw[2], nchw[3]).plane();
+  return nchw[0] * nchw[1] * resident(nchw[2], nchw[3]).plane() + kResidentSlack;
 }
 // Where pixel (y, x) of a w-wide map sits in its resident plane.
 inline int64_t resident_index(int64_t w, int64_t y, int64_t x) { return (y + 1) * (w + 2) + x + 1; }
@@ -108,7 +112,9 @@ inline int64_t resident_index(int64_t w, int64_t y, int64_t x) { return (y + 1) 
 void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes);
 // store_block, writing resident planes of the output map (channel j at y + j *
 // resident(oh, ow).plane()) instead of NHWC; `sum`, if any, is in the same form. Each row's
-// border zeros are written with the row's first and last pixel.
+// border zeros are written with the row's first and last pixel, the top border row with the
+// map's first pixel, and the bottom border row and the slack after it with its last: a
+// producer that stores every pixel once leaves whole planes (clear_resident_borders not needed).
 void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
                           float* y, const float* bias, const float* sum, const graph::FusedActivation& act);
 // Adds a residual in resident planes of the output map to flat positions q0 .. q0 + npx of k

@@ -62,25 +62,86 @@ planar::Geometry conv_geometry(const graph::Graph& g, const graph::Node& n) {
   return {xs[2], xs[3], ws[2], ws[3], ys[2], ys[3], p.pads[0], p.pads[1], p.strides[0]};
 }
 
-// What both sparse convs hold: the node's shapes, bias, density and non-zeros (as each lists them).
+bool is_resident(const graph::Graph& g, graph::ValueId v) {
+  return v != graph::kNoValue && g.value(v).layout == graph::Layout::Planar;
+}
+
+// What both sparse convs hold: the node's shapes, bias, density and non-zeros (as each lists
+// them), and the layouts of its input, output and fused residual: NHWC or resident planes
+// (Layout::Planar; passes::keep_planes_resident keeps the values between sparse convs planar,
+// so that no conv transposes its results to NHWC for the next to pack them back).
 class SparseConvBase : public Kernel {
  public:
-  SparseConvBase(const graph::Graph& g, const graph::Node& n)
+  SparseConvBase(const graph::Graph& g, const graph::Node& n, SparseVariant variant)
       : p_(n.p<graph::ConvParams>()),
         geo_(conv_geometry(g, n)),
         batch_(g.value(n.outputs[0]).shape[0]),
         c_(g.value(n.inputs[1]).shape[1]),
         m_(g.value(n.outputs[0]).shape[1]),
         bias_(constant_or_zeros(g, n, 2, m_)),
-        density_(1 - zero_fraction(g.value(n.inputs[1]).constant)) {
+        density_(1 - zero_fraction(g.value(n.inputs[1]).constant)),
+        variant_(variant),
+        x_res_(is_resident(g, n.inputs[0])),
+        y_res_(is_resident(g, n.outputs[0])),
+        sum_res_(p_.fused_sum && is_resident(g, n.inputs[3])) {
+    // (The planes' slack holds no residual: an NHWC one is not added into planes.)
+    if (y_res_ && p_.fused_sum && !sum_res_)
+      throw Error("internal error: '" + n.name + "' writes resident planes with an NHWC residual");
     all_channels_.resize(static_cast<size_t>(c_));
     for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
   }
-  int in_place_input() const override { return p_.fused_sum ? 3 : -1; }
+  // The sum is read at a position (by the task that then writes it) before it is written, in
+  // the same layout.
+  int in_place_input() const override { return p_.fused_sum && sum_res_ == y_res_ ? 3 : -1; }
   // Only the non-zero weights are multiplied.
   int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
+  bool takes_planes() const override { return true; }
+  std::unique_ptr<Kernel> relayout(const graph::Graph& g, const graph::Node& n) const override {
+    return make_sparse_conv(g, n, variant_);
+  }
 
  protected:
+  // Floats of one sample's input and output (and residual): NHWC, or resident planes.
+  int64_t in_floats() const { return c_ * (x_res_ ? planar::resident(geo_.h, geo_.w).plane() : geo_.h * geo_.w); }
+  int64_t out_floats(bool resident) const {
+    return m_ * (resident ? planar::resident(geo_.oh, geo_.ow).plane() : geo_.oh * geo_.ow);
+  }
+  // The planar copy of sample x for geo_: resident planes of the same geometry as they are
+  // (a 3x3, stride-1, pad-1 conv with rows as resident ones; no shifted copies), else packed
+  // into `planes`.
+  const float* planes_of(const float* x, float* planes, int64_t shifts = 1) const {
+    const planar::Geometry r = planar::resident(geo_.h, geo_.w);
+    if (x_res_ && shifts == 1 && geo_.kh == 3 && geo_.kw == 3 && geo_.stride == 1 && geo_.pad_top == 1 &&
+        geo_.pad_left == 1 && geo_.oh == geo_.h && geo_.ow == geo_.w && geo_.narrow_w == 0 &&
+        geo_.grid_w() == r.grid_w() && geo_.plane() == r.plane())
+      return x;
+    planar::pack(geo_, x, c_, all_channels_.data(), c_, planes, shifts,
+                 x_res_ ? planar::Source::Resident : planar::Source::Nhwc);
+    return planes;
+  }
+  // Flat positions q0 .. q0 + npx of k output channels from o0 (src[j * src_stride + i]), with
+  // the epilogue, into y and from sum (one sample's, in their layouts); `at` maps them to
+  // output pixels.
+  void store(const planar::Geometry& at, float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t o0,
+             int64_t k, float* y, const float* sum) const {
+    const int64_t ps = planar::resident(geo_.oh, geo_.ow).plane();
+    if (y_res_) {
+      planar::store_block_resident(at, src, src_stride, q0, npx, k, y + o0 * ps, bias_.data() + o0,
+                                   sum ? sum + o0 * ps : nullptr, p_.activation);
+      return;
+    }
+    if (sum && sum_res_) planar::add_resident_sum(at, src, src_stride, q0, npx, k, sum + o0 * ps);
+    planar::store_block(at, src, src_stride, q0, npx, k, y + o0, m_, bias_.data() + o0,
+                        sum && !sum_res_ ? sum + o0 : nullptr, m_, p_.activation);
+  }
+  std::string layouts_name() const {
+    std::string r;
+    const char* sep = ", resident planes ";
+    for (auto [on, what] : {std::pair{x_res_, "in"}, {y_res_, "out"}, {sum_res_, "residual"}})
+      if (on) r.append(sep).append(what), sep = "+";
+    return r;
+  }
+
   graph::ConvParams p_;
   planar::Geometry geo_{};
   int64_t batch_, c_, m_;
@@ -89,11 +150,13 @@ class SparseConvBase : public Kernel {
   std::vector<int32_t> all_channels_;  // 0..C-1: the planar copy takes every input channel
   std::vector<int32_t> off_;  // the non-zeros: where each reads, and its weight
   std::vector<float> val_;
+  SparseVariant variant_;
+  bool x_res_, y_res_, sum_res_;  // input, output, fused residual in resident planes
 };
 
 class SparseConv final : public SparseConvBase {
  public:
-  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : SparseConvBase(g, n) {
+  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : SparseConvBase(g, n, variant) {
     const graph::Value& wv = g.value(n.inputs[1]);
     // Rows a multiple of 16 floats wide make every read of a tap without a horizontal shift
     // aligned (a read that splits two cache lines costs two: on Zen 5, FMAs on unaligned reads
@@ -159,15 +222,13 @@ class SparseConv final : public SparseConvBase {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
-    auto* planes = static_cast<float*>(a.scratch);
     const int64_t q = geo_.flat_out(), qblocks = q / planar::kBlock;
-    const int64_t in_px = geo_.h * geo_.w, out_px = geo_.oh * geo_.ow;
     constexpr int64_t kTaskPx = kTaskBlocks * planar::kBlock;
     for (int64_t b = 0; b < batch_; ++b) {
       // Copy j: the planes shifted left by j floats.
-      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes, shifts_);
-      float* y = Y + b * out_px * m_;
-      const float* sum = S ? S + b * out_px * m_ : nullptr;
+      const float* planes = planes_of(X + b * in_floats(), static_cast<float*>(a.scratch), shifts_);
+      float* y = Y + b * out_floats(y_res_);
+      const float* sum = S ? S + b * out_floats(sum_res_) : nullptr;
       // Tasks of kTaskBlocks 64-pixel blocks x output channels; consecutive tasks share the
       // pixel blocks, so the input window they read stays in cache. 8 accumulators per task
       // hide the FMA latency: two blocks (AVX-512; a last, odd block interleaves two halves of
@@ -196,8 +257,7 @@ class SparseConv final : public SparseConvBase {
               else
                 accumulate_split(base, k0, k1, dst, blk > 0);
             }
-          planar::store_block(geo_, acc, kTaskPx, q0, std::min(kTaskPx, q - q0), no, y + o0, m_, bias_.data() + o0,
-                              sum ? sum + o0 : nullptr, m_, p_.activation);
+          store(geo_, acc, kTaskPx, q0, std::min(kTaskPx, q - q0), o0, no, y, sum);
         }
     }
   }
@@ -321,7 +381,7 @@ class SparseConv final : public SparseConvBase {
     char buf[64];
     std::snprintf(buf, sizeof buf, "sparse:direct%s(%.0f%% zeros)",
                   shifts_ > 1 ? "-aligned" : classes_ > 1 ? "-split" : "", 100 * (1 - density_));
-    return buf;
+    return buf + layouts_name();
   }
   size_t scratch_bytes() const override {
     // Split: a task past the last block reads up to a task and a vector further.
@@ -332,6 +392,8 @@ class SparseConv final : public SparseConvBase {
   bool applies(SparseVariant v) const {
     return v == SparseVariant::Plain || (v == SparseVariant::Copies ? shifts_ > 1 : classes_ > 1);
   }
+  // (Shifted copies are packed from NHWC only.)
+  bool takes_planes() const override { return shifts_ == 1; }
   // Floats that the non-zeros' int32 offsets span: every shifted copy of the planes.
   int64_t offset_span() const { return shifts_ * geo_.planes_size(c_); }
  private:
@@ -363,7 +425,7 @@ class SparseConv final : public SparseConvBase {
 // every block on every thread: at 2 threads slower than the plain variant.)
 class SparseGatherConv final : public SparseConvBase {
  public:
-  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : SparseConvBase(g, n) {
+  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : SparseConvBase(g, n, SparseVariant::Gather) {
     const graph::Value& wv = g.value(n.inputs[1]);
     const Shape& ys = g.value(n.outputs[0]).shape;
     out_geo_ = {ys[2], ys[3], 1, 1, ys[2], ys[3], 0, 0, 1};  // flat position = oy * ow + ox
@@ -417,12 +479,11 @@ class SparseGatherConv final : public SparseConvBase {
     const float* X = a.in[0].as<const float>();
     float* Y = a.out[0].as<float>();
     const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
-    auto* planes = static_cast<float*>(a.scratch);
-    const int64_t in_px = geo_.h * geo_.w;
+    auto* scratch = static_cast<float*>(a.scratch);
     for (int64_t b = 0; b < batch_; ++b) {
-      planar::pack(geo_, X + b * in_px * c_, c_, all_channels_.data(), c_, planes);
-      float* y = Y + b * npx_ * m_;
-      const float* sum = S ? S + b * npx_ * m_ : nullptr;
+      const float* planes = planes_of(X + b * in_floats(), scratch);
+      float* y = Y + b * out_floats(y_res_);
+      const float* sum = S ? S + b * out_floats(sum_res_) : nullptr;
       // At most the threads the scratch has slots for, no more than the caller runs now, and
       // no more than there are blocks: a thread without one only adds zeros (on ResNet-18's
       // 1x1 stride-2 layer into 7x7 at 90%, one block of all 256 channels: 0.049 ms on 1
@@ -432,13 +493,13 @@ class SparseGatherConv final : public SparseConvBase {
 #pragma omp parallel num_threads(threads)
         {
           const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-          accumulate_blocks(planes, t, nt);
+          accumulate_blocks(planes, scratch, t, nt);
 #pragma omp barrier
-          store_outputs(planes, y, sum, t, nt);
+          store_outputs(scratch, y, sum, t, nt);
         }
       } else {
-        accumulate_blocks(planes, 0, 1);
-        store_outputs(planes, y, sum, 0, 1);
+        accumulate_blocks(planes, scratch, 0, 1);
+        store_outputs(scratch, y, sum, 0, 1);
       }
     }
   }
@@ -446,7 +507,7 @@ class SparseGatherConv final : public SparseConvBase {
   std::string name() const override {
     char buf[64];
     std::snprintf(buf, sizeof buf, "sparse:direct-gather(%.0f%% zeros)", 100 * (1 - density_));
-    return buf;
+    return buf + layouts_name();
   }
   size_t scratch_bytes() const override {
     return static_cast<size_t>(planes_floats_ + slots_ * slot_floats_) * sizeof(float);
@@ -455,14 +516,14 @@ class SparseGatherConv final : public SparseConvBase {
  private:
   // Thread t of nt: the blocks [lo, hi) that hold about 1/nt of the work, into its sums
   // (all output channels; zeros when it has no block).
-  void accumulate_blocks(const float* planes, int t, int nt) const {
+  void accumulate_blocks(const float* planes, float* scratch, int t, int nt) const {
     const int64_t total = cum_.back();
     auto bound = [&](int i) {
       if (i >= nt) return ncb_;
       return static_cast<int64_t>(std::lower_bound(cum_.begin(), cum_.end(), total * i / nt) - cum_.begin());
     };
     const int64_t lo = bound(t), hi = bound(t + 1);
-    float* col = slot(planes, t);
+    float* col = slot(scratch, t);
     float* acc = col + col_floats();
     if (lo >= hi) {
       std::fill(acc, acc + m_ * row_, 0.f);
@@ -478,22 +539,22 @@ class SparseGatherConv final : public SparseConvBase {
     }
   }
   // Thread t of nt: output channels [lo, hi), every thread's sums added into thread 0's, then
-  // written to NHWC with the epilogue.
-  void store_outputs(const float* planes, float* y, const float* sum, int t, int nt) const {
+  // written out with the epilogue.
+  void store_outputs(float* scratch, float* y, const float* sum, int t, int nt) const {
     const int64_t lo = m_ * t / nt, hi = m_ * (t + 1) / nt;
     if (lo >= hi) return;
-    float* acc = slot(planes, 0) + col_floats();
+    float* acc = slot(scratch, 0) + col_floats();
     for (int u = 1; u < nt; ++u) {
-      const float* part = slot(planes, u) + col_floats();
+      const float* part = slot(scratch, u) + col_floats();
       for (int64_t i = lo * row_; i < hi * row_; i += kVec)
         *reinterpret_cast<vf*>(acc + i) += *reinterpret_cast<const vf*>(part + i);
     }
-    planar::store_block(out_geo_, acc + lo * row_, row_, 0, npx_, hi - lo, y + lo, m_, bias_.data() + lo,
-                        sum ? sum + lo : nullptr, m_, p_.activation);
+    store(out_geo_, acc + lo * row_, row_, 0, npx_, lo, hi - lo, y, sum);
   }
   int64_t col_floats() const { return cb_ * taps_ * row_; }
-  float* slot(const float* planes, int t) const {
-    return const_cast<float*>(planes) + planes_floats_ + t * slot_floats_;
+  // (The scratch: the planes' copy, then the slots.)
+  float* slot(float* scratch, int t) const {
+    return scratch + planes_floats_ + t * slot_floats_;
   }
 
   // col's rows: for each channel of block blk and each tap, the input pixels the tap reads for
@@ -602,6 +663,8 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
     if (geo.oh * geo.ow > planar::kBlock) return no("the gathered variant takes maps of at most 64 output pixels");
     return std::make_unique<SparseGatherConv>(g, n);
   }
+  if (variant == SparseVariant::Copies && is_resident(g, n.inputs[0]))
+    return no("shifted copies of the input are packed from NHWC only, not from resident planes");
   auto k = std::make_unique<SparseConv>(g, n, variant);
   if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
   if (k->applies(variant)) return k;

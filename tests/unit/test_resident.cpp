@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -18,6 +20,7 @@
 
 #include "graph/passes/passes.h"
 #include "ops/conv/planar.h"
+#include "ops/sparse/sparse.h"
 #include "runtime/plan.h"
 #include "tests/unit/kernel_compare.h"
 #include "tests/unit/onnx_builder.h"
@@ -29,10 +32,11 @@ namespace planar = ops::planar;
 
 int64_t plane(int64_t h, int64_t w) { return planar::resident(h, w).plane(); }
 
-// NHWC [n, h, w, c] as resident planes: borders and slack zero, as producers leave them.
+// NHWC [n, h, w, c] as resident planes: borders and slack zero, as producers leave them (and
+// the slack after the last plane that a plan's buffer has).
 std::vector<float> to_resident(const std::vector<float>& x, int64_t n, int64_t c, int64_t h, int64_t w) {
   const int64_t ps = plane(h, w);
-  std::vector<float> r(static_cast<size_t>(n * c * ps), 0.f);
+  std::vector<float> r(static_cast<size_t>(planar::resident_floats({n, c, h, w})), 0.f);
   for (int64_t b = 0; b < n; ++b)
     for (int64_t y = 0; y < h; ++y)
       for (int64_t xx = 0; xx < w; ++xx)
@@ -95,75 +99,152 @@ void run_kernel(const ops::Kernel& k, const graph::Graph& g, const graph::Node& 
 
 graph::NodeId node_id(const graph::Graph& g, const graph::Node* n) { return static_cast<graph::NodeId>(n - g.nodes.data()); }
 
-// The direct conv with its input NHWC, resident or NCHW (Plan::read_nchw_inputs), and its output
-// and residual each NHWC or resident, against the same conv all on NHWC: 3x3 stride 1 (planes read as they are; results stored straight into the
-// output planes, or through the planar results for LeakyRelu), stride 2 and 7x7 (input packed
-// from the planes), 1x1 and 5x5, batch 2 and 3, a large map (tiles), the residual laid over the
-// output as plans do. Every border and slack float of a resident output must be 0.
+// Kernels of a conv made by `make` (on a copy of g with the layouts set; null: not in that
+// layout) with its input NHWC, resident or (nchw) NCHW (Plan::read_nchw_inputs), and its output
+// and residual each NHWC or resident, against `want` (the conv all on NHWC), with the residual
+// also laid over the output as plans do. Every border and slack float of a resident output
+// must be 0. Counts the runs that touched planes and that read NCHW.
+using MakeKernel = std::function<std::unique_ptr<ops::Kernel>(const graph::Graph&, const graph::Node&)>;
+struct LayoutRuns {
+  int resident = 0, nchw = 0;
+};
+LayoutRuns check_layouts(const graph::Graph& g, const graph::Node* node, bool nchw, const MakeKernel& make,
+                         const std::vector<float>& x, const std::vector<float>& sum, const std::vector<float>& want,
+                         const std::string& what) {
+  LayoutRuns runs;
+  const bool res = node->p<graph::ConvParams>().fused_sum;
+  const Shape& xs = g.value(node->inputs[0]).shape;
+  const Shape& ys = g.value(node->outputs[0]).shape;
+  const int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3], mo = ys[1], oh = ys[2], ow = ys[3];
+  for (int xf = 0; xf < (nchw ? 3 : 2); ++xf)  // input NHWC, resident, NCHW
+    for (bool yr : {false, true})
+      for (bool sr : {false, true}) {
+        const bool xr = xf == 1, xc = xf == 2;
+        if (sr && !res) continue;
+        if (yr && res && !sr) continue;  // keep_planes_resident never asks for it
+        graph::Graph gg = g;
+        graph::Node& nn = gg.node(node_id(g, node));
+        if (xr) gg.value(nn.inputs[0]).layout = graph::Layout::Planar;
+        if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW, nn.p<graph::ConvParams>().reads_nchw = true;
+        if (yr) gg.value(nn.outputs[0]).layout = graph::Layout::Planar;
+        if (sr) gg.value(nn.inputs[3]).layout = graph::Layout::Planar;
+        auto k = make(gg, nn);
+        if (!k) continue;
+        EXPECT_EQ(k->name().find("resident") != std::string::npos, xr || yr || sr) << k->name();
+        EXPECT_EQ(k->name().find("reads NCHW") != std::string::npos, xc) << k->name();
+        const std::vector<float> xin = xr ? to_resident(x, n, c, h, w) : xc ? to_nchw(x, n, c, h, w) : x;
+        const std::vector<float> sin = sr ? to_resident(sum, n, mo, oh, ow) : sum;
+        const size_t ysize = static_cast<size_t>(yr ? n * mo * plane(oh, ow) : n * oh * ow * mo);
+        for (bool in_place : {false, true}) {
+          if (in_place && (!res || sr != yr)) continue;
+          // 1024 sentinels after the output: a write past its last plane shows.
+          std::vector<float> y = in_place ? sin : std::vector<float>(ysize, NAN);
+          y.resize(ysize);  // (to_resident's slack too)
+          y.resize(ysize + 1024, 1234.5f);
+          run_kernel(*k, gg, nn, xin.data(), res ? (in_place ? y.data() : sin.data()) : nullptr, y.data());
+          EXPECT_TRUE(std::all_of(y.begin() + static_cast<std::ptrdiff_t>(ysize), y.end(),
+                                  [](float v) { return v == 1234.5f; }))
+              << "wrote past the output: " << k->name();
+          y.resize(ysize);
+          int dirty = 0;
+          const std::vector<float> got = yr ? from_resident(y, n, mo, oh, ow, &dirty) : y;
+          EXPECT_EQ(dirty, 0) << "resident output with non-zero borders: " << k->name();
+          double worst = 0;
+          for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+          EXPECT_LT(worst, 1e-5) << what << ": " << k->name() << (in_place ? " (in place)" : "");
+          runs.resident += xr || yr || sr;
+          runs.nchw += xc;
+        }
+      }
+  return runs;
+}
+
+std::string describe(const DenseCase& t) {
+  return std::to_string(t.c) + "->" + std::to_string(t.m) + " " + std::to_string(t.h) + "x" + std::to_string(t.h) +
+         " k" + std::to_string(t.k) + " s" + std::to_string(t.stride) + " batch " + std::to_string(t.n);
+}
+
+// The direct conv in every layout (check_layouts): 3x3 stride 1 (planes read as they are;
+// results stored straight into the output planes, or through the planar results for
+// LeakyRelu), stride 2 and 7x7 (input packed from the planes), 1x1 and 5x5, batch 2 and 3, a
+// large map (tiles).
 TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
   const DenseCase cases[] = {{1, 19, 20, 23, 3, 1, true},  {2, 20, 39, 17, 3, 1, true}, {1, 20, 20, 15, 3, 1, false},
                              {1, 3, 20, 40, 7, 2, false},  {1, 13, 38, 17, 3, 2, true}, {1, 19, 7, 9, 1, 1, true},
                              {3, 5, 21, 11, 5, 1, true},   {1, 5, 20, 100, 3, 1, true}, {2, 6, 9, 130, 3, 1, false}};
-  int resident_runs = 0, nchw_runs = 0;
+  LayoutRuns all;
   for (const DenseCase& t : cases) {
     const PlannedConv pc(t);
     const graph::Graph& g = pc.graph();
     const graph::Node* node = pc.node;
     ASSERT_NE(node, nullptr);
-    const bool res = node->p<graph::ConvParams>().fused_sum;
-    ASSERT_EQ(res, t.residual);
+    ASSERT_EQ(node->p<graph::ConvParams>().fused_sum, t.residual);
     const Shape& xs = g.value(node->inputs[0]).shape;
     const Shape& ys = g.value(node->outputs[0]).shape;
-    const int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3], mo = ys[1], oh = ys[2], ow = ys[3];
-    const std::vector<float> x = normal(static_cast<size_t>(n * h * w * c), 1);
-    const std::vector<float> sum = normal(static_cast<size_t>(n * oh * ow * mo), 2);
+    const std::vector<float> x = normal(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]), 1);
+    const std::vector<float> sum = normal(static_cast<size_t>(ys[0] * ys[1] * ys[2] * ys[3]), 2);
     auto nhwc = ops::make_direct_conv(g, *node);
     ASSERT_NE(nhwc, nullptr);
-    std::vector<float> want(static_cast<size_t>(n * oh * ow * mo), NAN);
-    run_kernel(*nhwc, g, *node, x.data(), res ? sum.data() : nullptr, want.data());
-    for (int xf : {0, 1, 2})  // input NHWC, resident, NCHW
-      for (bool yr : {false, true})
-        for (bool sr : {false, true}) {
-          const bool xr = xf == 1, xc = xf == 2;
-          if (sr && !res) continue;
-          if (yr && res && !sr) continue;  // keep_planes_resident never asks for it
-          graph::Graph gg = g;
-          graph::Node& nn = gg.node(node_id(g, node));
-          if (xr) gg.value(nn.inputs[0]).layout = graph::Layout::Planar;
-          if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW, nn.p<graph::ConvParams>().reads_nchw = true;
-          if (yr) gg.value(nn.outputs[0]).layout = graph::Layout::Planar;
-          if (sr) gg.value(nn.inputs[3]).layout = graph::Layout::Planar;
-          auto k = ops::make_direct_conv(gg, nn);
-          ASSERT_NE(k, nullptr);
-          EXPECT_EQ(k->name().find("resident") != std::string::npos, xr || yr || sr) << k->name();
-          EXPECT_EQ(k->name().find("reads NCHW") != std::string::npos, xc) << k->name();
-          const std::vector<float> xin = xr ? to_resident(x, n, c, h, w) : xc ? to_nchw(x, n, c, h, w) : x;
-          const std::vector<float> sin = sr ? to_resident(sum, n, mo, oh, ow) : sum;
-          const size_t ysize = static_cast<size_t>(yr ? n * mo * plane(oh, ow) : n * oh * ow * mo);
-          for (bool in_place : {false, true}) {
-            if (in_place && (!res || sr != yr)) continue;
-            // 1024 sentinels after the output: a write past its last plane shows.
-            std::vector<float> y = in_place ? sin : std::vector<float>(ysize, NAN);
-            y.resize(ysize + 1024, 1234.5f);
-            run_kernel(*k, gg, nn, xin.data(), res ? (in_place ? y.data() : sin.data()) : nullptr, y.data());
-            EXPECT_TRUE(std::all_of(y.begin() + static_cast<std::ptrdiff_t>(ysize), y.end(),
-                                    [](float v) { return v == 1234.5f; }))
-                << "wrote past the output: " << k->name();
-            y.resize(ysize);
-            int dirty = 0;
-            const std::vector<float> got = yr ? from_resident(y, n, mo, oh, ow, &dirty) : y;
-            EXPECT_EQ(dirty, 0) << "resident output with non-zero borders: " << k->name();
-            double worst = 0;
-            for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
-            EXPECT_LT(worst, 1e-5) << t.c << "->" << t.m << " " << t.h << "x" << t.h << " k" << t.k << " s" << t.stride
-                                   << " batch " << t.n << ": " << k->name() << (in_place ? " (in place)" : "");
-            resident_runs += xr || yr || sr;
-            nchw_runs += xc;
-          }
-        }
+    std::vector<float> want(sum.size(), NAN);
+    run_kernel(*nhwc, g, *node, x.data(), t.residual ? sum.data() : nullptr, want.data());
+    const LayoutRuns r = check_layouts(g, node, true, ops::make_direct_conv, x, sum, want, describe(t));
+    all.resident += r.resident, all.nchw += r.nchw;
   }
-  EXPECT_GT(resident_runs, 40);
-  EXPECT_GT(nchw_runs, 20);
+  EXPECT_GT(all.resident, 40);
+  EXPECT_GT(all.nchw, 20);
+}
+
+// The sparse convs (each variant where it applies) in every layout but NCHW (check_layouts),
+// on weights 70% zero, against the direct conv on NHWC: 3x3 stride 1 on maps whose aligned
+// rows are the resident ones (14x14: read as they are, the split variant too) and are not
+// (20x20, 23x23: packed from the planes), stride 2, 1x1, 7x7, maps of at most 64 pixels (the
+// gathered variant), batch 2, output channels off the 16-channel groups. The shifted copies
+// (Copies) are packed from NHWC only: not made for a resident input.
+TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
+  const DenseCase cases[] = {{1, 19, 20, 14, 3, 1, true}, {2, 20, 33, 20, 3, 1, true}, {1, 16, 16, 23, 3, 1, false},
+                             {1, 3, 20, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, true}, {1, 19, 7, 9, 1, 1, true},
+                             {2, 24, 40, 7, 3, 1, true},  {1, 32, 17, 14, 3, 2, true}};
+  std::map<ops::SparseVariant, int> runs;
+  for (const DenseCase& t : cases) {
+    const PlannedConv pc(t);
+    graph::Graph g = pc.graph();
+    ASSERT_NE(pc.node, nullptr);
+    const graph::Node* node = &g.node(node_id(pc.graph(), pc.node));
+    Tensor& wt = g.value(node->inputs[1]).constant;
+    float* wp = wt.data<float>();
+    for (int64_t i = 0; i < wt.numel(); ++i)
+      if (i % 10 < 7) wp[i] = 0.f;
+    const Shape& xs = g.value(node->inputs[0]).shape;
+    const Shape& ys = g.value(node->outputs[0]).shape;
+    const std::vector<float> x = normal(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]), 3);
+    const std::vector<float> sum = normal(static_cast<size_t>(ys[0] * ys[1] * ys[2] * ys[3]), 4);
+    auto nhwc = ops::make_direct_conv(g, *node);
+    ASSERT_NE(nhwc, nullptr);
+    std::vector<float> want(sum.size(), NAN);
+    run_kernel(*nhwc, g, *node, x.data(), t.residual ? sum.data() : nullptr, want.data());
+    for (ops::SparseVariant v :
+         {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split, ops::SparseVariant::Gather}) {
+      const LayoutRuns r = check_layouts(
+          g, node, false, [&](const graph::Graph& gg, const graph::Node& nn) { return ops::make_sparse_conv(gg, nn, v); },
+          x, sum, want, describe(t));
+      runs[v] += r.resident;
+    }
+  }
+  EXPECT_GT(runs[ops::SparseVariant::Plain], 20);
+  EXPECT_GT(runs[ops::SparseVariant::Gather], 3);
+  EXPECT_GT(runs[ops::SparseVariant::Copies], 0);  // resident output and residual
+  if (ops::sparse_split_available()) {
+    EXPECT_GT(runs[ops::SparseVariant::Split], 5);
+  }
+  // Nor is a kernel with shifted copies made for a resident input.
+  const PlannedConv pc(cases[0]);
+  graph::Graph g = pc.graph();
+  graph::Node& nn = g.node(node_id(pc.graph(), pc.node));
+  ASSERT_NE(ops::make_sparse_conv(g, nn, ops::SparseVariant::Copies), nullptr);
+  g.value(nn.inputs[0]).layout = graph::Layout::Planar;
+  std::string why;
+  EXPECT_EQ(ops::make_sparse_conv(g, nn, ops::SparseVariant::Copies, &why), nullptr);
+  EXPECT_NE(why.find("NHWC"), std::string::npos) << why;
 }
 
 // MaxPool from resident planes to resident planes, and to NHWC, against the NHWC pool on the
@@ -550,9 +631,10 @@ TEST(RunOutputs, EveryElementIsWritten) {
 }
 
 // A conv on a sparse kernel keeps it: with --sparse always (SparseMode::Always) every conv of a
-// thin stage whose weights are 75% zero stays sparse, and no value is kept planar. (Before, such
-// convs were timed again against the direct kernel on planes and replaced where it won, and
-// their executed MACs still counted the sparse kernel's.)
+// thin stage whose weights are 75% zero stays sparse (they were once timed again against the
+// direct kernel on planes and replaced where it won, and their executed MACs still counted the
+// sparse kernel's), and the values between them stay in resident planes, which the sparse
+// kernels read and write (Kernel::takes_planes): the stage's answer is the reference kernels'.
 TEST(ResidentPlanes, SparseKernelsKeepTheirChoice) {
   OnnxBuilder b;
   b.input("x", {1, 3, 48, 48});
@@ -574,15 +656,25 @@ TEST(ResidentPlanes, SparseKernelsKeepTheirChoice) {
   SessionOptions o{1, true};
   o.sparse = SparseMode::Always;
   runtime::Plan plan(*m.graph(), {}, o);
+  int planar_convs = 0;
   for (const runtime::Step& st : plan.steps()) {
     if (plan.graph().node(st.node).op != graph::OpType::Conv) continue;
     EXPECT_EQ(st.kernel->name().rfind("sparse:", 0), 0u) << st.kernel->name();
     EXPECT_EQ(st.executed_macs, st.kernel->executed_macs());
+    planar_convs += st.kernel->name().find("resident planes") != std::string::npos;
   }
-  for (const auto& [name, count] : plan.pass_log()) {
-    if (name == "keep_planes_resident") {
-      EXPECT_EQ(count, 0);
-    }
+  EXPECT_EQ(planar_convs, 3);
+  int kept = -1;
+  for (const auto& [name, count] : plan.pass_log())
+    if (name == "keep_planes_resident") kept = count;
+  EXPECT_EQ(kept, 2);  // c0 -> c1 -> c2 (not the model's output)
+  const Tensor x = random_tensor({1, 3, 48, 48}, 6);
+  auto ref = Session(m, {1, false}).run({{"x", x}});
+  for (int threads : {1, 2}) {
+    SessionOptions so{threads, true};
+    so.sparse = SparseMode::Always;
+    auto got = Session(m, so).run({{"x", x}});
+    EXPECT_LT(normalized_error(got.begin()->second, ref.begin()->second), 1e-5) << threads << " threads";
   }
 }
 
