@@ -45,6 +45,9 @@ struct Value {
   NodeId producer = -1;
   std::vector<NodeId> consumers;  // maintained by Graph::rebuild_links()
   bool is_input = false, is_output = false;
+  // Layout::Planar with rows rounded up to 16 floats (ops::planar::resident(h, w, true)):
+  // between sparse convs only (passes::keep_planes_resident).
+  bool wide_rows = false;
 
   bool is_constant() const { return !constant.empty(); }
 };

@@ -116,7 +116,7 @@ int64_t executed_macs(const ops::Kernel& k, const graph::Graph& g, const graph::
 size_t Plan::slot_bytes(const graph::Value& v) {
   size_t bytes = dtype_size(v.dtype);
   if (v.layout == graph::Layout::Planar)  // resident planes: N x C planes with their borders
-    return bytes * static_cast<size_t>(ops::planar::resident_floats(v.shape));
+    return bytes * static_cast<size_t>(ops::planar::resident_floats(v.shape, v.wide_rows));
   for (int64_t d : v.shape) bytes *= static_cast<size_t>(d);
   return bytes;
 }

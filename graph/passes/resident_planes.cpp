@@ -11,14 +11,18 @@
 //     conv on the same map reads the planes as they are, others copy rows out of them) or as
 //     its fused residual, or a max pool (which writes planes or NHWC) after a conv on the
 //     direct kernel;
-//   - a conv with a fused residual writes planar output only if the residual is planar (an
-//     NHWC residual is not added into planes; a planar one is into NHWC output);
+//   - a conv with a fused residual writes planar output only if the residual is planar (the
+//     direct kernel adds no NHWC residual into planes; a planar one into NHWC output, and the
+//     sparse convs both);
 //   - it is not a graph output.
+// Between sparse convs, a value's rows may be wide (below).
 // The largest set with these properties: start from every candidate and drop values that break
 // a rule until none does.
+#include <algorithm>
 #include <vector>
 
 #include "graph/passes/passes.h"
+#include "ops/conv/planar.h"
 #include "ops/kernel.h"
 
 namespace sluice::graph::passes {
@@ -35,8 +39,10 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
                          const std::function<bool(NodeId)>& takes_planes) {
   g.rebuild_links();
   // From scratch: what an earlier run kept planar is NHWC again.
-  for (Value& v : g.values)
+  for (Value& v : g.values) {
     if (v.layout == Layout::Planar) v.layout = Layout::NHWC;
+    v.wide_rows = false;
+  }
   for (Node& n : g.nodes)
     if (n.layout == Layout::Planar) n.layout = Layout::NHWC;
   const size_t nv = g.values.size();
@@ -63,16 +69,35 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
     for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
       if (!planar[v]) continue;
       const Node& p = g.node(g.value(v).producer);
-      bool ok = !(pool[g.value(v).producer] && !planar[p.inputs[0]]) && !(fused_sum(p) && !planar[p.inputs[3]]);
+      const NodeId pid = g.value(v).producer;
+      bool ok = !(pool[pid] && !planar[p.inputs[0]]) && !(fused_sum(p) && !planar[p.inputs[3]] && !takes[pid]);
       for (NodeId c : g.value(v).consumers)
         for (size_t i = 0; ok && i < g.node(c).inputs.size(); ++i)
           if (g.node(c).inputs[i] == v) ok = reads_ok(c, i, g.value(v).producer);
       if (!ok) planar[v] = 0, changed = true;
     }
   }
+  // Wide rows (ops::planar::resident(h, w, true)) for a value that only sparse convs write and
+  // read, where they pay (wide_rows_pay): the readers with aligned rows take the planes as they
+  // are instead of packing them. A conv's planar residual and planar output have the same rows
+  // (the one is written where the other is read, in place): where they differ, neither is wide.
+  std::vector<char> wide(nv, 0);
+  for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
+    const Value& val = g.value(v);
+    if (!planar[v] || !takes[val.producer] || !ops::planar::wide_rows_pay(val.shape[3])) continue;
+    wide[v] = std::all_of(val.consumers.begin(), val.consumers.end(), [&](NodeId c) { return takes[c] != 0; });
+  }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const Node& n : g.nodes) {
+      if (n.dead || !fused_sum(n) || !planar[n.inputs[3]] || !planar[n.outputs[0]]) continue;
+      if (wide[n.inputs[3]] != wide[n.outputs[0]]) wide[n.inputs[3]] = wide[n.outputs[0]] = 0, changed = true;
+    }
+  }
   int kept = 0;
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
     if (!planar[v]) continue;
+    g.value(v).wide_rows = wide[v] != 0;
     g.value(v).layout = Layout::Planar;
     ++kept;
     // A pool runs on the planes it reads (its output planar or not; a planar output needs a

@@ -14,7 +14,7 @@ namespace {
 // Floats of a value's buffer: its elements, or its resident planes (Layout::Planar).
 size_t buffer_floats(const graph::Value& v) {
   if (v.layout == graph::Layout::Planar)
-    return static_cast<size_t>(planar::resident_floats(v.shape));
+    return static_cast<size_t>(planar::resident_floats(v.shape, v.wide_rows));
   return static_cast<size_t>(TensorView{v.dtype, v.shape, nullptr}.numel());
 }
 }  // namespace

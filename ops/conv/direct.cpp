@@ -37,7 +37,13 @@ class PlanarDirectConv final : public Kernel {
                                             : planar::Source::Nhwc),
         y_resident_(is_resident(g, n.outputs[0])),
         sum_resident_(p_.fused_sum && is_resident(g, n.inputs[3])) {
-    // An NHWC residual is not added into planes (keep_planes_resident never asks for it).
+    // An NHWC residual is not added into planes (keep_planes_resident never asks for it), nor
+    // are wide rows read or written (keep_planes_resident gives them to sparse convs only).
+    for (graph::ValueId v : n.inputs)
+      if (v != graph::kNoValue && g.value(v).wide_rows)
+        throw Error("internal error: '" + n.name + "' on the direct kernel reads planes with wide rows");
+    if (g.value(n.outputs[0]).wide_rows)
+      throw Error("internal error: '" + n.name + "' on the direct kernel writes planes with wide rows");
     if (y_resident_ && p_.fused_sum && !sum_resident_)
       throw Error("internal error: '" + n.name + "' writes resident planes with an NHWC residual");
     const Shape& xs = g.value(n.inputs[0]).shape;

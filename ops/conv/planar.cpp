@@ -152,10 +152,10 @@ inline Vec activate(Vec v, const graph::FusedActivation& a) {
 
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
           int64_t shifts, Source from) {
-  const bool x_resident = from == Source::Resident;
+  const bool x_resident = from == Source::Resident || from == Source::ResidentWide, wide = from == Source::ResidentWide;
   // Where channel c of pixel p is, NHWC or NCHW: x[c * ch_step + p * px_step].
   const int64_t ch_step = from == Source::Nchw ? g.h * g.w : 1, px_step = from == Source::Nchw ? 1 : x_stride;
-  const int64_t x_plane = x_resident ? resident(g.h, g.w).plane() : ch_step;
+  const int64_t x_plane = x_resident ? resident(g.h, g.w, wide).plane() : ch_step;
   const int64_t st = g.stride, gw = g.grid_w(), ps = g.plane(), phase_size = k * ps, copy = g.planes_size(k);
   // Zeroed in parallel chunks: serially, the 1.7 MB of a 128-channel 28x28 input's aligned
   // copies kept the other thread waiting (libgomp's spin was 20% of a 2-thread sparse ResNet-18).
@@ -214,7 +214,7 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
       }
 #endif
     float* row = planes + (py % st) * st * phase_size + (py / st) * gw;
-    if (shifts == 1) {
+    if (shifts == 1 || from != Source::Nhwc) {
       // The channels left (all of them on a 3-channel stem), one channel and column phase at
       // a time: a strided read into a contiguous run. (Pixel by pixel over the channels, the
       // copy took 29% of a 3 -> 20-channel 7x7 stride-2 stem.)
@@ -231,17 +231,22 @@ void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* po
         for (int64_t a = 0; a < phases; ++a) {
           const int64_t px = first[a], n = count[a];
           // From resident planes or NCHW: the channel's row, pixels consecutive.
-          const float* s = x_resident ? x + pos[j] * x_plane + resident_index(g.w, yy, px - g.pad_left)
+          const float* s = x_resident ? x + pos[j] * x_plane + resident_index(g.w, yy, px - g.pad_left, wide)
                                       : x + (yy * g.w + px - g.pad_left) * px_step + pos[j] * ch_step;
-          float* d = row + a * phase_size + j * ps + px / st;
-          // Constant steps, which the compiler vectorises (from resident planes at stride 2, a
-          // run-time step made the pack slower than from NHWC).
-          if (step == 1)
-            std::copy_n(s, n, d);
-          else if (step == 2)
-            for (int64_t i = 0; i < n; ++i) d[i] = s[2 * i];
-          else
-            for (int64_t i = 0; i < n; ++i) d[i] = s[i * step];
+          float* d0 = row + a * phase_size + j * ps + px / st;
+          // Copy c (shifts > 1) c floats to the left: what would land before the buffer is not written.
+          for (int64_t c = 0; c < shifts; ++c) {
+            float* d = d0 + c * copy - c;
+            const int64_t i0 = std::max<int64_t>(0, c - (d0 - planes));
+            // Constant steps, which the compiler vectorises (from resident planes at stride 2, a
+            // run-time step made the pack slower than from NHWC).
+            if (step == 1)
+              std::copy(s + i0, s + std::max(i0, n), d + i0);
+            else if (step == 2)
+              for (int64_t i = i0; i < n; ++i) d[i] = s[2 * i];
+            else
+              for (int64_t i = i0; i < n; ++i) d[i] = s[i * step];
+          }
         }
       continue;
     }
@@ -375,8 +380,10 @@ struct Chunk {
 constexpr int kChunks = 64;
 
 void store_resident_chunks(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t lo, int64_t hi,
-                           int64_t k, float* y, const float* bias, const float* sum, const graph::FusedActivation& act) {
-  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane(), rw = g.ow + 2;
+                           int64_t k, float* y, const float* bias, const float* sum, const graph::FusedActivation& act,
+                           bool wide) {
+  const Geometry out = resident(g.oh, g.ow, wide);
+  const int64_t gw = g.grid_w(), ps = out.plane(), rw = out.grid_w();
   Chunk ch[kChunks];
   int64_t row = lo / rw;  // the plane row of the next vector's first float in the range
   for (int64_t c = lo / T * T; c < hi;) {
@@ -422,8 +429,9 @@ void store_resident_chunks(const Geometry& g, const float* src, int64_t src_stri
 #endif
 
 void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
-                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act) {
-  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane();
+                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act,
+                          bool wide) {
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow, wide).plane();
 #ifdef __AVX512F__
   if (vector_activation(act) && g.ow >= 4) {
     // The range: from the first segment's first pixel (its border too at a row's start, and
@@ -431,15 +439,19 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
     // and the rest of the plane at the map's).
     int64_t lo = -1, hi = -1;
     for_row_segments(g, q0, npx, [&](int64_t oy, int64_t x0, int64_t x1) {
-      if (lo < 0) lo = oy == 0 && x0 == 0 ? 0 : resident_index(g.ow, oy, x0) - (x0 == 0);
-      hi = oy == g.oh - 1 && x1 == g.ow ? ps : resident_index(g.ow, oy, x1) + (x1 == g.ow);
+      if (lo < 0) lo = oy == 0 && x0 == 0 ? 0 : resident_index(g.ow, oy, x0, wide) - (x0 == 0);
+      // (Wide rows: the zeros after a row's right border too.)
+      hi = oy == g.oh - 1 && x1 == g.ow ? ps
+           : x1 == g.ow              ? resident_index(g.ow, oy + 1, -1, wide)
+                                     : resident_index(g.ow, oy, x1, wide);
     });
-    if (lo >= 0) store_resident_chunks(g, src, src_stride, q0, lo, hi, k, y, bias, sum, act);
+    if (lo >= 0) store_resident_chunks(g, src, src_stride, q0, lo, hi, k, y, bias, sum, act, wide);
     return;
   }
 #endif
+  const int64_t rw = resident(g.oh, g.ow, wide).grid_w();
   for_row_segments(g, q0, npx, [&](int64_t oy, int64_t x0, int64_t x1) {
-    const int64_t at = resident_index(g.ow, oy, x0);
+    const int64_t at = resident_index(g.ow, oy, x0, wide);
     for (int64_t j = 0; j < k; ++j) {
       const float* s = src + j * src_stride + (oy * gw + x0 - q0);
       float* d = y + j * ps + at;
@@ -461,10 +473,10 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
         d[i] = act.kind == graph::Activation::None ? v : graph::apply_activation(act, v);
       }
       if (x0 == 0) d[-1] = 0.f;  // the row's left border
-      if (x1 == g.ow) d[n] = 0.f;  // and its right one
+      if (x1 == g.ow) std::fill(d + n, y + j * ps + (oy + 2) * rw, 0.f);  // and its right one (wide: to the row's end)
     }
     // The top border row with the map's first pixel, the rest of the plane with its last.
-    const int64_t rw = g.ow + 2, bottom = (g.oh + 1) * rw;
+    const int64_t bottom = (g.oh + 1) * rw;
     for (int64_t j = 0; j < k; ++j) {
       if (oy == 0 && x0 == 0) std::fill(y + j * ps, y + j * ps + rw, 0.f);
       if (oy == g.oh - 1 && x1 == g.ow) std::fill(y + j * ps + bottom, y + (j + 1) * ps, 0.f);
@@ -472,13 +484,54 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
   });
 }
 
+void add_nhwc_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
+                  const float* sum, int64_t sum_stride) {
+  const int64_t gw = g.grid_w();
+  int64_t oy = q0 / gw, ox = q0 - oy * gw;  // flat position q0 + i's pixel, as in store_block
+  auto next = [&] {
+    if (++ox == gw) ox = 0, ++oy;
+  };
+#ifdef SLUICE_PLANAR_TILES
+  // store_block's tiles the other way: T pixels' runs of T channels, transposed to T channels'
+  // runs of T pixels, added to the results.
+  for (int64_t i0 = 0; i0 < npx; i0 += T) {
+    const int64_t n = std::min<int64_t>(T, npx - i0), ty = oy, tx = ox;
+    const bool in_row = tx + n <= g.ow && ty < g.oh;  // consecutive pixels of one row (the common case)
+    for (int64_t j0 = 0; j0 < k; j0 += T) {
+      const int64_t jn = std::min<int64_t>(T, k - j0);
+      Vec r[T];
+      if (in_row) {
+        const float* s = sum + (ty * g.ow + tx) * sum_stride + j0;
+        for (int64_t i = 0; i < T; ++i) r[i] = i < n ? load_n(s + i * sum_stride, jn) : zero();
+      } else {
+        oy = ty, ox = tx;
+        for (int64_t i = 0; i < T; ++i, next())
+          r[i] = i < n && ox < g.ow && oy < g.oh ? load_n(sum + (oy * g.ow + ox) * sum_stride + j0, jn) : zero();
+      }
+      transpose(r);
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        float* d = dst + (j0 + jj) * dst_stride + i0;
+        store_n(d, add(load_n(d, n), r[jj]), n);
+      }
+    }
+    oy = ty, ox = tx + n;  // past the tile
+    for (; ox >= gw; ox -= gw) ++oy;
+  }
+  return;
+#endif
+  for (int64_t i = 0; i < npx; ++i, next()) {
+    if (ox >= g.ow || oy >= g.oh) continue;
+    for (int64_t j = 0; j < k; ++j) dst[j * dst_stride + i] += sum[(oy * g.ow + ox) * sum_stride + j];
+  }
+}
+
 void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
-                      const float* sum) {
-  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow).plane();
+                      const float* sum, bool wide) {
+  const int64_t gw = g.grid_w(), ps = resident(g.oh, g.ow, wide).plane();
   for_row_segments(g, q0, npx, [&](int64_t oy, int64_t x0, int64_t x1) {
     for (int64_t j = 0; j < k; ++j) {
       float* d = dst + j * dst_stride + (oy * gw + x0 - q0);
-      const float* r = sum + j * ps + resident_index(g.ow, oy, x0);
+      const float* r = sum + j * ps + resident_index(g.ow, oy, x0, wide);
       for (int64_t i = 0; i < x1 - x0; ++i) d[i] += r[i];
     }
   });

@@ -60,8 +60,8 @@ inline bool narrow_grid(const Geometry& g, int64_t to) {
 // copy_0[i + j]: aligned reads for horizontal taps). Stride 1 with runs of 16 consecutive
 // channels goes through register transposes of 16 x 16 (AVX-512) or 8 x 8 (AVX2) tiles.
 // What pack reads: an NHWC sample (x_stride floats per pixel), resident planes of the input
-// map (below; shifts must be 1), or an NCHW sample (channel planes of h x w; x_stride unused).
-enum class Source { Nhwc, Resident, Nchw };
+// map (below), wide or not, or an NCHW sample (channel planes of h x w; x_stride unused).
+enum class Source { Nhwc, Resident, ResidentWide, Nchw };
 void pack(const Geometry& g, const float* x, int64_t x_stride, const int32_t* pos, int64_t k, float* planes,
           int64_t shifts = 1, Source from = Source::Nhwc);
 
@@ -95,33 +95,51 @@ void store_block(const Geometry& g, const float* src, int64_t src_stride, int64_
 // channel c is plane c of resident(h, w).plane() floats: exactly what pack writes for a 3x3,
 // stride-1, pad-1 conv on the same map (rows of w + 2 floats with a zero border of one pixel,
 // zero slack after the bottom border row). Such a conv reads it as it is.
-inline Geometry resident(int64_t h, int64_t w) { return {h, w, 3, 3, h, w, 1, 1}; }
+// Wide resident planes (graph::Value::wide_rows): the same with rows rounded up to a multiple of
+// 16 floats (zeros after the right border), as the sparse convs' aligned variants pack their
+// input: between sparse convs, where those rows cost at most 15% (wide_rows_pay), so that such
+// a reader takes them as they are.
+inline Geometry resident(int64_t h, int64_t w, bool wide = false) {
+  return {h, w, 3, 3, h, w, 1, 1, 1, wide ? 16 : 1};
+}
+inline bool wide_rows_pay(int64_t w) {
+  const int64_t rw = w + 2, wide = (rw + 15) / 16 * 16;
+  return wide != rw && wide * 100 <= rw * 115;
+}
 // Floats after the last plane of a resident activation: a sparse conv that reads the planes
 // as they are (ops/sparse) may read up to two blocks and a vector past them, into results
 // it drops.
 constexpr int64_t kResidentSlack = 2 * kBlock + 16;
 // Floats of a 4-D [N, C, H, W] activation in resident planes.
-inline int64_t resident_floats(const std::vector<int64_t>& nchw) {
-  return nchw[0] * nchw[1] * resident(nchw[2], nchw[3]).plane() + kResidentSlack;
+inline int64_t resident_floats(const std::vector<int64_t>& nchw, bool wide = false) {
+  return nchw[0] * nchw[1] * resident(nchw[2], nchw[3], wide).plane() + kResidentSlack;
 }
 // Where pixel (y, x) of a w-wide map sits in its resident plane.
-inline int64_t resident_index(int64_t w, int64_t y, int64_t x) { return (y + 1) * (w + 2) + x + 1; }
+inline int64_t resident_index(int64_t w, int64_t y, int64_t x, bool wide = false) {
+  return (y + 1) * (wide ? (w + 2 + 15) / 16 * 16 : w + 2) + x + 1;
+}
 // Zeroes the part of k resident h x w planes that no output row covers: the top border row, and
 // from the bottom border row to the end of the plane. (store_block_resident writes each row's
 // left and right border.)
 void clear_resident_borders(int64_t h, int64_t w, int64_t k, float* planes);
 // store_block, writing resident planes of the output map (channel j at y + j *
-// resident(oh, ow).plane()) instead of NHWC; `sum`, if any, is in the same form. Each row's
+// resident(oh, ow, wide).plane()) instead of NHWC; `sum`, if any, is in the same form. Each row's
 // border zeros are written with the row's first and last pixel, the top border row with the
 // map's first pixel, and the bottom border row and the slack after it with its last: a
 // producer that stores every pixel once leaves whole planes (clear_resident_borders not needed).
 void store_block_resident(const Geometry& g, const float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t k,
-                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act);
+                          float* y, const float* bias, const float* sum, const graph::FusedActivation& act,
+                          bool wide = false);
 // Adds a residual in resident planes of the output map to flat positions q0 .. q0 + npx of k
 // planar results (dst[j * dst_stride + i] is flat position q0 + i of channel j), for an NHWC
 // output that store_block then writes without a sum.
 void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
-                      const float* sum);
+                      const float* sum, bool wide = false);
+// Adds an NHWC residual (pixel p's channel j at sum[p * sum_stride + j]) to flat positions q0 ..
+// q0 + npx of k planar results, for resident output that store_block_resident then writes
+// without a sum.
+void add_nhwc_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
+                  const float* sum, int64_t sum_stride);
 // unpack's counterpart: the whole output, borders included, into resident planes.
 void unpack_resident(const Geometry& g, const float* planes, int64_t k, float* y, const float* bias, const float* sum,
                      const graph::FusedActivation& act);

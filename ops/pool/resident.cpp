@@ -52,6 +52,9 @@ class ResidentMaxPool final : public Kernel {
   ResidentMaxPool(const graph::Graph& g, const graph::Node& n)
       : rows_(n.p<graph::PoolParams>(), g.value(n.inputs[0]).shape, g.value(n.outputs[0]).shape,
               g.value(n.outputs[0]).layout != graph::Layout::Planar) {
+    // (keep_planes_resident gives wide rows to sparse convs only)
+    if (g.value(n.inputs[0]).wide_rows || g.value(n.outputs[0]).wide_rows)
+      throw Error("internal error: the resident pool '" + n.name + "' does not take wide rows");
     threads_ = std::max(1, omp_get_max_threads());
   }
 

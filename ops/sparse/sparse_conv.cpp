@@ -83,10 +83,12 @@ class SparseConvBase : public Kernel {
         variant_(variant),
         x_res_(is_resident(g, n.inputs[0])),
         y_res_(is_resident(g, n.outputs[0])),
-        sum_res_(p_.fused_sum && is_resident(g, n.inputs[3])) {
-    // (The planes' slack holds no residual: an NHWC one is not added into planes.)
-    if (y_res_ && p_.fused_sum && !sum_res_)
-      throw Error("internal error: '" + n.name + "' writes resident planes with an NHWC residual");
+        sum_res_(p_.fused_sum && is_resident(g, n.inputs[3])),
+        x_wide_(x_res_ && g.value(n.inputs[0]).wide_rows),
+        y_wide_(y_res_ && g.value(n.outputs[0]).wide_rows),
+        sum_wide_(sum_res_ && g.value(n.inputs[3]).wide_rows) {
+    if (y_res_ && sum_res_ && y_wide_ != sum_wide_)
+      throw Error("internal error: '" + n.name + "' writes resident planes of other rows than its residual's");
     all_channels_.resize(static_cast<size_t>(c_));
     for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
   }
@@ -102,21 +104,25 @@ class SparseConvBase : public Kernel {
 
  protected:
   // Floats of one sample's input and output (and residual): NHWC, or resident planes.
-  int64_t in_floats() const { return c_ * (x_res_ ? planar::resident(geo_.h, geo_.w).plane() : geo_.h * geo_.w); }
-  int64_t out_floats(bool resident) const {
-    return m_ * (resident ? planar::resident(geo_.oh, geo_.ow).plane() : geo_.oh * geo_.ow);
+  int64_t in_floats() const {
+    return c_ * (x_res_ ? planar::resident(geo_.h, geo_.w, x_wide_).plane() : geo_.h * geo_.w);
+  }
+  int64_t out_floats(bool resident, bool wide) const {
+    return m_ * (resident ? planar::resident(geo_.oh, geo_.ow, wide).plane() : geo_.oh * geo_.ow);
   }
   // The planar copy of sample x for geo_: resident planes of the same geometry as they are
-  // (a 3x3, stride-1, pad-1 conv with rows as resident ones; no shifted copies), else packed
-  // into `planes`.
+  // (a 3x3, stride-1, pad-1 conv with rows as resident ones, wide or not; no shifted copies),
+  // else packed into `planes`.
   const float* planes_of(const float* x, float* planes, int64_t shifts = 1) const {
-    const planar::Geometry r = planar::resident(geo_.h, geo_.w);
+    const planar::Geometry r = planar::resident(geo_.h, geo_.w, x_wide_);
     if (x_res_ && shifts == 1 && geo_.kh == 3 && geo_.kw == 3 && geo_.stride == 1 && geo_.pad_top == 1 &&
         geo_.pad_left == 1 && geo_.oh == geo_.h && geo_.ow == geo_.w && geo_.narrow_w == 0 &&
         geo_.grid_w() == r.grid_w() && geo_.plane() == r.plane())
       return x;
     planar::pack(geo_, x, c_, all_channels_.data(), c_, planes, shifts,
-                 x_res_ ? planar::Source::Resident : planar::Source::Nhwc);
+                 x_wide_  ? planar::Source::ResidentWide
+                 : x_res_ ? planar::Source::Resident
+                          : planar::Source::Nhwc);
     return planes;
   }
   // Flat positions q0 .. q0 + npx of k output channels from o0 (src[j * src_stride + i]), with
@@ -124,13 +130,15 @@ class SparseConvBase : public Kernel {
   // output pixels.
   void store(const planar::Geometry& at, float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t o0,
              int64_t k, float* y, const float* sum) const {
-    const int64_t ps = planar::resident(geo_.oh, geo_.ow).plane();
+    const int64_t ps = planar::resident(geo_.oh, geo_.ow, y_wide_).plane(),
+                  ps_sum = planar::resident(geo_.oh, geo_.ow, sum_wide_).plane();
     if (y_res_) {
+      if (sum && !sum_res_) planar::add_nhwc_sum(at, src, src_stride, q0, npx, k, sum + o0, m_);
       planar::store_block_resident(at, src, src_stride, q0, npx, k, y + o0 * ps, bias_.data() + o0,
-                                   sum ? sum + o0 * ps : nullptr, p_.activation);
+                                   sum && sum_res_ ? sum + o0 * ps : nullptr, p_.activation, y_wide_);
       return;
     }
-    if (sum && sum_res_) planar::add_resident_sum(at, src, src_stride, q0, npx, k, sum + o0 * ps);
+    if (sum && sum_res_) planar::add_resident_sum(at, src, src_stride, q0, npx, k, sum + o0 * ps_sum, sum_wide_);
     planar::store_block(at, src, src_stride, q0, npx, k, y + o0, m_, bias_.data() + o0,
                         sum && !sum_res_ ? sum + o0 : nullptr, m_, p_.activation);
   }
@@ -139,7 +147,7 @@ class SparseConvBase : public Kernel {
     const char* sep = ", resident planes ";
     for (auto [on, what] : {std::pair{x_res_, "in"}, {y_res_, "out"}, {sum_res_, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
-    return r;
+    return x_wide_ || y_wide_ || sum_wide_ ? r + " (rows padded to 16 floats)" : r;
   }
 
   graph::ConvParams p_;
@@ -152,6 +160,7 @@ class SparseConvBase : public Kernel {
   std::vector<float> val_;
   SparseVariant variant_;
   bool x_res_, y_res_, sum_res_;  // input, output, fused residual in resident planes
+  bool x_wide_, y_wide_, sum_wide_;  // ... with wide rows (graph::Value::wide_rows)
 };
 
 class SparseConv final : public SparseConvBase {
@@ -227,8 +236,8 @@ class SparseConv final : public SparseConvBase {
     for (int64_t b = 0; b < batch_; ++b) {
       // Copy j: the planes shifted left by j floats.
       const float* planes = planes_of(X + b * in_floats(), static_cast<float*>(a.scratch), shifts_);
-      float* y = Y + b * out_floats(y_res_);
-      const float* sum = S ? S + b * out_floats(sum_res_) : nullptr;
+      float* y = Y + b * out_floats(y_res_, y_wide_);
+      const float* sum = S ? S + b * out_floats(sum_res_, sum_wide_) : nullptr;
       // Tasks of kTaskBlocks 64-pixel blocks x output channels; consecutive tasks share the
       // pixel blocks, so the input window they read stays in cache. 8 accumulators per task
       // hide the FMA latency: two blocks (AVX-512; a last, odd block interleaves two halves of
@@ -392,8 +401,6 @@ class SparseConv final : public SparseConvBase {
   bool applies(SparseVariant v) const {
     return v == SparseVariant::Plain || (v == SparseVariant::Copies ? shifts_ > 1 : classes_ > 1);
   }
-  // (Shifted copies are packed from NHWC only.)
-  bool takes_planes() const override { return shifts_ == 1; }
   // Floats that the non-zeros' int32 offsets span: every shifted copy of the planes.
   int64_t offset_span() const { return shifts_ * geo_.planes_size(c_); }
  private:
@@ -482,8 +489,8 @@ class SparseGatherConv final : public SparseConvBase {
     auto* scratch = static_cast<float*>(a.scratch);
     for (int64_t b = 0; b < batch_; ++b) {
       const float* planes = planes_of(X + b * in_floats(), scratch);
-      float* y = Y + b * out_floats(y_res_);
-      const float* sum = S ? S + b * out_floats(sum_res_) : nullptr;
+      float* y = Y + b * out_floats(y_res_, y_wide_);
+      const float* sum = S ? S + b * out_floats(sum_res_, sum_wide_) : nullptr;
       // At most the threads the scratch has slots for, no more than the caller runs now, and
       // no more than there are blocks: a thread without one only adds zeros (on ResNet-18's
       // 1x1 stride-2 layer into 7x7 at 90%, one block of all 256 channels: 0.049 ms on 1
@@ -663,8 +670,6 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
     if (geo.oh * geo.ow > planar::kBlock) return no("the gathered variant takes maps of at most 64 output pixels");
     return std::make_unique<SparseGatherConv>(g, n);
   }
-  if (variant == SparseVariant::Copies && is_resident(g, n.inputs[0]))
-    return no("shifted copies of the input are packed from NHWC only, not from resident planes");
   auto k = std::make_unique<SparseConv>(g, n, variant);
   if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
   if (k->applies(variant)) return k;

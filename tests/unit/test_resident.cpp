@@ -30,18 +30,19 @@ namespace {
 
 namespace planar = ops::planar;
 
-int64_t plane(int64_t h, int64_t w) { return planar::resident(h, w).plane(); }
+int64_t plane(int64_t h, int64_t w, bool wide = false) { return planar::resident(h, w, wide).plane(); }
 
 // NHWC [n, h, w, c] as resident planes: borders and slack zero, as producers leave them (and
 // the slack after the last plane that a plan's buffer has).
-std::vector<float> to_resident(const std::vector<float>& x, int64_t n, int64_t c, int64_t h, int64_t w) {
-  const int64_t ps = plane(h, w);
-  std::vector<float> r(static_cast<size_t>(planar::resident_floats({n, c, h, w})), 0.f);
+std::vector<float> to_resident(const std::vector<float>& x, int64_t n, int64_t c, int64_t h, int64_t w,
+                               bool wide = false) {
+  const int64_t ps = plane(h, w, wide);
+  std::vector<float> r(static_cast<size_t>(planar::resident_floats({n, c, h, w}, wide)), 0.f);
   for (int64_t b = 0; b < n; ++b)
     for (int64_t y = 0; y < h; ++y)
       for (int64_t xx = 0; xx < w; ++xx)
         for (int64_t j = 0; j < c; ++j)
-          r[static_cast<size_t>((b * c + j) * ps + planar::resident_index(w, y, xx))] =
+          r[static_cast<size_t>((b * c + j) * ps + planar::resident_index(w, y, xx, wide))] =
               x[static_cast<size_t>(((b * h + y) * w + xx) * c + j)];
   return r;
 }
@@ -58,12 +59,13 @@ std::vector<float> to_nchw(const std::vector<float>& x, int64_t n, int64_t c, in
 
 // Resident planes back to NHWC; `dirty` counts border and slack floats that are not exactly 0
 // (a conv reading the planes takes them as its zero padding).
-std::vector<float> from_resident(const std::vector<float>& r, int64_t n, int64_t c, int64_t h, int64_t w, int* dirty) {
-  const int64_t ps = plane(h, w);
+std::vector<float> from_resident(const std::vector<float>& r, int64_t n, int64_t c, int64_t h, int64_t w, int* dirty,
+                                 bool wide = false) {
+  const int64_t ps = plane(h, w, wide), rw = planar::resident(h, w, wide).grid_w();
   std::vector<float> x(static_cast<size_t>(n * h * w * c));
   std::vector<char> inside(static_cast<size_t>(ps), 0);
   for (int64_t y = 0; y < h; ++y)
-    for (int64_t xx = 0; xx < w; ++xx) inside[static_cast<size_t>(planar::resident_index(w, y, xx))] = 1;
+    for (int64_t xx = 0; xx < w; ++xx) inside[static_cast<size_t>(planar::resident_index(w, y, xx, wide))] = 1;
   *dirty = 0;
   for (int64_t b = 0; b < n; ++b)
     for (int64_t j = 0; j < c; ++j)
@@ -73,7 +75,7 @@ std::vector<float> from_resident(const std::vector<float>& r, int64_t n, int64_t
           *dirty += !(v == 0.f);
           continue;
         }
-        x[static_cast<size_t>((b * h * w + (i / (w + 2) - 1) * w + i % (w + 2) - 1) * c + j)] = v;
+        x[static_cast<size_t>((b * h * w + (i / rw - 1) * w + i % rw - 1) * c + j)] = v;
       }
   return x;
 }
@@ -102,39 +104,50 @@ graph::NodeId node_id(const graph::Graph& g, const graph::Node* n) { return stat
 // Kernels of a conv made by `make` (on a copy of g with the layouts set; null: not in that
 // layout) with its input NHWC, resident or (nchw) NCHW (Plan::read_nchw_inputs), and its output
 // and residual each NHWC or resident, against `want` (the conv all on NHWC), with the residual
-// also laid over the output as plans do. Every border and slack float of a resident output
-// must be 0. Counts the runs that touched planes and that read NCHW.
+// also laid over the output as plans do. `sparse`: resident values may also have wide rows (a
+// residual and an output in planes have the same rows), and an NHWC residual may go with
+// resident output. Every border and slack float of a resident output must be 0. Counts the runs
+// that touched planes, that had wide rows and that read NCHW.
 using MakeKernel = std::function<std::unique_ptr<ops::Kernel>(const graph::Graph&, const graph::Node&)>;
 struct LayoutRuns {
-  int resident = 0, nchw = 0;
+  int resident = 0, wide = 0, nchw = 0;
 };
-LayoutRuns check_layouts(const graph::Graph& g, const graph::Node* node, bool nchw, const MakeKernel& make,
+LayoutRuns check_layouts(const graph::Graph& g, const graph::Node* node, bool sparse, const MakeKernel& make,
                          const std::vector<float>& x, const std::vector<float>& sum, const std::vector<float>& want,
                          const std::string& what) {
+  enum Form { Nhwc, Res, Wide, Nchw };
   LayoutRuns runs;
   const bool res = node->p<graph::ConvParams>().fused_sum;
   const Shape& xs = g.value(node->inputs[0]).shape;
   const Shape& ys = g.value(node->outputs[0]).shape;
   const int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3], mo = ys[1], oh = ys[2], ow = ys[3];
-  for (int xf = 0; xf < (nchw ? 3 : 2); ++xf)  // input NHWC, resident, NCHW
-    for (bool yr : {false, true})
-      for (bool sr : {false, true}) {
-        const bool xr = xf == 1, xc = xf == 2;
+  const std::vector<Form> x_forms = sparse ? std::vector<Form>{Nhwc, Res, Wide} : std::vector<Form>{Nhwc, Res, Nchw};
+  const std::vector<Form> forms = sparse ? std::vector<Form>{Nhwc, Res, Wide} : std::vector<Form>{Nhwc, Res};
+  for (Form xf : x_forms)
+    for (Form yf : forms)
+      for (Form sf : forms) {
+        const bool xr = xf == Res || xf == Wide, xc = xf == Nchw, yr = yf != Nhwc, sr = sf != Nhwc;
         if (sr && !res) continue;
-        if (yr && res && !sr) continue;  // keep_planes_resident never asks for it
+        if (!sparse && yr && res && !sr) continue;  // keep_planes_resident never asks for it
+        if (yr && sr && yf != sf) continue;  // nor for a residual and output in planes of other rows
         graph::Graph gg = g;
         graph::Node& nn = gg.node(node_id(g, node));
-        if (xr) gg.value(nn.inputs[0]).layout = graph::Layout::Planar;
-        if (xc) gg.value(nn.inputs[0]).layout = graph::Layout::NCHW, nn.p<graph::ConvParams>().reads_nchw = true;
-        if (yr) gg.value(nn.outputs[0]).layout = graph::Layout::Planar;
-        if (sr) gg.value(nn.inputs[3]).layout = graph::Layout::Planar;
+        auto set = [&](graph::ValueId v, Form f) {
+          if (f == Nhwc) return;
+          gg.value(v).layout = f == Nchw ? graph::Layout::NCHW : graph::Layout::Planar;
+          gg.value(v).wide_rows = f == Wide;
+        };
+        set(nn.inputs[0], xf);
+        if (xc) nn.p<graph::ConvParams>().reads_nchw = true;
+        set(nn.outputs[0], yf);
+        if (res) set(nn.inputs[3], sf);
         auto k = make(gg, nn);
         if (!k) continue;
         EXPECT_EQ(k->name().find("resident") != std::string::npos, xr || yr || sr) << k->name();
         EXPECT_EQ(k->name().find("reads NCHW") != std::string::npos, xc) << k->name();
-        const std::vector<float> xin = xr ? to_resident(x, n, c, h, w) : xc ? to_nchw(x, n, c, h, w) : x;
-        const std::vector<float> sin = sr ? to_resident(sum, n, mo, oh, ow) : sum;
-        const size_t ysize = static_cast<size_t>(yr ? n * mo * plane(oh, ow) : n * oh * ow * mo);
+        const std::vector<float> xin = xr ? to_resident(x, n, c, h, w, xf == Wide) : xc ? to_nchw(x, n, c, h, w) : x;
+        const std::vector<float> sin = sr ? to_resident(sum, n, mo, oh, ow, sf == Wide) : sum;
+        const size_t ysize = static_cast<size_t>(yr ? n * mo * plane(oh, ow, yf == Wide) : n * oh * ow * mo);
         for (bool in_place : {false, true}) {
           if (in_place && (!res || sr != yr)) continue;
           // 1024 sentinels after the output: a write past its last plane shows.
@@ -147,12 +160,14 @@ LayoutRuns check_layouts(const graph::Graph& g, const graph::Node* node, bool nc
               << "wrote past the output: " << k->name();
           y.resize(ysize);
           int dirty = 0;
-          const std::vector<float> got = yr ? from_resident(y, n, mo, oh, ow, &dirty) : y;
+          const std::vector<float> got = yr ? from_resident(y, n, mo, oh, ow, &dirty, yf == Wide) : y;
           EXPECT_EQ(dirty, 0) << "resident output with non-zero borders: " << k->name();
           double worst = 0;
           for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
-          EXPECT_LT(worst, 1e-5) << what << ": " << k->name() << (in_place ? " (in place)" : "");
+          EXPECT_LT(worst, 1e-5) << what << ": " << k->name() << (in_place ? " (in place)" : "") << " layouts " << xf
+                                 << yf << sf;
           runs.resident += xr || yr || sr;
+          runs.wide += xf == Wide || yf == Wide || sf == Wide;
           runs.nchw += xc;
         }
       }
@@ -187,24 +202,26 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
     ASSERT_NE(nhwc, nullptr);
     std::vector<float> want(sum.size(), NAN);
     run_kernel(*nhwc, g, *node, x.data(), t.residual ? sum.data() : nullptr, want.data());
-    const LayoutRuns r = check_layouts(g, node, true, ops::make_direct_conv, x, sum, want, describe(t));
+    const LayoutRuns r = check_layouts(g, node, false, ops::make_direct_conv, x, sum, want, describe(t));
     all.resident += r.resident, all.nchw += r.nchw;
   }
   EXPECT_GT(all.resident, 40);
   EXPECT_GT(all.nchw, 20);
 }
 
-// The sparse convs (each variant where it applies) in every layout but NCHW (check_layouts),
-// on weights 70% zero, against the direct conv on NHWC: 3x3 stride 1 on maps whose aligned
-// rows are the resident ones (14x14: read as they are, the split variant too) and are not
-// (20x20, 23x23: packed from the planes), stride 2, 1x1, 7x7, maps of at most 64 pixels (the
-// gathered variant), batch 2, output channels off the 16-channel groups. The shifted copies
-// (Copies) are packed from NHWC only: not made for a resident input.
+// The sparse convs (each variant where it applies) in every layout but NCHW, wide rows and an
+// NHWC residual into planes included (check_layouts), on weights 70% zero, against the direct
+// conv on NHWC: 3x3 stride 1 on maps whose aligned rows are the resident ones (14x14: read as
+// they are, the split variant too), are the wide ones (20x20, 23x23: read as they are when
+// wide, else packed from the planes), stride 2, 1x1, 7x7, maps of at most 64 pixels (the
+// gathered variant), batch 2, output channels off the 16-channel groups; the shifted copies
+// (Copies) packed from planes too.
 TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
   const DenseCase cases[] = {{1, 19, 20, 14, 3, 1, true}, {2, 20, 33, 20, 3, 1, true}, {1, 16, 16, 23, 3, 1, false},
                              {1, 3, 20, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, true}, {1, 19, 7, 9, 1, 1, true},
                              {2, 24, 40, 7, 3, 1, true},  {1, 32, 17, 14, 3, 2, true}};
   std::map<ops::SparseVariant, int> runs;
+  int wide_runs = 0;
   for (const DenseCase& t : cases) {
     const PlannedConv pc(t);
     graph::Graph g = pc.graph();
@@ -225,26 +242,19 @@ TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
     for (ops::SparseVariant v :
          {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split, ops::SparseVariant::Gather}) {
       const LayoutRuns r = check_layouts(
-          g, node, false, [&](const graph::Graph& gg, const graph::Node& nn) { return ops::make_sparse_conv(gg, nn, v); },
+          g, node, true, [&](const graph::Graph& gg, const graph::Node& nn) { return ops::make_sparse_conv(gg, nn, v); },
           x, sum, want, describe(t));
       runs[v] += r.resident;
+      wide_runs += r.wide;
     }
   }
+  EXPECT_GT(wide_runs, 30);
   EXPECT_GT(runs[ops::SparseVariant::Plain], 20);
   EXPECT_GT(runs[ops::SparseVariant::Gather], 3);
-  EXPECT_GT(runs[ops::SparseVariant::Copies], 0);  // resident output and residual
+  EXPECT_GT(runs[ops::SparseVariant::Copies], 10);
   if (ops::sparse_split_available()) {
     EXPECT_GT(runs[ops::SparseVariant::Split], 5);
   }
-  // Nor is a kernel with shifted copies made for a resident input.
-  const PlannedConv pc(cases[0]);
-  graph::Graph g = pc.graph();
-  graph::Node& nn = g.node(node_id(pc.graph(), pc.node));
-  ASSERT_NE(ops::make_sparse_conv(g, nn, ops::SparseVariant::Copies), nullptr);
-  g.value(nn.inputs[0]).layout = graph::Layout::Planar;
-  std::string why;
-  EXPECT_EQ(ops::make_sparse_conv(g, nn, ops::SparseVariant::Copies, &why), nullptr);
-  EXPECT_NE(why.find("NHWC"), std::string::npos) << why;
 }
 
 // MaxPool from resident planes to resident planes, and to NHWC, against the NHWC pool on the
@@ -429,12 +439,21 @@ TEST(ResidentPlanes, PoolFusedIntoDirectConvMatchesTheTwoKernels) {
 }
 
 // x -> conv1 (3 -> 20, Relu) -> MaxPool 3x3/2 -> conv2 (Relu) -> conv3 + pool output (residual,
-// Relu) -> conv4 (stride 2, 20 -> 24) -> conv5 (1x1, 24 -> 10) -> y.
-Model stem_and_block() {
+// Relu) -> conv4 (stride 2, 20 -> 24) -> conv5 (1x1, 24 -> 10) -> y, on a size x size input;
+// `sparse`: 7 of every 10 weights zero.
+Model stem_and_block(int64_t size = 32, bool sparse = false, int64_t batch = 1) {
   OnnxBuilder b;
-  b.input("x", {1, 3, 32, 32});
+  b.input("x", {batch, 3, size, size});
+  uint32_t seed = 40;
   auto conv = [&](const std::string& in, const std::string& name, int64_t c, int64_t m, int64_t k, int64_t s) {
-    b.init_random(name + "_w", {m, c, k, k}, 0.3f).init_random(name + "_b", {m});
+    if (sparse) {
+      std::vector<float> w = normal(static_cast<size_t>(m * c * k * k), ++seed);
+      for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 7 ? 0.f : 0.3f * w[i];
+      b.init(name + "_w", {m, c, k, k}, w);
+    } else {
+      b.init_random(name + "_w", {m, c, k, k}, 0.3f);
+    }
+    b.init_random(name + "_b", {m});
     auto& n = b.node("Conv", {in, name + "_w", name + "_b"}, {name});
     OnnxBuilder::attr_ints(n, "strides", {s, s});
     OnnxBuilder::attr_ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
@@ -456,22 +475,30 @@ Model stem_and_block() {
   return b.load();
 }
 
-// Layouts keep_planes_resident gives when `direct` names the convs on the direct kernel (by
-// their weight's name): "conv1 conv2 ..." -> whether each conv's output and the pool's are planar.
-std::string planar_outputs(const Model& m, const std::set<std::string>& direct) {
+// Layouts keep_planes_resident gives when `direct` names the convs on the direct kernel and
+// `takes` those on kernels that take planes (sparse; by their weight's name): "c1=P pool=- ..."
+// says whether each conv's output and the pool's are planar (P), planar with wide rows (W) or not.
+std::string planar_outputs(const Model& m, const std::set<std::string>& direct,
+                           const std::set<std::string>& takes = {}) {
   runtime::Plan plan(*m.graph(), {}, {1, true});
   graph::Graph g = plan.graph();
   auto weight = [&](graph::NodeId id) {
     const graph::Node& n = g.node(id);
     return n.op == graph::OpType::Conv ? g.value(n.inputs[1]).name : std::string();
   };
-  graph::passes::keep_planes_resident(g, [&](graph::NodeId id) { return direct.count(weight(id).substr(0, 2)) > 0; });
+  graph::passes::keep_planes_resident(
+      g, [&](graph::NodeId id) { return direct.count(weight(id).substr(0, 2)) > 0; },
+      [&](graph::NodeId id) { return takes.count(weight(id).substr(0, 2)) > 0; });
   std::string r;
   for (graph::NodeId id : g.topological_order()) {
     const graph::Node& n = g.node(id);
     if (n.op != graph::OpType::Conv && n.op != graph::OpType::MaxPool) continue;
+    const graph::Value& y = g.value(n.outputs[0]);
     r += (n.op == graph::OpType::MaxPool ? std::string("pool") : weight(id).substr(0, 2)) + "=" +
-         (g.value(n.outputs[0]).layout == graph::Layout::Planar ? "P" : "-") + " ";
+         (y.layout != graph::Layout::Planar ? "-" : y.wide_rows ? "W" : "P") + " ";
+    if (y.wide_rows) {
+      EXPECT_EQ(y.layout, graph::Layout::Planar);
+    }
     if (n.op == graph::OpType::MaxPool) {
       // A pool runs on planes when it reads them, whatever it writes; planes out need planes in.
       const bool in = g.value(n.inputs[0]).layout == graph::Layout::Planar;
@@ -498,6 +525,44 @@ TEST(KeepPlanesResident, KeepsPlanarOnlyBetweenDirectConvsAndPools) {
   // c4 on oneDNN: c3 (whose output only c4 reads) writes NHWC, with its residual still planar.
   EXPECT_EQ(planar_outputs(m, {"c1", "c2", "c3", "c5"}), "c1=P pool=P c2=P c3=- c4=- c5=- ");
   EXPECT_EQ(planar_outputs(m, {}), "c1=- pool=- c2=- c3=- c4=- c5=- ");
+}
+
+// Sparse convs (kernels that take planes): planar between them, whatever the residual's layout;
+// not into a pool (the NHWC pool is faster after them); wide rows where the rows grow by at most
+// 15% (12x12 after the pool: 14 -> 16 floats; 6x6 after the stride-2 conv: 8 -> 16, no), and
+// only between sparse convs, with a residual in planes of the same rows as the output.
+TEST(KeepPlanesResident, SparseConvsTakePlanesWithWideRows) {
+  Model m = stem_and_block(24);
+  const std::set<std::string> all = {"c1", "c2", "c3", "c4", "c5"};
+  // c3 adds the pool's NHWC output into planes.
+  EXPECT_EQ(planar_outputs(m, {}, all), "c1=- pool=- c2=W c3=W c4=P c5=- ");
+  // c1 and c2 on the direct kernel: the pool reads c1's planes and writes planes for c2 and
+  // c3's residual, narrow (not a sparse conv's); c3's output would be wide, but its residual
+  // is not: both narrow.
+  EXPECT_EQ(planar_outputs(m, {"c1", "c2"}, {"c3", "c4", "c5"}), "c1=P pool=P c2=P c3=P c4=P c5=- ");
+  // 32x32: 18-float rows would become 32, more than 15%: no wide rows.
+  EXPECT_EQ(planar_outputs(stem_and_block(32), {}, all), "c1=- pool=- c2=P c3=P c4=P c5=- ");
+}
+
+// The same model with sparse weights on the sparse kernels (--sparse always): its wide rows
+// and NHWC residual into planes give the reference kernels' answer, on 1 and 2 threads and at
+// batch 1 and 3.
+TEST(KeepPlanesResident, SparseModelWithWideRowsMatchesReference) {
+  for (int64_t batch : {1, 3}) {
+    Model m = stem_and_block(24, true, batch);
+    const Tensor x = random_tensor({batch, 3, 24, 24}, 8);
+    auto ref = Session(m, {1, false}).run({{"x", x}});
+    for (int threads : {1, 2}) {
+      SessionOptions o{threads, true};
+      o.sparse = SparseMode::Always;
+      Session sess(m, o);
+      const std::string plan = sess.inspect(false);
+      EXPECT_NE(plan.find("rows padded to 16 floats"), std::string::npos) << plan;
+      auto got = sess.run({{"x", x}});
+      EXPECT_LT(normalized_error(got.begin()->second, ref.begin()->second), 1e-5)
+          << threads << " threads, batch " << batch;
+    }
+  }
 }
 
 // x -> conv (3 -> 7, Relu) -> conv (7 -> 7, Relu) -> MaxPool 2x2/2 -> conv (7 -> 5, Relu) -> y:
