@@ -123,7 +123,7 @@ bool resident_conv(const graph::Graph& g, const graph::Node& n);
 bool touches_resident(const graph::Graph& g, const graph::Node& n);
 // Whether an NHWC conv reads an NCHW input as it is (ConvParams::reads_nchw, set by
 // Plan::read_nchw_inputs). Such a conv, as one that touches resident planes, runs on the direct
-// kernel: the only one that can.
+// kernel, or on the sparse one it had (Kernel::relayout).
 bool reads_nchw_input(const graph::Graph& g, const graph::Node& n);
 // Whether make_dense_conv times the direct kernel against oneDNN on this conv (channel counts
 // off oneDNN's 16-channel blocks, kernels larger than 1x1).

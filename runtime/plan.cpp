@@ -222,7 +222,8 @@ void Plan::read_nchw_inputs(const ops::KernelOptions& ko) {
   for (size_t i = 0; i < steps_.size(); ++i) {
     Step& st = steps_[i];
     graph::Node& n = g_.node(st.node);
-    if (n.op != OpType::Conv || !st.kernel->keeps_planes() || g_.value(n.inputs[0]).layout != graph::Layout::NHWC)
+    if (n.op != OpType::Conv || !(st.kernel->keeps_planes() || st.kernel->takes_planes()) ||
+        g_.value(n.inputs[0]).layout != graph::Layout::NHWC)
       continue;
     const ValueId x = n.inputs[0];
     const graph::Value& xv = g_.value(x);
@@ -239,9 +240,15 @@ void Plan::read_nchw_inputs(const ops::KernelOptions& ko) {
     n.p<graph::ConvParams>().reads_nchw = true;
     r.dead = true;
     g_.rebuild_links();
-    std::unique_ptr<ops::Kernel> k = ops::make_kernel(g_, st.node, ko);
-    if (!k->keeps_planes()) throw Error("internal error: '" + n.name + "' reads NCHW but is not on the direct kernel");
-    if (const std::string note = st.kernel->choice_note(); !note.empty()) k = ops::with_note(std::move(k), note);
+    std::unique_ptr<ops::Kernel> k;
+    if (st.kernel->takes_planes()) {  // the same (sparse) kernel, reading NCHW
+      k = st.kernel->relayout(g_, n);
+    } else {
+      k = ops::make_kernel(g_, st.node, ko);
+      if (!k->keeps_planes()) throw Error("internal error: '" + n.name + "' reads NCHW but is not on the direct kernel");
+      if (const std::string note = st.kernel->choice_note(); !note.empty()) k = ops::with_note(std::move(k), note);
+    }
+    if (!k) throw Error("internal error: '" + n.name + "' cannot read NCHW");
     st.kernel = std::move(k);
     st.in[0] = slot_of(n.inputs[0]);
     scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());

@@ -78,8 +78,9 @@ class Plan {
   static size_t slot_bytes(const graph::Value& v);
   // passes::keep_planes_resident on the chosen kernels, then those around planar values made again.
   void keep_planes_resident(const ops::KernelOptions& ko);
-  // A conv on the direct kernel whose input is an NCHW value reordered to NHWC for it alone
-  // reads the NCHW value itself (its planar copy is NCHW rows): the reorder step goes.
+  // A conv on the direct kernel or a sparse one (Kernel::takes_planes) whose input is an NCHW
+  // value reordered to NHWC for it alone reads the NCHW value itself (its planar copy is NCHW
+  // rows): the reorder step goes.
   void read_nchw_inputs(const ops::KernelOptions& ko);
   // A conv on the direct kernel whose resident output only a resident max pool reads, in the
   // next step, pools it as it goes (ops::make_pooled_direct_conv): the pool's step does nothing.

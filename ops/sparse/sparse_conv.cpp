@@ -86,7 +86,8 @@ class SparseConvBase : public Kernel {
         sum_res_(p_.fused_sum && is_resident(g, n.inputs[3])),
         x_wide_(x_res_ && g.value(n.inputs[0]).wide_rows),
         y_wide_(y_res_ && g.value(n.outputs[0]).wide_rows),
-        sum_wide_(sum_res_ && g.value(n.inputs[3]).wide_rows) {
+        sum_wide_(sum_res_ && g.value(n.inputs[3]).wide_rows),
+        x_nchw_(reads_nchw_input(g, n)) {
     if (y_res_ && sum_res_ && y_wide_ != sum_wide_)
       throw Error("internal error: '" + n.name + "' writes resident planes of other rows than its residual's");
     all_channels_.resize(static_cast<size_t>(c_));
@@ -120,9 +121,10 @@ class SparseConvBase : public Kernel {
         geo_.grid_w() == r.grid_w() && geo_.plane() == r.plane())
       return x;
     planar::pack(geo_, x, c_, all_channels_.data(), c_, planes, shifts,
-                 x_wide_  ? planar::Source::ResidentWide
-                 : x_res_ ? planar::Source::Resident
-                          : planar::Source::Nhwc);
+                 x_wide_   ? planar::Source::ResidentWide
+                 : x_res_  ? planar::Source::Resident
+                 : x_nchw_ ? planar::Source::Nchw
+                           : planar::Source::Nhwc);
     return planes;
   }
   // Flat positions q0 .. q0 + npx of k output channels from o0 (src[j * src_stride + i]), with
@@ -147,7 +149,8 @@ class SparseConvBase : public Kernel {
     const char* sep = ", resident planes ";
     for (auto [on, what] : {std::pair{x_res_, "in"}, {y_res_, "out"}, {sum_res_, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
-    return x_wide_ || y_wide_ || sum_wide_ ? r + " (rows padded to 16 floats)" : r;
+    if (x_wide_ || y_wide_ || sum_wide_) r += " (rows padded to 16 floats)";
+    return x_nchw_ ? r + ", reads NCHW" : r;
   }
 
   graph::ConvParams p_;
@@ -161,6 +164,7 @@ class SparseConvBase : public Kernel {
   SparseVariant variant_;
   bool x_res_, y_res_, sum_res_;  // input, output, fused residual in resident planes
   bool x_wide_, y_wide_, sum_wide_;  // ... with wide rows (graph::Value::wide_rows)
+  bool x_nchw_;  // input 0 an NCHW model input, read as it is (Plan::read_nchw_inputs)
 };
 
 class SparseConv final : public SparseConvBase {

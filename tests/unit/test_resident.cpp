@@ -121,7 +121,7 @@ LayoutRuns check_layouts(const graph::Graph& g, const graph::Node* node, bool sp
   const Shape& xs = g.value(node->inputs[0]).shape;
   const Shape& ys = g.value(node->outputs[0]).shape;
   const int64_t n = xs[0], c = xs[1], h = xs[2], w = xs[3], mo = ys[1], oh = ys[2], ow = ys[3];
-  const std::vector<Form> x_forms = sparse ? std::vector<Form>{Nhwc, Res, Wide} : std::vector<Form>{Nhwc, Res, Nchw};
+  const std::vector<Form> x_forms = sparse ? std::vector<Form>{Nhwc, Res, Wide, Nchw} : std::vector<Form>{Nhwc, Res, Nchw};
   const std::vector<Form> forms = sparse ? std::vector<Form>{Nhwc, Res, Wide} : std::vector<Form>{Nhwc, Res};
   for (Form xf : x_forms)
     for (Form yf : forms)
@@ -209,8 +209,8 @@ TEST(ResidentPlanes, DirectConvInEveryLayoutCombination) {
   EXPECT_GT(all.nchw, 20);
 }
 
-// The sparse convs (each variant where it applies) in every layout but NCHW, wide rows and an
-// NHWC residual into planes included (check_layouts), on weights 70% zero, against the direct
+// The sparse convs (each variant where it applies) in every layout, wide rows, an NCHW input
+// and an NHWC residual into planes included (check_layouts), on weights 70% zero, against the direct
 // conv on NHWC: 3x3 stride 1 on maps whose aligned rows are the resident ones (14x14: read as
 // they are, the split variant too), are the wide ones (20x20, 23x23: read as they are when
 // wide, else packed from the planes), stride 2, 1x1, 7x7, maps of at most 64 pixels (the
@@ -221,7 +221,7 @@ TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
                              {1, 3, 20, 40, 7, 2, false}, {1, 13, 38, 17, 3, 2, true}, {1, 19, 7, 9, 1, 1, true},
                              {2, 24, 40, 7, 3, 1, true},  {1, 32, 17, 14, 3, 2, true}};
   std::map<ops::SparseVariant, int> runs;
-  int wide_runs = 0;
+  int wide_runs = 0, nchw_runs = 0;
   for (const DenseCase& t : cases) {
     const PlannedConv pc(t);
     graph::Graph g = pc.graph();
@@ -246,9 +246,11 @@ TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
           x, sum, want, describe(t));
       runs[v] += r.resident;
       wide_runs += r.wide;
+      nchw_runs += r.nchw;
     }
   }
   EXPECT_GT(wide_runs, 30);
+  EXPECT_GT(nchw_runs, 30);
   EXPECT_GT(runs[ops::SparseVariant::Plain], 20);
   EXPECT_GT(runs[ops::SparseVariant::Gather], 3);
   EXPECT_GT(runs[ops::SparseVariant::Copies], 10);
