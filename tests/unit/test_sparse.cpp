@@ -219,7 +219,7 @@ template <typename Check>
 void on_planned_conv(const SparseCase& c, Check&& check) {
   int64_t nonzero = 0;
   Model m = sparse_model(c, &nonzero);
-  runtime::Plan plan(*m.graph(), {}, {1, true});
+  runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());  // (its conv reads NHWC, as the kernels the tests make)
   const graph::Node* conv = last_node(plan.graph(), graph::OpType::Conv);
   ASSERT_NE(conv, nullptr);
   check(plan.graph(), *conv);
