@@ -60,6 +60,12 @@ class Kernel {
   // same kernel (the same measured choice) again for the layouts it set.
   virtual bool takes_planes() const { return false; }
   virtual std::unique_ptr<Kernel> relayout(const graph::Graph&, const graph::Node&) const { return nullptr; }
+  // The same kernel for node n, also doing the work of the shortcut conv b (a sparse conv with
+  // a 1x1 conv on the same input: make_sparse_conv_with_shortcut), writing b's output as its
+  // second; null where it cannot.
+  virtual std::unique_ptr<Kernel> with_shortcut(const graph::Graph&, const graph::Node&, const graph::Node&) const {
+    return nullptr;
+  }
   // What a measured choice noted in the name (with_note), "" if none.
   virtual std::string choice_note() const { return {}; }
 };

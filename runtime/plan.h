@@ -76,6 +76,10 @@ class Plan {
   void collect_stats(const ExecContext& ctx, const std::vector<double>* times, RunStats& stats) const;
   int slot_of(graph::ValueId v);
   static size_t slot_bytes(const graph::Value& v);
+  // A sparse conv does the work of a 1x1 conv beside it on the same input (a ResNet
+  // downsample; ops::make_sparse_conv_with_shortcut), whose step is then done (before
+  // keep_planes_resident: their input may then stay in planes).
+  void fuse_shortcuts();
   // passes::keep_planes_resident on the chosen kernels, then those around planar values made again.
   void keep_planes_resident(const ops::KernelOptions& ko);
   // A conv on the direct kernel or a sparse one (Kernel::takes_planes) whose input is an NCHW

@@ -133,6 +133,11 @@ class Chosen final : public Kernel {
     std::unique_ptr<Kernel> k = k_->relayout(g, n);
     return k ? with_note(std::move(k), note_) : nullptr;
   }
+  std::unique_ptr<Kernel> with_shortcut(const graph::Graph& g, const graph::Node& n,
+                                        const graph::Node& b) const override {
+    std::unique_ptr<Kernel> k = k_->with_shortcut(g, n, b);
+    return k ? with_note(std::move(k), note_) : nullptr;
+  }
   std::string choice_note() const override { return note_; }
 
  private:

@@ -28,6 +28,17 @@ enum class SparseVariant { Plain, Copies, Split, Gather };
 // says what is in the way.
 std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n,
                                          SparseVariant variant = SparseVariant::Plain, std::string* why = nullptr);
+// The same sparse conv of node n also doing the 1x1 conv b's work (fusable_shortcut): b reads
+// n's input with n's stride and no padding, so its output pixel (y, x) reads the input pixel of
+// n's tap (pad_top, pad_left) (a ResNet block's downsample beside its first conv): b's weights
+// join n's as output channels with that one tap, and the kernel writes b's output (its layout,
+// bias and activation) as its second. nullptr where b does not qualify.
+bool fusable_shortcut(const graph::Graph& g, const graph::Node& n, const graph::Node& b);
+std::unique_ptr<Kernel> make_sparse_conv_with_shortcut(const graph::Graph& g, const graph::Node& n,
+                                                       const graph::Node& b, SparseVariant variant);
+// The kernel of b's step then: nothing to run, b's non-zero MACs for the stats, planes as its
+// output is laid out.
+std::unique_ptr<Kernel> make_shortcut_done(const graph::Graph& g, const graph::Node& b, const std::string& by);
 // Whether this build has the Split variant (its kernels were compiled for AVX-512).
 bool sparse_split_available();
 

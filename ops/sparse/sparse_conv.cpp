@@ -70,46 +70,115 @@ bool is_resident(const graph::Graph& g, graph::ValueId v) {
 // them), and the layouts of its input, output and fused residual: NHWC or resident planes
 // (Layout::Planar; passes::keep_planes_resident keeps the values between sparse convs planar,
 // so that no conv transposes its results to NHWC for the next to pack them back).
+//
+// With a fused shortcut (make_sparse_conv_with_shortcut): a 1x1 conv on the same input with
+// the same stride and no padding (a ResNet downsample) reads, for output pixel (y, x), the input
+// pixel that this conv's tap (pad_top, pad_left) reads: its weights become output channels
+// m_a_ .. m_ of this conv with only that tap, and the kernel writes them to its second output.
 class SparseConvBase : public Kernel {
  public:
-  SparseConvBase(const graph::Graph& g, const graph::Node& n, SparseVariant variant)
+  SparseConvBase(const graph::Graph& g, const graph::Node& n, SparseVariant variant,
+                 const graph::Node* shortcut = nullptr)
       : p_(n.p<graph::ConvParams>()),
         geo_(conv_geometry(g, n)),
         batch_(g.value(n.outputs[0]).shape[0]),
         c_(g.value(n.inputs[1]).shape[1]),
-        m_(g.value(n.outputs[0]).shape[1]),
-        bias_(constant_or_zeros(g, n, 2, m_)),
-        density_(1 - zero_fraction(g.value(n.inputs[1]).constant)),
+        m_a_(g.value(n.outputs[0]).shape[1]),
+        m_(m_a_ + (shortcut ? g.value(shortcut->outputs[0]).shape[1] : 0)),
         variant_(variant),
         x_res_(is_resident(g, n.inputs[0])),
-        y_res_(is_resident(g, n.outputs[0])),
-        sum_res_(p_.fused_sum && is_resident(g, n.inputs[3])),
         x_wide_(x_res_ && g.value(n.inputs[0]).wide_rows),
-        y_wide_(y_res_ && g.value(n.outputs[0]).wide_rows),
-        sum_wide_(sum_res_ && g.value(n.inputs[3]).wide_rows),
         x_nchw_(reads_nchw_input(g, n)) {
-    if (y_res_ && sum_res_ && y_wide_ != sum_wide_)
-      throw Error("internal error: '" + n.name + "' writes resident planes of other rows than its residual's");
+    const Tensor& wa = g.value(n.inputs[1]).constant;
+    const int64_t taps = geo_.kh * geo_.kw;
+    nz_a_ = wa.numel() - static_cast<int64_t>(std::llround(zero_fraction(wa) * static_cast<double>(wa.numel())));
+    bias_ = constant_or_zeros(g, n, 2, m_a_);
+    sinks_[0] = sink(g, n, 0, m_a_);
+    if (shortcut) {
+      // This conv's weights, then the shortcut's at tap (pad_top, pad_left), zeros elsewhere.
+      const Tensor& wb = g.value(shortcut->inputs[1]).constant;
+      weights_.assign(static_cast<size_t>(m_ * c_ * taps), 0.f);
+      std::copy_n(wa.data<float>(), wa.numel(), weights_.begin());
+      const int64_t tap = geo_.pad_top * geo_.kw + geo_.pad_left;
+      const float* B = wb.data<float>();
+      for (int64_t o = 0; o < m_ - m_a_; ++o)
+        for (int64_t c = 0; c < c_; ++c) weights_[static_cast<size_t>(((m_a_ + o) * c_ + c) * taps + tap)] = B[o * c_ + c];
+      nz_b_ = wb.numel() - static_cast<int64_t>(std::llround(zero_fraction(wb) * static_cast<double>(wb.numel())));
+      const std::vector<float> bb = constant_or_zeros(g, *shortcut, 2, m_ - m_a_);
+      bias_.insert(bias_.end(), bb.begin(), bb.end());
+      sinks_[1] = sink(g, *shortcut, m_a_, m_ - m_a_);
+      nsinks_ = 2;
+      shortcut_ = shortcut->name;
+      shortcut_id_ = static_cast<graph::NodeId>(shortcut - g.nodes.data());
+    }
+    density_ = static_cast<double>(nz_a_) / static_cast<double>(m_a_ * c_ * taps);  // (the node's own)
     all_channels_.resize(static_cast<size_t>(c_));
     for (int64_t c = 0; c < c_; ++c) all_channels_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
   }
   // The sum is read at a position (by the task that then writes it) before it is written, in
   // the same layout.
-  int in_place_input() const override { return p_.fused_sum && sum_res_ == y_res_ ? 3 : -1; }
-  // Only the non-zero weights are multiplied.
-  int64_t executed_macs() const override { return batch_ * static_cast<int64_t>(val_.size()) * geo_.oh * geo_.ow; }
+  int in_place_input() const override {
+    const Sink& a = sinks_[0];
+    return a.has_sum && a.sum_res == a.y_res ? 3 : -1;
+  }
+  // Only the non-zero weights are multiplied (the node's own: a fused shortcut's are its step's).
+  int64_t executed_macs() const override { return batch_ * nz_a_ * geo_.oh * geo_.ow; }
   bool takes_planes() const override { return true; }
   std::unique_ptr<Kernel> relayout(const graph::Graph& g, const graph::Node& n) const override {
-    return make_sparse_conv(g, n, variant_);
+    if (nsinks_ == 1) return make_sparse_conv(g, n, variant_);
+    return make_sparse_conv_with_shortcut(g, n, g.node(shortcut_id_), variant_);
+  }
+  std::unique_ptr<Kernel> with_shortcut(const graph::Graph& g, const graph::Node& n,
+                                        const graph::Node& b) const override {
+    return nsinks_ == 1 ? make_sparse_conv_with_shortcut(g, n, b, variant_) : nullptr;
   }
 
  protected:
-  // Floats of one sample's input and output (and residual): NHWC, or resident planes.
+  // Where output channels [first, first + count) go: the node's output (and fused residual) or
+  // the fused shortcut's, each in its layouts, with its activation.
+  struct Sink {
+    int64_t first = 0, count = 0;
+    bool y_res = false, y_wide = false, has_sum = false, sum_res = false, sum_wide = false;
+    graph::FusedActivation act;
+    // Floats of one sample's output and residual.
+    int64_t y_floats(const planar::Geometry& g) const { return floats(g, y_res, y_wide); }
+    int64_t sum_floats(const planar::Geometry& g) const { return floats(g, sum_res, sum_wide); }
+    int64_t floats(const planar::Geometry& g, bool res, bool wide) const {
+      return count * (res ? planar::resident(g.oh, g.ow, wide).plane() : g.oh * g.ow);
+    }
+  };
+  static Sink sink(const graph::Graph& g, const graph::Node& n, int64_t first, int64_t count) {
+    const auto& p = n.p<graph::ConvParams>();
+    Sink k;
+    k.first = first, k.count = count, k.act = p.activation;
+    k.y_res = is_resident(g, n.outputs[0]);
+    k.y_wide = k.y_res && g.value(n.outputs[0]).wide_rows;
+    k.has_sum = p.fused_sum && n.inputs.size() > 3 && n.inputs[3] != graph::kNoValue;
+    k.sum_res = k.has_sum && is_resident(g, n.inputs[3]);
+    k.sum_wide = k.sum_res && g.value(n.inputs[3]).wide_rows;
+    if (k.y_res && k.sum_res && k.y_wide != k.sum_wide)
+      throw Error("internal error: '" + n.name + "' writes resident planes of other rows than its residual's");
+    return k;
+  }
+  // One sample's output and residual of each sink.
+  struct Dest {
+    float* y = nullptr;
+    const float* sum = nullptr;
+  };
+  void dests(const KernelArgs& a, int64_t b, Dest* d) const {
+    for (int s = 0; s < nsinks_; ++s) {
+      const Sink& k = sinks_[s];
+      d[s].y = a.out[static_cast<size_t>(s)].as<float>() + b * k.y_floats(geo_);
+      d[s].sum = k.has_sum ? a.in[3].as<const float>() + b * k.sum_floats(geo_) : nullptr;
+    }
+  }
+  // The node's weights, or with the fused shortcut's.
+  const float* weights(const graph::Graph& g, const graph::Node& n) const {
+    return weights_.empty() ? g.value(n.inputs[1]).constant.data<float>() : weights_.data();
+  }
+  // Floats of one sample's input: NHWC (or NCHW), or resident planes.
   int64_t in_floats() const {
     return c_ * (x_res_ ? planar::resident(geo_.h, geo_.w, x_wide_).plane() : geo_.h * geo_.w);
-  }
-  int64_t out_floats(bool resident, bool wide) const {
-    return m_ * (resident ? planar::resident(geo_.oh, geo_.ow, wide).plane() : geo_.oh * geo_.ow);
   }
   // The planar copy of sample x for geo_: resident planes of the same geometry as they are
   // (a 3x3, stride-1, pad-1 conv with rows as resident ones, wide or not; no shifted copies),
@@ -128,49 +197,66 @@ class SparseConvBase : public Kernel {
     return planes;
   }
   // Flat positions q0 .. q0 + npx of k output channels from o0 (src[j * src_stride + i]), with
-  // the epilogue, into y and from sum (one sample's, in their layouts); `at` maps them to
-  // output pixels.
+  // the epilogue, to their sinks (one sample's, d); `at` maps them to output pixels.
   void store(const planar::Geometry& at, float* src, int64_t src_stride, int64_t q0, int64_t npx, int64_t o0,
-             int64_t k, float* y, const float* sum) const {
-    const int64_t ps = planar::resident(geo_.oh, geo_.ow, y_wide_).plane(),
-                  ps_sum = planar::resident(geo_.oh, geo_.ow, sum_wide_).plane();
-    if (y_res_) {
-      if (sum && !sum_res_) planar::add_nhwc_sum(at, src, src_stride, q0, npx, k, sum + o0, m_);
-      planar::store_block_resident(at, src, src_stride, q0, npx, k, y + o0 * ps, bias_.data() + o0,
-                                   sum && sum_res_ ? sum + o0 * ps : nullptr, p_.activation, y_wide_);
+             int64_t k, const Dest* d) const {
+    for (int s = 0; s < nsinks_; ++s) {
+      const Sink& t = sinks_[s];
+      const int64_t j0 = std::max(o0, t.first), j1 = std::min(o0 + k, t.first + t.count);
+      if (j0 < j1) store_sink(t, d[s], at, src + (j0 - o0) * src_stride, src_stride, q0, npx, j0, j1 - j0);
+    }
+  }
+  void store_sink(const Sink& t, const Dest& d, const planar::Geometry& at, float* src, int64_t src_stride,
+                  int64_t q0, int64_t npx, int64_t j0, int64_t k) const {
+    const int64_t o = j0 - t.first;  // the sink's channel
+    const float* bias = bias_.data() + j0;
+    const int64_t ps = planar::resident(geo_.oh, geo_.ow, t.y_wide).plane(),
+                  ps_sum = planar::resident(geo_.oh, geo_.ow, t.sum_wide).plane();
+    if (t.y_res) {
+      if (d.sum && !t.sum_res) planar::add_nhwc_sum(at, src, src_stride, q0, npx, k, d.sum + o, t.count);
+      planar::store_block_resident(at, src, src_stride, q0, npx, k, d.y + o * ps, bias,
+                                   d.sum && t.sum_res ? d.sum + o * ps : nullptr, t.act, t.y_wide);
       return;
     }
-    if (sum && sum_res_) planar::add_resident_sum(at, src, src_stride, q0, npx, k, sum + o0 * ps_sum, sum_wide_);
-    planar::store_block(at, src, src_stride, q0, npx, k, y + o0, m_, bias_.data() + o0,
-                        sum && !sum_res_ ? sum + o0 : nullptr, m_, p_.activation);
+    if (d.sum && t.sum_res) planar::add_resident_sum(at, src, src_stride, q0, npx, k, d.sum + o * ps_sum, t.sum_wide);
+    planar::store_block(at, src, src_stride, q0, npx, k, d.y + o, t.count, bias, d.sum && !t.sum_res ? d.sum + o : nullptr,
+                        t.count, t.act);
   }
   std::string layouts_name() const {
+    const Sink& a = sinks_[0];
     std::string r;
     const char* sep = ", resident planes ";
-    for (auto [on, what] : {std::pair{x_res_, "in"}, {y_res_, "out"}, {sum_res_, "residual"}})
+    for (auto [on, what] : {std::pair{x_res_, "in"}, {a.y_res, "out"}, {a.sum_res, "residual"}})
       if (on) r.append(sep).append(what), sep = "+";
-    if (x_wide_ || y_wide_ || sum_wide_) r += " (rows padded to 16 floats)";
-    return x_nchw_ ? r + ", reads NCHW" : r;
+    if (x_wide_ || a.y_wide || a.sum_wide) r += " (rows padded to 16 floats)";
+    if (x_nchw_) r += ", reads NCHW";
+    return nsinks_ == 2 ? r + ", with the 1x1 '" + shortcut_ + "' fused" : r;
   }
 
   graph::ConvParams p_;
   planar::Geometry geo_{};
-  int64_t batch_, c_, m_;
-  std::vector<float> bias_;
-  double density_;  // non-zero weights / all weights
+  int64_t batch_, c_;
+  int64_t m_a_, m_;  // the node's output channels; with the fused shortcut's
+  std::vector<float> bias_;  // m_
+  double density_ = 1;  // non-zero weights / all weights
+  int64_t nz_a_ = 0, nz_b_ = 0;  // non-zero weights of the node, of the fused shortcut
   std::vector<int32_t> all_channels_;  // 0..C-1: the planar copy takes every input channel
   std::vector<int32_t> off_;  // the non-zeros: where each reads, and its weight
   std::vector<float> val_;
   SparseVariant variant_;
-  bool x_res_, y_res_, sum_res_;  // input, output, fused residual in resident planes
-  bool x_wide_, y_wide_, sum_wide_;  // ... with wide rows (graph::Value::wide_rows)
+  bool x_res_, x_wide_;  // input 0 in resident planes (wide rows: graph::Value::wide_rows)
   bool x_nchw_;  // input 0 an NCHW model input, read as it is (Plan::read_nchw_inputs)
+  Sink sinks_[2];
+  int nsinks_ = 1;
+  std::vector<float> weights_;  // with a fused shortcut: both convs' weights, m_ x C x kh x kw
+  std::string shortcut_;        // its node's name
+  graph::NodeId shortcut_id_ = -1;
 };
 
 class SparseConv final : public SparseConvBase {
  public:
-  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant) : SparseConvBase(g, n, variant) {
-    const graph::Value& wv = g.value(n.inputs[1]);
+  SparseConv(const graph::Graph& g, const graph::Node& n, SparseVariant variant, const graph::Node* shortcut = nullptr)
+      : SparseConvBase(g, n, variant, shortcut) {
     // Rows a multiple of 16 floats wide make every read of a tap without a horizontal shift
     // aligned (a read that splits two cache lines costs two: on Zen 5, FMAs on unaligned reads
     // from L1 ran at 50 GMAC/s, on aligned ones at 83), where the wider rows cost little. The
@@ -187,6 +273,7 @@ class SparseConv final : public SparseConvBase {
       if (variant == SparseVariant::Split && kSplitTask && shifts <= kMaxClasses) classes_ = shifts;
     }
     const int64_t taps = geo_.kh * geo_.kw, st = geo_.stride;
+    shortcut_shift0_ = geo_.pad_left / st == 0;  // the fused shortcut's tap (pad_top, pad_left)
     int64_t tap_off[64];
     planar::tap_offsets(geo_, c_, tap_off, shifts_);
     // Input channels in blocks whose read window (all shifts and phases, two pixel blocks and
@@ -201,7 +288,7 @@ class SparseConv final : public SparseConvBase {
     // against one block whose input window, 166 KB, is read from L2).
     cb_ = std::clamp<int64_t>(l1_budget() / (4 * window), 1, c_);
     ncb_ = (c_ + cb_ - 1) / cb_;
-    const float* W = wv.constant.data<float>();
+    const float* W = weights(g, n);
     // Listed in the order a task reads them (output group, channel block, output channel:
     // segment(o, blk) below), so that the non-zeros stream from memory in one pass, which the
     // hardware prefetcher follows; in output-channel order a task read 16 interleaved runs,
@@ -213,7 +300,10 @@ class SparseConv final : public SparseConvBase {
       for (int64_t blk = 0; blk < ncb_; ++blk)
         for (int64_t o = o0; o < std::min(m_, o0 + kOutGroup); ++o)
           for (int64_t b = 0; b < classes_; ++b) {
-            for (int64_t c = blk * cb_; c < std::min(c_, (blk + 1) * cb_); ++c)
+            // A fused shortcut's few non-zeros (one tap) all in the first block: one call per
+            // output channel, not one per block.
+            const bool all = o >= m_a_;
+            for (int64_t c = all ? (blk == 0 ? 0 : c_) : blk * cb_; c < (all ? c_ : std::min(c_, (blk + 1) * cb_)); ++c)
               for (int64_t t = 0; t < taps; ++t) {
                 const float w = W[(o * c_ + c) * taps + t];
                 const int64_t shift = classes_ > 1 ? (t % geo_.kw) / st : 0;
@@ -233,15 +323,13 @@ class SparseConv final : public SparseConvBase {
 
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
-    float* Y = a.out[0].as<float>();
-    const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     const int64_t q = geo_.flat_out(), qblocks = q / planar::kBlock;
     constexpr int64_t kTaskPx = kTaskBlocks * planar::kBlock;
     for (int64_t b = 0; b < batch_; ++b) {
       // Copy j: the planes shifted left by j floats.
       const float* planes = planes_of(X + b * in_floats(), static_cast<float*>(a.scratch), shifts_);
-      float* y = Y + b * out_floats(y_res_, y_wide_);
-      const float* sum = S ? S + b * out_floats(sum_res_, sum_wide_) : nullptr;
+      Dest d[2];
+      dests(a, b, d);
       // Tasks of kTaskBlocks 64-pixel blocks x output channels; consecutive tasks share the
       // pixel blocks, so the input window they read stays in cache. 8 accumulators per task
       // hide the FMA latency: two blocks (AVX-512; a last, odd block interleaves two halves of
@@ -263,14 +351,16 @@ class SparseConv final : public SparseConvBase {
               const int64_t k0 = row_[r], k1 = row_[r + static_cast<size_t>(classes_)];
               if (k0 == k1 && blk > 0) continue;
               float* dst = acc + (o - o0) * kTaskPx;
-              if (classes_ > 1)
+              // (A fused shortcut's tap without a horizontal shift: all its non-zeros in class 0,
+              // which reads as the plain variant does.)
+              if (classes_ > 1 && !(o >= m_a_ && shortcut_shift0_))
                 accumulate_classes(base, row_.data() + r, dst, blk > 0);
               else if (full)
                 accumulate<kTaskBlocks * kVecs>(base, k0, k1, dst, blk > 0);
               else
                 accumulate_split(base, k0, k1, dst, blk > 0);
             }
-          store(geo_, acc, kTaskPx, q0, std::min(kTaskPx, q - q0), o0, no, y, sum);
+          store(geo_, acc, kTaskPx, q0, std::min(kTaskPx, q - q0), o0, no, d);
         }
     }
   }
@@ -410,6 +500,7 @@ class SparseConv final : public SparseConvBase {
  private:
   int64_t shifts_ = 1;  // copies of the planes, shifted by 0, 1, ... floats (aligned rows)
   int64_t classes_ = 1;  // Split: runs of non-zeros per segment, one per horizontal tap shift
+  bool shortcut_shift0_ = false;  // a fused shortcut's tap has no horizontal shift (class 0)
   int64_t cb_ = 1, ncb_ = 1;  // input channels per block, blocks
   static constexpr int64_t kOutGroup = 16;  // output channels per task
   static constexpr int64_t kPrefetch = 64;  // non-zeros ahead (256 bytes of each array)
@@ -436,15 +527,15 @@ class SparseConv final : public SparseConvBase {
 // every block on every thread: at 2 threads slower than the plain variant.)
 class SparseGatherConv final : public SparseConvBase {
  public:
-  SparseGatherConv(const graph::Graph& g, const graph::Node& n) : SparseConvBase(g, n, SparseVariant::Gather) {
-    const graph::Value& wv = g.value(n.inputs[1]);
+  SparseGatherConv(const graph::Graph& g, const graph::Node& n, const graph::Node* shortcut = nullptr)
+      : SparseConvBase(g, n, SparseVariant::Gather, shortcut) {
     const Shape& ys = g.value(n.outputs[0]).shape;
     out_geo_ = {ys[2], ys[3], 1, 1, ys[2], ys[3], 0, 0, 1};  // flat position = oy * ow + ox
     taps_ = geo_.kh * geo_.kw;
     npx_ = geo_.oh * geo_.ow;
     row_ = (npx_ + 15) / 16 * 16;
     planar::tap_offsets(geo_, c_, tap_off_);
-    const float* W = wv.constant.data<float>();
+    const float* W = weights(g, n);
     // A block's rows fill l1_budget(); at 90% zeros and more, twice that (a segment of an output
     // channel in a block then had ~15 non-zeros, and the cost per segment, its sums' loads and
     // stores and the loop's exit, outweighed L1 misses: ResNet-18's 512-channel 7x7 layer at
@@ -488,13 +579,11 @@ class SparseGatherConv final : public SparseConvBase {
 
   void run(const KernelArgs& a) const override {
     const float* X = a.in[0].as<const float>();
-    float* Y = a.out[0].as<float>();
-    const float* S = p_.fused_sum ? a.in[3].as<const float>() : nullptr;
     auto* scratch = static_cast<float*>(a.scratch);
     for (int64_t b = 0; b < batch_; ++b) {
       const float* planes = planes_of(X + b * in_floats(), scratch);
-      float* y = Y + b * out_floats(y_res_, y_wide_);
-      const float* sum = S ? S + b * out_floats(sum_res_, sum_wide_) : nullptr;
+      Dest d[2];
+      dests(a, b, d);
       // At most the threads the scratch has slots for, no more than the caller runs now, and
       // no more than there are blocks: a thread without one only adds zeros (on ResNet-18's
       // 1x1 stride-2 layer into 7x7 at 90%, one block of all 256 channels: 0.049 ms on 1
@@ -506,11 +595,11 @@ class SparseGatherConv final : public SparseConvBase {
           const int t = omp_get_thread_num(), nt = omp_get_num_threads();
           accumulate_blocks(planes, scratch, t, nt);
 #pragma omp barrier
-          store_outputs(scratch, y, sum, t, nt);
+          store_outputs(scratch, d, t, nt);
         }
       } else {
         accumulate_blocks(planes, scratch, 0, 1);
-        store_outputs(scratch, y, sum, 0, 1);
+        store_outputs(scratch, d, 0, 1);
       }
     }
   }
@@ -551,7 +640,7 @@ class SparseGatherConv final : public SparseConvBase {
   }
   // Thread t of nt: output channels [lo, hi), every thread's sums added into thread 0's, then
   // written out with the epilogue.
-  void store_outputs(float* scratch, float* y, const float* sum, int t, int nt) const {
+  void store_outputs(float* scratch, const Dest* d, int t, int nt) const {
     const int64_t lo = m_ * t / nt, hi = m_ * (t + 1) / nt;
     if (lo >= hi) return;
     float* acc = slot(scratch, 0) + col_floats();
@@ -560,7 +649,7 @@ class SparseGatherConv final : public SparseConvBase {
       for (int64_t i = lo * row_; i < hi * row_; i += kVec)
         *reinterpret_cast<vf*>(acc + i) += *reinterpret_cast<const vf*>(part + i);
     }
-    store(out_geo_, acc + lo * row_, row_, 0, npx_, lo, hi - lo, y, sum);
+    store(out_geo_, acc + lo * row_, row_, 0, npx_, lo, hi - lo, d);
   }
   int64_t col_floats() const { return cb_ * taps_ * row_; }
   // (The scratch: the planes' copy, then the slots.)
@@ -649,8 +738,9 @@ double zero_fraction(const Tensor& w) {
 
 bool sparse_split_available() { return kSplitTask; }
 
-std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, SparseVariant variant,
-                                         std::string* why) {
+namespace {
+std::unique_ptr<Kernel> make_sparse(const graph::Graph& g, const graph::Node& n, SparseVariant variant, std::string* why,
+                                    const graph::Node* shortcut) {
   const auto& p = n.p<graph::ConvParams>();
   auto no = [&](const char* reason) -> std::unique_ptr<Kernel> {
     if (why) *why = reason;
@@ -672,12 +762,67 @@ std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Nod
   if (geo.planes_size(w.shape[1]) >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // checked before the CSR is built
   if (variant == SparseVariant::Gather) {
     if (geo.oh * geo.ow > planar::kBlock) return no("the gathered variant takes maps of at most 64 output pixels");
-    return std::make_unique<SparseGatherConv>(g, n);
+    return std::make_unique<SparseGatherConv>(g, n, shortcut);
   }
-  auto k = std::make_unique<SparseConv>(g, n, variant);
+  auto k = std::make_unique<SparseConv>(g, n, variant, shortcut);
   if (k->offset_span() >= (int64_t{1} << 31)) return no("input too large for 32-bit offsets");  // with the aligned rows and shifted copies
   if (k->applies(variant)) return k;
   return no("the variant does not apply to this shape");  // it would be the plain one
+}
+
+// The step of a shortcut conv whose work a sparse conv does (make_sparse_conv_with_shortcut):
+// nothing to run; its MACs (the shortcut's non-zeros) for the stats. (It does not take planes,
+// so its input and output stay NHWC: with the input in planes, the fused stride-2 conv's copy
+// into phase planes took longer than from NHWC, 0.200-0.212 -> 0.233-0.259 ms on ResNet-18's
+// layers at 90% zeros on 2 threads.)
+class ShortcutDone final : public Kernel {
+ public:
+  ShortcutDone(std::string by, int64_t macs) : by_(std::move(by)), macs_(macs) {}
+  void run(const KernelArgs&) const override {}
+  std::string name() const override { return "fused into '" + by_ + "' (its non-zero weights there)"; }
+  int64_t executed_macs() const override { return macs_; }
+
+ private:
+  std::string by_;
+  int64_t macs_;
+};
+}  // namespace
+
+std::unique_ptr<Kernel> make_sparse_conv(const graph::Graph& g, const graph::Node& n, SparseVariant variant,
+                                         std::string* why) {
+  return make_sparse(g, n, variant, why, nullptr);
+}
+
+bool fusable_shortcut(const graph::Graph& g, const graph::Node& n, const graph::Node& b) {
+  if (n.op != graph::OpType::Conv || b.op != graph::OpType::Conv || &n == &b || n.dead || b.dead) return false;
+  if (n.outputs.size() != 1 || b.outputs.size() != 1 || b.inputs.size() < 2 || n.inputs[0] != b.inputs[0]) return false;
+  const auto &p = n.p<graph::ConvParams>(), &q = b.p<graph::ConvParams>();
+  if (q.fused_sum || !q.pre_shift.empty() || q.reads_nchw || q.group != 1 || b.layout != graph::Layout::NHWC) return false;
+  if (q.strides != p.strides || q.dilations.size() != 2 || q.dilations[0] != 1 || q.dilations[1] != 1) return false;
+  if (std::any_of(q.pads.begin(), q.pads.end(), [](int64_t v) { return v != 0; })) return false;
+  const graph::Value& w = g.value(b.inputs[1]);
+  const Shape& wa = g.value(n.inputs[1]).shape;
+  if (!w.is_constant() || w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[2] != 1 || w.shape[3] != 1 ||
+      wa.size() != 4 || w.shape[1] != wa[1] || !all_finite(w.constant))
+    return false;
+  if (b.inputs.size() > 2 && b.inputs[2] != graph::kNoValue && !g.value(b.inputs[2]).is_constant()) return false;
+  // Its output pixel (y, x) reads the input pixel of this conv's tap (pad_top, pad_left).
+  const Shape &ya = g.value(n.outputs[0]).shape, &yb = g.value(b.outputs[0]).shape;
+  if (ya.size() != 4 || yb.size() != 4 || ya[0] != yb[0] || ya[2] != yb[2] || ya[3] != yb[3]) return false;
+  return p.pads.size() == 4 && p.pads[0] < wa[2] && p.pads[1] < wa[3];
+}
+
+std::unique_ptr<Kernel> make_sparse_conv_with_shortcut(const graph::Graph& g, const graph::Node& n,
+                                                       const graph::Node& b, SparseVariant variant) {
+  if (!fusable_shortcut(g, n, b)) return nullptr;
+  return make_sparse(g, n, variant, nullptr, &b);
+}
+
+std::unique_ptr<Kernel> make_shortcut_done(const graph::Graph& g, const graph::Node& b, const std::string& by) {
+  const Tensor& w = g.value(b.inputs[1]).constant;
+  const Shape& y = g.value(b.outputs[0]).shape;
+  const int64_t nz = w.numel() - static_cast<int64_t>(std::llround(zero_fraction(w) * static_cast<double>(w.numel())));
+  return std::make_unique<ShortcutDone>(by, y[0] * nz * y[2] * y[3]);
 }
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,

@@ -9,6 +9,7 @@
 #include <limits>
 #include <ostream>
 #include <random>
+#include <set>
 
 #include "ops/sparse/sparse.h"
 #include "runtime/plan.h"
@@ -350,5 +351,155 @@ TEST(SparseConvVariants, GatherMatchesOneDnn) {
   EXPECT_EQ(checked, 7);
 }
 
+// A sparse conv with a 1x1 conv beside it on the same input (a ResNet block's first conv and
+// its downsample): x -> A (k x k, stride s, pads p, Relu) -> A2 (3x3, + B's output, Relu) -> z,
+// and x -> B (1x1, stride s[, Relu]) as A2's residual. Weights 80% (A, A2) and `zeros_b` zero.
+struct BlockCase {
+  int64_t n, c, h, m, k, s, p;
+  double zeros_b;
+  bool b_relu;
+};
+Model block_model(const BlockCase& t) {
+  std::mt19937 rng(static_cast<uint32_t>(t.c * 17 + t.m + t.k));
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  auto weights = [&](int64_t count, double zeros) {
+    std::vector<float> w(static_cast<size_t>(count));
+    for (auto& v : w) v = std::uniform_real_distribution<double>(0, 1)(rng) < zeros ? 0.f : nd(rng);
+    return w;
+  };
+  const int64_t o = (t.h + 2 * t.p - t.k) / t.s + 1;
+  OnnxBuilder b;
+  b.input("x", {t.n, t.c, t.h, t.h});
+  b.init("wa", {t.m, t.c, t.k, t.k}, weights(t.m * t.c * t.k * t.k, 0.8)).init_random("ba", {t.m});
+  b.init("wa2", {t.m, t.m, 3, 3}, weights(t.m * t.m * 9, 0.8)).init_random("ba2", {t.m});
+  b.init("wb", {t.m, t.c, 1, 1}, weights(t.m * t.c, t.zeros_b)).init_random("bb", {t.m});
+  auto& a = b.node("Conv", {"x", "wa", "ba"}, {"a"});
+  OnnxBuilder::attr_ints(a, "strides", {t.s, t.s});
+  OnnxBuilder::attr_ints(a, "pads", {t.p, t.p, t.p, t.p});
+  b.node("Relu", {"a"}, {"ra"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"ra", "wa2", "ba2"}, {"a2"}), "pads", {1, 1, 1, 1});
+  auto& sc = b.node("Conv", {"x", "wb", "bb"}, {"sc"});
+  OnnxBuilder::attr_ints(sc, "strides", {t.s, t.s});
+  std::string shortcut = "sc";
+  if (t.b_relu) b.node("Relu", {"sc"}, {"rsc"}), shortcut = "rsc";
+  b.node("Add", {"a2", shortcut}, {"sum"});
+  b.node("Relu", {"sum"}, {"z"});
+  b.output("z");
+  EXPECT_EQ(o, (t.h - 1) / t.s + 1) << "the shortcut's map must be the conv's";
+  return b.load();
+}
+
+// With --sparse always the first conv does the 1x1's work (fuse_shortcuts): the same answer as
+// the reference kernels on 1 and 2 threads, the 1x1's step says so, and the stats count each
+// layer's own non-zero MACs. Stride 2 (3x3: the split or shifted-copies variant; onto a 7x7
+// map: the gathered one), a 7x7 stride-2 pad-3 conv (the shortcut's tap has a horizontal
+// shift), stride 1, batch 2, a Relu on the shortcut, output channels off 16.
+TEST(ShortcutFusion, SparseConvDoesTheDownsampleWork) {
+  const BlockCase cases[] = {{1, 16, 28, 24, 3, 2, 1, 0.9, false}, {2, 32, 14, 40, 3, 2, 1, 0.8, true},
+                             {1, 3, 32, 20, 7, 2, 3, 0.7, false},  {1, 8, 16, 16, 3, 1, 1, 0.9, true}};
+  for (const BlockCase& t : cases) {
+    Model m = block_model(t);
+    const Tensor x = random_tensor({t.n, t.c, t.h, t.h}, 3);
+    auto ref = Session(m, {1, false}).run({{"x", x}});
+    for (int threads : {1, 2}) {
+      SessionOptions o{threads, true};
+      o.sparse = SparseMode::Always;
+      Session sess(m, o);
+      RunStats st;
+      auto got = sess.run({{"x", x}}, &st);
+      EXPECT_LT(normalized_error(got.at("z"), ref.at("z")), 1e-5) << "c" << t.c << " k" << t.k << " s" << t.s;
+      const std::string plan = sess.inspect(false);
+      EXPECT_NE(plan.find("with the 1x1 '"), std::string::npos) << plan;
+      EXPECT_NE(plan.find("(its non-zero weights there)"), std::string::npos) << plan;
+      runtime::Plan p(*m.graph(), {}, o);
+      int fused = -1;
+      for (const auto& [name, count] : p.pass_log())
+        if (name == "fuse_shortcuts") fused = count;
+      EXPECT_EQ(fused, 1);
+      // Each layer's executed MACs: its own non-zero weights times its output pixels.
+      for (const runtime::Step& s : p.steps()) {
+        const graph::Node& n = p.graph().node(s.node);
+        if (n.op != graph::OpType::Conv) continue;
+        const Tensor& w = p.graph().value(n.inputs[1]).constant;
+        const int64_t nz = w.numel() - static_cast<int64_t>(std::llround(ops::zero_fraction(w) * static_cast<double>(w.numel())));
+        const Shape& ys = p.graph().value(n.outputs[0]).shape;
+        EXPECT_EQ(s.executed_macs, t.n * nz * ys[2] * ys[3]) << n.name << ": " << s.kernel->name();
+      }
+    }
+  }
+}
+
+// Which 1x1 convs qualify: the same input, stride and map, no padding, no residual of its own
+// (fusable_shortcut). The fused kernel of each variant that applies against the two convs on
+// the direct kernel, both outputs, with Relu on the first.
+TEST(ShortcutFusion, OnlyAOneByOneOnTheSameInputAndMapQualifies) {
+  std::set<ops::SparseVariant> tried;
+  for (const BlockCase& t : {BlockCase{2, 16, 28, 24, 3, 2, 1, 0.9, true}, BlockCase{1, 24, 14, 40, 3, 2, 1, 0.8, false},
+                             BlockCase{1, 16, 20, 20, 3, 1, 1, 0.7, false}}) {
+    Model m = block_model(t);
+    runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
+    const graph::Graph& g = plan.graph();
+    const graph::Node *a = nullptr, *b = nullptr, *a2 = nullptr;
+    for (const graph::Node& n : g.nodes)
+      if (!n.dead && n.op == graph::OpType::Conv && g.value(n.inputs[1]).shape[2] == 1) b = &n;
+    ASSERT_NE(b, nullptr);
+    for (const graph::Node& n : g.nodes)
+      if (!n.dead && n.op == graph::OpType::Conv && &n != b) (n.inputs[0] == b->inputs[0] ? a : a2) = &n;
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(a2, nullptr);
+    EXPECT_TRUE(ops::fusable_shortcut(g, *a, *b));
+    EXPECT_FALSE(ops::fusable_shortcut(g, *b, *b));
+    EXPECT_FALSE(ops::fusable_shortcut(g, *a2, *b)) << "another input";
+    EXPECT_FALSE(ops::fusable_shortcut(g, *a, *a2)) << "a 3x3 on another input";
+    const auto id = static_cast<graph::NodeId>(b - g.nodes.data());
+    auto altered = [&](auto&& change) {
+      graph::Graph gg = g;
+      change(gg.node(id).template p<graph::ConvParams>());
+      return ops::fusable_shortcut(gg, gg.node(static_cast<graph::NodeId>(a - g.nodes.data())), gg.node(id));
+    };
+    EXPECT_FALSE(altered([](graph::ConvParams& q) { q.pads = {0, 1, 0, 0}; })) << "padded";
+    EXPECT_FALSE(altered([](graph::ConvParams& q) { q.strides = {3, 3}; })) << "another stride";
+    EXPECT_FALSE(altered([](graph::ConvParams& q) { q.fused_sum = true; })) << "a residual of its own";
+    EXPECT_TRUE(altered([](graph::ConvParams&) {}));
+
+    // Both outputs against the direct kernel's, per variant.
+    auto da = ops::make_direct_conv(g, *a), db = ops::make_direct_conv(g, *b);
+    ASSERT_NE(da, nullptr);
+    ASSERT_NE(db, nullptr);
+    const Shape &xs = g.value(a->inputs[0]).shape, &ya = g.value(a->outputs[0]).shape, &yb = g.value(b->outputs[0]).shape;
+    const Tensor x = random_tensor({xs[0], xs[2], xs[3], xs[1]}, 9);  // NHWC
+    auto run = [&](const ops::Kernel& k, const graph::Node& n, std::vector<std::vector<float>>& outs) {
+      std::vector<ops::TensorView> in(n.inputs.size());
+      in[0] = {DType::Float32, xs, const_cast<float*>(x.data<float>())};
+      std::vector<ops::TensorView> out;
+      for (auto& o : outs) out.push_back({DType::Float32, o.size() == static_cast<size_t>(ya[0] * ya[1] * ya[2] * ya[3]) ? ya : yb, o.data()});
+      std::vector<std::byte> scratch(k.scratch_bytes() + 64);
+      k.run({in, out, reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64)});
+    };
+    const size_t na = static_cast<size_t>(ya[0] * ya[1] * ya[2] * ya[3]), nb = static_cast<size_t>(yb[0] * yb[1] * yb[2] * yb[3]);
+    std::vector<std::vector<float>> want_a{std::vector<float>(na)}, want_b{std::vector<float>(nb)};
+    run(*da, *a, want_a);
+    run(*db, *b, want_b);
+    int variants = 0;
+    for (ops::SparseVariant v :
+         {ops::SparseVariant::Plain, ops::SparseVariant::Copies, ops::SparseVariant::Split, ops::SparseVariant::Gather}) {
+      auto k = ops::make_sparse_conv_with_shortcut(g, *a, *b, v);
+      if (!k) continue;
+      ++variants;
+      tried.insert(v);
+      std::vector<std::vector<float>> got{std::vector<float>(na, NAN), std::vector<float>(nb, NAN)};
+      run(*k, *a, got);
+      double worst_a = 0, worst_b = 0;
+      for (size_t i = 0; i < na; ++i) worst_a = std::max(worst_a, std::fabs(double(got[0][i]) - want_a[0][i]));
+      for (size_t i = 0; i < nb; ++i) worst_b = std::max(worst_b, std::fabs(double(got[1][i]) - want_b[0][i]));
+      EXPECT_LT(worst_a, 1e-4) << k->name();
+      EXPECT_LT(worst_b, 1e-4) << k->name();
+      EXPECT_NE(k->name().find("with the 1x1 '" + b->name + "' fused"), std::string::npos) << k->name();
+    }
+    EXPECT_GE(variants, 1);
+  }
+  // Every variant that this build has.
+  EXPECT_EQ(tried.size(), ops::sparse_split_available() ? 4u : 3u);
+}
 }  // namespace
 }  // namespace sluice::testing
