@@ -771,16 +771,18 @@ std::unique_ptr<Kernel> make_sparse(const graph::Graph& g, const graph::Node& n,
 }
 
 // The step of a shortcut conv whose work a sparse conv does (make_sparse_conv_with_shortcut):
-// nothing to run; its MACs (the shortcut's non-zeros) for the stats. (It does not take planes,
-// so its input and output stay NHWC: with the input in planes, the fused stride-2 conv's copy
-// into phase planes took longer than from NHWC, 0.200-0.212 -> 0.233-0.259 ms on ResNet-18's
-// layers at 90% zeros on 2 threads.)
+// nothing to run; its MACs (the shortcut's non-zeros) for the stats. It takes planes as the
+// conv that does its work does: their shared input, and its output, may stay in planes.
 class ShortcutDone final : public Kernel {
  public:
   ShortcutDone(std::string by, int64_t macs) : by_(std::move(by)), macs_(macs) {}
   void run(const KernelArgs&) const override {}
   std::string name() const override { return "fused into '" + by_ + "' (its non-zero weights there)"; }
   int64_t executed_macs() const override { return macs_; }
+  bool takes_planes() const override { return true; }
+  std::unique_ptr<Kernel> relayout(const graph::Graph&, const graph::Node&) const override {
+    return std::make_unique<ShortcutDone>(by_, macs_);
+  }
 
  private:
   std::string by_;
