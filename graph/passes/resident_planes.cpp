@@ -5,8 +5,9 @@
 //
 // A value is kept planar only if everything around it can do without NHWC:
 //   - its producer is a conv that may run on the direct kernel (the caller says which) or on
-//     another kernel that takes planes (the sparse convs; the caller says which), or a max
-//     pool whose input is kept planar;
+//     another kernel that takes planes (the sparse convs; the caller says which), a max pool
+//     whose input is kept planar, or an NHWC max or average pool whose readers are all sparse
+//     convs;
 //   - each reader is such a conv reading it as its input (a 3x3, stride-1, pad-1
 //     conv on the same map reads the planes as they are, others copy rows out of them) or as
 //     its fused residual, or a max pool (which writes planes or NHWC) after a conv on the
@@ -46,14 +47,19 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
   for (Node& n : g.nodes)
     if (n.layout == Layout::Planar) n.layout = Layout::NHWC;
   const size_t nv = g.values.size();
-  std::vector<char> conv(g.nodes.size(), 0), takes(g.nodes.size(), 0), pool(g.nodes.size(), 0), planar(nv, 0);
+  std::vector<char> conv(g.nodes.size(), 0), takes(g.nodes.size(), 0), pool(g.nodes.size(), 0), npool(g.nodes.size(), 0),
+      planar(nv, 0);
   for (NodeId id = 0; id < static_cast<NodeId>(g.nodes.size()); ++id) {
     const Node& n = g.node(id);
     if (n.dead || n.layout != Layout::NHWC) continue;
     takes[id] = n.op == OpType::Conv && !(direct(id) && ops::resident_conv(g, n)) && takes_planes && takes_planes(id);
     conv[id] = n.op == OpType::Conv && ((direct(id) && ops::resident_conv(g, n)) || takes[id]);
     pool[id] = ops::resident_pool(g, n);
-    if (!conv[id] && !pool[id]) continue;
+    // An NHWC max or average pool, which writes planes for sparse convs (below).
+    npool[id] = (n.op == OpType::MaxPool || n.op == OpType::AveragePool) && n.inputs.size() == 1 &&
+                std::all_of(n.outputs.begin() + 1, n.outputs.end(), [](ValueId o) { return o == kNoValue; }) &&
+                g.value(n.outputs[0]).shape.size() == 4 && g.value(n.outputs[0]).shape_known;
+    if (!conv[id] && !pool[id] && !npool[id]) continue;
     const Value& y = g.value(n.outputs[0]);
     if (!y.is_output && !y.is_constant() && y.layout == Layout::NHWC) planar[n.outputs[0]] = 1;
   }
@@ -64,16 +70,20 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
     if (conv[c]) return i == 0 || (i == 3 && fused_sum(n));
     return pool[c] && i == 0 && !takes[producer];
   };
+  auto from_nhwc_pool = [&](NodeId id) { return npool[id] && !planar[g.node(id).inputs[0]]; };
   for (bool changed = true; changed;) {
     changed = false;
     for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
       if (!planar[v]) continue;
       const Node& p = g.node(g.value(v).producer);
       const NodeId pid = g.value(v).producer;
-      bool ok = !(pool[pid] && !planar[p.inputs[0]]) && !(fused_sum(p) && !planar[p.inputs[3]] && !takes[pid]);
+      // A pool writes planes from planes (the resident pool), or from NHWC for sparse convs alone.
+      const bool nhwc_pool = from_nhwc_pool(pid);
+      bool ok = !((pool[pid] || npool[pid]) && !planar[p.inputs[0]] && !nhwc_pool) &&
+                !(fused_sum(p) && !planar[p.inputs[3]] && !takes[pid]);
       for (NodeId c : g.value(v).consumers)
         for (size_t i = 0; ok && i < g.node(c).inputs.size(); ++i)
-          if (g.node(c).inputs[i] == v) ok = reads_ok(c, i, g.value(v).producer);
+          if (g.node(c).inputs[i] == v) ok = reads_ok(c, i, g.value(v).producer) && (!nhwc_pool || takes[c]);
       if (!ok) planar[v] = 0, changed = true;
     }
   }
@@ -84,7 +94,8 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
   std::vector<char> wide(nv, 0);
   for (ValueId v = 0; v < static_cast<ValueId>(nv); ++v) {
     const Value& val = g.value(v);
-    if (!planar[v] || !takes[val.producer] || !ops::planar::wide_rows_pay(val.shape[3])) continue;
+    if (!planar[v] || !(takes[val.producer] || from_nhwc_pool(val.producer)) || !ops::planar::wide_rows_pay(val.shape[3]))
+      continue;
     wide[v] = std::all_of(val.consumers.begin(), val.consumers.end(), [&](NodeId c) { return takes[c] != 0; });
   }
   for (bool changed = true; changed;) {
@@ -101,7 +112,7 @@ int keep_planes_resident(Graph& g, const std::function<bool(NodeId)>& direct,
     g.value(v).layout = Layout::Planar;
     ++kept;
     // A pool runs on the planes it reads (its output planar or not; a planar output needs a
-    // planar input, above).
+    // planar input, above, or sparse readers alone).
     for (NodeId c : g.value(v).consumers)
       if (pool[c]) g.node(c).layout = Layout::Planar;
   }

@@ -522,6 +522,34 @@ void store_block_resident(const Geometry& g, const float* src, int64_t src_strid
   });
 }
 
+void nhwc_rows_to_resident(const float* x, int64_t x_stride, int64_t k, int64_t h, int64_t w, int64_t oy0, int64_t oy1,
+                           float* planes, bool wide, float* tmp) {
+  // Each row transposed into tmp (channel j's pixels at tmp + j * tw), then stored as a sparse
+  // conv stores its results: in aligned vectors with the borders (store_block_resident). (Stored
+  // straight from the transposed tiles, the unaligned 16-float runs into 64 planes took as long
+  // as the pool: 0.06 ms on ResNet-18's 56x56 x 64 map on 2 threads.)
+  const int64_t tw = (w + 15) / 16 * 16;
+  const Geometry row_geo{h, w, 1, 1, h, w, 0, 0, 1};  // flat position oy * w + ox
+  const graph::FusedActivation none{};
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const float* row = x + (oy - oy0) * w * x_stride;
+    int64_t j0 = 0;
+#ifdef SLUICE_PLANAR_TILES
+    for (; j0 + T <= k; j0 += T)
+      for (int64_t x0 = 0; x0 < w; x0 += T) {
+        const int64_t n = std::min<int64_t>(T, w - x0);
+        Vec v[T];
+        for (int64_t i = 0; i < T; ++i) v[i] = i < n ? load_n(row + (x0 + i) * x_stride + j0, T) : zero();
+        transpose(v);
+        for (int64_t jj = 0; jj < T; ++jj) store_n(tmp + (j0 + jj) * tw + x0, v[jj], n);
+      }
+#endif
+    for (int64_t j = j0; j < k; ++j)
+      for (int64_t xx = 0; xx < w; ++xx) tmp[j * tw + xx] = row[xx * x_stride + j];
+    store_block_resident(row_geo, tmp, tw, oy * w, w, k, planes, nullptr, nullptr, none, wide);
+  }
+}
+
 void add_nhwc_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
                   const float* sum, int64_t sum_stride) {
   const int64_t gw = g.grid_w();

@@ -140,6 +140,12 @@ void add_resident_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t
 // without a sum.
 void add_nhwc_sum(const Geometry& g, float* dst, int64_t dst_stride, int64_t q0, int64_t npx, int64_t k,
                   const float* sum, int64_t sum_stride);
+// Rows oy0 .. oy1 of an h x w NHWC map of k channels (x: pixel (oy0, 0); x_stride floats per
+// pixel) into its resident planes (wide or not), each row's borders included, the top border
+// row with row 0 and the bottom one and the slack with row h - 1. tmp: k x (w rounded up to
+// 16) floats.
+void nhwc_rows_to_resident(const float* x, int64_t x_stride, int64_t k, int64_t h, int64_t w, int64_t oy0, int64_t oy1,
+                           float* planes, bool wide, float* tmp);
 // unpack's counterpart: the whole output, borders included, into resident planes.
 void unpack_resident(const Geometry& g, const float* planes, int64_t k, float* y, const float* bias, const float* sum,
                      const graph::FusedActivation& act);

@@ -1,9 +1,15 @@
-// Pooling on NHWC data: the inner loop runs over contiguous channels.
+// Pooling on NHWC data: the inner loop runs over contiguous channels. A max or average pool
+// may write resident planes (ops/conv/planar.h) for the sparse convs that read its output
+// (passes::keep_planes_resident): each output row is pooled into a row of its own (in L1) and
+// transposed into the planes.
 #include <algorithm>
 #include <limits>
 #include <vector>
 
+#include <omp.h>
+
 #include "ops/common/simd.h"
+#include "ops/conv/planar.h"
 #include "ops/kernel.h"
 
 namespace sluice::ops {
@@ -12,19 +18,31 @@ namespace {
 
 class NhwcPool final : public Kernel {
  public:
-  explicit NhwcPool(const graph::Node& n) : op_(n.op) {
+  NhwcPool(const graph::Graph& g, const graph::Node& n) : op_(n.op) {
     if (n.op != graph::OpType::GlobalAveragePool) p_ = n.p<graph::PoolParams>();
+    const graph::Value& y = g.value(n.outputs[0]);
+    planes_ = y.layout == graph::Layout::Planar, wide_ = y.wide_rows;
+    if (planes_) {
+      if (op_ == graph::OpType::GlobalAveragePool || y.shape.size() != 4)
+        throw Error("internal error: '" + n.name + "' cannot write resident planes");
+      // An output row NHWC, then channel by channel (rows rounded up to 16 floats).
+      row_floats_ = y.shape[1] * (y.shape[3] + (y.shape[3] + 15) / 16 * 16);
+      threads_ = std::max(1, omp_get_max_threads());
+    }
   }
+  size_t scratch_bytes() const override { return static_cast<size_t>(threads_ * row_floats_) * sizeof(float); }
 
   void run(const KernelArgs& a) const override {
     if (op_ == graph::OpType::GlobalAveragePool)
       global_average(a.in[0], a.out[0]);
     else if (op_ == graph::OpType::MaxPool)
-      window<true>(a.in[0], a.out[0]);
+      window<true>(a.in[0], a.out[0], a.scratch);
     else
-      window<false>(a.in[0], a.out[0]);
+      window<false>(a.in[0], a.out[0], a.scratch);
   }
-  std::string name() const override { return "nhwc"; }
+  std::string name() const override {
+    return planes_ ? std::string("nhwc, resident planes out") + (wide_ ? " (rows padded to 16 floats)" : "") : "nhwc";
+  }
 
  private:
   static void global_average(const TensorView& x, const TensorView& y) {
@@ -49,19 +67,26 @@ class NhwcPool final : public Kernel {
   // a 3x3 max pool over 64 channels took ~500 cycles a pixel). Same order of operations, so
   // the same results: max as (acc < x ? x : acc), NaN taps skipped; averages summed in tap order.
   template <bool kMax>
-  void window(const TensorView& x, const TensorView& y) const {
+  void window(const TensorView& x, const TensorView& y, void* scratch) const {
     const int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
     const int64_t oh = y.shape[2], ow = y.shape[3], taps = p_.kernel_shape[0] * p_.kernel_shape[1];
     const float* X = x.as<const float>();
     float* Y = y.as<float>();
+    const int64_t y_plane = planes_ ? c * planar::resident(oh, ow, wide_).plane() : 0;
+    const int threads = threads_;
     constexpr int64_t L = simd::kLanes;
     const float init = kMax ? -std::numeric_limits<float>::infinity() : 0.f;
 #pragma omp parallel for collapse(2)
     for (int64_t b = 0; b < n; ++b)
       for (int64_t oy = 0; oy < oh; ++oy) {
         std::vector<const float*> at(static_cast<size_t>(taps));
+        // Planes out: the row pooled into this thread's row of the scratch first.
+        const int t = omp_get_thread_num();
+        float* row = planes_ && t < threads ? static_cast<float*>(scratch) + t * row_floats_ : nullptr;
+        std::vector<float> own(planes_ && !row ? static_cast<size_t>(row_floats_) : 0);  // (more threads than planned)
+        if (planes_ && !row) row = own.data();
         for (int64_t ox = 0; ox < ow; ++ox) {
-          float* yo = Y + ((b * oh + oy) * ow + ox) * c;
+          float* yo = planes_ ? row + ox * c : Y + ((b * oh + oy) * ow + ox) * c;
           int64_t count = 0, padded = 0;
           for (int64_t ky = 0; ky < p_.kernel_shape[0]; ++ky) {
             const int64_t iy = oy * p_.strides[0] - p_.pads[0] + ky * p_.dilations[0];
@@ -105,18 +130,22 @@ class NhwcPool final : public Kernel {
             yo[ch] = kMax ? acc : acc * inv;
           }
         }
+        if (planes_) planar::nhwc_rows_to_resident(row, c, c, oh, ow, oy, oy + 1, Y + b * y_plane, wide_, row + ow * c);
       }
   }
 
   graph::OpType op_;
   graph::PoolParams p_;
+  bool planes_ = false, wide_ = false;  // output in resident planes (wide rows)
+  int64_t row_floats_ = 0;              // an output row, NHWC and planar
+  int threads_ = 0;                     // rows in the scratch
 };
 
 }  // namespace
 
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n) {
   if (n.layout != graph::Layout::NHWC || g.value(n.inputs[0]).shape.size() != 4) return nullptr;
-  return std::make_unique<NhwcPool>(n);
+  return std::make_unique<NhwcPool>(g, n);
 }
 
 }  // namespace sluice::ops

@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -259,8 +260,9 @@ TEST(ResidentPlanes, SparseConvsInEveryLayoutCombination) {
   }
 }
 
-// MaxPool from resident planes to resident planes, and to NHWC, against the NHWC pool on the
-// same values (20 channels: a whole 16-channel transpose tile and a partial one):
+// MaxPool from resident planes to resident planes, and to NHWC, and from NHWC to planes (narrow
+// and wide rows), against the NHWC pool on the same values (20 channels: a whole 16-channel
+// transpose tile and a partial one):
 // 2x2 stride 2, 3x3 stride 2 pad 1 (ResNet's), 3x3 stride 1, asymmetric pads, ceil mode, on
 // all-negative inputs (a pool that took the zero border for a pixel would return 0) with NaN
 // pixels (skipped, as the NHWC kernel skips them).
@@ -320,6 +322,29 @@ TEST(ResidentPlanes, MaxPoolMatchesNhwc) {
     EXPECT_NE(to_nhwc->name().find("NHWC out"), std::string::npos);
     std::vector<float> got_nhwc(want.size(), NAN);
     run_kernel(*to_nhwc, g, node, xin.data(), nullptr, got_nhwc.data());
+    // NHWC in, planes out (narrow and wide rows: for sparse convs that read them).
+    std::vector<float> got_planes[2];
+    for (bool wide : {false, true}) {
+      node.layout = g.value(node.inputs[0]).layout = graph::Layout::NHWC;
+      g.value(node.outputs[0]).layout = graph::Layout::Planar;
+      g.value(node.outputs[0]).wide_rows = wide;
+      auto to_planes = ops::make_nhwc_pool(g, node);
+      ASSERT_NE(to_planes, nullptr);
+      EXPECT_NE(to_planes->name().find("resident planes out"), std::string::npos) << to_planes->name();
+      std::vector<float> yp(static_cast<size_t>(ys[0] * ys[1] * plane(ys[2], ys[3], wide)), NAN);
+      run_kernel(*to_planes, g, node, x.data(), nullptr, yp.data());
+      got_planes[wide] = from_resident(yp, ys[0], ys[1], ys[2], ys[3], &dirty, wide);
+      EXPECT_EQ(dirty, 0) << "NHWC in, planes out, wide " << wide;
+      g.value(node.outputs[0]).wide_rows = false;
+    }
+    for (size_t i = 0; i < want.size(); ++i)
+      for (const std::vector<float>& gp : got_planes) {
+        ASSERT_EQ(std::isnan(gp[i]), std::isnan(want[i])) << "planes out, k" << t.k << " s" << t.s << " at " << i;
+        if (!std::isnan(want[i])) {
+          ASSERT_EQ(gp[i], want[i]) << "planes out, k" << t.k << " s" << t.s << " at " << i;
+          ASSERT_EQ(std::signbit(gp[i]), std::signbit(want[i])) << "planes out, sign, k" << t.k << " at " << i;
+        }
+      }
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_EQ(std::isnan(got[i]), std::isnan(want[i])) << "k" << t.k << " s" << t.s << " at " << i;
       ASSERT_EQ(std::isnan(got_nhwc[i]), std::isnan(want[i])) << "NHWC out, k" << t.k << " s" << t.s << " at " << i;
@@ -502,11 +527,12 @@ std::string planar_outputs(const Model& m, const std::set<std::string>& direct,
       EXPECT_EQ(y.layout, graph::Layout::Planar);
     }
     if (n.op == graph::OpType::MaxPool) {
-      // A pool runs on planes when it reads them, whatever it writes; planes out need planes in.
+      // A pool runs on planes when it reads them, whatever it writes; planes out need planes in,
+      // or readers that are all sparse convs (`takes`).
       const bool in = g.value(n.inputs[0]).layout == graph::Layout::Planar;
       EXPECT_EQ(n.layout == graph::Layout::Planar, in);
-      if (g.value(n.outputs[0]).layout == graph::Layout::Planar) {
-        EXPECT_TRUE(in);
+      if (y.layout == graph::Layout::Planar && !in) {
+        for (graph::NodeId c : y.consumers) EXPECT_EQ(takes.count(weight(c).substr(0, 2)), 1u) << weight(c);
       }
     }
   }
@@ -530,20 +556,24 @@ TEST(KeepPlanesResident, KeepsPlanarOnlyBetweenDirectConvsAndPools) {
 }
 
 // Sparse convs (kernels that take planes): planar between them, whatever the residual's layout;
-// not into a pool (the NHWC pool is faster after them); wide rows where the rows grow by at most
-// 15% (12x12 after the pool: 14 -> 16 floats; 6x6 after the stride-2 conv: 8 -> 16, no), and
-// only between sparse convs, with a residual in planes of the same rows as the output.
+// not into a pool (the NHWC pool is faster after them), but out of an NHWC pool that only they
+// read; wide rows where the rows grow by at most 15% (12x12 after the pool: 14 -> 16 floats;
+// 6x6 after the stride-2 conv: 8 -> 16, no), and only between sparse convs (or from such a
+// pool), with a residual in planes of the same rows as the output.
 TEST(KeepPlanesResident, SparseConvsTakePlanesWithWideRows) {
   Model m = stem_and_block(24);
   const std::set<std::string> all = {"c1", "c2", "c3", "c4", "c5"};
-  // c3 adds the pool's NHWC output into planes.
-  EXPECT_EQ(planar_outputs(m, {}, all), "c1=- pool=- c2=W c3=W c4=P c5=- ");
+  // The NHWC pool writes planes for c2 and c3's residual.
+  EXPECT_EQ(planar_outputs(m, {}, all), "c1=- pool=W c2=W c3=W c4=P c5=- ");
+  // Not for a direct conv: c2 on the direct kernel reads the pool's output as NHWC; c3 adds
+  // it into planes (wide: c3's output only c4, sparse, reads); c2's planes are narrow.
+  EXPECT_EQ(planar_outputs(m, {"c2"}, {"c3", "c4", "c5"}), "c1=- pool=- c2=P c3=W c4=P c5=- ");
   // c1 and c2 on the direct kernel: the pool reads c1's planes and writes planes for c2 and
   // c3's residual, narrow (not a sparse conv's); c3's output would be wide, but its residual
   // is not: both narrow.
   EXPECT_EQ(planar_outputs(m, {"c1", "c2"}, {"c3", "c4", "c5"}), "c1=P pool=P c2=P c3=P c4=P c5=- ");
   // 32x32: 18-float rows would become 32, more than 15%: no wide rows.
-  EXPECT_EQ(planar_outputs(stem_and_block(32), {}, all), "c1=- pool=- c2=P c3=P c4=P c5=- ");
+  EXPECT_EQ(planar_outputs(stem_and_block(32), {}, all), "c1=- pool=P c2=P c3=P c4=P c5=- ");
 }
 
 // The same model with sparse weights on the sparse kernels (--sparse always): its wide rows
@@ -773,6 +803,49 @@ TEST(ReadNchwInputs, DirectStemReadsTheModelInput) {
   EXPECT_NE(plan.find("x__to_nhwc"), std::string::npos) << plan;
   EXPECT_EQ(plan.find("reads NCHW"), std::string::npos) << plan;
   if (read_sessions == 0) GTEST_SKIP() << "the stem never measured faster on the direct kernel here";
+}
+
+// AveragePool from NHWC into planes (narrow and wide rows; count_include_pad either way) against
+// the same pool writing NHWC: 2x2 stride 2 and 3x3 stride 1 pad 1, 3, 16 and 37 channels, batch 2.
+TEST(ResidentPlanes, NhwcAveragePoolWritesPlanes) {
+  int runs = 0;
+  for (int64_t c : {3, 16, 37})
+    for (const auto& [k, st, pad] : {std::tuple{2, 2, 0}, {3, 1, 1}})
+      for (int64_t include : {0, 1}) {
+        OnnxBuilder b;
+        b.input("x", {2, c, 30, 28});
+        auto& pool = b.node("AveragePool", {"x"}, {"y"});
+        OnnxBuilder::attr_ints(pool, "kernel_shape", {k, k});
+        OnnxBuilder::attr_ints(pool, "strides", {st, st});
+        OnnxBuilder::attr_ints(pool, "pads", {pad, pad, pad, pad});
+        OnnxBuilder::attr_int(pool, "count_include_pad", include);
+        b.output("y");
+        Model m = b.load();
+        runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
+        graph::Graph g = plan.graph();
+        graph::Node& node = g.node(node_id(g, last_node(g, graph::OpType::AveragePool)));
+        node.layout = g.value(node.inputs[0]).layout = g.value(node.outputs[0]).layout = graph::Layout::NHWC;
+        const Shape xs = g.value(node.inputs[0]).shape, ys = g.value(node.outputs[0]).shape;
+        const std::vector<float> x = normal(static_cast<size_t>(xs[0] * xs[1] * xs[2] * xs[3]), 6);
+        auto nhwc = ops::make_nhwc_pool(g, node);
+        ASSERT_NE(nhwc, nullptr);
+        std::vector<float> want(static_cast<size_t>(ys[0] * ys[1] * ys[2] * ys[3]), NAN);
+        run_kernel(*nhwc, g, node, x.data(), nullptr, want.data());
+        for (bool wide : {false, true}) {
+          g.value(node.outputs[0]).layout = graph::Layout::Planar;
+          g.value(node.outputs[0]).wide_rows = wide;
+          auto to_planes = ops::make_nhwc_pool(g, node);
+          ASSERT_NE(to_planes, nullptr);
+          std::vector<float> yp(static_cast<size_t>(ys[0] * ys[1] * plane(ys[2], ys[3], wide)), NAN);
+          run_kernel(*to_planes, g, node, x.data(), nullptr, yp.data());
+          int dirty = 0;
+          const std::vector<float> got = from_resident(yp, ys[0], ys[1], ys[2], ys[3], &dirty, wide);
+          EXPECT_EQ(dirty, 0);
+          EXPECT_EQ(got, want) << c << " channels, k" << k << " wide " << wide;
+          ++runs;
+        }
+      }
+  EXPECT_EQ(runs, 24);
 }
 
 // A 1-channel NCHW input has NHWC's bytes: assign_layouts puts no reorder before it, so there is
