@@ -49,11 +49,12 @@ std::unique_ptr<Kernel> make_sparse_gemm(const graph::Graph& g, const graph::Nod
 std::unique_ptr<Kernel> make_sparse_matmul(const graph::Graph& g, const graph::Node& n);
 
 // Always: `sparse` (when not null). Measured: times both on the node's shapes and returns the
-// faster, its name noting both times. `zeros`: the weights' zero fraction, for that note;
-// t_sparse, t_dense: both kernels' times when the caller has measured them already, in turn
-// (ms; time_kernels), else < 0.
+// sparse one if it takes less than `margin` times the dense one's time (0.9: it must win
+// clearly, not within the machine's noise; more than 1 where it wins ties), its name noting
+// both times. `zeros`: the weights' zero fraction, for that note; t_sparse, t_dense: both
+// kernels' times when the caller has measured them already, in turn (ms; time_kernels), else < 0.
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
                                         double zeros, const graph::Graph& g, const graph::Node& n,
-                                        double t_sparse = -1, double t_dense = -1);
+                                        double t_sparse = -1, double t_dense = -1, double margin = 0.9);
 
 }  // namespace sluice::ops

@@ -829,19 +829,18 @@ std::unique_ptr<Kernel> make_shortcut_done(const graph::Graph& g, const graph::N
 
 std::unique_ptr<Kernel> choose_measured(std::unique_ptr<Kernel> dense, std::unique_ptr<Kernel> sparse, SparseMode mode,
                                         double zeros, const graph::Graph& g, const graph::Node& n, double t_sparse,
-                                        double t_dense) {
+                                        double t_dense, double margin) {
   if (!sparse) return dense;
   if (mode == SparseMode::Always) return sparse;
   // Measured cost model: the faster of the two on this layer, here.
-  // The fastest of ~7 calls each, in turns (time_kernels), and a 10% margin for the sparse
-  // kernel: it must win clearly, not within the machine's noise.
+  // The fastest of ~7 calls each, in turns (time_kernels), and `margin` for the sparse kernel.
   if (t_sparse < 0 || t_dense < 0) {
     const std::vector<double> t = time_kernels({dense.get(), sparse.get()}, g, n, 7);
     t_dense = t[0], t_sparse = t[1];
   }
   char note[96];
   std::snprintf(note, sizeof note, "[measured: sparse %.3f ms, dense %.3f ms]", t_sparse, t_dense);
-  if (t_sparse < 0.9 * t_dense) return with_note(std::move(sparse), note);
+  if (t_sparse < margin * t_dense) return with_note(std::move(sparse), note);
   return with_note(std::move(dense), std::string(note) + " (weights " +
                                                        std::to_string(static_cast<int>(100 * zeros)) + "% zero)");
 }

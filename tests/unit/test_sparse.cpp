@@ -212,6 +212,26 @@ TEST(SparseMeasured, DenseWeightsAreNotTimed) {
   EXPECT_EQ(s.inspect().find("[measured"), std::string::npos);
 }
 
+// The measured choice's margin, on given times: by default the sparse kernel must win by 10%;
+// with a margin over 1 (a batch-1 Gemm streaming mostly-zero weights) it wins a tie.
+TEST(SparseMeasured, MarginDecidesTies) {
+  int64_t nonzero = 0;
+  Model m = sparse_model({1, 16, 10, 10, 16, 3, 1, 1, 0.9, false}, &nonzero);
+  runtime::Plan plan(*m.graph(), {}, nhwc_plan_options());
+  const graph::Graph& g = plan.graph();
+  const graph::Node* conv = last_node(g, graph::OpType::Conv);
+  ASSERT_NE(conv, nullptr);
+  auto choose = [&](double t_sparse, double t_dense, double margin) {
+    return ops::choose_measured(ops::make_onednn_conv(g, *conv), ops::make_sparse_conv(g, *conv), SparseMode::Measured,
+                                0.9, g, *conv, t_sparse, t_dense, margin)
+        ->name();
+  };
+  EXPECT_EQ(choose(0.010, 0.010, 0.9).rfind("onednn", 0), 0u);
+  EXPECT_EQ(choose(0.008, 0.010, 0.9).rfind("sparse", 0), 0u);
+  EXPECT_EQ(choose(0.010, 0.010, 1.1).rfind("sparse", 0), 0u);
+  EXPECT_EQ(choose(0.012, 0.010, 1.1).rfind("onednn", 0), 0u);
+}
+
 // The two sparse conv variants (aligned reads over shifted copies, and plain unaligned reads)
 // on the same node and data, on a shape where both apply, at 70% and 95% zeros.
 // The last Conv of case c's model, planned as a session plans it (NHWC, the residual fused),
