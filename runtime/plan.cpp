@@ -196,6 +196,7 @@ void Plan::find_unwritten_outputs() {
 
 void Plan::fuse_shortcuts() {
   int fused = 0;
+  std::vector<char> done(g_.nodes.size(), 0);  // shortcuts fused already (into one conv only)
   for (size_t i = 0; i < steps_.size(); ++i) {
     Step& st = steps_[i];
     const graph::Node& n = g_.node(st.node);
@@ -204,7 +205,7 @@ void Plan::fuse_shortcuts() {
     for (size_t j = i + 1; j < steps_.size(); ++j) {
       Step& sb = steps_[j];
       const graph::Node& b = g_.node(sb.node);
-      if (b.op != OpType::Conv || !ops::fusable_shortcut(g_, n, b)) continue;
+      if (b.op != OpType::Conv || done[sb.node] || !ops::fusable_shortcut(g_, n, b)) continue;
       // At least half its weights zero: its non-zeros then cost this kernel a fraction of the
       // node's own (9 times fewer than a 3x3's at the same sparsity), less than its dense conv.
       if (ops::zero_fraction(g_.value(b.inputs[1]).constant) < ops::kMinSparsity) break;
@@ -213,6 +214,7 @@ void Plan::fuse_shortcuts() {
       st.kernel = std::move(k);
       st.out.push_back(sb.out[0]);
       sb.kernel = ops::make_shortcut_done(g_, b, n.name);
+      done[sb.node] = 1;
       sb.executed_macs = sb.kernel->executed_macs();
       scratch_bytes_ = std::max(scratch_bytes_, st.kernel->scratch_bytes());
       ++fused;

@@ -632,14 +632,15 @@ struct SessionFlags {
                     "Run-time density override in (0, 1]: each gate keeps min(k, ceil(D * C_out)) channels")
         ->check(kDensity);
     cmd->add_option("--sparse", sparse,
-                    "Convs with >= 50% zero weights: auto (the sparse kernel where it measures faster), "
-                    "always, or off (dense)")
+                    "Sparse kernels for convs and Gemms: auto (those with >= 50% zero weights, where the sparse "
+                    "kernel measures faster), always (wherever it applies, whatever the zeros: for tests and "
+                    "benchmarks), or off (dense)")
         ->check(CLI::IsMember({"auto", "always", "off"}))
         ->capture_default_str();
     cmd->add_option("--planes", planes,
-                    "resident: activations between convs on the direct planar kernel stay planar, and such a conv "
-                    "reads an NCHW model input as it is; nhwc: every conv reads and writes NHWC (what resident "
-                    "planes gain)")
+                    "resident: activations between convs on the direct planar kernel or the sparse kernels stay "
+                    "planar, and such a conv reads an NCHW model input as it is; nhwc: every conv reads and writes "
+                    "NHWC (what resident planes gain)")
         ->check(CLI::IsMember({"resident", "nhwc"}))
         ->capture_default_str();
   }

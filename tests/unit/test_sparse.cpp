@@ -449,6 +449,42 @@ TEST(ShortcutFusion, SparseConvDoesTheDownsampleWork) {
   }
 }
 
+// Two sparse convs on the input of one 1x1 (a probe's case): the 1x1 runs inside the first
+// alone (it was fused into both, its output written twice), and the answer is the reference's.
+TEST(ShortcutFusion, OneShortcutGoesIntoOneConv) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  auto weights = [&](int64_t count) {
+    std::vector<float> w(static_cast<size_t>(count));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 8 ? 0.f : nd(rng);
+    return w;
+  };
+  OnnxBuilder b;
+  b.input("x", {1, 16, 14, 14});
+  for (const char* n : {"a1", "a2"}) {
+    b.init(std::string(n) + "_w", {24, 16, 3, 3}, weights(24 * 16 * 9)).init_random(std::string(n) + "_b", {24});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", std::string(n) + "_w", std::string(n) + "_b"}, {n}), "pads", {1, 1, 1, 1});
+    b.output(n);
+  }
+  b.init("sc_w", {24, 16, 1, 1}, weights(24 * 16)).init_random("sc_b", {24});
+  b.node("Conv", {"x", "sc_w", "sc_b"}, {"sc"});
+  b.output("sc");
+  Model m = b.load();
+  SessionOptions o{1, true};
+  o.sparse = SparseMode::Always;
+  runtime::Plan plan(*m.graph(), {}, o);
+  int with = 0, into = 0;
+  for (const runtime::Step& st : plan.steps()) {
+    with += st.kernel->name().find("with the 1x1") != std::string::npos;
+    into += st.kernel->name().find("fused into") != std::string::npos;
+  }
+  EXPECT_EQ(with, 1);
+  EXPECT_EQ(into, 1);
+  const Tensor x = random_tensor({1, 16, 14, 14}, 4);
+  auto got = Session(m, o).run({{"x", x}}), want = Session(m, {1, false}).run({{"x", x}});
+  for (const char* n : {"a1", "a2", "sc"}) EXPECT_LT(normalized_error(got.at(n), want.at(n)), 1e-5) << n;
+}
+
 // Which 1x1 convs qualify: the same input, stride and map, no padding, no residual of its own
 // (fusable_shortcut). The fused kernel of each variant that applies against the two convs on
 // the direct kernel, both outputs, with Relu on the first.
