@@ -355,7 +355,12 @@ void Plan::keep_planes_resident(const ops::KernelOptions& ko) {
   // them on the direct kernel.
   for (Step& st : steps_) {
     const graph::Node& n = g_.node(st.node);
-    if (std::none_of(n.inputs.begin(), n.inputs.end(), planar) && std::none_of(n.outputs.begin(), n.outputs.end(), planar))
+    // (By the step's slots too: a conv that does a fused shortcut's work writes its output, which
+    // is not among the node's.)
+    const bool step_planar =
+        std::any_of(st.out.begin(), st.out.end(), [&](int o) { return o >= 0 && planar(slots_[static_cast<size_t>(o)].value); });
+    if (std::none_of(n.inputs.begin(), n.inputs.end(), planar) && std::none_of(n.outputs.begin(), n.outputs.end(), planar) &&
+        !step_planar)
       continue;
     if (st.kernel->takes_planes()) {  // the same choice (its note kept), for the new layouts
       std::unique_ptr<ops::Kernel> k = st.kernel->relayout(g_, n);

@@ -230,7 +230,11 @@ class SparseConvBase : public Kernel {
       if (on) r.append(sep).append(what), sep = "+";
     if (x_wide_ || a.y_wide || a.sum_wide) r += " (rows padded to 16 floats)";
     if (x_nchw_) r += ", reads NCHW";
-    return nsinks_ == 2 ? r + ", with the 1x1 '" + shortcut_ + "' fused" : r;
+    if (nsinks_ == 1) return r;
+    const Sink& b = sinks_[1];
+    return r + ", with the 1x1 '" + shortcut_ + "' fused" +
+           (b.y_res ? b.y_wide ? " (its output in resident planes, rows padded to 16 floats)" : " (its output in resident planes)"
+                    : "");
   }
 
   graph::ConvParams p_;

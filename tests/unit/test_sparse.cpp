@@ -485,6 +485,43 @@ TEST(ShortcutFusion, OneShortcutGoesIntoOneConv) {
   for (const char* n : {"a1", "a2", "sc"}) EXPECT_LT(normalized_error(got.at(n), want.at(n)), 1e-5) << n;
 }
 
+// The shortcut's output in planes while the conv's own input and output stay NHWC (a review's
+// case: the conv's output a graph output, the shortcut's read by a sparse conv): the conv is
+// made again for that layout (it was not, and wrote NHWC where planes were read: error 1.19).
+TEST(ShortcutFusion, ShortcutOutputInPlanesAlone) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  auto weights = [&](int64_t count) {
+    std::vector<float> w(static_cast<size_t>(count));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 8 ? 0.f : nd(rng);
+    return w;
+  };
+  OnnxBuilder b;
+  b.input("x", {1, 16, 28, 28});
+  b.init("a_w", {24, 16, 3, 3}, weights(24 * 16 * 9)).init_random("a_b", {24});
+  auto& a = b.node("Conv", {"x", "a_w", "a_b"}, {"a"});
+  OnnxBuilder::attr_ints(a, "strides", {2, 2});
+  OnnxBuilder::attr_ints(a, "pads", {1, 1, 1, 1});
+  b.output("a");
+  b.init("sc_w", {24, 16, 1, 1}, weights(24 * 16)).init_random("sc_b", {24});
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "sc_w", "sc_b"}, {"sc"}), "strides", {2, 2});
+  b.init("c_w", {24, 24, 3, 3}, weights(24 * 24 * 9)).init_random("c_b", {24});
+  OnnxBuilder::attr_ints(b.node("Conv", {"sc", "c_w", "c_b"}, {"z"}), "pads", {1, 1, 1, 1});
+  b.output("z");
+  Model m = b.load();
+  const Tensor x = random_tensor({1, 16, 28, 28}, 5);
+  auto want = Session(m, {1, false}).run({{"x", x}});
+  for (int threads : {1, 2}) {
+    SessionOptions o{threads, true};
+    o.sparse = SparseMode::Always;
+    Session sess(m, o);
+    const std::string plan = sess.inspect(false);
+    EXPECT_NE(plan.find("fused (its output in resident planes"), std::string::npos) << plan;
+    auto got = sess.run({{"x", x}});
+    for (const char* n : {"a", "z"}) EXPECT_LT(normalized_error(got.at(n), want.at(n)), 1e-5) << n << ", " << threads;
+  }
+}
+
 // Which 1x1 convs qualify: the same input, stride and map, no padding, no residual of its own
 // (fusable_shortcut). The fused kernel of each variant that applies against the two convs on
 // the direct kernel, both outputs, with Relu on the first.
