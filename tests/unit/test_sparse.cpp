@@ -449,16 +449,19 @@ TEST(ShortcutFusion, SparseConvDoesTheDownsampleWork) {
   }
 }
 
+// count weights, 8 of every 10 zero, the rest normal (sd 0.3) from rng.
+std::vector<float> eight_in_ten_zero(int64_t count, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  std::vector<float> w(static_cast<size_t>(count));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 8 ? 0.f : nd(rng);
+  return w;
+}
+
 // Two sparse convs on the input of one 1x1 (a probe's case): the 1x1 runs inside the first
 // alone (it was fused into both, its output written twice), and the answer is the reference's.
 TEST(ShortcutFusion, OneShortcutGoesIntoOneConv) {
   std::mt19937 rng(21);
-  std::normal_distribution<float> nd(0.f, 0.3f);
-  auto weights = [&](int64_t count) {
-    std::vector<float> w(static_cast<size_t>(count));
-    for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 8 ? 0.f : nd(rng);
-    return w;
-  };
+  auto weights = [&](int64_t count) { return eight_in_ten_zero(count, rng); };
   OnnxBuilder b;
   b.input("x", {1, 16, 14, 14});
   for (const char* n : {"a1", "a2"}) {
@@ -490,12 +493,7 @@ TEST(ShortcutFusion, OneShortcutGoesIntoOneConv) {
 // made again for that layout (it was not, and wrote NHWC where planes were read: error 1.19).
 TEST(ShortcutFusion, ShortcutOutputInPlanesAlone) {
   std::mt19937 rng(23);
-  std::normal_distribution<float> nd(0.f, 0.3f);
-  auto weights = [&](int64_t count) {
-    std::vector<float> w(static_cast<size_t>(count));
-    for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 < 8 ? 0.f : nd(rng);
-    return w;
-  };
+  auto weights = [&](int64_t count) { return eight_in_ten_zero(count, rng); };
   OnnxBuilder b;
   b.input("x", {1, 16, 28, 28});
   b.init("a_w", {24, 16, 3, 3}, weights(24 * 16 * 9)).init_random("a_b", {24});
