@@ -172,10 +172,12 @@ class SparseConvBase : public Kernel {
       d[s].sum = k.has_sum ? a.in[3].as<const float>() + b * k.sum_floats(geo_) : nullptr;
     }
   }
-  // The node's weights, or with the fused shortcut's.
+  // The node's weights, or with the fused shortcut's (until the non-zeros are listed: then
+  // release_weights, as a dense copy would double the layer's memory).
   const float* weights(const graph::Graph& g, const graph::Node& n) const {
     return weights_.empty() ? g.value(n.inputs[1]).constant.data<float>() : weights_.data();
   }
+  void release_weights() { std::vector<float>().swap(weights_); }
   // Floats of one sample's input: NHWC (or NCHW), or resident planes.
   int64_t in_floats() const {
     return c_ * (x_res_ ? planar::resident(geo_.h, geo_.w, x_wide_).plane() : geo_.h * geo_.w);
@@ -252,7 +254,7 @@ class SparseConvBase : public Kernel {
   bool x_nchw_;  // input 0 an NCHW model input, read as it is (Plan::read_nchw_inputs)
   Sink sinks_[2];
   int nsinks_ = 1;
-  std::vector<float> weights_;  // with a fused shortcut: both convs' weights, m_ x C x kh x kw
+  std::vector<float> weights_;  // with a fused shortcut, while made: both convs' weights, m_ x C x kh x kw
   std::string shortcut_;        // its node's name
   graph::NodeId shortcut_id_ = -1;
 };
@@ -323,6 +325,7 @@ class SparseConv final : public SparseConvBase {
     // layer at 90% took 2.4-2.7 ms without software prefetch and 1.3-1.6 with it. Larger maps
     // re-read the non-zeros for every pixel block, from L2.
     prefetch_ = (geo_.flat_out() / planar::kBlock + kTaskBlocks - 1) / kTaskBlocks <= 2;
+    release_weights();
   }
 
   void run(const KernelArgs& a) const override {
@@ -569,6 +572,7 @@ class SparseGatherConv final : public SparseConvBase {
     slots_ = std::max(1, omp_get_max_threads());  // the session's thread count
     planes_floats_ = (geo_.planes_size(c_) + 15) / 16 * 16;
     slot_floats_ = col_floats() + m_ * row_;
+    release_weights();
     switch (row_ / kVec) {  // V vectors per row, C chains of sums (8 or 9 accumulators in all)
       case 1: sum_fn_ = &SparseGatherConv::segment_sum<1, 8>; break;
       case 2: sum_fn_ = &SparseGatherConv::segment_sum<2, 4>; break;
