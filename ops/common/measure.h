@@ -42,6 +42,12 @@ class RandomNodeData {
 // at best). in_activity: input 0's channel activity, as a gated producer would report it.
 std::vector<double> time_kernels(const std::vector<const Kernel*>& ks, const graph::Graph& g, const graph::Node& n,
                                  int runs, const ChannelActivity* in_activity = nullptr);
+// For tests only: while `prefix` is not empty, time_kernels times nothing and gives 0.001 ms
+// to the kernels whose name starts with it and 1 ms to the others, so that a test of what a
+// measured choice leads to (resident planes, a fused pool, a stem reading NCHW) gets that
+// choice whatever the machine's load (such tests once skipped themselves when a loaded
+// machine tipped every choice to oneDNN). Not thread-safe: set it with no session being made.
+void prefer_kernels_for_testing(std::string prefix);
 inline double time_kernel(const Kernel& k, const graph::Graph& g, const graph::Node& n, int runs) {
   return time_kernels({&k}, g, n, runs)[0];
 }
