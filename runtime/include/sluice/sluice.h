@@ -50,7 +50,8 @@ template <> constexpr DType dtype_of<bool>() { return DType::Bool; }
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
 
-// A dense, row-major (C order) tensor that owns (or shares) its buffer.
+// A dense, row-major (C order) tensor that owns (or shares) its buffer, which starts on a
+// 64-byte boundary.
 class Tensor {
  public:
   Tensor() = default;
