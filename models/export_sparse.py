@@ -58,10 +58,26 @@ def build(name, sparsity, size, scope="global"):
     return m.eval()
 
 
+def sparsity_list(text):
+    """argparse type of --sparsity: comma-separated fractions of zero weights in [0, 1]."""
+    out = []
+    for v in text.split(","):
+        try:
+            s = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number (fractions of zero weights, e.g. 0.5,0.9)" % v)
+        if not 0 <= s <= 1:
+            raise argparse.ArgumentTypeError("%s is not a fraction in [0, 1]%s" % (
+                v, " (for %s%% write %g)" % (v, s / 100) if 1 < s <= 100 else ""))
+        out.append(s)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
-    ap.add_argument("--sparsity", default="0.5,0.7,0.8,0.9,0.95")
+    ap.add_argument("--sparsity", type=sparsity_list, default="0.5,0.7,0.8,0.9,0.95",
+                    help="fractions of zero weights (default: %(default)s)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--opset", type=int, default=13)
@@ -71,7 +87,7 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(a.out_dir, exist_ok=True)
     for name in a.models.split(","):
-        for s in (float(v) for v in a.sparsity.split(",")):
+        for s in a.sparsity:
             path = os.path.join(a.out_dir, "%s_%s%d.onnx" % (name, "u" if a.scope == "layer" else "s", round(100 * s)))
             if not os.path.exists(path):
                 m = build(name, s, a.size, a.scope)
