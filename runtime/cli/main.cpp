@@ -18,6 +18,7 @@
 #include "runtime/cli/eval.h"
 #include "runtime/memory_limit.h"
 #include "runtime/npy.h"
+#include "runtime/timing.h"
 #include "sluice/sluice.h"
 
 namespace {
@@ -487,6 +488,11 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
   std::printf("time of %s / time of %s: %.3f (median of %lld block pairs of %d runs after %d untimed, interquartile %.3f-%.3f), %d thread%s\n",
               b_label.c_str(), a_path.c_str(), ratio, static_cast<long long>(blocks), block, block_warmup, lo, hi, threads,
               threads == 1 ? "" : "s");
+  for (int k = 0; k < 2; ++k)
+    if (const std::string note = sluice::runtime::uneven_timing_note(side[static_cast<size_t>(k)].ms, k == 0 ? a_path : b_label,
+                                                                     threads, omp_get_num_procs());
+        !note.empty())
+      std::cerr << note << "\n";
   return 0;
 }
 
@@ -581,6 +587,9 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
                 stats.executed_macs / 1e6 / median);
   }
   if (profile && !as_json) print_profile(profiles, 25);
+  if (const std::string note = sluice::runtime::uneven_timing_note(ms, model_path, threads, omp_get_num_procs());
+      !note.empty())
+    std::cerr << note << "\n";
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: these times are the reference kernels', which every run with such "
                  "inputs takes (see `sluice run`'s note); time finite inputs for the fast kernels\n";

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "graph/passes/memory_plan.h"
+#include "runtime/timing.h"
 #include "sluice/sluice.h"
 #include "tests/unit/onnx_builder.h"
 
@@ -128,6 +129,24 @@ TEST(Tensors, BuffersStartOnACacheLine) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(out.at("y").raw()) % 64, 0u) << "run " << run;
     for (void* p : more) std::free(p);
   }
+}
+
+// `sluice bench`'s note on uneven timings: none for steady series, a few slow runs, or fewer
+// than 5 runs; one naming the series, the ratio and both times when most runs were slow, and
+// suggesting fewer threads only when every core was used.
+TEST(BenchTimings, UnevenSeriesGetANote) {
+  using runtime::uneven_timing_note;
+  EXPECT_EQ(uneven_timing_note({3.3, 3.4, 3.3, 3.5, 3.3, 3.4}, "m.onnx", 2, 2), "");
+  EXPECT_EQ(uneven_timing_note({3.3, 3.4, 90, 3.5, 3.3, 150, 3.4}, "m.onnx", 2, 2), "") << "a few slow runs";
+  EXPECT_EQ(uneven_timing_note({3.3, 150, 155}, "m.onnx", 2, 2), "") << "too few runs";
+  const std::string note = uneven_timing_note({3.3, 150, 155, 160, 3.4, 152}, "m.onnx", 2, 2);
+  EXPECT_NE(note.find("m.onnx"), std::string::npos) << note;
+  EXPECT_NE(note.find("45.8x"), std::string::npos) << note;  // the median (150 + 152) / 2 = 151 over 3.3
+  EXPECT_NE(note.find("151.000 against 3.300 ms"), std::string::npos) << note;
+  EXPECT_NE(note.find("fewer threads"), std::string::npos) << note;
+  EXPECT_EQ(uneven_timing_note({3.3, 150, 155, 160, 3.4, 152}, "m.onnx", 1, 2).find("fewer threads"), std::string::npos);
+  EXPECT_NE(uneven_timing_note({1, 1.6, 1.6, 1.6, 1.6}, "x", 1, 2), "");
+  EXPECT_EQ(uneven_timing_note({1, 1.5, 1.5, 1.5, 1.5}, "x", 1, 2), "") << "1.5x exactly is not uneven";
 }
 
 }  // namespace
