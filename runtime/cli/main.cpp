@@ -122,7 +122,8 @@ json stats_json(const sluice::RunStats& s) {
     samples.push_back({{"dense_macs", x.dense_macs}, {"executed_macs", x.executed_macs},
                        {"skipped_macs", x.skipped_macs()}, {"gate_macs", x.gate_macs}});
   return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"skipped_macs", s.skipped_macs()},
-          {"gate_macs", s.gate_macs}, {"nonfinite_inputs", s.nonfinite_inputs}, {"samples", samples}, {"layers", layers}};
+          {"gate_macs", s.gate_macs}, {"nonfinite_inputs", s.nonfinite_inputs},
+          {"nonfinite_outputs", s.nonfinite_outputs}, {"samples", samples}, {"layers", layers}};
 }
 
 // `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
@@ -234,7 +235,7 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
 // --density or --gating off on a model without a recognised gate changes nothing: say so (stderr).
 void note_gate_options(const std::string& model_path, const sluice::SessionOptions& options, const sluice::RunStats& s) {
   // (inputs with inf or NaN ran on the reference kernels, every channel computed: its own note)
-  if ((options.density <= 0.f && options.gating) || s.nonfinite_inputs ||
+  if ((options.density <= 0.f && options.gating) || s.nonfinite_inputs || s.nonfinite_outputs ||
       std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
     return;
   const char* option = options.density > 0.f ? "--density" : "--gating off";
@@ -303,6 +304,9 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: the run used the reference kernels, which multiply what the fast "
                  "ones skip (0 * inf is NaN there, as in ONNX Runtime)\n";
+  if (stats.nonfinite_outputs)
+    std::cerr << "note: an inf or NaN arose inside the network: the run was repeated on the reference kernels, which "
+                 "multiply what the fast ones skip (0 * inf is NaN there, as in ONNX Runtime)\n";
   std::cout << "MACs: " << stats.executed_macs << " executed of " << stats.dense_macs << " dense";
   if (stats.dense_macs > 0)
     std::printf(" (%.1f%% skipped)", 100.0 * static_cast<double>(stats.skipped_macs()) / static_cast<double>(stats.dense_macs));
@@ -468,7 +472,8 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
                 {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
-                {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"times_ms", sd.ms},
+                {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"nonfinite_outputs", sd.stats.nonfinite_outputs},
+                {"times_ms", sd.ms},
                 {"block_medians_ms", sd.block_medians}};
     r.update(options_json(&sd == &side[0] ? options : options_b));
     return r;
@@ -565,7 +570,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"input_shapes", shapes_j}, {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
-            {"nonfinite_inputs", stats.nonfinite_inputs}, {"times_ms", ms}};
+            {"nonfinite_inputs", stats.nonfinite_inputs}, {"nonfinite_outputs", stats.nonfinite_outputs}, {"times_ms", ms}};
   j.update(options_json(options));
   if (profile && !profiles.empty()) {  // per layer: median and minimum over the timed runs
     json layers = json::array();
@@ -593,6 +598,9 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: these times are the reference kernels', which every run with such "
                  "inputs takes (see `sluice run`'s note); time finite inputs for the fast kernels\n";
+  if (stats.nonfinite_outputs)
+    std::cerr << "note: an inf or NaN arises inside the network: every run is repeated on the reference kernels, and "
+                 "these times are both runs' (see `sluice run`'s note)\n";
   return 0;
 }
 

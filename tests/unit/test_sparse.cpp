@@ -301,6 +301,74 @@ TEST(SparseConvVariants, NonFiniteWeightsAreNotTaken) {
   });
 }
 
+// An inf or NaN that arises inside the network from finite inputs: a NaN weight in a dense
+// conv, or weights that overflow to inf, read by a 90%-zero conv on the sparse kernel (which
+// skips 0 x NaN) or by a shift fused into a 1x1 conv (which skips its zero border). The run
+// is repeated on the reference kernels (RunStats::nonfinite_outputs), so NaN and inf fall
+// where the reference kernels (ONNX Runtime's products) put them; a finite run is not repeated.
+TEST(NonFiniteInside, RunsAgainOnTheReferenceKernels) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  auto sparse_w = [&](Shape s) {
+    std::vector<float> w(static_cast<size_t>(s[0] * s[1] * s[2] * s[3]));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = i % 10 == 3 ? nd(rng) : 0.f;
+    return w;
+  };
+  auto model = [&](int which) {
+    OnnxBuilder b;
+    b.input("x", {2, 16, 10, 10});
+    std::vector<float> w1(16 * 16 * 9);
+    for (float& v : w1) v = nd(rng) * (which == 1 || which == 3 ? 1e20f : 0.3f);
+    if (which == 0) w1[5] = std::numeric_limits<float>::quiet_NaN();
+    b.init("w1", {16, 16, 3, 3}, w1);
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w1"}, {"c1"}), "pads", {1, 1, 1, 1});
+    if (which < 3) {  // a 90%-zero 3x3 conv
+      b.init("w2", {16, 16, 3, 3}, sparse_w({16, 16, 3, 3})).init_random("b2", {16});
+      OnnxBuilder::attr_ints(b.node("Conv", {"c1", "w2", "b2"}, {"y"}), "pads", {1, 1, 1, 1});
+    } else {  // a one-hot depthwise conv (a shift), then a 1x1 conv
+      std::vector<float> oh(16 * 9, 0.f);
+      for (int c = 0; c < 16; ++c) oh[static_cast<size_t>(c * 9 + c % 9)] = 1.f;
+      b.init("ws", {16, 1, 3, 3}, oh).init_random("w3", {8, 16, 1, 1});
+      auto& sh = b.node("Conv", {"c1", "ws"}, {"s"});
+      OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+      OnnxBuilder::attr_int(sh, "group", 16);
+      b.node("Conv", {"s", "w3"}, {"y"});
+    }
+    b.output("y");
+    return b.load();
+  };
+  for (int which : {0, 1, 2, 3}) {  // NaN weight, overflow, finite (sparse); overflow (shift)
+    const bool finite = which == 2;
+    Tensor x = random_tensor({2, 16, 10, 10}, 4);
+    if (which == 1 || which == 3)  // inputs of 1e19 and weights of 1e20: sums past FLT_MAX, inf of either sign
+      for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] *= 1e19f;
+    const Model m = model(which);
+    const Tensor ref = Session(m, {1, false}).run({{"x", x}}).at("y");
+    for (int threads : {1, 2}) {
+      SessionOptions o{threads, true};
+      o.sparse = SparseMode::Always;
+      Session sess(m, o);
+      const std::string plan = sess.inspect(false);
+      EXPECT_NE(plan.find(which == 3 ? "shift+conv1x1" : "sparse:"), std::string::npos) << plan;
+      RunStats stats;
+      const Tensor got = sess.run({{"x", x}}, &stats).at("y");
+      EXPECT_EQ(stats.nonfinite_outputs, !finite) << which;
+      EXPECT_FALSE(stats.nonfinite_inputs);
+      ASSERT_EQ(got.numel(), ref.numel());
+      int64_t nan = 0, inf = 0, differ = 0;
+      for (int64_t i = 0; i < ref.numel(); ++i) {
+        const float a = got.data<float>()[i], r = ref.data<float>()[i];
+        nan += std::isnan(r), inf += std::isinf(r);
+        if (std::isnan(a) != std::isnan(r) || std::isinf(a) != std::isinf(r) ||
+            (std::isfinite(r) && std::abs(a - r) > 1e-3f * (1.f + std::abs(r))))
+          ++differ;
+      }
+      EXPECT_EQ(differ, 0) << "case " << which << ", " << threads << " threads";
+      EXPECT_EQ(nan + inf > 0, !finite) << "case " << which << ": the reference output itself";
+    }
+  }
+}
+
 TEST(SparseConvVariants, AlignedEqualsPlain) {
   for (double zeros : {0.7, 0.95})
     on_planned_conv({1, 32, 28, 28, 40, 3, 1, 1, zeros, true}, [&](const graph::Graph& g, const graph::Node& conv) {

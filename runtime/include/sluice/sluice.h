@@ -192,6 +192,10 @@ struct RunStats {
   // product as ONNX Runtime does (the fast kernels skip zero weights, pruned channels and
   // suppressed ones, so 0 * inf never makes their NaN).
   bool nonfinite_inputs = false;
+  // The fast kernels' outputs held an inf or a NaN that arose inside the network (finite
+  // inputs): the run was repeated on the reference kernels, and these are their outputs and
+  // stats.
+  bool nonfinite_outputs = false;
   int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
