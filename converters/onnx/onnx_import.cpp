@@ -294,11 +294,23 @@ class Importer {
     // crashes on both).
     if (g_->opset <= kCheckerOpset) {
       check_window_input_ranks(model);
+      // The graph outputs' declared shapes are left out of it: ONNX refuses a model whose
+      // declared output shape differs from the inferred one (a rank-0 placeholder, stale dims
+      // after an edit: "differ in rank: (4) vs (0)", naming neither), where ONNX Runtime runs
+      // it, as Sluice does newer opsets: the run's output has the computed shape, and `sluice
+      // run` notes the difference, naming the output.
+      std::vector<op::TypeProto> declared;
+      for (auto& out : *model.mutable_graph()->mutable_output()) {
+        declared.push_back(out.type());
+        if (out.type().has_tensor_type()) out.mutable_type()->mutable_tensor_type()->clear_shape();
+      }
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);
       } catch (const std::exception& e) {
         throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
       }
+      for (int i = 0; i < model.graph().output_size(); ++i)
+        *model.mutable_graph()->mutable_output(i)->mutable_type() = declared[static_cast<size_t>(i)];
     }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics
     for (const auto& out : gp.output()) {
       auto it = by_name_.find(out.name());
