@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -89,10 +90,19 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
   return inputs;
 }
 
+// An output's file name (without .npy): its name with other characters than letters, digits,
+// '.', '_' and '-' as '_'; a name too long for a file name (most file systems take 255 bytes)
+// cut to 180 characters and a hash of the whole name (such an output once failed the run
+// with "File name too long", writing no output at all).
 std::string sanitize(const std::string& name) {
   std::string r = name;
   for (char& c : r)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+  if (r.size() > 200) {
+    char hash[24];
+    std::snprintf(hash, sizeof hash, "_%016zx", std::hash<std::string>{}(name));
+    r = r.substr(0, 180) + hash;
+  }
   return r.empty() ? "output" : r;
 }
 
