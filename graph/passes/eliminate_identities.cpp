@@ -118,6 +118,41 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
   return true;
 }
 
+
+// AveragePool(Pad(x, zeros around H and W)) as an AveragePool of x with those pads added to its
+// own and count_include_pad set: what torch writes for avg_pool2d(..., padding=p,
+// count_include_pad=True) (Inception-v3's branch pools), whose Pad and pool otherwise ran on
+// the reference kernels, NCHW (half of that model's time on 2 threads). Exact: the Pad's zeros
+// are elements the average counts, and a window that runs past the padded map (ceil_mode)
+// counts only up to its end either way. Not where the pool has pads of its own that it does
+// not count (count_include_pad 0), nor for MaxPool (a padded 0 may be the max). Returns
+// whether n changed.
+bool fold_zero_pad_into_average_pool(Graph& g, Node& n) {
+  if (n.op != OpType::AveragePool || n.inputs.size() != 1) return false;
+  const NodeId pid = producer_of_type(g, n.inputs[0], OpType::Pad);
+  if (pid < 0 || !single_use(g, n.inputs[0])) return false;
+  const Node& pad = g.node(pid);
+  const auto& pp = pad.p<PadParams>();
+  const Value& x = g.value(pad.inputs[0]);
+  if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return false;
+  if (pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5]) return false;
+  for (int64_t d : pp.pads)
+    if (d < 0) return false;
+  if (pad.inputs.size() > 2 && pad.inputs[2] != kNoValue) {
+    const Value& fv = g.value(pad.inputs[2]);
+    if (!fv.is_constant() || fv.dtype != DType::Float32 || fv.constant.numel() != 1 || fv.constant.data<float>()[0] != 0.f)
+      return false;
+  }
+  PoolParams& q = n.p<PoolParams>();
+  if (q.pads.size() != 4 || q.kernel_shape.size() != 2 || (q.auto_pad != "NOTSET" && q.auto_pad != "VALID")) return false;
+  if (!q.count_include_pad && std::any_of(q.pads.begin(), q.pads.end(), [](int64_t v) { return v != 0; })) return false;
+  q.pads = {q.pads[0] + pp.pads[2], q.pads[1] + pp.pads[3], q.pads[2] + pp.pads[6], q.pads[3] + pp.pads[7]};
+  q.auto_pad = "NOTSET";
+  q.count_include_pad = true;
+  n.inputs[0] = pad.inputs[0];
+  return true;
+}
+
 }  // namespace
 
 int eliminate_identities(Graph& g) {
@@ -126,7 +161,8 @@ int eliminate_identities(Graph& g) {
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
     if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
-    if (reshape_as_flatten(g, n) || fold_zero_pad_into_conv(g, n)) g.rebuild_links();
+    if (reshape_as_flatten(g, n) || fold_zero_pad_into_conv(g, n) || fold_zero_pad_into_average_pool(g, n))
+      g.rebuild_links();
     if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.

@@ -90,6 +90,55 @@ TEST(EliminateIdentities, ZeroPadBeforeConvJoinsItsPads) {
   }
 }
 
+// An explicit zero Pad of H and W before an AveragePool (torch's avg_pool2d with padding and
+// count_include_pad=True; Inception-v3's branch pools) joins the pool's pads with
+// count_include_pad set: no Pad step and the NHWC pool kernel, the reference kernels' answer
+// (asymmetric pads, ceil_mode windows past the padded map, a pool with counted pads of its
+// own). It stays a Pad for a non-zero fill, a pool with uncounted pads of its own, a MaxPool
+// (a padded 0 may be the max), and a padded value that something else reads too.
+TEST(EliminateIdentities, ZeroPadBeforeAveragePoolJoinsItsPads) {
+  struct Case {
+    const char* what;
+    float fill;
+    std::vector<int64_t> own_pads;
+    bool count_own, ceil, max, shared, folds;
+  };
+  for (const Case& c : {Case{"torch's export", 0.f, {0, 0, 0, 0}, false, false, false, false, true},
+                        Case{"ceil_mode", 0.f, {0, 0, 0, 0}, false, true, false, false, true},
+                        Case{"own pads, counted", 0.f, {1, 0, 0, 1}, true, true, false, false, true},
+                        Case{"own pads, not counted", 0.f, {1, 0, 0, 1}, false, false, false, false, false},
+                        Case{"fill 0.5", 0.5f, {0, 0, 0, 0}, false, false, false, false, false},
+                        Case{"MaxPool", 0.f, {0, 0, 0, 0}, false, false, true, false, false},
+                        Case{"read twice", 0.f, {0, 0, 0, 0}, false, false, false, true, false}}) {
+    OnnxBuilder b;
+    b.input("x", {2, 5, 9, 11});
+    b.init_i64("pads", {8}, {0, 0, 1, 2, 0, 0, 2, 1}).init("fill", {}, {c.fill});
+    b.node("Pad", {"x", "pads", "fill"}, {"xp"});
+    auto& pool = b.node(c.max ? "MaxPool" : "AveragePool", {"xp"}, {"y"});
+    OnnxBuilder::attr_ints(pool, "kernel_shape", {3, 3});
+    OnnxBuilder::attr_ints(pool, "strides", {2, 2});
+    OnnxBuilder::attr_ints(pool, "pads", c.own_pads);
+    if (c.ceil) OnnxBuilder::attr_int(pool, "ceil_mode", 1);
+    if (c.count_own) OnnxBuilder::attr_int(pool, "count_include_pad", 1);
+    b.output("y");
+    if (c.shared) {
+      b.node("Neg", {"xp"}, {"z"});
+      b.output("z");
+    }
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    EXPECT_EQ(count_ops(p, graph::OpType::Pad) == 0, c.folds) << c.what;
+    const Tensor x = random_tensor({2, 5, 9, 11}, 8);
+    for (int threads : {1, 2}) {
+      auto got = Session(m, {threads, true}).run({{"x", x}}), want = Session(m, {1, false}).run({{"x", x}});
+      for (const auto& [name, t] : want) {
+        ASSERT_EQ(got[name].shape(), t.shape()) << c.what << " " << name;
+        EXPECT_LT(normalized_error(got[name], t), 1e-6) << c.what << " " << name << ", " << threads << " threads";
+      }
+    }
+  }
+}
+
 OnnxBuilder conv_bn_relu(bool with_identity) {
   OnnxBuilder b;
   b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f).init_random("cb", {8});
