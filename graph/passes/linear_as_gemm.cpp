@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
 
@@ -59,6 +61,46 @@ int normalise_gemms(Graph& g) {
     if (c2 != kNoValue) n.inputs.push_back(c2);
     GemmParams& q = n.p<GemmParams>();
     q.alpha = 1.f, q.beta = 1.f, q.trans_a = false;
+    ++changed;
+  }
+  // C other than a row vector (what oneDNN's Gemm kernels take as their bias): a single value
+  // (other exporters' [1, 1] or scalar) becomes that row; a per-row or full C ([M, 1],
+  // [M, N], or computed at run time) goes to an Add after the Gemm, so that the product
+  // still runs on oneDNN (such a Gemm ran wholly on the reference kernel).
+  for (size_t i = 0; i < count; ++i) {
+    if (g.nodes[i].dead || g.nodes[i].op != OpType::Gemm || g.nodes[i].inputs.size() < 3 ||
+        g.nodes[i].inputs[2] == kNoValue)
+      continue;
+    const GemmParams& p = g.nodes[i].p<GemmParams>();
+    const ValueId c = g.nodes[i].inputs[2], y = g.nodes[i].outputs[0];
+    if (p.alpha != 1.f || p.beta != 1.f || p.trans_a || !g.value(g.nodes[i].inputs[1]).is_constant() ||
+        g.value(g.nodes[i].inputs[0]).dtype != DType::Float32 || g.value(c).dtype != DType::Float32 ||
+        !g.value(y).shape_known || g.value(y).shape.size() != 2 || !g.value(c).shape_known)
+      continue;
+    const int64_t cols = g.value(y).shape[1];
+    if (bias_vector(g.value(c), cols)) continue;
+    if (g.value(c).is_constant() && g.value(c).constant.numel() == 1) {
+      Tensor row(DType::Float32, {cols});
+      std::fill(row.data<float>(), row.data<float>() + cols, g.value(c).constant.data<float>()[0]);
+      const ValueId r = add_constant(g, g.value(c).name + "_row", std::move(row));
+      g.nodes[i].inputs[2] = r;
+      ++changed;
+      continue;
+    }
+    Value product = g.value(y);
+    product.name = g.value(y).name + "_product";
+    product.is_output = false;
+    product.is_input = false;
+    product.consumers.clear();
+    const ValueId yp = g.add_value(std::move(product));
+    Node add;
+    add.op = OpType::Add;
+    add.name = g.nodes[i].name + "_c";
+    add.inputs = {yp, c};
+    add.outputs = {y};
+    g.nodes[i].inputs.resize(2);
+    g.nodes[i].outputs[0] = yp;
+    g.add_node(std::move(add));
     ++changed;
   }
   if (changed) g.rebuild_links();
