@@ -69,6 +69,9 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::GlobalAveragePool:
         k = n.layout == graph::Layout::NHWC ? make_nhwc_pool(g, n) : make_fast_reduce_mean(g, n);
         break;
+      case OpType::GlobalMaxPool:  // (NCHW: the reference kernel, plane by plane)
+        if (n.layout == graph::Layout::NHWC) k = make_nhwc_pool(g, n);
+        break;
       case OpType::BatchNormalization: k = make_channel_affine(g, n); break;
       case OpType::SluiceReorder: k = make_reorder(g, n); break;
       case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;

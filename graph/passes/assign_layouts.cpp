@@ -26,7 +26,8 @@ Kind kind_of(OpType t) {
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min:
     case OpType::PRelu:
       return Kind::Elementwise;
-    case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: case OpType::SluiceShift:
+    case OpType::MaxPool: case OpType::AveragePool: case OpType::GlobalAveragePool: case OpType::GlobalMaxPool:
+    case OpType::SluiceShift:
       return Kind::Pool;
     case OpType::Concat: case OpType::Split: return Kind::Axis;
     case OpType::BatchNormalization: return Kind::ChannelAffine;

@@ -19,11 +19,11 @@ namespace {
 class NhwcPool final : public Kernel {
  public:
   NhwcPool(const graph::Graph& g, const graph::Node& n) : op_(n.op) {
-    if (n.op != graph::OpType::GlobalAveragePool) p_ = n.p<graph::PoolParams>();
+    if (!global()) p_ = n.p<graph::PoolParams>();
     const graph::Value& y = g.value(n.outputs[0]);
     planes_ = y.layout == graph::Layout::Planar, wide_ = y.wide_rows;
     if (planes_) {
-      if (op_ == graph::OpType::GlobalAveragePool || y.shape.size() != 4)
+      if (global() || y.shape.size() != 4)
         throw Error("internal error: '" + n.name + "' cannot write resident planes");
       // An output row NHWC, then channel by channel (rows rounded up to 16 floats).
       row_floats_ = y.shape[1] * (y.shape[3] + (y.shape[3] + 15) / 16 * 16);
@@ -35,6 +35,8 @@ class NhwcPool final : public Kernel {
   void run(const KernelArgs& a) const override {
     if (op_ == graph::OpType::GlobalAveragePool)
       global_average(a.in[0], a.out[0]);
+    else if (op_ == graph::OpType::GlobalMaxPool)
+      global_max(a.in[0], a.out[0]);
     else if (op_ == graph::OpType::MaxPool)
       window<true>(a.in[0], a.out[0], a.scratch);
     else
@@ -61,6 +63,37 @@ class NhwcPool final : public Kernel {
       for (int64_t ch = 0; ch < c; ++ch) yb[ch] *= inv;
     }
   }
+
+  // The largest value per channel, NaN passed over (acc < x ? x : acc, from -inf), as the
+  // reference kernel and ONNX Runtime: over the pixels, a vector of channels at a time.
+  static void global_max(const TensorView& x, const TensorView& y) {
+    const int64_t n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3];
+    const float* X = x.as<const float>();
+    float* Y = y.as<float>();
+    constexpr int64_t L = simd::kLanes;
+#pragma omp parallel for if (n > 1)
+    for (int64_t b = 0; b < n; ++b) {
+      float* yb = Y + b * c;
+      int64_t ch = 0;
+      for (; ch + L <= c; ch += L) {
+        simd::vf acc = -std::numeric_limits<float>::infinity() - simd::vf{};
+        for (int64_t i = 0; i < hw; ++i) {
+          const simd::vf v = *reinterpret_cast<const simd::vf*>(X + (b * hw + i) * c + ch);  // vf: aligned(4)
+          acc = acc < v ? v : acc;
+        }
+        *reinterpret_cast<simd::vf*>(yb + ch) = acc;
+      }
+      for (; ch < c; ++ch) {
+        float acc = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < hw; ++i) {
+          const float v = X[(b * hw + i) * c + ch];
+          acc = acc < v ? v : acc;
+        }
+        yb[ch] = acc;
+      }
+    }
+  }
+  bool global() const { return op_ == graph::OpType::GlobalAveragePool || op_ == graph::OpType::GlobalMaxPool; }
 
   // Per output pixel the in-image taps' offsets, then per vector of channels the taps folded
   // in registers and one store (the old loop loaded, combined and stored the output per tap:

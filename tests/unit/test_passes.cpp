@@ -139,6 +139,27 @@ TEST(EliminateIdentities, ZeroPadBeforeAveragePoolJoinsItsPads) {
   }
 }
 
+// GlobalMaxPool after a conv runs NHWC on the pool kernel (it ran on the reference kernel behind
+// a reorder to NCHW): 3, 16 and 37 channels (a partial vector), batch 2, 1 and 2 threads,
+// against the reference kernels.
+TEST(AssignLayouts, GlobalMaxPoolRunsNhwc) {
+  for (int64_t c : {3, 16, 37}) {
+    OnnxBuilder b;
+    b.input("x", {2, 4, 9, 7}).init_random("w", {c, 4, 3, 3}, 0.3f);
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"h"}), "pads", {1, 1, 1, 1});
+    b.node("GlobalMaxPool", {"h"}, {"y"});
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    for (const auto& st : p.steps())
+      if (p.graph().node(st.node).op == graph::OpType::GlobalMaxPool) {
+        EXPECT_EQ(st.kernel->name(), "nhwc") << c;
+      }
+    EXPECT_LE(count_ops(p, graph::OpType::SluiceReorder), 1) << "only the image in, if the conv does not read NCHW";
+    EXPECT_LT(fast_vs_reference(m, {2, 4, 9, 7}), 1e-6) << c;
+  }
+}
+
 OnnxBuilder conv_bn_relu(bool with_identity) {
   OnnxBuilder b;
   b.input("x", {1, 4, 6, 6}).init_random("w", {8, 4, 3, 3}, 0.3f).init_random("cb", {8});
