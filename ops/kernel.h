@@ -169,6 +169,7 @@ std::unique_ptr<Kernel> make_gated_conv_blocked(const graph::Graph& g, const gra
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n);
 // Transpose (0, 2, 3, 1) / (0, 3, 1, 2) of a 4-D float tensor: the tiled NCHW <-> NHWC copy.
 std::unique_ptr<Kernel> make_layout_transpose(const graph::Graph& g, const graph::Node& n);
+// The SluiceShift step, NHWC or (a shift that reads a model input as it is) NCHW.
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n);
 // Gather on axis 1 of a 4-D float tensor with constant 1-D indices (a channel selection), on
 // NCHW or NHWC data; is_channel_gather says whether a node is one (the layout pass asks).

@@ -213,7 +213,55 @@ class NhwcShift final : public Kernel {
 
 }  // namespace
 
+namespace {
+// A shift in NCHW (one that reads a model input as it is, before any conv): per output channel
+// and row, one copy of the source row's in-range stretch (a strided one element by element)
+// and zeros either side. (It ran on the reference kernel, element by element.)
+class NchwShift final : public Kernel {
+ public:
+  NchwShift(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ShiftParams>()) {
+    const Shape& s = g.value(n.inputs[0]).shape;
+    const Shape& o = g.value(n.outputs[0]).shape;
+    n_ = s[0], c_ = s[1], h_ = s[2], w_ = s[3], m_ = o[1], oh_ = o[2], ow_ = o[3];
+  }
+  void run(const KernelArgs& a) const override {
+    const float* X = a.in[0].as<const float>();
+    float* Y = a.out[0].as<float>();
+#pragma omp parallel for collapse(2) if (n_ * m_ * oh_ * ow_ > 65536)
+    for (int64_t b = 0; b < n_; ++b)
+      for (int64_t o = 0; o < m_; ++o) {
+        const int64_t dy = p_.dy[static_cast<size_t>(o)], dx = p_.dx[static_cast<size_t>(o)], sx = p_.sx;
+        const float* plane = X + (b * c_ + p_.src[static_cast<size_t>(o)]) * h_ * w_;
+        // Output columns [x0, x1) read inside the row: 0 <= x * sx + dx < w.
+        const int64_t x0 = std::clamp<int64_t>(dx < 0 ? (-dx + sx - 1) / sx : 0, 0, ow_);
+        const int64_t x1 = std::clamp<int64_t>(w_ - dx <= 0 ? 0 : (w_ - dx + sx - 1) / sx, x0, ow_);
+        for (int64_t y = 0; y < oh_; ++y) {
+          float* row = Y + ((b * m_ + o) * oh_ + y) * ow_;
+          const int64_t iy = y * p_.sy + dy;
+          if (iy < 0 || iy >= h_ || x0 >= x1) {
+            std::fill_n(row, ow_, 0.f);
+            continue;
+          }
+          std::fill_n(row, x0, 0.f);
+          const float* src = plane + iy * w_ + dx;
+          if (sx == 1)
+            std::copy(src + x0, src + x1, row + x0);
+          else
+            for (int64_t x = x0; x < x1; ++x) row[x] = src[x * sx];
+          std::fill(row + x1, row + ow_, 0.f);
+        }
+      }
+  }
+  std::string name() const override { return "shift:nchw"; }
+
+ private:
+  graph::ShiftParams p_;
+  int64_t n_, c_, h_, w_, m_, oh_, ow_;
+};
+}  // namespace
+
 std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node& n) {
+  if (n.layout == graph::Layout::NCHW) return std::make_unique<NchwShift>(g, n);
   if (n.layout != graph::Layout::NHWC) return nullptr;
   return std::make_unique<NhwcShift>(g, n);
 }

@@ -177,6 +177,39 @@ TEST(ShiftStep, RunsAndGatherMatchReference) {
   }
 }
 
+// A shift that reads the model input as it is (NCHW: no conv before it) runs on the NCHW shift
+// kernel, not the reference one: contiguous groups and channel by channel, strided, cropping,
+// 2-pixel shifts, a map smaller than the reach, against the reference kernels; its output
+// goes to the model's output as it is and to a Relu.
+TEST(ShiftStep, NchwShiftOfTheInputMatchesReference) {
+  struct Case {
+    int64_t n, c, h, w, k, stride, pad;
+  };
+  for (const Case& t : {Case{2, 9, 9, 11, 3, 1, 1}, Case{1, 20, 10, 7, 3, 2, 1}, Case{1, 25, 9, 9, 5, 1, 2},
+                        Case{1, 18, 7, 9, 3, 1, 0}, Case{2, 9, 2, 3, 5, 2, 2}}) {
+    const int64_t taps = t.k * t.k;
+    std::vector<float> dw(static_cast<size_t>(t.c * taps), 0.f);
+    for (int64_t ch = 0; ch < t.c; ++ch) dw[static_cast<size_t>(ch * taps + ch % taps)] = 1.f;
+    OnnxBuilder b;
+    b.input("x", {t.n, t.c, t.h, t.w}).init("dw", {t.c, 1, t.k, t.k}, dw);
+    auto& sh = b.node("Conv", {"x", "dw"}, {"s"});
+    OnnxBuilder::attr_ints(sh, "pads", {t.pad, t.pad, t.pad, t.pad});
+    OnnxBuilder::attr_ints(sh, "strides", {t.stride, t.stride});
+    OnnxBuilder::attr_int(sh, "group", t.c);
+    b.node("Relu", {"s"}, {"r"});
+    b.output("s").output("r");
+    Model m = b.load();
+    Session fast(m, {2, true}), ref(m, {1, false});
+    const std::string plan = fast.inspect();
+    EXPECT_NE(plan.find("shift:nchw"), std::string::npos) << plan;
+    std::map<std::string, Tensor> in{{"x", random_tensor({t.n, t.c, t.h, t.w}, 32)}};
+    auto got = fast.run(in), want = ref.run(in);
+    for (const char* o : {"s", "r"})
+      EXPECT_EQ(normalized_error(got.at(o), want.at(o)), 0.0) << o << " c" << t.c << " " << t.h << "x" << t.w << " k" << t.k
+                                                              << " s" << t.stride << "\n" << plan;
+  }
+}
+
 // A shift found by running a subgraph on labelled input (recognise_shifts, form C) must not be
 // fooled by a constant that equals the labels: channel 0 is x with its last column replaced by
 // a constant holding exactly the first labelling's values there (4h + 4), channel 1 is x moved
