@@ -224,6 +224,14 @@ void Plan::fuse_shortcuts() {
   pass_log_.emplace_back("fuse_shortcuts", fused);
 }
 
+bool Plan::skips_products() const {
+  for (const Step& st : steps_) {
+    const OpType op = g_.node(st.node).op;
+    if (st.executed_macs < st.dense_macs || op == OpType::SluiceGatedConv || op == OpType::SluiceShift) return true;
+  }
+  return false;
+}
+
 void Plan::fuse_pools() {
   int fused = 0;
   for (size_t i = 0; i + 1 < steps_.size(); ++i) {

@@ -58,6 +58,11 @@ class Plan {
 
   const graph::Graph& graph() const { return g_; }
   const std::vector<Step>& steps() const { return steps_; }
+  // Whether a kernel here leaves out products that the model's own ops compute: zero weights
+  // (sparse), removed channels (pruning), suppressed ones (gating), a shift's zero taps. Where
+  // an inf or NaN meets them, ONNX Runtime's 0 * inf gives NaN and such a plan may not
+  // (Session::run then runs the reference plan); a plan without them gives the same inf and NaN.
+  bool skips_products() const;
   const std::vector<Slot>& slots() const { return slots_; }
   size_t arena_bytes() const { return arena_bytes_; }
   // (pass name, count) in the order the passes ran.

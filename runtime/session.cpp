@@ -162,8 +162,10 @@ class SessionImpl {
     if (options_.optimize && options_.density <= 0.f)
       for (const Tensor* t : ordered) nonfinite = nonfinite || !ops::all_finite(*t);
     std::vector<Tensor> outs;
+    bool skips = false;  // the plan that ran leaves out products (Plan::skips_products)
     auto execute = [&](bool reference) {
       std::shared_ptr<const Plan> plan = plan_for(shapes, values, reference);
+      skips = plan->skips_products();
       std::unique_ptr<ExecContext> ctx = acquire(plan);
       outs.clear();
       try {
@@ -177,11 +179,13 @@ class SessionImpl {
     execute(nonfinite);
     // An inf or NaN may also arise inside the network from finite inputs (weights that
     // overflow, a NaN weight), and the fast kernels' skipped products then differ from ORT's
-    // (a sparse conv skips 0 x NaN). Such a value nearly always reaches an output: a run whose
-    // fast outputs hold one runs again on the reference plan (one pass over the outputs per run;
-    // the second run only then).
+    // (a sparse conv skips 0 x NaN). Such a value nearly always reaches a float output: a run
+    // of a plan that skips products, whose outputs hold one, runs again on the reference plan
+    // (one pass over the outputs per run; the second run only then). A plan that skips nothing
+    // gives ORT's inf and NaN itself: a model whose outputs are -inf by design (a Log of a
+    // Relu) is not run twice.
     bool nonfinite_out = false;
-    if (options_.optimize && options_.density <= 0.f && !nonfinite)
+    if (options_.optimize && options_.density <= 0.f && !nonfinite && skips)
       for (const Tensor& t : outs) nonfinite_out = nonfinite_out || !ops::all_finite(t);
     if (nonfinite_out) execute(true);
     if (stats) stats->nonfinite_inputs = nonfinite, stats->nonfinite_outputs = nonfinite_out;
