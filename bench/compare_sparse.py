@@ -30,6 +30,18 @@ import svg_plot  # noqa: E402
 from compare_ort import add_pairing_args, bench_ort, bench_pair, log, make_ort_session, run_footer  # noqa: E402
 
 
+def fraction(text):
+    """argparse type of --layers-sparsity: a fraction of zero weights in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError("%s is not a fraction in [0, 1]%s" % (
+            text, " (for %s%% write %g)" % (text, v / 100) if 1 < v <= 100 else ""))
+    return v
+
+
 def export(models, sparsity, out_dir, scope):
     out = subprocess.run([sys.executable, os.path.join(REPO, "models", "export_sparse.py"), "--models", models,
                           "--sparsity", sparsity, "--out-dir", out_dir, "--scope", scope],
@@ -63,7 +75,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench"))
     ap.add_argument("--layers-model", default="resnet18")
-    ap.add_argument("--layers-sparsity", type=float, default=0.9, help="a fraction, as --sparsity")
+    ap.add_argument("--layers-sparsity", type=fraction, default=0.9, help="a fraction, as --sparsity")
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--layers-only", action="store_true", help="only the per-layer table")

@@ -302,7 +302,10 @@ class Importer {
       std::vector<op::TypeProto> declared;
       for (auto& out : *model.mutable_graph()->mutable_output()) {
         declared.push_back(out.type());
-        if (out.type().has_tensor_type()) out.mutable_type()->mutable_tensor_type()->clear_shape();
+        if (out.type().has_tensor_type()) {  // (its elem type too: Sluice's own check names the output)
+          out.mutable_type()->mutable_tensor_type()->clear_shape();
+          out.mutable_type()->mutable_tensor_type()->clear_elem_type();
+        }
       }
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);

@@ -161,8 +161,11 @@ int eliminate_identities(Graph& g) {
   for (NodeId id : g.topological_order()) {
     Node& n = g.node(id);
     if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
-    if (reshape_as_flatten(g, n) || fold_zero_pad_into_conv(g, n) || fold_zero_pad_into_average_pool(g, n))
+    if (reshape_as_flatten(g, n)) g.rebuild_links();
+    if (fold_zero_pad_into_conv(g, n) || fold_zero_pad_into_average_pool(g, n)) {  // (counted: inspect's passes line)
       g.rebuild_links();
+      ++removed;
+    }
     if (!is_identity(g, n)) continue;
     ValueId in = n.inputs.at(0), out = n.outputs.at(0);
     // A graph output must keep its name: only rewire when the output is internal.

@@ -386,8 +386,15 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
         return "meets a residual Add (fused into " + n.name + "): not dead in every member of its residual group";
       return "read by " + n.name + " as a parameter";
     }
-    if (val.shape.size() == 2 && n.op != OpType::Gemm && n.op != OpType::Concat)  // features [N, F]
+    if (val.shape.size() == 2 && n.op != OpType::Gemm && n.op != OpType::Concat) {  // features [N, F]
+      // (A Gemm's C of a value per row and feature is such an Add after it: normalise_gemms.)
+      if (n.op == OpType::Add && n.inputs.size() == 2) {
+        const Value& other = g.value(n.inputs[0] == v ? n.inputs[1] : n.inputs[0]);
+        if (other.shape.size() == 2 && other.shape[0] != 1)
+          return "read by Add " + n.name + " of " + shape_str(other.shape) + ", not one value per feature (the same for every row)";
+      }
       return "read by " + std::string(op_name(n.op)) + " " + n.name;
+    }
     switch (n.op) {
       case OpType::Gemm: {  // a Linear reading the features [N, F]
         if (val.shape.size() != 2) return "read by " + n.name;

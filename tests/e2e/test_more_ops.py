@@ -355,6 +355,12 @@ def declared_output_shapes(a):
             check((note in r.stderr) == noted, "%s: %s (stderr: %s)" % (tag, "noted" if noted else "no note",
                                                                         r.stderr.strip()[:200]))
             check(np.array_equal(y, np.maximum(x, 0)), "%s: the output is the computed one" % tag)
+        # A declared element type that the node does not compute is refused, naming the output
+        # (up to opset 17 ONNX's own message named neither the output nor the node).
+        _, r = run_model(a, "declared_int64_o%d" % opset, [helper.make_node("Relu", ["image"], ["logits"])], {}, x,
+                         out_shape=[1, 2, 4, 4], opset=opset, out_elem=TensorProto.INT64, check_ok=False)
+        check(r.returncode != 0 and "graph output 'logits' is declared int64" in r.stderr,
+              "declared_int64_o%d: refused naming the output (%s)" % (opset, r.stderr.strip()[:200]))
 
 
 def single_nodes(a):
