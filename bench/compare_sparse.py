@@ -85,19 +85,19 @@ def main():
     ap.add_argument("--plot", metavar="FILE.svg",
                     help="also draw speedup over dense against sparsity as an SVG chart, with each model's MAC ratio")
     a = ap.parse_args()
-    tag = "u" if a.scope == "layer" else "s"
     out_dir = os.path.join(a.work_dir, "sparse")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for model in ([] if a.layers_only else a.models.split(",")):
         log("exporting %s at %s ..." % (model, a.sparsity))
-        for path in export(model, a.sparsity, out_dir, a.scope):
-            s = int(re.search(r"_[su](\d+)\.onnx$", path).group(1))
+        fractions = [float(v) for v in a.sparsity.split(",")]
+        for frac, path in zip(fractions, export(model, a.sparsity, out_dir, a.scope)):  # (in --sparsity's order)
+            s = round(100 * frac, 2)
             for t in (int(v) for v in a.threads.split(",")):
                 sp, dn, ort_t, ratios, stats = [], [], [], [], None
                 sess = None if a.no_ort else make_ort_session(path, t)
                 for r in range(a.rounds):
-                    log("%s %d%% threads=%d round %d/%d" % (model, s, t, r + 1, a.rounds))
+                    log("%s %g%% threads=%d round %d/%d" % (model, s, t, r + 1, a.rounds))
                     stats, tsp, tdn, rs = bench_pair(a.sluice, path, t, a.runs, a.warmup,
                                                      ["--against-option", "sparse=off"], a)
                     sp += tsp
@@ -115,24 +115,24 @@ def main():
                     row["sparse_ms"], row["dense_ms"], row["speedup"],
                     "%.2f" % row["ort_ms"] if row["ort_ms"] else "-", row["mac_ratio"]))
     layers = []
-    lpath = os.path.join(out_dir, "%s_%s%d.onnx" % (a.layers_model, tag, round(100 * a.layers_sparsity)))
-    if os.path.exists(lpath):
-        layers = layer_table(a.sluice, lpath, 1)
+    # (exported here if --sparsity did not include it: the table once went missing silently)
+    lpath = export(a.layers_model, str(a.layers_sparsity), out_dir, a.scope)[0]
+    layers = layer_table(a.sluice, lpath, 1)
     if a.markdown:
         print("| model | sparsity | threads | sparse auto (ms) | dense (ms) | speedup | MAC ratio | ORT (ms) | ORT / sparse |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             ort = "%.1f" % r["ort_ms"] if r["ort_ms"] else "-"
             vs = "%.2f" % (r["ort_ms"] / r["sparse_ms"]) if r["ort_ms"] else "-"
-            print("| %s | %d%% | %d | %.1f | %.1f | %.2f | %.2f | %s | %s |" % (
+            print("| %s | %g%% | %d | %.1f | %.1f | %.2f | %.2f | %s | %s |" % (
                 r["model"], r["sparsity"], r["threads"], r["sparse_ms"], r["dense_ms"], r["speedup"], r["mac_ratio"],
                 ort, vs))
         print()
         print(run_footer(a))
         if layers:
             print()
-            print("Per layer, %s at %d%% (1 thread; the times `--sparse auto` measured when the session was made):" % (
-                a.layers_model, round(100 * a.layers_sparsity)))
+            print("Per layer, %s at %g%% (1 thread; the times `--sparse auto` measured when the session was made):" % (
+                a.layers_model, round(100 * a.layers_sparsity, 2)))
             print()
             print("| layer | op | weights zero | sparse (ms) | dense (ms) | dense / sparse | chosen |")
             print("|---|---|---:|---:|---:|---:|---|")

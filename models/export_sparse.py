@@ -58,6 +58,16 @@ def build(name, sparsity, size, scope="global"):
     return m.eval()
 
 
+def model_file(name, scope, sparsity, size, opset):
+    """The cached file's name: resnet18_s90.onnx (global threshold) or resnet18_u90.onnx (every
+    layer), s99p4 for 0.994 (0.99 and 0.994 once shared s99), and the size and opset where they
+    are not the defaults."""
+    pct = 100 * sparsity
+    tag = "%d" % round(pct) if abs(pct - round(pct)) < 1e-9 else ("%g" % pct).replace(".", "p")
+    extra = ("_%dpx" % size if size != 224 else "") + ("_op%d" % opset if opset != 13 else "")
+    return "%s_%s%s%s.onnx" % (name, "u" if scope == "layer" else "s", tag, extra)
+
+
 def sparsity_list(text):
     """argparse type of --sparsity: comma-separated fractions of zero weights in [0, 1]."""
     out = []
@@ -88,7 +98,7 @@ def main():
     os.makedirs(a.out_dir, exist_ok=True)
     for name in a.models.split(","):
         for s in a.sparsity:
-            path = os.path.join(a.out_dir, "%s_%s%d.onnx" % (name, "u" if a.scope == "layer" else "s", round(100 * s)))
+            path = os.path.join(a.out_dir, model_file(name, a.scope, s, a.size, a.opset))
             if not os.path.exists(path):
                 m = build(name, s, a.size, a.scope)
                 torch.onnx.export(m, torch.randn(1, 3, a.size, a.size), path, opset_version=a.opset,
