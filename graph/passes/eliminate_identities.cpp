@@ -92,29 +92,36 @@ bool reshape_as_flatten(Graph& g, Node& n) {
 // "SAME" padding of tf2onnx and Keras exports, or an explicit F.pad): the conv kernels skip
 // the border instead of reading a padded copy, and a shift's depthwise conv after the Pad is
 // one again. Returns whether n changed.
-bool fold_zero_pad_into_conv(Graph& g, Node& n) {
-  if (n.op != OpType::Conv || n.inputs.empty()) return false;
-  const NodeId pid = producer_of_type(g, n.inputs[0], OpType::Pad);
-  if (pid < 0) return false;
+// The Pad that produces v, when it pads only H and W, by zeros, and nothing but v's one reader
+// reads its output (an FBS gate pooling it would see another tensor); else null.
+const Node* zero_spatial_pad(const Graph& g, ValueId v) {
+  const NodeId pid = producer_of_type(g, v, OpType::Pad);
+  if (pid < 0 || !single_use(g, v)) return nullptr;
   const Node& pad = g.node(pid);
-  // Only the conv reads the padded value (an FBS gate pooling it would see another tensor).
-  if (!single_use(g, n.inputs[0])) return false;
   const auto& pp = pad.p<PadParams>();
   const Value& x = g.value(pad.inputs[0]);
-  if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return false;
-  if (pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5]) return false;
+  if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return nullptr;
+  if (pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5]) return nullptr;
   for (int64_t d : pp.pads)
-    if (d < 0) return false;
+    if (d < 0) return nullptr;
   if (pad.inputs.size() > 2 && pad.inputs[2] != kNoValue) {
     const Value& fv = g.value(pad.inputs[2]);
     if (!fv.is_constant() || fv.dtype != DType::Float32 || fv.constant.numel() != 1 || fv.constant.data<float>()[0] != 0.f)
-      return false;
+      return nullptr;
   }
+  return &pad;
+}
+
+bool fold_zero_pad_into_conv(Graph& g, Node& n) {
+  if (n.op != OpType::Conv || n.inputs.empty()) return false;
+  const Node* pad = zero_spatial_pad(g, n.inputs[0]);
+  if (!pad) return false;
+  const auto& pp = pad->p<PadParams>();
   ConvParams& cp = n.p<ConvParams>();
   if (cp.pads.size() != 4) return false;
   cp.pads = {cp.pads[0] + pp.pads[2], cp.pads[1] + pp.pads[3], cp.pads[2] + pp.pads[6], cp.pads[3] + pp.pads[7]};
   cp.auto_pad = "NOTSET";  // (already resolved into pads)
-  n.inputs[0] = pad.inputs[0];
+  n.inputs[0] = pad->inputs[0];
   return true;
 }
 
@@ -129,27 +136,16 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
 // whether n changed.
 bool fold_zero_pad_into_average_pool(Graph& g, Node& n) {
   if (n.op != OpType::AveragePool || n.inputs.size() != 1) return false;
-  const NodeId pid = producer_of_type(g, n.inputs[0], OpType::Pad);
-  if (pid < 0 || !single_use(g, n.inputs[0])) return false;
-  const Node& pad = g.node(pid);
-  const auto& pp = pad.p<PadParams>();
-  const Value& x = g.value(pad.inputs[0]);
-  if (pp.mode != "constant" || pp.pads.size() != 8 || x.dtype != DType::Float32 || !x.shape_known) return false;
-  if (pp.pads[0] || pp.pads[1] || pp.pads[4] || pp.pads[5]) return false;
-  for (int64_t d : pp.pads)
-    if (d < 0) return false;
-  if (pad.inputs.size() > 2 && pad.inputs[2] != kNoValue) {
-    const Value& fv = g.value(pad.inputs[2]);
-    if (!fv.is_constant() || fv.dtype != DType::Float32 || fv.constant.numel() != 1 || fv.constant.data<float>()[0] != 0.f)
-      return false;
-  }
+  const Node* pad = zero_spatial_pad(g, n.inputs[0]);
+  if (!pad) return false;
+  const auto& pp = pad->p<PadParams>();
   PoolParams& q = n.p<PoolParams>();
   if (q.pads.size() != 4 || q.kernel_shape.size() != 2 || (q.auto_pad != "NOTSET" && q.auto_pad != "VALID")) return false;
   if (!q.count_include_pad && std::any_of(q.pads.begin(), q.pads.end(), [](int64_t v) { return v != 0; })) return false;
   q.pads = {q.pads[0] + pp.pads[2], q.pads[1] + pp.pads[3], q.pads[2] + pp.pads[6], q.pads[3] + pp.pads[7]};
   q.auto_pad = "NOTSET";
   q.count_include_pad = true;
-  n.inputs[0] = pad.inputs[0];
+  n.inputs[0] = pad->inputs[0];
   return true;
 }
 
