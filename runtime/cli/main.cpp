@@ -68,7 +68,9 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
                       "one of its inputs, and Sluice runs it as a constant even where the file also lists it "
                       "among the graph's inputs (torch.onnx.export(keep_initializers_as_inputs=True)): change it "
                       "in the file instead");
-      throw UsageError("--input " + spec + ": the model has no input named '" + name + "'");
+      std::string names;
+      for (const auto& d : declared) names += (names.empty() ? "" : ", ") + d.name;
+      throw UsageError("--input " + spec + ": the model has no input named '" + name + "' (its inputs: " + names + ")");
     }
     if (inputs.count(name)) throw UsageError("--input " + spec + ": input '" + name + "' is given twice");
     if (file.empty()) throw UsageError("--input " + spec + ": no file after '=' (expected NAME=FILE.npy)");
@@ -248,12 +250,14 @@ void note_gate_options(const std::string& model_path, const sluice::SessionOptio
   if ((options.density <= 0.f && options.gating) || s.nonfinite_inputs || s.nonfinite_outputs ||
       std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
     return;
-  const char* option = options.density > 0.f ? "--density" : "--gating off";
+  const std::string option = options.density > 0.f && !options.gating ? "--density and --gating off have"
+                             : options.density > 0.f                   ? "--density has"
+                                                                       : "--gating off has";
   if (!options.optimize)
-    std::cerr << "note: " << option << " has no effect with --reference: the reference kernels run the model's own "
+    std::cerr << "note: " << option << " no effect with --reference: the reference kernels run the model's own "
               << "ops, every channel computed\n";
   else
-    std::cerr << "note: " << option << " has no effect: " << model_path
+    std::cerr << "note: " << option << " no effect: " << model_path
               << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
 }
 
@@ -345,6 +349,13 @@ void print_profile(const std::vector<sluice::RunStats>& runs, size_t top) {
                 100 * ms / total, ms > 0 ? l.executed_macs / 1e6 / ms : 0.0);
   }
   std::printf("(%zu layers, %.3f ms summed per run)\n", layers.size(), total);
+}
+
+// {name: shape} of the inputs a bench timed, for its JSON.
+json input_shapes(const std::map<std::string, sluice::Tensor>& inputs) {
+  json j = json::object();
+  for (const auto& [name, t] : inputs) j[name] = t.shape();
+  return j;
 }
 
 double median_of(std::vector<double> v) {
@@ -483,7 +494,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
                 {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"nonfinite_outputs", sd.stats.nonfinite_outputs},
-                {"times_ms", sd.ms},
+                {"input_shapes", input_shapes(sd.inputs)}, {"times_ms", sd.ms},
                 {"block_medians_ms", sd.block_medians}};
     r.update(options_json(&sd == &side[0] ? options : options_b));
     return r;
@@ -575,8 +586,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const double median = median_of(ms);
-  json shapes_j = json::object();  // what was timed: the inputs' shapes (generated, or the files')
-  for (const auto& [name, t] : inputs) shapes_j[name] = t.shape();
+  const json shapes_j = input_shapes(inputs);  // what was timed: the inputs' shapes (generated, or the files')
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"input_shapes", shapes_j}, {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},

@@ -215,8 +215,10 @@ def test_bad_input(a):
     p = run_sluice_nocheck(a, "bench", dynhw, "--against", other, "-s", "image=1x1x8x8", "-s", "data=2x1x4x4",
                            "-n", "2", "--json")
     j = json.loads(p.stdout) if p.returncode == 0 else {}
-    check(p.returncode == 0 and j["runs"] == 2 and j["against"]["model"] == other and j["block_warmup"] == 5,
-          "bench --against: --shape image=... and data=... each given to the model that has the input (exit %d: %r)" % (
+    check(p.returncode == 0 and j["runs"] == 2 and j["against"]["model"] == other and j["block_warmup"] == 5
+          and j.get("input_shapes") == {"image": [1, 1, 8, 8]} and j["against"].get("input_shapes") == {"data": [2, 1, 4, 4]},
+          "bench --against: --shape image=... and data=... each given to the model that has the input, and each side's "
+          "JSON records its shapes (exit %d: %r)" % (
               p.returncode, p.stderr[-300:]))
     # --against-option: the same file alongside with gating off, which runs every MAC.
     p = run_sluice_nocheck(a, "bench", model, "--against-option", "gating=off", "-n", "2", "--block", "1", "-w", "0",

@@ -529,6 +529,13 @@ def density_note(sluice, work):
             (want is None or want in p.stderr)
         failures += not ok
         print("%s %s --density %s: note %s" % ("PASS" if ok else "FAIL", model, " ".join(extra), want or "not given"))
+    # Both options on a model with no gate: one note naming both (only --density's was said).
+    p = subprocess.run([sluice, "run", os.path.join(REPO, "models", "fashion_cnn.onnx"), "-i", "image=" + x, "-o",
+                        os.path.join(work, "note_out"), "--density", "0.5", "--gating", "off"], capture_output=True, text=True)
+    ok = p.returncode == 0 and "--density and --gating off have no effect" in p.stderr
+    failures += not ok
+    print("%s fashion_cnn.onnx --density --gating off: one note naming both (%s)" % ("PASS" if ok else "FAIL",
+                                                                                    p.stderr.strip()[:160]))
     return failures
 
 
