@@ -180,7 +180,8 @@ struct SampleStats {
   int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
-// MACs count convolutions and matrix products (design.md §5); the FBS gates' predictors
+// MACs count convolutions and matrix products (README, "The CLI": how each op's MACs are
+// counted); the FBS gates' predictors
 // are counted apart, in gate_macs.
 struct RunStats {
   int64_t dense_macs = 0;     // as if nothing were skipped
