@@ -181,8 +181,7 @@ struct SampleStats {
 };
 
 // MACs count convolutions and matrix products (README, "The CLI": how each op's MACs are
-// counted); the FBS gates' predictors
-// are counted apart, in gate_macs.
+// counted); the FBS gates' predictors are counted apart, in gate_macs.
 struct RunStats {
   int64_t dense_macs = 0;     // as if nothing were skipped
   int64_t executed_macs = 0;  // what the kernels did
