@@ -175,8 +175,9 @@ std::string Plan::describe(bool as_json) const {
   if (as_json) return j.dump(2);
 
   std::ostringstream s;
-  s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, " << total / 1e6
-    << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\n"
+  s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, ";
+  if (executed_total != total) s << executed_total / 1e6 << " of ";  // (pruned, sparse, shift: what runs, statically)
+  s << total / 1e6 << " M MACs, arena " << arena_bytes_ / 1024 << " KiB\n"
     << "kernels chosen for " << threads_ << (threads_ == 1 ? " thread" : " threads")
     << " (the times of measured choices below are on them; -t/--threads sets it)\npasses:";
   for (const auto& [name, n] : pass_log_) s << " " << name << "=" << n;
