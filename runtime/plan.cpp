@@ -179,6 +179,11 @@ void Plan::build_steps(const SessionOptions& options) {
     read_nchw_inputs(ko);
     fuse_pools();
   }
+  for (const Step& st : steps_) {
+    const OpType op = g_.node(st.node).op;
+    skips_products_ = skips_products_ || st.executed_macs < st.dense_macs || op == OpType::SluiceGatedConv ||
+                      op == OpType::SluiceShift;
+  }
 }
 
 void Plan::find_unwritten_outputs() {
@@ -222,14 +227,6 @@ void Plan::fuse_shortcuts() {
     }
   }
   pass_log_.emplace_back("fuse_shortcuts", fused);
-}
-
-bool Plan::skips_products() const {
-  for (const Step& st : steps_) {
-    const OpType op = g_.node(st.node).op;
-    if (st.executed_macs < st.dense_macs || op == OpType::SluiceGatedConv || op == OpType::SluiceShift) return true;
-  }
-  return false;
 }
 
 void Plan::fuse_pools() {

@@ -62,7 +62,7 @@ class Plan {
   // (sparse), removed channels (pruning), suppressed ones (gating), a shift's zero taps. Where
   // an inf or NaN meets them, ONNX Runtime's 0 * inf gives NaN and such a plan may not
   // (Session::run then runs the reference plan); a plan without them gives the same inf and NaN.
-  bool skips_products() const;
+  bool skips_products() const { return skips_products_; }
   const std::vector<Slot>& slots() const { return slots_; }
   size_t arena_bytes() const { return arena_bytes_; }
   // (pass name, count) in the order the passes ran.
@@ -105,6 +105,7 @@ class Plan {
   size_t arena_bytes_ = 0, scratch_bytes_ = 0;
   int threads_ = 1;  // OpenMP threads when the plan was made: its kernels were chosen and timed on them
   std::vector<std::pair<std::string, int>> pass_log_;
+  bool skips_products_ = false;  // skips_products(), set once the steps are final
   std::vector<size_t> unwritten_outputs_;
 };
 
