@@ -243,11 +243,11 @@ class NchwShift final : public Kernel {
             continue;
           }
           std::fill_n(row, x0, 0.f);
-          const float* src = plane + iy * w_ + dx;
+          const float* in = plane + iy * w_;  // input column x * sx + dx for output column x
           if (sx == 1)
-            std::copy(src + x0, src + x1, row + x0);
+            std::copy(in + x0 + dx, in + x1 + dx, row + x0);
           else
-            for (int64_t x = x0; x < x1; ++x) row[x] = src[x * sx];
+            for (int64_t x = x0; x < x1; ++x) row[x] = in[x * sx + dx];
           std::fill(row + x1, row + ow_, 0.f);
         }
       }
