@@ -29,17 +29,8 @@ sys.path.insert(0, HERE)
 import svg_plot  # noqa: E402
 from compare_ort import add_pairing_args, bench_ort, bench_pair, log, make_ort_session, run_footer  # noqa: E402
 
-
-def fraction(text):
-    """argparse type of --layers-sparsity: a fraction of zero weights in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError("%s is not a fraction in [0, 1]%s" % (
-            text, " (for %s%% write %g)" % (text, v / 100) if 1 < v <= 100 else ""))
-    return v
+sys.path.insert(0, os.path.join(REPO, "models"))
+from export_sparse import fraction, sparsity_list  # noqa: E402  (argument types; torch is not imported)
 
 
 def export(models, sparsity, out_dir, scope):
@@ -68,7 +59,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sluice", default=os.path.join(REPO, "build", "sluice"))
     ap.add_argument("--models", default="resnet18,mobilenet_v2,vgg16")
-    ap.add_argument("--sparsity", default="0.5,0.7,0.8,0.9,0.95", help="fractions of zero weights, e.g. 0.9 for 90%%")
+    ap.add_argument("--sparsity", type=sparsity_list, default="0.5,0.7,0.8,0.9,0.95",
+                    help="fractions of zero weights, e.g. 0.9 for 90%%")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -89,9 +81,8 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for model in ([] if a.layers_only else a.models.split(",")):
-        log("exporting %s at %s ..." % (model, a.sparsity))
-        fractions = [float(v) for v in a.sparsity.split(",")]
-        for frac, path in zip(fractions, export(model, a.sparsity, out_dir, a.scope)):  # (in --sparsity's order)
+        log("exporting %s at %s ..." % (model, ",".join(map(repr, a.sparsity))))
+        for frac, path in zip(a.sparsity, export(model, ",".join(map(repr, a.sparsity)), out_dir, a.scope)):  # (in order)
             s = round(100 * frac, 2)
             for t in (int(v) for v in a.threads.split(",")):
                 sp, dn, ort_t, ratios, stats = [], [], [], [], None
@@ -116,7 +107,7 @@ def main():
                     "%.2f" % row["ort_ms"] if row["ort_ms"] else "-", row["mac_ratio"]))
     layers = []
     # (exported here if --sparsity did not include it: the table once went missing silently)
-    lpath = export(a.layers_model, str(a.layers_sparsity), out_dir, a.scope)[0]
+    lpath = export(a.layers_model, repr(a.layers_sparsity), out_dir, a.scope)[0]
     layers = layer_table(a.sluice, lpath, 1)
     if a.markdown:
         print("| model | sparsity | threads | sparse auto (ms) | dense (ms) | speedup | MAC ratio | ORT (ms) | ORT / sparse |")

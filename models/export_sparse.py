@@ -20,13 +20,14 @@ their weights at 90% overall, so that its MACs fall only 2.5x.
 import argparse
 import os
 
-import torch
-import torch.nn as nn
-import torch.nn.utils.prune as prune
-import torchvision
-
 
 def build(name, sparsity, size, scope="global"):
+    # (torch here, not at the top: bench/compare_sparse.py imports this file's argument types)
+    import torch
+    import torch.nn as nn
+    import torch.nn.utils.prune as prune
+    import torchvision
+
     torch.manual_seed(0)
     m = getattr(torchvision.models, name)()
     if sparsity > 0:
@@ -68,19 +69,21 @@ def model_file(name, scope, sparsity, size, opset):
     return "%s_%s%s%s.onnx" % (name, "u" if scope == "layer" else "s", tag, extra)
 
 
+def fraction(text):
+    """argparse type of one sparsity: a fraction of zero weights in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number (fractions of zero weights, e.g. 0.5,0.9)" % text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError("%s is not a fraction in [0, 1]%s" % (
+            text, " (for %s%% write %g)" % (text, v / 100) if 1 < v <= 100 else ""))
+    return v
+
+
 def sparsity_list(text):
     """argparse type of --sparsity: comma-separated fractions of zero weights in [0, 1]."""
-    out = []
-    for v in text.split(","):
-        try:
-            s = float(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number (fractions of zero weights, e.g. 0.5,0.9)" % v)
-        if not 0 <= s <= 1:
-            raise argparse.ArgumentTypeError("%s is not a fraction in [0, 1]%s" % (
-                v, " (for %s%% write %g)" % (v, s / 100) if 1 < s <= 100 else ""))
-        out.append(s)
-    return out
+    return [fraction(v) for v in text.split(",")]
 
 
 def main():
@@ -94,6 +97,8 @@ def main():
     ap.add_argument("--scope", choices=["global", "layer"], default="global",
                     help="global: one magnitude threshold over all convs; layer: each conv at the same sparsity")
     a = ap.parse_args()
+    import torch
+
     torch.set_num_threads(1)
     os.makedirs(a.out_dir, exist_ok=True)
     for name in a.models.split(","):

@@ -125,7 +125,6 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
   return true;
 }
 
-
 // AveragePool(Pad(x, zeros around H and W)) as an AveragePool of x with those pads added to its
 // own and count_include_pad set: what torch writes for avg_pool2d(..., padding=p,
 // count_include_pad=True) (Inception-v3's branch pools), whose Pad and pool otherwise ran on

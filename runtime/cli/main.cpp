@@ -32,6 +32,13 @@ struct UsageError : Error {
   using Error::Error;
 };
 
+// "image, mask": the model's input names, for errors that name a wrong one.
+std::string input_names(const sluice::Model& model) {
+  std::string names;
+  for (const auto& d : model.inputs()) names += (names.empty() ? "" : ", ") + d.name;
+  return names;
+}
+
 // "NAME=FILE" or "FILE" (then matched to the model's inputs in order). every: each of the
 // model's inputs must be given (run, bench), else only some may be (inspect).
 std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, const std::vector<std::string>& specs,
@@ -68,9 +75,8 @@ std::map<std::string, sluice::Tensor> load_inputs(const sluice::Model& model, co
                       "one of its inputs, and Sluice runs it as a constant even where the file also lists it "
                       "among the graph's inputs (torch.onnx.export(keep_initializers_as_inputs=True)): change it "
                       "in the file instead");
-      std::string names;
-      for (const auto& d : declared) names += (names.empty() ? "" : ", ") + d.name;
-      throw UsageError("--input " + spec + ": the model has no input named '" + name + "' (its inputs: " + names + ")");
+      throw UsageError("--input " + spec + ": the model has no input named '" + name + "' (its inputs: " +
+                       input_names(model) + ")");
     }
     if (inputs.count(name)) throw UsageError("--input " + spec + ": input '" + name + "' is given twice");
     if (file.empty()) throw UsageError("--input " + spec + ": no file after '=' (expected NAME=FILE.npy)");
@@ -237,9 +243,8 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
   const auto ins = model.inputs();
   for (const auto& [name, shape] : shapes) {
     if (std::none_of(ins.begin(), ins.end(), [&](const auto& d) { return d.name == name; })) {
-      std::string names;
-      for (const auto& d : ins) names += (names.empty() ? "" : ", ") + d.name;
-      throw UsageError("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " + names + ")");
+      throw UsageError("--shape " + name + "=...: the model has no input named '" + name + "' (its inputs: " +
+                       input_names(model) + ")");
     }
   }
 }
