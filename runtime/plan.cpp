@@ -99,7 +99,17 @@ void Plan::optimise(const SessionOptions& options) {
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
     dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels
-    log("prune_channels", p::prune_channels(g_));
+    const int pruned = p::prune_channels(g_);
+    log("prune_channels", pruned);
+    // A depthwise shift with pruned channels (all-zero kernels) is one-hot only once they are
+    // gone: recognised now, it runs as a shift, fused into its 1x1 reader.
+    if (pruned > 0) {
+      const int shifts = p::recognise_shifts(g_);
+      if (shifts > 0) {
+        log("recognise_shifts", shifts);
+        dead += p::remove_dead_nodes(g_);
+      }
+    }
     log("read_gated_inputs", p::read_gated_inputs(g_, options.sparse != SparseMode::Off));
   }
   log("remove_dead_nodes", dead + p::remove_dead_nodes(g_));

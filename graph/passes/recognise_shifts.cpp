@@ -94,7 +94,8 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
   }
   if (sp.same_size() && !sp.moves()) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
   if (std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.f; })) scale.clear();
-  sp.dense_macs = m * taps * y.shape[2] * y.shape[3];
+  // (Recognised after static pruning, the conv counts the model's channels: dense_out.)
+  sp.dense_macs = (p.dense_out > 0 ? p.dense_out : m) * taps * y.shape[2] * y.shape[3];
   sp.form = groups == c && m == c ? "depthwise one-hot conv" : "one-hot conv";
   return true;
 }

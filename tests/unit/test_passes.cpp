@@ -815,6 +815,51 @@ TEST(PruneChannels, DepthwiseZeroFilterKeptWithOneReason) {
   EXPECT_LT(fast_vs_reference(m, {1, 8, 6, 6}), 1e-5);
 }
 
+// A depthwise one-hot shift whose pruned channels have all-zero kernels (found by a probe) is
+// one-hot only once pruning has removed them: it is recognised then, fused into its 1x1 reader,
+// and the dense MACs still count the 8-channel depthwise conv of the model. A kernel with a
+// second non-zero tap stays a conv.
+TEST(PruneChannels, ShiftWithPrunedChannelsIsRecognisedAfterPruning) {
+  for (bool pure : {true, false}) {
+    OnnxBuilder b;
+    std::vector<float> wd(8 * 9, 0.f);
+    for (int c = 0; c < 8; ++c)
+      if (c != 2 && c != 5) wd[static_cast<size_t>(c * 9 + (c * 4) % 9)] = 1.f;  // channels 2 and 5: all zero
+    if (!pure) wd[1 * 9 + 8] = 0.5f;
+    b.input("x", {1, 4, 6, 7}).init_random("w1", {8, 4, 1, 1}).init("wd", {8, 1, 3, 3}, wd).init_random("w2", {5, 8, 1, 1});
+    b.node("Conv", {"x", "w1"}, {"a"}, "pw1");
+    b.node("Relu", {"a"}, {"r"});
+    auto& dw = b.node("Conv", {"r", "wd"}, {"d"}, "dw");
+    OnnxBuilder::attr_int(dw, "group", 8);
+    OnnxBuilder::attr_ints(dw, "pads", {1, 1, 1, 1});
+    b.node("Conv", {"d", "w2"}, {"y"}, "pw2");
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan p = make_plan(m, true);
+    const auto& log = p.pass_log();
+    const auto prune = std::find_if(log.begin(), log.end(), [](const auto& e) { return e.first == "prune_channels"; });
+    ASSERT_NE(prune, log.end());
+    EXPECT_EQ(prune->second, 2);
+    const bool again = std::find_if(prune, log.end(), [](const auto& e) { return e.first == "recognise_shifts"; }) != log.end();
+    EXPECT_EQ(again, pure);
+    int convs = 0, fused = 0;
+    for (const auto& st : p.steps()) {
+      const graph::Node& n = p.graph().node(st.node);
+      if (n.op != graph::OpType::Conv) continue;
+      ++convs;
+      fused += !n.p<graph::ConvParams>().pre_shift.src.empty();
+    }
+    EXPECT_EQ(convs, pure ? 2 : 3);
+    EXPECT_EQ(fused, pure ? 1 : 0);
+    RunStats st;
+    Session(m).run({{"x", random_tensor({1, 4, 6, 7}, 2)}}, &st);
+    const int64_t px = 6 * 7, dense = px * (8 * 4 + 8 * 9 + 5 * 8);
+    EXPECT_EQ(st.dense_macs, dense);
+    EXPECT_EQ(st.executed_macs, px * (6 * 4 + (pure ? 0 : 6 * 9) + 5 * 6));
+    EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 7}), 1e-5) << (pure ? "pure" : "not one-hot");
+  }
+}
+
 // A Linear written as MatMul [+ Add] becomes a Gemm (passes::linear_as_gemm), and then prunes
 // as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
 // not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
