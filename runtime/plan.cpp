@@ -95,7 +95,12 @@ void Plan::optimise(const SessionOptions& options) {
       scaled = p::fold_channel_scales(g_);
       log("fold_channel_scales", scaled);
     }
-    log("linear_as_gemm", p::linear_as_gemm(g_));
+    const int linear = p::linear_as_gemm(g_);
+    log("linear_as_gemm", linear);
+    if (linear > 0) {  // a BatchNorm1d behind a Linear that was a MatMul
+      const int bn = p::fold_batch_norm(g_);
+      if (bn > 0) log("fold_batch_norm", bn);
+    }
     log("fuse_residual_add", p::fuse_residual_add(g_));
     log("fuse_activations", p::fuse_activations(g_));
     dead = p::remove_dead_nodes(g_);  // what the rewrites above left unread (a recognised shift's Slices) must not keep channels

@@ -39,6 +39,61 @@ void scale_conv_channels(Graph& g, NodeId cid, const std::vector<float>& a, cons
   set_input(c, 2, bid);
 }
 
+// A BatchNormalization of a Linear's [N, F] output (BatchNorm1d in an MLP head, as network
+// slimming trains them) folds into the Gemm: output feature f's weights (row f of B with
+// transB, else column f) times a[f], its bias (c[f] - mean[f]) * a[f] + beta[f]. Its dead
+// features are then zero weights with a zero bias, which prune_channels removes as it does a
+// conv's. False (nothing changed) where the Gemm is not in that form.
+bool fold_into_gemm(Graph& g, NodeId bn_id, NodeId gid) {
+  const Node& bn = g.node(bn_id);
+  const Node& gemm = g.node(gid);
+  const auto& p = gemm.p<GemmParams>();
+  if (p.alpha != 1.f || p.beta != 1.f || p.trans_a || p.activation.kind != Activation::None || gemm.inputs.size() < 2)
+    return false;
+  const Value& y = g.value(gemm.outputs[0]);
+  const Value& wv = g.value(gemm.inputs[1]);
+  if (!y.shape_known || y.shape.size() != 2 || g.value(bn.inputs[0]).shape != y.shape || !wv.is_constant() ||
+      wv.dtype != DType::Float32 || wv.shape.size() != 2)
+    return false;
+  const int64_t f = y.shape[1], k = p.trans_b ? wv.shape[1] : wv.shape[0];
+  if ((p.trans_b ? wv.shape[0] : wv.shape[1]) != f) return false;
+  const ValueId cid = gemm.inputs.size() > 2 ? gemm.inputs[2] : kNoValue;
+  const float* c = nullptr;
+  if (cid != kNoValue) {
+    const Value& cv = g.value(cid);
+    if (!cv.is_constant() || cv.dtype != DType::Float32 || cv.constant.numel() != f ||
+        !(cv.shape == Shape{f} || cv.shape == Shape{1, f}))
+      return false;
+    c = cv.constant.data<float>();
+  }
+  for (size_t i = 1; i <= 4; ++i)
+    if (g.value(bn.inputs[i]).constant.numel() != f) return false;
+  const float eps = bn.p<BatchNormParams>().epsilon;
+  const float* scale = g.value(bn.inputs[1]).constant.data<float>();
+  const float* beta = g.value(bn.inputs[2]).constant.data<float>();
+  const float* mean = g.value(bn.inputs[3]).constant.data<float>();
+  const float* var = g.value(bn.inputs[4]).constant.data<float>();
+  Tensor w(DType::Float32, wv.shape), b(DType::Float32, {f});
+  const float* w0 = wv.constant.data<float>();
+  for (int64_t o = 0; o < f; ++o) {
+    const float a = scale[o] / std::sqrt(var[o] + eps);
+    b.data<float>()[o] = ((c ? c[o] : 0.f) - mean[o]) * a + beta[o];
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t at = p.trans_b ? o * k + i : i * f + o;
+      w.data<float>()[at] = w0[at] * a;
+    }
+  }
+  const std::string name = bn.name;
+  const ValueId wid = add_constant(g, wv.name + "__bnfolded", std::move(w));
+  const ValueId bid = add_constant(g, name + "__folded_bias", std::move(b));
+  Node& gm = g.node(gid);
+  set_input(gm, 1, wid);
+  set_input(gm, 2, bid);
+  gm.outputs[0] = g.node(bn_id).outputs[0];  // the Gemm now produces the BN's output
+  g.node(bn_id).dead = true;
+  return true;
+}
+
 }  // namespace
 
 int fold_batch_norm(Graph& g) {
@@ -49,8 +104,16 @@ int fold_batch_norm(Graph& g) {
     if (bn.op != OpType::BatchNormalization) continue;
     bool params_const = true;
     for (size_t i = 1; i <= 4; ++i) params_const = params_const && g.value(bn.inputs[i]).is_constant();
+    if (!params_const || !single_use(g, bn.inputs[0])) continue;
+    if (const NodeId gid = producer_of_type(g, bn.inputs[0], OpType::Gemm); gid >= 0) {
+      if (fold_into_gemm(g, id, gid)) {
+        ++folded;
+        g.rebuild_links();
+      }
+      continue;
+    }
     NodeId cid = producer_of_type(g, bn.inputs[0], OpType::Conv);
-    if (!params_const || cid < 0 || !single_use(g, bn.inputs[0])) continue;
+    if (cid < 0) continue;
     Node& conv = g.node(cid);
     const auto& cp = conv.p<ConvParams>();
     if (cp.activation.kind != Activation::None || cp.fused_sum) continue;

@@ -808,6 +808,14 @@ class MlpBN(nn.Module):
         return self.fc2(self.bn(F.relu(self.fc1(torch.flatten(F.relu(self.c(x)), 1)))))
 
 
+class MlpSlim(MlpBN):
+    """A slimmed MLP head: MlpBN's layers with the BatchNorm1d right after fc1 (network
+    slimming's L1 on its scales), then the ReLU."""
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.bn(self.fc1(torch.flatten(F.relu(self.c(x)), 1)))))
+
+
 def relu_bn_case(a):
     """Dead filters (weights and bias 0: relu 0) become BN's constant shift - scale * mean: c1's
     [1, 4] are read through c2's padding and stay; c2's [0, 5, 9] reach the unpadded c3 and go,
@@ -845,6 +853,20 @@ def relu_bn_case(a):
     got = {r["node"]: (r["dead"], r["removed"], r["folded"]) for r in insp["pruning"]}
     check(got.get("/fc1/Gemm") == (3, 3, 3),
           "relu_bn1d: fc1's 3 dead features go through BatchNorm1d, folded into fc2 (%s)" % got)
+    # BatchNorm1d straight after the Linear folds into its Gemm: its zero-scale features are dead
+    # (relu(beta) constants, folded into fc2's bias where beta > 0), and no BatchNorm step stays.
+    m = MlpSlim()
+    randomise_bn(m)
+    with torch.no_grad():
+        m.bn.weight[[1, 8, 9, 20, 31]] = 0
+        m.bn.bias[[1, 8]] = 0.25
+        m.bn.bias[[9, 20, 31]] = -0.1
+    m.eval()
+    insp, _ = run_case(a, "slim_bn1d", m, keep_bn=False)
+    got = {r["node"]: (r["dead"], r["removed"]) for r in insp["pruning"]}
+    check(got.get("/fc1/Gemm") == (5, 5), "slim_bn1d: fc1's 5 zero-scale features go (%s)" % got)
+    ops = [nd["op"] for nd in insp["nodes"]]
+    check("BatchNormalization" not in ops, "slim_bn1d: the BatchNorm1d folds into fc1 (steps %s)" % ops)
 
 
 class OneChannel(nn.Module):

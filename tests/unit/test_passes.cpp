@@ -860,6 +860,46 @@ TEST(PruneChannels, ShiftWithPrunedChannelsIsRecognisedAfterPruning) {
   }
 }
 
+// A BatchNorm1d behind a Linear (an MLP head slimmed by its BN scales; found by a probe: it
+// stayed a step of its own and no feature was removed) folds into the Gemm, whatever the form of
+// the Linear: Gemm with transB, Gemm without, MatMul + Add. Its zero-scale features are then
+// removed (constants folded into the next Gemm's bias where beta is not 0), the Relu fused.
+TEST(FoldBatchNorm, BatchNorm1dBehindALinearFoldsAndItsDeadFeaturesGo) {
+  for (int form = 0; form < 3; ++form)
+    for (float beta0 : {0.f, 0.6f}) {
+      OnnxBuilder b;
+      const int64_t k = 6, f = 8;
+      std::vector<float> scale(f), beta(f), mean(f), var(f);
+      for (int64_t i = 0; i < f; ++i) {
+        scale[i] = i % 3 == 0 ? 0.f : 0.5f + 0.1f * static_cast<float>(i);  // features 0, 3, 6: zero scale
+        beta[i] = i % 3 == 0 ? beta0 : 0.05f * static_cast<float>(i);
+        mean[i] = 0.1f * static_cast<float>(i), var[i] = 1.f + 0.2f * static_cast<float>(i);
+      }
+      b.input("x", {3, k}).init("s", {f}, scale).init("bb", {f}, beta).init("m", {f}, mean).init("v", {f}, var);
+      b.init_random("w", form == 0 ? Shape{f, k} : Shape{k, f}).init_random("c", {f}).init_random("w2", {4, f});
+      if (form == 2) {
+        b.node("MatMul", {"x", "w"}, {"p"});
+        b.node("Add", {"p", "c"}, {"h"});
+      } else {
+        auto& gm = b.node("Gemm", {"x", "w", "c"}, {"h"}, "fc1");
+        if (form == 0) OnnxBuilder::attr_int(gm, "transB", 1);
+      }
+      b.node("BatchNormalization", {"h", "s", "bb", "m", "v"}, {"n"});
+      b.node("Relu", {"n"}, {"r"});
+      OnnxBuilder::attr_int(b.node("Gemm", {"r", "w2"}, {"y"}, "fc2"), "transB", 1);
+      b.output("y");
+      Model m = b.load();
+      runtime::Plan p = make_plan(m, true);
+      const std::string what = "form " + std::to_string(form) + " beta " + std::to_string(beta0);
+      EXPECT_EQ(count_ops(p, graph::OpType::BatchNormalization), 0) << what;
+      EXPECT_EQ(count_ops(p, graph::OpType::Relu), 0) << what;
+      ASSERT_EQ(count_ops(p, graph::OpType::Gemm), 2) << what;
+      EXPECT_EQ(pass_count(p, "prune_channels"), 3) << what;
+      EXPECT_EQ(p.graph().value(p.graph().node(p.steps()[0].node).outputs[0]).shape, (Shape{3, f - 3})) << what;
+      EXPECT_LT(fast_vs_reference(m, {3, k}), 1e-6) << what;
+    }
+}
+
 // A Linear written as MatMul [+ Add] becomes a Gemm (passes::linear_as_gemm), and then prunes
 // as one: the dead feature of fc1 goes, its constant bias folded into fc2's. A bias that is
 // not one value per column ([2, 3]) stays an Add after a bias-less Gemm; a 3-D input stays a
