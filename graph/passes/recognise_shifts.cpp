@@ -9,8 +9,10 @@
 //    shift that also picks channels;
 //  - a channel Concat whose every input is the same tensor x seen through any chain of channel
 //    Slice/Split, zero Pad (or a Concat on H or W with constant zero blocks, as
-//    torch.cat([zeros, x[..., :-1]], 3) writes it) and spatial Slice (Slice steps 1) that comes back to x's spatial size
-//    and is a pure translation: every in-bounds position of the result still holds x. A Pad
+//    torch.cat([zeros, x[..., :-1]], 3) writes it) and spatial Slice that comes back to x's spatial size
+//    and is a pure translation: every in-bounds position of the result still holds x (or, with
+//    Slice steps s > 1 on H or W, the same for every s-th position: a strided shift, which also
+//    subsamples, as YOLOv5's Focus and strided shift layers write it). A Pad
 //    may crop (negative pads), also on one side while it pads the other;
 //  - any other subgraph of value-moving ops from one tensor x to a tensor of x's spatial size:
 //    PyTorch's slice assignment (out = zeros; out[:, c, 1:] = x[:, c, :-1]: ScatterND chains),
@@ -100,10 +102,11 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
   return true;
 }
 
-// What a chain of Slice/Split/Pad does to x, per axis: out index i reads x index i + off,
-// x indices outside [lo, hi) have been replaced by zeros, len is the current size.
+// What a chain of Slice/Split/Pad does to x, per axis: out index i reads x index off + step * i
+// (step > 1 after a strided Slice), x indices outside [lo, hi) have been replaced by zeros,
+// len is the current size.
 struct Axis {
-  int64_t off = 0, lo = 0, hi = 0, len = 0;
+  int64_t off = 0, lo = 0, hi = 0, len = 0, step = 1;
 };
 
 // Walks back from `v` to the source tensor through Slice/Split/Pad; fills axes (relative to
@@ -114,17 +117,19 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
   const NodeId pid = val.producer;
   const auto fresh = [&](ValueId src) {
     const Shape& s = g.value(src).shape;
-    for (size_t d = 0; d < 4; ++d) ax[d] = {0, 0, s[d], s[d]};
+    for (size_t d = 0; d < 4; ++d) ax[d] = {0, 0, s[d], s[d], 1};
     return src;
   };
   if (pid < 0) return fresh(v);
   const Node& n = g.node(pid);
-  auto window = [&](size_t d, int64_t start, int64_t len) {  // keep [start, start + len) of the current axis
+  // Keep indices start, start + step, ... (len of them) of the current axis.
+  auto window = [&](size_t d, int64_t start, int64_t len, int64_t step = 1) {
     Axis& a = ax[d];
-    a.off += start;
+    a.off += a.step * start;
+    a.step *= step;
     a.len = len;
     a.lo = std::max(a.lo, a.off);
-    a.hi = std::min(a.hi, a.off + len);
+    a.hi = std::min(a.hi, a.off + a.step * (len - 1) + 1);
   };
   if (n.op == OpType::Concat) {  // on H or W, one tensor between blocks of constant zeros: a zero Pad
     const int64_t d = n.p<AxisParams>().axis < 0 ? n.p<AxisParams>().axis + 4 : n.p<AxisParams>().axis;
@@ -156,14 +161,16 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     if (axes.empty())
       for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
     for (size_t i = 0; i < starts.size(); ++i) {
-      if (!steps.empty() && steps[i] != 1) return kNoValue;
+      // Steps of 1, or larger ones on H and W (a strided shift: x[..., 1::2, ::2], YOLOv5's Focus).
+      const int64_t step = steps.empty() ? 1 : steps[i];
       const int64_t d = axes[i] < 0 ? axes[i] + 4 : axes[i];
-      if (d < 0 || d > 3) return kNoValue;
+      if (d < 0 || d > 3 || step < 1 || step > INT32_MAX || (step != 1 && d < 2)) return kNoValue;
       const int64_t dim = in_shape[static_cast<size_t>(d)];
       int64_t s = starts[i] < 0 ? starts[i] + dim : starts[i], e = ends[i] < 0 ? ends[i] + dim : ends[i];
       s = std::clamp<int64_t>(s, 0, dim);
       e = std::clamp<int64_t>(e, s, dim);
-      window(static_cast<size_t>(d), s, e - s);
+      if (e == s) return kNoValue;
+      window(static_cast<size_t>(d), s, (e - s + step - 1) / step, step);
     }
     return src;
   }
@@ -204,26 +211,33 @@ bool concat_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& sourc
   if (axis != 1 && axis != -3) return false;
   source = kNoValue;
   bool moved = false;
+  int64_t steps[2] = {0, 0};  // every input's, on H and W: the shift's stride
   for (ValueId in : n.inputs) {
     std::array<Axis, 4> ax;
     const ValueId src = trace(g, in, ax);
     if (src == kNoValue || (source != kNoValue && src != source)) return false;
     source = src;
     const Shape& xs = g.value(src).shape;
-    if (xs != Shape{y.shape[0], xs[1], y.shape[2], y.shape[3]}) return false;
+    if (xs[0] != y.shape[0]) return false;
     // Batch untouched; channels a plain window of x; spatial a translation back to x's size
     // that kept every in-bounds position of x it reads.
     if (ax[0].off != 0 || ax[0].len != xs[0] || ax[0].lo != 0 || ax[0].hi != xs[0]) return false;
     if (ax[1].off < 0 || ax[1].off + ax[1].len > xs[1] || ax[1].lo != ax[1].off || ax[1].hi != ax[1].off + ax[1].len)
       return false;
+    // (Strided: out index i reads x at off + step * i; the x indices it needs are those of
+    // [0, xs) on that lattice.)
     for (size_t d = 2; d < 4; ++d) {
       const Axis& a = ax[d];
-      if (a.len != xs[d]) return false;
-      const int64_t need_lo = std::max<int64_t>(0, a.off), need_hi = std::min<int64_t>(xs[d], a.off + a.len);
-      if (need_lo < need_hi && (a.lo > need_lo || a.hi < need_hi)) return false;
+      if (a.len != y.shape[d] || (a.step == 1 && a.len != xs[d])) return false;
+      if (steps[d - 2] != 0 && steps[d - 2] != a.step) return false;
+      steps[d - 2] = a.step;
+      const int64_t first = a.off >= 0 ? 0 : (-a.off + a.step - 1) / a.step;  // first i with x >= 0
+      const int64_t last = a.off >= xs[d] ? -1 : std::min(a.len - 1, (xs[d] - 1 - a.off) / a.step);
+      const int64_t need_lo = a.off + a.step * first, need_hi = a.off + a.step * last + 1;
+      if (first <= last && (a.lo > need_lo || a.hi < need_hi)) return false;
       if (a.lo < 0 || a.hi > xs[d]) return false;
     }
-    moved |= ax[2].off != 0 || ax[3].off != 0;
+    moved |= ax[2].off != 0 || ax[3].off != 0 || ax[2].step != 1 || ax[3].step != 1;
     for (int64_t c = 0; c < ax[1].len; ++c) {
       sp.src.push_back(static_cast<int32_t>(ax[1].off + c));
       sp.dy.push_back(static_cast<int32_t>(ax[2].off));
@@ -231,6 +245,12 @@ bool concat_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& sourc
     }
   }
   if (!moved) return false;  // a plain channel concat/permutation, nothing shifted
+  if (steps[0] != 1 || steps[1] != 1) {  // strided: it subsamples
+    sp.sy = static_cast<int32_t>(steps[0]);
+    sp.sx = static_cast<int32_t>(steps[1]);
+    sp.out_h = y.shape[2];
+    sp.out_w = y.shape[3];
+  }
   sp.form = "pad/slice/concat";
   return true;
 }

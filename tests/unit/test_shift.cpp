@@ -177,6 +177,48 @@ TEST(ShiftStep, RunsAndGatherMatchReference) {
   }
 }
 
+// Pad + Slice + Concat with Slice steps 2 on H and W (a probe's strided shift; YOLOv5's Focus is
+// the same without the Pad) is a strided shift step, on NHWC between convs, against the
+// reference kernels; each group starts at another offset, one reads the padding. Inputs whose
+// steps differ on an axis (x[:, :, ::2] beside x[:, :, 0:4]: the same shape) are no shift.
+TEST(ShiftStep, StridedSlicesOfAPaddedMapAreAStridedShift) {
+  for (bool same_steps : {true, false}) {
+    OnnxBuilder b;
+    const int64_t c = 6, h = 8, w = 10;
+    b.input("x", {2, c, h, w}).init_random("w0", {c, c, 1, 1}, 0.3f).init_random("w1", {5, c, 1, 1}, 0.3f);
+    b.init_i64("pads", {8}, {0, 0, 1, 1, 0, 0, 1, 1});
+    b.node("Conv", {"x", "w0"}, {"a"});
+    b.node("Pad", {"a", "pads"}, {"p"});
+    // (channels, start on H, start on W, step on H): group 0 reads the top padding row.
+    const int64_t groups[3][4] = {{0, 0, 1, 2}, {2, 2, 0, 2}, {4, 1, 2, same_steps ? 2 : 1}};
+    std::vector<std::string> parts;
+    for (int i = 0; i < 3; ++i) {
+      const auto& gr = groups[i];
+      const std::string k = std::to_string(i);
+      const int64_t hend = gr[3] == 2 ? gr[1] + h : gr[1] + h / 2;
+      b.init_i64("st" + k, {3}, {gr[0], gr[1], gr[2]}).init_i64("en" + k, {3}, {gr[0] + 2, hend, gr[2] + w});
+      b.init_i64("ax" + k, {3}, {1, 2, 3}).init_i64("sp" + k, {3}, {1, gr[3], 2});
+      b.node("Slice", {"p", "st" + k, "en" + k, "ax" + k, "sp" + k}, {"s" + k});
+      parts.push_back("s" + k);
+    }
+    OnnxBuilder::attr_int(b.node("Concat", parts, {"cat"}), "axis", 1);
+    b.node("Relu", {"cat"}, {"r"});
+    b.node("Conv", {"r", "w1"}, {"z"});
+    b.output("z");
+    Model m = b.load();
+    Session fast(m, {2, true}), ref(m, {1, false});
+    const std::string plan = fast.inspect();
+    EXPECT_EQ(plan.find("SluiceShift") != std::string::npos, same_steps) << plan;
+    if (same_steps) {
+      EXPECT_NE(plan.find("stride 2x2), NHWC]"), std::string::npos) << plan;
+    }
+    std::map<std::string, Tensor> in{{"x", random_tensor({2, c, h, w}, 32)}};
+    const auto got = fast.run(in).at("z");
+    EXPECT_EQ(got.shape(), (Shape{2, 5, h / 2, w / 2}));
+    EXPECT_LT(normalized_error(got, ref.run(in).at("z")), 1e-5) << plan;
+  }
+}
+
 // A shift that reads the model input as it is (NCHW: no conv before it) runs on the NCHW shift
 // kernel, not the reference one: contiguous groups and channel by channel, strided, cropping,
 // 2-pixel shifts, a map smaller than the reach, against the reference kernels; its output
