@@ -380,7 +380,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       if (!r.empty()) return r;
       continue;
     }
-    for (size_t i = 1; i < n.inputs.size() && n.op != OpType::Concat; ++i) {
+    for (size_t i = 1; i < n.inputs.size() && n.op != OpType::Concat && n.op != OpType::Add; ++i) {
       if (n.inputs[i] != v) continue;
       if (n.op == OpType::Conv && i == 3)
         return "meets a residual Add (fused into " + n.name + "): not dead in every member of its residual group";
@@ -582,7 +582,8 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
           if (in != kNoValue && g.value(in).is_constant())
             return "meets Add " + n.name + " of a constant that did not fold into a conv's bias (it does only right behind a "
                    "conv with no other reader, and where the sum stays finite)";
-        return "meets Add " + n.name + " of two activations (not fused into a conv, so not a residual group this pass handles)";
+        return "meets Add " + n.name + " of two activations: a residual group, whose channels go only where zero in every "
+               "member";
       default:
         return "read by " + std::string(op_name(n.op)) + " " + n.name;
     }
@@ -1269,12 +1270,65 @@ int prune_through_depthwise(Graph& g, std::set<NodeId>& tried) {
 }
 
 
+// An Add of two activations of one 4-D shape (no broadcast, no constant): a residual sum that
+// no conv took as its fused sum.
+bool residual_add(const Graph& g, const Node& n) {
+  if (n.op != OpType::Add || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
+  const Value &a = g.value(n.inputs[0]), &b = g.value(n.inputs[1]), &y = g.value(n.outputs[0]);
+  return !a.is_constant() && !b.is_constant() && a.dtype == DType::Float32 && a.shape.size() == 4 && a.shape == b.shape &&
+         a.shape == y.shape && n.inputs[0] != n.inputs[1];
+}
+
+// A conv whose output channels this pass can rewrite as a writer into a residual group: group
+// 1, constant weights and bias, no pre-shift, an activation that keeps 0 at 0. "" or why not.
+std::string group_writer_problem(const Graph& g, const Node& pn) {
+  const auto& cp = pn.p<ConvParams>();
+  if (cp.group != 1 || !g.value(pn.inputs[1]).is_constant() || !cp.pre_shift.empty() ||
+      (pn.inputs.size() > 2 && pn.inputs[2] != kNoValue && !g.value(pn.inputs[2]).is_constant()) ||
+      apply_activation(cp.activation, 0.f) != 0.f)
+    return "written by conv " + pn.name + " in a form this pass does not rewrite";
+  return "";
+}
+
+// Whether output channel o of conv n is exactly 0: filter and bias zero.
+bool zero_filter(const Graph& g, const Node& n, int64_t o) {
+  const Tensor& w = g.value(n.inputs[1]).constant;
+  const int64_t per = w.numel() / w.shape()[0];
+  const float* W = w.data<float>() + o * per;
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && g.value(n.inputs[2]).constant.data<float>()[o] != 0.f) return false;
+  return std::all_of(W, W + per, [](float v) { return v == 0.f; });
+}
+
+// A member written by a channel Concat: each input must be a conv that only the Concat reads
+// (its output channels then go with the member's), and `part` gets (conv, where its channels
+// start, how many). "" or why not.
+std::string concat_parts(const Graph& g, const Node& cat, const std::function<void(NodeId, int64_t, int64_t)>& part) {
+  const int64_t axis = cat.p<AxisParams>().axis;
+  if (axis != 1 && axis != -3) return "written by " + cat.name + ", a Concat on another axis";
+  int64_t at = 0;
+  for (ValueId in : cat.inputs) {
+    const Value& iv = g.value(in);
+    const NodeId pid = iv.producer;
+    if (pid < 0 || g.node(pid).op != OpType::Conv || iv.is_output || iv.consumers.size() != 1 || iv.shape.size() != 4)
+      return "written by " + cat.name + ", a Concat of something other than convs only it reads";
+    const Node& pn = g.node(pid);
+    if (pn.p<ConvParams>().fused_sum) return "written by " + cat.name + ", a Concat of a conv with a fused residual sum";
+    if (std::string why = group_writer_problem(g, pn); !why.empty()) return why;
+    if (std::string why = nonfinite_weights(g, pn); !why.empty()) return why;
+    part(pid, at, iv.shape[1]);
+    at += iv.shape[1];
+  }
+  return "";
+}
+
 // Residual groups (design.md §6, the DepGraph idea): the values a residual stream passes
 // through, tied channel by channel by the fused residual sums (a conv with fused_sum adds
-// input 3 to its output, channel c to channel c) and by Relu/MaxPool. Channel c can go only if
-// it is exactly zero in every member: every conv writing into the group has filter c and
-// bias c zero (and its activation keeps 0 at 0). Then it is removed from those convs'
-// outputs and from every reader's input. Returns the channels removed.
+// input 3 to its output, channel c to channel c), by Adds of two activations not fused into a
+// conv, and by Relu/MaxPool. Channel c can go only if it is exactly zero in every member:
+// every conv writing into the group has filter c and bias c zero (and its activation keeps 0
+// at 0), and a member written by a channel Concat of convs (a + cat(conv1(a), conv2(a))) has
+// it zero in the conv it comes from. Then it is removed from those convs' outputs and from
+// every reader's input. Returns the channels removed.
 int prune_groups(Graph& g) {
   g.rebuild_links();
   std::vector<ValueId> parent(g.values.size());
@@ -1285,11 +1339,15 @@ int prune_groups(Graph& g) {
   };
   auto unite = [&](ValueId a, ValueId b) { parent[static_cast<size_t>(find(a))] = find(b); };
   std::vector<NodeId> order = g.topological_order();
-  std::vector<NodeId> sum_convs;
+  std::vector<NodeId> sum_convs;  // and Adds of two activations, the same tie
   for (NodeId id : order) {
     const Node& n = g.node(id);
     if (n.op == OpType::Conv && n.p<ConvParams>().fused_sum && n.inputs.size() > 3) {
       unite(n.outputs[0], n.inputs[3]);
+      sum_convs.push_back(id);
+    } else if (residual_add(g, n)) {
+      unite(n.outputs[0], n.inputs[0]);
+      unite(n.outputs[0], n.inputs[1]);
       sum_convs.push_back(id);
     }
   }
@@ -1307,6 +1365,11 @@ int prune_groups(Graph& g) {
   for (auto& [root, members] : groups) {
     std::set<ValueId> in_group(members.begin(), members.end());
     std::vector<NodeId> writers;  // convs whose output is a member
+    struct Part {
+      NodeId conv;
+      int64_t at, m;  // its channels are the member's [at, at + m)
+    };
+    std::vector<Part> parts;  // convs writing a member through a channel Concat
     std::vector<Reader> readers;
     std::vector<ValueId> path;
     std::string why;
@@ -1319,15 +1382,13 @@ int prune_groups(Graph& g) {
       if (val.is_output || val.is_input || val.is_constant()) { why = "a member is a graph input or output"; break; }
       const Node& pn = g.node(val.producer);
       if (pn.op == OpType::Conv) {
-        const auto& cp = pn.p<ConvParams>();
-        if (cp.group != 1 || !g.value(pn.inputs[1]).is_constant() || !cp.pre_shift.empty() ||
-            (pn.inputs.size() > 2 && pn.inputs[2] != kNoValue && !g.value(pn.inputs[2]).is_constant()) ||
-            apply_activation(cp.activation, 0.f) != 0.f) {
-          why = "written by conv " + pn.name + " in a form this pass does not rewrite";
-          break;
-        }
+        why = group_writer_problem(g, pn);
+        if (!why.empty()) break;
         writers.push_back(val.producer);
-      } else if (pn.op != OpType::Relu && pn.op != OpType::MaxPool) {
+      } else if (pn.op == OpType::Concat) {
+        why = concat_parts(g, pn, [&](NodeId conv, int64_t at, int64_t m) { parts.push_back({conv, at, m}); });
+        if (!why.empty()) break;
+      } else if (pn.op != OpType::Relu && pn.op != OpType::MaxPool && !residual_add(g, pn)) {
         why = "written by " + std::string(op_name(pn.op)) + " " + pn.name;
         break;
       }
@@ -1372,9 +1433,12 @@ int prune_groups(Graph& g) {
       }
       if (!why.empty()) break;
     }
-    if (writers.empty()) continue;
+    if (writers.empty() && parts.empty()) continue;
     // Channels zero in every writer.
     std::vector<bool> dead(static_cast<size_t>(c), true);
+    for (const Part& pt : parts)
+      for (int64_t o = 0; o < pt.m; ++o)
+        dead[static_cast<size_t>(pt.at + o)] = dead[static_cast<size_t>(pt.at + o)] && zero_filter(g, g.node(pt.conv), o);
     for (NodeId wid : writers) {
       const Node& wn = g.node(wid);
       const Tensor& w = g.value(wn.inputs[1]).constant;
@@ -1396,8 +1460,15 @@ int prune_groups(Graph& g) {
     const int64_t k = static_cast<int64_t>(keep.size());
     std::string names;
     for (NodeId wid : writers) names += (names.empty() ? "" : ", ") + g.node(wid).name;
+    for (const Part& pt : parts) names += (names.empty() ? "" : ", ") + g.node(pt.conv).name;
     PruneReport report{"residual group {" + names + "}", c, c - k, 0, 0, ""};
     if (k == c) continue;  // nothing dead in every member: the per-conv pass reports the rest
+    std::vector<std::vector<int32_t>> part_keep(parts.size());
+    for (size_t i = 0; i < parts.size() && why.empty(); ++i) {
+      for (int32_t o : keep)
+        if (o >= parts[i].at && o < parts[i].at + parts[i].m) part_keep[i].push_back(static_cast<int32_t>(o - parts[i].at));
+      if (part_keep[i].empty()) why = "every channel of " + g.node(parts[i].conv).name + ", a part of a Concat in it, is dead";
+    }
     if (!why.empty() || k == 0) {
       report.removed = 0;
       report.kept_reason = k == 0 ? "every channel is dead (the stream would vanish)" : why;
@@ -1405,6 +1476,7 @@ int prune_groups(Graph& g) {
       continue;
     }
     for (NodeId wid : writers) compact_producer(g, wid, keep);
+    for (size_t i = 0; i < parts.size(); ++i) compact_producer(g, parts[i].conv, part_keep[i]);
     for (ValueId v : members) g.value(v).shape[1] = k;
     for (ValueId v : path) g.value(v).shape[1] = k;
     const std::vector<float> zeros(static_cast<size_t>(c), 0.f);

@@ -434,6 +434,46 @@ def concat_case(a):
         st["executed_macs"], want))
 
 
+class ConcatResidual(nn.Module):
+    """A residual stream added to a Concat of two branches (a + cat(b1(a), b2(a))), the Add not
+    fused into a conv: stem 3x3 -> 8 (BN, ReLU); b1 3x3 -> 4 and b2 1x1 -> 4 (BN each); Add,
+    ReLU, a padded 3x3 conv -> 6, GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.n0 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b1, self.n1 = nn.Conv2d(8, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.b2, self.n2 = nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4)
+        self.c3, self.fc = nn.Conv2d(8, 6, 3, padding=1), nn.Linear(6, 10)
+
+    def forward(self, x):
+        a = F.relu(self.n0(self.c0(x)))
+        y = F.relu(a + torch.cat([self.n1(self.b1(a)), self.n2(self.b2(a))], 1))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.c3(y), 1), 1))
+
+
+def concat_residual_case(a):
+    """Channels 0 and 7 are dead in the stem and in the branch each comes from (b1's 0, b2's 3):
+    they go from the stream, both branches and the readers; b1's dead 1 stays (the stem's 1 is
+    live)."""
+    torch.manual_seed(7)
+    m = ConcatResidual()
+    randomise_bn(m)
+    with torch.no_grad():
+        for bn, dead in ((m.n0, [0, 7]), (m.n1, [0, 1]), (m.n2, [3])):
+            bn.weight[dead] = 0
+            bn.bias[dead] = 0
+    m.eval()
+    insp, st = run_case(a, "concat_residual", m, keep_bn=False)
+    got = {r["node"]: r["removed"] for r in insp["pruning"]}
+    check(got.get("residual group {/c0/Conv, /b1/Conv, /b2/Conv}") == 2,
+          "concat_residual: the 2 channels dead in every member go (%s)" % got)
+    px = 28 * 28
+    want = 3 * (6 * 9 * px + 3 * 6 * 9 * px + 3 * 6 * px + 6 * 6 * 9 * px + 6 * 10)
+    check(st["executed_macs"] == want, "concat_residual: executed MACs %d = the compacted net's %d" % (
+        st["executed_macs"], want))
+
+
 class PreAct(nn.Module):
     """Pre-activation blocks, as in the network-slimming paper's ResNet-164 and DenseNet-40:
     BN -> ReLU before each conv, the BN reading a tensor that others read too (the residual
@@ -1400,6 +1440,7 @@ def main():
     committed_models(a)
     inf_reader_case(a)
     concat_case(a)
+    concat_residual_case(a)
     preact_case(a)
     spp_case(a)
     copy_path_case(a)

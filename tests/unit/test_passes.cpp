@@ -815,6 +815,62 @@ TEST(PruneChannels, DepthwiseZeroFilterKeptWithOneReason) {
   EXPECT_LT(fast_vs_reference(m, {1, 8, 6, 6}), 1e-5);
 }
 
+// a + cat(conv1(a), conv2(a)) (found by a probe: nothing went): an Add of two activations ties
+// a and the Concat's channels into one residual group; a channel goes where it is zero in a and
+// in the conv of the Concat it comes from (0 and 7 here), from both convs' outputs (and inputs)
+// and a's; only 0 where a's channel 7 is not dead. Where a Concat part (c2's 4-7) would lose
+// every channel, nothing of the group goes. Numbers against the reference kernels every way.
+TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
+  struct Case {
+    bool a7_dead, c2_all_dead;
+    int64_t removed;
+  };
+  for (const Case& t : {Case{true, false, 2}, Case{false, false, 1}, Case{true, true, 0}}) {
+    OnnxBuilder b;
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd;
+    auto filters = [&](int64_t m, int64_t c, int64_t taps, std::vector<int> dead) {
+      std::vector<float> w(static_cast<size_t>(m * c * taps));
+      for (int64_t o = 0; o < m; ++o)
+        for (int64_t i = 0; i < c * taps; ++i)
+          w[static_cast<size_t>(o * c * taps + i)] = std::count(dead.begin(), dead.end(), o) ? 0.f : nd(rng);
+      return w;
+    };
+    std::vector<int> a_dead{0};
+    if (t.c2_all_dead) a_dead.insert(a_dead.end(), {4, 5, 6});  // (then 4-7 are dead in every member)
+    if (t.a7_dead) a_dead.push_back(7);
+    b.input("x", {1, 3, 6, 6}).init("w0", {8, 3, 3, 3}, filters(8, 3, 9, a_dead));
+    b.init("w1", {4, 8, 3, 3}, filters(4, 8, 9, {0, 1}));
+    b.init("w2", {4, 8, 1, 1}, filters(4, 8, 1, t.c2_all_dead ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{3}));
+    b.init_random("w3", {5, 8, 3, 3});
+    for (const char* c : {"c0", "c1"}) b.init("b" + std::string(c), {c[1] == '0' ? 8 : 4}, std::vector<float>(c[1] == '0' ? 8 : 4, 0.f));
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w0", "bc0"}, {"c"}, "c0"), "pads", {1, 1, 1, 1});
+    b.node("Relu", {"c"}, {"a"});
+    OnnxBuilder::attr_ints(b.node("Conv", {"a", "w1", "bc1"}, {"p"}, "c1"), "pads", {1, 1, 1, 1});
+    b.node("Conv", {"a", "w2"}, {"q"}, "c2");
+    OnnxBuilder::attr_int(b.node("Concat", {"p", "q"}, {"r"}), "axis", 1);
+    b.node("Add", {"a", "r"}, {"s"});
+    b.node("Relu", {"s"}, {"t"});
+    OnnxBuilder::attr_ints(b.node("Conv", {"t", "w3"}, {"y"}, "c3"), "pads", {1, 1, 1, 1});
+    b.output("y");
+    Model m = b.load();
+    const std::string insp = Session(m).inspect();
+    const std::string group = "'residual group {c0, c1, c2}': " + std::to_string(t.removed) + " of 8 channels removed";
+    EXPECT_NE(insp.find(group), std::string::npos) << insp;
+    if (t.c2_all_dead) {
+      EXPECT_NE(insp.find("every channel of c2, a part of a Concat in it, is dead"), std::string::npos) << insp;
+    }
+    runtime::Plan p = make_plan(m, true);
+    for (const auto& st : p.steps()) {
+      const graph::Node& n = p.graph().node(st.node);
+      if (n.name == "c3") {
+        EXPECT_EQ(p.graph().value(n.inputs[0]).shape[1], 8 - t.removed) << insp;
+      }
+    }
+    EXPECT_LT(fast_vs_reference(m, {1, 3, 6, 6}), 1e-5) << insp;
+  }
+}
+
 // A depthwise one-hot shift whose pruned channels have all-zero kernels (found by a probe) is
 // one-hot only once pruning has removed them: it is recognised then, fused into its 1x1 reader,
 // and the dense MACs still count the 8-channel depthwise conv of the model. A kernel with a
