@@ -4,7 +4,7 @@
 // lift_1d (before shape inference) rewrites each such node to its 2-D form between an Unsqueeze
 // and a Squeeze of axis 2. sink_squeezes (once shapes are known) then moves each Squeeze down
 // past the ops that work the same on [N, C, 1, L] (elementwise ops, BatchNormalization, global
-// pools, channel Concat, Pad, reductions, Flatten) until it meets the next Unsqueeze and both vanish: a
+// pools, channel Concat, Pad, Slice, reductions, Flatten) until it meets the next Unsqueeze and both vanish: a
 // Conv1d -> BN -> ReLU -> MaxPool1d -> Conv1d stack becomes the 2-D stack, which then folds,
 // fuses and prunes like one exported from Conv2d.
 #include <algorithm>
@@ -268,6 +268,32 @@ int sink_squeezes(Graph& g) {
           const std::vector<int64_t> p4 = {p3[0], p3[1], 0, p3[2], p3[3], p3[4], 0, p3[5]};
           const ValueId pads = add_constant(g, n.name + ":pads_2d", Tensor::from_vector<int64_t>({8}, p4));
           sink_through(g, r, x4, pads);
+          ++moved, again = true;
+          continue;
+        }
+        if (n.op == OpType::Slice && n.inputs[0] == y3 && n.outputs.size() == 1 && n.inputs.size() >= 3) {
+          // Constant starts, ends (and axes, steps): the same slice of the 4-D form, its axes
+          // past the inserted one moved up by one (a 1-D shift's Pad + Slice + Concat then
+          // meets recognise_shifts in 2-D).
+          const std::vector<int64_t> starts = const_ints(g, n, 1), ends = const_ints(g, n, 2);
+          std::vector<int64_t> axes = n.inputs.size() > 3 && n.inputs[3] != kNoValue ? const_ints(g, n, 3)
+                                                                                     : std::vector<int64_t>{};
+          if (starts.empty() || ends.size() != starts.size() || (n.inputs.size() > 3 && n.inputs[3] != kNoValue && axes.size() != starts.size()))
+            continue;
+          if (n.inputs.size() > 4 && n.inputs[4] != kNoValue && const_ints(g, n, 4).size() != starts.size()) continue;
+          if (axes.empty())
+            for (size_t k = 0; k < starts.size(); ++k) axes.push_back(static_cast<int64_t>(k));
+          if (std::any_of(axes.begin(), axes.end(), [](int64_t a) { return a < -3 || a > 2; })) continue;
+          for (int64_t& a : axes) a = axis_in_4d(a < 0 ? a + 3 : a);
+          const Shape as{static_cast<int64_t>(axes.size())};
+          const bool i32 = g.value(n.inputs[1]).dtype == DType::Int32;  // (the same type as starts)
+          const ValueId axes4 = add_constant(g, n.name + ":axes_2d",
+                                             i32 ? Tensor::from_vector<int32_t>(as, std::vector<int32_t>(axes.begin(), axes.end()))
+                                                 : Tensor::from_vector<int64_t>(as, axes));
+          sink_through(g, r, x4, kNoValue);
+          Node& sl = g.node(r);
+          if (sl.inputs.size() < 4) sl.inputs.resize(4, kNoValue);
+          sl.inputs[3] = axes4;
           ++moved, again = true;
           continue;
         }

@@ -33,19 +33,18 @@ class OnnxBuilder {
     return *this;
   }
   OnnxBuilder& init(const std::string& name, const Shape& shape, const std::vector<float>& data) {
-    auto* t = model_.mutable_graph()->add_initializer();
-    t->set_name(name);
-    t->set_data_type(onnx::TensorProto::FLOAT);
-    for (int64_t d : shape) t->add_dims(d);
+    auto* t = new_initializer(name, shape, onnx::TensorProto::FLOAT);
     for (float v : data) t->add_float_data(v);
     return *this;
   }
   OnnxBuilder& init_i64(const std::string& name, const Shape& shape, const std::vector<int64_t>& data) {
-    auto* t = model_.mutable_graph()->add_initializer();
-    t->set_name(name);
-    t->set_data_type(onnx::TensorProto::INT64);
-    for (int64_t d : shape) t->add_dims(d);
+    auto* t = new_initializer(name, shape, onnx::TensorProto::INT64);
     for (int64_t v : data) t->add_int64_data(v);
+    return *this;
+  }
+  OnnxBuilder& init_i32(const std::string& name, const Shape& shape, const std::vector<int32_t>& data) {
+    auto* t = new_initializer(name, shape, onnx::TensorProto::INT32);
+    for (int32_t v : data) t->add_int32_data(v);
     return *this;
   }
   // Random initializer, seeded.
@@ -99,6 +98,13 @@ class OnnxBuilder {
   }
 
  private:
+  onnx::TensorProto* new_initializer(const std::string& name, const Shape& shape, int type) {
+    auto* t = model_.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(type);
+    for (int64_t d : shape) t->add_dims(d);
+    return t;
+  }
   static void value_info(onnx::ValueInfoProto* vi, const std::string& name, const Shape& shape, int elem) {
     vi->set_name(name);
     auto* tt = vi->mutable_type()->mutable_tensor_type();

@@ -219,6 +219,41 @@ TEST(ShiftStep, StridedSlicesOfAPaddedMapAreAStridedShift) {
   }
 }
 
+// A 1-D shift as Pad + Slice + Concat on a Conv1d's output, with no Conv1d after it (found by a
+// probe: six reference Slices and a Concat): the Squeeze after the lifted conv sinks past the
+// Slices too (their axes moved past the inserted one; given as -2, -1; int64 or int32), and the
+// 2-D form is a shift step. Against the reference kernels.
+TEST(ShiftStep, OneDimensionalPadSliceConcatIsAShift) {
+  for (bool i32 : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", {2, 4, 11}).init_random("w", {9, 4, 1}, 0.5f).init_i64("pads", {6}, {0, 0, 1, 0, 0, 1});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}), "kernel_shape", {1});
+    b.node("Relu", {"c"}, {"r"});
+    b.node("Pad", {"r", "pads"}, {"p"});
+    std::vector<std::string> parts;
+    for (int k = 0; k < 3; ++k) {
+      const std::string i = std::to_string(k);
+      if (i32)
+        b.init_i32("st" + i, {2}, {3 * k, k}).init_i32("en" + i, {2}, {3 * k + 3, k + 11}).init_i32("ax" + i, {2}, {-2, -1});
+      else
+        b.init_i64("st" + i, {2}, {3 * k, k}).init_i64("en" + i, {2}, {3 * k + 3, k + 11}).init_i64("ax" + i, {2}, {-2, -1});
+      b.node("Slice", {"p", "st" + i, "en" + i, "ax" + i}, {"s" + i});
+      parts.push_back("s" + i);
+    }
+    OnnxBuilder::attr_int(b.node("Concat", parts, {"y"}), "axis", 1);
+    b.output("y");
+    Model m = b.load();
+    Session fast(m, {1, true}), ref(m, {1, false});
+    const std::string plan = fast.inspect();
+    EXPECT_NE(plan.find("SluiceShift"), std::string::npos) << plan;
+    EXPECT_EQ(plan.find("Slice "), std::string::npos) << plan;
+    std::map<std::string, Tensor> in{{"x", random_tensor({2, 4, 11}, 33)}};
+    const Tensor got = fast.run(in).at("y");
+    EXPECT_EQ(got.shape(), (Shape{2, 9, 11}));
+    EXPECT_LT(normalized_error(got, ref.run(in).at("y")), 1e-6) << plan;
+  }
+}
+
 // A shift that reads the model input as it is (NCHW: no conv before it) runs on the NCHW shift
 // kernel, not the reference one: contiguous groups and channel by channel, strided, cropping,
 // 2-pixel shifts, a map smaller than the reach, against the reference kernels; its output
