@@ -40,6 +40,8 @@ const char* saliency_act_name(Saliency::Act a) {
     case Saliency::Act::HardSigmoid: return "hard sigmoid";
     case Saliency::Act::Softplus: return "softplus";
     case Saliency::Act::Elu: return "elu";
+    case Saliency::Act::Tanh: return "tanh";
+    case Saliency::Act::Abs: return "abs";
     case Saliency::Act::Identity: return "no activation";
   }
   return "?";

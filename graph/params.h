@@ -249,11 +249,11 @@ enum class BetaMode : uint8_t { None, Masked, Unmasked };
 // The activation of an FBS gate's predictor, g = act(Wg s + bg). Not all are >= 0: a channel is
 // active wherever its pi is not 0, whatever its sign.
 struct Saliency {
-  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Identity } act = Act::Relu;
+  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, Identity } act = Act::Relu;
   float alpha = 0.f, beta = 0.f;
   // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
   bool nonnegative() const {
-    return act == Act::Relu || act == Act::Sigmoid || act == Act::HardSigmoid || act == Act::Softplus ||
+    return act == Act::Relu || act == Act::Sigmoid || act == Act::HardSigmoid || act == Act::Softplus || act == Act::Abs ||
            (act == Act::Clip && alpha >= 0.f && beta >= 0.f);  // min(max(x, lo), hi): hi alone when lo > hi
   }
 };

@@ -7,7 +7,8 @@
 //        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views (the mean, as FBS), or the maximum
 //        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
-//     -> Gemm | MatMul [+ Add] | 1x1 Conv [-> views] -> Relu | Sigmoid [-> views] = g
+//     -> Gemm | MatMul [+ Add] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
+//        | Softplus | Elu | Tanh | Abs] [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -513,6 +514,8 @@ class GateMatcher {
       case OpType::HardSigmoid: a = {Act::HardSigmoid, n.p<AlphaBetaParams>().alpha, n.p<AlphaBetaParams>().beta}; return &n;
       case OpType::Softplus: a = {Act::Softplus}; return &n;
       case OpType::Elu: a = {Act::Elu, n.p<AlphaBetaParams>().alpha}; return &n;
+      case OpType::Tanh: a = {Act::Tanh}; return &n;
+      case OpType::Abs: a = {Act::Abs}; return &n;
       case OpType::Clip: {
         float lo = 0.f, hi = 0.f;
         if (!clip_bounds(g_, n, lo, hi)) throw Reject{"the saliency's Clip " + n.name + " has bounds that are not constant scalars"};
@@ -524,8 +527,8 @@ class GateMatcher {
   }
 
   Predictor predictor(ValueId g, int64_t m) const {
-    // g = act(z): FBS's relu, or the sigmoid, leaky relu, relu6 (Clip), hard sigmoid, softplus
-    // or elu of other gating papers, or z itself. g may be a view of it ([N, M, 1, 1] flattened).
+    // g = act(z): FBS's relu, or the sigmoid, leaky relu, relu6 (Clip), hard sigmoid, softplus,
+    // elu, tanh or abs of other gating papers, or z itself. g may be a view of it ([N, M, 1, 1] flattened).
     // A winner whose g is 0 (a dead relu, an underflowed sigmoid) gets the suppressed channel's
     // value, as the graph gives it; one whose g is negative is active like any other.
     Predictor p;
@@ -596,7 +599,7 @@ class GateMatcher {
       const Node* mm = prod(mm_out, OpType::MatMul);
       if (!mm)
         throw Reject{"g is not computed by a Gemm, a MatMul [+ Add] or a 1x1 Conv, through one of Relu, Sigmoid, "
-                     "LeakyRelu, Clip, HardSigmoid, Softplus or Elu"};
+                     "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh or Abs"};
       const Value& wv = g_.value(mm->inputs[1]);
       if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
         throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};

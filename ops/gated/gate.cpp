@@ -54,6 +54,8 @@ float saliency(const graph::Saliency& a, float x) {
     }
     case Act::Softplus: return x > 0.f ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
     case Act::Elu: return x < 0.f ? a.alpha * std::expm1(x) : x;
+    case Act::Tanh: return std::tanh(x);
+    case Act::Abs: return std::fabs(x);
     case Act::Identity: return x;
   }
   return x;

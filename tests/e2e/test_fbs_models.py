@@ -225,7 +225,8 @@ def partly_gated_models(work):
 
 
 # Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
-SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg")
+SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg", "tanh_g_neg",
+                  "abs_g")
 
 
 def other_form_models(work):
@@ -243,15 +244,15 @@ def other_form_models(work):
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
     expanded or repeated to the conv's shape by hand; the saliency pooled by the maximum or the
     L2 norm instead of the mean; the top-k taken in double and cast back; the 1x1-conv
-    predictor's [N, C, 1, 1] ranked and scattered as it is; g = relu6, hardsigmoid or softplus
-    of the predictor, or its leaky relu, elu or no activation at all with winners below 0.
+    predictor's [N, C, 1, 1] ranked and scattered as it is; g = relu6, hardsigmoid, softplus or abs
+    of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
     each has one gated conv."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
     saliency_acts = dict(zip(SALIENCY_FORMS, (F.relu6, F.hardsigmoid, F.softplus, lambda z: F.leaky_relu(z, 0.1),
-                                              F.elu, lambda z: z)))
+                                              F.elu, lambda z: z, torch.tanh, torch.abs)))
 
     class Net(nn.Module):
         def __init__(self, form, k=6):

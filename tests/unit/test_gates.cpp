@@ -49,7 +49,7 @@ struct GateCase {
   int64_t stride = 1;      // the conv's
   bool relu_first = false;  // relu(conv) * pi (no beta, no Relu after): as relu(conv * pi), pi >= 0
   bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
-  const char* act = "Relu";  // g = act(...): Relu, Sigmoid, LeakyRelu, Clip (relu6), HardSigmoid, Softplus, Elu, or "" (none)
+  const char* act = "Relu";  // g = act(...): Relu, Sigmoid, LeakyRelu, Clip (relu6), HardSigmoid, Softplus, Elu, Tanh, Abs, or "" (none)
   float bg_offset = 1.5f;    // the predictor's biases are N(offset, 0.3): every g > 0 at the default
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
@@ -459,6 +459,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // Winners whose g is negative: active like any other (pi = g != 0).
                       Variant{"leaky_relu_g_negative", with([](GateCase& g) { g.act = "LeakyRelu"; g.bg_offset = -1.f; g.beta = Beta::Unmasked; })},
                       Variant{"elu_g_negative", with([](GateCase& g) { g.act = "Elu"; g.bg_offset = -1.f; g.beta = Beta::None; })},
+                      Variant{"tanh_g_negative", with([](GateCase& g) { g.act = "Tanh"; g.bg_offset = -0.5f; g.beta = Beta::Unmasked; })},
+                      Variant{"abs_g", with([](GateCase& g) { g.act = "Abs"; g.bg_offset = -0.5f; })},
+                      Variant{"abs_g_relu_first", with([](GateCase& g) { g.act = "Abs"; g.relu_first = true; g.beta = Beta::None; })},
                       Variant{"no_activation_g_negative", with([](GateCase& g) { g.act = ""; g.bg_offset = -1.f; g.beta = Beta::None; g.form = Form::Losers; })},
                       Variant{"leaky_relu_g_threshold", with([](GateCase& g) { g.act = "LeakyRelu"; g.bg_offset = -1.f; g.beta = Beta::None; g.form = Form::ThresholdSliceGe; })},
                       Variant{"masked_beta_flat", with([](GateCase& g) { g.beta_flat = true; })},
@@ -563,7 +566,7 @@ TEST(GatedConv, NegativeSaliencyKeepsPiGreaterThanZeroMaskGeneric) {
 }
 
 TEST(GatedConv, ReluBeforeGateWithNegativeSaliencyIsNotTaken) {
-  for (const char* act : {"LeakyRelu", "Elu", ""}) {
+  for (const char* act : {"LeakyRelu", "Elu", "Tanh", ""}) {
     GateCase gc;
     gc.act = act;
     gc.bg_offset = -0.2f;

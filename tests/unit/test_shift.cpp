@@ -196,10 +196,10 @@ TEST(ShiftStep, StridedSlicesOfAPaddedMapAreAStridedShift) {
       const auto& gr = groups[i];
       const std::string k = std::to_string(i);
       const int64_t hend = gr[3] == 2 ? gr[1] + h : gr[1] + h / 2;
-      b.init_i64("st" + k, {3}, {gr[0], gr[1], gr[2]}).init_i64("en" + k, {3}, {gr[0] + 2, hend, gr[2] + w});
-      b.init_i64("ax" + k, {3}, {1, 2, 3}).init_i64("sp" + k, {3}, {1, gr[3], 2});
-      b.node("Slice", {"p", "st" + k, "en" + k, "ax" + k, "sp" + k}, {"s" + k});
-      parts.push_back("s" + k);
+      b.init_i64(std::string("st") + k, {3}, {gr[0], gr[1], gr[2]}).init_i64(std::string("en") + k, {3}, {gr[0] + 2, hend, gr[2] + w});
+      b.init_i64(std::string("ax") + k, {3}, {1, 2, 3}).init_i64(std::string("sp") + k, {3}, {1, gr[3], 2});
+      b.node("Slice", {"p", std::string("st") + k, std::string("en") + k, std::string("ax") + k, std::string("sp") + k}, {std::string("s") + k});
+      parts.push_back(std::string("s") + k);
     }
     OnnxBuilder::attr_int(b.node("Concat", parts, {"cat"}), "axis", 1);
     b.node("Relu", {"cat"}, {"r"});
@@ -234,11 +234,11 @@ TEST(ShiftStep, OneDimensionalPadSliceConcatIsAShift) {
     for (int k = 0; k < 3; ++k) {
       const std::string i = std::to_string(k);
       if (i32)
-        b.init_i32("st" + i, {2}, {3 * k, k}).init_i32("en" + i, {2}, {3 * k + 3, k + 11}).init_i32("ax" + i, {2}, {-2, -1});
+        b.init_i32(std::string("st") + i, {2}, {3 * k, k}).init_i32(std::string("en") + i, {2}, {3 * k + 3, k + 11}).init_i32(std::string("ax") + i, {2}, {-2, -1});
       else
-        b.init_i64("st" + i, {2}, {3 * k, k}).init_i64("en" + i, {2}, {3 * k + 3, k + 11}).init_i64("ax" + i, {2}, {-2, -1});
-      b.node("Slice", {"p", "st" + i, "en" + i, "ax" + i}, {"s" + i});
-      parts.push_back("s" + i);
+        b.init_i64(std::string("st") + i, {2}, {3 * k, k}).init_i64(std::string("en") + i, {2}, {3 * k + 3, k + 11}).init_i64(std::string("ax") + i, {2}, {-2, -1});
+      b.node("Slice", {"p", std::string("st") + i, std::string("en") + i, std::string("ax") + i}, {std::string("s") + i});
+      parts.push_back(std::string("s") + i);
     }
     OnnxBuilder::attr_int(b.node("Concat", parts, {"y"}), "axis", 1);
     b.output("y");
