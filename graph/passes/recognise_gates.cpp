@@ -13,7 +13,7 @@
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
-//              ReduceSum(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
+//              ReduceSum | ReduceMax(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
 //   (each ScatterElements also as index_put's ScatterND: pi[arange(N)[:, None], i] = v writes
 //    at the pairs Concat(constant rows n, Unsqueeze(i)))
 //   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0) | Where(Not-cmp, 0, g) (masked_fill), cmp = g > t | g >= t (or t < g, t <= g, or
@@ -368,9 +368,11 @@ class GateMatcher {
         s.k = topk_k(*t);
         return s;
       }
-      // Ones at the TopK indices written with one_hot: ReduceSum(OneHot(TopK(g, k).indices, C,
-      // [0, 1]), over the k axis).
-      if (const Node* rs = prod(mv, OpType::ReduceSum); rs && !where) {
+      // Ones at the TopK indices written with one_hot: ReduceSum (or ReduceMax: TopK's indices
+      // are distinct, so the two agree) of OneHot(TopK(g, k).indices, C, [0, 1]) over the k axis.
+      const Node* rs = prod(mv, OpType::ReduceSum);
+      if (!rs) rs = prod(mv, OpType::ReduceMax);
+      if (rs && !where) {
         const Node* oh = prod(rs->inputs[0], OpType::OneHot);
         const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
         const Value& ohv = oh ? g_.value(oh->outputs[0]) : g_.value(rs->inputs[0]);

@@ -238,7 +238,7 @@ def other_form_models(work):
     a sum over H, W divided by H * W; the mean |x| as an L1 norm over H * W, or as avg_pool2d
     with a kernel the size of the map; the gate after the conv's Relu; g >= t at opset 11
     (Not(Less)); the k-th largest read with torch.gather; the winners as the first k of
-    argsort with their g gathered; the winners' ones written with one_hot; scatter_add into
+    argsort with their g gathered; the winners' ones written with one_hot (summed, or their max); scatter_add into
     zeros; index_put (pi[arange(N)[:, None], i] = v, exported as ScatterND at (n, i) pairs) of
     the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
@@ -327,6 +327,8 @@ def other_form_models(work):
                 pi = g.masked_fill(g < g.topk(k, 1).values[:, -1:], 0.0)
             elif self.form == "one_hot_mask":  # ones at the winners written with one_hot
                 pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).to(g.dtype)
+            elif self.form == "one_hot_max_mask":  # the same, the one-hot rows reduced by their max
+                pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).amax(1).to(g.dtype)
             elif self.form in ("slice_ge", "slice_ge_opset11"):  # opset 11 writes >= as Not(Less)
                 pi = g * (g >= g.topk(k, 1).values[:, -1:]).float()
             elif self.form == "sort_ge":  # the k-th of all C sorted (exports as TopK(g, C))
@@ -355,7 +357,7 @@ def other_form_models(work):
     out = []
     for form in ("scatter_ones", "slice_ge", "sort_ge", "gather_where_le", "min_gt", "conv1x1_predictor", "sum_over_hw",
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
-                 "argsort_scatter", "one_hot_mask", "scatter_add", "index_put_values", "index_put_mask",
+                 "argsort_scatter", "one_hot_mask", "one_hot_max_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
                  "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge", "conv1x1_topk_nc11",
                  *SALIENCY_FORMS):
