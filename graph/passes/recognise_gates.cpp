@@ -7,7 +7,7 @@
 //        [of Abs(x)], or ReduceL1(x, axes 2,3) / HW -> views (the mean, as FBS), or the maximum
 //        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
-//     -> Gemm | MatMul [+ Add] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
+//     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
 //        | Softplus | Elu | Tanh | Abs] [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
@@ -588,27 +588,35 @@ class GateMatcher {
       f = cv->inputs[0];
       p.desc = "1x1 Conv";
     } else {
+      // The bias added, or subtracted: s W - b (b - s W negates W too).
       const Node* add = prod(z, OpType::Add);
+      if (!add) add = prod(z, OpType::Sub);
       ValueId mm_out = z;
+      float w_sign = 1.f;
       p.bg.assign(static_cast<size_t>(m), 0.f);
       if (add) {
         int bias_side = g_.value(add->inputs[1]).is_constant() ? 1 : g_.value(add->inputs[0]).is_constant() ? 0 : -1;
         if (bias_side < 0 || numel(add->inputs[bias_side]) != m)
-          throw Reject{"the gate's Add " + add->name + " is not a per-channel bias"};
+          throw Reject{"the gate's " + std::string(add->op == OpType::Sub ? "Sub " : "Add ") + add->name +
+                       " is not a per-channel bias"};
         p.bg = floats(add->inputs[bias_side]);
+        if (add->op == OpType::Sub && bias_side == 1)
+          for (float& x : p.bg) x = -x;
+        if (add->op == OpType::Sub && bias_side == 0) w_sign = -1.f;
         mm_out = add->inputs[1 - bias_side];
       }
       const Node* mm = prod(mm_out, OpType::MatMul);
       if (!mm)
-        throw Reject{"g is not computed by a Gemm, a MatMul [+ Add] or a 1x1 Conv, through one of Relu, Sigmoid, "
+        throw Reject{"g is not computed by a Gemm, a MatMul [+ or - a bias] or a 1x1 Conv, through one of Relu, Sigmoid, "
                      "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh or Abs"};
       const Value& wv = g_.value(mm->inputs[1]);
       if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
         throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};
       w = floats(mm->inputs[1]);
+      for (float& x : w) x *= w_sign;
       c = wv.shape[0];
       f = mm->inputs[0];
-      p.desc = add ? "MatMul+Add" : "MatMul";
+      p.desc = !add ? "MatMul" : add->op == OpType::Sub ? "MatMul+Sub" : "MatMul+Add";
     }
     // The pooled saliency.
     ValueId pooled = through_views(f);

@@ -33,7 +33,7 @@ enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, Thr
 // GlobalMax / ReduceMax / WholeMapMaxPool / ReduceL2: the maximum or L2 norm over H, W instead of the mean.
 enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool, GlobalMax, ReduceMax, WholeMapMaxPool,
                   ReduceL2 };
-enum class Fc { Gemm, MatMulAdd, Conv1x1 };  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
+enum class Fc { Gemm, MatMulAdd, MatMulSub, SubMatMul, Conv1x1 };  // MatMulSub: s W - b; SubMatMul: b - s W  // Conv1x1: on the [N, C, 1, 1] pool, then Flatten
 enum class Bcast { Unsqueeze, Reshape };
 enum class Beta { None, Masked, Unmasked };
 
@@ -122,7 +122,9 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   } else {
     b.node("Transpose", {p + "wg"}, {p + "wgT"});
     b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
-    b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
+    if (gc.fc == Fc::MatMulSub) b.node("Sub", {p + "mm", p + "bg"}, {p + "z"});
+    else if (gc.fc == Fc::SubMatMul) b.node("Sub", {p + "bg", p + "mm"}, {p + "z"});
+    else b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
   }
   const std::string act = gc.act, g_act = p + (gc.fc == Fc::Conv1x1 ? "g4" : "g");
   if (act.empty()) {
@@ -474,6 +476,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
+                      Variant{"matmul_sub", with([](GateCase& g) { g.fc = Fc::MatMulSub; g.bg_offset = -1.5f; })},
+                      Variant{"sub_matmul", with([](GateCase& g) { g.fc = Fc::SubMatMul; })},
                       Variant{"conv1x1_predictor", with([](GateCase& g) { g.fc = Fc::Conv1x1; })},
                       Variant{"sum_div_hw", with([](GateCase& g) { g.pool = Pool::SumDiv; })},
                       Variant{"l1_div_hw", with([](GateCase& g) { g.pool = Pool::L1Div; })},
