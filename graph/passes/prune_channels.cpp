@@ -1307,6 +1307,8 @@ std::string concat_parts(const Graph& g, const Node& cat, const std::function<vo
   if (axis != 1 && axis != -3) return "written by " + cat.name + ", a Concat on another axis";
   int64_t at = 0;
   for (ValueId in : cat.inputs) {
+    if (std::count(cat.inputs.begin(), cat.inputs.end(), in) > 1)  // (its consumers list the Concat once)
+      return "written by " + cat.name + ", a Concat that reads one conv's output twice";
     const Value& iv = g.value(in);
     const NodeId pid = iv.producer;
     if (pid < 0 || g.node(pid).op != OpType::Conv || iv.is_output || iv.consumers.size() != 1 || iv.shape.size() != 4)
@@ -1475,6 +1477,15 @@ int prune_groups(Graph& g) {
       g.pruning.push_back(report);
       continue;
     }
+    // The model's input channels of every conv involved, before any of them shrinks a member
+    // that another reads (a writer or part reading a member, y + conv(y)).
+    auto note_dense_in = [&](NodeId id) {
+      Node& n = g.node(id);
+      if (n.op == OpType::Conv && n.p<ConvParams>().dense_in == 0) n.p<ConvParams>().dense_in = g.value(n.inputs[0]).shape[1];
+    };
+    for (NodeId wid : writers) note_dense_in(wid);
+    for (const Part& pt : parts) note_dense_in(pt.conv);
+    for (const Reader& r : readers) note_dense_in(r.node);
     for (NodeId wid : writers) compact_producer(g, wid, keep);
     for (size_t i = 0; i < parts.size(); ++i) compact_producer(g, parts[i].conv, part_keep[i]);
     for (ValueId v : members) g.value(v).shape[1] = k;

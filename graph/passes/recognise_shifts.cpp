@@ -96,8 +96,9 @@ bool one_hot_conv_shift(const Graph& g, const Node& n, ShiftParams& sp, std::vec
   }
   if (sp.same_size() && !sp.moves()) return false;  // a channel copy or permutation (e.g. an identity 1x1 conv), not a shift
   if (std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.f; })) scale.clear();
-  // (Recognised after static pruning, the conv counts the model's channels: dense_out.)
-  sp.dense_macs = (p.dense_out > 0 ? p.dense_out : m) * taps * y.shape[2] * y.shape[3];
+  // (Recognised after static pruning, the conv counts the model's channels: dense_out outputs,
+  // each reading dense_in inputs, 1 for a depthwise conv.)
+  sp.dense_macs = (p.dense_out > 0 ? p.dense_out : m) * (p.dense_in > 0 ? p.dense_in : cg) * kh * kw * y.shape[2] * y.shape[3];
   sp.form = groups == c && m == c ? "depthwise one-hot conv" : "one-hot conv";
   return true;
 }
@@ -122,9 +123,16 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
   };
   if (pid < 0) return fresh(v);
   const Node& n = g.node(pid);
-  // Keep indices start, start + step, ... (len of them) of the current axis.
+  // Keep indices start, start + step, ... (len of them) of the current axis. A stride or an
+  // offset past int32 (chained huge steps: the shift's fields are int32) makes it no shift.
+  bool too_far = false;
   auto window = [&](size_t d, int64_t start, int64_t len, int64_t step = 1) {
     Axis& a = ax[d];
+    constexpr int64_t kMax = INT32_MAX;
+    if (std::abs(start) > kMax || len > kMax || step > kMax / a.step || std::abs(a.off) + a.step * std::abs(start) > kMax) {
+      too_far = true;
+      return;
+    }
     a.off += a.step * start;
     a.step *= step;
     a.len = len;
@@ -149,7 +157,7 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     const ValueId src = trace(g, n.inputs[static_cast<size_t>(k)], ax, depth + 1);
     if (src == kNoValue) return kNoValue;
     window(static_cast<size_t>(d), -before, ax[static_cast<size_t>(d)].len + before + after);
-    return src;
+    return too_far ? kNoValue : src;
   }
   if (n.op != OpType::Slice && n.op != OpType::Split && n.op != OpType::Pad) return fresh(v);
   ValueId src = trace(g, n.inputs[0], ax, depth + 1);
@@ -172,7 +180,7 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
       if (e == s) return kNoValue;
       window(static_cast<size_t>(d), s, (e - s + step - 1) / step, step);
     }
-    return src;
+    return too_far ? kNoValue : src;
   }
   if (n.op == OpType::Split) {
     const auto& sp = n.p<SplitParams>();
@@ -182,7 +190,7 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     int64_t start = 0;
     for (size_t i = 0; i < k; ++i) start += sp.split[i];
     window(static_cast<size_t>(d), start, sp.split[k]);
-    return src;
+    return too_far ? kNoValue : src;
   }
   // Pad: constant mode with a zero value only.
   if (n.p<PadParams>().mode != "constant") return kNoValue;
@@ -199,7 +207,7 @@ ValueId trace(const Graph& g, ValueId v, std::array<Axis, 4>& ax, int depth = 0)
     if (ax[d].len + before + after <= 0) return kNoValue;
     window(d, -before, ax[d].len + before + after);
   }
-  return src;
+  return too_far ? kNoValue : src;
 }
 
 // Form B: Concat on channels of translated slices of one tensor.

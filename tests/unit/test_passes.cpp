@@ -843,7 +843,7 @@ TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
     b.init("w1", {4, 8, 3, 3}, filters(4, 8, 9, {0, 1}));
     b.init("w2", {4, 8, 1, 1}, filters(4, 8, 1, t.c2_all_dead ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{3}));
     b.init_random("w3", {5, 8, 3, 3});
-    for (const char* c : {"c0", "c1"}) b.init("b" + std::string(c), {c[1] == '0' ? 8 : 4}, std::vector<float>(c[1] == '0' ? 8 : 4, 0.f));
+    for (const char* c : {"c0", "c1"}) b.init(std::string("b") + c, {c[1] == '0' ? 8 : 4}, std::vector<float>(c[1] == '0' ? 8 : 4, 0.f));
     OnnxBuilder::attr_ints(b.node("Conv", {"x", "w0", "bc0"}, {"c"}, "c0"), "pads", {1, 1, 1, 1});
     b.node("Relu", {"c"}, {"a"});
     OnnxBuilder::attr_ints(b.node("Conv", {"a", "w1", "bc1"}, {"p"}, "c1"), "pads", {1, 1, 1, 1});
@@ -867,8 +867,37 @@ TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
         EXPECT_EQ(p.graph().value(n.inputs[0]).shape[1], 8 - t.removed) << insp;
       }
     }
+    // Dense MACs stay the model's (c1 and c2 read the stream, which c0's compaction shrank
+    // first: they counted 6 input channels; found by a review).
+    RunStats st;
+    Session(m).run({{"x", random_tensor({1, 3, 6, 6}, 4)}}, &st);
+    EXPECT_EQ(st.dense_macs, 36 * (8 * 3 * 9 + 4 * 8 * 9 + 4 * 8 + 5 * 8 * 9)) << insp;
     EXPECT_LT(fast_vs_reference(m, {1, 3, 6, 6}), 1e-5) << insp;
   }
+}
+
+// a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
+// a group this pass rewrites (it compacted that conv twice and read past its weights; found by
+// a review). Numbers against the reference kernels.
+TEST(PruneChannels, ConcatOfOneConvTwiceInAResidualStays) {
+  OnnxBuilder b;
+  std::vector<float> w0(8 * 3 * 9), w1(4 * 8 * 9);
+  std::mt19937 rng(10);
+  std::normal_distribution<float> nd;
+  for (size_t i = 0; i < w0.size(); ++i) w0[i] = i / 27 == 0 || i / 27 == 4 ? 0.f : nd(rng);  // a's 0 and 4 dead
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = i / 72 == 0 ? 0.f : nd(rng);  // p's 0 dead: cat's 0 and 4
+  b.input("x", {1, 3, 6, 6}).init("w0", {8, 3, 3, 3}, w0).init("w1", {4, 8, 3, 3}, w1).init_random("w3", {5, 8, 1, 1});
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w0"}, {"c"}, "c0"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"a"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"a", "w1"}, {"p"}, "c1"), "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(b.node("Concat", {"p", "p"}, {"r"}), "axis", 1);
+  b.node("Add", {"a", "r"}, {"s"});
+  b.node("Conv", {"s", "w3"}, {"y"}, "c3");
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("a Concat that reads one conv's output twice"), std::string::npos) << insp;
+  EXPECT_LT(fast_vs_reference(m, {1, 3, 6, 6}), 1e-5) << insp;
 }
 
 // A depthwise one-hot shift whose pruned channels have all-zero kernels (found by a probe) is
@@ -914,6 +943,33 @@ TEST(PruneChannels, ShiftWithPrunedChannelsIsRecognisedAfterPruning) {
     EXPECT_EQ(st.executed_macs, px * (6 * 4 + (pure ? 0 : 6 * 9) + 5 * 6));
     EXPECT_LT(fast_vs_reference(m, {1, 4, 6, 7}), 1e-5) << (pure ? "pure" : "not one-hot");
   }
+}
+
+// The same with a full (group 1) one-hot conv, 8 -> 6, two of its filters zero, after a conv
+// with two dead channels (two more unread): recognised after pruning, its dense MACs are the model's 6 x 8 x 9 per
+// pixel (they counted the 6 inputs left; found by a review).
+TEST(PruneChannels, FullOneHotShiftAfterPruningCountsTheModelsMacs) {
+  OnnxBuilder b;
+  std::vector<float> w1(8 * 4), ws(6 * 8 * 9, 0.f);
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd;
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = i / 4 == 2 || i / 4 == 5 ? 0.f : nd(rng);
+  const int src[6] = {0, -1, 3, 4, -1, 7};  // output o copies input src[o] (-1: a zero filter)
+  for (int o = 0; o < 6; ++o)
+    if (src[o] >= 0) ws[static_cast<size_t>((o * 8 + src[o]) * 9 + (o * 2) % 9)] = 1.f;
+  b.input("x", {1, 4, 5, 5}).init("w1", {8, 4, 1, 1}, w1).init("ws", {6, 8, 3, 3}, ws).init_random("w2", {3, 6, 1, 1});
+  b.node("Conv", {"x", "w1"}, {"a"}, "c1");
+  OnnxBuilder::attr_ints(b.node("Conv", {"a", "ws"}, {"s"}, "sh"), "pads", {1, 1, 1, 1});
+  b.node("Conv", {"s", "w2"}, {"y"}, "c2");
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("shift+conv1x1"), std::string::npos) << insp;
+  RunStats st;
+  Session(m).run({{"x", random_tensor({1, 4, 5, 5}, 5)}}, &st);
+  EXPECT_EQ(st.dense_macs, 25 * (8 * 4 + 6 * 8 * 9 + 3 * 6)) << insp;
+  EXPECT_EQ(st.executed_macs, 25 * (4 * 4 + 3 * 4)) << insp;  // c1 keeps the 4 channels the shift reads
+  EXPECT_LT(fast_vs_reference(m, {1, 4, 5, 5}), 1e-5) << insp;
 }
 
 // A BatchNorm1d behind a Linear (an MLP head slimmed by its BN scales; found by a probe: it

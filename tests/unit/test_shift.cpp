@@ -219,6 +219,29 @@ TEST(ShiftStep, StridedSlicesOfAPaddedMapAreAStridedShift) {
   }
 }
 
+// Slices of steps 65536 chained: their product, 2^32, does not fit the shift's int32 stride (it
+// became 0, and the run died of a division by zero; found by a review). Not a shift; the
+// reference's answer.
+TEST(ShiftStep, ChainedHugeSliceStepsAreNoShift) {
+  OnnxBuilder b;
+  const int64_t big = int64_t{1} << 40, st = 65536;
+  b.input("x", {1, 2, 4, 4}).init_i64("ax", {2}, {2, 3}).init_i64("st", {2}, {st, st}).init_i64("big", {2}, {big, big});
+  b.init_i64("s0", {2}, {0, 0}).init_i64("s1", {2}, {1, 0});
+  b.node("Slice", {"x", "s0", "big", "ax", "st"}, {"a1"});
+  b.node("Slice", {"a1", "s0", "big", "ax", "st"}, {"a"});
+  b.node("Slice", {"x", "s1", "big", "ax", "st"}, {"b1"});
+  b.node("Slice", {"b1", "s0", "big", "ax", "st"}, {"b"});
+  OnnxBuilder::attr_int(b.node("Concat", {"a", "b"}, {"y"}), "axis", 1);
+  b.output("y");
+  Model m = b.load();
+  Session fast(m, {1, true}), ref(m, {1, false});
+  EXPECT_EQ(fast.inspect().find("SluiceShift"), std::string::npos) << fast.inspect();
+  std::map<std::string, Tensor> in{{"x", random_tensor({1, 2, 4, 4}, 34)}};
+  const Tensor got = fast.run(in).at("y");
+  EXPECT_EQ(got.shape(), (Shape{1, 4, 1, 1}));
+  EXPECT_LT(normalized_error(got, ref.run(in).at("y")), 1e-6);
+}
+
 // A 1-D shift as Pad + Slice + Concat on a Conv1d's output, with no Conv1d after it (found by a
 // probe: six reference Slices and a Concat): the Squeeze after the lifted conv sinks past the
 // Slices too (their axes moved past the inserted one; given as -2, -1; int64 or int32), and the
