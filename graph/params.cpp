@@ -42,6 +42,8 @@ const char* saliency_act_name(Saliency::Act a) {
     case Saliency::Act::Elu: return "elu";
     case Saliency::Act::Tanh: return "tanh";
     case Saliency::Act::Abs: return "abs";
+    case Saliency::Act::HardSwish: return "hardswish";
+    case Saliency::Act::Silu: return "silu";
     case Saliency::Act::Identity: return "no activation";
   }
   return "?";

@@ -249,7 +249,7 @@ enum class BetaMode : uint8_t { None, Masked, Unmasked };
 // The activation of an FBS gate's predictor, g = act(Wg s + bg). Not all are >= 0: a channel is
 // active wherever its pi is not 0, whatever its sign.
 struct Saliency {
-  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, Identity } act = Act::Relu;
+  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish, Silu, Identity } act = Act::Relu;
   float alpha = 0.f, beta = 0.f;
   // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
   bool nonnegative() const {
@@ -265,7 +265,7 @@ struct GatedConvParams {
   int64_t k_exported = 0;  // k before a run-time density override
   bool abs_saliency = false;
   // g = act(Wg s + bg): the op that computes the saliency from the predictor's output, with its
-  // attributes (LeakyRelu and Elu: alpha; HardSigmoid: alpha, beta; Clip: min, max).
+  // attributes (LeakyRelu and Elu: alpha; HardSigmoid and HardSwish: alpha, beta; Clip: min, max).
   Saliency saliency;
   // How s pools each input channel over H x W (of x, or of |x| with abs_saliency): the mean
   // (FBS), the maximum (adaptive_max_pool2d), or the L2 norm (x.norm(2, (2, 3))).

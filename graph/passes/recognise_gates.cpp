@@ -8,7 +8,7 @@
 //        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
-//        | Softplus | Elu | Tanh | Abs] [-> views] = g
+//        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z))] [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -352,6 +352,9 @@ class GateMatcher {
       if (mul) gv = mul->inputs[static_cast<size_t>(side)], mask = mul->inputs[static_cast<size_t>(1 - side)];
       ValueId mv = mask;
       if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = cast->inputs[0];
+      // torch.where(cond, 1.0, 0.0) as the 0/1 mask: the condition cast.
+      if (const Node* w01 = prod(mv, OpType::Where); w01 && !where && is_fill(w01->inputs[1], 1.f) && is_zero(w01->inputs[2]))
+        mv = w01->inputs[0];
       // Ones scattered at the TopK indices: ScatterElements over axis 1, or index_put's ScatterND.
       const Node* sc = where ? nullptr : prod(mv, OpType::ScatterElements);
       const Node* t = sc ? prod(sc->inputs[1], OpType::TopK) : nullptr;
@@ -502,14 +505,32 @@ class GateMatcher {
     return nullptr;
   }
 
-  // The saliency activation producing v, with its attributes in `a`; null when v is not one.
-  const Node* saliency_act(ValueId v, Saliency& a) const {
+  // The saliency activation producing v, with its attributes in `a` and what it activates in
+  // `in`; null when v is not one.
+  const Node* saliency_act(ValueId v, Saliency& a, ValueId& in) const {
     using Act = Saliency::Act;
     a = {Saliency::Act::Identity};
     const NodeId id = g_.value(v).producer;
     if (id < 0 || g_.node(id).dead) return nullptr;
     const Node& n = g_.node(id);
+    in = n.inputs.empty() ? kNoValue : n.inputs[0];
     switch (n.op) {
+      case OpType::Mul:  // SiLU as z * sigmoid(z), hardswish as z * hardsigmoid(z) (below opset 14), either order
+        for (size_t side = 0; side < 2 && n.inputs.size() == 2; ++side) {
+          const ValueId other = n.inputs[1 - side];
+          if (const Node* sg = prod(n.inputs[side], OpType::Sigmoid); sg && sg->inputs[0] == other) {
+            a = {Act::Silu};
+            in = other;
+            return &n;
+          }
+          if (const Node* hs = prod(n.inputs[side], OpType::HardSigmoid); hs && hs->inputs[0] == other) {
+            a = {Act::HardSwish, hs->p<AlphaBetaParams>().alpha, hs->p<AlphaBetaParams>().beta};
+            in = other;
+            return &n;
+          }
+        }
+        return nullptr;
+      case OpType::HardSwish: a = {Act::HardSwish, 1.f / 6.f, 0.5f}; return &n;
       case OpType::Relu: a = {Act::Relu}; return &n;
       case OpType::Sigmoid: a = {Act::Sigmoid}; return &n;
       case OpType::LeakyRelu: a = {Act::LeakyRelu, n.p<AlphaBetaParams>().alpha}; return &n;
@@ -530,13 +551,13 @@ class GateMatcher {
 
   Predictor predictor(ValueId g, int64_t m) const {
     // g = act(z): FBS's relu, or the sigmoid, leaky relu, relu6 (Clip), hard sigmoid, softplus,
-    // elu, tanh or abs of other gating papers, or z itself. g may be a view of it ([N, M, 1, 1] flattened).
+    // elu, tanh, abs, hardswish or silu of other gating papers, or z itself. g may be a view of it ([N, M, 1, 1] flattened).
     // A winner whose g is 0 (a dead relu, an underflowed sigmoid) gets the suppressed channel's
     // value, as the graph gives it; one whose g is negative is active like any other.
     Predictor p;
     ValueId z = through_views(g);
-    if (const Node* act = saliency_act(z, p.saliency)) {
-      z = act->inputs[0];
+    if (ValueId in = kNoValue; saliency_act(z, p.saliency, in)) {
+      z = in;
       // relu6 as torch exports it at some versions: Clip(Relu(z), 0, 6), which is Clip(z, 0, 6).
       const Node* relu = prod(z, OpType::Relu);
       if (relu && p.saliency.act == Saliency::Act::Clip && p.saliency.alpha >= 0.f) z = relu->inputs[0];
@@ -608,7 +629,7 @@ class GateMatcher {
       const Node* mm = prod(mm_out, OpType::MatMul);
       if (!mm)
         throw Reject{"g is not computed by a Gemm, a MatMul [+ or - a bias] or a 1x1 Conv, through one of Relu, Sigmoid, "
-                     "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh or Abs"};
+                     "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish or SiLU"};
       const Value& wv = g_.value(mm->inputs[1]);
       if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
         throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};
@@ -618,43 +639,32 @@ class GateMatcher {
       f = mm->inputs[0];
       p.desc = !add ? "MatMul" : add->op == OpType::Sub ? "MatMul+Sub" : "MatMul+Add";
     }
-    // The pooled saliency.
+    // The pooled saliency, possibly times a scalar (fc(mean(x) * 0.5)), which goes into the
+    // weights.
     ValueId pooled = through_views(f);
     if (numel(f) != g_.value(f).shape[0] * c) throw Reject{"the gate's input does not have one value per channel"};
     bool l1 = false;
-    if (const Node* gap = prod(pooled, OpType::GlobalAveragePool)) {
-      p.x = gap->inputs[0];
-      p.desc = "GlobalAveragePool, " + p.desc;
-    } else if (const Node* ap = whole_map_average(pooled)) {
-      p.x = ap->inputs[0];
-      p.desc = "AveragePool over the whole map, " + p.desc;
-    } else if (const Node* rm = prod(pooled, OpType::ReduceMean)) {
-      const Value& xin = g_.value(rm->inputs[0]);
-      // x.mean(3).mean(2) (or mean(-1) twice): the mean over W, then over H, is the mean over
-      // both (up to float rounding, as any summation order).
-      const Node* inner = prod(rm->inputs[0], OpType::ReduceMean);
-      if (inner && xin.shape.size() == 3 && rm->p<ReduceParams>().axes == std::vector<int64_t>{2} &&
-          !rm->p<ReduceParams>().keepdims && inner->p<ReduceParams>().axes == std::vector<int64_t>{3} &&
-          !inner->p<ReduceParams>().keepdims && g_.value(inner->inputs[0]).shape.size() == 4) {
-        p.x = inner->inputs[0];
-        p.desc = "ReduceMean over W then H, " + p.desc;
-      } else if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) {
-        throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
-      } else {
-        p.x = rm->inputs[0];
-        p.desc = "ReduceMean, " + p.desc;
-      }
-    } else if (const Node* sum = mean_as_sum(pooled, l1)) {
-      p.x = sum->inputs[0];
-      p.desc = std::string(l1 ? "ReduceL1" : "ReduceSum") + " / HW, " + p.desc;
-    } else if (const Node* mx = spatial_max_or_l2(pooled, p.pool)) {  // other channel-gating papers' pools
-      p.x = mx->inputs[0];
-      p.desc = std::string(op_name(mx->op)) + ", " + p.desc;
-    } else {
+    float pool_scale = 1.f;
+    for (int guard = 0; guard < 4 && !pooled_form(pooled, p, l1); ++guard) {
+      const Node* sn = prod(pooled, OpType::Mul);
+      if (!sn) sn = prod(pooled, OpType::Div);
+      if (!sn) break;
+      const int side = sn->op == OpType::Div ? 0 : scalar_const(sn->inputs[1]) ? 0 : 1;
+      const ValueId sv = sn->inputs[static_cast<size_t>(1 - side)];
+      if (!scalar_const(sv)) break;
+      const float k = floats(sv)[0];
+      if (!std::isfinite(k) || (sn->op == OpType::Div && k == 0.f)) break;
+      pool_scale = sn->op == OpType::Div ? pool_scale / k : pool_scale * k;
+      pooled = through_views(sn->inputs[static_cast<size_t>(side)]);
+      p.desc = (sn->op == OpType::Div ? "/ a scalar, " : "x a scalar, ") + p.desc;
+    }
+    if (p.x == kNoValue)
       throw Reject{"the gate's input is not a global average (GlobalAveragePool, an AveragePool over the whole map, "
                    "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W), maximum (GlobalMaxPool, "
-                   "ReduceMax over H, W, a MaxPool over the whole map) or L2 norm (ReduceL2 over H, W)"};
-    }
+                   "ReduceMax over H, W, a MaxPool over the whole map) or L2 norm (ReduceL2 over H, W, or the square "
+                   "root of the sum of squares), or a scalar times one"};
+    if (pool_scale != 1.f)
+      for (float& x : w) x *= pool_scale;
     if (l1) {
       p.abs = true;
     } else if (const Node* a = prod(p.x, OpType::Abs)) {
@@ -671,6 +681,95 @@ class GateMatcher {
       for (int64_t i = 0; i < c; ++i)
         p.wg[static_cast<size_t>(o * c + i)] = w_is_mc ? w[static_cast<size_t>(o * c + i)] : w[static_cast<size_t>(i * m + o)];
     return p;
+  }
+
+  bool scalar_const(ValueId v) const {
+    return g_.value(v).is_constant() && numel(v) == 1 && g_.value(v).dtype == DType::Float32;
+  }
+
+  // Whether `pooled` is one of the spatial poolings of x that the gated conv computes; sets
+  // p.x, p.pool, p.desc (and l1 for a ReduceL1).
+  bool pooled_form(ValueId pooled, Predictor& p, bool& l1) const {
+    l1 = false;  // (mean_as_sum sets it while it looks, also where it finds nothing)
+    bool sum_of_abs = false;
+    if (const Node* gap = prod(pooled, OpType::GlobalAveragePool)) {
+      p.x = gap->inputs[0];
+      p.desc = "GlobalAveragePool, " + p.desc;
+    } else if (const Node* ap = whole_map_average(pooled)) {
+      p.x = ap->inputs[0];
+      p.desc = "AveragePool over the whole map, " + p.desc;
+    } else if (const Node* rm = prod(pooled, OpType::ReduceMean)) {
+      const Value& xin = g_.value(rm->inputs[0]);
+      // x.mean(3).mean(2) (or mean(-1) twice): the mean over W, then over H, is the mean over
+      // both (up to float rounding, as any summation order).
+      const Node* inner = prod(rm->inputs[0], OpType::ReduceMean);
+      if (inner && xin.shape.size() == 3 && rm->p<ReduceParams>().axes == std::vector<int64_t>{2} &&
+          !rm->p<ReduceParams>().keepdims && inner->p<ReduceParams>().axes == std::vector<int64_t>{3} &&
+          !inner->p<ReduceParams>().keepdims && g_.value(inner->inputs[0]).shape.size() == 4) {
+        p.x = inner->inputs[0];
+        p.desc = "ReduceMean over W then H, " + p.desc;
+      } else if (const ValueId flat = flattened_map(rm); flat != kNoValue) {  // x.flatten(2).mean(2)
+        p.x = flat;
+        p.desc = "ReduceMean over the flattened map, " + p.desc;
+      } else if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) {
+        throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
+      } else {
+        p.x = rm->inputs[0];
+        p.desc = "ReduceMean, " + p.desc;
+      }
+    } else if (const Node* sum = mean_as_sum(pooled, sum_of_abs)) {
+      p.x = sum->inputs[0];
+      l1 = sum_of_abs;
+      p.desc = std::string(l1 ? "ReduceL1" : "ReduceSum") + " / HW, " + p.desc;
+    } else if (const Node* mx = spatial_max_or_l2(pooled, p.pool)) {  // other channel-gating papers' pools
+      p.x = mx->inputs[0];
+      p.desc = std::string(op_name(mx->op)) + ", " + p.desc;
+    } else if (const ValueId sq = root_sum_of_squares(pooled); sq != kNoValue) {  // x.norm(dim=(2, 3))
+      p.x = sq;
+      p.pool = GatedConvParams::Pool::L2;
+      p.desc = "Sqrt of the sum of squares, " + p.desc;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // x [N, C, H, W] seen as [N, C, H * W] (Reshape or Flatten) and averaged over that last axis
+  // by rm: x, else kNoValue.
+  ValueId flattened_map(const Node* rm) const {
+    const Value& xin = g_.value(rm->inputs[0]);
+    const auto& axes = rm->p<ReduceParams>().axes;
+    if (xin.shape.size() != 3 || axes.size() != 1 || (axes[0] != 2 && axes[0] != -1)) return kNoValue;
+    const NodeId pid = xin.producer;
+    if (pid < 0 || (g_.node(pid).op != OpType::Reshape && g_.node(pid).op != OpType::Flatten)) return kNoValue;
+    const ValueId x = g_.node(pid).inputs[0];
+    const Shape& xs = g_.value(x).shape;
+    if (xs.size() != 4 || xin.shape != Shape{xs[0], xs[1], xs[2] * xs[3]}) return kNoValue;
+    return x;
+  }
+
+  // v = Sqrt(ReduceSum(x * x) or ReduceSumSquare(x) over H, W): the L2 norm of each channel of
+  // x (the Frobenius norm torch writes for x.norm(dim=(2, 3))). x, else kNoValue.
+  ValueId root_sum_of_squares(ValueId v) const {
+    const Node* sq = prod(v, OpType::Sqrt);
+    if (!sq) return kNoValue;
+    const Node* rs = prod(sq->inputs[0], OpType::ReduceSumSquare);
+    const bool squared = rs != nullptr;
+    if (!rs) rs = prod(sq->inputs[0], OpType::ReduceSum);
+    if (!rs || rs->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) return kNoValue;
+    ValueId x = rs->inputs[0];
+    if (!squared) {
+      const Node* mul = prod(x, OpType::Mul);
+      const Node* pw = mul ? nullptr : prod(x, OpType::Pow);
+      if (mul && mul->inputs[0] == mul->inputs[1]) {
+        x = mul->inputs[0];
+      } else if (pw && scalar_const(pw->inputs[1]) && floats(pw->inputs[1])[0] == 2.f) {
+        x = pw->inputs[0];
+      } else {
+        return kNoValue;
+      }
+    }
+    return g_.value(x).shape.size() == 4 ? x : kNoValue;
   }
 
   // Whether v is a per-channel constant of M values broadcast over [N, M, H, W].

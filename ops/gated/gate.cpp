@@ -56,6 +56,11 @@ float saliency(const graph::Saliency& a, float x) {
     case Act::Elu: return x < 0.f ? a.alpha * std::expm1(x) : x;
     case Act::Tanh: return std::tanh(x);
     case Act::Abs: return std::fabs(x);
+    case Act::HardSwish: {  // x * hardsigmoid(x) (ONNX's HardSwish: alpha 1/6, beta 0.5)
+      const float h = a.alpha * x + a.beta;
+      return x * (h < 0.f ? 0.f : h > 1.f ? 1.f : h);
+    }
+    case Act::Silu: return x * (1.f / (1.f + std::exp(-x)));  // (z * sigmoid(z), as the graph)
     case Act::Identity: return x;
   }
   return x;

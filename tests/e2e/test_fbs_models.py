@@ -226,7 +226,7 @@ def partly_gated_models(work):
 
 # Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
 SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg", "tanh_g_neg",
-                  "abs_g")
+                  "abs_g", "silu_g_neg", "hardswish_g_neg")
 
 
 def other_form_models(work):
@@ -252,7 +252,7 @@ def other_form_models(work):
     import torch.nn as nn
     import torch.nn.functional as F
     saliency_acts = dict(zip(SALIENCY_FORMS, (F.relu6, F.hardsigmoid, F.softplus, lambda z: F.leaky_relu(z, 0.1),
-                                              F.elu, lambda z: z, torch.tanh, torch.abs)))
+                                              F.elu, lambda z: z, torch.tanh, torch.abs, F.silu, F.hardswish)))
 
     class Net(nn.Module):
         def __init__(self, form, k=6):
@@ -294,13 +294,23 @@ def other_form_models(work):
                 g = F.relu(self.gate(F.adaptive_max_pool2d(x, 1).flatten(1)))
             elif self.form == "l2_saliency":  # or by the L2 norm
                 g = F.relu(self.gate(x.norm(p=2, dim=(2, 3))))
+            elif self.form == "l2_frobenius":  # the same without p: Sqrt(ReduceSum(x * x))
+                g = F.relu(self.gate(x.norm(dim=(2, 3))))
+            elif self.form == "flatten_mean":  # the mean of the flattened map
+                g = F.relu(self.gate(x.flatten(2).mean(2)))
+            elif self.form == "scaled_mean":  # the mean times a scalar (into the weights)
+                g = F.relu(self.gate(x.mean((2, 3)) * 0.5))
             else:
                 g = F.relu(self.gate(x.mean((2, 3))))
             k = self.k
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
                              "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                             "repeat", "max_saliency", "l2_saliency") or self.form in saliency_acts:
+                             "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean") or \
+                    self.form in saliency_acts:
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
+            elif self.form == "where_ones_mask":  # the 0/1 mask from torch.where
+                thr = g.topk(k, 1).values[:, -1:]
+                pi = g * torch.where(g >= thr, torch.ones_like(g), torch.zeros_like(g))
             elif self.form == "gather_kth_ge":  # the k-th largest read with torch.gather
                 thr = torch.gather(g.topk(k, 1).values, 1, torch.full((g.shape[0], 1), k - 1, dtype=torch.long))
                 pi = g * (g >= thr).float()
@@ -359,7 +369,8 @@ def other_form_models(work):
                  "l1_norm_over_hw", "avg_pool_whole_map", "relu_then_gate", "slice_ge_opset11", "gather_kth_ge",
                  "argsort_scatter", "one_hot_mask", "one_hot_max_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                 "repeat", "max_saliency", "l2_saliency", "double_scatter", "double_ge", "conv1x1_topk_nc11",
+                 "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
+                 "double_scatter", "double_ge", "conv1x1_topk_nc11",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
