@@ -16,7 +16,8 @@
 //              ReduceSum | ReduceMax(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
 //   (each ScatterElements also as index_put's ScatterND: pi[arange(N)[:, None], i] = v writes
 //    at the pairs Concat(constant rows n, Unsqueeze(i)))
-//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0) | Where(Not-cmp, 0, g) (masked_fill), cmp = g > t | g >= t (or t < g, t <= g, or
+//   threshold: Mul(g, Cast(cmp)) | Where(cmp, g, 0) | Where(Not-cmp, 0, g) (masked_fill), cmp = g > t | g >= t (or t < g, t <= g,
+//              g - t > 0, g - t >= 0, or
 //              Not of the opposite test: Not(g < t) for g >= t, as opset 11 exports),
 //              t = ReduceMin(TopK(g, K).values) | TopK(g, K).values at K-1 (Slice, Gather,
 //              GatherElements with one constant index)
@@ -411,8 +412,14 @@ class GateMatcher {
         const Node* c = prod(tested, op);
         if (!c) continue;
         const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != negated;
-        if (c->inputs[g_first ? 0 : 1] != gv) continue;
-        cmp = c, thr = c->inputs[g_first ? 1 : 0];
+        ValueId other = c->inputs[g_first ? 1 : 0];
+        if (c->inputs[g_first ? 0 : 1] != gv) {
+          // (g - t) compared with 0 is g compared with t.
+          const Node* d = prod(c->inputs[g_first ? 0 : 1], OpType::Sub);
+          if (!d || d->inputs[0] != gv || !is_zero(other)) continue;
+          other = d->inputs[1];
+        }
+        cmp = c, thr = other;
         inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != negated;
       }
       if (!cmp) continue;

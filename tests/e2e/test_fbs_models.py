@@ -308,6 +308,8 @@ def other_form_models(work):
                              "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean") or \
                     self.form in saliency_acts:
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
+            elif self.form == "sub_ge_zero":  # g - t compared with 0
+                pi = g * ((g - g.topk(k, 1).values[:, -1:]) >= 0).float()
             elif self.form == "where_ones_mask":  # the 0/1 mask from torch.where
                 thr = g.topk(k, 1).values[:, -1:]
                 pi = g * torch.where(g >= thr, torch.ones_like(g), torch.zeros_like(g))
@@ -370,7 +372,7 @@ def other_form_models(work):
                  "argsort_scatter", "one_hot_mask", "one_hot_max_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
                  "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
-                 "double_scatter", "double_ge", "conv1x1_topk_nc11",
+                 "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
