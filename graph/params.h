@@ -263,6 +263,7 @@ struct GatedConvParams {
   GateForm form = GateForm::Winners;
   int64_t k = 0;         // the form's K (see GateForm); the kept count for Winners/Losers
   int64_t k_exported = 0;  // k before a run-time density override
+  bool threshold_by_difference = false;  // a threshold form tested as (g - t) >= 0 (> 0): false where g = t = inf
   bool abs_saliency = false;
   // g = act(Wg s + bg): the op that computes the saliency from the predictor's output, with its
   // attributes (LeakyRelu and Elu: alpha; HardSigmoid and HardSwish: alpha, beta; Clip: min, max).

@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -204,6 +205,7 @@ class GateMatcher {
     ValueId g = kNoValue;
     GateForm form = GateForm::Winners;
     int64_t k = 0;
+    bool by_difference = false;  // the threshold test written (g - t) >= 0: NaN, so false, where g = t = inf
   };
 
   // index_put's indices for pi[arange(N)[:, None], i]: ScatterND's [N, k, 2] pairs (n, i[n, j]),
@@ -404,7 +406,7 @@ class GateMatcher {
       // g >= t: Not(g < t), and likewise Not(g <= t), Not(t > g), Not(t >= g).
       const Node* cmp = nullptr;
       ValueId thr = kNoValue;
-      bool inclusive = false;
+      bool inclusive = false, by_difference = false;
       const Node* negation = prod(mv, OpType::Not);
       const ValueId tested = negation ? negation->inputs[0] : mv;
       const bool negated = (negation != nullptr) != flip;  // the test says which channels stay when not negated
@@ -418,6 +420,7 @@ class GateMatcher {
           const Node* d = prod(c->inputs[g_first ? 0 : 1], OpType::Sub);
           if (!d || d->inputs[0] != gv || !is_zero(other)) continue;
           other = d->inputs[1];
+          by_difference = true;
         }
         cmp = c, thr = other;
         inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != negated;
@@ -425,6 +428,7 @@ class GateMatcher {
       if (!cmp) continue;
       s.g = gv;
       s.form = inclusive ? GateForm::ThresholdInclusive : GateForm::Threshold;
+      s.by_difference = by_difference;
       s.k = kth_largest(thr, gv, cmp->name);
       return s;
     }
@@ -646,8 +650,8 @@ class GateMatcher {
       f = mm->inputs[0];
       p.desc = !add ? "MatMul" : add->op == OpType::Sub ? "MatMul+Sub" : "MatMul+Add";
     }
-    // The pooled saliency, possibly times a scalar (fc(mean(x) * 0.5)), which goes into the
-    // weights.
+    // The pooled saliency, possibly times a power of two (fc(mean(x) * 0.5)), which goes into
+    // the weights.
     ValueId pooled = through_views(f);
     if (numel(f) != g_.value(f).shape[0] * c) throw Reject{"the gate's input does not have one value per channel"};
     bool l1 = false;
@@ -659,8 +663,11 @@ class GateMatcher {
       const int side = sn->op == OpType::Div ? 0 : scalar_const(sn->inputs[1]) ? 0 : 1;
       const ValueId sv = sn->inputs[static_cast<size_t>(1 - side)];
       if (!scalar_const(sv)) break;
+      // Only a power of two (or minus one): (s k) W then rounds as s (k W) does, so that no near
+      // tie in the top-k flips (0.1 or 1/3 did, found by a review).
       const float k = floats(sv)[0];
-      if (!std::isfinite(k) || (sn->op == OpType::Div && k == 0.f)) break;
+      int e = 0;
+      if (!std::isfinite(k) || k == 0.f || std::fabs(std::frexp(k, &e)) != 0.5f || e < -20 || e > 22) break;
       pool_scale = sn->op == OpType::Div ? pool_scale / k : pool_scale * k;
       pooled = through_views(sn->inputs[static_cast<size_t>(side)]);
       p.desc = (sn->op == OpType::Div ? "/ a scalar, " : "x a scalar, ") + p.desc;
@@ -669,9 +676,14 @@ class GateMatcher {
       throw Reject{"the gate's input is not a global average (GlobalAveragePool, an AveragePool over the whole map, "
                    "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W), maximum (GlobalMaxPool, "
                    "ReduceMax over H, W, a MaxPool over the whole map) or L2 norm (ReduceL2 over H, W, or the square "
-                   "root of the sum of squares), or a scalar times one"};
+                   "root of the sum of squares), or one times a power of two"};
     if (pool_scale != 1.f)
-      for (float& x : w) x *= pool_scale;
+      for (float& x : w) {
+        const float before = x;
+        x *= pool_scale;
+        if (!std::isfinite(x) || (before != 0.f && std::fabs(x) < std::numeric_limits<float>::min()))
+          throw Reject{"the scalar that scales the gate's pooled input would overflow or underflow its weights"};
+      }
     if (l1) {
       p.abs = true;
     } else if (const Node* a = prod(p.x, OpType::Abs)) {
@@ -853,6 +865,7 @@ class GateMatcher {
     GatedConvParams gp;
     gp.conv = conv.p<ConvParams>();
     gp.form = sel.form;
+    gp.threshold_by_difference = sel.by_difference;
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
     gp.saliency = pred.saliency;

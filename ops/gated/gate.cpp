@@ -97,10 +97,12 @@ void select(const Spec& spec, const float* g, float* pi) {
       std::vector<float> v(g, g + m);
       std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
       const float thr = v[static_cast<size_t>(k - 1)];
-      if (spec.form == graph::GateForm::Threshold)
-        for (int64_t c = 0; c < m; ++c) pi[c] = g[c] > thr ? g[c] : 0.f;
-      else
-        for (int64_t c = 0; c < m; ++c) pi[c] = g[c] >= thr ? g[c] : 0.f;
+      const bool incl = spec.form == graph::GateForm::ThresholdInclusive;
+      for (int64_t c = 0; c < m; ++c) {
+        const bool keep = spec.by_difference ? (incl ? g[c] - thr >= 0.f : g[c] - thr > 0.f)
+                                             : (incl ? g[c] >= thr : g[c] > thr);
+        pi[c] = keep ? g[c] : 0.f;
+      }
       break;
     }
   }

@@ -16,6 +16,7 @@ struct Spec {
   graph::GateForm form = graph::GateForm::Winners;
   int64_t k = 0;
   graph::Saliency saliency;  // g = act(...)
+  bool by_difference = false;  // threshold forms: g - t >= 0 (> 0), as the graph writes it (NaN at inf - inf)
 };
 
 // The saliency's activation, as the graph's standalone op computes it (a Relu keeps NaN).

@@ -8,6 +8,7 @@
 #include <limits>
 #include <thread>
 
+#include "ops/gated/gate.h"
 #include "runtime/plan.h"
 #include "tests/unit/kernel_compare.h"
 #include "tests/unit/onnx_builder.h"
@@ -51,6 +52,7 @@ struct GateCase {
   bool relu_first = false;  // relu(conv) * pi (no beta, no Relu after): as relu(conv * pi), pi >= 0
   bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
   const char* act = "Relu";  // g = act(...): Relu, Sigmoid, LeakyRelu, Clip (relu6), HardSigmoid, Softplus, Elu, Tanh, Abs, or "" (none)
+  float pool_scale = 0.5f;  // Pool::ScaledMean's
   float bg_offset = 1.5f;    // the predictor's biases are N(offset, 0.3): every g > 0 at the default
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
@@ -99,8 +101,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   } else if (gc.pool == Pool::WholeMapAvgPool) {
     OnnxBuilder::attr_ints(b.node("AveragePool", {src}, {p + "ap"}), "kernel_shape", {gc.hw, gc.hw});
     OnnxBuilder::attr_int(b.node("Flatten", {p + "ap"}, {p + "s"}), "axis", 1);
-  } else if (gc.pool == Pool::ScaledMean) {  // fc(mean(x) * 0.5): x has negative values here
-    b.init(p + "half", {}, {0.5f});
+  } else if (gc.pool == Pool::ScaledMean) {  // fc(mean(x) * pool_scale): x has negative values here
+    b.init(p + "half", {}, {gc.pool_scale});
     auto& rm = b.node("ReduceMean", {src}, {p + "mean"});
     OnnxBuilder::attr_ints(rm, "axes", {2, 3});
     OnnxBuilder::attr_int(rm, "keepdims", 0);
@@ -583,6 +585,42 @@ TEST(GatedConv, NegativeSaliencyKeepsPiGreaterThanZeroMaskGeneric) {
   EXPECT_LT(o.err, 1e-5);
   EXPECT_LT(o.err_off, 1e-5);
   for (const auto& s : gated_layer(o.stats).samples) EXPECT_EQ(s.active_out_channels, gc.k);
+}
+
+// A pooled saliency times a scalar folds into the predictor's weights only for a power of two:
+// (s k) W rounds as s (k W) does. With 0.1 a near tie in the top-k flipped (found by a review):
+// such a gate stays unrecognised, and the numbers are the reference kernels'.
+TEST(GatedConv, PoolScaleFoldsOnlyAsAPowerOfTwo) {
+  for (float scale : {0.25f, 0.1f, 3.f}) {
+    GateCase gc;
+    gc.pool = Pool::ScaledMean;
+    gc.pool_scale = scale;
+    Model m = gate_model(gc);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    ASSERT_EQ(plan.graph().gates.size(), 1u);
+    EXPECT_EQ(plan.graph().gates[0].recognised, scale == 0.25f) << scale << ": " << plan.graph().gates[0].reason;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5) << scale;
+  }
+}
+
+// A threshold written (g - t) >= 0 keeps what that computes: at g = t = inf the difference is
+// NaN and the channel goes, where g >= t keeps it (found by a review).
+TEST(GateSelect, DifferenceThresholdDropsInfinitiesAsTheGraphDoes) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float g[3] = {inf, inf, 1e38f};
+  for (bool by_difference : {false, true}) {
+    ops::gate::Spec spec;
+    spec.c_out = 3;
+    spec.form = graph::GateForm::ThresholdInclusive;
+    spec.k = 2;
+    spec.by_difference = by_difference;
+    float pi[3];
+    ops::gate::select(spec, g, pi);
+    EXPECT_EQ(pi[0], by_difference ? 0.f : inf);
+    EXPECT_EQ(pi[1], by_difference ? 0.f : inf);
+    EXPECT_EQ(pi[2], 0.f);
+  }
 }
 
 TEST(GatedConv, ReluBeforeGateWithNegativeSaliencyIsNotTaken) {
