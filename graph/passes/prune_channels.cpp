@@ -1441,18 +1441,8 @@ int prune_groups(Graph& g) {
     for (const Part& pt : parts)
       for (int64_t o = 0; o < pt.m; ++o)
         dead[static_cast<size_t>(pt.at + o)] = dead[static_cast<size_t>(pt.at + o)] && zero_filter(g, g.node(pt.conv), o);
-    for (NodeId wid : writers) {
-      const Node& wn = g.node(wid);
-      const Tensor& w = g.value(wn.inputs[1]).constant;
-      const int64_t per = w.numel() / c;
-      const float* W = w.data<float>();
-      const float* B = wn.inputs.size() > 2 && wn.inputs[2] != kNoValue ? g.value(wn.inputs[2]).constant.data<float>() : nullptr;
-      for (int64_t o = 0; o < c; ++o) {
-        bool zero = !B || B[o] == 0.f;
-        for (int64_t i = 0; i < per && zero; ++i) zero = W[o * per + i] == 0.f;
-        dead[static_cast<size_t>(o)] = dead[static_cast<size_t>(o)] && zero;
-      }
-    }
+    for (NodeId wid : writers)
+      for (int64_t o = 0; o < c; ++o) dead[static_cast<size_t>(o)] = dead[static_cast<size_t>(o)] && zero_filter(g, g.node(wid), o);
     std::vector<int32_t> keep;
     std::vector<bool> remove(static_cast<size_t>(c), false);
     for (int64_t o = 0; o < c; ++o) {
