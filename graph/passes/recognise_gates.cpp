@@ -572,6 +572,9 @@ class GateMatcher {
       // relu6 as torch exports it at some versions: Clip(Relu(z), 0, 6), which is Clip(z, 0, 6).
       const Node* relu = prod(z, OpType::Relu);
       if (relu && p.saliency.act == Saliency::Act::Clip && p.saliency.alpha >= 0.f) z = relu->inputs[0];
+      // relu(relu(z)) is relu(z).
+      for (int guard = 0; guard < 4 && p.saliency.act == Saliency::Act::Relu && (relu = prod(z, OpType::Relu)); ++guard)
+        z = relu->inputs[0];
     }
     ValueId f = kNoValue;
     std::vector<float> w;  // as [C][M] or [M][C]
@@ -672,11 +675,19 @@ class GateMatcher {
       pooled = through_views(sn->inputs[static_cast<size_t>(side)]);
       p.desc = (sn->op == OpType::Div ? "/ a scalar, " : "x a scalar, ") + p.desc;
     }
-    if (p.x == kNoValue)
+    if (p.x == kNoValue) {
+      // A hidden layer (g = act(fc2(act(fc1(pool(x)))))): say so, rather than that the pool is missing.
+      Saliency hidden_act;
+      ValueId hidden = pooled;
+      if (ValueId in = kNoValue; saliency_act(hidden, hidden_act, in)) hidden = through_views(in);
+      if (prod(hidden, OpType::Gemm) || prod(hidden, OpType::MatMul) || prod(hidden, OpType::Add))
+        throw Reject{"the predictor has a hidden layer (a Linear before the one that gives g): one Linear between the "
+                     "pooled input and g is supported"};
       throw Reject{"the gate's input is not a global average (GlobalAveragePool, an AveragePool over the whole map, "
                    "ReduceMean over H, W, or their ReduceSum or ReduceL1 divided by H * W), maximum (GlobalMaxPool, "
                    "ReduceMax over H, W, a MaxPool over the whole map) or L2 norm (ReduceL2 over H, W, or the square "
                    "root of the sum of squares), or one times a power of two"};
+    }
     if (pool_scale != 1.f)
       for (float& x : w) {
         const float before = x;

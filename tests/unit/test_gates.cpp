@@ -53,6 +53,7 @@ struct GateCase {
   bool not_less = false;    // ThresholdSliceGe written Not(Less(g, t)), as opset 11 exports g >= t
   const char* act = "Relu";  // g = act(...): Relu, Sigmoid, LeakyRelu, Clip (relu6), HardSigmoid, Softplus, Elu, Tanh, Abs, or "" (none)
   float pool_scale = 0.5f;  // Pool::ScaledMean's
+  bool hidden_layer = false;  // a Linear + Relu between the pool and the predictor
   float bg_offset = 1.5f;    // the predictor's biases are N(offset, 0.3): every g > 0 at the default
   bool masked_fill = false;  // ThresholdWhereGather as g.masked_fill(t > g, 0): Where(t > g, 0, g)
   bool beta_flat = false;    // masked beta as (beta * (pi > 0))[:, :, None, None]: the product on [N, M]
@@ -121,6 +122,14 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_ints(rm, "axes", {2, 3});
     OnnxBuilder::attr_int(rm, "keepdims", 0);
   }
+  // A hidden layer first (a two-layer predictor, which is not recognised): relu(s Wh^T).
+  std::string s_in = p + "s";
+  if (gc.hidden_layer) {
+    b.init_random(p + "wh", {c, c}, 0.3f);
+    OnnxBuilder::attr_int(b.node("Gemm", {p + "s", p + "wh"}, {p + "h0"}), "transB", 1);
+    b.node("Relu", {p + "h0"}, {p + "sh"});
+    s_in = p + "sh";
+  }
   // Predictor; positive biases keep every g > 0 unless the case says otherwise.
   if (gc.tied_gate) {
     b.init(p + "wg", {m, c}, std::vector<float>(static_cast<size_t>(m * c), 0.f));
@@ -132,10 +141,10 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init_random(p + "wg4", {m, c, 1, 1}, 0.2f);
     b.node("Conv", {p + "s4", p + "wg4", p + "bg"}, {p + "z"});
   } else if (gc.fc == Fc::Gemm) {
-    OnnxBuilder::attr_int(b.node("Gemm", {p + "s", p + "wg", p + "bg"}, {p + "z"}), "transB", 1);
+    OnnxBuilder::attr_int(b.node("Gemm", {s_in, p + "wg", p + "bg"}, {p + "z"}), "transB", 1);
   } else {
     b.node("Transpose", {p + "wg"}, {p + "wgT"});
-    b.node("MatMul", {p + "s", p + "wgT"}, {p + "mm"});
+    b.node("MatMul", {s_in, p + "wgT"}, {p + "mm"});
     if (gc.fc == Fc::MatMulSub) b.node("Sub", {p + "mm", p + "bg"}, {p + "z"});
     else if (gc.fc == Fc::SubMatMul) b.node("Sub", {p + "bg", p + "mm"}, {p + "z"});
     else b.node("Add", {p + "bg", p + "mm"}, {p + "z"});
@@ -143,6 +152,9 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   const std::string act = gc.act, g_act = p + (gc.fc == Fc::Conv1x1 ? "g4" : "g");
   if (act.empty()) {
     b.node("Identity", {p + "z"}, {g_act});
+  } else if (act == "ReluRelu") {  // relu(relu(z)), as code that applies F.relu twice exports it
+    b.node("Relu", {p + "z"}, {p + "z1"});
+    b.node("Relu", {p + "z1"}, {g_act});
   } else if (act == "Clip" || act == "ClipInverted") {  // relu6, as opset 11+ exports it; or min > max: max everywhere
     b.init(p + "lo", {}, {act == "Clip" ? 0.f : 0.5f}).init(p + "hi", {}, {act == "Clip" ? 6.f : 0.25f});
     b.node("Clip", {p + "z", p + "lo", p + "hi"}, {g_act});
@@ -497,6 +509,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // (A scaled mean was first taken for a mean of |x|: a failed look for ReduceL1 / HW
                       // behind the Mul left its flag set; found by a probe.)
                       Variant{"scaled_mean", with([](GateCase& g) { g.pool = Pool::ScaledMean; })},
+                      Variant{"relu_relu_g", with([](GateCase& g) { g.act = "ReluRelu"; })},
                       Variant{"sqrt_sum_squares", with([](GateCase& g) { g.pool = Pool::SqrtSumSquares; })},
                       Variant{"l1_div_hw", with([](GateCase& g) { g.pool = Pool::L1Div; })},
                       Variant{"whole_map_avgpool", with([](GateCase& g) { g.pool = Pool::WholeMapAvgPool; })},
@@ -602,6 +615,20 @@ TEST(GatedConv, PoolScaleFoldsOnlyAsAPowerOfTwo) {
     Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
     EXPECT_LT(o.err, 1e-5) << scale;
   }
+}
+
+// A two-layer predictor (a hidden Linear + Relu before the one that gives g) is not taken, and
+// inspect says so (it said the pool was missing; found by a probe). The reference's numbers.
+TEST(GatedConv, HiddenLayerPredictorIsRefusedWithItsReason) {
+  GateCase gc;
+  gc.hidden_layer = true;
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("hidden layer"), std::string::npos) << plan.graph().gates[0].reason;
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
 }
 
 // A threshold written (g - t) >= 0 keeps what that computes: at g = t = inf the difference is
