@@ -275,13 +275,15 @@ int sink_squeezes(Graph& g) {
           // Constant starts, ends (and axes, steps): the same slice of the 4-D form, its axes
           // past the inserted one moved up by one (a 1-D shift's Pad + Slice + Concat then
           // meets recognise_shifts in 2-D).
+          // (const_ints is empty for an absent input, and for one that is not constant.)
           const std::vector<int64_t> starts = const_ints(g, n, 1), ends = const_ints(g, n, 2);
-          std::vector<int64_t> axes = n.inputs.size() > 3 && n.inputs[3] != kNoValue ? const_ints(g, n, 3)
-                                                                                     : std::vector<int64_t>{};
-          if (starts.empty() || ends.size() != starts.size() || (n.inputs.size() > 3 && n.inputs[3] != kNoValue && axes.size() != starts.size()))
+          const bool has_axes = n.inputs.size() > 3 && n.inputs[3] != kNoValue;
+          const bool has_steps = n.inputs.size() > 4 && n.inputs[4] != kNoValue;
+          std::vector<int64_t> axes = const_ints(g, n, 3);
+          if (starts.empty() || ends.size() != starts.size() || (has_axes && axes.size() != starts.size()) ||
+              (has_steps && const_ints(g, n, 4).size() != starts.size()))
             continue;
-          if (n.inputs.size() > 4 && n.inputs[4] != kNoValue && const_ints(g, n, 4).size() != starts.size()) continue;
-          if (axes.empty())
+          if (!has_axes)
             for (size_t k = 0; k < starts.size(); ++k) axes.push_back(static_cast<int64_t>(k));
           if (std::any_of(axes.begin(), axes.end(), [](int64_t a) { return a < -3 || a > 2; })) continue;
           for (int64_t& a : axes) a = axis_in_4d(a < 0 ? a + 3 : a);
