@@ -648,24 +648,49 @@ class GatedConv final : public Kernel {
       scale[static_cast<size_t>(j)] = pi[o];
       if (!beta_.empty() && p_.beta != graph::BetaMode::None) shift[static_cast<size_t>(j)] = beta_[static_cast<size_t>(o)];
     }
+    const float* sc = scale.data();
+    const float* sh = shift.data();
+    with_activation(false, [&](auto act) {  // as gate::activate
 #pragma omp parallel for if (pixels * ko > 65536)
-    for (int64_t p = 0; p < pixels; ++p) {
-      float* r = yc + p * ko;
-      for (int64_t j = 0; j < ko; ++j)
-        r[j] = gate::activate(p_, scale[static_cast<size_t>(j)] * r[j] + shift[static_cast<size_t>(j)]);
-    }
+      for (int64_t p = 0; p < pixels; ++p) {
+        float* r = yc + p * ko;
+        for (int64_t j = 0; j < ko; ++j) r[j] = act(sc[j] * r[j] + sh[j]);
+      }
+    });
+  }
+
+  // Calls f(act) with act(v) the fused activation as a function the compiler inlines into f's
+  // loops, so that they vectorise for Relu, none and Clip (the generic activation per value,
+  // a switch, kept a compact output's epilogue scalar: 19% of an FBS MobileNetV2's time).
+  // Relu maps NaN as gate::activate (kept) or graph::apply_activation (to 0), as nan_to_zero says.
+  template <class F>
+  void with_activation(bool nan_to_zero, F&& f) const {
+    const graph::FusedActivation a = p_.activation;
+    if (a.kind == graph::Activation::Relu && nan_to_zero)
+      f([](float v) { return v > 0.f ? v : 0.f; });
+    else if (a.kind == graph::Activation::Relu)
+      f([](float v) { return v < 0.f ? 0.f : v; });
+    else if (a.kind == graph::Activation::None)
+      f([](float v) { return v; });
+    else if (a.kind == graph::Activation::Clip)  // as graph::apply_activation: NaN -> the lower bound
+      f([lo = a.alpha, hi = a.beta](float v) { return v > lo ? (hi < v ? hi : v) : lo; });
+    else
+      f([&a](float v) { return graph::apply_activation(a, v); });
   }
 
   // No gate of its own and every output channel computed (GateForm::All): the compact result
   // is the output itself, channel for channel. y = act(conv + sum), in place over it.
   void finish_every_output(float* yb, const float* sb) const {
     const int64_t n = oh_ * ow_ * m_;
-    const bool relu = p_.activation.kind == graph::Activation::Relu;
+    with_activation(true, [&](auto act) {
+      if (sb) {
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = sb ? sb[i] + yb[i] : yb[i];
-      yb[i] = relu ? (v > 0.f ? v : 0.f) : graph::apply_activation(p_.activation, v);
-    }
+        for (int64_t i = 0; i < n; ++i) yb[i] = act(sb[i] + yb[i]);
+      } else {
+#pragma omp parallel for if (n > 65536)
+        for (int64_t i = 0; i < n; ++i) yb[i] = act(yb[i]);
+      }
+    });
   }
 
   void run_compact(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in, bool in_compact,
