@@ -22,14 +22,14 @@ import torch.nn.functional as F
 
 class GatedConv2d(nn.Module):
     def __init__(self, cin, cout, kernel_size=3, stride=1, padding=None, density=1.0,
-                 beta="masked", saliency="mean", form="winners", act=True):
+                 beta="masked", saliency="mean", form="winners", act=True, groups=1):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2
         assert beta in ("masked", "unmasked", "none")
         assert saliency in ("mean", "absmean")
         assert form in ("winners", "losers")
-        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False, groups=groups)
         self.bn = nn.BatchNorm2d(cout, affine=False)
         self.gate = nn.Linear(cin, cout)
         nn.init.constant_(self.gate.bias, 1.0)  # start with every channel open
@@ -39,6 +39,7 @@ class GatedConv2d(nn.Module):
         self.form = form
         self.density = density
         self.act = act  # False: no ReLU here (a residual block's second conv, before the add)
+        # groups = cin = cout: a depthwise conv (MobileNet), whose gate picks channels of both sides
         self.cout = cout
         self.last_gate = None  # g of the last forward, for the L1 penalty
 

@@ -117,9 +117,12 @@ std::string Plan::describe(bool as_json) const {
       const int64_t m = g_.value(n.outputs[0]).shape[1], c = g_.value(n.inputs[0]).shape[1];
       const auto [ko, ki] = bound_at_k(g_, n);
       if (ko < m || ki < c) {
-        nodes.back()["macs_at_k"] = static_cast<int64_t>(static_cast<double>(st.executed_macs) * static_cast<double>(ko) /
-                                                         static_cast<double>(m) * static_cast<double>(ki) /
-                                                         static_cast<double>(c));
+        // Depthwise: output channel o reads input channel o alone, so both must be active.
+        const double out_part = static_cast<double>(ko) / static_cast<double>(m);
+        const double in_part = static_cast<double>(ki) / static_cast<double>(c);
+        const bool depthwise = n.p<graph::GatedConvParams>().conv.group > 1;
+        nodes.back()["macs_at_k"] = static_cast<int64_t>(static_cast<double>(st.executed_macs) *
+                                                         (depthwise ? std::min(out_part, in_part) : out_part * in_part));
         nodes.back()["active_out_at_most"] = ko;
         nodes.back()["active_in_at_most"] = ki;
       }

@@ -16,12 +16,16 @@ namespace {
 bool rewritable(const Graph& g, const Node& n, bool sparse_kernel) {
   if (n.dead || n.op != OpType::Conv || n.inputs.size() < 2 || n.outputs.size() != 1) return false;
   const auto& cp = n.p<ConvParams>();
-  if (cp.group != 1 || !cp.pre_shift.empty() || cp.kernel_shape.size() != 2) return false;
+  if (!cp.pre_shift.empty() || cp.kernel_shape.size() != 2) return false;
   const Value& x = g.value(n.inputs[0]);
   const Value& w = g.value(n.inputs[1]);
   if (!x.shape_known || x.shape.size() != 4 || x.dtype != DType::Float32 || !w.is_constant() ||
-      w.dtype != DType::Float32 || w.shape.size() != 4 || w.shape[1] != x.shape[1])
+      w.dtype != DType::Float32 || w.shape.size() != 4)
     return false;
+  // Group 1, or depthwise (output channel c reads input channel c alone: a zero input channel
+  // leaves its output the bias, which is not computed either).
+  const bool depthwise = cp.group == x.shape[1] && w.shape[0] == x.shape[1] && w.shape[1] == 1 && cp.group > 1;
+  if (!(cp.group == 1 && w.shape[1] == x.shape[1]) && !depthwise) return false;
   if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && !g.value(n.inputs[2]).is_constant()) return false;
   for (size_t i = 1; i < n.inputs.size(); ++i)
     if (n.inputs[i] == n.inputs[0]) return false;

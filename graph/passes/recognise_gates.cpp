@@ -827,7 +827,10 @@ class GateMatcher {
     const ValueId y = conv.outputs[0];
     const Shape& ys = g_.value(y).shape;
     const int64_t m = ys[1];
-    if (conv.p<ConvParams>().group != 1) throw Reject{"grouped convolutions are not gated by this runtime yet"};
+    // Group 1, or depthwise (one filter per channel: the gate picks channels of both sides).
+    const int64_t groups = conv.p<ConvParams>().group, cin = g_.value(conv.inputs[0]).shape[1];
+    if (groups != 1 && !(groups == cin && groups == m && g_.value(conv.inputs[1]).shape[1] == 1))
+      throw Reject{"grouped convolutions other than depthwise ones are not gated by this runtime yet"};
     if (!conv.p<ConvParams>().pre_shift.empty()) throw Reject{"the conv reads a fused shift; gating it is not supported"};
     if (conv.p<ConvParams>().fused_sum || conv.p<ConvParams>().activation.kind != Activation::None)
       throw Reject{"the conv already has a fused epilogue"};

@@ -44,8 +44,11 @@ void infer_SluiceGatedConv(InferContext& ctx) {
   const auto& w = ctx.in(1);
   if (x.shape.size() != 4 || w.shape.size() != 4) ctx.fail("gated conv needs 4-D input and weights");
   const int64_t c = x.shape[1], m = w.shape[0];
-  if (gp.conv.group != 1 || w.shape[1] != c)
-    ctx.fail("weight shape " + shape_str(w.shape) + " does not fit " + std::to_string(c) + " input channels");
+  // Group 1, or depthwise: one filter per channel (group = C_in = C_out).
+  const bool depthwise = gp.conv.group == c && m == c && c > 1;
+  if ((gp.conv.group != 1 && !depthwise) || w.shape[1] != (depthwise ? 1 : c))
+    ctx.fail("weight shape " + shape_str(w.shape) + " with group " + std::to_string(gp.conv.group) + " does not fit " +
+             std::to_string(c) + " input channels (a gated conv is group 1 or depthwise)");
   const bool has_gate = gp.form != graph::GateForm::All;
   if (has_gate != ctx.has_input(3) || has_gate != ctx.has_input(4))
     ctx.fail(has_gate ? "gate weights and bias are missing" : "a conv with every output kept takes no gate weights");
@@ -165,6 +168,7 @@ class GatedConv final : public Kernel {
     ow_ = ys[3];
     kh_ = wv.shape[2];
     kw_ = wv.shape[3];
+    depthwise_ = p_.conv.group > 1;  // (infer_SluiceGatedConv allows group C = M only)
     const float* W = wv.constant.data<float>();
     weights_.assign(W, W + wv.constant.numel());
     bias_ = constant_or_zeros(g, n, 2, m_);
@@ -210,7 +214,7 @@ class GatedConv final : public Kernel {
     // A plain copy of the gathered weights is needed only where gather_weights cannot write
     // oneDNN's layout; with the dense primitive's layout addressable, the compact ones are too
     // (same formats, fewer channels), and the rare exception gathers into a heap buffer.
-    plain_reserved_ = onednn::blocked_offsets(dense_.pd.weights_desc()).along.size() != 4;
+    plain_reserved_ = depthwise_ || onednn::blocked_offsets(dense_.pd.weights_desc()).along.size() != 4;
     wp_off_ = align(wc_off_ + (plain_reserved_ ? floats(m_ * c_ * kh_ * kw_) : 0));
     // packed compact weights: oneDNN pads the channel dims to its blocks (up to 64)
     sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((c_ + 63) / 64 * 64) * kh_ * kw_));
@@ -228,8 +232,10 @@ class GatedConv final : public Kernel {
     dc_off_ = align(sp_off_ + sp_reserve_);
     // The blocked form's input and output (the dense primitive's are the largest: compact
     // problems have fewer channels in the same blocks).
-    bx_off_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0) +
+    // A depthwise conv's result for the computed channels, before the others' bias joins it.
+    dw_off_ = align(dc_off_ + (direct_ ? gated::direct_conv_scratch(ds_) : 0) +
                     (input_list_ ? input_list_->scratch_bytes() : 0));
+    bx_off_ = align(dw_off_ + (depthwise_ ? floats(oh_ * ow_ * m_) : 0));
     by_off_ = align(bx_off_ + (blocked_ ? dense_.pd.src_desc().get_size() : 0));
     scratch_ = align(by_off_ + (blocked_ ? dense_.pd.dst_desc().get_size() : 0));
     slots_ = static_cast<int>(std::min<int64_t>(batch_, omp_get_max_threads()));  // the session's thread count
@@ -239,7 +245,7 @@ class GatedConv final : public Kernel {
   // gating on, at most 64 taps, finite weights (it pads with zeros: ops::all_finite).
   static bool input_list_applies(const graph::Graph& g, const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
-    return p.form == graph::GateForm::All && p.gating && n.layout == graph::Layout::NHWC &&
+    return p.form == graph::GateForm::All && p.gating && p.conv.group == 1 && n.layout == graph::Layout::NHWC &&
            p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= gated::InputListConv::kMaxTaps &&
            all_finite(g.value(n.inputs[1]).constant);
   }
@@ -248,7 +254,7 @@ class GatedConv final : public Kernel {
   // kernel size, finite weights; make_gated_conv decides by the map's size and by measurement).
   static bool direct_applies(const graph::Graph& g, const graph::Node& n) {
     const auto& p = n.p<graph::GatedConvParams>();
-    return p.gating && n.layout == graph::Layout::NHWC &&
+    return p.gating && p.conv.group == 1 && n.layout == graph::Layout::NHWC &&
            gated::direct_conv_supported(p.conv.strides.data(), p.conv.dilations.data()) &&
            p.conv.kernel_shape[0] * p.conv.kernel_shape[1] <= 64 && all_finite(g.value(n.inputs[1]).constant);
   }
@@ -327,7 +333,7 @@ class GatedConv final : public Kernel {
                          (!has_gate() && !in_compact && ki * 100 >= c_ * gate::kDenseFromPercent);
       if (dense) {
         run_dense(xb, yb, pi.data(), sb, scratch);
-        executed = m_ * c_ * per_map;
+        executed = m_ * (depthwise_ ? 1 : c_) * per_map;
       } else if (ko == 0 || ki == 0) {
         // No active output: every channel is its suppressed constant. No active input (the
         // layer before suppressed everything): each active output is its conv bias at every
@@ -344,6 +350,8 @@ class GatedConv final : public Kernel {
           fill_suppressed(yb, pi.data(), nullptr, act_out, sb);
         }
         executed = 0;
+      } else if (depthwise_) {
+        executed = run_depthwise(xb, yb, pi.data(), act_in, in_compact, act_out, sb, scratch) * per_map;
       } else {
         run_compact(xb, yb, pi.data(), act_in, in_compact, act_out, sb, scratch);
         executed = ko * ki * per_map;
@@ -380,15 +388,17 @@ class GatedConv final : public Kernel {
   const float* beta() const { return beta_.empty() ? nullptr : beta_.data(); }
   bool has_gate() const { return p_.form != graph::GateForm::All; }
 
+  // Depthwise: ki = ko channels, one filter each (weights [ko, 1, 1, kh, kw], grouped).
   Prim make_prim(int64_t ki, int64_t ko, bool blocked) const {
     Prim pr;
     pr.src = memory::desc({1, ki, h_, w_}, memory::data_type::f32, tag::nhwc);
     pr.dst = memory::desc({1, ko, oh_, ow_}, memory::data_type::f32, tag::nhwc);
     const memory::desc src_any({1, ki, h_, w_}, memory::data_type::f32, tag::any);
     const memory::desc dst_any({1, ko, oh_, ow_}, memory::data_type::f32, tag::any);
-    pr.w_plain = memory::desc({ko, ki, kh_, kw_}, memory::data_type::f32, tag::oihw);
+    const memory::dims wd = depthwise_ ? memory::dims{ko, 1, 1, kh_, kw_} : memory::dims{ko, ki, kh_, kw_};
+    pr.w_plain = memory::desc(wd, memory::data_type::f32, depthwise_ ? tag::goihw : tag::oihw);
     pr.bias = memory::desc({ko}, memory::data_type::f32, tag::a);
-    memory::desc w_any({ko, ki, kh_, kw_}, memory::data_type::f32, tag::any);
+    memory::desc w_any(wd, memory::data_type::f32, tag::any);
     const auto& c = p_.conv;
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                       blocked ? src_any : pr.src, w_any, pr.bias, blocked ? dst_any : pr.dst,
@@ -408,7 +418,7 @@ class GatedConv final : public Kernel {
       return make_prim(ki, ko, false);
     }
     pr.w_layout = onednn::blocked_offsets(pr.pd.weights_desc());
-    if (pr.w_layout.along.size() != 4) pr.w_layout = {};  // [k_out, k_in, kh, kw] only
+    if (pr.w_layout.along.size() != 4 || depthwise_) pr.w_layout = {};  // [k_out, k_in, kh, kw] only
     if (!pr.w_layout.ok())
       pr.w_reorder = dnnl::reorder(memory(pr.w_plain, onednn::engine(), nullptr),
                                    memory(pr.pd.weights_desc(), onednn::engine(), nullptr));
@@ -474,6 +484,7 @@ class GatedConv final : public Kernel {
   // or measured faster than NHWC on random data here, the fastest of 3 calls each in turns,
   // where onednn::blocked_form_may_pay. The compact primitives follow the layer's choice.
   std::optional<Prim> blocked_form(ActLayout layout, int64_t macs) {
+    if (depthwise_) return std::nullopt;  // (NHWC: what the compact channel lists are gathered in)
     if (layout == ActLayout::Measured && !onednn::blocked_form_may_pay(dense_.pd.impl_info_str(), macs))
       return std::nullopt;
     Prim b = make_prim(c_, m_, true);
@@ -783,14 +794,105 @@ class GatedConv final : public Kernel {
     fill_suppressed(yb, pi, yc, act_out, sb);
   }
 
+  // Depthwise (group = C = M): output channel o reads input channel o alone. The active outputs
+  // whose input is active are computed (their input channels gathered, then oneDNN's depthwise
+  // conv on them, a primitive cached per count); the other active outputs read a zero channel,
+  // so are their bias at every pixel, padding included. Then the epilogue, as run_compact's.
+  // Returns the channels computed.
+  int64_t run_depthwise(const float* xb, float* yb, const float* pi, const std::vector<int32_t>& act_in,
+                        bool in_compact, const std::vector<int32_t>& act_out, const float* sb,
+                        std::byte* scratch) const {
+    const auto ki = static_cast<int64_t>(act_in.size()), ko = static_cast<int64_t>(act_out.size());
+    const bool every_output = !has_gate() && ko == m_;
+    const int64_t x_stride = in_compact ? ki : c_, hw = h_ * w_, pixels = oh_ * ow_, taps = kh_ * kw_;
+    std::vector<int32_t> where(static_cast<size_t>(c_), -1);  // channel -> its place in xb's pixel rows
+    for (int64_t j = 0; j < ki; ++j)
+      where[static_cast<size_t>(act_in[static_cast<size_t>(j)])] = static_cast<int32_t>(in_compact ? j : act_in[static_cast<size_t>(j)]);
+    std::vector<int32_t> run, from;  // computed: act_out's position, and where its input is
+    for (int64_t j = 0; j < ko; ++j)
+      if (int32_t at = where[static_cast<size_t>(act_out[static_cast<size_t>(j)])]; at >= 0)
+        run.push_back(static_cast<int32_t>(j)), from.push_back(at);
+    const auto kc = static_cast<int64_t>(run.size());
+    float* yc = compact_out_ || every_output ? yb : reinterpret_cast<float*>(scratch + y_off_);  // [pixels, ko]
+    float* dst = kc == ko ? yc : reinterpret_cast<float*>(scratch + dw_off_);                    // [pixels, kc]
+    if (kc > 0) {
+      bool in_place = kc == x_stride;  // xb's rows are the computed channels, in order
+      for (int64_t j = 0; in_place && j < kc; ++j) in_place = from[static_cast<size_t>(j)] == j;
+      const float* src = xb;
+      if (!in_place) {  // runs of consecutive channels copied whole
+        std::vector<std::array<int32_t, 3>> runs;  // (to, from, length)
+        for (int32_t j = 0; j < static_cast<int32_t>(kc); ++j)
+          if (!runs.empty() && runs.back()[1] + runs.back()[2] == from[static_cast<size_t>(j)])
+            ++runs.back()[2];
+          else
+            runs.push_back({j, from[static_cast<size_t>(j)], 1});
+        auto* xc = reinterpret_cast<float*>(scratch + x_off_);
+        if (static_cast<int64_t>(runs.size()) * 8 > kc) {  // short runs: value by value
+          const int32_t* at = from.data();
+#pragma omp parallel for if (hw * kc > 65536)
+          for (int64_t p = 0; p < hw; ++p) {
+            const float* r = xb + p * x_stride;
+            float* d = xc + p * kc;
+            for (int64_t j = 0; j < kc; ++j) d[j] = r[at[j]];
+          }
+        } else {
+#pragma omp parallel for if (hw * kc > 65536)
+          for (int64_t p = 0; p < hw; ++p)
+            for (const auto& [to, at, len] : runs) std::memcpy(xc + p * kc + to, xb + p * x_stride + at, floats(len));
+        }
+        src = xc;
+      }
+      const Prim& pr = compact_prim(kc, kc);
+      auto* wc = reinterpret_cast<float*>(scratch + wc_off_);
+      std::vector<float> bc(static_cast<size_t>(kc));
+      for (int64_t j = 0; j < kc; ++j) {
+        const int32_t o = act_out[static_cast<size_t>(run[static_cast<size_t>(j)])];
+        std::memcpy(wc + j * taps, weights_.data() + static_cast<int64_t>(o) * taps, floats(taps));
+        bc[static_cast<size_t>(j)] = bias_[static_cast<size_t>(o)];
+      }
+      std::vector<float> w_heap;
+      void* wp = scratch + wp_off_;
+      if (pr.pd.weights_desc().get_size() > sp_off_ - wp_off_) {
+        w_heap.resize(pr.pd.weights_desc().get_size() / sizeof(float) + 1);
+        wp = w_heap.data();
+      }
+      memory w_packed(pr.pd.weights_desc(), onednn::engine(), wp), w_plain(pr.w_plain, onednn::engine(), wc);
+      dnnl::stream& st = onednn::thread_stream();
+      pr.w_reorder.execute(st, w_plain, w_packed);
+      st.wait();
+      memory bias(pr.bias, onednn::engine(), bc.data());
+      exec_conv(pr, src, w_packed, bias, dst, scratch, conv_scratch());
+    }
+    if (kc < ko) {  // the outputs whose input is zero: their bias; the computed ones in between
+      std::vector<float> row(static_cast<size_t>(ko));
+      for (int64_t j = 0; j < ko; ++j) row[static_cast<size_t>(j)] = bias_[static_cast<size_t>(act_out[static_cast<size_t>(j)])];
+      const int32_t* at = run.data();
+#pragma omp parallel for if (pixels * ko > 65536)
+      for (int64_t p = 0; p < pixels; ++p) {
+        float* r = yc + p * ko;
+        std::memcpy(r, row.data(), floats(ko));
+        const float* d = dst + p * kc;
+        for (int64_t i = 0; i < kc; ++i) r[at[i]] = d[i];
+      }
+    }
+    if (every_output)
+      finish_every_output(yb, sb);
+    else if (compact_out_)
+      scale_compact(yb, pi, act_out);
+    else
+      fill_suppressed(yb, pi, yc, act_out, sb);
+    return kc;
+  }
+
   graph::GatedConvParams p_;
+  bool depthwise_ = false;
   bool compact_out_ = false;
   int64_t batch_, c_, h_, w_, m_, oh_, ow_, kh_, kw_;
   std::vector<float> weights_, bias_, wg_, bg_, beta_, suppressed_, pre_suppressed_;
   std::vector<int32_t> dead_;  // pruned channels (all-zero filter and bias), run as suppressed
   Prim dense_;
   memory dense_w_, dense_b_;
-  size_t x_off_ = 0, y_off_ = 0, wc_off_ = 0, wp_off_ = 0, sp_off_ = 0, sp_reserve_ = 0, dc_off_ = 0, bx_off_ = 0,
+  size_t x_off_ = 0, y_off_ = 0, wc_off_ = 0, wp_off_ = 0, sp_off_ = 0, sp_reserve_ = 0, dc_off_ = 0, dw_off_ = 0, bx_off_ = 0,
          by_off_ = 0, scratch_ = 0;
   bool blocked_ = false;     // convs on oneDNN's blocked activation layout (blocked_form)
   std::string layout_note_;  // what blocked_form measured

@@ -224,6 +224,68 @@ def partly_gated_models(work):
     return out
 
 
+def depthwise_models(work):
+    """FBS MobileNetV2-style nets (random weights, seeded): inverted residual blocks whose 1x1
+    expand conv is gated and whose 3x3 depthwise conv is gated too (its gate picks channels of
+    its input and output alike) or plain behind the expand gate (then it must compute only the
+    channels that gate kept), at stride 1 with the shortcut and at stride 2. The two densities
+    differ, so a depthwise gate keeps channels whose input the expand gate suppressed (their
+    output is the conv's bias). Returns [(path, plain convs behind a gate)]: the 1x1 project
+    convs behind a gated depthwise conv, or the plain depthwise convs."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import fbs
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, d_exp, d_dw, beta):
+            super().__init__()
+            hid = 3 * cin
+            self.exp = fbs.GatedConv2d(cin, hid, 1, density=d_exp, beta=beta)
+            self.dw = (fbs.GatedConv2d(hid, hid, 3, stride, density=d_dw, beta=beta, groups=hid) if d_dw else
+                       nn.Sequential(nn.Conv2d(hid, hid, 3, stride, 1, groups=hid), nn.BatchNorm2d(hid), nn.ReLU6()))
+            self.proj = nn.Sequential(nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.res = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.proj(self.dw(self.exp(x)))
+            return x + y if self.res else y
+
+    class Net(nn.Module):
+        def __init__(self, d_exp, d_dw, beta):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.blocks = nn.Sequential(Block(16, 16, 1, d_exp, d_dw, beta), Block(16, 24, 2, d_exp, d_dw, beta),
+                                        Block(24, 24, 1, d_exp, d_dw, beta))
+            self.fc = nn.Linear(24, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+    torch.set_num_threads(1)
+    out = []
+    for name, d_exp, d_dw, beta in (("dw_gated", 0.5, 0.75, "masked"), ("dw_gated_unmasked", 0.75, 0.5, "unmasked"),
+                                    ("dw_plain", 0.5, None, "masked")):
+        torch.manual_seed(3)
+        m = Net(d_exp, d_dw, beta)
+        randomise_and_freeze(m)
+        out.append((export_28x28(m, os.path.join(work, "mobilenet_%s.onnx" % name)), 3))
+    return out
+
+
+def depthwise_convs_in(path):
+    """Names of the ONNX file's depthwise convs (group = input channels > 1)."""
+    m = onnx.shape_inference.infer_shapes(onnx.load(path))
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(m.graph.value_info) + list(m.graph.input)}
+    names = set()
+    for n in m.graph.node:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if n.op_type == "Conv" and group > 1 and len(dims.get(n.input[0], [])) == 4 and dims[n.input[0]][1] == group:
+            names.add(n.name)
+    return names
+
+
 # Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
 SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg", "tanh_g_neg",
                   "abs_g", "silu_g_neg", "hardswish_g_neg")
@@ -603,6 +665,7 @@ def main():
     models += other_form_models(a.work_dir)  # the top-k written other ways
     models += silenced_models(a.work_dir)  # a gated layer whose input is all suppressed
     plain_behind_gates = dict(partly_gated_models(a.work_dir))  # plain convs reading gated outputs
+    plain_behind_gates.update(depthwise_models(a.work_dir))  # gated and plain depthwise convs
     for path, plain in bound_models(a.work_dir):  # layers that may run dense; suppressed channels that are not 0
         if plain:
             plain_behind_gates[path] = plain
@@ -615,6 +678,7 @@ def main():
         name = os.path.basename(path)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         expected_gates = gated_convs_in(path)
+        depthwise = depthwise_convs_in(path)
         insp = json.loads(run([a.sluice, "inspect", path, "--json", "--shape", "image=1x1x28x28"]))
         try:
             assert expected_gates > 0, "no gates found in the ONNX file"
@@ -643,7 +707,16 @@ def main():
                 for b in range(batch):
                     total = 0
                     for layer in st["layers"]:
-                        if "active_out_channels" in layer:
+                        if "active_out_channels" in layer and layer["name"] in depthwise:
+                            # output channel o reads input channel o alone: computed where both are active
+                            s = layer["samples"][b]
+                            per_channel = layer["dense_macs"] // batch // layer["dense_out_channels"]
+                            assert s["executed_macs"] % per_channel == 0 and s["executed_macs"] // per_channel <= min(
+                                s["active_in_channels"], s["active_out_channels"]), "%s (depthwise): %s" % (
+                                    layer["name"], s)
+                            assert layer["name"] not in bounds or s["executed_macs"] <= bounds[layer["name"]]["macs_at_k"]
+                            total += s["executed_macs"]
+                        elif "active_out_channels" in layer:
                             s = layer["samples"][b]
                             # dense MACs count the model's channels (static pruning may run fewer)
                             per_pair = layer["dense_macs"] // batch // (

@@ -60,6 +60,7 @@ struct GateCase {
   bool abs_first = false;    // the pool reads Abs(x) (any Pool but AbsReduceMean, which has it already)
   bool beta_scrambled = false;  // a look-alike: beta [M, 1, 1] times the mask reshaped [M, N, 1], then [N, M, 1, 1]
   const char* reduction = nullptr;  // the scatter (Winners, Losers, IndexPut*) with this reduction (opset 16)
+  int64_t group = 1;  // the conv's: c = m = group is depthwise
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -67,9 +68,10 @@ struct GateCase {
 void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const std::string& x, const std::string& y,
               int64_t c) {
   const int64_t m = gc.m, n = gc.n;
-  b.init_random(p + "w", {m, c, 3, 3}, 0.3f).init_random(p + "cb", {m}, 0.1f);
+  b.init_random(p + "w", {m, c / gc.group, 3, 3}, 0.3f).init_random(p + "cb", {m}, 0.1f);
   auto& conv = b.node("Conv", {x, p + "w", p + "cb"}, {p + "conv"}, p + "Conv");
   OnnxBuilder::attr_ints(conv, "pads", {1, 1, 1, 1});
+  if (gc.group != 1) OnnxBuilder::attr_int(conv, "group", gc.group);
   if (gc.stride != 1) OnnxBuilder::attr_ints(conv, "strides", {gc.stride, gc.stride});
   // Saliency.
   std::string pooled;
@@ -814,6 +816,53 @@ TEST(GatedConv, DirectAndOneDnnSmallMapPathsAgree) {
   }
 }
 
+// Depthwise gated convs (group = C = M; MobileNet's 3x3 convs): output channel o reads input
+// channel o alone, so a chained gate computes the channels active on both sides, and a selected
+// channel whose input the gate before suppressed is its conv's bias (then gated). Three gates in a
+// chain (compact output into compact input), each form of beta and selection, stride 1 and 2,
+// against the generic ops; executed MACs count the channels computed, at most min(in, out).
+TEST(GatedConv, DepthwiseChainComputesTheChannelsActiveOnBothSides) {
+  for (Beta beta : {Beta::Masked, Beta::Unmasked, Beta::None})
+    for (Form form : {Form::Winners, Form::Losers, Form::Threshold})
+      for (int64_t stride : {1, 2}) {
+        GateCase gc;
+        gc.c = gc.m = gc.group = 12;
+        gc.k = 5;
+        gc.hw = 9;
+        gc.beta = beta;
+        gc.form = form;
+        gc.stride = stride;
+        const std::string what = "beta " + std::to_string(static_cast<int>(beta)) + ", form " +
+                                 std::to_string(static_cast<int>(form)) + ", stride " + std::to_string(stride);
+        Model m = gate_model(gc, 3);
+        runtime::Plan plan(*m.graph(), {}, {1, true});
+        for (const auto& r : plan.graph().gates) EXPECT_TRUE(r.recognised) << what << ": " << r.reason;
+        EXPECT_EQ(count_gated(plan), 3) << what;
+        Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+        EXPECT_LT(o.err, 1e-5) << what;
+        EXPECT_LT(o.err_off, 1e-5) << what;
+        int64_t fewer = 0;  // samples of the later gates that computed fewer channels than they kept
+        for (size_t i = 0; i < 3; ++i) {
+          const LayerStats& l = gated_layer(o.stats, i);
+          for (const auto& s : l.samples) {
+            const int64_t per_channel = s.dense_macs / gc.m;
+            EXPECT_EQ(s.dense_macs % gc.m, 0) << what;
+            EXPECT_EQ(s.executed_macs % per_channel, 0) << what;
+            EXPECT_LE(s.executed_macs / per_channel, std::min(s.active_in_channels, s.active_out_channels)) << what;
+            EXPECT_EQ(s.active_out_channels, gc.k) << what;
+            if (i == 0) {
+              EXPECT_EQ(s.executed_macs, gc.k * per_channel) << what;  // every input active
+            }
+            fewer += s.executed_macs / per_channel < s.active_out_channels;
+          }
+        }
+        // Unmasked beta: most suppressed channels are relu(beta) > 0 downstream, so active.
+        if (beta == Beta::Masked) {
+          EXPECT_GT(fewer, 0) << what << ": a kept channel read a suppressed one";
+        }
+      }
+}
+
 TEST(GatedConv, UnmaskedBetaMakesSuppressedChannelsNonZeroDownstream) {
   GateCase gc;
   gc.beta = Beta::Unmasked;  // suppressed channels equal relu(beta) > 0 for most channels
@@ -1107,6 +1156,48 @@ TEST(GatedInput, PlainConvBehindAGateReadsOnlyTheActiveChannels) {
       EXPECT_EQ(smp.executed_macs, m2 * gc.k * 9 * gc.hw * gc.hw) << what;
     }
   }
+}
+
+// A plain depthwise conv behind a gate reads only the channels the gate kept: the others are
+// zero, so their outputs are the conv's bias, computed by no MAC. Not a depthwise conv (group 2
+// of 8): not gated, with the reason, and run by the generic ops.
+TEST(GatedInput, PlainDepthwiseConvBehindAGateComputesOnlyTheKeptChannels) {
+  GateCase gc;
+  gc.m = 8;
+  gc.k = 3;
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  add_gate(b, gc, "g_", "x", "h", gc.c);
+  b.init_random("dw", {gc.m, 1, 3, 3}, 0.3f).init_random("db", {gc.m}, 0.2f);
+  auto& dw = b.node("Conv", {"h", "dw", "db"}, {"y"}, "plain");
+  OnnxBuilder::attr_ints(dw, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(dw, "group", gc.m);
+  b.output("y");
+  Model m = b.load("plain_depthwise.onnx");
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  const graph::Node* n = plain_node(plan);
+  ASSERT_NE(n, nullptr);
+  ASSERT_EQ(n->op, graph::OpType::SluiceGatedConv);
+  EXPECT_EQ(n->p<graph::GatedConvParams>().form, graph::GateForm::All);
+  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(o.err, 1e-5);
+  EXPECT_LT(o.err_off, 1e-5);
+  const LayerStats& l = gated_layer(o.stats, 1);
+  for (const auto& s : l.samples) {
+    EXPECT_EQ(s.active_in_channels, gc.k);
+    EXPECT_EQ(s.active_out_channels, gc.m);
+    EXPECT_EQ(s.executed_macs, gc.k * 9 * gc.hw * gc.hw);
+  }
+
+  GateCase grouped;
+  grouped.c = grouped.m = 8;
+  grouped.group = 2;
+  Model mg = gate_model(grouped);
+  runtime::Plan pg(*mg.graph(), {}, {1, true});
+  ASSERT_EQ(pg.graph().gates.size(), 1u);
+  EXPECT_FALSE(pg.graph().gates[0].recognised);
+  EXPECT_NE(pg.graph().gates[0].reason.find("other than depthwise"), std::string::npos) << pg.graph().gates[0].reason;
+  EXPECT_LT(run_both(mg, {grouped.n, grouped.c, grouped.hw, grouped.hw}).err, 1e-5);
 }
 
 // A weight of inf or NaN: the gated conv's direct and input-list kernels, which pad a copy of
