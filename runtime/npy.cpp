@@ -338,8 +338,7 @@ Tensor load(const std::string& path) {
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) fail(path, "cannot read its size: " + ec.message());
   if (const double have = runtime::machine_bytes(); have > 0 && static_cast<double>(size) > have / 2)
-    fail(path, "is " + runtime::gib(static_cast<double>(size)) + ", more than half of this machine's " + runtime::gib(have) +
-                   " of memory");
+    fail(path, "is " + runtime::gib(static_cast<double>(size)) + ", more than half of " + runtime::memory_limit().what);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, std::string("cannot open file: ") + std::strerror(errno));
   std::vector<char> bytes(static_cast<size_t>(size));

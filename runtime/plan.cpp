@@ -52,7 +52,7 @@ std::string Plan::largest_value_note() const {
     if (v.dtype != DType::Undefined && (!big || value_bytes(v) > value_bytes(*big))) big = &v;
   if (!big) return "";
   return " (its largest value, '" + big->name + "' " + shape_str(big->shape) + ", needs " + gib(value_bytes(*big)) +
-         "; this machine has " + gib(machine_bytes()) + ")";
+         "; the limit is " + memory_limit().what + ")";
 }
 
 void Plan::check_value_sizes() const {
@@ -65,8 +65,8 @@ void Plan::check_value_sizes() const {
       const graph::Value& v = g_.value(o);
       if (value_bytes(v) > have)
         throw Error(g_.model_name + ": node '" + n.name + "' (" + graph::op_name(n.op) + ") would write '" + v.name +
-                    "' " + shape_str(v.shape) + ", " + gib(value_bytes(v)) + ", more than this machine's " + gib(have) +
-                    " of memory; check the model's and the inputs' shapes");
+                    "' " + shape_str(v.shape) + ", " + gib(value_bytes(v)) + ", more than " + memory_limit().what +
+                    "; check the model's and the inputs' shapes");
     }
   }
 }
@@ -461,8 +461,8 @@ void Plan::plan_memory() {
   arena_bytes_ = mp.arena_bytes;
   const double need = static_cast<double>(arena_bytes_) + static_cast<double>(scratch_bytes_), have = machine_bytes();
   if (have > 0 && need > have)
-    throw Error(g_.model_name + ": running it needs " + gib(need) + " of working memory, more than this machine's " +
-                gib(have) + largest_value_note());
+    throw Error(g_.model_name + ": running it needs " + gib(need) + " of working memory, more than " +
+                memory_limit().what + largest_value_note());
 }
 
 std::unique_ptr<ExecContext> Plan::make_context() const {

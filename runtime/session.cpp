@@ -5,6 +5,7 @@
 
 #include "converters/onnx/onnx_import.h"
 #include "ops/kernel.h"
+#include "runtime/memory_limit.h"
 #include "runtime/plan.h"
 
 namespace sluice {
@@ -30,6 +31,7 @@ class ThreadScope {
 Model Model::load(const std::string& path) { return Model(converters::onnx::import_file(path)); }
 
 Model Model::load_from_memory(const void* data, size_t size, const std::string& name) {
+  if (!data && size > 0) throw Error(name + ": no model bytes (a null pointer with size " + std::to_string(size) + ")");
   return Model(converters::onnx::import_bytes(data, size, name));
 }
 
@@ -268,7 +270,13 @@ T& live(const std::unique_ptr<T>& impl) {
 }  // namespace
 
 std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& inputs, RunStats* stats) {
-  return live(impl_).run(inputs, stats);
+  runtime::SessionImpl& impl = live(impl_);
+  try {
+    return impl.run(inputs, stats);
+  } catch (const std::bad_alloc&) {  // as the header promises: every failure is a sluice::Error
+    throw Error(impl.model_.name() + ": out of memory while running it (" + runtime::memory_limit().what +
+                "); check the inputs' shapes, or run it with fewer threads or a smaller batch");
+  }
 }
 const Model& Session::model() const { return live(impl_).model_; }
 const SessionOptions& Session::options() const { return live(impl_).options_; }

@@ -70,8 +70,7 @@ Tensor::Tensor(DType dtype, Shape shape, bool zero) : dtype_(dtype), shape_(std:
   // kernel's out-of-memory killer once the zero fill touches it.
   if (const double have = runtime::machine_bytes(); have > 0 && static_cast<double>(bytes) > have)
     throw Error("tensor shape " + shape_str(shape_) + " of " + dtype_name(dtype) + " would take " +
-                runtime::gib(static_cast<double>(bytes)) + ", more than this machine's " + runtime::gib(have) +
-                " of memory");
+                runtime::gib(static_cast<double>(bytes)) + ", more than " + runtime::memory_limit().what);
   // Always allocate at least one element so raw() is never null. On a cache line: a run's
   // outputs are written by vector stores, and malloc's 16-byte alignment had half of a
   // reorder's 32-byte stores split lines (the 56x56x64 shift model's NHWC -> NCHW output
@@ -85,6 +84,7 @@ Tensor::Tensor(DType dtype, Shape shape, bool zero) : dtype_(dtype), shape_(std:
 
 Tensor Tensor::copy_of(DType dtype, Shape shape, const void* data) {
   Tensor t = uninitialized(dtype, std::move(shape));
+  if (t.nbytes() && !data) throw Error("Tensor::copy_of: a null data pointer for " + std::to_string(t.nbytes()) + " bytes");
   if (t.nbytes()) std::memcpy(t.raw(), data, t.nbytes());
   return t;
 }

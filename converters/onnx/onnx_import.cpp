@@ -40,8 +40,15 @@ constexpr size_t kMaxFileBytes = size_t{2} << 30;  // protobuf's own limit
 
 std::string read_whole_file(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw Error(path + ": file not found");
-  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": is a directory, expected an .onnx file");
+  if (path.empty()) throw Error("no model file given (an empty path)");
+  const auto st = std::filesystem::status(path, ec);
+  if (ec == std::errc::too_many_symbolic_link_levels)
+    throw Error(path + ": a loop of symbolic links, not a file");
+  if (!std::filesystem::exists(st)) throw Error(path + ": file not found");
+  if (std::filesystem::is_directory(st)) throw Error(path + ": is a directory, expected an .onnx file");
+  // A FIFO may never be written (reading it hung), a device never end: read regular files only.
+  if (!std::filesystem::is_regular_file(st))
+    throw Error(path + ": is not a regular file (a pipe or a device?); save the model to an .onnx file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open file for reading");
   f.seekg(0, std::ios::end);
@@ -703,8 +710,8 @@ class Importer {
       if (bytes > largest) largest = bytes, largest_name = tp.name();
     }
     if (total > have)
-      throw Error(name_ + ": its initializers in external data hold " + runtime::gib(total) + ", more than this machine's " +
-                  runtime::gib(have) + " of memory (the largest, '" + largest_name + "', " + runtime::gib(largest) +
+      throw Error(name_ + ": its initializers in external data hold " + runtime::gib(total) + ", more than " +
+                  runtime::memory_limit().what + " (the largest, '" + largest_name + "', " + runtime::gib(largest) +
                   "); check the model's dims");
   }
 

@@ -107,9 +107,15 @@ void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t j = 0; j < inner; ++j) {
           auto val = [&](int64_t i) { return X[(o * len + i) * inner + j]; };
-          // Ties: the lower index first (stable order), as ONNX Runtime does.
+          // Ties: the lower index first (stable order), as ONNX Runtime does. NaN ranks above
+          // every number, as in ONNX Runtime, numpy and torch: first when taking the largest,
+          // last when taking the smallest. (Compared as numbers, NaN broke the sort's order: a
+          // NaN landed mid-list and the rest came out unsorted.)
           auto before = [&](int64_t a, int64_t b) {
-            if (val(a) != val(b)) return p.largest ? val(a) > val(b) : val(a) < val(b);
+            const T va = val(a), vb = val(b);
+            const bool na = va != va, nb = vb != vb;  // NaN (never for integers)
+            if (na || nb) return na && nb ? a < b : p.largest ? na : nb;
+            if (va != vb) return p.largest ? va > vb : va < vb;
             return a < b;
           };
           if (p.sorted) {

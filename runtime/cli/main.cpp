@@ -200,7 +200,7 @@ std::map<std::string, sluice::Tensor> random_inputs(const sluice::Model& model, 
     for (int64_t v : s) bytes *= static_cast<double>(v);
     if (const double have = sluice::runtime::machine_bytes(); have > 0 && bytes > have / 2)
       throw Error("bench: input '" + d.name + "' of shape " + sluice::shape_str(s) + " would take " +
-                  sluice::runtime::gib(bytes) + " (this machine has " + sluice::runtime::gib(have) +
+                  sluice::runtime::gib(bytes) + " (more than half of " + sluice::runtime::memory_limit().what +
                   "): is that dimension in the model meant? An input of another shape can be given with --input " + d.name +
                   "=FILE.npy");
     sluice::Tensor t(d.dtype, s);
@@ -705,8 +705,24 @@ struct SessionFlags {
 
 }  // namespace
 
+// Levenshtein distance, for the nearest subcommand to a mistyped one.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
 int main(int argc, char** argv) {
-  CLI::App app{"Sluice: an inference runtime for pruned and dynamically gated CNNs (ONNX)."};
+  CLI::App app{"Sluice: an inference runtime for pruned and dynamically gated CNNs (ONNX).", "sluice"};
   app.set_version_flag("--version", "sluice 0.1.0");
   app.require_subcommand(1);
 
@@ -723,19 +739,20 @@ int main(int argc, char** argv) {
   run->add_option("model", model, "ONNX model file")->required();
   // Not required: a model without graph inputs (all constants) runs with none, and a missing
   // one is named by load_inputs with the shape it needs.
-  run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)");
+  run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)")->allow_extra_args(false);
   run->add_option("-o,--output-dir", out_dir, "Directory for <output name>.npy files")->capture_default_str();
   run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
   run_flags.add(run);
 
   auto* bench = app.add_subcommand("bench", "Time a model: median, min and max latency over repeated runs.");
   bench->add_option("model", model, "ONNX model file")->required();
-  bench->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (default: random data)");
+  bench->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (default: random data)")->allow_extra_args(false);
   bench_flags.add(bench);
   bench->add_option("-n,--runs", runs, "Timed runs")->check(kPositive)->capture_default_str();
   bench->add_option("-w,--warmup", warmup, "Untimed warm-up runs")->check(kNonNegative)->capture_default_str();
   bench->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension")->check(kPositive)->capture_default_str();
-  bench->add_option("-s,--shape", shape_specs, "Shape of a generated input, NAME=1x3x224x224 (for dynamic dimensions)");
+  bench->add_option("-s,--shape", shape_specs, "Shape of a generated input, NAME=1x3x224x224 (for dynamic dimensions)")
+      ->allow_extra_args(false);
   bench->add_flag("--json", as_json, "Print the result as JSON");
   bench->add_flag("--profile", bench_flags.profile, "Time every layer and print the slowest ones");
   bench->add_option("--against", pairing.against,
@@ -743,7 +760,8 @@ int main(int argc, char** argv) {
                     "to this one's (e.g. the unpruned model against its slimmed copy)");
   bench->add_option("--against-option", pairing.options,
                     "KEY=VALUE: time the model (or --against's) also with this option changed, alongside, and give "
-                    "the ratio (gating=off, sparse=off|always|auto, planes=nhwc|resident, density=D, reference=on)");
+                    "the ratio (gating=off, sparse=off|always|auto, planes=nhwc|resident, density=D, reference=on)")
+      ->allow_extra_args(false);
   bench->add_option("--block", pairing.block, "Timed runs per block with --against")->check(kPositive)->capture_default_str();
   bench->add_option("--block-warmup", pairing.block_warmup,
                     "Untimed runs at the start of each block with --against (the first runs after the other model "
@@ -753,10 +771,12 @@ int main(int argc, char** argv) {
 
   auto* inspect = app.add_subcommand("inspect", "Show the optimised graph: per node op, shapes, MACs, kernel.");
   inspect->add_option("model", model, "ONNX model file")->required();
-  inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)");
+  inspect->add_option("-s,--shape", shape_specs, "Concrete input shape NAME=1x3x224x224 (for dynamic inputs)")
+      ->allow_extra_args(false);
   inspect->add_option("-i,--input", input_specs,
                       "Input as NAME=FILE.npy: its shape, and the value of a small integer input that sets a shape "
-                      "(TopK's K, a Reshape target)");
+                      "(TopK's K, a Reshape target)")
+      ->allow_extra_args(false);
   inspect->add_option("-b,--batch", batch, "Batch size for a dynamic first dimension (as bench)")
       ->check(kPositive)->capture_default_str();
   inspect->add_flag("--json", as_json, "Print JSON");
@@ -786,6 +806,33 @@ int main(int argc, char** argv) {
   bool ops_json = false;
   ops->add_flag("--json", ops_json, "Print a JSON list");
 
+  // `sluice help` as `sluice --help`; a first word that is no subcommand is named, with the
+  // nearest one (CLI11 said only "A subcommand is required").
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    if (word == "help") {
+      std::cout << app.help();
+      return 0;
+    }
+    std::string names, nearest;
+    size_t best = std::string::npos;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      const std::string& name = sub->get_name();
+      if (name == word) {
+        best = 0;
+        break;
+      }
+      names += (names.empty() ? "" : ", ") + name;
+      const size_t d = edit_distance(word, name);
+      if (d < best) best = d, nearest = name;
+    }
+    if (best != 0) {
+      std::cerr << "sluice: error: unknown subcommand '" << word << "'"
+                << (best <= 2 ? "; did you mean '" + nearest + "'?" : "") << " (subcommands: " << names
+                << "; see --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -16,6 +16,7 @@ name the node.
     .venv/bin/python tests/e2e/test_more_ops.py --sluice build/sluice --work-dir build/e2e_more_ops
 """
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -709,6 +710,51 @@ def output_file_names(a):
           "output_file_names: each file holds its output, as run printed (%s)" % said.strip()[:300])
 
 
+def memory_limits(a):
+    """Under an address-space limit (`ulimit -v`) below the machine's memory, a value larger
+    than what is left under it is refused before allocation, naming the node, the size and the
+    limit (it was a bare `std::bad_alloc`, which the C++ API let through instead of a
+    sluice::Error)."""
+    import resource
+
+    shape = numpy_helper.from_array(np.array([2 ** 31], dtype=np.int64), "shape")
+    g = helper.make_graph([helper.make_node("ConstantOfShape", ["shape"], ["y"], name="cos")], "big", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(a.work_dir, "big_constant_of_shape.onnx")
+    onnx.save(m, path)
+    limit = 6 << 30  # 6 GiB of address space; the value is 8 GiB
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    r = subprocess.run([a.sluice, "run", path, "--output-dir", os.path.join(a.work_dir, "big_out"), "-t", "1"],
+                       capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    check(r.returncode == 1 and "'cos'" in r.stderr and "8.0 GiB" in r.stderr and "ulimit -v" in r.stderr,
+          "memory_limits: an 8 GiB value under a 6 GiB address-space limit is refused by node, size and limit "
+          "(exit %d: %s)" % (r.returncode, r.stderr.strip()[:300]))
+
+
+def cli_usage(a):
+    """The CLI as a first-time user types it: `sluice help` prints the help, a mistyped
+    subcommand is named with the nearest one (exit 2), and `-i` before the model takes one file
+    (it took the model path too, then said the model was missing)."""
+    r = run_sluice(a, "help", check_ok=False)
+    check(r.returncode == 0 and "Subcommands:" in r.stdout and "run" in r.stdout,
+          "cli_usage: `sluice help` prints the help (exit %d)" % r.returncode)
+    r = run_sluice(a, "runn", "model.onnx", check_ok=False)
+    check(r.returncode == 2 and "unknown subcommand 'runn'" in r.stderr and "did you mean 'run'" in r.stderr,
+          "cli_usage: a mistyped subcommand is named, with the nearest (exit %d: %s)" % (r.returncode, r.stderr.strip()))
+    model = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models",
+                         "fashion_cnn.onnx")
+    xin, out = os.path.join(a.work_dir, "cli_x.npy"), os.path.join(a.work_dir, "cli_out")
+    np.save(xin, np.zeros((1, 1, 28, 28), np.float32))
+    r = run_sluice(a, "run", "-i", "image=" + xin, model, "-o", out, "-t", "1", check_ok=False)
+    check(r.returncode == 0 and os.path.exists(os.path.join(out, "logits.npy")),
+          "cli_usage: `run -i FILE MODEL` takes one file per -i (exit %d: %s)" % (r.returncode, r.stderr.strip()))
+
+
 def no_inputs(a):
     """A model whose graph has no inputs (its values all come from constants) runs without
     --input and gives ORT's answer; a model with an input, run without --input, is refused with
@@ -743,4 +789,4 @@ if __name__ == "__main__":
                                  caffe_alexnet, lp_pools,
                                  edge_values, int_edges, sums_over_nothing, dropout_masks, declared_output_shapes,
                                  padded_average_pool, ceil_mode_small_maps, bad_attributes,
-                                 output_file_names, no_inputs]))
+                                 output_file_names, no_inputs, memory_limits, cli_usage]))
