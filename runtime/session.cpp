@@ -76,7 +76,24 @@ class SessionImpl {
       all_known = all_known && !specialisable(in.dtype);  // their values are not known yet
     }
     if (all_known) plan_for({});
+    // An inf or NaN weight of a conv or a linear layer: its NaN outputs would meet the fast
+    // kernels' fused Relu, which maps NaN to 0 (as oneDNN's post-ops do), where ONNX Runtime
+    // keeps it. Such a model runs on the reference kernels, whose Relu keeps NaN.
+    const graph::Graph& g = *model_.graph();
+    for (const graph::Node& n : g.nodes) {
+      using graph::OpType;
+      if (n.op != OpType::Conv && n.op != OpType::ConvTranspose && n.op != OpType::Gemm && n.op != OpType::MatMul) continue;
+      for (size_t i = 0; i < n.inputs.size() && nonfinite_weights_.empty(); ++i) {
+        const graph::ValueId v = n.inputs[i];
+        if (v != graph::kNoValue && g.value(v).is_constant() && g.value(v).dtype == DType::Float32 &&
+            !ops::all_finite(g.value(v).constant))
+          nonfinite_weights_ = n.name;
+      }
+    }
   }
+
+  // The first conv or linear layer whose weights hold an inf or NaN, or "".
+  const std::string& nonfinite_weights() const { return nonfinite_weights_; }
 
   // Small integer inputs usually determine shapes (a Reshape target, TopK's K, Slice
   // bounds fed at run time): plans are specialised on their values, so they fold.
@@ -161,7 +178,8 @@ class SessionImpl {
     // (and the reference plan would change every sample's answer, not only the non-finite one's).
     ThreadScope scope(options_.threads);  // (the check below runs on the session's threads too)
     bool nonfinite = false;
-    if (options_.optimize && options_.density <= 0.f)
+    const bool bad_weights = options_.optimize && options_.density <= 0.f && !nonfinite_weights_.empty();
+    if (options_.optimize && options_.density <= 0.f && !bad_weights)
       for (const Tensor* t : ordered) nonfinite = nonfinite || !ops::all_finite(*t);
     std::vector<Tensor> outs;
     bool skips = false;  // the plan that ran leaves out products (Plan::skips_products)
@@ -178,7 +196,7 @@ class SessionImpl {
       }
       release(plan, std::move(ctx));
     };
-    execute(nonfinite);
+    execute(nonfinite || bad_weights);
     // An inf or NaN may also arise inside the network from finite inputs (weights that
     // overflow, a NaN weight), and the fast kernels' skipped products then differ from ORT's
     // (a sparse conv skips 0 x NaN). Such a value nearly always reaches a float output: a run
@@ -187,10 +205,13 @@ class SessionImpl {
     // gives ORT's inf and NaN itself: a model whose outputs are -inf by design (a Log of a
     // Relu) is not run twice.
     bool nonfinite_out = false;
-    if (options_.optimize && options_.density <= 0.f && !nonfinite && skips)
+    if (options_.optimize && options_.density <= 0.f && !nonfinite && !bad_weights && skips)
       for (const Tensor& t : outs) nonfinite_out = nonfinite_out || !ops::all_finite(t);
     if (nonfinite_out) execute(true);
-    if (stats) stats->nonfinite_inputs = nonfinite, stats->nonfinite_outputs = nonfinite_out;
+    if (stats) {
+      stats->nonfinite_inputs = nonfinite, stats->nonfinite_outputs = nonfinite_out;
+      if (bad_weights) stats->nonfinite_weights = nonfinite_weights_;
+    }
     std::map<std::string, Tensor> result;
     for (size_t i = 0; i < g.outputs.size(); ++i) result[g.value(g.outputs[i]).name] = std::move(outs[i]);
     return result;
@@ -218,6 +239,7 @@ class SessionImpl {
 
   Model model_;
   SessionOptions options_;
+  std::string nonfinite_weights_;  // see nonfinite_weights()
 
  private:
 

@@ -141,7 +141,7 @@ json stats_json(const sluice::RunStats& s) {
                        {"skipped_macs", x.skipped_macs()}, {"gate_macs", x.gate_macs}});
   return {{"dense_macs", s.dense_macs}, {"executed_macs", s.executed_macs}, {"skipped_macs", s.skipped_macs()},
           {"gate_macs", s.gate_macs}, {"nonfinite_inputs", s.nonfinite_inputs},
-          {"nonfinite_outputs", s.nonfinite_outputs}, {"samples", samples}, {"layers", layers}};
+          {"nonfinite_outputs", s.nonfinite_outputs}, {"nonfinite_weights", s.nonfinite_weights}, {"samples", samples}, {"layers", layers}};
 }
 
 // `bench --batch N` sets a dynamic first dimension of the generated inputs; where nothing would
@@ -253,6 +253,7 @@ void check_shape_names(const sluice::Model& model, const std::map<std::string, s
 void note_gate_options(const std::string& model_path, const sluice::SessionOptions& options, const sluice::RunStats& s) {
   // (inputs with inf or NaN ran on the reference kernels, every channel computed: its own note)
   if ((options.density <= 0.f && options.gating) || s.nonfinite_inputs || s.nonfinite_outputs ||
+      !s.nonfinite_weights.empty() ||
       std::any_of(s.layers.begin(), s.layers.end(), [](const auto& l) { return l.gated; }))
     return;
   const std::string option = options.density > 0.f && !options.gating ? "--density and --gating off have"
@@ -320,6 +321,9 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
                 << ", where the model declares " << sluice::shape_str(vi.shape)
                 << " (if the model is right, this is a Sluice bug: please report it with the file)\n";
   }
+  if (!stats.nonfinite_weights.empty())
+    std::cerr << "note: the weights of '" << stats.nonfinite_weights << "' hold inf or NaN: the run used the reference "
+                 "kernels, whose Relu keeps NaN (the fast kernels' fused Relu maps it to 0; ONNX Runtime keeps it)\n";
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: the run used the reference kernels, which multiply what the fast "
                  "ones skip (0 * inf is NaN there, as in ONNX Runtime)\n";
@@ -498,7 +502,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
                 {"min_ms", *std::min_element(sd.ms.begin(), sd.ms.end())},
                 {"max_ms", *std::max_element(sd.ms.begin(), sd.ms.end())}, {"dense_macs", sd.stats.dense_macs},
                 {"executed_macs", sd.stats.executed_macs}, {"gate_macs", sd.stats.gate_macs},
-                {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"nonfinite_outputs", sd.stats.nonfinite_outputs},
+                {"nonfinite_inputs", sd.stats.nonfinite_inputs}, {"nonfinite_outputs", sd.stats.nonfinite_outputs}, {"nonfinite_weights", sd.stats.nonfinite_weights},
                 {"input_shapes", input_shapes(sd.inputs)}, {"times_ms", sd.ms},
                 {"block_medians_ms", sd.block_medians}};
     r.update(options_json(&sd == &side[0] ? options : options_b));
@@ -595,7 +599,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   json j = {{"model", model_path}, {"threads", threads}, {"runs", runs}, {"warmup", warmup},
             {"input_shapes", shapes_j}, {"median_ms", median}, {"min_ms", sorted.front()}, {"max_ms", sorted.back()},
             {"dense_macs", stats.dense_macs}, {"executed_macs", stats.executed_macs}, {"gate_macs", stats.gate_macs},
-            {"nonfinite_inputs", stats.nonfinite_inputs}, {"nonfinite_outputs", stats.nonfinite_outputs}, {"times_ms", ms}};
+            {"nonfinite_inputs", stats.nonfinite_inputs}, {"nonfinite_outputs", stats.nonfinite_outputs}, {"nonfinite_weights", stats.nonfinite_weights}, {"times_ms", ms}};
   j.update(options_json(options));
   if (profile && !profiles.empty()) {  // per layer: median and minimum over the timed runs
     json layers = json::array();
@@ -620,6 +624,9 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
   if (const std::string note = sluice::runtime::uneven_timing_note(ms, model_path, threads, omp_get_num_procs());
       !note.empty())
     std::cerr << note << "\n";
+  if (!stats.nonfinite_weights.empty())
+    std::cerr << "note: the weights of '" << stats.nonfinite_weights << "' hold inf or NaN: these times are the "
+                 "reference kernels', which every run of this model takes (see `sluice run`'s note)\n";
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: these times are the reference kernels', which every run with such "
                  "inputs takes (see `sluice run`'s note); time finite inputs for the fast kernels\n";

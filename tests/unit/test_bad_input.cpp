@@ -602,6 +602,29 @@ TEST(BadRun, TopKLargerThanAxis) {
   expect_error([&] { Session(b.load()); }, {"topk"});
 }
 
+// A NaN weight in a conv followed by a Relu: ONNX Runtime's output is NaN in that channel; the
+// fast kernels' fused Relu maps NaN to 0 (as oneDNN's post-ops), which gave a finite answer.
+// Such a model runs on the reference kernels, and the stats name the conv.
+TEST(BadRun, NonFiniteWeightsRunOnTheReferenceKernels) {
+  std::vector<float> w(4 * 3 * 3 * 3, 0.1f);
+  w[2 * 27 + 5] = std::numeric_limits<float>::quiet_NaN();  // output channel 2
+  OnnxBuilder b;
+  b.input("x", {1, 3, 8, 8}).init("w", {4, 3, 3, 3}, w);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}, "conv1"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"y"});
+  b.output("y");
+  Session s(b.load());
+  RunStats st;
+  auto out = s.run({{"x", random_tensor({1, 3, 8, 8}, 5)}}, &st);
+  EXPECT_EQ(st.nonfinite_weights, "conv1");
+  const float* y = out["y"].data<float>();
+  int nan_in_2 = 0, nan_elsewhere = 0;
+  for (int c = 0; c < 4; ++c)
+    for (int i = 0; i < 64; ++i) (c == 2 ? nan_in_2 : nan_elsewhere) += std::isnan(y[c * 64 + i]);
+  EXPECT_EQ(nan_in_2, 56);  // the NaN tap (row 1, column 2) reads the padding in the last column: skipped
+  EXPECT_EQ(nan_elsewhere, 0);
+}
+
 // NaN among the values: it ranks above every number (numpy's and torch's order), first when
 // taking the largest and last when taking the smallest, and the rest stay sorted. Compared as
 // numbers it broke the sort (a probe got 1.44, NaN, 1.29, ... for the 5 largest).

@@ -196,6 +196,10 @@ struct RunStats {
   // inputs): the run was repeated on the reference kernels, and these are their outputs and
   // stats.
   bool nonfinite_outputs = false;
+  // The model's conv or linear weights hold an inf or a NaN (this names the first such
+  // node): every run uses the reference kernels, whose Relu keeps the NaN that the fast
+  // kernels' fused Relu maps to 0 (ONNX Runtime keeps it). Empty otherwise.
+  std::string nonfinite_weights;
   int64_t skipped_macs() const { return dense_macs - executed_macs; }
 };
 
