@@ -10,6 +10,7 @@
 #include <functional>
 #include <fstream>
 #include <iostream>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <random>
@@ -267,8 +268,32 @@ void note_gate_options(const std::string& model_path, const sluice::SessionOptio
               << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
 }
 
+// The k largest values of each row of a 2-D float output ([N, classes]: a classifier's
+// logits), as "  sample 0: 3 (7.21), 5 (2.10), ..." lines; nothing for other outputs.
+void print_top(const sluice::Tensor& t, int k) {
+  if (k <= 0 || t.dtype() != sluice::DType::Float32 || t.shape().size() != 2 || t.shape()[1] == 0) return;
+  const int64_t n = t.shape()[0], c = t.shape()[1], kk = std::min<int64_t>(k, c);
+  const float* v = t.data<float>();
+  for (int64_t b = 0; b < n; ++b) {
+    std::vector<int64_t> idx(static_cast<size_t>(c));
+    std::iota(idx.begin(), idx.end(), 0);
+    const float* r = v + b * c;
+    std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), [&](int64_t a, int64_t z) {
+      const bool na = std::isnan(r[a]), nz = std::isnan(r[z]);  // NaN first, as TopK ranks it
+      if (na != nz) return na;
+      return r[a] > r[z] || (r[a] == r[z] && a < z);
+    });
+    std::printf("  sample %lld:", static_cast<long long>(b));
+    for (int64_t j = 0; j < kk; ++j)
+      std::printf("%s %lld (%.4g)", j ? "," : "", static_cast<long long>(idx[static_cast<size_t>(j)]),
+                  static_cast<double>(r[idx[static_cast<size_t>(j)]]));
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
+
 int cmd_run(const std::string& model_path, const std::vector<std::string>& input_specs, const std::string& out_dir,
-            const std::string& stats_path, const sluice::SessionOptions& options) {
+            const std::string& stats_path, const sluice::SessionOptions& options, int top) {
   sluice::Model model = sluice::Model::load(model_path);
   auto inputs = load_inputs(model, input_specs);
   // The output directory first: `-o out --stats-json out/stats.json` in a fresh directory. If
@@ -301,7 +326,8 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     used.insert(file);
     std::string path = (std::filesystem::path(out_dir) / (file + ".npy")).string();
     sluice::npy::save(path, t);
-    std::cout << name << " " << sluice::shape_str(t.shape()) << " -> " << path << "\n";
+    std::cout << name << " " << sluice::shape_str(t.shape()) << " -> " << path << "\n" << std::flush;
+    print_top(t, top);
   }
   if (!stats_path.empty()) {
     std::ofstream f(stats_path);
@@ -732,6 +758,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Sluice: an inference runtime for pruned and dynamically gated CNNs (ONNX).", "sluice"};
   app.set_version_flag("--version", "sluice 0.1.0");
   app.require_subcommand(1);
+  app.footer("Exit status: 0 done; 1 the model, its inputs or the run failed (the message names the file, node or "
+             "value); 2 the command line is wrong. `sluice SUBCOMMAND --help` lists a subcommand's options.");
 
   std::string model, out_dir = ".", stats_path;
   std::vector<std::string> input_specs, shape_specs;
@@ -749,6 +777,10 @@ int main(int argc, char** argv) {
   run->add_option("-i,--input", input_specs, "Input as [NAME=]FILE.npy (repeat for several inputs)")->allow_extra_args(false);
   run->add_option("-o,--output-dir", out_dir, "Directory for <output name>.npy files")->capture_default_str();
   run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
+  int top = 0;
+  run->add_option("--top", top,
+                  "Also print, per sample, the K largest values of each 2-D output ([N, classes]) and their indices")
+      ->check(kNonNegative);
   run_flags.add(run);
 
   auto* bench = app.add_subcommand("bench", "Time a model: median, min and max latency over repeated runs.");
@@ -848,7 +880,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options());
+    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options(), top);
     if (*bench) {
       pairing.block_given = bench->count("--block") > 0;
       pairing.block_warmup_given = bench->count("--block-warmup") > 0;

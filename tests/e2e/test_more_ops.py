@@ -738,8 +738,9 @@ def memory_limits(a):
 
 def cli_usage(a):
     """The CLI as a first-time user types it: `sluice help` prints the help, a mistyped
-    subcommand is named with the nearest one (exit 2), and `-i` before the model takes one file
-    (it took the model path too, then said the model was missing)."""
+    subcommand is named with the nearest one (exit 2), `-i` before the model takes one file
+    (it took the model path too, then said the model was missing), and `run --top K` prints each
+    sample's K best classes."""
     r = run_sluice(a, "help", check_ok=False)
     check(r.returncode == 0 and "Subcommands:" in r.stdout and "run" in r.stdout,
           "cli_usage: `sluice help` prints the help (exit %d)" % r.returncode)
@@ -753,6 +754,14 @@ def cli_usage(a):
     r = run_sluice(a, "run", "-i", "image=" + xin, model, "-o", out, "-t", "1", check_ok=False)
     check(r.returncode == 0 and os.path.exists(os.path.join(out, "logits.npy")),
           "cli_usage: `run -i FILE MODEL` takes one file per -i (exit %d: %s)" % (r.returncode, r.stderr.strip()))
+    xs = np.random.default_rng(4).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.save(xin, xs)
+    r = run_sluice(a, "run", model, "-i", "image=" + xin, "-o", out, "--top", "3")
+    logits = np.load(os.path.join(out, "logits.npy"))
+    printed = [[int(p.split(" (")[0]) for p in line.split(":")[1].split(",")]
+               for line in r.stdout.splitlines() if line.strip().startswith("sample ")]
+    want = [list(np.argsort(-row, kind="stable")[:3]) for row in logits]
+    check(printed == want, "cli_usage: --top 3 prints each sample's 3 largest logits (%s, want %s)" % (printed, want))
 
 
 def no_inputs(a):
