@@ -11,7 +11,10 @@ output meets the dense shortcut in the residual add, then ReLU); the stem conv a
 downsampling shortcuts stay dense, as in the FBS paper's ResNet-18. resnet18_fbs_inner: the
 same with only the first conv of every block gated and the second plain (Conv + BN), as
 channel-gating work that gates inside residual blocks only does: the plain conv reads the
-gated channels (Sluice runs it on the active ones only). Writes
+gated channels (Sluice runs it on the active ones only).
+mobilenetv2_fbs: torchvision's MobileNetV2 layout with every block's 1x1 expand conv and 3x3
+depthwise conv gated (the project conv, stem and head stay plain); mobilenetv2_fbs_expand: only
+the expand convs gated, the depthwise convs plain behind them. Writes
 OUT_DIR/<model>_d<100d>.onnx and prints one path per line. Input "image" 1x3x224x224.
 """
 import argparse
@@ -28,8 +31,8 @@ import fbs  # noqa: E402
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-def gated(cin, cout, stride, d, act=True):
-    g = fbs.GatedConv2d(cin, cout, 3, stride, density=d, act=act)
+def gated(cin, cout, stride, d, act=True, kernel=3, groups=1):
+    g = fbs.GatedConv2d(cin, cout, kernel, stride, density=d, act=act, groups=groups)
     nn.init.uniform_(g.gate.bias, 0.5, 1.5)
     return g
 
@@ -84,8 +87,50 @@ class ResNet18FBS(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand (gated), 3x3 depthwise (gated, or plain behind the expand
+    gate), 1x1 project (plain, no ReLU), the shortcut where the shape allows."""
+
+    def __init__(self, cin, cout, stride, t, d, gate_dw):
+        super().__init__()
+        hid = cin * t
+        self.exp = gated(cin, hid, 1, d, kernel=1) if t != 1 else None
+        if gate_dw:
+            self.dw = gated(hid, hid, stride, d, groups=hid)
+        else:
+            self.dw = nn.Sequential(nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid),
+                                    nn.ReLU6())
+        self.proj = nn.Sequential(nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.proj(self.dw(x if self.exp is None else self.exp(x)))
+        return x + y if self.res else y
+
+
+class MobileNetV2FBS(nn.Module):
+    # (expansion t, channels, repeats, first stride), as torchvision's MobileNetV2
+    CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+    def __init__(self, d, gate_dw=True):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        blocks, cin = [], 32
+        for t, c, n, s in self.CFG:
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t, d, gate_dw))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6())
+        self.fc = nn.Linear(1280, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1), 1))
+
+
 MODELS = {"vgg16_fbs": VGG16FBS, "resnet18_fbs": ResNet18FBS,
-          "resnet18_fbs_inner": lambda d: ResNet18FBS(d, gate_second=False)}
+          "resnet18_fbs_inner": lambda d: ResNet18FBS(d, gate_second=False),
+          "mobilenetv2_fbs": MobileNetV2FBS, "mobilenetv2_fbs_expand": lambda d: MobileNetV2FBS(d, gate_dw=False)}
 
 
 def main():
