@@ -234,6 +234,13 @@ class SessionImpl {
       all[name] = t.shape();
       if (specialise_on_value(t)) kept[name] = Tensor::copy_of(t.dtype(), t.shape(), t.raw());
     }
+    // An input without even a rank in the model: its first reader would fail on the shape []
+    // (a probe's "... got []" at the first conv); name the input and how to give its shape.
+    for (const auto& in : ins)
+      if (!in.rank_known && !all.count(in.name))
+        throw Error(model_.graph()->model_name + ": input '" + in.name +
+                    "' has no shape in the model (not even a rank): give one with --shape " + in.name +
+                    "=1x3x224x224 (its real dims), or its data with --input " + in.name + "=FILE.npy");
     return plan_for(all, kept)->describe(json);
   }
 

@@ -132,6 +132,11 @@ TEST(GraphForms, NodesOutOfOrderAndShapelessInput) {
   const Tensor z = Session(m).run({{"x", x}})["y"];
   ASSERT_EQ(z.shape(), (Shape{2, 3}));
   EXPECT_EQ(z.data<float>()[1], 2.f);
+  // inspect with no shape to plan for: the input is named, with the options that give one
+  // (it failed at the first reader, on "got []").
+  Session si(m);
+  expect_error([&] { si.inspect(false); }, {"input 'x'", "no shape in the model", "--shape x="});
+  EXPECT_NE(si.inspect(false, {{"x", {2, 3}}}).find("neg"), std::string::npos);
 }
 
 TEST(BadGraph, CycleNamesItsNodes) {
