@@ -8,7 +8,7 @@
 // x * clip(x + 3, 0, 6) / 6). Through MaxPool too (ONNX pads MaxPool with -inf), through
 // an AveragePool (whose zero padding, with count_include_pad, passes only a channel that is 0),
 // and through ops that only copy a channel's values (reflect, edge
-// and wrap Pads, nearest Resize). A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
+// and wrap Pads, Resize: nearest, or linear and cubic for zero channels). A reader conv C then gets f(v) * sum_taps W_C[m, o] added at
 // every output pixel whose window lies inside the input: exactly a bias term when C has no
 // zero padding, so f(v) != 0 is folded only there. A Gemm head behind GlobalAveragePool ->
 // Flatten reads the channel as the column f(v), folded into its bias. An FBS gated conv loses
@@ -516,9 +516,14 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
           const auto& rp = n.p<ResizeParams>();
           const bool identity_nc = rp.resolved.size() == 4 && rp.resolved[0] == 1.0 && rp.resolved[1] == 1.0 &&
                                    (rp.coordinates == "asymmetric" || rp.coordinates == "half_pixel" ||
-                                    rp.coordinates == "pytorch_half_pixel");
-          if (rp.mode != "nearest" || !identity_nc || (n.inputs.size() > 3 && n.inputs[3] != kNoValue))
-            return "read by " + n.name + ", a Resize that interpolates, is given sizes, or may move channels";
+                                    rp.coordinates == "pytorch_half_pixel" ||
+                                    (rp.mode != "nearest" && rp.coordinates == "align_corners"));
+          if (!identity_nc || (n.inputs.size() > 3 && n.inputs[3] != kNoValue))
+            return "read by " + n.name + ", a Resize that is given sizes or may move channels";
+          // Linear or cubic (a decoder's bilinear upsampling): a weighted sum of the channel's own
+          // pixels, so a zero channel stays exactly zero; another constant only up to rounding
+          // (its weights sum to 1 in exact arithmetic), so such a channel must be 0 here.
+          if (rp.mode != "nearest") more.emplace_back(chain.size(), 0.f);
         }
         path.push_back(n.outputs[0]);
         std::string r = collect_readers(g, n.outputs[0], chain, readers, path, seen, offset, more);
@@ -888,8 +893,9 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_nonfinite) + " constant channels that are inf or NaN";
   if (kept_pad_fill > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_pad_fill) +
-           " constant channels padded by a Pad, averaged with an AveragePool's zero padding (count_include_pad, or dilated windows wholly in it), or "
-           "read by a shift step, whose border holds another value (it would differ)";
+           " constant channels padded by a Pad, averaged with an AveragePool's zero padding (count_include_pad, or dilated windows wholly in it), "
+           "read by a shift step, whose border holds another value (it would differ), or not 0 where a linear or cubic Resize "
+           "interpolates them (exact for 0 only)";
   if (kept_gated > 0)
     why += (why.empty() ? "" : "; ") + std::to_string(kept_gated) + " constant non-zero channels read by a gated conv";
   if (kept_scaled > 0)

@@ -567,16 +567,19 @@ class CopyPath(nn.Module):
     then an unpadded 3x3 conv, GAP, FC; or (zero_pad) through a zero Pad, where the zero
     channels stay zero but a non-zero constant one would get a border of zeros."""
 
-    def __init__(self, zero_pad):
+    def __init__(self, zero_pad, bilinear=False):
         super().__init__()
         self.stem = nn.Conv2d(1, 8, 3, padding=1)
         self.c = nn.Conv2d(8, 6, 3)
         self.fc = nn.Linear(6, 10)
         self.zero_pad = zero_pad
+        self.bilinear = bilinear
 
     def forward(self, x):
         y = F.relu(self.stem(x))
-        if self.zero_pad:
+        if self.bilinear:  # a decoder's upsampling: interpolates, so only zero channels pass exactly
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        elif self.zero_pad:
             y = F.pad(y, (1, 1, 1, 1))
         else:
             y = F.pad(F.interpolate(F.pad(y, (1, 1, 1, 1), mode="reflect"), scale_factor=2, mode="nearest"),
@@ -596,7 +599,7 @@ def dead_stem_case(a, name, m, constant_stays, path):
     insp, _ = run_case(a, name, m, keep_bn=False)
     r = {r["node"]: r for r in insp["pruning"]}.get("/stem/Conv", {})
     if constant_stays:
-        check(r.get("removed") == 2 and "padd" in r.get("kept_reason", ""),
+        check(r.get("removed") == 2 and ("padd" in r.get("kept_reason", "") or "interpolates" in r.get("kept_reason", "")),
               "%s: the zero channels go through %s, the constant 0.7 (a zero border) stays, and inspect says "
               "why (%s)" % (name, path, r))
     else:
@@ -610,6 +613,8 @@ def copy_path_case(a):
         # (the zero Pad joins the unpadded conv's pads: the same border of zeros)
         dead_stem_case(a, "copy_path_zero_pad" if zero_pad else "copy_path", CopyPath(zero_pad), zero_pad,
                        "a zero Pad" if zero_pad else "reflect Pad, nearest Resize and replicate Pad")
+    torch.manual_seed(9)
+    dead_stem_case(a, "bilinear_path", CopyPath(False, bilinear=True), True, "a bilinear Resize")
 
 
 class AvgPoolPath(nn.Module):

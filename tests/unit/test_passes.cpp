@@ -788,6 +788,36 @@ TEST(PruneChannels, AveragePoolPassesAConstantUnlessAWindowCanMissTheMap) {
   }
 }
 
+// A decoder's bilinear (or bicubic) upsampling between a slimmed conv and its reader: a zero
+// channel interpolates to zero, so it goes; a channel whose constant is not 0 (a zero filter
+// with a bias of 0.7) would come out of the interpolation only up to rounding, and stays, with
+// the reason. It was "a Resize that interpolates" and nothing went.
+TEST(PruneChannels, LinearResizePassesZeroChannelsOnly) {
+  for (const char* mode : {"linear", "cubic"})
+    for (const char* coords : {"half_pixel", "align_corners", "asymmetric"}) {
+      OnnxBuilder b(13);
+      std::vector<float> w(6 * 2 * 9);
+      std::mt19937 rng(8);
+      std::normal_distribution<float> nd;
+      for (size_t i = 0; i < w.size(); ++i) w[i] = (i / 18 == 1 || i / 18 == 4) ? 0.f : nd(rng);  // filters 1, 4 zero
+      b.input("x", {1, 2, 5, 6}).init("w", {6, 2, 3, 3}, w).init("b", {6}, {0.1f, 0.f, -0.2f, 0.3f, 0.7f, 0.2f});
+      b.init_random("w2", {3, 6, 3, 3}).init("scales", {4}, {1.f, 1.f, 2.f, 2.f});
+      OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "b"}, {"c"}, "enc"), "pads", {1, 1, 1, 1});
+      b.node("Relu", {"c"}, {"r"});
+      auto& rs = b.node("Resize", {"r", "", "scales"}, {"u"}, "up");
+      OnnxBuilder::attr_str(rs, "mode", mode);
+      OnnxBuilder::attr_str(rs, "coordinate_transformation_mode", coords);
+      OnnxBuilder::attr_ints(b.node("Conv", {"u", "w2"}, {"y"}, "dec"), "pads", {1, 1, 1, 1});
+      b.output("y");
+      Model m = b.load();
+      const std::string what = std::string(mode) + ", " + coords;
+      const std::string insp = Session(m).inspect();
+      EXPECT_NE(insp.find("'enc': 1 of 6 channels removed"), std::string::npos) << what << "\n" << insp;
+      EXPECT_NE(insp.find("a linear or cubic Resize"), std::string::npos) << what << "\n" << insp;
+      EXPECT_LT(fast_vs_reference(m, {1, 2, 5, 6}), 1e-5) << what;
+    }
+}
+
 // A depthwise conv's zero filter that its producer tried and kept (a non-zero constant read
 // through the next conv's padding) has one entry in inspect, with that reason, not a second one
 // saying a grouped conv keeps its own zero filters (found by the review).
