@@ -1064,6 +1064,31 @@ int recognise_gates(Graph& g, float density, bool gating) {
     }
     g.gates.push_back(std::move(r));
   }
+  // A channel selection ([N, C, 1, 1], decided by a TopK) that multiplies a map no conv wrote
+  // (a gate after a residual Add, a pool or a concat): listed, so that inspect says why it runs
+  // as the generic ops (it had no line at all).
+  for (NodeId id : g.topological_order()) {
+    const Node& n = g.node(id);
+    if (n.dead || n.op != OpType::Mul || n.inputs.size() != 2) continue;
+    for (int side = 0; side < 2; ++side) {
+      const ValueId x = n.inputs[static_cast<size_t>(side)], sel = n.inputs[static_cast<size_t>(1 - side)];
+      const Shape &xs = g.value(x).shape, &ss = g.value(sel).shape;
+      if (xs.size() != 4 || ss.size() != 4 || ss[2] != 1 || ss[3] != 1 || xs[2] * xs[3] <= 1 || ss[1] != xs[1] ||
+          ss[1] <= 1)
+        continue;
+      NodeId p = g.value(x).producer;
+      if (p >= 0 && g.node(p).op == OpType::Relu) p = g.value(g.node(p).inputs[0]).producer;
+      if (p >= 0 && (g.node(p).op == OpType::Conv || g.node(p).op == OpType::SluiceGatedConv)) continue;  // above
+      if (matcher.nearest_topk(sel) < 0) continue;
+      GateReport r;
+      r.conv = p >= 0 ? g.node(p).name : g.value(x).name;
+      r.reason = "a top-k channel selection ('" + n.name + "') multiplies the output of " +
+                 (p >= 0 ? std::string(op_name(g.node(p).op)) + " '" + g.node(p).name + "'" : "input '" + g.value(x).name + "'") +
+                 ", not a conv's: only a conv's output channels can be skipped, so it runs as the generic ops";
+      g.gates.push_back(std::move(r));
+      break;
+    }
+  }
   g.remove_dead_nodes();
   // A lowered gate whose TopK the model still needs elsewhere (its mask added to the output
   // outside the gate, the saliency or mask a graph output): that part would keep the file's k

@@ -1418,6 +1418,33 @@ TEST(GateRecognition, GateOnAnotherTensorIsReportedNotFused) {
   EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
 }
 
+// The gate's Mul applied after a residual Add (conv(x) + x): no conv's output is gated, so
+// nothing is taken, and inspect says so on a line of its own (it listed no candidate at all).
+TEST(GateRecognition, GateAfterAResidualAddIsListedWithItsReason) {
+  GateCase gc;
+  gc.m = gc.c;
+  gc.beta = Beta::None;
+  gc.relu = false;
+  OnnxBuilder b;
+  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  add_gate(b, gc, "g_", "x", "y", gc.c);
+  b.node("Add", {"g_conv", "x"}, {"res"}, "residual");
+  for (auto& n : *b.proto().mutable_graph()->mutable_node())
+    if (n.op_type() == "Mul")
+      for (int i = 0; i < n.input_size(); ++i)
+        if (n.input(i) == "g_conv") n.set_input(i, "res");
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u) << plan.describe(false);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_EQ(plan.graph().gates[0].conv, "residual");
+  EXPECT_NE(plan.graph().gates[0].reason.find("multiplies the output of Add 'residual', not a conv's"), std::string::npos)
+      << plan.graph().gates[0].reason;
+  Tensor x = random_tensor({gc.n, gc.c, gc.hw, gc.hw});
+  EXPECT_LT(normalized_error(Session(m).run({{"x", x}})["y"], Session(m, {1, false}).run({{"x", x}})["y"]), 1e-5);
+}
+
 // A look-alike: one gate candidate, not recognised (its reason names `why`), no gated step,
 // and the generic ops give the reference kernels' output.
 void expect_not_a_gate(const GateCase& gc, const std::string& why) {
