@@ -44,6 +44,8 @@ const char* saliency_act_name(Saliency::Act a) {
     case Saliency::Act::Abs: return "abs";
     case Saliency::Act::HardSwish: return "hardswish";
     case Saliency::Act::Silu: return "silu";
+    case Saliency::Act::Gelu: return "gelu";
+    case Saliency::Act::GeluTanh: return "gelu (tanh approximation)";
     case Saliency::Act::Identity: return "no activation";
   }
   return "?";

@@ -249,7 +249,10 @@ enum class BetaMode : uint8_t { None, Masked, Unmasked };
 // The activation of an FBS gate's predictor, g = act(Wg s + bg). Not all are >= 0: a channel is
 // active wherever its pi is not 0, whatever its sign.
 struct Saliency {
-  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish, Silu, Identity } act = Act::Relu;
+  // Gelu: (z * (erf(z / alpha) + 1)) * 0.5, as torch exports F.gelu (alpha = sqrt 2); GeluTanh: the
+  // Gelu op's approximate="tanh".
+  enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish, Silu, Gelu,
+                             GeluTanh, Identity } act = Act::Relu;
   float alpha = 0.f, beta = 0.f;
   // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
   bool nonnegative() const {

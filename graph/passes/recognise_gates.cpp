@@ -8,7 +8,7 @@
 //        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
-//        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z))] [-> views] = g
+//        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z)) | GELU] [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -516,6 +516,39 @@ class GateMatcher {
     return nullptr;
   }
 
+  // F.gelu as torch exports it below opset 20: (z * (erf(z / c) + 1)) * 0.5 with c = sqrt 2
+  // (either operand order of each Mul and of the Add): z, with `a` set; else kNoValue.
+  ValueId gelu_input(const Node& outer, Saliency& a) const {
+    auto scalar = [&](ValueId v, float want) {
+      const Value& c = g_.value(v);
+      return c.is_constant() && c.dtype == DType::Float32 && c.constant.numel() == 1 && c.constant.data<float>()[0] == want;
+    };
+    if (outer.inputs.size() != 2) return kNoValue;
+    for (size_t side = 0; side < 2; ++side) {
+      if (!scalar(outer.inputs[1 - side], 0.5f)) continue;
+      const Node* inner = prod(outer.inputs[side], OpType::Mul);
+      if (!inner || inner->inputs.size() != 2) continue;
+      for (size_t s2 = 0; s2 < 2; ++s2) {
+        const ValueId z = inner->inputs[s2];
+        const Node* add = prod(inner->inputs[1 - s2], OpType::Add);
+        if (!add || add->inputs.size() != 2) continue;
+        for (size_t s3 = 0; s3 < 2; ++s3) {
+          if (!scalar(add->inputs[1 - s3], 1.f)) continue;
+          const Node* erf = prod(add->inputs[s3], OpType::Erf);
+          const Node* div = erf ? prod(erf->inputs[0], OpType::Div) : nullptr;
+          if (!div || div->inputs[0] != z) continue;
+          const Value& c = g_.value(div->inputs[1]);
+          if (!c.is_constant() || c.dtype != DType::Float32 || c.constant.numel() != 1) continue;
+          const float cv = c.constant.data<float>()[0];
+          if (!(std::fabs(cv - std::sqrt(2.f)) < 1e-3f)) continue;  // F.gelu's sqrt 2, not another function
+          a = {Saliency::Act::Gelu, cv};
+          return z;
+        }
+      }
+    }
+    return kNoValue;
+  }
+
   // The saliency activation producing v, with its attributes in `a` and what it activates in
   // `in`; null when v is not one.
   const Node* saliency_act(ValueId v, Saliency& a, ValueId& in) const {
@@ -527,6 +560,10 @@ class GateMatcher {
     in = n.inputs.empty() ? kNoValue : n.inputs[0];
     switch (n.op) {
       case OpType::Mul:  // SiLU as z * sigmoid(z), hardswish as z * hardsigmoid(z) (below opset 14), either order
+        if (const ValueId z = gelu_input(n, a); z != kNoValue) {
+          in = z;
+          return &n;
+        }
         for (size_t side = 0; side < 2 && n.inputs.size() == 2; ++side) {
           const ValueId other = n.inputs[1 - side];
           if (const Node* sg = prod(n.inputs[side], OpType::Sigmoid); sg && sg->inputs[0] == other) {
@@ -542,6 +579,9 @@ class GateMatcher {
         }
         return nullptr;
       case OpType::HardSwish: a = {Act::HardSwish, 1.f / 6.f, 0.5f}; return &n;
+      case OpType::Gelu:
+        a = n.p<GeluParams>().tanh ? Saliency{Act::GeluTanh} : Saliency{Act::Gelu, std::sqrt(2.f)};
+        return &n;
       case OpType::Relu: a = {Act::Relu}; return &n;
       case OpType::Sigmoid: a = {Act::Sigmoid}; return &n;
       case OpType::LeakyRelu: a = {Act::LeakyRelu, n.p<AlphaBetaParams>().alpha}; return &n;
@@ -643,7 +683,7 @@ class GateMatcher {
       const Node* mm = prod(mm_out, OpType::MatMul);
       if (!mm)
         throw Reject{"g is not computed by a Gemm, a MatMul [+ or - a bias] or a 1x1 Conv, through one of Relu, Sigmoid, "
-                     "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish or SiLU"};
+                     "LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish, SiLU or GELU"};
       const Value& wv = g_.value(mm->inputs[1]);
       if (!wv.is_constant() || wv.shape.size() != 2 || wv.shape[1] != m)
         throw Reject{"gate weights of MatMul " + mm->name + " are not a constant [C, " + std::to_string(m) + "] matrix"};

@@ -61,6 +61,11 @@ float saliency(const graph::Saliency& a, float x) {
       return x * (h < 0.f ? 0.f : h > 1.f ? 1.f : h);
     }
     case Act::Silu: return x * (1.f / (1.f + std::exp(-x)));  // (z * sigmoid(z), as the graph)
+    case Act::Gelu: return (x * (std::erf(x / a.alpha) + 1.f)) * 0.5f;  // in the exported graph's order
+    case Act::GeluTanh: {  // ONNX's Gelu, approximate="tanh"
+      const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+      return 0.5f * x * (1.f + std::tanh(c * (x + 0.044715f * x * x * x)));
+    }
     case Act::Identity: return x;
   }
   return x;

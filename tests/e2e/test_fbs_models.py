@@ -288,7 +288,7 @@ def depthwise_convs_in(path):
 
 # Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
 SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg", "tanh_g_neg",
-                  "abs_g", "silu_g_neg", "hardswish_g_neg")
+                  "abs_g", "silu_g_neg", "hardswish_g_neg", "gelu_g_neg")
 
 
 def other_form_models(work):
@@ -314,7 +314,7 @@ def other_form_models(work):
     import torch.nn as nn
     import torch.nn.functional as F
     saliency_acts = dict(zip(SALIENCY_FORMS, (F.relu6, F.hardsigmoid, F.softplus, lambda z: F.leaky_relu(z, 0.1),
-                                              F.elu, lambda z: z, torch.tanh, torch.abs, F.silu, F.hardswish)))
+                                              F.elu, lambda z: z, torch.tanh, torch.abs, F.silu, F.hardswish, F.gelu)))
 
     class Net(nn.Module):
         def __init__(self, form, k=6):

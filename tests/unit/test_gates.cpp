@@ -652,6 +652,33 @@ TEST(GateSelect, DifferenceThresholdDropsInfinitiesAsTheGraphDoes) {
   }
 }
 
+// g = Gelu(z), the opset-20 op, exact and with approximate="tanh" (torch's F.gelu below opset
+// 20, the erf written out, is in test_fbs_models.py): recognised, and equal to the generic ops.
+TEST(GatedConv, GeluOpSaliency) {
+  for (bool tanh : {false, true}) {
+    GateCase gc;
+    gc.act = "Gelu";
+    gc.bg_offset = 0.2f;  // some g < 0 (Gelu's minimum is about -0.17)
+    gc.m = 16;
+    gc.k = 6;
+    OnnxBuilder b(20);
+    b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+    add_gate(b, gc, "g_", "x", "y", gc.c);
+    for (auto& n : *b.proto().mutable_graph()->mutable_node())
+      if (n.op_type() == "Gelu" && tanh) OnnxBuilder::attr_str(n, "approximate", "tanh");
+    b.output("y");
+    Model m = b.load();
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    ASSERT_EQ(plan.graph().gates.size(), 1u);
+    EXPECT_TRUE(plan.graph().gates[0].recognised) << plan.graph().gates[0].reason;
+    EXPECT_NE(plan.graph().gates[0].form.find(tanh ? "gelu (tanh approximation) g" : "gelu g"), std::string::npos)
+        << plan.graph().gates[0].form;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5) << tanh;
+    EXPECT_LT(o.err_off, 1e-5) << tanh;
+  }
+}
+
 TEST(GatedConv, ReluBeforeGateWithNegativeSaliencyIsNotTaken) {
   for (const char* act : {"LeakyRelu", "Elu", "Tanh", ""}) {
     GateCase gc;
