@@ -31,9 +31,33 @@ Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_
     build_steps(options);
     plan_memory();
     find_unwritten_outputs();
+    find_nonfinite_weights();
   } catch (const std::bad_alloc&) {
     throw Error(g_.model_name + ": out of memory while preparing to run it" + largest_value_note() +
                 "; check the model's and the inputs' shapes (`sluice inspect` shows them)");
+  }
+}
+
+void Plan::find_nonfinite_weights() {
+  // (An inf bias is not one: -inf under a Relu is 0 and +inf stays inf in every kernel, as in
+  // ONNX Runtime; a masked-out class's -inf logit bias is a legitimate model.)
+  for (const graph::Node& n : g_.nodes) {
+    if (n.dead) continue;
+    const bool linear = n.op == OpType::Conv || n.op == OpType::SluiceGatedConv || n.op == OpType::ConvTranspose ||
+                        n.op == OpType::Gemm || n.op == OpType::MatMul;
+    if (!linear && n.op != OpType::BatchNormalization) continue;
+    for (size_t i = 1; i < n.inputs.size() && i <= (linear ? 2 : 4); ++i) {
+      const ValueId v = n.inputs[i];
+      if (v == graph::kNoValue || !g_.value(v).is_constant() || g_.value(v).dtype != DType::Float32) continue;
+      const Tensor& t = g_.value(v).constant;
+      const float* p = t.data<float>();
+      const bool weight = linear && i == 1;
+      for (int64_t j = 0; j < t.numel(); ++j)
+        if (std::isnan(p[j]) || (weight && std::isinf(p[j]))) {
+          nonfinite_weights_ = n.name;
+          return;
+        }
+    }
   }
 }
 

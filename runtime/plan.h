@@ -63,6 +63,10 @@ class Plan {
   // an inf or NaN meets them, ONNX Runtime's 0 * inf gives NaN and such a plan may not
   // (Session::run then runs the reference plan); a plan without them gives the same inf and NaN.
   bool skips_products() const { return skips_products_; }
+  // The first conv or linear layer of the optimised graph whose weights hold an inf or a NaN,
+  // or whose bias holds a NaN (BatchNorms and channel scales folded in), or "": its NaN outputs
+  // would meet a fused Relu, which maps NaN to 0 where ONNX Runtime keeps it.
+  const std::string& nonfinite_weights() const { return nonfinite_weights_; }
   const std::vector<Slot>& slots() const { return slots_; }
   size_t arena_bytes() const { return arena_bytes_; }
   // (pass name, count) in the order the passes ran.
@@ -97,6 +101,7 @@ class Plan {
   // Graph outputs that no step writes and that are no constant or input (none is expected):
   // execute zero-fills them, as it once did every output.
   void find_unwritten_outputs();
+  void find_nonfinite_weights();
 
   graph::Graph g_;
   std::vector<Slot> slots_;
@@ -106,6 +111,7 @@ class Plan {
   int threads_ = 1;  // OpenMP threads when the plan was made: its kernels were chosen and timed on them
   std::vector<std::pair<std::string, int>> pass_log_;
   bool skips_products_ = false;  // skips_products(), set once the steps are final
+  std::string nonfinite_weights_;  // nonfinite_weights()
   std::vector<size_t> unwritten_outputs_;
 };
 

@@ -28,12 +28,30 @@ class ThreadScope {
 
 // ---- Model ----------------------------------------------------------------------
 
-Model Model::load(const std::string& path) { return Model(converters::onnx::import_file(path)); }
+// Out of memory while reading or importing a model: a sluice::Error naming it, as the header
+// promises (it was a bare std::bad_alloc under `ulimit -v`).
+[[noreturn]] static void out_of_memory_loading(const std::string& name) {
+  throw Error(name + ": out of memory while loading the model (" + runtime::memory_limit().what +
+              "); free memory or raise the limit");
+}
+
+Model Model::load(const std::string& path) {
+  try {
+    return Model(converters::onnx::import_file(path));
+  } catch (const std::bad_alloc&) {
+    out_of_memory_loading(path);
+  }
+}
 
 Model Model::load_from_memory(const void* data, size_t size, const std::string& name) {
   if (!data && size > 0) throw Error(name + ": no model bytes (a null pointer with size " + std::to_string(size) + ")");
-  return Model(converters::onnx::import_bytes(data, size, name));
+  try {
+    return Model(converters::onnx::import_bytes(data, size, name));
+  } catch (const std::bad_alloc&) {
+    out_of_memory_loading(name);
+  }
 }
+
 
 const std::string& Model::name() const { return graph_->model_name; }
 
@@ -76,24 +94,7 @@ class SessionImpl {
       all_known = all_known && !specialisable(in.dtype);  // their values are not known yet
     }
     if (all_known) plan_for({});
-    // An inf or NaN weight of a conv or a linear layer: its NaN outputs would meet the fast
-    // kernels' fused Relu, which maps NaN to 0 (as oneDNN's post-ops do), where ONNX Runtime
-    // keeps it. Such a model runs on the reference kernels, whose Relu keeps NaN.
-    const graph::Graph& g = *model_.graph();
-    for (const graph::Node& n : g.nodes) {
-      using graph::OpType;
-      if (n.op != OpType::Conv && n.op != OpType::ConvTranspose && n.op != OpType::Gemm && n.op != OpType::MatMul) continue;
-      for (size_t i = 0; i < n.inputs.size() && nonfinite_weights_.empty(); ++i) {
-        const graph::ValueId v = n.inputs[i];
-        if (v != graph::kNoValue && g.value(v).is_constant() && g.value(v).dtype == DType::Float32 &&
-            !ops::all_finite(g.value(v).constant))
-          nonfinite_weights_ = n.name;
-      }
-    }
   }
-
-  // The first conv or linear layer whose weights hold an inf or NaN, or "".
-  const std::string& nonfinite_weights() const { return nonfinite_weights_; }
 
   // Small integer inputs usually determine shapes (a Reshape target, TopK's K, Slice
   // bounds fed at run time): plans are specialised on their values, so they fold.
@@ -178,7 +179,10 @@ class SessionImpl {
     // (and the reference plan would change every sample's answer, not only the non-finite one's).
     ThreadScope scope(options_.threads);  // (the check below runs on the session's threads too)
     bool nonfinite = false;
-    const bool bad_weights = options_.optimize && options_.density <= 0.f && !nonfinite_weights_.empty();
+    // An inf or NaN weight (BatchNorms folded in): the reference kernels, whose Relu keeps the
+    // NaN that the fast kernels' fused Relu maps to 0 (Plan::nonfinite_weights).
+    const std::string bad = plan_for(shapes, values, false)->nonfinite_weights();
+    const bool bad_weights = options_.optimize && options_.density <= 0.f && !bad.empty();
     if (options_.optimize && options_.density <= 0.f && !bad_weights)
       for (const Tensor* t : ordered) nonfinite = nonfinite || !ops::all_finite(*t);
     std::vector<Tensor> outs;
@@ -210,7 +214,7 @@ class SessionImpl {
     if (nonfinite_out) execute(true);
     if (stats) {
       stats->nonfinite_inputs = nonfinite, stats->nonfinite_outputs = nonfinite_out;
-      if (bad_weights) stats->nonfinite_weights = nonfinite_weights_;
+      if (bad_weights) stats->nonfinite_weights = bad;
     }
     std::map<std::string, Tensor> result;
     for (size_t i = 0; i < g.outputs.size(); ++i) result[g.value(g.outputs[i]).name] = std::move(outs[i]);
@@ -236,17 +240,23 @@ class SessionImpl {
     }
     // An input without even a rank in the model: its first reader would fail on the shape []
     // (a probe's "... got []" at the first conv); name the input and how to give its shape.
+    const graph::Graph& g = *model_.graph();
+    auto read = [&](const std::string& name) {  // (an unused input needs no shape)
+      for (graph::ValueId id : g.inputs)
+        if (g.value(id).name == name) return !g.value(id).consumers.empty() || g.value(id).is_output;
+      return true;
+    };
     for (const auto& in : ins)
-      if (!in.rank_known && !all.count(in.name))
+      if (!in.rank_known && !all.count(in.name) && read(in.name))
         throw Error(model_.graph()->model_name + ": input '" + in.name +
                     "' has no shape in the model (not even a rank): give one with --shape " + in.name +
-                    "=1x3x224x224 (its real dims), or its data with --input " + in.name + "=FILE.npy");
+                    "=DIMS (its real dims, e.g. 1x3x224x224 for an image), or its data with --input " + in.name +
+                    "=FILE.npy");
     return plan_for(all, kept)->describe(json);
   }
 
   Model model_;
   SessionOptions options_;
-  std::string nonfinite_weights_;  // see nonfinite_weights()
 
  private:
 

@@ -44,7 +44,12 @@ std::string read_whole_file(const std::string& path) {
   const auto st = std::filesystem::status(path, ec);
   if (ec == std::errc::too_many_symbolic_link_levels)
     throw Error(path + ": a loop of symbolic links, not a file");
-  if (!std::filesystem::exists(st)) throw Error(path + ": file not found");
+  if (!std::filesystem::exists(st)) {
+    if (std::filesystem::is_symlink(std::filesystem::symlink_status(path, ec)))
+      throw Error(path + ": a symbolic link to a file that does not exist (" +
+                  std::filesystem::read_symlink(path, ec).string() + ")");
+    throw Error(path + ": file not found");
+  }
   if (std::filesystem::is_directory(st)) throw Error(path + ": is a directory, expected an .onnx file");
   // A FIFO may never be written (reading it hung), a device never end: read regular files only.
   if (!std::filesystem::is_regular_file(st))
@@ -54,6 +59,11 @@ std::string read_whole_file(const std::string& path) {
   f.seekg(0, std::ios::end);
   auto size = static_cast<size_t>(f.tellg());
   if (size > kMaxFileBytes) throw Error(path + ": file is larger than 2 GiB; use ONNX external data for weights");
+  // Read whole, then parsed (about twice its size at once): refused up front past the memory
+  // this process may use, naming the limit, rather than as a bad_alloc inside.
+  if (const double have = runtime::machine_bytes(); have > 0 && 2.0 * static_cast<double>(size) > have)
+    throw Error(path + ": reading this " + runtime::gib(static_cast<double>(size)) + " model takes about twice that, more than " +
+                runtime::memory_limit().what);
   f.seekg(0);
   std::string bytes(size, '\0');
   f.read(bytes.data(), static_cast<std::streamsize>(size));

@@ -215,9 +215,11 @@ class GatedConv final : public Kernel {
     // oneDNN's layout; with the dense primitive's layout addressable, the compact ones are too
     // (same formats, fewer channels), and the rare exception gathers into a heap buffer.
     plain_reserved_ = depthwise_ || onednn::blocked_offsets(dense_.pd.weights_desc()).along.size() != 4;
-    wp_off_ = align(wc_off_ + (plain_reserved_ ? floats(m_ * c_ * kh_ * kw_) : 0));
+    // (A depthwise conv's weights are one filter per channel: c_ times fewer.)
+    const int64_t per_out = depthwise_ ? 1 : c_;
+    wp_off_ = align(wc_off_ + (plain_reserved_ ? floats(m_ * per_out * kh_ * kw_) : 0));
     // packed compact weights: oneDNN pads the channel dims to its blocks (up to 64)
-    sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((c_ + 63) / 64 * 64) * kh_ * kw_));
+    sp_off_ = align(wp_off_ + floats((m_ + 63) / 64 * 64 * ((per_out + 63) / 64 * 64) * kh_ * kw_));
     sp_reserve_ = std::max<size_t>(dense_.pd.scratchpad_desc().get_size(), size_t{1} << 20);
     // Small maps (late layers): the direct kernel reads the weights in place, where gathering
     // them for oneDNN per input can cost as much as the conv (make_gated_conv measures).

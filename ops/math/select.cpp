@@ -108,9 +108,10 @@ void reference_TopK(const graph::Node& node, std::span<const TensorView> in, std
         for (int64_t j = 0; j < inner; ++j) {
           auto val = [&](int64_t i) { return X[(o * len + i) * inner + j]; };
           // Ties: the lower index first (stable order), as ONNX Runtime does. NaN ranks above
-          // every number, as in ONNX Runtime, numpy and torch: first when taking the largest,
-          // last when taking the smallest. (Compared as numbers, NaN broke the sort's order: a
-          // NaN landed mid-list and the rest came out unsorted.)
+          // every number, as numpy and torch order it: first when taking the largest, last when
+          // taking the smallest. (Compared as numbers, NaN broke the sort's order: a NaN landed
+          // mid-list and the rest came out unsorted; ONNX Runtime 1.20's order with NaN is not
+          // consistent either.)
           auto before = [&](int64_t a, int64_t b) {
             const T va = val(a), vb = val(b);
             const bool na = va != va, nb = vb != vb;  // NaN (never for integers)

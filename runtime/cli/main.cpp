@@ -268,10 +268,14 @@ void note_gate_options(const std::string& model_path, const sluice::SessionOptio
               << " has no recognised FBS gate (`sluice inspect` lists the candidates and why each was not taken)\n";
 }
 
-// The k largest values of each row of a 2-D float output ([N, classes]: a classifier's
-// logits), as "  sample 0: 3 (7.21), 5 (2.10), ..." lines; nothing for other outputs.
+// The k largest values of each row of a float output [N, classes] (or [N, classes, 1, 1]: a
+// classifier's logits), as "  sample 0: 3 (7.21), 5 (2.10), ..." lines; nothing for other
+// outputs. Ties (and NaNs, which come first) in index order.
 void print_top(const sluice::Tensor& t, int k) {
-  if (k <= 0 || t.dtype() != sluice::DType::Float32 || t.shape().size() != 2 || t.shape()[1] == 0) return;
+  const sluice::Shape& s = t.shape();  // [N, C], or [N, C, 1, ...] (a conv head's logits)
+  bool rows = s.size() >= 2 && s[1] > 0;
+  for (size_t i = 2; i < s.size(); ++i) rows = rows && s[i] == 1;
+  if (k <= 0 || t.dtype() != sluice::DType::Float32 || !rows) return;
   const int64_t n = t.shape()[0], c = t.shape()[1], kk = std::min<int64_t>(k, c);
   const float* v = t.data<float>();
   for (int64_t b = 0; b < n; ++b) {
@@ -280,7 +284,7 @@ void print_top(const sluice::Tensor& t, int k) {
     const float* r = v + b * c;
     std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), [&](int64_t a, int64_t z) {
       const bool na = std::isnan(r[a]), nz = std::isnan(r[z]);  // NaN first, as TopK ranks it
-      if (na != nz) return na;
+      if (na || nz) return na && nz ? a < z : na;
       return r[a] > r[z] || (r[a] == r[z] && a < z);
     });
     std::printf("  sample %lld:", static_cast<long long>(b));
@@ -779,7 +783,7 @@ int main(int argc, char** argv) {
   run->add_option("--stats-json", stats_path, "Write per-layer MAC statistics as JSON to this file");
   int top = 0;
   run->add_option("--top", top,
-                  "Also print, per sample, the K largest values of each 2-D output ([N, classes]) and their indices")
+                  "Also print, per sample, the K largest values of each [N, classes] output and their indices")
       ->check(kNonNegative);
   run_flags.add(run);
 
@@ -849,8 +853,12 @@ int main(int argc, char** argv) {
   // nearest one (CLI11 said only "A subcommand is required").
   if (argc > 1 && argv[1][0] != '-') {
     const std::string word = argv[1];
-    if (word == "help") {
-      std::cout << app.help();
+    if (word == "help") {  // `sluice help run`: that subcommand's help
+      const CLI::App* sub = nullptr;
+      if (argc > 2)
+        for (const CLI::App* c : app.get_subcommands({}))
+          if (c->get_name() == argv[2]) sub = c;
+      std::cout << (sub ? sub->help() : app.help());
       return 0;
     }
     std::string names, nearest;
@@ -865,10 +873,15 @@ int main(int argc, char** argv) {
       const size_t d = edit_distance(word, name);
       if (d < best) best = d, nearest = name;
     }
+    if (const size_t d = edit_distance(word, "help"); best != 0 && d < best) best = d, nearest = "help";
     if (best != 0) {
+      std::error_code ec;
+      const bool model = word.size() > 5 && (word.substr(word.size() - 5) == ".onnx" || std::filesystem::is_regular_file(word, ec));
       std::cerr << "sluice: error: unknown subcommand '" << word << "'"
-                << (best <= 2 ? "; did you mean '" + nearest + "'?" : "") << " (subcommands: " << names
-                << "; see --help)\n";
+                << (model        ? "; to run that model: sluice run " + word + " -i INPUT.npy"
+                    : best <= 2 ? "; did you mean '" + nearest + "'?"
+                                 : "")
+                << " (subcommands: " << names << "; see --help)\n";
       return 2;
     }
   }
@@ -876,7 +889,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "sluice: error: " << e.what() << " (see --help)\n";
+    // `-i a.npy b.npy`: each option takes one value; say how to give several.
+    const bool extra = std::string(e.what()).find("not expected") != std::string::npos;
+    std::cerr << "sluice: error: " << e.what()
+              << (extra ? " (give each input its own flag: -i a.npy -i b.npy; the model is the one argument "
+                          "without a flag)"
+                        : "")
+              << " (see --help)\n";
     return 2;
   }
   try {

@@ -749,6 +749,14 @@ def cli_usage(a):
           "cli_usage: a mistyped subcommand is named, with the nearest (exit %d: %s)" % (r.returncode, r.stderr.strip()))
     model = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models",
                          "fashion_cnn.onnx")
+    r = run_sluice(a, "help", "run", check_ok=False)
+    check(r.returncode == 0 and "--top" in r.stdout, "cli_usage: `sluice help run` prints run's help")
+    r = run_sluice(a, model, check_ok=False)
+    check(r.returncode == 2 and "sluice run " + model in r.stderr,
+          "cli_usage: a model path as the first word says how to run it (%s)" % r.stderr.strip())
+    r = run_sluice(a, "run", model, "-i", "a.npy", "b.npy", check_ok=False)
+    check(r.returncode == 2 and "-i a.npy -i b.npy" in r.stderr,
+          "cli_usage: two files after one -i: how to give several (%s)" % r.stderr.strip())
     xin, out = os.path.join(a.work_dir, "cli_x.npy"), os.path.join(a.work_dir, "cli_out")
     np.save(xin, np.zeros((1, 1, 28, 28), np.float32))
     r = run_sluice(a, "run", "-i", "image=" + xin, model, "-o", out, "-t", "1", check_ok=False)

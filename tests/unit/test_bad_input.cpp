@@ -67,6 +67,9 @@ TEST(BadFile, NotARegularFile) {
   expect_error([&] { Model::load(a); }, {a, "loop of symbolic links"});
   std::filesystem::remove(a);
   std::filesystem::remove(b);
+  std::filesystem::create_symlink(b, a);  // to nothing
+  expect_error([&] { Model::load(a); }, {a, "symbolic link to a file that does not exist", b});
+  std::filesystem::remove(a);
 }
 
 // The API's null pointers: an Error, as the header promises, not a crash.
@@ -137,6 +140,13 @@ TEST(GraphForms, NodesOutOfOrderAndShapelessInput) {
   Session si(m);
   expect_error([&] { si.inspect(false); }, {"input 'x'", "no shape in the model", "--shape x="});
   EXPECT_NE(si.inspect(false, {{"x", {2, 3}}}).find("neg"), std::string::npos);
+  // An input nothing reads needs no shape (the review's case).
+  OnnxBuilder u;
+  u.input("x", {2, 3}).input("unused", {4});
+  u.proto().mutable_graph()->mutable_input(1)->mutable_type()->mutable_tensor_type()->clear_shape();
+  u.node("Neg", {"x"}, {"y"}, "neg");
+  u.output("y");
+  EXPECT_NE(Session(u.load()).inspect(false).find("neg"), std::string::npos);
 }
 
 TEST(BadGraph, CycleNamesItsNodes) {
@@ -628,6 +638,37 @@ TEST(BadRun, NonFiniteWeightsRunOnTheReferenceKernels) {
     for (int i = 0; i < 64; ++i) (c == 2 ? nan_in_2 : nan_elsewhere) += std::isnan(y[c * 64 + i]);
   EXPECT_EQ(nan_in_2, 56);  // the NaN tap (row 1, column 2) reads the padding in the last column: skipped
   EXPECT_EQ(nan_elsewhere, 0);
+
+  // A NaN that only BatchNorm folding puts into the conv's weights and bias (found by a review:
+  // the check read the model's weights, before folding): seen too.
+  OnnxBuilder bn;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  bn.input("x", {1, 3, 8, 8}).init_random("w", {4, 3, 3, 3});
+  bn.init("s", {4}, {1.f, nan, 1.f, 1.f}).init("b", {4}, {0.f, 0.f, 0.f, 0.f}).init("m", {4}, {0.f, 0.f, 0.f, 0.f});
+  bn.init("v", {4}, {1.f, 1.f, 1.f, 1.f});
+  OnnxBuilder::attr_ints(bn.node("Conv", {"x", "w"}, {"c"}, "conv1"), "pads", {1, 1, 1, 1});
+  bn.node("BatchNormalization", {"c", "s", "b", "m", "v"}, {"n"}, "bn1");
+  bn.node("Relu", {"n"}, {"y"});
+  bn.output("y");
+  Session sb(bn.load());
+  RunStats sbs;
+  auto ob = sb.run({{"x", random_tensor({1, 3, 8, 8}, 5)}}, &sbs);
+  EXPECT_FALSE(sbs.nonfinite_weights.empty());
+  int nan_bn = 0;
+  for (int i = 0; i < 4 * 64; ++i) nan_bn += std::isnan(ob["y"].data<float>()[i]);
+  EXPECT_EQ(nan_bn, 64);  // channel 1, as ONNX Runtime
+
+  // A -inf bias (a class masked out of a linear head) is not a broken weight: -inf stays -inf
+  // in every kernel, and the run keeps the fast kernels.
+  OnnxBuilder h;
+  h.input("x", {2, 6}).init_random("w", {6, 4}).init("b", {4}, {0.f, -INFINITY, 0.5f, 0.f});
+  h.node("Gemm", {"x", "w", "b"}, {"y"}, "fc");
+  h.output("y");
+  Session sh(h.load());
+  RunStats shs;
+  auto oh = sh.run({{"x", random_tensor({2, 6}, 6)}}, &shs);
+  EXPECT_TRUE(shs.nonfinite_weights.empty()) << shs.nonfinite_weights;
+  EXPECT_EQ(oh["y"].data<float>()[1], -INFINITY);
 }
 
 // NaN among the values: it ranks above every number (numpy's and torch's order), first when
