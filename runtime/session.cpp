@@ -181,14 +181,15 @@ class SessionImpl {
     bool nonfinite = false;
     // An inf or NaN weight (BatchNorms folded in): the reference kernels, whose Relu keeps the
     // NaN that the fast kernels' fused Relu maps to 0 (Plan::nonfinite_weights).
-    const std::string bad = plan_for(shapes, values, false)->nonfinite_weights();
+    const std::shared_ptr<const Plan> fast = plan_for(shapes, values, false);
+    const std::string& bad = fast->nonfinite_weights();
     const bool bad_weights = options_.optimize && options_.density <= 0.f && !bad.empty();
     if (options_.optimize && options_.density <= 0.f && !bad_weights)
       for (const Tensor* t : ordered) nonfinite = nonfinite || !ops::all_finite(*t);
     std::vector<Tensor> outs;
     bool skips = false;  // the plan that ran leaves out products (Plan::skips_products)
     auto execute = [&](bool reference) {
-      std::shared_ptr<const Plan> plan = plan_for(shapes, values, reference);
+      std::shared_ptr<const Plan> plan = reference ? plan_for(shapes, values, true) : fast;
       skips = plan->skips_products();
       std::unique_ptr<ExecContext> ctx = acquire(plan);
       outs.clear();
