@@ -226,11 +226,13 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
   if (direct_store) {
     for (int64_t c = 0; c < gw + kVec; ++c) col_mask[c] = c % gw < s.ow ? -1 : 0;
     // The border before the first output pixel's place (the top row and the next row's left
-    // border) and after the last block's (bottom rows and slack): the passes write the rest.
+    // border) and after the last vector that holds output pixels (bottom rows and slack): the
+    // passes write the rest.
+    const int64_t q_end = std::min(q, (used + kVec - 1) / kVec * kVec);
     for (int64_t j = 0; j < ko; ++j) {
       float* p = y + j * ps_out;
       std::memset(p, 0, static_cast<size_t>(gw + 1) * sizeof(float));
-      std::memset(p + q + gw + 1, 0, static_cast<size_t>(ps_out - (q + gw + 1)) * sizeof(float));
+      std::memset(p + q_end + gw + 1, 0, static_cast<size_t>(ps_out - (q_end + gw + 1)) * sizeof(float));
     }
   } else if (epilogue.resident_out) {
     planar::clear_resident_borders(s.oh, s.ow, ko, y);
@@ -245,9 +247,10 @@ void direct_conv(const DirectConvShape& s, const float* x, int64_t x_stride, con
     const ResidentStore rs{bias_c + j0, epilogue.sum ? epilogue.sum + j0 * ps_out : nullptr, col_mask, gw, used,
                            epilogue.act.kind, epilogue.act.alpha, epilogue.act.beta};
     // The last block stops at the last vector that holds output pixels (on a 14x14 map the
-    // 224 grid pixels end half-way through the fourth block). (Written straight into resident
-    // planes, the rest of the block is written too: zeros, the bottom border.)
-    const int64_t vecs = direct_store ? kBlock / kVec : std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
+    // 224 grid pixels end half-way through the fourth block; on 28x28, 840 of 896 were computed
+    // when the rest of the block was written into resident planes as their bottom border,
+    // which the memset above now clears).
+    const int64_t vecs = std::min(kBlock, used - qb * kBlock + kVec - 1) / kVec;
 #ifdef __AVX512F__
     if (packed) {
       const auto& wide = taps == 9 ? kWideFns3x3 : kWideFns;
