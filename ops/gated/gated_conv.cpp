@@ -590,19 +590,41 @@ class GatedConv final : public Kernel {
     if (!has_gate()) return finish_every_output(yb, sb);  // pi = 1 (a pruned channel's 0 is act(0 + sum) too)
     const int64_t pixels = oh_ * ow_;
     const float* be = beta();
+    if (sb) {
 #pragma omp parallel for if (pixels * m_ > 65536)
-    for (int64_t p = 0; p < pixels; ++p) {
-      float* r = yb + p * m_;
-      if (sb) {
+      for (int64_t p = 0; p < pixels; ++p) {
+        float* r = yb + p * m_;
         const float* sr = sb + p * m_;
         for (int64_t o = 0; o < m_; ++o)
           r[o] = gate::activate(p_, sr[o] + (pi[o] != 0.f ? gate::pre_active(p_, be, o, pi[o], r[o])
                                                           : pre_suppressed_[static_cast<size_t>(o)]));
-        continue;
       }
-      for (int64_t o = 0; o < m_; ++o)
-        r[o] = pi[o] != 0.f ? gate::active_value(p_, be, o, pi[o], r[o]) : suppressed_[static_cast<size_t>(o)];
+      return;
     }
+    // y = act(pi * v + beta) where pi != 0, else the suppressed constant (gate::active_value), in
+    // a loop the compiler vectorises: per value through the switch it took 2.8 ms of a 112x112
+    // FBS MobileNetV2 expand conv at d = 1, most of its time.
+    std::vector<float> scale(pi, pi + m_), shift(static_cast<size_t>(m_), 0.f);
+    std::vector<int32_t> on(static_cast<size_t>(m_));
+    for (int64_t o = 0; o < m_; ++o) {
+      on[static_cast<size_t>(o)] = pi[o] != 0.f ? -1 : 0;
+      if (be && p_.beta != graph::BetaMode::None) shift[static_cast<size_t>(o)] = be[o];
+    }
+    // (__restrict: with the four per-channel arrays possibly aliasing the row, GCC kept it scalar.)
+    const float* __restrict sc = scale.data();
+    const float* __restrict sh = shift.data();
+    const float* __restrict off = suppressed_.data();
+    const int32_t* __restrict active = on.data();
+    with_activation(false, [&](auto act) {  // as gate::activate
+#pragma omp parallel for if (pixels * m_ > 65536)
+      for (int64_t p = 0; p < pixels; ++p) {
+        float* __restrict r = yb + p * m_;
+        for (int64_t o = 0; o < m_; ++o) {
+          const float v = act(sc[o] * r[o] + sh[o]), w = off[o];
+          r[o] = active[o] ? v : w;
+        }
+      }
+    });
   }
 
   // Writes every pixel: suppressed constants, then (if given) the active channels from compact.
