@@ -13,6 +13,14 @@
 
 namespace sluice::testing {
 
+// While alive, every measured choice goes to the kernels whose name starts with `prefix`
+// (ops::prefer_kernels_for_testing): for tests of what such a choice leads to, or that need
+// the same choice in every plan they make.
+struct PreferKernels {
+  explicit PreferKernels(const char* prefix) { ops::prefer_kernels_for_testing(prefix); }
+  ~PreferKernels() { ops::prefer_kernels_for_testing(""); }
+};
+
 // Options for a plan whose graph a test takes nodes from to run kernels on NHWC data: no
 // resident planes and no conv reading an NCHW input in place (Plan::read_nchw_inputs).
 inline SessionOptions nhwc_plan_options(bool optimize = true) {

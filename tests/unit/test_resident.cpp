@@ -650,12 +650,6 @@ int expect_outputs_apart_from_inputs(const runtime::Plan& plan) {
   return fused;
 }
 
-// While alive, every measured choice goes to the kernels whose name starts with `prefix`
-// (ops::prefer_kernels_for_testing): for tests of what such a choice leads to.
-struct PreferKernels {
-  explicit PreferKernels(const char* prefix) { ops::prefer_kernels_for_testing(prefix); }
-  ~PreferKernels() { ops::prefer_kernels_for_testing(""); }
-};
 
 // With the direct kernel preferred, so that values are resident and pools fused whatever the
 // machine's load (the measured choice is what the other tests run on).
