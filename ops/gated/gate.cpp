@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <numeric>
 
 #include "ops/common/simd.h"
@@ -75,14 +77,25 @@ void select(const Spec& spec, const float* g, float* pi) {
   const int64_t m = spec.c_out;
   std::vector<int64_t> idx(static_cast<size_t>(m));
   std::iota(idx.begin(), idx.end(), 0);
+  // A NaN saliency ranks below every number (its channel is suppressed while numbers are left to
+  // keep), so that the orders below are strict and total: nth_element's unguarded scans read out
+  // of range on an order that NaN breaks.
+  auto ahead = [&](int64_t a, int64_t b, bool larger_first) {
+    const bool na = std::isnan(g[a]), nb = std::isnan(g[b]);
+    if (na != nb) return larger_first ? nb : na;
+    if (!na && g[a] != g[b]) return larger_first ? g[a] > g[b] : g[a] < g[b];
+    return a < b;
+  };
   switch (spec.form) {
     case graph::GateForm::All:
       std::fill(pi, pi + m, 1.f);
       break;
     case graph::GateForm::Winners: {
       const int64_t k = std::clamp<int64_t>(spec.k, 0, m);
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                        [&](int64_t a, int64_t b) { return g[a] != g[b] ? g[a] > g[b] : a < b; });
+      // The k first in (g descending, index ascending): the set nth_element puts before position
+      // k, in O(C) (their order is never used).
+      std::nth_element(idx.begin(), idx.begin() + k, idx.end(),
+                       [&](int64_t a, int64_t b) { return ahead(a, b, true); });
       std::fill(pi, pi + m, 0.f);
       for (int64_t r = 0; r < k; ++r) pi[idx[static_cast<size_t>(r)]] = g[idx[static_cast<size_t>(r)]];
       break;
@@ -90,8 +103,8 @@ void select(const Spec& spec, const float* g, float* pi) {
     case graph::GateForm::Losers: {
       const int64_t drop = std::clamp<int64_t>(m - spec.k, 0, m);
       // TopK of -g (or the smallest of g): the smallest g, lower index first among equals.
-      std::partial_sort(idx.begin(), idx.begin() + drop, idx.end(),
-                        [&](int64_t a, int64_t b) { return g[a] != g[b] ? g[a] < g[b] : a < b; });
+      std::nth_element(idx.begin(), idx.begin() + drop, idx.end(),
+                       [&](int64_t a, int64_t b) { return ahead(a, b, false); });
       std::copy(g, g + m, pi);
       for (int64_t r = 0; r < drop; ++r) pi[idx[static_cast<size_t>(r)]] = 0.f;
       break;
@@ -99,9 +112,14 @@ void select(const Spec& spec, const float* g, float* pi) {
     case graph::GateForm::Threshold:
     case graph::GateForm::ThresholdInclusive: {
       const int64_t k = std::clamp<int64_t>(spec.k, 1, m);
+      // The k-th largest number; NaN (no channel passes) when fewer than k are numbers.
       std::vector<float> v(g, g + m);
-      std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
-      const float thr = v[static_cast<size_t>(k - 1)];
+      const auto numbers = std::partition(v.begin(), v.end(), [](float x) { return !std::isnan(x); });
+      float thr = std::numeric_limits<float>::quiet_NaN();
+      if (numbers - v.begin() >= k) {
+        std::nth_element(v.begin(), v.begin() + (k - 1), numbers, std::greater<float>());
+        thr = v[static_cast<size_t>(k - 1)];
+      }
       const bool incl = spec.form == graph::GateForm::ThresholdInclusive;
       for (int64_t c = 0; c < m; ++c) {
         const bool keep = spec.by_difference ? (incl ? g[c] - thr >= 0.f : g[c] - thr > 0.f)

@@ -3,9 +3,12 @@
 // the reference plan, and the executed MACs and active channels the stats report.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <thread>
 
 #include "ops/gated/gate.h"
@@ -649,6 +652,60 @@ TEST(GateSelect, DifferenceThresholdDropsInfinitiesAsTheGraphDoes) {
     EXPECT_EQ(pi[0], by_difference ? 0.f : inf);
     EXPECT_EQ(pi[1], by_difference ? 0.f : inf);
     EXPECT_EQ(pi[2], 0.f);
+  }
+}
+
+// The gate's selection against a stable sort, on saliencies with many ties and NaNs: the k
+// kept are the largest numbers, the lower index first among equals, and a NaN ranks below every
+// number (suppressed while numbers are left); the threshold is the k-th of that order. (select
+// finds them with nth_element, whose scans an order broken by NaN would run out of range.)
+TEST(GateSelect, KeepsTheLargestLowerIndexFirstAndNaNLast) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(7);
+  const float pool[] = {nan, -inf, -1.f, 0.f, 0.5f, 0.5f, 2.f, inf, nan, 3.f};
+  for (int trial = 0; trial < 400; ++trial) {
+    const int64_t m = 1 + static_cast<int64_t>(rng() % 97);
+    std::vector<float> g(static_cast<size_t>(m));
+    for (float& v : g) v = trial % 3 == 0 ? pool[rng() % 10] : static_cast<float>(rng() % 7) - 3.f;
+    std::vector<int64_t> desc(static_cast<size_t>(m));
+    std::iota(desc.begin(), desc.end(), 0);
+    // larger first, NaN last, stable (index ascending among equals)
+    std::stable_sort(desc.begin(), desc.end(), [&](int64_t a, int64_t b) {
+      if (std::isnan(g[a]) || std::isnan(g[b])) return !std::isnan(g[a]) && std::isnan(g[b]);
+      return g[a] > g[b];
+    });
+    std::vector<int64_t> asc(desc.size());  // smaller first, NaN first, index ascending among equals
+    std::iota(asc.begin(), asc.end(), 0);
+    std::stable_sort(asc.begin(), asc.end(), [&](int64_t a, int64_t b) {
+      if (std::isnan(g[a]) || std::isnan(g[b])) return std::isnan(g[a]) && !std::isnan(g[b]);
+      return g[a] < g[b];
+    });
+    const int64_t k = static_cast<int64_t>(rng() % static_cast<uint32_t>(m + 1));
+    auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+    ops::gate::Spec spec;
+    spec.c_out = m;
+    spec.k = k;
+    std::vector<float> pi(static_cast<size_t>(m));
+    spec.form = graph::GateForm::Winners;
+    ops::gate::select(spec, g.data(), pi.data());
+    std::vector<float> want(static_cast<size_t>(m), 0.f);
+    for (int64_t r = 0; r < k; ++r) want[desc[r]] = g[desc[r]];
+    for (int64_t c = 0; c < m; ++c) ASSERT_TRUE(same(pi[c], want[c])) << "winners, m " << m << " k " << k << " c " << c;
+    spec.form = graph::GateForm::Losers;
+    ops::gate::select(spec, g.data(), pi.data());
+    want = g;
+    for (int64_t r = 0; r < m - k; ++r) want[asc[r]] = 0.f;
+    for (int64_t c = 0; c < m; ++c) ASSERT_TRUE(same(pi[c], want[c])) << "losers, m " << m << " k " << k << " c " << c;
+    if (k == 0) continue;
+    const float thr = g[desc[k - 1]];  // NaN when fewer than k are numbers: nothing passes
+    for (auto form : {graph::GateForm::Threshold, graph::GateForm::ThresholdInclusive}) {
+      spec.form = form;
+      ops::gate::select(spec, g.data(), pi.data());
+      for (int64_t c = 0; c < m; ++c) {
+        const bool keep = form == graph::GateForm::Threshold ? g[c] > thr : g[c] >= thr;
+        ASSERT_TRUE(same(pi[c], keep ? g[c] : 0.f)) << "threshold, m " << m << " k " << k << " c " << c;
+      }
+    }
   }
 }
 
