@@ -23,7 +23,10 @@ std::optional<FusedActivation> as_epilogue(const Graph& g, const Node& n) {
   }
 }
 
-FusedActivation* epilogue_slot(Node& n) {
+FusedActivation* epilogue_slot(const Graph& g, Node& n) {
+  // (A float64 Gemm, as torch exports a Linear behind a double tensor, runs on the reference
+  // kernel in double, with no epilogue.)
+  if (n.outputs.empty() || g.value(n.outputs[0]).dtype != DType::Float32) return nullptr;
   if (n.op == OpType::Conv) return &n.p<ConvParams>().activation;
   // A gated conv takes one only after a fused residual sum (its own ReLU is part of the gate).
   if (n.op == OpType::SluiceGatedConv && n.p<GatedConvParams>().fused_sum) return &n.p<GatedConvParams>().activation;
@@ -133,7 +136,7 @@ int fuse_activations(Graph& g) {
       const NodeId pid = yv.producer;
       if (pid < 0) continue;
       Node& prod = g.node(pid);
-      FusedActivation* slot = epilogue_slot(prod);
+      FusedActivation* slot = epilogue_slot(g, prod);
       if (!slot || slot->kind != Activation::None) continue;
       slot->kind = kind;
       prod.outputs[0] = mul.outputs[0];
@@ -151,7 +154,7 @@ int fuse_activations(Graph& g) {
     NodeId pid = g.value(act.inputs[0]).producer;
     if (pid < 0 || !single_use(g, act.inputs[0])) continue;
     Node& prod = g.node(pid);
-    FusedActivation* slot = epilogue_slot(prod);
+    FusedActivation* slot = epilogue_slot(g, prod);
     if (!slot) continue;
     const auto both = compose(*slot, *epi);
     if (!both) continue;

@@ -104,6 +104,8 @@ namespace {
 bool onednn_gemm_form(const graph::Graph& g, const graph::Node& n) {
   const auto& p = n.p<graph::GemmParams>();
   if (p.trans_a || p.alpha != 1.f || !g.value(n.inputs[1]).is_constant()) return false;
+  if (g.value(n.inputs[0]).dtype != DType::Float32 || g.value(n.inputs[1]).dtype != DType::Float32)
+    return false;  // (float64: the reference kernel)
   if (n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue) {
     const auto& c = g.value(n.inputs[2]);
     const int64_t cols = g.value(n.outputs[0]).shape[1];

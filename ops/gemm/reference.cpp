@@ -1,12 +1,42 @@
 // Gemm and MatMul: shape inference and plain reference kernels.
+#include <type_traits>
+
 #include "ops/util.h"
 
 namespace sluice::ops {
 
+namespace {
+// Gemm and MatMul run in float32, or in float64 when every operand is (torch exports a Linear
+// that reads a double tensor, e.g. behind torch.where(c, 1.0, 0.0), with double weights): the
+// reference kernel then, in double.
+DType linear_dtype(InferContext& ctx, size_t inputs) {
+  bool f32 = false, f64 = false;
+  for (size_t i = 0; i < inputs; ++i) {
+    if (!ctx.has_input(i)) continue;
+    f32 = f32 || ctx.in(i).dtype == DType::Float32;
+    f64 = f64 || ctx.in(i).dtype == DType::Float64;
+  }
+  if (f32 && f64) {  // name a float64 operand, and a float32 one it should match
+    size_t d = 0, f = 0;
+    for (size_t i = 0; i < inputs; ++i)
+      if (ctx.has_input(i)) (ctx.in(i).dtype == DType::Float64 ? d : f) = i;
+    ctx.fail("input " + std::to_string(d) + " ('" + ctx.in(d).name + "') has dtype float64, expected float32 like input " +
+             std::to_string(f) + " ('" + ctx.in(f).name + "') (" + graph::op_name(ctx.node().op) +
+             " runs in float32, or in float64 when every operand is): export the model in float32, e.g. model.float() "
+             "before torch.onnx.export, or Cast the value to float32 in the graph");
+  }
+  const DType t = f64 ? DType::Float64 : DType::Float32;
+  for (size_t i = 0; i < inputs; ++i)
+    if (ctx.has_input(i)) ctx.expect_input(i, t);  // (an integer operand: named, with the type expected)
+  return t;
+}
+}  // namespace
+
 void infer_Gemm(InferContext& ctx) {
   const auto& p = ctx.node().p<graph::GemmParams>();
-  ctx.expect_input(0, DType::Float32, 2);
-  ctx.expect_input(1, DType::Float32, 2);
+  const DType t = linear_dtype(ctx, 3);
+  ctx.expect_input(0, t, 2);
+  ctx.expect_input(1, t, 2);
   const Shape &a = ctx.in(0).shape, &b = ctx.in(1).shape;
   const int64_t m = p.trans_a ? a[1] : a[0], k = p.trans_a ? a[0] : a[1];
   const int64_t kb = p.trans_b ? b[1] : b[0], n = p.trans_b ? b[0] : b[1];
@@ -15,30 +45,44 @@ void infer_Gemm(InferContext& ctx) {
              shape_str(b) + (p.trans_b ? " (transposed)" : "") + " give K = " + std::to_string(k) + " vs " +
              std::to_string(kb));
   if (ctx.has_input(2)) {
-    ctx.expect_input(2, DType::Float32);
     Shape bc = broadcast_shapes(ctx, ctx.in(2).shape, {m, n});
     if (bc != Shape{m, n}) ctx.fail("C of shape " + shape_str(ctx.in(2).shape) + " does not broadcast to " + shape_str({m, n}));
   }
-  ctx.set_output(0, DType::Float32, {m, n});
+  ctx.set_output(0, t, {m, n});
 }
 
-void reference_Gemm(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  const auto& p = node.p<graph::GemmParams>();
-  const TensorView &a = in[0], &b = in[1], &y = out[0];
+namespace {
+template <class T>
+void gemm(const graph::GemmParams& p, std::span<const TensorView> in, const TensorView& y) {
+  const TensorView &a = in[0], &b = in[1];
   const int64_t m = y.shape[0], n = y.shape[1], k = p.trans_a ? a.shape[0] : a.shape[1];
-  const float *A = a.as<const float>(), *B = b.as<const float>();
+  const T *A = a.as<const T>(), *B = b.as<const T>();
   const bool has_c = in.size() > 2 && in[2].data;
   std::vector<int64_t> cs = has_c ? broadcast_strides(in[2].shape, y.shape) : std::vector<int64_t>{0, 0};
-  float* Y = y.as<float>();
+  T* Y = y.as<T>();
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double acc = 0;
       for (int64_t t = 0; t < k; ++t)
         acc += static_cast<double>(p.trans_a ? A[t * m + i] : A[i * k + t]) * (p.trans_b ? B[j * k + t] : B[t * n + j]);
-      float v = p.alpha * static_cast<float>(acc);
-      if (has_c) v += p.beta * in[2].as<const float>()[i * cs[0] + j * cs[1]];
-      Y[i * n + j] = graph::apply_activation(p.activation, v);
+      if constexpr (std::is_same_v<T, float>) {
+        float v = p.alpha * static_cast<float>(acc);
+        if (has_c) v += p.beta * in[2].as<const float>()[i * cs[0] + j * cs[1]];
+        Y[i * n + j] = graph::apply_activation(p.activation, v);
+      } else {  // (no fused activation: fuse_activations leaves a float64 Gemm alone)
+        double v = static_cast<double>(p.alpha) * acc;
+        if (has_c) v += static_cast<double>(p.beta) * in[2].as<const double>()[i * cs[0] + j * cs[1]];
+        Y[i * n + j] = v;
+      }
     }
+}
+}  // namespace
+
+void reference_Gemm(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+  if (out[0].dtype == DType::Float64)
+    gemm<double>(node.p<graph::GemmParams>(), in, out[0]);
+  else
+    gemm<float>(node.p<graph::GemmParams>(), in, out[0]);
 }
 
 namespace {
@@ -65,16 +109,17 @@ MatMulDims matmul_dims(InferContext* ctx, const Shape& a, const Shape& b) {
 }  // namespace
 
 void infer_MatMul(InferContext& ctx) {
-  ctx.expect_input(0, DType::Float32);
-  ctx.expect_input(1, DType::Float32);
+  const DType t = linear_dtype(ctx, 2);
   MatMulDims d = matmul_dims(&ctx, ctx.in(0).shape, ctx.in(1).shape);
   Shape out = d.batch;
   if (!d.a_vec) out.push_back(d.m);
   if (!d.b_vec) out.push_back(d.n);
-  ctx.set_output(0, DType::Float32, out);
+  ctx.set_output(0, t, out);
 }
 
-void reference_MatMul(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
+namespace {
+template <class T>
+void matmul(std::span<const TensorView> in, const TensorView& y_view) {
   const Shape &as = in[0].shape, &bs = in[1].shape;
   Shape a2 = as.size() == 1 ? Shape{1, as[0]} : as, b2 = bs.size() == 1 ? Shape{bs[0], 1} : bs;
   const int64_t m = a2[a2.size() - 2], k = a2.back(), n = b2.back();
@@ -87,20 +132,28 @@ void reference_MatMul(const graph::Node& node, std::span<const TensorView> in, s
     batch[i] = std::max(da, db);
   }
   auto sa = broadcast_strides(abatch, batch), sb = broadcast_strides(bbatch, batch);
-  const float *A = in[0].as<const float>(), *B = in[1].as<const float>();
-  float* Y = out[0].as<float>();
+  const T *A = in[0].as<const T>(), *B = in[1].as<const T>();
+  T* Y = y_view.as<T>();
   if (batch.empty()) batch = {1}, sa = {0}, sb = {0};
   for_each_broadcast(batch, sa, sb, [&](int64_t o, int64_t ia, int64_t ib) {
-    const float* a = A + ia * m * k;
-    const float* b = B + ib * k * n;
-    float* y = Y + o * m * n;
+    const T* a = A + ia * m * k;
+    const T* b = B + ib * k * n;
+    T* y = Y + o * m * n;
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
         double acc = 0;
         for (int64_t t = 0; t < k; ++t) acc += static_cast<double>(a[i * k + t]) * b[t * n + j];
-        y[i * n + j] = static_cast<float>(acc);
+        y[i * n + j] = static_cast<T>(acc);
       }
   });
+}
+}  // namespace
+
+void reference_MatMul(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
+  if (out[0].dtype == DType::Float64)
+    matmul<double>(in, out[0]);
+  else
+    matmul<float>(in, out[0]);
 }
 
 }  // namespace sluice::ops

@@ -37,6 +37,11 @@ class OnnxBuilder {
     for (float v : data) t->add_float_data(v);
     return *this;
   }
+  OnnxBuilder& init_f64(const std::string& name, const Shape& shape, const std::vector<double>& data) {
+    auto* t = new_initializer(name, shape, onnx::TensorProto::DOUBLE);
+    for (double v : data) t->add_double_data(v);
+    return *this;
+  }
   OnnxBuilder& init_i64(const std::string& name, const Shape& shape, const std::vector<int64_t>& data) {
     auto* t = new_initializer(name, shape, onnx::TensorProto::INT64);
     for (int64_t v : data) t->add_int64_data(v);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <ostream>
+#include <random>
 
 #include "ops/common/vmath.h"
 #include "ops/layout/reorder.h"
@@ -224,6 +225,49 @@ TEST(GemmVsReference, TransBAndPlainB) {
       ASSERT_NE(conv, nullptr);
       EXPECT_LT(max_kernel_diff(*conv, *ref, plan.graph(), *gemm, 3), 1e-4) << "transB=" << trans_b;
     }
+}
+
+// Gemm and MatMul in float64 (torch exports a Linear behind a double tensor with double
+// weights): the reference kernel, in double, also in the optimised plan (no oneDNN form, no
+// fused Relu, which would run in float), against the sums computed here.
+TEST(GemmVsReference, Float64GemmAndMatMulRunInDouble) {
+  const int64_t rows = 3, k = 5, n = 4;
+  std::mt19937 rng(3);
+  std::normal_distribution<double> dist(0.0, 1.0);
+  auto values = [&](int64_t count) {
+    std::vector<double> v(static_cast<size_t>(count));
+    for (double& x : v) x = dist(rng) * (1.0 + 1e-9);  // (bits a float cannot hold)
+    return v;
+  };
+  const std::vector<double> a = values(rows * k), w = values(n * k), c = values(n);
+  OnnxBuilder b;
+  b.input("a", {rows, k}, onnx::TensorProto::DOUBLE).init_f64("w", {n, k}, w).init_f64("c", {n}, c);
+  std::vector<double> wt(static_cast<size_t>(k * n));  // w transposed, for the MatMul
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t t = 0; t < k; ++t) wt[static_cast<size_t>(t * n + i)] = w[static_cast<size_t>(i * k + t)];
+  b.init_f64("wt", {k, n}, wt);
+  auto& g = b.node("Gemm", {"a", "w", "c"}, {"y0"});
+  OnnxBuilder::attr_int(g, "transB", 1);
+  OnnxBuilder::attr_float(g, "alpha", 0.5f);
+  OnnxBuilder::attr_float(g, "beta", 2.f);
+  b.node("Relu", {"y0"}, {"y"});
+  b.node("MatMul", {"a", "wt"}, {"z"});
+  b.output("y", {}, onnx::TensorProto::DOUBLE).output("z", {}, onnx::TensorProto::DOUBLE);
+  Model m = b.load();
+  const Tensor x = Tensor::copy_of(DType::Float64, {rows, k}, a.data());
+  for (bool optimize : {true, false}) {
+    auto out = Session(m, {1, optimize}).run({{"a", x}});
+    ASSERT_EQ(out["y"].dtype(), DType::Float64);
+    ASSERT_EQ(out["z"].dtype(), DType::Float64);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (int64_t t = 0; t < k; ++t) dot += a[static_cast<size_t>(i * k + t)] * w[static_cast<size_t>(j * k + t)];
+        const double y = std::max(0.0, 0.5 * dot + 2.0 * c[static_cast<size_t>(j)]);
+        EXPECT_NEAR(out["y"].data<double>()[i * n + j], y, 1e-12) << i << "," << j << " optimize " << optimize;
+        EXPECT_NEAR(out["z"].data<double>()[i * n + j], dot, 1e-12) << i << "," << j << " optimize " << optimize;
+      }
+  }
 }
 
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
