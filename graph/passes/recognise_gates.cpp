@@ -206,6 +206,7 @@ class GateMatcher {
     GateForm form = GateForm::Winners;
     int64_t k = 0;
     bool by_difference = false;  // the threshold test written (g - t) >= 0: NaN, so false, where g = t = inf
+    bool unit = false;  // a hard 0/1 mask: pi = 1 where kept, not g
   };
 
   // index_put's indices for pi[arange(N)[:, None], i]: ScatterND's [N, k, 2] pairs (n, i[n, j]),
@@ -255,18 +256,22 @@ class GateMatcher {
     if (const Node* ge = prod(upd, OpType::GatherElements))
       values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
                                     (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
-    if (largest && is_zero(data) && values_of_g) {
+    if (largest && is_zero(data) && (values_of_g || is_fill(upd, 1.f))) {
+      // (Ones at the winners: a hard 0/1 mask, pi = 1 where kept.)
       s.g = t->inputs[0];
       s.form = GateForm::Winners;
       s.k = kk;
+      s.unit = !values_of_g;
       return s;
     }
     if (is_zero(upd) && sc.p<ScatterParams>().reduction == ScatterParams::Reduction::None) {  // (g + 0 is no gate)
+      // The losers zeroed in g, or in ones (a hard mask; g is then what the TopK ranks).
+      s.unit = is_fill(data, 1.f);
       ValueId src = t->inputs[0];
-      if (const Node* neg = prod(src, OpType::Neg); neg && largest && neg->inputs[0] == data) {
-        s.g = data;
-      } else if (!largest && src == data) {
-        s.g = data;
+      if (const Node* neg = prod(src, OpType::Neg); neg && largest && (s.unit || neg->inputs[0] == data)) {
+        s.g = neg->inputs[0];
+      } else if (!largest && (s.unit || src == data)) {
+        s.g = src;
       } else {
         throw Reject{what + " zeroes channels that are not the smallest of its data"};
       }
@@ -274,8 +279,97 @@ class GateMatcher {
       s.k = m - kk;
       return s;
     }
-    throw Reject{what + " is neither the winners form (zeros, indices, TopK values) nor the losers form (g, indices "
-                 "of the smallest, zeros)"};
+    throw Reject{what + " is neither the winners form (zeros, indices, TopK values or ones) nor the losers form (g "
+                 "or ones, indices of the smallest, zeros)"};
+  }
+
+  // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g; or the
+  // negation of the opposite test, as opset 11 (no GreaterOrEqual) has PyTorch write g >= t:
+  // Not(g < t), and likewise Not(g <= t), Not(t > g), Not(t >= g); or (g - t) compared with 0.
+  // mv: the boolean test (flip: it says which channels are zeroed). gv: g, or kNoValue for a
+  // hard mask, where g is whichever side of the test the other is the k-th largest of.
+  std::optional<Selection> threshold_test(ValueId mv, ValueId gv, bool flip) const {
+    const Node* negation = prod(mv, OpType::Not);
+    const ValueId tested = negation ? negation->inputs[0] : mv;
+    const bool negated = (negation != nullptr) != flip;  // the test says which channels stay when not negated
+    for (OpType op : {OpType::Greater, OpType::GreaterOrEqual, OpType::Less, OpType::LessOrEqual}) {
+      const Node* c = prod(tested, op);
+      if (!c) continue;
+      const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != negated;
+      const ValueId g_side = c->inputs[g_first ? 0 : 1], other = c->inputs[g_first ? 1 : 0];
+      // (g, t, by difference) readings of the test: g compared with t, or (g - t) with 0.
+      struct Reading {
+        ValueId g, thr;
+        bool by_difference;
+      };
+      std::vector<Reading> readings;
+      if (gv == kNoValue || g_side == gv) readings.push_back({g_side, other, false});
+      if (const Node* d = prod(g_side, OpType::Sub); d && is_zero(other) && (gv == kNoValue || d->inputs[0] == gv))
+        readings.push_back({d->inputs[0], d->inputs[1], true});
+      Selection s;
+      s.form = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != negated ? GateForm::ThresholdInclusive
+                                                                                       : GateForm::Threshold;
+      s.unit = gv == kNoValue;
+      for (size_t i = 0; i < readings.size(); ++i) {
+        s.g = readings[i].g;
+        s.by_difference = readings[i].by_difference;
+        if (!s.unit) {
+          s.k = kth_largest(readings[i].thr, s.g, c->name);
+          return s;
+        }
+        try {  // (a hard mask: the reading whose threshold is the k-th largest of its g)
+          s.k = kth_largest(readings[i].thr, s.g, c->name);
+          return s;
+        } catch (const Reject&) {
+          if (i + 1 == readings.size()) throw;
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
+  // pi a hard 0/1 mask with no g multiplier (see selection_of), or nullopt.
+  std::optional<Selection> hard_mask(ValueId pi, int64_t m) const {
+    if (const Node* cast = prod(pi, OpType::Cast)) {
+      if (g_.value(cast->inputs[0]).dtype == DType::Bool) return threshold_test(cast->inputs[0], kNoValue, false);
+      pi = cast->inputs[0];  // (one_hot's int64 ones, summed, then cast)
+    }
+    if (const Node* w = prod(pi, OpType::Where)) {
+      if (is_fill(w->inputs[1], 1.f) && is_zero(w->inputs[2])) return threshold_test(w->inputs[0], kNoValue, false);
+      if (is_zero(w->inputs[1]) && is_fill(w->inputs[2], 1.f)) return threshold_test(w->inputs[0], kNoValue, true);
+      return std::nullopt;
+    }
+    const Node* rs = prod(pi, OpType::ReduceSum);
+    if (!rs) rs = prod(pi, OpType::ReduceMax);
+    const Node* oh = rs ? prod(rs->inputs[0], OpType::OneHot) : nullptr;
+    const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
+    if (!t || t->outputs.size() < 2 || t->outputs[1] != oh->inputs[0] || !one_hot_mask(*rs, *oh, *t, m))
+      return std::nullopt;
+    Selection s;
+    s.g = t->inputs[0];
+    s.form = GateForm::Winners;
+    s.k = topk_k(*t);
+    s.unit = true;
+    return s;
+  }
+
+  // Whether rs(oh) writes ones at TopK t's k largest and zeros elsewhere: rs = ReduceSum or
+  // ReduceMax over the k axis (TopK's indices are distinct, so the two agree) of oh =
+  // OneHot(t.indices, C, [0, 1]).
+  bool one_hot_mask(const Node& rs, const Node& oh, const Node& t, int64_t m) const {
+    const Value& ohv = g_.value(oh.outputs[0]);
+    if (!t.p<TopKParams>().largest || rs.p<ReduceParams>().axes != std::vector<int64_t>{1} ||
+        rs.p<ReduceParams>().keepdims || oh.p<AxisParams>().axis != 2 || ohv.shape.size() != 3 || ohv.shape[2] != m ||
+        !g_.value(oh.inputs[2]).is_constant())
+      return false;
+    const Tensor& v = g_.value(oh.inputs[2]).constant;
+    std::vector<double> vals;
+    for (int64_t i = 0; i < v.numel(); ++i)
+      vals.push_back(v.dtype() == DType::Float32 ? v.data<float>()[i]
+                     : v.dtype() == DType::Int64 ? static_cast<double>(v.data<int64_t>()[i])
+                     : v.dtype() == DType::Int32 ? v.data<int32_t>()[i]
+                                                 : -1.0);
+    return vals == std::vector<double>{0.0, 1.0};
   }
 
   // The selection, also computed in double (g.double().topk(k), scattered into zeros, then
@@ -381,57 +475,21 @@ class GateMatcher {
       if (rs && !where) {
         const Node* oh = prod(rs->inputs[0], OpType::OneHot);
         const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
-        const Value& ohv = oh ? g_.value(oh->outputs[0]) : g_.value(rs->inputs[0]);
         if (t && t->outputs.size() > 1 && t->outputs[1] == oh->inputs[0] && t->inputs[0] == gv &&
-            t->p<TopKParams>().largest && rs->p<ReduceParams>().axes == std::vector<int64_t>{1} &&
-            !rs->p<ReduceParams>().keepdims && oh->p<AxisParams>().axis == 2 && ohv.shape.size() == 3 &&
-            ohv.shape[2] == m && g_.value(oh->inputs[2]).is_constant()) {
-          const Tensor& v = g_.value(oh->inputs[2]).constant;
-          std::vector<double> vals;
-          for (int64_t i = 0; i < v.numel(); ++i)
-            vals.push_back(v.dtype() == DType::Float32 ? v.data<float>()[i]
-                           : v.dtype() == DType::Int64 ? static_cast<double>(v.data<int64_t>()[i])
-                           : v.dtype() == DType::Int32 ? v.data<int32_t>()[i]
-                                                       : -1.0);
-          if (vals == std::vector<double>{0.0, 1.0}) {
-            s.g = gv;
-            s.form = GateForm::Winners;
-            s.k = topk_k(*t);
-            return s;
-          }
+            one_hot_mask(*rs, *oh, *t, m)) {
+          s.g = gv;
+          s.form = GateForm::Winners;
+          s.k = topk_k(*t);
+          return s;
         }
       }
-      // g > t, t < g (exclusive) or g >= t, t <= g (inclusive), t the k-th largest of g; or
-      // the negation of the opposite test, as opset 11 (no GreaterOrEqual) has PyTorch write
-      // g >= t: Not(g < t), and likewise Not(g <= t), Not(t > g), Not(t >= g).
-      const Node* cmp = nullptr;
-      ValueId thr = kNoValue;
-      bool inclusive = false, by_difference = false;
-      const Node* negation = prod(mv, OpType::Not);
-      const ValueId tested = negation ? negation->inputs[0] : mv;
-      const bool negated = (negation != nullptr) != flip;  // the test says which channels stay when not negated
-      for (OpType op : {OpType::Greater, OpType::GreaterOrEqual, OpType::Less, OpType::LessOrEqual}) {
-        const Node* c = prod(tested, op);
-        if (!c) continue;
-        const bool g_first = (op == OpType::Greater || op == OpType::GreaterOrEqual) != negated;
-        ValueId other = c->inputs[g_first ? 1 : 0];
-        if (c->inputs[g_first ? 0 : 1] != gv) {
-          // (g - t) compared with 0 is g compared with t.
-          const Node* d = prod(c->inputs[g_first ? 0 : 1], OpType::Sub);
-          if (!d || d->inputs[0] != gv || !is_zero(other)) continue;
-          other = d->inputs[1];
-          by_difference = true;
-        }
-        cmp = c, thr = other;
-        inclusive = (op == OpType::GreaterOrEqual || op == OpType::LessOrEqual) != negated;
-      }
-      if (!cmp) continue;
-      s.g = gv;
-      s.form = inclusive ? GateForm::ThresholdInclusive : GateForm::Threshold;
-      s.by_difference = by_difference;
-      s.k = kth_largest(thr, gv, cmp->name);
-      return s;
+      if (std::optional<Selection> th = threshold_test(mv, gv, flip)) return *th;
     }
+    // No g multiplier: pi is a hard 0/1 mask itself (pi = 1 where kept), as dynamic channel
+    // pruning with a straight-through estimator writes it: the condition cast to float, or
+    // Where(cond, 1, 0) (Where(cond, 0, 1): cond says which channels go), or ones at the TopK
+    // indices written with one_hot. (Ones scattered into zeros, or zeros into ones, are above.)
+    if (std::optional<Selection> hard = hard_mask(pi, m)) return *hard;
     throw Reject{"the channel multiplier is not a top-k selection (ScatterElements of TopK, or a threshold mask)"};
   }
 
@@ -858,6 +916,7 @@ class GateMatcher {
     Predictor pred;
     std::vector<float> beta;
     std::string desc;
+    bool widened = false;  // the gate runs on the conv's output cast to float64 (rewrite casts after)
   };
 
   Match match(NodeId conv_id) {
@@ -878,9 +937,20 @@ class GateMatcher {
         (conv.inputs.size() > 2 && conv.inputs[2] != kNoValue && !g_.value(conv.inputs[2]).is_constant()))
       throw Reject{"the conv's weights are not constant"};
     if (!single_use(g_, y)) throw Reject{"the conv's output is also used ungated elsewhere"};
+    // The conv's output cast to float64 first: torch exports y * torch.where(c, 1.0, 0.0) with
+    // double constants, and the mask, the product and what follows in double. For a 0/1 mask,
+    // double(y) * m [-> Relu] is exactly double(the float gated conv's output): the gate runs
+    // in float and its output is cast (checked below, once the selection is known).
+    ValueId y_gate = y;  // the conv's output as the gate reads it
+    if (const Node& c = g_.node(g_.value(y).consumers[0]);
+        c.op == OpType::Cast && c.p<CastParams>().to == DType::Float64 && single_use(g_, c.outputs[0])) {
+      y_gate = c.outputs[0];
+      mt.widened = true;
+      mt.fused.push_back(g_.value(y).consumers[0]);
+    }
     // The gate after the conv's Relu, relu(conv) * pi: with pi >= 0 (every form gives 0 or
     // g = relu(...)) it is relu(conv * pi), the gated conv with a Relu epilogue and no beta.
-    const NodeId first = g_.value(y).consumers[0];
+    const NodeId first = g_.value(y_gate).consumers[0];
     const bool relu_first = g_.node(first).op == OpType::Relu;
     if (relu_first && !single_use(g_, g_.node(first).outputs[0])) {
       // E.g. a gate whose saliency pools this Relu's output (not the conv's input, as FBS does):
@@ -890,7 +960,7 @@ class GateMatcher {
         readers += (readers.empty() ? "" : ", ") + g_.node(r).name;
       throw Reject{"the Relu after the conv is also read ungated (by " + readers + "), so no channel of the conv can be skipped"};
     }
-    const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y;
+    const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y_gate;
     const NodeId mul_id = g_.value(gated_in).consumers[0];
     const Node& mul = g_.node(mul_id);
     if (mul.op != OpType::Mul) throw Reject{"the conv's output is not multiplied by the channel selection"};
@@ -907,26 +977,32 @@ class GateMatcher {
     if (g_.value(pi).shape != Shape{ys[0], m} && g_.value(pi).shape != Shape{ys[0], m, 1, 1})
       throw Reject{"the channel multiplier is not an [N, C] (or [N, C, 1, 1]) tensor"};
     Selection sel = selection(pi, m);
+    if (mt.widened && !sel.unit)
+      throw Reject{"the gate multiplies the conv's output cast to float64 by g: only a 0/1 mask gives in double "
+                   "exactly what the gate computes in float"};
     if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
     Predictor pred = predictor(sel.g, m);
-    if (relu_first && !pred.saliency.nonnegative())
+    if (relu_first && !sel.unit && !pred.saliency.nonnegative())
       throw Reject{std::string("relu(conv) * pi is relu(conv * pi) only where pi >= 0, and this gate's g (") +
                    saliency_act_name(pred.saliency.act) + ") can be negative"};
     if (pred.x != conv.inputs[0]) throw Reject{"the gate reads a different tensor than the conv's input"};
+    const std::vector<NodeId> cast = mt.fused;  // the widening Cast, if any
     mt.fused = {conv_id, mul_id};
     if (relu_first) mt.fused.insert(mt.fused.begin() + 1, first);
+    mt.fused.insert(mt.fused.end(), cast.begin(), cast.end());
     ValueId cur = mul.outputs[0];
     GatedConvParams gp;
     gp.conv = conv.p<ConvParams>();
     gp.form = sel.form;
     gp.threshold_by_difference = sel.by_difference;
+    gp.unit_pi = sel.unit;
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
     gp.saliency = pred.saliency;
     gp.saliency_pool = pred.pool;
     std::vector<float> beta;
     // Optional beta, masked or not (not after a Relu: relu(conv) * pi + beta is no gated conv).
-    if (!relu_first && single_use(g_, cur)) {
+    if (!relu_first && !mt.widened && single_use(g_, cur)) {
       const Node& add = g_.node(g_.value(cur).consumers[0]);
       if (add.op == OpType::Add) {
         ValueId other = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
@@ -952,7 +1028,8 @@ class GateMatcher {
             const Node* cast = prod(through_views(bm->inputs[1 - side]), OpType::Cast);
             const Node* gt = cast ? prod(cast->inputs[0], OpType::Greater) : nullptr;
             // (pi > 0 is "active" only where pi cannot be negative.)
-            if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1]) && gp.saliency.nonnegative()) {
+            if (gt && through_views(gt->inputs[0]) == pi && is_zero(gt->inputs[1]) &&
+                (gp.unit_pi || gp.saliency.nonnegative())) {
               gp.beta = BetaMode::Masked;
               beta = floats(bm->inputs[side]);
             }
@@ -974,7 +1051,7 @@ class GateMatcher {
     mt.params = gp;
     mt.pred = std::move(pred);
     mt.beta = std::move(beta);
-    mt.desc = std::string(gate_form_name(gp.form)) + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
+    mt.desc = std::string(gate_form_name(gp.form)) + (gp.unit_pi ? " (0/1 mask)" : "") + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
               mt.pred.desc + (gp.saliency.act != Saliency::Act::Relu ? std::string(", ") + saliency_act_name(gp.saliency.act) + " g" : "") + ", " +
               beta_mode_name(gp.beta) +
               (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
@@ -982,8 +1059,13 @@ class GateMatcher {
   }
 
   // The other operands of the Muls that read the conv's output (or its Relu).
+  // (Also through a Cast to float64 first: match takes a 0/1 mask there.)
   std::vector<ValueId> mul_operands(NodeId conv_id) const {
-    const ValueId y = g_.node(conv_id).outputs[0];
+    ValueId y = g_.node(conv_id).outputs[0];
+    if (single_use(g_, y)) {
+      const Node& c = g_.node(g_.value(y).consumers[0]);
+      if (c.op == OpType::Cast && c.p<CastParams>().to == DType::Float64) y = c.outputs[0];
+    }
     std::vector<ValueId> others;
     for (NodeId c : g_.value(y).consumers) {
       const Node& n = g_.node(c);
@@ -1063,6 +1145,24 @@ class GateMatcher {
     n.outputs = {mt.out};
     n.params = mt.params;
     for (NodeId f : mt.fused) g_.node(f).dead = true;
+    if (mt.widened) {  // the float output, then the Cast to the double value the graph had
+      Value v = g_.value(conv.outputs[0]);
+      v.name = g_.value(mt.out).name + "_float";
+      v.shape = g_.value(mt.out).shape;
+      v.consumers.clear();
+      v.is_output = v.is_input = false;
+      const ValueId f = g_.add_value(std::move(v));
+      Node cast;
+      cast.op = OpType::Cast;
+      cast.name = conv.name + "_to_double";
+      cast.inputs = {f};
+      cast.outputs = {mt.out};
+      cast.params = CastParams{DType::Float64};
+      n.outputs = {f};
+      g_.add_node(std::move(n));
+      g_.add_node(std::move(cast));
+      return;
+    }
     g_.add_node(std::move(n));
   }
 

@@ -97,7 +97,7 @@ void select(const Spec& spec, const float* g, float* pi) {
       std::nth_element(idx.begin(), idx.begin() + k, idx.end(),
                        [&](int64_t a, int64_t b) { return ahead(a, b, true); });
       std::fill(pi, pi + m, 0.f);
-      for (int64_t r = 0; r < k; ++r) pi[idx[static_cast<size_t>(r)]] = g[idx[static_cast<size_t>(r)]];
+      for (int64_t r = 0; r < k; ++r) pi[idx[static_cast<size_t>(r)]] = spec.unit ? 1.f : g[idx[static_cast<size_t>(r)]];
       break;
     }
     case graph::GateForm::Losers: {
@@ -105,7 +105,10 @@ void select(const Spec& spec, const float* g, float* pi) {
       // TopK of -g (or the smallest of g): the smallest g, lower index first among equals.
       std::nth_element(idx.begin(), idx.begin() + drop, idx.end(),
                        [&](int64_t a, int64_t b) { return ahead(a, b, false); });
-      std::copy(g, g + m, pi);
+      if (spec.unit)
+        std::fill(pi, pi + m, 1.f);
+      else
+        std::copy(g, g + m, pi);
       for (int64_t r = 0; r < drop; ++r) pi[idx[static_cast<size_t>(r)]] = 0.f;
       break;
     }
@@ -124,7 +127,7 @@ void select(const Spec& spec, const float* g, float* pi) {
       for (int64_t c = 0; c < m; ++c) {
         const bool keep = spec.by_difference ? (incl ? g[c] - thr >= 0.f : g[c] - thr > 0.f)
                                              : (incl ? g[c] >= thr : g[c] > thr);
-        pi[c] = keep ? g[c] : 0.f;
+        pi[c] = keep ? (spec.unit ? 1.f : g[c]) : 0.f;
       }
       break;
     }

@@ -17,6 +17,7 @@ struct Spec {
   int64_t k = 0;
   graph::Saliency saliency;  // g = act(...)
   bool by_difference = false;  // threshold forms: g - t >= 0 (> 0), as the graph writes it (NaN at inf - inf)
+  bool unit = false;           // pi = 1 where kept, not g (a hard 0/1 mask)
 };
 
 // The saliency's activation, as the graph's standalone op computes it (a Relu keeps NaN).

@@ -47,7 +47,9 @@ def gated_convs_in(path):
     for n in g.node:
         if n.op_type != "Conv":
             continue
-        outs = [n.output[0]] + [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] == n.output[0]]
+        outs = [n.output[0]]
+        outs += [r.output[0] for r in g.node if r.op_type == "Cast" and r.input[0] == n.output[0]]  # (to double)
+        outs += [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] in outs]
         for m in g.node:
             for out in outs:
                 if m.op_type == "Mul" and out in m.input:
@@ -305,7 +307,9 @@ def other_form_models(work):
     the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
     expanded or repeated to the conv's shape by hand; the saliency pooled by the maximum or the
-    L2 norm instead of the mean; the top-k taken in double and cast back; the 1x1-conv
+    L2 norm instead of the mean; the top-k taken in double and cast back; a hard 0/1 mask with
+    no g multiplier (ones scattered, the test cast, torch.where(test, 1.0, 0.0), which torch
+    exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
     predictor's [N, C, 1, 1] ranked and scattered as it is; g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
@@ -416,6 +420,19 @@ def other_form_models(work):
             elif self.form == "double_ge":
                 gd = g.double()
                 pi = (gd * (gd >= gd.topk(k, 1).values[:, -1:]).double()).float()
+            # Hard 0/1 masks, no g multiplier (dynamic channel pruning with a straight-through
+            # estimator writes them so): pi = 1 where kept.
+            elif self.form == "hard_scatter_ones":
+                pi = torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
+            elif self.form == "hard_ge_float":
+                pi = (g >= g.topk(k, 1).values[:, -1:]).float()
+            elif self.form == "hard_where_double":  # torch 1.13 exports the 1.0 and 0.0 as doubles:
+                # the product, the Relu and the classifier after it then run in double
+                pi = torch.where(g >= g.topk(k, 1).values[:, -1:], 1.0, 0.0)
+            elif self.form == "hard_one_hot":
+                pi = F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).float()
+            elif self.form == "hard_losers_into_ones":
+                pi = torch.ones_like(g).scatter(1, (-g).topk(g.shape[1] - k, 1).indices, 0.0)
             else:  # min_gt
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
             if self.form == "relu_then_gate":  # the gate after the conv's Relu
@@ -426,6 +443,8 @@ def other_form_models(work):
                 y = F.relu(c * (p4.expand_as(c) if self.form == "expand_as" else p4.repeat(1, 1, c.shape[2], c.shape[3])))
             else:
                 y = F.relu(self.conv(x) * pi[:, :, None, None])
+            if self.form == "hard_where_double":  # (ORT has no double GlobalAveragePool; a double ReduceMean)
+                return self.fc(y.mean((2, 3)))
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
     out = []
@@ -434,7 +453,8 @@ def other_form_models(work):
                  "argsort_scatter", "one_hot_mask", "one_hot_max_mask", "scatter_add", "index_put_values", "index_put_mask",
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
                  "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
-                 "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11",
+                 "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
+                 "hard_where_double", "hard_one_hot", "hard_losers_into_ones",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)

@@ -64,6 +64,10 @@ struct GateCase {
   bool beta_scrambled = false;  // a look-alike: beta [M, 1, 1] times the mask reshaped [M, N, 1], then [N, M, 1, 1]
   const char* reduction = nullptr;  // the scatter (Winners, Losers, IndexPut*) with this reduction (opset 16)
   int64_t group = 1;  // the conv's: c = m = group is depthwise
+  // A hard 0/1 mask, no g multiplier: ones scattered at the winners (Winners, IndexPutMask
+  // without the Mul), zeros at the losers into ones (Losers), the threshold test cast (the
+  // threshold forms), or Where(test, 1, 0) / masked_fill of ones (ThresholdWhereGather).
+  bool hard = false;
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -176,7 +180,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
     b.init(p + "zeros", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 0.f));
-    auto& sc = b.node("ScatterElements", {p + "zeros", p + "ti", p + "tv"}, {pi});
+    if (gc.hard) b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
+    auto& sc = b.node("ScatterElements", {p + "zeros", p + "ti", p + (gc.hard ? "ones" : "tv")}, {pi});
     OnnxBuilder::attr_int(sc, "axis", 1);
     if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
   } else if (gc.form == Form::IndexPutValues || gc.form == Form::IndexPutMask || gc.form == Form::IndexPutRowsReversed) {
@@ -192,7 +197,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
       b.init(p + "ones", {n, gc.k}, std::vector<float>(static_cast<size_t>(n * gc.k), 1.f));
       auto& sc = b.node("ScatterND", {p + "zeros", p + "pairs", p + "ones"}, {p + "mask"});
       if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
-      b.node("Mul", {p + "mask", p + "g"}, {pi});
+      b.node(gc.hard ? "Identity" : "Mul", gc.hard ? std::vector<std::string>{p + "mask"} : std::vector<std::string>{p + "mask", p + "g"}, {pi});
     } else {
       auto& sc = b.node("ScatterND", {p + "zeros", p + "pairs", p + "tv"}, {pi});
       if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
@@ -202,7 +207,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Neg", {p + "g"}, {p + "ng"});
     OnnxBuilder::attr_int(b.node("TopK", {p + "ng", p + "K"}, {p + "tv", p + "ti"}), "axis", -1);
     b.init(p + "zeros", {n, m - gc.k}, std::vector<float>(static_cast<size_t>(n * (m - gc.k)), 0.f));
-    auto& sc = b.node("ScatterElements", {p + "g", p + "ti", p + "zeros"}, {pi});
+    if (gc.hard) b.init(p + "ones", {n, m}, std::vector<float>(static_cast<size_t>(n * m), 1.f));
+    auto& sc = b.node("ScatterElements", {p + (gc.hard ? "ones" : "g"), p + "ti", p + "zeros"}, {pi});
     OnnxBuilder::attr_int(sc, "axis", 1);
     if (gc.reduction) OnnxBuilder::attr_str(sc, "reduction", gc.reduction);
   } else if (gc.form == Form::Threshold || gc.form == Form::ThresholdLess) {
@@ -214,11 +220,13 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
       b.node("Greater", {p + "g", p + "thr"}, {p + "gt"});
     else
       b.node("Less", {p + "thr", p + "g"}, {p + "gt"});
-    OnnxBuilder::attr_int(b.node("Cast", {p + "gt"}, {p + "mask"}), "to", 1);
-    if (gc.form == Form::Threshold)
+    OnnxBuilder::attr_int(b.node("Cast", {p + "gt"}, {gc.hard ? pi : p + "mask"}), "to", 1);
+    if (gc.hard) {
+    } else if (gc.form == Form::Threshold) {
       b.node("Mul", {p + "g", p + "mask"}, {pi});
-    else
+    } else {
       b.node("Mul", {p + "mask", p + "g"}, {pi});
+    }
   } else if (gc.form == Form::WinnersMask) {
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
@@ -256,8 +264,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     } else {
       b.node("GreaterOrEqual", {p + "g", p + "thr"}, {p + "ge"});
     }
-    OnnxBuilder::attr_int(b.node("Cast", {p + "ge"}, {p + "mask"}), "to", 1);
-    b.node("Mul", {p + "g", p + "mask"}, {pi});
+    OnnxBuilder::attr_int(b.node("Cast", {p + "ge"}, {gc.hard ? pi : p + "mask"}), "to", 1);
+    if (!gc.hard) b.node("Mul", {p + "g", p + "mask"}, {pi});
   } else {  // ThresholdWhereGather
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
@@ -265,12 +273,14 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     OnnxBuilder::attr_int(b.node("Gather", {p + "tv", p + "last"}, {p + "kth"}), "axis", 1);
     b.node("Unsqueeze", {p + "kth", p + "ax1"}, {p + "thr"});
     b.init(p + "zeros", {}, {0.f});
+    if (gc.hard) b.init(p + "one", {}, {1.f});
+    const std::string kept = p + (gc.hard ? "one" : "g");
     if (gc.masked_fill) {
       b.node("Greater", {p + "thr", p + "g"}, {p + "below"});
-      b.node("Where", {p + "below", p + "zeros", p + "g"}, {pi});
+      b.node("Where", {p + "below", p + "zeros", kept}, {pi});
     } else {
       b.node("LessOrEqual", {p + "thr", p + "g"}, {p + "le"});
-      b.node("Where", {p + "le", p + "g", p + "zeros"}, {pi});
+      b.node("Where", {p + "le", kept, p + "zeros"}, {pi});
     }
   }
   // Broadcast pi over H, W and apply it.
@@ -525,8 +535,90 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"k1", with([](GateCase& g) { g.k = 1; })},
                       Variant{"k_equals_c", with([](GateCase& g) { g.k = g.m; })},
                       Variant{"batch1", with([](GateCase& g) { g.n = 1; })},
-                      Variant{"batch5_odd", with([](GateCase& g) { g.n = 5; g.c = 5; g.m = 11; g.k = 3; g.hw = 9; })}),
+                      Variant{"batch5_odd", with([](GateCase& g) { g.n = 5; g.c = 5; g.m = 11; g.k = 3; g.hw = 9; })},
+                      // Hard 0/1 masks (no g multiplier): pi = 1 where kept. g negative in some, which
+                      // changes nothing for them (the mask is still 0/1, so a Relu first and a masked
+                      // beta are still exact).
+                      Variant{"hard_winners", with([](GateCase& g) { g.hard = true; })},
+                      Variant{"hard_winners_negative_g", with([](GateCase& g) { g.hard = true; g.act = ""; g.bg_offset = -1.f; })},
+                      Variant{"hard_losers", with([](GateCase& g) { g.hard = true; g.form = Form::Losers; })},
+                      Variant{"hard_threshold", with([](GateCase& g) { g.hard = true; g.form = Form::Threshold; })},
+                      Variant{"hard_threshold_less", with([](GateCase& g) { g.hard = true; g.form = Form::ThresholdLess; })},
+                      Variant{"hard_threshold_slice_ge", with([](GateCase& g) { g.hard = true; g.form = Form::ThresholdSliceGe; })},
+                      Variant{"hard_threshold_not_less", with([](GateCase& g) {
+                        g.hard = true;
+                        g.form = Form::ThresholdSliceGe;
+                        g.not_less = true;
+                      })},
+                      Variant{"hard_where", with([](GateCase& g) { g.hard = true; g.form = Form::ThresholdWhereGather; })},
+                      Variant{"hard_masked_fill", with([](GateCase& g) {
+                        g.hard = true;
+                        g.form = Form::ThresholdWhereGather;
+                        g.masked_fill = true;
+                      })},
+                      Variant{"hard_index_put", with([](GateCase& g) { g.hard = true; g.form = Form::IndexPutMask; })},
+                      Variant{"hard_relu_first_negative_g", with([](GateCase& g) {
+                        g.hard = true;
+                        g.relu_first = true;
+                        g.beta = Beta::None;
+                        g.act = "";
+                        g.bg_offset = -1.f;
+                      })},
+                      Variant{"hard_masked_beta_negative_g", with([](GateCase& g) {
+                        g.hard = true;
+                        g.act = "LeakyRelu";
+                        g.bg_offset = -1.f;
+                      })}),
     [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
+
+// torch.where(g >= t, 1.0, 0.0) exports with double constants, and torch then casts the conv's
+// output to double for the product (and the Relu after it). With a 0/1 mask that is exactly
+// the float gate's output cast: recognised, the gate runs in float, a Cast follows. With g
+// itself as the multiplier in double (not exact in float) it stays generic.
+TEST(GatedConv, HardMaskInDoubleRunsTheGateInFloatThenCasts) {
+  for (bool soft : {false, true}) {
+    const int64_t n = 2, c = 6, m = 8, hw = 7, k = 3;
+    OnnxBuilder b;
+    b.input("x", {n, c, hw, hw});
+    b.init_random("w", {m, c, 3, 3}, 0.3f).init_random("cb", {m}, 0.1f);
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w", "cb"}, {"conv"}), "pads", {1, 1, 1, 1});
+    b.node("GlobalAveragePool", {"x"}, {"gap"});
+    OnnxBuilder::attr_int(b.node("Flatten", {"gap"}, {"s"}), "axis", 1);
+    b.init_random("wg", {m, c}, 0.2f).init_random("bg", {m}, 0.3f, 1.5f);
+    OnnxBuilder::attr_int(b.node("Gemm", {"s", "wg", "bg"}, {"g"}), "transB", 1);
+    b.init_i64("K", {1}, {k}).init_i64("st", {1}, {k - 1}).init_i64("en", {1}, {k}).init_i64("ax", {1}, {1});
+    OnnxBuilder::attr_int(b.node("TopK", {"g", "K"}, {"tv", "ti"}), "axis", 1);
+    b.node("Slice", {"tv", "st", "en", "ax"}, {"thr"});
+    b.node("GreaterOrEqual", {"g", "thr"}, {"ge"});
+    b.init_f64("one", {}, {1.0}).init_f64("zero", {}, {0.0});
+    b.node("Where", {"ge", "one", "zero"}, {"mask"});
+    std::string pi = "mask";
+    if (soft) {
+      OnnxBuilder::attr_int(b.node("Cast", {"g"}, {"gd"}), "to", onnx::TensorProto::DOUBLE);
+      b.node("Mul", {"gd", "mask"}, {"pi"});
+      pi = "pi";
+    }
+    b.init_i64("ax2", {1}, {2}).init_i64("ax3", {1}, {3});
+    b.node("Unsqueeze", {pi, "ax2"}, {"pi3"});
+    b.node("Unsqueeze", {"pi3", "ax3"}, {"pi4"});
+    OnnxBuilder::attr_int(b.node("Cast", {"conv"}, {"convd"}), "to", onnx::TensorProto::DOUBLE);
+    b.node("Mul", {"convd", "pi4"}, {"yd"});
+    b.node("Relu", {"yd"}, {"rd"});
+    OnnxBuilder::attr_int(b.node("Cast", {"rd"}, {"y"}), "to", onnx::TensorProto::FLOAT);
+    b.output("y");
+    Model model = b.load("hard_mask_double.onnx");
+    runtime::Plan plan(*model.graph(), {}, {1, true});
+    // (Not recognised, the selection is listed a second time as multiplying a Cast's output.)
+    ASSERT_EQ(plan.graph().gates.size(), soft ? 2u : 1u);
+    EXPECT_EQ(plan.graph().gates[0].recognised, !soft) << plan.graph().gates[0].reason;
+    EXPECT_EQ(count_gated(plan), soft ? 0 : 1);
+    Outcome o = run_both(model, {n, c, hw, hw});
+    EXPECT_LT(o.err, 1e-6);
+    EXPECT_LT(o.err_off, 1e-6);
+    if (soft) continue;
+    for (const auto& s : gated_layer(o.stats).samples) EXPECT_EQ(s.executed_macs, k * c * 9 * hw * hw);
+  }
+}
 
 // FBS + network slimming: a stem conv with zeroed filters feeding a gated conv. Filter 1
 // (bias 0: relu gives 0) goes, from the stem and from the gated conv's conv and saliency
