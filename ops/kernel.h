@@ -175,6 +175,10 @@ std::unique_ptr<Kernel> make_nhwc_shift(const graph::Graph& g, const graph::Node
 // NCHW or NHWC data; is_channel_gather says whether a node is one (the layout pass asks).
 bool is_channel_gather(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::Node& n);
+// Resize / Upsample of H and W of a 4-D float map, NCHW or NHWC (ops/tensor/resize.cpp), or null;
+// fast_resize_applies says where (passes::assign_layouts lets such a Resize take NHWC).
+bool fast_resize_applies(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_fast_resize(const graph::Graph& g, const graph::Node& n);
 // Concat of float tensors as contiguous block copies, on NCHW or NHWC data.
 std::unique_ptr<Kernel> make_block_concat(const graph::Graph& g, const graph::Node& n);
 // A 1x1 conv with a fused shift (ConvParams::pre_shift): the shift as a read offset in Sluice's

@@ -65,8 +65,15 @@ class LayoutAssigner {
 
  private:
   // A Gather of channels (constant indices on axis 1) is an axis op like Concat.
+  // A Resize of H and W alone (the fast kernel's) is a spatial op like a pool; but one that
+  // writes a model output stays NCHW, so that the reorder is the (smaller, for an upsampling)
+  // input's.
   Kind kind_of_node(const Node& n) const {
-    return n.op == OpType::Gather && ops::is_channel_gather(g_, n) ? Kind::Axis : kind_of(n.op);
+    if (n.op == OpType::Gather && ops::is_channel_gather(g_, n)) return Kind::Axis;
+    if ((n.op == OpType::Resize || n.op == OpType::Upsample) && ops::fast_resize_applies(g_, n) &&
+        !g_.value(n.outputs[0]).is_output)
+      return Kind::Pool;
+    return kind_of(n.op);
   }
 
   // x.mean((2, 3)) (ReduceMean over H and W of a 4-D float x) is a GlobalAveragePool, then a

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include <omp.h>
+
+#include "ops/kernel.h"
 #include "ops/util.h"
 
 namespace sluice::ops {
@@ -126,56 +129,58 @@ int64_t nearest_index(const std::string& mode, double c, int64_t in, bool down) 
   return std::clamp<int64_t>(static_cast<int64_t>(r), 0, in - 1);
 }
 
+// Per axis and output index: up to four source indices and their weights (1 for an axis
+// that keeps its size or for nearest, 2 for linear, 4 for cubic).
+struct Taps {
+  int n = 1;
+  int64_t i[4] = {0, 0, 0, 0};
+  double w[4] = {1, 0, 0, 0};
+};
+
+std::vector<Taps> axis_taps(const graph::ResizeParams& p, size_t d, int64_t n_in, int64_t n_out) {
+  std::vector<Taps> t(static_cast<size_t>(n_out));
+  const bool same = n_in == n_out && p.resolved[d] == 1.0;
+  for (int64_t o = 0; o < n_out; ++o) {
+    Taps& k = t[static_cast<size_t>(o)];
+    if (same) {
+      k.i[0] = o;
+      continue;
+    }
+    const double c = source_coordinate(p.coordinates, static_cast<float>(o), static_cast<float>(p.resolved[d]), n_in, n_out);
+    if (p.mode == "nearest") {
+      k.i[0] = nearest_index(p.nearest_mode, c, n_in, p.resolved[d] < 1.0);
+    } else if (p.mode == "linear") {
+      const double cc = std::clamp(c, 0.0, static_cast<double>(n_in - 1));
+      const auto i0 = static_cast<int64_t>(std::floor(cc));
+      k.n = 2;
+      k.i[0] = i0, k.i[1] = std::min(i0 + 1, n_in - 1);
+      k.w[1] = cc - static_cast<double>(i0), k.w[0] = 1 - k.w[1];
+    } else {  // cubic: taps at floor(c) - 1 .. floor(c) + 2
+      const double A = p.cubic_a, x0 = std::floor(c), r = c - x0;
+      const double s[4] = {r + 1, r, 1 - r, 2 - r};
+      double sum = 0;
+      k.n = 4;
+      for (int j = 0; j < 4; ++j) {
+        const double z = s[j];
+        k.w[j] = z <= 1 ? ((A + 2) * z - (A + 3)) * z * z + 1 : ((A * z - 5 * A) * z + 8 * A) * z - 4 * A;
+        const auto idx = static_cast<int64_t>(x0) - 1 + j;
+        if (p.exclude_outside && (idx < 0 || idx >= n_in)) k.w[j] = 0;
+        k.i[j] = std::clamp<int64_t>(idx, 0, n_in - 1);
+        sum += k.w[j];
+      }
+      if (p.exclude_outside && sum != 0)
+        for (double& w : k.w) w /= sum;
+    }
+  }
+  return t;
+}
+
 void resize(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
   const auto& p = node.p<graph::ResizeParams>();
   const TensorView &x = in[0], &y = out[0];
   const size_t rank = x.shape.size();
-  // Per axis and output index: up to four source indices and their weights (1 for an axis
-  // that keeps its size or for nearest, 2 for linear, 4 for cubic).
-  struct Taps {
-    int n = 1;
-    int64_t i[4] = {0, 0, 0, 0};
-    double w[4] = {1, 0, 0, 0};
-  };
   std::vector<std::vector<Taps>> taps(rank);
-  for (size_t d = 0; d < rank; ++d) {
-    const int64_t n_in = x.shape[d], n_out = y.shape[d];
-    auto& t = taps[d];
-    t.resize(static_cast<size_t>(n_out));
-    const bool same = n_in == n_out && p.resolved[d] == 1.0;
-    for (int64_t o = 0; o < n_out; ++o) {
-      Taps& k = t[static_cast<size_t>(o)];
-      if (same) {
-        k.i[0] = o;
-        continue;
-      }
-      const double c = source_coordinate(p.coordinates, static_cast<float>(o), static_cast<float>(p.resolved[d]), n_in, n_out);
-      if (p.mode == "nearest") {
-        k.i[0] = nearest_index(p.nearest_mode, c, n_in, p.resolved[d] < 1.0);
-      } else if (p.mode == "linear") {
-        const double cc = std::clamp(c, 0.0, static_cast<double>(n_in - 1));
-        const auto i0 = static_cast<int64_t>(std::floor(cc));
-        k.n = 2;
-        k.i[0] = i0, k.i[1] = std::min(i0 + 1, n_in - 1);
-        k.w[1] = cc - static_cast<double>(i0), k.w[0] = 1 - k.w[1];
-      } else {  // cubic: taps at floor(c) - 1 .. floor(c) + 2
-        const double A = p.cubic_a, x0 = std::floor(c), r = c - x0;
-        const double s[4] = {r + 1, r, 1 - r, 2 - r};
-        double sum = 0;
-        k.n = 4;
-        for (int j = 0; j < 4; ++j) {
-          const double z = s[j];
-          k.w[j] = z <= 1 ? ((A + 2) * z - (A + 3)) * z * z + 1 : ((A * z - 5 * A) * z + 8 * A) * z - 4 * A;
-          const auto idx = static_cast<int64_t>(x0) - 1 + j;
-          if (p.exclude_outside && (idx < 0 || idx >= n_in)) k.w[j] = 0;
-          k.i[j] = std::clamp<int64_t>(idx, 0, n_in - 1);
-          sum += k.w[j];
-        }
-        if (p.exclude_outside && sum != 0)
-          for (double& w : k.w) w /= sum;
-      }
-    }
-  }
+  for (size_t d = 0; d < rank; ++d) taps[d] = axis_taps(p, d, x.shape[d], y.shape[d]);
   const auto xs = strides_of(x.shape);
   const float* X = x.as<const float>();
   float* Y = y.as<float>();
@@ -209,7 +214,134 @@ void resize(const graph::Node& node, std::span<const TensorView> in, std::span<T
   }
 }
 
+// Resize of H and W of a 4-D float map (N and C kept), NCHW or NHWC: the reference's taps per
+// output row and column, computed once at plan time, those of weight 0 dropped (the reference
+// skips them: an inf or NaN there does not reach the output), then per output value the sum
+// over the row's and the column's taps, in float as ONNX Runtime computes it (the reference
+// sums in double: the two differ by a float's rounding). NHWC: a pixel's channels in one
+// vectorised loop per tap. The reference took 40 ms of a DeepLabV3's 65 (a 21-channel bilinear
+// 32 -> 256 upsampling; ONNX Runtime 0.8 ms).
+class FastResize final : public Kernel {
+ public:
+  FastResize(const graph::Graph& g, const graph::Node& n) : nhwc_(n.layout == graph::Layout::NHWC) {
+    const auto& p = n.p<graph::ResizeParams>();
+    const Shape& xs = g.value(n.inputs[0]).shape;
+    const Shape& ys = g.value(n.outputs[0]).shape;
+    h_ = xs[2], w_ = xs[3], oh_ = ys[2], ow_ = ys[3], planes_ = xs[0] * xs[1], c_ = xs[1];
+    threads_ = std::max(1, omp_get_max_threads());
+    rows_ = flat(axis_taps(p, 2, h_, oh_));
+    cols_ = flat(axis_taps(p, 3, w_, ow_));
+  }
+
+  void run(const KernelArgs& a) const override {
+    const float* x = a.in[0].as<const float>();
+    float* y = a.out[0].as<float>();
+    const int64_t n = planes_ / std::max<int64_t>(c_, 1);
+    const int64_t work = planes_ * oh_ * ow_;
+    if (nhwc_) {
+#pragma omp parallel for collapse(2) schedule(static) if (work >= 65536)
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t oy = 0; oy < oh_; ++oy) {
+          const Tap& r = rows_[static_cast<size_t>(oy)];
+          for (int64_t ox = 0; ox < ow_; ++ox) {
+            const Tap& col = cols_[static_cast<size_t>(ox)];
+            float* __restrict o = y + ((b * oh_ + oy) * ow_ + ox) * c_;
+            bool first = true;
+            for (int i = 0; i < r.n; ++i)
+              for (int j = 0; j < col.n; ++j) {
+                const float wt = r.w[i] * col.w[j];
+                const float* __restrict src = x + ((b * h_ + r.i[i]) * w_ + col.i[j]) * c_;
+                if (first)
+                  for (int64_t ch = 0; ch < c_; ++ch) o[ch] = wt * src[ch];
+                else
+                  for (int64_t ch = 0; ch < c_; ++ch) o[ch] += wt * src[ch];
+                first = false;
+              }
+            if (first) std::fill(o, o + c_, 0.f);  // (no tap of weight other than 0)
+          }
+        }
+      return;
+    }
+    // NCHW, separably: each input row interpolated along W into a plane of h x ow (gathers),
+    // then each output row the weighted sum of its taps' rows (contiguous, vectorised).
+#pragma omp parallel for schedule(static) num_threads(threads_) if (work >= 65536)
+    for (int64_t pl = 0; pl < planes_; ++pl) {
+      float* __restrict rows = static_cast<float*>(a.scratch) + static_cast<int64_t>(omp_get_thread_num()) * h_ * ow_;
+      const float* src = x + pl * h_ * w_;
+      for (int64_t iy = 0; iy < h_; ++iy) {
+        const float* row = src + iy * w_;
+        float* hr = rows + iy * ow_;
+        for (int64_t ox = 0; ox < ow_; ++ox) {
+          const Tap& col = cols_[static_cast<size_t>(ox)];
+          float acc = 0.f;
+          for (int j = 0; j < col.n; ++j) acc += col.w[j] * row[col.i[j]];
+          hr[ox] = acc;
+        }
+      }
+      for (int64_t oy = 0; oy < oh_; ++oy) {
+        const Tap& r = rows_[static_cast<size_t>(oy)];
+        float* __restrict o = y + (pl * oh_ + oy) * ow_;
+        if (r.n == 0) {
+          std::fill(o, o + ow_, 0.f);
+          continue;
+        }
+        const float* __restrict r0 = rows + r.i[0] * ow_;
+        const float w0 = r.w[0];
+        for (int64_t ox = 0; ox < ow_; ++ox) o[ox] = w0 * r0[ox];
+        for (int i = 1; i < r.n; ++i) {
+          const float* __restrict ri = rows + r.i[i] * ow_;
+          const float wi = r.w[i];
+          for (int64_t ox = 0; ox < ow_; ++ox) o[ox] += wi * ri[ox];
+        }
+      }
+    }
+  }
+  size_t scratch_bytes() const override {
+    return nhwc_ ? 0 : static_cast<size_t>(threads_ * h_ * ow_) * sizeof(float);
+  }
+  std::string name() const override { return nhwc_ ? "resize:nhwc" : "resize:planes"; }
+
+ private:
+  struct Tap {  // the taps of weight other than 0
+    int n = 0;
+    int64_t i[4] = {0, 0, 0, 0};
+    float w[4] = {0, 0, 0, 0};
+  };
+  static std::vector<Tap> flat(const std::vector<Taps>& t) {
+    std::vector<Tap> r(t.size());
+    for (size_t o = 0; o < t.size(); ++o)
+      for (int j = 0; j < t[o].n; ++j)
+        if (t[o].w[j] != 0) {
+          Tap& k = r[o];
+          k.i[k.n] = t[o].i[j];
+          k.w[k.n++] = static_cast<float>(t[o].w[j]);
+        }
+    return r;
+  }
+
+  bool nhwc_;
+  int threads_;  // (the NCHW path's scratch holds a plane of rows per thread)
+  int64_t h_, w_, oh_, ow_, planes_, c_;
+  std::vector<Tap> rows_, cols_;
+};
+
 }  // namespace
+
+bool fast_resize_applies(const graph::Graph& g, const graph::Node& n) {
+  if ((n.op != graph::OpType::Resize && n.op != graph::OpType::Upsample) || n.inputs.empty() || n.outputs.empty())
+    return false;
+  const graph::Value& x = g.value(n.inputs[0]);
+  const graph::Value& y = g.value(n.outputs[0]);
+  const auto& p = n.p<graph::ResizeParams>();
+  return x.dtype == DType::Float32 && x.shape_known && y.shape_known && x.shape.size() == 4 && y.shape.size() == 4 &&
+         p.resolved.size() == 4 && y.shape[0] == x.shape[0] && y.shape[1] == x.shape[1] && p.resolved[0] == 1.0 &&
+         p.resolved[1] == 1.0 && (p.mode == "nearest" || p.mode == "linear" || p.mode == "cubic");
+}
+
+std::unique_ptr<Kernel> make_fast_resize(const graph::Graph& g, const graph::Node& n) {
+  if (!fast_resize_applies(g, n) || (n.layout != graph::Layout::NCHW && n.layout != graph::Layout::NHWC)) return nullptr;
+  return std::make_unique<FastResize>(g, n);
+}
 
 void infer_Resize(InferContext& ctx) { infer_resize(ctx); }
 void infer_Upsample(InferContext& ctx) { infer_resize(ctx); }

@@ -270,6 +270,51 @@ TEST(GemmVsReference, Float64GemmAndMatMulRunInDouble) {
   }
 }
 
+// Resize of H and W on the fast kernel, NHWC (between a conv and a Relu) and NCHW (a model
+// input to a model output: separable rows), against the reference kernel: every mode, the
+// coordinate modes, nearest roundings, up and down, sizes that are not multiples, two threads.
+TEST(ResizeVsReference, EveryModeOnBothLayouts) {
+  struct Case {
+    const char *mode, *coords, *nearest;
+    float sh, sw;
+    bool exclude = false;
+  };
+  const Case cases[] = {{"nearest", "asymmetric", "floor", 2.f, 2.f},
+                        {"nearest", "half_pixel", "round_prefer_floor", 2.5f, 1.6f},
+                        {"nearest", "align_corners", "round_prefer_ceil", 0.6f, 0.45f},
+                        {"nearest", "tf_half_pixel_for_nn", "ceil", 3.f, 0.5f},
+                        {"linear", "half_pixel", "floor", 2.f, 2.f},
+                        {"linear", "align_corners", "floor", 2.5f, 1.6f},
+                        {"linear", "pytorch_half_pixel", "floor", 0.6f, 0.45f},
+                        {"linear", "asymmetric", "floor", 1.f, 3.f},
+                        {"cubic", "half_pixel", "floor", 2.f, 0.5f},
+                        {"cubic", "align_corners", "floor", 1.6f, 2.5f, true}};
+  for (const Case& c : cases)
+    for (bool nhwc : {true, false}) {
+      OnnxBuilder b;
+      b.input("x", {2, 5, 6, 7});
+      b.init("roi", {0}, {}).init("scales", {4}, {1.f, 1.f, c.sh, c.sw});
+      std::string in = "x";
+      if (nhwc) {  // a conv first: its NHWC output is the Resize's input
+        b.init_random("w", {5, 5, 1, 1});
+        b.node("Conv", {"x", "w"}, {"cx"});
+        in = "cx";
+      }
+      auto& rs = b.node("Resize", {in, "roi", "scales"}, {nhwc ? "r" : "y"}, "up");
+      OnnxBuilder::attr_str(rs, "mode", c.mode);
+      OnnxBuilder::attr_str(rs, "coordinate_transformation_mode", c.coords);
+      OnnxBuilder::attr_str(rs, "nearest_mode", c.nearest);
+      if (c.exclude) OnnxBuilder::attr_int(rs, "exclude_outside", 1);
+      if (nhwc) b.node("Relu", {"r"}, {"y"});
+      b.output("y");
+      Model m = b.load();
+      const std::string text = Session(m, {2, true}).inspect();
+      EXPECT_NE(text.find(nhwc ? "resize:nhwc" : "resize:planes"), std::string::npos) << text;
+      EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 5, 6, 7})}}), 1e-6)
+          << c.mode << " " << c.coords << " " << c.sh << "x" << c.sw << (nhwc ? " nhwc" : " nchw");
+    }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
