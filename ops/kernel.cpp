@@ -23,7 +23,7 @@ class ReferenceKernel final : public Kernel {
 
 using graph::is_unary_elementwise;
 
-// A unary elementwise op without a vectorised kernel (Erf, Exp, Log, Tanh, ...) on a large
+// A unary elementwise op without a vectorised kernel (Log, Sqrt, Sin, Softplus, ...) on a large
 // float tensor: its reference kernel on chunks, in parallel (GELU's Erf ran single-threaded).
 class ChunkedUnary final : public Kernel {
  public:
@@ -77,7 +77,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;
       case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Relu: case OpType::Sigmoid:
       case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::Pow: case OpType::Erf:
-      case OpType::PRelu:
+      case OpType::PRelu: case OpType::Tanh: case OpType::Exp:
         k = make_fast_elementwise(g, n);
         break;
       case OpType::ReduceMean: k = make_fast_reduce_mean(g, n); break;

@@ -1,4 +1,4 @@
-// Vector exp, sigmoid and erf on simd::vf, for the elementwise kernels (one call of the libm
+// Vector exp, sigmoid, tanh and erf on simd::vf, for the elementwise kernels (one call of the libm
 // function per element cost 4-5 ns: EfficientNet's sigmoids and ConvNeXt's GELU erfs took
 // 25-40 ms a run). Textbook methods, no tables:
 // - exp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for exactness), e^r by its Taylor
@@ -39,6 +39,30 @@ inline vf exp(vf x) {
   __builtin_memcpy(&scale, &bits, sizeof scale);
   const vf y = p * scale;
   return x != x ? x : y;  // NaN stays NaN (the clamp would have lost it)
+}
+
+// The Exp op: exp(x), with inf above 88.72 (where e^x overflows a float) and 0 below -87.3 (e^x
+// is under the smallest normal float there; libm gives a subnormal, < 1.2e-38 away).
+inline vf exp_op(vf x) {
+  const vf y = exp(x);
+  const vf big = x > 88.7228391f ? splat(__builtin_inff()) : y;
+  return x < -87.3f ? splat(0.f) : big;  // (NaN compares false both times: stays NaN)
+}
+
+// tanh: for |x| < 0.625 the odd polynomial of Cephes' tanhf (x + x^3 P(x^2), relative error
+// about 1e-7), beyond 1 - 2 / (e^(2|x|) + 1) with tanh's sign (1 where e^(2|x|) saturates).
+inline vf tanh(vf x) {
+  const vf ax = x < 0.f ? -x : x, z = x * x;
+  vf p = splat(-5.70498872745e-3f);
+  p = p * z + splat(2.06390887954e-2f);
+  p = p * z - splat(5.37397155531e-2f);
+  p = p * z + splat(1.33314422036e-1f);
+  p = p * z - splat(3.33332819422e-1f);
+  const vf small = p * z * x + x;
+  const vf big_abs = splat(1.f) - splat(2.f) / (exp(ax + ax) + splat(1.f));
+  const vf big = x < 0.f ? -big_abs : big_abs;
+  const vf y = ax < 0.625f ? small : big;
+  return x != x ? x : y;
 }
 
 inline vf sigmoid(vf x) {

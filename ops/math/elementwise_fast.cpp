@@ -340,6 +340,10 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
       return vec_unary("sigmoid", [](simd::vf x) { return simd::sigmoid(x); });
     case OpType::Erf:
       return vec_unary("erf", [](simd::vf x) { return simd::erf(x); });
+    case OpType::Tanh:  // (15.7 ms on libm for a 64 x 128 x 128 map, 0.3 in ONNX Runtime; a probe)
+      return vec_unary("tanh", [](simd::vf x) { return simd::tanh(x); });
+    case OpType::Exp:
+      return vec_unary("exp", [](simd::vf x) { return simd::exp_op(x); });
     case OpType::HardSwish:
       return unary("hardswish", [](float x) { return x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); });
     case OpType::LeakyRelu: {

@@ -95,7 +95,7 @@ INSTANTIATE_TEST_SUITE_P(
 // The vector exp, sigmoid and erf against libm over [-20, 20] in steps of 2^-10 and at edges:
 // exp within 3e-7 relative where e^x is normal, sigmoid within 3e-7 relative, erf within 3e-7
 // absolute (and 1e-6 relative below |x| = 0.5, the series' range); NaN stays NaN, +-inf saturate.
-TEST(VectorMath, ExpSigmoidErfAgainstLibm) {
+TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   namespace simd = ops::simd;
   using simd::vf;
   constexpr int64_t L = simd::kLanes;
@@ -104,14 +104,19 @@ TEST(VectorMath, ExpSigmoidErfAgainstLibm) {
   for (float v : {0.f, -0.f, 1e-20f, -1e-20f, 1e-6f, 0.4999f, 0.5f, 0.5001f, 3.999f, 4.f, 87.f, -87.f, 88.f, -86.9f})
     xs.push_back(v);
   while (xs.size() % L) xs.push_back(0.f);
-  double e_exp = 0, e_sig = 0, e_erf = 0, e_erf_small = 0;
+  for (float v : {0.6249f, 0.625f, -0.625f, 0.6251f, 1e-4f, -3e-3f, 9.f, -9.5f, 20.f})  // tanh's seams and tail
+    xs.push_back(v);
+  while (xs.size() % L) xs.push_back(0.f);
+  double e_exp = 0, e_sig = 0, e_erf = 0, e_erf_small = 0, e_tanh = 0;
   for (size_t i = 0; i < xs.size(); i += L) {
     vf x;
     __builtin_memcpy(&x, xs.data() + i, sizeof x);
-    const vf ex = simd::exp(x), sg = simd::sigmoid(x), ef = simd::erf(x);
+    const vf ex = simd::exp(x), sg = simd::sigmoid(x), ef = simd::erf(x), th = simd::tanh(x), eo = simd::exp_op(x);
     for (int64_t l = 0; l < L; ++l) {
       const double v = xs[i + static_cast<size_t>(l)];
       if (v > -87.3 && v < 88.3) e_exp = std::max(e_exp, std::fabs(ex[l] - std::exp(v)) / std::exp(v));
+      if (v > -87.3 && v < 88.3) e_exp = std::max(e_exp, std::fabs(eo[l] - std::exp(v)) / std::exp(v));
+      if (v != 0) e_tanh = std::max(e_tanh, std::fabs(th[l] - std::tanh(v)) / std::fabs(std::tanh(v)));
       const double s = 1.0 / (1.0 + std::exp(-v));
       e_sig = std::max(e_sig, std::fabs(sg[l] - s) / s);
       e_erf = std::max(e_erf, std::fabs(ef[l] - std::erf(v)));
@@ -122,11 +127,19 @@ TEST(VectorMath, ExpSigmoidErfAgainstLibm) {
   EXPECT_LT(e_sig, 3e-7);
   EXPECT_LT(e_erf, 3e-7);
   EXPECT_LT(e_erf_small, 1e-6);
+  EXPECT_LT(e_tanh, 3e-7);
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   vf special{};
   special[0] = nan, special[1] = inf, special[2] = -inf, special[3] = -100.f;
   const vf sg = simd::sigmoid(special), ef = simd::erf(special), ex = simd::exp(special);
-  EXPECT_TRUE(std::isnan(sg[0]) && std::isnan(ef[0]) && std::isnan(ex[0]));
+  const vf th = simd::tanh(special), eo = simd::exp_op(special);
+  EXPECT_TRUE(std::isnan(sg[0]) && std::isnan(ef[0]) && std::isnan(ex[0]) && std::isnan(th[0]) && std::isnan(eo[0]));
+  EXPECT_EQ(th[1], 1.f);
+  EXPECT_EQ(th[2], -1.f);
+  EXPECT_EQ(th[3], -1.f);
+  EXPECT_EQ(eo[1], inf);  // the Exp op overflows as libm does, and underflows to 0
+  EXPECT_EQ(eo[2], 0.f);
+  EXPECT_EQ(eo[3], 0.f);
   EXPECT_EQ(sg[1], 1.f);
   EXPECT_LT(sg[2], 1e-37f);
   EXPECT_GE(sg[2], 0.f);
@@ -358,7 +371,7 @@ TEST(TransposeAndUnary, LayoutPermutesAndChunkedUnaryMatchReference) {
   b.input("x", xs);
   OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"t"}), "perm", {0, 2, 3, 1});
   b.node("Erf", {"t"}, {"e"});
-  b.node("Exp", {"e"}, {"f"});
+  b.node("Sin", {"e"}, {"f"});  // (no vectorised kernel: on the reference kernel in parallel chunks)
   OnnxBuilder::attr_ints(b.node("Transpose", {"f"}, {"y"}), "perm", {0, 3, 1, 2});
   b.output("y");
   Model m = b.load();
