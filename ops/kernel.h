@@ -178,6 +178,8 @@ std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::
 // Resize / Upsample of H and W of a 4-D float map, NCHW or NHWC (ops/tensor/resize.cpp), or null;
 // fast_resize_applies says where (passes::assign_layouts lets such a Resize take NHWC).
 bool fast_resize_applies(const graph::Graph& g, const graph::Node& n);
+// InstanceNormalization on NCHW float planes, vectorised and in parallel (ops/norm/instance_norm.cpp).
+std::unique_ptr<Kernel> make_fast_instance_norm(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_fast_resize(const graph::Graph& g, const graph::Node& n);
 // Concat of float tensors as contiguous block copies, on NCHW or NHWC data.
 std::unique_ptr<Kernel> make_block_concat(const graph::Graph& g, const graph::Node& n);

@@ -328,6 +328,25 @@ TEST(ResizeVsReference, EveryModeOnBothLayouts) {
     }
 }
 
+// InstanceNormalization on the vectorised kernel against the reference (in double): planes
+// whose size is not a multiple of the vectors, of one value (variance 0), 3-D, and values far
+// from 0 (a mean of 1000 around a spread of 1: the float two-pass sums keep it).
+TEST(InstanceNormVsReference, PlanesOfAnySizeAndOffset) {
+  for (const Shape& xs : {Shape{2, 3, 9, 13}, Shape{1, 4, 1, 1}, Shape{2, 5, 300}, Shape{1, 2, 64, 65}})
+    for (float offset : {0.f, 1000.f}) {
+      OnnxBuilder b;
+      b.input("x", xs).init_random("scale", {xs[1]}).init_random("bias", {xs[1]});
+      b.init("off", {}, {offset});
+      b.node("Add", {"x", "off"}, {"xo"});
+      OnnxBuilder::attr_float(b.node("InstanceNormalization", {"xo", "scale", "bias"}, {"y"}), "epsilon", 1e-5f);
+      b.output("y");
+      Model m = b.load();
+      EXPECT_NE(Session(m, {2, true}).inspect().find("instancenorm:planes"), std::string::npos);
+      EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(xs)}}), offset > 0 ? 2e-4 : 1e-5)
+          << shape_str(xs) << " offset " << offset;
+    }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
