@@ -340,6 +340,12 @@ bool fast_resize_applies(const graph::Graph& g, const graph::Node& n) {
 
 std::unique_ptr<Kernel> make_fast_resize(const graph::Graph& g, const graph::Node& n) {
   if (!fast_resize_applies(g, n) || (n.layout != graph::Layout::NCHW && n.layout != graph::Layout::NHWC)) return nullptr;
+  // NCHW keeps a plane of h x ow interpolated rows per thread: not where that is far larger than
+  // an output plane (a strong downsampling of H, an input of 10^6 rows to one), which the
+  // reference kernel then does without scratch.
+  const Shape& xs = g.value(n.inputs[0]).shape;
+  const Shape& ys = g.value(n.outputs[0]).shape;
+  if (n.layout == graph::Layout::NCHW && xs[2] * ys[3] > 4 * std::max<int64_t>(ys[2] * ys[3], 65536)) return nullptr;
   return std::make_unique<FastResize>(g, n);
 }
 

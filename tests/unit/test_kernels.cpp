@@ -326,6 +326,17 @@ TEST(ResizeVsReference, EveryModeOnBothLayouts) {
       EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 5, 6, 7})}}), 1e-6)
           << c.mode << " " << c.coords << " " << c.sh << "x" << c.sw << (nhwc ? " nhwc" : " nchw");
     }
+  // NCHW keeps h x ow rows per thread: 8192 rows down to one, and 4 columns up to 4096, would
+  // want 128 MB of them for a 16 KB output: the reference kernel takes it.
+  OnnxBuilder b;
+  b.input("x", {1, 1, 8192, 4});
+  b.init("roi", {0}, {}).init_i64("sizes", {4}, {1, 1, 1, 4096});
+  OnnxBuilder::attr_str(b.node("Resize", {"x", "roi", "", "sizes"}, {"y"}), "mode", "linear");
+  b.output("y");
+  Model m = b.load();
+  const std::string text = Session(m, {1, true}).inspect();
+  EXPECT_EQ(text.find("resize:"), std::string::npos) << text;
+  EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({1, 1, 8192, 4})}}), 1e-6);
 }
 
 // InstanceNormalization on the vectorised kernel against the reference (in double): planes
