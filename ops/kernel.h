@@ -192,6 +192,8 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
 // ReduceMean over a suffix of the axes of a float tensor, or GlobalAveragePool, on NCHW-ordered
 // data: row means.
 std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph::Node& n);
+// Softmax of float NCHW-ordered data on the vector exp (ops/math/elementwise_fast.cpp), or null.
+std::unique_ptr<Kernel> make_fast_softmax(const graph::Graph& g, const graph::Node& n);
 // Runs a layout-agnostic reference kernel on NHWC data (shapes permuted, axes remapped).
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph& g, const graph::Node& n);
 

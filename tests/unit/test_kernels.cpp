@@ -358,6 +358,39 @@ TEST(InstanceNormVsReference, PlanesOfAnySizeAndOffset) {
     }
 }
 
+// Softmax on the vector exp against the reference: along the last axis (rows of any length),
+// over channels of a map (the vectors along the pixels, the last block partial), the legacy
+// 2-D form (opset 11), and a masked entry (-inf: exactly 0, as the reference gives).
+TEST(SoftmaxVsReference, RowsChannelsAndLegacy) {
+  struct Case {
+    Shape xs;
+    int64_t axis;
+    int opset;
+  };
+  for (const Case& c : {Case{{3, 1000}, -1, 13}, Case{{2, 7}, 1, 13}, Case{{2, 21, 9, 13}, 1, 13},
+                        Case{{1, 5, 33, 17}, 1, 13}, Case{{2, 3, 4, 5}, 1, 11}, Case{{2, 6, 37}, 2, 13}}) {
+    OnnxBuilder b(c.opset);
+    b.input("x", c.xs);
+    // A mask added inside the graph (an input holding -inf would run on the reference kernels).
+    int64_t numel = 1;
+    for (int64_t d : c.xs) numel *= d;
+    std::vector<float> mask(static_cast<size_t>(numel), 0.f);
+    mask[1] = -std::numeric_limits<float>::infinity();
+    b.init("mask", c.xs, mask);
+    b.node("Add", {"x", "mask"}, {"xm"});
+    OnnxBuilder::attr_int(b.node("Softmax", {"xm"}, {"y"}), "axis", c.axis);
+    b.output("y");
+    Model m = b.load();
+    const std::string text = Session(m, {2, true}).inspect();
+    EXPECT_NE(text.find("softmax:"), std::string::npos) << text;
+    Tensor x = random_tensor(c.xs, 5);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] *= 4.f;
+    EXPECT_LT(optimised_vs_reference(m, {{"x", x}}), 1e-6) << shape_str(c.xs);
+    const Tensor y = Session(m, {1, true}).run({{"x", x}})["y"];
+    EXPECT_EQ(y.data<float>()[1], 0.f) << shape_str(c.xs);
+  }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
