@@ -3,7 +3,8 @@
 // 25-40 ms a run). Textbook methods, no tables:
 // - exp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for exactness), e^r by its Taylor
 //   series to r^7 (truncation < 1e-8 relative), 2^n built in the exponent bits; x clamped to
-//   [-87.3, 88.3], where 2^n and e^x are normal floats.
+//   [-87.3365, 88.7228] (e^x from the smallest normal float to the largest: n in [-126, 128],
+//   2^128 built as 2^127 times 2).
 // - erf: the Maclaurin series to x^13 for |x| < 0.5 (relative error < 1e-7); beyond, Abramowitz
 //   and Stegun 7.1.26, 1 - t (a1 + t (a2 + ...)) e^(-x^2) with t = 1 / (1 + p |x|) (absolute
 //   error < 1.5e-7, < 3e-7 in float), odd in x.
@@ -21,7 +22,7 @@ inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
 inline vf exp(vf x) {
-  const vf xc = vmin(vmax(x, splat(-87.3f)), splat(88.3f));  // n stays in [-126, 127]
+  const vf xc = vmin(vmax(x, splat(-87.3365479f)), splat(88.7228394f));  // n stays in [-126, 128]
   // n = round(x / ln2): adding and taking away 1.5 * 2^23 rounds to nearest.
   const vf magic = splat(12582912.f);
   const vf n = (xc * splat(1.44269504f) + magic) - magic;
@@ -34,19 +35,21 @@ inline vf exp(vf x) {
   p = p * r + splat(0.5f);
   p = p * r + splat(1.f);
   p = p * r + splat(1.f);
-  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;  // 2^n
+  const vi ni = __builtin_convertvector(n, vi), top = ni > 127;  // (top: -1 where n = 128)
+  const vi bits = (ni + top + 127) << 23;                           // 2^n, or 2^127 for n = 128
   vf scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
-  const vf y = p * scale;
+  const vf y1 = p * scale;
+  const vf y = top ? y1 + y1 : y1;
   return x != x ? x : y;  // NaN stays NaN (the clamp would have lost it)
 }
 
-// The Exp op: exp(x), with inf above 88.72 (where e^x overflows a float) and 0 below -87.3 (e^x
-// is under the smallest normal float there; libm gives a subnormal, < 1.2e-38 away).
+// The Exp op: exp(x), with inf above 88.7228 (where e^x overflows a float) and 0 below -87.3365
+// (e^x is under the smallest normal float there; libm gives a subnormal, < 1.2e-38 away).
 inline vf exp_op(vf x) {
   const vf y = exp(x);
-  const vf big = x > 88.7228391f ? splat(__builtin_inff()) : y;
-  return x < -87.3f ? splat(0.f) : big;  // (NaN compares false both times: stays NaN)
+  const vf big = x > 88.7228394f ? splat(__builtin_inff()) : y;
+  return x < -87.3365479f ? splat(0.f) : big;  // (NaN compares false both times: stays NaN)
 }
 
 // tanh: for |x| < 0.625 the odd polynomial of Cephes' tanhf (x + x^3 P(x^2), relative error
@@ -62,7 +65,7 @@ inline vf tanh(vf x) {
   const vf big_abs = splat(1.f) - splat(2.f) / (exp(ax + ax) + splat(1.f));
   const vf big = x < 0.f ? -big_abs : big_abs;
   const vf y = ax < 0.625f ? small : big;
-  return x != x ? x : y;
+  return x != x || x == 0.f ? x : y;  // (x + x^3 P would make -0 +0)
 }
 
 inline vf sigmoid(vf x) {

@@ -106,6 +106,8 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   while (xs.size() % L) xs.push_back(0.f);
   for (float v : {0.6249f, 0.625f, -0.625f, 0.6251f, 1e-4f, -3e-3f, 9.f, -9.5f, 20.f})  // tanh's seams and tail
     xs.push_back(v);
+  for (float v : {88.3f, 88.5f, 88.7f, 88.7228f, -87.3f, -87.33f, -87.336f})  // exp's ends (found by a review)
+    xs.push_back(v);
   while (xs.size() % L) xs.push_back(0.f);
   double e_exp = 0, e_sig = 0, e_erf = 0, e_erf_small = 0, e_tanh = 0;
   for (size_t i = 0; i < xs.size(); i += L) {
@@ -114,8 +116,9 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
     const vf ex = simd::exp(x), sg = simd::sigmoid(x), ef = simd::erf(x), th = simd::tanh(x), eo = simd::exp_op(x);
     for (int64_t l = 0; l < L; ++l) {
       const double v = xs[i + static_cast<size_t>(l)];
-      if (v > -87.3 && v < 88.3) e_exp = std::max(e_exp, std::fabs(ex[l] - std::exp(v)) / std::exp(v));
-      if (v > -87.3 && v < 88.3) e_exp = std::max(e_exp, std::fabs(eo[l] - std::exp(v)) / std::exp(v));
+      // (e^x normal: from ln(FLT_MIN) = -87.3365 to ln(FLT_MAX) = 88.7228)
+      if (v > -87.3365 && v < 88.7228) e_exp = std::max(e_exp, std::fabs(ex[l] - std::exp(v)) / std::exp(v));
+      if (v > -87.3365 && v < 88.7228) e_exp = std::max(e_exp, std::fabs(eo[l] - std::exp(v)) / std::exp(v));
       if (v != 0) e_tanh = std::max(e_tanh, std::fabs(th[l] - std::tanh(v)) / std::fabs(std::tanh(v)));
       const double s = 1.0 / (1.0 + std::exp(-v));
       e_sig = std::max(e_sig, std::fabs(sg[l] - s) / s);
@@ -135,6 +138,10 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   const vf th = simd::tanh(special), eo = simd::exp_op(special);
   EXPECT_TRUE(std::isnan(sg[0]) && std::isnan(ef[0]) && std::isnan(ex[0]) && std::isnan(th[0]) && std::isnan(eo[0]));
   EXPECT_EQ(th[1], 1.f);
+  vf zeros{};
+  zeros[0] = -0.f;
+  EXPECT_TRUE(std::signbit(simd::tanh(zeros)[0])) << "tanh(-0) is -0";
+  EXPECT_FALSE(std::signbit(simd::tanh(zeros)[1]));
   EXPECT_EQ(th[2], -1.f);
   EXPECT_EQ(th[3], -1.f);
   EXPECT_EQ(eo[1], inf);  // the Exp op overflows as libm does, and underflows to 0
