@@ -109,8 +109,11 @@ class GateMatcher {
     return std::nullopt;
   }
 
+  // (A float64 constant, e.g. the weights of a predictor torch exported in double, is no gate's.)
   std::vector<float> floats(ValueId v) const {
     const Tensor& t = g_.value(v).constant;
+    if (t.dtype() != DType::Float32)
+      throw Reject{"'" + g_.value(v).name + "' is " + dtype_name(t.dtype()) + ": the gate computes in float32"};
     const float* p = t.data<float>();
     return std::vector<float>(p, p + t.numel());
   }
@@ -380,6 +383,8 @@ class GateMatcher {
     if (!narrow || narrow->p<CastParams>().to != DType::Float32 || g_.value(narrow->inputs[0]).dtype != DType::Float64)
       return selection_of(pi, m);
     Selection s = selection_of(narrow->inputs[0], m);
+    // (A 0/1 mask made in double, torch.where(test, 1.0, 0.0).float(), from a float g.)
+    if (s.unit && g_.value(s.g).dtype == DType::Float32) return s;
     const Node* widen = prod(s.g, OpType::Cast);
     if (!widen || widen->p<CastParams>().to != DType::Float64 || g_.value(widen->inputs[0]).dtype != DType::Float32)
       throw Reject{"the selection is computed in double on something that is not a float tensor widened"};
@@ -664,6 +669,8 @@ class GateMatcher {
     // A winner whose g is 0 (a dead relu, an underflowed sigmoid) gets the suppressed channel's
     // value, as the graph gives it; one whose g is negative is active like any other.
     Predictor p;
+    if (g_.value(g).dtype != DType::Float32)  // (a hard mask takes g as whatever its TopK ranks)
+      throw Reject{std::string("the saliency g is ") + dtype_name(g_.value(g).dtype) + ": the gate computes it in float32"};
     ValueId z = through_views(g);
     if (ValueId in = kNoValue; saliency_act(z, p.saliency, in)) {
       z = in;

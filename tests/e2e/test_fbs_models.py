@@ -429,6 +429,8 @@ def other_form_models(work):
             elif self.form == "hard_where_double":  # torch 1.13 exports the 1.0 and 0.0 as doubles:
                 # the product, the Relu and the classifier after it then run in double
                 pi = torch.where(g >= g.topk(k, 1).values[:, -1:], 1.0, 0.0)
+            elif self.form == "hard_where_narrowed":  # the same mask cast back to float
+                pi = torch.where(g >= g.topk(k, 1).values[:, -1:], 1.0, 0.0).float()
             elif self.form == "hard_one_hot":
                 pi = F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).float()
             elif self.form == "hard_losers_into_ones":
@@ -454,7 +456,7 @@ def other_form_models(work):
                  "index_put_losers", "masked_fill", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
                  "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
                  "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
-                 "hard_where_double", "hard_one_hot", "hard_losers_into_ones",
+                 "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)

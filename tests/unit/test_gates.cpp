@@ -620,6 +620,41 @@ TEST(GatedConv, HardMaskInDoubleRunsTheGateInFloatThenCasts) {
   }
 }
 
+// A hard mask whose g comes from a predictor in float64 (a Linear torch exported in double): no
+// gate (its weights are doubles), and the model runs; it failed to load, the recogniser
+// reading the double weights as floats (found by a review).
+TEST(GateRecognition, DoublePredictorBehindAHardMaskRunsAsTheGenericOps) {
+  const int64_t n = 2, c = 6, m = 8, hw = 7, k = 3;
+  OnnxBuilder b;
+  b.input("x", {n, c, hw, hw});
+  b.init_random("w", {m, c, 3, 3}, 0.3f);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"conv"}), "pads", {1, 1, 1, 1});
+  auto& rm = b.node("ReduceMean", {"x"}, {"s"});
+  OnnxBuilder::attr_ints(rm, "axes", {2, 3});
+  OnnxBuilder::attr_int(rm, "keepdims", 0);
+  OnnxBuilder::attr_int(b.node("Cast", {"s"}, {"sd"}), "to", onnx::TensorProto::DOUBLE);
+  std::vector<double> wg(static_cast<size_t>(m * c));
+  for (size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1 * static_cast<double>((i * 7) % 11) - 0.5;
+  b.init_f64("wg", {m, c}, wg);
+  OnnxBuilder::attr_int(b.node("Gemm", {"sd", "wg"}, {"g"}), "transB", 1);
+  b.init_i64("K", {1}, {k}).init_i64("st", {1}, {k - 1}).init_i64("en", {1}, {k}).init_i64("ax", {1}, {1});
+  OnnxBuilder::attr_int(b.node("TopK", {"g", "K"}, {"tv", "ti"}), "axis", 1);
+  b.node("Slice", {"tv", "st", "en", "ax"}, {"thr"});
+  b.node("GreaterOrEqual", {"g", "thr"}, {"ge"});
+  OnnxBuilder::attr_int(b.node("Cast", {"ge"}, {"mask"}), "to", onnx::TensorProto::FLOAT);
+  b.init_i64("shape4", {4}, {n, m, 1, 1});
+  b.node("Reshape", {"mask", "shape4"}, {"pi4"});
+  b.node("Mul", {"conv", "pi4"}, {"y"});
+  b.output("y");
+  Model model = b.load("double_predictor.onnx");
+  runtime::Plan plan(*model.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("float64"), std::string::npos) << plan.graph().gates[0].reason;
+  Outcome o = run_both(model, {n, c, hw, hw});
+  EXPECT_LT(o.err, 1e-6);
+}
+
 // FBS + network slimming: a stem conv with zeroed filters feeding a gated conv. Filter 1
 // (bias 0: relu gives 0) goes, from the stem and from the gated conv's conv and saliency
 // inputs; filter 4 (bias 0.5: the constant relu(0.5), which the gate's mean would see) stays,
