@@ -10,20 +10,23 @@ namespace {
 // that reads a double tensor, e.g. behind torch.where(c, 1.0, 0.0), with double weights): the
 // reference kernel then, in double.
 DType linear_dtype(InferContext& ctx, size_t inputs) {
-  bool f32 = false, f64 = false;
+  int f32 = 0, f64 = 0;
   for (size_t i = 0; i < inputs; ++i) {
     if (!ctx.has_input(i)) continue;
-    f32 = f32 || ctx.in(i).dtype == DType::Float32;
-    f64 = f64 || ctx.in(i).dtype == DType::Float64;
+    f32 += ctx.in(i).dtype == DType::Float32;
+    f64 += ctx.in(i).dtype == DType::Float64;
   }
-  if (f32 && f64) {  // name a float64 operand, and a float32 one it should match
+  if (f32 && f64) {  // name the odd one out (a float64 one on a tie), and one it should match
+    const DType odd = f64 > f32 ? DType::Float32 : DType::Float64, like = odd == DType::Float32 ? DType::Float64 : DType::Float32;
     size_t d = 0, f = 0;
     for (size_t i = 0; i < inputs; ++i)
-      if (ctx.has_input(i)) (ctx.in(i).dtype == DType::Float64 ? d : f) = i;
-    ctx.fail("input " + std::to_string(d) + " ('" + ctx.in(d).name + "') has dtype float64, expected float32 like input " +
-             std::to_string(f) + " ('" + ctx.in(f).name + "') (" + graph::op_name(ctx.node().op) +
-             " runs in float32, or in float64 when every operand is): export the model in float32, e.g. model.float() "
-             "before torch.onnx.export, or Cast the value to float32 in the graph");
+      if (ctx.has_input(i) && (ctx.in(i).dtype == odd || ctx.in(i).dtype == like)) (ctx.in(i).dtype == odd ? d : f) = i;
+    ctx.fail("input " + std::to_string(d) + " ('" + ctx.in(d).name + "') has dtype " + dtype_name(odd) + ", expected " +
+             dtype_name(like) + " like input " + std::to_string(f) + " ('" + ctx.in(f).name + "') (" +
+             graph::op_name(ctx.node().op) + " runs in float32, or in float64 when every operand is): " +
+             (odd == DType::Float64 ? "export the model in float32, e.g. model.float() before torch.onnx.export, or Cast "
+                                      "the value to float32 in the graph"
+                                    : "Cast the value to float64 in the graph, or export the whole model in float32"));
   }
   const DType t = f64 ? DType::Float64 : DType::Float32;
   for (size_t i = 0; i < inputs; ++i)

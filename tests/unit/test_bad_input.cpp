@@ -787,6 +787,13 @@ TEST(BadGraph, Float64WhereFloat32IsNeededSaysHowToFix) {
   OnnxBuilder::attr_int(gemm, "transB", 1);
   b.output("y", {}, onnx::TensorProto::DOUBLE);
   expect_error([&] { Session(b.load()); }, {"head", "'a'", "float64", "expected float32", "model.float()", "Cast"});
+  // A and B float64 (which runs), C float32: C is the one named (a probe saw B named).
+  OnnxBuilder d;
+  d.input("a", {2, 3}, onnx::TensorProto::DOUBLE).init_f64("w", {4, 3}, std::vector<double>(12, 0.5));
+  d.init("c", {4}, {1.f, 2.f, 3.f, 4.f});
+  OnnxBuilder::attr_int(d.node("Gemm", {"a", "w", "c"}, {"y"}, "head"), "transB", 1);
+  d.output("y", {}, onnx::TensorProto::DOUBLE);
+  expect_error([&] { Session(d.load()); }, {"head", "input 2 ('c')", "float32, expected float64", "Cast"});
   // Ops that check their own input (a conv, the first op a float64 image meets) say it too.
   OnnxBuilder c;
   c.input("x", {1, 3, 8, 8}, onnx::TensorProto::DOUBLE).init_random("w", {4, 3, 3, 3});
