@@ -75,6 +75,7 @@ float saliency(const graph::Saliency& a, float x) {
 
 void select(const Spec& spec, const float* g, float* pi) {
   const int64_t m = spec.c_out;
+  if (m <= 0) return;
   std::vector<int64_t> idx(static_cast<size_t>(m));
   std::iota(idx.begin(), idx.end(), 0);
   // A NaN saliency ranks below every number (its channel is suppressed while numbers are left to

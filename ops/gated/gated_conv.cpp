@@ -604,7 +604,7 @@ class GatedConv final : public Kernel {
     // y = act(pi * v + beta) where pi != 0, else the suppressed constant (gate::active_value), in
     // a loop the compiler vectorises: per value through the switch it took 2.8 ms of a 112x112
     // FBS MobileNetV2 expand conv at d = 1, most of its time.
-    std::vector<float> scale(pi, pi + m_), shift(static_cast<size_t>(m_), 0.f);
+    std::vector<float> scale(pi, pi + m_), shift(static_cast<size_t>(m_), -0.f);  // (-0: v + -0 is v, -0 too)
     std::vector<int32_t> on(static_cast<size_t>(m_));
     for (int64_t o = 0; o < m_; ++o) {
       on[static_cast<size_t>(o)] = pi[o] != 0.f ? -1 : 0;
@@ -650,7 +650,7 @@ class GatedConv final : public Kernel {
     // Per output channel: whether it is active, pi and beta (as gate::pre_active: pi * v, then
     // + beta).
     std::vector<int32_t> on(static_cast<size_t>(m_), 0);
-    std::vector<float> scale(static_cast<size_t>(m_), 0.f), shift(static_cast<size_t>(m_), 0.f);
+    std::vector<float> scale(static_cast<size_t>(m_), 0.f), shift(static_cast<size_t>(m_), -0.f);  // (as run_dense)
     for (int64_t j = 0; compact && j < ko; ++j) {
       const auto o = static_cast<size_t>(act_out[static_cast<size_t>(j)]);
       on[o] = -1;
@@ -695,7 +695,7 @@ class GatedConv final : public Kernel {
   void scale_compact(float* yc, const float* pi, const std::vector<int32_t>& act_out) const {
     const int64_t pixels = oh_ * ow_;
     const auto ko = static_cast<int64_t>(act_out.size());
-    std::vector<float> scale(static_cast<size_t>(ko)), shift(static_cast<size_t>(ko), 0.f);
+    std::vector<float> scale(static_cast<size_t>(ko)), shift(static_cast<size_t>(ko), -0.f);  // (as run_dense)
     for (int64_t j = 0; j < ko; ++j) {
       const int32_t o = act_out[static_cast<size_t>(j)];
       scale[static_cast<size_t>(j)] = pi[o];
