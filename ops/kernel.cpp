@@ -59,7 +59,9 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       if (n.op == OpType::Conv && n.layout == graph::Layout::NHWC) return make_empty_conv(g, n);
     } else switch (n.op) {
       case OpType::Conv: k = make_conv(g, n, opts.sparse); break;
-      case OpType::ConvTranspose: k = make_onednn_deconv(g, n); break;
+      case OpType::ConvTranspose:
+        k = n.layout == graph::Layout::NHWC ? make_stride_kernel_deconv(g, n) : make_onednn_deconv(g, n);
+        break;
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
       case OpType::MatMul: k = make_matmul(g, n, opts.sparse); break;
       case OpType::SluiceGatedConv: k = make_gated_conv(g, n); break;

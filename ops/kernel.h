@@ -152,6 +152,15 @@ std::unique_ptr<Kernel> make_onednn_matmul(const graph::Graph& g, const graph::N
 // The same MatMul, or Gemm in a form make_onednn_gemm takes, as a 1x1 conv over [1, rows, 1, K]
 // NHWC (one of the two forms make_onednn_matmul and make_onednn_gemm time from 8 rows).
 std::unique_ptr<Kernel> make_onednn_1x1(const graph::Graph& g, const graph::Node& n);
+// Y[m, nn] = A[m, k] * W (+ bias) as that 1x1 conv, for a kernel that runs one inside it: W stored
+// [nn, k] (trans_b) or [k, nn]; bias may be null; the weights are packed (copied) here.
+std::unique_ptr<Kernel> make_onednn_matmul_1x1(int64_t m, int64_t k, int64_t nn, const void* w, bool trans_b,
+                                               const void* bias, const graph::FusedActivation& act);
+// ConvTranspose whose stride equals its kernel (U-Net's 2x2 stride 2 upsampling), unpadded,
+// group 1, 2-D, constant weights, on NHWC: a 1x1 conv to C_out x kh x kw channels whose
+// values land in distinct output pixels (ops/conv/transpose.cpp); applies says where.
+bool stride_kernel_deconv_applies(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_stride_kernel_deconv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 // The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,

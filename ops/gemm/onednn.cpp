@@ -156,6 +156,11 @@ int64_t matmul_rows(const graph::Graph& g, const graph::Node& n) {
 
 }  // namespace
 
+std::unique_ptr<Kernel> make_onednn_matmul_1x1(int64_t m, int64_t k, int64_t nn, const void* w, bool trans_b,
+                                               const void* bias, const graph::FusedActivation& act) {
+  return std::make_unique<OneDnnMatMul1x1>(m, k, nn, w, trans_b, bias, act);
+}
+
 std::unique_ptr<Kernel> make_onednn_1x1(const graph::Graph& g, const graph::Node& n) {
   if (n.op == graph::OpType::Gemm) {
     if (!onednn_gemm_form(g, n)) return nullptr;

@@ -165,10 +165,15 @@ def conv_transpose(a):
 
     from e2e_util import run_sluice
 
+    # (k = stride, unpadded: U-Net's upsampling, as a 1x1 conv whose values go to their own pixels;
+    # between convs, on NHWC, square and not, with and without bias, as the output)
     cases = [("s2_p1_op1", nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1), (2, 6, 5, 7)),
              ("groups2_dil2", nn.ConvTranspose2d(6, 4, 3, stride=1, padding=2, dilation=2, groups=2), (1, 6, 6, 5)),
              ("k4_s2_nobias", nn.ConvTranspose2d(3, 5, 4, stride=2, padding=1, bias=False), (1, 3, 8, 8)),
-             ("1d_s3", nn.ConvTranspose1d(4, 3, 5, stride=3, padding=1, output_padding=2), (2, 4, 9))]
+             ("1d_s3", nn.ConvTranspose1d(4, 3, 5, stride=3, padding=1, output_padding=2), (2, 4, 9)),
+             ("k2_s2_unet", nn.Sequential(nn.Conv2d(5, 7, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(7, 3, 2, stride=2),
+                                          nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)), (2, 5, 9, 11)),
+             ("k2x3_s2x3_nobias", nn.ConvTranspose2d(6, 5, (2, 3), stride=(2, 3), bias=False), (3, 6, 4, 70))]
     for name, layer, shape in cases:
         torch.manual_seed(0)
         net = nn.Sequential(layer, nn.ReLU())
@@ -177,7 +182,11 @@ def conv_transpose(a):
         expect_ops(path, {"ConvTranspose"})
         _, _, st = run_vs_ort(a, path, x, "convtranspose_" + name)
         kernel = run_sluice(a, "inspect", path).stdout
-        check("onednn:deconv" in kernel, "convtranspose_%s runs on oneDNN's deconvolution" % name)
+        k_is_stride = name.startswith("k2")
+        check(("deconv as onednn:" if k_is_stride else "onednn:deconv") in kernel,
+              "convtranspose_%s runs on %s" % (name, "a 1x1 conv" if k_is_stride else "oneDNN's deconvolution"))
+        if k_is_stride:  # (the MAC count below is for the lone layer)
+            continue
         # N * C_in * (C_out / groups) * k... * input pixels: every input pixel meets every tap
         want = shape[0] * layer.weight.numel() * int(np.prod(shape[2:]))
         check(st["dense_macs"] == st["executed_macs"] == want,

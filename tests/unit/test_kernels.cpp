@@ -398,6 +398,30 @@ TEST(SoftmaxVsReference, RowsChannelsAndLegacy) {
   }
 }
 
+// ConvTranspose with stride = kernel as a 1x1 conv whose values go to their own pixels, against
+// the reference kernel: square and not, bias or none, several blocks of input rows and a
+// partial last one (200 rows of 50 pixels: blocks of 81), a map of one row.
+TEST(DeconvVsReference, StrideEqualsKernelAsA1x1Conv) {
+  struct Case {
+    Shape xs;
+    int64_t m, kh, kw;
+    bool bias;
+  };
+  for (const Case& c : {Case{{2, 5, 100, 50}, 3, 2, 2, true}, Case{{1, 7, 3, 4}, 6, 2, 3, false},
+                        Case{{3, 2, 1, 9}, 4, 3, 1, true}}) {
+    OnnxBuilder b;
+    b.input("x", c.xs).init_random("w", {c.xs[1], c.m, c.kh, c.kw}).init_random("b", {c.m});
+    auto& ct = b.node("ConvTranspose", c.bias ? std::vector<std::string>{"x", "w", "b"} : std::vector<std::string>{"x", "w"},
+                      {"y"});
+    OnnxBuilder::attr_ints(ct, "strides", {c.kh, c.kw});
+    b.output("y");
+    Model m = b.load();
+    const std::string text = Session(m, {2, true}).inspect();
+    EXPECT_NE(text.find("deconv as onednn:"), std::string::npos) << text;
+    EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(c.xs)}}), 1e-5) << shape_str(c.xs);
+  }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
