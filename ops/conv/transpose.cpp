@@ -275,16 +275,13 @@ bool stride_kernel_deconv_applies(const graph::Graph& g, const graph::Node& n) {
   for (int64_t op : p.output_padding)
     if (op != 0) return false;
   return y.shape == Shape{x.shape[0], w.shape[1], x.shape[2] * w.shape[2], x.shape[3] * w.shape[3]} &&
-         x.shape[0] * x.shape[2] * x.shape[3] > 0 && w.shape[1] > 0 && all_finite(w.constant);  // (inf x a 0 input)
+         x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] > 0 && w.shape[1] > 0 &&  // (no channels: the reference's bias)
+         all_finite(w.constant);  // (inf x a 0 input)
 }
 
 std::unique_ptr<Kernel> make_stride_kernel_deconv(const graph::Graph& g, const graph::Node& n) {
   if (n.layout != graph::Layout::NHWC || !stride_kernel_deconv_applies(g, n)) return nullptr;
-  try {
-    return std::make_unique<StrideKernelDeconv>(g, n);
-  } catch (const dnnl::error&) {
-    return nullptr;
-  }
+  return std::make_unique<StrideKernelDeconv>(g, n);  // (a dnnl::error: named with the node by the plan)
 }
 
 std::unique_ptr<Kernel> make_onednn_deconv(const graph::Graph& g, const graph::Node& n) {

@@ -59,7 +59,20 @@ class Reorder final : public Kernel {
 }  // namespace
 
 std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph&, const graph::Node& n) {
-  return std::make_unique<NhwcAdapter>(n);
+  // Only ops whose reference commutes with the permutation: elementwise ones and the axis ops.
+  // A conv's weights, a pool's window or a norm's channel axis would be read in the wrong
+  // order (a ConvTranspose, which takes NHWC only on its fast kernel, gave garbage here):
+  // such a node without an NHWC kernel is an internal error, not a wrong answer.
+  using graph::OpType;
+  switch (n.op) {
+    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh: case OpType::Sqrt:
+    case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip: case OpType::Add:
+    case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min: case OpType::PRelu:
+    case OpType::Concat: case OpType::Split:
+      return std::make_unique<NhwcAdapter>(n);
+    default:
+      return nullptr;
+  }
 }
 
 std::unique_ptr<Kernel> make_reorder(const graph::Graph& g, const graph::Node& n) {

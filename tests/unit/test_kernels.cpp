@@ -419,7 +419,23 @@ TEST(DeconvVsReference, StrideEqualsKernelAsA1x1Conv) {
     const std::string text = Session(m, {2, true}).inspect();
     EXPECT_NE(text.find("deconv as onednn:"), std::string::npos) << text;
     EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(c.xs)}}), 1e-5) << shape_str(c.xs);
+    // No generic NHWC fallback for it: the adapter around the reference kernel would read the
+    // weights in the wrong order (it gave 4-6 off here).
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    const graph::Node* node = last_node(plan.graph(), graph::OpType::ConvTranspose);
+    ASSERT_NE(node, nullptr);
+    ASSERT_EQ(node->layout, graph::Layout::NHWC);
+    EXPECT_EQ(ops::make_nhwc_adapter(plan.graph(), *node), nullptr);
   }
+  // No input channels: the output is the bias at every pixel (the reference kernel's, NCHW); on
+  // the NHWC path it was garbage (found by a probe).
+  OnnxBuilder b;
+  b.input("x", {1, 0, 5, 6}).init("w", {0, 4, 2, 2}, {}).init("b", {4}, {1.f, 2.f, 3.f, 4.f});
+  OnnxBuilder::attr_ints(b.node("ConvTranspose", {"x", "w", "b"}, {"y"}), "strides", {2, 2});
+  b.output("y");
+  const Tensor y = Session(b.load(), {1, true}).run({{"x", Tensor(DType::Float32, {1, 0, 5, 6})}})["y"];
+  ASSERT_EQ(y.shape(), (Shape{1, 4, 10, 12}));
+  for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], static_cast<float>(1 + i / 120)) << i;
 }
 
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
