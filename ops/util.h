@@ -29,6 +29,21 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 // perms or a Reshape target's -1).
 std::string ints_str(const std::vector<int64_t>& v);
 
+// Softmax, LogSoftmax and Hardmax over `len` entries `inner` apart, in `outer` blocks: one axis
+// (opset 13+), or the flattened block from the axis on (legacy_2d, opset < 13).
+struct SoftmaxBlocks {
+  int64_t outer = 1, len = 1, inner = 1;
+};
+inline SoftmaxBlocks softmax_blocks(const graph::SoftmaxParams& p, const Shape& s) {
+  SoftmaxBlocks b;
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
+    if (i < p.axis) b.outer *= s[i];
+    else if (i == p.axis || p.legacy_2d) b.len *= s[i];
+    else b.inner *= s[i];
+  }
+  return b;
+}
+
 // Reads an integer tensor (int64 or int32) into int64 values.
 std::vector<int64_t> to_int64_vector(const Tensor& t);
 std::vector<int64_t> to_int64_vector(const TensorView& t);

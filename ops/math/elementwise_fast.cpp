@@ -278,7 +278,7 @@ class RowMean final : public Kernel {
 };
 
 // Softmax of float data over `len` entries `inner` floats apart (the reference's blocks):
-// max, e^(x - max) on the vector exp (0 below -87.3, as for a masked -inf), its sum, a division,
+// max, e^(x - max) on the vector exp (0 below ln FLT_MIN, as for a masked -inf), its sum, a division,
 // as the reference does them.
 // Along the last axis (inner 1) each row is vectors; over channels of NCHW data (inner = H W)
 // the vectors run along the pixels. The reference called libm's exp per value (a probe: a
@@ -363,16 +363,9 @@ std::unique_ptr<Kernel> make_fast_softmax(const graph::Graph& g, const graph::No
   if (n.op != graph::OpType::Softmax || n.layout != graph::Layout::NCHW || n.inputs.empty() ||
       g.value(n.inputs[0]).dtype != DType::Float32)
     return nullptr;
-  const auto& p = n.p<graph::SoftmaxParams>();
-  const Shape& s = g.value(n.inputs[0]).shape;
-  int64_t outer = 1, len = 1, inner = 1;
-  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {  // as the reference splits it
-    if (i < p.axis) outer *= s[i];
-    else if (i == p.axis || p.legacy_2d) len *= s[i];
-    else inner *= s[i];
-  }
-  if (outer * len * inner == 0) return nullptr;
-  return std::make_unique<FastSoftmax>(outer, len, inner);
+  const SoftmaxBlocks b = softmax_blocks(n.p<graph::SoftmaxParams>(), g.value(n.inputs[0]).shape);
+  if (b.outer * b.len * b.inner == 0) return nullptr;
+  return std::make_unique<FastSoftmax>(b.outer, b.len, b.inner);
 }
 
 std::unique_ptr<Kernel> make_fast_reduce_mean(const graph::Graph& g, const graph::Node& n) {

@@ -316,15 +316,7 @@ namespace {
 // kLog: LogSoftmax; kHard: Hardmax (1 at the first largest entry, 0 elsewhere).
 template <bool kLog, bool kHard = false>
 void softmax(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {
-  const auto& p = node.p<graph::SoftmaxParams>();
-  const Shape& s = in[0].shape;
-  // legacy (opset < 13): softmax over the flattened block [axis, rank); else over one axis.
-  int64_t outer = 1, len = 1, inner = 1;
-  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
-    if (i < p.axis) outer *= s[i];
-    else if (i == p.axis || p.legacy_2d) len *= s[i];
-    else inner *= s[i];
-  }
+  const auto [outer, len, inner] = softmax_blocks(node.p<graph::SoftmaxParams>(), in[0].shape);
   dispatch_numeric(in[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_floating_point_v<T>) {
