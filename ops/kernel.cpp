@@ -60,7 +60,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
     } else switch (n.op) {
       case OpType::Conv: k = make_conv(g, n, opts.sparse); break;
       case OpType::ConvTranspose:
-        k = n.layout == graph::Layout::NHWC ? make_stride_kernel_deconv(g, n) : make_onednn_deconv(g, n);
+        k = n.layout == graph::Layout::NHWC ? make_nhwc_deconv(g, n) : make_onednn_deconv(g, n);
         break;
       case OpType::Gemm: k = make_gemm(g, n, opts.sparse); break;
       case OpType::MatMul: k = make_matmul(g, n, opts.sparse); break;

@@ -156,11 +156,13 @@ std::unique_ptr<Kernel> make_onednn_1x1(const graph::Graph& g, const graph::Node
 // [nn, k] (trans_b) or [k, nn]; bias may be null; the weights are packed (copied) here.
 std::unique_ptr<Kernel> make_onednn_matmul_1x1(int64_t m, int64_t k, int64_t nn, const void* w, bool trans_b,
                                                const void* bias, const graph::FusedActivation& act);
-// ConvTranspose whose stride equals its kernel (U-Net's 2x2 stride 2 upsampling), unpadded,
-// group 1, 2-D, constant weights, on NHWC: a 1x1 conv to C_out x kh x kw channels whose
-// values land in distinct output pixels (ops/conv/transpose.cpp); applies says where.
+// A strided 2-D ConvTranspose on NHWC (ops/conv/transpose.cpp): where the stride equals the
+// kernel and nothing is padded (U-Net's 2x2 stride 2 upsampling), a 1x1 conv to C_out x kh x kw
+// channels whose values land in distinct output pixels; else (DCGAN's 4x4 stride 2 pad 1) one
+// conv per output phase. The applies functions say where; group 1, constant weights.
 bool stride_kernel_deconv_applies(const graph::Graph& g, const graph::Node& n);
-std::unique_ptr<Kernel> make_stride_kernel_deconv(const graph::Graph& g, const graph::Node& n);
+bool phase_split_deconv_applies(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_nhwc_deconv(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_nhwc_pool(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_channel_affine(const graph::Graph& g, const graph::Node& n);
 // The gated conv; on small maps the compact problem runs on the direct kernel or on oneDNN,

@@ -70,8 +70,11 @@ class LayoutAssigner {
   // input's.
   Kind kind_of_node(const Node& n) const {
     if (n.op == OpType::Gather && ops::is_channel_gather(g_, n)) return Kind::Axis;
-    // A ConvTranspose whose stride is its kernel runs as a 1x1 conv on NHWC.
-    if (n.op == OpType::ConvTranspose && ops::stride_kernel_deconv_applies(g_, n)) return Kind::Conv;
+    // A strided 2-D ConvTranspose runs on NHWC: as a 1x1 conv where the stride is its kernel,
+    // else split into one conv per output phase.
+    if (n.op == OpType::ConvTranspose &&
+        (ops::stride_kernel_deconv_applies(g_, n) || ops::phase_split_deconv_applies(g_, n)))
+      return Kind::Conv;
     if ((n.op == OpType::Resize || n.op == OpType::Upsample) && ops::fast_resize_applies(g_, n) &&
         !g_.value(n.outputs[0]).is_output)
       return Kind::Pool;

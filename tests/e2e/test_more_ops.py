@@ -156,7 +156,8 @@ def image_ops(a):
 
 
 def conv_transpose(a):
-    """ConvTranspose as PyTorch exports it (constant weights: oneDNN's deconvolution), in the
+    """ConvTranspose as PyTorch exports it (constant weights: oneDNN's deconvolution, or for a
+    strided 2-D one a 1x1 conv or one conv per output phase), in the
     configurations decoders use: stride 2 with padding and output_padding, groups, dilation,
     no bias, 1-D; and an output_shape past the kernel's reach (negative end padding: the
     reference kernel)."""
@@ -182,9 +183,10 @@ def conv_transpose(a):
         expect_ops(path, {"ConvTranspose"})
         _, _, st = run_vs_ort(a, path, x, "convtranspose_" + name)
         kernel = run_sluice(a, "inspect", path).stdout
-        k_is_stride = name.startswith("k2")
-        check(("deconv as onednn:" if k_is_stride else "onednn:deconv") in kernel,
-              "convtranspose_%s runs on %s" % (name, "a 1x1 conv" if k_is_stride else "oneDNN's deconvolution"))
+        # (strided 2-D: a 1x1 conv where the stride is the kernel, else one conv per output phase)
+        k_is_stride, phases = name.startswith("k2"), name in ("s2_p1_op1", "k4_s2_nobias")
+        want_kernel = "deconv as onednn:" if k_is_stride else "deconv by phases:" if phases else "onednn:deconv"
+        check(want_kernel in kernel, "convtranspose_%s runs on %s" % (name, want_kernel))
         if k_is_stride:  # (the MAC count below is for the lone layer)
             continue
         # N * C_in * (C_out / groups) * k... * input pixels: every input pixel meets every tap

@@ -438,6 +438,46 @@ TEST(DeconvVsReference, StrideEqualsKernelAsA1x1Conv) {
   for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], static_cast<float>(1 + i / 120)) << i;
 }
 
+// Other strided ConvTransposes split into one conv per output phase, against the reference
+// kernel: DCGAN's 4x4 stride 2 pad 1, 3x3 stride 2 pad 1 with output_padding, a kernel smaller
+// than the stride (phases no tap reaches: the bias), strides 3 and 2 with uneven pads, batch 2,
+// no bias; and forms that stay on oneDNN's deconvolution (groups, dilation, an output_padding
+// beyond every tap).
+TEST(DeconvVsReference, StridedSplitByOutputPhase) {
+  struct Case {
+    Shape xs;
+    int64_t m, kh, kw, sh, sw;
+    std::vector<int64_t> pads, output_padding;
+    bool bias;
+    int64_t group = 1, dilation = 1;
+    bool phases = true;
+  };
+  const Case cases[] = {{{1, 6, 9, 7}, 5, 4, 4, 2, 2, {1, 1, 1, 1}, {0, 0}, true},
+                        {{2, 3, 5, 6}, 4, 3, 3, 2, 2, {1, 1, 1, 1}, {1, 1}, true},
+                        {{1, 4, 4, 5}, 3, 1, 1, 2, 2, {0, 0, 0, 0}, {1, 1}, false},
+                        {{2, 5, 6, 4}, 3, 5, 4, 3, 2, {2, 1, 1, 0}, {0, 0}, true},
+                        // (output_padding past the last tap: a phase's conv would pad by its whole kernel)
+                        {{2, 5, 6, 4}, 3, 5, 4, 3, 2, {2, 1, 1, 0}, {0, 1}, true, 1, 1, false},
+                        {{1, 4, 5, 5}, 4, 3, 3, 2, 2, {1, 1, 1, 1}, {0, 0}, true, 2, 1, false},
+                        {{1, 4, 5, 5}, 4, 3, 3, 2, 2, {2, 2, 2, 2}, {0, 0}, true, 1, 2, false}};
+  for (const Case& c : cases) {
+    OnnxBuilder b;
+    b.input("x", c.xs).init_random("w", {c.xs[1], c.m / c.group, c.kh, c.kw}).init_random("b", {c.m});
+    auto& ct = b.node("ConvTranspose", c.bias ? std::vector<std::string>{"x", "w", "b"} : std::vector<std::string>{"x", "w"},
+                      {"y"});
+    OnnxBuilder::attr_ints(ct, "strides", {c.sh, c.sw});
+    OnnxBuilder::attr_ints(ct, "pads", c.pads);
+    OnnxBuilder::attr_ints(ct, "output_padding", c.output_padding);
+    if (c.group != 1) OnnxBuilder::attr_int(ct, "group", c.group);
+    if (c.dilation != 1) OnnxBuilder::attr_ints(ct, "dilations", {c.dilation, c.dilation});
+    b.output("y");
+    Model m = b.load();
+    const std::string text = Session(m, {2, true}).inspect();
+    EXPECT_EQ(text.find("deconv by phases:") != std::string::npos, c.phases) << text;
+    EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor(c.xs)}}), 1e-5) << shape_str(c.xs) << " k" << c.kh;
+  }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
