@@ -1,4 +1,5 @@
-// 1-D convolutions and pools (Conv1d, MaxPool1d, AvgPool1d: [N, C, L] activations) run as 2-D
+// 1-D convolutions, transposed ones and pools (Conv1d, ConvTranspose1d, MaxPool1d, AvgPool1d:
+// [N, C, L] activations) run as 2-D
 // ones on [N, C, 1, L], so that every kernel and pass written for images takes them.
 //
 // lift_1d (before shape inference) rewrites each such node to its 2-D form between an Unsqueeze
@@ -146,12 +147,28 @@ int lift_1d(Graph& g) {
       conv = true;
     } else if (n.op == OpType::MaxPool || n.op == OpType::AveragePool || n.op == OpType::LpPool) {
       if (n.p<PoolParams>().kernel_shape.size() != 1) continue;
+    } else if (n.op == OpType::ConvTranspose) {
+      // 1-D: kernel_shape [k], a 3-D initializer weight, or 1-D strides, dilations, pads or
+      // output_padding (its attributes are kept as given: inference sizes the missing ones). An
+      // input of known rank other than 3 is left to inference, which names what disagrees.
+      const ConvTransposeParams& tp = n.p<ConvTransposeParams>();
+      const bool weight_1d = n.inputs.size() > 1 && n.inputs[1] != kNoValue && g.value(n.inputs[1]).is_constant() &&
+                             g.value(n.inputs[1]).shape.size() == 3;
+      const bool attrs_1d = tp.kernel_shape.size() == 1 || tp.strides.size() == 1 || tp.dilations.size() == 1 ||
+                            tp.pads.size() == 2 || tp.output_padding.size() == 1;
+      const bool attrs_2d = tp.kernel_shape.size() == 2 || tp.strides.size() == 2 || tp.dilations.size() == 2 ||
+                            tp.pads.size() == 4 || tp.output_padding.size() == 2;
+      const Value& xv = g.value(n.inputs[0]);
+      if (!(attrs_1d || (weight_1d && !attrs_2d)) || attrs_2d || n.inputs.size() < 2 ||
+          (xv.shape_known && xv.shape.size() != 3))
+        continue;
+      conv = true;
     } else {
       continue;
     }
     // The attributes say 1-D; an input of known rank other than 3 says otherwise (lifted, a
     // 4-D input became a 5-D one that the message then showed).
-    if (const Value& xv = g.value(n.inputs[0]); xv.shape_known && xv.shape.size() != 3) {
+    if (const Value& xv = g.value(n.inputs[0]); n.op != OpType::ConvTranspose && xv.shape_known && xv.shape.size() != 3) {
       std::string attrs;
       if (conv) {
         const ConvParams& cp = n.p<ConvParams>();
@@ -172,7 +189,15 @@ int lift_1d(Graph& g) {
     const ValueId y4 = add_like(g, g.value(y), ":2d", {});
     Node& node = g.nodes[i];  // add_value does not move nodes, add_node does: re-taken below
     if (conv) {
-      lift_window(node.p<ConvParams>());
+      if (node.op == OpType::ConvTranspose) {
+        ConvTransposeParams& tp = node.p<ConvTransposeParams>();
+        lift_window(tp);
+        if (tp.output_padding.size() == 1) tp.output_padding.insert(tp.output_padding.begin(), 0);
+        if (tp.output_shape.size() == 1) tp.output_shape.insert(tp.output_shape.begin(), 1);  // [L] -> [1, L]
+        if (tp.output_shape.size() == 3) tp.output_shape.insert(tp.output_shape.begin() + kAxis, 1);  // [N, C, L]
+      } else {
+        lift_window(node.p<ConvParams>());
+      }
       const ValueId w = node.inputs[1];
       const ValueId w4 = add_like(g, g.value(w), ":2d", {});
       g.nodes[i].inputs[1] = w4;

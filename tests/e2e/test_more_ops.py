@@ -174,7 +174,10 @@ def conv_transpose(a):
              ("1d_s3", nn.ConvTranspose1d(4, 3, 5, stride=3, padding=1, output_padding=2), (2, 4, 9)),
              ("k2_s2_unet", nn.Sequential(nn.Conv2d(5, 7, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(7, 3, 2, stride=2),
                                           nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)), (2, 5, 9, 11)),
-             ("k2x3_s2x3_nobias", nn.ConvTranspose2d(6, 5, (2, 3), stride=(2, 3), bias=False), (3, 6, 4, 70))]
+             ("k2x3_s2x3_nobias", nn.ConvTranspose2d(6, 5, (2, 3), stride=(2, 3), bias=False), (3, 6, 4, 70)),
+             # (1-D ones run as 2-D on [N, C, 1, L], so these kernels take them too)
+             ("k2_s2_1d", nn.ConvTranspose1d(6, 4, 2, stride=2), (2, 6, 50)),
+             ("1d_k4_s2_p1", nn.ConvTranspose1d(5, 3, 4, stride=2, padding=1), (1, 5, 40))]
     for name, layer, shape in cases:
         torch.manual_seed(0)
         net = nn.Sequential(layer, nn.ReLU())
@@ -184,7 +187,7 @@ def conv_transpose(a):
         _, _, st = run_vs_ort(a, path, x, "convtranspose_" + name)
         kernel = run_sluice(a, "inspect", path).stdout
         # (strided 2-D: a 1x1 conv where the stride is the kernel, else one conv per output phase)
-        k_is_stride, phases = name.startswith("k2"), name in ("s2_p1_op1", "k4_s2_nobias")
+        k_is_stride, phases = name.startswith("k2"), name in ("s2_p1_op1", "k4_s2_nobias", "1d_k4_s2_p1")
         want_kernel = "deconv as onednn:" if k_is_stride else "deconv by phases:" if phases else "onednn:deconv"
         check(want_kernel in kernel, "convtranspose_%s runs on %s" % (name, want_kernel))
         if k_is_stride:  # (the MAC count below is for the lone layer)
