@@ -89,6 +89,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::Resize: case OpType::Upsample: k = make_fast_resize(g, n); break;
       case OpType::InstanceNormalization: k = make_fast_instance_norm(g, n); break;
       case OpType::Softmax: k = make_fast_softmax(g, n); break;
+      case OpType::DepthToSpace: k = make_nhwc_depth_to_space(g, n); break;
       default: break;
     }
     if (!k && is_unary_elementwise(n.op) && n.layout == graph::Layout::NCHW && g.value(n.inputs[0]).dtype == DType::Float32 &&

@@ -191,6 +191,10 @@ std::unique_ptr<Kernel> make_channel_gather(const graph::Graph& g, const graph::
 bool fast_resize_applies(const graph::Graph& g, const graph::Node& n);
 // InstanceNormalization on NCHW float planes, vectorised and in parallel (ops/norm/instance_norm.cpp).
 std::unique_ptr<Kernel> make_fast_instance_norm(const graph::Graph& g, const graph::Node& n);
+// DepthToSpace (PixelShuffle) on NHWC float data, a copy per output pixel (ops/tensor/layout_ops.cpp);
+// applies says where (passes::assign_layouts lets it take NHWC).
+bool nhwc_depth_to_space_applies(const graph::Graph& g, const graph::Node& n);
+std::unique_ptr<Kernel> make_nhwc_depth_to_space(const graph::Graph& g, const graph::Node& n);
 std::unique_ptr<Kernel> make_fast_resize(const graph::Graph& g, const graph::Node& n);
 // Concat of float tensors as contiguous block copies, on NCHW or NHWC data.
 std::unique_ptr<Kernel> make_block_concat(const graph::Graph& g, const graph::Node& n);

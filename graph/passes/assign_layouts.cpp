@@ -75,6 +75,7 @@ class LayoutAssigner {
     if (n.op == OpType::ConvTranspose &&
         (ops::stride_kernel_deconv_applies(g_, n) || ops::phase_split_deconv_applies(g_, n)))
       return Kind::Conv;
+    if (n.op == OpType::DepthToSpace && ops::nhwc_depth_to_space_applies(g_, n)) return Kind::Pool;  // (spatial, per pixel)
     if ((n.op == OpType::Resize || n.op == OpType::Upsample) && ops::fast_resize_applies(g_, n) &&
         !g_.value(n.outputs[0]).is_output)
       return Kind::Pool;

@@ -2,6 +2,7 @@
 #include <numeric>
 
 #include "ops/tensor/strided_copy.h"
+#include "ops/kernel.h"
 #include "ops/util.h"
 
 namespace sluice::ops {
@@ -214,6 +215,60 @@ void reference_DepthToSpace(const graph::Node& node, std::span<const TensorView>
   const std::vector<int64_t> src = p.crd ? std::vector<int64_t>{xs[1] * hw, b * b * hw, w, b * hw, 1, hw}
                                          : std::vector<int64_t>{xs[1] * hw, hw, w, b * c * hw, 1, c * hw};
   strided_copy(in[0].as<const std::byte>(), 0, src, out[0].as<std::byte>(), view, dtype_size(in[0].dtype));
+}
+
+namespace {
+// DepthToSpace on NHWC data (between convs: PixelShuffle in super-resolution nets): output pixel
+// (h b + i, w b + j) takes the input pixel (h, w)'s channels (i b + j) C .. + C (DCR, one run)
+// or c b^2 + i b + j (CRD, every b^2-th). A copy per output pixel, where the NCHW reference
+// walks every element through a generic strided loop between two reorders.
+class NhwcDepthToSpace final : public Kernel {
+ public:
+  explicit NhwcDepthToSpace(const graph::BlockParams& p) : p_(p) {}
+  void run(const KernelArgs& a) const override {
+    const Shape& xs = a.in[0].shape;  // logical NCHW
+    const int64_t b = p_.blocksize, cin = xs[1], c = cin / (b * b), n = xs[0], h = xs[2], w = xs[3];
+    const float* x = a.in[0].as<const float>();
+    float* y = a.out[0].as<float>();
+    const bool crd = p_.crd;
+#pragma omp parallel for collapse(2) schedule(static) if (a.in[0].numel() >= 65536)
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t hh = 0; hh < h; ++hh)
+        for (int64_t i = 0; i < b; ++i) {
+          float* row = y + ((s * h * b + hh * b + i) * w * b) * c;
+          for (int64_t ww = 0; ww < w; ++ww) {
+            const float* px = x + ((s * h + hh) * w + ww) * cin;
+            for (int64_t j = 0; j < b; ++j) {
+              float* out = row + (ww * b + j) * c;
+              if (!crd) {
+                std::copy_n(px + (i * b + j) * c, c, out);
+              } else {
+                const float* src = px + i * b + j;
+                for (int64_t ch = 0; ch < c; ++ch) out[ch] = src[ch * b * b];
+              }
+            }
+          }
+        }
+  }
+  std::string name() const override { return "depth_to_space:nhwc"; }
+
+ private:
+  graph::BlockParams p_;
+};
+}  // namespace
+
+std::unique_ptr<Kernel> make_nhwc_depth_to_space(const graph::Graph& g, const graph::Node& n) {
+  if (n.op != graph::OpType::DepthToSpace || n.layout != graph::Layout::NHWC || !nhwc_depth_to_space_applies(g, n))
+    return nullptr;
+  return std::make_unique<NhwcDepthToSpace>(n.p<graph::BlockParams>());
+}
+
+bool nhwc_depth_to_space_applies(const graph::Graph& g, const graph::Node& n) {
+  if (n.op != graph::OpType::DepthToSpace || n.inputs.empty() || n.outputs.size() != 1) return false;
+  const graph::Value& x = g.value(n.inputs[0]);
+  const int64_t b = n.p<graph::BlockParams>().blocksize;
+  return x.dtype == DType::Float32 && x.shape_known && x.shape.size() == 4 && b >= 1 && x.shape[1] % (b * b) == 0 &&
+         g.value(n.outputs[0]).shape.size() == 4;
 }
 
 void reference_SpaceToDepth(const graph::Node& node, std::span<const TensorView> in, std::span<TensorView> out) {

@@ -478,6 +478,26 @@ TEST(DeconvVsReference, StridedSplitByOutputPhase) {
   }
 }
 
+// DepthToSpace between convs (PixelShuffle) on NHWC, both modes, against the reference kernel.
+TEST(DepthToSpaceVsReference, NhwcBothModes) {
+  for (bool crd : {false, true})
+    for (int64_t bs : {2, 3}) {
+      const int64_t c = 5 * bs * bs;
+      OnnxBuilder b;
+      b.input("x", {2, 4, 7, 6}).init_random("w", {c, 4, 3, 3});
+      OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"cx"}), "pads", {1, 1, 1, 1});
+      auto& d = b.node("DepthToSpace", {"cx"}, {"d"});
+      OnnxBuilder::attr_int(d, "blocksize", bs);
+      if (crd) OnnxBuilder::attr_str(d, "mode", "CRD");
+      b.node("Relu", {"d"}, {"y"});
+      b.output("y");
+      Model m = b.load();
+      const std::string text = Session(m, {2, true}).inspect();
+      EXPECT_NE(text.find("depth_to_space:nhwc"), std::string::npos) << text;
+      EXPECT_LT(optimised_vs_reference(m, {{"x", random_tensor({2, 4, 7, 6})}}), 1e-5) << (crd ? "CRD" : "DCR") << bs;
+    }
+}
+
 // MatMul with constant 2-D weights (Linear layers exported as MatMul, e.g. ConvNeXt's MLPs over
 // [N, H, W, C]): oneDNN's inner product, and with many rows also as a 1x1 conv, measured.
 TEST(MatMulVsReference, ConstantWeightsOnEveryLeadingShape) {
