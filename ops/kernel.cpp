@@ -79,7 +79,7 @@ std::unique_ptr<Kernel> make_kernel(const graph::Graph& g, graph::NodeId id, con
       case OpType::SluiceShift: k = make_nhwc_shift(g, n); break;
       case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Relu: case OpType::Sigmoid:
       case OpType::HardSwish: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::Pow: case OpType::Erf:
-      case OpType::PRelu: case OpType::Tanh: case OpType::Exp:
+      case OpType::PRelu: case OpType::Tanh: case OpType::Exp: case OpType::Softplus:
         k = make_fast_elementwise(g, n);
         break;
       case OpType::ReduceMean: k = make_fast_reduce_mean(g, n); break;

@@ -21,7 +21,7 @@ enum class Kind { Conv, Elementwise, Pool, Axis, ChannelAffine, Other };
 Kind kind_of(OpType t) {
   switch (t) {
     case OpType::Conv: case OpType::SluiceGatedConv: return Kind::Conv;
-    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh:
+    case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh: case OpType::Softplus:
     case OpType::Sqrt: case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip:
     case OpType::Add: case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min:
     case OpType::PRelu:

@@ -68,6 +68,34 @@ inline vf tanh(vf x) {
   return x != x || x == 0.f ? x : y;  // (x + x^3 P would make -0 +0)
 }
 
+// log(1 + u) for u in [0, 1]: log(w), w = 1 + u in [1, 2], by Cephes' logf (w = m 2^e, m - 1 in
+// [-0.29, 0.41], a degree-9 polynomial), then times u / (w - 1) (exact: w - 1 is), which puts
+// back what rounding 1 + u lost (Goldberg's log1p); u itself where 1 + u rounds to 1.
+inline vf log1p_unit(vf u) {
+  const vf w = splat(1.f) + u;
+  const vi big = w >= 1.41421356f;  // (-1: e = 1, m = w / 2)
+  const vf e = big ? splat(1.f) : splat(0.f), f = (big ? w * 0.5f : w) - 1.f, z = f * f;
+  vf p = splat(7.0376836292e-2f);
+  p = p * f - splat(1.1514610310e-1f);
+  p = p * f + splat(1.1676998740e-1f);
+  p = p * f - splat(1.2420140846e-1f);
+  p = p * f + splat(1.4249322787e-1f);
+  p = p * f - splat(1.6668057665e-1f);
+  p = p * f + splat(2.0000714765e-1f);
+  p = p * f - splat(2.4999993993e-1f);
+  p = p * f + splat(3.3333331174e-1f);
+  const vf y = p * f * z - 2.12194440e-4f * e - 0.5f * z;
+  const vf lw = f + y + 0.693359375f * e;
+  return w == 1.f ? u : lw * u / (w - 1.f);
+}
+
+// softplus(x) = max(x, 0) + log(1 + e^-|x|), the reference's two branches in one.
+inline vf softplus(vf x) {
+  const vf ax = x < 0.f ? -x : x;
+  const vf y = vmax(x, splat(0.f)) + log1p_unit(exp(-ax));
+  return x != x ? x : y;
+}
+
 inline vf sigmoid(vf x) {
   const vf y = splat(1.f) / (splat(1.f) + exp(-x));
   return x != x ? x : y;

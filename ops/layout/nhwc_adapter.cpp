@@ -66,6 +66,7 @@ std::unique_ptr<Kernel> make_nhwc_adapter(const graph::Graph&, const graph::Node
   using graph::OpType;
   switch (n.op) {
     case OpType::Abs: case OpType::Neg: case OpType::Relu: case OpType::Sigmoid: case OpType::Tanh: case OpType::Sqrt:
+    case OpType::Softplus:
     case OpType::LeakyRelu: case OpType::HardSigmoid: case OpType::HardSwish: case OpType::Clip: case OpType::Add:
     case OpType::Sub: case OpType::Mul: case OpType::Div: case OpType::Max: case OpType::Min: case OpType::PRelu:
     case OpType::Concat: case OpType::Split:

@@ -434,6 +434,8 @@ std::unique_ptr<Kernel> make_fast_elementwise(const graph::Graph& g, const graph
       return vec_unary("tanh", [](simd::vf x) { return simd::tanh(x); });
     case OpType::Exp:
       return vec_unary("exp", [](simd::vf x) { return simd::exp_op(x); });
+    case OpType::Softplus:  // (Mish is x * tanh(softplus(x)): 11 ms for 64 x 128 x 128 on libm)
+      return vec_unary("softplus", [](simd::vf x) { return simd::softplus(x); });
     case OpType::HardSwish:
       return unary("hardswish", [](float x) { return x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); });
     case OpType::LeakyRelu: {

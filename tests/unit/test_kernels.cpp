@@ -95,7 +95,7 @@ INSTANTIATE_TEST_SUITE_P(
 // The vector exp, sigmoid and erf against libm over [-20, 20] in steps of 2^-10 and at edges:
 // exp within 3e-7 relative where e^x is normal, sigmoid within 3e-7 relative, erf within 3e-7
 // absolute (and 1e-6 relative below |x| = 0.5, the series' range); NaN stays NaN, +-inf saturate.
-TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
+TEST(VectorMath, ExpSigmoidTanhErfSoftplusAgainstLibm) {
   namespace simd = ops::simd;
   using simd::vf;
   constexpr int64_t L = simd::kLanes;
@@ -109,7 +109,7 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   for (float v : {88.3f, 88.5f, 88.7f, 88.7228f, -87.3f, -87.33f, -87.336f})  // exp's ends (found by a review)
     xs.push_back(v);
   while (xs.size() % L) xs.push_back(0.f);
-  double e_exp = 0, e_sig = 0, e_erf = 0, e_erf_small = 0, e_tanh = 0;
+  double e_exp = 0, e_sig = 0, e_erf = 0, e_erf_small = 0, e_tanh = 0, e_softplus = 0;
   for (size_t i = 0; i < xs.size(); i += L) {
     vf x;
     __builtin_memcpy(&x, xs.data() + i, sizeof x);
@@ -120,6 +120,8 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
       if (v > -87.3365 && v < 88.7228) e_exp = std::max(e_exp, std::fabs(ex[l] - std::exp(v)) / std::exp(v));
       if (v > -87.3365 && v < 88.7228) e_exp = std::max(e_exp, std::fabs(eo[l] - std::exp(v)) / std::exp(v));
       if (v != 0) e_tanh = std::max(e_tanh, std::fabs(th[l] - std::tanh(v)) / std::fabs(std::tanh(v)));
+      const double sp = v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));  // (the reference's)
+      if (sp > 1e-30) e_softplus = std::max(e_softplus, std::fabs(simd::softplus(x)[l] - sp) / sp);
       const double s = 1.0 / (1.0 + std::exp(-v));
       e_sig = std::max(e_sig, std::fabs(sg[l] - s) / s);
       e_erf = std::max(e_erf, std::fabs(ef[l] - std::erf(v)));
@@ -131,6 +133,7 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   EXPECT_LT(e_erf, 3e-7);
   EXPECT_LT(e_erf_small, 1e-6);
   EXPECT_LT(e_tanh, 3e-7);
+  EXPECT_LT(e_softplus, 3e-7);
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   vf special{};
   special[0] = nan, special[1] = inf, special[2] = -inf, special[3] = -100.f;
@@ -144,6 +147,11 @@ TEST(VectorMath, ExpSigmoidTanhErfAgainstLibm) {
   EXPECT_FALSE(std::signbit(simd::tanh(zeros)[1]));
   EXPECT_EQ(th[2], -1.f);
   EXPECT_EQ(th[3], -1.f);
+  const vf sp = simd::softplus(special);
+  EXPECT_TRUE(std::isnan(sp[0]));
+  EXPECT_EQ(sp[1], inf);
+  EXPECT_GE(sp[2], 0.f);
+  EXPECT_LT(sp[2], 1e-37f);
   EXPECT_EQ(eo[1], inf);  // the Exp op overflows as libm does, and underflows to 0
   EXPECT_EQ(eo[2], 0.f);
   EXPECT_EQ(eo[3], 0.f);
