@@ -4,6 +4,8 @@
 // oneDNN's deconvolution for constant weights and non-negative pads (NCHW), and for strided 2-D
 // ones on NHWC a 1x1 conv (stride = kernel, unpadded) or one oneDNN conv per output phase.
 #include <algorithm>
+#include <array>
+#include <optional>
 
 #include "ops/common/onednn.h"
 #include "ops/kernel.h"
@@ -265,12 +267,19 @@ class StrideKernelDeconv final : public Kernel {
 // a 64 -> 32 channel 4x4 stride-2 one on a 128 x 128 map at 25 GMAC/s.
 class PhaseSplitDeconv final : public Kernel {
  public:
-  static bool plan(const graph::Graph& g, const graph::Node& n, std::vector<int64_t>* out = nullptr) {
+  // One phase ph of an axis: its taps (ph + s t), its first q and how many output rows (or
+  // columns) it has, and its conv's padding before and after.
+  struct AxisPhase {
+    int64_t taps, q0, count, before, after;
+  };
+  using Plan = std::array<std::vector<AxisPhase>, 2>;  // per axis (H, W), per phase
+  // The phases of both axes, or nullopt where one would need a negative padding.
+  static std::optional<Plan> plan(const graph::Graph& g, const graph::Node& n) {
     const auto& p = n.p<graph::ConvTransposeParams>();
     const Shape& xs = g.value(n.inputs[0]).shape;
     const Shape& ws = g.value(n.inputs[1]).shape;
     const Shape& ys = g.value(n.outputs[0]).shape;
-    std::vector<int64_t> r;
+    Plan r;
     for (size_t d = 0; d < 2; ++d) {
       const int64_t s = p.strides[d], k = ws[2 + d], pad = p.pads[d], in = xs[2 + d], on = ys[2 + d];
       for (int64_t ph = 0; ph < s; ++ph) {
@@ -281,12 +290,11 @@ class PhaseSplitDeconv final : public Kernel {
         // The phase's conv: padded before so that output u reads rows u + q0 - (taps - 1) on; after
         // so that it gives exactly `count` rows (a cropped output, needing it negative, is not taken).
         const int64_t before = taps - 1 - q0, after = count + q0 - in;
-        if (taps > 0 && count > 0 && (before < 0 || after < 0 || after >= taps)) return false;
-        r.insert(r.end(), {taps, q0, count, before, after});
+        if (taps > 0 && count > 0 && (before < 0 || after < 0 || after >= taps)) return std::nullopt;
+        r[d].push_back({taps, q0, count, before, after});
       }
     }
-    if (out) *out = r;
-    return true;
+    return r;
   }
 
   PhaseSplitDeconv(const graph::Graph& g, const graph::Node& n) : p_(n.p<graph::ConvTransposeParams>()) {
@@ -294,8 +302,7 @@ class PhaseSplitDeconv final : public Kernel {
     const Shape& ws = g.value(n.inputs[1]).shape;  // [C, M, ky, kx]
     const Shape& ys = g.value(n.outputs[0]).shape;
     n_ = xs[0], c_ = xs[1], h_ = xs[2], w_ = xs[3], m_ = ws[1], oh_ = ys[2], ow_ = ys[3];
-    std::vector<int64_t> geo;
-    plan(g, n, &geo);
+    const Plan geo = *plan(g, n);
     const float* W = g.value(n.inputs[1]).constant.data<float>();
     const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != graph::kNoValue;
     if (has_bias) {
@@ -305,16 +312,15 @@ class PhaseSplitDeconv final : public Kernel {
       bias_.assign(static_cast<size_t>(m_), 0.f);
     }
     const int64_t sy = p_.strides[0], sx = p_.strides[1];
-    auto axis = [&](size_t d, int64_t ph) { return &geo[(d == 0 ? 0 : static_cast<size_t>(sy) * 5) + static_cast<size_t>(ph) * 5]; };
     for (int64_t ry = 0; ry < sy; ++ry)
       for (int64_t rx = 0; rx < sx; ++rx) {
-        const int64_t* a = axis(0, ry);
-        const int64_t* b = axis(1, rx);
+        const AxisPhase& a = geo[0][static_cast<size_t>(ry)];
+        const AxisPhase& b = geo[1][static_cast<size_t>(rx)];
         Phase ph;
-        ph.ry = ry, ph.rx = rx, ph.q0y = a[1], ph.q0x = b[1], ph.ny = a[2], ph.nx = b[2];
+        ph.ry = ry, ph.rx = rx, ph.q0y = a.q0, ph.q0x = b.q0, ph.ny = a.count, ph.nx = b.count;
         if (ph.ny == 0 || ph.nx == 0) continue;  // no output pixel of this phase
-        if (a[0] > 0 && b[0] > 0) {
-          const int64_t ty = a[0], tx = b[0];
+        if (a.taps > 0 && b.taps > 0) {
+          const int64_t ty = a.taps, tx = b.taps;
           // Weights [M, C, ty, tx]: tap (t', u') is W[c, o, ry + sy (ty - 1 - t'), rx + sx (tx - 1 - u')].
           std::vector<float> wp(static_cast<size_t>(m_ * c_ * ty * tx));
           for (int64_t o = 0; o < m_; ++o)
@@ -329,7 +335,7 @@ class PhaseSplitDeconv final : public Kernel {
           const memory::desc w_any({m_, c_, ty, tx}, memory::data_type::f32, tag::any);
           const memory::desc b_md({m_}, memory::data_type::f32, tag::a);
           dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                            ph.src_md, w_any, b_md, ph.dst_md, {1, 1}, {a[3], b[3]}, {a[4], b[4]});
+                                            ph.src_md, w_any, b_md, ph.dst_md, {1, 1}, {a.before, b.before}, {a.after, b.after});
           dnnl::primitive_attr attr;
           attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
           dnnl::convolution_forward::primitive_desc pd(d, attr, onednn::engine());
@@ -416,7 +422,7 @@ bool plain_2d_deconv(const graph::Graph& g, const graph::Node& n) {
 bool phase_split_deconv_applies(const graph::Graph& g, const graph::Node& n) {
   if (!plain_2d_deconv(g, n)) return false;
   const auto& p = n.p<graph::ConvTransposeParams>();
-  return (p.strides[0] >= 2 || p.strides[1] >= 2) && PhaseSplitDeconv::plan(g, n);
+  return (p.strides[0] >= 2 || p.strides[1] >= 2) && PhaseSplitDeconv::plan(g, n).has_value();
 }
 
 bool stride_kernel_deconv_applies(const graph::Graph& g, const graph::Node& n) {

@@ -227,7 +227,7 @@ class FastResize final : public Kernel {
     const auto& p = n.p<graph::ResizeParams>();
     const Shape& xs = g.value(n.inputs[0]).shape;
     const Shape& ys = g.value(n.outputs[0]).shape;
-    h_ = xs[2], w_ = xs[3], oh_ = ys[2], ow_ = ys[3], planes_ = xs[0] * xs[1], c_ = xs[1];
+    n_ = xs[0], c_ = xs[1], h_ = xs[2], w_ = xs[3], oh_ = ys[2], ow_ = ys[3];
     threads_ = std::max(1, omp_get_max_threads());
     rows_ = flat(axis_taps(p, 2, h_, oh_));
     cols_ = flat(axis_taps(p, 3, w_, ow_));
@@ -236,8 +236,7 @@ class FastResize final : public Kernel {
   void run(const KernelArgs& a) const override {
     const float* x = a.in[0].as<const float>();
     float* y = a.out[0].as<float>();
-    const int64_t n = planes_ / std::max<int64_t>(c_, 1);
-    const int64_t work = planes_ * oh_ * ow_;
+    const int64_t n = n_, planes = n_ * c_, work = planes * oh_ * ow_;
     if (nhwc_) {
 #pragma omp parallel for collapse(2) schedule(static) if (work >= 65536)
       for (int64_t b = 0; b < n; ++b)
@@ -265,7 +264,7 @@ class FastResize final : public Kernel {
     // NCHW, separably: each input row interpolated along W into a plane of h x ow (gathers),
     // then each output row the weighted sum of its taps' rows (contiguous, vectorised).
 #pragma omp parallel for schedule(static) num_threads(threads_) if (work >= 65536)
-    for (int64_t pl = 0; pl < planes_; ++pl) {
+    for (int64_t pl = 0; pl < planes; ++pl) {
       float* __restrict rows = static_cast<float*>(a.scratch) + static_cast<int64_t>(omp_get_thread_num()) * h_ * ow_;
       const float* src = x + pl * h_ * w_;
       for (int64_t iy = 0; iy < h_; ++iy) {
@@ -321,7 +320,7 @@ class FastResize final : public Kernel {
 
   bool nhwc_;
   int threads_;  // (the NCHW path's scratch holds a plane of rows per thread)
-  int64_t h_, w_, oh_, ow_, planes_, c_;
+  int64_t n_, c_, h_, w_, oh_, ow_;
   std::vector<Tap> rows_, cols_;
 };
 
