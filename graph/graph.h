@@ -67,6 +67,14 @@ struct Node {
   P& p() { return std::get<P>(params); }
 };
 
+// An If's two branches (0: then, 1: else), imported into the graph's value table but not its
+// node list; outputs[b] are branch b's results, one per output of the If. Their nodes read
+// values of the enclosing graph by id, as any node does.
+struct IfBranches {
+  std::vector<Node> nodes[2];
+  std::vector<ValueId> outputs[2];
+};
+
 // What gate recognition found at one candidate gated convolution (for inspect).
 struct GateReport {
   std::string conv;     // the Conv node's name

@@ -302,6 +302,13 @@ struct ReorderParams {
   Layout from = Layout::NCHW, to = Layout::NHWC;
 };
 
+// If: both branches as graph nodes, kept out of the graph until fold_constants knows the
+// condition and splices the taken branch in (Graph's IfBranches, defined with Node).
+struct IfBranches;
+struct IfParams {
+  std::shared_ptr<const IfBranches> branches;
+};
+
 struct LrnParams {  // LRN: local response normalisation across channels
   float alpha = 1e-4f, beta = 0.75f, bias = 1.f;
   int64_t size = 1;
@@ -312,6 +319,7 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             ClipParams, AlphaBetaParams, CastParams, ConstantParams, PadParams,
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
-                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams, LrnParams>;
+                            IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams, LrnParams,
+                            IfParams>;
 
 }  // namespace sluice::graph

@@ -8,8 +8,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <queue>
 #include <set>
 #include <unordered_map>
@@ -263,6 +265,23 @@ Tensor tensor_from_proto(const op::TensorProto& tp, const std::string& where, co
 
 namespace {
 
+// Every node of gp and of the graphs in its nodes' attributes (If branches), with its index in
+// its own graph.
+void for_each_node(const op::GraphProto& gp, const std::function<void(const op::NodeProto&, int)>& fn) {
+  for (int i = 0; i < gp.node_size(); ++i) {
+    fn(gp.node(i), i);
+    for (const auto& a : gp.node(i).attribute())
+      if (a.type() == op::AttributeProto::GRAPH) for_each_node(a.g(), fn);
+  }
+}
+
+bool has_subgraphs(const op::GraphProto& gp) {
+  for (const auto& n : gp.node())
+    for (const auto& a : n.attribute())
+      if (a.type() == op::AttributeProto::GRAPH) return true;
+  return false;
+}
+
 class Importer {
  public:
   Importer(std::string name, std::string base_dir) : name_(std::move(name)), base_dir_(std::move(base_dir)) {}
@@ -281,7 +300,7 @@ class Importer {
     // 16-bit float weights that the graph casts to float (a half-precision export run in
     // float): widened at load, the Casts then float to float.
     std::map<std::string, bool> only_cast_to_float;
-    for (const auto& n : gp.node())
+    for_each_node(gp, [&](const op::NodeProto& n, int) {
       for (const auto& in : n.input()) {
         bool cast = n.op_type() == "Cast" && n.domain().empty();
         if (cast) {
@@ -291,6 +310,7 @@ class Importer {
         auto [it, fresh] = only_cast_to_float.emplace(in, cast);
         if (!fresh) it->second = it->second && cast;
       }
+    });
     for (const auto& out : gp.output()) only_cast_to_float[out.name()] = false;
     for (const auto& init : gp.initializer()) {
       auto it = only_cast_to_float.find(init.name());
@@ -302,14 +322,20 @@ class Importer {
       g_->value(v).is_input = true;
       g_->inputs.push_back(v);
     }
-    for (const auto& n : gp.node()) used_.insert(n.input().begin(), n.input().end());
+    for_each_node(gp, [&](const op::NodeProto& n, int) { used_.insert(n.input().begin(), n.input().end()); });
     for (const auto& out : gp.output()) used_.insert(out.name());
     for (int i = 0; i < gp.node_size(); ++i) declare_outputs(gp.node(i), i);
     for (int i = 0; i < gp.node_size(); ++i) add_node(gp.node(i), i);
     // ONNX's shape inference runs after Sluice's own import has checked every tensor and
     // attribute: it reads raw_data without checking its size and divides by strides (ONNX 1.12
     // crashes on both).
-    if (g_->opset <= kCheckerOpset) {
+    bool windowed_in_branch = false;
+    if (has_subgraphs(gp))
+      for_each_node(gp, [&](const op::NodeProto& n, int) {
+        windowed_in_branch = windowed_in_branch || n.op_type() == "Conv" || n.op_type() == "MaxPool" ||
+                             n.op_type() == "AveragePool";
+      });
+    if (g_->opset <= kCheckerOpset && !windowed_in_branch) {
       check_window_input_ranks(model);
       // The graph outputs' declared shapes are left out of it: ONNX refuses a model whose
       // declared output shape differs from the inferred one (a rank-0 placeholder, stale dims
@@ -358,6 +384,8 @@ class Importer {
     bool any = false;
     for (const auto& n : model.graph().node()) any = any || windowed(n.op_type());
     if (!any) return;
+    // (A windowed op inside an If branch: the caller leaves ONNX's shape inference out; Sluice's
+    // own checks the branch that is taken.)
     constexpr int64_t kKeepData = 1024;  // elements
     google::protobuf::RepeatedPtrField<op::TensorProto> inits;
     inits.Swap(model.mutable_graph()->mutable_initializer());
@@ -502,8 +530,7 @@ class Importer {
   // Unsupported operators are named with their node before the checker runs (its
   // message for an unknown op does not say which node).
   void check_ops(const op::GraphProto& gp) {
-    for (int i = 0; i < gp.node_size(); ++i) {
-      const op::NodeProto& np = gp.node(i);
+    for_each_node(gp, [&](const op::NodeProto& np, int i) {
       const std::string node = node_name(np, i);
       const std::string where = name_ + ": node '" + node + "' (" + np.op_type() + ")";
       if (!np.domain().empty() && np.domain() != "ai.onnx")
@@ -511,7 +538,7 @@ class Importer {
       if (!graph::op_from_name(np.op_type()))
         throw Error(where + ": unsupported operator '" + np.op_type() +
                     "'; run `sluice ops` for the list of supported operators");
-    }
+    });
   }
 
   // The ONNX 1.12 checker, on the model as it would be written for it, then put back (in
@@ -726,12 +753,69 @@ class Importer {
   }
 
   void add_initializer(const op::TensorProto& tp, bool widen_half) {
-    ValueId id = new_value(tp.name(), "an initializer");
-    Value& v = g_->value(id);
-    v.constant = tensor_from_proto(tp, name_ + ": initializer '" + tp.name() + "'", base_dir_, widen_half);
+    set_constant(g_->value(new_value(tp.name(), "an initializer")), tp, name_ + ": initializer '" + tp.name() + "'",
+                 widen_half);
+  }
+  void set_constant(Value& v, const op::TensorProto& tp, const std::string& where, bool widen_half) {
+    v.constant = tensor_from_proto(tp, where, base_dir_, widen_half);
     v.dtype = v.constant.dtype();
     v.shape = v.constant.shape();
     v.shape_known = true;
+  }
+
+  // A value by name: an If branch's own (innermost branch first), else the graph's; kNoValue
+  // when neither has it.
+  ValueId lookup(const std::string& name) const {
+    for (auto s = scopes_.rbegin(); s != scopes_.rend(); ++s)
+      if (auto it = s->find(name); it != s->end()) return it->second;
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? graph::kNoValue : it->second;
+  }
+
+  // An If's branches: their initializers and nodes' outputs become values of the graph, known
+  // by name within the branch only; their nodes are kept aside (fold_constants splices in the
+  // branch that is taken). A branch reads the enclosing graphs' values by name, as ONNX allows.
+  std::shared_ptr<const graph::IfBranches> import_branches(const op::NodeProto& np, const std::string& where) {
+    auto b = std::make_shared<graph::IfBranches>();
+    const char* names[2] = {"then_branch", "else_branch"};
+    for (int k = 0; k < 2; ++k) {
+      const op::AttributeProto* a = nullptr;
+      for (const auto& at : np.attribute())
+        if (at.name() == names[k]) a = &at;
+      if (!a || a->type() != op::AttributeProto::GRAPH)
+        throw Error(where + ": the graph attribute '" + names[k] + "' is missing");
+      const op::GraphProto& sub = a->g();
+      const std::string in = where + ": its " + names[k];
+      if (sub.input_size() > 0) throw Error(in + " declares inputs; an If branch takes none (it reads outer values by name)");
+      if (sub.sparse_initializer_size() > 0) throw Error(in + " has sparse initializers, which are not supported there");
+      scopes_.emplace_back();
+      auto local = [&](const std::string& name, const std::string& what) {
+        if (name.empty()) throw Error(in + ": " + what + " has an empty name");
+        if (scopes_.back().count(name)) throw Error(in + ": value '" + name + "' is defined twice (" + what + ")");
+        Value v;
+        v.name = name;
+        return scopes_.back()[name] = g_->add_value(std::move(v));
+      };
+      for (const auto& init : sub.initializer())
+        set_constant(g_->value(local(init.name(), "an initializer")), init, in + ": initializer '" + init.name() + "'",
+                     false);
+      for (int i = 0; i < sub.node_size(); ++i)
+        for (const auto& out : sub.node(i).output())
+          if (!out.empty()) local(out, "an output of node '" + node_name(sub.node(i), i) + "'");
+      for (int i = 0; i < sub.node_size(); ++i)
+        if (std::optional<Node> n = make_node(sub.node(i), i)) b->nodes[k].push_back(std::move(*n));
+      for (const auto& out : sub.output()) {
+        const ValueId id = lookup(out.name());
+        if (id == graph::kNoValue)
+          throw Error(in + ": its output '" + out.name() + "' is computed neither in it nor before the If");
+        b->outputs[k].push_back(id);
+      }
+      scopes_.pop_back();
+      if (static_cast<int>(b->outputs[k].size()) != np.output_size())
+        throw Error(in + " has " + std::to_string(b->outputs[k].size()) + " outputs; the If has " +
+                    std::to_string(np.output_size()));
+    }
+    return b;
   }
 
   // Types of graph inputs and outputs. ONNX shape inference may write a negative
@@ -765,6 +849,11 @@ class Importer {
   }
 
   void add_node(const op::NodeProto& np, int index) {
+    if (std::optional<Node> n = make_node(np, index)) g_->add_node(std::move(*n));
+  }
+
+  // The node, or nothing for a Constant (its value is set on its output).
+  std::optional<Node> make_node(const op::NodeProto& np, int index) {
     Node n;
     n.name = node_name(np, index);
     const std::string where = name_ + ": node '" + n.name + "' (" + np.op_type() + ")";
@@ -774,13 +863,13 @@ class Importer {
         n.inputs.push_back(graph::kNoValue);
         continue;
       }
-      auto it = by_name_.find(in);
-      if (it == by_name_.end())
+      const ValueId v = lookup(in);
+      if (v == graph::kNoValue)
         throw Error(where + ": input '" + in + "' is not a graph input, an initializer, or any node's output "
                             "(missing initializer?)");
-      n.inputs.push_back(it->second);
+      n.inputs.push_back(v);
     }
-    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? graph::kNoValue : by_name_.at(out));
+    for (const auto& out : np.output()) n.outputs.push_back(out.empty() ? graph::kNoValue : lookup(out));
     AttributeReader attrs(np, where);
     attributes_to_inputs(attrs, n);
     n.params = parse_params(n.op, attrs, g_->opset, base_dir_);
@@ -792,14 +881,18 @@ class Importer {
       v.dtype = v.constant.dtype();
       v.shape = v.constant.shape();
       v.shape_known = true;
-      return;
+      return std::nullopt;
     }
     if (n.op == OpType::MaxPool && n.outputs.size() > 1 && n.outputs[1] != graph::kNoValue) {
       // PyTorch's dynamo exporter names the Indices output even when nothing reads it.
       if (used_.count(np.output(1))) throw Error(where + ": the Indices output of MaxPool is not supported");
       n.outputs.resize(1);
     }
-    g_->add_node(std::move(n));
+    if (n.op == OpType::If) {
+      if (n.inputs.size() != 1 || n.inputs[0] == graph::kNoValue) throw Error(where + ": needs exactly one input, the condition");
+      n.params = graph::IfParams{import_branches(np, where)};
+    }
+    return n;
   }
 
   // Opsets before 10 and 11 gave some inputs as attributes: Slice-1's starts, ends and axes,
@@ -837,6 +930,7 @@ class Importer {
   std::unique_ptr<Graph> g_;
   std::unordered_map<std::string, ValueId> by_name_;
   std::unordered_set<std::string> used_;  // names that a node reads or the graph outputs
+  std::vector<std::unordered_map<std::string, ValueId>> scopes_;  // the If branches being imported, innermost last
 };
 
 std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const std::string& name,

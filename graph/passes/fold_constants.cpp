@@ -77,9 +77,72 @@ std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vect
   return results;
 }
 
+namespace {
+// The If `id` becomes its taken branch: the branch's nodes join the graph, and the If turns
+// into Identity nodes from the branch's results to its own outputs (which keep their names:
+// graph outputs among them). The condition must be known by now: computed from shapes and
+// constants, as in torch's exports (squeeze(dim) of a dim it cannot see is 1, LocalResponseNorm).
+void resolve_if(Graph& g, NodeId id) {
+  const Node& n = g.node(id);
+  const Value& c = g.value(n.inputs.at(0));
+  if (!c.is_constant())
+    g.fail(id, "its condition '" + c.name + "' depends on the input data; Sluice runs an If only when the condition "
+               "is known at load, from the input shapes and constants (data-dependent control flow is not supported)");
+  if (c.dtype != DType::Bool || c.constant.numel() != 1)
+    g.fail(id, "its condition '" + c.name + "' must be one bool, got " + dtype_name(c.dtype) + " of shape " +
+                   shape_str(c.shape));
+  const int taken = c.constant.data<bool>()[0] ? 0 : 1;
+  const IfBranches& b = *n.p<IfParams>().branches;
+  std::vector<Node> nodes = b.nodes[taken];
+  const std::vector<ValueId> results = b.outputs[taken];
+  const std::vector<ValueId> outs = n.outputs;
+  const std::string name = n.name;
+  if (results.size() != outs.size())
+    g.fail(id, "its " + std::string(taken == 0 ? "then" : "else") + " branch has " + std::to_string(results.size()) +
+                   " outputs for its " + std::to_string(outs.size()));
+  for (Node& bn : nodes) g.add_node(std::move(bn));
+  g.node(id).dead = true;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (outs[i] == kNoValue) continue;
+    Node copy;
+    copy.op = OpType::Identity;
+    copy.name = outs.size() == 1 ? name : name + ":" + std::to_string(i);
+    copy.inputs = {results[i]};
+    copy.outputs = {outs[i]};
+    g.add_node(std::move(copy));
+  }
+}
+
+int fold_node(Graph& g, NodeId id);
+}  // namespace
+
 int fold_constants(Graph& g) {
   int folded = 0;
-  for (NodeId id : g.topological_order()) {
+  // Restarted after each If is resolved, when its branch's nodes come into the order; the nodes
+  // done before it are not inferred twice.
+  std::vector<char> done;
+  for (bool again = true; again;) {
+    again = false;
+    done.resize(g.nodes.size(), 0);
+    for (NodeId id : g.topological_order()) {
+      if (done[static_cast<size_t>(id)]) continue;
+      done[static_cast<size_t>(id)] = 1;
+      if (g.node(id).op == OpType::If) {
+        resolve_if(g, id);
+        ++folded;
+        again = true;
+        break;
+      }
+      folded += fold_node(g, id);
+    }
+    g.rebuild_links();
+  }
+  return folded;
+}
+
+namespace {
+int fold_node(Graph& g, NodeId id) {
+  {
     Node& n = g.node(id);
     for (ValueId in : n.inputs)
       if (in != kNoValue && !g.value(in).shape_known)
@@ -87,21 +150,20 @@ int fold_constants(Graph& g) {
     const ops::OpSchema& s = ops::schema(n.op);
     ops::InferContext ctx(g, id);
     s.infer(ctx);
-    if (!foldable(g, n)) continue;
+    if (!foldable(g, n)) return 0;
     int64_t total = 0;
     for (ValueId o : n.outputs)
       if (o != kNoValue) total += element_count(g.value(o).shape);
-    if (total > kMaxFoldElements) continue;
+    if (total > kMaxFoldElements) return 0;
     std::vector<const Tensor*> inputs;
     for (ValueId in : n.inputs) inputs.push_back(in == kNoValue || !g.value(in).is_constant() ? nullptr : &g.value(in).constant);
     std::vector<Tensor> results = run_reference(g, n, inputs);
     for (size_t i = 0; i < n.outputs.size(); ++i)
       if (n.outputs[i] != kNoValue) g.value(n.outputs[i]).constant = results[i];
     n.dead = true;
-    ++folded;
   }
-  g.rebuild_links();
-  return folded;
+  return 1;
 }
+}  // namespace
 
 }  // namespace sluice::graph::passes

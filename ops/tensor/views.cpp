@@ -112,6 +112,10 @@ void infer_Unsqueeze(InferContext& ctx) {
 
 void infer_Identity(InferContext& ctx) { ctx.set_output(0, ctx.in(0).dtype, ctx.in(0).shape); }
 
+// An If is replaced by its taken branch in passes::fold_constants, before any shape is
+// inferred past it: one that gets here was not.
+void infer_If(InferContext& ctx) { ctx.fail("internal error: an If reached shape inference with its branches unresolved"); }
+
 void infer_Dropout(InferContext& ctx) {
   if (ctx.has_input(2)) {
     const Tensor& training = ctx.require_const(2, "training_mode");
@@ -129,6 +133,9 @@ void reference_Flatten(const graph::Node&, std::span<const TensorView> in, std::
 void reference_Squeeze(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { copy_bytes(in, out); }
 void reference_Unsqueeze(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { copy_bytes(in, out); }
 void reference_Identity(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) { copy_bytes(in, out); }
+void reference_If(const graph::Node& node, std::span<const TensorView>, std::span<TensorView>) {
+  throw Error("internal error: If '" + node.name + "' reached a kernel with its branches unresolved");
+}
 void reference_Dropout(const graph::Node&, std::span<const TensorView> in, std::span<TensorView> out) {
   copy_bytes(in, out);
   // Every element kept at inference: true, or 1 in the data's type (opsets 7-9), as ONNX's

@@ -6,7 +6,8 @@ and hyperbolic trigonometric functions, Sum / Mean of several tensors, GlobalMax
 reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
 InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
 GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), Resize / Upsample, LRN in
-an AlexNet-shaped net as converted from Caffe, and LpPool / GlobalLpPool.
+an AlexNet-shaped net as converted from Caffe, LpPool / GlobalLpPool, and torch's
+LocalResponseNorm and squeeze of a dynamic axis (an If decided by shapes, a 3-D AveragePool).
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -815,9 +816,52 @@ def no_inputs(a):
           "no_inputs: a model with an input, run without one, is refused by name (%s)" % r.stderr.strip())
 
 
+def torch_lrn_and_if(a):
+    """torch's LocalResponseNorm: its export pools the squared channels with a 3-D AveragePool
+    over [N, 1, C, H, W] (run as a 2-D pool over depth) and squeezes behind an If on the shape;
+    and x.squeeze(2) of an axis exported as dynamic, an If that each input's shape decides.
+    The If's condition is known at load: Sluice takes the branch; both branches are run."""
+    import torch
+    import torch.nn as nn
+
+    class Lrn(nn.Module):
+        def __init__(self, size):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 10, 3, padding=1)
+            self.lrn = nn.LocalResponseNorm(size, alpha=1e-2, beta=0.75, k=2.0)
+
+        def forward(self, x):
+            return self.lrn(torch.relu(self.conv(x)))
+
+    x = np.random.default_rng(11).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    for size, opset in ((3, 11), (2, 13), (5, 17)):
+        torch.manual_seed(size)
+        path = export(a, Lrn(size), "lrn_%d_op%d" % (size, opset), (2, 3, 9, 8), opset)
+        expect_ops(path, {"If", "AveragePool"})
+        run_vs_ort(a, path, x, "lrn_%d_op%d" % (size, opset))
+
+    class Squeeze(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, (1, 3), padding=(0, 1))
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).squeeze(2)
+
+    torch.manual_seed(1)
+    path = os.path.join(a.work_dir, "squeeze_dynamic.onnx")
+    torch.onnx.export(Squeeze().eval(), torch.randn(1, 3, 1, 6), path, opset_version=13, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {2: "h"}, "logits": {2: "h"}})
+    expect_ops(path, {"If"})
+    for h in (1, 3):
+        y, _, _ = run_vs_ort(a, path, np.random.default_rng(h).standard_normal((1, 3, h, 6)).astype(np.float32),
+                             "squeeze_dynamic_h%d" % h)
+        check(y.ndim == (3 if h == 1 else 4), "squeeze_dynamic: h=%d gives rank %d" % (h, y.ndim))
+
+
 if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
-                                 caffe_alexnet, lp_pools,
+                                 caffe_alexnet, lp_pools, torch_lrn_and_if,
                                  edge_values, int_edges, sums_over_nothing, dropout_masks, declared_output_shapes,
                                  padded_average_pool, ceil_mode_small_maps, bad_attributes,
                                  output_file_names, no_inputs, memory_limits, cli_usage]))

@@ -1,6 +1,8 @@
 // Each graph pass: the rewritten structure, and the numbers before and after
 // (the optimised plan against the reference plan, which runs no rewrites but
 // constant folding).
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "runtime/plan.h"
@@ -1233,6 +1235,216 @@ TEST(Lift1d, SqueezesSinkOnlyWhereThe2dFormComputesTheSame) {
         EXPECT_LT(normalized_error(got[name], want[name]), 1e-6) << name;
       }
     }
+  }
+}
+
+// ---- If: the branch a condition known at load picks (torch's squeeze(dim) of a dim it cannot
+// see, its LocalResponseNorm) ----
+
+onnx::GraphProto* branch(onnx::NodeProto& n, const std::string& name) {
+  auto* a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::GRAPH);
+  a->mutable_g()->set_name(name);
+  return a->mutable_g();
+}
+onnx::NodeProto* sub_node(onnx::GraphProto* g, const std::string& op, const std::vector<std::string>& in,
+                          const std::vector<std::string>& out, const std::string& name) {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  n->set_name(name);
+  for (const auto& i : in) n->add_input(i);
+  for (const auto& o : out) n->add_output(o);
+  return n;
+}
+void sub_output(onnx::GraphProto* g, const std::string& name) {
+  auto* vi = g->add_output();
+  vi->set_name(name);
+  vi->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+}
+// cond = (Shape(x)[2] == 1), from x's shape alone.
+void dim2_is_one(OnnxBuilder& b, const std::string& x, const std::string& cond) {
+  b.init_i64(cond + "_two", {}, {2}).init_i64(cond + "_one", {}, {1});
+  b.node("Shape", {x}, {cond + "_shape"});
+  b.node("Gather", {cond + "_shape", cond + "_two"}, {cond + "_dim"});
+  b.node("Equal", {cond + "_dim", cond + "_one"}, {cond});
+}
+
+// then: Squeeze(x, axis 2); else: x * 2 (a branch initializer times a value of the graph); a
+// Relu after the If. One model, both branches, by the shape it is run on.
+OnnxBuilder squeeze_or_double() {
+  OnnxBuilder b;
+  b.input("x", {1, 2, -1, 3}).init_i64("axes2", {1}, {2});
+  dim2_is_one(b, "x", "cond");
+  auto& n = b.node("If", {"cond"}, {"picked"}, "if1");
+  sub_node(branch(n, "then_branch"), "Squeeze", {"x", "axes2"}, {"squeezed"}, "squeeze");
+  sub_output(n.mutable_attribute(0)->mutable_g(), "squeezed");
+  onnx::GraphProto* e = branch(n, "else_branch");
+  auto* two = e->add_initializer();
+  two->set_name("two");
+  two->set_data_type(onnx::TensorProto::FLOAT);
+  two->add_float_data(2.f);
+  sub_node(e, "Mul", {"x", "two"}, {"doubled"}, "double");
+  sub_output(e, "doubled");
+  b.node("Relu", {"picked"}, {"y"});
+  b.output("y");
+  return b;
+}
+
+TEST(IfBranches, TheConditionFromShapesPicksTheBranch) {
+  Model m = squeeze_or_double().load();
+  for (int64_t h : {1, 2}) {
+    Tensor x = random_tensor({1, 2, h, 3}, 5);
+    for (bool optimize : {true, false}) {
+      const Tensor y = Session(m, {1, optimize}).run({{"x", x}})["y"];
+      ASSERT_EQ(y.shape(), h == 1 ? (Shape{1, 2, 3}) : (Shape{1, 2, h, 3})) << "optimize " << optimize;
+      for (int64_t i = 0; i < x.numel(); ++i)
+        ASSERT_EQ(y.data<float>()[i], std::max(0.f, (h == 1 ? 1.f : 2.f) * x.data<float>()[i])) << i;
+    }
+  }
+  // Resolved at load: the plan has no If, and runs only the taken branch's nodes.
+  runtime::Plan p(*m.graph(), {{"x", {1, 2, 2, 3}}}, nhwc_plan_options(true));
+  for (const auto& st : p.steps()) {
+    EXPECT_NE(p.graph().node(st.node).op, graph::OpType::If);
+    EXPECT_NE(p.graph().node(st.node).op, graph::OpType::Squeeze);
+  }
+}
+
+TEST(IfBranches, NestedBranchesReadEveryEnclosingScope) {
+  // then: t = x + 1, then an inner If (Shape(t)[2] == 1) whose then reads x and t: x * t; the
+  // inner else gives t. The outer else gives x. The If's output is the graph output itself.
+  OnnxBuilder b;
+  b.input("x", {1, 2, -1, 3}).init("one", {1}, {1.f});
+  dim2_is_one(b, "x", "cond");
+  auto& n = b.node("If", {"cond"}, {"y"}, "outer");
+  onnx::GraphProto* t = branch(n, "then_branch");
+  sub_node(t, "Add", {"x", "one"}, {"t"}, "add");
+  auto* two = t->add_initializer();
+  two->set_name("inner_two");
+  two->set_data_type(onnx::TensorProto::INT64);
+  two->add_int64_data(2);
+  auto* onei = t->add_initializer();
+  onei->set_name("inner_one");
+  onei->set_data_type(onnx::TensorProto::INT64);
+  onei->add_int64_data(1);
+  sub_node(t, "Shape", {"t"}, {"ts"}, "tshape");
+  sub_node(t, "Gather", {"ts", "inner_two"}, {"td"}, "tgather");
+  sub_node(t, "Equal", {"td", "inner_one"}, {"tc"}, "tequal");
+  onnx::NodeProto* inner = sub_node(t, "If", {"tc"}, {"inner_y"}, "inner");
+  onnx::GraphProto* it = branch(*inner, "then_branch");
+  sub_node(it, "Mul", {"x", "t"}, {"xt"}, "mul");
+  sub_output(it, "xt");
+  onnx::GraphProto* ie = branch(*inner, "else_branch");
+  sub_node(ie, "Identity", {"t"}, {"tt"}, "ident");
+  sub_output(ie, "tt");
+  sub_output(t, "inner_y");
+  onnx::GraphProto* e = branch(n, "else_branch");
+  sub_node(e, "Identity", {"x"}, {"xx"}, "outer_ident");
+  sub_output(e, "xx");
+  b.output("y");
+  Model m = b.load();
+  for (int64_t h : {1, 2}) {
+    Tensor x = random_tensor({1, 2, h, 3}, 6);
+    const Tensor y = Session(m).run({{"x", x}})["y"];
+    ASSERT_EQ(y.shape(), x.shape());
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float v = x.data<float>()[i];
+      ASSERT_EQ(y.data<float>()[i], h == 1 ? v * (v + 1.f) : v) << "h " << h << " at " << i;
+    }
+  }
+}
+
+TEST(IfBranches, ADataDependentConditionIsRefusedByName) {
+  OnnxBuilder b;
+  b.input("x", {1, 2, 2, 3}).init("zero", {}, {0.f});
+  b.node("ReduceSum", {"x"}, {"sum"});
+  b.node("Greater", {"sum", "zero"}, {"positive"});
+  auto& n = b.node("If", {"positive"}, {"y"}, "by_data");
+  sub_node(branch(n, "then_branch"), "Identity", {"x"}, {"a"}, "a");
+  sub_output(n.mutable_attribute(0)->mutable_g(), "a");
+  sub_node(branch(n, "else_branch"), "Neg", {"x"}, {"b"}, "b");
+  sub_output(n.mutable_attribute(1)->mutable_g(), "b");
+  b.output("y");
+  Model m = b.load();
+  try {
+    Session(m).run({{"x", random_tensor({1, 2, 2, 3})}});
+    ADD_FAILURE() << "expected sluice::Error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (const char* frag : {"'by_data'", "(If)", "'positive'", "depends on the input data"})
+      EXPECT_NE(what.find(frag), std::string::npos) << what;
+  }
+}
+
+TEST(IfBranches, AnUnsupportedOpInABranchIsNamed) {
+  OnnxBuilder b = squeeze_or_double();
+  onnx::GraphProto* e = b.proto().mutable_graph()->mutable_node(3)->mutable_attribute(1)->mutable_g();
+  e->mutable_node(0)->set_op_type("NoSuchOp");
+  try {
+    b.load();
+    ADD_FAILURE() << "expected sluice::Error";
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    EXPECT_NE(what.find("node 'double' (NoSuchOp): unsupported operator 'NoSuchOp'"), std::string::npos) << what;
+  }
+}
+
+// A 3-D pool over depth alone (torch's LocalResponseNorm pools [N, 1, C, H, W] so) runs as a 2-D
+// pool over [N, C, D, H * W]: against a direct loop, with depth padding, stride and ceil_mode.
+TEST(DepthPools, PoolOverDepthOnlyMatchesADirectLoop) {
+  const int64_t n = 2, c = 2, d = 7, h = 3, w = 4;
+  for (const char* op : {"AveragePool", "MaxPool"})
+    for (int include_pad : {0, 1})
+      for (int ceil : {0, 1}) {
+        const int64_t k = 3, s = 2, p0 = 1, p1 = 1;
+        OnnxBuilder b;
+        b.input("x", {n, c, d, h, w});
+        auto& node = b.node(op, {"x"}, {"y"}, "pool3d");
+        OnnxBuilder::attr_ints(node, "kernel_shape", {k, 1, 1});
+        OnnxBuilder::attr_ints(node, "strides", {s, 1, 1});
+        OnnxBuilder::attr_ints(node, "pads", {p0, 0, 0, p1, 0, 0});
+        OnnxBuilder::attr_int(node, "ceil_mode", ceil);
+        if (std::string(op) == "AveragePool") OnnxBuilder::attr_int(node, "count_include_pad", include_pad);
+        b.output("y");
+        Model m = b.load();
+        Tensor x = random_tensor({n, c, d, h, w}, 9);
+        const Tensor y = Session(m).run({{"x", x}})["y"];
+        const double span = static_cast<double>(d + p0 + p1 - k) / s;
+        const int64_t od = (ceil ? static_cast<int64_t>(std::ceil(span)) : static_cast<int64_t>(span)) + 1;
+        ASSERT_EQ(y.shape(), (Shape{n, c, od, h, w})) << op;
+        const float* X = x.data<float>();
+        for (int64_t nc = 0; nc < n * c; ++nc)
+          for (int64_t o = 0; o < od; ++o)
+            for (int64_t q = 0; q < h * w; ++q) {
+              float acc = std::string(op) == "MaxPool" ? -INFINITY : 0.f;
+              int64_t count = 0;
+              for (int64_t t = o * s - p0; t < o * s - p0 + k; ++t) {
+                if (t >= d + p1) break;  // past the padded end (a ceil_mode window)
+                ++count;
+                if (t < 0 || t >= d) continue;
+                const float v = X[(nc * d + t) * h * w + q];
+                acc = std::string(op) == "MaxPool" ? std::max(acc, v) : acc + v;
+              }
+              if (std::string(op) == "AveragePool") {
+                int64_t inside = 0;
+                for (int64_t t = std::max<int64_t>(0, o * s - p0); t < std::min(d, o * s - p0 + k); ++t) ++inside;
+                acc /= static_cast<float>(include_pad ? count : inside);
+              }
+              ASSERT_NEAR(y.data<float>()[(nc * od + o) * h * w + q], acc, 1e-6)
+                  << op << " include_pad " << include_pad << " ceil " << ceil << " at " << nc << "," << o << "," << q;
+            }
+      }
+  // A 3-D window over H or W too is not this: refused, by name.
+  OnnxBuilder b;
+  b.input("x", {1, 1, 4, 4, 4});
+  OnnxBuilder::attr_ints(b.node("AveragePool", {"x"}, {"y"}, "cube"), "kernel_shape", {2, 2, 2});
+  b.output("y");
+  Model m = b.load();
+  try {
+    Session(m).run({{"x", random_tensor({1, 1, 4, 4, 4})}});
+    ADD_FAILURE() << "expected sluice::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'cube'"), std::string::npos) << e.what();
   }
 }
 
