@@ -103,6 +103,8 @@ class Graph {
   int64_t opset = 0;
   // Model-local function calls inlined at import, per "domain.name" (inspect shows them).
   std::map<std::string, int64_t> inlined_calls;
+  // If nodes resolved at load (passes::fold_constants), with the branch each took: "then"/"else".
+  std::vector<std::pair<std::string, std::string>> ifs_taken;
   std::vector<Value> values;
   std::vector<Node> nodes;
   std::vector<ValueId> inputs;   // graph inputs that are not initializers

@@ -175,6 +175,9 @@ std::string Plan::describe(bool as_json) const {
   j["arena_bytes"] = arena_bytes_;
   j["threads"] = threads_;
   j["inlined_calls"] = g_.inlined_calls;
+  json ifs = json::array();
+  for (const auto& [node, branch] : g_.ifs_taken) ifs.push_back({{"node", node}, {"branch", branch}});
+  j["if_branches_taken"] = ifs;
   if (as_json) return j.dump(2);
 
   std::ostringstream s;
@@ -188,6 +191,11 @@ std::string Plan::describe(bool as_json) const {
   if (!g_.inlined_calls.empty()) {
     s << "function calls inlined at import:";
     for (const auto& [fname, n] : g_.inlined_calls) s << " " << fname << " x" << n;
+    s << "\n";
+  }
+  if (!g_.ifs_taken.empty()) {
+    s << "If nodes decided at load (their conditions follow from the shapes and constants):";
+    for (const auto& [node, branch] : g_.ifs_taken) s << " '" << node << "' " << branch;
     s << "\n";
   }
   if (!g_.gates.empty()) {

@@ -100,6 +100,7 @@ void resolve_if(Graph& g, NodeId id) {
   if (results.size() != outs.size())
     g.fail(id, "its " + std::string(taken == 0 ? "then" : "else") + " branch has " + std::to_string(results.size()) +
                    " outputs for its " + std::to_string(outs.size()));
+  g.ifs_taken.emplace_back(name, taken == 0 ? "then" : "else");
   for (Node& bn : nodes) g.add_node(std::move(bn));
   g.node(id).dead = true;
   for (size_t i = 0; i < outs.size(); ++i) {

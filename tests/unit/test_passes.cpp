@@ -1304,6 +1304,8 @@ TEST(IfBranches, TheConditionFromShapesPicksTheBranch) {
   }
   // Resolved at load: the plan has no If, and runs only the taken branch's nodes.
   runtime::Plan p(*m.graph(), {{"x", {1, 2, 2, 3}}}, nhwc_plan_options(true));
+  ASSERT_EQ(p.graph().ifs_taken.size(), 1u);  // what inspect reports
+  EXPECT_EQ(p.graph().ifs_taken[0], (std::pair<std::string, std::string>{"if1", "else"}));
   for (const auto& st : p.steps()) {
     EXPECT_NE(p.graph().node(st.node).op, graph::OpType::If);
     EXPECT_NE(p.graph().node(st.node).op, graph::OpType::Squeeze);
