@@ -70,9 +70,12 @@ struct Node {
 // An If's two branches (0: then, 1: else), imported into the graph's value table but not its
 // node list; outputs[b] are branch b's results, one per output of the If. Their nodes read
 // values of the enclosing graph by id, as any node does.
+// error[b]: why branch b cannot run (an operator Sluice does not support): the message the If
+// fails with if it takes that branch, and only then.
 struct IfBranches {
   std::vector<Node> nodes[2];
   std::vector<ValueId> outputs[2];
+  std::string error[2];
 };
 
 // What gate recognition found at one candidate gated convolution (for inspect).

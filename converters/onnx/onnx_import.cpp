@@ -1,6 +1,7 @@
 #include "converters/onnx/onnx_import.h"
 
 #include <onnx/checker.h>
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 #include <onnx/shape_inference/implementation.h>
 
@@ -275,6 +276,43 @@ void for_each_node(const op::GraphProto& gp, const std::function<void(const op::
   }
 }
 
+void for_each_node_mut(op::GraphProto& gp, const std::function<void(op::NodeProto&, int)>& fn) {
+  for (int i = 0; i < gp.node_size(); ++i) {
+    fn(*gp.mutable_node(i), i);
+    for (auto& a : *gp.mutable_node(i)->mutable_attribute())
+      if (a.type() == op::AttributeProto::GRAPH) for_each_node_mut(*a.mutable_g(), fn);
+  }
+}
+
+// The names that the nodes of gp (and of the graphs inside them) read from outside gp: what an
+// If node reads through its branches, besides its condition.
+std::set<std::string> outer_reads(const op::GraphProto& gp) {
+  std::set<std::string> defined, reads;
+  for (const auto& v : gp.input()) defined.insert(v.name());  // (a Loop's body has inputs)
+  for (const auto& t : gp.initializer()) defined.insert(t.name());
+  for (const auto& n : gp.node()) defined.insert(n.output().begin(), n.output().end());
+  for (const auto& n : gp.node()) {
+    for (const auto& in : n.input())
+      if (!in.empty() && !defined.count(in)) reads.insert(in);
+    for (const auto& a : n.attribute())
+      if (a.type() == op::AttributeProto::GRAPH)
+        for (const auto& in : outer_reads(a.g()))
+          if (!defined.count(in)) reads.insert(in);
+  }
+  return reads;
+}
+
+// A node's inputs and, for an If, the outer values its branches read, in a fixed order.
+std::vector<std::string> all_reads(const op::NodeProto& n) {
+  std::vector<std::string> r(n.input().begin(), n.input().end());
+  std::set<std::string> implicit;
+  for (const auto& a : n.attribute())
+    if (a.type() == op::AttributeProto::GRAPH)
+      for (const auto& in : outer_reads(a.g())) implicit.insert(in);
+  r.insert(r.end(), implicit.begin(), implicit.end());
+  return r;
+}
+
 bool has_subgraphs(const op::GraphProto& gp) {
   for (const auto& n : gp.node())
     for (const auto& a : n.attribute())
@@ -299,7 +337,7 @@ class Importer {
     const op::GraphProto& gp = model.graph();
     // 16-bit float weights that the graph casts to float (a half-precision export run in
     // float): widened at load, the Casts then float to float.
-    std::map<std::string, bool> only_cast_to_float;
+    std::map<std::string, bool>& only_cast_to_float = only_cast_to_float_;
     for_each_node(gp, [&](const op::NodeProto& n, int) {
       for (const auto& in : n.input()) {
         bool cast = n.op_type() == "Cast" && n.domain().empty();
@@ -482,7 +520,7 @@ class Importer {
     for (int i = 0; i < gp.node_size(); ++i)
       for (const auto& o : gp.node(i).output()) producer.emplace(o, i);
     for (int i = 0; i < gp.node_size(); ++i)
-      for (const auto& in : gp.node(i).input())
+      for (const auto& in : all_reads(gp.node(i)))
         if (!have.count(in) && !producer.count(in))
           throw Error(name_ + ": node '" + node_name(gp.node(i), i) + "' (" + gp.node(i).op_type() + ") reads '" + in +
                       "', which no node, graph input or initializer provides (a missing initializer?)");
@@ -491,7 +529,7 @@ class Importer {
     std::map<std::string, std::vector<int>> readers;
     std::priority_queue<int, std::vector<int>, std::greater<int>> ready;
     for (int i = 0; i < gp.node_size(); ++i) {
-      for (const auto& in : gp.node(i).input())
+      for (const auto& in : all_reads(gp.node(i)))
         if (!have.count(in)) {
           ++waiting[static_cast<size_t>(i)];
           readers[in].push_back(i);
@@ -529,16 +567,25 @@ class Importer {
 
   // Unsupported operators are named with their node before the checker runs (its
   // message for an unknown op does not say which node).
+  // (Inside an If's branches, an operator of the default domain that Sluice lacks fails the If
+  // only if it takes that branch: import_branches.)
   void check_ops(const op::GraphProto& gp) {
+    for (int i = 0; i < gp.node_size(); ++i) check_op(gp.node(i), i);
+    // In a branch: another domain, or an operator that ONNX itself does not know (the checker
+    // would name the If alone).
     for_each_node(gp, [&](const op::NodeProto& np, int i) {
-      const std::string node = node_name(np, i);
-      const std::string where = name_ + ": node '" + node + "' (" + np.op_type() + ")";
-      if (!np.domain().empty() && np.domain() != "ai.onnx")
-        throw Error(where + ": operator domain '" + np.domain() + "' is not supported (only the default ONNX domain)");
-      if (!graph::op_from_name(np.op_type()))
-        throw Error(where + ": unsupported operator '" + np.op_type() +
-                    "'; run `sluice ops` for the list of supported operators");
+      if ((!np.domain().empty() && np.domain() != "ai.onnx") ||
+          !op::OpSchemaRegistry::Schema(np.op_type(), static_cast<int>(g_->opset), ""))
+        check_op(np, i);
     });
+  }
+  void check_op(const op::NodeProto& np, int i) const {
+    const std::string where = name_ + ": node '" + node_name(np, i) + "' (" + np.op_type() + ")";
+    if (!np.domain().empty() && np.domain() != "ai.onnx")
+      throw Error(where + ": operator domain '" + np.domain() + "' is not supported (only the default ONNX domain)");
+    if (!graph::op_from_name(np.op_type()))
+      throw Error(where + ": unsupported operator '" + np.op_type() +
+                  "'; run `sluice ops` for the list of supported operators");
   }
 
   // The ONNX 1.12 checker, on the model as it would be written for it, then put back (in
@@ -614,8 +661,7 @@ class Importer {
     // Only what the model's opset has: AveragePool's dilations at 18 stay, for the checker to
     // refuse, and Gelu before 20 is refused here.
     const int64_t opset = g_->opset;
-    for (int i = 0; i < m.graph().node_size(); ++i) {
-      op::NodeProto& n = *m.mutable_graph()->mutable_node(i);
+    for_each_node_mut(*m.mutable_graph(), [&](op::NodeProto& n, int i) {
       const std::string& t = n.op_type();
       if (t.rfind("Reduce", 0) == 0 && t != "ReduceSum") {  // ReduceSum took its axes as an input at 13
         keep_inputs(n, 1);
@@ -637,7 +683,7 @@ class Importer {
         drop_attr(n, "approximate");
         n.set_op_type("Identity");
       }
-    }
+    });
   }
 
   void check_opset(const op::ModelProto& model) {
@@ -788,6 +834,18 @@ class Importer {
       const std::string in = where + ": its " + names[k];
       if (sub.input_size() > 0) throw Error(in + " declares inputs; an If branch takes none (it reads outer values by name)");
       if (sub.sparse_initializer_size() > 0) throw Error(in + " has sparse initializers, which are not supported there");
+      // An operator that Sluice lacks (Loop, ...) fails the If only if this branch is taken.
+      bool lacking = false;
+      for_each_node(sub, [&](const op::NodeProto& bn, int i) {
+        if (lacking) return;
+        try {
+          check_op(bn, i);
+        } catch (const Error& e) {
+          lacking = true;
+          b->error[k] = std::string(e.what()) + " (in the " + names[k] + " of If '" + np.name() + "', which takes it)";
+        }
+      });
+      if (lacking) continue;
       scopes_.emplace_back();
       auto local = [&](const std::string& name, const std::string& what) {
         if (name.empty()) throw Error(in + ": " + what + " has an empty name");
@@ -796,14 +854,17 @@ class Importer {
         v.name = name;
         return scopes_.back()[name] = g_->add_value(std::move(v));
       };
-      for (const auto& init : sub.initializer())
+      for (const auto& init : sub.initializer()) {
+        auto it = only_cast_to_float_.find(init.name());  // (names read only by Casts to float)
         set_constant(g_->value(local(init.name(), "an initializer")), init, in + ": initializer '" + init.name() + "'",
-                     false);
+                     it != only_cast_to_float_.end() && it->second);
+      }
       for (int i = 0; i < sub.node_size(); ++i)
         for (const auto& out : sub.node(i).output())
           if (!out.empty()) local(out, "an output of node '" + node_name(sub.node(i), i) + "'");
+      const std::string unnamed = np.name() + "/" + (k == 0 ? "then" : "else") + "/";
       for (int i = 0; i < sub.node_size(); ++i)
-        if (std::optional<Node> n = make_node(sub.node(i), i)) b->nodes[k].push_back(std::move(*n));
+        if (std::optional<Node> n = make_node(sub.node(i), i, unnamed)) b->nodes[k].push_back(std::move(*n));
       for (const auto& out : sub.output()) {
         const ValueId id = lookup(out.name());
         if (id == graph::kNoValue)
@@ -853,12 +914,17 @@ class Importer {
   }
 
   // The node, or nothing for a Constant (its value is set on its output).
-  std::optional<Node> make_node(const op::NodeProto& np, int index) {
+  // (unnamed: what a branch's unnamed nodes' names start with, "<If>/then/")
+  std::optional<Node> make_node(const op::NodeProto& np, int index, const std::string& unnamed = "") {
     Node n;
-    n.name = node_name(np, index);
+    n.name = np.name().empty() ? unnamed + node_name(np, index) : np.name();
     const std::string where = name_ + ": node '" + n.name + "' (" + np.op_type() + ")";
-    n.op = *graph::op_from_name(np.op_type());  // check_ops has refused unknown ops
-    for (const auto& in : np.input()) {
+    const std::optional<OpType> op = graph::op_from_name(np.op_type());
+    if (!op) throw Error(where + ": unsupported operator '" + np.op_type() + "'");  // (check_ops has said so)
+    n.op = *op;
+    std::vector<std::string> reads(np.input().begin(), np.input().end());
+    if (n.op == OpType::If) reads = all_reads(np);  // the condition, then what the branches read
+    for (const auto& in : reads) {
       if (in.empty()) {
         n.inputs.push_back(graph::kNoValue);
         continue;
@@ -889,7 +955,7 @@ class Importer {
       n.outputs.resize(1);
     }
     if (n.op == OpType::If) {
-      if (n.inputs.size() != 1 || n.inputs[0] == graph::kNoValue) throw Error(where + ": needs exactly one input, the condition");
+      if (np.input_size() != 1 || n.inputs[0] == graph::kNoValue) throw Error(where + ": needs exactly one input, the condition");
       n.params = graph::IfParams{import_branches(np, where)};
     }
     return n;
@@ -931,6 +997,7 @@ class Importer {
   std::unordered_map<std::string, ValueId> by_name_;
   std::unordered_set<std::string> used_;  // names that a node reads or the graph outputs
   std::vector<std::unordered_map<std::string, ValueId>> scopes_;  // the If branches being imported, innermost last
+  std::map<std::string, bool> only_cast_to_float_;  // initializers that only Casts to float read (widened if 16-bit)
 };
 
 std::unique_ptr<Graph> import_proto_bytes(const void* data, size_t size, const std::string& name,

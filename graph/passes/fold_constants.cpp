@@ -1,5 +1,8 @@
+#include <map>
+
 #include "graph/passes/passes.h"
 #include "ops/op_registry.h"
+#include "ops/util.h"
 
 namespace sluice::graph::passes {
 
@@ -78,13 +81,61 @@ std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vect
 }
 
 namespace {
-// The If `id` becomes its taken branch: the branch's nodes join the graph, and the If turns
-// into Identity nodes from the branch's results to its own outputs (which keep their names:
-// graph outputs among them). The condition must be known by now: computed from shapes and
-// constants, as in torch's exports (squeeze(dim) of a dim it cannot see is 1, LocalResponseNorm).
-void resolve_if(Graph& g, NodeId id) {
+
+int process(Graph& g, NodeId id);
+
+// Nodes [first, end of g.nodes), just added, processed in an order where each follows the new
+// nodes it reads (a branch's nodes need not be sorted; what they read from outside is done).
+int process_new(Graph& g, size_t first) {
+  const size_t end = g.nodes.size();
+  std::map<ValueId, NodeId> made;
+  for (size_t i = first; i < end; ++i)
+    for (ValueId o : g.nodes[i].outputs)
+      if (o != kNoValue) made[o] = static_cast<NodeId>(i);
+  std::vector<int> waiting(end - first, 0);
+  std::vector<std::vector<NodeId>> readers(end - first);
+  std::vector<NodeId> ready;
+  for (size_t i = first; i < end; ++i) {
+    for (ValueId in : g.nodes[i].inputs)
+      if (auto it = made.find(in); in != kNoValue && it != made.end()) {
+        ++waiting[i - first];
+        readers[static_cast<size_t>(it->second) - first].push_back(static_cast<NodeId>(i));
+      }
+    if (waiting[i - first] == 0) ready.push_back(static_cast<NodeId>(i));
+  }
+  int count = 0;
+  size_t done = 0;
+  while (!ready.empty()) {
+    const NodeId id = ready.back();
+    ready.pop_back();
+    ++done;
+    const std::vector<NodeId> next = readers[static_cast<size_t>(id) - first];
+    count += process(g, id);
+    for (NodeId r : next)
+      if (--waiting[static_cast<size_t>(r) - first] == 0) ready.push_back(r);
+  }
+  if (done != end - first) g.fail(static_cast<NodeId>(first), "the nodes of an If branch wait on each other (a cycle)");
+  return count;
+}
+
+// The If `id` becomes its taken branch: the branch's nodes join the graph (1-D ones lifted),
+// and the If turns into Identity nodes from the branch's results to its own outputs (which keep
+// their names: graph outputs among them); all are inferred and folded at once, as the walk goes
+// on past the If. The condition must be known by now: computed from shapes and constants, as in
+// torch's exports (whether a dim it cannot see is 1 for squeeze(dim); LocalResponseNorm), or a
+// bool model input whose value the plan is made for. An If that nothing reads is dropped.
+int resolve_if(Graph& g, NodeId id) {
   const Node& n = g.node(id);
+  bool used = false;
+  for (ValueId o : n.outputs) used = used || (o != kNoValue && (g.value(o).is_output || !g.value(o).consumers.empty()));
+  if (!used) {
+    g.node(id).dead = true;
+    return 1;
+  }
   const Value& c = g.value(n.inputs.at(0));
+  if (!c.is_constant() && c.is_input)
+    g.fail(id, "its condition is the model input '" + c.name + "': a plan is made for its value, so give it (`sluice " +
+                   "inspect` and `run` take --input " + c.name + "=FILE.npy; Session::run takes it from its inputs)");
   if (!c.is_constant())
     g.fail(id, "its condition '" + c.name + "' depends on the input data; Sluice runs an If only when the condition "
                "is known at load, from the input shapes and constants (data-dependent control flow is not supported)");
@@ -93,6 +144,7 @@ void resolve_if(Graph& g, NodeId id) {
                    shape_str(c.shape));
   const int taken = c.constant.data<bool>()[0] ? 0 : 1;
   const IfBranches& b = *n.p<IfParams>().branches;
+  if (!b.error[taken].empty()) throw Error(b.error[taken]);
   std::vector<Node> nodes = b.nodes[taken];
   const std::vector<ValueId> results = b.outputs[taken];
   const std::vector<ValueId> outs = n.outputs;
@@ -101,8 +153,9 @@ void resolve_if(Graph& g, NodeId id) {
     g.fail(id, "its " + std::string(taken == 0 ? "then" : "else") + " branch has " + std::to_string(results.size()) +
                    " outputs for its " + std::to_string(outs.size()));
   g.ifs_taken.emplace_back(name, taken == 0 ? "then" : "else");
-  for (Node& bn : nodes) g.add_node(std::move(bn));
   g.node(id).dead = true;
+  const size_t first = g.nodes.size();
+  for (Node& bn : nodes) g.add_node(std::move(bn));
   for (size_t i = 0; i < outs.size(); ++i) {
     if (outs[i] == kNoValue) continue;
     Node copy;
@@ -112,59 +165,109 @@ void resolve_if(Graph& g, NodeId id) {
     copy.outputs = {outs[i]};
     g.add_node(std::move(copy));
   }
+  lift_1d(g, first);
+  g.rebuild_links();  // (a nested If reads its consumers)
+  return 1 + process_new(g, first);
 }
 
-int fold_node(Graph& g, NodeId id);
+Value int64_constant(const std::string& name, const std::vector<int64_t>& v) {
+  Value c;
+  c.name = name;
+  c.constant = Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v);
+  c.dtype = DType::Int64;
+  c.shape = c.constant.shape();
+  c.shape_known = true;
+  return c;
+}
+
+// A 3-D pool (kernel_shape of 3): only over depth alone, as torch's LocalResponseNorm pools [N,
+// 1, C, H, W] (kernel [k, 1, 1], strides [s, 1, 1], H and W unpadded): run as a 2-D pool of
+// kernel [k, 1] over [N, C, D, H * W], between Reshapes; anything else is refused by name.
+int lower_depth_pool(Graph& g, NodeId id) {
+  const std::string name = g.node(id).name;
+  PoolParams pp = g.node(id).p<PoolParams>();
+  const ValueId x = g.node(id).inputs.at(0), y = g.node(id).outputs.at(0);
+  const Shape xs = g.value(x).shape;
+  const std::string window = "kernel_shape " + ops::ints_str(pp.kernel_shape) + ", strides " + ops::ints_str(pp.strides) +
+                             ", pads " + ops::ints_str(pp.pads);
+  if (xs.size() != 5)
+    g.fail(id, "its window (" + window + ") is 3-D, so its input must be 5-D [N, C, D, H, W]; got " + shape_str(xs));
+  bool depth_only = pp.strides.size() == 3 && pp.dilations.size() == 3 && pp.pads.size() == 6;
+  for (size_t a : {1, 2})
+    depth_only = depth_only && pp.kernel_shape[a] == 1 && pp.strides[a] == 1 && pp.pads[a] == 0 && pp.pads[a + 3] == 0;
+  if (!depth_only)
+    g.fail(id, "3-D pooling runs only over depth alone (kernel_shape [k, 1, 1], strides [s, 1, 1], H and W unpadded); "
+               "this one has " + window);
+  pp.kernel_shape = {pp.kernel_shape[0], 1};
+  pp.strides = {pp.strides[0], 1};
+  pp.dilations = {pp.dilations[0], 1};  // (a dilation over a window of 1 changes nothing)
+  pp.pads = {pp.pads[0], 0, pp.pads[3], 0};
+  auto add_value = [&](Value v) { return g.add_value(std::move(v)); };
+  Value v4;
+  v4.name = g.value(x).name + ":4d";
+  const ValueId x4 = add_value(v4);
+  v4.name = g.value(y).name + ":4d";
+  const ValueId y4 = add_value(v4);
+  const ValueId flat = add_value(int64_constant(name + ":flat_shape", {xs[0], xs[1], xs[2], xs[3] * xs[4]}));
+  Node r;
+  r.op = OpType::Reshape;
+  r.name = name + ":to_4d";
+  r.inputs = {x, flat};
+  r.outputs = {x4};
+  r.params = ReshapeParams{};
+  const NodeId rid = g.add_node(r);
+  Node& pool = g.node(id);
+  pool.params = pp;
+  pool.inputs[0] = x4;
+  pool.outputs[0] = y4;
+  int count = process(g, rid) + process(g, id);
+  const Shape ys = g.value(y4).shape;
+  const ValueId back = add_value(int64_constant(name + ":5d_shape", {ys[0], ys[1], ys[2], xs[3], xs[4]}));
+  r.name = name + ":to_5d";
+  r.inputs = {y4, back};
+  r.outputs = {y};
+  return count + process(g, g.add_node(r));
+}
+
+int fold_node(Graph& g, NodeId id) {
+  Node& n = g.node(id);
+  const ops::OpSchema& s = ops::schema(n.op);
+  ops::InferContext ctx(g, id);
+  s.infer(ctx);
+  if (!foldable(g, n)) return 0;
+  int64_t total = 0;
+  for (ValueId o : n.outputs)
+    if (o != kNoValue) total += element_count(g.value(o).shape);
+  if (total > kMaxFoldElements) return 0;
+  std::vector<const Tensor*> inputs;
+  for (ValueId in : n.inputs) inputs.push_back(in == kNoValue || !g.value(in).is_constant() ? nullptr : &g.value(in).constant);
+  std::vector<Tensor> results = run_reference(g, n, inputs);
+  for (size_t i = 0; i < n.outputs.size(); ++i)
+    if (n.outputs[i] != kNoValue) g.value(n.outputs[i]).constant = results[i];
+  n.dead = true;
+  return 1;
+}
+
+int process(Graph& g, NodeId id) {
+  if (g.node(id).dead) return 0;
+  if (g.node(id).op == OpType::If) return resolve_if(g, id);  // (its other inputs: what its branches read)
+  for (ValueId in : g.node(id).inputs)
+    if (in != kNoValue && !g.value(in).shape_known)
+      g.fail(id, "the shape of input '" + g.value(in).name + "' is unknown");
+  const OpType op = g.node(id).op;
+  if ((op == OpType::MaxPool || op == OpType::AveragePool || op == OpType::LpPool) &&
+      g.node(id).p<PoolParams>().kernel_shape.size() == 3)
+    return lower_depth_pool(g, id);
+  return fold_node(g, id);
+}
 }  // namespace
 
 int fold_constants(Graph& g) {
+  g.rebuild_links();
   int folded = 0;
-  // Restarted after each If is resolved, when its branch's nodes come into the order; the nodes
-  // done before it are not inferred twice.
-  std::vector<char> done;
-  for (bool again = true; again;) {
-    again = false;
-    done.resize(g.nodes.size(), 0);
-    for (NodeId id : g.topological_order()) {
-      if (done[static_cast<size_t>(id)]) continue;
-      done[static_cast<size_t>(id)] = 1;
-      if (g.node(id).op == OpType::If) {
-        resolve_if(g, id);
-        ++folded;
-        again = true;
-        break;
-      }
-      folded += fold_node(g, id);
-    }
-    g.rebuild_links();
-  }
+  for (NodeId id : g.topological_order()) folded += process(g, id);
+  g.rebuild_links();
   return folded;
 }
-
-namespace {
-int fold_node(Graph& g, NodeId id) {
-  {
-    Node& n = g.node(id);
-    for (ValueId in : n.inputs)
-      if (in != kNoValue && !g.value(in).shape_known)
-        g.fail(id, "the shape of input '" + g.value(in).name + "' is unknown");
-    const ops::OpSchema& s = ops::schema(n.op);
-    ops::InferContext ctx(g, id);
-    s.infer(ctx);
-    if (!foldable(g, n)) return 0;
-    int64_t total = 0;
-    for (ValueId o : n.outputs)
-      if (o != kNoValue) total += element_count(g.value(o).shape);
-    if (total > kMaxFoldElements) return 0;
-    std::vector<const Tensor*> inputs;
-    for (ValueId in : n.inputs) inputs.push_back(in == kNoValue || !g.value(in).is_constant() ? nullptr : &g.value(in).constant);
-    std::vector<Tensor> results = run_reference(g, n, inputs);
-    for (size_t i = 0; i < n.outputs.size(); ++i)
-      if (n.outputs[i] != kNoValue) g.value(n.outputs[i]).constant = results[i];
-    n.dead = true;
-  }
-  return 1;
-}
-}  // namespace
 
 }  // namespace sluice::graph::passes

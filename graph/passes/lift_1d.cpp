@@ -1,5 +1,5 @@
 // 1-D convolutions, transposed ones and pools (Conv1d, ConvTranspose1d, MaxPool1d, AvgPool1d:
-// [N, C, L] activations) run as 2-D (and so do 3-D pools over depth alone, lower_depth_pool)
+// [N, C, L] activations) run as 2-D
 // ones on [N, C, 1, L], so that every kernel and pass written for images takes them.
 //
 // lift_1d (before shape inference) rewrites each such node to its 2-D form between an Unsqueeze
@@ -121,71 +121,13 @@ void sink_through(Graph& g, NodeId r, ValueId x4, ValueId pads) {
 
 }  // namespace
 
-// A 3-D pool whose window spans depth only (kernel [k, 1, 1], strides [s, 1, 1], no padding of
-// H and W), as torch's LocalResponseNorm export pools over the channels of [N, 1, C, H, W]: a 2-D
-// pool of kernel [k, 1] over [N, C, D, H * W], between Reshapes. True when node i was so
-// rewritten.
-bool lower_depth_pool(Graph& g, size_t i) {
-  PoolParams& pp = g.nodes[i].p<PoolParams>();
-  if (pp.kernel_shape.size() != 3 || pp.strides.size() != 3 || pp.dilations.size() != 3 || pp.pads.size() != 6)
-    return false;
-  for (size_t a : {1, 2})
-    if (pp.kernel_shape[a] != 1 || pp.strides[a] != 1 || pp.dilations[a] != 1 || pp.pads[a] != 0 || pp.pads[a + 3] != 0)
-      return false;
-  pp.kernel_shape = {pp.kernel_shape[0], 1};
-  pp.strides = {pp.strides[0], 1};
-  pp.dilations = {pp.dilations[0], 1};
-  pp.pads = {pp.pads[0], 0, pp.pads[3], 0};
-  const std::string name = g.nodes[i].name;
-  const ValueId x = g.nodes[i].inputs[0], y = g.nodes[i].outputs[0];
-  const ValueId x4 = add_like(g, g.value(x), ":4d", {}), y4 = add_like(g, g.value(y), ":4d", {});
-  auto ints = [&](const std::string& suffix, std::vector<int64_t> v) {
-    Value c;
-    c.name = name + suffix;
-    c.constant = Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v);
-    c.dtype = DType::Int64;
-    c.shape = c.constant.shape();
-    c.shape_known = true;
-    return g.add_value(std::move(c));
-  };
-  auto int_value = [&](const std::string& suffix) {
-    Value v;
-    v.name = name + suffix;
-    return g.add_value(std::move(v));
-  };
-  const ValueId flat = ints(":flat_hw", {0, 0, 0, -1}), hw = int_value(":hw"), ncd = int_value(":ncd"),
-                back = int_value(":5d_shape");
-  g.nodes[i].inputs[0] = x4;
-  g.nodes[i].outputs[0] = y4;
-  auto add = [&](OpType op, const std::string& suffix, std::vector<ValueId> in, ValueId out, Params params) {
-    Node n;
-    n.op = op;
-    n.name = name + suffix;
-    n.inputs = std::move(in);
-    n.outputs = {out};
-    n.params = std::move(params);
-    g.add_node(std::move(n));
-  };
-  add(OpType::Reshape, ":to_4d", {x, flat}, x4, ReshapeParams{});
-  add(OpType::Shape, ":hw", {x}, hw, ShapeParams{3, 5});
-  add(OpType::Shape, ":ncd", {y4}, ncd, ShapeParams{0, 3});
-  add(OpType::Concat, ":5d_shape", {ncd, hw}, back, AxisParams{0});
-  add(OpType::Reshape, ":to_5d", {y4, back}, y, ReshapeParams{});
-  return true;
-}
-
-int lift_1d(Graph& g) {
+int lift_1d(Graph& g, size_t first) {
   int lifted_nodes = 0;
   const size_t count = g.nodes.size();
-  for (size_t i = 0; i < count; ++i) {
+  for (size_t i = first; i < count; ++i) {
     Node& n = g.nodes[i];
     if (n.dead || n.inputs.empty() || n.inputs[0] == kNoValue || n.outputs.empty() || n.outputs[0] == kNoValue)
       continue;
-    if ((n.op == OpType::MaxPool || n.op == OpType::AveragePool || n.op == OpType::LpPool) &&
-        n.p<PoolParams>().kernel_shape.size() == 3) {
-      lifted_nodes += lower_depth_pool(g, i);
-      continue;
-    }
     bool conv = false;
     if (n.op == OpType::Conv) {
       // 1-D: kernel_shape [k]; or, without kernel_shape, 1-D strides, dilations or pads

@@ -26,7 +26,8 @@ std::vector<Tensor> run_reference(const Graph& g, const Node& n, const std::vect
 // 1-D Conv, MaxPool and AveragePool ([N, C, L] activations) -> their 2-D form on [N, C, 1, L]
 // between an Unsqueeze and a Squeeze of axis 2. Runs before shape inference (it reads only the
 // nodes' own attributes and weights). Returns the number of nodes lifted.
-int lift_1d(Graph& g);
+// From node `first` on (fold_constants lifts an If's branch as it splices it in).
+int lift_1d(Graph& g, size_t first = 0);
 // Moves each Squeeze of axis 2 (4-D -> 3-D) down past the ops that compute the same on the 4-D
 // value (elementwise ops with constant operands of rank <= 3, BatchNormalization, global pools,
 // channel Concat, Flatten), and drops it where it meets an Unsqueeze of axis 2: lifted 1-D

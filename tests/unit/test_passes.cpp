@@ -1436,6 +1436,21 @@ TEST(DepthPools, PoolOverDepthOnlyMatchesADirectLoop) {
                   << op << " include_pad " << include_pad << " ceil " << ceil << " at " << nc << "," << o << "," << q;
             }
       }
+  // A 3-D window on a 4-D input: refused, by name (it ran as a 2-D pool over [N, C, H, W]).
+  {
+    OnnxBuilder b4(19);
+    b4.input("x", {1, 1, 4, 3});
+    OnnxBuilder::attr_ints(b4.node("MaxPool", {"x"}, {"y"}, "mp"), "kernel_shape", {2, 1, 1});
+    b4.output("y");
+    Model m4 = b4.load();
+    try {
+      Session(m4).run({{"x", random_tensor({1, 1, 4, 3})}});
+      ADD_FAILURE() << "expected sluice::Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'mp' (MaxPool): its window"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("must be 5-D"), std::string::npos) << e.what();
+    }
+  }
   // A 3-D window over H or W too is not this: refused, by name.
   OnnxBuilder b;
   b.input("x", {1, 1, 4, 4, 4});
@@ -1447,6 +1462,175 @@ TEST(DepthPools, PoolOverDepthOnlyMatchesADirectLoop) {
     ADD_FAILURE() << "expected sluice::Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("'cube'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("only over depth alone"), std::string::npos) << e.what();
+  }
+}
+
+// The taken branch's nodes get what top-level ones get: a 1-D conv lifted to 2-D, a depth-only
+// 3-D pool run as a 2-D one.
+TEST(IfBranches, TheTakenBranchLiftsAndLowersItsNodes) {
+  OnnxBuilder b;
+  b.input("v", {1, 1, 4, 3, 2}).input("s", {1, 2, 5}).init_i64("two", {}, {2}).init_i64("four", {}, {4});
+  b.node("Shape", {"v"}, {"vs"});
+  b.node("Gather", {"vs", "two"}, {"vd"});
+  b.node("Equal", {"vd", "four"}, {"cond"});
+  auto& n = b.node("If", {"cond"}, {"p", "c"}, "if1");
+  onnx::GraphProto* t = branch(n, "then_branch");
+  auto* pool = sub_node(t, "AveragePool", {"v"}, {"tp"}, "");
+  OnnxBuilder::attr_ints(*pool, "kernel_shape", {2, 1, 1});
+  auto* w = t->add_initializer();
+  w->set_name("w3");
+  w->set_data_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : {3, 2, 3}) w->add_dims(d);
+  for (int i = 0; i < 18; ++i) w->add_float_data(0.1f * static_cast<float>(i % 7) - 0.3f);
+  OnnxBuilder::attr_ints(*sub_node(t, "Conv", {"s", "w3"}, {"tc"}, ""), "pads", {1, 1});
+  sub_output(t, "tp");
+  sub_output(t, "tc");
+  onnx::GraphProto* e = branch(n, "else_branch");
+  sub_node(e, "Identity", {"v"}, {"ep"}, "");
+  sub_node(e, "Identity", {"s"}, {"ec"}, "");
+  sub_output(e, "ep");
+  sub_output(e, "ec");
+  b.output("p").output("c");
+  Model m = b.load();
+  Tensor v = random_tensor({1, 1, 4, 3, 2}, 3), sx = random_tensor({1, 2, 5}, 4);
+  auto out = Session(m).run({{"v", v}, {"s", sx}});
+  const Tensor& p = out.at("p");
+  ASSERT_EQ(p.shape(), (Shape{1, 1, 3, 3, 2}));
+  for (int64_t dd = 0; dd < 3; ++dd)
+    for (int64_t q = 0; q < 6; ++q)
+      EXPECT_NEAR(p.data<float>()[dd * 6 + q], 0.5f * (v.data<float>()[dd * 6 + q] + v.data<float>()[(dd + 1) * 6 + q]), 1e-6);
+  const Tensor& c = out.at("c");
+  ASSERT_EQ(c.shape(), (Shape{1, 3, 5}));
+  for (int64_t o = 0; o < 3; ++o)
+    for (int64_t l = 0; l < 5; ++l) {
+      double want = 0;
+      for (int64_t ci = 0; ci < 2; ++ci)
+        for (int64_t k = 0; k < 3; ++k)
+          if (l + k - 1 >= 0 && l + k - 1 < 5)
+            want += static_cast<double>(0.1f * static_cast<float>((o * 6 + ci * 3 + k) % 7) - 0.3f) * sx.data<float>()[ci * 5 + l + k - 1];
+      EXPECT_NEAR(c.data<float>()[o * 5 + l], want, 1e-5) << o << "," << l;
+    }
+  // The unnamed branch nodes are named after their If.
+  runtime::Plan plan(*m.graph(), {}, nhwc_plan_options(true));
+  bool named = false;
+  for (const auto& st : plan.steps()) named = named || plan.graph().node(st.node).name.rfind("if1/then/", 0) == 0;
+  EXPECT_TRUE(named);
+}
+
+// A branch may read a value that a later node of the file computes; an operator Sluice lacks
+// (Loop) matters only in the branch that is taken; a float16 initializer only cast to float is
+// widened in a branch as at the top level.
+TEST(IfBranches, LaterValuesUntakenLoopsAndHalfInitializers) {
+  for (bool take_loop : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", {1, 2, 1, 3}).input("flag", {1}, onnx::TensorProto::BOOL);
+    auto& n = b.node("If", {"flag"}, {"y"}, "if1");
+    onnx::GraphProto* t = branch(n, "then_branch");
+    auto* h = t->add_initializer();
+    h->set_name("h");
+    h->set_data_type(onnx::TensorProto::FLOAT16);
+    h->add_int32_data(0x4000);  // 2.0 in half precision
+    auto* cast = sub_node(t, "Cast", {"h"}, {"hf"}, "cast");
+    OnnxBuilder::attr_int(*cast, "to", onnx::TensorProto::FLOAT);
+    sub_node(t, "Mul", {"late", "hf"}, {"ty"}, "mul");
+    sub_output(t, "ty");
+    onnx::GraphProto* e = branch(n, "else_branch");
+    auto* loop = sub_node(e, "Loop", {"", "", "x"}, {"ey"}, "myloop");
+    onnx::GraphProto* body = branch(*loop, "body");
+    auto add_in = [&](const std::string& name, int elem) {
+      auto* vi = body->add_input();
+      vi->set_name(name);
+      vi->mutable_type()->mutable_tensor_type()->set_elem_type(elem);
+      vi->mutable_type()->mutable_tensor_type()->mutable_shape();
+    };
+    add_in("i", onnx::TensorProto::INT64);
+    add_in("cin", onnx::TensorProto::BOOL);
+    add_in("carried", onnx::TensorProto::FLOAT);
+    sub_node(body, "Identity", {"cin"}, {"cout"}, "cpass");
+    sub_node(body, "Identity", {"carried"}, {"next"}, "vpass");
+    auto* co = body->add_output();
+    co->set_name("cout");
+    co->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::BOOL);
+    co->mutable_type()->mutable_tensor_type()->mutable_shape();
+    sub_output(body, "next");
+    sub_output(e, "ey");
+    b.node("Neg", {"x"}, {"late"}, "late_node");  // after the If in the file
+    b.output("y");
+    Model m = b.load();
+    Tensor x = random_tensor({1, 2, 1, 3}, 8);
+    Tensor flag(DType::Bool, {1});
+    flag.data<bool>()[0] = !take_loop;
+    if (!take_loop) {
+      const Tensor y = Session(m).run({{"x", x}, {"flag", flag}})["y"];
+      for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(y.data<float>()[i], -2.f * x.data<float>()[i]);
+    } else {
+      try {
+        Session(m).run({{"x", x}, {"flag", flag}});
+        ADD_FAILURE() << "expected sluice::Error";
+      } catch (const Error& err) {
+        const std::string what = err.what();
+        EXPECT_NE(what.find("node 'myloop' (Loop): unsupported operator 'Loop'"), std::string::npos) << what;
+        EXPECT_NE(what.find("If 'if1'"), std::string::npos) << what;
+      }
+    }
+  }
+}
+
+TEST(IfBranches, UnreadIfsGoAndInputConditionsAskForTheirValue) {
+  // An If that nothing reads is dropped, whatever its condition.
+  OnnxBuilder b;
+  b.input("x", {1, 2, 2, 3}).init("zero", {}, {0.f});
+  b.node("ReduceSum", {"x"}, {"sum"});
+  b.node("Greater", {"sum", "zero"}, {"positive"});
+  auto& n = b.node("If", {"positive"}, {"unread"}, "by_data");
+  sub_node(branch(n, "then_branch"), "Identity", {"x"}, {"a"}, "a");
+  sub_output(n.mutable_attribute(0)->mutable_g(), "a");
+  sub_node(branch(n, "else_branch"), "Neg", {"x"}, {"bb"}, "bb");
+  sub_output(n.mutable_attribute(1)->mutable_g(), "bb");
+  b.node("Relu", {"x"}, {"y"});
+  b.output("y");
+  Tensor x = random_tensor({1, 2, 2, 3});
+  const Tensor y = Session(b.load()).run({{"x", x}})["y"];
+  for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(y.data<float>()[i], std::max(0.f, x.data<float>()[i]));
+  // A bool model input as the condition, planned without its value: the message asks for it.
+  OnnxBuilder c;
+  c.input("x", {1, 2}).input("flag", {}, onnx::TensorProto::BOOL);
+  auto& m = c.node("If", {"flag"}, {"y"}, "by_flag");
+  sub_node(branch(m, "then_branch"), "Identity", {"x"}, {"a"}, "a");
+  sub_output(m.mutable_attribute(0)->mutable_g(), "a");
+  sub_node(branch(m, "else_branch"), "Neg", {"x"}, {"bb"}, "bb");
+  sub_output(m.mutable_attribute(1)->mutable_g(), "bb");
+  c.output("y");
+  Model model = c.load();
+  try {
+    runtime::Plan plan(*model.graph(), {}, nhwc_plan_options(true));
+    ADD_FAILURE() << "expected sluice::Error";
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    EXPECT_NE(what.find("'by_flag' (If): its condition is the model input 'flag'"), std::string::npos) << what;
+    EXPECT_NE(what.find("--input flag="), std::string::npos) << what;
+  }
+}
+
+// Opset 18's forms (ReduceMean's axes as an input) inside a branch pass the ONNX 1.12 checker,
+// restated there as at the top level.
+TEST(IfBranches, NewerOpsetFormsInsideABranch) {
+  OnnxBuilder b(18);
+  b.input("x", {1, 2, 1, 3}).init_i64("axes", {2}, {2, 3});
+  dim2_is_one(b, "x", "cond");
+  auto& n = b.node("If", {"cond"}, {"y"}, "if1");
+  sub_node(branch(n, "then_branch"), "ReduceMean", {"x", "axes"}, {"mean"}, "mean");
+  sub_output(n.mutable_attribute(0)->mutable_g(), "mean");
+  sub_node(branch(n, "else_branch"), "Identity", {"x"}, {"same"}, "same");
+  sub_output(n.mutable_attribute(1)->mutable_g(), "same");
+  b.output("y");
+  Tensor x = random_tensor({1, 2, 1, 3}, 2);
+  const Tensor y = Session(b.load()).run({{"x", x}})["y"];
+  ASSERT_EQ(y.shape(), (Shape{1, 2, 1, 1}));
+  for (int64_t c = 0; c < 2; ++c) {
+    const float* r = x.data<float>() + c * 3;
+    EXPECT_NEAR(y.data<float>()[c], (r[0] + r[1] + r[2]) / 3.f, 1e-6);
   }
 }
 
