@@ -1286,10 +1286,11 @@ bool residual_add(const Graph& g, const Node& n) {
 }
 
 // A conv whose output channels this pass can rewrite as a writer into a residual group: group
-// 1, constant weights and bias, no pre-shift, an activation that keeps 0 at 0. "" or why not.
+// 1, constant weights and bias, an activation that keeps 0 at 0. "" or why not. (A shift fused
+// into its input read moves input channels: its output channels go as any conv's.)
 std::string group_writer_problem(const Graph& g, const Node& pn) {
   const auto& cp = pn.p<ConvParams>();
-  if (cp.group != 1 || !g.value(pn.inputs[1]).is_constant() || !cp.pre_shift.empty() ||
+  if (cp.group != 1 || !g.value(pn.inputs[1]).is_constant() ||
       (pn.inputs.size() > 2 && pn.inputs[2] != kNoValue && !g.value(pn.inputs[2]).is_constant()) ||
       apply_activation(cp.activation, 0.f) != 0.f)
     return "written by conv " + pn.name + " in a form this pass does not rewrite";

@@ -908,6 +908,54 @@ TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
   }
 }
 
+// relu(b(shift(relu(a(s)))) + s), s = relu(stem(x)) (a probe's ShiftResNet block): the shift,
+// a one-hot depthwise conv, is fused into b's input read; channels 2 and 5, dead in stem and in
+// b, go from the residual stream all the same (they were kept: "written by conv b in a form this
+// pass does not rewrite"). Numbers against the reference kernels.
+TEST(PruneChannels, AResidualWriterWithAFusedShiftLosesItsDeadChannels) {
+  OnnxBuilder b;
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  auto filters = [&](int64_t m, int64_t per, std::vector<int> dead) {
+    std::vector<float> w(static_cast<size_t>(m * per));
+    for (int64_t o = 0; o < m; ++o)
+      for (int64_t i = 0; i < per; ++i) w[static_cast<size_t>(o * per + i)] = std::count(dead.begin(), dead.end(), o) ? 0.f : nd(rng);
+    return w;
+  };
+  std::vector<float> onehot(16 * 9, 0.f);
+  for (int c = 0; c < 16; ++c) onehot[static_cast<size_t>(c * 9 + (c % 3) * 3 + (c / 3) % 3)] = 1.f;
+  b.input("x", {1, 3, 8, 8}).init("ws", {8, 3, 3, 3}, filters(8, 27, {2, 5})).init("bs", {8}, filters(8, 1, {2, 5}));
+  b.init("wa", {16, 8, 1, 1}, filters(16, 8, {})).init("wsh", {16, 1, 3, 3}, onehot);
+  b.init("wb", {8, 16, 1, 1}, filters(8, 16, {2, 5})).init("bb", {8}, filters(8, 1, {2, 5}));
+  b.init("wh", {4, 8, 1, 1}, filters(4, 8, {}));
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "ws", "bs"}, {"c"}, "stem"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"s"});
+  b.node("Conv", {"s", "wa"}, {"a0"}, "a");
+  b.node("Relu", {"a0"}, {"a1"});
+  auto& sh = b.node("Conv", {"a1", "wsh"}, {"sh"}, "shift");
+  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(sh, "group", 16);
+  b.node("Conv", {"sh", "wb", "bb"}, {"b0"}, "b");
+  b.node("Add", {"b0", "s"}, {"r"});
+  b.node("Relu", {"r"}, {"t"});
+  b.node("Conv", {"t", "wh"}, {"y"}, "head");
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("'residual group {stem, b}': 2 of 8 channels removed"), std::string::npos) << insp;
+  runtime::Plan p = make_plan(m, true);
+  bool fused = false;
+  for (const auto& st : p.steps()) {
+    const graph::Node& n = p.graph().node(st.node);
+    if (n.name == "b") fused = !n.p<graph::ConvParams>().pre_shift.empty();
+    if (n.name == "head") {
+      EXPECT_EQ(p.graph().value(n.inputs[0]).shape[1], 6) << insp;
+    }
+  }
+  EXPECT_TRUE(fused) << insp;
+  EXPECT_LT(fast_vs_reference(m, {1, 3, 8, 8}), 1e-5) << insp;
+}
+
 // a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
 // a group this pass rewrites (it compacted that conv twice and read past its weights; found by
 // a review). Numbers against the reference kernels.
