@@ -1318,6 +1318,26 @@ void dim2_is_one(OnnxBuilder& b, const std::string& x, const std::string& cond) 
   b.node("Equal", {cond + "_dim", cond + "_one"}, {cond});
 }
 
+// If `name` on cond: then Identity(x), else Neg(x).
+void identity_or_neg_if(OnnxBuilder& b, const std::string& cond, const std::string& out, const std::string& name) {
+  auto& n = b.node("If", {cond}, {out}, name);
+  sub_node(branch(n, "then_branch"), "Identity", {"x"}, {"a"}, "a");
+  sub_output(n.mutable_attribute(0)->mutable_g(), "a");
+  sub_node(branch(n, "else_branch"), "Neg", {"x"}, {"bb"}, "bb");
+  sub_output(n.mutable_attribute(1)->mutable_g(), "bb");
+}
+// The message of the sluice::Error that f throws ("" after a test failure if it throws none).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected sluice::Error";
+  return "";
+}
+
 // then: Squeeze(x, axis 2); else: x * 2 (a branch initializer times a value of the graph); a
 // Relu after the If. One model, both branches, by the shape it is run on.
 OnnxBuilder squeeze_or_double() {
@@ -1404,39 +1424,31 @@ TEST(IfBranches, NestedBranchesReadEveryEnclosingScope) {
   }
 }
 
-TEST(IfBranches, ADataDependentConditionIsRefusedByName) {
+// x [1, 2, 2, 3] and an If 'by_data' to `out` on sum(x) > 0.
+OnnxBuilder data_condition_if(const std::string& out) {
   OnnxBuilder b;
   b.input("x", {1, 2, 2, 3}).init("zero", {}, {0.f});
   b.node("ReduceSum", {"x"}, {"sum"});
   b.node("Greater", {"sum", "zero"}, {"positive"});
-  auto& n = b.node("If", {"positive"}, {"y"}, "by_data");
-  sub_node(branch(n, "then_branch"), "Identity", {"x"}, {"a"}, "a");
-  sub_output(n.mutable_attribute(0)->mutable_g(), "a");
-  sub_node(branch(n, "else_branch"), "Neg", {"x"}, {"b"}, "b");
-  sub_output(n.mutable_attribute(1)->mutable_g(), "b");
+  identity_or_neg_if(b, "positive", out, "by_data");
+  return b;
+}
+
+TEST(IfBranches, ADataDependentConditionIsRefusedByName) {
+  OnnxBuilder b = data_condition_if("y");
   b.output("y");
   Model m = b.load();
-  try {
-    Session(m).run({{"x", random_tensor({1, 2, 2, 3})}});
-    ADD_FAILURE() << "expected sluice::Error";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (const char* frag : {"'by_data'", "(If)", "'positive'", "depends on the input data"})
-      EXPECT_NE(what.find(frag), std::string::npos) << what;
-  }
+  const std::string what = error_of([&] { Session(m).run({{"x", random_tensor({1, 2, 2, 3})}}); });
+  for (const char* frag : {"'by_data'", "(If)", "'positive'", "depends on the input data"})
+    EXPECT_NE(what.find(frag), std::string::npos) << what;
 }
 
 TEST(IfBranches, AnUnsupportedOpInABranchIsNamed) {
   OnnxBuilder b = squeeze_or_double();
   onnx::GraphProto* e = b.proto().mutable_graph()->mutable_node(3)->mutable_attribute(1)->mutable_g();
   e->mutable_node(0)->set_op_type("NoSuchOp");
-  try {
-    b.load();
-    ADD_FAILURE() << "expected sluice::Error";
-  } catch (const Error& err) {
-    const std::string what = err.what();
-    EXPECT_NE(what.find("node 'double' (NoSuchOp): unsupported operator 'NoSuchOp'"), std::string::npos) << what;
-  }
+  const std::string what = error_of([&] { b.load(); });
+  EXPECT_NE(what.find("node 'double' (NoSuchOp): unsupported operator 'NoSuchOp'"), std::string::npos) << what;
 }
 
 // A 3-D pool over depth alone (torch's LocalResponseNorm pools [N, 1, C, H, W] so) runs as a 2-D
@@ -1491,13 +1503,9 @@ TEST(DepthPools, PoolOverDepthOnlyMatchesADirectLoop) {
     OnnxBuilder::attr_ints(b4.node("MaxPool", {"x"}, {"y"}, "mp"), "kernel_shape", {2, 1, 1});
     b4.output("y");
     Model m4 = b4.load();
-    try {
-      Session(m4).run({{"x", random_tensor({1, 1, 4, 3})}});
-      ADD_FAILURE() << "expected sluice::Error";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("'mp' (MaxPool): its window"), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find("must be 5-D"), std::string::npos) << e.what();
-    }
+    const std::string what = error_of([&] { Session(m4).run({{"x", random_tensor({1, 1, 4, 3})}}); });
+    EXPECT_NE(what.find("'mp' (MaxPool): its window"), std::string::npos) << what;
+    EXPECT_NE(what.find("must be 5-D"), std::string::npos) << what;
   }
   // A 3-D window over H or W too is not this: refused, by name.
   OnnxBuilder b;
@@ -1505,13 +1513,9 @@ TEST(DepthPools, PoolOverDepthOnlyMatchesADirectLoop) {
   OnnxBuilder::attr_ints(b.node("AveragePool", {"x"}, {"y"}, "cube"), "kernel_shape", {2, 2, 2});
   b.output("y");
   Model m = b.load();
-  try {
-    Session(m).run({{"x", random_tensor({1, 1, 4, 4, 4})}});
-    ADD_FAILURE() << "expected sluice::Error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'cube'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("only over depth alone"), std::string::npos) << e.what();
-  }
+  const std::string what = error_of([&] { Session(m).run({{"x", random_tensor({1, 1, 4, 4, 4})}}); });
+  EXPECT_NE(what.find("'cube'"), std::string::npos) << what;
+  EXPECT_NE(what.find("only over depth alone"), std::string::npos) << what;
 }
 
 // The taken branch's nodes get what top-level ones get: a 1-D conv lifted to 2-D, a depth-only
@@ -1613,29 +1617,16 @@ TEST(IfBranches, LaterValuesUntakenLoopsAndHalfInitializers) {
       const Tensor y = Session(m).run({{"x", x}, {"flag", flag}})["y"];
       for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(y.data<float>()[i], -2.f * x.data<float>()[i]);
     } else {
-      try {
-        Session(m).run({{"x", x}, {"flag", flag}});
-        ADD_FAILURE() << "expected sluice::Error";
-      } catch (const Error& err) {
-        const std::string what = err.what();
-        EXPECT_NE(what.find("node 'myloop' (Loop): unsupported operator 'Loop'"), std::string::npos) << what;
-        EXPECT_NE(what.find("If 'if1'"), std::string::npos) << what;
-      }
+      const std::string what = error_of([&] { Session(m).run({{"x", x}, {"flag", flag}}); });
+      EXPECT_NE(what.find("node 'myloop' (Loop): unsupported operator 'Loop'"), std::string::npos) << what;
+      EXPECT_NE(what.find("If 'if1'"), std::string::npos) << what;
     }
   }
 }
 
 TEST(IfBranches, UnreadIfsGoAndInputConditionsAskForTheirValue) {
   // An If that nothing reads is dropped, whatever its condition.
-  OnnxBuilder b;
-  b.input("x", {1, 2, 2, 3}).init("zero", {}, {0.f});
-  b.node("ReduceSum", {"x"}, {"sum"});
-  b.node("Greater", {"sum", "zero"}, {"positive"});
-  auto& n = b.node("If", {"positive"}, {"unread"}, "by_data");
-  sub_node(branch(n, "then_branch"), "Identity", {"x"}, {"a"}, "a");
-  sub_output(n.mutable_attribute(0)->mutable_g(), "a");
-  sub_node(branch(n, "else_branch"), "Neg", {"x"}, {"bb"}, "bb");
-  sub_output(n.mutable_attribute(1)->mutable_g(), "bb");
+  OnnxBuilder b = data_condition_if("unread");
   b.node("Relu", {"x"}, {"y"});
   b.output("y");
   Tensor x = random_tensor({1, 2, 2, 3});
@@ -1644,21 +1635,12 @@ TEST(IfBranches, UnreadIfsGoAndInputConditionsAskForTheirValue) {
   // A bool model input as the condition, planned without its value: the message asks for it.
   OnnxBuilder c;
   c.input("x", {1, 2}).input("flag", {}, onnx::TensorProto::BOOL);
-  auto& m = c.node("If", {"flag"}, {"y"}, "by_flag");
-  sub_node(branch(m, "then_branch"), "Identity", {"x"}, {"a"}, "a");
-  sub_output(m.mutable_attribute(0)->mutable_g(), "a");
-  sub_node(branch(m, "else_branch"), "Neg", {"x"}, {"bb"}, "bb");
-  sub_output(m.mutable_attribute(1)->mutable_g(), "bb");
+  identity_or_neg_if(c, "flag", "y", "by_flag");
   c.output("y");
   Model model = c.load();
-  try {
-    runtime::Plan plan(*model.graph(), {}, nhwc_plan_options(true));
-    ADD_FAILURE() << "expected sluice::Error";
-  } catch (const Error& err) {
-    const std::string what = err.what();
-    EXPECT_NE(what.find("'by_flag' (If): its condition is the model input 'flag'"), std::string::npos) << what;
-    EXPECT_NE(what.find("--input flag="), std::string::npos) << what;
-  }
+  const std::string what = error_of([&] { runtime::Plan plan(*model.graph(), {}, nhwc_plan_options(true)); });
+  EXPECT_NE(what.find("'by_flag' (If): its condition is the model input 'flag'"), std::string::npos) << what;
+  EXPECT_NE(what.find("--input flag="), std::string::npos) << what;
 }
 
 // Opset 18's forms (ReduceMean's axes as an input) inside a branch pass the ONNX 1.12 checker,
