@@ -35,6 +35,7 @@ std::optional<OpType> op_from_name(const std::string& name) {
     for (int i = 0; i < kNumOpTypes; ++i) m.emplace(kOpNames[i], static_cast<OpType>(i));
     return m;
   }();
+  if (name == "Scatter") return OpType::ScatterElements;  // opsets 9-10's name for it (deprecated at 11)
   auto it = table.find(name);
   if (it == table.end() || name.rfind("Sluice", 0) == 0) return std::nullopt;
   return it->second;

@@ -84,12 +84,30 @@ def randomise_and_freeze(m):
     m.eval()
 
 
-def export_28x28(m, path):
-    """m exported at opset 13 for [N, 1, 28, 28] images (N dynamic); returns path."""
+def export_28x28(m, path, opset=13):
+    """m exported at opset 13 (or `opset`) for [N, 1, 28, 28] images (N dynamic); returns path."""
     import torch
-    torch.onnx.export(m, torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
+    torch.onnx.export(m, torch.randn(2, 1, 28, 28), path, opset_version=opset, input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
     return path
+
+
+def old_opset_models(work):
+    """The FBS net of models/ exported at opsets 9 and 10, as older exporters write gates: the
+    winners scattered by Scatter (ScatterElements' name before opset 11), TopK's k an attribute
+    at 9. Returns [path]."""
+    import torch
+    import fbs
+
+    out = []
+    for opset in (9, 10):
+        torch.manual_seed(3)
+        m = fbs.MCifarNetFBS(density=0.5)
+        randomise_and_freeze(m)
+        path = export_28x28(m, os.path.join(work, "mcifar_fbs_opset%d.onnx" % opset), opset)
+        assert "Scatter" in {n.op_type for n in onnx.load(path).graph.node}, "opset %d: no Scatter in the export" % opset
+        out.append(path)
+    return out
 
 
 def residual_models(work):
@@ -684,6 +702,7 @@ def main():
     models = sorted(glob.glob(os.path.join(REPO, "models", "fbs", "*.onnx")))
     assert models, "no models in models/fbs"
     models += residual_models(a.work_dir)  # gated outputs meeting dense shortcuts
+    models += old_opset_models(a.work_dir)  # opsets 9 and 10: Scatter
     models += other_form_models(a.work_dir)  # the top-k written other ways
     models += silenced_models(a.work_dir)  # a gated layer whose input is all suppressed
     plain_behind_gates = dict(partly_gated_models(a.work_dir))  # plain convs reading gated outputs

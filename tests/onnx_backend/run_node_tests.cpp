@@ -57,6 +57,7 @@ const std::set<std::string>& sluice_ops() {
     };
     // Internal ops ("Sluice*") never appear in ONNX files.
     std::erase_if(s, [](const std::string& n) { return n.rfind("Sluice", 0) == 0; });
+    s.insert("Scatter");  // (opsets 9-10's name for ScatterElements: graph::op_from_name)
     return s;
   }();
   return ops;
