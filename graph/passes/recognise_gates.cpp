@@ -72,6 +72,20 @@ class GateMatcher {
     return v;
   }
 
+  // v before Casts between int32 and int64 (tf2onnx casts TopK's indices to int32 and back):
+  // they keep every channel index as it is.
+  ValueId through_int_casts(ValueId v) const {
+    auto is_int = [](DType t) { return t == DType::Int32 || t == DType::Int64; };
+    for (int guard = 0; guard < 16 && v != kNoValue; ++guard) {
+      const NodeId p = g_.value(v).producer;
+      if (p < 0 || g_.node(p).op != OpType::Cast || !is_int(g_.value(v).dtype) ||
+          !is_int(g_.value(g_.node(p).inputs[0]).dtype))
+        break;
+      v = g_.node(p).inputs[0];
+    }
+    return v;
+  }
+
   int64_t numel(ValueId v) const {
     int64_t n = 1;
     for (int64_t d : g_.value(v).shape) n *= d;
@@ -231,7 +245,7 @@ class GateMatcher {
       for (int64_t j = 0; j < is[1]; ++j)
         if (r[static_cast<size_t>(n * is[1] + j)] != n) return nullptr;
     if (g_.value(c->inputs[1]).shape != half) return nullptr;
-    const ValueId src = through_views(c->inputs[1]);  // [N, k] -> [N, k, 1]: keeps every entry's place
+    const ValueId src = through_int_casts(through_views(through_int_casts(c->inputs[1])));  // [N, k] -> [N, k, 1]: keeps every entry's place
     const Node* t = prod(src, OpType::TopK);
     if (!t || t->outputs.size() < 2 || t->outputs[1] != src || g_.value(src).shape != Shape{is[0], is[1]}) return nullptr;
     return t;
@@ -345,8 +359,8 @@ class GateMatcher {
     const Node* rs = prod(pi, OpType::ReduceSum);
     if (!rs) rs = prod(pi, OpType::ReduceMax);
     const Node* oh = rs ? prod(rs->inputs[0], OpType::OneHot) : nullptr;
-    const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
-    if (!t || t->outputs.size() < 2 || t->outputs[1] != oh->inputs[0] || !one_hot_mask(*rs, *oh, *t, m))
+    const Node* t = oh ? prod(through_int_casts(oh->inputs[0]), OpType::TopK) : nullptr;
+    if (!t || t->outputs.size() < 2 || t->outputs[1] != through_int_casts(oh->inputs[0]) || !one_hot_mask(*rs, *oh, *t, m))
       return std::nullopt;
     Selection s;
     s.g = t->inputs[0];
@@ -359,11 +373,16 @@ class GateMatcher {
   // Whether rs(oh) writes ones at TopK t's k largest and zeros elsewhere: rs = ReduceSum or
   // ReduceMax over the k axis (TopK's indices are distinct, so the two agree) of oh =
   // OneHot(t.indices, C, [0, 1]).
+  // The one-hot axis may also be 1 ([N, C, k], reduced over axis 2), and the reduction may keep
+  // its axis (a size-1 axis that the views after it drop).
   bool one_hot_mask(const Node& rs, const Node& oh, const Node& t, int64_t m) const {
     const Value& ohv = g_.value(oh.outputs[0]);
-    if (!t.p<TopKParams>().largest || rs.p<ReduceParams>().axes != std::vector<int64_t>{1} ||
-        rs.p<ReduceParams>().keepdims || oh.p<AxisParams>().axis != 2 || ohv.shape.size() != 3 || ohv.shape[2] != m ||
-        !g_.value(oh.inputs[2]).is_constant())
+    if (ohv.shape.size() != 3 || !t.p<TopKParams>().largest || !g_.value(oh.inputs[2]).is_constant()) return false;
+    const int64_t oh_axis = oh.p<AxisParams>().axis < 0 ? oh.p<AxisParams>().axis + 3 : oh.p<AxisParams>().axis;
+    const std::vector<int64_t>& axes = rs.p<ReduceParams>().axes;
+    const int64_t k_axis = oh_axis == 2 ? 1 : 2;  // the axis of the k indices
+    if ((oh_axis != 1 && oh_axis != 2) || ohv.shape[static_cast<size_t>(oh_axis)] != m || axes.size() != 1 ||
+        (axes[0] < 0 ? axes[0] + 3 : axes[0]) != k_axis)
       return false;
     const Tensor& v = g_.value(oh.inputs[2]).constant;
     std::vector<double> vals;
@@ -408,7 +427,7 @@ class GateMatcher {
     if (const Node* sc = prod(pi, OpType::ScatterElements)) {
       if (sc->p<ScatterParams>().axis != 1 || !plain_write(*sc))
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
-      const ValueId idx = sc->inputs[1];
+      const ValueId idx = through_int_casts(sc->inputs[1]);
       const Node* t = prod(idx, OpType::TopK);
       int64_t kk = t ? topk_k(*t) : 0;
       // Or the first k of a sorted TopK's indices (torch.argsort(g, descending=True)[:, :k]).
@@ -459,8 +478,8 @@ class GateMatcher {
         mv = w01->inputs[0];
       // Ones scattered at the TopK indices: ScatterElements over axis 1, or index_put's ScatterND.
       const Node* sc = where ? nullptr : prod(mv, OpType::ScatterElements);
-      const Node* t = sc ? prod(sc->inputs[1], OpType::TopK) : nullptr;
-      if (t && (t->outputs.size() < 2 || t->outputs[1] != sc->inputs[1])) t = nullptr;
+      const Node* t = sc ? prod(through_int_casts(sc->inputs[1]), OpType::TopK) : nullptr;
+      if (t && (t->outputs.size() < 2 || t->outputs[1] != through_int_casts(sc->inputs[1]))) t = nullptr;
       if (!sc && !where && (sc = prod(mv, OpType::ScatterND))) t = index_put_topk(*sc);
       if (sc) {
         if (!t || t->inputs[0] != gv) continue;
@@ -475,12 +494,12 @@ class GateMatcher {
       }
       // Ones at the TopK indices written with one_hot: ReduceSum (or ReduceMax: TopK's indices
       // are distinct, so the two agree) of OneHot(TopK(g, k).indices, C, [0, 1]) over the k axis.
-      const Node* rs = prod(mv, OpType::ReduceSum);
-      if (!rs) rs = prod(mv, OpType::ReduceMax);
+      const Node* rs = prod(through_views(mv), OpType::ReduceSum);
+      if (!rs) rs = prod(through_views(mv), OpType::ReduceMax);
       if (rs && !where) {
         const Node* oh = prod(rs->inputs[0], OpType::OneHot);
-        const Node* t = oh ? prod(oh->inputs[0], OpType::TopK) : nullptr;
-        if (t && t->outputs.size() > 1 && t->outputs[1] == oh->inputs[0] && t->inputs[0] == gv &&
+        const Node* t = oh ? prod(through_int_casts(oh->inputs[0]), OpType::TopK) : nullptr;
+        if (t && t->outputs.size() > 1 && t->outputs[1] == through_int_casts(oh->inputs[0]) && t->inputs[0] == gv &&
             one_hot_mask(*rs, *oh, *t, m)) {
           s.g = gv;
           s.form = GateForm::Winners;

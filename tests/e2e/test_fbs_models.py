@@ -451,6 +451,14 @@ def other_form_models(work):
                 pi = torch.where(g >= g.topk(k, 1).values[:, -1:], 1.0, 0.0).float()
             elif self.form == "hard_one_hot":
                 pi = F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1).float()
+            # The indices through int32 and back, as tf2onnx writes them (Cast, Cast).
+            elif self.form == "scatter_int32_indices":
+                v, i = g.topk(k, 1)
+                pi = torch.zeros_like(g).scatter(1, i.int().long(), v)
+            elif self.form == "one_hot_int32_indices":
+                pi = g * F.one_hot(g.topk(k, 1).indices.int().long(), g.shape[1]).sum(1).to(g.dtype)
+            elif self.form == "one_hot_keepdim":  # the sum keeps its axis; a reshape drops it
+                pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1, keepdim=True).reshape(g.shape).to(g.dtype)
             elif self.form == "hard_losers_into_ones":
                 pi = torch.ones_like(g).scatter(1, (-g).topk(g.shape[1] - k, 1).indices, 0.0)
             else:  # min_gt
@@ -475,6 +483,7 @@ def other_form_models(work):
                  "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
                  "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
+                 "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)

@@ -31,7 +31,7 @@ namespace {
 enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, ThresholdWhereGather, ThresholdLess,
                   ThresholdEarlierEntry, ThresholdSortedAll, ThresholdSortedAscending, ThresholdKthValue,
                   ThresholdMeanOfTopK, IndexPutValues, IndexPutMask,
-                  IndexPutRowsReversed };
+                  IndexPutRowsReversed, WinnersOneHotAxis1 };
 // SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
 // GlobalMax / ReduceMax / WholeMapMaxPool / ReduceL2: the maximum or L2 norm over H, W instead of the mean.
@@ -227,6 +227,15 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     } else {
       b.node("Mul", {p + "mask", p + "g"}, {pi});
     }
+  } else if (gc.form == Form::WinnersOneHotAxis1) {
+    // g * ReduceMax(OneHot(TopK(g).indices, M, [0, 1], axis 1) [N, M, k], over axis 2, kept) [N, M, 1]
+    b.init_i64(p + "K", {1}, {gc.k}).init_i64(p + "depth", {}, {m}).init(p + "offon", {2}, {0.f, 1.f});
+    b.init_i64(p + "nm", {2}, {n, m});
+    OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
+    OnnxBuilder::attr_int(b.node("OneHot", {p + "ti", p + "depth", p + "offon"}, {p + "oh"}), "axis", 1);
+    OnnxBuilder::attr_ints(b.node("ReduceMax", {p + "oh"}, {p + "mask3"}), "axes", {2});
+    b.node("Reshape", {p + "mask3", p + "nm"}, {p + "mask"});
+    b.node("Mul", {p + "g", p + "mask"}, {pi});
   } else if (gc.form == Form::WinnersMask) {
     b.init_i64(p + "K", {1}, {gc.k});
     OnnxBuilder::attr_int(b.node("TopK", {p + "g", p + "K"}, {p + "tv", p + "ti"}), "axis", 1);
@@ -471,6 +480,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"losers", with([](GateCase& g) { g.form = Form::Losers; })},
                       Variant{"threshold", with([](GateCase& g) { g.form = Form::Threshold; })},
                       Variant{"winners_mask", with([](GateCase& g) { g.form = Form::WinnersMask; })},
+                      Variant{"winners_one_hot_axis1", with([](GateCase& g) { g.form = Form::WinnersOneHotAxis1; })},
                       Variant{"threshold_slice_ge", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; })},
                       Variant{"threshold_where_gather", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; })},
                       Variant{"threshold_less", with([](GateCase& g) { g.form = Form::ThresholdLess; })},
