@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
@@ -66,6 +68,105 @@ bool fold_transpose_pair(Graph& g, Node& n) {
   n.inputs[0] = x;
   n.p<TransposeParams>().perm = composed;
   return true;
+}
+
+// A constant c broadcast against a rank-r value y = Transpose(x, p): the constant c2 with
+// Transpose(c2, p) = c as broadcast (c aligned right, padded with 1s to rank r), so that
+// Transpose(x op c2, p) = y op c. Empty when c would expand y (an axis of c larger than y's 1).
+std::optional<Tensor> permuted_constant(const Tensor& c, const Shape& ys, const std::vector<int64_t>& p) {
+  const size_t r = ys.size();
+  if (c.shape().size() > r || r > 8) return std::nullopt;
+  Shape cr(r - c.shape().size(), 1);
+  cr.insert(cr.end(), c.shape().begin(), c.shape().end());
+  for (size_t i = 0; i < r; ++i)
+    if (cr[i] != 1 && cr[i] != ys[i]) return std::nullopt;
+  std::vector<int64_t> inv(r);
+  for (size_t i = 0; i < r; ++i) inv[static_cast<size_t>(p[i])] = static_cast<int64_t>(i);
+  Shape out(r);
+  for (size_t j = 0; j < r; ++j) out[j] = cr[static_cast<size_t>(inv[j])];  // out = Transpose(cr, inv)
+  Tensor t(c.dtype(), out);
+  const size_t es = dtype_size(c.dtype());
+  std::vector<int64_t> in_stride(r, 1);
+  for (size_t i = r; i-- > 1;) in_stride[i - 1] = in_stride[i] * cr[i];
+  std::vector<int64_t> idx(r, 0);
+  const auto* src = static_cast<const char*>(c.raw());
+  auto* dst = static_cast<char*>(t.raw());
+  for (int64_t o = 0; o < t.numel(); ++o) {
+    int64_t at = 0;  // out[idx] = cr[idx'] with idx'[inv[j]] = idx[j]
+    for (size_t j = 0; j < r; ++j) at += idx[j] * in_stride[static_cast<size_t>(inv[j])];
+    std::memcpy(dst + o * static_cast<int64_t>(es), src + at * static_cast<int64_t>(es), es);
+    for (size_t j = r; j-- > 0;)
+      if (++idx[j] < out[j]) break;
+      else idx[j] = 0;
+  }
+  return t;
+}
+
+// A Transpose followed by ops that work element by element (unary ones, Clip, and binary ones
+// with a constant operand, which is permuted to match): the Transpose moves below them, so that a
+// channel-last graph's Transpose pairs around them (tf2onnx writes Transpose, Relu, Transpose
+// between convs; its BatchNorm as Mul and Add of [C] constants on the channel-last axis) meet
+// and cancel, and pruning, BN folding and fusion see the convs' own chains. Returns whether n
+// moved.
+bool sink_transpose(Graph& g, NodeId tid) {
+  bool moved = false;
+  for (int guard = 0; guard < 64; ++guard) {
+    const Node& t = g.node(tid);
+    if (t.op != OpType::Transpose || t.inputs.empty() || t.outputs.size() != 1) return moved;
+    const ValueId x = t.inputs[0], y = t.outputs[0];
+    const Value& yv = g.value(y);
+    if (!g.value(x).shape_known || !yv.shape_known || yv.is_output || yv.consumers.size() != 1) return moved;
+    const size_t r = yv.shape.size();
+    const std::vector<int64_t> p = perm_of(t, r);
+    if (p.size() != r) return moved;
+    const NodeId uid = yv.consumers[0];
+    const Node& u = g.node(uid);
+    if (u.dead || u.outputs.size() != 1 || u.outputs[0] == kNoValue || g.value(u.outputs[0]).is_output ||
+        g.value(u.outputs[0]).shape != yv.shape)
+      return moved;
+    const bool unary = is_unary_elementwise(u.op) || u.op == OpType::Cast || u.op == OpType::Clip;
+    const bool binary = u.op == OpType::Add || u.op == OpType::Sub || u.op == OpType::Mul || u.op == OpType::Div ||
+                        u.op == OpType::Max || u.op == OpType::Min || u.op == OpType::PRelu;
+    std::vector<std::pair<size_t, Tensor>> permuted;  // binary: (input, its permuted constant)
+    if (unary) {
+      if (u.inputs[0] != y) return moved;
+      for (size_t i = 1; i < u.inputs.size(); ++i)  // Clip's bounds: scalars
+        if (u.inputs[i] != kNoValue && (!g.value(u.inputs[i]).is_constant() || g.value(u.inputs[i]).constant.numel() != 1))
+          return moved;
+    } else if (binary && u.inputs.size() == 2 && u.inputs[0] != u.inputs[1]) {
+      const size_t ci = u.inputs[0] == y ? 1 : 0;
+      if (u.inputs[1 - ci] != y || (u.op == OpType::PRelu && ci != 1) || !g.value(u.inputs[ci]).is_constant()) return moved;
+      std::optional<Tensor> c2 = permuted_constant(g.value(u.inputs[ci]).constant, yv.shape, p);
+      if (!c2) return moved;
+      permuted.emplace_back(ci, std::move(*c2));
+    } else {
+      return moved;
+    }
+    Value between;  // u's result before the Transpose: x's shape, u's dtype
+    between.name = g.value(u.outputs[0]).name + ":before_transpose";
+    between.dtype = g.value(u.outputs[0]).dtype;
+    between.shape = g.value(x).shape;
+    between.shape_known = true;
+    const ValueId b = g.add_value(std::move(between));
+    for (auto& [ci, c2] : permuted) {
+      Value cv;
+      cv.name = g.value(g.node(uid).inputs[ci]).name + ":permuted";
+      cv.dtype = c2.dtype();
+      cv.shape = c2.shape();
+      cv.shape_known = true;
+      cv.constant = std::move(c2);
+      g.node(uid).inputs[ci] = g.add_value(std::move(cv));
+    }
+    const ValueId z = g.node(uid).outputs[0];
+    for (ValueId& in : g.node(uid).inputs)
+      if (in == y) in = x;
+    g.node(uid).outputs[0] = b;
+    g.node(tid).inputs[0] = b;
+    g.node(tid).outputs[0] = z;
+    g.rebuild_links();
+    moved = true;
+  }
+  return moved;
 }
 
 }  // namespace
@@ -154,6 +255,7 @@ int eliminate_identities(Graph& g) {
   g.rebuild_links();
   int removed = 0;
   for (NodeId id : g.topological_order()) {
+    if (sink_transpose(g, id)) ++removed;  // (counted: inspect's passes line)
     Node& n = g.node(id);
     if (fold_transpose_pair(g, n)) g.rebuild_links();  // (the first Transpose, if now unread, goes as dead)
     if (reshape_as_flatten(g, n)) g.rebuild_links();

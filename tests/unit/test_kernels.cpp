@@ -550,7 +550,10 @@ TEST(TransposeAndUnary, LayoutPermutesAndChunkedUnaryMatchReference) {
   OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"t"}), "perm", {0, 2, 3, 1});
   b.node("Erf", {"t"}, {"e"});
   b.node("Sin", {"e"}, {"f"});  // (no vectorised kernel: on the reference kernel in parallel chunks)
-  OnnxBuilder::attr_ints(b.node("Transpose", {"f"}, {"y"}), "perm", {0, 3, 1, 2});
+  // (A Softmax over the last axis, so that the Transposes stay: they move below elementwise ops
+  // and would cancel.)
+  OnnxBuilder::attr_int(b.node("Softmax", {"f"}, {"sm"}), "axis", -1);
+  OnnxBuilder::attr_ints(b.node("Transpose", {"sm"}, {"y"}), "perm", {0, 3, 1, 2});
   b.output("y");
   Model m = b.load();
   Session s(m);

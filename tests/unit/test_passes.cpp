@@ -956,6 +956,63 @@ TEST(PruneChannels, AResidualWriterWithAFusedShiftLosesItsDeadChannels) {
   EXPECT_LT(fast_vs_reference(m, {1, 3, 8, 8}), 1e-5) << insp;
 }
 
+// A channel-last graph as tf2onnx writes it: Transpose to NCHW before each conv and back after
+// it, the BatchNorm as Mul and Add of [C] constants on the last axis, a Relu, and a Mul by a
+// per-row [H, 1] constant: the Transposes move below those ops and cancel, so the BN folds and
+// the conv's dead channels (2 and 5: zero filter, zero bias, zero BN shift) go. Numbers against
+// the reference kernels.
+TEST(EliminateIdentities, TransposesMoveBelowElementwiseOpsAndCancel) {
+  OnnxBuilder b;
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  std::vector<float> w1(8 * 3 * 9), scale(8), shift(8), rows(6), w2(4 * 8 * 9);
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = (i / 27 == 2 || i / 27 == 5) ? 0.f : nd(rng);
+  for (int c = 0; c < 8; ++c) scale[static_cast<size_t>(c)] = 0.5f + 0.1f * static_cast<float>(c), shift[static_cast<size_t>(c)] = (c == 2 || c == 5) ? 0.f : nd(rng);
+  for (auto& v : rows) v = 1.f + 0.1f * nd(rng);
+  for (auto& v : w2) v = nd(rng);
+  b.input("x", {1, 6, 6, 3}).init("w1", {8, 3, 3, 3}, w1).init("scale", {8}, scale).init("shift", {8}, shift);
+  b.init("rows", {6, 1}, rows).init("w2", {4, 8, 3, 3}, w2);
+  OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"xc"}), "perm", {0, 3, 1, 2});
+  OnnxBuilder::attr_ints(b.node("Conv", {"xc", "w1"}, {"c1"}, "conv1"), "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"c1"}, {"c1l"}), "perm", {0, 2, 3, 1});
+  b.node("Mul", {"c1l", "scale"}, {"m1"});
+  b.node("Add", {"shift", "m1"}, {"a1"});
+  b.node("Relu", {"a1"}, {"r1"});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"r1"}, {"r1c"}), "perm", {0, 3, 1, 2});
+  OnnxBuilder::attr_ints(b.node("Conv", {"r1c", "w2"}, {"c2"}, "conv2"), "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"c2"}, {"c2l"}), "perm", {0, 2, 3, 1});
+  b.node("Mul", {"c2l", "rows"}, {"h2"});  // [1, 6, 6, 4] * [6, 1]: per row (H), broadcast over W and C
+  b.node("Relu", {"h2"}, {"y"});
+  b.output("y");
+  Model m = b.load();
+  runtime::Plan p = make_plan(m, true);
+  int transposes = 0;
+  for (const auto& st : p.steps()) {
+    const graph::Node& n = p.graph().node(st.node);
+    transposes += n.op == graph::OpType::Transpose;
+    if (n.name == "conv2") {
+      EXPECT_EQ(p.graph().value(n.inputs[0]).shape[1], 6) << p.describe(false);
+    }
+  }
+  EXPECT_EQ(transposes, 2) << p.describe(false);  // the input's, and the one before the output's Relu
+  EXPECT_LT(fast_vs_reference(m, {1, 6, 6, 3}), 1e-5);
+  // A constant that would expand the value ([2, 1, 1, 1] against N = 1) keeps its Transpose.
+  OnnxBuilder c;
+  c.input("x", {1, 2, 3, 4}).init("two", {2, 1, 1, 1}, {2.f, -3.f});
+  OnnxBuilder::attr_ints(c.node("Transpose", {"x"}, {"t"}), "perm", {0, 3, 1, 2});
+  c.node("Mul", {"t", "two"}, {"y"});
+  c.output("y");
+  Model mc = c.load();
+  Tensor x = random_tensor({1, 2, 3, 4}, 7);
+  const Tensor y = Session(mc).run({{"x", x}})["y"];
+  ASSERT_EQ(y.shape(), (Shape{2, 4, 2, 3}));
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t ch = 0; ch < 4; ++ch)
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t w = 0; w < 3; ++w)
+          ASSERT_EQ(y.data<float>()[((n * 4 + ch) * 2 + h) * 3 + w], (n == 0 ? 2.f : -3.f) * x.data<float>()[(h * 3 + w) * 4 + ch]);
+}
+
 // a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
 // a group this pass rewrites (it compacted that conv twice and read past its weights; found by
 // a review). Numbers against the reference kernels.
