@@ -841,6 +841,24 @@ class GateMatcher {
     return g_.value(v).is_constant() && numel(v) == 1 && g_.value(v).dtype == DType::Float32;
   }
 
+  // For ReduceMean rm over axes 1 and 2 of a 4-D tensor h (or of |h|): the output of a
+  // Transpose(h, [0, 3, 1, 2]) that reads h, the NCHW tensor whose H and W those axes are; else
+  // kNoValue.
+  ValueId channel_last_view(const Node* rm) const {
+    const Value& xin = g_.value(rm->inputs[0]);
+    const auto& axes = rm->p<ReduceParams>().axes;
+    if (xin.shape.size() != 4 || (axes != std::vector<int64_t>{1, 2} && axes != std::vector<int64_t>{-3, -2})) return kNoValue;
+    ValueId h = rm->inputs[0];
+    if (const Node* a = prod(h, OpType::Abs)) h = a->inputs[0];
+    for (NodeId r : g_.value(h).consumers) {
+      const Node& t = g_.node(r);
+      if (!t.dead && t.op == OpType::Transpose && t.outputs.size() == 1 &&
+          t.p<TransposeParams>().perm == std::vector<int64_t>{0, 3, 1, 2})
+        return t.outputs[0];
+    }
+    return kNoValue;
+  }
+
   // Whether `pooled` is one of the spatial poolings of x that the gated conv computes; sets
   // p.x, p.pool, p.desc (and l1 for a ReduceL1).
   bool pooled_form(ValueId pooled, Predictor& p, bool& l1) const {
@@ -865,8 +883,18 @@ class GateMatcher {
       } else if (const ValueId flat = flattened_map(rm); flat != kNoValue) {  // x.flatten(2).mean(2)
         p.x = flat;
         p.desc = "ReduceMean over the flattened map, " + p.desc;
+      } else if (const ValueId nchw = channel_last_view(rm); nchw != kNoValue) {
+        // The mean over axes 1 and 2 of a channel-last [N, H, W, C] tensor that the conv reads
+        // through Transpose(0, 3, 1, 2), as tf2onnx writes a gate (of |x| too).
+        p.x = nchw;
+        l1 = prod(rm->inputs[0], OpType::Abs) != nullptr;  // |x|: taken as a ReduceL1 / HW is
+        p.desc = "ReduceMean over H and W of the channel-last tensor, " + p.desc;
       } else if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) {
-        throw Reject{"ReduceMean " + rm->name + " does not average over H and W"};
+        throw Reject{"ReduceMean " + rm->name + " does not average over H and W" +
+                     (xin.shape.size() == 4 && (rm->p<ReduceParams>().axes == std::vector<int64_t>{1, 2} ||
+                                                 rm->p<ReduceParams>().axes == std::vector<int64_t>{-3, -2})
+                          ? " of an NCHW tensor (axes 1, 2 of a channel-last one that no Transpose(0, 3, 1, 2) reads)"
+                          : "")};
       } else {
         p.x = rm->inputs[0];
         p.desc = "ReduceMean, " + p.desc;

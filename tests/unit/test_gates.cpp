@@ -35,8 +35,10 @@ enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, Thr
 // SumDiv: ReduceSum over H, W / (H W); L1Div: ReduceL1 over H, W / (H W) (the mean of |x|);
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
 // GlobalMax / ReduceMax / WholeMapMaxPool / ReduceL2: the maximum or L2 norm over H, W instead of the mean.
+// ChannelLast: the model's input is [N, H, W, C], the conv reads it through Transpose(0, 3, 1,
+// 2) and the gate averages the input over axes 1 and 2 (tf2onnx's form).
 enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool, GlobalMax, ReduceMax, WholeMapMaxPool,
-                  ReduceL2, ScaledMean, SqrtSumSquares };
+                  ReduceL2, ScaledMean, SqrtSumSquares, ChannelLast };
 // MatMulSub: s W - b; SubMatMul: b - s W; Conv1x1: on the [N, C, 1, 1] pool, then Flatten.
 enum class Fc { Gemm, MatMulAdd, MatMulSub, SubMatMul, Conv1x1 };
 enum class Bcast { Unsqueeze, Reshape };
@@ -82,9 +84,9 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   if (gc.stride != 1) OnnxBuilder::attr_ints(conv, "strides", {gc.stride, gc.stride});
   // Saliency.
   std::string pooled;
-  std::string src = x;
+  std::string src = gc.pool == Pool::ChannelLast ? "x" : x;  // (gate_model's channel-last input)
   if (gc.pool == Pool::AbsReduceMean || gc.abs_first) {
-    b.node("Abs", {x}, {p + "abs"});
+    b.node("Abs", {src}, {p + "abs"});
     src = p + "abs";
   }
   if (gc.fc == Fc::Conv1x1) {
@@ -128,7 +130,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Div", {p + "sum", p + "hw"}, {p + "s"});
   } else {
     auto& rm = b.node("ReduceMean", {src}, {p + "s"});
-    OnnxBuilder::attr_ints(rm, "axes", {2, 3});
+    OnnxBuilder::attr_ints(rm, "axes", gc.pool == Pool::ChannelLast ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{2, 3});
     OnnxBuilder::attr_int(rm, "keepdims", 0);
   }
   // A hidden layer first (a two-layer predictor, which is not recognised): relu(s Wh^T).
@@ -351,8 +353,14 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
 
 Model gate_model(const GateCase& gc, int gates = 1) {
   OnnxBuilder b;
-  b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
   std::string cur = "x";
+  if (gc.pool == Pool::ChannelLast) {
+    b.input("x", {gc.n, gc.hw, gc.hw, gc.c});
+    OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"xc"}), "perm", {0, 3, 1, 2});
+    cur = "xc";
+  } else {
+    b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+  }
   int64_t c = gc.c;
   for (int i = 0; i < gates; ++i) {
     // Appended, not "h" + to_string(i): GCC 12 warns falsely (-Wrestrict) on that inlined.
@@ -449,10 +457,11 @@ TEST_P(GateVariants, RecognisedAndExact) {
   int others = 0;  // besides the gated conv and the layout reorders around it
   for (const auto& st : plan.steps()) {
     auto op = plan.graph().node(st.node).op;
-    others += op != graph::OpType::SluiceGatedConv && op != graph::OpType::SluiceReorder && op != graph::OpType::Identity;
+    others += op != graph::OpType::SluiceGatedConv && op != graph::OpType::SluiceReorder && op != graph::OpType::Identity &&
+              !(op == graph::OpType::Transpose && gc.pool == Pool::ChannelLast);  // (the input's to NCHW)
   }
   EXPECT_EQ(others, 0) << "the whole gate should be one step:\n" << plan.describe(false);
-  Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+  Outcome o = run_both(m, gc.pool == Pool::ChannelLast ? Shape{gc.n, gc.hw, gc.hw, gc.c} : Shape{gc.n, gc.c, gc.hw, gc.hw});
   EXPECT_LT(o.err, 1e-5);
   EXPECT_LT(o.err_off, 1e-5);
   // Every g > 0 here, so exactly k channels run per sample (threshold: the k above the (k+1)-th).
@@ -526,6 +535,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"reduce_l2", with([](GateCase& g) { g.pool = Pool::ReduceL2; })},
                       Variant{"reducemean", with([](GateCase& g) { g.pool = Pool::ReduceMean; })},
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
+                      Variant{"channel_last_reducemean", with([](GateCase& g) { g.pool = Pool::ChannelLast; })},
+                      Variant{"channel_last_abs", with([](GateCase& g) { g.pool = Pool::ChannelLast; g.abs_first = true; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
                       Variant{"matmul_sub", with([](GateCase& g) { g.fc = Fc::MatMulSub; g.bg_offset = -1.5f; })},
                       Variant{"sub_matmul", with([](GateCase& g) { g.fc = Fc::SubMatMul; })},
