@@ -107,9 +107,9 @@ void Plan::optimise(const SessionOptions& options) {
     log("sink_squeezes", p::sink_squeezes(g_));
     log("recognise_shifts", p::recognise_shifts(g_));
     log("fold_batch_norm", p::fold_batch_norm(g_));
-    log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     // A BatchNorm behind a constant Add that only now folded into a conv (Conv -> Add -> BN)
-    // folds in turn, and so on.
+    // folds in turn, and so on. Before the gates: a BN written as Mul and Add between a conv and
+    // its gate's Mul (tf2onnx's) goes into the conv, which the gate then finds.
     int scaled = p::fold_channel_scales(g_);
     log("fold_channel_scales", scaled);
     while (scaled > 0) {
@@ -119,6 +119,7 @@ void Plan::optimise(const SessionOptions& options) {
       scaled = p::fold_channel_scales(g_);
       log("fold_channel_scales", scaled);
     }
+    log("recognise_gates", p::recognise_gates(g_, options.density, options.gating));
     const int linear = p::linear_as_gemm(g_);
     log("linear_as_gemm", linear);
     if (linear > 0) {  // a BatchNorm1d behind a Linear that was a MatMul
