@@ -150,13 +150,14 @@ int fold_batch_norm(Graph& g) {
 namespace {
 
 // Conv cid's c output channels can take a per-channel rewrite of its filters and bias: no
-// epilogue or pre-shift yet, constant weights with c filters, a constant bias if any.
+// epilogue yet, constant weights with c filters, a constant bias if any.
 bool rewritable_per_channel(const Graph& g, NodeId cid, int64_t c) {
   const Node& conv = g.node(cid);
   const auto& cp = conv.p<ConvParams>();
   const Value& wv = g.value(conv.inputs[1]);
   const bool has_bias = conv.inputs.size() > 2 && conv.inputs[2] != kNoValue;
-  return cp.activation.kind == Activation::None && !cp.fused_sum && cp.pre_shift.empty() && wv.is_constant() &&
+  // (A shift fused into its input read moves input channels: scaling output channels is as for any conv.)
+  return cp.activation.kind == Activation::None && !cp.fused_sum && wv.is_constant() &&
          !wv.shape.empty() && wv.shape[0] == c && (!has_bias || g.value(conv.inputs[2]).is_constant());
 }
 

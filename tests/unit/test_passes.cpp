@@ -1013,6 +1013,36 @@ TEST(EliminateIdentities, TransposesMoveBelowElementwiseOpsAndCancel) {
           ASSERT_EQ(y.data<float>()[((n * 4 + ch) * 2 + h) * 3 + w], (n == 0 ? 2.f : -3.f) * x.data<float>()[(h * 3 + w) * 4 + ch]);
 }
 
+// shift -> 1x1 conv -> Mul and Add of [1, C, 1, 1] constants (a BN written out) -> Relu: the
+// shift fused into the conv's input read leaves its output channels to scale as any conv's, so
+// the BN folds and the channels its zero scale and shift kill (1 and 6) go. Against the
+// reference kernels.
+TEST(PruneChannels, ABatchNormAfterAShiftFusedConvFoldsAndItsDeadChannelsGo) {
+  OnnxBuilder b;
+  std::vector<float> onehot(8 * 9, 0.f), scale(8), shift(8);
+  for (int c = 0; c < 8; ++c) onehot[static_cast<size_t>(c * 9 + (c % 3) * 3 + (c / 3) % 3)] = 1.f;
+  for (int c = 0; c < 8; ++c) {
+    const bool dead = c == 1 || c == 6;
+    scale[static_cast<size_t>(c)] = dead ? 0.f : 0.5f + 0.1f * static_cast<float>(c);
+    shift[static_cast<size_t>(c)] = dead ? 0.f : 0.2f - 0.05f * static_cast<float>(c);
+  }
+  b.input("x", {1, 8, 7, 7}).init("wsh", {8, 1, 3, 3}, onehot).init_random("wb", {8, 8, 1, 1});
+  b.init("scale", {1, 8, 1, 1}, scale).init("shift", {1, 8, 1, 1}, shift).init_random("wh", {4, 8, 3, 3});
+  auto& sh = b.node("Conv", {"x", "wsh"}, {"sh"}, "shift");
+  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(sh, "group", 8);
+  b.node("Conv", {"sh", "wb"}, {"c"}, "b");
+  b.node("Mul", {"c", "scale"}, {"m"});
+  b.node("Add", {"m", "shift"}, {"a"});
+  b.node("Relu", {"a"}, {"r"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"r", "wh"}, {"y"}, "head"), "pads", {1, 1, 1, 1});
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("'b': 2 of 8 channels removed"), std::string::npos) << insp;
+  EXPECT_LT(fast_vs_reference(m, {1, 8, 7, 7}), 1e-5) << insp;
+}
+
 // a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
 // a group this pass rewrites (it compacted that conv twice and read past its weights; found by
 // a review). Numbers against the reference kernels.
