@@ -908,6 +908,17 @@ TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
   }
 }
 
+// A depthwise 3x3 conv 'shift' from `in` to `out` whose kernels are one-hot (channel c reads
+// tap (c % 3, c / 3 % 3)): a shift, as ShiftResNet writes it.
+void one_hot_shift(OnnxBuilder& b, const std::string& in, const std::string& out, int64_t c) {
+  std::vector<float> onehot(static_cast<size_t>(c * 9), 0.f);
+  for (int64_t i = 0; i < c; ++i) onehot[static_cast<size_t>(i * 9 + (i % 3) * 3 + (i / 3) % 3)] = 1.f;
+  b.init("wsh", {c, 1, 3, 3}, onehot);
+  auto& sh = b.node("Conv", {in, "wsh"}, {out}, "shift");
+  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_int(sh, "group", c);
+}
+
 // relu(b(shift(relu(a(s)))) + s), s = relu(stem(x)) (a probe's ShiftResNet block): the shift,
 // a one-hot depthwise conv, is fused into b's input read; channels 2 and 5, dead in stem and in
 // b, go from the residual stream all the same (they were kept: "written by conv b in a form this
@@ -922,19 +933,15 @@ TEST(PruneChannels, AResidualWriterWithAFusedShiftLosesItsDeadChannels) {
       for (int64_t i = 0; i < per; ++i) w[static_cast<size_t>(o * per + i)] = std::count(dead.begin(), dead.end(), o) ? 0.f : nd(rng);
     return w;
   };
-  std::vector<float> onehot(16 * 9, 0.f);
-  for (int c = 0; c < 16; ++c) onehot[static_cast<size_t>(c * 9 + (c % 3) * 3 + (c / 3) % 3)] = 1.f;
   b.input("x", {1, 3, 8, 8}).init("ws", {8, 3, 3, 3}, filters(8, 27, {2, 5})).init("bs", {8}, filters(8, 1, {2, 5}));
-  b.init("wa", {16, 8, 1, 1}, filters(16, 8, {})).init("wsh", {16, 1, 3, 3}, onehot);
+  b.init("wa", {16, 8, 1, 1}, filters(16, 8, {}));
   b.init("wb", {8, 16, 1, 1}, filters(8, 16, {2, 5})).init("bb", {8}, filters(8, 1, {2, 5}));
   b.init("wh", {4, 8, 1, 1}, filters(4, 8, {}));
   OnnxBuilder::attr_ints(b.node("Conv", {"x", "ws", "bs"}, {"c"}, "stem"), "pads", {1, 1, 1, 1});
   b.node("Relu", {"c"}, {"s"});
   b.node("Conv", {"s", "wa"}, {"a0"}, "a");
   b.node("Relu", {"a0"}, {"a1"});
-  auto& sh = b.node("Conv", {"a1", "wsh"}, {"sh"}, "shift");
-  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
-  OnnxBuilder::attr_int(sh, "group", 16);
+  one_hot_shift(b, "a1", "sh", 16);
   b.node("Conv", {"sh", "wb", "bb"}, {"b0"}, "b");
   b.node("Add", {"b0", "s"}, {"r"});
   b.node("Relu", {"r"}, {"t"});
@@ -1019,18 +1026,15 @@ TEST(EliminateIdentities, TransposesMoveBelowElementwiseOpsAndCancel) {
 // reference kernels.
 TEST(PruneChannels, ABatchNormAfterAShiftFusedConvFoldsAndItsDeadChannelsGo) {
   OnnxBuilder b;
-  std::vector<float> onehot(8 * 9, 0.f), scale(8), shift(8);
-  for (int c = 0; c < 8; ++c) onehot[static_cast<size_t>(c * 9 + (c % 3) * 3 + (c / 3) % 3)] = 1.f;
+  std::vector<float> scale(8), shift(8);
   for (int c = 0; c < 8; ++c) {
     const bool dead = c == 1 || c == 6;
     scale[static_cast<size_t>(c)] = dead ? 0.f : 0.5f + 0.1f * static_cast<float>(c);
     shift[static_cast<size_t>(c)] = dead ? 0.f : 0.2f - 0.05f * static_cast<float>(c);
   }
-  b.input("x", {1, 8, 7, 7}).init("wsh", {8, 1, 3, 3}, onehot).init_random("wb", {8, 8, 1, 1});
+  b.input("x", {1, 8, 7, 7}).init_random("wb", {8, 8, 1, 1});
   b.init("scale", {1, 8, 1, 1}, scale).init("shift", {1, 8, 1, 1}, shift).init_random("wh", {4, 8, 3, 3});
-  auto& sh = b.node("Conv", {"x", "wsh"}, {"sh"}, "shift");
-  OnnxBuilder::attr_ints(sh, "pads", {1, 1, 1, 1});
-  OnnxBuilder::attr_int(sh, "group", 8);
+  one_hot_shift(b, "x", "sh", 8);
   b.node("Conv", {"sh", "wb"}, {"c"}, "b");
   b.node("Mul", {"c", "scale"}, {"m"});
   b.node("Add", {"m", "shift"}, {"a"});
