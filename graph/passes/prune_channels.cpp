@@ -491,6 +491,7 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       }
       case OpType::Pad:       // reflect / edge / wrap: every output value is one of the channel's own;
                               // constant: the channel's value must be the fill (checked per channel)
+      case OpType::Upsample:  // (opsets 7-9's Resize: scales only, asymmetric coordinates)
       case OpType::Resize: {  // nearest (scales, not sizes, which name the channel count): copies
         const Shape& os = g.value(n.outputs[0]).shape;
         if (os.size() != 4 || os[0] != val.shape[0] || os[1] != val.shape[1])

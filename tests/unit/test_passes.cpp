@@ -1047,6 +1047,26 @@ TEST(PruneChannels, ABatchNormAfterAShiftFusedConvFoldsAndItsDeadChannelsGo) {
   EXPECT_LT(fast_vs_reference(m, {1, 8, 7, 7}), 1e-5) << insp;
 }
 
+// Upsample (opsets 7-9's Resize, nearest): the dead channels of the conv before it go, as behind
+// a Resize (they were kept: "read by Upsample").
+TEST(PruneChannels, DeadChannelsBeforeAnUpsampleGo) {
+  OnnxBuilder b(9);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+  std::vector<float> w(8 * 3 * 9);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = (i / 27 == 2 || i / 27 == 5) ? 0.f : nd(rng);
+  b.input("x", {1, 3, 5, 5}).init("w", {8, 3, 3, 3}, w).init("scales", {4}, {1.f, 1.f, 2.f, 2.f}).init_random("wh", {4, 8, 3, 3});
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}, "c1"), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"r"});
+  b.node("Upsample", {"r", "scales"}, {"u"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"u", "wh"}, {"y"}, "head"), "pads", {1, 1, 1, 1});
+  b.output("y");
+  Model m = b.load();
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find("'c1': 2 of 8 channels removed"), std::string::npos) << insp;
+  EXPECT_LT(fast_vs_reference(m, {1, 3, 5, 5}), 1e-5) << insp;
+}
+
 // a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
 // a group this pass rewrites (it compacted that conv twice and read past its weights; found by
 // a review). Numbers against the reference kernels.
