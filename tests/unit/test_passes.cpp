@@ -908,6 +908,14 @@ TEST(PruneChannels, ConcatAddedToAResidualLosesChannelsDeadInEveryMember) {
   }
 }
 
+// inspect names `removed` (e.g. "'c1': 2 of 8 channels removed"), and the plan's numbers equal
+// the reference kernels'.
+void expect_removed_and_exact(const Model& m, const std::string& removed, const Shape& in) {
+  const std::string insp = Session(m).inspect();
+  EXPECT_NE(insp.find(removed), std::string::npos) << insp;
+  EXPECT_LT(fast_vs_reference(m, in), 1e-5) << insp;
+}
+
 // A depthwise 3x3 conv 'shift' from `in` to `out` whose kernels are one-hot (channel c reads
 // tap (c % 3, c / 3 % 3)): a shift, as ShiftResNet writes it.
 void one_hot_shift(OnnxBuilder& b, const std::string& in, const std::string& out, int64_t c) {
@@ -1041,10 +1049,7 @@ TEST(PruneChannels, ABatchNormAfterAShiftFusedConvFoldsAndItsDeadChannelsGo) {
   b.node("Relu", {"a"}, {"r"});
   OnnxBuilder::attr_ints(b.node("Conv", {"r", "wh"}, {"y"}, "head"), "pads", {1, 1, 1, 1});
   b.output("y");
-  Model m = b.load();
-  const std::string insp = Session(m).inspect();
-  EXPECT_NE(insp.find("'b': 2 of 8 channels removed"), std::string::npos) << insp;
-  EXPECT_LT(fast_vs_reference(m, {1, 8, 7, 7}), 1e-5) << insp;
+  expect_removed_and_exact(b.load(), "'b': 2 of 8 channels removed", {1, 8, 7, 7});
 }
 
 // Upsample (opsets 7-9's Resize, nearest): the dead channels of the conv before it go, as behind
@@ -1061,10 +1066,7 @@ TEST(PruneChannels, DeadChannelsBeforeAnUpsampleGo) {
   b.node("Upsample", {"r", "scales"}, {"u"});
   OnnxBuilder::attr_ints(b.node("Conv", {"u", "wh"}, {"y"}, "head"), "pads", {1, 1, 1, 1});
   b.output("y");
-  Model m = b.load();
-  const std::string insp = Session(m).inspect();
-  EXPECT_NE(insp.find("'c1': 2 of 8 channels removed"), std::string::npos) << insp;
-  EXPECT_LT(fast_vs_reference(m, {1, 3, 5, 5}), 1e-5) << insp;
+  expect_removed_and_exact(b.load(), "'c1': 2 of 8 channels removed", {1, 3, 5, 5});
 }
 
 // a + cat(p, p), one conv's output read twice by the Concat (torch exports cat([p, p]) so): not
