@@ -155,6 +155,11 @@ int fuse_activations(Graph& g) {
     if (pid < 0 || !single_use(g, act.inputs[0])) continue;
     Node& prod = g.node(pid);
     FusedActivation* slot = epilogue_slot(g, prod);
+    // A gated conv without a residual sum takes a Clip (relu6 after the gate) into its own
+    // activation: with_activation computes Clip, for the active and the suppressed channels.
+    if (!slot && prod.op == OpType::SluiceGatedConv && g.value(prod.outputs[0]).dtype == DType::Float32 &&
+        epi->kind == Activation::Clip)
+      slot = &prod.p<GatedConvParams>().activation;
     if (!slot) continue;
     const auto both = compose(*slot, *epi);
     if (!both) continue;

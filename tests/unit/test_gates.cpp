@@ -51,6 +51,7 @@ struct GateCase {
   Bcast bcast = Bcast::Unsqueeze;
   Beta beta = Beta::Masked;
   bool relu = true;
+  bool relu6 = false;  // Clip(0, 6) after the gate instead
   int64_t n = 2, c = 6, m = 8, hw = 7, k = 4;
   bool tied_gate = false;  // Wg = 0 and equal biases: every g ties
   int64_t stride = 1;      // the conv's
@@ -344,7 +345,10 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Add", {cur, add_in}, {p + "y1"});
     cur = p + "y1";
   }
-  if (gc.relu) {
+  if (gc.relu6) {  // F.relu6 after the gate: Clip(0, 6), taken into the gated conv
+    b.init(p + "lo6", {}, {0.f}).init(p + "hi6", {}, {6.f});
+    b.node("Clip", {cur, p + "lo6", p + "hi6"}, {y});
+  } else if (gc.relu) {
     b.node("Relu", {cur}, {y});
   } else {
     b.node("Identity", {cur}, {y});
@@ -490,6 +494,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"threshold", with([](GateCase& g) { g.form = Form::Threshold; })},
                       Variant{"winners_mask", with([](GateCase& g) { g.form = Form::WinnersMask; })},
                       Variant{"winners_one_hot_axis1", with([](GateCase& g) { g.form = Form::WinnersOneHotAxis1; })},
+                      Variant{"relu6_after_gate", with([](GateCase& g) { g.relu6 = true; })},
+                      Variant{"relu6_after_gate_unmasked_beta", with([](GateCase& g) { g.relu6 = true; g.beta = Beta::Unmasked; })},
                       Variant{"threshold_slice_ge", with([](GateCase& g) { g.form = Form::ThresholdSliceGe; })},
                       Variant{"threshold_where_gather", with([](GateCase& g) { g.form = Form::ThresholdWhereGather; })},
                       Variant{"threshold_less", with([](GateCase& g) { g.form = Form::ThresholdLess; })},
