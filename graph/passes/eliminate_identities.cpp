@@ -102,8 +102,33 @@ std::optional<Tensor> permuted_constant(const Tensor& c, const Shape& ys, const 
   return t;
 }
 
+// For a value v broadcast against a rank-r value y = Transpose(x, p): the shape that v, padded
+// to rank r, takes under the inverse permutation, when that is a Reshape of v (its axes of
+// size above 1 keep their order) and v does not expand y; else nothing.
+std::optional<Shape> permuted_view(const Value& v, const Shape& ys, const std::vector<int64_t>& p) {
+  const size_t r = ys.size();
+  if (!v.shape_known || v.shape.size() > r) return std::nullopt;
+  Shape vr(r - v.shape.size(), 1);
+  vr.insert(vr.end(), v.shape.begin(), v.shape.end());
+  for (size_t i = 0; i < r; ++i)
+    if (vr[i] != 1 && vr[i] != ys[i]) return std::nullopt;
+  std::vector<int64_t> inv(r);
+  for (size_t i = 0; i < r; ++i) inv[static_cast<size_t>(p[i])] = static_cast<int64_t>(i);
+  Shape out(r);
+  int64_t last = -1;
+  for (size_t j = 0; j < r; ++j) {
+    out[j] = vr[static_cast<size_t>(inv[j])];
+    if (out[j] != 1) {
+      if (inv[j] < last) return std::nullopt;
+      last = inv[j];
+    }
+  }
+  return out;
+}
+
 // A Transpose followed by ops that work element by element (unary ones, Clip, and binary ones
-// with a constant operand, which is permuted to match): the Transpose moves below them, so that a
+// with a constant operand, which is permuted to match, or a computed one that a Reshape
+// permutes): the Transpose moves below them, so that a
 // channel-last graph's Transpose pairs around them (tf2onnx writes Transpose, Relu, Transpose
 // between convs; its BatchNorm as Mul and Add of [C] constants on the channel-last axis) meet
 // and cancel, and pruning, BN folding and fusion see the convs' own chains. Returns whether n
@@ -128,6 +153,7 @@ bool sink_transpose(Graph& g, NodeId tid) {
     const bool binary = u.op == OpType::Add || u.op == OpType::Sub || u.op == OpType::Mul || u.op == OpType::Div ||
                         u.op == OpType::Max || u.op == OpType::Min || u.op == OpType::PRelu;
     std::vector<std::pair<size_t, Tensor>> permuted;  // binary: (input, its permuted constant)
+    std::optional<std::pair<size_t, Shape>> reshaped;  // binary: (input, the shape it is viewed as)
     if (unary) {
       if (u.inputs[0] != y) return moved;
       for (size_t i = 1; i < u.inputs.size(); ++i)  // Clip's bounds: scalars
@@ -135,10 +161,18 @@ bool sink_transpose(Graph& g, NodeId tid) {
           return moved;
     } else if (binary && u.inputs.size() == 2 && u.inputs[0] != u.inputs[1]) {
       const size_t ci = u.inputs[0] == y ? 1 : 0;
-      if (u.inputs[1 - ci] != y || (u.op == OpType::PRelu && ci != 1) || !g.value(u.inputs[ci]).is_constant()) return moved;
-      std::optional<Tensor> c2 = permuted_constant(g.value(u.inputs[ci]).constant, yv.shape, p);
-      if (!c2) return moved;
-      permuted.emplace_back(ci, std::move(*c2));
+      if (u.inputs[1 - ci] != y || (u.op == OpType::PRelu && ci != 1)) return moved;
+      if (g.value(u.inputs[ci]).is_constant()) {
+        std::optional<Tensor> c2 = permuted_constant(g.value(u.inputs[ci]).constant, yv.shape, p);
+        if (!c2) return moved;
+        permuted.emplace_back(ci, std::move(*c2));
+      } else {
+        // A computed operand (a gate's [N, 1, 1, C] mask on channel-last data) whose axes other
+        // than 1 keep their order under the permutation: the permuted operand is a Reshape.
+        std::optional<Shape> to = permuted_view(g.value(u.inputs[ci]), yv.shape, p);
+        if (!to) return moved;
+        reshaped.emplace(ci, std::move(*to));
+      }
     } else {
       return moved;
     }
@@ -156,6 +190,29 @@ bool sink_transpose(Graph& g, NodeId tid) {
       cv.shape_known = true;
       cv.constant = std::move(c2);
       g.node(uid).inputs[ci] = g.add_value(std::move(cv));
+    }
+    if (reshaped) {
+      const ValueId o = g.node(uid).inputs[reshaped->first];
+      const Shape& to = reshaped->second;
+      Value target;
+      target.name = g.value(o).name + ":permuted_shape";
+      target.constant = Tensor::from_vector<int64_t>({static_cast<int64_t>(to.size())}, std::vector<int64_t>(to.begin(), to.end()));
+      target.dtype = DType::Int64;
+      target.shape = target.constant.shape();
+      target.shape_known = true;
+      Value view;
+      view.name = g.value(o).name + ":permuted";
+      view.dtype = g.value(o).dtype;
+      view.shape = to;
+      view.shape_known = true;
+      Node r;
+      r.op = OpType::Reshape;
+      r.name = view.name;
+      r.params = ReshapeParams{};
+      r.inputs = {o, g.add_value(std::move(target))};
+      r.outputs = {g.add_value(std::move(view))};
+      g.node(uid).inputs[reshaped->first] = r.outputs[0];
+      g.add_node(std::move(r));
     }
     const ValueId z = g.node(uid).outputs[0];
     for (ValueId& in : g.node(uid).inputs)

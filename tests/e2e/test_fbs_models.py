@@ -49,9 +49,9 @@ def gated_convs_in(path):
             continue
         outs = [n.output[0]]
         consts = {t.name for t in g.initializer} | {c.output[0] for c in g.node if c.op_type == "Constant"}
-        for _ in range(2):  # a BN's scale and shift written as Mul and Add of constants
-            outs += [r.output[0] for r in g.node if r.op_type in ("Mul", "Add") and outs[-1] in r.input and
-                     any(i in consts for i in r.input)]
+        for _ in range(2):  # a BN's scale and shift written as Mul and Add of constants; to NHWC
+            outs += [r.output[0] for r in g.node if outs[-1] in r.input and (r.op_type == "Transpose" or (
+                     r.op_type in ("Mul", "Add") and any(i in consts for i in r.input)))]
         outs += [r.output[0] for r in g.node if r.op_type == "Cast" and r.input[0] == n.output[0]]  # (to double)
         outs += [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] in outs]
         for m in g.node:
@@ -471,6 +471,9 @@ def other_form_models(work):
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
             if self.form == "relu_then_gate":  # the gate after the conv's Relu
                 y = F.relu(self.conv(x)) * pi[:, :, None, None]
+            elif self.form == "channel_last_mask":  # the mask applied to the conv's output in NHWC, as tf2onnx does
+                y = F.relu(self.conv(x).permute(0, 2, 3, 1) * pi[:, None, None, :] + self.bn_shift.reshape(1, 1, 1, 16))
+                y = y.permute(0, 3, 1, 2)
             elif self.form == "scale_then_gate":  # a BN's scale and shift as Mul and Add between conv and gate
                 y = F.relu((self.conv(x) * self.bn_scale + self.bn_shift) * pi[:, :, None, None])
             elif self.form in ("expand_as", "repeat"):  # pi broadcast by hand to the conv's shape
@@ -491,7 +494,7 @@ def other_form_models(work):
                  "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean", "where_ones_mask",
                  "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
-                 "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate",
+                 "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
