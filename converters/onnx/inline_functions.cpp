@@ -60,6 +60,24 @@ int64_t default_opset(const google::protobuf::RepeatedPtrField<op::OperatorSetId
   return -1;
 }
 
+// The reads in subgraph sg (and the graphs nested in it) of names it does not define itself,
+// and its outputs that are such names, renamed by `rename`: an If branch in a function's body
+// reads the body's values, which the inlined copy knows by the call's names.
+template <class Rename>
+void rename_outer_reads(op::GraphProto& sg, std::set<std::string> local, const Rename& rename) {
+  for (const auto& v : sg.input()) local.insert(v.name());
+  for (const auto& t : sg.initializer()) local.insert(t.name());
+  for (const auto& n : sg.node()) local.insert(n.output().begin(), n.output().end());
+  for (auto& n : *sg.mutable_node()) {
+    for (auto& v : *n.mutable_input())
+      if (!v.empty() && !local.count(v)) v = rename(v);
+    for (auto& a : *n.mutable_attribute())
+      if (a.type() == op::AttributeProto::GRAPH) rename_outer_reads(*a.mutable_g(), local, rename);
+  }
+  for (auto& o : *sg.mutable_output())
+    if (!local.count(o.name())) o.set_name(rename(o.name()));
+}
+
 class Inliner {
  public:
   Inliner(const op::ModelProto& model, std::string name, std::map<std::string, int64_t>& calls)
@@ -157,6 +175,8 @@ class Inliner {
       for (const auto& a : body.attribute()) {
         if (a.ref_attr_name().empty()) {
           *m.add_attribute() = a;
+          // An If's branches read the body's values by name: those go by the call's names too.
+          if (a.type() == op::AttributeProto::GRAPH) rename_outer_reads(*m.mutable_attribute(m.attribute_size() - 1)->mutable_g(), {}, rename);
           continue;
         }
         const auto* src = given.count(a.ref_attr_name()) ? &given.at(a.ref_attr_name()) : nullptr;

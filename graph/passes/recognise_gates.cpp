@@ -841,15 +841,19 @@ class GateMatcher {
     return g_.value(v).is_constant() && numel(v) == 1 && g_.value(v).dtype == DType::Float32;
   }
 
-  // For ReduceMean rm over axes 1 and 2 of a 4-D tensor h (or of |h|): the output of a
-  // Transpose(h, [0, 3, 1, 2]) that reads h, the NCHW tensor whose H and W those axes are; else
-  // kNoValue.
+  // For ReduceMean rm over axes 1 and 2 of a 4-D tensor h (or of |h|): the NCHW tensor whose H
+  // and W those axes are (h's Transpose(0, 3, 1, 2) that reads it, or the x of h =
+  // Transpose(x, [0, 2, 3, 1])); else kNoValue.
   ValueId channel_last_view(const Node* rm) const {
     const Value& xin = g_.value(rm->inputs[0]);
     const auto& axes = rm->p<ReduceParams>().axes;
     if (xin.shape.size() != 4 || (axes != std::vector<int64_t>{1, 2} && axes != std::vector<int64_t>{-3, -2})) return kNoValue;
     ValueId h = rm->inputs[0];
     if (const Node* a = prod(h, OpType::Abs)) h = a->inputs[0];
+    // h = Transpose(x, [0, 2, 3, 1]) itself (the NCHW x, which the conv reads once the Transpose
+    // back to NCHW folded with it): the mean over h's axes 1, 2 is the mean over x's 2, 3.
+    if (const Node* t = prod(h, OpType::Transpose); t && t->p<TransposeParams>().perm == std::vector<int64_t>{0, 2, 3, 1})
+      return t->inputs[0];
     for (NodeId r : g_.value(h).consumers) {
       const Node& t = g_.node(r);
       if (!t.dead && t.op == OpType::Transpose && t.outputs.size() == 1 &&

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from e2e_util import check, expect_refusal, run_parts, run_sluice, run_vs_ort
 
@@ -134,6 +134,23 @@ def functions(a):
         "function_named_like_a_newer_op": ([helper.make_node("Gelu", ["image"], ["logits"])],
                                            [helper.make_function("", "Gelu", ["x"], ["y"], [helper.make_node("Neg", ["x"], ["y"])],
                                                                  [helper.make_opsetid("", 20)])], 20),
+        # an If in the body whose branches read the function's input x by name, and a main-graph
+        # value also named x: the branches read the call's argument, not the graph's x (they read
+        # the graph's; found by a review)
+        "function_if_reads_its_input": (
+            [helper.make_node("Mul", ["image", "image"], ["x"]),
+             helper.make_node("Cond", ["image"], ["f"], domain="local"),
+             helper.make_node("Add", ["f", "x"], ["logits"])],
+            [fn("Cond", ["x"], ["y"], [
+                helper.make_node("Shape", ["x"], ["s"]),
+                helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+                helper.make_node("Constant", [], ["big"], value=numpy_helper.from_array(np.array(100, np.int64))),
+                helper.make_node("Greater", ["n", "big"], ["c"]),
+                helper.make_node("If", ["c"], ["y"],
+                                 then_branch=helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
+                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
+                                 else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                                                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),

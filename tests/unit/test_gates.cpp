@@ -36,9 +36,11 @@ enum class Form { Winners, Losers, Threshold, WinnersMask, ThresholdSliceGe, Thr
 // WholeMapAvgPool: AveragePool with kernel H x W (F.avg_pool2d(x, x.shape[2:])).
 // GlobalMax / ReduceMax / WholeMapMaxPool / ReduceL2: the maximum or L2 norm over H, W instead of the mean.
 // ChannelLast: the model's input is [N, H, W, C], the conv reads it through Transpose(0, 3, 1,
-// 2) and the gate averages the input over axes 1 and 2 (tf2onnx's form).
+// 2) and the gate averages the input over axes 1 and 2 (tf2onnx's form). ChannelLastInside:
+// the same of an NCHW input transposed to NHWC and back (the pair folds before the gate is
+// looked for).
 enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool, GlobalMax, ReduceMax, WholeMapMaxPool,
-                  ReduceL2, ScaledMean, SqrtSumSquares, ChannelLast };
+                  ReduceL2, ScaledMean, SqrtSumSquares, ChannelLast, ChannelLastInside };
 // MatMulSub: s W - b; SubMatMul: b - s W; Conv1x1: on the [N, C, 1, 1] pool, then Flatten.
 enum class Fc { Gemm, MatMulAdd, MatMulSub, SubMatMul, Conv1x1 };
 enum class Bcast { Unsqueeze, Reshape };
@@ -85,7 +87,7 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   if (gc.stride != 1) OnnxBuilder::attr_ints(conv, "strides", {gc.stride, gc.stride});
   // Saliency.
   std::string pooled;
-  std::string src = gc.pool == Pool::ChannelLast ? "x" : x;  // (gate_model's channel-last input)
+  std::string src = gc.pool == Pool::ChannelLast ? "x" : gc.pool == Pool::ChannelLastInside ? "x_nhwc" : x;  // (gate_model's)
   if (gc.pool == Pool::AbsReduceMean || gc.abs_first) {
     b.node("Abs", {src}, {p + "abs"});
     src = p + "abs";
@@ -131,7 +133,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     b.node("Div", {p + "sum", p + "hw"}, {p + "s"});
   } else {
     auto& rm = b.node("ReduceMean", {src}, {p + "s"});
-    OnnxBuilder::attr_ints(rm, "axes", gc.pool == Pool::ChannelLast ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{2, 3});
+    const bool last = gc.pool == Pool::ChannelLast || gc.pool == Pool::ChannelLastInside;
+    OnnxBuilder::attr_ints(rm, "axes", last ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{2, 3});
     OnnxBuilder::attr_int(rm, "keepdims", 0);
   }
   // A hidden layer first (a two-layer predictor, which is not recognised): relu(s Wh^T).
@@ -364,6 +367,11 @@ Model gate_model(const GateCase& gc, int gates = 1) {
     cur = "xc";
   } else {
     b.input("x", {gc.n, gc.c, gc.hw, gc.hw});
+    if (gc.pool == Pool::ChannelLastInside) {
+      OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"x_nhwc"}), "perm", {0, 2, 3, 1});
+      OnnxBuilder::attr_ints(b.node("Transpose", {"x_nhwc"}, {"xc"}), "perm", {0, 3, 1, 2});
+      cur = "xc";
+    }
   }
   int64_t c = gc.c;
   for (int i = 0; i < gates; ++i) {
@@ -543,6 +551,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"abs_reducemean", with([](GateCase& g) { g.pool = Pool::AbsReduceMean; })},
                       Variant{"channel_last_reducemean", with([](GateCase& g) { g.pool = Pool::ChannelLast; })},
                       Variant{"channel_last_abs", with([](GateCase& g) { g.pool = Pool::ChannelLast; g.abs_first = true; })},
+                      Variant{"channel_last_inside", with([](GateCase& g) { g.pool = Pool::ChannelLastInside; })},
+                      Variant{"channel_last_inside_abs", with([](GateCase& g) { g.pool = Pool::ChannelLastInside; g.abs_first = true; })},
                       Variant{"matmul_add", with([](GateCase& g) { g.fc = Fc::MatMulAdd; })},
                       Variant{"matmul_sub", with([](GateCase& g) { g.fc = Fc::MatMulSub; g.bg_offset = -1.5f; })},
                       Variant{"sub_matmul", with([](GateCase& g) { g.fc = Fc::SubMatMul; })},
