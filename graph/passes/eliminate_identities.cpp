@@ -73,15 +73,25 @@ bool fold_transpose_pair(Graph& g, Node& n) {
 // A constant c broadcast against a rank-r value y = Transpose(x, p): the constant c2 with
 // Transpose(c2, p) = c as broadcast (c aligned right, padded with 1s to rank r), so that
 // Transpose(x op c2, p) = y op c. Empty when c would expand y (an axis of c larger than y's 1).
-std::optional<Tensor> permuted_constant(const Tensor& c, const Shape& ys, const std::vector<int64_t>& p) {
+// A shape s broadcast against ys (rank r) = Transpose(x, p): s padded with 1s to rank r and the
+// inverse permutation, when s does not expand ys (an axis of s larger than ys's 1); else nothing.
+std::optional<std::pair<Shape, std::vector<int64_t>>> aligned(const Shape& s, const Shape& ys, const std::vector<int64_t>& p) {
   const size_t r = ys.size();
-  if (c.shape().size() > r || r > 8) return std::nullopt;
-  Shape cr(r - c.shape().size(), 1);
-  cr.insert(cr.end(), c.shape().begin(), c.shape().end());
+  if (s.size() > r) return std::nullopt;
+  Shape sr(r - s.size(), 1);
+  sr.insert(sr.end(), s.begin(), s.end());
   for (size_t i = 0; i < r; ++i)
-    if (cr[i] != 1 && cr[i] != ys[i]) return std::nullopt;
+    if (sr[i] != 1 && sr[i] != ys[i]) return std::nullopt;
   std::vector<int64_t> inv(r);
   for (size_t i = 0; i < r; ++i) inv[static_cast<size_t>(p[i])] = static_cast<int64_t>(i);
+  return std::pair{std::move(sr), std::move(inv)};
+}
+
+std::optional<Tensor> permuted_constant(const Tensor& c, const Shape& ys, const std::vector<int64_t>& p) {
+  const size_t r = ys.size();
+  const auto al = r <= 8 ? aligned(c.shape(), ys, p) : std::nullopt;
+  if (!al) return std::nullopt;
+  const auto& [cr, inv] = *al;
   Shape out(r);
   for (size_t j = 0; j < r; ++j) out[j] = cr[static_cast<size_t>(inv[j])];  // out = Transpose(cr, inv)
   Tensor t(c.dtype(), out);
@@ -107,13 +117,9 @@ std::optional<Tensor> permuted_constant(const Tensor& c, const Shape& ys, const 
 // size above 1 keep their order) and v does not expand y; else nothing.
 std::optional<Shape> permuted_view(const Value& v, const Shape& ys, const std::vector<int64_t>& p) {
   const size_t r = ys.size();
-  if (!v.shape_known || v.shape.size() > r) return std::nullopt;
-  Shape vr(r - v.shape.size(), 1);
-  vr.insert(vr.end(), v.shape.begin(), v.shape.end());
-  for (size_t i = 0; i < r; ++i)
-    if (vr[i] != 1 && vr[i] != ys[i]) return std::nullopt;
-  std::vector<int64_t> inv(r);
-  for (size_t i = 0; i < r; ++i) inv[static_cast<size_t>(p[i])] = static_cast<int64_t>(i);
+  const auto al = v.shape_known ? aligned(v.shape, ys, p) : std::nullopt;
+  if (!al) return std::nullopt;
+  const auto& [vr, inv] = *al;
   Shape out(r);
   int64_t last = -1;
   for (size_t j = 0; j < r; ++j) {
