@@ -313,6 +313,10 @@ std::vector<std::string> all_reads(const op::NodeProto& n) {
   return r;
 }
 
+// The ops whose ONNX 1.12 shape inference reads past its arrays on an input of too low a rank
+// (check_window_input_ranks).
+bool windowed(const std::string& op_type) { return op_type == "Conv" || op_type == "MaxPool" || op_type == "AveragePool"; }
+
 bool has_subgraphs(const op::GraphProto& gp) {
   for (const auto& n : gp.node())
     for (const auto& a : n.attribute())
@@ -370,8 +374,7 @@ class Importer {
     bool windowed_in_branch = false;
     if (has_subgraphs(gp))
       for_each_node(gp, [&](const op::NodeProto& n, int) {
-        windowed_in_branch = windowed_in_branch || n.op_type() == "Conv" || n.op_type() == "MaxPool" ||
-                             n.op_type() == "AveragePool";
+        windowed_in_branch = windowed_in_branch || windowed(n.op_type());
       });
     if (g_->opset <= kCheckerOpset && !windowed_in_branch) {
       check_window_input_ranks(model);
@@ -418,7 +421,6 @@ class Importer {
   // their data only when small (shape arguments such as a Reshape's target): the weights' dims
   // are all the ranks need, and copying them would double a large model's memory at load.
   void check_window_input_ranks(op::ModelProto& model) {
-    auto windowed = [](const std::string& t) { return t == "Conv" || t == "MaxPool" || t == "AveragePool"; };
     bool any = false;
     for (const auto& n : model.graph().node()) any = any || windowed(n.op_type());
     if (!any) return;

@@ -188,24 +188,13 @@ bool sink_transpose(Graph& g, NodeId tid) {
     between.shape = g.value(x).shape;
     between.shape_known = true;
     const ValueId b = g.add_value(std::move(between));
-    for (auto& [ci, c2] : permuted) {
-      Value cv;
-      cv.name = g.value(g.node(uid).inputs[ci]).name + ":permuted";
-      cv.dtype = c2.dtype();
-      cv.shape = c2.shape();
-      cv.shape_known = true;
-      cv.constant = std::move(c2);
-      g.node(uid).inputs[ci] = g.add_value(std::move(cv));
-    }
+    for (auto& [ci, c2] : permuted)
+      g.node(uid).inputs[ci] = add_constant(g, g.value(g.node(uid).inputs[ci]).name + ":permuted", std::move(c2));
     if (reshaped) {
       const ValueId o = g.node(uid).inputs[reshaped->first];
       const Shape& to = reshaped->second;
-      Value target;
-      target.name = g.value(o).name + ":permuted_shape";
-      target.constant = Tensor::from_vector<int64_t>({static_cast<int64_t>(to.size())}, std::vector<int64_t>(to.begin(), to.end()));
-      target.dtype = DType::Int64;
-      target.shape = target.constant.shape();
-      target.shape_known = true;
+      const ValueId target = add_constant(g, g.value(o).name + ":permuted_shape",
+                                          Tensor::from_vector<int64_t>({static_cast<int64_t>(to.size())}, to));
       Value view;
       view.name = g.value(o).name + ":permuted";
       view.dtype = g.value(o).dtype;
@@ -215,7 +204,7 @@ bool sink_transpose(Graph& g, NodeId tid) {
       r.op = OpType::Reshape;
       r.name = view.name;
       r.params = ReshapeParams{};
-      r.inputs = {o, g.add_value(std::move(target))};
+      r.inputs = {o, target};
       r.outputs = {g.add_value(std::move(view))};
       g.node(uid).inputs[reshaped->first] = r.outputs[0];
       g.add_node(std::move(r));

@@ -1,6 +1,7 @@
 #include <map>
 
 #include "graph/passes/passes.h"
+#include "graph/passes/rewrite_util.h"
 #include "ops/op_registry.h"
 #include "ops/util.h"
 
@@ -170,16 +171,6 @@ int resolve_if(Graph& g, NodeId id) {
   return 1 + process_new(g, first);
 }
 
-Value int64_constant(const std::string& name, const std::vector<int64_t>& v) {
-  Value c;
-  c.name = name;
-  c.constant = Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v);
-  c.dtype = DType::Int64;
-  c.shape = c.constant.shape();
-  c.shape_known = true;
-  return c;
-}
-
 // A 3-D pool (kernel_shape of 3): only over depth alone, as torch's LocalResponseNorm pools [N,
 // 1, C, H, W] (kernel [k, 1, 1], strides [s, 1, 1], H and W unpadded): run as a 2-D pool of
 // kernel [k, 1] over [N, C, D, H * W], between Reshapes; anything else is refused by name.
@@ -208,7 +199,7 @@ int lower_depth_pool(Graph& g, NodeId id) {
   const ValueId x4 = add_value(v4);
   v4.name = g.value(y).name + ":4d";
   const ValueId y4 = add_value(v4);
-  const ValueId flat = add_value(int64_constant(name + ":flat_shape", {xs[0], xs[1], xs[2], xs[3] * xs[4]}));
+  const ValueId flat = add_constant(g, name + ":flat_shape", Tensor::from_vector<int64_t>({4}, {xs[0], xs[1], xs[2], xs[3] * xs[4]}));
   Node r;
   r.op = OpType::Reshape;
   r.name = name + ":to_4d";
@@ -222,7 +213,7 @@ int lower_depth_pool(Graph& g, NodeId id) {
   pool.outputs[0] = y4;
   int count = process(g, rid) + process(g, id);
   const Shape ys = g.value(y4).shape;
-  const ValueId back = add_value(int64_constant(name + ":5d_shape", {ys[0], ys[1], ys[2], xs[3], xs[4]}));
+  const ValueId back = add_constant(g, name + ":5d_shape", Tensor::from_vector<int64_t>({5}, {ys[0], ys[1], ys[2], xs[3], xs[4]}));
   r.name = name + ":to_5d";
   r.inputs = {y4, back};
   r.outputs = {y};
