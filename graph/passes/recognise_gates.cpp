@@ -86,6 +86,13 @@ class GateMatcher {
     return v;
   }
 
+  // The TopK whose indices output is idx (through int casts), or null.
+  const Node* topk_of_indices(ValueId idx) const {
+    const ValueId v = through_int_casts(idx);
+    const Node* t = prod(v, OpType::TopK);
+    return t && t->outputs.size() > 1 && t->outputs[1] == v ? t : nullptr;
+  }
+
   int64_t numel(ValueId v) const {
     int64_t n = 1;
     for (int64_t d : g_.value(v).shape) n *= d;
@@ -359,8 +366,8 @@ class GateMatcher {
     const Node* rs = prod(pi, OpType::ReduceSum);
     if (!rs) rs = prod(pi, OpType::ReduceMax);
     const Node* oh = rs ? prod(rs->inputs[0], OpType::OneHot) : nullptr;
-    const Node* t = oh ? prod(through_int_casts(oh->inputs[0]), OpType::TopK) : nullptr;
-    if (!t || t->outputs.size() < 2 || t->outputs[1] != through_int_casts(oh->inputs[0]) || !one_hot_mask(*rs, *oh, *t, m))
+    const Node* t = oh ? topk_of_indices(oh->inputs[0]) : nullptr;
+    if (!t || !one_hot_mask(*rs, *oh, *t, m))
       return std::nullopt;
     Selection s;
     s.g = t->inputs[0];
@@ -478,8 +485,7 @@ class GateMatcher {
         mv = w01->inputs[0];
       // Ones scattered at the TopK indices: ScatterElements over axis 1, or index_put's ScatterND.
       const Node* sc = where ? nullptr : prod(mv, OpType::ScatterElements);
-      const Node* t = sc ? prod(through_int_casts(sc->inputs[1]), OpType::TopK) : nullptr;
-      if (t && (t->outputs.size() < 2 || t->outputs[1] != through_int_casts(sc->inputs[1]))) t = nullptr;
+      const Node* t = sc ? topk_of_indices(sc->inputs[1]) : nullptr;
       if (!sc && !where && (sc = prod(mv, OpType::ScatterND))) t = index_put_topk(*sc);
       if (sc) {
         if (!t || t->inputs[0] != gv) continue;
@@ -498,8 +504,8 @@ class GateMatcher {
       if (!rs) rs = prod(through_views(mv), OpType::ReduceMax);
       if (rs && !where) {
         const Node* oh = prod(rs->inputs[0], OpType::OneHot);
-        const Node* t = oh ? prod(through_int_casts(oh->inputs[0]), OpType::TopK) : nullptr;
-        if (t && t->outputs.size() > 1 && t->outputs[1] == through_int_casts(oh->inputs[0]) && t->inputs[0] == gv &&
+        const Node* t = oh ? topk_of_indices(oh->inputs[0]) : nullptr;
+        if (t && t->inputs[0] == gv &&
             one_hot_mask(*rs, *oh, *t, m)) {
           s.g = gv;
           s.form = GateForm::Winners;
@@ -844,10 +850,13 @@ class GateMatcher {
   // For ReduceMean rm over axes 1 and 2 of a 4-D tensor h (or of |h|): the NCHW tensor whose H
   // and W those axes are (h's Transpose(0, 3, 1, 2) that reads it, or the x of h =
   // Transpose(x, [0, 2, 3, 1])); else kNoValue.
-  ValueId channel_last_view(const Node* rm) const {
-    const Value& xin = g_.value(rm->inputs[0]);
+  bool over_axes_1_2(const Node* rm) const {
     const auto& axes = rm->p<ReduceParams>().axes;
-    if (xin.shape.size() != 4 || (axes != std::vector<int64_t>{1, 2} && axes != std::vector<int64_t>{-3, -2})) return kNoValue;
+    return g_.value(rm->inputs[0]).shape.size() == 4 &&
+           (axes == std::vector<int64_t>{1, 2} || axes == std::vector<int64_t>{-3, -2});
+  }
+  ValueId channel_last_view(const Node* rm) const {
+    if (!over_axes_1_2(rm)) return kNoValue;
     ValueId h = rm->inputs[0];
     if (const Node* a = prod(h, OpType::Abs)) h = a->inputs[0];
     // h = Transpose(x, [0, 2, 3, 1]) itself (the NCHW x, which the conv reads once the Transpose
@@ -895,10 +904,9 @@ class GateMatcher {
         p.desc = "ReduceMean over H and W of the channel-last tensor, " + p.desc;
       } else if (xin.shape.size() != 4 || rm->p<ReduceParams>().axes != std::vector<int64_t>{2, 3}) {
         throw Reject{"ReduceMean " + rm->name + " does not average over H and W" +
-                     (xin.shape.size() == 4 && (rm->p<ReduceParams>().axes == std::vector<int64_t>{1, 2} ||
-                                                 rm->p<ReduceParams>().axes == std::vector<int64_t>{-3, -2})
-                          ? " of an NCHW tensor (axes 1, 2 of a channel-last one that no Transpose(0, 3, 1, 2) reads)"
-                          : "")};
+                     (over_axes_1_2(rm) ? " of an NCHW tensor (axes 1, 2 of a channel-last one that no Transpose reads "
+                                          "to NCHW or comes from)"
+                                        : "")};
       } else {
         p.x = rm->inputs[0];
         p.desc = "ReduceMean, " + p.desc;
