@@ -225,6 +225,13 @@ class GateMatcher {
     return k;
   }
 
+  // Whether a tensor of shape s, broadcast against the conv's output (shape ys), is one value per
+  // (sample, channel): [N, M, 1, 1], or [M, 1, 1] with one sample (pi.view(-1, 1, 1), which
+  // only a batch of one runs).
+  static bool per_sample_channel(const Shape& s, const Shape& ys) {
+    return s == Shape{ys[0], ys[1], 1, 1} || (ys[0] == 1 && s == Shape{ys[1], 1, 1});
+  }
+
   struct Selection {
     ValueId g = kNoValue;
     GateForm form = GateForm::Winners;
@@ -1036,8 +1043,7 @@ class GateMatcher {
     if (const Node* t = prod(pi4, OpType::Tile); t && g_.value(pi4).shape == ys &&
                                                   const_ints(g_, *t, 1) == std::vector<int64_t>{1, 1, ys[2], ys[3]})
       pi4 = t->inputs[0];
-    const Shape& ps = g_.value(pi4).shape;
-    if (ps.size() != 4 || ps[0] != ys[0] || ps[1] != m || ps[2] != 1 || ps[3] != 1)
+    if (!per_sample_channel(g_.value(pi4).shape, ys))
       throw Reject{"the multiplier of " + mul.name + " is not one value per (sample, channel)"};
     const ValueId pi = through_views(pi4);
     if (g_.value(pi).shape != Shape{ys[0], m} && g_.value(pi).shape != Shape{ys[0], m, 1, 1})
@@ -1076,15 +1082,16 @@ class GateMatcher {
           gp.beta = BetaMode::Unmasked;
           beta = floats(other);
         } else if (const Node* bm = prod(through_views(other), OpType::Mul);
-                   bm && g_.value(other).shape == Shape{ys[0], m, 1, 1}) {
+                   bm && per_sample_channel(g_.value(other).shape, ys)) {
           // beta[None, :, None, None] * mask[:, :, None, None], or (beta * mask)[:, :, None, None]
           // (the product on [N, M], beta then [M] or [1, M]).
           // The product must be [N, M] or [N, M, 1, 1] itself, its mask operand too, so that the views
           // keep every (sample, channel) in place (one computed as [M, N, 1] and reshaped would not).
           const Shape& ps = g_.value(bm->outputs[0]).shape;
           const bool flat = ps == Shape{ys[0], m};
-          for (int side = 0; side < 2 && gp.beta == BetaMode::None && (flat || ps == Shape{ys[0], m, 1, 1}); ++side) {
-            if (g_.value(bm->inputs[1 - side]).shape != ps) continue;
+          for (int side = 0; side < 2 && gp.beta == BetaMode::None && (flat || per_sample_channel(ps, ys)); ++side) {
+            const Shape& mask_shape = g_.value(bm->inputs[1 - side]).shape;
+            if (mask_shape != ps && (flat || !per_sample_channel(mask_shape, ys))) continue;
             const ValueId bv = bm->inputs[side];
             const Shape& bs = g_.value(bv).shape;
             const bool beta_like = flat ? g_.value(bv).is_constant() && g_.value(bv).dtype == DType::Float32 &&

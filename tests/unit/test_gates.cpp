@@ -43,7 +43,8 @@ enum class Pool { Gap, ReduceMean, AbsReduceMean, SumDiv, L1Div, WholeMapAvgPool
                   ReduceL2, ScaledMean, SqrtSumSquares, ChannelLast, ChannelLastInside };
 // MatMulSub: s W - b; SubMatMul: b - s W; Conv1x1: on the [N, C, 1, 1] pool, then Flatten.
 enum class Fc { Gemm, MatMulAdd, MatMulSub, SubMatMul, Conv1x1 };
-enum class Bcast { Unsqueeze, Reshape };
+// ReshapeC11: pi.view(-1, 1, 1), [M, 1, 1] (a batch of one only).
+enum class Bcast { Unsqueeze, Reshape, ReshapeC11 };
 enum class Beta { None, Masked, Unmasked };
 
 struct GateCase {
@@ -300,7 +301,8 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
   }
   // Broadcast pi over H, W and apply it.
   if (gc.bcast == Bcast::Unsqueeze) b.init_i64(p + "ax2", {1}, {2}).init_i64(p + "ax3", {1}, {3});
-  else b.init_i64(p + "shape4", {4}, {-1, m, 1, 1});
+  else if (gc.bcast == Bcast::Reshape) b.init_i64(p + "shape4", {4}, {-1, m, 1, 1});
+  else b.init_i64(p + "shape4", {3}, {m, 1, 1});
   auto bcast = [&](const std::string& v, const std::string& out) {
     if (gc.bcast == Bcast::Unsqueeze) {
       b.node("Unsqueeze", {v, p + "ax2"}, {out + "_u"});
@@ -566,6 +568,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"l1_div_hw", with([](GateCase& g) { g.pool = Pool::L1Div; })},
                       Variant{"whole_map_avgpool", with([](GateCase& g) { g.pool = Pool::WholeMapAvgPool; })},
                       Variant{"reshape", with([](GateCase& g) { g.bcast = Bcast::Reshape; })},
+                      Variant{"reshape_c11_batch1", with([](GateCase& g) { g.bcast = Bcast::ReshapeC11; g.n = 1; })},
+                      Variant{"reshape_c11_batch1_unmasked",
+                              with([](GateCase& g) { g.bcast = Bcast::ReshapeC11; g.n = 1; g.beta = Beta::Unmasked; })},
                       Variant{"unmasked_beta", with([](GateCase& g) { g.beta = Beta::Unmasked; })},
                       Variant{"no_beta", with([](GateCase& g) { g.beta = Beta::None; })},
                       Variant{"no_relu", with([](GateCase& g) { g.relu = false; })},
