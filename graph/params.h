@@ -235,7 +235,8 @@ struct ScatterParams {  // ScatterElements (axis), ScatterND (axis unused)
 // Inputs: x, W, B (or none), Wg [C_out, C_in], bg [C_out], beta [C_out] (or none).
 //   s = mean_hw(x) (or mean_hw |x|);  g = relu(Wg s + bg);  pi = select(g);
 //   y_c = act(pi_c * conv(x)_c + beta_c * m_c),  m_c = 1(pi_c > 0) (masked) or 1 (unmasked)
-//   (unit_pi: pi_c = 1 where select keeps g_c, a hard mask)
+//   (unit_pi: pi_c = 1 where select keeps g_c, a hard mask; positive_pi as well: only where g_c > 0,
+//   as Where(select(g) > 0, conv(x), 0) applies it)
 enum class GateForm : uint8_t {
   Winners,    // TopK(g, k) -> ScatterElements(zeros, idx, values): keep the k largest (ties: lower index)
   Losers,     // TopK(-g, C-k) -> ScatterElements(g, idx, 0): zero the C-k smallest (ties: lower index)
@@ -271,6 +272,9 @@ struct GatedConvParams {
   // A hard 0/1 mask: pi = 1 for a kept channel instead of g (y = act(conv + beta * m)); the form
   // and k say which are kept, by g as ever.
   bool unit_pi = false;
+  // With unit_pi: pi_c = 1 only where g_c > 0 too (the selection's values tested > 0, as
+  // Where(pi > 0, conv, 0) applies it: a kept channel whose g is 0 or NaN is suppressed).
+  bool positive_pi = false;
   bool abs_saliency = false;
   // g = act(Wg s + bg): the op that computes the saliency from the predictor's output, with its
   // attributes (LeakyRelu and Elu: alpha; HardSigmoid and HardSwish: alpha, beta; Clip: min, max).

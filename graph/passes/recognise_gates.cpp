@@ -23,7 +23,8 @@
 //              GatherElements with one constant index)
 //   then       Mul(conv(x), views(pi) [-> Expand | Tile to conv(x)'s shape]) [+ beta | + beta * Cast(Greater(pi, 0)),
 //              the product before or after the views] [-> Relu],
-//              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0)
+//              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0),
+//              or Where(views(pi) > 0, conv(x), 0) in place of the Mul (a 0/1 mask: 1 where kept and g > 0)
 //
 // The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
 // the same values (a suppressed channel takes the constant act(beta_c * m_c) the graph
@@ -223,6 +224,21 @@ class GateMatcher {
     const Shape& ts = g_.value(thr).shape;
     if (ts.size() != 2 || ts[1] != 1) throw wrong;
     return k;
+  }
+
+  // What n applies to src: Mul's other operand, or a of Where(a > 0, src, 0) (also 0 < a), the
+  // selection applied as a hard mask of its positive entries. Else kNoValue.
+  ValueId applied_operand(const Node& n, ValueId src) const {
+    if (n.dead) return kNoValue;
+    if (n.op == OpType::Mul && n.inputs.size() == 2) return n.inputs[0] == src ? n.inputs[1] : n.inputs[0];
+    if (n.op != OpType::Where || n.inputs.size() != 3 || n.inputs[1] != src || n.inputs[0] == src ||
+        !is_zero(n.inputs[2]))
+      return kNoValue;
+    const Node* t = prod(n.inputs[0], OpType::Greater);
+    if (t && t->inputs[0] != src && is_zero(t->inputs[1])) return t->inputs[0];
+    t = prod(n.inputs[0], OpType::Less);
+    if (t && t->inputs[1] != src && is_zero(t->inputs[0])) return t->inputs[1];
+    return kNoValue;
   }
 
   // Whether a tensor of shape s, broadcast against the conv's output (shape ys), is one value per
@@ -1036,8 +1052,11 @@ class GateMatcher {
     const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y_gate;
     const NodeId mul_id = g_.value(gated_in).consumers[0];
     const Node& mul = g_.node(mul_id);
-    if (mul.op != OpType::Mul) throw Reject{"the conv's output is not multiplied by the channel selection"};
-    ValueId pi4 = mul.inputs[0] == gated_in ? mul.inputs[1] : mul.inputs[0];
+    ValueId pi4 = applied_operand(mul, gated_in);
+    // Where(pi > 0, y, 0): y where the selection is positive, 0 elsewhere (a hard mask).
+    const bool where = mul.op == OpType::Where;
+    if (pi4 == kNoValue || (where && g_.value(mul.outputs[0]).shape != g_.value(gated_in).shape))
+      throw Reject{"the conv's output is not multiplied by the channel selection"};
     // pi4.expand_as(y) or pi4.repeat(1, 1, H, W): the same value at every pixel, as broadcasting.
     if (const Node* e = prod(pi4, OpType::Expand); e && g_.value(pi4).shape == ys) pi4 = e->inputs[0];
     if (const Node* t = prod(pi4, OpType::Tile); t && g_.value(pi4).shape == ys &&
@@ -1049,6 +1068,9 @@ class GateMatcher {
     if (g_.value(pi).shape != Shape{ys[0], m} && g_.value(pi).shape != Shape{ys[0], m, 1, 1})
       throw Reject{"the channel multiplier is not an [N, C] (or [N, C, 1, 1]) tensor"};
     Selection sel = selection(pi, m);
+    // Where(pi > 0, ...) of a selection of g's values: 1 where kept and g > 0 (of a 0/1 mask: the mask).
+    const bool positive = where && !sel.unit;
+    if (where) sel.unit = true;
     if (mt.widened && !sel.unit)
       throw Reject{"the gate multiplies the conv's output cast to float64 by g: only a 0/1 mask gives in double "
                    "exactly what the gate computes in float"};
@@ -1068,6 +1090,7 @@ class GateMatcher {
     gp.form = sel.form;
     gp.threshold_by_difference = sel.by_difference;
     gp.unit_pi = sel.unit;
+    gp.positive_pi = positive;
     gp.k = gp.k_exported = sel.k;
     gp.abs_saliency = pred.abs;
     gp.saliency = pred.saliency;
@@ -1124,7 +1147,7 @@ class GateMatcher {
     mt.params = gp;
     mt.pred = std::move(pred);
     mt.beta = std::move(beta);
-    mt.desc = std::string(gate_form_name(gp.form)) + (gp.unit_pi ? " (0/1 mask)" : "") + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
+    mt.desc = std::string(gate_form_name(gp.form)) + (gp.positive_pi ? " (0/1 mask where g > 0)" : gp.unit_pi ? " (0/1 mask)" : "") + " k=" + std::to_string(gp.k) + "/" + std::to_string(m) + ", " +
               mt.pred.desc + (gp.saliency.act != Saliency::Act::Relu ? std::string(", ") + saliency_act_name(gp.saliency.act) + " g" : "") + ", " +
               beta_mode_name(gp.beta) +
               (gp.activation.kind == Activation::Relu ? ", relu" : ", no activation");
@@ -1143,12 +1166,10 @@ class GateMatcher {
     for (NodeId c : g_.value(y).consumers) {
       const Node& n = g_.node(c);
       if (n.dead) continue;
-      if (n.op == OpType::Mul) others.push_back(n.inputs[0] == y ? n.inputs[1] : n.inputs[0]);
+      if (const ValueId v = applied_operand(n, y); v != kNoValue) others.push_back(v);
       if (n.op == OpType::Relu)
-        for (NodeId c2 : g_.value(n.outputs[0]).consumers) {
-          const Node& mul = g_.node(c2);
-          if (!mul.dead && mul.op == OpType::Mul) others.push_back(mul.inputs[0] == n.outputs[0] ? mul.inputs[1] : mul.inputs[0]);
-        }
+        for (NodeId c2 : g_.value(n.outputs[0]).consumers)
+          if (const ValueId v = applied_operand(g_.node(c2), n.outputs[0]); v != kNoValue) others.push_back(v);
     }
     return others;
   }

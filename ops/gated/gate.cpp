@@ -133,6 +133,8 @@ void select(const Spec& spec, const float* g, float* pi) {
       break;
     }
   }
+  if (spec.positive)
+    for (int64_t c = 0; c < m; ++c) pi[c] = pi[c] != 0.f && g[c] > 0.f ? 1.f : 0.f;
 }
 
 float suppressed_value(const graph::GatedConvParams& p, const float* beta, int64_t c) {

@@ -18,6 +18,7 @@ struct Spec {
   graph::Saliency saliency;  // g = act(...)
   bool by_difference = false;  // threshold forms: g - t >= 0 (> 0), as the graph writes it (NaN at inf - inf)
   bool unit = false;           // pi = 1 where kept, not g (a hard 0/1 mask)
+  bool positive = false;       // with unit: pi = 1 only where kept and g > 0 (GatedConvParams::positive_pi)
 };
 
 // The saliency's activation, as the graph's standalone op computes it (a Relu keeps NaN).

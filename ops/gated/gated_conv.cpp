@@ -85,7 +85,7 @@ void reference_SluiceGatedConv(const graph::Node& node, std::span<const TensorVi
   const float* sum = gp.fused_sum ? in[graph::kGatedSumInput].as<const float>() : nullptr;
   const bool has_gate = gp.form != graph::GateForm::All;
   gate::Spec spec{c, m, has_gate ? in[3].as<const float>() : nullptr, has_gate ? in[4].as<const float>() : nullptr,
-                  gp.form, gp.k, gp.saliency, gp.threshold_by_difference, gp.unit_pi};
+                  gp.form, gp.k, gp.saliency, gp.threshold_by_difference, gp.unit_pi, gp.positive_pi};
   std::vector<float> s(static_cast<size_t>(c)), g(static_cast<size_t>(m)), pi(static_cast<size_t>(m));
   for (int64_t b = 0; b < n; ++b) {
     const float* X = x.as<const float>() + b * c * hw;
@@ -304,7 +304,7 @@ class GatedConv final : public Kernel {
     float* Y = a.out[0].as<float>();
     const float* sb = p_.fused_sum ? a.in[graph::kGatedSumInput].as<const float>() + b * oh_ * ow_ * m_ : nullptr;
     StepRecord* rec = a.record;
-    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k, p_.saliency, p_.threshold_by_difference, p_.unit_pi};
+    const gate::Spec spec{c_, m_, wg_.data(), bg_.data(), p_.form, p_.k, p_.saliency, p_.threshold_by_difference, p_.unit_pi, p_.positive_pi};
     std::vector<float> s(static_cast<size_t>(c_)), g(static_cast<size_t>(m_)), pi(static_cast<size_t>(m_));
     std::vector<int32_t> act_in, act_out;
     const int64_t per_map = kh_ * kw_ * oh_ * ow_;

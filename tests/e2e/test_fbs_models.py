@@ -32,7 +32,8 @@ def run(cmd):
 
 
 def gated_convs_in(path):
-    """Convs of the ONNX file whose output (or its Relu) is multiplied by something a TopK decides."""
+    """Convs of the ONNX file whose output (or its Relu) is multiplied by something a TopK decides, or
+    kept by a Where whose test a TopK decides."""
     g = onnx.load(path).graph
     producer = {o: n for n in g.node for o in n.output}
 
@@ -56,7 +57,7 @@ def gated_convs_in(path):
         outs += [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] in outs]
         for m in g.node:
             for out in outs:
-                if m.op_type == "Mul" and out in m.input:
+                if (m.op_type == "Mul" and out in m.input) or (m.op_type == "Where" and m.input[1] == out):
                     other = [i for i in m.input if i != out]
                     if other and has_topk(other[0], set()):
                         count += 1
@@ -328,7 +329,8 @@ def other_form_models(work):
     zeros; index_put (pi[arange(N)[:, None], i] = v, exported as ScatterND at (n, i) pairs) of
     the values, of ones for a mask, or of zeros at the losers; masked_fill of the losers; the 1x1
     conv predictor flattened before its Relu; the mean over W then over H; g = sigmoid(...); pi
-    expanded or repeated to the conv's shape by hand, or viewed as [C, 1, 1] (batch 1); the saliency pooled by the maximum or the
+    expanded or repeated to the conv's shape by hand, or viewed as [C, 1, 1] (batch 1), or applied as
+    torch.where(pi > 0, conv, torch.zeros(())); the saliency pooled by the maximum or the
     L2 norm instead of the mean; the top-k taken in double and cast back; a hard 0/1 mask with
     no g multiplier (ones scattered, the test cast, torch.where(test, 1.0, 0.0), which torch
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
@@ -476,6 +478,8 @@ def other_form_models(work):
                 y = y.permute(0, 3, 1, 2)
             elif self.form == "scale_then_gate":  # a BN's scale and shift as Mul and Add between conv and gate
                 y = F.relu((self.conv(x) * self.bn_scale + self.bn_shift) * pi[:, :, None, None])
+            elif self.form == "where_positive":  # a hard mask of pi's positive entries: 0 for a winner with g = 0
+                y = F.relu(torch.where(pi[:, :, None, None] > 0, self.conv(x), torch.zeros(())))
             elif self.form == "view_c11_batch1":  # pi.view(-1, 1, 1): [C, 1, 1], right for a batch of one only
                 y = F.relu(self.conv(x) * pi.view(-1, 1, 1))
             elif self.form in ("expand_as", "repeat"):  # pi broadcast by hand to the conv's shape
@@ -497,7 +501,7 @@ def other_form_models(work):
                  "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
-                 "view_c11_batch1", *SALIENCY_FORMS):
+                 "view_c11_batch1", "where_positive", *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs

@@ -74,6 +74,8 @@ struct GateCase {
   // without the Mul), zeros at the losers into ones (Losers), the threshold test cast (the
   // threshold forms), or Where(test, 1, 0) / masked_fill of ones (ThresholdWhereGather).
   bool hard = false;
+  // The selection applied as Where(pi4 > 0, conv, 0) instead of Mul: 1 where kept and g > 0.
+  bool where_apply = false;
 };
 
 // Appends one gated conv reading `x` (C channels) and writing `y` (M channels); names
@@ -312,12 +314,22 @@ void add_gate(OnnxBuilder& b, const GateCase& gc, const std::string& p, const st
     }
   };
   bcast(pi, p + "pi4");
+  // conv * pi4, or Where(pi4 > 0, conv, 0)
+  auto apply = [&](const std::string& conv, const std::string& out) {
+    if (!gc.where_apply) {
+      b.node("Mul", {p + "pi4", conv}, {out});
+      return;
+    }
+    b.init(p + "wzero", {}, {0.f});
+    b.node("Greater", {p + "pi4", p + "wzero"}, {p + "pi4_on"});
+    b.node("Where", {p + "pi4_on", conv, p + "wzero"}, {out});
+  };
   if (gc.relu_first) {
     b.node("Relu", {p + "conv"}, {p + "rconv"});
-    b.node("Mul", {p + "pi4", p + "rconv"}, {y});
+    apply(p + "rconv", y);
     return;
   }
-  b.node("Mul", {p + "pi4", p + "conv"}, {p + "y0"});
+  apply(p + "conv", p + "y0");
   std::string cur = p + "y0";
   if (gc.beta != Beta::None) {
     b.init_random(p + "beta", gc.beta_flat ? Shape{m} : Shape{1, m, 1, 1}, 0.5f, gc.beta == Beta::Unmasked ? 0.3f : 0.f);
@@ -569,6 +581,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"whole_map_avgpool", with([](GateCase& g) { g.pool = Pool::WholeMapAvgPool; })},
                       Variant{"reshape", with([](GateCase& g) { g.bcast = Bcast::Reshape; })},
                       Variant{"reshape_c11_batch1", with([](GateCase& g) { g.bcast = Bcast::ReshapeC11; g.n = 1; })},
+                      Variant{"where_positive", with([](GateCase& g) { g.where_apply = true; })},
+                      Variant{"where_positive_threshold", with([](GateCase& g) { g.where_apply = true; g.form = Form::ThresholdSliceGe; })},
+                      Variant{"where_positive_relu_first",
+                              with([](GateCase& g) { g.where_apply = true; g.relu_first = true; g.beta = Beta::None; })},
+                      Variant{"where_positive_hard_mask", with([](GateCase& g) { g.where_apply = true; g.hard = true; })},
                       Variant{"reshape_c11_batch1_unmasked",
                               with([](GateCase& g) { g.bcast = Bcast::ReshapeC11; g.n = 1; g.beta = Beta::Unmasked; })},
                       Variant{"unmasked_beta", with([](GateCase& g) { g.beta = Beta::Unmasked; })},
@@ -772,6 +789,36 @@ TEST(GatedConv, NegativeSaliencyKeepsPiGreaterThanZeroMaskGeneric) {
   EXPECT_LT(o.err, 1e-5);
   EXPECT_LT(o.err_off, 1e-5);
   for (const auto& s : gated_layer(o.stats).samples) EXPECT_EQ(s.active_out_channels, gc.k);
+}
+
+// Where(pi > 0, conv, 0) with g = relu(...) that is 0 for some winners: those winners are
+// suppressed (0, not conv), where conv * pi would give 0 too but a 0/1 mask of the kept channels
+// would not; as many channels run as have g > 0 among the winners, and the numbers are exact.
+// With a masked beta the same channels are the ones that get beta.
+TEST(GatedConv, WhereOfPositiveSelectionSuppressesWinnersWhoseGIsZero) {
+  for (Beta beta : {Beta::None, Beta::Masked}) {
+    GateCase gc;
+    gc.where_apply = true;
+    gc.beta = beta;
+    gc.bg_offset = -0.2f;  // relu: some g exactly 0, some among the winners
+    gc.n = 4;
+    gc.m = 16;
+    gc.k = 12;
+    Model m = gate_model(gc);
+    runtime::Plan plan(*m.graph(), {}, {1, true});
+    ASSERT_EQ(plan.graph().gates.size(), 1u);
+    EXPECT_TRUE(plan.graph().gates[0].recognised) << plan.graph().gates[0].reason;
+    EXPECT_NE(plan.graph().gates[0].form.find("0/1 mask where g > 0"), std::string::npos) << plan.graph().gates[0].form;
+    Outcome o = run_both(m, {gc.n, gc.c, gc.hw, gc.hw});
+    EXPECT_LT(o.err, 1e-5);
+    EXPECT_LT(o.err_off, 1e-5);
+    int64_t fewer = 0;
+    for (const auto& s : gated_layer(o.stats).samples) {
+      EXPECT_LE(s.active_out_channels, gc.k);
+      fewer += s.active_out_channels < gc.k;
+    }
+    EXPECT_GT(fewer, 0) << "no sample had a winner with g = 0: the case tests nothing";
+  }
 }
 
 // A pooled saliency times a scalar folds into the predictor's weights only for a power of two:
