@@ -282,6 +282,13 @@ std::string nonfinite_weights(const Graph& g, const Node& n) {
   return "";
 }
 
+// The value of a channel whose filter is all zero: its bias after the producer's fused
+// activation, which maps NaN to 0 (or Clip's min) as oneDNN's post-op does. A NaN bias stays
+// NaN here: ONNX Runtime's answer for the channel is NaN (Relu keeps it), so it must not pass
+// for a zero channel (a probe's model, a slimmed BN with an inf running mean folded to a NaN
+// bias, came out finite).
+float dead_value(const FusedActivation& a, float bias) { return std::isnan(bias) ? bias : apply_activation(a, bias); }
+
 // Whether output channel o (of m) of producer p, a Conv or a Gemm with constant float weights,
 // has a finite filter (a Gemm's column of B, or row when transposed) and bias: an inf or NaN
 // there makes the channel inf or NaN at run time, and 0 x inf is NaN in its readers.
@@ -849,6 +856,11 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     }
     if (dead[static_cast<size_t>(o)]) {
       const float v = constant(o);
+      if (std::isnan(v)) {  // NaN at run time, whatever the ops on the way make of it here
+        ++kept_nonfinite;
+        keep.push_back(static_cast<int32_t>(o));
+        continue;
+      }
       bool agree = true, first = true, finite = true, filled = true;
       float seen = 0.f;
       for (const Reader& r : readers) {
@@ -1243,7 +1255,7 @@ int prune_through_depthwise(Graph& g, std::set<NodeId>& tried) {
     std::vector<bool> zero_in(static_cast<size_t>(c), false);
     int64_t n_zero = 0;
     for (int64_t o = 0; o < c; ++o) {
-      bool zero = apply_activation(pp.activation, PB ? PB[o] : 0.f) == 0.f;
+      bool zero = dead_value(pp.activation, PB ? PB[o] : 0.f) == 0.f;
       for (int64_t i = 0; i < per && zero; ++i) zero = PW[o * per + i] == 0.f;
       bool d_zero = true, d_finite = true;  // (a conv's weights are float32: shape inference checks)
       for (int64_t t = 0; t < taps && d_zero; ++t) d_zero = DW[o * taps + t] == 0.f;
@@ -1260,7 +1272,7 @@ int prune_through_depthwise(Graph& g, std::set<NodeId>& tried) {
     PruneReport report{p.name + " through depthwise " + d.name, c, n_zero, 0, 0, ""};
     Removal r;
     if (!plan_dead_channels(g, d.outputs[0], zero_in, n_zero,
-                            [&](int64_t o) { return apply_activation(dp.activation, DB ? DB[o] : 0.f); }, report, r))
+                            [&](int64_t o) { return dead_value(dp.activation, DB ? DB[o] : 0.f); }, report, r))
       continue;
     const auto& keep = r.keep;
     const auto k = static_cast<int64_t>(keep.size());
@@ -1590,7 +1602,7 @@ int prune_channels(Graph& g) {
     const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
     Removal r;
     if (!plan_dead_channels(g, p.outputs[0], gone, n_dead + n_unread,
-                            [&](int64_t o) { return apply_activation(pp.activation, B ? B[o] : 0.f); }, report, r, unread))
+                            [&](int64_t o) { return dead_value(pp.activation, B ? B[o] : 0.f); }, report, r, unread))
       continue;
     compact_producer(g, pid, r.keep);
     removed_total += finish_removal(g, r, m, report);
@@ -1632,7 +1644,7 @@ int prune_channels(Graph& g) {
     const Tensor* c = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? &g.value(p.inputs[2]).constant : nullptr;
     const auto constant = [&](int64_t o) {
       const float b = c ? c->data<float>()[c->numel() == 1 ? 0 : o] : 0.f;
-      return apply_activation(gp.activation, gp.beta * b);
+      return dead_value(gp.activation, gp.beta * b);
     };
     Removal r;
     if (!plan_dead_channels(g, p.outputs[0], gone, n_dead + n_unread, constant, report, r, unread)) continue;

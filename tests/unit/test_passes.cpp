@@ -847,6 +847,38 @@ TEST(PruneChannels, DepthwiseZeroFilterKeptWithOneReason) {
   EXPECT_LT(fast_vs_reference(m, {1, 8, 6, 6}), 1e-5);
 }
 
+// A zero filter with a NaN bias (a slimmed BN whose running mean is inf folds so), under a Relu
+// or a Clip that the conv's epilogue takes: the channel is NaN in ONNX Runtime (Relu keeps NaN),
+// not the 0 that the fused activation (NaN -> 0 or min) made of it, and it was removed as a zero
+// channel, the output then finite (a probe's find). It stays, so the model runs on the
+// reference kernels and the output is NaN, as ORT's.
+TEST(PruneChannels, ZeroFilterWithNanBiasIsNotAZeroChannel) {
+  for (const char* act : {"Relu", "Clip"}) {
+    OnnxBuilder b;
+    std::mt19937 rng(4);
+    std::normal_distribution<float> nd;
+    std::vector<float> w1(4 * 3 * 9), b1(4, 0.1f);
+    for (size_t i = 0; i < w1.size(); ++i) w1[i] = i / 27 == 1 ? 0.f : nd(rng);  // filter 1 all zero
+    b1[1] = std::numeric_limits<float>::quiet_NaN();
+    b.input("x", {1, 3, 6, 6}).init("w1", {4, 3, 3, 3}, w1).init("b1", {4}, b1).init_random("w2", {5, 4, 3, 3});
+    b.init("lo", {}, {0.f}).init("hi", {}, {6.f});
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w1", "b1"}, {"c"}, "c1"), "pads", {1, 1, 1, 1});
+    if (std::string(act) == "Relu")
+      b.node("Relu", {"c"}, {"r"});
+    else
+      b.node("Clip", {"c", "lo", "hi"}, {"r"});
+    OnnxBuilder::attr_ints(b.node("Conv", {"r", "w2"}, {"y"}, "c2"), "pads", {1, 1, 1, 1});
+    b.output("y");
+    Model m = b.load();
+    const std::string insp = Session(m).inspect();
+    EXPECT_NE(insp.find("'c1': 0 of 4 channels removed; 1 dead kept: 1 constant channels that are inf or NaN"),
+              std::string::npos)
+        << act << "\n" << insp;
+    const Tensor y = Session(m).run({{"x", random_tensor({1, 3, 6, 6}, 2)}})["y"];
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_TRUE(std::isnan(y.data<float>()[i])) << act << " at " << i;
+  }
+}
+
 // a + cat(conv1(a), conv2(a)) (found by a probe: nothing went): an Add of two activations ties
 // a and the Concat's channels into one residual group; a channel goes where it is zero in a and
 // in the conv of the Concat it comes from (0 and 7 here), from both convs' outputs (and inputs)
