@@ -411,7 +411,12 @@ std::string collect_readers(const Graph& g, ValueId v, const std::vector<Step>& 
       }
       case OpType::Conv: {
         const auto& cp = n.p<ConvParams>();
-        if (cp.group != 1) return "read by grouped conv " + n.name;
+        // A grouped conv with more than one input channel per group loses as many in every group
+        // (plan_removal evens the removal out); a depthwise one (one per group) goes with the
+        // conv before it where it can (prune_through_depthwise).
+        if (cp.group != 1 && (!g.value(n.inputs[1]).is_constant() || g.value(n.inputs[1]).shape.size() != 4 ||
+                              g.value(n.inputs[1]).shape[1] < 2))
+          return "read by grouped conv " + n.name;
         // A fused shift that moves each input channel to one place (a permutation of them: the
         // fused conv's weights have one column per input channel): only zero channels can go,
         // as through zero padding (plan_removal), with their columns.
@@ -628,6 +633,8 @@ void compact_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
   const Node& p = g.node(pid);
   const Tensor& w = g.value(p.inputs[1]).constant;
   const int64_t m = w.shape()[0], per = w.numel() / m, k = static_cast<int64_t>(keep.size());
+  // The model's input channels per group, as the MAC count takes them (all of them at group 1).
+  const int64_t group_in = p.p<ConvParams>().group > 1 ? w.shape()[1] : g.value(p.inputs[0]).shape[1];
   const float* W = w.data<float>();
   Tensor wn(DType::Float32, [&] { Shape s = w.shape(); s[0] = k; return s; }());
   for (int64_t j = 0; j < k; ++j) std::copy_n(W + keep[static_cast<size_t>(j)] * per, per, wn.data<float>() + j * per);
@@ -644,7 +651,7 @@ void compact_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
   Node& pn = g.node(pid);
   auto& cp = pn.p<ConvParams>();
   if (cp.dense_out == 0) cp.dense_out = m;
-  if (cp.dense_in == 0) cp.dense_in = g.value(pn.inputs[0]).shape[1];
+  if (cp.dense_in == 0) cp.dense_in = group_in;
   pn.inputs[1] = w_id;
   if (b_id != kNoValue) pn.inputs[2] = b_id;
   g.value(pn.outputs[0]).shape[1] = k;
@@ -748,6 +755,42 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     set_input(g.node(rid), 1, new_w);
     return;
   }
+  if (rn.op == OpType::Conv && rn.p<ConvParams>().group > 1) {
+    // Every group keeps as many input channels (plan_removal made it so): group j's output
+    // channels lose the columns of its removed inputs, whose constants fold into their biases.
+    const Tensor& cw = g.value(rn.inputs[1]).constant;
+    const int64_t groups = rn.p<ConvParams>().group, cm = cw.shape()[0], cg = cw.shape()[1];
+    const int64_t og = cm / groups, kg = k / groups, taps = cw.shape()[2] * cw.shape()[3];
+    const float* CW = cw.data<float>();
+    Tensor cwn(DType::Float32, {cm, kg, cw.shape()[2], cw.shape()[3]});
+    Tensor cb(DType::Float32, {cm});
+    const bool had_bias = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
+    const float* CB = had_bias ? g.value(rn.inputs[2]).constant.data<float>() : nullptr;
+    for (int64_t mo = 0; mo < cm; ++mo) {
+      const int64_t j = mo / og;
+      double extra = 0;
+      for (int64_t i = j * cg; i < (j + 1) * cg; ++i) {
+        const float v = value[static_cast<size_t>(i)];
+        if (!remove[static_cast<size_t>(i)] || v == 0.f) continue;
+        for (int64_t t = 0; t < taps; ++t) extra += static_cast<double>(v) * CW[(mo * cg + i - j * cg) * taps + t];
+      }
+      cb.data<float>()[mo] = static_cast<float>((CB ? CB[mo] : 0.f) + extra);
+      for (int64_t jj = 0; jj < kg; ++jj) {
+        const int64_t i = keep[static_cast<size_t>(j * kg + jj)];
+        std::copy_n(CW + (mo * cg + i - j * cg) * taps, taps, cwn.data<float>() + (mo * kg + jj) * taps);
+      }
+    }
+    auto& rp = rn.p<ConvParams>();
+    if (rp.dense_in == 0) rp.dense_in = cg;  // (per group, as the MAC count takes it)
+    if (rp.dense_out == 0) rp.dense_out = cm;
+    const ValueId new_w = new_constant(g, rn.inputs[1], std::move(cwn), "__pruned_in");
+    const ValueId new_b = had_bias ? new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in")
+                                   : add_constant(g, g.node(rid).name + "__folded_bias", std::move(cb));
+    Node& rn2 = g.node(rid);
+    set_input(rn2, 1, new_w);
+    set_input(rn2, 2, new_b);
+    return;
+  }
   if (rn.op == OpType::Conv) {
     const Tensor& cw = g.value(rn.inputs[1]).constant;
     const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
@@ -828,10 +871,63 @@ bool readers_or_report(Graph& g, ValueId out, PruneReport& report, std::vector<R
 // when no reader pads over it, and only when every reader sees the same finite value (the ops
 // on the way to a reader show it f(v)). Fills keep / remove / value (the constant each reader sees) and the
 // report; false, with the report recorded, when none can.
+// Grouped convs lose as many channels in every group: the producer's output groups (when it is
+// a grouped conv: `producer_groups` > 1) and each grouped reader's input groups. Channels that
+// would go beyond the fewest of some group stay (each group also keeps one), until every group
+// agrees. Returns how many stayed so.
+int64_t even_out_groups(const Graph& g, const std::vector<Reader>& readers, int64_t producer_groups,
+                        std::vector<bool>& remove) {
+  const auto m = static_cast<int64_t>(remove.size());
+  // Per grouping: the producer's channels in each group, and the group's size.
+  struct Grouping {
+    std::vector<std::vector<int64_t>> members;
+    int64_t size;
+  };
+  std::vector<Grouping> groupings;
+  if (producer_groups > 1) {
+    Grouping gr{std::vector<std::vector<int64_t>>(static_cast<size_t>(producer_groups)), m / producer_groups};
+    for (int64_t o = 0; o < m; ++o) gr.members[static_cast<size_t>(o / gr.size)].push_back(o);
+    groupings.push_back(std::move(gr));
+  }
+  for (const Reader& r : readers) {
+    const Node& rn = g.node(r.node);
+    if (rn.op != OpType::Conv || rn.p<ConvParams>().group <= 1) continue;
+    const int64_t groups = rn.p<ConvParams>().group, cg = g.value(rn.inputs[1]).shape[1];
+    Grouping gr{std::vector<std::vector<int64_t>>(static_cast<size_t>(groups)), cg};
+    for (int64_t o = 0; o < m; ++o) {
+      const int64_t i = r.offset + o;
+      if (i >= 0 && i < groups * cg) gr.members[static_cast<size_t>(i / cg)].push_back(o);
+    }
+    groupings.push_back(std::move(gr));
+  }
+  int64_t back = 0;
+  for (bool changed = !groupings.empty(); changed;) {
+    changed = false;
+    for (const Grouping& gr : groupings) {
+      int64_t fewest = gr.size - 1;
+      for (const auto& mem : gr.members) {
+        int64_t n = 0;
+        for (int64_t o : mem) n += remove[static_cast<size_t>(o)];
+        fewest = std::min(fewest, n);
+      }
+      for (const auto& mem : gr.members) {
+        int64_t n = 0;
+        for (int64_t o : mem)
+          if (remove[static_cast<size_t>(o)] && ++n > fewest) {
+            remove[static_cast<size_t>(o)] = false;
+            ++back;
+            changed = true;
+          }
+      }
+    }
+  }
+  return back;
+}
+
 bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
                   const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
                   std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value,
-                  const std::string& also_kept = "") {
+                  const std::string& also_kept = "", int64_t producer_groups = 1) {
   const auto m = static_cast<int64_t>(dead.size());
   bool any_padding = false, any_gated = false, any_transposed = false, any_scaled = false;
   for (const Reader& r : readers) {
@@ -918,6 +1014,13 @@ bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vecto
     why += (why.empty() ? "" : "; ") + std::to_string(kept_transposed) +
            " constant non-zero channels read by a ConvTranspose (it spreads them unevenly)";
   if (!also_kept.empty()) why += (why.empty() ? "" : "; ") + also_kept;
+  if (const int64_t evened = even_out_groups(g, readers, producer_groups, remove); evened > 0) {
+    keep.clear();
+    for (int64_t o = 0; o < m; ++o)
+      if (!remove[static_cast<size_t>(o)]) keep.push_back(static_cast<int32_t>(o));
+    why += (why.empty() ? "" : "; ") + std::to_string(evened) +
+           " dead or unread kept so that every group of a grouped conv loses as many (and keeps one)";
+  }
   const auto k = static_cast<int64_t>(keep.size());
   if (k == m) {
     report.kept_reason = why;
@@ -947,7 +1050,7 @@ struct Removal {
 // unchanged for it), so that the layer keeps a channel; the rest go.
 bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, int64_t n_dead,
                         const std::function<float(int64_t)>& constant, PruneReport& report, Removal& r,
-                        const std::vector<bool>& unread = {}) {
+                        const std::vector<bool>& unread = {}, int64_t producer_groups = 1) {
   if (!readers_or_report(g, out, report, r.readers, r.path)) return false;
   const bool all = n_dead == static_cast<int64_t>(dead.size()) && !dead.empty();
   std::vector<bool> d = dead, u = unread;
@@ -956,7 +1059,7 @@ bool plan_dead_channels(Graph& g, ValueId out, const std::vector<bool>& dead, in
     if (!u.empty()) u[0] = false;
   }
   return plan_removal(g, r.readers, d, u, constant, report, r.keep, r.remove, r.value,
-                      all ? "every channel is dead or unread: 1 stays, so that the layer keeps one" : "");
+                      all ? "every channel is dead or unread: 1 stays, so that the layer keeps one" : "", producer_groups);
 }
 
 // Whether an op on the way can turn finite values into inf or NaN (then a reader's zero
@@ -1029,6 +1132,19 @@ std::vector<bool> unread_channels(const Graph& g, const std::vector<Reader>& rea
         for (int64_t mo = 0; mo < cm && un[static_cast<size_t>(o)]; ++mo)
           for (int64_t t = 0; t < taps; ++t)
             if (W[(mo * ci + j) * taps + t] != 0.f) {
+              un[static_cast<size_t>(o)] = false;
+              break;
+            }
+      }
+    } else if (rn.op == OpType::Conv && rn.p<ConvParams>().group > 1) {
+      // Input channel i is column i % cg of the output channels of group i / cg.
+      const int64_t groups = rn.p<ConvParams>().group, cm = w.shape()[0], cg = w.shape()[1];
+      const int64_t og = cm / groups, taps = w.numel() / std::max<int64_t>(cm * cg, 1);
+      for (int64_t o = 0; o < m; ++o) {
+        const int64_t i = r.offset + o, j = i / cg;
+        for (int64_t mo = j * og; mo < (j + 1) * og && un[static_cast<size_t>(o)]; ++mo)
+          for (int64_t t = 0; t < taps; ++t)
+            if (W[(mo * cg + i % cg) * taps + t] != 0.f) {
               un[static_cast<size_t>(o)] = false;
               break;
             }
@@ -1118,7 +1234,8 @@ void compact_readers(Graph& g, const std::vector<Reader>& readers, const std::ve
   for (const Reader& r : readers) {
     const Node& rn = g.node(r.node);
     const Tensor& rw = g.value(rn.inputs[1]).constant;
-    totals.push_back(rn.op == OpType::Conv || rn.op == OpType::SluiceGatedConv ? rw.shape()[1]
+    totals.push_back(rn.op == OpType::Conv                                      ? rw.shape()[1] * rn.p<ConvParams>().group
+                     : rn.op == OpType::SluiceGatedConv                        ? rw.shape()[1]
                      : rn.op == OpType::ConvTranspose                          ? rw.shape()[0]
                      : (rn.p<GemmParams>().trans_b ? rw.shape()[1] : rw.shape()[0]));
   }
@@ -1578,12 +1695,15 @@ int prune_channels(Graph& g) {
       dead[static_cast<size_t>(o)] = zero;
       n_dead += zero;
     }
-    if (pp.group != 1) {  // (a depthwise conv's zero filters go with the conv before it, above, where they can)
+    // A depthwise conv's zero filters go with the conv before it (prune_through_depthwise), where
+    // they can; another grouped conv's as many from every group (plan_removal).
+    const bool depthwise = pp.group > 1 && w.shape()[1] == 1;
+    if (pp.group != 1 && (depthwise || !pp.pre_shift.empty() || m % pp.group != 0)) {
       if (n_dead > 0 && !through_depthwise.count(pid))  // (tried with the conv before it: that entry says why it stayed)
         g.pruning.push_back({p.name, m, n_dead, 0, 0,
                              "a grouped conv (group " + std::to_string(pp.group) +
-                                 "): its own zero filters stay (this pass removes the filters of group-1 convs, and a "
-                                 "depthwise conv's together with the conv before it)"});
+                                 "): its own zero filters stay (a depthwise conv's go together with the conv before it, "
+                                 "where that conv's channels can)"});
       continue;
     }
     // Live channels that no reader uses also go (when the readers can be rewritten at all).
@@ -1602,7 +1722,8 @@ int prune_channels(Graph& g) {
     const float* B = p.inputs.size() > 2 && p.inputs[2] != kNoValue ? g.value(p.inputs[2]).constant.data<float>() : nullptr;
     Removal r;
     if (!plan_dead_channels(g, p.outputs[0], gone, n_dead + n_unread,
-                            [&](int64_t o) { return dead_value(pp.activation, B ? B[o] : 0.f); }, report, r, unread))
+                            [&](int64_t o) { return dead_value(pp.activation, B ? B[o] : 0.f); }, report, r, unread,
+                            pp.group))
       continue;
     compact_producer(g, pid, r.keep);
     removed_total += finish_removal(g, r, m, report);

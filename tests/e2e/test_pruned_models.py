@@ -361,6 +361,51 @@ def mobilenet_case(a, act=nn.ReLU6, name="mobilenet"):
               name, st["dense_macs"], 3 * Inverted.macs(64), st["executed_macs"], 3 * Inverted.macs(42)))
 
 
+class GroupedBlock(nn.Module):
+    """A ResNeXt-style bottleneck without the residual: stem 3x3 -> 16, 1x1 -> 32 (BN, ReLU),
+    grouped 3x3 (4 groups of 8) -> 32 (BN, ReLU), 1x1 -> 16 (BN, ReLU), GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.reduce = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.expand(self.grouped(self.reduce(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def grouped_case(a):
+    """Slimmed BNs on both sides of a grouped conv: the 1x1 conv before it loses 2, 3, 2 and 2
+    channels in its four input groups, the grouped conv 1, 2, 1, 1 in its output groups; as many
+    go from every group (2 and 1), the rest stay with a reason."""
+    torch.manual_seed(8)
+    m = GroupedBlock()
+    randomise_bn(m)
+    with torch.no_grad():
+        for bn, dead in ((m.reduce[1], [0, 1, 8, 9, 10, 16, 17, 24, 25]), (m.grouped[1], [3, 8, 9, 17, 30])):
+            bn.weight[dead] = 0
+            bn.bias[dead] = 0
+    m.eval()
+    insp, st = run_case(a, "grouped", m, keep_bn=False)
+    got = {r["node"]: r for r in insp["pruning"]}
+    red, grp = got.get("/reduce/reduce.0/Conv", {}), got.get("/grouped/grouped.0/Conv", {})
+    check(red.get("removed") == 8 and grp.get("removed") == 4,
+          "grouped: 2 dead channels go from each input group and 1 from each output group (%s)" % list(got.values()))
+    check("every group of a grouped conv loses as many" in red.get("kept_reason", "") and
+          "every group of a grouped conv loses as many" in grp.get("kept_reason", ""),
+          "grouped: inspect says why the extra dead channels stay (%s, %s)" % (red, grp))
+    px = 28 * 28
+    want = 3 * (16 * 9 * px + 24 * 16 * px + 28 * 6 * 9 * px + 16 * 28 * px + 16 * 10)
+    dense = 3 * (16 * 9 * px + 32 * 16 * px + 32 * 8 * 9 * px + 16 * 32 * px + 16 * 10)
+    check(st["executed_macs"] == want and st["dense_macs"] == dense,
+          "grouped: executed MACs %d = the compacted net's %d, dense %d = the model's %d (a grouped conv's are C / group "
+          "per output)" % (st["executed_macs"], want, st["dense_macs"], dense))
+
+
 def export(m, path, keep_bn):
     kw = {"training": torch.onnx.TrainingMode.PRESERVE} if keep_bn else {}
     torch.onnx.export(m, torch.randn(1, 1, 28, 28), path, opset_version=13, input_names=["image"],
@@ -1464,6 +1509,7 @@ def main():
     unread_case(a)
     mlp_case(a)
     mobilenet_case(a)
+    grouped_case(a)  # a ResNeXt-style grouped conv slimmed on both sides
     mobilenet_case(a, nn.Hardswish, "mobilenet_hardswish")  # x * HardSigmoid(x) at opset 13
     resident_case(a)
     m, expected = residual_case()
