@@ -97,14 +97,28 @@ class Inliner {
       if (!functions_.emplace(std::make_pair(f.domain(), f.name()), Function{&f, defaults_of(f)}).second)
         throw Error(name_ + ": function '" + fname + "' is defined more than once (overloads are not supported)");
     }
-    const op::GraphProto& g = model.graph();
+    take_names(model.graph());
+  }
+
+  // Every name of graph g and of the graphs inside its nodes (an If's branches): a body's
+  // prefix must meet none of them.
+  void take_names(const op::GraphProto& g) {
     for (const auto& v : g.input()) taken_.insert(v.name());
     for (const auto& v : g.output()) taken_.insert(v.name());
     for (const auto& t : g.initializer()) taken_.insert(t.name());
     for (const auto& n : g.node()) {
       taken_.insert(n.input().begin(), n.input().end());
       taken_.insert(n.output().begin(), n.output().end());
+      for (const auto& a : n.attribute())
+        if (a.type() == op::AttributeProto::GRAPH) take_names(a.g());
     }
+  }
+
+  // The calls in subgraph sg (an If's branch), expanded in place, as the main graph's are.
+  void inline_in(op::GraphProto& sg, int depth, const std::string& top) {
+    google::protobuf::RepeatedPtrField<op::NodeProto> nodes;
+    for (const auto& m : sg.node()) emit(m, nodes, depth, top);
+    sg.mutable_node()->Swap(&nodes);
   }
 
   // Appends `n` to `out`, or the body of the function it calls, expanded. `top` names the
@@ -116,7 +130,12 @@ class Inliner {
       if (expansions_ + out.size() >= kMaxNodes)
         throw Error((top.empty() ? name_ : top) + ": inlining function calls makes more than " + std::to_string(kMaxNodes) +
                     " nodes and calls");
-      *out.Add() = n;
+      op::NodeProto* added = out.Add();
+      *added = n;
+      // Calls inside its branches are expanded too (else the untaken branch of an If that
+      // calls a model-local function refused the model as an unknown op).
+      for (auto& a : *added->mutable_attribute())
+        if (a.type() == op::AttributeProto::GRAPH) inline_in(*a.mutable_g(), depth, top);
       return;
     }
     const op::FunctionProto& f = *it->second.proto;

@@ -151,6 +151,20 @@ def functions(a):
                                                                [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
                                  else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
                                                                [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))])]),
+        # an If (its condition known from the input's shape) whose branch calls a model-local
+        # function: taken, or not (the untaken branch's call refused the model as an unknown op)
+        **{"if_%s_branch_calls_function" % which: (
+            [helper.make_node("Shape", ["image"], ["s"]),
+             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+             helper.make_node("Constant", [], ["big"], value=numpy_helper.from_array(np.array(limit, np.int64))),
+             helper.make_node("Greater", ["n", "big"], ["c"]),
+             helper.make_node("If", ["c"], ["logits"],
+                              then_branch=helper.make_graph([helper.make_node("Act", ["image"], ["t"], domain="local")], "then", [],
+                                                            [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
+                              else_branch=helper.make_graph([helper.make_node("Neg", ["image"], ["e"])], "else", [],
+                                                            [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
+            [fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])])
+          for which, limit in (("taken", 1), ("untaken", 10 ** 9))},
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
