@@ -755,9 +755,9 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     set_input(g.node(rid), 1, new_w);
     return;
   }
-  if (rn.op == OpType::Conv && rn.p<ConvParams>().group > 1) {
-    // Every group keeps as many input channels (plan_removal made it so): group j's output
-    // channels lose the columns of its removed inputs, whose constants fold into their biases.
+  if (rn.op == OpType::Conv) {
+    // Group j's output channels lose the columns of its removed inputs, whose constants fold
+    // into their biases. (A grouped conv keeps as many inputs in every group: plan_removal.)
     const Tensor& cw = g.value(rn.inputs[1]).constant;
     const int64_t groups = rn.p<ConvParams>().group, cm = cw.shape()[0], cg = cw.shape()[1];
     const int64_t og = cm / groups, kg = k / groups, taps = cw.shape()[2] * cw.shape()[3];
@@ -786,41 +786,6 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
     const ValueId new_w = new_constant(g, rn.inputs[1], std::move(cwn), "__pruned_in");
     const ValueId new_b = had_bias ? new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in")
                                    : add_constant(g, g.node(rid).name + "__folded_bias", std::move(cb));
-    Node& rn2 = g.node(rid);
-    set_input(rn2, 1, new_w);
-    set_input(rn2, 2, new_b);
-    return;
-  }
-  if (rn.op == OpType::Conv) {
-    const Tensor& cw = g.value(rn.inputs[1]).constant;
-    const int64_t cm = cw.shape()[0], taps = cw.shape()[2] * cw.shape()[3];
-    const float* CW = cw.data<float>();
-    Tensor cwn(DType::Float32, {cm, k, cw.shape()[2], cw.shape()[3]});
-    Tensor cb(DType::Float32, {cm});
-    const bool had_bias = rn.inputs.size() > 2 && rn.inputs[2] != kNoValue;
-    const float* CB = had_bias ? g.value(rn.inputs[2]).constant.data<float>() : nullptr;
-    for (int64_t mo = 0; mo < cm; ++mo) {
-      double extra = 0;
-      for (int64_t o = 0; o < m; ++o) {
-        const float v = value[static_cast<size_t>(o)];
-        if (!remove[static_cast<size_t>(o)] || v == 0.f) continue;
-        for (int64_t t = 0; t < taps; ++t) extra += static_cast<double>(v) * CW[(mo * m + o) * taps + t];
-      }
-      cb.data<float>()[mo] = static_cast<float>((CB ? CB[mo] : 0.f) + extra);
-      for (int64_t j = 0; j < k; ++j)
-        std::copy_n(CW + (mo * m + keep[static_cast<size_t>(j)]) * taps, taps, cwn.data<float>() + (mo * k + j) * taps);
-    }
-    auto& rp = rn.p<ConvParams>();
-    if (rp.dense_in == 0) rp.dense_in = m;
-    if (rp.dense_out == 0) rp.dense_out = cm;
-    const ValueId rw = rn.inputs[1];
-    const ValueId new_w = new_constant(g, rw, std::move(cwn), "__pruned_in");
-    ValueId new_b;
-    if (had_bias) {
-      new_b = new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in");
-    } else {
-      new_b = add_constant(g, g.node(rid).name + "__folded_bias", std::move(cb));
-    }
     Node& rn2 = g.node(rid);
     set_input(rn2, 1, new_w);
     set_input(rn2, 2, new_b);

@@ -1076,6 +1076,10 @@ class GateMatcher {
                    "exactly what the gate computes in float"};
     if (sel.k < 0 || sel.k > m) throw Reject{"k = " + std::to_string(sel.k) + " is outside 0.." + std::to_string(m)};
     Predictor pred = predictor(sel.g, m);
+    if (positive && !pred.saliency.sign_exact())
+      throw Reject{std::string("Where(pi > 0, conv, 0) keeps the channels whose g > 0, and this gate's g (") +
+                   saliency_act_name(pred.saliency.act) +
+                   ") is 0 in ONNX Runtime where it is not here (sigmoid below about -17): the mask would differ"};
     if (relu_first && !sel.unit && !pred.saliency.nonnegative())
       throw Reject{std::string("relu(conv) * pi is relu(conv * pi) only where pi >= 0, and this gate's g (") +
                    saliency_act_name(pred.saliency.act) + ") can be negative"};

@@ -354,6 +354,8 @@ def other_form_models(work):
             nn.init.uniform_(self.gate.bias, 0.2, 1.0)
             if form.endswith("_neg"):  # g below 0 for some winners too: they are active all the same
                 nn.init.uniform_(self.gate.bias, -0.6, 0.2)
+            if form == "where_positive":  # most g = relu(...) are 0, winners among them, which Where suppresses
+                nn.init.uniform_(self.gate.bias, -1.5, 0.2)
             self.fc = nn.Linear(16, 10)
             self.form, self.k = form, k
             self.bn_scale = nn.Parameter(torch.rand(1, 16, 1, 1) + 0.5)
@@ -469,6 +471,9 @@ def other_form_models(work):
                 pi = g * F.one_hot(g.topk(k, 1).indices, g.shape[1]).sum(1, keepdim=True).reshape(g.shape).to(g.dtype)
             elif self.form == "hard_losers_into_ones":
                 pi = torch.ones_like(g).scatter(1, (-g).topk(g.shape[1] - k, 1).indices, 0.0)
+            elif self.form == "where_positive":  # the winners scattered: some of them have g = 0
+                v, i = g.topk(k, 1)
+                pi = torch.zeros_like(g).scatter(1, i, v)
             else:  # min_gt
                 pi = g * (g > g.topk(k, 1).values.min(1, keepdim=True).values).float()
             if self.form == "relu_then_gate":  # the gate after the conv's Relu

@@ -821,6 +821,23 @@ TEST(GatedConv, WhereOfPositiveSelectionSuppressesWinnersWhoseGIsZero) {
   }
 }
 
+// Where(pi > 0, conv, 0) of a sigmoid g is no gate: ORT's sigmoid is 0 below about -18, the
+// exact one not until -88, so "g > 0" would keep channels there that ORT drops (a review's find);
+// the generic ops run, and inspect says why.
+TEST(GatedConv, WhereOfPositiveSigmoidSelectionStaysGeneric) {
+  GateCase gc;
+  gc.where_apply = true;
+  gc.act = "Sigmoid";
+  Model m = gate_model(gc);
+  runtime::Plan plan(*m.graph(), {}, {1, true});
+  ASSERT_EQ(plan.graph().gates.size(), 1u);
+  EXPECT_FALSE(plan.graph().gates[0].recognised);
+  EXPECT_NE(plan.graph().gates[0].reason.find("is 0 in ONNX Runtime where it is not here"), std::string::npos)
+      << plan.graph().gates[0].reason;
+  EXPECT_EQ(count_gated(plan), 0);
+  EXPECT_LT(run_both(m, {gc.n, gc.c, gc.hw, gc.hw}).err, 1e-6);
+}
+
 // A pooled saliency times a scalar folds into the predictor's weights only for a power of two:
 // (s k) W rounds as s (k W) does. With 0.1 a near tie in the top-k flipped (found by a review):
 // such a gate stays unrecognised, and the numbers are the reference kernels'.
