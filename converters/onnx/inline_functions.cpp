@@ -60,22 +60,38 @@ int64_t default_opset(const google::protobuf::RepeatedPtrField<op::OperatorSetId
   return -1;
 }
 
-// The reads in subgraph sg (and the graphs nested in it) of names it does not define itself,
-// and its outputs that are such names, renamed by `rename`: an If branch in a function's body
-// reads the body's values, which the inlined copy knows by the call's names.
+// Subgraph sg (an If branch in a function's body) as the inlined copy has it: the names it
+// reads from outside (and the graphs nested in it) renamed by `rename` (the body's values, which
+// the copy knows by the call's names), and the names it defines itself by `prefix` + name (a
+// branch's own `t` met a main-graph `t`: two producers of one name, found by a review).
 template <class Rename>
-void rename_outer_reads(op::GraphProto& sg, std::set<std::string> local, const Rename& rename) {
+void rename_subgraph(op::GraphProto& sg, std::set<std::string> local, const Rename& rename, const std::string& prefix) {
   for (const auto& v : sg.input()) local.insert(v.name());
   for (const auto& t : sg.initializer()) local.insert(t.name());
   for (const auto& n : sg.node()) local.insert(n.output().begin(), n.output().end());
+  auto name = [&](const std::string& v) { return v.empty() ? v : local.count(v) ? prefix + v : rename(v); };
+  for (auto& v : *sg.mutable_input()) v.set_name(name(v.name()));
+  for (auto& t : *sg.mutable_initializer()) t.set_name(name(t.name()));
+  for (auto& v : *sg.mutable_value_info()) v.set_name(name(v.name()));
   for (auto& n : *sg.mutable_node()) {
-    for (auto& v : *n.mutable_input())
-      if (!v.empty() && !local.count(v)) v = rename(v);
+    if (!n.name().empty()) n.set_name(prefix + n.name());
+    for (auto& v : *n.mutable_input()) v = name(v);
+    for (auto& v : *n.mutable_output()) v = name(v);
     for (auto& a : *n.mutable_attribute())
-      if (a.type() == op::AttributeProto::GRAPH) rename_outer_reads(*a.mutable_g(), local, rename);
+      if (a.type() == op::AttributeProto::GRAPH) rename_subgraph(*a.mutable_g(), local, rename, prefix);
   }
-  for (auto& o : *sg.mutable_output())
-    if (!local.count(o.name())) o.set_name(rename(o.name()));
+  for (auto& o : *sg.mutable_output()) o.set_name(name(o.name()));
+}
+
+// Every name that node n reads, also inside its subgraphs (an If branch reads the outer
+// graph's values by name).
+void reads_of(const op::NodeProto& n, std::vector<std::string>& out) {
+  out.insert(out.end(), n.input().begin(), n.input().end());
+  for (const auto& a : n.attribute())
+    if (a.type() == op::AttributeProto::GRAPH) {
+      for (const auto& m : a.g().node()) reads_of(m, out);
+      for (const auto& o : a.g().output()) out.push_back(o.name());
+    }
 }
 
 class Inliner {
@@ -195,7 +211,8 @@ class Inliner {
         if (a.ref_attr_name().empty()) {
           *m.add_attribute() = a;
           // An If's branches read the body's values by name: those go by the call's names too.
-          if (a.type() == op::AttributeProto::GRAPH) rename_outer_reads(*m.mutable_attribute(m.attribute_size() - 1)->mutable_g(), {}, rename);
+          if (a.type() == op::AttributeProto::GRAPH)
+            rename_subgraph(*m.mutable_attribute(m.attribute_size() - 1)->mutable_g(), {}, rename, prefix);
           continue;
         }
         const auto* src = given.count(a.ref_attr_name()) ? &given.at(a.ref_attr_name()) : nullptr;
@@ -269,7 +286,10 @@ void drop_dead_nodes(op::GraphProto& g) {
     auto p = producer.find(v);
     if (p == producer.end() || live[static_cast<size_t>(p->second)]) continue;
     live[static_cast<size_t>(p->second)] = true;
-    for (const auto& in : g.node(p->second).input())
+    // (Its branches' reads too: a value only an If's branch reads was dropped, found by a review.)
+    std::vector<std::string> reads;
+    reads_of(g.node(p->second), reads);
+    for (const auto& in : reads)
       if (!in.empty()) work.push_back(in);
   }
   google::protobuf::RepeatedPtrField<op::NodeProto> kept;

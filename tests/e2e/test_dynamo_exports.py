@@ -165,6 +165,37 @@ def functions(a):
                                                             [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
             [fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])])
           for which, limit in (("taken", 1), ("untaken", 10 ** 9))},
+        # a value that only a branch reads (its call's argument): inlining dropped its producer
+        # as dead (found by a review)
+        "if_branch_reads_outer_value": (
+            [helper.make_node("Shape", ["image"], ["s"]),
+             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+             helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+             helper.make_node("Greater", ["n", "one"], ["c"]),
+             helper.make_node("Sigmoid", ["image"], ["sig"]),
+             helper.make_node("If", ["c"], ["logits"],
+                              then_branch=helper.make_graph([helper.make_node("Act", ["sig"], ["t"], domain="local")], "then", [],
+                                                            [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
+                              else_branch=helper.make_graph([helper.make_node("Neg", ["sig"], ["e"])], "else", [],
+                                                            [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
+            [fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])]),
+        # a function whose body's If defines 't' in its branch, called twice, next to a main-graph
+        # 't': the branch's names take the call's prefix (two producers of 't' were refused)
+        "function_branch_names_prefixed": (
+            [helper.make_node("Relu", ["image"], ["t"]),
+             helper.make_node("Branchy", ["image"], ["b1"], domain="local", name="a"),
+             helper.make_node("Branchy", ["b1"], ["b2"], domain="local", name="b"),
+             helper.make_node("Add", ["b2", "t"], ["logits"])],
+            [fn("Branchy", ["x"], ["y"], [
+                helper.make_node("Shape", ["x"], ["s"]),
+                helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+                helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+                helper.make_node("Greater", ["n", "one"], ["c"]),
+                helper.make_node("If", ["c"], ["y"],
+                                 then_branch=helper.make_graph([helper.make_node("Tanh", ["x"], ["t"])], "then", [],
+                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
+                                 else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "else", [],
+                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]))])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
