@@ -373,7 +373,11 @@ bool read_translation(const Tensor& y, const Shape& xs, float sign, ShiftParams&
 
 // concat_bounds: Concats bound regions (read as sources, and a value a Concat reads ends one),
 // for channel selections that feed a Concat with other tensors, as ShuffleNet's do.
-bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source, bool concat_bounds = false) {
+// nhwc (if given): a channel-last x is allowed too, the region ending in its Transpose to NCHW
+// (a shift written on an NHWC model input, as tf2onnx exports Keras): sp then reads
+// Transpose(x, (0, 3, 1, 2)), and *nhwc says so.
+bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& source, bool concat_bounds = false,
+                     bool* nhwc = nullptr) {
   if (!moves_values(g, n) || n.outputs.size() != 1 || (concat_bounds && n.op == OpType::Concat)) return false;
   const Value& y = g.value(n.outputs[0]);
   if (y.shape.size() != 4 || y.dtype != DType::Float32 || y.is_constant()) return false;
@@ -404,9 +408,12 @@ bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& so
   }
   if (source == kNoValue) return false;
   const Value& x = g.value(source);
-  if (x.dtype != DType::Float32 || x.shape.size() != 4 || x.shape[0] != y.shape[0] || x.shape[2] != y.shape[2] ||
-      x.shape[3] != y.shape[3])
-    return false;
+  if (x.dtype != DType::Float32 || x.shape.size() != 4 || x.shape[0] != y.shape[0]) return false;
+  const bool last = !(x.shape[2] == y.shape[2] && x.shape[3] == y.shape[3]);  // channel-last x
+  if (last && (!nhwc || x.shape[1] != y.shape[2] || x.shape[2] != y.shape[3])) return false;
+  if (nhwc) *nhwc = last;
+  // x as the shift reads it: [N, C, H, W]
+  const Shape xs = last ? Shape{x.shape[0], x.shape[3], x.shape[1], x.shape[2]} : x.shape;
   const int64_t numel = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3];
   if (numel <= 0 || numel >= (int64_t{1} << 24)) return false;  // labels must stay exact in float
   std::vector<NodeId> order;
@@ -419,9 +426,17 @@ bool evaluated_shift(const Graph& g, const Node& n, ShiftParams& sp, ValueId& so
     }
   for (const float sign : {1.f, -1.f}) {
     Tensor labels(DType::Float32, x.shape);
-    for (int64_t i = 0; i < numel; ++i) labels.data<float>()[i] = sign * static_cast<float>(i + 1);
+    // (element (b, c, i, j) of xs labelled sign * (its NCHW index + 1), where x holds it)
+    for (int64_t i = 0; i < numel; ++i) {
+      int64_t at = i;
+      if (last) {
+        const int64_t c = i % xs[1], j = i / xs[1] % xs[3], h = i / xs[1] / xs[3] % xs[2], b = i / (xs[1] * xs[2] * xs[3]);
+        at = ((b * xs[1] + c) * xs[2] + h) * xs[3] + j;
+      }
+      labels.data<float>()[i] = sign * static_cast<float>(at + 1);
+    }
     const auto out = evaluate(g, order, source, labels, n.outputs[0]);
-    if (!out || !read_translation(*out, x.shape, sign, sp)) return false;
+    if (!out || !read_translation(*out, xs, sign, sp)) return false;
   }
   // (If nothing moved, the region only selects channels: sp.src; recognise_shifts makes it a Gather.)
   sp.form = scatter ? "slice assignment (ScatterND)" : mask ? "masked roll/translation" : "value-moving subgraph";
@@ -540,8 +555,25 @@ int recognise_shifts(Graph& g) {
       src = g.node(id).inputs[0];
     } else if (!concat_shift(g, n, sp, src)) {
       sp = ShiftParams{};
-      if (!evaluated_shift(g, n, sp, src)) continue;
+      bool nhwc = false;
+      if (!evaluated_shift(g, n, sp, src, false, &nhwc)) continue;
       if (!sp.moves()) continue;  // a channel selection: the second pass below
+      if (nhwc) {  // the shift reads x transposed to NCHW, one Transpose node ahead of it
+        const Shape& xs = g.value(src).shape;
+        Value t;
+        t.name = g.value(src).name + "__to_nchw";
+        t.dtype = DType::Float32;
+        t.shape = {xs[0], xs[3], xs[1], xs[2]};
+        t.shape_known = true;
+        Node tn;
+        tn.op = OpType::Transpose;
+        tn.name = g.node(id).name + "__input_to_nchw";
+        tn.params = TransposeParams{{0, 3, 1, 2}};
+        tn.inputs = {src};
+        tn.outputs = {g.add_value(std::move(t))};
+        src = tn.outputs[0];
+        g.add_node(std::move(tn));
+      }
     }
     Node& m = g.node(id);
     m.op = OpType::SluiceShift;

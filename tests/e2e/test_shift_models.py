@@ -234,6 +234,40 @@ class DeadBeforeShift(nn.Module):
         return self.c1(self.sh(F.relu(self.c0(x))))
 
 
+class ChannelLastShift(nn.Module):
+    """A shift on a channel-last input [N, H, W, C] (tf2onnx's Keras form): 4 channel pairs moved
+    by OFFSETS with zero fill, concatenated on the last axis, then to NCHW for a 1x1 conv."""
+
+    def __init__(self, fill=0.0):
+        super().__init__()
+        self.conv, self.fill = nn.Conv2d(8, 5, 1), fill
+
+    def forward(self, x):
+        parts = []
+        for k, (dy, dx) in enumerate(OFFSETS):
+            p = x[..., 2 * k:2 * k + 2]
+            if dy or dx:  # out[y, x] = in[y + dy, x + dx]: pad the far side, crop the near one
+                p = F.pad(p, (0, 0, max(-dx, 0), max(dx, 0), max(-dy, 0), max(dy, 0)), value=self.fill)
+                p = p[:, max(dy, 0):max(dy, 0) + x.shape[1], max(dx, 0):max(dx, 0) + x.shape[2], :]
+            parts.append(p)
+        return self.conv(torch.cat(parts, 3).permute(0, 3, 1, 2))
+
+
+def channel_last_input_shift(a):
+    """The shift on an NHWC model input is found (read through a Transpose to NCHW) and fused into
+    the 1x1 conv; with a fill of 0.5 it is no shift. Against ORT either way."""
+    for fill, want in ((0.0, 1), (0.5, 0)):
+        name = "channel_last_shift_fill%g" % fill
+        path = os.path.join(a.work_dir, name + ".onnx")
+        torch.onnx.export(ChannelLastShift(fill).eval(), torch.randn(1, 12, 12, 8), path, opset_version=13,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+        insp, _ = compare(a, path, (2, 12, 12, 8), name)
+        fused = sum("fused_shift" in n for n in insp["nodes"])
+        check(insp["shifts_recognised"] == want and fused == want,
+              "%s: %d shift(s) recognised and %d fused, expected %d" % (name, insp["shifts_recognised"], fused, want))
+
+
 def dead_channels_through_shifts(a):
     """Zero channels stay zero through a shift (its border is zero too): they go from the conv
     before it and from the 1x1 conv the shift is fused into. A non-zero constant channel gets a
@@ -438,6 +472,7 @@ def main():
             ops = sorted({n["op"] for n in insp["nodes"]} - {"SluiceReorder"})
             check(ops == ["Conv", "Relu"] or ops == ["Conv"], "%s: only convs are left, the shift fused (%s)" % (name, ops))
             check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
+    channel_last_input_shift(a)
     dead_channels_through_shifts(a)
     fold_overflow(a)
     shift_and_affine(a)

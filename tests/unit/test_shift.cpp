@@ -277,6 +277,46 @@ TEST(ShiftStep, OneDimensionalPadSliceConcatIsAShift) {
   }
 }
 
+// A shift written on a channel-last model input (tf2onnx's Keras form): Split on axis 3, Pad
+// and Slice on axes 1 and 2, Concat on axis 3, then the Transpose to NCHW before a 1x1 conv.
+// Form C reads it through x's Transpose and the conv reads it as a fused shift; the numbers are
+// the reference's. Padded with 0.5 instead of 0 it is no shift, and stays as written.
+TEST(ShiftStep, ChannelLastInputShiftIsFound) {
+  for (float fill : {0.f, 0.5f}) {
+    OnnxBuilder b;
+    b.input("x", {2, 5, 6, 8}).init_random("w", {6, 8, 1, 1}, 0.5f).init("fill", {}, {fill});
+    auto& sp = b.node("Split", {"x"}, {"p0", "p1", "p2", "p3"});
+    OnnxBuilder::attr_int(sp, "axis", 3);
+    const int dy[4] = {0, 1, 0, -1}, dx[4] = {0, 0, 1, 1};
+    std::vector<std::string> parts;
+    for (int k = 0; k < 4; ++k) {
+      const std::string i = std::to_string(k);
+      if (dy[k] == 0 && dx[k] == 0) {
+        parts.push_back("p" + i);
+        continue;
+      }
+      // pad one side of H or W, then crop back: out[y][x] = in[y - dy][x - dx]
+      b.init_i64("pads" + i, {8}, {0, std::max(dy[k], 0), std::max(dx[k], 0), 0, 0, std::max(-dy[k], 0), std::max(-dx[k], 0), 0});
+      b.node("Pad", {"p" + i, "pads" + i, "fill"}, {"q" + i});
+      b.init_i64("st" + i, {2}, {std::max(-dy[k], 0), std::max(-dx[k], 0)});
+      b.init_i64("en" + i, {2}, {std::max(-dy[k], 0) + 5, std::max(-dx[k], 0) + 6}).init_i64("ax" + i, {2}, {1, 2});
+      b.node("Slice", {"q" + i, "st" + i, "en" + i, "ax" + i}, {"s" + i});
+      parts.push_back("s" + i);
+    }
+    OnnxBuilder::attr_int(b.node("Concat", parts, {"cat"}), "axis", 3);
+    OnnxBuilder::attr_ints(b.node("Transpose", {"cat"}, {"t"}), "perm", {0, 3, 1, 2});
+    b.node("Conv", {"t", "w"}, {"y"});
+    b.output("y");
+    Model m = b.load();
+    Session fast(m, {1, true}), ref(m, {1, false});
+    const std::string plan = fast.inspect();
+    EXPECT_EQ(plan.find("shift+conv1x1") != std::string::npos, fill == 0.f) << plan;
+    EXPECT_EQ(plan.find("Concat ") == std::string::npos, fill == 0.f) << plan;
+    std::map<std::string, Tensor> in{{"x", random_tensor({2, 5, 6, 8}, 41)}};
+    EXPECT_LT(normalized_error(fast.run(in).at("y"), ref.run(in).at("y")), 1e-6) << plan;
+  }
+}
+
 // A shift that reads the model input as it is (NCHW: no conv before it) runs on the NCHW shift
 // kernel, not the reference one: contiguous groups and channel by channel, strided, cropping,
 // 2-pixel shifts, a map smaller than the reach, against the reference kernels; its output
