@@ -211,8 +211,11 @@ class Inliner {
         if (a.ref_attr_name().empty()) {
           *m.add_attribute() = a;
           // An If's branches read the body's values by name: those go by the call's names too.
-          if (a.type() == op::AttributeProto::GRAPH)
-            rename_subgraph(*m.mutable_attribute(m.attribute_size() - 1)->mutable_g(), {}, rename, prefix);
+          if (a.type() == op::AttributeProto::GRAPH) {
+            op::GraphProto& sg = *m.mutable_attribute(m.attribute_size() - 1)->mutable_g();
+            rename_subgraph(sg, {}, rename, prefix);
+            take_names(sg);  // (a later call's prefix must meet none of them: a review's find)
+          }
           continue;
         }
         const auto* src = given.count(a.ref_attr_name()) ? &given.at(a.ref_attr_name()) : nullptr;

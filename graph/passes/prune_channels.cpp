@@ -1662,7 +1662,7 @@ int prune_channels(Graph& g) {
     }
     // A depthwise conv's zero filters go with the conv before it (prune_through_depthwise), where
     // they can; another grouped conv's as many from every group (plan_removal).
-    const bool depthwise = pp.group > 1 && w.shape()[1] == 1;
+    const bool depthwise = pp.group > 1 && w.shape()[1] == 1 && m == pp.group;  // (one filter per input channel)
     if (pp.group != 1 && (depthwise || !pp.pre_shift.empty() || m % pp.group != 0)) {
       if (n_dead > 0 && !through_depthwise.count(pid))  // (tried with the conv before it: that entry says why it stayed)
         g.pruning.push_back({p.name, m, n_dead, 0, 0,

@@ -196,6 +196,23 @@ def functions(a):
                                                                [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
                                  else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "else", [],
                                                                [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]))])]),
+        # a body branch's own 'g/y0', prefixed 'f/g/y0', where the body's call named 'g' puts its
+        # own y0: the call's prefix steers clear (two producers of 'f/g/y0', found by a review)
+        "function_branch_name_meets_call_prefix": (
+            [helper.make_node("F2", ["image"], ["logits"], domain="local", name="f")],
+            [fn("G2", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["y0"]), helper.make_node("Neg", ["y0"], ["y"])]),
+             fn("F2", ["x"], ["y"], [
+                 helper.make_node("G2", ["x"], ["o"], domain="local", name="g"),
+                 helper.make_node("Shape", ["x"], ["s"]),
+                 helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+                 helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+                 helper.make_node("Greater", ["n", "one"], ["c"]),
+                 helper.make_node("If", ["c"], ["y"],
+                                  then_branch=helper.make_graph([helper.make_node("Sigmoid", ["x"], ["g/y0"]),
+                                                                 helper.make_node("Add", ["g/y0", "o"], ["w"])], "then", [],
+                                                                [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)]),
+                                  else_branch=helper.make_graph([helper.make_node("Neg", ["o"], ["w"])], "else", [],
+                                                                [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)]))])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),

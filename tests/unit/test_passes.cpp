@@ -726,9 +726,9 @@ TEST(PruneChannels, LinearFeatureGoesUnlessItsBiasDiffersByRow) {
 }
 
 // A grouped conv's zero filters go as many from every group (a probe found RegNet's kept whole:
-// 11 of 5672 dead channels went); what one group has more of stays, and inspect says why. A
-// depthwise conv of channel multiplier 2 keeps its own (said so); one of multiplier 1 after a
-// conv loses its zero filter together with the conv's filter for it. Numbers against the
+// 11 of 5672 dead channels went); what one group has more of stays, and inspect says why. So
+// does a depthwise conv of channel multiplier 2 (each group's two filters read one channel); one
+// of multiplier 1 after a conv loses its zero filters together with the conv's filters for them. Numbers against the
 // reference every way.
 TEST(PruneChannels, GroupedConvsLoseAsManyZeroFiltersFromEveryGroup) {
   struct G {
@@ -741,7 +741,9 @@ TEST(PruneChannels, GroupedConvsLoseAsManyZeroFiltersFromEveryGroup) {
       {2, 1, {0, 5}, "'grouped': 2 of 8 channels removed"},
       {2, 1, {0, 1, 5}, "'grouped': 2 of 8 channels removed; 1 dead kept: 1 dead or unread kept so that every group"},
       {4, 1, {0, 3, 4, 6}, "'grouped': 4 of 8 channels removed"},
-      {8, 2, {0}, "'grouped': 0 of 16 channels removed; 1 dead kept: a grouped conv (group 8): its own zero filters stay"},
+      {8, 2, {0}, "'grouped': 0 of 16 channels removed; 1 dead kept: 1 dead or unread kept so that every group"},
+      {8, 2, {0, 3, 4, 7, 8, 11, 12, 15}, "'grouped': 8 of 16 channels removed"},
+      {8, 1, {0, 1}, "'pw1 through depthwise grouped': 2 of 8 channels removed"},
       {8, 1, {0}, "'pw1 through depthwise grouped': 1 of 8 channels removed"}};
   for (const G& t : cases) {
     OnnxBuilder b;
