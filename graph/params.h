@@ -68,8 +68,9 @@ struct ConvParams {
   FusedActivation activation;         // applied after the optional fused sum
   bool fused_sum = false;             // input 3 (if present) is added before the activation
   // Channel counts before passes::prune_channels removed dead channels (0: not pruned);
-  // dense MACs count these, executed MACs what runs.
-  int64_t dense_in = 0, dense_out = 0;
+  // dense MACs count these, executed MACs what runs. dense_in is per group, of the model's
+  // dense_group groups (a depthwise conv loses groups with its channels).
+  int64_t dense_in = 0, dense_out = 0, dense_group = 0;
   // A shift fused into a 1x1 conv by passes::recognise_shifts: the conv reads its input shifted.
   ShiftParams pre_shift;
   // An NHWC conv on the direct kernel reading its NCHW input as it is, the reorder in between

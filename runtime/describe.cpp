@@ -136,11 +136,9 @@ std::string Plan::describe(bool as_json) const {
     if ((n.op == graph::OpType::Conv || n.op == graph::OpType::SluiceGatedConv) && graph::conv_params(n).dense_out > 0) {
       nodes.back()["dense_out_channels"] = graph::conv_params(n).dense_out;
       nodes.back()["out_channels"] = g_.value(n.outputs[0]).shape[1];
-      // (dense_in is per group in the model. A grouped conv keeps its group count, so its model had
-      // group times as many; a depthwise one (one per group) loses groups with its channels
-      // (prune_through_depthwise), and its model had as many as its dense outputs.)
+      // (dense_in is per group, of the model's dense_group groups)
       const graph::ConvParams& cp = graph::conv_params(n);
-      nodes.back()["dense_in_channels"] = cp.group == 1 ? cp.dense_in : cp.dense_in == 1 ? cp.dense_out : cp.dense_in * cp.group;
+      nodes.back()["dense_in_channels"] = cp.dense_in * (cp.dense_group > 0 ? cp.dense_group : cp.group);
       nodes.back()["in_channels"] = g_.value(n.inputs[0]).shape[1];
     }
     if (n.op == graph::OpType::Gemm && (n.p<graph::GemmParams>().dense_n > 0 || n.p<graph::GemmParams>().dense_k > 0)) {

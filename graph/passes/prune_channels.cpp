@@ -651,7 +651,7 @@ void compact_producer(Graph& g, NodeId pid, const std::vector<int32_t>& keep) {
   Node& pn = g.node(pid);
   auto& cp = pn.p<ConvParams>();
   if (cp.dense_out == 0) cp.dense_out = m;
-  if (cp.dense_in == 0) cp.dense_in = group_in;
+  if (cp.dense_in == 0) cp.dense_in = group_in, cp.dense_group = cp.group;
   pn.inputs[1] = w_id;
   if (b_id != kNoValue) pn.inputs[2] = b_id;
   g.value(pn.outputs[0]).shape[1] = k;
@@ -781,7 +781,7 @@ void compact_reader(Graph& g, NodeId rid, int64_t m, const std::vector<int32_t>&
       }
     }
     auto& rp = rn.p<ConvParams>();
-    if (rp.dense_in == 0) rp.dense_in = cg;  // (per group, as the MAC count takes it)
+    if (rp.dense_in == 0) rp.dense_in = cg, rp.dense_group = groups;  // (per group, as the MAC count takes it)
     if (rp.dense_out == 0) rp.dense_out = cm;
     const ValueId new_w = new_constant(g, rn.inputs[1], std::move(cwn), "__pruned_in");
     const ValueId new_b = had_bias ? new_constant(g, g.node(rid).inputs[2], std::move(cb), "__pruned_in")
