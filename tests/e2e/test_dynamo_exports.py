@@ -97,6 +97,20 @@ def const_of(ref):
     return k
 
 
+def size_above(x, limit, c="c"):
+    """c = numel(x) > limit: a condition known once x's shape is, as an If's that folds at load."""
+    return [helper.make_node("Shape", [x], [c + "_s"]), helper.make_node("ReduceProd", [c + "_s"], [c + "_n"], keepdims=0),
+            helper.make_node("Constant", [], [c + "_k"], value=numpy_helper.from_array(np.array(limit, np.int64))),
+            helper.make_node("Greater", [c + "_n", c + "_k"], [c])]
+
+
+def if_node(c, out, then_nodes, then_out, else_nodes, else_out):
+    """If(c) with the two branches' nodes and their single outputs."""
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+    return helper.make_node("If", [c], [out], then_branch=helper.make_graph(then_nodes, "then", [], [vi(then_out)]),
+                            else_branch=helper.make_graph(else_nodes, "else", [], [vi(else_out)]))
+
+
 def leaky(name):
     """y = LeakyRelu(x, alpha = the caller's `slope`), and an unused second output that an
     operator Sluice does not have (ReduceL2) computes: dropped as dead, not refused."""
@@ -107,6 +121,7 @@ def leaky(name):
 
 def functions(a):
     x = np.random.default_rng(6).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    act = fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])
     clip = fn("ClipOrNot", ["x", "lo"], ["y"], [helper.make_node("Clip", ["x", "lo"], ["y"])])
     outer = fn("Outer", ["x"], ["y"], [helper.make_node("Leaky", ["x"], ["t", ""], domain="local", slope=0.5),
                                        helper.make_node("Neg", ["t"], ["y"])])
@@ -141,44 +156,22 @@ def functions(a):
             [helper.make_node("Mul", ["image", "image"], ["x"]),
              helper.make_node("Cond", ["image"], ["f"], domain="local"),
              helper.make_node("Add", ["f", "x"], ["logits"])],
-            [fn("Cond", ["x"], ["y"], [
-                helper.make_node("Shape", ["x"], ["s"]),
-                helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
-                helper.make_node("Constant", [], ["big"], value=numpy_helper.from_array(np.array(100, np.int64))),
-                helper.make_node("Greater", ["n", "big"], ["c"]),
-                helper.make_node("If", ["c"], ["y"],
-                                 then_branch=helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
-                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
-                                 else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
-                                                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))])]),
+            [fn("Cond", ["x"], ["y"], size_above("x", 100) + [
+                if_node("c", "y", [helper.make_node("Relu", ["x"], ["t"])], "t", [helper.make_node("Neg", ["x"], ["e"])], "e")])]),
         # an If (its condition known from the input's shape) whose branch calls a model-local
         # function: taken, or not (the untaken branch's call refused the model as an unknown op)
         **{"if_%s_branch_calls_function" % which: (
-            [helper.make_node("Shape", ["image"], ["s"]),
-             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
-             helper.make_node("Constant", [], ["big"], value=numpy_helper.from_array(np.array(limit, np.int64))),
-             helper.make_node("Greater", ["n", "big"], ["c"]),
-             helper.make_node("If", ["c"], ["logits"],
-                              then_branch=helper.make_graph([helper.make_node("Act", ["image"], ["t"], domain="local")], "then", [],
-                                                            [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
-                              else_branch=helper.make_graph([helper.make_node("Neg", ["image"], ["e"])], "else", [],
-                                                            [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
-            [fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])])
+            size_above("image", limit) + [
+                if_node("c", "logits", [helper.make_node("Act", ["image"], ["t"], domain="local")], "t",
+                        [helper.make_node("Neg", ["image"], ["e"])], "e")], [act])
           for which, limit in (("taken", 1), ("untaken", 10 ** 9))},
         # a value that only a branch reads (its call's argument): inlining dropped its producer
         # as dead (found by a review)
         "if_branch_reads_outer_value": (
-            [helper.make_node("Shape", ["image"], ["s"]),
-             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
-             helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
-             helper.make_node("Greater", ["n", "one"], ["c"]),
-             helper.make_node("Sigmoid", ["image"], ["sig"]),
-             helper.make_node("If", ["c"], ["logits"],
-                              then_branch=helper.make_graph([helper.make_node("Act", ["sig"], ["t"], domain="local")], "then", [],
-                                                            [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
-                              else_branch=helper.make_graph([helper.make_node("Neg", ["sig"], ["e"])], "else", [],
-                                                            [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)]))],
-            [fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])]),
+            size_above("image", 1) + [
+                helper.make_node("Sigmoid", ["image"], ["sig"]),
+                if_node("c", "logits", [helper.make_node("Act", ["sig"], ["t"], domain="local")], "t",
+                        [helper.make_node("Neg", ["sig"], ["e"])], "e")], [act]),
         # a function whose body's If defines 't' in its branch, called twice, next to a main-graph
         # 't': the branch's names take the call's prefix (two producers of 't' were refused)
         "function_branch_names_prefixed": (
@@ -186,33 +179,16 @@ def functions(a):
              helper.make_node("Branchy", ["image"], ["b1"], domain="local", name="a"),
              helper.make_node("Branchy", ["b1"], ["b2"], domain="local", name="b"),
              helper.make_node("Add", ["b2", "t"], ["logits"])],
-            [fn("Branchy", ["x"], ["y"], [
-                helper.make_node("Shape", ["x"], ["s"]),
-                helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
-                helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
-                helper.make_node("Greater", ["n", "one"], ["c"]),
-                helper.make_node("If", ["c"], ["y"],
-                                 then_branch=helper.make_graph([helper.make_node("Tanh", ["x"], ["t"])], "then", [],
-                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]),
-                                 else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "else", [],
-                                                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]))])]),
+            [fn("Branchy", ["x"], ["y"], size_above("x", 1) + [
+                if_node("c", "y", [helper.make_node("Tanh", ["x"], ["t"])], "t", [helper.make_node("Neg", ["x"], ["t"])], "t")])]),
         # a body branch's own 'g/y0', prefixed 'f/g/y0', where the body's call named 'g' puts its
         # own y0: the call's prefix steers clear (two producers of 'f/g/y0', found by a review)
         "function_branch_name_meets_call_prefix": (
             [helper.make_node("F2", ["image"], ["logits"], domain="local", name="f")],
             [fn("G2", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["y0"]), helper.make_node("Neg", ["y0"], ["y"])]),
-             fn("F2", ["x"], ["y"], [
-                 helper.make_node("G2", ["x"], ["o"], domain="local", name="g"),
-                 helper.make_node("Shape", ["x"], ["s"]),
-                 helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
-                 helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
-                 helper.make_node("Greater", ["n", "one"], ["c"]),
-                 helper.make_node("If", ["c"], ["y"],
-                                  then_branch=helper.make_graph([helper.make_node("Sigmoid", ["x"], ["g/y0"]),
-                                                                 helper.make_node("Add", ["g/y0", "o"], ["w"])], "then", [],
-                                                                [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)]),
-                                  else_branch=helper.make_graph([helper.make_node("Neg", ["o"], ["w"])], "else", [],
-                                                                [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)]))])]),
+             fn("F2", ["x"], ["y"], [helper.make_node("G2", ["x"], ["o"], domain="local", name="g")] + size_above("x", 1) + [
+                 if_node("c", "y", [helper.make_node("Sigmoid", ["x"], ["g/y0"]), helper.make_node("Add", ["g/y0", "o"], ["w"])],
+                         "w", [helper.make_node("Neg", ["o"], ["w"])], "w")])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
