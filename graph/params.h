@@ -263,7 +263,7 @@ struct Saliency {
            (act == Act::Clip && alpha >= 0.f && beta >= 0.f);  // min(max(x, lo), hi): hi alone when lo > hi
   }
   // Whether g > 0 is decided as ONNX Runtime decides it: the piecewise-linear forms, exact at
-  // their kinks. Not sigmoid (ORT's is 0 below about -17, the exact one not until -88), nor the
+  // their kinks. Not sigmoid (ORT's is 0 below about -18, the exact one not until -88), nor the
   // other transcendental ones.
   bool sign_exact() const {
     return act == Act::Relu || act == Act::LeakyRelu || act == Act::Clip || act == Act::HardSigmoid || act == Act::Abs ||

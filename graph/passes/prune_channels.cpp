@@ -832,10 +832,6 @@ bool readers_or_report(Graph& g, ValueId out, PruneReport& report, std::vector<R
   return false;
 }
 
-// Which of the dead channels (constant(o) everywhere) can go: a constant 0 always, v != 0 only
-// when no reader pads over it, and only when every reader sees the same finite value (the ops
-// on the way to a reader show it f(v)). Fills keep / remove / value (the constant each reader sees) and the
-// report; false, with the report recorded, when none can.
 // Grouped convs lose as many channels in every group: the producer's output groups (when it is
 // a grouped conv: `producer_groups` > 1) and each grouped reader's input groups. Channels that
 // would go beyond the fewest of some group stay (each group also keeps one), until every group
@@ -889,6 +885,10 @@ int64_t even_out_groups(const Graph& g, const std::vector<Reader>& readers, int6
   return back;
 }
 
+// Which of the dead channels (constant(o) everywhere) can go: a constant 0 always, v != 0 only
+// when no reader pads over it, and only when every reader sees the same finite value (the ops
+// on the way to a reader show it f(v)). Fills keep / remove / value (the constant each reader sees) and the
+// report; false, with the report recorded, when none can.
 bool plan_removal(Graph& g, const std::vector<Reader>& readers, const std::vector<bool>& dead,
                   const std::vector<bool>& unread, const std::function<float(int64_t)>& constant, PruneReport& report,
                   std::vector<int32_t>& keep, std::vector<bool>& remove, std::vector<float>& value,

@@ -1079,7 +1079,7 @@ class GateMatcher {
     if (positive && !pred.saliency.sign_exact())
       throw Reject{std::string("Where(pi > 0, conv, 0) keeps the channels whose g > 0, and this gate's g (") +
                    saliency_act_name(pred.saliency.act) +
-                   ") is 0 in ONNX Runtime where it is not here (sigmoid below about -17): the mask would differ"};
+                   ") is 0 in ONNX Runtime where it is not here (sigmoid below about -18): the mask would differ"};
     if (relu_first && !sel.unit && !pred.saliency.nonnegative())
       throw Reject{std::string("relu(conv) * pi is relu(conv * pi) only where pi >= 0, and this gate's g (") +
                    saliency_act_name(pred.saliency.act) + ") can be negative"};

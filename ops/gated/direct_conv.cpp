@@ -36,7 +36,7 @@ constexpr int kWideRows = 10;
 // runs other tenants' work evicts it from L3; a conv timed alone reads it from L3), and the
 // hardware prefetcher does not follow one stream per input channel. Slimmed VGG-16 in the model
 // (`sluice bench -t 1 --profile`): its 20-channel 224x224 conv 4.40-4.59 -> 3.63-3.69 ms, the
-// 39-channel 112x112 one 3.51-3.67 -> 3.31-3.41; 2-channel-vector writes prefetched as well
+// 39-channel 112x112 one 3.51-3.67 -> 3.31-3.41; prefetching the output lines for writing too
 // changed nothing. Maps that fit in L2 (the slimmed ResNet-18's) run as before.
 constexpr int64_t kPrefetchIn = 256;  // floats ahead
 typedef int32_t vi __attribute__((vector_size(kVec * sizeof(int32_t)), aligned(4)));
