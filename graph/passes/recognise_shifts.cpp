@@ -561,7 +561,7 @@ int recognise_shifts(Graph& g) {
       if (nhwc) {  // the shift reads x transposed to NCHW, one Transpose node ahead of it
         const Shape& xs = g.value(src).shape;
         Value t;
-        t.name = g.value(src).name + "__to_nchw";
+        t.name = g.node(id).name + "__input_to_nchw";  // (one per shift: two shifts may read one x)
         t.dtype = DType::Float32;
         t.shape = {xs[0], xs[3], xs[1], xs[2]};
         t.shape_known = true;
