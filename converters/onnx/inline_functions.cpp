@@ -83,6 +83,37 @@ void rename_subgraph(op::GraphProto& sg, std::set<std::string> local, const Rena
   for (auto& o : *sg.mutable_output()) o.set_name(name(o.name()));
 }
 
+// Node m's attributes that refer to the call's (ref_attr_name) as the call gives them, or as the
+// function's defaults, or absent when neither has them (as in ONNX; returned: what is missing,
+// the last one). Also inside the graphs of its attributes: a LeakyRelu in an If branch of the
+// body took alpha 0 where the call gave 0.3 (a fuzzer's find).
+std::string resolve_refs(op::NodeProto& m, const AttrMap& given, const AttrMap& defaults) {
+  std::string missing;
+  google::protobuf::RepeatedPtrField<op::AttributeProto> attrs;
+  attrs.Swap(m.mutable_attribute());
+  for (const auto& a : attrs) {
+    if (a.ref_attr_name().empty()) {
+      op::AttributeProto* c = m.add_attribute();
+      *c = a;
+      if (c->type() == op::AttributeProto::GRAPH)
+        for (auto& n : *c->mutable_g()->mutable_node()) resolve_refs(n, given, defaults);
+      continue;
+    }
+    const op::AttributeProto* src = given.count(a.ref_attr_name())      ? &given.at(a.ref_attr_name())
+                                    : defaults.count(a.ref_attr_name()) ? &defaults.at(a.ref_attr_name())
+                                                                        : nullptr;
+    if (!src) {
+      missing = "its attribute '" + a.name() + "' refers to the call's attribute '" + a.ref_attr_name() +
+                "', which the call does not give and the function gives no default for";
+      continue;
+    }
+    op::AttributeProto* c = m.add_attribute();
+    *c = *src;
+    c->set_name(a.name());
+  }
+  return missing;
+}
+
 // Every name that node n reads, also inside its subgraphs (an If branch reads the outer
 // graph's values by name).
 void reads_of(const op::NodeProto& n, std::vector<std::string>& out) {
@@ -205,30 +236,14 @@ class Inliner {
       m.set_name(prefix + (body.name().empty() ? body.op_type() + "_" + std::to_string(k) : body.name()));
       for (auto& v : *m.mutable_input()) v = rename(v);
       for (auto& v : *m.mutable_output()) v = rename(v);
-      m.clear_attribute();
-      std::string missing;  // a reference to an attribute the call does not give (the last one)
-      for (const auto& a : body.attribute()) {
-        if (a.ref_attr_name().empty()) {
-          *m.add_attribute() = a;
-          // An If's branches read the body's values by name: those go by the call's names too.
-          if (a.type() == op::AttributeProto::GRAPH) {
-            op::GraphProto& sg = *m.mutable_attribute(m.attribute_size() - 1)->mutable_g();
-            rename_subgraph(sg, {}, rename, prefix);
-            take_names(sg);  // (a later call's prefix must meet none of them: a review's find)
-          }
-          continue;
+      // (a reference to an attribute the call does not give: the last one)
+      const std::string missing = resolve_refs(m, given, it->second.defaults);
+      // An If's branches read the body's values by name: those go by the call's names too.
+      for (auto& a : *m.mutable_attribute())
+        if (a.type() == op::AttributeProto::GRAPH) {
+          rename_subgraph(*a.mutable_g(), {}, rename, prefix);
+          take_names(a.g());  // (a later call's prefix must meet none of them: a review's find)
         }
-        const auto* src = given.count(a.ref_attr_name()) ? &given.at(a.ref_attr_name()) : nullptr;
-        if (!src && it->second.defaults.count(a.ref_attr_name())) src = &it->second.defaults.at(a.ref_attr_name());
-        if (!src) {  // neither given nor defaulted: the attribute is absent, as in ONNX
-          missing = "its attribute '" + a.name() + "' refers to the call's attribute '" + a.ref_attr_name() +
-                    "', which the call does not give and the function gives no default for";
-          continue;
-        }
-        op::AttributeProto* c = m.add_attribute();
-        *c = *src;
-        c->set_name(a.name());
-      }
       // A Constant left without any value then failed as "needs a 'value' attribute", with no
       // word of the call's missing attribute (a probe).
       if (body.op_type() == "Constant" && m.attribute_size() == 0 && !missing.empty())

@@ -122,6 +122,8 @@ def leaky(name):
 def functions(a):
     x = np.random.default_rng(6).standard_normal((2, 3, 4, 5)).astype(np.float32)
     act = fn("Act", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])])
+    branch_leaky = helper.make_node("LeakyRelu", ["x"], ["t"])
+    branch_leaky.attribute.append(ref_attr("alpha", "slope"))
     clip = fn("ClipOrNot", ["x", "lo"], ["y"], [helper.make_node("Clip", ["x", "lo"], ["y"])])
     outer = fn("Outer", ["x"], ["y"], [helper.make_node("Leaky", ["x"], ["t", ""], domain="local", slope=0.5),
                                        helper.make_node("Neg", ["t"], ["y"])])
@@ -189,6 +191,11 @@ def functions(a):
              fn("F2", ["x"], ["y"], [helper.make_node("G2", ["x"], ["o"], domain="local", name="g")] + size_above("x", 1) + [
                  if_node("c", "y", [helper.make_node("Sigmoid", ["x"], ["g/y0"]), helper.make_node("Add", ["g/y0", "o"], ["w"])],
                          "w", [helper.make_node("Neg", ["o"], ["w"])], "w")])]),
+        # the call's attribute read inside the body's If branch: alpha 0 was taken there (a fuzzer)
+        "function_branch_reads_call_attribute": (
+            [helper.make_node("LeakyIf", ["image"], ["logits"], domain="local", slope=0.3)],
+            [fn("LeakyIf", ["x"], ["y"], size_above("x", 1) + [
+                if_node("c", "y", [branch_leaky], "t", [helper.make_node("Neg", ["x"], ["e"])], "e")], ["slope"])]),
         # a function that calls a function, each called twice
         "function_nested": ([helper.make_node("Outer", ["image"], ["o1"], domain="local", name="first"),
                              helper.make_node("Outer", ["o1"], ["logits"], domain="local", name="second")], [outer, leaky("Leaky")]),
