@@ -416,8 +416,10 @@ class Importer {
  private:
   // ONNX 1.12's shape inference for Conv and the pools reads past its arrays when the data
   // input has fewer dims than the kernel (a fuzzer's Conv fed a 2-D tensor: SIGSEGV). Before it
-  // runs, the ranks it would see are found by running it on a copy in which those nodes have no
-  // schema (ONNX skips them), and a mismatch is refused by name. The copy's initializers keep
+  // runs, the ranks it would see are found by running it on a copy in which those nodes are
+  // Identities of their data input (an output of a conv or pool has its input's rank; a node
+  // without a schema, as they were, left every value after it unranked, and a second conv's
+  // rank-5 weight on a conv's output crashed it: a fuzzer), and a mismatch is refused by name. The copy's initializers keep
   // their data only when small (shape arguments such as a Reshape's target): the weights' dims
   // are all the ranks need, and copying them would double a large model's memory at load.
   void check_window_input_ranks(op::ModelProto& model) {
@@ -449,8 +451,21 @@ class Importer {
     }
     op::ModelProto copy = model;
     model.mutable_graph()->mutable_initializer()->Swap(&inits);  // the model's own initializers back
-    for (auto& n : *copy.mutable_graph()->mutable_node())
-      if (windowed(n.op_type())) n.set_op_type("SluiceRankCheck" + n.op_type());
+    for (auto& n : *copy.mutable_graph()->mutable_node()) {
+      if (!windowed(n.op_type())) continue;
+      if (n.input_size() < 1 || n.input(0).empty() || n.output_size() < 1) {
+        n.set_op_type("SluiceRankCheck" + n.op_type());  // (no schema: ONNX skips it; the import refuses it)
+        continue;
+      }
+      const std::string x = n.input(0), y = n.output(0);
+      n.clear_input();
+      n.add_input(x);
+      n.clear_output();
+      n.add_output(y);
+      n.clear_attribute();
+      n.set_op_type("Identity");
+      n.clear_domain();
+    }
     try {
       op::shape_inference::InferShapes(copy);
     } catch (const std::exception&) {

@@ -413,6 +413,21 @@ TEST(BadGraph, ConvOrPoolInputOfTheWrongRank) {
   }
 }
 
+// The same behind another conv or pool (the rank check saw only values before the first one:
+// a conv's rank-5 weight on a conv's output crashed inside ONNX's inference, a fuzzer's find).
+TEST(BadGraph, ConvWeightOfTheWrongRankBehindAConvOrPool) {
+  for (const char* first : {"Conv", "MaxPool"}) {
+    OnnxBuilder b;
+    b.input("x", {1, 4, 6, 6}).init_random("w1", {4, 4, 3, 3}).init_random("w", {4, 4, 3, 3, 1});
+    auto& n = std::string(first) == "Conv" ? b.node("Conv", {"x", "w1"}, {"a"}, "first") : b.node("MaxPool", {"x"}, {"a"}, "first");
+    if (std::string(first) == "MaxPool") OnnxBuilder::attr_ints(n, "kernel_shape", {2, 2});
+    b.node("Relu", {"a"}, {"r"});
+    b.node("Conv", {"r", "w"}, {"y"}, "second");
+    b.output("y");
+    expect_error([&] { b.load(); }, {"second", "'r' has rank 4", "weight 'w' has rank 5"});
+  }
+}
+
 // Dims that do not match the data are refused before anything is allocated, and a value
 // larger than the machine's memory is refused by name (a fuzzer found both as std::bad_alloc).
 TEST(BadGraph, InitializerDimsHugeDataSmall) {
