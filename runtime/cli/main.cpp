@@ -352,7 +352,7 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
                 << " (if the model is right, this is a Sluice bug: please report it with the file)\n";
   }
   if (!stats.nonfinite_weights.empty())
-    std::cerr << "note: the weights of '" << stats.nonfinite_weights << "' hold inf or NaN: the run used the reference "
+    std::cerr << "note: the weights or bias of '" << stats.nonfinite_weights << "' hold inf or NaN: the run used the reference "
                  "kernels, whose Relu keeps NaN (the fast kernels' fused Relu maps it to 0; ONNX Runtime keeps it)\n";
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: the run used the reference kernels, which multiply what the fast "
