@@ -143,7 +143,7 @@ def nonfinite_weights_case(a):
     np.save(xin, rng.standard_normal((1, 16, 8, 8)).astype(np.float32))
     r = run_sluice(a, "run", nan_path, "--input", "image=" + xin, "--output-dir", os.path.join(a.work_dir, "nonfinite_inside_out"),
                    "--sparse", "always")
-    check("weights of 'Conv_0' hold inf or NaN" in r.stderr, "nonfinite weights: run names the conv (%s)" % r.stderr.strip())
+    check("weights or bias of 'Conv_0' hold inf or NaN" in r.stderr, "nonfinite weights: run names the conv (%s)" % r.stderr.strip())
     np.save(xin, (rng.standard_normal((1, 16, 8, 8)) * 1e19).astype(np.float32))
     r = run_sluice(a, "run", big_path, "--input", "image=" + xin, "--output-dir", os.path.join(a.work_dir, "nonfinite_inside_out"),
                    "--sparse", "always")
