@@ -655,7 +655,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
       !note.empty())
     std::cerr << note << "\n";
   if (!stats.nonfinite_weights.empty())
-    std::cerr << "note: the weights of '" << stats.nonfinite_weights << "' hold inf or NaN: these times are the "
+    std::cerr << "note: the weights or bias of '" << stats.nonfinite_weights << "' hold inf or NaN: these times are the "
                  "reference kernels', which every run of this model takes (see `sluice run`'s note)\n";
   if (stats.nonfinite_inputs)
     std::cerr << "note: the inputs hold inf or NaN: these times are the reference kernels', which every run with such "
