@@ -134,6 +134,10 @@ int resolve_if(Graph& g, NodeId id) {
     return 1;
   }
   const Value& c = g.value(n.inputs.at(0));
+  // (A float model input given as the condition was told to be given: a fuzzer.)
+  if (c.is_input && c.dtype != DType::Bool)
+    g.fail(id, "its condition, the model input '" + c.name + "', must be one bool, got " + dtype_name(c.dtype) +
+                   " (ONNX's If takes a bool condition)");
   if (!c.is_constant() && c.is_input)
     g.fail(id, "its condition is the model input '" + c.name + "': a plan is made for its value, so give it (`sluice " +
                    "inspect` and `run` take --input " + c.name + "=FILE.npy; Session::run takes it from its inputs)");

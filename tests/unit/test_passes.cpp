@@ -1835,6 +1835,16 @@ TEST(IfBranches, UnreadIfsGoAndInputConditionsAskForTheirValue) {
   const std::string what = error_of([&] { runtime::Plan plan(*model.graph(), {}, nhwc_plan_options(true)); });
   EXPECT_NE(what.find("'by_flag' (If): its condition is the model input 'flag'"), std::string::npos) << what;
   EXPECT_NE(what.find("--input flag="), std::string::npos) << what;
+  // A float model input as the condition is no bool, given or not (it was asked for when given: a fuzzer).
+  OnnxBuilder f;
+  f.input("x", {1, 2}).input("flag", {});
+  identity_or_neg_if(f, "flag", "y", "by_float");
+  f.output("y");
+  Model fm = f.load();
+  const std::string fwhat = error_of([&] { Session(fm).run({{"x", random_tensor({1, 2})}, {"flag", random_tensor({})}}); });
+  EXPECT_NE(fwhat.find("'by_float' (If): its condition, the model input 'flag', must be one bool, got float32"),
+            std::string::npos)
+      << fwhat;
 }
 
 // Opset 18's forms (ReduceMean's axes as an input) inside a branch pass the ONNX 1.12 checker,
