@@ -114,17 +114,6 @@ std::string resolve_refs(op::NodeProto& m, const AttrMap& given, const AttrMap& 
   return missing;
 }
 
-// Every name that node n reads, also inside its subgraphs (an If branch reads the outer
-// graph's values by name).
-void reads_of(const op::NodeProto& n, std::vector<std::string>& out) {
-  out.insert(out.end(), n.input().begin(), n.input().end());
-  for (const auto& a : n.attribute())
-    if (a.type() == op::AttributeProto::GRAPH) {
-      for (const auto& m : a.g().node()) reads_of(m, out);
-      for (const auto& o : a.g().output()) out.push_back(o.name());
-    }
-}
-
 class Inliner {
  public:
   Inliner(const op::ModelProto& model, std::string name, std::map<std::string, int64_t>& calls)
@@ -304,11 +293,13 @@ void drop_dead_nodes(op::GraphProto& g) {
     auto p = producer.find(v);
     if (p == producer.end() || live[static_cast<size_t>(p->second)]) continue;
     live[static_cast<size_t>(p->second)] = true;
-    // (Its branches' reads too: a value only an If's branch reads was dropped, found by a review.)
-    std::vector<std::string> reads;
-    reads_of(g.node(p->second), reads);
-    for (const auto& in : reads)
+    const op::NodeProto& n = g.node(p->second);
+    for (const auto& in : n.input())
       if (!in.empty()) work.push_back(in);
+    // (Its branches' reads too: a value only an If's branch reads was dropped, found by a review.)
+    for (const auto& a : n.attribute())
+      if (a.type() == op::AttributeProto::GRAPH)
+        for (const auto& in : outer_reads(a.g())) work.push_back(in);
   }
   google::protobuf::RepeatedPtrField<op::NodeProto> kept;
   for (int i = 0; i < g.node_size(); ++i)
@@ -317,6 +308,24 @@ void drop_dead_nodes(op::GraphProto& g) {
 }
 
 }  // namespace
+
+// The names that the nodes of gp (and of the graphs inside them) read from outside gp: what an
+// If node reads through its branches, besides its condition.
+std::set<std::string> outer_reads(const op::GraphProto& gp) {
+  std::set<std::string> defined, reads;
+  for (const auto& v : gp.input()) defined.insert(v.name());  // (a Loop's body has inputs)
+  for (const auto& t : gp.initializer()) defined.insert(t.name());
+  for (const auto& n : gp.node()) defined.insert(n.output().begin(), n.output().end());
+  for (const auto& n : gp.node()) {
+    for (const auto& in : n.input())
+      if (!in.empty() && !defined.count(in)) reads.insert(in);
+    for (const auto& a : n.attribute())
+      if (a.type() == op::AttributeProto::GRAPH)
+        for (const auto& in : outer_reads(a.g()))
+          if (!defined.count(in)) reads.insert(in);
+  }
+  return reads;
+}
 
 bool inline_local_functions(op::ModelProto& model, const std::string& model_name, std::map<std::string, int64_t>& calls) {
   if (model.functions_size() == 0) return false;

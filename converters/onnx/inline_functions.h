@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 namespace sluice::converters::onnx {
@@ -22,5 +23,9 @@ namespace sluice::converters::onnx {
 // `calls` counts the inlined calls per "domain.name" (nested ones too).
 bool inline_local_functions(::ONNX_NAMESPACE::ModelProto& model, const std::string& model_name,
                             std::map<std::string, int64_t>& calls);
+
+// The names that the nodes of gp (and of the graphs inside them) read from outside gp: what an
+// If node reads through its branches, besides its condition.
+std::set<std::string> outer_reads(const ::ONNX_NAMESPACE::GraphProto& gp);
 
 }  // namespace sluice::converters::onnx

@@ -284,24 +284,6 @@ void for_each_node_mut(op::GraphProto& gp, const std::function<void(op::NodeProt
   }
 }
 
-// The names that the nodes of gp (and of the graphs inside them) read from outside gp: what an
-// If node reads through its branches, besides its condition.
-std::set<std::string> outer_reads(const op::GraphProto& gp) {
-  std::set<std::string> defined, reads;
-  for (const auto& v : gp.input()) defined.insert(v.name());  // (a Loop's body has inputs)
-  for (const auto& t : gp.initializer()) defined.insert(t.name());
-  for (const auto& n : gp.node()) defined.insert(n.output().begin(), n.output().end());
-  for (const auto& n : gp.node()) {
-    for (const auto& in : n.input())
-      if (!in.empty() && !defined.count(in)) reads.insert(in);
-    for (const auto& a : n.attribute())
-      if (a.type() == op::AttributeProto::GRAPH)
-        for (const auto& in : outer_reads(a.g()))
-          if (!defined.count(in)) reads.insert(in);
-  }
-  return reads;
-}
-
 // A node's inputs and, for an If, the outer values its branches read, in a fixed order.
 std::vector<std::string> all_reads(const op::NodeProto& n) {
   std::vector<std::string> r(n.input().begin(), n.input().end());
