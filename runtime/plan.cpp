@@ -46,12 +46,16 @@ void Plan::find_nonfinite_weights() {
     const bool linear = n.op == OpType::Conv || n.op == OpType::SluiceGatedConv || n.op == OpType::ConvTranspose ||
                         n.op == OpType::Gemm || n.op == OpType::MatMul;
     if (!linear && n.op != OpType::BatchNormalization) continue;
-    for (size_t i = 1; i < n.inputs.size() && i <= (linear ? 2 : 4); ++i) {
+    // A gated conv's every constant (weights, bias, the predictor's weights and bias, beta): its
+    // suppressed channels multiply them by 0, which ONNX Runtime makes NaN of an inf, and a NaN
+    // or inf in the predictor decides which channels win.
+    const bool gated = n.op == OpType::SluiceGatedConv;
+    for (size_t i = 1; i < n.inputs.size() && i <= (gated ? 5 : linear ? 2 : 4); ++i) {
       const ValueId v = n.inputs[i];
       if (v == graph::kNoValue || !g_.value(v).is_constant() || g_.value(v).dtype != DType::Float32) continue;
       const Tensor& t = g_.value(v).constant;
       const float* p = t.data<float>();
-      const bool weight = linear && i == 1;
+      const bool weight = gated || (linear && i == 1);
       for (int64_t j = 0; j < t.numel(); ++j)
         if (std::isnan(p[j]) || (weight && std::isinf(p[j]))) {
           nonfinite_weights_ = n.name;

@@ -725,6 +725,64 @@ def nonfinite_input(sluice, work):
     return failures
 
 
+def nonfinite_gate_params(sluice, work):
+    """An inf or NaN among a gated conv's own constants (the predictor's weights, the conv's bias,
+    beta): a suppressed channel multiplies them by 0, which ORT makes NaN, and a NaN saliency
+    decides the winners there. The run must take the reference kernels, say so, and give ORT's
+    NaN where ORT has them (it gave finite values, exit 0 and no note)."""
+    import onnx
+    from onnx import numpy_helper
+    failures = 0
+    src = os.path.join(REPO, "models", "fbs", "mcifar_fbs_d50.onnx")
+    base = onnx.load(src)
+    producer = {o: n for n in base.graph.node for o in n.output}
+    # The roles by what the graph does with them: the first gate's Gemm weight, the bias of the
+    # conv its mask multiplies, and the constant that multiplies the cast mask (beta).
+    gemm = next(n for n in base.graph.node if n.op_type == "Gemm")
+    mul = next(n for n in base.graph.node if n.op_type == "Mul" and n.input[0] in producer and
+               producer[n.input[0]].op_type == "Conv")
+    conv = producer[mul.input[0]]
+    beta = next(n.input[0] for n in base.graph.node if n.op_type == "Mul" and n.input[0].startswith("onnx::"))
+    x = np.load(os.path.join(REPO, "models", "samples", "test_batch8.npy"))[:2].copy()
+    xp = os.path.join(work, "nonfinite_gate_x.npy")
+    np.save(xp, x)
+    # (One predictor weight: a NaN g of one channel; every bias and beta entry, -inf: some
+    # channels are suppressed in every sample.)
+    for tag, name, one, value in (("predictor weight NaN", gemm.input[1], True, np.nan),
+                                  ("gated conv bias -inf", conv.input[2], False, -np.inf),
+                                  ("beta -inf", beta, False, -np.inf)):
+        m = onnx.load(src)
+        init = next(i for i in m.graph.initializer if i.name == name)
+        a = numpy_helper.to_array(init).copy()
+        if one:
+            a.flat[1] = value
+        else:
+            a[...] = value
+        init.CopyFrom(numpy_helper.from_array(a, name))
+        path = os.path.join(work, "nonfinite_gate_%s.onnx" % tag.replace(" ", "_"))
+        onnx.save(m, path)
+        out = os.path.join(work, "nonfinite_gate_out")
+        p = subprocess.run([sluice, "run", path, "-i", "image=" + xp, "-o", out], capture_output=True, text=True)
+        if p.returncode != 0:
+            print("FAIL nonfinite gate %s: exit %d %s" % (tag, p.returncode, p.stderr.strip()))
+            failures += 1
+            continue
+        y = np.load(os.path.join(out, "logits.npy"))
+        ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+        # NaN wherever ORT has one (a NaN g meets ORT's Relu, which gives 0 or NaN depending on
+        # where the value falls in its vector loop; the reference kernels' Relu keeps it), equal
+        # where both are finite.
+        finite = np.isfinite(ref) & np.isfinite(y)
+        ok = (np.isnan(y)[np.isnan(ref)].all() and
+              np.abs(y[finite] - ref[finite]).max(initial=0.0) <= 1e-4 * max(1.0, float(np.abs(ref[finite]).max(initial=0.0))) and
+              "reference kernels" in p.stderr)
+        failures += not ok
+        print("%s nonfinite gate %s: ORT NaN %d, Sluice NaN %d of %d%s" % (
+            "PASS" if ok else "FAIL", tag, np.isnan(ref).sum(), np.isnan(y).sum(), y.size,
+            "" if "reference kernels" in p.stderr else " (no reference-kernel note)"))
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
@@ -843,6 +901,7 @@ def main():
     failures += k_from_input(a.sluice, a.work_dir)
     failures += density_note(a.sluice, a.work_dir)
     failures += nonfinite_input(a.sluice, a.work_dir)
+    failures += nonfinite_gate_params(a.sluice, a.work_dir)
     print("%d models, %d failed" % (len(models), failures))
     return 1 if failures else 0
 
