@@ -180,7 +180,7 @@ std::string Plan::describe(bool as_json) const {
   json ifs = json::array();
   for (const auto& [node, branch] : g_.ifs_taken) ifs.push_back({{"node", node}, {"branch", branch}});
   j["if_branches_taken"] = ifs;
-  if (as_json) return j.dump(2);
+  if (as_json) return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);  // (names need not be UTF-8)
 
   std::ostringstream s;
   s << g_.model_name << " (opset " << g_.opset << "): " << steps_.size() << " steps, ";

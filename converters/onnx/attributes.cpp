@@ -1,5 +1,7 @@
 #include "converters/onnx/attributes.h"
 
+#include <algorithm>
+
 namespace sluice::converters::onnx {
 
 namespace op = ::ONNX_NAMESPACE;
@@ -86,6 +88,11 @@ void parse_window(const AttributeReader& a, P& p) {
   p.strides = spatial(a, "strides", rank, 1);
   p.dilations = spatial(a, "dilations", rank, 1);
   p.pads = spatial(a, "pads", rank * 2, 0);
+  // (VALID with zero pads says one thing twice; any other pads with auto_pad contradict it.)
+  if (p.auto_pad != "NOTSET" && a.has("pads") &&
+      (p.auto_pad != "VALID" || std::any_of(p.pads.begin(), p.pads.end(), [](int64_t x) { return x != 0; })))
+    a.fail("has both auto_pad '" + p.auto_pad + "' and explicit 'pads' (the ONNX spec allows one of them; ONNX "
+           "Runtime refuses the node too): drop one of the two");
 }
 
 Tensor tensor_attr(const AttributeReader& a, const op::AttributeProto& attr, const std::string& base_dir) {
@@ -284,8 +291,13 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     }
     case OpType::Constant: {
       const op::AttributeProto* v = nullptr;
-      for (const char* n : {"value", "value_float", "value_floats", "value_int", "value_ints"})
-        if (const auto* x = a.get(n)) v = x;
+      for (const char* n : {"value", "value_float", "value_floats", "value_int", "value_ints", "value_string",
+                            "value_strings", "sparse_value"})
+        if (const auto* x = a.get(n)) {
+          if (v) a.fail("has both '" + v->name() + "' and '" + n + "': a Constant takes exactly one value attribute");
+          v = x;
+        }
+      if (v && (v->name() == "value_string" || v->name() == "value_strings" || v->name() == "sparse_value")) v = nullptr;
       if (!v) a.fail("needs a 'value' attribute (sparse and string constants are not supported)");
       return ConstantParams{tensor_attr(a, *v, base_dir)};
     }

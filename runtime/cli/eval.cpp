@@ -91,6 +91,17 @@ void check_writable(const std::string& path, const std::string& what) {
   if (!existed) std::filesystem::remove(path, ec);  // no empty file left behind if the work then fails
 }
 
+void write_file(const std::string& path, const std::string& text, const std::string& what) {
+  errno = 0;
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f)
+    throw Error(path + ": cannot write " + what + ": " + (errno ? std::strerror(errno) : "unknown reason") +
+                " (check that its directory exists)");
+  f << text;
+  f.close();
+  if (!f) throw Error(path + ": cannot write " + what + ": write error (disk full?)");
+}
+
 int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
   if (ev.data != "fashion-mnist") throw Error("--data " + ev.data + ": the only dataset is fashion-mnist");
   if (ev.batch < 1) throw Error("--batch must be at least 1");
@@ -113,6 +124,8 @@ int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
     if (in.shape[i] >= 0 && in.shape[i] != want[i])
       throw Error(ev.model + ": input '" + in.name + "' has shape " + shape_str(in.shape) + " but " + data.name +
                   " images are " + shape_str({data.channels, data.height, data.width}));
+  if (data.count == 0)
+    throw Error(ev.data_dir + ": " + data.name + " holds no images: nothing to evaluate (check --data-dir and --split)");
   const int64_t total = ev.limit > 0 ? std::min(ev.limit, data.count) : data.count;
   if (ev.limit > data.count)
     std::fprintf(stderr, "note: --limit %lld, but the %s split has %lld images: evaluating all of them\n",
@@ -212,9 +225,8 @@ int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
                   mac.mean > 0 ? static_cast<double>(dense_per_image) / mac.mean : 0.0,
                   options.density > 0 ? (", --density " + std::to_string(options.density).substr(0, 4)).c_str() : "",
                   options.gating ? "" : ", --gating off");
-    std::ofstream f(path);
-    if (!f) throw Error(path + ": cannot write the plot (use --plot FILE.svg, or --plot - for none)");
-    f << density_plot_svg(densities, "Active channels per layer: " + std::filesystem::path(ev.model).filename().string(), sub);
+    write_file(path, density_plot_svg(densities, "Active channels per layer: " + std::filesystem::path(ev.model).filename().string(), sub),
+               "the plot (use --plot FILE.svg, or --plot - for none)");
     std::printf("plot: %s\n", path.c_str());
   }
   if (!ev.json.empty()) {
@@ -234,9 +246,7 @@ int cmd_eval(const EvalOptions& ev, const SessionOptions& options) {
               {"executed_macs_per_image", {{"mean", mac.mean}, {"min", mac.min}, {"max", mac.max}}},
               {"gate_macs_per_image", gate_per_image}, {"seconds", secs}, {"confusion", confusion},
               {"classes", data.classes}, {"layers", jl}};
-    std::ofstream f(ev.json);
-    if (!f) throw Error(ev.json + ": cannot write the JSON results");
-    f << j.dump(2) << "\n";
+    write_file(ev.json, j.dump(2, ' ', false, json::error_handler_t::replace) + "\n", "the JSON results");
   }
   return 0;
 }

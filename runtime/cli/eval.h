@@ -27,4 +27,8 @@ int cmd_eval(const EvalOptions& eval, const SessionOptions& options);
 // fails at once: "PATH: cannot write WHAT: <reason>".
 void check_writable(const std::string& path, const std::string& what);
 
+// Writes `text` to `path`, or throws "PATH: cannot write WHAT: <reason>" (a full disk too: the
+// stream is closed and checked, not left to fail silently).
+void write_file(const std::string& path, const std::string& text, const std::string& what);
+
 }  // namespace sluice::cli

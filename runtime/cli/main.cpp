@@ -334,9 +334,8 @@ int cmd_run(const std::string& model_path, const std::vector<std::string>& input
     print_top(t, top);
   }
   if (!stats_path.empty()) {
-    std::ofstream f(stats_path);
-    if (!f) throw Error(stats_path + ": cannot write the stats file");
-    f << stats_json(stats).dump(2) << "\n";
+    sluice::cli::write_file(stats_path, stats_json(stats).dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+                            "the stats file");
   }
   // An output whose shape differs from the one the model declares is said, as ONNX Runtime
   // warns of it (a Resize rounding once made an output one pixel short, silently).
@@ -543,7 +542,7 @@ int bench_against(const std::string& a_path, const std::string& b_path, const st
     j.update({{"threads", threads}, {"batch", batch}, {"runs", blocks * block}, {"warmup", warmup}, {"block", block}, {"block_warmup", block_warmup},
               {"against", side_json(side[1])}, {"ratio_median", ratio}, {"ratio_iqr", {lo, hi}},
               {"ratio_blocks", ratios}});
-    std::cout << j.dump(2) << "\n";
+    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
   for (int k = 0; k < 2; ++k)
@@ -644,7 +643,7 @@ int cmd_bench(const std::string& model_path, const std::vector<std::string>& inp
     j["layers"] = layers;
   }
   if (as_json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
   } else {
     std::printf("%s: median %.3f ms (min %.3f, max %.3f) over %d runs, %d thread%s, %.1f M MACs, %.1f GMAC/s\n",
                 model_path.c_str(), median, sorted.front(), sorted.back(), runs, threads, threads == 1 ? "" : "s", stats.executed_macs / 1e6,
@@ -899,6 +898,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    const int rc = [&]() -> int {
     if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options(), top);
     if (*bench) {
       pairing.block_given = bench->count("--block") > 0;
@@ -953,6 +953,12 @@ int main(int argc, char** argv) {
       if (ops_json) std::cout << names.dump() << "\n";
       return 0;
     }
+    return 0;
+    }();
+    // (`bench --json > /dev/full` said nothing and exited 0.)
+    std::cout.flush();
+    if (!std::cout) throw Error("cannot write to standard output (a full disk, or a closed pipe?)");
+    return rc;
   } catch (const std::exception& e) {
     std::string msg = e.what();
     std::replace(msg.begin(), msg.end(), '\n', ' ');

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -132,6 +132,13 @@ def test_bad_input(a):
             f.write(bytes(1 << 20))
     with gzip.open(os.path.join(bomb, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
         f.write(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
+    # A well-formed split of no images (eval gave "accuracy: -nan%" and exit 0).
+    no_images = os.path.join(a.work_dir, "no_images_dir")
+    os.makedirs(no_images, exist_ok=True)
+    with gzip.open(os.path.join(no_images, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]))
+    with gzip.open(os.path.join(no_images, "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(bytes([0, 0, 8, 1, 0, 0, 0, 0]))
     # A split smaller than --limit: all of it is evaluated, and a note says so.
     small = os.path.join(a.work_dir, "small_dir")
     os.makedirs(small, exist_ok=True)
@@ -257,6 +264,11 @@ def test_bad_input(a):
         (["eval", model, "--data-dir", corrupt], 1, "t10k-images-idx3-ubyte.gz"),
         (["eval", model, "--data-dir", truncated], 1, "truncated"),
         (["eval", model, "--data-dir", bomb], 1, "IDX header declares 7840 bytes of data, the file holds more"),
+        (["eval", model, "--data-dir", no_images], 1, "holds no images: nothing to evaluate"),
+        # Write errors are errors (they were ignored: exit 0, no file, no word).
+        (["eval", model, "--limit", "5", "--plot", "/dev/full"], 1, "/dev/full: cannot write the plot"),
+        (["eval", model, "--limit", "5", "--plot", "-", "--json", "/dev/full"], 1, "/dev/full: cannot write the JSON results"),
+        (["run", model, "-i", "image=" + image, "-o", a.work_dir, "--stats-json", "/dev/full"], 1, "write error (disk full?)"),
         (["eval", wrong, "--limit", "5"], 1, "images are [1, 28, 28]"),
         (["eval", model, "--data", "imagenet"], 2, "imagenet"),
         (["eval", model, "--limit", "-3"], 2, "--limit: -3 is negative"),
@@ -311,6 +323,25 @@ def test_bad_input(a):
         check(p.returncode == code and len(lines) >= 1 and needle in lines[-1] and "sluice: error" in lines[-1],
               "refused with exit %d mentioning %r: sluice %s -> exit %d, %r" % (
                   code, needle, " ".join(args[1:] if args[0] != "eval" else args), p.returncode, lines[-1:] ))
+    # A node name that is not UTF-8 (ONNX's proto2 strings hold any bytes): the JSON writers
+    # replace the bad bytes (they failed with nlohmann's "invalid UTF-8 byte", naming nothing).
+    w = np.random.RandomState(0).rand(4, 3, 3, 3).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"], name="conv")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "W")])
+    raw = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    bad_name = os.path.join(a.work_dir, "non_utf8_name.onnx")
+    with open(bad_name, "wb") as f:
+        f.write(raw.replace(b"\x1a\x04conv", b"\x1a\x04c\xff\xfev"))
+    p = run_sluice_nocheck(a, "inspect", bad_name, "--json")
+    check(p.returncode == 0 and "conv" not in p.stdout and json.loads(p.stdout) is not None,
+          "inspect --json of a node named with non-UTF-8 bytes: exit %d, %r" % (p.returncode, p.stderr.strip()[-200:]))
+    # A full standard output too (`bench --json > /dev/full` exited 0).
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([a.sluice, "bench", model, "-n", "1", "--json"], stdout=full, stderr=subprocess.PIPE, text=True)
+    check(p.returncode == 1 and "cannot write to standard output" in p.stderr,
+          "bench --json > /dev/full is an error: exit %d, %r" % (p.returncode, p.stderr.strip()))
 
 
 def main():

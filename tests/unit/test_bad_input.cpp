@@ -361,6 +361,38 @@ TEST(BadGraph, ConstantRawDataShorterThanDims) {
   expect_error([&] { b.load(); }, {"short_const", "raw_data has 7 bytes", "need 8"});
 }
 
+// A Constant with two value attributes and a conv with auto_pad and contradicting pads are
+// invalid (ONNX Runtime refuses the conv; the Constant it reads one way, Sluice read the other):
+// both are refused by name, not run on one reading.
+TEST(BadGraph, ConstantWithTwoValuesAndAutoPadWithPadsAreRefused) {
+  OnnxBuilder b;
+  b.input("x", {3});
+  auto& c = b.node("Constant", {}, {"k"}, "two_values");
+  OnnxBuilder::attr_float(c, "value_float", 2.5f);
+  auto* a = c.add_attribute();
+  a->set_name("value_floats");
+  a->set_type(onnx::AttributeProto::FLOATS);
+  for (float v : {1.f, 2.f, 3.f}) a->add_floats(v);
+  b.node("Add", {"x", "k"}, {"y"}, "add");
+  b.output("y");
+  expect_error([&] { b.load(); }, {"two_values", "'value_float'", "'value_floats'", "exactly one"});
+
+  OnnxBuilder pads = conv_model();
+  OnnxBuilder::attr_str(*pads.proto().mutable_graph()->mutable_node(0), "auto_pad", "VALID");
+  OnnxBuilder::attr_ints(*pads.proto().mutable_graph()->mutable_node(0), "pads", {1, 1, 1, 1});
+  expect_error([&] { pads.load(); }, {"conv1", "auto_pad 'VALID'", "'pads'"});
+  OnnxBuilder same = conv_model();
+  OnnxBuilder::attr_str(*same.proto().mutable_graph()->mutable_node(0), "auto_pad", "SAME_UPPER");
+  OnnxBuilder::attr_ints(*same.proto().mutable_graph()->mutable_node(0), "pads", {0, 0, 0, 0});
+  expect_error([&] { same.load(); }, {"conv1", "auto_pad 'SAME_UPPER'"});
+  // VALID with zero pads says the same thing twice: it loads, as 6x6.
+  OnnxBuilder valid = conv_model();
+  OnnxBuilder::attr_str(*valid.proto().mutable_graph()->mutable_node(0), "auto_pad", "VALID");
+  OnnxBuilder::attr_ints(*valid.proto().mutable_graph()->mutable_node(0), "pads", {0, 0, 0, 0});
+  Session s(valid.load());
+  EXPECT_EQ(s.run({{"x", random_tensor({1, 3, 8, 8})}}).at("y").shape(), (Shape{1, 4, 6, 6}));
+}
+
 TEST(BadGraph, ZeroStrideOrDilation) {
   for (const char* attr : {"strides", "dilations"}) {
     OnnxBuilder b = conv_model();
