@@ -64,6 +64,15 @@ std::vector<int64_t> spatial(const AttributeReader& a, const char* name, size_t 
   return v;
 }
 
+// auto_pad and a pads attribute together: VALID with zero pads says one thing twice; any other
+// pads contradict auto_pad (ONNX allows one of the two; ONNX Runtime refuses the node).
+void refuse_auto_pad_with_pads(const AttributeReader& a, const std::string& auto_pad, const std::vector<int64_t>& pads) {
+  if (auto_pad == "NOTSET" || !a.has("pads")) return;
+  if (auto_pad == "VALID" && std::all_of(pads.begin(), pads.end(), [](int64_t x) { return x == 0; })) return;
+  a.fail("has both auto_pad '" + auto_pad + "' and explicit 'pads' (the ONNX spec allows one of them; ONNX Runtime "
+         "refuses the node too): drop one of the two");
+}
+
 // kernel_shape (every entry >= 1) and auto_pad (one of the four modes), as given.
 template <class P>
 void parse_kernel_and_auto_pad(const AttributeReader& a, P& p) {
@@ -88,11 +97,7 @@ void parse_window(const AttributeReader& a, P& p) {
   p.strides = spatial(a, "strides", rank, 1);
   p.dilations = spatial(a, "dilations", rank, 1);
   p.pads = spatial(a, "pads", rank * 2, 0);
-  // (VALID with zero pads says one thing twice; any other pads with auto_pad contradict it.)
-  if (p.auto_pad != "NOTSET" && a.has("pads") &&
-      (p.auto_pad != "VALID" || std::any_of(p.pads.begin(), p.pads.end(), [](int64_t x) { return x != 0; })))
-    a.fail("has both auto_pad '" + p.auto_pad + "' and explicit 'pads' (the ONNX spec allows one of them; ONNX "
-           "Runtime refuses the node too): drop one of the two");
+  refuse_auto_pad_with_pads(a, p.auto_pad, p.pads);
 }
 
 Tensor tensor_attr(const AttributeReader& a, const op::AttributeProto& attr, const std::string& base_dir) {
@@ -132,6 +137,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
       p.strides = a.ints("strides");
       p.dilations = a.ints("dilations");
       p.pads = a.ints("pads");
+      refuse_auto_pad_with_pads(a, p.auto_pad, p.pads);
       p.group = a.i("group", 1);
       if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
       p.output_padding = a.ints("output_padding");

@@ -39,7 +39,7 @@ using graph::ValueId;
 
 namespace {
 
-constexpr size_t kMaxFileBytes = size_t{2} << 30;  // protobuf's own limit
+constexpr size_t kMaxFileBytes = (size_t{2} << 30) - 1;  // protobuf's own limit: INT_MAX bytes (2 GiB failed inside it)
 
 std::string read_whole_file(const std::string& path) {
   std::error_code ec;

@@ -66,6 +66,11 @@ void infer_ConvTranspose(InferContext& ctx) {
       ctx.fail("the output along spatial axis " + std::to_string(i) + " (strides " + ints_str(p.strides) + ", dilations " +
                ints_str(p.dilations) + ", kernel " + ints_str(p.kernel_shape) + ") is too large");
     if (p.auto_pad == "VALID") p.pads[i] = p.pads[i + sr] = 0;
+    // (Pads past +-2^40 would overflow the difference below; no output of such a size fits in memory.)
+    constexpr int64_t kHuge = int64_t{1} << 40;
+    if (std::abs(p.pads[i]) > kHuge || std::abs(p.pads[i + sr]) > kHuge)
+      ctx.fail("pads " + ints_str(p.pads) + " are too large along spatial axis " + std::to_string(i) + " (its output is " +
+               std::to_string(full) + " entries before they are removed)");
     int64_t o = full - p.pads[i] - p.pads[i + sr];
     if (!target.empty() || same) {
       o = !target.empty() ? target[i] : in * p.strides[i];

@@ -17,8 +17,8 @@ std::vector<int64_t> window_output_dims(InferContext& ctx, const Shape& in_spati
     if (pads[i] < 0 || pads[i + r] < 0) ctx.fail("negative pads are not allowed: " + ints_str(pads));
     // Beyond 2^40 no window or padded input fits in memory: refused here, before the sums below overflow.
     constexpr int64_t kHuge = int64_t{1} << 40;
-    if (dilations[i] > kHuge / kernel[i] || pads[i] > kHuge || pads[i + r] > kHuge)
-      ctx.fail("dilations " + ints_str(dilations) + " or pads " + ints_str(pads) +
+    if (kernel[i] > kHuge || dilations[i] > kHuge / kernel[i] || pads[i] > kHuge || pads[i + r] > kHuge)
+      ctx.fail("kernel_shape " + ints_str(kernel) + ", dilations " + ints_str(dilations) + " or pads " + ints_str(pads) +
                " are too large (the window or the padded input would span more than 2^40 elements)");
     const int64_t in = in_spatial[i], k = (kernel[i] - 1) * dilations[i] + 1, s = strides[i];
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {

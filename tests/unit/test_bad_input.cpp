@@ -51,6 +51,16 @@ TEST(BadFile, Empty) {
   expect_error([&] { Model::load(p); }, {p, "empty"});
 }
 
+// A model file of exactly 2 GiB is past protobuf's INT_MAX bytes: refused by name before it is
+// read (it failed inside protobuf: "size too big", no file named). A sparse file: no disk used.
+TEST(BadFile, ExactlyTwoGiB) {
+  const std::string p = (std::filesystem::temp_directory_path() / ("sluice_2gib_" + std::to_string(::getpid()) + ".onnx")).string();
+  { std::ofstream(p, std::ios::binary) << ""; }
+  std::filesystem::resize_file(p, std::uintmax_t{2} << 30);
+  expect_error([&] { Model::load(p); }, {p, "larger than 2 GiB", "external data"});
+  std::filesystem::remove(p);
+}
+
 // A FIFO as the model (reading it waited forever for a writer), a device, an empty path and a
 // loop of symbolic links: each refused by what it is, at once.
 TEST(BadFile, NotARegularFile) {
@@ -391,6 +401,23 @@ TEST(BadGraph, ConstantWithTwoValuesAndAutoPadWithPadsAreRefused) {
   OnnxBuilder::attr_ints(*valid.proto().mutable_graph()->mutable_node(0), "pads", {0, 0, 0, 0});
   Session s(valid.load());
   EXPECT_EQ(s.run({{"x", random_tensor({1, 3, 8, 8})}}).at("y").shape(), (Shape{1, 4, 6, 6}));
+}
+
+// Sizes near 2^62 are refused before arithmetic on them overflows: a ConvTranspose's pads (the
+// message gave a negative entry count, computed with a signed overflow) and a MaxPool's
+// kernel_shape (it blamed the dilations or pads, not kernel_shape).
+TEST(BadGraph, HugePadsAndKernelAreNamedBeforeTheyOverflow) {
+  const int64_t huge = int64_t{1} << 62;
+  OnnxBuilder t;
+  t.input("x", {1, 1, 4, 4}).init_random("w", {1, 1, 2, 2});
+  OnnxBuilder::attr_ints(t.node("ConvTranspose", {"x", "w"}, {"y"}, "deconv"), "pads", {huge, 0, huge, 0});
+  t.output("y");
+  expect_error([&] { Session s(t.load()); }, {"deconv", "pads [4611686018427387904, 0, 4611686018427387904, 0]", "too large"});
+  OnnxBuilder m;
+  m.input("x", {1, 1, 4, 4});
+  OnnxBuilder::attr_ints(m.node("MaxPool", {"x"}, {"y"}, "pool"), "kernel_shape", {huge, 2});
+  m.output("y");
+  expect_error([&] { Session s(m.load()); }, {"pool", "kernel_shape [4611686018427387904, 2]", "too large"});
 }
 
 TEST(BadGraph, ZeroStrideOrDilation) {
