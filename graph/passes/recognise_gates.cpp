@@ -24,7 +24,9 @@
 //   then       Mul(conv(x), views(pi) [-> Expand | Tile to conv(x)'s shape]) [+ beta | + beta * Cast(Greater(pi, 0)),
 //              the product before or after the views] [-> Relu],
 //              or Mul(Relu(conv(x)), views(pi)) (= Relu(conv(x) * pi), as pi >= 0),
-//              or Where(views(pi) > 0, conv(x), 0) in place of the Mul (a 0/1 mask: 1 where kept and g > 0)
+//              or Where(views(pi) > 0, conv(x), 0) in place of the Mul (a 0/1 mask: 1 where kept and g > 0),
+//              or Where(views(cmp), conv(x), 0) | Where(views(losers' cmp), 0, conv(x)) of a threshold test itself
+//              (the test also viewed before its Cast to the 0/1 mask)
 //
 // The matched Conv/Mul/Add/Relu become one SluiceGatedConv node that computes exactly
 // the same values (a suppressed channel takes the constant act(beta_c * m_c) the graph
@@ -228,9 +230,17 @@ class GateMatcher {
 
   // What n applies to src: Mul's other operand, or a of Where(a > 0, src, 0) (also 0 < a), the
   // selection applied as a hard mask of its positive entries. Else kNoValue.
-  ValueId applied_operand(const Node& n, ValueId src) const {
+  // A boolean mask itself applied, Where(mask, src, 0) or Where(mask, 0, src) (then *flip: the
+  // mask says which channels are zeroed), is returned as it is: mask_selection reads it.
+  ValueId applied_operand(const Node& n, ValueId src, bool* flip = nullptr) const {
     if (n.dead) return kNoValue;
+    if (flip) *flip = false;
     if (n.op == OpType::Mul && n.inputs.size() == 2) return n.inputs[0] == src ? n.inputs[1] : n.inputs[0];
+    if (n.op == OpType::Where && n.inputs.size() == 3 && n.inputs[0] != src && n.inputs[2] == src &&
+        n.inputs[1] != src && is_zero(n.inputs[1]) && g_.value(n.inputs[0]).dtype == DType::Bool) {
+      if (flip) *flip = true;
+      return n.inputs[0];
+    }
     if (n.op != OpType::Where || n.inputs.size() != 3 || n.inputs[1] != src || n.inputs[0] == src ||
         !is_zero(n.inputs[2]))
       return kNoValue;
@@ -238,7 +248,7 @@ class GateMatcher {
     if (t && t->inputs[0] != src && is_zero(t->inputs[1])) return t->inputs[0];
     t = prod(n.inputs[0], OpType::Less);
     if (t && t->inputs[1] != src && is_zero(t->inputs[0])) return t->inputs[1];
-    return kNoValue;
+    return g_.value(n.inputs[0]).dtype == DType::Bool ? n.inputs[0] : kNoValue;
   }
 
   // Whether a tensor of shape s, broadcast against the conv's output (shape ys), is one value per
@@ -378,7 +388,9 @@ class GateMatcher {
   // pi a hard 0/1 mask with no g multiplier (see selection_of), or nullopt.
   std::optional<Selection> hard_mask(ValueId pi, int64_t m) const {
     if (const Node* cast = prod(pi, OpType::Cast)) {
-      if (g_.value(cast->inputs[0]).dtype == DType::Bool) return threshold_test(cast->inputs[0], kNoValue, false);
+      // (The test viewed before the Cast: (g >= t)[:, :, None, None].float().)
+      if (g_.value(cast->inputs[0]).dtype == DType::Bool)
+        return threshold_test(through_views(cast->inputs[0]), kNoValue, false);
       pi = cast->inputs[0];  // (one_hot's int64 ones, summed, then cast)
     }
     if (const Node* w = prod(pi, OpType::Where)) {
@@ -502,7 +514,7 @@ class GateMatcher {
     for (int side = 0; side < (where ? 1 : 2) && (mul || where); ++side) {
       if (mul) gv = mul->inputs[static_cast<size_t>(side)], mask = mul->inputs[static_cast<size_t>(1 - side)];
       ValueId mv = mask;
-      if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = cast->inputs[0];
+      if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = through_views(cast->inputs[0]);
       // torch.where(cond, 1.0, 0.0) as the 0/1 mask: the condition cast.
       if (const Node* w01 = prod(mv, OpType::Where); w01 && !where && is_fill(w01->inputs[1], 1.f) && is_zero(w01->inputs[2]))
         mv = w01->inputs[0];
@@ -1052,9 +1064,12 @@ class GateMatcher {
     const ValueId gated_in = relu_first ? g_.node(first).outputs[0] : y_gate;
     const NodeId mul_id = g_.value(gated_in).consumers[0];
     const Node& mul = g_.node(mul_id);
-    ValueId pi4 = applied_operand(mul, gated_in);
-    // Where(pi > 0, y, 0): y where the selection is positive, 0 elsewhere (a hard mask).
+    bool mask_flip = false;
+    ValueId pi4 = applied_operand(mul, gated_in, &mask_flip);
+    // Where(pi > 0, y, 0): y where the selection is positive, 0 elsewhere (a hard mask); or
+    // Where(mask, y, 0) of a boolean mask itself (Where(mask, 0, y): mask_flip).
     const bool where = mul.op == OpType::Where;
+    const bool bool_mask = pi4 != kNoValue && g_.value(pi4).dtype == DType::Bool;
     if (pi4 == kNoValue || (where && g_.value(mul.outputs[0]).shape != g_.value(gated_in).shape))
       throw Reject{"the conv's output is not multiplied by the channel selection"};
     // pi4.expand_as(y) or pi4.repeat(1, 1, H, W): the same value at every pixel, as broadcasting.
@@ -1067,7 +1082,14 @@ class GateMatcher {
     const ValueId pi = through_views(pi4);
     if (g_.value(pi).shape != Shape{ys[0], m} && g_.value(pi).shape != Shape{ys[0], m, 1, 1})
       throw Reject{"the channel multiplier is not an [N, C] (or [N, C, 1, 1]) tensor"};
-    Selection sel = selection(pi, m);
+    Selection sel;
+    if (bool_mask) {
+      std::optional<Selection> th = threshold_test(pi, kNoValue, mask_flip);
+      if (!th) throw Reject{"the condition of " + mul.name + " is not a test of g against its k-th largest value"};
+      sel = *th;
+    } else {
+      sel = selection(pi, m);
+    }
     // Where(pi > 0, ...) of a selection of g's values: 1 where kept and g > 0 (of a 0/1 mask: the mask).
     const bool positive = where && !sel.unit;
     if (where) sel.unit = true;

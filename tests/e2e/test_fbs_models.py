@@ -33,7 +33,7 @@ def run(cmd):
 
 def gated_convs_in(path):
     """Convs of the ONNX file whose output (or its Relu) is multiplied by something a TopK decides, or
-    kept by a Where whose test a TopK decides."""
+    kept (or zeroed) by a Where whose test a TopK decides."""
     g = onnx.load(path).graph
     producer = {o: n for n in g.node for o in n.output}
 
@@ -57,7 +57,7 @@ def gated_convs_in(path):
         outs += [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] in outs]
         for m in g.node:
             for out in outs:
-                if (m.op_type == "Mul" and out in m.input) or (m.op_type == "Where" and m.input[1] == out):
+                if (m.op_type == "Mul" and out in m.input) or (m.op_type == "Where" and out in m.input[1:]):
                     other = [i for i in m.input if i != out]
                     if other and has_topk(other[0], set()):
                         count += 1
@@ -334,7 +334,8 @@ def other_form_models(work):
     L2 norm instead of the mean; the top-k taken in double and cast back; a hard 0/1 mask with
     no g multiplier (ones scattered, the test cast, torch.where(test, 1.0, 0.0), which torch
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
-    predictor's [N, C, 1, 1] ranked and scattered as it is; g = relu6, hardsigmoid, softplus or abs
+    predictor's [N, C, 1, 1] ranked and scattered as it is; the test viewed to [N, C, 1, 1] before
+    its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
     each has one gated conv."""
@@ -485,6 +486,17 @@ def other_form_models(work):
                 y = F.relu((self.conv(x) * self.bn_scale + self.bn_shift) * pi[:, :, None, None])
             elif self.form == "where_positive":  # a hard mask of pi's positive entries: 0 for a winner with g = 0
                 y = F.relu(torch.where(pi[:, :, None, None] > 0, self.conv(x), torch.zeros(())))
+            elif self.form in ("hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers"):
+                # The test itself viewed to [N, C, 1, 1], then cast by the product's type promotion,
+                # or applied as the condition of a Where (the losers' test: Where(test, 0, conv)).
+                thr = g.topk(k, 1).values[:, -1:]
+                c = self.conv(x)
+                if self.form == "hard_ge_viewed_then_cast":
+                    y = F.relu(c * (g >= thr)[:, :, None, None])
+                elif self.form == "where_bool_mask":
+                    y = F.relu(torch.where((g >= thr)[:, :, None, None], c, torch.zeros_like(c)))
+                else:
+                    y = F.relu(torch.where((g < thr)[:, :, None, None], torch.zeros(()), c))
             elif self.form == "view_c11_batch1":  # pi.view(-1, 1, 1): [C, 1, 1], right for a batch of one only
                 y = F.relu(self.conv(x) * pi.view(-1, 1, 1))
             elif self.form in ("expand_as", "repeat"):  # pi broadcast by hand to the conv's shape
@@ -506,7 +518,8 @@ def other_form_models(work):
                  "sub_ge_zero", "double_scatter", "double_ge", "conv1x1_topk_nc11", "hard_scatter_ones", "hard_ge_float",
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
-                 "view_c11_batch1", "where_positive", *SALIENCY_FORMS):
+                 "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
+                 *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs
@@ -545,7 +558,8 @@ def lookalike_models(work):
     """Top-k look-alikes that must stay generic ops (exported at a fixed batch of 2): the
     threshold read with torch.gather from one index row, which gives sample 0's k-th largest to
     both samples (a review found it taken as a per-sample gate); sample n's winners put
-    (index_put) into row N-1-n; and relu(conv) * pi where g (a leaky relu) can be negative."""
+    (index_put) into row N-1-n; relu(conv) * pi where g (a leaky relu) can be negative; and a
+    Where whose boolean test compares g with half its k-th largest (more than k channels stay)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -566,6 +580,11 @@ def lookalike_models(work):
                 g = F.leaky_relu(self.gate(x.mean((2, 3))) - 0.5, 0.1)
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(self.k, 1).indices, 1.0)
                 return F.adaptive_avg_pool2d(F.relu(self.conv(x)) * pi[:, :, None, None], 1).flatten(1)
+            if self.form == "where_bool_half_kth":  # Where(g >= kth / 2, conv, 0): more than k channels
+                thr = g.topk(self.k, 1).values[:, -1:] * 0.5
+                c = self.conv(x)
+                return F.adaptive_avg_pool2d(F.relu(torch.where((g >= thr)[:, :, None, None], c, torch.zeros_like(c))),
+                                             1).flatten(1)
             if self.form == "gather_one_row":
                 thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
                 pi = g * (g >= thr).float()
@@ -577,7 +596,7 @@ def lookalike_models(work):
             return F.adaptive_avg_pool2d(y, 1).flatten(1)
 
     paths = []
-    for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g"):
+    for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g", "where_bool_half_kth"):
         torch.manual_seed(3)
         path = os.path.join(work, "lookalike_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
