@@ -9,7 +9,8 @@
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
 //        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z)) | GELU] [-> views] = g
-//   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values), the indices also
+//   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values) (also into [N, C, 1, 1]
+//              zeros, indices and values viewed as [N, k, 1, 1]), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
 //   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
@@ -73,6 +74,20 @@ class GateMatcher {
       v = n.inputs[0];
     }
     return v;
+  }
+
+  // Whether shapes a and b are the same but for size-1 axes at the end ([N, k] and [N, k, 1, 1]).
+  static bool same_but_trailing_ones(Shape a, Shape b) {
+    while (!a.empty() && a.back() == 1) a.pop_back();
+    while (!b.empty() && b.back() == 1) b.pop_back();
+    return a == b;
+  }
+
+  // v, or the value v views if the two differ only in size-1 axes at the end (idx[:, :, None,
+  // None] of TopK's [N, k] indices, to scatter into [N, C, 1, 1] over axis 1: the same writes).
+  ValueId through_trailing_ones(ValueId v) const {
+    const ValueId src = through_views(v);
+    return src != v && same_but_trailing_ones(g_.value(src).shape, g_.value(v).shape) ? src : v;
   }
 
   // v before Casts between int32 and int64 (tf2onnx casts TopK's indices to int32 and back):
@@ -309,7 +324,8 @@ class GateMatcher {
     const std::string what = (sc.op == OpType::ScatterND ? "ScatterND " : "ScatterElements ") + sc.name;
     const bool largest = t->p<TopKParams>().largest;
     // Views that keep the values' [N, k] shape keep every value's place.
-    bool values_of_g = own && through_views(upd) == t->outputs[0] && g_.value(upd).shape == g_.value(t->outputs[0]).shape;
+    bool values_of_g = own && through_views(upd) == t->outputs[0] &&
+                       same_but_trailing_ones(g_.value(upd).shape, g_.value(t->outputs[0]).shape);
     if (const Node* ge = prod(upd, OpType::GatherElements))
       values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
                                     (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
@@ -469,7 +485,7 @@ class GateMatcher {
     if (const Node* sc = prod(pi, OpType::ScatterElements)) {
       if (sc->p<ScatterParams>().axis != 1 || !plain_write(*sc))
         throw Reject{"ScatterElements " + sc->name + " is not a plain scatter over channels"};
-      const ValueId idx = through_int_casts(sc->inputs[1]);
+      const ValueId idx = through_int_casts(through_trailing_ones(sc->inputs[1]));
       const Node* t = prod(idx, OpType::TopK);
       int64_t kk = t ? topk_k(*t) : 0;
       // Or the first k of a sorted TopK's indices (torch.argsort(g, descending=True)[:, :k]).

@@ -335,7 +335,8 @@ def other_form_models(work):
     no g multiplier (ones scattered, the test cast, torch.where(test, 1.0, 0.0), which torch
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
     predictor's [N, C, 1, 1] ranked and scattered as it is; the test viewed to [N, C, 1, 1] before
-    its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); g = relu6, hardsigmoid, softplus or abs
+    its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
+    scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
     each has one gated conv."""
@@ -497,6 +498,10 @@ def other_form_models(work):
                     y = F.relu(torch.where((g >= thr)[:, :, None, None], c, torch.zeros_like(c)))
                 else:
                     y = F.relu(torch.where((g < thr)[:, :, None, None], torch.zeros(()), c))
+            elif self.form == "scatter_into_nc11":  # the winners scattered into [N, C, 1, 1] zeros, indices viewed
+                v, i = g.topk(k, 1)
+                p4 = torch.zeros(g.shape[0], g.shape[1], 1, 1).scatter(1, i[:, :, None, None], v[:, :, None, None])
+                y = F.relu(self.conv(x) * p4)
             elif self.form == "view_c11_batch1":  # pi.view(-1, 1, 1): [C, 1, 1], right for a batch of one only
                 y = F.relu(self.conv(x) * pi.view(-1, 1, 1))
             elif self.form in ("expand_as", "repeat"):  # pi broadcast by hand to the conv's shape
@@ -519,7 +524,7 @@ def other_form_models(work):
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
-                 *SALIENCY_FORMS):
+                 "scatter_into_nc11", *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs
