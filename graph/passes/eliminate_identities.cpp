@@ -269,6 +269,14 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
   if (n.op != OpType::Conv || n.inputs.empty()) return false;
   const Node* pad = zero_spatial_pad(g, n.inputs[0]);
   if (!pad) return false;
+  // Pad(Slice(x)) back to x's size is a shift (x[..., 1:] padded on the right): left for
+  // recognise_shifts, which fuses it into a 1x1 conv as an address offset. Folded here, the
+  // Slice ran alone on the reference kernels.
+  if (const NodeId sp = g.value(pad->inputs[0]).producer; sp >= 0 && g.node(sp).op == OpType::Slice) {
+    const Shape& before = g.value(g.node(sp).inputs[0]).shape;
+    const Shape& after = g.value(pad->outputs[0]).shape;
+    if (before.size() == 4 && after.size() == 4 && before[2] == after[2] && before[3] == after[3]) return false;
+  }
   const auto& pp = pad->p<PadParams>();
   ConvParams& cp = n.p<ConvParams>();
   if (cp.pads.size() != 4) return false;

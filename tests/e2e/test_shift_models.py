@@ -268,6 +268,29 @@ def channel_last_input_shift(a):
               "%s: %d shift(s) recognised and %d fused, expected %d" % (name, insp["shifts_recognised"], fused, want))
 
 
+class SliceThenPad(nn.Module):
+    """The whole map shifted left by one column as x[..., 1:] padded on the right, no Concat, then a
+    1x1 conv (the Pad was folded into the conv's padding, leaving the Slice on the reference kernels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pre, self.conv = nn.Conv2d(4, 8, 1), nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        return self.conv(F.pad(self.pre(x)[..., 1:], (0, 1)))
+
+
+def slice_then_pad_shift(a):
+    """Slice then Pad back to the map's size is a shift, fused into the 1x1 conv; ORT agrees."""
+    torch.manual_seed(6)
+    path = os.path.join(a.work_dir, "slice_then_pad.onnx")
+    export(SliceThenPad(), path, c=4)
+    insp, _ = compare(a, path, (2, 4, 12, 12), "slice_then_pad")
+    fused = sum("fused_shift" in n for n in insp["nodes"])
+    check(insp["shifts_recognised"] == 1 and fused == 1,
+          "slice_then_pad: %d shift(s) recognised and %d fused, expected 1 and 1" % (insp["shifts_recognised"], fused))
+
+
 def dead_channels_through_shifts(a):
     """Zero channels stay zero through a shift (its border is zero too): they go from the conv
     before it and from the 1x1 conv the shift is fused into. A non-zero constant channel gets a
@@ -473,6 +496,7 @@ def main():
             check(ops == ["Conv", "Relu"] or ops == ["Conv"], "%s: only convs are left, the shift fused (%s)" % (name, ops))
             check(sum("fused_shift" in n for n in insp["nodes"]) == 1, "%s: the shift is fused into the 1x1 conv" % name)
     channel_last_input_shift(a)
+    slice_then_pad_shift(a)
     dead_channels_through_shifts(a)
     fold_overflow(a)
     shift_and_affine(a)
