@@ -321,6 +321,14 @@ struct IfParams {
   std::shared_ptr<const IfBranches> branches;
 };
 
+// Einsum: the equation as given; shape inference parses it into one string of index letters per
+// operand and the output's (implicit output: the letters seen once, in alphabetical order).
+struct EinsumParams {
+  std::string equation;
+  std::vector<std::string> terms;
+  std::string output;
+};
+
 struct LrnParams {  // LRN: local response normalisation across channels
   float alpha = 1e-4f, beta = 0.75f, bias = 1.f;
   int64_t size = 1;
@@ -332,6 +340,6 @@ using Params = std::variant<NoParams, ConvParams, PoolParams, GemmParams, BatchN
                             ReshapeParams, ShapeParams, TopKParams, ScatterParams, ReorderParams,
                             GatedConvParams, ShiftParams, LayerNormParams, GeluParams, ArgParams, BlockParams,
                             IsInfParams, ConvTransposeParams, ModParams, CumSumParams, ResizeParams, LrnParams,
-                            IfParams>;
+                            IfParams, EinsumParams>;
 
 }  // namespace sluice::graph

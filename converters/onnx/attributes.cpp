@@ -291,6 +291,10 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::ArgMax:
     case OpType::ArgMin: return ArgParams{a.i("axis", 0), a.flag("keepdims", true), a.flag("select_last_index", false)};
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
+    case OpType::Einsum: {
+      if (!a.has("equation")) a.fail("attribute 'equation' is required");
+      return EinsumParams{a.s("equation", ""), {}, {}};
+    }
     case OpType::Cast: {
       if (!a.has("to")) a.fail("attribute 'to' is required");
       return CastParams{dtype_from_onnx(static_cast<int32_t>(a.i("to", 1)), a.where() + ": Cast target type")};

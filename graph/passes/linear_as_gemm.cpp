@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <set>
 
 #include "graph/passes/passes.h"
 #include "graph/passes/rewrite_util.h"
@@ -23,11 +24,73 @@ ValueId scaled(Graph& g, ValueId v, float by, const std::string& suffix) {
   return add_constant(g, c.name + suffix, std::move(t));
 }
 
+// An Einsum of two float operands that is a MatMul ('...ab,...bc->...ac', the same leading
+// letters on all three) or a broadcast product (no letter summed; the output is one operand's
+// term and the other's letters come in the same order: 'nchw,nc->nchw' is x * p[:, :, None, None]):
+// rewritten as that op, which the fast kernels and the gate recogniser know. Returns whether it was.
+bool lower_einsum(Graph& g, NodeId id) {
+  Node& n = g.node(id);
+  if (n.op != OpType::Einsum || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
+  const auto p = n.p<EinsumParams>();  // (terms and output: shape inference parsed them)
+  if (p.terms.size() != 2) return false;
+  for (ValueId v : n.inputs)
+    if (g.value(v).dtype != DType::Float32 || !g.value(v).shape_known) return false;
+  const std::string &s0 = p.terms[0], &s1 = p.terms[1], &so = p.output;
+  auto distinct = [](const std::string& s) { return std::string(s).size() == std::set<char>(s.begin(), s.end()).size(); };
+  if (!distinct(s0) || !distinct(s1)) return false;
+  const size_t r = s0.size();
+  if (r >= 2 && s1.size() == r && so.size() == r && s0.substr(0, r - 2) == s1.substr(0, r - 2) &&
+      so.substr(0, r - 2) == s0.substr(0, r - 2) && s0[r - 1] == s1[r - 2] && so[r - 2] == s0[r - 2] &&
+      so[r - 1] == s1[r - 1] && s0[r - 2] != s1[r - 1] && so.find(s0[r - 1]) == std::string::npos) {
+    n.op = OpType::MatMul;
+    n.params = NoParams{};
+    return true;
+  }
+  // The broadcast product: the full operand first.
+  const int full = so == s0 ? 0 : so == s1 ? 1 : -1;
+  if (full < 0) return false;
+  const std::string& part = full == 0 ? s1 : s0;
+  std::vector<int64_t> axes;  // where the other operand gets size-1 axes
+  size_t at = 0;
+  for (size_t d = 0; d < so.size(); ++d) {
+    if (at < part.size() && part[at] == so[d]) ++at;
+    else axes.push_back(static_cast<int64_t>(d));
+  }
+  if (at != part.size()) return false;  // its letters in another order, or one summed
+  const ValueId x = n.inputs[static_cast<size_t>(full)], small = n.inputs[static_cast<size_t>(1 - full)];
+  ValueId b = small;
+  if (!axes.empty()) {
+    Value v;
+    v.name = g.value(small).name + "_" + n.name + "_unsqueezed";
+    v.dtype = DType::Float32;
+    v.shape.assign(so.size(), 1);
+    for (size_t d = 0, k = 0; d < so.size(); ++d)
+      if (std::find(axes.begin(), axes.end(), static_cast<int64_t>(d)) == axes.end()) v.shape[d] = g.value(small).shape[k++];
+    v.shape_known = true;
+    b = g.add_value(std::move(v));
+    Node u;
+    u.op = OpType::Unsqueeze;
+    u.name = n.name + "_unsqueeze";
+    u.inputs = {small};
+    u.outputs = {b};
+    u.params = AxesParams{axes, true};
+    g.add_node(std::move(u));
+  }
+  Node& m = g.node(id);  // (add_node may have moved the nodes)
+  m.op = OpType::Mul;
+  m.params = NoParams{};
+  m.inputs = {x, b};
+  return true;
+}
+
 }  // namespace
 
 int normalise_gemms(Graph& g) {
   int changed = 0;
   const size_t count = g.nodes.size();
+  for (size_t i = 0; i < count; ++i)
+    if (!g.nodes[i].dead && lower_einsum(g, static_cast<NodeId>(i))) ++changed;
+  if (changed) g.rebuild_links();
   for (size_t i = 0; i < count; ++i) {
     if (g.nodes[i].dead || g.nodes[i].op != OpType::Gemm || g.nodes[i].inputs.size() < 2) continue;
     const ValueId a = g.nodes[i].inputs[0], b = g.nodes[i].inputs[1];

@@ -57,7 +57,7 @@ def gated_convs_in(path):
         outs += [r.output[0] for r in g.node if r.op_type == "Relu" and r.input[0] in outs]
         for m in g.node:
             for out in outs:
-                if (m.op_type == "Mul" and out in m.input) or (m.op_type == "Where" and out in m.input[1:]):
+                if (m.op_type in ("Mul", "Einsum") and out in m.input) or (m.op_type == "Where" and out in m.input[1:]):
                     other = [i for i in m.input if i != out]
                     if other and has_topk(other[0], set()):
                         count += 1
@@ -336,7 +336,8 @@ def other_form_models(work):
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
     predictor's [N, C, 1, 1] ranked and scattered as it is; the test viewed to [N, C, 1, 1] before
     its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
-    scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; g = relu6, hardsigmoid, softplus or abs
+    scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the predictor or the
+    product written with torch.einsum ('nc,cd->nd', 'nchw,nc->nchw'); g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
     each has one gated conv."""
@@ -394,6 +395,8 @@ def other_form_models(work):
                 g = F.relu(self.gate(x.norm(dim=(2, 3))))
             elif self.form == "flatten_mean":  # the mean of the flattened map
                 g = F.relu(self.gate(x.flatten(2).mean(2)))
+            elif self.form == "einsum_predictor":  # the predictor written with torch.einsum
+                g = F.relu(torch.einsum("nc,cd->nd", x.mean((2, 3)), self.gate.weight.t()) + self.gate.bias)
             elif self.form == "scaled_mean":  # the mean times a scalar (into the weights)
                 g = F.relu(self.gate(x.mean((2, 3)) * 0.5))
             else:
@@ -401,7 +404,8 @@ def other_form_models(work):
             k = self.k
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
                              "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
-                             "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean") or \
+                             "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean",
+                             "einsum_predictor", "einsum_apply") or \
                     self.form in saliency_acts:
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "sub_ge_zero":  # g - t compared with 0
@@ -498,6 +502,8 @@ def other_form_models(work):
                     y = F.relu(torch.where((g >= thr)[:, :, None, None], c, torch.zeros_like(c)))
                 else:
                     y = F.relu(torch.where((g < thr)[:, :, None, None], torch.zeros(()), c))
+            elif self.form == "einsum_apply":  # the selection applied with torch.einsum
+                y = F.relu(torch.einsum("nchw,nc->nchw", self.conv(x), pi))
             elif self.form == "scatter_into_nc11":  # the winners scattered into [N, C, 1, 1] zeros, indices viewed
                 v, i = g.topk(k, 1)
                 p4 = torch.zeros(g.shape[0], g.shape[1], 1, 1).scatter(1, i[:, :, None, None], v[:, :, None, None])
@@ -524,7 +530,7 @@ def other_form_models(work):
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
-                 "scatter_into_nc11", *SALIENCY_FORMS):
+                 "scatter_into_nc11", "einsum_predictor", "einsum_apply", *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs

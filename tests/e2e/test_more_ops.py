@@ -7,7 +7,8 @@ reductions ReduceL1 / L2 / SumSquare / LogSum / LogSumExp / Prod, the image ops
 InstanceNormalization, DepthToSpace / SpaceToDepth, Tile, IsNaN / IsInf, Hardmax,
 GatherElements, OneHot, Mod, CumSum, ConvTranspose (1-D and 2-D), Resize / Upsample, LRN in
 an AlexNet-shaped net as converted from Caffe, LpPool / GlobalLpPool, and torch's
-LocalResponseNorm and squeeze of a dynamic axis (an If decided by shapes, a 3-D AveragePool).
+LocalResponseNorm and squeeze of a dynamic axis (an If decided by shapes, a 3-D AveragePool),
+and Einsum.
 
 Each check first asserts that the exported file really contains the operator (so a change in
 PyTorch's exporter cannot make a check pass vacuously), then compares the outputs with ORT's.
@@ -588,6 +589,39 @@ def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=Te
     expect_refusal(a, path, expect, what)
 
 
+def einsums(a):
+    """Einsum: explicit and implicit equations, a diagonal, a transpose, a full sum, three
+    operands, attention's 'bhqd,bhkd->bhqk', a predictor ('nc,cd->nd', run as a MatMul) and a
+    per-channel scale ('nchw,nc->nchw', run as a Mul); refused: an ellipsis, a term of the wrong
+    length, a letter of two sizes."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    m = rng.standard_normal((2, 3)).astype(np.float32)
+    cases = [("nchw,nc->nchw", {"m": m}, [2, 3, 4, 5]), ("nchw,nc", {"m": m}, [2, 4, 5]),
+             ("nchw->nhwc", {}, [2, 4, 5, 3]), ("nchw->", {}, []), ("nchw,nchw,nc->nc", {"x2": x, "m": m}, [2, 3]),
+             ("nchw,wv->nchv", {"w": rng.standard_normal((5, 6)).astype(np.float32)}, [2, 3, 4, 6]),
+             ("nchw,nckw->nchk", {"k": rng.standard_normal((2, 3, 7, 5)).astype(np.float32)}, [2, 3, 4, 7]),
+             ("nchh->nch", {}, None)]
+    for k, (eq, inits, shape) in enumerate(cases):
+        xin = rng.standard_normal((2, 3, 4, 4)).astype(np.float32) if eq == "nchh->nch" else x
+        single(a, "einsum_%d" % k, [helper.make_node("Einsum", ["image", *inits], ["logits"], equation=eq)], inits,
+               shape, 12, xin)
+    # A predictor and a gate-like product: lowered to MatMul and Mul (what the fast kernels run).
+    p = rng.standard_normal((3, 6)).astype(np.float32)
+    _, path = single(a, "einsum_predictor", [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3], keepdims=0),
+                                              helper.make_node("Einsum", ["mean", "p"], ["logits"], equation="nc,cd->nd")],
+                     {"p": p}, [2, 6], 13, x)
+    insp = run_sluice(a, "inspect", path).stdout
+    ops = [line.split()[0] for line in insp.splitlines() if line.startswith("  ") and line.split()]
+    check(("MatMul" in ops or "Gemm" in ops) and "Einsum" not in ops,
+          "einsum_predictor: 'nc,cd->nd' runs as a MatMul or Gemm (%s)" % ops)
+    for name, eq, shape, what in (("einsum_ellipsis", "...ij->...ji", [2, 3, 4, 5], "ellipsis"),
+                                  ("einsum_term_length", "nch->nc", [2, 3, 4, 5], "term 'nch' has 3 letter(s)"),
+                                  ("einsum_two_sizes", "nchh->n", [2, 3, 4, 5], "letter 'h' is 4 in one place and 5")):
+        refuse(a, name, helper.make_node("Einsum", ["image"], ["logits"], equation=eq), shape, 12, what,
+               "an invalid Einsum")
+
+
 def padded_average_pool(a):
     """avg_pool2d(count_include_pad=True) with padding, which torch exports as Pad + AveragePool,
     and a zero Pad before a max pool: Sluice against torch itself, and against ORT with its graph
@@ -863,5 +897,5 @@ if __name__ == "__main__":
     sys.exit(run_parts(__doc__, [mnist_net, elementwise, reductions, image_ops, conv_transpose, resize, single_nodes,
                                  caffe_alexnet, lp_pools, torch_lrn_and_if,
                                  edge_values, int_edges, sums_over_nothing, dropout_masks, declared_output_shapes,
-                                 padded_average_pool, ceil_mode_small_maps, bad_attributes,
+                                 padded_average_pool, ceil_mode_small_maps, bad_attributes, einsums,
                                  output_file_names, no_inputs, memory_limits, cli_usage]))
