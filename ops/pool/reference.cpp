@@ -44,7 +44,8 @@ void pool(const graph::PoolParams& p, const TensorView& x, const TensorView& y) 
   for (int64_t pl = 0; pl < planes; ++pl)
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox) {
-        // Max from the lowest float, as ONNX Runtime: a window of NaN (skipped) or -inf gives -FLT_MAX.
+        // Max from the lowest float: a window of -inf gives -FLT_MAX, as ONNX Runtime, and one of NaN
+        // (skipped) too, where ONNX Runtime gives NaN (README, "MaxPool skips NaN taps").
         float acc = kMax ? std::numeric_limits<float>::lowest() : 0.f;
         double lp = 0;
         int64_t count = 0, padded_count = 0;
