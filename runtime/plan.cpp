@@ -21,6 +21,15 @@ using graph::NodeId;
 using graph::OpType;
 using graph::ValueId;
 
+namespace {
+// From a catch handler of e: e again, its message led by the model's file name unless it already is.
+[[noreturn]] void throw_naming_model(const std::string& model, const Error& e) {
+  const std::string msg = e.what();
+  if (model.empty() || msg.rfind(model + ":", 0) == 0) throw;  // (called in a handler: e as it was thrown)
+  throw Error(model + ": " + msg);
+}
+}  // namespace
+
 Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_shapes, const SessionOptions& options,
            const std::map<std::string, Tensor>& specialised_inputs)
     : g_(model), threads_(omp_get_max_threads()) {
@@ -32,6 +41,10 @@ Plan::Plan(const graph::Graph& model, const std::map<std::string, Shape>& input_
     plan_memory();
     find_unwritten_outputs();
     find_nonfinite_weights();
+  } catch (const Error& e) {
+    // (Constant folding runs kernels on values known at load, integer inputs among them: their
+    // refusals name the node; the model file in front, as every other load-time error has it.)
+    throw_naming_model(g_.model_name, e);
   } catch (const std::bad_alloc&) {
     throw Error(g_.model_name + ": out of memory while preparing to run it" + largest_value_note() +
                 "; check the model's and the inputs' shapes (`sluice inspect` shows them)");
@@ -544,6 +557,7 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
     ops::KernelArgs args{in, out, ctx.scratch};
     ops::StepRecord& rec = ctx.records[si];
     rec.filled = false;
+    try {
     if (st.out.empty() || st.out[0] < 0) {
       st.kernel->run(args);
     } else {
@@ -562,6 +576,11 @@ void Plan::execute(ExecContext& ctx, const std::vector<const Tensor*>& inputs, s
         st.kernel->run(args);
         out_act = std::move(passed);
       }
+    }
+    } catch (const Error& e) {
+      // A kernel's run-time refusal (an index out of range, an integer division by zero) names
+      // its node; the model file in front, as every load-time error has it.
+      throw_naming_model(g_.model_name, e);
     }
     if (profile) times[si] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }

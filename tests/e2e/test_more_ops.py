@@ -575,6 +575,20 @@ def int_edges(a):
                              None if folded else low, "v", "y", dt, [1], check_ok=False)
             check(r.returncode == 1 and "'divide'" in r.stderr and "integer overflow" in r.stderr,
                   "%s: refused with a clear error, no crash (exit %d: %s)" % (name, r.returncode, r.stderr.strip()[:200]))
+    # Run-time refusals name the file as load-time ones do (an integer division by zero and a
+    # GatherElements index out of range named only their node).
+    zero = np.array([0], np.int64)
+    _, r = run_model(a, "div_zero", [helper.make_node("Div", ["v", "d"], ["y"], name="divide")], {"d": zero},
+                     np.array([5], np.int64), "v", "y", TensorProto.INT64, [1], check_ok=False)
+    path = os.path.join(a.work_dir, "div_zero.onnx")
+    check(r.returncode == 1 and path + ": node 'divide'" in r.stderr and "division by zero" in r.stderr,
+          "div_zero: the error names the file and the node (exit %d: %s)" % (r.returncode, r.stderr.strip()[:200]))
+    _, r = run_model(a, "gather_elements_range", [helper.make_node("GatherElements", ["v", "i"], ["y"], name="ge")],
+                     {"v": np.arange(4, dtype=np.float32)}, np.array([4], np.int64), "i", "y", TensorProto.INT64, [1],
+                     check_ok=False, out_elem=TensorProto.FLOAT)
+    path = os.path.join(a.work_dir, "gather_elements_range.onnx")
+    check(r.returncode == 1 and path + ": node 'ge'" in r.stderr and "out of range" in r.stderr,
+          "gather_elements_range: the error names the file and the node (exit %d: %s)" % (r.returncode, r.stderr.strip()[:200]))
 
 
 def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=TensorProto.FLOAT):
