@@ -327,6 +327,7 @@ struct EinsumParams {
   std::string equation;
   std::vector<std::string> terms;
   std::string output;
+  std::string broadcast;  // the letters an ellipsis stands for (they broadcast, numpy's way)
 };
 
 struct LrnParams {  // LRN: local response normalisation across channels

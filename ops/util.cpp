@@ -1,5 +1,7 @@
 #include "ops/util.h"
 
+#include <algorithm>
+
 namespace sluice::ops {
 
 int64_t normalize_axis(InferContext& ctx, int64_t axis, int64_t rank) {
@@ -27,10 +29,12 @@ Shape broadcast_shapes(InferContext& ctx, const Shape& a, const Shape& b) {
 
 int64_t checked_numel(InferContext& ctx, const Shape& s) {
   constexpr int64_t kMax = int64_t{1} << 40;
+  for (int64_t d : s)
+    if (d < 0) ctx.fail("shape " + ints_str(s) + " has a negative dimension");
+  if (std::find(s.begin(), s.end(), 0) != s.end()) return 0;  // empty, whatever the other dimensions
   int64_t n = 1;
   for (int64_t d : s) {
-    if (d < 0) ctx.fail("shape " + ints_str(s) + " has a negative dimension");
-    if (d != 0 && n > kMax / d)
+    if (n > kMax / d)
       ctx.fail("shape " + shape_str(s) + " is too large (more than 2^40 elements); check the model's shape constants");
     n *= d;
   }

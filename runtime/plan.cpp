@@ -604,8 +604,11 @@ void Plan::collect_stats(const ExecContext& ctx, const std::vector<double>* time
   int64_t batch = -1;
   for (size_t si = 0; si < steps_.size() && batch < 0; ++si)
     if (ctx.records[si].filled) batch = static_cast<int64_t>(ctx.records[si].executed_macs.size());
-  for (size_t i = 0; i < g_.inputs.size() && batch < 0; ++i)
-    if (!g_.value(g_.inputs[i]).shape.empty()) batch = g_.value(g_.inputs[i]).shape[0];
+  for (size_t i = 0; i < g_.inputs.size() && batch < 0; ++i) {
+    const Shape& s = g_.value(g_.inputs[i]).shape;
+    // (An input with no elements has no samples to report: [2^32, 2^32, 0] asked for 2^32 of them.)
+    if (!s.empty()) batch = std::find(s.begin(), s.end(), 0) != s.end() ? 0 : s[0];
+  }
   if (batch < 0) batch = 1;
   stats.samples.resize(static_cast<size_t>(batch));
   for (size_t si = 0; si < steps_.size(); ++si) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -48,10 +49,14 @@ namespace {
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 int64_t checked_count(const Shape& shape) {
+  for (int64_t d : shape)
+    if (d < 0) throw Error("tensor shape " + shape_str(shape) + " has a negative or unknown dimension");
+  // (A dimension of 0 anywhere: no elements, however large the others; [2^20, 2^21, 0] was "too
+  // large" where [0, 2^20, 2^21] was empty.)
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   int64_t n = 1;
   for (int64_t d : shape) {
-    if (d < 0) throw Error("tensor shape " + shape_str(shape) + " has a negative or unknown dimension");
-    if (d != 0 && n > kMaxElements / d)
+    if (n > kMaxElements / d)
       throw Error("tensor shape " + shape_str(shape) + " is too large (more than 2^40 elements)");
     n *= d;
   }

@@ -293,7 +293,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::HardSigmoid: return AlphaBetaParams{a.f("alpha", 0.2f), a.f("beta", 0.5f)};
     case OpType::Einsum: {
       if (!a.has("equation")) a.fail("attribute 'equation' is required");
-      return EinsumParams{a.s("equation", ""), {}, {}};
+      return EinsumParams{a.s("equation", ""), {}, {}, {}};
     }
     case OpType::Cast: {
       if (!a.has("to")) a.fail("attribute 'to' is required");

@@ -373,11 +373,17 @@ class Importer {
           out.mutable_type()->mutable_tensor_type()->clear_elem_type();
         }
       }
+      // So are the intermediate values' value_info: one that contradicts the inferred shape
+      // ("Inferred shape and existing shape differ in rank: (2) vs (3)", naming no value) is a
+      // stale annotation, which ONNX Runtime runs past too.
+      google::protobuf::RepeatedPtrField<op::ValueInfoProto> value_info;
+      value_info.Swap(model.mutable_graph()->mutable_value_info());
       try {  // its results are not used (Sluice infers its own shapes); this catches what only ONNX's schemas know
         op::shape_inference::InferShapes(model);
       } catch (const std::exception& e) {
         throw Error(name_ + ": ONNX shape inference failed: " + first_line(e.what()));
       }
+      value_info.Swap(model.mutable_graph()->mutable_value_info());
       for (int i = 0; i < model.graph().output_size(); ++i)
         *model.mutable_graph()->mutable_output(i)->mutable_type() = declared[static_cast<size_t>(i)];
     }  // newer: no ONNX shape inference, which would infer the restated nodes' older semantics

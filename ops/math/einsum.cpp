@@ -1,6 +1,7 @@
 // Einsum (opset 12): explicit ("ij,jk->ik") and implicit ("ij,jk": the letters seen once, in
 // alphabetical order) equations over any number of float operands, repeated letters in one term
-// (a diagonal) included. No ellipsis ("..."): refused by name. The reference kernel walks every
+// (a diagonal) included, and an ellipsis ("...": letters of its own, right-aligned, broadcast
+// where an operand has 1, first in an implicit output, as numpy). The reference kernel walks every
 // combination of the letters, summing in double over those the output drops. Predictor-sized
 // einsums (a gate's 'nc,cd->nd', 'nchw,nc->nchw') are what models put here; a product of letter
 // sizes past 2^34 is refused at load rather than left to run for minutes.
@@ -28,8 +29,6 @@ void infer_Einsum(InferContext& ctx) {
   std::string eq;
   for (char c : p.equation)
     if (!std::isspace(static_cast<unsigned char>(c))) eq += c;
-  if (eq.find("...") != std::string::npos || eq.find('.') != std::string::npos)
-    ctx.fail("equation '" + p.equation + "': an ellipsis ('...') is not supported; write the axes out as letters");
   const size_t arrow = eq.find("->");
   const std::string lhs = eq.substr(0, arrow);
   p.terms.clear();
@@ -42,6 +41,36 @@ void infer_Einsum(InferContext& ctx) {
   if (p.terms.size() != ctx.num_inputs())
     ctx.fail("equation '" + p.equation + "' has " + std::to_string(p.terms.size()) + " operand term(s), the node " +
              std::to_string(ctx.num_inputs()) + " input(s)");
+  // An ellipsis: the dimensions its term leaves to it, as letters the equation does not use,
+  // right-aligned over the operands (numpy's broadcasting).
+  std::string explicit_out = arrow == std::string::npos ? std::string() : eq.substr(arrow + 2);
+  auto one_ellipsis = [&](const std::string& t) {
+    const size_t at = t.find("...");
+    if (t.find('.') != (at == std::string::npos ? std::string::npos : at) ||
+        (at != std::string::npos && t.find('.', at + 3) != std::string::npos))
+      ctx.fail("equation '" + p.equation + "': '" + t + "' has a '.' that is not one ellipsis ('...')");
+    return at;
+  };
+  size_t ell = 0;  // dimensions the ellipsis covers, the most over the terms
+  for (size_t i = 0; i < p.terms.size(); ++i)
+    if (one_ellipsis(p.terms[i]) != std::string::npos) {
+      const size_t rank = ctx.in(i).shape.size(), letters = p.terms[i].size() - 3;
+      if (rank < letters)
+        ctx.fail("equation '" + p.equation + "': term '" + p.terms[i] + "' has " + std::to_string(letters) +
+                 " letter(s) besides its ellipsis for input " + std::to_string(i) + " ('" + ctx.in(i).name +
+                 "') of shape " + shape_str(ctx.in(i).shape));
+      ell = std::max(ell, rank - letters);
+    }
+  p.broadcast.clear();
+  for (char c = 'A'; p.broadcast.size() < ell && c <= 'z'; ++c)
+    if (std::isalpha(static_cast<unsigned char>(c)) && eq.find(c) == std::string::npos) p.broadcast += c;
+  if (p.broadcast.size() < ell) ctx.fail("equation '" + p.equation + "': no letters left for its ellipsis");
+  for (size_t i = 0; i < p.terms.size(); ++i)
+    if (const size_t at = p.terms[i].find("..."); at != std::string::npos) {
+      const size_t e = ctx.in(i).shape.size() - (p.terms[i].size() - 3);
+      p.terms[i].replace(at, 3, p.broadcast.substr(ell - e));
+    }
+  if (one_ellipsis(explicit_out) != std::string::npos) explicit_out.replace(explicit_out.find("..."), 3, p.broadcast);
   std::map<char, int64_t> size, count;
   DType dt = DType::Undefined;
   for (size_t i = 0; i < p.terms.size(); ++i) {
@@ -62,6 +91,11 @@ void infer_Einsum(InferContext& ctx) {
       ++count[c];
       const int64_t n = v.shape[d];
       auto [it, fresh] = size.emplace(c, n);
+      const bool broadcast = p.broadcast.find(c) != std::string::npos;
+      if (broadcast && !fresh && (n == 1 || it->second == 1)) {  // (an ellipsis axis of 1 broadcasts)
+        it->second = std::max(it->second, n);
+        continue;
+      }
       if (!fresh && n >= 0 && it->second >= 0 && it->second != n)
         ctx.fail("equation '" + p.equation + "': letter '" + std::string(1, c) + "' is " + std::to_string(it->second) +
                  " in one place and " + std::to_string(n) + " in input " + std::to_string(i) + " ('" + v.name + "')");
@@ -69,7 +103,7 @@ void infer_Einsum(InferContext& ctx) {
     }
   }
   if (arrow != std::string::npos) {
-    p.output = eq.substr(arrow + 2);
+    p.output = explicit_out;
     for (size_t d = 0; d < p.output.size(); ++d) {
       const char c = p.output[d];
       if (!size.count(c))
@@ -77,9 +111,9 @@ void infer_Einsum(InferContext& ctx) {
       if (p.output.find(c) != d) ctx.fail("equation '" + p.equation + "': output letter '" + std::string(1, c) + "' repeats");
     }
   } else {
-    p.output.clear();
+    p.output = p.broadcast;  // (the ellipsis's axes first, as numpy)
     for (const auto& [c, n] : count)  // (std::map: alphabetical, upper case first, as numpy)
-      if (n == 1) p.output += c;
+      if (n == 1 && p.broadcast.find(c) == std::string::npos) p.output += c;
   }
   Shape out;
   double work = 1;
@@ -99,16 +133,20 @@ void reference_Einsum(const graph::Node& node, std::span<const TensorView> in, s
   for (const std::string& t : p.terms)
     for (char c : t)
       if (l.all.find(c) == std::string::npos) l.all += c;
-  l.size.assign(l.all.size(), 1);
+  l.size.assign(l.all.size(), -1);
   for (size_t i = 0; i < p.terms.size(); ++i)
-    for (size_t d = 0; d < p.terms[i].size(); ++d) l.size[l.all.find(p.terms[i][d])] = in[i].shape[d];
+    for (size_t d = 0; d < p.terms[i].size(); ++d) {
+      int64_t& n = l.size[l.all.find(p.terms[i][d])];
+      if (n < 0 || n == 1) n = in[i].shape[d];  // (an ellipsis axis of 1 broadcasts against the others)
+    }
   // stride[i][letter]: how far operand i's offset moves per step of the letter (summed over the
   // letter's places in the term: a repeated letter walks the diagonal).
   std::vector<std::vector<int64_t>> stride(in.size(), std::vector<int64_t>(l.all.size(), 0));
   for (size_t i = 0; i < in.size(); ++i) {
     int64_t s = 1;
     for (size_t d = p.terms[i].size(); d-- > 0;) {
-      stride[i][l.all.find(p.terms[i][d])] += s;
+      const size_t k = l.all.find(p.terms[i][d]);
+      if (in[i].shape[d] != 1 || l.size[k] == 1) stride[i][k] += s;  // (a broadcast axis of 1 stays put)
       s *= in[i].shape[d];
     }
   }

@@ -45,9 +45,12 @@ void infer_Reshape(InferContext& ctx) {
       continue;
     }
     if (d < 0) ctx.fail("shape " + ints_str(target) + " has a negative dimension");
-    checked_numel(ctx, {known, d});
-    known *= d;
   }
+  // The product of the given dimensions, 0 if one is 0 ([2^20, 2^21, 0] is empty, not too large).
+  Shape given;
+  for (size_t i = 0; i < target.size(); ++i)
+    if (static_cast<int64_t>(i) != infer_at) given.push_back(target[i]);
+  known = checked_numel(ctx, given);
   if (infer_at >= 0) {
     if (known == 0 || total % known != 0)
       ctx.fail("cannot reshape " + shape_str(x.shape) + " (" + std::to_string(total) + " elements) to " + shape_str(target));

@@ -606,8 +606,9 @@ def refuse(a, name, node, in_shape, opset, expect, what, inits=None, out_type=Te
 def einsums(a):
     """Einsum: explicit and implicit equations, a diagonal, a transpose, a full sum, three
     operands, attention's 'bhqd,bhkd->bhqk', a predictor ('nc,cd->nd', run as a MatMul) and a
-    per-channel scale ('nchw,nc->nchw', run as a Mul); refused: an ellipsis, a term of the wrong
-    length, a letter of two sizes."""
+    per-channel scale ('nchw,nc->nchw', run as a Mul), ellipses (broadcast where an operand's axis is
+    1, first in an implicit output); refused: a '.' that is no ellipsis, a term of the wrong length,
+    a letter of two sizes."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     m = rng.standard_normal((2, 3)).astype(np.float32)
@@ -615,11 +616,21 @@ def einsums(a):
              ("nchw->nhwc", {}, [2, 4, 5, 3]), ("nchw->", {}, []), ("nchw,nchw,nc->nc", {"x2": x, "m": m}, [2, 3]),
              ("nchw,wv->nchv", {"w": rng.standard_normal((5, 6)).astype(np.float32)}, [2, 3, 4, 6]),
              ("nchw,nckw->nchk", {"k": rng.standard_normal((2, 3, 7, 5)).astype(np.float32)}, [2, 3, 4, 7]),
-             ("nchh->nch", {}, None)]
+             ("nchh->nch", {}, None), ("...hw,wv->...hv", {"w": rng.standard_normal((5, 6)).astype(np.float32)}, None),
+             ("...w,...w", {"b": rng.standard_normal((2, 3, 4, 5)).astype(np.float32)}, None),
+             ("nc...,nc->n...", {"m": m}, None), ("...ii->...i", {}, None)]
     for k, (eq, inits, shape) in enumerate(cases):
-        xin = rng.standard_normal((2, 3, 4, 4)).astype(np.float32) if eq == "nchh->nch" else x
+        xin = rng.standard_normal((2, 3, 4, 4)).astype(np.float32) if "hh" in eq or "ii" in eq else x
         single(a, "einsum_%d" % k, [helper.make_node("Einsum", ["image", *inits], ["logits"], equation=eq)], inits,
                shape, 12, xin)
+    # Ellipses of different ranks, broadcast where one has 1 (ORT 1.20 refuses these): numpy's answer.
+    b = rng.standard_normal((3, 1, 5)).astype(np.float32)
+    for k, eq in enumerate(("...w,...w->...", "...w,...w")):
+        y, _ = run_model(a, "einsum_broadcast_%d" % k, [helper.make_node("Einsum", ["image", "b"], ["logits"], equation=eq)],
+                         {"b": b}, x)
+        want = np.einsum(eq, x.astype(np.float64), b.astype(np.float64))
+        check(y is not None and y.shape == want.shape and np.allclose(y, want, atol=1e-5),
+              "einsum_broadcast_%d: %r broadcasts as numpy does (%s)" % (k, eq, None if y is None else y.shape))
     # A predictor and a gate-like product: lowered to MatMul and Mul (what the fast kernels run).
     p = rng.standard_normal((3, 6)).astype(np.float32)
     _, path = single(a, "einsum_predictor", [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3], keepdims=0),
@@ -629,7 +640,7 @@ def einsums(a):
     ops = [line.split()[0] for line in insp.splitlines() if line.startswith("  ") and line.split()]
     check(("MatMul" in ops or "Gemm" in ops) and "Einsum" not in ops,
           "einsum_predictor: 'nc,cd->nd' runs as a MatMul or Gemm (%s)" % ops)
-    for name, eq, shape, what in (("einsum_ellipsis", "...ij->...ji", [2, 3, 4, 5], "ellipsis"),
+    for name, eq, shape, what in (("einsum_dots", "..ij->ji", [2, 3, 4, 5], "not one ellipsis"),
                                   ("einsum_term_length", "nch->nc", [2, 3, 4, 5], "term 'nch' has 3 letter(s)"),
                                   ("einsum_two_sizes", "nchh->n", [2, 3, 4, 5], "letter 'h' is 4 in one place and 5")):
         refuse(a, name, helper.make_node("Einsum", ["image"], ["logits"], equation=eq), shape, 12, what,

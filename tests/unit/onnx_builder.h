@@ -102,6 +102,12 @@ class OnnxBuilder {
     return Model::load_from_memory(b.data(), b.size(), name);
   }
 
+  // A value_info annotation for an intermediate value.
+  OnnxBuilder& annotate(const std::string& name, const Shape& shape, int elem = onnx::TensorProto::FLOAT) {
+    value_info(model_.mutable_graph()->add_value_info(), name, shape, elem);
+    return *this;
+  }
+
  private:
   onnx::TensorProto* new_initializer(const std::string& name, const Shape& shape, int type) {
     auto* t = model_.mutable_graph()->add_initializer();

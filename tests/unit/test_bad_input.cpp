@@ -420,6 +420,40 @@ TEST(BadGraph, HugePadsAndKernelAreNamedBeforeTheyOverflow) {
   expect_error([&] { Session s(m.load()); }, {"pool", "kernel_shape [4611686018427387904, 2]", "too large"});
 }
 
+// Shapes with a 0 are empty whatever their other dimensions (the product was checked left to
+// right, so [2^20, 2^21, 0] was "too large" where [0, 2^20, 2^21] was empty); a value_info that
+// contradicts the inferred shape is a stale annotation, run past as ONNX Runtime does; a shape
+// input of more than 64 entries says why it cannot be planned for (probe finds).
+TEST(BadGraph, EmptyShapesStaleValueInfoAndLongShapeInputs) {
+  EXPECT_EQ(Tensor(DType::Float32, {int64_t{1} << 20, int64_t{1} << 21, 0}).numel(), 0);
+  OnnxBuilder r(14);
+  r.input("x", {0, 4}).init_i64("s", {3}, {int64_t{1} << 20, int64_t{1} << 21, 0});
+  OnnxBuilder::attr_int(r.node("Reshape", {"x", "s"}, {"y"}, "reshape"), "allowzero", 1);
+  r.output("y");
+  Session rs(r.load());
+  EXPECT_EQ(rs.run({{"x", Tensor(DType::Float32, {0, 4})}}).at("y").shape(),
+            (Shape{int64_t{1} << 20, int64_t{1} << 21, 0}));
+
+  OnnxBuilder v;
+  v.input("x", {2, 4});
+  v.node("Relu", {"x"}, {"t"}, "relu");
+  v.node("Neg", {"t"}, {"y"}, "neg");
+  v.output("y");
+  v.annotate("t", {7, 7, 7});
+  Session vs(v.load());
+  EXPECT_EQ(vs.run({{"x", random_tensor({2, 4})}}).at("y").shape(), (Shape{2, 4}));
+
+  OnnxBuilder l;
+  l.input("x", {2, 3, 4}).input("s", {65}, onnx::TensorProto::INT64);
+  l.node("Reshape", {"x", "s"}, {"y"}, "reshape");
+  l.output("y");
+  Session ls(l.load());
+  std::vector<int64_t> dims(65, 1);
+  dims.back() = 24;
+  expect_error([&] { ls.run({{"x", random_tensor({2, 3, 4})}, {"s", Tensor::from_vector<int64_t>({65}, dims)}}); },
+               {"reshape", "'s' of 65 entries", "up to 64", "make it a constant"});
+}
+
 TEST(BadGraph, ZeroStrideOrDilation) {
   for (const char* attr : {"strides", "dilations"}) {
     OnnxBuilder b = conv_model();
