@@ -38,11 +38,11 @@ const Tensor& InferContext::require_const(size_t i, const char* what) const {
                                           in(i).dtype == DType::Bool);
   if (has_input(i) && in(i).is_input && small_int && in(i).shape_known) {
     int64_t n = 1;
-    for (int64_t d : in(i).shape) n *= d;
+    for (int64_t d : in(i).shape) n = d > 64 || n * d > 64 ? 65 : n * d;  // (capped: no overflow)
     if (n > 64)  // (runtime/session.cpp, specialise_on_value: a plan per value of up to 64 entries)
       fail(std::string("input ") + std::to_string(i) + " ('" + in(i).name + "', the " + what + ") is the model input '" +
-           in(i).name + "' of " + std::to_string(n) + " entries: its value would set this node's output shape, and "
-           "plans are made for such values of up to 64 entries; make it a constant (an initializer) in the model");
+           in(i).name + "' of more than 64 entries: its value would set this node's output shape, and plans are "
+           "made for such values of up to 64 entries; make it a constant (an initializer) in the model");
   }
   if (has_input(i) && in(i).is_input && small_int)
     fail(std::string("input ") + std::to_string(i) + " ('" + in(i).name + "', the " + what + ") is the model input '" +

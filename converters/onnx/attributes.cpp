@@ -64,8 +64,9 @@ std::vector<int64_t> spatial(const AttributeReader& a, const char* name, size_t 
   return v;
 }
 
-// auto_pad and a pads attribute together: VALID with zero pads says one thing twice; any other
-// pads contradict auto_pad (ONNX allows one of the two; ONNX Runtime refuses the node).
+// A Conv's or ConvTranspose's auto_pad and pads attribute together: VALID with zero pads says one
+// thing twice; any other pads contradict auto_pad (ONNX allows one of the two; ONNX Runtime refuses
+// such a conv, and runs a pool with auto_pad's padding, as Sluice does).
 void refuse_auto_pad_with_pads(const AttributeReader& a, const std::string& auto_pad, const std::vector<int64_t>& pads) {
   if (auto_pad == "NOTSET" || !a.has("pads")) return;
   if (auto_pad == "VALID" && std::all_of(pads.begin(), pads.end(), [](int64_t x) { return x == 0; })) return;
@@ -97,7 +98,6 @@ void parse_window(const AttributeReader& a, P& p) {
   p.strides = spatial(a, "strides", rank, 1);
   p.dilations = spatial(a, "dilations", rank, 1);
   p.pads = spatial(a, "pads", rank * 2, 0);
-  refuse_auto_pad_with_pads(a, p.auto_pad, p.pads);
 }
 
 Tensor tensor_attr(const AttributeReader& a, const op::AttributeProto& attr, const std::string& base_dir) {
@@ -125,6 +125,7 @@ Params parse_params(OpType t, const AttributeReader& a, int64_t opset, const std
     case OpType::Conv: {
       ConvParams p;
       parse_window(a, p);
+      refuse_auto_pad_with_pads(a, p.auto_pad, p.pads);  // (pools: auto_pad wins, as in ONNX Runtime)
       p.group = a.i("group", 1);
       if (p.group < 1) a.fail("group must be >= 1, got " + std::to_string(p.group));
       return p;

@@ -269,15 +269,33 @@ bool fold_zero_pad_into_conv(Graph& g, Node& n) {
   if (n.op != OpType::Conv || n.inputs.empty()) return false;
   const Node* pad = zero_spatial_pad(g, n.inputs[0]);
   if (!pad) return false;
-  // Pad(Slice(x)) back to x's size is a shift (x[..., 1:] padded on the right): left for
-  // recognise_shifts, which fuses it into a 1x1 conv as an address offset. Folded here, the
-  // Slice ran alone on the reference kernels.
-  if (const NodeId sp = g.value(pad->inputs[0]).producer; sp >= 0 && g.node(sp).op == OpType::Slice) {
-    const Shape& before = g.value(g.node(sp).inputs[0]).shape;
-    const Shape& after = g.value(pad->outputs[0]).shape;
-    if (before.size() == 4 && after.size() == 4 && before[2] == after[2] && before[3] == after[3]) return false;
-  }
   const auto& pp = pad->p<PadParams>();
+  // Pad(Slice(x)) that crops one side of H or W and pads as much on the other is a shift
+  // (x[..., 1:] padded on the right): left for recognise_shifts, which fuses it into a 1x1 conv
+  // as an address offset. Folded here, the Slice ran alone on the reference kernels. (A crop
+  // padded back on the same side, zeroing a border row, is no shift: it folds as before.)
+  if (const NodeId sp = g.value(pad->inputs[0]).producer; sp >= 0 && g.node(sp).op == OpType::Slice) {
+    const Node& sl = g.node(sp);
+    const Shape& xs = g.value(sl.inputs[0]).shape;
+    const std::vector<int64_t> starts = const_ints(g, sl, 1), ends = const_ints(g, sl, 2), steps = const_ints(g, sl, 4);
+    std::vector<int64_t> axes = const_ints(g, sl, 3);
+    if (axes.empty())
+      for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+    const bool unit_steps = std::all_of(steps.begin(), steps.end(), [](int64_t s) { return s == 1; });
+    if (xs.size() == 4 && unit_steps && starts.size() == axes.size() && ends.size() == axes.size())
+      for (size_t i = 0; i < axes.size(); ++i) {
+        const int64_t ax = axes[i] < 0 ? axes[i] + 4 : axes[i];
+        if (ax != 2 && ax != 3) continue;
+        const int64_t dim = xs[static_cast<size_t>(ax)];
+        const int64_t b = std::clamp<int64_t>(starts[i] < 0 ? starts[i] + dim : starts[i], 0, dim);
+        const int64_t e = std::clamp<int64_t>(ends[i] < 0 ? ends[i] + dim : ends[i], 0, dim);
+        const int64_t crop_b = b, crop_e = dim - e, pad_b = pp.pads[static_cast<size_t>(ax)],
+                      pad_e = pp.pads[static_cast<size_t>(ax) + 4];
+        if ((crop_b > 0 && crop_e == 0 && pad_b == 0 && pad_e == crop_b) ||
+            (crop_e > 0 && crop_b == 0 && pad_e == 0 && pad_b == crop_e))
+          return false;
+      }
+  }
   ConvParams& cp = n.p<ConvParams>();
   if (cp.pads.size() != 4) return false;
   cp.pads = {cp.pads[0] + pp.pads[2], cp.pads[1] + pp.pads[3], cp.pads[2] + pp.pads[6], cp.pads[3] + pp.pads[7]};

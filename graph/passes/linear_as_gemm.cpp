@@ -38,6 +38,11 @@ bool lower_einsum(Graph& g, NodeId id) {
   const std::string &s0 = p.terms[0], &s1 = p.terms[1], &so = p.output;
   auto distinct = [](const std::string& s) { return std::string(s).size() == std::set<char>(s.begin(), s.end()).size(); };
   if (!distinct(s0) || !distinct(s1)) return false;
+  // Every letter the same size in both operands: an ellipsis axis of 1 broadcasting against n
+  // (which Einsum allows) would have MatMul read rows that are not there.
+  const Shape &x0 = g.value(n.inputs[0]).shape, &x1 = g.value(n.inputs[1]).shape;
+  for (size_t i = 0; i < s0.size(); ++i)
+    if (const size_t j = s1.find(s0[i]); j != std::string::npos && x0[i] != x1[j]) return false;
   const size_t r = s0.size();
   if (r >= 2 && s1.size() == r && so.size() == r && s0.substr(0, r - 2) == s1.substr(0, r - 2) &&
       so.substr(0, r - 2) == s0.substr(0, r - 2) && s0[r - 1] == s1[r - 2] && so[r - 2] == s0[r - 2] &&

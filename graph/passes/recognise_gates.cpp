@@ -404,9 +404,10 @@ class GateMatcher {
   // pi a hard 0/1 mask with no g multiplier (see selection_of), or nullopt.
   std::optional<Selection> hard_mask(ValueId pi, int64_t m) const {
     if (const Node* cast = prod(pi, OpType::Cast)) {
-      // (The test viewed before the Cast: (g >= t)[:, :, None, None].float().)
+      // (The test viewed before the Cast: (g >= t)[:, :, None, None].float(); only a view that
+      // adds size-1 axes at the end keeps each (sample, channel) in place, not a [1, N * C] one.)
       if (g_.value(cast->inputs[0]).dtype == DType::Bool)
-        return threshold_test(through_views(cast->inputs[0]), kNoValue, false);
+        return threshold_test(through_trailing_ones(cast->inputs[0]), kNoValue, false);
       pi = cast->inputs[0];  // (one_hot's int64 ones, summed, then cast)
     }
     if (const Node* w = prod(pi, OpType::Where)) {
@@ -530,7 +531,7 @@ class GateMatcher {
     for (int side = 0; side < (where ? 1 : 2) && (mul || where); ++side) {
       if (mul) gv = mul->inputs[static_cast<size_t>(side)], mask = mul->inputs[static_cast<size_t>(1 - side)];
       ValueId mv = mask;
-      if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = through_views(cast->inputs[0]);
+      if (const Node* cast = prod(mv, OpType::Cast); cast && !where) mv = through_trailing_ones(cast->inputs[0]);
       // torch.where(cond, 1.0, 0.0) as the 0/1 mask: the condition cast.
       if (const Node* w01 = prod(mv, OpType::Where); w01 && !where && is_fill(w01->inputs[1], 1.f) && is_zero(w01->inputs[2]))
         mv = w01->inputs[0];

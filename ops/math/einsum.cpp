@@ -70,7 +70,12 @@ void infer_Einsum(InferContext& ctx) {
       const size_t e = ctx.in(i).shape.size() - (p.terms[i].size() - 3);
       p.terms[i].replace(at, 3, p.broadcast.substr(ell - e));
     }
-  if (one_ellipsis(explicit_out) != std::string::npos) explicit_out.replace(explicit_out.find("..."), 3, p.broadcast);
+  if (one_ellipsis(explicit_out) != std::string::npos) {
+    explicit_out.replace(explicit_out.find("..."), 3, p.broadcast);
+  } else if (arrow != std::string::npos && ell > 0) {  // (numpy and ONNX Runtime refuse it too)
+    ctx.fail("equation '" + p.equation + "': the inputs' ellipsis stands for " + std::to_string(ell) +
+             " axis/axes, and the output has no '...' for them");
+  }
   std::map<char, int64_t> size, count;
   DType dt = DType::Undefined;
   for (size_t i = 0; i < p.terms.size(); ++i) {
@@ -93,7 +98,7 @@ void infer_Einsum(InferContext& ctx) {
       auto [it, fresh] = size.emplace(c, n);
       const bool broadcast = p.broadcast.find(c) != std::string::npos;
       if (broadcast && !fresh && (n == 1 || it->second == 1)) {  // (an ellipsis axis of 1 broadcasts)
-        it->second = std::max(it->second, n);
+        if (it->second == 1) it->second = n;  // (against 0 too: the result is empty)
         continue;
       }
       if (!fresh && n >= 0 && it->second >= 0 && it->second != n)

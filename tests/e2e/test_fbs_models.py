@@ -570,7 +570,8 @@ def lookalike_models(work):
     threshold read with torch.gather from one index row, which gives sample 0's k-th largest to
     both samples (a review found it taken as a per-sample gate); sample n's winners put
     (index_put) into row N-1-n; relu(conv) * pi where g (a leaky relu) can be negative; and a
-    Where whose boolean test compares g with half its k-th largest (more than k channels stay)."""
+    Where whose boolean test compares g with half its k-th largest (more than k channels stay);
+    and a top-k over the whole batch's g flattened to [1, N * C] (a review found it taken per sample)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -596,6 +597,10 @@ def lookalike_models(work):
                 c = self.conv(x)
                 return F.adaptive_avg_pool2d(F.relu(torch.where((g >= thr)[:, :, None, None], c, torch.zeros_like(c))),
                                              1).flatten(1)
+            if self.form == "topk_over_batch":  # one top-k over the whole batch's g, then viewed per sample
+                gf = g.reshape(1, -1)
+                mask = (gf >= gf.topk(self.k, 1).values.min(1, keepdim=True).values).reshape(g.shape[0], -1, 1, 1)
+                return F.adaptive_avg_pool2d(F.relu(self.conv(x) * mask.float()), 1).flatten(1)
             if self.form == "gather_one_row":
                 thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
                 pi = g * (g >= thr).float()
@@ -607,7 +612,8 @@ def lookalike_models(work):
             return F.adaptive_avg_pool2d(y, 1).flatten(1)
 
     paths = []
-    for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g", "where_bool_half_kth"):
+    for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g", "where_bool_half_kth",
+                 "topk_over_batch"):
         torch.manual_seed(3)
         path = os.path.join(work, "lookalike_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],

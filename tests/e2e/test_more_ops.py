@@ -631,6 +631,11 @@ def einsums(a):
         want = np.einsum(eq, x.astype(np.float64), b.astype(np.float64))
         check(y is not None and y.shape == want.shape and np.allclose(y, want, atol=1e-5),
               "einsum_broadcast_%d: %r broadcasts as numpy does (%s)" % (k, eq, None if y is None else y.shape))
+    # An ellipsis axis of 1 against one of 0: empty (it gave a [1, 3] of garbage; a review's find).
+    y, _ = run_model(a, "einsum_broadcast_empty", [helper.make_node("Einsum", ["image", "b"], ["logits"], equation="...i,...i->...i")],
+                     {"b": np.ones((1, 3), np.float32)}, np.zeros((0, 3), np.float32))
+    check(y is not None and y.shape == (0, 3), "einsum_broadcast_empty: [0, 3] against [1, 3] is [0, 3] (%s)" % (
+        None if y is None else y.shape,))
     # A predictor and a gate-like product: lowered to MatMul and Mul (what the fast kernels run).
     p = rng.standard_normal((3, 6)).astype(np.float32)
     _, path = single(a, "einsum_predictor", [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3], keepdims=0),
@@ -641,6 +646,9 @@ def einsums(a):
     check(("MatMul" in ops or "Gemm" in ops) and "Einsum" not in ops,
           "einsum_predictor: 'nc,cd->nd' runs as a MatMul or Gemm (%s)" % ops)
     for name, eq, shape, what in (("einsum_dots", "..ij->ji", [2, 3, 4, 5], "not one ellipsis"),
+                                  # (summing the ellipsis's axes unasked: lowered to MatMul it read past
+                                  # a broadcast operand; numpy and ORT refuse it)
+                                  ("einsum_ellipsis_dropped", "n...->n", [2, 3, 4, 5], "the output has no '...'"),
                                   ("einsum_term_length", "nch->nc", [2, 3, 4, 5], "term 'nch' has 3 letter(s)"),
                                   ("einsum_two_sizes", "nchh->n", [2, 3, 4, 5], "letter 'h' is 4 in one place and 5")):
         refuse(a, name, helper.make_node("Einsum", ["image"], ["logits"], equation=eq), shape, 12, what,
