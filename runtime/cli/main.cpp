@@ -899,61 +899,61 @@ int main(int argc, char** argv) {
   }
   try {
     const int rc = [&]() -> int {
-    if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options(), top);
-    if (*bench) {
-      pairing.block_given = bench->count("--block") > 0;
-      pairing.block_warmup_given = bench->count("--block-warmup") > 0;
-      return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, pairing);
-    }
-    if (*inspect) {
-      const sluice::Model m = sluice::Model::load(model);
-      sluice::Session session(m, inspect_flags.options());
-      auto shapes = parse_shapes(shape_specs);
-      check_shape_names(m, shapes);
-      const auto given = load_inputs(m, input_specs, false);
-      if (batch != 1 && !shapes.empty()) throw UsageError("inspect: give the batch in --shape, not also with --batch");
-      // A dynamic first dimension alone (a dynamic batch) of an input that neither --shape nor
-      // --input gives becomes --batch, as in bench; other dynamic dimensions still need --shape
-      // (their error says so), and so does a rank-1 input (a length, not a batch).
-      bool batched = false;
-      for (const sluice::ValueInfo& d : m.inputs()) {
-        if (shapes.count(d.name) || given.count(d.name) || !d.rank_known || d.shape.size() < 2 || d.shape[0] >= 0)
-          continue;
-        if (std::all_of(d.shape.begin() + 1, d.shape.end(), [](int64_t v) { return v >= 0; })) {
-          sluice::Shape s = d.shape;
-          s[0] = batch;
-          shapes[d.name] = s;
-          batched = true;
+      if (*run) return cmd_run(model, input_specs, out_dir, stats_path, run_flags.options(), top);
+      if (*bench) {
+        pairing.block_given = bench->count("--block") > 0;
+        pairing.block_warmup_given = bench->count("--block-warmup") > 0;
+        return cmd_bench(model, input_specs, shape_specs, bench_flags.options(), runs, warmup, batch, as_json, pairing);
+      }
+      if (*inspect) {
+        const sluice::Model m = sluice::Model::load(model);
+        sluice::Session session(m, inspect_flags.options());
+        auto shapes = parse_shapes(shape_specs);
+        check_shape_names(m, shapes);
+        const auto given = load_inputs(m, input_specs, false);
+        if (batch != 1 && !shapes.empty()) throw UsageError("inspect: give the batch in --shape, not also with --batch");
+        // A dynamic first dimension alone (a dynamic batch) of an input that neither --shape nor
+        // --input gives becomes --batch, as in bench; other dynamic dimensions still need --shape
+        // (their error says so), and so does a rank-1 input (a length, not a batch).
+        bool batched = false;
+        for (const sluice::ValueInfo& d : m.inputs()) {
+          if (shapes.count(d.name) || given.count(d.name) || !d.rank_known || d.shape.size() < 2 || d.shape[0] >= 0)
+            continue;
+          if (std::all_of(d.shape.begin() + 1, d.shape.end(), [](int64_t v) { return v >= 0; })) {
+            sluice::Shape s = d.shape;
+            s[0] = batch;
+            shapes[d.name] = s;
+            batched = true;
+          }
         }
+        if (batch != 1 && !batched) {
+          std::string ins;
+          for (const sluice::ValueInfo& d : m.inputs())
+            ins += (ins.empty() ? "'" : ", '") + d.name + "' " + (d.rank_known ? sluice::shape_str(d.shape) : "(no shape)");
+          throw UsageError("inspect: --batch " + std::to_string(batch) + ", but no input of " + model +
+                           " has a dynamic batch with its other dimensions fixed, other than those --input gives (" +
+                           ins + "): give shapes with --shape NAME=DxDx...");
+        }
+        for (const auto& [name, t] : given)
+          if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
+            throw UsageError("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +
+                        sluice::shape_str(t.shape()) + "; give one of them");
+        std::cout << session.inspect(as_json, shapes, given);
+        return 0;
       }
-      if (batch != 1 && !batched) {
-        std::string ins;
-        for (const sluice::ValueInfo& d : m.inputs())
-          ins += (ins.empty() ? "'" : ", '") + d.name + "' " + (d.rank_known ? sluice::shape_str(d.shape) : "(no shape)");
-        throw UsageError("inspect: --batch " + std::to_string(batch) + ", but no input of " + model +
-                         " has a dynamic batch with its other dimensions fixed, other than those --input gives (" +
-                         ins + "): give shapes with --shape NAME=DxDx...");
+      if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());
+      if (*ops) {
+        json names = json::array();
+        for (int i = 0; i < sluice::graph::kNumOpTypes; ++i) {
+          std::string n = sluice::graph::op_name(static_cast<sluice::graph::OpType>(i));
+          if (n.rfind("Sluice", 0) == 0) continue;  // internal ops
+          if (ops_json) names.push_back(n);
+          else std::cout << n << "\n";
+        }
+        if (ops_json) std::cout << names.dump() << "\n";
+        return 0;
       }
-      for (const auto& [name, t] : given)
-        if (auto it = shapes.find(name); it != shapes.end() && it->second != t.shape())
-          throw UsageError("input '" + name + "': --shape gives " + sluice::shape_str(it->second) + ", the --input file " +
-                      sluice::shape_str(t.shape()) + "; give one of them");
-      std::cout << session.inspect(as_json, shapes, given);
       return 0;
-    }
-    if (*eval) return sluice::cli::cmd_eval(eval_opts, eval_flags.options());
-    if (*ops) {
-      json names = json::array();
-      for (int i = 0; i < sluice::graph::kNumOpTypes; ++i) {
-        std::string n = sluice::graph::op_name(static_cast<sluice::graph::OpType>(i));
-        if (n.rfind("Sluice", 0) == 0) continue;  // internal ops
-        if (ops_json) names.push_back(n);
-        else std::cout << n << "\n";
-      }
-      if (ops_json) std::cout << names.dump() << "\n";
-      return 0;
-    }
-    return 0;
     }();
     // (`bench --json > /dev/full` said nothing and exited 0.)
     std::cout.flush();
