@@ -47,6 +47,7 @@ const char* saliency_act_name(Saliency::Act a) {
     case Saliency::Act::Gelu: return "gelu";
     case Saliency::Act::GeluTanh: return "gelu (tanh approximation)";
     case Saliency::Act::Identity: return "no activation";
+    case Saliency::Act::Softmax: return "softmax";
   }
   return "?";
 }

@@ -254,12 +254,14 @@ enum class BetaMode : uint8_t { None, Masked, Unmasked };
 struct Saliency {
   // Gelu: (z * (erf(z / alpha) + 1)) * 0.5, as torch exports F.gelu (alpha = sqrt 2); GeluTanh: the
   // Gelu op's approximate="tanh".
+  // Softmax: over the M channels of a sample (it ranks them as z does; g is the probability).
   enum class Act : uint8_t { Relu, Sigmoid, LeakyRelu, Clip, HardSigmoid, Softplus, Elu, Tanh, Abs, HardSwish, Silu, Gelu,
-                             GeluTanh, Identity } act = Act::Relu;
+                             GeluTanh, Identity, Softmax } act = Act::Relu;
   float alpha = 0.f, beta = 0.f;
   // Whether g >= 0 for every input (relu(conv) * pi is then relu(conv * pi)).
   bool nonnegative() const {
     return act == Act::Relu || act == Act::Sigmoid || act == Act::HardSigmoid || act == Act::Softplus || act == Act::Abs ||
+           act == Act::Softmax ||
            (act == Act::Clip && alpha >= 0.f && beta >= 0.f);  // min(max(x, lo), hi): hi alone when lo > hi
   }
   // Whether g > 0 is decided as ONNX Runtime decides it: the piecewise-linear forms, exact at

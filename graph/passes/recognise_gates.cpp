@@ -8,7 +8,7 @@
 //        (GlobalMaxPool | ReduceMax(axes 2,3) | MaxPool(whole map)) or the L2 norm (ReduceL2(axes 2,3))
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
-//        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z)) | GELU] [-> views] = g
+//        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z)) | GELU | Softmax over the channels] [-> views] = g
 //   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values) (also into [N, C, 1, 1]
 //              zeros, indices and values viewed as [N, k, 1, 1]), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
@@ -729,6 +729,15 @@ class GateMatcher {
       case OpType::Softplus: a = {Act::Softplus}; return &n;
       case OpType::Elu: a = {Act::Elu, n.p<AlphaBetaParams>().alpha}; return &n;
       case OpType::Tanh: a = {Act::Tanh}; return &n;
+      case OpType::Softmax: {  // over the channels of [N, M] (or [N, M, 1, 1]: opset < 13 flattens from axis 1 too)
+        const Shape& s = g_.value(v).shape;
+        const int64_t axis = n.p<SoftmaxParams>().axis < 0 ? n.p<SoftmaxParams>().axis + static_cast<int64_t>(s.size())
+                                                           : n.p<SoftmaxParams>().axis;
+        const bool nc11 = s.size() == 4 && s[2] == 1 && s[3] == 1 && (axis == 1 || n.p<SoftmaxParams>().legacy_2d);
+        if (axis != 1 || (s.size() != 2 && !nc11)) return nullptr;
+        a = {Act::Softmax};
+        return &n;
+      }
       case OpType::Abs: a = {Act::Abs}; return &n;
       case OpType::Clip: {
         float lo = 0.f, hi = 0.f;

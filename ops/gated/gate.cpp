@@ -38,6 +38,12 @@ void predict(const Spec& spec, const float* s, float* g) {
     acc += spec.bg[o];
     g[o] = saliency(spec.saliency, acc);
   }
+  if (spec.saliency.act == graph::Saliency::Act::Softmax) {  // as ONNX Runtime: exp(z - max), in float
+    const float top = *std::max_element(g, g + spec.c_out);
+    float sum = 0.f;
+    for (int64_t o = 0; o < spec.c_out; ++o) sum += g[o] = std::exp(g[o] - top);
+    for (int64_t o = 0; o < spec.c_out; ++o) g[o] /= sum;
+  }
 }
 
 float saliency(const graph::Saliency& a, float x) {
@@ -68,7 +74,8 @@ float saliency(const graph::Saliency& a, float x) {
       const float c = 0.7978845608028654f;  // sqrt(2 / pi)
       return 0.5f * x * (1.f + std::tanh(c * (x + 0.044715f * x * x * x)));
     }
-    case Act::Identity: return x;
+    case Act::Identity:
+    case Act::Softmax: return x;  // (over the whole row: predict applies it)
   }
   return x;
 }

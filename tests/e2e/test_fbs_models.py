@@ -313,7 +313,7 @@ def depthwise_convs_in(path):
 
 # Predictor activations other than FBS's relu (and none): "_neg" ones give some winners g < 0.
 SALIENCY_FORMS = ("relu6_g", "hardsigmoid_g", "softplus_g", "leaky_relu_g_neg", "elu_g_neg", "linear_g_neg", "tanh_g_neg",
-                  "abs_g", "silu_g_neg", "hardswish_g_neg", "gelu_g_neg")
+                  "abs_g", "silu_g_neg", "hardswish_g_neg", "gelu_g_neg", "softmax_g")
 
 
 def other_form_models(work):
@@ -334,7 +334,7 @@ def other_form_models(work):
     L2 norm instead of the mean; the top-k taken in double and cast back; a hard 0/1 mask with
     no g multiplier (ones scattered, the test cast, torch.where(test, 1.0, 0.0), which torch
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
-    predictor's [N, C, 1, 1] ranked and scattered as it is; the test viewed to [N, C, 1, 1] before
+    predictor's [N, C, 1, 1] ranked and scattered as it is; g = softmax over the channels; the test viewed to [N, C, 1, 1] before
     its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
     scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the predictor or the
     product written with torch.einsum ('nc,cd->nd', 'nchw,nc->nchw'); g = relu6, hardsigmoid, softplus or abs
@@ -345,7 +345,8 @@ def other_form_models(work):
     import torch.nn as nn
     import torch.nn.functional as F
     saliency_acts = dict(zip(SALIENCY_FORMS, (F.relu6, F.hardsigmoid, F.softplus, lambda z: F.leaky_relu(z, 0.1),
-                                              F.elu, lambda z: z, torch.tanh, torch.abs, F.silu, F.hardswish, F.gelu)))
+                                              F.elu, lambda z: z, torch.tanh, torch.abs, F.silu, F.hardswish, F.gelu,
+                                              lambda z: F.softmax(z, 1))))
 
     class Net(nn.Module):
         def __init__(self, form, k=6):
