@@ -9,7 +9,8 @@
 //        (or ReduceMean over W, then over H)
 //     -> Gemm | MatMul [+ Add | - Sub] | 1x1 Conv [-> views] [-> Relu | Sigmoid | LeakyRelu | Clip | HardSigmoid
 //        | Softplus | Elu | Tanh | Abs | HardSwish | SiLU (z * sigmoid(z)) | GELU | Softmax over the channels] [-> views] = g
-//   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values) (also into [N, C, 1, 1]
+//   winners:   [zeros +] ScatterElements(zeros, TopK(g, k).indices, TopK(g, k).values) (also of TopK(-g, k,
+//              smallest), its values negated back; also into [N, C, 1, 1]
 //              zeros, indices and values viewed as [N, k, 1, 1]), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
@@ -323,15 +324,20 @@ class GateMatcher {
     const ValueId data = sc.inputs[0], upd = sc.inputs[2];
     const std::string what = (sc.op == OpType::ScatterND ? "ScatterND " : "ScatterElements ") + sc.name;
     const bool largest = t->p<TopKParams>().largest;
+    // TopK(Neg(g), k, smallest) picks g's k largest, the lower index first among equals as
+    // TopK(g, k) does; its values are -g, which a Neg turns back (`(-g).topk(k, largest=False)`).
+    const Node* neg_g = largest ? nullptr : prod(t->inputs[0], OpType::Neg);
+    const Node* neg_vals = neg_g ? prod(upd, OpType::Neg) : nullptr;
+    const ValueId vals = neg_vals ? neg_vals->inputs[0] : upd;
     // Views that keep the values' [N, k] shape keep every value's place.
-    bool values_of_g = own && through_views(upd) == t->outputs[0] &&
-                       same_but_trailing_ones(g_.value(upd).shape, g_.value(t->outputs[0]).shape);
+    bool values_of_g = own && (!neg_g || neg_vals) && through_views(vals) == t->outputs[0] &&
+                       same_but_trailing_ones(g_.value(vals).shape, g_.value(t->outputs[0]).shape);
     if (const Node* ge = prod(upd, OpType::GatherElements))
-      values_of_g = values_of_g || (ge->inputs[0] == t->inputs[0] && ge->inputs[1] == idx &&
+      values_of_g = values_of_g || (ge->inputs[0] == (neg_g ? neg_g->inputs[0] : t->inputs[0]) && ge->inputs[1] == idx &&
                                     (ge->p<AxisParams>().axis == 1 || ge->p<AxisParams>().axis == -1));
-    if (largest && is_zero(data) && (values_of_g || is_fill(upd, 1.f))) {
+    if ((largest || neg_g) && is_zero(data) && (values_of_g || is_fill(upd, 1.f))) {
       // (Ones at the winners: a hard 0/1 mask, pi = 1 where kept.)
-      s.g = t->inputs[0];
+      s.g = neg_g ? neg_g->inputs[0] : t->inputs[0];
       s.form = GateForm::Winners;
       s.k = kk;
       s.unit = !values_of_g;

@@ -336,7 +336,8 @@ def other_form_models(work):
     exports in double, one_hot, the losers zeroed in ones); the 1x1-conv
     predictor's [N, C, 1, 1] ranked and scattered as it is; g = softmax over the channels; the test viewed to [N, C, 1, 1] before
     its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
-    scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the predictor or the
+    scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the k smallest of -g
+    with their values negated back; the predictor or the
     product written with torch.einsum ('nc,cd->nd', 'nchw,nc->nchw'); g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
@@ -420,6 +421,9 @@ def other_form_models(work):
             elif self.form == "argsort_scatter":  # the first k of argsort, values gathered from g
                 i = torch.argsort(g, 1, descending=True)[:, :k]
                 pi = torch.zeros_like(g).scatter(1, i, torch.gather(g, 1, i))
+            elif self.form == "k_smallest_of_minus_g":  # the k smallest of -g, their values negated back
+                v, i = (-g).topk(k, 1, largest=False)
+                pi = torch.zeros_like(g).scatter(1, i, -v)
             elif self.form == "scatter_add":  # exports as zeros + ScatterElements
                 v, i = g.topk(k, 1)
                 pi = torch.zeros_like(g).scatter_add(1, i, v)
@@ -531,7 +535,7 @@ def other_form_models(work):
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
-                 "scatter_into_nc11", "einsum_predictor", "einsum_apply", *SALIENCY_FORMS):
+                 "scatter_into_nc11", "einsum_predictor", "einsum_apply", "k_smallest_of_minus_g", *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs
@@ -572,7 +576,8 @@ def lookalike_models(work):
     both samples (a review found it taken as a per-sample gate); sample n's winners put
     (index_put) into row N-1-n; relu(conv) * pi where g (a leaky relu) can be negative; and a
     Where whose boolean test compares g with half its k-th largest (more than k channels stay);
-    and a top-k over the whole batch's g flattened to [1, N * C] (a review found it taken per sample)."""
+    a top-k over the whole batch's g flattened to [1, N * C] (a review found it taken per sample);
+    and the k smallest of -g scattered without negating them back (pi = -g)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -602,6 +607,10 @@ def lookalike_models(work):
                 gf = g.reshape(1, -1)
                 mask = (gf >= gf.topk(self.k, 1).values.min(1, keepdim=True).values).reshape(g.shape[0], -1, 1, 1)
                 return F.adaptive_avg_pool2d(F.relu(self.conv(x) * mask.float()), 1).flatten(1)
+            if self.form == "minus_g_values_kept":  # the k smallest of -g scattered as they are: pi = -g
+                v, i = (-g).topk(self.k, 1, largest=False)
+                pi = torch.zeros_like(g).scatter(1, i, v)
+                return F.adaptive_avg_pool2d(F.relu(self.conv(x) * pi[:, :, None, None]), 1).flatten(1)
             if self.form == "gather_one_row":
                 thr = torch.gather(g.topk(self.k, 1).values, 1, torch.full((1, 1), self.k - 1, dtype=torch.long))
                 pi = g * (g >= thr).float()
@@ -614,7 +623,7 @@ def lookalike_models(work):
 
     paths = []
     for form in ("gather_one_row", "index_put_rows_flipped", "relu_then_gate_leaky_g", "where_bool_half_kth",
-                 "topk_over_batch"):
+                 "topk_over_batch", "minus_g_values_kept"):
         torch.manual_seed(3)
         path = os.path.join(work, "lookalike_%s.onnx" % form)
         torch.onnx.export(Net(form).eval(), torch.randn(2, 1, 28, 28), path, opset_version=13, input_names=["image"],
