@@ -828,10 +828,13 @@ class GateMatcher {
       p.bg.assign(static_cast<size_t>(m), 0.f);
       if (add) {
         int bias_side = g_.value(add->inputs[1]).is_constant() ? 1 : g_.value(add->inputs[0]).is_constant() ? 0 : -1;
-        if (bias_side < 0 || numel(add->inputs[bias_side]) != m)
+        // (One value, a scalar or [1], is every channel's bias.)
+        const int64_t nb = bias_side < 0 ? 0 : numel(add->inputs[bias_side]);
+        if (bias_side < 0 || (nb != m && nb != 1))
           throw Reject{"the gate's " + std::string(add->op == OpType::Sub ? "Sub " : "Add ") + add->name +
                        " is not a per-channel bias"};
         p.bg = floats(add->inputs[bias_side]);
+        if (nb == 1) p.bg.assign(static_cast<size_t>(m), p.bg[0]);
         if (add->op == OpType::Sub && bias_side == 1)
           for (float& x : p.bg) x = -x;
         if (add->op == OpType::Sub && bias_side == 0) w_sign = -1.f;

@@ -337,7 +337,7 @@ def other_form_models(work):
     predictor's [N, C, 1, 1] ranked and scattered as it is; g = softmax over the channels; the test viewed to [N, C, 1, 1] before
     its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
     scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the k smallest of -g
-    with their values negated back; the predictor or the
+    with their values negated back; a MatMul predictor plus one scalar bias; the predictor or the
     product written with torch.einsum ('nc,cd->nd', 'nchw,nc->nchw'); g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
@@ -397,6 +397,8 @@ def other_form_models(work):
                 g = F.relu(self.gate(x.norm(dim=(2, 3))))
             elif self.form == "flatten_mean":  # the mean of the flattened map
                 g = F.relu(self.gate(x.flatten(2).mean(2)))
+            elif self.form == "matmul_scalar_bias":  # x @ W + one bias for every channel
+                g = F.relu(x.mean((2, 3)) @ self.gate.weight.t() + 0.25)
             elif self.form == "einsum_predictor":  # the predictor written with torch.einsum
                 g = F.relu(torch.einsum("nc,cd->nd", x.mean((2, 3)), self.gate.weight.t()) + self.gate.bias)
             elif self.form == "scaled_mean":  # the mean times a scalar (into the weights)
@@ -407,7 +409,7 @@ def other_form_models(work):
             if self.form in ("scatter_ones", "conv1x1_predictor", "sum_over_hw", "l1_norm_over_hw", "avg_pool_whole_map",
                              "relu_then_gate", "conv1x1_flatten_relu", "mean_w_then_h", "sigmoid_g", "expand_as",
                              "repeat", "max_saliency", "l2_saliency", "l2_frobenius", "flatten_mean", "scaled_mean",
-                             "einsum_predictor", "einsum_apply") or \
+                             "einsum_predictor", "einsum_apply", "matmul_scalar_bias") or \
                     self.form in saliency_acts:
                 pi = g * torch.zeros_like(g).scatter(1, g.topk(k, 1).indices, 1.0)
             elif self.form == "sub_ge_zero":  # g - t compared with 0
@@ -535,7 +537,8 @@ def other_form_models(work):
                  "hard_where_double", "hard_where_narrowed", "hard_one_hot", "hard_losers_into_ones",
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
-                 "scatter_into_nc11", "einsum_predictor", "einsum_apply", "k_smallest_of_minus_g", *SALIENCY_FORMS):
+                 "scatter_into_nc11", "einsum_predictor", "einsum_apply", "k_smallest_of_minus_g", "matmul_scalar_bias",
+                 *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs
