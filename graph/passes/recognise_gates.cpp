@@ -14,7 +14,7 @@
 //              zeros, indices and values viewed as [N, k, 1, 1]), the indices also
 //              the first k of a sorted TopK's (argsort), the values also GatherElements(g, indices)
 //   losers:    ScatterElements(g, TopK(Neg(g), C-k).indices | TopK(g, C-k, smallest).indices, zeros)
-//   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices, ones)), or the ones as
+//   mask:      Mul(g, [Cast] ScatterElements(zeros, TopK(g, k).indices (or argsort's first k), ones)), or the ones as
 //              ReduceSum | ReduceMax(OneHot(TopK(g, k).indices, C, [0, 1]), the k axis)
 //   (each ScatterElements also as index_put's ScatterND: pi[arange(N)[:, None], i] = v writes
 //    at the pairs Concat(constant rows n, Unsqueeze(i)))
@@ -103,6 +103,23 @@ class GateMatcher {
       v = g_.node(p).inputs[0];
     }
     return v;
+  }
+
+  // The Slice [0:e] over axis 1 of a sorted TopK's indices that idx is (the first k of
+  // torch.argsort(g, descending=True)), k = min(e, K) set; else null.
+  const Node* argsort_first_k(ValueId idx, int64_t& k) const {
+    const Node* sl = prod(idx, OpType::Slice);
+    if (!sl) return nullptr;
+    const Node* st = prod(sl->inputs[0], OpType::TopK);
+    auto starts = const_ints(g_, *sl, 1), ends = const_ints(g_, *sl, 2), axes = const_ints(g_, *sl, 3),
+         steps = const_ints(g_, *sl, 4);
+    if (!st || st->outputs.size() < 2 || st->outputs[1] != sl->inputs[0] || !st->p<TopKParams>().sorted ||
+        starts != std::vector<int64_t>{0} || ends.size() != 1 || ends[0] <= 0 ||
+        (axes != std::vector<int64_t>{1} && axes != std::vector<int64_t>{-1}) ||
+        (!steps.empty() && steps != std::vector<int64_t>{1}))
+      return nullptr;
+    k = std::min(ends[0], topk_k(*st));
+    return sl;
   }
 
   // The TopK whose indices output is idx (through int casts), or null.
@@ -495,22 +512,8 @@ class GateMatcher {
       const ValueId idx = through_int_casts(through_trailing_ones(sc->inputs[1]));
       const Node* t = prod(idx, OpType::TopK);
       int64_t kk = t ? topk_k(*t) : 0;
-      // Or the first k of a sorted TopK's indices (torch.argsort(g, descending=True)[:, :k]).
-      const Node* first_k = nullptr;
-      if (!t) {
-        if (const Node* sl = prod(idx, OpType::Slice)) {
-          const Node* st = prod(sl->inputs[0], OpType::TopK);
-          auto starts = const_ints(g_, *sl, 1), ends = const_ints(g_, *sl, 2), axes = const_ints(g_, *sl, 3),
-               steps = const_ints(g_, *sl, 4);
-          if (st && st->outputs.size() > 1 && st->outputs[1] == sl->inputs[0] && st->p<TopKParams>().sorted &&
-              starts == std::vector<int64_t>{0} && ends.size() == 1 && ends[0] > 0 &&
-              (axes == std::vector<int64_t>{1} || axes == std::vector<int64_t>{-1}) &&
-              (steps.empty() || steps == std::vector<int64_t>{1})) {
-            t = st, first_k = sl;
-            kk = std::min(ends[0], topk_k(*st));
-          }
-        }
-      }
+      const Node* first_k = t ? nullptr : argsort_first_k(idx, kk);
+      if (first_k) t = prod(first_k->inputs[0], OpType::TopK);
       if (!t || t->outputs.size() < 2 || (!first_k && t->outputs[1] != idx))
         throw Reject{"the scattered indices do not come from a TopK"};
       return scattered(*sc, t, kk, idx, !first_k, m);
@@ -544,7 +547,11 @@ class GateMatcher {
       // Ones scattered at the TopK indices: ScatterElements over axis 1, or index_put's ScatterND.
       const Node* sc = where ? nullptr : prod(mv, OpType::ScatterElements);
       const Node* t = sc ? topk_of_indices(sc->inputs[1]) : nullptr;
-      if (!sc && !where && (sc = prod(mv, OpType::ScatterND))) t = index_put_topk(*sc);
+      int64_t kk = t ? topk_k(*t) : 0;
+      // (Or at the first k of argsort(g, descending=True).)
+      if (const Node* first_k = sc && !t ? argsort_first_k(through_int_casts(sc->inputs[1]), kk) : nullptr)
+        t = prod(first_k->inputs[0], OpType::TopK);
+      if (!sc && !where && (sc = prod(mv, OpType::ScatterND))) t = index_put_topk(*sc), kk = t ? topk_k(*t) : 0;
       if (sc) {
         if (!t || t->inputs[0] != gv) continue;
         if ((sc->op == OpType::ScatterElements && sc->p<ScatterParams>().axis != 1) ||
@@ -553,7 +560,7 @@ class GateMatcher {
           throw Reject{"mask " + sc->name + " is not ones scattered at TopK(g).indices into zeros"};
         s.g = gv;
         s.form = GateForm::Winners;
-        s.k = topk_k(*t);
+        s.k = kk;
         return s;
       }
       // Ones at the TopK indices written with one_hot: ReduceSum (or ReduceMax: TopK's indices

@@ -337,7 +337,8 @@ def other_form_models(work):
     predictor's [N, C, 1, 1] ranked and scattered as it is; g = softmax over the channels; the test viewed to [N, C, 1, 1] before
     its cast, or the condition of Where(test, conv, 0) or Where(losers, 0, conv); the winners
     scattered into [N, C, 1, 1] zeros at the indices viewed as [N, k, 1, 1]; the k smallest of -g
-    with their values negated back; a MatMul predictor plus one scalar bias; the predictor or the
+    with their values negated back; a MatMul predictor plus one scalar bias; ones at the first k of
+    argsort times g; the predictor or the
     product written with torch.einsum ('nc,cd->nd', 'nchw,nc->nchw'); g = relu6, hardsigmoid, softplus or abs
     of the predictor, or its leaky relu, elu, tanh or no activation at all with winners below 0.
     Returns the paths;
@@ -426,6 +427,8 @@ def other_form_models(work):
             elif self.form == "k_smallest_of_minus_g":  # the k smallest of -g, their values negated back
                 v, i = (-g).topk(k, 1, largest=False)
                 pi = torch.zeros_like(g).scatter(1, i, -v)
+            elif self.form == "argsort_ones_times_g":  # ones at the first k of argsort, times g
+                pi = g * torch.zeros_like(g).scatter(1, torch.argsort(g, 1, descending=True)[:, :k], 1.0)
             elif self.form == "scatter_add":  # exports as zeros + ScatterElements
                 v, i = g.topk(k, 1)
                 pi = torch.zeros_like(g).scatter_add(1, i, v)
@@ -538,7 +541,7 @@ def other_form_models(work):
                  "scatter_int32_indices", "one_hot_int32_indices", "one_hot_keepdim", "scale_then_gate", "channel_last_mask",
                  "view_c11_batch1", "where_positive", "hard_ge_viewed_then_cast", "where_bool_mask", "where_bool_losers",
                  "scatter_into_nc11", "einsum_predictor", "einsum_apply", "k_smallest_of_minus_g", "matmul_scalar_bias",
-                 *SALIENCY_FORMS):
+                 "argsort_ones_times_g", *SALIENCY_FORMS):
         torch.manual_seed(2)
         path = os.path.join(work, "form_%s.onnx" % form)
         one = form.endswith("batch1")  # exported for a batch of one, which is all it runs
