@@ -742,11 +742,11 @@ class GateMatcher {
       case OpType::Softplus: a = {Act::Softplus}; return &n;
       case OpType::Elu: a = {Act::Elu, n.p<AlphaBetaParams>().alpha}; return &n;
       case OpType::Tanh: a = {Act::Tanh}; return &n;
-      case OpType::Softmax: {  // over the channels of [N, M] (or [N, M, 1, 1]: opset < 13 flattens from axis 1 too)
+      case OpType::Softmax: {  // over axis 1 of [N, M] or [N, M, 1, 1] (where opset < 13's flattening from axis 1 agrees)
         const Shape& s = g_.value(v).shape;
         const int64_t axis = n.p<SoftmaxParams>().axis < 0 ? n.p<SoftmaxParams>().axis + static_cast<int64_t>(s.size())
                                                            : n.p<SoftmaxParams>().axis;
-        const bool nc11 = s.size() == 4 && s[2] == 1 && s[3] == 1 && (axis == 1 || n.p<SoftmaxParams>().legacy_2d);
+        const bool nc11 = s.size() == 4 && s[2] == 1 && s[3] == 1;
         if (axis != 1 || (s.size() != 2 && !nc11)) return nullptr;
         a = {Act::Softmax};
         return &n;

@@ -7,6 +7,7 @@
 // sizes past 2^34 is refused at load rather than left to run for minutes.
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <map>
 
 #include "ops/op_registry.h"
@@ -124,9 +125,12 @@ void infer_Einsum(InferContext& ctx) {
   double work = 1;
   for (char c : p.output) out.push_back(size[c]);
   for (const auto& [c, n] : size) work *= static_cast<double>(std::max<int64_t>(n, 1));
-  if (work > static_cast<double>(int64_t{1} << 34))
-    ctx.fail("equation '" + p.equation + "' over these shapes walks " + std::to_string(static_cast<double>(work)) +
+  if (work > static_cast<double>(int64_t{1} << 34)) {
+    char walks[32];
+    std::snprintf(walks, sizeof walks, "%.3g", work);
+    ctx.fail("equation '" + p.equation + "' over these shapes walks " + walks +
              " combinations of its letters, more than 2^34 (the reference Einsum's bound): write it as MatMul");
+  }
   checked_numel(ctx, out);
   ctx.set_output(0, dt, out);
 }
